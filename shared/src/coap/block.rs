@@ -1,0 +1,106 @@
+//! The Block1/Block2 option value of RFC 7959 §2.2.
+
+use super::option::{decode_uint, encode_uint};
+use alloc::vec::Vec;
+
+/// A Block1 or Block2 option value: block number, more flag and size exponent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlockValue {
+    /// The block number (up to 2^20 - 1).
+    pub num: u32,
+    /// More blocks follow.
+    pub more: bool,
+    /// Size exponent: the block size is `2^(szx + 4)` bytes, 16 to 1024.
+    pub szx: u8,
+}
+
+impl BlockValue {
+    /// The largest block number the option can carry.
+    pub const MAX_NUM: u32 = (1 << 20) - 1;
+
+    /// A block value; `None` if the number or size exponent is out of range.
+    pub fn new(num: u32, more: bool, szx: u8) -> Option<Self> {
+        (num <= Self::MAX_NUM && szx <= 6).then_some(BlockValue { num, more, szx })
+    }
+
+    /// The size exponent for a block size in bytes (rounded down to a power of two,
+    /// clamped to 16..=1024).
+    pub fn szx_for_size(size: usize) -> u8 {
+        let size = size.clamp(16, 1024);
+        (usize::BITS - 1 - size.leading_zeros()) as u8 - 4
+    }
+
+    /// The block size in bytes.
+    pub fn size(self) -> usize {
+        1 << (self.szx + 4)
+    }
+
+    /// The byte offset of this block in the whole body.
+    pub fn offset(self) -> usize {
+        self.num as usize * self.size()
+    }
+
+    /// Decodes an option value. Size exponent 7 (reserved) and over-long values are errors.
+    pub fn decode(bytes: &[u8]) -> Option<Self> {
+        if bytes.len() > 3 {
+            return None;
+        }
+        let value = decode_uint(bytes)?;
+        Self::new(value >> 4, value & 0x8 != 0, (value & 0x7) as u8)
+    }
+
+    /// Encodes the option value.
+    pub fn encode(self) -> Vec<u8> {
+        encode_uint((self.num << 4) | (u32::from(self.more) << 3) | u32::from(self.szx))
+    }
+
+    /// The block of `body` this value names, and the value describing it (with the
+    /// `more` flag set right). `None` if the block starts past the end of the body.
+    pub fn slice(self, body: &[u8]) -> Option<(BlockValue, &[u8])> {
+        let start = self.offset();
+        if start > body.len() || (start == body.len() && start != 0) {
+            return None;
+        }
+        let end = (start + self.size()).min(body.len());
+        let more = end < body.len();
+        Some((BlockValue { more, ..self }, &body[start..end]))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn encodes_as_rfc7959_examples() {
+        // RFC 7959 figure 2: num 0, more, szx 6 = 0x0e; num 1 = 0x1e.
+        assert_eq!(BlockValue::new(0, true, 6).unwrap().encode(), [0x0e]);
+        assert_eq!(BlockValue::new(1, true, 6).unwrap().encode(), [0x1e]);
+        assert_eq!(BlockValue::new(0, false, 0).unwrap().encode(), Vec::<u8>::new());
+        let big = BlockValue::new(BlockValue::MAX_NUM, true, 2).unwrap();
+        assert_eq!(BlockValue::decode(&big.encode()), Some(big));
+    }
+
+    #[test]
+    fn rejects_reserved_szx_and_long_values() {
+        assert_eq!(BlockValue::decode(&[0x07]), None);
+        assert_eq!(BlockValue::decode(&[1, 2, 3, 4]), None);
+        assert_eq!(BlockValue::new(0, false, 7), None);
+    }
+
+    #[test]
+    fn slices_a_body_into_blocks() {
+        let body: Vec<u8> = (0..40u8).collect();
+        let first = BlockValue::new(0, false, 0).unwrap(); // 16 bytes
+        let (v, b) = first.slice(&body).unwrap();
+        assert!(v.more);
+        assert_eq!(b, &body[..16]);
+        let (v, b) = BlockValue::new(2, false, 0).unwrap().slice(&body).unwrap();
+        assert!(!v.more);
+        assert_eq!(b, &body[32..]);
+        assert_eq!(BlockValue::new(3, false, 0).unwrap().slice(&body), None);
+        assert_eq!(BlockValue::szx_for_size(1024), 6);
+        assert_eq!(BlockValue::szx_for_size(1000), 5);
+        assert_eq!(BlockValue::szx_for_size(1), 0);
+    }
+}

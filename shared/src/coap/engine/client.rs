@@ -1,0 +1,371 @@
+//! The client half: sending requests, NSTART, matching responses, block-wise bodies
+//! in both directions, and observations.
+
+use super::{block_option, Engine, Event, ExchangeError, Purpose, RequestId, Timer};
+use crate::coap::{observe, option, BlockValue, Code, Request, Response};
+use crate::Instant;
+use alloc::vec::Vec;
+use coap_lite::{MessageType, Packet};
+use core::fmt::Debug;
+use rand::Rng;
+
+/// One request of ours, from `request()` to its final response or failure.
+pub(super) struct Exchange<A> {
+    peer: A,
+    pub(super) token: Vec<u8>,
+    request: Request,
+    /// Whether it asked to observe.
+    observe: bool,
+    /// Counts against NSTART until the first ACK or response.
+    outstanding: bool,
+    /// The message ID of our CON awaiting its ACK.
+    unacked_mid: Option<u16>,
+    /// The response deadline, when one is armed.
+    deadline: Option<Instant>,
+    /// Block1: the block of the request body to send next (`None`: body fits one message).
+    upload: Option<BlockValue>,
+    /// Block2: the response body so far, and the block asked for next.
+    download: Vec<u8>,
+    next_block: Option<BlockValue>,
+    /// The Observe number of the notification whose body is being fetched block-wise.
+    download_observe: Option<u32>,
+    /// The last fresh notification (sequence number, arrival time).
+    last_notification: Option<(u32, Instant)>,
+}
+
+impl<A: Copy + Ord + Debug> Engine<A> {
+    /// Sends `request` to `peer` (or queues it while NSTART exchanges are outstanding
+    /// towards that peer). Its outcome arrives as [`Event::Response`],
+    /// [`Event::Notification`]s (if it observes) or [`Event::Failed`].
+    pub fn request(&mut self, now: Instant, peer: A, request: Request) -> RequestId {
+        self.tick(now);
+        let id = RequestId(self.next_id());
+        let token = self.fresh_token();
+        let block_size = self.config.block_size;
+        let upload = (request.payload().len() > block_size)
+            .then(|| BlockValue::new(0, true, BlockValue::szx_for_size(block_size)))
+            .flatten();
+        let exchange = Exchange {
+            peer,
+            token: token.clone(),
+            observe: request.observe() == Some(0),
+            request,
+            outstanding: false,
+            unacked_mid: None,
+            deadline: None,
+            upload,
+            download: Vec::new(),
+            next_block: None,
+            download_observe: None,
+            last_notification: None,
+        };
+        self.exchanges.insert(id, exchange);
+        self.tokens.insert(token, id);
+        if self.outstanding.get(&peer).copied().unwrap_or(0) < self.config.nstart {
+            self.start(now, id);
+        } else {
+            self.queued.entry(peer).or_default().push_back(id);
+        }
+        id
+    }
+
+    /// Forgets a request of ours: no event will come for it. Notifications that still
+    /// arrive for a cancelled observation are answered with Reset, which ends it at the
+    /// server (RFC 7641 §3.6). Returns whether it was known.
+    pub fn cancel(&mut self, id: RequestId) -> bool {
+        self.remove_exchange(id).is_some()
+    }
+
+    /// Requests of ours not yet finished (observations included).
+    pub fn pending_requests(&self) -> usize {
+        self.exchanges.len()
+    }
+
+    fn fresh_token(&mut self) -> Vec<u8> {
+        let len = usize::from(self.config.token_len.clamp(1, 8));
+        loop {
+            let token = self.rng.next_u64().to_be_bytes()[..len].to_vec();
+            if !self.tokens.contains_key(&token) {
+                return token;
+            }
+        }
+    }
+
+    fn start(&mut self, now: Instant, id: RequestId) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        exchange.outstanding = true;
+        *self.outstanding.entry(exchange.peer).or_default() += 1;
+        self.send_exchange_message(now, id);
+    }
+
+    /// Sends the exchange's next message: the request, its next Block1 block, or a
+    /// follow-up asking for the next Block2 block.
+    fn send_exchange_message(&mut self, now: Instant, id: RequestId) {
+        let mid = self.next_message_id();
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        let mut message = exchange.request.clone();
+        if let Some(block) = exchange.next_block {
+            // RFC 7959 §2.4: follow-ups carry no body and do not re-register an observation.
+            message.set_payload(Vec::new());
+            message.remove_option(option::OBSERVE);
+            message.remove_option(option::BLOCK1);
+            message.set_option(option::BLOCK2, block.encode());
+        } else if let Some(block) = exchange.upload {
+            let body = exchange.request.payload();
+            let Some((block, chunk)) = block.slice(body) else {
+                return self.fail(id, ExchangeError::BlockMismatch);
+            };
+            let chunk = chunk.to_vec();
+            if block.num == 0 {
+                message.set_uint_option(option::SIZE1, body.len() as u32);
+            }
+            message.set_payload(chunk);
+            message.set_option(option::BLOCK1, block.encode());
+        }
+        let confirmable = message.is_confirmable();
+        let kind = if confirmable {
+            MessageType::Confirmable
+        } else {
+            MessageType::NonConfirmable
+        };
+        let (peer, token) = (exchange.peer, exchange.token.clone());
+        let mut packet = message.packet().clone();
+        packet.header.set_type(kind);
+        let bytes = Self::encode(packet, kind, mid, &token);
+        if confirmable {
+            exchange.unacked_mid = Some(mid);
+            self.send_confirmable(now, peer, mid, bytes, Purpose::Request(id));
+        } else {
+            self.arm_response_deadline(now, id);
+            self.transmit(peer, bytes);
+        }
+    }
+
+    fn arm_response_deadline(&mut self, now: Instant, id: RequestId) {
+        let deadline = now + self.config.response_timeout;
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = exchange.deadline.replace(deadline) {
+            self.timers.remove(&(old, Timer::ResponseDeadline(id)));
+        }
+        self.timers.insert((deadline, Timer::ResponseDeadline(id)));
+    }
+
+    fn disarm_response_deadline(&mut self, id: RequestId) {
+        if let Some(exchange) = self.exchanges.get_mut(&id) {
+            if let Some(old) = exchange.deadline.take() {
+                self.timers.remove(&(old, Timer::ResponseDeadline(id)));
+            }
+        }
+    }
+
+    /// Our request got an empty ACK: the response will come separately.
+    pub(super) fn on_request_acknowledged(&mut self, now: Instant, id: RequestId) {
+        if let Some(exchange) = self.exchanges.get_mut(&id) {
+            exchange.unacked_mid = None;
+        }
+        self.release(now, id);
+        self.arm_response_deadline(now, id);
+    }
+
+    /// The exchange no longer counts against NSTART; start queued ones.
+    fn release(&mut self, now: Instant, id: RequestId) {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+        if !core::mem::replace(&mut exchange.outstanding, false) {
+            return;
+        }
+        let peer = exchange.peer;
+        self.release_peer(now, peer);
+    }
+
+    fn release_peer(&mut self, now: Instant, peer: A) {
+        if let Some(count) = self.outstanding.get_mut(&peer) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                self.outstanding.remove(&peer);
+            }
+        }
+        while self.outstanding.get(&peer).copied().unwrap_or(0) < self.config.nstart {
+            let Some(queue) = self.queued.get_mut(&peer) else {
+                break;
+            };
+            let next = queue.pop_front();
+            if queue.is_empty() {
+                self.queued.remove(&peer);
+            }
+            match next {
+                Some(next) if self.exchanges.contains_key(&next) => self.start(now, next),
+                Some(_) => {}
+                None => break,
+            }
+        }
+    }
+
+    pub(super) fn on_piggybacked_response(&mut self, now: Instant, peer: A, packet: Packet) {
+        let mid = packet.header.message_id;
+        let Some(Purpose::Request(id)) = self.unacked.get(&(peer, mid)).map(|u| u.purpose.clone())
+        else {
+            return;
+        };
+        let token_matches = self
+            .exchanges
+            .get(&id)
+            .is_some_and(|e| e.token == packet.get_token());
+        if !token_matches {
+            return;
+        }
+        self.take_unacked(peer, mid);
+        if let Some(exchange) = self.exchanges.get_mut(&id) {
+            exchange.unacked_mid = None;
+        }
+        self.on_response(now, id, packet);
+    }
+
+    /// A CON or NON response or notification (not piggybacked).
+    pub(super) fn on_separate_response(&mut self, now: Instant, peer: A, packet: Packet) {
+        let mid = packet.header.message_id;
+        let con = packet.header.get_type() == MessageType::Confirmable;
+        if let Some(seen) = self.dedup.get(now, peer, mid) {
+            self.stats.duplicates += 1;
+            if let super::super::dedup::Seen::Answered(Some(bytes)) = seen {
+                let bytes = bytes.clone();
+                self.transmit(peer, bytes);
+            }
+            return;
+        }
+        let id = self
+            .tokens
+            .get(packet.get_token())
+            .copied()
+            .filter(|id| self.exchanges.get(id).is_some_and(|e| e.peer == peer));
+        let expires = now + self.config.exchange_lifetime;
+        let Some(id) = id else {
+            // Nobody waits for this: tell the sender (this also ends a stale observation).
+            let rst = Self::empty_message(MessageType::Reset, mid);
+            self.stats.resets_sent += 1;
+            self.dedup
+                .insert(now, expires, peer, mid, super::super::dedup::Seen::Answered(Some(rst.clone())));
+            self.transmit(peer, rst);
+            return;
+        };
+        let answer = con.then(|| Self::empty_message(MessageType::Acknowledgement, mid));
+        self.dedup
+            .insert(now, expires, peer, mid, super::super::dedup::Seen::Answered(answer.clone()));
+        if let Some(ack) = answer {
+            self.transmit(peer, ack);
+        }
+        // A separate response also acknowledges our request implicitly (RFC 7252 §5.2.2).
+        if let Some(unacked_mid) = self.exchanges.get_mut(&id).and_then(|e| e.unacked_mid.take()) {
+            self.take_unacked(peer, unacked_mid);
+        }
+        self.on_response(now, id, packet);
+    }
+
+    /// A response to one of our exchanges, however it came.
+    fn on_response(&mut self, now: Instant, id: RequestId, packet: Packet) {
+        self.release(now, id);
+        self.disarm_response_deadline(id);
+        let response = Response::from_packet(packet);
+        let code = response.code();
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return;
+        };
+
+        // Block1: the server wants the next block of our request body.
+        if let Some(sent) = exchange.upload {
+            if code == Code::CONTINUE && sent.more {
+                let theirs = block_option(response.option(option::BLOCK1)).ok().flatten();
+                let szx = theirs.map_or(sent.szx, |b| b.szx.min(sent.szx));
+                let next_offset = sent.offset() + sent.size();
+                let size = 1usize << (szx + 4);
+                exchange.upload = BlockValue::new((next_offset / size) as u32, true, szx);
+                return self.send_exchange_message(now, id);
+            }
+            exchange.upload = None;
+        }
+
+        // Block2: more of the response body is to be fetched.
+        let Ok(block2) = block_option(response.option(option::BLOCK2)) else {
+            return self.fail(id, ExchangeError::BlockMismatch);
+        };
+        let mut response = response;
+        if let Some(block) = block2 {
+            if block.num == 0 {
+                exchange.download.clear();
+                exchange.download_observe = response.observe();
+            }
+            if block.offset() != exchange.download.len() {
+                return self.fail(id, ExchangeError::BlockMismatch);
+            }
+            exchange.download.extend_from_slice(response.payload());
+            if block.more && code.is_success() {
+                exchange.next_block = BlockValue::new(block.num + 1, false, block.szx);
+                if exchange.next_block.is_none() {
+                    return self.fail(id, ExchangeError::BlockMismatch);
+                }
+                return self.send_exchange_message(now, id);
+            }
+            exchange.next_block = None;
+            response.set_payload(core::mem::take(&mut exchange.download));
+            response.remove_option(option::BLOCK2);
+            if let Some(seq) = exchange.download_observe.take() {
+                response.set_uint_option(option::OBSERVE, seq);
+            }
+        }
+
+        let observe_number = response.observe();
+        let observing = exchange.observe && code.is_success() && observe_number.is_some();
+        if !observing {
+            self.remove_exchange(id);
+            self.events.push_back(Event::Response { id, response });
+            return;
+        }
+        let seq = observe_number.unwrap_or(0);
+        let fresh = exchange
+            .last_notification
+            .is_none_or(|(v1, t1)| observe::is_fresh(v1, t1, seq, now));
+        if fresh {
+            exchange.last_notification = Some((seq, now));
+            self.events.push_back(Event::Notification { id, response });
+        }
+    }
+
+    /// Ends an exchange with an error event.
+    pub(super) fn fail(&mut self, id: RequestId, error: ExchangeError) {
+        if self.remove_exchange(id).is_some() {
+            self.events.push_back(Event::Failed { id, error });
+        }
+    }
+
+    /// Drops every trace of an exchange: token, timers, retransmission, NSTART slot.
+    fn remove_exchange(&mut self, id: RequestId) -> Option<Exchange<A>> {
+        let exchange = self.exchanges.remove(&id)?;
+        self.tokens.remove(&exchange.token);
+        if let Some(deadline) = exchange.deadline {
+            self.timers.remove(&(deadline, Timer::ResponseDeadline(id)));
+        }
+        if let Some(mid) = exchange.unacked_mid {
+            self.take_unacked(exchange.peer, mid);
+        }
+        if exchange.outstanding {
+            // No `now` here: queued requests start with the time of the last call, which
+            // only shifts their first retransmission deadline by the same amount.
+            let now = self.last_now();
+            self.release_peer(now, exchange.peer);
+        }
+        Some(exchange)
+    }
+
+    /// The latest instant the engine has seen in a timer (for work started from a
+    /// removal that has no `now` of its own).
+    fn last_now(&self) -> Instant {
+        self.clock
+    }
+}

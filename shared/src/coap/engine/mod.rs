@@ -1,0 +1,477 @@
+//! The sans-IO exchange engine: see the [module docs](super).
+//!
+//! A driver's loop is, in order, forever:
+//!
+//! 1. feed what happened: [`Engine::handle_datagram`] for each datagram received,
+//!    [`Engine::handle_timeout`] when the deadline from [`Engine::poll_timeout`] passes,
+//!    and the application's calls ([`Engine::request`], [`Engine::respond`],
+//!    [`Engine::notify`]);
+//! 2. drain [`Engine::poll_transmit`] onto the socket and [`Engine::poll_event`] into
+//!    the application;
+//! 3. sleep until a datagram, an application call, or [`Engine::poll_timeout`].
+
+mod client;
+mod server;
+#[cfg(test)]
+mod tests;
+
+use super::{
+    dedup::DedupCache, link_format::Link, BlockValue, Code, Config, Request, Response,
+};
+use crate::{Duration, Instant};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::{string::String, vec::Vec};
+use coap_lite::{MessageClass, MessageType, Packet};
+use core::fmt::Debug;
+use rand::{rngs::StdRng, Rng, SeedableRng};
+
+/// Identifies a request this endpoint sent (client side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(pub u64);
+
+/// Identifies a request this endpoint received and has not yet answered (server side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct IncomingId(pub u64);
+
+/// A datagram to send.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit<A> {
+    /// Where to.
+    pub peer: A,
+    /// The encoded CoAP message.
+    pub bytes: Vec<u8>,
+}
+
+/// A request received, for the application to answer with [`Engine::respond`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct IncomingRequest<A> {
+    /// Pass this back to [`Engine::respond`].
+    pub id: IncomingId,
+    /// Who sent it.
+    pub peer: A,
+    /// The request, its body already reassembled if it came block-wise.
+    pub request: Request,
+}
+
+/// Why a request of ours ended without a response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ExchangeError {
+    /// No acknowledgement after MAX_RETRANSMIT retransmissions, or no response in time.
+    #[error("no response from the peer in time")]
+    Timeout,
+    /// The peer answered with a Reset: it does not know this exchange.
+    #[error("the peer reset the exchange")]
+    Reset,
+    /// The peer's block-wise transfer did not add up.
+    #[error("the peer's block-wise transfer was inconsistent")]
+    BlockMismatch,
+}
+
+/// Something the application must hear about.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Event<A> {
+    /// A request arrived; answer it with [`Engine::respond`].
+    Request(IncomingRequest<A>),
+    /// The final response to one of our requests; the exchange is over.
+    Response {
+        /// The request it answers.
+        id: RequestId,
+        /// The response, its body reassembled if it came block-wise.
+        response: Response,
+    },
+    /// A notification for one of our observations (the first response included); the
+    /// observation goes on. Stale notifications (RFC 7641 §3.4) are never reported.
+    Notification {
+        /// The observing request.
+        id: RequestId,
+        /// The notification, its body reassembled if it came block-wise.
+        response: Response,
+    },
+    /// One of our requests ended without a response.
+    Failed {
+        /// The request.
+        id: RequestId,
+        /// Why.
+        error: ExchangeError,
+    },
+}
+
+/// Counters, for logs, tests and benchmarks.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Datagrams handed to [`Engine::handle_datagram`].
+    pub received: u64,
+    /// Datagrams produced (retransmissions included).
+    pub sent: u64,
+    /// CON retransmissions.
+    pub retransmissions: u64,
+    /// Received duplicates answered from the duplicate cache.
+    pub duplicates: u64,
+    /// Datagrams that were not valid CoAP.
+    pub malformed: u64,
+    /// Messages answered with Reset (no matching exchange, empty CON ping, format error).
+    pub resets_sent: u64,
+}
+
+/// Which deadlines the engine keeps. Ordered so it can live in a timer set.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Timer<A> {
+    /// A CON of ours awaits its ACK: retransmit or give up.
+    Retransmit(A, u16),
+    /// A request of ours awaits its (separate or NON) response.
+    ResponseDeadline(RequestId),
+}
+
+/// A CON message of ours awaiting its ACK.
+struct Unacked {
+    bytes: Vec<u8>,
+    retransmits: u8,
+    timeout: Duration,
+    deadline: Instant,
+    purpose: Purpose,
+}
+
+/// What a CON message of ours was for, to know what its ACK, RST or loss means.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Purpose {
+    Request(RequestId),
+    SeparateResponse,
+    Notification { token: Vec<u8> },
+}
+
+/// The sans-IO CoAP endpoint: client and server on one address.
+///
+/// `A` is the peer address type (`SocketAddr` on a gateway, whatever the network stack
+/// uses on a microcontroller).
+pub struct Engine<A> {
+    config: Config,
+    rng: StdRng,
+    next_mid: u16,
+    next_id: u64,
+    stats: Stats,
+    /// The latest `now` any call brought.
+    clock: Instant,
+
+    // Client side.
+    exchanges: BTreeMap<RequestId, client::Exchange<A>>,
+    tokens: BTreeMap<Vec<u8>, RequestId>,
+    outstanding: BTreeMap<A, usize>,
+    queued: BTreeMap<A, VecDeque<RequestId>>,
+
+    // Both sides: our CON messages awaiting an ACK.
+    unacked: BTreeMap<(A, u16), Unacked>,
+
+    // Server side.
+    dedup: DedupCache<A>,
+    incoming: BTreeMap<IncomingId, server::Incoming<A>>,
+    piggyback_deadlines: VecDeque<(Instant, IncomingId)>,
+    uploads: BTreeMap<(A, Code, String), server::Upload>,
+    downloads: BTreeMap<(A, String), server::Download>,
+    observers: BTreeMap<(A, Vec<u8>), server::Observer>,
+    observed: BTreeMap<String, BTreeSet<(A, Vec<u8>)>>,
+    observe_seq: u32,
+    links: Vec<Link>,
+
+    timers: BTreeSet<(Instant, Timer<A>)>,
+    transmits: VecDeque<Transmit<A>>,
+    events: VecDeque<Event<A>>,
+}
+
+impl<A: Copy + Ord + Debug> Engine<A> {
+    /// An engine with `config`, seeded with 32 random bytes (message IDs, tokens and
+    /// retransmission jitter come from it: give it real entropy).
+    pub fn new(config: Config, seed: [u8; 32]) -> Self {
+        let mut rng = StdRng::from_seed(seed);
+        let next_mid = rng.next_u32() as u16;
+        Engine {
+            dedup: DedupCache::new(config.dedup_capacity),
+            config,
+            rng,
+            next_mid,
+            next_id: 1,
+            stats: Stats::default(),
+            clock: Instant::ZERO,
+            exchanges: BTreeMap::new(),
+            tokens: BTreeMap::new(),
+            outstanding: BTreeMap::new(),
+            queued: BTreeMap::new(),
+            unacked: BTreeMap::new(),
+            incoming: BTreeMap::new(),
+            piggyback_deadlines: VecDeque::new(),
+            uploads: BTreeMap::new(),
+            downloads: BTreeMap::new(),
+            observers: BTreeMap::new(),
+            observed: BTreeMap::new(),
+            observe_seq: 2,
+            links: Vec::new(),
+            timers: BTreeSet::new(),
+            transmits: VecDeque::new(),
+            events: VecDeque::new(),
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counters since creation.
+    pub fn stats(&self) -> &Stats {
+        &self.stats
+    }
+
+    /// The resources `GET /.well-known/core` lists. While empty, that request reaches the
+    /// application like any other.
+    pub fn set_links(&mut self, links: Vec<Link>) {
+        self.links = links;
+    }
+
+    /// Feeds one received datagram. Never panics, whatever the bytes.
+    pub fn handle_datagram(&mut self, now: Instant, peer: A, bytes: &[u8]) {
+        self.stats.received += 1;
+        self.tick(now);
+        let packet = match Packet::from_bytes(bytes) {
+            Ok(p) if p.header.get_version() == 1 => p,
+            Ok(_) => return, // RFC 7252 §3: unknown version numbers are silently ignored.
+            Err(_) => return self.reject_malformed(peer, bytes),
+        };
+        let code = Code(packet.header.code.into());
+        let mid = packet.header.message_id;
+        if code.is_empty() && (!packet.get_token().is_empty() || !packet.payload.is_empty()) {
+            return self.reject_malformed(peer, bytes);
+        }
+        match packet.header.get_type() {
+            MessageType::Confirmable | MessageType::NonConfirmable => {
+                let con = packet.header.get_type() == MessageType::Confirmable;
+                if code.is_request() {
+                    self.on_request(now, peer, packet)
+                } else if code.is_response() {
+                    self.on_separate_response(now, peer, packet)
+                } else if con {
+                    // An empty CON is a ping; a reserved class is a format error.
+                    self.send_reset(peer, mid)
+                }
+            }
+            MessageType::Acknowledgement => {
+                if code.is_empty() {
+                    self.on_empty_ack(now, peer, mid)
+                } else if code.is_response() {
+                    self.on_piggybacked_response(now, peer, packet)
+                }
+            }
+            MessageType::Reset => self.on_reset(now, peer, mid),
+        }
+    }
+
+    /// The next datagram to send, if any.
+    pub fn poll_transmit(&mut self) -> Option<Transmit<A>> {
+        self.transmits.pop_front()
+    }
+
+    /// The next event for the application, if any.
+    pub fn poll_event(&mut self) -> Option<Event<A>> {
+        self.events.pop_front()
+    }
+
+    /// When [`Engine::handle_timeout`] should next be called, if anything is pending.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let timer = self.timers.first().map(|(at, _)| *at);
+        let piggyback = self.piggyback_deadlines.front().map(|(at, _)| *at);
+        match (timer, piggyback) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Runs everything due by `now`: retransmissions, give-ups, empty ACKs for slow
+    /// handlers, response deadlines, cache expiry.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        self.tick(now);
+        while let Some(&(at, timer)) = self.timers.first() {
+            if at > now {
+                break;
+            }
+            self.timers.pop_first();
+            match timer {
+                Timer::Retransmit(peer, mid) => self.on_retransmit_timer(now, peer, mid),
+                Timer::ResponseDeadline(id) => self.fail(id, ExchangeError::Timeout),
+            }
+        }
+        while let Some(&(at, id)) = self.piggyback_deadlines.front() {
+            if at > now {
+                break;
+            }
+            self.piggyback_deadlines.pop_front();
+            self.acknowledge_slow_request(id);
+        }
+        self.dedup.purge(now);
+    }
+
+    fn on_retransmit_timer(&mut self, now: Instant, peer: A, mid: u16) {
+        let Some(unacked) = self.unacked.get_mut(&(peer, mid)) else {
+            return;
+        };
+        if unacked.retransmits < self.config.max_retransmit {
+            unacked.retransmits += 1;
+            unacked.timeout *= 2;
+            unacked.deadline = now + unacked.timeout;
+            let (deadline, bytes) = (unacked.deadline, unacked.bytes.clone());
+            self.timers.insert((deadline, Timer::Retransmit(peer, mid)));
+            self.stats.retransmissions += 1;
+            self.transmit(peer, bytes);
+            return;
+        }
+        let unacked = self.unacked.remove(&(peer, mid)).expect("checked above");
+        match unacked.purpose {
+            Purpose::Request(id) => self.fail(id, ExchangeError::Timeout),
+            Purpose::Notification { token } => self.remove_observer(peer, &token),
+            Purpose::SeparateResponse => {}
+        }
+    }
+
+    fn on_empty_ack(&mut self, now: Instant, peer: A, mid: u16) {
+        let Some(unacked) = self.take_unacked(peer, mid) else {
+            return;
+        };
+        match unacked.purpose {
+            Purpose::Request(id) => self.on_request_acknowledged(now, id),
+            Purpose::Notification { token } => {
+                if let Some(observer) = self.observers.get_mut(&(peer, token)) {
+                    observer.con_in_flight = None;
+                }
+            }
+            Purpose::SeparateResponse => {}
+        }
+    }
+
+    fn on_reset(&mut self, _now: Instant, peer: A, mid: u16) {
+        if let Some(unacked) = self.take_unacked(peer, mid) {
+            match unacked.purpose {
+                Purpose::Request(id) => self.fail(id, ExchangeError::Reset),
+                Purpose::Notification { token } => self.remove_observer(peer, &token),
+                Purpose::SeparateResponse => {}
+            }
+            return;
+        }
+        // A Reset answering a NON notification cancels that observation (RFC 7641 §3.6).
+        let token = self
+            .observers
+            .range((peer, Vec::new())..)
+            .take_while(|((p, _), _)| *p == peer)
+            .find(|(_, o)| o.last_mid == Some(mid))
+            .map(|((_, t), _)| t.clone());
+        if let Some(token) = token {
+            self.remove_observer(peer, &token);
+        }
+    }
+
+    /// Removes a CON of ours from the retransmission books, with its timer.
+    fn take_unacked(&mut self, peer: A, mid: u16) -> Option<Unacked> {
+        let unacked = self.unacked.remove(&(peer, mid))?;
+        self.timers
+            .remove(&(unacked.deadline, Timer::Retransmit(peer, mid)));
+        Some(unacked)
+    }
+
+    /// Sends a CON message and keeps it for retransmission until acknowledged.
+    fn send_confirmable(&mut self, now: Instant, peer: A, mid: u16, bytes: Vec<u8>, purpose: Purpose) {
+        let timeout = self.initial_timeout();
+        let deadline = now + timeout;
+        self.timers.insert((deadline, Timer::Retransmit(peer, mid)));
+        self.unacked.insert(
+            (peer, mid),
+            Unacked {
+                bytes: bytes.clone(),
+                retransmits: 0,
+                timeout,
+                deadline,
+                purpose,
+            },
+        );
+        self.transmit(peer, bytes);
+    }
+
+    /// A random initial ACK timeout in [ACK_TIMEOUT, ACK_TIMEOUT × ACK_RANDOM_FACTOR].
+    fn initial_timeout(&mut self) -> Duration {
+        let base = self.config.ack_timeout;
+        let spread = base.mul_f32((self.config.ack_random_factor - 1.0).max(0.0));
+        let spread_us = spread.as_micros() as u64;
+        let jitter = if spread_us == 0 {
+            0
+        } else {
+            self.rng.next_u64() % (spread_us + 1)
+        };
+        base + Duration::from_micros(jitter)
+    }
+
+    fn tick(&mut self, now: Instant) {
+        self.clock = self.clock.max(now);
+    }
+
+    fn next_message_id(&mut self) -> u16 {
+        self.next_mid = self.next_mid.wrapping_add(1);
+        self.next_mid
+    }
+
+    fn next_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn transmit(&mut self, peer: A, bytes: Vec<u8>) {
+        self.stats.sent += 1;
+        self.transmits.push_back(Transmit { peer, bytes });
+    }
+
+    /// Encodes a packet after setting its header fields.
+    fn encode(mut packet: Packet, kind: MessageType, mid: u16, token: &[u8]) -> Vec<u8> {
+        packet.header.set_version(1);
+        packet.header.set_type(kind);
+        packet.header.message_id = mid;
+        packet.set_token(token.to_vec());
+        // Sizes are bounded by block-wise transfer, so the codec's limit is not needed;
+        // its only other failure is an option too long to encode, which we never build.
+        packet.to_bytes_unlimited().unwrap_or_default()
+    }
+
+    fn empty_message(kind: MessageType, mid: u16) -> Vec<u8> {
+        let mut packet = Packet::new();
+        packet.header.code = MessageClass::Empty;
+        Self::encode(packet, kind, mid, &[])
+    }
+
+    fn send_reset(&mut self, peer: A, mid: u16) {
+        self.stats.resets_sent += 1;
+        let bytes = Self::empty_message(MessageType::Reset, mid);
+        self.transmit(peer, bytes);
+    }
+
+    /// A datagram that is not valid CoAP: a CON gets a Reset if its header is readable
+    /// (RFC 7252 §4.2), anything else is dropped.
+    fn reject_malformed(&mut self, peer: A, bytes: &[u8]) {
+        self.stats.malformed += 1;
+        tracing::debug!(?peer, len = bytes.len(), "malformed CoAP datagram");
+        if bytes.len() >= 4 && bytes[0] >> 6 == 1 && (bytes[0] >> 4) & 0x3 == 0 {
+            self.send_reset(peer, u16::from_be_bytes([bytes[2], bytes[3]]));
+        }
+    }
+}
+
+impl<A> Debug for Engine<A> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("Engine")
+            .field("exchanges", &self.exchanges.len())
+            .field("incoming", &self.incoming.len())
+            .field("observers", &self.observers.len())
+            .field("stats", &self.stats)
+            .finish()
+    }
+}
+
+/// Reads a Block option; `Err` if present but invalid.
+fn block_option(message_option: Option<&[u8]>) -> Result<Option<BlockValue>, ()> {
+    match message_option {
+        None => Ok(None),
+        Some(raw) => BlockValue::decode(raw).map(Some).ok_or(()),
+    }
+}

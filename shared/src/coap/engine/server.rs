@@ -1,0 +1,422 @@
+//! The server half: duplicate detection, piggybacked and separate responses, Block1
+//! reassembly, Block2 slicing, observers and notifications, `/.well-known/core`.
+
+use super::{block_option, Engine, Event, IncomingId, IncomingRequest, Purpose};
+use crate::coap::dedup::Seen;
+use crate::coap::{link_format, option, BlockValue, Code, Method, Request, Response};
+use crate::coap::{observe::SEQUENCE_MODULUS, CONTENT_FORMAT_LINK_FORMAT};
+use crate::Instant;
+use alloc::{string::String, vec::Vec};
+use coap_lite::{MessageType, Packet};
+use core::fmt::Debug;
+
+/// A request received and not yet answered.
+pub(super) struct Incoming<A> {
+    peer: A,
+    mid: u16,
+    token: Vec<u8>,
+    con: bool,
+    /// An empty ACK went out: the response must come as a separate CON.
+    acked: bool,
+    method: Code,
+    key: String,
+    /// Block1 of the request's last block, echoed in the response.
+    block1: Option<BlockValue>,
+    /// The Block2 block the client asked for.
+    block2: Option<BlockValue>,
+    /// GET with Observe: 0: register the observer if the response is a success.
+    register_observer: bool,
+}
+
+/// A request body arriving block by block.
+pub(super) struct Upload {
+    body: Vec<u8>,
+    expires: Instant,
+}
+
+/// A response body being read block by block.
+pub(super) struct Download {
+    response: Response,
+    expires: Instant,
+}
+
+/// One observer of one resource.
+pub(super) struct Observer {
+    key: String,
+    last_con: Instant,
+    /// The message ID of a CON notification awaiting its ACK.
+    pub(super) con_in_flight: Option<u16>,
+    /// The message ID of the last notification, so a Reset to it can be recognised.
+    pub(super) last_mid: Option<u16>,
+}
+
+/// How many block-wise transfers a server keeps per kind before purging expired ones.
+const BLOCK_STATE_SOFT_LIMIT: usize = 256;
+
+impl<A: Copy + Ord + Debug> Engine<A> {
+    /// Answers a request received as [`Event::Request`]. Large bodies go block-wise; a
+    /// success answering `GET` with Observe registers the observer. Answering an unknown
+    /// or already answered id does nothing and returns `false`.
+    pub fn respond(&mut self, now: Instant, id: IncomingId, response: Response) -> bool {
+        self.tick(now);
+        let Some(incoming) = self.incoming.remove(&id) else {
+            return false;
+        };
+        self.answer(now, incoming, response);
+        true
+    }
+
+    /// Sends `response` as a notification to every observer of `resource` (a request's
+    /// [`Request::resource_key`]) and returns how many there were. A non-success
+    /// response ends the observations (RFC 7641 §3.2). Notifications go NON, and CON at
+    /// least every `observe_con_interval`, so observers that left are found and removed.
+    pub fn notify(&mut self, now: Instant, resource: &str, response: Response) -> usize {
+        self.tick(now);
+        let Some(targets) = self.observed.get(resource) else {
+            return 0;
+        };
+        let targets: Vec<(A, Vec<u8>)> = targets.iter().cloned().collect();
+        self.observe_seq = (self.observe_seq + 1) % SEQUENCE_MODULUS;
+        let seq = self.observe_seq;
+        let ends = !response.code().is_success();
+        for (peer, token) in &targets {
+            let mut message = response.clone();
+            if !ends {
+                message.set_uint_option(option::OBSERVE, seq);
+            }
+            let message = self.first_block(now, *peer, resource, message);
+            let Some(observer) = self.observers.get_mut(&(*peer, token.clone())) else {
+                continue;
+            };
+            let in_flight = observer.con_in_flight.take();
+            let con = ends
+                || in_flight.is_some()
+                || now >= observer.last_con + self.config.observe_con_interval;
+            if con {
+                observer.last_con = now;
+            }
+            let mid = self.next_message_id();
+            let observer = self.observers.get_mut(&(*peer, token.clone())).expect("present");
+            observer.last_mid = Some(mid);
+            if con {
+                observer.con_in_flight = Some(mid);
+            }
+            if let Some(old) = in_flight {
+                // RFC 7641 §4.5.2: a newer notification replaces one still in transit.
+                self.take_unacked(*peer, old);
+            }
+            if con {
+                let bytes = Self::encode(message.into_packet(), MessageType::Confirmable, mid, token);
+                let purpose = Purpose::Notification { token: token.clone() };
+                self.send_confirmable(now, *peer, mid, bytes, purpose);
+            } else {
+                let bytes = Self::encode(message.into_packet(), MessageType::NonConfirmable, mid, token);
+                self.transmit(*peer, bytes);
+            }
+            if ends {
+                self.remove_observer(*peer, token);
+            }
+        }
+        targets.len()
+    }
+
+    /// How many observers `resource` has.
+    pub fn observer_count(&self, resource: &str) -> usize {
+        self.observed.get(resource).map_or(0, |s| s.len())
+    }
+
+    /// Requests received and not yet answered.
+    pub fn pending_incoming(&self) -> usize {
+        self.incoming.len()
+    }
+
+    pub(super) fn remove_observer(&mut self, peer: A, token: &[u8]) {
+        let Some(observer) = self.observers.remove(&(peer, token.to_vec())) else {
+            return;
+        };
+        if let Some(mid) = observer.con_in_flight {
+            self.take_unacked(peer, mid);
+        }
+        if let Some(set) = self.observed.get_mut(&observer.key) {
+            set.remove(&(peer, token.to_vec()));
+            if set.is_empty() {
+                self.observed.remove(&observer.key);
+            }
+        }
+    }
+
+    pub(super) fn on_request(&mut self, now: Instant, peer: A, packet: Packet) {
+        let mid = packet.header.message_id;
+        let con = packet.header.get_type() == MessageType::Confirmable;
+        if let Some(seen) = self.dedup.get(now, peer, mid) {
+            self.stats.duplicates += 1;
+            match seen.clone() {
+                Seen::Answered(Some(bytes)) => self.transmit(peer, bytes),
+                Seen::Answered(None) => {}
+                Seen::InProgress(id) => {
+                    // The handler is still running and the client is retrying: acknowledge
+                    // now; the response follows as a separate CON.
+                    if con {
+                        self.acknowledge_slow_request(IncomingId(id));
+                    }
+                }
+            }
+            return;
+        }
+        let id = IncomingId(self.next_id());
+        let expires = now + self.config.exchange_lifetime;
+        self.dedup.insert(now, expires, peer, mid, Seen::InProgress(id.0));
+
+        let code = Code(packet.header.code.into());
+        let token = packet.get_token().to_vec();
+        let mut request = Request::from_packet(packet, con);
+        let mut incoming = Incoming {
+            peer,
+            mid,
+            token,
+            con,
+            acked: false,
+            method: code,
+            key: request.resource_key(),
+            block1: None,
+            block2: None,
+            register_observer: false,
+        };
+
+        // RFC 7252 §5.4.1: an unrecognised critical option makes the request fail.
+        let unknown_critical = request
+            .packet()
+            .options()
+            .map(|(n, _)| *n)
+            .find(|n| option::is_critical(*n) && !option::is_known(*n));
+        if let Some(number) = unknown_critical {
+            let reason = alloc::format!("unsupported critical option {number}");
+            return self.answer(now, incoming, Response::error(Code::BAD_OPTION, &reason));
+        }
+        let Some(method) = Method::from_code(code) else {
+            let reason = alloc::format!("method code {code} is not supported");
+            return self.answer(now, incoming, Response::error(Code::METHOD_NOT_ALLOWED, &reason));
+        };
+        let (Ok(block1), Ok(block2)) = (
+            block_option(request.option(option::BLOCK1)),
+            block_option(request.option(option::BLOCK2)),
+        ) else {
+            return self.answer(now, incoming, Response::error(Code::BAD_REQUEST, "invalid Block option"));
+        };
+        incoming.block2 = block2;
+
+        if let Some(block) = block1 {
+            match self.receive_block(now, &incoming, &mut request, block) {
+                Ok(None) => {}
+                Ok(Some(done)) => incoming.block1 = Some(done),
+                Err(response) => return self.answer(now, incoming, response),
+            }
+            if incoming.block1.is_none() {
+                let ack = BlockValue { more: true, ..block };
+                let response = Response::new(Code::CONTINUE).with_option(option::BLOCK1, ack.encode());
+                return self.answer(now, incoming, response);
+            }
+        }
+
+        if let Some(block) = block2.filter(|b| b.num > 0) {
+            if let Some(response) = self.cached_download(now, peer, &incoming.key) {
+                let _ = block;
+                return self.answer(now, incoming, response);
+            }
+        }
+
+        if method == Method::Get && incoming.key.starts_with(".well-known/core") && !self.links.is_empty() {
+            let response = self.well_known_core(&request);
+            return self.answer(now, incoming, response);
+        }
+
+        if matches!(method, Method::Get | Method::Fetch) {
+            match request.observe() {
+                Some(0) => incoming.register_observer = true,
+                Some(1) => self.remove_observer(peer, &incoming.token),
+                _ => {}
+            }
+        }
+
+        self.incoming.insert(id, incoming);
+        if con {
+            let deadline = now + self.config.piggyback_window;
+            self.piggyback_deadlines.push_back((deadline, id));
+        }
+        self.events
+            .push_back(Event::Request(IncomingRequest { id, peer, request }));
+    }
+
+    /// Adds a Block1 block to its upload. `Ok(Some(block))` when the body is complete
+    /// (and now the request's payload), `Ok(None)` when more blocks are expected, `Err`
+    /// with the error response otherwise.
+    fn receive_block(
+        &mut self,
+        now: Instant,
+        incoming: &Incoming<A>,
+        request: &mut Request,
+        block: BlockValue,
+    ) -> Result<Option<BlockValue>, Response> {
+        let key = (incoming.peer, incoming.method, incoming.key.clone());
+        if block.num == 0 {
+            if self.uploads.len() >= BLOCK_STATE_SOFT_LIMIT {
+                self.uploads.retain(|_, u| u.expires > now);
+            }
+            self.uploads.insert(
+                key.clone(),
+                Upload {
+                    body: Vec::new(),
+                    expires: now + self.config.block_lifetime,
+                },
+            );
+        }
+        let Some(upload) = self.uploads.get_mut(&key).filter(|u| u.expires > now) else {
+            return Err(Response::error(
+                Code::REQUEST_ENTITY_INCOMPLETE,
+                "no block-wise transfer in progress for this resource: start at block 0",
+            ));
+        };
+        if block.offset() != upload.body.len() || (block.more && request.payload().len() != block.size()) {
+            self.uploads.remove(&key);
+            return Err(Response::error(
+                Code::REQUEST_ENTITY_INCOMPLETE,
+                "block out of sequence: start again at block 0",
+            ));
+        }
+        if upload.body.len() + request.payload().len() > self.config.max_body_size {
+            self.uploads.remove(&key);
+            let max = self.config.max_body_size as u32;
+            return Err(Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "request body too large")
+                .with_option(option::SIZE1, option::encode_uint(max)));
+        }
+        upload.body.extend_from_slice(request.payload());
+        upload.expires = now + self.config.block_lifetime;
+        if block.more {
+            return Ok(None);
+        }
+        let body = self.uploads.remove(&key).map(|u| u.body).unwrap_or_default();
+        request.set_payload(body);
+        request.remove_option(option::BLOCK1);
+        request.remove_option(option::SIZE1);
+        Ok(Some(block))
+    }
+
+    fn cached_download(&mut self, now: Instant, peer: A, key: &str) -> Option<Response> {
+        let download = self.downloads.get(&(peer, String::from(key)))?;
+        (download.expires > now).then(|| download.response.clone())
+    }
+
+    fn well_known_core(&self, request: &Request) -> Response {
+        let filters: Vec<&str> = request.queries().collect();
+        let body = link_format::write(&self.links, &filters);
+        Response::content(body.into_bytes()).with_content_format(CONTENT_FORMAT_LINK_FORMAT)
+    }
+
+    /// Sends the answer to a request: registers an observer, echoes Block1, slices Block2,
+    /// and picks piggybacked ACK, separate CON, or NON.
+    fn answer(&mut self, now: Instant, incoming: Incoming<A>, mut response: Response) {
+        let peer = incoming.peer;
+        if incoming.register_observer && response.code().is_success() {
+            self.add_observer(now, peer, &incoming.token, &incoming.key);
+            response.set_uint_option(option::OBSERVE, self.observe_seq);
+        }
+        if let Some(block) = incoming.block1 {
+            response.set_option(option::BLOCK1, block.encode());
+        }
+        let response = match incoming.block2 {
+            Some(block) => self.block_of(now, peer, &incoming.key, response, block),
+            None => self.first_block(now, peer, &incoming.key, response),
+        };
+        let packet = response.into_packet();
+        let mid = incoming.mid;
+        if incoming.con && !incoming.acked {
+            let bytes = Self::encode(packet, MessageType::Acknowledgement, mid, &incoming.token);
+            self.dedup.update(peer, mid, Seen::Answered(Some(bytes.clone())));
+            self.transmit(peer, bytes);
+        } else if incoming.con {
+            let ack = Self::empty_message(MessageType::Acknowledgement, mid);
+            self.dedup.update(peer, mid, Seen::Answered(Some(ack)));
+            let own_mid = self.next_message_id();
+            let bytes = Self::encode(packet, MessageType::Confirmable, own_mid, &incoming.token);
+            self.send_confirmable(now, peer, own_mid, bytes, Purpose::SeparateResponse);
+        } else {
+            let own_mid = self.next_message_id();
+            let bytes = Self::encode(packet, MessageType::NonConfirmable, own_mid, &incoming.token);
+            self.dedup.update(peer, mid, Seen::Answered(Some(bytes.clone())));
+            self.transmit(peer, bytes);
+        }
+    }
+
+    /// Cuts a response larger than the block size to its first block (RFC 7959 §2.2),
+    /// keeping the whole for the follow-up requests.
+    fn first_block(&mut self, now: Instant, peer: A, key: &str, response: Response) -> Response {
+        if response.payload().len() <= self.config.block_size {
+            return response;
+        }
+        let szx = BlockValue::szx_for_size(self.config.block_size);
+        let first = BlockValue { num: 0, more: false, szx };
+        self.block_of(now, peer, key, response, first)
+    }
+
+    /// The block `wanted` of a response (no smaller than needed, no larger than ours).
+    fn block_of(&mut self, now: Instant, peer: A, key: &str, mut response: Response, wanted: BlockValue) -> Response {
+        let our_szx = BlockValue::szx_for_size(self.config.block_size);
+        let wanted = BlockValue { szx: wanted.szx.min(our_szx), ..wanted };
+        if wanted.num == 0 && response.payload().len() <= wanted.size() {
+            return response;
+        }
+        let whole = response.take_payload();
+        let Some((block, chunk)) = wanted.slice(&whole) else {
+            return Response::error(Code::BAD_OPTION, "Block2 asks for a block past the end of the body");
+        };
+        let mut part = response.clone().with_payload(chunk.to_vec());
+        part.set_option(option::BLOCK2, block.encode());
+        if block.num == 0 {
+            part.set_uint_option(option::SIZE2, whole.len() as u32);
+        }
+        if block.more {
+            if self.downloads.len() >= BLOCK_STATE_SOFT_LIMIT {
+                self.downloads.retain(|_, d| d.expires > now);
+            }
+            response.remove_option(option::OBSERVE);
+            response.set_payload(whole);
+            let expires = now + self.config.block_lifetime;
+            self.downloads.insert((peer, String::from(key)), Download { response, expires });
+        } else {
+            self.downloads.remove(&(peer, String::from(key)));
+        }
+        part
+    }
+
+    fn add_observer(&mut self, now: Instant, peer: A, token: &[u8], key: &str) {
+        self.remove_observer(peer, token);
+        self.observers.insert(
+            (peer, token.to_vec()),
+            Observer {
+                key: String::from(key),
+                last_con: now,
+                con_in_flight: None,
+                last_mid: None,
+            },
+        );
+        self.observed
+            .entry(String::from(key))
+            .or_default()
+            .insert((peer, token.to_vec()));
+    }
+
+    /// A handler is taking long (or the client retried): send an empty ACK so the
+    /// client stops retransmitting; the response will go as a separate CON.
+    pub(super) fn acknowledge_slow_request(&mut self, id: IncomingId) {
+        let Some(incoming) = self.incoming.get_mut(&id) else {
+            return;
+        };
+        if !incoming.con || incoming.acked {
+            return;
+        }
+        incoming.acked = true;
+        let (peer, mid) = (incoming.peer, incoming.mid);
+        let ack = Self::empty_message(MessageType::Acknowledgement, mid);
+        self.transmit(peer, ack);
+    }
+}

@@ -1,0 +1,567 @@
+//! Engine tests in virtual time: two engines joined by a simulated network that can
+//! drop, duplicate and reorder datagrams. No sockets, no clocks, no sleeps.
+
+use super::*;
+use crate::coap::{link_format, option, Method};
+use alloc::{format, vec, vec::Vec};
+use proptest::prelude::*;
+
+const CLIENT: u8 = 1;
+const SERVER: u8 = 2;
+
+/// A datagram in flight.
+struct InFlight {
+    at: Instant,
+    from: u8,
+    to: u8,
+    bytes: Vec<u8>,
+}
+
+/// Client and server engines, a network between them, and a server application.
+struct Net {
+    now: Instant,
+    client: Engine<u8>,
+    server: Engine<u8>,
+    wire: Vec<InFlight>,
+    latency: Duration,
+    /// Percent of datagrams dropped, in each direction.
+    loss_percent: u64,
+    rng: StdRng,
+    /// Every datagram put on the wire, with its send time (for schedule checks).
+    log: Vec<(Instant, u8, Vec<u8>)>,
+    client_events: Vec<Event<u8>>,
+    server_requests: Vec<IncomingRequest<u8>>,
+    /// How the server application answers (None: leave unanswered for the test).
+    handler: fn(&Request) -> Option<Response>,
+}
+
+fn echo(request: &Request) -> Option<Response> {
+    let mut body = request.path().into_bytes();
+    body.extend_from_slice(b":");
+    body.extend_from_slice(request.payload());
+    Some(Response::content(body))
+}
+
+impl Net {
+    fn new(config: Config) -> Self {
+        Net {
+            now: Instant::from_millis(1_000),
+            client: Engine::new(config.clone(), [1; 32]),
+            server: Engine::new(config, [2; 32]),
+            wire: Vec::new(),
+            latency: Duration::from_millis(10),
+            loss_percent: 0,
+            rng: StdRng::from_seed([3; 32]),
+            log: Vec::new(),
+            client_events: Vec::new(),
+            server_requests: Vec::new(),
+            handler: echo,
+        }
+    }
+
+    fn engine(&mut self, who: u8) -> &mut Engine<u8> {
+        if who == CLIENT {
+            &mut self.client
+        } else {
+            &mut self.server
+        }
+    }
+
+    /// Moves datagrams from both engines onto the wire and events to the apps.
+    fn drain(&mut self) {
+        loop {
+            let mut progressed = false;
+            for who in [CLIENT, SERVER] {
+                while let Some(t) = self.engine(who).poll_transmit() {
+                    progressed = true;
+                    self.log.push((self.now, who, t.bytes.clone()));
+                    if self.rng.next_u64() % 100 < self.loss_percent {
+                        continue;
+                    }
+                    let at = self.now + self.latency;
+                    self.wire.push(InFlight { at, from: who, to: t.peer, bytes: t.bytes });
+                }
+            }
+            while let Some(e) = self.client.poll_event() {
+                progressed = true;
+                self.client_events.push(e);
+            }
+            while let Some(e) = self.server.poll_event() {
+                progressed = true;
+                let Event::Request(req) = e else { panic!("server got {e:?}") };
+                match (self.handler)(&req.request) {
+                    Some(response) => {
+                        let now = self.now;
+                        assert!(self.server.respond(now, req.id, response));
+                    }
+                    None => self.server_requests.push(req),
+                }
+            }
+            if !progressed {
+                return;
+            }
+        }
+    }
+
+    /// Advances virtual time to the next event (delivery or timer), runs it; false when
+    /// nothing is left to happen.
+    fn step(&mut self, end: Instant) -> bool {
+        self.drain();
+        let next_delivery = self.wire.iter().map(|d| d.at).min();
+        let next_timer = [self.client.poll_timeout(), self.server.poll_timeout()]
+            .into_iter()
+            .flatten()
+            .min();
+        let Some(next) = [next_delivery, next_timer].into_iter().flatten().min() else {
+            return false;
+        };
+        if next > end {
+            self.now = end;
+            return false;
+        }
+        self.now = self.now.max(next);
+        let now = self.now;
+        let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.wire).into_iter().partition(|d| d.at <= now);
+        self.wire = rest;
+        for d in due {
+            self.engine(d.to).handle_datagram(now, d.from, &d.bytes);
+        }
+        for who in [CLIENT, SERVER] {
+            if self.engine(who).poll_timeout().is_some_and(|t| t <= now) {
+                self.engine(who).handle_timeout(now);
+            }
+        }
+        self.drain();
+        true
+    }
+
+    /// Runs until nothing is pending or `limit` of virtual time has passed.
+    fn run_for(&mut self, limit: Duration) {
+        let end = self.now + limit;
+        while self.now < end && self.step(end) {}
+    }
+
+    fn request(&mut self, request: Request) -> RequestId {
+        let now = self.now;
+        let id = self.client.request(now, SERVER, request);
+        self.drain();
+        id
+    }
+
+    fn response_to(&self, id: RequestId) -> Option<&Response> {
+        self.client_events.iter().find_map(|e| match e {
+            Event::Response { id: i, response } if *i == id => Some(response),
+            _ => None,
+        })
+    }
+
+    fn notifications(&self, id: RequestId) -> Vec<Vec<u8>> {
+        self.client_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notification { id: i, response } if *i == id => Some(response.payload().to_vec()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn sent_by(&self, who: u8) -> Vec<(Instant, Packet)> {
+        self.log
+            .iter()
+            .filter(|(_, w, _)| *w == who)
+            .map(|(t, _, b)| (*t, Packet::from_bytes(b).unwrap()))
+            .collect()
+    }
+}
+
+#[test]
+fn piggybacked_get_round_trip() {
+    let mut net = Net::new(Config::default());
+    let id = net.request(Request::get("/hello").with_payload(*b"x"));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.response_to(id).unwrap().payload(), b"hello:x");
+    let server_sent = net.sent_by(SERVER);
+    assert_eq!(server_sent.len(), 1, "one piggybacked ACK, nothing else");
+    assert_eq!(server_sent[0].1.header.get_type(), MessageType::Acknowledgement);
+    assert_eq!(net.client.pending_requests(), 0);
+}
+
+#[test]
+fn retransmission_schedule_follows_rfc7252_and_gives_up() {
+    let mut net = Net::new(Config::default());
+    net.loss_percent = 100; // a black hole
+    let start = net.now;
+    let id = net.request(Request::get("/void"));
+    net.run_for(Duration::from_secs(200));
+    let sends: Vec<Instant> = net.sent_by(CLIENT).iter().map(|(t, _)| *t).collect();
+    assert_eq!(sends.len(), 5, "the request and MAX_RETRANSMIT=4 retransmissions");
+    let mid = net.sent_by(CLIENT)[0].1.header.message_id;
+    assert!(net.sent_by(CLIENT).iter().all(|(_, p)| p.header.message_id == mid), "same message ID");
+    // Initial timeout in [2 s, 3 s], doubling each time.
+    let first = sends[1] - sends[0];
+    assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(3), "{first:?}");
+    for (i, pair) in sends.windows(2).enumerate() {
+        assert_eq!(pair[1] - pair[0], first * (1 << i), "interval {i} doubles");
+    }
+    let failed_at = net.now;
+    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id));
+    let waited = failed_at - start;
+    assert!(waited >= Duration::from_secs(62) && waited <= net.client.config().max_transmit_wait(), "{waited:?}");
+}
+
+#[test]
+fn duplicate_con_runs_the_handler_once_and_gets_the_same_response() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let mut packet = Request::get("/count").packet().clone();
+    packet.header.set_type(MessageType::Confirmable);
+    let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 0x1234, b"tok");
+    let now = Instant::from_millis(5);
+    server.handle_datagram(now, CLIENT, &bytes);
+    let Some(Event::Request(req)) = server.poll_event() else { panic!("no request") };
+    server.respond(now, req.id, Response::content(*b"1"));
+    let first = server.poll_transmit().unwrap().bytes;
+    server.handle_datagram(now + Duration::from_secs(3), CLIENT, &bytes);
+    assert_eq!(server.poll_event(), None, "the handler does not run again");
+    assert_eq!(server.poll_transmit().unwrap().bytes, first, "the same response again");
+    assert_eq!(server.stats().duplicates, 1);
+}
+
+#[test]
+fn slow_handler_gets_empty_ack_then_separate_con_response() {
+    let mut net = Net::new(Config::default());
+    net.handler = |_| None;
+    let id = net.request(Request::post("/slow"));
+    net.run_for(Duration::from_secs(1));
+    let acks = net.sent_by(SERVER);
+    assert_eq!(acks.len(), 1);
+    assert_eq!(acks[0].1.header.get_type(), MessageType::Acknowledgement);
+    assert_eq!(Code(acks[0].1.header.code.into()), Code::EMPTY, "an empty ACK");
+    assert!(net.response_to(id).is_none());
+    // The handler finishes 10 s later; the client must not have retransmitted meanwhile.
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.sent_by(CLIENT).len(), 1, "acknowledged: no retransmission");
+    let req = net.server_requests.pop().unwrap();
+    let now = net.now;
+    net.server.respond(now, req.id, Response::new(Code::CHANGED));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.response_to(id).unwrap().code(), Code::CHANGED);
+    let separate = &net.sent_by(SERVER)[1].1;
+    assert_eq!(separate.header.get_type(), MessageType::Confirmable);
+    let client_ack = &net.sent_by(CLIENT)[1].1;
+    assert_eq!(client_ack.header.get_type(), MessageType::Acknowledgement);
+    assert_eq!(client_ack.header.message_id, separate.header.message_id);
+    assert!(net.server.unacked.is_empty(), "the server saw the client's ACK");
+}
+
+#[test]
+fn non_request_gets_non_response() {
+    let mut net = Net::new(Config::default());
+    let id = net.request(Request::get("/n").non_confirmable());
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.response_to(id).unwrap().payload(), b"n:");
+    assert_eq!(net.sent_by(SERVER)[0].1.header.get_type(), MessageType::NonConfirmable);
+}
+
+#[test]
+fn nstart_limits_exchanges_in_flight() {
+    let config = Config { nstart: 2, ..Config::default() };
+    let mut net = Net::new(config);
+    net.handler = |_| None;
+    let ids: Vec<_> = (0..5).map(|i| net.request(Request::get(&format!("/q{i}")))).collect();
+    assert_eq!(net.sent_by(CLIENT).len(), 2, "only NSTART requests go out");
+    net.handler = echo;
+    net.run_for(Duration::from_secs(30));
+    // The two held by the server got empty ACKs, releasing the slots for the rest.
+    for (i, id) in ids.iter().enumerate().skip(2) {
+        assert_eq!(net.response_to(*id).unwrap().payload(), format!("q{i}:").as_bytes());
+    }
+}
+
+#[test]
+fn thirty_percent_loss_both_ways_all_200_requests_complete() {
+    // With RFC 7252's MAX_RETRANSMIT of 4, an exchange survives 30% loss each way only
+    // with probability 1 - 0.51^5 = 96.6%: 7 of 200 would fail. MAX_RETRANSMIT is
+    // configurable for lossy links; 10 makes a failure a 1-in-2000 event per exchange.
+    let config = Config { nstart: 8, max_retransmit: 10, ..Config::default() };
+    let mut net = Net::new(config);
+    net.loss_percent = 30;
+    let ids: Vec<_> = (0..200)
+        .map(|i| net.request(Request::put(&format!("/k{i}")).with_payload(format!("v{i}").into_bytes())))
+        .collect();
+    net.run_for(Duration::from_secs(3_600));
+    for (i, id) in ids.iter().enumerate() {
+        let response = net.response_to(*id).unwrap_or_else(|| panic!("request {i} got no response"));
+        assert_eq!(response.payload(), format!("k{i}:v{i}").as_bytes());
+    }
+    assert!(net.client.stats().retransmissions > 0);
+    assert!(net.server.stats().duplicates > 0, "lost ACKs were answered from the cache");
+}
+
+#[test]
+fn twenty_kib_go_both_ways_block_wise() {
+    let mut net = Net::new(Config::default());
+    let body: Vec<u8> = (0..20 * 1024).map(|i| (i % 251) as u8).collect();
+    let id = net.request(Request::put("/big").with_payload(body.clone()));
+    net.run_for(Duration::from_secs(60));
+    let response = net.response_to(id).expect("response");
+    let mut expected = b"big:".to_vec();
+    expected.extend_from_slice(&body);
+    assert_eq!(response.payload(), &expected[..], "echoed 20 KiB came back whole");
+    let client_msgs = net.sent_by(CLIENT);
+    assert!(client_msgs.iter().all(|(_, p)| p.payload.len() <= 1024), "every datagram within one block");
+    let block1s = client_msgs.iter().filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block1).is_some()).count();
+    let block2s = client_msgs.iter().filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block2).is_some()).count();
+    assert_eq!(block1s, 20, "20 Block1 blocks up");
+    assert_eq!(block2s, 20, "20 follow-ups for Block2 blocks down (21 blocks)");
+}
+
+#[test]
+fn block_wise_survives_loss() {
+    let mut net = Net::new(Config { nstart: 4, ..Config::default() });
+    net.loss_percent = 20;
+    let body: Vec<u8> = (0..8 * 1024).map(|i| (i * 7 % 256) as u8).collect();
+    let id = net.request(Request::post("/b").with_payload(body.clone()));
+    net.run_for(Duration::from_secs(3_600));
+    assert_eq!(&net.response_to(id).expect("response").payload()[2..], &body[..]);
+}
+
+#[test]
+fn out_of_sequence_block1_gets_4_08() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let block = BlockValue::new(3, true, 6).unwrap();
+    let packet = Request::put("/x").with_payload(vec![0; 1024]).with_option(option::BLOCK1, block.encode()).packet().clone();
+    let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 1, b"t");
+    server.handle_datagram(Instant::ZERO, CLIENT, &bytes);
+    let reply = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(Code(reply.header.code.into()), Code::REQUEST_ENTITY_INCOMPLETE);
+    assert_eq!(server.poll_event(), None);
+}
+
+#[test]
+fn block1_body_over_the_limit_gets_4_13_with_size1() {
+    let mut net = Net::new(Config { max_body_size: 4096, ..Config::default() });
+    let id = net.request(Request::put("/x").with_payload(vec![7; 10_000]));
+    net.run_for(Duration::from_secs(60));
+    let response = net.response_to(id).unwrap();
+    assert_eq!(response.code(), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(response.uint_option(option::SIZE1), Some(4096));
+    assert!(net.server_requests.is_empty());
+}
+
+/// Sets up an observation of `/t` and returns the client's request id.
+fn observe_t(net: &mut Net) -> RequestId {
+    let id = net.request(Request::get("/t").with_observe());
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.server.observer_count("t"), 1);
+    id
+}
+
+#[test]
+fn observe_delivers_notifications_in_order_and_drops_stale_ones() {
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    for i in 1..=3 {
+        let now = net.now;
+        assert_eq!(net.server.notify(now, "t", Response::content(format!("n{i}").into_bytes())), 1);
+        net.run_for(Duration::from_secs(1));
+    }
+    assert_eq!(net.notifications(id), [b"t:".to_vec(), b"n1".to_vec(), b"n2".to_vec(), b"n3".to_vec()]);
+
+    // Reorder: n5 overtakes n4 on the wire; n4 is then stale and must be dropped.
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(*b"n4"));
+    let n4 = net.server.poll_transmit().unwrap();
+    net.server.notify(now, "t", Response::content(*b"n5"));
+    let n5 = net.server.poll_transmit().unwrap();
+    net.client.handle_datagram(now, SERVER, &n5.bytes);
+    net.client.handle_datagram(now, SERVER, &n4.bytes);
+    net.drain();
+    let got = net.notifications(id);
+    assert_eq!(got.last().unwrap(), b"n5");
+    assert!(!got.contains(&b"n4".to_vec()), "stale notification dropped");
+}
+
+#[test]
+fn observation_ends_with_error_notification() {
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    let now = net.now;
+    net.server.notify(now, "t", Response::error(Code::NOT_FOUND, "deleted"));
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.response_to(id).unwrap().code(), Code::NOT_FOUND);
+    assert_eq!(net.server.observer_count("t"), 0);
+    assert_eq!(net.client.pending_requests(), 0);
+}
+
+#[test]
+fn reset_and_observe_1_deregister_observers() {
+    // Client cancels: its next notification is answered with RST, ending the observation.
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    assert!(net.client.cancel(id));
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(*b"late"));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.server.observer_count("t"), 0, "RST removed the observer");
+
+    // GET with Observe: 1 and the same token deregisters explicitly.
+    let mut net = Net::new(Config::default());
+    observe_t(&mut net);
+    let token = net.client.exchanges.values().next().unwrap().token.clone();
+    let packet = Request::get("/t").with_option(option::OBSERVE, vec![1]).packet().clone();
+    let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 77, &token);
+    let now = net.now;
+    net.server.handle_datagram(now, CLIENT, &bytes);
+    assert_eq!(net.server.observer_count("t"), 0);
+}
+
+#[test]
+fn unacknowledged_con_notifications_remove_dead_observers() {
+    let config = Config { observe_con_interval: Duration::from_secs(10), ..Config::default() };
+    let mut net = Net::new(config);
+    observe_t(&mut net);
+    net.loss_percent = 100; // the observer went away
+    net.now += Duration::from_secs(11);
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(*b"x"));
+    let sent = net.server.transmits.back().map(|t| Packet::from_bytes(&t.bytes).unwrap()).unwrap();
+    assert_eq!(sent.header.get_type(), MessageType::Confirmable, "CON after the interval");
+    net.run_for(Duration::from_secs(200));
+    assert_eq!(net.server.observer_count("t"), 0);
+}
+
+#[test]
+fn large_notification_arrives_whole_via_block2() {
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    let big: Vec<u8> = (0..5000).map(|i| (i % 200) as u8).collect();
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(big.clone()));
+    net.run_for(Duration::from_secs(10));
+    assert_eq!(net.notifications(id).last().unwrap(), &big);
+    assert_eq!(net.server.observer_count("t"), 1, "follow-ups did not end the observation");
+}
+
+#[test]
+fn well_known_core_lists_links_with_filters() {
+    let mut net = Net::new(Config::default());
+    net.server.set_links(vec![
+        link_format::Link::new("ps").attr("rt", "core.ps.coll"),
+        link_format::Link::new("z").attr("rt", "pehra.znode").flag("obs"),
+    ]);
+    let all = net.request(Request::get("/.well-known/core"));
+    let filtered = net.request(Request::get("/.well-known/core?rt=core.ps*"));
+    net.run_for(Duration::from_secs(1));
+    let all = net.response_to(all).unwrap();
+    assert_eq!(all.content_format(), Some(40));
+    assert_eq!(all.payload(), br#"</ps>;rt="core.ps.coll",</z>;rt="pehra.znode";obs"#);
+    assert_eq!(net.response_to(filtered).unwrap().payload(), br#"</ps>;rt="core.ps.coll""#);
+}
+
+#[test]
+fn unknown_critical_option_and_method_are_refused() {
+    let mut net = Net::new(Config::default());
+    let bad_option = net.request(Request::get("/x").with_option(2049, *b"?"));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.response_to(bad_option).unwrap().code(), Code::BAD_OPTION);
+
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let mut packet = Packet::new();
+    packet.header.code = coap_lite::MessageClass::from(0x1f); // 0.31, no such method
+    let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 5, b"t");
+    server.handle_datagram(Instant::ZERO, CLIENT, &bytes);
+    let reply = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(Code(reply.header.code.into()), Code::METHOD_NOT_ALLOWED);
+    assert!(net.server_requests.is_empty());
+}
+
+#[test]
+fn ping_and_malformed_con_get_reset() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    // Empty CON (CoAP ping).
+    server.handle_datagram(Instant::ZERO, CLIENT, &[0x40, 0x00, 0x12, 0x34]);
+    let rst = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(rst.header.get_type(), MessageType::Reset);
+    assert_eq!(rst.header.message_id, 0x1234);
+    // CON GET with an option delta of 15 (reserved): a format error.
+    server.handle_datagram(Instant::ZERO, CLIENT, &[0x40, 0x01, 0x00, 0x07, 0xf1, 0x00]);
+    let rst = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(rst.header.get_type(), MessageType::Reset);
+    assert_eq!(rst.header.message_id, 7);
+    // A truncated NON is dropped silently; a wrong version is ignored.
+    server.handle_datagram(Instant::ZERO, CLIENT, &[0x50, 0x01]);
+    server.handle_datagram(Instant::ZERO, CLIENT, &[0x80, 0x01, 0x00, 0x08]);
+    assert_eq!(server.poll_transmit(), None);
+    assert_eq!(server.stats().malformed, 2);
+    assert_eq!(server.poll_event(), None);
+}
+
+#[test]
+fn unsolicited_response_gets_reset_and_is_not_reported() {
+    let mut client = Engine::new(Config::default(), [9; 32]);
+    let packet = Response::content(*b"?").into_packet();
+    let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 9, b"nope");
+    client.handle_datagram(Instant::ZERO, SERVER, &bytes);
+    let rst = Packet::from_bytes(&client.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(rst.header.get_type(), MessageType::Reset);
+    assert_eq!(client.poll_event(), None);
+}
+
+#[test]
+fn reset_fails_the_request() {
+    let mut net = Net::new(Config::default());
+    let id = net.request(Request::get("/r"));
+    let mid = net.sent_by(CLIENT)[0].1.header.message_id;
+    net.wire.clear();
+    let now = net.now;
+    net.client.handle_datagram(now, SERVER, &Engine::<u8>::empty_message(MessageType::Reset, mid));
+    net.drain();
+    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Reset }] if i == id));
+    assert_eq!(net.client.poll_timeout(), None, "no timer left behind");
+}
+
+#[test]
+fn separate_response_timeout_fails_the_request() {
+    let config = Config { response_timeout: Duration::from_secs(5), ..Config::default() };
+    let mut net = Net::new(config);
+    net.handler = |_| None;
+    let id = net.request(Request::get("/never"));
+    net.run_for(Duration::from_secs(30));
+    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id));
+}
+
+#[test]
+fn method_helpers() {
+    assert_eq!(Method::from_code(Method::Put.code()), Some(Method::Put));
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2_000, ..ProptestConfig::default() })]
+
+    /// Whatever arrives, the engine never panics and its books stay consistent.
+    #[test]
+    fn arbitrary_datagrams_never_panic(datagrams in prop::collection::vec(prop::collection::vec(any::<u8>(), 0..64), 1..8)) {
+        let mut engine = Engine::new(Config::default(), [4; 32]);
+        engine.request(Instant::ZERO, SERVER, Request::get("/a").with_observe());
+        for (i, d) in datagrams.iter().enumerate() {
+            engine.handle_datagram(Instant::from_millis(i as u64), SERVER, d);
+            while engine.poll_transmit().is_some() {}
+            while let Some(e) = engine.poll_event() {
+                if let Event::Request(r) = e {
+                    engine.respond(Instant::from_millis(i as u64), r.id, Response::content(vec![0; 2000]));
+                }
+            }
+        }
+        engine.handle_timeout(Instant::from_millis(1_000_000));
+    }
+
+    /// Valid requests cut short at any length never panic either.
+    #[test]
+    fn truncated_requests_never_panic(cut in 0usize..80) {
+        let packet = Request::put("/z/a/b?x=1").with_payload(vec![1; 40]).with_option(option::BLOCK1, vec![0x0e]).packet().clone();
+        let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 3, b"abcd");
+        let mut engine = Engine::new(Config::default(), [4; 32]);
+        engine.handle_datagram(Instant::ZERO, CLIENT, &bytes[..cut.min(bytes.len())]);
+        while engine.poll_transmit().is_some() {}
+    }
+}

@@ -1,0 +1,32 @@
+//! CoAP (RFC 7252) as Pehra uses it: a sans-IO exchange engine on top of coap-lite's
+//! packet codec.
+//!
+//! [`Engine`] owns everything stateful about CoAP messaging — message IDs, tokens,
+//! retransmission, duplicate detection, separate responses, Observe (RFC 7641),
+//! block-wise transfer (RFC 7959), NSTART and `/.well-known/core` (RFC 6690) — and
+//! nothing else: it never reads a clock or touches a socket. A driver feeds it datagrams
+//! and the current [`Instant`](crate::Instant), and drains datagrams to send, events for
+//! the application, and the next deadline at which it wants to be called again.
+
+mod block;
+mod config;
+mod dedup;
+mod engine;
+pub mod link_format;
+mod message;
+pub mod observe;
+pub mod option;
+
+pub use block::BlockValue;
+pub use config::Config;
+pub use engine::{
+    Engine, Event, ExchangeError, IncomingId, IncomingRequest, RequestId, Transmit,
+};
+pub use message::{Code, Method, Request, Response};
+
+/// The Content-Format number for `application/cbor` (RFC 7049 / 8949).
+pub const CONTENT_FORMAT_CBOR: u16 = 60;
+/// The Content-Format number for `application/link-format` (RFC 6690).
+pub const CONTENT_FORMAT_LINK_FORMAT: u16 = 40;
+/// The Content-Format number for `text/plain; charset=utf-8`.
+pub const CONTENT_FORMAT_TEXT: u16 = 0;
