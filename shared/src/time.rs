@@ -43,7 +43,10 @@ impl Instant {
 impl core::ops::Add<Duration> for Instant {
     type Output = Instant;
     fn add(self, rhs: Duration) -> Instant {
-        Instant(self.0.saturating_add(rhs.as_micros().min(u64::MAX as u128) as u64))
+        Instant(
+            self.0
+                .saturating_add(rhs.as_micros().min(u64::MAX as u128) as u64),
+        )
     }
 }
 
@@ -70,6 +73,9 @@ mod tests {
         assert_eq!(t + Duration::from_millis(2), Instant::from_millis(7));
         assert_eq!(Instant::from_millis(3) - t, Duration::ZERO);
         assert_eq!(t - Instant::from_millis(3), Duration::from_millis(2));
-        assert_eq!(Instant::from_micros(u64::MAX) + Duration::from_secs(1), Instant::from_micros(u64::MAX));
+        assert_eq!(
+            Instant::from_micros(u64::MAX) + Duration::from_secs(1),
+            Instant::from_micros(u64::MAX)
+        );
     }
 }

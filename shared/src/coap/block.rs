@@ -76,7 +76,10 @@ mod tests {
         // RFC 7959 figure 2: num 0, more, szx 6 = 0x0e; num 1 = 0x1e.
         assert_eq!(BlockValue::new(0, true, 6).unwrap().encode(), [0x0e]);
         assert_eq!(BlockValue::new(1, true, 6).unwrap().encode(), [0x1e]);
-        assert_eq!(BlockValue::new(0, false, 0).unwrap().encode(), Vec::<u8>::new());
+        assert_eq!(
+            BlockValue::new(0, false, 0).unwrap().encode(),
+            Vec::<u8>::new()
+        );
         let big = BlockValue::new(BlockValue::MAX_NUM, true, 2).unwrap();
         assert_eq!(BlockValue::decode(&big.encode()), Some(big));
     }

@@ -73,7 +73,11 @@ impl<A: Ord + Copy> DedupCache<A> {
         let Some((expires, peer, mid)) = self.order.pop_front() else {
             return false;
         };
-        if self.entries.get(&(peer, mid)).is_some_and(|(e, _)| *e == expires) {
+        if self
+            .entries
+            .get(&(peer, mid))
+            .is_some_and(|(e, _)| *e == expires)
+        {
             self.entries.remove(&(peer, mid));
         }
         true
@@ -98,7 +102,10 @@ mod tests {
         assert_eq!(c.get(t0, 1, 7), Some(&Seen::InProgress(1)));
         assert_eq!(c.get(t0, 2, 7), None);
         c.update(1, 7, Seen::Answered(None));
-        assert_eq!(c.get(Instant::from_millis(99), 1, 7), Some(&Seen::Answered(None)));
+        assert_eq!(
+            c.get(Instant::from_millis(99), 1, 7),
+            Some(&Seen::Answered(None))
+        );
         assert_eq!(c.get(exp, 1, 7), None, "expired");
         for mid in 0..10 {
             c.insert(t0, exp, 1, mid, Seen::Answered(None));

@@ -60,7 +60,10 @@ impl Link {
 /// every filter.
 pub fn write<'a>(links: impl IntoIterator<Item = &'a Link>, filters: &[&str]) -> String {
     let mut out = String::new();
-    for link in links.into_iter().filter(|l| filters.iter().all(|f| l.matches(f))) {
+    for link in links
+        .into_iter()
+        .filter(|l| filters.iter().all(|f| l.matches(f)))
+    {
         if !out.is_empty() {
             out.push(',');
         }
@@ -98,7 +101,10 @@ mod tests {
             write(&links, &[]),
             r#"</ps>;rt="core.ps.coll";ct=40,</z>;rt="pehra.znode";obs"#
         );
-        assert_eq!(write(&links, &["rt=core.ps*"]), r#"</ps>;rt="core.ps.coll";ct=40"#);
+        assert_eq!(
+            write(&links, &["rt=core.ps*"]),
+            r#"</ps>;rt="core.ps.coll";ct=40"#
+        );
         assert_eq!(write(&links, &["href=/z"]), r#"</z>;rt="pehra.znode";obs"#);
         assert_eq!(write(&links, &["obs"]), r#"</z>;rt="pehra.znode";obs"#);
         assert_eq!(write(&links, &["rt=nothing"]), "");

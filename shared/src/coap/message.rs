@@ -185,7 +185,8 @@ macro_rules! common_accessors {
         }
         /// Adds a value to option `number` (after any values it has).
         pub fn add_option(&mut self, number: u16, value: impl Into<Vec<u8>>) {
-            self.packet.add_option(CoapOption::from(number), value.into());
+            self.packet
+                .add_option(CoapOption::from(number), value.into());
         }
         /// Replaces option `number` with one value.
         pub fn set_option(&mut self, number: u16, value: impl Into<Vec<u8>>) {
@@ -255,7 +256,11 @@ impl Request {
         for segment in path.split('/').filter(|s| !s.is_empty()) {
             request.add_option(option::URI_PATH, segment.as_bytes());
         }
-        for q in query.into_iter().flat_map(|q| q.split('&')).filter(|q| !q.is_empty()) {
+        for q in query
+            .into_iter()
+            .flat_map(|q| q.split('&'))
+            .filter(|q| !q.is_empty())
+        {
             request.add_option(option::URI_QUERY, q.as_bytes());
         }
         request

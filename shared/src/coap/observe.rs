@@ -10,9 +10,7 @@ pub const SEQUENCE_MODULUS: u32 = 1 << 24;
 /// is stale and must be dropped.
 pub fn is_fresh(v1: u32, t1: Instant, v2: u32, t2: Instant) -> bool {
     const HALF: u32 = 1 << 23;
-    (v1 < v2 && v2 - v1 < HALF)
-        || (v1 > v2 && v1 - v2 > HALF)
-        || t2 > t1 + Duration::from_secs(128)
+    (v1 < v2 && v2 - v1 < HALF) || (v1 > v2 && v1 - v2 > HALF) || t2 > t1 + Duration::from_secs(128)
 }
 
 #[cfg(test)]
@@ -25,8 +23,17 @@ mod tests {
         assert!(is_fresh(5, t, 6, t));
         assert!(!is_fresh(6, t, 5, t), "older number is stale");
         assert!(!is_fresh(6, t, 6, t), "same number is stale");
-        assert!(is_fresh(SEQUENCE_MODULUS - 1, t, 0, t), "wrap-around is newer");
-        assert!(!is_fresh(0, t, (1 << 23) + 1, t), "too far ahead counts as older");
-        assert!(is_fresh(6, t, 5, t + Duration::from_secs(129)), "128 s later anything goes");
+        assert!(
+            is_fresh(SEQUENCE_MODULUS - 1, t, 0, t),
+            "wrap-around is newer"
+        );
+        assert!(
+            !is_fresh(0, t, (1 << 23) + 1, t),
+            "too far ahead counts as older"
+        );
+        assert!(
+            is_fresh(6, t, 5, t + Duration::from_secs(129)),
+            "128 s later anything goes"
+        );
     }
 }

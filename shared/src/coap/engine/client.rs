@@ -250,19 +250,33 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             // Nobody waits for this: tell the sender (this also ends a stale observation).
             let rst = Self::empty_message(MessageType::Reset, mid);
             self.stats.resets_sent += 1;
-            self.dedup
-                .insert(now, expires, peer, mid, super::super::dedup::Seen::Answered(Some(rst.clone())));
+            self.dedup.insert(
+                now,
+                expires,
+                peer,
+                mid,
+                super::super::dedup::Seen::Answered(Some(rst.clone())),
+            );
             self.transmit(peer, rst);
             return;
         };
         let answer = con.then(|| Self::empty_message(MessageType::Acknowledgement, mid));
-        self.dedup
-            .insert(now, expires, peer, mid, super::super::dedup::Seen::Answered(answer.clone()));
+        self.dedup.insert(
+            now,
+            expires,
+            peer,
+            mid,
+            super::super::dedup::Seen::Answered(answer.clone()),
+        );
         if let Some(ack) = answer {
             self.transmit(peer, ack);
         }
         // A separate response also acknowledges our request implicitly (RFC 7252 §5.2.2).
-        if let Some(unacked_mid) = self.exchanges.get_mut(&id).and_then(|e| e.unacked_mid.take()) {
+        if let Some(unacked_mid) = self
+            .exchanges
+            .get_mut(&id)
+            .and_then(|e| e.unacked_mid.take())
+        {
             self.take_unacked(peer, unacked_mid);
         }
         self.on_response(now, id, packet);

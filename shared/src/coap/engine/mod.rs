@@ -15,9 +15,7 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-use super::{
-    dedup::DedupCache, link_format::Link, BlockValue, Code, Config, Request, Response,
-};
+use super::{dedup::DedupCache, link_format::Link, BlockValue, Code, Config, Request, Response};
 use crate::{Duration, Instant};
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::{string::String, vec::Vec};
@@ -374,7 +372,14 @@ impl<A: Copy + Ord + Debug> Engine<A> {
     }
 
     /// Sends a CON message and keeps it for retransmission until acknowledged.
-    fn send_confirmable(&mut self, now: Instant, peer: A, mid: u16, bytes: Vec<u8>, purpose: Purpose) {
+    fn send_confirmable(
+        &mut self,
+        now: Instant,
+        peer: A,
+        mid: u16,
+        bytes: Vec<u8>,
+        purpose: Purpose,
+    ) {
         let timeout = self.initial_timeout();
         let deadline = now + timeout;
         self.timers.insert((deadline, Timer::Retransmit(peer, mid)));

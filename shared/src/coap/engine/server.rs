@@ -96,7 +96,10 @@ impl<A: Copy + Ord + Debug> Engine<A> {
                 observer.last_con = now;
             }
             let mid = self.next_message_id();
-            let observer = self.observers.get_mut(&(*peer, token.clone())).expect("present");
+            let observer = self
+                .observers
+                .get_mut(&(*peer, token.clone()))
+                .expect("present");
             observer.last_mid = Some(mid);
             if con {
                 observer.con_in_flight = Some(mid);
@@ -106,11 +109,19 @@ impl<A: Copy + Ord + Debug> Engine<A> {
                 self.take_unacked(*peer, old);
             }
             if con {
-                let bytes = Self::encode(message.into_packet(), MessageType::Confirmable, mid, token);
-                let purpose = Purpose::Notification { token: token.clone() };
+                let bytes =
+                    Self::encode(message.into_packet(), MessageType::Confirmable, mid, token);
+                let purpose = Purpose::Notification {
+                    token: token.clone(),
+                };
                 self.send_confirmable(now, *peer, mid, bytes, purpose);
             } else {
-                let bytes = Self::encode(message.into_packet(), MessageType::NonConfirmable, mid, token);
+                let bytes = Self::encode(
+                    message.into_packet(),
+                    MessageType::NonConfirmable,
+                    mid,
+                    token,
+                );
                 self.transmit(*peer, bytes);
             }
             if ends {
@@ -165,7 +176,8 @@ impl<A: Copy + Ord + Debug> Engine<A> {
         }
         let id = IncomingId(self.next_id());
         let expires = now + self.config.exchange_lifetime;
-        self.dedup.insert(now, expires, peer, mid, Seen::InProgress(id.0));
+        self.dedup
+            .insert(now, expires, peer, mid, Seen::InProgress(id.0));
 
         let code = Code(packet.header.code.into());
         let token = packet.get_token().to_vec();
@@ -195,13 +207,21 @@ impl<A: Copy + Ord + Debug> Engine<A> {
         }
         let Some(method) = Method::from_code(code) else {
             let reason = alloc::format!("method code {code} is not supported");
-            return self.answer(now, incoming, Response::error(Code::METHOD_NOT_ALLOWED, &reason));
+            return self.answer(
+                now,
+                incoming,
+                Response::error(Code::METHOD_NOT_ALLOWED, &reason),
+            );
         };
         let (Ok(block1), Ok(block2)) = (
             block_option(request.option(option::BLOCK1)),
             block_option(request.option(option::BLOCK2)),
         ) else {
-            return self.answer(now, incoming, Response::error(Code::BAD_REQUEST, "invalid Block option"));
+            return self.answer(
+                now,
+                incoming,
+                Response::error(Code::BAD_REQUEST, "invalid Block option"),
+            );
         };
         incoming.block2 = block2;
 
@@ -212,8 +232,12 @@ impl<A: Copy + Ord + Debug> Engine<A> {
                 Err(response) => return self.answer(now, incoming, response),
             }
             if incoming.block1.is_none() {
-                let ack = BlockValue { more: true, ..block };
-                let response = Response::new(Code::CONTINUE).with_option(option::BLOCK1, ack.encode());
+                let ack = BlockValue {
+                    more: true,
+                    ..block
+                };
+                let response =
+                    Response::new(Code::CONTINUE).with_option(option::BLOCK1, ack.encode());
                 return self.answer(now, incoming, response);
             }
         }
@@ -225,7 +249,10 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             }
         }
 
-        if method == Method::Get && incoming.key.starts_with(".well-known/core") && !self.links.is_empty() {
+        if method == Method::Get
+            && incoming.key.starts_with(".well-known/core")
+            && !self.links.is_empty()
+        {
             let response = self.well_known_core(&request);
             return self.answer(now, incoming, response);
         }
@@ -276,7 +303,9 @@ impl<A: Copy + Ord + Debug> Engine<A> {
                 "no block-wise transfer in progress for this resource: start at block 0",
             ));
         };
-        if block.offset() != upload.body.len() || (block.more && request.payload().len() != block.size()) {
+        if block.offset() != upload.body.len()
+            || (block.more && request.payload().len() != block.size())
+        {
             self.uploads.remove(&key);
             return Err(Response::error(
                 Code::REQUEST_ENTITY_INCOMPLETE,
@@ -286,15 +315,21 @@ impl<A: Copy + Ord + Debug> Engine<A> {
         if upload.body.len() + request.payload().len() > self.config.max_body_size {
             self.uploads.remove(&key);
             let max = self.config.max_body_size as u32;
-            return Err(Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "request body too large")
-                .with_option(option::SIZE1, option::encode_uint(max)));
+            return Err(
+                Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "request body too large")
+                    .with_option(option::SIZE1, option::encode_uint(max)),
+            );
         }
         upload.body.extend_from_slice(request.payload());
         upload.expires = now + self.config.block_lifetime;
         if block.more {
             return Ok(None);
         }
-        let body = self.uploads.remove(&key).map(|u| u.body).unwrap_or_default();
+        let body = self
+            .uploads
+            .remove(&key)
+            .map(|u| u.body)
+            .unwrap_or_default();
         request.set_payload(body);
         request.remove_option(option::BLOCK1);
         request.remove_option(option::SIZE1);
@@ -331,7 +366,8 @@ impl<A: Copy + Ord + Debug> Engine<A> {
         let mid = incoming.mid;
         if incoming.con && !incoming.acked {
             let bytes = Self::encode(packet, MessageType::Acknowledgement, mid, &incoming.token);
-            self.dedup.update(peer, mid, Seen::Answered(Some(bytes.clone())));
+            self.dedup
+                .update(peer, mid, Seen::Answered(Some(bytes.clone())));
             self.transmit(peer, bytes);
         } else if incoming.con {
             let ack = Self::empty_message(MessageType::Acknowledgement, mid);
@@ -341,8 +377,14 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             self.send_confirmable(now, peer, own_mid, bytes, Purpose::SeparateResponse);
         } else {
             let own_mid = self.next_message_id();
-            let bytes = Self::encode(packet, MessageType::NonConfirmable, own_mid, &incoming.token);
-            self.dedup.update(peer, mid, Seen::Answered(Some(bytes.clone())));
+            let bytes = Self::encode(
+                packet,
+                MessageType::NonConfirmable,
+                own_mid,
+                &incoming.token,
+            );
+            self.dedup
+                .update(peer, mid, Seen::Answered(Some(bytes.clone())));
             self.transmit(peer, bytes);
         }
     }
@@ -354,20 +396,37 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             return response;
         }
         let szx = BlockValue::szx_for_size(self.config.block_size);
-        let first = BlockValue { num: 0, more: false, szx };
+        let first = BlockValue {
+            num: 0,
+            more: false,
+            szx,
+        };
         self.block_of(now, peer, key, response, first)
     }
 
     /// The block `wanted` of a response (no smaller than needed, no larger than ours).
-    fn block_of(&mut self, now: Instant, peer: A, key: &str, mut response: Response, wanted: BlockValue) -> Response {
+    fn block_of(
+        &mut self,
+        now: Instant,
+        peer: A,
+        key: &str,
+        mut response: Response,
+        wanted: BlockValue,
+    ) -> Response {
         let our_szx = BlockValue::szx_for_size(self.config.block_size);
-        let wanted = BlockValue { szx: wanted.szx.min(our_szx), ..wanted };
+        let wanted = BlockValue {
+            szx: wanted.szx.min(our_szx),
+            ..wanted
+        };
         if wanted.num == 0 && response.payload().len() <= wanted.size() {
             return response;
         }
         let whole = response.take_payload();
         let Some((block, chunk)) = wanted.slice(&whole) else {
-            return Response::error(Code::BAD_OPTION, "Block2 asks for a block past the end of the body");
+            return Response::error(
+                Code::BAD_OPTION,
+                "Block2 asks for a block past the end of the body",
+            );
         };
         let mut part = response.clone().with_payload(chunk.to_vec());
         part.set_option(option::BLOCK2, block.encode());
@@ -381,7 +440,8 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             response.remove_option(option::OBSERVE);
             response.set_payload(whole);
             let expires = now + self.config.block_lifetime;
-            self.downloads.insert((peer, String::from(key)), Download { response, expires });
+            self.downloads
+                .insert((peer, String::from(key)), Download { response, expires });
         } else {
             self.downloads.remove(&(peer, String::from(key)));
         }

@@ -79,7 +79,12 @@ impl Net {
                         continue;
                     }
                     let at = self.now + self.latency;
-                    self.wire.push(InFlight { at, from: who, to: t.peer, bytes: t.bytes });
+                    self.wire.push(InFlight {
+                        at,
+                        from: who,
+                        to: t.peer,
+                        bytes: t.bytes,
+                    });
                 }
             }
             while let Some(e) = self.client.poll_event() {
@@ -88,7 +93,9 @@ impl Net {
             }
             while let Some(e) = self.server.poll_event() {
                 progressed = true;
-                let Event::Request(req) = e else { panic!("server got {e:?}") };
+                let Event::Request(req) = e else {
+                    panic!("server got {e:?}")
+                };
                 match (self.handler)(&req.request) {
                     Some(response) => {
                         let now = self.now;
@@ -121,7 +128,9 @@ impl Net {
         }
         self.now = self.now.max(next);
         let now = self.now;
-        let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.wire).into_iter().partition(|d| d.at <= now);
+        let (due, rest): (Vec<_>, Vec<_>) = core::mem::take(&mut self.wire)
+            .into_iter()
+            .partition(|d| d.at <= now);
         self.wire = rest;
         for d in due {
             self.engine(d.to).handle_datagram(now, d.from, &d.bytes);
@@ -159,7 +168,9 @@ impl Net {
         self.client_events
             .iter()
             .filter_map(|e| match e {
-                Event::Notification { id: i, response } if *i == id => Some(response.payload().to_vec()),
+                Event::Notification { id: i, response } if *i == id => {
+                    Some(response.payload().to_vec())
+                }
                 _ => None,
             })
             .collect()
@@ -182,7 +193,10 @@ fn piggybacked_get_round_trip() {
     assert_eq!(net.response_to(id).unwrap().payload(), b"hello:x");
     let server_sent = net.sent_by(SERVER);
     assert_eq!(server_sent.len(), 1, "one piggybacked ACK, nothing else");
-    assert_eq!(server_sent[0].1.header.get_type(), MessageType::Acknowledgement);
+    assert_eq!(
+        server_sent[0].1.header.get_type(),
+        MessageType::Acknowledgement
+    );
     assert_eq!(net.client.pending_requests(), 0);
 }
 
@@ -194,19 +208,36 @@ fn retransmission_schedule_follows_rfc7252_and_gives_up() {
     let id = net.request(Request::get("/void"));
     net.run_for(Duration::from_secs(200));
     let sends: Vec<Instant> = net.sent_by(CLIENT).iter().map(|(t, _)| *t).collect();
-    assert_eq!(sends.len(), 5, "the request and MAX_RETRANSMIT=4 retransmissions");
+    assert_eq!(
+        sends.len(),
+        5,
+        "the request and MAX_RETRANSMIT=4 retransmissions"
+    );
     let mid = net.sent_by(CLIENT)[0].1.header.message_id;
-    assert!(net.sent_by(CLIENT).iter().all(|(_, p)| p.header.message_id == mid), "same message ID");
+    assert!(
+        net.sent_by(CLIENT)
+            .iter()
+            .all(|(_, p)| p.header.message_id == mid),
+        "same message ID"
+    );
     // Initial timeout in [2 s, 3 s], doubling each time.
     let first = sends[1] - sends[0];
-    assert!(first >= Duration::from_secs(2) && first <= Duration::from_secs(3), "{first:?}");
+    assert!(
+        first >= Duration::from_secs(2) && first <= Duration::from_secs(3),
+        "{first:?}"
+    );
     for (i, pair) in sends.windows(2).enumerate() {
         assert_eq!(pair[1] - pair[0], first * (1 << i), "interval {i} doubles");
     }
     let failed_at = net.now;
-    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id));
+    assert!(
+        matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id)
+    );
     let waited = failed_at - start;
-    assert!(waited >= Duration::from_secs(62) && waited <= net.client.config().max_transmit_wait(), "{waited:?}");
+    assert!(
+        waited >= Duration::from_secs(62) && waited <= net.client.config().max_transmit_wait(),
+        "{waited:?}"
+    );
 }
 
 #[test]
@@ -217,12 +248,18 @@ fn duplicate_con_runs_the_handler_once_and_gets_the_same_response() {
     let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 0x1234, b"tok");
     let now = Instant::from_millis(5);
     server.handle_datagram(now, CLIENT, &bytes);
-    let Some(Event::Request(req)) = server.poll_event() else { panic!("no request") };
+    let Some(Event::Request(req)) = server.poll_event() else {
+        panic!("no request")
+    };
     server.respond(now, req.id, Response::content(*b"1"));
     let first = server.poll_transmit().unwrap().bytes;
     server.handle_datagram(now + Duration::from_secs(3), CLIENT, &bytes);
     assert_eq!(server.poll_event(), None, "the handler does not run again");
-    assert_eq!(server.poll_transmit().unwrap().bytes, first, "the same response again");
+    assert_eq!(
+        server.poll_transmit().unwrap().bytes,
+        first,
+        "the same response again"
+    );
     assert_eq!(server.stats().duplicates, 1);
 }
 
@@ -235,14 +272,23 @@ fn slow_handler_gets_empty_ack_then_separate_con_response() {
     let acks = net.sent_by(SERVER);
     assert_eq!(acks.len(), 1);
     assert_eq!(acks[0].1.header.get_type(), MessageType::Acknowledgement);
-    assert_eq!(Code(acks[0].1.header.code.into()), Code::EMPTY, "an empty ACK");
+    assert_eq!(
+        Code(acks[0].1.header.code.into()),
+        Code::EMPTY,
+        "an empty ACK"
+    );
     assert!(net.response_to(id).is_none());
     // The handler finishes 10 s later; the client must not have retransmitted meanwhile.
     net.run_for(Duration::from_secs(10));
-    assert_eq!(net.sent_by(CLIENT).len(), 1, "acknowledged: no retransmission");
+    assert_eq!(
+        net.sent_by(CLIENT).len(),
+        1,
+        "acknowledged: no retransmission"
+    );
     let req = net.server_requests.pop().unwrap();
     let now = net.now;
-    net.server.respond(now, req.id, Response::new(Code::CHANGED));
+    net.server
+        .respond(now, req.id, Response::new(Code::CHANGED));
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.response_to(id).unwrap().code(), Code::CHANGED);
     let separate = &net.sent_by(SERVER)[1].1;
@@ -250,7 +296,10 @@ fn slow_handler_gets_empty_ack_then_separate_con_response() {
     let client_ack = &net.sent_by(CLIENT)[1].1;
     assert_eq!(client_ack.header.get_type(), MessageType::Acknowledgement);
     assert_eq!(client_ack.header.message_id, separate.header.message_id);
-    assert!(net.server.unacked.is_empty(), "the server saw the client's ACK");
+    assert!(
+        net.server.unacked.is_empty(),
+        "the server saw the client's ACK"
+    );
 }
 
 #[test]
@@ -259,21 +308,32 @@ fn non_request_gets_non_response() {
     let id = net.request(Request::get("/n").non_confirmable());
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.response_to(id).unwrap().payload(), b"n:");
-    assert_eq!(net.sent_by(SERVER)[0].1.header.get_type(), MessageType::NonConfirmable);
+    assert_eq!(
+        net.sent_by(SERVER)[0].1.header.get_type(),
+        MessageType::NonConfirmable
+    );
 }
 
 #[test]
 fn nstart_limits_exchanges_in_flight() {
-    let config = Config { nstart: 2, ..Config::default() };
+    let config = Config {
+        nstart: 2,
+        ..Config::default()
+    };
     let mut net = Net::new(config);
     net.handler = |_| None;
-    let ids: Vec<_> = (0..5).map(|i| net.request(Request::get(&format!("/q{i}")))).collect();
+    let ids: Vec<_> = (0..5)
+        .map(|i| net.request(Request::get(&format!("/q{i}"))))
+        .collect();
     assert_eq!(net.sent_by(CLIENT).len(), 2, "only NSTART requests go out");
     net.handler = echo;
     net.run_for(Duration::from_secs(30));
     // The two held by the server got empty ACKs, releasing the slots for the rest.
     for (i, id) in ids.iter().enumerate().skip(2) {
-        assert_eq!(net.response_to(*id).unwrap().payload(), format!("q{i}:").as_bytes());
+        assert_eq!(
+            net.response_to(*id).unwrap().payload(),
+            format!("q{i}:").as_bytes()
+        );
     }
 }
 
@@ -282,19 +342,30 @@ fn thirty_percent_loss_both_ways_all_200_requests_complete() {
     // With RFC 7252's MAX_RETRANSMIT of 4, an exchange survives 30% loss each way only
     // with probability 1 - 0.51^5 = 96.6%: 7 of 200 would fail. MAX_RETRANSMIT is
     // configurable for lossy links; 10 makes a failure a 1-in-2000 event per exchange.
-    let config = Config { nstart: 8, max_retransmit: 10, ..Config::default() };
+    let config = Config {
+        nstart: 8,
+        max_retransmit: 10,
+        ..Config::default()
+    };
     let mut net = Net::new(config);
     net.loss_percent = 30;
     let ids: Vec<_> = (0..200)
-        .map(|i| net.request(Request::put(&format!("/k{i}")).with_payload(format!("v{i}").into_bytes())))
+        .map(|i| {
+            net.request(Request::put(&format!("/k{i}")).with_payload(format!("v{i}").into_bytes()))
+        })
         .collect();
     net.run_for(Duration::from_secs(3_600));
     for (i, id) in ids.iter().enumerate() {
-        let response = net.response_to(*id).unwrap_or_else(|| panic!("request {i} got no response"));
+        let response = net
+            .response_to(*id)
+            .unwrap_or_else(|| panic!("request {i} got no response"));
         assert_eq!(response.payload(), format!("k{i}:v{i}").as_bytes());
     }
     assert!(net.client.stats().retransmissions > 0);
-    assert!(net.server.stats().duplicates > 0, "lost ACKs were answered from the cache");
+    assert!(
+        net.server.stats().duplicates > 0,
+        "lost ACKs were answered from the cache"
+    );
 }
 
 #[test]
@@ -306,40 +377,72 @@ fn twenty_kib_go_both_ways_block_wise() {
     let response = net.response_to(id).expect("response");
     let mut expected = b"big:".to_vec();
     expected.extend_from_slice(&body);
-    assert_eq!(response.payload(), &expected[..], "echoed 20 KiB came back whole");
+    assert_eq!(
+        response.payload(),
+        &expected[..],
+        "echoed 20 KiB came back whole"
+    );
     let client_msgs = net.sent_by(CLIENT);
-    assert!(client_msgs.iter().all(|(_, p)| p.payload.len() <= 1024), "every datagram within one block");
-    let block1s = client_msgs.iter().filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block1).is_some()).count();
-    let block2s = client_msgs.iter().filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block2).is_some()).count();
+    assert!(
+        client_msgs.iter().all(|(_, p)| p.payload.len() <= 1024),
+        "every datagram within one block"
+    );
+    let block1s = client_msgs
+        .iter()
+        .filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block1).is_some())
+        .count();
+    let block2s = client_msgs
+        .iter()
+        .filter(|(_, p)| p.get_first_option(coap_lite::CoapOption::Block2).is_some())
+        .count();
     assert_eq!(block1s, 20, "20 Block1 blocks up");
-    assert_eq!(block2s, 20, "20 follow-ups for Block2 blocks down (21 blocks)");
+    assert_eq!(
+        block2s, 20,
+        "20 follow-ups for Block2 blocks down (21 blocks)"
+    );
 }
 
 #[test]
 fn block_wise_survives_loss() {
-    let mut net = Net::new(Config { nstart: 4, ..Config::default() });
+    let mut net = Net::new(Config {
+        nstart: 4,
+        ..Config::default()
+    });
     net.loss_percent = 20;
     let body: Vec<u8> = (0..8 * 1024).map(|i| (i * 7 % 256) as u8).collect();
     let id = net.request(Request::post("/b").with_payload(body.clone()));
     net.run_for(Duration::from_secs(3_600));
-    assert_eq!(&net.response_to(id).expect("response").payload()[2..], &body[..]);
+    assert_eq!(
+        &net.response_to(id).expect("response").payload()[2..],
+        &body[..]
+    );
 }
 
 #[test]
 fn out_of_sequence_block1_gets_4_08() {
     let mut server = Engine::new(Config::default(), [9; 32]);
     let block = BlockValue::new(3, true, 6).unwrap();
-    let packet = Request::put("/x").with_payload(vec![0; 1024]).with_option(option::BLOCK1, block.encode()).packet().clone();
+    let packet = Request::put("/x")
+        .with_payload(vec![0; 1024])
+        .with_option(option::BLOCK1, block.encode())
+        .packet()
+        .clone();
     let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 1, b"t");
     server.handle_datagram(Instant::ZERO, CLIENT, &bytes);
     let reply = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
-    assert_eq!(Code(reply.header.code.into()), Code::REQUEST_ENTITY_INCOMPLETE);
+    assert_eq!(
+        Code(reply.header.code.into()),
+        Code::REQUEST_ENTITY_INCOMPLETE
+    );
     assert_eq!(server.poll_event(), None);
 }
 
 #[test]
 fn block1_body_over_the_limit_gets_4_13_with_size1() {
-    let mut net = Net::new(Config { max_body_size: 4096, ..Config::default() });
+    let mut net = Net::new(Config {
+        max_body_size: 4096,
+        ..Config::default()
+    });
     let id = net.request(Request::put("/x").with_payload(vec![7; 10_000]));
     net.run_for(Duration::from_secs(60));
     let response = net.response_to(id).unwrap();
@@ -362,10 +465,22 @@ fn observe_delivers_notifications_in_order_and_drops_stale_ones() {
     let id = observe_t(&mut net);
     for i in 1..=3 {
         let now = net.now;
-        assert_eq!(net.server.notify(now, "t", Response::content(format!("n{i}").into_bytes())), 1);
+        assert_eq!(
+            net.server
+                .notify(now, "t", Response::content(format!("n{i}").into_bytes())),
+            1
+        );
         net.run_for(Duration::from_secs(1));
     }
-    assert_eq!(net.notifications(id), [b"t:".to_vec(), b"n1".to_vec(), b"n2".to_vec(), b"n3".to_vec()]);
+    assert_eq!(
+        net.notifications(id),
+        [
+            b"t:".to_vec(),
+            b"n1".to_vec(),
+            b"n2".to_vec(),
+            b"n3".to_vec()
+        ]
+    );
 
     // Reorder: n5 overtakes n4 on the wire; n4 is then stale and must be dropped.
     let now = net.now;
@@ -386,7 +501,8 @@ fn observation_ends_with_error_notification() {
     let mut net = Net::new(Config::default());
     let id = observe_t(&mut net);
     let now = net.now;
-    net.server.notify(now, "t", Response::error(Code::NOT_FOUND, "deleted"));
+    net.server
+        .notify(now, "t", Response::error(Code::NOT_FOUND, "deleted"));
     net.run_for(Duration::from_secs(5));
     assert_eq!(net.response_to(id).unwrap().code(), Code::NOT_FOUND);
     assert_eq!(net.server.observer_count("t"), 0);
@@ -402,13 +518,20 @@ fn reset_and_observe_1_deregister_observers() {
     let now = net.now;
     net.server.notify(now, "t", Response::content(*b"late"));
     net.run_for(Duration::from_secs(1));
-    assert_eq!(net.server.observer_count("t"), 0, "RST removed the observer");
+    assert_eq!(
+        net.server.observer_count("t"),
+        0,
+        "RST removed the observer"
+    );
 
     // GET with Observe: 1 and the same token deregisters explicitly.
     let mut net = Net::new(Config::default());
     observe_t(&mut net);
     let token = net.client.exchanges.values().next().unwrap().token.clone();
-    let packet = Request::get("/t").with_option(option::OBSERVE, vec![1]).packet().clone();
+    let packet = Request::get("/t")
+        .with_option(option::OBSERVE, vec![1])
+        .packet()
+        .clone();
     let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 77, &token);
     let now = net.now;
     net.server.handle_datagram(now, CLIENT, &bytes);
@@ -417,15 +540,27 @@ fn reset_and_observe_1_deregister_observers() {
 
 #[test]
 fn unacknowledged_con_notifications_remove_dead_observers() {
-    let config = Config { observe_con_interval: Duration::from_secs(10), ..Config::default() };
+    let config = Config {
+        observe_con_interval: Duration::from_secs(10),
+        ..Config::default()
+    };
     let mut net = Net::new(config);
     observe_t(&mut net);
     net.loss_percent = 100; // the observer went away
     net.now += Duration::from_secs(11);
     let now = net.now;
     net.server.notify(now, "t", Response::content(*b"x"));
-    let sent = net.server.transmits.back().map(|t| Packet::from_bytes(&t.bytes).unwrap()).unwrap();
-    assert_eq!(sent.header.get_type(), MessageType::Confirmable, "CON after the interval");
+    let sent = net
+        .server
+        .transmits
+        .back()
+        .map(|t| Packet::from_bytes(&t.bytes).unwrap())
+        .unwrap();
+    assert_eq!(
+        sent.header.get_type(),
+        MessageType::Confirmable,
+        "CON after the interval"
+    );
     net.run_for(Duration::from_secs(200));
     assert_eq!(net.server.observer_count("t"), 0);
 }
@@ -439,7 +574,11 @@ fn large_notification_arrives_whole_via_block2() {
     net.server.notify(now, "t", Response::content(big.clone()));
     net.run_for(Duration::from_secs(10));
     assert_eq!(net.notifications(id).last().unwrap(), &big);
-    assert_eq!(net.server.observer_count("t"), 1, "follow-ups did not end the observation");
+    assert_eq!(
+        net.server.observer_count("t"),
+        1,
+        "follow-ups did not end the observation"
+    );
 }
 
 #[test]
@@ -447,15 +586,23 @@ fn well_known_core_lists_links_with_filters() {
     let mut net = Net::new(Config::default());
     net.server.set_links(vec![
         link_format::Link::new("ps").attr("rt", "core.ps.coll"),
-        link_format::Link::new("z").attr("rt", "pehra.znode").flag("obs"),
+        link_format::Link::new("z")
+            .attr("rt", "pehra.znode")
+            .flag("obs"),
     ]);
     let all = net.request(Request::get("/.well-known/core"));
     let filtered = net.request(Request::get("/.well-known/core?rt=core.ps*"));
     net.run_for(Duration::from_secs(1));
     let all = net.response_to(all).unwrap();
     assert_eq!(all.content_format(), Some(40));
-    assert_eq!(all.payload(), br#"</ps>;rt="core.ps.coll",</z>;rt="pehra.znode";obs"#);
-    assert_eq!(net.response_to(filtered).unwrap().payload(), br#"</ps>;rt="core.ps.coll""#);
+    assert_eq!(
+        all.payload(),
+        br#"</ps>;rt="core.ps.coll",</z>;rt="pehra.znode";obs"#
+    );
+    assert_eq!(
+        net.response_to(filtered).unwrap().payload(),
+        br#"</ps>;rt="core.ps.coll""#
+    );
 }
 
 #[test]
@@ -463,7 +610,10 @@ fn unknown_critical_option_and_method_are_refused() {
     let mut net = Net::new(Config::default());
     let bad_option = net.request(Request::get("/x").with_option(2049, *b"?"));
     net.run_for(Duration::from_secs(1));
-    assert_eq!(net.response_to(bad_option).unwrap().code(), Code::BAD_OPTION);
+    assert_eq!(
+        net.response_to(bad_option).unwrap().code(),
+        Code::BAD_OPTION
+    );
 
     let mut server = Engine::new(Config::default(), [9; 32]);
     let mut packet = Packet::new();
@@ -514,20 +664,31 @@ fn reset_fails_the_request() {
     let mid = net.sent_by(CLIENT)[0].1.header.message_id;
     net.wire.clear();
     let now = net.now;
-    net.client.handle_datagram(now, SERVER, &Engine::<u8>::empty_message(MessageType::Reset, mid));
+    net.client.handle_datagram(
+        now,
+        SERVER,
+        &Engine::<u8>::empty_message(MessageType::Reset, mid),
+    );
     net.drain();
-    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Reset }] if i == id));
+    assert!(
+        matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Reset }] if i == id)
+    );
     assert_eq!(net.client.poll_timeout(), None, "no timer left behind");
 }
 
 #[test]
 fn separate_response_timeout_fails_the_request() {
-    let config = Config { response_timeout: Duration::from_secs(5), ..Config::default() };
+    let config = Config {
+        response_timeout: Duration::from_secs(5),
+        ..Config::default()
+    };
     let mut net = Net::new(config);
     net.handler = |_| None;
     let id = net.request(Request::get("/never"));
     net.run_for(Duration::from_secs(30));
-    assert!(matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id));
+    assert!(
+        matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id)
+    );
 }
 
 #[test]

@@ -1,0 +1,412 @@
+//! The endpoint task: owns the socket and the engine, and talks to the application
+//! through a command channel.
+
+use super::router::{ResponseFuture, Router};
+use super::Error;
+use crate::coap::{Config, Engine, Event, IncomingId, Request, RequestId, Response, Stats};
+use crate::Instant;
+use rand::TryRng;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::task::{Context, Poll, Waker};
+use std::{
+    string::{String, ToString},
+    vec,
+};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+
+/// How many datagrams are read in one go before the engine's output is flushed.
+const RECEIVE_BATCH: usize = 64;
+
+enum Command {
+    Request {
+        peer: SocketAddr,
+        request: Request,
+        reply: oneshot::Sender<Result<Response, Error>>,
+    },
+    Observe {
+        peer: SocketAddr,
+        request: Request,
+        sink: mpsc::UnboundedSender<Result<Response, Error>>,
+        started: oneshot::Sender<RequestId>,
+    },
+    Cancel(RequestId),
+    Respond {
+        id: IncomingId,
+        response: Response,
+    },
+    Notify {
+        resource: String,
+        response: Response,
+        reply: oneshot::Sender<usize>,
+    },
+    Stats(oneshot::Sender<Stats>),
+    ObserverCount(String, oneshot::Sender<usize>),
+    Shutdown,
+}
+
+/// Who waits for the outcome of one of our requests.
+enum Waiter {
+    Once(oneshot::Sender<Result<Response, Error>>),
+    Stream(mpsc::UnboundedSender<Result<Response, Error>>),
+}
+
+/// A CoAP endpoint on one UDP socket: a server for its [`Router`] and a client for
+/// its [`Handle`]s. Dropping it stops it.
+pub struct Endpoint {
+    handle: Handle,
+    local_addr: SocketAddr,
+    task: Option<JoinHandle<()>>,
+}
+
+impl Endpoint {
+    /// Binds `addr` and starts serving `router` (an empty router for a pure client).
+    pub async fn bind(addr: SocketAddr, config: Config, router: Router) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(addr).await?;
+        Ok(Self::from_socket(socket, config, router)?)
+    }
+
+    /// Starts an endpoint on an already bound socket.
+    pub fn from_socket(socket: UdpSocket, config: Config, router: Router) -> std::io::Result<Self> {
+        let local_addr = socket.local_addr()?;
+        let mut seed = [0u8; 32];
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut seed)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let mut engine = Engine::new(config, seed);
+        engine.set_links(router.links());
+        let (tx, rx) = mpsc::unbounded_channel();
+        let driver = Driver {
+            socket,
+            engine,
+            router,
+            rx,
+            tx: tx.clone(),
+            base: tokio::time::Instant::now(),
+            waiting: HashMap::new(),
+        };
+        let task = tokio::spawn(driver.run());
+        Ok(Endpoint {
+            handle: Handle { tx },
+            local_addr,
+            task: Some(task),
+        })
+    }
+
+    /// The address the socket is bound to.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// A cloneable handle for requests and notifications.
+    pub fn handle(&self) -> Handle {
+        self.handle.clone()
+    }
+
+    /// Stops the endpoint and waits until its socket is closed.
+    pub async fn shutdown(mut self) {
+        let _ = self.handle.tx.send(Command::Shutdown);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+impl Drop for Endpoint {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+/// Sends requests and notifications through an [`Endpoint`]. Cheap to clone.
+#[derive(Clone)]
+pub struct Handle {
+    tx: mpsc::UnboundedSender<Command>,
+}
+
+impl Handle {
+    /// Sends a request and waits for its final response (reassembled if block-wise).
+    pub async fn request(&self, peer: SocketAddr, request: Request) -> Result<Response, Error> {
+        let (reply, response) = oneshot::channel();
+        self.send(Command::Request {
+            peer,
+            request,
+            reply,
+        })?;
+        response.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Observes a resource (the request gets Observe: 0). The returned stream yields
+    /// each fresh notification, the first response included.
+    pub async fn observe(&self, peer: SocketAddr, request: Request) -> Result<Observation, Error> {
+        let (sink, notifications) = mpsc::unbounded_channel();
+        let (started, id) = oneshot::channel();
+        self.send(Command::Observe {
+            peer,
+            request: request.with_observe(),
+            sink,
+            started,
+        })?;
+        let id = id.await.map_err(|_| Error::Closed)?;
+        Ok(Observation {
+            id,
+            notifications,
+            handle: self.clone(),
+        })
+    }
+
+    /// Notifies every observer of `resource` (see
+    /// [`Engine::notify`](crate::coap::Engine::notify)); returns how many there were.
+    pub async fn notify(&self, resource: &str, response: Response) -> Result<usize, Error> {
+        let (reply, count) = oneshot::channel();
+        self.send(Command::Notify {
+            resource: resource.into(),
+            response,
+            reply,
+        })?;
+        count.await.map_err(|_| Error::Closed)
+    }
+
+    /// The engine's counters.
+    pub async fn stats(&self) -> Result<Stats, Error> {
+        let (reply, stats) = oneshot::channel();
+        self.send(Command::Stats(reply))?;
+        stats.await.map_err(|_| Error::Closed)
+    }
+
+    /// How many observers `resource` has.
+    pub async fn observer_count(&self, resource: &str) -> Result<usize, Error> {
+        let (reply, count) = oneshot::channel();
+        self.send(Command::ObserverCount(resource.into(), reply))?;
+        count.await.map_err(|_| Error::Closed)
+    }
+
+    fn send(&self, command: Command) -> Result<(), Error> {
+        self.tx.send(command).map_err(|_| Error::Closed)
+    }
+}
+
+/// A running observation. Dropping it cancels it: the next notification is answered
+/// with Reset, which removes the observer at the server.
+pub struct Observation {
+    id: RequestId,
+    notifications: mpsc::UnboundedReceiver<Result<Response, Error>>,
+    handle: Handle,
+}
+
+impl Observation {
+    /// The next notification; `None` once the observation has ended (after a final
+    /// non-notification response or an error, which are yielded first).
+    pub async fn next(&mut self) -> Option<Result<Response, Error>> {
+        self.notifications.recv().await
+    }
+}
+
+impl Drop for Observation {
+    fn drop(&mut self) {
+        let _ = self.handle.send(Command::Cancel(self.id));
+    }
+}
+
+struct Driver {
+    socket: UdpSocket,
+    engine: Engine<SocketAddr>,
+    router: Router,
+    rx: mpsc::UnboundedReceiver<Command>,
+    tx: mpsc::UnboundedSender<Command>,
+    base: tokio::time::Instant,
+    waiting: HashMap<RequestId, Waiter>,
+}
+
+impl Driver {
+    fn now(&self) -> Instant {
+        Instant::from_micros(self.base.elapsed().as_micros() as u64)
+    }
+
+    async fn run(mut self) {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            self.flush().await;
+            let deadline = self
+                .engine
+                .poll_timeout()
+                .map(|t| self.base + std::time::Duration::from_micros(t.as_micros()));
+            tokio::select! {
+                biased;
+                command = self.rx.recv() => {
+                    let Some(command) = command else { return };
+                    if !self.apply(command) {
+                        return;
+                    }
+                    while let Ok(command) = self.rx.try_recv() {
+                        if !self.apply(command) {
+                            return;
+                        }
+                    }
+                }
+                received = self.socket.recv_from(&mut buf) => {
+                    match received {
+                        Ok((n, peer)) => {
+                            let now = self.now();
+                            self.engine.handle_datagram(now, peer, &buf[..n]);
+                            for _ in 1..RECEIVE_BATCH {
+                                let Ok((n, peer)) = self.socket.try_recv_from(&mut buf) else { break };
+                                self.engine.handle_datagram(now, peer, &buf[..n]);
+                            }
+                        }
+                        Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+                    }
+                }
+                _ = sleep_until(deadline), if deadline.is_some() => {
+                    let now = self.now();
+                    self.engine.handle_timeout(now);
+                }
+            }
+        }
+    }
+
+    /// Applies a command; false on shutdown.
+    fn apply(&mut self, command: Command) -> bool {
+        let now = self.now();
+        match command {
+            Command::Request {
+                peer,
+                request,
+                reply,
+            } => {
+                let id = self.engine.request(now, peer, request);
+                self.waiting.insert(id, Waiter::Once(reply));
+            }
+            Command::Observe {
+                peer,
+                request,
+                sink,
+                started,
+            } => {
+                let id = self.engine.request(now, peer, request);
+                self.waiting.insert(id, Waiter::Stream(sink));
+                let _ = started.send(id);
+            }
+            Command::Cancel(id) => {
+                self.engine.cancel(id);
+                self.waiting.remove(&id);
+            }
+            Command::Respond { id, response } => {
+                self.engine.respond(now, id, response);
+            }
+            Command::Notify {
+                resource,
+                response,
+                reply,
+            } => {
+                let _ = reply.send(self.engine.notify(now, &resource, response));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.engine.stats().clone());
+            }
+            Command::ObserverCount(resource, reply) => {
+                let _ = reply.send(self.engine.observer_count(&resource));
+            }
+            Command::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Sends what the engine has to send and hands its events out, until both are empty
+    /// (a handler that answers at once produces more to send).
+    async fn flush(&mut self) {
+        loop {
+            let mut idle = true;
+            while let Some(transmit) = self.engine.poll_transmit() {
+                idle = false;
+                let sent = match self.socket.try_send_to(&transmit.bytes, transmit.peer) {
+                    Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                        self.socket.send_to(&transmit.bytes, transmit.peer).await
+                    }
+                    other => other,
+                };
+                if let Err(e) = sent {
+                    tracing::debug!(peer = %transmit.peer, error = %e, "UDP send failed");
+                }
+            }
+            while let Some(event) = self.engine.poll_event() {
+                idle = false;
+                self.on_event(event);
+            }
+            if idle {
+                return;
+            }
+        }
+    }
+
+    fn on_event(&mut self, event: Event<SocketAddr>) {
+        match event {
+            Event::Request(incoming) => {
+                match self.router.dispatch(incoming.peer, incoming.request) {
+                    Ok(future) => self.run_handler(incoming.id, future),
+                    Err(response) => {
+                        let now = self.now();
+                        self.engine.respond(now, incoming.id, response);
+                    }
+                }
+            }
+            Event::Response { id, response } => match self.waiting.remove(&id) {
+                Some(Waiter::Once(reply)) => {
+                    let _ = reply.send(Ok(response));
+                }
+                Some(Waiter::Stream(sink)) => {
+                    let _ = sink.send(Ok(response));
+                }
+                None => {}
+            },
+            Event::Notification { id, response } => {
+                if let Some(Waiter::Stream(sink)) = self.waiting.get(&id) {
+                    if sink.send(Ok(response)).is_err() {
+                        self.waiting.remove(&id);
+                        self.engine.cancel(id);
+                    }
+                }
+            }
+            Event::Failed { id, error } => match self.waiting.remove(&id) {
+                Some(Waiter::Once(reply)) => {
+                    let _ = reply.send(Err(error.into()));
+                }
+                Some(Waiter::Stream(sink)) => {
+                    let _ = sink.send(Err(error.into()));
+                }
+                None => {}
+            },
+        }
+    }
+
+    /// Runs a handler: polled once right here (most answer at once, and then the
+    /// response is piggybacked without a task or a channel hop); a handler that has to
+    /// wait continues in its own task and answers through the command channel.
+    fn run_handler(&mut self, id: IncomingId, mut future: ResponseFuture) {
+        let mut cx = Context::from_waker(Waker::noop());
+        match future.as_mut().poll(&mut cx) {
+            Poll::Ready(response) => {
+                let now = self.now();
+                self.engine.respond(now, id, response);
+            }
+            Poll::Pending => {
+                let tx = self.tx.clone();
+                tokio::spawn(async move {
+                    let response = future.await;
+                    let _ = tx.send(Command::Respond { id, response });
+                });
+            }
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

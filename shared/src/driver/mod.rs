@@ -1,0 +1,35 @@
+//! The tokio driver (feature `std`): one UDP socket, one [`Engine`](crate::coap::Engine),
+//! a [`Router`] of async handlers on the server side and an async [`Handle`] on the
+//! client side.
+//!
+//! ```no_run
+//! # async fn demo() -> std::io::Result<()> {
+//! use pehra_shared::coap::{Config, Method, Request, Response};
+//! use pehra_shared::driver::{Endpoint, Router};
+//!
+//! let router = Router::new().route(Method::Get, "hello", |_req| async { Response::content(*b"hi") });
+//! let server = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default(), router).await?;
+//! let client = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default(), Router::new()).await?;
+//! let response = client.handle().request(server.local_addr(), Request::get("hello")).await.unwrap();
+//! assert_eq!(response.payload(), b"hi");
+//! # Ok(()) }
+//! ```
+
+mod endpoint;
+mod router;
+
+pub use endpoint::{Endpoint, Handle, Observation};
+pub use router::{Incoming, Params, Router};
+
+use crate::coap::ExchangeError;
+
+/// Why a request made through a [`Handle`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Error {
+    /// The exchange failed (timeout, reset, broken block-wise transfer).
+    #[error(transparent)]
+    Exchange(#[from] ExchangeError),
+    /// The endpoint was shut down.
+    #[error("the CoAP endpoint is shut down")]
+    Closed,
+}

@@ -1,0 +1,242 @@
+//! Routing requests by method and path to async handlers.
+
+use crate::coap::{link_format::Link, Code, Method, Request, Response};
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::{boxed::Box, string::String, vec::Vec};
+
+/// A boxed handler future.
+pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
+type BoxedHandler = Arc<dyn Fn(Incoming) -> ResponseFuture + Send + Sync>;
+
+/// What a handler gets: the request, who sent it, and the path parameters its route
+/// captured.
+#[derive(Debug, Clone)]
+pub struct Incoming {
+    /// The sender's address.
+    pub peer: SocketAddr,
+    /// The request (a block-wise body already reassembled).
+    pub request: Request,
+    /// Captured path parameters.
+    pub params: Params,
+}
+
+/// Path parameters captured by `{name}` segments and a trailing `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Params(Vec<(String, String)>);
+
+impl Params {
+    /// The value captured for `name` (`"*"` for the rest of the path).
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One segment of a route pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    Param(String),
+    Rest,
+}
+
+struct Route {
+    method: Method,
+    pattern: Vec<Segment>,
+    handler: BoxedHandler,
+}
+
+/// Maps method + path patterns to async handlers.
+///
+/// Patterns are paths whose segments are literals, `{name}` (one segment) or a final
+/// `*` (the rest, possibly empty). The first matching route wins. A path that matches
+/// no route gets 4.04; one that matches only for other methods gets 4.05.
+#[derive(Default, Clone)]
+pub struct Router {
+    routes: Vec<Arc<Route>>,
+    links: Vec<Link>,
+}
+
+impl Router {
+    /// A router with no routes.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a route.
+    pub fn route<F, Fut>(mut self, method: Method, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Incoming) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Response> + Send + 'static,
+    {
+        let pattern = parse_pattern(pattern);
+        let handler: BoxedHandler = Arc::new(move |incoming| Box::pin(handler(incoming)));
+        self.routes.push(Arc::new(Route {
+            method,
+            pattern,
+            handler,
+        }));
+        self
+    }
+
+    /// Describes a resource in `/.well-known/core` (for example with `rt` or `obs`).
+    /// Routes whose pattern is a literal path are listed even without one.
+    pub fn link(mut self, link: Link) -> Self {
+        self.links.push(link);
+        self
+    }
+
+    /// The links for `/.well-known/core`: the explicit ones, then each literal route path
+    /// not already described.
+    pub fn links(&self) -> Vec<Link> {
+        let mut links = self.links.clone();
+        let mut seen: BTreeSet<String> = links.iter().map(|l| l.path.clone()).collect();
+        for route in &self.routes {
+            let literal: Option<Vec<&str>> = route
+                .pattern
+                .iter()
+                .map(|s| match s {
+                    Segment::Literal(l) => Some(l.as_str()),
+                    _ => None,
+                })
+                .collect();
+            if let Some(parts) = literal {
+                let path = parts.join("/");
+                if seen.insert(path.clone()) {
+                    links.push(Link::new(&path));
+                }
+            }
+        }
+        links
+    }
+
+    /// Finds the handler for a request and starts it; or the 4.04/4.05 answer.
+    pub(crate) fn dispatch(
+        &self,
+        peer: SocketAddr,
+        request: Request,
+    ) -> Result<ResponseFuture, Response> {
+        let segments: Vec<&str> = request.path_segments().collect();
+        let mut path_matched = false;
+        for route in &self.routes {
+            let Some(params) = match_pattern(&route.pattern, &segments) else {
+                continue;
+            };
+            path_matched = true;
+            if request.method() == Some(route.method) {
+                let incoming = Incoming {
+                    peer,
+                    request,
+                    params,
+                };
+                return Ok((route.handler)(incoming));
+            }
+        }
+        Err(if path_matched {
+            Response::error(
+                Code::METHOD_NOT_ALLOWED,
+                "method not allowed on this resource",
+            )
+        } else {
+            Response::error(Code::NOT_FOUND, "no such resource")
+        })
+    }
+}
+
+fn parse_pattern(pattern: &str) -> Vec<Segment> {
+    pattern
+        .split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            if s == "*" {
+                Segment::Rest
+            } else if let Some(name) = s.strip_prefix('{').and_then(|s| s.strip_suffix('}')) {
+                Segment::Param(name.into())
+            } else {
+                Segment::Literal(s.into())
+            }
+        })
+        .collect()
+}
+
+fn match_pattern(pattern: &[Segment], path: &[&str]) -> Option<Params> {
+    let mut params = Vec::new();
+    for (i, segment) in pattern.iter().enumerate() {
+        match segment {
+            Segment::Rest => {
+                params.push(("*".into(), path.get(i..).unwrap_or(&[]).join("/")));
+                return Some(Params(params));
+            }
+            Segment::Literal(l) => {
+                if path.get(i) != Some(&l.as_str()) {
+                    return None;
+                }
+            }
+            Segment::Param(name) => params.push((name.clone(), String::from(*path.get(i)?))),
+        }
+    }
+    (path.len() == pattern.len()).then_some(Params(params))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn patterns_match_literals_params_and_rest() {
+        let p = parse_pattern("/session/{id}/hb");
+        assert_eq!(
+            match_pattern(&p, &["session", "42", "hb"])
+                .unwrap()
+                .get("id"),
+            Some("42")
+        );
+        assert!(match_pattern(&p, &["session", "42"]).is_none());
+        assert!(match_pattern(&p, &["session", "42", "hb", "x"]).is_none());
+        let rest = parse_pattern("z/*");
+        assert_eq!(
+            match_pattern(&rest, &["z", "a", "b"]).unwrap().get("*"),
+            Some("a/b")
+        );
+        assert_eq!(match_pattern(&rest, &["z"]).unwrap().get("*"), Some(""));
+        assert!(match_pattern(&rest, &["y"]).is_none());
+    }
+
+    #[test]
+    fn literal_routes_are_listed_as_links() {
+        let r = Router::new()
+            .route(Method::Get, "a/b", |_| async {
+                Response::new(Code::CONTENT)
+            })
+            .route(Method::Put, "a/b", |_| async {
+                Response::new(Code::CHANGED)
+            })
+            .route(Method::Get, "z/*", |_| async {
+                Response::new(Code::CONTENT)
+            })
+            .link(Link::new("z").attr("rt", "zk"));
+        let paths: Vec<String> = r.links().into_iter().map(|l| l.path).collect();
+        assert_eq!(paths, ["z", "a/b"]);
+    }
+
+    #[test]
+    fn unknown_path_is_404_and_wrong_method_405() {
+        let r = Router::new().route(Method::Get, "a", |_| async { Response::new(Code::CONTENT) });
+        let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+        assert_eq!(
+            r.dispatch(peer, Request::get("b")).err().unwrap().code(),
+            Code::NOT_FOUND
+        );
+        assert_eq!(
+            r.dispatch(peer, Request::put("a")).err().unwrap().code(),
+            Code::METHOD_NOT_ALLOWED
+        );
+        assert!(r.dispatch(peer, Request::get("a")).is_ok());
+    }
+}
