@@ -1,5 +1,9 @@
 //! Duplicate detection (RFC 7252 §4.5): remembers, per peer and message ID, what was
 //! answered, so a retransmitted message gets the same answer and its handler runs once.
+//!
+//! A message counts as a duplicate only if its token matches too. A peer that reuses a
+//! message ID within EXCHANGE_LIFETIME (any client above ~265 messages/s does) would
+//! otherwise be answered with the cached response to an older, different request.
 
 use crate::Instant;
 use alloc::collections::{BTreeMap, VecDeque};
@@ -14,9 +18,15 @@ pub(crate) enum Seen {
     Answered(Option<Vec<u8>>),
 }
 
+struct Entry {
+    expires: Instant,
+    token: Vec<u8>,
+    seen: Seen,
+}
+
 /// A bounded, time-limited map from `(peer, message ID)` to [`Seen`].
 pub(crate) struct DedupCache<A> {
-    entries: BTreeMap<(A, u16), (Instant, Seen)>,
+    entries: BTreeMap<(A, u16), Entry>,
     /// Insertion order with expiry, for eviction; may hold stale keys (checked on pop).
     order: VecDeque<(Instant, A, u16)>,
     capacity: usize,
@@ -31,31 +41,38 @@ impl<A: Ord + Copy> DedupCache<A> {
         }
     }
 
-    /// The entry for a message, unless it has expired.
-    pub(crate) fn get(&self, now: Instant, peer: A, mid: u16) -> Option<&Seen> {
+    /// The entry for a message (same peer, message ID and token), unless it expired.
+    pub(crate) fn get(&self, now: Instant, peer: A, mid: u16, token: &[u8]) -> Option<&Seen> {
         match self.entries.get(&(peer, mid)) {
-            Some((expires, seen)) if *expires > now => Some(seen),
+            Some(e) if e.expires > now && e.token == token => Some(&e.seen),
             _ => None,
         }
     }
 
     /// Remembers a message until `expires`, forgetting expired entries and, at capacity,
     /// the oldest ones.
-    pub(crate) fn insert(&mut self, now: Instant, expires: Instant, peer: A, mid: u16, seen: Seen) {
+    pub(crate) fn insert(
+        &mut self,
+        now: Instant,
+        expires: Instant,
+        (peer, mid, token): (A, u16, &[u8]),
+        seen: Seen,
+    ) {
         self.purge(now);
         while self.entries.len() >= self.capacity {
             if !self.pop_oldest() {
                 break;
             }
         }
-        self.entries.insert((peer, mid), (expires, seen));
+        let token = token.to_vec();
+        self.entries.insert((peer, mid), Entry { expires, token, seen });
         self.order.push_back((expires, peer, mid));
     }
 
     /// Updates what is known about a message still remembered.
     pub(crate) fn update(&mut self, peer: A, mid: u16, seen: Seen) {
         if let Some(entry) = self.entries.get_mut(&(peer, mid)) {
-            entry.1 = seen;
+            entry.seen = seen;
         }
     }
 
@@ -76,7 +93,7 @@ impl<A: Ord + Copy> DedupCache<A> {
         if self
             .entries
             .get(&(peer, mid))
-            .is_some_and(|(e, _)| *e == expires)
+            .is_some_and(|e| e.expires == expires)
         {
             self.entries.remove(&(peer, mid));
         }
@@ -98,20 +115,19 @@ mod tests {
         let mut c = DedupCache::<u8>::new(3);
         let t0 = Instant::from_millis(0);
         let exp = Instant::from_millis(100);
-        c.insert(t0, exp, 1, 7, Seen::InProgress(1));
-        assert_eq!(c.get(t0, 1, 7), Some(&Seen::InProgress(1)));
-        assert_eq!(c.get(t0, 2, 7), None);
+        c.insert(t0, exp, (1, 7, b"t"), Seen::InProgress(1));
+        assert_eq!(c.get(t0, 1, 7, b"t"), Some(&Seen::InProgress(1)));
+        assert_eq!(c.get(t0, 2, 7, b"t"), None);
+        assert_eq!(c.get(t0, 1, 7, b"x"), None, "a reused message ID is not a duplicate");
         c.update(1, 7, Seen::Answered(None));
-        assert_eq!(
-            c.get(Instant::from_millis(99), 1, 7),
-            Some(&Seen::Answered(None))
-        );
-        assert_eq!(c.get(exp, 1, 7), None, "expired");
+        let later = Instant::from_millis(99);
+        assert_eq!(c.get(later, 1, 7, b"t"), Some(&Seen::Answered(None)));
+        assert_eq!(c.get(exp, 1, 7, b"t"), None, "expired");
         for mid in 0..10 {
-            c.insert(t0, exp, 1, mid, Seen::Answered(None));
+            c.insert(t0, exp, (1, mid, b""), Seen::Answered(None));
         }
         assert_eq!(c.len(), 3, "capacity bounds the cache");
-        assert!(c.get(t0, 1, 9).is_some() && c.get(t0, 1, 0).is_none());
+        assert!(c.get(t0, 1, 9, b"").is_some() && c.get(t0, 1, 0, b"").is_none());
         c.purge(exp);
         assert_eq!(c.len(), 0);
     }

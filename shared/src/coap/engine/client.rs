@@ -2,6 +2,7 @@
 //! in both directions, and observations.
 
 use super::{block_option, Engine, Event, ExchangeError, Purpose, RequestId, Timer};
+use crate::coap::dedup::Seen;
 use crate::coap::{observe, option, BlockValue, Code, Request, Response};
 use crate::Instant;
 use alloc::vec::Vec;
@@ -232,9 +233,9 @@ impl<A: Copy + Ord + Debug> Engine<A> {
     pub(super) fn on_separate_response(&mut self, now: Instant, peer: A, packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if let Some(seen) = self.dedup.get(now, peer, mid) {
+        if let Some(seen) = self.dedup.get(now, peer, mid, packet.get_token()) {
             self.stats.duplicates += 1;
-            if let super::super::dedup::Seen::Answered(Some(bytes)) = seen {
+            if let Seen::Answered(Some(bytes)) = seen {
                 let bytes = bytes.clone();
                 self.transmit(peer, bytes);
             }
@@ -250,24 +251,14 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             // Nobody waits for this: tell the sender (this also ends a stale observation).
             let rst = Self::empty_message(MessageType::Reset, mid);
             self.stats.resets_sent += 1;
-            self.dedup.insert(
-                now,
-                expires,
-                peer,
-                mid,
-                super::super::dedup::Seen::Answered(Some(rst.clone())),
-            );
+            let key = (peer, mid, packet.get_token());
+            self.dedup.insert(now, expires, key, Seen::Answered(Some(rst.clone())));
             self.transmit(peer, rst);
             return;
         };
         let answer = con.then(|| Self::empty_message(MessageType::Acknowledgement, mid));
-        self.dedup.insert(
-            now,
-            expires,
-            peer,
-            mid,
-            super::super::dedup::Seen::Answered(answer.clone()),
-        );
+        let key = (peer, mid, packet.get_token());
+        self.dedup.insert(now, expires, key, Seen::Answered(answer.clone()));
         if let Some(ack) = answer {
             self.transmit(peer, ack);
         }

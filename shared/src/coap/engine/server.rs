@@ -159,7 +159,7 @@ impl<A: Copy + Ord + Debug> Engine<A> {
     pub(super) fn on_request(&mut self, now: Instant, peer: A, packet: Packet) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if let Some(seen) = self.dedup.get(now, peer, mid) {
+        if let Some(seen) = self.dedup.get(now, peer, mid, packet.get_token()) {
             self.stats.duplicates += 1;
             match seen.clone() {
                 Seen::Answered(Some(bytes)) => self.transmit(peer, bytes),
@@ -176,8 +176,8 @@ impl<A: Copy + Ord + Debug> Engine<A> {
         }
         let id = IncomingId(self.next_id());
         let expires = now + self.config.exchange_lifetime;
-        self.dedup
-            .insert(now, expires, peer, mid, Seen::InProgress(id.0));
+        let key = (peer, mid, packet.get_token());
+        self.dedup.insert(now, expires, key, Seen::InProgress(id.0));
 
         let code = Code(packet.header.code.into());
         let token = packet.get_token().to_vec();

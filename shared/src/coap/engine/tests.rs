@@ -264,6 +264,22 @@ fn duplicate_con_runs_the_handler_once_and_gets_the_same_response() {
 }
 
 #[test]
+fn reused_message_id_with_a_new_token_is_a_new_request() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let now = Instant::ZERO;
+    for (token, path) in [(&b"one"[..], "/a"), (&b"two"[..], "/b")] {
+        let packet = Request::get(path).packet().clone();
+        let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 42, token);
+        server.handle_datagram(now, CLIENT, &bytes);
+        let Some(Event::Request(req)) = server.poll_event() else { panic!("{path} not delivered") };
+        assert_eq!(req.request.path(), &path[1..]);
+        server.respond(now, req.id, Response::content(path.as_bytes().to_vec()));
+        let reply = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+        assert_eq!(reply.get_token(), token, "answered with its own token");
+    }
+}
+
+#[test]
 fn slow_handler_gets_empty_ack_then_separate_con_response() {
     let mut net = Net::new(Config::default());
     net.handler = |_| None;

@@ -1,0 +1,37 @@
+//! Pehra's CoAP server for `bench/coap.sh`: answers `GET /time` like libcoap's
+//! `coap-server-notls` does (a 15-byte text payload with Max-Age: 1), so both servers
+//! send the same 27-byte response to the same load.
+//!
+//! It runs the real driver (engine, router, duplicate cache) on one thread, as libcoap
+//! does.
+
+use clap::Parser;
+use pehra_shared::coap::{option, Config, Method, Response};
+use pehra_shared::driver::{Endpoint, Router};
+use std::net::SocketAddr;
+
+#[derive(Parser)]
+#[command(about = "Pehra CoAP server answering GET /time, for benchmarks")]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    listen: SocketAddr,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        let router = Router::new().route(Method::Get, "time", |_| async {
+            // Same length as libcoap's "Nov 22 03:21:10".
+            Response::content(*b"Jan 01 00:00:00").with_option(option::MAX_AGE, [1u8])
+        });
+        let endpoint = Endpoint::bind(args.listen, Config::default(), router).await?;
+        eprintln!("coap-bench-server listening on {}", endpoint.local_addr());
+        tokio::signal::ctrl_c().await?;
+        endpoint.shutdown().await;
+        Ok(())
+    })
+}

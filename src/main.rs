@@ -1,0 +1,45 @@
+//! `pehra`: the one command-line tool of Pehra.
+//!
+//! Today it carries the CoAP client tool; the zookeeper, brokers, producer/consumer
+//! tools and `pehra dev` arrive with their issues, and `--help` lists only what works.
+
+mod coap_cmd;
+mod diag;
+
+use clap::{Parser, Subcommand};
+
+/// Pehra: CoAP/UDP edge messaging for low-power devices.
+#[derive(Parser)]
+#[command(name = "pehra", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Send one CoAP request (or observe a resource) and print the response.
+    Coap(coap_cmd::CoapArgs),
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("PEHRA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Coap(args) => coap_cmd::run(args).await,
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("pehra: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
