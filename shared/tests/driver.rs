@@ -11,7 +11,9 @@ use std::time::Duration;
 const LIMIT: Duration = Duration::from_secs(30);
 
 async fn bounded<F: std::future::Future>(f: F) -> F::Output {
-    tokio::time::timeout(LIMIT, f).await.expect("test took too long")
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test took too long")
 }
 
 #[tokio::test]
@@ -22,9 +24,14 @@ async fn get_put_and_routing_errors() {
         let h = c.handle();
         let addr = server.endpoint.local_addr();
         let hello = h.request(addr, Request::get("hello")).await.unwrap();
-        assert_eq!((hello.code(), hello.payload()), (Code::CONTENT, &b"world"[..]));
+        assert_eq!(
+            (hello.code(), hello.payload()),
+            (Code::CONTENT, &b"world"[..])
+        );
 
-        let put = Request::put("store").with_payload(*b"\xa1\x61a\x01").with_content_format(60);
+        let put = Request::put("store")
+            .with_payload(*b"\xa1\x61a\x01")
+            .with_content_format(60);
         assert_eq!(h.request(addr, put).await.unwrap().code(), Code::CHANGED);
         let got = h.request(addr, Request::get("store")).await.unwrap();
         assert_eq!(got.payload(), b"\xa1\x61a\x01");
@@ -49,7 +56,10 @@ async fn ipv6_loopback_works() {
         )
         .await
         .unwrap();
-        let r = c.handle().request(server.endpoint.local_addr(), Request::get("hello")).await;
+        let r = c
+            .handle()
+            .request(server.endpoint.local_addr(), Request::get("hello"))
+            .await;
         assert_eq!(r.unwrap().payload(), b"world");
     })
     .await
@@ -62,12 +72,21 @@ async fn well_known_core_lists_the_routes() {
         let c = client(Config::default()).await;
         let r = c
             .handle()
-            .request(server.endpoint.local_addr(), Request::get(".well-known/core"))
+            .request(
+                server.endpoint.local_addr(),
+                Request::get(".well-known/core"),
+            )
             .await
             .unwrap();
         let body = String::from_utf8(r.payload().to_vec()).unwrap();
         assert_eq!(r.content_format(), Some(40));
-        for path in ["</hello>", "</store>", "</big>", "</slow>", r#"</counter>;rt="test.counter";obs"#] {
+        for path in [
+            "</hello>",
+            "</store>",
+            "</big>",
+            "</slow>",
+            r#"</counter>;rt="test.counter";obs"#,
+        ] {
             assert!(body.contains(path), "{path} missing from {body}");
         }
     })
@@ -79,10 +98,17 @@ async fn slow_handler_answers_with_a_separate_response() {
     bounded(async {
         let server = TestServer::start().await;
         let c = client(Config::default()).await;
-        let r = c.handle().request(server.endpoint.local_addr(), Request::post("slow")).await.unwrap();
+        let r = c
+            .handle()
+            .request(server.endpoint.local_addr(), Request::post("slow"))
+            .await
+            .unwrap();
         assert_eq!(r.payload(), b"done");
         let stats = c.handle().stats().await.unwrap();
-        assert_eq!(stats.retransmissions, 0, "the empty ACK stopped retransmission");
+        assert_eq!(
+            stats.retransmissions, 0,
+            "the empty ACK stopped retransmission"
+        );
     })
     .await
 }
@@ -98,9 +124,15 @@ async fn twenty_kib_block_wise_both_ways() {
         assert_eq!(down.payload(), &big_body()[..]);
         let body = big_body();
         let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
-        let up = h.request(addr, Request::put("big").with_payload(body.clone())).await.unwrap();
+        let up = h
+            .request(addr, Request::put("big").with_payload(body.clone()))
+            .await
+            .unwrap();
         assert_eq!(up.payload(), format!("{}:{}", body.len(), sum).as_bytes());
-        assert!(up.option(option::BLOCK1).is_some(), "the final response echoes Block1");
+        assert!(
+            up.option(option::BLOCK1).is_some(),
+            "the final response echoes Block1"
+        );
     })
     .await
 }
@@ -111,7 +143,11 @@ async fn observe_streams_notifications_and_cancels_on_drop() {
         let mut server = TestServer::start().await;
         let c = client(Config::default()).await;
         let addr = server.endpoint.local_addr();
-        let mut observation = c.handle().observe(addr, Request::get("counter")).await.unwrap();
+        let mut observation = c
+            .handle()
+            .observe(addr, Request::get("counter"))
+            .await
+            .unwrap();
         server.observe_registered().await;
         assert_eq!(observation.next().await.unwrap().unwrap().payload(), b"0");
         for i in 1..=3 {
@@ -150,16 +186,27 @@ async fn garbage_datagrams_are_rejected_and_the_server_keeps_serving() {
         let mut buf = [0u8; 1500];
 
         // A CON with a reserved option delta (15): RST with its message ID.
-        raw.send_to(&[0x40, 0x01, 0xbe, 0xef, 0xf1, 0x00], addr).await.unwrap();
+        raw.send_to(&[0x40, 0x01, 0xbe, 0xef, 0xf1, 0x00], addr)
+            .await
+            .unwrap();
         let (n, _) = raw.recv_from(&mut buf).await.unwrap();
-        assert_eq!(buf[..n], [0x70, 0x00, 0xbe, 0xef], "RST for the malformed CON");
+        assert_eq!(
+            buf[..n],
+            [0x70, 0x00, 0xbe, 0xef],
+            "RST for the malformed CON"
+        );
 
         // A well-formed CON with a bad Block2 value (reserved SZX 7): 4.00 Bad Request.
-        let bad_block = [0x41, 0x01, 0x00, 0x10, 0x99, 0xb5, b'h', b'e', b'l', b'l', b'o', 0xc1, 0x07];
+        let bad_block = [
+            0x41, 0x01, 0x00, 0x10, 0x99, 0xb5, b'h', b'e', b'l', b'l', b'o', 0xc1, 0x07,
+        ];
         raw.send_to(&bad_block, addr).await.unwrap();
         let (n, _) = raw.recv_from(&mut buf).await.unwrap();
         assert_eq!(buf[1], 0x80, "4.00, got {:02x?}", &buf[..n]);
-        assert!(String::from_utf8_lossy(&buf[4..n]).contains("Block"), "the body says why");
+        assert!(
+            String::from_utf8_lossy(&buf[4..n]).contains("Block"),
+            "the body says why"
+        );
 
         // Random bytes, truncated packets, bad tokens: never answered with a crash.
         let mut seed = 0x9e37_79b9_7f4a_7c15u64;
@@ -175,13 +222,25 @@ async fn garbage_datagrams_are_rejected_and_the_server_keeps_serving() {
             raw.send_to(&junk, addr).await.unwrap();
         }
         for truncated in 1..8 {
-            raw.send_to(&[0x40, 0x01, 0x00, 0x01, 0xbb, b'h', b'e', b'l'][..truncated], addr).await.unwrap();
+            raw.send_to(
+                &[0x40, 0x01, 0x00, 0x01, 0xbb, b'h', b'e', b'l'][..truncated],
+                addr,
+            )
+            .await
+            .unwrap();
         }
         let c = client(Config::default()).await;
-        let r = c.handle().request(addr, Request::get("hello")).await.unwrap();
+        let r = c
+            .handle()
+            .request(addr, Request::get("hello"))
+            .await
+            .unwrap();
         assert_eq!(r.payload(), b"world", "still serving");
         let stats = server.handle.stats().await.unwrap();
-        assert!(stats.malformed > 100, "malformed datagrams counted: {stats:?}");
+        assert!(
+            stats.malformed > 100,
+            "malformed datagrams counted: {stats:?}"
+        );
     })
     .await
 }
@@ -197,8 +256,14 @@ async fn request_to_a_silent_peer_times_out() {
             ..Config::default()
         };
         let c = client(config).await;
-        let err = c.handle().request(silent.local_addr().unwrap(), Request::get("x")).await;
-        assert_eq!(err, Err(Error::Exchange(pehra_shared::coap::ExchangeError::Timeout)));
+        let err = c
+            .handle()
+            .request(silent.local_addr().unwrap(), Request::get("x"))
+            .await;
+        assert_eq!(
+            err,
+            Err(Error::Exchange(pehra_shared::coap::ExchangeError::Timeout))
+        );
         let mut buf = [0u8; 64];
         silent.set_nonblocking(true).unwrap();
         let mut copies = 0;
@@ -214,7 +279,11 @@ async fn request_to_a_silent_peer_times_out() {
 async fn many_requests_in_flight() {
     bounded(async {
         let server = TestServer::start().await;
-        let c = client(Config { nstart: 16, ..Config::default() }).await;
+        let c = client(Config {
+            nstart: 16,
+            ..Config::default()
+        })
+        .await;
         let addr = server.endpoint.local_addr();
         let tasks: Vec<_> = (0..500)
             .map(|i| {

@@ -32,9 +32,22 @@ async fn aiocoap_get_put_cbor_block_wise_and_observe() {
     let out = run_bounded(command, Duration::from_secs(30)).await;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(out.status.success(), "aiocoap checks failed:\n{stdout}\n{stderr}");
-    for step in ["GET ok", "PUT CBOR ok", "block-wise GET ok", "block-wise PUT ok", "observe ok"] {
+    assert!(
+        out.status.success(),
+        "aiocoap checks failed:\n{stdout}\n{stderr}"
+    );
+    for step in [
+        "GET ok",
+        "PUT CBOR ok",
+        "block-wise GET ok",
+        "block-wise PUT ok",
+        "observe ok",
+    ] {
         assert!(stdout.contains(step), "{step} missing:\n{stdout}\n{stderr}");
     }
-    assert_eq!(*server.counter.lock().unwrap(), 3, "three bumps, four values seen");
+    assert_eq!(
+        *server.counter.lock().unwrap(),
+        3,
+        "three bumps, four values seen"
+    );
 }

@@ -23,21 +23,43 @@ async fn libcoap_client_discovers_resources() {
     let out = run_bounded(coap_client(&[&uri]), LIMIT).await;
     let body = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{out:?}");
-    assert!(body.contains("</hello>") && body.contains(r#"</counter>;rt="test.counter";obs"#), "{body}");
+    assert!(
+        body.contains("</hello>") && body.contains(r#"</counter>;rt="test.counter";obs"#),
+        "{body}"
+    );
 }
 
 #[tokio::test]
 async fn libcoap_client_puts_and_gets() {
     let server = TestServer::start().await;
     let base = format!("coap://127.0.0.1:{}", server.port());
-    let out = run_bounded(coap_client(&["-m", "put", "-t", "0", "-e", "from-libcoap", &format!("{base}/store")]), LIMIT).await;
+    let out = run_bounded(
+        coap_client(&[
+            "-m",
+            "put",
+            "-t",
+            "0",
+            "-e",
+            "from-libcoap",
+            &format!("{base}/store"),
+        ]),
+        LIMIT,
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
     let c = client(Config::default()).await;
-    let stored = c.handle().request(server.endpoint.local_addr(), Request::get("store")).await.unwrap();
+    let stored = c
+        .handle()
+        .request(server.endpoint.local_addr(), Request::get("store"))
+        .await
+        .unwrap();
     assert_eq!(stored.payload(), b"from-libcoap");
     assert_eq!(stored.content_format(), Some(0));
     let out = run_bounded(coap_client(&[&format!("{base}/store")]), LIMIT).await;
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), "from-libcoap");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "from-libcoap"
+    );
 }
 
 #[tokio::test]
@@ -47,14 +69,25 @@ async fn libcoap_client_gets_20_kib_block_wise() {
     std::fs::create_dir_all(&dir).unwrap();
     let file = dir.join("big.bin");
     let uri = format!("coap://127.0.0.1:{}/big", server.port());
-    let out = run_bounded(coap_client(&["-b", "1024", "-o", file.to_str().unwrap(), &uri]), LIMIT).await;
+    let out = run_bounded(
+        coap_client(&["-b", "1024", "-o", file.to_str().unwrap(), &uri]),
+        LIMIT,
+    )
+    .await;
     assert!(out.status.success(), "{out:?}");
     assert_eq!(std::fs::read(&file).unwrap(), big_body());
     // And up: libcoap sends 20 KiB with Block1.
     std::fs::write(&file, big_body()).unwrap();
-    let out = run_bounded(coap_client(&["-m", "put", "-b", "512", "-f", file.to_str().unwrap(), &uri]), LIMIT).await;
+    let out = run_bounded(
+        coap_client(&["-m", "put", "-b", "512", "-f", file.to_str().unwrap(), &uri]),
+        LIMIT,
+    )
+    .await;
     let sum: u64 = big_body().iter().map(|b| u64::from(*b)).sum();
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), format!("{}:{}", 20 * 1024, sum));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        format!("{}:{}", 20 * 1024, sum)
+    );
     let _ = std::fs::remove_dir_all(dir);
 }
 
@@ -68,8 +101,16 @@ async fn libcoap_client_observes_several_notifications() {
         assert_eq!(server.bump().await, 1);
     }
     let out = observer.await.unwrap();
-    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout).lines().filter(|l| !l.is_empty()).map(String::from).collect();
-    assert_eq!(lines, ["0", "1", "2", "3", "4"], "every notification, in order: {out:?}");
+    let lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| !l.is_empty())
+        .map(String::from)
+        .collect();
+    assert_eq!(
+        lines,
+        ["0", "1", "2", "3", "4"],
+        "every notification, in order: {out:?}"
+    );
 }
 
 /// Starts `coap-server-notls` on a free loopback port; killed when dropped.
@@ -103,11 +144,16 @@ async fn our_client_against_libcoap_server() {
         assert_eq!(root.code(), Code::CONTENT);
         assert!(String::from_utf8_lossy(root.payload()).contains("libcoap"));
 
-        let core = h.request(addr, Request::get(".well-known/core")).await.unwrap();
+        let core = h
+            .request(addr, Request::get(".well-known/core"))
+            .await
+            .unwrap();
         assert!(String::from_utf8_lossy(core.payload()).contains("</time>"));
 
         // 20 KiB up (Block1) and back down (Block2).
-        let put = Request::put("example_data").with_payload(big_body()).with_content_format(0);
+        let put = Request::put("example_data")
+            .with_payload(big_body())
+            .with_content_format(0);
         let stored = h.request(addr, put).await.unwrap();
         assert!(stored.code().is_success(), "{:?}", stored.code());
         let back = h.request(addr, Request::get("example_data")).await.unwrap();

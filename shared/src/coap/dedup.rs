@@ -65,7 +65,14 @@ impl<A: Ord + Copy> DedupCache<A> {
             }
         }
         let token = token.to_vec();
-        self.entries.insert((peer, mid), Entry { expires, token, seen });
+        self.entries.insert(
+            (peer, mid),
+            Entry {
+                expires,
+                token,
+                seen,
+            },
+        );
         self.order.push_back((expires, peer, mid));
     }
 
@@ -118,7 +125,11 @@ mod tests {
         c.insert(t0, exp, (1, 7, b"t"), Seen::InProgress(1));
         assert_eq!(c.get(t0, 1, 7, b"t"), Some(&Seen::InProgress(1)));
         assert_eq!(c.get(t0, 2, 7, b"t"), None);
-        assert_eq!(c.get(t0, 1, 7, b"x"), None, "a reused message ID is not a duplicate");
+        assert_eq!(
+            c.get(t0, 1, 7, b"x"),
+            None,
+            "a reused message ID is not a duplicate"
+        );
         c.update(1, 7, Seen::Answered(None));
         let later = Instant::from_millis(99);
         assert_eq!(c.get(later, 1, 7, b"t"), Some(&Seen::Answered(None)));

@@ -65,7 +65,7 @@ impl Endpoint {
     /// Binds `addr` and starts serving `router` (an empty router for a pure client).
     pub async fn bind(addr: SocketAddr, config: Config, router: Router) -> std::io::Result<Self> {
         let socket = UdpSocket::bind(addr).await?;
-        Ok(Self::from_socket(socket, config, router)?)
+        Self::from_socket(socket, config, router)
     }
 
     /// Starts an endpoint on an already bound socket.

@@ -31,14 +31,16 @@ impl TestServer {
     }
 
     pub async fn start_on(addr: &str) -> TestServer {
-                let store: Arc<Mutex<(Vec<u8>, Option<u16>)>> = Arc::default();
+        let store: Arc<Mutex<(Vec<u8>, Option<u16>)>> = Arc::default();
         let counter: Arc<Mutex<u32>> = Arc::default();
         let (put_store, get_store, get_counter) = (store.clone(), store, counter.clone());
         let (observed, observe_requests) = tokio::sync::mpsc::unbounded_channel();
         let own_handle: Arc<std::sync::OnceLock<Handle>> = Arc::default();
         let (bump_handle, bump_counter) = (own_handle.clone(), counter.clone());
         let router = Router::new()
-            .route(Method::Get, "hello", |_| async { Response::content(*b"world") })
+            .route(Method::Get, "hello", |_| async {
+                Response::content(*b"world")
+            })
             .route(Method::Put, "store", move |req| {
                 let mut store = put_store.lock().unwrap();
                 *store = (req.request.payload().to_vec(), req.request.content_format());
@@ -54,7 +56,9 @@ impl TestServer {
                     }
                 }
             })
-            .route(Method::Get, "big", |_| async { Response::content(big_body()) })
+            .route(Method::Get, "big", |_| async {
+                Response::content(big_body())
+            })
             .route(Method::Put, "big", |req| {
                 let body = req.request.payload();
                 let sum: u64 = body.iter().map(|b| u64::from(*b)).sum();
@@ -153,11 +157,18 @@ impl Drop for Child {
 
 /// A UDP port free on loopback right now.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Runs a command to completion within `limit`, returning its output; kills it if late.
-pub async fn run_bounded(mut command: tokio::process::Command, limit: Duration) -> std::process::Output {
+pub async fn run_bounded(
+    mut command: tokio::process::Command,
+    limit: Duration,
+) -> std::process::Output {
     command.kill_on_drop(true);
     let program = format!("{:?}", command.as_std().get_program());
     let child = command

@@ -252,13 +252,15 @@ impl<A: Copy + Ord + Debug> Engine<A> {
             let rst = Self::empty_message(MessageType::Reset, mid);
             self.stats.resets_sent += 1;
             let key = (peer, mid, packet.get_token());
-            self.dedup.insert(now, expires, key, Seen::Answered(Some(rst.clone())));
+            self.dedup
+                .insert(now, expires, key, Seen::Answered(Some(rst.clone())));
             self.transmit(peer, rst);
             return;
         };
         let answer = con.then(|| Self::empty_message(MessageType::Acknowledgement, mid));
         let key = (peer, mid, packet.get_token());
-        self.dedup.insert(now, expires, key, Seen::Answered(answer.clone()));
+        self.dedup
+            .insert(now, expires, key, Seen::Answered(answer.clone()));
         if let Some(ack) = answer {
             self.transmit(peer, ack);
         }

@@ -455,6 +455,8 @@ impl<A: Copy + Ord + Debug> Engine<A> {
     /// (RFC 7252 §4.2), anything else is dropped.
     fn reject_malformed(&mut self, peer: A, bytes: &[u8]) {
         self.stats.malformed += 1;
+        // Logged by the driver (which has a clock and a subscriber); counted here.
+        #[cfg(feature = "std")]
         tracing::debug!(?peer, len = bytes.len(), "malformed CoAP datagram");
         if bytes.len() >= 4 && bytes[0] >> 6 == 1 && (bytes[0] >> 4) & 0x3 == 0 {
             self.send_reset(peer, u16::from_be_bytes([bytes[2], bytes[3]]));

@@ -271,7 +271,9 @@ fn reused_message_id_with_a_new_token_is_a_new_request() {
         let packet = Request::get(path).packet().clone();
         let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, 42, token);
         server.handle_datagram(now, CLIENT, &bytes);
-        let Some(Event::Request(req)) = server.poll_event() else { panic!("{path} not delivered") };
+        let Some(Event::Request(req)) = server.poll_event() else {
+            panic!("{path} not delivered")
+        };
         assert_eq!(req.request.path(), &path[1..]);
         server.respond(now, req.id, Response::content(path.as_bytes().to_vec()));
         let reply = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();

@@ -1,0 +1,252 @@
+//! The brokers' partitioned logs: records, produce, fetch and cluster metadata.
+//!
+//! # Batches are opaque on the hot path
+//!
+//! A producer encodes its records as one [`RecordBatch`] and puts those bytes in
+//! [`ProduceRequest::batch`]. The broker decodes only the small request around them,
+//! checks and stores the batch bytes as they are (with a CRC, at an offset), replicates
+//! them, and serves them back unchanged in [`FetchedBatch::batch`]. Only producers and
+//! consumers decode batches. Decoding a record costs far more than copying its bytes,
+//! so the broker never does it per record.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use serde::de::{Error as _, Unexpected};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+/// One record (message) in a partition log.
+///
+/// CBOR: `{"key"?: bytes, "value": bytes, "timestamp_ms": u64, "headers"?: [Header, ...]}`
+/// (`headers` omitted when empty, like `key` when `None`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Record {
+    /// The key partitioning and compaction use, if any.
+    #[serde(default, with = "serde_bytes", skip_serializing_if = "Option::is_none")]
+    pub key: Option<Vec<u8>>,
+    /// The payload.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+    /// When the producer made it, milliseconds since the Unix epoch.
+    pub timestamp_ms: u64,
+    /// Application headers, in order (names may repeat).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub headers: Vec<Header>,
+}
+
+/// A record header: a name and a value.
+///
+/// CBOR: `{"key": text, "value": bytes}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Header {
+    /// The header's name.
+    pub key: String,
+    /// Its value.
+    #[serde(with = "serde_bytes")]
+    pub value: Vec<u8>,
+}
+
+/// Records a producer sends together; its encoding is what [`ProduceRequest::batch`] and
+/// [`FetchedBatch::batch`] carry, and what the broker stores, as opaque bytes.
+///
+/// CBOR: `{"records": [Record, ...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordBatch {
+    /// The records, in offset order.
+    pub records: Vec<Record>,
+}
+
+/// How many replicas must have a produced batch before the producer is answered.
+///
+/// CBOR: an integer, Kafka's numbers: `0` (None), `1` (Leader), `-1` (All). Any other
+/// number is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Acks {
+    /// No answer at all: the request goes as a CoAP NON message.
+    None,
+    /// Answer once the leader has written the batch.
+    Leader,
+    /// Answer once every in-sync replica has the batch (it is committed).
+    All,
+}
+
+impl Acks {
+    /// The number on the wire: 0, 1 or -1.
+    pub const fn code(self) -> i8 {
+        match self {
+            Acks::None => 0,
+            Acks::Leader => 1,
+            Acks::All => -1,
+        }
+    }
+
+    /// The setting a wire number stands for, if any.
+    pub const fn from_code(code: i8) -> Option<Acks> {
+        match code {
+            0 => Some(Acks::None),
+            1 => Some(Acks::Leader),
+            -1 => Some(Acks::All),
+            _ => None,
+        }
+    }
+}
+
+impl Serialize for Acks {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_i8(self.code())
+    }
+}
+
+impl<'de> Deserialize<'de> for Acks {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let code = i8::deserialize(deserializer)?;
+        Acks::from_code(code).ok_or_else(|| {
+            D::Error::invalid_value(Unexpected::Signed(code.into()), &"acks 0, 1 or -1")
+        })
+    }
+}
+
+/// Body of a produce to a partition leader: one encoded [`RecordBatch`].
+///
+/// CBOR: `{"topic": text, "partition": u32, "acks": 0|1|-1, "producer_id"?: u64,
+/// "base_sequence"?: u32, "leader_epoch"?: u32, "batch": bytes}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProduceRequest {
+    /// The topic.
+    pub topic: String,
+    /// The partition, whose leader this broker should be.
+    pub partition: u32,
+    /// When to answer.
+    pub acks: Acks,
+    /// The idempotent producer's id, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<u64>,
+    /// Sequence number of the batch's first record, for an idempotent producer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_sequence: Option<u32>,
+    /// The leader epoch the producer believes current; a broker with another epoch
+    /// refuses the batch (fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epoch: Option<u32>,
+    /// An encoded [`RecordBatch`], opaque to the broker.
+    #[serde(with = "serde_bytes")]
+    pub batch: Vec<u8>,
+}
+
+/// Body of the answer to a produce (acks 1 or all).
+///
+/// CBOR: `{"base_offset": u64, "record_count": u32, "leader_epoch": u32}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProduceResponse {
+    /// Offset given to the batch's first record.
+    pub base_offset: u64,
+    /// How many records the batch held.
+    pub record_count: u32,
+    /// The leader epoch the batch was written in.
+    pub leader_epoch: u32,
+}
+
+/// Body of a fetch, by a consumer or by a follower replicating.
+///
+/// CBOR: `{"topic": text, "partition": u32, "offset": u64, "max_bytes": u32,
+/// "leader_epoch"?: u32, "replica"?: u32}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchRequest {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// First offset wanted.
+    pub offset: u64,
+    /// Answer with at most about this many bytes of batches (at least one batch, if any).
+    pub max_bytes: u32,
+    /// The leader epoch the fetcher believes current (fencing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_epoch: Option<u32>,
+    /// The fetching follower's broker id; `None` (omitted) for a consumer, which may read
+    /// only up to the high watermark.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replica: Option<u32>,
+}
+
+/// One stored batch as a fetch returns it.
+///
+/// CBOR: `{"base_offset": u64, "batch": bytes}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchedBatch {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// The encoded [`RecordBatch`], exactly as produced.
+    #[serde(with = "serde_bytes")]
+    pub batch: Vec<u8>,
+}
+
+/// Body of the answer to a fetch (and of Observe notifications on a partition).
+///
+/// CBOR: `{"high_watermark": u64, "log_end_offset": u64, "batches": [FetchedBatch, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FetchResponse {
+    /// Offset after the last committed record: consumers read below it.
+    pub high_watermark: u64,
+    /// Offset after the last record in the leader's log.
+    pub log_end_offset: u64,
+    /// The batches, in offset order (may be empty).
+    pub batches: Vec<FetchedBatch>,
+}
+
+/// Where one partition lives.
+///
+/// CBOR: `{"partition": u32, "leader"?: u32, "leader_epoch": u32, "replicas": [u32, ...],
+/// "isr": [u32, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionMetadata {
+    /// The partition's number.
+    pub partition: u32,
+    /// Broker id of its leader; `None` (omitted) while it has none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader: Option<u32>,
+    /// The current leader epoch.
+    pub leader_epoch: u32,
+    /// Broker ids of all its replicas, the preferred leader first.
+    pub replicas: Vec<u32>,
+    /// Broker ids of the in-sync replicas.
+    pub isr: Vec<u32>,
+}
+
+/// One topic's partitions.
+///
+/// CBOR: `{"topic": text, "partitions": [PartitionMetadata, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicMetadata {
+    /// The topic's name.
+    pub topic: String,
+    /// Its partitions, by number.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// A live broker.
+///
+/// CBOR: `{"id": u32, "addr": text, "host": text, "rack"?: text}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerInfo {
+    /// The broker's id.
+    pub id: u32,
+    /// Its CoAP endpoint, `ip:port`.
+    pub addr: String,
+    /// The machine it runs on: replicas of a partition go on different hosts.
+    pub host: String,
+    /// The rack (or site) it is in, if known: replicas spread across racks too.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rack: Option<String>,
+}
+
+/// The cluster's metadata as the zookeeper gives it to clients looking for leaders.
+///
+/// CBOR: `{"brokers": [BrokerInfo, ...], "topics": [TopicMetadata, ...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetadataResponse {
+    /// The live brokers.
+    pub brokers: Vec<BrokerInfo>,
+    /// The topics asked about (or all of them).
+    pub topics: Vec<TopicMetadata>,
+}
