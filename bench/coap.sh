@@ -166,6 +166,10 @@ start_server raw-udp "$WORK/udp-echo.log" "${SRV_PIN[@]}" "$ECHO" --listen "${AD
 
 # (b) libcoap
 LIBCOAP_VERSION=""
+if ! command -v coap-server-notls >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    log "installing libcoap3-bin (the libcoap peer)"
+    apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq libcoap3-bin >/dev/null || true
+fi
 if command -v coap-server-notls >/dev/null; then
     LIBCOAP_VERSION="$( (coap-server-notls -h 2>&1 || true) | sed -n 's/.* v\([0-9][0-9.]*\) .*/\1/p' | head -n1)"
     port=$(free_port)

@@ -10,12 +10,19 @@ use pehra_shared::coap::{option, Config, Method, Response};
 use pehra_shared::driver::{Endpoint, Router};
 use std::net::SocketAddr;
 
+// The same allocator as the `pehra` binary.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(about = "Pehra CoAP server answering GET /time, for benchmarks")]
 struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:5683")]
     listen: SocketAddr,
+    /// Size of the duplicate-detection cache (message IDs remembered).
+    #[arg(long, default_value_t = Config::default().dedup_capacity)]
+    dedup_capacity: usize,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -28,7 +35,11 @@ fn main() -> anyhow::Result<()> {
             // Same length as libcoap's "Nov 22 03:21:10".
             Response::content(*b"Jan 01 00:00:00").with_option(option::MAX_AGE, [1u8])
         });
-        let endpoint = Endpoint::bind(args.listen, Config::default(), router).await?;
+        let config = Config {
+            dedup_capacity: args.dedup_capacity,
+            ..Config::default()
+        };
+        let endpoint = Endpoint::bind(args.listen, config, router).await?;
         eprintln!("coap-bench-server listening on {}", endpoint.local_addr());
         tokio::signal::ctrl_c().await?;
         endpoint.shutdown().await;

@@ -6,8 +6,10 @@
 //! otherwise be answered with the cached response to an older, different request.
 
 use crate::Instant;
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::VecDeque;
 use alloc::vec::Vec;
+use core::hash::Hash;
+use hashbrown::HashMap;
 
 /// What is known about a message ID seen from a peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,16 +28,16 @@ struct Entry {
 
 /// A bounded, time-limited map from `(peer, message ID)` to [`Seen`].
 pub(crate) struct DedupCache<A> {
-    entries: BTreeMap<(A, u16), Entry>,
+    entries: HashMap<(A, u16), Entry>,
     /// Insertion order with expiry, for eviction; may hold stale keys (checked on pop).
     order: VecDeque<(Instant, A, u16)>,
     capacity: usize,
 }
 
-impl<A: Ord + Copy> DedupCache<A> {
+impl<A: Hash + Eq + Copy> DedupCache<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         DedupCache {
-            entries: BTreeMap::new(),
+            entries: HashMap::new(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

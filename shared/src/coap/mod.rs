@@ -20,7 +20,8 @@ pub mod option;
 pub use block::BlockValue;
 pub use config::Config;
 pub use engine::{
-    Engine, Event, ExchangeError, IncomingId, IncomingRequest, RequestId, Stats, Transmit,
+    Engine, Event, ExchangeError, IncomingId, IncomingRequest, PeerAddress, RequestId, Stats,
+    Transmit,
 };
 pub use message::{Code, Method, Request, Response};
 

@@ -1,13 +1,12 @@
 //! The client half: sending requests, NSTART, matching responses, block-wise bodies
 //! in both directions, and observations.
 
-use super::{block_option, Engine, Event, ExchangeError, Purpose, RequestId, Timer};
+use super::{block_option, Engine, Event, ExchangeError, PeerAddress, Purpose, RequestId, Timer};
 use crate::coap::dedup::Seen;
 use crate::coap::{observe, option, BlockValue, Code, Request, Response};
 use crate::Instant;
 use alloc::vec::Vec;
 use coap_lite::{MessageType, Packet};
-use core::fmt::Debug;
 use rand::Rng;
 
 /// One request of ours, from `request()` to its final response or failure.
@@ -34,7 +33,7 @@ pub(super) struct Exchange<A> {
     last_notification: Option<(u32, Instant)>,
 }
 
-impl<A: Copy + Ord + Debug> Engine<A> {
+impl<A: PeerAddress> Engine<A> {
     /// Sends `request` to `peer` (or queues it while NSTART exchanges are outstanding
     /// towards that peer). Its outcome arrives as [`Event::Response`],
     /// [`Event::Notification`]s (if it observes) or [`Event::Failed`].

@@ -23,6 +23,12 @@ use coap_lite::{MessageClass, MessageType, Packet};
 use core::fmt::Debug;
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
+/// What the engine needs of a peer address: `SocketAddr` on a gateway, whatever the
+/// network stack uses on a microcontroller.
+pub trait PeerAddress: Copy + Ord + core::hash::Hash + Debug {}
+
+impl<A: Copy + Ord + core::hash::Hash + Debug> PeerAddress for A {}
+
 /// Identifies a request this endpoint sent (client side).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct RequestId(pub u64);
@@ -175,7 +181,7 @@ pub struct Engine<A> {
     events: VecDeque<Event<A>>,
 }
 
-impl<A: Copy + Ord + Debug> Engine<A> {
+impl<A: PeerAddress> Engine<A> {
     /// An engine with `config`, seeded with 32 random bytes (message IDs, tokens and
     /// retransmission jitter come from it: give it real entropy).
     pub fn new(config: Config, seed: [u8; 32]) -> Self {

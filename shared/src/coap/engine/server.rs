@@ -1,14 +1,13 @@
 //! The server half: duplicate detection, piggybacked and separate responses, Block1
 //! reassembly, Block2 slicing, observers and notifications, `/.well-known/core`.
 
-use super::{block_option, Engine, Event, IncomingId, IncomingRequest, Purpose};
+use super::{block_option, Engine, Event, IncomingId, IncomingRequest, PeerAddress, Purpose};
 use crate::coap::dedup::Seen;
 use crate::coap::{link_format, option, BlockValue, Code, Method, Request, Response};
 use crate::coap::{observe::SEQUENCE_MODULUS, CONTENT_FORMAT_LINK_FORMAT};
 use crate::Instant;
 use alloc::{string::String, vec::Vec};
 use coap_lite::{MessageType, Packet};
-use core::fmt::Debug;
 
 /// A request received and not yet answered.
 pub(super) struct Incoming<A> {
@@ -53,7 +52,7 @@ pub(super) struct Observer {
 /// How many block-wise transfers a server keeps per kind before purging expired ones.
 const BLOCK_STATE_SOFT_LIMIT: usize = 256;
 
-impl<A: Copy + Ord + Debug> Engine<A> {
+impl<A: PeerAddress> Engine<A> {
     /// Answers a request received as [`Event::Request`]. Large bodies go block-wise; a
     /// success answering `GET` with Observe registers the observer. Answering an unknown
     /// or already answered id does nothing and returns `false`.
