@@ -5,6 +5,7 @@
 
 mod coap_cmd;
 mod diag;
+mod zk_cmd;
 
 use clap::{Parser, Subcommand};
 
@@ -23,6 +24,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the mini-zookeeper (coordination service) on this machine.
+    Zookeeper(zk_cmd::ServeArgs),
+    /// Read, write and watch znodes in a running zookeeper.
+    Zk(zk_cmd::ZkArgs),
     /// Send one CoAP request (or observe a resource) and print the response.
     Coap(coap_cmd::CoapArgs),
 }
@@ -39,6 +44,8 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Coap(args) => coap_cmd::run(args).await,
+        Command::Zookeeper(args) => zk_cmd::serve(args).await,
+        Command::Zk(args) => zk_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,
@@ -46,5 +53,15 @@ async fn main() -> std::process::ExitCode {
             eprintln!("pehra: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub(crate) async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("install a SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
     }
 }

@@ -12,6 +12,7 @@ extern crate alloc;
 #[cfg(any(feature = "std", test))]
 extern crate std;
 
+pub mod api;
 pub mod coap;
 pub mod time;
 pub mod wire;

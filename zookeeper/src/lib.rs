@@ -1,3 +1,17 @@
-//! The mini-zookeeper: coordination service and cluster controller (issue 3).
+//! The mini-zookeeper: ZooKeeper's coordination semantics over CoAP and CBOR, durable on
+//! disk, with its client library and recipes.
 //!
-//! Nothing lives here yet; the crate exists so the workspace has its final shape.
+//! - [`tree`]: the data tree (znodes, stats, sessions), pure and deterministic;
+//! - [`storage`]: the write-ahead log and snapshots;
+//! - [`server`]: the CoAP service around them (group commit, watches, session expiry);
+//! - [`client`]: the async client library; [`recipes`] built on it.
+
+pub mod client;
+pub mod path;
+pub mod server;
+pub mod storage;
+pub mod tree;
+pub mod uri;
+
+pub use client::{Client, ClientOptions, CreateMode, SessionState, Watch, WatchEvent, ZkError};
+pub use server::{Server, ServerConfig, ServerError};

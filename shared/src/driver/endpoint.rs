@@ -1,7 +1,7 @@
 //! The endpoint task: owns the socket and the engine, and talks to the application
 //! through a command channel.
 
-use super::router::{ResponseFuture, Router};
+use super::router::{Dispatch, ResponseFuture, Router};
 use super::Error;
 use crate::coap::{Config, Engine, Event, IncomingId, Request, RequestId, Response, Stats};
 use crate::Instant;
@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 /// How many datagrams are read in one go before the engine's output is flushed.
 const RECEIVE_BATCH: usize = 64;
 
-enum Command {
+pub(crate) enum Command {
     Request {
         peer: SocketAddr,
         request: Request,
@@ -185,6 +185,30 @@ impl Handle {
         count.await.map_err(|_| Error::Closed)
     }
 
+    /// Answers a request taken by a deferred route (see [`Responder`](super::Responder)).
+    pub(crate) fn respond(&self, id: IncomingId, response: Response) {
+        let _ = self.send(Command::Respond { id, response });
+    }
+
+    /// Notifies every observer of `resource` without waiting to hear how many there
+    /// were. Ordered with this endpoint's other answers and notifications.
+    pub fn notify_detached(&self, resource: &str, response: Response) {
+        let (reply, _) = oneshot::channel();
+        let _ = self.send(Command::Notify {
+            resource: resource.into(),
+            response,
+            reply,
+        });
+    }
+
+    /// A handle not connected to a running endpoint, and the receiving end of its
+    /// commands (for tests).
+    #[cfg(test)]
+    pub(crate) fn detached() -> (Handle, mpsc::UnboundedReceiver<Command>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        (Handle { tx }, rx)
+    }
+
     fn send(&self, command: Command) -> Result<(), Error> {
         self.tx.send(command).map_err(|_| Error::Closed)
     }
@@ -346,9 +370,16 @@ impl Driver {
     fn on_event(&mut self, event: Event<SocketAddr>) {
         match event {
             Event::Request(incoming) => {
-                match self.router.dispatch(incoming.peer, incoming.request) {
-                    Ok(future) => self.run_handler(incoming.id, future),
-                    Err(response) => {
+                let handle = Handle {
+                    tx: self.tx.clone(),
+                };
+                match self
+                    .router
+                    .dispatch(incoming.id, &handle, incoming.peer, incoming.request)
+                {
+                    Dispatch::Future(future) => self.run_handler(incoming.id, future),
+                    Dispatch::Deferred => {}
+                    Dispatch::Answer(response) => {
                         let now = self.now();
                         self.engine.respond(now, incoming.id, response);
                     }

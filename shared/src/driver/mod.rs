@@ -19,7 +19,7 @@ mod endpoint;
 mod router;
 
 pub use endpoint::{Endpoint, Handle, Observation};
-pub use router::{Incoming, Params, Router};
+pub use router::{Incoming, Params, Responder, Router};
 
 use crate::coap::ExchangeError;
 

@@ -1,6 +1,7 @@
 //! Routing requests by method and path to async handlers.
 
-use crate::coap::{link_format::Link, Code, Method, Request, Response};
+use super::Handle;
+use crate::coap::{link_format::Link, Code, IncomingId, Method, Request, Response};
 use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -11,6 +12,59 @@ use std::{boxed::Box, string::String, vec::Vec};
 /// A boxed handler future.
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 type BoxedHandler = Arc<dyn Fn(Incoming) -> ResponseFuture + Send + Sync>;
+type DeferredHandler = Arc<dyn Fn(Incoming, Responder) + Send + Sync>;
+
+/// Answers one request later, from anywhere. Answers and notifications sent through
+/// the same endpoint are applied in the order they were sent, so a service can answer
+/// an observe request and then notify a change, and the observer is sure to see both.
+/// Dropped unanswered, it answers 5.00.
+pub struct Responder {
+    pub(crate) id: IncomingId,
+    pub(crate) handle: Option<Handle>,
+}
+
+impl Responder {
+    /// Sends the response.
+    pub fn respond(mut self, response: Response) {
+        if let Some(handle) = self.handle.take() {
+            handle.respond(self.id, response);
+        }
+    }
+}
+
+impl Drop for Responder {
+    fn drop(&mut self) {
+        if let Some(handle) = self.handle.take() {
+            let response = Response::error(
+                Code::INTERNAL_SERVER_ERROR,
+                "the request was dropped unanswered",
+            );
+            handle.respond(self.id, response);
+        }
+    }
+}
+
+impl std::fmt::Debug for Responder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Responder").field("id", &self.id).finish()
+    }
+}
+
+/// What a route does with a request.
+enum Action {
+    Handler(BoxedHandler),
+    Deferred(DeferredHandler),
+}
+
+/// What dispatching a request yields.
+pub(crate) enum Dispatch {
+    /// A handler future to run.
+    Future(ResponseFuture),
+    /// A deferred handler took the request and will answer through its responder.
+    Deferred,
+    /// No route: answer this at once.
+    Answer(Response),
+}
 
 /// What a handler gets: the request, who sent it, and the path parameters its route
 /// captured.
@@ -49,7 +103,7 @@ enum Segment {
 struct Route {
     method: Method,
     pattern: Vec<Segment>,
-    handler: BoxedHandler,
+    action: Action,
 }
 
 /// Maps method + path patterns to async handlers.
@@ -70,17 +124,29 @@ impl Router {
     }
 
     /// Adds a route.
-    pub fn route<F, Fut>(mut self, method: Method, pattern: &str, handler: F) -> Self
+    pub fn route<F, Fut>(self, method: Method, pattern: &str, handler: F) -> Self
     where
         F: Fn(Incoming) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Response> + Send + 'static,
     {
-        let pattern = parse_pattern(pattern);
         let handler: BoxedHandler = Arc::new(move |incoming| Box::pin(handler(incoming)));
+        self.add(method, pattern, Action::Handler(handler))
+    }
+
+    /// Adds a route whose handler answers later through a [`Responder`] (for a service
+    /// that queues requests into its own task).
+    pub fn route_deferred<F>(self, method: Method, pattern: &str, handler: F) -> Self
+    where
+        F: Fn(Incoming, Responder) + Send + Sync + 'static,
+    {
+        self.add(method, pattern, Action::Deferred(Arc::new(handler)))
+    }
+
+    fn add(mut self, method: Method, pattern: &str, action: Action) -> Self {
         self.routes.push(Arc::new(Route {
             method,
-            pattern,
-            handler,
+            pattern: parse_pattern(pattern),
+            action,
         }));
         self
     }
@@ -119,9 +185,11 @@ impl Router {
     /// Finds the handler for a request and starts it; or the 4.04/4.05 answer.
     pub(crate) fn dispatch(
         &self,
+        id: IncomingId,
+        handle: &Handle,
         peer: SocketAddr,
         request: Request,
-    ) -> Result<ResponseFuture, Response> {
+    ) -> Dispatch {
         let segments: Vec<&str> = request.path_segments().collect();
         let mut path_matched = false;
         for route in &self.routes {
@@ -135,10 +203,20 @@ impl Router {
                     request,
                     params,
                 };
-                return Ok((route.handler)(incoming));
+                return match &route.action {
+                    Action::Handler(handler) => Dispatch::Future(handler(incoming)),
+                    Action::Deferred(handler) => {
+                        let responder = Responder {
+                            id,
+                            handle: Some(handle.clone()),
+                        };
+                        handler(incoming, responder);
+                        Dispatch::Deferred
+                    }
+                };
             }
         }
-        Err(if path_matched {
+        Dispatch::Answer(if path_matched {
             Response::error(
                 Code::METHOD_NOT_ALLOWED,
                 "method not allowed on this resource",
@@ -229,14 +307,13 @@ mod tests {
     fn unknown_path_is_404_and_wrong_method_405() {
         let r = Router::new().route(Method::Get, "a", |_| async { Response::new(Code::CONTENT) });
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
-        assert_eq!(
-            r.dispatch(peer, Request::get("b")).err().unwrap().code(),
-            Code::NOT_FOUND
-        );
-        assert_eq!(
-            r.dispatch(peer, Request::put("a")).err().unwrap().code(),
-            Code::METHOD_NOT_ALLOWED
-        );
-        assert!(r.dispatch(peer, Request::get("a")).is_ok());
+        let (handle, _commands) = Handle::detached();
+        let code = |req| match r.dispatch(IncomingId(1), &handle, peer, req) {
+            Dispatch::Answer(response) => Some(response.code()),
+            _ => None,
+        };
+        assert_eq!(code(Request::get("b")), Some(Code::NOT_FOUND));
+        assert_eq!(code(Request::put("a")), Some(Code::METHOD_NOT_ALLOWED));
+        assert_eq!(code(Request::get("a")), None, "dispatched to the handler");
     }
 }

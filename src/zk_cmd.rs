@@ -1,0 +1,280 @@
+//! `pehra zookeeper` (the server) and `pehra zk` (its command-line client).
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `pehra zookeeper`.
+#[derive(Args)]
+#[command(
+    after_help = "The zookeeper keeps its write-ahead log and snapshots in --data-dir; \
+    a write is answered only once it is on disk, and a restart recovers everything answered.\n\
+    Stop it with Ctrl-C or SIGTERM: writes in progress are finished first."
+)]
+pub struct ServeArgs {
+    /// UDP address to serve CoAP on.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    listen: SocketAddr,
+    /// Directory for the log and snapshots (created if missing).
+    #[arg(long, default_value = "pehra-data/zookeeper")]
+    data_dir: PathBuf,
+    /// Smallest session timeout granted, in milliseconds.
+    #[arg(long, default_value_t = 1_000)]
+    min_session_timeout_ms: u64,
+    /// Largest session timeout granted, in milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    max_session_timeout_ms: u64,
+    /// Snapshot the tree after this many MiB of log.
+    #[arg(long, default_value_t = 64)]
+    snapshot_after_mib: u64,
+}
+
+pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
+    let mut config = ServerConfig::new(args.listen, args.data_dir.clone());
+    config.min_session_timeout = Duration::from_millis(args.min_session_timeout_ms);
+    config.max_session_timeout =
+        Duration::from_millis(args.max_session_timeout_ms.max(args.min_session_timeout_ms));
+    config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
+    let mut server = Server::start(config).await.with_context(|| {
+        format!(
+            "starting the zookeeper with data in {}",
+            args.data_dir.display()
+        )
+    })?;
+    let r = server.recovered();
+    eprintln!(
+        "zookeeper listening on udp {} (data in {}; recovered zxid {}: {} znodes, {} sessions, {} log records replayed{})",
+        server.local_addr(),
+        args.data_dir.display(),
+        r.zxid,
+        r.nodes,
+        r.sessions,
+        r.replayed,
+        if r.truncated_bytes > 0 { format!(", {} bytes of torn log tail cut", r.truncated_bytes) } else { String::new() },
+    );
+    tokio::select! {
+        result = server.wait() => {
+            result.context("the zookeeper stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = crate::shutdown_signal() => {
+            eprintln!("zookeeper stopping");
+            server.shutdown().await.context("stopping the zookeeper")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Arguments of `pehra zk`.
+#[derive(Args)]
+pub struct ZkArgs {
+    /// The zookeeper's address.
+    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
+    zookeeper: SocketAddr,
+    #[command(subcommand)]
+    command: ZkCommand,
+}
+
+#[derive(Subcommand)]
+enum ZkCommand {
+    /// List a znode's children, one per line.
+    Ls { path: String },
+    /// Print a znode's data.
+    Get { path: String },
+    /// Print a znode's stat.
+    Stat { path: String },
+    /// Create a znode and print its path (with -s, the sequence number shows).
+    #[command(
+        after_help = "With -e the znode lives as long as this command's session: the command \
+        keeps running until Ctrl-C, then closes the session and the znode goes."
+    )]
+    Create {
+        /// Ephemeral: deleted when the session ends.
+        #[arg(short = 'e', long)]
+        ephemeral: bool,
+        /// Sequential: a 10-digit counter is appended to the name.
+        #[arg(short = 's', long)]
+        sequential: bool,
+        path: String,
+        /// The data (text); empty if omitted.
+        data: Option<String>,
+    },
+    /// Replace a znode's data (only if at VERSION, with -v).
+    Set {
+        #[arg(short = 'v', long)]
+        version: Option<u32>,
+        path: String,
+        data: String,
+    },
+    /// Delete a childless znode (only if at VERSION, with -v).
+    Delete {
+        #[arg(short = 'v', long)]
+        version: Option<u32>,
+        path: String,
+    },
+    /// Print a znode's data (or children) now and on every change, until it is deleted.
+    Watch {
+        path: String,
+        /// Watch the children instead of the data.
+        #[arg(long)]
+        children: bool,
+        /// Stop after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+}
+
+pub async fn run(args: ZkArgs) -> Result<ExitCode> {
+    let options = ClientOptions::default();
+    let needs_session = matches!(
+        args.command,
+        ZkCommand::Create {
+            ephemeral: true,
+            ..
+        }
+    );
+    let client = if needs_session {
+        Client::connect(args.zookeeper, options).await?
+    } else {
+        Client::without_session(args.zookeeper, options.coap).await?
+    };
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        ZkCommand::Ls { path } => {
+            for child in client.get_children(&path).await?.0 {
+                writeln!(out, "{child}")?;
+            }
+        }
+        ZkCommand::Get { path } => {
+            let (data, _) = client.get_data(&path).await?;
+            write_data(&mut out, &data)?;
+        }
+        ZkCommand::Stat { path } => {
+            let (_, stat) = client.get_data(&path).await?;
+            writeln!(out, "czxid          {}", stat.czxid)?;
+            writeln!(out, "mzxid          {}", stat.mzxid)?;
+            writeln!(out, "pzxid          {}", stat.pzxid)?;
+            writeln!(out, "ctime          {}", format_ms(stat.ctime_ms))?;
+            writeln!(out, "mtime          {}", format_ms(stat.mtime_ms))?;
+            writeln!(out, "version        {}", stat.version)?;
+            writeln!(out, "cversion       {}", stat.cversion)?;
+            match stat.ephemeral_owner {
+                Some(owner) => writeln!(out, "ephemeralOwner {owner:#x}")?,
+                None => writeln!(out, "ephemeralOwner none")?,
+            }
+            writeln!(out, "dataLength     {}", stat.data_length)?;
+            writeln!(out, "numChildren    {}", stat.num_children)?;
+        }
+        ZkCommand::Create {
+            ephemeral,
+            sequential,
+            path,
+            data,
+        } => {
+            let mode = match (ephemeral, sequential) {
+                (false, false) => CreateMode::Persistent,
+                (true, false) => CreateMode::Ephemeral,
+                (false, true) => CreateMode::PersistentSequential,
+                (true, true) => CreateMode::EphemeralSequential,
+            };
+            let created = client
+                .create(&path, data.unwrap_or_default().as_bytes(), mode)
+                .await?;
+            writeln!(out, "{created}")?;
+            if ephemeral {
+                out.flush()?;
+                crate::shutdown_signal().await;
+                client.close().await?;
+            }
+        }
+        ZkCommand::Set {
+            version,
+            path,
+            data,
+        } => {
+            let stat = client.set_data(&path, data.as_bytes(), version).await?;
+            writeln!(out, "version {}", stat.version)?;
+        }
+        ZkCommand::Delete { version, path } => client.delete(&path, version).await?,
+        ZkCommand::Watch {
+            path,
+            children,
+            count,
+        } => {
+            let mut watch = if children {
+                client.watch_children(&path).await?
+            } else {
+                client.watch_data(&path).await?
+            };
+            let mut seen = 0;
+            while count.is_none_or(|c| seen < c) {
+                let Some(event) = watch.next().await else {
+                    break;
+                };
+                seen += 1;
+                match event? {
+                    WatchEvent::Data(node) => {
+                        write!(out, "version {}: ", node.stat.version)?;
+                        write_data(&mut out, &node.data)?;
+                    }
+                    WatchEvent::Children(c) => writeln!(out, "{}", c.children.join(" "))?,
+                    WatchEvent::Deleted => {
+                        writeln!(out, "deleted: {path}")?;
+                        break;
+                    }
+                }
+                out.flush()?;
+            }
+        }
+    }
+    out.flush()?;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_data(out: &mut impl Write, data: &[u8]) -> std::io::Result<()> {
+    out.write_all(data)?;
+    if !data.ends_with(b"\n") {
+        writeln!(out)?;
+    }
+    Ok(())
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DD hh:mm:ss.mmm UTC`.
+fn format_ms(ms: u64) -> String {
+    let secs = ms / 1000;
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        ms % 1000
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats_epoch_milliseconds() {
+        assert_eq!(super::format_ms(0), "1970-01-01 00:00:00.000 UTC");
+        assert_eq!(
+            super::format_ms(1_795_312_496_789),
+            "2026-11-22 01:54:56.789 UTC"
+        );
+    }
+}

@@ -1,0 +1,559 @@
+//! The core task: one owner of the tree, the order of all requests, group commit, leases
+//! and watches.
+
+use super::sessions::Leases;
+use super::{LogRecord, ServerConfig, ServerError};
+use crate::storage::{Storage, StorageError};
+use crate::tree::{Change, DataTree, Op, Outcome, TreeError};
+use pehra_shared::api::{cbor_response, error_response, version_tag};
+use pehra_shared::coap::{option, Code, Response};
+use pehra_shared::driver::{Handle, Responder};
+use pehra_shared::wire::{
+    self, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse, MultiResult,
+    NodeData, SessionOpened, SyncResponse,
+};
+use rand::{Rng, SeedableRng, TryRng};
+use std::collections::{BTreeSet, VecDeque};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+/// A request for the core, from a route.
+pub(crate) enum Job {
+    /// Read a znode's data and stat.
+    GetData {
+        /// Path.
+        path: String,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Read a znode's children.
+    GetChildren {
+        /// Path.
+        path: String,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Answer once every earlier write is durable, with the last zxid.
+    Sync {
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Open a session with this requested timeout.
+    OpenSession {
+        /// Requested timeout.
+        timeout_ms: u32,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Renew a session's lease.
+    Heartbeat {
+        /// The session.
+        session: u64,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Apply a change to the tree.
+    Write {
+        /// The change.
+        op: Op,
+        /// A session the request speaks for (renewed, and required to be alive).
+        session: Option<u64>,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// A session's lease ran out: close it (queued like a write, after earlier requests).
+    Expire {
+        /// The session.
+        session: u64,
+    },
+    /// Stop after the current batch.
+    Shutdown,
+}
+
+/// An answer held until its batch is durable.
+struct Held {
+    responder: Option<Responder>,
+    response: Response,
+}
+
+/// Work for the log thread.
+enum LogJob {
+    Append(Vec<(u64, Vec<u8>)>),
+    Snapshot(u64, Vec<u8>),
+}
+
+pub(super) struct Core {
+    config: ServerConfig,
+    tree: DataTree,
+    handle: Handle,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    queue: VecDeque<Job>,
+    leases: Leases,
+    /// Sessions whose close is applied but maybe not yet durable, or expired: no
+    /// heartbeat may revive them.
+    closing: BTreeSet<u64>,
+    rng: rand::rngs::StdRng,
+    /// The batch being built: log records, held answers, changes to notify.
+    records: Vec<(u64, Vec<u8>)>,
+    held: Vec<Held>,
+    changes: Vec<Change>,
+    /// The batch being made durable.
+    in_flight: Option<(Vec<Held>, Vec<Change>)>,
+    log_tx: std::sync::mpsc::Sender<LogJob>,
+    log_done: mpsc::UnboundedReceiver<Result<(), StorageError>>,
+    log_bytes: u64,
+    shutting_down: bool,
+}
+
+impl Core {
+    pub(super) fn new(
+        config: ServerConfig,
+        tree: DataTree,
+        storage: Storage,
+        handle: Handle,
+        jobs: mpsc::UnboundedReceiver<Job>,
+    ) -> Core {
+        let (log_tx, log_rx) = std::sync::mpsc::channel();
+        let (done_tx, log_done) = mpsc::unbounded_channel();
+        std::thread::Builder::new()
+            .name("zk-log".into())
+            .spawn(move || log_thread(storage, log_rx, done_tx))
+            .expect("spawn the log thread");
+        let mut leases = Leases::default();
+        let now = Instant::now();
+        for (session, state) in tree.sessions() {
+            leases.renew(*session, now, Duration::from_millis(u64::from(state.timeout_ms)));
+        }
+        let mut seed = [0u8; 32];
+        rand::rngs::SysRng.try_fill_bytes(&mut seed).expect("OS randomness");
+        Core {
+            config,
+            tree,
+            handle,
+            jobs,
+            queue: VecDeque::new(),
+            leases,
+            closing: BTreeSet::new(),
+            rng: rand::rngs::StdRng::from_seed(seed),
+            records: Vec::new(),
+            held: Vec::new(),
+            changes: Vec::new(),
+            in_flight: None,
+            log_tx,
+            log_done,
+            log_bytes: 0,
+            shutting_down: false,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<(), ServerError> {
+        loop {
+            self.process_queue();
+            self.flush_batch();
+            if self.shutting_down && self.in_flight.is_none() && self.records.is_empty() {
+                return Ok(());
+            }
+            let expiry = self.leases.next_deadline();
+            tokio::select! {
+                job = self.jobs.recv(), if !self.shutting_down => match job {
+                    Some(job) => {
+                        self.accept(job);
+                        while let Ok(job) = self.jobs.try_recv() {
+                            self.accept(job);
+                        }
+                    }
+                    None => self.shutting_down = true,
+                },
+                done = self.log_done.recv(), if self.in_flight.is_some() => match done {
+                    Some(Ok(())) => self.on_durable(),
+                    Some(Err(e)) => return Err(self.fail(e)),
+                    None => return Err(ServerError::LogThreadGone),
+                },
+                _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
+            }
+        }
+    }
+
+    fn accept(&mut self, job: Job) {
+        match job {
+            Job::Shutdown => self.shutting_down = true,
+            job => self.queue.push_back(job),
+        }
+    }
+
+    /// Takes jobs in order: reads and heartbeats are answered while nothing is waiting
+    /// for the disk; writes join the batch. Stops at a read that would see writes not
+    /// yet durable.
+    fn process_queue(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        while let Some(job) = self.queue.front() {
+            let is_write = matches!(job, Job::Write { .. } | Job::OpenSession { .. } | Job::Expire { .. });
+            let batch_open = !self.held.is_empty();
+            if !is_write && batch_open {
+                return;
+            }
+            let job = self.queue.pop_front().expect("front exists");
+            match job {
+                Job::GetData { path, responder } => responder.respond(self.get_data(&path)),
+                Job::GetChildren { path, responder } => {
+                    responder.respond(self.get_children(&path))
+                }
+                Job::Sync { responder } => responder.respond(cbor_response(
+                    Code::CONTENT,
+                    &SyncResponse {
+                        zxid: self.tree.last_zxid(),
+                    },
+                )),
+                Job::Heartbeat { session, responder } => {
+                    responder.respond(self.heartbeat(session))
+                }
+                Job::OpenSession {
+                    timeout_ms,
+                    responder,
+                } => self.open_session(timeout_ms, responder),
+                Job::Write {
+                    op,
+                    session,
+                    responder,
+                } => self.write(op, session, Some(responder)),
+                Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
+                Job::Shutdown => self.shutting_down = true,
+            }
+        }
+    }
+
+    fn get_data(&self, path: &str) -> Response {
+        if let Err(e) = crate::path::validate(path) {
+            return error_response(ErrorKind::Malformed, &e.to_string());
+        }
+        match self.tree.get(path) {
+            Some((data, stat)) => node_data_response(data, stat),
+            None => error_response(ErrorKind::NotFound, &format!("no node: {path}")),
+        }
+    }
+
+    fn get_children(&self, path: &str) -> Response {
+        if let Err(e) = crate::path::validate(path) {
+            return error_response(ErrorKind::Malformed, &e.to_string());
+        }
+        match self.tree.children(path) {
+            Some((children, stat)) => cbor_response(
+                Code::CONTENT,
+                &Children {
+                    children,
+                    stat: stat.clone(),
+                },
+            ),
+            None => error_response(ErrorKind::NotFound, &format!("no node: {path}")),
+        }
+    }
+
+    fn session_timeout(&self, session: u64) -> Option<Duration> {
+        if self.closing.contains(&session) {
+            return None;
+        }
+        self.tree
+            .sessions()
+            .get(&session)
+            .map(|s| Duration::from_millis(u64::from(s.timeout_ms)))
+    }
+
+    fn heartbeat(&mut self, session: u64) -> Response {
+        match self.session_timeout(session) {
+            Some(timeout) => {
+                self.leases.renew(session, Instant::now(), timeout);
+                cbor_response(
+                    Code::CHANGED,
+                    &HeartbeatAck {
+                        lease_ms: timeout.as_millis() as u32,
+                        directives: Vec::new(),
+                    },
+                )
+            }
+            None => session_expired(session),
+        }
+    }
+
+    fn open_session(&mut self, timeout_ms: u32, responder: Responder) {
+        let timeout = Duration::from_millis(u64::from(timeout_ms))
+            .clamp(self.config.min_session_timeout, self.config.max_session_timeout);
+        let timeout_ms = timeout.as_millis() as u32;
+        let session = loop {
+            let id = self.rng.next_u64() >> 1;
+            if id != 0 && !self.tree.sessions().contains_key(&id) {
+                break id;
+            }
+        };
+        self.leases.renew(session, Instant::now(), timeout);
+        let op = Op::CreateSession {
+            session,
+            timeout_ms,
+        };
+        let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
+        match self.tree.apply(zxid, time_ms, &op) {
+            Ok(_) => {
+                self.log(zxid, time_ms, &op);
+                let response = cbor_response(
+                    Code::CREATED,
+                    &SessionOpened {
+                        session,
+                        timeout_ms,
+                    },
+                );
+                self.hold(Some(responder), response);
+            }
+            Err(e) => self.hold(Some(responder), tree_error_response(&e)),
+        }
+    }
+
+    /// Applies a write and adds it to the batch (its answer waits for the disk, a
+    /// refusal too, so answers keep the order of the requests).
+    fn write(&mut self, op: Op, session: Option<u64>, responder: Option<Responder>) {
+        if let Some(session) = session.or(op.session()) {
+            match self.session_timeout(session) {
+                Some(timeout) => self.leases.renew(session, Instant::now(), timeout),
+                None => return self.hold(responder, session_expired(session)),
+            }
+        }
+        if let Op::CloseSession { session } = op {
+            self.closing.insert(session);
+            self.leases.remove(session);
+        }
+        let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
+        let response = match self.tree.apply(zxid, time_ms, &op) {
+            Ok((outcome, changes)) => {
+                self.log(zxid, time_ms, &op);
+                self.changes.extend(changes);
+                outcome_response(&outcome)
+            }
+            Err(e) => tree_error_response(&e),
+        };
+        self.hold(responder, response);
+    }
+
+    fn log(&mut self, zxid: u64, time_ms: u64, op: &Op) {
+        let record = LogRecord {
+            time_ms,
+            op: op.clone(),
+        };
+        let bytes = wire::encode(&record).expect("log records always encode");
+        self.log_bytes += bytes.len() as u64;
+        self.records.push((zxid, bytes));
+    }
+
+    fn hold(&mut self, responder: Option<Responder>, response: Response) {
+        self.held.push(Held {
+            responder,
+            response,
+        });
+    }
+
+    /// Sends the batch to the log thread, or answers it at once if nothing in it needs
+    /// the disk (only refusals).
+    fn flush_batch(&mut self) {
+        if self.in_flight.is_some() || self.held.is_empty() {
+            return;
+        }
+        let held = std::mem::take(&mut self.held);
+        let changes = std::mem::take(&mut self.changes);
+        if self.records.is_empty() {
+            answer(held);
+            return;
+        }
+        let records = std::mem::take(&mut self.records);
+        if self.log_tx.send(LogJob::Append(records)).is_err() {
+            tracing::error!("the log thread is gone");
+        }
+        self.in_flight = Some((held, changes));
+    }
+
+    /// The batch is on disk: answer it, then tell the watchers (in that order, through
+    /// the same endpoint, so an observer registered by an answer sees the change).
+    fn on_durable(&mut self) {
+        let Some((held, changes)) = self.in_flight.take() else {
+            return;
+        };
+        answer(held);
+        self.notify(changes);
+        if self.log_bytes >= self.config.snapshot_after_bytes {
+            match wire::encode(&self.tree) {
+                Ok(bytes) => {
+                    let _ = self.log_tx.send(LogJob::Snapshot(self.tree.last_zxid(), bytes));
+                    self.log_bytes = 0;
+                }
+                Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
+            }
+        }
+    }
+
+    /// Notifies each touched znode's data observers and each touched parent's children
+    /// observers once per batch, with the state now on disk.
+    fn notify(&mut self, changes: Vec<Change>) {
+        let mut data_paths = BTreeSet::new();
+        let mut child_paths = BTreeSet::new();
+        for change in changes {
+            match change {
+                Change::Created(p) | Change::DataChanged(p) => {
+                    data_paths.insert(p);
+                }
+                Change::Deleted(p) => {
+                    data_paths.insert(p.clone());
+                    child_paths.insert(p);
+                }
+                Change::ChildrenChanged(p) => {
+                    child_paths.insert(p);
+                }
+            }
+        }
+        for path in data_paths {
+            self.handle
+                .notify_detached(&resource_key(&path, false), self.get_data(&path));
+        }
+        for path in child_paths {
+            self.handle
+                .notify_detached(&resource_key(&path, true), self.get_children(&path));
+        }
+    }
+
+    fn expire_sessions(&mut self) {
+        for session in self.leases.expire(Instant::now()) {
+            if self.tree.sessions().contains_key(&session) && !self.closing.contains(&session) {
+                tracing::info!(session = format_args!("{session:#x}"), "session expired");
+                // Expiry goes through the queue like any write, after what arrived before.
+                self.closing.insert(session);
+                self.queue.push_back(Job::Expire { session });
+            }
+        }
+    }
+
+    fn fail(&mut self, error: StorageError) -> ServerError {
+        tracing::error!(error = %error, "storage failed: the zookeeper stops");
+        if let Some((held, _)) = self.in_flight.take() {
+            for h in held {
+                if let Some(r) = h.responder {
+                    r.respond(error_response(ErrorKind::Internal, "storage failure: not stored"));
+                }
+            }
+        }
+        ServerError::Storage(error)
+    }
+}
+
+fn answer(held: Vec<Held>) {
+    for h in held {
+        if let Some(r) = h.responder {
+            r.respond(h.response);
+        }
+    }
+}
+
+fn log_thread(
+    mut storage: Storage,
+    jobs: std::sync::mpsc::Receiver<LogJob>,
+    done: mpsc::UnboundedSender<Result<(), StorageError>>,
+) {
+    for job in jobs {
+        match job {
+            LogJob::Append(records) => {
+                let result = records
+                    .iter()
+                    .try_for_each(|(zxid, bytes)| storage.append(*zxid, bytes))
+                    .and_then(|()| storage.sync());
+                let failed = result.is_err();
+                if done.send(result).is_err() || failed {
+                    return;
+                }
+            }
+            LogJob::Snapshot(zxid, bytes) => {
+                if let Err(e) = storage.snapshot(zxid, &bytes) {
+                    tracing::error!(error = %e, "snapshot failed; the log keeps everything");
+                }
+            }
+        }
+    }
+}
+
+/// The Observe resource key of a znode's data (`z/a/b`) or children (`z/a/b?children`).
+fn resource_key(path: &str, children: bool) -> String {
+    if children {
+        crate::uri::children_uri(path)
+    } else {
+        crate::uri::znode_uri(path)
+    }
+}
+
+fn node_data_response(data: &[u8], stat: &pehra_shared::wire::Stat) -> Response {
+    cbor_response(
+        Code::CONTENT,
+        &NodeData {
+            data: data.to_vec(),
+            stat: stat.clone(),
+        },
+    )
+    .with_option(option::ETAG, version_tag(stat.version))
+}
+
+fn outcome_response(outcome: &Outcome) -> Response {
+    match outcome {
+        Outcome::Created { path, stat } => {
+            let mut response = cbor_response(
+                Code::CREATED,
+                &CreateResponse {
+                    path: path.clone(),
+                    stat: stat.clone(),
+                },
+            );
+            response.add_option(option::LOCATION_PATH, b"z".to_vec());
+            for segment in path.split('/').filter(|s| !s.is_empty()) {
+                response.add_option(option::LOCATION_PATH, segment.as_bytes().to_vec());
+            }
+            response
+        }
+        Outcome::DataSet { stat } => cbor_response(Code::CHANGED, stat)
+            .with_option(option::ETAG, version_tag(stat.version)),
+        Outcome::Deleted | Outcome::SessionClosed { .. } => Response::new(Code::DELETED),
+        Outcome::SessionCreated | Outcome::Checked => Response::new(Code::CHANGED),
+        Outcome::Multi(outcomes) => cbor_response(
+            Code::CHANGED,
+            &MultiResponse {
+                results: outcomes
+                    .iter()
+                    .map(|o| match o {
+                        Outcome::Created { path, .. } => MultiResult::Create { path: path.clone() },
+                        Outcome::DataSet { stat } => MultiResult::SetData { stat: stat.clone() },
+                        Outcome::Deleted => MultiResult::Delete,
+                        _ => MultiResult::Check,
+                    })
+                    .collect(),
+            },
+        ),
+    }
+}
+
+fn tree_error_response(error: &TreeError) -> Response {
+    error_response(error.kind(), &error.to_string())
+}
+
+fn session_expired(session: u64) -> Response {
+    error_response(
+        ErrorKind::SessionExpired,
+        &format!("session {session:#x} has expired or does not exist: open a new one"),
+    )
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,199 @@
+//! The mini-zookeeper service: CoAP routes in front of one core task that owns the data
+//! tree, orders every request, commits writes to the log in groups, and notifies
+//! watchers.
+//!
+//! Ordering and durability: the core takes requests in arrival order. Writes are applied
+//! to the tree and appended to the log as one batch; while a batch is being made durable
+//! nothing else is processed, and a read is answered only when no write ahead of it is
+//! waiting for the disk. So a read never sees a write that a crash could still lose, a
+//! write is acknowledged only once it is on disk, and everything happens in one total
+//! order (zxid): linearizable.
+
+mod core;
+mod routes;
+mod sessions;
+
+use crate::storage::{Storage, StorageError};
+use crate::tree::{DataTree, Op};
+use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::driver::Endpoint;
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use thiserror::Error;
+use tokio::sync::mpsc;
+
+pub(crate) use self::core::Job;
+
+/// How a zookeeper is set up.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// UDP address to serve CoAP on.
+    pub listen: SocketAddr,
+    /// Where the log and snapshots live.
+    pub data_dir: PathBuf,
+    /// Session timeouts asked for are clamped to this range.
+    pub min_session_timeout: Duration,
+    /// See `min_session_timeout`.
+    pub max_session_timeout: Duration,
+    /// Write a snapshot once this many bytes were logged since the last one.
+    pub snapshot_after_bytes: u64,
+    /// CoAP transmission parameters.
+    pub coap: CoapConfig,
+}
+
+impl ServerConfig {
+    /// Defaults for a server on `listen` keeping its data in `data_dir`.
+    pub fn new(listen: SocketAddr, data_dir: PathBuf) -> Self {
+        ServerConfig {
+            listen,
+            data_dir,
+            min_session_timeout: Duration::from_millis(1_000),
+            max_session_timeout: Duration::from_secs(60),
+            snapshot_after_bytes: 64 * 1024 * 1024,
+            coap: CoapConfig {
+                nstart: 16,
+                ..CoapConfig::default()
+            },
+        }
+    }
+}
+
+/// Why a zookeeper could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum ServerError {
+    /// The data directory could not be read or written.
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    /// The log holds something the tree refuses: the data directory is damaged.
+    #[error("the log cannot be replayed at zxid {zxid}: {reason}")]
+    Replay {
+        /// The record.
+        zxid: u64,
+        /// Why.
+        reason: String,
+    },
+    /// The thread writing the log stopped.
+    #[error("the log writer stopped unexpectedly")]
+    LogThreadGone,
+    /// The UDP socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// A log record: the op with the time it was applied at (the zxid is the storage's).
+#[derive(Debug, Serialize, Deserialize)]
+struct LogRecord {
+    time_ms: u64,
+    op: Op,
+}
+
+/// A running zookeeper.
+pub struct Server {
+    endpoint: Endpoint,
+    core: tokio::task::JoinHandle<Result<(), ServerError>>,
+    jobs: mpsc::UnboundedSender<Job>,
+    recovered: Recovered,
+}
+
+/// What was found on disk at start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovered {
+    /// The last zxid recovered.
+    pub zxid: u64,
+    /// Log records replayed on top of the snapshot.
+    pub replayed: usize,
+    /// Bytes of a torn log tail that were cut.
+    pub truncated_bytes: u64,
+    /// Znodes in the tree (the root included).
+    pub nodes: usize,
+    /// Sessions carried over (each gets a fresh lease).
+    pub sessions: usize,
+}
+
+impl Server {
+    /// Recovers the data directory and starts serving.
+    pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
+        let dir = config.data_dir.clone();
+        let (storage, tree, recovered) = tokio::task::spawn_blocking(move || recover(&dir))
+            .await
+            .expect("recovery task panicked")?;
+        let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
+        let router = routes::router(jobs_tx.clone());
+        let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router)
+            .await
+            .map_err(|source| ServerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let core = core::Core::new(config, tree, storage, endpoint.handle(), jobs_rx);
+        let core = tokio::spawn(core.run());
+        Ok(Server {
+            endpoint,
+            core,
+            jobs: jobs_tx,
+            recovered,
+        })
+    }
+
+    /// The address it serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// What recovery found.
+    pub fn recovered(&self) -> Recovered {
+        self.recovered
+    }
+
+    /// Runs until the core stops (a storage failure) and returns why.
+    pub async fn wait(&mut self) -> Result<(), ServerError> {
+        (&mut self.core).await.expect("zookeeper core panicked")
+    }
+
+    /// Stops: writes in progress are finished (made durable and answered), then the
+    /// socket closes.
+    pub async fn shutdown(self) -> Result<(), ServerError> {
+        let _ = self.jobs.send(Job::Shutdown);
+        let result = self.core.await.expect("zookeeper core panicked");
+        self.endpoint.shutdown().await;
+        result
+    }
+}
+
+/// Opens the storage and rebuilds the tree from the snapshot and the log.
+fn recover(dir: &std::path::Path) -> Result<(Storage, DataTree, Recovered), ServerError> {
+    let (storage, recovery) = Storage::open(dir)?;
+    let mut tree = match &recovery.snapshot {
+        Some((zxid, bytes)) => pehra_shared::wire::decode::<DataTree>(bytes).map_err(|e| ServerError::Replay {
+            zxid: *zxid,
+            reason: format!("snapshot does not decode: {e}"),
+        })?,
+        None => DataTree::default(),
+    };
+    for (zxid, payload) in &recovery.records {
+        let record: LogRecord = pehra_shared::wire::decode(payload).map_err(|e| ServerError::Replay {
+            zxid: *zxid,
+            reason: format!("record does not decode: {e}"),
+        })?;
+        tree.apply(*zxid, record.time_ms, &record.op)
+            .map_err(|e| ServerError::Replay {
+                zxid: *zxid,
+                reason: e.to_string(),
+            })?;
+    }
+    let recovered = Recovered {
+        zxid: tree.last_zxid(),
+        replayed: recovery.records.len(),
+        truncated_bytes: recovery.truncated_bytes,
+        nodes: tree.node_count(),
+        sessions: tree.sessions().len(),
+    };
+    Ok((storage, tree, recovered))
+}

@@ -1,0 +1,175 @@
+//! The CoAP resources of the zookeeper (DESIGN.md's mapping of ZooKeeper onto CoAP):
+//! each route checks and decodes its request and hands a [`Job`] to the core.
+
+use super::Job;
+use crate::tree::Op;
+use pehra_shared::api::{decode_request, error_response, if_match_version};
+use pehra_shared::coap::{link_format::Link, Method, Response};
+use pehra_shared::driver::{Incoming, Responder, Router};
+use pehra_shared::wire::{
+    CreateRequest, ErrorKind, MultiOp, MultiRequest, SessionOpen, SetDataRequest,
+};
+use tokio::sync::mpsc::UnboundedSender;
+
+/// The zookeeper's router.
+pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
+    let route = |jobs: &UnboundedSender<Job>, f: fn(Incoming) -> Result<JobFor, Response>| {
+        let jobs = jobs.clone();
+        move |incoming: Incoming, responder: Responder| match f(incoming) {
+            Ok(job) => {
+                if jobs.send(job(responder)).is_err() {
+                    // The core stopped; the responder inside the job answers 5.00 on drop.
+                }
+            }
+            Err(response) => responder.respond(response),
+        }
+    };
+    Router::new()
+        .route_deferred(Method::Post, "session", route(&jobs, open_session))
+        .route_deferred(Method::Post, "session/{id}/hb", route(&jobs, heartbeat))
+        .route_deferred(Method::Delete, "session/{id}", route(&jobs, close_session))
+        .route_deferred(Method::Get, "z/*", route(&jobs, get))
+        .route_deferred(Method::Post, "z/*", route(&jobs, create))
+        .route_deferred(Method::Put, "z/*", route(&jobs, set_data))
+        .route_deferred(Method::Delete, "z/*", route(&jobs, delete))
+        .route_deferred(Method::Post, "multi", route(&jobs, multi))
+        .route_deferred(Method::Post, "sync", route(&jobs, sync))
+        .link(Link::new("session").attr("rt", "pehra.zk.session").attr("ct", "60"))
+        .link(Link::new("z").attr("rt", "pehra.zk.znode").attr("ct", "60").flag("obs"))
+        .link(Link::new("multi").attr("rt", "pehra.zk.multi").attr("ct", "60"))
+        .link(Link::new("sync").attr("rt", "pehra.zk.sync").attr("ct", "60"))
+}
+
+/// A job waiting for the responder that will answer it.
+type JobFor = Box<dyn FnOnce(Responder) -> Job + Send>;
+
+/// The znode path of a `/z/...` request: `/` plus what follows `z`.
+fn znode_path(incoming: &Incoming) -> Result<String, Response> {
+    let rest = incoming.params.get("*").unwrap_or("");
+    let path = format!("/{rest}");
+    crate::path::validate(&path).map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
+    Ok(path)
+}
+
+fn session_id(incoming: &Incoming) -> Result<u64, Response> {
+    let raw = incoming.params.get("id").unwrap_or("");
+    let parsed = match raw.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => raw.parse(),
+    };
+    parsed.map_err(|_| error_response(ErrorKind::Malformed, &format!("bad session id {raw:?}")))
+}
+
+fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
+    let open: SessionOpen = decode_request(&incoming.request)?;
+    Ok(Box::new(move |responder| Job::OpenSession {
+        timeout_ms: open.timeout_ms,
+        responder,
+    }))
+}
+
+fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
+    let session = session_id(&incoming)?;
+    // The body (node health) is optional; if present it must be a valid heartbeat.
+    if !incoming.request.payload().is_empty() {
+        decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?;
+    }
+    Ok(Box::new(move |responder| Job::Heartbeat { session, responder }))
+}
+
+fn close_session(incoming: Incoming) -> Result<JobFor, Response> {
+    let session = session_id(&incoming)?;
+    Ok(write(Op::CloseSession { session }, None))
+}
+
+fn get(incoming: Incoming) -> Result<JobFor, Response> {
+    let path = znode_path(&incoming)?;
+    let children = incoming.request.queries().any(|q| q == "children");
+    Ok(Box::new(move |responder| {
+        if children {
+            Job::GetChildren { path, responder }
+        } else {
+            Job::GetData { path, responder }
+        }
+    }))
+}
+
+fn create(incoming: Incoming) -> Result<JobFor, Response> {
+    let path = znode_path(&incoming)?;
+    let body: CreateRequest = decode_request(&incoming.request)?;
+    let op = Op::Create {
+        path,
+        data: body.data,
+        ephemeral: body.ephemeral,
+        sequential: body.sequential,
+        session: body.session,
+    };
+    Ok(write(op, body.session))
+}
+
+fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
+    let path = znode_path(&incoming)?;
+    let body: SetDataRequest = decode_request(&incoming.request)?;
+    let version = if_match_version(&incoming.request)?.or(body.version);
+    Ok(write(
+        Op::SetData {
+            path,
+            data: body.data,
+            version,
+        },
+        body.session,
+    ))
+}
+
+fn delete(incoming: Incoming) -> Result<JobFor, Response> {
+    let path = znode_path(&incoming)?;
+    let version = if_match_version(&incoming.request)?;
+    Ok(write(Op::Delete { path, version }, None))
+}
+
+fn multi(incoming: Incoming) -> Result<JobFor, Response> {
+    let body: MultiRequest = decode_request(&incoming.request)?;
+    let session = body.session;
+    let ops = body
+        .ops
+        .into_iter()
+        .map(|op| match op {
+            MultiOp::Create {
+                path,
+                data,
+                ephemeral,
+                sequential,
+            } => Op::Create {
+                path,
+                data,
+                ephemeral,
+                sequential,
+                session,
+            },
+            MultiOp::SetData {
+                path,
+                data,
+                version,
+            } => Op::SetData {
+                path,
+                data,
+                version,
+            },
+            MultiOp::Delete { path, version } => Op::Delete { path, version },
+            MultiOp::Check { path, version } => Op::Check { path, version },
+        })
+        .collect();
+    Ok(write(Op::Multi { ops }, session))
+}
+
+fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
+    Ok(Box::new(|responder| Job::Sync { responder }))
+}
+
+fn write(op: Op, session: Option<u64>) -> JobFor {
+    Box::new(move |responder| Job::Write {
+        op,
+        session,
+        responder,
+    })
+}

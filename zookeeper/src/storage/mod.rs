@@ -1,0 +1,653 @@
+//! Durable storage of the mini-zookeeper: a write-ahead log with group commit, plus
+//! snapshots.
+//!
+//! The storage keeps opaque byte records, each tagged with its zxid; the server encodes its
+//! transactions and its tree snapshots (CBOR) and this module knows nothing about znodes.
+//! Everything is synchronous std I/O, meant to run on a dedicated thread (or in
+//! `spawn_blocking`).
+//!
+//! # Use
+//!
+//! [`Storage::open`] recovers the directory and returns what to replay: the newest valid
+//! snapshot and the log records after it. Then the server [`append`](Storage::append)s every
+//! transaction of a batch and calls [`sync`](Storage::sync) once for the whole batch (group
+//! commit) before acknowledging any of them. When
+//! [`log_bytes_since_snapshot`](Storage::log_bytes_since_snapshot) passes its threshold it
+//! calls [`snapshot`](Storage::snapshot) with the encoded tree.
+//!
+//! Zxids are contiguous: the first record of a fresh directory has zxid 1 and every record
+//! after has the previous zxid + 1 (so a hole in the log is always detectable).
+//!
+//! After an error from [`append`](Storage::append) or [`sync`](Storage::sync) that came from
+//! the file system, the `Storage` refuses all further work ([`StorageError::Poisoned`]): what
+//! reached the disk is unknown (a failed fsync may have dropped dirty pages), so the process
+//! must reopen the directory, which recovers to the last valid record.
+//!
+//! # On-disk format
+//!
+//! A data directory holds log segments and snapshots; other files are ignored (and
+//! `*.tmp` leftovers of an interrupted creation are removed on open). Numbers are little
+//! endian; names carry zxids as 20-digit zero-padded decimals so they sort by name.
+//!
+//! **Log segment** `log.<zxid of its first record>`, e.g. `log.00000000000000000001`:
+//!
+//! ```text
+//! header:  magic "PEHRAWAL" (8 bytes) | version: u32 = 1
+//! record:  len: u32 | crc: u32 | zxid: u64 | payload: len bytes
+//! record:  ...
+//! ```
+//!
+//! `len` is the payload length (at most [`MAX_RECORD_LEN`], 64 MiB); `crc` is the CRC-32
+//! (IEEE) of the 8 zxid bytes followed by the payload. A segment is created atomically (its
+//! header is written to a temporary file, synced, renamed into place, and the directory is
+//! synced), so its header is never torn; a log-named file without the magic is refused
+//! ([`StorageError::NotOurs`]). A new segment starts with the first record written after a
+//! snapshot.
+//!
+//! **Snapshot** `snapshot.<zxid it covers up to>`:
+//!
+//! ```text
+//! magic "PEHRASNP" (8) | version: u32 = 1 | zxid: u64 | len: u64 | crc: u32 | state: len bytes
+//! ```
+//!
+//! `crc` is the CRC-32 of zxid, len (both as their 8 LE bytes) and the state. Written
+//! atomically: temporary file, fsync, rename, fsync of the directory.
+//!
+//! # Recovery
+//!
+//! 1. The newest snapshot that verifies is the base (if the newest is damaged it is skipped
+//!    with a warning and the previous one is used; the log still holds everything after the
+//!    previous snapshot). No snapshot: the base is zxid 0.
+//! 2. Segments are read in order. Records up to the base zxid are skipped; the first record
+//!    after it must be base + 1 and every later one the previous + 1: a gap or decrease is
+//!    [`StorageError::Corrupt`].
+//! 3. At the first record that is truncated, has an impossible length or fails its CRC, the
+//!    log is cut: the file is truncated to the end of the last good record and synced, and
+//!    the bytes cut are reported in [`Recovery::truncated_bytes`]. That is what a crash in
+//!    the middle of writing a batch leaves behind (none of the cut records had been
+//!    acknowledged: acknowledgement follows `sync`).
+//! 4. If a *later* segment holds records, the damage is not a torn tail but corruption in
+//!    the middle of the log: a hard error naming the file, rather than silently dropping
+//!    acknowledged records. (Exception: when the whole damaged segment lies within the base
+//!    snapshot, nothing needed is lost, so it is only logged.)
+//! 5. A damaged snapshot newer than the base is a hard error if the log does not reach its
+//!    zxid (the changes it covered would be lost).
+//!
+//! Segments left without records are deleted. A missing or empty directory is a fresh start.
+//!
+//! # Retention
+//!
+//! After writing snapshot `S` while the previous snapshot was `P`, snapshots other than `S`
+//! and `P` are deleted, and so are the segments all of whose records are `<= P`. The
+//! newest snapshot can thus be lost to corruption and recovered from `P` plus the log.
+
+mod snapshot;
+mod wal;
+
+#[cfg(test)]
+mod tests;
+
+pub use wal::MAX_RECORD_LEN;
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use wal::Segment;
+
+/// Appended bytes are written to the segment (without syncing) once the buffer holds this
+/// many, so that a huge batch does not sit in memory twice.
+const FLUSH_THRESHOLD: usize = 1024 * 1024;
+
+/// An error of the durable storage. Every variant names the file or directory concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// A file system operation failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done (e.g. "fsync").
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file named like a log segment does not start with the segment header.
+    #[error("{path} is not a Pehra {what} (bad or missing header); refusing to use this directory")]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+        /// What its name says it is.
+        what: &'static str,
+    },
+    /// A file was written in a format version this build does not know.
+    #[error("{path} has format version {version}; this build reads only version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The stored data is damaged in a way that would lose acknowledged changes.
+    #[error("corrupt storage in {path}: {detail}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// [`Storage::append`] was given a zxid other than the next one.
+    #[error("{dir}: cannot append zxid {got}: the next zxid must be {expected}")]
+    ZxidOrder {
+        /// The data directory.
+        dir: PathBuf,
+        /// The zxid that must come next.
+        expected: u64,
+        /// The zxid given.
+        got: u64,
+    },
+    /// [`Storage::snapshot`] was given an unusable zxid.
+    #[error("{dir}: cannot snapshot at zxid {zxid}: {reason}")]
+    BadSnapshotZxid {
+        /// The data directory.
+        dir: PathBuf,
+        /// The zxid given.
+        zxid: u64,
+        /// Why it is refused.
+        reason: String,
+    },
+    /// A record payload is larger than [`MAX_RECORD_LEN`].
+    #[error("{dir}: a record of {len} bytes exceeds the limit of {max} bytes")]
+    RecordTooLarge {
+        /// The data directory.
+        dir: PathBuf,
+        /// The payload length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// An earlier write or sync failed, so the state of the log on disk is unknown.
+    #[error("{dir}: storage unusable after an earlier write or sync failure; reopen it to recover")]
+    Poisoned {
+        /// The data directory.
+        dir: PathBuf,
+    },
+}
+
+/// Builds the mapping of an `io::Error` to [`StorageError::Io`] for `op` on `path`.
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> StorageError + 'a {
+    move |source| StorageError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Makes the entries of `dir` (creations, renames, deletions) durable.
+fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync the directory", dir))
+}
+
+/// Deletes a file; one already gone is fine.
+fn remove(path: &Path) -> Result<(), StorageError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Parses `<prefix><20 decimal digits>` into the zxid.
+fn parse_name(name: &str, prefix: &str) -> Option<u64> {
+    let digits = name.strip_prefix(prefix)?;
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}
+
+/// The segments and snapshots of a data directory, each sorted by zxid.
+struct Listing {
+    segments: Vec<(u64, PathBuf)>,
+    snapshots: Vec<(u64, PathBuf)>,
+}
+
+/// Lists `dir`, deleting the temporary files an interrupted creation left behind.
+fn list(dir: &Path) -> Result<Listing, StorageError> {
+    let mut listing = Listing {
+        segments: Vec::new(),
+        snapshots: Vec::new(),
+    };
+    let mut removed = false;
+    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
+        let entry = entry.map_err(io_err("list", dir))?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            continue;
+        };
+        if let Some(stem) = name.strip_suffix(".tmp") {
+            if parse_name(stem, "log.").is_some() || parse_name(stem, "snapshot.").is_some() {
+                remove(&entry.path())?;
+                removed = true;
+            }
+        } else if let Some(zxid) = parse_name(&name, "log.") {
+            listing.segments.push((zxid, entry.path()));
+        } else if let Some(zxid) = parse_name(&name, "snapshot.") {
+            listing.snapshots.push((zxid, entry.path()));
+        }
+    }
+    if removed {
+        fsync_dir(dir)?;
+    }
+    listing.segments.sort_unstable();
+    listing.snapshots.sort_unstable();
+    Ok(listing)
+}
+
+/// What [`Storage::open`] found on disk: the state to rebuild before serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The newest valid snapshot: (zxid it covers up to, its bytes).
+    pub snapshot: Option<(u64, Vec<u8>)>,
+    /// Log records after the snapshot's zxid, in order: (zxid, payload).
+    pub records: Vec<(u64, Vec<u8>)>,
+    /// Bytes cut from a torn or corrupt log tail (0 if the log was clean).
+    pub truncated_bytes: u64,
+}
+
+/// The write-ahead log and snapshots of one data directory.
+///
+/// One `Storage` per directory and per process: nothing stops two processes from opening
+/// the same directory, and they would corrupt it.
+#[derive(Debug)]
+pub struct Storage {
+    /// The data directory.
+    dir: PathBuf,
+    /// The segment appended to; `None` until the first write after open or a snapshot.
+    current: Option<Segment>,
+    /// Encoded records not yet written to `current`.
+    buf: Vec<u8>,
+    /// Whether `current` holds written but not yet synced bytes.
+    dirty: bool,
+    /// The zxid of the last record appended (or of the base when none was).
+    last_appended: u64,
+    /// The zxid of the last record made durable (or of the base).
+    last_durable: u64,
+    /// The zxid of the snapshot recovery would start from.
+    snapshot_zxid: Option<u64>,
+    /// Encoded bytes of the records after the snapshot.
+    bytes_since_snapshot: u64,
+    /// An I/O error left the log in an unknown state.
+    poisoned: bool,
+}
+
+impl Storage {
+    /// Opens (creating if needed) the data directory, recovers, and is ready to append after the last valid record.
+    ///
+    /// See the [module documentation](self) for what recovery does and which damage is a
+    /// hard error.
+    pub fn open(dir: &Path) -> Result<(Storage, Recovery), StorageError> {
+        let existed = fs::metadata(dir).is_ok();
+        fs::create_dir_all(dir).map_err(io_err("create the data directory", dir))?;
+        if !existed {
+            if let Some(parent) = dir.parent() {
+                let parent = if parent.as_os_str().is_empty() {
+                    Path::new(".")
+                } else {
+                    parent
+                };
+                fsync_dir(parent)?;
+            }
+        }
+        let listing = list(dir)?;
+
+        // 1. The newest snapshot that verifies.
+        let mut base = None;
+        let mut damaged_newer = Vec::new();
+        for (zxid, path) in listing.snapshots.iter().rev() {
+            match snapshot::read(path, *zxid)? {
+                snapshot::Read::Valid(bytes) => {
+                    base = Some((*zxid, bytes));
+                    break;
+                }
+                snapshot::Read::Corrupt(why) => {
+                    tracing::warn!(path = %path.display(), "skipping a damaged snapshot: {why}");
+                    damaged_newer.push((*zxid, path));
+                }
+            }
+        }
+        let snap = base.as_ref().map_or(0, |(zxid, _)| *zxid);
+
+        // 2-4. The log after it.
+        let segments = &listing.segments;
+        let mut records = Vec::new();
+        let mut prev: Option<u64> = None;
+        let mut bytes_since_snapshot = 0;
+        let mut truncated_bytes = 0;
+        // The last segment holding records: (path, its good length, its last zxid).
+        let mut tail: Option<(&Path, u64, u64)> = None;
+        let mut empty: Vec<&Path> = Vec::new();
+        for (i, (name_zxid, path)) in segments.iter().enumerate() {
+            let mut first_in_segment = true;
+            let mut segment_last = 0;
+            let end = wal::scan(path, |zxid, payload, encoded_len| {
+                let corrupt = |detail: String| StorageError::Corrupt {
+                    path: path.clone(),
+                    detail,
+                };
+                if first_in_segment && zxid != *name_zxid {
+                    return Err(corrupt(format!(
+                        "its first record has zxid {zxid}, but its name says {name_zxid}"
+                    )));
+                }
+                first_in_segment = false;
+                match prev {
+                    Some(p) if zxid <= p => {
+                        return Err(corrupt(format!(
+                            "zxid {zxid} follows zxid {p}: zxids must increase"
+                        )));
+                    }
+                    Some(p) if zxid != p + 1 && zxid > snap + 1 => {
+                        return Err(corrupt(format!(
+                            "zxid {zxid} follows zxid {p}: records {} to {} are missing",
+                            p + 1,
+                            zxid - 1
+                        )));
+                    }
+                    None if zxid > snap + 1 => {
+                        return Err(corrupt(format!(
+                            "the log starts at zxid {zxid} but the snapshot covers only up to \
+                             {snap}: records {} to {} are missing",
+                            snap + 1,
+                            zxid - 1
+                        )));
+                    }
+                    _ => {}
+                }
+                prev = Some(zxid);
+                segment_last = zxid;
+                if zxid > snap {
+                    records.push((zxid, payload));
+                    bytes_since_snapshot += encoded_len;
+                }
+                Ok(())
+            })?;
+
+            let Some(why) = end.cut else {
+                if end.records == 0 {
+                    empty.push(path);
+                } else {
+                    tail = Some((path.as_path(), end.valid_len, segment_last));
+                }
+                continue;
+            };
+            let later = &segments[i + 1..];
+            let mut later_with_records = None;
+            for (first, later_path) in later {
+                let len = fs::metadata(later_path)
+                    .map_err(io_err("stat", later_path))?
+                    .len();
+                if len > wal::LOG_HEADER_LEN {
+                    later_with_records = Some((*first, later_path));
+                    break;
+                }
+            }
+            if let Some((next_first, next_path)) = later_with_records {
+                if next_first <= snap.saturating_add(1) {
+                    // Everything this segment holds is in the snapshot: only fallback data is
+                    // lost. Leave the file for retention to delete.
+                    tracing::warn!(
+                        path = %path.display(),
+                        "damaged log segment ignored, the snapshot at zxid {snap} covers it: {why}"
+                    );
+                    continue;
+                }
+                return Err(StorageError::Corrupt {
+                    path: path.clone(),
+                    detail: format!(
+                        "{why}, yet the later segment {} holds records: the log is damaged in \
+                         the middle, not torn at its tail; refusing to drop acknowledged records",
+                        next_path.display()
+                    ),
+                });
+            }
+            // A torn tail: cut it.
+            let cut = end.file_len - end.valid_len;
+            tracing::warn!(path = %path.display(), "cutting {cut} bytes from the log tail: {why}");
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err("open for truncation", path))?;
+            file.set_len(end.valid_len)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err("truncate", path))?;
+            truncated_bytes += cut;
+            if end.records == 0 {
+                empty.push(path);
+            } else {
+                tail = Some((path.as_path(), end.valid_len, segment_last));
+            }
+            // Later segments hold no records (checked above).
+            empty.extend(later.iter().map(|(_, p)| p.as_path()));
+            break;
+        }
+        for path in &empty {
+            remove(path)?;
+        }
+        if !empty.is_empty() {
+            fsync_dir(dir)?;
+        }
+
+        // 5. A damaged newer snapshot must be covered by the log.
+        let last_zxid = prev.unwrap_or(0).max(snap);
+        if let Some((zxid, path)) = damaged_newer.iter().find(|(zxid, _)| *zxid > last_zxid) {
+            return Err(StorageError::Corrupt {
+                path: path.to_path_buf(),
+                detail: format!(
+                    "this snapshot is damaged and the log only reaches zxid {last_zxid}: the \
+                     changes up to zxid {zxid} cannot be recovered"
+                ),
+            });
+        }
+
+        // Keep appending to the last segment unless it ends at or before the snapshot (then
+        // the next record starts a new one, as after `snapshot`).
+        let current = match tail {
+            Some((path, len, last)) if last > snap => Some(Segment::open_at(path, len)?),
+            _ => None,
+        };
+        let storage = Storage {
+            dir: dir.to_owned(),
+            current,
+            buf: Vec::new(),
+            dirty: false,
+            last_appended: last_zxid,
+            last_durable: last_zxid,
+            snapshot_zxid: base.as_ref().map(|(zxid, _)| *zxid),
+            bytes_since_snapshot,
+            poisoned: false,
+        };
+        let recovery = Recovery {
+            snapshot: base,
+            records,
+            truncated_bytes,
+        };
+        Ok((storage, recovery))
+    }
+
+    /// Appends one record (zxids strictly increasing, else error). Buffered: not durable until `sync`.
+    ///
+    /// The zxid must be exactly [`last_zxid`](Self::last_zxid) + 1 counting the records
+    /// appended since (1 in a fresh directory): recovery treats a hole as corruption, so
+    /// one is refused here ([`StorageError::ZxidOrder`]), as is a payload over
+    /// [`MAX_RECORD_LEN`]. Neither refusal changes anything.
+    pub fn append(&mut self, zxid: u64, payload: &[u8]) -> Result<(), StorageError> {
+        self.check_usable()?;
+        if payload.len() > MAX_RECORD_LEN as usize {
+            return Err(StorageError::RecordTooLarge {
+                dir: self.dir.clone(),
+                len: payload.len(),
+                max: MAX_RECORD_LEN,
+            });
+        }
+        let expected = self.last_appended.wrapping_add(1);
+        if zxid != expected || expected == 0 {
+            return Err(StorageError::ZxidOrder {
+                dir: self.dir.clone(),
+                expected,
+                got: zxid,
+            });
+        }
+        wal::encode_record(&mut self.buf, zxid, payload);
+        self.last_appended = zxid;
+        self.bytes_since_snapshot += wal::RECORD_HEADER_LEN + payload.len() as u64;
+        if self.buf.len() >= FLUSH_THRESHOLD {
+            let written = self.write_buf();
+            return self.poison_on_error(written);
+        }
+        Ok(())
+    }
+
+    /// Makes every appended record durable (write + fdatasync). One sync covers a whole batch: group commit.
+    ///
+    /// A failure poisons the storage (see the [module documentation](self)).
+    pub fn sync(&mut self) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let synced = self.write_buf().and_then(|()| {
+            if self.dirty {
+                let segment = self.current.as_mut().expect("dirty implies a segment");
+                segment
+                    .file
+                    .sync_data()
+                    .map_err(io_err("fdatasync", &segment.path))?;
+                self.dirty = false;
+            }
+            Ok(())
+        });
+        self.poison_on_error(synced)?;
+        self.last_durable = self.last_appended;
+        Ok(())
+    }
+
+    /// Writes a snapshot covering all records up to `zxid` (atomically: temp file, fsync, rename, fsync dir), then starts a new log segment and deletes segments and snapshots no longer needed (keep the previous snapshot and the segments after it, so one corrupt newest snapshot can still be recovered from the previous one + logs).
+    ///
+    /// Syncs the log first. `zxid` must not be past the last appended record (the records
+    /// after it, if any, stay in the log) and must be newer than the current snapshot
+    /// ([`StorageError::BadSnapshotZxid`] otherwise). Resets
+    /// [`log_bytes_since_snapshot`](Self::log_bytes_since_snapshot) to 0.
+    pub fn snapshot(&mut self, zxid: u64, state: &[u8]) -> Result<(), StorageError> {
+        self.sync()?;
+        let refuse = |reason: String| StorageError::BadSnapshotZxid {
+            dir: self.dir.clone(),
+            zxid,
+            reason,
+        };
+        if zxid > self.last_durable {
+            return Err(refuse(format!(
+                "the log only reaches zxid {}",
+                self.last_durable
+            )));
+        }
+        if let Some(current) = self.snapshot_zxid.filter(|&current| zxid <= current) {
+            return Err(refuse(format!(
+                "it is not newer than the current snapshot at zxid {current}"
+            )));
+        }
+        snapshot::write(&self.dir, zxid, state)?;
+        let previous = self.snapshot_zxid.replace(zxid);
+        self.current = None;
+        self.bytes_since_snapshot = 0;
+        self.prune(zxid, previous)
+    }
+
+    /// Bytes appended to the log since the last snapshot (the caller snapshots when this grows past a threshold).
+    ///
+    /// Counts encoded records (payload + 16 bytes each), appended whether or not synced yet.
+    pub fn log_bytes_since_snapshot(&self) -> u64 {
+        self.bytes_since_snapshot
+    }
+
+    /// The last durable zxid.
+    ///
+    /// After [`open`](Self::open): the last recovered record's zxid, or the snapshot's if
+    /// larger, or 0 for a fresh directory.
+    pub fn last_zxid(&self) -> u64 {
+        self.last_durable
+    }
+
+    /// The data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Refuses work once poisoned.
+    fn check_usable(&self) -> Result<(), StorageError> {
+        if self.poisoned {
+            Err(StorageError::Poisoned {
+                dir: self.dir.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Poisons the storage if `result` is an error.
+    fn poison_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+
+    /// Writes the buffered records to the current segment (creating it if needed), unsynced.
+    fn write_buf(&mut self) -> Result<(), StorageError> {
+        if self.buf.is_empty() {
+            return Ok(());
+        }
+        if self.current.is_none() {
+            let first = wal::first_zxid_in(&self.buf);
+            self.current = Some(Segment::create(&self.dir, first)?);
+        }
+        let segment = self.current.as_mut().expect("just ensured");
+        self.dirty = true;
+        segment
+            .file
+            .write_all(&self.buf)
+            .map_err(io_err("write", &segment.path))?;
+        self.buf.clear();
+        if self.buf.capacity() > 4 * FLUSH_THRESHOLD {
+            self.buf.shrink_to(FLUSH_THRESHOLD);
+        }
+        Ok(())
+    }
+
+    /// After snapshot `newest` replaced `previous`: deletes the other snapshots and the
+    /// segments that only hold records up to `previous`, oldest first.
+    fn prune(&self, newest: u64, previous: Option<u64>) -> Result<(), StorageError> {
+        let listing = list(&self.dir)?;
+        let mut removed = false;
+        for (zxid, path) in &listing.snapshots {
+            if *zxid != newest && Some(*zxid) != previous {
+                remove(path)?;
+                removed = true;
+            }
+        }
+        if let Some(previous) = previous {
+            // Segment i holds zxids first_i ..= first_{i+1} - 1.
+            for pair in listing.segments.windows(2) {
+                if pair[1].0 > previous.saturating_add(1) {
+                    break;
+                }
+                remove(&pair[0].1)?;
+                removed = true;
+            }
+        }
+        if removed {
+            fsync_dir(&self.dir)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,212 @@
+//! Log segments: their header, the record encoding, creating a segment and scanning one.
+//!
+//! See the [module documentation](super) for the byte layout.
+
+use super::{fsync_dir, io_err, StorageError};
+use std::fs::{File, OpenOptions};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+/// The first 8 bytes of every log segment.
+pub(super) const LOG_MAGIC: [u8; 8] = *b"PEHRAWAL";
+/// The segment format version this build writes and reads.
+pub(super) const LOG_VERSION: u32 = 1;
+/// Segment header: magic + version.
+pub(super) const LOG_HEADER_LEN: u64 = 12;
+/// Record header: len (u32) + crc (u32) + zxid (u64).
+pub(super) const RECORD_HEADER_LEN: u64 = 16;
+/// The largest payload accepted in one record, in bytes.
+pub const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
+
+/// The file name of the segment whose first record has `first_zxid`.
+pub(super) fn file_name(first_zxid: u64) -> String {
+    format!("log.{first_zxid:020}")
+}
+
+/// The CRC-32 of a record: over its zxid (LE) then its payload.
+fn record_crc(zxid: u64, payload: &[u8]) -> u32 {
+    let mut hasher = crc32fast::Hasher::new();
+    hasher.update(&zxid.to_le_bytes());
+    hasher.update(payload);
+    hasher.finalize()
+}
+
+/// Appends the encoding of one record to `buf`. The caller checks the payload length.
+pub(super) fn encode_record(buf: &mut Vec<u8>, zxid: u64, payload: &[u8]) {
+    let len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    buf.reserve(RECORD_HEADER_LEN as usize + payload.len());
+    buf.extend_from_slice(&len.to_le_bytes());
+    buf.extend_from_slice(&record_crc(zxid, payload).to_le_bytes());
+    buf.extend_from_slice(&zxid.to_le_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// The zxid of the first record encoded in `buf` (which must hold at least one record).
+pub(super) fn first_zxid_in(buf: &[u8]) -> u64 {
+    let bytes: [u8; 8] = buf[8..16].try_into().expect("a whole record header");
+    u64::from_le_bytes(bytes)
+}
+
+/// The segment being appended to.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// Its path, for error messages.
+    pub(super) path: PathBuf,
+    /// Open for writing, positioned at the end of the last good record.
+    pub(super) file: File,
+}
+
+impl Segment {
+    /// Creates the segment `log.<first_zxid>` atomically: the header goes to a temporary file
+    /// that is synced, renamed into place and made durable by syncing the directory. A
+    /// segment therefore never exists with a torn header.
+    pub(super) fn create(dir: &Path, first_zxid: u64) -> Result<Segment, StorageError> {
+        let path = dir.join(file_name(first_zxid));
+        let tmp = dir.join(format!("{}.tmp", file_name(first_zxid)));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        let mut header = [0u8; LOG_HEADER_LEN as usize];
+        header[..8].copy_from_slice(&LOG_MAGIC);
+        header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
+        let written = file
+            .write_all(&header)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err("write the header of", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fsync_dir(dir)?;
+        Ok(Segment { path, file })
+    }
+
+    /// Opens an existing, already scanned segment for appending after its first `len` bytes.
+    pub(super) fn open_at(path: &Path, len: u64) -> Result<Segment, StorageError> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io_err("open for appending", path))?;
+        file.seek(SeekFrom::Start(len))
+            .map_err(io_err("seek in", path))?;
+        Ok(Segment {
+            path: path.to_owned(),
+            file,
+        })
+    }
+}
+
+/// How a scan of one segment ended.
+#[derive(Debug)]
+pub(super) struct ScanEnd {
+    /// The file's length.
+    pub(super) file_len: u64,
+    /// The length up to the end of the last good record (at least the header).
+    pub(super) valid_len: u64,
+    /// How many good records were read.
+    pub(super) records: u64,
+    /// Why reading stopped before `file_len`, if it did.
+    pub(super) cut: Option<String>,
+}
+
+/// Reads as many bytes as possible into `buf`; returns how many (less than asked only at EOF).
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// Reads a segment, calling `on_record(zxid, payload, encoded_len)` for every good record in
+/// order, and stops at the end of the file or at the first torn or corrupt record (which
+/// [`ScanEnd::cut`] describes). A missing or foreign header is an error.
+pub(super) fn scan(
+    path: &Path,
+    mut on_record: impl FnMut(u64, Vec<u8>, u64) -> Result<(), StorageError>,
+) -> Result<ScanEnd, StorageError> {
+    let file = File::open(path).map_err(io_err("open", path))?;
+    let file_len = file
+        .metadata()
+        .map_err(io_err("stat", path))?
+        .len();
+    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let read_err = io_err("read", path);
+
+    let mut header = [0u8; LOG_HEADER_LEN as usize];
+    let got = read_full(&mut reader, &mut header).map_err(&read_err)?;
+    if got < header.len() || header[..8] != LOG_MAGIC {
+        return Err(StorageError::NotOurs {
+            path: path.to_owned(),
+            what: "log segment",
+        });
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != LOG_VERSION {
+        return Err(StorageError::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+            supported: LOG_VERSION,
+        });
+    }
+
+    let mut offset = LOG_HEADER_LEN;
+    let mut records = 0;
+    let cut = loop {
+        if offset == file_len {
+            break None;
+        }
+        let mut rec = [0u8; RECORD_HEADER_LEN as usize];
+        let got = read_full(&mut reader, &mut rec).map_err(&read_err)?;
+        if got < rec.len() {
+            break Some(format!(
+                "the record at byte {offset} is truncated ({got} of {RECORD_HEADER_LEN} header bytes)"
+            ));
+        }
+        let len = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes"));
+        let crc = u32::from_le_bytes(rec[4..8].try_into().expect("4 bytes"));
+        let zxid = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+        if len > MAX_RECORD_LEN {
+            break Some(format!(
+                "the record at byte {offset} has an impossible length {len} (max {MAX_RECORD_LEN})"
+            ));
+        }
+        let remaining = file_len - offset - RECORD_HEADER_LEN;
+        if u64::from(len) > remaining {
+            break Some(format!(
+                "the record at byte {offset} is truncated ({remaining} of {len} payload bytes)"
+            ));
+        }
+        let mut payload = vec![0u8; len as usize];
+        let got = read_full(&mut reader, &mut payload).map_err(&read_err)?;
+        if got < payload.len() {
+            // The file shrank while we read it.
+            break Some(format!(
+                "the record at byte {offset} is truncated ({got} of {len} payload bytes)"
+            ));
+        }
+        if record_crc(zxid, &payload) != crc {
+            break Some(format!("the record at byte {offset} fails its CRC check"));
+        }
+        let encoded = RECORD_HEADER_LEN + u64::from(len);
+        on_record(zxid, payload, encoded)?;
+        offset += encoded;
+        records += 1;
+    };
+    Ok(ScanEnd {
+        file_len,
+        valid_len: offset,
+        records,
+        cut,
+    })
+}

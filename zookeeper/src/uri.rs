@@ -1,0 +1,31 @@
+//! Where a znode lives in the CoAP URI space: `/z/a/b` for `/a/b`, `?children` for its
+//! children. The same strings are the Observe resource keys the server notifies.
+
+/// The URI path of a znode's data (`z/a/b`; `z` for the root).
+pub fn znode_uri(path: &str) -> String {
+    let mut uri = String::from("z");
+    if path != "/" {
+        uri.push_str(path);
+    }
+    uri
+}
+
+/// The URI of a znode's children (`z/a/b?children`).
+pub fn children_uri(path: &str) -> String {
+    znode_uri(path) + "?children"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pehra_shared::coap::Request;
+
+    #[test]
+    fn uris_are_the_resource_keys_the_engine_uses() {
+        for (path, uri) in [("/", "z"), ("/a/b", "z/a/b")] {
+            assert_eq!(znode_uri(path), uri);
+            assert_eq!(Request::get(&znode_uri(path)).resource_key(), uri);
+            assert_eq!(Request::get(&children_uri(path)).resource_key(), format!("{uri}?children"));
+        }
+    }
+}
