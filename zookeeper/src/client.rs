@@ -11,8 +11,8 @@ use pehra_shared::coap::{option, Code, Config, Method, Request, Response, CONTEN
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
 use pehra_shared::wire::{
     self, Children, CreateRequest, CreateResponse, ErrorBody, ErrorKind, HeartbeatAck, MultiOp,
-    MultiRequest, MultiResponse, MultiResult, NodeData, SessionOpen, SessionOpened,
-    SetDataRequest, Stat, SyncResponse,
+    MultiRequest, MultiResponse, MultiResult, NodeData, SessionOpen, SessionOpened, SetDataRequest,
+    Stat, SyncResponse,
 };
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -213,20 +213,30 @@ impl Client {
             node: None,
             health: None,
         };
-        let opened: SessionOpened = client.call(cbor_request(Method::Post, "session", &open)).await?;
+        let opened: SessionOpened = client
+            .call(cbor_request(Method::Post, "session", &open))
+            .await?;
         let inner = Arc::get_mut(&mut client.inner).expect("not shared yet");
         inner.session = Some(opened.session);
         inner.state.send_replace(SessionState::Alive);
         let period = Duration::from_millis(u64::from(opened.timeout_ms)) / 3;
-        client.keepalive = Some(tokio::spawn(keepalive(client.inner.clone(), opened.session, period)));
+        client.keepalive = Some(tokio::spawn(keepalive(
+            client.inner.clone(),
+            opened.session,
+            period,
+        )));
         Ok(client)
     }
 
     /// A client without a session: it can do everything but create ephemeral znodes.
     pub async fn without_session(server: SocketAddr, coap: Config) -> Result<Client, ZkError> {
-        let local: SocketAddr = if server.is_ipv6() { "[::]:0" } else { "0.0.0.0:0" }
-            .parse()
-            .expect("literal");
+        let local: SocketAddr = if server.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("literal");
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
             .map_err(|e| ZkError::Socket(e.to_string()))?;
@@ -254,7 +264,12 @@ impl Client {
     }
 
     /// Creates a znode; returns its path (with the sequence number for sequential ones).
-    pub async fn create(&self, path: &str, data: &[u8], mode: CreateMode) -> Result<String, ZkError> {
+    pub async fn create(
+        &self,
+        path: &str,
+        data: &[u8],
+        mode: CreateMode,
+    ) -> Result<String, ZkError> {
         check_path(path)?;
         let (ephemeral, sequential) = mode.flags();
         let body = CreateRequest {
@@ -263,7 +278,9 @@ impl Client {
             sequential,
             session: self.inner.session,
         };
-        let created: CreateResponse = self.call(cbor_request(Method::Post, &znode_uri(path), &body)).await?;
+        let created: CreateResponse = self
+            .call(cbor_request(Method::Post, &znode_uri(path), &body))
+            .await?;
         Ok(created.path)
     }
 
@@ -284,7 +301,12 @@ impl Client {
     }
 
     /// Replaces a znode's data if it is at `version` (any version if `None`).
-    pub async fn set_data(&self, path: &str, data: &[u8], version: Option<u32>) -> Result<Stat, ZkError> {
+    pub async fn set_data(
+        &self,
+        path: &str,
+        data: &[u8],
+        version: Option<u32>,
+    ) -> Result<Stat, ZkError> {
         check_path(path)?;
         let body = SetDataRequest {
             data: data.to_vec(),
@@ -349,7 +371,9 @@ impl Client {
             ops,
             session: self.inner.session,
         };
-        let response: MultiResponse = self.call(cbor_request(Method::Post, "multi", &body)).await?;
+        let response: MultiResponse = self
+            .call(cbor_request(Method::Post, "multi", &body))
+            .await?;
         Ok(response.results)
     }
 
@@ -365,7 +389,8 @@ impl Client {
             k.abort();
         }
         if let Some(session) = self.inner.session {
-            self.call_empty(Request::delete(&format!("session/{session}"))).await?;
+            self.call_empty(Request::delete(&format!("session/{session}")))
+                .await?;
             self.inner.state.send_replace(SessionState::Closed);
         }
         Ok(())
@@ -419,7 +444,11 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let result = inner.endpoint.handle().request(inner.server, Request::post(&path)).await;
+        let result = inner
+            .endpoint
+            .handle()
+            .request(inner.server, Request::post(&path))
+            .await;
         match result {
             Ok(response) if response.code().is_success() => {
                 if wire::decode::<HeartbeatAck>(response.payload()).is_ok() {
@@ -431,7 +460,10 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
                 return;
             }
             _ if last_ok.elapsed() > period * 3 => {
-                tracing::warn!(session = format_args!("{session:#x}"), "zookeeper unreachable for a whole session timeout");
+                tracing::warn!(
+                    session = format_args!("{session:#x}"),
+                    "zookeeper unreachable for a whole session timeout"
+                );
                 inner.state.send_replace(SessionState::Expired);
                 return;
             }
@@ -453,4 +485,3 @@ fn cbor_request<T: serde::Serialize>(method: Method, uri: &str, body: &T) -> Req
         .with_payload(wire::encode(body).expect("wire types always encode"))
         .with_content_format(CONTENT_FORMAT_CBOR)
 }
-

@@ -182,7 +182,9 @@ impl TreeError {
     /// The wire error kind (and so the CoAP code) for this error.
     pub fn kind(&self) -> ErrorKind {
         match self {
-            TreeError::BadPath(_) | TreeError::Invalid(_) | TreeError::Root(_) => ErrorKind::Malformed,
+            TreeError::BadPath(_) | TreeError::Invalid(_) | TreeError::Root(_) => {
+                ErrorKind::Malformed
+            }
             TreeError::NoSession => ErrorKind::Malformed,
             TreeError::NoNode(_) => ErrorKind::NotFound,
             TreeError::NodeExists(_) => ErrorKind::NodeExists,
@@ -292,7 +294,12 @@ impl DataTree {
 
     /// Applies `op` as transaction `zxid` at `time_ms`. On error nothing changed (a
     /// failed multi is rolled back whole) and `last_zxid` stays.
-    pub fn apply(&mut self, zxid: u64, time_ms: u64, op: &Op) -> Result<(Outcome, Vec<Change>), TreeError> {
+    pub fn apply(
+        &mut self,
+        zxid: u64,
+        time_ms: u64,
+        op: &Op,
+    ) -> Result<(Outcome, Vec<Change>), TreeError> {
         let mut changes = Vec::new();
         let mut journal = Journal::default();
         let result = match op {
@@ -325,9 +332,9 @@ impl DataTree {
         let mut outcomes = Vec::with_capacity(ops.len());
         for (index, op) in ops.iter().enumerate() {
             let result = match op {
-                Op::Multi { .. } | Op::CreateSession { .. } | Op::CloseSession { .. } => {
-                    Err(TreeError::Invalid("a multi may hold only create, delete, set_data and check"))
-                }
+                Op::Multi { .. } | Op::CreateSession { .. } | Op::CloseSession { .. } => Err(
+                    TreeError::Invalid("a multi may hold only create, delete, set_data and check"),
+                ),
                 op => self.apply_one(zxid, time_ms, op, journal, changes),
             };
             match result {
@@ -352,7 +359,10 @@ impl DataTree {
         changes: &mut Vec<Change>,
     ) -> Result<Outcome, TreeError> {
         match op {
-            Op::CreateSession { session, timeout_ms } => {
+            Op::CreateSession {
+                session,
+                timeout_ms,
+            } => {
                 self.save_session(journal, *session);
                 self.sessions.insert(
                     *session,
@@ -382,13 +392,26 @@ impl DataTree {
                 ephemeral,
                 sequential,
                 session,
-            } => self.create(zxid, time_ms, path, data, *ephemeral, *sequential, *session, journal, changes),
+            } => self.create(
+                zxid,
+                time_ms,
+                path,
+                data,
+                *ephemeral,
+                *sequential,
+                *session,
+                journal,
+                changes,
+            ),
             Op::Delete { path, version } => {
                 path::validate(path)?;
                 if path == "/" {
                     return Err(TreeError::Root("deleted"));
                 }
-                let node = self.nodes.get(path).ok_or_else(|| TreeError::NoNode(path.clone()))?;
+                let node = self
+                    .nodes
+                    .get(path)
+                    .ok_or_else(|| TreeError::NoNode(path.clone()))?;
                 check_version(path, &node.stat, *version)?;
                 if !node.children.is_empty() {
                     return Err(TreeError::NotEmpty(path.clone()));
@@ -396,12 +419,19 @@ impl DataTree {
                 self.delete_node(zxid, path, journal, changes);
                 Ok(Outcome::Deleted)
             }
-            Op::SetData { path, data, version } => {
+            Op::SetData {
+                path,
+                data,
+                version,
+            } => {
                 path::validate(path)?;
                 if data.len() > MAX_DATA_LEN {
                     return Err(TreeError::TooLarge(data.len()));
                 }
-                let node = self.nodes.get(path).ok_or_else(|| TreeError::NoNode(path.clone()))?;
+                let node = self
+                    .nodes
+                    .get(path)
+                    .ok_or_else(|| TreeError::NoNode(path.clone()))?;
                 check_version(path, &node.stat, *version)?;
                 self.save_node(journal, path);
                 let node = self.nodes.get_mut(path).expect("checked");
@@ -411,11 +441,16 @@ impl DataTree {
                 node.stat.mtime_ms = time_ms;
                 node.stat.data_length = data.len() as u32;
                 changes.push(Change::DataChanged(path.clone()));
-                Ok(Outcome::DataSet { stat: node.stat.clone() })
+                Ok(Outcome::DataSet {
+                    stat: node.stat.clone(),
+                })
             }
             Op::Check { path, version } => {
                 path::validate(path)?;
-                let node = self.nodes.get(path).ok_or_else(|| TreeError::NoNode(path.clone()))?;
+                let node = self
+                    .nodes
+                    .get(path)
+                    .ok_or_else(|| TreeError::NoNode(path.clone()))?;
                 check_version(path, &node.stat, *version)?;
                 Ok(Outcome::Checked)
             }
@@ -496,7 +531,13 @@ impl DataTree {
     }
 
     /// Removes a childless znode that exists.
-    fn delete_node(&mut self, zxid: u64, path: &str, journal: &mut Journal, changes: &mut Vec<Change>) {
+    fn delete_node(
+        &mut self,
+        zxid: u64,
+        path: &str,
+        journal: &mut Journal,
+        changes: &mut Vec<Change>,
+    ) {
         let parent_path = path::parent(path).to_string();
         self.save_node(journal, path);
         self.save_node(journal, &parent_path);
@@ -521,7 +562,9 @@ impl DataTree {
 
     fn save_node(&self, journal: &mut Journal, path: &str) {
         if !journal.nodes.contains_key(path) {
-            journal.nodes.insert(path.to_string(), self.nodes.get(path).cloned());
+            journal
+                .nodes
+                .insert(path.to_string(), self.nodes.get(path).cloned());
         }
     }
 

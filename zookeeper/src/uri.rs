@@ -25,7 +25,10 @@ mod tests {
         for (path, uri) in [("/", "z"), ("/a/b", "z/a/b")] {
             assert_eq!(znode_uri(path), uri);
             assert_eq!(Request::get(&znode_uri(path)).resource_key(), uri);
-            assert_eq!(Request::get(&children_uri(path)).resource_key(), format!("{uri}?children"));
+            assert_eq!(
+                Request::get(&children_uri(path)).resource_key(),
+                format!("{uri}?children")
+            );
         }
     }
 }

@@ -9,8 +9,8 @@ use pehra_shared::api::{cbor_response, error_response, version_tag};
 use pehra_shared::coap::{option, Code, Response};
 use pehra_shared::driver::{Handle, Responder};
 use pehra_shared::wire::{
-    self, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse, MultiResult,
-    NodeData, SessionOpened, SyncResponse,
+    self, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse, MultiResult, NodeData,
+    SessionOpened, SyncResponse,
 };
 use rand::{Rng, SeedableRng, TryRng};
 use std::collections::{BTreeSet, VecDeque};
@@ -123,10 +123,16 @@ impl Core {
         let mut leases = Leases::default();
         let now = Instant::now();
         for (session, state) in tree.sessions() {
-            leases.renew(*session, now, Duration::from_millis(u64::from(state.timeout_ms)));
+            leases.renew(
+                *session,
+                now,
+                Duration::from_millis(u64::from(state.timeout_ms)),
+            );
         }
         let mut seed = [0u8; 32];
-        rand::rngs::SysRng.try_fill_bytes(&mut seed).expect("OS randomness");
+        rand::rngs::SysRng
+            .try_fill_bytes(&mut seed)
+            .expect("OS randomness");
         Core {
             config,
             tree,
@@ -190,7 +196,10 @@ impl Core {
             return;
         }
         while let Some(job) = self.queue.front() {
-            let is_write = matches!(job, Job::Write { .. } | Job::OpenSession { .. } | Job::Expire { .. });
+            let is_write = matches!(
+                job,
+                Job::Write { .. } | Job::OpenSession { .. } | Job::Expire { .. }
+            );
             let batch_open = !self.held.is_empty();
             if !is_write && batch_open {
                 return;
@@ -198,18 +207,14 @@ impl Core {
             let job = self.queue.pop_front().expect("front exists");
             match job {
                 Job::GetData { path, responder } => responder.respond(self.get_data(&path)),
-                Job::GetChildren { path, responder } => {
-                    responder.respond(self.get_children(&path))
-                }
+                Job::GetChildren { path, responder } => responder.respond(self.get_children(&path)),
                 Job::Sync { responder } => responder.respond(cbor_response(
                     Code::CONTENT,
                     &SyncResponse {
                         zxid: self.tree.last_zxid(),
                     },
                 )),
-                Job::Heartbeat { session, responder } => {
-                    responder.respond(self.heartbeat(session))
-                }
+                Job::Heartbeat { session, responder } => responder.respond(self.heartbeat(session)),
                 Job::OpenSession {
                     timeout_ms,
                     responder,
@@ -251,8 +256,16 @@ impl Core {
         }
     }
 
-    fn session_timeout(&self, session: u64) -> Option<Duration> {
+    /// The timeout of a live session; `None` if it is closed, closing, or its lease has
+    /// run out (then its expiry is queued now).
+    fn session_timeout(&mut self, session: u64) -> Option<Duration> {
         if self.closing.contains(&session) {
+            return None;
+        }
+        if self.leases.has_lapsed(session, Instant::now()) {
+            self.leases.remove(session);
+            self.closing.insert(session);
+            self.queue.push_back(Job::Expire { session });
             return None;
         }
         self.tree
@@ -278,8 +291,10 @@ impl Core {
     }
 
     fn open_session(&mut self, timeout_ms: u32, responder: Responder) {
-        let timeout = Duration::from_millis(u64::from(timeout_ms))
-            .clamp(self.config.min_session_timeout, self.config.max_session_timeout);
+        let timeout = Duration::from_millis(u64::from(timeout_ms)).clamp(
+            self.config.min_session_timeout,
+            self.config.max_session_timeout,
+        );
         let timeout_ms = timeout.as_millis() as u32;
         let session = loop {
             let id = self.rng.next_u64() >> 1;
@@ -381,7 +396,9 @@ impl Core {
         if self.log_bytes >= self.config.snapshot_after_bytes {
             match wire::encode(&self.tree) {
                 Ok(bytes) => {
-                    let _ = self.log_tx.send(LogJob::Snapshot(self.tree.last_zxid(), bytes));
+                    let _ = self
+                        .log_tx
+                        .send(LogJob::Snapshot(self.tree.last_zxid(), bytes));
                     self.log_bytes = 0;
                 }
                 Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
@@ -434,7 +451,10 @@ impl Core {
         if let Some((held, _)) = self.in_flight.take() {
             for h in held {
                 if let Some(r) = h.responder {
-                    r.respond(error_response(ErrorKind::Internal, "storage failure: not stored"));
+                    r.respond(error_response(
+                        ErrorKind::Internal,
+                        "storage failure: not stored",
+                    ));
                 }
             }
         }
@@ -512,8 +532,9 @@ fn outcome_response(outcome: &Outcome) -> Response {
             }
             response
         }
-        Outcome::DataSet { stat } => cbor_response(Code::CHANGED, stat)
-            .with_option(option::ETAG, version_tag(stat.version)),
+        Outcome::DataSet { stat } => {
+            cbor_response(Code::CHANGED, stat).with_option(option::ETAG, version_tag(stat.version))
+        }
         Outcome::Deleted | Outcome::SessionClosed { .. } => Response::new(Code::DELETED),
         Outcome::SessionCreated | Outcome::Checked => Response::new(Code::CHANGED),
         Outcome::Multi(outcomes) => cbor_response(

@@ -171,17 +171,20 @@ impl Server {
 fn recover(dir: &std::path::Path) -> Result<(Storage, DataTree, Recovered), ServerError> {
     let (storage, recovery) = Storage::open(dir)?;
     let mut tree = match &recovery.snapshot {
-        Some((zxid, bytes)) => pehra_shared::wire::decode::<DataTree>(bytes).map_err(|e| ServerError::Replay {
-            zxid: *zxid,
-            reason: format!("snapshot does not decode: {e}"),
-        })?,
+        Some((zxid, bytes)) => {
+            pehra_shared::wire::decode::<DataTree>(bytes).map_err(|e| ServerError::Replay {
+                zxid: *zxid,
+                reason: format!("snapshot does not decode: {e}"),
+            })?
+        }
         None => DataTree::default(),
     };
     for (zxid, payload) in &recovery.records {
-        let record: LogRecord = pehra_shared::wire::decode(payload).map_err(|e| ServerError::Replay {
-            zxid: *zxid,
-            reason: format!("record does not decode: {e}"),
-        })?;
+        let record: LogRecord =
+            pehra_shared::wire::decode(payload).map_err(|e| ServerError::Replay {
+                zxid: *zxid,
+                reason: format!("record does not decode: {e}"),
+            })?;
         tree.apply(*zxid, record.time_ms, &record.op)
             .map_err(|e| ServerError::Replay {
                 zxid: *zxid,

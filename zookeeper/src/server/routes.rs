@@ -34,10 +34,27 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .route_deferred(Method::Delete, "z/*", route(&jobs, delete))
         .route_deferred(Method::Post, "multi", route(&jobs, multi))
         .route_deferred(Method::Post, "sync", route(&jobs, sync))
-        .link(Link::new("session").attr("rt", "pehra.zk.session").attr("ct", "60"))
-        .link(Link::new("z").attr("rt", "pehra.zk.znode").attr("ct", "60").flag("obs"))
-        .link(Link::new("multi").attr("rt", "pehra.zk.multi").attr("ct", "60"))
-        .link(Link::new("sync").attr("rt", "pehra.zk.sync").attr("ct", "60"))
+        .link(
+            Link::new("session")
+                .attr("rt", "pehra.zk.session")
+                .attr("ct", "60"),
+        )
+        .link(
+            Link::new("z")
+                .attr("rt", "pehra.zk.znode")
+                .attr("ct", "60")
+                .flag("obs"),
+        )
+        .link(
+            Link::new("multi")
+                .attr("rt", "pehra.zk.multi")
+                .attr("ct", "60"),
+        )
+        .link(
+            Link::new("sync")
+                .attr("rt", "pehra.zk.sync")
+                .attr("ct", "60"),
+        )
 }
 
 /// A job waiting for the responder that will answer it.
@@ -47,7 +64,8 @@ type JobFor = Box<dyn FnOnce(Responder) -> Job + Send>;
 fn znode_path(incoming: &Incoming) -> Result<String, Response> {
     let rest = incoming.params.get("*").unwrap_or("");
     let path = format!("/{rest}");
-    crate::path::validate(&path).map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
+    crate::path::validate(&path)
+        .map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
     Ok(path)
 }
 
@@ -74,7 +92,10 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
     if !incoming.request.payload().is_empty() {
         decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?;
     }
-    Ok(Box::new(move |responder| Job::Heartbeat { session, responder }))
+    Ok(Box::new(move |responder| Job::Heartbeat {
+        session,
+        responder,
+    }))
 }
 
 fn close_session(incoming: Incoming) -> Result<JobFor, Response> {

@@ -19,6 +19,12 @@ impl Leases {
         self.by_time.insert((at, session));
     }
 
+    /// Whether the session's lease ended by `now` (even if not yet collected by
+    /// [`Leases::expire`]): a late heartbeat must not revive it.
+    pub(crate) fn has_lapsed(&self, session: u64, now: Instant) -> bool {
+        self.deadline.get(&session).is_some_and(|at| *at <= now)
+    }
+
     /// Forgets a session.
     pub(crate) fn remove(&mut self, session: u64) {
         if let Some(at) = self.deadline.remove(&session) {
@@ -64,8 +70,14 @@ mod tests {
         l.renew(2, t0, Duration::from_secs(2));
         assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(1)));
         l.renew(1, t0 + Duration::from_millis(900), Duration::from_secs(1));
-        assert_eq!(l.expire(t0 + Duration::from_millis(1500)), Vec::<u64>::new());
+        assert_eq!(
+            l.expire(t0 + Duration::from_millis(1500)),
+            Vec::<u64>::new()
+        );
         assert_eq!(l.expire(t0 + Duration::from_secs(2)), vec![1, 2]);
         assert!(!l.contains(1) && l.next_deadline().is_none());
+        l.renew(3, t0, Duration::from_secs(1));
+        assert!(!l.has_lapsed(3, t0 + Duration::from_millis(999)));
+        assert!(l.has_lapsed(3, t0 + Duration::from_secs(1)));
     }
 }

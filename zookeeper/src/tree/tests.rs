@@ -25,11 +25,26 @@ fn create_get_and_stat_fields() {
     let mut t = DataTree::default();
     let (out, changes) = t.apply(1, 100, &create("/a", b"x")).unwrap();
     assert!(matches!(out, Outcome::Created { ref path, .. } if path == "/a"));
-    assert_eq!(changes, [Change::Created("/a".into()), Change::ChildrenChanged("/".into())]);
+    assert_eq!(
+        changes,
+        [
+            Change::Created("/a".into()),
+            Change::ChildrenChanged("/".into())
+        ]
+    );
     t.apply(2, 200, &create("/a/b", b"yy")).unwrap();
     let (data, stat) = t.get("/a/b").unwrap();
     assert_eq!(data, b"yy");
-    assert_eq!((stat.czxid, stat.mzxid, stat.ctime_ms, stat.version, stat.data_length), (2, 2, 200, 0, 2));
+    assert_eq!(
+        (
+            stat.czxid,
+            stat.mzxid,
+            stat.ctime_ms,
+            stat.version,
+            stat.data_length
+        ),
+        (2, 2, 200, 0, 2)
+    );
     let (_, a) = t.get("/a").unwrap();
     assert_eq!((a.cversion, a.pzxid, a.num_children, a.mzxid), (1, 2, 1, 1));
     assert_eq!(t.children("/").unwrap().0, ["a"]);
@@ -40,11 +55,23 @@ fn create_get_and_stat_fields() {
 fn create_refuses_existing_missing_parent_bad_path_and_large_data() {
     let mut t = DataTree::default();
     t.apply(1, 0, &create("/a", b"")).unwrap();
-    assert_eq!(t.apply(2, 0, &create("/a", b"")).unwrap_err(), TreeError::NodeExists("/a".into()));
-    assert_eq!(t.apply(2, 0, &create("/x/y", b"")).unwrap_err(), TreeError::NoNode("/x".into()));
-    assert!(matches!(t.apply(2, 0, &create("/a/", b"")), Err(TreeError::BadPath(_))));
+    assert_eq!(
+        t.apply(2, 0, &create("/a", b"")).unwrap_err(),
+        TreeError::NodeExists("/a".into())
+    );
+    assert_eq!(
+        t.apply(2, 0, &create("/x/y", b"")).unwrap_err(),
+        TreeError::NoNode("/x".into())
+    );
+    assert!(matches!(
+        t.apply(2, 0, &create("/a/", b"")),
+        Err(TreeError::BadPath(_))
+    ));
     let big = vec![0; MAX_DATA_LEN + 1];
-    assert_eq!(t.apply(2, 0, &create("/b", &big)).unwrap_err(), TreeError::TooLarge(MAX_DATA_LEN + 1));
+    assert_eq!(
+        t.apply(2, 0, &create("/b", &big)).unwrap_err(),
+        TreeError::TooLarge(MAX_DATA_LEN + 1)
+    );
     assert_eq!(t.last_zxid(), 1, "failed ops do not advance the zxid");
 }
 
@@ -52,32 +79,80 @@ fn create_refuses_existing_missing_parent_bad_path_and_large_data() {
 fn sequential_names_use_the_parents_counter() {
     let mut t = DataTree::default();
     t.apply(1, 0, &create("/q", b"")).unwrap();
-    let seq = Op::Create { path: "/q/item-".into(), data: vec![], ephemeral: false, sequential: true, session: None };
+    let seq = Op::Create {
+        path: "/q/item-".into(),
+        data: vec![],
+        ephemeral: false,
+        sequential: true,
+        session: None,
+    };
     let mut names = Vec::new();
     for zxid in 2..5 {
-        let (Outcome::Created { path, .. }, _) = t.apply(zxid, 0, &seq).unwrap() else { panic!() };
+        let (Outcome::Created { path, .. }, _) = t.apply(zxid, 0, &seq).unwrap() else {
+            panic!()
+        };
         names.push(path);
     }
-    assert_eq!(names, ["/q/item-0000000000", "/q/item-0000000001", "/q/item-0000000002"]);
-    t.apply(5, 0, &Op::Delete { path: names[2].clone(), version: None }).unwrap();
-    let (Outcome::Created { path, .. }, _) = t.apply(6, 0, &seq).unwrap() else { panic!() };
-    assert_eq!(path, "/q/item-0000000004", "never reused, even after a delete");
+    assert_eq!(
+        names,
+        [
+            "/q/item-0000000000",
+            "/q/item-0000000001",
+            "/q/item-0000000002"
+        ]
+    );
+    t.apply(
+        5,
+        0,
+        &Op::Delete {
+            path: names[2].clone(),
+            version: None,
+        },
+    )
+    .unwrap();
+    let (Outcome::Created { path, .. }, _) = t.apply(6, 0, &seq).unwrap() else {
+        panic!()
+    };
+    assert_eq!(
+        path, "/q/item-0000000004",
+        "never reused, even after a delete"
+    );
 }
 
 #[test]
 fn versions_guard_set_and_delete() {
     let mut t = DataTree::default();
     t.apply(1, 0, &create("/a", b"1")).unwrap();
-    let set = |v| Op::SetData { path: "/a".into(), data: b"2".to_vec(), version: v };
-    let (Outcome::DataSet { stat }, _) = t.apply(2, 50, &set(Some(0))).unwrap() else { panic!() };
+    let set = |v| Op::SetData {
+        path: "/a".into(),
+        data: b"2".to_vec(),
+        version: v,
+    };
+    let (Outcome::DataSet { stat }, _) = t.apply(2, 50, &set(Some(0))).unwrap() else {
+        panic!()
+    };
     assert_eq!((stat.version, stat.mzxid, stat.mtime_ms), (1, 2, 50));
     assert_eq!(
         t.apply(3, 0, &set(Some(0))).unwrap_err(),
-        TreeError::BadVersion { path: "/a".into(), actual: 1 }
+        TreeError::BadVersion {
+            path: "/a".into(),
+            actual: 1
+        }
     );
-    assert_eq!(t.apply(3, 0, &set(None)).unwrap().0, Outcome::DataSet { stat: t.get("/a").unwrap().1.clone() });
-    let delete = |v| Op::Delete { path: "/a".into(), version: v };
-    assert!(matches!(t.apply(4, 0, &delete(Some(0))), Err(TreeError::BadVersion { actual: 2, .. })));
+    assert_eq!(
+        t.apply(3, 0, &set(None)).unwrap().0,
+        Outcome::DataSet {
+            stat: t.get("/a").unwrap().1.clone()
+        }
+    );
+    let delete = |v| Op::Delete {
+        path: "/a".into(),
+        version: v,
+    };
+    assert!(matches!(
+        t.apply(4, 0, &delete(Some(0))),
+        Err(TreeError::BadVersion { actual: 2, .. })
+    ));
     t.apply(4, 0, &delete(Some(2))).unwrap();
     assert!(t.get("/a").is_none());
 }
@@ -87,14 +162,44 @@ fn delete_refuses_nodes_with_children_and_the_root() {
     let mut t = DataTree::default();
     t.apply(1, 0, &create("/a", b"")).unwrap();
     t.apply(2, 0, &create("/a/b", b"")).unwrap();
-    assert_eq!(t.apply(3, 0, &Op::Delete { path: "/a".into(), version: None }).unwrap_err(), TreeError::NotEmpty("/a".into()));
-    assert_eq!(t.apply(3, 0, &Op::Delete { path: "/".into(), version: None }).unwrap_err(), TreeError::Root("deleted"));
+    assert_eq!(
+        t.apply(
+            3,
+            0,
+            &Op::Delete {
+                path: "/a".into(),
+                version: None
+            }
+        )
+        .unwrap_err(),
+        TreeError::NotEmpty("/a".into())
+    );
+    assert_eq!(
+        t.apply(
+            3,
+            0,
+            &Op::Delete {
+                path: "/".into(),
+                version: None
+            }
+        )
+        .unwrap_err(),
+        TreeError::Root("deleted")
+    );
 }
 
 #[test]
 fn closing_a_session_deletes_its_ephemerals() {
     let mut t = DataTree::default();
-    t.apply(1, 0, &Op::CreateSession { session: 7, timeout_ms: 5000 }).unwrap();
+    t.apply(
+        1,
+        0,
+        &Op::CreateSession {
+            session: 7,
+            timeout_ms: 5000,
+        },
+    )
+    .unwrap();
     t.apply(2, 0, &create("/members", b"")).unwrap();
     t.apply(3, 0, &ephemeral("/members/m-", 7, true)).unwrap();
     t.apply(4, 0, &ephemeral("/lock", 7, false)).unwrap();
@@ -103,9 +208,17 @@ fn closing_a_session_deletes_its_ephemerals() {
         t.apply(5, 0, &create("/lock/child", b"")).unwrap_err(),
         TreeError::EphemeralParent("/lock".into())
     );
-    assert_eq!(t.apply(5, 0, &ephemeral("/e", 99, false)).unwrap_err(), TreeError::SessionExpired(99));
+    assert_eq!(
+        t.apply(5, 0, &ephemeral("/e", 99, false)).unwrap_err(),
+        TreeError::SessionExpired(99)
+    );
     let (out, changes) = t.apply(5, 0, &Op::CloseSession { session: 7 }).unwrap();
-    assert_eq!(out, Outcome::SessionClosed { deleted: vec!["/members/m-0000000000".into(), "/lock".into()] });
+    assert_eq!(
+        out,
+        Outcome::SessionClosed {
+            deleted: vec!["/members/m-0000000000".into(), "/lock".into()]
+        }
+    );
     assert!(changes.contains(&Change::Deleted("/lock".into())));
     assert!(changes.contains(&Change::ChildrenChanged("/members".into())));
     assert!(t.get("/lock").is_none() && t.children("/members").unwrap().0.is_empty());
@@ -120,15 +233,32 @@ fn failed_multi_changes_nothing() {
     let multi = Op::Multi {
         ops: vec![
             create("/b", b""),
-            Op::SetData { path: "/a".into(), data: b"2".to_vec(), version: None },
-            Op::Delete { path: "/a".into(), version: Some(0) }, // version is 1 by now
+            Op::SetData {
+                path: "/a".into(),
+                data: b"2".to_vec(),
+                version: None,
+            },
+            Op::Delete {
+                path: "/a".into(),
+                version: Some(0),
+            }, // version is 1 by now
         ],
     };
     let err = t.apply(2, 0, &multi).unwrap_err();
     assert!(matches!(err, TreeError::Multi { index: 2, .. }), "{err}");
     assert_eq!(t, before, "rolled back whole");
-    let ok = Op::Multi { ops: vec![create("/b", b""), Op::Check { path: "/a".into(), version: Some(0) }] };
-    let (Outcome::Multi(outcomes), _) = t.apply(2, 0, &ok).unwrap() else { panic!() };
+    let ok = Op::Multi {
+        ops: vec![
+            create("/b", b""),
+            Op::Check {
+                path: "/a".into(),
+                version: Some(0),
+            },
+        ],
+    };
+    let (Outcome::Multi(outcomes), _) = t.apply(2, 0, &ok).unwrap() else {
+        panic!()
+    };
     assert_eq!(outcomes.len(), 2);
     assert!(t.get("/b").is_some());
 }
@@ -136,11 +266,20 @@ fn failed_multi_changes_nothing() {
 #[test]
 fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
     let ops = vec![
-        Op::CreateSession { session: 1, timeout_ms: 3000 },
+        Op::CreateSession {
+            session: 1,
+            timeout_ms: 3000,
+        },
         create("/a", b"x"),
         ephemeral("/a/e-", 1, true),
-        Op::SetData { path: "/a".into(), data: b"y".to_vec(), version: Some(0) },
-        Op::Multi { ops: vec![create("/b", b""), create("/b/c", b"z")] },
+        Op::SetData {
+            path: "/a".into(),
+            data: b"y".to_vec(),
+            version: Some(0),
+        },
+        Op::Multi {
+            ops: vec![create("/b", b""), create("/b/c", b"z")],
+        },
         Op::CloseSession { session: 1 },
     ];
     let mut first = DataTree::default();

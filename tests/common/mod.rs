@@ -1,0 +1,159 @@
+//! Running `pehra` server processes in tests: free loopback ports, readiness from the
+//! server's own startup line, and cleanup by PID.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+/// A UDP port free on loopback right now.
+pub fn free_udp_port() -> u16 {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A fresh directory under the system temp dir, removed on drop.
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(name: &str) -> TempDir {
+        let dir = std::env::temp_dir().join(format!(
+            "pehra-test-{name}-{}-{}",
+            std::process::id(),
+            free_udp_port()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A `pehra zookeeper` process, SIGKILLed on drop if still running.
+pub struct Zookeeper {
+    pub child: Child,
+    pub addr: SocketAddr,
+    pub startup_line: String,
+}
+
+impl Zookeeper {
+    /// Starts one on `addr` with data in `dir` and waits until it says it is listening.
+    pub fn start(dir: &Path, addr: SocketAddr) -> Zookeeper {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+            .args(["zookeeper", "--listen", &addr.to_string(), "--data-dir"])
+            .arg(dir)
+            .args(["--min-session-timeout-ms", "300"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start pehra zookeeper");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let startup_line = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("the zookeeper did not start within 20 s");
+            }
+        };
+        Zookeeper {
+            child,
+            addr,
+            startup_line,
+        }
+    }
+
+    /// Starts one on a free port.
+    pub fn start_fresh(dir: &Path) -> Zookeeper {
+        Self::start(
+            dir,
+            format!("127.0.0.1:{}", free_udp_port()).parse().unwrap(),
+        )
+    }
+
+    /// SIGKILL: a crash.
+    pub fn kill(mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// SIGTERM, and wait (bounded) for a clean exit; returns whether it exited 0.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id();
+        unsafe_kill(pid, "TERM");
+        let child = std::mem::replace(&mut self.child, Command::new("true").spawn().unwrap());
+        match wait_bounded(child, Duration::from_secs(10)) {
+            Some(out) => out.status.success(),
+            None => false,
+        }
+    }
+}
+
+impl Drop for Zookeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends a signal by PID with the `kill` command (no libc binding needed).
+pub fn unsafe_kill(pid: u32, signal: &str) {
+    let _ = Command::new("kill")
+        .arg(format!("-{signal}"))
+        .arg(pid.to_string())
+        .status();
+}
+
+/// Runs `pehra ARGS...` to completion (bounded) and returns (exit code, stdout, stderr).
+pub fn pehra(args: &[&str]) -> (i32, String, String) {
+    let child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_bounded(child, Duration::from_secs(30))
+        .unwrap_or_else(|| panic!("pehra {args:?} did not finish in 30 s"));
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Waits for a child to exit (collecting its output), killing it by PID after `limit`.
+pub fn wait_bounded(child: Child, limit: Duration) -> Option<std::process::Output> {
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(limit) {
+        Ok(out) => out.ok(),
+        Err(_) => {
+            unsafe_kill(pid, "KILL");
+            None
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The mini-zookeeper end to end: a real `pehra zookeeper` process on loopback, driven by
+//! the client library, raw CoAP and the `pehra zk` CLI.
+
+mod common;
+mod linearizability;
+
+use common::{pehra, TempDir, Zookeeper};
+use pehra_shared::api::response_error;
+use pehra_shared::coap::{option, Code, Config, Request};
+use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::wire::{self, ErrorKind, MultiOp, MultiResult};
+use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, WatchEvent, ZkError};
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test took too long")
+}
+
+fn options(session_timeout_ms: u64) -> ClientOptions {
+    ClientOptions {
+        session_timeout: Duration::from_millis(session_timeout_ms),
+        ..ClientOptions::default()
+    }
+}
+
+fn kind<T: std::fmt::Debug>(r: Result<T, ZkError>) -> ErrorKind {
+    r.unwrap_err().kind().expect("a refusal from the zookeeper")
+}
+
+#[tokio::test]
+async fn znode_semantics() {
+    bounded(async {
+        let dir = TempDir::new("zk-semantics");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let c = Client::connect(zk.addr, options(5_000)).await.unwrap();
+
+        assert_eq!(
+            c.create("/a", b"one", CreateMode::Persistent)
+                .await
+                .unwrap(),
+            "/a"
+        );
+        let e = c
+            .create("/a", b"", CreateMode::Persistent)
+            .await
+            .unwrap_err();
+        assert_eq!(e.to_string(), "node exists: /a");
+        assert_eq!(
+            kind(c.create("/x/y", b"", CreateMode::Persistent).await),
+            ErrorKind::NotFound
+        );
+
+        let (data, stat) = c.get_data("/a").await.unwrap();
+        assert_eq!(
+            (data.as_slice(), stat.version, stat.num_children),
+            (&b"one"[..], 0, 0)
+        );
+        let stat = c.set_data("/a", b"two", Some(0)).await.unwrap();
+        assert_eq!(stat.version, 1);
+        let e = c.set_data("/a", b"three", Some(0)).await.unwrap_err();
+        assert_eq!(e.to_string(), "version mismatch: /a is at 1");
+
+        let s1 = c
+            .create("/a/q-", b"", CreateMode::PersistentSequential)
+            .await
+            .unwrap();
+        let s2 = c
+            .create("/a/q-", b"", CreateMode::PersistentSequential)
+            .await
+            .unwrap();
+        assert_eq!(
+            (s1.as_str(), s2.as_str()),
+            ("/a/q-0000000000", "/a/q-0000000001")
+        );
+        let (children, parent) = c.get_children("/a").await.unwrap();
+        assert_eq!(children, ["q-0000000000", "q-0000000001"]);
+        assert_eq!((parent.cversion, parent.num_children), (2, 2));
+
+        assert_eq!(kind(c.delete("/a", None).await), ErrorKind::NotEmpty);
+        assert_eq!(
+            kind(c.delete("/a/q-0000000000", Some(5)).await),
+            ErrorKind::VersionMismatch
+        );
+        c.delete("/a/q-0000000000", Some(0)).await.unwrap();
+        assert_eq!(c.exists("/a/q-0000000000").await.unwrap(), None);
+
+        let eph = c.create("/e", b"", CreateMode::Ephemeral).await.unwrap();
+        assert_eq!(
+            c.exists(&eph).await.unwrap().unwrap().ephemeral_owner,
+            c.session_id()
+        );
+        assert_eq!(
+            kind(c.create("/e/child", b"", CreateMode::Persistent).await),
+            ErrorKind::NotEmpty
+        );
+
+        // multi: all or nothing.
+        let bad = vec![
+            MultiOp::Create {
+                path: "/m".into(),
+                data: vec![],
+                ephemeral: false,
+                sequential: false,
+            },
+            MultiOp::Check {
+                path: "/a".into(),
+                version: Some(0),
+            },
+        ];
+        assert_eq!(kind(c.multi(bad).await), ErrorKind::VersionMismatch);
+        assert_eq!(
+            c.exists("/m").await.unwrap(),
+            None,
+            "the failed multi created nothing"
+        );
+        let good = vec![
+            MultiOp::Create {
+                path: "/m".into(),
+                data: b"m".to_vec(),
+                ephemeral: false,
+                sequential: false,
+            },
+            MultiOp::SetData {
+                path: "/a".into(),
+                data: b"four".to_vec(),
+                version: Some(1),
+            },
+            MultiOp::Delete {
+                path: "/a/q-0000000001".into(),
+                version: None,
+            },
+        ];
+        let results = c.multi(good).await.unwrap();
+        assert_eq!(results[0], MultiResult::Create { path: "/m".into() });
+        assert_eq!(results[2], MultiResult::Delete);
+        assert_eq!(c.get_data("/a").await.unwrap().0, b"four");
+
+        // Large data goes block-wise; over 1 MiB is refused.
+        let mib = vec![7u8; 1024 * 1024];
+        c.create("/big", &mib, CreateMode::Persistent)
+            .await
+            .unwrap();
+        assert_eq!(c.get_data("/big").await.unwrap().0, mib);
+        let over = vec![0u8; 1024 * 1024 + 1];
+        assert_eq!(
+            kind(c.set_data("/big", &over, None).await),
+            ErrorKind::TooLarge
+        );
+
+        let z1 = c.sync().await.unwrap();
+        c.set_data("/m", b"x", None).await.unwrap();
+        assert!(c.sync().await.unwrap() > z1, "zxids grow with every write");
+        c.close().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn session_expiry_deletes_ephemerals_and_tells_watchers() {
+    bounded(async {
+        let dir = TempDir::new("zk-expiry");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let timeout = Duration::from_millis(600);
+        let owner = Client::connect(zk.addr, options(timeout.as_millis() as u64))
+            .await
+            .unwrap();
+        let watcher = Client::connect(zk.addr, options(5_000)).await.unwrap();
+        owner
+            .create("/lease", b"held", CreateMode::Ephemeral)
+            .await
+            .unwrap();
+        let session = owner.session_id().unwrap();
+        let mut watch = watcher.watch_data("/lease").await.unwrap();
+        assert!(matches!(watch.next().await, Some(Ok(WatchEvent::Data(_)))));
+
+        // The owner crashes: no close, no more heartbeats.
+        let crashed_at = Instant::now();
+        drop(owner);
+        let event = watch.next().await.unwrap().unwrap();
+        let took = crashed_at.elapsed();
+        assert_eq!(event, WatchEvent::Deleted);
+        // The lease runs at most `timeout` from the last heartbeat; one heartbeat interval
+        // (timeout / 3) of slack covers the notification's way back on loopback.
+        assert!(took <= timeout + timeout / 3, "deleted after {took:?}");
+        assert_eq!(watcher.exists("/lease").await.unwrap(), None);
+
+        // The dead session speaks again (seed 003's undead node): told it must rejoin.
+        let raw = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Config::default(),
+            Router::new(),
+        )
+        .await
+        .unwrap();
+        let hb = raw
+            .handle()
+            .request(zk.addr, Request::post(&format!("session/{session}/hb")))
+            .await
+            .unwrap();
+        assert_eq!(hb.code(), Code::NOT_FOUND);
+        assert_eq!(response_error(&hb).error, ErrorKind::SessionExpired);
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_client_learns_its_session_expired() {
+    bounded(async {
+        let dir = TempDir::new("zk-lost");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let c = Client::connect(zk.addr, options(400)).await.unwrap();
+        let mut state = c.session_state();
+        assert_eq!(*state.borrow(), SessionState::Alive);
+        // Freeze the zookeeper longer than the lease, then let it go: the session expired.
+        common::unsafe_kill(zk.child.id(), "STOP");
+        tokio::time::sleep(Duration::from_millis(900)).await; // the outage itself, not a wait for an event
+        common::unsafe_kill(zk.child.id(), "CONT");
+        state
+            .wait_for(|s| *s == SessionState::Expired)
+            .await
+            .unwrap();
+        assert_eq!(
+            kind(c.create("/x", b"", CreateMode::Ephemeral).await),
+            ErrorKind::SessionExpired
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn watches_see_every_state_and_never_miss_a_change_after_the_read() {
+    bounded(async {
+        let dir = TempDir::new("zk-watch");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let c = Arc::new(Client::connect(zk.addr, options(5_000)).await.unwrap());
+        c.create("/w", b"0", CreateMode::Persistent).await.unwrap();
+        let mut children = c.watch_children("/w").await.unwrap();
+        assert_eq!(
+            children.next().await.unwrap().unwrap(),
+            WatchEvent::Children(pehra_shared::wire::Children {
+                children: vec![],
+                stat: c.get_data("/w").await.unwrap().1
+            })
+        );
+        c.create("/w/k", b"", CreateMode::Persistent).await.unwrap();
+        let WatchEvent::Children(now) = children.next().await.unwrap().unwrap() else {
+            panic!()
+        };
+        assert_eq!(now.children, ["k"]);
+
+        // Race a writer against watchers starting: whatever the interleaving, every watcher
+        // ends up at the final version (the first event is the state at registration).
+        for round in 0..20u32 {
+            let writer = {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    for _ in 0..3 {
+                        c.set_data("/w", b"v", None).await.unwrap();
+                    }
+                })
+            };
+            let watcher = Client::without_session(zk.addr, Config::default())
+                .await
+                .unwrap();
+            let mut watch = watcher.watch_data("/w").await.unwrap();
+            writer.await.unwrap();
+            let final_version = (round + 1) * 3;
+            loop {
+                let WatchEvent::Data(node) = watch.next().await.unwrap().unwrap() else {
+                    panic!()
+                };
+                if node.stat.version == final_version {
+                    break;
+                }
+                assert!(node.stat.version < final_version);
+            }
+        }
+        c.delete("/w/k", None).await.unwrap();
+        c.delete("/w", None).await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test]
+async fn acknowledged_creates_survive_sigkill() {
+    bounded(async {
+        let dir = TempDir::new("zk-crash");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let addr = zk.addr;
+        let setup = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        setup
+            .create("/d", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+
+        // Four writers create as fast as they can and record what was acknowledged.
+        let acked = Arc::new(std::sync::Mutex::new(BTreeSet::new()));
+        let count = Arc::new(AtomicU64::new(0));
+        let (enough_tx, enough_rx) = tokio::sync::oneshot::channel();
+        let enough_tx = Arc::new(std::sync::Mutex::new(Some(enough_tx)));
+        let mut writers = Vec::new();
+        for w in 0..4 {
+            let (acked, count, enough_tx) = (acked.clone(), count.clone(), enough_tx.clone());
+            let options = ClientOptions {
+                coap: Config {
+                    ack_timeout: Duration::from_millis(200),
+                    max_retransmit: 2,
+                    ..Config::default()
+                },
+                ..options(5_000)
+            };
+            writers.push(tokio::spawn(async move {
+                let c = Client::without_session(addr, options.coap).await.unwrap();
+                for i in 0.. {
+                    let path = format!("/d/w{w}-{i}");
+                    match c.create(&path, b"x", CreateMode::Persistent).await {
+                        Ok(p) => {
+                            acked.lock().unwrap().insert(p);
+                            if count.fetch_add(1, Ordering::SeqCst) + 1 == 300 {
+                                if let Some(tx) = enough_tx.lock().unwrap().take() {
+                                    let _ = tx.send(());
+                                }
+                            }
+                        }
+                        Err(_) => return, // the server died under us
+                    }
+                }
+            }));
+        }
+        enough_rx.await.unwrap();
+        zk.kill(); // SIGKILL mid-stream
+        for w in writers {
+            w.await.unwrap();
+        }
+        let acked = acked.lock().unwrap().clone();
+        assert!(acked.len() >= 300);
+
+        let zk = Zookeeper::start(dir.path(), addr);
+        assert!(zk.startup_line.contains("recovered"), "{}", zk.startup_line);
+        let c = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        let (children, _) = c.get_children("/d").await.unwrap();
+        let present: BTreeSet<String> = children.into_iter().map(|n| format!("/d/{n}")).collect();
+        let missing: Vec<_> = acked.difference(&present).collect();
+        assert!(
+            missing.is_empty(),
+            "{} acknowledged creates lost, e.g. {:?}",
+            missing.len(),
+            missing.first()
+        );
+    })
+    .await
+}
+
+#[tokio::test]
+async fn concurrent_history_is_linearizable() {
+    bounded(async {
+        let dir = TempDir::new("zk-linear");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let history = linearizability::run_workload(zk.addr, 4, 3, 40).await;
+        for (key, ops) in &history {
+            assert!(
+                linearizability::is_linearizable(ops),
+                "history of {key} is not linearizable: {ops:#?}"
+            );
+        }
+    })
+    .await
+}
+
+#[tokio::test]
+async fn bad_input_gets_clear_errors_and_changes_nothing() {
+    bounded(async {
+        let dir = TempDir::new("zk-bad");
+        let zk = Zookeeper::start_fresh(dir.path());
+        let raw = Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Config::default(),
+            Router::new(),
+        )
+        .await
+        .unwrap();
+        let h = raw.handle();
+        let send = |r: Request| {
+            let h = h.clone();
+            async move { h.request(zk.addr, r).await.unwrap() }
+        };
+        let cases = [
+            (
+                Request::post("z/a").with_payload(*b"\xa1\x61"),
+                Code::BAD_REQUEST,
+                "malformed CBOR",
+            ),
+            (
+                Request::post("z/a")
+                    .with_payload(*b"{}")
+                    .with_content_format(50),
+                Code::UNSUPPORTED_CONTENT_FORMAT,
+                "Content-Format 50",
+            ),
+            (
+                raw_path(&["z", "a", "", "b"]).with_payload(wire::encode(&create_body()).unwrap()),
+                Code::BAD_REQUEST,
+                "empty component",
+            ),
+            (
+                raw_path(&["z", "a", ""]).with_payload(wire::encode(&create_body()).unwrap()),
+                Code::BAD_REQUEST,
+                "trailing slash",
+            ),
+            (
+                Request::get("z/a/../b"),
+                Code::BAD_REQUEST,
+                "relative component",
+            ),
+            (
+                Request::put("z/a")
+                    .with_option(option::IF_MATCH, [1u8])
+                    .with_payload(wire::encode(&create_body()).unwrap()),
+                Code::BAD_REQUEST,
+                "If-Match",
+            ),
+            (
+                Request::post("session/nonsense/hb"),
+                Code::BAD_REQUEST,
+                "bad session id",
+            ),
+            (
+                Request::post("session/12345/hb"),
+                Code::NOT_FOUND,
+                "has expired or does not exist",
+            ),
+            (
+                Request::post("session").with_payload(*b"\x01"),
+                Code::BAD_REQUEST,
+                "malformed CBOR",
+            ),
+            (
+                Request::get("nothing-here"),
+                Code::NOT_FOUND,
+                "no such resource",
+            ),
+        ];
+        for (request, code, reason) in cases {
+            let what = format!("{:?} {}", request.method(), request.resource_key());
+            let response = send(request).await;
+            assert_eq!(response.code(), code, "{what}");
+            let message = response_error(&response).message;
+            assert!(
+                message.contains(reason),
+                "{what}: {message:?} should say {reason:?}"
+            );
+        }
+        let c = Client::without_session(zk.addr, Config::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            c.get_children("/").await.unwrap().0,
+            Vec::<String>::new(),
+            "nothing was stored"
+        );
+        c.create("/ok", b"", CreateMode::Persistent).await.unwrap();
+    })
+    .await
+}
+
+/// A POST whose Uri-Path options are exactly `segments` (empty ones included).
+fn raw_path(segments: &[&str]) -> Request {
+    segments.iter().fold(Request::post(""), |r, s| {
+        r.with_option(option::URI_PATH, s.as_bytes())
+    })
+}
+
+fn create_body() -> pehra_shared::wire::CreateRequest {
+    pehra_shared::wire::CreateRequest {
+        data: vec![],
+        ephemeral: false,
+        sequential: false,
+        session: None,
+    }
+}
+
+#[test]
+fn cli_reads_and_writes_znodes() {
+    let dir = TempDir::new("zk-cli");
+    let zk = Zookeeper::start_fresh(dir.path());
+    let z = zk.addr.to_string();
+    let zk_cmd = |args: &[&str]| {
+        let mut all = vec!["zk", "--zookeeper", &z];
+        all.extend_from_slice(args);
+        pehra(&all)
+    };
+    assert_eq!(
+        zk_cmd(&["create", "/a", "hello"]),
+        (0, "/a\n".into(), String::new())
+    );
+    let (code, _, err) = zk_cmd(&["create", "/a"]);
+    assert_eq!((code, err.as_str()), (1, "pehra: node exists: /a\n"));
+    assert_eq!(zk_cmd(&["create", "-s", "/a/n-"]).1, "/a/n-0000000000\n");
+    assert_eq!(zk_cmd(&["ls", "/a"]).1, "n-0000000000\n");
+    assert_eq!(zk_cmd(&["get", "/a"]).1, "hello\n");
+    for _ in 0..3 {
+        assert_eq!(zk_cmd(&["set", "/a", "x"]).0, 0);
+    }
+    let (code, _, err) = zk_cmd(&["set", "-v", "1", "/a", "y"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "pehra: version mismatch: /a is at 3\n")
+    );
+    let (_, stat, _) = zk_cmd(&["stat", "/a"]);
+    for label in [
+        "czxid",
+        "mzxid",
+        "pzxid",
+        "ctime",
+        "mtime",
+        "version        3",
+        "cversion       1",
+        "ephemeralOwner none",
+        "dataLength     1",
+        "numChildren    1",
+    ] {
+        assert!(stat.contains(label), "{label} missing in\n{stat}");
+    }
+    let (code, _, err) = zk_cmd(&["delete", "/a"]);
+    assert_eq!((code, err.as_str()), (1, "pehra: node has children: /a\n"));
+    let (code, _, err) = zk_cmd(&["get", "a"]);
+    assert_eq!(
+        (code, err.as_str()),
+        (1, "pehra: invalid path \"a\": must start with /\n")
+    );
+    assert_eq!(zk_cmd(&["delete", "/a/n-0000000000"]).0, 0);
+    assert_eq!(zk_cmd(&["delete", "-v", "3", "/a"]).0, 0);
+    let (code, _, err) = zk_cmd(&["get", "/a"]);
+    assert_eq!((code, err.as_str()), (1, "pehra: no node: /a\n"));
+    assert!(zk.terminate(), "SIGTERM stops the zookeeper cleanly");
+}
