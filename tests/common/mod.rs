@@ -53,10 +53,16 @@ pub struct Zookeeper {
 impl Zookeeper {
     /// Starts one on `addr` with data in `dir` and waits until it says it is listening.
     pub fn start(dir: &Path, addr: SocketAddr) -> Zookeeper {
+        Self::start_with(dir, addr, &[])
+    }
+
+    /// Like [`Zookeeper::start`], with extra command-line arguments.
+    pub fn start_with(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Zookeeper {
         let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
             .args(["zookeeper", "--listen", &addr.to_string(), "--data-dir"])
             .arg(dir)
             .args(["--min-session-timeout-ms", "300"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
