@@ -366,29 +366,49 @@ async fn acknowledged_creates_survive_sigkill() {
 async fn restart_recovers_from_a_snapshot_and_the_log_after_it() {
     bounded(async {
         let dir = TempDir::new("zk-snapshot");
-        let addr = format!("127.0.0.1:{}", common::free_udp_port()).parse().unwrap();
+        let addr = format!("127.0.0.1:{}", common::free_udp_port())
+            .parse()
+            .unwrap();
         let zk = Zookeeper::start_with(dir.path(), addr, &["--snapshot-after-mib", "1"]);
-        let c = Client::without_session(addr, Config::default()).await.unwrap();
+        let c = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
         let blob: Vec<u8> = (0..600 * 1024).map(|i| (i % 253) as u8).collect();
         for i in 0..4 {
-            c.create(&format!("/blob{i}"), &blob, CreateMode::Persistent).await.unwrap();
+            c.create(&format!("/blob{i}"), &blob, CreateMode::Persistent)
+                .await
+                .unwrap();
         }
-        c.create("/after", b"tail", CreateMode::Persistent).await.unwrap();
+        c.create("/after", b"tail", CreateMode::Persistent)
+            .await
+            .unwrap();
         c.sync().await.unwrap();
         let snapshots = || {
             std::fs::read_dir(dir.path())
                 .unwrap()
-                .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().starts_with("snapshot."))
+                .filter(|e| {
+                    e.as_ref()
+                        .unwrap()
+                        .file_name()
+                        .to_string_lossy()
+                        .starts_with("snapshot.")
+                })
                 .count()
         };
-        assert!(snapshots() >= 1, "2.4 MiB of log with a 1 MiB threshold wrote a snapshot");
+        assert!(
+            snapshots() >= 1,
+            "2.4 MiB of log with a 1 MiB threshold wrote a snapshot"
+        );
         zk.kill();
         let zk = Zookeeper::start_with(dir.path(), addr, &["--snapshot-after-mib", "1"]);
         // Fewer records replayed than were written: the rest came from the snapshot.
         let replayed: usize = zk
             .startup_line
             .split(", ")
-            .find_map(|part| part.trim_end_matches(')').strip_suffix(" log records replayed"))
+            .find_map(|part| {
+                part.trim_end_matches(')')
+                    .strip_suffix(" log records replayed")
+            })
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("{}", zk.startup_line));
         assert!(replayed < 5, "{}", zk.startup_line);
@@ -581,5 +601,15 @@ fn cli_reads_and_writes_znodes() {
     assert_eq!(zk_cmd(&["delete", "-v", "3", "/a"]).0, 0);
     let (code, _, err) = zk_cmd(&["get", "/a"]);
     assert_eq!((code, err.as_str()), (1, "pehra: no node: /a\n"));
+    let other = format!("127.0.0.1:{}", common::free_udp_port());
+    let (code, _, err) = pehra(&[
+        "zookeeper",
+        "--listen",
+        &other,
+        "--data-dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert!(err.contains("in use by another process"), "{err}");
     assert!(zk.terminate(), "SIGTERM stops the zookeeper cleanly");
 }

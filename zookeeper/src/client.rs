@@ -195,6 +195,16 @@ pub struct Client {
     keepalive: Option<tokio::task::JoinHandle<()>>,
 }
 
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("server", &self.inner.server)
+            .field("session", &self.inner.session.map(|s| format!("{s:#x}")))
+            .field("state", &*self.inner.state.borrow())
+            .finish()
+    }
+}
+
 impl Drop for Client {
     fn drop(&mut self) {
         // Without a close, the session expires after its timeout (like a crash).
@@ -450,11 +460,10 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             .request(inner.server, Request::post(&path))
             .await;
         match result {
-            Ok(response) if response.code().is_success() => {
-                if wire::decode::<HeartbeatAck>(response.payload()).is_ok() {
+            Ok(response) if response.code().is_success()
+                && wire::decode::<HeartbeatAck>(response.payload()).is_ok() => {
                     last_ok = tokio::time::Instant::now();
                 }
-            }
             Ok(response) if response_error(&response).error == ErrorKind::SessionExpired => {
                 inner.state.send_replace(SessionState::Expired);
                 return;

@@ -442,7 +442,7 @@ impl DataTree {
                 node.stat.data_length = data.len() as u32;
                 changes.push(Change::DataChanged(path.clone()));
                 Ok(Outcome::DataSet {
-                    stat: node.stat.clone(),
+                    stat: node.stat,
                 })
             }
             Op::Check { path, version } => {
@@ -515,7 +515,7 @@ impl DataTree {
             path.clone(),
             Node {
                 data: data.to_vec(),
-                stat: stat.clone(),
+                stat,
                 children: BTreeSet::new(),
             },
         );

@@ -249,7 +249,7 @@ impl Core {
                 Code::CONTENT,
                 &Children {
                     children,
-                    stat: stat.clone(),
+                    stat: *stat,
                 },
             ),
             None => error_response(ErrorKind::NotFound, &format!("no node: {path}")),
@@ -393,6 +393,9 @@ impl Core {
         };
         answer(held);
         self.notify(changes);
+        // Nothing is applied while a batch is in flight, so the tree is exactly what is
+        // on disk: a snapshot of it is never ahead of the log.
+        debug_assert!(self.records.is_empty());
         if self.log_bytes >= self.config.snapshot_after_bytes {
             match wire::encode(&self.tree) {
                 Ok(bytes) => {
@@ -510,7 +513,7 @@ fn node_data_response(data: &[u8], stat: &pehra_shared::wire::Stat) -> Response 
         Code::CONTENT,
         &NodeData {
             data: data.to_vec(),
-            stat: stat.clone(),
+            stat: *stat,
         },
     )
     .with_option(option::ETAG, version_tag(stat.version))
@@ -523,7 +526,7 @@ fn outcome_response(outcome: &Outcome) -> Response {
                 Code::CREATED,
                 &CreateResponse {
                     path: path.clone(),
-                    stat: stat.clone(),
+                    stat: *stat,
                 },
             );
             response.add_option(option::LOCATION_PATH, b"z".to_vec());
@@ -544,7 +547,7 @@ fn outcome_response(outcome: &Outcome) -> Response {
                     .iter()
                     .map(|o| match o {
                         Outcome::Created { path, .. } => MultiResult::Create { path: path.clone() },
-                        Outcome::DataSet { stat } => MultiResult::SetData { stat: stat.clone() },
+                        Outcome::DataSet { stat } => MultiResult::SetData { stat: *stat },
                         Outcome::Deleted => MultiResult::Delete,
                         _ => MultiResult::Check,
                     })

@@ -100,6 +100,8 @@ pub struct Server {
     core: tokio::task::JoinHandle<Result<(), ServerError>>,
     jobs: mpsc::UnboundedSender<Job>,
     recovered: Recovered,
+    /// The data directory is ours while we run.
+    _lock: crate::storage::DirLock,
 }
 
 /// What was found on disk at start.
@@ -121,6 +123,7 @@ impl Server {
     /// Recovers the data directory and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
+        let lock = crate::storage::lock_dir(&dir)?;
         let (storage, tree, recovered) = tokio::task::spawn_blocking(move || recover(&dir))
             .await
             .expect("recovery task panicked")?;
@@ -139,6 +142,7 @@ impl Server {
             core,
             jobs: jobs_tx,
             recovered,
+            _lock: lock,
         })
     }
 

@@ -113,7 +113,9 @@ pub enum StorageError {
         source: io::Error,
     },
     /// A file named like a log segment does not start with the segment header.
-    #[error("{path} is not a Pehra {what} (bad or missing header); refusing to use this directory")]
+    #[error(
+        "{path} is not a Pehra {what} (bad or missing header); refusing to use this directory"
+    )]
     NotOurs {
         /// The file.
         path: PathBuf,
@@ -169,11 +171,49 @@ pub enum StorageError {
         max: u32,
     },
     /// An earlier write or sync failed, so the state of the log on disk is unknown.
-    #[error("{dir}: storage unusable after an earlier write or sync failure; reopen it to recover")]
+    #[error(
+        "{dir}: storage unusable after an earlier write or sync failure; reopen it to recover"
+    )]
     Poisoned {
         /// The data directory.
         dir: PathBuf,
     },
+    /// Another process holds the data directory.
+    #[error("{dir}: the data directory is in use by another process (lock file {lock})")]
+    InUse {
+        /// The data directory.
+        dir: PathBuf,
+        /// The lock file.
+        lock: PathBuf,
+    },
+}
+
+/// An exclusive lock on a data directory, held while it lives.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: fs::File,
+}
+
+/// Locks `dir/LOCK` exclusively (creating `dir` if needed), so two processes cannot use one
+/// data directory. [`Storage`] does not lock by itself; its owner (the server) holds this
+/// for as long as it runs. The lock goes with the process, also when it is killed.
+pub fn lock_dir(dir: &Path) -> Result<DirLock, StorageError> {
+    fs::create_dir_all(dir).map_err(io_err("create the data directory", dir))?;
+    let path = dir.join("LOCK");
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(io_err("open the lock file", &path))?;
+    match file.try_lock() {
+        Ok(()) => Ok(DirLock { _file: file }),
+        Err(fs::TryLockError::WouldBlock) => Err(StorageError::InUse {
+            dir: dir.to_owned(),
+            lock: path,
+        }),
+        Err(fs::TryLockError::Error(e)) => Err(io_err("lock the data directory", &path)(e)),
+    }
 }
 
 /// Builds the mapping of an `io::Error` to [`StorageError::Io`] for `op` on `path`.
@@ -330,6 +370,8 @@ impl Storage {
         // The last segment holding records: (path, its good length, its last zxid).
         let mut tail: Option<(&Path, u64, u64)> = None;
         let mut empty: Vec<&Path> = Vec::new();
+        // The torn tail to cut: (segment, its good length).
+        let mut truncate: Option<(&Path, u64)> = None;
         for (i, (name_zxid, path)) in segments.iter().enumerate() {
             let mut first_in_segment = true;
             let mut segment_last = 0;
@@ -353,7 +395,7 @@ impl Storage {
                     Some(p) if zxid != p + 1 && zxid > snap + 1 => {
                         return Err(corrupt(format!(
                             "zxid {zxid} follows zxid {p}: records {} to {} are missing",
-                            p + 1,
+                            p.max(snap) + 1,
                             zxid - 1
                         )));
                     }
@@ -394,6 +436,8 @@ impl Storage {
                     later_with_records = Some((*first, later_path));
                     break;
                 }
+                // Header-only: it goes with the cut, but only if it is ours.
+                wal::scan(later_path, |_, _, _| Ok(()))?;
             }
             if let Some((next_first, next_path)) = later_with_records {
                 if next_first <= snap.saturating_add(1) {
@@ -414,17 +458,13 @@ impl Storage {
                     ),
                 });
             }
-            // A torn tail: cut it.
-            let cut = end.file_len - end.valid_len;
-            tracing::warn!(path = %path.display(), "cutting {cut} bytes from the log tail: {why}");
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err("open for truncation", path))?;
-            file.set_len(end.valid_len)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err("truncate", path))?;
-            truncated_bytes += cut;
+            // A torn tail: cut it (below, once nothing can fail any more).
+            truncated_bytes = end.file_len - end.valid_len;
+            tracing::warn!(
+                path = %path.display(),
+                "cutting {truncated_bytes} bytes from the log tail: {why}"
+            );
+            truncate = Some((path.as_path(), end.valid_len));
             if end.records == 0 {
                 empty.push(path);
             } else {
@@ -433,12 +473,6 @@ impl Storage {
             // Later segments hold no records (checked above).
             empty.extend(later.iter().map(|(_, p)| p.as_path()));
             break;
-        }
-        for path in &empty {
-            remove(path)?;
-        }
-        if !empty.is_empty() {
-            fsync_dir(dir)?;
         }
 
         // 5. A damaged newer snapshot must be covered by the log.
@@ -451,6 +485,23 @@ impl Storage {
                      changes up to zxid {zxid} cannot be recovered"
                 ),
             });
+        }
+
+        // Only now change files: a hard error above leaves the directory as it was.
+        if let Some((path, len)) = truncate {
+            let file = OpenOptions::new()
+                .write(true)
+                .open(path)
+                .map_err(io_err("open for truncation", path))?;
+            file.set_len(len)
+                .and_then(|()| file.sync_all())
+                .map_err(io_err("truncate", path))?;
+        }
+        for path in &empty {
+            remove(path)?;
+        }
+        if !empty.is_empty() {
+            fsync_dir(dir)?;
         }
 
         // Keep appending to the last segment unless it ends at or before the snapshot (then
@@ -547,7 +598,7 @@ impl Storage {
         };
         if zxid > self.last_durable {
             return Err(refuse(format!(
-                "the log only reaches zxid {}",
+                "the log only reaches zxid {}: append the records up to the snapshot's zxid first",
                 self.last_durable
             )));
         }

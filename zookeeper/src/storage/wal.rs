@@ -136,10 +136,7 @@ pub(super) fn scan(
     mut on_record: impl FnMut(u64, Vec<u8>, u64) -> Result<(), StorageError>,
 ) -> Result<ScanEnd, StorageError> {
     let file = File::open(path).map_err(io_err("open", path))?;
-    let file_len = file
-        .metadata()
-        .map_err(io_err("stat", path))?
-        .len();
+    let file_len = file.metadata().map_err(io_err("stat", path))?.len();
     let mut reader = BufReader::with_capacity(64 * 1024, file);
     let read_err = io_err("read", path);
 

@@ -142,7 +142,7 @@ fn versions_guard_set_and_delete() {
     assert_eq!(
         t.apply(3, 0, &set(None)).unwrap().0,
         Outcome::DataSet {
-            stat: t.get("/a").unwrap().1.clone()
+            stat: *t.get("/a").unwrap().1
         }
     );
     let delete = |v| Op::Delete {
@@ -265,8 +265,7 @@ fn failed_multi_changes_nothing() {
 
 #[test]
 fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
-    let ops = vec![
-        Op::CreateSession {
+    let ops = [Op::CreateSession {
             session: 1,
             timeout_ms: 3000,
         },
@@ -280,8 +279,7 @@ fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
         Op::Multi {
             ops: vec![create("/b", b""), create("/b/c", b"z")],
         },
-        Op::CloseSession { session: 1 },
-    ];
+        Op::CloseSession { session: 1 }];
     let mut first = DataTree::default();
     let mut second = DataTree::default();
     for (i, op) in ops.iter().enumerate() {
