@@ -549,6 +549,30 @@ fn create_body() -> pehra_shared::wire::CreateRequest {
 }
 
 #[test]
+fn cli_watch_prints_each_change_until_deletion() {
+    use std::io::{BufRead, BufReader};
+    let dir = TempDir::new("zk-cli-watch");
+    let zk = Zookeeper::start_fresh(dir.path());
+    let z = zk.addr.to_string();
+    assert_eq!(pehra(&["zk", "--zookeeper", &z, "create", "/w", "v0"]).0, 0);
+    let mut watcher = std::process::Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(["zk", "--zookeeper", &z, "watch", "/w"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(watcher.stdout.take().unwrap()).lines();
+    // Each line is read before the next change is made: one change per notification.
+    assert_eq!(lines.next().unwrap().unwrap(), "version 0: v0");
+    assert_eq!(pehra(&["zk", "--zookeeper", &z, "set", "/w", "v1"]).0, 0);
+    assert_eq!(lines.next().unwrap().unwrap(), "version 1: v1");
+    assert_eq!(pehra(&["zk", "--zookeeper", &z, "delete", "/w"]).0, 0);
+    assert_eq!(lines.next().unwrap().unwrap(), "deleted: /w");
+    let out = common::wait_bounded(watcher, Duration::from_secs(10))
+        .expect("watch exits after the deletion");
+    assert!(out.status.success());
+}
+
+#[test]
 fn cli_reads_and_writes_znodes() {
     let dir = TempDir::new("zk-cli");
     let zk = Zookeeper::start_fresh(dir.path());
