@@ -121,6 +121,7 @@ pub enum WatchEvent {
 /// A stream of [`WatchEvent`]s for one znode. Dropping it ends the watch.
 pub struct Watch {
     observation: Observation,
+    server: SocketAddr,
     children: bool,
     done: bool,
 }
@@ -136,7 +137,7 @@ impl Watch {
             Err(source) => {
                 self.done = true;
                 return Some(Err(ZkError::Unreachable {
-                    addr: "0.0.0.0:0".parse().expect("literal"),
+                    addr: self.server,
                     source,
                 }));
             }
@@ -370,6 +371,7 @@ impl Client {
             .map_err(|source| self.unreachable(source))?;
         Ok(Watch {
             observation,
+            server: self.inner.server,
             children,
             done: false,
         })

@@ -8,6 +8,7 @@
 
 pub mod client;
 pub mod path;
+pub mod recipes;
 pub mod server;
 pub mod storage;
 pub mod tree;
