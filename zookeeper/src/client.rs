@@ -462,10 +462,12 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             .request(inner.server, Request::post(&path))
             .await;
         match result {
-            Ok(response) if response.code().is_success()
-                && wire::decode::<HeartbeatAck>(response.payload()).is_ok() => {
-                    last_ok = tokio::time::Instant::now();
-                }
+            Ok(response)
+                if response.code().is_success()
+                    && wire::decode::<HeartbeatAck>(response.payload()).is_ok() =>
+            {
+                last_ok = tokio::time::Instant::now();
+            }
             Ok(response) if response_error(&response).error == ErrorKind::SessionExpired => {
                 inner.state.send_replace(SessionState::Expired);
                 return;

@@ -7,6 +7,7 @@
 //! - [`client`]: the async client library; [`recipes`] built on it.
 
 pub mod client;
+pub mod cluster;
 pub mod path;
 pub mod recipes;
 pub mod server;

@@ -441,9 +441,7 @@ impl DataTree {
                 node.stat.mtime_ms = time_ms;
                 node.stat.data_length = data.len() as u32;
                 changes.push(Change::DataChanged(path.clone()));
-                Ok(Outcome::DataSet {
-                    stat: node.stat,
-                })
+                Ok(Outcome::DataSet { stat: node.stat })
             }
             Op::Check { path, version } => {
                 path::validate(path)?;

@@ -240,6 +240,54 @@ pub struct BrokerInfo {
     pub rack: Option<String>,
 }
 
+/// A topic's configuration, as the znode `/topics/{topic}` holds it.
+///
+/// CBOR: `{"partitions": 3, "replication_factor": 1}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TopicConfig {
+    /// How many partitions.
+    pub partitions: u32,
+    /// How many copies of each partition, on different brokers.
+    pub replication_factor: u32,
+}
+
+/// How many records an encoded [`RecordBatch`] holds, read from its CBOR header alone
+/// (after a linear well-formedness check), so a broker can count records without
+/// decoding them. The batch must be `{"records": [...]}` with a definite-length array,
+/// as [`encode`](super::encode) writes it.
+pub fn batch_record_count(batch: &[u8]) -> Result<u32, super::DecodeError> {
+    super::scan::check(batch)?;
+    let invalid = |reason: &str| super::DecodeError::Invalid {
+        reason: reason.into(),
+    };
+    // a1 = map(1); 67 "records" = text(7); then the array header.
+    let rest = batch.strip_prefix(b"\xa1\x67records").ok_or(invalid(
+        "a record batch must be a map holding only \"records\"",
+    ))?;
+    let (&head, tail) = rest
+        .split_first()
+        .ok_or(invalid("truncated record batch"))?;
+    if head >> 5 != 4 {
+        return Err(invalid("\"records\" must be an array"));
+    }
+    let count = match head & 0x1f {
+        n @ 0..=23 => u64::from(n),
+        24 => u64::from(*tail.first().ok_or(invalid("truncated record batch"))?),
+        25 => u64::from(u16::from_be_bytes(
+            tail.get(..2)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(invalid("truncated record batch"))?,
+        )),
+        26 => u64::from(u32::from_be_bytes(
+            tail.get(..4)
+                .and_then(|b| b.try_into().ok())
+                .ok_or(invalid("truncated record batch"))?,
+        )),
+        _ => return Err(invalid("\"records\" must be a definite-length array")),
+    };
+    u32::try_from(count).map_err(|_| invalid("too many records in one batch"))
+}
+
 /// The cluster's metadata as the zookeeper gives it to clients looking for leaders.
 ///
 /// CBOR: `{"brokers": [BrokerInfo, ...], "topics": [TopicMetadata, ...]}`.

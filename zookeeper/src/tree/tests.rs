@@ -265,7 +265,8 @@ fn failed_multi_changes_nothing() {
 
 #[test]
 fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
-    let ops = [Op::CreateSession {
+    let ops = [
+        Op::CreateSession {
             session: 1,
             timeout_ms: 3000,
         },
@@ -279,7 +280,8 @@ fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
         Op::Multi {
             ops: vec![create("/b", b""), create("/b/c", b"z")],
         },
-        Op::CloseSession { session: 1 }];
+        Op::CloseSession { session: 1 },
+    ];
     let mut first = DataTree::default();
     let mut second = DataTree::default();
     for (i, op) in ops.iter().enumerate() {

@@ -117,6 +117,7 @@ golden!(fetch_response: FetchResponse = FetchResponse {
 golden!(partition_metadata: PartitionMetadata = partition(), "a569706172746974696f6e00666c6561646572016c6c65616465725f65706f636803687265706c69636173820102636973728101");
 golden!(partition_metadata_leaderless: PartitionMetadata = PartitionMetadata { leader: None, isr: vec![], ..partition() }, "a469706172746974696f6e006c6c65616465725f65706f636803687265706c696361738201026369737280");
 golden!(topic_metadata: TopicMetadata = TopicMetadata { topic: s("temps"), partitions: vec![partition()] }, "a265746f7069636574656d70736a706172746974696f6e7381a569706172746974696f6e00666c6561646572016c6c65616465725f65706f636803687265706c69636173820102636973728101");
+golden!(topic_config: TopicConfig = TopicConfig { partitions: 3, replication_factor: 2 }, "a26a706172746974696f6e7303727265706c69636174696f6e5f666163746f7202");
 golden!(broker_info: BrokerInfo = broker(), "a46269640164616464726d31302e302e302e313a3536383364686f73746470692d61647261636b627231");
 golden!(broker_info_no_rack: BrokerInfo = BrokerInfo { rack: None, ..broker() }, "a36269640164616464726d31302e302e302e313a3536383364686f73746470692d61");
 golden!(metadata_response: MetadataResponse = MetadataResponse {
@@ -165,3 +166,34 @@ golden!(mode_change: ModeChange = ModeChange { enabled: false, nonce: vec![1, 2,
 golden!(error_body: ErrorBody = ErrorBody { error: ErrorKind::Asleep, message: s("dormant until alarm"), retry_after_ms: Some(5000) }, "a3656572726f726661736c656570676d65737361676573646f726d616e7420756e74696c20616c61726d6e72657472795f61667465725f6d73191388");
 golden!(error_body_no_retry: ErrorBody = ErrorBody::new(ErrorKind::NotFound, "no znode /x"), "a2656572726f72696e6f745f666f756e64676d6573736167656b6e6f207a6e6f6465202f78");
 golden!(error_kinds: Vec<ErrorKind> = ALL_ERROR_KINDS.to_vec(), "90696d616c666f726d65646c756e617574686f72697a6564696e6f745f666f756e64726d6574686f645f6e6f745f616c6c6f7765647076657273696f6e5f6d69736d6174636869746f6f5f6c61726765781a756e737570706f727465645f636f6e74656e745f666f726d617464627573796661736c6565706b6e6f64655f657869737473696e6f745f656d7074796f73657373696f6e5f657870697265646a6e6f745f6c65616465726c66656e6365645f65706f6368736e6f745f656e6f7567685f7265706c6963617368696e7465726e616c");
+
+#[test]
+fn record_counts_come_from_the_batch_header() {
+    for n in [0usize, 1, 23, 24, 255, 256, 1000] {
+        let batch = RecordBatch {
+            records: (0..n)
+                .map(|i| Record {
+                    key: None,
+                    value: vec![i as u8],
+                    timestamp_ms: 1,
+                    headers: vec![],
+                })
+                .collect(),
+        };
+        let bytes = encode(&batch).unwrap();
+        assert_eq!(batch_record_count(&bytes).unwrap(), n as u32, "{n} records");
+    }
+    assert!(
+        batch_record_count(&hex::decode("a167726563").unwrap()).is_err(),
+        "truncated"
+    );
+    assert!(
+        batch_record_count(&hex::decode("a1657265636f7201").unwrap()).is_err(),
+        "another key"
+    );
+    assert!(
+        batch_record_count(&hex::decode("a1677265636f7264730a").unwrap()).is_err(),
+        "not an array"
+    );
+    assert!(batch_record_count(&hex::decode("a167726563f7264739f").unwrap_or_default()).is_err());
+}
