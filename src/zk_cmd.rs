@@ -57,6 +57,21 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         r.replayed,
         if r.truncated_bytes > 0 { format!(", {} bytes of torn log tail cut", r.truncated_bytes) } else { String::new() },
     );
+    // The cluster controller runs beside the tree, as a client of it (DESIGN.md).
+    let mut controller_addr = server.local_addr();
+    if controller_addr.ip().is_unspecified() {
+        controller_addr.set_ip(if controller_addr.is_ipv6() {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        });
+    }
+    let controller = tokio::spawn(async move {
+        if let Err(e) = pehra_zookeeper::cluster::Controller::run(controller_addr).await {
+            tracing::error!(error = %e, "the cluster controller stopped");
+        }
+    });
+    let _controller = AbortOnDrop(controller);
     tokio::select! {
         result = server.wait() => {
             result.context("the zookeeper stopped")?;
@@ -67,6 +82,15 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             server.shutdown().await.context("stopping the zookeeper")?;
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
