@@ -33,6 +33,7 @@ pub(crate) enum Command {
         started: oneshot::Sender<RequestId>,
     },
     Cancel(RequestId),
+    Discard(IncomingId),
     Respond {
         id: IncomingId,
         response: Response,
@@ -190,6 +191,11 @@ impl Handle {
         let _ = self.send(Command::Respond { id, response });
     }
 
+    /// Ends a request taken by a deferred route without answering it.
+    pub(crate) fn discard(&self, id: IncomingId) {
+        let _ = self.send(Command::Discard(id));
+    }
+
     /// Notifies every observer of `resource` without waiting to hear how many there
     /// were. Ordered with this endpoint's other answers and notifications.
     pub fn notify_detached(&self, resource: &str, response: Response) {
@@ -321,6 +327,9 @@ impl Driver {
             }
             Command::Respond { id, response } => {
                 self.engine.respond(now, id, response);
+            }
+            Command::Discard(id) => {
+                self.engine.discard(now, id);
             }
             Command::Notify {
                 resource,

@@ -32,6 +32,16 @@ impl Responder {
     }
 }
 
+impl Responder {
+    /// Ends the request without a response (for a NON request such as an `acks=0`
+    /// publish; a CON request still gets its empty ACK).
+    pub fn discard(mut self) {
+        if let Some(handle) = self.handle.take() {
+            handle.discard(self.id);
+        }
+    }
+}
+
 impl Drop for Responder {
     fn drop(&mut self) {
         if let Some(handle) = self.handle.take() {

@@ -65,6 +65,26 @@ impl<A: PeerAddress> Engine<A> {
         true
     }
 
+    /// Ends a received request without a response: for a NON request (a fire-and-forget
+    /// publish) nothing is sent; a CON request still gets its empty ACK, as RFC 7252
+    /// requires. Returns `false` for an unknown or already answered id.
+    pub fn discard(&mut self, now: Instant, id: IncomingId) -> bool {
+        self.tick(now);
+        let Some(incoming) = self.incoming.remove(&id) else {
+            return false;
+        };
+        let (peer, mid) = (incoming.peer, incoming.mid);
+        if incoming.con && !incoming.acked {
+            let ack = Self::empty_message(MessageType::Acknowledgement, mid);
+            self.dedup
+                .update(peer, mid, Seen::Answered(Some(ack.clone())));
+            self.transmit(peer, ack);
+        } else {
+            self.dedup.update(peer, mid, Seen::Answered(None));
+        }
+        true
+    }
+
     /// Sends `response` as a notification to every observer of `resource` (a request's
     /// [`Request::resource_key`]) and returns how many there were. A non-success
     /// response ends the observations (RFC 7641 §3.2). Notifications go NON, and CON at

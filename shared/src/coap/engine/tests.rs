@@ -333,6 +333,36 @@ fn non_request_gets_non_response() {
 }
 
 #[test]
+fn discarded_non_request_gets_nothing_and_con_gets_an_empty_ack() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let now = Instant::ZERO;
+    for (kind, mid) in [
+        (MessageType::NonConfirmable, 1),
+        (MessageType::Confirmable, 2),
+    ] {
+        let bytes = Engine::<u8>::encode(Request::post("/p").packet().clone(), kind, mid, b"t");
+        server.handle_datagram(now, CLIENT, &bytes);
+        let Some(Event::Request(req)) = server.poll_event() else {
+            panic!()
+        };
+        assert!(server.discard(now, req.id));
+        let sent = server.poll_transmit();
+        if kind == MessageType::NonConfirmable {
+            assert_eq!(sent, None, "nothing answers a discarded NON");
+        } else {
+            let ack = Packet::from_bytes(&sent.unwrap().bytes).unwrap();
+            assert_eq!(
+                (ack.header.get_type(), Code(ack.header.code.into())),
+                (MessageType::Acknowledgement, Code::EMPTY)
+            );
+        }
+        // A duplicate is not handled again.
+        server.handle_datagram(now, CLIENT, &bytes);
+        assert_eq!(server.poll_event(), None);
+    }
+}
+
+#[test]
 fn nstart_limits_exchanges_in_flight() {
     let config = Config {
         nstart: 2,
