@@ -3,7 +3,9 @@
 //! Today it carries the CoAP client tool; the zookeeper, brokers, producer/consumer
 //! tools and `pehra dev` arrive with their issues, and `--help` lists only what works.
 
+mod broker_cmd;
 mod coap_cmd;
+mod dev_cmd;
 mod diag;
 mod zk_cmd;
 
@@ -24,10 +26,23 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a local cluster: a zookeeper and brokers on loopback, a demo producer and
+    /// consumer, and a live view (the main job).
+    Dev(dev_cmd::DevArgs),
     /// Run the mini-zookeeper (coordination service) on this machine.
     Zookeeper(zk_cmd::ServeArgs),
     /// Read, write and watch znodes in a running zookeeper.
     Zk(zk_cmd::ZkArgs),
+    /// Run a broker (partition logs, produce and fetch over CoAP).
+    Broker(broker_cmd::BrokerArgs),
+    /// Create, list, describe and delete topics.
+    Topic(broker_cmd::TopicArgs),
+    /// Send records to a topic (each line of standard input, or -m).
+    Produce(broker_cmd::ProduceArgs),
+    /// Print a topic's records.
+    Consume(broker_cmd::ConsumeArgs),
+    /// Show the cluster: brokers, topics, partitions.
+    Cluster(broker_cmd::ClusterArgs),
     /// Send one CoAP request (or observe a resource) and print the response.
     Coap(coap_cmd::CoapArgs),
 }
@@ -44,8 +59,14 @@ async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Coap(args) => coap_cmd::run(args).await,
+        Command::Dev(args) => dev_cmd::run(args).await,
         Command::Zookeeper(args) => zk_cmd::serve(args).await,
         Command::Zk(args) => zk_cmd::run(args).await,
+        Command::Broker(args) => broker_cmd::broker(args).await,
+        Command::Topic(args) => broker_cmd::topic(args).await,
+        Command::Produce(args) => broker_cmd::produce(args).await,
+        Command::Consume(args) => broker_cmd::consume(args).await,
+        Command::Cluster(args) => broker_cmd::cluster(args).await,
     };
     match result {
         Ok(code) => code,

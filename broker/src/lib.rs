@@ -1,3 +1,12 @@
-//! The broker: partition logs, replication, producer and consumer clients (issue 4).
+//! The broker: partition logs on disk, produce/fetch over CoAP, and the client library
+//! producers and consumers use.
 //!
-//! Nothing lives here yet; the crate exists so the workspace has its final shape.
+//! - [`log`]: one partition's append-only log (segments, index, CRCs, recovery);
+//! - [`server`]: the broker process (registration, assignments, CoAP resources);
+//! - [`client`]: metadata, producing and fetching, topics and consumer offsets.
+
+pub mod client;
+pub mod log;
+pub mod server;
+
+pub use server::{Broker, BrokerConfig, BrokerError};

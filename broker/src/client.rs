@@ -1,0 +1,513 @@
+//! The client side of the brokers: cluster metadata from the zookeeper (as the Python
+//! clone did: ask the zookeeper who leads), producing to partition leaders, fetching,
+//! topic administration and committed consumer offsets.
+
+use pehra_shared::api::{decode_response, response_error};
+use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
+use pehra_shared::driver::{self, Endpoint, Observation, Router};
+use pehra_shared::wire::{
+    self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, PartitionMetadata,
+    ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
+};
+use pehra_zookeeper::cluster::{self, TOPICS};
+use pehra_zookeeper::{Client, CreateMode, ZkError};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Mutex;
+use thiserror::Error;
+
+/// Why a client call failed.
+#[derive(Debug, Error)]
+pub enum ClientError {
+    /// The zookeeper refused or was unreachable.
+    #[error(transparent)]
+    Zookeeper(#[from] ZkError),
+    /// A broker refused; the message says why.
+    #[error("{message}")]
+    Broker {
+        /// What kind of refusal.
+        kind: ErrorKind,
+        /// The broker's reason.
+        message: String,
+    },
+    /// A broker did not answer.
+    #[error("broker at {addr} unreachable: {source}")]
+    Unreachable {
+        /// Its address.
+        addr: SocketAddr,
+        /// Why.
+        source: driver::Error,
+    },
+    /// No such topic or partition, or it has no live leader now.
+    #[error("{0}")]
+    NoLeader(String),
+    /// Bad input from the caller.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl From<ErrorBody> for ClientError {
+    fn from(body: ErrorBody) -> Self {
+        ClientError::Broker {
+            kind: body.error,
+            message: body.message,
+        }
+    }
+}
+
+/// A topic as the zookeeper knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicState {
+    /// Its configuration.
+    pub config: TopicConfig,
+    /// Its partitions that are assigned.
+    pub partitions: BTreeMap<u32, PartitionMetadata>,
+}
+
+/// Brokers and topics, read from the zookeeper.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Metadata {
+    /// Live brokers by id.
+    pub brokers: BTreeMap<u32, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicState>,
+}
+
+impl Metadata {
+    /// Reads the whole cluster state.
+    pub async fn load(zk: &Client) -> Result<Metadata, ZkError> {
+        let brokers = cluster::live_brokers(zk).await?;
+        let mut topics = BTreeMap::new();
+        let names = match zk.get_children(TOPICS).await {
+            Ok((names, _)) => names,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        for name in names {
+            let Ok((data, _)) = zk.get_data(&cluster::topic_path(&name)).await else {
+                continue;
+            };
+            let Ok(config) = wire::decode::<TopicConfig>(&data) else {
+                continue;
+            };
+            let mut partitions = BTreeMap::new();
+            if let Ok((children, _)) = zk.get_children(&cluster::partitions_path(&name)).await {
+                for child in children {
+                    let Ok(p) = child.parse::<u32>() else {
+                        continue;
+                    };
+                    if let Ok((data, _)) = zk.get_data(&cluster::partition_path(&name, p)).await {
+                        if let Ok(meta) = wire::decode::<PartitionMetadata>(&data) {
+                            partitions.insert(p, meta);
+                        }
+                    }
+                }
+            }
+            topics.insert(name, TopicState { config, partitions });
+        }
+        Ok(Metadata { brokers, topics })
+    }
+
+    /// The address of the live leader of a partition.
+    pub fn leader(&self, topic: &str, partition: u32) -> Result<SocketAddr, ClientError> {
+        let state = self
+            .topics
+            .get(topic)
+            .ok_or_else(|| ClientError::NoLeader(format!("no such topic: {topic}")))?;
+        let meta = state.partitions.get(&partition).ok_or_else(|| {
+            ClientError::NoLeader(format!("{topic}/{partition} is not assigned (yet)"))
+        })?;
+        let leader = meta
+            .leader
+            .and_then(|id| self.brokers.get(&id))
+            .ok_or_else(|| {
+                ClientError::NoLeader(format!("{topic}/{partition} has no live leader"))
+            })?;
+        leader.addr.parse().map_err(|_| {
+            ClientError::NoLeader(format!(
+                "broker {} has a bad address {:?}",
+                leader.id, leader.addr
+            ))
+        })
+    }
+}
+
+/// The partition a key goes to: FNV-1a of the key, modulo the partition count (stable
+/// across processes and versions, so a key's records stay in order in one partition).
+pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
+    let hash = key.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(*b)).wrapping_mul(0x0100_0193)
+    });
+    hash % partitions.max(1)
+}
+
+/// A connection to a cluster: a zookeeper client for metadata and a CoAP endpoint for
+/// the brokers.
+pub struct ClusterClient {
+    zk: Client,
+    endpoint: Endpoint,
+    metadata: Mutex<Metadata>,
+}
+
+impl ClusterClient {
+    /// Connects to the zookeeper at `zookeeper` and loads the metadata.
+    pub async fn connect(zookeeper: SocketAddr) -> Result<ClusterClient, ClientError> {
+        let coap = Config {
+            nstart: 32,
+            ack_timeout: std::time::Duration::from_millis(500),
+            max_retransmit: 6,
+            ..Config::default()
+        };
+        let zk = Client::without_session(zookeeper, coap.clone()).await?;
+        let local: SocketAddr = if zookeeper.is_ipv6() {
+            "[::]:0"
+        } else {
+            "0.0.0.0:0"
+        }
+        .parse()
+        .expect("literal");
+        let endpoint = Endpoint::bind(local, coap, Router::new())
+            .await
+            .map_err(|e| ClientError::Invalid(format!("cannot open a UDP socket: {e}")))?;
+        let metadata = Metadata::load(&zk).await?;
+        Ok(ClusterClient {
+            zk,
+            endpoint,
+            metadata: Mutex::new(metadata),
+        })
+    }
+
+    /// The zookeeper client.
+    pub fn zookeeper(&self) -> &Client {
+        &self.zk
+    }
+
+    /// The metadata as last loaded.
+    pub fn metadata(&self) -> Metadata {
+        self.metadata.lock().expect("lock").clone()
+    }
+
+    /// Reloads the metadata from the zookeeper.
+    pub async fn refresh(&self) -> Result<Metadata, ClientError> {
+        let fresh = Metadata::load(&self.zk).await?;
+        *self.metadata.lock().expect("lock") = fresh.clone();
+        Ok(fresh)
+    }
+
+    /// Creates a topic; the controller assigns its partitions to live brokers.
+    pub async fn create_topic(
+        &self,
+        topic: &str,
+        partitions: u32,
+        replication_factor: u32,
+    ) -> Result<(), ClientError> {
+        cluster::validate_topic(topic).map_err(ClientError::Invalid)?;
+        if partitions == 0 || replication_factor == 0 {
+            return Err(ClientError::Invalid(
+                "partitions and replication factor must be at least 1".into(),
+            ));
+        }
+        cluster::ensure_path(&self.zk, TOPICS).await?;
+        let config = TopicConfig {
+            partitions,
+            replication_factor,
+        };
+        match self
+            .zk
+            .create(
+                &cluster::topic_path(topic),
+                &wire::encode(&config).expect("encodes"),
+                CreateMode::Persistent,
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {
+                Err(ClientError::Invalid(format!("topic exists: {topic}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Waits (bounded by `timeout`) until every partition of `topic` has a live leader.
+    pub async fn wait_for_leaders(
+        &self,
+        topic: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Metadata, ClientError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut watch = self
+            .zk
+            .watch_children(&cluster::partitions_path(topic))
+            .await
+            .ok();
+        loop {
+            let meta = self.refresh().await?;
+            let ready = meta.topics.get(topic).is_some_and(|t| {
+                t.partitions.len() == t.config.partitions as usize
+                    && (0..t.config.partitions).all(|p| meta.leader(topic, p).is_ok())
+            });
+            if ready {
+                return Ok(meta);
+            }
+            // Wake on a change of the partitions, or re-check at a short interval for
+            // brokers that register after the assignment.
+            let wake = async {
+                match watch.as_mut() {
+                    Some(w) => {
+                        let _ = w.next().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            if tokio::time::timeout_at(deadline, async {
+                tokio::select! {
+                    _ = wake => {}
+                    _ = tokio::time::sleep(std::time::Duration::from_millis(100)) => {}
+                }
+            })
+            .await
+            .is_err()
+            {
+                return Err(ClientError::NoLeader(format!(
+                    "{topic} has no leader for every partition after {timeout:?}"
+                )));
+            }
+            if watch.is_none() {
+                watch = self
+                    .zk
+                    .watch_children(&cluster::partitions_path(topic))
+                    .await
+                    .ok();
+            }
+        }
+    }
+
+    /// Deletes a topic and its partition state (brokers close their logs).
+    pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        let parent = cluster::partitions_path(topic);
+        if let Ok((children, _)) = self.zk.get_children(&parent).await {
+            for c in children {
+                self.zk.delete(&format!("{parent}/{c}"), None).await?;
+            }
+            self.zk.delete(&parent, None).await?;
+        }
+        match self.zk.delete(&cluster::topic_path(topic), None).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
+                Err(ClientError::Invalid(format!("no such topic: {topic}")))
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Sends one batch to a partition's leader. With `acks` none the batch goes NON and
+    /// nothing is returned. A leader change is followed (metadata reloaded, sent again;
+    /// the producer id and sequence make a repeat harmless).
+    pub async fn produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+        acks: Acks,
+        producer: Option<(u64, u32)>,
+    ) -> Result<Option<ProduceResponse>, ClientError> {
+        let batch = wire::encode(&RecordBatch {
+            records: records.to_vec(),
+        })
+        .expect("encodes");
+        let request = ProduceRequest {
+            topic: topic.into(),
+            partition,
+            acks,
+            producer_id: producer.map(|p| p.0),
+            base_sequence: producer.map(|p| p.1),
+            leader_epoch: None,
+            batch,
+        };
+        let body = wire::encode(&request).expect("encodes");
+        let mut last_error = None;
+        for attempt in 0..4 {
+            if attempt > 0 {
+                self.refresh().await?;
+            }
+            let leader = self.metadata().leader(topic, partition)?;
+            let mut coap = Request::new(Method::Post, "produce")
+                .with_payload(body.clone())
+                .with_content_format(CONTENT_FORMAT_CBOR);
+            if acks == Acks::None {
+                coap = coap.non_confirmable();
+                // Fire and forget: nothing comes back.
+                let handle = self.endpoint.handle();
+                tokio::spawn(async move {
+                    let _ = handle.request(leader, coap).await;
+                });
+                return Ok(None);
+            }
+            match self.endpoint.handle().request(leader, coap).await {
+                Ok(response) if response.code().is_success() => {
+                    return decode_response(&response).map(Some).map_err(Into::into);
+                }
+                Ok(response) => {
+                    let error = response_error(&response);
+                    if error.error != ErrorKind::NotLeader {
+                        return Err(error.into());
+                    }
+                    last_error = Some(error.into());
+                }
+                Err(source) => {
+                    last_error = Some(ClientError::Unreachable {
+                        addr: leader,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last_error.expect("set by the loop"))
+    }
+
+    /// Fetches from `offset` (at most about `max_bytes`), from the partition's leader.
+    pub async fn fetch(
+        &self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_bytes: u32,
+    ) -> Result<FetchResponse, ClientError> {
+        let request = FetchRequest {
+            topic: topic.into(),
+            partition,
+            offset,
+            max_bytes,
+            leader_epoch: None,
+            replica: None,
+        };
+        let body = wire::encode(&request).expect("encodes");
+        let mut last_error = None;
+        for attempt in 0..4 {
+            if attempt > 0 {
+                self.refresh().await?;
+            }
+            let leader = self.metadata().leader(topic, partition)?;
+            let coap = Request::new(Method::Post, "fetch")
+                .with_payload(body.clone())
+                .with_content_format(CONTENT_FORMAT_CBOR);
+            match self.endpoint.handle().request(leader, coap).await {
+                Ok(response) if response.code().is_success() => {
+                    return decode_response(&response).map_err(Into::into)
+                }
+                Ok(response) => {
+                    let error = response_error(&response);
+                    if error.error != ErrorKind::NotLeader {
+                        return Err(error.into());
+                    }
+                    last_error = Some(error.into());
+                }
+                Err(source) => {
+                    last_error = Some(ClientError::Unreachable {
+                        addr: leader,
+                        source,
+                    })
+                }
+            }
+        }
+        Err(last_error.expect("set by the loop"))
+    }
+
+    /// Observes a partition: a notification (its log end) after every append.
+    pub async fn observe_partition(
+        &self,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Observation, ClientError> {
+        let leader = self.metadata().leader(topic, partition)?;
+        self.endpoint
+            .handle()
+            .observe(leader, Request::get(&format!("p/{topic}/{partition}")))
+            .await
+            .map_err(|source| ClientError::Unreachable {
+                addr: leader,
+                source,
+            })
+    }
+
+    /// The offset a consumer group committed for a partition, if any.
+    pub async fn committed_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+    ) -> Result<Option<u64>, ClientError> {
+        match self
+            .zk
+            .get_data(&cluster::offset_path(group, topic, partition))
+            .await
+        {
+            Ok((data, _)) => Ok(std::str::from_utf8(&data).ok().and_then(|s| s.parse().ok())),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Commits a consumer group's next offset for a partition (durably, in the zookeeper).
+    pub async fn commit_offset(
+        &self,
+        group: &str,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+    ) -> Result<(), ClientError> {
+        let path = cluster::offset_path(group, topic, partition);
+        let value = offset.to_string();
+        match self.zk.set_data(&path, value.as_bytes(), None).await {
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
+                let parent = &path[..path.rfind('/').expect("has a parent")];
+                cluster::ensure_path(&self.zk, parent).await?;
+                self.zk
+                    .create(&path, value.as_bytes(), CreateMode::Persistent)
+                    .await?;
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+/// Decodes the records of fetched batches, with their offsets, from `from` on.
+pub fn records_from(
+    response: &FetchResponse,
+    from: u64,
+) -> Result<Vec<(u64, Record)>, ClientError> {
+    let mut out = Vec::new();
+    for fetched in &response.batches {
+        let batch: RecordBatch = wire::decode(&fetched.batch)
+            .map_err(|e| ClientError::Invalid(format!("a stored batch does not decode: {e}")))?;
+        for (i, record) in batch.records.into_iter().enumerate() {
+            let offset = fetched.base_offset + i as u64;
+            if offset >= from {
+                out.push((offset, record));
+            }
+        }
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_hash_stably_into_partitions() {
+        assert_eq!(partition_for_key(b"", 3), 0x811c_9dc5 % 3);
+        assert_eq!(
+            partition_for_key(b"sensor-1", 3),
+            partition_for_key(b"sensor-1", 3)
+        );
+        let spread: std::collections::BTreeSet<u32> = (0..100)
+            .map(|i| partition_for_key(format!("k{i}").as_bytes(), 3))
+            .collect();
+        assert_eq!(spread.len(), 3, "keys spread over every partition");
+        assert_eq!(partition_for_key(b"x", 0), 0, "no division by zero");
+    }
+}

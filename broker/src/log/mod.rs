@@ -1,0 +1,844 @@
+//! The log of one partition: an append-only sequence of record batches in segment files,
+//! with a sparse offset index, a CRC per batch and recovery of a torn tail.
+//!
+//! Batches are kept as **opaque bytes**: the producer's CBOR-encoded
+//! `pehra_shared::wire::RecordBatch` is stored exactly as it came and served back exactly
+//! so. The log never decodes it; it only writes a small binary header of its own in front
+//! (offsets, record count, leader epoch, newest timestamp, CRC), which is all it needs.
+//!
+//! Everything is synchronous std I/O, meant for a blocking thread (`spawn_blocking`).
+//! [`PartitionLog::read`] takes `&self` and uses positional reads, so a `RwLock` around the
+//! log lets fetches run in parallel with each other.
+//!
+//! One `PartitionLog` per directory and per process: nothing here stops two from opening
+//! the same directory (the broker locks its data directory), and they would corrupt it.
+//!
+//! # Use
+//!
+//! [`PartitionLog::open`] creates or recovers the directory. [`append`](PartitionLog::append)
+//! assigns the next offsets to a batch; how soon it is durable depends on
+//! [`LogConfig::flush`]; [`flushed_offset`](PartitionLog::flushed_offset) says how far the
+//! log is known durable. [`read`](PartitionLog::read) returns batches from an offset.
+//! [`apply_retention`](PartitionLog::apply_retention) deletes old segments (call it from a
+//! timer); [`truncate_to`](PartitionLog::truncate_to) and
+//! [`epoch_start_offsets`](PartitionLog::epoch_start_offsets) are for replication.
+//!
+//! After an I/O error in a method that writes, the log refuses further writes
+//! ([`LogError::Poisoned`]): what reached the disk is unknown (a failed fsync may have
+//! dropped dirty pages), so the caller must reopen the directory, which recovers. Reads
+//! keep working. (Failures in [`apply_retention`](PartitionLog::apply_retention) do not
+//! poison: it only deletes whole old segments, and the in-memory state always matches the
+//! files that are gone.)
+//!
+//! # On-disk format
+//!
+//! A partition directory holds segments, their indexes and the leader-epoch checkpoint;
+//! other files are ignored. On open, `*.tmp` leftovers of an interrupted creation and index
+//! files whose segment is gone (deletion interrupted between the two files) are removed. Numbers are little endian. Names carry offsets as 20-digit zero-padded
+//! decimals, so they sort by name.
+//!
+//! **Segment** `<base offset>.log`, e.g. `00000000000000000042.log`, where the base offset
+//! is the offset of its first batch:
+//!
+//! ```text
+//! header:  magic "PEHRALOG" (8 bytes) | version: u32 = 1
+//! batch:   len: u32 | crc: u32 | base_offset: u64 | record_count: u32 | leader_epoch: u32
+//!          | max_timestamp_ms: u64 | payload: len - 24 bytes (the opaque batch)
+//! batch:   ...
+//! ```
+//!
+//! `len` counts the bytes after the `crc` field (24 header bytes + the payload; the payload
+//! is at most [`MAX_BATCH_BYTES`]); `crc` is the CRC-32 (IEEE) of exactly those `len`
+//! bytes. A batch holds offsets `base_offset ..= base_offset + record_count - 1`, and the
+//! next batch (in this segment or the next) starts at the offset after that: offsets are
+//! contiguous. A segment is created atomically (header written to a temporary file, synced,
+//! renamed into place, directory synced), so its header is never torn; a segment-named file
+//! without the magic is refused ([`LogError::NotOurs`]).
+//!
+//! A new segment is started ("rolled") when a batch would take the active segment past
+//! [`LogConfig::segment_bytes`] (a segment always takes at least one batch, so a batch
+//! larger than that gets a segment of its own), or when offsets relative to the segment's
+//! base would no longer fit in a `u32`. Before rolling, the old segment is fsynced: only the
+//! last segment can ever have an unsynced tail.
+//!
+//! **Index** `<base offset>.index`: entries of 8 bytes, `relative offset: u32 | position:
+//! u32`, saying that the batch with base offset `segment base + relative offset` starts at
+//! byte `position`. An entry is added for a batch starting at least
+//! [`LogConfig::index_interval_bytes`] after the previous entry (or after the segment
+//! header). A read looks up the last entry at or before the offset wanted and walks batch
+//! headers from there. The index lives in memory; its file is written (temporary file +
+//! rename, *no* fsync) when its segment is rolled, and rebuilt when recovery finds it
+//! missing or inconsistent. The active segment's index file is not kept up to date (it is
+//! rebuilt from the full scan of the last segment at every open).
+//!
+//! **Leader-epoch checkpoint** `leader-epochs`:
+//!
+//! ```text
+//! magic "PEHRAEPO" (8) | version: u32 = 1 | count: u32 | count × (epoch: u32 | start_offset: u64) | crc: u32
+//! ```
+//!
+//! `crc` covers `count` and the entries. It lists each leader epoch in the log with the
+//! offset of its first batch. It is replaced atomically and durably (temporary file,
+//! fsync, rename, fsync of the directory) *before* the first batch of a new epoch is
+//! written, and after [`truncate_to`](PartitionLog::truncate_to) removes epochs. Entries
+//! below the log start (after retention) are not rewritten: they are clamped when read.
+//!
+//! # Recovery
+//!
+//! 1. Segments are taken in offset order. Each must start at the offset after the previous
+//!    segment's last batch, and each batch at the offset after the previous batch: anything
+//!    else is [`LogError::Corrupt`] naming the file.
+//! 2. The **last segment** is scanned fully: every batch's length and CRC is checked and
+//!    its index is rebuilt. At the first batch that is truncated, has an impossible header
+//!    or fails its CRC, the segment is cut: the file is truncated to the end of the last
+//!    good batch and synced, and the bytes cut are reported in
+//!    [`Recovery::truncated_bytes`]. That is what a crash in the middle of writing leaves
+//!    (none of those batches was durable, so none was acknowledged as durable).
+//! 3. An **earlier segment** was fsynced when it was rolled, so its size is trusted and it
+//!    is not read whole. If its index file is consistent (whole entries, increasing,
+//!    inside the file), recovery checks the first batch (CRC, base offset = the name) and
+//!    the batch of the last index entry (CRC, the offset the entry names), then scans from
+//!    that entry to the end of the file checking every CRC: so the last batches of every
+//!    segment, which give the segment's last offset and newest timestamp, are verified.
+//!    Batches between the first and the last index entry are not read at open; a corrupt
+//!    one there is found (and reported as [`LogError::Corrupt`]) when a read reaches it. If
+//!    the index is missing or fails any of these checks, the segment is scanned fully like
+//!    the last one and its index file is rewritten.
+//! 4. Damage in an earlier segment (a batch that fails its checks, or no batch at all) while
+//!    a later segment holds batches is corruption in the middle of the log: a hard
+//!    [`LogError::Corrupt`] naming the file, rather than silently dropping acknowledged
+//!    batches. If no later segment holds a batch, it is treated as a torn tail: the damaged
+//!    segment is cut as in 2 and the empty later segments are deleted.
+//! 5. The leader epochs come from the checkpoint for the offsets before the last segment
+//!    and from the scan of the last segment after it; entries at or past the log end are
+//!    dropped (a crash after the checkpoint was written but before the batch was). If the
+//!    checkpoint is missing, damaged or disagrees with the log (it does not cover the log
+//!    start, or an epoch would go down), the epochs are rebuilt by reading every batch
+//!    header, and the checkpoint is rewritten.
+//! 6. Files are changed only once all checks passed: a hard error leaves the directory as
+//!    it was. The last segment is then fdatasynced, so after `open`
+//!    [`flushed_offset`](PartitionLog::flushed_offset) equals the log end.
+//!
+//! A missing or empty directory is a fresh log starting at offset 0.
+//!
+//! # Retention
+//!
+//! [`apply_retention`](PartitionLog::apply_retention) deletes whole segments, oldest first,
+//! never the active (last) one, and stops at the first segment it keeps, so the log stays
+//! contiguous. A segment is deleted when the `max_timestamp_ms` of its last (newest) batch
+//! is more than [`LogConfig::retention_ms`] before `now_ms`, or while the segment files
+//! together (headers included) take more than [`LogConfig::retention_bytes`]. The log start
+//! offset becomes the base offset of the first remaining segment.
+
+#![warn(missing_docs)]
+
+mod epochs;
+mod index;
+mod recovery;
+mod segment;
+
+#[cfg(test)]
+mod tests;
+
+pub use segment::MAX_BATCH_BYTES;
+
+use segment::{Segment, HEADER_LEN};
+use std::fs::{self, File};
+use std::io;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The largest [`LogConfig::segment_bytes`] accepted (file positions must fit in a `u32`).
+pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
+
+/// An error of a partition log. Every variant names the file or directory concerned.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// A file system operation failed.
+    #[error("cannot {op} {path}: {source}")]
+    Io {
+        /// What was being done (e.g. "fdatasync").
+        op: &'static str,
+        /// The file or directory.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// A file named like a segment does not start with the segment header.
+    #[error(
+        "{path} is not a Pehra log segment (bad or missing header); refusing to use this directory"
+    )]
+    NotOurs {
+        /// The file.
+        path: PathBuf,
+    },
+    /// A segment was written in a format version this build does not know.
+    #[error("{path} has format version {version}; this build reads only version {supported}")]
+    UnsupportedVersion {
+        /// The file.
+        path: PathBuf,
+        /// The version found.
+        version: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// The log is damaged in a way that would lose acknowledged batches, or a read met a
+    /// damaged batch.
+    #[error("corrupt partition log {path}: {detail}")]
+    Corrupt {
+        /// The damaged file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// [`PartitionLog::open`] was given an unusable [`LogConfig`].
+    #[error("{dir}: invalid log configuration: {reason}")]
+    InvalidConfig {
+        /// The partition directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An offset outside `log_start ..= log_end` was asked for.
+    #[error("{dir}: offset {offset} is out of range (the log holds {log_start} to {log_end}, exclusive)")]
+    OffsetOutOfRange {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The offset asked for.
+        offset: u64,
+        /// The log start offset.
+        log_start: u64,
+        /// The log end offset.
+        log_end: u64,
+    },
+    /// [`PartitionLog::truncate_to`] was given an offset inside a batch.
+    #[error("{dir}: cannot truncate to offset {offset}: it lies inside the batch of offsets {batch_base} to {batch_last}")]
+    NotBatchBoundary {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The offset given.
+        offset: u64,
+        /// The first offset of the batch holding it.
+        batch_base: u64,
+        /// The last offset of that batch.
+        batch_last: u64,
+    },
+    /// A batch given to [`PartitionLog::append`] is larger than [`MAX_BATCH_BYTES`].
+    #[error("{dir}: a batch of {len} bytes exceeds the limit of {max} bytes")]
+    BatchTooLarge {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The batch length.
+        len: usize,
+        /// The limit.
+        max: u32,
+    },
+    /// A batch given to [`PartitionLog::append`] is unusable for another reason.
+    #[error("{dir}: cannot append the batch: {reason}")]
+    InvalidBatch {
+        /// The partition directory.
+        dir: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// [`PartitionLog::append`] was given a leader epoch older than the log's last one.
+    #[error(
+        "{dir}: cannot append a batch of leader epoch {epoch}: the log is already at epoch {last}"
+    )]
+    EpochRegression {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The epoch given.
+        epoch: u32,
+        /// The epoch of the log's last batch.
+        last: u32,
+    },
+    /// An earlier write or sync failed, so the state of the log on disk is unknown.
+    #[error("{dir}: partition log unusable after an earlier write or sync failure; reopen it to recover")]
+    Poisoned {
+        /// The partition directory.
+        dir: PathBuf,
+    },
+}
+
+/// When appended batches are made durable (fdatasync).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    /// Before [`PartitionLog::append`] returns.
+    Always,
+    /// After every this many appended batches (at least 1).
+    EveryBatches(u32),
+    /// Only when [`PartitionLog::flush`] is called, a segment is rolled, or the OS writes
+    /// its dirty pages back.
+    Never,
+}
+
+/// How a partition log is kept.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// A new segment is started when a batch would take the active one past this many
+    /// bytes (default 64 MiB; at most [`MAX_SEGMENT_BYTES`]).
+    pub segment_bytes: u64,
+    /// One sparse index entry per this many bytes of batches (default 4 KiB).
+    pub index_interval_bytes: u32,
+    /// Delete whole segments whose newest batch is older than this (default 7 days).
+    pub retention_ms: Option<u64>,
+    /// Keep at most this many bytes of segments, deleting whole old segments (the active
+    /// one is always kept; default: no limit).
+    pub retention_bytes: Option<u64>,
+    /// When appends are made durable (default [`FlushPolicy::Always`]).
+    pub flush: FlushPolicy,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: 64 * 1024 * 1024,
+            index_interval_bytes: 4096,
+            retention_ms: Some(7 * 24 * 60 * 60 * 1000),
+            retention_bytes: None,
+            flush: FlushPolicy::Always,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Refuses settings the log cannot honour.
+    fn validate(&self, dir: &Path) -> Result<(), LogError> {
+        let invalid = |reason: String| {
+            Err(LogError::InvalidConfig {
+                dir: dir.to_owned(),
+                reason,
+            })
+        };
+        if self.segment_bytes == 0 || self.segment_bytes > MAX_SEGMENT_BYTES {
+            return invalid(format!(
+                "segment_bytes is {}; it must be 1 to {MAX_SEGMENT_BYTES}",
+                self.segment_bytes
+            ));
+        }
+        if self.flush == FlushPolicy::EveryBatches(0) {
+            return invalid("FlushPolicy::EveryBatches needs at least 1 batch".to_owned());
+        }
+        Ok(())
+    }
+}
+
+/// Where [`PartitionLog::append`] put a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Offset of the batch's last record.
+    pub last_offset: u64,
+    /// The log end offset after the append (`last_offset + 1`).
+    pub log_end_offset: u64,
+}
+
+/// One batch returned by [`PartitionLog::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedBatch {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Records in the batch.
+    pub record_count: u32,
+    /// Leader epoch the batch was appended in.
+    pub leader_epoch: u32,
+    /// The batch's newest record timestamp, as given to `append`.
+    pub max_timestamp_ms: u64,
+    /// The opaque batch, byte for byte as appended.
+    pub bytes: Vec<u8>,
+}
+
+/// What [`PartitionLog::open`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The first offset in the log.
+    pub log_start_offset: u64,
+    /// The offset the next append gets.
+    pub log_end_offset: u64,
+    /// Bytes cut from a torn or corrupt tail (0 if the log was clean).
+    pub truncated_bytes: u64,
+    /// Segment files in the log after recovery.
+    pub segments: usize,
+}
+
+/// The log of one partition, in one directory. See the [module documentation](self).
+#[derive(Debug)]
+pub struct PartitionLog {
+    /// The partition directory.
+    dir: PathBuf,
+    /// Its configuration.
+    config: LogConfig,
+    /// The segments in offset order, never empty; the last one is the active one.
+    segments: Vec<Segment>,
+    /// The offset the next batch gets.
+    log_end: u64,
+    /// The log end known to be durable.
+    flushed: u64,
+    /// Whether the active segment holds written but unsynced bytes.
+    dirty: bool,
+    /// Batches appended since the last sync.
+    unflushed_batches: u32,
+    /// `(leader epoch, first offset)` for every epoch in the log, each start in
+    /// `log_start..log_end`.
+    epochs: epochs::Epochs,
+    /// Reused buffer for framing a batch.
+    scratch: Vec<u8>,
+    /// An I/O error left the files in an unknown state.
+    poisoned: bool,
+}
+
+impl PartitionLog {
+    /// Opens (creating if needed) the partition directory `dir`, recovers it, and is ready
+    /// to append after the last good batch.
+    ///
+    /// See the [module documentation](self) for what recovery checks and repairs, and which
+    /// damage is a hard error.
+    pub fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recovery), LogError> {
+        recovery::open(dir, config)
+    }
+
+    /// Appends one batch of `record_count` records (>= 1); assigns offsets log_end..log_end+count.
+    ///
+    /// `batch` is stored as is. `max_timestamp_ms` is the batch's newest record timestamp
+    /// (used by retention) and `leader_epoch` the epoch it is written in, which may not be
+    /// older than the last batch's ([`LogError::EpochRegression`]). A batch over
+    /// [`MAX_BATCH_BYTES`], a count of 0 or offsets that would overflow are refused without
+    /// changing anything. Durable before returning only under [`FlushPolicy::Always`]
+    /// (or when the policy's batch count is reached).
+    pub fn append(
+        &mut self,
+        batch: &[u8],
+        record_count: u32,
+        max_timestamp_ms: u64,
+        leader_epoch: u32,
+    ) -> Result<AppendInfo, LogError> {
+        self.check_usable()?;
+        if batch.len() > MAX_BATCH_BYTES as usize {
+            return Err(LogError::BatchTooLarge {
+                dir: self.dir.clone(),
+                len: batch.len(),
+                max: MAX_BATCH_BYTES,
+            });
+        }
+        let invalid = |reason: String| LogError::InvalidBatch {
+            dir: self.dir.clone(),
+            reason,
+        };
+        if record_count == 0 {
+            return Err(invalid("a batch must hold at least one record".to_owned()));
+        }
+        let base_offset = self.log_end;
+        let next_offset = base_offset
+            .checked_add(u64::from(record_count))
+            .ok_or_else(|| invalid(format!("offsets past {base_offset} would overflow")))?;
+        if let Some(&(last, _)) = self.epochs.last() {
+            if leader_epoch < last {
+                return Err(LogError::EpochRegression {
+                    dir: self.dir.clone(),
+                    epoch: leader_epoch,
+                    last,
+                });
+            }
+        }
+        let written = self.write_batch(batch, record_count, max_timestamp_ms, leader_epoch);
+        self.poison_on_error(written)?;
+        self.unflushed_batches = self.unflushed_batches.saturating_add(1);
+        let flush_now = match self.config.flush {
+            FlushPolicy::Always => true,
+            FlushPolicy::EveryBatches(n) => self.unflushed_batches >= n,
+            FlushPolicy::Never => false,
+        };
+        if flush_now {
+            self.flush()?;
+        }
+        Ok(AppendInfo {
+            base_offset,
+            last_offset: next_offset - 1,
+            log_end_offset: next_offset,
+        })
+    }
+
+    /// Makes every appended batch durable (write + fdatasync). A failure poisons the log.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        self.check_usable()?;
+        let synced = self.sync_active();
+        self.poison_on_error(synced)
+    }
+
+    /// Batches holding offsets >= `offset`, starting with the batch that contains `offset`, until adding the next would exceed `max_bytes` (but always at least one batch if any, so a huge batch still makes progress). Empty if offset == log_end. Error OffsetOutOfRange if offset < log_start or > log_end.
+    ///
+    /// `max_bytes` counts the opaque batch bytes ([`FetchedBatch::bytes`]). Every batch
+    /// read is checked against its CRC; a damaged one is [`LogError::Corrupt`]. Batches
+    /// appended but not yet flushed are returned too (they are in the OS page cache).
+    pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<FetchedBatch>, LogError> {
+        self.check_range(offset)?;
+        let mut batches = Vec::new();
+        if offset == self.log_end {
+            return Ok(batches);
+        }
+        let mut i = self.segment_holding(offset);
+        let (mut pos, mut expected) = {
+            let (pos, header) = self.segments[i].locate(offset)?;
+            (pos, header.base_offset)
+        };
+        let mut total = 0usize;
+        loop {
+            let segment = &self.segments[i];
+            while pos < segment.size {
+                let header = segment.header_at(pos)?;
+                if header.base_offset != expected {
+                    return Err(LogError::Corrupt {
+                        path: segment.path.clone(),
+                        detail: format!(
+                            "the batch at byte {pos} has base offset {} where offset {expected} \
+                             must come next",
+                            header.base_offset
+                        ),
+                    });
+                }
+                let len = header.payload_len as usize;
+                if !batches.is_empty() && total.saturating_add(len) > max_bytes {
+                    return Ok(batches);
+                }
+                let bytes = segment.payload_at(pos, &header)?;
+                batches.push(FetchedBatch {
+                    base_offset: header.base_offset,
+                    record_count: header.record_count,
+                    leader_epoch: header.leader_epoch,
+                    max_timestamp_ms: header.max_timestamp_ms,
+                    bytes,
+                });
+                total += len;
+                pos += header.frame_len();
+                expected = header.next_offset();
+            }
+            i += 1;
+            if i == self.segments.len() {
+                return Ok(batches);
+            }
+            pos = HEADER_LEN;
+        }
+    }
+
+    /// The first offset in the log (the base offset of its oldest segment).
+    pub fn log_start_offset(&self) -> u64 {
+        self.segments[0].base
+    }
+
+    /// The offset the next appended batch gets.
+    pub fn log_end_offset(&self) -> u64 {
+        self.log_end
+    }
+
+    /// The log end offset known to be durable: every batch below it has been fdatasynced.
+    pub fn flushed_offset(&self) -> u64 {
+        self.flushed
+    }
+
+    /// The partition directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Removes every batch at or above `offset` (offset must be a batch boundary or log end; for replication fencing later).
+    ///
+    /// `offset` must lie in `log_start ..= log_end` ([`LogError::OffsetOutOfRange`]) and be
+    /// the first offset of a batch ([`LogError::NotBatchBoundary`]); refusals change
+    /// nothing. Later segments are deleted (newest first, so a crash in between leaves a
+    /// contiguous log), then the segment holding `offset` is truncated and synced, and the
+    /// leader epochs starting at or after `offset` are dropped. The next append gets
+    /// `offset`. Everything left is durable afterwards.
+    pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
+        self.check_usable()?;
+        self.check_range(offset)?;
+        if offset == self.log_end {
+            return Ok(());
+        }
+        let k = self.segment_holding(offset);
+        let segment = &self.segments[k];
+        let (size, last_timestamp_ms) = if offset == segment.base {
+            (HEADER_LEN, None)
+        } else {
+            let (pos, header) = segment.locate(offset - 1)?;
+            if header.last_offset() != offset - 1 {
+                return Err(LogError::NotBatchBoundary {
+                    dir: self.dir.clone(),
+                    offset,
+                    batch_base: header.base_offset,
+                    batch_last: header.last_offset(),
+                });
+            }
+            (pos + header.frame_len(), Some(header.max_timestamp_ms))
+        };
+        let cut = self.cut(k, size, offset, last_timestamp_ms);
+        self.poison_on_error(cut)
+    }
+
+    /// The leader epoch of the last batch, and the first offset of each epoch (for leader-epoch based truncation later): `epoch_start_offsets() -> Vec<(u32 epoch, u64 start_offset)>`.
+    ///
+    /// In increasing order; the last entry's epoch is the last batch's. Only epochs with a
+    /// batch in the log are listed, and the first entry starts at the log start offset
+    /// (an epoch that began before retention removed its first batches is listed from the
+    /// log start). Empty when the log is.
+    pub fn epoch_start_offsets(&self) -> Vec<(u32, u64)> {
+        self.epochs.clone()
+    }
+
+    /// Applies retention at `now_ms`; returns how many segments were deleted. Never deletes the active segment.
+    ///
+    /// See [Retention](self#retention) for the rules.
+    pub fn apply_retention(&mut self, now_ms: u64) -> Result<usize, LogError> {
+        self.check_usable()?;
+        let mut total: u64 = self.segments.iter().map(|s| s.size).sum();
+        let mut doomed = 0;
+        for segment in &self.segments[..self.segments.len() - 1] {
+            let expired = self.config.retention_ms.is_some_and(|retention| {
+                segment
+                    .last_timestamp_ms
+                    .is_some_and(|newest| now_ms.saturating_sub(newest) > retention)
+            });
+            let too_big = self.config.retention_bytes.is_some_and(|max| total > max);
+            if !expired && !too_big {
+                break;
+            }
+            total -= segment.size;
+            doomed += 1;
+        }
+        if doomed == 0 {
+            return Ok(0);
+        }
+        for _ in 0..doomed {
+            // Oldest first: a crash in between leaves a contiguous log.
+            remove(&self.segments[0].path)?;
+            let segment = self.segments.remove(0);
+            if let Err(e) = remove(&segment.index_path()) {
+                tracing::warn!("{e} (the stale index is removed at the next open)");
+            }
+            tracing::info!(
+                path = %segment.path.display(),
+                "retention deleted offsets {} to {}",
+                segment.base,
+                segment.next_offset.saturating_sub(1)
+            );
+        }
+        let log_start = self.log_start_offset();
+        clamp_epochs(&mut self.epochs, log_start, self.log_end);
+        fsync_dir(&self.dir)?;
+        Ok(doomed)
+    }
+
+    /// Frames and writes one batch to the active segment (rolling first if needed); the
+    /// caller has validated it.
+    fn write_batch(
+        &mut self,
+        batch: &[u8],
+        record_count: u32,
+        max_timestamp_ms: u64,
+        leader_epoch: u32,
+    ) -> Result<(), LogError> {
+        let base_offset = self.log_end;
+        let next_offset = base_offset + u64::from(record_count);
+        let frame_len = segment::BATCH_HEADER_LEN + batch.len() as u64;
+        let active = self.segments.last().expect("a log has a segment");
+        if !active.is_empty()
+            && (active.size + frame_len > self.config.segment_bytes
+                || next_offset - 1 - active.base > u64::from(u32::MAX))
+        {
+            self.roll()?;
+        }
+        if self.epochs.last().map(|&(epoch, _)| epoch) != Some(leader_epoch) {
+            let mut epochs = self.epochs.clone();
+            epochs.push((leader_epoch, base_offset));
+            epochs::store(&self.dir, &epochs)?;
+            self.epochs = epochs;
+        }
+        self.scratch.clear();
+        segment::encode_batch(
+            &mut self.scratch,
+            base_offset,
+            record_count,
+            leader_epoch,
+            max_timestamp_ms,
+            batch,
+        );
+        let active = self.segments.last_mut().expect("a log has a segment");
+        let pos = active.size;
+        self.dirty = true;
+        active
+            .file
+            .write_all_at(&self.scratch, pos)
+            .map_err(io_err("write", &active.path))?;
+        if self.scratch.capacity() > 4 * 1024 * 1024 {
+            self.scratch = Vec::new();
+        }
+        index::maybe_add(
+            &mut active.index,
+            self.config.index_interval_bytes,
+            active.base,
+            pos,
+            base_offset,
+        );
+        active.size += frame_len;
+        active.next_offset = next_offset;
+        active.last_timestamp_ms = Some(max_timestamp_ms);
+        self.log_end = next_offset;
+        Ok(())
+    }
+
+    /// Syncs the active segment, writes its index file and starts a new segment at the
+    /// log end.
+    fn roll(&mut self) -> Result<(), LogError> {
+        self.sync_active()?;
+        let active = self.segments.last().expect("a log has a segment");
+        if let Err(e) = index::write(&self.dir, active.base, &active.index) {
+            tracing::warn!("{e} (the index is rebuilt at the next open)");
+        }
+        let segment = Segment::create(&self.dir, self.log_end)?;
+        self.segments.push(segment);
+        Ok(())
+    }
+
+    /// fdatasyncs the active segment if it has unsynced bytes; the log end is then durable.
+    fn sync_active(&mut self) -> Result<(), LogError> {
+        if self.dirty {
+            let active = self.segments.last().expect("a log has a segment");
+            active
+                .file
+                .sync_data()
+                .map_err(io_err("fdatasync", &active.path))?;
+            self.dirty = false;
+        }
+        self.flushed = self.log_end;
+        self.unflushed_batches = 0;
+        Ok(())
+    }
+
+    /// Cuts the log at `offset`, which starts at byte `size` of segment `k`.
+    fn cut(
+        &mut self,
+        k: usize,
+        size: u64,
+        offset: u64,
+        last_timestamp_ms: Option<u64>,
+    ) -> Result<(), LogError> {
+        if self.segments.len() > k + 1 {
+            while self.segments.len() > k + 1 {
+                let segment = self.segments.pop().expect("more than k + 1 segments");
+                remove(&segment.path)?;
+                remove(&segment.index_path())?;
+            }
+            // The deletions must be durable before the truncation below: otherwise a crash
+            // could bring back later segments after a hole.
+            fsync_dir(&self.dir)?;
+        }
+        let segment = &mut self.segments[k];
+        segment
+            .file
+            .set_len(size)
+            .and_then(|()| segment.file.sync_all())
+            .map_err(io_err("truncate", &segment.path))?;
+        segment.size = size;
+        segment.next_offset = offset;
+        segment.last_timestamp_ms = last_timestamp_ms;
+        segment.index.retain(|e| u64::from(e.position) < size);
+        self.log_end = offset;
+        self.flushed = offset;
+        self.dirty = false;
+        self.unflushed_batches = 0;
+        let keep = self.epochs.partition_point(|&(_, start)| start < offset);
+        if keep < self.epochs.len() {
+            self.epochs.truncate(keep);
+            epochs::store(&self.dir, &self.epochs)?;
+        }
+        Ok(())
+    }
+
+    /// [`LogError::OffsetOutOfRange`] unless `offset` is in `log_start ..= log_end`.
+    fn check_range(&self, offset: u64) -> Result<(), LogError> {
+        let log_start = self.log_start_offset();
+        if offset < log_start || offset > self.log_end {
+            return Err(LogError::OffsetOutOfRange {
+                dir: self.dir.clone(),
+                offset,
+                log_start,
+                log_end: self.log_end,
+            });
+        }
+        Ok(())
+    }
+
+    /// The index of the segment holding `offset` (the last one starting at or before it).
+    fn segment_holding(&self, offset: u64) -> usize {
+        self.segments
+            .partition_point(|s| s.base <= offset)
+            .checked_sub(1)
+            .expect("offset checked against the log start")
+    }
+
+    /// Refuses writes once poisoned.
+    fn check_usable(&self) -> Result<(), LogError> {
+        if self.poisoned {
+            Err(LogError::Poisoned {
+                dir: self.dir.clone(),
+            })
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Poisons the log if `result` is an error.
+    fn poison_on_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
+        if result.is_err() {
+            self.poisoned = true;
+        }
+        result
+    }
+}
+
+/// Makes `epochs` describe a log of `log_start..log_end`: the epoch in force at the log
+/// start is listed from there, and epochs starting at or past the log end are dropped.
+fn clamp_epochs(epochs: &mut epochs::Epochs, log_start: u64, log_end: u64) {
+    let at_or_before = epochs.partition_point(|&(_, start)| start <= log_start);
+    if at_or_before > 0 {
+        epochs.drain(..at_or_before - 1);
+        epochs[0].1 = log_start;
+    }
+    epochs.retain(|&(_, start)| start < log_end);
+}
+
+/// Builds the mapping of an `io::Error` to [`LogError::Io`] for `op` on `path`.
+fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> LogError + 'a {
+    move |source| LogError::Io {
+        op,
+        path: path.to_owned(),
+        source,
+    }
+}
+
+/// Makes the entries of `dir` (creations, renames, deletions) durable.
+fn fsync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("fsync the directory", dir))
+}
+
+/// Deletes a file; one already gone is fine.
+fn remove(path: &Path) -> Result<(), LogError> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", path)(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Parses `<20 decimal digits><suffix>` into the offset.
+fn parse_name(name: &str, suffix: &str) -> Option<u64> {
+    let digits = name.strip_suffix(suffix)?;
+    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
+        digits.parse().ok()
+    } else {
+        None
+    }
+}

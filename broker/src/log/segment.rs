@@ -1,0 +1,487 @@
+//! Segment files: their header, the batch framing, creating a segment, scanning one at
+//! recovery and reading batches from one with positional reads.
+//!
+//! See the [module documentation](super) for the byte layout.
+
+use super::index::{self, IndexEntry};
+use super::{fsync_dir, io_err, LogError};
+use std::fs::{File, OpenOptions};
+use std::io::{self, BufReader, ErrorKind, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+/// The first 8 bytes of every segment file.
+pub(super) const LOG_MAGIC: [u8; 8] = *b"PEHRALOG";
+/// The segment format version this build writes and reads.
+pub(super) const LOG_VERSION: u32 = 1;
+/// Segment header: magic + version.
+pub(super) const HEADER_LEN: u64 = 12;
+/// Batch header: len, crc, base_offset, record_count, leader_epoch, max_timestamp_ms.
+pub(super) const BATCH_HEADER_LEN: u64 = 32;
+/// The part of the batch header after `len` and `crc`: counted by `len`, covered by the CRC.
+const COVERED_HEADER_LEN: u32 = 24;
+/// The largest batch (opaque bytes, without the log's own header) the log accepts.
+pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
+
+/// The file name of the segment whose first batch has `base_offset`.
+pub(super) fn file_name(base_offset: u64) -> String {
+    format!("{base_offset:020}.log")
+}
+
+/// Why a batch on disk cannot be used (a torn or corrupt batch), for messages.
+pub(super) type Damage = String;
+
+/// The log's own header in front of one batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct BatchHeader {
+    /// Length of the opaque batch bytes that follow the header.
+    pub(super) payload_len: u32,
+    /// The CRC-32 stored in the header.
+    pub(super) crc: u32,
+    /// Offset of the batch's first record.
+    pub(super) base_offset: u64,
+    /// Records in the batch (at least 1).
+    pub(super) record_count: u32,
+    /// Leader epoch the batch was appended in.
+    pub(super) leader_epoch: u32,
+    /// The newest record timestamp in the batch, as the producer or broker said.
+    pub(super) max_timestamp_ms: u64,
+}
+
+impl BatchHeader {
+    /// Decodes a header and checks what can be checked without the payload: a possible
+    /// length, at least one record, offsets that do not overflow.
+    fn parse(bytes: &[u8; BATCH_HEADER_LEN as usize]) -> Result<BatchHeader, Damage> {
+        let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+        let u64_at = |at: usize| u64::from_le_bytes(bytes[at..at + 8].try_into().expect("8 bytes"));
+        let len = u32_at(0);
+        if len < COVERED_HEADER_LEN || len - COVERED_HEADER_LEN > MAX_BATCH_BYTES {
+            return Err(format!(
+                "an impossible length {len} (must be {COVERED_HEADER_LEN} to {})",
+                u64::from(COVERED_HEADER_LEN) + u64::from(MAX_BATCH_BYTES)
+            ));
+        }
+        let header = BatchHeader {
+            payload_len: len - COVERED_HEADER_LEN,
+            crc: u32_at(4),
+            base_offset: u64_at(8),
+            record_count: u32_at(16),
+            leader_epoch: u32_at(20),
+            max_timestamp_ms: u64_at(24),
+        };
+        if header.record_count == 0 {
+            return Err("a record count of 0".to_owned());
+        }
+        if header
+            .base_offset
+            .checked_add(u64::from(header.record_count))
+            .is_none()
+        {
+            return Err(format!(
+                "offsets that overflow ({} records from offset {})",
+                header.record_count, header.base_offset
+            ));
+        }
+        Ok(header)
+    }
+
+    /// The header bytes after `len` and `crc`, as stored.
+    fn covered_bytes(&self) -> [u8; COVERED_HEADER_LEN as usize] {
+        let mut bytes = [0u8; COVERED_HEADER_LEN as usize];
+        bytes[0..8].copy_from_slice(&self.base_offset.to_le_bytes());
+        bytes[8..12].copy_from_slice(&self.record_count.to_le_bytes());
+        bytes[12..16].copy_from_slice(&self.leader_epoch.to_le_bytes());
+        bytes[16..24].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
+        bytes
+    }
+
+    /// The CRC-32 of the covered header bytes followed by `payload`.
+    fn compute_crc(&self, payload: &[u8]) -> u32 {
+        let mut hasher = crc32fast::Hasher::new();
+        hasher.update(&self.covered_bytes());
+        hasher.update(payload);
+        hasher.finalize()
+    }
+
+    /// Header plus payload, in bytes.
+    pub(super) fn frame_len(&self) -> u64 {
+        BATCH_HEADER_LEN + u64::from(self.payload_len)
+    }
+
+    /// Offset of the batch's last record.
+    pub(super) fn last_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count) - 1
+    }
+
+    /// The offset after the batch's last record.
+    pub(super) fn next_offset(&self) -> u64 {
+        self.base_offset + u64::from(self.record_count)
+    }
+}
+
+/// Appends the framing of one batch (header, then `payload`) to `buf`. The caller checks
+/// the payload length and the record count.
+pub(super) fn encode_batch(
+    buf: &mut Vec<u8>,
+    base_offset: u64,
+    record_count: u32,
+    leader_epoch: u32,
+    max_timestamp_ms: u64,
+    payload: &[u8],
+) {
+    let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    let header = BatchHeader {
+        payload_len,
+        crc: 0,
+        base_offset,
+        record_count,
+        leader_epoch,
+        max_timestamp_ms,
+    };
+    buf.reserve(BATCH_HEADER_LEN as usize + payload.len());
+    buf.extend_from_slice(&(COVERED_HEADER_LEN + payload_len).to_le_bytes());
+    buf.extend_from_slice(&header.compute_crc(payload).to_le_bytes());
+    buf.extend_from_slice(&header.covered_bytes());
+    buf.extend_from_slice(payload);
+}
+
+/// Checks the segment header of `file` and returns the file's length. A file too short for
+/// the header or without the magic is [`LogError::NotOurs`].
+pub(super) fn check_header(file: &File, path: &Path) -> Result<u64, LogError> {
+    let len = file.metadata().map_err(io_err("stat", path))?.len();
+    let mut header = [0u8; HEADER_LEN as usize];
+    if len < HEADER_LEN {
+        return Err(LogError::NotOurs {
+            path: path.to_owned(),
+        });
+    }
+    file.read_exact_at(&mut header, 0)
+        .map_err(io_err("read the header of", path))?;
+    if header[..8] != LOG_MAGIC {
+        return Err(LogError::NotOurs {
+            path: path.to_owned(),
+        });
+    }
+    let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version != LOG_VERSION {
+        return Err(LogError::UnsupportedVersion {
+            path: path.to_owned(),
+            version,
+            supported: LOG_VERSION,
+        });
+    }
+    Ok(len)
+}
+
+/// Reads the batch header at `pos` of a segment whose good bytes end at `end`. The outer
+/// error is a failed read; the inner one says why there is no whole batch there.
+pub(super) fn header_at(
+    file: &File,
+    path: &Path,
+    pos: u64,
+    end: u64,
+) -> Result<Result<BatchHeader, Damage>, LogError> {
+    let available = end.saturating_sub(pos);
+    if available < BATCH_HEADER_LEN {
+        return Ok(Err(format!(
+            "the batch at byte {pos} is truncated ({available} of {BATCH_HEADER_LEN} header bytes)"
+        )));
+    }
+    let mut bytes = [0u8; BATCH_HEADER_LEN as usize];
+    file.read_exact_at(&mut bytes, pos)
+        .map_err(io_err("read", path))?;
+    let header = match BatchHeader::parse(&bytes) {
+        Ok(header) => header,
+        Err(why) => return Ok(Err(format!("the batch at byte {pos} has {why}"))),
+    };
+    if header.frame_len() > available {
+        return Ok(Err(format!(
+            "the batch at byte {pos} is truncated ({available} of {} bytes)",
+            header.frame_len()
+        )));
+    }
+    Ok(Ok(header))
+}
+
+/// Reads the payload of the batch at `pos` whose header is `header`, and checks its CRC.
+pub(super) fn payload_at(
+    file: &File,
+    path: &Path,
+    pos: u64,
+    header: &BatchHeader,
+) -> Result<Result<Vec<u8>, Damage>, LogError> {
+    let mut payload = vec![0u8; header.payload_len as usize];
+    file.read_exact_at(&mut payload, pos + BATCH_HEADER_LEN)
+        .map_err(io_err("read", path))?;
+    if header.compute_crc(&payload) != header.crc {
+        return Ok(Err(format!("the batch at byte {pos} fails its CRC check")));
+    }
+    Ok(Ok(payload))
+}
+
+/// Reads and verifies the whole batch at `pos`: its header, its CRC, and that it is the
+/// batch starting at `expected_base`. Used where recovery checks a single batch.
+pub(super) fn verify_batch_at(
+    file: &File,
+    path: &Path,
+    pos: u64,
+    end: u64,
+    expected_base: u64,
+) -> Result<Result<BatchHeader, Damage>, LogError> {
+    let header = match header_at(file, path, pos, end)? {
+        Ok(header) => header,
+        Err(why) => return Ok(Err(why)),
+    };
+    if header.base_offset != expected_base {
+        return Ok(Err(format!(
+            "the batch at byte {pos} has base offset {}, not {expected_base}",
+            header.base_offset
+        )));
+    }
+    Ok(payload_at(file, path, pos, &header)?.map(|_| header))
+}
+
+/// A [`Read`] over a file through positional reads, so scanning needs no seekable handle.
+struct PosReader<'a> {
+    file: &'a File,
+    pos: u64,
+}
+
+impl Read for PosReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Reads as many bytes as possible into `buf`; returns how many (less than asked only at EOF).
+fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match reader.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(filled)
+}
+
+/// How a scan of (part of) a segment ended.
+#[derive(Debug)]
+pub(super) struct ScanEnd {
+    /// The length up to the end of the last good batch.
+    pub(super) valid_len: u64,
+    /// The offset after the last good batch (the expected base if there was none).
+    pub(super) next_offset: u64,
+    /// How many good batches were read.
+    pub(super) batches: u64,
+    /// Why reading stopped before the end of the file, if it did.
+    pub(super) cut: Option<Damage>,
+}
+
+/// Reads a segment sequentially from byte `start` (a batch boundary) to `file_len`,
+/// checking every batch's CRC and calling `on_batch(position, header)` for each good one.
+/// Stops at the first torn or corrupt batch ([`ScanEnd::cut`]). A good batch whose base
+/// offset is not the one expected (`expected_base` for the first, then the previous
+/// batch's next offset) is [`LogError::Corrupt`]: offsets must be contiguous.
+pub(super) fn scan(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    start: u64,
+    expected_base: u64,
+    mut on_batch: impl FnMut(u64, &BatchHeader),
+) -> Result<ScanEnd, LogError> {
+    let read_err = io_err("read", path);
+    let mut reader = BufReader::with_capacity(64 * 1024, PosReader { file, pos: start });
+    let mut pos = start;
+    let mut next = expected_base;
+    let mut batches = 0;
+    let mut payload = Vec::new();
+    let cut = loop {
+        if pos >= file_len {
+            break None;
+        }
+        let mut bytes = [0u8; BATCH_HEADER_LEN as usize];
+        let got = read_full(&mut reader, &mut bytes).map_err(&read_err)?;
+        if got < bytes.len() {
+            break Some(format!(
+                "the batch at byte {pos} is truncated ({got} of {BATCH_HEADER_LEN} header bytes)"
+            ));
+        }
+        let header = match BatchHeader::parse(&bytes) {
+            Ok(header) => header,
+            Err(why) => break Some(format!("the batch at byte {pos} has {why}")),
+        };
+        let remaining = file_len - pos - BATCH_HEADER_LEN;
+        if u64::from(header.payload_len) > remaining {
+            break Some(format!(
+                "the batch at byte {pos} is truncated ({remaining} of {} payload bytes)",
+                header.payload_len
+            ));
+        }
+        payload.resize(header.payload_len as usize, 0);
+        let got = read_full(&mut reader, &mut payload).map_err(&read_err)?;
+        if got < payload.len() {
+            // The file shrank while we read it.
+            break Some(format!(
+                "the batch at byte {pos} is truncated ({got} of {} payload bytes)",
+                header.payload_len
+            ));
+        }
+        if header.compute_crc(&payload) != header.crc {
+            break Some(format!("the batch at byte {pos} fails its CRC check"));
+        }
+        if header.base_offset != next {
+            return Err(LogError::Corrupt {
+                path: path.to_owned(),
+                detail: format!(
+                    "the batch at byte {pos} has base offset {} where offset {next} must come \
+                     next: offsets must be contiguous",
+                    header.base_offset
+                ),
+            });
+        }
+        on_batch(pos, &header);
+        pos += header.frame_len();
+        next = header.next_offset();
+        batches += 1;
+    };
+    Ok(ScanEnd {
+        valid_len: pos,
+        next_offset: next,
+        batches,
+        cut,
+    })
+}
+
+/// One segment file of an open log.
+#[derive(Debug)]
+pub(super) struct Segment {
+    /// Offset of its first batch (also in its name).
+    pub(super) base: u64,
+    /// Its path, for error messages.
+    pub(super) path: PathBuf,
+    /// Open for reading and writing.
+    pub(super) file: File,
+    /// Bytes of header and good batches; appends go here.
+    pub(super) size: u64,
+    /// The offset after its last batch (`base` when it has none).
+    pub(super) next_offset: u64,
+    /// `max_timestamp_ms` of its last batch, `None` when it has none.
+    pub(super) last_timestamp_ms: Option<u64>,
+    /// The sparse offset index (in memory; the file is only a cache of it).
+    pub(super) index: Vec<IndexEntry>,
+}
+
+impl Segment {
+    /// Creates the empty segment `<base>.log` atomically: the header goes to a temporary
+    /// file that is synced, renamed into place and made durable by syncing the directory,
+    /// so a segment never exists with a torn header.
+    pub(super) fn create(dir: &Path, base: u64) -> Result<Segment, LogError> {
+        let path = dir.join(file_name(base));
+        let tmp = dir.join(format!("{}.tmp", file_name(base)));
+        let mut file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&tmp)
+            .map_err(io_err("create", &tmp))?;
+        let mut header = [0u8; HEADER_LEN as usize];
+        header[..8].copy_from_slice(&LOG_MAGIC);
+        header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
+        let written = file
+            .write_all(&header)
+            .and_then(|()| file.sync_all())
+            .map_err(io_err("write the header of", &tmp))
+            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+        fsync_dir(dir)?;
+        Ok(Segment {
+            base,
+            path,
+            file,
+            size: HEADER_LEN,
+            next_offset: base,
+            last_timestamp_ms: None,
+            index: Vec::new(),
+        })
+    }
+
+    /// The path of its index file.
+    pub(super) fn index_path(&self) -> PathBuf {
+        self.path.with_file_name(index::file_name(self.base))
+    }
+
+    /// Whether it holds no batch.
+    pub(super) fn is_empty(&self) -> bool {
+        self.next_offset == self.base
+    }
+
+    /// A damaged batch found while serving: always an error naming the file.
+    fn corrupt(&self, why: Damage) -> LogError {
+        LogError::Corrupt {
+            path: self.path.clone(),
+            detail: why,
+        }
+    }
+
+    /// The header of the batch at `pos` (a batch boundary below `size`).
+    pub(super) fn header_at(&self, pos: u64) -> Result<BatchHeader, LogError> {
+        header_at(&self.file, &self.path, pos, self.size)?.map_err(|why| self.corrupt(why))
+    }
+
+    /// The verified payload of the batch at `pos`.
+    pub(super) fn payload_at(&self, pos: u64, header: &BatchHeader) -> Result<Vec<u8>, LogError> {
+        payload_at(&self.file, &self.path, pos, header)?.map_err(|why| self.corrupt(why))
+    }
+
+    /// The position and header of the batch holding `offset` (which must lie in
+    /// `base..next_offset`): the index gives the nearest batch at or before it, then the
+    /// headers are walked. An index entry that does not point at the batch it names is
+    /// not trusted: the walk then starts at the first batch.
+    pub(super) fn locate(&self, offset: u64) -> Result<(u64, BatchHeader), LogError> {
+        debug_assert!(self.base <= offset && offset < self.next_offset);
+        let rel = offset - self.base;
+        let (mut pos, mut expected) = (HEADER_LEN, self.base);
+        if let Some(entry) = u32::try_from(rel)
+            .ok()
+            .and_then(|rel| index::lookup(&self.index, rel))
+        {
+            let entry_pos = u64::from(entry.position);
+            let entry_base = self.base + u64::from(entry.rel_offset);
+            match header_at(&self.file, &self.path, entry_pos, self.size)? {
+                Ok(header) if header.base_offset == entry_base => {
+                    (pos, expected) = (entry_pos, entry_base);
+                }
+                _ => tracing::warn!(
+                    path = %self.path.display(),
+                    "index entry (offset {entry_base} at byte {entry_pos}) is wrong; scanning the \
+                     segment from its start"
+                ),
+            }
+        }
+        loop {
+            let header = self.header_at(pos)?;
+            if header.base_offset != expected {
+                return Err(self.corrupt(format!(
+                    "the batch at byte {pos} has base offset {} where offset {expected} must \
+                     come next",
+                    header.base_offset
+                )));
+            }
+            if offset <= header.last_offset() {
+                return Ok((pos, header));
+            }
+            pos += header.frame_len();
+            expected = header.next_offset();
+        }
+    }
+}

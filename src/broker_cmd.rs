@@ -1,0 +1,574 @@
+//! `pehra broker`, `pehra topic`, `pehra produce`, `pehra consume`, `pehra cluster`.
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand, ValueEnum};
+use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
+use pehra_broker::{Broker, BrokerConfig};
+use pehra_shared::wire::{Acks, Record};
+use std::collections::BTreeMap;
+use std::io::{BufRead, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+/// Arguments of `pehra broker`.
+#[derive(Args)]
+#[command(
+    after_help = "The broker registers as /brokers/ids/ID (ephemeral) and serves the partitions \
+    the controller gives it. Ctrl-C or SIGTERM leaves the cluster explicitly (session closed), \
+    which the cluster tells apart from a crash."
+)]
+pub struct BrokerArgs {
+    /// This broker's id (unique in the cluster).
+    #[arg(long)]
+    id: u32,
+    /// UDP address to serve CoAP on.
+    #[arg(long, default_value = "127.0.0.1:5683")]
+    listen: SocketAddr,
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    zookeeper: SocketAddr,
+    /// Directory for partition logs (default pehra-data/broker-ID).
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// The host name used for replica placement (default: this machine's).
+    #[arg(long)]
+    host: Option<String>,
+    /// The rack used for replica placement.
+    #[arg(long)]
+    rack: Option<String>,
+}
+
+pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
+    let data_dir = args
+        .data_dir
+        .unwrap_or_else(|| PathBuf::from(format!("pehra-data/broker-{}", args.id)));
+    let mut config = BrokerConfig::new(args.id, args.listen, args.zookeeper, data_dir.clone());
+    if let Some(host) = args.host {
+        config.host = host;
+    }
+    config.rack = args.rack;
+    let broker = Broker::start(config)
+        .await
+        .with_context(|| format!("starting broker {}", args.id))?;
+    eprintln!(
+        "broker {} listening on udp {} (zookeeper {}, data in {})",
+        args.id,
+        broker.local_addr(),
+        args.zookeeper,
+        data_dir.display()
+    );
+    tokio::select! {
+        error = broker.wait() => bail!(error),
+        _ = crate::shutdown_signal() => {
+            eprintln!("broker {} leaving the cluster", args.id);
+            broker.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Arguments of `pehra topic`.
+#[derive(Args)]
+pub struct TopicArgs {
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
+    zookeeper: SocketAddr,
+    #[command(subcommand)]
+    command: TopicCommand,
+}
+
+#[derive(Subcommand)]
+enum TopicCommand {
+    /// Create a topic (the controller assigns its partitions to live brokers).
+    Create {
+        topic: String,
+        #[arg(long, short = 'p', default_value_t = 1)]
+        partitions: u32,
+        #[arg(long, short = 'r', default_value_t = 1)]
+        replication_factor: u32,
+    },
+    /// List the topics.
+    List,
+    /// Show a topic's partitions, leaders and replicas.
+    Describe { topic: String },
+    /// Delete a topic.
+    Delete { topic: String },
+}
+
+pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
+    let client = ClusterClient::connect(args.zookeeper).await?;
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        TopicCommand::Create {
+            topic,
+            partitions,
+            replication_factor,
+        } => {
+            client
+                .create_topic(&topic, partitions, replication_factor)
+                .await?;
+            writeln!(out, "created topic {topic} ({partitions} partitions, replication factor {replication_factor})")?;
+        }
+        TopicCommand::List => {
+            for name in client.metadata().topics.keys() {
+                writeln!(out, "{name}")?;
+            }
+        }
+        TopicCommand::Describe { topic } => {
+            let meta = client.metadata();
+            let Some(state) = meta.topics.get(&topic) else {
+                bail!("no such topic: {topic}")
+            };
+            writeln!(
+                out,
+                "topic {topic}: {} partitions, replication factor {}",
+                state.config.partitions, state.config.replication_factor
+            )?;
+            write_partitions(&mut out, &meta, &topic)?;
+        }
+        TopicCommand::Delete { topic } => {
+            client.delete_topic(&topic).await?;
+            writeln!(out, "deleted topic {topic}")?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_partitions(
+    out: &mut impl Write,
+    meta: &pehra_broker::client::Metadata,
+    topic: &str,
+) -> std::io::Result<()> {
+    let Some(state) = meta.topics.get(topic) else {
+        return Ok(());
+    };
+    writeln!(out, "  partition  leader   epoch  replicas     isr")?;
+    for p in 0..state.config.partitions {
+        match state.partitions.get(&p) {
+            Some(m) => {
+                let leader = match m.leader {
+                    Some(id) if meta.brokers.contains_key(&id) => id.to_string(),
+                    Some(id) => format!("{id} (down)"),
+                    None => "none".into(),
+                };
+                writeln!(
+                    out,
+                    "  {:<10} {:<8} {:<6} {:<12} {}",
+                    p,
+                    leader,
+                    m.leader_epoch,
+                    join(&m.replicas),
+                    join(&m.isr)
+                )?;
+            }
+            None => writeln!(out, "  {p:<10} unassigned (waiting for brokers)")?,
+        }
+    }
+    Ok(())
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum AcksArg {
+    #[value(name = "0")]
+    None,
+    #[value(name = "1")]
+    Leader,
+    #[value(name = "all")]
+    All,
+}
+
+/// Arguments of `pehra produce`.
+#[derive(Args)]
+#[command(
+    after_help = "Without -m, every line of standard input is one record. Records with a key go \
+    to the partition its hash picks (so a key's records stay in order); others are spread round-robin."
+)]
+pub struct ProduceArgs {
+    topic: String,
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    zookeeper: SocketAddr,
+    /// The key of every record.
+    #[arg(short = 'k', long)]
+    key: Option<String>,
+    /// Read `KEY<TAB>VALUE` lines from standard input (each line's own key).
+    #[arg(long, conflicts_with = "key")]
+    keyed_lines: bool,
+    /// Acknowledgement: 0 (none, NON), 1 (the leader wrote it), all.
+    #[arg(long, value_enum, default_value = "1")]
+    acks: AcksArg,
+    /// Records to send (instead of standard input).
+    #[arg(short = 'm', long = "message")]
+    messages: Vec<String>,
+    /// Most records per batch.
+    #[arg(long, default_value_t = 500)]
+    batch: usize,
+    /// Print where each batch was stored.
+    #[arg(short, long)]
+    verbose: bool,
+}
+
+pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
+    let client = ClusterClient::connect(args.zookeeper).await?;
+    let meta = client.metadata();
+    let Some(topic) = meta.topics.get(&args.topic) else {
+        bail!("no such topic: {}", args.topic)
+    };
+    let partitions = topic.config.partitions;
+    let acks = match args.acks {
+        AcksArg::None => Acks::None,
+        AcksArg::Leader => Acks::Leader,
+        AcksArg::All => Acks::All,
+    };
+    let lines: Vec<String> = if args.messages.is_empty() {
+        std::io::stdin()
+            .lock()
+            .lines()
+            .collect::<std::io::Result<_>>()
+            .context("reading standard input")?
+    } else {
+        args.messages.clone()
+    };
+    let now_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
+    for (i, line) in lines.into_iter().enumerate() {
+        let (key, value) = if args.keyed_lines {
+            match line.split_once('\t') {
+                Some((k, v)) => (Some(k.as_bytes().to_vec()), v.to_string()),
+                None => (None, line),
+            }
+        } else {
+            (args.key.as_ref().map(|k| k.as_bytes().to_vec()), line)
+        };
+        let partition = match &key {
+            Some(k) => partition_for_key(k, partitions),
+            None => i as u32 % partitions,
+        };
+        by_partition.entry(partition).or_default().push(Record {
+            key,
+            value: value.into_bytes(),
+            timestamp_ms: now_ms,
+            headers: Vec::new(),
+        });
+    }
+    let total: usize = by_partition.values().map(Vec::len).sum();
+    let started = Instant::now();
+    let producer_id = rand_u64();
+    // Partitions in parallel; within a partition batches go in order.
+    let client = std::sync::Arc::new(client);
+    let mut tasks = Vec::new();
+    for (partition, records) in by_partition {
+        let (client, topic, verbose, batch) = (
+            client.clone(),
+            args.topic.clone(),
+            args.verbose,
+            args.batch.max(1),
+        );
+        tasks.push(tokio::spawn(async move {
+            for (seq, chunk) in records.chunks(batch).enumerate() {
+                let stored = client
+                    .produce(
+                        &topic,
+                        partition,
+                        chunk,
+                        acks,
+                        Some((producer_id, seq as u32)),
+                    )
+                    .await?;
+                if verbose {
+                    match stored {
+                        Some(r) => eprintln!(
+                            "{topic}/{partition}: {} records at offsets {}..{}",
+                            r.record_count,
+                            r.base_offset,
+                            r.base_offset + u64::from(r.record_count) - 1
+                        ),
+                        None => {
+                            eprintln!("{topic}/{partition}: {} records sent (acks=0)", chunk.len())
+                        }
+                    }
+                }
+            }
+            Ok::<_, pehra_broker::client::ClientError>(())
+        }));
+    }
+    for t in tasks {
+        t.await.context("producer task")??;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!(
+        "produced {total} records to {} in {:.2}s ({:.0} records/s)",
+        args.topic,
+        secs,
+        total as f64 / secs.max(1e-9)
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn rand_u64() -> u64 {
+    let mut seed = [0u8; 8];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
+    u64::from_le_bytes(seed) | 1
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Format {
+    /// The value, one record per line.
+    Value,
+    /// One JSON object per record: partition, offset, key, value, timestamp.
+    Json,
+}
+
+/// Arguments of `pehra consume`.
+#[derive(Args)]
+#[command(
+    after_help = "Without --follow it reads up to the end the log had when it started, then exits. \
+    With --group it starts at the group's committed offsets and commits as it goes."
+)]
+pub struct ConsumeArgs {
+    topic: String,
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181")]
+    zookeeper: SocketAddr,
+    /// Consumer group (offsets committed in the zookeeper).
+    #[arg(long)]
+    group: Option<String>,
+    /// Start at the beginning (default without --group: the end).
+    #[arg(long)]
+    from_beginning: bool,
+    /// Keep waiting for new records.
+    #[arg(long)]
+    follow: bool,
+    /// Stop after this many records.
+    #[arg(long)]
+    max: Option<usize>,
+    /// Only this partition.
+    #[arg(long)]
+    partition: Option<u32>,
+    /// Output format.
+    #[arg(long, value_enum, default_value = "value")]
+    format: Format,
+}
+
+pub async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
+    let client = ClusterClient::connect(args.zookeeper).await?;
+    let meta = client.metadata();
+    let Some(topic) = meta.topics.get(&args.topic) else {
+        bail!("no such topic: {}", args.topic)
+    };
+    let partitions: Vec<u32> = match args.partition {
+        Some(p) if p < topic.config.partitions => vec![p],
+        Some(p) => bail!("{} has no partition {p}", args.topic),
+        None => (0..topic.config.partitions).collect(),
+    };
+    // Where each partition starts and (without --follow) ends.
+    let mut next = BTreeMap::new();
+    let mut end = BTreeMap::new();
+    for &p in &partitions {
+        let head = client.fetch(&args.topic, p, 0, 1).await?;
+        let start = match &args.group {
+            Some(g) => match client.committed_offset(g, &args.topic, p).await? {
+                Some(o) => o,
+                None if args.from_beginning => 0,
+                None => head.log_end_offset,
+            },
+            None if args.from_beginning => 0,
+            None => head.log_end_offset,
+        };
+        next.insert(p, start);
+        end.insert(p, head.log_end_offset);
+    }
+    let mut out = std::io::stdout().lock();
+    let mut printed = 0usize;
+    let mut ticks = Vec::new();
+    if args.follow {
+        for &p in &partitions {
+            ticks.push(client.observe_partition(&args.topic, p).await?);
+        }
+    }
+    loop {
+        let mut progressed = false;
+        for &p in &partitions {
+            let from = next[&p];
+            if !args.follow && from >= end[&p] {
+                continue;
+            }
+            let response = client.fetch(&args.topic, p, from, 1024 * 1024).await?;
+            let records = records_from(&response, from)?;
+            for (offset, record) in records {
+                if !args.follow && offset >= end[&p] {
+                    break;
+                }
+                write_record(&mut out, args.format, p, offset, &record)?;
+                next.insert(p, offset + 1);
+                printed += 1;
+                progressed = true;
+                if args.max.is_some_and(|m| printed >= m) {
+                    out.flush()?;
+                    commit(&client, &args, &next).await?;
+                    return Ok(ExitCode::SUCCESS);
+                }
+            }
+        }
+        out.flush()?;
+        if progressed {
+            commit(&client, &args, &next).await?;
+            continue;
+        }
+        if !args.follow {
+            return Ok(ExitCode::SUCCESS);
+        }
+        // Wait for any partition's notification of new records.
+        let waits = ticks.iter_mut().map(|t| Box::pin(t.next()));
+        let (item, _, _) = futures_select_all(waits).await;
+        if item.is_none() {
+            bail!("lost the observation of {}", args.topic);
+        }
+    }
+}
+
+/// Awaits the first of several futures (a small `select_all`).
+async fn futures_select_all<F: std::future::Future + Unpin>(
+    futures: impl Iterator<Item = F>,
+) -> (F::Output, usize, ()) {
+    let mut futures: Vec<F> = futures.collect();
+    std::future::poll_fn(move |cx| {
+        for (i, f) in futures.iter_mut().enumerate() {
+            if let std::task::Poll::Ready(v) = std::pin::Pin::new(f).poll(cx) {
+                return std::task::Poll::Ready((v, i, ()));
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await
+}
+
+async fn commit(
+    client: &ClusterClient,
+    args: &ConsumeArgs,
+    next: &BTreeMap<u32, u64>,
+) -> Result<()> {
+    if let Some(group) = &args.group {
+        for (p, offset) in next {
+            client
+                .commit_offset(group, &args.topic, *p, *offset)
+                .await?;
+        }
+    }
+    Ok(())
+}
+
+fn write_record(
+    out: &mut impl Write,
+    format: Format,
+    partition: u32,
+    offset: u64,
+    record: &Record,
+) -> std::io::Result<()> {
+    match format {
+        Format::Value => {
+            out.write_all(&record.value)?;
+            writeln!(out)
+        }
+        Format::Json => {
+            let key = match &record.key {
+                Some(k) => json_string(&String::from_utf8_lossy(k)),
+                None => "null".into(),
+            };
+            writeln!(
+                out,
+                "{{\"partition\":{partition},\"offset\":{offset},\"key\":{key},\"value\":{},\"timestamp_ms\":{}}}",
+                json_string(&String::from_utf8_lossy(&record.value)),
+                record.timestamp_ms
+            )
+        }
+    }
+}
+
+/// A JSON string literal.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// Arguments of `pehra cluster`.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
+    zookeeper: SocketAddr,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Brokers (alive, host, rack), topics and partitions with leaders and replicas.
+    Status,
+}
+
+pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
+    let client = ClusterClient::connect(args.zookeeper).await?;
+    let meta = client.metadata();
+    let mut out = std::io::stdout().lock();
+    match args.command {
+        ClusterCommand::Status => {
+            writeln!(out, "brokers ({} alive)", meta.brokers.len())?;
+            writeln!(out, "  id   address                host             rack")?;
+            for b in meta.brokers.values() {
+                writeln!(
+                    out,
+                    "  {:<4} {:<22} {:<16} {}",
+                    b.id,
+                    b.addr,
+                    b.host,
+                    b.rack.as_deref().unwrap_or("-")
+                )?;
+            }
+            writeln!(out, "topics ({})", meta.topics.len())?;
+            for (name, state) in &meta.topics {
+                writeln!(
+                    out,
+                    "{name}: {} partitions, replication factor {}",
+                    state.config.partitions, state.config.replication_factor
+                )?;
+                write_partitions(&mut out, &meta, name)?;
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn json_strings_are_escaped() {
+        assert_eq!(
+            super::json_string("a\"b\\c\n\u{1}"),
+            "\"a\\\"b\\\\c\\n\\u0001\""
+        );
+    }
+}

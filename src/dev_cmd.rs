@@ -1,0 +1,372 @@
+//! `pehra dev`: a whole local cluster in one command. A zookeeper and N brokers run as
+//! real processes on loopback (their logs in the data directory), a demo topic gets a
+//! producer and a consumer, and a live line shows brokers, leaders and records/s.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
+use pehra_shared::wire::{Acks, Record};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{ExitCode, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Arguments of `pehra dev`.
+#[derive(Args)]
+#[command(
+    after_help = "Ports: the zookeeper on 127.0.0.1:ZOOKEEPER_PORT, broker i on 127.0.0.1:BROKER_PORT+i-1. \
+    Process logs go to DATA_DIR/logs/. Ctrl-C stops everything; the data stays for the next run."
+)]
+pub struct DevArgs {
+    /// How many brokers.
+    #[arg(long, default_value_t = 3)]
+    brokers: u32,
+    /// Where everything is kept.
+    #[arg(long, default_value = "pehra-data/dev")]
+    data_dir: PathBuf,
+    /// The zookeeper's port.
+    #[arg(long, default_value_t = 2181)]
+    zookeeper_port: u16,
+    /// The first broker's port.
+    #[arg(long, default_value_t = 5683)]
+    broker_port: u16,
+    /// The demo topic.
+    #[arg(long, default_value = "demo")]
+    topic: String,
+    /// Its partitions.
+    #[arg(long, default_value_t = 3)]
+    partitions: u32,
+    /// Records per second the demo producer sends.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Stop by itself after this many seconds (default: run until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+}
+
+/// A child process killed (by PID) when dropped.
+struct Child {
+    name: String,
+    child: tokio::process::Child,
+}
+
+impl Child {
+    /// Starts `pehra ARGS`, its stderr going to `log`; waits until it prints `ready_word`.
+    async fn start(
+        name: &str,
+        args: &[String],
+        log: &Path,
+        ready_word: &'static str,
+    ) -> Result<Child> {
+        let exe = std::env::current_exe().context("finding the pehra executable")?;
+        let mut child = tokio::process::Command::new(exe)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {name}"))?;
+        let stderr = child.stderr.take().expect("piped");
+        let mut file =
+            std::fs::File::create(log).with_context(|| format!("creating {}", log.display()))?;
+        let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<String>();
+        tokio::spawn(async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut ready = Some(ready_tx);
+            let mut lines = tokio::io::BufReader::new(stderr).lines();
+            while let Ok(Some(line)) = lines.next_line().await {
+                let _ = writeln!(file, "{line}");
+                if line.contains(ready_word) {
+                    if let Some(tx) = ready.take() {
+                        let _ = tx.send(line);
+                    }
+                }
+            }
+        });
+        match tokio::time::timeout(Duration::from_secs(20), ready_rx).await {
+            Ok(Ok(_)) => Ok(Child {
+                name: name.into(),
+                child,
+            }),
+            _ => bail!("{name} did not start; see {}", log.display()),
+        }
+    }
+
+    /// SIGTERM, then wait (bounded) for it to exit.
+    async fn stop(mut self) {
+        if let Some(pid) = self.child.id() {
+            let _ = std::process::Command::new("kill")
+                .arg("-TERM")
+                .arg(pid.to_string())
+                .status();
+        }
+        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
+            .await
+            .is_err()
+        {
+            eprintln!("{} did not stop in 10 s: killing it", self.name);
+            let _ = self.child.kill().await;
+        }
+    }
+}
+
+pub async fn run(args: DevArgs) -> Result<ExitCode> {
+    if args.brokers == 0 {
+        bail!("--brokers must be at least 1");
+    }
+    let logs = args.data_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
+    let zk_addr: SocketAddr = format!("127.0.0.1:{}", args.zookeeper_port).parse()?;
+    eprintln!(
+        "pehra dev: data in {}, process logs in {}",
+        args.data_dir.display(),
+        logs.display()
+    );
+
+    let mut children = Vec::new();
+    let zk_args: Vec<String> = vec![
+        "zookeeper".into(),
+        "--listen".into(),
+        zk_addr.to_string(),
+        "--data-dir".into(),
+        args.data_dir.join("zookeeper").display().to_string(),
+    ];
+    children.push(
+        Child::start(
+            "zookeeper",
+            &zk_args,
+            &logs.join("zookeeper.log"),
+            "listening on",
+        )
+        .await?,
+    );
+    eprintln!("  zookeeper  udp {zk_addr}");
+    for id in 1..=args.brokers {
+        let port = args.broker_port + id as u16 - 1;
+        let broker_args: Vec<String> = vec![
+            "broker".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            format!("127.0.0.1:{port}"),
+            "--zookeeper".into(),
+            zk_addr.to_string(),
+            "--data-dir".into(),
+            args.data_dir
+                .join(format!("broker-{id}"))
+                .display()
+                .to_string(),
+        ];
+        let name = format!("broker {id}");
+        children.push(
+            Child::start(
+                &name,
+                &broker_args,
+                &logs.join(format!("broker-{id}.log")),
+                "listening on",
+            )
+            .await?,
+        );
+        eprintln!("  broker {id}   udp 127.0.0.1:{port}");
+    }
+
+    let result = demo(&args, zk_addr).await;
+    eprintln!("\npehra dev: stopping");
+    for child in children.into_iter().rev() {
+        child.stop().await;
+    }
+    eprintln!(
+        "pehra dev: stopped; the data stays in {}",
+        args.data_dir.display()
+    );
+    result.map(|()| ExitCode::SUCCESS)
+}
+
+/// Creates the demo topic, runs a producer and a consumer, and shows the live view until
+/// Ctrl-C (or `--duration`).
+async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
+    let client = Arc::new(ClusterClient::connect(zk_addr).await?);
+    match client.create_topic(&args.topic, args.partitions, 1).await {
+        Ok(()) => eprintln!(
+            "  topic {} created ({} partitions)",
+            args.topic, args.partitions
+        ),
+        Err(e) if e.to_string().starts_with("topic exists") => {
+            eprintln!("  topic {} exists", args.topic)
+        }
+        Err(e) => return Err(e.into()),
+    }
+    client
+        .wait_for_leaders(&args.topic, Duration::from_secs(20))
+        .await?;
+    eprintln!(
+        "  producing {} records/s; consuming from the end; Ctrl-C stops\n",
+        args.rate
+    );
+
+    let produced = Arc::new(AtomicU64::new(0));
+    let consumed = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    let producer = tokio::spawn(produce_loop(
+        client.clone(),
+        args.topic.clone(),
+        args.partitions,
+        args.rate,
+        produced.clone(),
+        failed.clone(),
+    ));
+    let consumer = tokio::spawn(consume_loop(
+        client.clone(),
+        args.topic.clone(),
+        args.partitions,
+        consumed.clone(),
+    ));
+    let started = Instant::now();
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    let (mut last_p, mut last_c) = (0, 0);
+    let stop_after = args.duration.map(Duration::from_secs);
+    let outcome = loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = crate::shutdown_signal() => break Ok(()),
+        }
+        if producer.is_finished() || consumer.is_finished() {
+            break Err(anyhow::anyhow!(
+                "the demo {} stopped",
+                if producer.is_finished() {
+                    "producer"
+                } else {
+                    "consumer"
+                }
+            ));
+        }
+        let meta = client.refresh().await.unwrap_or_else(|_| client.metadata());
+        let (p, c) = (
+            produced.load(Ordering::Relaxed),
+            consumed.load(Ordering::Relaxed),
+        );
+        let leaders: Vec<String> = (0..args.partitions)
+            .map(|part| {
+                match meta
+                    .topics
+                    .get(&args.topic)
+                    .and_then(|t| t.partitions.get(&part))
+                    .and_then(|m| m.leader)
+                {
+                    Some(id) if meta.brokers.contains_key(&id) => format!("{part}→{id}"),
+                    _ => format!("{part}→none"),
+                }
+            })
+            .collect();
+        eprint!(
+            "\r[{:>4}s] brokers {}/{} alive | leaders {} | produced {} ({}/s) consumed {} ({}/s) lag {} | failed sends {}   ",
+            started.elapsed().as_secs(),
+            meta.brokers.len(),
+            args.brokers,
+            leaders.join(" "),
+            p,
+            p - last_p,
+            c,
+            c - last_c,
+            p.saturating_sub(c),
+            failed.load(Ordering::Relaxed),
+        );
+        (last_p, last_c) = (p, c);
+        if stop_after.is_some_and(|d| started.elapsed() >= d) {
+            break Ok(());
+        }
+    };
+    producer.abort();
+    consumer.abort();
+    outcome
+}
+
+async fn produce_loop(
+    client: Arc<ClusterClient>,
+    topic: String,
+    partitions: u32,
+    rate: u32,
+    produced: Arc<AtomicU64>,
+    failed: Arc<AtomicU64>,
+) -> Result<()> {
+    let ticks_per_second = 10u32;
+    let per_tick = (rate / ticks_per_second).max(1);
+    let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_second);
+    let mut seq = 0u64;
+    loop {
+        ticker.tick().await;
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut batches: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+        for _ in 0..per_tick {
+            let sensor = format!("sensor-{}", seq % 8);
+            let value = format!(
+                "{{\"sensor\":\"{sensor}\",\"temp_c\":{:.1},\"seq\":{seq}}}",
+                18.0 + (seq % 70) as f64 / 10.0
+            );
+            let partition = partition_for_key(sensor.as_bytes(), partitions);
+            batches[partition as usize].push(Record {
+                key: Some(sensor.into_bytes()),
+                value: value.into_bytes(),
+                timestamp_ms: now_ms,
+                headers: Vec::new(),
+            });
+            seq += 1;
+        }
+        for (partition, records) in batches.into_iter().enumerate() {
+            if records.is_empty() {
+                continue;
+            }
+            match client
+                .produce(&topic, partition as u32, &records, Acks::Leader, None)
+                .await
+            {
+                Ok(_) => {
+                    produced.fetch_add(records.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    failed.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(error = %e, "demo producer");
+                }
+            }
+        }
+    }
+}
+
+async fn consume_loop(
+    client: Arc<ClusterClient>,
+    topic: String,
+    partitions: u32,
+    consumed: Arc<AtomicU64>,
+) -> Result<()> {
+    // Start at each partition's end (retrying while a leader is not up yet).
+    let mut next = Vec::new();
+    for p in 0..partitions {
+        loop {
+            match client.fetch(&topic, p, 0, 1).await {
+                Ok(head) => break next.push(head.log_end_offset),
+                Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+            }
+        }
+    }
+    let mut ticker = tokio::time::interval(Duration::from_millis(100));
+    loop {
+        ticker.tick().await;
+        for p in 0..partitions {
+            let from = next[p as usize];
+            let Ok(response) = client.fetch(&topic, p, from, 1024 * 1024).await else {
+                continue;
+            };
+            let records = records_from(&response, from)?;
+            if let Some((last, _)) = records.last() {
+                next[p as usize] = last + 1;
+                consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
+            }
+        }
+    }
+}
