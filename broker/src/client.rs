@@ -332,16 +332,19 @@ impl ClusterClient {
                 self.refresh().await?;
             }
             let leader = self.metadata().leader(topic, partition)?;
-            let mut coap = Request::new(Method::Post, "produce")
+            let coap = Request::new(Method::Post, "produce")
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
             if acks == Acks::None {
-                coap = coap.non_confirmable();
-                // Fire and forget: nothing comes back.
-                let handle = self.endpoint.handle();
-                tokio::spawn(async move {
-                    let _ = handle.request(leader, coap).await;
-                });
+                // Fire and forget: NON, nothing comes back.
+                self.endpoint
+                    .handle()
+                    .send_non(leader, coap)
+                    .await
+                    .map_err(|source| ClientError::Unreachable {
+                        addr: leader,
+                        source,
+                    })?;
                 return Ok(None);
             }
             match self.endpoint.handle().request(leader, coap).await {

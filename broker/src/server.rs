@@ -40,6 +40,9 @@ pub struct BrokerConfig {
     pub flush_interval: Duration,
     /// The zookeeper session timeout.
     pub session_timeout: Duration,
+    /// How long to wait for an earlier registration of this id to expire (a restart
+    /// after a crash) before deciding another live broker has the id.
+    pub registration_wait: Duration,
     /// CoAP parameters.
     pub coap: CoapConfig,
 }
@@ -60,6 +63,7 @@ impl BrokerConfig {
             },
             flush_interval: Duration::from_millis(200),
             session_timeout: Duration::from_secs(6),
+            registration_wait: Duration::from_secs(30),
             coap: CoapConfig {
                 nstart: 16,
                 ..CoapConfig::default()
@@ -92,7 +96,7 @@ pub enum BrokerError {
     #[error("zookeeper: {0}")]
     Zookeeper(#[from] ZkError),
     /// Another live broker has this id.
-    #[error("broker id {0} is already registered by a live broker")]
+    #[error("broker id {0} is registered by another live broker (it did not expire in time)")]
     IdInUse(u32),
     /// The zookeeper session was lost: the broker must rejoin.
     #[error("the zookeeper session expired; the broker stopped serving")]
@@ -157,21 +161,7 @@ impl Broker {
             host: config.host.clone(),
             rack: config.rack.clone(),
         };
-        let registration = wire::encode(&info).expect("encodes");
-        match zk
-            .create(
-                &cluster::broker_path(config.id),
-                &registration,
-                CreateMode::Ephemeral,
-            )
-            .await
-        {
-            Ok(_) => {}
-            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {
-                return Err(BrokerError::IdInUse(config.id))
-            }
-            Err(e) => return Err(e.into()),
-        }
+        register(&zk, &info, config.registration_wait).await?;
         tracing::info!(id = config.id, addr = %info.addr, "broker registered");
         let tasks = vec![
             tokio::spawn(follow_assignments(zk.clone(), state.clone())),
@@ -229,6 +219,38 @@ impl Broker {
         }
         self.endpoint.shutdown().await;
         tracing::info!(id = self.id, "broker stopped");
+    }
+}
+
+/// Creates `/brokers/ids/{id}`. If it exists, it may belong to this broker's previous
+/// life (a crash: its session has not expired yet), so wait for it to go, up to `wait`;
+/// a registration that outlives that belongs to another live broker with our id.
+async fn register(zk: &Client, info: &BrokerInfo, wait: Duration) -> Result<(), BrokerError> {
+    let path = cluster::broker_path(info.id);
+    let data = wire::encode(info).expect("encodes");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match zk.create(&path, &data, CreateMode::Ephemeral).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::warn!(
+            id = info.id,
+            "broker id already registered: waiting for that session to expire"
+        );
+        let mut watch = zk.watch_data(&path).await?;
+        let gone = tokio::time::timeout_at(deadline, async {
+            while let Some(event) = watch.next().await {
+                if matches!(event, Ok(pehra_zookeeper::WatchEvent::Deleted) | Err(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
+        if gone.is_err() {
+            return Err(BrokerError::IdInUse(info.id));
+        }
     }
 }
 

@@ -58,31 +58,16 @@ impl Zookeeper {
 
     /// Like [`Zookeeper::start`], with extra command-line arguments.
     pub fn start_with(dir: &Path, addr: SocketAddr, extra: &[&str]) -> Zookeeper {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
-            .args(["zookeeper", "--listen", &addr.to_string(), "--data-dir"])
-            .arg(dir)
-            .args(["--min-session-timeout-ms", "300"])
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start pehra zookeeper");
-        let stderr = child.stderr.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("listening on") {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let startup_line = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(line) => line,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("the zookeeper did not start within 20 s");
-            }
-        };
+        let mut args = vec![
+            "zookeeper".to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--data-dir".into(),
+        ];
+        args.push(dir.display().to_string());
+        args.extend(["--min-session-timeout-ms".to_string(), "300".into()]);
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let (child, startup_line) = spawn_ready(&args, "listening on");
         Zookeeper {
             child,
             addr,
@@ -117,6 +102,81 @@ impl Zookeeper {
 }
 
 impl Drop for Zookeeper {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts `pehra ARGS` and waits (up to 20 s) until its stderr shows `ready`; returns the
+/// child and that line. The rest of its stderr is drained in the background.
+pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start pehra");
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains(ready) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    match rx.recv_timeout(Duration::from_secs(20)) {
+        Ok(line) => (child, line),
+        Err(_) => {
+            let _ = child.kill();
+            panic!("pehra {args:?} did not start within 20 s");
+        }
+    }
+}
+
+/// A `pehra broker` process, SIGKILLed on drop if still running.
+pub struct BrokerProcess {
+    pub child: Child,
+    pub id: u32,
+    pub addr: SocketAddr,
+    pub dir: PathBuf,
+    pub zookeeper: SocketAddr,
+}
+
+impl BrokerProcess {
+    /// Starts broker `id` on `addr` with data in `dir`, and waits until it listens.
+    pub fn start(id: u32, addr: SocketAddr, dir: &Path, zookeeper: SocketAddr) -> BrokerProcess {
+        let args: Vec<String> = vec![
+            "broker".into(),
+            "--id".into(),
+            id.to_string(),
+            "--listen".into(),
+            addr.to_string(),
+            "--zookeeper".into(),
+            zookeeper.to_string(),
+            "--data-dir".into(),
+            dir.display().to_string(),
+        ];
+        let (child, _) = spawn_ready(&args, "listening on");
+        BrokerProcess {
+            child,
+            id,
+            addr,
+            dir: dir.to_path_buf(),
+            zookeeper,
+        }
+    }
+
+    /// SIGKILL, then start it again on the same address and data.
+    pub fn crash_and_restart(mut self) -> BrokerProcess {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        BrokerProcess::start(self.id, self.addr, &self.dir, self.zookeeper)
+    }
+}
+
+impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -162,4 +222,29 @@ pub fn wait_bounded(child: Child, limit: Duration) -> Option<std::process::Outpu
             None
         }
     }
+}
+
+/// Runs `pehra ARGS...` with `input` on standard input (bounded); returns (code, stdout, stderr).
+pub fn pehra_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    let input = input.to_vec();
+    let writer = std::thread::spawn(move || {
+        use std::io::Write;
+        let _ = stdin.write_all(&input);
+    });
+    let out = wait_bounded(child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("pehra {args:?} did not finish in 60 s"));
+    let _ = writer.join();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

@@ -8,11 +8,9 @@ use crate::Instant;
 use rand::TryRng;
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::string::{String, ToString};
 use std::task::{Context, Poll, Waker};
-use std::{
-    string::{String, ToString},
-    vec,
-};
+use std::{vec, vec::Vec};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
@@ -33,6 +31,11 @@ pub(crate) enum Command {
         started: oneshot::Sender<RequestId>,
     },
     Cancel(RequestId),
+    SendNon {
+        peer: SocketAddr,
+        request: Request,
+        sent: oneshot::Sender<()>,
+    },
     Discard(IncomingId),
     Respond {
         id: IncomingId,
@@ -87,6 +90,7 @@ impl Endpoint {
             tx: tx.clone(),
             base: tokio::time::Instant::now(),
             waiting: HashMap::new(),
+            sent_waiters: Vec::new(),
         };
         let task = tokio::spawn(driver.run());
         Ok(Endpoint {
@@ -139,6 +143,18 @@ impl Handle {
             reply,
         })?;
         response.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sends `request` once as NON without waiting for any response; returns when the
+    /// datagram is on the socket (so a process may exit right after).
+    pub async fn send_non(&self, peer: SocketAddr, request: Request) -> Result<(), Error> {
+        let (sent, done) = oneshot::channel();
+        self.send(Command::SendNon {
+            peer,
+            request: request.non_confirmable(),
+            sent,
+        })?;
+        done.await.map_err(|_| Error::Closed)
     }
 
     /// Observes a resource (the request gets Observe: 0). The returned stream yields
@@ -250,6 +266,8 @@ struct Driver {
     tx: mpsc::UnboundedSender<Command>,
     base: tokio::time::Instant,
     waiting: HashMap<RequestId, Waiter>,
+    /// Told once everything queued before them is on the socket.
+    sent_waiters: Vec<oneshot::Sender<()>>,
 }
 
 impl Driver {
@@ -328,6 +346,14 @@ impl Driver {
             Command::Respond { id, response } => {
                 self.engine.respond(now, id, response);
             }
+            Command::SendNon {
+                peer,
+                request,
+                sent,
+            } => {
+                self.engine.send_non(now, peer, request);
+                self.sent_waiters.push(sent);
+            }
             Command::Discard(id) => {
                 self.engine.discard(now, id);
             }
@@ -371,6 +397,9 @@ impl Driver {
                 self.on_event(event);
             }
             if idle {
+                for sent in self.sent_waiters.drain(..) {
+                    let _ = sent.send(());
+                }
                 return;
             }
         }

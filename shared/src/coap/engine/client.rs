@@ -69,6 +69,22 @@ impl<A: PeerAddress> Engine<A> {
         id
     }
 
+    /// Sends `request` once as NON and forgets it: no exchange is kept, no response is
+    /// waited for (a response that comes anyway is answered with Reset). For
+    /// fire-and-forget publishes (`acks=0`).
+    pub fn send_non(&mut self, now: Instant, peer: A, request: Request) {
+        self.tick(now);
+        let mid = self.next_message_id();
+        let token = self.fresh_token();
+        let bytes = Self::encode(
+            request.packet().clone(),
+            MessageType::NonConfirmable,
+            mid,
+            &token,
+        );
+        self.transmit(peer, bytes);
+    }
+
     /// Forgets a request of ours: no event will come for it. Notifications that still
     /// arrive for a cancelled observation are answered with Reset, which ends it at the
     /// server (RFC 7641 §3.6). Returns whether it was known.

@@ -363,6 +363,25 @@ fn discarded_non_request_gets_nothing_and_con_gets_an_empty_ack() {
 }
 
 #[test]
+fn send_non_transmits_once_and_keeps_nothing() {
+    let mut net = Net::new(Config::default());
+    let now = net.now;
+    net.client
+        .send_non(now, SERVER, Request::post("/p").with_payload(*b"x"));
+    assert_eq!(net.client.pending_requests(), 0);
+    assert_eq!(
+        net.client.poll_timeout(),
+        None,
+        "no retransmission, no deadline"
+    );
+    net.run_for(Duration::from_secs(1));
+    let sent = net.sent_by(CLIENT);
+    assert_eq!(sent[0].1.header.get_type(), MessageType::NonConfirmable);
+    // The server still answered (this test server always does); nobody waited for it.
+    assert!(net.client_events.is_empty());
+}
+
+#[test]
 fn nstart_limits_exchanges_in_flight() {
     let config = Config {
         nstart: 2,
