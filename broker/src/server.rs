@@ -98,6 +98,9 @@ pub enum BrokerError {
     /// Another live broker has this id.
     #[error("broker id {0} is registered by another live broker (it did not expire in time)")]
     IdInUse(u32),
+    /// The pub-sub interface could not reach the cluster.
+    #[error("pub-sub: {0}")]
+    PubSub(String),
     /// The zookeeper session was lost: the broker must rejoin.
     #[error("the zookeeper session expired; the broker stopped serving")]
     SessionLost,
@@ -119,6 +122,7 @@ struct State {
     log_config: LogConfig,
     partitions: RwLock<HashMap<PartitionKey, Arc<Mutex<Partition>>>>,
     handle: OnceLock<Handle>,
+    pubsub: OnceLock<Arc<crate::pubsub::PubSub>>,
 }
 
 /// A running broker.
@@ -140,6 +144,7 @@ impl Broker {
             log_config: config.log.clone(),
             partitions: RwLock::default(),
             handle: OnceLock::new(),
+            pubsub: OnceLock::new(),
         });
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
             .await
@@ -161,6 +166,12 @@ impl Broker {
             host: config.host.clone(),
             rack: config.rack.clone(),
         };
+        let cluster = crate::client::ClusterClient::connect(config.zookeeper)
+            .await
+            .map_err(|e| BrokerError::PubSub(e.to_string()))?;
+        let _ = state
+            .pubsub
+            .set(crate::pubsub::PubSub::new(cluster, endpoint.handle()));
         register(&zk, &info, config.registration_wait).await?;
         tracing::info!(id = config.id, addr = %info.addr, "broker registered");
         let tasks = vec![
@@ -454,8 +465,30 @@ fn flush_all(state: &State) {
 
 /// The CoAP resources of a broker.
 fn router(state: Arc<State>) -> Router {
-    let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state);
+    let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state.clone());
+    let pubsub = move |incoming: Incoming, responder: Responder| match state.pubsub.get() {
+        Some(ps) => {
+            tokio::spawn(ps.clone().handle(incoming, responder));
+        }
+        None => responder.respond(error_response(ErrorKind::Busy, "the broker is starting")),
+    };
+    let pubsub = std::sync::Arc::new(pubsub);
+    let ps = |p: &std::sync::Arc<_>| {
+        let p: std::sync::Arc<dyn Fn(Incoming, Responder) + Send + Sync> =
+            std::sync::Arc::clone(p) as _;
+        move |i, r| p(i, r)
+    };
     Router::new()
+        .route_deferred(Method::Get, "ps", ps(&pubsub))
+        .route_deferred(Method::Post, "ps", ps(&pubsub))
+        .route_deferred(Method::Get, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Put, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Delete, "ps/*", ps(&pubsub))
+        .link(
+            Link::new("ps")
+                .attr("rt", crate::pubsub::RT_COLLECTION)
+                .attr("ct", "40"),
+        )
         .route_deferred(Method::Post, "produce", move |incoming, responder| {
             produce(&produce_state, incoming, responder)
         })
