@@ -38,6 +38,22 @@ pub struct BrokerArgs {
     /// The rack used for replica placement.
     #[arg(long)]
     rack: Option<String>,
+    /// Delete log segments whose newest record is older than this many hours (0: keep).
+    #[arg(long, default_value_t = 168)]
+    retention_hours: u64,
+    /// Keep at most this many MiB per partition, deleting the oldest segments (0: no limit).
+    #[arg(long, default_value_t = 0)]
+    retention_mib: u64,
+    /// Roll to a new segment file past this many MiB.
+    #[arg(long, default_value_t = 64)]
+    segment_mib: u64,
+    /// fsync after every batch (slowest, safest against power loss).
+    #[arg(long, conflicts_with = "flush_interval_ms")]
+    flush_every_batch: bool,
+    /// fsync written records at this interval (a crash of the process loses nothing
+    /// written; a power loss at most this much).
+    #[arg(long, default_value_t = 200)]
+    flush_interval_ms: u64,
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
@@ -49,6 +65,13 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         config.host = host;
     }
     config.rack = args.rack;
+    config.log.retention_ms = (args.retention_hours > 0).then(|| args.retention_hours * 3_600_000);
+    config.log.retention_bytes = (args.retention_mib > 0).then(|| args.retention_mib * 1024 * 1024);
+    config.log.segment_bytes = args.segment_mib.max(1) * 1024 * 1024;
+    if args.flush_every_batch {
+        config.log.flush = pehra_broker::log::FlushPolicy::Always;
+    }
+    config.flush_interval = std::time::Duration::from_millis(args.flush_interval_ms.max(1));
     let broker = Broker::start(config)
         .await
         .with_context(|| format!("starting broker {}", args.id))?;

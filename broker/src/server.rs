@@ -38,6 +38,8 @@ pub struct BrokerConfig {
     pub log: LogConfig,
     /// How often written records are fsynced (besides the log's own flush policy).
     pub flush_interval: Duration,
+    /// How often retention (age and size) is applied to every partition.
+    pub retention_check: Duration,
     /// The zookeeper session timeout.
     pub session_timeout: Duration,
     /// How long to wait for an earlier registration of this id to expire (a restart
@@ -62,6 +64,7 @@ impl BrokerConfig {
                 ..LogConfig::default()
             },
             flush_interval: Duration::from_millis(200),
+            retention_check: Duration::from_secs(60),
             session_timeout: Duration::from_secs(6),
             registration_wait: Duration::from_secs(30),
             coap: CoapConfig {
@@ -177,6 +180,7 @@ impl Broker {
         let tasks = vec![
             tokio::spawn(follow_assignments(zk.clone(), state.clone())),
             tokio::spawn(flush_periodically(state.clone(), config.flush_interval)),
+            tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
         ];
         Ok(Broker {
             endpoint,
@@ -442,6 +446,29 @@ async fn flush_periodically(state: Arc<State>, every: Duration) {
         ticker.tick().await;
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || flush_all(&state)).await;
+    }
+}
+
+async fn retain_periodically(state: Arc<State>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for ((topic, partition), p) in partitions {
+                match p.lock().expect("lock").log.apply_retention(now_ms) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(%topic, partition, segments = n, "retention deleted old segments"),
+                    Err(e) => tracing::warn!(%topic, partition, error = %e, "applying retention"),
+                }
+            }
+        })
+        .await;
     }
 }
 
