@@ -418,6 +418,11 @@ pub async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
         for &p in &partitions {
             ticks.push(client.observe_partition(&args.topic, p).await?);
         }
+        eprintln!(
+            "following {} ({} partitions); Ctrl-C stops",
+            args.topic,
+            partitions.len()
+        );
     }
     loop {
         let mut progressed = false;

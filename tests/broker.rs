@@ -275,6 +275,54 @@ fn acks_zero_and_consumer_groups() {
     );
 }
 
+#[test]
+fn consume_follow_prints_records_as_they_arrive() {
+    use std::io::{BufRead, BufReader};
+    let cluster = Cluster::start("broker-follow", 1);
+    cluster.create_topic("live", 2);
+    let mut follower = std::process::Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args([
+            "consume",
+            "live",
+            "--follow",
+            "--max",
+            "3",
+            "--zookeeper",
+            &cluster.z(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(follower.stdout.take().unwrap()).lines();
+    let mut errors = BufReader::new(follower.stderr.take().unwrap()).lines();
+    assert!(errors
+        .next()
+        .unwrap()
+        .unwrap()
+        .starts_with("following live (2 partitions)"));
+    // Each value is printed before the next is produced: pushed, not polled.
+    for value in ["first", "second", "third"] {
+        assert_eq!(
+            pehra(&[
+                "produce",
+                "live",
+                "-k",
+                "k",
+                "-m",
+                value,
+                "--zookeeper",
+                &cluster.z()
+            ])
+            .0,
+            0
+        );
+        assert_eq!(lines.next().unwrap().unwrap(), value);
+    }
+    let out = common::wait_bounded(follower, Duration::from_secs(10)).expect("--max 3 ends it");
+    assert!(out.status.success());
+}
+
 #[tokio::test]
 async fn bad_input_to_a_broker_gets_clear_errors_and_harms_nothing() {
     let cluster = tokio::task::spawn_blocking(|| {
