@@ -326,30 +326,49 @@ impl ClusterClient {
             batch,
         };
         let body = wire::encode(&request).expect("encodes");
+        if acks == Acks::None {
+            // Fire and forget: NON, nothing comes back.
+            let leader = self.metadata().leader(topic, partition)?;
+            let coap = Request::new(Method::Post, "produce")
+                .with_payload(body)
+                .with_content_format(CONTENT_FORMAT_CBOR);
+            self.endpoint
+                .handle()
+                .send_non(leader, coap)
+                .await
+                .map_err(|source| ClientError::Unreachable {
+                    addr: leader,
+                    source,
+                })?;
+            return Ok(None);
+        }
+        self.call_leader(topic, partition, "produce", body)
+            .await
+            .map(Some)
+    }
+
+    /// Sends a CBOR request to a partition's leader and decodes the answer, following a
+    /// leader change: on `not_leader` or no answer, the metadata is reloaded and the
+    /// request sent again (up to 4 times).
+    async fn call_leader<T: serde::de::DeserializeOwned>(
+        &self,
+        topic: &str,
+        partition: u32,
+        resource: &str,
+        body: Vec<u8>,
+    ) -> Result<T, ClientError> {
         let mut last_error = None;
         for attempt in 0..4 {
             if attempt > 0 {
                 self.refresh().await?;
             }
             let leader = self.metadata().leader(topic, partition)?;
-            let coap = Request::new(Method::Post, "produce")
+            let coap = Request::new(Method::Post, resource)
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
-            if acks == Acks::None {
-                // Fire and forget: NON, nothing comes back.
-                self.endpoint
-                    .handle()
-                    .send_non(leader, coap)
-                    .await
-                    .map_err(|source| ClientError::Unreachable {
-                        addr: leader,
-                        source,
-                    })?;
-                return Ok(None);
-            }
             match self.endpoint.handle().request(leader, coap).await {
                 Ok(response) if response.code().is_success() => {
-                    return decode_response(&response).map(Some).map_err(Into::into);
+                    return decode_response(&response).map_err(Into::into);
                 }
                 Ok(response) => {
                     let error = response_error(&response);
@@ -386,35 +405,7 @@ impl ClusterClient {
             replica: None,
         };
         let body = wire::encode(&request).expect("encodes");
-        let mut last_error = None;
-        for attempt in 0..4 {
-            if attempt > 0 {
-                self.refresh().await?;
-            }
-            let leader = self.metadata().leader(topic, partition)?;
-            let coap = Request::new(Method::Post, "fetch")
-                .with_payload(body.clone())
-                .with_content_format(CONTENT_FORMAT_CBOR);
-            match self.endpoint.handle().request(leader, coap).await {
-                Ok(response) if response.code().is_success() => {
-                    return decode_response(&response).map_err(Into::into)
-                }
-                Ok(response) => {
-                    let error = response_error(&response);
-                    if error.error != ErrorKind::NotLeader {
-                        return Err(error.into());
-                    }
-                    last_error = Some(error.into());
-                }
-                Err(source) => {
-                    last_error = Some(ClientError::Unreachable {
-                        addr: leader,
-                        source,
-                    })
-                }
-            }
-        }
-        Err(last_error.expect("set by the loop"))
+        self.call_leader(topic, partition, "fetch", body).await
     }
 
     /// Observes a partition: a notification (its log end) after every append.
