@@ -257,9 +257,12 @@ fn empty_stat(zxid: u64, time_ms: u64, owner: Option<u64>, len: usize) -> Stat {
     }
 }
 
-/// Saved prior states, to undo a failed multi.
+/// Saved prior states, to undo a failed multi. Only a multi keeps one: a single op
+/// checks everything before it changes anything, so it never needs undoing (and copying a
+/// parent with many children for every create would cost more than the create).
 #[derive(Default)]
 struct Journal {
+    enabled: bool,
     nodes: BTreeMap<String, Option<Node>>,
     sessions: BTreeMap<u64, Option<SessionState>>,
 }
@@ -301,7 +304,10 @@ impl DataTree {
         op: &Op,
     ) -> Result<(Outcome, Vec<Change>), TreeError> {
         let mut changes = Vec::new();
-        let mut journal = Journal::default();
+        let mut journal = Journal {
+            enabled: matches!(op, Op::Multi { .. }),
+            ..Journal::default()
+        };
         let result = match op {
             Op::Multi { ops } => self.apply_multi(zxid, time_ms, ops, &mut journal, &mut changes),
             Op::Check { .. } => Err(TreeError::Invalid("check is only allowed inside a multi")),
@@ -559,7 +565,7 @@ impl DataTree {
     }
 
     fn save_node(&self, journal: &mut Journal, path: &str) {
-        if !journal.nodes.contains_key(path) {
+        if journal.enabled && !journal.nodes.contains_key(path) {
             journal
                 .nodes
                 .insert(path.to_string(), self.nodes.get(path).cloned());
@@ -567,6 +573,9 @@ impl DataTree {
     }
 
     fn save_session(&self, journal: &mut Journal, session: u64) {
+        if !journal.enabled {
+            return;
+        }
         journal
             .sessions
             .entry(session)

@@ -13,7 +13,7 @@ use pehra_shared::wire::{
     SessionOpened, SyncResponse,
 };
 use rand::{Rng, SeedableRng, TryRng};
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -24,6 +24,8 @@ pub(crate) enum Job {
     GetData {
         /// Path.
         path: String,
+        /// The read registers a watch (Observe).
+        observe: bool,
         /// Where to answer.
         responder: Responder,
     },
@@ -31,6 +33,8 @@ pub(crate) enum Job {
     GetChildren {
         /// Path.
         path: String,
+        /// The read registers a watch (Observe).
+        observe: bool,
         /// Where to answer.
         responder: Responder,
     },
@@ -104,6 +108,9 @@ pub(super) struct Core {
     log_done: mpsc::UnboundedReceiver<Result<(), StorageError>>,
     log_bytes: u64,
     shutting_down: bool,
+    /// Resources someone has observed: only these are notified (building the state of
+    /// a big parent for nobody would cost more than the write).
+    watched: HashSet<String>,
 }
 
 impl Core {
@@ -150,6 +157,7 @@ impl Core {
             log_done,
             log_bytes: 0,
             shutting_down: false,
+            watched: HashSet::new(),
         }
     }
 
@@ -206,8 +214,26 @@ impl Core {
             }
             let job = self.queue.pop_front().expect("front exists");
             match job {
-                Job::GetData { path, responder } => responder.respond(self.get_data(&path)),
-                Job::GetChildren { path, responder } => responder.respond(self.get_children(&path)),
+                Job::GetData {
+                    path,
+                    observe,
+                    responder,
+                } => {
+                    if observe {
+                        self.watched.insert(resource_key(&path, false));
+                    }
+                    responder.respond(self.get_data(&path))
+                }
+                Job::GetChildren {
+                    path,
+                    observe,
+                    responder,
+                } => {
+                    if observe {
+                        self.watched.insert(resource_key(&path, true));
+                    }
+                    responder.respond(self.get_children(&path))
+                }
                 Job::Sync { responder } => responder.respond(cbor_response(
                     Code::CONTENT,
                     &SyncResponse {
@@ -428,13 +454,23 @@ impl Core {
                 }
             }
         }
-        for path in data_paths {
-            self.handle
-                .notify_detached(&resource_key(&path, false), self.get_data(&path));
-        }
-        for path in child_paths {
-            self.handle
-                .notify_detached(&resource_key(&path, true), self.get_children(&path));
+        for (paths, children) in [(data_paths, false), (child_paths, true)] {
+            for path in paths {
+                let key = resource_key(&path, children);
+                if !self.watched.contains(&key) {
+                    continue;
+                }
+                let state = if children {
+                    self.get_children(&path)
+                } else {
+                    self.get_data(&path)
+                };
+                if !state.code().is_success() {
+                    // Deleted: the 4.04 ends every observation of it.
+                    self.watched.remove(&key);
+                }
+                self.handle.notify_detached(&key, state);
+            }
         }
     }
 

@@ -106,11 +106,20 @@ fn close_session(incoming: Incoming) -> Result<JobFor, Response> {
 fn get(incoming: Incoming) -> Result<JobFor, Response> {
     let path = znode_path(&incoming)?;
     let children = incoming.request.queries().any(|q| q == "children");
+    let observe = incoming.request.observe() == Some(0);
     Ok(Box::new(move |responder| {
         if children {
-            Job::GetChildren { path, responder }
+            Job::GetChildren {
+                path,
+                observe,
+                responder,
+            }
         } else {
-            Job::GetData { path, responder }
+            Job::GetData {
+                path,
+                observe,
+                responder,
+            }
         }
     }))
 }

@@ -73,6 +73,25 @@ fn create_refuses_existing_missing_parent_bad_path_and_large_data() {
         TreeError::TooLarge(MAX_DATA_LEN + 1)
     );
     assert_eq!(t.last_zxid(), 1, "failed ops do not advance the zxid");
+    let before = t.clone();
+    for op in [
+        create("/a", b""),
+        Op::Delete {
+            path: "/nope".into(),
+            version: None,
+        },
+        Op::SetData {
+            path: "/a".into(),
+            data: vec![],
+            version: Some(9),
+        },
+    ] {
+        assert!(t.apply(2, 0, &op).is_err());
+    }
+    assert_eq!(
+        t, before,
+        "a refused single op changes nothing (no journal needed)"
+    );
 }
 
 #[test]
