@@ -395,10 +395,15 @@ async fn restart_recovers_from_a_snapshot_and_the_log_after_it() {
                 })
                 .count()
         };
-        assert!(
-            snapshots() >= 1,
-            "2.4 MiB of log with a 1 MiB threshold wrote a snapshot"
-        );
+        // The snapshot is written on a thread of its own: wait (bounded) for its file.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while snapshots() == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "2.4 MiB of log with a 1 MiB threshold wrote no snapshot"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await; // polling the file system: no event to await
+        }
         zk.kill();
         let zk = Zookeeper::start_with(dir.path(), addr, &["--snapshot-after-mib", "1"]);
         // Fewer records replayed than were written: the rest came from the snapshot.

@@ -14,6 +14,8 @@ use pehra_shared::wire::{
 };
 use rand::{Rng, SeedableRng, TryRng};
 use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -84,7 +86,11 @@ struct Held {
 /// Work for the log thread.
 enum LogJob {
     Append(Vec<(u64, Vec<u8>)>),
-    Snapshot(u64, Vec<u8>),
+    /// Snapshot this copy of the tree (taken when everything up to its zxid was
+    /// durable). Encoded and written on a thread of its own.
+    Snapshot(Box<DataTree>),
+    /// The snapshot file at this zxid is written: take it into use.
+    SnapshotWritten(u64),
 }
 
 pub(super) struct Core {
@@ -106,6 +112,8 @@ pub(super) struct Core {
     in_flight: Option<(Vec<Held>, Vec<Change>)>,
     log_tx: std::sync::mpsc::Sender<LogJob>,
     log_done: mpsc::UnboundedReceiver<Result<(), StorageError>>,
+    /// A snapshot is being written (one at a time).
+    snapshotting: Arc<AtomicBool>,
     log_bytes: u64,
     shutting_down: bool,
     /// Resources someone has observed: only these are notified (building the state of
@@ -123,9 +131,11 @@ impl Core {
     ) -> Core {
         let (log_tx, log_rx) = std::sync::mpsc::channel();
         let (done_tx, log_done) = mpsc::unbounded_channel();
+        let snapshotting = Arc::new(AtomicBool::new(false));
+        let (thread_tx, thread_snapshotting) = (log_tx.clone(), snapshotting.clone());
         std::thread::Builder::new()
             .name("zk-log".into())
-            .spawn(move || log_thread(storage, log_rx, done_tx))
+            .spawn(move || log_thread(storage, log_rx, thread_tx, done_tx, thread_snapshotting))
             .expect("spawn the log thread");
         let mut leases = Leases::default();
         let now = Instant::now();
@@ -155,6 +165,7 @@ impl Core {
             in_flight: None,
             log_tx,
             log_done,
+            snapshotting,
             log_bytes: 0,
             shutting_down: false,
             watched: HashSet::new(),
@@ -422,16 +433,15 @@ impl Core {
         // Nothing is applied while a batch is in flight, so the tree is exactly what is
         // on disk: a snapshot of it is never ahead of the log.
         debug_assert!(self.records.is_empty());
-        if self.log_bytes >= self.config.snapshot_after_bytes {
-            match wire::encode(&self.tree) {
-                Ok(bytes) => {
-                    let _ = self
-                        .log_tx
-                        .send(LogJob::Snapshot(self.tree.last_zxid(), bytes));
-                    self.log_bytes = 0;
-                }
-                Err(e) => tracing::error!(error = %e, "cannot encode a snapshot"),
-            }
+        if self.log_bytes >= self.config.snapshot_after_bytes
+            && !self.snapshotting.swap(true, Ordering::AcqRel)
+        {
+            // A copy of the tree is all the core pays; encoding and writing happen on a
+            // snapshot thread while the core and the log go on.
+            let _ = self
+                .log_tx
+                .send(LogJob::Snapshot(Box::new(self.tree.clone())));
+            self.log_bytes = 0;
         }
     }
 
@@ -512,7 +522,9 @@ fn answer(held: Vec<Held>) {
 fn log_thread(
     mut storage: Storage,
     jobs: std::sync::mpsc::Receiver<LogJob>,
+    own: std::sync::mpsc::Sender<LogJob>,
     done: mpsc::UnboundedSender<Result<(), StorageError>>,
+    snapshotting: Arc<AtomicBool>,
 ) {
     for job in jobs {
         match job {
@@ -526,10 +538,33 @@ fn log_thread(
                     return;
                 }
             }
-            LogJob::Snapshot(zxid, bytes) => {
-                if let Err(e) = storage.snapshot(zxid, &bytes) {
-                    tracing::error!(error = %e, "snapshot failed; the log keeps everything");
+            LogJob::Snapshot(tree) => {
+                let (writer, own, flag) =
+                    (storage.snapshot_writer(), own.clone(), snapshotting.clone());
+                let spawned = std::thread::Builder::new().name("zk-snapshot".into()).spawn(move || {
+                    let zxid = tree.last_zxid();
+                    let written = wire::encode(&*tree)
+                        .map_err(|e| e.to_string())
+                        .and_then(|bytes| writer.write(zxid, &bytes).map_err(|e| e.to_string()));
+                    match written {
+                        Ok(()) => {
+                            let _ = own.send(LogJob::SnapshotWritten(zxid));
+                        }
+                        Err(e) => {
+                            tracing::error!(error = %e, "snapshot failed; the log keeps everything");
+                            flag.store(false, Ordering::Release);
+                        }
+                    }
+                });
+                if spawned.is_err() {
+                    snapshotting.store(false, Ordering::Release);
                 }
+            }
+            LogJob::SnapshotWritten(zxid) => {
+                if let Err(e) = storage.install_snapshot(zxid) {
+                    tracing::error!(error = %e, "cannot take the snapshot into use; the log keeps everything");
+                }
+                snapshotting.store(false, Ordering::Release);
             }
         }
     }

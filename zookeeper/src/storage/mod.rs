@@ -188,6 +188,20 @@ pub enum StorageError {
     },
 }
 
+/// Writes snapshot files (atomically) from any thread; see [`Storage::snapshot_writer`].
+#[derive(Debug, Clone)]
+pub struct SnapshotWriter {
+    dir: PathBuf,
+}
+
+impl SnapshotWriter {
+    /// Writes `snapshot.<zxid>` holding `state`: temporary file, fsync, rename, fsync of
+    /// the directory. Not yet in use until [`Storage::install_snapshot`].
+    pub fn write(&self, zxid: u64, state: &[u8]) -> Result<(), StorageError> {
+        snapshot::write(&self.dir, zxid, state).map(|_| ())
+    }
+}
+
 /// An exclusive lock on a data directory, held while it lives.
 #[derive(Debug)]
 pub struct DirLock {
@@ -608,6 +622,44 @@ impl Storage {
             )));
         }
         snapshot::write(&self.dir, zxid, state)?;
+        self.take_into_use(zxid)
+    }
+
+    /// A writer for snapshot files that works on any thread, so a large state can be
+    /// encoded and written without holding up appends; [`Storage::install_snapshot`] then
+    /// takes the file into use.
+    pub fn snapshot_writer(&self) -> SnapshotWriter {
+        SnapshotWriter {
+            dir: self.dir.clone(),
+        }
+    }
+
+    /// Takes into use a snapshot at `zxid` that a [`SnapshotWriter`] wrote (completely:
+    /// `write` returned): starts a new log segment and deletes what the snapshot makes
+    /// unnecessary, as [`Storage::snapshot`] does. The zxid must be durable and newer than
+    /// the current snapshot. Records appended after `zxid` meanwhile stay in the log.
+    pub fn install_snapshot(&mut self, zxid: u64) -> Result<(), StorageError> {
+        self.check_usable()?;
+        let refuse = |reason: String| StorageError::BadSnapshotZxid {
+            dir: self.dir.clone(),
+            zxid,
+            reason,
+        };
+        if zxid > self.last_durable {
+            return Err(refuse(format!(
+                "the log is durable only up to zxid {}",
+                self.last_durable
+            )));
+        }
+        if let Some(current) = self.snapshot_zxid.filter(|&current| zxid <= current) {
+            return Err(refuse(format!(
+                "it is not newer than the current snapshot at zxid {current}"
+            )));
+        }
+        self.take_into_use(zxid)
+    }
+
+    fn take_into_use(&mut self, zxid: u64) -> Result<(), StorageError> {
         let previous = self.snapshot_zxid.replace(zxid);
         self.current = None;
         self.bytes_since_snapshot = 0;

@@ -731,3 +731,33 @@ fn a_second_open_of_the_same_directory_is_refused() {
     drop(first);
     lock_dir(dir.path()).expect("free again once the first is gone");
 }
+
+#[test]
+fn a_snapshot_written_aside_is_installed_while_the_log_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut storage, _) = open(dir.path());
+    append_sync(&mut storage, 1..=10);
+    let writer = storage.snapshot_writer();
+    // Written on another thread while records 11..=15 are appended.
+    let handle = std::thread::spawn(move || writer.write(10, b"state at 10"));
+    append_sync(&mut storage, 11..=15);
+    handle.join().unwrap().unwrap();
+    storage.install_snapshot(10).unwrap();
+    assert!(
+        storage.install_snapshot(10).is_err(),
+        "not newer than the current one"
+    );
+    assert!(
+        storage.install_snapshot(99).is_err(),
+        "ahead of the durable log"
+    );
+    append_sync(&mut storage, 16..=16);
+    drop(storage);
+    let (_, recovery) = open(dir.path());
+    assert_eq!(recovery.snapshot, Some((10, b"state at 10".to_vec())));
+    assert_eq!(
+        recovery.records,
+        expected(11..=16),
+        "records after the snapshot survive"
+    );
+}
