@@ -1,9 +1,11 @@
 //! Duplicate detection (RFC 7252 §4.5): remembers, per peer and message ID, what was
 //! answered, so a retransmitted message gets the same answer and its handler runs once.
 //!
-//! A message counts as a duplicate only if its token matches too. A peer that reuses a
-//! message ID within EXCHANGE_LIFETIME (any client above ~265 messages/s does) would
-//! otherwise be answered with the cached response to an older, different request.
+//! A message counts as a duplicate only if it is the same datagram (same bytes: a
+//! retransmission is byte-identical). A peer that reuses a message ID within
+//! EXCHANGE_LIFETIME (any sender above ~265 messages/s does, and a server notifying one
+//! observer fast enough wraps its IDs under one token) would otherwise have new messages
+//! taken for old ones: a request answered with a stale response, a notification dropped.
 
 use crate::Instant;
 use alloc::collections::VecDeque;
@@ -22,8 +24,16 @@ pub(crate) enum Seen {
 
 struct Entry {
     expires: Instant,
-    token: Vec<u8>,
+    fingerprint: u64,
     seen: Seen,
+}
+
+/// A fingerprint of a datagram (FNV-1a, 64-bit): equal for a retransmission, different
+/// (but for a 2^-64 chance) for any other message.
+pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// A bounded, time-limited map from `(peer, message ID)` to [`Seen`].
@@ -43,10 +53,10 @@ impl<A: Hash + Eq + Copy> DedupCache<A> {
         }
     }
 
-    /// The entry for a message (same peer, message ID and token), unless it expired.
-    pub(crate) fn get(&self, now: Instant, peer: A, mid: u16, token: &[u8]) -> Option<&Seen> {
+    /// The entry for a message (same peer, message ID and datagram), unless it expired.
+    pub(crate) fn get(&self, now: Instant, peer: A, mid: u16, fingerprint: u64) -> Option<&Seen> {
         match self.entries.get(&(peer, mid)) {
-            Some(e) if e.expires > now && e.token == token => Some(&e.seen),
+            Some(e) if e.expires > now && e.fingerprint == fingerprint => Some(&e.seen),
             _ => None,
         }
     }
@@ -57,7 +67,7 @@ impl<A: Hash + Eq + Copy> DedupCache<A> {
         &mut self,
         now: Instant,
         expires: Instant,
-        (peer, mid, token): (A, u16, &[u8]),
+        (peer, mid, fingerprint): (A, u16, u64),
         seen: Seen,
     ) {
         self.purge(now);
@@ -66,12 +76,11 @@ impl<A: Hash + Eq + Copy> DedupCache<A> {
                 break;
             }
         }
-        let token = token.to_vec();
         self.entries.insert(
             (peer, mid),
             Entry {
                 expires,
-                token,
+                fingerprint,
                 seen,
             },
         );
@@ -124,23 +133,23 @@ mod tests {
         let mut c = DedupCache::<u8>::new(3);
         let t0 = Instant::from_millis(0);
         let exp = Instant::from_millis(100);
-        c.insert(t0, exp, (1, 7, b"t"), Seen::InProgress(1));
-        assert_eq!(c.get(t0, 1, 7, b"t"), Some(&Seen::InProgress(1)));
-        assert_eq!(c.get(t0, 2, 7, b"t"), None);
+        c.insert(t0, exp, (1, 7, 1), Seen::InProgress(1));
+        assert_eq!(c.get(t0, 1, 7, 1), Some(&Seen::InProgress(1)));
+        assert_eq!(c.get(t0, 2, 7, 1), None);
         assert_eq!(
-            c.get(t0, 1, 7, b"x"),
+            c.get(t0, 1, 7, 2),
             None,
             "a reused message ID is not a duplicate"
         );
         c.update(1, 7, Seen::Answered(None));
         let later = Instant::from_millis(99);
-        assert_eq!(c.get(later, 1, 7, b"t"), Some(&Seen::Answered(None)));
-        assert_eq!(c.get(exp, 1, 7, b"t"), None, "expired");
+        assert_eq!(c.get(later, 1, 7, 1), Some(&Seen::Answered(None)));
+        assert_eq!(c.get(exp, 1, 7, 1), None, "expired");
         for mid in 0..10 {
-            c.insert(t0, exp, (1, mid, b""), Seen::Answered(None));
+            c.insert(t0, exp, (1, mid, 0), Seen::Answered(None));
         }
         assert_eq!(c.len(), 3, "capacity bounds the cache");
-        assert!(c.get(t0, 1, 9, b"").is_some() && c.get(t0, 1, 0, b"").is_none());
+        assert!(c.get(t0, 1, 9, 0).is_some() && c.get(t0, 1, 0, 0).is_none());
         c.purge(exp);
         assert_eq!(c.len(), 0);
     }

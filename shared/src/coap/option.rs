@@ -42,6 +42,8 @@ pub const PROXY_SCHEME: u16 = 39;
 pub const SIZE1: u16 = 60;
 /// No-Response (RFC 7967).
 pub const NO_RESPONSE: u16 = 258;
+/// Request-Tag (RFC 9175): tells concurrent block-wise uploads of one client apart.
+pub const REQUEST_TAG: u16 = 292;
 
 /// Options this engine understands. An unknown *critical* (odd-numbered) option in a
 /// request is answered with 4.02 Bad Option, as RFC 7252 §5.4.1 requires.
@@ -66,6 +68,7 @@ pub fn is_known(number: u16) -> bool {
             | SIZE2
             | SIZE1
             | NO_RESPONSE
+            | REQUEST_TAG
     )
 }
 

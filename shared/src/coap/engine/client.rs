@@ -45,6 +45,13 @@ impl<A: PeerAddress> Engine<A> {
         let upload = (request.payload().len() > block_size)
             .then(|| BlockValue::new(0, true, BlockValue::szx_for_size(block_size)))
             .flatten();
+        let mut request = request;
+        if upload.is_some() {
+            // RFC 9175: every block of this upload carries the same Request-Tag, so the
+            // server keeps it apart from our other uploads to the same resource.
+            let tag = self.rng.next_u32().to_be_bytes();
+            request.set_option(option::REQUEST_TAG, tag.to_vec());
+        }
         let exchange = Exchange {
             peer,
             token: token.clone(),
@@ -245,10 +252,16 @@ impl<A: PeerAddress> Engine<A> {
     }
 
     /// A CON or NON response or notification (not piggybacked).
-    pub(super) fn on_separate_response(&mut self, now: Instant, peer: A, packet: Packet) {
+    pub(super) fn on_separate_response(
+        &mut self,
+        now: Instant,
+        peer: A,
+        packet: Packet,
+        fingerprint: u64,
+    ) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if let Some(seen) = self.dedup.get(now, peer, mid, packet.get_token()) {
+        if let Some(seen) = self.dedup.get(now, peer, mid, fingerprint) {
             self.stats.duplicates += 1;
             if let Seen::Answered(Some(bytes)) = seen {
                 let bytes = bytes.clone();
@@ -266,14 +279,14 @@ impl<A: PeerAddress> Engine<A> {
             // Nobody waits for this: tell the sender (this also ends a stale observation).
             let rst = Self::empty_message(MessageType::Reset, mid);
             self.stats.resets_sent += 1;
-            let key = (peer, mid, packet.get_token());
+            let key = (peer, mid, fingerprint);
             self.dedup
                 .insert(now, expires, key, Seen::Answered(Some(rst.clone())));
             self.transmit(peer, rst);
             return;
         };
         let answer = con.then(|| Self::empty_message(MessageType::Acknowledgement, mid));
-        let key = (peer, mid, packet.get_token());
+        let key = (peer, mid, fingerprint);
         self.dedup
             .insert(now, expires, key, Seen::Answered(answer.clone()));
         if let Some(ack) = answer {

@@ -169,8 +169,15 @@ pub struct Engine<A> {
     dedup: DedupCache<A>,
     incoming: BTreeMap<IncomingId, server::Incoming<A>>,
     piggyback_deadlines: VecDeque<(Instant, IncomingId)>,
-    uploads: BTreeMap<(A, Code, String), server::Upload>,
-    downloads: BTreeMap<(A, String), server::Download>,
+    /// Block1 bodies being received, by (peer, method, resource, Request-Tag): uploads
+    /// tagged apart (RFC 9175, as our client does) never mix; untagged ones from one peer
+    /// to one resource take turns. (Not the token: clients such as aiocoap change it
+    /// from block to block.)
+    uploads: BTreeMap<(A, Code, String, Vec<u8>), server::Upload>,
+    /// Block2 bodies being read, by (peer, resource, token): concurrent reads of one
+    /// resource (two POSTs with different bodies) never mix. A follow-up with another
+    /// token misses, and the handler produces the body again.
+    downloads: BTreeMap<(A, String, Vec<u8>), server::Download>,
     observers: BTreeMap<(A, Vec<u8>), server::Observer>,
     observed: BTreeMap<String, BTreeSet<(A, Vec<u8>)>>,
     observe_seq: u32,
@@ -247,10 +254,11 @@ impl<A: PeerAddress> Engine<A> {
         match packet.header.get_type() {
             MessageType::Confirmable | MessageType::NonConfirmable => {
                 let con = packet.header.get_type() == MessageType::Confirmable;
+                let fingerprint = super::dedup::fingerprint(bytes);
                 if code.is_request() {
-                    self.on_request(now, peer, packet)
+                    self.on_request(now, peer, packet, fingerprint)
                 } else if code.is_response() {
-                    self.on_separate_response(now, peer, packet)
+                    self.on_separate_response(now, peer, packet, fingerprint)
                 } else if con {
                     // An empty CON is a ping; a reserved class is a format error.
                     self.send_reset(peer, mid)

@@ -103,7 +103,7 @@ impl<A: PeerAddress> Engine<A> {
             if !ends {
                 message.set_uint_option(option::OBSERVE, seq);
             }
-            let message = self.first_block(now, *peer, resource, message);
+            let message = self.first_block(now, (*peer, resource, token), message);
             let Some(observer) = self.observers.get_mut(&(*peer, token.clone())) else {
                 continue;
             };
@@ -175,10 +175,10 @@ impl<A: PeerAddress> Engine<A> {
         }
     }
 
-    pub(super) fn on_request(&mut self, now: Instant, peer: A, packet: Packet) {
+    pub(super) fn on_request(&mut self, now: Instant, peer: A, packet: Packet, fingerprint: u64) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
-        if let Some(seen) = self.dedup.get(now, peer, mid, packet.get_token()) {
+        if let Some(seen) = self.dedup.get(now, peer, mid, fingerprint) {
             self.stats.duplicates += 1;
             match seen.clone() {
                 Seen::Answered(Some(bytes)) => self.transmit(peer, bytes),
@@ -195,7 +195,7 @@ impl<A: PeerAddress> Engine<A> {
         }
         let id = IncomingId(self.next_id());
         let expires = now + self.config.exchange_lifetime;
-        let key = (peer, mid, packet.get_token());
+        let key = (peer, mid, fingerprint);
         self.dedup.insert(now, expires, key, Seen::InProgress(id.0));
 
         let code = Code(packet.header.code.into());
@@ -262,7 +262,8 @@ impl<A: PeerAddress> Engine<A> {
         }
 
         if let Some(block) = block2.filter(|b| b.num > 0) {
-            if let Some(response) = self.cached_download(now, peer, &incoming.key) {
+            if let Some(response) = self.cached_download(now, peer, &incoming.key, &incoming.token)
+            {
                 let _ = block;
                 return self.answer(now, incoming, response);
             }
@@ -303,7 +304,8 @@ impl<A: PeerAddress> Engine<A> {
         request: &mut Request,
         block: BlockValue,
     ) -> Result<Option<BlockValue>, Response> {
-        let key = (incoming.peer, incoming.method, incoming.key.clone());
+        let tag = request.option(option::REQUEST_TAG).unwrap_or(&[]).to_vec();
+        let key = (incoming.peer, incoming.method, incoming.key.clone(), tag);
         if block.num == 0 {
             if self.uploads.len() >= BLOCK_STATE_SOFT_LIMIT {
                 self.uploads.retain(|_, u| u.expires > now);
@@ -355,8 +357,16 @@ impl<A: PeerAddress> Engine<A> {
         Ok(Some(block))
     }
 
-    fn cached_download(&mut self, now: Instant, peer: A, key: &str) -> Option<Response> {
-        let download = self.downloads.get(&(peer, String::from(key)))?;
+    fn cached_download(
+        &mut self,
+        now: Instant,
+        peer: A,
+        key: &str,
+        token: &[u8],
+    ) -> Option<Response> {
+        let download = self
+            .downloads
+            .get(&(peer, String::from(key), token.to_vec()))?;
         (download.expires > now).then(|| download.response.clone())
     }
 
@@ -377,9 +387,10 @@ impl<A: PeerAddress> Engine<A> {
         if let Some(block) = incoming.block1 {
             response.set_option(option::BLOCK1, block.encode());
         }
+        let transfer = (peer, incoming.key.as_str(), incoming.token.as_slice());
         let response = match incoming.block2 {
-            Some(block) => self.block_of(now, peer, &incoming.key, response, block),
-            None => self.first_block(now, peer, &incoming.key, response),
+            Some(block) => self.block_of(now, transfer, response, block),
+            None => self.first_block(now, transfer, response),
         };
         let packet = response.into_packet();
         let mid = incoming.mid;
@@ -410,7 +421,12 @@ impl<A: PeerAddress> Engine<A> {
 
     /// Cuts a response larger than the block size to its first block (RFC 7959 §2.2),
     /// keeping the whole for the follow-up requests.
-    fn first_block(&mut self, now: Instant, peer: A, key: &str, response: Response) -> Response {
+    fn first_block(
+        &mut self,
+        now: Instant,
+        transfer: (A, &str, &[u8]),
+        response: Response,
+    ) -> Response {
         if response.payload().len() <= self.config.block_size {
             return response;
         }
@@ -420,15 +436,14 @@ impl<A: PeerAddress> Engine<A> {
             more: false,
             szx,
         };
-        self.block_of(now, peer, key, response, first)
+        self.block_of(now, transfer, response, first)
     }
 
     /// The block `wanted` of a response (no smaller than needed, no larger than ours).
     fn block_of(
         &mut self,
         now: Instant,
-        peer: A,
-        key: &str,
+        (peer, key, token): (A, &str, &[u8]),
         mut response: Response,
         wanted: BlockValue,
     ) -> Response {
@@ -459,10 +474,12 @@ impl<A: PeerAddress> Engine<A> {
             response.remove_option(option::OBSERVE);
             response.set_payload(whole);
             let expires = now + self.config.block_lifetime;
+            let transfer = (peer, String::from(key), token.to_vec());
             self.downloads
-                .insert((peer, String::from(key)), Download { response, expires });
+                .insert(transfer, Download { response, expires });
         } else {
-            self.downloads.remove(&(peer, String::from(key)));
+            self.downloads
+                .remove(&(peer, String::from(key), token.to_vec()));
         }
         part
     }
