@@ -211,6 +211,7 @@ impl ClusterClient {
         let config = TopicConfig {
             partitions,
             replication_factor,
+            min_insync_replicas: None,
         };
         match self
             .zk

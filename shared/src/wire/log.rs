@@ -194,6 +194,128 @@ pub struct FetchResponse {
     pub batches: Vec<FetchedBatch>,
 }
 
+/// Body of a follower's fetch from a leader: every partition the follower replicates
+/// from that leader, in one CoAP exchange (`POST /replica`).
+///
+/// The leader holds the request up to `max_wait_ms` while none of the partitions has
+/// anything new (a long poll), so a follower learns of an append at once without polling.
+/// The offset a follower asks for is its log end offset: the leader takes it as the
+/// follower's progress (for the high watermark and the in-sync set).
+///
+/// CBOR: `{"replica": u32, "max_wait_ms": u32, "max_bytes": u32,
+/// "partitions": [ReplicaFetchPartition, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchRequest {
+    /// The fetching follower's broker id.
+    pub replica: u32,
+    /// How long the leader may hold the request while nothing is new.
+    pub max_wait_ms: u32,
+    /// Answer with at most about this many bytes of batches in all (at least one batch
+    /// if any partition has one).
+    pub max_bytes: u32,
+    /// The partitions, each with the follower's position.
+    pub partitions: Vec<ReplicaFetchPartition>,
+}
+
+/// One partition in a [`ReplicaFetchRequest`].
+///
+/// CBOR: `{"topic": text, "partition": u32, "offset": u64, "leader_epoch": u32,
+/// "last_fetched_epoch"?: u32}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchPartition {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The follower's log end offset: the first offset it wants.
+    pub offset: u64,
+    /// The leader epoch the follower believes current (fencing both ways: an older one
+    /// is refused, a newer one tells the leader it has been deposed).
+    pub leader_epoch: u32,
+    /// The leader epoch of the follower's last batch (`None`, omitted, when its log is
+    /// empty): the leader checks that the follower's log does not diverge from its own
+    /// there (leader-epoch based truncation, as Kafka's KIP-320).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_fetched_epoch: Option<u32>,
+}
+
+/// Body of the answer to a [`ReplicaFetchRequest`].
+///
+/// CBOR: `{"partitions": [ReplicaPartitionData, ...]}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaFetchResponse {
+    /// One entry per partition asked for, in the same order.
+    pub partitions: Vec<ReplicaPartitionData>,
+}
+
+/// Where a follower's log diverges from its leader's: the largest leader epoch the
+/// leader has at or below the follower's last one, and the offset where that epoch ends
+/// in the leader's log. The follower truncates to the smaller of this and its own end of
+/// that epoch, then fetches again.
+///
+/// CBOR: `{"epoch": u32, "end_offset": u64}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EpochEndOffset {
+    /// The epoch.
+    pub epoch: u32,
+    /// The offset after that epoch's last record in the leader's log.
+    pub end_offset: u64,
+}
+
+/// One partition's part of a [`ReplicaFetchResponse`].
+///
+/// CBOR: `{"topic": text, "partition": u32, "error"?: ErrorKind, "high_watermark": u64,
+/// "log_start_offset": u64, "log_end_offset": u64, "diverging"?: EpochEndOffset,
+/// "batches": [ReplicaBatch, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaPartitionData {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// Why this partition could not be served (`not_leader`, `fenced_epoch`, ...);
+    /// the other fields are then zero and empty.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<super::ErrorKind>,
+    /// The leader's high watermark.
+    pub high_watermark: u64,
+    /// The leader's log start offset (a follower below it must start over from there).
+    pub log_start_offset: u64,
+    /// The leader's log end offset.
+    pub log_end_offset: u64,
+    /// Set when the follower's log diverges from the leader's: truncate, then fetch again
+    /// (no batches come with it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub diverging: Option<EpochEndOffset>,
+    /// Batches from the offset asked for, in offset order.
+    pub batches: Vec<ReplicaBatch>,
+}
+
+/// A stored batch with everything a follower needs to store an identical copy.
+///
+/// CBOR: `{"base_offset": u64, "record_count": u32, "leader_epoch": u32,
+/// "max_timestamp_ms": u64, "producer_id"?: u64, "base_sequence"?: u32, "batch": bytes}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaBatch {
+    /// Offset of the batch's first record.
+    pub base_offset: u64,
+    /// Records in the batch.
+    pub record_count: u32,
+    /// The leader epoch it was written in.
+    pub leader_epoch: u32,
+    /// Its newest record's timestamp (retention uses it).
+    pub max_timestamp_ms: u64,
+    /// The idempotent producer that sent it, if any (a new leader keeps deduplicating).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub producer_id: Option<u64>,
+    /// That producer's sequence number for the batch's first record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub base_sequence: Option<u32>,
+    /// The encoded [`RecordBatch`], exactly as produced.
+    #[serde(with = "serde_bytes")]
+    pub batch: Vec<u8>,
+}
+
 /// Where one partition lives.
 ///
 /// CBOR: `{"partition": u32, "leader"?: u32, "leader_epoch": u32, "replicas": [u32, ...],
@@ -242,13 +364,31 @@ pub struct BrokerInfo {
 
 /// A topic's configuration, as the znode `/topics/{topic}` holds it.
 ///
-/// CBOR: `{"partitions": 3, "replication_factor": 1}`.
+/// CBOR: `{"partitions": 3, "replication_factor": 1, "min_insync_replicas"?: 2}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
     /// How many partitions.
     pub partitions: u32,
     /// How many copies of each partition, on different brokers.
     pub replication_factor: u32,
+    /// An acks=all produce is refused while fewer replicas than this are in sync
+    /// (`None`, omitted: [`TopicConfig::DEFAULT_MIN_INSYNC`] capped at the replication
+    /// factor).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min_insync_replicas: Option<u32>,
+}
+
+impl TopicConfig {
+    /// The minimum in-sync replicas when a topic does not say: 2, so an acknowledged
+    /// acks=all record is on two machines (capped at the replication factor).
+    pub const DEFAULT_MIN_INSYNC: u32 = 2;
+
+    /// The minimum in-sync replicas in force for this topic.
+    pub fn min_insync(&self) -> u32 {
+        self.min_insync_replicas
+            .unwrap_or(Self::DEFAULT_MIN_INSYNC)
+            .clamp(1, self.replication_factor.max(1))
+    }
 }
 
 /// How many records an encoded [`RecordBatch`] holds, read from its CBOR header alone

@@ -58,9 +58,10 @@ pub use codec::{decode, encode, encode_into, DecodeError, EncodeError, CONTENT_F
 pub use error::{ErrorBody, ErrorKind};
 pub use health::NodeHealth;
 pub use log::{
-    batch_record_count, Acks, BrokerInfo, FetchRequest, FetchResponse, FetchedBatch, Header,
-    MetadataResponse, PartitionMetadata, ProduceRequest, ProduceResponse, Record, RecordBatch,
-    TopicConfig, TopicMetadata,
+    batch_record_count, Acks, BrokerInfo, EpochEndOffset, FetchRequest, FetchResponse,
+    FetchedBatch, Header, MetadataResponse, PartitionMetadata, ProduceRequest, ProduceResponse,
+    Record, RecordBatch, ReplicaBatch, ReplicaFetchPartition, ReplicaFetchRequest,
+    ReplicaFetchResponse, ReplicaPartitionData, TopicConfig, TopicMetadata,
 };
 pub use pehra::{
     CheckIn, CheckInReply, ElectionResult, ModeChange, NodeRole, Term, Wake, WakeReason,

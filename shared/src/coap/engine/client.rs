@@ -42,7 +42,7 @@ impl<A: PeerAddress> Engine<A> {
         let id = RequestId(self.next_id());
         let token = self.fresh_token();
         let block_size = self.config.block_size;
-        let upload = (request.payload().len() > block_size)
+        let upload = (request.payload().len() > self.config.max_payload.max(block_size))
             .then(|| BlockValue::new(0, true, BlockValue::szx_for_size(block_size)))
             .flatten();
         let mut request = request;

@@ -427,7 +427,7 @@ impl<A: PeerAddress> Engine<A> {
         transfer: (A, &str, &[u8]),
         response: Response,
     ) -> Response {
-        if response.payload().len() <= self.config.block_size {
+        if response.payload().len() <= self.config.max_payload.max(self.config.block_size) {
             return response;
         }
         let szx = BlockValue::szx_for_size(self.config.block_size);

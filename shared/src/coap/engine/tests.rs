@@ -841,3 +841,33 @@ proptest! {
         while engine.poll_transmit().is_some() {}
     }
 }
+
+#[test]
+fn payloads_up_to_max_payload_go_in_one_datagram_each_way() {
+    let mut net = Net::new(Config {
+        max_payload: 32 * 1024,
+        ..Config::default()
+    });
+    let body: Vec<u8> = (0..20 * 1024).map(|i| (i % 251) as u8).collect();
+    let id = net.request(Request::put("/big").with_payload(body.clone()));
+    net.run_for(Duration::from_secs(60));
+    let response = net.response_to(id).expect("response");
+    assert_eq!(&response.payload()[4..], &body[..], "echoed whole");
+    let client_msgs = net.sent_by(CLIENT);
+    assert_eq!(client_msgs.len(), 1, "one request datagram, no Block1");
+    let server_msgs = net.sent_by(SERVER);
+    assert_eq!(server_msgs.len(), 1, "one response datagram, no Block2");
+    assert!(server_msgs[0]
+        .1
+        .get_first_option(coap_lite::CoapOption::Block2)
+        .is_none());
+    // Past max_payload, block-wise as before.
+    let big: Vec<u8> = vec![7; 40 * 1024];
+    let id = net.request(Request::put("/bigger").with_payload(big.clone()));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(
+        &net.response_to(id).expect("response").payload()[7..],
+        &big[..]
+    );
+    assert!(net.sent_by(CLIENT).len() > 10, "went block-wise");
+}

@@ -117,7 +117,7 @@ golden!(fetch_response: FetchResponse = FetchResponse {
 golden!(partition_metadata: PartitionMetadata = partition(), "a569706172746974696f6e00666c6561646572016c6c65616465725f65706f636803687265706c69636173820102636973728101");
 golden!(partition_metadata_leaderless: PartitionMetadata = PartitionMetadata { leader: None, isr: vec![], ..partition() }, "a469706172746974696f6e006c6c65616465725f65706f636803687265706c696361738201026369737280");
 golden!(topic_metadata: TopicMetadata = TopicMetadata { topic: s("temps"), partitions: vec![partition()] }, "a265746f7069636574656d70736a706172746974696f6e7381a569706172746974696f6e00666c6561646572016c6c65616465725f65706f636803687265706c69636173820102636973728101");
-golden!(topic_config: TopicConfig = TopicConfig { partitions: 3, replication_factor: 2 }, "a26a706172746974696f6e7303727265706c69636174696f6e5f666163746f7202");
+golden!(topic_config: TopicConfig = TopicConfig { partitions: 3, replication_factor: 2, min_insync_replicas: None }, "a26a706172746974696f6e7303727265706c69636174696f6e5f666163746f7202");
 golden!(broker_info: BrokerInfo = broker(), "a46269640164616464726d31302e302e302e313a3536383364686f73746470692d61647261636b627231");
 golden!(broker_info_no_rack: BrokerInfo = BrokerInfo { rack: None, ..broker() }, "a36269640164616464726d31302e302e302e313a3536383364686f73746470692d61");
 golden!(metadata_response: MetadataResponse = MetadataResponse {
@@ -197,3 +197,29 @@ fn record_counts_come_from_the_batch_header() {
     );
     assert!(batch_record_count(&hex::decode("a167726563f7264739f").unwrap_or_default()).is_err());
 }
+
+// replication (log.rs)
+golden!(topic_config_min_insync: TopicConfig = TopicConfig { partitions: 3, replication_factor: 3, min_insync_replicas: Some(2) }, "a36a706172746974696f6e7303727265706c69636174696f6e5f666163746f7203736d696e5f696e73796e635f7265706c6963617302");
+golden!(replica_fetch_request: ReplicaFetchRequest = ReplicaFetchRequest {
+    replica: 2,
+    max_wait_ms: 500,
+    max_bytes: 32_768,
+    partitions: vec![
+        ReplicaFetchPartition { topic: s("temps"), partition: 3, offset: 4096, leader_epoch: 4, last_fetched_epoch: Some(3) },
+        ReplicaFetchPartition { topic: s("temps"), partition: 0, offset: 0, leader_epoch: 1, last_fetched_epoch: None },
+    ],
+}, "a4677265706c696361026b6d61785f776169745f6d731901f4696d61785f62797465731980006a706172746974696f6e7382a565746f7069636574656d707369706172746974696f6e03666f66667365741910006c6c65616465725f65706f636804726c6173745f666574636865645f65706f636803a465746f7069636574656d707369706172746974696f6e00666f6666736574006c6c65616465725f65706f636801");
+golden!(replica_fetch_response: ReplicaFetchResponse = ReplicaFetchResponse {
+    partitions: vec![
+        ReplicaPartitionData {
+            topic: s("temps"), partition: 3, error: None, high_watermark: 4000, log_start_offset: 0, log_end_offset: 4098, diverging: None,
+            batches: vec![ReplicaBatch { base_offset: 4096, record_count: 2, leader_epoch: 4, max_timestamp_ms: 1_700_000_000_000, producer_id: Some(7), base_sequence: Some(10), batch: vec![0xa1, 0x00, 0x01] }],
+        },
+        ReplicaPartitionData {
+            topic: s("temps"), partition: 0, error: Some(ErrorKind::FencedEpoch), high_watermark: 0, log_start_offset: 0, log_end_offset: 0, diverging: None, batches: vec![],
+        },
+        ReplicaPartitionData {
+            topic: s("temps"), partition: 1, error: None, high_watermark: 10, log_start_offset: 0, log_end_offset: 12, diverging: Some(EpochEndOffset { epoch: 2, end_offset: 11 }), batches: vec![],
+        },
+    ],
+}, "a16a706172746974696f6e7383a665746f7069636574656d707369706172746974696f6e036e686967685f77617465726d61726b190fa0706c6f675f73746172745f6f6666736574006e6c6f675f656e645f6f6666736574191002676261746368657381a76b626173655f6f66667365741910006c7265636f72645f636f756e74026c6c65616465725f65706f636804706d61785f74696d657374616d705f6d731b0000018bcfe568006b70726f64756365725f6964076d626173655f73657175656e63650a65626174636843a10001a765746f7069636574656d707369706172746974696f6e00656572726f726c66656e6365645f65706f63686e686967685f77617465726d61726b00706c6f675f73746172745f6f6666736574006e6c6f675f656e645f6f666673657400676261746368657380a765746f7069636574656d707369706172746974696f6e016e686967685f77617465726d61726b0a706c6f675f73746172745f6f6666736574006e6c6f675f656e645f6f66667365740c69646976657267696e67a26565706f6368026a656e645f6f66667365740b676261746368657380");
