@@ -6,9 +6,9 @@
 //! or missing checkpoint is rebuilt from the batch headers, since the log holds the same
 //! facts.
 
-use super::{fsync_dir, io_err, LogError};
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use super::{io_err, replace_file_durably, LogError};
+use std::fs;
+use std::io;
 use std::path::Path;
 
 /// The checkpoint's file name in the partition directory.
@@ -106,8 +106,6 @@ fn decode(bytes: &[u8]) -> Result<Epochs, String> {
 /// Replaces the checkpoint in `dir` atomically and durably: temporary file, fsync, rename,
 /// fsync of the directory.
 pub(super) fn store(dir: &Path, epochs: &[(u32, u64)]) -> Result<(), LogError> {
-    let path = dir.join(FILE_NAME);
-    let tmp = dir.join(format!("{FILE_NAME}.tmp"));
     let mut bytes = Vec::with_capacity(HEADER_LEN + epochs.len() * ENTRY_LEN + 4);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -119,19 +117,7 @@ pub(super) fn store(dir: &Path, epochs: &[(u32, u64)]) -> Result<(), LogError> {
     }
     let crc = crc(&bytes[12..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(&bytes).and_then(|()| file.sync_all()))
-        .map_err(io_err("write", &tmp))
-        .and_then(|()| fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fsync_dir(dir)
+    replace_file_durably(dir, FILE_NAME, &bytes)
 }
 
 #[cfg(test)]

@@ -114,16 +114,27 @@ pub(super) fn load(path: &Path, segment_len: u64) -> Option<Vec<IndexEntry>> {
     }
 }
 
-/// Writes the index of the segment with `base_offset` into `dir`: to a temporary file that
-/// is renamed into place. Not synced: a lost or torn index is rebuilt at recovery.
-pub(super) fn write(dir: &Path, base_offset: u64, index: &[IndexEntry]) -> Result<(), LogError> {
-    let path: PathBuf = dir.join(file_name(base_offset));
-    let tmp = dir.join(format!("{}.tmp", file_name(base_offset)));
+/// The bytes of an index file holding `index`.
+fn encode(index: &[IndexEntry]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(index.len() * ENTRY_LEN);
     for entry in index {
         bytes.extend_from_slice(&entry.rel_offset.to_le_bytes());
         bytes.extend_from_slice(&entry.position.to_le_bytes());
     }
+    bytes
+}
+
+/// Whether the index file at `path` holds exactly `index` (false if it cannot be read).
+pub(super) fn file_holds(path: &Path, index: &[IndexEntry]) -> bool {
+    fs::read(path).is_ok_and(|bytes| bytes == encode(index))
+}
+
+/// Writes the index of the segment with `base_offset` into `dir`: to a temporary file that
+/// is renamed into place. Not synced: a lost or torn index is rebuilt at recovery.
+pub(super) fn write(dir: &Path, base_offset: u64, index: &[IndexEntry]) -> Result<(), LogError> {
+    let path: PathBuf = dir.join(file_name(base_offset));
+    let tmp = dir.join(format!("{}.tmp", file_name(base_offset)));
+    let bytes = encode(index);
     let written = OpenOptions::new()
         .write(true)
         .create(true)

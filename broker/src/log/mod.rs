@@ -4,7 +4,8 @@
 //! Batches are kept as **opaque bytes**: the producer's CBOR-encoded
 //! `pehra_shared::wire::RecordBatch` is stored exactly as it came and served back exactly
 //! so. The log never decodes it; it only writes a small binary header of its own in front
-//! (offsets, record count, leader epoch, newest timestamp, CRC), which is all it needs.
+//! (offsets, record count, leader epoch, newest timestamp, idempotent producer identity,
+//! CRC), which is all it needs.
 //!
 //! Everything is synchronous std I/O, meant for a blocking thread (`spawn_blocking`).
 //! [`PartitionLog::read`] takes `&self` and uses positional reads, so a `RwLock` around the
@@ -15,13 +16,21 @@
 //!
 //! # Use
 //!
-//! [`PartitionLog::open`] creates or recovers the directory. [`append`](PartitionLog::append)
-//! assigns the next offsets to a batch; how soon it is durable depends on
-//! [`LogConfig::flush`]; [`flushed_offset`](PartitionLog::flushed_offset) says how far the
-//! log is known durable. [`read`](PartitionLog::read) returns batches from an offset.
+//! [`PartitionLog::open`] creates or recovers the directory.
+//! [`append_batch`](PartitionLog::append_batch) (or its short form
+//! [`append`](PartitionLog::append), for a batch without a producer) assigns the next
+//! offsets to a batch; how soon it is durable depends on [`LogConfig::flush`];
+//! [`flushed_offset`](PartitionLog::flushed_offset) says how far the log is known durable.
+//! [`read`](PartitionLog::read) returns batches from an offset.
 //! [`apply_retention`](PartitionLog::apply_retention) deletes old segments (call it from a
-//! timer); [`truncate_to`](PartitionLog::truncate_to) and
-//! [`epoch_start_offsets`](PartitionLog::epoch_start_offsets) are for replication.
+//! timer). For replication: [`last_producer_batch`](PartitionLog::last_producer_batch)
+//! recognises a producer's retried batch (see [Producer state](self#producer-state));
+//! [`last_epoch`](PartitionLog::last_epoch),
+//! [`end_offset_for_epoch`](PartitionLog::end_offset_for_epoch) and
+//! [`epoch_start_offsets`](PartitionLog::epoch_start_offsets) find where a follower's log
+//! diverges from the leader's; [`truncate_to`](PartitionLog::truncate_to) cuts it there;
+//! [`reset_to`](PartitionLog::reset_to) empties a follower that fell behind the leader's
+//! log start; a follower passes the leader's base offset in [`BatchMeta::base_offset`].
 //!
 //! After an I/O error in a method that writes, the log refuses further writes
 //! ([`LogError::Poisoned`]): what reached the disk is unknown (a failed fsync may have
@@ -32,28 +41,41 @@
 //!
 //! # On-disk format
 //!
-//! A partition directory holds segments, their indexes and the leader-epoch checkpoint;
-//! other files are ignored. On open, `*.tmp` leftovers of an interrupted creation and index
-//! files whose segment is gone (deletion interrupted between the two files) are removed. Numbers are little endian. Names carry offsets as 20-digit zero-padded
-//! decimals, so they sort by name.
+//! A partition directory holds segments, their indexes, the leader-epoch checkpoint and,
+//! while a [`reset_to`](PartitionLog::reset_to) is under way, the reset marker; other files
+//! are ignored. On open, `*.tmp` leftovers of an interrupted creation and index files whose
+//! segment is gone (deletion interrupted between the two files) are removed. Numbers are
+//! little endian. Names carry offsets as 20-digit zero-padded decimals, so they sort by
+//! name.
 //!
 //! **Segment** `<base offset>.log`, e.g. `00000000000000000042.log`, where the base offset
 //! is the offset of its first batch:
 //!
 //! ```text
-//! header:  magic "PEHRALOG" (8 bytes) | version: u32 = 1
+//! header:  magic "PEHRALOG" (8 bytes) | version: u32 = 2
 //! batch:   len: u32 | crc: u32 | base_offset: u64 | record_count: u32 | leader_epoch: u32
-//!          | max_timestamp_ms: u64 | payload: len - 24 bytes (the opaque batch)
+//!          | max_timestamp_ms: u64 | producer_id: u64 | base_sequence: u32
+//!          | payload: len - 36 bytes (the opaque batch)
 //! batch:   ...
 //! ```
 //!
-//! `len` counts the bytes after the `crc` field (24 header bytes + the payload; the payload
+//! `len` counts the bytes after the `crc` field (36 header bytes + the payload; the payload
 //! is at most [`MAX_BATCH_BYTES`]); `crc` is the CRC-32 (IEEE) of exactly those `len`
-//! bytes. A batch holds offsets `base_offset ..= base_offset + record_count - 1`, and the
-//! next batch (in this segment or the next) starts at the offset after that: offsets are
-//! contiguous. A segment is created atomically (header written to a temporary file, synced,
-//! renamed into place, directory synced), so its header is never torn; a segment-named file
-//! without the magic is refused ([`LogError::NotOurs`]).
+//! bytes. `producer_id` and `base_sequence` are the batch's [`ProducerBatch`]; a batch
+//! without a producer has `producer_id = u64::MAX` and `base_sequence = u32::MAX` (so no
+//! producer may use the id `u64::MAX`; any other `base_sequence` with that id is an
+//! impossible header). A batch holds offsets
+//! `base_offset ..= base_offset + record_count - 1`, and the next batch (in this segment or
+//! the next) starts at the offset after that: offsets are contiguous. A segment is created atomically (header written to a temporary
+//! file, synced, renamed into place, directory synced), so its header is never torn; a
+//! segment-named file without the magic is refused ([`LogError::NotOurs`]).
+//!
+//! Version 1 (until the producer identity was added) had the same segment header and a
+//! 32-byte batch header without `producer_id` and `base_sequence`. This build does not read
+//! it: a version-1 segment is refused with [`LogError::OldFormat`], and the partition
+//! directory must be deleted (the replica then copies the partition again from the
+//! leader, if there is another replica) or the older Pehra kept. Any other unknown version
+//! is [`LogError::UnsupportedVersion`].
 //!
 //! A new segment is started ("rolled") when a batch would take the active segment past
 //! [`LogConfig::segment_bytes`] (a segment always takes at least one batch, so a batch
@@ -83,27 +105,47 @@
 //! written, and after [`truncate_to`](PartitionLog::truncate_to) removes epochs. Entries
 //! below the log start (after retention) are not rewritten: they are clamped when read.
 //!
+//! **Reset marker** `reset-to`:
+//!
+//! ```text
+//! magic "PEHRARST" (8) | version: u32 = 1 | start_offset: u64 | crc: u32
+//! ```
+//!
+//! `crc` covers `version` and `start_offset`. [`reset_to`](PartitionLog::reset_to) makes it
+//! durable (temporary file, fsync, rename, fsync of the directory) before deleting
+//! anything, then deletes every segment and index (oldest first) and syncs the directory,
+//! creates the empty segment `<start_offset>.log`, writes an empty leader-epoch checkpoint,
+//! and deletes the marker. Recovery redoes all of that when it finds the marker (step 0
+//! below), so after a crash at any point the directory holds the old log (the marker never
+//! became durable) or the new empty one. A marker that cannot be read is
+//! [`LogError::Corrupt`]: the offset the reset was going to is unknown.
+//!
 //! # Recovery
 //!
+//! 0. A reset marker is acted on first: the reset it records is finished as described
+//!    above, and recovery goes on with the directory that leaves.
 //! 1. Segments are taken in offset order. Each must start at the offset after the previous
 //!    segment's last batch, and each batch at the offset after the previous batch: anything
 //!    else is [`LogError::Corrupt`] naming the file.
-//! 2. The **last segment** is scanned fully: every batch's length and CRC is checked and
-//!    its index is rebuilt. At the first batch that is truncated, has an impossible header
-//!    or fails its CRC, the segment is cut: the file is truncated to the end of the last
-//!    good batch and synced, and the bytes cut are reported in
-//!    [`Recovery::truncated_bytes`]. That is what a crash in the middle of writing leaves
-//!    (none of those batches was durable, so none was acknowledged as durable).
-//! 3. An **earlier segment** was fsynced when it was rolled, so its size is trusted and it
-//!    is not read whole. If its index file is consistent (whole entries, increasing,
-//!    inside the file), recovery checks the first batch (CRC, base offset = the name) and
-//!    the batch of the last index entry (CRC, the offset the entry names), then scans from
-//!    that entry to the end of the file checking every CRC: so the last batches of every
-//!    segment, which give the segment's last offset and newest timestamp, are verified.
-//!    Batches between the first and the last index entry are not read at open; a corrupt
-//!    one there is found (and reported as [`LogError::Corrupt`]) when a read reaches it. If
-//!    the index is missing or fails any of these checks, the segment is scanned fully like
-//!    the last one and its index file is rewritten.
+//! 2. The **last two segments** are scanned fully: every batch's length and CRC is checked
+//!    and the index is rebuilt (for the second last, its index file is rewritten only if it
+//!    differs). The producer state comes from these scans (see
+//!    [Producer state](self#producer-state)). At the first batch of the last segment that is
+//!    truncated, has an impossible header or fails its CRC, the segment is cut: the file is
+//!    truncated to the end of the last good batch and synced, and the bytes cut are
+//!    reported in [`Recovery::truncated_bytes`]. That is what a crash in the middle of
+//!    writing leaves (none of those batches was durable, so none was acknowledged as
+//!    durable). Damage in the second last segment is handled by rule 4.
+//! 3. An **earlier segment** (before the last two) was fsynced when it was rolled, so its
+//!    size is trusted and it is not read whole. If its index file is consistent (whole
+//!    entries, increasing, inside the file), recovery checks the first batch (CRC, base
+//!    offset = the name) and the batch of the last index entry (CRC, the offset the entry
+//!    names), then scans from that entry to the end of the file checking every CRC: so the
+//!    last batches of every segment, which give the segment's last offset and newest
+//!    timestamp, are verified. Batches between the first and the last index entry are not
+//!    read at open; a corrupt one there is found (and reported as [`LogError::Corrupt`])
+//!    when a read reaches it. If the index is missing or fails any of these checks, the
+//!    segment is scanned fully like the last one and its index file is rewritten.
 //! 4. Damage in an earlier segment (a batch that fails its checks, or no batch at all) while
 //!    a later segment holds batches is corruption in the middle of the log: a hard
 //!    [`LogError::Corrupt`] naming the file, rather than silently dropping acknowledged
@@ -121,6 +163,25 @@
 //!
 //! A missing or empty directory is a fresh log starting at offset 0.
 //!
+//! # Producer state
+//!
+//! For each producer id, the log keeps the last batch that producer appended
+//! ([`last_producer_batch`](PartitionLog::last_producer_batch): its base sequence, base
+//! offset, record count and leader epoch), so that a leader, also a new one after a
+//! failover or a restart, recognises a retried batch. It is kept in memory and always
+//! equals what the batches of the **last two segments** say (later batches winning): it
+//! is rebuilt from them at open (rule 2 of [Recovery](self#recovery); if recovery cut the
+//! log back to an earlier segment, the new second last one is read for it), updated by
+//! every append with a producer, pruned of batches before the second last segment when a
+//! segment is rolled and of batches below the log start by retention, rebuilt from the
+//! remaining last two segments by [`truncate_to`](PartitionLog::truncate_to) when the cut
+//! removes a producer's last batch or segments, and emptied by
+//! [`reset_to`](PartitionLog::reset_to). So a retry is recognised only while the
+//! producer's last batch is in the last two segments: one older than that (the whole
+//! second last segment, up to [`LogConfig::segment_bytes`], was written after it) is not,
+//! nor one whose batch was removed by retention or a reset. Nothing is stored for it
+//! besides the batch headers.
+//!
 //! # Retention
 //!
 //! [`apply_retention`](PartitionLog::apply_retention) deletes whole segments, oldest first,
@@ -135,6 +196,7 @@
 mod epochs;
 mod index;
 mod recovery;
+mod reset;
 mod segment;
 
 #[cfg(test)]
@@ -142,9 +204,10 @@ mod tests;
 
 pub use segment::MAX_BATCH_BYTES;
 
-use segment::{Segment, HEADER_LEN};
-use std::fs::{self, File};
-use std::io;
+use segment::{BatchHeader, Segment, HEADER_LEN, NO_PRODUCER_ID};
+use std::collections::HashMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -178,6 +241,24 @@ pub enum LogError {
     UnsupportedVersion {
         /// The file.
         path: PathBuf,
+        /// The version found.
+        version: u32,
+        /// The version this build reads.
+        supported: u32,
+    },
+    /// A segment was written in format version 1, by an older Pehra: its batch headers
+    /// lack the producer identity, and this build does not convert them.
+    #[error(
+        "{path} is in segment format version {version}, written by an older Pehra; this build \
+         reads only version {supported} and does not convert old logs: delete the partition \
+         directory {dir} (this replica then holds none of its batches), or keep using the \
+         older Pehra version"
+    )]
+    OldFormat {
+        /// The file.
+        path: PathBuf,
+        /// The partition directory.
+        dir: PathBuf,
         /// The version found.
         version: u32,
         /// The version this build reads.
@@ -254,6 +335,19 @@ pub enum LogError {
         /// The epoch of the log's last batch.
         last: u32,
     },
+    /// [`PartitionLog::append_batch`] was told the base offset the batch must get
+    /// ([`BatchMeta::base_offset`]), and the log does not end there.
+    #[error(
+        "{dir}: the batch must get base offset {expected}, but the log end offset is {log_end}"
+    )]
+    OffsetMismatch {
+        /// The partition directory.
+        dir: PathBuf,
+        /// The base offset the batch must get.
+        expected: u64,
+        /// The log end offset (the offset the batch would get).
+        log_end: u64,
+    },
     /// An earlier write or sync failed, so the state of the log on disk is unknown.
     #[error("{dir}: partition log unusable after an earlier write or sync failure; reopen it to recover")]
     Poisoned {
@@ -325,6 +419,48 @@ impl LogConfig {
     }
 }
 
+/// Identity of an idempotent producer's batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ProducerBatch {
+    /// The producer. `u64::MAX` is reserved (it means "no producer" on disk).
+    pub producer_id: u64,
+    /// The sequence number of the batch's first record.
+    pub base_sequence: u32,
+}
+
+/// Everything about a batch besides its bytes, for [`PartitionLog::append_batch`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchMeta {
+    /// Records in the batch (at least 1).
+    pub record_count: u32,
+    /// The batch's newest record timestamp (used by retention).
+    pub max_timestamp_ms: u64,
+    /// The leader epoch the batch is written in; not older than the log's last batch's.
+    pub leader_epoch: u32,
+    /// The idempotent producer's identity of the batch, if it has one.
+    pub producer: Option<ProducerBatch>,
+    /// For a follower copying the leader: the base offset the batch must get; if the log
+    /// end is not exactly this, the append is refused with [`LogError::OffsetMismatch`]
+    /// and nothing changes. `None` for a leader (the batch takes the log end).
+    pub base_offset: Option<u64>,
+}
+
+/// The last batch a producer appended, as [`PartitionLog::last_producer_batch`] knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProducerEntry {
+    /// The sequence number of the batch's first record.
+    pub base_sequence: u32,
+    /// The offset of the batch's first record.
+    pub base_offset: u64,
+    /// Records in the batch.
+    pub record_count: u32,
+    /// The leader epoch the batch was appended in.
+    pub leader_epoch: u32,
+}
+
+/// The last batch of each producer, by producer id.
+type Producers = HashMap<u64, ProducerEntry>;
+
 /// Where [`PartitionLog::append`] put a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AppendInfo {
@@ -347,6 +483,8 @@ pub struct FetchedBatch {
     pub leader_epoch: u32,
     /// The batch's newest record timestamp, as given to `append`.
     pub max_timestamp_ms: u64,
+    /// The idempotent producer's identity of the batch, if it has one.
+    pub producer: Option<ProducerBatch>,
     /// The opaque batch, byte for byte as appended.
     pub bytes: Vec<u8>,
 }
@@ -384,6 +522,8 @@ pub struct PartitionLog {
     /// `(leader epoch, first offset)` for every epoch in the log, each start in
     /// `log_start..log_end`.
     epochs: epochs::Epochs,
+    /// The last batch of each producer among the batches of the last two segments.
+    producers: Producers,
     /// Reused buffer for framing a batch.
     scratch: Vec<u8>,
     /// An I/O error left the files in an unknown state.
@@ -402,12 +542,8 @@ impl PartitionLog {
 
     /// Appends one batch of `record_count` records (>= 1); assigns offsets log_end..log_end+count.
     ///
-    /// `batch` is stored as is. `max_timestamp_ms` is the batch's newest record timestamp
-    /// (used by retention) and `leader_epoch` the epoch it is written in, which may not be
-    /// older than the last batch's ([`LogError::EpochRegression`]). A batch over
-    /// [`MAX_BATCH_BYTES`], a count of 0 or offsets that would overflow are refused without
-    /// changing anything. Durable before returning only under [`FlushPolicy::Always`]
-    /// (or when the policy's batch count is reached).
+    /// The same as [`append_batch`](PartitionLog::append_batch) with no producer and no
+    /// expected base offset.
     pub fn append(
         &mut self,
         batch: &[u8],
@@ -415,7 +551,42 @@ impl PartitionLog {
         max_timestamp_ms: u64,
         leader_epoch: u32,
     ) -> Result<AppendInfo, LogError> {
+        self.append_batch(
+            batch,
+            &BatchMeta {
+                record_count,
+                max_timestamp_ms,
+                leader_epoch,
+                producer: None,
+                base_offset: None,
+            },
+        )
+    }
+
+    /// Appends one batch of `meta.record_count` records (>= 1) at the log end, stored with
+    /// its producer identity.
+    ///
+    /// `batch` is stored as is. `meta.max_timestamp_ms` is the batch's newest record
+    /// timestamp (used by retention) and `meta.leader_epoch` the epoch it is written in,
+    /// which may not be older than the last batch's ([`LogError::EpochRegression`]). With
+    /// `meta.base_offset` set, the log end must be exactly that
+    /// ([`LogError::OffsetMismatch`]). A batch over [`MAX_BATCH_BYTES`], a count of 0,
+    /// offsets that would overflow or the reserved producer id `u64::MAX` are refused. Every
+    /// refusal changes nothing. With a producer, the batch becomes that producer's
+    /// [`last_producer_batch`](PartitionLog::last_producer_batch). Durable before returning
+    /// only under [`FlushPolicy::Always`] (or when the policy's batch count is reached).
+    pub fn append_batch(&mut self, batch: &[u8], meta: &BatchMeta) -> Result<AppendInfo, LogError> {
         self.check_usable()?;
+        let base_offset = self.log_end;
+        if let Some(expected) = meta.base_offset {
+            if expected != base_offset {
+                return Err(LogError::OffsetMismatch {
+                    dir: self.dir.clone(),
+                    expected,
+                    log_end: base_offset,
+                });
+            }
+        }
         if batch.len() > MAX_BATCH_BYTES as usize {
             return Err(LogError::BatchTooLarge {
                 dir: self.dir.clone(),
@@ -427,23 +598,30 @@ impl PartitionLog {
             dir: self.dir.clone(),
             reason,
         };
-        if record_count == 0 {
+        if meta.record_count == 0 {
             return Err(invalid("a batch must hold at least one record".to_owned()));
         }
-        let base_offset = self.log_end;
         let next_offset = base_offset
-            .checked_add(u64::from(record_count))
+            .checked_add(u64::from(meta.record_count))
             .ok_or_else(|| invalid(format!("offsets past {base_offset} would overflow")))?;
+        if meta
+            .producer
+            .is_some_and(|p| p.producer_id == NO_PRODUCER_ID)
+        {
+            return Err(invalid(format!(
+                "producer id {NO_PRODUCER_ID} is reserved (it means \"no producer\")"
+            )));
+        }
         if let Some(&(last, _)) = self.epochs.last() {
-            if leader_epoch < last {
+            if meta.leader_epoch < last {
                 return Err(LogError::EpochRegression {
                     dir: self.dir.clone(),
-                    epoch: leader_epoch,
+                    epoch: meta.leader_epoch,
                     last,
                 });
             }
         }
-        let written = self.write_batch(batch, record_count, max_timestamp_ms, leader_epoch);
+        let written = self.write_batch(batch, meta);
         self.poison_on_error(written)?;
         self.unflushed_batches = self.unflushed_batches.saturating_add(1);
         let flush_now = match self.config.flush {
@@ -509,6 +687,7 @@ impl PartitionLog {
                     record_count: header.record_count,
                     leader_epoch: header.leader_epoch,
                     max_timestamp_ms: header.max_timestamp_ms,
+                    producer: header.producer,
                     bytes,
                 });
                 total += len;
@@ -573,8 +752,80 @@ impl PartitionLog {
             }
             (pos + header.frame_len(), Some(header.max_timestamp_ms))
         };
+        let segments_deleted = self.segments.len() > k + 1;
         let cut = self.cut(k, size, offset, last_timestamp_ms);
-        self.poison_on_error(cut)
+        self.poison_on_error(cut)?;
+        // The producer state must become what `open` would build from the log now: only a
+        // cut batch of a producer, or other segments becoming the last two, changes it.
+        if segments_deleted || self.producers.values().any(|e| e.base_offset >= offset) {
+            let rebuilt = producers_of(&self.segments);
+            self.producers = self.poison_on_error(rebuilt)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes every batch and makes the log empty with its next offset `start_offset` (a
+    /// follower whose log end is below the leader's log start, after retention on the
+    /// leader).
+    ///
+    /// Afterwards [`log_start_offset`](PartitionLog::log_start_offset) and
+    /// [`log_end_offset`](PartitionLog::log_end_offset) are both `start_offset`, and the
+    /// leader epochs and the producer state are empty. Durable before returning: a marker
+    /// file `reset-to` holding `start_offset` is made durable first, then every segment and
+    /// index is deleted (oldest first), the empty segment `<start_offset>.log` is created,
+    /// the leader-epoch checkpoint is emptied and the marker removed. A crash before the
+    /// marker is durable leaves the old log; after it, [`open`](PartitionLog::open) finds
+    /// the marker and finishes the reset. A failure poisons the log.
+    pub fn reset_to(&mut self, start_offset: u64) -> Result<(), LogError> {
+        self.check_usable()?;
+        let reset = reset::store(&self.dir, start_offset)
+            .and_then(|()| reset::finish(&self.dir, start_offset));
+        let segment = self.poison_on_error(reset)?;
+        tracing::info!(
+            dir = %self.dir.display(),
+            "reset the log: deleted offsets {} to {}; it now starts empty at offset {start_offset}",
+            self.log_start_offset(),
+            self.log_end,
+        );
+        self.segments = vec![segment];
+        self.log_end = start_offset;
+        self.flushed = start_offset;
+        self.dirty = false;
+        self.unflushed_batches = 0;
+        self.epochs.clear();
+        self.producers.clear();
+        Ok(())
+    }
+
+    /// The last batch `producer_id` appended, among the batches of the last two segments.
+    ///
+    /// For a leader to recognise a retried batch by its
+    /// [`base_sequence`](ProducerBatch::base_sequence). It covers every batch appended since
+    /// [`open`](PartitionLog::open) in the last two segments, and is rebuilt from them at
+    /// `open` and after [`truncate_to`](PartitionLog::truncate_to): a producer whose last
+    /// batch is older than the second last segment (or was removed by retention or a reset)
+    /// is not known, so a retry of it is not recognised.
+    pub fn last_producer_batch(&self, producer_id: u64) -> Option<ProducerEntry> {
+        self.producers.get(&producer_id).copied()
+    }
+
+    /// The largest leader epoch <= `epoch` that has batches in the log, and the offset where
+    /// it ends: the start offset of the next epoch in the log, or the log end offset if it
+    /// is the last. `None` if the log has no epoch <= `epoch` (empty log, or every epoch in
+    /// it is newer).
+    pub fn end_offset_for_epoch(&self, epoch: u32) -> Option<(u32, u64)> {
+        let after = self.epochs.partition_point(|&(e, _)| e <= epoch);
+        let (found, _) = self.epochs[..after].last()?;
+        let end = self
+            .epochs
+            .get(after)
+            .map_or(self.log_end, |&(_, start)| start);
+        Some((*found, end))
+    }
+
+    /// The leader epoch of the last batch, if any.
+    pub fn last_epoch(&self) -> Option<u32> {
+        self.epochs.last().map(|&(epoch, _)| epoch)
     }
 
     /// The leader epoch of the last batch, and the first offset of each epoch (for leader-epoch based truncation later): `epoch_start_offsets() -> Vec<(u32 epoch, u64 start_offset)>`.
@@ -626,21 +877,16 @@ impl PartitionLog {
         }
         let log_start = self.log_start_offset();
         clamp_epochs(&mut self.epochs, log_start, self.log_end);
+        self.producers.retain(|_, e| e.base_offset >= log_start);
         fsync_dir(&self.dir)?;
         Ok(doomed)
     }
 
-    /// Frames and writes one batch to the active segment (rolling first if needed); the
-    /// caller has validated it.
-    fn write_batch(
-        &mut self,
-        batch: &[u8],
-        record_count: u32,
-        max_timestamp_ms: u64,
-        leader_epoch: u32,
-    ) -> Result<(), LogError> {
+    /// Frames and writes one batch to the active segment (rolling first if needed) and
+    /// notes its producer; the caller has validated it.
+    fn write_batch(&mut self, batch: &[u8], meta: &BatchMeta) -> Result<(), LogError> {
         let base_offset = self.log_end;
-        let next_offset = base_offset + u64::from(record_count);
+        let next_offset = base_offset + u64::from(meta.record_count);
         let frame_len = segment::BATCH_HEADER_LEN + batch.len() as u64;
         let active = self.segments.last().expect("a log has a segment");
         if !active.is_empty()
@@ -649,21 +895,23 @@ impl PartitionLog {
         {
             self.roll()?;
         }
-        if self.epochs.last().map(|&(epoch, _)| epoch) != Some(leader_epoch) {
+        if self.epochs.last().map(|&(epoch, _)| epoch) != Some(meta.leader_epoch) {
             let mut epochs = self.epochs.clone();
-            epochs.push((leader_epoch, base_offset));
+            epochs.push((meta.leader_epoch, base_offset));
             epochs::store(&self.dir, &epochs)?;
             self.epochs = epochs;
         }
-        self.scratch.clear();
-        segment::encode_batch(
-            &mut self.scratch,
+        let header = BatchHeader {
+            payload_len: 0,
+            crc: 0,
             base_offset,
-            record_count,
-            leader_epoch,
-            max_timestamp_ms,
-            batch,
-        );
+            record_count: meta.record_count,
+            leader_epoch: meta.leader_epoch,
+            max_timestamp_ms: meta.max_timestamp_ms,
+            producer: meta.producer,
+        };
+        self.scratch.clear();
+        segment::encode_batch(&mut self.scratch, &header, batch);
         let active = self.segments.last_mut().expect("a log has a segment");
         let pos = active.size;
         self.dirty = true;
@@ -683,8 +931,9 @@ impl PartitionLog {
         );
         active.size += frame_len;
         active.next_offset = next_offset;
-        active.last_timestamp_ms = Some(max_timestamp_ms);
+        active.last_timestamp_ms = Some(meta.max_timestamp_ms);
         self.log_end = next_offset;
+        segment::note_producer(&mut self.producers, &header);
         Ok(())
     }
 
@@ -698,6 +947,9 @@ impl PartitionLog {
         }
         let segment = Segment::create(&self.dir, self.log_end)?;
         self.segments.push(segment);
+        // The producer state covers the last two segments only, as `open` rebuilds it.
+        let floor = self.segments[self.segments.len() - 2].base;
+        self.producers.retain(|_, e| e.base_offset >= floor);
         Ok(())
     }
 
@@ -809,6 +1061,16 @@ fn clamp_epochs(epochs: &mut epochs::Epochs, log_start: u64, log_end: u64) {
     epochs.retain(|&(_, start)| start < log_end);
 }
 
+/// The last batch of each producer in the last two of `segments`, read from their files
+/// (every batch's CRC checked; damage is [`LogError::Corrupt`]).
+fn producers_of(segments: &[Segment]) -> Result<Producers, LogError> {
+    let mut producers = Producers::new();
+    for segment in &segments[segments.len().saturating_sub(2)..] {
+        segment.collect_producers(&mut producers)?;
+    }
+    Ok(producers)
+}
+
 /// Builds the mapping of an `io::Error` to [`LogError::Io`] for `op` on `path`.
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> LogError + 'a {
     move |source| LogError::Io {
@@ -823,6 +1085,26 @@ fn fsync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(io_err("fsync the directory", dir))
+}
+
+/// Replaces `dir/name` with `bytes` atomically and durably: temporary file `name.tmp`,
+/// fsync, rename, fsync of the directory.
+fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
+    let path = dir.join(name);
+    let tmp = dir.join(format!("{name}.tmp"));
+    let written = OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .open(&tmp)
+        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
+        .map_err(io_err("write", &tmp))
+        .and_then(|()| fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
+    if let Err(e) = written {
+        let _ = fs::remove_file(&tmp);
+        return Err(e);
+    }
+    fsync_dir(dir)
 }
 
 /// Deletes a file; one already gone is fine.

@@ -5,17 +5,19 @@
 
 use super::epochs::{self, Epochs, Loaded};
 use super::index::{self, IndexEntry};
+use super::reset;
 use super::segment::{self, Segment, HEADER_LEN};
 use super::{
     clamp_epochs, fsync_dir, io_err, parse_name, remove, LogConfig, LogError, PartitionLog,
-    Recovery,
+    Producers, Recovery,
 };
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-/// The segments of a directory, sorted by base offset.
-fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+/// The segments of a directory, sorted by base offset. Removes `*.tmp` leftovers and
+/// index files whose segment is gone.
+pub(super) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
     let mut segments = Vec::new();
     let mut indexes = Vec::new();
     let mut removed = false;
@@ -28,6 +30,7 @@ fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
             if parse_name(stem, ".log").is_some()
                 || parse_name(stem, ".index").is_some()
                 || stem == epochs::FILE_NAME
+                || stem == reset::FILE_NAME
             {
                 remove(&entry.path())?;
                 removed = true;
@@ -72,6 +75,8 @@ struct Checked {
     /// Full scans only: `(epoch, base offset)` of each batch whose epoch differs from the
     /// previous batch's (the first batch included).
     epochs: Option<Epochs>,
+    /// Full scans only: the last good batch of each producer.
+    producers: Option<Producers>,
 }
 
 /// Reads a whole segment, checking every batch, and rebuilds its index.
@@ -84,12 +89,14 @@ fn full_scan(
 ) -> Result<Checked, LogError> {
     let mut index = Vec::new();
     let mut epochs: Epochs = Vec::new();
+    let mut producers = Producers::new();
     let mut last_timestamp_ms = None;
     let end = segment::scan(file, path, file_len, HEADER_LEN, base, |pos, header| {
         index::maybe_add(&mut index, interval, base, pos, header.base_offset);
         if epochs.last().map(|&(epoch, _)| epoch) != Some(header.leader_epoch) {
             epochs.push((header.leader_epoch, header.base_offset));
         }
+        segment::note_producer(&mut producers, header);
         last_timestamp_ms = Some(header.max_timestamp_ms);
     })?;
     Ok(Checked {
@@ -101,6 +108,7 @@ fn full_scan(
         index,
         index_changed: true,
         epochs: Some(epochs),
+        producers: Some(producers),
     })
 }
 
@@ -160,6 +168,7 @@ fn quick_check(
         index_changed: index.len() != loaded,
         index,
         epochs: None,
+        producers: None,
     }))
 }
 
@@ -178,6 +187,13 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             fsync_dir(parent)?;
         }
     }
+    if let Some(start_offset) = reset::load(dir)? {
+        tracing::warn!(
+            dir = %dir.display(),
+            "finishing an interrupted reset of the log to offset {start_offset}"
+        );
+        reset::finish(dir, start_offset)?;
+    }
     let mut listing = list(dir)?;
     if listing.is_empty() {
         let fresh = Segment::create(dir, 0)?;
@@ -192,6 +208,8 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
     let mut index_writes: Vec<usize> = Vec::new();
     let mut truncated_bytes = 0;
     let mut last_epochs: Epochs = Vec::new();
+    // The producers of each segment that was scanned fully.
+    let mut scanned_producers: Vec<Option<Producers>> = Vec::with_capacity(listing.len());
 
     for (i, (base, path)) in listing.iter().enumerate() {
         let base = *base;
@@ -221,15 +239,21 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             });
         }
         let later = &listing[i + 1..];
-        let quick = if later.is_empty() {
+        // The last two segments are scanned fully: the producer state comes from them.
+        let quick = if later.len() < 2 {
             None
         } else {
             quick_check(&file, path, file_len, base, interval)?
         };
-        let checked = match quick {
+        let fully_scanned = quick.is_none();
+        let mut checked = match quick {
             Some(checked) => checked,
             None => full_scan(&file, path, file_len, base, interval)?,
         };
+        if fully_scanned && !later.is_empty() {
+            let index_path = path.with_file_name(index::file_name(base));
+            checked.index_changed = !index::file_holds(&index_path, &checked.index);
+        }
         let damage = checked.cut.clone().or_else(|| {
             (!later.is_empty() && checked.batches == 0)
                 .then(|| "it holds no batch but is not the last segment".to_owned())
@@ -268,10 +292,14 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             }
         }
         if is_last {
-            last_epochs = checked.epochs.expect("the last segment is scanned fully");
+            last_epochs = checked
+                .epochs
+                .take()
+                .expect("the last segment is scanned fully");
         } else if checked.index_changed {
             index_writes.push(i);
         }
+        scanned_producers.push(checked.producers);
         segments.push(Segment {
             base,
             path: path.clone(),
@@ -283,6 +311,17 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         });
         if is_last {
             break;
+        }
+    }
+
+    // The producer state: the last two segments, the last one's batches overriding. The
+    // second last was scanned fully unless recovery cut the log short of later segments.
+    let mut producers = Producers::new();
+    let from = segments.len().saturating_sub(2);
+    for (segment, scanned) in segments[from..].iter().zip(&mut scanned_producers[from..]) {
+        match scanned.take() {
+            Some(found) => producers.extend(found),
+            None => segment.collect_producers(&mut producers)?,
         }
     }
 
@@ -349,6 +388,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         dirty: false,
         unflushed_batches: 0,
         epochs,
+        producers,
         scratch: Vec::new(),
         poisoned: false,
     };

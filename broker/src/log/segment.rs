@@ -4,7 +4,7 @@
 //! See the [module documentation](super) for the byte layout.
 
 use super::index::{self, IndexEntry};
-use super::{fsync_dir, io_err, LogError};
+use super::{fsync_dir, io_err, LogError, ProducerBatch, ProducerEntry, Producers};
 use std::fs::{File, OpenOptions};
 use std::io::{self, BufReader, ErrorKind, Read, Write};
 use std::os::unix::fs::FileExt;
@@ -13,13 +13,18 @@ use std::path::{Path, PathBuf};
 /// The first 8 bytes of every segment file.
 pub(super) const LOG_MAGIC: [u8; 8] = *b"PEHRALOG";
 /// The segment format version this build writes and reads.
-pub(super) const LOG_VERSION: u32 = 1;
+pub(super) const LOG_VERSION: u32 = 2;
 /// Segment header: magic + version.
 pub(super) const HEADER_LEN: u64 = 12;
-/// Batch header: len, crc, base_offset, record_count, leader_epoch, max_timestamp_ms.
-pub(super) const BATCH_HEADER_LEN: u64 = 32;
+/// Batch header: len, crc, base_offset, record_count, leader_epoch, max_timestamp_ms,
+/// producer_id, base_sequence.
+pub(super) const BATCH_HEADER_LEN: u64 = 44;
 /// The part of the batch header after `len` and `crc`: counted by `len`, covered by the CRC.
-const COVERED_HEADER_LEN: u32 = 24;
+const COVERED_HEADER_LEN: u32 = 36;
+/// The `producer_id` stored for a batch without a producer (no producer may use it).
+pub(super) const NO_PRODUCER_ID: u64 = u64::MAX;
+/// The `base_sequence` stored for a batch without a producer.
+const NO_BASE_SEQUENCE: u32 = u32::MAX;
 /// The largest batch (opaque bytes, without the log's own header) the log accepts.
 pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
 
@@ -46,6 +51,8 @@ pub(super) struct BatchHeader {
     pub(super) leader_epoch: u32,
     /// The newest record timestamp in the batch, as the producer or broker said.
     pub(super) max_timestamp_ms: u64,
+    /// The idempotent producer's identity of the batch, if it has one.
+    pub(super) producer: Option<ProducerBatch>,
 }
 
 impl BatchHeader {
@@ -61,6 +68,21 @@ impl BatchHeader {
                 u64::from(COVERED_HEADER_LEN) + u64::from(MAX_BATCH_BYTES)
             ));
         }
+        let (producer_id, base_sequence) = (u64_at(32), u32_at(40));
+        let producer = if producer_id == NO_PRODUCER_ID {
+            if base_sequence != NO_BASE_SEQUENCE {
+                return Err(format!(
+                    "no producer (producer id {NO_PRODUCER_ID}) but base sequence \
+                     {base_sequence} instead of {NO_BASE_SEQUENCE}"
+                ));
+            }
+            None
+        } else {
+            Some(ProducerBatch {
+                producer_id,
+                base_sequence,
+            })
+        };
         let header = BatchHeader {
             payload_len: len - COVERED_HEADER_LEN,
             crc: u32_at(4),
@@ -68,6 +90,7 @@ impl BatchHeader {
             record_count: u32_at(16),
             leader_epoch: u32_at(20),
             max_timestamp_ms: u64_at(24),
+            producer,
         };
         if header.record_count == 0 {
             return Err("a record count of 0".to_owned());
@@ -92,6 +115,13 @@ impl BatchHeader {
         bytes[8..12].copy_from_slice(&self.record_count.to_le_bytes());
         bytes[12..16].copy_from_slice(&self.leader_epoch.to_le_bytes());
         bytes[16..24].copy_from_slice(&self.max_timestamp_ms.to_le_bytes());
+        let (producer_id, base_sequence) = self
+            .producer
+            .map_or((NO_PRODUCER_ID, NO_BASE_SEQUENCE), |p| {
+                (p.producer_id, p.base_sequence)
+            });
+        bytes[24..32].copy_from_slice(&producer_id.to_le_bytes());
+        bytes[32..36].copy_from_slice(&base_sequence.to_le_bytes());
         bytes
     }
 
@@ -120,29 +150,38 @@ impl BatchHeader {
 }
 
 /// Appends the framing of one batch (header, then `payload`) to `buf`. The caller checks
-/// the payload length and the record count.
-pub(super) fn encode_batch(
-    buf: &mut Vec<u8>,
-    base_offset: u64,
-    record_count: u32,
-    leader_epoch: u32,
-    max_timestamp_ms: u64,
-    payload: &[u8],
-) {
+/// the payload length, the record count and that the producer id is not
+/// [`NO_PRODUCER_ID`]; `header.payload_len` and `header.crc` are ignored.
+pub(super) fn encode_batch(buf: &mut Vec<u8>, header: &BatchHeader, payload: &[u8]) {
     let payload_len = u32::try_from(payload.len()).expect("payload length checked by the caller");
+    debug_assert!(header
+        .producer
+        .is_none_or(|p| p.producer_id != NO_PRODUCER_ID));
     let header = BatchHeader {
         payload_len,
         crc: 0,
-        base_offset,
-        record_count,
-        leader_epoch,
-        max_timestamp_ms,
+        ..*header
     };
     buf.reserve(BATCH_HEADER_LEN as usize + payload.len());
     buf.extend_from_slice(&(COVERED_HEADER_LEN + payload_len).to_le_bytes());
     buf.extend_from_slice(&header.compute_crc(payload).to_le_bytes());
     buf.extend_from_slice(&header.covered_bytes());
     buf.extend_from_slice(payload);
+}
+
+/// Makes the batch of `header`, if it has a producer, that producer's last batch.
+pub(super) fn note_producer(producers: &mut Producers, header: &BatchHeader) {
+    if let Some(p) = header.producer {
+        producers.insert(
+            p.producer_id,
+            ProducerEntry {
+                base_sequence: p.base_sequence,
+                base_offset: header.base_offset,
+                record_count: header.record_count,
+                leader_epoch: header.leader_epoch,
+            },
+        );
+    }
 }
 
 /// Checks the segment header of `file` and returns the file's length. A file too short for
@@ -163,6 +202,15 @@ pub(super) fn check_header(file: &File, path: &Path) -> Result<u64, LogError> {
         });
     }
     let version = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes"));
+    if version == 1 {
+        // Version 1 had no producer identity in the batch header.
+        return Err(LogError::OldFormat {
+            path: path.to_owned(),
+            dir: path.parent().map(Path::to_owned).unwrap_or_default(),
+            version,
+            supported: LOG_VERSION,
+        });
+    }
     if version != LOG_VERSION {
         return Err(LogError::UnsupportedVersion {
             path: path.to_owned(),
@@ -413,6 +461,29 @@ impl Segment {
             last_timestamp_ms: None,
             index: Vec::new(),
         })
+    }
+
+    /// Reads every batch (checking its CRC) and makes each producer's last batch in it that
+    /// producer's entry in `producers`. Damage is [`LogError::Corrupt`].
+    pub(super) fn collect_producers(&self, producers: &mut Producers) -> Result<(), LogError> {
+        let end = scan(
+            &self.file,
+            &self.path,
+            self.size,
+            HEADER_LEN,
+            self.base,
+            |_, header| note_producer(producers, header),
+        )?;
+        if let Some(why) = end.cut {
+            return Err(self.corrupt(why));
+        }
+        if end.next_offset != self.next_offset {
+            return Err(self.corrupt(format!(
+                "its batches end before offset {}, not {}",
+                end.next_offset, self.next_offset
+            )));
+        }
+        Ok(())
     }
 
     /// The path of its index file.

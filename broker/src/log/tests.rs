@@ -2,6 +2,7 @@
 
 use super::segment::{BATCH_HEADER_LEN, HEADER_LEN};
 use super::*;
+use std::collections::HashMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -39,8 +40,17 @@ fn next_offset(model: &Model) -> Option<u64> {
         .map(|b| b.base_offset + u64::from(b.record_count))
 }
 
-/// Appends `n` batches (1 to 3 records each, timestamp 1000 × their number) in `epoch`,
-/// checking the offsets assigned, and records them in `model`.
+/// The producer of the `k`th batch a test appends: none for a third of them (appended with
+/// [`PartitionLog::append`]), else one of four producers.
+fn producer(k: u64, sequence: u32) -> Option<ProducerBatch> {
+    (!k.is_multiple_of(3)).then_some(ProducerBatch {
+        producer_id: 100 + k % 4,
+        base_sequence: sequence,
+    })
+}
+
+/// Appends `n` batches (1 to 3 records each, timestamp 1000 × their number, some with a
+/// producer) in `epoch`, checking the offsets assigned, and records them in `model`.
 fn append_batches(log: &mut PartitionLog, model: &mut Model, n: usize, epoch: u32) {
     for _ in 0..n {
         let k = log.log_end_offset() * 7 + model.len() as u64;
@@ -51,9 +61,22 @@ fn append_batches(log: &mut PartitionLog, model: &mut Model, n: usize, epoch: u3
         if let Some(next) = next_offset(model) {
             assert_eq!(end, next, "the log end follows the last batch");
         }
-        let info = log
-            .append(&bytes, record_count, max_timestamp_ms, epoch)
-            .unwrap();
+        let producer = producer(k, 1000 + model.len() as u32);
+        let info = match producer {
+            None => log.append(&bytes, record_count, max_timestamp_ms, epoch),
+            Some(_) => log.append_batch(
+                &bytes,
+                &BatchMeta {
+                    record_count,
+                    max_timestamp_ms,
+                    leader_epoch: epoch,
+                    producer,
+                    // Half of them as a follower would.
+                    base_offset: k.is_multiple_of(2).then_some(end),
+                },
+            ),
+        }
+        .unwrap();
         assert_eq!(
             info,
             AppendInfo {
@@ -68,15 +91,64 @@ fn append_batches(log: &mut PartitionLog, model: &mut Model, n: usize, epoch: u3
             record_count,
             leader_epoch: epoch,
             max_timestamp_ms,
+            producer,
             bytes,
         });
+        if let Some(p) = producer {
+            assert_eq!(
+                log.last_producer_batch(p.producer_id),
+                Some(ProducerEntry {
+                    base_sequence: p.base_sequence,
+                    base_offset: end,
+                    record_count,
+                    leader_epoch: epoch,
+                })
+            );
+        }
     }
 }
 
-/// Checks everything `read` can say about the log against `model`, and its index.
+/// Checks everything `read` can say about the log against `model`, its index and its
+/// producer state.
 fn check_log(log: &PartitionLog, model: &Model) {
     check_reads(log, model);
     check_index(log);
+    check_producers(log, model);
+}
+
+/// The producer state a log holding `model` in the segments now in `dir` must have: the
+/// last batch of each producer in the last two segments.
+fn expected_producers(dir: &Path, model: &Model) -> HashMap<u64, ProducerEntry> {
+    let bases = segment_bases(dir);
+    let floor = bases[bases.len().saturating_sub(2)];
+    let mut producers = HashMap::new();
+    for batch in model.iter().filter(|b| b.base_offset >= floor) {
+        if let Some(p) = batch.producer {
+            producers.insert(
+                p.producer_id,
+                ProducerEntry {
+                    base_sequence: p.base_sequence,
+                    base_offset: batch.base_offset,
+                    record_count: batch.record_count,
+                    leader_epoch: batch.leader_epoch,
+                },
+            );
+        }
+    }
+    producers
+}
+
+/// Checks the producer state of `log` against `model`, through the public lookup too.
+fn check_producers(log: &PartitionLog, model: &Model) {
+    let expected = expected_producers(log.dir(), model);
+    assert_eq!(log.producers, expected, "producer state");
+    for id in 0..110 {
+        assert_eq!(
+            log.last_producer_batch(id),
+            expected.get(&id).copied(),
+            "{id}"
+        );
+    }
 }
 
 /// Checks the range of the log and a read from every offset (which must start with the
@@ -275,6 +347,7 @@ fn append_and_read_across_segments() {
         record_count: 5,
         leader_epoch: 1,
         max_timestamp_ms: 99_000,
+        producer: None,
         bytes: big,
     });
     append_batches(&mut log, &mut model, 1, 1);
@@ -484,7 +557,8 @@ fn damage_in_an_earlier_segment_is_a_hard_error() {
     let pristine = tmp.path().join("pristine");
     let model = build(&pristine, 800, 40);
     let bases = segment_bases(&pristine);
-    assert!(bases.len() >= 3, "{bases:?}");
+    // Segment 1 must not be one of the last two, which are always scanned whole.
+    assert!(bases.len() >= 4, "{bases:?}");
     let batches = layout(&pristine, &model, bases[1]);
     assert!(batches.len() >= 6);
     let index_len = file_len(&idx(&pristine, bases[1]));
@@ -539,6 +613,15 @@ fn damage_in_an_earlier_segment_is_a_hard_error() {
     // Without an index the segment is scanned whole, and the damage is found at open.
     fs::remove_file(idx(&dir, bases[1])).unwrap();
     expect_hard_error(&dir, "middle without index");
+
+    // So is the second last segment, always (the producer state is read from it).
+    let second_last = bases[bases.len() - 2];
+    let batches = layout(&pristine, &model, second_last);
+    assert!(batches.len() >= 3);
+    let dir = fresh("second last");
+    flip_bit(&seg(&dir, second_last), batches[1].1 + 33, 1);
+    let err = PartitionLog::open(&dir, config(800)).unwrap_err();
+    assert_eq!(corrupt_path(err), seg(&dir, second_last));
 }
 
 #[test]
@@ -883,7 +966,7 @@ fn foreign_or_inconsistent_files_are_refused() {
     flip_bit(&seg(&dir, bases[0]), 9, 0);
     let err = PartitionLog::open(&dir, config(SMALL)).unwrap_err();
     assert!(
-        matches!(err, LogError::UnsupportedVersion { version: 257, .. }),
+        matches!(err, LogError::UnsupportedVersion { version: 258, .. }),
         "{err:?}"
     );
 
@@ -913,4 +996,674 @@ fn foreign_or_inconsistent_files_are_refused() {
     open(&dir, config(SMALL));
     assert!(!tmp_seg.exists() && !orphan_index.exists());
     assert!(dir.join("notes.txt").exists());
+}
+
+/// Small segments, and retention deleting every segment but the active one when applied at
+/// `u64::MAX`.
+fn retaining() -> LogConfig {
+    LogConfig {
+        retention_ms: Some(1),
+        ..config(SMALL)
+    }
+}
+
+/// The metadata of a batch of one record in `epoch`, with no producer.
+fn meta(epoch: u32) -> BatchMeta {
+    BatchMeta {
+        record_count: 1,
+        max_timestamp_ms: 5,
+        leader_epoch: epoch,
+        producer: None,
+        base_offset: None,
+    }
+}
+
+/// Appends one batch with `producer_id` and `base_sequence` (2 records) and records it.
+fn append_produced(
+    log: &mut PartitionLog,
+    model: &mut Model,
+    epoch: u32,
+    producer_id: u64,
+    base_sequence: u32,
+) -> ProducerEntry {
+    let producer = Some(ProducerBatch {
+        producer_id,
+        base_sequence,
+    });
+    let bytes = payload(model.len() as u64);
+    let info = log
+        .append_batch(
+            &bytes,
+            &BatchMeta {
+                record_count: 2,
+                producer,
+                ..meta(epoch)
+            },
+        )
+        .unwrap();
+    model.push(FetchedBatch {
+        base_offset: info.base_offset,
+        record_count: 2,
+        leader_epoch: epoch,
+        max_timestamp_ms: 5,
+        producer,
+        bytes,
+    });
+    ProducerEntry {
+        base_sequence,
+        base_offset: info.base_offset,
+        record_count: 2,
+        leader_epoch: epoch,
+    }
+}
+
+/// Appends one batch of one record without a producer and records it.
+fn append_plain(log: &mut PartitionLog, model: &mut Model, epoch: u32) {
+    let bytes = payload(model.len() as u64);
+    let info = log.append(&bytes, 1, 5, epoch).unwrap();
+    model.push(FetchedBatch {
+        base_offset: info.base_offset,
+        record_count: 1,
+        leader_epoch: epoch,
+        max_timestamp_ms: 5,
+        producer: None,
+        bytes,
+    });
+}
+
+#[test]
+fn producer_identity_round_trips_through_read_and_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, config(SMALL));
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 30, 1);
+    // The extremes of both fields, and a producer id next to the reserved one.
+    append_produced(&mut log, &mut model, 1, 0, 0);
+    append_produced(&mut log, &mut model, 1, u64::MAX - 1, u32::MAX);
+    append_batches(&mut log, &mut model, 3, 1);
+    let with = model.iter().filter(|b| b.producer.is_some()).count();
+    assert!(with > 5 && with < model.len(), "a mix: {with}");
+    assert!(segment_bases(dir).len() >= 4);
+    check_log(&log, &model);
+    let end = log.log_end_offset();
+    assert_eq!(
+        log.read(end - 7, usize::MAX)
+            .unwrap()
+            .first()
+            .unwrap()
+            .producer,
+        model
+            .iter()
+            .rev()
+            .find(|b| b.base_offset <= end - 7)
+            .unwrap()
+            .producer
+    );
+    drop(log);
+    let (log, _) = open(dir, config(SMALL));
+    check_log(&log, &model);
+    // Older segments lost their producers from the state, not from the batches.
+    let first = log.read(0, 1).unwrap();
+    assert_eq!(first, model[..1]);
+
+    // The producer identity is covered by the CRC: a flip there is a torn batch.
+    let last_base = *segment_bases(dir).last().unwrap();
+    let (last, pos) = *layout(dir, &model, last_base).last().unwrap();
+    drop(log);
+    flip_bit(&seg(dir, last_base), pos + 32, 0);
+    let (log, recovery) = open(dir, config(SMALL));
+    assert_eq!(recovery.truncated_bytes, frame_len(&model[last]));
+    check_log(&log, &model[..last].to_vec());
+}
+
+#[test]
+fn the_reserved_producer_id_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut log, _) = open(tmp.path(), config(SMALL));
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 3, 1);
+    let err = log
+        .append_batch(
+            b"x",
+            &BatchMeta {
+                producer: Some(ProducerBatch {
+                    producer_id: u64::MAX,
+                    base_sequence: 0,
+                }),
+                ..meta(1)
+            },
+        )
+        .unwrap_err();
+    assert!(matches!(err, LogError::InvalidBatch { .. }), "{err:?}");
+    check_log(&log, &model);
+}
+
+#[test]
+fn append_batch_at_the_wrong_offset_changes_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, config(SMALL));
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 12, 2);
+    append_produced(&mut log, &mut model, 2, 7, 40);
+    let end = log.log_end_offset();
+    let sizes = |dir: &Path| -> Vec<u64> {
+        segment_bases(dir)
+            .iter()
+            .map(|&b| file_len(&seg(dir, b)))
+            .collect()
+    };
+    let before = sizes(dir);
+    let checkpoint = fs::read(dir.join(epochs::FILE_NAME)).unwrap();
+    for expected in [0, end - 1, end + 1, u64::MAX] {
+        let err = log
+            .append_batch(
+                b"follower",
+                &BatchMeta {
+                    // A new epoch and a producer: neither may be recorded.
+                    leader_epoch: 3,
+                    producer: Some(ProducerBatch {
+                        producer_id: 7,
+                        base_sequence: 41,
+                    }),
+                    base_offset: Some(expected),
+                    ..meta(3)
+                },
+            )
+            .unwrap_err();
+        match &err {
+            LogError::OffsetMismatch {
+                dir: d,
+                expected: e,
+                log_end,
+            } => {
+                assert_eq!((d.as_path(), *e, *log_end), (dir, expected, end));
+            }
+            other => panic!("expected OffsetMismatch, got {other:?}"),
+        }
+        assert!(err.to_string().contains(&format!("{expected}")), "{err}");
+    }
+    assert_eq!(sizes(dir), before);
+    assert_eq!(fs::read(dir.join(epochs::FILE_NAME)).unwrap(), checkpoint);
+    assert_eq!(log.epoch_start_offsets().last().unwrap().0, 2);
+    assert_eq!(log.last_producer_batch(7).unwrap().base_sequence, 40);
+    check_log(&log, &model);
+    // The right offset is taken, and the log was not poisoned.
+    let info = log
+        .append_batch(
+            b"follower",
+            &BatchMeta {
+                base_offset: Some(end),
+                ..meta(3)
+            },
+        )
+        .unwrap();
+    assert_eq!(info.base_offset, end);
+
+    // An empty log starting at 0 is not where a leader's batch at 500 goes.
+    let (mut empty, _) = open(&dir.join("empty"), config(SMALL));
+    let err = empty
+        .append_batch(
+            b"x",
+            &BatchMeta {
+                base_offset: Some(500),
+                ..meta(1)
+            },
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            LogError::OffsetMismatch {
+                expected: 500,
+                log_end: 0,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(empty.log_end_offset(), 0);
+    assert_eq!(empty.last_epoch(), None);
+}
+
+#[test]
+fn last_producer_batch_follows_appends_reopen_truncation_and_reset() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // Large segments first: everything stays in one segment.
+    let (mut log, _) = open(dir, config(1 << 20));
+    let mut model = Vec::new();
+    assert_eq!(log.last_producer_batch(1), None);
+    let a1 = append_produced(&mut log, &mut model, 1, 1, 0);
+    let b1 = append_produced(&mut log, &mut model, 1, 2, 10);
+    append_batches(&mut log, &mut model, 2, 1);
+    let a2 = append_produced(&mut log, &mut model, 2, 1, 2);
+    let a3 = append_produced(&mut log, &mut model, 2, 1, 4);
+    assert_eq!(log.last_producer_batch(1), Some(a3));
+    assert_eq!(log.last_producer_batch(2), Some(b1));
+    assert_eq!(log.last_producer_batch(3), None);
+    assert_eq!(
+        (a2.leader_epoch, a2.base_sequence, a2.record_count),
+        (2, 2, 2)
+    );
+    check_log(&log, &model);
+    drop(log);
+    let (mut log, _) = open(dir, config(1 << 20));
+    assert_eq!(log.last_producer_batch(1), Some(a3));
+    assert_eq!(log.last_producer_batch(2), Some(b1));
+    check_log(&log, &model);
+
+    // Truncating a producer's last batch falls back to its previous one.
+    log.truncate_to(a3.base_offset).unwrap();
+    model.pop();
+    assert_eq!(log.last_producer_batch(1), Some(a2));
+    assert_eq!(log.last_producer_batch(2), Some(b1));
+    log.truncate_to(a2.base_offset).unwrap();
+    model.pop();
+    assert_eq!(log.last_producer_batch(1), Some(a1));
+    check_log(&log, &model);
+    // ... or forgets the producer if it has none left.
+    log.truncate_to(b1.base_offset).unwrap();
+    model.truncate(1);
+    assert_eq!(log.last_producer_batch(1), Some(a1));
+    assert_eq!(log.last_producer_batch(2), None);
+    check_log(&log, &model);
+    drop(log);
+    let (mut log, _) = open(dir, config(1 << 20));
+    assert_eq!(log.last_producer_batch(1), Some(a1));
+    assert_eq!(log.last_producer_batch(2), None);
+
+    log.reset_to(1000).unwrap();
+    assert_eq!(log.last_producer_batch(1), None);
+    assert!(log.producers.is_empty());
+    let c = append_produced(&mut log, &mut Vec::new(), 4, 1, 77);
+    assert_eq!(c.base_offset, 1000);
+    assert_eq!(log.last_producer_batch(1), Some(c));
+    drop(log);
+    let (log, _) = open(dir, config(1 << 20));
+    assert_eq!(log.last_producer_batch(1), Some(c));
+}
+
+#[test]
+fn producer_state_covers_the_last_two_segments() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, retaining());
+    let mut model = Vec::new();
+    // Producer 1 appends only in the first segment; the other batches have no producer.
+    let early = append_produced(&mut log, &mut model, 1, 1, 0);
+    append_plain(&mut log, &mut model, 1);
+    assert_eq!(segment_bases(dir).len(), 1);
+    // A second segment: producer 1 is still known.
+    while segment_bases(dir).len() < 2 {
+        append_plain(&mut log, &mut model, 1);
+    }
+    assert_eq!(log.last_producer_batch(1), Some(early));
+    check_log(&log, &model);
+    drop(log);
+    let (mut log, _) = open(dir, retaining());
+    assert_eq!(log.last_producer_batch(1), Some(early));
+    // A third: it is forgotten, as a reopen would.
+    while segment_bases(dir).len() < 3 {
+        append_plain(&mut log, &mut model, 1);
+    }
+    assert_eq!(log.last_producer_batch(1), None);
+    check_log(&log, &model);
+    drop(log);
+    let (mut log, _) = open(dir, retaining());
+    assert_eq!(log.last_producer_batch(1), None);
+    check_log(&log, &model);
+
+    // Truncating away the last segment brings the first back into the state.
+    let bases = segment_bases(dir);
+    let at = model
+        .iter()
+        .position(|b| b.base_offset == bases[2])
+        .unwrap();
+    log.truncate_to(bases[2]).unwrap();
+    model.truncate(at);
+    assert_eq!(
+        log.last_producer_batch(1),
+        None,
+        "two segments still follow it"
+    );
+    let at = model
+        .iter()
+        .position(|b| b.base_offset == bases[1])
+        .unwrap()
+        + 1;
+    log.truncate_to(model[at].base_offset).unwrap();
+    model.truncate(at);
+    // Segment 2 is gone: segments 0 and 1 are the last two. (No batch cut had a producer:
+    // it is the change of segments that brings producer 1 back.)
+    assert_eq!(segment_bases(dir), bases[..2]);
+    assert_eq!(log.last_producer_batch(1), Some(early));
+    check_log(&log, &model);
+
+    // Many segments, several epochs, truncations and retention keep it equal to what a
+    // reopen builds (check_log compares it with the batches of the last two segments).
+    append_batches(&mut log, &mut model, 40, 2);
+    check_log(&log, &model);
+    let cut = model.len() - 9;
+    log.truncate_to(model[cut].base_offset).unwrap();
+    model.truncate(cut);
+    check_log(&log, &model);
+    append_batches(&mut log, &mut model, 15, 3);
+    // Producer 5 appends in the second last segment only; retention takes it.
+    let only = append_produced(&mut log, &mut model, 3, 5, 0);
+    let bases = segment_bases(dir);
+    while segment_bases(dir).len() == bases.len() {
+        append_batches(&mut log, &mut model, 1, 3);
+    }
+    assert_eq!(log.last_producer_batch(5), Some(only));
+    let deleted = log.apply_retention(u64::MAX).unwrap();
+    assert!(deleted > 0);
+    assert_eq!(log.last_producer_batch(5), None);
+    let start = log.log_start_offset();
+    model.retain(|b| b.base_offset >= start);
+    check_log(&log, &model);
+    drop(log);
+    let (log, _) = open(dir, retaining());
+    check_log(&log, &model);
+}
+
+#[test]
+fn end_offset_for_epoch_and_last_epoch() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, retaining());
+    // Empty.
+    for epoch in [0, 1, u32::MAX] {
+        assert_eq!(log.end_offset_for_epoch(epoch), None);
+    }
+    assert_eq!(log.last_epoch(), None);
+
+    // A single epoch.
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 4, 3);
+    let end = log.log_end_offset();
+    assert_eq!(log.last_epoch(), Some(3));
+    assert_eq!(log.end_offset_for_epoch(2), None, "below all");
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, end)));
+    assert_eq!(log.end_offset_for_epoch(4), Some((3, end)), "above all");
+    assert_eq!(log.end_offset_for_epoch(u32::MAX), Some((3, end)));
+
+    // Several: 3 from 0, 5 from s5, 9 from s9.
+    let s5 = log.log_end_offset();
+    append_batches(&mut log, &mut model, 10, 5);
+    let s9 = log.log_end_offset();
+    append_batches(&mut log, &mut model, 6, 9);
+    let end = log.log_end_offset();
+    let expect = |log: &PartitionLog| {
+        assert_eq!(log.last_epoch(), Some(9));
+        assert_eq!(log.end_offset_for_epoch(0), None, "below all");
+        assert_eq!(log.end_offset_for_epoch(2), None, "below all");
+        assert_eq!(log.end_offset_for_epoch(3), Some((3, s5)));
+        assert_eq!(log.end_offset_for_epoch(4), Some((3, s5)), "between");
+        assert_eq!(log.end_offset_for_epoch(5), Some((5, s9)));
+        assert_eq!(log.end_offset_for_epoch(8), Some((5, s9)), "between");
+        assert_eq!(log.end_offset_for_epoch(9), Some((9, end)));
+        assert_eq!(log.end_offset_for_epoch(10), Some((9, end)), "above all");
+    };
+    expect(&log);
+    drop(log);
+    let (mut log, _) = open(dir, retaining());
+    expect(&log);
+
+    // Truncating epoch 9 away makes epoch 5 the last, ending at the log end.
+    log.truncate_to(s9).unwrap();
+    assert_eq!(log.last_epoch(), Some(5));
+    assert_eq!(log.end_offset_for_epoch(9), Some((5, s9)));
+    assert_eq!(log.end_offset_for_epoch(3), Some((3, s5)));
+    // Retention removing epoch 3's batches: it is no longer in the log.
+    let bases = segment_bases(dir);
+    let kept = log.apply_retention(u64::MAX).unwrap();
+    assert_eq!(kept, bases.len() - 1);
+    let start = log.log_start_offset();
+    assert!(start > s5, "{start} {s5}");
+    assert_eq!(log.end_offset_for_epoch(3), None);
+    assert_eq!(log.end_offset_for_epoch(4), None);
+    assert_eq!(log.end_offset_for_epoch(5), Some((5, s9)));
+    // Reset: empty again.
+    log.reset_to(s9 + 100).unwrap();
+    assert_eq!(log.end_offset_for_epoch(5), None);
+    assert_eq!(log.last_epoch(), None);
+}
+
+#[test]
+fn reset_to_then_append_then_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, config(SMALL));
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 30, 1);
+    append_batches(&mut log, &mut model, 5, 2);
+    assert!(segment_bases(dir).len() >= 4);
+    let start = log.log_end_offset() + 1234;
+
+    log.reset_to(start).unwrap();
+    assert_eq!(segment_bases(dir), vec![start]);
+    assert_eq!(file_len(&seg(dir, start)), HEADER_LEN);
+    let leftovers: Vec<String> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.ends_with(".log") && n != epochs::FILE_NAME)
+        .collect();
+    assert_eq!(
+        leftovers,
+        Vec::<String>::new(),
+        "no index, marker or tmp file"
+    );
+    assert_eq!(log.log_start_offset(), start);
+    assert_eq!(log.log_end_offset(), start);
+    assert_eq!(log.flushed_offset(), start);
+    assert_eq!(log.epoch_start_offsets(), vec![]);
+    model.clear();
+    check_log(&log, &model);
+    assert_out_of_range(log.read(start - 1, 10).unwrap_err(), start - 1);
+
+    append_batches(&mut log, &mut model, 20, 3);
+    assert_eq!(model[0].base_offset, start);
+    assert_eq!(log.epoch_start_offsets(), vec![(3, start)]);
+    check_log(&log, &model);
+    drop(log);
+    let (mut log, recovery) = open(dir, config(SMALL));
+    assert_eq!(recovery.log_start_offset, start);
+    assert_eq!(recovery.truncated_bytes, 0);
+    check_log(&log, &model);
+    assert_eq!(log.epoch_start_offsets(), vec![(3, start)]);
+
+    // To offsets inside the log, to the base of a segment it has (the new segment takes
+    // the same name), and below it.
+    for to in [model[3].base_offset, log.log_start_offset(), 7] {
+        let bases = segment_bases(dir);
+        if to == log.log_start_offset() {
+            assert!(bases.contains(&to));
+        }
+        log.reset_to(to).unwrap();
+        assert_eq!(segment_bases(dir), vec![to]);
+        model.clear();
+        check_log(&log, &model);
+        append_batches(&mut log, &mut model, 8, 4);
+        drop(log);
+        log = open(dir, config(SMALL)).0;
+        assert_eq!(log.log_start_offset(), to);
+        check_log(&log, &model);
+    }
+}
+
+/// A log of several segments and epochs in `dir`, with its checkpoint; closed.
+fn build_for_reset(dir: &Path) -> Model {
+    let (mut log, _) = open(dir, config(SMALL));
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 20, 1);
+    append_batches(&mut log, &mut model, 10, 2);
+    assert!(segment_bases(dir).len() >= 4);
+    model
+}
+
+/// Opens `dir` and checks it holds the empty log of a finished reset to `start`.
+fn expect_reset(dir: &Path, start: u64) {
+    let (mut log, recovery) = open(dir, config(SMALL));
+    assert_eq!(
+        (recovery.log_start_offset, recovery.log_end_offset),
+        (start, start)
+    );
+    assert_eq!(segment_bases(dir), vec![start]);
+    assert!(!dir.join(reset::FILE_NAME).exists());
+    assert!(!dir.join(format!("{}.tmp", reset::FILE_NAME)).exists());
+    for base in [0, start] {
+        assert!(!idx(dir, base).exists());
+    }
+    assert_eq!(log.epoch_start_offsets(), vec![]);
+    assert_eq!(epochs::load(dir).unwrap(), epochs::Loaded::Valid(vec![]));
+    check_log(&log, &Vec::new());
+    let mut model = Vec::new();
+    append_batches(&mut log, &mut model, 3, 7);
+    drop(log);
+    let (log, _) = open(dir, config(SMALL));
+    check_log(&log, &model);
+}
+
+#[test]
+fn a_crash_during_reset_to_leaves_the_old_log_or_the_new_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pristine = tmp.path().join("pristine");
+    let model = build_for_reset(&pristine);
+    let bases = segment_bases(&pristine);
+    let end = next_offset(&model).unwrap();
+    let fresh = |name: &str| {
+        let dir = tmp.path().join(name);
+        copy_dir(&pristine, &dir);
+        dir
+    };
+
+    // The marker was being written: the old log.
+    let dir = fresh("marker-tmp");
+    fs::write(
+        dir.join(format!("{}.tmp", reset::FILE_NAME)),
+        b"PEHRARST\x01",
+    )
+    .unwrap();
+    let (log, _) = open(&dir, config(SMALL));
+    check_log(&log, &model);
+    assert!(!dir.join(format!("{}.tmp", reset::FILE_NAME)).exists());
+    drop(log);
+
+    // The marker is durable, nothing deleted yet; to past the end and to below the start.
+    for start in [end + 50, 0, bases[2]] {
+        let dir = fresh(&format!("marked-{start}"));
+        reset::store(&dir, start).unwrap();
+        expect_reset(&dir, start);
+    }
+
+    // The oldest segments (and some indexes) deleted.
+    for deleted in 1..bases.len() {
+        let dir = fresh(&format!("deleted-{deleted}"));
+        reset::store(&dir, end + 50).unwrap();
+        for &base in &bases[..deleted] {
+            fs::remove_file(seg(&dir, base)).unwrap();
+        }
+        if deleted < bases.len() - 1 {
+            fs::remove_file(idx(&dir, bases[deleted])).unwrap();
+        }
+        expect_reset(&dir, end + 50);
+    }
+
+    // Everything deleted; the new segment being created, or created; the checkpoint
+    // emptied or not.
+    for (created, checkpoint) in [(false, false), (true, false), (true, true)] {
+        let dir = fresh(&format!("created-{created}-{checkpoint}"));
+        let start = end + 50;
+        reset::store(&dir, start).unwrap();
+        for &base in &bases {
+            fs::remove_file(seg(&dir, base)).unwrap();
+            let _ = fs::remove_file(idx(&dir, base));
+        }
+        let header = fs::read(seg(&pristine, 0)).unwrap()[..HEADER_LEN as usize].to_vec();
+        if created {
+            fs::write(seg(&dir, start), &header).unwrap();
+        } else {
+            fs::write(
+                dir.join(format!("{}.tmp", segment::file_name(start))),
+                &header,
+            )
+            .unwrap();
+        }
+        if checkpoint {
+            epochs::store(&dir, &[]).unwrap();
+        }
+        expect_reset(&dir, start);
+    }
+
+    // A damaged marker: where the reset was going is unknown; nothing is touched.
+    let dir = fresh("damaged");
+    reset::store(&dir, end + 50).unwrap();
+    flip_bit(&dir.join(reset::FILE_NAME), 14, 1);
+    let err = PartitionLog::open(&dir, config(SMALL)).unwrap_err();
+    assert_eq!(corrupt_path(err), dir.join(reset::FILE_NAME));
+    assert_eq!(segment_bases(&dir), bases);
+}
+
+#[test]
+fn a_version_1_segment_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("topic-3");
+    fs::create_dir(&dir).unwrap();
+    // A version 1 segment with one batch: 32-byte batch header, payload "v1".
+    let mut bytes = b"PEHRALOG".to_vec();
+    bytes.extend_from_slice(&1u32.to_le_bytes());
+    let mut covered = Vec::new();
+    covered.extend_from_slice(&0u64.to_le_bytes()); // base_offset
+    covered.extend_from_slice(&1u32.to_le_bytes()); // record_count
+    covered.extend_from_slice(&1u32.to_le_bytes()); // leader_epoch
+    covered.extend_from_slice(&42u64.to_le_bytes()); // max_timestamp_ms
+    covered.extend_from_slice(b"v1");
+    bytes.extend_from_slice(&(covered.len() as u32).to_le_bytes());
+    bytes.extend_from_slice(&crc32fast::hash(&covered).to_le_bytes());
+    bytes.extend_from_slice(&covered);
+    fs::write(seg(&dir, 0), &bytes).unwrap();
+    epochs::store(&dir, &[(1, 0)]).unwrap();
+    let checkpoint = fs::read(dir.join(epochs::FILE_NAME)).unwrap();
+
+    let err = PartitionLog::open(&dir, config(SMALL)).unwrap_err();
+    match &err {
+        LogError::OldFormat {
+            path,
+            dir: d,
+            version,
+            supported,
+        } => {
+            assert_eq!(path, &seg(&dir, 0));
+            assert_eq!(d, &dir);
+            assert_eq!((*version, *supported), (1, 2));
+        }
+        other => panic!("expected OldFormat, got {other:?}"),
+    }
+    let message = err.to_string();
+    for part in [
+        "version 1".to_owned(),
+        "only version 2".to_owned(),
+        "delete the partition directory".to_owned(),
+        dir.display().to_string(),
+        "older Pehra version".to_owned(),
+    ] {
+        assert!(message.contains(&part), "{part:?} in {message}");
+    }
+    // Nothing was changed.
+    assert_eq!(fs::read(seg(&dir, 0)).unwrap(), bytes);
+    assert_eq!(fs::read(dir.join(epochs::FILE_NAME)).unwrap(), checkpoint);
+    assert_eq!(fs::read_dir(&dir).unwrap().count(), 2);
+
+    // Also behind a current segment.
+    let mixed = tmp.path().join("mixed");
+    let model = build(&mixed, SMALL, 10);
+    let next = next_offset(&model).unwrap();
+    fs::write(seg(&mixed, next), &bytes[..HEADER_LEN as usize]).unwrap();
+    let err = PartitionLog::open(&mixed, config(SMALL)).unwrap_err();
+    assert!(
+        matches!(&err, LogError::OldFormat { path, version: 1, .. } if *path == seg(&mixed, next)),
+        "{err:?}"
+    );
 }
