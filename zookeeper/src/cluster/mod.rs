@@ -5,15 +5,30 @@
 //! /topics/{topic}                    TopicConfig: partitions, replication factor
 //! /topics/{topic}/partitions/{p}     PartitionMetadata: replicas, leader, epoch, ISR
 //! /consumers/{group}/{topic}/{p}     committed offset (decimal text)
+//! /admin/shutdown/{id}               ephemeral, empty: broker {id} asks for a controlled shutdown
 //! ```
 //!
 //! Everything the controller decides is a znode, so `pehra zk ls /` shows the cluster.
+//!
+//! - [`election`]: what a partition's leader and ISR should become (pure);
+//! - [`controller`]: the loop that applies it on every change, and re-replication;
+//! - [`reassign`]: `pehra cluster rebalance`, moving replicas onto the brokers that
+//!   [`assign_replicas`] would choose today.
+//!
+//! Every write to a partition znode, by the controller, a leader broker or a rebalance,
+//! is a read-modify-write conditional on the version read.
 
-use crate::client::{Client, ClientOptions, CreateMode, ZkError};
-use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
+pub mod controller;
+pub mod election;
+pub mod reassign;
+
+pub use controller::{Controller, ControllerConfig};
+pub use election::decide;
+pub use reassign::{rebalance, RebalanceEvent, RebalanceOptions, RebalanceReport};
+
+use crate::client::{Client, CreateMode, ZkError};
+use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::time::Duration;
 
 /// Where live brokers register.
 pub const BROKERS: &str = "/brokers/ids";
@@ -21,10 +36,20 @@ pub const BROKERS: &str = "/brokers/ids";
 pub const TOPICS: &str = "/topics";
 /// Where consumer groups keep committed offsets.
 pub const CONSUMERS: &str = "/consumers";
+/// Where brokers ask for a controlled shutdown (ephemeral children named by broker id).
+pub const SHUTDOWN: &str = "/admin/shutdown";
 
 /// A broker's registration znode.
 pub fn broker_path(id: u32) -> String {
     format!("{BROKERS}/{id}")
+}
+
+/// A broker's request for a controlled shutdown: an ephemeral znode it creates with its
+/// own session. The controller then moves the leadership of its partitions to other
+/// in-sync replicas and takes it out of every ISR; the shutdown is done when no partition
+/// names it leader (or it leads a partition nobody else can take over).
+pub fn shutdown_path(id: u32) -> String {
+    format!("{SHUTDOWN}/{id}")
 }
 
 /// A topic's znode.
@@ -102,6 +127,44 @@ pub async fn live_brokers(client: &Client) -> Result<BTreeMap<u32, BrokerInfo>, 
     Ok(brokers)
 }
 
+/// The brokers that asked for a controlled shutdown (children of [`SHUTDOWN`]).
+pub async fn shutting_down(client: &Client) -> Result<BTreeSet<u32>, ZkError> {
+    match client.get_children(SHUTDOWN).await {
+        Ok((ids, _)) => Ok(ids.iter().filter_map(|id| id.parse().ok()).collect()),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(BTreeSet::new()),
+        Err(e) => Err(e),
+    }
+}
+
+/// The brokers that may take new work: live and not shutting down, by id.
+pub async fn available_brokers(client: &Client) -> Result<BTreeMap<u32, BrokerInfo>, ZkError> {
+    let mut brokers = live_brokers(client).await?;
+    let leaving = shutting_down(client).await?;
+    brokers.retain(|id, _| !leaving.contains(id));
+    Ok(brokers)
+}
+
+/// Whether `b` may join `chosen` in repulsion pass `pass`: 0 wants a new host and a new
+/// rack, 1 a new host, 2 anything.
+fn repels(chosen: &[&BrokerInfo], b: &BrokerInfo, pass: u8) -> bool {
+    let new_host = chosen.iter().all(|c| c.host != b.host);
+    let new_rack = chosen.iter().all(|c| c.rack.is_none() || c.rack != b.rack);
+    match pass {
+        0 => new_host && new_rack,
+        1 => new_host,
+        _ => true,
+    }
+}
+
+/// The first of `candidates` (in order of preference) that repels best from `chosen`:
+/// one on a new host and rack if any, else on a new host, else the first.
+pub(crate) fn pick_repelling<'a>(
+    chosen: &[&BrokerInfo],
+    candidates: &[&'a BrokerInfo],
+) -> Option<&'a BrokerInfo> {
+    (0..3).find_map(|pass| candidates.iter().find(|b| repels(chosen, b, pass)).copied())
+}
+
 /// Chooses `replication_factor` brokers for a partition: a rotation of the brokers by
 /// partition number (spreading leaders), preferring brokers on racks and hosts not yet
 /// used by this partition (seed 003's repelling colonies). Fewer than asked if there are
@@ -132,14 +195,7 @@ pub fn assign_replicas(
             if chosen.iter().any(|c| c.id == b.id) {
                 continue;
             }
-            let new_host = chosen.iter().all(|c| c.host != b.host);
-            let new_rack = chosen.iter().all(|c| c.rack.is_none() || c.rack != b.rack);
-            let ok = match pass {
-                0 => new_host && new_rack,
-                1 => new_host,
-                _ => true,
-            };
-            if ok {
+            if repels(&chosen, b, pass) {
                 chosen.push(b);
             }
         }
@@ -147,79 +203,15 @@ pub fn assign_replicas(
     chosen.into_iter().map(|b| b.id).collect()
 }
 
-/// The cluster controller: assigns the partitions of new topics to live brokers.
-pub struct Controller;
-
-impl Controller {
-    /// Runs the controller against the zookeeper at `addr` until the session is lost.
-    pub async fn run(addr: SocketAddr) -> Result<(), ZkError> {
-        let options = ClientOptions {
-            session_timeout: Duration::from_secs(10),
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(addr, options).await?;
-        ensure_path(&client, BROKERS).await?;
-        ensure_path(&client, TOPICS).await?;
-        let mut brokers_watch = client.watch_children(BROKERS).await?;
-        let mut topics_watch = client.watch_children(TOPICS).await?;
-        loop {
-            if let Err(e) = reconcile(&client).await {
-                tracing::warn!(error = %e, "controller: reconcile failed; will retry on the next change");
-            }
-            tokio::select! {
-                event = brokers_watch.next() => if event.is_none() { return Ok(()) },
-                event = topics_watch.next() => if event.is_none() { return Ok(()) },
-            }
-        }
-    }
-}
-
-/// Gives every topic all its partitions; a partition is created only once it can get
-/// its full replication factor.
+/// Gives every topic all its partitions, then settles every partition once: leaders of
+/// dead or shutting-down brokers replaced, unavailable brokers out of the ISR (clean
+/// elections only, no re-replication). [`Controller`] does this on every change.
 pub async fn reconcile(client: &Client) -> Result<(), ZkError> {
-    let brokers: Vec<BrokerInfo> = live_brokers(client).await?.into_values().collect();
-    let (topics, _) = client.get_children(TOPICS).await?;
-    for topic in topics {
-        let config = match client.get_data(&topic_path(&topic)).await {
-            Ok((data, _)) => match wire::decode::<TopicConfig>(&data) {
-                Ok(c) => c,
-                Err(e) => {
-                    tracing::warn!(%topic, error = %e, "controller: topic config does not decode");
-                    continue;
-                }
-            },
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        ensure_path(client, &partitions_path(&topic)).await?;
-        let (existing, _) = client.get_children(&partitions_path(&topic)).await?;
-        let existing: BTreeSet<u32> = existing.iter().filter_map(|p| p.parse().ok()).collect();
-        let mut ops = Vec::new();
-        for partition in (0..config.partitions).filter(|p| !existing.contains(p)) {
-            let replicas = assign_replicas(partition, config.replication_factor, &brokers);
-            if replicas.len() < config.replication_factor as usize {
-                tracing::info!(%topic, partition, live = brokers.len(), "controller: waiting for enough brokers");
-                continue;
-            }
-            let state = PartitionMetadata {
-                partition,
-                leader: replicas.first().copied(),
-                leader_epoch: 0,
-                isr: replicas.clone(),
-                replicas,
-            };
-            ops.push(MultiOp::Create {
-                path: partition_path(&topic, partition),
-                data: wire::encode(&state).expect("encodes"),
-                ephemeral: false,
-                sequential: false,
-            });
-        }
-        if !ops.is_empty() {
-            client.multi(ops).await?;
-            tracing::info!(%topic, "controller: partitions assigned");
-        }
-    }
+    let config = ControllerConfig {
+        unclean_election: false,
+        replace_dead_after: None,
+    };
+    controller::Reconciler::new(config).pass(client).await?;
     Ok(())
 }
 

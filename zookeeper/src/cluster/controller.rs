@@ -1,0 +1,564 @@
+//! The controller loop: on every change of the live brokers, the topics or the shutdown
+//! requests (and on a timer), it assigns new partitions, elects leaders, shrinks ISRs
+//! and replaces brokers that stay dead too long.
+
+use super::election::{self, Outcome};
+use super::{
+    assign_replicas, ensure_path, live_brokers, partition_path, partitions_path, pick_repelling,
+    shutting_down, topic_path, BROKERS, SHUTDOWN, TOPICS,
+};
+use crate::client::{Client, ClientOptions, SessionState, Watch, WatchEvent, ZkError};
+use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
+use rand::rngs::{StdRng, SysRng};
+use rand::SeedableRng;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::time::Instant;
+
+/// Even without changes, the controller looks at everything this often (a partition the
+/// controller could not settle, or a replacement that found no free broker, is retried).
+const RESYNC: Duration = Duration::from_secs(30);
+/// After a failed pass (zookeeper busy or unreachable), the next one comes this soon.
+const RETRY: Duration = Duration::from_secs(1);
+/// Conditional writes to one partition lost to concurrent writers before giving up until
+/// the next pass.
+const MAX_ATTEMPTS: usize = 16;
+
+/// How the controller behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControllerConfig {
+    /// With no in-sync replica left, elect any live replica (which may lack records that
+    /// were acknowledged): availability over durability. Off by default.
+    pub unclean_election: bool,
+    /// A replica whose broker has been absent this long is replaced by a live broker
+    /// (`None`: never).
+    pub replace_dead_after: Option<Duration>,
+}
+
+impl Default for ControllerConfig {
+    fn default() -> Self {
+        ControllerConfig {
+            unclean_election: false,
+            replace_dead_after: Some(Duration::from_secs(300)),
+        }
+    }
+}
+
+/// The cluster controller, run as a client of the zookeeper's own tree.
+pub struct Controller;
+
+impl Controller {
+    /// Runs the controller with the default [`ControllerConfig`] against the zookeeper at
+    /// `addr` until its session is lost.
+    pub async fn run(addr: SocketAddr) -> Result<(), ZkError> {
+        Self::run_with(addr, ControllerConfig::default()).await
+    }
+
+    /// Runs the controller with `config` against the zookeeper at `addr` until its
+    /// session is lost (an error) or a watch ends (`Ok`). Run it again to resume: the
+    /// state lives in the tree (only the dead brokers' clocks restart).
+    pub async fn run_with(addr: SocketAddr, config: ControllerConfig) -> Result<(), ZkError> {
+        let options = ClientOptions {
+            session_timeout: Duration::from_secs(10),
+            ..ClientOptions::default()
+        };
+        let client = Client::connect(addr, options).await?;
+        let result = Self::run_on(&client, config).await;
+        let _ = client.close().await;
+        result
+    }
+
+    /// Runs the controller on an existing client (see [`Controller::run_with`]).
+    pub async fn run_on(client: &Client, config: ControllerConfig) -> Result<(), ZkError> {
+        for path in [BROKERS, TOPICS, SHUTDOWN] {
+            ensure_path(client, path).await?;
+        }
+        let mut brokers = Watched::new(client, BROKERS).await?;
+        let mut topics = Watched::new(client, TOPICS).await?;
+        let mut shutdown = Watched::new(client, SHUTDOWN).await?;
+        let mut session = client.session_state();
+        let mut reconciler = Reconciler::new(config);
+        tracing::info!(
+            unclean_election = reconciler.config.unclean_election,
+            replace_dead_after = ?reconciler.config.replace_dead_after,
+            "controller started"
+        );
+        loop {
+            let now = Instant::now();
+            let wake = match reconciler.pass(client).await {
+                Ok(deadline) => deadline.map_or(now + RESYNC, |d| d.min(now + RESYNC)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "controller: reconcile failed; retrying");
+                    now + RETRY
+                }
+            };
+            tokio::select! {
+                r = brokers.changed(client) => r?,
+                r = topics.changed(client) => r?,
+                r = shutdown.changed(client) => r?,
+                _ = tokio::time::sleep_until(wake) => {}
+                _ = session.wait_for(|s| matches!(s, SessionState::Expired | SessionState::Closed)) => {
+                    return Err(ZkError::SessionExpired);
+                }
+            }
+        }
+    }
+}
+
+/// A children watch that survives its znode being deleted and created again.
+struct Watched {
+    path: &'static str,
+    watch: Watch,
+}
+
+impl Watched {
+    async fn new(client: &Client, path: &'static str) -> Result<Watched, ZkError> {
+        Ok(Watched {
+            path,
+            watch: client.watch_children(path).await?,
+        })
+    }
+
+    /// Resolves on the next change.
+    async fn changed(&mut self, client: &Client) -> Result<(), ZkError> {
+        match self.watch.next().await {
+            Some(Ok(WatchEvent::Deleted)) => {
+                ensure_path(client, self.path).await?;
+                self.watch = client.watch_children(self.path).await?;
+                Ok(())
+            }
+            Some(Ok(_)) => Ok(()),
+            Some(Err(e)) => Err(e),
+            None => Err(ZkError::SessionExpired),
+        }
+    }
+}
+
+/// One partition as read, with the version its next write must name.
+struct Read {
+    topic: String,
+    partition: u32,
+    meta: PartitionMetadata,
+    version: u32,
+}
+
+/// The controller's memory between passes.
+pub(crate) struct Reconciler {
+    config: ControllerConfig,
+    /// A CSPRNG (ChaCha12 seeded by the OS): nobody can predict the next leader.
+    rng: StdRng,
+    /// When each broker named in some partition's replicas was first seen absent.
+    absent_since: BTreeMap<u32, Instant>,
+    /// Replacements that found no free broker, already logged.
+    stuck: BTreeSet<(String, u32, u32)>,
+}
+
+impl Reconciler {
+    pub(crate) fn new(config: ControllerConfig) -> Reconciler {
+        Reconciler {
+            config,
+            rng: StdRng::try_from_rng(&mut SysRng).expect("OS randomness"),
+            absent_since: BTreeMap::new(),
+            stuck: BTreeSet::new(),
+        }
+    }
+
+    /// One pass over the whole cluster; returns when the next replacement falls due.
+    pub(crate) async fn pass(&mut self, client: &Client) -> Result<Option<Instant>, ZkError> {
+        let brokers = live_brokers(client).await?;
+        let leaving = shutting_down(client).await?;
+        let live: BTreeSet<u32> = brokers.keys().copied().collect();
+        let available: Vec<BrokerInfo> = brokers
+            .values()
+            .filter(|b| !leaving.contains(&b.id))
+            .cloned()
+            .collect();
+        let topics = match client.get_children(TOPICS).await {
+            Ok((t, _)) => t,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        let mut reads = Vec::new();
+        for topic in topics {
+            reads.extend(read_topic(client, &topic, &available).await?);
+        }
+
+        // Who has been gone how long.
+        let now = Instant::now();
+        let named: BTreeSet<u32> = reads
+            .iter()
+            .flat_map(|r| r.meta.replicas.iter().copied())
+            .collect();
+        self.absent_since
+            .retain(|b, _| named.contains(b) && !live.contains(b));
+        for &b in named.difference(&live) {
+            self.absent_since.entry(b).or_insert_with(|| {
+                tracing::info!(broker = b, "controller: broker absent");
+                now
+            });
+        }
+        let due: BTreeSet<u32> = match self.config.replace_dead_after {
+            Some(limit) => self
+                .absent_since
+                .iter()
+                .filter(|(_, &since)| now >= since + limit)
+                .map(|(&b, _)| b)
+                .collect(),
+            None => BTreeSet::new(),
+        };
+        let next = self.config.replace_dead_after.and_then(|limit| {
+            self.absent_since
+                .values()
+                .map(|&since| since + limit)
+                .filter(|&t| t > now)
+                .min()
+        });
+        let mut load: BTreeMap<u32, usize> = BTreeMap::new();
+        for r in &reads {
+            for &b in &r.meta.replicas {
+                *load.entry(b).or_default() += 1;
+            }
+        }
+        self.stuck
+            .retain(|(_, _, b)| due.contains(b) && named.contains(b));
+
+        let mut first_error = None;
+        for read in reads {
+            let ctx = Context {
+                live: &live,
+                leaving: &leaving,
+                available: &available,
+                due: &due,
+            };
+            if let Err(e) = self.settle(client, read, &ctx, &mut load).await {
+                tracing::warn!(error = %e, "controller: a partition could not be settled");
+                first_error.get_or_insert(e);
+            }
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => Ok(next),
+        }
+    }
+
+    /// Brings one partition to what [`election::decide`] and re-replication want,
+    /// re-reading and deciding again whenever another writer got there first.
+    async fn settle(
+        &mut self,
+        client: &Client,
+        mut read: Read,
+        ctx: &Context<'_>,
+        load: &mut BTreeMap<u32, usize>,
+    ) -> Result<(), ZkError> {
+        let path = partition_path(&read.topic, read.partition);
+        for _ in 0..MAX_ATTEMPTS {
+            let old = &read.meta;
+            let elected = election::decide(
+                old,
+                ctx.live,
+                ctx.leaving,
+                self.config.unclean_election,
+                &mut self.rng,
+            );
+            let base = elected.as_ref().unwrap_or(old);
+            let replaced = replace_dead(base, ctx.due, ctx.available, load);
+            for &dead in &replaced.stuck {
+                if self
+                    .stuck
+                    .insert((read.topic.clone(), read.partition, dead))
+                {
+                    tracing::warn!(
+                        topic = %read.topic,
+                        partition = read.partition,
+                        broker = dead,
+                        "controller: cannot replace a dead replica: every available broker already holds this partition"
+                    );
+                }
+            }
+            let Some(new) = replaced.meta.or(elected) else {
+                return Ok(());
+            };
+            let data = wire::encode(&new).expect("encodes");
+            match client.set_data(&path, &data, Some(read.version)).await {
+                Ok(_) => {
+                    log_change(&read.topic, old, &new);
+                    for &b in &old.replicas {
+                        if let Some(n) = load.get_mut(&b) {
+                            *n = n.saturating_sub(1);
+                        }
+                    }
+                    for &b in &new.replicas {
+                        *load.entry(b).or_default() += 1;
+                    }
+                    return Ok(());
+                }
+                Err(e) if e.kind() == Some(ErrorKind::VersionMismatch) => {
+                    match client.get_data(&path).await {
+                        Ok((data, stat)) => match wire::decode::<PartitionMetadata>(&data) {
+                            Ok(meta) => {
+                                read.meta = meta;
+                                read.version = stat.version;
+                            }
+                            Err(e) => {
+                                tracing::warn!(%path, error = %e, "controller: partition state does not decode");
+                                return Ok(());
+                            }
+                        },
+                        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(()),
+                        Err(e) => return Err(e),
+                    }
+                }
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(()),
+                Err(e) => return Err(e),
+            }
+        }
+        tracing::warn!(%path, "controller: partition kept changing under the controller; retrying later");
+        Ok(())
+    }
+}
+
+/// What a pass knows about the brokers.
+struct Context<'a> {
+    live: &'a BTreeSet<u32>,
+    leaving: &'a BTreeSet<u32>,
+    available: &'a [BrokerInfo],
+    due: &'a BTreeSet<u32>,
+}
+
+/// Creates the missing partitions of `topic` and reads all of them.
+async fn read_topic(
+    client: &Client,
+    topic: &str,
+    available: &[BrokerInfo],
+) -> Result<Vec<Read>, ZkError> {
+    let config = match client.get_data(&topic_path(topic)).await {
+        Ok((data, _)) => match wire::decode::<TopicConfig>(&data) {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(%topic, error = %e, "controller: topic config does not decode");
+                return Ok(Vec::new());
+            }
+        },
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let parent = partitions_path(topic);
+    let existing = match client.get_children(&parent).await {
+        Ok((children, _)) => children,
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
+            ensure_path(client, &parent).await?;
+            Vec::new()
+        }
+        Err(e) => return Err(e),
+    };
+    let existing: BTreeSet<u32> = existing.iter().filter_map(|p| p.parse().ok()).collect();
+    let mut ops = Vec::new();
+    for partition in (0..config.partitions).filter(|p| !existing.contains(p)) {
+        let replicas = assign_replicas(partition, config.replication_factor, available);
+        if replicas.len() < config.replication_factor as usize {
+            tracing::info!(%topic, partition, available = available.len(), "controller: waiting for enough brokers");
+            continue;
+        }
+        let state = PartitionMetadata {
+            partition,
+            leader: replicas.first().copied(),
+            leader_epoch: 0,
+            isr: replicas.clone(),
+            replicas,
+        };
+        ops.push(MultiOp::Create {
+            path: partition_path(topic, partition),
+            data: wire::encode(&state).expect("encodes"),
+            ephemeral: false,
+            sequential: false,
+        });
+    }
+    if !ops.is_empty() {
+        match client.multi(ops).await {
+            Ok(_) => tracing::info!(%topic, "controller: partitions assigned"),
+            // Deleted meanwhile, or created by a concurrent pass: read what is there.
+            Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound | ErrorKind::NodeExists)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let mut reads = Vec::new();
+    for partition in 0..config.partitions {
+        let path = partition_path(topic, partition);
+        match client.get_data(&path).await {
+            Ok((data, stat)) => match wire::decode::<PartitionMetadata>(&data) {
+                Ok(meta) => reads.push(Read {
+                    topic: topic.to_string(),
+                    partition,
+                    meta,
+                    version: stat.version,
+                }),
+                Err(e) => {
+                    tracing::warn!(%path, error = %e, "controller: partition state does not decode")
+                }
+            },
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reads)
+}
+
+/// What [`replace_dead`] did.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct Replaced {
+    /// The new state, if a replica was replaced.
+    pub meta: Option<PartitionMetadata>,
+    /// Dead replicas that could not be replaced: no available broker is free.
+    pub stuck: Vec<u32>,
+}
+
+/// Replaces every replica whose broker is in `due` (absent too long) by an available
+/// broker that is not a replica yet, if another ISR member keeps the data: the new
+/// broker takes the dead one's place in `replicas` (not in the ISR: its leader adds it
+/// once it has caught up) and the dead one leaves the ISR. Among the free brokers the
+/// one on a new host and rack is preferred (as [`assign_replicas`] does), then the one
+/// holding the fewest replicas (`load`).
+pub(crate) fn replace_dead(
+    meta: &PartitionMetadata,
+    due: &BTreeSet<u32>,
+    available: &[BrokerInfo],
+    load: &BTreeMap<u32, usize>,
+) -> Replaced {
+    let mut m = meta.clone();
+    let mut out = Replaced::default();
+    for i in 0..m.replicas.len() {
+        let dead = m.replicas[i];
+        if !due.contains(&dead) {
+            continue;
+        }
+        let rest: Vec<u32> = m.isr.iter().copied().filter(|&b| b != dead).collect();
+        if rest.is_empty() {
+            // The dead broker may be the only one with every record: wait for it.
+            continue;
+        }
+        let chosen: Vec<&BrokerInfo> = available
+            .iter()
+            .filter(|b| m.replicas.contains(&b.id))
+            .collect();
+        let mut free: Vec<&BrokerInfo> = available
+            .iter()
+            .filter(|b| !m.replicas.contains(&b.id))
+            .collect();
+        free.sort_by_key(|b| (load.get(&b.id).copied().unwrap_or(0), b.id));
+        match pick_repelling(&chosen, &free) {
+            Some(b) => {
+                m.replicas[i] = b.id;
+                m.isr = rest;
+                out.meta = Some(m.clone());
+            }
+            None => out.stuck.push(dead),
+        }
+    }
+    out
+}
+
+fn log_change(topic: &str, old: &PartitionMetadata, new: &PartitionMetadata) {
+    let partition = new.partition;
+    match election::outcome(old, new) {
+        Outcome::Elected => tracing::info!(
+            %topic, partition, old_leader = ?old.leader, new_leader = ?new.leader,
+            epoch = new.leader_epoch, isr = ?new.isr,
+            "controller: leader changed"
+        ),
+        Outcome::ElectedUnclean => tracing::warn!(
+            %topic, partition, old_leader = ?old.leader, new_leader = ?new.leader,
+            epoch = new.leader_epoch, old_isr = ?old.isr,
+            "controller: UNCLEAN leader election of {topic}/{partition}: no in-sync replica \
+             was available, broker {} (not in the ISR {:?}) now leads; records acknowledged \
+             by those replicas but not copied to it may be lost",
+            new.leader.unwrap_or_default(), old.isr
+        ),
+        Outcome::Offline => tracing::warn!(
+            %topic, partition, old_leader = ?old.leader, epoch = new.leader_epoch, isr = ?new.isr,
+            "controller: partition offline: no in-sync replica is available; it waits for one of the ISR to return"
+        ),
+        Outcome::IsrShrunk => {}
+    }
+    if old.replicas != new.replicas {
+        tracing::info!(
+            %topic, partition, old_replicas = ?old.replicas, new_replicas = ?new.replicas,
+            "controller: dead replica replaced; the new one copies the log and joins the ISR when caught up"
+        );
+    }
+    if old.isr != new.isr {
+        tracing::info!(%topic, partition, old_isr = ?old.isr, new_isr = ?new.isr, "controller: ISR changed");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(id: u32, host: &str, rack: Option<&str>) -> BrokerInfo {
+        BrokerInfo {
+            id,
+            addr: format!("127.0.0.1:{}", 5683 + id),
+            host: host.into(),
+            rack: rack.map(Into::into),
+        }
+    }
+
+    fn meta(leader: Option<u32>, replicas: &[u32], isr: &[u32]) -> PartitionMetadata {
+        PartitionMetadata {
+            partition: 0,
+            leader,
+            leader_epoch: 3,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_dead_replica_is_replaced_in_place_by_a_repelling_broker() {
+        let available = [
+            broker(1, "a", Some("r1")),
+            broker(2, "b", Some("r2")),
+            broker(4, "a", Some("r1")),
+            broker(5, "c", Some("r3")),
+            broker(6, "d", Some("r3")),
+        ];
+        let m = meta(Some(1), &[1, 3, 2], &[1, 3, 2]);
+        let due = BTreeSet::from([3]);
+        // 4 shares host and rack with 1; 5 and 6 are new on both: the less loaded wins.
+        let load = BTreeMap::from([(5, 4), (6, 1)]);
+        let r = replace_dead(&m, &due, &available, &load);
+        assert_eq!(r.meta, Some(meta(Some(1), &[1, 6, 2], &[1, 2])));
+        assert!(r.stuck.is_empty());
+        // Nothing due: nothing happens.
+        let r = replace_dead(&m, &BTreeSet::new(), &available, &load);
+        assert_eq!(r, Replaced::default());
+    }
+
+    #[test]
+    fn no_replacement_without_another_copy_or_a_free_broker() {
+        let available = [broker(1, "a", None), broker(2, "b", None)];
+        let load = BTreeMap::new();
+        // 3 is the only ISR member: it may hold records nobody else has.
+        let m = meta(None, &[1, 2, 3], &[3]);
+        let r = replace_dead(&m, &BTreeSet::from([3]), &available, &load);
+        assert_eq!(r, Replaced::default());
+        // Every available broker is already a replica.
+        let m = meta(Some(1), &[1, 2, 3], &[1, 2, 3]);
+        let r = replace_dead(&m, &BTreeSet::from([3]), &available, &load);
+        assert_eq!(r.meta, None);
+        assert_eq!(r.stuck, [3]);
+    }
+
+    #[test]
+    fn two_dead_replicas_get_two_distinct_brokers() {
+        let available = [
+            broker(1, "a", None),
+            broker(4, "d", None),
+            broker(5, "e", None),
+        ];
+        let m = meta(Some(1), &[2, 1, 3], &[1, 2, 3]);
+        let r = replace_dead(&m, &BTreeSet::from([2, 3]), &available, &BTreeMap::new());
+        assert_eq!(r.meta, Some(meta(Some(1), &[4, 1, 5], &[1])));
+    }
+}

@@ -1,0 +1,367 @@
+//! Leader election and ISR upkeep for one partition: pure decisions, no I/O.
+//!
+//! The controller reads a partition's [`PartitionMetadata`], asks [`decide`] what it
+//! should become given which brokers are live and which are shutting down, and writes
+//! the answer back conditionally on the version it read.
+
+use pehra_shared::wire::PartitionMetadata;
+use rand::seq::IndexedRandom;
+use rand::Rng;
+use std::collections::BTreeSet;
+
+/// What a [`decide`] did, for logging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new leader from the ISR (a clean election).
+    Elected,
+    /// A new leader from outside the ISR: records acknowledged by the old ISR may be lost.
+    ElectedUnclean,
+    /// The leader is gone and no in-sync replica is available: the partition is offline.
+    Offline,
+    /// Same leader; unavailable brokers left the ISR.
+    IsrShrunk,
+}
+
+/// How `new` differs from `old` (both as [`decide`] returned them).
+pub fn outcome(old: &PartitionMetadata, new: &PartitionMetadata) -> Outcome {
+    match new.leader {
+        None if old.leader.is_some() => Outcome::Offline,
+        Some(l) if new.leader != old.leader || new.leader_epoch != old.leader_epoch => {
+            if old.isr.contains(&l) {
+                Outcome::Elected
+            } else {
+                Outcome::ElectedUnclean
+            }
+        }
+        _ => Outcome::IsrShrunk,
+    }
+}
+
+/// The partition's next state, or `None` if nothing needs to change.
+///
+/// A broker is *available* when it is `live` and not `shutting_down`.
+///
+/// - Leader present but unavailable (dead or shutting down): a new leader is chosen
+///   uniformly at random among the available in-sync replicas other than the old
+///   leader, `leader_epoch + 1`, and unavailable brokers leave the ISR. With no such
+///   candidate: a dead leader gives `leader = None`, `leader_epoch + 1`, the ISR kept as
+///   it was (it names who has every committed record); a leader that is alive but
+///   shutting down stays (it cannot hand over; its shutdown will time out).
+/// - No leader: elected the same way among the available in-sync replicas.
+/// - With `unclean` and no clean candidate once the leader is gone: a random available
+///   replica, ISR = just it, `leader_epoch + 1` (committed records may be lost).
+/// - Leader available: unavailable brokers leave the ISR, but never the leader and never
+///   the last member; the epoch stays.
+///
+/// Only replicas are ever elected, only available brokers are, the ISR never becomes
+/// empty (unless it was), and the epoch never decreases.
+pub fn decide<R: Rng + ?Sized>(
+    meta: &PartitionMetadata,
+    live: &BTreeSet<u32>,
+    shutting_down: &BTreeSet<u32>,
+    unclean: bool,
+    rng: &mut R,
+) -> Option<PartitionMetadata> {
+    let available = |b: u32| live.contains(&b) && !shutting_down.contains(&b);
+    let in_replicas = |b: u32| meta.replicas.contains(&b);
+    match meta.leader {
+        Some(leader) if available(leader) && in_replicas(leader) => {
+            let isr: Vec<u32> = meta
+                .isr
+                .iter()
+                .copied()
+                .filter(|&b| b == leader || available(b))
+                .collect();
+            if isr.len() == meta.isr.len() || isr.is_empty() {
+                return None;
+            }
+            Some(PartitionMetadata {
+                isr,
+                ..meta.clone()
+            })
+        }
+        old => {
+            let mut clean: Vec<u32> = meta
+                .isr
+                .iter()
+                .copied()
+                .filter(|&b| Some(b) != old && available(b) && in_replicas(b))
+                .collect();
+            clean.sort_unstable();
+            clean.dedup();
+            if let Some(&leader) = clean.choose(rng) {
+                let isr = meta
+                    .isr
+                    .iter()
+                    .copied()
+                    .filter(|&b| b == leader || available(b))
+                    .collect();
+                return Some(PartitionMetadata {
+                    leader: Some(leader),
+                    leader_epoch: meta.leader_epoch + 1,
+                    isr,
+                    ..meta.clone()
+                });
+            }
+            // No clean candidate. A leader that is still alive (shutting down, or not a
+            // replica any more) keeps the partition: it has the data.
+            if old.is_some_and(|l| live.contains(&l)) {
+                return None;
+            }
+            if unclean {
+                let mut dirty: Vec<u32> = meta
+                    .replicas
+                    .iter()
+                    .copied()
+                    .filter(|&b| available(b))
+                    .collect();
+                dirty.sort_unstable();
+                dirty.dedup();
+                if let Some(&leader) = dirty.choose(rng) {
+                    return Some(PartitionMetadata {
+                        leader: Some(leader),
+                        leader_epoch: meta.leader_epoch + 1,
+                        isr: vec![leader],
+                        ..meta.clone()
+                    });
+                }
+            }
+            // Offline: remember that there was a leader change (epoch), keep the ISR.
+            old.map(|_| PartitionMetadata {
+                leader: None,
+                leader_epoch: meta.leader_epoch + 1,
+                ..meta.clone()
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::rngs::StdRng;
+    use rand::SeedableRng;
+    use std::collections::BTreeMap;
+
+    fn meta(leader: Option<u32>, epoch: u32, replicas: &[u32], isr: &[u32]) -> PartitionMetadata {
+        PartitionMetadata {
+            partition: 0,
+            leader,
+            leader_epoch: epoch,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+        }
+    }
+
+    fn set(ids: &[u32]) -> BTreeSet<u32> {
+        ids.iter().copied().collect()
+    }
+
+    fn rng() -> StdRng {
+        StdRng::seed_from_u64(7)
+    }
+
+    fn none() -> BTreeSet<u32> {
+        BTreeSet::new()
+    }
+
+    #[test]
+    fn healthy_partition_is_left_alone() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        assert_eq!(
+            decide(&m, &set(&[1, 2, 3]), &none(), false, &mut rng()),
+            None
+        );
+        // A live replica outside the ISR is not the controller's business.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
+        assert_eq!(
+            decide(&m, &set(&[1, 2, 3]), &none(), false, &mut rng()),
+            None
+        );
+    }
+
+    #[test]
+    fn dead_follower_leaves_the_isr_without_an_epoch_change() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        let new = decide(&m, &set(&[1, 3]), &none(), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(1), 4, &[1, 2, 3], &[1, 3]));
+        assert_eq!(outcome(&m, &new), Outcome::IsrShrunk);
+        // A follower shutting down leaves too.
+        let new = decide(&m, &set(&[1, 2, 3]), &set(&[3]), false, &mut rng()).expect("change");
+        assert_eq!(new.isr, [1, 2]);
+        assert_eq!(new.leader_epoch, 4);
+    }
+
+    #[test]
+    fn the_leader_never_leaves_the_isr_and_the_isr_never_empties() {
+        // The leader is the only ISR member left: nothing to remove.
+        let m = meta(Some(1), 2, &[1, 2, 3], &[1]);
+        assert_eq!(decide(&m, &set(&[1]), &none(), false, &mut rng()), None);
+        // An ISR that (wrongly) lacks the leader is not emptied either.
+        let m = meta(Some(1), 2, &[1, 2, 3], &[2]);
+        assert_eq!(decide(&m, &set(&[1]), &none(), false, &mut rng()), None);
+    }
+
+    #[test]
+    fn dead_leader_is_replaced_from_the_isr() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        let new = decide(&m, &set(&[2, 3]), &none(), false, &mut rng()).expect("change");
+        assert!(matches!(new.leader, Some(2 | 3)));
+        assert_eq!(new.leader_epoch, 5);
+        assert_eq!(new.isr, [2, 3]);
+        assert_eq!(
+            new.replicas,
+            [1, 2, 3],
+            "replicas are not the election's business"
+        );
+        assert_eq!(outcome(&m, &new), Outcome::Elected);
+    }
+
+    #[test]
+    fn only_in_sync_available_replicas_are_candidates() {
+        // 2 is live but out of sync, 3 in sync but dead, 4 in the ISR but not a replica.
+        let m = meta(Some(1), 0, &[1, 2, 3, 5], &[1, 3, 4, 5]);
+        for seed in 0..50 {
+            let mut r = StdRng::seed_from_u64(seed);
+            let new = decide(&m, &set(&[2, 4, 5]), &none(), false, &mut r).expect("change");
+            assert_eq!(new.leader, Some(5));
+            assert_eq!(
+                new.isr,
+                [4, 5],
+                "dead 1 and 3 leave; 4 is not ours to judge"
+            );
+        }
+    }
+
+    #[test]
+    fn dead_leader_without_candidates_goes_offline_keeping_the_isr() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
+        // 2 is live but not in sync: a clean election cannot use it.
+        let new = decide(&m, &set(&[2]), &none(), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
+        assert_eq!(outcome(&m, &new), Outcome::Offline);
+        // Offline stays offline without an epoch bump on every pass.
+        assert_eq!(decide(&new, &set(&[2]), &none(), false, &mut rng()), None);
+        // Nobody at all.
+        let new = decide(&m, &none(), &none(), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
+    }
+
+    #[test]
+    fn offline_partition_elects_when_an_isr_member_returns() {
+        let m = meta(None, 5, &[1, 2, 3], &[1, 3]);
+        assert_eq!(decide(&m, &set(&[2]), &none(), false, &mut rng()), None);
+        let new = decide(&m, &set(&[2, 3]), &none(), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
+        // Returning but already shutting down again: not elected.
+        assert_eq!(decide(&m, &set(&[3]), &set(&[3]), false, &mut rng()), None);
+    }
+
+    #[test]
+    fn shutting_down_leader_hands_over_or_stays() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        let new = decide(&m, &set(&[1, 2, 3]), &set(&[1]), false, &mut rng()).expect("change");
+        assert!(matches!(new.leader, Some(2 | 3)));
+        assert_eq!(new.leader_epoch, 5);
+        assert_eq!(new.isr, [2, 3], "the shutting-down broker leaves the ISR");
+        // No one to hand over to: it keeps leading (the shutdown will time out).
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
+        assert_eq!(
+            decide(&m, &set(&[1, 2, 3]), &set(&[1]), true, &mut rng()),
+            None,
+            "not even an unclean election while the leader is alive"
+        );
+    }
+
+    #[test]
+    fn unclean_election_only_when_no_clean_candidate() {
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
+        // A clean candidate exists: it wins even with unclean allowed.
+        let new = decide(&m, &set(&[2, 3]), &none(), true, &mut rng()).expect("change");
+        assert_eq!((new.leader, new.isr.clone()), (Some(3), vec![3]));
+        // None: the live out-of-sync replica takes over, alone in the ISR.
+        let new = decide(&m, &set(&[2, 4]), &none(), true, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(2), 5, &[1, 2, 3], &[2]));
+        assert_eq!(outcome(&m, &new), Outcome::ElectedUnclean);
+        // From offline as well.
+        let off = meta(None, 5, &[1, 2, 3], &[1]);
+        let new = decide(&off, &set(&[3]), &none(), true, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
+        // Nobody available: offline, ISR kept.
+        let new = decide(&m, &set(&[4]), &set(&[2]), true, &mut rng()).expect("change");
+        assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
+    }
+
+    #[test]
+    fn a_leader_that_is_not_a_replica_is_replaced() {
+        let m = meta(Some(9), 1, &[1, 2, 3], &[1, 2, 3]);
+        let new = decide(&m, &set(&[1, 2, 3, 9]), &none(), false, &mut rng()).expect("change");
+        assert!(matches!(new.leader, Some(1..=3)));
+        assert_eq!(new.leader_epoch, 2);
+    }
+
+    #[test]
+    fn the_choice_is_uniform_among_candidates() {
+        let m = meta(Some(1), 0, &[1, 2, 3, 4, 5, 6], &[1, 2, 3, 4, 6]);
+        // Candidates: 2, 3, 4 (1 dead, 5 out of sync, 6 shutting down).
+        let live = set(&[2, 3, 4, 5, 6]);
+        let shutting = set(&[6]);
+        let mut r = StdRng::seed_from_u64(2026);
+        let mut counts = BTreeMap::new();
+        for _ in 0..300 {
+            let new = decide(&m, &live, &shutting, false, &mut r).expect("change");
+            *counts.entry(new.leader.expect("elected")).or_insert(0) += 1;
+            assert_eq!(new.isr, [2, 3, 4]);
+        }
+        assert_eq!(counts.keys().copied().collect::<Vec<_>>(), [2, 3, 4]);
+        for (&id, &n) in &counts {
+            assert!(n >= 60, "broker {id} chosen only {n} of 300 times");
+        }
+    }
+
+    #[test]
+    fn random_histories_keep_the_invariants() {
+        let mut r = StdRng::seed_from_u64(99);
+        let replicas = [1, 2, 3, 4];
+        for _ in 0..200 {
+            let mut m = meta(Some(1), 0, &replicas, &replicas);
+            for _ in 0..30 {
+                let live: BTreeSet<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|_| r.next_u32() % 3 != 0)
+                    .collect();
+                let shutting: BTreeSet<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|_| r.next_u32() % 5 == 0)
+                    .collect();
+                let unclean = r.next_u32() % 4 == 0;
+                if let Some(new) = decide(&m, &live, &shutting, unclean, &mut r) {
+                    assert!(!new.isr.is_empty(), "{m:?} -> {new:?}");
+                    assert!(new.leader_epoch >= m.leader_epoch);
+                    if new.leader != m.leader {
+                        assert_eq!(new.leader_epoch, m.leader_epoch + 1);
+                    }
+                    if let Some(l) = new.leader.filter(|_| new.leader != m.leader) {
+                        assert!(replicas.contains(&l));
+                        assert!(live.contains(&l) && !shutting.contains(&l));
+                        assert!(new.isr.contains(&l));
+                        assert!(unclean || m.isr.contains(&l), "{m:?} -> {new:?}");
+                    }
+                    m = new;
+                }
+                // Followers catching up again, as a leader would add them.
+                if let Some(l) = m.leader {
+                    if live.contains(&l) {
+                        for &b in &replicas {
+                            if live.contains(&b) && !m.isr.contains(&b) && r.next_u32() % 2 == 0 {
+                                m.isr.push(b);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
