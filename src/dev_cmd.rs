@@ -189,9 +189,13 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 /// Ctrl-C (or `--duration`).
 async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
     let client = Arc::new(ClusterClient::connect(zk_addr).await?);
-    match client.create_topic(&args.topic, args.partitions, 1).await {
+    let replication_factor = args.brokers.min(3);
+    match client
+        .create_topic(&args.topic, args.partitions, replication_factor)
+        .await
+    {
         Ok(()) => eprintln!(
-            "  topic {} created ({} partitions)",
+            "  topic {} created ({} partitions, replication factor {replication_factor})",
             args.topic, args.partitions
         ),
         Err(e) if e.to_string().starts_with("topic exists") => {
@@ -323,7 +327,7 @@ async fn produce_loop(
                 continue;
             }
             match client
-                .produce(&topic, partition as u32, &records, Acks::Leader, None)
+                .produce(&topic, partition as u32, &records, Acks::All, None)
                 .await
             {
                 Ok(_) => {

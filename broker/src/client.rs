@@ -44,6 +44,36 @@ pub enum ClientError {
     /// Bad input from the caller.
     #[error("{0}")]
     Invalid(String),
+    /// A request kept failing in ways worth retrying (no leader, leader moving, too few
+    /// in-sync replicas) for the whole retry period.
+    #[error("{what}: gave up after {after:?}; last: {last}")]
+    GaveUp {
+        /// The request.
+        what: String,
+        /// How long it was retried.
+        after: std::time::Duration,
+        /// The last failure.
+        last: String,
+    },
+}
+
+/// How long one request to a broker may take before the client looks for the leader
+/// again (acks=all answers wait for replication: keep it above the broker's ack timeout).
+pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How long a request is retried while the leader moves or too few replicas are in sync.
+pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Errors a client retries after reloading the metadata.
+fn retriable(kind: ErrorKind) -> bool {
+    matches!(
+        kind,
+        ErrorKind::NotLeader
+            | ErrorKind::FencedEpoch
+            | ErrorKind::NotEnoughReplicas
+            | ErrorKind::Busy
+            | ErrorKind::Asleep
+    )
 }
 
 impl From<ErrorBody> for ClientError {
@@ -147,6 +177,24 @@ pub struct ClusterClient {
     zk: Client,
     endpoint: Endpoint,
     metadata: Mutex<Metadata>,
+    /// The last retriable failure, for the error when retries run out.
+    last_error: Mutex<Option<String>>,
+    /// Why requests were sent again.
+    retries: Mutex<RetryStats>,
+}
+
+/// How often a [`ClusterClient`] sent a request again, by cause.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RetryStats {
+    /// The broker said it does not lead the partition (or the epoch moved on).
+    pub not_leader: u64,
+    /// The broker answered 5.03 (too few in-sync replicas, busy, asleep).
+    pub unavailable: u64,
+    /// The metadata named no live leader.
+    pub no_leader: u64,
+    /// No answer in time, or the broker was unreachable: the client waited out a
+    /// dead or paused leader.
+    pub no_answer: u64,
 }
 
 impl ClusterClient {
@@ -156,6 +204,7 @@ impl ClusterClient {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
             max_retransmit: 6,
+            max_payload: crate::server::BROKER_MAX_PAYLOAD,
             ..Config::default()
         };
         let zk = Client::without_session(zookeeper, coap.clone()).await?;
@@ -174,12 +223,19 @@ impl ClusterClient {
             zk,
             endpoint,
             metadata: Mutex::new(metadata),
+            last_error: Mutex::new(None),
+            retries: Mutex::default(),
         })
     }
 
     /// The zookeeper client.
     pub fn zookeeper(&self) -> &Client {
         &self.zk
+    }
+
+    /// How often requests were sent again, by cause.
+    pub fn retry_stats(&self) -> RetryStats {
+        *self.retries.lock().expect("lock")
     }
 
     /// The metadata as last loaded.
@@ -201,18 +257,36 @@ impl ClusterClient {
         partitions: u32,
         replication_factor: u32,
     ) -> Result<(), ClientError> {
+        let config = TopicConfig {
+            partitions,
+            replication_factor,
+            min_insync_replicas: None,
+        };
+        self.create_topic_with(topic, config).await
+    }
+
+    /// Creates a topic with every setting given.
+    pub async fn create_topic_with(
+        &self,
+        topic: &str,
+        config: TopicConfig,
+    ) -> Result<(), ClientError> {
+        let (partitions, replication_factor) = (config.partitions, config.replication_factor);
         cluster::validate_topic(topic).map_err(ClientError::Invalid)?;
         if partitions == 0 || replication_factor == 0 {
             return Err(ClientError::Invalid(
                 "partitions and replication factor must be at least 1".into(),
             ));
         }
+        if config
+            .min_insync_replicas
+            .is_some_and(|m| m == 0 || m > replication_factor)
+        {
+            return Err(ClientError::Invalid(format!(
+                "min in-sync replicas must be between 1 and the replication factor {replication_factor}"
+            )));
+        }
         cluster::ensure_path(&self.zk, TOPICS).await?;
-        let config = TopicConfig {
-            partitions,
-            replication_factor,
-            min_insync_replicas: None,
-        };
         match self
             .zk
             .create(
@@ -348,9 +422,12 @@ impl ClusterClient {
             .map(Some)
     }
 
-    /// Sends a CBOR request to a partition's leader and decodes the answer, following a
-    /// leader change: on `not_leader` or no answer, the metadata is reloaded and the
-    /// request sent again (up to 4 times).
+    /// Sends a CBOR request to a partition's leader and decodes the answer, following
+    /// leader changes: on `not_leader`, `fenced_epoch`, a 5.03 (too few in-sync replicas,
+    /// busy, asleep), no leader, or no answer within [`ATTEMPT_TIMEOUT`], the metadata is
+    /// reloaded and the request sent again, for up to [`RETRY_FOR`] (a failover takes
+    /// about one zookeeper session timeout). A produce carries its producer id and
+    /// sequence, so a repeat is never stored twice.
     async fn call_leader<T: serde::de::DeserializeOwned>(
         &self,
         topic: &str,
@@ -358,35 +435,76 @@ impl ClusterClient {
         resource: &str,
         body: Vec<u8>,
     ) -> Result<T, ClientError> {
-        let mut last_error = None;
-        for attempt in 0..4 {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        let mut backoff = std::time::Duration::from_millis(50);
+        let mut attempt = 0u32;
+        loop {
             if attempt > 0 {
-                self.refresh().await?;
+                if tokio::time::Instant::now() + backoff >= deadline {
+                    break;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
+                if let Err(e) = self.refresh().await {
+                    *self.last_error.lock().expect("lock") = Some(e.to_string());
+                    attempt += 1;
+                    continue;
+                }
             }
-            let leader = self.metadata().leader(topic, partition)?;
+            attempt += 1;
+            let leader = match self.metadata().leader(topic, partition) {
+                Ok(addr) => addr,
+                Err(e @ ClientError::NoLeader(_)) => {
+                    self.retries.lock().expect("lock").no_leader += 1;
+                    *self.last_error.lock().expect("lock") = Some(e.to_string());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
             let coap = Request::new(Method::Post, resource)
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
-            match self.endpoint.handle().request(leader, coap).await {
-                Ok(response) if response.code().is_success() => {
+            let answer = tokio::time::timeout(
+                ATTEMPT_TIMEOUT,
+                self.endpoint.handle().request(leader, coap),
+            )
+            .await;
+            match answer {
+                Ok(Ok(response)) if response.code().is_success() => {
                     return decode_response(&response).map_err(Into::into);
                 }
-                Ok(response) => {
+                Ok(Ok(response)) => {
                     let error = response_error(&response);
-                    if error.error != ErrorKind::NotLeader {
+                    if !retriable(error.error) {
                         return Err(error.into());
                     }
-                    last_error = Some(error.into());
+                    let mut retries = self.retries.lock().expect("lock");
+                    match error.error {
+                        ErrorKind::NotLeader | ErrorKind::FencedEpoch => retries.not_leader += 1,
+                        _ => retries.unavailable += 1,
+                    }
+                    drop(retries);
+                    *self.last_error.lock().expect("lock") = Some(error.message.clone());
                 }
-                Err(source) => {
-                    last_error = Some(ClientError::Unreachable {
-                        addr: leader,
-                        source,
-                    })
+                Ok(Err(source)) => {
+                    self.retries.lock().expect("lock").no_answer += 1;
+                    *self.last_error.lock().expect("lock") =
+                        Some(format!("broker at {leader} unreachable: {source}"));
+                }
+                Err(_) => {
+                    self.retries.lock().expect("lock").no_answer += 1;
+                    *self.last_error.lock().expect("lock") = Some(format!(
+                        "broker at {leader} did not answer within {ATTEMPT_TIMEOUT:?}"
+                    ));
                 }
             }
         }
-        Err(last_error.expect("set by the loop"))
+        let last = self.last_error.lock().expect("lock").take();
+        Err(ClientError::GaveUp {
+            what: format!("{resource} to {topic}/{partition}"),
+            after: RETRY_FOR,
+            last: last.unwrap_or_default(),
+        })
     }
 
     /// Fetches from `offset` (at most about `max_bytes`), from the partition's leader.

@@ -10,4 +10,4 @@ pub mod log;
 pub mod pubsub;
 pub mod server;
 
-pub use server::{Broker, BrokerConfig, BrokerError};
+pub use server::{Broker, BrokerConfig, BrokerError, BROKER_MAX_PAYLOAD};

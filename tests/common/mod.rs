@@ -147,7 +147,18 @@ pub struct BrokerProcess {
 impl BrokerProcess {
     /// Starts broker `id` on `addr` with data in `dir`, and waits until it listens.
     pub fn start(id: u32, addr: SocketAddr, dir: &Path, zookeeper: SocketAddr) -> BrokerProcess {
-        let args: Vec<String> = vec![
+        Self::start_with(id, addr, dir, zookeeper, &[])
+    }
+
+    /// Like [`BrokerProcess::start`], with extra command-line arguments.
+    pub fn start_with(
+        id: u32,
+        addr: SocketAddr,
+        dir: &Path,
+        zookeeper: SocketAddr,
+        extra: &[&str],
+    ) -> BrokerProcess {
+        let mut args: Vec<String> = vec![
             "broker".into(),
             "--id".into(),
             id.to_string(),
@@ -158,6 +169,7 @@ impl BrokerProcess {
             "--data-dir".into(),
             dir.display().to_string(),
         ];
+        args.extend(extra.iter().map(|a| a.to_string()));
         let (child, _) = spawn_ready(&args, "listening on");
         BrokerProcess {
             child,

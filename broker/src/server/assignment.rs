@@ -1,0 +1,251 @@
+//! Following the controller: which partitions this broker holds a replica of, which it
+//! leads, and whom it fetches the others from. Every watched znode change re-reads the
+//! whole assignment (small clusters; simple and never stale).
+
+use super::partition::{Partition, PartitionKey};
+use super::State;
+use crate::log::PartitionLog;
+use pehra_shared::wire::{self, BrokerInfo, ErrorKind, PartitionMetadata, TopicConfig};
+use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
+use pehra_zookeeper::{Client, ZkError};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::mpsc;
+
+/// One partition this broker holds a replica of, as the zookeeper says.
+pub(crate) struct Assigned {
+    pub meta: PartitionMetadata,
+    pub version: u32,
+    pub min_insync: u32,
+}
+
+/// Keeps the open partitions, their roles and the fetchers equal to what the partition
+/// znodes say, re-reading whenever a watched znode changes.
+pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
+    let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
+    let watched: Arc<Mutex<BTreeSet<String>>> = Arc::default();
+    loop {
+        match read_assignment(&zk, state.id).await {
+            Ok((assigned, brokers, paths)) => {
+                apply_assignment(&state, assigned, &brokers).await;
+                for (path, children) in paths {
+                    watch_for_changes(&zk, path, children, &watched, &changed_tx).await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading partition assignments"),
+        }
+        if changed.recv().await.is_none() {
+            return;
+        }
+        while changed.try_recv().is_ok() {}
+    }
+}
+
+/// The live brokers' addresses.
+type Addresses = BTreeMap<u32, SocketAddr>;
+
+/// The partitions `id` holds a replica of, the brokers' addresses, and the znodes to
+/// watch for changes (path, children?).
+async fn read_assignment(
+    zk: &Client,
+    id: u32,
+) -> Result<
+    (
+        BTreeMap<PartitionKey, Assigned>,
+        Addresses,
+        Vec<(String, bool)>,
+    ),
+    ZkError,
+> {
+    let mut assigned = BTreeMap::new();
+    let mut paths = vec![(TOPICS.to_string(), true), (BROKERS.to_string(), true)];
+    let brokers: Addresses = cluster::live_brokers(zk)
+        .await?
+        .into_values()
+        .filter_map(|b: BrokerInfo| Some((b.id, b.addr.parse().ok()?)))
+        .collect();
+    let (topics, _) = zk.get_children(TOPICS).await?;
+    for topic in topics {
+        paths.push((cluster::topic_path(&topic), false));
+        let min_insync = match zk.get_data(&cluster::topic_path(&topic)).await {
+            Ok((data, _)) => match wire::decode::<TopicConfig>(&data) {
+                Ok(config) => config.min_insync(),
+                Err(_) => continue,
+            },
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        let parent = cluster::partitions_path(&topic);
+        let partitions = match zk.get_children(&parent).await {
+            Ok((p, _)) => p,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => continue,
+            Err(e) => return Err(e),
+        };
+        paths.push((parent, true));
+        for p in partitions {
+            let Ok(partition) = p.parse::<u32>() else {
+                continue;
+            };
+            let path = cluster::partition_path(&topic, partition);
+            paths.push((path.clone(), false));
+            let Ok((data, stat)) = zk.get_data(&path).await else {
+                continue;
+            };
+            let Ok(meta) = wire::decode::<PartitionMetadata>(&data) else {
+                continue;
+            };
+            if meta.replicas.contains(&id) {
+                assigned.insert(
+                    (topic.clone(), partition),
+                    Assigned {
+                        meta,
+                        version: stat.version,
+                        min_insync,
+                    },
+                );
+            }
+        }
+    }
+    Ok((assigned, brokers, paths))
+}
+
+async fn watch_for_changes(
+    zk: &Client,
+    path: String,
+    children: bool,
+    watched: &Arc<Mutex<BTreeSet<String>>>,
+    changed: &mpsc::UnboundedSender<()>,
+) {
+    if !watched.lock().expect("lock").insert(path.clone()) {
+        return;
+    }
+    let watch = if children {
+        zk.watch_children(&path).await
+    } else {
+        zk.watch_data(&path).await
+    };
+    let Ok(mut watch) = watch else {
+        watched.lock().expect("lock").remove(&path);
+        return;
+    };
+    let (watched, changed) = (watched.clone(), changed.clone());
+    tokio::spawn(async move {
+        // Every event triggers a re-read, the first (the state at registration) too: the
+        // znode may have changed between our read and this watch.
+        while let Some(event) = watch.next().await {
+            if changed.send(()).is_err() || event.is_err() {
+                break;
+            }
+        }
+        watched.lock().expect("lock").remove(&path);
+        let _ = changed.send(());
+    });
+}
+
+async fn apply_assignment(
+    state: &Arc<State>,
+    assigned: BTreeMap<PartitionKey, Assigned>,
+    brokers: &Addresses,
+) {
+    let now = Instant::now();
+    for (key, a) in &assigned {
+        let existing = state.partitions.read().expect("lock").get(key).cloned();
+        let partition = match existing {
+            Some(p) => p,
+            None => match open(state, key, a).await {
+                Some(p) => p,
+                None => continue,
+            },
+        };
+        let mut p = partition.lock().expect("lock");
+        let was_leading = p.leader.is_some();
+        p.update(state.id, a.meta.clone(), a.version, a.min_insync, now);
+        let leading = p.leader.is_some();
+        if leading != was_leading {
+            tracing::info!(
+                topic = %key.0, partition = key.1, epoch = p.meta.leader_epoch,
+                end = p.log.log_end_offset(), hw = p.high_watermark,
+                "{}", if leading { "leading partition" } else { "following partition" }
+            );
+        }
+        if let Some(hw) = p.advance_high_watermark(state.id) {
+            let end = p.log.log_end_offset();
+            drop(p);
+            state.notify_partition(&key.0, key.1, hw, end);
+        }
+    }
+    let open_keys: Vec<PartitionKey> = state
+        .partitions
+        .read()
+        .expect("lock")
+        .keys()
+        .cloned()
+        .collect();
+    for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
+        if let Some(p) = state.partitions.write().expect("lock").remove(&key) {
+            let mut p = p.lock().expect("lock");
+            p.step_down("the partition was moved off this broker");
+            if let Err(e) = p.log.flush() {
+                tracing::warn!(error = %e, "flushing a partition no longer held");
+            }
+            tracing::info!(topic = %key.0, partition = key.1, "no longer a replica of the partition");
+        }
+    }
+    let mut wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)> = BTreeMap::new();
+    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+        for (key, a) in &assigned {
+            let Some(leader) = a.meta.leader.filter(|&l| l != state.id) else {
+                continue;
+            };
+            let Some(&addr) = brokers.get(&leader) else {
+                continue; // the leader is gone; the controller will elect another
+            };
+            wanted
+                .entry(leader)
+                .or_insert_with(|| (addr, BTreeSet::new()))
+                .1
+                .insert(key.clone());
+        }
+    }
+    state.fetchers.lock().expect("lock").update(state, wanted);
+    state.assignment_applied.notify_waiters();
+}
+
+async fn open(
+    state: &Arc<State>,
+    key: &PartitionKey,
+    a: &Assigned,
+) -> Option<Arc<Mutex<Partition>>> {
+    let dir = state.data_dir.join(format!("{}-{}", key.0, key.1));
+    let config = state.log_config.clone();
+    let opened = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config))
+        .await
+        .expect("open task");
+    match opened {
+        Ok((log, recovery)) => {
+            tracing::info!(
+                topic = %key.0, partition = key.1,
+                start = recovery.log_start_offset, end = recovery.log_end_offset,
+                cut = recovery.truncated_bytes, "opened partition replica"
+            );
+            let partition = Arc::new(Mutex::new(Partition::new(
+                log,
+                a.meta.clone(),
+                a.version,
+                a.min_insync,
+            )));
+            state
+                .partitions
+                .write()
+                .expect("lock")
+                .insert(key.clone(), partition.clone());
+            Some(partition)
+        }
+        Err(e) => {
+            tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open the partition log");
+            None
+        }
+    }
+}

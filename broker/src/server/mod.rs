@@ -1,0 +1,566 @@
+//! The broker: registers with the zookeeper, holds replicas of the partitions the
+//! controller gives it, leads some and follows the others, and serves produce, fetch,
+//! replication and partition observation over CoAP.
+//!
+//! - [`partition`]: one replica's state (role, high watermark, followers' progress).
+//! - [`assignment`]: following the partition znodes.
+//! - [`produce`], [`fetch`]: what producers and consumers call.
+//! - [`replica`]: the leader's side of replication and the in-sync set.
+//! - [`fetcher`]: the follower's side.
+
+use crate::log::{FlushPolicy, LogConfig};
+use pehra_shared::api::{cbor_response, error_response};
+use pehra_shared::coap::{link_format::Link, Code, Config as CoapConfig, Method, Response};
+use pehra_shared::driver::{Endpoint, Handle, Incoming, Responder, Router};
+use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
+use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+mod assignment;
+mod fetch;
+mod fetcher;
+mod partition;
+mod produce;
+mod replica;
+
+use partition::{Partition, PartitionKey};
+use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::time::Duration;
+use thiserror::Error;
+
+/// How a broker is set up.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// Its id in the cluster.
+    pub id: u32,
+    /// UDP address to serve CoAP on.
+    pub listen: SocketAddr,
+    /// The zookeeper.
+    pub zookeeper: SocketAddr,
+    /// Where partition logs live (one directory per partition).
+    pub data_dir: PathBuf,
+    /// The machine it runs on (replicas of a partition repel across hosts).
+    pub host: String,
+    /// Its rack, if known.
+    pub rack: Option<String>,
+    /// Partition log settings.
+    pub log: LogConfig,
+    /// How often written records are fsynced (besides the log's own flush policy).
+    pub flush_interval: Duration,
+    /// How often retention (age and size) is applied to every partition.
+    pub retention_check: Duration,
+    /// The zookeeper session timeout.
+    pub session_timeout: Duration,
+    /// How long to wait for an earlier registration of this id to expire (a restart
+    /// after a crash) before deciding another live broker has the id.
+    pub registration_wait: Duration,
+    /// CoAP parameters.
+    pub coap: CoapConfig,
+    /// An in-sync follower that has not caught up with the leader for this long leaves
+    /// the in-sync set.
+    pub replica_lag: Duration,
+    /// How long an acks=all produce waits for the in-sync replicas before a 5.03.
+    pub ack_timeout: Duration,
+    /// Most batch bytes in one replica fetch answer (keep it under the CoAP
+    /// `max_payload` so an answer is one datagram).
+    pub replica_fetch_bytes: usize,
+    /// How long a controlled shutdown waits for the controller to move leadership away.
+    pub controlled_shutdown_timeout: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults for broker `id`.
+    pub fn new(id: u32, listen: SocketAddr, zookeeper: SocketAddr, data_dir: PathBuf) -> Self {
+        BrokerConfig {
+            id,
+            listen,
+            zookeeper,
+            data_dir,
+            host: hostname(),
+            rack: None,
+            log: LogConfig {
+                flush: FlushPolicy::Never,
+                ..LogConfig::default()
+            },
+            flush_interval: Duration::from_millis(200),
+            retention_check: Duration::from_secs(60),
+            session_timeout: Duration::from_secs(6),
+            registration_wait: Duration::from_secs(30),
+            coap: CoapConfig {
+                nstart: 16,
+                max_payload: BROKER_MAX_PAYLOAD,
+                ..CoapConfig::default()
+            },
+            replica_lag: Duration::from_secs(5),
+            ack_timeout: Duration::from_secs(2),
+            replica_fetch_bytes: BROKER_MAX_PAYLOAD - 4 * 1024,
+            controlled_shutdown_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The largest CoAP payload a broker sends in one datagram (replication answers, big
+/// fetches): brokers talk over a LAN or loopback, where a 32 KiB datagram saves 31 round
+/// trips of block-wise transfer. Devices keep RFC 7252's 1 KiB.
+pub const BROKER_MAX_PAYLOAD: usize = 32 * 1024;
+
+/// This machine's name (for replica placement), or `localhost`.
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .ok()
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "localhost".into())
+}
+
+/// Why a broker could not start or had to stop.
+#[derive(Debug, Error)]
+pub enum BrokerError {
+    /// The socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The zookeeper refused or could not be reached.
+    #[error("zookeeper: {0}")]
+    Zookeeper(#[from] ZkError),
+    /// Another live broker has this id.
+    #[error("broker id {0} is registered by another live broker (it did not expire in time)")]
+    IdInUse(u32),
+    /// The pub-sub interface could not reach the cluster.
+    #[error("pub-sub: {0}")]
+    PubSub(String),
+    /// The zookeeper session was lost: the broker must rejoin.
+    #[error("the zookeeper session expired; the broker stopped serving")]
+    SessionLost,
+}
+
+/// Everything the request handlers and background tasks share.
+pub(crate) struct State {
+    id: u32,
+    data_dir: PathBuf,
+    log_config: LogConfig,
+    replica_lag: Duration,
+    ack_timeout: Duration,
+    replica_fetch_bytes: usize,
+    partitions: RwLock<HashMap<PartitionKey, Arc<Mutex<Partition>>>>,
+    fetchers: Mutex<fetcher::Fetchers>,
+    /// Wakes replica fetches held while nothing was new.
+    appended: tokio::sync::Notify,
+    /// Signalled after every assignment change was applied.
+    assignment_applied: tokio::sync::Notify,
+    /// A controlled shutdown began: follow no partition any more.
+    leaving: AtomicBool,
+    handle: OnceLock<Handle>,
+    zk: OnceLock<Arc<Client>>,
+    pubsub: OnceLock<Arc<crate::pubsub::PubSub>>,
+}
+
+impl State {
+    /// Tells the partition's observers that its committed records now end at `hw` (and
+    /// its log at `end`). It takes no lock.
+    fn notify_partition(&self, topic: &str, partition: u32, hw: u64, end: u64) {
+        if let Some(handle) = self.handle.get() {
+            let tick = cbor_response(Code::CONTENT, &fetch::tick(hw, end));
+            handle.notify_detached(&format!("p/{topic}/{partition}"), tick);
+        }
+    }
+}
+
+/// A running broker.
+pub struct Broker {
+    endpoint: Endpoint,
+    zk: Arc<Client>,
+    state: Arc<State>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    id: u32,
+    controlled_shutdown_timeout: Duration,
+}
+
+impl Broker {
+    /// Binds, registers with the zookeeper as `/brokers/ids/{id}`, and starts holding
+    /// the partition replicas the controller gives it.
+    pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let state = Arc::new(State {
+            id: config.id,
+            data_dir: config.data_dir.clone(),
+            log_config: config.log.clone(),
+            replica_lag: config.replica_lag,
+            ack_timeout: config.ack_timeout,
+            replica_fetch_bytes: config.replica_fetch_bytes.max(1024),
+            partitions: RwLock::default(),
+            fetchers: Mutex::default(),
+            appended: tokio::sync::Notify::new(),
+            assignment_applied: tokio::sync::Notify::new(),
+            leaving: AtomicBool::new(false),
+            handle: OnceLock::new(),
+            zk: OnceLock::new(),
+            pubsub: OnceLock::new(),
+        });
+        let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
+            .await
+            .map_err(|source| BrokerError::Bind {
+                addr: config.listen,
+                source,
+            })?;
+        let _ = state.handle.set(endpoint.handle());
+        let options = ClientOptions {
+            session_timeout: config.session_timeout,
+            ..ClientOptions::default()
+        };
+        let zk = Arc::new(Client::connect(config.zookeeper, options).await?);
+        let _ = state.zk.set(zk.clone());
+        cluster::ensure_path(&zk, BROKERS).await?;
+        cluster::ensure_path(&zk, TOPICS).await?;
+        let info = BrokerInfo {
+            id: config.id,
+            addr: advertised(endpoint.local_addr(), config.zookeeper).to_string(),
+            host: config.host.clone(),
+            rack: config.rack.clone(),
+        };
+        let cluster = crate::client::ClusterClient::connect(config.zookeeper)
+            .await
+            .map_err(|e| BrokerError::PubSub(e.to_string()))?;
+        let _ = state
+            .pubsub
+            .set(crate::pubsub::PubSub::new(cluster, endpoint.handle()));
+        register(&zk, &info, config.registration_wait).await?;
+        tracing::info!(id = config.id, addr = %info.addr, "broker registered");
+        let tasks = vec![
+            tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
+            tokio::spawn(flush_periodically(state.clone(), config.flush_interval)),
+            tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
+            tokio::spawn(replica::maintain_isr(state.clone())),
+        ];
+        Ok(Broker {
+            endpoint,
+            zk,
+            state,
+            tasks,
+            id: config.id,
+            controlled_shutdown_timeout: config.controlled_shutdown_timeout,
+        })
+    }
+
+    /// The address it serves on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.endpoint.local_addr()
+    }
+
+    /// The partitions it leads now.
+    pub fn led_partitions(&self) -> Vec<(String, u32)> {
+        let mut keys: Vec<_> = self
+            .state
+            .partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .filter(|(_, p)| p.lock().expect("lock").leads(self.id))
+            .map(|(k, _)| k.clone())
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    /// Waits until the zookeeper session is lost (then the broker must rejoin).
+    pub async fn wait(&self) -> BrokerError {
+        let mut state = self.zk.session_state();
+        let _ = state
+            .wait_for(|s| matches!(s, SessionState::Expired | SessionState::Closed))
+            .await;
+        BrokerError::SessionLost
+    }
+
+    /// Leaves the cluster explicitly (seed 003), without clients seeing errors: stops
+    /// following, asks the controller to move leadership of every partition it leads to
+    /// another in-sync replica (`/admin/shutdown/{id}`), waits for that (up to
+    /// `controlled_shutdown_timeout`), then flushes every partition and closes the
+    /// zookeeper session, so the registration goes at once.
+    pub async fn shutdown(self) {
+        self.state.leaving.store(true, Ordering::SeqCst);
+        self.state.fetchers.lock().expect("lock").clear();
+        if let Err(e) = self.move_leadership_away().await {
+            tracing::warn!(id = self.id, error = %e, "controlled shutdown: leadership not moved; leaving anyway");
+        }
+        self.stop(true).await;
+    }
+
+    /// Stops at once without asking for leadership to move (after the session was lost,
+    /// or to simulate a crash in tests): steps down everywhere and flushes.
+    pub async fn abandon(self) {
+        self.stop(false).await;
+    }
+
+    async fn move_leadership_away(&self) -> Result<(), BrokerError> {
+        // TODO(controller): use cluster::shutdown_path once it lands.
+        let path = format!("/admin/shutdown/{}", self.id);
+        cluster::ensure_path(&self.zk, "/admin/shutdown").await?;
+        match self.zk.create(&path, b"", CreateMode::Ephemeral).await {
+            Ok(_) => {}
+            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::info!(
+            id = self.id,
+            "controlled shutdown: asked the controller to move leadership"
+        );
+        let movable = |state: &State| {
+            state
+                .partitions
+                .read()
+                .expect("lock")
+                .iter()
+                .filter(|(_, p)| {
+                    let p = p.lock().expect("lock");
+                    p.meta.leader == Some(state.id) && p.meta.isr.iter().any(|&r| r != state.id)
+                })
+                .count()
+        };
+        let deadline = tokio::time::Instant::now() + self.controlled_shutdown_timeout;
+        loop {
+            let applied = self.state.assignment_applied.notified();
+            tokio::pin!(applied);
+            applied.as_mut().enable();
+            let left = movable(&self.state);
+            if left == 0 {
+                tracing::info!(
+                    id = self.id,
+                    "controlled shutdown: no partition led here has another in-sync replica"
+                );
+                return Ok(());
+            }
+            if tokio::time::timeout_at(deadline, applied).await.is_err() {
+                tracing::warn!(
+                    id = self.id,
+                    left,
+                    "controlled shutdown: timed out waiting for leadership to move"
+                );
+                return Ok(());
+            }
+        }
+    }
+
+    async fn stop(self, close_session: bool) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.state.fetchers.lock().expect("lock").clear();
+        for p in self.state.partitions.read().expect("lock").values() {
+            p.lock().expect("lock").step_down("the broker is stopping");
+        }
+        flush_all(&self.state);
+        if close_session {
+            if let Ok(zk) = Arc::try_unwrap(self.zk) {
+                if let Err(e) = zk.close().await {
+                    tracing::warn!(error = %e, "closing the zookeeper session");
+                }
+            }
+        }
+        self.endpoint.shutdown().await;
+        tracing::info!(id = self.id, "broker stopped");
+    }
+}
+
+/// life (a crash: its session has not expired yet), so wait for it to go, up to `wait`;
+/// a registration that outlives that belongs to another live broker with our id.
+async fn register(zk: &Client, info: &BrokerInfo, wait: Duration) -> Result<(), BrokerError> {
+    let path = cluster::broker_path(info.id);
+    let data = wire::encode(info).expect("encodes");
+    let deadline = tokio::time::Instant::now() + wait;
+    loop {
+        match zk.create(&path, &data, CreateMode::Ephemeral).await {
+            Ok(_) => return Ok(()),
+            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+            Err(e) => return Err(e.into()),
+        }
+        tracing::warn!(
+            id = info.id,
+            "broker id already registered: waiting for that session to expire"
+        );
+        let mut watch = zk.watch_data(&path).await?;
+        let gone = tokio::time::timeout_at(deadline, async {
+            while let Some(event) = watch.next().await {
+                if matches!(event, Ok(pehra_zookeeper::WatchEvent::Deleted) | Err(_)) {
+                    return;
+                }
+            }
+        })
+        .await;
+        if gone.is_err() {
+            return Err(BrokerError::IdInUse(info.id));
+        }
+    }
+}
+
+/// The address other machines reach us at: the bound one, with an unspecified IP
+/// replaced by the one we reach the zookeeper from.
+fn advertised(local: SocketAddr, zookeeper: SocketAddr) -> SocketAddr {
+    if !local.ip().is_unspecified() {
+        return local;
+    }
+    let ip = std::net::UdpSocket::bind(if zookeeper.is_ipv6() {
+        "[::]:0"
+    } else {
+        "0.0.0.0:0"
+    })
+    .and_then(|s| {
+        s.connect(zookeeper)?;
+        s.local_addr()
+    })
+    .map(|a| a.ip())
+    .unwrap_or(zookeeper.ip());
+    SocketAddr::new(ip, local.port())
+}
+
+async fn flush_periodically(state: Arc<State>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || flush_all(&state)).await;
+    }
+}
+
+async fn retain_periodically(state: Arc<State>, every: Duration) {
+    let mut ticker = tokio::time::interval(every);
+    loop {
+        ticker.tick().await;
+        let state = state.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            for ((topic, partition), p) in partitions {
+                match p.lock().expect("lock").log.apply_retention(now_ms) {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(%topic, partition, segments = n, "retention deleted old segments"),
+                    Err(e) => tracing::warn!(%topic, partition, error = %e, "applying retention"),
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn flush_all(state: &State) {
+    let partitions: Vec<_> = state
+        .partitions
+        .read()
+        .expect("lock")
+        .values()
+        .cloned()
+        .collect();
+    for p in partitions {
+        let mut p = p.lock().expect("lock");
+        if p.log.flushed_offset() < p.log.log_end_offset() {
+            if let Err(e) = p.log.flush() {
+                tracing::error!(error = %e, "flushing a partition log");
+            }
+        }
+    }
+}
+
+/// The CoAP resources of a broker.
+fn router(state: Arc<State>) -> Router {
+    let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state.clone());
+    let replica_state = state.clone();
+    let pubsub = move |incoming: Incoming, responder: Responder| match state.pubsub.get() {
+        Some(ps) => {
+            tokio::spawn(ps.clone().handle(incoming, responder));
+        }
+        None => responder.respond(error_response(ErrorKind::Busy, "the broker is starting")),
+    };
+    let pubsub = std::sync::Arc::new(pubsub);
+    let ps = |p: &std::sync::Arc<_>| {
+        let p: std::sync::Arc<dyn Fn(Incoming, Responder) + Send + Sync> =
+            std::sync::Arc::clone(p) as _;
+        move |i, r| p(i, r)
+    };
+    Router::new()
+        .route_deferred(Method::Get, "ps", ps(&pubsub))
+        .route_deferred(Method::Post, "ps", ps(&pubsub))
+        .route_deferred(Method::Get, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Put, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Delete, "ps/*", ps(&pubsub))
+        .link(
+            Link::new("ps")
+                .attr("rt", crate::pubsub::RT_COLLECTION)
+                .attr("ct", "40"),
+        )
+        .route_deferred(Method::Post, "produce", move |incoming, responder| {
+            produce::produce(&produce_state, incoming, responder)
+        })
+        .route(Method::Post, "fetch", move |incoming| {
+            let response = fetch::fetch(&fetch_state, &incoming);
+            async move { response }
+        })
+        .route(Method::Get, "p/{topic}/{partition}", move |incoming| {
+            let response = fetch::partition_state(&observe_state, &incoming);
+            async move { response }
+        })
+        .route_deferred(Method::Post, "replica", move |incoming, responder| {
+            replica::replica_fetch(replica_state.clone(), incoming, responder)
+        })
+        .link(
+            Link::new("produce")
+                .attr("rt", "pehra.produce")
+                .attr("ct", "60"),
+        )
+        .link(
+            Link::new("fetch")
+                .attr("rt", "pehra.fetch")
+                .attr("ct", "60"),
+        )
+        .link(
+            Link::new("p")
+                .attr("rt", "pehra.partition")
+                .attr("ct", "60")
+                .flag("obs"),
+        )
+}
+
+/// The partition if this broker leads it, else the `not_leader` answer.
+fn lookup_leader(
+    state: &State,
+    topic: &str,
+    partition: u32,
+) -> Result<Arc<Mutex<Partition>>, Response> {
+    lookup_any(state, topic, partition)
+        .filter(|p| p.lock().expect("lock").leads(state.id))
+        .ok_or_else(|| {
+            error_response(
+                ErrorKind::NotLeader,
+                &format!(
+                    "broker {} does not lead {topic}/{partition}: ask the zookeeper for the leader",
+                    state.id
+                ),
+            )
+        })
+}
+
+/// This broker's replica of the partition, whatever its role.
+fn lookup_any(state: &State, topic: &str, partition: u32) -> Option<Arc<Mutex<Partition>>> {
+    state
+        .partitions
+        .read()
+        .expect("lock")
+        .get(&(topic.to_string(), partition))
+        .cloned()
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}

@@ -1,0 +1,308 @@
+//! One partition replica on this broker: its log, its role, and, while it leads, the
+//! followers' progress, the high watermark and the acks=all produces waiting for it.
+//!
+//! Everything here is synchronous and runs under the partition's mutex; the I/O it
+//! implies (answering waiting producers, writing the in-sync set to the zookeeper) is
+//! done by the callers.
+
+use crate::log::PartitionLog;
+use pehra_shared::api::{cbor_response, error_response};
+use pehra_shared::coap::Code;
+use pehra_shared::driver::Responder;
+use pehra_shared::wire::{ErrorKind, PartitionMetadata, ProduceResponse};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// A partition's name: topic and number.
+pub(crate) type PartitionKey = (String, u32);
+
+/// One partition this broker holds a replica of.
+pub(crate) struct Partition {
+    /// The replica's log.
+    pub log: PartitionLog,
+    /// The partition's state as the zookeeper last said.
+    pub meta: PartitionMetadata,
+    /// The znode version `meta` was read at (in-sync set changes are conditional on it).
+    pub version: u32,
+    /// acks=all needs at least this many in-sync replicas.
+    pub min_insync: u32,
+    /// Offset below which every in-sync replica has every record: consumers read below it.
+    pub high_watermark: u64,
+    /// A follower fetched with this newer leader epoch: the partition has a new leader
+    /// that the zookeeper has not told us about yet; refuse writes meanwhile.
+    pub fenced_by: Option<u32>,
+    /// Present while this broker leads the partition.
+    pub leader: Option<LeaderState>,
+}
+
+/// What a leader keeps about its partition's followers and producers.
+pub(crate) struct LeaderState {
+    /// The epoch it leads in.
+    pub epoch: u32,
+    /// Progress of each follower (by broker id), from its fetches.
+    pub followers: HashMap<u32, FollowerProgress>,
+    /// acks=all produces waiting for the high watermark.
+    pub waiters: Vec<AckWaiter>,
+    /// An in-sync set change is being written to the zookeeper.
+    pub isr_change_pending: bool,
+}
+
+/// A follower's progress as its fetches show it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct FollowerProgress {
+    /// Its log end offset (the offset of its last fetch), once it has fetched in this epoch.
+    pub log_end: Option<u64>,
+    /// When it last fetched.
+    pub last_fetch_at: Instant,
+    /// The leader's log end offset when it last fetched.
+    pub leader_end_at_last_fetch: u64,
+    /// The last time it had everything the leader had (Kafka's lastCaughtUpTime).
+    pub caught_up_at: Instant,
+}
+
+/// An acks=all produce waiting until its records are on every in-sync replica.
+pub(crate) struct AckWaiter {
+    /// Answer once the high watermark reaches this offset.
+    pub until: u64,
+    /// Give up (5.03) at this time.
+    pub deadline: Instant,
+    /// Where the answer goes.
+    pub responder: Responder,
+    /// The answer.
+    pub response: ProduceResponse,
+}
+
+impl Partition {
+    /// A replica opened with state `meta` (read at znode `version`).
+    pub fn new(log: PartitionLog, meta: PartitionMetadata, version: u32, min_insync: u32) -> Self {
+        Partition {
+            log,
+            meta,
+            version,
+            min_insync,
+            high_watermark: 0,
+            fenced_by: None,
+            leader: None,
+        }
+    }
+
+    /// Whether broker `me` may take writes for this partition now.
+    pub fn leads(&self, me: u32) -> bool {
+        self.meta.leader == Some(me) && self.leader.is_some() && self.fenced_by.is_none()
+    }
+
+    /// Takes the zookeeper's new state for the partition. Returns the acks=all produces
+    /// that can no longer be answered here (leadership lost), already answered with
+    /// `not_leader`, so the producer retries at the new leader.
+    pub fn update(
+        &mut self,
+        me: u32,
+        meta: PartitionMetadata,
+        version: u32,
+        min_insync: u32,
+        now: Instant,
+    ) {
+        if version < self.version && meta.leader_epoch <= self.meta.leader_epoch {
+            return; // an older read than the one we have
+        }
+        self.min_insync = min_insync;
+        if self.fenced_by.is_some_and(|e| meta.leader_epoch >= e) {
+            self.fenced_by = None;
+        }
+        let leads_now = meta.leader == Some(me);
+        let same_term = self
+            .leader
+            .as_ref()
+            .is_some_and(|l| l.epoch == meta.leader_epoch);
+        self.meta = meta;
+        self.version = version;
+        match (leads_now, same_term) {
+            (true, true) => {
+                if let Some(l) = self.leader.as_mut() {
+                    l.isr_change_pending = false;
+                }
+            }
+            (true, false) => {
+                self.step_down("a new leader epoch began");
+                // A new term: every in-sync follower counts as caught up now, so none is
+                // dropped before it had a chance to fetch (Kafka does the same).
+                let followers = self
+                    .meta
+                    .replicas
+                    .iter()
+                    .filter(|&&r| r != me)
+                    .map(|&r| {
+                        (
+                            r,
+                            FollowerProgress {
+                                log_end: None,
+                                last_fetch_at: now,
+                                leader_end_at_last_fetch: self.log.log_end_offset(),
+                                caught_up_at: now,
+                            },
+                        )
+                    })
+                    .collect();
+                self.leader = Some(LeaderState {
+                    epoch: self.meta.leader_epoch,
+                    followers,
+                    waiters: Vec::new(),
+                    isr_change_pending: false,
+                });
+                self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
+            }
+            (false, _) => self.step_down("leadership moved"),
+        }
+    }
+
+    /// Stops leading: waiting producers are told to go to the new leader.
+    pub fn step_down(&mut self, why: &str) {
+        if let Some(leader) = self.leader.take() {
+            for waiter in leader.waiters {
+                waiter.responder.respond(error_response(
+                    ErrorKind::NotLeader,
+                    &format!(
+                        "{why} before the records were replicated: send again to the new leader"
+                    ),
+                ));
+            }
+        }
+    }
+
+    /// A follower fetched at `offset` in the current epoch. Returns whether it should
+    /// now join the in-sync set (it is not in it and has caught up).
+    pub fn record_fetch(&mut self, replica: u32, offset: u64, now: Instant) -> bool {
+        let leader_end = self.log.log_end_offset();
+        let hw = self.high_watermark;
+        let Some(leader) = self.leader.as_mut() else {
+            return false;
+        };
+        let progress = leader.followers.entry(replica).or_insert(FollowerProgress {
+            log_end: None,
+            last_fetch_at: now,
+            leader_end_at_last_fetch: leader_end,
+            caught_up_at: now,
+        });
+        if offset >= leader_end {
+            progress.caught_up_at = now;
+        } else if offset >= progress.leader_end_at_last_fetch {
+            progress.caught_up_at = progress.caught_up_at.max(progress.last_fetch_at);
+        }
+        progress.log_end = Some(offset.min(leader_end));
+        progress.last_fetch_at = now;
+        progress.leader_end_at_last_fetch = leader_end;
+        let epoch_start = self
+            .log
+            .epoch_start_offsets()
+            .iter()
+            .find(|(e, _)| *e == leader.epoch)
+            .map_or(0, |(_, start)| *start);
+        !self.meta.isr.contains(&replica)
+            && self.meta.replicas.contains(&replica)
+            && offset >= hw
+            && offset >= epoch_start
+            && !leader.isr_change_pending
+    }
+
+    /// In-sync followers that have not caught up for longer than `lag`.
+    pub fn lagging_followers(&self, me: u32, lag: Duration, now: Instant) -> Vec<u32> {
+        let Some(leader) = self.leader.as_ref() else {
+            return Vec::new();
+        };
+        if leader.isr_change_pending {
+            return Vec::new();
+        }
+        self.meta
+            .isr
+            .iter()
+            .copied()
+            .filter(|&r| r != me)
+            .filter(|r| {
+                leader
+                    .followers
+                    .get(r)
+                    .is_none_or(|p| now.saturating_duration_since(p.caught_up_at) > lag)
+            })
+            .collect()
+    }
+
+    /// Moves the high watermark up to what every in-sync replica has, and answers the
+    /// acks=all produces it now covers. Returns the new high watermark if it moved.
+    pub fn advance_high_watermark(&mut self, me: u32) -> Option<u64> {
+        let leader = self.leader.as_mut()?;
+        let mut hw = self.log.log_end_offset();
+        for replica in self.meta.isr.iter().filter(|&&r| r != me) {
+            match leader.followers.get(replica).and_then(|p| p.log_end) {
+                Some(end) => hw = hw.min(end),
+                None => return None, // not heard from in this term yet
+            }
+        }
+        if hw <= self.high_watermark {
+            return None;
+        }
+        self.high_watermark = hw;
+        let enough = self.meta.isr.len() >= self.min_insync as usize;
+        let (done, waiting): (Vec<_>, Vec<_>) =
+            leader.waiters.drain(..).partition(|w| w.until <= hw);
+        leader.waiters = waiting;
+        for waiter in done {
+            waiter.responder.respond(if enough {
+                cbor_response(Code::CHANGED, &waiter.response)
+            } else {
+                not_enough_replicas(self.meta.isr.len(), self.min_insync, true)
+            });
+        }
+        Some(hw)
+    }
+
+    /// Answers the acks=all produces whose deadline passed with 5.03.
+    pub fn expire_waiters(&mut self, now: Instant) {
+        let Some(leader) = self.leader.as_mut() else {
+            return;
+        };
+        if leader.waiters.iter().all(|w| w.deadline > now) {
+            return;
+        }
+        let (expired, waiting): (Vec<_>, Vec<_>) =
+            leader.waiters.drain(..).partition(|w| w.deadline <= now);
+        leader.waiters = waiting;
+        for waiter in expired {
+            waiter.responder.respond(error_response(
+                ErrorKind::NotEnoughReplicas,
+                &format!(
+                    "the in-sync replicas ({}) did not confirm offset {} in time: the batch is \
+                     written on the leader; send it again (the producer id makes that harmless)",
+                    join(&self.meta.isr),
+                    waiter.until
+                ),
+            ));
+        }
+    }
+}
+
+/// The 5.03 for too few in-sync replicas.
+pub(crate) fn not_enough_replicas(
+    isr: usize,
+    min: u32,
+    after_append: bool,
+) -> pehra_shared::coap::Response {
+    error_response(
+        ErrorKind::NotEnoughReplicas,
+        &if after_append {
+            format!(
+                "the batch was written, but only {isr} replica(s) are in sync and acks=all needs \
+                 {min}: not acknowledged; send it again once replicas are back"
+            )
+        } else {
+            format!(
+                "only {isr} replica(s) are in sync and acks=all needs {min} \
+                 (min_insync_replicas): refused, nothing written"
+            )
+        },
+    )
+}
+
+/// `1,2,3`.
+pub(crate) fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}

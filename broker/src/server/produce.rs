@@ -1,0 +1,134 @@
+//! `POST /produce`: a producer's batch to a partition leader.
+
+use super::partition::{not_enough_replicas, AckWaiter, Partition};
+use super::{lookup_leader, now_ms, State};
+use crate::log::{BatchMeta, ProducerBatch};
+use pehra_shared::api::{cbor_response, decode_request, error_response};
+use pehra_shared::coap::{Code, Response};
+use pehra_shared::driver::{Incoming, Responder};
+use pehra_shared::wire::{self, Acks, ErrorKind, ProduceRequest, ProduceResponse};
+use std::time::Instant;
+
+/// Handles a produce: appends, then answers at once (acks 1), never (acks 0), or when
+/// every in-sync replica has the batch (acks all).
+pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
+    let request: ProduceRequest = match decode_request(&incoming.request) {
+        Ok(r) => r,
+        Err(response) => return responder.respond(response),
+    };
+    let count = match wire::batch_record_count(&request.batch) {
+        Ok(0) => {
+            return responder.respond(error_response(
+                ErrorKind::Malformed,
+                "a record batch must hold at least one record",
+            ))
+        }
+        Ok(n) => n,
+        Err(e) => {
+            return responder.respond(error_response(
+                ErrorKind::Malformed,
+                &format!("bad record batch: {e}"),
+            ))
+        }
+    };
+    let partition = match lookup_leader(state, &request.topic, request.partition) {
+        Ok(p) => p,
+        Err(response) => return responder.respond(response),
+    };
+    let mut p = partition.lock().expect("lock");
+    let response = match append(state, &mut p, &request, count) {
+        Ok(r) => r,
+        Err(response) => return responder.respond(response),
+    };
+    let moved = p.advance_high_watermark(state.id);
+    let end = p.log.log_end_offset();
+    let until = response.base_offset + u64::from(response.record_count);
+    match request.acks {
+        Acks::None => responder.discard(),
+        Acks::Leader => responder.respond(cbor_response(Code::CHANGED, &response)),
+        Acks::All if p.high_watermark >= until => {
+            responder.respond(cbor_response(Code::CHANGED, &response))
+        }
+        Acks::All => {
+            let deadline = Instant::now() + state.ack_timeout;
+            if let Some(leader) = p.leader.as_mut() {
+                leader.waiters.push(AckWaiter {
+                    until,
+                    deadline,
+                    responder,
+                    response,
+                });
+            }
+        }
+    }
+    drop(p);
+    state.appended.notify_waiters();
+    if let Some(hw) = moved {
+        state.notify_partition(&request.topic, request.partition, hw, end);
+    }
+}
+
+/// Appends the batch unless it is a producer's retry of its last batch, which gets
+/// the first answer again instead of a second copy.
+fn append(
+    state: &State,
+    p: &mut Partition,
+    request: &ProduceRequest,
+    count: u32,
+) -> Result<ProduceResponse, Response> {
+    if let Some(epoch) = request.leader_epoch {
+        if epoch != p.meta.leader_epoch {
+            return Err(error_response(
+                ErrorKind::FencedEpoch,
+                &format!(
+                    "leader epoch {epoch} is not the current {}",
+                    p.meta.leader_epoch
+                ),
+            ));
+        }
+    }
+    if request.producer_id == Some(u64::MAX) {
+        return Err(error_response(
+            ErrorKind::Malformed,
+            "producer id 18446744073709551615 (u64::MAX) is reserved",
+        ));
+    }
+    let producer = match (request.producer_id, request.base_sequence) {
+        (Some(producer_id), Some(base_sequence)) => Some(ProducerBatch {
+            producer_id,
+            base_sequence,
+        }),
+        _ => None,
+    };
+    if let Some(producer) = producer {
+        if let Some(last) = p.log.last_producer_batch(producer.producer_id) {
+            if last.base_sequence == producer.base_sequence {
+                return Ok(ProduceResponse {
+                    base_offset: last.base_offset,
+                    record_count: last.record_count,
+                    leader_epoch: last.leader_epoch,
+                });
+            }
+        }
+    }
+    if request.acks == Acks::All && p.meta.isr.len() < p.min_insync as usize {
+        return Err(not_enough_replicas(p.meta.isr.len(), p.min_insync, false));
+    }
+    let epoch = p.meta.leader_epoch;
+    let meta = BatchMeta {
+        record_count: count,
+        max_timestamp_ms: now_ms(),
+        leader_epoch: epoch,
+        producer,
+        base_offset: None,
+    };
+    let info = p.log.append_batch(&request.batch, &meta).map_err(|e| {
+        tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "append failed");
+        error_response(ErrorKind::Internal, &format!("append failed on broker {}: {e}", state.id))
+    })?;
+    Ok(ProduceResponse {
+        base_offset: info.base_offset,
+        record_count: count,
+        leader_epoch: epoch,
+    })
+}

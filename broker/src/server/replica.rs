@@ -1,0 +1,303 @@
+//! The leader's side of replication: `POST /replica` (followers' long-polling fetches),
+//! and the in-sync replica set it keeps in the partition znodes.
+//!
+//! A follower's fetch offset is its log end: the leader takes it as the follower's
+//! progress, moves the high watermark to what every in-sync replica has, and answers
+//! the acks=all produces that covers. A follower that has caught up joins the in-sync
+//! set; one that has not caught up for longer than the lag limit leaves it. Both are
+//! conditional writes of the partition znode, made only while it still names this
+//! broker leader in the same epoch, and applied here only once written: a leader never
+//! counts on a smaller set than the zookeeper knows (else the controller could elect a
+//! replica missing acknowledged records).
+
+use super::partition::{join, PartitionKey};
+use super::{lookup_any, State};
+use crate::log::LogError;
+use pehra_shared::api::{cbor_response, decode_request};
+use pehra_shared::coap::Code;
+use pehra_shared::driver::{Incoming, Responder};
+use pehra_shared::wire::{
+    self, EpochEndOffset, ErrorKind, PartitionMetadata, ReplicaBatch, ReplicaFetchPartition,
+    ReplicaFetchRequest, ReplicaFetchResponse, ReplicaPartitionData,
+};
+use pehra_zookeeper::cluster;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The longest a leader holds a fetch with nothing new (under the CoAP piggyback window,
+/// so the answer rides in the ACK).
+pub(crate) const MAX_WAIT: Duration = Duration::from_millis(400);
+
+/// Handles a follower's fetch, holding it until something is new or `max_wait_ms` passed.
+pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Responder) {
+    let request: ReplicaFetchRequest = match decode_request(&incoming.request) {
+        Ok(r) => r,
+        Err(response) => return responder.respond(response),
+    };
+    tokio::spawn(async move {
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut first = true;
+        loop {
+            let notified = state.appended.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            let (response, ready) = serve(&state, &request, first);
+            first = false;
+            if ready || tokio::time::Instant::now() >= deadline {
+                return responder.respond(cbor_response(Code::CONTENT, &response));
+            }
+            tokio::select! {
+                _ = notified => {}
+                _ = tokio::time::sleep_until(deadline) => {}
+            }
+        }
+    });
+}
+
+/// Builds the answer; `true` if it carries anything worth answering at once (batches,
+/// errors, a divergence).
+fn serve(
+    state: &Arc<State>,
+    request: &ReplicaFetchRequest,
+    first: bool,
+) -> (ReplicaFetchResponse, bool) {
+    let mut budget = (request.max_bytes as usize).clamp(1, state.replica_fetch_bytes);
+    let mut ready = false;
+    let mut partitions = Vec::with_capacity(request.partitions.len());
+    for asked in &request.partitions {
+        let data = serve_partition(state, request.replica, asked, first, &mut budget);
+        ready |= data.error.is_some() || data.diverging.is_some() || !data.batches.is_empty();
+        partitions.push(data);
+    }
+    (ReplicaFetchResponse { partitions }, ready)
+}
+
+fn serve_partition(
+    state: &Arc<State>,
+    replica: u32,
+    asked: &ReplicaFetchPartition,
+    first: bool,
+    budget: &mut usize,
+) -> ReplicaPartitionData {
+    let mut data = ReplicaPartitionData {
+        topic: asked.topic.clone(),
+        partition: asked.partition,
+        error: None,
+        high_watermark: 0,
+        log_start_offset: 0,
+        log_end_offset: 0,
+        diverging: None,
+        batches: Vec::new(),
+    };
+    let Some(partition) = lookup_any(state, &asked.topic, asked.partition) else {
+        data.error = Some(ErrorKind::NotLeader);
+        return data;
+    };
+    let mut p = partition.lock().expect("lock");
+    if asked.leader_epoch > p.meta.leader_epoch {
+        // A follower knows a newer epoch: we have been deposed (a pause, a partition
+        // from the zookeeper). Stop taking writes before the zookeeper tells us.
+        if p.fenced_by.is_none_or(|e| e < asked.leader_epoch) {
+            tracing::warn!(
+                topic = %asked.topic, partition = asked.partition, ours = p.meta.leader_epoch,
+                theirs = asked.leader_epoch, "a follower knows a newer leader epoch: fenced"
+            );
+            p.fenced_by = Some(asked.leader_epoch);
+        }
+        p.step_down("a newer leader epoch exists");
+    }
+    if asked.leader_epoch != p.meta.leader_epoch || !p.leads(state.id) {
+        data.error = Some(if asked.leader_epoch < p.meta.leader_epoch {
+            ErrorKind::FencedEpoch
+        } else {
+            ErrorKind::NotLeader
+        });
+        return data;
+    }
+    if !p.meta.replicas.contains(&replica) {
+        data.error = Some(ErrorKind::NotFound);
+        return data;
+    }
+    let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
+    data.log_start_offset = start;
+    data.log_end_offset = end;
+    if let Some(epoch) = asked.last_fetched_epoch {
+        let diverging = match p.log.end_offset_for_epoch(epoch) {
+            Some((found, end_offset)) if found == epoch && end_offset >= asked.offset => None,
+            Some((found, end_offset)) => Some(EpochEndOffset {
+                epoch: found,
+                end_offset,
+            }),
+            None => Some(EpochEndOffset {
+                epoch,
+                end_offset: start,
+            }),
+        };
+        if diverging.is_some() {
+            data.diverging = diverging;
+            data.high_watermark = p.high_watermark;
+            return data;
+        }
+    }
+    if first {
+        let join_isr = p.record_fetch(replica, asked.offset, Instant::now());
+        if join_isr {
+            if let Some(leader) = p.leader.as_mut() {
+                leader.isr_change_pending = true;
+            }
+            let key = (asked.topic.clone(), asked.partition);
+            tokio::spawn(change_isr(state.clone(), key, IsrChange::Add(replica)));
+        }
+        if let Some(hw) = p.advance_high_watermark(state.id) {
+            state.notify_partition(&asked.topic, asked.partition, hw, p.log.log_end_offset());
+        }
+    }
+    data.high_watermark = p.high_watermark;
+    if asked.offset < start || asked.offset >= end || *budget == 0 {
+        return data; // below the start: the follower starts over from `start`
+    }
+    match p.log.read(asked.offset, *budget) {
+        Ok(batches) => {
+            for b in batches {
+                *budget = budget.saturating_sub(b.bytes.len());
+                data.batches.push(ReplicaBatch {
+                    base_offset: b.base_offset,
+                    record_count: b.record_count,
+                    leader_epoch: b.leader_epoch,
+                    max_timestamp_ms: b.max_timestamp_ms,
+                    producer_id: b.producer.map(|x| x.producer_id),
+                    base_sequence: b.producer.map(|x| x.base_sequence),
+                    batch: b.bytes,
+                });
+            }
+        }
+        Err(LogError::OffsetOutOfRange { .. }) => {}
+        Err(e) => {
+            tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "reading for a follower");
+            data.error = Some(ErrorKind::Internal);
+        }
+    }
+    data
+}
+
+/// A change to a partition's in-sync set.
+#[derive(Debug, Clone)]
+pub(crate) enum IsrChange {
+    /// A follower caught up.
+    Add(u32),
+    /// Followers fell behind.
+    Remove(Vec<u32>),
+}
+
+/// Writes an in-sync set change to the partition znode (if it still names us leader in
+/// our epoch) and then applies it here.
+pub(crate) async fn change_isr(state: Arc<State>, key: PartitionKey, change: IsrChange) {
+    let result = write_isr(&state, &key, &change).await;
+    if let Some(partition) = lookup_any(&state, &key.0, key.1) {
+        let mut p = partition.lock().expect("lock");
+        match result {
+            Ok(Some((meta, version))) => {
+                tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");
+                let min_insync = p.min_insync;
+                p.update(state.id, meta, version, min_insync, Instant::now());
+                if let Some(hw) = p.advance_high_watermark(state.id) {
+                    let end = p.log.log_end_offset();
+                    drop(p);
+                    state.notify_partition(&key.0, key.1, hw, end);
+                    return;
+                }
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(topic = %key.0, partition = key.1, ?change, error = %e, "could not change the in-sync replicas")
+            }
+        }
+        if let Some(leader) = p.leader.as_mut() {
+            leader.isr_change_pending = false;
+        }
+    }
+}
+
+async fn write_isr(
+    state: &State,
+    key: &PartitionKey,
+    change: &IsrChange,
+) -> Result<Option<(PartitionMetadata, u32)>, pehra_zookeeper::ZkError> {
+    let Some(zk) = state.zk.get() else {
+        return Ok(None);
+    };
+    let epoch = match lookup_any(state, &key.0, key.1) {
+        Some(p) => match p.lock().expect("lock").leader.as_ref() {
+            Some(l) => l.epoch,
+            None => return Ok(None),
+        },
+        None => return Ok(None),
+    };
+    let path = cluster::partition_path(&key.0, key.1);
+    for _ in 0..5 {
+        let (data, stat) = zk.get_data(&path).await?;
+        let Ok(mut meta) = wire::decode::<PartitionMetadata>(&data) else {
+            return Ok(None);
+        };
+        if meta.leader != Some(state.id) || meta.leader_epoch != epoch {
+            return Ok(None); // no longer ours to change
+        }
+        let before = meta.isr.clone();
+        match change {
+            IsrChange::Add(r) => {
+                if meta.replicas.contains(r) && !meta.isr.contains(r) {
+                    meta.isr.push(*r);
+                }
+            }
+            IsrChange::Remove(gone) => {
+                meta.isr.retain(|r| *r == state.id || !gone.contains(r));
+            }
+        }
+        if meta.isr == before {
+            return Ok(None);
+        }
+        match zk
+            .set_data(
+                &path,
+                &wire::encode(&meta).expect("encodes"),
+                Some(stat.version),
+            )
+            .await
+        {
+            Ok(stat) => return Ok(Some((meta, stat.version))),
+            Err(e) if e.kind() == Some(ErrorKind::VersionMismatch) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(None)
+}
+
+/// Every tick: answers acks=all produces that waited too long and drops followers
+/// that lag from the in-sync set.
+pub(crate) async fn maintain_isr(state: Arc<State>) {
+    let mut ticker = tokio::time::interval((state.replica_lag / 4).max(Duration::from_millis(50)));
+    loop {
+        ticker.tick().await;
+        let now = Instant::now();
+        let partitions: Vec<_> = state
+            .partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (key, partition) in partitions {
+            let mut p = partition.lock().expect("lock");
+            p.expire_waiters(now);
+            let lagging = p.lagging_followers(state.id, state.replica_lag, now);
+            if !lagging.is_empty() {
+                tracing::info!(topic = %key.0, partition = key.1, lagging = %join(&lagging), "followers fell behind: leaving the in-sync set");
+                if let Some(leader) = p.leader.as_mut() {
+                    leader.isr_change_pending = true;
+                }
+                tokio::spawn(change_isr(state.clone(), key, IsrChange::Remove(lagging)));
+            }
+        }
+    }
+}

@@ -1,0 +1,538 @@
+//! Replication and failover on real processes: a zookeeper and three brokers on
+//! loopback, a producer with acks=all, and faults: SIGKILL, SIGSTOP/SIGCONT, SIGTERM
+//! (controlled shutdown), restarts, and a seeded random schedule of all of them.
+//!
+//! After every fault the same invariants are checked: every acknowledged record is
+//! readable, in the order produced, exactly once, and no record appears twice.
+
+mod common;
+
+use common::{free_udp_port, unsafe_kill, wait_bounded, BrokerProcess, TempDir, Zookeeper};
+use pehra_broker::client::{records_from, ClusterClient};
+use pehra_shared::wire::{self, Acks, PartitionMetadata, Record, TopicConfig};
+use pehra_zookeeper::cluster;
+use std::net::SocketAddr;
+use std::process::Command;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+const TOPIC: &str = "orders";
+/// Short sessions so failovers take about a second and a half.
+const BROKER_FLAGS: &[&str] = &[
+    "--session-timeout-ms",
+    "1500",
+    "--replica-lag-ms",
+    "2000",
+    "--ack-timeout-ms",
+    "2000",
+];
+
+struct Cluster {
+    dir: TempDir,
+    zk: Zookeeper,
+    brokers: Vec<Option<BrokerProcess>>,
+    addrs: Vec<SocketAddr>,
+}
+
+impl Cluster {
+    fn start(name: &str) -> Cluster {
+        let dir = TempDir::new(name);
+        let zk = Zookeeper::start_fresh(&dir.path().join("zookeeper"));
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|_| format!("127.0.0.1:{}", free_udp_port()).parse().unwrap())
+            .collect();
+        let mut cluster = Cluster {
+            dir,
+            zk,
+            brokers: vec![None, None, None],
+            addrs,
+        };
+        for id in 1..=3 {
+            cluster.start_broker(id);
+        }
+        cluster
+    }
+
+    fn start_broker(&mut self, id: u32) {
+        let i = id as usize - 1;
+        assert!(self.brokers[i].is_none(), "broker {id} already runs");
+        self.brokers[i] = Some(BrokerProcess::start_with(
+            id,
+            self.addrs[i],
+            &self.dir.path().join(format!("broker-{id}")),
+            self.zk.addr,
+            BROKER_FLAGS,
+        ));
+    }
+
+    fn pid(&self, id: u32) -> u32 {
+        self.brokers[id as usize - 1]
+            .as_ref()
+            .expect("running")
+            .child
+            .id()
+    }
+
+    /// SIGKILL: a crash.
+    fn kill(&mut self, id: u32) {
+        let mut b = self.brokers[id as usize - 1].take().expect("running");
+        let _ = b.child.kill();
+        let _ = b.child.wait();
+    }
+
+    /// SIGTERM: a controlled shutdown; waits (bounded) for the process to exit 0.
+    fn terminate(&mut self, id: u32) {
+        let mut b = self.brokers[id as usize - 1].take().expect("running");
+        unsafe_kill(b.child.id(), "TERM");
+        let child = std::mem::replace(&mut b.child, Command::new("true").spawn().unwrap());
+        let out = wait_bounded(child, Duration::from_secs(20)).expect("broker exits after SIGTERM");
+        assert!(
+            out.status.success(),
+            "broker {id} exited with {:?}",
+            out.status
+        );
+    }
+
+    fn pause(&self, id: u32) {
+        unsafe_kill(self.pid(id), "STOP");
+    }
+
+    fn resume(&self, id: u32) {
+        unsafe_kill(self.pid(id), "CONT");
+    }
+}
+
+/// Creates the topic (1 partition, RF 3, min in-sync 2) and waits for a full ISR.
+async fn create_topic(client: &ClusterClient) {
+    client
+        .create_topic_with(
+            TOPIC,
+            TopicConfig {
+                partitions: 1,
+                replication_factor: 3,
+                min_insync_replicas: Some(2),
+            },
+        )
+        .await
+        .unwrap();
+    client
+        .wait_for_leaders(TOPIC, Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_for_state(client, "every replica in sync", |m| m.isr.len() == 3).await;
+}
+
+/// Waits (bounded: 30 s) until the partition znode satisfies `ready`, watching it.
+async fn wait_for_state(
+    client: &ClusterClient,
+    what: &str,
+    ready: impl Fn(&PartitionMetadata) -> bool,
+) -> PartitionMetadata {
+    let path = cluster::partition_path(TOPIC, 0);
+    let mut watch = client.zookeeper().watch_data(&path).await.unwrap();
+    let found = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(event) = watch.next().await {
+            if let Ok(pehra_zookeeper::WatchEvent::Data(node)) = event {
+                let meta: PartitionMetadata = wire::decode(&node.data).unwrap();
+                if ready(&meta) {
+                    return Some(meta);
+                }
+            }
+        }
+        None
+    })
+    .await;
+    match found {
+        Ok(Some(meta)) => meta,
+        _ => {
+            let (data, _) = client.zookeeper().get_data(&path).await.unwrap();
+            let meta: PartitionMetadata = wire::decode(&data).unwrap();
+            panic!("waiting for {what}: the partition is still {meta:?}");
+        }
+    }
+}
+
+async fn current_state(client: &ClusterClient) -> PartitionMetadata {
+    let (data, _) = client
+        .zookeeper()
+        .get_data(&cluster::partition_path(TOPIC, 0))
+        .await
+        .unwrap();
+    wire::decode(&data).unwrap()
+}
+
+/// What the producer has had acknowledged: (sequence, offset, when).
+#[derive(Default)]
+struct Acked {
+    records: Vec<(u32, u64, Instant)>,
+    errors: Vec<String>,
+}
+
+/// An idempotent producer sending one record per batch with acks=all, one batch at a
+/// time, until told to stop.
+struct Producer {
+    acked: Arc<Mutex<Acked>>,
+    count: watch::Receiver<usize>,
+    stop: watch::Sender<bool>,
+    task: tokio::task::JoinHandle<Arc<ClusterClient>>,
+}
+
+impl Producer {
+    fn start(client: Arc<ClusterClient>) -> Producer {
+        let acked = Arc::new(Mutex::new(Acked::default()));
+        let (count_tx, count) = watch::channel(0usize);
+        let (stop, mut stopped) = watch::channel(false);
+        let producer_id = rand_u64();
+        let task = {
+            let acked = acked.clone();
+            tokio::spawn(async move {
+                let mut seq = 0u32;
+                while !*stopped.borrow_and_update() {
+                    let record = Record {
+                        key: None,
+                        value: format!("s{seq}").into_bytes(),
+                        timestamp_ms: 0,
+                        headers: Vec::new(),
+                    };
+                    let result = client
+                        .produce(TOPIC, 0, &[record], Acks::All, Some((producer_id, seq)))
+                        .await;
+                    let mut a = acked.lock().unwrap();
+                    match result {
+                        Ok(Some(r)) => {
+                            a.records.push((seq, r.base_offset, Instant::now()));
+                            seq += 1;
+                            count_tx.send_replace(a.records.len());
+                        }
+                        Ok(None) => unreachable!("acks=all answers"),
+                        Err(e) => a.errors.push(format!("seq {seq}: {e}")), // sent again
+                    }
+                }
+                client
+            })
+        };
+        Producer {
+            acked,
+            count,
+            stop,
+            task,
+        }
+    }
+
+    /// Waits (bounded) until `n` more records are acknowledged; returns the time of the
+    /// first of them.
+    async fn wait_for_more(&mut self, n: usize) -> Instant {
+        let start = *self.count.borrow_and_update();
+        let target = start + n;
+        tokio::time::timeout(
+            Duration::from_secs(40),
+            self.count.wait_for(|c| *c >= target),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            panic!(
+                "producing stalled at {} acknowledged records; errors: {:?}",
+                start,
+                self.acked.lock().unwrap().errors
+            )
+        })
+        .unwrap();
+        self.acked.lock().unwrap().records[start].2
+    }
+
+    async fn finish(self) -> (Acked, Arc<ClusterClient>) {
+        self.stop.send_replace(true);
+        let client = tokio::time::timeout(Duration::from_secs(40), self.task)
+            .await
+            .expect("producer stops")
+            .unwrap();
+        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
+        (acked, client)
+    }
+}
+
+fn rand_u64() -> u64 {
+    use std::hash::{BuildHasher, RandomState};
+    RandomState::new().hash_one(Instant::now())
+}
+
+/// Reads the whole partition from the current leader and checks the invariants: the
+/// acknowledged records are all there, at their acknowledged offsets, in sequence
+/// order, and no sequence appears twice.
+async fn check_log(client: &ClusterClient, acked: &Acked) {
+    let last_acked = acked.records.last().map_or(0, |r| r.1 + 1);
+    let mut offset = 0;
+    let mut seen: Vec<(u64, u32)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let response = client.fetch(TOPIC, 0, offset, 64 * 1024).await.unwrap();
+        for (o, record) in records_from(&response, offset).unwrap() {
+            let value = String::from_utf8(record.value).unwrap();
+            let seq: u32 = value.strip_prefix('s').unwrap().parse().unwrap();
+            seen.push((o, seq));
+            offset = o + 1;
+        }
+        if offset >= response.high_watermark && offset >= last_acked {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the log stays short of the acknowledged offset {last_acked}: read to {offset}, \
+             high watermark {}",
+            response.high_watermark
+        );
+    }
+    for pair in seen.windows(2) {
+        assert!(
+            pair[1].1 > pair[0].1,
+            "sequences out of order or repeated: {pair:?} (offset, seq)"
+        );
+    }
+    for (seq, acked_offset, _) in &acked.records {
+        assert!(
+            seen.contains(&(*acked_offset, *seq)),
+            "acknowledged record s{seq} at offset {acked_offset} is missing"
+        );
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn killing_the_leader_under_acks_all_loses_nothing() {
+    let mut cluster = Cluster::start("repl-kill");
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(20).await;
+        let mut failovers = Vec::new();
+        for round in 0..3 {
+            let before =
+                wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+            let leader = before.leader.expect("a leader");
+            let killed_at = Instant::now();
+            cluster.kill(leader);
+            let first_ack = producer.wait_for_more(1).await;
+            failovers.push(first_ack.saturating_duration_since(killed_at));
+            let after = current_state(&client).await;
+            assert_ne!(
+                after.leader,
+                Some(leader),
+                "round {round}: a new leader took over"
+            );
+            assert!(
+                after.leader_epoch > before.leader_epoch,
+                "the epoch moved on"
+            );
+            producer.wait_for_more(20).await;
+            cluster.start_broker(leader);
+        }
+        let (acked, client) = producer.finish().await;
+        check_log(&client, &acked).await;
+        eprintln!(
+            "failover (kill to first acks=all answer, session timeout 1.5 s): {:?}; {} records",
+            failovers,
+            acked.records.len()
+        );
+    });
+}
+
+#[test]
+fn a_paused_leader_is_fenced_truncates_and_catches_up() {
+    let cluster = Cluster::start("repl-pause");
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(20).await;
+        for _ in 0..2 {
+            let before =
+                wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+            let old = before.leader.unwrap();
+            cluster.pause(old);
+            let elected = wait_for_state(&client, "a new leader", |m| {
+                m.leader.is_some() && m.leader != Some(old)
+            })
+            .await;
+            assert!(elected.leader_epoch > before.leader_epoch);
+            assert!(
+                !elected.isr.contains(&old),
+                "the paused broker left the ISR"
+            );
+            producer.wait_for_more(20).await;
+            cluster.resume(old);
+            // It finds its session expired, rejoins, truncates what the new leader does
+            // not have, catches up, and the leader takes it back into the ISR.
+            wait_for_state(&client, "the old leader back in sync", |m| {
+                m.isr.contains(&old)
+            })
+            .await;
+            producer.wait_for_more(10).await;
+        }
+        let (acked, client) = producer.finish().await;
+        check_log(&client, &acked).await;
+    });
+}
+
+#[test]
+fn controlled_shutdown_of_each_broker_under_load_fails_no_produce() {
+    let mut cluster = Cluster::start("repl-shutdown");
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(20).await;
+        for id in 1..=3 {
+            wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+            cluster.terminate(id);
+            let state = current_state(&client).await;
+            assert_ne!(state.leader, Some(id), "leadership moved off broker {id}");
+            producer.wait_for_more(20).await;
+            cluster.start_broker(id);
+        }
+        let stats = client.retry_stats();
+        let (acked, client) = producer.finish().await;
+        assert!(
+            acked.errors.is_empty(),
+            "produces failed: {:?}",
+            acked.errors
+        );
+        assert_eq!(
+            stats.no_answer, 0,
+            "no request ever waited out a leader that was gone: {stats:?}"
+        );
+        check_log(&client, &acked).await;
+    });
+}
+
+#[test]
+fn a_restarted_follower_catches_up_from_its_own_log_and_can_lead() {
+    let mut cluster = Cluster::start("repl-follower");
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(30).await;
+        let state = current_state(&client).await;
+        let leader = state.leader.unwrap();
+        let follower = *state.replicas.iter().find(|&&r| r != leader).unwrap();
+        cluster.kill(follower);
+        wait_for_state(&client, "the follower out of the ISR", |m| {
+            !m.isr.contains(&follower)
+        })
+        .await;
+        producer.wait_for_more(50).await;
+        cluster.start_broker(follower);
+        wait_for_state(&client, "the follower back in sync", |m| {
+            m.isr.contains(&follower)
+        })
+        .await;
+        let (acked, client) = producer.finish().await;
+        // Leave the restarted follower alone: it must have every acknowledged record.
+        let others: Vec<u32> = (1..=3).filter(|&b| b != follower).collect();
+        for b in others {
+            cluster.kill(b);
+        }
+        let led = wait_for_state(&client, "the follower leading", |m| {
+            m.leader == Some(follower)
+        })
+        .await;
+        assert!(led.isr.contains(&follower));
+        check_log(&client, &acked).await;
+    });
+}
+
+/// A tiny deterministic generator (SplitMix64) for the fault schedule.
+struct SplitMix(u64);
+
+impl SplitMix {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+#[test]
+fn random_fault_schedule_keeps_every_acknowledged_record() {
+    let seed: u64 = std::env::var("PEHRA_FAULT_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand_u64);
+    let steps: usize = std::env::var("PEHRA_FAULT_STEPS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(5);
+    eprintln!("fault schedule seed {seed} ({steps} steps; PEHRA_FAULT_SEED={seed} repeats it)");
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_schedule(seed, steps);
+    }));
+    if let Err(panic) = result {
+        eprintln!("FAILED with fault schedule seed {seed}: rerun with PEHRA_FAULT_SEED={seed}");
+        std::panic::resume_unwind(panic);
+    }
+}
+
+fn run_schedule(seed: u64, steps: usize) {
+    let mut rng = SplitMix(seed);
+    let mut cluster = Cluster::start("repl-random");
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(10).await;
+        for step in 0..steps {
+            wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+            let state = current_state(&client).await;
+            // Half the time the leader, else any broker.
+            let victim = if rng.below(2) == 0 {
+                state.leader.unwrap()
+            } else {
+                1 + rng.below(3) as u32
+            };
+            match rng.below(3) {
+                0 => {
+                    eprintln!("step {step}: SIGKILL broker {victim}, restart");
+                    cluster.kill(victim);
+                    producer.wait_for_more(5).await;
+                    cluster.start_broker(victim);
+                }
+                1 => {
+                    eprintln!(
+                        "step {step}: SIGSTOP broker {victim}, SIGCONT after its session expired"
+                    );
+                    cluster.pause(victim);
+                    wait_for_state(&client, "the paused broker out of the ISR", |m| {
+                        !m.isr.contains(&victim) && m.leader != Some(victim)
+                    })
+                    .await;
+                    producer.wait_for_more(5).await;
+                    cluster.resume(victim);
+                }
+                _ => {
+                    eprintln!("step {step}: SIGTERM broker {victim}, restart");
+                    cluster.terminate(victim);
+                    producer.wait_for_more(5).await;
+                    cluster.start_broker(victim);
+                }
+            }
+            producer.wait_for_more(5).await;
+        }
+        let (acked, client) = producer.finish().await;
+        check_log(&client, &acked).await;
+    });
+}
