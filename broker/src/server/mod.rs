@@ -299,9 +299,8 @@ impl Broker {
     }
 
     async fn move_leadership_away(&self) -> Result<(), BrokerError> {
-        // TODO(controller): use cluster::shutdown_path once it lands.
-        let path = format!("/admin/shutdown/{}", self.id);
-        cluster::ensure_path(&self.zk, "/admin/shutdown").await?;
+        let path = cluster::shutdown_path(self.id);
+        cluster::ensure_path(&self.zk, cluster::SHUTDOWN).await?;
         match self.zk.create(&path, b"", CreateMode::Ephemeral).await {
             Ok(_) => {}
             Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
