@@ -212,7 +212,7 @@ impl fmt::Display for RebalanceEvent {
 /// What a [`rebalance`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RebalanceReport {
-    /// Partitions looked at.
+    /// Partitions in the cluster.
     pub partitions: usize,
     /// Partitions whose replicas were already where they should be.
     pub balanced: usize,
@@ -273,9 +273,9 @@ pub async fn rebalance(
             partitions.push((topic.clone(), partition, config.replication_factor));
         }
     }
+    report.partitions = partitions.len();
     for (topic, partition, replication_factor) in &partitions {
         let (topic, partition) = (topic.as_str(), *partition);
-        report.partitions += 1;
         let Some((meta, _)) = read(client, topic, partition).await? else {
             skip(
                 &mut report,
