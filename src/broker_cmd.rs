@@ -542,54 +542,6 @@ fn json_string(s: &str) -> String {
     out
 }
 
-/// Arguments of `pehra cluster`.
-#[derive(Args)]
-pub struct ClusterArgs {
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
-    #[command(subcommand)]
-    command: ClusterCommand,
-}
-
-#[derive(Subcommand)]
-enum ClusterCommand {
-    /// Brokers (alive, host, rack), topics and partitions with leaders and replicas.
-    Status,
-}
-
-pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect(args.zookeeper).await?;
-    let meta = client.metadata();
-    let mut out = std::io::stdout().lock();
-    match args.command {
-        ClusterCommand::Status => {
-            writeln!(out, "brokers ({} alive)", meta.brokers.len())?;
-            writeln!(out, "  id   address                host             rack")?;
-            for b in meta.brokers.values() {
-                writeln!(
-                    out,
-                    "  {:<4} {:<22} {:<16} {}",
-                    b.id,
-                    b.addr,
-                    b.host,
-                    b.rack.as_deref().unwrap_or("-")
-                )?;
-            }
-            writeln!(out, "topics ({})", meta.topics.len())?;
-            for (name, state) in &meta.topics {
-                writeln!(
-                    out,
-                    "{name}: {} partitions, replication factor {}",
-                    state.config.partitions, state.config.replication_factor
-                )?;
-                write_partitions(&mut out, &meta, name)?;
-            }
-        }
-    }
-    Ok(ExitCode::SUCCESS)
-}
-
 #[cfg(test)]
 mod tests {
     #[test]

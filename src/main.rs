@@ -4,6 +4,7 @@
 //! tools and `pehra dev` arrive with their issues, and `--help` lists only what works.
 
 mod broker_cmd;
+mod cluster_cmd;
 mod coap_cmd;
 mod dev_cmd;
 mod diag;
@@ -41,8 +42,8 @@ enum Command {
     Produce(broker_cmd::ProduceArgs),
     /// Print a topic's records.
     Consume(broker_cmd::ConsumeArgs),
-    /// Show the cluster: brokers, topics, partitions.
-    Cluster(broker_cmd::ClusterArgs),
+    /// Show the cluster (brokers, topics, partitions) and rebalance its replicas.
+    Cluster(cluster_cmd::ClusterArgs),
     /// Send one CoAP request (or observe a resource) and print the response.
     Coap(coap_cmd::CoapArgs),
 }
@@ -66,7 +67,7 @@ async fn main() -> std::process::ExitCode {
         Command::Topic(args) => broker_cmd::topic(args).await,
         Command::Produce(args) => broker_cmd::produce(args).await,
         Command::Consume(args) => broker_cmd::consume(args).await,
-        Command::Cluster(args) => broker_cmd::cluster(args).await,
+        Command::Cluster(args) => cluster_cmd::cluster(args).await,
     };
     match result {
         Ok(code) => code,

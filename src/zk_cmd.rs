@@ -32,6 +32,17 @@ pub struct ServeArgs {
     /// Snapshot the tree after this many MiB of log.
     #[arg(long, default_value_t = 64)]
     snapshot_after_mib: u64,
+    /// When a partition's leader is gone and no in-sync replica is alive, elect any live
+    /// replica instead of leaving the partition offline. Records acknowledged by the old
+    /// in-sync replicas but not yet copied to the new leader are lost: availability over
+    /// durability. Off by default (the partition waits for an in-sync replica to return).
+    #[arg(long)]
+    unclean_leader_election: bool,
+    /// A broker absent this many seconds is replaced, in every partition it was a replica
+    /// of, by a live broker that copies the data from the leader (only where another
+    /// in-sync replica still has it). 0 = never replace.
+    #[arg(long, default_value_t = 300, value_name = "SECONDS")]
+    replace_dead_broker_after_s: u64,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -66,9 +77,21 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             std::net::Ipv4Addr::LOCALHOST.into()
         });
     }
+    let controller_config = pehra_zookeeper::cluster::ControllerConfig {
+        unclean_election: args.unclean_leader_election,
+        replace_dead_after: (args.replace_dead_broker_after_s > 0)
+            .then(|| Duration::from_secs(args.replace_dead_broker_after_s)),
+    };
     let controller = tokio::spawn(async move {
-        if let Err(e) = pehra_zookeeper::cluster::Controller::run(controller_addr).await {
-            tracing::error!(error = %e, "the cluster controller stopped");
+        loop {
+            let run = pehra_zookeeper::cluster::Controller::run_with(
+                controller_addr,
+                controller_config.clone(),
+            );
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "the cluster controller stopped; restarting it");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
     let _controller = AbortOnDrop(controller);

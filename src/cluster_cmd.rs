@@ -1,0 +1,137 @@
+//! `pehra cluster`: the cluster's state, and rebalancing replicas across the brokers.
+
+use anyhow::{Context, Result};
+use clap::{Args, Subcommand};
+use pehra_broker::client::Metadata;
+use pehra_zookeeper::cluster::{self, RebalanceOptions};
+use pehra_zookeeper::{Client, ClientOptions};
+use std::io::Write;
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Arguments of `pehra cluster`.
+#[derive(Args)]
+pub struct ClusterArgs {
+    /// The zookeeper.
+    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
+    zookeeper: SocketAddr,
+    #[command(subcommand)]
+    command: ClusterCommand,
+}
+
+#[derive(Subcommand)]
+enum ClusterCommand {
+    /// Brokers (alive, host, rack), topics and partitions with leaders and replicas.
+    Status,
+    /// Move replicas so that every available broker (a new one too) holds its share,
+    /// then give each partition's leadership to its preferred replica.
+    #[command(
+        after_help = "For each partition whose replicas are not where the controller would \
+        put them today: the new brokers are added as followers and copy the log, and once \
+        they are all in the in-sync set the old replicas are dropped and the preferred \
+        (first) replica leads. There are never fewer copies than before. Brokers shutting down \
+        (/admin/shutdown) get nothing.\n\
+        A partition whose new replicas do not catch up within --timeout-s stops the \
+        rebalance (exit status 1); it keeps the extra replicas, which is safe, and running \
+        rebalance again continues from there."
+    )]
+    Rebalance {
+        /// How long to wait for one partition's new replicas to catch up, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+        /// Only print what would move; change nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
+    let client = Client::without_session(args.zookeeper, ClientOptions::default().coap)
+        .await
+        .context("opening a zookeeper client")?;
+    match args.command {
+        ClusterCommand::Status => status(&client).await,
+        ClusterCommand::Rebalance { timeout_s, dry_run } => {
+            let options = RebalanceOptions {
+                timeout: Duration::from_secs(timeout_s),
+                dry_run,
+            };
+            let report = cluster::rebalance(&client, options, |event| println!("{event}"))
+                .await
+                .with_context(|| {
+                    format!("rebalancing through the zookeeper at {}", args.zookeeper)
+                })?;
+            println!("{report}");
+            match report.timed_out {
+                Some((topic, partition)) => {
+                    eprintln!(
+                        "pehra: rebalance stopped: the new replicas of {topic}/{partition} did not \
+                         catch up within {timeout_s} s (the partition keeps its extra replicas; \
+                         run rebalance again, perhaps with a longer --timeout-s)"
+                    );
+                    Ok(ExitCode::FAILURE)
+                }
+                None => Ok(ExitCode::SUCCESS),
+            }
+        }
+    }
+}
+
+async fn status(client: &Client) -> Result<ExitCode> {
+    let meta = Metadata::load(client).await?;
+    let leaving = cluster::shutting_down(client).await?;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "brokers ({} alive)", meta.brokers.len())?;
+    writeln!(out, "  id   address                host             rack")?;
+    for b in meta.brokers.values() {
+        writeln!(
+            out,
+            "  {:<4} {:<22} {:<16} {}{}",
+            b.id,
+            b.addr,
+            b.host,
+            b.rack.as_deref().unwrap_or("-"),
+            if leaving.contains(&b.id) {
+                "  (shutting down)"
+            } else {
+                ""
+            }
+        )?;
+    }
+    writeln!(out, "topics ({})", meta.topics.len())?;
+    for (name, state) in &meta.topics {
+        writeln!(
+            out,
+            "{name}: {} partitions, replication factor {}",
+            state.config.partitions, state.config.replication_factor
+        )?;
+        writeln!(out, "  partition  leader   epoch  replicas     isr")?;
+        for p in 0..state.config.partitions {
+            match state.partitions.get(&p) {
+                Some(m) => {
+                    let leader = match m.leader {
+                        Some(id) if meta.brokers.contains_key(&id) => id.to_string(),
+                        Some(id) => format!("{id} (down)"),
+                        None => "none".into(),
+                    };
+                    writeln!(
+                        out,
+                        "  {:<10} {:<8} {:<6} {:<12} {}",
+                        p,
+                        leader,
+                        m.leader_epoch,
+                        join(&m.replicas),
+                        join(&m.isr)
+                    )?;
+                }
+                None => writeln!(out, "  {p:<10} unassigned (waiting for brokers)")?,
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn join(ids: &[u32]) -> String {
+    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
