@@ -11,7 +11,7 @@ use pehra_shared::wire::{
 };
 use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use thiserror::Error;
@@ -176,7 +176,11 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 pub struct ClusterClient {
     zk: Client,
     endpoint: Endpoint,
-    metadata: Mutex<Metadata>,
+    metadata: std::sync::Arc<Mutex<Metadata>>,
+    /// Per partition used: the leader epoch as a zookeeper watch last reported it (kept
+    /// up to date by a task that also refreshes `metadata`), so a request to a leader
+    /// that lost its place is abandoned as soon as the controller moves it.
+    epochs: Mutex<HashMap<(String, u32), tokio::sync::watch::Receiver<u32>>>,
     /// The last retriable failure, for the error when retries run out.
     last_error: Mutex<Option<String>>,
     /// Why requests were sent again.
@@ -195,6 +199,8 @@ pub struct RetryStats {
     /// No answer in time, or the broker was unreachable: the client waited out a
     /// dead or paused leader.
     pub no_answer: u64,
+    /// A request was abandoned because the partition got a new leader meanwhile.
+    pub leader_moved: u64,
 }
 
 impl ClusterClient {
@@ -222,7 +228,8 @@ impl ClusterClient {
         Ok(ClusterClient {
             zk,
             endpoint,
-            metadata: Mutex::new(metadata),
+            metadata: std::sync::Arc::new(Mutex::new(metadata)),
+            epochs: Mutex::default(),
             last_error: Mutex::new(None),
             retries: Mutex::default(),
         })
@@ -231,6 +238,50 @@ impl ClusterClient {
     /// The zookeeper client.
     pub fn zookeeper(&self) -> &Client {
         &self.zk
+    }
+
+    /// A receiver of the partition's leader epoch, kept current by a zookeeper watch
+    /// (which also updates the cached metadata). Started at the first use.
+    async fn epoch_watch(&self, topic: &str, partition: u32) -> tokio::sync::watch::Receiver<u32> {
+        let key = (topic.to_string(), partition);
+        if let Some(rx) = self.epochs.lock().expect("lock").get(&key) {
+            if rx.has_changed().is_ok() {
+                return rx.clone();
+            }
+        }
+        let current = self
+            .metadata()
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .map_or(0, |m| m.leader_epoch);
+        let (tx, rx) = tokio::sync::watch::channel(current);
+        if let Ok(mut watch) = self
+            .zk
+            .watch_data(&cluster::partition_path(topic, partition))
+            .await
+        {
+            let metadata = self.metadata.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
+                    let Ok(meta) = wire::decode::<PartitionMetadata>(&node.data) else {
+                        continue;
+                    };
+                    let epoch = meta.leader_epoch;
+                    if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&key.0) {
+                        t.partitions.insert(key.1, meta);
+                    }
+                    if tx.send(epoch).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+        self.epochs
+            .lock()
+            .expect("lock")
+            .insert((topic.to_string(), partition), rx.clone());
+        rx
     }
 
     /// How often requests were sent again, by cause.
@@ -439,6 +490,9 @@ impl ClusterClient {
         let mut backoff = std::time::Duration::from_millis(50);
         let mut attempt = 0u32;
         loop {
+            if tokio::time::Instant::now() >= deadline {
+                break;
+            }
             if attempt > 0 {
                 if tokio::time::Instant::now() + backoff >= deadline {
                     break;
@@ -464,11 +518,22 @@ impl ClusterClient {
             let coap = Request::new(Method::Post, resource)
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
-            let answer = tokio::time::timeout(
-                ATTEMPT_TIMEOUT,
-                self.endpoint.handle().request(leader, coap),
-            )
-            .await;
+            let mut epoch = self.epoch_watch(topic, partition).await;
+            let asked_epoch = *epoch.borrow_and_update();
+            let handle = self.endpoint.handle();
+            let request = tokio::time::timeout(ATTEMPT_TIMEOUT, handle.request(leader, coap));
+            let answer = tokio::select! {
+                answer = request => answer,
+                moved = async { epoch.wait_for(|e| *e != asked_epoch).await.is_ok() } => {
+                    if moved {
+                        // The controller gave the partition a new leader: ask it at once.
+                        self.retries.lock().expect("lock").leader_moved += 1;
+                        attempt = 0;
+                        continue;
+                    }
+                    std::future::pending().await
+                }
+            };
             match answer {
                 Ok(Ok(response)) if response.code().is_success() => {
                     return decode_response(&response).map_err(Into::into);

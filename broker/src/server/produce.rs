@@ -109,6 +109,20 @@ fn append(
                     leader_epoch: last.leader_epoch,
                 });
             }
+            if producer.base_sequence < last.base_sequence {
+                // A copy of an older batch arriving late (a CoAP retransmission to a
+                // broker that restarted on the same address, a delayed datagram): the
+                // producer already moved on, so it was stored or given up on. Never store
+                // it now, out of order.
+                return Err(error_response(
+                    ErrorKind::Malformed,
+                    &format!(
+                        "producer {} sequence {} is older than its last stored batch ({}): \
+                         a stale duplicate, not stored",
+                        producer.producer_id, producer.base_sequence, last.base_sequence
+                    ),
+                ));
+            }
         }
     }
     if request.acks == Acks::All && p.meta.isr.len() < p.min_insync as usize {
