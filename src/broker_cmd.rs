@@ -16,8 +16,11 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 #[derive(Args)]
 #[command(
     after_help = "The broker registers as /brokers/ids/ID (ephemeral) and serves the partitions \
-    the controller gives it. Ctrl-C or SIGTERM leaves the cluster explicitly (session closed), \
-    which the cluster tells apart from a crash."
+    the controller gives it: it leads some and follows (replicates) the others. Ctrl-C or \
+    SIGTERM is a controlled shutdown: the controller first moves leadership of its partitions \
+    to other in-sync replicas, then the broker closes its session (told apart from a crash). \
+    If its zookeeper session expires (a pause, a network partition), it steps down \
+    everywhere, rejoins with a new session and catches up as a follower."
 )]
 pub struct BrokerArgs {
     /// This broker's id (unique in the cluster).
@@ -54,6 +57,15 @@ pub struct BrokerArgs {
     /// written; a power loss at most this much).
     #[arg(long, default_value_t = 200)]
     flush_interval_ms: u64,
+    /// Zookeeper session timeout: how long after a crash its partitions get new leaders.
+    #[arg(long, default_value_t = 6_000)]
+    session_timeout_ms: u64,
+    /// An in-sync follower that has not caught up for this long leaves the in-sync set.
+    #[arg(long, default_value_t = 5_000)]
+    replica_lag_ms: u64,
+    /// How long an acks=all produce waits for the in-sync replicas before a 5.03.
+    #[arg(long, default_value_t = 2_000)]
+    ack_timeout_ms: u64,
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
@@ -72,22 +84,35 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         config.log.flush = pehra_broker::log::FlushPolicy::Always;
     }
     config.flush_interval = std::time::Duration::from_millis(args.flush_interval_ms.max(1));
-    let broker = Broker::start(config)
-        .await
-        .with_context(|| format!("starting broker {}", args.id))?;
-    eprintln!(
-        "broker {} listening on udp {} (zookeeper {}, data in {})",
-        args.id,
-        broker.local_addr(),
-        args.zookeeper,
-        data_dir.display()
-    );
-    tokio::select! {
-        error = broker.wait() => bail!(error),
-        _ = crate::shutdown_signal() => {
-            eprintln!("broker {} leaving the cluster", args.id);
-            broker.shutdown().await;
-            Ok(ExitCode::SUCCESS)
+    config.session_timeout = std::time::Duration::from_millis(args.session_timeout_ms.max(1));
+    config.replica_lag = std::time::Duration::from_millis(args.replica_lag_ms.max(1));
+    config.ack_timeout = std::time::Duration::from_millis(args.ack_timeout_ms.max(1));
+    let mut shutdown = std::pin::pin!(crate::shutdown_signal());
+    loop {
+        let broker = tokio::select! {
+            started = Broker::start(config.clone()) => started
+                .with_context(|| format!("starting broker {}", args.id))?,
+            _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
+        };
+        eprintln!(
+            "broker {} listening on udp {} (zookeeper {}, data in {})",
+            args.id,
+            broker.local_addr(),
+            args.zookeeper,
+            data_dir.display()
+        );
+        tokio::select! {
+            error = broker.wait() => {
+                // The zookeeper gave our partitions to others meanwhile: step down
+                // everywhere and rejoin as a new session, to be fenced and catch up.
+                eprintln!("broker {}: {error}; rejoining", args.id);
+                broker.abandon().await;
+            }
+            _ = &mut shutdown => {
+                eprintln!("broker {} leaving the cluster (moving leadership away first)", args.id);
+                broker.shutdown().await;
+                return Ok(ExitCode::SUCCESS);
+            }
         }
     }
 }
@@ -111,6 +136,10 @@ enum TopicCommand {
         partitions: u32,
         #[arg(long, short = 'r', default_value_t = 1)]
         replication_factor: u32,
+        /// acks=all produces are refused while fewer replicas are in sync
+        /// (default: 2, or the replication factor if smaller).
+        #[arg(long)]
+        min_insync_replicas: Option<u32>,
     },
     /// List the topics.
     List,
@@ -128,10 +157,14 @@ pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
             topic,
             partitions,
             replication_factor,
+            min_insync_replicas,
         } => {
-            client
-                .create_topic(&topic, partitions, replication_factor)
-                .await?;
+            let config = pehra_shared::wire::TopicConfig {
+                partitions,
+                replication_factor,
+                min_insync_replicas,
+            };
+            client.create_topic_with(&topic, config).await?;
             writeln!(out, "created topic {topic} ({partitions} partitions, replication factor {replication_factor})")?;
         }
         TopicCommand::List => {

@@ -395,6 +395,18 @@ impl Client {
         Ok(synced.zxid)
     }
 
+    /// Ends the session like [`Client::close`], through a shared reference (for a client
+    /// other tasks still hold: their later calls fail as the session is gone). The
+    /// keepalive stops when the last holder drops the client.
+    pub async fn end_session(&self) -> Result<(), ZkError> {
+        if let Some(session) = self.inner.session {
+            self.call_empty(Request::delete(&format!("session/{session}")))
+                .await?;
+            self.inner.state.send_replace(SessionState::Closed);
+        }
+        Ok(())
+    }
+
     /// Closes the session (its ephemeral znodes go at once).
     pub async fn close(mut self) -> Result<(), ZkError> {
         if let Some(k) = self.keepalive.take() {

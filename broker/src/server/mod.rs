@@ -356,10 +356,10 @@ impl Broker {
         }
         flush_all(&self.state);
         if close_session {
-            if let Ok(zk) = Arc::try_unwrap(self.zk) {
-                if let Err(e) = zk.close().await {
-                    tracing::warn!(error = %e, "closing the zookeeper session");
-                }
+            // Other tasks may still hold the client: end the session through it, so the
+            // registration goes at once (an explicit leave, not a crash).
+            if let Err(e) = self.zk.end_session().await {
+                tracing::warn!(error = %e, "closing the zookeeper session");
             }
         }
         self.endpoint.shutdown().await;

@@ -45,6 +45,11 @@ pub(crate) struct LeaderState {
     pub waiters: Vec<AckWaiter>,
     /// An in-sync set change is being written to the zookeeper.
     pub isr_change_pending: bool,
+    /// A follower being added to the in-sync set: counted for the high watermark from
+    /// the moment the write is sent (Kafka's "maximal ISR", KIP-497). Once the znode
+    /// lists it, the controller may elect it, so no record may be acknowledged that it
+    /// lacks, even before this leader has seen the write succeed.
+    pub adding: Option<u32>,
 }
 
 /// A follower's progress as its fetches show it.
@@ -120,6 +125,7 @@ impl Partition {
             (true, true) => {
                 if let Some(l) = self.leader.as_mut() {
                     l.isr_change_pending = false;
+                    l.adding = None;
                 }
             }
             (true, false) => {
@@ -148,6 +154,7 @@ impl Partition {
                     followers,
                     waiters: Vec::new(),
                     isr_change_pending: false,
+                    adding: None,
                 });
                 self.high_watermark = self.high_watermark.min(self.log.log_end_offset());
             }
@@ -231,7 +238,8 @@ impl Partition {
     pub fn advance_high_watermark(&mut self, me: u32) -> Option<u64> {
         let leader = self.leader.as_mut()?;
         let mut hw = self.log.log_end_offset();
-        for replica in self.meta.isr.iter().filter(|&&r| r != me) {
+        let in_sync = self.meta.isr.iter().chain(leader.adding.iter());
+        for replica in in_sync.filter(|&&r| r != me) {
             match leader.followers.get(replica).and_then(|p| p.log_end) {
                 Some(end) => hw = hw.min(end),
                 None => return None, // not heard from in this term yet

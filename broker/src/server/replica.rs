@@ -145,6 +145,7 @@ fn serve_partition(
         if join_isr {
             if let Some(leader) = p.leader.as_mut() {
                 leader.isr_change_pending = true;
+                leader.adding = Some(replica);
             }
             let key = (asked.topic.clone(), asked.partition);
             tokio::spawn(change_isr(state.clone(), key, IsrChange::Add(replica)));
@@ -196,11 +197,11 @@ pub(crate) async fn change_isr(state: Arc<State>, key: PartitionKey, change: Isr
     let result = write_isr(&state, &key, &change).await;
     if let Some(partition) = lookup_any(&state, &key.0, key.1) {
         let mut p = partition.lock().expect("lock");
-        match result {
+        match &result {
             Ok(Some((meta, version))) => {
                 tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");
                 let min_insync = p.min_insync;
-                p.update(state.id, meta, version, min_insync, Instant::now());
+                p.update(state.id, meta.clone(), *version, min_insync, Instant::now());
                 if let Some(hw) = p.advance_high_watermark(state.id) {
                     let end = p.log.log_end_offset();
                     drop(p);
@@ -213,8 +214,15 @@ pub(crate) async fn change_isr(state: Arc<State>, key: PartitionKey, change: Isr
                 tracing::warn!(topic = %key.0, partition = key.1, ?change, error = %e, "could not change the in-sync replicas")
             }
         }
+        let outcome_known = result.is_ok();
         if let Some(leader) = p.leader.as_mut() {
             leader.isr_change_pending = false;
+            // A refused or pointless addition stops counting; after an error the write
+            // may or may not have happened, so the follower keeps counting until the
+            // next read of the znode settles it.
+            if outcome_known {
+                leader.adding = None;
+            }
         }
     }
 }
