@@ -476,7 +476,7 @@ fn random_fault_schedule_keeps_every_acknowledged_record() {
     let steps: usize = std::env::var("PEHRA_FAULT_STEPS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(5);
+        .unwrap_or(8);
     eprintln!("fault schedule seed {seed} ({steps} steps; PEHRA_FAULT_SEED={seed} repeats it)");
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         run_schedule(seed, steps);
