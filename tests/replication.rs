@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_udp_port, unsafe_kill, wait_bounded, BrokerProcess, TempDir, Zookeeper};
+use common::{free_udp_port, pehra, unsafe_kill, wait_bounded, BrokerProcess, TempDir, Zookeeper};
 use pehra_broker::client::{records_from, ClusterClient};
 use pehra_shared::wire::{self, Acks, PartitionMetadata, Record, TopicConfig};
 use pehra_zookeeper::cluster;
@@ -39,13 +39,13 @@ impl Cluster {
     fn start(name: &str) -> Cluster {
         let dir = TempDir::new(name);
         let zk = Zookeeper::start_fresh(&dir.path().join("zookeeper"));
-        let addrs: Vec<SocketAddr> = (0..3)
+        let addrs: Vec<SocketAddr> = (0..4)
             .map(|_| format!("127.0.0.1:{}", free_udp_port()).parse().unwrap())
             .collect();
         let mut cluster = Cluster {
             dir,
             zk,
-            brokers: vec![None, None, None],
+            brokers: vec![None, None, None, None],
             addrs,
         };
         for id in 1..=3 {
@@ -534,5 +534,99 @@ fn run_schedule(seed: u64, steps: usize) {
         }
         let (acked, client) = producer.finish().await;
         check_log(&client, &acked).await;
+    });
+}
+
+#[test]
+fn rebalance_gives_a_new_broker_a_share_with_the_data_copied_first() {
+    let mut cluster = Cluster::start("repl-rebalance");
+    let topic = "spread";
+    let z = cluster.zk.addr.to_string();
+    runtime().block_on(async {
+        let client = ClusterClient::connect(cluster.zk.addr).await.unwrap();
+        client
+            .create_topic_with(
+                topic,
+                TopicConfig {
+                    partitions: 4,
+                    replication_factor: 3,
+                    min_insync_replicas: Some(2),
+                },
+            )
+            .await
+            .unwrap();
+        client
+            .wait_for_leaders(topic, Duration::from_secs(20))
+            .await
+            .unwrap();
+        for p in 0..4u32 {
+            let records: Vec<Record> = (0..50)
+                .map(|i| Record {
+                    key: None,
+                    value: format!("p{p}-{i}").into_bytes(),
+                    timestamp_ms: 0,
+                    headers: Vec::new(),
+                })
+                .collect();
+            client
+                .produce(topic, p, &records, Acks::All, Some((rand_u64() >> 1, 0)))
+                .await
+                .unwrap();
+        }
+    });
+    cluster.start_broker(4);
+    let (code, out, err) = pehra(&[
+        "cluster",
+        "rebalance",
+        "--zookeeper",
+        &z,
+        "--timeout-s",
+        "60",
+    ]);
+    assert_eq!(code, 0, "rebalance failed: {out}{err}");
+    runtime().block_on(async {
+        let client = ClusterClient::connect(cluster.zk.addr).await.unwrap();
+        let meta = client.refresh().await.unwrap();
+        let moved: Vec<(u32, PartitionMetadata)> = meta.topics[topic]
+            .partitions
+            .iter()
+            .filter(|(_, m)| m.replicas.contains(&4))
+            .map(|(p, m)| (*p, m.clone()))
+            .collect();
+        assert!(!moved.is_empty(), "broker 4 got no replica: {out}");
+        for (_, m) in &moved {
+            assert_eq!(m.replicas.len(), 3, "back to the replication factor: {m:?}");
+            assert!(
+                m.isr.contains(&4),
+                "broker 4 was in sync before the switch: {m:?}"
+            );
+        }
+        // Leave broker 4 as the only live replica of a partition it took: it must have
+        // every record, copied before the switch.
+        let (p, m) = moved[0].clone();
+        for other in m.replicas.iter().filter(|&&r| r != 4) {
+            cluster.kill(*other);
+        }
+        let path = cluster::partition_path(topic, p);
+        let mut watch = client.zookeeper().watch_data(&path).await.unwrap();
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
+                let m: PartitionMetadata = wire::decode(&node.data).unwrap();
+                if m.leader == Some(4) {
+                    return;
+                }
+            }
+        })
+        .await
+        .expect("broker 4 leads");
+        client.refresh().await.unwrap();
+        let response = client.fetch(topic, p, 0, 1 << 20).await.unwrap();
+        let values: Vec<String> = records_from(&response, 0)
+            .unwrap()
+            .into_iter()
+            .map(|(_, r)| String::from_utf8(r.value).unwrap())
+            .collect();
+        let expected: Vec<String> = (0..50).map(|i| format!("p{p}-{i}")).collect();
+        assert_eq!(values, expected, "partition {p} as broker 4 serves it");
     });
 }
