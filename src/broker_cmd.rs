@@ -192,7 +192,8 @@ pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn write_partitions(
+/// The partition table of `topic describe` and `cluster status`.
+pub(crate) fn write_partitions(
     out: &mut impl Write,
     meta: &pehra_broker::client::Metadata,
     topic: &str,

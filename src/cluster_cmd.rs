@@ -106,32 +106,7 @@ async fn status(client: &Client) -> Result<ExitCode> {
             "{name}: {} partitions, replication factor {}",
             state.config.partitions, state.config.replication_factor
         )?;
-        writeln!(out, "  partition  leader   epoch  replicas     isr")?;
-        for p in 0..state.config.partitions {
-            match state.partitions.get(&p) {
-                Some(m) => {
-                    let leader = match m.leader {
-                        Some(id) if meta.brokers.contains_key(&id) => id.to_string(),
-                        Some(id) => format!("{id} (down)"),
-                        None => "none".into(),
-                    };
-                    writeln!(
-                        out,
-                        "  {:<10} {:<8} {:<6} {:<12} {}",
-                        p,
-                        leader,
-                        m.leader_epoch,
-                        join(&m.replicas),
-                        join(&m.isr)
-                    )?;
-                }
-                None => writeln!(out, "  {p:<10} unassigned (waiting for brokers)")?,
-            }
-        }
+        crate::broker_cmd::write_partitions(&mut out, &meta, name)?;
     }
     Ok(ExitCode::SUCCESS)
-}
-
-fn join(ids: &[u32]) -> String {
-    ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
 }
