@@ -355,7 +355,8 @@ impl ClusterClient {
         }
     }
 
-    /// Waits (bounded by `timeout`) until every partition of `topic` has a live leader.
+    /// Waits (bounded by `timeout`) until every partition of `topic` has a live leader
+    /// that serves it.
     pub async fn wait_for_leaders(
         &self,
         topic: &str,
@@ -373,7 +374,7 @@ impl ClusterClient {
                 t.partitions.len() == t.config.partitions as usize
                     && (0..t.config.partitions).all(|p| meta.leader(topic, p).is_ok())
             });
-            if ready {
+            if ready && self.leaders_serve(topic, &meta, deadline).await {
                 return Ok(meta);
             }
             // Wake on a change of the partitions, or re-check at a short interval for
@@ -407,6 +408,41 @@ impl ClusterClient {
                     .ok();
             }
         }
+    }
+
+    /// Whether every partition's leader already serves it (the znode says who leads
+    /// before that broker has opened the partition): asks each for the partition's state
+    /// until it answers, up to `deadline`.
+    async fn leaders_serve(
+        &self,
+        topic: &str,
+        meta: &Metadata,
+        deadline: tokio::time::Instant,
+    ) -> bool {
+        let Some(state) = meta.topics.get(topic) else {
+            return false;
+        };
+        for p in 0..state.config.partitions {
+            let Ok(leader) = meta.leader(topic, p) else {
+                return false;
+            };
+            loop {
+                let handle = self.endpoint.handle();
+                let probe = handle.request(leader, Request::get(&format!("p/{topic}/{p}")));
+                match tokio::time::timeout_at(deadline, probe).await {
+                    Ok(Ok(response)) if response.code().is_success() => break,
+                    Ok(Ok(response)) if response_error(&response).error == ErrorKind::NotLeader => {
+                        // Not opened yet: the broker is reading the same znode.
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    _ => return false,
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Deletes a topic and its partition state (brokers close their logs).
