@@ -7,14 +7,27 @@
 #   bash bench/produce.sh
 #
 # Targets (each server on its own free port on 127.0.0.1, all started up front):
-#   ours     pehra zookeeper + pehra broker --id 1 (data dirs in a temp dir). The topic
-#            `bench` is created with `pehra topic create` (readiness); every measured run
-#            then creates a topic of its own (produce-load --fresh-topic: 1 partition,
-#            replication factor 1) and deletes it after, so no observer left behind by an
-#            earlier run shares its partition resource. Producer: pehra_broker's
-#            ClusterClient, acks 1, one produce request per message, IN_FLIGHT requests
-#            at once (per OURS entry). Consumer: a second ClusterClient observing the
-#            partition (a notification per append) and fetching from its next offset.
+#   ours     pehra zookeeper + pehra broker --id 1 (data dirs in a temp dir), and brokers
+#            2..N as well when a row asks for replication factor N > 1 (OURS_REPL: three
+#            brokers, ids 1,2,3, each its own port and data dir). The topic `bench` is
+#            created with `pehra topic create` (readiness; with N brokers also a topic
+#            `bench-rfN` of N replicas, probed until all N are in sync, then deleted);
+#            every measured run then creates a topic of its own (produce-load
+#            --fresh-topic: 1 partition, the row's replication factor; the run starts
+#            once all its replicas are in sync) and deletes it after, so no observer left
+#            behind by an earlier run shares its partition resource. With N brokers up
+#            the controller may put an RF 1 topic's partition on any of them (the rows
+#            pin no broker). Producer: pehra_broker's ClusterClient, one produce request
+#            per message, IN_FLIGHT requests at once, acks 1 (the leader wrote it) or
+#            all (every in-sync replica has it), per OURS/OURS_REPL entry. Consumer: a
+#            second ClusterClient observing the partition (a notification whenever its
+#            high watermark moves) and fetching from its next offset; it sees committed
+#            records only, so with RF > 1 a record arrives once the followers have it
+#            (they long-poll POST /replica on the leader), whatever the acks. Before a
+#            replicated run produce-load also waits for one acks=all record to be
+#            acknowledged (not consumed). A broker can miss a new topic's partitions (a
+#            race in its assignment watch); produce-load then rewrites the topic znode so
+#            the brokers re-read it, before measuring, and the log line says "nudged".
 #   mqtt     mosquitto (Debian's package, installed with apt-get if missing and running
 #            as root; skipped otherwise), started here with a config file written here:
 #            `listener PORT 127.0.0.1`, `allow_anonymous true` and, with MQTT_NODELAY=1,
@@ -34,10 +47,18 @@
 #
 # Environment (defaults):
 #   COUNT=100000 WARMUP=10000 RECORD_SIZE=100 WINDOW=64 IN_FLIGHT=16
-#   OURS="1:16 7:16 64:1"  our rows, BATCH:IN_FLIGHT each. 7 x 100 B records make a
+#   OURS="1:16 7:16 64:1"  our rows, BATCH[:IN_FLIGHT[:ACKS[:RF]]] each (defaults:
+#                   IN_FLIGHT, acks 1, replication factor 1). 7 x 100 B records make a
 #                   966-byte request, the most that fits one 1024-byte CoAP block; 64
 #                   go block-wise (8.4 kB), one request at a time (see produce-load docs).
-#   RAW_BATCHES     batch sizes of the raw UDP rows (default: the batches in OURS)
+#   OURS_REPL="1:16:all:3 7:16:all:3 7:16:1:3 64:1:all:3"  our replicated rows, measured
+#                   in the same rounds: the same format, but ACKS defaults to all and RF
+#                   to 3. ACKS is 1 or all. The largest RF of all rows is the number of
+#                   brokers started (OURS_REPL="" and RF 1 everywhere: one broker). A row
+#                   is named ours-bBATCH-fIN_FLIGHT, plus -acks=ACKS-rf=RF unless acks 1
+#                   and RF 1 (the rows as before); its column "vs rf1" compares it with
+#                   the acks=1 RF 1 row of the same BATCH and IN_FLIGHT, if there is one.
+#   RAW_BATCHES     batch sizes of the raw UDP rows (default: the batches of our rows)
 #   MQTT_QOS="0 1"  MQTT_NODELAY=1 (0 = Nagle on, the TCP default)
 #   FETCH_BYTES=65536   our consumer's max_bytes per fetch
 #   REPEAT=3        rounds; every figure is the median of the rounds, per metric
@@ -59,7 +80,8 @@ RECORD_SIZE="${RECORD_SIZE:-100}"
 WINDOW="${WINDOW:-64}"
 IN_FLIGHT="${IN_FLIGHT:-16}"
 OURS="${OURS:-1:16 7:16 64:1}"
-RAW_BATCHES="${RAW_BATCHES:-$(for e in $OURS; do echo "${e%%:*}"; done | awk '!seen[$0]++' | xargs)}"
+OURS_REPL="${OURS_REPL-1:16:all:3 7:16:all:3 7:16:1:3 64:1:all:3}"
+RAW_BATCHES="${RAW_BATCHES:-$(for e in $OURS $OURS_REPL; do echo "${e%%:*}"; done | awk '!seen[$0]++' | xargs)}"
 MQTT_QOS="${MQTT_QOS:-0 1}"
 MQTT_NODELAY="${MQTT_NODELAY:-1}"
 FETCH_BYTES="${FETCH_BYTES:-65536}"
@@ -75,22 +97,60 @@ export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 log() { printf '[produce.sh] %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
-# ---------------------------------------------------------------- cleanup
-PIDS=()
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-produce-bench.XXXXXX")"
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
+# ---------------------------------------------------------------- our rows
+# OURS_ROWS: "BATCH IN_FLIGHT ACKS RF" per entry; BROKERS: the largest RF.
+OURS_ROWS=()
+BROKERS=1
+parse_ours() { # default-acks default-rf entries...
+    local dacks="$1" drf="$2" e b f a r rest
+    shift 2
+    for e in "$@"; do
+        IFS=: read -r b f a r rest <<<"$e"
+        f="${f:-$IN_FLIGHT}" a="${a:-$dacks}" r="${r:-$drf}"
+        [[ "$b" =~ ^[1-9][0-9]*$ && "$f" =~ ^[1-9][0-9]*$ && "$r" =~ ^[1-9][0-9]*$ &&
+            ("$a" == 1 || "$a" == all) && -z "$rest" ]] ||
+            die "bad entry '$e' (BATCH[:IN_FLIGHT[:ACKS[:RF]]], ACKS 1 or all)"
+        OURS_ROWS+=("$b $f $a $r")
+        ((r > BROKERS)) && BROKERS=$r
     done
-    for pid in "${PIDS[@]}"; do
+    return 0
+}
+PIDS=()
+declare -A PID_OF
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-produce-bench.XXXXXX")"
+# SIGTERM to every pid given, then up to GRACE seconds for them all; SIGKILL to those left.
+stop_pids() { # grace pid...
+    local grace="$1" pid deadline
+    shift
+    for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
+    deadline=$((SECONDS + grace))
+    for pid in "$@"; do
+        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
+        if kill -0 "$pid" 2>/dev/null; then
+            printf '[produce.sh] pid %s still running %ss after SIGTERM: SIGKILL\n' "$pid" "$grace" >&2
+            kill -9 "$pid" 2>/dev/null || true
+        fi
         wait "$pid" 2>/dev/null || true
     done
+}
+cleanup() {
+    local pid zk="${PID_OF[zk]:-}" rest=() zks=()
+    # The zookeeper last: a broker's controlled shutdown (SIGTERM) asks it to move
+    # leadership away, and without it a broker hangs for minutes.
+    for pid in "${PIDS[@]}"; do
+        if [[ "$pid" == "$zk" ]]; then zks+=("$pid"); else rest+=("$pid"); fi
+    done
+    ((${#rest[@]} == 0)) || stop_pids 15 "${rest[@]}"
+    ((${#zks[@]} == 0)) || stop_pids 15 "${zks[@]}"
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
+# shellcheck disable=SC2086 # the entries are words
+parse_ours 1 1 $OURS
+# shellcheck disable=SC2086
+parse_ours all 3 $OURS_REPL
 
 # ---------------------------------------------------------------- pinning
 case "$PIN" in
@@ -140,7 +200,8 @@ free_port() {
 }
 
 # ---------------------------------------------------------------- servers
-declare -A PID_OF LOGF ADDR
+# (PID_OF is declared up front: cleanup reads it.)
+declare -A LOGF ADDR
 start_server() { # name log-file command...
     local name="$1" logf="$2"
     shift 2
@@ -182,6 +243,13 @@ wait_probe() { # name system target [extra args...]
     return 1
 }
 
+# Shows the logs of the zookeeper and brokers 2..N (a failed probe shows broker 1's).
+ours_logs() {
+    local id
+    show_log zk
+    for ((id = 2; id <= BROKERS; id++)); do [[ -z "${LOGF[ours$id]:-}" ]] || show_log "ours$id"; done
+}
+
 UP=" "
 MOSQ_VERSION=""
 for t in $TARGETS; do
@@ -195,19 +263,53 @@ for t in $TARGETS; do
         ours)
             [[ -x "$PEHRA" ]] || { log "skipping ours: no $PEHRA"; continue; }
             ADDR[zk]="127.0.0.1:$(free_port)"
-            ADDR[ours]="127.0.0.1:$(free_port)"
-            mkdir -p "$WORK/zk" "$WORK/b1"
+            mkdir -p "$WORK/zk"
             start_server zk "$WORK/zk.log" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
             if ! wait_listening zk; then log "skipping ours"; continue; fi
-            start_server ours "$WORK/broker.log" "$PEHRA" broker --id 1 --listen "${ADDR[ours]}" \
-                --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b1"
-            if ! wait_listening ours; then log "skipping ours"; continue; fi
+            # Broker 1 is "ours" (broker.log), brokers 2..N "ours2".. (broker2.log ..).
+            ok=1
+            for ((id = 1; id <= BROKERS; id++)); do
+                name=ours logf="$WORK/broker.log"
+                ((id == 1)) || name="ours$id" logf="$WORK/broker$id.log"
+                ADDR[$name]="127.0.0.1:$(free_port)"
+                mkdir -p "$WORK/b$id"
+                start_server "$name" "$logf" "$PEHRA" broker --id "$id" --listen "${ADDR[$name]}" \
+                    --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id"
+            done
+            for ((id = 1; id <= BROKERS; id++)); do
+                name=ours
+                ((id == 1)) || name="ours$id"
+                wait_listening "$name" || { ok=0; break; }
+            done
+            if ((!ok)); then log "skipping ours"; continue; fi
             if ! out="$("$PEHRA" topic create bench -p 1 --zookeeper "${ADDR[zk]}" 2>&1)"; then
                 log "pehra topic create failed: $out"
                 log "skipping ours"
                 continue
             fi
-            if ! wait_probe ours ours "${ADDR[zk]}" --topic bench; then log "skipping ours"; continue; fi
+            if ! wait_probe ours ours "${ADDR[zk]}" --topic bench; then
+                ours_logs
+                log "skipping ours"
+                continue
+            fi
+            if ((BROKERS > 1)); then
+                # Every broker serves: a topic on all of them, all replicas in sync.
+                rt="bench-rf$BROKERS"
+                if ! out="$("$PEHRA" topic create "$rt" -p 1 -r "$BROKERS" --zookeeper "${ADDR[zk]}" 2>&1)"; then
+                    log "pehra topic create $rt failed: $out"
+                    log "skipping ours"
+                    continue
+                fi
+                if ! wait_probe ours ours "${ADDR[zk]}" --topic "$rt" --replication-factor "$BROKERS"; then
+                    ours_logs
+                    log "skipping ours"
+                    continue
+                fi
+                # Gone again, so its followers do not fetch during the runs.
+                out="$("$PEHRA" topic delete "$rt" --zookeeper "${ADDR[zk]}" 2>&1)" ||
+                    log "warning: pehra topic delete $rt failed: $out"
+                for ((id = 2; id <= BROKERS; id++)); do log "ours: broker $id ready (${ADDR[ours$id]})"; done
+            fi
             UP+="ours "
             ;;
         mqtt)
@@ -241,12 +343,14 @@ done
 [[ "$UP" == *" raw "* ]] || log "warning: no raw UDP ceiling (TARGETS has no raw)"
 
 # ---------------------------------------------------------------- rows
-# name system batch in-flight qos description
+# name system batch in-flight qos description [acks rf]
 ROWS=()
-declare -A R_SYS R_BATCH R_INF R_QOS R_DESC
+declare -A R_SYS R_BATCH R_INF R_QOS R_DESC R_ACKS R_RF
 add_row() {
+    [[ -z "${R_SYS[$1]:-}" ]] || { log "warning: row $1 twice, measured once"; return 0; }
     ROWS+=("$1")
     R_SYS[$1]="$2" R_BATCH[$1]="$3" R_INF[$1]="$4" R_QOS[$1]="$5" R_DESC[$1]="$6"
+    R_ACKS[$1]="${7:-}" R_RF[$1]="${8:-}"
 }
 if [[ "$UP" == *" raw "* ]]; then
     for b in $RAW_BATCHES; do
@@ -254,10 +358,13 @@ if [[ "$UP" == *" raw "* ]]; then
     done
 fi
 if [[ "$UP" == *" ours "* ]]; then
-    for e in $OURS; do
-        b="${e%%:*}" f="${e#*:}"
-        [[ "$e" == *:* ]] || f="$IN_FLIGHT"
-        add_row "ours-b$b-f$f" ours "$b" "$f" 0 "Pehra broker, acks 1, $b record(s)/request, $f request(s) in flight"
+    for e in "${OURS_ROWS[@]}"; do
+        read -r b f a r <<<"$e"
+        n="ours-b$b-f$f"
+        [[ "$a" == 1 && "$r" == 1 ]] || n+="-acks=$a-rf=$r"
+        d="Pehra broker, acks $a, replication factor $r"
+        ((r == 1)) || d+=" ($BROKERS brokers)"
+        add_row "$n" ours "$b" "$f" 0 "$d, $b record(s)/request, $f request(s) in flight" "$a" "$r"
     done
 fi
 if [[ "$UP" == *" mqtt "* ]]; then
@@ -273,7 +380,10 @@ run_row() { # name round -> JSON line on stdout
     local n="$1" extra=()
     case "${R_SYS[$n]}" in
         raw) extra=(--target "${ADDR[raw]}") ;;
-        ours) extra=(--target "${ADDR[zk]}" --topic bench --fresh-topic --fetch-bytes "$FETCH_BYTES") ;;
+        ours)
+            extra=(--target "${ADDR[zk]}" --topic bench --fresh-topic --fetch-bytes "$FETCH_BYTES"
+                --acks "${R_ACKS[$n]}" --replication-factor "${R_RF[$n]}")
+            ;;
         mqtt)
             extra=(--target "${ADDR[mqtt]}" --qos "${R_QOS[$n]}")
             [[ "$MQTT_NODELAY" == 1 ]] && extra+=(--tcp-nodelay)
@@ -308,7 +418,12 @@ for ((round = 1; round <= REPEAT; round++)); do
         [[ "$(field lost <<<"$line")" == 0 ]] || msg+=", lost $(field lost <<<"$line")"
         [[ "$(field errors <<<"$line")" == 0 ]] || msg+=", $(field errors <<<"$line") errors: $(field first_error <<<"$line")"
         [[ "$(field timed_out <<<"$line")" == false ]] || msg+=", TIMED OUT"
+        r="$(field retries <<<"$line")"
+        [[ -z "$r" || "$r" == 0 ]] || msg+=", $r producer retries ($(field retry_causes <<<"$line"))"
+        r="$(field nudges <<<"$line")"
+        [[ -z "$r" || "$r" == 0 ]] || msg+=", brokers nudged $r time(s) (see produce-load's wait_served)"
         log "round $round/$REPEAT $n: $msg"
+        while IFS= read -r l; do log "    $l"; done <"$WORK/last.err"
     done
 done
 read -r TICKS1 STEAL1 < <(cpu_ticks)
@@ -349,7 +464,8 @@ while IFS=$'\t' read -r n rps _; do S_RPS[$n]="$rps"; done <"$SUMMARY"
 
 # Per-round ratios (the two runs of a round are close in time, so host noise cancels
 # better than in the ratio of medians): median over rounds of ours/raw (same batch),
-# ours/QoS 0, ours/QoS 1, and mqtt/raw. ROUND_RATIO[name,kind] with kind raw|q0|q1.
+# ours/QoS 0, ours/QoS 1, mqtt/raw, and a replicated row / our acks=1 RF 1 row of the
+# same batch and in-flight. ROUND_RATIO[name,kind] with kind raw|q0|q1|rf1.
 declare -A ROUND_RATIO
 while IFS=$'\t' read -r n kind r; do ROUND_RATIO[$n,$kind]="$r"; done < <(
     while IFS=$'\t' read -r round n line; do
@@ -364,12 +480,17 @@ while IFS=$'\t' read -r n kind r; do ROUND_RATIO[$n,$kind]="$r"; done < <(
         END {
             for (n in names) {
                 b = n; sub(/^[a-z]+-b/, "", b); sub(/-.*/, "", b)
-                split("raw q0 q1", kinds, " ")
-                for (k = 1; k <= 3; k++) {
+                split("raw q0 q1 rf1", kinds, " ")
+                for (k = 1; k <= 4; k++) {
                     kind = kinds[k]
                     if (kind == "raw") ref = "raw-b" b; else ref = "mqtt-" kind
                     if (n ~ /^raw-/ || (n ~ /^mqtt-/ && kind != "raw")) continue
                     if (n ~ /^mqtt-/) ref = "raw-b1"
+                    if (kind == "rf1") {
+                        # ours-bB-fF-acks=A-rf=R -> ours-bB-fF
+                        if (!match(n, /^ours-b[0-9]+-f[0-9]+-/)) continue
+                        ref = substr(n, 1, RLENGTH - 1)
+                    }
                     list = ""
                     for (r = 1; r <= rounds; r++)
                         if ((r, n) in rps && (r, ref) in rps && rps[r, ref] > 0) list = list " " rps[r, n] / rps[r, ref]
@@ -381,25 +502,38 @@ ratio() { if [[ -n "$1" && -n "$2" ]]; then awk -v a="$1" -v b="$2" 'BEGIN { if 
 # Ratios of records/s: vs the raw row of the same batch size, vs MQTT QoS 0 and QoS 1.
 vs_raw() { ratio "${S_RPS[$1]:-}" "${S_RPS[raw-b${R_BATCH[$1]}]:-}"; }
 vs_q() { if [[ "${R_SYS[$1]}" == ours ]]; then ratio "${S_RPS[$1]:-}" "${S_RPS[mqtt-q$2]:-}"; fi; }
+# A replicated row vs our acks=1 RF 1 row of the same batch and in-flight.
+rf1_of() { if [[ "${R_SYS[$1]}" == ours && "$1" != "ours-b${R_BATCH[$1]}-f${R_INF[$1]}" ]]; then echo "ours-b${R_BATCH[$1]}-f${R_INF[$1]}"; fi; }
+vs_rf1() {
+    local ref
+    ref="$(rf1_of "$1")"
+    if [[ -n "$ref" ]]; then ratio "${S_RPS[$1]:-}" "${S_RPS[$ref]:-}"; fi
+}
 fmt_ms() { awk -v v="$1" 'BEGIN { printf "%.2f", v / 1000 }'; }
 
 echo
-printf '%-14s %5s %6s %10s %15s %7s %8s %8s %6s %4s %7s %7s %7s\n' target batch "msg B" "records/s" \
-    "min-max" "MB/s" "p50 ms" "p99 ms" lost err "vs raw" "vs q0" "vs q1"
+W=14
+for n in "${ROWS[@]}"; do ((${#n} <= W)) || W=${#n}; done
+printf '%-*s %5s %4s %3s %6s %10s %15s %7s %8s %8s %6s %4s %7s %7s %7s %7s\n' "$W" target batch acks rf \
+    "msg B" "records/s" "min-max" "MB/s" "p50 ms" "p99 ms" lost err "vs raw" "vs q0" "vs q1" "vs rf1"
 while IFS=$'\t' read -r n rps lo hi mb p50 p99 lost err _ bytes; do
-    printf '%-14s %5s %6s %10.0f %15s %7.2f %8s %8s %6s %4s %7s %7s %7s\n' "$n" "${R_BATCH[$n]}" "$bytes" \
-        "$rps" "$(awk -v a="$lo" -v b="$hi" 'BEGIN { printf "%.0fk-%.0fk", a / 1000, b / 1000 }')" "$mb" \
-        "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$lost" "$err" "$(vs_raw "$n")" "$(vs_q "$n" 0)" "$(vs_q "$n" 1)"
+    printf '%-*s %5s %4s %3s %6s %10.0f %15s %7.2f %8s %8s %6s %4s %7s %7s %7s %7s\n' "$W" "$n" \
+        "${R_BATCH[$n]}" "${R_ACKS[$n]:--}" "${R_RF[$n]:--}" "$bytes" "$rps" \
+        "$(awk -v a="$lo" -v b="$hi" 'BEGIN { printf "%.0fk-%.0fk", a / 1000, b / 1000 }')" "$mb" \
+        "$(fmt_ms "$p50")" "$(fmt_ms "$p99")" "$lost" "$err" "$(vs_raw "$n")" "$(vs_q "$n" 0)" \
+        "$(vs_q "$n" 1)" "$(vs_rf1 "$n")"
 done <"$SUMMARY"
 echo
 echo "records/s, MB/s (record bytes), p50/p99 produce-to-consume: median of $REPEAT round(s) per figure;"
 echo "min-max = records/s range; lost/err summed over rounds; msg B = bytes per message (ours: the CBOR"
 echo "produce request body; CoAP block-wise above 1024). vs raw = records/s / raw UDP with the same batch;"
-echo "vs q0/q1 = ours records/s / Mosquitto QoS 0 / QoS 1 (1 record per PUBLISH)."
+echo "vs q0/q1 = ours records/s / Mosquitto QoS 0 / QoS 1 (1 record per PUBLISH). vs rf1 = records/s /"
+echo "our acks=1 RF 1 row with the same batch and in-flight (acks, rf: of our rows)."
 for n in "${ROWS[@]}"; do
     [[ "${R_SYS[$n]}" == raw ]] && continue
     line="  $n: vs raw ${ROUND_RATIO[$n,raw]:--}"
     [[ "${R_SYS[$n]}" == ours ]] && line+=", vs q0 ${ROUND_RATIO[$n,q0]:--}, vs q1 ${ROUND_RATIO[$n,q1]:--}"
+    [[ -z "$(rf1_of "$n")" ]] || line+=", vs $(rf1_of "$n") ${ROUND_RATIO[$n,rf1]:--}"
     rr+="$line"$'\n'
 done
 [[ -z "${rr:-}" ]] || printf 'median of the per-round ratios (records/s):\n%s' "$rr"
@@ -419,19 +553,23 @@ GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
     printf '  "host": {"kernel": %s, "cpus": %s, "cpu_model": %s},\n' \
         "$(jstr "$(uname -r)")" "$(nproc)" "$(jstr "$CPU_MODEL")"
     printf '  "git_rev": %s,\n  "mosquitto_version": %s,\n' "$(jstr "$GIT_REV")" "$(jstr "$MOSQ_VERSION")"
-    printf '  "settings": {"count": %s, "warmup": %s, "record_size": %s, "window": %s, "in_flight": %s, "ours": %s, "raw_batches": %s, "mqtt_qos": %s, "mqtt_nodelay": %s, "fetch_bytes": %s, "repeat": %s, "pin": %s},\n' \
-        "$COUNT" "$WARMUP" "$RECORD_SIZE" "$WINDOW" "$IN_FLIGHT" "$(jstr "$OURS")" "$(jstr "$RAW_BATCHES")" \
+    printf '  "settings": {"count": %s, "warmup": %s, "record_size": %s, "window": %s, "in_flight": %s, "ours": %s, "ours_repl": %s, "brokers": %s, "raw_batches": %s, "mqtt_qos": %s, "mqtt_nodelay": %s, "fetch_bytes": %s, "repeat": %s, "pin": %s},\n' \
+        "$COUNT" "$WARMUP" "$RECORD_SIZE" "$WINDOW" "$IN_FLIGHT" "$(jstr "$OURS")" "$(jstr "$OURS_REPL")" "$BROKERS" "$(jstr "$RAW_BATCHES")" \
         "$(jstr "$MQTT_QOS")" "$MQTT_NODELAY" "$FETCH_BYTES" "$REPEAT" "$(jstr "$PIN")"
     printf '  "cpu_steal_pct": %s,\n  "summary": [\n' "$STEAL_PCT"
     first=1
     while IFS=$'\t' read -r n rps lo hi mb p50 p99 lost err rounds bytes; do
         ((first)) || printf ',\n'
         first=0
-        printf '    {"target": %s, "description": %s, "system": "%s", "batch": %s, "in_flight": %s, "msg_bytes": %s, "records_per_s": %s, "records_per_s_min": %s, "records_per_s_max": %s, "mb_per_s": %s, "lat_p50_us": %s, "lat_p99_us": %s, "lost": %s, "errors": %s, "rounds": %s, "vs_raw": %s, "vs_mqtt_qos0": %s, "vs_mqtt_qos1": %s, "per_round_median": {"vs_raw": %s, "vs_mqtt_qos0": %s, "vs_mqtt_qos1": %s}}' \
+        acks=null
+        [[ -z "${R_ACKS[$n]}" ]] || acks="$(jstr "${R_ACKS[$n]}")"
+        printf '    {"target": %s, "description": %s, "system": "%s", "batch": %s, "in_flight": %s, "acks": %s, "replication_factor": %s, "msg_bytes": %s, "records_per_s": %s, "records_per_s_min": %s, "records_per_s_max": %s, "mb_per_s": %s, "lat_p50_us": %s, "lat_p99_us": %s, "lost": %s, "errors": %s, "rounds": %s, "vs_raw": %s, "vs_mqtt_qos0": %s, "vs_mqtt_qos1": %s, "vs_acks1_rf1": %s, "per_round_median": {"vs_raw": %s, "vs_mqtt_qos0": %s, "vs_mqtt_qos1": %s, "vs_acks1_rf1": %s}}' \
             "$(jstr "$n")" "$(jstr "${R_DESC[$n]}")" "${R_SYS[$n]}" "${R_BATCH[$n]}" "${R_INF[$n]}" \
+            "$acks" "$(jnum "${R_RF[$n]}")" \
             "$(jnum "$bytes")" "$rps" "$lo" "$hi" "$mb" "$p50" "$p99" "$lost" "$err" "$rounds" \
-            "$(jnum "$(vs_raw "$n")")" "$(jnum "$(vs_q "$n" 0)")" "$(jnum "$(vs_q "$n" 1)")" \
-            "$(jnum "${ROUND_RATIO[$n,raw]:-}")" "$(jnum "${ROUND_RATIO[$n,q0]:-}")" "$(jnum "${ROUND_RATIO[$n,q1]:-}")"
+            "$(jnum "$(vs_raw "$n")")" "$(jnum "$(vs_q "$n" 0)")" "$(jnum "$(vs_q "$n" 1)")" "$(jnum "$(vs_rf1 "$n")")" \
+            "$(jnum "${ROUND_RATIO[$n,raw]:-}")" "$(jnum "${ROUND_RATIO[$n,q0]:-}")" "$(jnum "${ROUND_RATIO[$n,q1]:-}")" \
+            "$(jnum "${ROUND_RATIO[$n,rf1]:-}")"
     done <"$SUMMARY"
     printf '\n  ],\n  "runs": [\n'
     awk -F'\t' '{ printf "%s    {\"round\": %s, \"target\": \"%s\", \"run\": %s}", (NR > 1 ? ",\n" : ""), $1, $2, $3 } END { print "" }' "$RUNS"
@@ -443,13 +581,13 @@ echo "results: ${JSON#"$ROOT"/}"
 echo
 echo "Markdown (for the README):"
 echo
-echo "| target | records/s | MB/s | p50 (ms) | p99 (ms) | vs raw UDP | vs MQTT QoS 0 | vs MQTT QoS 1 |"
-echo "|---|---:|---:|---:|---:|---:|---:|---:|"
+echo "| target | records/s | MB/s | p50 (ms) | p99 (ms) | vs raw UDP | vs MQTT QoS 0 | vs MQTT QoS 1 | vs acks=1 RF 1 |"
+echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
 while IFS=$'\t' read -r n rps _ _ mb p50 p99 _ _ _ _; do
     name="${R_DESC[$n]}"
     [[ "${R_SYS[$n]}" == ours ]] && name="**$name**"
-    printf '| %s | %.0f | %.2f | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$mb" "$(fmt_ms "$p50")" \
-        "$(fmt_ms "$p99")" "$(vs_raw "$n")" "$(vs_q "$n" 0)" "$(vs_q "$n" 1)"
+    printf '| %s | %.0f | %.2f | %s | %s | %s | %s | %s | %s |\n' "$name" "$rps" "$mb" "$(fmt_ms "$p50")" \
+        "$(fmt_ms "$p99")" "$(vs_raw "$n")" "$(vs_q "$n" 0)" "$(vs_q "$n" 1)" "$(vs_rf1 "$n")"
 done <"$SUMMARY"
 echo
 printf '_%s: produce-load, %s × %s-byte records (+%s warm-up) per run, at most %s messages produced and not consumed, median of %s, loopback, %s × %s, pin=%s, cpu steal %s%%._\n' \

@@ -9,14 +9,23 @@
 //! Systems (`--system`):
 //! * `ours`: Pehra through `pehra_broker::client::ClusterClient` (two clients: producer
 //!   and consumer). `--in-flight` tasks each send one produce request at a time
-//!   (`--batch` records in it, acks 1 = leader wrote it). The consumer observes the
-//!   partition (a notification per append) and fetches from its next offset whenever
-//!   the log end is past it; it starts at the log end it sees first. A request body
+//!   (`--batch` records in it; `--acks 1`: answered once the leader wrote it, `--acks
+//!   all`: once every in-sync replica has it). The consumer observes the partition (a
+//!   notification whenever its high watermark moves: the end of the committed records,
+//!   the most a fetch returns) and fetches from its next offset whenever the high
+//!   watermark is past it; it starts at the high watermark it sees first. A request body
 //!   over 1024 bytes goes block-wise (100-byte records: more than 7 per batch); such
 //!   requests fail (4.08) when several are in flight at once, so use `--in-flight 1`
 //!   for them. `--fresh-topic` gives every run a topic of its own: a consumer that
 //!   exits leaves its observer behind on the broker, and observers of earlier runs on
-//!   the same partition make a new consumer miss notifications (see its help).
+//!   the same partition make a new consumer miss notifications (see its help). With
+//!   `--replication-factor N` that topic has N replicas (N live brokers needed); the
+//!   run starts once the partition has a served leader, all N replicas are in sync, and
+//!   (N > 1) a record produced with acks all was acknowledged (the followers fetch; the
+//!   consumer starts after it). Brokers that missed the topic's assignment are nudged to
+//!   re-read it (a broker race, see `wait_served`; counted as `nudges`).
+//!   With N > 1 a record is committed (and consumed) once the in-sync followers have
+//!   fetched it, whatever `--acks` is; acks all only makes the producer wait for that.
 //! * `mqtt`: an MQTT broker (Mosquitto) through rumqttc: a publisher and a subscriber
 //!   connection, QoS `--qos` (0 or 1), `--batch` records packed in one PUBLISH; at QoS 1
 //!   at most `--in-flight` PUBLISHes await their PUBACK.
@@ -36,7 +45,8 @@
 //! thread exits the process 5 s after that if it is stuck anyway).
 //!
 //! `--probe` instead checks that the target answers a real request (the topic has a
-//! leader and can be fetched; an MQTT CONNACK; an echoed datagram) within `--timeout`,
+//! leader and can be fetched, and `--replication-factor` replicas of the partition are in
+//! sync; an MQTT CONNACK; an echoed datagram) within `--timeout`,
 //! and exits 0 if it does.
 
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -46,9 +56,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
-use pehra_broker::client::{records_from, ClusterClient};
+use pehra_broker::client::{records_from, ClusterClient, RetryStats};
 use pehra_shared::api::decode_response;
-use pehra_shared::wire::{self, Acks, FetchResponse, ProduceRequest, Record, RecordBatch};
+use pehra_shared::wire::{
+    self, Acks, FetchResponse, PartitionMetadata, ProduceRequest, Record, RecordBatch, TopicConfig,
+};
+use pehra_zookeeper::cluster;
+use pehra_zookeeper::WatchEvent;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
@@ -76,6 +90,33 @@ impl System {
     }
 }
 
+/// `--acks`: which produce acknowledgement to ask for.
+#[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
+enum AcksArg {
+    /// The leader wrote the batch.
+    #[value(name = "1")]
+    Leader,
+    /// Every in-sync replica has the batch.
+    #[value(name = "all")]
+    All,
+}
+
+impl AcksArg {
+    fn acks(self) -> Acks {
+        match self {
+            AcksArg::Leader => Acks::Leader,
+            AcksArg::All => Acks::All,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            AcksArg::Leader => "1",
+            AcksArg::All => "all",
+        }
+    }
+}
+
 /// Produce-to-consume load: one producer, one consumer, one process.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -93,14 +134,23 @@ struct Args {
     #[arg(long, default_value_t = 0)]
     partition: u32,
     /// ours: create a topic of its own for this run (named after --topic, the process
-    /// id and the time; --partition + 1 partitions, replication factor 1) and delete it
-    /// afterwards, so observers left behind by earlier runs do not share its resource.
+    /// id and the time; --partition + 1 partitions, --replication-factor replicas) and
+    /// delete it afterwards, so observers left behind by earlier runs do not share its
+    /// resource.
     /// (With N observers on one partition, N a multiple of 4, the message IDs the broker
     /// gives one observer's notifications repeat after 65536/gcd(N, 65536) <= 16384 of
     /// them, while its client still remembers them and drops the repeats as duplicates:
     /// from then on the consumer only sees new records when its 50 ms poll fetches.)
     #[arg(long)]
     fresh_topic: bool,
+    /// ours: replication factor of the --fresh-topic (that many live brokers needed);
+    /// the run (and --probe) starts once that many replicas of the partition are in sync.
+    #[arg(long, default_value_t = 1)]
+    replication_factor: u32,
+    /// ours: acknowledgement of every produce request: 1 (the leader wrote it) or all
+    /// (every in-sync replica has it).
+    #[arg(long, value_enum, default_value = "1")]
+    acks: AcksArg,
     /// mqtt: QoS of publisher and subscriber (0 or 1).
     #[arg(long, default_value_t = 0)]
     qos: u8,
@@ -181,6 +231,12 @@ struct Shared {
     notifications: AtomicU64,
     fetches: AtomicU64,
     empty_fetches: AtomicU64,
+    /// ours: the producer client's retries (pehra_broker::client::RetryStats) during
+    /// the run (before it: those of the waits for the partition, as a baseline).
+    retries: Mutex<RetryStats>,
+    /// ours: how often the brokers were nudged to re-read their assignment
+    /// (see [`wait_served`]).
+    nudges: AtomicU64,
 }
 
 impl Shared {
@@ -359,15 +415,58 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
     let topic = if args.fresh_topic {
         // A topic of its own: no observers of earlier runs on its partition resource.
         let name = format!("{}-{}-{}", args.topic, std::process::id(), wall_ms());
+        let config = TopicConfig {
+            partitions: args.partition + 1,
+            replication_factor: args.replication_factor,
+            min_insync_replicas: None,
+        };
         producer
-            .create_topic(&name, args.partition + 1, 1)
+            .create_topic_with(&name, config)
             .await
             .with_context(|| format!("creating topic {name}"))?;
         name
     } else {
         args.topic.clone()
     };
-    wait_served(&producer, &topic, args.partition, Duration::from_secs(20)).await?;
+    let result = ours_on(args, sh.clone(), zk, &producer, &topic).await;
+    {
+        let (now, mut r) = (producer.retry_stats(), sh.retries.lock().expect("lock"));
+        *r = RetryStats {
+            not_leader: now.not_leader - r.not_leader,
+            unavailable: now.unavailable - r.unavailable,
+            no_leader: now.no_leader - r.no_leader,
+            no_answer: now.no_answer - r.no_answer,
+            leader_moved: now.leader_moved - r.leader_moved,
+        };
+    }
+    if args.fresh_topic {
+        // Also after a failed run: a replicated topic left behind would keep its
+        // followers fetching during the runs after this one.
+        if let Err(e) = producer.delete_topic(&topic).await {
+            eprintln!("produce-load: deleting topic {topic}: {e}");
+        }
+    }
+    result
+}
+
+/// The run of `ours` on `topic`, once it exists.
+async fn ours_on(
+    args: &Args,
+    sh: Arc<Shared>,
+    zk: SocketAddr,
+    producer: &Arc<ClusterClient>,
+    topic: &str,
+) -> Result<Consumed> {
+    let topic = topic.to_string();
+    let ready_timeout = Duration::from_secs(20);
+    wait_served(producer, &topic, args.partition, ready_timeout, &sh.nudges).await?;
+    let in_sync = args.replication_factor as usize;
+    wait_in_sync(producer, &topic, args.partition, in_sync, ready_timeout).await?;
+    if args.replication_factor > 1 {
+        wait_replicating(producer, &topic, args.partition, ready_timeout, &sh.nudges).await?;
+    }
+    // The retries of the run only, not of the waits above.
+    *sh.retries.lock().expect("lock") = producer.retry_stats();
     let consumer = ClusterClient::connect(zk)
         .await
         .context("consumer: connect")?;
@@ -376,7 +475,8 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
         .observe_partition(&topic, partition)
         .await
         .context("consumer: observe")?;
-    // The first response: the log end now, where the consumer starts.
+    // The first response: the high watermark now (the end of the committed records, the
+    // most a fetch returns), where the consumer starts.
     let first = tokio::time::timeout(Duration::from_secs(5), observation.next())
         .await
         .map_err(|_| anyhow!("consumer: no first observe response within 5 s"))?
@@ -384,7 +484,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
         .context("consumer: observe")?;
     let start = decode_response::<FetchResponse>(&first)
         .map_err(|e| anyhow!("consumer: observe response: {}", e.message))?
-        .log_end_offset;
+        .high_watermark;
 
     let consumer_task = {
         let sh = sh.clone();
@@ -401,7 +501,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
                             Ok(Some(Ok(tick))) => {
                                 sh.notifications.fetch_add(1, Ordering::Relaxed);
                                 if let Ok(t) = decode_response::<FetchResponse>(&tick) {
-                                    known_end = known_end.max(t.log_end_offset);
+                                    known_end = known_end.max(t.high_watermark);
                                 }
                                 if next >= known_end {
                                     continue;
@@ -428,7 +528,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
                         if response.batches.is_empty() {
                             sh.empty_fetches.fetch_add(1, Ordering::Relaxed);
                         }
-                        known_end = known_end.max(response.log_end_offset);
+                        known_end = known_end.max(response.high_watermark);
                         let now = sh.now_ns();
                         match records_from(&response, next) {
                             Ok(records) => {
@@ -461,6 +561,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
             topic.clone(),
         );
         let batch = args.batch as u64;
+        let acks = args.acks.acks();
         producers.push(tokio::spawn(async move {
             loop {
                 let seq0 = next_seq.fetch_add(batch, Ordering::AcqRel);
@@ -482,7 +583,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
                     .collect();
                 sh.mark_sent(n);
                 if let Err(e) = producer
-                    .produce(&topic, partition, &records, Acks::Leader, None)
+                    .produce(&topic, partition, &records, acks, None)
                     .await
                 {
                     sh.error(format!("produce: {e}"));
@@ -497,39 +598,161 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
         p.await.context("producer task")?;
     }
     sh.finish_producing();
-    let consumed = consumer_task.await.context("consumer task")?;
-    if args.fresh_topic {
-        if let Err(e) = producer.delete_topic(&topic).await {
-            eprintln!("produce-load: deleting topic {topic}: {e}");
-        }
-    }
-    Ok(consumed)
+    consumer_task.await.context("consumer task")
 }
+
+/// How long a partition may stay unserved before [`wait_served`] nudges the brokers to
+/// re-read their assignment.
+const NUDGE_AFTER: Duration = Duration::from_secs(1);
 
 /// Waits until the partition has a leader in the zookeeper *and* that broker serves it:
 /// the zookeeper names the leader before the broker has opened the partition (it learns
 /// of the assignment through a watch), and until then it answers NotLeader.
+///
+/// A broker can miss a new topic's partitions for good: it re-reads its assignment when
+/// /topics changes, and if that read falls between the creation of the topic's znode and
+/// the controller's creation of its partitions, it watches no znode that changes next
+/// (seen with three brokers on one CPU, at `pehra topic create` right after start and
+/// for --fresh-topic). So while the zookeeper names a live leader that does not serve
+/// the partition for [`NUDGE_AFTER`], this rewrites the topic znode with its own data
+/// (at its version): the brokers watch it and re-read; the controller does not. Counted
+/// in `nudges`.
 async fn wait_served(
     client: &ClusterClient,
     topic: &str,
     partition: u32,
     timeout: Duration,
+    nudges: &AtomicU64,
 ) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    client
-        .wait_for_leaders(topic, timeout)
-        .await
-        .with_context(|| format!("waiting for a leader of {topic}"))?;
     loop {
-        match client.fetch(topic, partition, 0, 1).await {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => {
-                return Err(anyhow!(
-                    "{topic}/{partition} is not served after {timeout:?}: {e}"
-                ))
-            }
-            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        let left = deadline.saturating_duration_since(Instant::now());
+        // One bounded attempt (the client itself waits and retries for long).
+        let attempt = tokio::time::timeout(NUDGE_AFTER, async {
+            client
+                .wait_for_leaders(topic, NUDGE_AFTER.min(left))
+                .await
+                .map_err(|e| format!("waiting for a leader of {topic}: {e}"))?;
+            client
+                .fetch(topic, partition, 0, 1)
+                .await
+                .map_err(|e| e.to_string())
+        });
+        let error = match attempt.await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e,
+            Err(_) => format!("not served within {NUDGE_AFTER:?}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("{topic}/{partition} is not served after {timeout:?}: {error}");
         }
+        if client.metadata().leader(topic, partition).is_ok() {
+            let why = format!("{topic}/{partition} has a leader but is not served ({error})");
+            nudge_assignment(client, topic, &why, nudges).await;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// With followers: produces one record with acks all until it is acknowledged, so every
+/// in-sync follower is fetching (the leader's high watermark moves only once each has
+/// fetched in its term). A follower that missed the assignment (see [`wait_served`])
+/// never fetches; the brokers are nudged the same way. The record is written before the
+/// consumer starts (at the high watermark), so it is not consumed.
+async fn wait_replicating(
+    client: &ClusterClient,
+    topic: &str,
+    partition: u32,
+    timeout: Duration,
+    nudges: &AtomicU64,
+) -> Result<()> {
+    let deadline = Instant::now() + timeout;
+    let record = Record {
+        key: None,
+        value: b"produce-load: replication check".to_vec(),
+        timestamp_ms: wall_ms(),
+        headers: vec![],
+    };
+    loop {
+        let records = std::slice::from_ref(&record);
+        let attempt = tokio::time::timeout(
+            NUDGE_AFTER,
+            client.produce(topic, partition, records, Acks::All, None),
+        );
+        let error = match attempt.await {
+            Ok(Ok(_)) => return Ok(()),
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => format!("no acks=all answer within {NUDGE_AFTER:?}"),
+        };
+        if Instant::now() >= deadline {
+            bail!("{topic}/{partition}: the followers do not replicate after {timeout:?}: {error}");
+        }
+        let why =
+            format!("{topic}/{partition}: a record with acks all is not acknowledged ({error})");
+        nudge_assignment(client, topic, &why, nudges).await;
+    }
+}
+
+/// Rewrites the topic znode with its own data (at its version), so the brokers, which
+/// watch it, re-read their assignment (see [`wait_served`]).
+async fn nudge_assignment(client: &ClusterClient, topic: &str, why: &str, nudges: &AtomicU64) {
+    let path = cluster::topic_path(topic);
+    let zk = client.zookeeper();
+    if let Ok((data, stat)) = zk.get_data(&path).await {
+        if zk.set_data(&path, &data, Some(stat.version)).await.is_ok() {
+            nudges.fetch_add(1, Ordering::Relaxed);
+            eprintln!(
+                "produce-load: {why}: rewrote {path} so the brokers re-read their assignment"
+            );
+        }
+    }
+}
+
+/// Waits until `want` replicas of the partition are in sync, watching its znode: the
+/// controller gives a new partition fewer replicas than asked for while fewer brokers
+/// are alive, and a leader drops a follower from the in-sync set that does not catch up
+/// in time; a run measured meanwhile would not pay for the replication asked for.
+async fn wait_in_sync(
+    client: &ClusterClient,
+    topic: &str,
+    partition: u32,
+    want: usize,
+    timeout: Duration,
+) -> Result<()> {
+    let path = cluster::partition_path(topic, partition);
+    let mut last: Option<PartitionMetadata> = None;
+    let waited = tokio::time::timeout(timeout, async {
+        let mut watch = client
+            .zookeeper()
+            .watch_data(&path)
+            .await
+            .with_context(|| format!("watching {path}"))?;
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Data(node))) => {
+                    let meta = wire::decode::<PartitionMetadata>(&node.data)
+                        .map_err(|e| anyhow!("{path}: {e}"))?;
+                    if meta.isr.len() >= want {
+                        return Ok(());
+                    }
+                    last = Some(meta);
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(anyhow!("watching {path}: {e}")),
+                None => bail!("{path}: the watch ended (partition deleted?)"),
+            }
+        }
+    })
+    .await;
+    match waited {
+        Ok(result) => result,
+        Err(_) => Err(anyhow!(
+            "{topic}/{partition}: not {want} replicas in sync after {timeout:?} (last seen: {})",
+            last.map_or("nothing".into(), |m| format!(
+                "replicas {:?}, isr {:?}",
+                m.replicas, m.isr
+            ))
+        )),
     }
 }
 
@@ -547,7 +770,7 @@ fn produce_body_bytes(args: &Args) -> usize {
     let request = ProduceRequest {
         topic: args.topic.clone(),
         partition: args.partition,
-        acks: Acks::Leader,
+        acks: args.acks.acks(),
         producer_id: None,
         base_sequence: None,
         leader_epoch: None,
@@ -760,7 +983,10 @@ async fn probe(args: &Args) -> Result<()> {
         System::Ours => {
             let client = ClusterClient::connect(resolve(&args.target)?).await?;
             let timeout = Duration::from_secs_f64(args.timeout);
-            wait_served(&client, &args.topic, args.partition, timeout).await?;
+            let nudges = AtomicU64::new(0);
+            wait_served(&client, &args.topic, args.partition, timeout, &nudges).await?;
+            let in_sync = args.replication_factor as usize;
+            wait_in_sync(&client, &args.topic, args.partition, in_sync, timeout).await?;
         }
         System::Mqtt => {
             let (client, mut eventloop) = mqtt_client(args, "probe", 8)?;
@@ -839,8 +1065,16 @@ fn json_str(s: &str) -> String {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    if args.record_size < 16 || args.batch == 0 || args.in_flight == 0 || args.window == 0 {
-        bail!("--record-size must be >= 16; --batch, --in-flight, --window >= 1");
+    if args.record_size < 16
+        || args.batch == 0
+        || args.in_flight == 0
+        || args.window == 0
+        || args.replication_factor == 0
+    {
+        bail!(
+            "--record-size must be >= 16; --batch, --in-flight, --window, \
+             --replication-factor >= 1"
+        );
     }
     if !(args.timeout.is_finite() && args.timeout > 0.0) {
         bail!("--timeout must be > 0");
@@ -900,6 +1134,8 @@ fn main() -> Result<()> {
         notifications: AtomicU64::new(0),
         fetches: AtomicU64::new(0),
         empty_fetches: AtomicU64::new(0),
+        retries: Mutex::new(RetryStats::default()),
+        nudges: AtomicU64::new(0),
     });
     let mut c = runtime.block_on(async {
         match args.system {
@@ -971,13 +1207,35 @@ fn main() -> Result<()> {
     } else {
         "null".into()
     };
+    // ours: acks, replication factor and the producer's retries by cause.
+    let r = *sh.retries.lock().expect("lock");
+    let nudges = sh.nudges.load(Ordering::Relaxed);
+    let retries = r.not_leader + r.unavailable + r.no_leader + r.no_answer + r.leader_moved;
+    let retry_causes = format!(
+        "not_leader {} unavailable {} no_leader {} no_answer {} leader_moved {}",
+        r.not_leader, r.unavailable, r.no_leader, r.no_answer, r.leader_moved
+    );
+    let (acks, rf) = if args.system == System::Ours {
+        (
+            json_str(args.acks.name()),
+            if args.fresh_topic {
+                args.replication_factor.to_string()
+            } else {
+                "null".into()
+            },
+        )
+    } else {
+        ("null".into(), "null".into())
+    };
 
     if args.json {
         println!(
-            "{{\"label\":{},\"system\":\"{}\",\"target\":{},\"qos\":{qos},\"batch\":{},\
+            "{{\"label\":{},\"system\":\"{}\",\"target\":{},\"qos\":{qos},\"acks\":{acks},\
+             \"replication_factor\":{rf},\"batch\":{},\
              \"record_size\":{},\"msg_bytes\":{msg_bytes},\"in_flight\":{},\"window\":{},\"window_records\":{window_records},\
              \"warmup\":{},\"count\":{},\"measured\":{},\"lost\":{lost},\"dups\":{},\
              \"foreign\":{},\"stalls\":{stalls},\"errors\":{errors},\"first_error\":{},\
+             \"retries\":{retries},\"retry_causes\":{},\"nudges\":{nudges},\
              \"timed_out\":{timed_out},\"notifications\":{notifications},\
              \"fetches\":{fetches},\"empty_fetches\":{empty_fetches},\"secs\":{secs:.4},\"elapsed_s\":{elapsed:.3},\
              \"rps\":{rps:.1},\"mbps\":{mbps:.3},\"produce_rps\":{produce_rps:.1},\"lat_mean_us\":{mean_us:.1},\
@@ -996,12 +1254,16 @@ fn main() -> Result<()> {
             c.dups,
             c.foreign,
             json_str(&first_error),
+            json_str(&retry_causes),
         );
     } else {
-        let qos_text = if args.system == System::Mqtt {
-            format!(" qos={}", args.qos)
-        } else {
-            String::new()
+        let qos_text = match args.system {
+            System::Mqtt => format!(" qos={}", args.qos),
+            System::Ours if args.fresh_topic => {
+                format!(" acks={} rf={}", args.acks.name(), args.replication_factor)
+            }
+            System::Ours => format!(" acks={}", args.acks.name()),
+            System::Raw => String::new(),
         };
         println!(
             "{} -> {}{qos_text}  batch={} ({msg_bytes} B/message) record={} B in-flight={} \
@@ -1035,6 +1297,12 @@ fn main() -> Result<()> {
             },
             if timed_out { "  TIMED OUT" } else { "" }
         );
+        if retries > 0 {
+            println!("  producer retries {retries} ({retry_causes})");
+        }
+        if nudges > 0 {
+            println!("  brokers nudged {nudges} time(s) to re-read their assignment");
+        }
     }
     if c.measured == 0 {
         eprintln!("produce-load: no measured record was consumed");
