@@ -66,6 +66,9 @@ pub struct BrokerArgs {
     /// How long an acks=all produce waits for the in-sync replicas before a 5.03.
     #[arg(long, default_value_t = 2_000)]
     ack_timeout_ms: u64,
+    /// On SIGTERM, wait at most this long for leadership to move to other replicas.
+    #[arg(long, default_value_t = 10_000)]
+    controlled_shutdown_timeout_ms: u64,
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
@@ -87,6 +90,8 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     config.session_timeout = std::time::Duration::from_millis(args.session_timeout_ms.max(1));
     config.replica_lag = std::time::Duration::from_millis(args.replica_lag_ms.max(1));
     config.ack_timeout = std::time::Duration::from_millis(args.ack_timeout_ms.max(1));
+    config.controlled_shutdown_timeout =
+        std::time::Duration::from_millis(args.controlled_shutdown_timeout_ms);
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {

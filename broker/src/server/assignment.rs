@@ -68,7 +68,11 @@ async fn read_assignment(
         .collect();
     let (topics, _) = zk.get_children(TOPICS).await?;
     for topic in topics {
+        // Data: the topic's config (min in-sync replicas). Children: the controller
+        // creates `partitions` under it after the topic appears; a read between the two
+        // must still learn of it.
         paths.push((cluster::topic_path(&topic), false));
+        paths.push((cluster::topic_path(&topic), true));
         let min_insync = match zk.get_data(&cluster::topic_path(&topic)).await {
             Ok((data, _)) => match wire::decode::<TopicConfig>(&data) {
                 Ok(config) => config.min_insync(),
@@ -118,7 +122,12 @@ async fn watch_for_changes(
     watched: &Arc<Mutex<BTreeSet<String>>>,
     changed: &mpsc::UnboundedSender<()>,
 ) {
-    if !watched.lock().expect("lock").insert(path.clone()) {
+    let key = if children {
+        format!("{path} (children)")
+    } else {
+        path.clone()
+    };
+    if !watched.lock().expect("lock").insert(key.clone()) {
         return;
     }
     let watch = if children {
@@ -127,7 +136,7 @@ async fn watch_for_changes(
         zk.watch_data(&path).await
     };
     let Ok(mut watch) = watch else {
-        watched.lock().expect("lock").remove(&path);
+        watched.lock().expect("lock").remove(&key);
         return;
     };
     let (watched, changed) = (watched.clone(), changed.clone());
@@ -139,7 +148,7 @@ async fn watch_for_changes(
                 break;
             }
         }
-        watched.lock().expect("lock").remove(&path);
+        watched.lock().expect("lock").remove(&key);
         let _ = changed.send(());
     });
 }

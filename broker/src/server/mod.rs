@@ -286,8 +286,21 @@ impl Broker {
     pub async fn shutdown(self) {
         self.state.leaving.store(true, Ordering::SeqCst);
         self.state.fetchers.lock().expect("lock").clear();
-        if let Err(e) = self.move_leadership_away().await {
-            tracing::warn!(id = self.id, error = %e, "controlled shutdown: leadership not moved; leaving anyway");
+        // Bounded as a whole: with the zookeeper unreachable every call would wait out
+        // CoAP retransmissions.
+        let limit = self.controlled_shutdown_timeout;
+        match tokio::time::timeout(limit, self.move_leadership_away()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(id = self.id, error = %e, "controlled shutdown: leadership not moved; leaving anyway")
+            }
+            Err(_) => {
+                tracing::warn!(
+                    id = self.id,
+                    ?limit,
+                    "controlled shutdown: the zookeeper did not answer in time; leaving anyway"
+                )
+            }
         }
         self.stop(true).await;
     }
@@ -358,8 +371,12 @@ impl Broker {
         if close_session {
             // Other tasks may still hold the client: end the session through it, so the
             // registration goes at once (an explicit leave, not a crash).
-            if let Err(e) = self.zk.end_session().await {
-                tracing::warn!(error = %e, "closing the zookeeper session");
+            match tokio::time::timeout(Duration::from_secs(2), self.zk.end_session()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "closing the zookeeper session"),
+                Err(_) => {
+                    tracing::warn!("closing the zookeeper session: no answer; it will expire")
+                }
             }
         }
         self.endpoint.shutdown().await;
