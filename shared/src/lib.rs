@@ -14,6 +14,7 @@ extern crate std;
 
 pub mod api;
 pub mod coap;
+pub mod pehra;
 pub mod time;
 pub mod wire;
 

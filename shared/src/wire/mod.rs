@@ -64,7 +64,8 @@ pub use log::{
     ReplicaFetchResponse, ReplicaPartitionData, TopicConfig, TopicMetadata,
 };
 pub use pehra::{
-    CheckIn, CheckInReply, ElectionResult, ModeChange, NodeRole, Term, Wake, WakeReason,
+    AdminSwitch, CheckIn, CheckInReply, ElectionResult, Maintenance, MaintenanceState, ModeChange,
+    NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, Wake, WakeReason,
 };
 pub use scan::MAX_DEPTH;
 pub use session::{Directive, Heartbeat, HeartbeatAck, SessionOpen, SessionOpened};

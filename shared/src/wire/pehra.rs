@@ -120,18 +120,192 @@ pub struct ElectionResult {
     pub candidates: Vec<String>,
 }
 
-/// A human admin's switch of PEHRA mode for the cluster (enablePehra / disablePehra).
+/// A human admin's switch of PEHRA mode for the cluster (enablePehra / disablePehra),
+/// the body of `POST /pehra/mode` at the zookeeper.
 ///
-/// CBOR: `{"enabled": bool, "nonce": bytes, "mac": bytes}`.
+/// The zookeeper accepts it only if `mac` is right for the admin key it was started with
+/// and `issued_ms` is later than the last change it accepted (so a recorded request
+/// cannot be replayed); otherwise 4.01 and nothing changes.
+///
+/// CBOR: `{"enabled": bool, "issued_ms": u64, "nonce": bytes, "mac": bytes}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModeChange {
     /// PEHRA on (`true`) or off.
     pub enabled: bool,
-    /// A fresh random value, so a recorded message cannot be replayed.
+    /// When the admin issued it, milliseconds since the Unix epoch: it must be later
+    /// than the last accepted change.
+    pub issued_ms: u64,
+    /// A fresh random value (16 bytes), so two changes in one millisecond differ.
     #[serde(with = "serde_bytes")]
     pub nonce: Vec<u8>,
-    /// The message authentication code over `enabled` and `nonce` with the admin key
-    /// (the scheme is defined where it is checked).
+    /// HMAC-SHA256 with the admin key over `"pehra-mode-v1"`, `enabled` (one byte),
+    /// `issued_ms` (8 bytes, big-endian) and `nonce`.
     #[serde(with = "serde_bytes")]
     pub mac: Vec<u8>,
+}
+
+/// The last mode change the admin made: the znode `/pehra/admin`.
+///
+/// CBOR: `{"enabled": bool, "issued_ms": u64}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct AdminSwitch {
+    /// PEHRA on or off.
+    pub enabled: bool,
+    /// When the admin issued it (a later change must be issued later).
+    pub issued_ms: u64,
+}
+
+/// The cluster's PEHRA state: the znode `/pehra/state`, written only by the zookeeper's
+/// PEHRA coordinator and watched by every node.
+///
+/// CBOR: `{"enabled": bool, "traffic_awake": bool, "wake_generation": u64,
+/// "wake_reason"?: WakeReason, "term"?: Term, "next"?: Term, "temporary": bool,
+/// "known": [text, ...]}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PehraState {
+    /// PEHRA mode as the admin set it (enablePehra / disablePehra). Off: nobody sleeps.
+    pub enabled: bool,
+    /// The cluster is switched out of PEHRA mode by traffic (disablePehra by the
+    /// Pehredar): everyone stays awake until every node reports idle.
+    pub traffic_awake: bool,
+    /// Bumped by every wakeUpAll: a node that has obeyed an older generation wakes.
+    pub wake_generation: u64,
+    /// Why the last wakeUpAll happened.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wake_reason: Option<WakeReason>,
+    /// The Pehredar in office and its term.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub term: Option<Term>,
+    /// A Pehredar elected but not yet in office (the handover of a re-election, or the
+    /// election after a Pehredar was lost): it takes office by publishing its
+    /// [`NodeStatus::office`] = `next.number`. Nobody sleeps while an election is open.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next: Option<Term>,
+    /// `term` is allDown's temporary Pehredar: an election is held once every node in
+    /// `known` is back.
+    pub temporary: bool,
+    /// Every candidate node ever seen (allDown waits for all of them).
+    pub known: Vec<String>,
+}
+
+impl Default for PehraState {
+    fn default() -> Self {
+        PehraState {
+            enabled: true,
+            traffic_awake: false,
+            wake_generation: 0,
+            wake_reason: None,
+            term: None,
+            next: None,
+            temporary: false,
+            known: Vec::new(),
+        }
+    }
+}
+
+/// One node's PEHRA status: the ephemeral znode `/pehra/nodes/{node}`, written by the
+/// node with its own session (so it goes when the node dies).
+///
+/// CBOR: `{"node": text, "addr": text, "role": NodeRole, "candidate": bool,
+/// "stay_awake": bool, "idle": bool, "next_alarm_ms"?: u64, "office"?: u64,
+/// "wake_generation": u64, "since_ms": u64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeStatus {
+    /// The node's name (`broker-{id}` for brokers).
+    pub node: String,
+    /// Where it serves CoAP (`ip:port`): check-ins and held requests go there.
+    pub addr: String,
+    /// Its role now.
+    pub role: NodeRole,
+    /// It may be elected Pehredar: it participates (selfChk) and is mains powered.
+    pub candidate: bool,
+    /// It participates but never sleeps (stayAwake).
+    pub stay_awake: bool,
+    /// It has seen no traffic for its idle period.
+    pub idle: bool,
+    /// When it wakes next if left to sleep (dormant nodes), ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_alarm_ms: Option<u64>,
+    /// The term number it holds office in as Pehredar (its acceptance of an election).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub office: Option<u64>,
+    /// The last wakeUpAll generation it obeyed.
+    pub wake_generation: u64,
+    /// When it took its current role, ms since the Unix epoch.
+    pub since_ms: u64,
+}
+
+/// A request to the PEHRA coordinator: a persistent sequential znode under
+/// `/pehra/requests`, which the coordinator applies in order and deletes.
+///
+/// CBOR: `{"wake_all": {"from": text, "reason": WakeReason, "term": u64}}` or
+/// `{"reelect": {"exclude": [text, ...]}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PehraRequest {
+    /// wakeUpAll. `Traffic` also switches the cluster out of PEHRA mode until idle;
+    /// `PehredarLost` (a node found the Pehredar of `term` dead at its alarm) also
+    /// opens an election without it, if `term` is still the current one.
+    WakeAll {
+        /// The node asking.
+        from: String,
+        /// Why.
+        reason: WakeReason,
+        /// The term number the node knows.
+        term: u64,
+    },
+    /// Elect a new Pehredar now, not among `exclude` (maintenance, before taking the
+    /// current Pehredar down).
+    Reelect {
+        /// Nodes that must not be elected this time.
+        exclude: Vec<String>,
+    },
+}
+
+/// One term in the election history: the znode `/pehra/terms/{number:020}`, written
+/// when the Pehredar takes office (the latest 1000 are kept).
+///
+/// CBOR: `{"term": Term, "candidates": [text, ...], "temporary": bool}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TermRecord {
+    /// The term; `started_ms` is when the Pehredar took office.
+    pub term: Term,
+    /// The eligible nodes it was drawn from.
+    pub candidates: Vec<String>,
+    /// An allDown temporary term (no election was held).
+    pub temporary: bool,
+}
+
+/// A rolling-maintenance order for one node: the znode `/pehra/maintenance/{node}`,
+/// written by `pehra cluster maintenance` and updated by the node as it goes.
+///
+/// CBOR: `{"id": u64, "command"?: text, "state": MaintenanceState, "message"?: text}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Maintenance {
+    /// Which maintenance run (a new run has a new id).
+    pub id: u64,
+    /// A shell command to run; `None` means restart the node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub command: Option<String>,
+    /// How far it got.
+    pub state: MaintenanceState,
+    /// The outcome in words (exit status, error).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// How far a node's maintenance got.
+///
+/// CBOR: a text string: `"requested"`, `"running"`, `"done"`, `"failed"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MaintenanceState {
+    /// Ordered, not yet started.
+    Requested,
+    /// The node is moving its leadership away, running the command or restarting.
+    Running,
+    /// Finished and back in service.
+    Done,
+    /// The command failed (the node is back in service).
+    Failed,
 }

@@ -36,11 +36,17 @@ pub struct SessionOpened {
 
 /// Body of `POST /session/{id}/hb`: a heartbeat with the node's health.
 ///
-/// CBOR: `{"health": NodeHealth}`.
+/// CBOR: `{"health": NodeHealth, "sleep_ms"?: u32}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Heartbeat {
     /// The node's health now.
     pub health: NodeHealth,
+    /// The node is going dormant for this long (PEHRA sleepCycle) and will send no
+    /// heartbeat meanwhile: the zookeeper stretches this one lease to the session
+    /// timeout plus `sleep_ms` (capped by its maximum sleep) and says so in
+    /// [`HeartbeatAck::lease_ms`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sleep_ms: Option<u32>,
 }
 
 /// Body of the 2.04 answer to a heartbeat.

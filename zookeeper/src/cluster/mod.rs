@@ -6,6 +6,12 @@
 //! /topics/{topic}/partitions/{p}     PartitionMetadata: replicas, leader, epoch, ISR
 //! /consumers/{group}/{topic}/{p}     committed offset (decimal text)
 //! /admin/shutdown/{id}               ephemeral, empty: broker {id} asks for a controlled shutdown
+//! /pehra/state                       PehraState: mode, Pehredar, term, wake generation
+//! /pehra/admin                       AdminSwitch: the admin's last mode change
+//! /pehra/nodes/{node}                ephemeral, NodeStatus: each node's PEHRA role and alarm
+//! /pehra/requests/r-{seq}            PehraRequest: wakeUpAll / re-election asks
+//! /pehra/terms/{number:020}          TermRecord: the election history (latest 1000)
+//! /pehra/maintenance/{node}          Maintenance: a rolling-maintenance order
 //! ```
 //!
 //! Everything the controller decides is a znode, so `pehra zk ls /` shows the cluster.
@@ -38,6 +44,40 @@ pub const TOPICS: &str = "/topics";
 pub const CONSUMERS: &str = "/consumers";
 /// Where brokers ask for a controlled shutdown (ephemeral children named by broker id).
 pub const SHUTDOWN: &str = "/admin/shutdown";
+
+/// The cluster's PEHRA state ([`wire::PehraState`]), written only by the coordinator.
+pub const PEHRA_STATE: &str = "/pehra/state";
+/// The admin's last mode change ([`wire::AdminSwitch`]), written only by the
+/// zookeeper's `POST /pehra/mode` route after checking the admin key.
+pub const PEHRA_ADMIN: &str = "/pehra/admin";
+/// Each node's PEHRA status ([`wire::NodeStatus`], ephemeral).
+pub const PEHRA_NODES: &str = "/pehra/nodes";
+/// Requests to the coordinator ([`wire::PehraRequest`], persistent sequential `r-`).
+pub const PEHRA_REQUESTS: &str = "/pehra/requests";
+/// The election history ([`wire::TermRecord`]).
+pub const PEHRA_TERMS: &str = "/pehra/terms";
+/// Rolling-maintenance orders ([`wire::Maintenance`]).
+pub const PEHRA_MAINTENANCE: &str = "/pehra/maintenance";
+
+/// A broker's PEHRA node name.
+pub fn broker_node_name(id: u32) -> String {
+    format!("broker-{id}")
+}
+
+/// A node's PEHRA status znode.
+pub fn pehra_node_path(node: &str) -> String {
+    format!("{PEHRA_NODES}/{node}")
+}
+
+/// One term's history znode.
+pub fn pehra_term_path(number: u64) -> String {
+    format!("{PEHRA_TERMS}/{number:020}")
+}
+
+/// A node's maintenance order znode.
+pub fn pehra_maintenance_path(node: &str) -> String {
+    format!("{PEHRA_MAINTENANCE}/{node}")
+}
 
 /// A broker's registration znode.
 pub fn broker_path(id: u32) -> String {

@@ -40,7 +40,7 @@ golden!(node_health_mains_powered: NodeHealth = NodeHealth { battery_permille: N
 golden!(session_open: SessionOpen = SessionOpen { timeout_ms: 30_000, node: Some(s("dev-7")), health: Some(health()) }, "a36a74696d656f75745f6d73197530646e6f6465656465762d37666865616c7468a66c6370755f7065726d696c6c6518fa6f6d656d6f72795f7065726d696c6c65190258706469736b5f696f5f7065726d696c6c6500667274745f6d730c70626174746572795f7065726d696c6c6519036b686661696c7572657301");
 golden!(session_open_minimal: SessionOpen = SessionOpen { timeout_ms: 30_000, node: None, health: None }, "a16a74696d656f75745f6d73197530");
 golden!(session_opened: SessionOpened = SessionOpened { session: 0x0123_4567_89ab_cdef, timeout_ms: 30_000 }, "a26773657373696f6e1b0123456789abcdef6a74696d656f75745f6d73197530");
-golden!(heartbeat: Heartbeat = Heartbeat { health: health() }, "a1666865616c7468a66c6370755f7065726d696c6c6518fa6f6d656d6f72795f7065726d696c6c65190258706469736b5f696f5f7065726d696c6c6500667274745f6d730c70626174746572795f7065726d696c6c6519036b686661696c7572657301");
+golden!(heartbeat: Heartbeat = Heartbeat { health: health(), sleep_ms: None }, "a1666865616c7468a66c6370755f7065726d696c6c6518fa6f6d656d6f72795f7065726d696c6c65190258706469736b5f696f5f7065726d696c6c6500667274745f6d730c70626174746572795f7065726d696c6c6519036b686661696c7572657301");
 golden!(heartbeat_ack: HeartbeatAck = HeartbeatAck {
     lease_ms: 45_000,
     directives: vec![
@@ -160,7 +160,7 @@ golden!(wake_reasons: Vec<WakeReason> = vec![
 ], "8567747261666669636d70656872656461725f6c6f73746561646d696e6b6d61696e74656e616e636568656c656374696f6e");
 golden!(wake: Wake = Wake { reason: WakeReason::Traffic, term: 7 }, "a266726561736f6e6774726166666963647465726d07");
 golden!(election_result: ElectionResult = ElectionResult { term: term(), candidates: vec![s("gw-1"), s("gw-2")] }, "a2647465726da4666e756d626572076870656872656461726467772d316a737461727465645f6d731b0000018bcfe5680067656e64735f6d731b0000018bcfee8fc06a63616e64696461746573826467772d316467772d32");
-golden!(mode_change: ModeChange = ModeChange { enabled: false, nonce: vec![1, 2, 3, 4], mac: vec![0xde, 0xad, 0xbe, 0xef] }, "a367656e61626c6564f4656e6f6e63654401020304636d616344deadbeef");
+golden!(mode_change: ModeChange = ModeChange { enabled: false, issued_ms: 1_700_000_000_000, nonce: vec![1, 2, 3, 4], mac: vec![0xde, 0xad, 0xbe, 0xef] }, "a467656e61626c6564f4696973737565645f6d731b0000018bcfe56800656e6f6e63654401020304636d616344deadbeef");
 
 // error.rs
 golden!(error_body: ErrorBody = ErrorBody { error: ErrorKind::Asleep, message: s("dormant until alarm"), retry_after_ms: Some(5000) }, "a3656572726f726661736c656570676d65737361676573646f726d616e7420756e74696c20616c61726d6e72657472795f61667465725f6d73191388");

@@ -171,7 +171,13 @@ pub(super) fn cases() -> Vec<Case> {
                 timeout_ms: 30_000,
             }
         ),
-        case!(Heartbeat, Heartbeat { health: health() }),
+        case!(
+            Heartbeat,
+            Heartbeat {
+                health: health(),
+                sleep_ms: None
+            }
+        ),
         case!(
             HeartbeatAck,
             HeartbeatAck {
@@ -351,8 +357,69 @@ pub(super) fn cases() -> Vec<Case> {
             ModeChange,
             ModeChange {
                 enabled: true,
+                issued_ms: 1_700_000_000_000,
                 nonce: vec![1; 16],
                 mac: vec![2; 32],
+            }
+        ),
+        case!(
+            AdminSwitch,
+            AdminSwitch {
+                enabled: false,
+                issued_ms: 3,
+            }
+        ),
+        case!(
+            PehraState,
+            PehraState {
+                enabled: true,
+                traffic_awake: true,
+                wake_generation: 9,
+                wake_reason: Some(WakeReason::Traffic),
+                term: Some(term()),
+                next: Some(term()),
+                temporary: false,
+                known: vec![s("broker-1"), s("broker-2")],
+            }
+        ),
+        case!(
+            NodeStatus,
+            NodeStatus {
+                node: s("broker-1"),
+                addr: s("127.0.0.1:5683"),
+                role: NodeRole::Dormant,
+                candidate: true,
+                stay_awake: false,
+                idle: true,
+                next_alarm_ms: Some(1_700_000_060_000),
+                office: Some(7),
+                wake_generation: 9,
+                since_ms: 1_700_000_000_000,
+            }
+        ),
+        case!(
+            PehraRequest,
+            PehraRequest::WakeAll {
+                from: s("broker-2"),
+                reason: WakeReason::PehredarLost,
+                term: 7,
+            }
+        ),
+        case!(
+            TermRecord,
+            TermRecord {
+                term: term(),
+                candidates: vec![s("broker-1")],
+                temporary: true,
+            }
+        ),
+        case!(
+            Maintenance,
+            Maintenance {
+                id: 1,
+                command: Some(s("true")),
+                state: MaintenanceState::Running,
+                message: None,
             }
         ),
         case!(

@@ -1,0 +1,1 @@
+//! The PEHRA elector (see the module docs of [`super`]).

@@ -1,0 +1,14 @@
+//! PEHRA, the energy-saving protocol (seed 000), as sans-IO state machines: time in
+//! (milliseconds since the Unix epoch, because terms are compared across processes),
+//! actions out. No clocks, sockets or files: the zookeeper, the brokers and the firmware
+//! drive them.
+//!
+//! - [`coordinator`]: the elector the zookeeper runs: random elections among candidates,
+//!   terms and their handover, wakeUpAll generations, traffic mode, the admin's switch,
+//!   allDown.
+//! - [`node`]: one participant: awake, dormant until its alarm, Pehredar, opted out.
+//!
+//! `docs/pehra.md` describes the protocol as a whole.
+
+pub mod coordinator;
+pub mod node;

@@ -1,0 +1,1 @@
+//! One PEHRA participant (see the module docs of [`super`]).
