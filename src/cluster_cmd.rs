@@ -44,6 +44,26 @@ enum ClusterCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Rolling maintenance (PEHRA): every broker in turn, the Pehredar last, moves its
+    /// leadership away and restarts (or runs --command), while the others serve.
+    #[command(
+        after_help = "For each broker, in order of id with the Pehredar last: if it is the \
+        Pehredar, another is elected first and must take office; the broker is told (its \
+        znode /pehra/maintenance/broker-{id}) to move its partition leadership to other \
+        in-sync replicas and then to restart itself (same binary, arguments and PID) or run \
+        COMMAND with `sh -c`; the next broker's turn starts only once it is back in the \
+        in-sync set of every partition it holds. A failed command or a step slower than \
+        --timeout-s stops the run (exit status 1); brokers not yet visited are untouched."
+    )]
+    Maintenance {
+        /// A shell command each broker runs instead of restarting.
+        #[arg(long)]
+        command: Option<String>,
+        /// How long one step (a re-election, one broker's maintenance, its return to the
+        /// in-sync sets) may take, in seconds.
+        #[arg(long, default_value_t = 120)]
+        timeout_s: u64,
+    },
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
@@ -52,6 +72,19 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
         .context("opening a zookeeper client")?;
     match args.command {
         ClusterCommand::Status => status(&client).await,
+        ClusterCommand::Maintenance { command, timeout_s } => {
+            let options = cluster::MaintenanceOptions {
+                command,
+                timeout: Duration::from_secs(timeout_s),
+            };
+            cluster::maintenance(&client, options, |event| println!("{event}"))
+                .await
+                .with_context(|| {
+                    format!("rolling maintenance through the zookeeper at {}", args.zookeeper)
+                })?;
+            println!("maintenance done: every broker is back in service");
+            Ok(ExitCode::SUCCESS)
+        }
         ClusterCommand::Rebalance { timeout_s, dry_run } => {
             let options = RebalanceOptions {
                 timeout: Duration::from_secs(timeout_s),

@@ -45,6 +45,22 @@ pub struct DevArgs {
     /// Stop by itself after this many seconds (default: run until Ctrl-C).
     #[arg(long)]
     duration: Option<u64>,
+    /// The demo producer sends for this many seconds...
+    #[arg(long, default_value_t = 5)]
+    burst_s: u64,
+    /// ...then pauses this long, so that the brokers fall asleep (PEHRA) and the next
+    /// burst wakes them. 0: produce without pause.
+    #[arg(long, default_value_t = 20)]
+    pause_s: u64,
+    /// A broker with no traffic for this long goes dormant (PEHRA sleepCycle).
+    #[arg(long, default_value_t = 3000)]
+    idle_before_sleep_ms: u64,
+    /// A dormant broker wakes this often to check on the Pehredar (alarmClock).
+    #[arg(long, default_value_t = 10_000)]
+    alarm_interval_ms: u64,
+    /// The Pehredar's term (a re-election is held before it ends).
+    #[arg(long, default_value_t = 60_000)]
+    pehra_term_ms: u64,
 }
 
 /// A child process killed (by PID) when dropped.
@@ -133,6 +149,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         zk_addr.to_string(),
         "--data-dir".into(),
         args.data_dir.join("zookeeper").display().to_string(),
+        "--pehra-term-ms".into(),
+        args.pehra_term_ms.to_string(),
+        "--pehra-handover-ms".into(),
+        (args.pehra_term_ms / 6).to_string(),
     ];
     children.push(
         Child::start(
@@ -159,6 +179,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
                 .join(format!("broker-{id}"))
                 .display()
                 .to_string(),
+            "--idle-before-sleep-ms".into(),
+            args.idle_before_sleep_ms.to_string(),
+            "--alarm-interval-ms".into(),
+            args.alarm_interval_ms.to_string(),
         ];
         let name = format!("broker {id}");
         children.push(
@@ -206,28 +230,45 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
     client
         .wait_for_leaders(&args.topic, Duration::from_secs(20))
         .await?;
-    eprintln!(
-        "  producing {} records/s; consuming from the end; Ctrl-C stops\n",
-        args.rate
-    );
+    if args.pause_s == 0 {
+        eprintln!(
+            "  producing {} records/s; consuming from the end; Ctrl-C stops\n",
+            args.rate
+        );
+    } else {
+        eprintln!(
+            "  producing {} records/s for {} s, then pausing {} s (brokers idle for {} ms \
+             fall asleep; the next burst wakes them); consuming from the end; Ctrl-C stops\n",
+            args.rate, args.burst_s, args.pause_s, args.idle_before_sleep_ms
+        );
+    }
 
     let produced = Arc::new(AtomicU64::new(0));
     let consumed = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let wrote = Arc::new(tokio::sync::Notify::new());
+    let schedule = Bursts {
+        rate: args.rate,
+        burst: Duration::from_secs(args.burst_s),
+        pause: Duration::from_secs(args.pause_s),
+    };
     let producer = tokio::spawn(produce_loop(
         client.clone(),
         args.topic.clone(),
         args.partitions,
-        args.rate,
+        schedule,
         produced.clone(),
         failed.clone(),
+        wrote.clone(),
     ));
     let consumer = tokio::spawn(consume_loop(
         client.clone(),
         args.topic.clone(),
         args.partitions,
         consumed.clone(),
+        wrote,
     ));
+    let mut pehra_view = PehraView::default();
     let started = Instant::now();
     let mut ticker = tokio::time::interval(Duration::from_secs(1));
     let (mut last_p, mut last_c) = (0, 0);
@@ -265,11 +306,17 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
                 }
             })
             .collect();
+        if let Ok(nodes) = crate::pehra_cmd::read_nodes(client.zookeeper()).await {
+            for change in pehra_view.update(&nodes) {
+                eprintln!("\r{change:<150}");
+            }
+        }
         eprint!(
-            "\r[{:>4}s] brokers {}/{} alive | leaders {} | produced {} ({}/s) consumed {} ({}/s) lag {} | failed sends {}   ",
+            "\r[{:>4}s] brokers {}/{} alive | {} | leaders {} | produced {} ({}/s) consumed {} ({}/s) lag {} | failed sends {}   ",
             started.elapsed().as_secs(),
             meta.brokers.len(),
             args.brokers,
+            pehra_view.summary(),
             leaders.join(" "),
             p,
             p - last_p,
@@ -288,20 +335,34 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
     outcome
 }
 
+/// When the demo producer sends: `rate` records/s for `burst`, then nothing for `pause`.
+struct Bursts {
+    rate: u32,
+    burst: Duration,
+    pause: Duration,
+}
+
 async fn produce_loop(
     client: Arc<ClusterClient>,
     topic: String,
     partitions: u32,
-    rate: u32,
+    schedule: Bursts,
     produced: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
+    wrote: Arc<tokio::sync::Notify>,
 ) -> Result<()> {
     let ticks_per_second = 10u32;
-    let per_tick = (rate / ticks_per_second).max(1);
+    let per_tick = (schedule.rate / ticks_per_second).max(1);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_second);
     let mut seq = 0u64;
+    let mut burst_started = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
+        if !schedule.pause.is_zero() && burst_started.elapsed() >= schedule.burst {
+            tokio::time::sleep(schedule.pause).await;
+            burst_started = tokio::time::Instant::now();
+            ticker.reset();
+        }
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
@@ -332,6 +393,7 @@ async fn produce_loop(
             {
                 Ok(_) => {
                     produced.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    wrote.notify_one();
                 }
                 Err(e) => {
                     failed.fetch_add(1, Ordering::Relaxed);
@@ -342,11 +404,14 @@ async fn produce_loop(
     }
 }
 
+/// Reads what the demo producer wrote, woken by it (so an idle demo sends the brokers
+/// nothing and they can sleep).
 async fn consume_loop(
     client: Arc<ClusterClient>,
     topic: String,
     partitions: u32,
     consumed: Arc<AtomicU64>,
+    wrote: Arc<tokio::sync::Notify>,
 ) -> Result<()> {
     // Start at each partition's end (retrying while a leader is not up yet).
     let mut next = Vec::new();
@@ -358,9 +423,8 @@ async fn consume_loop(
             }
         }
     }
-    let mut ticker = tokio::time::interval(Duration::from_millis(100));
     loop {
-        ticker.tick().await;
+        wrote.notified().await;
         for p in 0..partitions {
             let from = next[p as usize];
             let Ok(response) = client.fetch(&topic, p, from, 1024 * 1024).await else {
@@ -372,5 +436,68 @@ async fn consume_loop(
                 consumed.fetch_add(records.len() as u64, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// The PEHRA part of the live view: who is Pehredar, who sleeps, and a line for every
+/// node that fell asleep, woke or took office since the last look.
+#[derive(Default)]
+struct PehraView {
+    roles: std::collections::BTreeMap<String, pehra_shared::wire::NodeRole>,
+}
+
+impl PehraView {
+    /// Takes the nodes' statuses now; returns a line per change.
+    fn update(&mut self, nodes: &[pehra_shared::wire::NodeStatus]) -> Vec<String> {
+        use pehra_shared::wire::NodeRole;
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let mut changes = Vec::new();
+        for n in nodes {
+            let before = self.roles.insert(n.node.clone(), n.role);
+            if before == Some(n.role) {
+                continue;
+            }
+            let line = match n.role {
+                NodeRole::Dormant => format!(
+                    "  {} fell asleep (alarm in {:.1} s)",
+                    n.node,
+                    n.next_alarm_ms.unwrap_or(now).saturating_sub(now) as f64 / 1000.0
+                ),
+                NodeRole::Pehredar => format!("  {} took office as Pehredar", n.node),
+                NodeRole::Awake if before == Some(NodeRole::Dormant) => {
+                    format!("  {} woke up", n.node)
+                }
+                NodeRole::Awake => format!("  {} is awake", n.node),
+                NodeRole::OptedOut => format!("  {} does not take part in PEHRA", n.node),
+            };
+            changes.push(line);
+        }
+        let names: std::collections::BTreeSet<&str> =
+            nodes.iter().map(|n| n.node.as_str()).collect();
+        self.roles.retain(|name, _| names.contains(name.as_str()));
+        changes
+    }
+
+    /// `pehredar broker-2, asleep 1/3`.
+    fn summary(&self) -> String {
+        use pehra_shared::wire::NodeRole;
+        let pehredar = self
+            .roles
+            .iter()
+            .find(|(_, r)| **r == NodeRole::Pehredar)
+            .map(|(n, _)| n.as_str())
+            .unwrap_or("none");
+        let asleep = self
+            .roles
+            .values()
+            .filter(|r| **r == NodeRole::Dormant)
+            .count();
+        format!(
+            "pehredar {pehredar}, asleep {asleep}/{}",
+            self.roles.len()
+        )
     }
 }

@@ -8,6 +8,7 @@ mod cluster_cmd;
 mod coap_cmd;
 mod dev_cmd;
 mod diag;
+mod pehra_cmd;
 mod zk_cmd;
 
 use clap::{Parser, Subcommand};
@@ -44,6 +45,8 @@ enum Command {
     Consume(broker_cmd::ConsumeArgs),
     /// Show the cluster (brokers, topics, partitions) and rebalance its replicas.
     Cluster(cluster_cmd::ClusterArgs),
+    /// PEHRA, the energy-saving protocol: its state, and the admin's switch.
+    Pehra(pehra_cmd::PehraArgs),
     /// Send one CoAP request (or observe a resource) and print the response.
     Coap(coap_cmd::CoapArgs),
 }
@@ -68,6 +71,7 @@ async fn main() -> std::process::ExitCode {
         Command::Produce(args) => broker_cmd::produce(args).await,
         Command::Consume(args) => broker_cmd::consume(args).await,
         Command::Cluster(args) => cluster_cmd::cluster(args).await,
+        Command::Pehra(args) => pehra_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -26,10 +26,12 @@
 
 pub mod controller;
 pub mod election;
+pub mod maintenance;
 pub mod reassign;
 
 pub use controller::{Controller, ControllerConfig};
 pub use election::decide;
+pub use maintenance::{maintenance, MaintenanceError, MaintenanceEvent, MaintenanceOptions};
 pub use reassign::{rebalance, RebalanceEvent, RebalanceOptions, RebalanceReport};
 
 use crate::client::{Client, CreateMode, ZkError};

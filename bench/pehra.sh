@@ -1,0 +1,181 @@
+#!/usr/bin/env bash
+# PEHRA's cost of idling: CPU time and wakeups per minute of idle, for a dormant broker,
+# an awake idle broker and the Pehredar (and our zookeeper), against an idle Mosquitto
+# and an idle Apache ZooKeeper measured in the same window; then the latency of the
+# first produce to a sleeping cluster vs to an awake one.
+#
+#   bash bench/pehra.sh
+#
+# Setup (release binaries, everything on 127.0.0.1, every process killed by PID on exit):
+#   pehra zookeeper   --pehra-term-ms 3600000 (no re-election inside the window)
+#   brokers 1..3      --idle-before-sleep-ms IDLE_MS --alarm-interval-ms ALARM_MS: once
+#                     idle, all but the Pehredar sleep; a dormant one wakes once per alarm
+#   broker 4          --stay-awake: participates but never sleeps (the awake idle broker,
+#                     the same code with every timer running)
+#   mosquitto         Debian's package, no client (installed with apt-get if missing)
+#   Apache ZooKeeper  Debian's `zookeeper` 3.8 standalone, no client (same)
+# Once every broker but the Pehredar and broker 4 is dormant, every process is sampled
+# over WINDOW_S seconds: CPU time = utime + stime of all its threads (/proc/PID/stat),
+# wakeups = voluntary context switches summed over its threads (/proc/PID/task/*/status),
+# both scaled to one minute. Then `first-produce` (bench/src/bin/first-produce.rs) times
+# ROUNDS produces (acks all, one record, to a partition led by a sleeper) to the sleeping
+# cluster, each followed by one to the then awake cluster.
+#
+# Environment (defaults): WINDOW_S=60 IDLE_MS=2000 ALARM_MS=60000 ROUNDS=5 SKIP_BUILD=0
+# Output: a table (on stderr, with the progress) and bench/results/pehra-<date>.json (gitignored).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+REL="$TARGET_DIR/release"
+PEHRA="$REL/pehra"
+FIRST="$REL/first-produce"
+WINDOW_S="${WINDOW_S:-60}"
+IDLE_MS="${IDLE_MS:-2000}"
+ALARM_MS="${ALARM_MS:-60000}"
+ROUNDS="${ROUNDS:-5}"
+SKIP_BUILD="${SKIP_BUILD:-0}"
+ZK_JAR=/usr/share/java/zookeeper.jar
+TICKS=$(getconf CLK_TCK)
+
+log() { printf '[pehra.sh] %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+
+PIDS=()
+WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-idle-bench.XXXXXX")"
+cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+if [[ "$SKIP_BUILD" != 1 ]]; then
+    log "building (release)"
+    cargo build --release -j2 -p pehra --bin pehra
+    cargo build --release -j2 -p pehra-bench --bin first-produce
+fi
+[[ -x "$PEHRA" && -x "$FIRST" ]] || die "missing $PEHRA or $FIRST"
+
+install_deb() { # command package
+    command -v "$1" >/dev/null && return 0
+    [[ "$1" == java && -r "$ZK_JAR" ]] && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        log "installing $2 (Debian package)"
+        apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || true
+    fi
+}
+port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+declare -A PID_OF
+start() { # name log command...
+    local name="$1" logf="$2"
+    shift 2
+    "$@" >"$logf" 2>&1 &
+    PIDS+=("$!")
+    PID_OF[$name]=$!
+}
+
+ZK="127.0.0.1:$(port)"
+start zookeeper "$WORK/zk.log" "$PEHRA" zookeeper --listen "$ZK" --data-dir "$WORK/zk" \
+    --pehra-term-ms 3600000 --pehra-handover-ms 60000
+sleep 1
+for id in 1 2 3 4; do
+    extra=()
+    [[ $id == 4 ]] && extra=(--stay-awake)
+    start "broker-$id" "$WORK/b$id.log" "$PEHRA" broker --id "$id" --listen "127.0.0.1:$(port)" \
+        --zookeeper "$ZK" --data-dir "$WORK/b$id" --idle-before-sleep-ms "$IDLE_MS" \
+        --alarm-interval-ms "$ALARM_MS" "${extra[@]}"
+done
+
+install_deb mosquitto mosquitto
+if command -v mosquitto >/dev/null; then
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$(tcp_port)" >"$WORK/mosquitto.conf"
+    start mosquitto "$WORK/mosquitto.log" mosquitto -c "$WORK/mosquitto.conf"
+else
+    log "skipping mosquitto: not installed"
+fi
+install_deb java zookeeper
+if [[ -r "$ZK_JAR" ]] && command -v java >/dev/null; then
+    mkdir -p "$WORK/apache-conf" "$WORK/apache-data"
+    printf 'tickTime=2000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n' \
+        "$WORK/apache-data" "$(tcp_port)" >"$WORK/apache-conf/zoo.cfg"
+    cp="$WORK/apache-conf:$ZK_JAR"
+    [[ -r /usr/share/java/slf4j-simple.jar ]] && cp+=":/usr/share/java/slf4j-simple.jar"
+    start apache-zookeeper "$WORK/apache.log" java -Xms256m -Xmx256m -Dzookeeper.log.dir="$WORK" \
+        -cp "$cp" org.apache.zookeeper.server.ZooKeeperServerMain "$WORK/apache-conf/zoo.cfg"
+else
+    log "skipping Apache ZooKeeper: not installed"
+fi
+
+# Waits until the cluster sleeps; prints the Pehredar's and one sleeper's node names.
+log "waiting for every broker but the Pehredar and broker-4 to fall asleep"
+deadline=$((SECONDS + 120))
+while :; do
+    status="$("$PEHRA" pehra status --zookeeper "$ZK" 2>/dev/null || true)"
+    pehredar="$(awk '$1 ~ /^broker-/ && $2 == "pehredar" {print $1}' <<<"$status")"
+    awake="$(awk '$1 ~ /^broker-/ && $2 == "awake" {print $1}' <<<"$status")"
+    sleeper="$(awk '$1 ~ /^broker-/ && $2 == "dormant" {print $1; exit}' <<<"$status")"
+    if [[ -n "$pehredar" && -n "$sleeper" && -z "$awake" ]]; then break; fi
+    ((SECONDS < deadline)) || { echo "$status" >&2; die "the cluster did not fall asleep"; }
+    sleep 0.5
+done
+log "asleep: Pehredar $pehredar, sampling $sleeper (dormant), broker-4 (awake idle) over ${WINDOW_S} s"
+
+cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+vcsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
+
+declare -A ROLE=([zookeeper]="our zookeeper (gateway)" [mosquitto]="Mosquitto, idle" [apache-zookeeper]="Apache ZooKeeper, idle")
+ROLE[$sleeper]="dormant broker"
+ROLE["broker-4"]="awake idle broker (--stay-awake)"
+ROLE[$pehredar]="Pehredar broker"
+SAMPLED=(zookeeper "$sleeper" broker-4 "$pehredar")
+[[ -n "${PID_OF[mosquitto]:-}" ]] && SAMPLED+=(mosquitto)
+[[ -n "${PID_OF[apache-zookeeper]:-}" ]] && SAMPLED+=(apache-zookeeper)
+declare -A CPU0 CSW0
+for n in "${SAMPLED[@]}"; do
+    CPU0[$n]=$(cpu_ticks "${PID_OF[$n]}")
+    CSW0[$n]=$(vcsw "${PID_OF[$n]}")
+done
+sleep "$WINDOW_S"
+status_after="$("$PEHRA" pehra status --zookeeper "$ZK")"
+still="$(awk -v n="$sleeper" '$1 == n {print $2}' <<<"$status_after")"
+[[ "$still" == dormant ]] || log "warning: $sleeper is $still at the end of the window"
+
+mkdir -p bench/results
+out="bench/results/pehra-$(date +%Y%m%d-%H%M%S).json"
+printf '\n%-36s %14s %18s\n' "process (idle)" "CPU ms/min" "wakeups/min"
+{
+    printf '{\n  "git_rev": "%s",\n  "window_s": %s, "idle_ms": %s, "alarm_ms": %s,\n  "idle": {' \
+        "$(git rev-parse --short HEAD)" "$WINDOW_S" "$IDLE_MS" "$ALARM_MS"
+    sep=""
+    for n in "${SAMPLED[@]}"; do
+        cpu=$(( ($(cpu_ticks "${PID_OF[$n]}") - CPU0[$n]) * 1000 / TICKS ))
+        csw=$(( $(vcsw "${PID_OF[$n]}") - CSW0[$n] ))
+        cpu_min=$(awk -v v="$cpu" -v w="$WINDOW_S" 'BEGIN {printf "%.0f", v * 60 / w}')
+        csw_min=$(awk -v v="$csw" -v w="$WINDOW_S" 'BEGIN {printf "%.0f", v * 60 / w}')
+        printf '%-36s %14s %18s\n' "${ROLE[$n]}" "$cpu_min" "$csw_min" >&2
+        printf '%s\n    "%s": {"cpu_ms_per_min": %s, "wakeups_per_min": %s}' "$sep" "${ROLE[$n]}" "$cpu_min" "$csw_min"
+        sep=","
+    done
+    printf '\n  },\n'
+} >"$out.part"
+
+log "first produce: $ROUNDS rounds, each after the cluster fell asleep again"
+first="$("$FIRST" --zookeeper "$ZK" --rounds "$ROUNDS")"
+echo "$first" | python3 -c '
+import json, sys
+d = json.load(sys.stdin)
+print("\nfirst produce (acks all, 1 record)   median ms   samples")
+print("  to the sleeping cluster           %9.1f   %s" % (d["asleep_median_ms"], ", ".join("%.1f" % x for x in d["asleep_ms"])))
+print("  to the awake cluster              %9.1f   %s" % (d["awake_median_ms"], ", ".join("%.1f" % x for x in d["awake_ms"])))
+print("  ratio asleep / awake              %9.1fx" % (d["asleep_median_ms"] / d["awake_median_ms"]))
+' >&2
+{ cat "$out.part"; printf '  "first_produce": %s\n}\n' "$first"; } >"$out"
+rm -f "$out.part"
+log "written $out"

@@ -1,0 +1,685 @@
+//! PEHRA on real processes: a zookeeper (the elector) and brokers on loopback, one
+//! scenario per function of seed 000 — election and reElection (300 terms), selfChk,
+//! sleepCycle, alarmClock, wakeUpAll, disablePehra, the admin's enable/disable,
+//! maintenance and allDown.
+//!
+//! Every wait is for a state the zookeeper shows (a znode's value), bounded in time.
+
+mod common;
+
+use common::{free_udp_port, pehra, unsafe_kill, BrokerProcess, TempDir, Zookeeper};
+use pehra_broker::client::{records_from, ClusterClient};
+use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
+use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::wire::{
+    self, Acks, AdminSwitch, NodeRole, NodeStatus, PehraState, Record, TermRecord, WakeReason,
+};
+use pehra_zookeeper::cluster::{
+    self, pehra_node_path, PEHRA_ADMIN, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS,
+};
+use pehra_zookeeper::{Client, ClientOptions};
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+/// Short sessions, idle periods and alarms so that a test sees several cycles.
+const SESSION_MS: &str = "1500";
+const IDLE_MS: &str = "500";
+const ALARM_MS: u64 = 2000;
+
+/// The PEHRA settings of a test cluster's zookeeper.
+struct Terms {
+    term_ms: u64,
+    handover_ms: u64,
+}
+
+const LONG_TERMS: Terms = Terms {
+    term_ms: 60_000,
+    handover_ms: 10_000,
+};
+
+struct Cluster {
+    dir: TempDir,
+    zk: Option<Zookeeper>,
+    zk_addr: SocketAddr,
+    key_file: PathBuf,
+    brokers: BTreeMap<u32, BrokerProcess>,
+    addrs: BTreeMap<u32, SocketAddr>,
+    extra: BTreeMap<u32, Vec<String>>,
+}
+
+impl Cluster {
+    /// A zookeeper with an admin key, and brokers `1..=n` with the short PEHRA settings
+    /// (plus `extra` flags per broker).
+    fn start(name: &str, terms: Terms, n: u32, extra: &[(u32, &[&str])]) -> Cluster {
+        let dir = TempDir::new(name);
+        let key_file = dir.path().join("admin.key");
+        std::fs::write(&key_file, "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0wMTIzNDU2\n").unwrap();
+        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let term = terms.term_ms.to_string();
+        let handover = terms.handover_ms.to_string();
+        let zk = Zookeeper::start_with(
+            &dir.path().join("zookeeper"),
+            zk_addr,
+            &[
+                "--admin-key",
+                key_file.to_str().unwrap(),
+                "--pehra-term-ms",
+                &term,
+                "--pehra-handover-ms",
+                &handover,
+                "--pehra-takeover-timeout-ms",
+                "3000",
+            ],
+        );
+        let mut cluster = Cluster {
+            dir,
+            zk: Some(zk),
+            zk_addr,
+            key_file,
+            brokers: BTreeMap::new(),
+            addrs: BTreeMap::new(),
+            extra: extra
+                .iter()
+                .map(|(id, flags)| (*id, flags.iter().map(|f| f.to_string()).collect()))
+                .collect(),
+        };
+        for id in 1..=n {
+            cluster.start_broker(id);
+        }
+        cluster
+    }
+
+    fn start_broker(&mut self, id: u32) {
+        let addr = *self
+            .addrs
+            .entry(id)
+            .or_insert_with(|| format!("127.0.0.1:{}", free_udp_port()).parse().unwrap());
+        let alarm = ALARM_MS.to_string();
+        let mut flags: Vec<&str> = vec![
+            "--session-timeout-ms",
+            SESSION_MS,
+            "--replica-lag-ms",
+            "2000",
+            "--idle-before-sleep-ms",
+            IDLE_MS,
+            "--alarm-interval-ms",
+            &alarm,
+            "--controlled-shutdown-timeout-ms",
+            "3000",
+        ];
+        let extra = self.extra.get(&id).cloned().unwrap_or_default();
+        flags.extend(extra.iter().map(String::as_str));
+        let dir = self.dir.path().join(format!("broker-{id}"));
+        let broker = BrokerProcess::start_with(id, addr, &dir, self.zk_addr, &flags);
+        self.brokers.insert(id, broker);
+    }
+
+    fn kill_broker(&mut self, id: u32) {
+        if let Some(mut b) = self.brokers.remove(&id) {
+            let _ = b.child.kill();
+            let _ = b.child.wait();
+        }
+    }
+
+    async fn zk(&self) -> Client {
+        Client::without_session(self.zk_addr, ClientOptions::default().coap)
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.brokers.clear();
+        self.zk.take();
+    }
+}
+
+async fn state(zk: &Client) -> Option<PehraState> {
+    let (data, _) = zk.get_data(PEHRA_STATE).await.ok()?;
+    wire::decode(&data).ok()
+}
+
+async fn statuses(zk: &Client) -> BTreeMap<String, NodeStatus> {
+    let mut out = BTreeMap::new();
+    let Ok((names, _)) = zk.get_children(PEHRA_NODES).await else {
+        return out;
+    };
+    for name in names {
+        if let Ok((data, _)) = zk.get_data(&pehra_node_path(&name)).await {
+            if let Ok(s) = wire::decode::<NodeStatus>(&data) {
+                out.insert(name, s);
+            }
+        }
+    }
+    out
+}
+
+/// The cluster as the zookeeper shows it.
+struct View {
+    state: PehraState,
+    nodes: BTreeMap<String, NodeStatus>,
+}
+
+impl View {
+    fn pehredar(&self) -> Option<&str> {
+        self.state.term.as_ref().map(|t| t.pehredar.as_str())
+    }
+
+    fn role(&self, node: &str) -> Option<NodeRole> {
+        self.nodes.get(node).map(|s| s.role)
+    }
+
+    /// Every participant except the Pehredar (and stay-awake ones) is dormant.
+    fn all_asleep_but_pehredar(&self) -> bool {
+        let Some(p) = self.pehredar() else {
+            return false;
+        };
+        self.state.next.is_none()
+            && self.nodes.values().all(|s| match s.role {
+                NodeRole::Pehredar => s.node == p,
+                NodeRole::Dormant => true,
+                NodeRole::Awake => s.stay_awake,
+                NodeRole::OptedOut => true,
+            })
+            && self.role(p) == Some(NodeRole::Pehredar)
+    }
+}
+
+/// Waits (polling the zookeeper every 50 ms, up to `limit`) until `ok` holds for the
+/// state and the statuses; returns that view.
+async fn wait_for(
+    zk: &Client,
+    limit: Duration,
+    what: &str,
+    mut ok: impl FnMut(&View) -> bool,
+) -> View {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(state) = state(zk).await {
+            let view = View {
+                state,
+                nodes: statuses(zk).await,
+            };
+            if ok(&view) {
+                return view;
+            }
+            if Instant::now() >= deadline {
+                panic!(
+                    "timed out after {limit:?} waiting for: {what}\nstate: {:?}\nnodes: {:#?}",
+                    view.state, view.nodes
+                );
+            }
+        } else if Instant::now() >= deadline {
+            panic!("timed out after {limit:?} waiting for: {what} (no /pehra/state)");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn term_records(zk: &Client) -> Vec<TermRecord> {
+    let (names, _) = zk.get_children(PEHRA_TERMS).await.unwrap();
+    let mut records = Vec::new();
+    for name in names {
+        let (data, _) = zk.get_data(&format!("{PEHRA_TERMS}/{name}")).await.unwrap();
+        records.push(wire::decode::<TermRecord>(&data).unwrap());
+    }
+    records.sort_by_key(|r| r.term.number);
+    records
+}
+
+fn broker_id(node: &str) -> u32 {
+    node.strip_prefix("broker-").unwrap().parse().unwrap()
+}
+
+fn record(value: String) -> Record {
+    Record {
+        key: None,
+        value: value.into_bytes(),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
+/// election + reElection + selfChk: over 300 short terms among three candidates and one
+/// opted-out broker, every candidate is elected, the opted-out one never, every term
+/// number is taken in turn, and each successor took office before its predecessor's
+/// term ended (no term passed without a Pehredar).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_hundred_elections_elect_every_candidate_and_never_leave_a_gap() {
+    let terms = Terms {
+        term_ms: 300,
+        handover_ms: 150,
+    };
+    let c = Cluster::start("pehra-elections", terms, 4, &[(4, &["--pehra-opt-out"])]);
+    let zk = c.zk().await;
+    let first = wait_for(&zk, Duration::from_secs(20), "a first term", |v| {
+        v.state.term.is_some()
+    })
+    .await
+    .state
+    .term
+    .unwrap()
+    .number;
+    let target = first + 300;
+    let view = wait_for(&zk, Duration::from_secs(240), "300 more terms", |v| {
+        v.state.term.as_ref().is_some_and(|t| t.number >= target)
+    })
+    .await;
+    assert_eq!(view.role("broker-4"), Some(NodeRole::OptedOut));
+    assert!(!view.nodes["broker-4"].candidate);
+
+    let records: Vec<TermRecord> = term_records(&zk)
+        .await
+        .into_iter()
+        .filter(|r| r.term.number >= first && r.term.number <= target)
+        .collect();
+    let numbers: Vec<u64> = records.iter().map(|r| r.term.number).collect();
+    assert_eq!(
+        numbers,
+        (first..=target).collect::<Vec<_>>(),
+        "every term from {first} to {target} was taken, in order"
+    );
+    let mut elected: BTreeMap<&str, usize> = BTreeMap::new();
+    for r in &records {
+        *elected.entry(r.term.pehredar.as_str()).or_default() += 1;
+        assert!(
+            r.candidates.contains(&r.term.pehredar),
+            "term {} went to a non-candidate: {r:?}",
+            r.term.number
+        );
+        assert!(
+            !r.candidates.iter().any(|c| c == "broker-4"),
+            "the opted-out broker was a candidate: {r:?}"
+        );
+    }
+    let names: BTreeSet<&str> = elected.keys().copied().collect();
+    assert_eq!(
+        names,
+        BTreeSet::from(["broker-1", "broker-2", "broker-3"]),
+        "elected: {elected:?}"
+    );
+    let mut late = Vec::new();
+    for pair in records.windows(2) {
+        let (before, after) = (&pair[0].term, &pair[1].term);
+        assert!(after.started_ms >= before.started_ms);
+        if after.started_ms > before.ends_ms {
+            late.push((after.number, after.started_ms - before.ends_ms));
+        }
+    }
+    assert!(
+        late.is_empty(),
+        "successors that took office after their predecessor's term ended (term, ms late): {late:?}"
+    );
+}
+
+/// sleepCycle + alarmClock + selfChk/stayAwake: idle brokers other than the Pehredar go
+/// dormant with an alarm, run their sleep and wake hooks, wake at the alarm, check in and
+/// sleep again (a later alarm); a stay-awake broker never sleeps.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
+    let hooks = TempDir::new("pehra-hooks");
+    let log = hooks.path().join("hooks.log");
+    let on_sleep = format!("echo sleep >> {}", log.display());
+    let on_wake = format!("echo wake >> {}", log.display());
+    let c = Cluster::start(
+        "pehra-sleep",
+        LONG_TERMS,
+        4,
+        &[
+            (1, &["--on-sleep", &on_sleep, "--on-wake", &on_wake]),
+            (2, &["--on-sleep", &on_sleep, "--on-wake", &on_wake]),
+            (3, &["--on-sleep", &on_sleep, "--on-wake", &on_wake]),
+            (4, &["--stay-awake"]),
+        ],
+    );
+    let zk = c.zk().await;
+    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
+        v.all_asleep_but_pehredar()
+    })
+    .await;
+    let pehredar = asleep.pehredar().unwrap().to_string();
+    assert_ne!(pehredar, "", "a Pehredar is in office");
+    assert_eq!(asleep.role("broker-4"), Some(NodeRole::Awake), "stay-awake");
+    let sleepers: Vec<String> = asleep
+        .nodes
+        .values()
+        .filter(|s| s.role == NodeRole::Dormant)
+        .map(|s| s.node.clone())
+        .collect();
+    assert!(!sleepers.is_empty());
+    let first_alarm: BTreeMap<String, u64> = sleepers
+        .iter()
+        .map(|n| (n.clone(), asleep.nodes[n].next_alarm_ms.expect("a dormant node has an alarm")))
+        .collect();
+    // Each sleeper wakes at its alarm, checks in with the Pehredar, and sleeps again
+    // with a later alarm; the stay-awake broker is still awake after that.
+    let later = wait_for(&zk, Duration::from_secs(4 * ALARM_MS / 1000 + 10), "a second sleep after the alarm", |v| {
+        first_alarm.iter().all(|(n, a)| {
+            v.nodes
+                .get(n)
+                .is_some_and(|s| s.role == NodeRole::Dormant && s.next_alarm_ms.is_some_and(|b| b > *a))
+        })
+    })
+    .await;
+    assert_eq!(later.role("broker-4"), Some(NodeRole::Awake), "stay-awake");
+    assert_eq!(later.pehredar(), Some(pehredar.as_str()));
+    // The hooks ran: at least one sleep per sleeper and the wakes at their alarms.
+    let hooks_ran = std::fs::read_to_string(&log).unwrap_or_default();
+    let sleeps = hooks_ran.lines().filter(|l| *l == "sleep").count();
+    let wakes = hooks_ran.lines().filter(|l| *l == "wake").count();
+    assert!(sleeps >= 2 * sleepers.len(), "hooks: {hooks_ran:?}");
+    assert!(wakes >= sleepers.len(), "hooks: {hooks_ran:?}");
+}
+
+/// alarmClock when the Pehredar dies: the dormant brokers wake within one alarm interval
+/// of its death and elect a new Pehredar among themselves.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_elected() {
+    let mut c = Cluster::start("pehra-lost", LONG_TERMS, 3, &[]);
+    let zk = c.zk().await;
+    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
+        v.all_asleep_but_pehredar()
+    })
+    .await;
+    let dead = asleep.pehredar().unwrap().to_string();
+    let generation = asleep.state.wake_generation;
+    let sleepers: Vec<String> = asleep
+        .nodes
+        .keys()
+        .filter(|n| **n != dead)
+        .cloned()
+        .collect();
+    // SIGSTOP: it neither answers check-ins nor closes its session.
+    let pid = c.brokers[&broker_id(&dead)].child.id();
+    unsafe_kill(pid, "STOP");
+    let died = Instant::now();
+    let mut woke: BTreeMap<String, Duration> = BTreeMap::new();
+    wait_for(&zk, Duration::from_secs(20), "every sleeper awake", |v| {
+        for n in &sleepers {
+            if !woke.contains_key(n) && v.role(n).is_some_and(|r| r != NodeRole::Dormant) {
+                woke.insert(n.clone(), died.elapsed());
+            }
+        }
+        woke.len() == sleepers.len()
+    })
+    .await;
+    let limit = Duration::from_millis(ALARM_MS) + Duration::from_millis(500);
+    for (n, after) in &woke {
+        assert!(*after <= limit, "{n} woke {after:?} after the Pehredar died (alarm {ALARM_MS} ms)");
+    }
+    let after = wait_for(&zk, Duration::from_secs(20), "a new Pehredar in office", |v| {
+        v.pehredar().is_some_and(|p| p != dead) && v.state.next.is_none()
+    })
+    .await;
+    assert!(sleepers.contains(&after.pehredar().unwrap().to_string()));
+    assert!(after.state.wake_generation > generation);
+    assert_eq!(after.state.wake_reason, Some(WakeReason::PehredarLost));
+    unsafe_kill(pid, "CONT");
+    c.kill_broker(broker_id(&dead));
+}
+
+/// wakeUpAll + disablePehra: a produce (acks=all) to a partition whose leader sleeps is
+/// held by the Pehredar, everyone is woken, the produce is acknowledged once committed
+/// and is readable; the cluster stays out of PEHRA mode until idle, then sleeps again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
+    let c = Cluster::start("pehra-wake", LONG_TERMS, 3, &[]);
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("sensors", 3, 3).await.unwrap();
+    client
+        .wait_for_leaders("sensors", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let zk = c.zk().await;
+    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
+        v.all_asleep_but_pehredar()
+    })
+    .await;
+    let pehredar = broker_id(asleep.pehredar().unwrap());
+    let generation = asleep.state.wake_generation;
+    // A partition led by a sleeping broker.
+    let meta = client.refresh().await.unwrap();
+    let partition = (0..3)
+        .find(|p| {
+            meta.topics["sensors"].partitions[p]
+                .leader
+                .is_some_and(|l| l != pehredar)
+        })
+        .expect("a partition led by a sleeper");
+    let offset = client
+        .produce(
+            "sensors",
+            partition,
+            &[record("while the cluster slept".into())],
+            Acks::All,
+            None,
+        )
+        .await
+        .expect("the produce is acknowledged");
+    let fetched = client.fetch("sensors", partition, offset, 64 * 1024).await.unwrap();
+    let records = records_from(&fetched, offset).unwrap();
+    assert_eq!(records[0].1.value, b"while the cluster slept");
+    let woken = state(&zk).await.unwrap();
+    assert!(woken.wake_generation > generation, "{woken:?}");
+    assert_eq!(woken.wake_reason, Some(WakeReason::Traffic));
+    // disablePehra by traffic ends once everyone is idle: they sleep again.
+    wait_for(&zk, Duration::from_secs(30), "asleep again after the traffic", |v| {
+        !v.state.traffic_awake && v.all_asleep_but_pehredar()
+    })
+    .await;
+}
+
+/// enablePehra/disablePehra by the admin: refused without the key, with a wrong key or
+/// replayed (4.01, nothing changes); with the key, everyone is woken first.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
+    let c = Cluster::start("pehra-admin", LONG_TERMS, 3, &[]);
+    let zk = c.zk().await;
+    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
+        v.all_asleep_but_pehredar()
+    })
+    .await;
+    let zk_arg = c.zk_addr.to_string();
+    let wrong = c.dir.path().join("wrong.key");
+    std::fs::write(&wrong, "not-the-admin-key-0123456789").unwrap();
+    let (code, _, err) = pehra(&["pehra", "disable", "--zookeeper", &zk_arg, "--admin-key", wrong.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("4.01"), "{err}");
+    let (code, _, err) = pehra(&["pehra", "disable", "--zookeeper", &zk_arg, "--admin-key", "/nonexistent/key"]);
+    assert_eq!(code, 1, "{err}");
+    let unchanged = state(&zk).await.unwrap();
+    assert!(unchanged.enabled);
+    assert_eq!(unchanged.wake_generation, asleep.state.wake_generation);
+
+    // A signed change, sent twice: the second is a replay.
+    let key = pehra_zookeeper::admin::read_key_file(&c.key_file).unwrap();
+    let change = pehra_zookeeper::admin::sign_mode_change(&key, false, now_ms());
+    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default(), Router::new())
+        .await
+        .unwrap();
+    let send = |change: &wire::ModeChange| {
+        Request::post("pehra/mode")
+            .with_payload(wire::encode(change).unwrap())
+            .with_content_format(CONTENT_FORMAT_CBOR)
+    };
+    let first = endpoint.handle().request(c.zk_addr, send(&change)).await.unwrap();
+    assert!(first.code().is_success(), "{:?}", first.code());
+    let awake = wait_for(&zk, Duration::from_secs(10), "everyone awake, PEHRA off", |v| {
+        !v.state.enabled && v.nodes.values().all(|s| s.role != NodeRole::Dormant)
+    })
+    .await;
+    assert!(awake.state.wake_generation > asleep.state.wake_generation);
+    assert_eq!(awake.state.wake_reason, Some(WakeReason::Admin));
+    let (admin, _) = zk.get_data(PEHRA_ADMIN).await.unwrap();
+    let admin: AdminSwitch = wire::decode(&admin).unwrap();
+    assert!(!admin.enabled);
+
+    let replay = endpoint.handle().request(c.zk_addr, send(&change)).await.unwrap();
+    assert_eq!(replay.code(), pehra_shared::coap::Code::UNAUTHORIZED);
+    let mut forged = pehra_zookeeper::admin::sign_mode_change(&key, true, now_ms());
+    forged.enabled = false;
+    forged.issued_ms += 1;
+    let forged_reply = endpoint.handle().request(c.zk_addr, send(&forged)).await.unwrap();
+    assert_eq!(forged_reply.code(), pehra_shared::coap::Code::UNAUTHORIZED);
+    let (after, _) = zk.get_data(PEHRA_ADMIN).await.unwrap();
+    assert_eq!(wire::decode::<AdminSwitch>(&after).unwrap(), admin, "nothing changed");
+
+    // Disabled: nobody sleeps, even idle.
+    let gen = state(&zk).await.unwrap().wake_generation;
+    // Nothing to await for an event that must not happen: watch three idle periods.
+    tokio::time::sleep(Duration::from_millis(3 * 500)).await;
+    let still = statuses(&zk).await;
+    assert!(still.values().all(|s| s.role != NodeRole::Dormant), "{still:#?}");
+
+    // The CLI with the right key: enabled, everyone woken first, then they sleep again.
+    let key_arg = c.key_file.to_str().unwrap();
+    let (code, out, err) = pehra(&["pehra", "enable", "--zookeeper", &zk_arg, "--admin-key", key_arg]);
+    assert_eq!(code, 0, "{out}{err}");
+    let enabled = wait_for(&zk, Duration::from_secs(30), "asleep again after enable", |v| {
+        v.state.enabled && v.all_asleep_but_pehredar()
+    })
+    .await;
+    assert!(enabled.state.wake_generation > gen);
+    let (code, out, _) = pehra(&["pehra", "status", "--zookeeper", &zk_arg]);
+    assert_eq!(code, 0);
+    assert!(out.contains("enabled: idle nodes sleep") && out.contains("dormant"), "{out}");
+}
+
+/// maintenance: every broker restarts in turn (same PID), the Pehredar last after a new
+/// one took office, while a producer with acks=all keeps going: nothing it sent fails
+/// and everything is readable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving() {
+    let c = Cluster::start("pehra-maint", LONG_TERMS, 3, &[]);
+    let client = std::sync::Arc::new(ClusterClient::connect(c.zk_addr).await.unwrap());
+    client.create_topic("jobs", 2, 3).await.unwrap();
+    client
+        .wait_for_leaders("jobs", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let zk = c.zk().await;
+    let before = wait_for(&zk, Duration::from_secs(30), "a Pehredar in office", |v| {
+        v.pehredar().is_some() && v.state.next.is_none()
+    })
+    .await;
+    let pehredar = before.pehredar().unwrap().to_string();
+    let pids: BTreeMap<u32, u32> = c.brokers.iter().map(|(id, b)| (*id, b.child.id())).collect();
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let producer = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            let mut acked = Vec::new();
+            let mut failures = Vec::new();
+            let mut i = 0u64;
+            while !*stop_rx.borrow() {
+                let partition = (i % 2) as u32;
+                let value = format!("job-{i}");
+                match client
+                    .produce("jobs", partition, &[record(value.clone())], Acks::All, None)
+                    .await
+                {
+                    Ok(offset) => acked.push((partition, offset, value)),
+                    Err(e) => failures.push(e.to_string()),
+                }
+                i += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            (acked, failures)
+        })
+    };
+    let zk_arg = c.zk_addr.to_string();
+    let maintenance = tokio::task::spawn_blocking(move || {
+        pehra(&["cluster", "maintenance", "--zookeeper", &zk_arg, "--timeout-s", "60"])
+    });
+    let (code, out, err) = maintenance.await.unwrap();
+    stop_tx.send(true).unwrap();
+    let (acked, failures) = producer.await.unwrap();
+    assert_eq!(code, 0, "stdout:\n{out}\nstderr:\n{err}");
+    let order: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_suffix(": maintenance ordered"))
+        .collect();
+    assert_eq!(order.len(), 3, "{out}");
+    assert_eq!(*order.last().unwrap(), pehredar, "the Pehredar goes last: {out}");
+    let new_office = out.find("took office as Pehredar").expect(&out);
+    assert!(new_office < out.rfind(": maintenance ordered").unwrap(), "{out}");
+    assert!(failures.is_empty(), "produces failed during maintenance: {failures:?}");
+    assert!(!acked.is_empty());
+    for (id, b) in &c.brokers {
+        assert_eq!(b.child.id(), pids[id], "restarted in place");
+    }
+    // Everything acknowledged is readable.
+    for partition in 0..2u32 {
+        let want: Vec<&(u32, u64, String)> = acked.iter().filter(|a| a.0 == partition).collect();
+        let Some(first) = want.first() else { continue };
+        let mut got = Vec::new();
+        let mut from = first.1;
+        while got.len() < want.len() {
+            let fetched = client.fetch("jobs", partition, from, 64 * 1024).await.unwrap();
+            let records = records_from(&fetched, from).unwrap();
+            assert!(!records.is_empty(), "partition {partition} ends at {from}");
+            from = records.last().unwrap().0 + 1;
+            got.extend(records.into_iter().map(|(o, r)| (o, String::from_utf8(r.value).unwrap())));
+        }
+        for (_, offset, value) in want {
+            assert!(got.contains(&(*offset, value.clone())), "{value} at {offset} lost");
+        }
+    }
+    let (done, _) = zk
+        .get_data(&cluster::pehra_maintenance_path(&pehredar))
+        .await
+        .unwrap();
+    let done: wire::Maintenance = wire::decode(&done).unwrap();
+    assert_eq!(done.state, wire::MaintenanceState::Done);
+}
+
+/// allDown: with every broker down, the first back is made temporary Pehredar at once,
+/// and an ordinary election follows once all known brokers are back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_all_went_down_the_first_back_is_temporary_pehredar_until_all_return() {
+    let mut c = Cluster::start("pehra-alldown", LONG_TERMS, 3, &[]);
+    let zk = c.zk().await;
+    wait_for(&zk, Duration::from_secs(30), "a Pehredar and three known nodes", |v| {
+        v.pehredar().is_some() && v.state.known.len() == 3 && v.state.next.is_none()
+    })
+    .await;
+    for id in 1..=3 {
+        c.kill_broker(id);
+    }
+    wait_for(&zk, Duration::from_secs(20), "every status gone", |v| v.nodes.is_empty()).await;
+    c.start_broker(2);
+    let temporary = wait_for(&zk, Duration::from_secs(20), "broker-2 temporary Pehredar", |v| {
+        v.state.temporary
+            && v.pehredar() == Some("broker-2")
+            && v.role("broker-2") == Some(NodeRole::Pehredar)
+    })
+    .await;
+    let temp_term = temporary.state.term.clone().unwrap().number;
+    c.start_broker(1);
+    c.start_broker(3);
+    let elected = wait_for(&zk, Duration::from_secs(30), "an ordinary election", |v| {
+        !v.state.temporary
+            && v.state.next.is_none()
+            && v.state.term.as_ref().is_some_and(|t| t.number > temp_term)
+    })
+    .await;
+    let number = elected.state.term.unwrap().number;
+    let records = term_records(&zk).await;
+    let temp = records.iter().find(|r| r.term.number == temp_term).unwrap();
+    assert!(temp.temporary && temp.term.pehredar == "broker-2");
+    let election = records.iter().find(|r| r.term.number == number).unwrap();
+    assert!(!election.temporary);
+    let candidates: BTreeSet<&str> = election.candidates.iter().map(String::as_str).collect();
+    assert_eq!(candidates, BTreeSet::from(["broker-1", "broker-2", "broker-3"]));
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64
+}
