@@ -43,6 +43,26 @@ pub struct ServeArgs {
     /// in-sync replica still has it). 0 = never replace.
     #[arg(long, default_value_t = 300, value_name = "SECONDS")]
     replace_dead_broker_after_s: u64,
+    /// PEHRA: how long a Pehredar's term lasts, in milliseconds, from when it took office.
+    /// A shorter term spreads the watchman's extra energy use over the candidates more
+    /// evenly, at the cost of more elections.
+    #[arg(long, default_value_t = 60_000, value_name = "MS")]
+    pehra_term_ms: u64,
+    /// PEHRA: how long before a term ends its successor is elected, in milliseconds. The
+    /// current Pehredar keeps office until the successor has taken it, so there is never
+    /// a gap; this is the time the successor has to wake up and take over.
+    #[arg(long, default_value_t = 10_000, value_name = "MS")]
+    pehra_handover_ms: u64,
+    /// PEHRA: how long an elected node has to take office (publish it in its status),
+    /// in milliseconds, before another candidate is drawn without it.
+    #[arg(long, default_value_t = 5_000, value_name = "MS")]
+    pehra_takeover_timeout_ms: u64,
+    /// PEHRA admin key file: enables `POST /pehra/mode` (`pehra pehra enable|disable
+    /// --admin-key FILE`), whose requests must be signed (HMAC-SHA256) with the same
+    /// key. The file's contents, whitespace trimmed, at least 16 bytes. Without it every
+    /// mode change is refused (4.01).
+    #[arg(long, value_name = "FILE")]
+    admin_key: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -51,6 +71,15 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.max_session_timeout =
         Duration::from_millis(args.max_session_timeout_ms.max(args.min_session_timeout_ms));
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
+    if let Some(path) = &args.admin_key {
+        config.admin_key = Some(pehra_zookeeper::admin::read_key_file(path)?);
+    }
+    anyhow::ensure!(
+        args.pehra_handover_ms < args.pehra_term_ms,
+        "--pehra-handover-ms ({}) must be shorter than --pehra-term-ms ({})",
+        args.pehra_handover_ms,
+        args.pehra_term_ms
+    );
     let mut server = Server::start(config).await.with_context(|| {
         format!(
             "starting the zookeeper with data in {}",
@@ -95,6 +124,25 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         }
     });
     let _controller = AbortOnDrop(controller);
+    // The PEHRA coordinator (docs/pehra.md) runs beside it the same way.
+    let pehra_config = pehra_zookeeper::cluster::PehraCoordinatorConfig {
+        timing: pehra_shared::pehra::coordinator::CoordinatorConfig {
+            term_ms: args.pehra_term_ms,
+            handover_ms: args.pehra_handover_ms,
+            takeover_timeout_ms: args.pehra_takeover_timeout_ms,
+        },
+    };
+    let pehra = tokio::spawn(async move {
+        loop {
+            let run =
+                pehra_zookeeper::cluster::PehraCoordinator::run_with(controller_addr, pehra_config);
+            if let Err(e) = run.await {
+                tracing::error!(error = %e, "the PEHRA coordinator stopped; restarting it");
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
+    let _pehra = AbortOnDrop(pehra);
     tokio::select! {
         result = server.wait() => {
             result.context("the zookeeper stopped")?;

@@ -389,6 +389,14 @@ impl Client {
         Ok(response.results)
     }
 
+    /// Sends the admin's signed PEHRA mode change (`POST /pehra/mode`, see
+    /// [`crate::admin::sign_mode_change`]). Refused with [`ErrorKind::Unauthorized`] when
+    /// the zookeeper has no admin key, the signature is wrong or the change is not fresh.
+    pub async fn pehra_mode(&self, change: &pehra_shared::wire::ModeChange) -> Result<(), ZkError> {
+        self.call_empty(cbor_request(Method::Post, "pehra/mode", change))
+            .await
+    }
+
     /// Waits until every write acknowledged before it is visible; returns the last zxid.
     pub async fn sync(&self) -> Result<u64, ZkError> {
         let synced: SyncResponse = self.call(Request::post("sync")).await?;

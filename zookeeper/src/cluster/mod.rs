@@ -18,6 +18,7 @@
 //!
 //! - [`election`]: what a partition's leader and ISR should become (pure);
 //! - [`controller`]: the loop that applies it on every change, and re-replication;
+//! - [`pehra`]: the PEHRA coordinator (elections of the Pehredar, wake-ups) on `/pehra`;
 //! - [`reassign`]: `pehra cluster rebalance`, moving replicas onto the brokers that
 //!   [`assign_replicas`] would choose today.
 //!
@@ -27,11 +28,13 @@
 pub mod controller;
 pub mod election;
 pub mod maintenance;
+pub mod pehra;
 pub mod reassign;
 
 pub use controller::{Controller, ControllerConfig};
 pub use election::decide;
 pub use maintenance::{maintenance, MaintenanceError, MaintenanceEvent, MaintenanceOptions};
+pub use pehra::{PehraCoordinator, PehraCoordinatorConfig};
 pub use reassign::{rebalance, RebalanceEvent, RebalanceOptions, RebalanceReport};
 
 use crate::client::{Client, CreateMode, ZkError};

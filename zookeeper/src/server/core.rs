@@ -3,14 +3,15 @@
 
 use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
+use crate::cluster::PEHRA_ADMIN;
 use crate::storage::{Storage, StorageError};
 use crate::tree::{Change, DataTree, Op, Outcome, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
 use pehra_shared::coap::{option, Code, Response};
 use pehra_shared::driver::{Handle, Responder};
 use pehra_shared::wire::{
-    self, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse, MultiResult, NodeData,
-    SessionOpened, SyncResponse,
+    self, AdminSwitch, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse,
+    MultiResult, NodeData, SessionOpened, SyncResponse,
 };
 use rand::{Rng, SeedableRng, TryRng};
 use std::collections::{BTreeSet, HashSet, VecDeque};
@@ -19,6 +20,11 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
+
+/// How far in the future a mode change may be issued (clock skew allowance).
+const MODE_CHANGE_MAX_FUTURE_MS: u64 = 5 * 60 * 1000;
+/// The PEHRA parent znode.
+const PEHRA: &str = "/pehra";
 
 /// A request for the core, from a route.
 pub(crate) enum Job {
@@ -65,6 +71,14 @@ pub(crate) enum Job {
         op: Op,
         /// A session the request speaks for (renewed, and required to be alive).
         session: Option<u64>,
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// The admin's PEHRA mode change (`POST /pehra/mode`): checked against the admin
+    /// key and `/pehra/admin`, then written there, in one step of the core.
+    PehraMode {
+        /// The signed change.
+        change: pehra_shared::wire::ModeChange,
         /// Where to answer.
         responder: Responder,
     },
@@ -217,7 +231,10 @@ impl Core {
         while let Some(job) = self.queue.front() {
             let is_write = matches!(
                 job,
-                Job::Write { .. } | Job::OpenSession { .. } | Job::Expire { .. }
+                Job::Write { .. }
+                    | Job::OpenSession { .. }
+                    | Job::Expire { .. }
+                    | Job::PehraMode { .. }
             );
             let batch_open = !self.held.is_empty();
             if !is_write && batch_open {
@@ -262,6 +279,7 @@ impl Core {
                     responder,
                 } => self.write(op, session, Some(responder)),
                 Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
+                Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Shutdown => self.shutting_down = true,
             }
         }
@@ -384,6 +402,102 @@ impl Core {
             Err(e) => tree_error_response(&e),
         };
         self.hold(responder, response);
+    }
+
+    /// Checks a mode change (key, MAC, freshness against `/pehra/admin`) and writes
+    /// `/pehra/admin` through the ordinary write path; all in this one step, so no other
+    /// write comes between the check and the write.
+    fn pehra_mode(&mut self, change: &wire::ModeChange, responder: Responder) {
+        let refuse = |message: &str| error_response(ErrorKind::Unauthorized, message);
+        let Some(key) = &self.config.admin_key else {
+            return self.hold(
+                Some(responder),
+                refuse("PEHRA mode changes are disabled: this zookeeper has no admin key (start it with --admin-key FILE)"),
+            );
+        };
+        if !crate::admin::verify_mode_change(key, change) {
+            tracing::warn!("pehra mode change refused: wrong MAC");
+            return self.hold(
+                Some(responder),
+                refuse("the mode change is not signed with this zookeeper's admin key"),
+            );
+        }
+        let now = now_ms();
+        if change.issued_ms > now.saturating_add(MODE_CHANGE_MAX_FUTURE_MS) {
+            return self.hold(
+                Some(responder),
+                refuse(&format!(
+                    "the mode change is issued at {} ms, more than 5 minutes after the zookeeper's clock ({now} ms)",
+                    change.issued_ms
+                )),
+            );
+        }
+        let last = self
+            .tree
+            .get(PEHRA_ADMIN)
+            .and_then(|(data, _)| wire::decode::<AdminSwitch>(data).ok());
+        if let Some(last) = last {
+            if change.issued_ms <= last.issued_ms {
+                tracing::warn!(
+                    issued_ms = change.issued_ms,
+                    last = last.issued_ms,
+                    "pehra mode change refused: replayed or stale"
+                );
+                return self.hold(
+                    Some(responder),
+                    refuse(&format!(
+                        "the mode change is not fresh: issued at {} ms, but the last accepted one was issued at {} ms (replayed?)",
+                        change.issued_ms, last.issued_ms
+                    )),
+                );
+            }
+        }
+        let switch = AdminSwitch {
+            enabled: change.enabled,
+            issued_ms: change.issued_ms,
+        };
+        let data = wire::encode(&switch).expect("encodes");
+        let mut ops = Vec::new();
+        if self.tree.get(PEHRA).is_none() {
+            ops.push(Op::Create {
+                path: PEHRA.into(),
+                data: Vec::new(),
+                ephemeral: false,
+                sequential: false,
+                session: None,
+            });
+        }
+        ops.push(if self.tree.get(PEHRA_ADMIN).is_some() {
+            Op::SetData {
+                path: PEHRA_ADMIN.into(),
+                data,
+                version: None,
+            }
+        } else {
+            Op::Create {
+                path: PEHRA_ADMIN.into(),
+                data,
+                ephemeral: false,
+                sequential: false,
+                session: None,
+            }
+        });
+        let op = Op::Multi { ops };
+        let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
+        let response = match self.tree.apply(zxid, time_ms, &op) {
+            Ok((_, changes)) => {
+                self.log(zxid, time_ms, &op);
+                self.changes.extend(changes);
+                tracing::info!(
+                    enabled = change.enabled,
+                    issued_ms = change.issued_ms,
+                    "pehra mode changed by the admin"
+                );
+                Response::new(Code::CHANGED)
+            }
+            Err(e) => tree_error_response(&e),
+        };
+        self.hold(Some(responder), response);
     }
 
     fn log(&mut self, zxid: u64, time_ms: u64, op: &Op) {

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     pub snapshot_after_bytes: u64,
     /// CoAP transmission parameters.
     pub coap: CoapConfig,
+    /// The PEHRA admin key (see [`crate::admin`]): `POST /pehra/mode` is refused (4.01)
+    /// without one.
+    pub admin_key: Option<Vec<u8>>,
 }
 
 impl ServerConfig {
@@ -56,6 +59,7 @@ impl ServerConfig {
                 nstart: 16,
                 ..CoapConfig::default()
             },
+            admin_key: None,
         }
     }
 }

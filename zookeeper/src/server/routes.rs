@@ -7,7 +7,7 @@ use pehra_shared::api::{decode_request, error_response, if_match_version};
 use pehra_shared::coap::{link_format::Link, Method, Response};
 use pehra_shared::driver::{Incoming, Responder, Router};
 use pehra_shared::wire::{
-    CreateRequest, ErrorKind, MultiOp, MultiRequest, SessionOpen, SetDataRequest,
+    CreateRequest, ErrorKind, ModeChange, MultiOp, MultiRequest, SessionOpen, SetDataRequest,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
@@ -34,6 +34,7 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .route_deferred(Method::Delete, "z/*", route(&jobs, delete))
         .route_deferred(Method::Post, "multi", route(&jobs, multi))
         .route_deferred(Method::Post, "sync", route(&jobs, sync))
+        .route_deferred(Method::Post, "pehra/mode", route(&jobs, pehra_mode))
         .link(
             Link::new("session")
                 .attr("rt", "pehra.zk.session")
@@ -53,6 +54,11 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .link(
             Link::new("sync")
                 .attr("rt", "pehra.zk.sync")
+                .attr("ct", "60"),
+        )
+        .link(
+            Link::new("pehra/mode")
+                .attr("rt", "pehra.zk.mode")
                 .attr("ct", "60"),
         )
 }
@@ -194,6 +200,14 @@ fn multi(incoming: Incoming) -> Result<JobFor, Response> {
 
 fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
     Ok(Box::new(|responder| Job::Sync { responder }))
+}
+
+fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
+    let change: ModeChange = decode_request(&incoming.request)?;
+    Ok(Box::new(move |responder| Job::PehraMode {
+        change,
+        responder,
+    }))
 }
 
 fn write(op: Op, session: Option<u64>) -> JobFor {
