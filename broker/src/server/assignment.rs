@@ -206,9 +206,7 @@ async fn apply_assignment(
         }
     }
     let mut wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)> = BTreeMap::new();
-    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst)
-        && !super::pehra::is_asleep(state)
-    {
+    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) && !super::pehra::is_asleep(state) {
         for (key, a) in &assigned {
             let Some(leader) = a.meta.leader.filter(|&l| l != state.id) else {
                 continue;

@@ -13,7 +13,9 @@ use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::Incoming;
 use pehra_shared::pehra::node::{Action, Node, NodeConfig};
-use pehra_shared::wire::{self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState};
+use pehra_shared::wire::{
+    self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
+};
 use pehra_zookeeper::cluster::{self, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
 use pehra_zookeeper::{Client, CreateMode, WatchEvent};
 use std::sync::{Arc, Mutex};
@@ -108,9 +110,7 @@ pub(crate) fn checkin(state: &State, incoming: &Incoming) -> Response {
 fn forbidden(id: u32) -> Response {
     let body = wire::ErrorBody::new(
         ErrorKind::Unauthorized,
-        &format!(
-            "broker {id} is not the Pehredar: check in with the one named in {PEHRA_STATE}"
-        ),
+        format!("broker {id} is not the Pehredar: check in with the one named in {PEHRA_STATE}"),
     );
     Response::new(Code::FORBIDDEN)
         .with_payload(wire::encode(&body).unwrap_or_default())
@@ -287,7 +287,10 @@ async fn send_checkin(
     pehredar: &str,
     checkin: &CheckIn,
 ) -> Option<CheckInReply> {
-    let (data, _) = zk.get_data(&cluster::pehra_node_path(pehredar)).await.ok()?;
+    let (data, _) = zk
+        .get_data(&cluster::pehra_node_path(pehredar))
+        .await
+        .ok()?;
     let status: NodeStatus = wire::decode(&data).ok()?;
     let addr: std::net::SocketAddr = status.addr.parse().ok()?;
     let request = Request::new(Method::Post, "pehra/checkin")
