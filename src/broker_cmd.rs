@@ -69,6 +69,28 @@ pub struct BrokerArgs {
     /// On SIGTERM, wait at most this long for leadership to move to other replicas.
     #[arg(long, default_value_t = 10_000)]
     controlled_shutdown_timeout_ms: u64,
+    /// PEHRA selfChk: do not take part. The broker stays awake, is never elected
+    /// Pehredar, and its status says `opted_out`.
+    #[arg(long)]
+    pehra_opt_out: bool,
+    /// PEHRA: take part (may be elected Pehredar) but never go dormant.
+    #[arg(long)]
+    stay_awake: bool,
+    /// PEHRA: go dormant after this long without client traffic (produce, fetch,
+    /// pub-sub, records replicated here), in milliseconds.
+    #[arg(long, default_value_t = 30_000)]
+    idle_before_sleep_ms: u64,
+    /// PEHRA: while dormant, wake this often to check in with the Pehredar, in
+    /// milliseconds.
+    #[arg(long, default_value_t = 60_000)]
+    alarm_interval_ms: u64,
+    /// PEHRA: run this shell command (`sh -c`) when the broker goes dormant (not waited
+    /// on; killed after a minute).
+    #[arg(long, value_name = "CMD")]
+    on_sleep: Option<String>,
+    /// PEHRA: run this shell command (`sh -c`) when the broker wakes.
+    #[arg(long, value_name = "CMD")]
+    on_wake: Option<String>,
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
@@ -92,6 +114,14 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     config.ack_timeout = std::time::Duration::from_millis(args.ack_timeout_ms.max(1));
     config.controlled_shutdown_timeout =
         std::time::Duration::from_millis(args.controlled_shutdown_timeout_ms);
+    config.pehra = pehra_broker::PehraConfig {
+        participating: !args.pehra_opt_out,
+        stay_awake: args.stay_awake,
+        idle_before_sleep: std::time::Duration::from_millis(args.idle_before_sleep_ms.max(1)),
+        alarm_interval: std::time::Duration::from_millis(args.alarm_interval_ms.max(1)),
+        on_sleep: args.on_sleep.clone(),
+        on_wake: args.on_wake.clone(),
+    };
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {

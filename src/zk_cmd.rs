@@ -29,6 +29,10 @@ pub struct ServeArgs {
     /// Largest session timeout granted, in milliseconds.
     #[arg(long, default_value_t = 60_000)]
     max_session_timeout_ms: u64,
+    /// Longest sleep a dormant node's heartbeat may stretch its lease over (PEHRA), in
+    /// milliseconds: the lease granted is the session timeout plus min(sleep, this).
+    #[arg(long, default_value_t = 3_600_000)]
+    max_sleep_ms: u64,
     /// Snapshot the tree after this many MiB of log.
     #[arg(long, default_value_t = 64)]
     snapshot_after_mib: u64,
@@ -70,6 +74,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.min_session_timeout = Duration::from_millis(args.min_session_timeout_ms);
     config.max_session_timeout =
         Duration::from_millis(args.max_session_timeout_ms.max(args.min_session_timeout_ms));
+    config.max_sleep = Duration::from_millis(args.max_sleep_ms);
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
     if let Some(path) = &args.admin_key {
         config.admin_key = Some(pehra_zookeeper::admin::read_key_file(path)?);

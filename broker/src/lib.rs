@@ -10,4 +10,5 @@ pub mod log;
 pub mod pubsub;
 pub mod server;
 
+pub use server::pehra::PehraConfig;
 pub use server::{Broker, BrokerConfig, BrokerError, BROKER_MAX_PAYLOAD};

@@ -188,6 +188,12 @@ struct Inner {
     order: Mutex<()>,
     session: Option<u64>,
     state: watch::Sender<SessionState>,
+    /// `true` while the node is dormant ([`Client::sleep`]): the keepalive sends
+    /// nothing and arms no timer until [`Client::wake`].
+    paused: watch::Sender<bool>,
+    /// Held while a heartbeat is out, so a routine heartbeat cannot land after the
+    /// stretched one and shorten the lease again.
+    beat: Mutex<()>,
 }
 
 /// A connection to a zookeeper, usually with a session.
@@ -252,6 +258,7 @@ impl Client {
             .await
             .map_err(|e| ZkError::Socket(e.to_string()))?;
         let (state, _) = watch::channel(SessionState::None);
+        let (paused, _) = watch::channel(false);
         Ok(Client {
             inner: Arc::new(Inner {
                 endpoint,
@@ -259,6 +266,8 @@ impl Client {
                 order: Mutex::new(()),
                 session: None,
                 state,
+                paused,
+                beat: Mutex::new(()),
             }),
             keepalive: None,
         })
@@ -272,6 +281,59 @@ impl Client {
     /// The session's state, as it changes (expiry is reported here).
     pub fn session_state(&self) -> watch::Receiver<SessionState> {
         self.inner.state.subscribe()
+    }
+
+    /// Goes dormant for `duration` (PEHRA sleepCycle): sends one heartbeat asking the
+    /// zookeeper to stretch the lease over the sleep, then pauses the keepalive (it sends
+    /// nothing and arms no timer) until [`Client::wake`]. Returns the lease granted,
+    /// counted from now: the session expires if the client is not woken within it.
+    ///
+    /// On an error the keepalive is resumed as if [`Client::wake`] had been called.
+    pub async fn sleep(&self, duration: Duration) -> Result<Duration, ZkError> {
+        let Some(session) = self.inner.session else {
+            return Err(ZkError::SessionExpired);
+        };
+        self.inner.paused.send_replace(true);
+        let _beat = self.inner.beat.lock().await;
+        let body = wire::Heartbeat {
+            health: wire::NodeHealth::default(),
+            sleep_ms: Some(u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)),
+        };
+        let result: Result<HeartbeatAck, ZkError> = self
+            .call(cbor_request(
+                Method::Post,
+                &format!("session/{session}/hb"),
+                &body,
+            ))
+            .await;
+        match result {
+            Ok(ack) => Ok(Duration::from_millis(u64::from(ack.lease_ms))),
+            Err(e) => {
+                self.inner.paused.send_replace(false);
+                Err(e)
+            }
+        }
+    }
+
+    /// Ends a [`Client::sleep`]: heartbeats at once and resumes the normal keepalive.
+    /// The time asleep does not count as the zookeeper being unreachable.
+    pub async fn wake(&self) -> Result<(), ZkError> {
+        let Some(session) = self.inner.session else {
+            return Ok(());
+        };
+        let result = {
+            let _beat = self.inner.beat.lock().await;
+            self.call_empty(Request::post(&format!("session/{session}/hb")))
+                .await
+        };
+        // Resume even if this heartbeat failed: the keepalive retries and reports.
+        self.inner.paused.send_replace(false);
+        result
+    }
+
+    /// Whether the client is dormant ([`Client::sleep`] without [`Client::wake`]).
+    pub fn is_asleep(&self) -> bool {
+        *self.inner.paused.borrow()
     }
 
     /// Creates a znode; returns its path (with the sequence number for sequential ones).
@@ -469,18 +531,39 @@ impl Client {
 
 /// Heartbeats every `period` (a third of the timeout). The session is reported expired
 /// when the zookeeper says so, or when no heartbeat got through for a whole timeout.
+/// While paused ([`Client::sleep`]) it waits, with no timer, for the wake; the time
+/// asleep does not count against the zookeeper.
 async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
     let path = format!("session/{session}/hb");
+    let mut paused = inner.paused.subscribe();
     let mut last_ok = tokio::time::Instant::now();
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await;
-        let result = inner
-            .endpoint
-            .handle()
-            .request(inner.server, Request::post(&path))
-            .await;
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = paused.wait_for(|p| *p) => {}
+        }
+        if *paused.borrow_and_update() {
+            if paused.wait_for(|p| !*p).await.is_err() {
+                return;
+            }
+            // Client::wake heartbeated just now.
+            last_ok = tokio::time::Instant::now();
+            ticker.reset();
+            continue;
+        }
+        let result = {
+            let _beat = inner.beat.lock().await;
+            if *inner.paused.borrow() {
+                continue;
+            }
+            inner
+                .endpoint
+                .handle()
+                .request(inner.server, Request::post(&path))
+                .await
+        };
         match result {
             Ok(response)
                 if response.code().is_success()

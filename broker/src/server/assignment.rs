@@ -36,8 +36,11 @@ pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
             }
             Err(e) => tracing::warn!(error = %e, "reading partition assignments"),
         }
-        if changed.recv().await.is_none() {
-            return;
+        tokio::select! {
+            c = changed.recv() => if c.is_none() {
+                return;
+            },
+            _ = state.reassign.notified() => {}
         }
         while changed.try_recv().is_ok() {}
     }
@@ -203,7 +206,7 @@ async fn apply_assignment(
         }
     }
     let mut wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)> = BTreeMap::new();
-    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) {
+    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) && !super::pehra::is_asleep(state) {
         for (key, a) in &assigned {
             let Some(leader) = a.meta.leader.filter(|&l| l != state.id) else {
                 continue;

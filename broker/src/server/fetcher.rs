@@ -176,6 +176,10 @@ fn apply(
             continue;
         }
         progressed = true;
+        if !data.batches.is_empty() {
+            // Records replicated here are client traffic for PEHRA (the cluster is busy).
+            super::pehra::traffic(state);
+        }
         let Some(partition) = lookup_any(state, &asked.topic, asked.partition) else {
             continue;
         };

@@ -20,6 +20,7 @@ mod assignment;
 mod fetch;
 mod fetcher;
 mod partition;
+pub mod pehra;
 mod produce;
 mod replica;
 
@@ -70,6 +71,8 @@ pub struct BrokerConfig {
     pub replica_fetch_bytes: usize,
     /// How long a controlled shutdown waits for the controller to move leadership away.
     pub controlled_shutdown_timeout: Duration,
+    /// PEHRA: participation, sleep timers and hooks.
+    pub pehra: pehra::PehraConfig,
 }
 
 impl BrokerConfig {
@@ -99,6 +102,7 @@ impl BrokerConfig {
             ack_timeout: Duration::from_secs(2),
             replica_fetch_bytes: BROKER_MAX_PAYLOAD - 4 * 1024,
             controlled_shutdown_timeout: Duration::from_secs(10),
+            pehra: pehra::PehraConfig::default(),
         }
     }
 }
@@ -161,6 +165,12 @@ pub(crate) struct State {
     handle: OnceLock<Handle>,
     zk: OnceLock<Arc<Client>>,
     pubsub: OnceLock<Arc<crate::pubsub::PubSub>>,
+    /// PEHRA: `true` while dormant (periodic work and fetchers paused).
+    asleep: tokio::sync::watch::Sender<bool>,
+    /// Re-apply the assignment (restart the fetchers after a wake).
+    reassign: tokio::sync::Notify,
+    /// The PEHRA node, once started.
+    pehra: OnceLock<Arc<pehra::Pehra>>,
 }
 
 impl State {
@@ -203,6 +213,9 @@ impl Broker {
             handle: OnceLock::new(),
             zk: OnceLock::new(),
             pubsub: OnceLock::new(),
+            asleep: tokio::sync::watch::channel(false).0,
+            reassign: tokio::sync::Notify::new(),
+            pehra: OnceLock::new(),
         });
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
             .await
@@ -238,6 +251,12 @@ impl Broker {
             tokio::spawn(flush_periodically(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
             tokio::spawn(replica::maintain_isr(state.clone())),
+            tokio::spawn(pehra::start(
+                state.clone(),
+                zk.clone(),
+                config.pehra.clone(),
+                info.addr.clone(),
+            )),
         ];
         Ok(Broker {
             endpoint,
@@ -437,8 +456,10 @@ fn advertised(local: SocketAddr, zookeeper: SocketAddr) -> SocketAddr {
 
 async fn flush_periodically(state: Arc<State>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        pehra::awake(&state).await;
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || flush_all(&state)).await;
     }
@@ -446,8 +467,10 @@ async fn flush_periodically(state: Arc<State>, every: Duration) {
 
 async fn retain_periodically(state: Arc<State>, every: Duration) {
     let mut ticker = tokio::time::interval(every);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        pehra::awake(&state).await;
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || {
             let now_ms = std::time::SystemTime::now()
@@ -488,9 +511,10 @@ fn flush_all(state: &State) {
 /// The CoAP resources of a broker.
 fn router(state: Arc<State>) -> Router {
     let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state.clone());
-    let replica_state = state.clone();
+    let (replica_state, checkin_state) = (state.clone(), state.clone());
     let pubsub = move |incoming: Incoming, responder: Responder| match state.pubsub.get() {
         Some(ps) => {
+            pehra::traffic(&state);
             tokio::spawn(ps.clone().handle(incoming, responder));
         }
         None => responder.respond(error_response(ErrorKind::Busy, "the broker is starting")),
@@ -513,14 +537,20 @@ fn router(state: Arc<State>) -> Router {
                 .attr("ct", "40"),
         )
         .route_deferred(Method::Post, "produce", move |incoming, responder| {
+            pehra::traffic(&produce_state);
             produce::produce(&produce_state, incoming, responder)
         })
         .route(Method::Post, "fetch", move |incoming| {
+            pehra::traffic(&fetch_state);
             let response = fetch::fetch(&fetch_state, &incoming);
             async move { response }
         })
         .route(Method::Get, "p/{topic}/{partition}", move |incoming| {
             let response = fetch::partition_state(&observe_state, &incoming);
+            async move { response }
+        })
+        .route(Method::Post, "pehra/checkin", move |incoming| {
+            let response = pehra::checkin(&checkin_state, &incoming);
             async move { response }
         })
         .route_deferred(Method::Post, "replica", move |incoming, responder| {

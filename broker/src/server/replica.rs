@@ -285,8 +285,10 @@ async fn write_isr(
 /// that lag from the in-sync set.
 pub(crate) async fn maintain_isr(state: Arc<State>) {
     let mut ticker = tokio::time::interval((state.replica_lag / 4).max(Duration::from_millis(50)));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        super::pehra::awake(&state).await;
         let now = Instant::now();
         let partitions: Vec<_> = state
             .partitions

@@ -1,1 +1,822 @@
 //! One PEHRA participant (see the module docs of [`super`]).
+//!
+//! [`Node`] decides, from the cluster's [`PehraState`] (the watch on `/pehra/state`), the
+//! client traffic it sees and the time, when its node sleeps, when it wakes, when it
+//! checks in with the Pehredar and when it takes or leaves office. It does no I/O: the
+//! driver feeds it inputs, calls [`Node::poll`] and carries out the [`Action`]s, and
+//! calls `poll` again at [`Node::next_deadline`].
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::wire::{
+    CheckIn, CheckInReply, Directive, NodeRole, NodeStatus, PehraRequest, PehraState, WakeReason,
+};
+
+/// How a participant is set up (selfChk and its timers).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeConfig {
+    /// The node's name (`broker-{id}`).
+    pub name: String,
+    /// Where it serves CoAP (`ip:port`), published in its status.
+    pub addr: String,
+    /// selfChk: it takes part. `false` = opted out: always awake, never a candidate.
+    pub participating: bool,
+    /// Mains powered: only such nodes are candidates for Pehredar.
+    pub mains_powered: bool,
+    /// It participates (may be elected) but never sleeps.
+    pub stay_awake: bool,
+    /// How long without client traffic before it counts as idle and may sleep, ms.
+    pub idle_ms: u64,
+    /// How long a dormant node sleeps before it checks in with the Pehredar, ms.
+    pub alarm_interval_ms: u64,
+}
+
+/// What the driver must do.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    /// Write this status to `/pehra/nodes/{name}` (only emitted when it changed).
+    PublishStatus(NodeStatus),
+    /// Go dormant until this time (ms since the Unix epoch): stop periodic work, stretch
+    /// the zookeeper lease. Also emitted, while dormant, to sleep again after a check-in.
+    Sleep {
+        /// When the alarm rings.
+        until_ms: u64,
+    },
+    /// Wake fully: resume periodic work and heartbeats.
+    Wake {
+        /// Why.
+        reason: WakeReason,
+    },
+    /// The alarm rang: send this check-in to the Pehredar (`POST /pehra/checkin` at the
+    /// address in its status) and report the outcome with [`Node::checkin_result`].
+    CheckIn {
+        /// The Pehredar's node name.
+        pehredar: String,
+        /// The body to send.
+        checkin: CheckIn,
+    },
+    /// Write this request under `/pehra/requests`.
+    Request(PehraRequest),
+}
+
+/// Where the node is in its sleep cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Awake (or the Pehredar, or opted out).
+    Awake,
+    /// Dormant until the alarm.
+    Dormant { alarm_ms: u64 },
+    /// Dormant, the alarm rang, the check-in is out.
+    CheckingIn { alarm_ms: u64 },
+}
+
+/// One PEHRA participant's state machine.
+#[derive(Debug, Clone)]
+pub struct Node {
+    config: NodeConfig,
+    state: Option<PehraState>,
+    phase: Phase,
+    /// The term number it holds office in.
+    office: Option<u64>,
+    last_traffic_ms: u64,
+    /// When it last woke (or stepped down): it stays up at least `idle_ms` after.
+    woke_ms: u64,
+    /// The last wakeUpAll generation obeyed.
+    obeyed_generation: u64,
+    /// The wake generation for which a traffic wakeUpAll was already requested.
+    traffic_requested: Option<u64>,
+    /// A term whose Pehredar did not answer a check-in: do not sleep under it again.
+    lost_term: Option<u64>,
+    role: NodeRole,
+    since_ms: u64,
+    published: Option<NodeStatus>,
+    actions: Vec<Action>,
+}
+
+impl Node {
+    /// A node starting at `now_ms`, awake, counting itself busy until `idle_ms` later.
+    pub fn new(config: NodeConfig, now_ms: u64) -> Node {
+        let role = if config.participating {
+            NodeRole::Awake
+        } else {
+            NodeRole::OptedOut
+        };
+        Node {
+            config,
+            state: None,
+            phase: Phase::Awake,
+            office: None,
+            last_traffic_ms: now_ms,
+            woke_ms: now_ms,
+            obeyed_generation: 0,
+            traffic_requested: None,
+            lost_term: None,
+            role,
+            since_ms: now_ms,
+            published: None,
+            actions: Vec::new(),
+        }
+    }
+
+    /// The node's configuration.
+    pub fn config(&self) -> &NodeConfig {
+        &self.config
+    }
+
+    /// Its role now.
+    pub fn role(&self) -> NodeRole {
+        self.role
+    }
+
+    /// Whether it is dormant (including while a check-in is out).
+    pub fn is_dormant(&self) -> bool {
+        !matches!(self.phase, Phase::Awake)
+    }
+
+    /// The term number it holds office in, if it is the Pehredar.
+    pub fn office(&self) -> Option<u64> {
+        self.office
+    }
+
+    /// The last `/pehra/state` seen.
+    pub fn pehra_state(&self) -> Option<&PehraState> {
+        self.state.as_ref()
+    }
+
+    /// Changes stayAwake at run time (maintenance holds a node awake with it).
+    pub fn set_stay_awake(&mut self, now_ms: u64, stay_awake: bool) {
+        self.config.stay_awake = stay_awake;
+        if stay_awake && self.is_dormant() {
+            self.wake(now_ms, WakeReason::Maintenance);
+        }
+    }
+
+    /// A new `/pehra/state` was seen.
+    pub fn state(&mut self, _now_ms: u64, state: &PehraState) {
+        self.state = Some(state.clone());
+    }
+
+    /// A client request reached this node (produce, fetch, publish, consumer offsets,
+    /// records replicated to it).
+    pub fn traffic(&mut self, now_ms: u64) {
+        self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
+        if let Some(state) = &self.state {
+            if state.enabled
+                && !state.traffic_awake
+                && self.traffic_requested != Some(state.wake_generation)
+            {
+                self.traffic_requested = Some(state.wake_generation);
+                let term = state.term.as_ref().map_or(0, |t| t.number);
+                self.actions.push(Action::Request(PehraRequest::WakeAll {
+                    from: self.config.name.clone(),
+                    reason: WakeReason::Traffic,
+                    term,
+                }));
+            }
+        }
+        if self.is_dormant() {
+            self.wake(now_ms, WakeReason::Traffic);
+        }
+    }
+
+    /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
+    /// `None` if it did not answer.
+    pub fn checkin_result(&mut self, now_ms: u64, reply: Option<CheckInReply>) {
+        let Phase::CheckingIn { .. } = self.phase else {
+            return;
+        };
+        match reply.map(|r| r.directive) {
+            Some(Directive::SleepUntil { at_ms }) if self.may_sleep(now_ms, true) => {
+                let until_ms = if at_ms > now_ms {
+                    at_ms
+                } else {
+                    now_ms + self.config.alarm_interval_ms
+                };
+                self.phase = Phase::Dormant { alarm_ms: until_ms };
+                self.actions.push(Action::Sleep { until_ms });
+            }
+            Some(Directive::SleepUntil { .. }) => self.wake(now_ms, self.state_reason()),
+            Some(Directive::WakeNow | Directive::StayAwake | Directive::Rejoin) => {
+                self.wake(now_ms, self.state_reason())
+            }
+            None => {
+                let term = self.state.as_ref().and_then(|s| s.term.as_ref());
+                let term = term.map_or(0, |t| t.number);
+                self.lost_term = Some(term);
+                self.actions.push(Action::Request(PehraRequest::WakeAll {
+                    from: self.config.name.clone(),
+                    reason: WakeReason::PehredarLost,
+                    term,
+                }));
+                self.wake(now_ms, WakeReason::PehredarLost);
+            }
+        }
+    }
+
+    /// The Pehredar's answer to a dormant node's check-in: wake now while PEHRA is
+    /// disabled, the cluster is in traffic mode, an election is open or the node has
+    /// something to send; otherwise sleep until its next alarm.
+    pub fn answer_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+        let state = self.state.as_ref();
+        let term = state.and_then(|s| s.term.clone());
+        let wake = match state {
+            None => true,
+            Some(s) => !s.enabled || s.traffic_awake || s.next.is_some(),
+        } || checkin.traffic_waiting;
+        let directive = if wake {
+            Directive::WakeNow
+        } else {
+            let at_ms = match checkin.next_alarm_ms {
+                Some(at) if at > now_ms => at,
+                _ => now_ms + self.config.alarm_interval_ms,
+            };
+            Directive::SleepUntil { at_ms }
+        };
+        CheckInReply {
+            pehredar: term.as_ref().map(|t| t.pehredar.clone()),
+            term,
+            directive,
+            pending: 0,
+        }
+    }
+
+    /// Applies the rules at `now_ms` and returns what to do, in order.
+    pub fn poll(&mut self, now_ms: u64) -> Vec<Action> {
+        self.update_office(now_ms);
+        if self.is_dormant() {
+            if let Some(reason) = self.wake_cause() {
+                self.wake(now_ms, reason);
+            }
+        }
+        match self.phase {
+            Phase::Awake => {
+                if let Some(state) = &self.state {
+                    self.obeyed_generation = self.obeyed_generation.max(state.wake_generation);
+                }
+                if self.may_sleep(now_ms, false) {
+                    let until_ms = now_ms + self.config.alarm_interval_ms;
+                    self.phase = Phase::Dormant { alarm_ms: until_ms };
+                    self.actions.push(Action::Sleep { until_ms });
+                }
+            }
+            Phase::Dormant { alarm_ms } if now_ms >= alarm_ms => {
+                let pehredar = self
+                    .state
+                    .as_ref()
+                    .and_then(|s| s.term.as_ref())
+                    .map(|t| t.pehredar.clone());
+                match pehredar {
+                    Some(pehredar) => {
+                        self.phase = Phase::CheckingIn { alarm_ms };
+                        let checkin = CheckIn {
+                            node: self.config.name.clone(),
+                            role: NodeRole::Dormant,
+                            mains_powered: self.config.mains_powered,
+                            next_alarm_ms: Some(now_ms + self.config.alarm_interval_ms),
+                            traffic_waiting: false,
+                            health: None,
+                        };
+                        self.actions.push(Action::CheckIn { pehredar, checkin });
+                    }
+                    None => self.wake(now_ms, WakeReason::Election),
+                }
+            }
+            _ => {}
+        }
+        self.publish(now_ms);
+        core::mem::take(&mut self.actions)
+    }
+
+    /// When [`Node::poll`] must be called next even without input: the alarm, or when
+    /// the node turns idle. `None`: only inputs matter.
+    pub fn next_deadline(&self) -> Option<u64> {
+        match self.phase {
+            Phase::Dormant { alarm_ms } => Some(alarm_ms),
+            Phase::CheckingIn { .. } => None,
+            Phase::Awake => {
+                let idle_at = self.last_traffic_ms + self.config.idle_ms;
+                let sleepy_at = idle_at.max(self.woke_ms + self.config.idle_ms);
+                if self.published.as_ref().is_none_or(|s| !s.idle) {
+                    Some(idle_at)
+                } else {
+                    // Only if it would sleep then: a deadline in the past that changes
+                    // nothing would spin the driver.
+                    self.may_sleep(sleepy_at, false).then_some(sleepy_at)
+                }
+            }
+        }
+    }
+
+    fn idle(&self, now_ms: u64) -> bool {
+        now_ms >= self.last_traffic_ms + self.config.idle_ms
+    }
+
+    /// The sleep rule. `again`: a dormant node deciding to sleep on after a check-in.
+    fn may_sleep(&self, now_ms: u64, again: bool) -> bool {
+        let Some(state) = &self.state else {
+            return false;
+        };
+        let named = |t: &Option<crate::wire::Term>| {
+            t.as_ref().is_some_and(|t| t.pehredar == self.config.name)
+        };
+        let in_office = state.term.as_ref();
+        self.config.participating
+            && !self.config.stay_awake
+            && self.office.is_none()
+            && !named(&state.term)
+            && !named(&state.next)
+            && state.enabled
+            && !state.traffic_awake
+            && in_office.is_some()
+            && in_office.map(|t| t.number) != self.lost_term
+            && state.next.is_none()
+            && (again || (self.idle(now_ms) && now_ms >= self.woke_ms + self.config.idle_ms))
+    }
+
+    /// Why a dormant node must wake now, if it must.
+    fn wake_cause(&self) -> Option<WakeReason> {
+        let state = self.state.as_ref()?;
+        if state.wake_generation > self.obeyed_generation {
+            return Some(state.wake_reason.unwrap_or(WakeReason::Admin));
+        }
+        if !state.enabled {
+            return Some(WakeReason::Admin);
+        }
+        if state.traffic_awake {
+            return Some(WakeReason::Traffic);
+        }
+        if self.office.is_some() || state.next.is_some() {
+            return Some(WakeReason::Election);
+        }
+        if self.config.stay_awake {
+            return Some(WakeReason::Maintenance);
+        }
+        None
+    }
+
+    /// A reason to give when the Pehredar tells the node to wake.
+    fn state_reason(&self) -> WakeReason {
+        match &self.state {
+            Some(s) if s.traffic_awake => WakeReason::Traffic,
+            Some(s) if s.next.is_some() => WakeReason::Election,
+            Some(s) => s.wake_reason.unwrap_or(WakeReason::Admin),
+            None => WakeReason::Admin,
+        }
+    }
+
+    fn wake(&mut self, now_ms: u64, reason: WakeReason) {
+        if let Some(state) = &self.state {
+            self.obeyed_generation = self.obeyed_generation.max(state.wake_generation);
+        }
+        if self.is_dormant() {
+            self.woke_ms = now_ms;
+            self.phase = Phase::Awake;
+            self.actions.push(Action::Wake { reason });
+        }
+    }
+
+    /// Takes office when named in `next` (or in a term, such as allDown's temporary one),
+    /// keeps it while named in `term`, steps down when named in neither.
+    fn update_office(&mut self, now_ms: u64) {
+        if !self.config.participating {
+            self.office = None;
+            return;
+        }
+        let name = &self.config.name;
+        let was = self.office;
+        self.office = self.state.as_ref().and_then(|s| match (&s.next, &s.term) {
+            (Some(next), _) if &next.pehredar == name => Some(next.number),
+            (_, Some(term)) if &term.pehredar == name => Some(term.number),
+            _ => None,
+        });
+        if self.office.is_some() && self.is_dormant() {
+            self.wake(now_ms, WakeReason::Election);
+        }
+        if was.is_some() && self.office.is_none() {
+            self.woke_ms = now_ms;
+        }
+    }
+
+    fn publish(&mut self, now_ms: u64) {
+        let role = if !self.config.participating {
+            NodeRole::OptedOut
+        } else if self.office.is_some() {
+            NodeRole::Pehredar
+        } else if self.is_dormant() {
+            NodeRole::Dormant
+        } else {
+            NodeRole::Awake
+        };
+        if role != self.role {
+            self.role = role;
+            self.since_ms = now_ms;
+        }
+        let next_alarm_ms = match self.phase {
+            Phase::Dormant { alarm_ms } | Phase::CheckingIn { alarm_ms } => Some(alarm_ms),
+            Phase::Awake => None,
+        };
+        let status = NodeStatus {
+            node: self.config.name.clone(),
+            addr: self.config.addr.clone(),
+            role,
+            candidate: self.config.participating && self.config.mains_powered,
+            stay_awake: self.config.stay_awake,
+            idle: self.idle(now_ms),
+            next_alarm_ms,
+            office: self.office,
+            wake_generation: self.obeyed_generation,
+            since_ms: self.since_ms,
+        };
+        if self.published.as_ref() != Some(&status) {
+            self.published = Some(status.clone());
+            self.actions.push(Action::PublishStatus(status));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::Term;
+    use alloc::string::ToString;
+    use alloc::vec;
+
+    const IDLE: u64 = 1_000;
+    const ALARM: u64 = 10_000;
+    const T0: u64 = 1_700_000_000_000;
+
+    fn config(name: &str) -> NodeConfig {
+        NodeConfig {
+            name: name.to_string(),
+            addr: "127.0.0.1:5683".to_string(),
+            participating: true,
+            mains_powered: true,
+            stay_awake: false,
+            idle_ms: IDLE,
+            alarm_interval_ms: ALARM,
+        }
+    }
+
+    fn term(number: u64, pehredar: &str) -> Term {
+        Term {
+            number,
+            pehredar: pehredar.to_string(),
+            started_ms: T0,
+            ends_ms: T0 + 3_600_000,
+        }
+    }
+
+    /// PEHRA on, broker-9 in office for term 1.
+    fn in_office() -> PehraState {
+        PehraState {
+            term: Some(term(1, "broker-9")),
+            ..PehraState::default()
+        }
+    }
+
+    fn sleeps(actions: &[Action]) -> Option<u64> {
+        actions.iter().find_map(|a| match a {
+            Action::Sleep { until_ms } => Some(*until_ms),
+            _ => None,
+        })
+    }
+
+    fn woke(actions: &[Action]) -> Option<WakeReason> {
+        actions.iter().find_map(|a| match a {
+            Action::Wake { reason } => Some(*reason),
+            _ => None,
+        })
+    }
+
+    fn status(actions: &[Action]) -> Option<&NodeStatus> {
+        actions.iter().rev().find_map(|a| match a {
+            Action::PublishStatus(s) => Some(s),
+            _ => None,
+        })
+    }
+
+    fn requests(actions: &[Action]) -> Vec<&PehraRequest> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Request(r) => Some(r),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// A node that has gone dormant at T0 + IDLE under `in_office()`.
+    fn dormant() -> Node {
+        let mut n = Node::new(config("broker-1"), T0);
+        n.state(T0, &in_office());
+        n.poll(T0);
+        let a = n.poll(T0 + IDLE);
+        assert_eq!(sleeps(&a), Some(T0 + IDLE + ALARM));
+        n
+    }
+
+    #[test]
+    fn publishes_its_status_once_and_again_only_on_change() {
+        let mut n = Node::new(config("broker-1"), T0);
+        let a = n.poll(T0);
+        let s = status(&a).expect("first status");
+        assert_eq!(s.role, NodeRole::Awake);
+        assert!(s.candidate && !s.idle && s.office.is_none());
+        assert!(n.poll(T0 + 1).is_empty(), "nothing changed");
+        // Idle flips after idle_ms (no state: no sleep).
+        assert_eq!(n.next_deadline(), Some(T0 + IDLE));
+        let a = n.poll(T0 + IDLE);
+        assert!(status(&a).expect("idle status").idle);
+        assert!(sleeps(&a).is_none(), "no state, no sleep");
+        // Idle, and no reason to sleep: no deadline to spin on.
+        assert_eq!(n.next_deadline(), None);
+        n.traffic(T0 + IDLE + 5);
+        assert!(!status(&n.poll(T0 + IDLE + 5)).expect("busy").idle);
+    }
+
+    #[test]
+    fn sleeps_after_idle_under_a_term_and_checks_in_at_the_alarm() {
+        let mut n = Node::new(config("broker-1"), T0);
+        n.state(T0, &in_office());
+        assert!(sleeps(&n.poll(T0 + IDLE - 1)).is_none(), "not idle yet");
+        let a = n.poll(T0 + IDLE);
+        let until = sleeps(&a).expect("sleeps");
+        assert_eq!(until, T0 + IDLE + ALARM);
+        let s = status(&a).expect("status");
+        assert_eq!(s.role, NodeRole::Dormant);
+        assert_eq!(s.next_alarm_ms, Some(until));
+        assert_eq!(n.next_deadline(), Some(until));
+        assert!(n.poll(until - 1).is_empty());
+        let a = n.poll(until);
+        match &a[..] {
+            [Action::CheckIn { pehredar, checkin }] => {
+                assert_eq!(pehredar, "broker-9");
+                assert_eq!(checkin.node, "broker-1");
+                assert_eq!(checkin.role, NodeRole::Dormant);
+            }
+            other => panic!("expected a check-in, got {other:?}"),
+        }
+        assert_eq!(n.next_deadline(), None, "waiting for the answer");
+        // Told to sleep on.
+        n.checkin_result(
+            until + 5,
+            Some(CheckInReply {
+                pehredar: Some("broker-9".to_string()),
+                term: Some(term(1, "broker-9")),
+                directive: Directive::SleepUntil {
+                    at_ms: until + ALARM,
+                },
+                pending: 0,
+            }),
+        );
+        let a = n.poll(until + 5);
+        assert_eq!(sleeps(&a), Some(until + ALARM));
+        assert_eq!(
+            status(&a).expect("status").next_alarm_ms,
+            Some(until + ALARM)
+        );
+        assert!(n.is_dormant());
+    }
+
+    #[test]
+    fn wake_now_at_the_check_in_wakes() {
+        for directive in [Directive::WakeNow, Directive::StayAwake] {
+            let mut n = dormant();
+            let alarm = T0 + IDLE + ALARM;
+            assert!(matches!(&n.poll(alarm)[..], [Action::CheckIn { .. }]));
+            n.checkin_result(
+                alarm,
+                Some(CheckInReply {
+                    pehredar: None,
+                    term: None,
+                    directive,
+                    pending: 0,
+                }),
+            );
+            let a = n.poll(alarm);
+            assert!(woke(&a).is_some(), "{directive:?} wakes");
+            assert_eq!(status(&a).expect("status").role, NodeRole::Awake);
+        }
+    }
+
+    #[test]
+    fn a_silent_pehredar_is_reported_lost_and_not_slept_under_again() {
+        let mut n = dormant();
+        let alarm = T0 + IDLE + ALARM;
+        n.poll(alarm);
+        n.checkin_result(alarm + 3_000, None);
+        let a = n.poll(alarm + 3_000);
+        assert_eq!(woke(&a), Some(WakeReason::PehredarLost));
+        assert_eq!(
+            requests(&a),
+            vec![&PehraRequest::WakeAll {
+                from: "broker-1".to_string(),
+                reason: WakeReason::PehredarLost,
+                term: 1,
+            }]
+        );
+        assert!(sleeps(&n.poll(alarm + 100_000)).is_none(), "same term");
+        // A new term: it may sleep again.
+        let mut s = in_office();
+        s.term = Some(term(2, "broker-7"));
+        n.state(alarm + 100_001, &s);
+        assert!(sleeps(&n.poll(alarm + 100_001)).is_some());
+    }
+
+    #[test]
+    fn a_larger_wake_generation_wakes_a_dormant_node_once() {
+        let mut n = dormant();
+        let mut s = in_office();
+        s.wake_generation = 1;
+        s.wake_reason = Some(WakeReason::Admin);
+        n.state(T0 + IDLE + 1, &s);
+        let a = n.poll(T0 + IDLE + 1);
+        assert_eq!(woke(&a), Some(WakeReason::Admin));
+        assert_eq!(status(&a).expect("status").wake_generation, 1);
+        // Obeyed: the same generation does not keep it awake; it sleeps an idle period
+        // after waking.
+        assert!(sleeps(&n.poll(T0 + 2 * IDLE)).is_none());
+        let a = n.poll(T0 + 2 * IDLE + 1);
+        assert_eq!(sleeps(&a), Some(T0 + 2 * IDLE + 1 + ALARM));
+    }
+
+    #[test]
+    fn disabled_traffic_mode_and_an_open_election_wake_and_keep_awake() {
+        let mut disabled = in_office();
+        disabled.enabled = false;
+        let mut traffic = in_office();
+        traffic.traffic_awake = true;
+        let mut election = in_office();
+        election.next = Some(term(2, "broker-7"));
+        for (s, reason) in [
+            (disabled, WakeReason::Admin),
+            (traffic, WakeReason::Traffic),
+            (election, WakeReason::Election),
+        ] {
+            let mut n = dormant();
+            n.state(T0 + IDLE + 1, &s);
+            assert_eq!(woke(&n.poll(T0 + IDLE + 1)), Some(reason));
+            assert!(sleeps(&n.poll(T0 + 10 * IDLE)).is_none(), "{reason:?}");
+        }
+    }
+
+    #[test]
+    fn no_sleep_without_a_term_or_when_opted_out_or_staying_awake() {
+        let mut n = Node::new(config("broker-1"), T0);
+        n.state(T0, &PehraState::default());
+        assert!(sleeps(&n.poll(T0 + 10 * IDLE)).is_none(), "no Pehredar");
+
+        let mut c = config("broker-1");
+        c.participating = false;
+        let mut n = Node::new(c, T0);
+        n.state(T0, &in_office());
+        let a = n.poll(T0 + 10 * IDLE);
+        assert!(sleeps(&a).is_none());
+        let s = status(&a).expect("status");
+        assert_eq!(s.role, NodeRole::OptedOut);
+        assert!(!s.candidate);
+
+        let mut c = config("broker-1");
+        c.stay_awake = true;
+        let mut n = Node::new(c, T0);
+        n.state(T0, &in_office());
+        let a = n.poll(T0 + 10 * IDLE);
+        assert!(sleeps(&a).is_none());
+        assert!(status(&a).expect("status").candidate);
+    }
+
+    #[test]
+    fn named_in_next_takes_office_and_steps_down_when_replaced() {
+        let mut n = dormant();
+        let mut s = in_office();
+        s.next = Some(term(2, "broker-1"));
+        n.state(T0 + IDLE + 1, &s);
+        let a = n.poll(T0 + IDLE + 1);
+        assert_eq!(woke(&a), Some(WakeReason::Election));
+        let st = status(&a).expect("status");
+        assert_eq!((st.role, st.office), (NodeRole::Pehredar, Some(2)));
+        // The coordinator moves next to term: still in office, never sleeps.
+        s.term = s.next.take();
+        n.state(T0 + IDLE + 2, &s);
+        assert!(n
+            .poll(T0 + 100 * IDLE)
+            .iter()
+            .all(|a| !matches!(a, Action::Sleep { .. })));
+        assert_eq!(n.office(), Some(2));
+        // Handover: broker-7 elected; broker-1 keeps office until it has taken it.
+        s.next = Some(term(3, "broker-7"));
+        n.state(T0 + 100 * IDLE, &s);
+        n.poll(T0 + 100 * IDLE);
+        assert_eq!(n.office(), Some(2));
+        s.term = s.next.take();
+        n.state(T0 + 100 * IDLE + 1, &s);
+        let a = n.poll(T0 + 100 * IDLE + 1);
+        let st = status(&a).expect("stepped down");
+        assert_eq!((st.role, st.office), (NodeRole::Awake, None));
+        // Then it may sleep like anyone, an idle period later.
+        assert!(sleeps(&n.poll(T0 + 101 * IDLE + 1)).is_some());
+    }
+
+    #[test]
+    fn a_temporary_term_for_it_takes_office() {
+        let mut n = Node::new(config("broker-1"), T0);
+        let s = PehraState {
+            term: Some(term(5, "broker-1")),
+            temporary: true,
+            ..PehraState::default()
+        };
+        n.state(T0, &s);
+        let a = n.poll(T0);
+        assert_eq!(status(&a).expect("status").office, Some(5));
+        assert_eq!(n.role(), NodeRole::Pehredar);
+    }
+
+    #[test]
+    fn traffic_requests_a_wake_all_once_per_generation_and_wakes() {
+        let mut n = dormant();
+        n.traffic(T0 + IDLE + 50);
+        let a = n.poll(T0 + IDLE + 50);
+        assert_eq!(woke(&a), Some(WakeReason::Traffic));
+        assert_eq!(
+            requests(&a),
+            vec![&PehraRequest::WakeAll {
+                from: "broker-1".to_string(),
+                reason: WakeReason::Traffic,
+                term: 1,
+            }]
+        );
+        assert!(!status(&a).expect("status").idle);
+        n.traffic(T0 + IDLE + 60);
+        assert!(requests(&n.poll(T0 + IDLE + 60)).is_empty(), "once");
+        // The coordinator answered: traffic mode, no more requests.
+        let mut s = in_office();
+        s.wake_generation = 1;
+        s.traffic_awake = true;
+        n.state(T0 + IDLE + 70, &s);
+        n.traffic(T0 + IDLE + 70);
+        assert!(requests(&n.poll(T0 + IDLE + 70)).is_empty());
+        // Back in PEHRA mode at a new generation: traffic asks again.
+        s.traffic_awake = false;
+        n.state(T0 + IDLE + 80, &s);
+        n.traffic(T0 + IDLE + 80);
+        assert_eq!(requests(&n.poll(T0 + IDLE + 80)).len(), 1);
+    }
+
+    #[test]
+    fn no_wake_all_request_while_disabled() {
+        let mut n = Node::new(config("broker-1"), T0);
+        let mut s = in_office();
+        s.enabled = false;
+        n.state(T0, &s);
+        n.traffic(T0 + 1);
+        assert!(requests(&n.poll(T0 + 1)).is_empty());
+    }
+
+    #[test]
+    fn stay_awake_at_run_time_wakes_a_dormant_node() {
+        let mut n = dormant();
+        n.set_stay_awake(T0 + IDLE + 1, true);
+        let a = n.poll(T0 + IDLE + 1);
+        assert_eq!(woke(&a), Some(WakeReason::Maintenance));
+        assert!(sleeps(&n.poll(T0 + 100 * IDLE)).is_none());
+        n.set_stay_awake(T0 + 100 * IDLE, false);
+        assert!(sleeps(&n.poll(T0 + 100 * IDLE)).is_some());
+    }
+
+    #[test]
+    fn the_pehredar_answers_check_ins() {
+        let mut p = Node::new(config("broker-9"), T0);
+        p.state(T0, &in_office());
+        p.poll(T0);
+        let checkin = CheckIn {
+            node: "broker-1".to_string(),
+            role: NodeRole::Dormant,
+            mains_powered: true,
+            next_alarm_ms: Some(T0 + 5_000),
+            traffic_waiting: false,
+            health: None,
+        };
+        let r = p.answer_checkin(T0, &checkin);
+        assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 5_000 });
+        assert_eq!(r.pehredar.as_deref(), Some("broker-9"));
+        assert_eq!(r.term.map(|t| t.number), Some(1));
+        let r = p.answer_checkin(
+            T0,
+            &CheckIn {
+                next_alarm_ms: None,
+                ..checkin.clone()
+            },
+        );
+        assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + ALARM });
+
+        let mut s = in_office();
+        s.traffic_awake = true;
+        p.state(T0, &s);
+        assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+        s.traffic_awake = false;
+        s.enabled = false;
+        p.state(T0, &s);
+        assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+    }
+}

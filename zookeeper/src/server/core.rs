@@ -62,6 +62,8 @@ pub(crate) enum Job {
     Heartbeat {
         /// The session.
         session: u64,
+        /// The node goes dormant for this long (PEHRA): stretch this one lease.
+        sleep_ms: Option<u32>,
         /// Where to answer.
         responder: Responder,
     },
@@ -268,7 +270,11 @@ impl Core {
                         zxid: self.tree.last_zxid(),
                     },
                 )),
-                Job::Heartbeat { session, responder } => responder.respond(self.heartbeat(session)),
+                Job::Heartbeat {
+                    session,
+                    sleep_ms,
+                    responder,
+                } => responder.respond(self.heartbeat(session, sleep_ms)),
                 Job::OpenSession {
                     timeout_ms,
                     responder,
@@ -329,14 +335,27 @@ impl Core {
             .map(|s| Duration::from_millis(u64::from(s.timeout_ms)))
     }
 
-    fn heartbeat(&mut self, session: u64) -> Response {
+    /// Renews a session's lease for its timeout, stretched by the node's announced
+    /// sleep (capped by `max_sleep`) if it goes dormant.
+    fn heartbeat(&mut self, session: u64, sleep_ms: Option<u32>) -> Response {
         match self.session_timeout(session) {
             Some(timeout) => {
-                self.leases.renew(session, Instant::now(), timeout);
+                let sleep = sleep_ms
+                    .map(|ms| Duration::from_millis(u64::from(ms)).min(self.config.max_sleep))
+                    .unwrap_or_default();
+                let lease = timeout + sleep;
+                self.leases.renew(session, Instant::now(), lease);
+                if !sleep.is_zero() {
+                    tracing::debug!(
+                        session,
+                        sleep_ms = sleep.as_millis() as u64,
+                        "lease stretched for a dormant node"
+                    );
+                }
                 cbor_response(
                     Code::CHANGED,
                     &HeartbeatAck {
-                        lease_ms: timeout.as_millis() as u32,
+                        lease_ms: u32::try_from(lease.as_millis()).unwrap_or(u32::MAX),
                         directives: Vec::new(),
                     },
                 )

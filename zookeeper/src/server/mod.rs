@@ -37,6 +37,9 @@ pub struct ServerConfig {
     pub min_session_timeout: Duration,
     /// See `min_session_timeout`.
     pub max_session_timeout: Duration,
+    /// The longest sleep one heartbeat may stretch a lease over (PEHRA
+    /// `Heartbeat.sleep_ms` is capped to this).
+    pub max_sleep: Duration,
     /// Write a snapshot once this many bytes were logged since the last one.
     pub snapshot_after_bytes: u64,
     /// CoAP transmission parameters.
@@ -54,6 +57,7 @@ impl ServerConfig {
             data_dir,
             min_session_timeout: Duration::from_millis(1_000),
             max_session_timeout: Duration::from_secs(60),
+            max_sleep: Duration::from_secs(3600),
             snapshot_after_bytes: 64 * 1024 * 1024,
             coap: CoapConfig {
                 nstart: 16,

@@ -95,11 +95,14 @@ fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
 fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
     let session = session_id(&incoming)?;
     // The body (node health) is optional; if present it must be a valid heartbeat.
-    if !incoming.request.payload().is_empty() {
-        decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?;
-    }
+    let sleep_ms = if incoming.request.payload().is_empty() {
+        None
+    } else {
+        decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?.sleep_ms
+    };
     Ok(Box::new(move |responder| Job::Heartbeat {
         session,
+        sleep_ms,
         responder,
     }))
 }

@@ -1,0 +1,358 @@
+//! The broker's PEHRA driver: runs the sans-IO [`Node`] for `broker-{id}`.
+//!
+//! It publishes the node's status as the ephemeral `/pehra/nodes/broker-{id}` (with the
+//! broker's own session), watches `/pehra/state`, feeds client traffic in, and carries
+//! out the node's actions: going dormant (periodic work and replication fetching paused,
+//! the zookeeper lease stretched over the sleep, `--on-sleep` run), waking (all resumed,
+//! `--on-wake` run), checking in with the Pehredar at the alarm, and writing requests
+//! to the coordinator. It also answers `POST /pehra/checkin` while this broker is the
+//! Pehredar.
+
+use super::State;
+use pehra_shared::api::{cbor_response, decode_request};
+use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::driver::Incoming;
+use pehra_shared::pehra::node::{Action, Node, NodeConfig};
+use pehra_shared::wire::{
+    self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
+};
+use pehra_zookeeper::cluster::{self, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
+use pehra_zookeeper::{Client, CreateMode, WatchEvent};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio::sync::{mpsc, Notify};
+
+/// How long a check-in waits for the Pehredar before it counts as lost.
+const CHECKIN_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an `--on-sleep` / `--on-wake` command may run before it is killed.
+const HOOK_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The broker's PEHRA settings (selfChk, timers, hooks).
+#[derive(Debug, Clone)]
+pub struct PehraConfig {
+    /// Take part in PEHRA (`false`: `--pehra-opt-out`, always awake, never elected).
+    pub participating: bool,
+    /// Participate but never sleep (`--stay-awake`).
+    pub stay_awake: bool,
+    /// No client traffic for this long before it may sleep.
+    pub idle_before_sleep: Duration,
+    /// How long it sleeps before checking in with the Pehredar.
+    pub alarm_interval: Duration,
+    /// Run with `sh -c` when it goes dormant.
+    pub on_sleep: Option<String>,
+    /// Run with `sh -c` when it wakes.
+    pub on_wake: Option<String>,
+}
+
+impl Default for PehraConfig {
+    fn default() -> Self {
+        PehraConfig {
+            participating: true,
+            stay_awake: false,
+            idle_before_sleep: Duration::from_secs(30),
+            alarm_interval: Duration::from_secs(60),
+            on_sleep: None,
+            on_wake: None,
+        }
+    }
+}
+
+/// What the request handlers share with the driver.
+pub(crate) struct Pehra {
+    node: Mutex<Node>,
+    /// Client traffic arrived (a stored permit: no arrival is lost).
+    traffic: Notify,
+}
+
+impl Pehra {
+    /// Tells the node that client traffic reached this broker.
+    pub(crate) fn traffic(&self) {
+        self.traffic.notify_one();
+    }
+}
+
+/// Counts client traffic, if PEHRA runs in this broker.
+pub(crate) fn traffic(state: &State) {
+    if let Some(p) = state.pehra.get() {
+        p.traffic();
+    }
+}
+
+/// Whether the broker is dormant now.
+pub(crate) fn is_asleep(state: &State) -> bool {
+    *state.asleep.borrow()
+}
+
+/// Waits until the broker is awake (at once if it is).
+pub(crate) async fn awake(state: &State) {
+    let mut rx = state.asleep.subscribe();
+    let _ = rx.wait_for(|asleep| !*asleep).await;
+}
+
+/// `POST /pehra/checkin`: a dormant node's check-in, answered by the Pehredar.
+pub(crate) fn checkin(state: &State, incoming: &Incoming) -> Response {
+    let checkin: CheckIn = match decode_request(&incoming.request) {
+        Ok(c) => c,
+        Err(response) => return response,
+    };
+    let Some(pehra) = state.pehra.get() else {
+        return forbidden(state.id);
+    };
+    let node = pehra.node.lock().expect("lock");
+    if node.office().is_none() {
+        return forbidden(state.id);
+    }
+    let reply = node.answer_checkin(now_ms(), &checkin);
+    tracing::debug!(node = %checkin.node, directive = ?reply.directive, "check-in answered");
+    cbor_response(Code::CHANGED, &reply)
+}
+
+fn forbidden(id: u32) -> Response {
+    let body = wire::ErrorBody::new(
+        ErrorKind::Unauthorized,
+        format!("broker {id} is not the Pehredar: check in with the one named in {PEHRA_STATE}"),
+    );
+    Response::new(Code::FORBIDDEN)
+        .with_payload(wire::encode(&body).unwrap_or_default())
+        .with_content_format(CONTENT_FORMAT_CBOR)
+}
+
+/// Sets up PEHRA for the broker (the check-in route and traffic counting work from
+/// now) and returns the driver to spawn.
+pub(crate) fn start(
+    state: Arc<State>,
+    zk: Arc<Client>,
+    config: PehraConfig,
+    addr: String,
+) -> impl std::future::Future<Output = ()> {
+    let node_config = NodeConfig {
+        name: cluster::broker_node_name(state.id),
+        addr,
+        participating: config.participating,
+        mains_powered: true,
+        stay_awake: config.stay_awake,
+        idle_ms: config.idle_before_sleep.as_millis() as u64,
+        alarm_interval_ms: config.alarm_interval.as_millis() as u64,
+    };
+    let pehra = Arc::new(Pehra {
+        node: Mutex::new(Node::new(node_config, now_ms())),
+        traffic: Notify::new(),
+    });
+    let _ = state.pehra.set(pehra.clone());
+    run(state, zk, config, pehra)
+}
+
+async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc<Pehra>) {
+    let name = cluster::broker_node_name(state.id);
+    if let Err(e) = cluster::ensure_path(&zk, PEHRA_NODES).await {
+        tracing::warn!(error = %e, "PEHRA: cannot create {PEHRA_NODES}");
+    }
+    let (state_tx, mut state_rx) = mpsc::unbounded_channel::<PehraState>();
+    let watcher = tokio::spawn(watch_state(zk.clone(), state_tx));
+    let (checkin_tx, mut checkin_rx) = mpsc::unbounded_channel::<Option<CheckInReply>>();
+    let mut published_role: Option<NodeRole> = None;
+    loop {
+        let mut actions = pehra.node.lock().expect("lock").poll(now_ms());
+        // Publish before sleeping: a write after the stretched heartbeat would renew
+        // the lease for the plain timeout.
+        actions.sort_by_key(|a| !matches!(a, Action::PublishStatus(_)));
+        for action in actions {
+            match action {
+                Action::PublishStatus(status) => {
+                    log_transition(&mut published_role, &status);
+                    publish(&zk, &name, &status).await;
+                }
+                Action::Sleep { until_ms } => sleep(&state, &zk, &config, until_ms).await,
+                Action::Wake { reason } => {
+                    tracing::info!(reason = ?reason, "awake ({reason:?})");
+                    wake(&state, &zk, &config).await;
+                }
+                Action::CheckIn { pehredar, checkin } => {
+                    let (zk, state, tx) = (zk.clone(), state.clone(), checkin_tx.clone());
+                    tokio::spawn(async move {
+                        let reply = tokio::time::timeout(
+                            CHECKIN_TIMEOUT,
+                            send_checkin(&state, &zk, &pehredar, &checkin),
+                        )
+                        .await
+                        .ok()
+                        .flatten();
+                        let _ = tx.send(reply);
+                    });
+                }
+                Action::Request(request) => {
+                    tracing::info!(?request, "PEHRA: asking the coordinator");
+                    let data = wire::encode(&request).expect("encodes");
+                    let path = format!("{PEHRA_REQUESTS}/r-");
+                    let result = match cluster::ensure_path(&zk, PEHRA_REQUESTS).await {
+                        Ok(()) => zk
+                            .create(&path, &data, CreateMode::PersistentSequential)
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    };
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "PEHRA: writing a request");
+                    }
+                }
+            }
+        }
+        let deadline = pehra.node.lock().expect("lock").next_deadline();
+        let sleep_for = deadline.map(|d| Duration::from_millis(d.saturating_sub(now_ms())));
+        tokio::select! {
+            _ = pehra.traffic.notified() => {
+                pehra.node.lock().expect("lock").traffic(now_ms());
+            }
+            s = state_rx.recv() => match s {
+                Some(s) => pehra.node.lock().expect("lock").state(now_ms(), &s),
+                None => break,
+            },
+            Some(reply) = checkin_rx.recv() => {
+                pehra.node.lock().expect("lock").checkin_result(now_ms(), reply);
+            }
+            _ = async {
+                match sleep_for {
+                    Some(d) => tokio::time::sleep(d).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
+        }
+    }
+    watcher.abort();
+}
+
+fn log_transition(published: &mut Option<NodeRole>, status: &NodeStatus) {
+    if *published == Some(status.role) {
+        return;
+    }
+    *published = Some(status.role);
+    match status.role {
+        NodeRole::Pehredar => tracing::info!(
+            "took office as Pehredar for term {}",
+            status.office.unwrap_or(0)
+        ),
+        NodeRole::Dormant => tracing::info!(
+            "dormant until {} (ms since the epoch)",
+            status.next_alarm_ms.unwrap_or(0)
+        ),
+        NodeRole::Awake => tracing::info!("PEHRA role: awake"),
+        NodeRole::OptedOut => tracing::info!("PEHRA: opted out (always awake, never elected)"),
+    }
+}
+
+/// Writes the status znode, creating it (ephemeral, with this broker's session) if
+/// needed.
+async fn publish(zk: &Client, name: &str, status: &NodeStatus) {
+    let path = cluster::pehra_node_path(name);
+    let data = wire::encode(status).expect("encodes");
+    let result = match zk.set_data(&path, &data, None).await {
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => zk
+            .create(&path, &data, CreateMode::Ephemeral)
+            .await
+            .map(|_| ()),
+        other => other.map(|_| ()),
+    };
+    if let Err(e) = result {
+        tracing::warn!(error = %e, "PEHRA: publishing the status");
+    }
+}
+
+/// Follows `/pehra/state`, re-watching if it is absent (then no one sleeps, so the
+/// retry timer costs nothing while dormant).
+async fn watch_state(zk: Arc<Client>, tx: mpsc::UnboundedSender<PehraState>) {
+    loop {
+        if let Ok(mut watch) = zk.watch_data(PEHRA_STATE).await {
+            while let Some(Ok(event)) = watch.next().await {
+                match event {
+                    WatchEvent::Data(node) => match wire::decode::<PehraState>(&node.data) {
+                        Ok(s) => {
+                            if tx.send(s).is_err() {
+                                return;
+                            }
+                        }
+                        Err(e) => tracing::warn!(error = %e, "PEHRA: undecodable {PEHRA_STATE}"),
+                    },
+                    WatchEvent::Deleted => break,
+                    WatchEvent::Children(_) => {}
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+async fn send_checkin(
+    state: &State,
+    zk: &Client,
+    pehredar: &str,
+    checkin: &CheckIn,
+) -> Option<CheckInReply> {
+    let (data, _) = zk
+        .get_data(&cluster::pehra_node_path(pehredar))
+        .await
+        .ok()?;
+    let status: NodeStatus = wire::decode(&data).ok()?;
+    let addr: std::net::SocketAddr = status.addr.parse().ok()?;
+    let request = Request::new(Method::Post, "pehra/checkin")
+        .with_payload(wire::encode(checkin).expect("encodes"))
+        .with_content_format(CONTENT_FORMAT_CBOR);
+    let response = state.handle.get()?.request(addr, request).await.ok()?;
+    pehra_shared::api::decode_response(&response).ok()
+}
+
+async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: u64) {
+    let first = !*state.asleep.borrow();
+    if first {
+        state.asleep.send_replace(true);
+        state.fetchers.lock().expect("lock").clear();
+        super::flush_all(state);
+        run_hook(config.on_sleep.as_deref(), "on-sleep");
+    }
+    let duration = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+    match zk.sleep(duration).await {
+        Ok(lease) => tracing::debug!(?lease, "zookeeper lease stretched over the sleep"),
+        Err(e) => tracing::warn!(error = %e, "PEHRA: stretching the zookeeper lease"),
+    }
+}
+
+async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
+    if let Err(e) = zk.wake().await {
+        tracing::warn!(error = %e, "PEHRA: resuming the zookeeper heartbeat");
+    }
+    if *state.asleep.borrow() {
+        state.asleep.send_replace(false);
+        // Restart the fetchers from the current assignment.
+        state.reassign.notify_one();
+        run_hook(config.on_wake.as_deref(), "on-wake");
+    }
+}
+
+/// Runs a hook with `sh -c`, not waited on (killed after [`HOOK_TIMEOUT`]).
+fn run_hook(command: Option<&str>, what: &'static str) {
+    let Some(command) = command else {
+        return;
+    };
+    match tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(command)
+        .kill_on_drop(true)
+        .spawn()
+    {
+        Ok(mut child) => {
+            tokio::spawn(async move {
+                match tokio::time::timeout(HOOK_TIMEOUT, child.wait()).await {
+                    Ok(Ok(status)) if status.success() => {}
+                    Ok(Ok(status)) => tracing::warn!(%status, "--{what} command failed"),
+                    Ok(Err(e)) => tracing::warn!(error = %e, "--{what} command"),
+                    Err(_) => tracing::warn!("--{what} command still running: killed"),
+                }
+            });
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot run the --{what} command"),
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+fn now_ms() -> u64 {
+    super::now_ms()
+}
