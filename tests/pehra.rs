@@ -458,7 +458,9 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
             None,
         )
         .await
-        .expect("the produce is acknowledged");
+        .expect("the produce is acknowledged")
+        .expect("acks all is answered")
+        .base_offset;
     let fetched = client.fetch("sensors", partition, offset, 64 * 1024).await.unwrap();
     let records = records_from(&fetched, offset).unwrap();
     assert_eq!(records[0].1.value, b"while the cluster slept");
@@ -582,7 +584,8 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
                     .produce("jobs", partition, &[record(value.clone())], Acks::All, None)
                     .await
                 {
-                    Ok(offset) => acked.push((partition, offset, value)),
+                    Ok(Some(r)) => acked.push((partition, r.base_offset, value)),
+                    Ok(None) => failures.push("no answer to acks=all".into()),
                     Err(e) => failures.push(e.to_string()),
                 }
                 i += 1;
