@@ -21,7 +21,10 @@
 # ROUNDS produces (acks all, one record, to a partition led by a sleeper) to the sleeping
 # cluster, each followed by one to the then awake cluster.
 #
-# Environment (defaults): WINDOW_S=60 IDLE_MS=2000 ALARM_MS=60000 ROUNDS=5 SKIP_BUILD=0
+# Environment (defaults): WINDOW_S=60 SETTLE_S=15 IDLE_MS=2000 ALARM_MS=60000 ROUNDS=5 SKIP_BUILD=0
+# SETTLE_S: the window starts this long after the cluster fell asleep, so that tokio's
+# idle blocking-pool threads (they exit 10 s after their last job) are gone before it: the
+# wakeups of a thread that exits inside the window would be lost from the count.
 # Output: a table (on stderr, with the progress) and bench/results/pehra-<date>.json (gitignored).
 set -euo pipefail
 
@@ -35,6 +38,7 @@ WINDOW_S="${WINDOW_S:-60}"
 IDLE_MS="${IDLE_MS:-2000}"
 ALARM_MS="${ALARM_MS:-60000}"
 ROUNDS="${ROUNDS:-5}"
+SETTLE_S="${SETTLE_S:-15}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 ZK_JAR=/usr/share/java/zookeeper.jar
 TICKS=$(getconf CLK_TCK)
@@ -125,7 +129,9 @@ while :; do
     ((SECONDS < deadline)) || { echo "$status" >&2; die "the cluster did not fall asleep"; }
     sleep 0.5
 done
-log "asleep: Pehredar $pehredar, sampling $sleeper (dormant), broker-4 (awake idle) over ${WINDOW_S} s"
+log "asleep; settling for ${SETTLE_S} s"
+sleep "$SETTLE_S"
+log "Pehredar $pehredar, sampling $sleeper (dormant), broker-4 (awake idle) over ${WINDOW_S} s"
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 vcsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }

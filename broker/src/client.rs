@@ -6,12 +6,13 @@ use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
 use pehra_shared::wire::{
-    self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, PartitionMetadata,
-    ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
+    self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, NodeRole,
+    NodeStatus, PartitionMetadata, PehraState, ProduceRequest, ProduceResponse, Record,
+    RecordBatch, TopicConfig,
 };
 use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Mutex;
 use thiserror::Error;
@@ -101,6 +102,10 @@ pub struct Metadata {
     pub brokers: BTreeMap<u32, BrokerInfo>,
     /// Topics by name.
     pub topics: BTreeMap<String, TopicState>,
+    /// The PEHRA Pehredar in office, if it is a broker.
+    pub pehredar: Option<u32>,
+    /// The brokers that are dormant (PEHRA), by their status.
+    pub dormant: BTreeSet<u32>,
 }
 
 impl Metadata {
@@ -135,7 +140,33 @@ impl Metadata {
             }
             topics.insert(name, TopicState { config, partitions });
         }
-        Ok(Metadata { brokers, topics })
+        let (pehredar, dormant) = pehra_route(zk).await?;
+        Ok(Metadata {
+            brokers,
+            topics,
+            pehredar,
+            dormant,
+        })
+    }
+
+    /// Where a produce to the partition goes: its leader, or, while the leader sleeps
+    /// (PEHRA), the Pehredar, which holds it, wakes the cluster and forwards it.
+    pub fn produce_target(&self, topic: &str, partition: u32) -> Result<SocketAddr, ClientError> {
+        let leader = self.leader(topic, partition)?;
+        let leader_id = self
+            .topics
+            .get(topic)
+            .and_then(|t| t.partitions.get(&partition))
+            .and_then(|m| m.leader);
+        let pehredar = self
+            .pehredar
+            .filter(|p| Some(*p) != leader_id && !self.dormant.contains(p))
+            .and_then(|p| self.brokers.get(&p))
+            .and_then(|b| b.addr.parse().ok());
+        match (leader_id, pehredar) {
+            (Some(l), Some(addr)) if self.dormant.contains(&l) => Ok(addr),
+            _ => Ok(leader),
+        }
     }
 
     /// The address of the live leader of a partition.
@@ -160,6 +191,38 @@ impl Metadata {
             ))
         })
     }
+}
+
+/// The broker in office as Pehredar and the dormant brokers, from `/pehra` (nothing
+/// when PEHRA has not started).
+async fn pehra_route(zk: &Client) -> Result<(Option<u32>, BTreeSet<u32>), ZkError> {
+    let broker_id = |node: &str| node.strip_prefix("broker-").and_then(|id| id.parse().ok());
+    let pehredar = match zk.get_data(cluster::PEHRA_STATE).await {
+        Ok((data, _)) => wire::decode::<PehraState>(&data)
+            .ok()
+            .and_then(|s| s.term)
+            .and_then(|t| broker_id(&t.pehredar)),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    let mut dormant = BTreeSet::new();
+    if pehredar.is_none() {
+        return Ok((None, dormant));
+    }
+    let names = match zk.get_children(cluster::PEHRA_NODES).await {
+        Ok((names, _)) => names,
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Vec::new(),
+        Err(e) => return Err(e),
+    };
+    for name in names {
+        let Some(id) = broker_id(&name) else { continue };
+        if let Ok((data, _)) = zk.get_data(&cluster::pehra_node_path(&name)).await {
+            if wire::decode::<NodeStatus>(&data).is_ok_and(|s| s.role == NodeRole::Dormant) {
+                dormant.insert(id);
+            }
+        }
+    }
+    Ok((pehredar, dormant))
 }
 
 /// The partition a key goes to: FNV-1a of the key, modulo the partition count (stable
@@ -509,6 +572,18 @@ impl ClusterClient {
             .map(Some)
     }
 
+    /// Sends an encoded [`ProduceRequest`] to the partition's leader (never through the
+    /// Pehredar), with [`ClusterClient::produce`]'s retries: the Pehredar forwards the
+    /// produces it holds with this.
+    pub async fn forward_produce(
+        &self,
+        topic: &str,
+        partition: u32,
+        body: Vec<u8>,
+    ) -> Result<ProduceResponse, ClientError> {
+        self.call_leader(topic, partition, "forward", body).await
+    }
+
     /// Sends a CBOR request to a partition's leader and decodes the answer, following
     /// leader changes: on `not_leader`, `fenced_epoch`, a 5.03 (too few in-sync replicas,
     /// busy, asleep), no leader, or no answer within [`ATTEMPT_TIMEOUT`], the metadata is
@@ -542,7 +617,14 @@ impl ClusterClient {
                 }
             }
             attempt += 1;
-            let leader = match self.metadata().leader(topic, partition) {
+            let (target, resource) = match resource {
+                "produce" => (self.metadata().produce_target(topic, partition), "produce"),
+                // Marked as held, so that a broker that is not the leader either never
+                // forwards it again.
+                "forward" => (self.metadata().leader(topic, partition), "produce?held"),
+                other => (self.metadata().leader(topic, partition), other),
+            };
+            let leader = match target {
                 Ok(addr) => addr,
                 Err(e @ ClientError::NoLeader(_)) => {
                     self.retries.lock().expect("lock").no_leader += 1;

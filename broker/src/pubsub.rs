@@ -54,6 +54,11 @@ impl PubSub {
         })
     }
 
+    /// The cluster client it (and the Pehredar's forwarding) uses.
+    pub(crate) fn cluster(&self) -> &ClusterClient {
+        &self.cluster
+    }
+
     /// Answers one pub-sub request (in its own task: it may ask the zookeeper).
     pub(crate) async fn handle(self: Arc<Self>, incoming: Incoming, responder: Responder) {
         let response = self.route(&incoming).await;

@@ -211,11 +211,33 @@ impl Partition {
             && !leader.isr_change_pending
     }
 
-    /// In-sync followers that have not caught up for longer than `lag`.
-    pub fn lagging_followers(&self, me: u32, lag: Duration, now: Instant) -> Vec<u32> {
-        let Some(leader) = self.leader.as_ref() else {
+    /// The leader is about to append: every follower that has everything so far was
+    /// caught up until now (however long ago it last fetched: a dormant PEHRA follower
+    /// sends no fetch while nothing is written), so its `lag` starts now.
+    pub fn note_append(&mut self, now: Instant) {
+        let end = self.log.log_end_offset();
+        if let Some(leader) = self.leader.as_mut() {
+            for progress in leader.followers.values_mut() {
+                if progress.log_end.is_some_and(|e| e >= end) {
+                    progress.caught_up_at = now;
+                }
+            }
+        }
+    }
+
+    /// In-sync followers that have not caught up for longer than `lag`. A follower that
+    /// has every record the leader has is caught up now, even if it has not fetched for
+    /// a while (it sleeps under PEHRA while nothing is written; a write wakes it).
+    pub fn lagging_followers(&mut self, me: u32, lag: Duration, now: Instant) -> Vec<u32> {
+        let end = self.log.log_end_offset();
+        let Some(leader) = self.leader.as_mut() else {
             return Vec::new();
         };
+        for progress in leader.followers.values_mut() {
+            if progress.log_end.is_some_and(|e| e >= end) {
+                progress.caught_up_at = now;
+            }
+        }
         if leader.isr_change_pending {
             return Vec::new();
         }

@@ -11,7 +11,7 @@
 use super::State;
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
-use pehra_shared::driver::Incoming;
+use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::pehra::node::{Action, Node, NodeConfig};
 use pehra_shared::wire::{
     self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
@@ -87,6 +87,51 @@ pub(crate) fn is_asleep(state: &State) -> bool {
 pub(crate) async fn awake(state: &State) {
     let mut rx = state.asleep.subscribe();
     let _ = rx.wait_for(|asleep| !*asleep).await;
+}
+
+/// Whether this broker is the Pehredar in office.
+pub(crate) fn in_office(state: &State) -> bool {
+    state
+        .pehra
+        .get()
+        .is_some_and(|p| p.node.lock().expect("lock").office().is_some())
+}
+
+/// wakeUpAll for a held produce: this broker, the Pehredar, got a produce for a
+/// partition it does not lead (the producer saw the leader dormant). The request has
+/// already counted as traffic (so the coordinator is asked to wake everyone); the
+/// answer waits (a CoAP separate response) while the produce is forwarded to the
+/// leader, which wakes on it, with the producer client's retries; the leader's answer
+/// (acks all: once committed) is relayed.
+pub(crate) fn hold_and_forward(
+    state: &State,
+    topic: String,
+    partition: u32,
+    body: Vec<u8>,
+    responder: Responder,
+) {
+    let Some(pubsub) = state.pubsub.get().cloned() else {
+        return responder.respond(pehra_shared::api::error_response(
+            ErrorKind::Busy,
+            "the broker is starting",
+        ));
+    };
+    tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
+    tokio::spawn(async move {
+        let cluster = pubsub.cluster();
+        let _ = cluster.refresh().await;
+        let response = match cluster.forward_produce(&topic, partition, body).await {
+            Ok(answer) => cbor_response(Code::CHANGED, &answer),
+            Err(crate::client::ClientError::Broker { kind, message }) => {
+                pehra_shared::api::error_response(kind, &message)
+            }
+            Err(e) => pehra_shared::api::error_response(
+                ErrorKind::Busy,
+                &format!("the held produce could not be forwarded: {e}"),
+            ),
+        };
+        responder.respond(response);
+    });
 }
 
 /// `POST /pehra/checkin`: a dormant node's check-in, answered by the Pehredar.

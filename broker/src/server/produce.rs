@@ -33,6 +33,21 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
     };
     let partition = match lookup_leader(state, &request.topic, request.partition) {
         Ok(p) => p,
+        Err(_)
+            if super::pehra::in_office(state)
+                && !incoming.request.queries().any(|q| q == "held") =>
+        {
+            // The Pehredar holds a produce for a leader that (as the producer saw it)
+            // sleeps: the cluster is woken and the produce forwarded.
+            let body = incoming.request.payload().to_vec();
+            return super::pehra::hold_and_forward(
+                state,
+                request.topic,
+                request.partition,
+                body,
+                responder,
+            );
+        }
         Err(response) => return responder.respond(response),
     };
     let mut p = partition.lock().expect("lock");
@@ -136,6 +151,7 @@ fn append(
         producer,
         base_offset: None,
     };
+    p.note_append(Instant::now());
     let info = p.log.append_batch(&request.batch, &meta).map_err(|e| {
         tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "append failed");
         error_response(ErrorKind::Internal, &format!("append failed on broker {}: {e}", state.id))
