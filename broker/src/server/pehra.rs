@@ -97,29 +97,49 @@ pub(crate) fn in_office(state: &State) -> bool {
         .is_some_and(|p| p.node.lock().expect("lock").office().is_some())
 }
 
+/// A produce the Pehredar may hold: its partition, its encoded body, and the
+/// `not_leader` answer it gets if there is no other live leader to forward it to.
+pub(crate) struct Held {
+    pub topic: String,
+    pub partition: u32,
+    pub body: Vec<u8>,
+    pub not_leader: Response,
+}
+
 /// wakeUpAll for a held produce: this broker, the Pehredar, got a produce for a
 /// partition it does not lead (the producer saw the leader dormant). The request has
 /// already counted as traffic (so the coordinator is asked to wake everyone); the
 /// answer waits (a CoAP separate response) while the produce is forwarded to the
 /// leader, which wakes on it, with the producer client's retries; the leader's answer
-/// (acks all: once committed) is relayed.
-pub(crate) fn hold_and_forward(
-    state: &State,
-    topic: String,
-    partition: u32,
-    body: Vec<u8>,
-    responder: Responder,
-) {
+/// (acks all: once committed) is relayed. With no such partition, or no other live
+/// leader, the answer is `not_leader` at once.
+pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) {
     let Some(pubsub) = state.pubsub.get().cloned() else {
-        return responder.respond(pehra_shared::api::error_response(
-            ErrorKind::Busy,
-            "the broker is starting",
-        ));
+        return responder.respond(held.not_leader);
     };
-    tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
+    let me = state.id;
     tokio::spawn(async move {
+        let Held {
+            topic,
+            partition,
+            body,
+            not_leader,
+        } = held;
         let cluster = pubsub.cluster();
-        let _ = cluster.refresh().await;
+        let leader = match cluster.refresh().await {
+            Ok(meta) => meta
+                .topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(&partition))
+                .and_then(|m| m.leader)
+                .filter(|l| *l != me && meta.brokers.contains_key(l)),
+            Err(_) => None,
+        };
+        if leader.is_none() {
+            // No such partition, or no other live leader: nothing to hold it for.
+            return responder.respond(not_leader);
+        }
+        tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
         let response = match cluster.forward_produce(&topic, partition, body).await {
             Ok(answer) => cbor_response(Code::CHANGED, &answer),
             Err(crate::client::ClientError::Broker { kind, message }) => {

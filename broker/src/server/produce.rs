@@ -33,20 +33,19 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
     };
     let partition = match lookup_leader(state, &request.topic, request.partition) {
         Ok(p) => p,
-        Err(_)
+        Err(not_leader)
             if super::pehra::in_office(state)
                 && !incoming.request.queries().any(|q| q == "held") =>
         {
             // The Pehredar holds a produce for a leader that (as the producer saw it)
             // sleeps: the cluster is woken and the produce forwarded.
-            let body = incoming.request.payload().to_vec();
-            return super::pehra::hold_and_forward(
-                state,
-                request.topic,
-                request.partition,
-                body,
-                responder,
-            );
+            let held = super::pehra::Held {
+                topic: request.topic,
+                partition: request.partition,
+                body: incoming.request.payload().to_vec(),
+                not_leader,
+            };
+            return super::pehra::hold_and_forward(state, held, responder);
         }
         Err(response) => return responder.respond(response),
     };
