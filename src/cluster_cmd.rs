@@ -80,7 +80,10 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
             cluster::maintenance(&client, options, |event| println!("{event}"))
                 .await
                 .with_context(|| {
-                    format!("rolling maintenance through the zookeeper at {}", args.zookeeper)
+                    format!(
+                        "rolling maintenance through the zookeeper at {}",
+                        args.zookeeper
+                    )
                 })?;
             println!("maintenance done: every broker is back in service");
             Ok(ExitCode::SUCCESS)

@@ -495,9 +495,6 @@ impl PehraView {
             .values()
             .filter(|r| **r == NodeRole::Dormant)
             .count();
-        format!(
-            "pehredar {pehredar}, asleep {asleep}/{}",
-            self.roles.len()
-        )
+        format!("pehredar {pehredar}, asleep {asleep}/{}", self.roles.len())
     }
 }

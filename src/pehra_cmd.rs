@@ -57,7 +57,11 @@ pub async fn run(args: PehraArgs) -> Result<ExitCode> {
     }
 }
 
-async fn switch(zookeeper: SocketAddr, key_file: &std::path::Path, enabled: bool) -> Result<ExitCode> {
+async fn switch(
+    zookeeper: SocketAddr,
+    key_file: &std::path::Path,
+    enabled: bool,
+) -> Result<ExitCode> {
     let key = pehra_zookeeper::admin::read_key_file(key_file)
         .with_context(|| format!("reading the admin key {}", key_file.display()))?;
     let change = pehra_zookeeper::admin::sign_mode_change(&key, enabled, unix_ms());
@@ -146,7 +150,11 @@ fn render(
                 "pehredar:    {} (term {}{}), term ends {}",
                 term.pehredar,
                 term.number,
-                if state.temporary { ", temporary: allDown" } else { "" },
+                if state.temporary {
+                    ", temporary: allDown"
+                } else {
+                    ""
+                },
                 relative(term.ends_ms, now)
             );
         }
@@ -170,8 +178,8 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "\n{:<14} {:<10} {:<9} {:<5} {:<16} {}",
-        "NODE", "ROLE", "CANDIDATE", "IDLE", "NEXT ALARM", "SINCE"
+        "\n{:<14} {:<10} {:<9} {:<5} {:<16} SINCE",
+        "NODE", "ROLE", "CANDIDATE", "IDLE", "NEXT ALARM"
     );
     for n in nodes {
         let _ = writeln!(
@@ -299,13 +307,25 @@ mod tests {
             node("broker-3", NodeRole::OptedOut, None),
         ];
         let text = render(&Some(state), None, &nodes, 1_000);
-        assert!(text.contains("mode:        enabled: idle nodes sleep"), "{text}");
-        assert!(text.contains("broker-2 (term 4), term ends in 60.0 s"), "{text}");
+        assert!(
+            text.contains("mode:        enabled: idle nodes sleep"),
+            "{text}"
+        );
+        assert!(
+            text.contains("broker-2 (term 4), term ends in 60.0 s"),
+            "{text}"
+        );
         assert!(text.contains("generation 3 (last: traffic)"), "{text}");
         let line = text.lines().find(|l| l.starts_with("broker-1")).unwrap();
-        assert!(line.contains("dormant") && line.contains("in 10.0 s"), "{line}");
+        assert!(
+            line.contains("dormant") && line.contains("in 10.0 s"),
+            "{line}"
+        );
         let line = text.lines().find(|l| l.starts_with("broker-3")).unwrap();
-        assert!(line.contains("opted-out") && line.contains(" no "), "{line}");
+        assert!(
+            line.contains("opted-out") && line.contains(" no "),
+            "{line}"
+        );
     }
 
     #[test]

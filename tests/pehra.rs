@@ -336,9 +336,12 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
         ],
     );
     let zk = c.zk().await;
-    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
-        v.all_asleep_but_pehredar()
-    })
+    let asleep = wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "all asleep but the Pehredar",
+        |v| v.all_asleep_but_pehredar(),
+    )
     .await;
     let pehredar = asleep.pehredar().unwrap().to_string();
     assert_ne!(pehredar, "", "a Pehredar is in office");
@@ -352,17 +355,29 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
     assert!(!sleepers.is_empty());
     let first_alarm: BTreeMap<String, u64> = sleepers
         .iter()
-        .map(|n| (n.clone(), asleep.nodes[n].next_alarm_ms.expect("a dormant node has an alarm")))
+        .map(|n| {
+            (
+                n.clone(),
+                asleep.nodes[n]
+                    .next_alarm_ms
+                    .expect("a dormant node has an alarm"),
+            )
+        })
         .collect();
     // Each sleeper wakes at its alarm, checks in with the Pehredar, and sleeps again
     // with a later alarm; the stay-awake broker is still awake after that.
-    let later = wait_for(&zk, Duration::from_secs(4 * ALARM_MS / 1000 + 10), "a second sleep after the alarm", |v| {
-        first_alarm.iter().all(|(n, a)| {
-            v.nodes
-                .get(n)
-                .is_some_and(|s| s.role == NodeRole::Dormant && s.next_alarm_ms.is_some_and(|b| b > *a))
-        })
-    })
+    let later = wait_for(
+        &zk,
+        Duration::from_secs(4 * ALARM_MS / 1000 + 10),
+        "a second sleep after the alarm",
+        |v| {
+            first_alarm.iter().all(|(n, a)| {
+                v.nodes.get(n).is_some_and(|s| {
+                    s.role == NodeRole::Dormant && s.next_alarm_ms.is_some_and(|b| b > *a)
+                })
+            })
+        },
+    )
     .await;
     assert_eq!(later.role("broker-4"), Some(NodeRole::Awake), "stay-awake");
     assert_eq!(later.pehredar(), Some(pehredar.as_str()));
@@ -380,9 +395,12 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
 async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_elected() {
     let mut c = Cluster::start("pehra-lost", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
-    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
-        v.all_asleep_but_pehredar()
-    })
+    let asleep = wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "all asleep but the Pehredar",
+        |v| v.all_asleep_but_pehredar(),
+    )
     .await;
     let dead = asleep.pehredar().unwrap().to_string();
     let generation = asleep.state.wake_generation;
@@ -408,11 +426,17 @@ async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_el
     .await;
     let limit = Duration::from_millis(ALARM_MS) + Duration::from_millis(500);
     for (n, after) in &woke {
-        assert!(*after <= limit, "{n} woke {after:?} after the Pehredar died (alarm {ALARM_MS} ms)");
+        assert!(
+            *after <= limit,
+            "{n} woke {after:?} after the Pehredar died (alarm {ALARM_MS} ms)"
+        );
     }
-    let after = wait_for(&zk, Duration::from_secs(20), "a new Pehredar in office", |v| {
-        v.pehredar().is_some_and(|p| p != dead) && v.state.next.is_none()
-    })
+    let after = wait_for(
+        &zk,
+        Duration::from_secs(20),
+        "a new Pehredar in office",
+        |v| v.pehredar().is_some_and(|p| p != dead) && v.state.next.is_none(),
+    )
     .await;
     assert!(sleepers.contains(&after.pehredar().unwrap().to_string()));
     assert!(after.state.wake_generation > generation);
@@ -434,9 +458,12 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
         .await
         .unwrap();
     let zk = c.zk().await;
-    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
-        v.all_asleep_but_pehredar()
-    })
+    let asleep = wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "all asleep but the Pehredar",
+        |v| v.all_asleep_but_pehredar(),
+    )
     .await;
     let pehredar = broker_id(asleep.pehredar().unwrap());
     let generation = asleep.state.wake_generation;
@@ -461,16 +488,22 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
         .expect("the produce is acknowledged")
         .expect("acks all is answered")
         .base_offset;
-    let fetched = client.fetch("sensors", partition, offset, 64 * 1024).await.unwrap();
+    let fetched = client
+        .fetch("sensors", partition, offset, 64 * 1024)
+        .await
+        .unwrap();
     let records = records_from(&fetched, offset).unwrap();
     assert_eq!(records[0].1.value, b"while the cluster slept");
     let woken = state(&zk).await.unwrap();
     assert!(woken.wake_generation > generation, "{woken:?}");
     assert_eq!(woken.wake_reason, Some(WakeReason::Traffic));
     // disablePehra by traffic ends once everyone is idle: they sleep again.
-    wait_for(&zk, Duration::from_secs(30), "asleep again after the traffic", |v| {
-        !v.state.traffic_awake && v.all_asleep_but_pehredar()
-    })
+    wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "asleep again after the traffic",
+        |v| !v.state.traffic_awake && v.all_asleep_but_pehredar(),
+    )
     .await;
 }
 
@@ -480,17 +513,34 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
 async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     let c = Cluster::start("pehra-admin", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
-    let asleep = wait_for(&zk, Duration::from_secs(30), "all asleep but the Pehredar", |v| {
-        v.all_asleep_but_pehredar()
-    })
+    let asleep = wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "all asleep but the Pehredar",
+        |v| v.all_asleep_but_pehredar(),
+    )
     .await;
     let zk_arg = c.zk_addr.to_string();
     let wrong = c.dir.path().join("wrong.key");
     std::fs::write(&wrong, "not-the-admin-key-0123456789").unwrap();
-    let (code, _, err) = pehra(&["pehra", "disable", "--zookeeper", &zk_arg, "--admin-key", wrong.to_str().unwrap()]);
+    let (code, _, err) = pehra(&[
+        "pehra",
+        "disable",
+        "--zookeeper",
+        &zk_arg,
+        "--admin-key",
+        wrong.to_str().unwrap(),
+    ]);
     assert_eq!(code, 1, "{err}");
     assert!(err.contains("4.01"), "{err}");
-    let (code, _, err) = pehra(&["pehra", "disable", "--zookeeper", &zk_arg, "--admin-key", "/nonexistent/key"]);
+    let (code, _, err) = pehra(&[
+        "pehra",
+        "disable",
+        "--zookeeper",
+        &zk_arg,
+        "--admin-key",
+        "/nonexistent/key",
+    ]);
     assert_eq!(code, 1, "{err}");
     let unchanged = state(&zk).await.unwrap();
     assert!(unchanged.enabled);
@@ -499,19 +549,30 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     // A signed change, sent twice: the second is a replay.
     let key = pehra_zookeeper::admin::read_key_file(&c.key_file).unwrap();
     let change = pehra_zookeeper::admin::sign_mode_change(&key, false, now_ms());
-    let endpoint = Endpoint::bind("127.0.0.1:0".parse().unwrap(), Config::default(), Router::new())
-        .await
-        .unwrap();
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
     let send = |change: &wire::ModeChange| {
         Request::post("pehra/mode")
             .with_payload(wire::encode(change).unwrap())
             .with_content_format(CONTENT_FORMAT_CBOR)
     };
-    let first = endpoint.handle().request(c.zk_addr, send(&change)).await.unwrap();
+    let first = endpoint
+        .handle()
+        .request(c.zk_addr, send(&change))
+        .await
+        .unwrap();
     assert!(first.code().is_success(), "{:?}", first.code());
-    let awake = wait_for(&zk, Duration::from_secs(10), "everyone awake, PEHRA off", |v| {
-        !v.state.enabled && v.nodes.values().all(|s| s.role != NodeRole::Dormant)
-    })
+    let awake = wait_for(
+        &zk,
+        Duration::from_secs(10),
+        "everyone awake, PEHRA off",
+        |v| !v.state.enabled && v.nodes.values().all(|s| s.role != NodeRole::Dormant),
+    )
     .await;
     assert!(awake.state.wake_generation > asleep.state.wake_generation);
     assert_eq!(awake.state.wake_reason, Some(WakeReason::Admin));
@@ -519,35 +580,63 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     let admin: AdminSwitch = wire::decode(&admin).unwrap();
     assert!(!admin.enabled);
 
-    let replay = endpoint.handle().request(c.zk_addr, send(&change)).await.unwrap();
+    let replay = endpoint
+        .handle()
+        .request(c.zk_addr, send(&change))
+        .await
+        .unwrap();
     assert_eq!(replay.code(), pehra_shared::coap::Code::UNAUTHORIZED);
     let mut forged = pehra_zookeeper::admin::sign_mode_change(&key, true, now_ms());
     forged.enabled = false;
     forged.issued_ms += 1;
-    let forged_reply = endpoint.handle().request(c.zk_addr, send(&forged)).await.unwrap();
+    let forged_reply = endpoint
+        .handle()
+        .request(c.zk_addr, send(&forged))
+        .await
+        .unwrap();
     assert_eq!(forged_reply.code(), pehra_shared::coap::Code::UNAUTHORIZED);
     let (after, _) = zk.get_data(PEHRA_ADMIN).await.unwrap();
-    assert_eq!(wire::decode::<AdminSwitch>(&after).unwrap(), admin, "nothing changed");
+    assert_eq!(
+        wire::decode::<AdminSwitch>(&after).unwrap(),
+        admin,
+        "nothing changed"
+    );
 
     // Disabled: nobody sleeps, even idle.
     let gen = state(&zk).await.unwrap().wake_generation;
     // Nothing to await for an event that must not happen: watch three idle periods.
     tokio::time::sleep(Duration::from_millis(3 * 500)).await;
     let still = statuses(&zk).await;
-    assert!(still.values().all(|s| s.role != NodeRole::Dormant), "{still:#?}");
+    assert!(
+        still.values().all(|s| s.role != NodeRole::Dormant),
+        "{still:#?}"
+    );
 
     // The CLI with the right key: enabled, everyone woken first, then they sleep again.
     let key_arg = c.key_file.to_str().unwrap();
-    let (code, out, err) = pehra(&["pehra", "enable", "--zookeeper", &zk_arg, "--admin-key", key_arg]);
+    let (code, out, err) = pehra(&[
+        "pehra",
+        "enable",
+        "--zookeeper",
+        &zk_arg,
+        "--admin-key",
+        key_arg,
+    ]);
     assert_eq!(code, 0, "{out}{err}");
-    let enabled = wait_for(&zk, Duration::from_secs(30), "asleep again after enable", |v| {
-        v.state.enabled && v.all_asleep_but_pehredar()
-    })
+    let enabled = wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "asleep again after enable",
+        |v| v.state.enabled && v.all_asleep_but_pehredar(),
+    )
     .await;
     assert!(enabled.state.wake_generation > gen);
     let (code, out, _) = pehra(&["pehra", "status", "--zookeeper", &zk_arg]);
     assert_eq!(code, 0);
-    assert!(out.contains("enabled: idle nodes sleep") && out.contains("dormant"), "{out}");
+    assert!(
+        out.contains("enabled: idle nodes sleep") && out.contains("dormant"),
+        "{out}"
+    );
 }
 
 /// maintenance: every broker restarts in turn (same PID), the Pehredar last after a new
@@ -568,7 +657,11 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
     })
     .await;
     let pehredar = before.pehredar().unwrap().to_string();
-    let pids: BTreeMap<u32, u32> = c.brokers.iter().map(|(id, b)| (*id, b.child.id())).collect();
+    let pids: BTreeMap<u32, u32> = c
+        .brokers
+        .iter()
+        .map(|(id, b)| (*id, b.child.id()))
+        .collect();
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let producer = {
@@ -596,7 +689,14 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
     };
     let zk_arg = c.zk_addr.to_string();
     let maintenance = tokio::task::spawn_blocking(move || {
-        pehra(&["cluster", "maintenance", "--zookeeper", &zk_arg, "--timeout-s", "60"])
+        pehra(&[
+            "cluster",
+            "maintenance",
+            "--zookeeper",
+            &zk_arg,
+            "--timeout-s",
+            "60",
+        ])
     });
     let (code, out, err) = maintenance.await.unwrap();
     stop_tx.send(true).unwrap();
@@ -607,10 +707,20 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
         .filter_map(|l| l.strip_suffix(": maintenance ordered"))
         .collect();
     assert_eq!(order.len(), 3, "{out}");
-    assert_eq!(*order.last().unwrap(), pehredar, "the Pehredar goes last: {out}");
+    assert_eq!(
+        *order.last().unwrap(),
+        pehredar,
+        "the Pehredar goes last: {out}"
+    );
     let new_office = out.find("took office as Pehredar").expect(&out);
-    assert!(new_office < out.rfind(": maintenance ordered").unwrap(), "{out}");
-    assert!(failures.is_empty(), "produces failed during maintenance: {failures:?}");
+    assert!(
+        new_office < out.rfind(": maintenance ordered").unwrap(),
+        "{out}"
+    );
+    assert!(
+        failures.is_empty(),
+        "produces failed during maintenance: {failures:?}"
+    );
     assert!(!acked.is_empty());
     for (id, b) in &c.brokers {
         assert_eq!(b.child.id(), pids[id], "restarted in place");
@@ -622,14 +732,24 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
         let mut got = Vec::new();
         let mut from = first.1;
         while got.len() < want.len() {
-            let fetched = client.fetch("jobs", partition, from, 64 * 1024).await.unwrap();
+            let fetched = client
+                .fetch("jobs", partition, from, 64 * 1024)
+                .await
+                .unwrap();
             let records = records_from(&fetched, from).unwrap();
             assert!(!records.is_empty(), "partition {partition} ends at {from}");
             from = records.last().unwrap().0 + 1;
-            got.extend(records.into_iter().map(|(o, r)| (o, String::from_utf8(r.value).unwrap())));
+            got.extend(
+                records
+                    .into_iter()
+                    .map(|(o, r)| (o, String::from_utf8(r.value).unwrap())),
+            );
         }
         for (_, offset, value) in want {
-            assert!(got.contains(&(*offset, value.clone())), "{value} at {offset} lost");
+            assert!(
+                got.contains(&(*offset, value.clone())),
+                "{value} at {offset} lost"
+            );
         }
     }
     let (done, _) = zk
@@ -646,20 +766,31 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
 async fn after_all_went_down_the_first_back_is_temporary_pehredar_until_all_return() {
     let mut c = Cluster::start("pehra-alldown", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
-    wait_for(&zk, Duration::from_secs(30), "a Pehredar and three known nodes", |v| {
-        v.pehredar().is_some() && v.state.known.len() == 3 && v.state.next.is_none()
-    })
+    wait_for(
+        &zk,
+        Duration::from_secs(30),
+        "a Pehredar and three known nodes",
+        |v| v.pehredar().is_some() && v.state.known.len() == 3 && v.state.next.is_none(),
+    )
     .await;
     for id in 1..=3 {
         c.kill_broker(id);
     }
-    wait_for(&zk, Duration::from_secs(20), "every status gone", |v| v.nodes.is_empty()).await;
-    c.start_broker(2);
-    let temporary = wait_for(&zk, Duration::from_secs(20), "broker-2 temporary Pehredar", |v| {
-        v.state.temporary
-            && v.pehredar() == Some("broker-2")
-            && v.role("broker-2") == Some(NodeRole::Pehredar)
+    wait_for(&zk, Duration::from_secs(20), "every status gone", |v| {
+        v.nodes.is_empty()
     })
+    .await;
+    c.start_broker(2);
+    let temporary = wait_for(
+        &zk,
+        Duration::from_secs(20),
+        "broker-2 temporary Pehredar",
+        |v| {
+            v.state.temporary
+                && v.pehredar() == Some("broker-2")
+                && v.role("broker-2") == Some(NodeRole::Pehredar)
+        },
+    )
     .await;
     let temp_term = temporary.state.term.clone().unwrap().number;
     c.start_broker(1);
@@ -677,7 +808,10 @@ async fn after_all_went_down_the_first_back_is_temporary_pehredar_until_all_retu
     let election = records.iter().find(|r| r.term.number == number).unwrap();
     assert!(!election.temporary);
     let candidates: BTreeSet<&str> = election.candidates.iter().map(String::as_str).collect();
-    assert_eq!(candidates, BTreeSet::from(["broker-1", "broker-2", "broker-3"]));
+    assert_eq!(
+        candidates,
+        BTreeSet::from(["broker-1", "broker-2", "broker-3"])
+    );
 }
 
 fn now_ms() -> u64 {

@@ -37,7 +37,10 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let client = ClusterClient::connect(args.zookeeper).await?;
     let brokers = client.refresh().await?.brokers.len() as u32;
-    match client.create_topic(&args.topic, brokers, brokers.min(3)).await {
+    match client
+        .create_topic(&args.topic, brokers, brokers.min(3))
+        .await
+    {
         Ok(()) => {}
         Err(e) if e.to_string().starts_with("topic exists") => {}
         Err(e) => return Err(e.into()),

@@ -142,7 +142,9 @@ pub async fn maintenance(
     if brokers.is_empty() {
         return Err(MaintenanceError::NoBrokers);
     }
-    let pehredar = read_state(client).await?.and_then(|s| s.term.map(|t| t.pehredar));
+    let pehredar = read_state(client)
+        .await?
+        .and_then(|s| s.term.map(|t| t.pehredar));
     let mut order: Vec<u32> = brokers.keys().copied().collect();
     if let Some(at) = order
         .iter()
