@@ -3,7 +3,7 @@
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
 use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
-use pehra_broker::{Broker, BrokerConfig};
+use pehra_broker::{Broker, BrokerConfig, BrokerError};
 use pehra_shared::wire::{Acks, Record};
 use std::collections::BTreeMap;
 use std::io::{BufRead, Write};
@@ -138,6 +138,13 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         );
         tokio::select! {
             error = broker.wait() => {
+                if matches!(error, BrokerError::RestartRequested) {
+                    // Maintenance: leadership has moved away; stop and re-execute this
+                    // program in place (same PID). Returns only if the exec failed.
+                    eprintln!("broker {}: maintenance: restarting in place", args.id);
+                    let error = broker.restart_in_place().await;
+                    return Err(error).context("maintenance: re-executing the broker");
+                }
                 // The zookeeper gave our partitions to others meanwhile: step down
                 // everywhere and rejoin as a new session, to be fenced and catch up.
                 eprintln!("broker {}: {error}; rejoining", args.id);

@@ -19,6 +19,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 mod assignment;
 mod fetch;
 mod fetcher;
+mod maintenance;
 mod partition;
 pub mod pehra;
 mod produce;
@@ -144,6 +145,10 @@ pub enum BrokerError {
     /// The zookeeper session was lost: the broker must rejoin.
     #[error("the zookeeper session expired; the broker stopped serving")]
     SessionLost,
+    /// A maintenance order asks for a restart in place (leadership has moved away):
+    /// call [`Broker::restart_in_place`].
+    #[error("maintenance: the broker is to restart in place")]
+    RestartRequested,
 }
 
 /// Everything the request handlers and background tasks share.
@@ -171,6 +176,8 @@ pub(crate) struct State {
     reassign: tokio::sync::Notify,
     /// The PEHRA node, once started.
     pehra: OnceLock<Arc<pehra::Pehra>>,
+    /// Set by the maintenance agent: leadership moved, restart in place now.
+    restart: tokio::sync::watch::Sender<bool>,
 }
 
 impl State {
@@ -216,6 +223,7 @@ impl Broker {
             asleep: tokio::sync::watch::channel(false).0,
             reassign: tokio::sync::Notify::new(),
             pehra: OnceLock::new(),
+            restart: tokio::sync::watch::channel(false).0,
         });
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
             .await
@@ -257,6 +265,11 @@ impl Broker {
                 config.pehra.clone(),
                 info.addr.clone(),
             )),
+            tokio::spawn(maintenance::run(
+                zk.clone(),
+                state.clone(),
+                config.controlled_shutdown_timeout,
+            )),
         ];
         Ok(Broker {
             endpoint,
@@ -288,13 +301,18 @@ impl Broker {
         keys
     }
 
-    /// Waits until the zookeeper session is lost (then the broker must rejoin).
+    /// Waits until the zookeeper session is lost (then the broker must rejoin), or a
+    /// maintenance order asks for a restart in place
+    /// ([`BrokerError::RestartRequested`]: then call [`Broker::restart_in_place`]).
     pub async fn wait(&self) -> BrokerError {
         let mut state = self.zk.session_state();
-        let _ = state
-            .wait_for(|s| matches!(s, SessionState::Expired | SessionState::Closed))
-            .await;
-        BrokerError::SessionLost
+        let mut restart = self.state.restart.subscribe();
+        tokio::select! {
+            _ = state.wait_for(|s| matches!(s, SessionState::Expired | SessionState::Closed)) => {
+                BrokerError::SessionLost
+            }
+            Ok(_) = restart.wait_for(|r| *r) => BrokerError::RestartRequested,
+        }
     }
 
     /// Leaves the cluster explicitly (seed 003), without clients seeing errors: stops
@@ -331,51 +349,18 @@ impl Broker {
     }
 
     async fn move_leadership_away(&self) -> Result<(), BrokerError> {
-        let path = cluster::shutdown_path(self.id);
-        cluster::ensure_path(&self.zk, cluster::SHUTDOWN).await?;
-        match self.zk.create(&path, b"", CreateMode::Ephemeral).await {
-            Ok(_) => {}
-            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
-            Err(e) => return Err(e.into()),
-        }
-        tracing::info!(
-            id = self.id,
-            "controlled shutdown: asked the controller to move leadership"
-        );
-        let movable = |state: &State| {
-            state
-                .partitions
-                .read()
-                .expect("lock")
-                .iter()
-                .filter(|(_, p)| {
-                    let p = p.lock().expect("lock");
-                    p.meta.leader == Some(state.id) && p.meta.isr.iter().any(|&r| r != state.id)
-                })
-                .count()
-        };
-        let deadline = tokio::time::Instant::now() + self.controlled_shutdown_timeout;
-        loop {
-            let applied = self.state.assignment_applied.notified();
-            tokio::pin!(applied);
-            applied.as_mut().enable();
-            let left = movable(&self.state);
-            if left == 0 {
-                tracing::info!(
-                    id = self.id,
-                    "controlled shutdown: no partition led here has another in-sync replica"
-                );
-                return Ok(());
-            }
-            if tokio::time::timeout_at(deadline, applied).await.is_err() {
-                tracing::warn!(
-                    id = self.id,
-                    left,
-                    "controlled shutdown: timed out waiting for leadership to move"
-                );
-                return Ok(());
-            }
-        }
+        move_leadership_away(&self.zk, &self.state, self.controlled_shutdown_timeout).await
+    }
+
+    /// Restarts in place after a maintenance order ([`BrokerError::RestartRequested`]):
+    /// stops as a controlled shutdown does once leadership has moved (every partition
+    /// flushed, the zookeeper session closed) and re-executes this program with the same
+    /// arguments, so the process keeps its PID. Returns only if the exec failed.
+    pub async fn restart_in_place(self) -> std::io::Error {
+        let id = self.id;
+        self.stop(true).await;
+        tracing::info!(id, "maintenance: re-executing the broker in place");
+        maintenance::exec_self()
     }
 
     async fn stop(self, close_session: bool) {
@@ -430,6 +415,63 @@ async fn register(zk: &Client, info: &BrokerInfo, wait: Duration) -> Result<(), 
         .await;
         if gone.is_err() {
             return Err(BrokerError::IdInUse(info.id));
+        }
+    }
+}
+
+/// The controlled-shutdown step: asks the controller to move leadership of every
+/// partition this broker leads to another in-sync replica (the ephemeral
+/// `/admin/shutdown/{id}`) and waits until no partition led here has another in-sync
+/// replica, up to `timeout`. Also used by the maintenance agent.
+pub(crate) async fn move_leadership_away(
+    zk: &Client,
+    state: &State,
+    timeout: Duration,
+) -> Result<(), BrokerError> {
+    let id = state.id;
+    let path = cluster::shutdown_path(id);
+    cluster::ensure_path(zk, cluster::SHUTDOWN).await?;
+    match zk.create(&path, b"", CreateMode::Ephemeral).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+        Err(e) => return Err(e.into()),
+    }
+    tracing::info!(
+        id,
+        "controlled shutdown: asked the controller to move leadership"
+    );
+    let movable = |state: &State| {
+        state
+            .partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .filter(|(_, p)| {
+                let p = p.lock().expect("lock");
+                p.meta.leader == Some(state.id) && p.meta.isr.iter().any(|&r| r != state.id)
+            })
+            .count()
+    };
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let applied = state.assignment_applied.notified();
+        tokio::pin!(applied);
+        applied.as_mut().enable();
+        let left = movable(state);
+        if left == 0 {
+            tracing::info!(
+                id,
+                "controlled shutdown: no partition led here has another in-sync replica"
+            );
+            return Ok(());
+        }
+        if tokio::time::timeout_at(deadline, applied).await.is_err() {
+            tracing::warn!(
+                id,
+                left,
+                "controlled shutdown: timed out waiting for leadership to move"
+            );
+            return Ok(());
         }
     }
 }

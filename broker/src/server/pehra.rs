@@ -62,6 +62,10 @@ pub(crate) struct Pehra {
     node: Mutex<Node>,
     /// Client traffic arrived (a stored permit: no arrival is lost).
     traffic: Notify,
+    /// The node was changed from outside the driver (maintenance): poll it again.
+    poke: Notify,
+    /// `--stay-awake` as configured (what a released maintenance hold returns to).
+    configured_stay_awake: bool,
 }
 
 impl Pehra {
@@ -75,6 +79,18 @@ impl Pehra {
 pub(crate) fn traffic(state: &State) {
     if let Some(p) = state.pehra.get() {
         p.traffic();
+    }
+}
+
+/// Holds the node awake (waking it if dormant) while `hold`, for maintenance; `false`
+/// returns to the configured `--stay-awake`.
+pub(crate) fn hold_awake(state: &State, hold: bool) {
+    if let Some(p) = state.pehra.get() {
+        p.node
+            .lock()
+            .expect("lock")
+            .set_stay_awake(now_ms(), hold || p.configured_stay_awake);
+        p.poke.notify_one();
     }
 }
 
@@ -202,6 +218,8 @@ pub(crate) fn start(
     let pehra = Arc::new(Pehra {
         node: Mutex::new(Node::new(node_config, now_ms())),
         traffic: Notify::new(),
+        poke: Notify::new(),
+        configured_stay_awake: config.stay_awake,
     });
     let _ = state.pehra.set(pehra.clone());
     run(state, zk, config, pehra)
@@ -268,6 +286,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
             _ = pehra.traffic.notified() => {
                 pehra.node.lock().expect("lock").traffic(now_ms());
             }
+            _ = pehra.poke.notified() => {}
             s = state_rx.recv() => match s {
                 Some(s) => pehra.node.lock().expect("lock").state(now_ms(), &s),
                 None => break,

@@ -1,0 +1,261 @@
+//! The broker's maintenance agent on real processes (a zookeeper and two brokers on
+//! loopback): an order with a command wakes a dormant broker, moves its leadership
+//! away, runs the command and reports its exit status; an order without one restarts
+//! the broker in place (same PID, new session).
+
+mod common;
+
+use common::{free_udp_port, BrokerProcess, TempDir, Zookeeper};
+use pehra_broker::client::ClusterClient;
+use pehra_shared::wire::{
+    self, Maintenance, MaintenanceState, NodeRole, NodeStatus, PartitionMetadata,
+};
+use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
+use pehra_zookeeper::{Client, ClientOptions, CreateMode};
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+struct Cluster {
+    dir: TempDir,
+    _zk: Zookeeper,
+    zk_addr: SocketAddr,
+    brokers: Vec<BrokerProcess>,
+}
+
+impl Cluster {
+    /// A zookeeper and brokers 1 and 2; idle brokers sleep after half a second (and do
+    /// not wake by themselves for a minute).
+    fn start(name: &str) -> Cluster {
+        let dir = TempDir::new(name);
+        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let zk = Zookeeper::start_with(
+            &dir.path().join("zookeeper"),
+            zk_addr,
+            &["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"],
+        );
+        let brokers = (1..=2)
+            .map(|id| {
+                let addr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+                BrokerProcess::start_with(
+                    id,
+                    addr,
+                    &dir.path().join(format!("broker-{id}")),
+                    zk_addr,
+                    &[
+                        "--session-timeout-ms",
+                        "1500",
+                        "--controlled-shutdown-timeout-ms",
+                        "3000",
+                        "--idle-before-sleep-ms",
+                        "500",
+                        "--alarm-interval-ms",
+                        "60000",
+                    ],
+                )
+            })
+            .collect();
+        Cluster {
+            dir,
+            _zk: zk,
+            zk_addr,
+            brokers,
+        }
+    }
+
+    async fn zk(&self) -> Client {
+        Client::without_session(self.zk_addr, ClientOptions::default().coap)
+            .await
+            .unwrap()
+    }
+
+    /// A topic with two partitions on both brokers, with leaders.
+    async fn topic(&self) {
+        let client = ClusterClient::connect(self.zk_addr).await.unwrap();
+        client.create_topic("jobs", 2, 2).await.unwrap();
+        client
+            .wait_for_leaders("jobs", Duration::from_secs(20))
+            .await
+            .unwrap();
+    }
+}
+
+async fn order(zk: &Client, broker: u32, id: u64, command: Option<&str>) {
+    cluster::ensure_path(zk, PEHRA_MAINTENANCE).await.unwrap();
+    let path = cluster::pehra_maintenance_path(&cluster::broker_node_name(broker));
+    let data = wire::encode(&Maintenance {
+        id,
+        command: command.map(String::from),
+        state: MaintenanceState::Requested,
+        message: None,
+    })
+    .unwrap();
+    if zk
+        .create(&path, &data, CreateMode::Persistent)
+        .await
+        .is_err()
+    {
+        zk.set_data(&path, &data, None).await.unwrap();
+    }
+}
+
+async fn read_order(zk: &Client, broker: u32) -> Option<Maintenance> {
+    let path = cluster::pehra_maintenance_path(&cluster::broker_node_name(broker));
+    let (data, _) = zk.get_data(&path).await.ok()?;
+    wire::decode(&data).ok()
+}
+
+async fn role(zk: &Client, broker: u32) -> Option<NodeRole> {
+    let path = cluster::pehra_node_path(&cluster::broker_node_name(broker));
+    let (data, _) = zk.get_data(&path).await.ok()?;
+    wire::decode::<NodeStatus>(&data).ok().map(|s| s.role)
+}
+
+/// Polls until the order of run `id` is done or failed; also returns every state seen
+/// and every PEHRA role the broker had meanwhile.
+async fn wait_finished(
+    zk: &Client,
+    broker: u32,
+    id: u64,
+) -> (Maintenance, Vec<MaintenanceState>, Vec<NodeRole>) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let (mut states, mut roles) = (Vec::new(), Vec::new());
+    loop {
+        if let Some(order) = read_order(zk, broker).await.filter(|o| o.id == id) {
+            if states.last() != Some(&order.state) {
+                states.push(order.state);
+            }
+            if matches!(
+                order.state,
+                MaintenanceState::Done | MaintenanceState::Failed
+            ) {
+                return (order, states, roles);
+            }
+        }
+        if let Some(r) = role(zk, broker).await {
+            if roles.last() != Some(&r) {
+                roles.push(r);
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "order {id} of broker {broker} not finished: {:?}",
+            read_order(zk, broker).await
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn leaders(zk: &Client) -> Vec<Option<u32>> {
+    let mut out = Vec::new();
+    for p in 0..2 {
+        let (data, _) = zk
+            .get_data(&cluster::partition_path("jobs", p))
+            .await
+            .unwrap();
+        out.push(wire::decode::<PartitionMetadata>(&data).unwrap().leader);
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_status() {
+    let c = Cluster::start("maint-cmd");
+    c.topic().await;
+    let zk = c.zk().await;
+    // Wait until some broker leads a partition and sleeps (the other is the Pehredar).
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let target = loop {
+        let leaders = leaders(&zk).await;
+        let mut found = None;
+        for b in 1..=2 {
+            if leaders.contains(&Some(b)) && role(&zk, b).await == Some(NodeRole::Dormant) {
+                found = Some(b);
+            }
+        }
+        if let Some(b) = found {
+            break b;
+        }
+        assert!(Instant::now() < deadline, "no dormant leader: {leaders:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let pid = c.brokers[target as usize - 1].child.id();
+    let file = c.dir.path().join("ran.txt");
+    let command = format!("sleep 1; echo ran-$PPID >> {}", file.display());
+    order(&zk, target, 1, Some(&command)).await;
+    let (done, states, roles) = wait_finished(&zk, target, 1).await;
+    assert_eq!(done.state, MaintenanceState::Done, "{done:?}");
+    assert_eq!(done.message.as_deref(), Some("exit status 0"));
+    assert_eq!(done.command.as_deref(), Some(command.as_str()));
+    assert!(states.contains(&MaintenanceState::Running), "{states:?}");
+    assert!(roles.contains(&NodeRole::Awake), "held awake: {roles:?}");
+    // The command ran once, in that broker (its parent).
+    assert_eq!(
+        std::fs::read_to_string(&file).unwrap(),
+        format!("ran-{pid}\n")
+    );
+    // Leadership moved to the other broker, and the broker takes work again.
+    assert!(!leaders(&zk).await.contains(&Some(target)));
+    assert!(zk
+        .exists(&cluster::shutdown_path(target))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A failing command: failed, with its exit status and stderr.
+    order(&zk, target, 2, Some("echo broken >&2; exit 7")).await;
+    let (failed, _, _) = wait_finished(&zk, target, 2).await;
+    assert_eq!(failed.state, MaintenanceState::Failed);
+    assert_eq!(failed.message.as_deref(), Some("exit status 7: broken"));
+    assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_without_command_restarts_the_broker_in_place() {
+    let mut c = Cluster::start("maint-restart");
+    c.topic().await;
+    let zk = c.zk().await;
+    let target = 1u32;
+    let registration = cluster::broker_path(target);
+    let before = zk.exists(&registration).await.unwrap().unwrap();
+    let pid = c.brokers[0].child.id();
+    order(&zk, target, 7, None).await;
+    let (done, _, _) = wait_finished(&zk, target, 7).await;
+    assert_eq!(done.state, MaintenanceState::Done, "{done:?}");
+    assert_eq!(done.message.as_deref(), Some("restarted"));
+    // The same process (PID), still running, registered again with a new session.
+    let broker = &mut c.brokers[0];
+    assert_eq!(broker.child.id(), pid);
+    assert!(
+        broker.child.try_wait().unwrap().is_none(),
+        "the broker exited"
+    );
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(after) = zk.exists(&registration).await.unwrap() {
+            assert_ne!(after.ephemeral_owner, before.ephemeral_owner);
+            break;
+        }
+        assert!(Instant::now() < deadline, "not registered again");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap();
+    assert!(String::from_utf8_lossy(&cmdline).contains("broker"));
+    // It serves again: it is back in both in-sync sets.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut in_sync = true;
+        for p in 0..2 {
+            let (data, _) = zk
+                .get_data(&cluster::partition_path("jobs", p))
+                .await
+                .unwrap();
+            let meta: PartitionMetadata = wire::decode(&data).unwrap();
+            in_sync &= meta.isr.contains(&target);
+        }
+        if in_sync {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not back in sync");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
