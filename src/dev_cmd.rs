@@ -444,6 +444,7 @@ async fn consume_loop(
 #[derive(Default)]
 struct PehraView {
     roles: std::collections::BTreeMap<String, pehra_shared::wire::NodeRole>,
+    alarms: std::collections::BTreeMap<String, Option<u64>>,
 }
 
 impl PehraView {
@@ -457,7 +458,15 @@ impl PehraView {
         let mut changes = Vec::new();
         for n in nodes {
             let before = self.roles.insert(n.node.clone(), n.role);
+            let alarm_before = self.alarms.insert(n.node.clone(), n.next_alarm_ms);
             if before == Some(n.role) {
+                if n.role == NodeRole::Dormant && alarm_before != Some(n.next_alarm_ms) {
+                    changes.push(format!(
+                        "  {} checked in with the Pehredar at its alarm and sleeps on (alarm in {:.1} s)",
+                        n.node,
+                        n.next_alarm_ms.unwrap_or(now).saturating_sub(now) as f64 / 1000.0
+                    ));
+                }
                 continue;
             }
             let line = match n.role {
@@ -478,6 +487,7 @@ impl PehraView {
         let names: std::collections::BTreeSet<&str> =
             nodes.iter().map(|n| n.node.as_str()).collect();
         self.roles.retain(|name, _| names.contains(name.as_str()));
+        self.alarms.retain(|name, _| names.contains(name.as_str()));
         changes
     }
 
