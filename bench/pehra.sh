@@ -65,9 +65,8 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
 fi
 [[ -x "$PEHRA" && -x "$FIRST" ]] || die "missing $PEHRA or $FIRST"
 
-install_deb() { # command package
-    command -v "$1" >/dev/null && return 0
-    [[ "$1" == java && -r "$ZK_JAR" ]] && return 0
+install_deb() { # file-or-command package
+    if [[ "$1" == /* ]]; then [[ -r "$1" ]] && return 0; else command -v "$1" >/dev/null && return 0; fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         log "installing $2 (Debian package)"
         apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || true
@@ -104,7 +103,7 @@ if command -v mosquitto >/dev/null; then
 else
     log "skipping mosquitto: not installed"
 fi
-install_deb java zookeeper
+install_deb "$ZK_JAR" zookeeper
 if [[ -r "$ZK_JAR" ]] && command -v java >/dev/null; then
     mkdir -p "$WORK/apache-conf" "$WORK/apache-data"
     printf 'tickTime=2000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n' \
@@ -155,7 +154,7 @@ still="$(awk -v n="$sleeper" '$1 == n {print $2}' <<<"$status_after")"
 
 mkdir -p bench/results
 out="bench/results/pehra-$(date +%Y%m%d-%H%M%S).json"
-printf '\n%-36s %14s %18s\n' "process (idle)" "CPU ms/min" "wakeups/min"
+printf '\n%-36s %14s %18s\n' "process (idle)" "CPU ms/min" "wakeups/min" >&2
 {
     printf '{\n  "git_rev": "%s",\n  "window_s": %s, "idle_ms": %s, "alarm_ms": %s,\n  "idle": {' \
         "$(git rev-parse --short HEAD)" "$WINDOW_S" "$IDLE_MS" "$ALARM_MS"

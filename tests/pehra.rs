@@ -219,6 +219,17 @@ async fn wait_for(
     }
 }
 
+/// Waits until a Pehredar is in office and every other participant sleeps.
+async fn all_asleep(zk: &Client) -> View {
+    wait_for(
+        zk,
+        Duration::from_secs(30),
+        "all asleep but the Pehredar",
+        |v| v.all_asleep_but_pehredar(),
+    )
+    .await
+}
+
 async fn term_records(zk: &Client) -> Vec<TermRecord> {
     let (names, _) = zk.get_children(PEHRA_TERMS).await.unwrap();
     let mut records = Vec::new();
@@ -336,13 +347,7 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
         ],
     );
     let zk = c.zk().await;
-    let asleep = wait_for(
-        &zk,
-        Duration::from_secs(30),
-        "all asleep but the Pehredar",
-        |v| v.all_asleep_but_pehredar(),
-    )
-    .await;
+    let asleep = all_asleep(&zk).await;
     let pehredar = asleep.pehredar().unwrap().to_string();
     assert_ne!(pehredar, "", "a Pehredar is in office");
     assert_eq!(asleep.role("broker-4"), Some(NodeRole::Awake), "stay-awake");
@@ -429,13 +434,7 @@ fn hook_lines(log: &std::path::Path, word: &str) -> usize {
 async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_elected() {
     let mut c = Cluster::start("pehra-lost", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
-    let asleep = wait_for(
-        &zk,
-        Duration::from_secs(30),
-        "all asleep but the Pehredar",
-        |v| v.all_asleep_but_pehredar(),
-    )
-    .await;
+    let asleep = all_asleep(&zk).await;
     let dead = asleep.pehredar().unwrap().to_string();
     let generation = asleep.state.wake_generation;
     let sleepers: Vec<String> = asleep
@@ -492,13 +491,7 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
         .await
         .unwrap();
     let zk = c.zk().await;
-    let asleep = wait_for(
-        &zk,
-        Duration::from_secs(30),
-        "all asleep but the Pehredar",
-        |v| v.all_asleep_but_pehredar(),
-    )
-    .await;
+    let asleep = all_asleep(&zk).await;
     let pehredar = broker_id(asleep.pehredar().unwrap());
     let generation = asleep.state.wake_generation;
     // A partition led by a sleeping broker.
@@ -560,13 +553,7 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
 async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     let c = Cluster::start("pehra-admin", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
-    let asleep = wait_for(
-        &zk,
-        Duration::from_secs(30),
-        "all asleep but the Pehredar",
-        |v| v.all_asleep_but_pehredar(),
-    )
-    .await;
+    let asleep = all_asleep(&zk).await;
     let zk_arg = c.zk_addr.to_string();
     let wrong = c.dir.path().join("wrong.key");
     std::fs::write(&wrong, "not-the-admin-key-0123456789").unwrap();

@@ -96,7 +96,8 @@ fn record() -> Record {
     }
 }
 
-/// Waits until a Pehredar is in office and every other node is dormant (or opted out);
+/// Waits until a Pehredar is in office and every other node is dormant (or opted out,
+/// or told to stay awake);
 /// returns the Pehredar's name. Polls the zookeeper every 100 ms.
 async fn wait_asleep(client: &ClusterClient, limit: Duration) -> Result<String> {
     let zk = client.zookeeper();
@@ -115,7 +116,7 @@ async fn wait_asleep(client: &ClusterClient, limit: Duration) -> Result<String> 
                     all &= match status.role {
                         NodeRole::Pehredar => status.node == term.pehredar,
                         NodeRole::Dormant | NodeRole::OptedOut => true,
-                        NodeRole::Awake => false,
+                        NodeRole::Awake => status.stay_awake,
                     };
                 }
                 if all && !state.traffic_awake {

@@ -24,8 +24,8 @@
 //! restart of the broker: it is set `failed`.
 
 use super::{pehra, State};
-use pehra_shared::wire::{self, ErrorKind, Maintenance, MaintenanceState, PartitionMetadata};
-use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE, TOPICS};
+use pehra_shared::wire::{self, ErrorKind, Maintenance, MaintenanceState};
+use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
 use pehra_zookeeper::{Client, WatchEvent, ZkError};
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -293,7 +293,7 @@ impl Agent {
         let id = self.state.id;
         let deadline = Instant::now() + BACK_IN_SYNC_TIMEOUT;
         loop {
-            match lagging_partitions(&self.zk, id).await {
+            match cluster::lagging_partitions(&self.zk, id).await {
                 Ok(0) => {
                     tracing::info!(id, "maintenance: back in every in-sync set");
                     return;
@@ -308,37 +308,6 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-}
-
-/// How many partitions name `id` a replica but not in sync.
-async fn lagging_partitions(zk: &Client, id: u32) -> Result<usize, ZkError> {
-    let topics = match zk.get_children(TOPICS).await {
-        Ok((t, _)) => t,
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut lagging = 0;
-    for topic in topics {
-        let partitions = match zk.get_children(&cluster::partitions_path(&topic)).await {
-            Ok((p, _)) => p,
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => continue,
-            Err(e) => return Err(e),
-        };
-        for p in partitions.iter().filter_map(|p| p.parse::<u32>().ok()) {
-            match zk.get_data(&cluster::partition_path(&topic, p)).await {
-                Ok((data, _)) => {
-                    if let Ok(meta) = wire::decode::<PartitionMetadata>(&data) {
-                        if meta.replicas.contains(&id) && !meta.isr.contains(&id) {
-                            lagging += 1;
-                        }
-                    }
-                }
-                Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
-                Err(e) => return Err(e),
-            }
-        }
-    }
-    Ok(lagging)
 }
 
 /// Runs `sh -c command` (killed after [`COMMAND_TIMEOUT`]); returns the order's outcome

@@ -357,8 +357,8 @@ async fn wait_in_sync(
     }
 }
 
-/// How many partitions name `id` a replica but not in sync.
-async fn lagging_partitions(client: &Client, id: u32) -> Result<usize, ZkError> {
+/// How many partitions name broker `id` a replica but not an in-sync one.
+pub async fn lagging_partitions(client: &Client, id: u32) -> Result<usize, ZkError> {
     let topics = match client.get_children(TOPICS).await {
         Ok((t, _)) => t,
         Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(0),

@@ -33,7 +33,9 @@ pub mod reassign;
 
 pub use controller::{Controller, ControllerConfig};
 pub use election::decide;
-pub use maintenance::{maintenance, MaintenanceError, MaintenanceEvent, MaintenanceOptions};
+pub use maintenance::{
+    lagging_partitions, maintenance, MaintenanceError, MaintenanceEvent, MaintenanceOptions,
+};
 pub use pehra::{PehraCoordinator, PehraCoordinatorConfig};
 pub use reassign::{rebalance, RebalanceEvent, RebalanceOptions, RebalanceReport};
 
