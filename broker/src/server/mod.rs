@@ -502,6 +502,11 @@ async fn flush_periodically(state: Arc<State>, every: Duration) {
     loop {
         ticker.tick().await;
         pehra::awake(&state).await;
+        // Most ticks of an idle broker find nothing to flush: no hop to a blocking
+        // thread for them (a wakeup each, several times a second).
+        if !needs_flush(&state) {
+            continue;
+        }
         let state = state.clone();
         let _ = tokio::task::spawn_blocking(move || flush_all(&state)).await;
     }
@@ -530,6 +535,15 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
         })
         .await;
     }
+}
+
+/// Whether any partition has records written but not yet flushed.
+fn needs_flush(state: &State) -> bool {
+    // A partition busy right now (locked) may well have something to flush.
+    state.partitions.read().expect("lock").values().any(|p| {
+        p.try_lock()
+            .map_or(true, |p| p.log.flushed_offset() < p.log.log_end_offset())
+    })
 }
 
 fn flush_all(state: &State) {
