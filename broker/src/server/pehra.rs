@@ -394,6 +394,12 @@ async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: 
     }
     let duration = Duration::from_millis(until_ms.saturating_sub(now_ms()));
     match zk.sleep(duration).await {
+        Ok(lease) if lease < duration => tracing::warn!(
+            ?lease,
+            sleep = ?duration,
+            "the zookeeper granted a lease shorter than the sleep (its --max-sleep-ms): \
+             the session will expire before the alarm; lower --alarm-interval-ms"
+        ),
         Ok(lease) => tracing::debug!(?lease, "zookeeper lease stretched over the sleep"),
         Err(e) => tracing::warn!(error = %e, "PEHRA: stretching the zookeeper lease"),
     }
