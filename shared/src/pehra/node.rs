@@ -235,6 +235,7 @@ impl Node {
         };
         CheckInReply {
             pehredar: term.as_ref().map(|t| t.pehredar.clone()),
+            pehredar_addr: self.office.map(|_| self.config.addr.clone()),
             term,
             directive,
             pending: 0,
@@ -563,6 +564,7 @@ mod tests {
             until + 5,
             Some(CheckInReply {
                 pehredar: Some("broker-9".to_string()),
+                pehredar_addr: None,
                 term: Some(term(1, "broker-9")),
                 directive: Directive::SleepUntil {
                     at_ms: until + ALARM,
@@ -589,6 +591,7 @@ mod tests {
                 alarm,
                 Some(CheckInReply {
                     pehredar: None,
+                    pehredar_addr: None,
                     term: None,
                     directive,
                     pending: 0,

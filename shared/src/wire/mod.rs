@@ -43,6 +43,7 @@
 //! deep recursion, or an allocation larger than the items it really contains.
 
 mod codec;
+mod device;
 mod error;
 mod health;
 mod log;
@@ -55,6 +56,7 @@ mod znode;
 mod tests;
 
 pub use codec::{decode, encode, encode_into, DecodeError, EncodeError, CONTENT_FORMAT_CBOR};
+pub use device::{DeviceReadings, DownlinkRequest, DownlinkResponse};
 pub use error::{ErrorBody, ErrorKind};
 pub use health::NodeHealth;
 pub use log::{

@@ -49,12 +49,17 @@ pub struct CheckIn {
 
 /// The Pehredar's answer to a [`CheckIn`].
 ///
-/// CBOR: `{"pehredar"?: text, "term"?: Term, "directive": Directive, "pending": u32}`.
+/// CBOR: `{"pehredar"?: text, "pehredar_addr"?: text, "term"?: Term, "directive":
+/// Directive, "pending": u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckInReply {
     /// The current Pehredar's name; `None` while there is none (an election is on).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pehredar: Option<String>,
+    /// Where the current Pehredar serves CoAP (`ip:port`), so a device checks in there
+    /// next time; `None` if unknown.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pehredar_addr: Option<String>,
     /// The current term, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<Term>,

@@ -332,6 +332,7 @@ pub(super) fn cases() -> Vec<Case> {
             CheckInReply,
             CheckInReply {
                 pehredar: Some(s("p")),
+                pehredar_addr: Some(s("10.0.2.2:5683")),
                 term: Some(term()),
                 directive: Directive::WakeNow,
                 pending: 1,
@@ -360,6 +361,29 @@ pub(super) fn cases() -> Vec<Case> {
                 issued_ms: 1_700_000_000_000,
                 nonce: vec![1; 16],
                 mac: vec![2; 32],
+            }
+        ),
+        case!(
+            DeviceReadings,
+            DeviceReadings {
+                topic: s("readings"),
+                acks: Acks::All,
+                records: vec![record()],
+            }
+        ),
+        case!(
+            DownlinkRequest,
+            DownlinkRequest {
+                from: Some(3),
+                max_bytes: 512,
+            }
+        ),
+        case!(
+            DownlinkResponse,
+            DownlinkResponse {
+                records: vec![(3, record())],
+                next: 4,
+                pending: 2,
             }
         ),
         case!(
