@@ -236,6 +236,7 @@ impl Node {
         CheckInReply {
             pehredar: term.as_ref().map(|t| t.pehredar.clone()),
             pehredar_addr: self.office.map(|_| self.config.addr.clone()),
+            gateway_ms: Some(now_ms),
             term,
             directive,
             pending: 0,
@@ -565,6 +566,7 @@ mod tests {
             Some(CheckInReply {
                 pehredar: Some("broker-9".to_string()),
                 pehredar_addr: None,
+                gateway_ms: None,
                 term: Some(term(1, "broker-9")),
                 directive: Directive::SleepUntil {
                     at_ms: until + ALARM,
@@ -592,6 +594,7 @@ mod tests {
                 Some(CheckInReply {
                     pehredar: None,
                     pehredar_addr: None,
+                    gateway_ms: None,
                     term: None,
                     directive,
                     pending: 0,

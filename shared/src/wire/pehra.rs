@@ -49,8 +49,8 @@ pub struct CheckIn {
 
 /// The Pehredar's answer to a [`CheckIn`].
 ///
-/// CBOR: `{"pehredar"?: text, "pehredar_addr"?: text, "term"?: Term, "directive":
-/// Directive, "pending": u32}`.
+/// CBOR: `{"pehredar"?: text, "pehredar_addr"?: text, "term"?: Term, "gateway_ms"?: u64,
+/// "directive": Directive, "pending": u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckInReply {
     /// The current Pehredar's name; `None` while there is none (an election is on).
@@ -63,6 +63,10 @@ pub struct CheckInReply {
     /// The current term, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub term: Option<Term>,
+    /// The gateway's clock when it answered, ms since the Unix epoch: a device without a
+    /// clock of its own sets its offset from it (`SleepUntil` times are on this clock).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway_ms: Option<u64>,
     /// What the node should do now: sleep until its next alarm, stay awake, ...
     pub directive: Directive,
     /// How many messages are waiting for the node.

@@ -333,6 +333,7 @@ pub(super) fn cases() -> Vec<Case> {
             CheckInReply {
                 pehredar: Some(s("p")),
                 pehredar_addr: Some(s("10.0.2.2:5683")),
+                gateway_ms: Some(1),
                 term: Some(term()),
                 directive: Directive::WakeNow,
                 pending: 1,
