@@ -17,6 +17,7 @@ use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod assignment;
+mod devices;
 mod fetch;
 mod fetcher;
 mod maintenance;
@@ -178,6 +179,8 @@ pub(crate) struct State {
     pehra: OnceLock<Arc<pehra::Pehra>>,
     /// Set by the maintenance agent: leadership moved, restart in place now.
     restart: tokio::sync::watch::Sender<bool>,
+    /// The Pehredar's address, for device check-ins.
+    pehredar_cache: devices::PehredarCache,
 }
 
 impl State {
@@ -224,6 +227,7 @@ impl Broker {
             reassign: tokio::sync::Notify::new(),
             pehra: OnceLock::new(),
             restart: tokio::sync::watch::channel(false).0,
+            pehredar_cache: devices::PehredarCache::default(),
         });
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
             .await
@@ -568,6 +572,7 @@ fn flush_all(state: &State) {
 fn router(state: Arc<State>) -> Router {
     let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state.clone());
     let (replica_state, checkin_state) = (state.clone(), state.clone());
+    let (dev_checkin, dev_readings, dev_downlink) = (state.clone(), state.clone(), state.clone());
     let pubsub = move |incoming: Incoming, responder: Responder| match state.pubsub.get() {
         Some(ps) => {
             pehra::traffic(&state);
@@ -609,6 +614,29 @@ fn router(state: Arc<State>) -> Router {
             let response = pehra::checkin(&checkin_state, &incoming);
             async move { response }
         })
+        .route_deferred(Method::Post, "dev/checkin", move |incoming, responder| {
+            devices::handle(&dev_checkin, devices::Route::CheckIn, incoming, responder)
+        })
+        .route_deferred(
+            Method::Post,
+            "dev/{node}/readings",
+            move |incoming, responder| {
+                devices::handle(&dev_readings, devices::Route::Readings, incoming, responder)
+            },
+        )
+        .route_deferred(
+            Method::Post,
+            "dev/{node}/downlink",
+            move |incoming, responder| {
+                devices::handle(&dev_downlink, devices::Route::Downlink, incoming, responder)
+            },
+        )
+        .link(
+            Link::new("dev/checkin")
+                .attr("rt", "pehra.dev.checkin")
+                .attr("ct", "60"),
+        )
+        .link(Link::new("dev").attr("rt", "pehra.dev").attr("ct", "60"))
         .route_deferred(Method::Post, "replica", move |incoming, responder| {
             replica::replica_fetch(replica_state.clone(), incoming, responder)
         })

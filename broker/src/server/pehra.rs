@@ -73,6 +73,15 @@ impl Pehra {
     pub(crate) fn traffic(&self) {
         self.traffic.notify_one();
     }
+
+    /// Answers a device's check-in from this node's view of PEHRA (any broker may:
+    /// devices check in through any gateway). It is not traffic: nothing changes.
+    pub(crate) fn answer_device_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+        self.node
+            .lock()
+            .expect("lock")
+            .answer_checkin(now_ms, checkin)
+    }
 }
 
 /// Counts client traffic, if PEHRA runs in this broker.
