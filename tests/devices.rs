@@ -438,11 +438,17 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
 }
 
 /// A check-in is not traffic: checking in at the Pehredar and at a dormant broker of a
-/// sleeping cluster wakes nobody.
+/// sleeping cluster wakes nobody. Readings are: they wake it and are acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
     let c = Cluster::start("devices-asleep", 3, true);
     let zk = c.zk().await;
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("readings", 1, 3).await.unwrap();
+    client
+        .wait_for_leaders("readings", Duration::from_secs(20))
+        .await
+        .unwrap();
     let asleep = |s: &PehraState, n: &BTreeMap<String, NodeStatus>| {
         pehredar(s, n).is_some_and(|p| {
             !s.traffic_awake
@@ -487,4 +493,30 @@ async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Readings are traffic: the cluster wakes and the produce is acknowledged.
+    let readings = DeviceReadings {
+        topic: "readings".into(),
+        acks: Acks::All,
+        records: vec![record(b"woken")],
+    };
+    let response = device
+        .post(c.addr(broker_id(&sleeper)), "dev/dev-7/readings", &readings)
+        .await;
+    assert_eq!(
+        response.code(),
+        Code::CHANGED,
+        "{:?}",
+        response_error(&response)
+    );
+    let answer: ProduceResponse = decode_response(&response).unwrap();
+    let fetched = client
+        .fetch("readings", 0, answer.base_offset, 64 * 1024)
+        .await
+        .unwrap();
+    let got = records_from(&fetched, answer.base_offset).unwrap();
+    assert_eq!(got[0].1.value, b"woken");
+    wait_for(&zk, Duration::from_secs(10), "a wake-up", |s, _| {
+        s.wake_generation > state.wake_generation
+    })
+    .await;
 }
