@@ -238,6 +238,15 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
     let p_id = broker_id(&p);
     let other = (1..=3).find(|id| *id != p_id).unwrap();
     let device = Device::new().await;
+    let core = device
+        .endpoint
+        .handle()
+        .request(c.addr(other), Request::get(".well-known/core"))
+        .await
+        .unwrap();
+    let core = String::from_utf8_lossy(core.payload()).into_owned();
+    assert!(core.contains("</dev/checkin>"), "{core}");
+    assert!(core.contains("</dev>"), "{core}");
 
     // Check-in, at another broker and at the Pehredar itself.
     for gateway in [other, p_id] {
