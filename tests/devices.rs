@@ -272,11 +272,19 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
         .await
         .unwrap();
     let mut base = None;
-    for batch in [&["r0", "r1", "r2"][..], &["r3", "r4"][..]] {
+    let mut last_answer = None;
+    // The second batch is sent twice (a device that lost the answer repeats it): with
+    // its sequence number it is stored once.
+    for (first_seq, batch) in [
+        (0, &["r0", "r1", "r2"][..]),
+        (3, &["r3", "r4"][..]),
+        (3, &["r3", "r4"][..]),
+    ] {
         let readings = DeviceReadings {
             topic: "readings".into(),
             acks: Acks::All,
             records: batch.iter().map(|v| record(v.as_bytes())).collect(),
+            first_seq: Some(first_seq),
         };
         let response = device
             .post(c.addr(other), "dev/dev-1/readings", &readings)
@@ -290,6 +298,14 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
         let answer: ProduceResponse = decode_response(&response).unwrap();
         assert_eq!(answer.record_count as usize, batch.len());
         base.get_or_insert(answer.base_offset);
+        if first_seq == 3 {
+            if let Some(earlier) = last_answer.replace(answer.base_offset) {
+                assert_eq!(
+                    answer.base_offset, earlier,
+                    "the repeat got the first answer"
+                );
+            }
+        }
     }
     let partition = partition_for_key(b"dev-1", 3);
     let base = base.unwrap();
@@ -389,6 +405,7 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
     let bad = device.post(gw, "dev/checkin", &checkin(&long)).await;
     expect(bad, Code::BAD_REQUEST, "too long a name at check-in");
     let readings = |topic: &str, records: Vec<Record>| DeviceReadings {
+        first_seq: None,
         topic: topic.into(),
         acks: Acks::Leader,
         records,
@@ -507,6 +524,7 @@ async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
         topic: "readings".into(),
         acks: Acks::All,
         records: vec![record(b"woken")],
+        first_seq: None,
     };
     let response = device
         .post(c.addr(broker_id(&sleeper)), "dev/dev-7/readings", &readings)

@@ -296,9 +296,12 @@ impl Gateway {
             other => other,
         };
         let what = format!("producing to {}/{partition}", readings.topic);
+        let producer = readings
+            .first_seq
+            .map(|seq| (device_producer_id(&node), seq));
         match self
             .cluster()
-            .produce(&readings.topic, partition, &records, acks, None)
+            .produce(&readings.topic, partition, &records, acks, producer)
             .await
         {
             Ok(Some(answer)) => cbor_response(Code::CHANGED, &answer),
@@ -454,4 +457,13 @@ mod tests {
             .sum();
         assert!(total <= 900);
     }
+}
+
+/// The producer id a device's readings are produced with: FNV-1a (64 bits) of its name,
+/// with the top bit cleared (ids at and near `u64::MAX` are refused by the brokers).
+fn device_producer_id(node: &str) -> u64 {
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash >> 1
 }

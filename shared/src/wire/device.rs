@@ -17,7 +17,7 @@ use super::log::{Acks, Record};
 /// A device's readings, published to `topic` keyed by the device's name (so one
 /// device's readings stay in order on one partition).
 ///
-/// CBOR: `{"topic": text, "acks": Acks, "records": [Record, ...]}`.
+/// CBOR: `{"topic": text, "acks": Acks, "records": [Record, ...], "first_seq"?: u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceReadings {
     /// The topic (e.g. `readings`).
@@ -26,6 +26,12 @@ pub struct DeviceReadings {
     pub acks: Acks,
     /// The readings, oldest first (several when the device batched them).
     pub records: Vec<Record>,
+    /// The device's sequence number of the first reading (its persisted counter, one
+    /// per reading). With it the gateway produces idempotently (producer id derived from
+    /// the node's name), so a device that repeats a request whose answer it lost never
+    /// stores its readings twice.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub first_seq: Option<u32>,
 }
 
 /// A device collects its downlink records (topic `downlink.{node}`, partition 0).

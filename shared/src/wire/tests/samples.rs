@@ -370,6 +370,7 @@ pub(super) fn cases() -> Vec<Case> {
                 topic: s("readings"),
                 acks: Acks::All,
                 records: vec![record()],
+                first_seq: Some(7),
             }
         ),
         case!(
