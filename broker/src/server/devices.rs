@@ -422,6 +422,15 @@ fn fit(records: Vec<(u64, Record)>, max_bytes: usize) -> Vec<(u64, Record)> {
     out
 }
 
+/// The producer id a device's readings are produced with: FNV-1a (64 bits) of its name,
+/// with the top bit cleared (ids at and near `u64::MAX` are refused by the brokers).
+fn device_producer_id(node: &str) -> u64 {
+    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    hash >> 1
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -457,13 +466,4 @@ mod tests {
             .sum();
         assert!(total <= 900);
     }
-}
-
-/// The producer id a device's readings are produced with: FNV-1a (64 bits) of its name,
-/// with the top bit cleared (ids at and near `u64::MAX` are refused by the brokers).
-fn device_producer_id(node: &str) -> u64 {
-    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
-        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
-    });
-    hash >> 1
 }
