@@ -147,8 +147,8 @@ impl Regs {
 pub struct Lan9118 {
     regs: Regs,
     mac: [u8; 6],
-    rx_buf: [u8; MTU + 4],
-    tx_buf: [u8; MTU],
+    rx_buf: &'static mut [u8; MTU + 4],
+    tx_buf: &'static mut [u8; MTU],
     /// Frames received and sent, and frames dropped on a bad status.
     pub stats: Stats,
 }
@@ -169,8 +169,12 @@ impl Lan9118 {
     /// one if that is blank), enables the MAC's receiver and transmitter, auto-negotiation
     /// on the PHY, and the RX interrupt. The caller unmasks [`IRQ`] on the NVIC.
     ///
-    /// Must be called at most once: the driver owns the chip.
-    pub fn new() -> Result<Self, InitError> {
+    /// Must be called at most once: the driver owns the chip. The frame buffers are
+    /// passed in (from a `StaticCell`) so the driver itself stays small to move.
+    pub fn new(
+        rx_buf: &'static mut [u8; MTU + 4],
+        tx_buf: &'static mut [u8; MTU],
+    ) -> Result<Self, InitError> {
         let r = Regs;
         let test = r.read(BYTE_TEST);
         if test != 0x8765_4321 {
@@ -216,8 +220,8 @@ impl Lan9118 {
         Ok(Lan9118 {
             regs: r,
             mac,
-            rx_buf: [0; MTU + 4],
-            tx_buf: [0; MTU],
+            rx_buf,
+            tx_buf,
             stats: Stats::default(),
         })
     }
@@ -345,7 +349,7 @@ impl Driver for Lan9118 {
                     },
                     Tx {
                         regs: *regs,
-                        buf: tx_buf,
+                        buf: &mut **tx_buf,
                         count: &mut stats.tx,
                     },
                 ));
@@ -363,7 +367,7 @@ impl Driver for Lan9118 {
         }
         Some(Tx {
             regs: self.regs,
-            buf: &mut self.tx_buf,
+            buf: &mut *self.tx_buf,
             count: &mut self.stats.tx,
         })
     }

@@ -64,6 +64,13 @@ unsafe impl InterruptNumber for Irq {
     }
 }
 
+/// The most heap seen in use (sampled around each exchange).
+static HEAP_PEAK: AtomicU32 = AtomicU32::new(0);
+
+fn sample_heap() {
+    HEAP_PEAK.fetch_max(HEAP.used() as u32, Ordering::Relaxed);
+}
+
 static ETH_IRQS: AtomicU32 = AtomicU32::new(0);
 
 extern "C" fn ethernet_irq() {
@@ -149,9 +156,9 @@ fn main() -> ! {
 
 fn exit(ok: bool) -> ! {
     hprintln!(
-        "pehra-fw: exit {} (heap used {} B of {}, stack used {} B, eth irqs {}, systicks {})",
+        "pehra-fw: exit {} (heap peak {} B of {}, stack used {} B, eth irqs {}, systicks {})",
         if ok { "ok" } else { "FAILED" },
-        HEAP.used(),
+        HEAP_PEAK.load(Ordering::Relaxed),
         HEAP_SIZE,
         stack_used(),
         ETH_IRQS.load(Ordering::Relaxed),
@@ -169,7 +176,11 @@ async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
 
 #[embassy_executor::task]
 async fn main_task(spawner: Spawner) {
-    let eth = match Lan9118::new() {
+    static RX_BUF: StaticCell<[u8; lan9118::MTU + 4]> = StaticCell::new();
+    static TX_BUF: StaticCell<[u8; lan9118::MTU]> = StaticCell::new();
+    let rx_buf = RX_BUF.init([0; lan9118::MTU + 4]);
+    let tx_buf = TX_BUF.init([0; lan9118::MTU]);
+    let eth = match Lan9118::new(rx_buf, tx_buf) {
         Ok(eth) => eth,
         Err(e) => {
             hprintln!("pehra-fw: no LAN9118: {:?}", e);
@@ -341,6 +352,7 @@ async fn exchange(
     request: Request,
 ) -> Result<Response, ExchangeError> {
     let id = engine.request(now_engine(), peer, request);
+    sample_heap();
     let mut buf = [0u8; 1024];
     loop {
         while let Some(t) = engine.poll_transmit() {
@@ -375,6 +387,7 @@ async fn exchange(
                     IpAddress::Ipv4(a) => (a.octets(), meta.endpoint.port),
                 };
                 engine.handle_datagram(now_engine(), from, &buf[..n]);
+                sample_heap();
             }
             Some(Err(e)) => hprintln!("pehra-fw: recv: {:?}", e),
             None => engine.handle_timeout(now_engine()),
