@@ -1,0 +1,15 @@
+use std::{env, fs, path::PathBuf};
+
+fn main() {
+    let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+    fs::copy("memory.x", out.join("memory.x")).unwrap();
+    // cortex-m-rt's `device` feature includes device.x (PROVIDEs for named interrupt
+    // handlers); our vector table `__INTERRUPTS` is built in main.rs, so it is empty.
+    fs::write(out.join("device.x"), "/* interrupts: see __INTERRUPTS in src/main.rs */\n").unwrap();
+    println!("cargo:rustc-link-search={}", out.display());
+    println!("cargo:rerun-if-changed=memory.x");
+    println!("cargo:rerun-if-changed=build.rs");
+    for v in ["PEHRA_GATEWAY_IP", "PEHRA_GATEWAY_PORT", "PEHRA_CYCLES"] {
+        println!("cargo:rerun-if-env-changed={v}");
+    }
+}
