@@ -326,12 +326,11 @@ impl DeviceNode {
             self.clock_offset_ms = Some((g as i64).wrapping_sub(now_ms as i64));
         }
         match reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>) {
-            Some(Ok(addr)) => {
-                if self.pehredar != Some(addr) {
-                    self.counters.pehredar_changes += 1;
-                    self.pehredar = Some(addr);
-                }
+            Some(Ok(addr)) if self.pehredar != Some(addr) => {
+                self.counters.pehredar_changes += 1;
+                self.pehredar = Some(addr);
             }
+            Some(Ok(_)) => {}
             Some(Err(_)) => self.counters.bad_replies += 1,
             // No Pehredar (an election is on): keep the last one known; the rotation
             // finds the new one.
