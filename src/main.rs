@@ -7,6 +7,7 @@ mod broker_cmd;
 mod cluster_cmd;
 mod coap_cmd;
 mod dev_cmd;
+mod device_sim_cmd;
 mod diag;
 mod pehra_cmd;
 mod zk_cmd;
@@ -49,6 +50,8 @@ enum Command {
     Pehra(pehra_cmd::PehraArgs),
     /// Send one CoAP request (or observe a resource) and print the response.
     Coap(coap_cmd::CoapArgs),
+    /// Simulate battery devices running the firmware's node loop against the brokers.
+    DeviceSim(device_sim_cmd::DeviceSimArgs),
 }
 
 #[tokio::main]
@@ -72,6 +75,7 @@ async fn main() -> std::process::ExitCode {
         Command::Consume(args) => broker_cmd::consume(args).await,
         Command::Cluster(args) => cluster_cmd::cluster(args).await,
         Command::Pehra(args) => pehra_cmd::run(args).await,
+        Command::DeviceSim(args) => device_sim_cmd::run(args).await,
     };
     match result {
         Ok(code) => code,

@@ -6,9 +6,12 @@
 //! - [`coordinator`]: the elector the zookeeper runs: random elections among candidates,
 //!   terms and their handover, wakeUpAll generations, traffic mode, the admin's switch,
 //!   allDown.
+//! - [`device`]: a battery-powered device: alarms, directives, gateway rotation,
+//!   readings buffer, downlink offset.
 //! - [`node`]: one participant: awake, dormant until its alarm, Pehredar, opted out.
 //!
 //! `docs/pehra.md` describes the protocol as a whole.
 
 pub mod coordinator;
+pub mod device;
 pub mod node;

@@ -1,0 +1,138 @@
+//! A CoAP client over the shared sans-IO engine and a [`UdpSocket`]: one request at a
+//! time, the engine's retransmissions, nothing else of its own.
+
+use alloc::vec;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use pehra_shared::coap::{Config, Engine, Event, ExchangeError, Request, Response};
+use pehra_shared::Instant;
+
+use crate::hal::{Clock, UdpSocket};
+
+/// Why a request got no response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientError {
+    /// No answer in time (every retransmission), or the peer reset the exchange.
+    Exchange(ExchangeError),
+    /// The engine had nothing more to wait for, yet no outcome (should not happen).
+    Lost,
+}
+
+/// Counters of the client.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClientStats {
+    /// Datagrams sent (retransmissions included).
+    pub datagrams_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Datagrams received.
+    pub datagrams_received: u64,
+    /// Bytes received.
+    pub bytes_received: u64,
+    /// Socket errors (sending or receiving).
+    pub socket_errors: u64,
+}
+
+/// A CoAP client on one UDP socket.
+pub struct CoapClient<U> {
+    engine: Engine<SocketAddr>,
+    socket: U,
+    buf: Vec<u8>,
+    stats: ClientStats,
+}
+
+/// The largest datagram read (a device's answers are small; larger ones go block-wise).
+const RECV_BUF: usize = 1280;
+
+impl<U: UdpSocket> CoapClient<U> {
+    /// A client with the engine's `config`, seeded with `seed` (message IDs, tokens).
+    pub fn new(socket: U, config: Config, seed: [u8; 32]) -> Self {
+        CoapClient {
+            engine: Engine::new(config, seed),
+            socket,
+            buf: vec![0; RECV_BUF],
+            stats: ClientStats::default(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> ClientStats {
+        self.stats
+    }
+
+    /// The socket.
+    pub fn socket_mut(&mut self) -> &mut U {
+        &mut self.socket
+    }
+
+    /// Sends `request` to `peer` and waits for its final response (retransmitting as the
+    /// engine says). Datagrams from elsewhere, malformed ones and requests to us are
+    /// handled (and dropped) by the engine.
+    pub async fn request<C: Clock>(
+        &mut self,
+        clock: &mut C,
+        peer: SocketAddr,
+        request: Request,
+    ) -> Result<Response, ClientError> {
+        let id = self.engine.request(now(clock), peer, request);
+        loop {
+            self.flush().await;
+            while let Some(event) = self.engine.poll_event() {
+                match event {
+                    Event::Response { id: got, response } if got == id => return Ok(response),
+                    Event::Failed { id: got, error } if got == id => {
+                        return Err(ClientError::Exchange(error))
+                    }
+                    Event::Request(incoming) => {
+                        // A device serves nothing: end it without an answer.
+                        self.engine.discard(now(clock), incoming.id);
+                    }
+                    _ => {}
+                }
+            }
+            self.flush().await;
+            let Some(deadline) = self.engine.poll_timeout() else {
+                self.engine.cancel(id);
+                return Err(ClientError::Lost);
+            };
+            let deadline_ms = deadline.as_micros().div_ceil(1000);
+            match self.socket.recv_until(&mut self.buf, deadline_ms).await {
+                Ok(Some((n, from))) => {
+                    self.stats.datagrams_received += 1;
+                    self.stats.bytes_received += n as u64;
+                    let n = n.min(self.buf.len());
+                    self.engine
+                        .handle_datagram(now(clock), from, &self.buf[..n]);
+                }
+                Ok(None) => self.engine.handle_timeout(now(clock)),
+                Err(_) => {
+                    self.stats.socket_errors += 1;
+                    // Do not spin on a broken socket: wait out the deadline.
+                    clock.sleep_until(deadline_ms).await;
+                    self.engine.handle_timeout(now(clock));
+                }
+            }
+        }
+    }
+
+    /// Sends `request` once as NON (no answer awaited).
+    pub async fn send_non<C: Clock>(&mut self, clock: &mut C, peer: SocketAddr, request: Request) {
+        self.engine.send_non(now(clock), peer, request);
+        self.flush().await;
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.engine.poll_transmit() {
+            self.stats.datagrams_sent += 1;
+            self.stats.bytes_sent += t.bytes.len() as u64;
+            if self.socket.send_to(&t.bytes, t.peer).await.is_err() {
+                self.stats.socket_errors += 1;
+            }
+        }
+    }
+}
+
+fn now<C: Clock>(clock: &C) -> Instant {
+    Instant::from_millis(clock.now_ms())
+}

@@ -1,0 +1,499 @@
+//! The node loop: [`Device::run_cycle`] at each alarm, [`Device::sleep`] between.
+
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use pehra_shared::coap::{Config, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::pehra::device::{
+    DeviceConfig, DeviceNode, FailOutcome, Plan, ReadingsBuffer, ReplyOutcome,
+};
+use pehra_shared::wire::{
+    self, Acks, CheckInReply, DeviceReadings, Directive, DownlinkRequest, DownlinkResponse,
+    NodeHealth, ProduceResponse, Record,
+};
+
+use crate::client::CoapClient;
+use crate::energy::{Meter, PowerState, StateTimes};
+use crate::hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSocket};
+
+/// The readings kept while no gateway answers (oldest dropped first, counted).
+pub const READINGS_CAPACITY: usize = 64;
+
+/// What the application may change at run time (from downlink records).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settings {
+    /// The topic readings go to.
+    pub topic: String,
+    /// The acks asked for them ([`Acks::None`]: sent NON, not retried).
+    pub acks: Acks,
+    /// At most this many readings in one publish.
+    pub max_batch: usize,
+    /// A downlink answer carries at most about this many bytes.
+    pub downlink_max_bytes: u32,
+    /// The alarm interval, ms.
+    pub alarm_interval_ms: u64,
+}
+
+/// The application: hears each downlink record, may change the settings.
+pub trait Application {
+    /// A downlink record, in offset order.
+    fn on_downlink(&mut self, offset: u64, record: &Record, settings: &mut Settings);
+}
+
+/// An application that understands `set-interval SECONDS` and ignores the rest.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SetInterval;
+
+impl Application for SetInterval {
+    fn on_downlink(&mut self, _offset: u64, record: &Record, settings: &mut Settings) {
+        let Ok(text) = core::str::from_utf8(&record.value) else {
+            return;
+        };
+        if let Some(s) = text.trim().strip_prefix("set-interval ") {
+            if let Ok(secs) = s.trim().parse::<u64>() {
+                if (1..=86_400).contains(&secs) {
+                    settings.alarm_interval_ms = secs * 1000;
+                }
+            }
+        }
+    }
+}
+
+/// The board's parts the device runs on.
+pub struct Parts<U, C, S, St, R, A> {
+    /// The UDP socket.
+    pub udp: U,
+    /// The clock.
+    pub clock: C,
+    /// The sensor.
+    pub sensor: S,
+    /// The storage kept across deep sleep.
+    pub storage: St,
+    /// The radio hooks.
+    pub radio: R,
+    /// The application.
+    pub app: A,
+}
+
+/// Counters of the node loop.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeviceStats {
+    /// Cycles run.
+    pub cycles: u64,
+    /// Readings taken.
+    pub readings_taken: u64,
+    /// Readings the gateway acknowledged (or sent NON with acks 0).
+    pub readings_published: u64,
+    /// Publishes that failed (the readings stay buffered).
+    pub publish_failures: u64,
+    /// Downlink records handed to the application.
+    pub downlink_records: u64,
+    /// Responses that were errors or did not decode (ignored).
+    pub bad_responses: u64,
+    /// Requests that got no answer.
+    pub timeouts: u64,
+    /// Sensor or storage errors.
+    pub hal_errors: u64,
+}
+
+/// What a cycle did, and when to wake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CycleReport {
+    /// The gateway that answered the check-in, if one did.
+    pub gateway: Option<SocketAddr>,
+    /// The directive obeyed.
+    pub directive: Option<Directive>,
+    /// Readings published in this cycle.
+    pub published: usize,
+    /// Downlink records received in this cycle.
+    pub downlink: usize,
+    /// When to wake, device ms.
+    pub wake_at_ms: u64,
+    /// Deep sleep until then (`false`: stay awake).
+    pub deep_sleep: bool,
+}
+
+/// Why a call got no usable answer.
+enum CallError {
+    NoAnswer,
+    Bad,
+}
+
+/// A device: the PEHRA logic, the CoAP client and the board.
+pub struct Device<U, C, S, St, R, A> {
+    node: DeviceNode,
+    client: CoapClient<U>,
+    clock: C,
+    sensor: S,
+    storage: St,
+    radio: R,
+    app: A,
+    readings: ReadingsBuffer<READINGS_CAPACITY>,
+    settings: Settings,
+    persisted: Persisted,
+    meter: Meter,
+    stats: DeviceStats,
+    last_rtt_ms: u32,
+}
+
+impl<U, C, S, St, R, A> Device<U, C, S, St, R, A>
+where
+    U: UdpSocket,
+    C: Clock,
+    S: Sensor,
+    St: Storage,
+    R: Radio,
+    A: Application,
+{
+    /// Boots a device: loads what storage kept (downlink offset, readings counter,
+    /// Pehredar), seeds the CoAP engine from `rng`.
+    pub async fn boot(
+        config: DeviceConfig,
+        settings: Settings,
+        coap: Config,
+        mut parts: Parts<U, C, S, St, R, A>,
+        rng: &mut impl Rng,
+    ) -> Self {
+        let mut seed = [0u8; 32];
+        rng.fill_bytes(&mut seed);
+        let mut hal_errors = 0;
+        let loaded = match parts.storage.load().await {
+            Ok(p) => p.filter(|p| p.name.as_str() == config.name),
+            Err(_) => {
+                hal_errors += 1;
+                None
+            }
+        };
+        let mut persisted = loaded.unwrap_or_default();
+        persisted.name = heapless::String::try_from(config.name.as_str()).unwrap_or_default();
+        let mut node = DeviceNode::new(config, persisted.downlink_from);
+        node.set_alarm_interval(settings.alarm_interval_ms);
+        node.set_pehredar(persisted.pehredar);
+        let now = parts.clock.now_ms();
+        Device {
+            node,
+            client: CoapClient::new(parts.udp, coap, seed),
+            clock: parts.clock,
+            sensor: parts.sensor,
+            storage: parts.storage,
+            radio: parts.radio,
+            app: parts.app,
+            readings: ReadingsBuffer::new(),
+            settings,
+            persisted,
+            meter: Meter::new(now, PowerState::Active),
+            stats: DeviceStats {
+                hal_errors,
+                ..DeviceStats::default()
+            },
+            last_rtt_ms: 0,
+        }
+    }
+
+    /// The PEHRA state.
+    pub fn node(&self) -> &DeviceNode {
+        &self.node
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> DeviceStats {
+        self.stats
+    }
+
+    /// Readings buffered now, and how many were dropped so far.
+    pub fn buffered(&self) -> (usize, u64) {
+        (self.readings.len(), self.readings.dropped())
+    }
+
+    /// The settings.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// What storage holds (as of the last cycle).
+    pub fn persisted(&self) -> &Persisted {
+        &self.persisted
+    }
+
+    /// The time spent per power state so far.
+    pub fn energy(&self) -> StateTimes {
+        let mut m = self.meter;
+        m.enter(self.clock.now_ms(), m.state());
+        m.times()
+    }
+
+    /// The CoAP client (its counters).
+    pub fn client(&self) -> &CoapClient<U> {
+        &self.client
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &C {
+        &self.clock
+    }
+
+    /// One cycle: take a reading, check in (rotating through the gateways), obey the
+    /// directive, publish the buffered readings in one batch, collect downlink records
+    /// for the application, persist; says when to wake. Never panics on what the
+    /// network says: bad answers are counted and ignored.
+    pub async fn run_cycle(&mut self) -> CycleReport {
+        let now = self.clock.now_ms();
+        self.meter.enter(now, PowerState::Active);
+        self.stats.cycles += 1;
+        self.take_reading(now).await;
+
+        let mut target = self.node.begin_cycle(now);
+        let plan = loop {
+            let Some(to) = target else {
+                // No gateway configured at all.
+                break Err(now + self.settings.alarm_interval_ms);
+            };
+            let now = self.clock.now_ms();
+            let health = self.health();
+            let body = self.node.checkin(now, health, !self.readings.is_empty());
+            let sent = self.clock.now_ms();
+            let reply = self
+                .call::<_, CheckInReply>(to, "/dev/checkin", &body)
+                .await;
+            let now = self.clock.now_ms();
+            match reply {
+                Ok(reply) => {
+                    self.last_rtt_ms = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                    match self
+                        .node
+                        .on_checkin_reply(now, to, &reply, self.readings.len())
+                    {
+                        ReplyOutcome::Work(plan) => break Ok(plan),
+                        ReplyOutcome::CheckInAgain(next) => target = Some(next),
+                    }
+                }
+                Err(_) => match self.node.on_checkin_failed(now) {
+                    FailOutcome::Try(next) => target = Some(next),
+                    FailOutcome::BackOff { wake_at_ms } => break Err(wake_at_ms),
+                },
+            }
+        };
+        let report = match plan {
+            Ok(plan) => self.work(plan).await,
+            Err(wake_at_ms) => {
+                log_warn!("no gateway answered; backing off");
+                CycleReport {
+                    gateway: None,
+                    directive: None,
+                    published: 0,
+                    downlink: 0,
+                    wake_at_ms,
+                    deep_sleep: true,
+                }
+            }
+        };
+        self.persist().await;
+        self.radio.set_mode(RadioMode::Off);
+        let now = self.clock.now_ms();
+        self.meter.enter(now, PowerState::Active);
+        report
+    }
+
+    /// Sleeps as the report says (deep, or awake with the radio up), accounting it.
+    pub async fn sleep(&mut self, report: &CycleReport) {
+        let now = self.clock.now_ms();
+        if report.deep_sleep {
+            self.radio.set_mode(RadioMode::Off);
+            self.meter.enter(now, PowerState::Sleep);
+        } else {
+            self.radio.set_mode(RadioMode::Rx);
+            self.meter.enter(now, PowerState::Rx);
+        }
+        self.clock.sleep_until(report.wake_at_ms).await;
+        let now = self.clock.now_ms();
+        self.meter.enter(now, PowerState::Active);
+    }
+
+    /// Runs forever: cycle, sleep, cycle...
+    pub async fn run(&mut self) -> ! {
+        loop {
+            let report = self.run_cycle().await;
+            self.sleep(&report).await;
+        }
+    }
+
+    async fn take_reading(&mut self, now: u64) {
+        let seq = self.persisted.readings_seq;
+        match self.sensor.read(seq).await {
+            Ok(value) => {
+                self.persisted.readings_seq += 1;
+                self.stats.readings_taken += 1;
+                self.readings.push(Record {
+                    key: Some(self.node.config().name.as_bytes().to_vec()),
+                    value,
+                    timestamp_ms: self.node.gateway_time(now).unwrap_or(0),
+                    headers: Vec::new(),
+                });
+            }
+            Err(_) => self.stats.hal_errors += 1,
+        }
+    }
+
+    fn health(&mut self) -> NodeHealth {
+        NodeHealth {
+            rtt_ms: self.last_rtt_ms,
+            battery_permille: self.sensor.battery_permille(),
+            failures: (self.stats.timeouts + self.stats.bad_responses + self.stats.hal_errors)
+                .min(u32::MAX as u64) as u32,
+            ..NodeHealth::default()
+        }
+    }
+
+    async fn work(&mut self, plan: Plan) -> CycleReport {
+        log_debug!("checked in");
+        let mut published = 0;
+        if plan.publish && !self.readings.is_empty() {
+            published = self.publish(plan.gateway).await;
+        }
+        let mut downlink = 0;
+        if plan.fetch_downlink {
+            downlink = self.fetch_downlink(plan.gateway).await;
+        }
+        // The application may have changed the interval: a sleep that was one alarm
+        // away follows it.
+        let mut wake_at_ms = plan.wake_at_ms;
+        if self.settings.alarm_interval_ms != self.node.config().alarm_interval_ms {
+            self.node
+                .set_alarm_interval(self.settings.alarm_interval_ms);
+            if plan.deep_sleep {
+                let now = self.clock.now_ms();
+                wake_at_ms = wake_at_ms.min(now + self.settings.alarm_interval_ms);
+            }
+        }
+        CycleReport {
+            gateway: Some(plan.gateway),
+            directive: Some(plan.directive),
+            published,
+            downlink,
+            wake_at_ms,
+            deep_sleep: plan.deep_sleep,
+        }
+    }
+
+    async fn publish(&mut self, gateway: SocketAddr) -> usize {
+        let batch = self.readings.batch(self.settings.max_batch.max(1));
+        let n = batch.len();
+        let body = DeviceReadings {
+            topic: self.settings.topic.clone(),
+            acks: self.settings.acks,
+            records: batch,
+        };
+        let path = format!("/dev/{}/readings", self.node.config().name);
+        if self.settings.acks == Acks::None {
+            let Some(request) = cbor_request(&path, &body) else {
+                self.stats.bad_responses += 1;
+                return 0;
+            };
+            self.radio.set_mode(RadioMode::Tx);
+            let before = self.client.stats().bytes_sent;
+            self.client
+                .send_non(&mut self.clock, gateway, request)
+                .await;
+            self.meter
+                .transmitted(self.client.stats().bytes_sent - before);
+            self.readings.ack(n);
+            self.stats.readings_published += n as u64;
+            return n;
+        }
+        match self.call::<_, ProduceResponse>(gateway, &path, &body).await {
+            Ok(_) => {
+                self.readings.ack(n);
+                self.stats.readings_published += n as u64;
+                n
+            }
+            Err(_) => {
+                self.stats.publish_failures += 1;
+                0
+            }
+        }
+    }
+
+    async fn fetch_downlink(&mut self, gateway: SocketAddr) -> usize {
+        let path = format!("/dev/{}/downlink", self.node.config().name);
+        let mut got = 0;
+        // A few rounds at most: what remains waits for the next cycle.
+        for _ in 0..4 {
+            let body = DownlinkRequest {
+                from: self.node.downlink_from(),
+                max_bytes: self.settings.downlink_max_bytes,
+            };
+            let Ok(response) = self
+                .call::<_, DownlinkResponse>(gateway, &path, &body)
+                .await
+            else {
+                break;
+            };
+            let pending = response.pending;
+            let records = self.node.on_downlink(response);
+            for (offset, record) in &records {
+                self.app.on_downlink(*offset, record, &mut self.settings);
+            }
+            got += records.len();
+            self.stats.downlink_records += records.len() as u64;
+            if pending == 0 || records.is_empty() {
+                break;
+            }
+        }
+        got
+    }
+
+    async fn persist(&mut self) {
+        self.persisted.downlink_from = self.node.downlink_from();
+        self.persisted.pehredar = self.node.pehredar();
+        if self.storage.save(&self.persisted).await.is_err() {
+            self.stats.hal_errors += 1;
+        }
+    }
+
+    /// POSTs `body` as CBOR and decodes a 2.xx answer as `T`.
+    async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+        &mut self,
+        to: SocketAddr,
+        path: &str,
+        body: &B,
+    ) -> Result<T, CallError> {
+        let Some(request) = cbor_request(path, body) else {
+            return Err(CallError::Bad);
+        };
+        self.radio.set_mode(RadioMode::Rx);
+        let now = self.clock.now_ms();
+        self.meter.enter(now, PowerState::Rx);
+        let before = self.client.stats().bytes_sent;
+        let result = self.client.request(&mut self.clock, to, request).await;
+        self.meter
+            .transmitted(self.client.stats().bytes_sent - before);
+        let now = self.clock.now_ms();
+        self.meter.enter(now, PowerState::Active);
+        let response: Response = match result {
+            Ok(r) => r,
+            Err(_) => {
+                self.stats.timeouts += 1;
+                return Err(CallError::NoAnswer);
+            }
+        };
+        if !response.code().is_success() {
+            self.stats.bad_responses += 1;
+            return Err(CallError::Bad);
+        }
+        wire::decode::<T>(response.payload()).map_err(|_| {
+            self.stats.bad_responses += 1;
+            CallError::Bad
+        })
+    }
+}
+
+fn cbor_request<B: serde::Serialize>(path: &str, body: &B) -> Option<Request> {
+    let bytes = wire::encode(body).ok()?;
+    Some(
+        Request::post(path)
+            .with_content_format(CONTENT_FORMAT_CBOR)
+            .with_payload(bytes),
+    )
+}

@@ -1,0 +1,482 @@
+//! The node loop in virtual time against fake gateways (each a real CoAP engine
+//! answering the `/dev/*` routes as `docs/devices.md` says).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::task::{Context, Poll, Waker};
+
+use pehra_device_fw::hal::NoRadio;
+use pehra_device_fw::{
+    Clock, Device, Parts, Persisted, Rng, Sensor, SetInterval, Settings, Storage, UdpSocket,
+};
+use pehra_shared::coap::{Code, Config, Engine, Event, Request, Response};
+use pehra_shared::pehra::device::DeviceConfig;
+use pehra_shared::wire::{
+    self, Acks, CheckIn, CheckInReply, DeviceReadings, Directive, DownlinkRequest,
+    DownlinkResponse, ProduceResponse, Record,
+};
+use pehra_shared::Instant;
+
+const ALARM: u64 = 60_000;
+/// The gateways' clock is the device's plus this.
+const GW_OFFSET: u64 = 1_700_000_000_000;
+
+fn addr(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+const DEVICE: u16 = 40_000;
+
+struct Gateway {
+    engine: Engine<SocketAddr>,
+    alive: bool,
+    garble: bool,
+    checkins: u32,
+}
+
+#[derive(Default)]
+struct Net {
+    gateways: BTreeMap<SocketAddr, Gateway>,
+    inbox: VecDeque<(Vec<u8>, SocketAddr)>,
+    /// What every gateway answers.
+    directive: Option<Directive>,
+    pehredar: Option<SocketAddr>,
+    readings: Vec<Record>,
+    publishes: u32,
+    downlink: Vec<Record>,
+    committed: Option<u64>,
+    last_checkin: Option<CheckIn>,
+}
+
+#[derive(Clone)]
+struct World {
+    now: Rc<Cell<u64>>,
+    net: Rc<RefCell<Net>>,
+}
+
+impl World {
+    fn new(ports: &[u16]) -> World {
+        let mut net = Net::default();
+        for (i, p) in ports.iter().enumerate() {
+            net.gateways.insert(
+                addr(*p),
+                Gateway {
+                    engine: Engine::new(Config::default(), [i as u8 + 1; 32]),
+                    alive: true,
+                    garble: false,
+                    checkins: 0,
+                },
+            );
+        }
+        World {
+            now: Rc::new(Cell::new(1_000)),
+            net: Rc::new(RefCell::new(net)),
+        }
+    }
+
+    fn set(&self, f: impl FnOnce(&mut Net)) {
+        f(&mut self.net.borrow_mut())
+    }
+
+    fn gw(&self, port: u16, f: impl FnOnce(&mut Gateway)) {
+        f(self.net.borrow_mut().gateways.get_mut(&addr(port)).unwrap())
+    }
+
+    fn checkins(&self, port: u16) -> u32 {
+        self.net.borrow().gateways[&addr(port)].checkins
+    }
+}
+
+fn answer(net: &mut Net, gw: SocketAddr, now: u64, request: &Request) -> Response {
+    let path: Vec<String> = request.path_segments().map(String::from).collect();
+    let garble = net.gateways[&gw].garble;
+    if garble {
+        return Response::cbor(vec![0xff, 0x1c, 0x00]);
+    }
+    match path
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>()
+        .as_slice()
+    {
+        ["dev", "checkin"] => {
+            let Ok(c) = wire::decode::<CheckIn>(request.payload()) else {
+                return Response::new(Code::BAD_REQUEST);
+            };
+            net.last_checkin = Some(c);
+            net.gateways.get_mut(&gw).unwrap().checkins += 1;
+            let g = now + GW_OFFSET;
+            let committed = net.committed.unwrap_or(0) as usize;
+            let reply = CheckInReply {
+                pehredar: net.pehredar.map(|p| format!("broker-{}", p.port())),
+                pehredar_addr: net.pehredar.map(|p| p.to_string()),
+                term: None,
+                gateway_ms: Some(g),
+                directive: net
+                    .directive
+                    .unwrap_or(Directive::SleepUntil { at_ms: g + ALARM }),
+                pending: net.downlink.len().saturating_sub(committed) as u32,
+            };
+            Response::cbor(wire::encode(&reply).unwrap())
+        }
+        ["dev", _, "readings"] => {
+            let r: DeviceReadings = wire::decode(request.payload()).unwrap();
+            let base = net.readings.len() as u64;
+            let n = r.records.len() as u32;
+            net.readings.extend(r.records);
+            net.publishes += 1;
+            Response::cbor(
+                wire::encode(&ProduceResponse {
+                    base_offset: base,
+                    record_count: n,
+                    leader_epoch: 0,
+                })
+                .unwrap(),
+            )
+        }
+        ["dev", _, "downlink"] => {
+            let r: DownlinkRequest = wire::decode(request.payload()).unwrap();
+            if let Some(from) = r.from {
+                net.committed = Some(from);
+            }
+            let from = net.committed.unwrap_or(0);
+            let records: Vec<(u64, Record)> = net
+                .downlink
+                .iter()
+                .enumerate()
+                .skip(from as usize)
+                .take(2)
+                .map(|(i, r)| (i as u64, r.clone()))
+                .collect();
+            let next = from + records.len() as u64;
+            let pending = (net.downlink.len() as u64).saturating_sub(next) as u32;
+            Response::cbor(
+                wire::encode(&DownlinkResponse {
+                    records,
+                    next,
+                    pending,
+                })
+                .unwrap(),
+            )
+        }
+        _ => Response::new(Code::NOT_FOUND),
+    }
+}
+
+struct FakeUdp(World);
+
+impl UdpSocket for FakeUdp {
+    type Error = Infallible;
+
+    async fn send_to(&mut self, bytes: &[u8], to: SocketAddr) -> Result<(), Infallible> {
+        let now = self.0.now.get();
+        let t = Instant::from_millis(now);
+        let mut net = self.0.net.borrow_mut();
+        let Some(gw) = net.gateways.get_mut(&to) else {
+            return Ok(());
+        };
+        if !gw.alive {
+            return Ok(());
+        }
+        gw.engine.handle_datagram(t, addr(DEVICE), bytes);
+        let mut requests = Vec::new();
+        while let Some(e) = gw.engine.poll_event() {
+            if let Event::Request(r) = e {
+                requests.push(r);
+            }
+        }
+        for r in requests {
+            let response = answer(&mut net, to, now, &r.request);
+            net.gateways
+                .get_mut(&to)
+                .unwrap()
+                .engine
+                .respond(t, r.id, response);
+        }
+        let gw = net.gateways.get_mut(&to).unwrap();
+        let mut out = Vec::new();
+        while let Some(tx) = gw.engine.poll_transmit() {
+            out.push((tx.bytes, to));
+        }
+        net.inbox.extend(out);
+        Ok(())
+    }
+
+    async fn recv_until(
+        &mut self,
+        buf: &mut [u8],
+        deadline_ms: u64,
+    ) -> Result<Option<(usize, SocketAddr)>, Infallible> {
+        if let Some((bytes, from)) = self.0.net.borrow_mut().inbox.pop_front() {
+            let n = bytes.len().min(buf.len());
+            buf[..n].copy_from_slice(&bytes[..n]);
+            return Ok(Some((n, from)));
+        }
+        self.0.now.set(self.0.now.get().max(deadline_ms));
+        Ok(None)
+    }
+}
+
+struct FakeClock(Rc<Cell<u64>>);
+
+impl Clock for FakeClock {
+    fn now_ms(&self) -> u64 {
+        self.0.get()
+    }
+    async fn sleep_until(&mut self, at_ms: u64) {
+        self.0.set(self.0.get().max(at_ms));
+    }
+}
+
+struct Thermometer;
+
+impl Sensor for Thermometer {
+    type Error = Infallible;
+    async fn read(&mut self, seq: u64) -> Result<Vec<u8>, Infallible> {
+        Ok(format!("{{\"t\":21.5,\"seq\":{seq}}}").into_bytes())
+    }
+    fn battery_permille(&mut self) -> Option<u16> {
+        Some(900)
+    }
+}
+
+#[derive(Clone, Default)]
+struct Flash(Rc<RefCell<Option<Vec<u8>>>>);
+
+impl Storage for Flash {
+    type Error = Infallible;
+    async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
+        Ok(self.0.borrow().as_deref().and_then(Persisted::decode))
+    }
+    async fn save(&mut self, p: &Persisted) -> Result<(), Infallible> {
+        *self.0.borrow_mut() = Some(p.encode().to_vec());
+        Ok(())
+    }
+}
+
+struct FixedRng;
+
+impl Rng for FixedRng {
+    fn fill_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(7);
+    }
+}
+
+type Dev = Device<FakeUdp, FakeClock, Thermometer, Flash, NoRadio, SetInterval>;
+
+fn block_on<F: Future>(f: F) -> F::Output {
+    let mut f = std::pin::pin!(f);
+    let mut cx = Context::from_waker(Waker::noop());
+    for _ in 0..1000 {
+        if let Poll::Ready(v) = f.as_mut().poll(&mut cx) {
+            return v;
+        }
+    }
+    panic!("the fakes never block: the future should be ready");
+}
+
+fn device(world: &World, gateways: &[u16], flash: Flash) -> Dev {
+    let config = DeviceConfig::new(
+        "dev-0001",
+        gateways.iter().map(|p| addr(*p)).collect(),
+        ALARM,
+    );
+    let settings = Settings {
+        topic: "readings".into(),
+        acks: Acks::Leader,
+        max_batch: 16,
+        downlink_max_bytes: 512,
+        alarm_interval_ms: ALARM,
+    };
+    let coap = Config {
+        ack_timeout: std::time::Duration::from_millis(1000),
+        max_retransmit: 2,
+        response_timeout: std::time::Duration::from_secs(5),
+        ..Config::default()
+    };
+    let parts = Parts {
+        udp: FakeUdp(world.clone()),
+        clock: FakeClock(world.now.clone()),
+        sensor: Thermometer,
+        storage: flash,
+        radio: NoRadio,
+        app: SetInterval,
+    };
+    block_on(Device::boot(config, settings, coap, parts, &mut FixedRng))
+}
+
+fn cycle(d: &mut Dev) -> pehra_device_fw::CycleReport {
+    block_on(async {
+        let r = d.run_cycle().await;
+        d.sleep(&r).await;
+        r
+    })
+}
+
+#[test]
+fn the_alarm_schedule_follows_sleep_until_and_readings_are_published_each_cycle() {
+    let w = World::new(&[1]);
+    let mut d = device(&w, &[1], Flash::default());
+    let mut wakes = Vec::new();
+    for _ in 0..3 {
+        let start = w.now.get();
+        let r = cycle(&mut d);
+        assert!(r.deep_sleep);
+        assert_eq!(r.published, 1);
+        assert_eq!(
+            r.wake_at_ms,
+            start + ALARM,
+            "sleep_until is gateway now + alarm"
+        );
+        wakes.push(w.now.get());
+    }
+    assert_eq!(wakes[2] - wakes[1], ALARM);
+    assert_eq!(w.net.borrow().readings.len(), 3);
+    let c = w.net.borrow().last_checkin.clone().unwrap();
+    assert_eq!(c.node, "dev-0001");
+    assert!(!c.mains_powered);
+    assert_eq!(c.health.unwrap().battery_permille, Some(900));
+    let e = d.energy();
+    assert!(e.sleep_us >= 2 * ALARM * 1000);
+    assert!(e.tx_bytes > 0);
+}
+
+#[test]
+fn stay_awake_wake_now_and_rejoin_are_obeyed() {
+    let w = World::new(&[1, 2]);
+    let mut d = device(&w, &[1, 2], Flash::default());
+    w.set(|n| n.directive = Some(Directive::StayAwake));
+    let start = w.now.get();
+    let r = cycle(&mut d);
+    assert!(!r.deep_sleep);
+    assert_eq!(r.wake_at_ms, start + ALARM / 10);
+    assert!(
+        d.energy().radio_us >= ALARM / 10 * 1000,
+        "awake: the radio stays up"
+    );
+
+    w.set(|n| {
+        n.directive = Some(Directive::WakeNow);
+        n.downlink.push(rec("hello"));
+    });
+    let r = cycle(&mut d);
+    assert_eq!(r.directive, Some(Directive::WakeNow));
+    assert_eq!(r.downlink, 1);
+
+    w.set(|n| n.directive = Some(Directive::Rejoin));
+    let before = w.checkins(1);
+    let r = cycle(&mut d);
+    // Rejoin: checked in again at once, then (told again) backs off to the alarm.
+    assert_eq!(w.checkins(1), before + 2);
+    assert!(r.deep_sleep);
+    assert_eq!(d.node().clock_offset_ms(), None);
+}
+
+#[test]
+fn a_lost_pehredar_rotates_to_another_gateway_and_the_new_one_is_rediscovered() {
+    let w = World::new(&[1, 2, 3]);
+    let mut d = device(&w, &[1, 2, 3], Flash::default());
+    w.set(|n| n.pehredar = Some(addr(2)));
+    cycle(&mut d);
+    assert_eq!(w.checkins(1), 1);
+    cycle(&mut d);
+    assert_eq!(w.checkins(2), 1, "the Pehredar named is asked next");
+    // The Pehredar dies; the cluster elects 3.
+    w.gw(2, |g| g.alive = false);
+    w.set(|n| n.pehredar = Some(addr(3)));
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, Some(addr(1)), "rotated to another gateway");
+    assert_eq!(d.node().pehredar(), Some(addr(3)));
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, Some(addr(3)));
+    assert_eq!(w.checkins(2), 1);
+}
+
+#[test]
+fn no_gateway_answers_backs_off_keeps_readings_and_batches_them_later() {
+    let w = World::new(&[1, 2]);
+    let mut d = device(&w, &[1, 2], Flash::default());
+    cycle(&mut d);
+    w.gw(1, |g| g.alive = false);
+    w.gw(2, |g| g.alive = false);
+    for _ in 0..3 {
+        let r = cycle(&mut d);
+        assert_eq!(r.gateway, None);
+        assert!(r.deep_sleep);
+    }
+    assert_eq!(d.buffered().0, 3);
+    assert_eq!(d.node().counters().failed_cycles, 3);
+    w.gw(2, |g| g.alive = true);
+    let publishes = w.net.borrow().publishes;
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, Some(addr(2)));
+    assert_eq!(
+        r.published, 4,
+        "the three kept and the new one, in one batch"
+    );
+    assert_eq!(w.net.borrow().publishes, publishes + 1);
+    let seqs: Vec<String> = w
+        .net
+        .borrow()
+        .readings
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 5);
+    for (i, s) in seqs.iter().enumerate() {
+        assert!(s.contains(&format!("\"seq\":{i}")), "in order: {s}");
+    }
+    assert_eq!(d.buffered(), (0, 0));
+}
+
+#[test]
+fn garbled_answers_are_counted_ignored_and_another_gateway_is_tried() {
+    let w = World::new(&[1, 2]);
+    let mut d = device(&w, &[1, 2], Flash::default());
+    w.gw(1, |g| g.garble = true);
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, Some(addr(2)));
+    assert!(d.stats().bad_responses >= 1);
+    // Everyone garbles: backs off, nothing panics, readings stay.
+    w.gw(2, |g| g.garble = true);
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, None);
+    assert_eq!(d.buffered().0, 1);
+}
+
+fn rec(text: &str) -> Record {
+    Record {
+        key: None,
+        value: text.as_bytes().to_vec(),
+        timestamp_ms: 0,
+        headers: vec![],
+    }
+}
+
+#[test]
+fn the_downlink_offset_advances_is_committed_survives_a_restart_and_sets_the_interval() {
+    let w = World::new(&[1]);
+    let flash = Flash::default();
+    let mut d = device(&w, &[1], flash.clone());
+    w.set(|n| {
+        n.downlink.push(rec("a"));
+        n.downlink.push(rec("b"));
+        n.downlink.push(rec("set-interval 30"));
+    });
+    let r = cycle(&mut d);
+    assert_eq!(r.downlink, 3, "two rounds: 2 then 1");
+    assert_eq!(d.node().downlink_from(), Some(3));
+    assert_eq!(d.settings().alarm_interval_ms, 30_000);
+    assert!(r.wake_at_ms <= w.now.get());
+    // Next cycle commits offset 3 at the gateway.
+    cycle(&mut d);
+    assert_eq!(w.net.borrow().committed, Some(3));
+    // A restart (deep sleep, RAM lost) resumes from storage.
+    drop(d);
+    let d = device(&w, &[1], flash);
+    assert_eq!(d.node().downlink_from(), Some(3));
+    assert_eq!(d.persisted().readings_seq, 2);
+}

@@ -1,0 +1,331 @@
+//! `pehra device-sim`: N simulated battery devices on this machine, each running the
+//! firmware's node loop (`pehra-device-fw`) on tokio: its own UDP socket on 127.0.0.1,
+//! its storage in a file, a thermometer making `{"t":21.5,"seq":N}`. A live line shows
+//! how many are awake and what they moved; at the end (or with `--energy`) the time per
+//! power state and the energy model's µAh/day and battery life per board.
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS};
+use pehra_device_fw::hal::NoRadio;
+use pehra_device_fw::{
+    Clock, Device, Parts, Persisted, Rng, Sensor, SetInterval, Settings, Storage, UdpSocket,
+};
+use pehra_shared::coap::Config;
+use pehra_shared::pehra::device::DeviceConfig;
+use pehra_shared::wire::Acks;
+use pehra_zookeeper::{Client, ClientOptions};
+use std::cell::RefCell;
+use std::convert::Infallible;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Arguments of `pehra device-sim`.
+#[derive(Args)]
+#[command(
+    after_help = "Gateways are the brokers (every broker serves /dev/checkin, /dev/{node}/readings \
+    and /dev/{node}/downlink). Each device keeps its state in DATA_DIR/dev-NNNN.state."
+)]
+pub struct DeviceSimArgs {
+    /// Read the gateways (brokers) from this zookeeper's /brokers/ids.
+    #[arg(long, conflicts_with = "gateway")]
+    zookeeper: Option<SocketAddr>,
+    /// A gateway (broker) address; repeat for several.
+    #[arg(long)]
+    gateway: Vec<SocketAddr>,
+    /// How many devices.
+    #[arg(long, default_value_t = 10)]
+    count: u32,
+    /// Seconds between alarms (readings).
+    #[arg(long, default_value_t = 60)]
+    interval: u64,
+    /// The topic readings go to.
+    #[arg(long, default_value = "readings")]
+    topic: String,
+    /// Acks for the readings: 0, 1 or all.
+    #[arg(long, default_value = "1")]
+    acks: String,
+    /// Print the energy report every live line too.
+    #[arg(long)]
+    energy: bool,
+    /// Stop after this many seconds (default: until Ctrl-C).
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Where the devices keep their state.
+    #[arg(long, default_value = "pehra-data/devices")]
+    data_dir: PathBuf,
+}
+
+/// Runs `pehra device-sim`.
+pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
+    let acks = match args.acks.as_str() {
+        "0" => Acks::None,
+        "1" => Acks::Leader,
+        "all" | "-1" => Acks::All,
+        other => bail!("--acks must be 0, 1 or all, not {other:?}"),
+    };
+    let gateways = match args.zookeeper {
+        Some(zk) => {
+            let client = Client::without_session(zk, ClientOptions::default().coap)
+                .await
+                .context("opening a zookeeper client")?;
+            let brokers = pehra_zookeeper::cluster::live_brokers(&client)
+                .await
+                .with_context(|| format!("reading /brokers/ids from {zk}"))?;
+            brokers
+                .values()
+                .filter_map(|b| b.addr.parse::<SocketAddr>().ok())
+                .collect::<Vec<_>>()
+        }
+        None => args.gateway.clone(),
+    };
+    if gateways.is_empty() {
+        bail!("no gateway: give --gateway ADDR or --zookeeper ADDR with brokers registered");
+    }
+    std::fs::create_dir_all(&args.data_dir)
+        .with_context(|| format!("creating {}", args.data_dir.display()))?;
+    let local = tokio::task::LocalSet::new();
+    local.run_until(simulate(args, gateways, acks)).await
+}
+
+/// What one device reports to the live line.
+#[derive(Default, Clone)]
+struct Slot {
+    awake: bool,
+    published: u64,
+    downlink: u64,
+    failed_cycles: u64,
+    dropped: u64,
+    energy: StateTimes,
+}
+
+async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) -> Result<ExitCode> {
+    let base = tokio::time::Instant::now();
+    let slots = Rc::new(RefCell::new(vec![Slot::default(); args.count as usize]));
+    let interval_ms = args.interval.max(1) * 1000;
+    for i in 0..args.count {
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+            .await
+            .context("binding a device socket")?;
+        let name = format!("dev-{:04}", i + 1);
+        let config = DeviceConfig::new(&name, gateways.clone(), interval_ms);
+        let settings = Settings {
+            topic: args.topic.clone(),
+            acks,
+            max_batch: 32,
+            downlink_max_bytes: 512,
+            alarm_interval_ms: interval_ms,
+        };
+        let coap = Config {
+            ack_timeout: Duration::from_millis(500),
+            max_retransmit: 2,
+            response_timeout: Duration::from_secs(5),
+            ..Config::default()
+        };
+        let parts = Parts {
+            udp: TokioUdp { socket, base },
+            clock: TokioClock { base },
+            sensor: Thermometer { seed: i as u64 },
+            storage: FileStorage(args.data_dir.join(format!("{name}.state"))),
+            radio: NoRadio,
+            app: SetInterval,
+        };
+        let slots = slots.clone();
+        let start_ms = interval_ms * i as u64 / args.count.max(1) as u64;
+        tokio::task::spawn_local(async move {
+            let mut rng = SeedRng(seed(i as u64));
+            let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
+            TokioClock { base }.sleep_until(start_ms).await;
+            loop {
+                slots.borrow_mut()[i as usize].awake = true;
+                let report = device.run_cycle().await;
+                {
+                    let stats = device.stats();
+                    let mut s = slots.borrow_mut();
+                    let slot = &mut s[i as usize];
+                    slot.awake = !report.deep_sleep;
+                    slot.published = stats.readings_published;
+                    slot.downlink = stats.downlink_records;
+                    slot.failed_cycles = device.node().counters().failed_cycles;
+                    slot.dropped = device.buffered().1;
+                    slot.energy = device.energy();
+                }
+                device.sleep(&report).await;
+            }
+        });
+    }
+    let stop = async {
+        match args.duration {
+            Some(s) => tokio::time::sleep(Duration::from_secs(s)).await,
+            None => crate::shutdown_signal().await,
+        }
+    };
+    tokio::pin!(stop);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {
+                let line = live_line(&slots.borrow(), base.elapsed().as_secs());
+                print!("\r{line}");
+                let _ = std::io::stdout().flush();
+                if args.energy {
+                    println!();
+                    print!("{}", energy_report(&slots.borrow()));
+                }
+            }
+        }
+    }
+    println!();
+    println!("{}", live_line(&slots.borrow(), base.elapsed().as_secs()));
+    print!("{}", energy_report(&slots.borrow()));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn live_line(slots: &[Slot], elapsed_s: u64) -> String {
+    let awake = slots.iter().filter(|s| s.awake).count();
+    let published: u64 = slots.iter().map(|s| s.published).sum();
+    let downlink: u64 = slots.iter().map(|s| s.downlink).sum();
+    let failed: u64 = slots.iter().map(|s| s.failed_cycles).sum();
+    let dropped: u64 = slots.iter().map(|s| s.dropped).sum();
+    format!(
+        "{elapsed_s:>5}s  awake {awake:>4}  asleep {:>4}  readings published {published:>7}  downlink {downlink:>5}  cycles without gateway {failed:>4}  dropped {dropped:>4}",
+        slots.len() - awake
+    )
+}
+
+fn energy_report(slots: &[Slot]) -> String {
+    use std::fmt::Write as _;
+    let mut total = StateTimes::default();
+    for s in slots {
+        total.add(&s.energy);
+    }
+    let mut out = String::new();
+    let all = total.total_us().max(1) as f64;
+    let _ = writeln!(
+        out,
+        "time per state (all devices): sleep {:.1}%  cpu {:.3}%  radio {:.3}%  ({} bytes sent)",
+        total.sleep_us as f64 * 100.0 / all,
+        total.active_us as f64 * 100.0 / all,
+        total.radio_us as f64 * 100.0 / all,
+        total.tx_bytes
+    );
+    for board in BOARDS {
+        let per_day = board.uah_per_day(&total);
+        let days = board.battery_days(&total, BATTERY_2XAA_MAH);
+        let _ = writeln!(
+            out,
+            "  {:<26} {:>10.1} µAh/day per device   2×AA ({BATTERY_2XAA_MAH} mAh): {:>8.0} days ({:.1} years)",
+            board.name,
+            per_day,
+            days,
+            days / 365.0
+        );
+    }
+    out
+}
+
+struct TokioUdp {
+    socket: tokio::net::UdpSocket,
+    base: tokio::time::Instant,
+}
+
+impl UdpSocket for TokioUdp {
+    type Error = std::io::Error;
+
+    async fn send_to(&mut self, bytes: &[u8], to: SocketAddr) -> std::io::Result<()> {
+        self.socket.send_to(bytes, to).await.map(|_| ())
+    }
+
+    async fn recv_until(
+        &mut self,
+        buf: &mut [u8],
+        deadline_ms: u64,
+    ) -> std::io::Result<Option<(usize, SocketAddr)>> {
+        let at = self.base + Duration::from_millis(deadline_ms);
+        match tokio::time::timeout_at(at, self.socket.recv_from(buf)).await {
+            Ok(r) => r.map(Some),
+            Err(_) => Ok(None),
+        }
+    }
+}
+
+#[derive(Clone, Copy)]
+struct TokioClock {
+    base: tokio::time::Instant,
+}
+
+impl Clock for TokioClock {
+    fn now_ms(&self) -> u64 {
+        self.base.elapsed().as_millis() as u64
+    }
+
+    async fn sleep_until(&mut self, at_ms: u64) {
+        tokio::time::sleep_until(self.base + Duration::from_millis(at_ms)).await
+    }
+}
+
+struct Thermometer {
+    seed: u64,
+}
+
+impl Sensor for Thermometer {
+    type Error = Infallible;
+
+    async fn read(&mut self, seq: u64) -> Result<Vec<u8>, Infallible> {
+        let tenths = 200 + ((self.seed * 7 + seq * 3) % 40) as i64;
+        Ok(format!("{{\"t\":{}.{},\"seq\":{seq}}}", tenths / 10, tenths % 10).into_bytes())
+    }
+
+    fn battery_permille(&mut self) -> Option<u16> {
+        Some(950)
+    }
+}
+
+struct FileStorage(PathBuf);
+
+impl Storage for FileStorage {
+    type Error = std::io::Error;
+
+    async fn load(&mut self) -> std::io::Result<Option<Persisted>> {
+        match std::fs::read(&self.0) {
+            Ok(bytes) => Ok(Persisted::decode(&bytes)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn save(&mut self, persisted: &Persisted) -> std::io::Result<()> {
+        let tmp = self.0.with_extension("tmp");
+        std::fs::write(&tmp, persisted.encode())?;
+        std::fs::rename(&tmp, &self.0)
+    }
+}
+
+/// splitmix64: enough to seed the CoAP engine's IDs and tokens.
+struct SeedRng(u64);
+
+impl Rng for SeedRng {
+    fn fill_bytes(&mut self, buf: &mut [u8]) {
+        for chunk in buf.chunks_mut(8) {
+            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = self.0;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
+        }
+    }
+}
+
+fn seed(i: u64) -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (i.wrapping_mul(0x2545_F491_4F6C_DD1D)) ^ u64::from(std::process::id())
+}
