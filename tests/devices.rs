@@ -285,6 +285,7 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
             acks: Acks::All,
             records: batch.iter().map(|v| record(v.as_bytes())).collect(),
             first_seq: Some(first_seq),
+            incarnation: 0,
         };
         let response = device
             .post(c.addr(other), "dev/dev-1/readings", &readings)
@@ -406,6 +407,7 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
     expect(bad, Code::BAD_REQUEST, "too long a name at check-in");
     let readings = |topic: &str, records: Vec<Record>| DeviceReadings {
         first_seq: None,
+        incarnation: 0,
         topic: topic.into(),
         acks: Acks::Leader,
         records,
@@ -525,6 +527,7 @@ async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
         acks: Acks::All,
         records: vec![record(b"woken")],
         first_seq: None,
+        incarnation: 0,
     };
     let response = device
         .post(c.addr(broker_id(&sleeper)), "dev/dev-7/readings", &readings)

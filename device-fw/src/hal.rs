@@ -63,16 +63,21 @@ pub struct Persisted {
     pub downlink_from: Option<u64>,
     /// Readings taken so far (the next reading's sequence number).
     pub readings_seq: u64,
+    /// Chosen at random when the device starts without storage: with the name it makes
+    /// the producer id of its readings, so a device whose storage was wiped (its
+    /// sequence numbers start again) is a new producer, not a stale one.
+    pub incarnation: u32,
     /// The Pehredar's address as last learned (so the first check-in after a deep sleep
     /// goes there).
     pub pehredar: Option<SocketAddr>,
 }
 
 /// The largest encoded [`Persisted`].
-pub const PERSISTED_MAX: usize = 1 + 1 + 32 + 1 + 8 + 8 + 1 + 48;
+pub const PERSISTED_MAX: usize = 1 + 1 + 32 + 1 + 8 + 8 + 4 + 1 + 48;
 
 impl Persisted {
-    /// A small binary form: version 1, name length, name, flags, offsets, address text.
+    /// A small binary form: version 2, name length, name, flags, offsets, incarnation,
+    /// address text (version 1, without the incarnation, is still read).
     pub fn encode(&self) -> heapless::Vec<u8, PERSISTED_MAX> {
         let mut out = heapless::Vec::new();
         let mut addr: heapless::String<48> = heapless::String::new();
@@ -81,12 +86,13 @@ impl Persisted {
             let _ = write!(addr, "{a}");
         }
         let name = self.name.as_bytes();
-        let _ = out.push(1);
+        let _ = out.push(2);
         let _ = out.push(name.len() as u8);
         let _ = out.extend_from_slice(name);
         let _ = out.push(self.downlink_from.is_some() as u8);
         let _ = out.extend_from_slice(&self.downlink_from.unwrap_or(0).to_be_bytes());
         let _ = out.extend_from_slice(&self.readings_seq.to_be_bytes());
+        let _ = out.extend_from_slice(&self.incarnation.to_be_bytes());
         let _ = out.push(addr.len() as u8);
         let _ = out.extend_from_slice(addr.as_bytes());
         out
@@ -95,7 +101,8 @@ impl Persisted {
     /// Reads [`Self::encode`]'s form; `None` if it is not that (never panics).
     pub fn decode(bytes: &[u8]) -> Option<Persisted> {
         let mut r = Reader(bytes);
-        if r.byte()? != 1 {
+        let version = r.byte()?;
+        if version != 1 && version != 2 {
             return None;
         }
         let n = r.byte()? as usize;
@@ -103,12 +110,17 @@ impl Persisted {
         let has_from = r.byte()? != 0;
         let from = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
         let seq = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
+        let incarnation = match version {
+            1 => 0,
+            _ => u32::from_be_bytes(r.take(4)?.try_into().ok()?),
+        };
         let n = r.byte()? as usize;
         let addr = core::str::from_utf8(r.take(n)?).ok()?;
         Some(Persisted {
             name: heapless::String::try_from(name).ok()?,
             downlink_from: has_from.then_some(from),
             readings_seq: seq,
+            incarnation,
             pehredar: addr.parse().ok(),
         })
     }
@@ -194,6 +206,7 @@ mod tests {
             name: heapless::String::try_from("dev-0001").unwrap(),
             downlink_from: Some(42),
             readings_seq: 7,
+            incarnation: 0xdead_beef,
             pehredar: Some("127.0.0.1:5683".parse().unwrap()),
         };
         assert_eq!(Persisted::decode(&p.encode()), Some(p.clone()));

@@ -166,7 +166,13 @@ where
                 None
             }
         };
-        let mut persisted = loaded.unwrap_or_default();
+        let mut persisted = loaded.unwrap_or_else(|| {
+            let mut fresh = Persisted::default();
+            let mut bytes = [0u8; 4];
+            rng.fill_bytes(&mut bytes);
+            fresh.incarnation = u32::from_be_bytes(bytes);
+            fresh
+        });
         persisted.name = heapless::String::try_from(config.name.as_str()).unwrap_or_default();
         let mut node = DeviceNode::new(config, persisted.downlink_from);
         node.set_alarm_interval(settings.alarm_interval_ms);
@@ -380,10 +386,19 @@ where
     async fn publish(&mut self, gateway: SocketAddr) -> usize {
         let batch = self.readings.batch(self.settings.max_batch.max(1));
         let n = batch.len();
+        // The buffer holds the newest readings not yet acknowledged, in order: the
+        // oldest has sequence number "taken so far - buffered". With it the gateway
+        // stores a repeated request once.
+        let first_seq = self
+            .persisted
+            .readings_seq
+            .wrapping_sub(self.readings.len() as _) as u32;
         let body = DeviceReadings {
             topic: self.settings.topic.clone(),
             acks: self.settings.acks,
             records: batch,
+            first_seq: Some(first_seq),
+            incarnation: self.persisted.incarnation,
         };
         let path = format!("/dev/{}/readings", self.node.config().name);
         if self.settings.acks == Acks::None {

@@ -298,7 +298,7 @@ impl Gateway {
         let what = format!("producing to {}/{partition}", readings.topic);
         let producer = readings
             .first_seq
-            .map(|seq| (device_producer_id(&node), seq));
+            .map(|seq| (device_producer_id(&node, readings.incarnation), seq));
         match self
             .cluster()
             .produce(&readings.topic, partition, &records, acks, producer)
@@ -422,10 +422,12 @@ fn fit(records: Vec<(u64, Record)>, max_bytes: usize) -> Vec<(u64, Record)> {
     out
 }
 
-/// The producer id a device's readings are produced with: FNV-1a (64 bits) of its name,
-/// with the top bit cleared (ids at and near `u64::MAX` are refused by the brokers).
-fn device_producer_id(node: &str) -> u64 {
-    let hash = node.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+/// The producer id a device's readings are produced with: FNV-1a (64 bits) of its name
+/// and incarnation, with the top bit cleared (ids at and near `u64::MAX` are refused by
+/// the brokers).
+fn device_producer_id(node: &str, incarnation: u32) -> u64 {
+    let bytes = node.bytes().chain(incarnation.to_be_bytes());
+    let hash = bytes.fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
         (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
     });
     hash >> 1

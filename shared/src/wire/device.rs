@@ -17,7 +17,8 @@ use super::log::{Acks, Record};
 /// A device's readings, published to `topic` keyed by the device's name (so one
 /// device's readings stay in order on one partition).
 ///
-/// CBOR: `{"topic": text, "acks": Acks, "records": [Record, ...], "first_seq"?: u32}`.
+/// CBOR: `{"topic": text, "acks": Acks, "records": [Record, ...], "first_seq"?: u32,
+/// "incarnation": u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceReadings {
     /// The topic (e.g. `readings`).
@@ -32,6 +33,10 @@ pub struct DeviceReadings {
     /// stores its readings twice.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub first_seq: Option<u32>,
+    /// Chosen at random by a device that started without storage: a wiped device is a
+    /// new producer (its sequence numbers start again), not a stale one.
+    #[serde(default)]
+    pub incarnation: u32,
 }
 
 /// A device collects its downlink records (topic `downlink.{node}`, partition 0).

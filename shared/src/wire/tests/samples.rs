@@ -371,6 +371,7 @@ pub(super) fn cases() -> Vec<Case> {
                 acks: Acks::All,
                 records: vec![record()],
                 first_seq: Some(7),
+                incarnation: 9,
             }
         ),
         case!(
