@@ -80,7 +80,7 @@ impl Pehra {
         self.node
             .lock()
             .expect("lock")
-            .answer_checkin(now_ms, checkin)
+            .answer_device_checkin(now_ms, checkin)
     }
 }
 

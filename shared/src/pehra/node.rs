@@ -243,6 +243,26 @@ impl Node {
         }
     }
 
+    /// A gateway's answer to a device's check-in (any broker answers them). Unlike a
+    /// broker's, a device is not kept awake by the cluster's traffic mode (its own
+    /// readings are that traffic: it would never sleep again) nor by an election (it
+    /// keeps its gateway): only PEHRA disabled by the admin keeps it awake; otherwise it
+    /// sleeps until the alarm it asked for, or one of this node's alarm intervals.
+    pub fn answer_device_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+        let mut reply = self.answer_checkin(now_ms, checkin);
+        let enabled = self.state.as_ref().is_none_or(|s| s.enabled);
+        reply.directive = if enabled {
+            let at_ms = checkin
+                .next_alarm_ms
+                .filter(|at| *at > now_ms)
+                .unwrap_or(now_ms + self.config.alarm_interval_ms);
+            Directive::SleepUntil { at_ms }
+        } else {
+            Directive::StayAwake
+        };
+        reply
+    }
+
     /// Applies the rules at `now_ms` and returns what to do, in order.
     pub fn poll(&mut self, now_ms: u64) -> Vec<Action> {
         self.update_office(now_ms);
@@ -824,5 +844,36 @@ mod tests {
         s.enabled = false;
         p.state(T0, &s);
         assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+    }
+
+    #[test]
+    fn devices_sleep_through_traffic_mode_and_elections_but_not_a_disabled_pehra() {
+        let mut p = Node::new(config("broker-9"), T0);
+        let mut s = in_office();
+        s.traffic_awake = true;
+        s.next = Some(term(2, "broker-3"));
+        p.state(T0, &s);
+        p.poll(T0);
+        let checkin = CheckIn {
+            node: "dev-0001".to_string(),
+            role: NodeRole::Dormant,
+            mains_powered: false,
+            next_alarm_ms: Some(T0 + 2_000),
+            traffic_waiting: true,
+            health: None,
+        };
+        let r = p.answer_device_checkin(T0, &checkin);
+        assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 2_000 });
+        assert_eq!(r.gateway_ms, Some(T0));
+        let first = CheckIn {
+            next_alarm_ms: None,
+            ..checkin.clone()
+        };
+        let r = p.answer_device_checkin(T0, &first);
+        assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + ALARM });
+        s.enabled = false;
+        p.state(T0, &s);
+        let r = p.answer_device_checkin(T0, &checkin);
+        assert_eq!(r.directive, Directive::StayAwake);
     }
 }
