@@ -88,8 +88,7 @@ async fn twenty_devices_publish_collect_their_downlink_and_mostly_sleep() {
     assert_eq!(code, 0, "{all}");
     let last = all
         .lines()
-        .filter(|l| l.contains("readings published"))
-        .last()
+        .rfind(|l| l.contains("readings published"))
         .unwrap_or_else(|| panic!("no live line:\n{all}"));
     let field = |name: &str| -> u64 {
         let rest = &last[last
