@@ -61,6 +61,13 @@ pub struct DevArgs {
     /// The Pehredar's term (a re-election is held before it ends).
     #[arg(long, default_value_t = 60_000)]
     pehra_term_ms: u64,
+    /// Simulated battery devices (`pehra device-sim`: the firmware's node loop) that
+    /// publish readings to the topic `readings` and collect their downlink.
+    #[arg(long, default_value_t = 0)]
+    devices: u32,
+    /// Seconds between a simulated device's alarms.
+    #[arg(long, default_value_t = 10)]
+    device_interval: u64,
 }
 
 /// A child process killed (by PID) when dropped.
@@ -197,7 +204,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         eprintln!("  broker {id}   udp 127.0.0.1:{port}");
     }
 
-    let result = demo(&args, zk_addr).await;
+    let result = demo(&args, zk_addr, &logs).await;
     eprintln!("\npehra dev: stopping");
     for child in children.into_iter().rev() {
         child.stop().await;
@@ -211,9 +218,14 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 
 /// Creates the demo topic, runs a producer and a consumer, and shows the live view until
 /// Ctrl-C (or `--duration`).
-async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
+async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
     let client = Arc::new(ClusterClient::connect(zk_addr).await?);
     let replication_factor = args.brokers.min(3);
+    let _devices = match args.devices {
+        0 => None,
+        n => Some(start_devices(args, &client, zk_addr, n, logs).await?),
+    };
+    let devices_log = logs.join("devices.log");
     match client
         .create_topic(&args.topic, args.partitions, replication_factor)
         .await
@@ -311,8 +323,13 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr) -> Result<()> {
                 eprintln!("\r{change:<150}");
             }
         }
+        let devices = if args.devices > 0 {
+            devices_summary(&devices_log)
+        } else {
+            String::new()
+        };
         eprint!(
-            "\r[{:>4}s] brokers {}/{} alive | {} | leaders {} | produced {} ({}/s) consumed {} ({}/s) lag {} | failed sends {}   ",
+            "\r[{:>4}s] brokers {}/{} alive | {} |{devices} leaders {} | produced {} ({}/s) consumed {} ({}/s) lag {} | failed sends {}   ",
             started.elapsed().as_secs(),
             meta.brokers.len(),
             args.brokers,
@@ -507,4 +524,80 @@ impl PehraView {
             .count();
         format!("pehredar {pehredar}, asleep {asleep}/{}", self.roles.len())
     }
+}
+
+/// Starts `pehra device-sim` for `count` devices against the cluster (its live line goes
+/// to `logs/devices.log`); the topic `readings` is created first. Killed when dropped.
+async fn start_devices(
+    args: &DevArgs,
+    client: &ClusterClient,
+    zk_addr: SocketAddr,
+    count: u32,
+    logs: &Path,
+) -> Result<tokio::process::Child> {
+    match client
+        .create_topic("readings", 3, args.brokers.min(3))
+        .await
+    {
+        Ok(()) => {}
+        Err(e) if e.to_string().starts_with("topic exists") => {}
+        Err(e) => return Err(e.into()),
+    }
+    client
+        .wait_for_leaders("readings", Duration::from_secs(20))
+        .await?;
+    let log = logs.join("devices.log");
+    let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
+    let exe = std::env::current_exe().context("finding the pehra executable")?;
+    let child = tokio::process::Command::new(exe)
+        .args([
+            "device-sim",
+            "--zookeeper",
+            &zk_addr.to_string(),
+            "--count",
+            &count.to_string(),
+            "--interval",
+            &args.device_interval.to_string(),
+            "--data-dir",
+            &args.data_dir.join("devices").display().to_string(),
+        ])
+        .stdout(out)
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .context("starting the simulated devices")?;
+    eprintln!(
+        "  {count} simulated devices publish to `readings` every {} s (their log: {}); \
+         downlink: pehra produce downlink.dev-0001 -m 'set-interval 5'",
+        args.device_interval,
+        log.display()
+    );
+    Ok(child)
+}
+
+/// ` devices: awake 2 asleep 18 readings 140 |` from the simulator's latest live line.
+fn devices_summary(log: &Path) -> String {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let Some(line) = text
+        .rsplit(['\r', '\n'])
+        .find(|l| l.contains("readings published"))
+    else {
+        return " devices: starting |".into();
+    };
+    let words: Vec<&str> = line.split_whitespace().collect();
+    let after = |name: &str| {
+        words
+            .iter()
+            .position(|w| *w == name)
+            .and_then(|i| words.get(i + 1))
+            .copied()
+            .unwrap_or("?")
+    };
+    format!(
+        " devices: awake {} asleep {} readings {} downlink {} |",
+        after("awake"),
+        after("asleep"),
+        after("published"),
+        after("downlink")
+    )
 }
