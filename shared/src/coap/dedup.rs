@@ -17,6 +17,7 @@ use hashbrown::HashMap;
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum Seen {
     /// Being handled: the request with this engine-local id has no response yet.
+    #[cfg(any(feature = "server", test))]
     InProgress(u64),
     /// Handled: resend these bytes if the message comes again (`None`: say nothing).
     Answered(Option<Vec<u8>>),
@@ -88,6 +89,7 @@ impl<A: Hash + Eq + Copy> DedupCache<A> {
     }
 
     /// Updates what is known about a message still remembered.
+    #[cfg(any(feature = "server", test))]
     pub(crate) fn update(&mut self, peer: A, mid: u16, seen: Seen) {
         if let Some(entry) = self.entries.get_mut(&(peer, mid)) {
             entry.seen = seen;

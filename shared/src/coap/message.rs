@@ -284,6 +284,7 @@ impl Request {
     }
 
     /// Wraps a decoded packet (as received).
+    #[cfg(any(feature = "server", test))]
     pub(crate) fn from_packet(packet: Packet, confirmable: bool) -> Self {
         Request {
             packet,
@@ -383,6 +384,7 @@ impl Response {
         Response { packet }
     }
 
+    #[cfg(any(feature = "server", test))]
     pub(crate) fn into_packet(self) -> Packet {
         self.packet
     }

@@ -11,16 +11,25 @@
 //! 3. sleep until a datagram, an application call, or [`Engine::poll_timeout`].
 
 mod client;
+mod map;
+#[cfg(any(feature = "server", test))]
 mod server;
 #[cfg(test)]
 mod tests;
 
-use super::{dedup::DedupCache, link_format::Link, BlockValue, Code, Config, Request, Response};
+#[cfg(any(feature = "server", test))]
+use super::link_format::Link;
+use super::{dedup::DedupCache, BlockValue, Code, Config, Request, Response};
 use crate::{Duration, Instant};
-use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
-use alloc::{string::String, vec::Vec};
+use alloc::collections::VecDeque;
+#[cfg(any(feature = "server", test))]
+use alloc::collections::{BTreeMap, BTreeSet};
+#[cfg(any(feature = "server", test))]
+use alloc::string::String;
+use alloc::vec::Vec;
 use coap_lite::{MessageClass, MessageType, Packet};
 use core::fmt::Debug;
+use map::{Map, Set};
 use rand::{rngs::StdRng, Rng, SeedableRng};
 
 /// What the engine needs of a peer address: `SocketAddr` on a gateway, whatever the
@@ -139,11 +148,17 @@ struct Unacked {
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Purpose {
     Request(RequestId),
+    #[cfg(any(feature = "server", test))]
     SeparateResponse,
-    Notification { token: Vec<u8> },
+    #[cfg(any(feature = "server", test))]
+    Notification {
+        token: Vec<u8>,
+    },
 }
 
-/// The sans-IO CoAP endpoint: client and server on one address.
+/// The sans-IO CoAP endpoint: client and server on one address (the server half only
+/// with feature `server`; without it, a request received is answered with Reset if CON
+/// and ignored if NON).
 ///
 /// `A` is the peer address type (`SocketAddr` on a gateway, whatever the network stack
 /// uses on a microcontroller).
@@ -157,33 +172,42 @@ pub struct Engine<A> {
     clock: Instant,
 
     // Client side.
-    exchanges: BTreeMap<RequestId, client::Exchange<A>>,
-    tokens: BTreeMap<Vec<u8>, RequestId>,
-    outstanding: BTreeMap<A, usize>,
-    queued: BTreeMap<A, VecDeque<RequestId>>,
+    exchanges: Map<RequestId, client::Exchange<A>>,
+    tokens: Map<Vec<u8>, RequestId>,
+    outstanding: Map<A, usize>,
+    queued: Map<A, VecDeque<RequestId>>,
 
     // Both sides: our CON messages awaiting an ACK.
-    unacked: BTreeMap<(A, u16), Unacked>,
+    unacked: Map<(A, u16), Unacked>,
+    /// Duplicate detection: requests (server side) and separate responses (client side).
+    dedup: DedupCache<A>,
 
     // Server side.
-    dedup: DedupCache<A>,
+    #[cfg(any(feature = "server", test))]
     incoming: BTreeMap<IncomingId, server::Incoming<A>>,
+    #[cfg(any(feature = "server", test))]
     piggyback_deadlines: VecDeque<(Instant, IncomingId)>,
+    #[cfg(any(feature = "server", test))]
     /// Block1 bodies being received, by (peer, method, resource, Request-Tag): uploads
     /// tagged apart (RFC 9175, as our client does) never mix; untagged ones from one peer
     /// to one resource take turns. (Not the token: clients such as aiocoap change it
     /// from block to block.)
     uploads: BTreeMap<(A, Code, String, Vec<u8>), server::Upload>,
+    #[cfg(any(feature = "server", test))]
     /// Block2 bodies being read, by (peer, resource, token): concurrent reads of one
     /// resource (two POSTs with different bodies) never mix. A follow-up with another
     /// token misses, and the handler produces the body again.
     downloads: BTreeMap<(A, String, Vec<u8>), server::Download>,
+    #[cfg(any(feature = "server", test))]
     observers: BTreeMap<(A, Vec<u8>), server::Observer>,
+    #[cfg(any(feature = "server", test))]
     observed: BTreeMap<String, BTreeSet<(A, Vec<u8>)>>,
+    #[cfg(any(feature = "server", test))]
     observe_seq: u32,
+    #[cfg(any(feature = "server", test))]
     links: Vec<Link>,
 
-    timers: BTreeSet<(Instant, Timer<A>)>,
+    timers: Set<(Instant, Timer<A>)>,
     transmits: VecDeque<Transmit<A>>,
     events: VecDeque<Event<A>>,
 }
@@ -202,20 +226,28 @@ impl<A: PeerAddress> Engine<A> {
             next_id: 1,
             stats: Stats::default(),
             clock: Instant::ZERO,
-            exchanges: BTreeMap::new(),
-            tokens: BTreeMap::new(),
-            outstanding: BTreeMap::new(),
-            queued: BTreeMap::new(),
-            unacked: BTreeMap::new(),
+            exchanges: Map::new(),
+            tokens: Map::new(),
+            outstanding: Map::new(),
+            queued: Map::new(),
+            unacked: Map::new(),
+            #[cfg(any(feature = "server", test))]
             incoming: BTreeMap::new(),
+            #[cfg(any(feature = "server", test))]
             piggyback_deadlines: VecDeque::new(),
+            #[cfg(any(feature = "server", test))]
             uploads: BTreeMap::new(),
+            #[cfg(any(feature = "server", test))]
             downloads: BTreeMap::new(),
+            #[cfg(any(feature = "server", test))]
             observers: BTreeMap::new(),
+            #[cfg(any(feature = "server", test))]
             observed: BTreeMap::new(),
+            #[cfg(any(feature = "server", test))]
             observe_seq: 2,
+            #[cfg(any(feature = "server", test))]
             links: Vec::new(),
-            timers: BTreeSet::new(),
+            timers: Set::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
         }
@@ -233,6 +265,7 @@ impl<A: PeerAddress> Engine<A> {
 
     /// The resources `GET /.well-known/core` lists. While empty, that request reaches the
     /// application like any other.
+    #[cfg(any(feature = "server", test))]
     pub fn set_links(&mut self, links: Vec<Link>) {
         self.links = links;
     }
@@ -288,7 +321,10 @@ impl<A: PeerAddress> Engine<A> {
     /// When [`Engine::handle_timeout`] should next be called, if anything is pending.
     pub fn poll_timeout(&self) -> Option<Instant> {
         let timer = self.timers.first().map(|(at, _)| *at);
+        #[cfg(any(feature = "server", test))]
         let piggyback = self.piggyback_deadlines.front().map(|(at, _)| *at);
+        #[cfg(not(any(feature = "server", test)))]
+        let piggyback = None;
         match (timer, piggyback) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -309,6 +345,7 @@ impl<A: PeerAddress> Engine<A> {
                 Timer::ResponseDeadline(id) => self.fail(id, ExchangeError::Timeout),
             }
         }
+        #[cfg(any(feature = "server", test))]
         while let Some(&(at, id)) = self.piggyback_deadlines.front() {
             if at > now {
                 break;
@@ -336,7 +373,9 @@ impl<A: PeerAddress> Engine<A> {
         let unacked = self.unacked.remove(&(peer, mid)).expect("checked above");
         match unacked.purpose {
             Purpose::Request(id) => self.fail(id, ExchangeError::Timeout),
+            #[cfg(any(feature = "server", test))]
             Purpose::Notification { token } => self.remove_observer(peer, &token),
+            #[cfg(any(feature = "server", test))]
             Purpose::SeparateResponse => {}
         }
     }
@@ -347,11 +386,13 @@ impl<A: PeerAddress> Engine<A> {
         };
         match unacked.purpose {
             Purpose::Request(id) => self.on_request_acknowledged(now, id),
+            #[cfg(any(feature = "server", test))]
             Purpose::Notification { token } => {
                 if let Some(observer) = self.observers.get_mut(&(peer, token)) {
                     observer.con_in_flight = None;
                 }
             }
+            #[cfg(any(feature = "server", test))]
             Purpose::SeparateResponse => {}
         }
     }
@@ -360,11 +401,20 @@ impl<A: PeerAddress> Engine<A> {
         if let Some(unacked) = self.take_unacked(peer, mid) {
             match unacked.purpose {
                 Purpose::Request(id) => self.fail(id, ExchangeError::Reset),
+                #[cfg(any(feature = "server", test))]
                 Purpose::Notification { token } => self.remove_observer(peer, &token),
+                #[cfg(any(feature = "server", test))]
                 Purpose::SeparateResponse => {}
             }
-            return;
+        } else {
+            // A Reset answering a NON notification cancels that observation.
+            #[cfg(any(feature = "server", test))]
+            self.on_reset_notification(peer, mid);
         }
+    }
+
+    #[cfg(any(feature = "server", test))]
+    fn on_reset_notification(&mut self, peer: A, mid: u16) {
         // A Reset answering a NON notification cancels that observation (RFC 7641 §3.6).
         let token = self
             .observers
@@ -480,12 +530,42 @@ impl<A: PeerAddress> Engine<A> {
 
 impl<A> Debug for Engine<A> {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        f.debug_struct("Engine")
-            .field("exchanges", &self.exchanges.len())
-            .field("incoming", &self.incoming.len())
-            .field("observers", &self.observers.len())
-            .field("stats", &self.stats)
-            .finish()
+        let mut s = f.debug_struct("Engine");
+        s.field("exchanges", &self.exchanges.len());
+        #[cfg(any(feature = "server", test))]
+        s.field("incoming", &self.incoming.len())
+            .field("observers", &self.observers.len());
+        s.field("stats", &self.stats).finish()
+    }
+}
+
+/// Without the server half: a request is answered with Reset if CON (we serve nothing),
+/// ignored if NON; and requests and their answers do not exist.
+#[cfg(not(any(feature = "server", test)))]
+impl<A: PeerAddress> Engine<A> {
+    fn on_request(&mut self, _now: Instant, peer: A, packet: Packet, _fingerprint: u64) {
+        if packet.header.get_type() == MessageType::Confirmable {
+            self.send_reset(peer, packet.header.message_id);
+        }
+    }
+
+    /// Answers a request received as [`Event::Request`]: never one without feature
+    /// `server`, so this does nothing and returns `false`.
+    pub fn respond(&mut self, now: Instant, _id: IncomingId, _response: Response) -> bool {
+        self.tick(now);
+        false
+    }
+
+    /// Ends a received request without a response: never one without feature `server`,
+    /// so this does nothing and returns `false`.
+    pub fn discard(&mut self, now: Instant, _id: IncomingId) -> bool {
+        self.tick(now);
+        false
+    }
+
+    /// Requests received and not yet answered: none without feature `server`.
+    pub fn pending_incoming(&self) -> usize {
+        0
     }
 }
 
