@@ -32,7 +32,7 @@ use embassy_time::{with_deadline, Duration, Instant, Timer};
 use embedded_alloc::LlffHeap as Heap;
 use panic_semihosting as _;
 use pehra_shared::coap::{Config, Engine, Event, ExchangeError, Request, Response};
-use pehra_shared::wire::{self, CheckIn, CheckInReply, NodeHealth, NodeRole};
+use pehra_shared::wire::{self, CheckIn, CheckInReply, Directive, NodeHealth, NodeRole};
 use static_cell::StaticCell;
 
 use lan9118::Lan9118;
@@ -219,16 +219,28 @@ async fn main_task(spawner: Spawner) {
     stack.wait_config_up().await;
     if let Some(cfg) = stack.config_v4() {
         hprintln!(
-            "pehra-fw: DHCP lease {} gateway {:?} dns {:?} (after {} ms)",
+            "pehra-fw: DHCP lease {} gateway {} dns {} (after {} ms)",
             cfg.address,
-            cfg.gateway,
-            cfg.dns_servers.as_slice(),
+            Ipv4Addr::from(cfg.gateway.map_or([0; 4], |g| g.octets())),
+            Ipv4Addr::from(cfg.dns_servers.first().map_or([0; 4], |d| d.octets())),
             Instant::now().as_millis()
         );
     }
 
     let ok = checkin_loop(stack, seed).await;
     exit(ok)
+}
+
+/// An integer, or nothing when `None`.
+struct U64OrNothing(Option<u64>);
+
+impl core::fmt::Display for U64OrNothing {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        match self.0 {
+            Some(n) => core::fmt::Display::fmt(&n, f),
+            None => Ok(()),
+        }
+    }
 }
 
 /// The gateway's address as the engine keys it.
@@ -290,7 +302,7 @@ async fn checkin_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         let body = match wire::encode(&checkin) {
             Ok(b) => b,
             Err(e) => {
-                hprintln!("pehra-fw: encode: {:?}", e);
+                hprintln!("pehra-fw: encode: {}", e);
                 return false;
             }
         };
@@ -304,25 +316,35 @@ async fn checkin_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
                     match wire::decode::<CheckInReply>(response.payload()) {
                         Ok(reply) => {
                             replies += 1;
+                            // Plain strs and integers: no `{:?}` (its str escaping and
+                            // unicode tables cost flash).
+                            let (directive, at_ms) = match reply.directive {
+                                Directive::SleepUntil { at_ms } => ("SleepUntil at_ms ", at_ms),
+                                Directive::StayAwake => ("StayAwake", 0),
+                                Directive::WakeNow => ("WakeNow", 0),
+                                Directive::Rejoin => ("Rejoin", 0),
+                            };
+                            let at_ms = Some(at_ms).filter(|_| directive.ends_with(' '));
                             hprintln!(
-                                "pehra-fw: reply #{} {} in {} ms: directive {:?}, pending {}, pehredar {:?}",
+                                "pehra-fw: reply #{} {} in {} ms: directive {}{}, pending {}, pehredar {}",
                                 replies,
                                 response.code(),
                                 rtt_ms,
-                                reply.directive,
+                                directive,
+                                U64OrNothing(at_ms),
                                 reply.pending,
-                                reply.pehredar.as_deref()
+                                reply.pehredar.as_deref().unwrap_or("-")
                             );
                         }
                         Err(e) => {
                             failures += 1;
-                            hprintln!("pehra-fw: cycle {}: bad CheckInReply: {:?}", cycle, e);
+                            hprintln!("pehra-fw: cycle {}: bad CheckInReply: {}", cycle, e);
                         }
                     }
                 } else {
                     failures += 1;
                     hprintln!(
-                        "pehra-fw: cycle {}: gateway answered {} {:?}",
+                        "pehra-fw: cycle {}: gateway answered {} {}",
                         cycle,
                         response.code(),
                         core::str::from_utf8(response.payload()).unwrap_or("")
@@ -331,7 +353,7 @@ async fn checkin_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
             }
             Err(e) => {
                 failures += 1;
-                hprintln!("pehra-fw: cycle {}: no reply: {:?}", cycle, e);
+                hprintln!("pehra-fw: cycle {}: no reply: {}", cycle, e);
             }
         }
         if cycles != 0 && cycle >= cycles {
