@@ -4,7 +4,8 @@
 //! `#![no_std]` + `alloc`: nothing here touches a socket, a file or a clock. Time comes in
 //! as an [`Instant`] argument and what to send comes out as data, so the same logic runs
 //! in tokio on a gateway (feature `std`, module [`driver`]) and in embassy on a
-//! microcontroller.
+//! microcontroller. The engine's server half (answering requests, observers, block-wise
+//! serving) is feature `server` (part of `std`); a device builds without it, for flash.
 #![no_std]
 #![warn(missing_docs)]
 
