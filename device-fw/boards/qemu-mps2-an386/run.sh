@@ -23,6 +23,9 @@ QEMU_PID=""; GW_PID=""
 cleanup() {
   [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
   [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
+  [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null || true
+  [ -n "${ZK_PID:-}" ] && kill "$ZK_PID" 2>/dev/null || true
+  wait 2>/dev/null || true
   rm -rf "$LOG"
 }
 trap cleanup EXIT
@@ -67,7 +70,18 @@ if [ "$FLASH" -ge "$FLASH_BUDGET" ]; then echo "FAIL: flash over budget"; FAIL=1
 if [ "$RAM" -ge "$RAM_BUDGET" ]; then echo "FAIL: RAM over budget"; FAIL=1; fi
 
 # --- gateway ---------------------------------------------------------------------------
-if python3 - "$PORT" <<'PY'
+# A real local cluster (a zookeeper and one broker on 127.0.0.1:PORT) when a `pehra`
+# binary is at hand (PEHRA_BIN, or the workspace's target/{debug,release}/pehra); else
+# an existing CoAP server on the port; else the stub (gateway_stub.py).
+ROOT="$(cd ../../.. && pwd)"
+PEHRA_BIN="${PEHRA_BIN:-}"
+if [ -z "$PEHRA_BIN" ]; then
+  # The newer of the two builds (a stale one may lack the device routes).
+  PEHRA_BIN=$(ls -t "$ROOT/target/debug/pehra" "$ROOT/target/release/pehra" 2>/dev/null | head -n1 || true)
+fi
+ZK_PID=""; BROKER_PID=""
+coap_ping() {
+  python3 - "$1" <<'PY'
 import socket, sys
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.settimeout(1)
 # An empty CON (a CoAP ping): a CoAP server answers with RST.
@@ -75,10 +89,26 @@ s.sendto(bytes([0x40, 0, 0x12, 0x34]), ("127.0.0.1", int(sys.argv[1])))
 try: s.recvfrom(64); sys.exit(0)
 except Exception: sys.exit(1)
 PY
-then
+}
+if coap_ping "$PORT"; then
   echo "== a CoAP server answers on 127.0.0.1:$PORT: using it as the gateway"
+elif [ -n "$PEHRA_BIN" ]; then
+  ZK_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  echo "== starting a local cluster: $PEHRA_BIN zookeeper on 127.0.0.1:$ZK_PORT, broker 1 on 127.0.0.1:$PORT"
+  "$PEHRA_BIN" zookeeper --listen "127.0.0.1:$ZK_PORT" --data-dir "$LOG/zk" >"$LOG/zk.log" 2>&1 &
+  ZK_PID=$!
+  for _ in $(seq 100); do grep -q "listening on" "$LOG/zk.log" 2>/dev/null && break; sleep 0.1; done
+  "$PEHRA_BIN" broker --id 1 --listen "127.0.0.1:$PORT" --zookeeper "127.0.0.1:$ZK_PORT" \
+    --data-dir "$LOG/broker" >"$LOG/broker.log" 2>&1 &
+  BROKER_PID=$!
+  for _ in $(seq 100); do coap_ping "$PORT" && break; sleep 0.2; done
+  # The check-in names the Pehredar once one is elected: wait for it (bounded).
+  for _ in $(seq 50); do
+    "$PEHRA_BIN" pehra status --zookeeper "127.0.0.1:$ZK_PORT" 2>/dev/null | grep -q "^pehredar: *broker-1" && break
+    sleep 0.2
+  done
 else
-  echo "== no gateway on 127.0.0.1:$PORT: starting the stub gateway (gateway_stub.py)"
+  echo "== no gateway on 127.0.0.1:$PORT and no pehra binary: starting the stub gateway (gateway_stub.py)"
   python3 gateway_stub.py --port "$PORT" --seconds $((QEMU_TIMEOUT + 10)) >"$LOG/gw" 2>&1 &
   GW_PID=$!
   for _ in $(seq 50); do grep -q "CoAP on" "$LOG/gw" 2>/dev/null && break; sleep 0.1; done
@@ -108,6 +138,9 @@ fi
 # 124 the timeout stopped it.
 if [ "$LEASE" -lt 1 ] || [ "$REPLIES" -lt 2 ]; then
   echo "FAIL: expected a DHCP lease and at least 2 check-in replies"; FAIL=1
+fi
+if [ "$FAIL" != 0 ] && [ -n "${BROKER_PID:-}" ]; then
+  echo "== the broker's log (last 20 lines)"; tail -n 20 "$LOG/broker.log" | sed 's/^/  /'
 fi
 [ "$FAIL" = 0 ] && echo "PASS" || echo "FAILED"
 exit "$FAIL"
