@@ -62,9 +62,9 @@ print(flash, ram, g(".text"), g(".rodata"), g(".data"), g(".bss"))
 ')
 RAM=$((RAM_STATIC + STACK_RESERVE))
 printf '   text    rodata    data     bss  (bytes)\n%7d %9d %7d %7d\n' "$TEXT" "$RODATA" "$DATA" "$BSS"
-printf 'flash: %d B (%.1f KiB) of budget %d KiB\n' "$FLASH" "$(echo "$FLASH/1024" | bc -l)" $((FLASH_BUDGET/1024))
+printf 'flash: %d B (%.1f KiB) of budget %d KiB\n' "$FLASH" "$(awk -v b="$FLASH" 'BEGIN { print b / 1024 }')" $((FLASH_BUDGET/1024))
 printf 'RAM:   %d B (%.1f KiB) = data+bss %d (16 KiB heap included) + stack reserve %d, of budget %d KiB\n' \
-  "$RAM" "$(echo "$RAM/1024" | bc -l)" "$RAM_STATIC" "$STACK_RESERVE" $((RAM_BUDGET/1024))
+  "$RAM" "$(awk -v b="$RAM" 'BEGIN { print b / 1024 }')" "$RAM_STATIC" "$STACK_RESERVE" $((RAM_BUDGET/1024))
 FAIL=0
 if [ "$FLASH" -ge "$FLASH_BUDGET" ]; then echo "FAIL: flash over budget"; FAIL=1; fi
 if [ "$RAM" -ge "$RAM_BUDGET" ]; then echo "FAIL: RAM over budget"; FAIL=1; fi
