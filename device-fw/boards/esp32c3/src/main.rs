@@ -1,0 +1,294 @@
+//! Pehra device firmware for the ESP32-C3 (RISC-V `riscv32imc`, Wi-Fi).
+//!
+//! Boots (esp-hal, esp-rtos running the embassy executor and time driver), joins the
+//! Wi-Fi network, gets an address by DHCPv4 (embassy-net), and runs `pehra-device-fw`'s
+//! node loop: at each alarm take a reading (the chip's temperature sensor), check in,
+//! publish, collect downlink records, persist in RTC fast memory, sleep.
+//!
+//! Sleep between alarms: a sleep the node loop marks deep and that is at least
+//! `PEHRA_DEEP_SLEEP_MIN_S` long is an RTC-timer **deep sleep** (the chip resets on wake
+//! and boots again; what survives is `Persisted` in RTC fast memory); a shorter one, or
+//! `stay_awake`, is an embassy timer wait with the Wi-Fi modem in power-save
+//! (`PowerSaveMode::Minimum`: the station wakes for each DTIM beacon) and the CPU in
+//! WFI. esp-rtos' automatic light sleep is not used: esp-radio holds a wake lock while
+//! Wi-Fi is initialized, so it would never engage.
+//!
+//! Build-time settings (environment, read with `env!`/`option_env!`; never committed):
+//! `PEHRA_WIFI_SSID`, `PEHRA_WIFI_PASSWORD` (feature `wifi`), `PEHRA_GATEWAY`
+//! (`ip:port`, comma-separated for several), optional `PEHRA_NODE` (default
+//! `esp32c3-` + the last 3 MAC bytes), `PEHRA_INTERVAL_S` (alarm interval, 60),
+//! `PEHRA_DEEP_SLEEP_MIN_S` (30; 0: never deep sleep), `PEHRA_TOPIC` (`readings`).
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod board;
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::net::SocketAddr;
+
+use embassy_executor::Spawner;
+use esp_backtrace as _;
+use esp_hal::clock::CpuClock;
+use esp_hal::rtc_cntl::sleep::{LowPower, RtcSleepConfig};
+use esp_hal::timer::timg::TimerGroup;
+use esp_hal::tsens::TemperatureSensor;
+use esp_println::println;
+use pehra_device_fw::hal::EmbassyClock;
+use pehra_device_fw::{Device, Parts, SetInterval, Settings};
+use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::pehra::device::DeviceConfig;
+use pehra_shared::wire::Acks;
+
+use board::{ChipTemperature, HwRng, RtcStorage};
+
+esp_bootloader_esp_idf::esp_app_desc!();
+
+const GATEWAY: &str = env!("PEHRA_GATEWAY");
+const NODE: Option<&str> = option_env!("PEHRA_NODE");
+
+const fn parse_u64(s: Option<&str>, default: u64) -> u64 {
+    let Some(s) = s else { return default };
+    let b = s.as_bytes();
+    if b.is_empty() {
+        return default;
+    }
+    let mut i = 0;
+    let mut n = 0u64;
+    while i < b.len() {
+        assert!(b[i].is_ascii_digit(), "not a number");
+        n = n * 10 + (b[i] - b'0') as u64;
+        i += 1;
+    }
+    n
+}
+
+const INTERVAL_MS: u64 = parse_u64(option_env!("PEHRA_INTERVAL_S"), 60) * 1000;
+const DEEP_SLEEP_MIN_MS: u64 = parse_u64(option_env!("PEHRA_DEEP_SLEEP_MIN_S"), 30) * 1000;
+
+/// Heap in the RAM the ESP-IDF bootloader used (reclaimed after boot) plus some of the
+/// main RAM: Wi-Fi buffers, the CoAP engine, CBOR.
+const HEAP_RECLAIMED: usize = 64 * 1024;
+const HEAP_MAIN: usize = 32 * 1024;
+
+fn gateways() -> Vec<SocketAddr> {
+    let gws: Vec<SocketAddr> = GATEWAY
+        .split(',')
+        .filter_map(|s| s.trim().parse().ok())
+        .collect();
+    if gws.is_empty() {
+        println!("pehra-fw: PEHRA_GATEWAY {:?} has no ip:port", GATEWAY);
+    }
+    gws
+}
+
+fn node_name() -> String {
+    if let Some(n) = NODE.filter(|n| !n.is_empty()) {
+        return n.into();
+    }
+    let mac = esp_hal::efuse::base_mac_address();
+    let m = mac.as_bytes();
+    alloc::format!("esp32c3-{:02x}{:02x}{:02x}", m[3], m[4], m[5])
+}
+
+#[esp_rtos::main]
+async fn main(spawner: Spawner) -> ! {
+    let config = esp_hal::Config::default().with_cpu_clock(CpuClock::max());
+    let peripherals = esp_hal::init(config);
+
+    esp_alloc::heap_allocator!(#[esp_hal::ram(reclaimed)] size: HEAP_RECLAIMED);
+    esp_alloc::heap_allocator!(size: HEAP_MAIN);
+
+    let timg0 = TimerGroup::new(peripherals.TIMG0);
+    esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
+
+    let wake = esp_hal::system::wakeup_cause();
+    println!("pehra-fw: boot (esp32c3), wakeup cause {:?}", wake);
+
+    let name = node_name();
+    let gateways = gateways();
+    println!("pehra-fw: node {} gateways {:?} alarm {} s", name, gateways, INTERVAL_MS / 1000);
+
+    let mut rng = HwRng(esp_hal::rng::Rng::new());
+
+    #[cfg(feature = "wifi")]
+    let udp = net::up(spawner, peripherals.WIFI, &mut rng).await;
+    #[cfg(not(feature = "wifi"))]
+    let udp = {
+        let _ = spawner;
+        println!("pehra-fw: built without Wi-Fi (feature `wifi` off): no gateway will answer");
+        board::NoNet
+    };
+
+    let tsens = TemperatureSensor::new(peripherals.TSENS, Default::default())
+        .expect("temperature sensor");
+    let settings = Settings {
+        topic: option_env!("PEHRA_TOPIC").unwrap_or("readings").into(),
+        acks: Acks::Leader,
+        max_batch: 16,
+        downlink_max_bytes: 512,
+        alarm_interval_ms: INTERVAL_MS,
+    };
+    let coap = CoapConfig {
+        dedup_capacity: 16,
+        max_body_size: 1024,
+        block_size: 512,
+        max_payload: 512,
+        ..CoapConfig::default()
+    };
+    let parts = Parts {
+        udp,
+        clock: EmbassyClock,
+        sensor: ChipTemperature(tsens),
+        storage: RtcStorage,
+        radio: pehra_device_fw::hal::NoRadio,
+        app: SetInterval,
+    };
+    let mut device = Device::boot(
+        DeviceConfig::new(&name, gateways, INTERVAL_MS),
+        settings,
+        coap,
+        parts,
+        &mut rng,
+    )
+    .await;
+    let p = device.persisted();
+    println!(
+        "pehra-fw: storage: incarnation {:08x}, {} readings so far, downlink from {:?}",
+        p.incarnation, p.readings_seq, p.downlink_from
+    );
+
+    let mut lpwr = LowPower::new(peripherals.LPWR);
+    loop {
+        let report = device.run_cycle().await;
+        let now = embassy_time::Instant::now().as_millis();
+        let stats = device.stats();
+        println!(
+            "pehra-fw: cycle {}: gateway {:?}, published {}, downlink {}, wake in {} ms ({})",
+            stats.cycles,
+            report.gateway,
+            report.published,
+            report.downlink,
+            report.wake_at_ms.saturating_sub(now),
+            if report.deep_sleep { "sleep" } else { "awake" }
+        );
+        let sleep_ms = report.wake_at_ms.saturating_sub(now);
+        if report.deep_sleep && DEEP_SLEEP_MIN_MS != 0 && sleep_ms >= DEEP_SLEEP_MIN_MS {
+            // `run_cycle` persisted the state in RTC fast memory. Unacknowledged readings
+            // in RAM are lost (see README).
+            println!("pehra-fw: deep sleep {} ms", sleep_ms);
+            let deadline =
+                esp_hal::time::Instant::now() + esp_hal::time::Duration::from_millis(sleep_ms);
+            lpwr.set_wakeup_deadline(deadline);
+            lpwr.sleep_deep(RtcSleepConfig::deep());
+        }
+        device.sleep(&report).await;
+    }
+}
+
+#[cfg(feature = "wifi")]
+mod net {
+    use embassy_executor::Spawner;
+    use embassy_net::udp::{PacketMetadata, UdpSocket};
+    use embassy_net::{Runner, StackResources};
+    use embassy_time::{Duration, Timer};
+    use esp_println::println;
+    use esp_radio::wifi::sta::StationConfig;
+    use esp_radio::wifi::{
+        AuthenticationMethodConfig, Config, ControllerConfig, Interface, PowerSaveMode,
+        WifiController,
+    };
+    use pehra_device_fw::hal::Rng as _;
+    use static_cell::StaticCell;
+
+    use crate::board::{HwRng, NetUdp};
+
+    const SSID: &str = env!("PEHRA_WIFI_SSID");
+    const PASSWORD: &str = env!("PEHRA_WIFI_PASSWORD");
+
+    /// Starts Wi-Fi and the network stack, waits for a DHCP lease, and returns a bound
+    /// UDP socket.
+    pub async fn up(
+        spawner: Spawner,
+        wifi: esp_hal::peripherals::WIFI<'static>,
+        rng: &mut HwRng,
+    ) -> NetUdp {
+        let auth = if PASSWORD.is_empty() {
+            AuthenticationMethodConfig::Open
+        } else {
+            AuthenticationMethodConfig::Wpa2Personal(PASSWORD.try_into().expect("password"))
+        };
+        let station = StationConfig::default()
+            .with_ssid(SSID.try_into().expect("SSID of 1-32 bytes"))
+            .with_authentication(auth);
+        let mut controller = WifiController::new(
+            wifi,
+            ControllerConfig::default().with_initial_config(Config::Station(station)),
+        )
+        .expect("Wi-Fi init");
+        // Modem sleep between DTIM beacons while connected.
+        if let Err(e) = controller.set_power_saving(PowerSaveMode::Minimum) {
+            println!("pehra-fw: power saving: {:?}", e);
+        }
+        let sta = Interface::station();
+
+        let mut seed = [0u8; 8];
+        rng.fill_bytes(&mut seed);
+        static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
+        let (stack, runner) = embassy_net::new(
+            sta,
+            embassy_net::Config::dhcpv4(Default::default()),
+            RESOURCES.init(StackResources::new()),
+            u64::from_le_bytes(seed),
+        );
+        spawner.spawn(connection_task(controller).unwrap());
+        spawner.spawn(net_task(runner).unwrap());
+
+        println!("pehra-fw: waiting for DHCP");
+        stack.wait_config_up().await;
+        if let Some(cfg) = stack.config_v4() {
+            println!("pehra-fw: DHCP lease {} gateway {:?}", cfg.address, cfg.gateway);
+        }
+
+        static RX_META: StaticCell<[PacketMetadata; 4]> = StaticCell::new();
+        static TX_META: StaticCell<[PacketMetadata; 4]> = StaticCell::new();
+        static RX_BUF: StaticCell<[u8; 1536]> = StaticCell::new();
+        static TX_BUF: StaticCell<[u8; 1536]> = StaticCell::new();
+        let mut socket = UdpSocket::new(
+            stack,
+            RX_META.init([PacketMetadata::EMPTY; 4]),
+            RX_BUF.init([0; 1536]),
+            TX_META.init([PacketMetadata::EMPTY; 4]),
+            TX_BUF.init([0; 1536]),
+        );
+        let mut port = [0u8; 2];
+        rng.fill_bytes(&mut port);
+        socket
+            .bind(49152 + u16::from_le_bytes(port) % 16384)
+            .expect("bind");
+        NetUdp(socket)
+    }
+
+    /// Keeps the station connected: connect, wait for a disconnect, retry after 5 s.
+    #[embassy_executor::task]
+    async fn connection_task(mut controller: WifiController<'static>) {
+        loop {
+            match controller.connect_async().await {
+                Ok(info) => {
+                    println!("pehra-fw: Wi-Fi connected (channel {})", info.channel);
+                    let _ = controller.wait_for_disconnect_async().await;
+                    println!("pehra-fw: Wi-Fi disconnected");
+                }
+                Err(e) => println!("pehra-fw: Wi-Fi connect failed: {:?}", e),
+            }
+            Timer::after(Duration::from_secs(5)).await;
+        }
+    }
+
+    #[embassy_executor::task]
+    async fn net_task(mut runner: Runner<'static, Interface>) -> ! {
+        runner.run().await
+    }
+}
