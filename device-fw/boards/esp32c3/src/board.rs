@@ -4,7 +4,6 @@
 
 use alloc::vec::Vec;
 use core::convert::Infallible;
-use core::net::SocketAddr;
 
 use esp_hal::tsens::TemperatureSensor;
 use pehra_device_fw::hal::{Persisted, Rng, Sensor, Storage, PERSISTED_MAX};
@@ -111,8 +110,9 @@ mod net {
     /// [`hal::UdpSocket`] on an embassy-net UDP socket (IPv4).
     pub struct NetUdp(pub UdpSocket<'static>);
 
-    /// Why a datagram was not sent or received.
+    /// Why a datagram was not sent or received (read through `Debug`).
     #[derive(Debug)]
+    #[allow(dead_code)]
     pub enum NetError {
         Send(SendError),
         Recv(RecvError),
@@ -158,7 +158,7 @@ pub struct NoNet;
 impl pehra_device_fw::hal::UdpSocket for NoNet {
     type Error = Infallible;
 
-    async fn send_to(&mut self, _bytes: &[u8], _to: SocketAddr) -> Result<(), Infallible> {
+    async fn send_to(&mut self, _bytes: &[u8], _to: core::net::SocketAddr) -> Result<(), Infallible> {
         Ok(())
     }
 
@@ -166,7 +166,7 @@ impl pehra_device_fw::hal::UdpSocket for NoNet {
         &mut self,
         _buf: &mut [u8],
         deadline_ms: u64,
-    ) -> Result<Option<(usize, SocketAddr)>, Infallible> {
+    ) -> Result<Option<(usize, core::net::SocketAddr)>, Infallible> {
         embassy_time::Timer::at(embassy_time::Instant::from_millis(deadline_ms)).await;
         Ok(None)
     }
