@@ -5,8 +5,9 @@
 //! node loop: at each alarm take a reading (the chip's temperature sensor), check in,
 //! publish, collect downlink records, persist in RTC fast memory, sleep.
 //!
-//! Sleep between alarms: a sleep the node loop marks deep and that is at least
-//! `PEHRA_DEEP_SLEEP_MIN_S` long is an RTC-timer **deep sleep** (the chip resets on wake
+//! Sleep between alarms: a sleep the node loop marks deep, at least
+//! `PEHRA_DEEP_SLEEP_MIN_S` long, with no readings left unpublished, is an RTC-timer
+//! **deep sleep** (the chip resets on wake
 //! and boots again; what survives is `Persisted` in RTC fast memory); a shorter one, or
 //! `stay_awake`, is an embassy timer wait with the Wi-Fi modem in power-save
 //! (`PowerSaveMode::Minimum`: the station wakes for each DTIM beacon) and the CPU in
@@ -175,9 +176,15 @@ async fn main(spawner: Spawner) -> ! {
             if report.deep_sleep { "sleep" } else { "awake" }
         );
         let sleep_ms = report.wake_at_ms.saturating_sub(now);
-        if report.deep_sleep && DEEP_SLEEP_MIN_MS != 0 && sleep_ms >= DEEP_SLEEP_MIN_MS {
-            // `run_cycle` persisted the state in RTC fast memory. Unacknowledged readings
-            // in RAM are lost (see README).
+        // Deep sleep only with no readings waiting: the readings buffer is in RAM, which
+        // deep sleep loses (`Persisted` keeps only the counters; see README).
+        let (buffered, _) = device.buffered();
+        if report.deep_sleep
+            && DEEP_SLEEP_MIN_MS != 0
+            && sleep_ms >= DEEP_SLEEP_MIN_MS
+            && buffered == 0
+        {
+            // `run_cycle` persisted the state in RTC fast memory.
             println!("pehra-fw: deep sleep {} ms", sleep_ms);
             let deadline =
                 esp_hal::time::Instant::now() + esp_hal::time::Duration::from_millis(sleep_ms);
