@@ -9,7 +9,14 @@ fn main() {
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
-    for v in ["PEHRA_GATEWAY_IP", "PEHRA_GATEWAY_PORT", "PEHRA_CYCLES"] {
+    for v in [
+        "PEHRA_GATEWAY_IP",
+        "PEHRA_GATEWAY_PORT",
+        "PEHRA_CYCLES",
+        "PEHRA_DEVICE_NAME",
+        "PEHRA_ALARM_S",
+        "PEHRA_ACKS",
+    ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
 }
