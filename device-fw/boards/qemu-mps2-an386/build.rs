@@ -5,7 +5,11 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).unwrap();
     // cortex-m-rt's `device` feature includes device.x (PROVIDEs for named interrupt
     // handlers); our vector table `__INTERRUPTS` is built in main.rs, so it is empty.
-    fs::write(out.join("device.x"), "/* interrupts: see __INTERRUPTS in src/main.rs */\n").unwrap();
+    fs::write(
+        out.join("device.x"),
+        "/* interrupts: see __INTERRUPTS in src/main.rs */\n",
+    )
+    .unwrap();
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");

@@ -25,13 +25,21 @@ const HOST_ALIAS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 /// to where the datagram goes from inside QEMU (127.0.0.0/8 is the host: 10.0.2.2).
 fn to_guest(addr: SocketAddr) -> Option<IpEndpoint> {
     let SocketAddr::V4(a) = addr else { return None };
-    let ip = if a.ip().is_loopback() { HOST_ALIAS } else { *a.ip() };
+    let ip = if a.ip().is_loopback() {
+        HOST_ALIAS
+    } else {
+        *a.ip()
+    };
     Some(IpEndpoint::new(IpAddress::Ipv4(ip), a.port()))
 }
 
 /// The reverse of [`to_guest`]: a datagram from 10.0.2.2 came from the host's loopback.
 pub fn to_cluster(ip: Ipv4Addr, port: u16) -> SocketAddr {
-    let ip = if ip == HOST_ALIAS { Ipv4Addr::LOCALHOST } else { ip };
+    let ip = if ip == HOST_ALIAS {
+        Ipv4Addr::LOCALHOST
+    } else {
+        ip
+    };
     SocketAddr::V4(SocketAddrV4::new(ip, port))
 }
 

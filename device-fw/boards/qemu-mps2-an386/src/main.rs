@@ -98,7 +98,11 @@ pub union Vector {
 #[unsafe(link_section = ".vector_table.interrupts")]
 #[unsafe(no_mangle)]
 pub static __INTERRUPTS: [Vector; 32] = {
-    let mut v = [const { Vector { handler: unused_irq } }; 32];
+    let mut v = [const {
+        Vector {
+            handler: unused_irq,
+        }
+    }; 32];
     v[lan9118::IRQ as usize] = Vector {
         handler: ethernet_irq,
     };
@@ -156,7 +160,10 @@ fn main() -> ! {
     }
     let cp = cortex_m::Peripherals::take().unwrap();
     time_driver::init(cp.SYST);
-    hprintln!("pehra-fw: boot (mps2-an386, Cortex-M4, SysTick {} Hz)", time_driver::TICK_HZ);
+    hprintln!(
+        "pehra-fw: boot (mps2-an386, Cortex-M4, SysTick {} Hz)",
+        time_driver::TICK_HZ
+    );
 
     let executor = EXECUTOR.init(Executor::new());
     executor.run(|spawner| spawner.spawn(main_task(spawner).unwrap()))
@@ -172,7 +179,11 @@ fn exit(ok: bool) -> ! {
         ETH_IRQS.load(Ordering::Relaxed),
         time_driver::TICKS_TAKEN.load(Ordering::Relaxed),
     );
-    debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
     #[allow(clippy::empty_loop)]
     loop {}
 }
@@ -220,7 +231,8 @@ async fn main_task(spawner: Spawner) {
 
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
     let config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) = embassy_net::new(eth, config, RESOURCES.init(StackResources::new()), net_seed);
+    let (stack, runner) =
+        embassy_net::new(eth, config, RESOURCES.init(StackResources::new()), net_seed);
     spawner.spawn(net_task(runner).unwrap());
 
     hprintln!("pehra-fw: waiting for DHCP");
