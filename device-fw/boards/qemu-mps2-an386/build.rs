@@ -5,11 +5,22 @@ fn main() {
     fs::copy("memory.x", out.join("memory.x")).unwrap();
     // cortex-m-rt's `device` feature includes device.x (PROVIDEs for named interrupt
     // handlers); our vector table `__INTERRUPTS` is built in main.rs, so it is empty.
-    fs::write(out.join("device.x"), "/* interrupts: see __INTERRUPTS in src/main.rs */\n").unwrap();
+    fs::write(
+        out.join("device.x"),
+        "/* interrupts: see __INTERRUPTS in src/main.rs */\n",
+    )
+    .unwrap();
     println!("cargo:rustc-link-search={}", out.display());
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
-    for v in ["PEHRA_GATEWAY_IP", "PEHRA_GATEWAY_PORT", "PEHRA_CYCLES"] {
+    for v in [
+        "PEHRA_GATEWAY_IP",
+        "PEHRA_GATEWAY_PORT",
+        "PEHRA_CYCLES",
+        "PEHRA_DEVICE_NAME",
+        "PEHRA_ALARM_S",
+        "PEHRA_ACKS",
+    ] {
         println!("cargo:rerun-if-env-changed={v}");
     }
 }

@@ -1,28 +1,34 @@
 #!/usr/bin/env bash
-# Build the Pehra firmware for QEMU's mps2-an386, check its flash/RAM budget, and boot it
-# in QEMU against a CoAP gateway on the host's loopback: it must get a DHCP lease and
-# print at least 2 check-in replies.
+# Build the Pehra firmware for QEMU's mps2-an386, check its flash/RAM budget, start a
+# local cluster (zookeeper + broker 1 on 127.0.0.1:PORT, from the workspace's `pehra`
+# binary), create topic `readings` and the device's downlink topic with one record, and
+# boot the firmware in QEMU: its node loop must check in, publish readings, receive the
+# downlink record and sleep between alarms; the readings it reported as published must
+# be in topic `readings` afterwards.
 #
-#   device-fw/boards/qemu-mps2-an386/run.sh            # build, size, boot (stub gateway
-#                                                      # if nothing serves 127.0.0.1:PORT)
-# Environment: PEHRA_GATEWAY_PORT (5683), PEHRA_CYCLES (3), QEMU_TIMEOUT (60 s),
-# STACK_RESERVE (bytes counted for the stack in the RAM figure, 12288),
-# FLASH_BUDGET (131072), RAM_BUDGET (49152).
+#   device-fw/boards/qemu-mps2-an386/run.sh
+# Needs a `pehra` binary (PEHRA_BIN, or the newer of the workspace's
+# target/{debug,release}/pehra: `cargo build -j2 -p pehra --bin pehra`).
+# Environment: PEHRA_GATEWAY_PORT (5683), PEHRA_CYCLES (3), PEHRA_DEVICE_NAME (qemu-1),
+# PEHRA_ALARM_S (2), PEHRA_ACKS (all), QEMU_TIMEOUT (60 s), STACK_RESERVE (bytes counted
+# for the stack in the RAM figure, 12288), FLASH_BUDGET (131072), RAM_BUDGET (49152).
 set -euo pipefail
 cd "$(dirname "$0")"
 
 PORT="${PEHRA_GATEWAY_PORT:-5683}"
 CYCLES="${PEHRA_CYCLES:-3}"
+NAME="${PEHRA_DEVICE_NAME:-qemu-1}"
+ALARM_S="${PEHRA_ALARM_S:-2}"
+ACKS="${PEHRA_ACKS:-all}"
 QEMU_TIMEOUT="${QEMU_TIMEOUT:-60}"
 STACK_RESERVE="${STACK_RESERVE:-12288}"
 FLASH_BUDGET="${FLASH_BUDGET:-131072}"
 RAM_BUDGET="${RAM_BUDGET:-49152}"
 ELF=target/thumbv7em-none-eabihf/release/pehra-qemu-an386
 LOG="$(mktemp -d)"
-QEMU_PID=""; GW_PID=""
+QEMU_PID=""
 cleanup() {
   [ -n "$QEMU_PID" ] && kill "$QEMU_PID" 2>/dev/null || true
-  [ -n "$GW_PID" ] && kill "$GW_PID" 2>/dev/null || true
   [ -n "${BROKER_PID:-}" ] && kill "$BROKER_PID" 2>/dev/null || true
   [ -n "${ZK_PID:-}" ] && kill "$ZK_PID" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -43,8 +49,9 @@ rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf \
   || rustup target add thumbv7em-none-eabihf
 
 # --- build -----------------------------------------------------------------------------
-echo "== building (release, gateway 10.0.2.2:$PORT, $CYCLES cycles)"
-PEHRA_GATEWAY_PORT="$PORT" PEHRA_CYCLES="$CYCLES" cargo build --release -j2 --quiet
+echo "== building (release, gateway 10.0.2.2:$PORT, device $NAME, alarm ${ALARM_S}s, acks $ACKS, $CYCLES cycles)"
+PEHRA_GATEWAY_PORT="$PORT" PEHRA_CYCLES="$CYCLES" PEHRA_DEVICE_NAME="$NAME" PEHRA_ALARM_S="$ALARM_S" \
+  PEHRA_ACKS="$ACKS" cargo build --release -j2 --quiet
 
 # --- size ------------------------------------------------------------------------------
 # Section headers via readelf (works for any ELF; no llvm-tools needed).
@@ -70,14 +77,17 @@ if [ "$FLASH" -ge "$FLASH_BUDGET" ]; then echo "FAIL: flash over budget"; FAIL=1
 if [ "$RAM" -ge "$RAM_BUDGET" ]; then echo "FAIL: RAM over budget"; FAIL=1; fi
 
 # --- gateway ---------------------------------------------------------------------------
-# A real local cluster (a zookeeper and one broker on 127.0.0.1:PORT) when a `pehra`
-# binary is at hand (PEHRA_BIN, or the workspace's target/{debug,release}/pehra); else
-# an existing CoAP server on the port; else the stub (gateway_stub.py).
+# A local cluster: a zookeeper and one broker on 127.0.0.1:PORT, from PEHRA_BIN or the
+# newer of the workspace's target/{debug,release}/pehra. (The stub gateway is gone: it
+# answered check-ins only, and the node loop also publishes and fetches downlink.)
 ROOT="$(cd ../../.. && pwd)"
 PEHRA_BIN="${PEHRA_BIN:-}"
 if [ -z "$PEHRA_BIN" ]; then
   # The newer of the two builds (a stale one may lack the device routes).
   PEHRA_BIN=$(ls -t "$ROOT/target/debug/pehra" "$ROOT/target/release/pehra" 2>/dev/null | head -n1 || true)
+fi
+if [ -z "$PEHRA_BIN" ]; then
+  echo "FAIL: no pehra binary: cargo build -j2 -p pehra --bin pehra (or set PEHRA_BIN)" >&2; exit 2
 fi
 ZK_PID=""; BROKER_PID=""
 coap_ping() {
@@ -91,28 +101,31 @@ except Exception: sys.exit(1)
 PY
 }
 if coap_ping "$PORT"; then
-  echo "== a CoAP server answers on 127.0.0.1:$PORT: using it as the gateway"
-elif [ -n "$PEHRA_BIN" ]; then
-  ZK_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
-  echo "== starting a local cluster: $PEHRA_BIN zookeeper on 127.0.0.1:$ZK_PORT, broker 1 on 127.0.0.1:$PORT"
-  "$PEHRA_BIN" zookeeper --listen "127.0.0.1:$ZK_PORT" --data-dir "$LOG/zk" >"$LOG/zk.log" 2>&1 &
-  ZK_PID=$!
-  for _ in $(seq 100); do grep -q "listening on" "$LOG/zk.log" 2>/dev/null && break; sleep 0.1; done
-  "$PEHRA_BIN" broker --id 1 --listen "127.0.0.1:$PORT" --zookeeper "127.0.0.1:$ZK_PORT" \
-    --data-dir "$LOG/broker" >"$LOG/broker.log" 2>&1 &
-  BROKER_PID=$!
-  for _ in $(seq 100); do coap_ping "$PORT" && break; sleep 0.2; done
-  # The check-in names the Pehredar once one is elected: wait for it (bounded).
-  for _ in $(seq 50); do
-    "$PEHRA_BIN" pehra status --zookeeper "127.0.0.1:$ZK_PORT" 2>/dev/null | grep -q "^pehredar: *broker-1" && break
-    sleep 0.2
-  done
-else
-  echo "== no gateway on 127.0.0.1:$PORT and no pehra binary: starting the stub gateway (gateway_stub.py)"
-  python3 gateway_stub.py --port "$PORT" --seconds $((QEMU_TIMEOUT + 10)) >"$LOG/gw" 2>&1 &
-  GW_PID=$!
-  for _ in $(seq 50); do grep -q "CoAP on" "$LOG/gw" 2>/dev/null && break; sleep 0.1; done
+  echo "FAIL: something already answers CoAP on 127.0.0.1:$PORT: set PEHRA_GATEWAY_PORT" >&2; exit 2
 fi
+ZK_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+ZK="127.0.0.1:$ZK_PORT"
+echo "== starting a local cluster: $PEHRA_BIN zookeeper on $ZK, broker 1 on 127.0.0.1:$PORT"
+"$PEHRA_BIN" zookeeper --listen "$ZK" --data-dir "$LOG/zk" >"$LOG/zk.log" 2>&1 &
+ZK_PID=$!
+for _ in $(seq 100); do grep -q "listening on" "$LOG/zk.log" 2>/dev/null && break; sleep 0.1; done
+# The broker's PEHRA alarm is the device's, so a check-in without a known clock offset
+# (the first) is told to sleep one alarm, not the broker's default minute.
+"$PEHRA_BIN" broker --id 1 --listen "127.0.0.1:$PORT" --zookeeper "$ZK" \
+  --alarm-interval-ms $((ALARM_S * 1000)) --data-dir "$LOG/broker" >"$LOG/broker.log" 2>&1 &
+BROKER_PID=$!
+for _ in $(seq 100); do coap_ping "$PORT" && break; sleep 0.2; done
+# The check-in names the Pehredar once one is elected: wait for it (bounded).
+for _ in $(seq 50); do
+  "$PEHRA_BIN" pehra status --zookeeper "$ZK" 2>/dev/null | grep -q "^pehredar: *broker-1" && break
+  sleep 0.2
+done
+pehra_cli() { timeout 20 "$PEHRA_BIN" "$@" --zookeeper "$ZK"; }
+DOWNLINK_TEXT="hello $NAME"
+echo "== topics: readings, downlink.$NAME (one record: '$DOWNLINK_TEXT')"
+pehra_cli topic create readings -p 1 -r 1 | sed 's/^/  /'
+pehra_cli topic create "downlink.$NAME" -p 1 -r 1 | sed 's/^/  /'
+pehra_cli produce "downlink.$NAME" -m "$DOWNLINK_TEXT" | sed 's/^/  /'
 
 # --- boot ------------------------------------------------------------------------------
 echo "== booting in QEMU (timeout ${QEMU_TIMEOUT}s)"
@@ -125,22 +138,58 @@ QEMU_PID=$!
 set +e; wait "$QEMU_PID"; QRC=$?; set -e
 QEMU_PID=""
 cat "$LOG/qemu"
-[ -n "$GW_PID" ] && { sed 's/^/  /' "$LOG/gw"; kill "$GW_PID" 2>/dev/null || true; GW_PID=""; }
 
-REPLIES=$(grep -c '^pehra-fw: reply #' "$LOG/qemu" || true)
+# --- checks ----------------------------------------------------------------------------
 LEASE=$(grep -c '^pehra-fw: DHCP lease' "$LOG/qemu" || true)
+CYCLE_LINES=$(grep -c '^pehra-fw: cycle [0-9]*: directive SleepUntil\|^pehra-fw: cycle [0-9]*: directive StayAwake\|^pehra-fw: cycle [0-9]*: directive WakeNow' "$LOG/qemu" || true)
+PUBLISHED=$(sed -n 's/^pehra-fw: cycle [0-9]*: .*readings published \([0-9]*\) .*/\1/p' "$LOG/qemu" | tail -1)
+PUBLISHED=${PUBLISHED:-0}
+DOWNLINK=$(grep -cF "pehra-fw: downlink @0: $DOWNLINK_TEXT" "$LOG/qemu" || true)
 STACK_USED=$(sed -n 's/.*stack used \([0-9]*\) B.*/\1/p' "$LOG/qemu" | tail -1)
-echo "== QEMU exit $QRC, DHCP lease: $LEASE, replies: $REPLIES, stack used: ${STACK_USED:-?} B"
+# Slept between alarms: after each cycle but the last, a "woke at T ms" with T at or
+# after that cycle's "next alarm at W ms", and W at least half an alarm ahead.
+SLEPT=$(python3 - "$LOG/qemu" "$ALARM_S" <<'PY'
+import re, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+alarm_ms = int(sys.argv[2]) * 1000
+ok = 0; pending = None
+for l in lines:
+    m = re.match(r"pehra-fw: cycle \d+: .*next alarm at (\d+) ms \(in (\d+) ms", l)
+    if m:
+        pending = (int(m.group(1)), int(m.group(2)))
+        continue
+    m = re.match(r"pehra-fw: woke at (\d+) ms", l)
+    if m and pending:
+        if int(m.group(1)) >= pending[0] and pending[1] >= alarm_ms // 2:
+            ok += 1
+        pending = None
+print(ok)
+PY
+)
+echo "== reading topic readings back"
+pehra_cli consume readings --from-beginning >"$LOG/readings" 2>"$LOG/consume.err" || true
+sed 's/^/  /' "$LOG/readings"
+IN_TOPIC=$(grep -c "^$NAME #[0-9]* " "$LOG/readings" || true)
+echo "== QEMU exit $QRC, DHCP lease: $LEASE, cycles checked in: $CYCLE_LINES, readings published: $PUBLISHED, in topic readings: $IN_TOPIC, downlink text printed: $DOWNLINK, sleeps between alarms: $SLEPT, stack used: ${STACK_USED:-?} B"
 if [ -n "$STACK_USED" ] && [ "$STACK_USED" -gt "$STACK_RESERVE" ]; then
   echo "FAIL: stack used $STACK_USED B > reserve $STACK_RESERVE B"; FAIL=1
 fi
-# QEMU's exit: 0 every cycle got a reply, 1 some did not (still fine with >= 2 replies),
-# 124 the timeout stopped it.
-if [ "$LEASE" -lt 1 ] || [ "$REPLIES" -lt 2 ]; then
-  echo "FAIL: expected a DHCP lease and at least 2 check-in replies"; FAIL=1
+# QEMU's exit: 0 every cycle checked in and published, 1 some did not, 124 the timeout
+# stopped it.
+if [ "$QRC" != 0 ]; then echo "FAIL: QEMU exit $QRC (0: every cycle checked in and published)"; FAIL=1; fi
+if [ "$LEASE" -lt 1 ] || [ "$CYCLE_LINES" -lt "$CYCLES" ]; then
+  echo "FAIL: expected a DHCP lease and $CYCLES cycles that checked in"; FAIL=1
 fi
-if [ "$FAIL" != 0 ] && [ -n "${BROKER_PID:-}" ]; then
+if [ "$PUBLISHED" -lt "$CYCLES" ] || [ "$IN_TOPIC" -lt "$PUBLISHED" ]; then
+  echo "FAIL: expected >= $CYCLES readings published and all of them in topic readings"; FAIL=1
+fi
+if [ "$DOWNLINK" -lt 1 ]; then echo "FAIL: the downlink record's text was not printed"; FAIL=1; fi
+if [ "$SLEPT" -lt $((CYCLES - 1)) ]; then
+  echo "FAIL: expected $((CYCLES - 1)) sleeps until the next alarm"; FAIL=1
+fi
+if [ "$FAIL" != 0 ]; then
   echo "== the broker's log (last 20 lines)"; tail -n 20 "$LOG/broker.log" | sed 's/^/  /'
+  [ -s "$LOG/consume.err" ] && { echo "== consume's errors"; sed 's/^/  /' "$LOG/consume.err"; }
 fi
 [ "$FAIL" = 0 ] && echo "PASS" || echo "FAILED"
 exit "$FAIL"

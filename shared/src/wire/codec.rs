@@ -3,6 +3,7 @@
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+#[cfg(feature = "std")]
 use core::fmt::Debug;
 
 use serde::de::DeserializeOwned;
@@ -19,6 +20,7 @@ pub const CONTENT_FORMAT_CBOR: u16 = 60;
 /// 4 KiB on the stack, which is a lot for a microcontroller task; 512 bytes costs a few
 /// more loop turns on large record batches and nothing else (every map key Pehra uses is
 /// far shorter; an unknown key longer than this is rejected).
+#[cfg(feature = "std")]
 const SCRATCH_LEN: usize = 512;
 
 /// A value could not be written as CBOR.
@@ -127,12 +129,27 @@ pub fn encode_into<T: Serialize + ?Sized>(value: &T, out: &mut Vec<u8>) -> Resul
 /// [`MAX_DEPTH`](super::MAX_DEPTH) and free of trailing bytes, so hostile input is
 /// rejected cheaply before it reaches serde. Unknown map keys are ignored; missing
 /// optional fields decode as `None`.
+///
+/// Without feature `std` (devices) the bytes are decoded by [`super::lite`], whose
+/// errors carry no message ([`DecodeError::Invalid`] says only that the message is not
+/// the expected one): ciborium's messages would link core's float formatting into
+/// every firmware (~10 KiB of flash). The values and the bytes accepted are the same.
 pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     scan::check(bytes)?;
-    let mut scratch = [0u8; SCRATCH_LEN];
-    ciborium::from_reader_with_buffer(bytes, &mut scratch).map_err(from_ciborium)
+    #[cfg(not(feature = "std"))]
+    {
+        super::lite::from_slice(bytes).map_err(|_| DecodeError::Invalid {
+            reason: String::from("well-formed CBOR, but not the expected message"),
+        })
+    }
+    #[cfg(feature = "std")]
+    {
+        let mut scratch = [0u8; SCRATCH_LEN];
+        ciborium::from_reader_with_buffer(bytes, &mut scratch).map_err(from_ciborium)
+    }
 }
 
+#[cfg(feature = "std")]
 /// Maps ciborium's error (whose I/O type differs with and without `std`) to ours.
 fn from_ciborium<E: Debug>(e: ciborium::de::Error<E>) -> DecodeError {
     match e {

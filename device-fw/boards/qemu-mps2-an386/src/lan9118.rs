@@ -199,7 +199,10 @@ impl Lan9118 {
         let mut mac = [lo[0], lo[1], lo[2], lo[3], hi[0], hi[1]];
         if mac == [0; 6] || mac == [0xff; 6] {
             mac = FALLBACK_MAC;
-            r.mac_write(MAC_ADDRL, u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]));
+            r.mac_write(
+                MAC_ADDRL,
+                u32::from_le_bytes([mac[0], mac[1], mac[2], mac[3]]),
+            );
             r.mac_write(MAC_ADDRH, u32::from(mac[4]) | (u32::from(mac[5]) << 8));
         }
 

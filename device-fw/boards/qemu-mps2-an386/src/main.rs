@@ -1,20 +1,26 @@
 //! Pehra device firmware for QEMU's `mps2-an386` (Cortex-M4 + LAN9118 Ethernet).
 //!
 //! Boots, brings the LAN9118 up, gets an address by DHCPv4 (QEMU's user network gives
-//! 10.0.2.15), then checks in with the gateway every few seconds: a confirmable CoAP
-//! `POST /dev/checkin` carrying a CBOR `CheckIn`, made and read by `pehra_shared`'s
-//! sans-IO CoAP engine and wire types, and prints the `CheckInReply`'s directive over
-//! semihosting.
+//! 10.0.2.15), then runs `pehra_device_fw`'s node loop (`Device::boot`, `run_cycle`,
+//! `sleep`) on this board's parts (`board.rs`): each cycle it takes a reading from a
+//! fake thermometer, checks in (`POST /dev/checkin`), publishes the buffered readings to
+//! topic `readings` (`POST /dev/{name}/readings`), fetches its downlink records
+//! (`downlink.{name}`, `POST /dev/{name}/downlink`) and hands them to the application
+//! (printed; `set-interval N` obeyed), then sleeps on an embassy Timer until the next
+//! alarm. One semihosting line per cycle.
 //!
 //! Build-time settings (environment, defaults in `.cargo/config.toml`):
 //! `PEHRA_GATEWAY_IP` (10.0.2.2: the host's loopback seen from QEMU's user network),
-//! `PEHRA_GATEWAY_PORT` (5683), `PEHRA_CYCLES` (0: forever; N: exit QEMU through
-//! semihosting after N cycles, with success if every cycle got a reply).
+//! `PEHRA_GATEWAY_PORT` (5683), `PEHRA_DEVICE_NAME` (`qemu-1`), `PEHRA_ALARM_S` (2),
+//! `PEHRA_ACKS` (`all`; `1`/`leader`, `0`/`none`), `PEHRA_CYCLES` (0: forever; N: exit
+//! QEMU through semihosting after N cycles, with success if every cycle checked in and
+//! published).
 #![no_std]
 #![no_main]
 
 extern crate alloc;
 
+mod board;
 mod lan9118;
 mod time_driver;
 
@@ -27,26 +33,28 @@ use cortex_m_rt::{entry, exception};
 use cortex_m_semihosting::{debug, hprintln};
 use embassy_executor::{Executor, Spawner};
 use embassy_net::udp::{PacketMetadata, UdpSocket};
-use embassy_net::{IpAddress, IpEndpoint, Runner, Stack, StackResources};
-use embassy_time::{with_deadline, Duration, Instant, Timer};
+use embassy_net::{Runner, Stack, StackResources};
+use embassy_time::Instant;
 use embedded_alloc::LlffHeap as Heap;
 use panic_semihosting as _;
-use pehra_shared::coap::{Config, Engine, Event, ExchangeError, Request, Response};
-use pehra_shared::wire::{self, CheckIn, CheckInReply, Directive, NodeHealth, NodeRole};
+use pehra_device_fw::hal::{EmbassyClock, NoRadio};
+use pehra_device_fw::{Device, Parts, Settings};
+use pehra_shared::coap::Config;
+use pehra_shared::pehra::device::DeviceConfig;
+use pehra_shared::wire::{Acks, Directive};
 use static_cell::StaticCell;
 
 use lan9118::Lan9118;
 
-/// The node's name in its check-ins.
-const NODE: &str = "qemu-an386-0001";
-/// Seconds between check-ins.
-const PERIOD: Duration = Duration::from_secs(3);
 /// The heap the CoAP engine and CBOR use.
 const HEAP_SIZE: usize = 16 * 1024;
 
 const GATEWAY_IP: &str = env!("PEHRA_GATEWAY_IP");
 const GATEWAY_PORT: &str = env!("PEHRA_GATEWAY_PORT");
 const CYCLES: &str = env!("PEHRA_CYCLES");
+const NAME: &str = env!("PEHRA_DEVICE_NAME");
+const ALARM_S: &str = env!("PEHRA_ALARM_S");
+const ACKS: &str = env!("PEHRA_ACKS");
 
 #[global_allocator]
 static HEAP: Heap = Heap::empty();
@@ -90,7 +98,11 @@ pub union Vector {
 #[unsafe(link_section = ".vector_table.interrupts")]
 #[unsafe(no_mangle)]
 pub static __INTERRUPTS: [Vector; 32] = {
-    let mut v = [const { Vector { handler: unused_irq } }; 32];
+    let mut v = [const {
+        Vector {
+            handler: unused_irq,
+        }
+    }; 32];
     v[lan9118::IRQ as usize] = Vector {
         handler: ethernet_irq,
     };
@@ -148,7 +160,10 @@ fn main() -> ! {
     }
     let cp = cortex_m::Peripherals::take().unwrap();
     time_driver::init(cp.SYST);
-    hprintln!("pehra-fw: boot (mps2-an386, Cortex-M4, SysTick {} Hz)", time_driver::TICK_HZ);
+    hprintln!(
+        "pehra-fw: boot (mps2-an386, Cortex-M4, SysTick {} Hz)",
+        time_driver::TICK_HZ
+    );
 
     let executor = EXECUTOR.init(Executor::new());
     executor.run(|spawner| spawner.spawn(main_task(spawner).unwrap()))
@@ -164,7 +179,11 @@ fn exit(ok: bool) -> ! {
         ETH_IRQS.load(Ordering::Relaxed),
         time_driver::TICKS_TAKEN.load(Ordering::Relaxed),
     );
-    debug::exit(if ok { debug::EXIT_SUCCESS } else { debug::EXIT_FAILURE });
+    debug::exit(if ok {
+        debug::EXIT_SUCCESS
+    } else {
+        debug::EXIT_FAILURE
+    });
     #[allow(clippy::empty_loop)]
     loop {}
 }
@@ -212,7 +231,8 @@ async fn main_task(spawner: Spawner) {
 
     static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
     let config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) = embassy_net::new(eth, config, RESOURCES.init(StackResources::new()), net_seed);
+    let (stack, runner) =
+        embassy_net::new(eth, config, RESOURCES.init(StackResources::new()), net_seed);
     spawner.spawn(net_task(runner).unwrap());
 
     hprintln!("pehra-fw: waiting for DHCP");
@@ -227,8 +247,19 @@ async fn main_task(spawner: Spawner) {
         );
     }
 
-    let ok = checkin_loop(stack, seed).await;
+    let ok = node_loop(stack, seed).await;
     exit(ok)
+}
+
+/// A directive as a str and its time (plain strs and integers: `{:?}` costs flash).
+fn directive_text(d: Option<Directive>) -> (&'static str, Option<u64>) {
+    match d {
+        Some(Directive::SleepUntil { at_ms }) => ("SleepUntil at_ms ", Some(at_ms)),
+        Some(Directive::StayAwake) => ("StayAwake", None),
+        Some(Directive::WakeNow) => ("WakeNow", None),
+        Some(Directive::Rejoin) => ("Rejoin", None),
+        None => ("none (no gateway answered)", None),
+    }
 }
 
 /// An integer, or nothing when `None`.
@@ -243,21 +274,24 @@ impl core::fmt::Display for U64OrNothing {
     }
 }
 
-/// The gateway's address as the engine keys it.
-type Peer = ([u8; 4], u16);
-
-fn now_engine() -> pehra_shared::Instant {
-    pehra_shared::Instant::from_micros(Instant::now().as_micros())
+fn acks_setting() -> Acks {
+    match ACKS {
+        "0" | "none" => Acks::None,
+        "1" | "leader" => Acks::Leader,
+        _ => Acks::All,
+    }
 }
 
-/// Checks in every [`PERIOD`]; returns after `PEHRA_CYCLES` cycles (never if 0), with
-/// whether every one of them got a reply.
-async fn checkin_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
+/// The node loop (`pehra_device_fw::Device`): boot it on this board's parts, then
+/// cycle (check in, publish, fetch downlink, obey) and sleep until the next alarm.
+/// Returns after `PEHRA_CYCLES` cycles (never if 0), with whether every cycle checked in
+/// and published.
+async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let ip: Ipv4Addr = GATEWAY_IP.parse().unwrap_or(Ipv4Addr::new(10, 0, 2, 2));
     let port: u16 = GATEWAY_PORT.parse().unwrap_or(5683);
     let cycles: u32 = CYCLES.parse().unwrap_or(0);
-    let gateway = IpEndpoint::new(IpAddress::Ipv4(ip), port);
-    let peer: Peer = (ip.octets(), port);
+    let alarm_ms = ALARM_S.parse::<u64>().unwrap_or(2).max(1) * 1000;
+    let gateway = board::to_cluster(ip, port);
 
     let mut rx_meta = [PacketMetadata::EMPTY; 4];
     let mut tx_meta = [PacketMetadata::EMPTY; 4];
@@ -267,150 +301,79 @@ async fn checkin_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let local_port = 49152 + (u16::from_le_bytes([seed[8], seed[9]]) % 16384);
     socket.bind(local_port).unwrap();
 
-    let config = Config {
+    let coap = Config {
         dedup_capacity: 16,
         max_body_size: 1024,
         block_size: 512,
         max_payload: 512,
         ..Config::default()
     };
-    let mut engine: Engine<Peer> = Engine::new(config, seed);
-    let mut replies = 0u32;
-    let mut failures = 0u32;
-    let mut rtt_ms = 0u32;
+    let settings = Settings {
+        topic: String::from("readings"),
+        acks: acks_setting(),
+        max_batch: 16,
+        downlink_max_bytes: 512,
+        alarm_interval_ms: alarm_ms,
+    };
+    let parts = Parts {
+        udp: board::NetUdp(socket),
+        clock: EmbassyClock,
+        sensor: board::Thermometer { name: NAME },
+        storage: board::RamStorage,
+        radio: NoRadio,
+        app: board::PrintingApp,
+    };
+    let config = DeviceConfig::new(NAME, alloc::vec![gateway], alarm_ms);
+    let mut rng = board::SeedRng::new(&seed);
+    let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
+    hprintln!(
+        "pehra-fw: node {} via {}:{}, alarm {} s, readings to topic readings (acks {})",
+        NAME,
+        ip,
+        port,
+        alarm_ms / 1000,
+        ACKS
+    );
 
-    hprintln!("pehra-fw: checking in with {}:{} every {} s", ip, port, PERIOD.as_secs());
+    let mut good = 0u32;
     let mut cycle = 0u32;
     loop {
         cycle += 1;
-        let started = Instant::now();
-        let checkin = CheckIn {
-            node: String::from(NODE),
-            role: NodeRole::Dormant,
-            mains_powered: false,
-            next_alarm_ms: None,
-            traffic_waiting: false,
-            health: Some(NodeHealth {
-                cpu_permille: 10,
-                memory_permille: (HEAP.used() * 1000 / HEAP_SIZE) as u16,
-                disk_io_permille: 0,
-                rtt_ms,
-                battery_permille: Some(1000u16.saturating_sub(cycle as u16)),
-                failures,
-            }),
-        };
-        let body = match wire::encode(&checkin) {
-            Ok(b) => b,
-            Err(e) => {
-                hprintln!("pehra-fw: encode: {}", e);
-                return false;
-            }
-        };
-        let request = Request::post("/dev/checkin")
-            .with_content_format(wire::CONTENT_FORMAT_CBOR)
-            .with_payload(body);
-        match exchange(&mut engine, &mut socket, gateway, peer, request).await {
-            Ok(response) => {
-                rtt_ms = (Instant::now() - started).as_millis() as u32;
-                if response.code().is_success() {
-                    match wire::decode::<CheckInReply>(response.payload()) {
-                        Ok(reply) => {
-                            replies += 1;
-                            // Plain strs and integers: no `{:?}` (its str escaping and
-                            // unicode tables cost flash).
-                            let (directive, at_ms) = match reply.directive {
-                                Directive::SleepUntil { at_ms } => ("SleepUntil at_ms ", at_ms),
-                                Directive::StayAwake => ("StayAwake", 0),
-                                Directive::WakeNow => ("WakeNow", 0),
-                                Directive::Rejoin => ("Rejoin", 0),
-                            };
-                            let at_ms = Some(at_ms).filter(|_| directive.ends_with(' '));
-                            hprintln!(
-                                "pehra-fw: reply #{} {} in {} ms: directive {}{}, pending {}, pehredar {}",
-                                replies,
-                                response.code(),
-                                rtt_ms,
-                                directive,
-                                U64OrNothing(at_ms),
-                                reply.pending,
-                                reply.pehredar.as_deref().unwrap_or("-")
-                            );
-                        }
-                        Err(e) => {
-                            failures += 1;
-                            hprintln!("pehra-fw: cycle {}: bad CheckInReply: {}", cycle, e);
-                        }
-                    }
-                } else {
-                    failures += 1;
-                    hprintln!(
-                        "pehra-fw: cycle {}: gateway answered {} {}",
-                        cycle,
-                        response.code(),
-                        core::str::from_utf8(response.payload()).unwrap_or("")
-                    );
-                }
-            }
-            Err(e) => {
-                failures += 1;
-                hprintln!("pehra-fw: cycle {}: no reply: {}", cycle, e);
-            }
+        let report = device.run_cycle().await;
+        sample_heap();
+        let stats = device.stats();
+        let (directive, at_ms) = directive_text(report.directive);
+        let now = Instant::now().as_millis();
+        hprintln!(
+            "pehra-fw: cycle {}: directive {}{}, readings published {} (+{}), downlink records {} (+{}), next alarm at {} ms (in {} ms{})",
+            cycle,
+            directive,
+            U64OrNothing(at_ms),
+            stats.readings_published,
+            report.published,
+            stats.downlink_records,
+            report.downlink,
+            report.wake_at_ms,
+            report.wake_at_ms.saturating_sub(now),
+            if report.deep_sleep { ", deep sleep" } else { ", awake" }
+        );
+        if report.directive.is_some() && report.published > 0 {
+            good += 1;
         }
         if cycles != 0 && cycle >= cycles {
-            hprintln!("pehra-fw: {} cycles, {} replies, {} failures", cycle, replies, failures);
-            return failures == 0 && replies == cycles;
+            hprintln!(
+                "pehra-fw: {} cycles, {} checked in and published; readings taken {}, published {}, failed publishes {}, timeouts {}, bad responses {}",
+                cycle,
+                good,
+                stats.readings_taken,
+                stats.readings_published,
+                stats.publish_failures,
+                stats.timeouts,
+                stats.bad_responses
+            );
+            return good == cycles;
         }
-        Timer::at(started + PERIOD).await;
-    }
-}
-
-/// Runs one request through the engine to its end: sends (and retransmits) what it says,
-/// feeds it what arrives, and returns the response or why there was none.
-async fn exchange(
-    engine: &mut Engine<Peer>,
-    socket: &mut UdpSocket<'_>,
-    gateway: IpEndpoint,
-    peer: Peer,
-    request: Request,
-) -> Result<Response, ExchangeError> {
-    let id = engine.request(now_engine(), peer, request);
-    sample_heap();
-    let mut buf = [0u8; 1024];
-    loop {
-        while let Some(t) = engine.poll_transmit() {
-            let to = if t.peer == peer {
-                gateway
-            } else {
-                IpEndpoint::new(IpAddress::Ipv4(Ipv4Addr::from(t.peer.0)), t.peer.1)
-            };
-            if let Err(e) = socket.send_to(&t.bytes, to).await {
-                hprintln!("pehra-fw: send: {:?}", e);
-            }
-        }
-        while let Some(event) = engine.poll_event() {
-            match event {
-                Event::Response { id: rid, response } if rid == id => return Ok(response),
-                Event::Failed { id: rid, error } if rid == id => return Err(error),
-                // The engine is built without its server half: a request to the device
-                // is answered with Reset by the engine itself and never reaches us.
-                _ => {}
-            }
-        }
-        let recv = socket.recv_from(&mut buf);
-        let received = match engine.poll_timeout() {
-            Some(at) => with_deadline(Instant::from_micros(at.as_micros()), recv).await.ok(),
-            None => Some(recv.await),
-        };
-        match received {
-            Some(Ok((n, meta))) => {
-                let from: Peer = match meta.endpoint.addr {
-                    IpAddress::Ipv4(a) => (a.octets(), meta.endpoint.port),
-                };
-                engine.handle_datagram(now_engine(), from, &buf[..n]);
-                sample_heap();
-            }
-            Some(Err(e)) => hprintln!("pehra-fw: recv: {:?}", e),
-            None => engine.handle_timeout(now_engine()),
-        }
+        device.sleep(&report).await;
+        hprintln!("pehra-fw: woke at {} ms", Instant::now().as_millis());
     }
 }

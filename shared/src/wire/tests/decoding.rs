@@ -83,12 +83,21 @@ fn indefinite_length_items_are_accepted() {
     // {"children": [_ "a", (_ "b", "c")], "stat": {}} fails only for the missing stat
     // fields, after the indefinite array and string were read.
     let reason = invalid_reason::<Children>("a2686368696c6472656e9f61617f61626163ffff6473746174a0");
-    assert!(reason.contains("missing field `czxid`"), "{reason}");
+    // Without `std` (devices) the reason carries no serde message.
+    assert!(
+        !cfg!(feature = "std") || reason.contains("missing field `czxid`"),
+        "{reason}"
+    );
 }
 
 #[test]
 fn missing_field_is_named() {
-    assert!(invalid_reason::<SyncResponse>("a0").contains("missing field `zxid`"));
+    let reason = invalid_reason::<SyncResponse>("a0");
+    // Without `std` (devices) the reason carries no serde message.
+    assert!(
+        !cfg!(feature = "std") || reason.contains("missing field `zxid`"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -101,7 +110,11 @@ fn wrong_type_is_refused() {
 fn unknown_enum_variant_is_refused() {
     // "sleep_forever"
     let reason = invalid_reason::<Directive>("6d736c6565705f666f7265766572");
-    assert!(reason.contains("sleep_forever"), "{reason}");
+    // Without `std` (devices) the reason carries no serde message.
+    assert!(
+        !cfg!(feature = "std") || reason.contains("sleep_forever"),
+        "{reason}"
+    );
 }
 
 #[test]

@@ -1,0 +1,494 @@
+//! A small serde deserializer for one CBOR item in a byte slice, which [`decode`]
+//! uses without feature `std` (devices) instead of ciborium's.
+//!
+//! Why: ciborium's error type formats serde's messages ("invalid type: floating point
+//! `1.5`, expected ..."), which links core's float formatting (~10 KiB of flash) into
+//! every firmware. Here every error is one [`LiteError`] with no message; the bytes
+//! accepted and the values produced are the same (the input has passed
+//! [`scan::check`](super::scan::check), so it is well-formed, complete and not too
+//! deep; this code still never panics on anything). Tags are skipped (their content is
+//! decoded), as Pehra uses none.
+//!
+//! [`decode`]: super::decode
+
+use alloc::borrow::Cow;
+use alloc::vec::Vec;
+use core::fmt;
+
+use serde::de::{self, DeserializeSeed, IntoDeserializer, Visitor};
+
+/// Something did not decode (no message: see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiteError;
+
+impl fmt::Display for LiteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("not the expected message")
+    }
+}
+
+impl de::StdError for LiteError {}
+
+impl de::Error for LiteError {
+    fn custom<T: fmt::Display>(_msg: T) -> Self {
+        LiteError
+    }
+    fn invalid_type(_: de::Unexpected<'_>, _: &dyn de::Expected) -> Self {
+        LiteError
+    }
+    fn invalid_value(_: de::Unexpected<'_>, _: &dyn de::Expected) -> Self {
+        LiteError
+    }
+    fn invalid_length(_: usize, _: &dyn de::Expected) -> Self {
+        LiteError
+    }
+    fn unknown_variant(_: &str, _: &'static [&'static str]) -> Self {
+        LiteError
+    }
+    fn unknown_field(_: &str, _: &'static [&'static str]) -> Self {
+        LiteError
+    }
+    fn missing_field(_: &'static str) -> Self {
+        LiteError
+    }
+    fn duplicate_field(_: &'static str) -> Self {
+        LiteError
+    }
+}
+
+type Result<T> = core::result::Result<T, LiteError>;
+
+/// Decodes `bytes` (exactly one well-formed CBOR item) as a `T`.
+pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
+    let mut de = Lite { b: bytes, pos: 0 };
+    let value = T::deserialize(&mut de)?;
+    if de.pos != bytes.len() {
+        return Err(LiteError);
+    }
+    Ok(value)
+}
+
+/// An item head.
+enum Head {
+    Uint(u64),
+    Nint(u64),
+    Bytes(Option<u64>),
+    Text(Option<u64>),
+    Array(Option<u64>),
+    Map(Option<u64>),
+    Tag,
+    Simple(u8),
+    Float(f64),
+    Break,
+}
+
+const NULL: u8 = 0xf6;
+const UNDEFINED: u8 = 0xf7;
+const BREAK: u8 = 0xff;
+
+struct Lite<'de> {
+    b: &'de [u8],
+    pos: usize,
+}
+
+fn half_to_f32(h: u16) -> f32 {
+    let sign = ((h as u32) & 0x8000) << 16;
+    let exp = ((h >> 10) & 0x1f) as u32;
+    let man = (h & 0x3ff) as u32;
+    let v = match exp {
+        0 => man as f32 / 16_777_216.0, // 2^-24 per unit
+        31 => f32::from_bits(0x7f80_0000 | (man << 13)),
+        e => f32::from_bits(((e + 112) << 23) | (man << 13)),
+    };
+    f32::from_bits(v.to_bits() | sign)
+}
+
+impl<'de> Lite<'de> {
+    fn take(&mut self, n: usize) -> Result<&'de [u8]> {
+        let end = self.pos.checked_add(n).ok_or(LiteError)?;
+        let s = self.b.get(self.pos..end).ok_or(LiteError)?;
+        self.pos = end;
+        Ok(s)
+    }
+
+    fn byte(&mut self) -> Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn peek(&self) -> Option<u8> {
+        self.b.get(self.pos).copied()
+    }
+
+    fn head(&mut self) -> Result<Head> {
+        let ib = self.byte()?;
+        let (major, ai) = (ib >> 5, ib & 0x1f);
+        let arg = match ai {
+            0..=23 => Some(ai as u64),
+            24 => Some(self.byte()? as u64),
+            25 => Some(u16::from_be_bytes(self.take(2)?.try_into().map_err(|_| LiteError)?) as u64),
+            26 => Some(u32::from_be_bytes(self.take(4)?.try_into().map_err(|_| LiteError)?) as u64),
+            27 => Some(u64::from_be_bytes(
+                self.take(8)?.try_into().map_err(|_| LiteError)?,
+            )),
+            31 => None,
+            _ => return Err(LiteError),
+        };
+        Ok(match (major, arg) {
+            (0, Some(n)) => Head::Uint(n),
+            (1, Some(n)) => Head::Nint(n),
+            (2, len) => Head::Bytes(len),
+            (3, len) => Head::Text(len),
+            (4, len) => Head::Array(len),
+            (5, len) => Head::Map(len),
+            (6, Some(_)) => Head::Tag,
+            (7, None) => Head::Break,
+            (7, Some(n)) => match ai {
+                25 => Head::Float(half_to_f32(n as u16) as f64),
+                26 => Head::Float(f32::from_bits(n as u32) as f64),
+                27 => Head::Float(f64::from_bits(n)),
+                _ => Head::Simple(n as u8),
+            },
+            _ => return Err(LiteError),
+        })
+    }
+
+    /// A byte or text string's content: borrowed if definite, chunks joined if not.
+    fn string(&mut self, len: Option<u64>) -> Result<Cow<'de, [u8]>> {
+        match len {
+            Some(n) => Ok(Cow::Borrowed(
+                self.take(usize::try_from(n).map_err(|_| LiteError)?)?,
+            )),
+            None => {
+                let mut out = Vec::new();
+                loop {
+                    match self.head()? {
+                        Head::Break => return Ok(Cow::Owned(out)),
+                        Head::Bytes(Some(n)) | Head::Text(Some(n)) => out.extend_from_slice(
+                            self.take(usize::try_from(n).map_err(|_| LiteError)?)?,
+                        ),
+                        _ => return Err(LiteError),
+                    }
+                }
+            }
+        }
+    }
+
+    /// After a container with `left` items to go (`None`: indefinite, break not seen).
+    fn finish(&mut self, left: Option<u64>) -> Result<()> {
+        match left {
+            Some(0) => Ok(()),
+            None if self.peek() == Some(BREAK) => {
+                self.pos += 1;
+                Ok(())
+            }
+            _ => Err(LiteError),
+        }
+    }
+}
+
+fn text(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>> {
+    match b {
+        Cow::Borrowed(b) => core::str::from_utf8(b)
+            .map(Cow::Borrowed)
+            .map_err(|_| LiteError),
+        Cow::Owned(b) => alloc::string::String::from_utf8(b)
+            .map(Cow::Owned)
+            .map_err(|_| LiteError),
+    }
+}
+
+impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
+    type Error = LiteError;
+
+    fn deserialize_any<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        match self.head()? {
+            Head::Uint(n) => v.visit_u64(n),
+            Head::Nint(n) => match i64::try_from(n) {
+                Ok(n) => v.visit_i64(-1 - n),
+                Err(_) => v.visit_i128(-1 - n as i128),
+            },
+            Head::Bytes(len) => match self.string(len)? {
+                Cow::Borrowed(b) => v.visit_borrowed_bytes(b),
+                Cow::Owned(b) => v.visit_byte_buf(b),
+            },
+            Head::Text(len) => match text(self.string(len)?)? {
+                Cow::Borrowed(s) => v.visit_borrowed_str(s),
+                Cow::Owned(s) => v.visit_string(s),
+            },
+            Head::Array(len) => {
+                let mut access = Access {
+                    de: self,
+                    left: len,
+                };
+                let value = v.visit_seq(&mut access)?;
+                let left = access.left;
+                self.finish(left)?;
+                Ok(value)
+            }
+            Head::Map(len) => {
+                let mut access = Access {
+                    de: self,
+                    left: len,
+                };
+                let value = v.visit_map(&mut access)?;
+                let left = access.left;
+                self.finish(left)?;
+                Ok(value)
+            }
+            Head::Tag => self.deserialize_any(v),
+            Head::Simple(20) => v.visit_bool(false),
+            Head::Simple(21) => v.visit_bool(true),
+            Head::Simple(22) | Head::Simple(23) => v.visit_none(),
+            Head::Float(f) => v.visit_f64(f),
+            Head::Simple(_) | Head::Break => Err(LiteError),
+        }
+    }
+
+    fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        match self.peek() {
+            Some(NULL) | Some(UNDEFINED) => {
+                self.pos += 1;
+                v.visit_none()
+            }
+            _ => v.visit_some(self),
+        }
+    }
+
+    fn deserialize_unit<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        match self.head()? {
+            Head::Simple(22) | Head::Simple(23) => v.visit_unit(),
+            _ => Err(LiteError),
+        }
+    }
+
+    fn deserialize_unit_struct<V: Visitor<'de>>(self, _: &'static str, v: V) -> Result<V::Value> {
+        self.deserialize_unit(v)
+    }
+
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        v: V,
+    ) -> Result<V::Value> {
+        v.visit_newtype_struct(self)
+    }
+
+    fn deserialize_enum<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
+        match self.head()? {
+            // A unit variant: its name.
+            Head::Text(len) => match text(self.string(len)?)? {
+                Cow::Borrowed(s) => {
+                    v.visit_enum(IntoDeserializer::<LiteError>::into_deserializer(s))
+                }
+                Cow::Owned(s) => v.visit_enum(IntoDeserializer::<LiteError>::into_deserializer(s)),
+            },
+            // Any other: `{name: content}`.
+            Head::Map(len @ (Some(1) | None)) => {
+                let value = v.visit_enum(Enum { de: self })?;
+                self.finish(len.map(|_| 0))?;
+                Ok(value)
+            }
+            _ => Err(LiteError),
+        }
+    }
+
+    fn is_human_readable(&self) -> bool {
+        false
+    }
+
+    serde::forward_to_deserialize_any! {
+        bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
+        byte_buf seq tuple tuple_struct map struct identifier ignored_any
+    }
+}
+
+/// The items of an array or the pairs of a map.
+struct Access<'a, 'de> {
+    de: &'a mut Lite<'de>,
+    left: Option<u64>,
+}
+
+impl Access<'_, '_> {
+    /// Whether another item follows (counting it).
+    fn more(&mut self) -> bool {
+        match self.left {
+            Some(0) => false,
+            Some(n) => {
+                self.left = Some(n - 1);
+                true
+            }
+            None => self.de.peek() != Some(BREAK),
+        }
+    }
+}
+
+impl<'de> de::SeqAccess<'de> for Access<'_, 'de> {
+    type Error = LiteError;
+
+    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>> {
+        if !self.more() {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.de).map(Some)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        // The scan proved every item is there (one byte at least each).
+        self.left.map(|n| n as usize)
+    }
+}
+
+impl<'de> de::MapAccess<'de> for Access<'_, 'de> {
+    type Error = LiteError;
+
+    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>> {
+        if !self.more() {
+            return Ok(None);
+        }
+        seed.deserialize(&mut *self.de).map(Some)
+    }
+
+    fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value> {
+        seed.deserialize(&mut *self.de)
+    }
+
+    fn size_hint(&self) -> Option<usize> {
+        self.left.map(|n| n as usize)
+    }
+}
+
+/// An enum as `{name: content}`.
+struct Enum<'a, 'de> {
+    de: &'a mut Lite<'de>,
+}
+
+impl<'de> de::EnumAccess<'de> for Enum<'_, 'de> {
+    type Error = LiteError;
+    type Variant = Self;
+
+    fn variant_seed<V: DeserializeSeed<'de>>(self, seed: V) -> Result<(V::Value, Self)> {
+        let name = seed.deserialize(&mut *self.de)?;
+        Ok((name, self))
+    }
+}
+
+impl<'de> de::VariantAccess<'de> for Enum<'_, 'de> {
+    type Error = LiteError;
+
+    fn unit_variant(self) -> Result<()> {
+        <de::IgnoredAny as de::Deserialize>::deserialize(&mut *self.de).map(|_| ())
+    }
+
+    fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value> {
+        seed.deserialize(&mut *self.de)
+    }
+
+    fn tuple_variant<V: Visitor<'de>>(self, _: usize, v: V) -> Result<V::Value> {
+        de::Deserializer::deserialize_any(&mut *self.de, v)
+    }
+
+    fn struct_variant<V: Visitor<'de>>(self, _: &'static [&'static str], v: V) -> Result<V::Value> {
+        de::Deserializer::deserialize_any(&mut *self.de, v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::{
+        encode, Acks, CheckIn, CheckInReply, DeviceReadings, Directive, DownlinkResponse,
+        NodeHealth, NodeRole, ProduceResponse, Record,
+    };
+    use alloc::string::String;
+    use alloc::vec;
+
+    fn same<T>(value: T)
+    where
+        T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        let bytes = encode(&value).unwrap();
+        let ours: T = from_slice(&bytes).unwrap();
+        let theirs: T = ciborium::from_reader(&bytes[..]).unwrap();
+        assert_eq!(ours, value);
+        assert_eq!(theirs, value);
+    }
+
+    #[test]
+    fn decodes_what_ciborium_decodes() {
+        for directive in [
+            Directive::SleepUntil {
+                at_ms: 1_700_000_000_123,
+            },
+            Directive::StayAwake,
+            Directive::WakeNow,
+            Directive::Rejoin,
+        ] {
+            same(directive);
+            same(CheckInReply {
+                pehredar: Some(String::from("broker-1")),
+                pehredar_addr: Some(String::from("127.0.0.1:5683")),
+                term: None,
+                gateway_ms: Some(u64::MAX),
+                directive,
+                pending: 3,
+            });
+        }
+        let record = Record {
+            key: Some(b"qemu-1".to_vec()),
+            value: b"hello".to_vec(),
+            timestamp_ms: 42,
+            headers: vec![],
+        };
+        same(DownlinkResponse {
+            records: vec![(7, record.clone()), (8, record.clone())],
+            next: 9,
+            pending: 0,
+        });
+        same(DeviceReadings {
+            topic: String::from("readings"),
+            acks: Acks::All,
+            records: vec![record],
+            first_seq: Some(1),
+            incarnation: 5,
+        });
+        same(ProduceResponse {
+            base_offset: 1,
+            record_count: 2,
+            leader_epoch: 3,
+        });
+        same(CheckIn {
+            node: String::from("qemu-1"),
+            role: NodeRole::Dormant,
+            mains_powered: false,
+            next_alarm_ms: None,
+            traffic_waiting: true,
+            health: Some(NodeHealth::default()),
+        });
+        same((-1i64, i64::MIN, 1.5f64, 0.25f32, vec![true, false], ()));
+    }
+
+    #[test]
+    fn refuses_what_does_not_fit() {
+        let bytes = encode(&ProduceResponse {
+            base_offset: 1,
+            record_count: 2,
+            leader_epoch: 3,
+        })
+        .unwrap();
+        assert!(from_slice::<CheckInReply>(&bytes).is_err());
+        assert!(from_slice::<u8>(&encode(&300u32).unwrap()).is_err());
+        assert!(from_slice::<String>(&[0x62, b'a']).is_err());
+        // Indefinite-length strings and arrays, a half float.
+        assert_eq!(
+            from_slice::<String>(&[0x7f, 0x61, b'a', 0x61, b'b', 0xff]),
+            Ok("ab".into())
+        );
+        assert_eq!(from_slice::<Vec<u8>>(&[0x9f, 1, 2, 0xff]), Ok(vec![1, 2]));
+        assert_eq!(from_slice::<f64>(&[0xf9, 0x3e, 0x00]), Ok(1.5));
+    }
+}
