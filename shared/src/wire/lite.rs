@@ -491,4 +491,42 @@ mod tests {
         assert_eq!(from_slice::<Vec<u8>>(&[0x9f, 1, 2, 0xff]), Ok(vec![1, 2]));
         assert_eq!(from_slice::<f64>(&[0xf9, 0x3e, 0x00]), Ok(1.5));
     }
+
+    proptest::proptest! {
+        /// Random bytes that pass the input check, and mutated real messages: the
+        /// decoder never panics, and where ciborium decodes a message so does it, to
+        /// the same value.
+        #[test]
+        fn agrees_with_ciborium_on_hostile_input(
+            random in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            flips in proptest::collection::vec((0usize..200, proptest::prelude::any::<u8>()), 0..4),
+        ) {
+            let reply = encode(&CheckInReply {
+                pehredar: Some(String::from("broker-1")),
+                pehredar_addr: Some(String::from("127.0.0.1:5683")),
+                term: None,
+                gateway_ms: Some(1_700_000_000_000),
+                directive: Directive::SleepUntil { at_ms: 5 },
+                pending: 3,
+            })
+            .unwrap();
+            let mut mutated = reply.clone();
+            for (at, byte) in flips {
+                let n = mutated.len();
+                mutated[at % n] = byte;
+            }
+            for bytes in [random, mutated] {
+                if crate::wire::scan::check(&bytes).is_err() {
+                    continue;
+                }
+                let ours = from_slice::<CheckInReply>(&bytes).ok();
+                let theirs = ciborium::from_reader::<CheckInReply, _>(&bytes[..]).ok();
+                if let Some(theirs) = theirs {
+                    proptest::prop_assert_eq!(ours, Some(theirs));
+                }
+                let _ = from_slice::<DownlinkResponse>(&bytes);
+                let _ = from_slice::<(i64, f64, Vec<bool>)>(&bytes);
+            }
+        }
+    }
 }
