@@ -9,7 +9,7 @@ use clap::Args;
 use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS};
 use pehra_device_fw::hal::NoRadio;
 use pehra_device_fw::{
-    Clock, Device, Parts, Persisted, Rng, Sensor, SetInterval, Settings, Storage, UdpSocket,
+    Clock, Device, Parts, Persisted, SeededRng, Sensor, SetInterval, Settings, Storage, UdpSocket,
 };
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::device::DeviceConfig;
@@ -137,7 +137,7 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
         let slots = slots.clone();
         let start_ms = interval_ms * i as u64 / args.count.max(1) as u64;
         tokio::task::spawn_local(async move {
-            let mut rng = SeedRng(seed(i as u64));
+            let mut rng = SeededRng::from_u64(seed(i as u64));
             let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
             TokioClock { base }.sleep_until(start_ms).await;
             loop {
@@ -303,22 +303,6 @@ impl Storage for FileStorage {
         let tmp = self.0.with_extension("tmp");
         std::fs::write(&tmp, persisted.encode())?;
         std::fs::rename(&tmp, &self.0)
-    }
-}
-
-/// splitmix64: enough to seed the CoAP engine's IDs and tokens.
-struct SeedRng(u64);
-
-impl Rng for SeedRng {
-    fn fill_bytes(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
     }
 }
 

@@ -39,6 +39,31 @@ pub trait Rng {
     fn fill_bytes(&mut self, buf: &mut [u8]);
 }
 
+/// A `rand` generator as the device's [`Rng`]: [`SeededRng::new`] expands a seed (from a
+/// hardware source, or the boot's timing where there is none) with the same ChaCha
+/// generator the CoAP engine uses, so it costs a firmware no extra code.
+pub struct SeededRng(rand::rngs::StdRng);
+
+impl SeededRng {
+    /// A generator expanded from `seed`.
+    pub fn new(seed: [u8; 32]) -> Self {
+        use rand::SeedableRng;
+        SeededRng(rand::rngs::StdRng::from_seed(seed))
+    }
+
+    /// A generator expanded from a 64-bit seed.
+    pub fn from_u64(seed: u64) -> Self {
+        use rand::SeedableRng;
+        SeededRng(rand::rngs::StdRng::seed_from_u64(seed))
+    }
+}
+
+impl Rng for SeededRng {
+    fn fill_bytes(&mut self, buf: &mut [u8]) {
+        rand::Rng::fill_bytes(&mut self.0, buf)
+    }
+}
+
 /// The device's sensor.
 pub trait Sensor {
     /// What can go wrong.

@@ -44,5 +44,5 @@ pub mod node;
 
 pub use client::{ClientError, CoapClient};
 pub use energy::{Board, Meter, PowerState, StateTimes};
-pub use hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSocket};
+pub use hal::{Clock, Persisted, Radio, RadioMode, Rng, SeededRng, Sensor, Storage, UdpSocket};
 pub use node::{Application, CycleReport, Device, DeviceStats, Parts, SetInterval, Settings};

@@ -15,7 +15,7 @@ use critical_section::Mutex;
 use embassy_net::udp::{RecvError, SendError};
 use embassy_net::{IpAddress, IpEndpoint};
 use embassy_time::{with_deadline, Instant};
-use pehra_device_fw::{Application, Persisted, Rng, Sensor, SetInterval, Settings, Storage};
+use pehra_device_fw::{Application, Persisted, Sensor, SetInterval, Settings, Storage};
 use pehra_shared::wire::Record;
 
 /// The host's loopback as QEMU's user network shows it to the guest.
@@ -103,31 +103,6 @@ impl Storage for RamStorage {
     async fn save(&mut self, persisted: &Persisted) -> Result<(), Infallible> {
         critical_section::with(|cs| *STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
         Ok(())
-    }
-}
-
-/// SplitMix64 from the boot seed (MAC and SysTick phase; no TRNG under QEMU).
-pub struct SeedRng(u64);
-
-impl SeedRng {
-    /// Seeded from the first 8 bytes of `seed`.
-    pub fn new(seed: &[u8; 32]) -> Self {
-        SeedRng(u64::from_le_bytes([
-            seed[0], seed[1], seed[2], seed[3], seed[4], seed[5], seed[6], seed[7],
-        ]))
-    }
-}
-
-impl Rng for SeedRng {
-    fn fill_bytes(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^= z >> 31;
-            chunk.copy_from_slice(&z.to_le_bytes()[..chunk.len()]);
-        }
     }
 }
 

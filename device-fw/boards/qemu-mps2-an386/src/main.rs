@@ -324,7 +324,8 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         app: board::PrintingApp,
     };
     let config = DeviceConfig::new(NAME, alloc::vec![gateway], alarm_ms);
-    let mut rng = board::SeedRng::new(&seed);
+    // No TRNG under QEMU: the boot seed (MAC and SysTick phase), expanded.
+    let mut rng = pehra_device_fw::SeededRng::new(seed);
     let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
     hprintln!(
         "pehra-fw: node {} via {}:{}, alarm {} s, readings to topic readings (acks {})",
