@@ -137,9 +137,11 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
         let slots = slots.clone();
         let start_ms = interval_ms * i as u64 / args.count.max(1) as u64;
         tokio::task::spawn_local(async move {
+            // Staggered starts: a device boots at its start time, so the wait before it
+            // is not counted as awake time by its energy meter.
+            TokioClock { base }.sleep_until(start_ms).await;
             let mut rng = SeededRng::from_u64(seed(i as u64));
             let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
-            TokioClock { base }.sleep_until(start_ms).await;
             loop {
                 slots.borrow_mut()[i as usize].awake = true;
                 let report = device.run_cycle().await;
