@@ -6,7 +6,7 @@ use pehra_shared::api::response_error;
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraState};
-use pehra_zookeeper::cluster::{pehra_node_path, PEHRA_ADMIN, PEHRA_NODES, PEHRA_STATE};
+use pehra_zookeeper::cluster::{PEHRA_ADMIN, PEHRA_STATE};
 use pehra_zookeeper::{Client, ClientOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -106,7 +106,7 @@ async fn status(zookeeper: SocketAddr) -> Result<ExitCode> {
     let client = Client::without_session(zookeeper, ClientOptions::default().coap)
         .await
         .context("opening a zookeeper client")?;
-    let state = read::<PehraState>(&client, PEHRA_STATE)
+    let state = pehra_zookeeper::cluster::pehra_state(&client)
         .await
         .with_context(|| format!("reading {PEHRA_STATE} from the zookeeper at {zookeeper}"))?;
     let admin = read::<AdminSwitch>(&client, PEHRA_ADMIN).await?;
@@ -246,19 +246,7 @@ async fn read<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> Re
 
 /// Every node's status, by name.
 pub(crate) async fn read_nodes(client: &Client) -> Result<Vec<NodeStatus>> {
-    let names = match client.get_children(PEHRA_NODES).await {
-        Ok((names, _)) => names,
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(Vec::new()),
-        Err(e) => return Err(e.into()),
-    };
-    let mut nodes = Vec::new();
-    for name in names {
-        if let Some(status) = read::<NodeStatus>(client, &pehra_node_path(&name)).await? {
-            nodes.push(status);
-        }
-    }
-    nodes.sort_by(|a, b| a.node.cmp(&b.node));
-    Ok(nodes)
+    Ok(pehra_zookeeper::cluster::pehra_statuses(client).await?)
 }
 
 fn unix_ms() -> u64 {

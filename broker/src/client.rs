@@ -7,8 +7,7 @@ use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
 use pehra_shared::wire::{
     self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, NodeRole,
-    NodeStatus, PartitionMetadata, PehraState, ProduceRequest, ProduceResponse, Record,
-    RecordBatch, TopicConfig,
+    PartitionMetadata, ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
 };
 use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
@@ -196,32 +195,19 @@ impl Metadata {
 /// The broker in office as Pehredar and the dormant brokers, from `/pehra` (nothing
 /// when PEHRA has not started).
 async fn pehra_route(zk: &Client) -> Result<(Option<u32>, BTreeSet<u32>), ZkError> {
-    let broker_id = |node: &str| node.strip_prefix("broker-").and_then(|id| id.parse().ok());
-    let pehredar = match zk.get_data(cluster::PEHRA_STATE).await {
-        Ok((data, _)) => wire::decode::<PehraState>(&data)
-            .ok()
-            .and_then(|s| s.term)
-            .and_then(|t| broker_id(&t.pehredar)),
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => None,
-        Err(e) => return Err(e),
-    };
-    let mut dormant = BTreeSet::new();
+    let pehredar = cluster::pehra_state(zk)
+        .await?
+        .and_then(|s| s.term)
+        .and_then(|t| cluster::broker_id_of(&t.pehredar));
     if pehredar.is_none() {
-        return Ok((None, dormant));
+        return Ok((None, BTreeSet::new()));
     }
-    let names = match zk.get_children(cluster::PEHRA_NODES).await {
-        Ok((names, _)) => names,
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Vec::new(),
-        Err(e) => return Err(e),
-    };
-    for name in names {
-        let Some(id) = broker_id(&name) else { continue };
-        if let Ok((data, _)) = zk.get_data(&cluster::pehra_node_path(&name)).await {
-            if wire::decode::<NodeStatus>(&data).is_ok_and(|s| s.role == NodeRole::Dormant) {
-                dormant.insert(id);
-            }
-        }
-    }
+    let dormant = cluster::pehra_statuses(zk)
+        .await?
+        .iter()
+        .filter(|s| s.role == NodeRole::Dormant)
+        .filter_map(|s| cluster::broker_id_of(&s.node))
+        .collect();
     Ok((pehredar, dormant))
 }
 

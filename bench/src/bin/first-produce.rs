@@ -11,8 +11,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pehra_broker::client::ClusterClient;
-use pehra_shared::wire::{self, Acks, NodeRole, NodeStatus, PehraState, Record};
-use pehra_zookeeper::cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE};
+use pehra_shared::wire::{Acks, NodeRole, Record};
+use pehra_zookeeper::cluster;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
@@ -103,23 +103,17 @@ async fn wait_asleep(client: &ClusterClient, limit: Duration) -> Result<String> 
     let zk = client.zookeeper();
     let deadline = Instant::now() + limit;
     loop {
-        if let Ok((data, _)) = zk.get_data(PEHRA_STATE).await {
-            let state: PehraState = wire::decode(&data)?;
-            if let (Some(term), None) = (&state.term, &state.next) {
-                let (names, _) = zk.get_children(PEHRA_NODES).await?;
-                let mut all = true;
-                for name in names {
-                    let Ok((data, _)) = zk.get_data(&pehra_node_path(&name)).await else {
-                        continue;
-                    };
-                    let status: NodeStatus = wire::decode(&data)?;
-                    all &= match status.role {
-                        NodeRole::Pehredar => status.node == term.pehredar,
+        if let Some(state) = cluster::pehra_state(zk).await? {
+            if let (Some(term), None, false) = (&state.term, &state.next, state.traffic_awake) {
+                let asleep = cluster::pehra_statuses(zk)
+                    .await?
+                    .iter()
+                    .all(|s| match s.role {
+                        NodeRole::Pehredar => s.node == term.pehredar,
                         NodeRole::Dormant | NodeRole::OptedOut => true,
-                        NodeRole::Awake => status.stay_awake,
-                    };
-                }
-                if all && !state.traffic_awake {
+                        NodeRole::Awake => s.stay_awake,
+                    });
+                if asleep {
                     return Ok(term.pehredar.clone());
                 }
             }

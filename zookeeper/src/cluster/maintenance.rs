@@ -248,32 +248,16 @@ async fn hand_over_office(
 
 /// The names of the candidates whose PEHRA status exists.
 async fn candidates_alive(client: &Client) -> Result<Vec<String>, ZkError> {
-    let names = match client.get_children(super::PEHRA_NODES).await {
-        Ok((names, _)) => names,
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(Vec::new()),
-        Err(e) => return Err(e),
-    };
-    let mut alive = Vec::new();
-    for name in names {
-        match client.get_data(&super::pehra_node_path(&name)).await {
-            Ok((data, _)) => {
-                if wire::decode::<wire::NodeStatus>(&data).is_ok_and(|s| s.candidate) {
-                    alive.push(name);
-                }
-            }
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(alive)
+    let statuses = super::pehra_statuses(client).await?;
+    Ok(statuses
+        .into_iter()
+        .filter(|s| s.candidate)
+        .map(|s| s.node)
+        .collect())
 }
 
 async fn read_state(client: &Client) -> Result<Option<PehraState>, ZkError> {
-    match client.get_data(PEHRA_STATE).await {
-        Ok((data, _)) => Ok(wire::decode(&data).ok()),
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
-        Err(e) => Err(e),
-    }
+    super::pehra_state(client).await
 }
 
 async fn write_order(client: &Client, node: &str, order: &Maintenance) -> Result<(), ZkError> {

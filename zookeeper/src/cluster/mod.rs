@@ -71,6 +71,44 @@ pub fn broker_node_name(id: u32) -> String {
     format!("broker-{id}")
 }
 
+/// The broker id of a PEHRA node name (`broker-{id}`), if it is a broker's.
+pub fn broker_id_of(node: &str) -> Option<u32> {
+    node.strip_prefix("broker-")?.parse().ok()
+}
+
+/// The cluster's PEHRA state, if the coordinator has written it.
+pub async fn pehra_state(client: &Client) -> Result<Option<wire::PehraState>, ZkError> {
+    match client.get_data(PEHRA_STATE).await {
+        Ok((data, _)) => Ok(wire::decode(&data).ok()),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Every node's PEHRA status, sorted by name (none before PEHRA started); statuses that
+/// go meanwhile or do not decode are skipped.
+pub async fn pehra_statuses(client: &Client) -> Result<Vec<wire::NodeStatus>, ZkError> {
+    let names = match client.get_children(PEHRA_NODES).await {
+        Ok((names, _)) => names,
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(Vec::new()),
+        Err(e) => return Err(e),
+    };
+    let mut statuses = Vec::new();
+    for name in names {
+        match client.get_data(&pehra_node_path(&name)).await {
+            Ok((data, _)) => {
+                if let Ok(status) = wire::decode::<wire::NodeStatus>(&data) {
+                    statuses.push(status);
+                }
+            }
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    statuses.sort_by(|a, b| a.node.cmp(&b.node));
+    Ok(statuses)
+}
+
 /// A node's PEHRA status znode.
 pub fn pehra_node_path(node: &str) -> String {
     format!("{PEHRA_NODES}/{node}")
