@@ -80,10 +80,26 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("pehra: {e:#}");
+            eprintln!("pehra: {}", error_chain(&e));
             std::process::ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, joined by ": ". A cause is left out where the message
+/// before it already ends with it: the library errors name their source in their own
+/// message too (they are also shown alone, to peers), and `{:#}` would say it twice.
+fn error_chain(error: &anyhow::Error) -> String {
+    let mut text = String::new();
+    for cause in error.chain() {
+        let cause = cause.to_string();
+        if text.is_empty() {
+            text = cause;
+        } else if !text.ends_with(&cause) {
+            text = format!("{text}: {cause}");
+        }
+    }
+    text
 }
 
 /// Resolves on Ctrl-C or SIGTERM.
@@ -93,5 +109,28 @@ pub(crate) async fn shutdown_signal() {
     tokio::select! {
         _ = tokio::signal::ctrl_c() => {}
         _ = term.recv() => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::error_chain;
+    use anyhow::Context;
+    use pehra_broker::BrokerError;
+
+    #[test]
+    fn a_cause_already_in_the_message_is_said_once() {
+        let source = std::io::Error::new(std::io::ErrorKind::AddrInUse, "address in use");
+        let bind = BrokerError::Bind {
+            addr: "127.0.0.1:9".parse().unwrap(),
+            source,
+        };
+        let error = Err::<(), _>(bind).context("starting broker 1").unwrap_err();
+        assert_eq!(
+            error_chain(&error),
+            "starting broker 1: cannot listen on 127.0.0.1:9: address in use"
+        );
+        let error = anyhow::anyhow!("disk full").context("writing");
+        assert_eq!(error_chain(&error), "writing: disk full");
     }
 }

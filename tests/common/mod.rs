@@ -6,16 +6,31 @@ use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::mpsc;
 use std::time::Duration;
 
-/// A UDP port free on loopback right now.
+/// A UDP port free on loopback right now, taken from below the kernel's ephemeral range
+/// (32768–60999 by default) so that no socket bound to port 0 (by this test, or by a
+/// process it started) can take it before the server it is meant for binds it, or
+/// between a crash and a restart on the same address. Every call in one test process
+/// returns a different port.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    let start = std::process::id().wrapping_mul(211);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < COUNT,
+            "no free loopback UDP port left below the ephemeral range"
+        );
+        let port = (FIRST + start.wrapping_add(n) % COUNT) as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// A fresh directory under the system temp dir, removed on drop.
@@ -109,7 +124,8 @@ impl Drop for Zookeeper {
 }
 
 /// Starts `pehra ARGS` and waits (up to 20 s) until its stderr shows `ready`; returns the
-/// child and that line. The rest of its stderr is drained in the background.
+/// child and that line. The rest of its stderr is drained in the background. If the
+/// process exits first, the panic says how and shows the end of its stderr.
 pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
         .args(args)
@@ -120,14 +136,33 @@ pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
+        let mut tail: Vec<String> = Vec::new();
+        let mut is_ready = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains(ready) {
-                let _ = tx.send(line);
+            if is_ready {
+                continue;
             }
+            if line.contains(ready) {
+                is_ready = true;
+                let _ = tx.send(Ok(line));
+            } else {
+                if tail.len() == 20 {
+                    tail.remove(0);
+                }
+                tail.push(line);
+            }
+        }
+        // Stderr closed before `ready`: the process has exited; pass on what it said.
+        if !is_ready {
+            let _ = tx.send(Err(tail.join("\n")));
         }
     });
     match rx.recv_timeout(Duration::from_secs(20)) {
-        Ok(line) => (child, line),
+        Ok(Ok(line)) => (child, line),
+        Ok(Err(stderr)) => {
+            let status = wait_bounded(child, Duration::from_secs(5)).map(|out| out.status);
+            panic!("pehra {args:?} exited before it was ready ({status:?}); its stderr ended:\n{stderr}");
+        }
         Err(_) => {
             let _ = child.kill();
             panic!("pehra {args:?} did not start within 20 s");

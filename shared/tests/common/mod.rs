@@ -3,6 +3,7 @@
 
 use pehra_shared::coap::{link_format::Link, Code, Config, Method, Response};
 use pehra_shared::driver::{Endpoint, Handle, Router};
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -155,13 +156,23 @@ impl Drop for Child {
     }
 }
 
-/// A UDP port free on loopback right now.
+/// A UDP port free on loopback right now, from below the kernel's ephemeral range
+/// (32768–60999 by default) so that no socket bound to port 0 can take it before the
+/// server meant for it binds it; every call in one test process returns a different port.
 pub fn free_udp_port() -> u16 {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let start = std::process::id().wrapping_mul(211);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        assert!(
+            n < 22_000,
+            "no free loopback UDP port left below the ephemeral range"
+        );
+        let port = (10_000 + start.wrapping_add(n) % 22_000) as u16;
+        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
 }
 
 /// Runs a command to completion within `limit`, returning its output; kills it if late.
