@@ -105,6 +105,7 @@ struct Slot {
 
 async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) -> Result<ExitCode> {
     let base = tokio::time::Instant::now();
+    let clock = TokioClock::start();
     let slots = Rc::new(RefCell::new(vec![Slot::default(); args.count as usize]));
     let interval_ms = args.interval.max(1) * 1000;
     for i in 0..args.count {
@@ -127,8 +128,8 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
             ..Config::default()
         };
         let parts = Parts {
-            udp: TokioUdp { socket, base },
-            clock: TokioClock { base },
+            udp: TokioUdp { socket, clock },
+            clock,
             sensor: Thermometer { seed: i as u64 },
             storage: FileStorage(args.data_dir.join(format!("{name}.state"))),
             radio: NoRadio,
@@ -139,7 +140,8 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
         tokio::task::spawn_local(async move {
             // Staggered starts: a device boots at its start time, so the wait before it
             // is not counted as awake time by its energy meter.
-            TokioClock { base }.sleep_until(start_ms).await;
+            let mut wait = clock;
+            wait.sleep_until(clock.base_ms + start_ms).await;
             let mut rng = SeededRng::from_u64(seed(i as u64));
             let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
             loop {
@@ -233,7 +235,7 @@ fn energy_report(slots: &[Slot]) -> String {
 
 struct TokioUdp {
     socket: tokio::net::UdpSocket,
-    base: tokio::time::Instant,
+    clock: TokioClock,
 }
 
 impl UdpSocket for TokioUdp {
@@ -248,7 +250,7 @@ impl UdpSocket for TokioUdp {
         buf: &mut [u8],
         deadline_ms: u64,
     ) -> std::io::Result<Option<(usize, SocketAddr)>> {
-        let at = self.base + Duration::from_millis(deadline_ms);
+        let at = self.clock.instant(deadline_ms);
         match tokio::time::timeout_at(at, self.socket.recv_from(buf)).await {
             Ok(r) => r.map(Some),
             Err(_) => Ok(None),
@@ -256,18 +258,40 @@ impl UdpSocket for TokioUdp {
     }
 }
 
+/// The simulated devices' clock on tokio's timer: ms since the Unix epoch, so that it
+/// runs on from one run of `device-sim` to the next as a device's clock runs on through
+/// deep sleep (the state files keep clock offsets and schedules).
 #[derive(Clone, Copy)]
 struct TokioClock {
     base: tokio::time::Instant,
+    base_ms: u64,
+}
+
+impl TokioClock {
+    fn start() -> Self {
+        let base_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        TokioClock {
+            base: tokio::time::Instant::now(),
+            base_ms,
+        }
+    }
+
+    /// The instant at clock time `ms`.
+    fn instant(&self, ms: u64) -> tokio::time::Instant {
+        self.base + Duration::from_millis(ms.saturating_sub(self.base_ms))
+    }
 }
 
 impl Clock for TokioClock {
     fn now_ms(&self) -> u64 {
-        self.base.elapsed().as_millis() as u64
+        self.base_ms + self.base.elapsed().as_millis() as u64
     }
 
     async fn sleep_until(&mut self, at_ms: u64) {
-        tokio::time::sleep_until(self.base + Duration::from_millis(at_ms)).await
+        tokio::time::sleep_until(self.instant(at_ms)).await
     }
 }
 

@@ -1,9 +1,14 @@
 //! What the firmware needs of a board. Implemented with embassy on a device and with
 //! tokio (or fakes in virtual time) on a host.
 
+use alloc::string::String;
 use alloc::vec::Vec;
-use core::fmt::{Debug, Write as _};
+use core::fmt::Debug;
 use core::net::SocketAddr;
+
+use pehra_shared::pehra::device::NodeMemory;
+use pehra_shared::wire::{self, Record};
+use serde::{Deserialize, Serialize};
 
 /// A UDP socket bound to the device's address.
 pub trait UdpSocket {
@@ -20,10 +25,23 @@ pub trait UdpSocket {
         buf: &mut [u8],
         deadline_ms: u64,
     ) -> Result<Option<(usize, SocketAddr)>, Self::Error>;
+
+    /// Waits until every datagram given to [`Self::send_to`] has left the device, or
+    /// until `deadline_ms`. A network stack that queues datagrams and sends them from
+    /// its own task (embassy-net) must wait here: the node loop calls it before the
+    /// device sleeps, which would otherwise lose what was sent without waiting for an
+    /// answer (readings with acks 0). The default returns at once (a socket that hands
+    /// each datagram to the network before `send_to` returns).
+    async fn flush(&mut self, deadline_ms: u64) -> Result<(), Self::Error> {
+        let _ = deadline_ms;
+        Ok(())
+    }
 }
 
-/// A monotonic clock in milliseconds (since boot: only differences matter) that can
-/// sleep.
+/// A monotonic clock in milliseconds that can sleep. Only differences matter, but it must
+/// run on through deep sleep: a board whose timer starts again when a deep sleep resets
+/// it adds the time of a clock that does not (the RTC's), so that the clock offset and
+/// the schedule kept in [`Persisted`] stay right.
 pub trait Clock {
     /// Now.
     fn now_ms(&self) -> u64;
@@ -79,91 +97,72 @@ pub trait Sensor {
     }
 }
 
-/// What a device keeps across deep sleep and restarts.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+/// What a device keeps across deep sleep and restarts: who it is, its readings counter,
+/// the state machine's memory (schedule, clock offset, Pehredar, downlink offset) and
+/// the readings not yet acknowledged. Stored as CBOR ([`Persisted::encode`]), with
+/// the same codec as the wire, so a firmware carries no second format.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
 pub struct Persisted {
     /// The device's name.
-    pub name: heapless::String<32>,
-    /// The first downlink offset not processed yet.
-    pub downlink_from: Option<u64>,
+    pub name: String,
     /// Readings taken so far (the next reading's sequence number).
     pub readings_seq: u64,
     /// Chosen at random when the device starts without storage: with the name it makes
     /// the producer id of its readings, so a device whose storage was wiped (its
     /// sequence numbers start again) is a new producer, not a stale one.
     pub incarnation: u32,
-    /// The Pehredar's address as last learned (so the first check-in after a deep sleep
-    /// goes there).
-    pub pehredar: Option<SocketAddr>,
+    /// The PEHRA state machine's memory.
+    pub node: NodeMemory,
+    /// The readings not acknowledged yet, oldest first.
+    pub readings: Vec<Record>,
 }
 
-/// The largest encoded [`Persisted`].
-pub const PERSISTED_MAX: usize = 1 + 1 + 32 + 1 + 8 + 8 + 4 + 1 + 48;
+/// [`Persisted`]'s encoded form, borrowing (so that a tail of the readings can be
+/// encoded without copying them).
+#[derive(Serialize)]
+#[serde(rename = "Persisted")]
+struct PersistedRef<'a> {
+    name: &'a str,
+    readings_seq: u64,
+    incarnation: u32,
+    node: &'a NodeMemory,
+    readings: &'a [Record],
+}
 
 impl Persisted {
-    /// A small binary form: version 2, name length, name, flags, offsets, incarnation,
-    /// address text (version 1, without the incarnation, is still read).
-    pub fn encode(&self) -> heapless::Vec<u8, PERSISTED_MAX> {
-        let mut out = heapless::Vec::new();
-        let mut addr: heapless::String<48> = heapless::String::new();
-        if let Some(a) = self.pehredar {
-            // An address always fits in 48 bytes ("[ipv6%scope]:port" is at most 47).
-            let _ = write!(addr, "{a}");
+    fn encode_from(&self, first_reading: usize) -> Vec<u8> {
+        let view = PersistedRef {
+            name: &self.name,
+            readings_seq: self.readings_seq,
+            incarnation: self.incarnation,
+            node: &self.node,
+            readings: &self.readings[first_reading.min(self.readings.len())..],
+        };
+        // Encoding into a Vec fails only when memory does (which aborts anyway).
+        wire::encode(&view).unwrap_or_default()
+    }
+
+    /// The CBOR form.
+    pub fn encode(&self) -> Vec<u8> {
+        self.encode_from(0)
+    }
+
+    /// The CBOR form in at most `max_bytes`, leaving out the oldest readings if it must:
+    /// the bytes and how many readings were left out; `None` if even without readings
+    /// it does not fit.
+    pub fn encode_within(&self, max_bytes: usize) -> Option<(Vec<u8>, usize)> {
+        for left_out in 0..=self.readings.len() {
+            let bytes = self.encode_from(left_out);
+            if bytes.len() <= max_bytes {
+                return Some((bytes, left_out));
+            }
         }
-        let name = self.name.as_bytes();
-        let _ = out.push(2);
-        let _ = out.push(name.len() as u8);
-        let _ = out.extend_from_slice(name);
-        let _ = out.push(self.downlink_from.is_some() as u8);
-        let _ = out.extend_from_slice(&self.downlink_from.unwrap_or(0).to_be_bytes());
-        let _ = out.extend_from_slice(&self.readings_seq.to_be_bytes());
-        let _ = out.extend_from_slice(&self.incarnation.to_be_bytes());
-        let _ = out.push(addr.len() as u8);
-        let _ = out.extend_from_slice(addr.as_bytes());
-        out
+        None
     }
 
     /// Reads [`Self::encode`]'s form; `None` if it is not that (never panics).
     pub fn decode(bytes: &[u8]) -> Option<Persisted> {
-        let mut r = Reader(bytes);
-        let version = r.byte()?;
-        if version != 1 && version != 2 {
-            return None;
-        }
-        let n = r.byte()? as usize;
-        let name = core::str::from_utf8(r.take(n)?).ok()?;
-        let has_from = r.byte()? != 0;
-        let from = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
-        let seq = u64::from_be_bytes(r.take(8)?.try_into().ok()?);
-        let incarnation = match version {
-            1 => 0,
-            _ => u32::from_be_bytes(r.take(4)?.try_into().ok()?),
-        };
-        let n = r.byte()? as usize;
-        let addr = core::str::from_utf8(r.take(n)?).ok()?;
-        Some(Persisted {
-            name: heapless::String::try_from(name).ok()?,
-            downlink_from: has_from.then_some(from),
-            readings_seq: seq,
-            incarnation,
-            pehredar: addr.parse().ok(),
-        })
-    }
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, tail) = self.0.split_at(n);
-        self.0 = tail;
-        Some(head)
+        wire::decode(bytes).ok()
     }
 }
 
@@ -225,15 +224,34 @@ impl Clock for EmbassyClock {
 mod tests {
     use super::*;
 
-    #[test]
-    fn persisted_round_trips_and_garbage_is_refused() {
-        let p = Persisted {
-            name: heapless::String::try_from("dev-0001").unwrap(),
-            downlink_from: Some(42),
+    fn record(n: u8) -> Record {
+        Record {
+            key: Some(b"dev-0001".to_vec()),
+            value: alloc::vec![n; 20],
+            timestamp_ms: 1_700_000_000_000 + n as u64,
+            headers: Vec::new(),
+        }
+    }
+
+    fn persisted() -> Persisted {
+        Persisted {
+            name: "dev-0001".into(),
             readings_seq: 7,
             incarnation: 0xdead_beef,
-            pehredar: Some("127.0.0.1:5683".parse().unwrap()),
-        };
+            node: NodeMemory {
+                pehredar: Some("127.0.0.1:5683".parse().unwrap()),
+                clock_offset_ms: Some(1_699_999_000_000),
+                alarm_interval_ms: 30_000,
+                downlink_from: Some(42),
+                ..NodeMemory::default()
+            },
+            readings: (0..5).map(record).collect(),
+        }
+    }
+
+    #[test]
+    fn persisted_round_trips_and_garbage_is_refused() {
+        let p = persisted();
         assert_eq!(Persisted::decode(&p.encode()), Some(p.clone()));
         let q = Persisted::default();
         assert_eq!(Persisted::decode(&q.encode()), Some(q));
@@ -242,5 +260,25 @@ mod tests {
             assert_eq!(Persisted::decode(&bytes[..n]), None);
         }
         assert_eq!(Persisted::decode(&[2, 0]), None);
+        assert_eq!(Persisted::decode(b"garbage"), None);
+    }
+
+    #[test]
+    fn encode_within_leaves_out_the_oldest_readings_until_it_fits() {
+        let p = persisted();
+        let all = p.encode();
+        assert_eq!(p.encode_within(all.len()), Some((all.clone(), 0)));
+        let (bytes, left_out) = p.encode_within(all.len() - 1).unwrap();
+        assert_eq!(left_out, 1);
+        let kept = Persisted::decode(&bytes).unwrap();
+        assert_eq!(kept.readings, p.readings[1..]);
+        assert_eq!(kept.node, p.node);
+        let bare = Persisted {
+            readings: Vec::new(),
+            ..p.clone()
+        };
+        let (bytes, left_out) = p.encode_within(bare.encode().len()).unwrap();
+        assert_eq!((bytes, left_out), (bare.encode(), 5));
+        assert_eq!(p.encode_within(bare.encode().len() - 1), None);
     }
 }

@@ -21,6 +21,9 @@ use crate::hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSo
 /// The readings kept while no gateway answers (oldest dropped first, counted).
 pub const READINGS_CAPACITY: usize = 64;
 
+/// The longest a cycle waits for its last datagrams to leave the device, ms.
+const FLUSH_LIMIT_MS: u64 = 1_000;
+
 /// What the application may change at run time (from downlink records).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Settings {
@@ -130,7 +133,9 @@ pub struct Device<U, C, S, St, R, A> {
     storage: St,
     radio: R,
     app: A,
-    readings: ReadingsBuffer<READINGS_CAPACITY>,
+    /// Boxed: 64 records are about 5 KiB, which would otherwise be copied on the stack
+    /// each time the device moves (from `boot` to its caller).
+    readings: alloc::boxed::Box<ReadingsBuffer<READINGS_CAPACITY>>,
     settings: Settings,
     persisted: Persisted,
     meter: Meter,
@@ -147,11 +152,14 @@ where
     R: Radio,
     A: Application,
 {
-    /// Boots a device: loads what storage kept (downlink offset, readings counter,
-    /// Pehredar), seeds the CoAP engine from `rng`.
+    /// Boots a device: takes up what storage kept (readings counter, the state
+    /// machine's schedule, clock offset, Pehredar and downlink offset, the readings not
+    /// yet acknowledged), seeds the CoAP engine from `rng`. After a deep sleep that
+    /// reset the device it goes on where it was; without storage it starts afresh (a
+    /// new incarnation).
     pub async fn boot(
         config: DeviceConfig,
-        settings: Settings,
+        mut settings: Settings,
         coap: Config,
         mut parts: Parts<U, C, S, St, R, A>,
         rng: &mut impl Rng,
@@ -160,25 +168,28 @@ where
         rng.fill_bytes(&mut seed);
         let mut hal_errors = 0;
         let loaded = match parts.storage.load().await {
-            Ok(p) => p.filter(|p| p.name.as_str() == config.name),
+            Ok(p) => p.filter(|p| p.name == config.name),
             Err(_) => {
                 hal_errors += 1;
                 None
             }
         };
         let mut persisted = loaded.unwrap_or_else(|| {
-            let mut fresh = Persisted::default();
             let mut bytes = [0u8; 4];
             rng.fill_bytes(&mut bytes);
-            fresh.incarnation = u32::from_be_bytes(bytes);
-            fresh
+            Persisted {
+                name: config.name.clone(),
+                incarnation: u32::from_be_bytes(bytes),
+                ..Persisted::default()
+            }
         });
-        persisted.name = heapless::String::try_from(config.name.as_str()).unwrap_or_default();
-        let mut node = DeviceNode::new(config, persisted.downlink_from);
+        let mut node = DeviceNode::new(config, None);
         node.set_alarm_interval(settings.alarm_interval_ms);
-        node.set_pehredar(persisted.pehredar);
+        node.restore(&persisted.node);
+        settings.alarm_interval_ms = node.config().alarm_interval_ms;
+        let restored = core::mem::take(&mut persisted.readings);
         let now = parts.clock.now_ms();
-        Device {
+        let mut device = Device {
             node,
             client: CoapClient::new(parts.udp, coap, seed),
             clock: parts.clock,
@@ -186,7 +197,7 @@ where
             storage: parts.storage,
             radio: parts.radio,
             app: parts.app,
-            readings: ReadingsBuffer::new(),
+            readings: alloc::boxed::Box::default(),
             settings,
             persisted,
             meter: Meter::new(now, PowerState::Active),
@@ -195,7 +206,11 @@ where
                 ..DeviceStats::default()
             },
             last_rtt_ms: 0,
+        };
+        for record in restored {
+            device.readings.push(record);
         }
+        device
     }
 
     /// The PEHRA state.
@@ -221,6 +236,11 @@ where
     /// What storage holds (as of the last cycle).
     pub fn persisted(&self) -> &Persisted {
         &self.persisted
+    }
+
+    /// The storage (a board's own state, such as whether everything fitted).
+    pub fn storage(&self) -> &St {
+        &self.storage
     }
 
     /// The time spent per power state so far.
@@ -296,6 +316,11 @@ where
             }
         };
         self.persist().await;
+        // What was sent without waiting for an answer must leave before the radio sleeps.
+        let deadline = self.clock.now_ms() + FLUSH_LIMIT_MS;
+        if self.client.socket_mut().flush(deadline).await.is_err() {
+            self.stats.hal_errors += 1;
+        }
         self.radio.set_mode(RadioMode::Off);
         let now = self.clock.now_ms();
         self.meter.enter(now, PowerState::Active);
@@ -460,8 +485,8 @@ where
     }
 
     async fn persist(&mut self) {
-        self.persisted.downlink_from = self.node.downlink_from();
-        self.persisted.pehredar = self.node.pehredar();
+        self.persisted.node = self.node.memory();
+        self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
         }

@@ -49,6 +49,8 @@ struct Net {
     downlink: Vec<Record>,
     committed: Option<u64>,
     last_checkin: Option<CheckIn>,
+    /// Datagrams the device sent since it last flushed its socket.
+    unflushed: u32,
 }
 
 #[derive(Clone)]
@@ -175,6 +177,7 @@ impl UdpSocket for FakeUdp {
         let now = self.0.now.get();
         let t = Instant::from_millis(now);
         let mut net = self.0.net.borrow_mut();
+        net.unflushed += 1;
         let Some(gw) = net.gateways.get_mut(&to) else {
             return Ok(());
         };
@@ -202,6 +205,11 @@ impl UdpSocket for FakeUdp {
             out.push((tx.bytes, to));
         }
         net.inbox.extend(out);
+        Ok(())
+    }
+
+    async fn flush(&mut self, _deadline_ms: u64) -> Result<(), Infallible> {
+        self.0.net.borrow_mut().unflushed = 0;
         Ok(())
     }
 
@@ -279,6 +287,10 @@ fn block_on<F: Future>(f: F) -> F::Output {
 }
 
 fn device(world: &World, gateways: &[u16], flash: Flash) -> Dev {
+    device_with_acks(world, gateways, flash, Acks::Leader)
+}
+
+fn device_with_acks(world: &World, gateways: &[u16], flash: Flash, acks: Acks) -> Dev {
     let config = DeviceConfig::new(
         "dev-0001",
         gateways.iter().map(|p| addr(*p)).collect(),
@@ -286,7 +298,7 @@ fn device(world: &World, gateways: &[u16], flash: Flash) -> Dev {
     );
     let settings = Settings {
         topic: "readings".into(),
-        acks: Acks::Leader,
+        acks,
         max_batch: 16,
         downlink_max_bytes: 512,
         alarm_interval_ms: ALARM,
@@ -479,4 +491,74 @@ fn the_downlink_offset_advances_is_committed_survives_a_restart_and_sets_the_int
     let d = device(&w, &[1], flash);
     assert_eq!(d.node().downlink_from(), Some(3));
     assert_eq!(d.persisted().readings_seq, 2);
+}
+
+#[test]
+fn a_deep_sleep_reset_goes_on_with_the_schedule_clock_readings_and_back_off() {
+    let w = World::new(&[1]);
+    let flash = Flash::default();
+    let mut d = device(&w, &[1], flash.clone());
+    w.set(|n| n.downlink.push(rec("set-interval 30")));
+    cycle(&mut d);
+    assert_eq!(d.settings().alarm_interval_ms, 30_000);
+    // The gateway goes away: two cycles back off (30 s, then 60 s), keeping 2 readings.
+    w.gw(1, |g| g.alive = false);
+    let first = cycle(&mut d);
+    let second = block_on(d.run_cycle());
+    assert_eq!(second.wake_at_ms - w.now.get(), 2 * 30_000);
+    assert!(first.deep_sleep && second.deep_sleep);
+    block_on(d.sleep(&second));
+    assert_eq!(d.buffered().0, 2);
+    // Deep sleep resets the device: RAM is lost; the clock (the RTC) runs on.
+    drop(d);
+    let mut d = device(&w, &[1], flash.clone());
+    assert_eq!(d.buffered().0, 2, "the unacknowledged readings were kept");
+    assert_eq!(
+        d.settings().alarm_interval_ms,
+        30_000,
+        "set-interval was kept"
+    );
+    assert_eq!(
+        d.node().clock_offset_ms(),
+        Some(GW_OFFSET as i64),
+        "the clock offset was kept"
+    );
+    // Still nobody: the back-off goes on doubling (4 × 30 s), not back to one alarm.
+    let r = block_on(d.run_cycle());
+    assert_eq!(r.wake_at_ms - w.now.get(), 4 * 30_000);
+    block_on(d.sleep(&r));
+    drop(d);
+    // The gateway is back: after another reset the three readings go in one batch,
+    // stamped with the gateway's time although no check-in has answered since boot.
+    w.gw(1, |g| g.alive = true);
+    let mut d = device(&w, &[1], flash);
+    let taken_at = w.now.get();
+    let r = cycle(&mut d);
+    assert_eq!(r.published, 4, "three kept and the new one");
+    let net = w.net.borrow();
+    let last = net.readings.last().unwrap();
+    assert_eq!(last.timestamp_ms, taken_at + GW_OFFSET);
+    let seqs: Vec<String> = net
+        .readings
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(seqs.len(), 5);
+    for (i, s) in seqs.iter().enumerate() {
+        assert!(s.contains(&format!("\"seq\":{i}")), "in order, once: {s}");
+    }
+}
+
+#[test]
+fn readings_sent_without_acks_leave_the_device_before_it_sleeps() {
+    let w = World::new(&[1]);
+    let mut d = device_with_acks(&w, &[1], Flash::default(), Acks::None);
+    let r = block_on(d.run_cycle());
+    assert_eq!(r.published, 1);
+    assert_eq!(w.net.borrow().readings.len(), 1);
+    assert_eq!(
+        w.net.borrow().unflushed,
+        0,
+        "the socket is flushed after the last send of the cycle"
+    );
 }

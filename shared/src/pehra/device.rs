@@ -22,6 +22,8 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
+use serde::{Deserialize, Serialize};
+
 use crate::wire::{
     CheckIn, CheckInReply, Directive, DownlinkResponse, NodeHealth, NodeRole, Record,
 };
@@ -182,6 +184,31 @@ impl<const N: usize> ReadingsBuffer<N> {
     }
 }
 
+/// What a [`DeviceNode`] must keep across a deep sleep that resets the device: its
+/// schedule and what it learned ([`DeviceNode::memory`], [`DeviceNode::restore`]). The
+/// firmware stores it with the rest of its state.
+///
+/// The clock offset stays right only if the device's clock runs on through the deep
+/// sleep (the firmware's `Clock` contract); it is measured again at every check-in.
+/// Addresses are kept as serde's binary form has them: an IPv6 scope id is dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct NodeMemory {
+    /// The Pehredar's address as last learned.
+    pub pehredar: Option<SocketAddr>,
+    /// The gateway that answered last.
+    pub last_answered: Option<SocketAddr>,
+    /// Gateway clock − device clock, ms.
+    pub clock_offset_ms: Option<i64>,
+    /// The alarm interval, ms (an application may have changed it; 0: the configured).
+    pub alarm_interval_ms: u64,
+    /// Cycles in a row in which no gateway answered (the back-off goes on doubling).
+    pub failed_cycles: u32,
+    /// The first downlink offset not processed yet.
+    pub downlink_from: Option<u64>,
+    /// Records were processed since `downlink_from` was last sent (to commit it).
+    pub downlink_uncommitted: bool,
+}
+
 /// One device's PEHRA state machine (see the module docs).
 #[derive(Debug, Clone)]
 pub struct DeviceNode {
@@ -223,6 +250,32 @@ impl DeviceNode {
         }
     }
 
+    /// What to keep across a deep sleep (see [`NodeMemory`]).
+    pub fn memory(&self) -> NodeMemory {
+        NodeMemory {
+            pehredar: self.pehredar,
+            last_answered: self.last_answered,
+            clock_offset_ms: self.clock_offset_ms,
+            alarm_interval_ms: self.config.alarm_interval_ms,
+            failed_cycles: self.consecutive_failed_cycles,
+            downlink_from: self.downlink_from,
+            downlink_uncommitted: self.downlink_uncommitted,
+        }
+    }
+
+    /// Takes up what [`Self::memory`] returned before the deep sleep.
+    pub fn restore(&mut self, memory: &NodeMemory) {
+        self.pehredar = memory.pehredar;
+        self.last_answered = memory.last_answered;
+        self.clock_offset_ms = memory.clock_offset_ms;
+        if memory.alarm_interval_ms > 0 {
+            self.set_alarm_interval(memory.alarm_interval_ms);
+        }
+        self.consecutive_failed_cycles = memory.failed_cycles;
+        self.downlink_from = memory.downlink_from;
+        self.downlink_uncommitted = memory.downlink_uncommitted;
+    }
+
     /// The configuration.
     pub fn config(&self) -> &DeviceConfig {
         &self.config
@@ -236,11 +289,6 @@ impl DeviceNode {
     /// The Pehredar's address as last learned.
     pub fn pehredar(&self) -> Option<SocketAddr> {
         self.pehredar
-    }
-
-    /// Sets the Pehredar's address (restored from storage after a deep sleep).
-    pub fn set_pehredar(&mut self, addr: Option<SocketAddr>) {
-        self.pehredar = addr;
     }
 
     /// Gateway clock − device clock, ms, if a reply said.
@@ -488,6 +536,65 @@ mod tests {
             ReplyOutcome::Work(p) => p,
             other => panic!("expected work, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_restored_node_keeps_its_schedule_clock_and_back_off() {
+        let mut n = node();
+        n.set_alarm_interval(30_000);
+        let g = 1_700_000_000_000;
+        n.begin_cycle(1_000);
+        n.on_checkin_reply(
+            1_000,
+            addr(2),
+            &reply(Directive::WakeNow, Some(3), Some(g)),
+            0,
+        );
+        n.on_downlink(DownlinkResponse {
+            records: vec![(4, record(1))],
+            next: 5,
+            pending: 0,
+        });
+        // Two cycles in which nobody answered: the back-off has doubled once.
+        for now in [2_000, 40_000] {
+            let mut to = n.begin_cycle(now);
+            while to.is_some() {
+                to = match n.on_checkin_failed(now) {
+                    FailOutcome::Try(next) => Some(next),
+                    FailOutcome::BackOff { .. } => None,
+                };
+            }
+        }
+        let memory = n.memory();
+        assert_eq!(memory.alarm_interval_ms, 30_000);
+        assert_eq!(memory.failed_cycles, 2);
+        assert_eq!(memory.downlink_from, Some(5));
+        assert!(memory.downlink_uncommitted);
+
+        let mut restored = node();
+        restored.restore(&memory);
+        assert_eq!(restored.memory(), memory);
+        assert_eq!(restored.config().alarm_interval_ms, 30_000);
+        assert_eq!(restored.gateway_time(2_000), Some(g + 1_000));
+        // The third failed cycle backs off 4 alarms, as it would have without the reset.
+        let mut to = restored.begin_cycle(100_000);
+        let backoff = loop {
+            match restored.on_checkin_failed(100_000) {
+                FailOutcome::Try(next) => to = Some(next),
+                FailOutcome::BackOff { wake_at_ms } => break wake_at_ms,
+            }
+        };
+        assert!(to.is_some());
+        assert_eq!(backoff, 100_000 + 4 * 30_000);
+        // The uncommitted downlink offset is sent (fetched) at the next check-in.
+        restored.begin_cycle(300_000);
+        let p = work(restored.on_checkin_reply(
+            300_000,
+            addr(1),
+            &reply(Directive::SleepUntil { at_ms: g }, None, None),
+            0,
+        ));
+        assert!(p.fetch_downlink);
     }
 
     #[test]

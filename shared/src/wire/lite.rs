@@ -469,6 +469,17 @@ mod tests {
             traffic_waiting: true,
             health: Some(NodeHealth::default()),
         });
+        // What a device stores across deep sleep (addresses as serde's enum of tuples).
+        same(crate::pehra::device::NodeMemory {
+            pehredar: Some("[fd00::1]:5683".parse().unwrap()),
+            last_answered: Some("10.0.2.2:5683".parse().unwrap()),
+            clock_offset_ms: Some(-1_700_000_000_000),
+            alarm_interval_ms: 30_000,
+            failed_cycles: 2,
+            downlink_from: Some(5),
+            downlink_uncommitted: true,
+        });
+        same(crate::pehra::device::NodeMemory::default());
         same((-1i64, i64::MIN, 1.5f64, 0.25f32, vec![true, false], ()));
     }
 

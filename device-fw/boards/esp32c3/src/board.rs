@@ -1,29 +1,45 @@
 //! The ESP32-C3's implementations of `pehra_device_fw::hal`: storage in RTC fast memory,
-//! the hardware RNG, the on-chip temperature sensor, and (feature `wifi`) a UDP socket
+//! a clock that runs on through deep sleep, the hardware RNG, the on-chip temperature sensor, and (feature `wifi`) a UDP socket
 //! over embassy-net.
 
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
 use esp_hal::tsens::TemperatureSensor;
-use pehra_device_fw::hal::{Persisted, Rng, Sensor, Storage, PERSISTED_MAX};
+use pehra_device_fw::hal::{Clock, Persisted, Rng, Sensor, Storage};
 
 // ---------------------------------------------------------------------------------------
 // Storage: RTC fast memory (8 KiB on the C3), kept across deep sleep and software resets
 // (`persistent`: not zeroed at boot), lost on power-on and brown-out resets.
 
-const MAGIC: u32 = 0x5045_4852; // "PEHR"
-const SLOT: usize = 4 + 1 + PERSISTED_MAX + 4;
+const MAGIC: u32 = 0x5045_4833; // "PEH3": CBOR `Persisted`
+/// The slot: magic, length, `Persisted`'s CBOR (readings included), FNV-1a checksum.
+const SLOT: usize = 4096;
+const BODY_MAX: usize = SLOT - 4 - 2 - 4;
 
 #[esp_hal::ram(unstable(rtc_fast, persistent))]
 static mut RTC_SLOT: [u8; SLOT] = [0; SLOT];
 
 /// [`Storage`] in RTC fast memory: magic, length, [`Persisted::encode`]'s bytes, FNV-1a
 /// checksum. A slot that does not check (power-on: random content) reads as empty.
-pub struct RtcStorage;
+/// Readings that do not fit are left out (oldest first) and counted.
+#[derive(Default)]
+pub struct RtcStorage {
+    left_out: usize,
+}
+
+impl RtcStorage {
+    /// Everything the last save was given is in the slot (no reading was left out), so
+    /// a deep sleep loses nothing.
+    pub fn kept_everything(&self) -> bool {
+        self.left_out == 0
+    }
+}
 
 fn fnv1a(bytes: &[u8]) -> u32 {
-    bytes.iter().fold(0x811c_9dc5u32, |h, b| (h ^ *b as u32).wrapping_mul(0x0100_0193))
+    bytes.iter().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ *b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 impl Storage for RtcStorage {
@@ -31,16 +47,16 @@ impl Storage for RtcStorage {
 
     async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
         // SAFETY: one executor thread; nothing else touches the slot.
-        let slot = unsafe { core::ptr::read_volatile(&raw const RTC_SLOT) };
+        let slot = unsafe { &*(&raw const RTC_SLOT) };
         if u32::from_le_bytes(slot[..4].try_into().unwrap()) != MAGIC {
             return Ok(None);
         }
-        let n = slot[4] as usize;
-        if n > PERSISTED_MAX {
+        let n = u16::from_le_bytes([slot[4], slot[5]]) as usize;
+        if n > BODY_MAX {
             return Ok(None);
         }
-        let body = &slot[5..5 + n];
-        let sum = u32::from_le_bytes(slot[5 + n..9 + n].try_into().unwrap());
+        let body = &slot[6..6 + n];
+        let sum = u32::from_le_bytes(slot[6 + n..10 + n].try_into().unwrap());
         if sum != fnv1a(body) {
             return Ok(None);
         }
@@ -48,15 +64,57 @@ impl Storage for RtcStorage {
     }
 
     async fn save(&mut self, persisted: &Persisted) -> Result<(), Infallible> {
-        let body = persisted.encode();
-        let mut slot = [0u8; SLOT];
-        slot[..4].copy_from_slice(&MAGIC.to_le_bytes());
-        slot[4] = body.len() as u8;
-        slot[5..5 + body.len()].copy_from_slice(&body);
-        slot[5 + body.len()..9 + body.len()].copy_from_slice(&fnv1a(&body).to_le_bytes());
+        let Some((body, left_out)) = persisted.encode_within(BODY_MAX) else {
+            // Cannot happen (a name and counters are far below 4 KiB); keep the old slot.
+            self.left_out = persisted.readings.len();
+            return Ok(());
+        };
+        self.left_out = left_out;
         // SAFETY: as in `load`.
-        unsafe { core::ptr::write_volatile(&raw mut RTC_SLOT, slot) };
+        let slot = unsafe { &mut *(&raw mut RTC_SLOT) };
+        slot[..4].copy_from_slice(&MAGIC.to_le_bytes());
+        slot[4..6].copy_from_slice(&(body.len() as u16).to_le_bytes());
+        slot[6..6 + body.len()].copy_from_slice(&body);
+        slot[6 + body.len()..10 + body.len()].copy_from_slice(&fnv1a(&body).to_le_bytes());
         Ok(())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Clock: embassy-time runs on the SYSTIMER, which a deep sleep resets; the RTC timer runs
+// from power-on through every sleep and reset. Their difference at boot makes a clock
+// that runs on through deep sleep (the `Clock` contract: the stored clock offset and
+// schedule stay right).
+
+/// [`Clock`] in ms since power-on: embassy-time plus the RTC timer's reading at boot.
+#[derive(Debug, Clone, Copy)]
+pub struct RtcClock {
+    boot_ms: u64,
+}
+
+impl RtcClock {
+    /// Reads the RTC timer once.
+    pub fn new(rtc: &esp_hal::rtc_cntl::Rtc<'_>) -> Self {
+        let since_power_up = rtc.time_since_power_up().as_millis();
+        let since_boot = embassy_time::Instant::now().as_millis();
+        RtcClock {
+            boot_ms: since_power_up.saturating_sub(since_boot),
+        }
+    }
+
+    /// The embassy instant at clock time `ms`.
+    pub fn instant(&self, ms: u64) -> embassy_time::Instant {
+        embassy_time::Instant::from_millis(ms.saturating_sub(self.boot_ms))
+    }
+}
+
+impl Clock for RtcClock {
+    fn now_ms(&self) -> u64 {
+        self.boot_ms + embassy_time::Instant::now().as_millis()
+    }
+
+    async fn sleep_until(&mut self, at_ms: u64) {
+        embassy_time::Timer::at(self.instant(at_ms)).await
     }
 }
 
@@ -104,11 +162,14 @@ mod net {
 
     use embassy_net::udp::{RecvError, SendError, UdpSocket};
     use embassy_net::{IpAddress, IpEndpoint};
-    use embassy_time::{with_deadline, Instant};
+    use embassy_time::with_deadline;
     use pehra_device_fw::hal;
 
-    /// [`hal::UdpSocket`] on an embassy-net UDP socket (IPv4).
-    pub struct NetUdp(pub UdpSocket<'static>);
+    use super::RtcClock;
+
+    /// [`hal::UdpSocket`] on an embassy-net UDP socket (IPv4); deadlines on the
+    /// [`RtcClock`].
+    pub struct NetUdp(pub UdpSocket<'static>, pub RtcClock);
 
     /// Why a datagram was not sent or received (read through `Debug`).
     #[derive(Debug)]
@@ -137,14 +198,23 @@ mod net {
             deadline_ms: u64,
         ) -> Result<Option<(usize, SocketAddr)>, NetError> {
             let recv = self.0.recv_from(buf);
-            match with_deadline(Instant::from_millis(deadline_ms), recv).await {
+            match with_deadline(self.1.instant(deadline_ms), recv).await {
                 Err(_timeout) => Ok(None),
                 Ok(Err(e)) => Err(NetError::Recv(e)),
                 Ok(Ok((n, meta))) => {
                     let IpAddress::Ipv4(ip) = meta.endpoint.addr;
-                    Ok(Some((n, SocketAddr::new(IpAddr::V4(ip), meta.endpoint.port))))
+                    Ok(Some((
+                        n,
+                        SocketAddr::new(IpAddr::V4(ip), meta.endpoint.port),
+                    )))
                 }
             }
+        }
+
+        async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
+            // Past the deadline the datagrams stay queued (Wi-Fi is down): not an error.
+            let _ = with_deadline(self.1.instant(deadline_ms), self.0.flush()).await;
+            Ok(())
         }
     }
 }
@@ -152,13 +222,17 @@ mod net {
 /// Without Wi-Fi (feature `wifi` off): a socket that sends nowhere and never hears back,
 /// so the node loop runs (and backs off) and the rest of the firmware stays buildable.
 #[cfg(not(feature = "wifi"))]
-pub struct NoNet;
+pub struct NoNet(pub RtcClock);
 
 #[cfg(not(feature = "wifi"))]
 impl pehra_device_fw::hal::UdpSocket for NoNet {
     type Error = Infallible;
 
-    async fn send_to(&mut self, _bytes: &[u8], _to: core::net::SocketAddr) -> Result<(), Infallible> {
+    async fn send_to(
+        &mut self,
+        _bytes: &[u8],
+        _to: core::net::SocketAddr,
+    ) -> Result<(), Infallible> {
         Ok(())
     }
 
@@ -167,7 +241,7 @@ impl pehra_device_fw::hal::UdpSocket for NoNet {
         _buf: &mut [u8],
         deadline_ms: u64,
     ) -> Result<Option<(usize, core::net::SocketAddr)>, Infallible> {
-        embassy_time::Timer::at(embassy_time::Instant::from_millis(deadline_ms)).await;
+        embassy_time::Timer::at(self.0.instant(deadline_ms)).await;
         Ok(None)
     }
 }

@@ -6,9 +6,10 @@
 //! publish, collect downlink records, persist in RTC fast memory, sleep.
 //!
 //! Sleep between alarms: a sleep the node loop marks deep, at least
-//! `PEHRA_DEEP_SLEEP_MIN_S` long, with no readings left unpublished, is an RTC-timer
-//! **deep sleep** (the chip resets on wake
-//! and boots again; what survives is `Persisted` in RTC fast memory); a shorter one, or
+//! `PEHRA_DEEP_SLEEP_MIN_S` long, is an RTC-timer **deep sleep** (the chip resets on wake
+//! and boots again; what survives is `Persisted` in RTC fast memory: the schedule, the
+//! clock offset, the downlink offset and the readings not yet acknowledged, measured on
+//! a clock that runs on through the sleep, [`board::RtcClock`]); a shorter one, or
 //! `stay_awake`, is an embassy timer wait with the Wi-Fi modem in power-save
 //! (`PowerSaveMode::Minimum`: the station wakes for each DTIM beacon) and the CPU in
 //! WFI. esp-rtos' automatic light sleep is not used: esp-radio holds a wake lock while
@@ -37,13 +38,13 @@ use esp_hal::rtc_cntl::sleep::{LowPower, RtcSleepConfig};
 use esp_hal::timer::timg::TimerGroup;
 use esp_hal::tsens::TemperatureSensor;
 use esp_println::println;
-use pehra_device_fw::hal::EmbassyClock;
+use pehra_device_fw::hal::Clock as _;
 use pehra_device_fw::{Device, Parts, SetInterval, Settings};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
 
-use board::{ChipTemperature, HwRng, RtcStorage};
+use board::{ChipTemperature, HwRng, RtcClock, RtcStorage};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -105,26 +106,32 @@ async fn main(spawner: Spawner) -> ! {
     let timg0 = TimerGroup::new(peripherals.TIMG0);
     esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
 
+    let clock = RtcClock::new(&esp_hal::rtc_cntl::Rtc::new(peripherals.RTC_TIMER));
     let wake = esp_hal::system::wakeup_cause();
     println!("pehra-fw: boot (esp32c3), wakeup cause {:?}", wake);
 
     let name = node_name();
     let gateways = gateways();
-    println!("pehra-fw: node {} gateways {:?} alarm {} s", name, gateways, INTERVAL_MS / 1000);
+    println!(
+        "pehra-fw: node {} gateways {:?} alarm {} s",
+        name,
+        gateways,
+        INTERVAL_MS / 1000
+    );
 
     let mut rng = HwRng(esp_hal::rng::Rng::new());
 
     #[cfg(feature = "wifi")]
-    let udp = net::up(spawner, peripherals.WIFI, &mut rng).await;
+    let udp = net::up(spawner, peripherals.WIFI, &mut rng, clock).await;
     #[cfg(not(feature = "wifi"))]
     let udp = {
         let _ = spawner;
         println!("pehra-fw: built without Wi-Fi (feature `wifi` off): no gateway will answer");
-        board::NoNet
+        board::NoNet(clock)
     };
 
-    let tsens = TemperatureSensor::new(peripherals.TSENS, Default::default())
-        .expect("temperature sensor");
+    let tsens =
+        TemperatureSensor::new(peripherals.TSENS, Default::default()).expect("temperature sensor");
     let settings = Settings {
         topic: option_env!("PEHRA_TOPIC").unwrap_or("readings").into(),
         acks: Acks::Leader,
@@ -141,9 +148,9 @@ async fn main(spawner: Spawner) -> ! {
     };
     let parts = Parts {
         udp,
-        clock: EmbassyClock,
+        clock,
         sensor: ChipTemperature(tsens),
-        storage: RtcStorage,
+        storage: RtcStorage::default(),
         radio: pehra_device_fw::hal::NoRadio,
         app: SetInterval,
     };
@@ -157,14 +164,18 @@ async fn main(spawner: Spawner) -> ! {
     .await;
     let p = device.persisted();
     println!(
-        "pehra-fw: storage: incarnation {:08x}, {} readings so far, downlink from {:?}",
-        p.incarnation, p.readings_seq, p.downlink_from
+        "pehra-fw: storage: incarnation {:08x}, {} readings so far, {} waiting, downlink from {:?}, alarm {} s",
+        p.incarnation,
+        p.readings_seq,
+        device.buffered().0,
+        p.node.downlink_from,
+        device.settings().alarm_interval_ms / 1000
     );
 
     let mut lpwr = LowPower::new(peripherals.LPWR);
     loop {
         let report = device.run_cycle().await;
-        let now = embassy_time::Instant::now().as_millis();
+        let now = device.clock().now_ms();
         let stats = device.stats();
         println!(
             "pehra-fw: cycle {}: gateway {:?}, published {}, downlink {}, wake in {} ms ({})",
@@ -176,13 +187,12 @@ async fn main(spawner: Spawner) -> ! {
             if report.deep_sleep { "sleep" } else { "awake" }
         );
         let sleep_ms = report.wake_at_ms.saturating_sub(now);
-        // Deep sleep only with no readings waiting: the readings buffer is in RAM, which
-        // deep sleep loses (`Persisted` keeps only the counters; see README).
-        let (buffered, _) = device.buffered();
+        // Deep sleep only if the slot in RTC memory kept every waiting reading (it holds
+        // about 4 KiB; the buffer at most 64 readings).
         if report.deep_sleep
             && DEEP_SLEEP_MIN_MS != 0
             && sleep_ms >= DEEP_SLEEP_MIN_MS
-            && buffered == 0
+            && device.storage().kept_everything()
         {
             // `run_cycle` persisted the state in RTC fast memory.
             println!("pehra-fw: deep sleep {} ms", sleep_ms);
@@ -210,7 +220,7 @@ mod net {
     use pehra_device_fw::hal::Rng as _;
     use static_cell::StaticCell;
 
-    use crate::board::{HwRng, NetUdp};
+    use crate::board::{HwRng, NetUdp, RtcClock};
 
     const SSID: &str = env!("PEHRA_WIFI_SSID");
     const PASSWORD: &str = env!("PEHRA_WIFI_PASSWORD");
@@ -221,6 +231,7 @@ mod net {
         spawner: Spawner,
         wifi: esp_hal::peripherals::WIFI<'static>,
         rng: &mut HwRng,
+        clock: RtcClock,
     ) -> NetUdp {
         let auth = if PASSWORD.is_empty() {
             AuthenticationMethodConfig::Open
@@ -256,7 +267,10 @@ mod net {
         println!("pehra-fw: waiting for DHCP");
         stack.wait_config_up().await;
         if let Some(cfg) = stack.config_v4() {
-            println!("pehra-fw: DHCP lease {} gateway {:?}", cfg.address, cfg.gateway);
+            println!(
+                "pehra-fw: DHCP lease {} gateway {:?}",
+                cfg.address, cfg.gateway
+            );
         }
 
         static RX_META: StaticCell<[PacketMetadata; 4]> = StaticCell::new();
@@ -275,7 +289,7 @@ mod net {
         socket
             .bind(49152 + u16::from_le_bytes(port) % 16384)
             .expect("bind");
-        NetUdp(socket)
+        NetUdp(socket, clock)
     }
 
     /// Keeps the station connected: connect, wait for a disconnect, retry after 5 s.
