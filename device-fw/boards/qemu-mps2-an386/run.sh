@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # Build the Pehra firmware for QEMU's mps2-an386, check its flash/RAM budget, start a
 # local cluster (zookeeper + broker 1 on 127.0.0.1:PORT, from the workspace's `pehra`
-# binary), create topic `readings` and the device's downlink topic with one record, and
-# boot the firmware in QEMU: its node loop must check in, publish readings, receive the
-# downlink record and sleep between alarms; the readings it reported as published must
-# be in topic `readings` afterwards.
+# binary), create topic `readings` and the device's downlink topic with two records (a
+# text, and `set-interval` one second longer than the alarm), and boot the firmware in
+# QEMU: its node loop must check in, publish readings, receive the downlink text, sleep
+# between alarms, and follow the new interval from the next cycle on; the readings it
+# reported as published must be in topic `readings` afterwards.
 #
 #   device-fw/boards/qemu-mps2-an386/run.sh
 # Needs a `pehra` binary (PEHRA_BIN, or the newer of the workspace's
@@ -122,10 +123,12 @@ for _ in $(seq 50); do
 done
 pehra_cli() { timeout 20 "$PEHRA_BIN" "$@" --zookeeper "$ZK"; }
 DOWNLINK_TEXT="hello $NAME"
-echo "== topics: readings, downlink.$NAME (one record: '$DOWNLINK_TEXT')"
+SET_S=$((ALARM_S + 1))
+echo "== topics: readings, downlink.$NAME (records: '$DOWNLINK_TEXT', 'set-interval $SET_S')"
 pehra_cli topic create readings -p 1 -r 1 | sed 's/^/  /'
 pehra_cli topic create "downlink.$NAME" -p 1 -r 1 | sed 's/^/  /'
 pehra_cli produce "downlink.$NAME" -m "$DOWNLINK_TEXT" | sed 's/^/  /'
+pehra_cli produce "downlink.$NAME" -m "set-interval $SET_S" | sed 's/^/  /'
 
 # --- boot ------------------------------------------------------------------------------
 echo "== booting in QEMU (timeout ${QEMU_TIMEOUT}s)"
@@ -166,11 +169,23 @@ for l in lines:
 print(ok)
 PY
 )
+# The new interval: the alarms (the gateway-time `at_ms` of successive cycles, the
+# device's own schedule once it knows the clock offset) are SET_S seconds apart at least
+# once (they were ALARM_S before the downlink record).
+FOLLOWED=$(python3 - "$LOG/qemu" "$SET_S" <<'PY'
+import re, sys
+lines = open(sys.argv[1], errors="replace").read().splitlines()
+set_ms = int(sys.argv[2]) * 1000
+alarms = [int(m.group(1)) for l in lines
+          if (m := re.match(r"pehra-fw: cycle \d+: directive SleepUntil at_ms (\d+)", l))]
+print(sum(1 for a, b in zip(alarms, alarms[1:]) if abs(b - a - set_ms) <= 100))
+PY
+)
 echo "== reading topic readings back"
 pehra_cli consume readings --from-beginning >"$LOG/readings" 2>"$LOG/consume.err" || true
 sed 's/^/  /' "$LOG/readings"
 IN_TOPIC=$(grep -c "^$NAME #[0-9]* " "$LOG/readings" || true)
-echo "== QEMU exit $QRC, DHCP lease: $LEASE, cycles checked in: $CYCLE_LINES, readings published: $PUBLISHED, in topic readings: $IN_TOPIC, downlink text printed: $DOWNLINK, sleeps between alarms: $SLEPT, stack used: ${STACK_USED:-?} B"
+echo "== QEMU exit $QRC, DHCP lease: $LEASE, cycles checked in: $CYCLE_LINES, readings published: $PUBLISHED, in topic readings: $IN_TOPIC, downlink text printed: $DOWNLINK, sleeps between alarms: $SLEPT, alarms at the set interval: $FOLLOWED, stack used: ${STACK_USED:-?} B"
 if [ -n "$STACK_USED" ] && [ "$STACK_USED" -gt "$STACK_RESERVE" ]; then
   echo "FAIL: stack used $STACK_USED B > reserve $STACK_RESERVE B"; FAIL=1
 fi
@@ -184,6 +199,9 @@ if [ "$PUBLISHED" -lt "$CYCLES" ] || [ "$IN_TOPIC" -lt "$PUBLISHED" ]; then
   echo "FAIL: expected >= $CYCLES readings published and all of them in topic readings"; FAIL=1
 fi
 if [ "$DOWNLINK" -lt 1 ]; then echo "FAIL: the downlink record's text was not printed"; FAIL=1; fi
+if [ "$FOLLOWED" -lt 1 ]; then
+  echo "FAIL: no sleep of the interval set by downlink (set-interval $SET_S)"; FAIL=1
+fi
 if [ "$SLEPT" -lt $((CYCLES - 1)) ]; then
   echo "FAIL: expected $((CYCLES - 1)) sleeps until the next alarm"; FAIL=1
 fi

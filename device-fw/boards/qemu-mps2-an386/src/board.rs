@@ -84,6 +84,12 @@ impl pehra_device_fw::UdpSocket for NetUdp<'_> {
             Err(_) => Ok(None),
         }
     }
+
+    async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
+        // Past the deadline the datagrams stay queued (the link is down): not an error.
+        let _ = with_deadline(Instant::from_millis(deadline_ms), self.0.flush()).await;
+        Ok(())
+    }
 }
 
 /// What "survives deep sleep": a static in RAM. On real hardware this is RTC memory
