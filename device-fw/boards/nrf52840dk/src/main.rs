@@ -10,9 +10,10 @@
 //! Sleep between alarms: **System ON idle**. The embassy executor waits in WFE, RTC1
 //! wakes it at the next alarm, RAM is retained, the radio is disabled and the 64 MHz
 //! crystal stopped (the node loop's `Radio::set_mode(Off)`, see [`ieee802154`]). Not
-//! System OFF: it loses RAM (so the node loop's state and the storage) and nothing on
-//! the nRF52840 can wake it on a timer (the RTCs stop; only GPIO, LPCOMP, NFC or a reset
-//! wake it), so a periodic sensor would need an external timer chip.
+//! System OFF: nothing on the nRF52840 can wake it on a timer (the RTCs stop; only GPIO,
+//! LPCOMP, NFC or a reset wake it), and its wake is a reset that starts the firmware over
+//! without the node loop's state or the storage (RAM is off by default in System OFF), so
+//! a periodic sensor would need an external timer chip.
 //!
 //! Build-time settings: see [`settings`] (environment only, placeholders when unset).
 //! Logs: defmt over RTT (`probe-rs run`), the core's own lines included.
