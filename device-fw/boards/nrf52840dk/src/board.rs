@@ -63,6 +63,12 @@ impl pehra_device_fw::UdpSocket for NetUdp {
             }
         }
     }
+
+    async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
+        // Past the deadline the datagrams stay queued (no route): not an error.
+        let _ = with_deadline(Instant::from_millis(deadline_ms), self.0.flush()).await;
+        Ok(())
+    }
 }
 
 // ---------------------------------------------------------------------------------------
