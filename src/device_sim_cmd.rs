@@ -2,11 +2,12 @@
 //! firmware's node loop (`pehra-device-fw`) on tokio: its own UDP socket on 127.0.0.1,
 //! its storage in a file, a thermometer making `{"t":21.5,"seq":N}`. A live line shows
 //! how many are awake and what they moved; at the end (or with `--energy`) the time per
-//! power state and the energy model's µAh/day and battery life per board.
+//! power state, the wakes and radio starts, and the energy model's µAh/day and battery
+//! life per board (`pehra_device_fw::energy`).
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS};
+use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS, DEEP_SLEEP_MIN_MS};
 use pehra_device_fw::hal::NoRadio;
 use pehra_device_fw::{
     Clock, Device, Parts, Persisted, SeededRng, Sensor, SetInterval, Settings, Storage, UdpSocket,
@@ -212,20 +213,30 @@ fn energy_report(slots: &[Slot]) -> String {
     let all = total.total_us().max(1) as f64;
     let _ = writeln!(
         out,
-        "time per state (all devices): sleep {:.1}%  cpu {:.3}%  radio {:.3}%  ({} bytes sent)",
+        "time per state (all devices): sleep {:.1}%  cpu {:.3}%  radio {:.3}%  ({} bytes sent, {} wakes from sleeps of {} s or more, {} shorter sleeps, {} radio starts)",
         total.sleep_us as f64 * 100.0 / all,
         total.active_us as f64 * 100.0 / all,
         total.radio_us as f64 * 100.0 / all,
-        total.tx_bytes
+        total.tx_bytes,
+        total.wakes,
+        DEEP_SLEEP_MIN_MS / 1000,
+        total.short_sleeps,
+        total.radio_starts,
     );
     for board in BOARDS {
         let per_day = board.uah_per_day(&total);
+        let wake_share = if per_day > 0.0 {
+            board.wake_charge_uah(&total) / board.charge_uah(&total) * 100.0
+        } else {
+            0.0
+        };
         let days = board.battery_days(&total, BATTERY_2XAA_MAH);
         let _ = writeln!(
             out,
-            "  {:<26} {:>10.1} µAh/day per device   2×AA ({BATTERY_2XAA_MAH} mAh): {:>8.0} days ({:.1} years)",
+            "  {:<26} {:>10.1} µAh/day per device ({:>4.1}% wakes and radio starts)   2×AA ({BATTERY_2XAA_MAH} mAh): {:>8.0} days ({:.1} years)",
             board.name,
             per_day,
+            wake_share,
             days,
             days / 365.0
         );
