@@ -7,8 +7,9 @@
 //! - [`node`]: the node loop, [`node::Device::run_cycle`]: check in, obey, publish,
 //!   collect downlink, persist, say when to wake. The PEHRA decisions are
 //!   [`pehra_shared::pehra::device::DeviceNode`]'s.
-//! - [`energy`]: per-board currents and the time spent per power state, so a run can be
-//!   turned into µAh/day and battery life.
+//! - [`energy`]: per-board currents (from the datasheets), charges per wake and per radio
+//!   start, and the time spent per power state, so a run can be turned into µAh/day and
+//!   battery life.
 //!
 //! The same code runs on a microcontroller (embassy: feature `embassy` gives a
 //! [`hal::Clock`] on embassy-time) and on a host (`pehra device-sim`, tokio
