@@ -29,8 +29,13 @@ cargo build --release -j2 --quiet "$@"
 # RAM: what is copied there + .bss (the 32 KiB main heap included) + the 64 KiB heap in
 # the RAM the bootloader used (.dram2_uninit, reclaimed after boot). The rest of the
 # 400 KiB SRAM is the stack (.stack).
+# Budgets: flash under the 1 MiB factory app partition of ESP-IDF's default partition
+# table (what espflash writes); static RAM under 192 KiB, leaving the other ~200 KiB of
+# the 400 KiB SRAM to the stack; RTC fast memory under its 8 KiB.
+export FLASH_BUDGET="${FLASH_BUDGET:-1048576}" RAM_BUDGET="${RAM_BUDGET:-196608}" RTC_BUDGET="${RTC_BUDGET:-8192}"
 readelf -S -W "$ELF" | python3 -c '
-import sys, re
+import os, sys, re
+FLASH_BUDGET, RAM_BUDGET, RTC_BUDGET = (int(os.environ[v]) for v in ("FLASH_BUDGET", "RAM_BUDGET", "RTC_BUDGET"))
 secs = []
 for line in sys.stdin:
     m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+(\S+)\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\S+\s+(\S*)", line)
@@ -55,5 +60,10 @@ print("%7d %9d %7d %7d" % (text, rodata, data, bss))
 print("flash: %d B (%.1f KiB; %.1f KiB of it esp-radio/Wi-Fi blob sections .*.wifi)" % (flash, k(flash), k(wifi)))
 print("RAM:   %d B (%.1f KiB) = IRAM code %.1f + data %.1f + bss %.1f (32 KiB heap) + reclaimed heap %.1f KiB; stack %.1f KiB; RTC fast %d B" %
       (ram, k(ram), k(iram), k(data), k(bss), k(heap2), k(stack), rtc))
+budgets = {"flash": (flash, FLASH_BUDGET), "RAM": (ram, RAM_BUDGET), "RTC fast memory": (rtc, RTC_BUDGET)}
+over = [n for n, (used, budget) in budgets.items() if used >= budget]
+print("budgets: flash %.0f KiB, RAM %.0f KiB static, RTC fast %d B: %s" %
+      (k(FLASH_BUDGET), k(RAM_BUDGET), RTC_BUDGET, "FAIL: over in " + ", ".join(over) if over else "ok"))
+sys.exit(1 if over else 0)
 '
 echo "ELF: $ELF"
