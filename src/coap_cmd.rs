@@ -143,12 +143,7 @@ pub async fn run(args: CoapArgs) -> Result<ExitCode> {
     if args.non {
         request = request.non_confirmable();
     }
-    let local: SocketAddr = if peer.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    }
-    .parse()?;
+    let local = pehra_shared::driver::any_local_for(peer);
     let endpoint = Endpoint::bind(local, Config::default(), Router::new())
         .await
         .context("binding a UDP socket")?;

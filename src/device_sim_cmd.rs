@@ -104,13 +104,21 @@ struct Slot {
     energy: StateTimes,
 }
 
+/// The longest the devices are given to finish their cycles at the end: a CoAP request's
+/// response timeout (5 s) for each of a check-in, a publish and a downlink fetch.
+const STOP_GRACE: Duration = Duration::from_secs(15);
+
 async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) -> Result<ExitCode> {
     let base = tokio::time::Instant::now();
     let clock = TokioClock::start();
+    // At the end every device finishes the cycle it is in (its exchanges answered, its
+    // state persisted) instead of being dropped in the middle of one.
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut devices = Vec::new();
     let slots = Rc::new(RefCell::new(vec![Slot::default(); args.count as usize]));
     let interval_ms = args.interval.max(1) * 1000;
     for i in 0..args.count {
-        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        let socket = tokio::net::UdpSocket::bind(pehra_shared::driver::any_local_for(gateways[0]))
             .await
             .context("binding a device socket")?;
         let name = format!("dev-{:04}", i + 1);
@@ -138,15 +146,20 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
         };
         let slots = slots.clone();
         let start_ms = interval_ms * i as u64 / args.count.max(1) as u64;
-        tokio::task::spawn_local(async move {
+        let mut stopping = stop_rx.clone();
+        devices.push(tokio::task::spawn_local(async move {
             // Staggered starts: a device boots at its start time, so the wait before it
             // is not counted as awake time by its energy meter.
             let mut wait = clock;
-            wait.sleep_until(clock.base_ms + start_ms).await;
+            tokio::select! {
+                _ = wait.sleep_until(clock.base_ms + start_ms) => {}
+                _ = stopping.wait_for(|stop| *stop) => return,
+            }
             let mut rng = SeededRng::from_u64(seed(i as u64));
             let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
             loop {
                 slots.borrow_mut()[i as usize].awake = true;
+                // A cycle is never cut short: what it sent is answered and persisted.
                 let report = device.run_cycle().await;
                 {
                     let stats = device.stats();
@@ -159,9 +172,13 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
                     slot.dropped = device.buffered().1;
                     slot.energy = device.energy();
                 }
-                device.sleep(&report).await;
+                tokio::select! {
+                    _ = device.sleep(&report) => {}
+                    _ = stopping.wait_for(|stop| *stop) => break,
+                }
             }
-        });
+            slots.borrow_mut()[i as usize].energy = device.energy();
+        }));
     }
     let stop = async {
         match args.duration {
@@ -186,6 +203,24 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
         }
     }
     println!();
+    let _ = stop_tx.send(true);
+    let busy = slots.borrow().iter().filter(|s| s.awake).count();
+    if busy > 0 {
+        eprintln!("stopping: {busy} devices finish the cycle they are in");
+    }
+    let deadline = tokio::time::Instant::now() + STOP_GRACE;
+    let mut unfinished = 0;
+    for device in devices {
+        if tokio::time::timeout_at(deadline, device).await.is_err() {
+            unfinished += 1;
+        }
+    }
+    if unfinished > 0 {
+        eprintln!(
+            "stopping: {unfinished} devices were still in a cycle after {} s (stopped there)",
+            STOP_GRACE.as_secs()
+        );
+    }
     println!("{}", live_line(&slots.borrow(), base.elapsed().as_secs()));
     print!("{}", energy_report(&slots.borrow()));
     Ok(ExitCode::SUCCESS)

@@ -65,11 +65,7 @@ async fn switch(
     let key = pehra_zookeeper::admin::read_key_file(key_file)
         .with_context(|| format!("reading the admin key {}", key_file.display()))?;
     let change = pehra_zookeeper::admin::sign_mode_change(&key, enabled, unix_ms());
-    let local: SocketAddr = if zookeeper.is_ipv6() {
-        "[::]:0".parse()?
-    } else {
-        "0.0.0.0:0".parse()?
-    };
+    let local = pehra_shared::driver::any_local_for(zookeeper);
     let endpoint = Endpoint::bind(local, Config::default(), Router::new())
         .await
         .context("opening a UDP socket")?;

@@ -263,13 +263,7 @@ impl ClusterClient {
             ..Config::default()
         };
         let zk = Client::without_session(zookeeper, coap.clone()).await?;
-        let local: SocketAddr = if zookeeper.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("literal");
+        let local = pehra_shared::driver::any_local_for(zookeeper);
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
             .map_err(|e| ClientError::Invalid(format!("cannot open a UDP socket: {e}")))?;

@@ -247,13 +247,7 @@ impl Client {
 
     /// A client without a session: it can do everything but create ephemeral znodes.
     pub async fn without_session(server: SocketAddr, coap: Config) -> Result<Client, ZkError> {
-        let local: SocketAddr = if server.is_ipv6() {
-            "[::]:0"
-        } else {
-            "0.0.0.0:0"
-        }
-        .parse()
-        .expect("literal");
+        let local = pehra_shared::driver::any_local_for(server);
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
             .map_err(|e| ZkError::Socket(e.to_string()))?;

@@ -395,11 +395,7 @@ impl Worker<'_> {
 }
 
 fn worker(plan: Arc<Plan>, thread: usize) -> Result<Stats> {
-    let bind: SocketAddr = if plan.target.is_ipv4() {
-        "0.0.0.0:0".parse()?
-    } else {
-        "[::]:0".parse()?
-    };
+    let bind = pehra_shared::driver::any_local_for(plan.target);
     let sock = UdpSocket::bind(bind).context("bind")?;
     sock.connect(plan.target).context("connect")?;
     sock.set_read_timeout(Some(Duration::from_millis(10)))?;

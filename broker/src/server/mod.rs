@@ -486,17 +486,13 @@ fn advertised(local: SocketAddr, zookeeper: SocketAddr) -> SocketAddr {
     if !local.ip().is_unspecified() {
         return local;
     }
-    let ip = std::net::UdpSocket::bind(if zookeeper.is_ipv6() {
-        "[::]:0"
-    } else {
-        "0.0.0.0:0"
-    })
-    .and_then(|s| {
-        s.connect(zookeeper)?;
-        s.local_addr()
-    })
-    .map(|a| a.ip())
-    .unwrap_or(zookeeper.ip());
+    let ip = std::net::UdpSocket::bind(pehra_shared::driver::any_local_for(zookeeper))
+        .and_then(|s| {
+            s.connect(zookeeper)?;
+            s.local_addr()
+        })
+        .map(|a| a.ip())
+        .unwrap_or(zookeeper.ip());
     SocketAddr::new(ip, local.port())
 }
 

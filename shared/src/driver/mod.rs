@@ -21,6 +21,17 @@ mod router;
 pub use endpoint::{Endpoint, Handle, Observation};
 pub use router::{Incoming, Params, Responder, Router};
 
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+
+/// The address a client socket for talking to `peer` binds: any address of `peer`'s
+/// family, an ephemeral port (an IPv4 socket cannot reach an IPv6 peer, nor the reverse).
+pub fn any_local_for(peer: SocketAddr) -> SocketAddr {
+    match peer {
+        SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
+        SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
+    }
+}
+
 use crate::coap::ExchangeError;
 
 /// Why a request made through a [`Handle`] failed.
