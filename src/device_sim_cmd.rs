@@ -248,10 +248,11 @@ fn energy_report(slots: &[Slot]) -> String {
     let all = total.total_us().max(1) as f64;
     let _ = writeln!(
         out,
-        "time per state (all devices): sleep {:.1}%  cpu {:.3}%  radio {:.3}%  ({} bytes sent, {} wakes from sleeps of {} s or more, {} shorter sleeps, {} radio starts)",
+        "time per state (all devices): sleep {:.1}%  cpu {:.3}%  radio {:.3}%  listening {:.3}%  ({} bytes sent, {} wakes from sleeps of {} s or more, {} shorter sleeps, {} radio starts)",
         total.sleep_us as f64 * 100.0 / all,
         total.active_us as f64 * 100.0 / all,
         total.radio_us as f64 * 100.0 / all,
+        total.listen_us as f64 * 100.0 / all,
         total.tx_bytes,
         total.wakes,
         DEEP_SLEEP_MIN_MS / 1000,

@@ -2,8 +2,9 @@
 //! each and the wakes and radio starts it made ([`Meter`]), and what that costs a day
 //! and how long 2×AA last.
 //!
-//! Four states: **sleep**, CPU **active** with the radio off, radio **RX** (listening:
-//! waiting for an answer, or kept awake by `stay_awake`/`wake_now`) and radio **TX**.
+//! Five states: **sleep**, CPU **active** with the radio off, radio **RX** (waiting for
+//! an answer), radio **TX**, and **listening**: kept awake by `stay_awake`/`wake_now`
+//! between exchanges, with the network up as the board keeps it ([`Board::listen_ua`]).
 //! The time in TX is the airtime of the bytes sent at the board's radio bit rate, taken
 //! out of the RX time around it. On top of the time in each state, two one-off charges:
 //!
@@ -36,6 +37,8 @@ pub enum PowerState {
     Rx,
     /// Radio transmitting.
     Tx,
+    /// Awake between exchanges, network up (`stay_awake`, `wake_now`).
+    Listen,
 }
 
 /// The shortest sleep a board with [`Board::short_sleep_ua`] spends in deep sleep, ms:
@@ -52,6 +55,8 @@ pub struct StateTimes {
     pub active_us: u64,
     /// Radio on (RX and TX; [`Board::tx_us`] splits off the TX airtime), µs.
     pub radio_us: u64,
+    /// Listening: awake between exchanges, network up, µs.
+    pub listen_us: u64,
     /// Bytes transmitted (their airtime is the TX time).
     pub tx_bytes: u64,
     /// Wakes from a sleep of at least [`DEEP_SLEEP_MIN_MS`].
@@ -67,7 +72,7 @@ pub struct StateTimes {
 impl StateTimes {
     /// The total time covered, µs.
     pub fn total_us(&self) -> u64 {
-        self.sleep_us + self.active_us + self.radio_us
+        self.sleep_us + self.active_us + self.radio_us + self.listen_us
     }
 
     /// Adds another's times and counts.
@@ -75,6 +80,7 @@ impl StateTimes {
         self.sleep_us += other.sleep_us;
         self.active_us += other.active_us;
         self.radio_us += other.radio_us;
+        self.listen_us += other.listen_us;
         self.tx_bytes += other.tx_bytes;
         self.wakes += other.wakes;
         self.short_sleeps += other.short_sleeps;
@@ -122,12 +128,14 @@ impl Meter {
             PowerState::Sleep => self.times.sleep_us += us,
             PowerState::Active => self.times.active_us += us,
             PowerState::Rx | PowerState::Tx => self.times.radio_us += us,
+            PowerState::Listen => self.times.listen_us += us,
         }
         self.since_ms = self.since_ms.max(now_ms);
         if state == self.state {
             return;
         }
-        let radio = |s: PowerState| matches!(s, PowerState::Rx | PowerState::Tx);
+        let radio =
+            |s: PowerState| matches!(s, PowerState::Rx | PowerState::Tx | PowerState::Listen);
         if self.state == PowerState::Sleep {
             let slept_ms = self.since_ms.saturating_sub(self.entered_ms);
             if slept_ms >= DEEP_SLEEP_MIN_MS {
@@ -172,6 +180,8 @@ pub struct Board {
     pub rx_ua: f64,
     /// Radio transmitting, µA.
     pub tx_ua: f64,
+    /// Listening (awake between exchanges, network up), µA.
+    pub listen_ua: f64,
     /// The radio's bit rate, kbit/s (TX airtime).
     pub radio_kbps: u64,
     /// The charge of one wake from deep sleep, µC.
@@ -203,6 +213,9 @@ pub const ESP32_C3: Board = Board {
     // Same table: TX 802.11b 1 Mbps at 21 dBm, 335 mA peak, the table's worst case
     // (802.11n HT20 MCS7 at 18.5 dBm: 276 mA), at 100 % duty cycle.
     tx_ua: 335_000.0,
+    // Kept awake (`stay_awake`), the board waits on a timer with the CPU in WFI and the
+    // station associated in modem power-save: the same DTIM1 figure as `short_sleep_ua`.
+    listen_ua: 21_470.0,
     // 802.11b 1 Mbps, the rate of that TX figure (so the airtime is an upper bound).
     radio_kbps: 1_000,
     // A wake from deep sleep is a reset: boot, Wi-Fi association, DHCP (the board asks
@@ -243,6 +256,9 @@ pub const NRF52840: Board = Board {
     // Same table, IRADIO_TX5: transmitting at 0 dBm, 250 kbit/s IEEE 802.15.4, HFXO,
     // DC/DC, 6.40 mA.
     tx_ua: 6_400.0,
+    // Kept awake, the board leaves the receiver on (its radio switch is `Rx`) with the
+    // CPU idle: the RX figure.
+    listen_ua: 6_530.0,
     // IEEE 802.15.4 O-QPSK, 250 kbit/s, the mode of those figures.
     radio_kbps: 250,
     // A wake from System ON idle takes microseconds; no charge of its own is modelled
@@ -313,7 +329,8 @@ impl Board {
             + short_sleep_ua_us
             + self.active_ua * times.active_us as f64
             + self.rx_ua * rx as f64
-            + self.tx_ua * tx as f64;
+            + self.tx_ua * tx as f64
+            + self.listen_ua * times.listen_us as f64;
         ua_us / UA_US_PER_UAH + self.wake_charge_uah(times)
     }
 
@@ -352,6 +369,7 @@ pub fn cycle(
         sleep_us: sleep_ms * 1000,
         active_us: awake_ms * 1000,
         radio_us: radio_ms * 1000,
+        listen_us: 0,
         tx_bytes,
         wakes: u64::from(!short),
         short_sleeps: u64::from(short),
@@ -533,5 +551,29 @@ mod tests {
         assert_eq!((t.wakes, t.short_sleeps), (0, 1));
         assert_eq!(ESP32_C3.wake_charge_uah(&t), 0.0);
         assert!(ESP32_C3.uah_per_day(&t) > 21_470.0 * 24.0);
+    }
+
+    #[test]
+    fn listening_is_charged_at_the_boards_listen_current_and_starts_the_radio_once() {
+        let mut m = Meter::new(0, PowerState::Active);
+        m.enter(1_000, PowerState::Listen);
+        m.enter(3_000, PowerState::Rx);
+        m.enter(3_100, PowerState::Listen);
+        m.enter(5_000, PowerState::Active);
+        let t = m.times();
+        assert_eq!(t.listen_us, 3_900_000);
+        assert_eq!(t.radio_us, 100_000);
+        assert_eq!(t.radio_starts, 1, "listen → RX → listen keeps the radio up");
+        let without = StateTimes {
+            listen_us: 0,
+            radio_starts: 0,
+            ..t
+        };
+        let listen_uah = ESP32_C3.charge_uah(&t)
+            - ESP32_C3.charge_uah(&StateTimes {
+                radio_starts: 1,
+                ..without
+            });
+        assert!(close(listen_uah, 21_470.0 * 3.9 / 3600.0), "{listen_uah}");
     }
 }

@@ -335,7 +335,7 @@ where
             self.meter.enter(now, PowerState::Sleep);
         } else {
             self.radio.set_mode(RadioMode::Rx);
-            self.meter.enter(now, PowerState::Rx);
+            self.meter.enter(now, PowerState::Listen);
         }
         self.clock.sleep_until(report.wake_at_ms).await;
         let now = self.clock.now_ms();

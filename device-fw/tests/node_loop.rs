@@ -366,7 +366,7 @@ fn stay_awake_wake_now_and_rejoin_are_obeyed() {
     assert!(!r.deep_sleep);
     assert_eq!(r.wake_at_ms, start + ALARM / 10);
     assert!(
-        d.energy().radio_us >= ALARM / 10 * 1000,
+        d.energy().listen_us >= ALARM / 10 * 1000,
         "awake: the radio stays up"
     );
 
