@@ -1,0 +1,10 @@
+//! With feature `defmt`, links defmt's symbol table script (`defmt.x`, which the defmt
+//! crate puts on the linker's search path), as esp-hal's `linkall.x` is linked through
+//! `.cargo/config.toml`.
+
+fn main() {
+    if std::env::var_os("CARGO_FEATURE_DEFMT").is_some() {
+        println!("cargo:rustc-link-arg=-Tdefmt.x");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+}
