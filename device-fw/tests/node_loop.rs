@@ -430,17 +430,7 @@ fn no_gateway_answers_backs_off_keeps_readings_and_batches_them_later() {
         "the three kept and the new one, in one batch"
     );
     assert_eq!(w.net.borrow().publishes, publishes + 1);
-    let seqs: Vec<String> = w
-        .net
-        .borrow()
-        .readings
-        .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
-        .collect();
-    assert_eq!(seqs.len(), 5);
-    for (i, s) in seqs.iter().enumerate() {
-        assert!(s.contains(&format!("\"seq\":{i}")), "in order: {s}");
-    }
+    assert_published_in_order_once(&w, 5);
     assert_eq!(d.buffered(), (0, 0));
 }
 
@@ -457,6 +447,21 @@ fn garbled_answers_are_counted_ignored_and_another_gateway_is_tried() {
     let r = cycle(&mut d);
     assert_eq!(r.gateway, None);
     assert_eq!(d.buffered().0, 1);
+}
+
+/// The gateways got readings 0..n, each once, in order.
+fn assert_published_in_order_once(w: &World, n: usize) {
+    let values: Vec<String> = w
+        .net
+        .borrow()
+        .readings
+        .iter()
+        .map(|r| String::from_utf8(r.value.clone()).unwrap())
+        .collect();
+    assert_eq!(values.len(), n, "{values:?}");
+    for (i, v) in values.iter().enumerate() {
+        assert!(v.contains(&format!("\"seq\":{i}")), "in order, once: {v}");
+    }
 }
 
 fn rec(text: &str) -> Record {
@@ -535,18 +540,9 @@ fn a_deep_sleep_reset_goes_on_with_the_schedule_clock_readings_and_back_off() {
     let taken_at = w.now.get();
     let r = cycle(&mut d);
     assert_eq!(r.published, 4, "three kept and the new one");
-    let net = w.net.borrow();
-    let last = net.readings.last().unwrap();
-    assert_eq!(last.timestamp_ms, taken_at + GW_OFFSET);
-    let seqs: Vec<String> = net
-        .readings
-        .iter()
-        .map(|r| String::from_utf8(r.value.clone()).unwrap())
-        .collect();
-    assert_eq!(seqs.len(), 5);
-    for (i, s) in seqs.iter().enumerate() {
-        assert!(s.contains(&format!("\"seq\":{i}")), "in order, once: {s}");
-    }
+    let last = w.net.borrow().readings.last().unwrap().timestamp_ms;
+    assert_eq!(last, taken_at + GW_OFFSET);
+    assert_published_in_order_once(&w, 5);
 }
 
 #[test]
