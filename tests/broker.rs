@@ -224,6 +224,46 @@ fn a_crashed_broker_recovers_its_log_and_cuts_a_torn_tail() {
 }
 
 #[test]
+fn a_deleted_topics_data_is_removed_and_a_new_topic_of_its_name_starts_empty() {
+    let cluster = Cluster::start("broker-topic-delete", 1);
+    cluster.create_topic("gone", 1);
+    let produce = |value: &str| {
+        let (code, _, err) = pehra(&["produce", "gone", "-m", value, "--zookeeper", &cluster.z()]);
+        assert_eq!(code, 0, "{err}");
+    };
+    produce("old");
+    let dir = cluster.brokers[0].dir.join("gone-0");
+    assert!(dir.join("topic-id").exists(), "the replica names its topic");
+
+    let (code, out, err) = pehra(&["topic", "delete", "gone", "--zookeeper", &cluster.z()]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("deleted topic gone"), "{out}");
+    // The broker hears of it through its watch and removes the replica's data (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while dir.exists() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} is still there",
+            dir.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    cluster.create_topic("gone", 1);
+    produce("new");
+    let values: Vec<String> = cluster
+        .consume_json("gone")
+        .into_iter()
+        .map(|(_, _, _, value)| value)
+        .collect();
+    assert_eq!(
+        values,
+        ["new"],
+        "the old topic's record is not in the new one"
+    );
+}
+
+#[test]
 fn acks_zero_and_consumer_groups() {
     let cluster = Cluster::start("broker-acks0", 1);
     cluster.create_topic("fire", 1);

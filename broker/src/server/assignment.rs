@@ -19,7 +19,13 @@ pub(crate) struct Assigned {
     pub meta: PartitionMetadata,
     pub version: u32,
     pub min_insync: u32,
+    /// The topic's identity: the zxid that created its znode. A topic deleted and
+    /// created again under the same name has another (Kafka's topic id).
+    pub topic_id: u64,
 }
+
+/// The file in a partition's directory that names the topic incarnation its data is of.
+const TOPIC_ID_FILE: &str = "topic-id";
 
 /// Keeps the open partitions, their roles and the fetchers equal to what the partition
 /// znodes say, re-reading whenever a watched znode changes.
@@ -29,7 +35,8 @@ pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
     loop {
         match read_assignment(&zk, state.id).await {
             Ok((assigned, brokers, paths)) => {
-                apply_assignment(&state, assigned, &brokers).await;
+                let closed = apply_assignment(&state, assigned, &brokers).await;
+                remove_replicas_no_longer_held(&zk, &state, closed).await;
                 for (path, children) in paths {
                     watch_for_changes(&zk, path, children, &watched, &changed_tx).await;
                 }
@@ -76,9 +83,9 @@ async fn read_assignment(
         // must still learn of it.
         paths.push((cluster::topic_path(&topic), false));
         paths.push((cluster::topic_path(&topic), true));
-        let min_insync = match zk.get_data(&cluster::topic_path(&topic)).await {
-            Ok((data, _)) => match wire::decode::<TopicConfig>(&data) {
-                Ok(config) => config.min_insync(),
+        let (min_insync, topic_id) = match zk.get_data(&cluster::topic_path(&topic)).await {
+            Ok((data, stat)) => match wire::decode::<TopicConfig>(&data) {
+                Ok(config) => (config.min_insync(), stat.czxid),
                 Err(_) => continue,
             },
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => continue,
@@ -110,6 +117,7 @@ async fn read_assignment(
                         meta,
                         version: stat.version,
                         min_insync,
+                        topic_id,
                     },
                 );
             }
@@ -156,11 +164,13 @@ async fn watch_for_changes(
     });
 }
 
+/// Opens, updates and closes partitions as `assigned` says, and sets the fetchers;
+/// returns the partitions it closed.
 async fn apply_assignment(
     state: &Arc<State>,
     assigned: BTreeMap<PartitionKey, Assigned>,
     brokers: &Addresses,
-) {
+) -> Vec<PartitionKey> {
     let now = Instant::now();
     for (key, a) in &assigned {
         let existing = state.partitions.read().expect("lock").get(key).cloned();
@@ -195,8 +205,10 @@ async fn apply_assignment(
         .keys()
         .cloned()
         .collect();
+    let mut closed = Vec::new();
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
         if let Some(p) = state.partitions.write().expect("lock").remove(&key) {
+            closed.push(key.clone());
             let mut p = p.lock().expect("lock");
             p.step_down("the partition was moved off this broker");
             if let Err(e) = p.log.flush() {
@@ -223,6 +235,90 @@ async fn apply_assignment(
     }
     state.fetchers.lock().expect("lock").update(state, wanted);
     state.assignment_applied.notify_waiters();
+    closed
+}
+
+/// Deletes the data of the closed partitions this broker is positively no longer a
+/// replica of: the topic was deleted, or the partition's replicas leave this broker out
+/// (it was moved, or re-replicated while this broker was down). A partition left out of
+/// an assignment for any other reason (a read that failed) keeps its data.
+async fn remove_replicas_no_longer_held(
+    zk: &Client,
+    state: &Arc<State>,
+    closed: Vec<PartitionKey>,
+) {
+    for key in closed {
+        let why = match no_longer_held(zk, &key, state.id).await {
+            Ok(Some(why)) => why,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "cannot tell whether a closed partition's data is still wanted; kept");
+                continue;
+            }
+        };
+        let dir = partition_dir(state, &key);
+        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+            Ok(Ok(())) => {
+                tracing::info!(topic = %key.0, partition = key.1, "removed the replica's data: {why}")
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Ok(Err(e)) => {
+                tracing::warn!(topic = %key.0, partition = key.1, error = %e, "removing the replica's data")
+            }
+            Err(e) => tracing::warn!(error = %e, "the removal task failed"),
+        }
+    }
+}
+
+/// Why this broker's replica of `key` is not wanted any more, if the zookeeper says so.
+async fn no_longer_held(
+    zk: &Client,
+    key: &PartitionKey,
+    id: u32,
+) -> Result<Option<&'static str>, ZkError> {
+    let not_found = |e: &ZkError| e.kind() == Some(ErrorKind::NotFound);
+    match zk.get_data(&cluster::topic_path(&key.0)).await {
+        Err(e) if not_found(&e) => return Ok(Some("the topic was deleted")),
+        Err(e) => return Err(e),
+        Ok(_) => {}
+    }
+    match zk.get_data(&cluster::partition_path(&key.0, key.1)).await {
+        // The topic is being deleted (its partitions go first).
+        Err(e) if not_found(&e) => Ok(Some("the topic was deleted")),
+        Err(e) => Err(e),
+        Ok((data, _)) => Ok(match wire::decode::<PartitionMetadata>(&data) {
+            Ok(meta) if !meta.replicas.contains(&id) => {
+                Some("the partition's replicas are on other brokers now")
+            }
+            _ => None,
+        }),
+    }
+}
+
+/// Where a partition's log lives.
+fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
+    state.data_dir.join(format!("{}-{}", key.0, key.1))
+}
+
+/// Makes `dir` hold data of topic incarnation `topic_id`: data of another incarnation (a
+/// topic deleted, then created again under the same name, while this broker did not
+/// see it gone) is removed first; a directory without the mark (older versions) is
+/// taken as this incarnation's.
+fn claim_for_topic(dir: &std::path::Path, topic_id: u64) -> std::io::Result<()> {
+    let mark = dir.join(TOPIC_ID_FILE);
+    match std::fs::read_to_string(&mark) {
+        Ok(text) if text.trim().parse::<u64>().ok() == Some(topic_id) => return Ok(()),
+        Ok(text) => {
+            tracing::info!(dir = %dir.display(), old = text.trim(), new = topic_id, "the partition's data is of a deleted topic of the same name: removed");
+            std::fs::remove_dir_all(dir)?;
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    std::fs::create_dir_all(dir)?;
+    let tmp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
+    std::fs::write(&tmp, format!("{topic_id}\n"))?;
+    std::fs::rename(&tmp, &mark)
 }
 
 async fn open(
@@ -230,11 +326,19 @@ async fn open(
     key: &PartitionKey,
     a: &Assigned,
 ) -> Option<Arc<Mutex<Partition>>> {
-    let dir = state.data_dir.join(format!("{}-{}", key.0, key.1));
+    let dir = partition_dir(state, key);
     let config = state.log_config.clone();
-    let opened = tokio::task::spawn_blocking(move || PartitionLog::open(&dir, config))
-        .await
-        .expect("open task");
+    let topic_id = a.topic_id;
+    let opened = tokio::task::spawn_blocking(move || {
+        claim_for_topic(&dir, topic_id).map_err(|e| crate::log::LogError::Io {
+            op: "claim for the topic",
+            path: dir.join(TOPIC_ID_FILE),
+            source: e,
+        })?;
+        PartitionLog::open(&dir, config)
+    })
+    .await
+    .expect("open task");
     match opened {
         Ok((log, recovery)) => {
             tracing::info!(
@@ -259,5 +363,34 @@ async fn open(
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open the partition log");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{claim_for_topic, TOPIC_ID_FILE};
+    use std::fs;
+
+    #[test]
+    fn a_directory_of_another_topic_incarnation_is_emptied_and_claimed() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t-0");
+        // A new directory is claimed.
+        claim_for_topic(&dir, 7).unwrap();
+        assert_eq!(fs::read_to_string(dir.join(TOPIC_ID_FILE)).unwrap(), "7\n");
+        fs::write(dir.join("00000000000000000000.log"), b"data").unwrap();
+        // The same incarnation keeps its data.
+        claim_for_topic(&dir, 7).unwrap();
+        assert!(dir.join("00000000000000000000.log").exists());
+        // Another incarnation (deleted and created again unseen) starts empty.
+        claim_for_topic(&dir, 9).unwrap();
+        assert!(!dir.join("00000000000000000000.log").exists());
+        assert_eq!(fs::read_to_string(dir.join(TOPIC_ID_FILE)).unwrap(), "9\n");
+        // A directory from before the mark existed is taken as it is.
+        let old = tmp.path().join("u-0");
+        fs::create_dir_all(&old).unwrap();
+        fs::write(old.join("00000000000000000000.log"), b"data").unwrap();
+        claim_for_topic(&old, 3).unwrap();
+        assert!(old.join("00000000000000000000.log").exists());
     }
 }
