@@ -1,11 +1,12 @@
 //! The broker's maintenance agent on real processes (a zookeeper and two brokers on
 //! loopback): an order with a command wakes a dormant broker, moves its leadership
 //! away, runs the command and reports its exit status; an order without one restarts
-//! the broker in place (same PID, new session).
+//! the broker in place (same PID, new session), or, if its program no longer runs, fails
+//! at once with the reason.
 
 mod common;
 
-use common::{free_udp_port, BrokerProcess, TempDir, Zookeeper};
+use common::{free_udp_port, spawn_program_ready, wait_bounded, BrokerProcess, TempDir, Zookeeper};
 use pehra_broker::client::ClusterClient;
 use pehra_shared::wire::{
     self, Maintenance, MaintenanceState, NodeRole, NodeStatus, PartitionMetadata,
@@ -258,4 +259,52 @@ async fn an_order_without_command_restarts_the_broker_in_place() {
         assert!(Instant::now() < deadline, "not back in sync");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_whose_program_no_longer_runs_fails_the_order_at_once() {
+    let dir = TempDir::new("maint-exec-fails");
+    let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let _zookeeper = Zookeeper::start(&dir.path().join("zookeeper"), zk_addr);
+    // The broker runs from a copy of the program, which an upgrade gone wrong then
+    // replaces with a file that cannot run.
+    let program = dir.path().join("pehra");
+    std::fs::copy(env!("CARGO_BIN_EXE_pehra"), &program).unwrap();
+    let args: Vec<String> = [
+        "broker",
+        "--id",
+        "1",
+        "--listen",
+        &format!("127.0.0.1:{}", free_udp_port()),
+        "--zookeeper",
+        &zk_addr.to_string(),
+        "--data-dir",
+        &dir.path().join("broker-1").display().to_string(),
+        "--session-timeout-ms",
+        "1500",
+    ]
+    .map(String::from)
+    .to_vec();
+    let (broker, _) = spawn_program_ready(&program, &args, "listening on");
+    let replacement = dir.path().join("pehra.new");
+    std::fs::write(&replacement, "not a program\n").unwrap();
+    std::fs::rename(&replacement, &program).unwrap();
+
+    let zk = Client::without_session(zk_addr, ClientOptions::default().coap)
+        .await
+        .unwrap();
+    order(&zk, 1, 3, None).await;
+    let (failed, _, _) = wait_finished(&zk, 1, 3).await;
+    assert_eq!(failed.state, MaintenanceState::Failed, "{failed:?}");
+    let message = failed.message.unwrap_or_default();
+    assert!(
+        message.starts_with("cannot re-execute the broker: "),
+        "{message}"
+    );
+    // The old process exits with the error (it does not linger).
+    let out = tokio::task::spawn_blocking(move || wait_bounded(broker, Duration::from_secs(20)))
+        .await
+        .unwrap()
+        .expect("the broker exits");
+    assert!(!out.status.success());
 }

@@ -127,7 +127,16 @@ impl Drop for Zookeeper {
 /// child and that line. The rest of its stderr is drained in the background. If the
 /// process exits first, the panic says how and shows the end of its stderr.
 pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+    spawn_program_ready(Path::new(env!("CARGO_BIN_EXE_pehra")), args, ready)
+}
+
+/// [`spawn_ready`] with another program (a copy of `pehra`, say).
+pub fn spawn_program_ready(
+    program: &Path,
+    args: &[String],
+    ready: &'static str,
+) -> (Child, String) {
+    let mut child = Command::new(program)
         .args(args)
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

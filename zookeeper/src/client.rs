@@ -459,6 +459,11 @@ impl Client {
         Ok(synced.zxid)
     }
 
+    /// The zookeeper's address.
+    pub fn server(&self) -> SocketAddr {
+        self.inner.server
+    }
+
     /// Ends the session like [`Client::close`], through a shared reference (for a client
     /// other tasks still hold: their later calls fail as the session is gone). The
     /// keepalive stops when the last holder drops the client.

@@ -18,7 +18,10 @@
 //!    in place: the broker is stopped (every partition flushed, the session closed) and
 //!    the program re-executed with the same arguments ([`exec_self`]), so its PID stays.
 //!    The order stays `running` across the exec; the restarted broker's agent finds it
-//!    so at its first look and sets it `done` ("restarted").
+//!    so at its first look and sets it `done` ("restarted"). If the exec fails (the
+//!    program file was replaced by something that does not run), the old process sets
+//!    the order `failed` with the error before it exits
+//!    ([`report_restart_failure`]).
 //!
 //! An order found `running` with a command at the first look was interrupted by a
 //! restart of the broker: it is set `failed`.
@@ -26,7 +29,8 @@
 use super::{pehra, State};
 use pehra_shared::wire::{self, ErrorKind, Maintenance, MaintenanceState};
 use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
-use pehra_zookeeper::{Client, WatchEvent, ZkError};
+use pehra_zookeeper::{Client, ClientOptions, WatchEvent, ZkError};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -356,6 +360,48 @@ async fn run_command(command: &str) -> (MaintenanceState, String) {
         format!("{status}: {tail}")
     };
     (MaintenanceState::Failed, message)
+}
+
+/// After a restart in place whose re-exec failed ([`exec_self`] returned): sets the
+/// broker's order `failed` with the error, so that the orchestrator learns it at once
+/// instead of waiting out its timeout for a broker that will not come back (the order
+/// would stay `running`). Bounded: a broker whose zookeeper is gone still exits.
+pub(crate) async fn report_restart_failure(zookeeper: SocketAddr, id: u32, error: &std::io::Error) {
+    let path = cluster::pehra_maintenance_path(&cluster::broker_node_name(id));
+    let report = async {
+        // The broker's session is closed (its requests would be refused): a new client.
+        let zk = Client::without_session(zookeeper, ClientOptions::default().coap).await?;
+        let (data, stat) = zk.get_data(&path).await?;
+        let Ok(order) = wire::decode::<Maintenance>(&data) else {
+            return Ok(None);
+        };
+        if order.state != MaintenanceState::Running || order.command.is_some() {
+            return Ok(None);
+        }
+        let failed = Maintenance {
+            state: MaintenanceState::Failed,
+            message: Some(format!("cannot re-execute the broker: {error}")),
+            ..order
+        };
+        let data = wire::encode(&failed).expect("wire types encode");
+        zk.set_data(&path, &data, Some(stat.version)).await?;
+        Ok::<_, ZkError>(Some(failed.id))
+    };
+    match tokio::time::timeout(Duration::from_secs(5), report).await {
+        Ok(Ok(Some(order))) => tracing::warn!(
+            id,
+            order,
+            "maintenance: order failed (the broker could not re-execute)"
+        ),
+        Ok(Ok(None)) => {}
+        Ok(Err(e)) => {
+            tracing::warn!(id, error = %e, "maintenance: cannot report the failed restart")
+        }
+        Err(_) => tracing::warn!(
+            id,
+            "maintenance: cannot report the failed restart: no answer"
+        ),
+    }
 }
 
 /// Replaces this process by a fresh run of its own program with the same arguments

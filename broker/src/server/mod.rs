@@ -359,12 +359,17 @@ impl Broker {
     /// Restarts in place after a maintenance order ([`BrokerError::RestartRequested`]):
     /// stops as a controlled shutdown does once leadership has moved (every partition
     /// flushed, the zookeeper session closed) and re-executes this program with the same
-    /// arguments, so the process keeps its PID. Returns only if the exec failed.
+    /// arguments, so the process keeps its PID. Returns only if the exec failed, after
+    /// setting the maintenance order `failed` with the error.
     pub async fn restart_in_place(self) -> std::io::Error {
         let id = self.id;
+        let zookeeper = self.zk.server();
         self.stop(true).await;
         tracing::info!(id, "maintenance: re-executing the broker in place");
-        maintenance::exec_self()
+        let error = maintenance::exec_self();
+        tracing::error!(id, error = %error, "maintenance: cannot re-execute the broker");
+        maintenance::report_restart_failure(zookeeper, id, &error).await;
+        error
     }
 
     async fn stop(self, close_session: bool) {
