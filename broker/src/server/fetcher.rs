@@ -179,6 +179,8 @@ fn apply(
         if !data.batches.is_empty() {
             // Records replicated here are client traffic for PEHRA (the cluster is busy).
             super::pehra::traffic(state);
+            // And they are to be flushed.
+            state.unflushed.notify_one();
         }
         let Some(partition) = lookup_any(state, &asked.topic, asked.partition) else {
             continue;

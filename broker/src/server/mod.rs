@@ -166,6 +166,10 @@ pub(crate) struct State {
     appended: tokio::sync::Notify,
     /// Signalled after every assignment change was applied.
     assignment_applied: tokio::sync::Notify,
+    /// An in-sync set change finished: the ISR upkeep looks again.
+    isr_recheck: tokio::sync::Notify,
+    /// Something was appended that is not flushed yet (a permit wakes the flusher).
+    unflushed: tokio::sync::Notify,
     /// A controlled shutdown began: follow no partition any more.
     leaving: AtomicBool,
     handle: OnceLock<Handle>,
@@ -218,6 +222,8 @@ impl Broker {
             partitions: RwLock::default(),
             fetchers: Mutex::default(),
             appended: tokio::sync::Notify::new(),
+            isr_recheck: tokio::sync::Notify::new(),
+            unflushed: tokio::sync::Notify::new(),
             assignment_applied: tokio::sync::Notify::new(),
             leaving: AtomicBool::new(false),
             handle: OnceLock::new(),
@@ -260,7 +266,7 @@ impl Broker {
         tracing::info!(id = config.id, addr = %info.addr, "broker registered");
         let tasks = vec![
             tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
-            tokio::spawn(flush_periodically(state.clone(), config.flush_interval)),
+            tokio::spawn(flush_after_writes(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
             tokio::spawn(replica::maintain_isr(state.clone())),
             tokio::spawn(pehra::start(
@@ -501,14 +507,14 @@ fn advertised(local: SocketAddr, zookeeper: SocketAddr) -> SocketAddr {
     SocketAddr::new(ip, local.port())
 }
 
-async fn flush_periodically(state: Arc<State>, every: Duration) {
-    let mut ticker = tokio::time::interval(every);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Flushes at most `every` after the first write not flushed yet (the flush interval);
+/// an idle broker does not wake for it.
+async fn flush_after_writes(state: Arc<State>, every: Duration) {
     loop {
-        ticker.tick().await;
+        state.unflushed.notified().await;
+        // Writes of the next `every` go in the same flush.
+        tokio::time::sleep(every).await;
         pehra::awake(&state).await;
-        // Most ticks of an idle broker find nothing to flush: no hop to a blocking
-        // thread for them (a wakeup each, several times a second).
         if !needs_flush(&state) {
             continue;
         }

@@ -225,6 +225,30 @@ impl Partition {
         }
     }
 
+    /// When [`Self::lagging_followers`] or [`Self::expire_waiters`] may next find work,
+    /// if nothing is written meanwhile: the earliest acks=all deadline, and for each
+    /// in-sync follower without every record the moment it will have lagged for `lag`
+    /// (now for one that never fetched in this epoch is not known yet). `None`: nothing
+    /// can change before a write, a fetch or an assignment change.
+    pub fn next_isr_check(&self, me: u32, lag: Duration) -> Option<Instant> {
+        let leader = self.leader.as_ref()?;
+        let end = self.log.log_end_offset();
+        let waiters = leader.waiters.iter().map(|w| w.deadline);
+        // While an in-sync set change is being written, its outcome is awaited instead.
+        let followers = self
+            .meta
+            .isr
+            .iter()
+            .filter(|&&r| r != me && !leader.isr_change_pending)
+            .filter_map(|r| match leader.followers.get(r) {
+                Some(p) if p.log_end.is_some_and(|e| e >= end) => None,
+                Some(p) => Some(p.caught_up_at + lag),
+                // Not a follower of this epoch: `lagging_followers` drops it at once.
+                None => Some(Instant::now()),
+            });
+        waiters.chain(followers).min()
+    }
+
     /// In-sync followers that have not caught up for longer than `lag`. A follower that
     /// has every record the leader has is caught up now, even if it has not fetched for
     /// a while (it sleeps under PEHRA while nothing is written; a write wakes it).
@@ -335,4 +359,61 @@ pub(crate) fn not_enough_replicas(
 /// `1,2,3`.
 pub(crate) fn join(ids: &[u32]) -> String {
     ids.iter().map(u32::to_string).collect::<Vec<_>>().join(",")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::log::{BatchMeta, LogConfig};
+
+    const LAG: Duration = Duration::from_secs(5);
+
+    fn leading(dir: &std::path::Path, now: Instant) -> Partition {
+        let (log, _) = PartitionLog::open(dir, LogConfig::default()).unwrap();
+        let meta = PartitionMetadata {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 1,
+            replicas: vec![1, 2],
+            isr: vec![1, 2],
+        };
+        let mut p = Partition::new(log, meta.clone(), 0, 1);
+        p.update(1, meta, 1, 1, now);
+        p
+    }
+
+    fn append(p: &mut Partition, now: Instant) {
+        p.note_append(now);
+        let meta = BatchMeta {
+            record_count: 1,
+            max_timestamp_ms: 1,
+            leader_epoch: 1,
+            producer: None,
+            base_offset: None,
+        };
+        p.log.append_batch(b"x", &meta).unwrap();
+    }
+
+    #[test]
+    fn the_next_isr_check_is_due_only_while_a_follower_lacks_records_or_a_produce_waits() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut p = leading(&tmp.path().join("t-0"), t0);
+        // A new term: the follower has not fetched yet; it is dropped if it does not
+        // within the lag.
+        assert_eq!(p.next_isr_check(1, LAG), Some(t0 + LAG));
+        // It has everything: nothing can change until a write.
+        p.record_fetch(2, 0, t0);
+        assert_eq!(p.next_isr_check(1, LAG), None);
+        assert!(p.lagging_followers(1, LAG, t0 + 10 * LAG).is_empty());
+        // A write it lacks: due when it will have lagged for LAG.
+        let t1 = t0 + Duration::from_secs(1);
+        append(&mut p, t1);
+        assert_eq!(p.next_isr_check(1, LAG), Some(t1 + LAG));
+        assert!(p.lagging_followers(1, LAG, t1 + LAG).is_empty());
+        assert_eq!(p.lagging_followers(1, LAG, t1 + LAG * 2), vec![2]);
+        // While the change is being written, its outcome is awaited instead.
+        p.leader.as_mut().unwrap().isr_change_pending = true;
+        assert_eq!(p.next_isr_check(1, LAG), None);
+    }
 }

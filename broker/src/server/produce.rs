@@ -155,6 +155,7 @@ fn append(
         tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "append failed");
         error_response(ErrorKind::Internal, &format!("append failed on broker {}: {e}", state.id))
     })?;
+    state.unflushed.notify_one();
     Ok(ProduceResponse {
         base_offset: info.base_offset,
         record_count: count,

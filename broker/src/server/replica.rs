@@ -194,7 +194,15 @@ pub(crate) enum IsrChange {
 /// Writes an in-sync set change to the partition znode (if it still names us leader in
 /// our epoch) and then applies it here.
 pub(crate) async fn change_isr(state: Arc<State>, key: PartitionKey, change: IsrChange) {
-    let result = write_isr(&state, &key, &change).await;
+    apply_isr_change(&state, &key, &change).await;
+    // Whatever came of it, the ISR upkeep looks again (it waited for this outcome).
+    state.isr_recheck.notify_one();
+}
+
+async fn apply_isr_change(state: &Arc<State>, key: &PartitionKey, change: &IsrChange) {
+    let state = state.clone();
+    let key = key.clone();
+    let result = write_isr(&state, &key, change).await;
     if let Some(partition) = lookup_any(&state, &key.0, key.1) {
         let mut p = partition.lock().expect("lock");
         match &result {
@@ -281,13 +289,35 @@ async fn write_isr(
     Ok(None)
 }
 
-/// Every tick: answers acks=all produces that waited too long and drops followers
-/// that lag from the in-sync set.
+/// Answers acks=all produces that waited too long and drops followers that lag from the
+/// in-sync set. It wakes only when that can be due: at the earliest deadline any
+/// partition has ([`super::partition::Partition::next_isr_check`]), after a write, a fetch's ISR change or
+/// an assignment change, and at least every `replica_lag` (a safety net for an event
+/// missed); an idle broker whose followers have everything sleeps here for that long.
 pub(crate) async fn maintain_isr(state: Arc<State>) {
-    let mut ticker = tokio::time::interval((state.replica_lag / 4).max(Duration::from_millis(50)));
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next: Option<Instant> = None;
     loop {
-        ticker.tick().await;
+        // Registered before the check below, so a write during it is not missed.
+        let appended = state.appended.notified();
+        let assigned = state.assignment_applied.notified();
+        let rechecked = state.isr_recheck.notified();
+        tokio::pin!(appended, assigned, rechecked);
+        appended.as_mut().enable();
+        assigned.as_mut().enable();
+        rechecked.as_mut().enable();
+        let now = Instant::now();
+        let safety = now + state.replica_lag;
+        // Never sooner than the old tick's floor: a deadline that stays in the past
+        // (its work is in flight) must not spin.
+        let at = next
+            .map_or(safety, |n| n.min(safety))
+            .max(now + ISR_CHECK_FLOOR);
+        tokio::select! {
+            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = &mut appended => {}
+            _ = &mut assigned => {}
+            _ = &mut rechecked => {}
+        }
         super::pehra::awake(&state).await;
         let now = Instant::now();
         let partitions: Vec<_> = state
@@ -297,6 +327,7 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        next = None;
         for (key, partition) in partitions {
             let mut p = partition.lock().expect("lock");
             p.expire_waiters(now);
@@ -308,6 +339,12 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
                 }
                 tokio::spawn(change_isr(state.clone(), key, IsrChange::Remove(lagging)));
             }
+            if let Some(at) = p.next_isr_check(state.id, state.replica_lag) {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
         }
     }
 }
+
+/// The shortest wait between two ISR checks.
+const ISR_CHECK_FLOOR: Duration = Duration::from_millis(50);
