@@ -220,6 +220,33 @@ impl Clock for EmbassyClock {
     }
 }
 
+/// [`Storage`] in a RAM static, for a board whose sleep keeps RAM (System ON idle, a
+/// timer wait): it survives every sleep; a reset empties it, and the device starts as a
+/// new incarnation. [`Persisted`] is kept as a value, not encoded. One per firmware.
+#[cfg(feature = "embassy")]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RamStorage;
+
+#[cfg(feature = "embassy")]
+static RAM_STORED: critical_section::Mutex<core::cell::RefCell<Option<Persisted>>> =
+    critical_section::Mutex::new(core::cell::RefCell::new(None));
+
+#[cfg(feature = "embassy")]
+impl Storage for RamStorage {
+    type Error = core::convert::Infallible;
+
+    async fn load(&mut self) -> Result<Option<Persisted>, Self::Error> {
+        Ok(critical_section::with(|cs| {
+            RAM_STORED.borrow_ref(cs).clone()
+        }))
+    }
+
+    async fn save(&mut self, persisted: &Persisted) -> Result<(), Self::Error> {
+        critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
+        Ok(())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

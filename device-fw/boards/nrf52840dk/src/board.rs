@@ -4,16 +4,14 @@
 //! logs downlink records.
 
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use core::convert::Infallible;
 use core::net::{IpAddr, SocketAddr};
 
-use critical_section::Mutex;
 use embassy_net::udp::{RecvError, SendError, UdpSocket};
 use embassy_net::{IpAddress, IpEndpoint};
 use embassy_nrf::temp::Temp;
 use embassy_time::{with_deadline, Instant};
-use pehra_device_fw::{Application, Persisted, Sensor, SetInterval, Settings, Storage};
+use pehra_device_fw::{Application, Sensor, SetInterval, Settings};
 use pehra_shared::wire::Record;
 
 // ---------------------------------------------------------------------------------------
@@ -67,30 +65,6 @@ impl pehra_device_fw::UdpSocket for NetUdp {
     async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
         // Past the deadline the datagrams stay queued (no route): not an error.
         let _ = with_deadline(Instant::from_millis(deadline_ms), self.0.flush()).await;
-        Ok(())
-    }
-}
-
-// ---------------------------------------------------------------------------------------
-// Storage: a RAM static. Between alarms the chip stays in System ON idle, where RAM is
-// retained, so this survives every sleep; a reset (or power loss) empties it and the
-// device starts as a new incarnation. `Persisted` is kept as a value (cloned), never
-// encoded: its encoding belongs to the core.
-
-static STORED: Mutex<RefCell<Option<Persisted>>> = Mutex::new(RefCell::new(None));
-
-/// [`Storage`] in RAM (retained in System ON idle, lost at reset).
-pub struct RamStorage;
-
-impl Storage for RamStorage {
-    type Error = Infallible;
-
-    async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
-        Ok(critical_section::with(|cs| STORED.borrow_ref(cs).clone()))
-    }
-
-    async fn save(&mut self, persisted: &Persisted) -> Result<(), Infallible> {
-        critical_section::with(|cs| *STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
         Ok(())
     }
 }

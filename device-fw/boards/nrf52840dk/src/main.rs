@@ -45,8 +45,9 @@ use pehra_shared::wire::Acks;
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
-use board::{DieTemperature, LoggingApp, NetUdp, RamStorage};
+use board::{DieTemperature, LoggingApp, NetUdp};
 use ieee802154::RadioSwitch;
+use pehra_device_fw::hal::RamStorage;
 
 bind_interrupts!(struct Irqs {
     RADIO => radio::InterruptHandler<peripherals::RADIO>;

@@ -5,17 +5,15 @@
 //! [`hal::UdpSocket`]: pehra_device_fw::UdpSocket
 
 use alloc::vec::Vec;
-use core::cell::RefCell;
 use core::convert::Infallible;
 use core::fmt::Write as _;
 use core::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 
 use cortex_m_semihosting::hprintln;
-use critical_section::Mutex;
 use embassy_net::udp::{RecvError, SendError};
 use embassy_net::{IpAddress, IpEndpoint};
 use embassy_time::{with_deadline, Instant};
-use pehra_device_fw::{Application, Persisted, Sensor, SetInterval, Settings, Storage};
+use pehra_device_fw::{Application, Sensor, SetInterval, Settings};
 use pehra_shared::wire::Record;
 
 /// The host's loopback as QEMU's user network shows it to the guest.
@@ -88,26 +86,6 @@ impl pehra_device_fw::UdpSocket for NetUdp<'_> {
     async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
         // Past the deadline the datagrams stay queued (the link is down): not an error.
         let _ = with_deadline(Instant::from_millis(deadline_ms), self.0.flush()).await;
-        Ok(())
-    }
-}
-
-/// What "survives deep sleep": a static in RAM. On real hardware this is RTC memory
-/// (kept through deep sleep) or a flash page (kept through power loss too).
-static STORED: Mutex<RefCell<Option<Persisted>>> = Mutex::new(RefCell::new(None));
-
-/// [`Storage`] in RAM ([`STORED`]).
-pub struct RamStorage;
-
-impl Storage for RamStorage {
-    type Error = Infallible;
-
-    async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
-        Ok(critical_section::with(|cs| STORED.borrow_ref(cs).clone()))
-    }
-
-    async fn save(&mut self, persisted: &Persisted) -> Result<(), Infallible> {
-        critical_section::with(|cs| *STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
         Ok(())
     }
 }

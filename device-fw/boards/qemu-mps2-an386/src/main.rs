@@ -319,7 +319,7 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         udp: board::NetUdp(socket),
         clock: EmbassyClock,
         sensor: board::Thermometer { name: NAME },
-        storage: board::RamStorage,
+        storage: pehra_device_fw::hal::RamStorage,
         radio: NoRadio,
         app: board::PrintingApp,
     };
