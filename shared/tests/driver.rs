@@ -276,6 +276,37 @@ async fn request_to_a_silent_peer_times_out() {
 }
 
 #[tokio::test]
+async fn a_request_whose_caller_gave_up_is_not_retransmitted() {
+    bounded(async {
+        let silent = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let config = Config {
+            ack_timeout: Duration::from_millis(50),
+            ack_random_factor: 1.0,
+            max_retransmit: 4,
+            ..Config::default()
+        };
+        let c = client(config).await;
+        let handle = c.handle();
+        let to = silent.local_addr().unwrap();
+        // The caller stops waiting long before the first retransmission (50 ms).
+        let gave_up = tokio::time::timeout(
+            Duration::from_millis(10),
+            handle.request(to, Request::get("x")),
+        )
+        .await;
+        assert!(gave_up.is_err());
+        let mut buf = [0u8; 64];
+        silent.recv_from(&mut buf).await.unwrap();
+        // Four retransmissions would come within 50+100+200+400 ms; none comes.
+        let again =
+            tokio::time::timeout(Duration::from_millis(900), silent.recv_from(&mut buf)).await;
+        assert!(again.is_err(), "a retransmission of an abandoned request");
+        assert_eq!(handle.stats().await.unwrap().retransmissions, 0);
+    })
+    .await
+}
+
+#[tokio::test]
 async fn many_requests_in_flight() {
     bounded(async {
         let server = TestServer::start().await;

@@ -310,10 +310,27 @@ impl Driver {
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
+                    self.cancel_abandoned();
                     let now = self.now();
                     self.engine.handle_timeout(now);
                 }
             }
+        }
+    }
+
+    /// Cancels the requests whose callers stopped waiting (a timeout around
+    /// [`Handle::request`] dropped its future), before their next retransmission: an
+    /// answer nobody awaits is not worth the traffic.
+    fn cancel_abandoned(&mut self) {
+        let abandoned: Vec<RequestId> = self
+            .waiting
+            .iter()
+            .filter(|(_, w)| matches!(w, Waiter::Once(reply) if reply.is_closed()))
+            .map(|(id, _)| *id)
+            .collect();
+        for id in abandoned {
+            self.engine.cancel(id);
+            self.waiting.remove(&id);
         }
     }
 
