@@ -7,7 +7,7 @@ use super::{
     assign_replicas, ensure_path, live_brokers, partition_path, partitions_path, pick_repelling,
     shutting_down, topic_path, BROKERS, SHUTDOWN, TOPICS,
 };
-use crate::client::{Client, ClientOptions, SessionState, Watch, WatchEvent, ZkError};
+use crate::client::{Client, SessionState, Watch, WatchEvent, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
 use rand::rngs::{StdRng, SysRng};
 use rand::SeedableRng;
@@ -59,14 +59,7 @@ impl Controller {
     /// session is lost (an error) or a watch ends (`Ok`). Run it again to resume: the
     /// state lives in the tree (only the dead brokers' clocks restart).
     pub async fn run_with(addr: SocketAddr, config: ControllerConfig) -> Result<(), ZkError> {
-        let options = ClientOptions {
-            session_timeout: Duration::from_secs(10),
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(addr, options).await?;
-        let result = Self::run_on(&client, config).await;
-        let _ = client.close().await;
-        result
+        super::run_as_service(addr, async |client| Self::run_on(client, config).await).await
     }
 
     /// Runs the controller on an existing client (see [`Controller::run_with`]).

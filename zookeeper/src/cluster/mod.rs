@@ -175,6 +175,23 @@ pub fn validate_topic(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Runs one of the zookeeper's own cluster services (the controller, the PEHRA
+/// coordinator) on a session of its own to the zookeeper at `addr` (a 10 s session
+/// timeout), and closes that session when `service` returns.
+pub(crate) async fn run_as_service(
+    addr: std::net::SocketAddr,
+    service: impl AsyncFnOnce(&Client) -> Result<(), ZkError>,
+) -> Result<(), ZkError> {
+    let options = crate::client::ClientOptions {
+        session_timeout: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = Client::connect(addr, options).await?;
+    let result = service(&client).await;
+    let _ = client.close().await;
+    result
+}
+
 /// Creates `path` and any missing parents as persistent, empty znodes.
 pub async fn ensure_path(client: &Client, path: &str) -> Result<(), ZkError> {
     let mut at = String::new();

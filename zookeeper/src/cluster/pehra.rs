@@ -12,7 +12,7 @@ use super::{
     ensure_path, pehra_term_path, PEHRA_ADMIN, PEHRA_MAINTENANCE, PEHRA_NODES, PEHRA_REQUESTS,
     PEHRA_STATE, PEHRA_TERMS,
 };
-use crate::client::{Client, ClientOptions, CreateMode, SessionState, WatchEvent, ZkError};
+use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::pehra::coordinator::{Coordinator, CoordinatorConfig, Output};
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeStatus, PehraRequest, PehraState};
 use rand::rngs::{StdRng, SysRng};
@@ -42,14 +42,7 @@ impl PehraCoordinator {
     /// Runs the coordinator against the zookeeper at `addr` until its session is lost
     /// (an error). Run it again to resume: the state lives in `/pehra/state`.
     pub async fn run_with(addr: SocketAddr, config: PehraCoordinatorConfig) -> Result<(), ZkError> {
-        let options = ClientOptions {
-            session_timeout: Duration::from_secs(10),
-            ..ClientOptions::default()
-        };
-        let client = Client::connect(addr, options).await?;
-        let result = Self::run_on(&client, config).await;
-        let _ = client.close().await;
-        result
+        super::run_as_service(addr, async |client| Self::run_on(client, config).await).await
     }
 
     /// Runs the coordinator on an existing client (see [`PehraCoordinator::run_with`]).
