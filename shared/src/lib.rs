@@ -21,5 +21,7 @@ pub mod wire;
 
 #[cfg(feature = "std")]
 pub mod driver;
+#[cfg(feature = "std")]
+pub mod durable;
 
 pub use time::{Duration, Instant};

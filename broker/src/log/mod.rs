@@ -204,9 +204,10 @@ mod tests;
 
 pub use segment::MAX_BATCH_BYTES;
 
+use pehra_shared::durable;
 use segment::{BatchHeader, Segment, HEADER_LEN, NO_PRODUCER_ID};
 use std::collections::HashMap;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
@@ -1073,18 +1074,23 @@ fn producers_of(segments: &[Segment]) -> Result<Producers, LogError> {
 
 /// Builds the mapping of an `io::Error` to [`LogError::Io`] for `op` on `path`.
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> LogError + 'a {
-    move |source| LogError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    let io_err = durable::io_err(op, path);
+    move |source| io_err(source).into()
 }
 
 /// Makes the entries of `dir` (creations, renames, deletions) durable.
 fn fsync_dir(dir: &Path) -> Result<(), LogError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync the directory", dir))
+    Ok(durable::fsync_dir(dir)?)
+}
+
+impl From<durable::IoError> for LogError {
+    fn from(e: durable::IoError) -> Self {
+        LogError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Replaces `dir/name` with `bytes` atomically and durably: temporary file `name.tmp`,

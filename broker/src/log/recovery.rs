@@ -175,18 +175,7 @@ fn quick_check(
 /// Creates `dir` if needed (making its entry durable) and recovers the log in it.
 pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recovery), LogError> {
     config.validate(dir)?;
-    let existed = fs::metadata(dir).is_ok();
-    fs::create_dir_all(dir).map_err(io_err("create the partition directory", dir))?;
-    if !existed {
-        if let Some(parent) = dir.parent() {
-            let parent = if parent.as_os_str().is_empty() {
-                Path::new(".")
-            } else {
-                parent
-            };
-            fsync_dir(parent)?;
-        }
-    }
+    pehra_shared::durable::create_dir_durably(dir, "create the partition directory")?;
     if let Some(start_offset) = reset::load(dir)? {
         tracing::warn!(
             dir = %dir.display(),

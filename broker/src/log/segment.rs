@@ -4,9 +4,9 @@
 //! See the [module documentation](super) for the byte layout.
 
 use super::index::{self, IndexEntry};
-use super::{fsync_dir, io_err, LogError, ProducerBatch, ProducerEntry, Producers};
-use std::fs::{File, OpenOptions};
-use std::io::{self, BufReader, ErrorKind, Read, Write};
+use super::{io_err, LogError, ProducerBatch, ProducerEntry, Producers};
+use std::fs::File;
+use std::io::{self, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -430,28 +430,12 @@ impl Segment {
     /// file that is synced, renamed into place and made durable by syncing the directory,
     /// so a segment never exists with a torn header.
     pub(super) fn create(dir: &Path, base: u64) -> Result<Segment, LogError> {
-        let path = dir.join(file_name(base));
-        let tmp = dir.join(format!("{}.tmp", file_name(base)));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
+        let name = file_name(base);
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(&LOG_MAGIC);
         header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
-        let written = file
-            .write_all(&header)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write the header of", &tmp))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fsync_dir(dir)?;
+        let file = pehra_shared::durable::create_with_header(dir, &name, &header)?;
+        let path = dir.join(name);
         Ok(Segment {
             base,
             path,

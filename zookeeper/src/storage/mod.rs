@@ -89,7 +89,8 @@ mod tests;
 
 pub use wal::MAX_RECORD_LEN;
 
-use std::fs::{self, File, OpenOptions};
+use pehra_shared::durable;
+use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use wal::Segment;
@@ -232,18 +233,23 @@ pub fn lock_dir(dir: &Path) -> Result<DirLock, StorageError> {
 
 /// Builds the mapping of an `io::Error` to [`StorageError::Io`] for `op` on `path`.
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> StorageError + 'a {
-    move |source| StorageError::Io {
-        op,
-        path: path.to_owned(),
-        source,
-    }
+    let io_err = durable::io_err(op, path);
+    move |source| io_err(source).into()
 }
 
 /// Makes the entries of `dir` (creations, renames, deletions) durable.
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(io_err("fsync the directory", dir))
+    Ok(durable::fsync_dir(dir)?)
+}
+
+impl From<durable::IoError> for StorageError {
+    fn from(e: durable::IoError) -> Self {
+        StorageError::Io {
+            op: e.op,
+            path: e.path,
+            source: e.source,
+        }
+    }
 }
 
 /// Deletes a file; one already gone is fine.
@@ -344,18 +350,7 @@ impl Storage {
     /// See the [module documentation](self) for what recovery does and which damage is a
     /// hard error.
     pub fn open(dir: &Path) -> Result<(Storage, Recovery), StorageError> {
-        let existed = fs::metadata(dir).is_ok();
-        fs::create_dir_all(dir).map_err(io_err("create the data directory", dir))?;
-        if !existed {
-            if let Some(parent) = dir.parent() {
-                let parent = if parent.as_os_str().is_empty() {
-                    Path::new(".")
-                } else {
-                    parent
-                };
-                fsync_dir(parent)?;
-            }
-        }
+        durable::create_dir_durably(dir, "create the data directory")?;
         let listing = list(dir)?;
 
         // 1. The newest snapshot that verifies.

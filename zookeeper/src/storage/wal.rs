@@ -2,9 +2,9 @@
 //!
 //! See the [module documentation](super) for the byte layout.
 
-use super::{fsync_dir, io_err, StorageError};
+use super::{io_err, StorageError};
 use std::fs::{File, OpenOptions};
-use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom, Write};
+use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 /// The first 8 bytes of every log segment.
@@ -61,29 +61,15 @@ impl Segment {
     /// that is synced, renamed into place and made durable by syncing the directory. A
     /// segment therefore never exists with a torn header.
     pub(super) fn create(dir: &Path, first_zxid: u64) -> Result<Segment, StorageError> {
-        let path = dir.join(file_name(first_zxid));
-        let tmp = dir.join(format!("{}.tmp", file_name(first_zxid)));
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(&tmp)
-            .map_err(io_err("create", &tmp))?;
+        let name = file_name(first_zxid);
         let mut header = [0u8; LOG_HEADER_LEN as usize];
         header[..8].copy_from_slice(&LOG_MAGIC);
         header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
-        let written = file
-            .write_all(&header)
-            .and_then(|()| file.sync_all())
-            .map_err(io_err("write the header of", &tmp))
-            .and_then(|()| std::fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
-        if let Err(e) = written {
-            let _ = std::fs::remove_file(&tmp);
-            return Err(e);
-        }
-        fsync_dir(dir)?;
-        Ok(Segment { path, file })
+        let file = pehra_shared::durable::create_with_header(dir, &name, &header)?;
+        Ok(Segment {
+            path: dir.join(name),
+            file,
+        })
     }
 
     /// Opens an existing, already scanned segment for appending after its first `len` bytes.
