@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_udp_port, BrokerProcess, TempDir, Zookeeper};
+use common::TestCluster;
 use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Code, Config, Request, Response, CONTENT_FORMAT_CBOR};
@@ -15,71 +15,33 @@ use pehra_shared::wire::{
     ErrorKind, NodeRole, NodeStatus, PehraState, ProduceResponse, Record,
 };
 use pehra_zookeeper::cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE};
-use pehra_zookeeper::{Client, ClientOptions};
+use pehra_zookeeper::Client;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    _dir: TempDir,
-    _zk: Zookeeper,
-    zk_addr: SocketAddr,
-    brokers: BTreeMap<u32, BrokerProcess>,
-}
-
-impl Cluster {
-    /// A zookeeper and brokers `1..=n`; `sleepy`: the short PEHRA timers of
-    /// tests/pehra.rs (idle 500 ms, alarm 2 s), else the defaults (nobody sleeps).
-    fn start(name: &str, n: u32, sleepy: bool) -> Cluster {
-        let dir = TempDir::new(name);
-        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let zk = Zookeeper::start_with(
-            &dir.path().join("zookeeper"),
-            zk_addr,
-            &["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"],
-        );
-        let mut flags = vec![
+/// A zookeeper and brokers `1..=n`; `sleepy`: the short PEHRA timers of
+/// tests/pehra.rs (idle 500 ms, alarm 2 s), else the defaults (nobody sleeps).
+fn start_cluster(name: &str, n: u32, sleepy: bool) -> TestCluster {
+    let mut builder = TestCluster::builder(name)
+        .zookeeper_flags(&["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"])
+        .broker_flags(&[
             "--session-timeout-ms",
             "1500",
             "--replica-lag-ms",
             "2000",
             "--controlled-shutdown-timeout-ms",
             "3000",
-        ];
-        if sleepy {
-            flags.extend([
-                "--idle-before-sleep-ms",
-                "500",
-                "--alarm-interval-ms",
-                "2000",
-            ]);
-        }
-        let mut brokers = BTreeMap::new();
-        for id in 1..=n {
-            let addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-            let data = dir.path().join(format!("broker-{id}"));
-            brokers.insert(
-                id,
-                BrokerProcess::start_with(id, addr, &data, zk_addr, &flags),
-            );
-        }
-        Cluster {
-            _dir: dir,
-            _zk: zk,
-            zk_addr,
-            brokers,
-        }
+        ]);
+    if sleepy {
+        builder = builder.broker_flags(&[
+            "--idle-before-sleep-ms",
+            "500",
+            "--alarm-interval-ms",
+            "2000",
+        ]);
     }
-
-    fn addr(&self, id: u32) -> SocketAddr {
-        self.brokers[&id].addr
-    }
-
-    async fn zk(&self) -> Client {
-        Client::without_session(self.zk_addr, ClientOptions::default().coap)
-            .await
-            .unwrap()
-    }
+    builder.start(n)
 }
 
 /// The PEHRA state and every node's status.
@@ -228,7 +190,7 @@ fn now_ms() -> u64 {
 /// acknowledged, capped), and the answers to bad input.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn devices_check_in_publish_and_collect_their_downlink() {
-    let c = Cluster::start("devices", 3, false);
+    let c = start_cluster("devices", 3, false);
     let zk = c.zk().await;
     let (state, nodes) = wait_for(&zk, Duration::from_secs(20), "a Pehredar", |s, n| {
         pehredar(s, n).is_some()
@@ -469,7 +431,7 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
 /// sleeping cluster wakes nobody. Readings are: they wake it and are acknowledged.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
-    let c = Cluster::start("devices-asleep", 3, true);
+    let c = start_cluster("devices-asleep", 3, true);
     let zk = c.zk().await;
     let client = ClusterClient::connect(c.zk_addr).await.unwrap();
     client.create_topic("readings", 1, 3).await.unwrap();

@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::{free_udp_port, spawn_program_ready, wait_bounded, BrokerProcess, TempDir, Zookeeper};
+use common::{free_udp_port, spawn_program_ready, wait_bounded, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
 use pehra_shared::wire::{
     self, Maintenance, MaintenanceState, NodeRole, NodeStatus, PartitionMetadata,
@@ -16,68 +16,32 @@ use pehra_zookeeper::{Client, ClientOptions, CreateMode};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-struct Cluster {
-    dir: TempDir,
-    _zk: Zookeeper,
-    zk_addr: SocketAddr,
-    brokers: Vec<BrokerProcess>,
+/// A zookeeper and brokers 1 and 2; idle brokers sleep after half a second (and do not
+/// wake by themselves for a minute).
+fn start_cluster(name: &str) -> TestCluster {
+    TestCluster::builder(name)
+        .zookeeper_flags(&["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"])
+        .broker_flags(&[
+            "--session-timeout-ms",
+            "1500",
+            "--controlled-shutdown-timeout-ms",
+            "3000",
+            "--idle-before-sleep-ms",
+            "500",
+            "--alarm-interval-ms",
+            "60000",
+        ])
+        .start(2)
 }
 
-impl Cluster {
-    /// A zookeeper and brokers 1 and 2; idle brokers sleep after half a second (and do
-    /// not wake by themselves for a minute).
-    fn start(name: &str) -> Cluster {
-        let dir = TempDir::new(name);
-        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let zk = Zookeeper::start_with(
-            &dir.path().join("zookeeper"),
-            zk_addr,
-            &["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"],
-        );
-        let brokers = (1..=2)
-            .map(|id| {
-                let addr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-                BrokerProcess::start_with(
-                    id,
-                    addr,
-                    &dir.path().join(format!("broker-{id}")),
-                    zk_addr,
-                    &[
-                        "--session-timeout-ms",
-                        "1500",
-                        "--controlled-shutdown-timeout-ms",
-                        "3000",
-                        "--idle-before-sleep-ms",
-                        "500",
-                        "--alarm-interval-ms",
-                        "60000",
-                    ],
-                )
-            })
-            .collect();
-        Cluster {
-            dir,
-            _zk: zk,
-            zk_addr,
-            brokers,
-        }
-    }
-
-    async fn zk(&self) -> Client {
-        Client::without_session(self.zk_addr, ClientOptions::default().coap)
-            .await
-            .unwrap()
-    }
-
-    /// A topic with two partitions on both brokers, with leaders.
-    async fn topic(&self) {
-        let client = ClusterClient::connect(self.zk_addr).await.unwrap();
-        client.create_topic("jobs", 2, 2).await.unwrap();
-        client
-            .wait_for_leaders("jobs", Duration::from_secs(20))
-            .await
-            .unwrap();
-    }
+/// A topic with two partitions on both brokers, with leaders.
+async fn create_topic(c: &TestCluster) {
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("jobs", 2, 2).await.unwrap();
+    client
+        .wait_for_leaders("jobs", Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 async fn order(zk: &Client, broker: u32, id: u64, command: Option<&str>) {
@@ -160,8 +124,8 @@ async fn leaders(zk: &Client) -> Vec<Option<u32>> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_status() {
-    let c = Cluster::start("maint-cmd");
-    c.topic().await;
+    let c = start_cluster("maint-cmd");
+    create_topic(&c).await;
     let zk = c.zk().await;
     // Wait until some broker leads a partition and sleeps (the other is the Pehredar).
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -179,7 +143,7 @@ async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_
         assert!(Instant::now() < deadline, "no dormant leader: {leaders:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
-    let pid = c.brokers[target as usize - 1].child.id();
+    let pid = c.pid(target);
     let file = c.dir.path().join("ran.txt");
     let command = format!("sleep 1; echo ran-$PPID >> {}", file.display());
     order(&zk, target, 1, Some(&command)).await;
@@ -212,19 +176,19 @@ async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_order_without_command_restarts_the_broker_in_place() {
-    let mut c = Cluster::start("maint-restart");
-    c.topic().await;
+    let mut c = start_cluster("maint-restart");
+    create_topic(&c).await;
     let zk = c.zk().await;
     let target = 1u32;
     let registration = cluster::broker_path(target);
     let before = zk.exists(&registration).await.unwrap().unwrap();
-    let pid = c.brokers[0].child.id();
+    let pid = c.pid(target);
     order(&zk, target, 7, None).await;
     let (done, _, _) = wait_finished(&zk, target, 7).await;
     assert_eq!(done.state, MaintenanceState::Done, "{done:?}");
     assert_eq!(done.message.as_deref(), Some("restarted"));
     // The same process (PID), still running, registered again with a new session.
-    let broker = &mut c.brokers[0];
+    let broker = c.brokers.get_mut(&target).unwrap();
     assert_eq!(broker.child.id(), pid);
     assert!(
         broker.child.try_wait().unwrap().is_none(),

@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{free_udp_port, pehra, unsafe_kill, BrokerProcess, TempDir, Zookeeper};
+use common::{pehra, unsafe_kill, TempDir, TestCluster};
 use pehra_broker::client::{records_from, ClusterClient};
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
@@ -17,10 +17,9 @@ use pehra_shared::wire::{
 use pehra_zookeeper::cluster::{
     self, pehra_node_path, PEHRA_ADMIN, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS,
 };
-use pehra_zookeeper::{Client, ClientOptions};
+use pehra_zookeeper::Client;
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Short sessions, idle periods and alarms so that a test sees several cycles.
@@ -39,65 +38,27 @@ const LONG_TERMS: Terms = Terms {
     handover_ms: 10_000,
 };
 
-struct Cluster {
-    dir: TempDir,
-    zk: Option<Zookeeper>,
-    zk_addr: SocketAddr,
-    key_file: PathBuf,
-    brokers: BTreeMap<u32, BrokerProcess>,
-    addrs: BTreeMap<u32, SocketAddr>,
-    extra: BTreeMap<u32, Vec<String>>,
-}
-
-impl Cluster {
-    /// A zookeeper with an admin key, and brokers `1..=n` with the short PEHRA settings
-    /// (plus `extra` flags per broker).
-    fn start(name: &str, terms: Terms, n: u32, extra: &[(u32, &[&str])]) -> Cluster {
-        let dir = TempDir::new(name);
-        let key_file = dir.path().join("admin.key");
-        std::fs::write(&key_file, "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0wMTIzNDU2\n").unwrap();
-        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
-        let term = terms.term_ms.to_string();
-        let handover = terms.handover_ms.to_string();
-        let zk = Zookeeper::start_with(
-            &dir.path().join("zookeeper"),
-            zk_addr,
-            &[
-                "--admin-key",
-                key_file.to_str().unwrap(),
-                "--pehra-term-ms",
-                &term,
-                "--pehra-handover-ms",
-                &handover,
-                "--pehra-takeover-timeout-ms",
-                "3000",
-            ],
-        );
-        let mut cluster = Cluster {
-            dir,
-            zk: Some(zk),
-            zk_addr,
-            key_file,
-            brokers: BTreeMap::new(),
-            addrs: BTreeMap::new(),
-            extra: extra
-                .iter()
-                .map(|(id, flags)| (*id, flags.iter().map(|f| f.to_string()).collect()))
-                .collect(),
-        };
-        for id in 1..=n {
-            cluster.start_broker(id);
-        }
-        cluster
-    }
-
-    fn start_broker(&mut self, id: u32) {
-        let addr = *self
-            .addrs
-            .entry(id)
-            .or_insert_with(|| format!("127.0.0.1:{}", free_udp_port()).parse().unwrap());
-        let alarm = ALARM_MS.to_string();
-        let mut flags: Vec<&str> = vec![
+/// A zookeeper with an admin key, and brokers `1..=n` with the short PEHRA settings
+/// (plus `extra` flags per broker).
+fn start_cluster(name: &str, terms: Terms, n: u32, extra: &[(u32, &[&str])]) -> TestCluster {
+    let builder = TestCluster::builder(name);
+    let key = key_file_in(builder.dir());
+    std::fs::write(&key, "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seS0wMTIzNDU2\n").unwrap();
+    let term = terms.term_ms.to_string();
+    let handover = terms.handover_ms.to_string();
+    let alarm = ALARM_MS.to_string();
+    let mut builder = builder
+        .zookeeper_flags(&[
+            "--admin-key",
+            key.to_str().unwrap(),
+            "--pehra-term-ms",
+            &term,
+            "--pehra-handover-ms",
+            &handover,
+            "--pehra-takeover-timeout-ms",
+            "3000",
+        ])
+        .broker_flags(&[
             "--session-timeout-ms",
             SESSION_MS,
             "--replica-lag-ms",
@@ -108,33 +69,21 @@ impl Cluster {
             &alarm,
             "--controlled-shutdown-timeout-ms",
             "3000",
-        ];
-        let extra = self.extra.get(&id).cloned().unwrap_or_default();
-        flags.extend(extra.iter().map(String::as_str));
-        let dir = self.dir.path().join(format!("broker-{id}"));
-        let broker = BrokerProcess::start_with(id, addr, &dir, self.zk_addr, &flags);
-        self.brokers.insert(id, broker);
+        ]);
+    for (id, flags) in extra {
+        builder = builder.flags_of(*id, flags);
     }
-
-    fn kill_broker(&mut self, id: u32) {
-        if let Some(mut b) = self.brokers.remove(&id) {
-            let _ = b.child.kill();
-            let _ = b.child.wait();
-        }
-    }
-
-    async fn zk(&self) -> Client {
-        Client::without_session(self.zk_addr, ClientOptions::default().coap)
-            .await
-            .unwrap()
-    }
+    builder.start(n)
 }
 
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        self.brokers.clear();
-        self.zk.take();
-    }
+/// The admin key file of a cluster in `dir`.
+fn key_file_in(dir: &Path) -> PathBuf {
+    dir.join("admin.key")
+}
+
+/// The admin key file of `c`.
+fn key_file(c: &TestCluster) -> PathBuf {
+    key_file_in(c.dir.path())
 }
 
 async fn state(zk: &Client) -> Option<PehraState> {
@@ -264,7 +213,7 @@ async fn three_hundred_elections_elect_every_candidate_and_never_leave_a_gap() {
         term_ms: 300,
         handover_ms: 150,
     };
-    let c = Cluster::start("pehra-elections", terms, 4, &[(4, &["--pehra-opt-out"])]);
+    let c = start_cluster("pehra-elections", terms, 4, &[(4, &["--pehra-opt-out"])]);
     let zk = c.zk().await;
     let first = wait_for(&zk, Duration::from_secs(20), "a first term", |v| {
         v.state.term.is_some()
@@ -335,7 +284,7 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
     let log = hooks.path().join("hooks.log");
     let on_sleep = format!("echo sleep >> {}", log.display());
     let on_wake = format!("echo wake >> {}", log.display());
-    let c = Cluster::start(
+    let c = start_cluster(
         "pehra-sleep",
         LONG_TERMS,
         4,
@@ -392,7 +341,7 @@ async fn idle_brokers_sleep_wake_at_their_alarm_and_sleep_again() {
     assert!(sleeps >= sleepers.len(), "sleep hooks: {sleeps}");
     // A wakeUpAll (the admin disabling PEHRA) wakes them: each runs its wake hook.
     let zk_arg = c.zk_addr.to_string();
-    let key = c.key_file.to_str().unwrap().to_string();
+    let key = key_file(&c).to_str().unwrap().to_string();
     let (code, out, err) = pehra(&[
         "pehra",
         "disable",
@@ -432,7 +381,7 @@ fn hook_lines(log: &std::path::Path, word: &str) -> usize {
 /// of its death and elect a new Pehredar among themselves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_elected() {
-    let mut c = Cluster::start("pehra-lost", LONG_TERMS, 3, &[]);
+    let mut c = start_cluster("pehra-lost", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
     let asleep = all_asleep(&zk).await;
     let dead = asleep.pehredar().unwrap().to_string();
@@ -483,7 +432,7 @@ async fn a_dead_pehredar_wakes_the_sleepers_within_one_alarm_and_a_new_one_is_el
 /// and is readable; the cluster stays out of PEHRA mode until idle, then sleeps again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
-    let c = Cluster::start("pehra-wake", LONG_TERMS, 3, &[]);
+    let c = start_cluster("pehra-wake", LONG_TERMS, 3, &[]);
     let client = ClusterClient::connect(c.zk_addr).await.unwrap();
     client.create_topic("sensors", 3, 3).await.unwrap();
     client
@@ -551,7 +500,7 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
 /// replayed (4.01, nothing changes); with the key, everyone is woken first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
-    let c = Cluster::start("pehra-admin", LONG_TERMS, 3, &[]);
+    let c = start_cluster("pehra-admin", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
     let asleep = all_asleep(&zk).await;
     let zk_arg = c.zk_addr.to_string();
@@ -581,7 +530,7 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     assert_eq!(unchanged.wake_generation, asleep.state.wake_generation);
 
     // A signed change, sent twice: the second is a replay.
-    let key = pehra_zookeeper::admin::read_key_file(&c.key_file).unwrap();
+    let key = pehra_zookeeper::admin::read_key_file(&key_file(&c)).unwrap();
     let change = pehra_zookeeper::admin::sign_mode_change(&key, false, now_ms());
     let endpoint = Endpoint::bind(
         "127.0.0.1:0".parse().unwrap(),
@@ -647,7 +596,8 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     );
 
     // The CLI with the right key: enabled, everyone woken first, then they sleep again.
-    let key_arg = c.key_file.to_str().unwrap();
+    let key_path = key_file(&c);
+    let key_arg = key_path.to_str().unwrap();
     let (code, out, err) = pehra(&[
         "pehra",
         "enable",
@@ -678,7 +628,7 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
 /// and everything is readable.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving() {
-    let c = Cluster::start("pehra-maint", LONG_TERMS, 3, &[]);
+    let c = start_cluster("pehra-maint", LONG_TERMS, 3, &[]);
     let client = std::sync::Arc::new(ClusterClient::connect(c.zk_addr).await.unwrap());
     client.create_topic("jobs", 2, 3).await.unwrap();
     client
@@ -798,7 +748,7 @@ async fn rolling_maintenance_restarts_every_broker_pehredar_last_while_serving()
 /// and an ordinary election follows once all known brokers are back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_all_went_down_the_first_back_is_temporary_pehredar_until_all_return() {
-    let mut c = Cluster::start("pehra-alldown", LONG_TERMS, 3, &[]);
+    let mut c = start_cluster("pehra-alldown", LONG_TERMS, 3, &[]);
     let zk = c.zk().await;
     wait_for(
         &zk,

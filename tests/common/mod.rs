@@ -304,3 +304,137 @@ pub fn pehra_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
 }
+
+/// A zookeeper and brokers `1..=n` on loopback, real processes in one temporary
+/// directory; every process is SIGKILLed (by PID) on drop, brokers first.
+pub struct TestCluster {
+    pub dir: TempDir,
+    pub zookeeper: Option<Zookeeper>,
+    pub zk_addr: SocketAddr,
+    pub brokers: std::collections::BTreeMap<u32, BrokerProcess>,
+    /// Each broker's address, kept across restarts.
+    pub addrs: std::collections::BTreeMap<u32, SocketAddr>,
+    broker_flags: Vec<String>,
+    per_broker: std::collections::BTreeMap<u32, Vec<String>>,
+}
+
+/// How to start a [`TestCluster`].
+pub struct TestClusterBuilder {
+    dir: TempDir,
+    zookeeper_flags: Vec<String>,
+    broker_flags: Vec<String>,
+    per_broker: std::collections::BTreeMap<u32, Vec<String>>,
+}
+
+impl TestClusterBuilder {
+    /// The cluster's directory, there already (for files the flags name).
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Extra flags of the zookeeper.
+    pub fn zookeeper_flags(mut self, flags: &[&str]) -> Self {
+        self.zookeeper_flags
+            .extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// Flags of every broker.
+    pub fn broker_flags(mut self, flags: &[&str]) -> Self {
+        self.broker_flags
+            .extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// More flags for broker `id` only.
+    pub fn flags_of(mut self, id: u32, flags: &[&str]) -> Self {
+        self.per_broker
+            .entry(id)
+            .or_default()
+            .extend(flags.iter().map(|f| f.to_string()));
+        self
+    }
+
+    /// Starts the zookeeper, then brokers `1..=n`, each once it says it listens.
+    pub fn start(self, n: u32) -> TestCluster {
+        let dir = self.dir;
+        let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+        let flags: Vec<&str> = self.zookeeper_flags.iter().map(String::as_str).collect();
+        let zookeeper = Zookeeper::start_with(&dir.path().join("zookeeper"), zk_addr, &flags);
+        let mut cluster = TestCluster {
+            dir,
+            zookeeper: Some(zookeeper),
+            zk_addr,
+            brokers: Default::default(),
+            addrs: Default::default(),
+            broker_flags: self.broker_flags,
+            per_broker: self.per_broker,
+        };
+        for id in 1..=n {
+            cluster.start_broker(id);
+        }
+        cluster
+    }
+}
+
+impl TestCluster {
+    /// A cluster called `name` (its directory's name).
+    pub fn builder(name: &str) -> TestClusterBuilder {
+        TestClusterBuilder {
+            dir: TempDir::new(name),
+            zookeeper_flags: Vec::new(),
+            broker_flags: Vec::new(),
+            per_broker: Default::default(),
+        }
+    }
+
+    /// Starts broker `id` (again: on the same address and data).
+    pub fn start_broker(&mut self, id: u32) {
+        let addr = *self
+            .addrs
+            .entry(id)
+            .or_insert_with(|| format!("127.0.0.1:{}", free_udp_port()).parse().unwrap());
+        let mut flags: Vec<&str> = self.broker_flags.iter().map(String::as_str).collect();
+        if let Some(extra) = self.per_broker.get(&id) {
+            flags.extend(extra.iter().map(String::as_str));
+        }
+        let data = self.dir.path().join(format!("broker-{id}"));
+        let broker = BrokerProcess::start_with(id, addr, &data, self.zk_addr, &flags);
+        self.brokers.insert(id, broker);
+    }
+
+    /// SIGKILLs broker `id` (a crash).
+    pub fn kill_broker(&mut self, id: u32) {
+        if let Some(mut broker) = self.brokers.remove(&id) {
+            let _ = broker.child.kill();
+            let _ = broker.child.wait();
+        }
+    }
+
+    /// Broker `id`'s address.
+    pub fn addr(&self, id: u32) -> SocketAddr {
+        self.addrs[&id]
+    }
+
+    /// Broker `id`'s PID.
+    pub fn pid(&self, id: u32) -> u32 {
+        self.brokers[&id].child.id()
+    }
+
+    /// A zookeeper client without a session.
+    pub async fn zk(&self) -> pehra_zookeeper::Client {
+        pehra_zookeeper::Client::without_session(
+            self.zk_addr,
+            pehra_zookeeper::ClientOptions::default().coap,
+        )
+        .await
+        .unwrap()
+    }
+}
+
+impl Drop for TestCluster {
+    fn drop(&mut self) {
+        self.brokers.clear();
+        self.zookeeper.take();
+    }
+}
