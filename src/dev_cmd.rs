@@ -65,8 +65,9 @@ pub struct DevArgs {
     /// publish readings to the topic `readings` and collect their downlink.
     #[arg(long, default_value_t = 0)]
     devices: u32,
-    /// Seconds between a simulated device's alarms.
-    #[arg(long, default_value_t = 10)]
+    /// Seconds between a simulated device's alarms. Each reading is traffic that wakes
+    /// the brokers, so with many devices or a short interval they never fall asleep.
+    #[arg(long, default_value_t = 30)]
     device_interval: u64,
 }
 
