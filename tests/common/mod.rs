@@ -33,6 +33,26 @@ pub fn free_udp_port() -> u16 {
     }
 }
 
+/// `n` consecutive UDP ports free on loopback right now (as [`free_udp_port`]); returns
+/// the first.
+pub fn free_udp_ports(n: u16) -> u16 {
+    loop {
+        let first = free_udp_port();
+        let rest_free = (1..n).all(|i| {
+            first
+                .checked_add(i)
+                .is_some_and(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
+        });
+        // Later calls must not hand these out again.
+        for _ in 1..n {
+            free_udp_port();
+        }
+        if rest_free {
+            return first;
+        }
+    }
+}
+
 /// A fresh directory under the system temp dir, removed on drop.
 pub struct TempDir(pub PathBuf);
 
