@@ -288,6 +288,54 @@ async fn a_broker_dead_too_long_is_replaced_one_back_in_time_is_not() {
     zk.stop().await;
 }
 
+#[tokio::test]
+async fn a_restarted_controller_keeps_the_clock_of_a_dead_broker() {
+    let zk = Zk::start().await;
+    let config = ControllerConfig {
+        unclean_election: false,
+        replace_dead_after: Some(Duration::from_secs(60)),
+    };
+    let controller = zk.controller(config.clone());
+    let admin = zk.client().await;
+    let mut brokers = BTreeMap::new();
+    for id in 1..=4 {
+        brokers.insert(id, zk.broker(id).await);
+    }
+    create_topic(&admin, "r", 1, 3).await;
+    let first = wait_state(&admin, "r", 0, "assignment", |_| true).await;
+    assert_eq!(first.replicas, [1, 2, 3]);
+
+    // 3 dies: the controller records since when.
+    brokers.remove(&3).unwrap().close().await.expect("close");
+    let record = cluster::absent_path(3);
+    within(10, "the absence recorded", wait_exists(&admin, &record)).await;
+    // The controller stops; meanwhile an hour goes by (the record says so).
+    drop(controller);
+    let an_hour_ago = cluster::unix_ms() - 3_600_000;
+    admin
+        .set_data(&record, an_hour_ago.to_string().as_bytes(), None)
+        .await
+        .expect("backdate");
+    // A new controller knows 3 has been gone for an hour, more than its 60 s: it
+    // replaces it at once (with its clock restarted it would wait a minute).
+    let _controller = zk.controller(config);
+    let replaced = wait_state(&admin, "r", 0, "replacement", |m| !m.replicas.contains(&3)).await;
+    assert_eq!(replaced.replicas, [1, 2, 4]);
+    // 3 is named nowhere now: its record goes.
+    within(10, "the record deleted", async {
+        let mut watch = admin.watch_data(&record).await.expect("watch");
+        loop {
+            match watch.next().await {
+                Some(Ok(WatchEvent::Deleted)) | None => return,
+                Some(Ok(_)) => {}
+                Some(Err(e)) => panic!("watch of {record}: {e}"),
+            }
+        }
+    })
+    .await;
+    zk.stop().await;
+}
+
 /// Plays the partition leaders' part: whenever a partition names a replica that is not
 /// in its ISR, adds it (conditionally), as a leader does once the follower caught up.
 async fn simulate_catch_up(zk: &Zk, topic: &'static str, partitions: u32) -> Vec<Abort> {

@@ -4,10 +4,10 @@
 
 use super::election::{self, Outcome};
 use super::{
-    assign_replicas, ensure_path, live_brokers, partition_path, partitions_path, pick_repelling,
-    shutting_down, topic_path, BROKERS, SHUTDOWN, TOPICS,
+    absent_path, assign_replicas, ensure_path, live_brokers, partition_path, partitions_path,
+    pick_repelling, shutting_down, topic_path, unix_ms, ABSENT, BROKERS, SHUTDOWN, TOPICS,
 };
-use crate::client::{Client, SessionState, Watch, WatchEvent, ZkError};
+use crate::client::{Client, CreateMode, SessionState, Watch, WatchEvent, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
 use rand::rngs::{StdRng, SysRng};
 use rand::SeedableRng;
@@ -57,14 +57,14 @@ impl Controller {
 
     /// Runs the controller with `config` against the zookeeper at `addr` until its
     /// session is lost (an error) or a watch ends (`Ok`). Run it again to resume: the
-    /// state lives in the tree (only the dead brokers' clocks restart).
+    /// state lives in the tree (the absent brokers' clocks too, in `/admin/absent`).
     pub async fn run_with(addr: SocketAddr, config: ControllerConfig) -> Result<(), ZkError> {
         super::run_as_service(addr, async |client| Self::run_on(client, config).await).await
     }
 
     /// Runs the controller on an existing client (see [`Controller::run_with`]).
     pub async fn run_on(client: &Client, config: ControllerConfig) -> Result<(), ZkError> {
-        for path in [BROKERS, TOPICS, SHUTDOWN] {
+        for path in [BROKERS, TOPICS, SHUTDOWN, ABSENT] {
             ensure_path(client, path).await?;
         }
         let mut brokers = Watched::new(client, BROKERS).await?;
@@ -136,6 +136,52 @@ struct Read {
     version: u32,
 }
 
+/// Since when broker `b`, found absent now, has been absent: as its absence record says
+/// (written by this controller or an earlier run of it), else from now on, recorded.
+async fn absent_since(client: &Client, b: u32, now: Instant) -> Result<Instant, ZkError> {
+    let path = absent_path(b);
+    let recorded = match client.get_data(&path).await {
+        Ok((data, _)) => std::str::from_utf8(&data)
+            .ok()
+            .and_then(|t| t.trim().parse::<u64>().ok()),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => None,
+        Err(e) => return Err(e),
+    };
+    if let Some(since_ms) = recorded {
+        let ago = Duration::from_millis(unix_ms().saturating_sub(since_ms));
+        tracing::info!(broker = b, absent_for = ?ago, "controller: broker absent (recorded)");
+        return Ok(now.checked_sub(ago).unwrap_or(now));
+    }
+    tracing::info!(broker = b, "controller: broker absent");
+    let data = unix_ms().to_string();
+    match client
+        .create(&path, data.as_bytes(), CreateMode::Persistent)
+        .await
+    {
+        Ok(_) => {}
+        // Another writer recorded it meanwhile: theirs is as good (and older).
+        Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+        Err(e) => return Err(e),
+    }
+    Ok(now)
+}
+
+/// Deletes the absence records of brokers no longer absent (back, or named nowhere).
+async fn forget_absences(client: &Client, absent: &BTreeMap<u32, Instant>) -> Result<(), ZkError> {
+    let (recorded, _) = client.get_children(ABSENT).await?;
+    for name in recorded {
+        if name.parse::<u32>().is_ok_and(|b| absent.contains_key(&b)) {
+            continue;
+        }
+        match client.delete(&format!("{ABSENT}/{name}"), None).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// The controller's memory between passes.
 pub(crate) struct Reconciler {
     config: ControllerConfig,
@@ -185,12 +231,16 @@ impl Reconciler {
             .collect();
         self.absent_since
             .retain(|b, _| named.contains(b) && !live.contains(b));
-        for &b in named.difference(&live) {
-            self.absent_since.entry(b).or_insert_with(|| {
-                tracing::info!(broker = b, "controller: broker absent");
-                now
-            });
+        let newly_absent: Vec<u32> = named
+            .difference(&live)
+            .filter(|b| !self.absent_since.contains_key(b))
+            .copied()
+            .collect();
+        for b in newly_absent {
+            let since = absent_since(client, b, now).await?;
+            self.absent_since.insert(b, since);
         }
+        forget_absences(client, &self.absent_since).await?;
         let due: BTreeSet<u32> = match self.config.replace_dead_after {
             Some(limit) => self
                 .absent_since

@@ -18,7 +18,7 @@
 
 use super::{
     broker_node_name, live_brokers, partition_path, partitions_path, pehra_maintenance_path,
-    BROKERS, PEHRA_MAINTENANCE, PEHRA_REQUESTS, PEHRA_STATE, TOPICS,
+    unix_ms, BROKERS, PEHRA_MAINTENANCE, PEHRA_REQUESTS, PEHRA_STATE, TOPICS,
 };
 use crate::client::{Client, CreateMode, WatchEvent, ZkError};
 use pehra_shared::wire::{
@@ -370,11 +370,4 @@ pub async fn lagging_partitions(client: &Client, id: u32) -> Result<usize, ZkErr
         }
     }
     Ok(lagging)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

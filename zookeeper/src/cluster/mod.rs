@@ -51,6 +51,10 @@ pub const TOPICS: &str = "/topics";
 pub const CONSUMERS: &str = "/consumers";
 /// Where brokers ask for a controlled shutdown (ephemeral children named by broker id).
 pub const SHUTDOWN: &str = "/admin/shutdown";
+/// Since when each broker named in some partition's replicas has been absent (children
+/// named by broker id, data the time in ms since the Unix epoch as decimal text), kept
+/// by the controller so that a restart of it does not restart the replacement clocks.
+pub const ABSENT: &str = "/admin/absent";
 
 /// The cluster's PEHRA state ([`wire::PehraState`]), written only by the coordinator.
 pub const PEHRA_STATE: &str = "/pehra/state";
@@ -135,6 +139,19 @@ pub fn broker_path(id: u32) -> String {
 /// names it leader (or it leads a partition nobody else can take over).
 pub fn shutdown_path(id: u32) -> String {
     format!("{SHUTDOWN}/{id}")
+}
+
+/// Broker `id`'s absence record (see [`ABSENT`]).
+pub fn absent_path(id: u32) -> String {
+    format!("{ABSENT}/{id}")
+}
+
+/// Now, in ms since the Unix epoch (the times the cluster's znodes hold).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 /// A topic's znode.

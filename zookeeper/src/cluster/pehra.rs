@@ -9,8 +9,8 @@
 //! restarted coordinator resumes where the last one stopped.
 
 use super::{
-    ensure_path, pehra_term_path, PEHRA_ADMIN, PEHRA_MAINTENANCE, PEHRA_NODES, PEHRA_REQUESTS,
-    PEHRA_STATE, PEHRA_TERMS,
+    ensure_path, pehra_term_path, unix_ms, PEHRA_ADMIN, PEHRA_MAINTENANCE, PEHRA_NODES,
+    PEHRA_REQUESTS, PEHRA_STATE, PEHRA_TERMS,
 };
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::pehra::coordinator::{Coordinator, CoordinatorConfig, Output};
@@ -19,7 +19,7 @@ use rand::rngs::{StdRng, SysRng};
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
@@ -76,7 +76,7 @@ impl PehraCoordinator {
                 Ok(()) => driver
                     .coordinator
                     .next_deadline()
-                    .map(|d| Duration::from_millis(d.saturating_sub(now_ms()))),
+                    .map(|d| Duration::from_millis(d.saturating_sub(unix_ms()))),
                 Err(ZkError::SessionExpired) => return Err(ZkError::SessionExpired),
                 Err(e) => {
                     tracing::warn!(error = %e, "pehra coordinator: pass failed; retrying");
@@ -114,17 +114,17 @@ impl Driver {
     async fn pass(&mut self, client: &Client) -> Result<(), ZkError> {
         self.watches.refresh_fixed(client).await?;
         let statuses = self.read_nodes(client).await?;
-        self.coordinator.nodes(now_ms(), &statuses);
+        self.coordinator.nodes(unix_ms(), &statuses);
         let requests = read_requests(client).await?;
         for (_, request) in &requests {
             tracing::info!(?request, "pehra coordinator: request");
-            self.coordinator.request(now_ms(), request.clone());
+            self.coordinator.request(unix_ms(), request.clone());
         }
         if let Some((switch, _)) = read_admin(client).await? {
-            self.coordinator.admin(now_ms(), switch);
+            self.coordinator.admin(unix_ms(), switch);
         }
         let before = self.coordinator.state().clone();
-        let outputs = self.coordinator.poll(now_ms(), &mut self.rng);
+        let outputs = self.coordinator.poll(unix_ms(), &mut self.rng);
         for output in outputs {
             match output {
                 Output::WriteState(state) => {
@@ -427,11 +427,4 @@ async fn sleep(wait: Option<Duration>) {
         Some(d) => tokio::time::sleep(d).await,
         None => std::future::pending().await,
     }
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
