@@ -122,7 +122,10 @@ impl Coordinator {
     /// [`PehraState::default`] when there is none). `state` is taken to be what is
     /// stored: it is not emitted again unless it changes.
     pub fn new(config: CoordinatorConfig, state: PehraState) -> Coordinator {
-        let election = state.next.as_ref().map(|_| Election::default());
+        let election = state.next.as_ref().map(|_| Election {
+            temporary: state.next_temporary,
+            ..Election::default()
+        });
         Coordinator {
             config,
             written: state.clone(),
@@ -293,6 +296,7 @@ impl Coordinator {
                 };
                 self.state.term = Some(term.clone());
                 self.state.next = None;
+                self.state.next_temporary = false;
                 self.state.temporary = election.temporary;
                 self.records.push(TermRecord {
                     term,
@@ -307,6 +311,7 @@ impl Coordinator {
             {
                 // Passed over: draw again without it.
                 self.state.next = None;
+                self.state.next_temporary = false;
                 let e = self.election.get_or_insert_with(Election::default);
                 e.passed_over.insert(next.pehredar.clone());
                 e.last_passed = Some(next.pehredar);
@@ -403,6 +408,7 @@ impl Coordinator {
                         started_ms: now_ms,
                         ends_ms: now_ms.saturating_add(self.config.term_ms),
                     });
+                    self.state.next_temporary = e.temporary;
                     e.candidates = eligible;
                 }
             }

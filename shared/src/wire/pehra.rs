@@ -169,7 +169,7 @@ pub struct AdminSwitch {
 ///
 /// CBOR: `{"enabled": bool, "traffic_awake": bool, "wake_generation": u64,
 /// "wake_reason"?: WakeReason, "term"?: Term, "next"?: Term, "temporary": bool,
-/// "known": [text, ...]}`.
+/// "next_temporary"?: true, "known": [text, ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PehraState {
     /// PEHRA mode as the admin set it (enablePehra / disablePehra). Off: nobody sleeps.
@@ -193,6 +193,10 @@ pub struct PehraState {
     /// `term` is allDown's temporary Pehredar: an election is held once every node in
     /// `known` is back.
     pub temporary: bool,
+    /// `next` is allDown's temporary Pehredar (so a restarted coordinator still makes
+    /// its term temporary). Omitted when false.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub next_temporary: bool,
     /// Every candidate node ever seen (allDown waits for all of them).
     pub known: Vec<String>,
 }
@@ -207,6 +211,7 @@ impl Default for PehraState {
             term: None,
             next: None,
             temporary: false,
+            next_temporary: false,
             known: Vec::new(),
         }
     }

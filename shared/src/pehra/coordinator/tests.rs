@@ -425,6 +425,38 @@ fn all_down_makes_the_first_back_temporary_then_elects_when_all_are_back() {
 }
 
 #[test]
+fn a_coordinator_restarted_during_all_downs_election_keeps_it_temporary() {
+    let mut s = Sim::new(12);
+    for n in ["a", "b"] {
+        s.up(n, true);
+    }
+    s.step();
+    s.take_office();
+    s.down("a");
+    s.down("b");
+    s.step();
+    s.up("a", true);
+    s.step();
+    assert!(
+        s.state().next_temporary,
+        "the first back is drawn temporary"
+    );
+    // The coordinator restarts from what it wrote before `a` took office.
+    s.c = Coordinator::new(CFG, s.state().clone());
+    s.step();
+    s.take_office();
+    assert!(s.state().temporary, "still allDown's temporary Pehredar");
+    assert!(!s.state().next_temporary);
+    // Once b is back, an ordinary election.
+    s.up("b", true);
+    s.step();
+    let t = s.take_office();
+    assert!(!s.state().temporary);
+    assert!(!records(&s.outputs).last().expect("record").temporary);
+    assert!(t.number >= 3);
+}
+
+#[test]
 fn all_back_at_once_is_an_ordinary_election() {
     let mut s = Sim::new(10);
     s.up("a", true);

@@ -406,6 +406,7 @@ pub(super) fn cases() -> Vec<Case> {
                 term: Some(term()),
                 next: Some(term()),
                 temporary: false,
+                next_temporary: false,
                 known: vec![s("broker-1"), s("broker-2")],
             }
         ),
