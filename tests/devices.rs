@@ -129,6 +129,25 @@ impl Device {
         self.post_raw(to, path, wire::encode(body).unwrap()).await
     }
 
+    /// Publishes readings (the answer must be 2.04).
+    async fn publish(
+        &self,
+        to: SocketAddr,
+        node: &str,
+        readings: &DeviceReadings,
+    ) -> ProduceResponse {
+        let response = self
+            .post(to, &format!("dev/{node}/readings"), readings)
+            .await;
+        assert_eq!(
+            response.code(),
+            Code::CHANGED,
+            "{:?}",
+            response_error(&response)
+        );
+        decode_response(&response).unwrap()
+    }
+
     async fn checkin(&self, to: SocketAddr, node: &str) -> CheckInReply {
         let response = self.post(to, "dev/checkin", &checkin(node)).await;
         assert_eq!(
@@ -249,16 +268,7 @@ async fn devices_check_in_publish_and_collect_their_downlink() {
             first_seq: Some(first_seq),
             incarnation: 0,
         };
-        let response = device
-            .post(c.addr(other), "dev/dev-1/readings", &readings)
-            .await;
-        assert_eq!(
-            response.code(),
-            Code::CHANGED,
-            "{:?}",
-            response_error(&response)
-        );
-        let answer: ProduceResponse = decode_response(&response).unwrap();
+        let answer = device.publish(c.addr(other), "dev-1", &readings).await;
         assert_eq!(answer.record_count as usize, batch.len());
         base.get_or_insert(answer.base_offset);
         if first_seq == 3 {
@@ -491,16 +501,9 @@ async fn a_device_checkin_does_not_wake_a_sleeping_cluster() {
         first_seq: None,
         incarnation: 0,
     };
-    let response = device
-        .post(c.addr(broker_id(&sleeper)), "dev/dev-7/readings", &readings)
+    let answer = device
+        .publish(c.addr(broker_id(&sleeper)), "dev-7", &readings)
         .await;
-    assert_eq!(
-        response.code(),
-        Code::CHANGED,
-        "{:?}",
-        response_error(&response)
-    );
-    let answer: ProduceResponse = decode_response(&response).unwrap();
     let fetched = client
         .fetch("readings", 0, answer.base_offset, 64 * 1024)
         .await

@@ -260,14 +260,7 @@ async fn a_broker_dead_too_long_is_replaced_one_back_in_time_is_not() {
         unclean_election: false,
         replace_dead_after: Some(Duration::from_secs(2)),
     });
-    let admin = zk.client().await;
-    let mut brokers = BTreeMap::new();
-    for id in 1..=4 {
-        brokers.insert(id, zk.broker(id).await);
-    }
-    create_topic(&admin, "r", 1, 3).await;
-    let first = wait_state(&admin, "r", 0, "assignment", |_| true).await;
-    assert_eq!(first.replicas, [1, 2, 3]);
+    let (admin, mut brokers) = four_brokers_and_topic_r(&zk).await;
 
     // 2 dies and returns before its 2 s are up: it stays a replica.
     brokers.remove(&2).unwrap().close().await.expect("close");
@@ -296,14 +289,7 @@ async fn a_restarted_controller_keeps_the_clock_of_a_dead_broker() {
         replace_dead_after: Some(Duration::from_secs(60)),
     };
     let controller = zk.controller(config.clone());
-    let admin = zk.client().await;
-    let mut brokers = BTreeMap::new();
-    for id in 1..=4 {
-        brokers.insert(id, zk.broker(id).await);
-    }
-    create_topic(&admin, "r", 1, 3).await;
-    let first = wait_state(&admin, "r", 0, "assignment", |_| true).await;
-    assert_eq!(first.replicas, [1, 2, 3]);
+    let (admin, mut brokers) = four_brokers_and_topic_r(&zk).await;
 
     // 3 dies: the controller records since when.
     brokers.remove(&3).unwrap().close().await.expect("close");
@@ -334,6 +320,20 @@ async fn a_restarted_controller_keeps_the_clock_of_a_dead_broker() {
     })
     .await;
     zk.stop().await;
+}
+
+/// Fake brokers 1..=4 and topic `r` (1 partition, 3 replicas) assigned to 1, 2, 3; an
+/// admin client, and the brokers' clients by id.
+async fn four_brokers_and_topic_r(zk: &Zk) -> (Client, BTreeMap<u32, Client>) {
+    let admin = zk.client().await;
+    let mut brokers = BTreeMap::new();
+    for id in 1..=4 {
+        brokers.insert(id, zk.broker(id).await);
+    }
+    create_topic(&admin, "r", 1, 3).await;
+    let first = wait_state(&admin, "r", 0, "assignment", |_| true).await;
+    assert_eq!(first.replicas, [1, 2, 3]);
+    (admin, brokers)
 }
 
 /// Plays the partition leaders' part: whenever a partition names a replica that is not

@@ -5,6 +5,7 @@
 use super::partition::{Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
+use pehra_shared::durable;
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, PartitionMetadata, TopicConfig};
 use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
 use pehra_zookeeper::{Client, ZkError};
@@ -304,21 +305,21 @@ fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
 /// topic deleted, then created again under the same name, while this broker did not
 /// see it gone) is removed first; a directory without the mark (older versions) is
 /// taken as this incarnation's.
-fn claim_for_topic(dir: &std::path::Path, topic_id: u64) -> std::io::Result<()> {
+fn claim_for_topic(dir: &std::path::Path, topic_id: u64) -> Result<(), durable::IoError> {
     let mark = dir.join(TOPIC_ID_FILE);
     match std::fs::read_to_string(&mark) {
         Ok(text) if text.trim().parse::<u64>().ok() == Some(topic_id) => return Ok(()),
         Ok(text) => {
             tracing::info!(dir = %dir.display(), old = text.trim(), new = topic_id, "the partition's data is of a deleted topic of the same name: removed");
-            std::fs::remove_dir_all(dir)?;
+            std::fs::remove_dir_all(dir).map_err(durable::io_err("remove the old data of", dir))?;
         }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
+        Err(e) => return Err(durable::io_err("read", &mark)(e)),
     }
-    std::fs::create_dir_all(dir)?;
+    durable::create_dir_durably(dir, "create the partition directory")?;
     let tmp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{topic_id}\n"))?;
-    std::fs::rename(&tmp, &mark)
+    std::fs::write(&tmp, format!("{topic_id}\n")).map_err(durable::io_err("write", &tmp))?;
+    std::fs::rename(&tmp, &mark).map_err(durable::io_err("rename into place", &tmp))
 }
 
 async fn open(
@@ -330,11 +331,7 @@ async fn open(
     let config = state.log_config.clone();
     let topic_id = a.topic_id;
     let opened = tokio::task::spawn_blocking(move || {
-        claim_for_topic(&dir, topic_id).map_err(|e| crate::log::LogError::Io {
-            op: "claim for the topic",
-            path: dir.join(TOPIC_ID_FILE),
-            source: e,
-        })?;
+        claim_for_topic(&dir, topic_id)?;
         PartitionLog::open(&dir, config)
     })
     .await
