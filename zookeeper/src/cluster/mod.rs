@@ -192,15 +192,24 @@ pub fn validate_topic(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The session timeout the zookeeper's own services ask for (the server clamps it to
+/// its `max_session_timeout`, 60 s by default).
+pub const SERVICE_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// Runs one of the zookeeper's own cluster services (the controller, the PEHRA
-/// coordinator) on a session of its own to the zookeeper at `addr` (a 10 s session
-/// timeout), and closes that session when `service` returns.
+/// coordinator) on a session of its own to the zookeeper at `addr`, and closes that
+/// session when `service` returns.
+///
+/// The session asks for [`SERVICE_SESSION_TIMEOUT`]: the services run inside the
+/// zookeeper's process and own no ephemeral znodes, so their session can only fail with
+/// the process itself, and its heartbeats (a third of the timeout apart) were most of an
+/// idle zookeeper's wakeups at the 10 s they used to ask for.
 pub(crate) async fn run_as_service(
     addr: std::net::SocketAddr,
     service: impl AsyncFnOnce(&Client) -> Result<(), ZkError>,
 ) -> Result<(), ZkError> {
     let options = crate::client::ClientOptions {
-        session_timeout: std::time::Duration::from_secs(10),
+        session_timeout: SERVICE_SESSION_TIMEOUT,
         ..Default::default()
     };
     let client = Client::connect(addr, options).await?;

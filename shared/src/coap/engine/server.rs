@@ -62,6 +62,7 @@ impl<A: PeerAddress> Engine<A> {
             return false;
         };
         self.answer(now, incoming, response);
+        self.drop_settled_piggyback_deadlines();
         true
     }
 
@@ -82,6 +83,7 @@ impl<A: PeerAddress> Engine<A> {
         } else {
             self.dedup.update(peer, mid, Seen::Answered(None));
         }
+        self.drop_settled_piggyback_deadlines();
         true
     }
 
@@ -499,6 +501,23 @@ impl<A: PeerAddress> Engine<A> {
             .entry(String::from(key))
             .or_default()
             .insert((peer, token.to_vec()));
+    }
+
+    /// Drops the piggyback deadlines at the front of the queue whose request needs no
+    /// empty ACK any more (answered, or already acknowledged), so that
+    /// [`Engine::poll_timeout`] does not wake the driver for them: an idle server
+    /// answering each request at once then has no timer left at all. Requests are
+    /// mostly answered in order; one answered out of order is dropped once it reaches
+    /// the front, or fires as a no-op.
+    fn drop_settled_piggyback_deadlines(&mut self) {
+        while let Some(&(_, id)) = self.piggyback_deadlines.front() {
+            match self.incoming.get(&id) {
+                Some(incoming) if !incoming.acked => return,
+                _ => {
+                    self.piggyback_deadlines.pop_front();
+                }
+            }
+        }
     }
 
     /// A handler is taking long (or the client retried): send an empty ACK so the

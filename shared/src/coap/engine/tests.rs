@@ -241,6 +241,37 @@ fn retransmission_schedule_follows_rfc7252_and_gives_up() {
 }
 
 #[test]
+fn requests_answered_at_once_leave_no_timer_behind() {
+    // An idle server must not be woken for the empty-ACK deadline of a request it has
+    // already answered (the zookeeper woke twice per heartbeat for it).
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let now = Instant::from_millis(5);
+    let mut ids = Vec::new();
+    for (mid, path) in [(1u16, "/a"), (2, "/b"), (3, "/c")] {
+        let packet = Request::get(path).packet().clone();
+        let bytes = Engine::<u8>::encode(packet, MessageType::Confirmable, mid, &[mid as u8]);
+        server.handle_datagram(now, CLIENT, &bytes);
+        let Some(Event::Request(req)) = server.poll_event() else {
+            panic!("no request")
+        };
+        ids.push(req.id);
+    }
+    let deadline = now + Config::default().piggyback_window;
+    assert_eq!(server.poll_timeout(), Some(deadline));
+    // Answered out of order: /b's deadline stays behind /a's, which still needs it.
+    assert!(server.respond(now, ids[1], Response::content(*b"b")));
+    assert_eq!(server.poll_timeout(), Some(deadline));
+    assert!(server.respond(now, ids[0], Response::content(*b"a")));
+    assert_eq!(
+        server.poll_timeout(),
+        Some(deadline),
+        "/c is still unanswered"
+    );
+    assert!(server.discard(now, ids[2]));
+    assert_eq!(server.poll_timeout(), None);
+}
+
+#[test]
 fn duplicate_con_runs_the_handler_once_and_gets_the_same_response() {
     let mut server = Engine::new(Config::default(), [9; 32]);
     let mut packet = Request::get("/count").packet().clone();
