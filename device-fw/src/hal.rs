@@ -204,19 +204,39 @@ pub struct NoRadio;
 
 impl Radio for NoRadio {}
 
-/// [`Clock`] on embassy-time (the firmware binary provides the time driver).
+/// [`Clock`] on embassy-time (the firmware binary provides the time driver), shifted by
+/// a fixed offset: `now_ms` is the offset plus embassy's time since boot. A board whose
+/// timer starts again at every deep-sleep reset (the ESP32-C3) gives as offset the time
+/// a clock that runs on (the RTC's) read at boot, so the clock runs on through the sleep
+/// as [`Clock`] requires; a board whose sleeps keep the timer running uses
+/// [`EmbassyClock::default`] (no offset).
 #[cfg(feature = "embassy")]
 #[derive(Debug, Clone, Copy, Default)]
-pub struct EmbassyClock;
+pub struct EmbassyClock {
+    offset_ms: u64,
+}
+
+#[cfg(feature = "embassy")]
+impl EmbassyClock {
+    /// A clock that reads `boot_ms` when embassy's time is zero.
+    pub const fn starting_at(boot_ms: u64) -> Self {
+        EmbassyClock { offset_ms: boot_ms }
+    }
+
+    /// The embassy instant at clock time `ms` (boot, if `ms` is before it).
+    pub fn instant(&self, ms: u64) -> embassy_time::Instant {
+        embassy_time::Instant::from_millis(ms.saturating_sub(self.offset_ms))
+    }
+}
 
 #[cfg(feature = "embassy")]
 impl Clock for EmbassyClock {
     fn now_ms(&self) -> u64 {
-        embassy_time::Instant::now().as_millis()
+        self.offset_ms + embassy_time::Instant::now().as_millis()
     }
 
     async fn sleep_until(&mut self, at_ms: u64) {
-        embassy_time::Timer::at(embassy_time::Instant::from_millis(at_ms)).await
+        embassy_time::Timer::at(self.instant(at_ms)).await
     }
 }
 

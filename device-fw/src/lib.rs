@@ -7,6 +7,8 @@
 //! - [`node`]: the node loop, [`node::Device::run_cycle`]: check in, obey, publish,
 //!   collect downlink, persist, say when to wake. The PEHRA decisions are
 //!   [`pehra_shared::pehra::device::DeviceNode`]'s.
+//! - `net` (features `net-ipv4`/`net-ipv6`): the [`hal::UdpSocket`] on embassy-net that
+//!   every board uses.
 //! - [`energy`]: per-board currents (from the datasheets), charges per wake and per radio
 //!   start, and the time spent per power state, so a run can be turned into µAh/day and
 //!   battery life.
@@ -41,6 +43,8 @@ macro_rules! log_warn {
 pub mod client;
 pub mod energy;
 pub mod hal;
+#[cfg(any(feature = "net-ipv4", feature = "net-ipv6"))]
+pub mod net;
 pub mod node;
 
 pub use client::{ClientError, CoapClient};

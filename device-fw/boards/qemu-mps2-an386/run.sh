@@ -55,27 +55,11 @@ PEHRA_GATEWAY_PORT="$PORT" PEHRA_CYCLES="$CYCLES" PEHRA_DEVICE_NAME="$NAME" PEHR
   PEHRA_ACKS="$ACKS" cargo build --release -j2 --quiet
 
 # --- size ------------------------------------------------------------------------------
-# Section headers via readelf (works for any ELF; no llvm-tools needed).
-read -r FLASH RAM_STATIC TEXT RODATA DATA BSS < <(readelf -S -W "$ELF" | python3 -c '
-import sys, re
-sz = {}
-for line in sys.stdin:
-    m = re.match(r"\s*\[\s*\d+\]\s+(\S+)\s+\S+\s+([0-9a-f]+)\s+[0-9a-f]+\s+([0-9a-f]+)\s+\S+\s+(\S*)", line)
-    if m and "A" in m.group(4):
-        sz[m.group(1)] = sz.get(m.group(1), 0) + int(m.group(3), 16)
-g = lambda k: sz.get(k, 0)
-flash = g(".vector_table") + g(".text") + g(".rodata") + g(".data") + g(".gnu.sgstubs")
-ram = g(".data") + g(".bss") + g(".uninit")
-print(flash, ram, g(".text"), g(".rodata"), g(".data"), g(".bss"))
-')
-RAM=$((RAM_STATIC + STACK_RESERVE))
-printf '   text    rodata    data     bss  (bytes)\n%7d %9d %7d %7d\n' "$TEXT" "$RODATA" "$DATA" "$BSS"
-printf 'flash: %d B (%.1f KiB) of budget %d KiB\n' "$FLASH" "$(awk -v b="$FLASH" 'BEGIN { print b / 1024 }')" $((FLASH_BUDGET/1024))
-printf 'RAM:   %d B (%.1f KiB) = data+bss %d (16 KiB heap included) + stack reserve %d, of budget %d KiB\n' \
-  "$RAM" "$(awk -v b="$RAM" 'BEGIN { print b / 1024 }')" "$RAM_STATIC" "$STACK_RESERVE" $((RAM_BUDGET/1024))
+# Flash and RAM (16 KiB heap included, + the stack reserve) against the budgets:
+# ../elf-size.py, from the ELF's section headers.
 FAIL=0
-if [ "$FLASH" -ge "$FLASH_BUDGET" ]; then echo "FAIL: flash over budget"; FAIL=1; fi
-if [ "$RAM" -ge "$RAM_BUDGET" ]; then echo "FAIL: RAM over budget"; FAIL=1; fi
+python3 ../elf-size.py "$ELF" --layout cortex-m --flash-budget "$FLASH_BUDGET" \
+  --ram-budget "$RAM_BUDGET" --stack-reserve "$STACK_RESERVE" || FAIL=1
 
 # --- gateway ---------------------------------------------------------------------------
 # A local cluster: a zookeeper and one broker on 127.0.0.1:PORT, from PEHRA_BIN or the

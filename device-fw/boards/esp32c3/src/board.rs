@@ -1,12 +1,13 @@
 //! The ESP32-C3's implementations of `pehra_device_fw::hal`: storage in RTC fast memory,
-//! a clock that runs on through deep sleep, the hardware RNG, the on-chip temperature sensor, and (feature `wifi`) a UDP socket
-//! over embassy-net.
+//! a clock that runs on through deep sleep, the hardware RNG, the on-chip temperature
+//! sensor, and without Wi-Fi a socket that reaches nothing. (With Wi-Fi the socket is the
+//! core's `pehra_device_fw::net::EmbassyUdp`.)
 
 use alloc::vec::Vec;
 use core::convert::Infallible;
 
 use esp_hal::tsens::TemperatureSensor;
-use pehra_device_fw::hal::{Clock, Persisted, Rng, Sensor, Storage};
+use pehra_device_fw::hal::{EmbassyClock, Persisted, Rng, Sensor, Storage};
 
 // ---------------------------------------------------------------------------------------
 // Storage: RTC fast memory (8 KiB on the C3), kept across deep sleep and software resets
@@ -86,36 +87,12 @@ impl Storage for RtcStorage {
 // that runs on through deep sleep (the `Clock` contract: the stored clock offset and
 // schedule stay right).
 
-/// [`Clock`] in ms since power-on: embassy-time plus the RTC timer's reading at boot.
-#[derive(Debug, Clone, Copy)]
-pub struct RtcClock {
-    boot_ms: u64,
-}
-
-impl RtcClock {
-    /// Reads the RTC timer once.
-    pub fn new(rtc: &esp_hal::rtc_cntl::Rtc<'_>) -> Self {
-        let since_power_up = rtc.time_since_power_up().as_millis();
-        let since_boot = embassy_time::Instant::now().as_millis();
-        RtcClock {
-            boot_ms: since_power_up.saturating_sub(since_boot),
-        }
-    }
-
-    /// The embassy instant at clock time `ms`.
-    pub fn instant(&self, ms: u64) -> embassy_time::Instant {
-        embassy_time::Instant::from_millis(ms.saturating_sub(self.boot_ms))
-    }
-}
-
-impl Clock for RtcClock {
-    fn now_ms(&self) -> u64 {
-        self.boot_ms + embassy_time::Instant::now().as_millis()
-    }
-
-    async fn sleep_until(&mut self, at_ms: u64) {
-        embassy_time::Timer::at(self.instant(at_ms)).await
-    }
+/// The node's clock, in ms since power-on: embassy-time plus the RTC timer's reading at
+/// boot (read once, here).
+pub fn rtc_clock(rtc: &esp_hal::rtc_cntl::Rtc<'_>) -> EmbassyClock {
+    let since_power_up = rtc.time_since_power_up().as_millis();
+    let since_boot = embassy_time::Instant::now().as_millis();
+    EmbassyClock::starting_at(since_power_up.saturating_sub(since_boot))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -150,79 +127,10 @@ impl Sensor for ChipTemperature<'_> {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// UDP over embassy-net (feature `wifi`).
-
-#[cfg(feature = "wifi")]
-pub use net::NetUdp;
-
-#[cfg(feature = "wifi")]
-mod net {
-    use core::net::{IpAddr, SocketAddr};
-
-    use embassy_net::udp::{RecvError, SendError, UdpSocket};
-    use embassy_net::{IpAddress, IpEndpoint};
-    use embassy_time::with_deadline;
-    use pehra_device_fw::hal;
-
-    use super::RtcClock;
-
-    /// [`hal::UdpSocket`] on an embassy-net UDP socket (IPv4); deadlines on the
-    /// [`RtcClock`].
-    pub struct NetUdp(pub UdpSocket<'static>, pub RtcClock);
-
-    /// Why a datagram was not sent or received (read through `Debug`).
-    #[derive(Debug)]
-    #[allow(dead_code)]
-    pub enum NetError {
-        Send(SendError),
-        Recv(RecvError),
-        /// An IPv6 peer (the stack is built for IPv4 only).
-        Ipv6,
-    }
-
-    impl hal::UdpSocket for NetUdp {
-        type Error = NetError;
-
-        async fn send_to(&mut self, bytes: &[u8], to: SocketAddr) -> Result<(), NetError> {
-            let IpAddr::V4(ip) = to.ip() else {
-                return Err(NetError::Ipv6);
-            };
-            let ep = IpEndpoint::new(IpAddress::Ipv4(ip), to.port());
-            self.0.send_to(bytes, ep).await.map_err(NetError::Send)
-        }
-
-        async fn recv_until(
-            &mut self,
-            buf: &mut [u8],
-            deadline_ms: u64,
-        ) -> Result<Option<(usize, SocketAddr)>, NetError> {
-            let recv = self.0.recv_from(buf);
-            match with_deadline(self.1.instant(deadline_ms), recv).await {
-                Err(_timeout) => Ok(None),
-                Ok(Err(e)) => Err(NetError::Recv(e)),
-                Ok(Ok((n, meta))) => {
-                    let IpAddress::Ipv4(ip) = meta.endpoint.addr;
-                    Ok(Some((
-                        n,
-                        SocketAddr::new(IpAddr::V4(ip), meta.endpoint.port),
-                    )))
-                }
-            }
-        }
-
-        async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
-            // Past the deadline the datagrams stay queued (Wi-Fi is down): not an error.
-            let _ = with_deadline(self.1.instant(deadline_ms), self.0.flush()).await;
-            Ok(())
-        }
-    }
-}
-
 /// Without Wi-Fi (feature `wifi` off): a socket that sends nowhere and never hears back,
 /// so the node loop runs (and backs off) and the rest of the firmware stays buildable.
 #[cfg(not(feature = "wifi"))]
-pub struct NoNet(pub RtcClock);
+pub struct NoNet(pub EmbassyClock);
 
 #[cfg(not(feature = "wifi"))]
 impl pehra_device_fw::hal::UdpSocket for NoNet {

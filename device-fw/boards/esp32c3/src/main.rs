@@ -9,7 +9,7 @@
 //! `PEHRA_DEEP_SLEEP_MIN_S` long, is an RTC-timer **deep sleep** (the chip resets on wake
 //! and boots again; what survives is `Persisted` in RTC fast memory: the schedule, the
 //! clock offset, the downlink offset and the readings not yet acknowledged, measured on
-//! a clock that runs on through the sleep, [`board::RtcClock`]); a shorter one, or
+//! a clock that runs on through the sleep, [`board::rtc_clock`]); a shorter one, or
 //! `stay_awake`, is an embassy timer wait with the Wi-Fi modem in power-save
 //! (`PowerSaveMode::Minimum`: the station wakes for each DTIM beacon) and the CPU in
 //! WFI. esp-rtos' automatic light sleep is not used: esp-radio holds a wake lock while
@@ -44,7 +44,7 @@ use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
 
-use board::{ChipTemperature, HwRng, RtcClock, RtcStorage};
+use board::{ChipTemperature, HwRng, RtcStorage};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -106,7 +106,7 @@ async fn main(spawner: Spawner) -> ! {
     let timg0 = TimerGroup::new(peripherals.TIMG0);
     esp_rtos::start(timg0.timer0, peripherals.FROM_CPU_INTR0);
 
-    let clock = RtcClock::new(&esp_hal::rtc_cntl::Rtc::new(peripherals.RTC_TIMER));
+    let clock = board::rtc_clock(&esp_hal::rtc_cntl::Rtc::new(peripherals.RTC_TIMER));
     let wake = esp_hal::system::wakeup_cause();
     println!("pehra-fw: boot (esp32c3), wakeup cause {:?}", wake);
 
@@ -220,7 +220,9 @@ mod net {
     use pehra_device_fw::hal::Rng as _;
     use static_cell::StaticCell;
 
-    use crate::board::{HwRng, NetUdp, RtcClock};
+    use crate::board::HwRng;
+    use pehra_device_fw::hal::EmbassyClock;
+    use pehra_device_fw::net::{Direct, EmbassyUdp};
 
     const SSID: &str = env!("PEHRA_WIFI_SSID");
     const PASSWORD: &str = env!("PEHRA_WIFI_PASSWORD");
@@ -231,8 +233,8 @@ mod net {
         spawner: Spawner,
         wifi: esp_hal::peripherals::WIFI<'static>,
         rng: &mut HwRng,
-        clock: RtcClock,
-    ) -> NetUdp {
+        clock: EmbassyClock,
+    ) -> EmbassyUdp<'static> {
         let auth = if PASSWORD.is_empty() {
             AuthenticationMethodConfig::Open
         } else {
@@ -289,7 +291,7 @@ mod net {
         socket
             .bind(49152 + u16::from_le_bytes(port) % 16384)
             .expect("bind");
-        NetUdp(socket, clock)
+        EmbassyUdp::new(socket, clock, Direct)
     }
 
     /// Keeps the station connected: connect, wait for a disconnect, retry after 5 s.

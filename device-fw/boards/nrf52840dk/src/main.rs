@@ -38,6 +38,7 @@ use embassy_nrf::{bind_interrupts, pac, peripherals, radio, rng, temp};
 use embassy_time::Instant;
 use embedded_alloc::LlffHeap as Heap;
 use pehra_device_fw::hal::{EmbassyClock, Rng as _};
+use pehra_device_fw::net::{Direct, EmbassyUdp};
 use pehra_device_fw::{Device, Parts, SeededRng, Settings};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
@@ -45,7 +46,7 @@ use pehra_shared::wire::Acks;
 use static_cell::StaticCell;
 use {defmt_rtt as _, panic_probe as _};
 
-use board::{DieTemperature, LoggingApp, NetUdp};
+use board::{DieTemperature, LoggingApp};
 use ieee802154::RadioSwitch;
 use pehra_device_fw::hal::RamStorage;
 
@@ -188,8 +189,8 @@ async fn main(spawner: Spawner) {
         ..CoapConfig::default()
     };
     let parts = Parts {
-        udp: NetUdp(socket),
-        clock: EmbassyClock,
+        udp: EmbassyUdp::new(socket, EmbassyClock::default(), Direct),
+        clock: EmbassyClock::default(),
         sensor: DieTemperature(Temp::new(p.TEMP, Irqs)),
         storage: RamStorage,
         radio: RadioSwitch,

@@ -38,6 +38,7 @@ use embassy_time::Instant;
 use embedded_alloc::LlffHeap as Heap;
 use panic_semihosting as _;
 use pehra_device_fw::hal::{EmbassyClock, NoRadio};
+use pehra_device_fw::net::EmbassyUdp;
 use pehra_device_fw::{Device, Parts, Settings};
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::device::DeviceConfig;
@@ -316,8 +317,8 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         alarm_interval_ms: alarm_ms,
     };
     let parts = Parts {
-        udp: board::NetUdp(socket),
-        clock: EmbassyClock,
+        udp: EmbassyUdp::new(socket, EmbassyClock::default(), board::HostAlias),
+        clock: EmbassyClock::default(),
         sensor: board::Thermometer { name: NAME },
         storage: pehra_device_fw::hal::RamStorage,
         radio: NoRadio,
