@@ -48,8 +48,9 @@ READY_TIMEOUT="${READY_TIMEOUT:-10}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 BENCH_SERVER_CMD="${BENCH_SERVER_CMD:-}"
 
-log() { printf '[coap.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=coap.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"   # log, die, free_port, start_server, field, ...
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
@@ -94,43 +95,11 @@ ECHO="$REL/udp-echo"
 [[ -x "$LOAD" && -x "$ECHO" ]] || die "missing $LOAD or $ECHO (build failed?)"
 
 # ---------------------------------------------------------------- ports
-USED_PORTS=" "
-used_ports() {
-    local f line hex
-    for f in /proc/net/udp /proc/net/udp6 /proc/net/tcp /proc/net/tcp6; do
-        [[ -r "$f" ]] || continue
-        while read -r _ line _; do
-            hex="${line##*:}"
-            [[ "$hex" =~ ^[0-9A-Fa-f]{4}$ ]] && printf '%d ' "0x$hex"
-        done <"$f"
-    done
-}
-free_port() {
-    local inuse p i
-    inuse=" $(used_ports)"
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        if [[ "$inuse" != *" $p "* && "$USED_PORTS" != *" $p "* ]]; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 
 # ---------------------------------------------------------------- targets
 NAMES=()                 # target names, in table order
 declare -A ADDR MODE RPATH DESC PID_OF LOGF
 
-start_server() { # name log-file command...
-    local name="$1" logf="$2"
-    shift 2
-    "$@" >"$logf" 2>&1 &
-    PIDS+=("$!")
-    PID_OF[$name]=$!
-    LOGF[$name]="$logf"
-}
 
 wait_ready() { # name
     local name="$1" deadline=$((SECONDS + READY_TIMEOUT))
@@ -225,7 +194,6 @@ NAMES=("${READY[@]}")
 log "measuring: ${NAMES[*]}; in-flight=$IN_FLIGHT threads=$THREADS warmup=${WARMUP}s" \
     "duration=${DURATION}s repeat=$REPEAT pin=$PIN"
 # CPU steal time (host contention) during the measurement: a noise indicator.
-cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9 }' /proc/stat; }
 read -r TICKS0 STEAL0 < <(cpu_ticks)
 for ((round = 1; round <= REPEAT; round++)); do
     for name in "${NAMES[@]}"; do
@@ -245,7 +213,6 @@ read -r TICKS1 STEAL1 < <(cpu_ticks)
 STEAL_PCT="$(awk -v s=$((STEAL1 - STEAL0)) -v t=$((TICKS1 - TICKS0)) 'BEGIN { if (t > 0) printf "%.1f", 100 * s / t; else print 0 }')"
 
 # field NAME <<< json-line  (flat JSON from coap-load)
-field() { { grep -o "\"$1\":[^,}]*" || true; } | head -n1 | cut -d: -f2- | tr -d '"'; }
 
 declare -A MED
 for name in "${NAMES[@]}"; do
@@ -256,7 +223,6 @@ for name in "${NAMES[@]}"; do
         sort -g | awk -F'\t' '{ l[NR] = $2 } END { print l[int((NR + 1) / 2)] }')"
 done
 
-ratio() { [[ -n "$1" && -n "$2" ]] && awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b }' || true; }
 # ours/libcoap per round (the two runs are adjacent in time, so host noise cancels
 # better than in the ratio of medians); prints "r1 r2 ...<TAB>median".
 round_ratios() {
@@ -303,8 +269,6 @@ for name in "${NAMES[@]}"; do echo "  $name: ${DESC[$name]}"; done
 STAMP="$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$ROOT/bench/results"
 JSON="$ROOT/bench/results/coap-$STAMP.json"
-jstr() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
-jnum() { if [[ -n "$1" ]]; then printf '%s' "$1"; else printf 'null'; fi; }
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 {

@@ -43,8 +43,9 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 ZK_JAR=/usr/share/java/zookeeper.jar
 TICKS=$(getconf CLK_TCK)
 
-log() { printf '[pehra.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=pehra.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"   # log, die
 
 PIDS=()
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-idle-bench.XXXXXX")"
@@ -132,7 +133,7 @@ log "asleep; settling for ${SETTLE_S} s"
 sleep "$SETTLE_S"
 log "Pehredar $pehredar, sampling $sleeper (dormant), broker-4 (awake idle) over ${WINDOW_S} s"
 
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+proc_cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 vcsw() { cat /proc/"$1"/task/*/status 2>/dev/null | awk '/^voluntary_ctxt_switches/ {s += $2} END {print s + 0}'; }
 
 declare -A ROLE=([zookeeper]="our zookeeper (gateway)" [mosquitto]="Mosquitto, idle" [apache-zookeeper]="Apache ZooKeeper, idle")
@@ -144,7 +145,7 @@ SAMPLED=(zookeeper "$sleeper" broker-4 "$pehredar")
 [[ -n "${PID_OF[apache-zookeeper]:-}" ]] && SAMPLED+=(apache-zookeeper)
 declare -A CPU0 CSW0
 for n in "${SAMPLED[@]}"; do
-    CPU0[$n]=$(cpu_ticks "${PID_OF[$n]}")
+    CPU0[$n]=$(proc_cpu_ticks "${PID_OF[$n]}")
     CSW0[$n]=$(vcsw "${PID_OF[$n]}")
 done
 sleep "$WINDOW_S"
@@ -160,7 +161,7 @@ printf '\n%-36s %14s %18s\n' "process (idle)" "CPU ms/min" "wakeups/min" >&2
         "$(git rev-parse --short HEAD)" "$WINDOW_S" "$IDLE_MS" "$ALARM_MS"
     sep=""
     for n in "${SAMPLED[@]}"; do
-        cpu=$(( ($(cpu_ticks "${PID_OF[$n]}") - CPU0[$n]) * 1000 / TICKS ))
+        cpu=$(( ($(proc_cpu_ticks "${PID_OF[$n]}") - CPU0[$n]) * 1000 / TICKS ))
         csw=$(( $(vcsw "${PID_OF[$n]}") - CSW0[$n] ))
         cpu_min=$(awk -v v="$cpu" -v w="$WINDOW_S" 'BEGIN {printf "%.0f", v * 60 / w}')
         csw_min=$(awk -v v="$csw" -v w="$WINDOW_S" 'BEGIN {printf "%.0f", v * 60 / w}')

@@ -94,8 +94,9 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 # One-line errors from the load client, not anyhow backtraces.
 export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 
-log() { printf '[produce.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=produce.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"   # log, die, free_port, start_server, field, ...
 
 # ---------------------------------------------------------------- our rows
 # OURS_ROWS: "BATCH IN_FLIGHT ACKS RF" per entry; BROKERS: the largest RF.
@@ -174,42 +175,10 @@ fi
 [[ -x "$LOAD" && -x "$ECHO" ]] || die "missing $LOAD or $ECHO (build failed?)"
 
 # ---------------------------------------------------------------- ports
-USED_PORTS=" "
-used_ports() {
-    local f line hex
-    for f in /proc/net/udp /proc/net/udp6 /proc/net/tcp /proc/net/tcp6; do
-        [[ -r "$f" ]] || continue
-        while read -r _ line _; do
-            hex="${line##*:}"
-            [[ "$hex" =~ ^[0-9A-Fa-f]{4}$ ]] && printf '%d ' "0x$hex"
-        done <"$f"
-    done
-}
-free_port() {
-    local inuse p i
-    inuse=" $(used_ports)"
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        if [[ "$inuse" != *" $p "* && "$USED_PORTS" != *" $p "* ]]; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 
 # ---------------------------------------------------------------- servers
 # (PID_OF is declared up front: cleanup reads it.)
 declare -A LOGF ADDR
-start_server() { # name log-file command...
-    local name="$1" logf="$2"
-    shift 2
-    "${SRV_PIN[@]}" "$@" >"$logf" 2>&1 &
-    PIDS+=("$!")
-    PID_OF[$name]=$!
-    LOGF[$name]="$logf"
-}
 show_log() { # name
     log "$1: its log:"
     tail -n 20 "${LOGF[$1]}" | sed 's/^/    /' >&2 || true
@@ -256,7 +225,7 @@ for t in $TARGETS; do
     case "$t" in
         raw)
             ADDR[raw]="127.0.0.1:$(free_port)"
-            start_server raw "$WORK/udp-echo.log" "$ECHO" --listen "${ADDR[raw]}" --quiet
+            start_server raw "$WORK/udp-echo.log" "${SRV_PIN[@]}" "$ECHO" --listen "${ADDR[raw]}" --quiet
             wait_probe raw raw "${ADDR[raw]}" || die "the raw UDP echo server did not come up"
             UP+="raw "
             ;;
@@ -264,7 +233,7 @@ for t in $TARGETS; do
             [[ -x "$PEHRA" ]] || { log "skipping ours: no $PEHRA"; continue; }
             ADDR[zk]="127.0.0.1:$(free_port)"
             mkdir -p "$WORK/zk"
-            start_server zk "$WORK/zk.log" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
+            start_server zk "$WORK/zk.log" "${SRV_PIN[@]}" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
             if ! wait_listening zk; then log "skipping ours"; continue; fi
             # Broker 1 is "ours" (broker.log), brokers 2..N "ours2".. (broker2.log ..).
             ok=1
@@ -273,7 +242,7 @@ for t in $TARGETS; do
                 ((id == 1)) || name="ours$id" logf="$WORK/broker$id.log"
                 ADDR[$name]="127.0.0.1:$(free_port)"
                 mkdir -p "$WORK/b$id"
-                start_server "$name" "$logf" "$PEHRA" broker --id "$id" --listen "${ADDR[$name]}" \
+                start_server "$name" "$logf" "${SRV_PIN[@]}" "$PEHRA" broker --id "$id" --listen "${ADDR[$name]}" \
                     --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id"
             done
             for ((id = 1; id <= BROKERS; id++)); do
@@ -332,7 +301,7 @@ for t in $TARGETS; do
                 [[ "$MQTT_NODELAY" == 1 ]] && echo "set_tcp_nodelay true"
                 echo "log_dest stderr"
             } >"$WORK/mosquitto.conf"
-            start_server mqtt "$WORK/mosquitto.log" mosquitto -c "$WORK/mosquitto.conf"
+            start_server mqtt "$WORK/mosquitto.log" "${SRV_PIN[@]}" mosquitto -c "$WORK/mosquitto.conf"
             if ! wait_probe mqtt mqtt "${ADDR[mqtt]}"; then log "skipping mqtt"; continue; fi
             UP+="mqtt "
             ;;
@@ -393,14 +362,12 @@ run_row() { # name round -> JSON line on stdout
         --in-flight "${R_INF[$n]}" --window "$WINDOW" --record-size "$RECORD_SIZE" \
         --count "$COUNT" --warmup "$WARMUP" --timeout "$TIMEOUT" --label "$n/round$2" --json
 }
-field() { { grep -o "\"$1\":[^,}]*" || true; } | head -n1 | cut -d: -f2- | tr -d '"'; }
 
 # ---------------------------------------------------------------- measure
 log "measuring: ${ROWS[*]}; count=$COUNT (+$WARMUP warm-up) record=${RECORD_SIZE}B" \
     "window=$WINDOW repeat=$REPEAT pin=$PIN"
 RUNS="$WORK/runs.tsv" # round name json
 : >"$RUNS"
-cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9 }' /proc/stat; }
 read -r TICKS0 STEAL0 < <(cpu_ticks)
 for ((round = 1; round <= REPEAT; round++)); do
     order=("${ROWS[@]}")
@@ -498,7 +465,6 @@ while IFS=$'\t' read -r n kind r; do ROUND_RATIO[$n,$kind]="$r"; done < <(
                 }
             }
         }')
-ratio() { if [[ -n "$1" && -n "$2" ]]; then awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.3f", a / b }'; fi; }
 # Ratios of records/s: vs the raw row of the same batch size, vs MQTT QoS 0 and QoS 1.
 vs_raw() { ratio "${S_RPS[$1]:-}" "${S_RPS[raw-b${R_BATCH[$1]}]:-}"; }
 vs_q() { if [[ "${R_SYS[$1]}" == ours ]]; then ratio "${S_RPS[$1]:-}" "${S_RPS[mqtt-q$2]:-}"; fi; }
@@ -544,8 +510,6 @@ for n in "${ROWS[@]}"; do echo "  $n: ${R_DESC[$n]}"; done
 STAMP="$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$ROOT/bench/results"
 JSON="$ROOT/bench/results/produce-$STAMP.json"
-jstr() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
-jnum() { if [[ -n "$1" ]]; then printf '%s' "$1"; else printf 'null'; fi; }
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 {

@@ -54,8 +54,9 @@ SKIP_BUILD="${SKIP_BUILD:-0}"
 JAVA_HEAP="${JAVA_HEAP:-1000m}"
 ZK_JAR=/usr/share/java/zookeeper.jar
 
-log() { printf '[zk.sh] %s\n' "$*" >&2; }
-die() { log "error: $*"; exit 1; }
+BENCH=zk.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"   # log, die, free_port, start_server, field, ...
 
 # ---------------------------------------------------------------- cleanup
 PIDS=()
@@ -90,43 +91,11 @@ fi
 [[ -x "$LOAD" && -x "$PEHRA" ]] || die "missing $LOAD or $PEHRA (build failed?)"
 
 # ---------------------------------------------------------------- ports
-USED_PORTS=" "
-used_ports() {
-    local f line hex
-    for f in /proc/net/udp /proc/net/udp6 /proc/net/tcp /proc/net/tcp6; do
-        [[ -r "$f" ]] || continue
-        while read -r _ line _; do
-            hex="${line##*:}"
-            [[ "$hex" =~ ^[0-9A-Fa-f]{4}$ ]] && printf '%d ' "0x$hex"
-        done <"$f"
-    done
-}
-free_port() {
-    local inuse p i
-    inuse=" $(used_ports)"
-    for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
-        if [[ "$inuse" != *" $p "* && "$USED_PORTS" != *" $p "* ]]; then
-            USED_PORTS+="$p "
-            echo "$p"
-            return 0
-        fi
-    done
-    die "no free port found"
-}
 
 # ---------------------------------------------------------------- targets
 NAMES=()
 declare -A ADDR DESC PID_OF LOGF
 
-start_server() { # name log-file command...
-    local name="$1" logf="$2"
-    shift 2
-    "$@" >"$logf" 2>&1 &
-    PIDS+=("$!")
-    PID_OF[$name]=$!
-    LOGF[$name]="$logf"
-}
 
 # Ready = a real session can be opened (on ours that is a logged, fsynced write).
 wait_ready() { # name
@@ -227,7 +196,6 @@ load() { # target clients duration warmup label -> JSON lines on stdout
     "$LOAD" --target "$1" --addr "${ADDR[$1]}" --clients "$2" --ops all --duration "$3" \
         --warmup "$4" --value-size "$VALUE_SIZE" --label "$5" --json
 }
-field() { { grep -o "\"$1\":[^,}]*" || true; } | head -n1 | cut -d: -f2- | tr -d '"'; }
 
 if [[ "$JIT_WARMUP" != 0 ]]; then
     for name in "${NAMES[@]}"; do
@@ -238,7 +206,6 @@ fi
 
 log "measuring: ${NAMES[*]}; clients=[$CLIENTS] value=${VALUE_SIZE}B warmup=${WARMUP}s" \
     "duration=${DURATION}s per operation, repeat=$REPEAT"
-cpu_ticks() { awk '/^cpu / { t = 0; for (i = 2; i <= NF; i++) t += $i; print t, $9 }' /proc/stat; }
 read -r TICKS0 STEAL0 < <(cpu_ticks)
 for ((round = 1; round <= REPEAT; round++)); do
     order=("${NAMES[@]}")
@@ -357,8 +324,6 @@ for name in "${NAMES[@]}"; do echo "  $name (${ADDR[$name]}): ${DESC[$name]}"; d
 STAMP="$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$ROOT/bench/results"
 JSON="$ROOT/bench/results/zk-$STAMP.json"
-jstr() { local s="${1//\\/\\\\}"; s="${s//\"/\\\"}"; printf '"%s"' "$s"; }
-jnum() { if [[ -n "$1" && "$1" != - ]]; then printf '%s' "$1"; else printf 'null'; fi; }
 CPU_MODEL="$(sed -n 's/^model name[[:space:]]*: //p' /proc/cpuinfo | head -n1)"
 GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 {

@@ -21,6 +21,7 @@
 //! run is bounded by warmup + duration + 2 s (a watchdog exits the process otherwise).
 //! Exit status: 0 if at least one request completed in the window, 1 otherwise.
 
+use pehra_bench::{json_str, percentile_ms};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -427,29 +428,6 @@ fn worker(plan: Arc<Plan>, thread: usize) -> Result<Stats> {
     Ok(w.run())
 }
 
-fn pct(sorted: &[u32], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    f64::from(sorted[idx]) / 1000.0
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.in_flight == 0 || args.threads == 0 {
@@ -515,10 +493,10 @@ fn main() -> Result<()> {
         lat.iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / lat.len() as f64 / 1000.0
     };
     let (p50, p90, p99, p999) = (
-        pct(lat, 0.50),
-        pct(lat, 0.90),
-        pct(lat, 0.99),
-        pct(lat, 0.999),
+        percentile_ms(lat, 0.50),
+        percentile_ms(lat, 0.90),
+        percentile_ms(lat, 0.99),
+        percentile_ms(lat, 0.999),
     );
     let max_us = lat.last().map_or(0.0, |&v| f64::from(v) / 1000.0);
     let rps = st.completed as f64 / args.duration;

@@ -49,6 +49,7 @@
 //! sync; an MQTT CONNACK; an echoed datagram) within `--timeout`,
 //! and exits 0 if it does.
 
+use pehra_bench::{json_str, percentile_ms};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -1040,29 +1041,6 @@ fn wall_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn pct_us(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[idx] as f64 / 1000.0
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 fn main() -> Result<()> {
     let args = Args::parse();
     if args.record_size < 16
@@ -1178,10 +1156,10 @@ fn main() -> Result<()> {
         lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
     };
     let (p50, p90, p99, p999) = (
-        pct_us(lat, 0.50),
-        pct_us(lat, 0.90),
-        pct_us(lat, 0.99),
-        pct_us(lat, 0.999),
+        percentile_ms(lat, 0.50),
+        percentile_ms(lat, 0.90),
+        percentile_ms(lat, 0.99),
+        percentile_ms(lat, 0.999),
     );
     let max_us = lat.last().map_or(0.0, |&v| v as f64 / 1000.0);
     let lost = args.count.saturating_sub(c.measured);

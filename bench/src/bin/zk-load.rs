@@ -23,6 +23,7 @@
 //!
 //! Exit status: 0 if every measured operation completed at least once, 1 otherwise.
 
+use pehra_bench::{json_str, percentile_ms};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -295,29 +296,6 @@ async fn client_phase(
     st
 }
 
-fn pct_us(sorted: &[u64], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
-    }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[idx] as f64 / 1000.0
-}
-
-fn json_str(s: &str) -> String {
-    let mut o = String::with_capacity(s.len() + 2);
-    o.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => o.push_str("\\\""),
-            '\\' => o.push_str("\\\\"),
-            c if (c as u32) < 0x20 => o.push_str(&format!("\\u{:04x}", c as u32)),
-            c => o.push(c),
-        }
-    }
-    o.push('"');
-    o
-}
-
 async fn connect_retrying(target: Target, addr: SocketAddr, deadline: Instant) -> Result<Zk> {
     let mut last = None;
     while Instant::now() < deadline {
@@ -352,10 +330,10 @@ fn report(args: &Args, prefix: &str, r: &mut PhaseResult, children: Option<u64>)
         lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
     };
     let (p50, p90, p99, p999) = (
-        pct_us(lat, 0.50),
-        pct_us(lat, 0.90),
-        pct_us(lat, 0.99),
-        pct_us(lat, 0.999),
+        percentile_ms(lat, 0.50),
+        percentile_ms(lat, 0.90),
+        percentile_ms(lat, 0.99),
+        percentile_ms(lat, 0.999),
     );
     let max_us = lat.last().map_or(0.0, |&v| v as f64 / 1000.0);
     if args.json {
