@@ -128,7 +128,7 @@ add_target() { # name mode path description
 }
 
 # (a) raw UDP ceiling
-port=$(free_port)
+free_port port
 ADDR[raw-udp]="127.0.0.1:$port"
 add_target raw-udp raw "-" "udp-echo, ${RAW_SIZE}-byte datagrams"
 start_server raw-udp "$WORK/udp-echo.log" "${SRV_PIN[@]}" "$ECHO" --listen "${ADDR[raw-udp]}" --quiet
@@ -141,7 +141,7 @@ if ! command -v coap-server-notls >/dev/null && [ "$(id -u)" = 0 ] && command -v
 fi
 if command -v coap-server-notls >/dev/null; then
     LIBCOAP_VERSION="$( (coap-server-notls -h 2>&1 || true) | sed -n 's/.* v\([0-9][0-9.]*\) .*/\1/p' | head -n1)"
-    port=$(free_port)
+    free_port port
     ADDR[libcoap]="127.0.0.1:$port"
     add_target libcoap coap "$LIBCOAP_PATH" "libcoap ${LIBCOAP_VERSION:-?} coap-server-notls, GET /$LIBCOAP_PATH"
     start_server libcoap "$WORK/libcoap.log" "${SRV_PIN[@]}" coap-server-notls -A 127.0.0.1 -p "$port" -v 0
@@ -150,7 +150,7 @@ else
 fi
 
 # (c) our server
-port=$(free_port)
+free_port port
 OURS_CMD=()
 if [[ -n "$BENCH_SERVER_CMD" ]]; then
     cmd="$BENCH_SERVER_CMD"

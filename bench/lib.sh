@@ -16,16 +16,20 @@ used_ports() {
             [[ "$hex" =~ ^[0-9A-Fa-f]{4}$ ]] && printf '%d ' "0x$hex"
         done <"$f"
     done
+    return 0
 }
-# A port nobody uses and this script has not handed out yet.
-free_port() {
+# Sets the variable named VAR to a port nobody uses and this script has not handed out
+# yet, from 10000-31999: below the kernel's ephemeral range (32768-60999), so that no
+# socket bound to port 0 (a client's) can take it before the server binds it. (Not
+# `$(free_port)`: in a subshell the ports handed out would be forgotten.)
+free_port() { # VAR
     local inuse p i
     inuse=" $(used_ports)"
     for ((i = 0; i < 200; i++)); do
-        p=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        p=$((10000 + (RANDOM * 32768 + RANDOM) % 22000))
         if [[ "$inuse" != *" $p "* && "$USED_PORTS" != *" $p "* ]]; then
             USED_PORTS+="$p "
-            echo "$p"
+            printf -v "$1" '%s' "$p"
             return 0
         fi
     done

@@ -45,7 +45,7 @@ TICKS=$(getconf CLK_TCK)
 
 BENCH=pehra.sh
 # shellcheck source=bench/lib.sh
-source "$ROOT/bench/lib.sh"   # log, die
+source "$ROOT/bench/lib.sh"   # log, die, free_port
 
 PIDS=()
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-idle-bench.XXXXXX")"
@@ -73,8 +73,6 @@ install_deb() { # file-or-command package
         apt-get update -qq >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$2" >/dev/null || true
     fi
 }
-port() { python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-tcp_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 declare -A PID_OF
 start() { # name log command...
@@ -85,21 +83,24 @@ start() { # name log command...
     PID_OF[$name]=$!
 }
 
-ZK="127.0.0.1:$(port)"
+free_port port
+ZK="127.0.0.1:$port"
 start zookeeper "$WORK/zk.log" "$PEHRA" zookeeper --listen "$ZK" --data-dir "$WORK/zk" \
     --pehra-term-ms 3600000 --pehra-handover-ms 60000
 sleep 1
 for id in 1 2 3 4; do
     extra=()
     [[ $id == 4 ]] && extra=(--stay-awake)
-    start "broker-$id" "$WORK/b$id.log" "$PEHRA" broker --id "$id" --listen "127.0.0.1:$(port)" \
+    free_port port
+    start "broker-$id" "$WORK/b$id.log" "$PEHRA" broker --id "$id" --listen "127.0.0.1:$port" \
         --zookeeper "$ZK" --data-dir "$WORK/b$id" --idle-before-sleep-ms "$IDLE_MS" \
         --alarm-interval-ms "$ALARM_MS" "${extra[@]}"
 done
 
 install_deb mosquitto mosquitto
 if command -v mosquitto >/dev/null; then
-    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$(tcp_port)" >"$WORK/mosquitto.conf"
+    free_port port
+    printf 'listener %s 127.0.0.1\nallow_anonymous true\n' "$port" >"$WORK/mosquitto.conf"
     start mosquitto "$WORK/mosquitto.log" mosquitto -c "$WORK/mosquitto.conf"
 else
     log "skipping mosquitto: not installed"
@@ -107,8 +108,9 @@ fi
 install_deb "$ZK_JAR" zookeeper
 if [[ -r "$ZK_JAR" ]] && command -v java >/dev/null; then
     mkdir -p "$WORK/apache-conf" "$WORK/apache-data"
+    free_port port
     printf 'tickTime=2000\ndataDir=%s\nclientPort=%s\nclientPortAddress=127.0.0.1\nadmin.enableServer=false\n' \
-        "$WORK/apache-data" "$(tcp_port)" >"$WORK/apache-conf/zoo.cfg"
+        "$WORK/apache-data" "$port" >"$WORK/apache-conf/zoo.cfg"
     cp="$WORK/apache-conf:$ZK_JAR"
     [[ -r /usr/share/java/slf4j-simple.jar ]] && cp+=":/usr/share/java/slf4j-simple.jar"
     start apache-zookeeper "$WORK/apache.log" java -Xms256m -Xmx256m -Dzookeeper.log.dir="$WORK" \

@@ -224,14 +224,16 @@ MOSQ_VERSION=""
 for t in $TARGETS; do
     case "$t" in
         raw)
-            ADDR[raw]="127.0.0.1:$(free_port)"
+            free_port port
+            ADDR[raw]="127.0.0.1:$port"
             start_server raw "$WORK/udp-echo.log" "${SRV_PIN[@]}" "$ECHO" --listen "${ADDR[raw]}" --quiet
             wait_probe raw raw "${ADDR[raw]}" || die "the raw UDP echo server did not come up"
             UP+="raw "
             ;;
         ours)
             [[ -x "$PEHRA" ]] || { log "skipping ours: no $PEHRA"; continue; }
-            ADDR[zk]="127.0.0.1:$(free_port)"
+            free_port port
+            ADDR[zk]="127.0.0.1:$port"
             mkdir -p "$WORK/zk"
             start_server zk "$WORK/zk.log" "${SRV_PIN[@]}" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
             if ! wait_listening zk; then log "skipping ours"; continue; fi
@@ -240,7 +242,8 @@ for t in $TARGETS; do
             for ((id = 1; id <= BROKERS; id++)); do
                 name=ours logf="$WORK/broker.log"
                 ((id == 1)) || name="ours$id" logf="$WORK/broker$id.log"
-                ADDR[$name]="127.0.0.1:$(free_port)"
+                free_port port
+                ADDR[$name]="127.0.0.1:$port"
                 mkdir -p "$WORK/b$id"
                 start_server "$name" "$logf" "${SRV_PIN[@]}" "$PEHRA" broker --id "$id" --listen "${ADDR[$name]}" \
                     --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id"
@@ -293,7 +296,7 @@ for t in $TARGETS; do
                 continue
             fi
             MOSQ_VERSION="$( (mosquitto -h 2>&1 || true) | sed -n 's/^mosquitto version \([0-9.]*\).*/\1/p' | head -n1)"
-            port=$(free_port)
+            free_port port
             ADDR[mqtt]="127.0.0.1:$port"
             {
                 echo "listener $port 127.0.0.1"

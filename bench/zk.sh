@@ -126,7 +126,7 @@ zk_srvr() { # port
 for name in $TARGETS; do
     case "$name" in
         ours)
-            port=$(free_port)
+            free_port port
             ADDR[ours]="127.0.0.1:$port"
             DESC[ours]="pehra zookeeper (git $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), binary of $(date -r "$PEHRA" '+%Y-%m-%d %H:%M')), CoAP/UDP, fdatasync per batch"
             mkdir -p "$WORK/ours-data"
@@ -144,7 +144,7 @@ for name in $TARGETS; do
                 log "skipping apache: $ZK_JAR or java not found (install: sudo apt-get install -y zookeeper)"
                 continue
             fi
-            port=$(free_port)
+            free_port port
             ADDR[apache]="127.0.0.1:$port"
             conf="$WORK/apache-conf"
             mkdir -p "$conf" "$WORK/apache-data"

@@ -88,7 +88,15 @@ PY
 if coap_ping "$PORT"; then
   echo "FAIL: something already answers CoAP on 127.0.0.1:$PORT: set PEHRA_GATEWAY_PORT" >&2; exit 2
 fi
-ZK_PORT=$(python3 -c 'import socket; s=socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+# A free port below the ephemeral range (32768-60999), where no port-0 bind can take it first.
+ZK_PORT=$(python3 -c '
+import random, socket
+for _ in range(200):
+    p = random.randrange(10000, 32000)
+    try:
+        socket.socket(socket.AF_INET, socket.SOCK_DGRAM).bind(("127.0.0.1", p)); print(p); break
+    except OSError: pass
+')
 ZK="127.0.0.1:$ZK_PORT"
 echo "== starting a local cluster: $PEHRA_BIN zookeeper on $ZK, broker 1 on 127.0.0.1:$PORT"
 "$PEHRA_BIN" zookeeper --listen "$ZK" --data-dir "$LOG/zk" >"$LOG/zk.log" 2>&1 &
