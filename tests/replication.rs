@@ -35,10 +35,15 @@ struct Cluster {
     zk: Zookeeper,
     brokers: Vec<Option<BrokerProcess>>,
     addrs: Vec<SocketAddr>,
+    flags: &'static [&'static str],
 }
 
 impl Cluster {
     fn start(name: &str) -> Cluster {
+        Cluster::start_with(name, BROKER_FLAGS)
+    }
+
+    fn start_with(name: &str, flags: &'static [&'static str]) -> Cluster {
         let dir = TempDir::new(name);
         let zk = Zookeeper::start_fresh(&dir.path().join("zookeeper"));
         let addrs: Vec<SocketAddr> = (0..4)
@@ -49,6 +54,7 @@ impl Cluster {
             zk,
             brokers: vec![None, None, None, None],
             addrs,
+            flags,
         };
         for id in 1..=3 {
             cluster.start_broker(id);
@@ -64,7 +70,7 @@ impl Cluster {
             self.addrs[i],
             &self.dir.path().join(format!("broker-{id}")),
             self.zk.addr,
-            BROKER_FLAGS,
+            self.flags,
         ));
     }
 
@@ -379,6 +385,58 @@ fn a_paused_leader_is_fenced_truncates_and_catches_up() {
             .await;
             producer.wait_for_more(10).await;
         }
+        let (acked, client) = producer.finish().await;
+        check_log(&client, &acked).await;
+    });
+}
+
+#[test]
+fn a_follower_that_stops_fetching_leaves_the_isr_before_its_session_ends() {
+    // The replica lag (1 s) is far shorter than the session (30 s): the leader must drop
+    // the silent follower itself, and acks=all produces go on with the other two.
+    const FLAGS: &[&str] = &[
+        "--session-timeout-ms",
+        "30000",
+        "--replica-lag-ms",
+        "1000",
+        "--ack-timeout-ms",
+        "10000",
+    ];
+    let cluster = Cluster::start_with("repl-lag", FLAGS);
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone());
+        producer.wait_for_more(10).await;
+        let before = wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+        let leader = before.leader.expect("a leader");
+        let follower = *before.isr.iter().find(|&&r| r != leader).unwrap();
+        let paused_at = Instant::now();
+        cluster.pause(follower);
+        let shrunk = wait_for_state(&client, "the silent follower out of the ISR", |m| {
+            !m.isr.contains(&follower)
+        })
+        .await;
+        let registration = format!("{}/{follower}", cluster::BROKERS);
+        assert!(
+            client
+                .zookeeper()
+                .exists(&registration)
+                .await
+                .unwrap()
+                .is_some(),
+            "broker {follower}'s session is still alive: the leader dropped it for lagging, \
+             {:?} after the pause",
+            paused_at.elapsed()
+        );
+        assert_eq!(shrunk.leader, Some(leader), "no failover was needed");
+        producer.wait_for_more(10).await;
+        cluster.resume(follower);
+        wait_for_state(&client, "the follower back in sync", |m| {
+            m.isr.contains(&follower)
+        })
+        .await;
+        producer.wait_for_more(5).await;
         let (acked, client) = producer.finish().await;
         check_log(&client, &acked).await;
     });

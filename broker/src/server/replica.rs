@@ -291,11 +291,14 @@ async fn write_isr(
 
 /// Answers acks=all produces that waited too long and drops followers that lag from the
 /// in-sync set. It wakes only when that can be due: at the earliest deadline any
-/// partition has ([`super::partition::Partition::next_isr_check`]), after a write, a fetch's ISR change or
-/// an assignment change, and at least every `replica_lag` (a safety net for an event
-/// missed); an idle broker whose followers have everything sleeps here for that long.
+/// partition has ([`super::partition::Partition::next_isr_check`]), after a write, a
+/// fetch's ISR change or an assignment change, and, while this broker leads a partition,
+/// at least every `replica_lag` (a safety net for an event missed); an idle broker whose
+/// followers have everything sleeps here for that long, and one that leads nothing until
+/// an assignment makes it a leader.
 pub(crate) async fn maintain_isr(state: Arc<State>) {
     let mut next: Option<Instant> = None;
+    let mut leads_any = true;
     loop {
         // Registered before the check below, so a write during it is not missed.
         let appended = state.appended.notified();
@@ -306,14 +309,21 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         assigned.as_mut().enable();
         rechecked.as_mut().enable();
         let now = Instant::now();
-        let safety = now + state.replica_lag;
+        let safety = leads_any.then_some(now + state.replica_lag);
         // Never sooner than the old tick's floor: a deadline that stays in the past
         // (its work is in flight) must not spin.
-        let at = next
-            .map_or(safety, |n| n.min(safety))
-            .max(now + ISR_CHECK_FLOOR);
+        let at = match (next, safety) {
+            (Some(n), Some(s)) => Some(n.min(s)),
+            (n, s) => n.or(s),
+        }
+        .map(|at| at.max(now + ISR_CHECK_FLOOR));
         tokio::select! {
-            _ = tokio::time::sleep_until(at.into()) => {}
+            _ = async {
+                match at {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            } => {}
             _ = &mut appended => {}
             _ = &mut assigned => {}
             _ = &mut rechecked => {}
@@ -328,8 +338,10 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         next = None;
+        leads_any = false;
         for (key, partition) in partitions {
             let mut p = partition.lock().expect("lock");
+            leads_any |= p.leader.is_some();
             p.expire_waiters(now);
             let lagging = p.lagging_followers(state.id, state.replica_lag, now);
             if !lagging.is_empty() {
