@@ -30,7 +30,8 @@ pub(crate) enum Command {
         sink: mpsc::UnboundedSender<Result<Response, Error>>,
         started: oneshot::Sender<RequestId>,
     },
-    Cancel(RequestId),
+    /// An observation dropped: deregistered at the server (or cancelled, if it ended).
+    Deregister(RequestId),
     SendNon {
         peer: SocketAddr,
         request: Request,
@@ -236,8 +237,9 @@ impl Handle {
     }
 }
 
-/// A running observation. Dropping it cancels it: the next notification is answered
-/// with Reset, which removes the observer at the server.
+/// A running observation. Dropping it deregisters it: the server is sent the observing
+/// GET again with Observe = 1 (RFC 7641 §3.6) and drops the observer at once; a
+/// notification that crosses it is answered with Reset, which does the same.
 pub struct Observation {
     id: RequestId,
     notifications: mpsc::UnboundedReceiver<Result<Response, Error>>,
@@ -254,7 +256,7 @@ impl Observation {
 
 impl Drop for Observation {
     fn drop(&mut self) {
-        let _ = self.handle.send(Command::Cancel(self.id));
+        let _ = self.handle.send(Command::Deregister(self.id));
     }
 }
 
@@ -356,9 +358,12 @@ impl Driver {
                 self.waiting.insert(id, Waiter::Stream(sink));
                 let _ = started.send(id);
             }
-            Command::Cancel(id) => {
-                self.engine.cancel(id);
+            Command::Deregister(id) => {
                 self.waiting.remove(&id);
+                // The deregistering GET's own answer has no waiter: it is dropped.
+                if self.engine.deregister(now, id).is_none() {
+                    self.engine.cancel(id);
+                }
             }
             Command::Respond { id, response } => {
                 self.engine.respond(now, id, response);

@@ -23,7 +23,8 @@ pub struct TestServer {
     pub endpoint: Endpoint,
     pub handle: Handle,
     pub counter: Arc<Mutex<u32>>,
-    observe_requests: tokio::sync::mpsc::UnboundedReceiver<()>,
+    /// The Observe value (0 register, 1 deregister) of each GET of `counter` with one.
+    observe_requests: tokio::sync::mpsc::UnboundedReceiver<u32>,
 }
 
 impl TestServer {
@@ -67,8 +68,8 @@ impl TestServer {
                 async move { Response::new(Code::CHANGED).with_payload(answer.into_bytes()) }
             })
             .route(Method::Get, "counter", move |req| {
-                if req.request.observe() == Some(0) {
-                    let _ = observed.send(());
+                if let Some(observe) = req.request.observe() {
+                    let _ = observed.send(observe);
                 }
                 let value = *get_counter.lock().unwrap();
                 async move { Response::content(value.to_string().into_bytes()) }
@@ -121,10 +122,20 @@ impl TestServer {
     /// the observer is registered: the driver registers it while answering, before it
     /// takes the next command.
     pub async fn observe_registered(&mut self) {
+        assert_eq!(self.next_observe_request().await, 0, "a registration");
+    }
+
+    /// Waits (bounded) for the next GET of `counter` with Observe: 1. When it returns,
+    /// the observer is gone: the engine removes it before the request reaches a route.
+    pub async fn observe_deregistered(&mut self) {
+        assert_eq!(self.next_observe_request().await, 1, "a deregistration");
+    }
+
+    async fn next_observe_request(&mut self) -> u32 {
         tokio::time::timeout(Duration::from_secs(10), self.observe_requests.recv())
             .await
-            .expect("no observe registration in time")
-            .expect("server gone");
+            .expect("no GET of counter with Observe in time")
+            .expect("server gone")
     }
 }
 

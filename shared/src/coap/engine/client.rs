@@ -39,8 +39,36 @@ impl<A: PeerAddress> Engine<A> {
     /// [`Event::Notification`]s (if it observes) or [`Event::Failed`].
     pub fn request(&mut self, now: Instant, peer: A, request: Request) -> RequestId {
         self.tick(now);
-        let id = RequestId(self.next_id());
         let token = self.fresh_token();
+        self.request_with_token(now, peer, request, token)
+    }
+
+    /// Ends an observation explicitly (RFC 7641 §3.6): forgets it as [`Self::cancel`]
+    /// does, and sends the server the observing request again, with the same token and
+    /// Observe = 1, so that the server drops the observer at once instead of at its next
+    /// notification. That GET is a request of its own, whose response comes as
+    /// [`Event::Response`] (or [`Event::Failed`]) for the id returned; a caller may
+    /// ignore it. `None`, and nothing sent, for an unknown id or one that does not
+    /// observe.
+    pub fn deregister(&mut self, now: Instant, id: RequestId) -> Option<RequestId> {
+        self.tick(now);
+        if !self.exchanges.get(&id)?.observe {
+            return None;
+        }
+        let observation = self.remove_exchange(id)?;
+        let mut request = observation.request;
+        request.set_option(option::OBSERVE, option::encode_uint(1));
+        Some(self.request_with_token(now, observation.peer, request, observation.token))
+    }
+
+    fn request_with_token(
+        &mut self,
+        now: Instant,
+        peer: A,
+        request: Request,
+        token: Vec<u8>,
+    ) -> RequestId {
+        let id = RequestId(self.next_id());
         let block_size = self.config.block_size;
         let upload = (request.payload().len() > self.config.max_payload.max(block_size))
             .then(|| BlockValue::new(0, true, BlockValue::szx_for_size(block_size)))

@@ -685,6 +685,34 @@ fn reset_and_observe_1_deregister_observers() {
 }
 
 #[test]
+fn deregister_ends_the_observation_at_the_server_at_once() {
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    let now = net.now;
+    let get = net.client.deregister(now, id).expect("an observation");
+    assert_eq!(net.client.deregister(now, id), None, "forgotten at once");
+    net.drain();
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.server.observer_count("t"), 0, "the server dropped it");
+    let answer = net
+        .response_to(get)
+        .expect("the deregistering GET is answered");
+    assert_eq!(answer.payload(), b"t:");
+    assert_eq!(
+        answer.uint_option(option::OBSERVE),
+        None,
+        "and observes nothing"
+    );
+    let now = net.now;
+    assert_eq!(net.server.notify(now, "t", Response::content(*b"x")), 0);
+    assert_eq!(net.client.pending_requests(), 0);
+    // A request that does not observe has nothing to deregister.
+    let plain = net.request(Request::get("/u"));
+    let now = net.now;
+    assert_eq!(net.client.deregister(now, plain), None);
+}
+
+#[test]
 fn unacknowledged_con_notifications_remove_dead_observers() {
     let config = Config {
         observe_con_interval: Duration::from_secs(10),
