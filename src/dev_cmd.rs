@@ -91,6 +91,7 @@ impl Child {
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stderr = child.stderr.take().expect("piped");
@@ -120,6 +121,13 @@ impl Child {
     }
 
     /// SIGTERM, then wait (bounded) for it to exit.
+    ///
+    /// Every child runs in a process group of its own, so a Ctrl-C in the terminal (a
+    /// SIGINT to the foreground group) reaches only `pehra dev`, which stops them in
+    /// order: the devices, then the brokers one at a time (each moves its leadership to
+    /// those still up), the zookeeper last. Had the zookeeper got the SIGINT too, it
+    /// would have gone first and left every broker's controlled shutdown waiting out
+    /// its timeout.
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
             let _ = std::process::Command::new("kill")
@@ -222,7 +230,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
     let client = Arc::new(ClusterClient::connect(zk_addr).await?);
     let replication_factor = args.brokers.min(3);
-    let _devices = match args.devices {
+    let devices = match args.devices {
         0 => None,
         n => Some(start_devices(args, &client, zk_addr, n, logs).await?),
     };
@@ -265,6 +273,9 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
         burst: Duration::from_secs(args.burst_s),
         pause: Duration::from_secs(args.pause_s),
     };
+    // The consumer starts at each partition's end as it is before the producer starts,
+    // so it counts every record the producer will have counted.
+    let start = end_offsets(&client, &args.topic, args.partitions).await;
     let producer = tokio::spawn(produce_loop(
         client.clone(),
         args.topic.clone(),
@@ -277,7 +288,7 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
     let consumer = tokio::spawn(consume_loop(
         client.clone(),
         args.topic.clone(),
-        args.partitions,
+        start,
         consumed.clone(),
         wrote,
     ));
@@ -350,6 +361,10 @@ async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
     };
     producer.abort();
     consumer.abort();
+    if let Some(devices) = devices {
+        // Each device finishes the cycle it is in, so no reading is left half sent.
+        devices.stop().await;
+    }
     outcome
 }
 
@@ -422,25 +437,30 @@ async fn produce_loop(
     }
 }
 
-/// Reads what the demo producer wrote, woken by it (so an idle demo sends the brokers
-/// nothing and they can sleep).
-async fn consume_loop(
-    client: Arc<ClusterClient>,
-    topic: String,
-    partitions: u32,
-    consumed: Arc<AtomicU64>,
-    wrote: Arc<tokio::sync::Notify>,
-) -> Result<()> {
-    // Start at each partition's end (retrying while a leader is not up yet).
-    let mut next = Vec::new();
+/// Each partition's log end, retrying (every 200 ms) while a leader is not up yet.
+async fn end_offsets(client: &ClusterClient, topic: &str, partitions: u32) -> Vec<u64> {
+    let mut ends = Vec::new();
     for p in 0..partitions {
         loop {
-            match client.fetch(&topic, p, 0, 1).await {
-                Ok(head) => break next.push(head.log_end_offset),
+            match client.fetch(topic, p, 0, 1).await {
+                Ok(head) => break ends.push(head.log_end_offset),
                 Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
             }
         }
     }
+    ends
+}
+
+/// Reads what the demo producer wrote, from `next` (an offset per partition) on, woken
+/// by the producer (so an idle demo sends the brokers nothing and they can sleep).
+async fn consume_loop(
+    client: Arc<ClusterClient>,
+    topic: String,
+    mut next: Vec<u64>,
+    consumed: Arc<AtomicU64>,
+    wrote: Arc<tokio::sync::Notify>,
+) -> Result<()> {
+    let partitions = next.len() as u32;
     loop {
         wrote.notified().await;
         for p in 0..partitions {
@@ -535,7 +555,7 @@ async fn start_devices(
     zk_addr: SocketAddr,
     count: u32,
     logs: &Path,
-) -> Result<tokio::process::Child> {
+) -> Result<Child> {
     match client
         .create_topic("readings", 3, args.brokers.min(3))
         .await
@@ -565,6 +585,7 @@ async fn start_devices(
         .stdout(out)
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        .process_group(0)
         .spawn()
         .context("starting the simulated devices")?;
     eprintln!(
@@ -573,7 +594,10 @@ async fn start_devices(
         args.device_interval,
         log.display()
     );
-    Ok(child)
+    Ok(Child {
+        name: "the simulated devices".into(),
+        child,
+    })
 }
 
 /// ` devices: awake 2 asleep 18 readings 140 |` from the simulator's latest live line.

@@ -5,6 +5,11 @@
 mod common;
 
 use common::{free_udp_port, free_udp_ports, pehra, TempDir};
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 #[test]
 fn the_main_job_runs_a_sleeping_cluster_with_devices_and_stops_cleanly() {
@@ -61,15 +66,88 @@ fn the_main_job_runs_a_sleeping_cluster_with_devices_and_stops_cleanly() {
     // After the burst the brokers fell asleep (PEHRA), as the view says.
     assert!(all.contains("fell asleep"), "{all}");
     assert!(all.contains("pehra dev: stopped"), "{all}");
-    // Nothing it started runs on: no process names its data directory.
-    let data = data.to_str().unwrap().to_string();
-    let left: Vec<String> = std::fs::read_dir("/proc")
+    let left = processes_naming(data.to_str().unwrap());
+    assert!(left.is_empty(), "still running: {left:?}");
+}
+
+#[test]
+fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
+    // A terminal's Ctrl-C sends SIGINT to its whole foreground process group. `pehra dev`
+    // must stop its children itself, the zookeeper last: no broker may find the
+    // zookeeper gone in the middle of its controlled shutdown, and none may need a kill.
+    let dir = TempDir::new("dev-ctrl-c");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(["dev", "--rate", "50", "--data-dir", data.to_str().unwrap()])
+        .args(["--zookeeper-port", &free_udp_port().to_string()])
+        .args(["--broker-port", &free_udp_ports(3).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let group = child.id();
+    let (chunks, received) = mpsc::channel::<String>();
+    let mut stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            if chunks
+                .send(String::from_utf8_lossy(&buf[..n]).into_owned())
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    // Until EOF, or `until` holds, or 30 s passed; returns everything read so far.
+    let mut all = String::new();
+    let read_until = |all: &mut String, until: &dyn Fn(&str) -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !until(all) {
+            match received.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(chunk) => all.push_str(&chunk),
+                Err(_) => break,
+            }
+        }
+    };
+    // Running: the live line is up.
+    read_until(&mut all, &|all| all.contains("] brokers "));
+    assert!(all.contains("] brokers "), "no live line:\n{all}");
+    let started = Command::new("kill")
+        .args(["-INT", "--", &format!("-{group}")])
+        .status()
+        .unwrap();
+    assert!(started.success());
+    read_until(&mut all, &|_| false); // to EOF
+    let status = child.wait().unwrap();
+    let all = all.replace('\r', "\n");
+    assert!(status.success(), "{status:?}\n{all}");
+    assert!(all.contains("pehra dev: stopped"), "{all}");
+    assert!(
+        !all.contains("did not stop"),
+        "a child had to be killed:\n{all}"
+    );
+    for id in 1..=3 {
+        let log = std::fs::read_to_string(data.join(format!("logs/broker-{id}.log"))).unwrap();
+        assert!(log.contains("leaving the cluster"), "broker {id}:\n{log}");
+        assert!(
+            !log.contains("did not answer") && !log.contains("no answer"),
+            "broker {id} lost the zookeeper while leaving:\n{log}"
+        );
+    }
+    let left = processes_naming(data.to_str().unwrap());
+    assert!(left.is_empty(), "still running: {left:?}");
+}
+
+/// The command lines of the processes that name `dir` (what `pehra dev` started there).
+fn processes_naming(dir: &str) -> Vec<String> {
+    std::fs::read_dir("/proc")
         .unwrap()
         .filter_map(|e| {
             let cmdline = std::fs::read(e.ok()?.path().join("cmdline")).ok()?;
             let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            cmdline.contains(&data).then_some(cmdline)
+            cmdline.contains(dir).then_some(cmdline)
         })
-        .collect();
-    assert!(left.is_empty(), "still running: {left:?}");
+        .collect()
 }
