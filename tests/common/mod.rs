@@ -16,39 +16,34 @@ use std::time::Duration;
 /// between a crash and a restart on the same address. Every call in one test process
 /// returns a different port.
 pub fn free_udp_port() -> u16 {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    const FIRST: u32 = 10_000;
-    const COUNT: u32 = 22_000;
-    let start = std::process::id().wrapping_mul(211);
-    loop {
-        let n = NEXT.fetch_add(1, Ordering::Relaxed);
-        assert!(
-            n < COUNT,
-            "no free loopback UDP port left below the ephemeral range"
-        );
-        let port = (FIRST + start.wrapping_add(n) % COUNT) as u16;
-        if std::net::UdpSocket::bind(("127.0.0.1", port)).is_ok() {
-            return port;
-        }
-    }
+    free_udp_ports(1)
 }
 
 /// `n` consecutive UDP ports free on loopback right now (as [`free_udp_port`]); returns
-/// the first.
+/// the first. The block is taken from the process's counter in one step, so a test
+/// running in parallel cannot be handed one of its ports (it once was, between taking
+/// the first port and the rest).
 pub fn free_udp_ports(n: u16) -> u16 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    const FIRST: u32 = 10_000;
+    const COUNT: u32 = 22_000;
+    let n = u32::from(n.max(1));
+    let start = std::process::id().wrapping_mul(211) % COUNT;
     loop {
-        let first = free_udp_port();
-        let rest_free = (1..n).all(|i| {
-            first
-                .checked_add(i)
-                .is_some_and(|p| std::net::UdpSocket::bind(("127.0.0.1", p)).is_ok())
-        });
-        // Later calls must not hand these out again.
-        for _ in 1..n {
-            free_udp_port();
+        let taken = NEXT.fetch_add(n, Ordering::Relaxed);
+        assert!(
+            taken + n <= COUNT,
+            "no free loopback UDP port left below the ephemeral range"
+        );
+        let offset = (start + taken) % COUNT;
+        if offset + n > COUNT {
+            continue; // the block would wrap past the range's end
         }
-        if rest_free {
-            return first;
+        let first = FIRST + offset;
+        let all_free = (first..first + n)
+            .all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
+        if all_free {
+            return first as u16;
         }
     }
 }
