@@ -40,8 +40,8 @@ pub fn free_udp_ports(n: u16) -> u16 {
             continue; // the block would wrap past the range's end
         }
         let first = FIRST + offset;
-        let all_free = (first..first + n)
-            .all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
+        let all_free =
+            (first..first + n).all(|p| std::net::UdpSocket::bind(("127.0.0.1", p as u16)).is_ok());
         if all_free {
             return first as u16;
         }
