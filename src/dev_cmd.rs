@@ -135,12 +135,17 @@ impl Child {
                 .arg(pid.to_string())
                 .status();
         }
-        if tokio::time::timeout(Duration::from_secs(10), self.child.wait())
-            .await
-            .is_err()
-        {
-            eprintln!("{} did not stop in 10 s: killing it", self.name);
-            let _ = self.child.kill().await;
+        let asked = Instant::now();
+        match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
+            Ok(_) => eprintln!(
+                "  {} stopped ({:.1} s)",
+                self.name,
+                asked.elapsed().as_secs_f64()
+            ),
+            Err(_) => {
+                eprintln!("  {} did not stop in 10 s: killing it", self.name);
+                let _ = self.child.kill().await;
+            }
         }
     }
 }

@@ -78,7 +78,8 @@ fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
     let dir = TempDir::new("dev-ctrl-c");
     let data = dir.path().join("data");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
-        .args(["dev", "--rate", "50", "--data-dir", data.to_str().unwrap()])
+        .args(["dev", "--rate", "50", "--devices", "1"])
+        .args(["--data-dir", data.to_str().unwrap()])
         .args(["--zookeeper-port", &free_udp_port().to_string()])
         .args(["--broker-port", &free_udp_ports(3).to_string()])
         .stdout(Stdio::null())
@@ -128,6 +129,19 @@ fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
         !all.contains("did not stop"),
         "a child had to be killed:\n{all}"
     );
+    // In order: the devices, the brokers (the last started first), the zookeeper last.
+    let order = [
+        "the simulated devices stopped",
+        "broker 3 stopped",
+        "broker 2 stopped",
+        "broker 1 stopped",
+        "zookeeper stopped",
+    ]
+    .map(|line| {
+        all.find(line)
+            .unwrap_or_else(|| panic!("no {line:?}:\n{all}"))
+    });
+    assert!(order.is_sorted(), "stopped out of order:\n{all}");
     for id in 1..=3 {
         let log = std::fs::read_to_string(data.join(format!("logs/broker-{id}.log"))).unwrap();
         assert!(log.contains("leaving the cluster"), "broker {id}:\n{log}");
