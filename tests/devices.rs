@@ -136,20 +136,22 @@ impl Device {
         node: &str,
         readings: &DeviceReadings,
     ) -> ProduceResponse {
-        let response = self
-            .post(to, &format!("dev/{node}/readings"), readings)
-            .await;
-        assert_eq!(
-            response.code(),
-            Code::CHANGED,
-            "{:?}",
-            response_error(&response)
-        );
-        decode_response(&response).unwrap()
+        self.post_changed(to, &format!("dev/{node}/readings"), readings)
+            .await
     }
 
     async fn checkin(&self, to: SocketAddr, node: &str) -> CheckInReply {
-        let response = self.post(to, "dev/checkin", &checkin(node)).await;
+        self.post_changed(to, "dev/checkin", &checkin(node)).await
+    }
+
+    /// POSTs `body`; the answer must be 2.04, and its body a `R`.
+    async fn post_changed<T: serde::Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        to: SocketAddr,
+        path: &str,
+        body: &T,
+    ) -> R {
+        let response = self.post(to, path, body).await;
         assert_eq!(
             response.code(),
             Code::CHANGED,

@@ -426,15 +426,7 @@ fn all_down_makes_the_first_back_temporary_then_elects_when_all_are_back() {
 
 #[test]
 fn a_coordinator_restarted_during_all_downs_election_keeps_it_temporary() {
-    let mut s = Sim::new(12);
-    for n in ["a", "b"] {
-        s.up(n, true);
-    }
-    s.step();
-    s.take_office();
-    s.down("a");
-    s.down("b");
-    s.step();
+    let mut s = all_down_after_a_term(12);
     s.up("a", true);
     s.step();
     assert!(
@@ -456,9 +448,9 @@ fn a_coordinator_restarted_during_all_downs_election_keeps_it_temporary() {
     assert!(t.number >= 3);
 }
 
-#[test]
-fn all_back_at_once_is_an_ordinary_election() {
-    let mut s = Sim::new(10);
+/// Brokers `a` and `b` up, a term served, then both down (allDown).
+fn all_down_after_a_term(seed: u64) -> Sim {
+    let mut s = Sim::new(seed);
     s.up("a", true);
     s.up("b", true);
     s.step();
@@ -466,6 +458,12 @@ fn all_back_at_once_is_an_ordinary_election() {
     s.down("a");
     s.down("b");
     s.step();
+    s
+}
+
+#[test]
+fn all_back_at_once_is_an_ordinary_election() {
+    let mut s = all_down_after_a_term(10);
     s.up("a", true);
     s.up("b", true);
     s.step();
