@@ -91,6 +91,27 @@ pub struct BrokerArgs {
     /// PEHRA: run this shell command (`sh -c`) when the broker wakes.
     #[arg(long, value_name = "CMD")]
     on_wake: Option<String>,
+    /// A command that `pehra cluster maintenance --command NAME` may ask this broker to
+    /// run (`sh -c CMD`) instead of restarting; repeat for several. Orders only name a
+    /// command: its text is configured here and never read from the network.
+    #[arg(long, value_name = "NAME=CMD", value_parser = parse_maintenance_command)]
+    maintenance_command: Vec<(String, String)>,
+}
+
+/// `NAME=CMD`, NAME of 1–64 letters, digits, `-`, `_` or `.`.
+fn parse_maintenance_command(text: &str) -> Result<(String, String), String> {
+    let (name, command) = text
+        .split_once('=')
+        .ok_or_else(|| format!("{text:?} is not NAME=CMD"))?;
+    if !pehra_shared::wire::is_maintenance_command_name(name) {
+        return Err(format!(
+            "{name:?} is not a command name (1 to 64 letters, digits, '-', '_' or '.')"
+        ));
+    }
+    if command.trim().is_empty() {
+        return Err(format!("the command named {name:?} is empty"));
+    }
+    Ok((name.to_string(), command.to_string()))
 }
 
 pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
@@ -122,6 +143,7 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         on_sleep: args.on_sleep.clone(),
         on_wake: args.on_wake.clone(),
     };
+    config.maintenance_commands = args.maintenance_command.iter().cloned().collect();
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {

@@ -51,19 +51,32 @@ enum ClusterCommand {
         Pehredar, another is elected first and must take office; the broker is told (its \
         znode /pehra/maintenance/broker-{id}) to move its partition leadership to other \
         in-sync replicas and then to restart itself (same binary, arguments and PID) or run \
-        COMMAND with `sh -c`; the next broker's turn starts only once it is back in the \
+        the command it has configured under the name NAME (`pehra broker \
+        --maintenance-command NAME=CMD`; the order carries only the name, never a command); the next broker's turn starts only once it is back in the \
         in-sync set of every partition it holds. A failed command or a step slower than \
         --timeout-s stops the run (exit status 1); brokers not yet visited are untouched."
     )]
     Maintenance {
-        /// A shell command each broker runs instead of restarting.
-        #[arg(long)]
+        /// The name of a command each broker has configured with `--maintenance-command
+        /// NAME=CMD`, to run instead of restarting.
+        #[arg(long, value_name = "NAME", value_parser = parse_command_name)]
         command: Option<String>,
         /// How long one step (a re-election, one broker's maintenance, its return to the
         /// in-sync sets) may take, in seconds.
         #[arg(long, default_value_t = 120)]
         timeout_s: u64,
     },
+}
+
+/// A maintenance command's name (see [`pehra_shared::wire::is_maintenance_command_name`]).
+fn parse_command_name(name: &str) -> Result<String, String> {
+    if pehra_shared::wire::is_maintenance_command_name(name) {
+        Ok(name.to_string())
+    } else {
+        Err(format!(
+            "{name:?} is not a command name (1 to 64 letters, digits, '-', '_' or '.'): brokers run only commands configured on them with --maintenance-command NAME=CMD"
+        ))
+    }
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {

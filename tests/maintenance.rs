@@ -17,9 +17,22 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// A zookeeper and brokers 1 and 2; idle brokers sleep after half a second (and do not
-/// wake by themselves for a minute).
+/// wake by themselves for a minute). Each broker has the maintenance commands `ran`
+/// (sleeps a second, then appends `ran-<the broker's pid>` to `ran.txt` in the cluster's
+/// directory) and `broken` (fails with status 7 and `broken` on stderr).
 fn start_cluster(name: &str) -> TestCluster {
-    TestCluster::builder(name)
+    let builder = TestCluster::builder(name);
+    let ran = format!(
+        "ran=sleep 1; echo ran-$PPID >> {}",
+        builder.dir().join("ran.txt").display()
+    );
+    builder
+        .broker_flags(&[
+            "--maintenance-command",
+            &ran,
+            "--maintenance-command",
+            "broken=echo broken >&2; exit 7",
+        ])
         .zookeeper_flags(&["--pehra-term-ms", "60000", "--pehra-handover-ms", "10000"])
         .broker_flags(&[
             "--session-timeout-ms",
@@ -145,12 +158,11 @@ async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_
     };
     let pid = c.pid(target);
     let file = c.dir.path().join("ran.txt");
-    let command = format!("sleep 1; echo ran-$PPID >> {}", file.display());
-    order(&zk, target, 1, Some(&command)).await;
+    order(&zk, target, 1, Some("ran")).await;
     let (done, states, roles) = wait_finished(&zk, target, 1).await;
     assert_eq!(done.state, MaintenanceState::Done, "{done:?}");
     assert_eq!(done.message.as_deref(), Some("exit status 0"));
-    assert_eq!(done.command.as_deref(), Some(command.as_str()));
+    assert_eq!(done.command.as_deref(), Some("ran"));
     assert!(states.contains(&MaintenanceState::Running), "{states:?}");
     assert!(roles.contains(&NodeRole::Awake), "held awake: {roles:?}");
     // The command ran once, in that broker (its parent).
@@ -167,11 +179,46 @@ async fn a_command_order_wakes_the_broker_moves_leadership_and_reports_the_exit_
         .is_none());
 
     // A failing command: failed, with its exit status and stderr.
-    order(&zk, target, 2, Some("echo broken >&2; exit 7")).await;
+    order(&zk, target, 2, Some("broken")).await;
     let (failed, _, _) = wait_finished(&zk, target, 2).await;
     assert_eq!(failed.state, MaintenanceState::Failed);
     assert_eq!(failed.message.as_deref(), Some("exit status 7: broken"));
     assert_eq!(std::fs::read_to_string(&file).unwrap().lines().count(), 1);
+}
+
+/// The remote shell found from outside: an order whose `command` is a shell command (or
+/// any name the broker has not configured) runs nothing, fails at once with the names
+/// the broker has, and leaves the broker's leadership where it was.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_naming_no_configured_command_runs_nothing() {
+    let c = start_cluster("maint-no-shell");
+    create_topic(&c).await;
+    let zk = c.zk().await;
+    let before = leaders(&zk).await;
+    let marker = c.dir.path().join("pwned");
+    let shell = format!("touch {}", marker.display());
+    for (id, command) in [(11, shell.as_str()), (12, "reboot")] {
+        order(&zk, 1, id, Some(command)).await;
+        let (failed, states, _) = wait_finished(&zk, 1, id).await;
+        assert_eq!(failed.state, MaintenanceState::Failed, "{failed:?}");
+        assert!(!states.contains(&MaintenanceState::Running), "{states:?}");
+        let message = failed.message.unwrap();
+        assert!(
+            message.contains("no maintenance command named") && message.contains("broken, ran"),
+            "{message}"
+        );
+    }
+    assert!(!marker.exists(), "the order's text was run as a command");
+    assert_eq!(
+        leaders(&zk).await,
+        before,
+        "leadership moved for a refused order"
+    );
+    assert!(zk
+        .exists(&cluster::shutdown_path(1))
+        .await
+        .unwrap()
+        .is_none());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

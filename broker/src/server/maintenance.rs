@@ -14,6 +14,13 @@
 //!    again), runs `sh -c CMD` (bounded by [`COMMAND_TIMEOUT`]) and sets the order `done`
 //!    ("exit status 0") or `failed` (the status and the tail of its stderr); then keeps
 //!    the node awake until it is back in every in-sync set, and releases it;
+//!
+//!    **The order only names the command.** `CMD` is looked up by that name in the
+//!    broker's own configuration (`--maintenance-command NAME=CMD`); the text of a
+//!    command never comes from the network. An order naming a command this broker does
+//!    not have is set `failed` at once, before anything is stopped or run, and says which
+//!    names it has (anyone who can write a znode could otherwise run a shell on every
+//!    broker);
 //! 5. without a command: stops following, and asks [`super::Broker::wait`] for a restart
 //!    in place: the broker is stopped (every partition flushed, the session closed) and
 //!    the program re-executed with the same arguments ([`exec_self`]), so its PID stays.
@@ -30,6 +37,7 @@ use super::{pehra, State};
 use pehra_shared::wire::{self, ErrorKind, Maintenance, MaintenanceState};
 use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
 use pehra_zookeeper::{Client, ClientOptions, WatchEvent, ZkError};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -60,6 +68,8 @@ struct Agent {
     zk: Arc<Client>,
     state: Arc<State>,
     shutdown_timeout: Duration,
+    /// The commands an order may name (`--maintenance-command NAME=CMD`).
+    commands: BTreeMap<String, String>,
     /// `/pehra/maintenance/broker-{id}`.
     path: String,
     /// Nothing was seen yet (an order `running` now was interrupted by a restart).
@@ -67,12 +77,18 @@ struct Agent {
 }
 
 /// The agent; spawned by [`super::Broker::start`], aborted when the broker stops.
-pub(crate) async fn run(zk: Arc<Client>, state: Arc<State>, shutdown_timeout: Duration) {
+pub(crate) async fn run(
+    zk: Arc<Client>,
+    state: Arc<State>,
+    shutdown_timeout: Duration,
+    commands: BTreeMap<String, String>,
+) {
     let path = cluster::pehra_maintenance_path(&cluster::broker_node_name(state.id));
     let mut agent = Agent {
         zk,
         state,
         shutdown_timeout,
+        commands,
         path,
         first_look: true,
     };
@@ -196,6 +212,22 @@ impl Agent {
     /// Carries out an order `requested` at `version`.
     async fn carry_out(&mut self, order: Maintenance, version: u32) -> Result<Next, ZkError> {
         let id = self.state.id;
+        let command = match order.command.as_deref().map(|name| self.lookup(name)) {
+            None => None,
+            Some(Ok(command)) => Some(command),
+            Some(Err(refusal)) => {
+                tracing::warn!(id, order = order.id, %refusal, "maintenance: order refused");
+                let failed = Maintenance {
+                    state: MaintenanceState::Failed,
+                    message: Some(refusal),
+                    ..order
+                };
+                return match self.write(&failed, version).await {
+                    Err(e) if e.kind() != Some(ErrorKind::VersionMismatch) => Err(e),
+                    _ => Ok(Next::Watch),
+                };
+            }
+        };
         let running = Maintenance {
             state: MaintenanceState::Running,
             message: None,
@@ -223,7 +255,7 @@ impl Agent {
         } else {
             tracing::info!(id, "maintenance: awake and held awake");
         }
-        let Some(command) = order.command.clone() else {
+        let Some(command) = command else {
             // Restart in place: follow no partition any more, as a controlled shutdown.
             self.state.leaving.store(true, Ordering::SeqCst);
             self.state.fetchers.lock().expect("lock").clear();
@@ -259,6 +291,22 @@ impl Agent {
         pehra::hold_awake(&self.state, false);
         tracing::info!(id, "maintenance: released the keep-awake");
         written.map(|_| Next::Watch)
+    }
+
+    /// The command configured under `name`, or why the order is refused.
+    fn lookup(&self, name: &str) -> Result<String, String> {
+        match self.commands.get(name) {
+            Some(command) => Ok(command.clone()),
+            None if self.commands.is_empty() => Err(format!(
+                "broker {} has no maintenance commands configured (--maintenance-command NAME=CMD), so it cannot run {name:?}",
+                self.state.id
+            )),
+            None => Err(format!(
+                "broker {} has no maintenance command named {name:?} (it has: {})",
+                self.state.id,
+                self.commands.keys().cloned().collect::<Vec<_>>().join(", ")
+            )),
+        }
     }
 
     /// The controlled-shutdown step, bounded as a whole like [`super::Broker::shutdown`].

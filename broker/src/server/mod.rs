@@ -28,7 +28,7 @@ mod replica;
 
 use partition::{Partition, PartitionKey};
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -75,6 +75,10 @@ pub struct BrokerConfig {
     pub controlled_shutdown_timeout: Duration,
     /// PEHRA: participation, sleep timers and hooks.
     pub pehra: pehra::PehraConfig,
+    /// The commands a rolling-maintenance order may ask for, by name
+    /// (`--maintenance-command NAME=CMD`). An order names one; the command itself is
+    /// configured here, on the broker's own machine, and never read from the network.
+    pub maintenance_commands: BTreeMap<String, String>,
 }
 
 impl BrokerConfig {
@@ -105,6 +109,7 @@ impl BrokerConfig {
             replica_fetch_bytes: BROKER_MAX_PAYLOAD - 4 * 1024,
             controlled_shutdown_timeout: Duration::from_secs(10),
             pehra: pehra::PehraConfig::default(),
+            maintenance_commands: BTreeMap::new(),
         }
     }
 }
@@ -279,6 +284,7 @@ impl Broker {
                 zk.clone(),
                 state.clone(),
                 config.controlled_shutdown_timeout,
+                config.maintenance_commands.clone(),
             )),
         ];
         Ok(Broker {

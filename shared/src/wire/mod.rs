@@ -69,8 +69,8 @@ pub use log::{
     ReplicaFetchResponse, ReplicaPartitionData, TopicConfig, TopicMetadata,
 };
 pub use pehra::{
-    AdminSwitch, CheckIn, CheckInReply, ElectionResult, Maintenance, MaintenanceState, ModeChange,
-    NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, Wake, WakeReason,
+    is_maintenance_command_name, AdminSwitch, CheckIn, CheckInReply, ElectionResult, Maintenance,
+    MaintenanceState, ModeChange, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, Wake, WakeReason,
 };
 pub use scan::MAX_DEPTH;
 pub use session::{Directive, Heartbeat, HeartbeatAck, SessionOpen, SessionOpened};

@@ -298,7 +298,9 @@ pub struct TermRecord {
 pub struct Maintenance {
     /// Which maintenance run (a new run has a new id).
     pub id: u64,
-    /// A shell command to run; `None` means restart the node.
+    /// The *name* of a maintenance command configured on the node itself (a broker's
+    /// `--maintenance-command NAME=CMD`) to run instead of restarting; `None` means
+    /// restart the node. Never the command's text: see [`is_maintenance_command_name`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub command: Option<String>,
     /// How far it got.
@@ -306,6 +308,15 @@ pub struct Maintenance {
     /// The outcome in words (exit status, error).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+}
+
+/// Whether `name` may name a maintenance command: 1 to 64 ASCII letters, digits, `-`,
+/// `_` or `.` (so it can be neither a shell command nor a path).
+pub fn is_maintenance_command_name(name: &str) -> bool {
+    (1..=64).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
 }
 
 /// How far a node's maintenance got.

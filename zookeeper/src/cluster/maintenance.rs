@@ -32,7 +32,9 @@ use tokio::time::Instant;
 /// How [`maintenance`] runs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MaintenanceOptions {
-    /// A shell command each broker runs; `None` restarts each broker.
+    /// The name of a maintenance command each broker has configured
+    /// (`--maintenance-command NAME=CMD`) and runs instead of restarting; `None` restarts
+    /// each broker.
     pub command: Option<String>,
     /// How long one step (a re-election, one broker's maintenance, its return to the
     /// in-sync sets) may take.
