@@ -31,8 +31,22 @@ pub(crate) struct Partition {
     /// A follower fetched with this newer leader epoch: the partition has a new leader
     /// that the zookeeper has not told us about yet; refuse writes meanwhile.
     pub fenced_by: Option<u32>,
+    /// A follower's claim of a newer leader epoch is being checked with the zookeeper
+    /// ([`Partition::begin_epoch_check`]).
+    pub epoch_check: EpochCheck,
     /// Present while this broker leads the partition.
     pub leader: Option<LeaderState>,
+}
+
+/// Where the check of a follower's newer-epoch claim stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum EpochCheck {
+    /// No check under way.
+    Idle,
+    /// The zookeeper is being asked.
+    Pending,
+    /// The last claim was refuted: ignore further claims until then.
+    HoldOff(Instant),
 }
 
 /// What a leader keeps about its partition's followers and producers.
@@ -87,8 +101,36 @@ impl Partition {
             min_insync,
             high_watermark: 0,
             fenced_by: None,
+            epoch_check: EpochCheck::Idle,
             leader: None,
         }
+    }
+
+    /// A fetch claimed a newer leader epoch at `now`: whether to start checking it with
+    /// the zookeeper (not while a check is under way or in the hold-off after a refuted
+    /// claim).
+    pub fn begin_epoch_check(&mut self, now: Instant) -> bool {
+        match self.epoch_check {
+            EpochCheck::Pending => false,
+            EpochCheck::HoldOff(until) if now < until => false,
+            EpochCheck::Idle | EpochCheck::HoldOff(_) => {
+                self.epoch_check = EpochCheck::Pending;
+                true
+            }
+        }
+    }
+
+    /// The check ended; with `hold_off`, further claims are ignored until then.
+    pub fn end_epoch_check(&mut self, hold_off: Option<Instant>) {
+        self.epoch_check = hold_off.map_or(EpochCheck::Idle, EpochCheck::HoldOff);
+    }
+
+    /// A newer epoch than ours exists (`epoch`, or at least ours + 1): take no writes
+    /// until the zookeeper's new state arrives, and end the check.
+    pub fn fence(&mut self, epoch: u32) {
+        self.fenced_by = Some(epoch);
+        self.epoch_check = EpochCheck::Idle;
+        self.step_down("a newer leader epoch exists");
     }
 
     /// Whether broker `me` may take writes for this partition now.
@@ -415,5 +457,23 @@ mod tests {
         // While the change is being written, its outcome is awaited instead.
         p.leader.as_mut().unwrap().isr_change_pending = true;
         assert_eq!(p.next_isr_check(1, LAG), None);
+    }
+
+    #[test]
+    fn an_epoch_claim_is_checked_once_at_a_time_and_a_refuted_one_holds_off_the_next() {
+        let tmp = tempfile::tempdir().unwrap();
+        let t0 = Instant::now();
+        let mut p = leading(&tmp.path().join("t-0"), t0);
+        assert!(p.begin_epoch_check(t0));
+        assert!(!p.begin_epoch_check(t0), "one check at a time");
+        assert!(p.leads(1), "a claim alone does not fence");
+        let hold = t0 + Duration::from_secs(1);
+        p.end_epoch_check(Some(hold));
+        assert!(!p.begin_epoch_check(t0 + Duration::from_millis(500)));
+        assert!(p.begin_epoch_check(hold));
+        // Confirmed: fenced until the zookeeper's newer state arrives.
+        p.fence(2);
+        assert!(!p.leads(1));
+        assert_eq!(p.epoch_check, EpochCheck::Idle);
     }
 }

@@ -95,17 +95,20 @@ fn serve_partition(
         return data;
     };
     let mut p = partition.lock().expect("lock");
-    if asked.leader_epoch > p.meta.leader_epoch {
-        // A follower knows a newer epoch: we have been deposed (a pause, a partition
-        // from the zookeeper). Stop taking writes before the zookeeper tells us.
-        if p.fenced_by.is_none_or(|e| e < asked.leader_epoch) {
-            tracing::warn!(
-                topic = %asked.topic, partition = asked.partition, ours = p.meta.leader_epoch,
-                theirs = asked.leader_epoch, "a follower knows a newer leader epoch: fenced"
-            );
-            p.fenced_by = Some(asked.leader_epoch);
+    if asked.leader_epoch > p.meta.leader_epoch && p.leads(state.id) {
+        // A fetch claims a newer epoch: we may have been deposed (a pause, a partition
+        // from the zookeeper). The claim is only a number in a datagram, so it is checked
+        // with the zookeeper before the leader steps down: a forged or impossible epoch
+        // never fences a leader.
+        if p.begin_epoch_check(Instant::now()) {
+            let key = (asked.topic.clone(), asked.partition);
+            tokio::spawn(check_newer_epoch(
+                state.clone(),
+                key,
+                replica,
+                asked.leader_epoch,
+            ));
         }
-        p.step_down("a newer leader epoch exists");
     }
     if asked.leader_epoch != p.meta.leader_epoch || !p.leads(state.id) {
         data.error = Some(if asked.leader_epoch < p.meta.leader_epoch {
@@ -139,6 +142,23 @@ fn serve_partition(
             data.high_watermark = p.high_watermark;
             return data;
         }
+    }
+    if asked.offset > end {
+        // No follower can have more than the leader once their epochs agree (the
+        // divergence check above): a fetch offset past our log end is refused and not
+        // taken as progress (else one datagram could advance the high watermark and
+        // acknowledge acks=all records no follower has). The follower truncates to our
+        // end, as after a divergence.
+        tracing::warn!(
+            topic = %asked.topic, partition = asked.partition, replica, offset = asked.offset,
+            end, "a follower's fetch offset is past the leader's log end: refused"
+        );
+        data.diverging = Some(EpochEndOffset {
+            epoch: p.meta.leader_epoch,
+            end_offset: end,
+        });
+        data.high_watermark = p.high_watermark;
+        return data;
     }
     if first {
         let join_isr = p.record_fetch(replica, asked.offset, Instant::now());
@@ -180,6 +200,85 @@ fn serve_partition(
         }
     }
     data
+}
+
+/// How long after a refuted epoch claim further claims for the partition are ignored (an
+/// attacker repeating a forged epoch makes at most one zookeeper read per this period).
+const REFUTED_CLAIM_HOLDOFF: Duration = Duration::from_secs(1);
+/// Pause between attempts to reach the zookeeper while checking an epoch claim.
+const EPOCH_CHECK_RETRY: Duration = Duration::from_millis(500);
+
+/// Checks with the zookeeper a follower's claim that the partition has a leader epoch
+/// newer than ours. Deposed (the zookeeper names a newer epoch or another leader): fence
+/// and step down until the new state arrives. Still the leader in our epoch: the claim
+/// was forged or impossible; it is logged and ignored. Zookeeper unreachable: fenced
+/// (the safe side: we may be the one cut off) and asked again until it answers.
+async fn check_newer_epoch(state: Arc<State>, key: PartitionKey, replica: u32, claimed: u32) {
+    let path = cluster::partition_path(&key.0, key.1);
+    loop {
+        let read = match state.zk.get() {
+            Some(zk) => zk.get_data(&path).await.map(|(data, _)| data),
+            None => return,
+        };
+        if !settle_epoch_check(&state, &key, replica, claimed, read) {
+            return;
+        }
+        tokio::time::sleep(EPOCH_CHECK_RETRY).await;
+    }
+}
+
+/// Acts on the zookeeper's answer (see [`check_newer_epoch`]); `true` to ask again.
+fn settle_epoch_check(
+    state: &State,
+    key: &PartitionKey,
+    replica: u32,
+    claimed: u32,
+    read: Result<Vec<u8>, pehra_zookeeper::ZkError>,
+) -> bool {
+    let Some(partition) = lookup_any(state, &key.0, key.1) else {
+        return false;
+    };
+    let mut p = partition.lock().expect("lock");
+    let ours = p.meta.leader_epoch;
+    match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
+        Ok(Ok(meta)) if meta.leader_epoch > ours || meta.leader != Some(state.id) => {
+            tracing::warn!(
+                topic = %key.0, partition = key.1, ours, zookeeper = meta.leader_epoch,
+                replica, claimed, "a newer leader epoch exists: fenced"
+            );
+            p.fence(meta.leader_epoch.max(ours + 1));
+            drop(p);
+            state.reassign.notify_one();
+            false
+        }
+        Ok(Ok(_)) => {
+            tracing::warn!(
+                topic = %key.0, partition = key.1, ours, replica, claimed,
+                "a fetch claimed a leader epoch the zookeeper does not know (forged or impossible): ignored"
+            );
+            if p.fenced_by == Some(ours + 1) {
+                p.fenced_by = None; // set while the zookeeper did not answer
+            }
+            p.end_epoch_check(Some(Instant::now() + REFUTED_CLAIM_HOLDOFF));
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::error!(topic = %key.0, partition = key.1, error = %e, "undecodable partition znode");
+            p.end_epoch_check(None);
+            false
+        }
+        Err(e) => {
+            if p.fenced_by.is_none() {
+                tracing::warn!(
+                    topic = %key.0, partition = key.1, ours, replica, claimed, error = %e,
+                    "a fetch claimed a newer leader epoch and the zookeeper cannot confirm ours: fenced until it answers"
+                );
+                p.fenced_by = Some(ours + 1);
+                p.step_down("a newer leader epoch may exist");
+            }
+            true
+        }
+    }
 }
 
 /// A change to a partition's in-sync set.
