@@ -47,6 +47,22 @@ pub struct Config {
     pub observe_con_interval: Duration,
     /// Token length in bytes (1..=8). Random tokens guard against off-path spoofing.
     pub token_len: u8,
+    /// Most observers a server keeps at once. A GET with Observe beyond it is answered
+    /// without the Observe option, i.e. not registered (RFC 7641 §4.1 lets a server
+    /// decline), so no peer can make every change cost unbounded datagrams.
+    pub max_observers: usize,
+    /// Most observers one peer address holds at once (the same answer beyond it).
+    pub max_observers_per_peer: usize,
+    /// Most bytes of Block2 response bodies a server keeps for follow-up blocks, over
+    /// all transfers. Past it the oldest transfer is forgotten (its next block is
+    /// produced again by the application).
+    pub max_cached_body_bytes: usize,
+    /// Most bytes of partly received Block1 bodies a server keeps over all uploads; a
+    /// block past it gets 5.03 with Max-Age.
+    pub max_upload_bytes: usize,
+    /// Most requests a server has received and not yet answered; one more gets 5.03
+    /// with Max-Age at once.
+    pub max_pending_requests: usize,
 }
 
 impl Default for Config {
@@ -66,6 +82,11 @@ impl Default for Config {
             block_lifetime: Duration::from_secs(60),
             observe_con_interval: Duration::from_secs(60),
             token_len: 8,
+            max_observers: 8192,
+            max_observers_per_peer: 256,
+            max_cached_body_bytes: 8 * 1024 * 1024,
+            max_upload_bytes: 8 * 1024 * 1024,
+            max_pending_requests: 8192,
         }
     }
 }

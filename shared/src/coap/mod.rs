@@ -19,6 +19,8 @@ pub mod option;
 
 pub use block::BlockValue;
 pub use config::Config;
+#[cfg(any(feature = "server", test))]
+pub use engine::Held;
 pub use engine::{
     Engine, Event, ExchangeError, IncomingId, IncomingRequest, PeerAddress, RequestId, Stats,
     Transmit,

@@ -61,6 +61,11 @@ impl ServerConfig {
             snapshot_after_bytes: 64 * 1024 * 1024,
             coap: CoapConfig {
                 nstart: 16,
+                // A broker watches every partition znode it holds a replica of through
+                // one socket, so one peer may hold many watches; every peer together
+                // still has a ceiling.
+                max_observers_per_peer: 4096,
+                max_observers: 32 * 1024,
                 ..CoapConfig::default()
             },
             admin_key: None,

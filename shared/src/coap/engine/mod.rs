@@ -10,12 +10,19 @@
 //!    the application;
 //! 3. sleep until a datagram, an application call, or [`Engine::poll_timeout`].
 
+#[cfg(any(feature = "server", test))]
+mod bounded;
 mod client;
+#[cfg(test)]
+mod limit_tests;
 mod map;
 #[cfg(any(feature = "server", test))]
 mod server;
 #[cfg(test)]
 mod tests;
+
+#[cfg(any(feature = "server", test))]
+pub use server::Held;
 
 #[cfg(any(feature = "server", test))]
 use super::link_format::Link;
@@ -192,12 +199,12 @@ pub struct Engine<A> {
     /// tagged apart (RFC 9175, as our client does) never mix; untagged ones from one peer
     /// to one resource take turns. (Not the token: clients such as aiocoap change it
     /// from block to block.)
-    uploads: BTreeMap<(A, Code, String, Vec<u8>), server::Upload>,
+    uploads: bounded::BoundedMap<(A, Code, String, Vec<u8>), Vec<u8>>,
     #[cfg(any(feature = "server", test))]
     /// Block2 bodies being read, by (peer, resource, token): concurrent reads of one
     /// resource (two POSTs with different bodies) never mix. A follow-up with another
     /// token misses, and the handler produces the body again.
-    downloads: BTreeMap<(A, String, Vec<u8>), server::Download>,
+    downloads: bounded::BoundedMap<(A, String, Vec<u8>), Response>,
     #[cfg(any(feature = "server", test))]
     observers: BTreeMap<(A, Vec<u8>), server::Observer>,
     #[cfg(any(feature = "server", test))]
@@ -218,6 +225,8 @@ impl<A: PeerAddress> Engine<A> {
     pub fn new(config: Config, seed: [u8; 32]) -> Self {
         let mut rng = StdRng::from_seed(seed);
         let next_mid = rng.next_u32() as u16;
+        #[cfg(any(feature = "server", test))]
+        let (max_upload, max_cached) = (config.max_upload_bytes, config.max_cached_body_bytes);
         Engine {
             dedup: DedupCache::new(config.dedup_capacity),
             config,
@@ -236,9 +245,9 @@ impl<A: PeerAddress> Engine<A> {
             #[cfg(any(feature = "server", test))]
             piggyback_deadlines: VecDeque::new(),
             #[cfg(any(feature = "server", test))]
-            uploads: BTreeMap::new(),
+            uploads: bounded::BoundedMap::new(max_upload),
             #[cfg(any(feature = "server", test))]
-            downloads: BTreeMap::new(),
+            downloads: bounded::BoundedMap::new(max_cached),
             #[cfg(any(feature = "server", test))]
             observers: BTreeMap::new(),
             #[cfg(any(feature = "server", test))]

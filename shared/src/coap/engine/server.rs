@@ -9,6 +9,20 @@ use crate::Instant;
 use alloc::{string::String, vec::Vec};
 use coap_lite::{MessageType, Packet};
 
+/// What a server holds on behalf of its peers ([`Engine::held`]); each is bounded by a
+/// [`Config`](crate::coap::Config) limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Held {
+    /// Observers registered (`max_observers`).
+    pub observers: usize,
+    /// Requests received and not yet answered (`max_pending_requests`).
+    pub pending_requests: usize,
+    /// Bytes of Block2 bodies kept for follow-up blocks (`max_cached_body_bytes`).
+    pub cached_body_bytes: usize,
+    /// Bytes of partly received Block1 bodies (`max_upload_bytes`).
+    pub upload_bytes: usize,
+}
+
 /// A request received and not yet answered.
 pub(super) struct Incoming<A> {
     peer: A,
@@ -27,18 +41,6 @@ pub(super) struct Incoming<A> {
     register_observer: bool,
 }
 
-/// A request body arriving block by block.
-pub(super) struct Upload {
-    body: Vec<u8>,
-    expires: Instant,
-}
-
-/// A response body being read block by block.
-pub(super) struct Download {
-    response: Response,
-    expires: Instant,
-}
-
 /// One observer of one resource.
 pub(super) struct Observer {
     key: String,
@@ -51,6 +53,14 @@ pub(super) struct Observer {
 
 /// How many block-wise transfers a server keeps per kind before purging expired ones.
 const BLOCK_STATE_SOFT_LIMIT: usize = 256;
+/// Max-Age of a 5.03 for a server at one of its limits: when to try again, in seconds.
+const BUSY_RETRY_S: u32 = 2;
+
+/// A 5.03 for a server at one of its limits, with Max-Age (RFC 7252 §5.9.3.4).
+fn busy(reason: &str) -> Response {
+    Response::error(Code::SERVICE_UNAVAILABLE, reason)
+        .with_option(option::MAX_AGE, option::encode_uint(BUSY_RETRY_S))
+}
 
 impl<A: PeerAddress> Engine<A> {
     /// Answers a request received as [`Event::Request`]. Large bodies go block-wise; a
@@ -152,6 +162,16 @@ impl<A: PeerAddress> Engine<A> {
         targets.len()
     }
 
+    /// What the server holds on behalf of its peers now, against its limits.
+    pub fn held(&self) -> Held {
+        Held {
+            observers: self.observers.len(),
+            pending_requests: self.incoming.len(),
+            cached_body_bytes: self.downloads.bytes(),
+            upload_bytes: self.uploads.bytes(),
+        }
+    }
+
     /// How many observers `resource` has.
     pub fn observer_count(&self, resource: &str) -> usize {
         self.observed.get(resource).map_or(0, |s| s.len())
@@ -199,6 +219,7 @@ impl<A: PeerAddress> Engine<A> {
         let expires = now + self.config.exchange_lifetime;
         let key = (peer, mid, fingerprint);
         self.dedup.insert(now, expires, key, Seen::InProgress(id.0));
+        let at_limit = self.incoming.len() >= self.config.max_pending_requests;
 
         let code = Code(packet.header.code.into());
         let token = packet.get_token().to_vec();
@@ -216,6 +237,9 @@ impl<A: PeerAddress> Engine<A> {
             register_observer: false,
         };
 
+        if at_limit {
+            return self.answer(now, incoming, busy("too many requests in progress"));
+        }
         // RFC 7252 §5.4.1: an unrecognised critical option makes the request fail.
         let unknown_critical = request
             .packet()
@@ -308,34 +332,34 @@ impl<A: PeerAddress> Engine<A> {
     ) -> Result<Option<BlockValue>, Response> {
         let tag = request.option(option::REQUEST_TAG).unwrap_or(&[]).to_vec();
         let key = (incoming.peer, incoming.method, incoming.key.clone(), tag);
+        let expires = now + self.config.block_lifetime;
         if block.num == 0 {
             if self.uploads.len() >= BLOCK_STATE_SOFT_LIMIT {
-                self.uploads.retain(|_, u| u.expires > now);
+                self.uploads.purge(now);
             }
-            self.uploads.insert(
-                key.clone(),
-                Upload {
-                    body: Vec::new(),
-                    expires: now + self.config.block_lifetime,
-                },
-            );
+            self.uploads.remove(&key);
+            if !self.uploads.has_room(request.payload().len()) {
+                return Err(busy(
+                    "too many block-wise uploads in progress: try again later",
+                ));
+            }
+            self.uploads
+                .insert_evicting(key.clone(), Vec::new(), 0, expires);
         }
-        let Some(upload) = self.uploads.get_mut(&key).filter(|u| u.expires > now) else {
+        let Some(received) = self.uploads.get(&key, now).map(Vec::len) else {
             return Err(Response::error(
                 Code::REQUEST_ENTITY_INCOMPLETE,
                 "no block-wise transfer in progress for this resource: start at block 0",
             ));
         };
-        if block.offset() != upload.body.len()
-            || (block.more && request.payload().len() != block.size())
-        {
+        if block.offset() != received || (block.more && request.payload().len() != block.size()) {
             self.uploads.remove(&key);
             return Err(Response::error(
                 Code::REQUEST_ENTITY_INCOMPLETE,
                 "block out of sequence: start again at block 0",
             ));
         }
-        if upload.body.len() + request.payload().len() > self.config.max_body_size {
+        if received + request.payload().len() > self.config.max_body_size {
             self.uploads.remove(&key);
             let max = self.config.max_body_size as u32;
             return Err(
@@ -343,16 +367,21 @@ impl<A: PeerAddress> Engine<A> {
                     .with_option(option::SIZE1, option::encode_uint(max)),
             );
         }
-        upload.body.extend_from_slice(request.payload());
-        upload.expires = now + self.config.block_lifetime;
+        if !self.uploads.has_room(request.payload().len()) {
+            self.uploads.remove(&key);
+            return Err(busy(
+                "too many block-wise uploads in progress: try again later",
+            ));
+        }
+        let chunk = request.payload();
+        self.uploads.update(&key, expires, |body| {
+            body.extend_from_slice(chunk);
+            (chunk.len(), ())
+        });
         if block.more {
             return Ok(None);
         }
-        let body = self
-            .uploads
-            .remove(&key)
-            .map(|u| u.body)
-            .unwrap_or_default();
+        let body = self.uploads.remove(&key).unwrap_or_default();
         request.set_payload(body);
         request.remove_option(option::BLOCK1);
         request.remove_option(option::SIZE1);
@@ -366,10 +395,9 @@ impl<A: PeerAddress> Engine<A> {
         key: &str,
         token: &[u8],
     ) -> Option<Response> {
-        let download = self
-            .downloads
-            .get(&(peer, String::from(key), token.to_vec()))?;
-        (download.expires > now).then(|| download.response.clone())
+        self.downloads
+            .get(&(peer, String::from(key), token.to_vec()), now)
+            .cloned()
     }
 
     fn well_known_core(&self, request: &Request) -> Response {
@@ -382,8 +410,10 @@ impl<A: PeerAddress> Engine<A> {
     /// and picks piggybacked ACK, separate CON, or NON.
     fn answer(&mut self, now: Instant, incoming: Incoming<A>, mut response: Response) {
         let peer = incoming.peer;
-        if incoming.register_observer && response.code().is_success() {
-            self.add_observer(now, peer, &incoming.token, &incoming.key);
+        if incoming.register_observer
+            && response.code().is_success()
+            && self.add_observer(now, peer, &incoming.token, &incoming.key)
+        {
             response.set_uint_option(option::OBSERVE, self.observe_seq);
         }
         if let Some(block) = incoming.block1 {
@@ -471,14 +501,17 @@ impl<A: PeerAddress> Engine<A> {
         }
         if block.more {
             if self.downloads.len() >= BLOCK_STATE_SOFT_LIMIT {
-                self.downloads.retain(|_, d| d.expires > now);
+                self.downloads.purge(now);
             }
             response.remove_option(option::OBSERVE);
+            let weight = whole.len();
             response.set_payload(whole);
             let expires = now + self.config.block_lifetime;
             let transfer = (peer, String::from(key), token.to_vec());
+            // Bounded by bytes: the oldest transfers are forgotten first (their next
+            // block is produced again by the application).
             self.downloads
-                .insert(transfer, Download { response, expires });
+                .insert_evicting(transfer, response, weight, expires);
         } else {
             self.downloads
                 .remove(&(peer, String::from(key), token.to_vec()));
@@ -486,8 +519,28 @@ impl<A: PeerAddress> Engine<A> {
         part
     }
 
-    fn add_observer(&mut self, now: Instant, peer: A, token: &[u8], key: &str) {
+    /// Registers an observer; `false` (not registered: the response goes without
+    /// Observe, RFC 7641 §4.1) when the server or this peer is at its observer limit.
+    fn add_observer(&mut self, now: Instant, peer: A, token: &[u8], key: &str) -> bool {
         self.remove_observer(peer, token);
+        let of_peer = self
+            .observers
+            .range((peer, Vec::new())..)
+            .take_while(|((p, _), _)| *p == peer)
+            .take(self.config.max_observers_per_peer)
+            .count();
+        if of_peer >= self.config.max_observers_per_peer
+            || self.observers.len() >= self.config.max_observers
+        {
+            #[cfg(feature = "std")]
+            tracing::debug!(
+                ?peer,
+                of_peer,
+                total = self.observers.len(),
+                "observer limit: not registered"
+            );
+            return false;
+        }
         self.observers.insert(
             (peer, token.to_vec()),
             Observer {
@@ -501,6 +554,7 @@ impl<A: PeerAddress> Engine<A> {
             .entry(String::from(key))
             .or_default()
             .insert((peer, token.to_vec()));
+        true
     }
 
     /// Drops the piggyback deadlines at the front of the queue whose request needs no
