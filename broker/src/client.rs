@@ -6,7 +6,7 @@ use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
 use pehra_shared::wire::{
-    self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, NodeRole,
+    self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, MultiOp, NodeRole,
     PartitionMetadata, ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
 };
 use pehra_zookeeper::cluster::{self, TOPICS};
@@ -60,6 +60,9 @@ pub enum ClientError {
 /// How long one request to a broker may take before the client looks for the leader
 /// again (acks=all answers wait for replication: keep it above the broker's ack timeout).
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
+
+/// How many partition znodes one multi deletes (about 40 bytes each).
+const DELETES_PER_MULTI: usize = 256;
 
 /// How long a request is retried while the leader moves or too few replicas are in sync.
 pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
@@ -365,21 +368,8 @@ impl ClusterClient {
         topic: &str,
         config: TopicConfig,
     ) -> Result<(), ClientError> {
-        let (partitions, replication_factor) = (config.partitions, config.replication_factor);
         cluster::validate_topic(topic).map_err(ClientError::Invalid)?;
-        if partitions == 0 || replication_factor == 0 {
-            return Err(ClientError::Invalid(
-                "partitions and replication factor must be at least 1".into(),
-            ));
-        }
-        if config
-            .min_insync_replicas
-            .is_some_and(|m| m == 0 || m > replication_factor)
-        {
-            return Err(ClientError::Invalid(format!(
-                "min in-sync replicas must be between 1 and the replication factor {replication_factor}"
-            )));
-        }
+        config.validate().map_err(ClientError::Invalid)?;
         cluster::ensure_path(&self.zk, TOPICS).await?;
         match self
             .zk
@@ -491,11 +481,35 @@ impl ClusterClient {
     /// Deletes a topic and its partition state (brokers close their logs).
     pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
         let parent = cluster::partitions_path(topic);
-        if let Ok((children, _)) = self.zk.get_children(&parent).await {
-            for c in children {
-                self.zk.delete(&format!("{parent}/{c}"), None).await?;
+        // The controller may create a missing partition again between our deletes (a
+        // pass running meanwhile): then the parent is not empty yet; go round again.
+        for _ in 0..3 {
+            let children = match self.zk.get_children(&parent).await {
+                Ok((children, _)) => children,
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) => break,
+                Err(e) => return Err(e.into()),
+            };
+            // In slices, so no request is larger than the zookeeper takes.
+            for slice in children.chunks(DELETES_PER_MULTI) {
+                let ops = slice
+                    .iter()
+                    .map(|c| MultiOp::Delete {
+                        path: format!("{parent}/{c}"),
+                        version: None,
+                    })
+                    .collect();
+                match self.zk.multi(ops).await {
+                    Ok(_) => {}
+                    Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+                    Err(e) => return Err(e.into()),
+                }
             }
-            self.zk.delete(&parent, None).await?;
+            match self.zk.delete(&parent, None).await {
+                Ok(()) => break,
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) => break,
+                Err(e) if e.kind() == Some(ErrorKind::NotEmpty) => continue,
+                Err(e) => return Err(e.into()),
+            }
         }
         match self.zk.delete(&cluster::topic_path(topic), None).await {
             Ok(()) => Ok(()),

@@ -382,6 +382,41 @@ impl TopicConfig {
     /// The minimum in-sync replicas when a topic does not say: 2, so an acknowledged
     /// acks=all record is on two machines (capped at the replication factor).
     pub const DEFAULT_MIN_INSYNC: u32 = 2;
+    /// The most partitions a topic may have. Every partition is a znode, a log
+    /// directory on each replica and a watch per replica; a gateway-class cluster is
+    /// sized for hundreds, and one request must not be able to create tens of thousands.
+    pub const MAX_PARTITIONS: u32 = 1024;
+    /// The most copies of a partition.
+    pub const MAX_REPLICATION_FACTOR: u32 = 16;
+
+    /// Checks the configuration's numbers; the error names the limit broken.
+    pub fn validate(&self) -> Result<(), alloc::string::String> {
+        use alloc::format;
+        if !(1..=Self::MAX_PARTITIONS).contains(&self.partitions) {
+            return Err(format!(
+                "{} partitions: a topic has 1 to {} partitions",
+                self.partitions,
+                Self::MAX_PARTITIONS
+            ));
+        }
+        if !(1..=Self::MAX_REPLICATION_FACTOR).contains(&self.replication_factor) {
+            return Err(format!(
+                "replication factor {}: it must be 1 to {}",
+                self.replication_factor,
+                Self::MAX_REPLICATION_FACTOR
+            ));
+        }
+        if self
+            .min_insync_replicas
+            .is_some_and(|m| m == 0 || m > self.replication_factor)
+        {
+            return Err(format!(
+                "min in-sync replicas must be between 1 and the replication factor {}",
+                self.replication_factor
+            ));
+        }
+        Ok(())
+    }
 
     /// The minimum in-sync replicas in force for this topic.
     pub fn min_insync(&self) -> u32 {

@@ -369,6 +369,9 @@ struct Context<'a> {
     due: &'a BTreeSet<u32>,
 }
 
+/// How many partition znodes one multi creates (about 100 bytes each).
+const CREATES_PER_MULTI: usize = 128;
+
 /// Creates the missing partitions of `topic` and reads all of them.
 async fn read_topic(
     client: &Client,
@@ -386,6 +389,12 @@ async fn read_topic(
         Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(Vec::new()),
         Err(e) => return Err(e),
     };
+    // A topic znode written around the client's checks is skipped, not retried: its
+    // partitions would never fit in the zookeeper (or on the brokers).
+    if let Err(reason) = config.validate() {
+        tracing::error!(%topic, %reason, "controller: topic refused; delete it (pehra topic delete)");
+        return Ok(Vec::new());
+    }
     let parent = partitions_path(topic);
     let existing = match client.get_children(&parent).await {
         Ok((children, _)) => children,
@@ -417,9 +426,10 @@ async fn read_topic(
             sequential: false,
         });
     }
-    if !ops.is_empty() {
-        match client.multi(ops).await {
-            Ok(_) => tracing::info!(%topic, "controller: partitions assigned"),
+    // In slices, so no request is larger than the zookeeper takes whatever the count.
+    for slice in ops.chunks(CREATES_PER_MULTI) {
+        match client.multi(slice.to_vec()).await {
+            Ok(_) => tracing::info!(%topic, count = slice.len(), "controller: partitions assigned"),
             // Deleted meanwhile, or created by a concurrent pass: read what is there.
             Err(e) if matches!(e.kind(), Some(ErrorKind::NotFound | ErrorKind::NodeExists)) => {}
             Err(e) => return Err(e),
