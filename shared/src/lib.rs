@@ -16,6 +16,7 @@ extern crate std;
 pub mod api;
 pub mod coap;
 pub mod oscore;
+pub mod security;
 pub mod pehra;
 pub mod time;
 pub mod wire;
