@@ -193,15 +193,20 @@
 
 #![warn(missing_docs)]
 
+mod damage;
 mod epochs;
 mod index;
 mod recovery;
+mod repair;
 mod reset;
+mod scrub;
 mod segment;
 
 #[cfg(test)]
 mod tests;
 
+pub use damage::DamagedRange;
+pub use scrub::ScrubProgress;
 pub use segment::MAX_BATCH_BYTES;
 
 use pehra_shared::durable;
@@ -348,6 +353,27 @@ pub enum LogError {
         expected: u64,
         /// The log end offset (the offset the batch would get).
         log_end: u64,
+    },
+    /// A read (or a truncation) needs batches that are damaged on disk: a recorded
+    /// [`DamagedRange`] (then `end_offset` is known), or a batch whose CRC check failed as
+    /// it was read (then where the damage ends is not known until a scrub or a reopen
+    /// records it).
+    #[error(
+        "damaged partition log {path}: the batches from offset {first_offset}{} at byte \
+         {position} are unreadable ({detail}); they must be repaired from a healthy replica",
+        end_offset.map_or_else(String::new, |end| format!(" to {}", end.saturating_sub(1)))
+    )]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// The byte position of the first damaged batch.
+        position: u64,
+        /// The first offset whose batch is damaged.
+        first_offset: u64,
+        /// The offset of the next good batch, when known.
+        end_offset: Option<u64>,
+        /// What is wrong.
+        detail: String,
     },
     /// An earlier write or sync failed, so the state of the log on disk is unknown.
     #[error("{dir}: partition log unusable after an earlier write or sync failure; reopen it to recover")]
@@ -529,6 +555,10 @@ pub struct PartitionLog {
     scratch: Vec<u8>,
     /// An I/O error left the files in an unknown state.
     poisoned: bool,
+    /// The recorded damaged ranges, in offset order.
+    damage: Vec<DamagedRange>,
+    /// Where the scrub goes on, `None` at the start of a pass.
+    scrub: Option<scrub::Cursor>,
 }
 
 impl PartitionLog {
@@ -658,31 +688,51 @@ impl PartitionLog {
         if offset == self.log_end {
             return Ok(batches);
         }
+        if let Some(range) = self.damaged_at(offset) {
+            return Err(range.error());
+        }
         let mut i = self.segment_holding(offset);
         let (mut pos, mut expected) = {
-            let (pos, header) = self.segments[i].locate(offset)?;
+            let (pos, header) = self.segments[i].locate(offset, &self.damage)?;
             (pos, header.base_offset)
         };
         let mut total = 0usize;
         loop {
             let segment = &self.segments[i];
-            while pos < segment.size {
-                let header = segment.header_at(pos)?;
+            loop {
+                if let Some(range) = segment.range_at(&self.damage, pos) {
+                    // Serve what comes before the damage; a read from its first offset fails.
+                    return if batches.is_empty() {
+                        Err(range.error())
+                    } else {
+                        Ok(batches)
+                    };
+                }
+                if pos >= segment.size {
+                    break;
+                }
+                let damaged = |detail: String| LogError::Damaged {
+                    path: segment.path.clone(),
+                    position: pos,
+                    first_offset: expected,
+                    end_offset: None,
+                    detail,
+                };
+                let header = segment::header_at(&segment.file, &segment.path, pos, segment.size)?
+                    .map_err(damaged)?;
                 if header.base_offset != expected {
-                    return Err(LogError::Corrupt {
-                        path: segment.path.clone(),
-                        detail: format!(
-                            "the batch at byte {pos} has base offset {} where offset {expected} \
-                             must come next",
-                            header.base_offset
-                        ),
-                    });
+                    return Err(damaged(format!(
+                        "the batch at byte {pos} has base offset {} where offset {expected} \
+                         must come next",
+                        header.base_offset
+                    )));
                 }
                 let len = header.payload_len as usize;
                 if !batches.is_empty() && total.saturating_add(len) > max_bytes {
                     return Ok(batches);
                 }
-                let bytes = segment.payload_at(pos, &header)?;
+                let bytes = segment::payload_at(&segment.file, &segment.path, pos, &header)?
+                    .map_err(damaged)?;
                 batches.push(FetchedBatch {
                     base_offset: header.base_offset,
                     record_count: header.record_count,
@@ -737,12 +787,21 @@ impl PartitionLog {
         if offset == self.log_end {
             return Ok(());
         }
+        // Inside or at the end of a damaged range, where the batches start is unknown (and
+        // the bytes kept would end in damage).
+        if let Some(range) = self
+            .damage
+            .iter()
+            .find(|r| r.first_offset < offset && offset <= r.end_offset)
+        {
+            return Err(range.error());
+        }
         let k = self.segment_holding(offset);
         let segment = &self.segments[k];
         let (size, last_timestamp_ms) = if offset == segment.base {
             (HEADER_LEN, None)
         } else {
-            let (pos, header) = segment.locate(offset - 1)?;
+            let (pos, header) = segment.locate(offset - 1, &self.damage)?;
             if header.last_offset() != offset - 1 {
                 return Err(LogError::NotBatchBoundary {
                     dir: self.dir.clone(),
@@ -756,10 +815,12 @@ impl PartitionLog {
         let segments_deleted = self.segments.len() > k + 1;
         let cut = self.cut(k, size, offset, last_timestamp_ms);
         self.poison_on_error(cut)?;
+        self.damage.retain(|r| r.end_offset <= offset);
+        self.scrub = None;
         // The producer state must become what `open` would build from the log now: only a
         // cut batch of a producer, or other segments becoming the last two, changes it.
         if segments_deleted || self.producers.values().any(|e| e.base_offset >= offset) {
-            let rebuilt = producers_of(&self.segments);
+            let rebuilt = producers_of(&self.segments, &self.damage);
             self.producers = self.poison_on_error(rebuilt)?;
         }
         Ok(())
@@ -795,6 +856,8 @@ impl PartitionLog {
         self.unflushed_batches = 0;
         self.epochs.clear();
         self.producers.clear();
+        self.damage.clear();
+        self.scrub = None;
         Ok(())
     }
 
@@ -879,6 +942,7 @@ impl PartitionLog {
         let log_start = self.log_start_offset();
         clamp_epochs(&mut self.epochs, log_start, self.log_end);
         self.producers.retain(|_, e| e.base_offset >= log_start);
+        self.damage.retain(|r| r.segment_base >= log_start);
         fsync_dir(&self.dir)?;
         Ok(doomed)
     }
@@ -1063,11 +1127,11 @@ fn clamp_epochs(epochs: &mut epochs::Epochs, log_start: u64, log_end: u64) {
 }
 
 /// The last batch of each producer in the last two of `segments`, read from their files
-/// (every batch's CRC checked; damage is [`LogError::Corrupt`]).
-fn producers_of(segments: &[Segment]) -> Result<Producers, LogError> {
+/// (every batch's CRC checked; damage not in `damage` is [`LogError::Corrupt`]).
+fn producers_of(segments: &[Segment], damage: &[DamagedRange]) -> Result<Producers, LogError> {
     let mut producers = Producers::new();
     for segment in &segments[segments.len().saturating_sub(2)..] {
-        segment.collect_producers(&mut producers)?;
+        segment.collect_producers(&mut producers, damage)?;
     }
     Ok(producers)
 }
