@@ -89,7 +89,7 @@ impl PartitionLog {
     /// disappears when [`repair`](PartitionLog::repair) replaces it, or when
     /// [`truncate_to`](PartitionLog::truncate_to), retention or
     /// [`reset_to`](PartitionLog::reset_to) removes its offsets. See
-    /// [Damage](self#damage).
+    /// [Damage](super#damage).
     pub fn damage(&self) -> &[DamagedRange] {
         &self.damage
     }
