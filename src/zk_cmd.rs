@@ -67,6 +67,13 @@ pub struct ServeArgs {
     /// mode change is refused (4.01).
     #[arg(long, value_name = "FILE")]
     admin_key: Option<PathBuf>,
+    /// Recovery from a damaged write-ahead log, for when the zookeeper refused to start
+    /// because valid records follow damage in it: cut the log after zxid N, the last good
+    /// record the error names, deleting every record after it (the error says how many).
+    /// Only that exact N is accepted; on a healthy log it does nothing. Restoring the data
+    /// directory from a backup loses less: use this only when there is none.
+    #[arg(long, value_name = "N")]
+    recover_truncate_wal: Option<u64>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -76,6 +83,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         Duration::from_millis(args.max_session_timeout_ms.max(args.min_session_timeout_ms));
     config.max_sleep = Duration::from_millis(args.max_sleep_ms);
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
+    config.recovery.recover_truncate_wal = args.recover_truncate_wal;
     if let Some(path) = &args.admin_key {
         config.admin_key = Some(pehra_zookeeper::admin::read_key_file(path)?);
     }

@@ -1,5 +1,6 @@
 //! The log of one partition: an append-only sequence of record batches in segment files,
-//! with a sparse offset index, a CRC per batch and recovery of a torn tail.
+//! with a sparse offset index, a CRC per batch, recovery of a torn tail, and damage in the
+//! middle kept, recorded and repairable (see [Damage](self#damage)).
 //!
 //! Batches are kept as **opaque bytes**: the producer's CBOR-encoded
 //! `pehra_shared::wire::RecordBatch` is stored exactly as it came and served back exactly
@@ -130,12 +131,12 @@
 //! 2. The **last two segments** are scanned fully: every batch's length and CRC is checked
 //!    and the index is rebuilt (for the second last, its index file is rewritten only if it
 //!    differs). The producer state comes from these scans (see
-//!    [Producer state](self#producer-state)). At the first batch of the last segment that is
-//!    truncated, has an impossible header or fails its CRC, the segment is cut: the file is
-//!    truncated to the end of the last good batch and synced, and the bytes cut are
-//!    reported in [`Recovery::truncated_bytes`]. That is what a crash in the middle of
-//!    writing leaves (none of those batches was durable, so none was acknowledged as
-//!    durable). Damage in the second last segment is handled by rule 4.
+//!    [Producer state](self#producer-state)). A batch that is truncated, has an impossible
+//!    header or fails its CRC is **either a torn tail or damage**, told apart by what comes
+//!    after it (the [torn-tail rule](self#torn-tail-or-damage)): only a torn tail of the last
+//!    segment is cut (the file is truncated to the end of the last good batch and synced,
+//!    and the bytes cut are reported in [`Recovery::truncated_bytes`]); damage is recorded
+//!    and nothing is cut ([Damage](self#damage)).
 //! 3. An **earlier segment** (before the last two) was fsynced when it was rolled, so its
 //!    size is trusted and it is not read whole. If its index file is consistent (whole
 //!    entries, increasing, inside the file), recovery checks the first batch (CRC, base
@@ -143,14 +144,17 @@
 //!    names), then scans from that entry to the end of the file checking every CRC: so the
 //!    last batches of every segment, which give the segment's last offset and newest
 //!    timestamp, are verified. Batches between the first and the last index entry are not
-//!    read at open; a corrupt one there is found (and reported as [`LogError::Corrupt`])
-//!    when a read reaches it. If the index is missing or fails any of these checks, the
-//!    segment is scanned fully like the last one and its index file is rewritten.
-//! 4. Damage in an earlier segment (a batch that fails its checks, or no batch at all) while
-//!    a later segment holds batches is corruption in the middle of the log: a hard
-//!    [`LogError::Corrupt`] naming the file, rather than silently dropping acknowledged
-//!    batches. If no later segment holds a batch, it is treated as a torn tail: the damaged
-//!    segment is cut as in 2 and the empty later segments are deleted.
+//!    read at open; a corrupt one there is found by the read that reaches it
+//!    ([`LogError::Damaged`]) or by the scrub ([`scrub_step`](PartitionLog::scrub_step)),
+//!    which records it. If the index is missing or fails any of these checks, the segment
+//!    is scanned fully like the last one and its index file is rewritten.
+//! 4. Damage at the end of an earlier segment (a batch that fails its checks with no good
+//!    batch after it in the file, or no batch at all) while a later segment holds batches
+//!    is damage in the middle of the log: recorded up to the next segment's base offset,
+//!    nothing cut. If no later segment holds a batch, it is the log's torn tail: the
+//!    damaged segment is cut as in 2 and the empty later segments are deleted. Good
+//!    batches whose offsets do not follow each other (no bit flip does that: the CRC
+//!    covers the offsets) stay a hard [`LogError::Corrupt`].
 //! 5. The leader epochs come from the checkpoint for the offsets before the last segment
 //!    and from the scan of the last segment after it; entries at or past the log end are
 //!    dropped (a crash after the checkpoint was written but before the batch was). If the
@@ -162,6 +166,59 @@
 //!    [`flushed_offset`](PartitionLog::flushed_offset) equals the log end.
 //!
 //! A missing or empty directory is a fresh log starting at offset 0.
+//!
+//! # Torn tail or damage
+//!
+//! A crash while a batch is written leaves it incomplete: its header cut short, its
+//! declared length running past the end of the file, or its bytes partly written so that
+//! its CRC fails. Nothing is ever written after a batch being written, so **nothing good
+//! follows a torn batch**. When a scan meets a bad batch it therefore looks further: from
+//! the next byte on, for a batch whose header parses, whose frame fits in the file, whose
+//! CRC checks out and whose offsets fit (after the bad batch's first offset, within the
+//! segment's `u32` range, below the next segment's base), and then at the later segments.
+//!
+//! * **Nothing good follows** (in the file, nor any batch in a later segment): a torn
+//!   tail, cut. This includes a last batch that fails its CRC check with nothing after it:
+//!   it cannot be told from a torn write. Under [`FlushPolicy::Always`] such a batch was
+//!   never acknowledged (it is acknowledged after its fdatasync, and a batch whose write
+//!   was torn never got there); under the broker's default (`FlushPolicy::Never` with a
+//!   flush every 200 ms, replication being the durability) it may have been acknowledged
+//!   to acks=1/all, and the replicas that copied it still hold it. Cutting one batch that
+//!   another replica can supply is the lesser evil than refusing every torn write; the cut
+//!   is reported in [`Recovery::truncated_bytes`].
+//! * **A good batch follows**: damage (a bit flip, a bad sector, a lost write in the
+//!   middle), kept and recorded ([Damage](self#damage)). Cutting it would drop every
+//!   acknowledged batch after it. This errs towards damage: a batch-shaped byte sequence
+//!   inside a torn payload would also be taken for damage; that costs a repair, not data.
+//!   After a power loss under a policy that does not fsync every batch, unsynced pages may
+//!   reach the disk out of order and leave exactly this pattern inside the unsynced tail;
+//!   it is recorded as damage too (the log does not know where the last fsync ended), and
+//!   a repair from a replica heals it.
+//!
+//! # Damage
+//!
+//! A damaged range ([`DamagedRange`]: segment file, byte positions, offsets
+//! `first_offset..end_offset`) is found by [`open`](PartitionLog::open) (segments it scans)
+//! or by [`scrub_step`](PartitionLog::scrub_step) (all segments), logged with
+//! `tracing::error!` naming the file and offsets, and listed by
+//! [`damage`](PartitionLog::damage). Its bytes stay on disk; nothing after it is cut or
+//! deleted. While it is recorded:
+//!
+//! * [`read`](PartitionLog::read) from an offset in it fails with [`LogError::Damaged`]; a
+//!   read from before it returns the batches up to it (and the next read, from its first
+//!   offset, fails); reads after it work. A read that meets a batch failing its CRC check
+//!   that is not recorded yet (in any segment, the active one included) fails the same
+//!   way, with the end of the damage not known.
+//! * Appends go on at the log end: the damage is not in their way.
+//! * [`truncate_to`](PartitionLog::truncate_to) refuses an offset inside the range or at its
+//!   end ([`LogError::Damaged`]); truncating at or before its first offset removes it.
+//! * The leader epochs inside it come from the epoch checkpoint (when it is usable), and
+//!   the producer state from the good batches only.
+//!
+//! [`repair`](PartitionLog::repair) replaces the range with the same offsets fetched from a
+//! healthy replica (the segment is rewritten through a temporary file and a rename, and
+//! fsynced) and forgets the damage. A replica with damage must not lead nor count as
+//! holding the damaged offsets: that decision is the server's (see docs/replication.md).
 //!
 //! # Producer state
 //!
@@ -193,15 +250,20 @@
 
 #![warn(missing_docs)]
 
+mod damage;
 mod epochs;
 mod index;
 mod recovery;
+mod repair;
 mod reset;
+mod scrub;
 mod segment;
 
 #[cfg(test)]
 mod tests;
 
+pub use damage::DamagedRange;
+pub use scrub::ScrubProgress;
 pub use segment::MAX_BATCH_BYTES;
 
 use pehra_shared::durable;
@@ -348,6 +410,27 @@ pub enum LogError {
         expected: u64,
         /// The log end offset (the offset the batch would get).
         log_end: u64,
+    },
+    /// A read (or a truncation) needs batches that are damaged on disk: a recorded
+    /// [`DamagedRange`] (then `end_offset` is known), or a batch whose CRC check failed as
+    /// it was read (then where the damage ends is not known until a scrub or a reopen
+    /// records it).
+    #[error(
+        "damaged partition log {path}: the batches from offset {first_offset}{} at byte \
+         {position} are unreadable ({detail}); they must be repaired from a healthy replica",
+        end_offset.map_or_else(String::new, |end| format!(" to {}", end.saturating_sub(1)))
+    )]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// The byte position of the first damaged batch.
+        position: u64,
+        /// The first offset whose batch is damaged.
+        first_offset: u64,
+        /// The offset of the next good batch, when known.
+        end_offset: Option<u64>,
+        /// What is wrong.
+        detail: String,
     },
     /// An earlier write or sync failed, so the state of the log on disk is unknown.
     #[error("{dir}: partition log unusable after an earlier write or sync failure; reopen it to recover")]
@@ -497,7 +580,8 @@ pub struct Recovery {
     pub log_start_offset: u64,
     /// The offset the next append gets.
     pub log_end_offset: u64,
-    /// Bytes cut from a torn or corrupt tail (0 if the log was clean).
+    /// Bytes cut from a torn tail (0 if there was none). Damage with good batches after it
+    /// is never cut: see [`PartitionLog::damage`].
     pub truncated_bytes: u64,
     /// Segment files in the log after recovery.
     pub segments: usize,
@@ -529,6 +613,10 @@ pub struct PartitionLog {
     scratch: Vec<u8>,
     /// An I/O error left the files in an unknown state.
     poisoned: bool,
+    /// The recorded damaged ranges, in offset order.
+    damage: Vec<DamagedRange>,
+    /// Where the scrub goes on, `None` at the start of a pass.
+    scrub: Option<scrub::Cursor>,
 }
 
 impl PartitionLog {
@@ -650,39 +738,61 @@ impl PartitionLog {
     /// Batches holding offsets >= `offset`, starting with the batch that contains `offset`, until adding the next would exceed `max_bytes` (but always at least one batch if any, so a huge batch still makes progress). Empty if offset == log_end. Error OffsetOutOfRange if offset < log_start or > log_end.
     ///
     /// `max_bytes` counts the opaque batch bytes ([`FetchedBatch::bytes`]). Every batch
-    /// read is checked against its CRC; a damaged one is [`LogError::Corrupt`]. Batches
-    /// appended but not yet flushed are returned too (they are in the OS page cache).
+    /// read, in every segment, is checked against its CRC; a damaged one, or an offset in a
+    /// recorded damaged range, is [`LogError::Damaged`], and a read from before damage
+    /// stops at it (see [Damage](self#damage)). Batches appended but not yet flushed are
+    /// returned too (they are in the OS page cache).
     pub fn read(&self, offset: u64, max_bytes: usize) -> Result<Vec<FetchedBatch>, LogError> {
         self.check_range(offset)?;
         let mut batches = Vec::new();
         if offset == self.log_end {
             return Ok(batches);
         }
+        if let Some(range) = self.damaged_at(offset) {
+            return Err(range.error());
+        }
         let mut i = self.segment_holding(offset);
         let (mut pos, mut expected) = {
-            let (pos, header) = self.segments[i].locate(offset)?;
+            let (pos, header) = self.segments[i].locate(offset, &self.damage)?;
             (pos, header.base_offset)
         };
         let mut total = 0usize;
         loop {
             let segment = &self.segments[i];
-            while pos < segment.size {
-                let header = segment.header_at(pos)?;
+            loop {
+                if let Some(range) = segment.range_at(&self.damage, pos) {
+                    // Serve what comes before the damage; a read from its first offset fails.
+                    return if batches.is_empty() {
+                        Err(range.error())
+                    } else {
+                        Ok(batches)
+                    };
+                }
+                if pos >= segment.size {
+                    break;
+                }
+                let damaged = |detail: String| LogError::Damaged {
+                    path: segment.path.clone(),
+                    position: pos,
+                    first_offset: expected,
+                    end_offset: None,
+                    detail,
+                };
+                let header = segment::header_at(&segment.file, &segment.path, pos, segment.size)?
+                    .map_err(damaged)?;
                 if header.base_offset != expected {
-                    return Err(LogError::Corrupt {
-                        path: segment.path.clone(),
-                        detail: format!(
-                            "the batch at byte {pos} has base offset {} where offset {expected} \
-                             must come next",
-                            header.base_offset
-                        ),
-                    });
+                    return Err(damaged(format!(
+                        "the batch at byte {pos} has base offset {} where offset {expected} \
+                         must come next",
+                        header.base_offset
+                    )));
                 }
                 let len = header.payload_len as usize;
                 if !batches.is_empty() && total.saturating_add(len) > max_bytes {
                     return Ok(batches);
                 }
-                let bytes = segment.payload_at(pos, &header)?;
+                let bytes = segment::payload_at(&segment.file, &segment.path, pos, &header)?
+                    .map_err(damaged)?;
                 batches.push(FetchedBatch {
                     base_offset: header.base_offset,
                     record_count: header.record_count,
@@ -731,18 +841,32 @@ impl PartitionLog {
     /// contiguous log), then the segment holding `offset` is truncated and synced, and the
     /// leader epochs starting at or after `offset` are dropped. The next append gets
     /// `offset`. Everything left is durable afterwards.
+    ///
+    /// With damage recorded: an offset inside a damaged range or at its end is refused
+    /// ([`LogError::Damaged`]); cutting at or before a range's first offset removes the
+    /// range (the way to heal by fetching everything after it again, when
+    /// [`repair`](PartitionLog::repair) is not used).
     pub fn truncate_to(&mut self, offset: u64) -> Result<(), LogError> {
         self.check_usable()?;
         self.check_range(offset)?;
         if offset == self.log_end {
             return Ok(());
         }
+        // Inside or at the end of a damaged range, where the batches start is unknown (and
+        // the bytes kept would end in damage).
+        if let Some(range) = self
+            .damage
+            .iter()
+            .find(|r| r.first_offset < offset && offset <= r.end_offset)
+        {
+            return Err(range.error());
+        }
         let k = self.segment_holding(offset);
         let segment = &self.segments[k];
         let (size, last_timestamp_ms) = if offset == segment.base {
             (HEADER_LEN, None)
         } else {
-            let (pos, header) = segment.locate(offset - 1)?;
+            let (pos, header) = segment.locate(offset - 1, &self.damage)?;
             if header.last_offset() != offset - 1 {
                 return Err(LogError::NotBatchBoundary {
                     dir: self.dir.clone(),
@@ -756,10 +880,12 @@ impl PartitionLog {
         let segments_deleted = self.segments.len() > k + 1;
         let cut = self.cut(k, size, offset, last_timestamp_ms);
         self.poison_on_error(cut)?;
+        self.damage.retain(|r| r.end_offset <= offset);
+        self.scrub = None;
         // The producer state must become what `open` would build from the log now: only a
         // cut batch of a producer, or other segments becoming the last two, changes it.
         if segments_deleted || self.producers.values().any(|e| e.base_offset >= offset) {
-            let rebuilt = producers_of(&self.segments);
+            let rebuilt = producers_of(&self.segments, &self.damage);
             self.producers = self.poison_on_error(rebuilt)?;
         }
         Ok(())
@@ -795,6 +921,8 @@ impl PartitionLog {
         self.unflushed_batches = 0;
         self.epochs.clear();
         self.producers.clear();
+        self.damage.clear();
+        self.scrub = None;
         Ok(())
     }
 
@@ -879,6 +1007,7 @@ impl PartitionLog {
         let log_start = self.log_start_offset();
         clamp_epochs(&mut self.epochs, log_start, self.log_end);
         self.producers.retain(|_, e| e.base_offset >= log_start);
+        self.damage.retain(|r| r.segment_base >= log_start);
         fsync_dir(&self.dir)?;
         Ok(doomed)
     }
@@ -1063,11 +1192,11 @@ fn clamp_epochs(epochs: &mut epochs::Epochs, log_start: u64, log_end: u64) {
 }
 
 /// The last batch of each producer in the last two of `segments`, read from their files
-/// (every batch's CRC checked; damage is [`LogError::Corrupt`]).
-fn producers_of(segments: &[Segment]) -> Result<Producers, LogError> {
+/// (every batch's CRC checked; damage not in `damage` is [`LogError::Corrupt`]).
+fn producers_of(segments: &[Segment], damage: &[DamagedRange]) -> Result<Producers, LogError> {
     let mut producers = Producers::new();
     for segment in &segments[segments.len().saturating_sub(2)..] {
-        segment.collect_producers(&mut producers)?;
+        segment.collect_producers(&mut producers, damage)?;
     }
     Ok(producers)
 }

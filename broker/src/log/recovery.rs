@@ -6,10 +6,10 @@
 use super::epochs::{self, Epochs, Loaded};
 use super::index::{self, IndexEntry};
 use super::reset;
-use super::segment::{self, Segment, HEADER_LEN};
+use super::segment::{self, Bounds, Segment, Stretch, HEADER_LEN};
 use super::{
-    clamp_epochs, fsync_dir, io_err, parse_name, remove, LogConfig, LogError, PartitionLog,
-    Producers, Recovery,
+    clamp_epochs, fsync_dir, io_err, parse_name, remove, DamagedRange, LogConfig, LogError,
+    PartitionLog, Producers, Recovery,
 };
 use std::collections::BTreeSet;
 use std::fs::{self, File, OpenOptions};
@@ -66,8 +66,10 @@ struct Checked {
     batches: u64,
     /// `max_timestamp_ms` of the last good batch.
     last_timestamp_ms: Option<u64>,
-    /// Why the segment has to be cut at `valid_len`, if it does.
+    /// Why the segment has to be cut at `valid_len`, if it does (nothing good after it).
     cut: Option<String>,
+    /// Damaged stretches with good batches after them in the segment.
+    stretches: Vec<Stretch>,
     /// The index, rebuilt or loaded (and completed).
     index: Vec<IndexEntry>,
     /// Whether `index` differs from the index file.
@@ -84,27 +86,37 @@ fn full_scan(
     file: &File,
     path: &Path,
     file_len: u64,
-    base: u64,
+    bounds: Bounds,
     interval: u32,
 ) -> Result<Checked, LogError> {
+    let base = bounds.base;
     let mut index = Vec::new();
     let mut epochs: Epochs = Vec::new();
     let mut producers = Producers::new();
     let mut last_timestamp_ms = None;
-    let end = segment::scan(file, path, file_len, HEADER_LEN, base, |pos, header| {
-        index::maybe_add(&mut index, interval, base, pos, header.base_offset);
-        if epochs.last().map(|&(epoch, _)| epoch) != Some(header.leader_epoch) {
-            epochs.push((header.leader_epoch, header.base_offset));
-        }
-        segment::note_producer(&mut producers, header);
-        last_timestamp_ms = Some(header.max_timestamp_ms);
-    })?;
+    let end = segment::scan(
+        file,
+        path,
+        file_len,
+        HEADER_LEN,
+        base,
+        bounds,
+        |pos, header| {
+            index::maybe_add(&mut index, interval, base, pos, header.base_offset);
+            if epochs.last().map(|&(epoch, _)| epoch) != Some(header.leader_epoch) {
+                epochs.push((header.leader_epoch, header.base_offset));
+            }
+            segment::note_producer(&mut producers, header);
+            last_timestamp_ms = Some(header.max_timestamp_ms);
+        },
+    )?;
     Ok(Checked {
         valid_len: end.valid_len,
         next_offset: end.next_offset,
         batches: end.batches,
         last_timestamp_ms,
         cut: end.cut,
+        stretches: end.stretches,
         index,
         index_changed: true,
         epochs: Some(epochs),
@@ -119,9 +131,10 @@ fn quick_check(
     file: &File,
     path: &Path,
     file_len: u64,
-    base: u64,
+    bounds: Bounds,
     interval: u32,
 ) -> Result<Option<Checked>, LogError> {
+    let base = bounds.base;
     if file_len == HEADER_LEN {
         return Ok(None);
     }
@@ -152,11 +165,19 @@ fn quick_check(
         None => (HEADER_LEN, base),
     };
     let mut last_timestamp_ms = None;
-    let end = segment::scan(file, path, file_len, start, expected, |pos, header| {
-        index::maybe_add(&mut index, interval, base, pos, header.base_offset);
-        last_timestamp_ms = Some(header.max_timestamp_ms);
-    })?;
-    if end.cut.is_some() || end.batches == 0 {
+    let end = segment::scan(
+        file,
+        path,
+        file_len,
+        start,
+        expected,
+        bounds,
+        |pos, header| {
+            index::maybe_add(&mut index, interval, base, pos, header.base_offset);
+            last_timestamp_ms = Some(header.max_timestamp_ms);
+        },
+    )?;
+    if end.cut.is_some() || !end.stretches.is_empty() || end.batches == 0 {
         return Ok(None);
     }
     Ok(Some(Checked {
@@ -165,6 +186,7 @@ fn quick_check(
         batches: end.batches,
         last_timestamp_ms,
         cut: None,
+        stretches: Vec::new(),
         index_changed: index.len() != loaded,
         index,
         epochs: None,
@@ -197,6 +219,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
     let mut index_writes: Vec<usize> = Vec::new();
     let mut truncated_bytes = 0;
     let mut last_epochs: Epochs = Vec::new();
+    let mut damage: Vec<DamagedRange> = Vec::new();
     // The producers of each segment that was scanned fully.
     let mut scanned_producers: Vec<Option<Producers>> = Vec::with_capacity(listing.len());
 
@@ -228,56 +251,86 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             });
         }
         let later = &listing[i + 1..];
+        let bounds = Bounds {
+            base,
+            offset_limit: later.first().map_or(u64::MAX, |&(next, _)| next),
+        };
         // The last two segments are scanned fully: the producer state comes from them.
         let quick = if later.len() < 2 {
             None
         } else {
-            quick_check(&file, path, file_len, base, interval)?
+            quick_check(&file, path, file_len, bounds, interval)?
         };
         let fully_scanned = quick.is_none();
         let mut checked = match quick {
             Some(checked) => checked,
-            None => full_scan(&file, path, file_len, base, interval)?,
+            None => full_scan(&file, path, file_len, bounds, interval)?,
         };
         if fully_scanned && !later.is_empty() {
             let index_path = path.with_file_name(index::file_name(base));
             checked.index_changed = !index::file_holds(&index_path, &checked.index);
         }
-        let damage = checked.cut.clone().or_else(|| {
+        for stretch in checked.stretches.drain(..) {
+            damage.push(DamagedRange::from_stretch(path, base, stretch));
+        }
+        let tail_damage = checked.cut.clone().or_else(|| {
             (!later.is_empty() && checked.batches == 0)
                 .then(|| "it holds no batch but is not the last segment".to_owned())
         });
         let mut is_last = later.is_empty();
-        if let Some(why) = damage {
-            for (_, later_path) in later {
-                let later_file = File::open(later_path).map_err(io_err("open", later_path))?;
-                if segment::check_header(&later_file, later_path)? > HEADER_LEN {
-                    return Err(LogError::Corrupt {
+        if let Some(why) = tail_damage {
+            match first_with_batches(later)? {
+                // Good batches follow in a later segment: the damage runs to the end of this
+                // one, and is kept.
+                Some(later_path) => {
+                    let (next_base, _) = later[0];
+                    if next_base <= checked.next_offset {
+                        return Err(LogError::Corrupt {
+                            path: path.clone(),
+                            detail: format!(
+                                "{why}, and the next segment starts at offset {next_base}, not \
+                                 after offset {}: the offsets do not fit",
+                                checked.next_offset
+                            ),
+                        });
+                    }
+                    tracing::debug!(
+                        path = %path.display(),
+                        "{why}; the later segment {} holds batches",
+                        later_path.display()
+                    );
+                    damage.push(DamagedRange {
                         path: path.clone(),
-                        detail: format!(
-                            "{why}, yet the later segment {} holds batches: the log is damaged \
-                             in the middle, not torn at its tail; refusing to drop \
-                             acknowledged batches",
-                            later_path.display()
-                        ),
+                        segment_base: base,
+                        position: checked.valid_len,
+                        end_position: file_len,
+                        first_offset: checked.next_offset,
+                        end_offset: next_base,
+                        detail: why,
                     });
+                    checked.valid_len = file_len;
+                    checked.next_offset = next_base;
                 }
-            }
-            if !later.is_empty() {
-                tracing::warn!(
-                    path = %path.display(),
-                    "{why}; the later segments are empty, so this is the log's tail"
-                );
-                delete = later;
-                is_last = true;
-            }
-            if checked.cut.is_some() {
-                truncated_bytes = file_len - checked.valid_len;
-                tracing::warn!(
-                    path = %path.display(),
-                    "cutting {truncated_bytes} bytes from the log tail: {why}"
-                );
-                truncate = Some((i, checked.valid_len));
+                // Nothing good after it: the log's torn tail.
+                None => {
+                    if !later.is_empty() {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "{why}; the later segments are empty, so this is the log's tail"
+                        );
+                        delete = later;
+                        is_last = true;
+                    }
+                    if checked.cut.is_some() {
+                        truncated_bytes = file_len - checked.valid_len;
+                        tracing::warn!(
+                            path = %path.display(),
+                            "cutting {truncated_bytes} bytes from the log tail: {why} (a write \
+                             torn by a crash: no good batch follows it)"
+                        );
+                        truncate = Some((i, checked.valid_len));
+                    }
+                }
             }
         }
         if is_last {
@@ -310,12 +363,12 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
     for (segment, scanned) in segments[from..].iter().zip(&mut scanned_producers[from..]) {
         match scanned.take() {
             Some(found) => producers.extend(found),
-            None => segment.collect_producers(&mut producers)?,
+            None => segment.collect_producers(&mut producers, &damage)?,
         }
     }
 
     let stored_epochs = epochs::load(dir)?;
-    let epochs = recover_epochs(dir, &stored_epochs, &segments, &last_epochs)?;
+    let epochs = recover_epochs(dir, &stored_epochs, &segments, &last_epochs, &damage)?;
 
     // Only now change files: a hard error above leaves the directory as it was.
     if !delete.is_empty() {
@@ -362,6 +415,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         truncated_bytes,
         segments: segments.len(),
     };
+    for range in &damage {
+        range.report("opening the log");
+    }
     tracing::debug!(
         dir = %dir.display(),
         "opened partition log: offsets {} to {log_end}, {} segments, {truncated_bytes} bytes cut",
@@ -380,13 +436,26 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         producers,
         scratch: Vec::new(),
         poisoned: false,
+        damage,
+        scrub: None,
     };
     Ok((log, recovery))
 }
 
+/// The first of `later` segments that holds a batch (by its length).
+fn first_with_batches(later: &[(u64, PathBuf)]) -> Result<Option<&Path>, LogError> {
+    for (_, path) in later {
+        let file = File::open(path).map_err(io_err("open", path))?;
+        if segment::check_header(&file, path)? > HEADER_LEN {
+            return Ok(Some(path));
+        }
+    }
+    Ok(None)
+}
+
 /// Appends `(epoch, start)` changes to `epochs`, skipping repeats of the last epoch. `None`
 /// if an epoch would go down.
-fn extend_epochs(mut epochs: Epochs, changes: &[(u32, u64)]) -> Option<Epochs> {
+pub(super) fn extend_epochs(mut epochs: Epochs, changes: &[(u32, u64)]) -> Option<Epochs> {
     for &(epoch, start) in changes {
         match epochs.last() {
             Some(&(last, _)) if last == epoch => {}
@@ -404,8 +473,20 @@ fn recover_epochs(
     stored: &Loaded,
     segments: &[Segment],
     last_epochs: &[(u32, u64)],
+    damage: &[DamagedRange],
 ) -> Result<Epochs, LogError> {
     let log_start = segments[0].base;
+    // The epochs that start in a damaged range of the last segment are not in its scan:
+    // they come from the checkpoint, when it is usable.
+    let mut last_epochs = last_epochs.to_vec();
+    if let Loaded::Valid(stored) = stored {
+        let last_base = segments.last().expect("at least one segment").base;
+        for range in damage.iter().filter(|r| r.segment_base == last_base) {
+            last_epochs.extend(stored.iter().filter(|&&(_, start)| range.contains(start)));
+        }
+        last_epochs.sort_by_key(|&(_, start)| start);
+    }
+    let last_epochs = &last_epochs[..];
     let last = segments.last().expect("at least one segment");
     let earlier = &segments[..segments.len() - 1];
     let from_checkpoint = if earlier.is_empty() {
@@ -434,12 +515,16 @@ fn recover_epochs(
     );
     let mut epochs = Vec::new();
     for segment in earlier {
-        let mut pos = HEADER_LEN;
-        while pos < segment.size {
-            let header = segment.header_at(pos)?;
-            epochs = extend_epochs(epochs, &[(header.leader_epoch, header.base_offset)])
-                .ok_or_else(|| epoch_down(&segment.path, header.base_offset))?;
-            pos += header.frame_len();
+        let mut down = None;
+        segment.walk_headers(damage, |_, header| {
+            let change = [(header.leader_epoch, header.base_offset)];
+            match extend_epochs(std::mem::take(&mut epochs), &change) {
+                Some(extended) => epochs = extended,
+                None => down = down.or(Some(header.base_offset)),
+            }
+        })?;
+        if let Some(near) = down {
+            return Err(epoch_down(&segment.path, near));
         }
     }
     extend_epochs(epochs, last_epochs).ok_or_else(|| epoch_down(&last.path, last.base))

@@ -4,7 +4,7 @@
 //! See the [module documentation](super) for the byte layout.
 
 use super::index::{self, IndexEntry};
-use super::{io_err, LogError, ProducerBatch, ProducerEntry, Producers};
+use super::{io_err, DamagedRange, LogError, ProducerBatch, ProducerEntry, Producers};
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
@@ -317,6 +317,23 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
     Ok(filled)
 }
 
+/// A stretch of a segment that holds no good batch, with good batches after it: found by a
+/// scan that met a torn or corrupt batch and then a later batch that parses, passes its CRC
+/// check and has offsets that fit ([`find_next_batch`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Stretch {
+    /// Where the first bad batch starts.
+    pub(super) position: u64,
+    /// Where the next good batch starts.
+    pub(super) end_position: u64,
+    /// The offset the first bad batch should have started at.
+    pub(super) first_offset: u64,
+    /// The base offset of the next good batch.
+    pub(super) end_offset: u64,
+    /// What was wrong with the first bad batch.
+    pub(super) detail: Damage,
+}
+
 /// How a scan of (part of) a segment ended.
 #[derive(Debug)]
 pub(super) struct ScanEnd {
@@ -326,13 +343,71 @@ pub(super) struct ScanEnd {
     pub(super) next_offset: u64,
     /// How many good batches were read.
     pub(super) batches: u64,
-    /// Why reading stopped before the end of the file, if it did.
+    /// Damaged stretches with good batches after them, in order.
+    pub(super) stretches: Vec<Stretch>,
+    /// Why reading stopped before the end of the file, if it did: a torn or corrupt batch
+    /// at `valid_len` with no good batch after it in the file.
     pub(super) cut: Option<Damage>,
+}
+
+/// Where a scan may look for good batches after a damaged one.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Bounds {
+    /// The segment's base offset (batch offsets relative to it must fit in a `u32`).
+    pub(super) base: u64,
+    /// No batch of the segment may hold this offset or a later one (the next segment's
+    /// base, or `u64::MAX` when unknown).
+    pub(super) offset_limit: u64,
+}
+
+/// Looks for the first good batch starting at or after byte `from` (and before `file_len`)
+/// that could follow a damaged batch: its header parses, its frame fits in the file, its CRC
+/// checks out, its base offset is at least `min_base` and its offsets fit `bounds`. Reads
+/// the file in chunks and tries every byte position; the payload of a candidate is read
+/// only when its header passes.
+pub(super) fn find_next_batch(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    from: u64,
+    min_base: u64,
+    bounds: Bounds,
+) -> Result<Option<(u64, BatchHeader)>, LogError> {
+    const CHUNK: usize = 1 << 20;
+    const H: usize = BATCH_HEADER_LEN as usize;
+    let mut buf = vec![0u8; CHUNK + H];
+    let mut start = from;
+    while start + BATCH_HEADER_LEN <= file_len {
+        let want = (buf.len() as u64).min(file_len - start) as usize;
+        file.read_exact_at(&mut buf[..want], start)
+            .map_err(io_err("read", path))?;
+        let candidates = want - H + 1;
+        for i in 0..candidates {
+            let bytes: &[u8; H] = buf[i..i + H].try_into().expect("a whole header");
+            let Ok(header) = BatchHeader::parse(bytes) else {
+                continue;
+            };
+            let pos = start + i as u64;
+            let fits = header.base_offset >= min_base
+                && header.base_offset >= bounds.base
+                && header.last_offset() - bounds.base <= u64::from(u32::MAX)
+                && header.next_offset() <= bounds.offset_limit
+                && header.frame_len() <= file_len - pos;
+            if fits && payload_at(file, path, pos, &header)?.is_ok() {
+                return Ok(Some((pos, header)));
+            }
+        }
+        start += candidates as u64;
+    }
+    Ok(None)
 }
 
 /// Reads a segment sequentially from byte `start` (a batch boundary) to `file_len`,
 /// checking every batch's CRC and calling `on_batch(position, header)` for each good one.
-/// Stops at the first torn or corrupt batch ([`ScanEnd::cut`]). A good batch whose base
+///
+/// At a torn or corrupt batch it looks for a later good batch ([`find_next_batch`]): if
+/// there is one, the bytes in between are a [`Stretch`] and the scan goes on from it; if
+/// not, the scan ends there ([`ScanEnd::cut`]). A good batch read in sequence whose base
 /// offset is not the one expected (`expected_base` for the first, then the previous
 /// batch's next offset) is [`LogError::Corrupt`]: offsets must be contiguous.
 pub(super) fn scan(
@@ -341,68 +416,100 @@ pub(super) fn scan(
     file_len: u64,
     start: u64,
     expected_base: u64,
+    bounds: Bounds,
     mut on_batch: impl FnMut(u64, &BatchHeader),
 ) -> Result<ScanEnd, LogError> {
     let read_err = io_err("read", path);
-    let mut reader = BufReader::with_capacity(64 * 1024, PosReader { file, pos: start });
+    let reader_at = |pos| BufReader::with_capacity(64 * 1024, PosReader { file, pos });
+    let mut reader = reader_at(start);
     let mut pos = start;
     let mut next = expected_base;
     let mut batches = 0;
+    let mut stretches = Vec::new();
     let mut payload = Vec::new();
-    let cut = loop {
+    'scan: loop {
         if pos >= file_len {
-            break None;
+            break;
         }
-        let mut bytes = [0u8; BATCH_HEADER_LEN as usize];
-        let got = read_full(&mut reader, &mut bytes).map_err(&read_err)?;
-        if got < bytes.len() {
-            break Some(format!(
-                "the batch at byte {pos} is truncated ({got} of {BATCH_HEADER_LEN} header bytes)"
-            ));
-        }
-        let header = match BatchHeader::parse(&bytes) {
-            Ok(header) => header,
-            Err(why) => break Some(format!("the batch at byte {pos} has {why}")),
+        let damage = 'batch: {
+            let mut bytes = [0u8; BATCH_HEADER_LEN as usize];
+            let got = read_full(&mut reader, &mut bytes).map_err(&read_err)?;
+            if got < bytes.len() {
+                break 'batch format!(
+                    "the batch at byte {pos} is truncated ({got} of {BATCH_HEADER_LEN} header \
+                     bytes)"
+                );
+            }
+            let header = match BatchHeader::parse(&bytes) {
+                Ok(header) => header,
+                Err(why) => break 'batch format!("the batch at byte {pos} has {why}"),
+            };
+            let remaining = file_len - pos - BATCH_HEADER_LEN;
+            if u64::from(header.payload_len) > remaining {
+                break 'batch format!(
+                    "the batch at byte {pos} is truncated ({remaining} of {} payload bytes)",
+                    header.payload_len
+                );
+            }
+            payload.resize(header.payload_len as usize, 0);
+            let got = read_full(&mut reader, &mut payload).map_err(&read_err)?;
+            if got < payload.len() {
+                // The file shrank while we read it.
+                break 'batch format!(
+                    "the batch at byte {pos} is truncated ({got} of {} payload bytes)",
+                    header.payload_len
+                );
+            }
+            if header.compute_crc(&payload) != header.crc {
+                break 'batch format!("the batch at byte {pos} fails its CRC check");
+            }
+            if header.base_offset != next {
+                return Err(LogError::Corrupt {
+                    path: path.to_owned(),
+                    detail: format!(
+                        "the batch at byte {pos} has base offset {} where offset {next} must \
+                         come next: offsets must be contiguous",
+                        header.base_offset
+                    ),
+                });
+            }
+            on_batch(pos, &header);
+            pos += header.frame_len();
+            next = header.next_offset();
+            batches += 1;
+            continue 'scan;
         };
-        let remaining = file_len - pos - BATCH_HEADER_LEN;
-        if u64::from(header.payload_len) > remaining {
-            break Some(format!(
-                "the batch at byte {pos} is truncated ({remaining} of {} payload bytes)",
-                header.payload_len
-            ));
+        // A damaged batch (at least one record): is there a good one after it?
+        match find_next_batch(file, path, file_len, pos + 1, next + 1, bounds)? {
+            Some((found, header)) => {
+                stretches.push(Stretch {
+                    position: pos,
+                    end_position: found,
+                    first_offset: next,
+                    end_offset: header.base_offset,
+                    detail: damage,
+                });
+                pos = found;
+                next = header.base_offset;
+                reader = reader_at(pos);
+            }
+            None => {
+                return Ok(ScanEnd {
+                    valid_len: pos,
+                    next_offset: next,
+                    batches,
+                    stretches,
+                    cut: Some(damage),
+                })
+            }
         }
-        payload.resize(header.payload_len as usize, 0);
-        let got = read_full(&mut reader, &mut payload).map_err(&read_err)?;
-        if got < payload.len() {
-            // The file shrank while we read it.
-            break Some(format!(
-                "the batch at byte {pos} is truncated ({got} of {} payload bytes)",
-                header.payload_len
-            ));
-        }
-        if header.compute_crc(&payload) != header.crc {
-            break Some(format!("the batch at byte {pos} fails its CRC check"));
-        }
-        if header.base_offset != next {
-            return Err(LogError::Corrupt {
-                path: path.to_owned(),
-                detail: format!(
-                    "the batch at byte {pos} has base offset {} where offset {next} must come \
-                     next: offsets must be contiguous",
-                    header.base_offset
-                ),
-            });
-        }
-        on_batch(pos, &header);
-        pos += header.frame_len();
-        next = header.next_offset();
-        batches += 1;
-    };
+    }
     Ok(ScanEnd {
         valid_len: pos,
         next_offset: next,
         batches,
-        cut,
+        stretches,
+        cut: None,
     })
 }
 
@@ -448,24 +555,82 @@ impl Segment {
     }
 
     /// Reads every batch (checking its CRC) and makes each producer's last batch in it that
-    /// producer's entry in `producers`. Damage is [`LogError::Corrupt`].
-    pub(super) fn collect_producers(&self, producers: &mut Producers) -> Result<(), LogError> {
+    /// producer's entry in `producers`. Damage is [`LogError::Corrupt`], unless `damage`
+    /// (the log's recorded ranges) has it.
+    pub(super) fn collect_producers(
+        &self,
+        producers: &mut Producers,
+        damage: &[DamagedRange],
+    ) -> Result<(), LogError> {
         let end = scan(
             &self.file,
             &self.path,
             self.size,
             HEADER_LEN,
             self.base,
+            self.bounds(),
             |_, header| note_producer(producers, header),
         )?;
+        let known = |position| {
+            damage
+                .iter()
+                .any(|r| r.segment_base == self.base && r.position == position)
+        };
+        if let Some(stretch) = end.stretches.iter().find(|s| !known(s.position)) {
+            return Err(self.corrupt(stretch.detail.clone()));
+        }
         if let Some(why) = end.cut {
-            return Err(self.corrupt(why));
+            // A recorded range may run to the end of the segment.
+            return if known(end.valid_len) {
+                Ok(())
+            } else {
+                Err(self.corrupt(why))
+            };
         }
         if end.next_offset != self.next_offset {
             return Err(self.corrupt(format!(
                 "its batches end before offset {}, not {}",
                 end.next_offset, self.next_offset
             )));
+        }
+        Ok(())
+    }
+
+    /// Where a scan of this segment may look for good batches after a damaged one.
+    pub(super) fn bounds(&self) -> Bounds {
+        Bounds {
+            base: self.base,
+            offset_limit: self.next_offset,
+        }
+    }
+
+    /// The recorded damaged range of this segment that starts at byte `pos`, if any.
+    pub(super) fn range_at<'a>(
+        &self,
+        damage: &'a [DamagedRange],
+        pos: u64,
+    ) -> Option<&'a DamagedRange> {
+        damage
+            .iter()
+            .find(|r| r.segment_base == self.base && r.position == pos)
+    }
+
+    /// Calls `on_batch(position, header)` for the header of every batch, in order, stepping
+    /// over the recorded damaged ranges (no CRC check).
+    pub(super) fn walk_headers(
+        &self,
+        damage: &[DamagedRange],
+        mut on_batch: impl FnMut(u64, &BatchHeader),
+    ) -> Result<(), LogError> {
+        let mut pos = HEADER_LEN;
+        while pos < self.size {
+            if let Some(range) = self.range_at(damage, pos) {
+                pos = range.end_position;
+                continue;
+            }
+            let header = self.header_at(pos)?;
+            on_batch(pos, &header);
+            pos += header.frame_len();
         }
         Ok(())
     }
@@ -493,16 +658,16 @@ impl Segment {
         header_at(&self.file, &self.path, pos, self.size)?.map_err(|why| self.corrupt(why))
     }
 
-    /// The verified payload of the batch at `pos`.
-    pub(super) fn payload_at(&self, pos: u64, header: &BatchHeader) -> Result<Vec<u8>, LogError> {
-        payload_at(&self.file, &self.path, pos, header)?.map_err(|why| self.corrupt(why))
-    }
-
     /// The position and header of the batch holding `offset` (which must lie in
-    /// `base..next_offset`): the index gives the nearest batch at or before it, then the
-    /// headers are walked. An index entry that does not point at the batch it names is
-    /// not trusted: the walk then starts at the first batch.
-    pub(super) fn locate(&self, offset: u64) -> Result<(u64, BatchHeader), LogError> {
+    /// `base..next_offset` and outside the recorded `damage`): the index gives the nearest
+    /// batch at or before it, then the headers are walked, stepping over damaged ranges. An
+    /// index entry that does not point at the batch it names is not trusted: the walk then
+    /// starts at the first batch.
+    pub(super) fn locate(
+        &self,
+        offset: u64,
+        damage: &[DamagedRange],
+    ) -> Result<(u64, BatchHeader), LogError> {
         debug_assert!(self.base <= offset && offset < self.next_offset);
         let rel = offset - self.base;
         let (mut pos, mut expected) = (HEADER_LEN, self.base);
@@ -512,8 +677,18 @@ impl Segment {
         {
             let entry_pos = u64::from(entry.position);
             let entry_base = self.base + u64::from(entry.rel_offset);
-            match header_at(&self.file, &self.path, entry_pos, self.size)? {
-                Ok(header) if header.base_offset == entry_base => {
+            let inside = damage.iter().find(|r| {
+                r.segment_base == self.base && r.position <= entry_pos && entry_pos < r.end_position
+            });
+            match (
+                inside,
+                header_at(&self.file, &self.path, entry_pos, self.size)?,
+            ) {
+                // An entry made before the damage was found: walk on from its end.
+                (Some(range), _) if offset >= range.end_offset => {
+                    (pos, expected) = (range.end_position, range.end_offset);
+                }
+                (None, Ok(header)) if header.base_offset == entry_base => {
                     (pos, expected) = (entry_pos, entry_base);
                 }
                 _ => tracing::warn!(
@@ -524,6 +699,10 @@ impl Segment {
             }
         }
         loop {
+            if let Some(range) = self.range_at(damage, pos) {
+                (pos, expected) = (range.end_position, range.end_offset);
+                continue;
+            }
             let header = self.header_at(pos)?;
             if header.base_offset != expected {
                 return Err(self.corrupt(format!(

@@ -551,8 +551,18 @@ fn flipped_bit_in_the_last_batch_is_cut() {
     }
 }
 
+/// The error of a read that met a damaged batch: its file and first offset.
+fn damaged_at(err: LogError) -> (PathBuf, u64) {
+    match err {
+        LogError::Damaged {
+            path, first_offset, ..
+        } => (path, first_offset),
+        other => panic!("expected Damaged, got {other:?}"),
+    }
+}
+
 #[test]
-fn damage_in_an_earlier_segment_is_a_hard_error() {
+fn damage_in_an_earlier_segment_is_found_by_a_read_or_a_full_scan() {
     let tmp = tempfile::tempdir().unwrap();
     let pristine = tmp.path().join("pristine");
     let model = build(&pristine, 800, 40);
@@ -561,42 +571,12 @@ fn damage_in_an_earlier_segment_is_a_hard_error() {
     assert!(bases.len() >= 4, "{bases:?}");
     let batches = layout(&pristine, &model, bases[1]);
     assert!(batches.len() >= 6);
-    let index_len = file_len(&idx(&pristine, bases[1]));
-    assert!(index_len >= 3 * 8, "the segment has index entries");
-
     let fresh = |name: &str| {
         let dir = tmp.path().join(name);
         copy_dir(&pristine, &dir);
         dir
     };
-    let expect_hard_error = |dir: &Path, what: &str| {
-        let before: Vec<u64> = bases.iter().map(|&b| file_len(&seg(dir, b))).collect();
-        let err = PartitionLog::open(dir, config(800)).unwrap_err();
-        assert!(err
-            .to_string()
-            .contains(&seg(dir, bases[1]).display().to_string()));
-        assert_eq!(corrupt_path(err), seg(dir, bases[1]), "{what}");
-        // Nothing was repaired.
-        let after: Vec<u64> = bases.iter().map(|&b| file_len(&seg(dir, b))).collect();
-        assert_eq!(before, after, "{what}");
-    };
-
-    // The last batch of a segment and its first are always checked.
-    let (_, last_pos) = *batches.last().unwrap();
-    let dir = fresh("last");
-    flip_bit(&seg(&dir, bases[1]), last_pos + 40, 3);
-    expect_hard_error(&dir, "last batch");
-    let dir = fresh("first");
-    flip_bit(&seg(&dir, bases[1]), HEADER_LEN + 35, 0);
-    expect_hard_error(&dir, "first batch");
-    let dir = fresh("truncated");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(seg(&dir, bases[1]))
-        .unwrap()
-        .set_len(last_pos + 5)
-        .unwrap();
-    expect_hard_error(&dir, "truncated");
+    // (Damage in its first or last batch, which open always checks, is in tests::damage.)
 
     // A batch in the middle is trusted at open (that is what the index is for), and
     // found by the read that reaches it.
@@ -604,15 +584,26 @@ fn damage_in_an_earlier_segment_is_a_hard_error() {
     let dir = fresh("middle");
     flip_bit(&seg(&dir, bases[1]), middle_pos + 33, 1);
     let (log, _) = open(&dir, config(800));
-    let err = log.read(model[middle].base_offset, usize::MAX).unwrap_err();
-    assert_eq!(corrupt_path(err), seg(&dir, bases[1]));
+    assert!(log.damage().is_empty());
+    let first = model[middle].base_offset;
+    let err = log.read(first, usize::MAX).unwrap_err();
+    assert_eq!(damaged_at(err), (seg(&dir, bases[1]), first));
     let err = log.read(0, usize::MAX).unwrap_err();
-    assert_eq!(corrupt_path(err), seg(&dir, bases[1]));
+    assert_eq!(damaged_at(err), (seg(&dir, bases[1]), first));
     assert_eq!(log.read(0, 1).unwrap(), model[0..1]);
     drop(log);
     // Without an index the segment is scanned whole, and the damage is found at open.
+    let before = file_len(&seg(&dir, bases[1]));
     fs::remove_file(idx(&dir, bases[1])).unwrap();
-    expect_hard_error(&dir, "middle without index");
+    let (log, recovery) = open(&dir, config(800));
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(file_len(&seg(&dir, bases[1])), before);
+    let range = &log.damage()[0];
+    assert_eq!(log.damage().len(), 1);
+    assert_eq!(
+        (range.first_offset, range.end_offset),
+        (first, model[middle + 1].base_offset)
+    );
 
     // So is the second last segment, always (the producer state is read from it).
     let second_last = bases[bases.len() - 2];
@@ -620,8 +611,11 @@ fn damage_in_an_earlier_segment_is_a_hard_error() {
     assert!(batches.len() >= 3);
     let dir = fresh("second last");
     flip_bit(&seg(&dir, second_last), batches[1].1 + 33, 1);
-    let err = PartitionLog::open(&dir, config(800)).unwrap_err();
-    assert_eq!(corrupt_path(err), seg(&dir, second_last));
+    let (log, _) = open(&dir, config(800));
+    let range = &log.damage()[0];
+    assert_eq!(range.path, seg(&dir, second_last));
+    assert_eq!(range.first_offset, model[batches[1].0].base_offset);
+    check_producers(&log, &model);
 }
 
 #[test]
@@ -1667,3 +1661,5 @@ fn a_version_1_segment_is_refused() {
         "{err:?}"
     );
 }
+
+mod damage;

@@ -47,6 +47,10 @@ pub struct ServerConfig {
     /// The PEHRA admin key (see [`crate::admin`]): `POST /pehra/mode` is refused (4.01)
     /// without one.
     pub admin_key: Option<Vec<u8>>,
+    /// How recovery treats a damaged write-ahead log: by default it refuses to start on
+    /// damage followed by valid records (see
+    /// [`RecoveryOptions`](crate::storage::RecoveryOptions)).
+    pub recovery: crate::storage::RecoveryOptions,
 }
 
 impl ServerConfig {
@@ -69,6 +73,7 @@ impl ServerConfig {
                 ..CoapConfig::default()
             },
             admin_key: None,
+            recovery: crate::storage::RecoveryOptions::default(),
         }
     }
 }
@@ -137,9 +142,11 @@ impl Server {
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
         let lock = crate::storage::lock_dir(&dir)?;
-        let (storage, tree, recovered) = tokio::task::spawn_blocking(move || recover(&dir))
-            .await
-            .expect("recovery task panicked")?;
+        let options = config.recovery.clone();
+        let (storage, tree, recovered) =
+            tokio::task::spawn_blocking(move || recover(&dir, &options))
+                .await
+                .expect("recovery task panicked")?;
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let router = routes::router(jobs_tx.clone());
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router)
@@ -185,8 +192,11 @@ impl Server {
 }
 
 /// Opens the storage and rebuilds the tree from the snapshot and the log.
-fn recover(dir: &std::path::Path) -> Result<(Storage, DataTree, Recovered), ServerError> {
-    let (storage, recovery) = Storage::open(dir)?;
+fn recover(
+    dir: &std::path::Path,
+    options: &crate::storage::RecoveryOptions,
+) -> Result<(Storage, DataTree, Recovered), ServerError> {
+    let (storage, recovery) = Storage::open_with(dir, options)?;
     let mut tree = match &recovery.snapshot {
         Some((zxid, bytes)) => {
             pehra_shared::wire::decode::<DataTree>(bytes).map_err(|e| ServerError::Replay {

@@ -61,15 +61,30 @@
 //! 2. Segments are read in order. Records up to the base zxid are skipped; the first record
 //!    after it must be base + 1 and every later one the previous + 1: a gap or decrease is
 //!    [`StorageError::Corrupt`].
-//! 3. At the first record that is truncated, has an impossible length or fails its CRC, the
-//!    log is cut: the file is truncated to the end of the last good record and synced, and
+//! 3. A record that is truncated, has an impossible length or fails its CRC is a **torn
+//!    tail** only if no valid record follows it: nothing in the rest of its file parses as
+//!    a record whose CRC checks out and whose zxid fits (after the damaged record's, and at
+//!    most one zxid per 16 bytes further on), and no later segment holds records. A torn
+//!    tail is cut: the file is truncated to the end of the last good record and synced, and
 //!    the bytes cut are reported in [`Recovery::truncated_bytes`]. That is what a crash in
-//!    the middle of writing a batch leaves behind (none of the cut records had been
-//!    acknowledged: acknowledgement follows `sync`).
-//! 4. If a *later* segment holds records, the damage is not a torn tail but corruption in
-//!    the middle of the log: a hard error naming the file, rather than silently dropping
-//!    acknowledged records. (Exception: when the whole damaged segment lies within the base
-//!    snapshot, nothing needed is lost, so it is only logged.)
+//!    the middle of writing a batch leaves behind (nothing is written after a record being
+//!    written, and none of the cut records had been acknowledged: acknowledgement follows
+//!    `sync`). A last record that fails its CRC with nothing after it is indistinguishable
+//!    from a torn write, and is cut too.
+//! 4. If a valid record follows the damage, in the same segment or a later one, it is
+//!    corruption in the middle of the log: [`StorageError::CorruptWal`], a one-line error
+//!    naming the file, the byte position, the last good zxid before the damage and how
+//!    many records lie after it, and nothing is changed. Cutting there would drop
+//!    acknowledged records (it once lost 107 of 200). To start anyway the operator restores
+//!    a backup, or opts in with [`RecoveryOptions::recover_truncate_wal`] set to that last
+//!    good zxid (`pehra zookeeper --recover-truncate-wal N`), which cuts the log there,
+//!    deletes the later segments and logs what it deleted with `tracing::error!`. (One
+//!    case may be a false alarm: after a power loss in the middle of a group commit, the
+//!    unsynced pages of that batch can reach the disk out of order and leave a bad record
+//!    followed by a good one, none of them acknowledged. The error's count of records
+//!    after the damage tells: a few, all of the last batch, are safe to cut.) Exception:
+//!    when every record the damage could have held lies within the base snapshot, nothing
+//!    needed is lost, so it is only logged and the records after it are read.
 //! 5. A damaged snapshot newer than the base is a hard error if the log does not reach its
 //!    zxid (the changes it covered would be lost).
 //!
@@ -140,6 +155,34 @@ pub enum StorageError {
         path: PathBuf,
         /// What is wrong.
         detail: String,
+    },
+    /// The write-ahead log is damaged (a record is torn or fails its CRC check) and valid
+    /// records follow the damage: not a torn tail but corruption, which cutting would turn
+    /// into lost acknowledged changes. [`Storage::open`] refuses to start;
+    /// [`RecoveryOptions::recover_truncate_wal`] set to `last_good_zxid` cuts the log there.
+    #[error(
+        "{path}: the write-ahead log is damaged at byte {position} ({detail}), yet valid records \
+         follow it, up to zxid {last_zxid_after} in {last_path}, so this is not a torn tail: \
+         refusing to start rather than drop acknowledged changes. Restore the data directory \
+         from a backup, or start once with --recover-truncate-wal {last_good_zxid} to cut the \
+         log after zxid {last_good_zxid}, losing the {} records after it (zxids {} to \
+         {last_zxid_after})",
+        .last_zxid_after - .last_good_zxid,
+        .last_good_zxid + 1
+    )]
+    CorruptWal {
+        /// The damaged segment.
+        path: PathBuf,
+        /// The byte position of the damaged record in it.
+        position: u64,
+        /// What is wrong with it.
+        detail: String,
+        /// The zxid of the last good record before the damage.
+        last_good_zxid: u64,
+        /// The largest zxid of the valid records after the damage.
+        last_zxid_after: u64,
+        /// The segment holding the record `last_zxid_after`.
+        last_path: PathBuf,
     },
     /// [`Storage::append`] was given a zxid other than the next one.
     #[error("{dir}: cannot append zxid {got}: the next zxid must be {expected}")]
@@ -270,6 +313,23 @@ fn parse_name(name: &str, prefix: &str) -> Option<u64> {
     }
 }
 
+/// The zxid of the last good record of the segment `path` read from byte `start`, where
+/// the record should have zxid `expected`; reads on past damage. `expected - 1` if none.
+fn last_good_from(path: &Path, start: u64, expected: u64) -> Result<u64, StorageError> {
+    let (mut start, mut expected) = (start, expected);
+    let mut last = expected.saturating_sub(1);
+    loop {
+        let end = wal::scan(path, start, expected, |zxid, _, _| {
+            last = last.max(zxid);
+            Ok(())
+        })?;
+        match end.resync {
+            Some((pos, zxid)) => (start, expected) = (pos, zxid),
+            None => return Ok(last),
+        }
+    }
+}
+
 /// The segments and snapshots of a data directory, each sorted by zxid.
 struct Listing {
     segments: Vec<(u64, PathBuf)>,
@@ -314,8 +374,21 @@ pub struct Recovery {
     pub snapshot: Option<(u64, Vec<u8>)>,
     /// Log records after the snapshot's zxid, in order: (zxid, payload).
     pub records: Vec<(u64, Vec<u8>)>,
-    /// Bytes cut from a torn or corrupt log tail (0 if the log was clean).
+    /// Bytes cut from a torn log tail, or by [`RecoveryOptions::recover_truncate_wal`] (0 if
+    /// nothing was cut).
     pub truncated_bytes: u64,
+}
+
+/// How [`Storage::open_with`] treats damage it would otherwise refuse.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RecoveryOptions {
+    /// Cut the log after this zxid if, and only if, it is the last good record before
+    /// damage that [`StorageError::CorruptWal`] reports: the valid records after the damage
+    /// are lost (deleted, with every later segment). A zxid that is not that one changes
+    /// nothing and the open fails as without it; a log that needs no cut ignores it. For an
+    /// operator who has read the error and chosen to lose those records
+    /// (`pehra zookeeper --recover-truncate-wal N`).
+    pub recover_truncate_wal: Option<u64>,
 }
 
 /// The write-ahead log and snapshots of one data directory.
@@ -350,6 +423,15 @@ impl Storage {
     /// See the [module documentation](self) for what recovery does and which damage is a
     /// hard error.
     pub fn open(dir: &Path) -> Result<(Storage, Recovery), StorageError> {
+        Self::open_with(dir, &RecoveryOptions::default())
+    }
+
+    /// [`open`](Self::open), with a way past [`StorageError::CorruptWal`]: see
+    /// [`RecoveryOptions`].
+    pub fn open_with(
+        dir: &Path,
+        options: &RecoveryOptions,
+    ) -> Result<(Storage, Recovery), StorageError> {
         durable::create_dir_durably(dir, "create the data directory")?;
         let listing = list(dir)?;
 
@@ -381,54 +463,75 @@ impl Storage {
         let mut empty: Vec<&Path> = Vec::new();
         // The torn tail to cut: (segment, its good length).
         let mut truncate: Option<(&Path, u64)> = None;
-        for (i, (name_zxid, path)) in segments.iter().enumerate() {
+        // Later segments with records, cut by `options.recover_truncate_wal`.
+        let mut doomed: Vec<&Path> = Vec::new();
+        'segments: for (i, (name_zxid, path)) in segments.iter().enumerate() {
             let mut first_in_segment = true;
             let mut segment_last = 0;
-            let end = wal::scan(path, |zxid, payload, encoded_len| {
-                let corrupt = |detail: String| StorageError::Corrupt {
-                    path: path.clone(),
-                    detail,
-                };
-                if first_in_segment && zxid != *name_zxid {
-                    return Err(corrupt(format!(
-                        "its first record has zxid {zxid}, but its name says {name_zxid}"
-                    )));
-                }
-                first_in_segment = false;
-                match prev {
-                    Some(p) if zxid <= p => {
+            let mut segment_records = 0;
+            let (mut start, mut expected) = (wal::LOG_HEADER_LEN, *name_zxid);
+            let end = loop {
+                let end = wal::scan(path, start, expected, |zxid, payload, encoded_len| {
+                    let corrupt = |detail: String| StorageError::Corrupt {
+                        path: path.clone(),
+                        detail,
+                    };
+                    if first_in_segment && zxid != *name_zxid {
                         return Err(corrupt(format!(
-                            "zxid {zxid} follows zxid {p}: zxids must increase"
+                            "its first record has zxid {zxid}, but its name says {name_zxid}"
                         )));
                     }
-                    Some(p) if zxid != p + 1 && zxid > snap + 1 => {
-                        return Err(corrupt(format!(
-                            "zxid {zxid} follows zxid {p}: records {} to {} are missing",
-                            p.max(snap) + 1,
-                            zxid - 1
-                        )));
+                    first_in_segment = false;
+                    match prev {
+                        Some(p) if zxid <= p => {
+                            return Err(corrupt(format!(
+                                "zxid {zxid} follows zxid {p}: zxids must increase"
+                            )));
+                        }
+                        Some(p) if zxid != p + 1 && zxid > snap + 1 => {
+                            return Err(corrupt(format!(
+                                "zxid {zxid} follows zxid {p}: records {} to {} are missing",
+                                p.max(snap) + 1,
+                                zxid - 1
+                            )));
+                        }
+                        None if zxid > snap + 1 => {
+                            return Err(corrupt(format!(
+                                "the log starts at zxid {zxid} but the snapshot covers only up \
+                                 to {snap}: records {} to {} are missing",
+                                snap + 1,
+                                zxid - 1
+                            )));
+                        }
+                        _ => {}
                     }
-                    None if zxid > snap + 1 => {
-                        return Err(corrupt(format!(
-                            "the log starts at zxid {zxid} but the snapshot covers only up to \
-                             {snap}: records {} to {} are missing",
-                            snap + 1,
-                            zxid - 1
-                        )));
+                    prev = Some(zxid);
+                    segment_last = zxid;
+                    if zxid > snap {
+                        records.push((zxid, payload));
+                        bytes_since_snapshot += encoded_len;
                     }
-                    _ => {}
+                    Ok(())
+                })?;
+                segment_records += end.records;
+                match (&end.cut, end.resync) {
+                    // Damage whose records are all in the snapshot: nothing needed is
+                    // lost. Read on after it.
+                    (Some(why), Some((pos, zxid))) if zxid <= snap.saturating_add(1) => {
+                        tracing::warn!(
+                            path = %path.display(),
+                            "damaged log records ignored, the snapshot at zxid {snap} covers \
+                             them: {why}"
+                        );
+                        first_in_segment = false;
+                        (start, expected) = (pos, zxid);
+                    }
+                    _ => break end,
                 }
-                prev = Some(zxid);
-                segment_last = zxid;
-                if zxid > snap {
-                    records.push((zxid, payload));
-                    bytes_since_snapshot += encoded_len;
-                }
-                Ok(())
-            })?;
+            };
 
             let Some(why) = end.cut else {
-                if end.records == 0 {
+                if segment_records == 0 {
                     empty.push(path);
                 } else {
                     tail = Some((path.as_path(), end.valid_len, segment_last));
@@ -436,20 +539,23 @@ impl Storage {
                 continue;
             };
             let later = &segments[i + 1..];
-            let mut later_with_records = None;
-            for (first, later_path) in later {
-                let len = fs::metadata(later_path)
-                    .map_err(io_err("stat", later_path))?
-                    .len();
-                if len > wal::LOG_HEADER_LEN {
-                    later_with_records = Some((*first, later_path));
-                    break;
+            // The first valid record after the damage: (its segment, its first zxid).
+            let mut next_good = end.resync.map(|(_, zxid)| (path, zxid));
+            if next_good.is_none() {
+                for (first, later_path) in later {
+                    let len = fs::metadata(later_path)
+                        .map_err(io_err("stat", later_path))?
+                        .len();
+                    if len > wal::LOG_HEADER_LEN {
+                        next_good = Some((later_path, *first));
+                        break;
+                    }
+                    // Header-only: it goes with the cut, but only if it is ours.
+                    wal::scan(later_path, wal::LOG_HEADER_LEN, *first, |_, _, _| Ok(()))?;
                 }
-                // Header-only: it goes with the cut, but only if it is ours.
-                wal::scan(later_path, |_, _, _| Ok(()))?;
             }
-            if let Some((next_first, next_path)) = later_with_records {
-                if next_first <= snap.saturating_add(1) {
+            if let Some((next_path, next_first)) = next_good {
+                if end.resync.is_none() && next_first <= snap.saturating_add(1) {
                     // Everything this segment holds is in the snapshot: only fallback data is
                     // lost. Leave the file for retention to delete.
                     tracing::warn!(
@@ -458,23 +564,68 @@ impl Storage {
                     );
                     continue;
                 }
-                return Err(StorageError::Corrupt {
+                // Corruption in the middle of the log.
+                let last_good_zxid = end.next_zxid.saturating_sub(1);
+                let (mut last_zxid_after, mut last_path) = (next_first, next_path);
+                if let Some((pos, zxid)) = end.resync {
+                    last_zxid_after = last_zxid_after.max(last_good_from(path, pos, zxid)?);
+                }
+                for (first, later_path) in later {
+                    let last = last_good_from(later_path, wal::LOG_HEADER_LEN, *first)?;
+                    if last > last_zxid_after {
+                        (last_zxid_after, last_path) = (last, later_path);
+                    }
+                }
+                let corrupt = StorageError::CorruptWal {
                     path: path.clone(),
-                    detail: format!(
-                        "{why}, yet the later segment {} holds records: the log is damaged in \
-                         the middle, not torn at its tail; refusing to drop acknowledged records",
-                        next_path.display()
-                    ),
-                });
+                    position: end.valid_len,
+                    detail: why,
+                    last_good_zxid,
+                    last_zxid_after,
+                    last_path: last_path.clone(),
+                };
+                match options.recover_truncate_wal {
+                    Some(n) if n == last_good_zxid => {
+                        let later_bytes = later
+                            .iter()
+                            .map(|(_, p)| fs::metadata(p).map(|m| m.len()))
+                            .sum::<io::Result<u64>>()
+                            .map_err(io_err("stat", dir))?;
+                        truncated_bytes = end.file_len - end.valid_len + later_bytes;
+                        tracing::error!(
+                            "--recover-truncate-wal {n}: cutting the write-ahead log after zxid \
+                             {n}, deleting the {} records after it and {truncated_bytes} bytes, \
+                             as asked: {corrupt}",
+                            last_zxid_after - n
+                        );
+                        truncate = Some((path.as_path(), end.valid_len));
+                        if segment_records == 0 {
+                            empty.push(path);
+                        } else {
+                            tail = Some((path.as_path(), end.valid_len, segment_last));
+                        }
+                        doomed.extend(later.iter().map(|(_, p)| p.as_path()));
+                        break 'segments;
+                    }
+                    Some(n) => {
+                        tracing::error!(
+                            "--recover-truncate-wal {n} does not name the last good zxid before \
+                             the damage ({last_good_zxid}); nothing was cut"
+                        );
+                        return Err(corrupt);
+                    }
+                    None => return Err(corrupt),
+                }
             }
             // A torn tail: cut it (below, once nothing can fail any more).
             truncated_bytes = end.file_len - end.valid_len;
             tracing::warn!(
                 path = %path.display(),
-                "cutting {truncated_bytes} bytes from the log tail: {why}"
+                "cutting {truncated_bytes} bytes from the log tail: {why} (a write torn by a \
+                 crash: no valid record follows it)"
             );
             truncate = Some((path.as_path(), end.valid_len));
-            if end.records == 0 {
+            if segment_records == 0 {
                 empty.push(path);
             } else {
                 tail = Some((path.as_path(), end.valid_len, segment_last));
@@ -497,6 +648,14 @@ impl Storage {
         }
 
         // Only now change files: a hard error above leaves the directory as it was.
+        // Segments cut on request go first, newest first: a crash in between leaves a log
+        // that ends earlier, never one with a hole.
+        if !doomed.is_empty() {
+            for path in doomed.iter().rev() {
+                remove(path)?;
+            }
+            fsync_dir(dir)?;
+        }
         if let Some((path, len)) = truncate {
             let file = OpenOptions::new()
                 .write(true)

@@ -76,6 +76,8 @@ fn write_segment(dir: &Path, name_zxid: u64, records: &[u64]) {
 fn corrupt_detail(err: StorageError) -> (PathBuf, String) {
     match err {
         StorageError::Corrupt { path, detail } => (path, detail),
+        // Damage with valid records after it: the same refusal, with a way to recover.
+        StorageError::CorruptWal { path, detail, .. } => (path, detail),
         other => panic!("expected Corrupt, got {other:?}"),
     }
 }
@@ -760,4 +762,131 @@ fn a_snapshot_written_aside_is_installed_while_the_log_goes_on() {
         expected(11..=16),
         "records after the snapshot survive"
     );
+}
+
+/// A log of `1..=n` in one segment, synced in batches of 4 (as group commit would).
+fn one_segment(dir: &Path, n: u64) {
+    let (mut storage, _) = open(dir);
+    for start in (1..=n).step_by(4) {
+        append_sync(&mut storage, start..=(start + 3).min(n));
+    }
+}
+
+fn corrupt_wal(err: StorageError) -> (PathBuf, u64, u64, u64) {
+    match err {
+        StorageError::CorruptWal {
+            path,
+            position,
+            last_good_zxid,
+            last_zxid_after,
+            ..
+        } => (path, position, last_good_zxid, last_zxid_after),
+        other => panic!("expected CorruptWal, got {other:?}"),
+    }
+}
+
+#[test]
+fn damage_in_the_middle_of_the_last_segment_is_refused_naming_the_file() {
+    const N: u64 = 20;
+    let pristine = tempfile::tempdir().unwrap();
+    one_segment(pristine.path(), N);
+    let bytes = fs::read(seg(pristine.path(), 1)).unwrap();
+    // In record 7, 10 or 15: len (a high bit: an impossible length; a low one: a length
+    // that runs into the next record), crc, zxid and payload; all have valid records after.
+    for (zxid, at, bit) in [
+        (7, 20, 3),
+        (7, 3, 7),
+        (7, 0, 0),
+        (7, 1, 2),
+        (10, 5, 0),
+        (10, 9, 1),
+        (15, 16, 6),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = seg(tmp.path(), 1);
+        fs::write(&path, &bytes).unwrap();
+        let at = offset_of(1, zxid) + at;
+        flip_bit(&path, at, bit);
+        let err = Storage::open(tmp.path()).unwrap_err();
+        let message = err.to_string();
+        let (found, position, last_good, last_after) = corrupt_wal(err);
+        let what = format!("record {zxid}, byte {at} bit {bit}: {message}");
+        assert_eq!(found, path, "{what}");
+        assert_eq!(position, offset_of(1, zxid), "{what}");
+        assert_eq!(last_good, zxid - 1, "{what}");
+        assert_eq!(last_after, N, "{what}");
+        assert!(!message.contains('\n'), "one line: {what}");
+        assert!(message.contains(&path.display().to_string()), "{what}");
+        assert!(
+            message.contains(&format!("byte {}", offset_of(1, zxid))),
+            "{what}"
+        );
+        assert!(
+            message.contains(&format!("--recover-truncate-wal {}", zxid - 1)),
+            "{what}"
+        );
+        assert!(
+            message.contains(&format!("{} records", N - zxid + 1)),
+            "{what}"
+        );
+        // Nothing was cut or deleted.
+        let mut after = fs::read(&path).unwrap();
+        after[at as usize] ^= 1 << bit;
+        assert_eq!(after, bytes, "{what}");
+    }
+}
+
+#[test]
+fn recover_truncate_wal_cuts_only_at_the_zxid_it_names() {
+    const N: u64 = 12;
+    let tmp = tempfile::tempdir().unwrap();
+    one_segment(tmp.path(), N);
+    let path = seg(tmp.path(), 1);
+    let len = fs::metadata(&path).unwrap().len();
+    flip_bit(&path, offset_of(1, 5) + 18, 4);
+    let damaged = fs::read(&path).unwrap();
+    // Another zxid than the last good one is refused, and changes nothing.
+    for wrong in [3, 5, N] {
+        let options = RecoveryOptions {
+            recover_truncate_wal: Some(wrong),
+        };
+        let err = Storage::open_with(tmp.path(), &options).unwrap_err();
+        let (found, _, last_good, _) = corrupt_wal(err);
+        assert_eq!((found.as_path(), last_good), (path.as_path(), 4));
+        assert_eq!(fs::read(&path).unwrap(), damaged);
+    }
+    let options = RecoveryOptions {
+        recover_truncate_wal: Some(4),
+    };
+    let (mut storage, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
+    assert_eq!(recovery.records, expected(1..=4));
+    assert_eq!(recovery.truncated_bytes, len - offset_of(1, 5));
+    assert_eq!(fs::metadata(&path).unwrap().len(), offset_of(1, 5));
+    append_sync(&mut storage, 5..=6);
+    drop(storage);
+    // The option does nothing to a log that needs no cut.
+    let (_, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
+    assert_eq!(recovery.records, expected(1..=6));
+    assert_eq!(recovery.truncated_bytes, 0);
+}
+
+#[test]
+fn damage_before_a_later_segment_names_the_recovery_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    two_segments_no_snapshot(tmp.path());
+    flip_bit(&seg(tmp.path(), 1), offset_of(1, 3) + 20, 3);
+    let err = Storage::open(tmp.path()).unwrap_err();
+    let message = err.to_string();
+    let (path, position, last_good, last_after) = corrupt_wal(err);
+    assert_eq!(path, seg(tmp.path(), 1));
+    assert_eq!((position, last_good, last_after), (offset_of(1, 3), 2, 10));
+    assert!(message.contains("--recover-truncate-wal 2"), "{message}");
+    // Cutting there also deletes the later segment.
+    let options = RecoveryOptions {
+        recover_truncate_wal: Some(2),
+    };
+    let (storage, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
+    assert_eq!(recovery.records, expected(1..=2));
+    assert_eq!(storage.last_zxid(), 2);
+    assert_eq!(names(tmp.path()), vec![wal::file_name(1)]);
 }

@@ -5,6 +5,7 @@
 use super::{io_err, StorageError};
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 /// The first 8 bytes of every log segment.
@@ -98,6 +99,11 @@ pub(super) struct ScanEnd {
     pub(super) records: u64,
     /// Why reading stopped before `file_len`, if it did.
     pub(super) cut: Option<String>,
+    /// After a `cut`: the first good record after it in the file, `(byte position, zxid)`,
+    /// if there is one. Then the damage is not a torn tail.
+    pub(super) resync: Option<(u64, u64)>,
+    /// The zxid the record at `valid_len` should have (after the last good one).
+    pub(super) next_zxid: u64,
 }
 
 /// Reads as many bytes as possible into `buf`; returns how many (less than asked only at EOF).
@@ -114,16 +120,72 @@ fn read_full(reader: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(filled)
 }
 
-/// Reads a segment, calling `on_record(zxid, payload, encoded_len)` for every good record in
-/// order, and stops at the end of the file or at the first torn or corrupt record (which
-/// [`ScanEnd::cut`] describes). A missing or foreign header is an error.
+/// The record header at the start of `bytes`: `(len, crc, zxid)`.
+fn parse_header(bytes: &[u8]) -> (u32, u32, u64) {
+    let u32_at = |at: usize| u32::from_le_bytes(bytes[at..at + 4].try_into().expect("4 bytes"));
+    let zxid = u64::from_le_bytes(bytes[8..16].try_into().expect("8 bytes"));
+    (u32_at(0), u32_at(4), zxid)
+}
+
+/// Looks for the first good record at or after byte `from` that could follow a damaged
+/// record at byte `damaged_at` whose zxid should have been `expected`: its length is
+/// possible, it fits in the file, its CRC checks out, and its zxid is after `expected` but
+/// no further than one zxid per 16 bytes from `damaged_at` (zxids are contiguous and a
+/// record takes at least 16 bytes). Tries every byte position.
+fn find_next_record(
+    file: &File,
+    path: &Path,
+    file_len: u64,
+    damaged_at: u64,
+    expected: u64,
+) -> Result<Option<(u64, u64)>, StorageError> {
+    const CHUNK: usize = 1 << 20;
+    const H: usize = RECORD_HEADER_LEN as usize;
+    let mut buf = vec![0u8; CHUNK + H];
+    let mut start = damaged_at + 1;
+    while start + RECORD_HEADER_LEN <= file_len {
+        let want = (buf.len() as u64).min(file_len - start) as usize;
+        file.read_exact_at(&mut buf[..want], start)
+            .map_err(io_err("read", path))?;
+        let candidates = want - H + 1;
+        for i in 0..candidates {
+            let (len, crc, zxid) = parse_header(&buf[i..i + H]);
+            let pos = start + i as u64;
+            let max_zxid = expected.saturating_add((pos - damaged_at) / RECORD_HEADER_LEN);
+            if len > MAX_RECORD_LEN
+                || u64::from(len) > file_len - pos - RECORD_HEADER_LEN
+                || zxid <= expected
+                || zxid > max_zxid
+            {
+                continue;
+            }
+            let mut payload = vec![0u8; len as usize];
+            file.read_exact_at(&mut payload, pos + RECORD_HEADER_LEN)
+                .map_err(io_err("read", path))?;
+            if record_crc(zxid, &payload) == crc {
+                return Ok(Some((pos, zxid)));
+            }
+        }
+        start += candidates as u64;
+    }
+    Ok(None)
+}
+
+/// Reads a segment from byte `start` (a record boundary; the segment header is checked
+/// whatever it is), calling `on_record(zxid, payload, encoded_len)` for every good record
+/// in order, and stops at the end of the file or at the first torn or corrupt record (which
+/// [`ScanEnd::cut`] describes; [`ScanEnd::resync`] then says where the next good record
+/// is, if any). `expected` is the zxid the first record read should have (for the resync
+/// only: the caller checks the zxids). A missing or foreign header is an error.
 pub(super) fn scan(
     path: &Path,
+    start: u64,
+    expected: u64,
     mut on_record: impl FnMut(u64, Vec<u8>, u64) -> Result<(), StorageError>,
 ) -> Result<ScanEnd, StorageError> {
     let file = File::open(path).map_err(io_err("open", path))?;
     let file_len = file.metadata().map_err(io_err("stat", path))?.len();
-    let mut reader = BufReader::with_capacity(64 * 1024, file);
+    let mut reader = BufReader::with_capacity(64 * 1024, &file);
     let read_err = io_err("read", path);
 
     let mut header = [0u8; LOG_HEADER_LEN as usize];
@@ -142,9 +204,15 @@ pub(super) fn scan(
             supported: LOG_VERSION,
         });
     }
+    if start > LOG_HEADER_LEN {
+        reader
+            .seek(SeekFrom::Start(start))
+            .map_err(io_err("seek in", path))?;
+    }
 
-    let mut offset = LOG_HEADER_LEN;
+    let mut offset = start;
     let mut records = 0;
+    let mut next = expected;
     let cut = loop {
         if offset == file_len {
             break None;
@@ -156,9 +224,7 @@ pub(super) fn scan(
                 "the record at byte {offset} is truncated ({got} of {RECORD_HEADER_LEN} header bytes)"
             ));
         }
-        let len = u32::from_le_bytes(rec[0..4].try_into().expect("4 bytes"));
-        let crc = u32::from_le_bytes(rec[4..8].try_into().expect("4 bytes"));
-        let zxid = u64::from_le_bytes(rec[8..16].try_into().expect("8 bytes"));
+        let (len, crc, zxid) = parse_header(&rec);
         if len > MAX_RECORD_LEN {
             break Some(format!(
                 "the record at byte {offset} has an impossible length {len} (max {MAX_RECORD_LEN})"
@@ -185,11 +251,18 @@ pub(super) fn scan(
         on_record(zxid, payload, encoded)?;
         offset += encoded;
         records += 1;
+        next = zxid.saturating_add(1);
+    };
+    let resync = match cut {
+        Some(_) => find_next_record(&file, path, file_len, offset, next)?,
+        None => None,
     };
     Ok(ScanEnd {
         file_len,
         valid_len: offset,
         records,
         cut,
+        resync,
+        next_zxid: next,
     })
 }
