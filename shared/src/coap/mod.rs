@@ -21,9 +21,11 @@ pub use block::BlockValue;
 pub use config::Config;
 #[cfg(any(feature = "server", test))]
 pub use engine::Held;
+#[cfg(any(feature = "server", test))]
+pub use engine::ServerSecurity;
 pub use engine::{
-    Engine, Event, ExchangeError, IncomingId, IncomingRequest, PeerAddress, RequestId, Stats,
-    Transmit,
+    client_id_context, Engine, Event, ExchangeError, IncomingId, IncomingRequest, PeerAddress,
+    RequestId, Stats, Transmit, ECHO,
 };
 pub use message::{Code, Method, Request, Response};
 

@@ -163,6 +163,17 @@ impl SecurityContext {
     pub fn next_sequence_number(&self) -> u64 {
         self.sequence.peek()
     }
+    /// Makes the next sender sequence number `next` and stops reporting it for storing
+    /// (see [`SenderSequence::starting_at`]).
+    pub fn set_sender_sequence(&mut self, next: u64) {
+        self.sequence = SenderSequence::starting_at(next);
+    }
+
+    /// Replaces the replay window (see [`ReplayWindow::fresh_from`]).
+    pub fn set_replay_window(&mut self, window: ReplayWindow) {
+        self.replay = window;
+    }
+
     /// The replay window of requests from the peer.
     pub fn replay_window(&self) -> &ReplayWindow {
         &self.replay

@@ -59,6 +59,20 @@ impl ReplayWindow {
         }
     }
 
+    /// A window that has accepted `piv` and refuses everything at or below it: a server
+    /// that lost its window (a restart) makes one after verifying that the request with
+    /// Partial IV `piv` is fresh (it carries the server's current Echo value, RFC 9175 and
+    /// RFC 8613 Appendix B.1.2).
+    pub fn fresh_from(piv: u64) -> Self {
+        ReplayWindow {
+            highest: Some(piv),
+            seen: 1,
+            floor: piv,
+            interval: None,
+            stored: None,
+        }
+    }
+
     /// The highest Partial IV accepted so far.
     pub fn highest(&self) -> Option<u64> {
         self.highest

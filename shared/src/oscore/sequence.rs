@@ -96,6 +96,17 @@ impl SenderSequence {
         }
     }
 
+    /// A sequence that starts at `next` and reports nothing for storing: for a caller
+    /// that keeps one persisted ceiling for many contexts (a server whose contexts all
+    /// start above every number any of them used before its restart).
+    pub fn starting_at(next: u64) -> Self {
+        SenderSequence {
+            next,
+            interval: None,
+            store_next: false,
+        }
+    }
+
     /// The number the next protected message uses.
     pub fn peek(&self) -> u64 {
         self.next

@@ -1,9 +1,11 @@
 //! The client half: sending requests, NSTART, matching responses, block-wise bodies
 //! in both directions, and observations.
 
+use super::secure::ECHO;
 use super::{block_option, Engine, Event, ExchangeError, PeerAddress, Purpose, RequestId, Timer};
 use crate::coap::dedup::Seen;
 use crate::coap::{observe, option, BlockValue, Code, Request, Response};
+use crate::oscore::{self, RequestBinding};
 use crate::Instant;
 use alloc::vec::Vec;
 use coap_lite::{MessageType, Packet};
@@ -31,6 +33,11 @@ pub(super) struct Exchange<A> {
     download_observe: Option<u32>,
     /// The last fresh notification (sequence number, arrival time).
     last_notification: Option<(u32, Instant)>,
+    /// OSCORE: what binds answers to the protected messages sent (the observing request
+    /// first, kept for the observation's notifications; then the latest message).
+    bindings: Vec<RequestBinding>,
+    /// OSCORE: the request was repeated with the server's Echo value already.
+    echoed: bool,
 }
 
 impl<A: PeerAddress> Engine<A> {
@@ -93,6 +100,8 @@ impl<A: PeerAddress> Engine<A> {
             next_block: None,
             download_observe: None,
             last_notification: None,
+            bindings: Vec::new(),
+            echoed: false,
         };
         self.exchanges.insert(id, exchange);
         self.tokens.insert(token, id);
@@ -111,12 +120,14 @@ impl<A: PeerAddress> Engine<A> {
         self.tick(now);
         let mid = self.next_message_id();
         let token = self.fresh_token();
-        let bytes = Self::encode(
-            request.packet().clone(),
-            MessageType::NonConfirmable,
-            mid,
-            &token,
-        );
+        let mut packet = request.packet().clone();
+        if let Some(client) = self.client_security.get_mut(&peer) {
+            match client.ctx.protect_request(&packet) {
+                Ok(protected) => packet = protected.packet,
+                Err(_) => return, // sequence numbers exhausted: nothing goes out in the clear
+            }
+        }
+        let bytes = Self::encode(packet, MessageType::NonConfirmable, mid, &token);
         self.transmit(peer, bytes);
     }
 
@@ -186,6 +197,22 @@ impl<A: PeerAddress> Engine<A> {
         let (peer, token) = (exchange.peer, exchange.token.clone());
         let mut packet = message.packet().clone();
         packet.header.set_type(kind);
+        if let Some(client) = self.client_security.get_mut(&peer) {
+            match client.ctx.protect_request(&packet) {
+                Ok(protected) => {
+                    packet = protected.packet;
+                    // Keep the observing request's binding for the notifications.
+                    if !(exchange.observe && exchange.bindings.len() == 1) {
+                        exchange.bindings.truncate(usize::from(exchange.observe));
+                    }
+                    if exchange.bindings.len() > 1 {
+                        exchange.bindings.pop();
+                    }
+                    exchange.bindings.push(protected.binding);
+                }
+                Err(_) => return self.fail(id, ExchangeError::Unprotected),
+            }
+        }
         let bytes = Self::encode(packet, kind, mid, &token);
         if confirmable {
             exchange.unacked_mid = Some(mid);
@@ -331,15 +358,60 @@ impl<A: PeerAddress> Engine<A> {
         self.on_response(now, id, packet);
     }
 
+    /// Verifies an answer to a protected exchange in its context: the inner response.
+    /// An unprotected *error* answer passes (a server that could not verify us can only
+    /// answer in the clear, RFC 8613 §8.2); anything else unprotected or not verifying
+    /// is [`ExchangeError::Unprotected`].
+    fn verify_response(&mut self, id: RequestId, packet: Packet) -> Result<Packet, ExchangeError> {
+        let Some(exchange) = self.exchanges.get_mut(&id) else {
+            return Ok(packet);
+        };
+        if exchange.bindings.is_empty() {
+            return Ok(packet);
+        }
+        if !oscore::is_protected(&packet) {
+            let code = Code(packet.header.code.into());
+            return if code.class() >= 4 {
+                Ok(packet)
+            } else {
+                Err(ExchangeError::Unprotected)
+            };
+        }
+        let client = self
+            .client_security
+            .get_mut(&exchange.peer)
+            .ok_or(ExchangeError::Unprotected)?;
+        for binding in exchange.bindings.iter_mut().rev() {
+            if let Ok(verified) = client.ctx.unprotect_response(binding, &packet) {
+                return Ok(verified.packet);
+            }
+        }
+        Err(ExchangeError::Unprotected)
+    }
+
     /// A response to one of our exchanges, however it came.
     fn on_response(&mut self, now: Instant, id: RequestId, packet: Packet) {
         self.release(now, id);
         self.disarm_response_deadline(id);
+        let packet = match self.verify_response(id, packet) {
+            Ok(packet) => packet,
+            Err(error) => return self.fail(id, error),
+        };
         let response = Response::from_packet(packet);
         let code = response.code();
         let Some(exchange) = self.exchanges.get_mut(&id) else {
             return;
         };
+
+        // OSCORE after the server's restart (RFC 8613 Appendix B.1.2): it asks for the
+        // request again with its Echo value, once.
+        if code == Code::UNAUTHORIZED && !exchange.bindings.is_empty() && !exchange.echoed {
+            if let Some(echo) = response.option(ECHO) {
+                exchange.echoed = true;
+                exchange.request.set_option(ECHO, echo.to_vec());
+                return self.send_exchange_message(now, id);
+            }
+        }
 
         // Block1: the server wants the next block of our request body.
         if let Some(sent) = exchange.upload {

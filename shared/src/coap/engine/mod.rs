@@ -16,11 +16,17 @@ mod client;
 #[cfg(test)]
 mod limit_tests;
 mod map;
+#[cfg(test)]
+mod oscore_tests;
+mod secure;
 #[cfg(any(feature = "server", test))]
 mod server;
 #[cfg(test)]
 mod tests;
 
+#[cfg(any(feature = "server", test))]
+pub use secure::ServerSecurity;
+pub use secure::{client_id_context, ECHO};
 #[cfg(any(feature = "server", test))]
 pub use server::Held;
 
@@ -69,6 +75,9 @@ pub struct IncomingRequest<A> {
     pub id: IncomingId,
     /// Who sent it.
     pub peer: A,
+    /// Who sent it, authenticated: the OSCORE context the request verified in
+    /// ([`Engine::set_server_security`]); `None` for a plain CoAP request.
+    pub identity: Option<crate::security::Identity>,
     /// The request, its body already reassembled if it came block-wise.
     pub request: Request,
 }
@@ -85,6 +94,10 @@ pub enum ExchangeError {
     /// The peer's block-wise transfer did not add up.
     #[error("the peer's block-wise transfer was inconsistent")]
     BlockMismatch,
+    /// The answer to a protected request was not protected in its OSCORE context (or did
+    /// not verify): not from the server we share the context with.
+    #[error("the answer was not protected by the peer's OSCORE context")]
+    Unprotected,
 }
 
 /// Something the application must hear about.
@@ -213,6 +226,11 @@ pub struct Engine<A> {
     observe_seq: u32,
     #[cfg(any(feature = "server", test))]
     links: Vec<Link>,
+    /// OSCORE as a server ([`Engine::set_server_security`]).
+    #[cfg(any(feature = "server", test))]
+    server_security: Option<secure::ServerState>,
+    /// OSCORE as a client: the context of each secured peer ([`Engine::secure_peer`]).
+    client_security: Map<A, secure::ClientContext>,
 
     timers: Set<(Instant, Timer<A>)>,
     transmits: VecDeque<Transmit<A>>,
@@ -256,6 +274,9 @@ impl<A: PeerAddress> Engine<A> {
             observe_seq: 2,
             #[cfg(any(feature = "server", test))]
             links: Vec::new(),
+            #[cfg(any(feature = "server", test))]
+            server_security: None,
+            client_security: Map::new(),
             timers: Set::new(),
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -277,6 +298,40 @@ impl<A: PeerAddress> Engine<A> {
     #[cfg(any(feature = "server", test))]
     pub fn set_links(&mut self, links: Vec<Link>) {
         self.links = links;
+    }
+
+    /// Protects every request to `peer` with `context` from now on (OSCORE, RFC 8613),
+    /// and accepts only answers that verify in it. A client derives its contexts with a
+    /// random ID Context at each start ([`client_id_context`]).
+    pub fn secure_peer(&mut self, peer: A, context: crate::oscore::SecurityContext) {
+        self.client_security
+            .insert(peer, secure::ClientContext { ctx: context });
+    }
+
+    /// Whether requests to `peer` are protected.
+    pub fn is_secured(&self, peer: &A) -> bool {
+        self.client_security.contains_key(peer)
+    }
+
+    /// Verifies OSCORE requests and protects their answers from now on (see
+    /// [`ServerSecurity`]); plain requests still reach the application, with no
+    /// identity, for it to refuse or serve.
+    #[cfg(any(feature = "server", test))]
+    pub fn set_server_security(&mut self, security: ServerSecurity) {
+        let mut echo = [0u8; 8];
+        self.rng.fill_bytes(&mut echo);
+        self.server_security = Some(secure::ServerState::new(security, echo));
+    }
+
+    /// A sender sequence ceiling to store durably *before* sending any datagram that
+    /// [`Engine::poll_transmit`] returns after this call; give the last one stored to
+    /// [`ServerSecurity::sequence_floor`] at the next start. `None` most of the time.
+    pub fn poll_persist(&mut self) -> Option<u64> {
+        #[cfg(any(feature = "server", test))]
+        if let Some(security) = self.server_security.as_mut() {
+            return security.take_persist();
+        }
+        None
     }
 
     /// Feeds one received datagram. Never panics, whatever the bytes.

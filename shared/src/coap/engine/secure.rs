@@ -1,0 +1,303 @@
+//! OSCORE (RFC 8613) inside the engine: between parsing a datagram and the rest of the
+//! exchange logic, so that duplicate detection works on the protected messages (a
+//! retransmission gets the same protected answer) and everything after it — block-wise
+//! transfers, observations, the application — sees the inner messages.
+//!
+//! **Server side** ([`ServerSecurity`]): a request with an OSCORE option is verified in
+//! the context its kid (and kid context) names, derived on first use from the pairwise
+//! secret in the server's [`KeyTable`]; the application gets the inner request and the
+//! sender's [`Identity`]; every answer to it (piggybacked, separate, each Block2 block,
+//! each notification) is protected in the same context. Contexts are kept in a bounded
+//! set (least recently used first out) and derived again when needed.
+//!
+//! Two things make restarts safe without writing anything per context:
+//! - **Replays** (Appendix B.1.2 with Echo, RFC 9175): a context derived since this start
+//!   does not know which Partial IVs it accepted before. Its first request is answered
+//!   4.01 with an Echo option (protected, with a fresh Partial IV) and not acted on; the
+//!   client repeats it with that Echo value, which proves the repeat was made after this
+//!   start, and the replay window starts at its Partial IV.
+//! - **Nonces of the server's own Partial IVs** (notifications, the Echo answers): every
+//!   context's sender sequence starts at one server-wide floor, above every number any
+//!   context used before this start. The engine keeps a ceiling above every number used
+//!   and asks the driver to store it ([`super::Engine::poll_persist`]) before it sends a
+//!   message numbered at or past the last stored one; the stored ceiling is the next
+//!   start's floor.
+//!
+//! **Client side**: [`super::Engine::secure_peer`] gives a peer a context; every request
+//! to it is protected and its responses must verify in the same exchange. A client
+//! derives its contexts with a random ID Context of its own at each start (see
+//! [`client_id_context`]), so it never needs to store a sequence number: a restarted
+//! client speaks in new contexts.
+
+#[cfg(any(feature = "server", test))]
+use crate::coap::option;
+use crate::oscore::SecurityContext;
+#[cfg(any(feature = "server", test))]
+use crate::oscore::{
+    self, ContextParams, OscoreError, ReplayWindow, RequestBinding, ResponseNonce,
+};
+#[cfg(any(feature = "server", test))]
+use crate::security::{Identity, KeyTable};
+#[cfg(any(feature = "server", test))]
+use alloc::collections::BTreeMap;
+use alloc::vec::Vec;
+#[cfg(any(feature = "server", test))]
+use coap_lite::{CoapOption, MessageClass, Packet, ResponseType};
+
+/// The Echo option (RFC 9175).
+pub const ECHO: u16 = 252;
+
+#[cfg(any(feature = "server", test))]
+/// A context's key: the peer's Sender ID (the kid of its requests) and the ID Context.
+pub(super) type ContextKey = (Vec<u8>, Option<Vec<u8>>);
+
+#[cfg(any(feature = "server", test))]
+/// How a server verifies requests and protects its answers.
+#[derive(Debug, Clone)]
+pub struct ServerSecurity {
+    /// This server's key ID: its Sender ID in every context.
+    pub kid: Vec<u8>,
+    /// Who may talk to it, with the pairwise secrets.
+    pub keys: KeyTable,
+    /// Every sender sequence number any context used before this start is below this:
+    /// the last value stored from [`super::Engine::poll_persist`] (0 the first time).
+    pub sequence_floor: u64,
+    /// How far past the numbers in use a stored ceiling reaches (numbers skipped at a
+    /// restart against stores made).
+    pub persist_interval: u64,
+    /// Most contexts kept at once; the least recently used is dropped beyond it (and
+    /// derived again, with an Echo round trip, if its peer comes back).
+    pub max_contexts: usize,
+}
+
+#[cfg(any(feature = "server", test))]
+impl ServerSecurity {
+    /// Defaults for a server with key ID `kid` and peers `keys`, starting above
+    /// `sequence_floor`.
+    pub fn new(kid: Vec<u8>, keys: KeyTable, sequence_floor: u64) -> Self {
+        ServerSecurity {
+            kid,
+            keys,
+            sequence_floor,
+            persist_interval: 4096,
+            max_contexts: 4096,
+        }
+    }
+}
+
+#[cfg(any(feature = "server", test))]
+/// One context of a server.
+struct ServerContext {
+    ctx: SecurityContext,
+    identity: Identity,
+    /// Its replay window is sound: a request with this start's Echo value was accepted.
+    fresh: bool,
+    /// Recency rank, for dropping the least recently used.
+    rank: u64,
+}
+
+#[cfg(any(feature = "server", test))]
+/// What a server's engine keeps for OSCORE.
+pub(super) struct ServerState {
+    config: ServerSecurity,
+    contexts: BTreeMap<ContextKey, ServerContext>,
+    by_rank: BTreeMap<u64, ContextKey>,
+    next_rank: u64,
+    /// This start's Echo value.
+    echo: [u8; 8],
+    /// No context uses a sender sequence number at or past this.
+    ceiling: u64,
+    /// A new ceiling the driver must store before sending anything else.
+    persist: Option<u64>,
+}
+
+#[cfg(any(feature = "server", test))]
+/// How the server protects the answers to one verified request.
+#[derive(Debug, Clone)]
+pub(super) struct Protection {
+    pub(super) key: ContextKey,
+    pub(super) binding: RequestBinding,
+}
+
+#[cfg(any(feature = "server", test))]
+/// A request that verified.
+pub(super) struct Verified {
+    /// The inner request (the outer header: type, message ID, token).
+    pub(super) packet: Packet,
+    pub(super) protection: Protection,
+    pub(super) identity: Identity,
+}
+
+#[cfg(any(feature = "server", test))]
+/// Why a protected request does not reach the application, and what to answer.
+pub(super) enum Refusal {
+    /// Verification failed: this unprotected error answer (RFC 8613 §8.2).
+    Plain(Packet),
+    /// It verified, but its context's replay window is not sound yet: answer with this
+    /// (a protected 4.01 with Echo) and drop the request.
+    Echo(Packet),
+}
+
+#[cfg(any(feature = "server", test))]
+impl ServerState {
+    pub(super) fn new(config: ServerSecurity, echo: [u8; 8]) -> Self {
+        let ceiling = config.sequence_floor;
+        ServerState {
+            config,
+            contexts: BTreeMap::new(),
+            by_rank: BTreeMap::new(),
+            next_rank: 0,
+            echo,
+            ceiling,
+            persist: None,
+        }
+    }
+
+    /// Takes the ceiling to store, if one is due.
+    pub(super) fn take_persist(&mut self) -> Option<u64> {
+        self.persist.take()
+    }
+
+    /// How many contexts are kept (at most `max_contexts`).
+    pub(super) fn context_count(&self) -> usize {
+        self.contexts.len()
+    }
+
+    /// Verifies a request that carries an OSCORE option.
+    pub(super) fn unprotect(&mut self, outer: &Packet) -> Result<Verified, Refusal> {
+        let refuse = |e: OscoreError| Refusal::Plain(e.error_response());
+        let option = oscore::oscore_option(outer).map_err(refuse)?;
+        let kid = option
+            .kid
+            .clone()
+            .ok_or(refuse(OscoreError::MissingContext))?;
+        let key: ContextKey = (kid, option.kid_context.clone());
+        let echo = self.echo;
+        let context = self.context(&key).map_err(refuse)?;
+        let verified = context.ctx.unprotect_request(outer).map_err(refuse)?;
+        let identity = context.identity.clone();
+        let mut protection = Protection {
+            key,
+            binding: verified.binding,
+        };
+        let mut inner = verified.packet;
+        if !context.fresh {
+            let echoed = inner
+                .get_option(CoapOption::Unknown(ECHO))
+                .and_then(|v| v.front())
+                .is_some_and(|v| v.as_slice() == echo);
+            if !echoed {
+                // Not acted on; its Partial IV may come again in the repeat's place.
+                context.ctx.set_replay_window(ReplayWindow::new(None));
+                let answer = self.echo_answer(inner.header.message_id, &mut protection);
+                return Err(Refusal::Echo(answer));
+            }
+            let piv = oscore::decode_partial_iv(protection.binding.request_piv());
+            context.ctx.set_replay_window(ReplayWindow::fresh_from(piv));
+            context.fresh = true;
+        }
+        inner.clear_option(CoapOption::Unknown(ECHO));
+        Ok(Verified {
+            packet: inner,
+            protection,
+            identity,
+        })
+    }
+
+    /// The protected 4.01 with this start's Echo value.
+    fn echo_answer(&mut self, mid: u16, protection: &mut Protection) -> Packet {
+        let mut answer = Packet::new();
+        answer.header.message_id = mid;
+        answer.header.code = MessageClass::Response(ResponseType::Unauthorized);
+        answer.add_option(CoapOption::Unknown(ECHO), self.echo.to_vec());
+        answer.add_option(CoapOption::MaxAge, option::encode_uint(0));
+        self.protect(protection, answer, true)
+            .unwrap_or_else(|e| e.error_response())
+    }
+
+    /// Protects an answer to a verified request. `fresh`: with a Partial IV of our own
+    /// (required once the request's nonce was used, and for answers to a request that
+    /// may be a replay).
+    pub(super) fn protect(
+        &mut self,
+        protection: &mut Protection,
+        inner: Packet,
+        fresh: bool,
+    ) -> Result<Packet, OscoreError> {
+        let ceiling = self.ceiling;
+        let interval = self.config.persist_interval.max(1);
+        let context = self.context(&protection.key)?;
+        let nonce = if fresh || protection.binding.request_nonce_used() {
+            ResponseNonce::Fresh
+        } else {
+            ResponseNonce::FromRequest
+        };
+        let protected = context
+            .ctx
+            .protect_response(&mut protection.binding, &inner, nonce)?;
+        let next = context.ctx.next_sequence_number();
+        if next >= ceiling {
+            // Stored before this message goes out (the driver stores first).
+            self.ceiling = next.saturating_add(interval);
+            self.persist = Some(self.ceiling);
+        }
+        Ok(protected.packet)
+    }
+
+    /// The context `key` names, derived (and kept) if it is not kept now; made the most
+    /// recently used.
+    fn context(&mut self, key: &ContextKey) -> Result<&mut ServerContext, OscoreError> {
+        if !self.contexts.contains_key(key) {
+            let peer = self
+                .config
+                .keys
+                .get(&key.0)
+                .ok_or(OscoreError::UnknownKid)?;
+            let params = ContextParams {
+                master_secret: &peer.secret,
+                master_salt: &[],
+                id_context: key.1.as_deref(),
+                sender_id: &self.config.kid,
+                recipient_id: &key.0,
+            };
+            let mut ctx = SecurityContext::new(&params, None)?;
+            ctx.set_sender_sequence(self.config.sequence_floor);
+            let identity = peer.identity.clone();
+            while self.contexts.len() >= self.config.max_contexts.max(1) {
+                let Some((_, oldest)) = self.by_rank.pop_first() else {
+                    break;
+                };
+                self.contexts.remove(&oldest);
+            }
+            self.contexts.insert(
+                key.clone(),
+                ServerContext {
+                    ctx,
+                    identity,
+                    fresh: false,
+                    rank: 0,
+                },
+            );
+        }
+        let rank = self.next_rank;
+        self.next_rank += 1;
+        let context = self.contexts.get_mut(key).expect("inserted above");
+        self.by_rank.remove(&context.rank);
+        context.rank = rank;
+        self.by_rank.insert(rank, key.clone());
+        Ok(context)
+    }
+}
+
+/// A client's context towards one server.
+pub(super) struct ClientContext {
+    pub(super) ctx: SecurityContext,
+}
+
+/// A random ID Context for a client's contexts, drawn at each start from `random`
+/// (8 bytes): contexts that exist for this run only, so a client never stores a
+/// sequence number and never reuses a nonce after a restart. The server derives the
+/// same context from the kid context every request carries.
+pub fn client_id_context(random: u64) -> Vec<u8> {
+    random.to_be_bytes().to_vec()
+}
