@@ -3,9 +3,13 @@
 
 use super::router::{Dispatch, ResponseFuture, Router};
 use super::Error;
-use crate::coap::{Config, Engine, Event, IncomingId, Request, RequestId, Response, Stats};
+use crate::coap::{
+    Config, Engine, Event, IncomingId, Request, RequestId, Response, ServerSecurity, Stats,
+};
+use crate::oscore::SecurityContext;
 use crate::Instant;
 use rand::TryRng;
+use std::boxed::Box;
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::string::{String, ToString};
@@ -49,8 +53,21 @@ pub(crate) enum Command {
     },
     Stats(oneshot::Sender<Stats>),
     ObserverCount(String, oneshot::Sender<usize>),
+    SecurePeer {
+        peer: SocketAddr,
+        context: Box<SecurityContext>,
+        done: oneshot::Sender<()>,
+    },
+    ServerSecurity {
+        security: Box<ServerSecurity>,
+        store: CeilingStore,
+        done: oneshot::Sender<()>,
+    },
     Shutdown,
 }
+
+/// Stores a server's OSCORE sequence ceiling durably (see [`Handle::set_server_security`]).
+pub type CeilingStore = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
 
 /// Who waits for the outcome of one of our requests.
 enum Waiter {
@@ -92,6 +109,7 @@ impl Endpoint {
             base: tokio::time::Instant::now(),
             waiting: HashMap::new(),
             sent_waiters: Vec::new(),
+            ceiling_store: None,
         };
         let task = tokio::spawn(driver.run());
         Ok(Endpoint {
@@ -204,6 +222,39 @@ impl Handle {
     }
 
     /// Answers a request taken by a deferred route (see [`Responder`](super::Responder)).
+    /// Protects every request to `peer` with OSCORE `context` from now on, and accepts
+    /// only answers that verify in it (see [`Engine::secure_peer`]).
+    pub async fn secure_peer(
+        &self,
+        peer: SocketAddr,
+        context: SecurityContext,
+    ) -> Result<(), Error> {
+        let (done, ready) = oneshot::channel();
+        self.send(Command::SecurePeer {
+            peer,
+            context: Box::new(context),
+            done,
+        })?;
+        ready.await.map_err(|_| Error::Closed)
+    }
+
+    /// Verifies OSCORE requests and protects their answers from now on (see
+    /// [`Engine::set_server_security`]); `store` writes the sequence ceiling durably and
+    /// runs before any datagram that relies on it is sent.
+    pub async fn set_server_security(
+        &self,
+        security: ServerSecurity,
+        store: CeilingStore,
+    ) -> Result<(), Error> {
+        let (done, ready) = oneshot::channel();
+        self.send(Command::ServerSecurity {
+            security: Box::new(security),
+            store,
+            done,
+        })?;
+        ready.await.map_err(|_| Error::Closed)
+    }
+
     pub(crate) fn respond(&self, id: IncomingId, response: Response) {
         let _ = self.send(Command::Respond { id, response });
     }
@@ -270,6 +321,8 @@ struct Driver {
     waiting: HashMap<RequestId, Waiter>,
     /// Told once everything queued before them is on the socket.
     sent_waiters: Vec<oneshot::Sender<()>>,
+    /// Stores the OSCORE sequence ceiling (servers with security).
+    ceiling_store: Option<CeilingStore>,
 }
 
 impl Driver {
@@ -392,9 +445,44 @@ impl Driver {
             Command::ObserverCount(resource, reply) => {
                 let _ = reply.send(self.engine.observer_count(&resource));
             }
+            Command::SecurePeer {
+                peer,
+                context,
+                done,
+            } => {
+                self.engine.secure_peer(peer, *context);
+                let _ = done.send(());
+            }
+            Command::ServerSecurity {
+                security,
+                store,
+                done,
+            } => {
+                self.engine.set_server_security(*security);
+                self.ceiling_store = Some(store);
+                let _ = done.send(());
+            }
             Command::Shutdown => return false,
         }
         true
+    }
+
+    /// Stores the engine's OSCORE sequence ceiling if one is due; `false` if it could
+    /// not be stored, and then nothing may be sent that relies on it.
+    fn store_ceiling(&mut self) -> bool {
+        let Some(ceiling) = self.engine.poll_persist() else {
+            return true;
+        };
+        let Some(store) = self.ceiling_store.as_mut() else {
+            return true;
+        };
+        match store(ceiling) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::error!(error = %e, ceiling, "cannot store the OSCORE sequence ceiling: answers that need it are dropped");
+                false
+            }
+        }
     }
 
     /// Sends what the engine has to send and hands its events out, until both are empty
@@ -402,6 +490,9 @@ impl Driver {
     async fn flush(&mut self) {
         loop {
             let mut idle = true;
+            if !self.store_ceiling() {
+                while self.engine.poll_transmit().is_some() {}
+            }
             while let Some(transmit) = self.engine.poll_transmit() {
                 idle = false;
                 let sent = match self.socket.try_send_to(&transmit.bytes, transmit.peer) {
@@ -433,10 +524,13 @@ impl Driver {
                 let handle = Handle {
                     tx: self.tx.clone(),
                 };
-                match self
-                    .router
-                    .dispatch(incoming.id, &handle, incoming.peer, incoming.request)
-                {
+                match self.router.dispatch(
+                    incoming.id,
+                    &handle,
+                    incoming.peer,
+                    incoming.identity,
+                    incoming.request,
+                ) {
                     Dispatch::Future(future) => self.run_handler(incoming.id, future),
                     Dispatch::Deferred => {}
                     Dispatch::Answer(response) => {

@@ -18,8 +18,8 @@
 mod endpoint;
 mod router;
 
-pub use endpoint::{Endpoint, Handle, Observation};
-pub use router::{Incoming, Params, Responder, Router};
+pub use endpoint::{CeilingStore, Endpoint, Handle, Observation};
+pub use router::{Guard, Incoming, Params, Responder, Router};
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 

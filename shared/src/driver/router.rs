@@ -13,6 +13,9 @@ use std::{boxed::Box, string::String, vec::Vec};
 pub(crate) type ResponseFuture = Pin<Box<dyn Future<Output = Response> + Send>>;
 type BoxedHandler = Arc<dyn Fn(Incoming) -> ResponseFuture + Send + Sync>;
 type DeferredHandler = Arc<dyn Fn(Incoming, Responder) + Send + Sync>;
+/// Decides whether a request may reach the route it matched: `Ok`, or the refusal to
+/// answer instead (4.01 without a verified identity, 4.03 when it may not).
+pub type Guard = Arc<dyn Fn(&Incoming) -> Result<(), Response> + Send + Sync>;
 
 /// Answers one request later, from anywhere. Answers and notifications sent through
 /// the same endpoint are applied in the order they were sent, so a service can answer
@@ -82,6 +85,8 @@ pub(crate) enum Dispatch {
 pub struct Incoming {
     /// The sender's address.
     pub peer: SocketAddr,
+    /// The sender, authenticated by OSCORE; `None` for a plain CoAP request.
+    pub identity: Option<crate::security::Identity>,
     /// The request (a block-wise body already reassembled).
     pub request: Request,
     /// Captured path parameters.
@@ -125,6 +130,7 @@ struct Route {
 pub struct Router {
     routes: Vec<Arc<Route>>,
     links: Vec<Link>,
+    guard: Option<Guard>,
 }
 
 impl Router {
@@ -158,6 +164,16 @@ impl Router {
             pattern: parse_pattern(pattern),
             action,
         }));
+        self
+    }
+
+    /// Checks every request that matched a route with `guard` before its handler runs
+    /// (authorization: who may call what).
+    pub fn guard<F>(mut self, guard: F) -> Self
+    where
+        F: Fn(&Incoming) -> Result<(), Response> + Send + Sync + 'static,
+    {
+        self.guard = Some(Arc::new(guard));
         self
     }
 
@@ -198,6 +214,7 @@ impl Router {
         id: IncomingId,
         handle: &Handle,
         peer: SocketAddr,
+        identity: Option<crate::security::Identity>,
         request: Request,
     ) -> Dispatch {
         let segments: Vec<&str> = request.path_segments().collect();
@@ -210,9 +227,15 @@ impl Router {
             if request.method() == Some(route.method) {
                 let incoming = Incoming {
                     peer,
+                    identity,
                     request,
                     params,
                 };
+                if let Some(guard) = &self.guard {
+                    if let Err(refusal) = guard(&incoming) {
+                        return Dispatch::Answer(refusal);
+                    }
+                }
                 return match &route.action {
                     Action::Handler(handler) => Dispatch::Future(handler(incoming)),
                     Action::Deferred(handler) => {
@@ -318,7 +341,7 @@ mod tests {
         let r = Router::new().route(Method::Get, "a", |_| async { Response::new(Code::CONTENT) });
         let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
         let (handle, _commands) = Handle::detached();
-        let code = |req| match r.dispatch(IncomingId(1), &handle, peer, req) {
+        let code = |req| match r.dispatch(IncomingId(1), &handle, peer, None, req) {
             Dispatch::Answer(response) => Some(response.code()),
             _ => None,
         };

@@ -14,6 +14,7 @@ pub fn big_body() -> Vec<u8> {
 
 /// A test server on `127.0.0.1` (or `addr`):
 /// - `GET hello` → "world"
+/// - `GET whoami` → the OSCORE identity's name, or "anonymous"
 /// - `PUT store` keeps the payload (and Content-Format), `GET store` returns it
 /// - `GET big` → [`big_body`] (block-wise), `PUT big` → "LEN:SUM" of what arrived
 /// - `GET counter` (observable) → the counter; [`TestServer::bump`] notifies observers
@@ -42,6 +43,10 @@ impl TestServer {
         let router = Router::new()
             .route(Method::Get, "hello", |_| async {
                 Response::content(*b"world")
+            })
+            .route(Method::Get, "whoami", |req| async move {
+                let name = req.identity.map_or("anonymous".into(), |i| i.name);
+                Response::content(name.into_bytes())
             })
             .route(Method::Put, "store", move |req| {
                 let mut store = put_store.lock().unwrap();
