@@ -6,7 +6,8 @@
 
 mod common;
 
-use common::{free_udp_port, wait_bounded, TempDir, TestCluster, Zookeeper};
+use common::{free_udp_port, pehra, wait_bounded, TempDir, TestCluster, Zookeeper};
+use pehra_broker::client::ClusterClient;
 use pehra_zookeeper::cluster;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -147,4 +148,50 @@ async fn a_second_broker_with_a_live_brokers_id_exits_naming_its_address() {
         .unwrap();
     let info: pehra_shared::wire::BrokerInfo = pehra_shared::wire::decode(&data).unwrap();
     assert_eq!(info.addr, c.addr(1).to_string());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_replicated_beyond_the_live_brokers_is_refused_unless_allowed() {
+    let c = TestCluster::builder("start-rf").start(1);
+    let zk = c.zk_addr.to_string();
+    let refusal = "replication factor 3 is above the 1 live brokers \
+                   (use --allow-under-replicated to create it anyway)";
+    let (code, _, stderr) = pehra(&["topic", "create", "t", "-r", "3", "--zookeeper", &zk]);
+    assert_eq!(code, 1, "{stderr}");
+    assert_one_line(&stderr, refusal);
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    let error = client.create_topic("u", 1, 3).await.unwrap_err();
+    assert_eq!(error.to_string(), refusal);
+    let zk_client = c.zk().await;
+    for topic in ["t", "u"] {
+        assert!(
+            zk_client
+                .exists(&cluster::topic_path(topic))
+                .await
+                .unwrap()
+                .is_none(),
+            "{topic} was not created"
+        );
+    }
+    // Allowed: created, with a warning.
+    let (code, out, stderr) = pehra(&[
+        "topic",
+        "create",
+        "t",
+        "-r",
+        "3",
+        "--allow-under-replicated",
+        "--zookeeper",
+        &zk,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(out.contains("created topic t"), "{out}");
+    assert!(
+        stderr.contains("replication factor 3 is above the 1 live brokers"),
+        "a warning: {stderr}"
+    );
+    // Within the live brokers: no question asked.
+    let (code, _, stderr) = pehra(&["topic", "create", "v", "-r", "1", "--zookeeper", &zk]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.is_empty(), "{stderr}");
 }
