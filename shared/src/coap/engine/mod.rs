@@ -78,6 +78,10 @@ pub enum ExchangeError {
     /// The peer's block-wise transfer did not add up.
     #[error("the peer's block-wise transfer was inconsistent")]
     BlockMismatch,
+    /// Nothing listens at the peer's address: the network said so (an ICMP port
+    /// unreachable, see [`Engine::peer_unreachable`]).
+    #[error("nothing listens at the peer's address")]
+    Unreachable,
 }
 
 /// Something the application must hear about.
