@@ -198,12 +198,19 @@ enum TopicCommand {
         topic: String,
         #[arg(long, short = 'p', default_value_t = 1)]
         partitions: u32,
+        /// Copies of each partition, on different brokers; refused if above the brokers
+        /// live now (unless --allow-under-replicated).
         #[arg(long, short = 'r', default_value_t = 1)]
         replication_factor: u32,
         /// acks=all produces are refused while fewer replicas are in sync
         /// (default: 2, or the replication factor if smaller).
         #[arg(long)]
         min_insync_replicas: Option<u32>,
+        /// Create it even if the replication factor is above the brokers live now (with
+        /// a warning): its partitions get replicas and leaders only once enough brokers
+        /// are live.
+        #[arg(long)]
+        allow_under_replicated: bool,
     },
     /// List the topics.
     List,
@@ -222,13 +229,28 @@ pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
             partitions,
             replication_factor,
             min_insync_replicas,
+            allow_under_replicated,
         } => {
             let config = pehra_shared::wire::TopicConfig {
                 partitions,
                 replication_factor,
                 min_insync_replicas,
             };
-            client.create_topic_with(&topic, config).await?;
+            if allow_under_replicated {
+                let live = client.live_brokers().await?;
+                client
+                    .create_topic_allowing_under_replicated(&topic, config)
+                    .await?;
+                if replication_factor as usize > live {
+                    eprintln!(
+                        "pehra: warning: replication factor {replication_factor} is above the \
+                         {live} live brokers: {topic}'s partitions are placed once \
+                         {replication_factor} brokers are live"
+                    );
+                }
+            } else {
+                client.create_topic_with(&topic, config).await?;
+            }
             writeln!(out, "created topic {topic} ({partitions} partitions, replication factor {replication_factor})")?;
         }
         TopicCommand::List => {

@@ -442,6 +442,137 @@ fn a_follower_that_stops_fetching_leaves_the_isr_before_its_session_ends() {
     });
 }
 
+/// One record, value `s{seq}`, as [`Producer`] sends it.
+fn record(seq: u32) -> Record {
+    Record {
+        key: None,
+        value: format!("s{seq}").into_bytes(),
+        timestamp_ms: 0,
+        headers: Vec::new(),
+    }
+}
+
+/// Sends one produce straight to `leader` (no retries) and returns the answer.
+async fn produce_once(
+    leader: SocketAddr,
+    record: Record,
+    acks: Acks,
+    producer: (u64, u32),
+) -> pehra_shared::coap::Response {
+    use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
+    use pehra_shared::driver::{Endpoint, Router};
+    let request = wire::ProduceRequest {
+        topic: TOPIC.into(),
+        partition: 0,
+        acks,
+        producer_id: Some(producer.0),
+        base_sequence: Some(producer.1),
+        leader_epoch: None,
+        batch: wire::encode(&wire::RecordBatch {
+            records: vec![record],
+        })
+        .unwrap(),
+    };
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let coap = Request::new(Method::Post, "produce")
+        .with_payload(wire::encode(&request).unwrap())
+        .with_content_format(CONTENT_FORMAT_CBOR);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.handle().request(leader, coap),
+    )
+    .await
+    .expect("the leader answers within 10 s")
+    .unwrap()
+}
+
+#[test]
+fn an_acks_all_retry_is_not_acknowledged_while_too_few_replicas_are_in_sync() {
+    // Sessions outlast the test (no failover): the leader itself drops the paused
+    // followers from the ISR after 1 s, leaving it alone, below min in-sync 2. The first
+    // attempt is written but not acknowledged; the client's retries are duplicates of
+    // it, and a duplicate must get the answer a new batch would: 5.03, never "ok".
+    const FLAGS: &[&str] = &[
+        "--session-timeout-ms",
+        "30000",
+        "--replica-lag-ms",
+        "1000",
+        "--ack-timeout-ms",
+        "2000",
+    ];
+    let cluster = Cluster::start_with("repl-retry-isr", FLAGS);
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let state = current_state(&client).await;
+        let leader = state.leader.expect("a leader");
+        let followers: Vec<u32> = (1..=3).filter(|&b| b != leader).collect();
+        for &f in &followers {
+            cluster.pause(f);
+        }
+        let producer = (rand_u64(), 0);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(8),
+            client.produce(TOPIC, 0, &[record(0)], Acks::All, Some(producer)),
+        )
+        .await;
+        let shrunk = current_state(&client).await;
+        if let Ok(Ok(response)) = &answer {
+            for &f in &followers {
+                cluster.resume(f);
+            }
+            panic!(
+                "acks=all was acknowledged ({response:?}) with the ISR {:?} below min \
+                 in-sync 2 (retries: {:?})",
+                shrunk.isr,
+                client.retry_stats()
+            );
+        }
+        assert_eq!(shrunk.isr, vec![leader], "the leader is alone in sync");
+        assert!(
+            client.retry_stats().unavailable > 0,
+            "the client was told 5.03 and sent it again: {:?}",
+            client.retry_stats()
+        );
+        // The same batch again, straight to the leader: the reason, not "ok".
+        let leader_addr = cluster.addrs[leader as usize - 1];
+        let again = produce_once(leader_addr, record(0), Acks::All, producer).await;
+        let error = pehra_shared::api::response_error(&again);
+        assert_eq!(
+            error.error,
+            wire::ErrorKind::NotEnoughReplicas,
+            "a duplicate below min in-sync: {again:?}"
+        );
+        assert!(
+            error.message.contains("1 replica(s) are in sync"),
+            "{}",
+            error.message
+        );
+        for &f in &followers {
+            cluster.resume(f);
+        }
+        wait_for_state(&client, "every replica back in sync", |m| m.isr.len() == 3).await;
+        // Now the retry is committed with enough replicas: the first offset, one copy.
+        let response = client
+            .produce(TOPIC, 0, &[record(0)], Acks::All, Some(producer))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(response.base_offset, 0);
+        let acked = Acked {
+            records: vec![(0, 0, Instant::now())],
+            errors: Vec::new(),
+        };
+        check_log(&client, &acked).await;
+    });
+}
+
 #[test]
 fn controlled_shutdown_of_each_broker_under_load_fails_no_produce() {
     let mut cluster = Cluster::start("repl-shutdown");

@@ -638,3 +638,28 @@ fn cli_reads_and_writes_znodes() {
     assert!(err.contains("in use by another process"), "{err}");
     assert!(zk.terminate(), "SIGTERM stops the zookeeper cleanly");
 }
+
+#[test]
+fn cli_fails_at_once_when_nothing_listens() {
+    // A loopback port with nothing on it: the kernel answers each datagram with an ICMP
+    // port unreachable, which the client must take as the answer, not wait out.
+    let addr = format!("127.0.0.1:{}", common::free_udp_port());
+    let start = Instant::now();
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(["zk", "ls", "/", "--zookeeper", &addr])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = common::wait_bounded(child, Duration::from_secs(10))
+        .expect("pehra zk ls exits within 10 s when nothing listens");
+    let took = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_ne!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains(&format!("nothing listens on udp {addr}")),
+        "{stderr}"
+    );
+    assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
+    assert!(took < Duration::from_secs(2), "it took {took:?}");
+}

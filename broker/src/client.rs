@@ -44,6 +44,19 @@ pub enum ClientError {
     /// Bad input from the caller.
     #[error("{0}")]
     Invalid(String),
+    /// A topic's replication factor is above the number of live brokers: its partitions
+    /// could not all be placed now (see
+    /// [`ClusterClient::create_topic_allowing_under_replicated`]).
+    #[error(
+        "replication factor {replication_factor} is above the {live} live brokers \
+         (use --allow-under-replicated to create it anyway)"
+    )]
+    UnderReplicated {
+        /// The replication factor asked for.
+        replication_factor: u32,
+        /// The brokers registered now.
+        live: usize,
+    },
     /// A request kept failing in ways worth retrying (no leader, leader moving, too few
     /// in-sync replicas) for the whole retry period.
     #[error("{what}: gave up after {after:?}; last: {last}")]
@@ -347,7 +360,18 @@ impl ClusterClient {
         Ok(fresh)
     }
 
-    /// Creates a topic; the controller assigns its partitions to live brokers.
+    /// The brokers registered now (`/brokers/ids`).
+    pub async fn live_brokers(&self) -> Result<usize, ClientError> {
+        match self.zk.get_children(cluster::BROKERS).await {
+            Ok((ids, _)) => Ok(ids.len()),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(0),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    /// Creates a topic; the controller assigns its partitions to live brokers. Refused
+    /// ([`ClientError::UnderReplicated`]) if the replication factor is above the brokers
+    /// live now.
     pub async fn create_topic(
         &self,
         topic: &str,
@@ -362,14 +386,46 @@ impl ClusterClient {
         self.create_topic_with(topic, config).await
     }
 
-    /// Creates a topic with every setting given.
+    /// Creates a topic with every setting given. Refused
+    /// ([`ClientError::UnderReplicated`]) if the replication factor is above the brokers
+    /// live now.
     pub async fn create_topic_with(
         &self,
         topic: &str,
         config: TopicConfig,
     ) -> Result<(), ClientError> {
+        self.create(topic, config, false).await
+    }
+
+    /// Creates a topic even if its replication factor is above the brokers live now
+    /// (the caller says so: `pehra topic create --allow-under-replicated` warns): the
+    /// controller assigns its partitions once enough brokers are live.
+    pub async fn create_topic_allowing_under_replicated(
+        &self,
+        topic: &str,
+        config: TopicConfig,
+    ) -> Result<(), ClientError> {
+        self.create(topic, config, true).await
+    }
+
+    async fn create(
+        &self,
+        topic: &str,
+        config: TopicConfig,
+        allow_under_replicated: bool,
+    ) -> Result<(), ClientError> {
+        let replication_factor = config.replication_factor;
         cluster::validate_topic(topic).map_err(ClientError::Invalid)?;
         config.validate().map_err(ClientError::Invalid)?;
+        if !allow_under_replicated {
+            let live = self.live_brokers().await?;
+            if replication_factor as usize > live {
+                return Err(ClientError::UnderReplicated {
+                    replication_factor,
+                    live,
+                });
+            }
+        }
         cluster::ensure_path(&self.zk, TOPICS).await?;
         match self
             .zk

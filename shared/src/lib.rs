@@ -22,6 +22,8 @@ pub mod time;
 pub mod wire;
 
 #[cfg(feature = "std")]
+pub mod data_dir;
+#[cfg(feature = "std")]
 pub mod driver;
 #[cfg(feature = "std")]
 pub mod durable;

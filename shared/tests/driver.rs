@@ -326,3 +326,44 @@ async fn many_requests_in_flight() {
     })
     .await
 }
+
+#[tokio::test]
+async fn a_connected_client_hears_at_once_that_nothing_listens() {
+    bounded(async {
+        // A port that was free a moment ago: nothing listens on it now.
+        let addr = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let c = pehra_shared::driver::Endpoint::connect(addr, Config::default())
+            .await
+            .unwrap();
+        let h = c.handle();
+        let started = std::time::Instant::now();
+        let (a, b) = tokio::join!(
+            h.request(addr, Request::get("x")),
+            h.request(addr, Request::get("y")),
+        );
+        assert_eq!(a, Err(Error::Refused { peer: addr }));
+        assert_eq!(b, Err(Error::Refused { peer: addr }));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(
+            Error::Refused { peer: addr }.to_string(),
+            format!("nothing listens on udp {addr}")
+        );
+        // Once something listens there, the same endpoint reaches it.
+        let server = TestServer::start_on(&addr.to_string()).await;
+        let hello = c
+            .handle()
+            .request(addr, Request::get("hello"))
+            .await
+            .unwrap();
+        assert_eq!(hello.payload(), b"world");
+        drop(server);
+    })
+    .await
+}

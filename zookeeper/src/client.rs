@@ -8,7 +8,7 @@
 use crate::uri::{children_uri, znode_uri};
 use pehra_shared::api::{decode_response, response_error, version_tag};
 use pehra_shared::coap::{option, Code, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
-use pehra_shared::driver::{self, Endpoint, Observation, Router};
+use pehra_shared::driver::{self, Endpoint, Observation};
 use pehra_shared::wire::{
     self, Children, CreateRequest, CreateResponse, ErrorBody, ErrorKind, HeartbeatAck, MultiOp,
     MultiRequest, MultiResponse, MultiResult, NodeData, SessionOpen, SessionOpened, SetDataRequest,
@@ -246,9 +246,12 @@ impl Client {
     }
 
     /// A client without a session: it can do everything but create ephemeral znodes.
+    ///
+    /// Its socket is connected to the zookeeper, so a call fails at once
+    /// ([`driver::Error::Refused`], "nothing listens on udp ADDR") when nothing listens
+    /// there, rather than after a minute of retransmissions.
     pub async fn without_session(server: SocketAddr, coap: Config) -> Result<Client, ZkError> {
-        let local = pehra_shared::driver::any_local_for(server);
-        let endpoint = Endpoint::bind(local, coap, Router::new())
+        let endpoint = Endpoint::connect(server, coap)
             .await
             .map_err(|e| ZkError::Socket(e.to_string()))?;
         let (state, _) = watch::channel(SessionState::None);

@@ -10,7 +10,9 @@
 
 use crate::log::{FlushPolicy, LogConfig};
 use pehra_shared::api::{cbor_response, error_response};
-use pehra_shared::coap::{link_format::Link, Code, Config as CoapConfig, Method, Response};
+use pehra_shared::coap::{
+    link_format::Link, Code, Config as CoapConfig, Method, Request, Response,
+};
 use pehra_shared::driver::{Endpoint, Handle, Incoming, Responder, Router};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
 use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
@@ -142,9 +144,18 @@ pub enum BrokerError {
     /// The zookeeper refused or could not be reached.
     #[error("zookeeper: {0}")]
     Zookeeper(#[from] ZkError),
-    /// Another live broker has this id.
-    #[error("broker id {0} is registered by another live broker (it did not expire in time)")]
-    IdInUse(u32),
+    /// The data directory is in use by another process, or cannot be written.
+    #[error(transparent)]
+    DataDir(#[from] pehra_shared::data_dir::DataDirError),
+    /// Another live broker has this id: it answers at its registered address, or its
+    /// registration did not expire within [`BrokerConfig::registration_wait`].
+    #[error("broker id {id} is already registered by a live broker at {addr}")]
+    IdInUse {
+        /// The id.
+        id: u32,
+        /// The address that registration names.
+        addr: String,
+    },
     /// The pub-sub interface could not reach the cluster.
     #[error("pub-sub: {0}")]
     PubSub(String),
@@ -211,12 +222,16 @@ pub struct Broker {
     tasks: Vec<tokio::task::JoinHandle<()>>,
     id: u32,
     controlled_shutdown_timeout: Duration,
+    /// The data directory is ours while we run.
+    _data_dir: pehra_shared::data_dir::DataDirLock,
 }
 
 impl Broker {
-    /// Binds, registers with the zookeeper as `/brokers/ids/{id}`, and starts holding
-    /// the partition replicas the controller gives it.
+    /// Claims the data directory (refused at once if another process uses it or it
+    /// cannot be written), binds, registers with the zookeeper as `/brokers/ids/{id}`,
+    /// and starts holding the partition replicas the controller gives it.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
+        let data_dir = pehra_shared::data_dir::claim(&config.data_dir)?;
         let state = Arc::new(State {
             id: config.id,
             data_dir: config.data_dir.clone(),
@@ -267,7 +282,7 @@ impl Broker {
         let _ = state
             .pubsub
             .set(crate::pubsub::PubSub::new(cluster, endpoint.handle()));
-        register(&zk, &info, config.registration_wait).await?;
+        register(&zk, &endpoint.handle(), &info, config.registration_wait).await?;
         tracing::info!(id = config.id, addr = %info.addr, "broker registered");
         let tasks = vec![
             tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
@@ -294,6 +309,7 @@ impl Broker {
             tasks,
             id: config.id,
             controlled_shutdown_timeout: config.controlled_shutdown_timeout,
+            _data_dir: data_dir,
         })
     }
 
@@ -409,9 +425,18 @@ impl Broker {
     }
 }
 
-/// life (a crash: its session has not expired yet), so wait for it to go, up to `wait`;
-/// a registration that outlives that belongs to another live broker with our id.
-async fn register(zk: &Client, info: &BrokerInfo, wait: Duration) -> Result<(), BrokerError> {
+/// Creates the broker's ephemeral registration. One already there is either this
+/// broker's from a previous life (a crash: its session has not expired yet) or another
+/// live broker's with the same id. A registration naming another address (or host) is
+/// probed there: if something answers, the id is taken and the start fails at once;
+/// otherwise (and for our own address) it is waited out, up to `wait`. A registration
+/// that outlives that belongs to another live broker with our id too.
+async fn register(
+    zk: &Client,
+    handle: &Handle,
+    info: &BrokerInfo,
+    wait: Duration,
+) -> Result<(), BrokerError> {
     let path = cluster::broker_path(info.id);
     let data = wire::encode(info).expect("encodes");
     let deadline = tokio::time::Instant::now() + wait;
@@ -421,21 +446,74 @@ async fn register(zk: &Client, info: &BrokerInfo, wait: Duration) -> Result<(), 
             Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
             Err(e) => return Err(e.into()),
         }
-        tracing::warn!(
-            id = info.id,
-            "broker id already registered: waiting for that session to expire"
-        );
         let mut watch = zk.watch_data(&path).await?;
-        let gone = tokio::time::timeout_at(deadline, async {
+        // The watch's first event is the registration as it is now.
+        let holder = match watch.next().await {
+            Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) => {
+                wire::decode::<BrokerInfo>(&node.data).ok()
+            }
+            _ => continue, // gone meanwhile: try again
+        };
+        let holder_addr = holder
+            .as_ref()
+            .map_or_else(|| "an unknown address".to_string(), |h| h.addr.clone());
+        let in_use = || BrokerError::IdInUse {
+            id: info.id,
+            addr: holder_addr.clone(),
+        };
+        if tokio::time::Instant::now() >= deadline {
+            return Err(in_use());
+        }
+        let ours = holder
+            .as_ref()
+            .is_some_and(|h| h.addr == info.addr && h.host == info.host);
+        let waiting = || {
+            tracing::warn!(
+                id = info.id,
+                holder = %holder_addr,
+                "broker id already registered: waiting for that session to expire"
+            )
+        };
+        let gone = async {
             while let Some(event) = watch.next().await {
                 if matches!(event, Ok(pehra_zookeeper::WatchEvent::Deleted) | Err(_)) {
                     return;
                 }
             }
-        })
-        .await;
-        if gone.is_err() {
-            return Err(BrokerError::IdInUse(info.id));
+        };
+        // Another address: whether a live process answers there (a paused or dead one
+        // does not, and its registration expires with its session).
+        let probed = holder
+            .as_ref()
+            .filter(|_| !ours)
+            .and_then(|h| h.addr.parse::<SocketAddr>().ok());
+        let answers = async {
+            if let Some(addr) = probed {
+                let ping = handle.request(addr, Request::get(".well-known/core"));
+                tokio::pin!(ping);
+                match tokio::time::timeout(Duration::from_secs(1), &mut ping).await {
+                    Ok(Ok(_)) => return,
+                    Ok(Err(_)) => waiting(),
+                    Err(_) => {
+                        // No answer yet (paused, or gone): wait, and keep listening.
+                        waiting();
+                        if ping.await.is_ok() {
+                            return;
+                        }
+                    }
+                }
+            } else {
+                waiting();
+            }
+            std::future::pending().await
+        };
+        tokio::select! {
+            gone = tokio::time::timeout_at(deadline, gone) => {
+                if gone.is_err() {
+                    return Err(in_use());
+                }
+            }
+            () = answers => return Err(in_use()),
         }
     }
 }

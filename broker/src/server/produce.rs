@@ -50,16 +50,23 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
         Err(response) => return responder.respond(response),
     };
     let mut p = partition.lock().expect("lock");
-    let response = match append(state, &mut p, &request, count) {
-        Ok(r) => r,
+    let (response, duplicate) = match append(state, &mut p, &request, count) {
+        Ok(Appended::New(r)) => (r, false),
+        Ok(Appended::Duplicate(r)) => (r, true),
         Err(response) => return responder.respond(response),
     };
     let moved = p.advance_high_watermark(state.id);
     let end = p.log.log_end_offset();
     let until = response.base_offset + u64::from(response.record_count);
+    // A duplicate gets the answer its original would get now: "ok" for acks=all only
+    // once it is committed with enough replicas in sync. (A new batch was checked against
+    // min in-sync before it was written, under this lock: only a duplicate meets this.)
     match request.acks {
         Acks::None => responder.discard(),
         Acks::Leader => responder.respond(cbor_response(Code::CHANGED, &response)),
+        Acks::All if p.meta.isr.len() < p.min_insync as usize => {
+            responder.respond(not_enough_replicas(p.meta.isr.len(), p.min_insync, true))
+        }
         Acks::All if p.high_watermark >= until => {
             responder.respond(cbor_response(Code::CHANGED, &response))
         }
@@ -76,20 +83,31 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
         }
     }
     drop(p);
-    state.appended.notify_waiters();
+    if !duplicate {
+        state.appended.notify_waiters(); // something new for the followers
+    }
     if let Some(hw) = moved {
         state.notify_partition(&request.topic, request.partition, hw, end);
     }
 }
 
+/// What [`append`] did with a batch.
+enum Appended {
+    /// Written now, at this place.
+    New(ProduceResponse),
+    /// A producer's retry of its last batch: not written again; the first one's place.
+    /// Whether it may be acknowledged depends on the original's state, like a new one's.
+    Duplicate(ProduceResponse),
+}
+
 /// Appends the batch unless it is a producer's retry of its last batch, which gets
-/// the first answer again instead of a second copy.
+/// the first one's place instead of a second copy.
 fn append(
     state: &State,
     p: &mut Partition,
     request: &ProduceRequest,
     count: u32,
-) -> Result<ProduceResponse, Response> {
+) -> Result<Appended, Response> {
     if let Some(epoch) = request.leader_epoch {
         if epoch != p.meta.leader_epoch {
             return Err(error_response(
@@ -117,11 +135,11 @@ fn append(
     if let Some(producer) = producer {
         if let Some(last) = p.log.last_producer_batch(producer.producer_id) {
             if last.base_sequence == producer.base_sequence {
-                return Ok(ProduceResponse {
+                return Ok(Appended::Duplicate(ProduceResponse {
                     base_offset: last.base_offset,
                     record_count: last.record_count,
                     leader_epoch: last.leader_epoch,
-                });
+                }));
             }
             if producer.base_sequence < last.base_sequence {
                 // A copy of an older batch arriving late (a CoAP retransmission to a
@@ -156,9 +174,9 @@ fn append(
         error_response(ErrorKind::Internal, &format!("append failed on broker {}: {e}", state.id))
     })?;
     state.unflushed.notify_one();
-    Ok(ProduceResponse {
+    Ok(Appended::New(ProduceResponse {
         base_offset: info.base_offset,
         record_count: count,
         leader_epoch: epoch,
-    })
+    }))
 }

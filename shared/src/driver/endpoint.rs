@@ -4,7 +4,8 @@
 use super::router::{Dispatch, ResponseFuture, Router};
 use super::Error;
 use crate::coap::{
-    Config, Engine, Event, IncomingId, Request, RequestId, Response, ServerSecurity, Stats,
+    Config, Engine, Event, ExchangeError, IncomingId, Request, RequestId, Response, ServerSecurity,
+    Stats,
 };
 use crate::oscore::SecurityContext;
 use crate::Instant;
@@ -90,8 +91,28 @@ impl Endpoint {
         Self::from_socket(socket, config, router)
     }
 
+    /// A client endpoint for one peer: binds an ephemeral port and connects the socket
+    /// to `peer`, so that the kernel reports an ICMP port unreachable from it. Then every
+    /// request to `peer` fails at once with [`Error::Refused`] instead of waiting out its
+    /// retransmissions (about a minute). A connected socket hears nobody else, so this is
+    /// for clients of a single server only, never for a server.
+    pub async fn connect(peer: SocketAddr, config: Config) -> std::io::Result<Self> {
+        let socket = UdpSocket::bind(super::any_local_for(peer)).await?;
+        socket.connect(peer).await?;
+        Self::start(socket, config, Router::new(), Some(peer))
+    }
+
     /// Starts an endpoint on an already bound socket.
     pub fn from_socket(socket: UdpSocket, config: Config, router: Router) -> std::io::Result<Self> {
+        Self::start(socket, config, router, None)
+    }
+
+    fn start(
+        socket: UdpSocket,
+        config: Config,
+        router: Router,
+        connected: Option<SocketAddr>,
+    ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
         let mut seed = [0u8; 32];
         rand::rngs::SysRng
@@ -110,6 +131,7 @@ impl Endpoint {
             waiting: HashMap::new(),
             sent_waiters: Vec::new(),
             ceiling_store: None,
+            connected,
         };
         let task = tokio::spawn(driver.run());
         Ok(Endpoint {
@@ -323,6 +345,9 @@ struct Driver {
     sent_waiters: Vec<oneshot::Sender<()>>,
     /// Stores the OSCORE sequence ceiling (servers with security).
     ceiling_store: Option<CeilingStore>,
+    /// The peer the socket is connected to ([`Endpoint::connect`]): the kernel reports
+    /// its ICMP port unreachable as `ECONNREFUSED` on the next receive or send.
+    connected: Option<SocketAddr>,
 }
 
 impl Driver {
@@ -361,7 +386,7 @@ impl Driver {
                                 self.engine.handle_datagram(now, peer, &buf[..n]);
                             }
                         }
-                        Err(e) => tracing::debug!(error = %e, "UDP receive failed"),
+                        Err(e) => self.on_socket_error(&e, "UDP receive failed"),
                     }
                 }
                 _ = sleep_until(deadline), if deadline.is_some() => {
@@ -370,6 +395,20 @@ impl Driver {
                     self.engine.handle_timeout(now);
                 }
             }
+        }
+    }
+
+    /// A receive or send failed. On a connected socket, `ECONNREFUSED` is the peer's ICMP
+    /// port unreachable: its requests fail now. Anything else is only logged (and a server
+    /// never fails on what a client's network says).
+    fn on_socket_error(&mut self, error: &std::io::Error, what: &str) {
+        match self.connected {
+            Some(peer) if error.kind() == std::io::ErrorKind::ConnectionRefused => {
+                let now = self.now();
+                let failed = self.engine.peer_unreachable(now, peer);
+                tracing::debug!(%peer, failed, "nothing listens at the peer (ICMP port unreachable)");
+            }
+            _ => tracing::debug!(error = %error, "{what}"),
         }
     }
 
@@ -503,6 +542,7 @@ impl Driver {
                 };
                 if let Err(e) = sent {
                     tracing::debug!(peer = %transmit.peer, error = %e, "UDP send failed");
+                    self.on_socket_error(&e, "UDP send failed");
                 }
             }
             while let Some(event) = self.engine.poll_event() {
@@ -556,15 +596,21 @@ impl Driver {
                     }
                 }
             }
-            Event::Failed { id, error } => match self.waiting.remove(&id) {
-                Some(Waiter::Once(reply)) => {
-                    let _ = reply.send(Err(error.into()));
+            Event::Failed { id, error } => {
+                let error = match (error, self.connected) {
+                    (ExchangeError::Unreachable, Some(peer)) => Error::Refused { peer },
+                    (error, _) => error.into(),
+                };
+                match self.waiting.remove(&id) {
+                    Some(Waiter::Once(reply)) => {
+                        let _ = reply.send(Err(error));
+                    }
+                    Some(Waiter::Stream(sink)) => {
+                        let _ = sink.send(Err(error));
+                    }
+                    None => {}
                 }
-                Some(Waiter::Stream(sink)) => {
-                    let _ = sink.send(Err(error.into()));
-                }
-                None => {}
-            },
+            }
         }
     }
 

@@ -43,4 +43,11 @@ pub enum Error {
     /// The endpoint was shut down.
     #[error("the CoAP endpoint is shut down")]
     Closed,
+    /// Nothing listens at the peer: the network answered with an ICMP port unreachable.
+    /// Only an endpoint made with [`Endpoint::connect`] hears of it; others time out.
+    #[error("nothing listens on udp {peer}")]
+    Refused {
+        /// The peer.
+        peer: SocketAddr,
+    },
 }

@@ -70,7 +70,8 @@ pub use log::{
 };
 pub use pehra::{
     is_maintenance_command_name, AdminSwitch, CheckIn, CheckInReply, ElectionResult, Maintenance,
-    MaintenanceState, ModeChange, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, Wake, WakeReason,
+    MaintenanceState, ModeChange, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord,
+    Wake, WakeReason,
 };
 pub use scan::MAX_DEPTH;
 pub use session::{Directive, Heartbeat, HeartbeatAck, SessionOpen, SessionOpened};

@@ -16,6 +16,7 @@ mod sessions;
 use crate::storage::{Storage, StorageError};
 use crate::tree::{DataTree, Op};
 use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::data_dir::{self, DataDirError, DataDirLock};
 use pehra_shared::driver::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
@@ -81,6 +82,9 @@ impl ServerConfig {
 /// Why a zookeeper could not start or had to stop.
 #[derive(Debug, Error)]
 pub enum ServerError {
+    /// The data directory is in use by another process, or cannot be written.
+    #[error(transparent)]
+    DataDir(#[from] DataDirError),
     /// The data directory could not be read or written.
     #[error(transparent)]
     Storage(#[from] StorageError),
@@ -119,7 +123,7 @@ pub struct Server {
     jobs: mpsc::UnboundedSender<Job>,
     recovered: Recovered,
     /// The data directory is ours while we run.
-    _lock: crate::storage::DirLock,
+    _lock: DataDirLock,
 }
 
 /// What was found on disk at start.
@@ -138,10 +142,12 @@ pub struct Recovered {
 }
 
 impl Server {
-    /// Recovers the data directory and starts serving.
+    /// Claims the data directory (refused at once if another process uses it or it
+    /// cannot be written), recovers it and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
-        let lock = crate::storage::lock_dir(&dir)?;
+        // The same `LOCK` file as `storage::lock_dir` locks, with the holder's PID in it.
+        let lock = data_dir::claim(&dir)?;
         let options = config.recovery.clone();
         let (storage, tree, recovered) =
             tokio::task::spawn_blocking(move || recover(&dir, &options))

@@ -138,6 +138,29 @@ impl<A: PeerAddress> Engine<A> {
         self.remove_exchange(id).is_some()
     }
 
+    /// The network says nothing listens at `peer` (an ICMP port unreachable, which a
+    /// socket connected to it reports): every request of ours to it, in flight, queued
+    /// behind NSTART or observing, fails at once with [`ExchangeError::Unreachable`]
+    /// instead of waiting out its retransmissions. Nothing else changes (requests from
+    /// that peer, observers it has here); a later request to it is sent as usual.
+    /// Returns how many failed.
+    pub fn peer_unreachable(&mut self, now: Instant, peer: A) -> usize {
+        self.tick(now);
+        // The queued ones first: failing one in flight would start them.
+        self.queued.remove(&peer);
+        let mut ids: Vec<(bool, RequestId)> = self
+            .exchanges
+            .iter()
+            .filter(|(_, e)| e.peer == peer)
+            .map(|(id, e)| (e.outstanding, *id))
+            .collect();
+        ids.sort();
+        for &(_, id) in &ids {
+            self.fail(id, ExchangeError::Unreachable);
+        }
+        ids.len()
+    }
+
     /// Requests of ours not yet finished (observations included).
     pub fn pending_requests(&self) -> usize {
         self.exchanges.len()

@@ -98,6 +98,10 @@ pub enum ExchangeError {
     /// not verify): not from the server we share the context with.
     #[error("the answer was not protected by the peer's OSCORE context")]
     Unprotected,
+    /// Nothing listens at the peer's address: the network said so (an ICMP port
+    /// unreachable, see [`Engine::peer_unreachable`]).
+    #[error("nothing listens at the peer's address")]
+    Unreachable,
 }
 
 /// Something the application must hear about.

@@ -930,3 +930,48 @@ fn payloads_up_to_max_payload_go_in_one_datagram_each_way() {
     );
     assert!(net.sent_by(CLIENT).len() > 10, "went block-wise");
 }
+
+#[test]
+fn an_unreachable_peer_fails_its_requests_at_once_and_no_one_elses() {
+    const OTHER: u8 = 3;
+    let config = Config {
+        nstart: 2,
+        ..Config::default()
+    };
+    let mut net = Net::new(config);
+    net.handler = |_| None;
+    // Three to the server (two in flight, one queued behind NSTART) and one to another
+    // peer.
+    let mut ids: Vec<_> = (0..3)
+        .map(|i| net.request(Request::get(&format!("/q{i}"))))
+        .collect();
+    let now = net.now;
+    let other = net.client.request(now, OTHER, Request::get("/elsewhere"));
+    net.drain();
+    net.wire.clear();
+    ids.sort();
+    let now = net.now;
+    assert_eq!(net.client.peer_unreachable(now, SERVER), 3);
+    net.drain();
+    let mut failed: Vec<RequestId> = net
+        .client_events
+        .iter()
+        .map(|e| match e {
+            Event::Failed {
+                id,
+                error: ExchangeError::Unreachable,
+            } => *id,
+            other => panic!("only failures, got {other:?}"),
+        })
+        .collect();
+    failed.sort();
+    assert_eq!(failed, ids, "every request to the peer, the queued one too");
+    assert!(net.wire.is_empty(), "the queued request was never sent");
+    assert_eq!(net.client.pending_requests(), 1, "the other peer's stays");
+    // A request to the peer afterwards goes out as usual (it may listen again).
+    net.handler = echo;
+    let again = net.request(Request::get("/back"));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.response_to(again).unwrap().payload(), b"back:");
+    assert!(net.client.cancel(other));
+}
