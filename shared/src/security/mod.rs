@@ -13,6 +13,10 @@
 //! Key IDs are short, as OSCORE wants (at most 7 bytes, all in the nonce): a role byte
 //! ([`Role::kid_prefix`]) and the identity's number, big-endian, without leading zeros.
 
+pub mod acl;
+#[cfg(feature = "std")]
+pub mod credentials;
+
 use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::vec::Vec;
