@@ -3,12 +3,14 @@
 //! Today it carries the CoAP client tool; the zookeeper, brokers, producer/consumer
 //! tools and `pehra dev` arrive with their issues, and `--help` lists only what works.
 
+mod acl_file;
 mod broker_cmd;
 mod cluster_cmd;
 mod coap_cmd;
 mod dev_cmd;
 mod device_sim_cmd;
 mod diag;
+mod keys_cmd;
 mod pehra_cmd;
 mod zk_cmd;
 
@@ -52,6 +54,10 @@ enum Command {
     Coap(coap_cmd::CoapArgs),
     /// Simulate battery devices running the firmware's node loop against the brokers.
     DeviceSim(device_sim_cmd::DeviceSimArgs),
+    /// Make and manage identities and credential files: init, add, revoke, rotate, list.
+    Keys(keys_cmd::KeysArgs),
+    /// Show the access-control policy (defaults and an ACL file) and check requests.
+    Acl(acl_file::AclArgs),
 }
 
 #[tokio::main]
@@ -76,6 +82,8 @@ async fn main() -> std::process::ExitCode {
         Command::Cluster(args) => cluster_cmd::cluster(args).await,
         Command::Pehra(args) => pehra_cmd::run(args).await,
         Command::DeviceSim(args) => device_sim_cmd::run(args).await,
+        Command::Keys(args) => keys_cmd::run(args),
+        Command::Acl(args) => acl_file::run(args),
     };
     match result {
         Ok(code) => code,
