@@ -95,7 +95,6 @@ impl<K: Ord, V> VecMap<K, V> {
     }
 
     /// The entries in key order.
-    #[cfg(test)]
     pub(crate) fn iter(&self) -> impl Iterator<Item = (&K, &V)> {
         self.entries.iter().map(|(k, v)| (k, v))
     }
