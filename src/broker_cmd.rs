@@ -32,6 +32,8 @@ pub struct BrokerArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181")]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ServerSecurityArgs,
     /// Directory for partition logs (default pehra-data/broker-ID).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -144,6 +146,9 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         on_wake: args.on_wake.clone(),
     };
     config.maintenance_commands = args.maintenance_command.iter().cloned().collect();
+    config.security = args
+        .security
+        .resolve(args.listen, &format!("broker {}", args.id))?;
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {
@@ -187,6 +192,8 @@ pub struct TopicArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181", global = true)]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
     command: TopicCommand,
 }
@@ -221,7 +228,7 @@ enum TopicCommand {
 }
 
 pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect(args.zookeeper).await?;
+    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
         TopicCommand::Create {
@@ -337,6 +344,8 @@ pub struct ProduceArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181")]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     /// The key of every record.
     #[arg(short = 'k', long)]
     key: Option<String>,
@@ -358,7 +367,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect(args.zookeeper).await?;
+    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
     let meta = client.metadata();
     let Some(topic) = meta.topics.get(&args.topic) else {
         bail!("no such topic: {}", args.topic)
@@ -483,6 +492,8 @@ pub struct ConsumeArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181")]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     /// Consumer group (offsets committed in the zookeeper).
     #[arg(long)]
     group: Option<String>,
@@ -504,7 +515,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect(args.zookeeper).await?;
+    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
     let meta = client.metadata();
     let Some(topic) = meta.topics.get(&args.topic) else {
         bail!("no such topic: {}", args.topic)

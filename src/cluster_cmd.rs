@@ -16,6 +16,8 @@ pub struct ClusterArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181", global = true)]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
     command: ClusterCommand,
 }
@@ -80,9 +82,14 @@ fn parse_command_name(name: &str) -> Result<String, String> {
 }
 
 pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
-    let client = Client::without_session(args.zookeeper, ClientOptions::default().coap)
-        .await
-        .context("opening a zookeeper client")?;
+    let credentials = args.security.load()?;
+    let client = Client::without_session_secured(
+        args.zookeeper,
+        ClientOptions::default().coap,
+        credentials.as_deref(),
+    )
+    .await
+    .context("opening a zookeeper client")?;
     match args.command {
         ClusterCommand::Status => status(&client).await,
         ClusterCommand::Maintenance { command, timeout_s } => {

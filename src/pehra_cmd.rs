@@ -5,12 +5,14 @@ use clap::{Args, Subcommand};
 use pehra_shared::api::response_error;
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraState};
 use pehra_zookeeper::cluster::{PEHRA_ADMIN, PEHRA_STATE};
 use pehra_zookeeper::{Client, ClientOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `pehra pehra`.
@@ -19,6 +21,8 @@ pub struct PehraArgs {
     /// The zookeeper.
     #[arg(long, default_value = "127.0.0.1:2181", global = true)]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
     command: PehraCommand,
 }
@@ -50,15 +54,21 @@ struct AdminArgs {
 }
 
 pub async fn run(args: PehraArgs) -> Result<ExitCode> {
+    let credentials = args.security.load()?;
     match args.command {
-        PehraCommand::Status => status(args.zookeeper).await,
-        PehraCommand::Enable(admin) => switch(args.zookeeper, &admin.admin_key, true).await,
-        PehraCommand::Disable(admin) => switch(args.zookeeper, &admin.admin_key, false).await,
+        PehraCommand::Status => status(args.zookeeper, credentials).await,
+        PehraCommand::Enable(admin) => {
+            switch(args.zookeeper, credentials, &admin.admin_key, true).await
+        }
+        PehraCommand::Disable(admin) => {
+            switch(args.zookeeper, credentials, &admin.admin_key, false).await
+        }
     }
 }
 
 async fn switch(
     zookeeper: SocketAddr,
+    credentials: Option<Arc<Credentials>>,
     key_file: &std::path::Path,
     enabled: bool,
 ) -> Result<ExitCode> {
@@ -69,6 +79,15 @@ async fn switch(
     let endpoint = Endpoint::bind(local, Config::default(), Router::new())
         .await
         .context("opening a UDP socket")?;
+    if let Some(credentials) = &credentials {
+        pehra_shared::driver::security::secure_client(
+            &endpoint.handle(),
+            credentials,
+            zookeeper,
+            &pehra_shared::security::zookeeper_kid(),
+        )
+        .await?;
+    }
     let request = Request::post("pehra/mode")
         .with_payload(wire::encode(&change).expect("wire types encode"))
         .with_content_format(CONTENT_FORMAT_CBOR);
@@ -98,10 +117,14 @@ async fn switch(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(zookeeper: SocketAddr) -> Result<ExitCode> {
-    let client = Client::without_session(zookeeper, ClientOptions::default().coap)
-        .await
-        .context("opening a zookeeper client")?;
+async fn status(zookeeper: SocketAddr, credentials: Option<Arc<Credentials>>) -> Result<ExitCode> {
+    let client = Client::without_session_secured(
+        zookeeper,
+        ClientOptions::default().coap,
+        credentials.as_deref(),
+    )
+    .await
+    .context("opening a zookeeper client")?;
     let state = pehra_zookeeper::cluster::pehra_state(&client)
         .await
         .with_context(|| format!("reading {PEHRA_STATE} from the zookeeper at {zookeeper}"))?;

@@ -67,6 +67,8 @@ pub struct ServeArgs {
     /// mode change is refused (4.01).
     #[arg(long, value_name = "FILE")]
     admin_key: Option<PathBuf>,
+    #[command(flatten)]
+    security: crate::security_args::ServerSecurityArgs,
     /// Recovery from a damaged write-ahead log, for when the zookeeper refused to start
     /// because valid records follow damage in it: cut the log after zxid N, the last good
     /// record the error names, deleting every record after it (the error says how many).
@@ -84,6 +86,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.max_sleep = Duration::from_millis(args.max_sleep_ms);
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
     config.recovery.recover_truncate_wal = args.recover_truncate_wal;
+    config.security = args.security.resolve(args.listen, "the zookeeper")?;
+    let own_credentials = config.security.as_ref().map(|s| {
+        std::sync::Arc::new(pehra_shared::driver::security::service_credentials(
+            &s.credentials,
+        ))
+    });
     if let Some(path) = &args.admin_key {
         config.admin_key = Some(pehra_zookeeper::admin::read_key_file(path)?);
     }
@@ -124,10 +132,12 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         replace_dead_after: (args.replace_dead_broker_after_s > 0)
             .then(|| Duration::from_secs(args.replace_dead_broker_after_s)),
     };
+    let controller_credentials = own_credentials.clone();
     let controller = tokio::spawn(async move {
         loop {
-            let run = pehra_zookeeper::cluster::Controller::run_with(
+            let run = pehra_zookeeper::cluster::Controller::run_secured(
                 controller_addr,
+                controller_credentials.clone(),
                 controller_config.clone(),
             );
             if let Err(e) = run.await {
@@ -147,8 +157,11 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     };
     let pehra = tokio::spawn(async move {
         loop {
-            let run =
-                pehra_zookeeper::cluster::PehraCoordinator::run_with(controller_addr, pehra_config);
+            let run = pehra_zookeeper::cluster::PehraCoordinator::run_secured(
+                controller_addr,
+                own_credentials.clone(),
+                pehra_config,
+            );
             if let Err(e) = run.await {
                 tracing::error!(error = %e, "the PEHRA coordinator stopped; restarting it");
             }
@@ -184,6 +197,8 @@ pub struct ZkArgs {
     /// The zookeeper's address.
     #[arg(long, default_value = "127.0.0.1:2181", global = true)]
     zookeeper: SocketAddr,
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
     command: ZkCommand,
 }
@@ -238,7 +253,10 @@ enum ZkCommand {
 }
 
 pub async fn run(args: ZkArgs) -> Result<ExitCode> {
-    let options = ClientOptions::default();
+    let options = ClientOptions {
+        credentials: args.security.load()?,
+        ..ClientOptions::default()
+    };
     let needs_session = matches!(
         args.command,
         ZkCommand::Create {
@@ -249,7 +267,12 @@ pub async fn run(args: ZkArgs) -> Result<ExitCode> {
     let client = if needs_session {
         Client::connect(args.zookeeper, options).await?
     } else {
-        Client::without_session(args.zookeeper, options.coap).await?
+        Client::without_session_secured(
+            args.zookeeper,
+            options.coap,
+            options.credentials.as_deref(),
+        )
+        .await?
     };
     let mut out = std::io::stdout().lock();
     match args.command {

@@ -5,6 +5,7 @@
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
+use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{
     self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, MultiOp, NodeRole,
     PartitionMetadata, ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
@@ -13,7 +14,7 @@ use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use thiserror::Error;
 
 /// Why a client call failed.
@@ -242,6 +243,9 @@ pub struct ClusterClient {
     zk: Client,
     endpoint: Endpoint,
     metadata: std::sync::Arc<Mutex<Metadata>>,
+    /// OSCORE: this client's credentials, and the broker addresses secured already.
+    credentials: Option<Arc<Credentials>>,
+    secured: Mutex<BTreeSet<SocketAddr>>,
     /// Per partition used: the leader epoch as a zookeeper watch last reported it (kept
     /// up to date by a task that also refreshes `metadata`), so a request to a leader
     /// that lost its place is abandoned as soon as the controller moves it.
@@ -271,6 +275,15 @@ pub struct RetryStats {
 impl ClusterClient {
     /// Connects to the zookeeper at `zookeeper` and loads the metadata.
     pub async fn connect(zookeeper: SocketAddr) -> Result<ClusterClient, ClientError> {
+        Self::connect_secured(zookeeper, None).await
+    }
+
+    /// [`ClusterClient::connect`], protecting every request (to the zookeeper and to
+    /// each broker) with OSCORE when `credentials` are given.
+    pub async fn connect_secured(
+        zookeeper: SocketAddr,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<ClusterClient, ClientError> {
         let coap = Config {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
@@ -278,7 +291,8 @@ impl ClusterClient {
             max_payload: crate::server::BROKER_MAX_PAYLOAD,
             ..Config::default()
         };
-        let zk = Client::without_session(zookeeper, coap.clone()).await?;
+        let zk = Client::without_session_secured(zookeeper, coap.clone(), credentials.as_deref())
+            .await?;
         let local = pehra_shared::driver::any_local_for(zookeeper);
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
@@ -291,7 +305,39 @@ impl ClusterClient {
             epochs: Mutex::default(),
             last_error: Mutex::new(None),
             retries: Mutex::default(),
+            credentials,
+            secured: Mutex::default(),
         })
+    }
+
+    /// Protects the requests to the broker at `addr` with OSCORE (once per address), if
+    /// this client has credentials; its broker id comes from the metadata.
+    async fn secure(&self, addr: SocketAddr) -> Result<(), ClientError> {
+        let Some(credentials) = &self.credentials else {
+            return Ok(());
+        };
+        if self.secured.lock().expect("lock").contains(&addr) {
+            return Ok(());
+        }
+        let id = self
+            .metadata()
+            .brokers
+            .values()
+            .find(|b| b.addr.parse::<SocketAddr>().ok() == Some(addr))
+            .map(|b| b.id)
+            .ok_or_else(|| ClientError::NoLeader(format!("no live broker is at {addr}")))?;
+        pehra_shared::driver::security::secure_client(
+            &self.endpoint.handle(),
+            credentials,
+            addr,
+            &pehra_shared::security::broker_kid(id),
+        )
+        .await
+        .map_err(|e| {
+            ClientError::Invalid(format!("cannot secure the requests to broker {id}: {e}"))
+        })?;
+        self.secured.lock().expect("lock").insert(addr);
+        Ok(())
     }
 
     /// The zookeeper client.
@@ -515,6 +561,9 @@ impl ClusterClient {
             let Ok(leader) = meta.leader(topic, p) else {
                 return false;
             };
+            if self.secure(leader).await.is_err() {
+                return false;
+            }
             loop {
                 let handle = self.endpoint.handle();
                 let probe = handle.request(leader, Request::get(&format!("p/{topic}/{p}")));
@@ -604,6 +653,7 @@ impl ClusterClient {
         if acks == Acks::None {
             // Fire and forget: NON, nothing comes back.
             let leader = self.metadata().leader(topic, partition)?;
+            self.secure(leader).await?;
             let coap = Request::new(Method::Post, "produce")
                 .with_payload(body)
                 .with_content_format(CONTENT_FORMAT_CBOR);
@@ -683,6 +733,10 @@ impl ClusterClient {
                 }
                 Err(e) => return Err(e),
             };
+            if let Err(e) = self.secure(leader).await {
+                *self.last_error.lock().expect("lock") = Some(e.to_string());
+                continue;
+            }
             let coap = Request::new(Method::Post, resource)
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
@@ -767,6 +821,7 @@ impl ClusterClient {
         partition: u32,
     ) -> Result<Observation, ClientError> {
         let leader = self.metadata().leader(topic, partition)?;
+        self.secure(leader).await?;
         self.endpoint
             .handle()
             .observe(leader, Request::get(&format!("p/{topic}/{partition}")))

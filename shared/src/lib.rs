@@ -16,8 +16,8 @@ extern crate std;
 pub mod api;
 pub mod coap;
 pub mod oscore;
-pub mod security;
 pub mod pehra;
+pub mod security;
 pub mod time;
 pub mod wire;
 

@@ -9,6 +9,7 @@ use crate::uri::{children_uri, znode_uri};
 use pehra_shared::api::{decode_response, response_error, version_tag};
 use pehra_shared::coap::{option, Code, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation};
+use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{
     self, Children, CreateRequest, CreateResponse, ErrorBody, ErrorKind, HeartbeatAck, MultiOp,
     MultiRequest, MultiResponse, MultiResult, NodeData, SessionOpen, SessionOpened, SetDataRequest,
@@ -166,6 +167,9 @@ pub struct ClientOptions {
     pub session_timeout: Duration,
     /// CoAP parameters of the client's endpoint.
     pub coap: Config,
+    /// OSCORE: protect every request with these credentials (the zookeeper must know
+    /// them); `None` speaks plain CoAP, which only an insecure zookeeper serves.
+    pub credentials: Option<Arc<Credentials>>,
 }
 
 impl Default for ClientOptions {
@@ -177,6 +181,7 @@ impl Default for ClientOptions {
                 max_retransmit: 6,
                 ..Config::default()
             },
+            credentials: None,
         }
     }
 }
@@ -224,7 +229,9 @@ impl Drop for Client {
 impl Client {
     /// Connects and opens a session, kept alive until [`Client::close`] or drop.
     pub async fn connect(server: SocketAddr, options: ClientOptions) -> Result<Client, ZkError> {
-        let mut client = Self::without_session(server, options.coap).await?;
+        let mut client =
+            Self::without_session_secured(server, options.coap, options.credentials.as_deref())
+                .await?;
         let open = SessionOpen {
             timeout_ms: options.session_timeout.as_millis() as u32,
             node: None,
@@ -251,9 +258,29 @@ impl Client {
     /// ([`driver::Error::Refused`], "nothing listens on udp ADDR") when nothing listens
     /// there, rather than after a minute of retransmissions.
     pub async fn without_session(server: SocketAddr, coap: Config) -> Result<Client, ZkError> {
+        Self::without_session_secured(server, coap, None).await
+    }
+
+    /// [`Client::without_session`], protecting every request with OSCORE when
+    /// `credentials` are given.
+    pub async fn without_session_secured(
+        server: SocketAddr,
+        coap: Config,
+        credentials: Option<&Credentials>,
+    ) -> Result<Client, ZkError> {
         let endpoint = Endpoint::connect(server, coap)
             .await
             .map_err(|e| ZkError::Socket(e.to_string()))?;
+        if let Some(credentials) = credentials {
+            pehra_shared::driver::security::secure_client(
+                &endpoint.handle(),
+                credentials,
+                server,
+                &pehra_shared::security::zookeeper_kid(),
+            )
+            .await
+            .map_err(|e| ZkError::Socket(e.to_string()))?;
+        }
         let (state, _) = watch::channel(SessionState::None);
         let (paused, _) = watch::channel(false);
         Ok(Client {

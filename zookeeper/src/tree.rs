@@ -23,6 +23,10 @@ pub enum Op {
         session: u64,
         /// Its negotiated timeout.
         timeout_ms: u32,
+        /// The identity that opened it (OSCORE), the only one that may heartbeat, close
+        /// or speak for it; `None` on a zookeeper without security.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        owner: Option<String>,
     },
     /// A session closes or expires: its ephemeral znodes go.
     CloseSession {
@@ -213,6 +217,9 @@ pub struct SessionState {
     pub timeout_ms: u32,
     /// Paths of its ephemeral znodes.
     pub ephemerals: BTreeSet<String>,
+    /// The identity that opened it (see [`Op::CreateSession`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
 }
 
 /// The whole coordination state: what a snapshot holds.
@@ -368,6 +375,7 @@ impl DataTree {
             Op::CreateSession {
                 session,
                 timeout_ms,
+                owner,
             } => {
                 self.save_session(journal, *session);
                 self.sessions.insert(
@@ -375,6 +383,7 @@ impl DataTree {
                     SessionState {
                         timeout_ms: *timeout_ms,
                         ephemerals: BTreeSet::new(),
+                        owner: owner.clone(),
                     },
                 );
                 Ok(Outcome::SessionCreated)

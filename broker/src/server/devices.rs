@@ -234,6 +234,7 @@ impl Gateway {
             .handle
             .get()
             .ok_or_else(|| ClientError::Invalid("the broker is starting".into()))?;
+        super::access::secure_broker_peer(&self.state, leader, addr).await;
         let request = Request::get(&format!("p/{topic}/0"));
         let response = tokio::time::timeout(PROBE_TIMEOUT, handle.request(addr, request))
             .await

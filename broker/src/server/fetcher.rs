@@ -88,6 +88,7 @@ async fn run(
     let Some(handle) = state.handle.get().cloned() else {
         return;
     };
+    super::access::secure_broker_peer(&state, leader, addr).await;
     loop {
         let set = keys.borrow_and_update().clone();
         let partitions = positions(&state, leader, &set);

@@ -414,11 +414,21 @@ async fn run_command(command: &str) -> (MaintenanceState, String) {
 /// broker's order `failed` with the error, so that the orchestrator learns it at once
 /// instead of waiting out its timeout for a broker that will not come back (the order
 /// would stay `running`). Bounded: a broker whose zookeeper is gone still exits.
-pub(crate) async fn report_restart_failure(zookeeper: SocketAddr, id: u32, error: &std::io::Error) {
+pub(crate) async fn report_restart_failure(
+    zookeeper: SocketAddr,
+    credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
+    id: u32,
+    error: &std::io::Error,
+) {
     let path = cluster::pehra_maintenance_path(&cluster::broker_node_name(id));
     let report = async {
         // The broker's session is closed (its requests would be refused): a new client.
-        let zk = Client::without_session(zookeeper, ClientOptions::default().coap).await?;
+        let zk = Client::without_session_secured(
+            zookeeper,
+            ClientOptions::default().coap,
+            credentials.as_deref(),
+        )
+        .await?;
         let (data, stat) = zk.get_data(&path).await?;
         let Ok(order) = wire::decode::<Maintenance>(&data) else {
             return Ok(None);

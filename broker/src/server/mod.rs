@@ -18,6 +18,7 @@ use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
 use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
 use std::sync::atomic::{AtomicBool, Ordering};
 
+mod access;
 mod assignment;
 mod devices;
 mod fetch;
@@ -81,6 +82,9 @@ pub struct BrokerConfig {
     /// (`--maintenance-command NAME=CMD`). An order names one; the command itself is
     /// configured here, on the broker's own machine, and never read from the network.
     pub maintenance_commands: BTreeMap<String, String>,
+    /// OSCORE and ACLs (the broker's credentials and the policy); `None` serves plain
+    /// CoAP to anyone (an insecure cluster on loopback).
+    pub security: Option<pehra_zookeeper::Security>,
 }
 
 impl BrokerConfig {
@@ -112,6 +116,7 @@ impl BrokerConfig {
             controlled_shutdown_timeout: Duration::from_secs(10),
             pehra: pehra::PehraConfig::default(),
             maintenance_commands: BTreeMap::new(),
+            security: None,
         }
     }
 }
@@ -133,6 +138,10 @@ pub fn hostname() -> String {
 /// Why a broker could not start or had to stop.
 #[derive(Debug, Error)]
 pub enum BrokerError {
+    /// OSCORE could not be set up (credentials without a key table, an unreadable
+    /// sequence ceiling).
+    #[error("security: {0}")]
+    Security(String),
     /// The socket could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -201,6 +210,10 @@ pub(crate) struct State {
     restart: tokio::sync::watch::Sender<bool>,
     /// The Pehredar's address, for device check-ins.
     pehredar_cache: devices::PehredarCache,
+    /// Its own credentials (OSCORE towards the zookeeper and the other brokers).
+    credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
+    /// The brokers' addresses its requests are protected to already.
+    secured_peers: Mutex<std::collections::HashSet<SocketAddr>>,
 }
 
 impl State {
@@ -254,16 +267,32 @@ impl Broker {
             pehra: OnceLock::new(),
             restart: tokio::sync::watch::channel(false).0,
             pehredar_cache: devices::PehredarCache::default(),
+            credentials: config.security.as_ref().map(|s| s.credentials.clone()),
+            secured_peers: Mutex::default(),
         });
-        let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router(state.clone()))
+        let mut routes = router(state.clone());
+        if let Some(security) = &config.security {
+            routes = routes.guard(access::guard(security.policy.clone()));
+        }
+        let endpoint = Endpoint::bind(config.listen, config.coap.clone(), routes)
             .await
             .map_err(|source| BrokerError::Bind {
                 addr: config.listen,
                 source,
             })?;
+        if let Some(security) = &config.security {
+            pehra_shared::driver::security::secure_server(
+                &endpoint.handle(),
+                &security.credentials,
+                &config.data_dir,
+            )
+            .await
+            .map_err(|e| BrokerError::Security(e.to_string()))?;
+        }
         let _ = state.handle.set(endpoint.handle());
         let options = ClientOptions {
             session_timeout: config.session_timeout,
+            credentials: state.credentials.clone(),
             ..ClientOptions::default()
         };
         let zk = Arc::new(Client::connect(config.zookeeper, options).await?);
@@ -276,9 +305,12 @@ impl Broker {
             host: config.host.clone(),
             rack: config.rack.clone(),
         };
-        let cluster = crate::client::ClusterClient::connect(config.zookeeper)
-            .await
-            .map_err(|e| BrokerError::PubSub(e.to_string()))?;
+        let cluster = crate::client::ClusterClient::connect_secured(
+            config.zookeeper,
+            state.credentials.clone(),
+        )
+        .await
+        .map_err(|e| BrokerError::PubSub(e.to_string()))?;
         let _ = state
             .pubsub
             .set(crate::pubsub::PubSub::new(cluster, endpoint.handle()));
@@ -392,11 +424,12 @@ impl Broker {
     pub async fn restart_in_place(self) -> std::io::Error {
         let id = self.id;
         let zookeeper = self.zk.server();
+        let credentials = self.state.credentials.clone();
         self.stop(true).await;
         tracing::info!(id, "maintenance: re-executing the broker in place");
         let error = maintenance::exec_self();
         tracing::error!(id, error = %error, "maintenance: cannot re-execute the broker");
-        maintenance::report_restart_failure(zookeeper, id, &error).await;
+        maintenance::report_restart_failure(zookeeper, credentials, id, &error).await;
         error
     }
 

@@ -386,6 +386,12 @@ async fn send_checkin(
         .ok()?;
     let status: NodeStatus = wire::decode(&data).ok()?;
     let addr: std::net::SocketAddr = status.addr.parse().ok()?;
+    if let Some(id) = pehredar
+        .strip_prefix("broker-")
+        .and_then(|n| n.parse().ok())
+    {
+        super::access::secure_broker_peer(state, id, addr).await;
+    }
     let request = Request::new(Method::Post, "pehra/checkin")
         .with_payload(wire::encode(checkin).expect("encodes"))
         .with_content_format(CONTENT_FORMAT_CBOR);

@@ -17,6 +17,7 @@
 
 mod endpoint;
 mod router;
+pub mod security;
 
 pub use endpoint::{CeilingStore, Endpoint, Handle, Observation};
 pub use router::{Guard, Incoming, Params, Responder, Router};

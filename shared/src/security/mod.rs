@@ -98,6 +98,15 @@ pub fn zookeeper_kid() -> Vec<u8> {
     kid(Role::Zookeeper, 0)
 }
 
+/// The key ID a server's own in-process services (the zookeeper's controller and PEHRA
+/// coordinator) use towards it: OSCORE needs the two ends' IDs to differ, so they speak
+/// as `0x05` followed by the server's key ID, with the server's identity.
+pub fn service_kid(server_kid: &[u8]) -> Vec<u8> {
+    let mut kid = alloc::vec![0x05];
+    kid.extend_from_slice(server_kid);
+    kid
+}
+
 /// An authenticated principal: what a server knows of the sender of a verified request.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Identity {

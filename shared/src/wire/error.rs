@@ -72,6 +72,9 @@ pub enum ErrorKind {
     NotEnoughReplicas,
     /// A bug or an I/O failure on the server: 5.00.
     Internal,
+    /// The sender is authenticated but not allowed to do this (an ACL, another
+    /// identity's session): 4.03.
+    Forbidden,
 }
 
 impl ErrorKind {
@@ -79,16 +82,16 @@ impl ErrorKind {
     /// `(class << 5) | detail`: 4.04 is `0x84`, 5.03 is `0xA3`.
     pub const fn coap_code(&self) -> u8 {
         match self {
-            ErrorKind::Malformed => 0x80,    // 4.00 Bad Request
-            ErrorKind::Unauthorized => 0x81, // 4.01 Unauthorized
-            ErrorKind::NotLeader => 0x83,    // 4.03 Forbidden
+            ErrorKind::Malformed => 0x80,                        // 4.00 Bad Request
+            ErrorKind::Unauthorized => 0x81,                     // 4.01 Unauthorized
+            ErrorKind::NotLeader | ErrorKind::Forbidden => 0x83, // 4.03 Forbidden
             ErrorKind::NotFound | ErrorKind::SessionExpired => 0x84, // 4.04 Not Found
-            ErrorKind::MethodNotAllowed => 0x85, // 4.05 Method Not Allowed
+            ErrorKind::MethodNotAllowed => 0x85,                 // 4.05 Method Not Allowed
             ErrorKind::NodeExists | ErrorKind::NotEmpty => 0x89, // 4.09 Conflict
             ErrorKind::VersionMismatch | ErrorKind::FencedEpoch => 0x8C, // 4.12 Precondition Failed
-            ErrorKind::TooLarge => 0x8D,     // 4.13 Request Entity Too Large
-            ErrorKind::UnsupportedContentFormat => 0x8F, // 4.15 Unsupported Content-Format
-            ErrorKind::Internal => 0xA0,     // 5.00 Internal Server Error
+            ErrorKind::TooLarge => 0x8D,                         // 4.13 Request Entity Too Large
+            ErrorKind::UnsupportedContentFormat => 0x8F,         // 4.15 Unsupported Content-Format
+            ErrorKind::Internal => 0xA0,                         // 5.00 Internal Server Error
             ErrorKind::Busy | ErrorKind::Asleep | ErrorKind::NotEnoughReplicas => 0xA3, // 5.03 Service Unavailable
         }
     }

@@ -59,7 +59,20 @@ impl Controller {
     /// session is lost (an error) or a watch ends (`Ok`). Run it again to resume: the
     /// state lives in the tree (the absent brokers' clocks too, in `/admin/absent`).
     pub async fn run_with(addr: SocketAddr, config: ControllerConfig) -> Result<(), ZkError> {
-        super::run_as_service(addr, async |client| Self::run_on(client, config).await).await
+        Self::run_secured(addr, None, config).await
+    }
+
+    /// [`Controller::run_with`], its client protected with OSCORE by `credentials` (the
+    /// zookeeper's own, for a zookeeper with security on).
+    pub async fn run_secured(
+        addr: SocketAddr,
+        credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
+        config: ControllerConfig,
+    ) -> Result<(), ZkError> {
+        super::run_as_service(addr, credentials, async |client| {
+            Self::run_on(client, config).await
+        })
+        .await
     }
 
     /// Runs the controller on an existing client (see [`Controller::run_with`]).

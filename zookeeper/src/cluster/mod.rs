@@ -206,10 +206,12 @@ pub const SERVICE_SESSION_TIMEOUT: std::time::Duration = std::time::Duration::fr
 /// idle zookeeper's wakeups at the 10 s they used to ask for.
 pub(crate) async fn run_as_service(
     addr: std::net::SocketAddr,
+    credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
     service: impl AsyncFnOnce(&Client) -> Result<(), ZkError>,
 ) -> Result<(), ZkError> {
     let options = crate::client::ClientOptions {
         session_timeout: SERVICE_SESSION_TIMEOUT,
+        credentials,
         ..Default::default()
     };
     let client = Client::connect(addr, options).await?;

@@ -42,7 +42,20 @@ impl PehraCoordinator {
     /// Runs the coordinator against the zookeeper at `addr` until its session is lost
     /// (an error). Run it again to resume: the state lives in `/pehra/state`.
     pub async fn run_with(addr: SocketAddr, config: PehraCoordinatorConfig) -> Result<(), ZkError> {
-        super::run_as_service(addr, async |client| Self::run_on(client, config).await).await
+        Self::run_secured(addr, None, config).await
+    }
+
+    /// [`PehraCoordinator::run_with`], its client protected with OSCORE by `credentials` (the
+    /// zookeeper's own, for a zookeeper with security on).
+    pub async fn run_secured(
+        addr: SocketAddr,
+        credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
+        config: PehraCoordinatorConfig,
+    ) -> Result<(), ZkError> {
+        super::run_as_service(addr, credentials, async |client| {
+            Self::run_on(client, config).await
+        })
+        .await
     }
 
     /// Runs the coordinator on an existing client (see [`PehraCoordinator::run_with`]).

@@ -55,6 +55,8 @@ pub(crate) enum Job {
     OpenSession {
         /// Requested timeout.
         timeout_ms: u32,
+        /// Who asks (OSCORE identity), recorded as the session's owner.
+        identity: Option<String>,
         /// Where to answer.
         responder: Responder,
     },
@@ -62,6 +64,8 @@ pub(crate) enum Job {
     Heartbeat {
         /// The session.
         session: u64,
+        /// Who asks: must be the session's owner.
+        identity: Option<String>,
         /// The node goes dormant for this long (PEHRA): stretch this one lease.
         sleep_ms: Option<u32>,
         /// Where to answer.
@@ -73,6 +77,8 @@ pub(crate) enum Job {
         op: Op,
         /// A session the request speaks for (renewed, and required to be alive).
         session: Option<u64>,
+        /// Who asks: must own the session the write speaks for or closes.
+        identity: Option<String>,
         /// Where to answer.
         responder: Responder,
     },
@@ -272,18 +278,33 @@ impl Core {
                 )),
                 Job::Heartbeat {
                     session,
+                    identity,
                     sleep_ms,
                     responder,
-                } => responder.respond(self.heartbeat(session, sleep_ms)),
+                } => responder.respond(match self.not_owner(session, identity.as_deref()) {
+                    Some(refusal) => refusal,
+                    None => self.heartbeat(session, sleep_ms),
+                }),
                 Job::OpenSession {
                     timeout_ms,
+                    identity,
                     responder,
-                } => self.open_session(timeout_ms, responder),
+                } => self.open_session(timeout_ms, identity, responder),
                 Job::Write {
                     op,
                     session,
+                    identity,
                     responder,
-                } => self.write(op, session, Some(responder)),
+                } => {
+                    let speaks_for = match op {
+                        Op::CloseSession { session } => Some(session),
+                        _ => session.or(op.session()),
+                    };
+                    match speaks_for.and_then(|s| self.not_owner(s, identity.as_deref())) {
+                        Some(refusal) => self.hold(Some(responder), refusal),
+                        None => self.write(op, session, Some(responder)),
+                    }
+                }
                 Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Shutdown => self.shutting_down = true,
@@ -364,7 +385,30 @@ impl Core {
         }
     }
 
-    fn open_session(&mut self, timeout_ms: u32, responder: Responder) {
+    /// The refusal (4.03) if `session` belongs to another identity than `identity`. A
+    /// session id is not a capability: it is public (the owner of every ephemeral
+    /// znode), so only the identity that opened a session may renew, close or use it.
+    fn not_owner(&self, session: u64, identity: Option<&str>) -> Option<Response> {
+        let owner = self.tree.sessions().get(&session)?.owner.as_deref()?;
+        if identity == Some(owner) {
+            return None;
+        }
+        tracing::warn!(
+            session,
+            owner,
+            caller = identity.unwrap_or("(unauthenticated)"),
+            "refused: a session used by another identity than its owner"
+        );
+        Some(error_response(
+            ErrorKind::Forbidden,
+            &format!(
+                "session 0x{session:x} belongs to {owner}, not to {}",
+                identity.unwrap_or("an unauthenticated caller")
+            ),
+        ))
+    }
+
+    fn open_session(&mut self, timeout_ms: u32, owner: Option<String>, responder: Responder) {
         let timeout = Duration::from_millis(u64::from(timeout_ms)).clamp(
             self.config.min_session_timeout,
             self.config.max_session_timeout,
@@ -380,6 +424,7 @@ impl Core {
         let op = Op::CreateSession {
             session,
             timeout_ms,
+            owner,
         };
         let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
         match self.tree.apply(zxid, time_ms, &op) {

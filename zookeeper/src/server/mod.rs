@@ -9,6 +9,7 @@
 //! write is acknowledged only once it is on disk, and everything happens in one total
 //! order (zxid): linearizable.
 
+mod access;
 mod core;
 mod routes;
 mod sessions;
@@ -52,6 +53,19 @@ pub struct ServerConfig {
     /// damage followed by valid records (see
     /// [`RecoveryOptions`](crate::storage::RecoveryOptions)).
     pub recovery: crate::storage::RecoveryOptions,
+    /// OSCORE and ACLs: with them, every request must be protected and allowed; without
+    /// them (an insecure zookeeper, for experiments on loopback) anyone may do anything.
+    pub security: Option<Security>,
+}
+
+/// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
+/// ACL policy requests are checked against.
+#[derive(Debug, Clone)]
+pub struct Security {
+    /// Its own credentials, with the key table of everyone who may talk to it.
+    pub credentials: std::sync::Arc<pehra_shared::security::credentials::Credentials>,
+    /// Who may do what.
+    pub policy: std::sync::Arc<pehra_shared::security::acl::Policy>,
 }
 
 impl ServerConfig {
@@ -74,6 +88,7 @@ impl ServerConfig {
                 ..CoapConfig::default()
             },
             admin_key: None,
+            security: None,
             recovery: crate::storage::RecoveryOptions::default(),
         }
     }
@@ -82,6 +97,10 @@ impl ServerConfig {
 /// Why a zookeeper could not start or had to stop.
 #[derive(Debug, Error)]
 pub enum ServerError {
+    /// OSCORE could not be set up (credentials without a key table, an unreadable
+    /// sequence ceiling).
+    #[error("security: {0}")]
+    Security(std::io::Error),
     /// The data directory is in use by another process, or cannot be written.
     #[error(transparent)]
     DataDir(#[from] DataDirError),
@@ -154,13 +173,25 @@ impl Server {
                 .await
                 .expect("recovery task panicked")?;
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-        let router = routes::router(jobs_tx.clone());
+        let mut router = routes::router(jobs_tx.clone());
+        if let Some(security) = &config.security {
+            router = router.guard(access::guard(security.policy.clone()));
+        }
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router)
             .await
             .map_err(|source| ServerError::Bind {
                 addr: config.listen,
                 source,
             })?;
+        if let Some(security) = &config.security {
+            pehra_shared::driver::security::secure_server(
+                &endpoint.handle(),
+                &security.credentials,
+                &config.data_dir,
+            )
+            .await
+            .map_err(ServerError::Security)?;
+        }
         let core = core::Core::new(config, tree, storage, endpoint.handle(), jobs_rx);
         let core = tokio::spawn(core.run());
         Ok(Server {

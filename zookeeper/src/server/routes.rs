@@ -86,8 +86,10 @@ fn session_id(incoming: &Incoming) -> Result<u64, Response> {
 
 fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
     let open: SessionOpen = decode_request(&incoming.request)?;
+    let identity = identity_name(&incoming);
     Ok(Box::new(move |responder| Job::OpenSession {
         timeout_ms: open.timeout_ms,
+        identity,
         responder,
     }))
 }
@@ -100,8 +102,10 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
     } else {
         decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?.sleep_ms
     };
+    let identity = identity_name(&incoming);
     Ok(Box::new(move |responder| Job::Heartbeat {
         session,
+        identity,
         sleep_ms,
         responder,
     }))
@@ -109,7 +113,7 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
 
 fn close_session(incoming: Incoming) -> Result<JobFor, Response> {
     let session = session_id(&incoming)?;
-    Ok(write(Op::CloseSession { session }, None))
+    Ok(write(&incoming, Op::CloseSession { session }, None))
 }
 
 fn get(incoming: Incoming) -> Result<JobFor, Response> {
@@ -143,7 +147,7 @@ fn create(incoming: Incoming) -> Result<JobFor, Response> {
         sequential: body.sequential,
         session: body.session,
     };
-    Ok(write(op, body.session))
+    Ok(write(&incoming, op, body.session))
 }
 
 fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
@@ -151,6 +155,7 @@ fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
     let body: SetDataRequest = decode_request(&incoming.request)?;
     let version = if_match_version(&incoming.request)?.or(body.version);
     Ok(write(
+        &incoming,
         Op::SetData {
             path,
             data: body.data,
@@ -163,7 +168,7 @@ fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
 fn delete(incoming: Incoming) -> Result<JobFor, Response> {
     let path = znode_path(&incoming)?;
     let version = if_match_version(&incoming.request)?;
-    Ok(write(Op::Delete { path, version }, None))
+    Ok(write(&incoming, Op::Delete { path, version }, None))
 }
 
 fn multi(incoming: Incoming) -> Result<JobFor, Response> {
@@ -198,7 +203,7 @@ fn multi(incoming: Incoming) -> Result<JobFor, Response> {
             MultiOp::Check { path, version } => Op::Check { path, version },
         })
         .collect();
-    Ok(write(Op::Multi { ops }, session))
+    Ok(write(&incoming, Op::Multi { ops }, session))
 }
 
 fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
@@ -213,10 +218,17 @@ fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
     }))
 }
 
-fn write(op: Op, session: Option<u64>) -> JobFor {
+fn write(incoming: &Incoming, op: Op, session: Option<u64>) -> JobFor {
+    let identity = identity_name(incoming);
     Box::new(move |responder| Job::Write {
         op,
         session,
+        identity,
         responder,
     })
+}
+
+/// The name of the OSCORE identity that sent the request, if any.
+fn identity_name(incoming: &Incoming) -> Option<String> {
+    incoming.identity.as_ref().map(|i| i.name.clone())
 }

@@ -216,6 +216,7 @@ fn closing_a_session_deletes_its_ephemerals() {
         &Op::CreateSession {
             session: 7,
             timeout_ms: 5000,
+            owner: None,
         },
     )
     .unwrap();
@@ -288,6 +289,7 @@ fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
         Op::CreateSession {
             session: 1,
             timeout_ms: 3000,
+            owner: Some("broker-1".into()),
         },
         create("/a", b"x"),
         ephemeral("/a/e-", 1, true),

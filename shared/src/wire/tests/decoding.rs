@@ -240,7 +240,7 @@ fn error_kinds_map_to_coap_codes() {
         let expected = match kind {
             Malformed => 0x80,
             Unauthorized => 0x81,
-            NotLeader => 0x83,
+            NotLeader | Forbidden => 0x83,
             NotFound | SessionExpired => 0x84,
             MethodNotAllowed => 0x85,
             NodeExists | NotEmpty => 0x89,

@@ -9,7 +9,7 @@ mod samples;
 use crate::wire::ErrorKind;
 
 /// Every [`ErrorKind`], in declaration order.
-const ALL_ERROR_KINDS: [ErrorKind; 16] = [
+const ALL_ERROR_KINDS: [ErrorKind; 17] = [
     ErrorKind::Malformed,
     ErrorKind::Unauthorized,
     ErrorKind::NotFound,
@@ -26,4 +26,5 @@ const ALL_ERROR_KINDS: [ErrorKind; 16] = [
     ErrorKind::FencedEpoch,
     ErrorKind::NotEnoughReplicas,
     ErrorKind::Internal,
+    ErrorKind::Forbidden,
 ];

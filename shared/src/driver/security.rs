@@ -1,0 +1,127 @@
+//! Turning OSCORE on for endpoints from a credentials file: a server verifies requests
+//! with its key table and keeps its sequence ceiling in its data directory; a client
+//! protects its requests to each server it talks to.
+
+use super::Handle;
+use crate::coap::{client_id_context, ServerSecurity};
+use crate::oscore::{ContextParams, SecurityContext};
+use crate::security::credentials::Credentials;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::string::ToString;
+
+/// The file in a server's data directory that holds its OSCORE sequence ceiling.
+pub const CEILING_FILE: &str = "oscore-ceiling";
+
+/// Verifies OSCORE requests on `handle`'s endpoint from now on, with the key ID and key
+/// table of `credentials` (a server's); the sequence ceiling lives in
+/// `data_dir/oscore-ceiling`, written (and fsynced) before any datagram that relies on
+/// it is sent, and read back as the floor at the next start.
+pub async fn secure_server(
+    handle: &Handle,
+    credentials: &Credentials,
+    data_dir: &Path,
+) -> io::Result<()> {
+    let mut keys = credentials.key_table().ok_or_else(|| {
+        io::Error::other(std::format!(
+            "the credentials of {} hold no key table: they are not a server's (pehra keys makes the zookeeper's and each broker's)",
+            credentials.identity().name
+        ))
+    })?;
+    // A server always knows itself: its own services (the zookeeper's controller) talk
+    // to it in its name, under its service key ID ([`service_credentials`]).
+    let own = credentials.identity();
+    keys.insert(crate::security::PeerKey {
+        identity: crate::security::Identity {
+            kid: crate::security::service_kid(&own.kid),
+            ..own.clone()
+        },
+        secret: crate::security::pairwise_secret(credentials.identity_key(), &own.kid),
+    });
+    let path = data_dir.join(CEILING_FILE);
+    let floor = read_ceiling(&path)?;
+    let security = ServerSecurity::new(credentials.identity().kid.clone(), keys, floor);
+    handle
+        .set_server_security(
+            security,
+            std::boxed::Box::new(move |c| store_ceiling(&path, c)),
+        )
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The credentials a server's own in-process services use towards it: its identity and
+/// key, under its service key ID (OSCORE needs sender and recipient IDs to differ).
+pub fn service_credentials(server: &Credentials) -> Credentials {
+    let identity = crate::security::Identity {
+        kid: crate::security::service_kid(&server.identity().kid),
+        ..server.identity().clone()
+    };
+    Credentials::new(identity, *server.identity_key(), None)
+}
+
+/// Protects every request `handle`'s endpoint sends to `peer` (the server whose key ID
+/// is `server_kid`) with a context derived from `credentials`, in an ID Context drawn at
+/// random now (so nothing needs storing: a restarted client speaks in new contexts).
+pub async fn secure_client(
+    handle: &Handle,
+    credentials: &Credentials,
+    peer: SocketAddr,
+    server_kid: &[u8],
+) -> io::Result<()> {
+    let context = client_context(credentials, server_kid)?;
+    handle
+        .secure_peer(peer, context)
+        .await
+        .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The client context of `credentials` towards the server with key ID `server_kid`. A
+/// server talking to itself (a broker's pub-sub client producing to its own partitions)
+/// speaks under its service key ID ([`service_credentials`]).
+pub fn client_context(credentials: &Credentials, server_kid: &[u8]) -> io::Result<SecurityContext> {
+    if credentials.identity().kid == server_kid {
+        return client_context(&service_credentials(credentials), server_kid);
+    }
+    let secret = credentials.secret_for(server_kid);
+    let mut random = [0u8; 8];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut random)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let id_context = client_id_context(u64::from_be_bytes(random));
+    let params = ContextParams {
+        master_secret: &secret,
+        master_salt: &[],
+        id_context: Some(&id_context),
+        sender_id: &credentials.identity().kid,
+        recipient_id: server_kid,
+    };
+    SecurityContext::new(&params, None).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// The stored ceiling, 0 if none was stored yet.
+fn read_ceiling(path: &Path) -> io::Result<u64> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => text.trim().parse().map_err(|_| {
+            io::Error::other(std::format!(
+                "{}: not a number; it holds the OSCORE sequence ceiling (remove it only with the key table rotated)",
+                path.display()
+            ))
+        }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) => Err(e),
+    }
+}
+
+/// Writes the ceiling durably: a temporary file, fsync, rename, fsync of the directory.
+fn store_ceiling(path: &Path, ceiling: u64) -> io::Result<()> {
+    let tmp: PathBuf = path.with_extension("tmp");
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(std::format!("{ceiling}\n").as_bytes())?;
+    file.sync_all()?;
+    std::fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent() {
+        std::fs::File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
