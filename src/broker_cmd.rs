@@ -34,6 +34,11 @@ pub struct BrokerArgs {
     zookeeper: SocketAddr,
     #[command(flatten)]
     security: crate::security_args::ServerSecurityArgs,
+    /// With --credentials, still serve the device gateway routes (/dev/*) to devices
+    /// without OSCORE (the firmware does not speak it yet): anyone on the network can
+    /// then publish readings and read downlink through them, nothing else.
+    #[arg(long)]
+    insecure_device_routes: bool,
     /// Directory for partition logs (default pehra-data/broker-ID).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -149,6 +154,10 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     config.security = args
         .security
         .resolve(args.listen, &format!("broker {}", args.id))?;
+    config.insecure_device_routes = args.insecure_device_routes;
+    if args.insecure_device_routes && config.security.is_some() {
+        tracing::warn!("--insecure-device-routes: /dev/* serves devices without OSCORE");
+    }
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {

@@ -163,9 +163,13 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         logs.display()
     );
 
+    let keys = ensure_keys(&args.data_dir.join("keys"), args.brokers)?;
+    let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
     let mut children = Vec::new();
     let zk_args: Vec<String> = vec![
         "zookeeper".into(),
+        "--credentials".into(),
+        cred("zookeeper"),
         "--listen".into(),
         zk_addr.to_string(),
         "--data-dir".into(),
@@ -187,8 +191,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     eprintln!("  zookeeper  udp {zk_addr}");
     for id in 1..=args.brokers {
         let port = args.broker_port + id as u16 - 1;
-        let broker_args: Vec<String> = vec![
+        let mut broker_args: Vec<String> = vec![
             "broker".into(),
+            "--credentials".into(),
+            cred(&format!("broker-{id}")),
             "--id".into(),
             id.to_string(),
             "--listen".into(),
@@ -205,6 +211,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             "--alarm-interval-ms".into(),
             args.alarm_interval_ms.to_string(),
         ];
+        if args.devices > 0 {
+            // The simulated devices run the firmware's node loop, which has no OSCORE yet.
+            broker_args.push("--insecure-device-routes".into());
+        }
         let name = format!("broker {id}");
         children.push(
             Child::start(
@@ -218,7 +228,17 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         eprintln!("  broker {id}   udp 127.0.0.1:{port}");
     }
 
-    let result = demo(&args, zk_addr, &logs).await;
+    eprintln!(
+        "  security   OSCORE on every request; client credentials {} \
+         (export PEHRA_CREDENTIALS={} for the other commands)",
+        cred("client"),
+        cred("client")
+    );
+    let credentials = Arc::new(
+        pehra_shared::security::credentials::Credentials::load(keys.join("client.cred"))
+            .context("loading the client credentials")?,
+    );
+    let result = demo(&args, zk_addr, credentials, &logs).await;
     eprintln!("\npehra dev: stopping");
     for child in children.into_iter().rev() {
         child.stop().await;
@@ -232,8 +252,13 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 
 /// Creates the demo topic, runs a producer and a consumer, and shows the live view until
 /// Ctrl-C (or `--duration`).
-async fn demo(args: &DevArgs, zk_addr: SocketAddr, logs: &Path) -> Result<()> {
-    let client = Arc::new(ClusterClient::connect(zk_addr).await?);
+async fn demo(
+    args: &DevArgs,
+    zk_addr: SocketAddr,
+    credentials: Arc<pehra_shared::security::credentials::Credentials>,
+    logs: &Path,
+) -> Result<()> {
+    let client = Arc::new(ClusterClient::connect_secured(zk_addr, Some(credentials)).await?);
     let replication_factor = args.brokers.min(3);
     let devices = match args.devices {
         0 => None,
@@ -552,6 +577,47 @@ impl PehraView {
     }
 }
 
+/// The cluster's keys in `dir` (made by `pehra keys init` the first time, with brokers
+/// added when a later run has more), returned as `dir`.
+fn ensure_keys(dir: &Path, brokers: u32) -> Result<PathBuf> {
+    let exe = std::env::current_exe().context("finding the pehra executable")?;
+    let run = |args: &[&str]| -> Result<()> {
+        let out = std::process::Command::new(&exe)
+            .args(args)
+            .output()
+            .context("running pehra keys")?;
+        if !out.status.success() {
+            bail!(
+                "pehra keys {}: {}",
+                args.first().unwrap_or(&""),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let dir_text = dir.display().to_string();
+    if !dir.join("registry.json").exists() {
+        run(&["keys", "init", &dir_text, "--brokers", &brokers.to_string()])?;
+        eprintln!("  keys       made in {dir_text} (pehra keys init)");
+    }
+    for id in 1..=brokers {
+        let name = format!("broker-{id}");
+        if !dir.join(format!("{name}.cred")).exists() {
+            run(&[
+                "keys",
+                "add",
+                &dir_text,
+                &name,
+                "--role",
+                "broker",
+                "--number",
+                &id.to_string(),
+            ])?;
+        }
+    }
+    Ok(dir.to_path_buf())
+}
+
 /// Starts `pehra device-sim` for `count` devices against the cluster (its live line goes
 /// to `logs/devices.log`); the topic `readings` is created first. Killed when dropped.
 async fn start_devices(
@@ -586,6 +652,8 @@ async fn start_devices(
             &args.device_interval.to_string(),
             "--data-dir",
             &args.data_dir.join("devices").display().to_string(),
+            "--credentials",
+            &args.data_dir.join("keys/client.cred").display().to_string(),
         ])
         .stdout(out)
         .stderr(Stdio::null())

@@ -59,6 +59,11 @@ pub struct DeviceSimArgs {
     /// Where the devices keep their state.
     #[arg(long, default_value = "pehra-data/devices")]
     data_dir: PathBuf,
+    /// Credentials for reading the gateways from a secure zookeeper (the devices
+    /// themselves speak plain CoAP: the firmware has no OSCORE yet, so their brokers
+    /// need --insecure-device-routes).
+    #[command(flatten)]
+    security: crate::security_args::ClientSecurityArgs,
 }
 
 /// Runs `pehra device-sim`.
@@ -71,9 +76,14 @@ pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
     };
     let gateways = match args.zookeeper {
         Some(zk) => {
-            let client = Client::without_session(zk, ClientOptions::default().coap)
-                .await
-                .context("opening a zookeeper client")?;
+            let credentials = args.security.load()?;
+            let client = Client::without_session_secured(
+                zk,
+                ClientOptions::default().coap,
+                credentials.as_deref(),
+            )
+            .await
+            .context("opening a zookeeper client")?;
             let brokers = pehra_zookeeper::cluster::live_brokers(&client)
                 .await
                 .with_context(|| format!("reading /brokers/ids from {zk}"))?;

@@ -17,9 +17,21 @@ use pehra_shared::wire::{ErrorKind, FetchRequest, ProduceRequest, ReplicaFetchRe
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The router's guard for `policy`.
-pub(super) fn guard(policy: Arc<Policy>) -> impl Fn(&Incoming) -> Result<(), Response> {
-    move |incoming| check(&policy, incoming)
+/// The router's guard for `policy`; with `plain_devices`, the device gateway routes
+/// (`/dev/*`) are served to plain CoAP as well (devices without OSCORE).
+pub(super) fn guard(
+    policy: Arc<Policy>,
+    plain_devices: bool,
+) -> impl Fn(&Incoming) -> Result<(), Response> {
+    move |incoming| {
+        if plain_devices
+            && incoming.identity.is_none()
+            && incoming.request.path().starts_with("dev/")
+        {
+            return Ok(());
+        }
+        check(&policy, incoming)
+    }
 }
 
 fn check(policy: &Policy, incoming: &Incoming) -> Result<(), Response> {

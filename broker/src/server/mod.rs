@@ -85,6 +85,10 @@ pub struct BrokerConfig {
     /// OSCORE and ACLs (the broker's credentials and the policy); `None` serves plain
     /// CoAP to anyone (an insecure cluster on loopback).
     pub security: Option<pehra_zookeeper::Security>,
+    /// With security on, still serve the device gateway routes (`/dev/*`) to plain CoAP
+    /// devices: the firmware does not speak OSCORE yet. Anyone on the network can then
+    /// publish readings and read downlink through them (nothing else).
+    pub insecure_device_routes: bool,
 }
 
 impl BrokerConfig {
@@ -117,6 +121,7 @@ impl BrokerConfig {
             pehra: pehra::PehraConfig::default(),
             maintenance_commands: BTreeMap::new(),
             security: None,
+            insecure_device_routes: false,
         }
     }
 }
@@ -272,7 +277,10 @@ impl Broker {
         });
         let mut routes = router(state.clone());
         if let Some(security) = &config.security {
-            routes = routes.guard(access::guard(security.policy.clone()));
+            routes = routes.guard(access::guard(
+                security.policy.clone(),
+                config.insecure_device_routes,
+            ));
         }
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), routes)
             .await
