@@ -166,9 +166,10 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
             _ = &mut shutdown => return Ok(ExitCode::SUCCESS),
         };
         eprintln!(
-            "broker {} listening on udp {} (zookeeper {}, data in {})",
+            "broker {} listening on udp {} ({}; zookeeper {}, data in {})",
             args.id,
             broker.local_addr(),
+            crate::security_args::mode(config.security.is_some()),
             args.zookeeper,
             data_dir.display()
         );

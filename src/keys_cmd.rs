@@ -72,7 +72,7 @@ enum KeysCommand {
     /// server's credentials rewritten without it.
     #[command(
         after_help = "It is locked out of each server as soon as that server has its \
-        new file (restart it or send it SIGHUP). A revoked name and number are never given out \
+        new file (restart it: a server reads its credentials at start). A revoked name and number are never given out \
         again."
     )]
     Revoke {
@@ -461,10 +461,10 @@ fn report(out: &mut impl Write, dir: &Path, registry: &Registry, written: &[Stri
         let file = file.display();
         let todo = match entry.role {
             Role::Zookeeper => format!(
-                "copy {name}.cred to the zookeeper's machine and restart it (or send it SIGHUP)"
+                "copy {name}.cred to the zookeeper's machine and restart it"
             ),
             Role::Broker => format!(
-                "copy {name}.cred to broker {}'s machine and restart it (or send it SIGHUP)",
+                "copy {name}.cred to broker {}'s machine and restart it",
                 entry.number
             ),
             Role::Client => format!("copy {name}.cred to where client {name} runs"),

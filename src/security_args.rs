@@ -42,8 +42,6 @@ impl ServerSecurityArgs {
             if self.insecure {
                 tracing::warn!(%listen, "INSECURE: no credentials, no ACLs: anyone who can reach {listen} controls the cluster");
                 eprintln!("WARNING: {what} runs --insecure on {listen}: no authentication, no access control");
-            } else {
-                tracing::warn!(%listen, "no credentials: plain CoAP on loopback only (pehra keys makes credentials)");
             }
             return Ok(None);
         };
@@ -54,6 +52,15 @@ impl ServerSecurityArgs {
             credentials: Arc::new(credentials),
             policy: Arc::new(policy),
         }))
+    }
+}
+
+/// How a server's start line names its security.
+pub fn mode(secure: bool) -> &'static str {
+    if secure {
+        "OSCORE and ACLs"
+    } else {
+        "plain CoAP, no credentials"
     }
 }
 

@@ -109,8 +109,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     })?;
     let r = server.recovered();
     eprintln!(
-        "zookeeper listening on udp {} (data in {}; recovered zxid {}: {} znodes, {} sessions, {} log records replayed{})",
+        "zookeeper listening on udp {} ({}; data in {}; recovered zxid {}: {} znodes, {} sessions, {} log records replayed{})",
         server.local_addr(),
+        crate::security_args::mode(own_credentials.is_some()),
         args.data_dir.display(),
         r.zxid,
         r.nodes,

@@ -70,7 +70,7 @@ fn init_add_revoke_rotate_list() {
         "sensor-1",
     ]);
     assert!(
-        out.contains("copy broker-2.cred to broker 2's machine and restart it (or send it SIGHUP)"),
+        out.contains("copy broker-2.cred to broker 2's machine and restart it"),
         "{out}"
     );
     assert!(
