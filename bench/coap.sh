@@ -98,7 +98,7 @@ ECHO="$REL/udp-echo"
 
 # ---------------------------------------------------------------- targets
 NAMES=()                 # target names, in table order
-declare -A ADDR MODE RPATH DESC PID_OF LOGF
+declare -A ADDR MODE RPATH DESC PID_OF LOGF EXTRA
 
 
 wait_ready() { # name
@@ -120,11 +120,12 @@ wait_ready() { # name
     return 1
 }
 
-add_target() { # name mode path description
+add_target() { # name mode path description [extra coap-load flag]
     NAMES+=("$1")
     MODE[$1]="$2"
     RPATH[$1]="$3"
     DESC[$1]="$4"
+    EXTRA[$1]="${5:-}"
 }
 
 # (a) raw UDP ceiling
@@ -176,6 +177,14 @@ if ((${#OURS_CMD[@]})); then
 else
     log "skipping ours: set BENCH_SERVER_CMD or build target/release/coap-bench-server"
 fi
+# (d) our server with security on: every request and response protected with OSCORE
+# (RFC 8613), the load client protecting and verifying each one (coap-load --oscore).
+if [[ -z "$BENCH_SERVER_CMD" && -x "$REL/coap-bench-server" ]]; then
+    free_port port
+    ADDR[ours-oscore]="127.0.0.1:$port"
+    add_target ours-oscore coap "$OURS_PATH" "coap-bench-server --oscore, GET /$OURS_PATH (OSCORE both ways)" --oscore
+    start_server ours-oscore "$WORK/ours-oscore.log" "${SRV_PIN[@]}" "$REL/coap-bench-server" --listen "127.0.0.1:$port" --oscore
+fi
 
 READY=()
 for name in "${NAMES[@]}"; do
@@ -200,7 +209,8 @@ for ((round = 1; round <= REPEAT; round++)); do
         out="$WORK/$name.runs"
         if line="$("${CLI_PIN[@]}" "$LOAD" --target "${ADDR[$name]}" --mode "${MODE[$name]}" \
             --path "${RPATH[$name]}" --raw-size "$RAW_SIZE" --in-flight "$IN_FLIGHT" \
-            --threads "$THREADS" --warmup "$WARMUP" --duration "$DURATION" --label "$name" --json)"; then
+            --threads "$THREADS" --warmup "$WARMUP" --duration "$DURATION" --label "$name" --json \
+            ${EXTRA[$name]})"; then
             echo "$line" >>"$out"
             log "round $round/$REPEAT $name: $(grep -o '"rps":[0-9.]*' <<<"$line" | cut -d: -f2) req/s"
         else
@@ -243,17 +253,17 @@ LIB_RPS="$(field rps <<<"${MED[libcoap]:-}")"
 OURS_RPS="$(field rps <<<"${MED[ours]:-}")"
 
 # ---------------------------------------------------------------- table
-printf '\n%-8s %10s %12s %9s %9s %7s %8s %8s %10s\n' target req/s "min-max" "p50 us" "p99 us" "resp B" "err/rtx" "vs raw" "vs libcoap"
+printf '\n%-11s %10s %12s %9s %9s %7s %8s %8s %10s\n' target req/s "min-max" "p50 us" "p99 us" "resp B" "err/rtx" "vs raw" "vs libcoap"
 for name in "${NAMES[@]}"; do
     m="${MED[$name]:-}"
-    [[ -n "$m" ]] || { printf '%-8s %10s\n' "$name" "failed"; continue; }
+    [[ -n "$m" ]] || { printf '%-11s %10s\n' "$name" "failed"; continue; }
     rps="$(field rps <<<"$m")"
     range="$(awk '{ match($0, /"rps":[0-9.]+/); v = substr($0, RSTART + 6, RLENGTH - 6) + 0
                     if (NR == 1 || v < lo) lo = v; if (NR == 1 || v > hi) hi = v }
                   END { printf "%.0fk-%.0fk", lo / 1000, hi / 1000 }' "$WORK/$name.runs")"
     vs_lib=""
     [[ "$name" == ours && -n "$LIB_RPS" ]] && vs_lib="$(ratio "$rps" "$LIB_RPS")"
-    printf '%-8s %10.0f %12s %9s %9s %7s %8s %8s %10s\n' "$name" "$rps" "$range" \
+    printf '%-11s %10.0f %12s %9s %9s %7s %8s %8s %10s\n' "$name" "$rps" "$range" \
         "$(field lat_p50_us <<<"$m")" "$(field lat_p99_us <<<"$m")" "$(field resp_bytes <<<"$m")" \
         "$(field errors <<<"$m")/$(field retransmissions <<<"$m")" "$(ratio "$rps" "$RAW_RPS")" "$vs_lib"
 done
@@ -261,6 +271,10 @@ echo
 if [[ -n "$OURS_RPS" && -n "$LIB_RPS" ]]; then
     echo "ours/libcoap = $(ratio "$OURS_RPS" "$LIB_RPS") (ratio of medians);" \
         "per round: $ROUND_RATIOS (median $ROUND_RATIO_MED)"
+fi
+OSCORE_RPS="$(field rps <<<"${MED[ours-oscore]:-}")"
+if [[ -n "$OURS_RPS" && -n "$OSCORE_RPS" ]]; then
+    echo "the cost of security: ours-oscore/ours = $(ratio "$OSCORE_RPS" "$OURS_RPS") (OSCORE on every request and response)"
 fi
 echo "cpu steal during the runs: ${STEAL_PCT}% (high = noisy host, repeat the run)"
 for name in "${NAMES[@]}"; do echo "  $name: ${DESC[$name]}"; done

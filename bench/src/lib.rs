@@ -45,3 +45,37 @@ mod tests {
         assert_eq!(json_str("a\"b\\c\nd"), r#""a\"b\\c\u000ad""#);
     }
 }
+
+/// The fixed OSCORE setup the CoAP benchmark's `--oscore` runs use on both sides (a
+/// benchmark identity, never a real one): the client's key ID, the server's, and the
+/// pairwise master secret.
+pub mod bench_oscore {
+    use pehra_shared::security::{self, Identity, KeyTable, PeerKey, Role};
+
+    /// The benchmark client's identity key (public: benchmarks only).
+    pub const IDENTITY_KEY: [u8; 32] = [0xbe; 32];
+
+    /// The benchmark client.
+    pub fn client() -> Identity {
+        Identity {
+            name: "bench".into(),
+            role: Role::Client,
+            kid: security::kid(Role::Client, 1),
+        }
+    }
+
+    /// The server's key ID (a broker's).
+    pub fn server_kid() -> Vec<u8> {
+        security::broker_kid(1)
+    }
+
+    /// The server's key table: the benchmark client only.
+    pub fn key_table() -> KeyTable {
+        let mut keys = KeyTable::new();
+        keys.insert(PeerKey {
+            identity: client(),
+            secret: security::pairwise_secret(&IDENTITY_KEY, &server_kid()),
+        });
+        keys
+    }
+}

@@ -6,7 +6,7 @@
 //! does.
 
 use clap::Parser;
-use pehra_shared::coap::{option, Config, Method, Response};
+use pehra_shared::coap::{option, Code, Config, Method, Response, ServerSecurity};
 use pehra_shared::driver::{Endpoint, Router};
 use std::net::SocketAddr;
 
@@ -23,6 +23,10 @@ struct Args {
     /// Size of the duplicate-detection cache (message IDs remembered).
     #[arg(long, default_value_t = Config::default().dedup_capacity)]
     dedup_capacity: usize,
+    /// Take only OSCORE-protected requests from the benchmark identity
+    /// (`pehra_bench::bench_oscore`), as a server with security on does.
+    #[arg(long)]
+    oscore: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -39,7 +43,24 @@ fn main() -> anyhow::Result<()> {
             dedup_capacity: args.dedup_capacity,
             ..Config::default()
         };
+        let router = if args.oscore {
+            router.guard(|incoming| match incoming.identity {
+                Some(_) => Ok(()),
+                None => Err(Response::error(Code::UNAUTHORIZED, "OSCORE only")),
+            })
+        } else {
+            router
+        };
         let endpoint = Endpoint::bind(args.listen, config, router).await?;
+        if args.oscore {
+            use pehra_bench::bench_oscore;
+            let security =
+                ServerSecurity::new(bench_oscore::server_kid(), bench_oscore::key_table(), 0);
+            endpoint
+                .handle()
+                .set_server_security(security, Box::new(|_| Ok(())))
+                .await?;
+        }
         eprintln!("coap-bench-server listening on {}", endpoint.local_addr());
         tokio::signal::ctrl_c().await?;
         endpoint.shutdown().await;

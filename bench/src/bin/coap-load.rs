@@ -32,6 +32,7 @@ use clap::{Parser, ValueEnum};
 use coap_lite::{
     CoapOption, Header, HeaderRaw, MessageClass, MessageType, Packet, RequestType, ResponseType,
 };
+use pehra_shared::oscore::{ContextParams, RequestBinding, SecurityContext};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
 enum Mode {
@@ -90,6 +91,11 @@ struct Args {
     /// Free-form label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
+    /// Protect every request with OSCORE as the benchmark identity
+    /// (`pehra_bench::bench_oscore`; the server runs `coap-bench-server --oscore`), each
+    /// thread in a context of its own; the server's first answer asks for Echo, once.
+    #[arg(long)]
+    oscore: bool,
 }
 
 /// One request slot of a worker's in-flight window.
@@ -186,6 +192,74 @@ struct Worker<'a> {
     slots: Vec<Slot>,
     next_mid: u16,
     stats: Stats,
+    /// With `--oscore`: the thread's context and each slot's protected request.
+    oscore: Option<Oscore>,
+}
+
+/// A worker's OSCORE state.
+struct Oscore {
+    ctx: SecurityContext,
+    /// Each slot's request as sent (retransmissions repeat it, Partial IV and all).
+    wire: Vec<Vec<u8>>,
+    bindings: Vec<Option<RequestBinding>>,
+    /// The server's Echo value, until a request carrying it succeeded.
+    echo: Option<Vec<u8>>,
+}
+
+impl Oscore {
+    fn new(slots: usize, thread: usize) -> Result<Oscore> {
+        use pehra_bench::bench_oscore;
+        let secret = pehra_shared::security::pairwise_secret(
+            &bench_oscore::IDENTITY_KEY,
+            &bench_oscore::server_kid(),
+        );
+        let id_context = pehra_shared::coap::client_id_context(
+            std::process::id() as u64 ^ ((thread as u64) << 32) ^ now_nanos(),
+        );
+        let params = ContextParams {
+            master_secret: &secret,
+            master_salt: &[],
+            id_context: Some(&id_context),
+            sender_id: &bench_oscore::client().kid,
+            recipient_id: &bench_oscore::server_kid(),
+        };
+        Ok(Oscore {
+            ctx: SecurityContext::new(&params, None).map_err(|e| anyhow::anyhow!("{e}"))?,
+            wire: vec![Vec::new(); slots],
+            bindings: vec![None; slots],
+            echo: None,
+        })
+    }
+
+    /// Protects slot `i`'s plain request `plain` and keeps it for (re)sending.
+    fn protect(&mut self, i: usize, plain: &[u8]) {
+        let Ok(mut packet) = Packet::from_bytes(plain) else {
+            return;
+        };
+        if let Some(echo) = &self.echo {
+            packet.add_option(CoapOption::Unknown(pehra_shared::coap::ECHO), echo.clone());
+        }
+        if let Ok(protected) = self.ctx.protect_request(&packet) {
+            self.wire[i] = protected.packet.to_bytes().unwrap_or_default();
+            self.bindings[i] = Some(protected.binding);
+        }
+    }
+
+    /// The inner response to slot `i`'s request, if the answer verifies.
+    fn unprotect(&mut self, i: usize, datagram: &[u8]) -> Option<Packet> {
+        let packet = Packet::from_bytes(datagram).ok()?;
+        let binding = self.bindings[i].as_mut()?;
+        self.ctx
+            .unprotect_response(binding, &packet)
+            .ok()
+            .map(|v| v.packet)
+    }
+}
+
+fn now_nanos() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
 }
 
 impl Worker<'_> {
@@ -195,8 +269,14 @@ impl Worker<'_> {
 
     fn send_slot(&mut self, i: usize, now: Instant) {
         let s = self.slots[i];
-        fill_request(&mut self.buf, self.plan.args.mode, s.token, s.mid);
-        if self.sock.send(&self.buf).is_err() && self.in_window(now) {
+        let sent = match &self.oscore {
+            Some(oscore) => self.sock.send(&oscore.wire[i]),
+            None => {
+                fill_request(&mut self.buf, self.plan.args.mode, s.token, s.mid);
+                self.sock.send(&self.buf)
+            }
+        };
+        if sent.is_err() && self.in_window(now) {
             // e.g. ECONNREFUSED from an earlier ICMP; the retransmission timer recovers.
             self.stats.send_errors += 1;
         }
@@ -216,8 +296,13 @@ impl Worker<'_> {
         s.last_sent = now;
         s.retransmits = 0;
         s.acked = false;
+        let (token, mid) = (s.token, s.mid);
         if self.in_window(now) {
             self.stats.sent += 1;
+        }
+        if let Some(oscore) = self.oscore.as_mut() {
+            fill_request(&mut self.buf, self.plan.args.mode, token, mid);
+            oscore.protect(i, &self.buf);
         }
         self.send_slot(i, now);
     }
@@ -317,6 +402,25 @@ impl Worker<'_> {
                 if ty != MessageType::Acknowledgement && self.in_window(now) {
                     self.stats.separate += 1;
                 }
+                let code = match self.oscore.as_mut() {
+                    None => code,
+                    Some(oscore) => {
+                        let Some(inner) = oscore.unprotect(i, d) else {
+                            return self.finish(i, now, false, d.len());
+                        };
+                        let echo = pehra_shared::coap::ECHO;
+                        if let Some(value) = inner
+                            .get_option(CoapOption::Unknown(echo))
+                            .and_then(|v| v.front())
+                        {
+                            // The server's first answer in this context: repeat with Echo.
+                            oscore.echo = Some(value.clone());
+                            return self.new_request(i, now, false);
+                        }
+                        oscore.echo = None;
+                        inner.header.code
+                    }
+                };
                 let ok = code == MessageClass::Response(ResponseType::Content);
                 self.finish(i, now, ok, d.len());
             }
@@ -414,7 +518,13 @@ fn worker(plan: Arc<Plan>, thread: usize) -> Result<Stats> {
             acked: false,
         })
         .collect();
+    let oscore = if plan.args.oscore {
+        Some(Oscore::new(n, thread)?)
+    } else {
+        None
+    };
     let w = Worker {
+        oscore,
         buf: plan.template.clone(),
         plan: &plan,
         sock,
