@@ -66,7 +66,11 @@ pub fn response_error(response: &Response) -> ErrorBody {
             return body;
         }
     }
-    let text = String::from_utf8_lossy(response.payload());
+    let mut text = String::from_utf8_lossy(response.payload()).into_owned();
+    if text.is_empty() && response.code() == Code::UNAUTHORIZED {
+        // A server with security on answers a plain request with the bare code.
+        text = "not authenticated: this server takes only OSCORE-protected requests (give --credentials FILE, made by pehra keys)".into();
+    }
     let kind = match response.code() {
         Code::NOT_FOUND => ErrorKind::NotFound,
         Code::UNAUTHORIZED => ErrorKind::Unauthorized,

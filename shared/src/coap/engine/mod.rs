@@ -324,7 +324,9 @@ impl<A: PeerAddress> Engine<A> {
     pub fn set_server_security(&mut self, security: ServerSecurity) {
         let mut echo = [0u8; 8];
         self.rng.fill_bytes(&mut echo);
-        self.server_security = Some(secure::ServerState::new(security, echo));
+        let mut address_key = [0u8; 32];
+        self.rng.fill_bytes(&mut address_key);
+        self.server_security = Some(secure::ServerState::new(security, echo, address_key));
     }
 
     /// A sender sequence ceiling to store durably *before* sending any datagram that
@@ -357,7 +359,7 @@ impl<A: PeerAddress> Engine<A> {
                 let con = packet.header.get_type() == MessageType::Confirmable;
                 let fingerprint = super::dedup::fingerprint(bytes);
                 if code.is_request() {
-                    self.on_request(now, peer, packet, fingerprint)
+                    self.on_request(now, peer, packet, fingerprint, bytes.len())
                 } else if code.is_response() {
                     self.on_separate_response(now, peer, packet, fingerprint)
                 } else if con {

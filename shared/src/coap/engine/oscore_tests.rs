@@ -8,6 +8,7 @@ use crate::coap::Method;
 use crate::oscore::{ContextParams, SecurityContext};
 use crate::security::{self, Identity, KeyTable, PeerKey, Role};
 use alloc::{vec, vec::Vec};
+use coap_lite::CoapOption;
 
 const CLIENT: u8 = 1;
 const SERVER: u8 = 2;
@@ -311,4 +312,64 @@ fn after_a_server_restart_its_numbers_start_above_the_stored_ceiling_and_echo_ag
     // The Echo answer used the server's own Partial IV, at or above the stored ceiling.
     let ceiling_now = pair.persisted.last().unwrap().0;
     assert!(ceiling_now > stored);
+}
+
+#[test]
+fn a_plain_peer_gets_at_most_three_times_its_request_until_it_echoes() {
+    use crate::coap::link_format::Link;
+    let now = Instant::from_millis(1_000);
+    let mut server = Engine::<u8>::new(Config::default(), [2; 32]);
+    server.set_server_security(server_security(0));
+    server.set_links(
+        (0..40)
+            .map(|i| Link::new(&alloc::format!("resource-{i}")).attr("rt", "test.thing"))
+            .collect(),
+    );
+    // Each request from a fresh plain client engine (its own message IDs).
+    let mut seed = 10u8;
+    let mut ask = |server: &mut Engine<u8>, from: u8, request: Request| {
+        seed += 1;
+        let mut plain = Engine::<u8>::new(Config::default(), [seed; 32]);
+        plain.request(now, SERVER, request);
+        let sent = plain.poll_transmit().unwrap();
+        server.handle_datagram(now, from, &sent.bytes);
+        while let Some(Event::Request(r)) = server.poll_event() {
+            let diagnostic = alloc::vec![b'x'; 500];
+            server.respond(
+                now,
+                r.id,
+                Response::new(Code::FORBIDDEN).with_payload(diagnostic),
+            );
+        }
+        let answer = server.poll_transmit().unwrap();
+        (sent.bytes.len(), answer.bytes)
+    };
+    // Discovery: the link list is far more than three times the request.
+    let (asked, answer) = ask(&mut server, 3, Request::get("/.well-known/core"));
+    assert!(answer.len() <= 3 * asked, "{} > 3 x {asked}", answer.len());
+    let answer = Packet::from_bytes(&answer).unwrap();
+    assert_eq!(Code(answer.header.code.into()), Code::UNAUTHORIZED);
+    let echo = answer
+        .get_option(CoapOption::Unknown(ECHO))
+        .unwrap()
+        .front()
+        .unwrap()
+        .clone();
+    // The same client sends the Echo value back: its address is validated.
+    let again = Request::get("/.well-known/core").with_option(ECHO, echo.clone());
+    let (_, answer) = ask(&mut server, 3, again);
+    let answer = Packet::from_bytes(&answer).unwrap();
+    assert_eq!(Code(answer.header.code.into()), Code::CONTENT);
+    assert!(answer.payload.len() > 1000);
+    // From another address the value is worthless.
+    let forged = Request::get("/.well-known/core").with_option(ECHO, echo);
+    let (_, answer) = ask(&mut server, 4, forged);
+    let answer = Packet::from_bytes(&answer).unwrap();
+    assert_eq!(Code(answer.header.code.into()), Code::UNAUTHORIZED);
+    // A long error to a plain request keeps its code and loses its diagnostic.
+    let (asked, answer) = ask(&mut server, 3, Request::get("/anything"));
+    assert!(answer.len() <= 3 * asked, "{} > 3 x {asked}", answer.len());
+    let answer = Packet::from_bytes(&answer).unwrap();
+    assert_eq!(Code(answer.header.code.into()), Code::FORBIDDEN);
+    assert!(answer.payload.is_empty());
 }

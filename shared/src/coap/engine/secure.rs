@@ -109,6 +109,8 @@ pub(super) struct ServerState {
     ceiling: u64,
     /// A new ceiling the driver must store before sending anything else.
     persist: Option<u64>,
+    /// Keys the Echo values that validate a plain peer's address (RFC 9175 §2.4).
+    address_key: [u8; 32],
 }
 
 #[cfg(any(feature = "server", test))]
@@ -140,7 +142,7 @@ pub(super) enum Refusal {
 
 #[cfg(any(feature = "server", test))]
 impl ServerState {
-    pub(super) fn new(config: ServerSecurity, echo: [u8; 8]) -> Self {
+    pub(super) fn new(config: ServerSecurity, echo: [u8; 8], address_key: [u8; 32]) -> Self {
         let ceiling = config.sequence_floor;
         ServerState {
             config,
@@ -150,7 +152,33 @@ impl ServerState {
             echo,
             ceiling,
             persist: None,
+            address_key,
         }
+    }
+
+    /// The Echo value that proves a plain client can receive at `peer` (RFC 9175
+    /// §2.4, against amplification, RFC 7252 §11.3): HMAC-SHA256 of the address under
+    /// a key of this start, 8 bytes. A value for one address is worthless from another.
+    pub(super) fn address_echo(&self, peer: &impl core::hash::Hash) -> [u8; 8] {
+        use hmac::Mac;
+        struct Bytes(Vec<u8>);
+        impl core::hash::Hasher for Bytes {
+            fn finish(&self) -> u64 {
+                0
+            }
+            fn write(&mut self, bytes: &[u8]) {
+                self.0.extend_from_slice(bytes);
+            }
+        }
+        let mut bytes = Bytes(Vec::new());
+        peer.hash(&mut bytes);
+        let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&self.address_key)
+            .expect("HMAC takes any key length");
+        mac.update(&bytes.0);
+        let tag = mac.finalize().into_bytes();
+        let mut echo = [0u8; 8];
+        echo.copy_from_slice(&tag[..8]);
+        echo
     }
 
     /// Takes the ceiling to store, if one is due.

@@ -45,6 +45,10 @@ pub(super) struct Incoming<A> {
     register_observer: bool,
     /// It came protected with OSCORE: its answers are protected in the same context.
     protection: Option<Protection>,
+    /// A plain request to a server with security on, from an address not validated
+    /// by an Echo round trip: its answer may be at most this many bytes (RFC 7252
+    /// §11.3: three times the request).
+    budget: Option<usize>,
 }
 
 /// One observer of one resource.
@@ -215,7 +219,14 @@ impl<A: PeerAddress> Engine<A> {
         }
     }
 
-    pub(super) fn on_request(&mut self, now: Instant, peer: A, packet: Packet, fingerprint: u64) {
+    pub(super) fn on_request(
+        &mut self,
+        now: Instant,
+        peer: A,
+        packet: Packet,
+        fingerprint: u64,
+        len: usize,
+    ) {
         let mid = packet.header.message_id;
         let con = packet.header.get_type() == MessageType::Confirmable;
         if let Some(seen) = self.dedup.get(now, peer, mid, fingerprint) {
@@ -268,8 +279,20 @@ impl<A: PeerAddress> Engine<A> {
             block1: None,
             block2: None,
             register_observer: false,
+            budget: None,
             protection,
         };
+        if incoming.protection.is_none() {
+            if let Some(security) = &self.server_security {
+                let expected = security.address_echo(&peer);
+                let echoed = request
+                    .option(super::secure::ECHO)
+                    .is_some_and(|v| v == expected.as_slice());
+                if !echoed {
+                    incoming.budget = Some(3 * len);
+                }
+            }
+        }
 
         if at_limit {
             return self.answer(now, incoming, busy("too many requests in progress"));
@@ -463,6 +486,9 @@ impl<A: PeerAddress> Engine<A> {
             None => self.first_block(now, transfer, response),
         };
         let mut packet = response.into_packet();
+        if let Some(budget) = incoming.budget {
+            packet = self.within_budget(peer, packet, budget, incoming.token.len());
+        }
         if let Some(protection) = incoming.protection.as_mut() {
             packet = self.protect_answer(protection, packet, false);
             if registered {
@@ -631,6 +657,39 @@ impl<A: PeerAddress> Engine<A> {
             Ok(v) => Ok((v.packet, Some(v.protection), Some(v.identity))),
             Err(Refusal::Plain(answer)) | Err(Refusal::Echo(answer)) => Err(answer),
         }
+    }
+
+    /// An answer to a plain peer whose address is not validated, cut to `budget` bytes
+    /// (RFC 7252 §11.3): an error too large loses its diagnostic (its code stays); a larger
+    /// success becomes 4.01 with an Echo value for that address (RFC 9175 §2.4), which
+    /// the client sends back with its request to get the whole answer.
+    fn within_budget(
+        &self,
+        peer: A,
+        mut packet: Packet,
+        budget: usize,
+        token_len: usize,
+    ) -> Packet {
+        // Header (4), token, options and the payload marker.
+        let size = |p: &Packet| 4 + token_len + p.to_bytes().map_or(usize::MAX, |b| b.len() - 4);
+        if size(&packet) <= budget {
+            return packet;
+        }
+        let code = Code(packet.header.code.into());
+        if code.class() >= 4 {
+            // A cut CBOR diagnostic would not decode: the code alone says it.
+            packet.payload.clear();
+            packet.clear_option(coap_lite::CoapOption::ContentFormat);
+            return packet;
+        }
+        let echo = match &self.server_security {
+            Some(security) => security.address_echo(&peer),
+            None => return packet,
+        };
+        Response::new(Code::UNAUTHORIZED)
+            .with_option(super::secure::ECHO, echo.to_vec())
+            .with_option(option::MAX_AGE, option::encode_uint(0))
+            .into_packet()
     }
 
     /// Protects an answer in its request's context; an answer that cannot be protected
