@@ -111,7 +111,7 @@ wait_ready() { # name
         fi
         if "$LOAD" --target "${ADDR[$name]}" --mode "${MODE[$name]}" --path "${RPATH[$name]}" \
             --raw-size "$RAW_SIZE" --in-flight 1 --warmup 0 --duration 0.2 \
-            --ack-timeout-ms 100 --json >/dev/null 2>&1; then
+            --ack-timeout-ms 100 --json ${EXTRA[$name]:-} >/dev/null 2>&1; then
             return 0
         fi
     done
