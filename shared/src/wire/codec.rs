@@ -149,6 +149,17 @@ pub fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
     }
 }
 
+/// [`decode`] as it is without feature `std` (the well-formedness check, then the
+/// small no-std deserializer), whatever the features: for the fuzz target that checks it
+/// accepts the same bytes and makes the same values as ciborium. Not an API.
+#[doc(hidden)]
+pub fn decode_lite<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, DecodeError> {
+    scan::check(bytes)?;
+    super::lite::from_slice(bytes).map_err(|_| DecodeError::Invalid {
+        reason: String::from("well-formed CBOR, but not the expected message"),
+    })
+}
+
 #[cfg(feature = "std")]
 /// Maps ciborium's error (whose I/O type differs with and without `std`) to ours.
 fn from_ciborium<E: Debug>(e: ciborium::de::Error<E>) -> DecodeError {

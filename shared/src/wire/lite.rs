@@ -244,6 +244,35 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
         }
     }
 
+    /// Only a map (tags skipped), as ciborium: a struct is never read from an array.
+    fn deserialize_map<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        loop {
+            match self.head()? {
+                Head::Tag => continue,
+                Head::Map(len) => {
+                    let mut access = Access {
+                        de: self,
+                        left: len,
+                    };
+                    let value = v.visit_map(&mut access)?;
+                    let left = access.left;
+                    self.finish(left)?;
+                    return Ok(value);
+                }
+                _ => return Err(LiteError),
+            }
+        }
+    }
+
+    fn deserialize_struct<V: Visitor<'de>>(
+        self,
+        _: &'static str,
+        _: &'static [&'static str],
+        v: V,
+    ) -> Result<V::Value> {
+        self.deserialize_map(v)
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         match self.peek() {
             Some(NULL) | Some(UNDEFINED) => {
@@ -303,7 +332,7 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf seq tuple tuple_struct map struct identifier ignored_any
+        byte_buf seq tuple tuple_struct identifier ignored_any
     }
 }
 
@@ -501,6 +530,37 @@ mod tests {
         );
         assert_eq!(from_slice::<Vec<u8>>(&[0x9f, 1, 2, 0xff]), Ok(vec![1, 2]));
         assert_eq!(from_slice::<f64>(&[0xf9, 0x3e, 0x00]), Ok(1.5));
+    }
+
+    /// Found by the `cbor_wire` fuzz target: a struct sent as an array (`[21]` as a
+    /// `SessionOpen`) was accepted here and refused by ciborium.
+    #[test]
+    fn refuses_a_struct_as_an_array_as_ciborium_does() {
+        use crate::wire::SessionOpen;
+        let bytes = [0x81, 0x15];
+        assert!(ciborium::from_reader::<SessionOpen, _>(&bytes[..]).is_err());
+        assert_eq!(from_slice::<SessionOpen>(&bytes), Err(LiteError));
+        assert!(from_slice::<ProduceResponse>(&[0x83, 1, 2, 3]).is_err());
+        // Tagged maps still decode, as in ciborium.
+        let mut tagged = vec![0xc6];
+        tagged.extend(
+            encode(&SessionOpen {
+                timeout_ms: 21,
+                node: None,
+                health: None,
+            })
+            .unwrap(),
+        );
+        assert_eq!(
+            from_slice::<SessionOpen>(&tagged).map(|o| o.timeout_ms),
+            Ok(21)
+        );
+        assert_eq!(
+            ciborium::from_reader::<SessionOpen, _>(&tagged[..])
+                .map(|o| o.timeout_ms)
+                .ok(),
+            Some(21)
+        );
     }
 
     proptest::proptest! {

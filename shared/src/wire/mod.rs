@@ -46,8 +46,8 @@ mod codec;
 mod device;
 mod error;
 mod health;
-// Used by `decode` without `std`; with it, by the tests that compare it with ciborium.
-#[cfg_attr(feature = "std", allow(dead_code))]
+// Used by `decode` without `std`; with it, by `decode_lite` (fuzzing) and the tests
+// that compare it with ciborium.
 mod lite;
 mod log;
 mod pehra;
@@ -58,6 +58,8 @@ mod znode;
 #[cfg(test)]
 mod tests;
 
+#[doc(hidden)]
+pub use codec::decode_lite;
 pub use codec::{decode, encode, encode_into, DecodeError, EncodeError, CONTENT_FORMAT_CBOR};
 pub use device::{DeviceReadings, DownlinkRequest, DownlinkResponse};
 pub use error::{ErrorBody, ErrorKind};
