@@ -80,7 +80,12 @@ impl PartitionLog {
         };
         loop {
             let segment = &self.segments[k];
-            if let Some(range) = segment.range_at(&self.damage, cursor.pos) {
+            // A range empty of bytes (offsets lost at a segment's end, recovery's "holds no
+            // batch but is not the last segment") moves only the offset: step over it once.
+            if let Some(range) = segment
+                .range_at(&self.damage, cursor.pos)
+                .filter(|r| (r.end_position, r.end_offset) != (cursor.pos, cursor.expected))
+            {
                 (cursor.pos, cursor.expected) = (range.end_position, range.end_offset);
                 continue;
             }

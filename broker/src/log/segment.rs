@@ -699,7 +699,11 @@ impl Segment {
             }
         }
         loop {
-            if let Some(range) = self.range_at(damage, pos) {
+            // As in the scrub: a range empty of bytes is stepped over once, not for ever.
+            if let Some(range) = self
+                .range_at(damage, pos)
+                .filter(|r| (r.end_position, r.end_offset) != (pos, expected))
+            {
                 (pos, expected) = (range.end_position, range.end_offset);
                 continue;
             }

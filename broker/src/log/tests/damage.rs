@@ -340,3 +340,44 @@ fn the_scrub_finds_damage_that_open_did_not_read() {
     while !log.scrub_step(1 << 20).unwrap().pass_complete {}
     assert!(log.damage().is_empty());
 }
+
+/// Found by the `broker_log` fuzz target: an empty segment `1` (header only) before a
+/// segment `3` with a torn tail (two stray bytes). Recovery records offsets 1..3 as a
+/// damaged range with no bytes (it starts and ends at the end of segment 1) and cuts the
+/// tail; the scrub then looped for ever on that range. It must finish its pass.
+#[test]
+fn a_damaged_range_without_bytes_does_not_hang_the_scrub() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = {
+        let mut bytes = b"PEHRALOG".to_vec();
+        bytes.extend_from_slice(&2u32.to_le_bytes());
+        bytes
+    };
+    fs::write(dir.path().join(format!("{:020}.log", 1)), &header).unwrap();
+    let mut torn = header.clone();
+    torn.extend_from_slice(&[0x04, 0x08]);
+    fs::write(dir.path().join(format!("{:020}.log", 3)), &torn).unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let path = dir.path().to_owned();
+    std::thread::spawn(move || {
+        let (mut log, recovery) = PartitionLog::open(&path, LogConfig::default()).unwrap();
+        let mut passes = Vec::new();
+        for _ in 0..3 {
+            passes.push(log.scrub_step(1 << 20).map(|p| p.pass_complete));
+        }
+        let read = log.read(1, 1024).map(|b| b.len());
+        let _ = tx.send((recovery, log.damage().to_vec(), passes, read));
+    });
+    let (recovery, damage, passes, read) = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the scrub finishes (it looped for ever)");
+    assert_eq!((recovery.log_start_offset, recovery.log_end_offset), (1, 3));
+    assert_eq!(recovery.truncated_bytes, 2);
+    let [range] = &damage[..] else {
+        panic!("one damaged range: {damage:?}")
+    };
+    assert_eq!((range.first_offset, range.end_offset), (1, 3));
+    assert_eq!(range.position, range.end_position);
+    assert!(passes.iter().all(|p| matches!(p, Ok(true))), "{passes:?}");
+    assert!(matches!(read, Err(LogError::Damaged { .. })), "{read:?}");
+}
