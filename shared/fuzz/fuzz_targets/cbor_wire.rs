@@ -1,0 +1,96 @@
+//! Every CBOR wire decoder: `wire::decode::<T>` for every message type of
+//! `pehra_shared::wire`, the no-std decoder (`decode_lite`, what devices run) against
+//! ciborium's (what gateways run), and `batch_record_count`.
+//!
+//! Invariants: nothing panics; both decoders accept the same bytes and make the same
+//! value; whatever decodes re-encodes to bytes that decode to the same value
+//! (`decode(encode(x)) == x`); a batch whose records are counted from its header holds
+//! that many records when it decodes.
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+use pehra_shared::wire::{self, *};
+
+fn check<T>(bytes: &[u8])
+where
+    T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + core::fmt::Debug,
+{
+    let full = wire::decode::<T>(bytes);
+    let lite = wire::decode_lite::<T>(bytes);
+    match (&full, &lite) {
+        (Ok(a), Ok(b)) => assert_eq!(a, b, "the two decoders disagree on {bytes:02x?}"),
+        (Err(_), Err(_)) => {}
+        _ => panic!(
+            "{}: ciborium {:?}, lite {:?} for {bytes:02x?}",
+            core::any::type_name::<T>(),
+            full.as_ref().map(|_| ()),
+            lite.as_ref().map(|_| ())
+        ),
+    }
+    if let Ok(value) = full {
+        let encoded = wire::encode(&value).expect("a decoded message encodes");
+        let again: T = wire::decode(&encoded).expect("an encoded message decodes");
+        assert_eq!(
+            again,
+            value,
+            "round trip changed {}",
+            core::any::type_name::<T>()
+        );
+        let again: T = wire::decode_lite(&encoded).expect("an encoded message decodes (lite)");
+        assert_eq!(again, value);
+    }
+}
+
+macro_rules! all {
+    ($bytes:expr; $($t:ty),* $(,)?) => {{
+        const TYPES: &[fn(&[u8])] = &[$(check::<$t>),*];
+        TYPES
+    }};
+}
+
+fuzz_target!(|data: &[u8]| {
+    let types = all![data;
+        // device.rs
+        DeviceReadings, DownlinkRequest, DownlinkResponse,
+        // error.rs, health.rs
+        ErrorBody, ErrorKind, NodeHealth,
+        // log.rs
+        Record, Header, RecordBatch, Acks, ProduceRequest, ProduceResponse, FetchRequest,
+        FetchedBatch, FetchResponse, ReplicaFetchRequest, ReplicaFetchPartition,
+        ReplicaFetchResponse, EpochEndOffset, ReplicaPartitionData, ReplicaBatch,
+        PartitionMetadata, TopicMetadata, BrokerInfo, TopicConfig, MetadataResponse,
+        // pehra.rs
+        NodeRole, CheckIn, CheckInReply, Term, WakeReason, Wake, ElectionResult, ModeChange,
+        AdminSwitch, PehraState, NodeStatus, PehraRequest, TermRecord, Maintenance,
+        MaintenanceState,
+        // session.rs
+        SessionOpen, SessionOpened, Heartbeat, HeartbeatAck, Directive,
+        // znode.rs
+        CreateRequest, CreateResponse, Stat, NodeData, SetDataRequest, Children, MultiOp,
+        MultiRequest, MultiResult, MultiResponse, SyncResponse, WatchEventKind, WatchEvent,
+    ];
+    // The first byte picks one type (so the fuzzer can specialise), the rest is the item;
+    // the whole input is also tried as every type.
+    if let Some((&pick, rest)) = data.split_first() {
+        types[pick as usize % types.len()](rest);
+    }
+    for f in types {
+        f(data);
+    }
+    if let Ok(n) = wire::batch_record_count(data) {
+        if let Ok(batch) = wire::decode::<RecordBatch>(data) {
+            assert_eq!(
+                batch.records.len(),
+                n as usize,
+                "counted {n} records in {data:02x?}"
+            );
+        }
+    }
+    let _ = wire::is_maintenance_command_name(&String::from_utf8_lossy(data));
+    if let Ok(config) = wire::decode::<TopicConfig>(data) {
+        if config.validate().is_ok() {
+            let m = config.min_insync();
+            assert!(m >= 1 && m <= config.replication_factor);
+        }
+    }
+});
