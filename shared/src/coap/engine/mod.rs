@@ -613,7 +613,14 @@ impl<A> Debug for Engine<A> {
 /// ignored if NON; and requests and their answers do not exist.
 #[cfg(not(any(feature = "server", test)))]
 impl<A: PeerAddress> Engine<A> {
-    fn on_request(&mut self, _now: Instant, peer: A, packet: Packet, _fingerprint: u64) {
+    fn on_request(
+        &mut self,
+        _now: Instant,
+        peer: A,
+        packet: Packet,
+        _fingerprint: u64,
+        _len: usize,
+    ) {
         if packet.header.get_type() == MessageType::Confirmable {
             self.send_reset(peer, packet.header.message_id);
         }
