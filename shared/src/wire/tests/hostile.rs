@@ -167,6 +167,29 @@ fn empty_payload() {
     assert_eq!(decode::<SyncResponse>(&[]), Err(DecodeError::Empty));
 }
 
+/// Found by the `cbor_wire` fuzz target: `c3 01` (tag 3, "negative bignum", on the
+/// integer 1) decoded as `Acks` 1 without `std` (the no-std decoder skips tags) and was
+/// refused by ciborium, which reads tags 2 and 3 as bignums (and so also took `c2 41 05`
+/// as 5 where the no-std decoder refused it). Bignum tags are refused before either
+/// decoder sees them.
+#[test]
+fn bignum_tags_are_refused_by_both_decoders() {
+    for hex in ["c301", "c24105", "c34100", "a1646e657874c24101"] {
+        let bytes = h(hex);
+        assert!(
+            matches!(decode::<Acks>(&bytes), Err(DecodeError::Malformed { .. }))
+                || matches!(decode::<u64>(&bytes), Err(DecodeError::Malformed { .. })),
+            "{hex}"
+        );
+        assert!(decode_lite::<Acks>(&bytes).is_err(), "{hex} (lite)");
+        assert!(decode_lite::<u64>(&bytes).is_err(), "{hex} (lite)");
+        assert!(decode::<u64>(&bytes).is_err(), "{hex}");
+    }
+    // Other tags are still skipped by both.
+    assert_eq!(decode::<u64>(&h("c101")), Ok(1));
+    assert_eq!(decode_lite::<u64>(&h("c101")), Ok(1));
+}
+
 #[test]
 fn malformed_items() {
     let malformed = [
