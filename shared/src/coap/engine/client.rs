@@ -1,10 +1,12 @@
 //! The client half: sending requests, NSTART, matching responses, block-wise bodies
 //! in both directions, and observations.
 
+#[cfg(any(feature = "oscore", test))]
 use super::secure::ECHO;
 use super::{block_option, Engine, Event, ExchangeError, PeerAddress, Purpose, RequestId, Timer};
 use crate::coap::dedup::Seen;
 use crate::coap::{observe, option, BlockValue, Code, Request, Response};
+#[cfg(any(feature = "oscore", test))]
 use crate::oscore::{self, RequestBinding};
 use crate::Instant;
 use alloc::vec::Vec;
@@ -35,8 +37,10 @@ pub(super) struct Exchange<A> {
     last_notification: Option<(u32, Instant)>,
     /// OSCORE: what binds answers to the protected messages sent (the observing request
     /// first, kept for the observation's notifications; then the latest message).
+    #[cfg(any(feature = "oscore", test))]
     bindings: Vec<RequestBinding>,
     /// OSCORE: the request was repeated with the server's Echo value already.
+    #[cfg(any(feature = "oscore", test))]
     echoed: bool,
 }
 
@@ -100,7 +104,9 @@ impl<A: PeerAddress> Engine<A> {
             next_block: None,
             download_observe: None,
             last_notification: None,
+            #[cfg(any(feature = "oscore", test))]
             bindings: Vec::new(),
+            #[cfg(any(feature = "oscore", test))]
             echoed: false,
         };
         self.exchanges.insert(id, exchange);
@@ -120,7 +126,9 @@ impl<A: PeerAddress> Engine<A> {
         self.tick(now);
         let mid = self.next_message_id();
         let token = self.fresh_token();
+        #[allow(unused_mut)]
         let mut packet = request.packet().clone();
+        #[cfg(any(feature = "oscore", test))]
         if let Some(client) = self.client_security.get_mut(&peer) {
             match client.ctx.protect_request(&packet) {
                 Ok(protected) => packet = protected.packet,
@@ -220,6 +228,7 @@ impl<A: PeerAddress> Engine<A> {
         let (peer, token) = (exchange.peer, exchange.token.clone());
         let mut packet = message.packet().clone();
         packet.header.set_type(kind);
+        #[cfg(any(feature = "oscore", test))]
         if let Some(client) = self.client_security.get_mut(&peer) {
             match client.ctx.protect_request(&packet) {
                 Ok(protected) => {
@@ -381,6 +390,7 @@ impl<A: PeerAddress> Engine<A> {
         self.on_response(now, id, packet);
     }
 
+    #[cfg(any(feature = "oscore", test))]
     /// Verifies an answer to a protected exchange in its context: the inner response.
     /// An unprotected *error* answer passes (a server that could not verify us can only
     /// answer in the clear, RFC 8613 §8.2); anything else unprotected or not verifying
@@ -416,6 +426,7 @@ impl<A: PeerAddress> Engine<A> {
     fn on_response(&mut self, now: Instant, id: RequestId, packet: Packet) {
         self.release(now, id);
         self.disarm_response_deadline(id);
+        #[cfg(any(feature = "oscore", test))]
         let packet = match self.verify_response(id, packet) {
             Ok(packet) => packet,
             Err(error) => return self.fail(id, error),
@@ -428,6 +439,7 @@ impl<A: PeerAddress> Engine<A> {
 
         // OSCORE after the server's restart (RFC 8613 Appendix B.1.2): it asks for the
         // request again with its Echo value, once.
+        #[cfg(any(feature = "oscore", test))]
         if code == Code::UNAUTHORIZED && !exchange.bindings.is_empty() && !exchange.echoed {
             if let Some(echo) = response.option(ECHO) {
                 exchange.echoed = true;

@@ -234,6 +234,7 @@ pub struct Engine<A> {
     #[cfg(any(feature = "server", test))]
     server_security: Option<secure::ServerState>,
     /// OSCORE as a client: the context of each secured peer ([`Engine::secure_peer`]).
+    #[cfg(any(feature = "oscore", test))]
     client_security: Map<A, secure::ClientContext>,
 
     timers: Set<(Instant, Timer<A>)>,
@@ -280,6 +281,7 @@ impl<A: PeerAddress> Engine<A> {
             links: Vec::new(),
             #[cfg(any(feature = "server", test))]
             server_security: None,
+            #[cfg(any(feature = "oscore", test))]
             client_security: Map::new(),
             timers: Set::new(),
             transmits: VecDeque::new(),
@@ -304,6 +306,7 @@ impl<A: PeerAddress> Engine<A> {
         self.links = links;
     }
 
+    #[cfg(any(feature = "oscore", test))]
     /// Protects every request to `peer` with `context` from now on (OSCORE, RFC 8613),
     /// and accepts only answers that verify in it. A client derives its contexts with a
     /// random ID Context at each start ([`client_id_context`]).
@@ -313,6 +316,7 @@ impl<A: PeerAddress> Engine<A> {
     }
 
     /// Whether requests to `peer` are protected.
+    #[cfg(any(feature = "oscore", test))]
     pub fn is_secured(&self, peer: &A) -> bool {
         self.client_security.contains_key(peer)
     }

@@ -31,6 +31,7 @@
 
 #[cfg(any(feature = "server", test))]
 use crate::coap::option;
+#[cfg(any(feature = "oscore", test))]
 use crate::oscore::SecurityContext;
 #[cfg(any(feature = "server", test))]
 use crate::oscore::{
@@ -318,6 +319,7 @@ impl ServerState {
 }
 
 /// A client's context towards one server.
+#[cfg(any(feature = "oscore", test))]
 pub(super) struct ClientContext {
     pub(super) ctx: SecurityContext,
 }
