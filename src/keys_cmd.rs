@@ -460,9 +460,9 @@ fn report(out: &mut impl Write, dir: &Path, registry: &Registry, written: &[Stri
         let file = cred_path(dir, name);
         let file = file.display();
         let todo = match entry.role {
-            Role::Zookeeper => format!(
-                "copy {name}.cred to the zookeeper's machine and restart it"
-            ),
+            Role::Zookeeper => {
+                format!("copy {name}.cred to the zookeeper's machine and restart it")
+            }
             Role::Broker => format!(
                 "copy {name}.cred to broker {}'s machine and restart it",
                 entry.number

@@ -43,8 +43,8 @@ async fn wait_for(c: &TestCluster, what: &str, ok: impl Fn(&PartitionMetadata) -
 /// The records in a stopped broker's copy of the partition, and whether damage was
 /// recorded.
 fn replica(broker_dir: &Path) -> (u64, usize, bool) {
-    let (log, _) = PartitionLog::open(&broker_dir.join(format!("{TOPIC}-0")), LogConfig::default())
-        .unwrap();
+    let (log, _) =
+        PartitionLog::open(&broker_dir.join(format!("{TOPIC}-0")), LogConfig::default()).unwrap();
     let mut readable = 0usize;
     let mut offset = 0;
     while offset < log.log_end_offset() {

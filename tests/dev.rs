@@ -70,9 +70,15 @@ fn the_main_job_runs_a_sleeping_cluster_with_devices_and_stops_cleanly() {
     // spoke OSCORE (each server stored its OSCORE sequence ceiling after the Echo round
     // trips of its clients' first requests).
     let client_cred = data.join("keys/client.cred");
-    assert!(all.contains(&format!("PEHRA_CREDENTIALS={}", client_cred.display())), "{all}");
+    assert!(
+        all.contains(&format!("PEHRA_CREDENTIALS={}", client_cred.display())),
+        "{all}"
+    );
     use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(&client_cred).unwrap().permissions().mode();
+    let mode = std::fs::metadata(&client_cred)
+        .unwrap()
+        .permissions()
+        .mode();
     assert_eq!(mode & 0o077, 0, "credentials readable by others: {mode:o}");
     for server in ["zookeeper", "broker-1", "broker-2", "broker-3"] {
         assert!(
