@@ -19,9 +19,8 @@ pub const CONTENT_FORMAT_CBOR: u16 = 60;
 /// ciborium copies byte and text strings through this buffer in chunks. Its default is
 /// 4 KiB on the stack, which is a lot for a microcontroller task; 512 bytes costs a few
 /// more loop turns on large record batches and nothing else (every map key Pehra uses is
-/// far shorter; an unknown key longer than this is rejected).
-#[cfg(feature = "std")]
-const SCRATCH_LEN: usize = 512;
+/// far shorter; an unknown key longer than this is rejected, by the no-std decoder too).
+pub(super) const SCRATCH_LEN: usize = 512;
 
 /// A value could not be written as CBOR.
 ///

@@ -273,6 +273,30 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
         self.deserialize_map(v)
     }
 
+    /// A field or variant name: a definite-length text or byte string of at most
+    /// ciborium's scratch length (tags skipped), as ciborium reads one; never a number.
+    fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
+        let max = super::codec::SCRATCH_LEN as u64;
+        loop {
+            match self.head()? {
+                Head::Tag => continue,
+                Head::Text(Some(len)) if len <= max => {
+                    return match text(self.string(Some(len))?)? {
+                        Cow::Borrowed(s) => v.visit_borrowed_str(s),
+                        Cow::Owned(s) => v.visit_string(s),
+                    }
+                }
+                Head::Bytes(Some(len)) if len <= max => {
+                    return match self.string(Some(len))? {
+                        Cow::Borrowed(b) => v.visit_borrowed_bytes(b),
+                        Cow::Owned(b) => v.visit_byte_buf(b),
+                    }
+                }
+                _ => return Err(LiteError),
+            }
+        }
+    }
+
     fn deserialize_option<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
         match self.peek() {
             Some(NULL) | Some(UNDEFINED) => {
@@ -332,7 +356,7 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
 
     serde::forward_to_deserialize_any! {
         bool i8 i16 i32 i64 i128 u8 u16 u32 u64 u128 f32 f64 char str string bytes
-        byte_buf seq tuple tuple_struct identifier ignored_any
+        byte_buf seq tuple tuple_struct ignored_any
     }
 }
 
@@ -561,6 +585,31 @@ mod tests {
                 .ok(),
             Some(21)
         );
+    }
+
+    /// Found by the `cbor_wire` fuzz target: `{10: -20}` decoded here as the `ErrorKind`
+    /// with index 10 (a variant named by its number) and was refused by ciborium, whose
+    /// field and variant names are text or bytes of at most 512 bytes only.
+    #[test]
+    fn names_are_text_or_bytes_of_at_most_512_bytes_as_in_ciborium() {
+        use crate::wire::{ErrorKind, SessionOpen};
+        let bytes = [0xa1, 0x0a, 0x33];
+        assert!(ciborium::from_reader::<ErrorKind, _>(&bytes[..]).is_err());
+        assert_eq!(from_slice::<ErrorKind>(&bytes), Err(LiteError));
+        // {"timeout_ms": 1, <513-byte unknown key>: 0}: refused by both (`decode` runs
+        // ciborium with its 512-byte scratch).
+        let mut long = vec![0xa2, 0x6a];
+        long.extend_from_slice(b"timeout_ms");
+        long.extend_from_slice(&[0x01, 0x79, 0x02, 0x01]);
+        long.extend(core::iter::repeat_n(b'k', 513));
+        long.push(0x00);
+        assert!(crate::wire::decode::<SessionOpen>(&long).is_err());
+        assert!(from_slice::<SessionOpen>(&long).is_err());
+        // 512 bytes is still fine for both.
+        long[13..16].copy_from_slice(&[0x79, 0x02, 0x00]);
+        long.remove(16);
+        assert!(crate::wire::decode::<SessionOpen>(&long).is_ok());
+        assert!(from_slice::<SessionOpen>(&long).is_ok());
     }
 
     proptest::proptest! {
