@@ -5,6 +5,11 @@
 #
 #   bash shared/fuzz/run.sh [SECONDS]
 #
+# FUZZ_SEED=N fixes libFuzzer's seed and FUZZ_RUNS=N runs each target for exactly N
+# inputs instead of SECONDS: the same inputs in the same order on any machine. CI uses
+# both, so a CI failure means a regression, not a new random find (the long runs use
+# random seeds and time limits, and are recorded in docs/security.md).
+#
 # The long runs with AddressSanitizer and what they found: docs/security.md, "Fuzzing".
 set -uo pipefail
 
@@ -29,13 +34,15 @@ failed=0
 summary=()
 for t in $targets; do
     log="$logs/$t.log"
-    cargo fuzz run -s none "$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1
+    if [ -n "${FUZZ_RUNS:-}" ]; then limit="-runs=$FUZZ_RUNS"; else limit="-max_total_time=$seconds"; fi
+    cargo fuzz run -s none "$t" -- "$limit" -seed="${FUZZ_SEED:-0}" \
+        -print_final_stats=1 >"$log" 2>&1
     rc=$?
     runs=$(grep -o 'stat::number_of_executed_units: *[0-9]*' "$log" | grep -o '[0-9]*$' | tail -1)
     cov=$(grep -o 'cov: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
     ft=$(grep -o 'ft: [0-9]*' "$log" | tail -1 | grep -o '[0-9]*')
     if [ "$rc" -eq 0 ]; then
-        line="fuzz: $t ok: ${runs:-?} runs in ${seconds}s, cov ${cov:-?}, ft ${ft:-?}"
+        line="fuzz: $t ok: ${runs:-?} runs (${limit#-}), cov ${cov:-?}, ft ${ft:-?}"
     else
         failed=1
         artifact=$(grep -o 'Test unit written to [^ ]*' "$log" | tail -1 | sed 's/Test unit written to //')
@@ -46,7 +53,8 @@ for t in $targets; do
     echo "$line"
     summary+=("$line")
 done
-echo "---- fuzz summary (${seconds}s per target) ----"
+if [ -n "${FUZZ_RUNS:-}" ]; then per="$FUZZ_RUNS runs"; else per="${seconds}s"; fi
+echo "---- fuzz summary ($per per target, seed ${FUZZ_SEED:-random}) ----"
 printf '%s\n' "${summary[@]}"
 rm -rf "$logs"
 exit "$failed"
