@@ -73,7 +73,7 @@ async fn twenty_devices_publish_collect_their_downlink_and_mostly_sleep() {
             "--count",
             &count,
             "--interval",
-            "1",
+            "2",
             "--acks",
             "all",
             "--duration",
@@ -165,6 +165,9 @@ async fn twenty_devices_publish_collect_their_downlink_and_mostly_sleep() {
         .and_then(|s| s.split('%').next())
         .and_then(|s| s.trim().parse().ok())
         .unwrap_or_else(|| panic!("{sleep_line}"));
-    assert!(sleep > 50.0, "devices asleep only {sleep}% of the time");
+    assert!(
+        sleep > 50.0,
+        "devices asleep only {sleep}% of the time:\n{sleep_line}\n{last}"
+    );
     drop(brokers);
 }
