@@ -490,7 +490,7 @@ async fn bad_input_gets_clear_errors_and_changes_nothing() {
                 Request::put("z/a")
                     .with_option(option::IF_MATCH, [1u8])
                     .with_payload(wire::encode(&create_body()).unwrap()),
-                Code::BAD_REQUEST,
+                Code::PRECONDITION_FAILED,
                 "If-Match",
             ),
             (

@@ -405,16 +405,15 @@ impl Client {
         version: Option<u32>,
     ) -> Result<Stat, ZkError> {
         check_path(path)?;
+        // The version goes in the body: a znode that is gone is then `not_found`, as
+        // the recipes expect (an If-Match on an absent znode is 4.12, RFC 7252).
         let body = SetDataRequest {
             data: data.to_vec(),
-            version: None,
+            version,
             session: self.inner.session,
         };
-        let mut request = cbor_request(Method::Put, &znode_uri(path), &body);
-        if let Some(v) = version {
-            request = request.with_option(option::IF_MATCH, version_tag(v));
-        }
-        self.call(request).await
+        self.call(cbor_request(Method::Put, &znode_uri(path), &body))
+            .await
     }
 
     /// Deletes a childless znode if it is at `version` (any version if `None`).

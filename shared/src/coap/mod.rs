@@ -9,6 +9,7 @@
 //! the application, and the next deadline at which it wants to be called again.
 
 mod block;
+pub mod conditions;
 mod config;
 mod dedup;
 mod engine;

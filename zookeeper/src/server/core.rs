@@ -7,6 +7,7 @@ use crate::cluster::PEHRA_ADMIN;
 use crate::storage::{Storage, StorageError};
 use crate::tree::{Change, DataTree, Op, Outcome, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
+use pehra_shared::coap::conditions::{ConditionFailed, Conditions, Current};
 use pehra_shared::coap::{option, Code, Response};
 use pehra_shared::driver::{Handle, Responder};
 use pehra_shared::wire::{
@@ -79,6 +80,9 @@ pub(crate) enum Job {
         session: Option<u64>,
         /// Who asks: must own the session the write speaks for or closes.
         identity: Option<String>,
+        /// If-Match / If-None-Match of the request, evaluated against the target znode
+        /// (its ETag is its data version) in the same step as the write.
+        conditions: Conditions,
         /// Where to answer.
         responder: Responder,
     },
@@ -294,13 +298,17 @@ impl Core {
                     op,
                     session,
                     identity,
+                    conditions,
                     responder,
                 } => {
                     let speaks_for = match op {
                         Op::CloseSession { session } => Some(session),
                         _ => session.or(op.session()),
                     };
-                    match speaks_for.and_then(|s| self.not_owner(s, identity.as_deref())) {
+                    let refusal = speaks_for
+                        .and_then(|s| self.not_owner(s, identity.as_deref()))
+                        .or_else(|| self.condition_failed(&op, &conditions));
+                    match refusal {
                         Some(refusal) => self.hold(Some(responder), refusal),
                         None => self.write(op, session, Some(responder)),
                     }
@@ -383,6 +391,39 @@ impl Core {
             }
             None => session_expired(session),
         }
+    }
+
+    /// The refusal (4.12) if the request's conditions do not hold for the znode `op`
+    /// writes: its ETag is its data version. Evaluated in the step that applies the
+    /// write, so no other write comes between. A request without a znode (a multi, a
+    /// session) targets a resource that exists and has no ETag.
+    fn condition_failed(&self, op: &Op, conditions: &Conditions) -> Option<Response> {
+        if conditions.is_empty() {
+            return None;
+        }
+        let path = match op {
+            Op::Create { path, .. } | Op::SetData { path, .. } | Op::Delete { path, .. } => {
+                Some(path.as_str())
+            }
+            _ => None,
+        };
+        let stat = path.and_then(|p| self.tree.get(p)).map(|(_, stat)| *stat);
+        let tag = stat.map(|s| version_tag(s.version));
+        let current = match (path, &tag) {
+            (Some(_), None) => Current::Absent,
+            (Some(_), Some(tag)) => Current::Present(Some(tag)),
+            (None, _) => Current::Present(None),
+        };
+        let failed = conditions.check(current).err()?;
+        let message = match (failed, path, stat) {
+            (ConditionFailed::IfMatch, Some(p), Some(stat)) => {
+                format!("version mismatch: {p} is at {} (If-Match)", stat.version)
+            }
+            (_, Some(p), None) => format!("precondition failed: {failed}; {p} does not exist"),
+            (_, Some(p), Some(_)) => format!("precondition failed: {failed}; {p} exists"),
+            (_, None, _) => format!("precondition failed: {failed}; this resource has no ETag"),
+        };
+        Some(error_response(ErrorKind::VersionMismatch, &message))
     }
 
     /// The refusal (4.03) if `session` belongs to another identity than `identity`. A

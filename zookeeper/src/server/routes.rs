@@ -3,7 +3,8 @@
 
 use super::Job;
 use crate::tree::Op;
-use pehra_shared::api::{decode_request, error_response, if_match_version};
+use pehra_shared::api::{decode_request, error_response};
+use pehra_shared::coap::conditions::Conditions;
 use pehra_shared::coap::{link_format::Link, Method, Response};
 use pehra_shared::driver::{Incoming, Responder, Router};
 use pehra_shared::wire::{
@@ -153,13 +154,14 @@ fn create(incoming: Incoming) -> Result<JobFor, Response> {
 fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
     let path = znode_path(&incoming)?;
     let body: SetDataRequest = decode_request(&incoming.request)?;
-    let version = if_match_version(&incoming.request)?.or(body.version);
+    // An If-Match ETag is the znode's version: the core evaluates it in the same step
+    // as the write (see `Core::write`), like the body's version.
     Ok(write(
         &incoming,
         Op::SetData {
             path,
             data: body.data,
-            version,
+            version: body.version,
         },
         body.session,
     ))
@@ -167,8 +169,14 @@ fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
 
 fn delete(incoming: Incoming) -> Result<JobFor, Response> {
     let path = znode_path(&incoming)?;
-    let version = if_match_version(&incoming.request)?;
-    Ok(write(&incoming, Op::Delete { path, version }, None))
+    Ok(write(
+        &incoming,
+        Op::Delete {
+            path,
+            version: None,
+        },
+        None,
+    ))
 }
 
 fn multi(incoming: Incoming) -> Result<JobFor, Response> {
@@ -218,12 +226,17 @@ fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
     }))
 }
 
+/// A write job, with the request's If-Match / If-None-Match conditions (RFC 7252
+/// §5.10.8), which the core evaluates against the target znode in the same step as the
+/// write.
 fn write(incoming: &Incoming, op: Op, session: Option<u64>) -> JobFor {
     let identity = identity_name(incoming);
+    let conditions = Conditions::of(&incoming.request);
     Box::new(move |responder| Job::Write {
         op,
         session,
         identity,
+        conditions,
         responder,
     })
 }
