@@ -120,6 +120,7 @@ async fn produce_once(from: &Endpoint, leader: SocketAddr) -> Response {
         producer_id: None,
         base_sequence: None,
         leader_epoch: None,
+        if_log_end: None,
         batch,
     };
     post(from, leader, "produce", wire::encode(&request).unwrap()).await

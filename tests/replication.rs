@@ -468,6 +468,7 @@ async fn produce_once(
         producer_id: Some(producer.0),
         base_sequence: Some(producer.1),
         leader_epoch: None,
+        if_log_end: None,
         batch: wire::encode(&wire::RecordBatch {
             records: vec![record],
         })

@@ -42,6 +42,10 @@ pub enum ClientError {
     /// No such topic or partition, or it has no live leader now.
     #[error("{0}")]
     NoLeader(String),
+    /// The topic does not exist (the metadata was just reloaded): deleted, or never
+    /// created.
+    #[error("no such topic: {0}")]
+    NoSuchTopic(String),
     /// Bad input from the caller.
     #[error("{0}")]
     Invalid(String),
@@ -226,6 +230,12 @@ async fn pehra_route(zk: &Client) -> Result<(Option<u32>, BTreeSet<u32>), ZkErro
         .filter_map(|s| cluster::broker_id_of(&s.node))
         .collect();
     Ok((pehredar, dormant))
+}
+
+/// The znode with a topic's pub-sub properties (draft-ietf-core-coap-pubsub), a child
+/// of its topic znode so it goes with the topic: `/topics/{topic}/pubsub`.
+pub fn pubsub_properties_path(topic: &str) -> String {
+    format!("{}/pubsub", cluster::topic_path(topic))
 }
 
 /// The partition a key goes to: FNV-1a of the key, modulo the partition count (stable
@@ -440,7 +450,19 @@ impl ClusterClient {
         topic: &str,
         config: TopicConfig,
     ) -> Result<(), ClientError> {
-        self.create(topic, config, false).await
+        self.create(topic, config, false, None).await
+    }
+
+    /// Creates a topic with its pub-sub properties (`/ps`, draft-ietf-core-coap-pubsub)
+    /// in one step: the topic znode and its [`pubsub_properties_path`] together, or
+    /// neither. Refused like [`ClusterClient::create_topic_with`].
+    pub async fn create_topic_with_properties(
+        &self,
+        topic: &str,
+        config: TopicConfig,
+        properties: Vec<u8>,
+    ) -> Result<(), ClientError> {
+        self.create(topic, config, false, Some(properties)).await
     }
 
     /// Creates a topic even if its replication factor is above the brokers live now
@@ -451,7 +473,7 @@ impl ClusterClient {
         topic: &str,
         config: TopicConfig,
     ) -> Result<(), ClientError> {
-        self.create(topic, config, true).await
+        self.create(topic, config, true, None).await
     }
 
     async fn create(
@@ -459,6 +481,7 @@ impl ClusterClient {
         topic: &str,
         config: TopicConfig,
         allow_under_replicated: bool,
+        properties: Option<Vec<u8>>,
     ) -> Result<(), ClientError> {
         let replication_factor = config.replication_factor;
         cluster::validate_topic(topic).map_err(ClientError::Invalid)?;
@@ -473,16 +496,31 @@ impl ClusterClient {
             }
         }
         cluster::ensure_path(&self.zk, TOPICS).await?;
-        match self
-            .zk
-            .create(
-                &cluster::topic_path(topic),
-                &wire::encode(&config).expect("encodes"),
-                CreateMode::Persistent,
-            )
-            .await
-        {
-            Ok(_) => Ok(()),
+        let data = wire::encode(&config).expect("encodes");
+        let created = match properties {
+            None => self
+                .zk
+                .create(&cluster::topic_path(topic), &data, CreateMode::Persistent)
+                .await
+                .map(drop),
+            Some(properties) => {
+                let create = |path: String, data: Vec<u8>| MultiOp::Create {
+                    path,
+                    data,
+                    ephemeral: false,
+                    sequential: false,
+                };
+                self.zk
+                    .multi(vec![
+                        create(cluster::topic_path(topic), data),
+                        create(pubsub_properties_path(topic), properties),
+                    ])
+                    .await
+                    .map(drop)
+            }
+        };
+        match created {
+            Ok(()) => Ok(()),
             Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {
                 Err(ClientError::Invalid(format!("topic exists: {topic}")))
             }
@@ -616,6 +654,12 @@ impl ClusterClient {
                 Err(e) => return Err(e.into()),
             }
         }
+        // The pub-sub properties of the topic (`/ps`), if it has any.
+        match self.zk.delete(&pubsub_properties_path(topic), None).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e.into()),
+        }
         match self.zk.delete(&cluster::topic_path(topic), None).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
@@ -636,6 +680,21 @@ impl ClusterClient {
         acks: Acks,
         producer: Option<(u64, u32)>,
     ) -> Result<Option<ProduceResponse>, ClientError> {
+        self.produce_if(topic, partition, records, acks, producer, None)
+            .await
+    }
+
+    /// [`ClusterClient::produce`], appended only if the partition's log ends at
+    /// `if_log_end` when the leader appends (else a `version_mismatch` refusal).
+    pub async fn produce_if(
+        &self,
+        topic: &str,
+        partition: u32,
+        records: &[Record],
+        acks: Acks,
+        producer: Option<(u64, u32)>,
+        if_log_end: Option<u64>,
+    ) -> Result<Option<ProduceResponse>, ClientError> {
         let batch = wire::encode(&RecordBatch {
             records: records.to_vec(),
         })
@@ -647,6 +706,7 @@ impl ClusterClient {
             producer_id: producer.map(|p| p.0),
             base_sequence: producer.map(|p| p.1),
             leader_epoch: None,
+            if_log_end,
             batch,
         };
         let body = wire::encode(&request).expect("encodes");
@@ -726,6 +786,13 @@ impl ClusterClient {
             };
             let leader = match target {
                 Ok(addr) => addr,
+                // Just reloaded, and the topic is not there: it was deleted (or never
+                // was); waiting would not bring it back.
+                Err(ClientError::NoLeader(_))
+                    if attempt > 1 && !self.metadata().topics.contains_key(topic) =>
+                {
+                    return Err(ClientError::NoSuchTopic(topic.into()));
+                }
                 Err(e @ ClientError::NoLeader(_)) => {
                     self.retries.lock().expect("lock").no_leader += 1;
                     *self.last_error.lock().expect("lock") = Some(e.to_string());

@@ -775,6 +775,7 @@ fn produce_body_bytes(args: &Args) -> usize {
         producer_id: None,
         base_sequence: None,
         leader_epoch: None,
+        if_log_end: None,
         batch,
     };
     wire::encode(&request).expect("encodes").len()

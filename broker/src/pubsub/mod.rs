@@ -1,25 +1,35 @@
-//! The publish-subscribe interface of draft-ietf-core-coap-pubsub, so standard CoAP
+//! The publish-subscribe interface of draft-ietf-core-coap-pubsub-21, so standard CoAP
 //! clients (libcoap, aiocoap) can use Pehra without its own tools:
 //!
 //! | resource | rt | methods |
 //! |---|---|---|
-//! | `/ps` topic collection | `core.ps.coll` | GET: link-format list of topics; POST `{"topic-name": T}`: create |
-//! | `/ps/{topic}` topic configuration | `core.ps.conf` | GET: the configuration; DELETE |
-//! | `/ps/data/{topic}` topic data | `core.ps.data` | PUT: publish; GET: latest value; GET + Observe: subscribe |
+//! | `/ps` topic collection | `core.ps.coll` | GET (link-format, RFC 6690 query filters), FETCH (a properties filter), POST (create) |
+//! | `/ps/{topic}` topic | `core.ps.conf` | GET, FETCH (some properties), POST/PUT (replace), iPATCH (change some), DELETE |
+//! | `/ps/data/{topic}` topic-data | `core.ps.data` | PUT (publish), GET (latest; + Observe: subscribe), DELETE |
 //!
-//! Any broker takes a publication and produces it to a partition of the topic (round
-//! robin), forwarding to that partition's leader. A subscriber may talk to any broker: for
-//! each observed topic the broker follows every partition (wherever its leader is) and
-//! notifies its observers of each new record. Records carry the publication's
-//! Content-Format as the header `content-format`.
+//! Topic representations are CBOR maps with the draft's integer keys
+//! ([`properties`]); errors are RFC 9290 problem details ([`problem`]); writes obey
+//! If-Match / If-None-Match. Any broker takes a publication and produces it to a
+//! partition of the topic, at its leader. A subscriber may talk to any broker: for each
+//! observed topic the broker follows every partition (wherever its leader is) and
+//! notifies its observers of each new record ([`data`]).
 
-use crate::client::{records_from, ClusterClient};
-use pehra_shared::api::{cbor_response, error_response};
-use pehra_shared::coap::{link_format, Code, Response, CONTENT_FORMAT_LINK_FORMAT};
+mod data;
+pub mod problem;
+pub mod properties;
+
+use crate::client::{pubsub_properties_path, ClientError, ClusterClient};
+use pehra_shared::coap::conditions::{Conditions, Current};
+use pehra_shared::coap::{
+    link_format, option, Code, Request, Response, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_LINK_FORMAT,
+};
 use pehra_shared::driver::{Handle, Incoming, Responder};
-use pehra_shared::wire::{Acks, ErrorKind, Header, Record};
-use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicU32, Ordering};
+use pehra_shared::wire::{self, ErrorKind, TopicConfig};
+use pehra_zookeeper::cluster;
+use problem::problem;
+use properties::{Key, Properties, PropertyError};
+use std::collections::HashMap;
+use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
 /// Resource type of the topic collection.
@@ -27,20 +37,36 @@ pub const RT_COLLECTION: &str = "core.ps.coll";
 /// Resource type of a topic (configuration) resource.
 pub const RT_TOPIC: &str = "core.ps.conf";
 /// Resource type of a topic-data resource.
-pub const RT_DATA: &str = "core.ps.data";
-
-/// A publication as subscribers get it: the value and its Content-Format.
-type Publication = (Vec<u8>, Option<u16>);
+pub const RT_DATA: &str = properties::RT_DATA;
+/// The Content-Format of `application/core-pubsub+cbor`: "TBD606" in draft -21, not
+/// assigned by IANA yet; requests may use 60 (`application/cbor`) as well.
+pub const CONTENT_FORMAT_PUBSUB: u16 = 606;
 
 /// The pub-sub state of one broker.
 pub(crate) struct PubSub {
     cluster: ClusterClient,
     handle: Handle,
     next_partition: AtomicU32,
-    /// The latest publication seen per topic (value, Content-Format).
-    latest: Mutex<HashMap<String, Publication>>,
-    /// Topics being followed for observers.
-    following: Mutex<HashMap<String, tokio::task::JoinHandle<()>>>,
+    /// The state of each followed topic's data (kept by its follow loop).
+    latest: Mutex<HashMap<String, data::DataState>>,
+    /// Topics being followed for observers: the topic's identity and the loop.
+    following: Mutex<HashMap<String, (u64, tokio::task::JoinHandle<()>)>>,
+}
+
+/// A topic as the zookeeper has it.
+#[derive(Debug, Clone)]
+struct Topic {
+    name: String,
+    config: TopicConfig,
+    /// Its identity: the zxid that created its znode (a topic deleted and created again
+    /// under the same name is another topic).
+    id: u64,
+    /// Its full representation.
+    props: Properties,
+    /// The version of its properties znode, if it has one.
+    props_version: Option<u32>,
+    /// The ETag of its representation.
+    etag: [u8; 8],
 }
 
 impl PubSub {
@@ -68,292 +94,459 @@ impl PubSub {
     async fn route(self: &Arc<Self>, incoming: &Incoming) -> Response {
         let segments: Vec<&str> = incoming.request.path_segments().collect();
         let method = incoming.request.code();
+        let request = &incoming.request;
         match (method, segments.as_slice()) {
-            (Code::GET, ["ps"]) => self.list().await,
-            (Code::POST, ["ps"]) => self.create(incoming).await,
-            (Code::GET, ["ps", topic]) => self.configuration(topic).await,
-            (Code::DELETE, ["ps", topic]) => match self.cluster.delete_topic(topic).await {
-                Ok(()) => Response::new(Code::DELETED),
-                Err(e) => error_response(ErrorKind::NotFound, &e.to_string()),
-            },
-            (Code::PUT, ["ps", "data", topic]) => self.publish(topic, incoming).await,
-            (Code::GET, ["ps", "data", topic]) => {
-                self.read(topic, incoming.request.observe() == Some(0))
-                    .await
+            (Code::GET, ["ps"]) => self.list(request).await,
+            (Code::FETCH, ["ps"]) => self.filter(request).await,
+            (Code::POST, ["ps"]) => self.create(request).await,
+            (Code::PUT | Code::POST, ["ps", "data", topic]) => self.publish(topic, request).await,
+            (Code::GET, ["ps", "data", topic]) => self.read(topic, request).await,
+            (Code::DELETE, ["ps", "data", topic]) => self.delete_data(topic, request).await,
+            (Code::GET, ["ps", topic]) => self.get_topic(topic, request).await,
+            (Code::FETCH, ["ps", topic]) => self.fetch_topic(topic, request).await,
+            (Code::POST | Code::PUT, ["ps", topic]) => self.update(topic, request, true).await,
+            (c, ["ps", topic]) if c == pehra_shared::coap::Method::IPatch.code() => {
+                self.update(topic, request, false).await
             }
-            (_, ["ps", ..]) => error_response(
-                ErrorKind::MethodNotAllowed,
+            (Code::DELETE, ["ps", topic]) => self.delete_topic(topic, request).await,
+            (_, ["ps", ..]) => problem(
+                Code::METHOD_NOT_ALLOWED,
                 "method not allowed on this pub-sub resource",
             ),
-            _ => error_response(ErrorKind::NotFound, "no such pub-sub resource"),
+            _ => problem(Code::NOT_FOUND, "no such pub-sub resource"),
         }
     }
 
-    async fn list(&self) -> Response {
-        let meta = match self.cluster.refresh().await {
-            Ok(m) => m,
-            Err(e) => return error_response(ErrorKind::Busy, &e.to_string()),
+    /// GET /ps: links to the topics; with RFC 6690 query filters (`rt=core.ps.data`,
+    /// `href=...`, `ct=...`, `obs`), over the topics' and their topic-data resources'
+    /// links.
+    async fn list(&self, request: &Request) -> Response {
+        let names = match self.topic_names().await {
+            Ok(n) => n,
+            Err(response) => return response,
         };
-        let links: Vec<link_format::Link> = meta
-            .topics
-            .keys()
-            .map(|t| link_format::Link::new(&format!("ps/{t}")).attr("rt", RT_TOPIC))
-            .collect();
+        let filters: Vec<&str> = request.queries().collect();
+        let mut links = Vec::new();
+        for name in names {
+            links.push(link_format::Link::new(&format!("ps/{name}")).attr("rt", RT_TOPIC));
+            if filters.is_empty() {
+                continue;
+            }
+            let Ok(Some(topic)) = self.load_topic(&name).await else {
+                continue;
+            };
+            let rt = topic.props.resource_type.as_deref().unwrap_or(RT_DATA);
+            let mut link = link_format::Link::new(&data_resource(&name))
+                .attr("rt", rt)
+                .flag("obs");
+            if let Some(ct) = topic.props.topic_content_format {
+                link = link.attr("ct", &ct.to_string());
+            }
+            links.push(link);
+        }
+        Response::content(link_format::write(&links, &filters).into_bytes())
+            .with_content_format(CONTENT_FORMAT_LINK_FORMAT)
+    }
+
+    /// FETCH /ps: the topics whose representation has every property of the filter
+    /// with the same value (§3.2.2), as links.
+    async fn filter(&self, request: &Request) -> Response {
+        if let Err(response) = properties_body_format(request) {
+            return response;
+        }
+        let wanted = match Properties::decode(request.payload()) {
+            Ok(f) => f,
+            Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
+        };
+        let names = match self.topic_names().await {
+            Ok(n) => n,
+            Err(response) => return response,
+        };
+        let mut links = Vec::new();
+        for name in names {
+            if let Ok(Some(topic)) = self.load_topic(&name).await {
+                if wanted.matches(&topic.props) {
+                    links.push(link_format::Link::new(&format!("ps/{name}")));
+                }
+            }
+        }
         Response::content(link_format::write(&links, &[]).into_bytes())
             .with_content_format(CONTENT_FORMAT_LINK_FORMAT)
     }
 
-    async fn create(&self, incoming: &Incoming) -> Response {
-        let config: ciborium::Value = match ciborium::from_reader(incoming.request.payload()) {
-            Ok(v) => v,
-            Err(e) => {
-                return error_response(
-                    ErrorKind::Malformed,
-                    &format!("the topic configuration must be a CBOR map: {e}"),
-                )
-            }
+    /// POST /ps: creates a topic from its initial representation (§3.2.3).
+    async fn create(self: &Arc<Self>, request: &Request) -> Response {
+        if let Err(failed) = Conditions::of(request).check(Current::Present(None)) {
+            return problem(Code::PRECONDITION_FAILED, &failed.to_string());
+        }
+        if let Err(response) = properties_body_format(request) {
+            return response;
+        }
+        let given = match Properties::decode(request.payload()) {
+            Ok(p) => p,
+            Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
         };
-        let field = |name: &str| -> Option<&ciborium::Value> {
-            config
-                .as_map()?
-                .iter()
-                .find(|(k, _)| k.as_text() == Some(name))
-                .map(|(_, v)| v)
-        };
-        let Some(name) = field("topic-name")
-            .and_then(|v| v.as_text())
-            .map(str::to_string)
-        else {
-            return error_response(
-                ErrorKind::Malformed,
-                "the topic configuration needs a text \"topic-name\"",
+        let Some(name) = given.topic_name.clone() else {
+            return problem(
+                Code::BAD_REQUEST,
+                &PropertyError::Missing(Key::TopicName.name()).to_string(),
             );
         };
-        if let Some(rt) = field("resource-type").and_then(|v| v.as_text()) {
-            if rt != RT_TOPIC {
-                return error_response(
-                    ErrorKind::Malformed,
-                    &format!("resource-type must be {RT_TOPIC}"),
+        if let Some(uri) = &given.topic_data {
+            if *uri != format!("/{}", data_resource(&name)) {
+                return problem(
+                    Code::BAD_REQUEST,
+                    &format!(
+                        "topic-data {uri:?}: this broker hosts the topic-data resource at /{}",
+                        data_resource(&name)
+                    ),
                 );
             }
         }
-        let partitions = field("partitions")
-            .and_then(|v| v.as_integer())
-            .and_then(|i| u32::try_from(i).ok())
-            .unwrap_or(1);
-        match self.cluster.create_topic(&name, partitions, 1).await {
-            Ok(()) => {}
-            Err(e) if e.to_string().starts_with("topic exists") => {
-                return error_response(ErrorKind::NodeExists, &e.to_string());
-            }
-            Err(e) => return error_response(ErrorKind::Malformed, &e.to_string()),
+        if let Err(e) = given.check_initialize() {
+            return problem(Code::BAD_REQUEST, &e.to_string());
         }
-        let mut response = cbor_response(Code::CREATED, &configuration(&name, partitions));
-        response.add_option(pehra_shared::coap::option::LOCATION_PATH, b"ps".to_vec());
-        response.add_option(pehra_shared::coap::option::LOCATION_PATH, name.into_bytes());
+        let config = TopicConfig {
+            partitions: given.partitions.unwrap_or(1),
+            replication_factor: given.replication_factor.unwrap_or(1),
+            min_insync_replicas: None,
+        };
+        let stored = given.stored();
+        match self
+            .cluster
+            .create_topic_with_properties(&name, config, stored.encode())
+            .await
+        {
+            Ok(()) => {}
+            Err(ClientError::Invalid(message)) if message.starts_with("topic exists") => {
+                return problem(Code::BAD_REQUEST, &format!("topic-name {name:?} is in use"));
+            }
+            Err(e @ (ClientError::Invalid(_) | ClientError::UnderReplicated { .. })) => {
+                return problem(Code::BAD_REQUEST, &e.to_string())
+            }
+            Err(e) => return problem(Code::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+        let topic = match self.load_topic(&name).await {
+            Ok(Some(t)) => t,
+            Ok(None) => return problem(Code::NOT_FOUND, "the topic was deleted at once"),
+            Err(response) => return response,
+        };
+        if let (Some(value), Some(format)) = (&given.initialize, given.topic_content_format) {
+            if let Err(response) = self.initialize(&topic, value.clone(), format).await {
+                return response;
+            }
+        }
+        let mut response = representation(Code::CREATED, &topic, request);
+        response.add_option(option::LOCATION_PATH, b"ps".to_vec());
+        response.add_option(option::LOCATION_PATH, name.into_bytes());
         response
     }
 
-    async fn configuration(&self, topic: &str) -> Response {
-        let meta = self
-            .cluster
-            .refresh()
-            .await
-            .unwrap_or_else(|_| self.cluster.metadata());
-        match meta.topics.get(topic) {
-            Some(state) => cbor_response(
-                Code::CONTENT,
-                &configuration(topic, state.config.partitions),
+    /// GET /ps/{topic}.
+    async fn get_topic(&self, name: &str, request: &Request) -> Response {
+        match self.load_topic(name).await {
+            Ok(Some(topic)) => representation(Code::CONTENT, &topic, request),
+            Ok(None) => no_topic(name),
+            Err(response) => response,
+        }
+    }
+
+    /// FETCH /ps/{topic}: the properties a CBOR array of keys names (§3.3.2).
+    async fn fetch_topic(&self, name: &str, request: &Request) -> Response {
+        match request.content_format() {
+            None | Some(CONTENT_FORMAT_CBOR) | Some(CONTENT_FORMAT_PUBSUB) => {}
+            Some(other) => return unsupported_format(other, "application/cbor (60)"),
+        }
+        let keys = match properties::decode_key_list(request.payload()) {
+            Ok(k) => k,
+            Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
+        };
+        match self.load_topic(name).await {
+            Ok(Some(topic)) => Response::new(Code::CONTENT)
+                .with_payload(properties::encode(&topic.props.to_value(&keys)))
+                .with_content_format(representation_format(request))
+                .with_option(option::ETAG, topic.etag.to_vec()),
+            Ok(None) => no_topic(name),
+            Err(response) => response,
+        }
+    }
+
+    /// POST or PUT (`replace`: what is not given goes back to its default) or iPATCH
+    /// (only what is given changes) on /ps/{topic} (§3.3.3, §3.3.4). The check of the
+    /// conditions and the write are one step: the write is conditional on the version
+    /// of the properties the check saw.
+    async fn update(&self, name: &str, request: &Request, replace: bool) -> Response {
+        if let Err(response) = properties_body_format(request) {
+            return response;
+        }
+        let given = match Properties::decode(request.payload()) {
+            Ok(p) => p,
+            Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
+        };
+        let conditions = Conditions::of(request);
+        for _ in 0..8 {
+            let topic = match self.load_topic(name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return no_topic(name),
+                Err(response) => return response,
+            };
+            if let Err(failed) = conditions.check(Current::Present(Some(&topic.etag))) {
+                return problem(Code::PRECONDITION_FAILED, &failed.to_string());
+            }
+            let next = match given.update(&topic.props, replace) {
+                Ok(n) => n,
+                Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
+            };
+            match self.write_properties(&topic, &next.stored()).await {
+                Ok(true) => {}
+                Ok(false) => continue, // changed meanwhile: check again
+                Err(response) => return response,
+            }
+            return match self.load_topic(name).await {
+                Ok(Some(topic)) => representation(Code::CHANGED, &topic, request),
+                Ok(None) => no_topic(name),
+                Err(response) => response,
+            };
+        }
+        problem(
+            Code::SERVICE_UNAVAILABLE,
+            "the topic keeps changing: try again",
+        )
+    }
+
+    /// Writes a topic's properties if they are still at the version `topic` saw;
+    /// `Ok(false)` if they are not.
+    async fn write_properties(&self, topic: &Topic, stored: &Properties) -> Result<bool, Response> {
+        let zk = self.cluster.zookeeper();
+        let path = pubsub_properties_path(&topic.name);
+        let written = match topic.props_version {
+            Some(version) => zk
+                .set_data(&path, &stored.encode(), Some(version))
+                .await
+                .map(drop),
+            None => zk
+                .create(
+                    &path,
+                    &stored.encode(),
+                    pehra_zookeeper::CreateMode::Persistent,
+                )
+                .await
+                .map(drop),
+        };
+        match written {
+            Ok(()) => Ok(true),
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    Some(ErrorKind::VersionMismatch | ErrorKind::NodeExists)
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Err(no_topic(&topic.name)),
+            Err(e) => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+        }
+    }
+
+    /// DELETE /ps/{topic} (§3.3.5): the topic and its data go; every subscriber gets a
+    /// final 4.04. With conditions, the topic's properties are first written at the
+    /// version the check saw (so nothing changed it between the check and the delete).
+    async fn delete_topic(&self, name: &str, request: &Request) -> Response {
+        let conditions = Conditions::of(request);
+        if !conditions.is_empty() {
+            let topic = match self.load_topic(name).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return no_topic(name),
+                Err(response) => return response,
+            };
+            if let Err(failed) = conditions.check(Current::Present(Some(&topic.etag))) {
+                return problem(Code::PRECONDITION_FAILED, &failed.to_string());
+            }
+            match self.write_properties(&topic, &topic.props.stored()).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return problem(
+                        Code::PRECONDITION_FAILED,
+                        "the topic changed while it was being deleted",
+                    )
+                }
+                Err(response) => return response,
+            }
+        }
+        match self.cluster.delete_topic(name).await {
+            Ok(()) => {
+                self.end_topic(name, "the topic was deleted");
+                Response::new(Code::DELETED)
+            }
+            Err(ClientError::Invalid(m)) if m.starts_with("no such topic") => no_topic(name),
+            Err(e) => problem(Code::SERVICE_UNAVAILABLE, &e.to_string()),
+        }
+    }
+
+    /// The names of the topics.
+    async fn topic_names(&self) -> Result<Vec<String>, Response> {
+        match self.cluster.zookeeper().get_children(cluster::TOPICS).await {
+            Ok((names, _)) => Ok(names),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(Vec::new()),
+            Err(e) => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+        }
+    }
+
+    /// A topic as the zookeeper has it now; `None` if there is none (an expired topic
+    /// is deleted now and is none).
+    async fn load_topic(&self, name: &str) -> Result<Option<Topic>, Response> {
+        let zk = self.cluster.zookeeper();
+        let unavailable = |e: pehra_zookeeper::ZkError| match e.kind() {
+            Some(ErrorKind::NotFound | ErrorKind::Malformed) => Ok(None),
+            _ => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+        };
+        let (bytes, stat) = match zk.get_data(&cluster::topic_path(name)).await {
+            Ok(found) => found,
+            Err(e) => return unavailable(e),
+        };
+        let Ok(config) = wire::decode::<TopicConfig>(&bytes) else {
+            return Ok(None);
+        };
+        let (stored, props_version) = match zk.get_data(&pubsub_properties_path(name)).await {
+            Ok((bytes, stat)) => (
+                Properties::decode(&bytes).unwrap_or_default(),
+                Some(stat.version),
             ),
-            None => error_response(ErrorKind::NotFound, &format!("no such topic: {topic}")),
-        }
-    }
-
-    async fn publish(self: &Arc<Self>, topic: &str, incoming: &Incoming) -> Response {
-        let mut meta = self.cluster.metadata();
-        if !meta.topics.contains_key(topic) {
-            meta = self.cluster.refresh().await.unwrap_or(meta);
-        }
-        let Some(state) = meta.topics.get(topic) else {
-            return error_response(
-                ErrorKind::NotFound,
-                &format!("no such topic: {topic} (create it with POST /ps)"),
-            );
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => (Properties::default(), None),
+            Err(e) => return unavailable(e),
         };
-        let partitions = state.config.partitions.max(1);
-        let partition = self.next_partition.fetch_add(1, Ordering::Relaxed) % partitions;
-        let format = incoming.request.content_format();
-        let record = Record {
-            key: None,
-            value: incoming.request.payload().to_vec(),
-            timestamp_ms: now_ms(),
-            headers: format
-                .map(|f| {
-                    vec![Header {
-                        key: "content-format".into(),
-                        value: f.to_string().into_bytes(),
-                    }]
-                })
-                .unwrap_or_default(),
+        let props = Properties {
+            topic_name: Some(name.into()),
+            topic_data: Some(format!("/{}", data_resource(name))),
+            resource_type: Some(stored.resource_type.clone().unwrap_or(RT_DATA.into())),
+            partitions: Some(config.partitions),
+            replication_factor: Some(config.replication_factor),
+            ..stored
         };
-        match self
-            .cluster
-            .produce(topic, partition, &[record], Acks::Leader, None)
-            .await
+        if props
+            .expiration_date
+            .is_some_and(|at| at <= data::now_ms() / 1000)
         {
-            Ok(_) => Response::new(Code::CHANGED),
-            Err(e) => error_response(ErrorKind::Busy, &format!("publishing to {topic}: {e}")),
-        }
-    }
-
-    /// The latest value; with Observe, also starts following the topic so every new
-    /// publication is notified.
-    async fn read(self: &Arc<Self>, topic: &str, observe: bool) -> Response {
-        let meta = self
-            .cluster
-            .refresh()
-            .await
-            .unwrap_or_else(|_| self.cluster.metadata());
-        let Some(state) = meta.topics.get(topic) else {
-            return error_response(ErrorKind::NotFound, &format!("no such topic: {topic}"));
-        };
-        if observe {
-            self.follow(topic, state.config.partitions);
-        }
-        let latest = self.latest.lock().expect("lock").get(topic).cloned();
-        let (value, format) = match latest {
-            Some(v) => v,
-            None => self.last_published(topic, state.config.partitions).await,
-        };
-        data_response(value, format)
-    }
-
-    /// The newest record over all partitions (by timestamp), or an empty value.
-    async fn last_published(&self, topic: &str, partitions: u32) -> Publication {
-        let mut best: Option<Record> = None;
-        for p in 0..partitions {
-            let Ok(head) = self.cluster.fetch(topic, p, 0, 1).await else {
-                continue;
-            };
-            let from = head.log_end_offset.saturating_sub(1);
-            let Ok(tail) = self.cluster.fetch(topic, p, from, 64 * 1024).await else {
-                continue;
-            };
-            if let Ok(records) = records_from(&tail, from) {
-                if let Some((_, r)) = records.into_iter().last() {
-                    if best
-                        .as_ref()
-                        .is_none_or(|b| r.timestamp_ms >= b.timestamp_ms)
-                    {
-                        best = Some(r);
-                    }
-                }
+            tracing::info!(
+                topic = name,
+                "the topic's expiration-date has come: deleted"
+            );
+            if self.cluster.delete_topic(name).await.is_ok() {
+                self.end_topic(name, "the topic expired");
             }
+            return Ok(None);
         }
-        best.map(|r| (content_format(&r), r.value))
-            .map(|(f, v)| (v, f))
-            .unwrap_or_default()
+        let version = props_version.map_or(u64::MAX, u64::from);
+        Ok(Some(Topic {
+            name: name.into(),
+            config,
+            id: stat.czxid,
+            etag: etag(&[&stat.czxid.to_be_bytes(), &version.to_be_bytes()]),
+            props,
+            props_version,
+        }))
     }
 
-    fn follow(self: &Arc<Self>, topic: &str, partitions: u32) {
-        let mut following = self.following.lock().expect("lock");
-        if following.get(topic).is_some_and(|t| !t.is_finished()) {
-            return;
+    /// Ends everything this broker does for a topic that is gone: its follow loop, what
+    /// it knows of its data, and every observation of its data (a final 4.04, RFC 7641
+    /// §3.2).
+    fn end_topic(&self, name: &str, why: &str) {
+        if let Some((_, task)) = self.following.lock().expect("lock").remove(name) {
+            task.abort();
         }
-        let this = self.clone();
-        let name = topic.to_string();
-        following.insert(
-            topic.to_string(),
-            tokio::spawn(async move { this.follow_loop(name, partitions).await }),
+        self.latest.lock().expect("lock").remove(name);
+        self.handle
+            .notify_detached(&data_resource(name), problem(Code::NOT_FOUND, why));
+    }
+}
+
+/// The path (no leading slash) of a topic's topic-data resource.
+fn data_resource(topic: &str) -> String {
+    format!("ps/data/{topic}")
+}
+
+/// A topic's representation, with its ETag.
+fn representation(code: Code, topic: &Topic, request: &Request) -> Response {
+    Response::new(code)
+        .with_payload(topic.props.encode())
+        .with_content_format(representation_format(request))
+        .with_option(option::ETAG, topic.etag.to_vec())
+}
+
+/// The Content-Format a representation is sent in: `application/cbor` (60) if the
+/// client asks for it (Accept) or wrote in it, else `application/core-pubsub+cbor`.
+fn representation_format(request: &Request) -> u16 {
+    match request
+        .uint_option(option::ACCEPT)
+        .or(request.uint_option(option::CONTENT_FORMAT))
+    {
+        Some(60) => CONTENT_FORMAT_CBOR,
+        _ => CONTENT_FORMAT_PUBSUB,
+    }
+}
+
+/// A body of topic properties must be `application/core-pubsub+cbor` (or
+/// `application/cbor`, or say nothing): else 4.15.
+fn properties_body_format(request: &Request) -> Result<(), Response> {
+    match request.content_format() {
+        None | Some(CONTENT_FORMAT_PUBSUB) | Some(CONTENT_FORMAT_CBOR) => Ok(()),
+        Some(other) => Err(unsupported_format(
+            other,
+            "application/core-pubsub+cbor (606) or application/cbor (60)",
+        )),
+    }
+}
+
+fn unsupported_format(given: u16, wanted: &str) -> Response {
+    problem(
+        Code::UNSUPPORTED_CONTENT_FORMAT,
+        &format!("Content-Format {given} is not accepted here: send {wanted}"),
+    )
+}
+
+fn no_topic(name: &str) -> Response {
+    problem(Code::NOT_FOUND, &format!("no such topic: {name}"))
+}
+
+/// An 8-byte ETag: FNV-1a (64-bit) over the parts.
+fn etag(parts: &[&[u8]]) -> [u8; 8] {
+    let mut hash = 0xcbf2_9ce4_8422_2325u64;
+    for part in parts {
+        for b in (part.len() as u64).to_be_bytes().iter().chain(part.iter()) {
+            hash = (hash ^ u64::from(*b)).wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+    hash.to_be_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn etags_differ_when_any_part_does() {
+        let a = etag(&[b"ab", b"c"]);
+        assert_eq!(a, etag(&[b"ab", b"c"]));
+        assert_ne!(a, etag(&[b"a", b"bc"]), "parts are delimited");
+        assert_ne!(a, etag(&[b"ab", b"d"]));
+    }
+
+    #[test]
+    fn representations_are_sent_as_asked() {
+        let plain = Request::get("ps/t");
+        assert_eq!(representation_format(&plain), CONTENT_FORMAT_PUBSUB);
+        let cbor = Request::get("ps/t").with_option(option::ACCEPT, [60u8]);
+        assert_eq!(representation_format(&cbor), CONTENT_FORMAT_CBOR);
+        let text = Request::post("ps").with_content_format(0);
+        assert_eq!(
+            properties_body_format(&text).unwrap_err().code(),
+            Code::UNSUPPORTED_CONTENT_FORMAT
         );
+        let json = Request::post("ps").with_content_format(50);
+        assert_eq!(
+            properties_body_format(&json).unwrap_err().code(),
+            Code::UNSUPPORTED_CONTENT_FORMAT
+        );
+        assert!(properties_body_format(&Request::post("ps")).is_ok());
     }
-
-    /// Follows every partition of a topic from its end, notifying observers of
-    /// `ps/data/{topic}` with each new record.
-    async fn follow_loop(&self, topic: String, partitions: u32) {
-        let resource = format!("ps/data/{topic}");
-        let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-        let (tick_tx, mut ticks) = tokio::sync::mpsc::unbounded_channel::<u32>();
-        for p in 0..partitions {
-            let Ok(head) = self.cluster.fetch(&topic, p, 0, 1).await else {
-                return;
-            };
-            next.insert(p, head.log_end_offset);
-            let Ok(mut observation) = self.cluster.observe_partition(&topic, p).await else {
-                return;
-            };
-            let tx = tick_tx.clone();
-            tokio::spawn(async move {
-                while let Some(Ok(_)) = observation.next().await {
-                    if tx.send(p).is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-        drop(tick_tx);
-        while let Some(p) = ticks.recv().await {
-            let from = next[&p];
-            let Ok(response) = self.cluster.fetch(&topic, p, from, 1024 * 1024).await else {
-                continue;
-            };
-            let Ok(records) = records_from(&response, from) else {
-                continue;
-            };
-            for (offset, record) in records {
-                next.insert(p, offset + 1);
-                let format = content_format(&record);
-                self.latest
-                    .lock()
-                    .expect("lock")
-                    .insert(topic.clone(), (record.value.clone(), format));
-                self.handle
-                    .notify_detached(&resource, data_response(record.value, format));
-            }
-        }
-        tracing::debug!(%topic, "stopped following the topic");
-    }
-}
-
-fn data_response(value: Vec<u8>, format: Option<u16>) -> Response {
-    let response = Response::content(value);
-    match format {
-        Some(f) => response.with_content_format(f),
-        None => response,
-    }
-}
-
-fn content_format(record: &Record) -> Option<u16> {
-    record
-        .headers
-        .iter()
-        .find(|h| h.key == "content-format")
-        .and_then(|h| std::str::from_utf8(&h.value).ok()?.parse().ok())
-}
-
-/// A topic's configuration as the draft describes it (text keys).
-fn configuration(topic: &str, partitions: u32) -> ciborium::Value {
-    use ciborium::Value;
-    Value::Map(vec![
-        (Value::Text("topic-name".into()), Value::Text(topic.into())),
-        (
-            Value::Text("resource-type".into()),
-            Value::Text(RT_TOPIC.into()),
-        ),
-        (
-            Value::Text("topic-data".into()),
-            Value::Text(format!("ps/data/{topic}")),
-        ),
-        (
-            Value::Text("partitions".into()),
-            Value::Integer(partitions.into()),
-        ),
-    ])
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }

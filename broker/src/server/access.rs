@@ -78,11 +78,11 @@ fn check(policy: &Policy, incoming: &Incoming) -> Result<(), Response> {
             }
             _ => vec![(Resource::Topic("*".into()), Action::Describe)],
         },
+        // Deleting the topic-data resource is a publisher's act (draft -21 §3.5.4).
         ["ps", "data", topic] => vec![(
             Resource::Topic((*topic).into()),
             match method {
                 Some(Method::Get) => Action::Consume,
-                Some(Method::Delete) => Action::Delete,
                 _ => Action::Produce,
             },
         )],
@@ -90,6 +90,8 @@ fn check(policy: &Policy, incoming: &Incoming) -> Result<(), Response> {
             Resource::Topic((*topic).into()),
             match method {
                 Some(Method::Delete) => Action::Delete,
+                // Changing a topic's configuration: the right to create it.
+                Some(Method::Post | Method::Put | Method::IPatch | Method::Patch) => Action::Create,
                 _ => Action::Describe,
             },
         )],
@@ -119,16 +121,12 @@ struct TopicOf {
     topic: String,
 }
 
-/// The `topic-name` of a pub-sub topic creation (`*` if it cannot be read: the handler
+/// The `topic-name` (key 0, or its name) of a pub-sub topic creation (`*` if it cannot be read: the handler
 /// refuses such a body anyway).
 fn pubsub_topic_name(incoming: &Incoming) -> String {
-    ciborium::from_reader::<ciborium::Value, _>(incoming.request.payload())
+    crate::pubsub::properties::Properties::decode(incoming.request.payload())
         .ok()
-        .and_then(|v| {
-            v.into_map().ok()?.into_iter().find_map(|(k, v)| {
-                (k.as_text() == Some("topic-name")).then(|| v.into_text().ok())?
-            })
-        })
+        .and_then(|p| p.topic_name)
         .unwrap_or_else(|| "*".into())
 }
 

@@ -721,8 +721,12 @@ fn router(state: Arc<State>) -> Router {
     Router::new()
         .route_deferred(Method::Get, "ps", ps(&pubsub))
         .route_deferred(Method::Post, "ps", ps(&pubsub))
+        .route_deferred(Method::Fetch, "ps", ps(&pubsub))
         .route_deferred(Method::Get, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Fetch, "ps/*", ps(&pubsub))
+        .route_deferred(Method::Post, "ps/*", ps(&pubsub))
         .route_deferred(Method::Put, "ps/*", ps(&pubsub))
+        .route_deferred(Method::IPatch, "ps/*", ps(&pubsub))
         .route_deferred(Method::Delete, "ps/*", ps(&pubsub))
         .link(
             Link::new("ps")

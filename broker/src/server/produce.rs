@@ -157,6 +157,18 @@ fn append(
             }
         }
     }
+    if let Some(end) = request.if_log_end {
+        let now = p.log.log_end_offset();
+        if end != now {
+            return Err(error_response(
+                ErrorKind::VersionMismatch,
+                &format!(
+                    "the log of {}/{} ends at {now}, not {end}: not appended",
+                    request.topic, request.partition
+                ),
+            ));
+        }
+    }
     if request.acks == Acks::All && p.meta.isr.len() < p.min_insync as usize {
         return Err(not_enough_replicas(p.meta.isr.len(), p.min_insync, false));
     }

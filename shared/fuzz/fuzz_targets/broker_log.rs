@@ -205,6 +205,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             producer_id: None,
             base_sequence: None,
             leader_epoch: None,
+            if_log_end: None,
             batch: batch(u.int_in_range(1..=3usize)?, 9),
         };
         wire::encode(&request).expect("encodes")

@@ -109,7 +109,7 @@ impl<'de> Deserialize<'de> for Acks {
 /// Body of a produce to a partition leader: one encoded [`RecordBatch`].
 ///
 /// CBOR: `{"topic": text, "partition": u32, "acks": 0|1|-1, "producer_id"?: u64,
-/// "base_sequence"?: u32, "leader_epoch"?: u32, "batch": bytes}`.
+/// "base_sequence"?: u32, "leader_epoch"?: u32, "if_log_end"?: u64, "batch": bytes}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProduceRequest {
     /// The topic.
@@ -128,6 +128,11 @@ pub struct ProduceRequest {
     /// refuses the batch (fencing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leader_epoch: Option<u32>,
+    /// Append only if the partition's log ends at this offset now (a conditional
+    /// publication: the check and the append are one step at the leader); refused with
+    /// `version_mismatch` (4.12) otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub if_log_end: Option<u64>,
     /// An encoded [`RecordBatch`], opaque to the broker.
     #[serde(with = "serde_bytes")]
     pub batch: Vec<u8>,

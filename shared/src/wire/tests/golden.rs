@@ -88,6 +88,7 @@ golden!(produce_request_minimal: ProduceRequest = ProduceRequest {
     producer_id: None,
     base_sequence: None,
     leader_epoch: None,
+    if_log_end: None,
     acks: Acks::Leader,
     ..produce()
 }, "a465746f7069636574656d707369706172746974696f6e036461636b730165626174636843a10001");

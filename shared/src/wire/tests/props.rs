@@ -127,6 +127,7 @@ fn produce() -> impl Strategy<Value = ProduceRequest> {
                     producer_id,
                     base_sequence,
                     leader_epoch,
+                    if_log_end: None,
                     batch: encode(&RecordBatch { records }).expect("encode batch"),
                 }
             },

@@ -68,6 +68,7 @@ pub(super) fn produce() -> ProduceRequest {
         producer_id: Some(9),
         base_sequence: Some(100),
         leader_epoch: Some(4),
+        if_log_end: None,
         batch: vec![0xa1, 0x00, 0x01],
     }
 }
