@@ -4,8 +4,9 @@
 
 mod common;
 
-use common::{free_udp_port, pehra, BrokerProcess, TempDir, Zookeeper};
+use common::{aiocoap, free_udp_port, pehra, BrokerProcess, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
+use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -138,4 +139,111 @@ fn libcoap_publishes_aiocoap_subscribes_pehra_consumes() {
     ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(consumed, "21.0\n21.5\n21.7\n22.0\n");
+}
+
+/// Creates topic `name` through `/ps` on `broker` and waits until it has its leaders.
+fn create_topic(c: &TestCluster, broker: u32, name: &str) {
+    let created = aiocoap::request(json!({"method": "POST",
+        "uri": format!("coap://{}/ps", c.addr(broker)), "content_format": 60,
+        "payload_diag": format!("{{0: \"{name}\", 2: \"core.ps.data\"}}")}));
+    assert_eq!(aiocoap::code(&created), "2.01", "{created}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+        client
+            .wait_for_leaders(name, Duration::from_secs(20))
+            .await
+            .unwrap();
+    });
+}
+
+fn publish(c: &TestCluster, broker: u32, topic: &str, value: &str) -> String {
+    let answer = aiocoap::request(json!({"method": "PUT",
+        "uri": format!("coap://{}/ps/data/{topic}", c.addr(broker)),
+        "content_format": 0, "payload": value}));
+    aiocoap::code(&answer).to_string()
+}
+
+#[test]
+fn deleting_a_topic_ends_every_subscription_and_refuses_later_publications() {
+    let c = TestCluster::builder("ps-delete").start(2);
+    create_topic(&c, 1, "room");
+    assert_eq!(publish(&c, 1, "room", "1"), "2.01", "the first publication");
+    let data = |b: u32| format!("coap://{}/ps/data/room", c.addr(b));
+    let (mut on1, first) = aiocoap::Observer::start(&data(1));
+    assert_eq!(first, "first 2.05 1");
+    let (mut on2, first) = aiocoap::Observer::start(&data(2));
+    assert_eq!(first, "first 2.05 1");
+    assert_eq!(publish(&c, 2, "room", "2"), "2.04");
+    assert_eq!(on1.next().as_deref(), Some("notification 2.05 2"));
+    assert_eq!(on2.next().as_deref(), Some("notification 2.05 2"));
+
+    // `pehra topic delete`: every subscriber, on either broker, gets a final 4.04 (it
+    // was still observing 30 s later).
+    let (status, _, err) = common::pehra(&[
+        "topic",
+        "delete",
+        "room",
+        "--zookeeper",
+        &c.zk_addr.to_string(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    assert_eq!(on1.next().as_deref(), Some("ended 4.04"));
+    assert_eq!(on2.next().as_deref(), Some("ended 4.04"));
+
+    // Publications after the delete: 4.04 at once, on both brokers (they were answered
+    // 2.04 and lost, or never answered).
+    for b in [1, 2, 1, 2] {
+        assert_eq!(publish(&c, b, "room", "late"), "4.04", "through broker {b}");
+    }
+    let r = aiocoap::requests(&json!([
+        {"method": "GET", "uri": data(2)},
+        {"method": "GET", "uri": format!("coap://{}/ps/room", c.addr(1))},
+    ]));
+    assert_eq!(aiocoap::code(&r[0]), "4.04");
+    assert_eq!(aiocoap::code(&r[1]), "4.04");
+
+    // A new topic of the same name starts HALF CREATED, with nothing of the old one.
+    create_topic(&c, 2, "room");
+    let got = aiocoap::request(json!({"method": "GET", "uri": data(1)}));
+    assert_eq!(aiocoap::code(&got), "4.04", "{got}");
+    assert_eq!(publish(&c, 1, "room", "new"), "2.01");
+}
+
+#[test]
+fn deleting_topic_data_or_the_topic_through_ps_ends_observations() {
+    let c = TestCluster::builder("ps-delete-data").start(1);
+    create_topic(&c, 1, "room");
+    let data = format!("coap://{}/ps/data/room", c.addr(1));
+    assert_eq!(publish(&c, 1, "room", "1"), "2.01");
+    let (mut observer, first) = aiocoap::Observer::start(&data);
+    assert_eq!(first, "first 2.05 1");
+
+    // DELETE of the topic-data resource: back to HALF CREATED (draft -21 §3.5.4).
+    let r = aiocoap::requests(&json!([
+        {"method": "DELETE", "uri": data},
+        {"method": "GET", "uri": data},
+        {"method": "DELETE", "uri": data},
+    ]));
+    let codes: Vec<&str> = r.iter().map(aiocoap::code).collect();
+    assert_eq!(codes, ["2.02", "4.04", "4.04"], "{r:#?}");
+    assert_eq!(observer.next().as_deref(), Some("ended 4.04"));
+    assert_eq!(publish(&c, 1, "room", "2"), "2.01", "FULLY CREATED again");
+    assert_eq!(publish(&c, 1, "room", "3"), "2.04");
+
+    // DELETE of the topic (draft -21 §3.3.5).
+    let (mut observer, first) = aiocoap::Observer::start(&data);
+    assert_eq!(first, "first 2.05 3");
+    let topic = format!("coap://{}/ps/room", c.addr(1));
+    let r = aiocoap::requests(&json!([
+        {"method": "DELETE", "uri": topic},
+        {"method": "DELETE", "uri": topic},
+    ]));
+    let codes: Vec<&str> = r.iter().map(aiocoap::code).collect();
+    assert_eq!(codes, ["2.02", "4.04"], "{r:#?}");
+    assert_eq!(observer.next().as_deref(), Some("ended 4.04"));
+    assert_eq!(publish(&c, 1, "room", "4"), "4.04");
 }

@@ -811,16 +811,22 @@ impl ClusterClient {
             let asked_epoch = *epoch.borrow_and_update();
             let handle = self.endpoint.handle();
             let request = tokio::time::timeout(ATTEMPT_TIMEOUT, handle.request(leader, coap));
+            let moved = async {
+                if epoch.wait_for(|e| *e != asked_epoch).await.is_err() {
+                    // The epoch watch ended (the partition znode is gone: its topic is
+                    // being deleted): only the answer counts. (This waited here for
+                    // ever, after the answer's future was dropped: a publication to a
+                    // topic deleted meanwhile was never answered.)
+                    std::future::pending::<()>().await;
+                }
+            };
             let answer = tokio::select! {
                 answer = request => answer,
-                moved = async { epoch.wait_for(|e| *e != asked_epoch).await.is_ok() } => {
-                    if moved {
-                        // The controller gave the partition a new leader: ask it at once.
-                        self.retries.lock().expect("lock").leader_moved += 1;
-                        attempt = 0;
-                        continue;
-                    }
-                    std::future::pending().await
+                () = moved => {
+                    // The controller gave the partition a new leader: ask it at once.
+                    self.retries.lock().expect("lock").leader_moved += 1;
+                    attempt = 0;
+                    continue;
                 }
             };
             match answer {

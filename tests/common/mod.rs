@@ -2,6 +2,8 @@
 //! server's own startup line, and cleanup by PID.
 #![allow(dead_code)]
 
+pub mod aiocoap;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -23,7 +23,8 @@ from aiocoap.optiontypes import OpaqueOption, UintOption
 
 
 def build(spec):
-    code = getattr(Code, spec["method"].upper())
+    method = spec["method"].upper()
+    code = Code.iPATCH if method == "IPATCH" else getattr(Code, method)
     msg = Message(code=code, uri=spec["uri"])
     if "payload" in spec:
         msg.payload = spec["payload"].encode()

@@ -414,20 +414,86 @@ impl PubSub {
     /// Follows every partition of a topic from its end, notifying the observers of its
     /// topic-data resource of each new publication (a deletion of the resource: a
     /// final 4.04), until the topic is deleted: then what the partitions still serve is
-    /// notified, and a final 4.04 ends every observation.
+    /// notified, and a final 4.04 ends every observation. When the partitions stop
+    /// answering (their leader moved, or the topic is being deleted: its partitions go
+    /// first) it waits a moment for the topic's deletion, else observes them again from
+    /// where it was.
     async fn follow_loop(self: Arc<Self>, topic: String, id: u64, partitions: u32) {
         let zk = self.cluster.zookeeper();
-        let mut watch = zk.watch_data(&cluster::topic_path(&topic)).await.ok();
+        let path = cluster::topic_path(&topic);
+        let mut watch = zk.watch_data(&path).await.ok();
         let mut next: BTreeMap<u32, u64> = BTreeMap::new();
-        let (tick_tx, mut ticks) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        loop {
+            let mut ticks = self.observe_partitions(&topic, partitions, &mut next).await;
+            for p in 0..partitions {
+                self.catch_up(&topic, p, &mut next).await;
+            }
+            let deleted = loop {
+                let Some(ticks) = ticks.as_mut() else {
+                    break false;
+                };
+                tokio::select! {
+                    tick = ticks.recv() => match tick {
+                        Some(p) => self.catch_up(&topic, p, &mut next).await,
+                        None => break false,
+                    },
+                    event = next_event(&mut watch) => match event {
+                        Some(Ok(pehra_zookeeper::WatchEvent::Data(d))) if d.stat.czxid == id => {}
+                        Some(Ok(_)) => break true,
+                        None | Some(Err(_)) => {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                            watch = zk.watch_data(&path).await.ok();
+                        }
+                    },
+                }
+            };
+            let deleted = deleted || {
+                // Give a deletion in progress the time to reach the topic znode.
+                let wait = async {
+                    loop {
+                        match next_event(&mut watch).await {
+                            Some(Ok(pehra_zookeeper::WatchEvent::Data(d)))
+                                if d.stat.czxid == id => {}
+                            Some(Ok(_)) => return true,
+                            None | Some(Err(_)) => return false,
+                        }
+                    }
+                };
+                match tokio::time::timeout(Duration::from_secs(2), wait).await {
+                    Ok(true) => true,
+                    _ => !matches!(zk.exists(&path).await, Ok(Some(stat)) if stat.czxid == id),
+                }
+            };
+            if deleted {
+                break;
+            }
+            if watch.is_none() {
+                watch = zk.watch_data(&path).await.ok();
+            }
+        }
+        // Notify what the partitions still serve, so a publication answered before the
+        // deletion reaches the subscribers, then end.
         for p in 0..partitions {
-            let Ok(head) = self.cluster.fetch(&topic, p, 0, 1).await else {
-                return self.stop_following(&topic, id).await;
-            };
-            next.insert(p, head.high_watermark);
-            let Ok(mut observation) = self.cluster.observe_partition(&topic, p).await else {
-                return self.stop_following(&topic, id).await;
-            };
+            self.catch_up(&topic, p, &mut next).await;
+        }
+        self.stop_following(&topic, id).await;
+    }
+
+    /// Observes every partition of `topic`; a partition seen for the first time is
+    /// followed from its end. `None` if one cannot be observed now.
+    async fn observe_partitions(
+        &self,
+        topic: &str,
+        partitions: u32,
+        next: &mut BTreeMap<u32, u64>,
+    ) -> Option<tokio::sync::mpsc::UnboundedReceiver<u32>> {
+        let (tick_tx, ticks) = tokio::sync::mpsc::unbounded_channel::<u32>();
+        for p in 0..partitions {
+            if let std::collections::btree_map::Entry::Vacant(from) = next.entry(p) {
+                let head = self.cluster.fetch(topic, p, 0, 1).await.ok()?;
+                from.insert(head.high_watermark);
+            }
+            let mut observation = self.cluster.observe_partition(topic, p).await.ok()?;
             let tx = tick_tx.clone();
             tokio::spawn(async move {
                 while let Some(Ok(_)) = observation.next().await {
@@ -437,40 +503,7 @@ impl PubSub {
                 }
             });
         }
-        drop(tick_tx);
-        loop {
-            let gone = tokio::select! {
-                tick = ticks.recv() => match tick {
-                    Some(p) => {
-                        self.catch_up(&topic, p, &mut next).await;
-                        continue;
-                    }
-                    None => true, // the partitions stopped: gone, or moved
-                },
-                event = async {
-                    match watch.as_mut() {
-                        Some(w) => w.next().await,
-                        None => std::future::pending().await,
-                    }
-                } => match event {
-                    Some(Ok(pehra_zookeeper::WatchEvent::Data(d))) if d.stat.czxid == id => continue,
-                    Some(Ok(_)) => true,
-                    None | Some(Err(_)) => {
-                        watch = zk.watch_data(&cluster::topic_path(&topic)).await.ok();
-                        true
-                    }
-                },
-            };
-            if gone {
-                break;
-            }
-        }
-        // Drain what the partitions still serve, so a publication answered before the
-        // deletion reaches the subscribers, then end (if the topic is really gone).
-        for p in 0..partitions {
-            self.catch_up(&topic, p, &mut next).await;
-        }
-        self.stop_following(&topic, id).await;
+        Some(ticks)
     }
 
     /// Notifies the records of partition `p` from `next[p]` on.
@@ -501,8 +534,8 @@ impl PubSub {
         }
     }
 
-    /// The follow loop of topic `id` ends: if the topic is gone, every observation of
-    /// its data ends with a final 4.04.
+    /// The topic `id` was deleted: its follow loop ends, and every observation of its
+    /// data with a final 4.04.
     async fn stop_following(&self, topic: &str, id: u64) {
         {
             let mut following = self.following.lock().expect("lock");
@@ -511,20 +544,21 @@ impl PubSub {
             }
         }
         self.latest.lock().expect("lock").remove(topic);
-        let exists = self
-            .cluster
-            .zookeeper()
-            .exists(&cluster::topic_path(topic))
-            .await;
-        match exists {
-            Ok(Some(stat)) if stat.czxid == id => {
-                tracing::debug!(%topic, "stopped following the topic");
-            }
-            _ => self.handle.notify_detached(
-                &data_resource(topic),
-                problem(Code::NOT_FOUND, "the topic was deleted"),
-            ),
-        }
+        tracing::debug!(%topic, "the topic was deleted: its subscribers are told");
+        self.handle.notify_detached(
+            &data_resource(topic),
+            problem(Code::NOT_FOUND, "the topic was deleted"),
+        );
+    }
+}
+
+/// The next event of a watch (never, without one).
+async fn next_event(
+    watch: &mut Option<pehra_zookeeper::Watch>,
+) -> Option<Result<pehra_zookeeper::WatchEvent, pehra_zookeeper::ZkError>> {
+    match watch.as_mut() {
+        Some(w) => w.next().await,
+        None => std::future::pending().await,
     }
 }
 
