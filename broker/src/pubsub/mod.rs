@@ -206,6 +206,9 @@ impl PubSub {
         if let Err(e) = given.check_initialize() {
             return problem(Code::BAD_REQUEST, &e.to_string());
         }
+        if let Err(response) = not_expired(&given) {
+            return response;
+        }
         let config = TopicConfig {
             partitions: given.partitions.unwrap_or(1),
             replication_factor: given.replication_factor.unwrap_or(1),
@@ -297,6 +300,9 @@ impl PubSub {
                 Ok(n) => n,
                 Err(e) => return problem(Code::BAD_REQUEST, &e.to_string()),
             };
+            if let Err(response) = not_expired(&given) {
+                return response;
+            }
             match self.write_properties(&topic, &next.stored()).await {
                 Ok(true) => {}
                 Ok(false) => continue, // changed meanwhile: check again
@@ -502,6 +508,17 @@ fn unsupported_format(given: u16, wanted: &str) -> Response {
         Code::UNSUPPORTED_CONTENT_FORMAT,
         &format!("Content-Format {given} is not accepted here: send {wanted}"),
     )
+}
+
+/// An `expiration-date` given in a request must be in the future (4.00).
+fn not_expired(given: &Properties) -> Result<(), Response> {
+    match given.expiration_date {
+        Some(at) if at <= data::now_ms() / 1000 => Err(problem(
+            Code::BAD_REQUEST,
+            &format!("expiration-date {at} is not in the future"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn no_topic(name: &str) -> Response {
