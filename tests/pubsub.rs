@@ -80,7 +80,7 @@ fn libcoap_publishes_aiocoap_subscribes_pehra_consumes() {
         "{listing}"
     );
 
-    // The topic is HALF CREATED until its first publication (draft -21 §3.4): a
+    // The topic is HALF CREATED until its first publication (draft -21 §3.1): a
     // subscription is 4.04 until then. libcoap publishes a first value.
     let (ok, out) = coap_client(&[
         "-m",
@@ -222,7 +222,7 @@ fn deleting_topic_data_or_the_topic_through_ps_ends_observations() {
     let (mut observer, first) = aiocoap::Observer::start(&data);
     assert_eq!(first, "first 2.05 1");
 
-    // DELETE of the topic-data resource: back to HALF CREATED (draft -21 §3.5.4).
+    // DELETE of the topic-data resource: back to HALF CREATED (draft -21 §3.2.4).
     let r = aiocoap::requests(&json!([
         {"method": "DELETE", "uri": data},
         {"method": "GET", "uri": data},
@@ -234,7 +234,7 @@ fn deleting_topic_data_or_the_topic_through_ps_ends_observations() {
     assert_eq!(publish(&c, 1, "room", "2"), "2.01", "FULLY CREATED again");
     assert_eq!(publish(&c, 1, "room", "3"), "2.04");
 
-    // DELETE of the topic (draft -21 §3.3.5).
+    // DELETE of the topic (draft -21 §2.5.5).
     let (mut observer, first) = aiocoap::Observer::start(&data);
     assert_eq!(first, "first 2.05 3");
     let topic = format!("coap://{}/ps/room", c.addr(1));

@@ -53,7 +53,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     let found = request(json!({"method": "GET", "uri": uri(".well-known/core?rt=core.ps.coll")}));
     assert_eq!(text(&found), r#"</ps>;rt="core.ps.coll";ct=40"#);
 
-    // §3.2.3 Creating a topic.
+    // §2.4.3 Creating a topic.
     let created = request(
         json!({"method": "POST", "uri": uri("ps"), "content_format": CF_PUBSUB,
         "payload_diag": r#"{
@@ -73,7 +73,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     );
     wait_for_leaders(&c, "living-room-sensor");
 
-    // §3.2.1 Retrieving all topics; §2.3.4 topic-data discovery; §3.2.2 FETCH filter.
+    // §2.4.1 Retrieving all topics; §2.3.4 topic-data discovery; §2.4.2 FETCH filter.
     let r = requests(&json!([
         {"method": "GET", "uri": uri("ps")},
         {"method": "GET", "uri": uri("ps?rt=core.ps.data")},
@@ -104,7 +104,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     assert_eq!(option(&r[5], CONTENT_FORMAT), Some(hex_uint(40)));
 
     // (cbor-diag shows tag 1, an epoch date, as DT'...'.)
-    // §3.3.3 Updating the topic (POST replaces): the example, with this broker's
+    // §2.5.3 Updating the topic (POST replaces): the example, with this broker's
     // topic-data URI (immutable) and an expiration-date still in the future.
     let updated = request(
         json!({"method": "POST", "uri": topic, "content_format": CF_PUBSUB,
@@ -123,7 +123,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
         r#"{0:"living-room-sensor",1:"/ps/data/living-room-sensor",2:"core.ps.data",3:112,4:"temperature",5:DT'2099-12-31T23:59:59+00:00',-65537:1,-65538:1}"#
     );
 
-    // §3.3.4 iPATCH: only what is given changes (max-subscribers is a hint this broker
+    // §2.5.4 iPATCH: only what is given changes (max-subscribers is a hint this broker
     // does not store, as -21 allows).
     let patched = request(
         json!({"method": "iPATCH", "uri": topic, "content_format": CF_PUBSUB,
@@ -139,7 +139,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
         diag(&patched)
     );
 
-    // §3.3.1 Getting a topic; §3.3.2 getting part of it.
+    // §2.5.1 Getting a topic; §2.5.2 getting part of it.
     let r = requests(&json!([
         {"method": "GET", "uri": topic},
         {"method": "FETCH", "uri": topic, "content_format": 60, "payload_diag": "[1, 3]"},
@@ -150,11 +150,11 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     assert_eq!(code(&r[1]), "2.05");
     assert_eq!(diag(&r[1]), r#"{1:"/ps/data/living-room-sensor",3:112}"#);
 
-    // §3.4: HALF CREATED until the first publication: no reading, no subscribing.
+    // §3.1: HALF CREATED until the first publication: no reading, no subscribing.
     let (_, first) = Observer::start(&data);
     assert!(first.starts_with("first 4.04"), "{first}");
 
-    // §3.5.1 Publish: the examples use Content-Format 110, the topic says 112: 4.15.
+    // §3.2.1 Publish: the examples use Content-Format 110, the topic says 112: 4.15.
     let senml = |t: u64, v: &str| {
         format!(
             r#"{{ "n": "coaps://dev1.example.com/temperature", "u": "Cel", "t": {t}, "v": {v} }}"#
@@ -169,7 +169,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     assert_eq!(codes, ["4.15", "2.04", "2.01"], "{r:#?}");
     assert_eq!(option(&r[0], CONTENT_FORMAT), Some(hex_uint(CF_PROBLEM)));
 
-    // §3.5.2 Subscribe, and a subsequent publication (2.04) is notified.
+    // §3.2.2 Subscribe, and a subsequent publication (2.04) is notified.
     let (mut subscriber, first) = Observer::start(&data);
     assert!(first.starts_with("first 2.05"), "{first}");
     let second = request(json!({"method": "PUT", "uri": data, "content_format": 110,
@@ -177,7 +177,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     assert_eq!(code(&second), "2.04");
     assert!(subscriber.next().unwrap().starts_with("notification 2.05"));
 
-    // §3.6 Read the latest data (the same bytes: 22.5 went as a half float, `_1`).
+    // §3.3 Read the latest data (the same bytes: 22.5 went as a half float, `_1`).
     let latest = request(json!({"method": "GET", "uri": data}));
     assert_eq!(code(&latest), "2.05");
     assert_eq!(option(&latest, CONTENT_FORMAT), Some(hex_uint(110)));
@@ -187,7 +187,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     );
     assert_eq!(option(&latest, ETAG), option(&second, ETAG));
 
-    // §3.5.4 Delete topic-data: subscribers get a final 4.04; back to HALF CREATED.
+    // §3.2.4 Delete topic-data: subscribers get a final 4.04; back to HALF CREATED.
     let r = requests(&json!([
         {"method": "DELETE", "uri": data},
         {"method": "GET", "uri": data},
@@ -196,7 +196,7 @@ fn the_drafts_examples_from_discovery_to_deletion() {
     assert_eq!(code(&r[1]), "4.04");
     assert_eq!(subscriber.next().as_deref(), Some("ended 4.04"));
 
-    // §3.3.5 Deleting a topic; again: 4.04 (a successful deletion, the draft says).
+    // §2.5.5 Deleting a topic; again: 4.04 (a successful deletion, the draft says).
     let r = requests(&json!([
         {"method": "DELETE", "uri": topic},
         {"method": "DELETE", "uri": topic},

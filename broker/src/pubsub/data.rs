@@ -1,4 +1,4 @@
-//! Topic-data resources (`/ps/data/{topic}`, draft-ietf-core-coap-pubsub-21 §3.4, §3.5):
+//! Topic-data resources (`/ps/data/{topic}`, draft-ietf-core-coap-pubsub-21 §3.1, §3.2):
 //! publish, read, subscribe, delete, and the loop that follows a topic's partitions for
 //! this broker's subscribers.
 //!
@@ -67,7 +67,7 @@ impl Publication {
     }
 }
 
-/// The state of a topic-data resource (§3.4, the topic lifecycle).
+/// The state of a topic-data resource (§3.1, the topic lifecycle).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) enum DataState {
     /// No publication yet, or the resource was deleted since the last one.
@@ -147,7 +147,7 @@ impl Write {
 }
 
 impl PubSub {
-    /// PUT /ps/data/{topic}: publish (§3.5.1): 2.01 on the first publication (HALF →
+    /// PUT /ps/data/{topic}: publish (§3.2.1): 2.01 on the first publication (HALF →
     /// FULLY CREATED), else 2.04; 4.15 if the topic has a `topic-content-format` and
     /// the publication another; 4.04 at once if the topic does not exist (or is deleted
     /// before the publication is stored).
@@ -187,7 +187,7 @@ impl PubSub {
         Response::new(code).with_option(option::ETAG, publication.etag().to_vec())
     }
 
-    /// DELETE /ps/data/{topic} (§3.5.4): back to HALF CREATED; every subscriber gets a
+    /// DELETE /ps/data/{topic} (§3.2.4): back to HALF CREATED; every subscriber gets a
     /// final 4.04 (from the follow loops, which see the deletion in the log).
     pub(super) async fn delete_data(self: &Arc<Self>, name: &str, request: &Request) -> Response {
         let topic = match self.load_topic(name).await {
@@ -315,8 +315,8 @@ impl PubSub {
         }
     }
 
-    /// GET /ps/data/{topic} (§3.6): the latest publication, 4.04 while HALF CREATED;
-    /// with Observe 0 also subscribes (§3.5.2): this broker follows the topic and
+    /// GET /ps/data/{topic} (§3.3): the latest publication, 4.04 while HALF CREATED;
+    /// with Observe 0 also subscribes (§3.2.2): this broker follows the topic and
     /// notifies each new publication, and a final 4.04 when the resource or the topic is
     /// deleted.
     pub(super) async fn read(self: &Arc<Self>, name: &str, request: &Request) -> Response {

@@ -149,7 +149,7 @@ impl PubSub {
     }
 
     /// FETCH /ps: the topics whose representation has every property of the filter
-    /// with the same value (§3.2.2), as links.
+    /// with the same value (§2.4.2), as links.
     async fn filter(&self, request: &Request) -> Response {
         if let Err(response) = properties_body_format(request) {
             return response;
@@ -174,7 +174,7 @@ impl PubSub {
             .with_content_format(CONTENT_FORMAT_LINK_FORMAT)
     }
 
-    /// POST /ps: creates a topic from its initial representation (§3.2.3).
+    /// POST /ps: creates a topic from its initial representation (§2.4.3).
     async fn create(self: &Arc<Self>, request: &Request) -> Response {
         if let Err(failed) = Conditions::of(request).check(Current::Present(None)) {
             return problem(Code::PRECONDITION_FAILED, &failed.to_string());
@@ -254,7 +254,7 @@ impl PubSub {
         }
     }
 
-    /// FETCH /ps/{topic}: the properties a CBOR array of keys names (§3.3.2).
+    /// FETCH /ps/{topic}: the properties a CBOR array of keys names (§2.5.2).
     async fn fetch_topic(&self, name: &str, request: &Request) -> Response {
         match request.content_format() {
             None | Some(CONTENT_FORMAT_CBOR) | Some(CONTENT_FORMAT_PUBSUB) => {}
@@ -275,7 +275,7 @@ impl PubSub {
     }
 
     /// POST or PUT (`replace`: what is not given goes back to its default) or iPATCH
-    /// (only what is given changes) on /ps/{topic} (§3.3.3, §3.3.4). The check of the
+    /// (only what is given changes) on /ps/{topic} (§2.5.3, §2.5.4). The check of the
     /// conditions and the write are one step: the write is conditional on the version
     /// of the properties the check saw.
     async fn update(&self, name: &str, request: &Request, replace: bool) -> Response {
@@ -354,7 +354,7 @@ impl PubSub {
         }
     }
 
-    /// DELETE /ps/{topic} (§3.3.5): the topic and its data go; every subscriber gets a
+    /// DELETE /ps/{topic} (§2.5.5): the topic and its data go; every subscriber gets a
     /// final 4.04. With conditions, the topic's properties are first written at the
     /// version the check saw (so nothing changed it between the check and the delete).
     async fn delete_topic(&self, name: &str, request: &Request) -> Response {

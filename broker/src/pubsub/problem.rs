@@ -5,7 +5,7 @@
 use ciborium::Value;
 use pehra_shared::coap::{Code, Response};
 
-/// The Content-Format of `application/concise-problem-details+cbor` (RFC 9290 §6.3).
+/// The Content-Format of `application/concise-problem-details+cbor` (RFC 9290).
 pub const CONTENT_FORMAT_PROBLEM_DETAILS: u16 = 257;
 
 /// An error response with `code` and a problem-details body saying what was wrong.
