@@ -343,3 +343,28 @@ fn initialize_text_keys_and_the_replication_extension() {
     );
     assert_eq!(code(&changed), "4.00");
 }
+
+#[test]
+fn an_expired_topic_is_deleted_and_its_subscribers_are_told() {
+    let c = TestCluster::builder("ps-draft-expiry").start(1);
+    let ps = format!("coap://{}/ps", c.addr(1));
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    // "expiration-date" (§2.2.1): the topic is deleted then (§2.5.5).
+    let created = request(
+        json!({"method": "POST", "uri": ps, "content_format": CF_PUBSUB,
+        "payload_diag": format!("{{0: \"brief\", 5: 1({}), 3: 0, 8: h'6869'}}", now + 6)}),
+    );
+    assert_eq!(code(&created), "2.01", "{created}");
+    let (mut subscriber, first) = Observer::start(&format!("{ps}/data/brief"));
+    assert_eq!(first, "first 2.05 hi");
+    assert_eq!(subscriber.next().as_deref(), Some("ended 4.04"));
+    let r = requests(&json!([
+        {"method": "GET", "uri": format!("{ps}/brief")},
+        {"method": "GET", "uri": ps},
+    ]));
+    assert_eq!(code(&r[0]), "4.04");
+    assert_eq!(text(&r[1]), "", "no topic left");
+}

@@ -402,11 +402,12 @@ impl PubSub {
         }
         let this = self.clone();
         let (name, id, partitions) = (topic.name.clone(), topic.id, topic.config.partitions);
+        let expires = topic.props.expiration_date;
         following.insert(
             topic.name.clone(),
             (
                 id,
-                tokio::spawn(async move { this.follow_loop(name, id, partitions).await }),
+                tokio::spawn(async move { this.follow_loop(name, id, partitions, expires).await }),
             ),
         );
     }
@@ -418,7 +419,13 @@ impl PubSub {
     /// answering (their leader moved, or the topic is being deleted: its partitions go
     /// first) it waits a moment for the topic's deletion, else observes them again from
     /// where it was.
-    async fn follow_loop(self: Arc<Self>, topic: String, id: u64, partitions: u32) {
+    async fn follow_loop(
+        self: Arc<Self>,
+        topic: String,
+        id: u64,
+        partitions: u32,
+        mut expires: Option<u64>,
+    ) {
         let zk = self.cluster.zookeeper();
         let path = cluster::topic_path(&topic);
         let mut watch = zk.watch_data(&path).await.ok();
@@ -443,6 +450,15 @@ impl PubSub {
                         None | Some(Err(_)) => {
                             tokio::time::sleep(Duration::from_millis(200)).await;
                             watch = zk.watch_data(&path).await.ok();
+                        }
+                    },
+                    () = until(expires) => {
+                        // The expiration-date has come, or was moved: loading the topic
+                        // deletes it if it has expired.
+                        match self.load_topic(&topic).await {
+                            Ok(Some(t)) if t.id == id => expires = t.props.expiration_date,
+                            Ok(_) => break true,
+                            Err(_) => expires = Some(now_ms() / 1000 + 1),
                         }
                     },
                 }
@@ -558,6 +574,18 @@ async fn next_event(
 ) -> Option<Result<pehra_zookeeper::WatchEvent, pehra_zookeeper::ZkError>> {
     match watch.as_mut() {
         Some(w) => w.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Waits until the wall clock reaches `at` (seconds since the Unix epoch); never
+/// without one.
+async fn until(at: Option<u64>) {
+    match at {
+        Some(at) => {
+            let wait = at.saturating_mul(1000).saturating_sub(now_ms());
+            tokio::time::sleep(Duration::from_millis(wait)).await
+        }
         None => std::future::pending().await,
     }
 }
