@@ -247,3 +247,65 @@ fn deleting_topic_data_or_the_topic_through_ps_ends_observations() {
     assert_eq!(observer.next().as_deref(), Some("ended 4.04"));
     assert_eq!(publish(&c, 1, "room", "4"), "4.04");
 }
+
+#[test]
+fn publications_racing_a_delete_are_answered_and_none_after_it_succeeds() {
+    let c = TestCluster::builder("ps-delete-race").start(2);
+    create_topic(&c, 1, "room");
+    let uri = format!("coap://{}/ps/data/room", c.addr(2));
+    let puts: Vec<serde_json::Value> = (0..60)
+        .map(|i| json!({"method": "PUT", "uri": uri, "payload": i.to_string()}))
+        .collect();
+    // One aiocoap process publishing one value after the other (each bounded by 20 s:
+    // a publication left unanswered fails it), its answers read as they come.
+    let mut publisher = Command::new(aiocoap::python())
+        .arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiocoap_requests.py"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let mut stdin = publisher.stdin.take().unwrap();
+        stdin
+            .write_all(serde_json::Value::Array(puts).to_string().as_bytes())
+            .unwrap();
+    }
+    let mut answers = BufReader::new(publisher.stdout.take().unwrap()).lines();
+    let mut codes = Vec::new();
+    for _ in 0..10 {
+        let line = answers.next().expect("an answer").unwrap();
+        let answer: serde_json::Value = serde_json::from_str(&line).unwrap();
+        codes.push(aiocoap::code(&answer).to_string());
+    }
+    // Deleted while the publisher goes on.
+    let (status, _, err) = pehra(&[
+        "topic",
+        "delete",
+        "room",
+        "--zookeeper",
+        &c.zk_addr.to_string(),
+    ]);
+    assert_eq!(status, 0, "{err}");
+    for line in answers {
+        let answer: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+        codes.push(aiocoap::code(&answer).to_string());
+    }
+    let status = common::wait_bounded(publisher, Duration::from_secs(30)).expect("finished");
+    assert!(status.status.success(), "a publication was not answered");
+    assert_eq!(codes.len(), 60, "{codes:?}");
+    assert_eq!(codes[0], "2.01", "{codes:?}");
+    // 2.04 until the delete, then 4.04 only: once refused, never stored again.
+    let first_refusal = codes
+        .iter()
+        .position(|c| c == "4.04")
+        .expect("refused after the delete");
+    assert!(
+        codes[1..first_refusal].iter().all(|c| c == "2.04"),
+        "{codes:?}"
+    );
+    assert!(
+        codes[first_refusal..].iter().all(|c| c == "4.04"),
+        "{codes:?}"
+    );
+}
