@@ -28,8 +28,19 @@ fn script(name: &str) -> PathBuf {
 /// the other with aiocoap; returns each response as JSON (`code`, `options`,
 /// `payload_hex`, `payload_diag`).
 pub fn requests(requests: &Value) -> Vec<Value> {
+    run_requests(requests, false)
+}
+
+/// [`requests`], all sent at once (each from its own endpoint); the answers in the
+/// order of the requests.
+pub fn requests_together(requests: &Value) -> Vec<Value> {
+    run_requests(requests, true)
+}
+
+fn run_requests(requests: &Value, together: bool) -> Vec<Value> {
     let mut child = Command::new(python())
         .arg(script("aiocoap_requests.py"))
+        .args(together.then_some("--together"))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -1,8 +1,9 @@
 """Send CoAP requests with aiocoap and print each response as one JSON line.
 
-Usage: python aiocoap_requests.py < requests.json
+Usage: python aiocoap_requests.py [--together] < requests.json
 
-The input is a JSON array of requests, sent one after the other:
+The input is a JSON array of requests, sent one after the other (with --together: all
+at once, each from its own client endpoint):
   {"method": "PUT", "uri": "coap://127.0.0.1:5683/ps/data/t",
    "options": [[1, "0a0b"], [5, ""]],          # option number, value in hex
    "content_format": 60,                        # optional
@@ -59,6 +60,21 @@ async def main():
     specs = json.load(sys.stdin)
     ctx = await aiocoap.Context.create_client_context()
     try:
+        if "--together" in sys.argv:
+            # All at once (each from its own client context, so none waits for another),
+            # the answers printed in the order of the requests.
+            contexts = [await aiocoap.Context.create_client_context() for _ in specs]
+            try:
+                responses = await asyncio.wait_for(
+                    asyncio.gather(*(c.request(build(s)).response for c, s in zip(contexts, specs))),
+                    timeout=30,
+                )
+            finally:
+                for c in contexts:
+                    await c.shutdown()
+            for response in responses:
+                print(json.dumps(describe(response)), flush=True)
+            return
         for spec in specs:
             response = await asyncio.wait_for(ctx.request(build(spec)).response, timeout=20)
             print(json.dumps(describe(response)), flush=True)
