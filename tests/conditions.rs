@@ -63,6 +63,25 @@ fn znode_writes_obey_if_match_and_if_none_match() {
     assert_eq!(option(&r[7], ETAG).as_deref(), Some("00000000"));
     assert!(r[11]["payload_diag"].as_str().unwrap().contains("h'07'"));
     assert_eq!(option(&r[11], ETAG).as_deref(), Some("00000002"));
+
+    // Writers of one version at once: one wins.
+    let r = requests(&json!([create]));
+    assert_eq!(code(&r[0]), "2.01");
+    let writers: Vec<serde_json::Value> = (0..8)
+        .map(|i| {
+            json!({"method": "PUT", "uri": uri, "options": [[IF_MATCH, "00000000"]],
+            "payload_diag": set(&format!("{i:02x}"))})
+        })
+        .collect();
+    let answers: Vec<String> = common::aiocoap::requests_together(&json!(writers))
+        .iter()
+        .map(|a| code(a).to_string())
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|c| *c == "2.04").count(),
+        1,
+        "{answers:?}"
+    );
 }
 
 /// A cluster of `n` brokers with topic `t` (one partition) created through `/ps`.
@@ -214,8 +233,27 @@ fn topic_configuration_writes_obey_conditions() {
     assert!(!diag(&r[3]).contains("temperature"), "{}", diag(&r[3]));
     assert!(diag(&r[6]).contains("4:\"temperature\""), "{}", diag(&r[6]));
     assert_ne!(option(&r[6], ETAG), Some(etag.clone()), "the ETag changed");
+
+    // Updaters of one ETag at once: one wins.
+    let now = option(&r[6], ETAG).unwrap();
+    let updaters: Vec<serde_json::Value> = (0..6)
+        .map(|i| {
+            json!({"method": "iPATCH", "uri": uri, "content_format": 60,
+            "payload_diag": format!("{{4: \"t{i}\"}}"), "options": [[IF_MATCH, now]]})
+        })
+        .collect();
+    let answers: Vec<String> = common::aiocoap::requests_together(&json!(updaters))
+        .iter()
+        .map(|a| code(a).to_string())
+        .collect();
+    assert_eq!(
+        answers.iter().filter(|c| *c == "2.04").count(),
+        1,
+        "{answers:?}"
+    );
+    let r = requests(&json!([{"method": "GET", "uri": uri}]));
     let gone = common::aiocoap::request(
-        json!({"method": "DELETE", "uri": uri, "options": [[IF_MATCH, option(&r[6], ETAG).unwrap()]]}),
+        json!({"method": "DELETE", "uri": uri, "options": [[IF_MATCH, option(&r[0], ETAG).unwrap()]]}),
     );
     assert_eq!(code(&gone), "2.02");
 }

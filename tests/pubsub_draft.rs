@@ -268,6 +268,11 @@ fn bad_creations_are_refused_with_problem_details() {
         "a name must be text"
     );
     assert_eq!(
+        refused(create(CF_PUBSUB, r#"{0: "a/b"}"#)).0,
+        "4.00",
+        "not a topic name"
+    );
+    assert_eq!(
         refused(create(CF_PUBSUB, r#"{0: "t", 8: h'80'}"#)).0,
         "4.00",
         "initialize needs topic-content-format"
