@@ -279,7 +279,12 @@ impl PubSub {
                     self.still_there(topic).await?;
                     return Ok((before, (partition, r.base_offset)));
                 }
-                Ok(None) => unreachable!("acks=all answers"),
+                Ok(None) => {
+                    return Err(problem(
+                        Code::INTERNAL_SERVER_ERROR,
+                        "the leader did not answer an acks=all produce",
+                    ))
+                }
                 Err(ClientError::Broker {
                     kind: ErrorKind::VersionMismatch,
                     ..

@@ -32,6 +32,7 @@ fn title(code: Code) -> &'static str {
         Code::PRECONDITION_FAILED => "Precondition Failed",
         Code::REQUEST_ENTITY_TOO_LARGE => "Request Entity Too Large",
         Code::UNSUPPORTED_CONTENT_FORMAT => "Unsupported Content-Format",
+        Code::INTERNAL_SERVER_ERROR => "Internal Server Error",
         Code::NOT_IMPLEMENTED => "Not Implemented",
         Code::SERVICE_UNAVAILABLE => "Service Unavailable",
         _ => "Error",
