@@ -12,7 +12,7 @@
 //! and publishers.
 
 use super::problem::problem;
-use super::{data_resource, etag, no_topic, PubSub, Topic};
+use super::{cluster_problem, data_resource, etag, no_topic, zk_problem, PubSub, Topic};
 use crate::client::{records_from, ClientError};
 use pehra_shared::coap::conditions::{Conditions, Current};
 use pehra_shared::coap::{option, Code, Request, Response};
@@ -213,7 +213,7 @@ impl PubSub {
             .wait_for_leaders(&topic.name, Duration::from_secs(20))
             .await
         {
-            return Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string()));
+            return Err(cluster_problem(e));
         }
         let write = Write::Publish(value, Some(format));
         self.append(topic, &write, &Request::put(""))
@@ -316,7 +316,7 @@ impl PubSub {
         {
             Ok(Some(stat)) if stat.czxid == topic.id => Ok(()),
             Ok(_) => Err(no_topic_to_publish(&topic.name)),
-            Err(e) => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+            Err(e) => Err(zk_problem(&e)),
         }
     }
 
@@ -599,7 +599,7 @@ async fn until(at: Option<u64>) {
 fn client_problem(e: ClientError) -> Response {
     match e {
         ClientError::NoSuchTopic(topic) => no_topic_to_publish(&topic),
-        e => problem(Code::SERVICE_UNAVAILABLE, &e.to_string()).with_max_age(1),
+        e => cluster_problem(e),
     }
 }
 

@@ -227,7 +227,7 @@ impl PubSub {
             Err(e @ (ClientError::Invalid(_) | ClientError::UnderReplicated { .. })) => {
                 return problem(Code::BAD_REQUEST, &e.to_string())
             }
-            Err(e) => return problem(Code::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => return cluster_problem(e),
         }
         let topic = match self.load_topic(&name).await {
             Ok(Some(t)) => t,
@@ -350,7 +350,7 @@ impl PubSub {
                 Ok(false)
             }
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => Err(no_topic(&topic.name)),
-            Err(e) => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+            Err(e) => Err(zk_problem(&e)),
         }
     }
 
@@ -385,7 +385,7 @@ impl PubSub {
                 Response::new(Code::DELETED)
             }
             Err(ClientError::Invalid(m)) if m.starts_with("no such topic") => no_topic(name),
-            Err(e) => problem(Code::SERVICE_UNAVAILABLE, &e.to_string()),
+            Err(e) => cluster_problem(e),
         }
     }
 
@@ -394,7 +394,7 @@ impl PubSub {
         match self.cluster.zookeeper().get_children(cluster::TOPICS).await {
             Ok((names, _)) => Ok(names),
             Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(Vec::new()),
-            Err(e) => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+            Err(e) => Err(zk_problem(&e)),
         }
     }
 
@@ -404,7 +404,7 @@ impl PubSub {
         let zk = self.cluster.zookeeper();
         let unavailable = |e: pehra_zookeeper::ZkError| match e.kind() {
             Some(ErrorKind::NotFound | ErrorKind::Malformed) => Ok(None),
-            _ => Err(problem(Code::SERVICE_UNAVAILABLE, &e.to_string())),
+            _ => Err(zk_problem(&e)),
         };
         let (bytes, stat) = match zk.get_data(&cluster::topic_path(name)).await {
             Ok(found) => found,
@@ -518,6 +518,33 @@ fn not_expired(given: &Properties) -> Result<(), Response> {
             &format!("expiration-date {at} is not in the future"),
         )),
         _ => Ok(()),
+    }
+}
+
+/// A zookeeper refusal or failure as the client's answer: 4.03 if this broker may not
+/// do it (its ACL), else 5.03 (try again).
+fn zk_problem(e: &pehra_zookeeper::ZkError) -> Response {
+    match e.kind() {
+        Some(ErrorKind::Forbidden | ErrorKind::Unauthorized) => {
+            problem(Code::FORBIDDEN, &e.to_string())
+        }
+        _ => problem(Code::SERVICE_UNAVAILABLE, &e.to_string()).with_max_age(1),
+    }
+}
+
+/// A failed cluster call as the client's answer.
+fn cluster_problem(e: ClientError) -> Response {
+    match e {
+        ClientError::NoSuchTopic(topic) => no_topic(&topic),
+        e @ (ClientError::Invalid(_) | ClientError::UnderReplicated { .. }) => {
+            problem(Code::BAD_REQUEST, &e.to_string())
+        }
+        ClientError::Zookeeper(e) => zk_problem(&e),
+        ClientError::Broker {
+            kind: ErrorKind::Forbidden | ErrorKind::Unauthorized,
+            message,
+        } => problem(Code::FORBIDDEN, &message),
+        e => problem(Code::SERVICE_UNAVAILABLE, &e.to_string()).with_max_age(1),
     }
 }
 
