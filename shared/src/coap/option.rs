@@ -154,6 +154,88 @@ pub fn check(
     Ok(drop)
 }
 
+/// The registered name of an option (RFC 7252 §12.2 and the RFCs that add options).
+pub fn name(number: u16) -> Option<&'static str> {
+    Some(match number {
+        IF_MATCH => "If-Match",
+        URI_HOST => "Uri-Host",
+        ETAG => "ETag",
+        IF_NONE_MATCH => "If-None-Match",
+        OBSERVE => "Observe",
+        URI_PORT => "Uri-Port",
+        LOCATION_PATH => "Location-Path",
+        9 => "OSCORE",
+        URI_PATH => "Uri-Path",
+        CONTENT_FORMAT => "Content-Format",
+        MAX_AGE => "Max-Age",
+        URI_QUERY => "Uri-Query",
+        ACCEPT => "Accept",
+        LOCATION_QUERY => "Location-Query",
+        BLOCK2 => "Block2",
+        BLOCK1 => "Block1",
+        SIZE2 => "Size2",
+        PROXY_URI => "Proxy-Uri",
+        PROXY_SCHEME => "Proxy-Scheme",
+        SIZE1 => "Size1",
+        252 => "Echo",
+        NO_RESPONSE => "No-Response",
+        REQUEST_TAG => "Request-Tag",
+        MAX_PAYLOAD => "Pehra-Max-Payload",
+        _ => return None,
+    })
+}
+
+/// An option as a person reads it: `Observe: 1`, `Block2: 2/1/1024` (number, more
+/// flag, size), `ETag: 0a1b2c3d`, `Uri-Path: ps`; an unknown one as `Option 65001: 0a`.
+pub fn display(number: u16, value: &[u8]) -> alloc::string::String {
+    use core::fmt::Write;
+    let mut out = alloc::string::String::new();
+    match name(number) {
+        Some(name) => out.push_str(name),
+        None => {
+            let _ = write!(out, "Option {number}");
+        }
+    }
+    out.push_str(": ");
+    let text = matches!(
+        number,
+        URI_HOST | LOCATION_PATH | URI_PATH | URI_QUERY | LOCATION_QUERY | PROXY_URI | PROXY_SCHEME
+    );
+    let uint = matches!(
+        number,
+        OBSERVE
+            | URI_PORT
+            | CONTENT_FORMAT
+            | MAX_AGE
+            | ACCEPT
+            | SIZE2
+            | SIZE1
+            | NO_RESPONSE
+            | MAX_PAYLOAD
+    );
+    match core::str::from_utf8(value) {
+        Ok(s) if text => out.push_str(s),
+        _ if uint && value.len() <= 4 => {
+            let _ = write!(out, "{}", decode_uint(value).unwrap_or(0));
+        }
+        _ if matches!(number, BLOCK1 | BLOCK2) => match super::BlockValue::decode(value) {
+            Some(b) => {
+                let _ = write!(out, "{}/{}/{}", b.num, u8::from(b.more), b.size());
+            }
+            None => hex(&mut out, value),
+        },
+        _ => hex(&mut out, value),
+    }
+    out
+}
+
+fn hex(out: &mut alloc::string::String, bytes: &[u8]) {
+    use core::fmt::Write;
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+}
+
 /// Whether an option number is critical (odd, RFC 7252 §5.4.1).
 pub fn is_critical(number: u16) -> bool {
     number & 1 == 1
@@ -189,6 +271,17 @@ mod tests {
             assert_eq!(decode_uint(&encode_uint(v)), Some(v));
         }
         assert_eq!(decode_uint(&[1, 2, 3, 4, 5]), None);
+    }
+
+    #[test]
+    fn options_display_by_name() {
+        assert_eq!(display(OBSERVE, &[1]), "Observe: 1");
+        let block = super::super::BlockValue::new(2, true, 6).unwrap();
+        assert_eq!(display(BLOCK2, &block.encode()), "Block2: 2/1/1024");
+        assert_eq!(display(ETAG, &[0x0a, 0x1b]), "ETag: 0a1b");
+        assert_eq!(display(CONTENT_FORMAT, &[60]), "Content-Format: 60");
+        assert_eq!(display(URI_PATH, b"ps"), "Uri-Path: ps");
+        assert_eq!(display(65001, &[0x0a]), "Option 65001: 0a");
     }
 
     #[test]
