@@ -508,7 +508,18 @@ impl<A: PeerAddress> Engine<A> {
             }
             exchange.download.extend_from_slice(response.payload());
             if block.more && code.is_success() {
-                exchange.next_block = BlockValue::new(block.num + 1, false, block.szx);
+                // BERT (from a server we told our larger datagram size): as many
+                // 1024-byte units as came.
+                let units = match block.szx {
+                    BlockValue::BERT if response.payload().len().is_multiple_of(1024) => {
+                        (response.payload().len() / 1024) as u32
+                    }
+                    BlockValue::BERT => 0,
+                    _ => 1,
+                };
+                exchange.next_block = (units > 0)
+                    .then(|| BlockValue::new(block.num + units, false, block.szx))
+                    .flatten();
                 if exchange.next_block.is_none() {
                     return self.fail(id, ExchangeError::BlockMismatch);
                 }

@@ -426,7 +426,9 @@ impl<A: PeerAddress> Engine<A> {
         }
 
         if let Some(block) = block2.filter(|b| b.num > 0) {
-            if let Some(part) = self.cached_block(now, peer, &incoming.key, &incoming.token, block)
+            let (key, token) = (&incoming.key, &incoming.token);
+            if let Some(part) =
+                self.cached_block(now, peer, key, token, block, incoming.max_payload)
             {
                 incoming.sliced = true;
                 return self.answer(now, incoming, part);
@@ -544,6 +546,7 @@ impl<A: PeerAddress> Engine<A> {
         key: &str,
         token: &[u8],
         wanted: BlockValue,
+        max_payload: usize,
     ) -> Option<Response> {
         let mut transfer = (peer, String::from(key), token.to_vec());
         if self.downloads.get(&transfer, now).is_none() {
@@ -555,13 +558,9 @@ impl<A: PeerAddress> Engine<A> {
                 return None;
             }
         }
+        let (wanted, len) = self.block_plan(wanted, max_payload);
         let whole = self.downloads.get(&transfer, now)?;
-        let our_szx = BlockValue::szx_for_size(self.config.block_size);
-        let wanted = BlockValue {
-            szx: wanted.szx.min(our_szx),
-            ..wanted
-        };
-        let Some((block, chunk)) = wanted.slice(whole.payload()) else {
+        let Some((block, chunk)) = wanted.slice_len(whole.payload(), len) else {
             return Some(Response::error(
                 Code::BAD_OPTION,
                 "Block2 asks for a block past the end of the body",
@@ -629,7 +628,7 @@ impl<A: PeerAddress> Engine<A> {
         let transfer = (peer, incoming.key.as_str(), incoming.token.as_slice());
         let response = match incoming.block2 {
             _ if incoming.sliced => response,
-            Some(block) => self.block_of(now, transfer, response, block),
+            Some(block) => self.block_of(now, transfer, response, block, incoming.max_payload),
             None => self.first_block(now, transfer, response, incoming.max_payload),
         };
         let mut packet = response.into_packet();
@@ -689,23 +688,40 @@ impl<A: PeerAddress> Engine<A> {
             more: false,
             szx,
         };
-        self.block_of(now, transfer, response, first)
+        self.block_of(now, transfer, response, first, limit)
     }
 
-    /// The block `wanted` of a response (no smaller than needed, no larger than ours).
+    /// The block to send for `wanted`, and its length: our block size or the client's,
+    /// whichever is smaller; or, to a requester that declared datagrams of
+    /// `max_payload` bytes (above our 1024-byte blocks), a BERT block of as many
+    /// 1024-byte units as fit (a Pehra peer: 1 MiB in 32 round trips, not 1024).
+    fn block_plan(&self, wanted: BlockValue, max_payload: usize) -> (BlockValue, usize) {
+        let our_szx = BlockValue::szx_for_size(self.config.block_size);
+        if our_szx == 6 && wanted.szx >= 6 && max_payload >= 2 * 1024 {
+            let block = BlockValue {
+                szx: BlockValue::BERT,
+                ..wanted
+            };
+            return (block, max_payload / 1024 * 1024);
+        }
+        let block = BlockValue {
+            szx: wanted.szx.min(our_szx),
+            ..wanted
+        };
+        (block, block.size())
+    }
+
+    /// The block `wanted` of a response (see [`Self::block_plan`]).
     fn block_of(
         &mut self,
         now: Instant,
         (peer, key, token): (A, &str, &[u8]),
         mut response: Response,
         wanted: BlockValue,
+        max_payload: usize,
     ) -> Response {
-        let our_szx = BlockValue::szx_for_size(self.config.block_size);
-        let wanted = BlockValue {
-            szx: wanted.szx.min(our_szx),
-            ..wanted
-        };
-        if wanted.num == 0 && response.payload().len() <= wanted.size() {
+        let (wanted, len) = self.block_plan(wanted, max_payload);
+        if wanted.num == 0 && response.payload().len() <= len {
             return response;
         }
         // RFC 7959 §2.4: every block of one representation carries its ETag, so a
@@ -714,7 +730,7 @@ impl<A: PeerAddress> Engine<A> {
             response.set_option(option::ETAG, etag_of(response.payload()).to_vec());
         }
         let whole = response.take_payload();
-        let Some((block, chunk)) = wanted.slice(&whole) else {
+        let Some((block, chunk)) = wanted.slice_len(&whole, len) else {
             return Response::error(
                 Code::BAD_OPTION,
                 "Block2 asks for a block past the end of the body",

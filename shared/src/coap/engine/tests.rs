@@ -1364,3 +1364,33 @@ fn accept_naming_another_content_format_gets_4_06() {
     let cbor = answer_to(&mut server, &with_accept(60, 2)).unwrap();
     assert_eq!(code_of(&cbor), Code::CONTENT);
 }
+
+#[test]
+fn between_pehra_peers_a_body_past_max_payload_goes_in_bert_blocks() {
+    let config = Config {
+        max_payload: 32 * 1024,
+        ..Config::default()
+    };
+    let mut net = Net::new(config);
+    net.loss_percent = 10;
+    net.handler = |_| {
+        Some(Response::content(
+            (0..100_000).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
+        ))
+    };
+    let id = net.request(Request::get("/big"));
+    net.run_for(Duration::from_secs(600));
+    let body: Vec<u8> = (0..100_000).map(|i| (i % 253) as u8).collect();
+    assert_eq!(net.response_to(id).expect("answered").payload(), &body[..]);
+    // 32 + 32 + 32 + 1.7 KiB: four blocks (retransmissions aside), not 98.
+    let blocks: BTreeSet<u32> = net
+        .sent_by(SERVER)
+        .iter()
+        .filter_map(|(_, p)| block2_of(p))
+        .map(|b| {
+            assert_eq!(b.szx, BlockValue::BERT);
+            b.num
+        })
+        .collect();
+    assert_eq!(blocks.into_iter().collect::<Vec<_>>(), [0, 32, 64, 96]);
+}
