@@ -286,3 +286,26 @@ fn the_zookeeper_answers_4_06_to_an_accept_it_cannot_produce() {
         "a CBOR map"
     );
 }
+
+#[test]
+fn a_publication_too_large_to_store_gets_4_13_with_size1_not_5_03() {
+    let setup = Setup::start("blockwise-413", "huge");
+    let file = setup.file("huge", &vec![b'x'; 2 * 1024 * 1024]);
+    let (ok, out) = coap_client(
+        &[
+            "-B",
+            "60",
+            "-b",
+            "1024",
+            "-m",
+            "put",
+            "-f",
+            file.to_str().unwrap(),
+            &setup.data_uri("huge"),
+        ],
+        Duration::from_secs(60),
+    );
+    let out = String::from_utf8_lossy(&out);
+    assert!(!ok || out.contains("4.13"), "{out}");
+    assert!(out.contains("4.13"), "4.13 Request Entity Too Large: {out}");
+}

@@ -170,6 +170,17 @@ impl PubSub {
     }
 
     async fn publish(self: &Arc<Self>, topic: &str, incoming: &Incoming) -> Response {
+        // The publication goes on as one produce request, which must fit in the engine's
+        // max_body_size with its framing: a larger one gets 4.13 with Size1 (RFC 7959
+        // §2.9.3), a final answer, not a 5.03 that invites retries.
+        if incoming.request.payload().len() > MAX_PUBLICATION_BYTES {
+            let max = MAX_PUBLICATION_BYTES as u32;
+            return Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "publication too large")
+                .with_option(
+                    pehra_shared::coap::option::SIZE1,
+                    pehra_shared::coap::option::encode_uint(max),
+                );
+        }
         let mut meta = self.cluster.metadata();
         if !meta.topics.contains_key(topic) {
             meta = self.cluster.refresh().await.unwrap_or(meta);
@@ -357,3 +368,7 @@ fn now_ms() -> u64 {
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0)
 }
+
+/// The largest publication: a produce request carries it with its record framing, and
+/// must stay within the CoAP engine's default `max_body_size` (2 MiB).
+pub const MAX_PUBLICATION_BYTES: usize = 2 * 1024 * 1024 - 16 * 1024;
