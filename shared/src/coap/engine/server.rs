@@ -386,9 +386,18 @@ impl<A: PeerAddress> Engine<A> {
                 Response::error(Code::METHOD_NOT_ALLOWED, &reason),
             );
         };
+        // RFC 7959 §2.2: szx 7 is reserved (4.00), except BERT follow-ups from a requester
+        // that declared larger datagrams (see `block_plan`); never in Block1.
+        let bert_ok = incoming.max_payload > self.config.block_size;
         let (Ok(block1), Ok(block2)) = (
-            block_option(request.option(option::BLOCK1)),
-            block_option(request.option(option::BLOCK2)),
+            block_option(request.option(option::BLOCK1)).and_then(|b| match b {
+                Some(b) if b.szx == BlockValue::BERT => Err(()),
+                b => Ok(b),
+            }),
+            block_option(request.option(option::BLOCK2)).and_then(|b| match b {
+                Some(b) if b.szx == BlockValue::BERT && !bert_ok => Err(()),
+                b => Ok(b),
+            }),
         ) else {
             return self.answer(
                 now,
