@@ -754,6 +754,9 @@ impl<A: PeerAddress> Engine<A> {
         if block.more {
             if self.downloads.len() >= BLOCK_STATE_SOFT_LIMIT {
                 self.downloads.purge(now);
+            }
+            if self.latest_download.len() >= self.downloads.len() + BLOCK_STATE_SOFT_LIMIT {
+                // Bodies evicted by the byte budget leave their index entries behind.
                 let downloads = &self.downloads;
                 self.latest_download
                     .retain(|(p, k), t| downloads.contains(&(*p, k.clone(), t.clone())));

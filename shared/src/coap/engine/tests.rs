@@ -1394,3 +1394,52 @@ fn between_pehra_peers_a_body_past_max_payload_goes_in_bert_blocks() {
         .collect();
     assert_eq!(blocks.into_iter().collect::<Vec<_>>(), [0, 32, 64, 96]);
 }
+
+#[test]
+fn a_slow_large_answer_goes_to_a_standard_client_as_a_separate_first_block() {
+    let mut net = broker_and_standard_client();
+    net.handler = |_| None;
+    let id = net.request(Request::get("/slow"));
+    net.run_for(Duration::from_secs(1)); // past the piggyback window: an empty ACK
+    let req = net.server_requests.pop().expect("held");
+    net.handler = |_| panic!("later blocks come from the cache");
+    let now = net.now;
+    net.server
+        .respond(now, req.id, Response::content(vec![b's'; 5000]));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.response_to(id).unwrap().payload(), [b's'; 5000]);
+    let server_msgs = net.sent_by(SERVER);
+    let separate = server_msgs
+        .iter()
+        .find(|(_, p)| p.header.get_type() == MessageType::Confirmable)
+        .expect("a separate response");
+    assert_eq!(
+        block2_of(&separate.1).map(|b| (b.num, b.more)),
+        Some((0, true))
+    );
+    assert!(server_msgs.iter().all(|(_, p)| p.payload.len() <= 1024));
+}
+
+#[test]
+fn a_pehra_observer_gets_a_large_notification_in_bert_blocks() {
+    let config = Config {
+        max_payload: 32 * 1024,
+        ..Config::default()
+    };
+    let mut net = Net::new(config);
+    net.handler = |_| Some(Response::content(*b"first"));
+    let id = net.request(Request::get("/t").with_observe());
+    net.run_for(Duration::from_secs(1));
+    net.handler = |_| panic!("later blocks come from the cache");
+    let body: Vec<u8> = (0..80_000).map(|i| (i % 241) as u8).collect();
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(body.clone()));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.notifications(id), [b"first".to_vec(), body]);
+    let blocks = net
+        .sent_by(SERVER)
+        .iter()
+        .filter_map(|(_, p)| block2_of(p))
+        .count();
+    assert_eq!(blocks, 3, "32 + 32 + 14 KiB");
+}
