@@ -2,7 +2,7 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, ValueEnum};
-use pehra_shared::coap::{Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::coap::{option, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,7 +15,8 @@ use std::time::Duration;
     pehra coap get coap://127.0.0.1:5683/.well-known/core\n  \
     pehra coap put coap://[::1]/store -d 'hello' -t 0\n  \
     pehra coap get coap://127.0.0.1/counter --observe --count 5\n\n\
-    A CBOR response (Content-Format 60) is printed in diagnostic notation unless --raw.\n\
+    A CBOR response (Content-Format 60) is printed in diagnostic notation, and a text one\n\
+    with a newline at the end; --raw writes the payload's bytes exactly as received.\n\
     Exit status: 0 for a 2.xx response, 1 for an error response or a failure.")]
 pub struct CoapArgs {
     /// The request method.
@@ -44,10 +45,12 @@ pub struct CoapArgs {
     /// Give up after this many seconds (with --observe: stop observing).
     #[arg(long, default_value_t = 95)]
     timeout: u64,
-    /// Print the payload as received, even if it is CBOR.
+    /// Write the payload's bytes exactly as received (no diagnostic notation, no newline
+    /// added).
     #[arg(long)]
     raw: bool,
-    /// Print the response code and options on standard error.
+    /// Print the response code and its options by name on standard error (`Observe: 1`,
+    /// `ETag: 0a1b2c3d`, `Content-Format: 60`).
     #[arg(short, long)]
     verbose: bool,
 }
@@ -192,11 +195,12 @@ fn method_name(m: MethodArg) -> Method {
 
 fn print_response(response: &Response, args: &CoapArgs) -> Result<()> {
     if args.verbose {
-        eprintln!(
-            "{} {:?}",
-            response.code(),
-            response.packet().options().collect::<Vec<_>>()
-        );
+        eprintln!("{}", response.code());
+        for (number, values) in response.packet().options() {
+            for value in values {
+                eprintln!("{}", option::display(*number, value));
+            }
+        }
     }
     if !response.code().is_success() {
         let reason = String::from_utf8_lossy(response.payload());
@@ -209,7 +213,12 @@ fn print_response(response: &Response, args: &CoapArgs) -> Result<()> {
         return Ok(());
     }
     let mut out = std::io::stdout().lock();
-    let cbor = (response.content_format() == Some(CONTENT_FORMAT_CBOR) && !args.raw)
+    if args.raw {
+        out.write_all(response.payload())?;
+        out.flush()?;
+        return Ok(());
+    }
+    let cbor = (response.content_format() == Some(CONTENT_FORMAT_CBOR))
         .then(|| crate::diag::cbor_to_diagnostic(response.payload()))
         .flatten();
     match cbor {

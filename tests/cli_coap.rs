@@ -1,6 +1,6 @@
 //! `pehra coap` as a user runs it: the real binary against a real server on loopback.
 
-use pehra_shared::coap::{Code, Config, Method, Response};
+use pehra_shared::coap::{option, Code, Config, Method, Response};
 use pehra_shared::driver::{Endpoint, Router};
 use std::process::Output;
 use std::time::Duration;
@@ -16,6 +16,11 @@ async fn server() -> Endpoint {
         })
         .route(Method::Get, "cbor", |_| async {
             Response::cbor(vec![0xa1, 0x61, 0x61, 0x01])
+        })
+        .route(Method::Get, "bin", |_| async {
+            Response::content(vec![0x00, 0xff, 0x0a, 0x80, 0x01])
+                .with_content_format(42)
+                .with_option(option::ETAG, vec![0x0a, 0x1b])
         })
         .route(Method::Get, "tick", |_| async {
             Response::content(*b"tick")
@@ -91,4 +96,23 @@ async fn observe_prints_notifications() {
     .expect("observer finished");
     assert!(out.status.success(), "{out:?}");
     assert_eq!(out.stdout, b"tick\ntick\ntick\n");
+}
+
+#[tokio::test]
+async fn raw_writes_the_payload_exactly_and_verbose_names_the_options() {
+    let s = server().await;
+    let uri = format!("coap://127.0.0.1:{}/bin", s.local_addr().port());
+    let out = pehra(&["coap", "get", &uri, "--raw"]).await;
+    assert!(out.status.success());
+    assert_eq!(
+        out.stdout,
+        [0x00, 0xff, 0x0a, 0x80, 0x01],
+        "no newline added"
+    );
+    let out = pehra(&["coap", "get", &uri, "--raw", "-v"]).await;
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.starts_with("2.05\n"), "{err}");
+    assert!(err.contains("\nETag: 0a1b\n"), "{err}");
+    assert!(err.contains("\nContent-Format: 42\n"), "{err}");
+    assert!(!err.contains("[("), "no raw tuples: {err}");
 }

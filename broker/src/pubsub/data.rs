@@ -152,6 +152,17 @@ impl PubSub {
     /// the publication another; 4.04 at once if the topic does not exist (or is deleted
     /// before the publication is stored).
     pub(super) async fn publish(self: &Arc<Self>, name: &str, request: &Request) -> Response {
+        // The publication goes on as one produce request, which must fit in the engine's
+        // max_body_size with its framing: a larger one gets 4.13 with Size1 (RFC 7959
+        // §2.9.3), a final answer, not a 5.03 that invites retries.
+        if request.payload().len() > MAX_PUBLICATION_BYTES {
+            let max = MAX_PUBLICATION_BYTES as u32;
+            return problem(
+                Code::REQUEST_ENTITY_TOO_LARGE,
+                &format!("publication too large: at most {max} bytes"),
+            )
+            .with_option(option::SIZE1, option::encode_uint(max));
+        }
         let topic = match self.load_topic(name).await {
             Ok(Some(t)) => t,
             Ok(None) => return no_topic_to_publish(name),
@@ -695,3 +706,7 @@ mod tests {
         assert_eq!(a.response().option(option::ETAG), Some(&a.etag()[..]));
     }
 }
+
+/// The largest publication: a produce request carries it with its record framing, and
+/// must stay within the CoAP engine's default `max_body_size` (2 MiB).
+pub const MAX_PUBLICATION_BYTES: usize = 2 * 1024 * 1024 - 16 * 1024;

@@ -10,7 +10,10 @@ pub struct BlockValue {
     pub num: u32,
     /// More blocks follow.
     pub more: bool,
-    /// Size exponent: the block size is `2^(szx + 4)` bytes, 16 to 1024.
+    /// Size exponent: the block size is `2^(szx + 4)` bytes, 16 to 1024; 7 is BERT
+    /// (RFC 8323 §6): blocks of any multiple of 1024 bytes, numbered in 1024-byte units.
+    /// RFC 7959 reserves 7 on UDP; Pehra uses it only towards peers that declared a
+    /// larger datagram with [`MAX_PAYLOAD`](super::option::MAX_PAYLOAD).
     pub szx: u8,
 }
 
@@ -18,9 +21,12 @@ impl BlockValue {
     /// The largest block number the option can carry.
     pub const MAX_NUM: u32 = (1 << 20) - 1;
 
+    /// The BERT size exponent.
+    pub const BERT: u8 = 7;
+
     /// A block value; `None` if the number or size exponent is out of range.
     pub fn new(num: u32, more: bool, szx: u8) -> Option<Self> {
-        (num <= Self::MAX_NUM && szx <= 6).then_some(BlockValue { num, more, szx })
+        (num <= Self::MAX_NUM && szx <= Self::BERT).then_some(BlockValue { num, more, szx })
     }
 
     /// The size exponent for a block size in bytes (rounded down to a power of two,
@@ -30,9 +36,9 @@ impl BlockValue {
         (usize::BITS - 1 - size.leading_zeros()) as u8 - 4
     }
 
-    /// The block size in bytes.
+    /// The block size in bytes (for BERT, the 1024-byte unit blocks are numbered in).
     pub fn size(self) -> usize {
-        1 << (self.szx + 4)
+        1 << (self.szx.min(6) + 4)
     }
 
     /// The byte offset of this block in the whole body.
@@ -40,7 +46,7 @@ impl BlockValue {
         self.num as usize * self.size()
     }
 
-    /// Decodes an option value. Size exponent 7 (reserved) and over-long values are errors.
+    /// Decodes an option value (size exponent 7 is BERT). Over-long values are errors.
     pub fn decode(bytes: &[u8]) -> Option<Self> {
         if bytes.len() > 3 {
             return None;
@@ -57,11 +63,17 @@ impl BlockValue {
     /// The block of `body` this value names, and the value describing it (with the
     /// `more` flag set right). `None` if the block starts past the end of the body.
     pub fn slice(self, body: &[u8]) -> Option<(BlockValue, &[u8])> {
+        self.slice_len(body, self.size())
+    }
+
+    /// Like [`Self::slice`], `len` bytes from this block's offset (BERT: a multiple of
+    /// 1024).
+    pub fn slice_len(self, body: &[u8], len: usize) -> Option<(BlockValue, &[u8])> {
         let start = self.offset();
         if start > body.len() || (start == body.len() && start != 0) {
             return None;
         }
-        let end = (start + self.size()).min(body.len());
+        let end = start.saturating_add(len).min(body.len());
         let more = end < body.len();
         Some((BlockValue { more, ..self }, &body[start..end]))
     }
@@ -85,10 +97,15 @@ mod tests {
     }
 
     #[test]
-    fn rejects_reserved_szx_and_long_values() {
-        assert_eq!(BlockValue::decode(&[0x07]), None);
+    fn rejects_long_values_and_reads_bert() {
         assert_eq!(BlockValue::decode(&[1, 2, 3, 4]), None);
-        assert_eq!(BlockValue::new(0, false, 7), None);
+        assert_eq!(BlockValue::new(0, false, 8), None);
+        // BERT: numbered in 1024-byte units.
+        let bert = BlockValue::decode(&[0x27]).unwrap();
+        assert_eq!((bert.num, bert.szx, bert.offset()), (2, 7, 2048));
+        let body = [0u8; 5000];
+        let (v, b) = bert.slice_len(&body, 2048).unwrap();
+        assert_eq!((v.more, b.len()), (true, 2048));
     }
 
     #[test]

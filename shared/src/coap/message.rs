@@ -384,6 +384,18 @@ impl Response {
         Response { packet }
     }
 
+    /// The same code and options with no payload (cheaper than a clone of a large
+    /// response).
+    #[cfg(any(feature = "server", test))]
+    pub(crate) fn without_payload(&self) -> Response {
+        let mut packet = Packet::new();
+        packet.header = self.packet.header.clone();
+        for (number, values) in self.packet.options() {
+            packet.set_option(CoapOption::from(*number), values.clone());
+        }
+        Response { packet }
+    }
+
     #[cfg(any(feature = "server", test))]
     pub(crate) fn into_packet(self) -> Packet {
         self.packet

@@ -114,6 +114,23 @@ impl<K: Ord + Clone, V> BoundedMap<K, V> {
     }
 
     /// Removes `key`, returning its value (expired or not).
+    /// Whether `key` is held (expired or not).
+    pub(super) fn contains(&self, key: &K) -> bool {
+        self.entries.contains_key(key)
+    }
+
+    /// Marks `key` as just used: it expires at `expires` and is evicted last.
+    pub(super) fn touch(&mut self, key: &K, expires: Instant) {
+        let Some(entry) = self.entries.get_mut(key) else {
+            return;
+        };
+        self.by_age.remove(&entry.rank);
+        entry.rank = self.next_rank;
+        entry.expires = expires;
+        self.next_rank += 1;
+        self.by_age.insert(entry.rank, key.clone());
+    }
+
     pub(super) fn remove(&mut self, key: &K) -> Option<V> {
         let entry = self.entries.remove(key)?;
         self.by_age.remove(&entry.rank);

@@ -5,13 +5,16 @@
 use super::secure::ECHO;
 use super::{block_option, Engine, Event, ExchangeError, PeerAddress, Purpose, RequestId, Timer};
 use crate::coap::dedup::Seen;
-use crate::coap::{observe, option, BlockValue, Code, Request, Response};
+use crate::coap::{observe, option, BlockValue, Code, Method, Request, Response};
 #[cfg(any(feature = "oscore", test))]
 use crate::oscore::{self, RequestBinding};
 use crate::Instant;
 use alloc::vec::Vec;
 use coap_lite::{MessageType, Packet};
 use rand::Rng;
+
+/// How many times a block-wise download starts over when the body changes under it.
+const MAX_DOWNLOAD_RESTARTS: u8 = 4;
 
 /// One request of ours, from `request()` to its final response or failure.
 pub(super) struct Exchange<A> {
@@ -33,6 +36,10 @@ pub(super) struct Exchange<A> {
     next_block: Option<BlockValue>,
     /// The Observe number of the notification whose body is being fetched block-wise.
     download_observe: Option<u32>,
+    /// The ETag of the body being fetched block-wise (from its first block).
+    download_etag: Option<Vec<u8>>,
+    /// How many times the block-wise download started over because the body changed.
+    restarts: u8,
     /// The last fresh notification (sequence number, arrival time).
     last_notification: Option<(u32, Instant)>,
     /// OSCORE: what binds answers to the protected messages sent (the observing request
@@ -85,6 +92,12 @@ impl<A: PeerAddress> Engine<A> {
             .then(|| BlockValue::new(0, true, BlockValue::szx_for_size(block_size)))
             .flatten();
         let mut request = request;
+        if self.config.max_payload > block_size && request.option(option::MAX_PAYLOAD).is_none() {
+            // Tell the server we take large datagrams; a server that does not know the
+            // option answers block-wise as to anyone.
+            let max = u32::try_from(self.config.max_payload).unwrap_or(u32::MAX);
+            request.set_uint_option(option::MAX_PAYLOAD, max);
+        }
         if upload.is_some() {
             // RFC 9175: every block of this upload carries the same Request-Tag, so the
             // server keeps it apart from our other uploads to the same resource.
@@ -103,6 +116,8 @@ impl<A: PeerAddress> Engine<A> {
             download: Vec::new(),
             next_block: None,
             download_observe: None,
+            download_etag: None,
+            restarts: 0,
             last_notification: None,
             #[cfg(any(feature = "oscore", test))]
             bindings: Vec::new(),
@@ -467,16 +482,44 @@ impl<A: PeerAddress> Engine<A> {
         };
         let mut response = response;
         if let Some(block) = block2 {
+            let etag = response.option(option::ETAG).map(<[u8]>::to_vec);
             if block.num == 0 {
                 exchange.download.clear();
-                exchange.download_observe = response.observe();
+                exchange.download_etag = etag;
+                if let Some(seq) = response.observe() {
+                    exchange.download_observe = Some(seq);
+                }
+            } else if code.is_success() && etag != exchange.download_etag {
+                // RFC 7959 §2.4: this block is of another version of the body (it
+                // changed, and the server no longer had ours): start over, a few times.
+                let method = exchange.request.method();
+                let safe = exchange.download_observe.is_some()
+                    || matches!(method, Some(Method::Get | Method::Fetch));
+                if !safe || exchange.restarts >= MAX_DOWNLOAD_RESTARTS {
+                    return self.fail(id, ExchangeError::BlockMismatch);
+                }
+                exchange.restarts += 1;
+                exchange.download.clear();
+                exchange.next_block = BlockValue::new(0, false, block.szx);
+                return self.send_exchange_message(now, id);
             }
             if block.offset() != exchange.download.len() {
                 return self.fail(id, ExchangeError::BlockMismatch);
             }
             exchange.download.extend_from_slice(response.payload());
             if block.more && code.is_success() {
-                exchange.next_block = BlockValue::new(block.num + 1, false, block.szx);
+                // BERT (from a server we told our larger datagram size): as many
+                // 1024-byte units as came.
+                let units = match block.szx {
+                    BlockValue::BERT if response.payload().len().is_multiple_of(1024) => {
+                        (response.payload().len() / 1024) as u32
+                    }
+                    BlockValue::BERT => 0,
+                    _ => 1,
+                };
+                exchange.next_block = (units > 0)
+                    .then(|| BlockValue::new(block.num + units, false, block.szx))
+                    .flatten();
                 if exchange.next_block.is_none() {
                     return self.fail(id, ExchangeError::BlockMismatch);
                 }

@@ -110,6 +110,22 @@ fn cached_block2_bodies_stay_within_their_byte_budget() {
 }
 
 #[test]
+fn the_block2_index_stays_bounded_when_many_peers_read_large_bodies() {
+    let mut now = Instant::from_millis(1_000);
+    let mut server = Engine::<u16>::new(small_limits(), [7; 32]);
+    let big = alloc::vec![b'x'; 20 * 1024];
+    // 5,000 peers, each reading its own resource: only three bodies fit the budget.
+    for peer in 0..5_000u16 {
+        now += Duration::from_millis(1);
+        let path = alloc::format!("/big/{peer}");
+        server.handle_datagram(now, peer, &datagram(1, 1, Request::get(&path)));
+        answer_all(&mut server, now, &big);
+        sent(&mut server);
+        assert!(server.latest_download.len() <= server.downloads.len() + 256);
+    }
+}
+
+#[test]
 fn uploads_past_their_byte_budget_get_5_03_with_max_age() {
     let now = Instant::from_millis(1_000);
     let mut server = Engine::<u16>::new(small_limits(), [7; 32]);

@@ -219,9 +219,14 @@ pub struct Engine<A> {
     uploads: bounded::BoundedMap<(A, Code, String, Vec<u8>), Vec<u8>>,
     #[cfg(any(feature = "server", test))]
     /// Block2 bodies being read, by (peer, resource, token): concurrent reads of one
-    /// resource (two POSTs with different bodies) never mix. A follow-up with another
-    /// token misses, and the handler produces the body again.
+    /// resource (two POSTs with different bodies) never mix. Bounded by bytes, least
+    /// recently used first out.
     downloads: bounded::BoundedMap<(A, String, Vec<u8>), Response>,
+    #[cfg(any(feature = "server", test))]
+    /// The token of the latest Block2 body cached per (peer, resource): a follow-up
+    /// with another token (clients may change it from block to block) is served from
+    /// that version, so a body never mixes two versions while it is cached.
+    latest_download: BTreeMap<(A, String), Vec<u8>>,
     #[cfg(any(feature = "server", test))]
     observers: BTreeMap<(A, Vec<u8>), server::Observer>,
     #[cfg(any(feature = "server", test))]
@@ -271,6 +276,8 @@ impl<A: PeerAddress> Engine<A> {
             uploads: bounded::BoundedMap::new(max_upload),
             #[cfg(any(feature = "server", test))]
             downloads: bounded::BoundedMap::new(max_cached),
+            #[cfg(any(feature = "server", test))]
+            latest_download: BTreeMap::new(),
             #[cfg(any(feature = "server", test))]
             observers: BTreeMap::new(),
             #[cfg(any(feature = "server", test))]
@@ -355,6 +362,11 @@ impl<A: PeerAddress> Engine<A> {
         };
         let code = Code(packet.header.code.into());
         let mid = packet.header.message_id;
+        if packet.payload.is_empty() && ends_with_payload_marker(bytes) {
+            // RFC 7252 §3: a payload marker followed by a zero-length payload is a
+            // message format error.
+            return self.reject_malformed(peer, bytes);
+        }
         if code.is_empty() && (!packet.get_token().is_empty() || !packet.payload.is_empty()) {
             return self.reject_malformed(peer, bytes);
         }
@@ -534,6 +546,31 @@ impl<A: PeerAddress> Engine<A> {
         self.transmit(peer, bytes);
     }
 
+    /// Sends a CON message that replaces another still unacknowledged (a newer
+    /// notification, RFC 7641 §4.5.2): it goes now and carries on with the replaced
+    /// message's retransmission counter, timeout and deadline.
+    #[cfg(any(feature = "server", test))]
+    fn resend_confirmable(
+        &mut self,
+        peer: A,
+        mid: u16,
+        bytes: Vec<u8>,
+        purpose: Purpose,
+        replaced: Unacked,
+    ) {
+        self.timers
+            .insert((replaced.deadline, Timer::Retransmit(peer, mid)));
+        self.unacked.insert(
+            (peer, mid),
+            Unacked {
+                bytes: bytes.clone(),
+                purpose,
+                ..replaced
+            },
+        );
+        self.transmit(peer, bytes);
+    }
+
     /// A random initial ACK timeout in [ACK_TIMEOUT, ACK_TIMEOUT × ACK_RANDOM_FACTOR].
     fn initial_timeout(&mut self) -> Duration {
         let base = self.config.ack_timeout;
@@ -656,4 +693,37 @@ fn block_option(message_option: Option<&[u8]>) -> Result<Option<BlockValue>, ()>
         None => Ok(None),
         Some(raw) => BlockValue::decode(raw).map(Some).ok_or(()),
     }
+}
+
+/// Whether a datagram that parsed has a payload marker and nothing after it. Walks the
+/// options as RFC 7252 §3.1 lays them out (only called on a datagram that parsed, so
+/// the layout is valid).
+fn ends_with_payload_marker(bytes: &[u8]) -> bool {
+    let Some(first) = bytes.first() else {
+        return false;
+    };
+    let mut at = 4 + usize::from(first & 0x0f);
+    while let Some(&byte) = bytes.get(at) {
+        if byte == 0xff {
+            return at + 1 == bytes.len();
+        }
+        at += 1;
+        // The extended delta (its value does not matter), then the extended length.
+        at += match byte >> 4 {
+            13 => 1,
+            14 => 2,
+            _ => 0,
+        };
+        let length = match byte & 0x0f {
+            13 => usize::from(*bytes.get(at).unwrap_or(&0)) + 13 + 1,
+            14 => {
+                let high = usize::from(*bytes.get(at).unwrap_or(&0));
+                let low = usize::from(*bytes.get(at + 1).unwrap_or(&0));
+                (high << 8 | low) + 269 + 2
+            }
+            n => usize::from(n),
+        };
+        at += length;
+    }
+    false
 }

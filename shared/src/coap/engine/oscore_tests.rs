@@ -66,9 +66,13 @@ struct Pair {
 
 impl Pair {
     fn new(run: u64) -> Pair {
+        Self::with_server_config(run, Config::default())
+    }
+
+    fn with_server_config(run: u64, server_config: Config) -> Pair {
         let mut client = Engine::new(Config::default(), [1; 32]);
         client.secure_peer(SERVER, alice_context(&ALICE_KEY, run));
-        let mut server = Engine::new(Config::default(), [2; 32]);
+        let mut server = Engine::new(server_config, [2; 32]);
         server.set_server_security(server_security(0));
         Pair {
             now: Instant::from_millis(1_000),
@@ -284,6 +288,54 @@ fn observations_and_block_wise_answers_are_protected_end_to_end() {
     // ceiling above the first (0, then 4096 ahead) was to be stored before the server
     // sent anything at all.
     assert_eq!(pair.persisted.first(), Some(&(4097, 0)));
+}
+
+#[test]
+fn a_protected_large_answer_from_a_broker_like_server_goes_block_wise() {
+    // The server sends up to 32 KiB in one datagram to those who ask for it; this
+    // client (RFC 7252's 1 KiB) does not, and gets every answer in blocks.
+    let mut pair = Pair::with_server_config(
+        3,
+        Config {
+            max_payload: 32 * 1024,
+            ..Config::default()
+        },
+    );
+    let mut sizes = Vec::new();
+    let big = pair.client.request(pair.now, SERVER, Request::get("/big"));
+    loop {
+        let mut moved = false;
+        while let Some(t) = pair.client.poll_transmit() {
+            moved = true;
+            pair.server.handle_datagram(pair.now, CLIENT, &t.bytes);
+        }
+        while let Some(e) = pair.server.poll_event() {
+            moved = true;
+            if let Event::Request(r) = e {
+                let now = pair.now;
+                pair.server
+                    .respond(now, r.id, Response::content(vec![b'b'; 5000]));
+            }
+        }
+        while let Some(t) = pair.server.poll_transmit() {
+            moved = true;
+            sizes.push(t.bytes.len());
+            pair.client.handle_datagram(pair.now, SERVER, &t.bytes);
+        }
+        while let Some(e) = pair.client.poll_event() {
+            moved = true;
+            pair.client_events.push(e);
+        }
+        if !moved {
+            break;
+        }
+    }
+    assert_eq!(
+        pair.response(big).expect("answered").payload(),
+        vec![b'b'; 5000]
+    );
+    assert!(sizes.len() > 5, "block-wise: {sizes:?}");
+    assert!(sizes.iter().all(|s| *s <= 1152), "{sizes:?}");
 }
 
 #[test]

@@ -49,6 +49,14 @@ pub(super) struct Incoming<A> {
     /// by an Echo round trip: its answer may be at most this many bytes (RFC 7252
     /// §11.3: three times the request).
     budget: Option<usize>,
+    /// The largest payload its answer may carry in one datagram: the block size, or
+    /// what the requester declared with [`option::MAX_PAYLOAD`] (up to our own
+    /// `max_payload`).
+    max_payload: usize,
+    /// The Accept option: a success in another Content-Format becomes 4.06.
+    accept: Option<u32>,
+    /// The response is already the block to send (served from the Block2 cache).
+    sliced: bool,
 }
 
 /// One observer of one resource.
@@ -61,12 +69,20 @@ pub(super) struct Observer {
     pub(super) last_mid: Option<u16>,
     /// The registration came protected: notifications are protected in its context.
     protection: Option<Protection>,
+    /// The largest notification payload sent in one datagram to this observer.
+    max_payload: usize,
 }
 
 /// How many block-wise transfers a server keeps per kind before purging expired ones.
 const BLOCK_STATE_SOFT_LIMIT: usize = 256;
 /// Max-Age of a 5.03 for a server at one of its limits: when to try again, in seconds.
 const BUSY_RETRY_S: u32 = 2;
+
+/// The ETag of a block-wise representation that came without one: a 64-bit FNV-1a
+/// hash of the body (not a security measure: it tells versions apart).
+fn etag_of(body: &[u8]) -> [u8; 8] {
+    crate::coap::dedup::fingerprint(body).to_be_bytes()
+}
 
 /// A 5.03 for a server at one of its limits, with Max-Age (RFC 7252 §5.9.3.4).
 fn busy(reason: &str) -> Response {
@@ -127,7 +143,14 @@ impl<A: PeerAddress> Engine<A> {
             if !ends {
                 message.set_uint_option(option::OBSERVE, seq);
             }
-            let message = self.first_block(now, (*peer, resource, token), message);
+            let Some(limit) = self
+                .observers
+                .get(&(*peer, token.clone()))
+                .map(|o| o.max_payload)
+            else {
+                continue;
+            };
+            let message = self.first_block(now, (*peer, resource, token), message, limit);
             let Some(observer) = self.observers.get_mut(&(*peer, token.clone())) else {
                 continue;
             };
@@ -147,10 +170,10 @@ impl<A: PeerAddress> Engine<A> {
             if con {
                 observer.con_in_flight = Some(mid);
             }
-            if let Some(old) = in_flight {
-                // RFC 7641 §4.5.2: a newer notification replaces one still in transit.
-                self.take_unacked(*peer, old);
-            }
+            // RFC 7641 §4.5.2: a newer notification replaces one still in transit, and
+            // keeps its retransmission counter and timeout: an observer that never
+            // acknowledges is dropped however often the resource changes (§4.5).
+            let carried = in_flight.and_then(|old| self.take_unacked(*peer, old));
             let mut packet = message.into_packet();
             let key = (*peer, token.clone());
             if let Some(mut protection) = self
@@ -168,7 +191,10 @@ impl<A: PeerAddress> Engine<A> {
                 let purpose = Purpose::Notification {
                     token: token.clone(),
                 };
-                self.send_confirmable(now, *peer, mid, bytes, purpose);
+                match carried {
+                    Some(old) => self.resend_confirmable(*peer, mid, bytes, purpose, old),
+                    None => self.send_confirmable(now, *peer, mid, bytes, purpose),
+                }
             } else {
                 let bytes = Self::encode(packet, MessageType::NonConfirmable, mid, token);
                 self.transmit(*peer, bytes);
@@ -281,6 +307,9 @@ impl<A: PeerAddress> Engine<A> {
             register_observer: false,
             budget: None,
             protection,
+            max_payload: self.config.block_size,
+            accept: None,
+            sliced: false,
         };
         if incoming.protection.is_none() {
             if let Some(security) = &self.server_security {
@@ -307,6 +336,48 @@ impl<A: PeerAddress> Engine<A> {
             let reason = alloc::format!("unsupported critical option {number}");
             return self.answer(now, incoming, Response::error(Code::BAD_OPTION, &reason));
         }
+        // RFC 7252 §5.4.3, §5.4.5: a critical option repeated or with a value of invalid
+        // length fails the request; such elective options are ignored.
+        let lengths = request
+            .packet()
+            .options()
+            .map(|(n, values)| (*n, values.iter().map(Vec::len).collect::<Vec<_>>()));
+        match option::check(lengths) {
+            Err(number) => {
+                let reason = alloc::format!("option {number} repeated or of invalid length");
+                return self.answer(now, incoming, Response::error(Code::BAD_OPTION, &reason));
+            }
+            Ok(drop) => {
+                for (number, keep) in drop {
+                    let kept: Vec<Vec<u8>> = request
+                        .options(number)
+                        .take(keep.unwrap_or(0))
+                        .map(<[u8]>::to_vec)
+                        .collect();
+                    request.remove_option(number);
+                    for value in kept {
+                        request.add_option(number, value);
+                    }
+                }
+            }
+        }
+        // RFC 7252 §5.7.2: we are no proxy.
+        if request.option(option::PROXY_URI).is_some()
+            || request.option(option::PROXY_SCHEME).is_some()
+        {
+            return self.answer(
+                now,
+                incoming,
+                Response::error(Code::PROXYING_NOT_SUPPORTED, "this endpoint is not a proxy"),
+            );
+        }
+        incoming.accept = request.uint_option(option::ACCEPT);
+        incoming.max_payload = match request.uint_option(option::MAX_PAYLOAD) {
+            Some(asked) => (asked as usize)
+                .min(self.config.max_payload)
+                .max(self.config.block_size),
+            None => self.config.block_size,
+        };
         let Some(method) = Method::from_code(code) else {
             let reason = alloc::format!("method code {code} is not supported");
             return self.answer(
@@ -315,9 +386,18 @@ impl<A: PeerAddress> Engine<A> {
                 Response::error(Code::METHOD_NOT_ALLOWED, &reason),
             );
         };
+        // RFC 7959 §2.2: szx 7 is reserved (4.00), except BERT follow-ups from a requester
+        // that declared larger datagrams (see `block_plan`); never in Block1.
+        let bert_ok = incoming.max_payload > self.config.block_size;
         let (Ok(block1), Ok(block2)) = (
-            block_option(request.option(option::BLOCK1)),
-            block_option(request.option(option::BLOCK2)),
+            block_option(request.option(option::BLOCK1)).and_then(|b| match b {
+                Some(b) if b.szx == BlockValue::BERT => Err(()),
+                b => Ok(b),
+            }),
+            block_option(request.option(option::BLOCK2)).and_then(|b| match b {
+                Some(b) if b.szx == BlockValue::BERT && !bert_ok => Err(()),
+                b => Ok(b),
+            }),
         ) else {
             return self.answer(
                 now,
@@ -326,6 +406,16 @@ impl<A: PeerAddress> Engine<A> {
             );
         };
         incoming.block2 = block2;
+
+        // RFC 7959 §2.9.3: a body larger than we take, whole or announced by Size1 in
+        // its first block, gets 4.13 with the largest size we take.
+        let announced = match block1 {
+            Some(b) if b.num == 0 => request.uint_option(option::SIZE1).unwrap_or(0) as usize,
+            _ => 0,
+        };
+        if request.payload().len().max(announced) > self.config.max_body_size {
+            return self.answer(now, incoming, self.too_large());
+        }
 
         if let Some(block) = block1 {
             match self.receive_block(now, &incoming, &mut request, block) {
@@ -345,10 +435,12 @@ impl<A: PeerAddress> Engine<A> {
         }
 
         if let Some(block) = block2.filter(|b| b.num > 0) {
-            if let Some(response) = self.cached_download(now, peer, &incoming.key, &incoming.token)
+            let (key, token) = (&incoming.key, &incoming.token);
+            if let Some(part) =
+                self.cached_block(now, peer, key, token, block, incoming.max_payload)
             {
-                let _ = block;
-                return self.answer(now, incoming, response);
+                incoming.sliced = true;
+                return self.answer(now, incoming, part);
             }
         }
 
@@ -422,11 +514,7 @@ impl<A: PeerAddress> Engine<A> {
         }
         if received + request.payload().len() > self.config.max_body_size {
             self.uploads.remove(&key);
-            let max = self.config.max_body_size as u32;
-            return Err(
-                Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "request body too large")
-                    .with_option(option::SIZE1, option::encode_uint(max)),
-            );
+            return Err(self.too_large());
         }
         if !self.uploads.has_room(request.payload().len()) {
             self.uploads.remove(&key);
@@ -449,16 +537,62 @@ impl<A: PeerAddress> Engine<A> {
         Ok(Some(block))
     }
 
-    fn cached_download(
+    /// 4.13 with Size1: the largest request body we take (RFC 7959 §2.9.3).
+    fn too_large(&self) -> Response {
+        let max = u32::try_from(self.config.max_body_size).unwrap_or(u32::MAX);
+        Response::error(Code::REQUEST_ENTITY_TOO_LARGE, "request body too large")
+            .with_option(option::SIZE1, option::encode_uint(max))
+    }
+
+    /// Block `wanted` of the body cached for this peer and resource: the transfer with
+    /// this token, or else the latest one to this peer for this resource (clients may
+    /// use a new token for every block, RFC 7959 §2.4). `None` when nothing is cached:
+    /// the application produces the body again (with another ETag if it changed).
+    fn cached_block(
         &mut self,
         now: Instant,
         peer: A,
         key: &str,
         token: &[u8],
+        wanted: BlockValue,
+        max_payload: usize,
     ) -> Option<Response> {
-        self.downloads
-            .get(&(peer, String::from(key), token.to_vec()), now)
-            .cloned()
+        let mut transfer = (peer, String::from(key), token.to_vec());
+        if self.downloads.get(&transfer, now).is_none() {
+            let index = (peer, String::from(key));
+            let latest = self.latest_download.get(&index)?.clone();
+            transfer.2 = latest;
+            if self.downloads.get(&transfer, now).is_none() {
+                self.latest_download.remove(&index);
+                return None;
+            }
+        }
+        let (wanted, len) = self.block_plan(wanted, max_payload);
+        let whole = self.downloads.get(&transfer, now)?;
+        let Some((block, chunk)) = wanted.slice_len(whole.payload(), len) else {
+            return Some(Response::error(
+                Code::BAD_OPTION,
+                "Block2 asks for a block past the end of the body",
+            ));
+        };
+        let mut part = whole.without_payload().with_payload(chunk.to_vec());
+        part.set_option(option::BLOCK2, block.encode());
+        if block.more {
+            let expires = now + self.config.block_lifetime;
+            self.downloads.touch(&transfer, expires);
+        } else {
+            self.forget_download(&transfer);
+        }
+        Some(part)
+    }
+
+    /// Drops a cached Block2 body, and the index entry naming it.
+    fn forget_download(&mut self, transfer: &(A, String, Vec<u8>)) {
+        self.downloads.remove(transfer);
+        let index = (transfer.0, transfer.1.clone());
+        if self.latest_download.get(&index) == Some(&transfer.2) {
+            self.latest_download.remove(&index);
+        }
     }
 
     fn well_known_core(&self, request: &Request) -> Response {
@@ -473,17 +607,38 @@ impl<A: PeerAddress> Engine<A> {
         let peer = incoming.peer;
         let registered = incoming.register_observer
             && response.code().is_success()
-            && self.add_observer(now, peer, &incoming.token, &incoming.key);
+            && self.add_observer(
+                now,
+                peer,
+                &incoming.token,
+                &incoming.key,
+                incoming.max_payload,
+            );
         if registered {
             response.set_uint_option(option::OBSERVE, self.observe_seq);
         }
         if let Some(block) = incoming.block1 {
             response.set_option(option::BLOCK1, block.encode());
         }
+        if let Some(accept) = incoming.accept {
+            let other = response
+                .content_format()
+                .is_some_and(|format| u32::from(format) != accept);
+            if response.code().is_success() && other {
+                // RFC 7252 §5.10.4: the resource has no representation in that format.
+                if registered {
+                    self.remove_observer(peer, &incoming.token);
+                }
+                let reason = alloc::format!("no representation in Content-Format {accept}");
+                response = Response::error(Code::NOT_ACCEPTABLE, &reason);
+                incoming.block2 = None;
+            }
+        }
         let transfer = (peer, incoming.key.as_str(), incoming.token.as_slice());
         let response = match incoming.block2 {
-            Some(block) => self.block_of(now, transfer, response, block),
-            None => self.first_block(now, transfer, response),
+            _ if incoming.sliced => response,
+            Some(block) => self.block_of(now, transfer, response, block, incoming.max_payload),
+            None => self.first_block(now, transfer, response, incoming.max_payload),
         };
         let mut packet = response.into_packet();
         if let Some(budget) = incoming.budget {
@@ -523,15 +678,17 @@ impl<A: PeerAddress> Engine<A> {
         }
     }
 
-    /// Cuts a response larger than the block size to its first block (RFC 7959 §2.2),
-    /// keeping the whole for the follow-up requests.
+    /// Cuts a response larger than `limit` (the block size, or what the requester
+    /// declared it accepts) to its first block (RFC 7959 §2.2), keeping the whole for
+    /// the follow-up requests.
     fn first_block(
         &mut self,
         now: Instant,
         transfer: (A, &str, &[u8]),
         response: Response,
+        limit: usize,
     ) -> Response {
-        if response.payload().len() <= self.config.max_payload.max(self.config.block_size) {
+        if response.payload().len() <= limit {
             return response;
         }
         let szx = BlockValue::szx_for_size(self.config.block_size);
@@ -540,27 +697,49 @@ impl<A: PeerAddress> Engine<A> {
             more: false,
             szx,
         };
-        self.block_of(now, transfer, response, first)
+        self.block_of(now, transfer, response, first, limit)
     }
 
-    /// The block `wanted` of a response (no smaller than needed, no larger than ours).
+    /// The block to send for `wanted`, and its length: our block size or the client's,
+    /// whichever is smaller; or, to a requester that declared datagrams of
+    /// `max_payload` bytes (above our 1024-byte blocks), a BERT block of as many
+    /// 1024-byte units as fit (a Pehra peer: 1 MiB in 32 round trips, not 1024).
+    fn block_plan(&self, wanted: BlockValue, max_payload: usize) -> (BlockValue, usize) {
+        let our_szx = BlockValue::szx_for_size(self.config.block_size);
+        if our_szx == 6 && wanted.szx >= 6 && max_payload >= 2 * 1024 {
+            let block = BlockValue {
+                szx: BlockValue::BERT,
+                ..wanted
+            };
+            return (block, max_payload / 1024 * 1024);
+        }
+        let block = BlockValue {
+            szx: wanted.szx.min(our_szx),
+            ..wanted
+        };
+        (block, block.size())
+    }
+
+    /// The block `wanted` of a response (see [`Self::block_plan`]).
     fn block_of(
         &mut self,
         now: Instant,
         (peer, key, token): (A, &str, &[u8]),
         mut response: Response,
         wanted: BlockValue,
+        max_payload: usize,
     ) -> Response {
-        let our_szx = BlockValue::szx_for_size(self.config.block_size);
-        let wanted = BlockValue {
-            szx: wanted.szx.min(our_szx),
-            ..wanted
-        };
-        if wanted.num == 0 && response.payload().len() <= wanted.size() {
+        let (wanted, len) = self.block_plan(wanted, max_payload);
+        if wanted.num == 0 && response.payload().len() <= len {
             return response;
         }
+        // RFC 7959 §2.4: every block of one representation carries its ETag, so a
+        // client can tell when a later block comes from another version.
+        if response.option(option::ETAG).is_none() {
+            response.set_option(option::ETAG, etag_of(response.payload()).to_vec());
+        }
         let whole = response.take_payload();
-        let Some((block, chunk)) = wanted.slice(&whole) else {
+        let Some((block, chunk)) = wanted.slice_len(&whole, len) else {
             return Response::error(
                 Code::BAD_OPTION,
                 "Block2 asks for a block past the end of the body",
@@ -571,29 +750,43 @@ impl<A: PeerAddress> Engine<A> {
         if block.num == 0 {
             part.set_uint_option(option::SIZE2, whole.len() as u32);
         }
+        let transfer = (peer, String::from(key), token.to_vec());
         if block.more {
             if self.downloads.len() >= BLOCK_STATE_SOFT_LIMIT {
                 self.downloads.purge(now);
+            }
+            if self.latest_download.len() >= self.downloads.len() + BLOCK_STATE_SOFT_LIMIT {
+                // Bodies evicted by the byte budget leave their index entries behind.
+                let downloads = &self.downloads;
+                self.latest_download
+                    .retain(|(p, k), t| downloads.contains(&(*p, k.clone(), t.clone())));
             }
             response.remove_option(option::OBSERVE);
             let weight = whole.len();
             response.set_payload(whole);
             let expires = now + self.config.block_lifetime;
-            let transfer = (peer, String::from(key), token.to_vec());
-            // Bounded by bytes: the oldest transfers are forgotten first (their next
-            // block is produced again by the application).
+            // Bounded by bytes: the least recently used transfers are forgotten first
+            // (their next block is produced again by the application).
             self.downloads
-                .insert_evicting(transfer, response, weight, expires);
+                .insert_evicting(transfer.clone(), response, weight, expires);
+            self.latest_download
+                .insert((peer, String::from(key)), transfer.2);
         } else {
-            self.downloads
-                .remove(&(peer, String::from(key), token.to_vec()));
+            self.forget_download(&transfer);
         }
         part
     }
 
     /// Registers an observer; `false` (not registered: the response goes without
     /// Observe, RFC 7641 §4.1) when the server or this peer is at its observer limit.
-    fn add_observer(&mut self, now: Instant, peer: A, token: &[u8], key: &str) -> bool {
+    fn add_observer(
+        &mut self,
+        now: Instant,
+        peer: A,
+        token: &[u8],
+        key: &str,
+        max_payload: usize,
+    ) -> bool {
         self.remove_observer(peer, token);
         let of_peer = self
             .observers
@@ -621,6 +814,7 @@ impl<A: PeerAddress> Engine<A> {
                 con_in_flight: None,
                 last_mid: None,
                 protection: None,
+                max_payload,
             },
         );
         self.observed

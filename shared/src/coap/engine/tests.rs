@@ -3,7 +3,9 @@
 
 use super::*;
 use crate::coap::{link_format, option, Method};
+use alloc::collections::BTreeSet;
 use alloc::{format, vec, vec::Vec};
+use coap_lite::CoapOption;
 use proptest::prelude::*;
 
 const CLIENT: u8 = 1;
@@ -974,4 +976,470 @@ fn an_unreachable_peer_fails_its_requests_at_once_and_no_one_elses() {
     net.run_for(Duration::from_secs(1));
     assert_eq!(net.response_to(again).unwrap().payload(), b"back:");
     assert!(net.client.cancel(other));
+}
+
+// ---- Block-wise for standard clients, ETags, and RFC 7252 / 7641 / 7959 MUSTs ----
+
+/// A broker-like server (large `max_payload`) and a standard client (RFC 7252's 1 KiB).
+fn broker_and_standard_client() -> Net {
+    let mut net = Net::new(Config::default());
+    net.server = Engine::new(
+        Config {
+            max_payload: 32 * 1024,
+            ..Config::default()
+        },
+        [2; 32],
+    );
+    net
+}
+
+fn twenty_kib(request: &Request) -> Option<Response> {
+    let letter = request.path().into_bytes()[0];
+    Some(Response::content(vec![letter; 20 * 1024]))
+}
+
+fn block2_of(p: &Packet) -> Option<BlockValue> {
+    p.get_first_option(coap_lite::CoapOption::Block2)
+        .and_then(|v| BlockValue::decode(v))
+}
+
+#[test]
+fn a_standard_client_gets_large_answers_block_wise_with_one_etag() {
+    let mut net = broker_and_standard_client();
+    net.handler = twenty_kib;
+    net.loss_percent = 10;
+    let id = net.request(Request::get("/a"));
+    net.run_for(Duration::from_secs(600));
+    assert_eq!(
+        net.response_to(id).expect("answered").payload(),
+        [b'a'; 20 * 1024]
+    );
+    let server_msgs = net.sent_by(SERVER);
+    assert!(
+        server_msgs.iter().all(|(_, p)| p.payload.len() <= 1024),
+        "every datagram within one block"
+    );
+    let etags: BTreeSet<Vec<u8>> = server_msgs
+        .iter()
+        .filter(|(_, p)| block2_of(p).is_some())
+        .map(|(_, p)| {
+            p.get_first_option(coap_lite::CoapOption::ETag)
+                .expect("an ETag on every block")
+                .clone()
+        })
+        .collect();
+    assert_eq!(etags.len(), 1, "one version, one ETag");
+    // The client did not declare a larger size.
+    assert!(net.sent_by(CLIENT).iter().all(|(_, p)| p
+        .get_first_option(CoapOption::from(option::MAX_PAYLOAD))
+        .is_none()));
+}
+
+#[test]
+fn a_pehra_client_declares_its_max_payload_and_gets_one_datagram() {
+    let mut net = broker_and_standard_client();
+    net.client = Engine::new(
+        Config {
+            max_payload: 32 * 1024,
+            ..Config::default()
+        },
+        [1; 32],
+    );
+    net.handler = twenty_kib;
+    let id = net.request(Request::get("/a"));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.response_to(id).unwrap().payload(), [b'a'; 20 * 1024]);
+    let asked = net.sent_by(CLIENT)[0]
+        .1
+        .get_first_option(CoapOption::from(option::MAX_PAYLOAD))
+        .cloned();
+    assert_eq!(asked, Some(option::encode_uint(32 * 1024)));
+    assert_eq!(net.sent_by(SERVER).len(), 1, "one datagram");
+    // A standard client's early Block2 negotiation still wins (smaller of the two).
+    let block = BlockValue::new(0, false, 4).unwrap(); // 256 bytes
+    let id = net.request(Request::get("/b").with_option(option::BLOCK2, block.encode()));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.response_to(id).unwrap().payload(), [b'b'; 20 * 1024]);
+    assert_eq!(net.sent_by(SERVER).len(), 1 + 80, "80 blocks of 256 bytes");
+}
+
+#[test]
+fn a_large_notification_to_a_standard_client_carries_its_first_block() {
+    let mut net = broker_and_standard_client();
+    net.loss_percent = 10;
+    net.handler = |r| {
+        // The first answer and the follow-ups without Observe both read the resource.
+        let _ = r;
+        Some(Response::content(vec![b'v'; 3000]))
+    };
+    let id = net.request(Request::get("/t").with_observe());
+    net.run_for(Duration::from_secs(120));
+    let now = net.now;
+    assert_eq!(net.server.observer_count("t"), 1);
+    net.server
+        .notify(now, "t", Response::content(vec![b'w'; 5000]));
+    net.run_for(Duration::from_secs(600));
+    assert_eq!(
+        net.notifications(id),
+        [vec![b'v'; 3000], vec![b'w'; 5000]],
+        "both notifications whole"
+    );
+    let server_msgs = net.sent_by(SERVER);
+    assert!(server_msgs.iter().all(|(_, p)| p.payload.len() <= 1024));
+    let first = server_msgs
+        .iter()
+        .find(|(_, p)| p.payload.first() == Some(&b'w'))
+        .expect("the notification");
+    assert!(first.1.get_first_option(CoapOption::Observe).is_some());
+    assert_eq!(
+        block2_of(&first.1).map(|b| (b.num, b.more)),
+        Some((0, true))
+    );
+    // The rest came by GET without Observe, from the version notified (no request
+    // reached the application for them).
+    assert!(net
+        .sent_by(CLIENT)
+        .iter()
+        .filter(|(_, p)| block2_of(p).is_some_and(|b| b.num > 0))
+        .all(|(_, p)| p.get_first_option(CoapOption::Observe).is_none()));
+}
+
+/// A GET for `block` of `/r`, with its own token, as clients such as libcoap send them.
+fn block_request(mid: u16, token: u8, block: u32) -> Vec<u8> {
+    let value = BlockValue::new(block, false, 6).unwrap();
+    let packet = Request::get("/r")
+        .with_option(option::BLOCK2, value.encode())
+        .packet()
+        .clone();
+    Engine::<u8>::encode(packet, MessageType::Confirmable, mid, &[token])
+}
+
+fn one_answer(server: &mut Engine<u8>) -> Packet {
+    let t = server.poll_transmit().expect("an answer");
+    assert!(server.poll_transmit().is_none());
+    Packet::from_bytes(&t.bytes).unwrap()
+}
+
+#[test]
+fn later_blocks_come_from_the_cached_version_whatever_their_token() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let now = Instant::from_millis(5);
+    server.handle_datagram(now, CLIENT, &block_request(1, 1, 0));
+    let Some(Event::Request(r)) = server.poll_event() else {
+        panic!("the first block reaches the application")
+    };
+    server.respond(now, r.id, Response::content(vec![b'A'; 2500]));
+    let first = one_answer(&mut server);
+    let etag = first
+        .get_first_option(CoapOption::ETag)
+        .cloned()
+        .expect("ETag");
+    // The resource changes; the next blocks, each with a new token, still read 'A'.
+    for (mid, block) in [(2u16, 1u32), (3, 2)] {
+        server.handle_datagram(now, CLIENT, &block_request(mid, mid as u8 + 10, block));
+        assert_eq!(server.poll_event(), None, "served from the cache");
+        let part = one_answer(&mut server);
+        assert!(part.payload.iter().all(|b| *b == b'A'));
+        assert_eq!(part.get_first_option(CoapOption::ETag), Some(&etag));
+        assert_eq!(part.get_token(), &[mid as u8 + 10]);
+    }
+    assert_eq!(
+        server.held().cached_body_bytes,
+        0,
+        "forgotten after the last block"
+    );
+}
+
+static VERSION: core::sync::atomic::AtomicU8 = core::sync::atomic::AtomicU8::new(0);
+
+#[test]
+fn the_client_restarts_a_download_whose_etag_changes() {
+    // The server keeps no body (a 1-byte cache), and the body changes between the
+    // first blocks: the client must not splice, but start over until one version
+    // comes whole.
+    let mut net = Net::new(Config::default());
+    net.server = Engine::new(
+        Config {
+            max_cached_body_bytes: 1,
+            ..Config::default()
+        },
+        [2; 32],
+    );
+    VERSION.store(0, core::sync::atomic::Ordering::SeqCst);
+    net.handler = |_| {
+        let v = VERSION
+            .fetch_add(1, core::sync::atomic::Ordering::SeqCst)
+            .min(3);
+        Some(Response::content(vec![b'A' + v; 3000]))
+    };
+    let id = net.request(Request::get("/r"));
+    net.run_for(Duration::from_secs(60));
+    let body = net.response_to(id).expect("answered").payload().to_vec();
+    assert_eq!(body.len(), 3000);
+    assert!(
+        body.iter().all(|b| *b == body[0]),
+        "one version, never spliced"
+    );
+    let restarts = net
+        .sent_by(CLIENT)
+        .iter()
+        .filter(|(_, p)| block2_of(p).is_some_and(|b| b.num == 0))
+        .count();
+    assert!(restarts >= 2, "started over at block 0");
+}
+
+fn answer_to(server: &mut Engine<u8>, bytes: &[u8]) -> Option<Packet> {
+    server.handle_datagram(Instant::from_millis(1), CLIENT, bytes);
+    while let Some(Event::Request(r)) = server.poll_event() {
+        let response = Response::cbor(vec![0xa0]);
+        server.respond(Instant::from_millis(1), r.id, response);
+    }
+    server
+        .poll_transmit()
+        .map(|t| Packet::from_bytes(&t.bytes).unwrap())
+}
+
+fn code_of(p: &Packet) -> Code {
+    Code(p.header.code.into())
+}
+
+#[test]
+fn critical_options_repeated_or_too_long_get_4_02_elective_ones_are_ignored() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let encode = |r: Request, mid| {
+        Engine::<u8>::encode(r.packet().clone(), MessageType::Confirmable, mid, b"t")
+    };
+    let twice = Request::get("/r")
+        .with_option(option::ACCEPT, vec![60])
+        .with_option(option::ACCEPT, vec![60]);
+    assert_eq!(
+        code_of(&answer_to(&mut server, &encode(twice, 1)).unwrap()),
+        Code::BAD_OPTION
+    );
+    let long = Request::get("/r").with_option(option::ACCEPT, vec![0, 0, 60]);
+    assert_eq!(
+        code_of(&answer_to(&mut server, &encode(long, 2)).unwrap()),
+        Code::BAD_OPTION
+    );
+    let block = Request::get("/r").with_option(option::BLOCK2, vec![0, 0, 0, 6]);
+    assert_eq!(
+        code_of(&answer_to(&mut server, &encode(block, 3)).unwrap()),
+        Code::BAD_OPTION
+    );
+    // Elective: Content-Format twice and an over-long Max-Age are ignored.
+    let elective = Request::put("/r")
+        .with_option(option::CONTENT_FORMAT, vec![60])
+        .with_option(option::CONTENT_FORMAT, vec![0])
+        .with_option(option::MAX_AGE, vec![1, 2, 3, 4, 5]);
+    server.handle_datagram(Instant::ZERO, CLIENT, &encode(elective, 4));
+    let Some(Event::Request(r)) = server.poll_event() else {
+        panic!("reaches the application")
+    };
+    assert_eq!(r.request.options(option::CONTENT_FORMAT).count(), 1);
+    assert_eq!(r.request.content_format(), Some(60));
+    assert_eq!(r.request.option(option::MAX_AGE), None);
+}
+
+#[test]
+fn proxy_uri_and_proxy_scheme_get_5_05() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    for (mid, number, value) in [
+        (1, option::PROXY_URI, &b"coap://example.org/x"[..]),
+        (2, option::PROXY_SCHEME, &b"http"[..]),
+    ] {
+        let request = Request::get("/r").with_option(number, value.to_vec());
+        let bytes = Engine::<u8>::encode(
+            request.packet().clone(),
+            MessageType::Confirmable,
+            mid,
+            b"t",
+        );
+        let answer = answer_to(&mut server, &bytes).unwrap();
+        assert_eq!(code_of(&answer), Code::PROXYING_NOT_SUPPORTED);
+    }
+}
+
+#[test]
+fn message_format_errors_get_reset_if_confirmable_and_are_ignored_otherwise() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    // GET /r, CON, mid 0x1234, token "t", then a payload marker and no payload.
+    let marker_only = [0x41, 0x01, 0x12, 0x34, b't', 0xb1, b'r', 0xff];
+    // Token length 9.
+    let long_token = [0x49, 0x01, 0x12, 0x35, 1, 2, 3, 4, 5, 6, 7, 8, 9];
+    // An option with delta nibble 15 that is not the payload marker; length nibble 15.
+    let delta_15 = [0x40, 0x01, 0x12, 0x36, 0xf1, b'x'];
+    let length_15 = [0x40, 0x01, 0x12, 0x37, 0xbf, b'x'];
+    for bytes in [&marker_only[..], &long_token, &delta_15, &length_15] {
+        let answer = answer_to(&mut server, bytes).expect("answered");
+        assert_eq!(answer.header.get_type(), MessageType::Reset, "{bytes:?}");
+        assert_eq!(
+            answer.header.message_id,
+            u16::from_be_bytes([bytes[2], bytes[3]])
+        );
+        // The same as NON: nothing at all.
+        let mut non = bytes.to_vec();
+        non[0] = (non[0] & 0xcf) | 0x10;
+        assert_eq!(answer_to(&mut server, &non), None);
+    }
+    assert_eq!(server.stats().malformed, 8);
+    // An option value that happens to end in 0xff is no payload marker.
+    let etag_ff = [0x40, 0x01, 0x12, 0x38, 0x41, 0xff, 0x71, b'r'];
+    assert_eq!(
+        code_of(&answer_to(&mut server, &etag_ff).unwrap()),
+        Code::CONTENT
+    );
+}
+
+#[test]
+fn an_observer_that_never_acknowledges_is_dropped_however_often_it_is_notified() {
+    let mut net = Net::new(Config {
+        observe_con_interval: Duration::from_secs(1),
+        ..Config::default()
+    });
+    let _id = net.request(Request::get("/t").with_observe());
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(net.server.observer_count("t"), 1);
+    // The client goes away: nothing it is sent arrives, no ACK comes back.
+    net.loss_percent = 100;
+    for _ in 0..300 {
+        let now = net.now;
+        net.server.notify(now, "t", Response::content(*b"x"));
+        net.run_for(Duration::from_secs(1));
+        net.now = now + Duration::from_secs(1);
+        if net.server.observer_count("t") == 0 {
+            break;
+        }
+    }
+    assert_eq!(
+        net.server.observer_count("t"),
+        0,
+        "dropped within MAX_TRANSMIT_WAIT of its first unacknowledged CON"
+    );
+    assert!(net.now < Instant::from_millis(1_000) + Duration::from_secs(120));
+}
+
+#[test]
+fn every_too_large_request_body_gets_4_13_with_size1() {
+    let config = Config {
+        max_body_size: 4096,
+        max_payload: 8192,
+        ..Config::default()
+    };
+    let mut server = Engine::new(config, [9; 32]);
+    let size1 = |p: &Packet| {
+        p.get_first_option(CoapOption::Size1)
+            .and_then(|v| option::decode_uint(v))
+    };
+    // In one datagram.
+    let whole = Request::put("/r").with_payload(vec![1; 5000]);
+    let bytes = Engine::<u8>::encode(whole.packet().clone(), MessageType::Confirmable, 1, b"t");
+    let answer = answer_to(&mut server, &bytes).unwrap();
+    assert_eq!(code_of(&answer), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(size1(&answer), Some(4096));
+    // Block-wise, announced by Size1 in the first block: refused at once.
+    let first = Request::put("/r")
+        .with_payload(vec![1; 1024])
+        .with_option(
+            option::BLOCK1,
+            BlockValue::new(0, true, 6).unwrap().encode(),
+        )
+        .with_option(option::SIZE1, option::encode_uint(1 << 20));
+    let bytes = Engine::<u8>::encode(first.packet().clone(), MessageType::Confirmable, 2, b"u");
+    let answer = answer_to(&mut server, &bytes).unwrap();
+    assert_eq!(code_of(&answer), Code::REQUEST_ENTITY_TOO_LARGE);
+    assert_eq!(size1(&answer), Some(4096));
+    assert_eq!(server.held().upload_bytes, 0);
+}
+
+#[test]
+fn accept_naming_another_content_format_gets_4_06() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let with_accept = |format: u32, mid| {
+        let r = Request::get("/r").with_option(option::ACCEPT, option::encode_uint(format));
+        Engine::<u8>::encode(r.packet().clone(), MessageType::Confirmable, mid, b"t")
+    };
+    // The application answers CBOR (60).
+    let json = answer_to(&mut server, &with_accept(50, 1)).unwrap();
+    assert_eq!(code_of(&json), Code::NOT_ACCEPTABLE);
+    let cbor = answer_to(&mut server, &with_accept(60, 2)).unwrap();
+    assert_eq!(code_of(&cbor), Code::CONTENT);
+}
+
+#[test]
+fn between_pehra_peers_a_body_past_max_payload_goes_in_bert_blocks() {
+    let config = Config {
+        max_payload: 32 * 1024,
+        ..Config::default()
+    };
+    let mut net = Net::new(config);
+    net.loss_percent = 10;
+    net.handler = |_| {
+        Some(Response::content(
+            (0..100_000).map(|i| (i % 253) as u8).collect::<Vec<u8>>(),
+        ))
+    };
+    let id = net.request(Request::get("/big"));
+    net.run_for(Duration::from_secs(600));
+    let body: Vec<u8> = (0..100_000).map(|i| (i % 253) as u8).collect();
+    assert_eq!(net.response_to(id).expect("answered").payload(), &body[..]);
+    // 32 + 32 + 32 + 1.7 KiB: four blocks (retransmissions aside), not 98.
+    let blocks: BTreeSet<u32> = net
+        .sent_by(SERVER)
+        .iter()
+        .filter_map(|(_, p)| block2_of(p))
+        .map(|b| {
+            assert_eq!(b.szx, BlockValue::BERT);
+            b.num
+        })
+        .collect();
+    assert_eq!(blocks.into_iter().collect::<Vec<_>>(), [0, 32, 64, 96]);
+}
+
+#[test]
+fn a_slow_large_answer_goes_to_a_standard_client_as_a_separate_first_block() {
+    let mut net = broker_and_standard_client();
+    net.handler = |_| None;
+    let id = net.request(Request::get("/slow"));
+    net.run_for(Duration::from_secs(1)); // past the piggyback window: an empty ACK
+    let req = net.server_requests.pop().expect("held");
+    net.handler = |_| panic!("later blocks come from the cache");
+    let now = net.now;
+    net.server
+        .respond(now, req.id, Response::content(vec![b's'; 5000]));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.response_to(id).unwrap().payload(), [b's'; 5000]);
+    let server_msgs = net.sent_by(SERVER);
+    let separate = server_msgs
+        .iter()
+        .find(|(_, p)| p.header.get_type() == MessageType::Confirmable)
+        .expect("a separate response");
+    assert_eq!(
+        block2_of(&separate.1).map(|b| (b.num, b.more)),
+        Some((0, true))
+    );
+    assert!(server_msgs.iter().all(|(_, p)| p.payload.len() <= 1024));
+}
+
+#[test]
+fn a_pehra_observer_gets_a_large_notification_in_bert_blocks() {
+    let config = Config {
+        max_payload: 32 * 1024,
+        ..Config::default()
+    };
+    let mut net = Net::new(config);
+    net.handler = |_| Some(Response::content(*b"first"));
+    let id = net.request(Request::get("/t").with_observe());
+    net.run_for(Duration::from_secs(1));
+    net.handler = |_| panic!("later blocks come from the cache");
+    let body: Vec<u8> = (0..80_000).map(|i| (i % 241) as u8).collect();
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(body.clone()));
+    net.run_for(Duration::from_secs(60));
+    assert_eq!(net.notifications(id), [b"first".to_vec(), body]);
+    let blocks = net
+        .sent_by(SERVER)
+        .iter()
+        .filter_map(|(_, p)| block2_of(p))
+        .count();
+    assert_eq!(blocks, 3, "32 + 32 + 14 KiB");
 }
