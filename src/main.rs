@@ -12,6 +12,7 @@ mod device_sim_cmd;
 mod diag;
 mod keys_cmd;
 mod pehra_cmd;
+mod process_tree;
 mod security_args;
 mod zk_cmd;
 
