@@ -20,9 +20,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
     SIGTERM is a controlled shutdown: the controller first moves leadership of its partitions \
     to other in-sync replicas, then the broker closes its session (told apart from a crash). \
     If its zookeeper session expires (a pause, a network partition), it steps down \
-    everywhere, rejoins with a new session and catches up as a follower."
+    everywhere, rejoins with a new session and catches up as a follower.",
+    args_override_self = true
 )]
 pub struct BrokerArgs {
+    /// Read settings from this TOML file's [broker] table (annotated example:
+    /// docs/pehra.toml.example): every flag of this command, as `flag-name = value`
+    /// without the dashes. A flag given on the command line overrides the file (list
+    /// flags add to it). Check a file with `pehra config check FILE`.
+    #[arg(long, value_name = "FILE")]
+    #[allow(dead_code)] // read by config_file::expand_args before the command line is parsed
+    config: Option<PathBuf>,
     /// This broker's id (unique in the cluster).
     #[arg(long)]
     id: u32,
