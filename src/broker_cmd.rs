@@ -484,11 +484,9 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A random non-zero u64 from the system's random source (a producer id).
 fn rand_u64() -> u64 {
-    let mut seed = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
-    u64::from_le_bytes(seed) | 1
+    getrandom::u64().unwrap_or_default() | 1
 }
 
 #[derive(Clone, Copy, ValueEnum)]

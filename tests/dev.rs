@@ -135,11 +135,11 @@ fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
     // Running: the live line is up.
     read_until(&mut all, &|all| all.contains("] brokers "));
     assert!(all.contains("] brokers "), "no live line:\n{all}");
-    let started = Command::new("kill")
-        .args(["-INT", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(group as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
     read_until(&mut all, &|_| false); // to EOF
     let status = child.wait().unwrap();
     let all = all.replace('\r', "\n");
