@@ -89,11 +89,12 @@ pub fn expand_args(args: Vec<OsString>) -> Result<Vec<OsString>> {
         return Ok(args);
     };
     let settings = load(&file)?;
-    let from_file = settings
-        .into_iter()
-        .find(|(name, _)| *name == section)
-        .map(|(_, args)| args)
-        .unwrap_or_default();
+    let Some((_, from_file)) = settings.into_iter().find(|(name, _)| *name == section) else {
+        anyhow::bail!(
+            "{}: no [{section}] table: the settings of `pehra {section}` go there",
+            file.display()
+        );
+    };
     let mut expanded = args[..2].to_vec();
     expanded.extend(from_file.into_iter().map(OsString::from));
     expanded.extend(args[2..].iter().cloned());

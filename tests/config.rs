@@ -97,6 +97,20 @@ fn a_bad_file_is_one_line_with_its_line_number_and_exit_code_1() {
     let (code, _, err) = pehra(&["broker", "--config", file.to_str().unwrap()]);
     assert_eq!((code, err.as_str()), (1, expected.as_str()));
 
+    // A file without the command's table is a mistake, not an empty configuration.
+    std::fs::write(&file, "[broker]\nid = 1\n").unwrap();
+    let (code, _, err) = pehra(&["zookeeper", "--config", file.to_str().unwrap()]);
+    assert_eq!(
+        (code, err.as_str()),
+        (
+            1,
+            format!(
+                "pehra: {path}: no [zookeeper] table: the settings of `pehra zookeeper` go there\n"
+            )
+            .as_str()
+        )
+    );
+
     std::fs::write(&file, "[zookeeper]\nlisten = \"127.0.0.1:2181\n").unwrap();
     let (code, _, err) = pehra(&["config", "check", file.to_str().unwrap()]);
     assert_eq!(code, 1, "{err}");
