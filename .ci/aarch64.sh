@@ -6,7 +6,7 @@
 # (user-mode emulation): keys, a zookeeper and a broker with OSCORE on loopback, a topic,
 # a produce and a consume, both servers stopped by PID.
 #
-# Installs what it needs: the Rust target (rustup), qemu-user (apt, as root), and
+# Installs what it needs: the Rust target (rustup), qemu-user and file (apt, as root), and
 # cargo-zigbuild + ziglang from PyPI in the venv .venv-cross.
 #
 #   bash .ci/aarch64.sh            build and smoke-test
@@ -22,10 +22,22 @@ started=$SECONDS
 log() { printf '[aarch64 %3ds] %s\n' $((SECONDS - started)) "$*"; }
 
 rustup target add "$target" >/dev/null
+packages=()
+command -v file >/dev/null || packages+=(file)
+[[ ${1:-} == --build ]] || command -v qemu-aarch64 >/dev/null || packages+=(qemu-user)
+if ((${#packages[@]})); then
+  [[ $(id -u) -eq 0 ]] || { echo "missing: sudo apt-get install ${packages[*]}" >&2; exit 1; }
+  log "apt-get install ${packages[*]}"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
 venv=.venv-cross
 if ! "$venv/bin/cargo-zigbuild" --version >/dev/null 2>&1 || ! "$venv/bin/python" -m ziglang version >/dev/null 2>&1; then
   log "installing cargo-zigbuild and ziglang into $venv (pip)"
-  python3 -m venv "$venv"
+  if ! python3 -m venv --clear "$venv" >/dev/null 2>&1; then # Debian: venvs need python3-venv
+    [[ $(id -u) -eq 0 ]] || { echo "missing: sudo apt-get install python3-venv" >&2; exit 1; }
+    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq python3-venv >/dev/null
+    python3 -m venv --clear "$venv"
+  fi
   "$venv/bin/pip" install -q --disable-pip-version-check cargo-zigbuild ziglang
 fi
 export PATH="$PWD/$venv/bin:$PATH" # cargo-zigbuild finds zig through the venv's python -m ziglang
@@ -37,12 +49,6 @@ info=$(file -b "$bin")
 log "built $bin: $(du -h "$bin" | cut -f1); $info"
 [[ $info == *"ARM aarch64"* && $info == *"statically linked"* ]] || { echo "not a static aarch64 binary: $info" >&2; exit 1; }
 [[ ${1:-} == --build ]] && exit 0
-
-if ! command -v qemu-aarch64 >/dev/null; then
-  [[ $(id -u) -eq 0 ]] || { echo "qemu-aarch64 missing: sudo apt-get install qemu-user" >&2; exit 1; }
-  log "apt-get install qemu-user"
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq qemu-user >/dev/null
-fi
 
 # The smoke test, on loopback; whatever it started is stopped by PID on the way out.
 dir=$(mktemp -d)
