@@ -20,9 +20,17 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
     SIGTERM is a controlled shutdown: the controller first moves leadership of its partitions \
     to other in-sync replicas, then the broker closes its session (told apart from a crash). \
     If its zookeeper session expires (a pause, a network partition), it steps down \
-    everywhere, rejoins with a new session and catches up as a follower."
+    everywhere, rejoins with a new session and catches up as a follower.",
+    args_override_self = true
 )]
 pub struct BrokerArgs {
+    /// Read settings from this TOML file's [broker] table (annotated example:
+    /// docs/pehra.toml.example): every flag of this command, as `flag-name = value`
+    /// without the dashes. A flag given on the command line overrides the file (list
+    /// flags add to it). Check a file with `pehra config check FILE`.
+    #[arg(long, value_name = "FILE")]
+    #[allow(dead_code)] // read by config_file::expand_args before the command line is parsed
+    config: Option<PathBuf>,
     /// This broker's id (unique in the cluster).
     #[arg(long)]
     id: u32,
@@ -476,11 +484,9 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// A random non-zero u64 from the system's random source (a producer id).
 fn rand_u64() -> u64 {
-    let mut seed = [0u8; 8];
-    let _ = std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut seed));
-    u64::from_le_bytes(seed) | 1
+    getrandom::u64().unwrap_or_default() | 1
 }
 
 #[derive(Clone, Copy, ValueEnum)]

@@ -71,7 +71,8 @@ pub struct DevArgs {
     device_interval: u64,
 }
 
-/// A child process killed (by PID) when dropped.
+/// A child process killed (by PID) when dropped, and by the kernel when `pehra dev` dies
+/// (`process_tree::die_with_parent`).
 struct Child {
     name: String,
     child: tokio::process::Child,
@@ -86,12 +87,15 @@ impl Child {
         ready_word: &'static str,
     ) -> Result<Child> {
         let exe = std::env::current_exe().context("finding the pehra executable")?;
-        let mut child = tokio::process::Command::new(exe)
+        let mut command = tokio::process::Command::new(exe);
+        command
             .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
-            .process_group(0)
+            .process_group(0);
+        crate::process_tree::die_with_parent(&mut command);
+        let mut child = command
             .spawn()
             .with_context(|| format!("starting {name}"))?;
         let stderr = child.stderr.take().expect("piped");
@@ -130,10 +134,7 @@ impl Child {
     /// its timeout.
     async fn stop(mut self) {
         if let Some(pid) = self.child.id() {
-            let _ = std::process::Command::new("kill")
-                .arg("-TERM")
-                .arg(pid.to_string())
-                .status();
+            crate::process_tree::terminate(pid);
         }
         let asked = Instant::now();
         match tokio::time::timeout(Duration::from_secs(10), self.child.wait()).await {
@@ -157,6 +158,15 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     let logs = args.data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
     let zk_addr: SocketAddr = format!("127.0.0.1:{}", args.zookeeper_port).parse()?;
+    // A port held (by a previous `pehra dev` that was killed, say) is said at once, with
+    // its holder, rather than as a child that does not start.
+    let mut ports = vec![zk_addr];
+    for id in 1..=args.brokers {
+        let port = u16::try_from(u32::from(args.broker_port) + id - 1)
+            .context("--broker-port + --brokers goes past port 65535")?;
+        ports.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    crate::process_tree::check_ports_free(&ports)?;
     eprintln!(
         "pehra dev: data in {}, process logs in {}",
         args.data_dir.display(),
@@ -641,7 +651,8 @@ async fn start_devices(
     let log = logs.join("devices.log");
     let out = std::fs::File::create(&log).with_context(|| format!("creating {}", log.display()))?;
     let exe = std::env::current_exe().context("finding the pehra executable")?;
-    let child = tokio::process::Command::new(exe)
+    let mut command = tokio::process::Command::new(exe);
+    command
         .args([
             "device-sim",
             "--zookeeper",
@@ -658,9 +669,9 @@ async fn start_devices(
         .stdout(out)
         .stderr(Stdio::null())
         .kill_on_drop(true)
-        .process_group(0)
-        .spawn()
-        .context("starting the simulated devices")?;
+        .process_group(0);
+    crate::process_tree::die_with_parent(&mut command);
+    let child = command.spawn().context("starting the simulated devices")?;
     eprintln!(
         "  {count} simulated devices publish to `readings` every {} s (their log: {}); \
          downlink: pehra produce downlink.dev-0001 -m 'set-interval 5'",

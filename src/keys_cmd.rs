@@ -13,7 +13,7 @@ use clap::{Args, Subcommand};
 use pehra_shared::security::credentials::{from_hex, to_hex, write_private_file, Credentials};
 use pehra_shared::security::{kid, pairwise_secret, Identity, KeyTable, PeerKey, Role, KEY_LEN};
 use serde::{Deserialize, Serialize};
-use std::io::{Read, Write};
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -500,9 +500,8 @@ fn check_name(name: &str) -> Result<()> {
 /// A new identity key from the operating system's random source.
 fn new_key() -> Result<[u8; KEY_LEN]> {
     let mut key = [0u8; KEY_LEN];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut key))
-        .context("cannot read /dev/urandom for a new key")?;
+    getrandom::fill(&mut key)
+        .map_err(|e| anyhow::anyhow!("the system's random source failed for a new key: {e}"))?;
     Ok(key)
 }
 

@@ -7,11 +7,13 @@ mod acl_file;
 mod broker_cmd;
 mod cluster_cmd;
 mod coap_cmd;
+mod config_file;
 mod dev_cmd;
 mod device_sim_cmd;
 mod diag;
 mod keys_cmd;
 mod pehra_cmd;
+mod process_tree;
 mod security_args;
 mod zk_cmd;
 
@@ -59,6 +61,9 @@ enum Command {
     Keys(keys_cmd::KeysArgs),
     /// Show the access-control policy (defaults and an ACL file) and check requests.
     Acl(acl_file::AclArgs),
+    /// Configuration files for `pehra zookeeper` and `pehra broker` (--config FILE):
+    /// check one.
+    Config(config_file::ConfigArgs),
 }
 
 #[tokio::main]
@@ -70,7 +75,15 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    // `pehra zookeeper|broker --config FILE`: the file's settings go in as arguments.
+    let args = match config_file::expand_args(std::env::args_os().collect()) {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("pehra: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    let cli = Cli::parse_from(args);
     let result = match cli.command {
         Command::Coap(args) => coap_cmd::run(args).await,
         Command::Dev(args) => dev_cmd::run(args).await,
@@ -85,6 +98,7 @@ async fn main() -> std::process::ExitCode {
         Command::DeviceSim(args) => device_sim_cmd::run(args).await,
         Command::Keys(args) => keys_cmd::run(args),
         Command::Acl(args) => acl_file::run(args),
+        Command::Config(args) => config_file::run(args),
     };
     match result {
         Ok(code) => code,

@@ -14,9 +14,17 @@ use std::time::Duration;
 #[command(
     after_help = "The zookeeper keeps its write-ahead log and snapshots in --data-dir; \
     a write is answered only once it is on disk, and a restart recovers everything answered.\n\
-    Stop it with Ctrl-C or SIGTERM: writes in progress are finished first."
+    Stop it with Ctrl-C or SIGTERM: writes in progress are finished first.",
+    args_override_self = true
 )]
 pub struct ServeArgs {
+    /// Read settings from this TOML file's [zookeeper] table (annotated example:
+    /// docs/pehra.toml.example): every flag of this command, as `flag-name = value`
+    /// without the dashes. A flag given on the command line overrides the file (list
+    /// flags add to it). Check a file with `pehra config check FILE`.
+    #[arg(long, value_name = "FILE")]
+    #[allow(dead_code)] // read by config_file::expand_args before the command line is parsed
+    config: Option<PathBuf>,
     /// UDP address to serve CoAP on.
     #[arg(long, default_value = "127.0.0.1:2181")]
     listen: SocketAddr,

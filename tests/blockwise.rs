@@ -15,12 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEHRA_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with aiocoap: `python3 -m venv .venv && .venv/bin/pip install aiocoap`, or set PEHRA_PYTHON");
-    venv
+    common::provision::python()
 }
 
 fn script() -> PathBuf {
@@ -30,6 +25,7 @@ fn script() -> PathBuf {
 /// Runs `coap-client-notls ARGS` (bounded by `limit`); returns (success, stdout and
 /// then stderr, where libcoap writes error answers).
 fn coap_client(args: &[&str], limit: Duration) -> (bool, Vec<u8>) {
+    common::provision::libcoap();
     let child = Command::new("coap-client-notls")
         .args(args)
         .stdout(Stdio::piped())

@@ -154,6 +154,7 @@ fn topic_data_writes_obey_if_match_and_if_none_match() {
 
 #[test]
 fn libcoap_if_none_match_does_not_overwrite_topic_data() {
+    common::provision::libcoap();
     let c = cluster_with_topic("cond-libcoap", 1);
     let uri = format!("coap://{}/ps/data/t", c.addr(1));
     let libcoap = |args: &[&str]| {

@@ -135,11 +135,11 @@ fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
     // Running: the live line is up.
     read_until(&mut all, &|all| all.contains("] brokers "));
     assert!(all.contains("] brokers "), "no live line:\n{all}");
-    let started = Command::new("kill")
-        .args(["-INT", "--", &format!("-{group}")])
-        .status()
-        .unwrap();
-    assert!(started.success());
+    rustix::process::kill_process_group(
+        rustix::process::Pid::from_raw(group as i32).unwrap(),
+        rustix::process::Signal::INT,
+    )
+    .unwrap();
     read_until(&mut all, &|_| false); // to EOF
     let status = child.wait().unwrap();
     let all = all.replace('\r', "\n");
@@ -184,4 +184,146 @@ fn processes_naming(dir: &str) -> Vec<String> {
             cmdline.contains(dir).then_some(cmdline)
         })
         .collect()
+}
+
+/// The PIDs of the processes whose parent is `parent` (from /proc/PID/stat).
+fn children_of(parent: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| {
+            let pid: u32 = e.ok()?.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            // "PID (COMM) STATE PPID ...": COMM may hold spaces, so split after its ')'.
+            let ppid: u32 = stat
+                .rsplit_once(')')?
+                .1
+                .split_whitespace()
+                .nth(1)?
+                .parse()
+                .ok()?;
+            (ppid == parent).then_some(pid)
+        })
+        .collect()
+}
+
+#[test]
+fn a_killed_pehra_dev_takes_its_children_with_it() {
+    // SIGKILL gives `pehra dev` no chance to stop anything: the kernel must
+    // (PR_SET_PDEATHSIG), or its zookeeper and brokers would hold the ports forever.
+    let dir = TempDir::new("dev-sigkill");
+    let data = dir.path().join("data");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+        .args(["dev", "--brokers", "2", "--rate", "20", "--devices", "1"])
+        .args(["--data-dir", data.to_str().unwrap()])
+        .args(["--zookeeper-port", &free_udp_port().to_string()])
+        .args(["--broker-port", &free_udp_ports(2).to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let mut all = Vec::new();
+        let mut buf = [0u8; 4096];
+        while let Ok(n @ 1..) = stderr.read(&mut buf) {
+            all.extend_from_slice(&buf[..n]);
+            if String::from_utf8_lossy(&all).contains("] brokers ") {
+                let _ = tx.send(());
+                all.clear();
+            }
+        }
+    });
+    // Running, devices included: the live line is up.
+    rx.recv_timeout(Duration::from_secs(60))
+        .expect("pehra dev shows its live line");
+    let children = children_of(child.id());
+    assert_eq!(
+        children.len(),
+        4,
+        "zookeeper, 2 brokers, devices: {children:?}"
+    );
+    // A pidfd per child, opened before the kill: readable once that process has exited
+    // (an event to wait for, and immune to PID reuse).
+    let pidfds: Vec<_> = children
+        .iter()
+        .map(|&pid| {
+            let pid = rustix::process::Pid::from_raw(pid as i32).unwrap();
+            (
+                pid,
+                rustix::process::pidfd_open(pid, rustix::process::PidfdFlags::empty()).unwrap(),
+            )
+        })
+        .collect();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let timeout = rustix::event::Timespec {
+        tv_sec: 10,
+        tv_nsec: 0,
+    };
+    let left: Vec<_> = pidfds
+        .iter()
+        .filter(|(_, fd)| {
+            let mut poll = [rustix::event::PollFd::new(fd, rustix::event::PollFlags::IN)];
+            rustix::event::poll(&mut poll, Some(&timeout)).unwrap() == 0
+        })
+        .map(|(pid, _)| *pid)
+        .collect();
+    for pid in &left {
+        let _ = rustix::process::kill_process(*pid, rustix::process::Signal::KILL);
+        // clean up
+    }
+    assert!(
+        left.is_empty(),
+        "still running 10 s after pehra dev was killed: {left:?}"
+    );
+}
+
+#[test]
+fn a_port_in_use_is_reported_at_once_with_its_holder() {
+    // What a killed `pehra dev` of old left behind: its zookeeper holding the port.
+    let dir = TempDir::new("dev-port-taken");
+    let port = free_udp_port();
+    let zookeeper = common::Zookeeper::start(
+        &dir.path().join("zk"),
+        format!("127.0.0.1:{port}").parse().unwrap(),
+    );
+    let holder = zookeeper.child.id();
+    let (code, _, err) = pehra(&[
+        "dev",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--zookeeper-port",
+        &port.to_string(),
+        "--broker-port",
+        &free_udp_ports(3).to_string(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert_eq!(
+        err.trim_end(),
+        format!(
+            "pehra: 127.0.0.1:{port} is in use by pid {holder} (pehra zookeeper) — a previous \
+             `pehra dev`? stop it with `kill {holder}`"
+        )
+    );
+    // A broker port held by something else (this test) is named too.
+    let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let taken = socket.local_addr().unwrap().port();
+    let (code, _, err) = pehra(&[
+        "dev",
+        "--data-dir",
+        dir.path().join("data").to_str().unwrap(),
+        "--zookeeper-port",
+        &free_udp_port().to_string(),
+        "--broker-port",
+        &taken.to_string(),
+    ]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.trim_end().starts_with(&format!(
+            "pehra: 127.0.0.1:{taken} is in use by pid {} (",
+            std::process::id()
+        )) && err.trim_end().lines().count() == 1,
+        "{err}"
+    );
 }

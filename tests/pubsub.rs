@@ -6,6 +6,7 @@ mod common;
 
 use common::{aiocoap, free_udp_port, pehra, BrokerProcess, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
+use common::provision::{self, python};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -13,16 +14,8 @@ use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEHRA_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with aiocoap: `python3 -m venv .venv && .venv/bin/pip install aiocoap`, or set PEHRA_PYTHON");
-    venv
-}
-
 fn coap_client(args: &[&str]) -> (bool, String) {
+    provision::libcoap();
     let child = Command::new("coap-client-notls")
         .args(["-B", "10"])
         .args(args)

@@ -1,13 +1,75 @@
-//! What the load generators in `src/bin/` share: percentiles of their latency samples
-//! and the JSON strings of their one-line reports.
+//! What the load generators in `src/bin/` share: their latency histograms and the JSON
+//! strings of their one-line reports.
 
-/// The `q`-quantile (0..=1, nearest rank) of `sorted` latencies in µs, in ms; 0 for none.
-pub fn percentile_ms<T: Copy + Into<u64>>(sorted: &[T], q: f64) -> f64 {
-    if sorted.is_empty() {
-        return 0.0;
+/// Latencies in nanoseconds, kept in an HDR histogram (the `hdrhistogram` crate: three
+/// significant digits over any range, constant memory, mergeable across threads).
+#[derive(Clone)]
+pub struct Latencies(hdrhistogram::Histogram<u64>);
+
+impl Default for Latencies {
+    fn default() -> Self {
+        Latencies(hdrhistogram::Histogram::new(3).expect("3 significant digits is valid"))
     }
-    let idx = ((sorted.len() - 1) as f64 * q).round() as usize;
-    sorted[idx].into() as f64 / 1000.0
+}
+
+/// A summary of [`Latencies`], in microseconds (0 where there are none).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct LatencySummaryUs {
+    /// The mean.
+    pub mean: f64,
+    /// The median.
+    pub p50: f64,
+    /// The 90th percentile.
+    pub p90: f64,
+    /// The 99th percentile.
+    pub p99: f64,
+    /// The 99.9th percentile.
+    pub p999: f64,
+    /// The largest.
+    pub max: f64,
+}
+
+impl Latencies {
+    /// One latency, in nanoseconds.
+    pub fn record(&mut self, ns: u64) {
+        // An auto-resizing histogram takes every u64.
+        let _ = self.0.record(ns);
+    }
+
+    /// Adds another's samples (another thread's, say).
+    pub fn add(&mut self, other: Latencies) {
+        let _ = self.0.add(other.0);
+    }
+
+    /// How many latencies were recorded.
+    pub fn len(&self) -> u64 {
+        self.0.len()
+    }
+
+    /// Whether none was recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Mean, percentiles and maximum, in microseconds.
+    pub fn summary_us(&self) -> LatencySummaryUs {
+        let h = &self.0;
+        let us = |ns: u64| {
+            if h.is_empty() {
+                0.0
+            } else {
+                ns as f64 / 1000.0
+            }
+        };
+        LatencySummaryUs {
+            mean: if h.is_empty() { 0.0 } else { h.mean() / 1000.0 },
+            p50: us(h.value_at_quantile(0.50)),
+            p90: us(h.value_at_quantile(0.90)),
+            p99: us(h.value_at_quantile(0.99)),
+            p999: us(h.value_at_quantile(0.999)),
+            max: us(h.max()),
+        }
+    }
 }
 
 /// `s` as a JSON string literal, quotes included.
@@ -31,13 +93,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn percentiles_by_nearest_rank() {
-        let us: Vec<u32> = (1..=101).map(|i| i * 1000).collect();
-        assert_eq!(percentile_ms(&us, 0.0), 1.0);
-        assert_eq!(percentile_ms(&us, 0.5), 51.0);
-        assert_eq!(percentile_ms(&us, 0.99), 100.0);
-        assert_eq!(percentile_ms(&us, 1.0), 101.0);
-        assert_eq!(percentile_ms::<u64>(&[], 0.5), 0.0);
+    fn latency_summary_within_the_histogram_precision() {
+        let mut a = Latencies::default();
+        let mut b = Latencies::default();
+        for i in 1..=101u64 {
+            // 1 ms .. 101 ms, split over two recorders as the threads do.
+            if i % 2 == 0 { &mut a } else { &mut b }.record(i * 1_000_000);
+        }
+        a.add(b);
+        assert_eq!(a.len(), 101);
+        let s = a.summary_us();
+        let close = |got: f64, want: f64| (got - want).abs() <= want * 0.001;
+        assert!(close(s.p50, 51_000.0), "{s:?}");
+        assert!(close(s.p99, 100_000.0), "{s:?}");
+        assert!(close(s.max, 101_000.0), "{s:?}");
+        assert!(close(s.mean, 51_000.0), "{s:?}");
+        assert_eq!(Latencies::default().summary_us().p99, 0.0);
     }
 
     #[test]

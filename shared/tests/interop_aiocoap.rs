@@ -1,27 +1,17 @@
 //! Interoperability with aiocoap, through its Python API (its command-line tool shows
 //! only the first notification of an observation).
 //!
-//! The interpreter is `$PEHRA_PYTHON`, else `.venv/bin/python` at the workspace root
-//! (`.ci/run` creates it with `pip install 'aiocoap[oscore]'`).
+//! The interpreter is `$PEHRA_PYTHON`, else `.venv/bin/python` at the workspace root,
+//! made on first use by `tests/provision.sh` (`pip install 'aiocoap[oscore]'`).
 
 mod common;
+#[path = "../../tests/common/provision.rs"]
+mod provision;
 
 use common::{run_bounded, TestServer};
+use provision::python;
 use std::path::PathBuf;
 use std::time::Duration;
-
-fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEHRA_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.venv/bin/python");
-    assert!(
-        venv.exists(),
-        "no Python with aiocoap: run `python3 -m venv .venv && .venv/bin/pip install 'aiocoap[oscore]'` \
-         at the workspace root, or set PEHRA_PYTHON"
-    );
-    venv
-}
 
 #[tokio::test]
 async fn aiocoap_get_put_cbor_block_wise_and_observe() {

@@ -2,6 +2,8 @@
 //! and our client against its server.
 
 mod common;
+#[path = "../../tests/common/provision.rs"]
+mod provision;
 
 use common::{big_body, client, free_udp_port, run_bounded, Child, TestServer};
 use pehra_shared::coap::{Code, Config, Request};
@@ -11,6 +13,7 @@ use tokio::process::Command;
 const LIMIT: Duration = Duration::from_secs(30);
 
 fn coap_client(args: &[&str]) -> Command {
+    provision::libcoap();
     let mut c = Command::new("coap-client-notls");
     c.args(["-B", "10"]).args(args);
     c
@@ -115,6 +118,7 @@ async fn libcoap_client_observes_several_notifications() {
 
 /// Starts `coap-server-notls` on a free loopback port; killed when dropped.
 fn libcoap_server() -> (Child, std::net::SocketAddr) {
+    provision::libcoap();
     let port = free_udp_port();
     let child = std::process::Command::new("coap-server-notls")
         .args(["-A", "127.0.0.1", "-p", &port.to_string()])

@@ -7,15 +7,9 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-/// The Python with aiocoap, cbor2 and cbor-diag: `PEHRA_PYTHON`, or the repository's
-/// `.venv`.
+/// The Python with aiocoap and its OSCORE support (provisioned on first use).
 pub fn python() -> PathBuf {
-    if let Some(p) = std::env::var_os("PEHRA_PYTHON") {
-        return p.into();
-    }
-    let venv = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".venv/bin/python");
-    assert!(venv.exists(), "no Python with aiocoap: `python3 -m venv .venv && .venv/bin/pip install aiocoap cbor2 cbor-diag`, or set PEHRA_PYTHON");
-    venv
+    super::provision::python()
 }
 
 fn script(name: &str) -> PathBuf {

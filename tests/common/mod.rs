@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod aiocoap;
+pub mod provision;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -256,12 +257,20 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// Sends a signal by PID with the `kill` command (no libc binding needed).
+/// Sends a signal by PID (`TERM`, `KILL`, `INT`, `STOP`, `CONT`); a process already gone
+/// is no error.
 pub fn unsafe_kill(pid: u32, signal: &str) {
-    let _ = Command::new("kill")
-        .arg(format!("-{signal}"))
-        .arg(pid.to_string())
-        .status();
+    use rustix::process::{kill_process, Pid, Signal};
+    let signal = match signal {
+        "TERM" => Signal::TERM,
+        "KILL" => Signal::KILL,
+        "INT" => Signal::INT,
+        "STOP" => Signal::STOP,
+        "CONT" => Signal::CONT,
+        other => panic!("unsafe_kill: no signal {other}"),
+    };
+    let pid = Pid::from_raw(pid as i32).expect("a PID above 0");
+    let _ = kill_process(pid, signal);
 }
 
 /// Runs `pehra ARGS...` to completion (bounded) and returns (exit code, stdout, stderr).

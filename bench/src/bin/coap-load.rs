@@ -21,7 +21,7 @@
 //! run is bounded by warmup + duration + 2 s (a watchdog exits the process otherwise).
 //! Exit status: 0 if at least one request completed in the window, 1 otherwise.
 
-use pehra_bench::{json_str, percentile_ms};
+use pehra_bench::{json_str, Latencies};
 use std::io::ErrorKind;
 use std::net::{SocketAddr, ToSocketAddrs, UdpSocket};
 use std::sync::Arc;
@@ -122,8 +122,8 @@ struct Stats {
     unexpected: u64,
     send_errors: u64,
     resp_bytes: u64,
-    /// Latencies of completed requests, nanoseconds (saturating).
-    lat_ns: Vec<u32>,
+    /// Latencies of completed requests.
+    lat: Latencies,
 }
 
 impl Stats {
@@ -138,7 +138,7 @@ impl Stats {
         self.unexpected += o.unexpected;
         self.send_errors += o.send_errors;
         self.resp_bytes += o.resp_bytes;
-        self.lat_ns.extend(o.lat_ns);
+        self.lat.add(o.lat);
     }
 }
 
@@ -181,8 +181,8 @@ fn fill_request(buf: &mut [u8], mode: Mode, token: u32, mid: u16) {
     }
 }
 
-fn lat_ns(from: Instant, to: Instant) -> u32 {
-    u32::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u32::MAX)
+fn lat_ns(from: Instant, to: Instant) -> u64 {
+    u64::try_from(to.saturating_duration_since(from).as_nanos()).unwrap_or(u64::MAX)
 }
 
 struct Worker<'a> {
@@ -313,9 +313,7 @@ impl Worker<'_> {
             if ok {
                 self.stats.completed += 1;
                 self.stats.resp_bytes += len as u64;
-                self.stats
-                    .lat_ns
-                    .push(lat_ns(self.slots[i].first_sent, now));
+                self.stats.lat.record(lat_ns(self.slots[i].first_sent, now));
             } else {
                 self.stats.errors += 1;
             }
@@ -530,10 +528,7 @@ fn worker(plan: Arc<Plan>, thread: usize) -> Result<Stats> {
         sock,
         slots,
         next_mid,
-        stats: Stats {
-            lat_ns: Vec::with_capacity(1 << 20),
-            ..Stats::default()
-        },
+        stats: Stats::default(),
     };
     Ok(w.run())
 }
@@ -595,20 +590,8 @@ fn main() -> Result<()> {
         st.merge(s);
     }
 
-    st.lat_ns.sort_unstable();
-    let lat = &st.lat_ns;
-    let mean_us = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().map(|&v| u64::from(v)).sum::<u64>() as f64 / lat.len() as f64 / 1000.0
-    };
-    let (p50, p90, p99, p999) = (
-        percentile_ms(lat, 0.50),
-        percentile_ms(lat, 0.90),
-        percentile_ms(lat, 0.99),
-        percentile_ms(lat, 0.999),
-    );
-    let max_us = lat.last().map_or(0.0, |&v| f64::from(v) / 1000.0);
+    let l = st.lat.summary_us();
+    let (mean_us, p50, p90, p99, p999, max_us) = (l.mean, l.p50, l.p90, l.p99, l.p999, l.max);
     let rps = st.completed as f64 / args.duration;
     let resp_bytes = if st.completed > 0 {
         st.resp_bytes as f64 / st.completed as f64

@@ -49,7 +49,7 @@
 //! sync; an MQTT CONNACK; an echoed datagram) within `--timeout`,
 //! and exits 0 if it does.
 
-use pehra_bench::{json_str, percentile_ms};
+use pehra_bench::{json_str, Latencies};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -332,7 +332,7 @@ struct Consumed {
     measured: u64,
     dups: u64,
     foreign: u64,
-    lat_ns: Vec<u64>,
+    lat: Latencies,
     first_stamp: u64,
     last_arrival: u64,
     /// When a new record last arrived.
@@ -340,14 +340,14 @@ struct Consumed {
 }
 
 impl Consumed {
-    fn new(total: u64, count: u64) -> Self {
+    fn new(total: u64) -> Self {
         Consumed {
             seen: vec![0; total.div_ceil(64) as usize],
             received: 0,
             measured: 0,
             dups: 0,
             foreign: 0,
-            lat_ns: Vec::with_capacity(count as usize),
+            lat: Latencies::default(),
             first_stamp: u64::MAX,
             last_arrival: 0,
             last_progress: Instant::now(),
@@ -376,7 +376,7 @@ impl Consumed {
         self.last_progress = Instant::now();
         if seq >= sh.warmup {
             self.measured += 1;
-            self.lat_ns.push(now - stamp);
+            self.lat.record(now - stamp);
             self.first_stamp = self.first_stamp.min(stamp);
             self.last_arrival = self.last_arrival.max(now);
         }
@@ -490,9 +490,8 @@ async fn ours_on(
     let consumer_task = {
         let sh = sh.clone();
         let (topic, fetch_bytes) = (topic.clone(), args.fetch_bytes);
-        let count = args.count;
         tokio::spawn(async move {
-            let mut c = Consumed::new(sh.total, count);
+            let mut c = Consumed::new(sh.total);
             let (mut next, mut known_end) = (start, start);
             let mut observing = true;
             while !c.finished(&sh) {
@@ -834,9 +833,8 @@ async fn mqtt(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
 
     let consumer_task = {
         let sh = sh.clone();
-        let count = args.count;
         tokio::spawn(async move {
-            let mut c = Consumed::new(sh.total, count);
+            let mut c = Consumed::new(sh.total);
             while !c.finished(&sh) {
                 match tokio::time::timeout(TICK, sub_loop.poll()).await {
                     Ok(Ok(Event::Incoming(Packet::Publish(p)))) => {
@@ -938,9 +936,8 @@ async fn raw(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
     sock.connect(target).await?;
     let consumer_task = {
         let (sh, sock) = (sh.clone(), sock.clone());
-        let count = args.count;
         tokio::spawn(async move {
-            let mut c = Consumed::new(sh.total, count);
+            let mut c = Consumed::new(sh.total);
             let mut buf = vec![0u8; 65_536];
             while !c.finished(&sh) {
                 // Errors (ECONNREFUSED from an earlier ICMP and the like) and quiet
@@ -1116,7 +1113,7 @@ fn main() -> Result<()> {
         retries: Mutex::new(RetryStats::default()),
         nudges: AtomicU64::new(0),
     });
-    let mut c = runtime.block_on(async {
+    let c = runtime.block_on(async {
         match args.system {
             System::Ours => ours(&args, sh.clone()).await,
             System::Mqtt => mqtt(&args, sh.clone()).await,
@@ -1126,8 +1123,6 @@ fn main() -> Result<()> {
     let elapsed = t0.elapsed().as_secs_f64();
     let timed_out = sh.past_deadline() && c.received < total;
 
-    c.lat_ns.sort_unstable();
-    let lat = &c.lat_ns;
     let secs = if c.measured > 0 {
         c.last_arrival.saturating_sub(c.first_stamp) as f64 / 1e9
     } else {
@@ -1151,18 +1146,8 @@ fn main() -> Result<()> {
     } else {
         0.0
     };
-    let mean_us = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
-    };
-    let (p50, p90, p99, p999) = (
-        percentile_ms(lat, 0.50),
-        percentile_ms(lat, 0.90),
-        percentile_ms(lat, 0.99),
-        percentile_ms(lat, 0.999),
-    );
-    let max_us = lat.last().map_or(0.0, |&v| v as f64 / 1000.0);
+    let l = c.lat.summary_us();
+    let (mean_us, p50, p90, p99, p999, max_us) = (l.mean, l.p50, l.p90, l.p99, l.p999, l.max);
     let lost = args.count.saturating_sub(c.measured);
     let msg_bytes = match args.system {
         System::Ours => produce_body_bytes(&args),

@@ -23,7 +23,7 @@
 //!
 //! Exit status: 0 if every measured operation completed at least once, 1 otherwise.
 
-use pehra_bench::{json_str, percentile_ms};
+use pehra_bench::{json_str, Latencies};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -200,7 +200,7 @@ impl Zk {
 /// What one client did in one phase.
 #[derive(Default)]
 struct ClientStats {
-    lat_ns: Vec<u64>,
+    lat: Latencies,
     errors: u64,
     first_error: Option<String>,
     /// When its last measured operation finished (count mode).
@@ -220,7 +220,7 @@ struct Phase {
 struct PhaseResult {
     op: Op,
     window_s: f64,
-    lat_ns: Vec<u64>,
+    lat: Latencies,
     errors: u64,
     first_error: Option<String>,
 }
@@ -285,7 +285,7 @@ async fn client_phase(
         }
         measured += 1;
         match result {
-            Ok(()) => st.lat_ns.push((t1 - t0).as_nanos() as u64),
+            Ok(()) => st.lat.record((t1 - t0).as_nanos() as u64),
             Err(e) => {
                 st.errors += 1;
                 st.first_error.get_or_insert_with(|| format!("{e:#}"));
@@ -316,26 +316,14 @@ async fn connect_retrying(target: Target, addr: SocketAddr, deadline: Instant) -
 
 /// `children`: how many znodes the run's parent holds after a create phase (none else).
 fn report(args: &Args, prefix: &str, r: &mut PhaseResult, children: Option<u64>) -> bool {
-    r.lat_ns.sort_unstable();
-    let lat = &r.lat_ns;
-    let ok = lat.len() as u64;
+    let ok = r.lat.len();
     let ops_s = if r.window_s > 0.0 {
         ok as f64 / r.window_s
     } else {
         0.0
     };
-    let mean_us = if lat.is_empty() {
-        0.0
-    } else {
-        lat.iter().sum::<u64>() as f64 / lat.len() as f64 / 1000.0
-    };
-    let (p50, p90, p99, p999) = (
-        percentile_ms(lat, 0.50),
-        percentile_ms(lat, 0.90),
-        percentile_ms(lat, 0.99),
-        percentile_ms(lat, 0.999),
-    );
-    let max_us = lat.last().map_or(0.0, |&v| v as f64 / 1000.0);
+    let l = r.lat.summary_us();
+    let (mean_us, p50, p90, p99, p999, max_us) = (l.mean, l.p50, l.p90, l.p99, l.p999, l.max);
     if args.json {
         println!(
             "{{\"label\":{},\"target\":\"{}\",\"addr\":{},\"op\":\"{}\",\"clients\":{},\
@@ -502,7 +490,7 @@ async fn main() -> Result<()> {
         let mut result = PhaseResult {
             op,
             window_s: 0.0,
-            lat_ns: Vec::new(),
+            lat: Latencies::default(),
             errors: 0,
             first_error: None,
         };
@@ -510,7 +498,7 @@ async fn main() -> Result<()> {
         for (i, t) in tasks.into_iter().enumerate() {
             let (st, seq) = t.await.context("client task")?;
             seqs[i] = seq;
-            result.lat_ns.extend(st.lat_ns);
+            result.lat.add(st.lat);
             result.errors += st.errors;
             if result.first_error.is_none() {
                 result.first_error = st.first_error;
