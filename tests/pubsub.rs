@@ -4,9 +4,9 @@
 
 mod common;
 
+use common::provision::{self, python};
 use common::{aiocoap, free_udp_port, pehra, BrokerProcess, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
-use common::provision::{self, python};
 use serde_json::json;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
