@@ -637,6 +637,10 @@ pub(super) fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// The largest publication: a produce request carries it with its record framing, and
+/// must stay within the CoAP engine's default `max_body_size` (2 MiB).
+pub const MAX_PUBLICATION_BYTES: usize = 2 * 1024 * 1024 - 16 * 1024;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -706,7 +710,3 @@ mod tests {
         assert_eq!(a.response().option(option::ETAG), Some(&a.etag()[..]));
     }
 }
-
-/// The largest publication: a produce request carries it with its record framing, and
-/// must stay within the CoAP engine's default `max_body_size` (2 MiB).
-pub const MAX_PUBLICATION_BYTES: usize = 2 * 1024 * 1024 - 16 * 1024;
