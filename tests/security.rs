@@ -368,3 +368,43 @@ async fn the_secure_cluster_serves_its_client_and_the_cli_end_to_end() {
         reason(&answer)
     );
 }
+
+/// The pub-sub interface with security on: an authorized client creates, publishes to
+/// and deletes a topic through a broker (the broker writes the topic's znodes as the
+/// requester's deputy, after checking the requester's own right); a device, which may
+/// not create topics, is refused 4.03 and nothing is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_pubsub_interface_works_for_an_authorized_client_and_refuses_a_device() {
+    let (c, keys) = secure_cluster("sec-pubsub");
+    let broker = c.addr(1);
+    let properties = |name: &str| {
+        let map = ciborium::Value::Map(vec![
+            (0.into(), name.into()),
+            (2.into(), "core.ps.data".into()),
+        ]);
+        Request::post("ps")
+            .with_payload(wire::encode(&map).unwrap())
+            .with_content_format(CONTENT_FORMAT_CBOR)
+    };
+    let device = socket(Some((&keys, "sensor-1")), broker, &broker_kid(1)).await;
+    let answer = send(&device, broker, properties("ps-by-device")).await;
+    assert_eq!(answer.code(), Code::FORBIDDEN, "{}", reason(&answer));
+
+    let client = socket(Some((&keys, "client")), broker, &broker_kid(1)).await;
+    let answer = send(&client, broker, properties("ps-sec")).await;
+    assert_eq!(answer.code(), Code::CREATED, "{}", reason(&answer));
+    let zk = zk_as(&c, &keys, "client").await;
+    assert!(zk.exists("/topics/ps-sec").await.unwrap().is_some());
+    assert!(zk.exists("/topics/ps-by-device").await.unwrap().is_none());
+
+    let publish = Request::put("ps/data/ps-sec").with_payload(b"21.5".to_vec());
+    let answer = send(&client, broker, publish).await;
+    assert!(answer.code().is_success(), "{}", reason(&answer));
+    let answer = send(&client, broker, Request::get("ps/data/ps-sec")).await;
+    assert_eq!(answer.code(), Code::CONTENT, "{}", reason(&answer));
+    assert_eq!(answer.payload(), b"21.5");
+
+    let answer = send(&client, broker, Request::delete("ps/ps-sec")).await;
+    assert_eq!(answer.code(), Code::DELETED, "{}", reason(&answer));
+    assert!(zk.exists("/topics/ps-sec").await.unwrap().is_none());
+}

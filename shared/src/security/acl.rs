@@ -736,6 +736,11 @@ allow role:broker znodes:/consumers/dev.* create,write
 allow role:broker znode:/topics create
 allow role:broker znode:/topics/downlink.* create
 allow role:broker topic:downlink.* create
+# ... serve the pub-sub interface (`/ps`) as its requesters' deputy: the broker first
+# checks the requester's own topic create/delete right, then writes the topic's znodes,
+allow role:broker znode:/topics/* create,delete
+allow role:broker znode:/topics/*/pubsub create,write,delete
+allow role:broker znodes:/topics/*/partitions delete
 # ... and forward and replicate records.
 allow role:broker topic:* produce,consume,describe
 # Clients: sessions, every topic, the metadata, consumer group offsets.
@@ -1075,7 +1080,11 @@ mod tests {
             znode("/topics/t/partitions/3"),
             &[Create, Delete],
         );
-        denied(&policy, &b1, znode("/topics/t"), &[Write, Delete]);
+        // A broker creates and deletes topics for the pub-sub interface (after checking
+        // its requester's topic right), but never rewrites a topic's configuration.
+        denied(&policy, &b1, znode("/topics/t"), &[Write]);
+        allowed(&policy, &b1, znode("/topics/t"), &[Create, Delete]);
+        allowed(&policy, &b1, znode("/topics/t/pubsub"), &[Create, Write, Delete]);
         denied(&policy, &b1, znode("/topics/t/partitions"), &[Write]);
         allowed(
             &policy,
@@ -1130,7 +1139,8 @@ mod tests {
         );
         denied(&policy, &b1, znode("/consumers/app/t/0"), &[Write, Create]);
         allowed(&policy, &b1, znode("/topics/downlink.s1"), &[Create]);
-        denied(&policy, &b1, znode("/topics/orders"), &[Create]);
+        // ... and any topic for the pub-sub interface (its requester's right checked first).
+        allowed(&policy, &b1, znode("/topics/orders"), &[Create]);
     }
 
     #[test]
