@@ -17,6 +17,7 @@ use pehra_shared::wire::{
 use crate::client::CoapClient;
 use crate::energy::{Meter, PowerState, StateTimes};
 use crate::hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSocket};
+use crate::security::{broker_id, DeviceKeys, DeviceSecurity};
 
 /// The readings kept while no gateway answers (oldest dropped first, counted).
 pub const READINGS_CAPACITY: usize = 64;
@@ -99,6 +100,9 @@ pub struct DeviceStats {
     pub timeouts: u64,
     /// Sensor or storage errors.
     pub hal_errors: u64,
+    /// Requests not sent because no OSCORE context could be had for the gateway (its
+    /// broker id unknown): a secured device never sends in the clear.
+    pub no_context: u64,
 }
 
 /// What a cycle did, and when to wake.
@@ -141,6 +145,8 @@ pub struct Device<U, C, S, St, R, A> {
     meter: Meter,
     stats: DeviceStats,
     last_rtt_ms: u32,
+    /// OSCORE towards the brokers (`None`: plain CoAP).
+    security: Option<DeviceSecurity>,
 }
 
 impl<U, C, S, St, R, A> Device<U, C, S, St, R, A>
@@ -159,10 +165,37 @@ where
     /// new incarnation).
     pub async fn boot(
         config: DeviceConfig,
+        settings: Settings,
+        coap: Config,
+        parts: Parts<U, C, S, St, R, A>,
+        rng: &mut impl Rng,
+    ) -> Self {
+        Self::boot_with(config, settings, coap, parts, rng, None).await
+    }
+
+    /// Boots a device that protects every request with OSCORE (`docs/security.md`):
+    /// `keys` from its credential file, `brokers` the broker id serving at each
+    /// configured gateway (it learns the Pehredar's from check-in replies). Storage
+    /// keeps its ID Context and a claim on sequence numbers (see [`crate::security`]).
+    pub async fn boot_secured(
+        config: DeviceConfig,
+        settings: Settings,
+        coap: Config,
+        parts: Parts<U, C, S, St, R, A>,
+        rng: &mut impl Rng,
+        keys: DeviceKeys,
+        brokers: Vec<(SocketAddr, u32)>,
+    ) -> Self {
+        Self::boot_with(config, settings, coap, parts, rng, Some((keys, brokers))).await
+    }
+
+    async fn boot_with(
+        config: DeviceConfig,
         mut settings: Settings,
         coap: Config,
         mut parts: Parts<U, C, S, St, R, A>,
         rng: &mut impl Rng,
+        secured: Option<(DeviceKeys, Vec<(SocketAddr, u32)>)>,
     ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
@@ -188,6 +221,12 @@ where
         node.restore(&persisted.node);
         settings.alarm_interval_ms = node.config().alarm_interval_ms;
         let restored = core::mem::take(&mut persisted.readings);
+        let security = secured.map(|(keys, brokers)| {
+            let mut random = [0u8; 8];
+            rng.fill_bytes(&mut random);
+            let resume = persisted.oscore.take();
+            DeviceSecurity::new(keys, brokers, resume, u64::from_be_bytes(random))
+        });
         let now = parts.clock.now_ms();
         let mut device = Device {
             node,
@@ -206,9 +245,14 @@ where
                 ..DeviceStats::default()
             },
             last_rtt_ms: 0,
+            security,
         };
         for record in restored {
             device.readings.push(record);
+        }
+        if device.security.is_some() {
+            // The claim on sequence numbers is stored before anything is sent.
+            device.persist().await;
         }
         device
     }
@@ -287,6 +331,7 @@ where
             match reply {
                 Ok(reply) => {
                     self.last_rtt_ms = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                    self.learn_pehredar(&reply);
                     match self
                         .node
                         .on_checkin_reply(now, to, &reply, self.readings.len())
@@ -431,6 +476,9 @@ where
                 self.stats.bad_responses += 1;
                 return 0;
             };
+            if !self.secure(gateway).await {
+                return 0;
+            }
             self.radio.set_mode(RadioMode::Tx);
             let before = self.client.stats().bytes_sent;
             self.client
@@ -487,8 +535,50 @@ where
     async fn persist(&mut self) {
         self.persisted.node = self.node.memory();
         self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
+        self.persisted.oscore = self.security.as_ref().map(DeviceSecurity::resume);
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
+        }
+    }
+
+    /// Makes a request to `to` ready to go out: with OSCORE, a context for its broker
+    /// (derived on first use) and the claim on sequence numbers stored if it must be
+    /// raised. `false`: it must not be sent (no context: its broker is unknown).
+    async fn secure(&mut self, to: SocketAddr) -> bool {
+        let Some(security) = self.security.as_mut() else {
+            return true;
+        };
+        if !self.client.is_secured(&to) {
+            match security.context_for(to) {
+                Some(Ok(context)) => self.client.secure_peer(to, context),
+                _ => {
+                    self.stats.no_context += 1;
+                    return false;
+                }
+            }
+        }
+        let next = self.client.next_sequence(&to).unwrap_or(0);
+        if security.before_request(next) {
+            self.persist().await;
+        }
+        true
+    }
+
+    /// A check-in reply named the Pehredar and its address: with OSCORE, which broker
+    /// serves there.
+    fn learn_pehredar(&mut self, reply: &CheckInReply) {
+        let Some(security) = self.security.as_mut() else {
+            return;
+        };
+        let addr = reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>);
+        let id = reply.pehredar.as_deref().and_then(broker_id);
+        if let (Some(Ok(addr)), Some(id)) = (addr, id) {
+            if security.learn(addr, id) && self.client.is_secured(&addr) {
+                // Another broker serves there now: its context replaces the old one.
+                if let Some(Ok(context)) = security.context_for(addr) {
+                    self.client.secure_peer(addr, context);
+                }
+            }
         }
     }
 
@@ -502,6 +592,9 @@ where
         let Some(request) = cbor_request(path, body) else {
             return Err(CallError::Bad);
         };
+        if !self.secure(to).await {
+            return Err(CallError::NoAnswer);
+        }
         self.radio.set_mode(RadioMode::Rx);
         let now = self.clock.now_ms();
         self.meter.enter(now, PowerState::Rx);
