@@ -44,6 +44,7 @@ macro_rules! log_warn {
 
 pub mod client;
 pub mod energy;
+pub mod frame;
 pub mod hal;
 #[cfg(any(feature = "net-ipv4", feature = "net-ipv6"))]
 pub mod net;
@@ -52,6 +53,7 @@ pub mod security;
 
 pub use client::{ClientError, CoapClient};
 pub use energy::{Board, Meter, PowerState, StateTimes};
+pub use frame::OwnFrame;
 pub use hal::{Clock, Persisted, Radio, RadioMode, Rng, SeededRng, Sensor, Storage, UdpSocket};
 pub use node::{Application, CycleReport, Device, DeviceStats, Parts, SetInterval, Settings};
-pub use security::{DeviceKeys, DeviceSecurity, OscoreResume};
+pub use security::{split_broker, DeviceKeys, DeviceSecurity, OscoreResume};

@@ -250,9 +250,11 @@ where
         for record in restored {
             device.readings.push(record);
         }
-        if device.security.is_some() {
+        if device.security.is_some() && device.persist().await {
             // The claim on sequence numbers is stored before anything is sent.
-            device.persist().await;
+            if let Some(security) = device.security.as_mut() {
+                security.claim_stored();
+            }
         }
         device
     }
@@ -325,8 +327,9 @@ where
             let body = self.node.checkin(now, health, !self.readings.is_empty());
             let sent = self.clock.now_ms();
             let reply = self
-                .call::<_, CheckInReply>(to, "/dev/checkin", &body)
-                .await;
+                .call(to, "/dev/checkin", wire::encode(&body).ok())
+                .await
+                .and_then(|r| self.decode::<CheckInReply>(&r));
             let now = self.clock.now_ms();
             match reply {
                 Ok(reply) => {
@@ -472,7 +475,7 @@ where
         };
         let path = format!("/dev/{}/readings", self.node.config().name);
         if self.settings.acks == Acks::None {
-            let Some(request) = cbor_request(&path, &body) else {
+            let Some(request) = cbor_request(&path, wire::encode(&body).ok()) else {
                 self.stats.bad_responses += 1;
                 return 0;
             };
@@ -490,7 +493,8 @@ where
             self.stats.readings_published += n as u64;
             return n;
         }
-        match self.call::<_, ProduceResponse>(gateway, &path, &body).await {
+        let result = self.call(gateway, &path, wire::encode(&body).ok()).await;
+        match result.and_then(|r| self.decode::<ProduceResponse>(&r)) {
             Ok(_) => {
                 self.readings.ack(n);
                 self.stats.readings_published += n as u64;
@@ -513,8 +517,9 @@ where
                 max_bytes: self.settings.downlink_max_bytes,
             };
             let Ok(response) = self
-                .call::<_, DownlinkResponse>(gateway, &path, &body)
+                .call(gateway, &path, wire::encode(&body).ok())
                 .await
+                .and_then(|r| self.decode::<DownlinkResponse>(&r))
             else {
                 break;
             };
@@ -532,13 +537,16 @@ where
         got
     }
 
-    async fn persist(&mut self) {
+    /// Saves the state; `false` if storage failed.
+    async fn persist(&mut self) -> bool {
         self.persisted.node = self.node.memory();
         self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
         self.persisted.oscore = self.security.as_ref().map(DeviceSecurity::resume);
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
+            return false;
         }
+        true
     }
 
     /// Makes a request to `to` ready to go out: with OSCORE, a context for its broker
@@ -559,7 +567,14 @@ where
         }
         let next = self.client.next_sequence(&to).unwrap_or(0);
         if security.before_request(next) {
-            self.persist().await;
+            // A claim not stored must not be used: a reset would go back to the last
+            // one stored, below numbers this request would use.
+            if !self.persist().await {
+                return false;
+            }
+            if let Some(security) = self.security.as_mut() {
+                security.claim_stored();
+            }
         }
         true
     }
@@ -582,13 +597,14 @@ where
         }
     }
 
-    /// POSTs `body` as CBOR and decodes a 2.xx answer as `T`.
-    async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    /// POSTs `body` (CBOR; `None`: it did not encode) and waits for a 2.xx answer. Not
+    /// generic (one copy of the exchange's state machine for every message type).
+    async fn call(
         &mut self,
         to: SocketAddr,
         path: &str,
-        body: &B,
-    ) -> Result<T, CallError> {
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, CallError> {
         let Some(request) = cbor_request(path, body) else {
             return Err(CallError::Bad);
         };
@@ -615,6 +631,14 @@ where
             self.stats.bad_responses += 1;
             return Err(CallError::Bad);
         }
+        Ok(response)
+    }
+
+    /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).
+    fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        response: &Response,
+    ) -> Result<T, CallError> {
         wire::decode::<T>(response.payload()).map_err(|_| {
             self.stats.bad_responses += 1;
             CallError::Bad
@@ -622,11 +646,10 @@ where
     }
 }
 
-fn cbor_request<B: serde::Serialize>(path: &str, body: &B) -> Option<Request> {
-    let bytes = wire::encode(body).ok()?;
+fn cbor_request(path: &str, body: Option<Vec<u8>>) -> Option<Request> {
     Some(
         Request::post(path)
             .with_content_format(CONTENT_FORMAT_CBOR)
-            .with_payload(bytes),
+            .with_payload(body?),
     )
 }

@@ -83,6 +83,19 @@ pub fn broker_id(name: &str) -> Option<u32> {
     name.strip_prefix("broker-")?.parse().ok()
 }
 
+/// A configured gateway `N@ADDR` split into broker id `N` and `ADDR` (without `N@`: no
+/// id, `ADDR` whole). The boards' `PEHRA_GATEWAY` lists take this form; an item without
+/// an id is taken to be broker `position + 1`.
+pub fn split_broker(item: &str) -> (Option<u32>, &str) {
+    match item.split_once('@') {
+        Some((id, addr)) => match id.trim().parse() {
+            Ok(id) => (Some(id), addr.trim()),
+            Err(_) => (None, item),
+        },
+        None => (None, item),
+    }
+}
+
 /// What a device keeps of OSCORE across a reset: its ID Context and a claim on sender
 /// sequence numbers (every number used is below it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -130,6 +143,8 @@ pub struct DeviceSecurity {
     first_sequence: u64,
     brokers: Vec<(SocketAddr, u32)>,
     claim: Claim,
+    /// The claim in memory is not stored yet.
+    unstored: bool,
 }
 
 impl DeviceSecurity {
@@ -151,6 +166,7 @@ impl DeviceSecurity {
             first_sequence,
             brokers,
             claim: Claim::starting_at(first_sequence),
+            unstored: true,
         }
     }
 
@@ -206,11 +222,21 @@ impl DeviceSecurity {
     }
 
     /// A request is about to go out in a context whose next sequence number is `next`:
-    /// `true` if the claim was raised and must be stored first. (Each broker's context
+    /// `true` if the claim was raised (or never stored) and must be stored first; no
+    /// request may go out until it is ([`Self::claim_stored`]). (Each broker's context
     /// has keys of its own, so the contexts may use the same numbers; one claim above
     /// all of them is what a reset needs.)
     pub fn before_request(&mut self, next: u64) -> bool {
-        self.claim.needs_raise(next)
+        if self.claim.needs_raise(next) {
+            self.unstored = true;
+        }
+        self.unstored
+    }
+
+    /// [`Self::resume`] was stored (after a start, or after [`Self::before_request`]
+    /// said so): requests may use numbers up to the claim's margin.
+    pub fn claim_stored(&mut self) {
+        self.unstored = false;
     }
 }
 
@@ -246,6 +272,13 @@ mod tests {
             !format!("{k:?}").contains("0707"),
             "the key stays out of Debug"
         );
+    }
+
+    #[test]
+    fn gateways_may_name_their_broker() {
+        assert_eq!(split_broker("2@10.0.0.1:5683"), (Some(2), "10.0.0.1:5683"));
+        assert_eq!(split_broker("[fd00::1]:5683"), (None, "[fd00::1]:5683"));
+        assert_eq!(split_broker("x@1.2.3.4:1"), (None, "x@1.2.3.4:1"));
     }
 
     #[test]
@@ -299,6 +332,14 @@ mod tests {
         .unwrap();
         assert_eq!(theirs.recipient_key(), ctx.sender_key());
 
+        assert!(s.before_request(0), "not stored yet");
+        s.claim_stored();
+        assert!(!s.before_request(0));
+        assert!(s.before_request(CLAIM_STEP), "raised");
+        assert!(s.before_request(CLAIM_STEP), "until stored");
+        s.claim_stored();
+        assert!(!s.before_request(CLAIM_STEP));
+        let s = DeviceSecurity::new(keys(), vec![(addr(5683), 1)], None, 42);
         let stored = s.resume();
         assert_eq!(
             stored,

@@ -301,15 +301,19 @@ impl Sensor for Thermometer {
     }
 }
 
+/// Storage; `.1` set: every save fails.
 #[derive(Clone, Default)]
-struct Flash(Rc<RefCell<Option<Vec<u8>>>>);
+struct Flash(Rc<RefCell<Option<Vec<u8>>>>, Rc<Cell<bool>>);
 
 impl Storage for Flash {
-    type Error = Infallible;
-    async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
+    type Error = ();
+    async fn load(&mut self) -> Result<Option<Persisted>, ()> {
         Ok(self.0.borrow().as_deref().and_then(Persisted::decode))
     }
-    async fn save(&mut self, p: &Persisted) -> Result<(), Infallible> {
+    async fn save(&mut self, p: &Persisted) -> Result<(), ()> {
+        if self.1.get() {
+            return Err(());
+        }
         *self.0.borrow_mut() = Some(p.encode().to_vec());
         Ok(())
     }
@@ -766,4 +770,21 @@ fn a_secured_device_follows_the_pehredar_to_another_broker() {
     assert_eq!(w.checkins(2), 1);
     assert_eq!(w.net.borrow().refused, 0);
     assert_eq!(d.stats().no_context, 0);
+}
+
+#[test]
+fn a_secured_device_sends_nothing_while_it_cannot_store_its_claim() {
+    let w = World::secure(&[1]);
+    let flash = Flash::default();
+    flash.1.set(true);
+    let mut d = secured_device(&w, &[1], flash.clone(), DEVICE_KEY);
+    let r = cycle(&mut d);
+    assert_eq!(r.published, 0);
+    assert_eq!(d.client().stats().datagrams_sent, 0, "nothing sent");
+    // Storage works again: the claim is stored, then the requests go.
+    flash.1.set(false);
+    assert_eq!(cycle(&mut d).published, 2);
+    let stored = Persisted::decode(flash.0.borrow().as_ref().unwrap()).unwrap();
+    let next = d.client().next_sequence(&addr(1)).unwrap();
+    assert!(next < stored.oscore.unwrap().claim);
 }

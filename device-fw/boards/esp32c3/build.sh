@@ -16,7 +16,7 @@ export PEHRA_WIFI_SSID="${PEHRA_WIFI_SSID:-pehra-placeholder-ssid}"
 export PEHRA_WIFI_PASSWORD="${PEHRA_WIFI_PASSWORD:-pehra-placeholder-password}"
 # 192.0.2.0/24 is TEST-NET-1 (documentation only): nothing answers there.
 export PEHRA_GATEWAY="${PEHRA_GATEWAY:-192.0.2.1:5683}"
-ELF=target/riscv32imc-unknown-none-elf/release/pehra-esp32c3
+ELF="${CARGO_TARGET_DIR:-target}/riscv32imc-unknown-none-elf/release/pehra-esp32c3"
 
 rustup target list --installed 2>/dev/null | grep -qx riscv32imc-unknown-none-elf \
   || rustup target add riscv32imc-unknown-none-elf

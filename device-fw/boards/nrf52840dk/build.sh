@@ -22,7 +22,7 @@ export PEHRA_CHANNEL="${PEHRA_CHANNEL:-26}"
 STACK_RESERVE="${STACK_RESERVE:-16384}"
 FLASH_BUDGET="${FLASH_BUDGET:-196608}"
 RAM_BUDGET="${RAM_BUDGET:-65536}"
-ELF=target/thumbv7em-none-eabihf/release/pehra-nrf52840dk
+ELF="${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/pehra-nrf52840dk"
 
 rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf \
   || rustup target add thumbv7em-none-eabihf

@@ -15,7 +15,7 @@ mod bounded;
 mod client;
 #[cfg(test)]
 mod limit_tests;
-mod map;
+pub(crate) mod map;
 #[cfg(test)]
 mod oscore_tests;
 mod secure;
