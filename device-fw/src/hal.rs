@@ -250,7 +250,9 @@ impl Clock for EmbassyClock {
 
 /// [`Storage`] in a RAM static, for a board whose sleep keeps RAM (System ON idle, a
 /// timer wait): it survives every sleep; a reset empties it, and the device starts as a
-/// new incarnation. [`Persisted`] is kept as a value, not encoded. One per firmware.
+/// new incarnation. [`Persisted`] is kept as a value, not encoded, and without its
+/// readings: they stay in the `Device`, which lives as long as this storage does (a copy
+/// here would only double their heap). One per firmware.
 #[cfg(feature = "embassy")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RamStorage;
@@ -270,7 +272,15 @@ impl Storage for RamStorage {
     }
 
     async fn save(&mut self, persisted: &Persisted) -> Result<(), Self::Error> {
-        critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
+        let kept = Persisted {
+            name: persisted.name.clone(),
+            readings_seq: persisted.readings_seq,
+            incarnation: persisted.incarnation,
+            node: persisted.node.clone(),
+            readings: Vec::new(),
+            oscore: persisted.oscore,
+        };
+        critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(kept));
         Ok(())
     }
 }
