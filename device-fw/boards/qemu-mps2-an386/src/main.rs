@@ -17,7 +17,7 @@
 //! build.rs through `../device_keys.rs`; without it the firmware is unprovisioned and
 //! refused), `PEHRA_GATEWAY_IP` (10.0.2.2: the host's loopback seen from QEMU's user
 //! network), `PEHRA_GATEWAY_PORT` (5683), `PEHRA_GATEWAY_BROKER` (1: the broker id
-//! there), `PEHRA_DEVICE_NAME` (`qemu-1`; the credential file's name if given), `PEHRA_ALARM_S` (2),
+//! there), `PEHRA_DEVICE_NAME` (`qemu-1`; must agree with the credential file's name, which is used), `PEHRA_ALARM_S` (2),
 //! `PEHRA_ACKS` (`all`; `1`/`leader`, `0`/`none`), `PEHRA_CYCLES` (0: forever; N: exit
 //! QEMU through semihosting after N cycles, with success if every cycle checked in and
 //! published).
