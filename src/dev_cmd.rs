@@ -173,7 +173,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         logs.display()
     );
 
-    let keys = ensure_keys(&args.data_dir.join("keys"), args.brokers)?;
+    let keys = ensure_keys(&args.data_dir.join("keys"), args.brokers, args.devices)?;
     let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
     let mut children = Vec::new();
     let zk_args: Vec<String> = vec![
@@ -201,7 +201,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     eprintln!("  zookeeper  udp {zk_addr}");
     for id in 1..=args.brokers {
         let port = args.broker_port + id as u16 - 1;
-        let mut broker_args: Vec<String> = vec![
+        let broker_args: Vec<String> = vec![
             "broker".into(),
             "--credentials".into(),
             cred(&format!("broker-{id}")),
@@ -221,10 +221,6 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             "--alarm-interval-ms".into(),
             args.alarm_interval_ms.to_string(),
         ];
-        if args.devices > 0 {
-            // The simulated devices run the firmware's node loop, which has no OSCORE yet.
-            broker_args.push("--insecure-device-routes".into());
-        }
         let name = format!("broker {id}");
         children.push(
             Child::start(
@@ -588,8 +584,8 @@ impl PehraView {
 }
 
 /// The cluster's keys in `dir` (made by `pehra keys init` the first time, with brokers
-/// added when a later run has more), returned as `dir`.
-fn ensure_keys(dir: &Path, brokers: u32) -> Result<PathBuf> {
+/// and devices `dev-0001`.. added when a later run has more), returned as `dir`.
+fn ensure_keys(dir: &Path, brokers: u32, devices: u32) -> Result<PathBuf> {
     let exe = std::env::current_exe().context("finding the pehra executable")?;
     let run = |args: &[&str]| -> Result<()> {
         let out = std::process::Command::new(&exe)
@@ -606,9 +602,22 @@ fn ensure_keys(dir: &Path, brokers: u32) -> Result<PathBuf> {
         Ok(())
     };
     let dir_text = dir.display().to_string();
+    let device_names: Vec<String> = (1..=devices).map(|i| format!("dev-{i:04}")).collect();
     if !dir.join("registry.json").exists() {
-        run(&["keys", "init", &dir_text, "--brokers", &brokers.to_string()])?;
+        let mut init = vec!["keys", "init", &dir_text];
+        let brokers_text = brokers.to_string();
+        init.extend(["--brokers", &brokers_text]);
+        let list = device_names.join(",");
+        if devices > 0 {
+            init.extend(["--devices", &list]);
+        }
+        run(&init)?;
         eprintln!("  keys       made in {dir_text} (pehra keys init)");
+    }
+    for name in &device_names {
+        if !dir.join(format!("{name}.cred")).exists() {
+            run(&["keys", "add", &dir_text, name, "--role", "device"])?;
+        }
     }
     for id in 1..=brokers {
         let name = format!("broker-{id}");
@@ -665,6 +674,9 @@ async fn start_devices(
             &args.data_dir.join("devices").display().to_string(),
             "--credentials",
             &args.data_dir.join("keys/client.cred").display().to_string(),
+            // The devices' own credentials: they speak OSCORE, as the firmware does.
+            "--device-keys",
+            &args.data_dir.join("keys").display().to_string(),
         ])
         .stdout(out)
         .stderr(Stdio::null())

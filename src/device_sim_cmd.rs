@@ -10,7 +10,8 @@ use clap::Args;
 use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS, DEEP_SLEEP_MIN_MS};
 use pehra_device_fw::hal::NoRadio;
 use pehra_device_fw::{
-    Clock, Device, Parts, Persisted, SeededRng, Sensor, SetInterval, Settings, Storage, UdpSocket,
+    Clock, Device, DeviceKeys, Parts, Persisted, SeededRng, Sensor, SetInterval, Settings, Storage,
+    UdpSocket,
 };
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::device::DeviceConfig;
@@ -59,11 +60,15 @@ pub struct DeviceSimArgs {
     /// Where the devices keep their state.
     #[arg(long, default_value = "pehra-data/devices")]
     data_dir: PathBuf,
-    /// Credentials for reading the gateways from a secure zookeeper (the devices
-    /// themselves speak plain CoAP: the firmware has no OSCORE yet, so their brokers
-    /// need --insecure-device-routes).
+    /// Credentials for reading the gateways from a secure zookeeper.
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
+    /// A `pehra keys` directory with each device's credentials (`dev-0001.cred`, ...):
+    /// the devices then protect every request with OSCORE, as the firmware does. Without
+    /// it they speak plain CoAP (their brokers need --insecure-device-routes, or no
+    /// security). With --gateway, the Nth gateway is taken to be broker N.
+    #[arg(long)]
+    device_keys: Option<PathBuf>,
 }
 
 /// Runs `pehra device-sim`.
@@ -88,11 +93,11 @@ pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
                 .await
                 .with_context(|| format!("reading /brokers/ids from {zk}"))?;
             brokers
-                .values()
-                .filter_map(|b| b.addr.parse::<SocketAddr>().ok())
+                .iter()
+                .filter_map(|(id, b)| Some((b.addr.parse::<SocketAddr>().ok()?, *id)))
                 .collect::<Vec<_>>()
         }
-        None => args.gateway.clone(),
+        None => args.gateway.iter().copied().zip(1..).collect(),
     };
     if gateways.is_empty() {
         bail!("no gateway: give --gateway ADDR or --zookeeper ADDR with brokers registered");
@@ -118,7 +123,23 @@ struct Slot {
 /// response timeout (5 s) for each of a check-in, a publish and a downlink fetch.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
-async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) -> Result<ExitCode> {
+/// Device `name`'s keys from `dir/name.cred`.
+fn device_keys(dir: &std::path::Path, name: &str) -> Result<DeviceKeys> {
+    let credentials =
+        pehra_shared::security::credentials::Credentials::load(dir.join(format!("{name}.cred")))
+            .with_context(|| format!("device {name}'s credentials"))?;
+    Ok(DeviceKeys {
+        kid: credentials.identity().kid.clone(),
+        identity_key: *credentials.identity_key(),
+    })
+}
+
+async fn simulate(
+    args: DeviceSimArgs,
+    brokers: Vec<(SocketAddr, u32)>,
+    acks: Acks,
+) -> Result<ExitCode> {
+    let gateways: Vec<SocketAddr> = brokers.iter().map(|&(a, _)| a).collect();
     let base = tokio::time::Instant::now();
     let clock = TokioClock::start();
     // At the end every device finishes the cycle it is in (its exchanges answered, its
@@ -132,6 +153,11 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
             .await
             .context("binding a device socket")?;
         let name = format!("dev-{:04}", i + 1);
+        let keys = match &args.device_keys {
+            Some(dir) => Some(device_keys(dir, &name)?),
+            None => None,
+        };
+        let brokers = brokers.clone();
         let config = DeviceConfig::new(&name, gateways.clone(), interval_ms);
         let settings = Settings {
             topic: args.topic.clone(),
@@ -166,7 +192,13 @@ async fn simulate(args: DeviceSimArgs, gateways: Vec<SocketAddr>, acks: Acks) ->
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
             let mut rng = SeededRng::from_u64(seed(i as u64));
-            let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
+            let mut device = match keys {
+                Some(keys) => {
+                    Device::boot_secured(config, settings, coap, parts, &mut rng, keys, brokers)
+                        .await
+                }
+                None => Device::boot(config, settings, coap, parts, &mut rng).await,
+            };
             loop {
                 slots.borrow_mut()[i as usize].awake = true;
                 // A cycle is never cut short: what it sent is answered and persisted.

@@ -6,6 +6,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use pehra_shared::coap::{Config, Engine, Event, ExchangeError, Request, Response};
+use pehra_shared::oscore::SecurityContext;
 use pehra_shared::Instant;
 
 use crate::hal::{Clock, UdpSocket};
@@ -59,6 +60,22 @@ impl<U: UdpSocket> CoapClient<U> {
     /// The counters.
     pub fn stats(&self) -> ClientStats {
         self.stats
+    }
+
+    /// Protects every request to `peer` with `context` from now on (OSCORE; see
+    /// [`Engine::secure_peer`]).
+    pub fn secure_peer(&mut self, peer: SocketAddr, context: SecurityContext) {
+        self.engine.secure_peer(peer, context);
+    }
+
+    /// Whether requests to `peer` are protected.
+    pub fn is_secured(&self, peer: &SocketAddr) -> bool {
+        self.engine.is_secured(peer)
+    }
+
+    /// The next sender sequence number towards `peer`, if it is secured.
+    pub fn next_sequence(&self, peer: &SocketAddr) -> Option<u64> {
+        self.engine.next_sequence(peer)
     }
 
     /// The socket.

@@ -8,6 +8,8 @@ use core::net::SocketAddr;
 
 use pehra_shared::pehra::device::NodeMemory;
 use pehra_shared::wire::{self, Record};
+
+use crate::security::OscoreResume;
 use serde::{Deserialize, Serialize};
 
 /// A UDP socket bound to the device's address.
@@ -115,6 +117,10 @@ pub struct Persisted {
     pub node: NodeMemory,
     /// The readings not acknowledged yet, oldest first.
     pub readings: Vec<Record>,
+    /// OSCORE's ID Context and sequence number claim, for a storage that survives a
+    /// reset (see [`crate::security`]); `None` for a plain device.
+    #[serde(default)]
+    pub oscore: Option<OscoreResume>,
 }
 
 /// [`Persisted`]'s encoded form, borrowing (so that a tail of the readings can be
@@ -127,6 +133,7 @@ struct PersistedRef<'a> {
     incarnation: u32,
     node: &'a NodeMemory,
     readings: &'a [Record],
+    oscore: Option<OscoreResume>,
 }
 
 impl Persisted {
@@ -137,6 +144,7 @@ impl Persisted {
             incarnation: self.incarnation,
             node: &self.node,
             readings: &self.readings[first_reading.min(self.readings.len())..],
+            oscore: self.oscore,
         };
         // Encoding into a Vec fails only when memory does (which aborts anyway).
         wire::encode(&view).unwrap_or_default()
@@ -242,7 +250,9 @@ impl Clock for EmbassyClock {
 
 /// [`Storage`] in a RAM static, for a board whose sleep keeps RAM (System ON idle, a
 /// timer wait): it survives every sleep; a reset empties it, and the device starts as a
-/// new incarnation. [`Persisted`] is kept as a value, not encoded. One per firmware.
+/// new incarnation. [`Persisted`] is kept as a value, not encoded, and without its
+/// readings: they stay in the `Device`, which lives as long as this storage does (a copy
+/// here would only double their heap). One per firmware.
 #[cfg(feature = "embassy")]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct RamStorage;
@@ -262,7 +272,15 @@ impl Storage for RamStorage {
     }
 
     async fn save(&mut self, persisted: &Persisted) -> Result<(), Self::Error> {
-        critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(persisted.clone()));
+        let kept = Persisted {
+            name: persisted.name.clone(),
+            readings_seq: persisted.readings_seq,
+            incarnation: persisted.incarnation,
+            node: persisted.node.clone(),
+            readings: Vec::new(),
+            oscore: persisted.oscore,
+        };
+        critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(kept));
         Ok(())
     }
 }
@@ -293,6 +311,10 @@ mod tests {
                 ..NodeMemory::default()
             },
             readings: (0..5).map(record).collect(),
+            oscore: Some(OscoreResume {
+                id_context: 0x0102_0304_0506_0708,
+                claim: 128,
+            }),
         }
     }
 

@@ -9,6 +9,8 @@
 //!   [`pehra_shared::pehra::device::DeviceNode`]'s.
 //! - `net` (features `net-ipv4`/`net-ipv6`): the [`hal::UdpSocket`] on embassy-net that
 //!   every board uses.
+//! - [`security`]: OSCORE towards the brokers: the device's keys, a context per broker,
+//!   the ID Context and sequence number claim kept across a reset.
 //! - [`energy`]: per-board currents (from the datasheets), charges per wake and per radio
 //!   start, and the time spent per power state, so a run can be turned into µAh/day and
 //!   battery life.
@@ -42,12 +44,16 @@ macro_rules! log_warn {
 
 pub mod client;
 pub mod energy;
+pub mod frame;
 pub mod hal;
 #[cfg(any(feature = "net-ipv4", feature = "net-ipv6"))]
 pub mod net;
 pub mod node;
+pub mod security;
 
 pub use client::{ClientError, CoapClient};
 pub use energy::{Board, Meter, PowerState, StateTimes};
+pub use frame::OwnFrame;
 pub use hal::{Clock, Persisted, Radio, RadioMode, Rng, SeededRng, Sensor, Storage, UdpSocket};
 pub use node::{Application, CycleReport, Device, DeviceStats, Parts, SetInterval, Settings};
+pub use security::{split_broker, DeviceKeys, DeviceSecurity, OscoreResume};

@@ -17,6 +17,7 @@ use pehra_shared::wire::{
 use crate::client::CoapClient;
 use crate::energy::{Meter, PowerState, StateTimes};
 use crate::hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSocket};
+use crate::security::{broker_id, DeviceKeys, DeviceSecurity};
 
 /// The readings kept while no gateway answers (oldest dropped first, counted).
 pub const READINGS_CAPACITY: usize = 64;
@@ -99,6 +100,9 @@ pub struct DeviceStats {
     pub timeouts: u64,
     /// Sensor or storage errors.
     pub hal_errors: u64,
+    /// Requests not sent because no OSCORE context could be had for the gateway (its
+    /// broker id unknown): a secured device never sends in the clear.
+    pub no_context: u64,
 }
 
 /// What a cycle did, and when to wake.
@@ -141,6 +145,8 @@ pub struct Device<U, C, S, St, R, A> {
     meter: Meter,
     stats: DeviceStats,
     last_rtt_ms: u32,
+    /// OSCORE towards the brokers (`None`: plain CoAP).
+    security: Option<DeviceSecurity>,
 }
 
 impl<U, C, S, St, R, A> Device<U, C, S, St, R, A>
@@ -159,10 +165,37 @@ where
     /// new incarnation).
     pub async fn boot(
         config: DeviceConfig,
+        settings: Settings,
+        coap: Config,
+        parts: Parts<U, C, S, St, R, A>,
+        rng: &mut impl Rng,
+    ) -> Self {
+        Self::boot_with(config, settings, coap, parts, rng, None).await
+    }
+
+    /// Boots a device that protects every request with OSCORE (`docs/security.md`):
+    /// `keys` from its credential file, `brokers` the broker id serving at each
+    /// configured gateway (it learns the Pehredar's from check-in replies). Storage
+    /// keeps its ID Context and a claim on sequence numbers (see [`crate::security`]).
+    pub async fn boot_secured(
+        config: DeviceConfig,
+        settings: Settings,
+        coap: Config,
+        parts: Parts<U, C, S, St, R, A>,
+        rng: &mut impl Rng,
+        keys: DeviceKeys,
+        brokers: Vec<(SocketAddr, u32)>,
+    ) -> Self {
+        Self::boot_with(config, settings, coap, parts, rng, Some((keys, brokers))).await
+    }
+
+    async fn boot_with(
+        config: DeviceConfig,
         mut settings: Settings,
         coap: Config,
         mut parts: Parts<U, C, S, St, R, A>,
         rng: &mut impl Rng,
+        secured: Option<(DeviceKeys, Vec<(SocketAddr, u32)>)>,
     ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
@@ -188,6 +221,12 @@ where
         node.restore(&persisted.node);
         settings.alarm_interval_ms = node.config().alarm_interval_ms;
         let restored = core::mem::take(&mut persisted.readings);
+        let security = secured.map(|(keys, brokers)| {
+            let mut random = [0u8; 8];
+            rng.fill_bytes(&mut random);
+            let resume = persisted.oscore.take();
+            DeviceSecurity::new(keys, brokers, resume, u64::from_be_bytes(random))
+        });
         let now = parts.clock.now_ms();
         let mut device = Device {
             node,
@@ -206,9 +245,16 @@ where
                 ..DeviceStats::default()
             },
             last_rtt_ms: 0,
+            security,
         };
         for record in restored {
             device.readings.push(record);
+        }
+        if device.security.is_some() && device.persist().await {
+            // The claim on sequence numbers is stored before anything is sent.
+            if let Some(security) = device.security.as_mut() {
+                security.claim_stored();
+            }
         }
         device
     }
@@ -281,12 +327,14 @@ where
             let body = self.node.checkin(now, health, !self.readings.is_empty());
             let sent = self.clock.now_ms();
             let reply = self
-                .call::<_, CheckInReply>(to, "/dev/checkin", &body)
-                .await;
+                .call(to, "/dev/checkin", wire::encode(&body).ok())
+                .await
+                .and_then(|r| self.decode::<CheckInReply>(&r));
             let now = self.clock.now_ms();
             match reply {
                 Ok(reply) => {
                     self.last_rtt_ms = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
+                    self.learn_pehredar(&reply);
                     match self
                         .node
                         .on_checkin_reply(now, to, &reply, self.readings.len())
@@ -427,10 +475,13 @@ where
         };
         let path = format!("/dev/{}/readings", self.node.config().name);
         if self.settings.acks == Acks::None {
-            let Some(request) = cbor_request(&path, &body) else {
+            let Some(request) = cbor_request(&path, wire::encode(&body).ok()) else {
                 self.stats.bad_responses += 1;
                 return 0;
             };
+            if !self.secure(gateway).await {
+                return 0;
+            }
             self.radio.set_mode(RadioMode::Tx);
             let before = self.client.stats().bytes_sent;
             self.client
@@ -442,7 +493,8 @@ where
             self.stats.readings_published += n as u64;
             return n;
         }
-        match self.call::<_, ProduceResponse>(gateway, &path, &body).await {
+        let result = self.call(gateway, &path, wire::encode(&body).ok()).await;
+        match result.and_then(|r| self.decode::<ProduceResponse>(&r)) {
             Ok(_) => {
                 self.readings.ack(n);
                 self.stats.readings_published += n as u64;
@@ -465,8 +517,9 @@ where
                 max_bytes: self.settings.downlink_max_bytes,
             };
             let Ok(response) = self
-                .call::<_, DownlinkResponse>(gateway, &path, &body)
+                .call(gateway, &path, wire::encode(&body).ok())
                 .await
+                .and_then(|r| self.decode::<DownlinkResponse>(&r))
             else {
                 break;
             };
@@ -484,24 +537,80 @@ where
         got
     }
 
-    async fn persist(&mut self) {
+    /// Saves the state; `false` if storage failed.
+    async fn persist(&mut self) -> bool {
         self.persisted.node = self.node.memory();
         self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
+        self.persisted.oscore = self.security.as_ref().map(DeviceSecurity::resume);
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
+            return false;
+        }
+        true
+    }
+
+    /// Makes a request to `to` ready to go out: with OSCORE, a context for its broker
+    /// (derived on first use) and the claim on sequence numbers stored if it must be
+    /// raised. `false`: it must not be sent (no context: its broker is unknown).
+    async fn secure(&mut self, to: SocketAddr) -> bool {
+        let Some(security) = self.security.as_mut() else {
+            return true;
+        };
+        if !self.client.is_secured(&to) {
+            match security.context_for(to) {
+                Some(Ok(context)) => self.client.secure_peer(to, context),
+                _ => {
+                    self.stats.no_context += 1;
+                    return false;
+                }
+            }
+        }
+        let next = self.client.next_sequence(&to).unwrap_or(0);
+        if security.before_request(next) {
+            // A claim not stored must not be used: a reset would go back to the last
+            // one stored, below numbers this request would use.
+            if !self.persist().await {
+                return false;
+            }
+            if let Some(security) = self.security.as_mut() {
+                security.claim_stored();
+            }
+        }
+        true
+    }
+
+    /// A check-in reply named the Pehredar and its address: with OSCORE, which broker
+    /// serves there.
+    fn learn_pehredar(&mut self, reply: &CheckInReply) {
+        let Some(security) = self.security.as_mut() else {
+            return;
+        };
+        let addr = reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>);
+        let id = reply.pehredar.as_deref().and_then(broker_id);
+        if let (Some(Ok(addr)), Some(id)) = (addr, id) {
+            if security.learn(addr, id) && self.client.is_secured(&addr) {
+                // Another broker serves there now: its context replaces the old one.
+                if let Some(Ok(context)) = security.context_for(addr) {
+                    self.client.secure_peer(addr, context);
+                }
+            }
         }
     }
 
-    /// POSTs `body` as CBOR and decodes a 2.xx answer as `T`.
-    async fn call<B: serde::Serialize, T: serde::de::DeserializeOwned>(
+    /// POSTs `body` (CBOR; `None`: it did not encode) and waits for a 2.xx answer. Not
+    /// generic (one copy of the exchange's state machine for every message type).
+    async fn call(
         &mut self,
         to: SocketAddr,
         path: &str,
-        body: &B,
-    ) -> Result<T, CallError> {
+        body: Option<Vec<u8>>,
+    ) -> Result<Response, CallError> {
         let Some(request) = cbor_request(path, body) else {
             return Err(CallError::Bad);
         };
+        if !self.secure(to).await {
+            return Err(CallError::NoAnswer);
+        }
         self.radio.set_mode(RadioMode::Rx);
         let now = self.clock.now_ms();
         self.meter.enter(now, PowerState::Rx);
@@ -522,6 +631,14 @@ where
             self.stats.bad_responses += 1;
             return Err(CallError::Bad);
         }
+        Ok(response)
+    }
+
+    /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).
+    fn decode<T: serde::de::DeserializeOwned>(
+        &mut self,
+        response: &Response,
+    ) -> Result<T, CallError> {
         wire::decode::<T>(response.payload()).map_err(|_| {
             self.stats.bad_responses += 1;
             CallError::Bad
@@ -529,11 +646,10 @@ where
     }
 }
 
-fn cbor_request<B: serde::Serialize>(path: &str, body: &B) -> Option<Request> {
-    let bytes = wire::encode(body).ok()?;
+fn cbor_request(path: &str, body: Option<Vec<u8>>) -> Option<Request> {
     Some(
         Request::post(path)
             .with_content_format(CONTENT_FORMAT_CBOR)
-            .with_payload(bytes),
+            .with_payload(body?),
     )
 }

@@ -10,11 +10,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll, Waker};
 
 use pehra_device_fw::hal::NoRadio;
+use pehra_device_fw::DeviceKeys;
 use pehra_device_fw::{
     Clock, Device, Parts, Persisted, Rng, Sensor, SetInterval, Settings, Storage, UdpSocket,
 };
-use pehra_shared::coap::{Code, Config, Engine, Event, Request, Response};
+use pehra_shared::coap::{Code, Config, Engine, Event, IncomingRequest, Response, ServerSecurity};
 use pehra_shared::pehra::device::DeviceConfig;
+use pehra_shared::security::{broker_kid, kid, pairwise_secret, Identity, KeyTable, PeerKey, Role};
 use pehra_shared::wire::{
     self, Acks, CheckIn, CheckInReply, DeviceReadings, Directive, DownlinkRequest,
     DownlinkResponse, ProduceResponse, Record,
@@ -51,6 +53,10 @@ struct Net {
     last_checkin: Option<CheckIn>,
     /// Datagrams the device sent since it last flushed its socket.
     unflushed: u32,
+    /// The gateways take only requests that verified as device `dev-0001` (OSCORE).
+    secure: bool,
+    /// Requests refused for that.
+    refused: u32,
 }
 
 #[derive(Clone)]
@@ -92,7 +98,50 @@ impl World {
     }
 }
 
-fn answer(net: &mut Net, gw: SocketAddr, now: u64, request: &Request) -> Response {
+/// The device's identity key in the secured tests.
+const DEVICE_KEY: [u8; 32] = [0x5e; 32];
+
+fn device_identity() -> Identity {
+    Identity {
+        name: "dev-0001".into(),
+        role: Role::Device,
+        kid: kid(Role::Device, 1),
+    }
+}
+
+impl World {
+    /// Gateways that take OSCORE only, gateway `p` being broker `p`, knowing device
+    /// `dev-0001` with identity key `DEVICE_KEY`.
+    fn secure(ports: &[u16]) -> World {
+        let w = World::new(ports);
+        w.set(|n| {
+            n.secure = true;
+            for (a, g) in n.gateways.iter_mut() {
+                let me = broker_kid(a.port() as u32);
+                let mut keys = KeyTable::new();
+                keys.insert(PeerKey {
+                    identity: device_identity(),
+                    secret: pairwise_secret(&DEVICE_KEY, &me),
+                });
+                g.engine
+                    .set_server_security(ServerSecurity::new(me, keys, 0));
+            }
+        });
+        w
+    }
+}
+
+fn answer(
+    net: &mut Net,
+    gw: SocketAddr,
+    now: u64,
+    incoming: &IncomingRequest<SocketAddr>,
+) -> Response {
+    let request = &incoming.request;
+    if net.secure && incoming.identity != Some(device_identity()) {
+        net.refused += 1;
+        return Response::new(Code::UNAUTHORIZED);
+    }
     let path: Vec<String> = request.path_segments().map(String::from).collect();
     let garble = net.gateways[&gw].garble;
     if garble {
@@ -192,7 +241,7 @@ impl UdpSocket for FakeUdp {
             }
         }
         for r in requests {
-            let response = answer(&mut net, to, now, &r.request);
+            let response = answer(&mut net, to, now, &r);
             net.gateways
                 .get_mut(&to)
                 .unwrap()
@@ -204,6 +253,7 @@ impl UdpSocket for FakeUdp {
         while let Some(tx) = gw.engine.poll_transmit() {
             out.push((tx.bytes, to));
         }
+
         net.inbox.extend(out);
         Ok(())
     }
@@ -251,15 +301,19 @@ impl Sensor for Thermometer {
     }
 }
 
+/// Storage; `.1` set: every save fails.
 #[derive(Clone, Default)]
-struct Flash(Rc<RefCell<Option<Vec<u8>>>>);
+struct Flash(Rc<RefCell<Option<Vec<u8>>>>, Rc<Cell<bool>>);
 
 impl Storage for Flash {
-    type Error = Infallible;
-    async fn load(&mut self) -> Result<Option<Persisted>, Infallible> {
+    type Error = ();
+    async fn load(&mut self) -> Result<Option<Persisted>, ()> {
         Ok(self.0.borrow().as_deref().and_then(Persisted::decode))
     }
-    async fn save(&mut self, p: &Persisted) -> Result<(), Infallible> {
+    async fn save(&mut self, p: &Persisted) -> Result<(), ()> {
+        if self.1.get() {
+            return Err(());
+        }
         *self.0.borrow_mut() = Some(p.encode().to_vec());
         Ok(())
     }
@@ -557,4 +611,180 @@ fn readings_sent_without_acks_leave_the_device_before_it_sleeps() {
         0,
         "the socket is flushed after the last send of the cycle"
     );
+}
+
+/// Fills with one byte value (a device's boots draw different values; FixedRng's 7s).
+struct ByteRng(u8);
+
+impl Rng for ByteRng {
+    fn fill_bytes(&mut self, buf: &mut [u8]) {
+        buf.fill(self.0);
+    }
+}
+
+fn secured_device(world: &World, gateways: &[u16], flash: Flash, key: [u8; 32]) -> Dev {
+    secured_device_drawing(world, gateways, flash, key, 7)
+}
+
+fn secured_device_drawing(
+    world: &World,
+    gateways: &[u16],
+    flash: Flash,
+    key: [u8; 32],
+    random: u8,
+) -> Dev {
+    let config = DeviceConfig::new(
+        "dev-0001",
+        gateways.iter().map(|p| addr(*p)).collect(),
+        ALARM,
+    );
+    let settings = Settings {
+        topic: "readings".into(),
+        acks: Acks::Leader,
+        max_batch: 16,
+        downlink_max_bytes: 512,
+        alarm_interval_ms: ALARM,
+    };
+    let parts = Parts {
+        udp: FakeUdp(world.clone()),
+        clock: FakeClock(world.now.clone()),
+        sensor: Thermometer,
+        storage: flash,
+        radio: NoRadio,
+        app: SetInterval,
+    };
+    let keys = DeviceKeys {
+        kid: kid(Role::Device, 1),
+        identity_key: key,
+    };
+    // Gateway `p` is broker `p`.
+    let brokers = gateways.iter().map(|p| (addr(*p), *p as u32)).collect();
+    block_on(Device::boot_secured(
+        config,
+        settings,
+        Config::default(),
+        parts,
+        &mut ByteRng(random),
+        keys,
+        brokers,
+    ))
+}
+
+#[test]
+fn a_secured_device_publishes_and_reads_downlink_over_oscore_only() {
+    let w = World::secure(&[1]);
+    let mut d = secured_device(&w, &[1], Flash::default(), DEVICE_KEY);
+    w.set(|n| n.downlink.push(rec("set-interval 30")));
+    let mut sent = Vec::new();
+    for _ in 0..3 {
+        let r = cycle(&mut d);
+        assert_eq!(r.published, 1);
+        sent.push(d.client().stats().datagrams_sent);
+    }
+    // Check-in (repeated once with the gateway's Echo: a new context), publish,
+    // downlink; then check-in, publish and the downlink commit; check-in, publish.
+    assert_eq!(sent, [4, 7, 9]);
+    assert_eq!(d.settings().alarm_interval_ms, 30_000, "downlink read");
+    assert_published_in_order_once(&w, 3);
+    assert_eq!(w.net.borrow().refused, 0);
+    assert_eq!(d.stats().bad_responses, 0);
+}
+
+#[test]
+fn a_device_with_the_wrong_key_is_refused_and_publishes_nothing() {
+    let w = World::secure(&[1]);
+    let mut d = secured_device(&w, &[1], Flash::default(), [0x11; 32]);
+    let r = cycle(&mut d);
+    assert_eq!(r.directive, None, "no check-in answered");
+    assert_eq!(r.published, 0);
+    assert!(w.net.borrow().readings.is_empty());
+    // A plain device is refused too.
+    let mut plain = device(&w, &[1], Flash::default());
+    assert_eq!(cycle(&mut plain).published, 0);
+    assert!(w.net.borrow().refused > 0);
+    assert!(w.net.borrow().readings.is_empty());
+}
+
+#[test]
+fn a_reset_resumes_the_id_context_above_every_sequence_number_used() {
+    let w = World::secure(&[1]);
+    let flash = Flash::default();
+    let mut d = secured_device(&w, &[1], flash.clone(), DEVICE_KEY);
+    let stored = |f: &Flash| {
+        Persisted::decode(f.0.borrow().as_ref().unwrap())
+            .unwrap()
+            .oscore
+    };
+    let at_boot = stored(&flash).expect("the claim is stored before anything is sent");
+    // Many cycles: the claim is raised (and stored) before it could be reached.
+    for _ in 0..40 {
+        assert_eq!(cycle(&mut d).published, 1);
+        let next = d.client().next_sequence(&addr(1)).unwrap();
+        assert!(next < stored(&flash).unwrap().claim);
+    }
+    assert_published_in_order_once(&w, 40);
+    let before = stored(&flash).unwrap();
+    assert_eq!(before.id_context, at_boot.id_context);
+    assert!(before.claim > at_boot.claim);
+    // A reset (deep sleep on an ESP32-C3, or a watchdog mid-cycle): the same ID
+    // Context, numbers from the claim on: the gateway's context goes on, no Echo.
+    drop(d);
+    let mut d = secured_device(&w, &[1], flash.clone(), DEVICE_KEY);
+    assert_eq!(
+        d.client().next_sequence(&addr(1)),
+        None,
+        "derived on first use"
+    );
+    assert_eq!(cycle(&mut d).published, 1);
+    assert_eq!(
+        d.client().stats().datagrams_sent,
+        2,
+        "check-in and publish: no Echo round trip"
+    );
+    assert_eq!(w.net.borrow().refused, 0, "nothing refused as a replay");
+    let after = stored(&flash).unwrap();
+    assert_eq!(after.id_context, before.id_context);
+    assert!(after.claim >= before.claim + pehra_device_fw::security::CLAIM_STEP);
+    // Without storage: a new random ID Context, a new context at the gateway.
+    drop(d);
+    let mut d = secured_device_drawing(&w, &[1], Flash::default(), DEVICE_KEY, 8);
+    assert_eq!(cycle(&mut d).published, 1);
+    assert_eq!(
+        d.client().stats().datagrams_sent,
+        3,
+        "with an Echo round trip"
+    );
+    assert_eq!(w.net.borrow().readings.len(), 42);
+}
+
+#[test]
+fn a_secured_device_follows_the_pehredar_to_another_broker() {
+    let w = World::secure(&[1, 2]);
+    // Configured with broker 1 only: it learns broker 2 from the check-in reply.
+    let mut d = secured_device(&w, &[1], Flash::default(), DEVICE_KEY);
+    w.set(|n| n.pehredar = Some(addr(2)));
+    cycle(&mut d);
+    let r = cycle(&mut d);
+    assert_eq!(r.gateway, Some(addr(2)));
+    assert_eq!(r.published, 1);
+    assert_eq!(w.checkins(2), 1);
+    assert_eq!(w.net.borrow().refused, 0);
+    assert_eq!(d.stats().no_context, 0);
+}
+
+#[test]
+fn a_secured_device_sends_nothing_while_it_cannot_store_its_claim() {
+    let w = World::secure(&[1]);
+    let flash = Flash::default();
+    flash.1.set(true);
+    let mut d = secured_device(&w, &[1], flash.clone(), DEVICE_KEY);
+    let r = cycle(&mut d);
+    assert_eq!(r.published, 0);
+    assert_eq!(d.client().stats().datagrams_sent, 0, "nothing sent");
+    // Storage works again: the claim is stored, then the requests go.
+    flash.1.set(false);
+    assert_eq!(cycle(&mut d).published, 2);
+    let stored = Persisted::decode(flash.0.borrow().as_ref().unwrap()).unwrap();
+    let next = d.client().next_sequence(&addr(1)).unwrap();
+    assert!(next < stored.oscore.unwrap().claim);
 }

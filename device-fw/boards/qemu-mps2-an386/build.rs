@@ -1,5 +1,7 @@
 use std::{env, fs, path::PathBuf};
 
+include!("../device_keys.rs");
+
 fn main() {
     let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
     fs::copy("memory.x", out.join("memory.x")).unwrap();
@@ -11,13 +13,14 @@ fn main() {
     )
     .unwrap();
     println!("cargo:rustc-link-search={}", out.display());
+    write_device_keys(&out, "qemu-1");
     println!("cargo:rerun-if-changed=memory.x");
     println!("cargo:rerun-if-changed=build.rs");
     for v in [
         "PEHRA_GATEWAY_IP",
         "PEHRA_GATEWAY_PORT",
         "PEHRA_CYCLES",
-        "PEHRA_DEVICE_NAME",
+        "PEHRA_GATEWAY_BROKER",
         "PEHRA_ALARM_S",
         "PEHRA_ACKS",
     ] {

@@ -11,7 +11,14 @@ use crate::Instant;
 use alloc::collections::VecDeque;
 use alloc::vec::Vec;
 use core::hash::Hash;
-use hashbrown::HashMap;
+
+/// The entries' map. A gateway's holds thousands: a hash map. A device's (no `server`
+/// feature) holds a handful: a sorted vector, without hashing code and its random seed
+/// (about 3 KiB of a firmware's flash).
+#[cfg(any(feature = "server", test))]
+type Entries<K, V> = hashbrown::HashMap<K, V>;
+#[cfg(not(any(feature = "server", test)))]
+type Entries<K, V> = super::engine::map::VecMap<K, V>;
 
 /// What is known about a message ID seen from a peer.
 #[derive(Debug, Clone, PartialEq)]
@@ -39,16 +46,16 @@ pub(crate) fn fingerprint(bytes: &[u8]) -> u64 {
 
 /// A bounded, time-limited map from `(peer, message ID)` to [`Seen`].
 pub(crate) struct DedupCache<A> {
-    entries: HashMap<(A, u16), Entry>,
+    entries: Entries<(A, u16), Entry>,
     /// Insertion order with expiry, for eviction; may hold stale keys (checked on pop).
     order: VecDeque<(Instant, A, u16)>,
     capacity: usize,
 }
 
-impl<A: Hash + Eq + Copy> DedupCache<A> {
+impl<A: Hash + Ord + Copy> DedupCache<A> {
     pub(crate) fn new(capacity: usize) -> Self {
         DedupCache {
-            entries: HashMap::new(),
+            entries: Entries::default(),
             order: VecDeque::new(),
             capacity: capacity.max(1),
         }

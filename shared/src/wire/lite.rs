@@ -205,7 +205,11 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
             Head::Uint(n) => v.visit_u64(n),
             Head::Nint(n) => match i64::try_from(n) {
                 Ok(n) => v.visit_i64(-1 - n),
-                Err(_) => v.visit_i128(-1 - n as i128),
+                // Below i64::MIN: no wire type holds such a number, and every visitor
+                // of theirs refuses it, as ciborium's decoder ends (`visit_i128`'s
+                // default formats the number into its message: 1.5 KiB of a firmware
+                // for i128 formatting, for nothing).
+                Err(_) => Err(LiteError),
             },
             Head::Bytes(len) => match self.string(len)? {
                 Cow::Borrowed(b) => v.visit_borrowed_bytes(b),
@@ -554,6 +558,13 @@ mod tests {
         );
         assert_eq!(from_slice::<Vec<u8>>(&[0x9f, 1, 2, 0xff]), Ok(vec![1, 2]));
         assert_eq!(from_slice::<f64>(&[0xf9, 0x3e, 0x00]), Ok(1.5));
+        // A negative number below i64::MIN (-2^64), where an i64 or a message is
+        // expected: refused by both decoders.
+        let below = [0x3b, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff];
+        assert!(from_slice::<i64>(&below).is_err());
+        assert!(ciborium::from_reader::<i64, _>(&below[..]).is_err());
+        assert!(from_slice::<ProduceResponse>(&below).is_err());
+        assert!(ciborium::from_reader::<ProduceResponse, _>(&below[..]).is_err());
     }
 
     /// Found by the `cbor_wire` fuzz target: a struct sent as an array (`[21]` as a

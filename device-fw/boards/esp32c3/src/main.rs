@@ -15,10 +15,20 @@
 //! WFI. esp-rtos' automatic light sleep is not used: esp-radio holds a wake lock while
 //! Wi-Fi is initialized, so it would never engage.
 //!
+//! OSCORE: every request is protected in the device's pairwise context towards the broker
+//! it goes to (credentials compiled in from `PEHRA_DEVICE_CREDENTIALS`, see the README).
+//! RTC fast memory keeps the ID Context and a claim on sequence numbers across the deep
+//! sleep (and any other reset that keeps it), so a wake goes on in the same contexts: no
+//! Echo round trip, and no nonce is used twice (the claim is stored before a number at
+//! or past it could be used, `pehra_device_fw::security`). A power-on reset loses it:
+//! a new random ID Context, new contexts.
+//!
 //! Build-time settings (environment, read with `env!`/`option_env!`; never committed):
-//! `PEHRA_WIFI_SSID`, `PEHRA_WIFI_PASSWORD` (feature `wifi`), `PEHRA_GATEWAY`
-//! (`ip:port`, comma-separated for several), optional `PEHRA_NODE` (default
-//! `esp32c3-` + the last 3 MAC bytes), `PEHRA_INTERVAL_S` (alarm interval, 60),
+//! `PEHRA_WIFI_SSID`, `PEHRA_WIFI_PASSWORD` (feature `wifi`), `PEHRA_DEVICE_CREDENTIALS`
+//! (the device's `NAME.cred` from `pehra keys`), `PEHRA_GATEWAY` (`[N@]ip:port`,
+//! comma-separated for several; `N` the broker id there, else its position from 1),
+//! optional `PEHRA_NODE` (default: the credential file's name, else `esp32c3-` + the
+//! last 3 MAC bytes), `PEHRA_INTERVAL_S` (alarm interval, 60),
 //! `PEHRA_DEEP_SLEEP_MIN_S` (30; 0: never deep sleep), `PEHRA_TOPIC` (`readings`).
 #![no_std]
 #![no_main]
@@ -26,6 +36,11 @@
 extern crate alloc;
 
 mod board;
+
+/// The device's identity (build.rs, from `PEHRA_DEVICE_CREDENTIALS`).
+mod keys {
+    include!(concat!(env!("OUT_DIR"), "/device_keys.rs"));
+}
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -39,7 +54,7 @@ use esp_hal::timer::timg::TimerGroup;
 use esp_hal::tsens::TemperatureSensor;
 use esp_println::println;
 use pehra_device_fw::hal::Clock as _;
-use pehra_device_fw::{Device, Parts, SetInterval, Settings};
+use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, SetInterval, Settings};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
@@ -75,10 +90,15 @@ const DEEP_SLEEP_MIN_MS: u64 = parse_u64(option_env!("PEHRA_DEEP_SLEEP_MIN_S"), 
 const HEAP_RECLAIMED: usize = 64 * 1024;
 const HEAP_MAIN: usize = 32 * 1024;
 
-fn gateways() -> Vec<SocketAddr> {
-    let gws: Vec<SocketAddr> = GATEWAY
+/// The configured gateways, each with the broker id serving there.
+fn gateways() -> Vec<(SocketAddr, u32)> {
+    let gws: Vec<(SocketAddr, u32)> = GATEWAY
         .split(',')
-        .filter_map(|s| s.trim().parse().ok())
+        .enumerate()
+        .filter_map(|(i, s)| {
+            let (broker, addr) = pehra_device_fw::split_broker(s.trim());
+            Some((addr.parse().ok()?, broker.unwrap_or(i as u32 + 1)))
+        })
         .collect();
     if gws.is_empty() {
         println!("pehra-fw: PEHRA_GATEWAY {:?} has no ip:port", GATEWAY);
@@ -87,6 +107,9 @@ fn gateways() -> Vec<SocketAddr> {
 }
 
 fn node_name() -> String {
+    if keys::PROVISIONED {
+        return keys::NAME.into();
+    }
     if let Some(n) = NODE.filter(|n| !n.is_empty()) {
         return n.into();
     }
@@ -154,13 +177,23 @@ async fn main(spawner: Spawner) -> ! {
         radio: pehra_device_fw::hal::NoRadio,
         app: SetInterval,
     };
-    let mut device = Device::boot(
-        DeviceConfig::new(&name, gateways, INTERVAL_MS),
+    if !keys::PROVISIONED {
+        println!("pehra-fw: unprovisioned (no PEHRA_DEVICE_CREDENTIALS at build): every broker refuses it");
+    }
+    let addrs = gateways.iter().map(|&(a, _)| a).collect();
+    let device_keys = DeviceKeys {
+        kid: keys::KID.to_vec(),
+        identity_key: keys::KEY,
+    };
+    let mut device = OwnFrame(Device::boot_secured(
+        DeviceConfig::new(&name, addrs, INTERVAL_MS),
         settings,
         coap,
         parts,
         &mut rng,
-    )
+        device_keys,
+        gateways,
+    ))
     .await;
     let p = device.persisted();
     println!(
@@ -174,7 +207,7 @@ async fn main(spawner: Spawner) -> ! {
 
     let mut lpwr = LowPower::new(peripherals.LPWR);
     loop {
-        let report = device.run_cycle().await;
+        let report = OwnFrame(device.run_cycle()).await;
         let now = device.clock().now_ms();
         let stats = device.stats();
         println!(
@@ -201,7 +234,7 @@ async fn main(spawner: Spawner) -> ! {
             lpwr.set_wakeup_deadline(deadline);
             lpwr.sleep_deep(RtcSleepConfig::deep());
         }
-        device.sleep(&report).await;
+        OwnFrame(device.sleep(&report)).await;
     }
 }
 

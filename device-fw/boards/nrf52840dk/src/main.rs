@@ -15,6 +15,10 @@
 //! without the node loop's state or the storage (RAM is off by default in System OFF), so
 //! a periodic sensor would need an external timer chip.
 //!
+//! Every request is protected with OSCORE in the device's pairwise context towards the
+//! broker it goes to; its credentials are compiled in from `PEHRA_DEVICE_CREDENTIALS`
+//! (`../device_keys.rs`, see the README).
+//!
 //! Build-time settings: see [`settings`] (environment only, placeholders when unset).
 //! Logs: defmt over RTT (`probe-rs run`), the core's own lines included.
 //!
@@ -28,6 +32,11 @@ mod board;
 mod ieee802154;
 mod settings;
 
+/// The device's identity (build.rs, from `PEHRA_DEVICE_CREDENTIALS`).
+mod keys {
+    include!(concat!(env!("OUT_DIR"), "/device_keys.rs"));
+}
+
 use embassy_executor::Spawner;
 use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Runner, StackResources};
@@ -39,7 +48,7 @@ use embassy_time::Instant;
 use embedded_alloc::LlffHeap as Heap;
 use pehra_device_fw::hal::{EmbassyClock, Rng as _};
 use pehra_device_fw::net::{Direct, EmbassyUdp};
-use pehra_device_fw::{Device, Parts, SeededRng, Settings};
+use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, SeededRng, Settings};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
@@ -196,13 +205,25 @@ async fn main(spawner: Spawner) {
         radio: RadioSwitch,
         app: LoggingApp,
     };
-    let mut device = Device::boot(
-        DeviceConfig::new(&name, gateways, settings::INTERVAL_MS),
+    if !keys::PROVISIONED {
+        defmt::warn!(
+            "unprovisioned (no PEHRA_DEVICE_CREDENTIALS at build): every broker refuses it"
+        );
+    }
+    let addrs = gateways.iter().map(|&(a, _)| a).collect();
+    let device_keys = DeviceKeys {
+        kid: keys::KID.to_vec(),
+        identity_key: keys::KEY,
+    };
+    let mut device = OwnFrame(Device::boot_secured(
+        DeviceConfig::new(&name, addrs, settings::INTERVAL_MS),
         settings,
         coap,
         parts,
         &mut rng,
-    )
+        device_keys,
+        gateways,
+    ))
     .await;
     let p = device.persisted();
     defmt::info!(
@@ -212,7 +233,7 @@ async fn main(spawner: Spawner) {
     );
 
     loop {
-        let report = device.run_cycle().await;
+        let report = OwnFrame(device.run_cycle()).await;
         let now = Instant::now().as_millis();
         let stats = device.stats();
         defmt::info!(
@@ -227,7 +248,7 @@ async fn main(spawner: Spawner) {
             if report.deep_sleep { "radio off" } else { "listening" }
         );
         // System ON idle until the alarm: WFE in the executor, RTC1 wakes it.
-        device.sleep(&report).await;
+        OwnFrame(device.sleep(&report)).await;
     }
 }
 

@@ -79,20 +79,27 @@ const fn parse_u64(s: Option<&str>, default: u64) -> u64 {
     n
 }
 
-/// The configured gateways that parse (the others are logged and skipped).
-pub fn gateways() -> Vec<SocketAddr> {
+/// The configured gateways that parse (the others are logged and skipped), each with
+/// the broker id serving there: `N@[ipv6]:port`, or broker `position + 1` without `N@`.
+pub fn gateways() -> Vec<(SocketAddr, u32)> {
     let mut out = Vec::new();
-    for s in GATEWAY.split(',').map(str::trim).filter(|s| !s.is_empty()) {
-        match s.parse::<SocketAddr>() {
-            Ok(a) if a.is_ipv6() => out.push(a),
-            _ => defmt::warn!("PEHRA_GATEWAY: {} is not [ipv6]:port; skipped", s),
+    let items = GATEWAY.split(',').map(str::trim).filter(|s| !s.is_empty());
+    for (i, s) in items.enumerate() {
+        let (broker, addr) = pehra_device_fw::split_broker(s);
+        match addr.parse::<SocketAddr>() {
+            Ok(a) if a.is_ipv6() => out.push((a, broker.unwrap_or(i as u32 + 1))),
+            _ => defmt::warn!("PEHRA_GATEWAY: {} is not [N@][ipv6]:port; skipped", s),
         }
     }
     out
 }
 
-/// The device's name.
+/// The device's name: its credential file's, else `PEHRA_DEVICE_NAME`, else made from
+/// `ext_addr`.
 pub fn device_name(ext_addr: &[u8; 8]) -> String {
+    if crate::keys::PROVISIONED {
+        return crate::keys::NAME.into();
+    }
     match DEVICE_NAME.filter(|n| !n.is_empty()) {
         Some(n) => n.into(),
         None => alloc::format!(

@@ -9,9 +9,15 @@
 //! (printed; `set-interval N` obeyed), then sleeps on an embassy Timer until the next
 //! alarm. One semihosting line per cycle.
 //!
+//! Every request is protected with OSCORE (RFC 8613) in the device's pairwise context
+//! towards the broker it goes to (`pehra_device_fw::security`).
+//!
 //! Build-time settings (environment, defaults in `.cargo/config.toml`):
-//! `PEHRA_GATEWAY_IP` (10.0.2.2: the host's loopback seen from QEMU's user network),
-//! `PEHRA_GATEWAY_PORT` (5683), `PEHRA_DEVICE_NAME` (`qemu-1`), `PEHRA_ALARM_S` (2),
+//! `PEHRA_DEVICE_CREDENTIALS` (the device's `NAME.cred` from `pehra keys`, compiled in by
+//! build.rs through `../device_keys.rs`; without it the firmware is unprovisioned and
+//! refused), `PEHRA_GATEWAY_IP` (10.0.2.2: the host's loopback seen from QEMU's user
+//! network), `PEHRA_GATEWAY_PORT` (5683), `PEHRA_GATEWAY_BROKER` (1: the broker id
+//! there), `PEHRA_DEVICE_NAME` (`qemu-1`; must agree with the credential file's name, which is used), `PEHRA_ALARM_S` (2),
 //! `PEHRA_ACKS` (`all`; `1`/`leader`, `0`/`none`), `PEHRA_CYCLES` (0: forever; N: exit
 //! QEMU through semihosting after N cycles, with success if every cycle checked in and
 //! published).
@@ -36,29 +42,52 @@ use embassy_net::udp::{PacketMetadata, UdpSocket};
 use embassy_net::{Runner, Stack, StackResources};
 use embassy_time::Instant;
 use embedded_alloc::LlffHeap as Heap;
-use panic_semihosting as _;
 use pehra_device_fw::hal::{EmbassyClock, NoRadio};
 use pehra_device_fw::net::EmbassyUdp;
-use pehra_device_fw::{Device, Parts, Settings};
+use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, Settings};
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::{Acks, Directive};
-use static_cell::StaticCell;
+use static_cell::{ConstStaticCell, StaticCell};
 
 use lan9118::Lan9118;
 
 /// The heap the CoAP engine and CBOR use.
-const HEAP_SIZE: usize = 16 * 1024;
+const HEAP_SIZE: usize = 14 * 1024;
 
 const GATEWAY_IP: &str = env!("PEHRA_GATEWAY_IP");
 const GATEWAY_PORT: &str = env!("PEHRA_GATEWAY_PORT");
 const CYCLES: &str = env!("PEHRA_CYCLES");
-const NAME: &str = env!("PEHRA_DEVICE_NAME");
+const GATEWAY_BROKER: &str = env!("PEHRA_GATEWAY_BROKER");
+const NAME: &str = keys::NAME;
+
+/// The device's identity (build.rs, from `PEHRA_DEVICE_CREDENTIALS`).
+mod keys {
+    include!(concat!(env!("OUT_DIR"), "/device_keys.rs"));
+}
 const ALARM_S: &str = env!("PEHRA_ALARM_S");
 const ACKS: &str = env!("PEHRA_ACKS");
 
 #[global_allocator]
-static HEAP: Heap = Heap::empty();
+static HEAP: PeakHeap = PeakHeap(Heap::empty());
+
+/// The heap, keeping the most ever in use ([`HEAP_PEAK`]): what sizes `HEAP_SIZE`.
+struct PeakHeap(Heap);
+
+// SAFETY: every call goes to the inner allocator unchanged.
+unsafe impl core::alloc::GlobalAlloc for PeakHeap {
+    unsafe fn alloc(&self, layout: core::alloc::Layout) -> *mut u8 {
+        // SAFETY: the caller's contract, passed on.
+        let p = unsafe { self.0.alloc(layout) };
+        HEAP_PEAK.fetch_max(self.0.used() as u32, Ordering::Relaxed);
+        p
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: core::alloc::Layout) {
+        // SAFETY: the caller's contract, passed on.
+        unsafe { self.0.dealloc(ptr, layout) }
+    }
+}
 
 // ---------------------------------------------------------------------------------------
 // Interrupts: the AN386 has 32 external lines; the LAN9118 is on 13.
@@ -73,12 +102,8 @@ unsafe impl InterruptNumber for Irq {
     }
 }
 
-/// The most heap seen in use (sampled around each exchange).
+/// The most heap ever in use.
 static HEAP_PEAK: AtomicU32 = AtomicU32::new(0);
-
-fn sample_heap() {
-    HEAP_PEAK.fetch_max(HEAP.used() as u32, Ordering::Relaxed);
-}
 
 static ETH_IRQS: AtomicU32 = AtomicU32::new(0);
 
@@ -109,6 +134,16 @@ pub static __INTERRUPTS: [Vector; 32] = {
     };
     v
 };
+
+/// A panic exits QEMU with failure and one fixed line: formatting its message would
+/// link every panic site's message, Debug impls and file name (several KiB of flash).
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    hprintln!("pehra-fw: panic");
+    debug::exit(debug::EXIT_FAILURE);
+    #[allow(clippy::empty_loop)]
+    loop {}
+}
 
 #[exception]
 fn SysTick() {
@@ -157,7 +192,7 @@ fn main() -> ! {
         use core::mem::MaybeUninit;
         static mut HEAP_MEM: [MaybeUninit<u8>; HEAP_SIZE] = [MaybeUninit::uninit(); HEAP_SIZE];
         // SAFETY: called once, before any allocation; the region is ours alone.
-        unsafe { HEAP.init(&raw mut HEAP_MEM as usize, HEAP_SIZE) }
+        unsafe { HEAP.0.init(&raw mut HEAP_MEM as usize, HEAP_SIZE) }
     }
     let cp = cortex_m::Peripherals::take().unwrap();
     time_driver::init(cp.SYST);
@@ -196,10 +231,12 @@ async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
 
 #[embassy_executor::task]
 async fn main_task(spawner: Spawner) {
-    static RX_BUF: StaticCell<[u8; lan9118::MTU + 4]> = StaticCell::new();
-    static TX_BUF: StaticCell<[u8; lan9118::MTU]> = StaticCell::new();
-    let rx_buf = RX_BUF.init([0; lan9118::MTU + 4]);
-    let tx_buf = TX_BUF.init([0; lan9118::MTU]);
+    // ConstStaticCell: the buffers are made in place (in .bss), never on the stack.
+    static RX_BUF: ConstStaticCell<[u8; lan9118::MTU + 4]> =
+        ConstStaticCell::new([0; lan9118::MTU + 4]);
+    static TX_BUF: ConstStaticCell<[u8; lan9118::MTU]> = ConstStaticCell::new([0; lan9118::MTU]);
+    let rx_buf = RX_BUF.take();
+    let tx_buf = TX_BUF.take();
     let eth = match Lan9118::new(rx_buf, tx_buf) {
         Ok(eth) => eth,
         Err(e) => {
@@ -230,10 +267,10 @@ async fn main_task(spawner: Spawner) {
     }
     let net_seed = u64::from_le_bytes(seed[..8].try_into().unwrap()) ^ Instant::now().as_ticks();
 
-    static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
+    static RESOURCES: ConstStaticCell<StackResources<3>> =
+        ConstStaticCell::new(StackResources::new());
     let config = embassy_net::Config::dhcpv4(Default::default());
-    let (stack, runner) =
-        embassy_net::new(eth, config, RESOURCES.init(StackResources::new()), net_seed);
+    let (stack, runner) = embassy_net::new(eth, config, RESOURCES.take(), net_seed);
     spawner.spawn(net_task(runner).unwrap());
 
     hprintln!("pehra-fw: waiting for DHCP");
@@ -294,11 +331,19 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let alarm_ms = ALARM_S.parse::<u64>().unwrap_or(2).max(1) * 1000;
     let gateway = board::to_cluster(ip, port);
 
-    let mut rx_meta = [PacketMetadata::EMPTY; 4];
-    let mut tx_meta = [PacketMetadata::EMPTY; 4];
-    let mut rx_buf = [0u8; 1024];
-    let mut tx_buf = [0u8; 1024];
-    let mut socket = UdpSocket::new(stack, &mut rx_meta, &mut rx_buf, &mut tx_meta, &mut tx_buf);
+    static RX_META: ConstStaticCell<[PacketMetadata; 4]> =
+        ConstStaticCell::new([PacketMetadata::EMPTY; 4]);
+    static TX_META: ConstStaticCell<[PacketMetadata; 4]> =
+        ConstStaticCell::new([PacketMetadata::EMPTY; 4]);
+    static SOCKET_RX: ConstStaticCell<[u8; 1024]> = ConstStaticCell::new([0; 1024]);
+    static SOCKET_TX: ConstStaticCell<[u8; 1024]> = ConstStaticCell::new([0; 1024]);
+    let mut socket = UdpSocket::new(
+        stack,
+        RX_META.take(),
+        SOCKET_RX.take(),
+        TX_META.take(),
+        SOCKET_TX.take(),
+    );
     let local_port = 49152 + (u16::from_le_bytes([seed[8], seed[9]]) % 16384);
     socket.bind(local_port).unwrap();
 
@@ -327,12 +372,29 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let config = DeviceConfig::new(NAME, alloc::vec![gateway], alarm_ms);
     // No TRNG under QEMU: the boot seed (MAC and SysTick phase), expanded.
     let mut rng = pehra_device_fw::SeededRng::new(seed);
-    let mut device = Device::boot(config, settings, coap, parts, &mut rng).await;
+    let broker: u32 = GATEWAY_BROKER.parse().unwrap_or(1);
+    let device_keys = DeviceKeys {
+        kid: keys::KID.to_vec(),
+        identity_key: keys::KEY,
+    };
+    let brokers = alloc::vec![(gateway, broker)];
+    let mut device = OwnFrame(Device::boot_secured(
+        config,
+        settings,
+        coap,
+        parts,
+        &mut rng,
+        device_keys,
+        brokers,
+    ))
+    .await;
     hprintln!(
-        "pehra-fw: node {} via {}:{}, alarm {} s, readings to topic readings (acks {})",
+        "pehra-fw: node {} via broker {} at {}:{} (OSCORE{}), alarm {} s, readings to topic readings (acks {})",
         NAME,
+        broker,
         ip,
         port,
+        if keys::PROVISIONED { "" } else { ", UNPROVISIONED: no credentials compiled in" },
         alarm_ms / 1000,
         ACKS
     );
@@ -341,8 +403,7 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let mut cycle = 0u32;
     loop {
         cycle += 1;
-        let report = device.run_cycle().await;
-        sample_heap();
+        let report = OwnFrame(device.run_cycle()).await;
         let stats = device.stats();
         let (directive, at_ms) = directive_text(report.directive);
         let now = Instant::now().as_millis();
@@ -375,7 +436,7 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
             );
             return good == cycles;
         }
-        device.sleep(&report).await;
+        OwnFrame(device.sleep(&report)).await;
         hprintln!("pehra-fw: woke at {} ms", Instant::now().as_millis());
     }
 }

@@ -15,7 +15,7 @@ mod bounded;
 mod client;
 #[cfg(test)]
 mod limit_tests;
-mod map;
+pub(crate) mod map;
 #[cfg(test)]
 mod oscore_tests;
 mod secure;
@@ -326,6 +326,17 @@ impl<A: PeerAddress> Engine<A> {
     #[cfg(any(feature = "oscore", test))]
     pub fn is_secured(&self, peer: &A) -> bool {
         self.client_security.contains_key(peer)
+    }
+
+    /// The next sender sequence number of the context towards `peer` (`None` if it is
+    /// not secured): every number below it may have been used. A client that keeps its
+    /// contexts across a reset (a device's ID Context in RTC memory) stores a value at
+    /// or above it, and derives the context again starting there.
+    #[cfg(any(feature = "oscore", test))]
+    pub fn next_sequence(&self, peer: &A) -> Option<u64> {
+        self.client_security
+            .get(peer)
+            .map(|c| c.ctx.next_sequence_number())
     }
 
     /// Verifies OSCORE requests and protects their answers from now on (see
