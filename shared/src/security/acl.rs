@@ -1074,17 +1074,19 @@ mod tests {
         denied(&policy, &b1, znode("/"), &[Read, Create]);
         denied(&policy, &b1, znode("/zookeeper"), &[Read]);
         allowed(&policy, &b1, znode("/topics/t/partitions/3"), &[Write]);
-        denied(
-            &policy,
-            &b1,
-            znode("/topics/t/partitions/3"),
-            &[Create, Delete],
-        );
+        denied(&policy, &b1, znode("/topics/t/partitions/3"), &[Create]);
+        // (deleting a topic through the pub-sub interface deletes its partitions)
+        allowed(&policy, &b1, znode("/topics/t/partitions/3"), &[Delete]);
         // A broker creates and deletes topics for the pub-sub interface (after checking
         // its requester's topic right), but never rewrites a topic's configuration.
         denied(&policy, &b1, znode("/topics/t"), &[Write]);
         allowed(&policy, &b1, znode("/topics/t"), &[Create, Delete]);
-        allowed(&policy, &b1, znode("/topics/t/pubsub"), &[Create, Write, Delete]);
+        allowed(
+            &policy,
+            &b1,
+            znode("/topics/t/pubsub"),
+            &[Create, Write, Delete],
+        );
         denied(&policy, &b1, znode("/topics/t/partitions"), &[Write]);
         allowed(
             &policy,
