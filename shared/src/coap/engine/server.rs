@@ -55,6 +55,9 @@ pub(super) struct Incoming<A> {
     max_payload: usize,
     /// The Accept option: a success in another Content-Format becomes 4.06.
     accept: Option<u32>,
+    /// The ETag options of a GET (RFC 7252 §5.10.6, validation): a 2.05 whose ETag is
+    /// one of them becomes 2.03 Valid with that ETag and no payload.
+    etags: Vec<Vec<u8>>,
     /// The response is already the block to send (served from the Block2 cache).
     sliced: bool,
 }
@@ -309,6 +312,7 @@ impl<A: PeerAddress> Engine<A> {
             protection,
             max_payload: self.config.block_size,
             accept: None,
+            etags: Vec::new(),
             sliced: false,
         };
         if incoming.protection.is_none() {
@@ -372,6 +376,9 @@ impl<A: PeerAddress> Engine<A> {
             );
         }
         incoming.accept = request.uint_option(option::ACCEPT);
+        if code == Code::GET {
+            incoming.etags = request.options(option::ETAG).map(<[u8]>::to_vec).collect();
+        }
         incoming.max_payload = match request.uint_option(option::MAX_PAYLOAD) {
             Some(asked) => (asked as usize)
                 .min(self.config.max_payload)
@@ -634,6 +641,10 @@ impl<A: PeerAddress> Engine<A> {
                 incoming.block2 = None;
             }
         }
+        if let Some(valid) = Self::validated(&incoming, &response) {
+            response = valid;
+            incoming.block2 = None;
+        }
         let transfer = (peer, incoming.key.as_str(), incoming.token.as_slice());
         let response = match incoming.block2 {
             _ if incoming.sliced => response,
@@ -676,6 +687,27 @@ impl<A: PeerAddress> Engine<A> {
                 .update(peer, mid, Seen::Answered(Some(bytes.clone())));
             self.transmit(peer, bytes);
         }
+    }
+
+    /// RFC 7252 §5.10.6.2: a 2.05 answering a GET that named its ETag becomes 2.03
+    /// Valid, with the ETag (and Observe and Max-Age, if any) and without the payload.
+    /// Only for a whole representation or its first block.
+    fn validated(incoming: &Incoming<A>, response: &Response) -> Option<Response> {
+        let first = incoming.block2.is_none_or(|b| b.num == 0);
+        if incoming.sliced || !first || response.code() != Code::CONTENT {
+            return None;
+        }
+        let etag = response.option(option::ETAG)?;
+        if !incoming.etags.iter().any(|e| e.as_slice() == etag) {
+            return None;
+        }
+        let mut valid = Response::new(Code::VALID).with_option(option::ETAG, etag.to_vec());
+        for number in [option::OBSERVE, option::MAX_AGE] {
+            if let Some(value) = response.option(number) {
+                valid.set_option(number, value.to_vec());
+            }
+        }
+        Some(valid)
     }
 
     /// Cuts a response larger than `limit` (the block size, or what the requester

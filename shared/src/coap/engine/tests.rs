@@ -1443,3 +1443,35 @@ fn a_pehra_observer_gets_a_large_notification_in_bert_blocks() {
         .count();
     assert_eq!(blocks, 3, "32 + 32 + 14 KiB");
 }
+
+#[test]
+fn a_get_naming_the_current_etag_gets_2_03_valid_without_the_payload() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let mut ask = |etag: Option<&[u8]>, mid| {
+        let mut r = Request::get("/r");
+        if let Some(etag) = etag {
+            r = r.with_option(option::ETAG, etag.to_vec());
+        }
+        let bytes = Engine::<u8>::encode(r.packet().clone(), MessageType::Confirmable, mid, b"t");
+        server.handle_datagram(Instant::from_millis(1), CLIENT, &bytes);
+        while let Some(Event::Request(r)) = server.poll_event() {
+            let response =
+                Response::content(b"value".to_vec()).with_option(option::ETAG, b"v1".to_vec());
+            server.respond(Instant::from_millis(1), r.id, response);
+        }
+        Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap()
+    };
+    let plain = ask(None, 1);
+    assert_eq!(code_of(&plain), Code::CONTENT);
+    assert_eq!(plain.payload, b"value");
+    let valid = ask(Some(b"v1"), 2);
+    assert_eq!(code_of(&valid), Code::VALID);
+    assert!(valid.payload.is_empty());
+    assert_eq!(
+        valid.get_first_option(coap_lite::CoapOption::ETag),
+        Some(&b"v1".to_vec())
+    );
+    let stale = ask(Some(b"v0"), 3);
+    assert_eq!(code_of(&stale), Code::CONTENT);
+    assert_eq!(stale.payload, b"value");
+}
