@@ -18,7 +18,7 @@ mod common;
 use common::{free_udp_port, BrokerProcess, TempDir, Zookeeper};
 use pehra_broker::client::ClusterClient;
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader};
 use std::net::{SocketAddr, UdpSocket};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -288,31 +288,12 @@ fn aiocoap_script() -> PathBuf {
 /// Sends `specs` with aiocoap (tests/interop/aiocoap_plugtest.py `requests`); one JSON
 /// line per message received.
 fn aiocoap(specs: Value) -> Vec<Value> {
-    let mut child = Command::new(common::provision::python())
-        .arg(aiocoap_script())
-        .arg("requests")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(specs.to_string().as_bytes())
-        .unwrap();
-    let out = common::wait_bounded(child, Duration::from_secs(60)).expect("aiocoap in time");
-    assert!(
-        out.status.success(),
-        "aiocoap: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::aiocoap::run_script(
+        "aiocoap_plugtest.py",
+        &["requests"],
+        &specs,
+        Duration::from_secs(60),
+    )
 }
 
 fn a_code(v: &Value) -> &str {

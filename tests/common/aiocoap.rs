@@ -32,9 +32,21 @@ pub fn requests_together(requests: &Value) -> Vec<Value> {
 }
 
 fn run_requests(requests: &Value, together: bool) -> Vec<Value> {
+    let args: &[&str] = if together { &["--together"] } else { &[] };
+    run_script(
+        "aiocoap_requests.py",
+        args,
+        requests,
+        Duration::from_secs(90),
+    )
+}
+
+/// Runs the aiocoap script `name` (under tests/interop) with `args`, `input` as JSON on
+/// its stdin, bounded by `limit`; one JSON value per line of its output.
+pub fn run_script(name: &str, args: &[&str], input: &Value, limit: Duration) -> Vec<Value> {
     let mut child = Command::new(python())
-        .arg(script("aiocoap_requests.py"))
-        .args(together.then_some("--together"))
+        .arg(script(name))
+        .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -44,9 +56,9 @@ fn run_requests(requests: &Value, together: bool) -> Vec<Value> {
         .stdin
         .take()
         .unwrap()
-        .write_all(requests.to_string().as_bytes())
+        .write_all(input.to_string().as_bytes())
         .unwrap();
-    let out = super::wait_bounded(child, Duration::from_secs(90)).expect("aiocoap finished");
+    let out = super::wait_bounded(child, limit).expect("aiocoap finished in time");
     assert!(
         out.status.success(),
         "aiocoap: {}",
