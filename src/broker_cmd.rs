@@ -39,6 +39,12 @@ pub struct BrokerArgs {
     /// then publish readings and read downlink through them, nothing else.
     #[arg(long)]
     insecure_device_routes: bool,
+    /// Let this broker's followers drop records below the high watermark they knew when
+    /// their leader lacks them. Only after forcing an unclean election (`pehra zookeeper
+    /// --unclean-leader-election`): the other replicas otherwise keep the acknowledged
+    /// records the new leader lacks, refusing to follow it.
+    #[arg(long)]
+    allow_truncation_below_hw: bool,
     /// Directory for partition logs (default pehra-data/broker-ID).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -155,6 +161,12 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         .security
         .resolve(args.listen, &format!("broker {}", args.id))?;
     config.insecure_device_routes = args.insecure_device_routes;
+    config.allow_truncation_below_hw = args.allow_truncation_below_hw;
+    if args.allow_truncation_below_hw {
+        tracing::warn!(
+            "--allow-truncation-below-hw: followers drop acknowledged records a new leader lacks"
+        );
+    }
     if args.insecure_device_routes && config.security.is_some() {
         tracing::warn!("--insecure-device-routes: /dev/* serves devices without OSCORE");
     }
@@ -327,6 +339,11 @@ pub(crate) fn write_partitions(
         }
     }
     Ok(())
+}
+
+/// `1,2,3`.
+pub(crate) fn join_ids(ids: &[u32]) -> String {
+    join(ids)
 }
 
 fn join(ids: &[u32]) -> String {

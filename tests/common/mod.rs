@@ -142,7 +142,15 @@ impl Drop for Zookeeper {
 /// child and that line. The rest of its stderr is drained in the background. If the
 /// process exits first, the panic says how and shows the end of its stderr.
 pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
-    spawn_program_ready(Path::new(env!("CARGO_BIN_EXE_pehra")), args, ready)
+    spawn_program_ready(&pehra_program(), args, ready)
+}
+
+/// The `pehra` program the tests run: `$PEHRA_BIN` if set (a copy made right after the
+/// build, safe from other builds sharing the target directory), else the one cargo built.
+pub fn pehra_program() -> PathBuf {
+    std::env::var_os("PEHRA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pehra")))
 }
 
 /// [`spawn_ready`] with another program (a copy of `pehra`, say).
@@ -264,7 +272,7 @@ pub fn unsafe_kill(pid: u32, signal: &str) {
 
 /// Runs `pehra ARGS...` to completion (bounded) and returns (exit code, stdout, stderr).
 pub fn pehra(args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+    let child = Command::new(pehra_program())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -297,7 +305,7 @@ pub fn wait_bounded(child: Child, limit: Duration) -> Option<std::process::Outpu
 
 /// Runs `pehra ARGS...` with `input` on standard input (bounded); returns (code, stdout, stderr).
 pub fn pehra_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+    let mut child = Command::new(pehra_program())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

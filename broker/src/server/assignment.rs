@@ -2,6 +2,7 @@
 //! leads, and whom it fetches the others from. Every watched znode change re-reads the
 //! whole assignment (small clusters; simple and never stale).
 
+use super::hw_checkpoint;
 use super::partition::{Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
@@ -209,6 +210,7 @@ async fn apply_assignment(
     let mut closed = Vec::new();
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
         if let Some(p) = state.partitions.write().expect("lock").remove(&key) {
+            state.hw_checkpoint.lock().expect("lock").remove(&key);
             closed.push(key.clone());
             let mut p = p.lock().expect("lock");
             p.step_down("the partition was moved off this broker");
@@ -235,6 +237,15 @@ async fn apply_assignment(
         }
     }
     state.fetchers.lock().expect("lock").update(state, wanted);
+    state
+        .open_failures
+        .lock()
+        .expect("lock")
+        .retain(|k, _| assigned.contains_key(k));
+    state
+        .logs_opened
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    state.eligibility_changed.notify_one();
     state.assignment_applied.notify_waiters();
     closed
 }
@@ -297,7 +308,7 @@ async fn no_longer_held(
 }
 
 /// Where a partition's log lives.
-fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
+pub(crate) fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
     state.data_dir.join(format!("{}-{}", key.0, key.1))
 }
 
@@ -331,24 +342,35 @@ async fn open(
     let config = state.log_config.clone();
     let topic_id = a.topic_id;
     let opened = tokio::task::spawn_blocking(move || {
-        claim_for_topic(&dir, topic_id)?;
-        PartitionLog::open(&dir, config)
+        claim_for_topic(&dir, topic_id).map_err(|e| e.to_string())?;
+        let hw = hw_checkpoint::load(&dir).map_err(|e| e.to_string())?;
+        let (log, recovery) = PartitionLog::open(&dir, config).map_err(|e| e.to_string())?;
+        Ok::<_, String>((log, recovery, hw))
     })
     .await
     .expect("open task");
     match opened {
-        Ok((log, recovery)) => {
+        Ok((log, recovery, checkpoint_hw)) => {
             tracing::info!(
                 topic = %key.0, partition = key.1,
                 start = recovery.log_start_offset, end = recovery.log_end_offset,
-                cut = recovery.truncated_bytes, "opened partition replica"
+                cut = recovery.truncated_bytes, checkpoint_hw, "opened partition replica"
             );
-            let partition = Arc::new(Mutex::new(Partition::new(
-                log,
-                a.meta.clone(),
-                a.version,
-                a.min_insync,
-            )));
+            let partition =
+                Partition::new(log, a.meta.clone(), a.version, a.min_insync, checkpoint_hw);
+            if let Some(reason) = partition.ineligible_reason() {
+                tracing::warn!(
+                    topic = %key.0, partition = key.1,
+                    "the replica may not lead until it has caught up: {reason}"
+                );
+            }
+            state.open_failures.lock().expect("lock").remove(key);
+            state
+                .hw_checkpoint
+                .lock()
+                .expect("lock")
+                .insert(key.clone(), checkpoint_hw);
+            let partition = Arc::new(Mutex::new(partition));
             state
                 .partitions
                 .write()
@@ -358,6 +380,11 @@ async fn open(
         }
         Err(e) => {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open the partition log");
+            state
+                .open_failures
+                .lock()
+                .expect("lock")
+                .insert(key.clone(), e);
             None
         }
     }
