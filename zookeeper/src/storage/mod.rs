@@ -379,6 +379,17 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
+/// What [`Storage::reserve`] secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes of records (16 bytes of header each + payload) that can be appended now
+    /// without allocating disk space (`u64::MAX`: the file system cannot reserve, so no
+    /// limit is known).
+    pub bytes: u64,
+    /// Why no more could be reserved (the disk is full), if so.
+    pub full: Option<String>,
+}
+
 /// How [`Storage::open_with`] treats damage it would otherwise refuse.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryOptions {
@@ -827,6 +838,72 @@ impl Storage {
         self.bytes_since_snapshot
     }
 
+    /// Makes sure the next `want` bytes of records can be written without allocating
+    /// disk space: the segment they go to exists, and its space is reserved ahead of them
+    /// (`fallocate` keeping the file's length, so a crash leaves no padding to cut).
+    ///
+    /// Returns how many bytes can be appended before space must be reserved again
+    /// ([`Room::bytes`]). With the disk full it reserves what it can (nothing) and says why
+    /// ([`Room::full`]): records within the room are still safe to append, and a later
+    /// call succeeds once space returns. Nothing is poisoned: no write was attempted. On
+    /// a file system that cannot reserve space the room is unlimited (writes then meet a
+    /// full disk as an I/O error, which poisons). Call it with nothing buffered (after
+    /// [`sync`](Self::sync)).
+    pub fn reserve(&mut self, want: u64) -> Room {
+        if self.poisoned {
+            return Room {
+                bytes: 0,
+                full: Some("the log failed earlier".into()),
+            };
+        }
+        if self.current.is_none() {
+            match Segment::create(&self.dir, self.last_appended + 1) {
+                Ok(segment) => self.current = Some(segment),
+                Err(e) => {
+                    return Room {
+                        bytes: 0,
+                        full: Some(e.to_string()),
+                    }
+                }
+            }
+        }
+        let segment = self.current.as_mut().expect("just ensured");
+        let goal = segment.end + want;
+        if segment.reserved_to < goal {
+            let from = segment.reserved_to.max(segment.end);
+            match rustix::fs::fallocate(
+                &segment.file,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                from,
+                goal - from,
+            ) {
+                Ok(()) => segment.reserved_to = goal,
+                Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                    return Room {
+                        bytes: segment.reserved_to.saturating_sub(segment.end),
+                        full: Some(format!(
+                            "cannot reserve {} bytes for the log in {}: {}",
+                            goal - from,
+                            segment.path.display(),
+                            std::io::Error::from(e)
+                        )),
+                    };
+                }
+                Err(_) => {
+                    // No reservation on this file system: as before, unlimited.
+                    return Room {
+                        bytes: u64::MAX,
+                        full: None,
+                    };
+                }
+            }
+        }
+        Room {
+            bytes: segment.reserved_to - segment.end,
+            full: None,
+        }
+    }
+
     /// The last durable zxid.
     ///
     /// After [`open`](Self::open): the last recovered record's zxid, or the snapshot's if
@@ -874,6 +951,7 @@ impl Storage {
             .file
             .write_all(&self.buf)
             .map_err(io_err("write", &segment.path))?;
+        segment.end += self.buf.len() as u64;
         self.buf.clear();
         if self.buf.capacity() > 4 * FLUSH_THRESHOLD {
             self.buf.shrink_to(FLUSH_THRESHOLD);

@@ -890,3 +890,28 @@ fn damage_before_a_later_segment_names_the_recovery_too() {
     assert_eq!(storage.last_zxid(), 2);
     assert_eq!(names(tmp.path()), vec![wal::file_name(1)]);
 }
+
+#[test]
+fn reserved_room_shrinks_with_appends_and_a_reserved_segment_reopens_without_padding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path());
+    let room = s.reserve(1 << 20);
+    assert_eq!(
+        room,
+        Room {
+            bytes: 1 << 20,
+            full: None
+        }
+    );
+    append_sync(&mut s, 1..=3);
+    let used: u64 = (1..=3).map(record_len).sum();
+    let room = s.reserve(0);
+    assert_eq!(room.bytes, (1 << 20) - used, "what the records took");
+    assert_eq!(s.reserve(1 << 20).bytes, 1 << 20, "topped up");
+    // The reservation keeps the file's length: a restart finds no tail to cut.
+    drop(s);
+    let (mut s, recovery) = open(tmp.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(recovery.records, expected(1..=3));
+    append_sync(&mut s, 4..=4);
+}
