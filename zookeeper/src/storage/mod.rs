@@ -379,6 +379,22 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
+/// The file holding the highest zxid records cut on request reached, until the log
+/// has placeholders up to it (see [`Storage::open_with`]).
+const ZXID_FLOOR: &str = "zxid-floor";
+
+/// Makes `floor` the durable content of the `zxid-floor` file of `dir`.
+fn write_zxid_floor(dir: &Path, floor: u64) -> Result<(), StorageError> {
+    let path = dir.join(ZXID_FLOOR);
+    let tmp = dir.join(format!("{ZXID_FLOOR}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(format!("{floor}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp))?;
+    fsync_dir(dir)
+}
+
 /// What [`Storage::reserve`] secured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Room {
@@ -476,6 +492,8 @@ impl Storage {
         let mut truncate: Option<(&Path, u64)> = None;
         // Later segments with records, cut by `options.recover_truncate_wal`.
         let mut doomed: Vec<&Path> = Vec::new();
+        // Set when records are cut on request: the zxid they reached.
+        let mut raise_floor: Option<u64> = None;
         'segments: for (i, (name_zxid, path)) in segments.iter().enumerate() {
             let mut first_in_segment = true;
             let mut segment_last = 0;
@@ -616,6 +634,7 @@ impl Storage {
                             tail = Some((path.as_path(), end.valid_len, segment_last));
                         }
                         doomed.extend(later.iter().map(|(_, p)| p.as_path()));
+                        raise_floor = Some(last_zxid_after);
                         break 'segments;
                     }
                     Some(n) => {
@@ -659,6 +678,11 @@ impl Storage {
         }
 
         // Only now change files: a hard error above leaves the directory as it was.
+        // Zxids never go back: before records are cut, the highest zxid they reached is
+        // made durable, so the next zxid handed out is above it even after a crash.
+        if let Some(floor) = raise_floor {
+            write_zxid_floor(dir, floor)?;
+        }
         // Segments cut on request go first, newest first: a crash in between leaves a log
         // that ends earlier, never one with a hole.
         if !doomed.is_empty() {
@@ -689,7 +713,7 @@ impl Storage {
             Some((path, len, last)) if last > snap => Some(Segment::open_at(path, len)?),
             _ => None,
         };
-        let storage = Storage {
+        let mut storage = Storage {
             dir: dir.to_owned(),
             current,
             buf: Vec::new(),
@@ -705,6 +729,8 @@ impl Storage {
             records,
             truncated_bytes,
         };
+        let mut recovery = recovery;
+        storage.keep_zxids_above_the_floor(&mut recovery.records)?;
         Ok((storage, recovery))
     }
 
@@ -836,6 +862,43 @@ impl Storage {
     /// Counts encoded records (payload + 16 bytes each), appended whether or not synced yet.
     pub fn log_bytes_since_snapshot(&self) -> u64 {
         self.bytes_since_snapshot
+    }
+
+    /// If a `zxid-floor` file says zxids once reached past the log's end (records cut by
+    /// [`RecoveryOptions::recover_truncate_wal`]), appends empty placeholder records up to
+    /// it (also to `records`, for the replay) and syncs them, then removes the file: the
+    /// next zxid is above every zxid ever handed out, so no reader sees zxids go back.
+    fn keep_zxids_above_the_floor(
+        &mut self,
+        records: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let path = self.dir.join(ZXID_FLOOR);
+        let floor = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| StorageError::Corrupt {
+                    path: path.clone(),
+                    detail: format!("not a zxid ({e}): {text:?}"),
+                })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        if floor > self.last_appended {
+            tracing::error!(
+                "the log ends at zxid {} but zxids reached {floor} before records were cut: \
+                 zxids {} to {floor} are skipped (empty records), so zxids never go back",
+                self.last_appended,
+                self.last_appended + 1
+            );
+            for zxid in self.last_appended + 1..=floor {
+                self.append(zxid, &[])?;
+                records.push((zxid, Vec::new()));
+            }
+            self.sync()?;
+        }
+        remove(&path)?;
+        fsync_dir(&self.dir)
     }
 
     /// Makes sure the next `want` bytes of records can be written without allocating
