@@ -11,8 +11,11 @@
 
 mod common;
 
-use common::{TempDir, Zookeeper};
-use pehra_shared::wire::ErrorKind;
+use common::{BrokerProcess, TempDir, Zookeeper};
+use pehra_broker::client::ClusterClient;
+use pehra_shared::coap::{Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::wire::{self, Acks, ErrorBody, ErrorKind, ProduceRequest, Record, RecordBatch};
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -163,5 +166,104 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_sessions_and_recovers() {
             .await
             .unwrap_or_else(|e| panic!("{path}: {e}"));
     }
+    zookeeper.kill();
+}
+
+/// One produce of a 16 KiB record straight to `broker` (no retries): the answer.
+async fn produce_once(from: &Endpoint, broker: std::net::SocketAddr, topic: &str) -> Response {
+    let batch = wire::encode(&RecordBatch {
+        records: vec![Record {
+            key: None,
+            value: vec![9u8; 16 * 1024],
+            timestamp_ms: 0,
+            headers: Vec::new(),
+        }],
+    })
+    .unwrap();
+    let request = ProduceRequest {
+        topic: topic.into(),
+        partition: 0,
+        acks: Acks::Leader,
+        producer_id: None,
+        base_sequence: None,
+        leader_epoch: None,
+        batch,
+    };
+    let request = Request::new(Method::Post, "produce")
+        .with_payload(wire::encode(&request).unwrap())
+        .with_content_format(CONTENT_FORMAT_CBOR);
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        from.handle().request(broker, request),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("an answer")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broker_with_a_full_disk_refuses_produce_keeps_serving_fetches_and_recovers() {
+    let tmp = TempDir::new("broker-disk-full");
+    let mnt = tmp.path().join("mnt");
+    let _fs = Tmpfs::mount(&mnt, "16m");
+    let zk_addr = format!("127.0.0.1:{}", common::free_udp_port())
+        .parse()
+        .unwrap();
+    let zookeeper = Zookeeper::start(&tmp.path().join("zookeeper"), zk_addr);
+    let addr = format!("127.0.0.1:{}", common::free_udp_port())
+        .parse()
+        .unwrap();
+    let mut broker = BrokerProcess::start(1, addr, &mnt.join("broker-1"), zk_addr);
+    let client = ClusterClient::connect(zk_addr).await.unwrap();
+    client.create_topic("full", 1, 1).await.unwrap();
+    client
+        .wait_for_leaders("full", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let raw = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let mut stored = 0u64;
+    for _ in 0..3 {
+        let answer = produce_once(&raw, addr, "full").await;
+        assert!(answer.code().is_success(), "{answer:?}");
+        stored += 1;
+    }
+
+    fill(&mnt.join("filler"));
+    let answer = loop {
+        let answer = produce_once(&raw, addr, "full").await;
+        if !answer.code().is_success() {
+            break answer;
+        }
+        stored += 1;
+        assert!(stored < 1000, "produce never refused with the disk full");
+    };
+    let body: ErrorBody = wire::decode(answer.payload()).unwrap();
+    assert_eq!(body.error, ErrorKind::Busy, "{body:?}");
+    assert!(
+        body.message.starts_with("broker storage full: "),
+        "{}",
+        body.message
+    );
+    // Fetches go on: every stored record is read back; the broker is still up.
+    let fetched = client.fetch("full", 0, 0, 1 << 20).await.unwrap();
+    assert_eq!(fetched.log_end_offset, stored);
+    assert!(
+        broker.child.try_wait().unwrap().is_none(),
+        "the broker exited"
+    );
+
+    // Space returns: produce works again, without a restart.
+    std::fs::remove_file(mnt.join("filler")).unwrap();
+    let answer = produce_once(&raw, addr, "full").await;
+    assert!(answer.code().is_success(), "{answer:?}");
+    let fetched = client.fetch("full", 0, 0, 1 << 20).await.unwrap();
+    assert_eq!(fetched.log_end_offset, stored + 1);
+    drop(broker);
     zookeeper.kill();
 }
