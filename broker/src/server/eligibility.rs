@@ -79,8 +79,12 @@ fn wanted(state: &State) -> BTreeMap<String, String> {
     out
 }
 
+/// How often the reports are compared with the replicas without a signal (damage found
+/// by a read or a scrub).
+const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Keeps this broker's reports under [`RECOVERING`] equal to what its replicas are,
-/// whenever [`State::eligibility_changed`] is signalled.
+/// whenever [`State::eligibility_changed`] is signalled, and every [`RESYNC`].
 pub(crate) async fn publish(zk: Arc<Client>, state: Arc<State>) {
     let prefix = format!("{}:", state.id);
     loop {
@@ -92,7 +96,7 @@ pub(crate) async fn publish(zk: Arc<Client>, state: Arc<State>) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             state.eligibility_changed.notify_one();
         }
-        changed.await;
+        let _ = tokio::time::timeout(RESYNC, changed).await;
     }
 }
 
