@@ -157,6 +157,7 @@ async fn a_bad_replica_never_leads_while_a_complete_one_exists(fault: Fault) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Everything stops, the zookeeper first: its state still says all three are in sync.
+    wait_for(&c, "all in sync before the stop", |s| s.isr.len() == 3).await;
     c.zookeeper.take().unwrap().kill();
     for id in 1..=3 {
         c.kill_broker(id);
@@ -247,4 +248,86 @@ async fn a_replica_with_a_flipped_byte_never_leads_heals_and_nothing_is_lost() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_replica_restarted_behind_its_high_watermark_never_leads_and_nothing_is_lost() {
     a_bad_replica_never_leads_while_a_complete_one_exists(Fault::CutShort).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn damage_the_scrub_finds_under_a_running_leader_moves_leadership_and_heals() {
+    let c = TestCluster::builder("corrupt-scrub")
+        .broker_flags(&[
+            "--session-timeout-ms",
+            "1500",
+            "--replica-lag-ms",
+            "3000",
+            "--stay-awake",
+            "--scrub-bytes-per-sec",
+            "1048576",
+        ])
+        .start(3);
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic(TOPIC, 1, 3).await.unwrap();
+    client
+        .wait_for_leaders(TOPIC, Duration::from_secs(20))
+        .await
+        .unwrap();
+    wait_for(&c, "all in sync", |s| s.isr.len() == 3).await;
+    for batch in 0..RECORDS / 10 {
+        let records: Vec<Record> = (0..10)
+            .map(|i| Record {
+                key: None,
+                value: format!("r{}", batch * 10 + i).into_bytes(),
+                timestamp_ms: 0,
+                headers: Vec::new(),
+            })
+            .collect();
+        client
+            .produce(TOPIC, 0, &records, Acks::All, Some((1, batch as u32 * 10)))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let before = state(&c).await;
+    let bad = before.leader.unwrap();
+    // A bit rots under the running leader (through the page cache, as the scrub reads).
+    let segment = c
+        .dir
+        .path()
+        .join(format!("broker-{bad}/{TOPIC}-0/{:020}.log", 0));
+    {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&segment)
+            .unwrap();
+        let middle = file.metadata().unwrap().len() / 2;
+        let mut byte = [0u8];
+        file.read_exact_at(&mut byte, middle).unwrap();
+        file.write_all_at(&[byte[0] ^ 0x5a], middle).unwrap();
+    }
+    // The scrub finds it; the replica reports it (briefly: it may heal within
+    // milliseconds); a complete replica takes over.
+    wait_for(&c, "leadership moved to a complete replica", |s| {
+        s.leader.is_some_and(|l| l != bad) && s.leader_epoch > before.leader_epoch
+    })
+    .await;
+    // It heals as a follower and rejoins.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    while reports_ineligible(&c, bad).await.is_some() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker {bad} never healed"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    wait_for(&c, "all back in sync", |s| s.isr.len() == 3).await;
+    let mut c = c;
+    for id in 1..=3 {
+        c.kill_broker(id);
+    }
+    for id in 1..=3 {
+        let (end, readable, damaged) = replica(&c.dir.path().join(format!("broker-{id}")));
+        assert_eq!(end, RECORDS, "broker {id}'s log end");
+        assert_eq!(readable as u64, RECORDS, "broker {id} has every record");
+        assert!(!damaged, "broker {id} has no damage left");
+    }
 }

@@ -167,10 +167,20 @@ pub fn spawn_program_ready(
         .expect("start pehra");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    // PEHRA_TEST_STDERR=DIR keeps every process's stderr in DIR/<pid>.log (debugging).
+    let keep = std::env::var_os("PEHRA_TEST_STDERR").map(|dir| {
+        let path = Path::new(&dir).join(format!("{}.log", child.id()));
+        std::fs::File::create(path).expect("create the stderr copy")
+    });
     std::thread::spawn(move || {
+        let mut keep = keep;
         let mut tail: Vec<String> = Vec::new();
         let mut is_ready = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(file) = keep.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(file, "{line}");
+            }
             if is_ready {
                 continue;
             }

@@ -63,6 +63,13 @@ pub struct BrokerConfig {
     pub flush_interval: Duration,
     /// How often retention (age and size) is applied to every partition.
     pub retention_check: Duration,
+    /// How many bytes of its partition logs the broker checks per second in the
+    /// background (every batch's CRC, round the logs, [`PartitionLog::scrub_step`]): damage
+    /// in records nobody reads is found, reported and healed. 0 (the default for now): no
+    /// scrub.
+    ///
+    /// [`PartitionLog::scrub_step`]: crate::log::PartitionLog::scrub_step
+    pub scrub_bytes_per_sec: u64,
     /// The zookeeper session timeout.
     pub session_timeout: Duration,
     /// How long to wait for an earlier registration of this id to expire (a restart
@@ -116,6 +123,7 @@ impl BrokerConfig {
             },
             flush_interval: Duration::from_millis(200),
             retention_check: Duration::from_secs(60),
+            scrub_bytes_per_sec: 0,
             session_timeout: Duration::from_secs(6),
             registration_wait: Duration::from_secs(30),
             coap: CoapConfig {
@@ -357,6 +365,10 @@ impl Broker {
             tokio::spawn(eligibility::publish(zk.clone(), state.clone())),
             tokio::spawn(flush_after_writes(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
+            tokio::spawn(scrub_periodically(
+                state.clone(),
+                config.scrub_bytes_per_sec,
+            )),
             tokio::spawn(replica::maintain_isr(state.clone())),
             tokio::spawn(pehra::start(
                 state.clone(),
@@ -725,6 +737,63 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
             }
         })
         .await;
+    }
+}
+
+/// Checks `per_sec` bytes of the partition logs every second, round the partitions, and
+/// reports damage it finds (the replica may not lead until it is healed).
+async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
+    if per_sec == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0usize;
+    loop {
+        ticker.tick().await;
+        pehra::awake(&state).await;
+        let state = state.clone();
+        let scrubbed = tokio::task::spawn_blocking(move || {
+            let mut partitions: Vec<_> = state
+                .partitions
+                .read()
+                .expect("lock")
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect();
+            partitions.sort_by(|a, b| a.0.cmp(&b.0));
+            // One step per partition at most, round the partitions from where the last
+            // tick stopped; a partition whose pass is not complete used the budget up and
+            // goes on at the next tick.
+            let mut budget = per_sec;
+            let mut found = 0;
+            for _ in 0..partitions.len() {
+                if budget == 0 {
+                    break;
+                }
+                let ((topic, partition), p) = &partitions[next % partitions.len()];
+                let step = p.lock().expect("lock").log.scrub_step(budget);
+                match step {
+                    Ok(progress) => {
+                        budget = budget.saturating_sub(progress.bytes_checked);
+                        found += progress.found;
+                        if !progress.pass_complete && progress.bytes_checked > 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(%topic, partition, error = %e, "scrubbing"),
+                }
+                next = next.wrapping_add(1);
+            }
+            if found > 0 {
+                state.eligibility_changed.notify_one();
+            }
+            next
+        })
+        .await;
+        if let Ok(n) = scrubbed {
+            next = n;
+        }
     }
 }
 

@@ -206,16 +206,17 @@ impl Partition {
                 self.step_down("a new leader epoch began");
                 let end = self.log.log_end_offset();
                 if self.known_hw > end {
-                    // Elected although it lacks acknowledged records: only an unclean
-                    // election does that. The operator chose availability: they are lost.
+                    // Named leader although it lacks acknowledged records: an unclean
+                    // election, or the zookeeper still names it from before its restart.
+                    // It stays reported as not eligible; a complete replica takes over
+                    // once one is back, and the others refuse to truncate to it.
                     tracing::error!(
                         partition = self.meta.partition,
                         epoch = self.meta.leader_epoch,
-                        "leading without the acknowledged offsets {end} to {} (an unclean \
-                         election): they are lost unless another replica comes back with them",
+                        "leading without the acknowledged offsets {end} to {}: they are lost \
+                         here unless another replica comes back with them",
                         self.known_hw - 1
                     );
-                    self.known_hw = end;
                 }
                 // A new term: every in-sync follower counts as caught up now, so none is
                 // dropped before it had a chance to fetch (Kafka does the same).
@@ -321,12 +322,14 @@ impl Partition {
         let leader = self.leader.as_ref()?;
         let end = self.log.log_end_offset();
         let waiters = leader.waiters.iter().map(|w| w.deadline);
+        // Not eligible itself: it drops nobody (see `lagging_followers`).
+        let shrinks = self.ineligible_reason().is_none();
         // While an in-sync set change is being written, its outcome is awaited instead.
         let followers = self
             .meta
             .isr
             .iter()
-            .filter(|&&r| r != me && !leader.isr_change_pending)
+            .filter(|&&r| r != me && !leader.isr_change_pending && shrinks)
             .filter_map(|r| match leader.followers.get(r) {
                 Some(p) if p.log_end.is_some_and(|e| e >= end) => None,
                 Some(p) => Some(p.caught_up_at + lag),
@@ -339,7 +342,13 @@ impl Partition {
     /// In-sync followers that have not caught up for longer than `lag`. A follower that
     /// has every record the leader has is caught up now, even if it has not fetched for
     /// a while (it sleeps under PEHRA while nothing is written; a write wakes it).
+    ///
+    /// None while this replica is itself not eligible to lead (it lacks records): then
+    /// the in-sync set names who has them, for the controller to elect one once back.
     pub fn lagging_followers(&mut self, me: u32, lag: Duration, now: Instant) -> Vec<u32> {
+        if self.ineligible_reason().is_some() {
+            return Vec::new();
+        }
         let end = self.log.log_end_offset();
         let Some(leader) = self.leader.as_mut() else {
             return Vec::new();

@@ -54,7 +54,8 @@ pub fn outcome(old: &PartitionMetadata, new: &PartitionMetadata) -> Outcome {
 ///   the ISR kept as it was (it names who has every committed record, even those that
 ///   are ineligible now: the partition stays offline rather than lose acknowledged
 ///   records); a leader that is alive stays (it cannot hand over; a shutdown will time
-///   out; an ineligible one still has the most).
+///   out; an ineligible one still has the most, and its ISR is left as it is: it names
+///   the replicas that have every record, one of which takes over once back).
 /// - No leader: elected the same way among the eligible in-sync replicas.
 /// - With `unclean` and no clean candidate once the leader is gone: a random available
 ///   replica (eligible ones first), ISR = just it, `leader_epoch + 1` (committed records
@@ -91,8 +92,15 @@ pub fn decide<R: Rng + ?Sized>(
         Some(leader)
             if available(leader)
                 && in_replicas(leader)
-                && (!ineligible.contains(&leader) || candidates(Some(leader)).is_empty()) =>
+                && (!ineligible.contains(&leader)
+                    || (candidates(Some(leader)).is_empty()
+                        && meta.isr.iter().all(|&b| b == leader))) =>
         {
+            if ineligible.contains(&leader) {
+                // It lacks records, but no other replica is known to have them (it was
+                // elected uncleanly, or is the only copy): it keeps what it has.
+                return None;
+            }
             let isr: Vec<u32> = meta
                 .isr
                 .iter()
@@ -124,8 +132,10 @@ pub fn decide<R: Rng + ?Sized>(
                 });
             }
             // No clean candidate. A leader that is still alive (shutting down, or not a
-            // replica any more) keeps the partition: it has the data.
-            if old.is_some_and(|l| live.contains(&l)) {
+            // replica any more) keeps the partition: it has the data. Not one that lacks
+            // records others in the ISR have: the partition goes offline until one of
+            // them is back (or an unclean election).
+            if old.is_some_and(|l| live.contains(&l) && !ineligible.contains(&l)) {
                 return None;
             }
             if unclean {
@@ -410,6 +420,27 @@ mod tests {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
         assert_eq!(
             decide(&m, &set(&[1, 2, 3]), &none(), &set(&[1]), false, &mut rng()),
+            None
+        );
+        // Restarted behind while the zookeeper still names it leader, the others down:
+        // offline (not served by a replica that lacks records), the ISR kept...
+        let m = meta(Some(1), 0, &[1, 2, 3], &[1, 2, 3]);
+        let off = decide(&m, &set(&[1]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        assert_eq!(off, meta(None, 1, &[1, 2, 3], &[1, 2, 3]));
+        assert_eq!(
+            decide(&off, &set(&[1]), &none(), &set(&[1]), false, &mut rng()),
+            None,
+            "and it stays so"
+        );
+        // ...and the first complete one back takes over.
+        let new =
+            decide(&off, &set(&[1, 2]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(2), 2, &[1, 2, 3], &[2]));
+        // Forced: it leads alone, and then keeps leading (no epoch bump on every pass).
+        let forced = decide(&m, &set(&[1]), &none(), &set(&[1]), true, &mut rng()).expect("change");
+        assert_eq!(forced, meta(Some(1), 1, &[1, 2, 3], &[1]));
+        assert_eq!(
+            decide(&forced, &set(&[1]), &none(), &set(&[1]), true, &mut rng()),
             None
         );
     }
