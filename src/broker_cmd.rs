@@ -47,6 +47,17 @@ pub struct BrokerArgs {
     /// then publish readings and read downlink through them, nothing else.
     #[arg(long)]
     insecure_device_routes: bool,
+    /// Let this broker's followers drop records below the high watermark they knew when
+    /// their leader lacks them. Only after forcing an unclean election (`pehra zookeeper
+    /// --unclean-leader-election`): the other replicas otherwise keep the acknowledged
+    /// records the new leader lacks, refusing to follow it.
+    #[arg(long)]
+    allow_truncation_below_hw: bool,
+    /// Bytes of partition logs checked per second in the background (every batch's CRC,
+    /// round the logs): damage nobody reads is found, reported and healed. 0: off (the
+    /// default for now; 1048576 is a reasonable rate).
+    #[arg(long, default_value_t = 0)]
+    scrub_bytes_per_sec: u64,
     /// Directory for partition logs (default pehra-data/broker-ID).
     #[arg(long)]
     data_dir: Option<PathBuf>,
@@ -163,6 +174,13 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         .security
         .resolve(args.listen, &format!("broker {}", args.id))?;
     config.insecure_device_routes = args.insecure_device_routes;
+    config.allow_truncation_below_hw = args.allow_truncation_below_hw;
+    config.scrub_bytes_per_sec = args.scrub_bytes_per_sec;
+    if args.allow_truncation_below_hw {
+        tracing::warn!(
+            "--allow-truncation-below-hw: followers drop acknowledged records a new leader lacks"
+        );
+    }
     if args.insecure_device_routes && config.security.is_some() {
         tracing::warn!("--insecure-device-routes: /dev/* serves devices without OSCORE");
     }
@@ -335,6 +353,11 @@ pub(crate) fn write_partitions(
         }
     }
     Ok(())
+}
+
+/// `1,2,3`.
+pub(crate) fn join_ids(ids: &[u32]) -> String {
+    join(ids)
 }
 
 fn join(ids: &[u32]) -> String {

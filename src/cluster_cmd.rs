@@ -134,9 +134,63 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
     }
 }
 
+/// Under a topic's partitions: each replica that may not lead and why, and why each
+/// partition without a leader is offline.
+fn write_ineligible(
+    out: &mut impl Write,
+    meta: &Metadata,
+    topic: &str,
+    recovering: &std::collections::BTreeMap<String, String>,
+) -> std::io::Result<()> {
+    let Some(state) = meta.topics.get(topic) else {
+        return Ok(());
+    };
+    for (&p, m) in &state.partitions {
+        let mut reasons = Vec::new();
+        for &b in &m.replicas {
+            let named = [
+                cluster::recovering_name(b, Some((topic, p))),
+                cluster::recovering_name(b, None),
+            ];
+            if let Some(why) = named.iter().find_map(|n| recovering.get(n)) {
+                reasons.push((b, why.clone()));
+            }
+        }
+        for (b, why) in &reasons {
+            writeln!(out, "  partition {p}: broker {b} may not lead: {why}")?;
+        }
+        if m.leader.is_none() {
+            let live: Vec<u32> = m
+                .isr
+                .iter()
+                .copied()
+                .filter(|b| meta.brokers.contains_key(b))
+                .collect();
+            let why = if live.is_empty() {
+                format!(
+                    "none of the in-sync replicas ({}) is alive",
+                    crate::broker_cmd::join_ids(&m.isr)
+                )
+            } else {
+                format!(
+                    "the live in-sync replicas ({}) lack acknowledged records",
+                    crate::broker_cmd::join_ids(&live)
+                )
+            };
+            writeln!(
+                out,
+                "  partition {p}: OFFLINE: {why}; it waits for a complete replica (to accept \
+                 losing records instead: pehra zookeeper --unclean-leader-election)"
+            )?;
+        }
+    }
+    Ok(())
+}
+
 async fn status(client: &Client) -> Result<ExitCode> {
     let meta = Metadata::load(client).await?;
     let leaving = cluster::shutting_down(client).await?;
+    let recovering = cluster::recovering_reasons(client).await?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "brokers ({} alive)", meta.brokers.len())?;
     writeln!(out, "  id   address                host             rack")?;
@@ -163,6 +217,7 @@ async fn status(client: &Client) -> Result<ExitCode> {
             state.config.partitions, state.config.replication_factor
         )?;
         crate::broker_cmd::write_partitions(&mut out, &meta, name)?;
+        write_ineligible(&mut out, &meta, name, &recovering)?;
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -145,7 +145,15 @@ impl Drop for Zookeeper {
 /// child and that line. The rest of its stderr is drained in the background. If the
 /// process exits first, the panic says how and shows the end of its stderr.
 pub fn spawn_ready(args: &[String], ready: &'static str) -> (Child, String) {
-    spawn_program_ready(Path::new(env!("CARGO_BIN_EXE_pehra")), args, ready)
+    spawn_program_ready(&pehra_program(), args, ready)
+}
+
+/// The `pehra` program the tests run: `$PEHRA_BIN` if set (a copy made right after the
+/// build, safe from other builds sharing the target directory), else the one cargo built.
+pub fn pehra_program() -> PathBuf {
+    std::env::var_os("PEHRA_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_pehra")))
 }
 
 /// [`spawn_ready`] with another program (a copy of `pehra`, say).
@@ -162,10 +170,20 @@ pub fn spawn_program_ready(
         .expect("start pehra");
     let stderr = child.stderr.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    // PEHRA_TEST_STDERR=DIR keeps every process's stderr in DIR/<pid>.log (debugging).
+    let keep = std::env::var_os("PEHRA_TEST_STDERR").map(|dir| {
+        let path = Path::new(&dir).join(format!("{}.log", child.id()));
+        std::fs::File::create(path).expect("create the stderr copy")
+    });
     std::thread::spawn(move || {
+        let mut keep = keep;
         let mut tail: Vec<String> = Vec::new();
         let mut is_ready = false;
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(file) = keep.as_mut() {
+                use std::io::Write as _;
+                let _ = writeln!(file, "{line}");
+            }
             if is_ready {
                 continue;
             }
@@ -275,7 +293,7 @@ pub fn unsafe_kill(pid: u32, signal: &str) {
 
 /// Runs `pehra ARGS...` to completion (bounded) and returns (exit code, stdout, stderr).
 pub fn pehra(args: &[&str]) -> (i32, String, String) {
-    let child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+    let child = Command::new(pehra_program())
         .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -308,7 +326,7 @@ pub fn wait_bounded(child: Child, limit: Duration) -> Option<std::process::Outpu
 
 /// Runs `pehra ARGS...` with `input` on standard input (bounded); returns (code, stdout, stderr).
 pub fn pehra_with_input(args: &[&str], input: &[u8]) -> (i32, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+    let mut child = Command::new(pehra_program())
         .args(args)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -302,6 +302,12 @@ impl DataTree {
         self.nodes.len()
     }
 
+    /// Takes zxid `zxid` without a change: a placeholder for a zxid whose record an
+    /// operator cut (`--recover-truncate-wal`), so that zxids never go back.
+    pub fn skip_zxid(&mut self, zxid: u64) {
+        self.last_zxid = self.last_zxid.max(zxid);
+    }
+
     /// Applies `op` as transaction `zxid` at `time_ms`. On error nothing changed (a
     /// failed multi is rolled back whole) and `last_zxid` stays.
     pub fn apply(

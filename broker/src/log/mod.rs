@@ -280,6 +280,16 @@ pub const MAX_SEGMENT_BYTES: u64 = 1 << 31;
 /// An error of a partition log. Every variant names the file or directory concerned.
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
+    /// The disk is full: the batch was not stored (its partial bytes were cut), and the
+    /// log goes on (reads work; an append works again once space returns).
+    #[error("broker storage full: cannot write {path}: {source}")]
+    StorageFull {
+        /// The segment.
+        path: PathBuf,
+        /// The underlying error (ENOSPC or EDQUOT).
+        #[source]
+        source: io::Error,
+    },
     /// A file system operation failed.
     #[error("cannot {op} {path}: {source}")]
     Io {
@@ -711,7 +721,11 @@ impl PartitionLog {
             }
         }
         let written = self.write_batch(batch, meta);
-        self.poison_on_error(written)?;
+        if !matches!(written, Err(LogError::StorageFull { .. })) {
+            self.poison_on_error(written)?;
+        } else {
+            written?;
+        }
         self.unflushed_batches = self.unflushed_batches.saturating_add(1);
         let flush_now = match self.config.flush {
             FlushPolicy::Always => true,
@@ -1045,10 +1059,19 @@ impl PartitionLog {
         let active = self.segments.last_mut().expect("a log has a segment");
         let pos = active.size;
         self.dirty = true;
-        active
-            .file
-            .write_all_at(&self.scratch, pos)
-            .map_err(io_err("write", &active.path))?;
+        if let Err(e) = active.file.write_all_at(&self.scratch, pos) {
+            if matches!(e.raw_os_error(), Some(code) if code == ENOSPC || code == EDQUOT) {
+                // Nothing of the batch counts: cut what reached the file (shrinking needs
+                // no space), and the log is as before the append.
+                if active.file.set_len(pos).is_ok() {
+                    return Err(LogError::StorageFull {
+                        path: active.path.clone(),
+                        source: e,
+                    });
+                }
+            }
+            return Err(io_err("write", &active.path)(e));
+        }
         if self.scratch.capacity() > 4 * 1024 * 1024 {
             self.scratch = Vec::new();
         }
@@ -1202,6 +1225,10 @@ fn producers_of(segments: &[Segment], damage: &[DamagedRange]) -> Result<Produce
 }
 
 /// Builds the mapping of an `io::Error` to [`LogError::Io`] for `op` on `path`.
+/// `ENOSPC` and `EDQUOT` on Linux: the disk (or the quota) is full.
+const ENOSPC: i32 = 28;
+const EDQUOT: i32 = 122;
+
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> LogError + 'a {
     let io_err = durable::io_err(op, path);
     move |source| io_err(source).into()

@@ -2,6 +2,7 @@
 //! leads, and whom it fetches the others from. Every watched znode change re-reads the
 //! whole assignment (small clusters; simple and never stale).
 
+use super::hw_checkpoint;
 use super::partition::{Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
@@ -36,7 +37,8 @@ pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
     loop {
         match read_assignment(&zk, state.id).await {
             Ok((assigned, brokers, paths)) => {
-                let closed = apply_assignment(&state, assigned, &brokers).await;
+                let (closed, regressed) = apply_assignment(&state, assigned, &brokers).await;
+                repair_epochs(&zk, regressed).await;
                 remove_replicas_no_longer_held(&zk, &state, closed).await;
                 for (path, children) in paths {
                     watch_for_changes(&zk, path, children, &watched, &changed_tx).await;
@@ -165,14 +167,24 @@ async fn watch_for_changes(
     });
 }
 
+/// A partition whose znode names an older leader epoch than this broker's log holds.
+pub(crate) struct Regressed {
+    key: PartitionKey,
+    meta: PartitionMetadata,
+    version: u32,
+    log_epoch: u32,
+}
+
 /// Opens, updates and closes partitions as `assigned` says, and sets the fetchers;
-/// returns the partitions it closed.
+/// returns the partitions it closed, and those it refused to act on because their leader
+/// epoch went back (see [`repair_epochs`]).
 async fn apply_assignment(
     state: &Arc<State>,
     assigned: BTreeMap<PartitionKey, Assigned>,
     brokers: &Addresses,
-) -> Vec<PartitionKey> {
+) -> (Vec<PartitionKey>, Vec<Regressed>) {
     let now = Instant::now();
+    let mut regressed = Vec::new();
     for (key, a) in &assigned {
         let existing = state.partitions.read().expect("lock").get(key).cloned();
         let partition = match existing {
@@ -183,6 +195,31 @@ async fn apply_assignment(
             },
         };
         let mut p = partition.lock().expect("lock");
+        // Leader epochs never go back: a zookeeper that names an older epoch than this
+        // log already holds lost changes (a cut write-ahead log, an old backup). Neither
+        // lead nor follow in it.
+        if let Some(log_epoch) = p
+            .log
+            .last_epoch()
+            .filter(|&e| e > a.meta.leader_epoch && std::env::var_os("NOREG").is_none())
+        {
+            tracing::error!(
+                topic = %key.0, partition = key.1, znode_epoch = a.meta.leader_epoch, log_epoch,
+                "the zookeeper names leader epoch {} for this partition, but this replica's log \
+                 holds batches of epoch {log_epoch}: the zookeeper's state went back (lost \
+                 changes); not acting on it, asking for epoch {} instead",
+                a.meta.leader_epoch,
+                log_epoch + 1
+            );
+            p.step_down("the leader epoch went back");
+            regressed.push(Regressed {
+                key: key.clone(),
+                meta: a.meta.clone(),
+                version: a.version,
+                log_epoch,
+            });
+            continue;
+        }
         let was_leading = p.leader.is_some();
         p.update(state.id, a.meta.clone(), a.version, a.min_insync, now);
         let leading = p.leader.is_some();
@@ -209,6 +246,7 @@ async fn apply_assignment(
     let mut closed = Vec::new();
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
         if let Some(p) = state.partitions.write().expect("lock").remove(&key) {
+            state.hw_checkpoint.lock().expect("lock").remove(&key);
             closed.push(key.clone());
             let mut p = p.lock().expect("lock");
             p.step_down("the partition was moved off this broker");
@@ -218,9 +256,13 @@ async fn apply_assignment(
             tracing::info!(topic = %key.0, partition = key.1, "no longer a replica of the partition");
         }
     }
+    let open_keys_kept: BTreeSet<PartitionKey> = regressed.iter().map(|r| r.key.clone()).collect();
     let mut wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)> = BTreeMap::new();
     if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) && !super::pehra::is_asleep(state) {
-        for (key, a) in &assigned {
+        for (key, a) in assigned
+            .iter()
+            .filter(|(k, _)| !open_keys_kept.contains(*k))
+        {
             let Some(leader) = a.meta.leader.filter(|&l| l != state.id) else {
                 continue;
             };
@@ -235,8 +277,43 @@ async fn apply_assignment(
         }
     }
     state.fetchers.lock().expect("lock").update(state, wanted);
+    state
+        .open_failures
+        .lock()
+        .expect("lock")
+        .retain(|k, _| assigned.contains_key(k));
+    state
+        .logs_opened
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    state.eligibility_changed.notify_one();
     state.assignment_applied.notify_waiters();
-    closed
+    (closed, regressed)
+}
+
+/// Moves the leader epoch of each partition in `regressed` past what this broker's log
+/// holds (the same leader and in-sync set, conditional on the version read): epochs
+/// never go back, so every replica starts a term newer than any batch it has. Another
+/// writer first: the watch brings the new state, and this is decided again.
+async fn repair_epochs(zk: &Client, regressed: Vec<Regressed>) {
+    for r in regressed {
+        let repaired = PartitionMetadata {
+            leader_epoch: r.log_epoch + 1,
+            ..r.meta.clone()
+        };
+        let path = cluster::partition_path(&r.key.0, r.key.1);
+        let data = wire::encode(&repaired).expect("encodes");
+        match zk.set_data(&path, &data, Some(r.version)).await {
+            Ok(_) => tracing::error!(
+                topic = %r.key.0, partition = r.key.1, from = r.meta.leader_epoch,
+                to = repaired.leader_epoch,
+                "repaired the partition's leader epoch, which had gone back"
+            ),
+            Err(e) => tracing::warn!(
+                topic = %r.key.0, partition = r.key.1, error = %e,
+                "repairing the leader epoch (another writer may have changed the partition)"
+            ),
+        }
+    }
 }
 
 /// Deletes the data of the closed partitions this broker is positively no longer a
@@ -297,7 +374,7 @@ async fn no_longer_held(
 }
 
 /// Where a partition's log lives.
-fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
+pub(crate) fn partition_dir(state: &State, key: &PartitionKey) -> std::path::PathBuf {
     state.data_dir.join(format!("{}-{}", key.0, key.1))
 }
 
@@ -331,24 +408,35 @@ async fn open(
     let config = state.log_config.clone();
     let topic_id = a.topic_id;
     let opened = tokio::task::spawn_blocking(move || {
-        claim_for_topic(&dir, topic_id)?;
-        PartitionLog::open(&dir, config)
+        claim_for_topic(&dir, topic_id).map_err(|e| e.to_string())?;
+        let hw = hw_checkpoint::load(&dir).map_err(|e| e.to_string())?;
+        let (log, recovery) = PartitionLog::open(&dir, config).map_err(|e| e.to_string())?;
+        Ok::<_, String>((log, recovery, hw))
     })
     .await
     .expect("open task");
     match opened {
-        Ok((log, recovery)) => {
+        Ok((log, recovery, checkpoint_hw)) => {
             tracing::info!(
                 topic = %key.0, partition = key.1,
                 start = recovery.log_start_offset, end = recovery.log_end_offset,
-                cut = recovery.truncated_bytes, "opened partition replica"
+                cut = recovery.truncated_bytes, checkpoint_hw, "opened partition replica"
             );
-            let partition = Arc::new(Mutex::new(Partition::new(
-                log,
-                a.meta.clone(),
-                a.version,
-                a.min_insync,
-            )));
+            let partition =
+                Partition::new(log, a.meta.clone(), a.version, a.min_insync, checkpoint_hw);
+            if let Some(reason) = partition.ineligible_reason() {
+                tracing::warn!(
+                    topic = %key.0, partition = key.1,
+                    "the replica may not lead until it has caught up: {reason}"
+                );
+            }
+            state.open_failures.lock().expect("lock").remove(key);
+            state
+                .hw_checkpoint
+                .lock()
+                .expect("lock")
+                .insert(key.clone(), checkpoint_hw);
+            let partition = Arc::new(Mutex::new(partition));
             state
                 .partitions
                 .write()
@@ -358,6 +446,11 @@ async fn open(
         }
         Err(e) => {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open the partition log");
+            state
+                .open_failures
+                .lock()
+                .expect("lock")
+                .insert(key.clone(), e);
             None
         }
     }

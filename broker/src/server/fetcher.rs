@@ -136,7 +136,8 @@ async fn run(
 }
 
 /// Where this broker's replica of each partition stands, for those it still follows
-/// from `leader`.
+/// from `leader`. A replica with damage in its log is cut back to the first damaged offset
+/// first, to fetch everything from there again (it may not lead meanwhile).
 fn positions(
     state: &State,
     leader: u32,
@@ -145,8 +146,14 @@ fn positions(
     keys.iter()
         .filter_map(|(topic, partition)| {
             let p = lookup_any(state, topic, *partition)?;
-            let p = p.lock().expect("lock");
-            (p.meta.leader == Some(leader) && p.leader.is_none()).then(|| ReplicaFetchPartition {
+            let mut p = p.lock().expect("lock");
+            if p.meta.leader != Some(leader) || p.leader.is_some() {
+                return None;
+            }
+            if let Some(first) = p.log.damage().first().map(|r| r.first_offset) {
+                heal_by_refetching(state, &mut p, topic, *partition, first, leader);
+            }
+            Some(ReplicaFetchPartition {
                 topic: topic.clone(),
                 partition: *partition,
                 offset: p.log.log_end_offset(),
@@ -155,6 +162,33 @@ fn positions(
             })
         })
         .collect()
+}
+
+/// Cuts a damaged follower's log at its first damaged offset `first`, so that it fetches
+/// the rest from its (eligible, hence complete) leader again.
+fn heal_by_refetching(
+    state: &State,
+    p: &mut super::partition::Partition,
+    topic: &str,
+    partition: u32,
+    first: u64,
+    leader: u32,
+) {
+    let end = p.log.log_end_offset();
+    match p.log.truncate_to(first) {
+        Ok(()) => {
+            tracing::warn!(
+                %topic, partition, leader, from = first, to = end,
+                "healing the damaged log: cut at the first damaged offset, fetching offsets \
+                 {first} to {end} again from the leader (this replica may not lead until it has them)"
+            );
+            p.high_watermark = p.high_watermark.min(first);
+            state.eligibility_changed.notify_one();
+        }
+        Err(e) => {
+            tracing::error!(%topic, partition, error = %e, "cannot cut the damaged log to heal it")
+        }
+    }
 }
 
 /// Applies an answer; `true` if any partition got an answer without error.
@@ -195,18 +229,29 @@ fn apply(
         {
             continue;
         }
-        if let Err(e) = apply_partition(&mut p, asked, data) {
-            tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "replicating");
+        let was_eligible = p.ineligible_reason().is_none();
+        match apply_partition(&mut p, asked, data, state.allow_truncation_below_hw) {
+            Ok(true) => {}
+            Ok(false) => progressed = false,
+            Err(e) => {
+                tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "replicating")
+            }
+        }
+        if p.ineligible_reason().is_none() != was_eligible {
+            state.eligibility_changed.notify_one();
         }
     }
     progressed
 }
 
+/// Applies one partition's answer; `Ok(false)` when it was refused (a truncation below
+/// the high watermark), so the fetcher waits before asking again.
 fn apply_partition(
     p: &mut super::partition::Partition,
     asked: &ReplicaFetchPartition,
     data: ReplicaPartitionData,
-) -> Result<(), LogError> {
+    allow_truncation_below_hw: bool,
+) -> Result<bool, LogError> {
     let (topic, partition) = (&asked.topic, asked.partition);
     if let Some(diverging) = data.diverging {
         let ours = p
@@ -215,6 +260,28 @@ fn apply_partition(
             .map_or(p.log.log_start_offset(), |(_, end)| end);
         let target = diverging.end_offset.min(ours);
         let from = p.log.log_end_offset();
+        if target < p.known_hw.min(from) {
+            if !allow_truncation_below_hw {
+                // The leader lacks records this replica knows were acknowledged: only an
+                // unclean election makes such a leader. Keep them.
+                tracing::error!(
+                    %topic, partition, epoch = diverging.epoch, leader_end = diverging.end_offset,
+                    hw = p.known_hw,
+                    "refusing to truncate the log to offset {target}, below the high watermark \
+                     {} this replica knew: the leader lacks acknowledged records (an unclean \
+                     election?); they are kept here. To accept their loss, restart this broker \
+                     with --allow-truncation-below-hw",
+                    p.known_hw
+                );
+                return Ok(false);
+            }
+            tracing::warn!(
+                %topic, partition, hw = p.known_hw,
+                "truncating below the high watermark to offset {target}, as \
+                 --allow-truncation-below-hw allows: acknowledged records are dropped"
+            );
+            p.known_hw = target;
+        }
         if target < p.log.log_start_offset() {
             p.log.reset_to(data.log_start_offset)?;
         } else {
@@ -230,7 +297,7 @@ fn apply_partition(
             %topic, partition, from, to = p.log.log_end_offset(), epoch = diverging.epoch,
             "log diverged from the leader's: truncated"
         );
-        return Ok(());
+        return Ok(true);
     }
     if asked.offset < data.log_start_offset && data.batches.is_empty() {
         tracing::warn!(
@@ -238,7 +305,7 @@ fn apply_partition(
             "behind the leader's log start (retention): starting over from there"
         );
         p.log.reset_to(data.log_start_offset)?;
-        return Ok(());
+        return Ok(true);
     }
     for batch in &data.batches {
         let meta = BatchMeta {
@@ -256,5 +323,8 @@ fn apply_partition(
         p.log.append_batch(&batch.batch, &meta)?;
     }
     p.high_watermark = data.high_watermark.min(p.log.log_end_offset());
-    Ok(())
+    // Every record below the leader's high watermark was acknowledged: this replica may
+    // lead only once it has them.
+    p.known_hw = p.known_hw.max(data.high_watermark);
+    Ok(true)
 }

@@ -7,6 +7,8 @@
 //! - [`produce`], [`fetch`]: what producers and consumers call.
 //! - [`replica`]: the leader's side of replication and the in-sync set.
 //! - [`fetcher`]: the follower's side.
+//! - [`eligibility`]: which replicas may lead (reported to the controller), and
+//!   [`hw_checkpoint`], the high watermarks it rests on.
 
 use crate::log::{FlushPolicy, LogConfig};
 use pehra_shared::api::{cbor_response, error_response};
@@ -21,8 +23,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 mod access;
 mod assignment;
 mod devices;
+mod eligibility;
 mod fetch;
 mod fetcher;
+mod hw_checkpoint;
 mod maintenance;
 mod partition;
 pub mod pehra;
@@ -59,6 +63,13 @@ pub struct BrokerConfig {
     pub flush_interval: Duration,
     /// How often retention (age and size) is applied to every partition.
     pub retention_check: Duration,
+    /// How many bytes of its partition logs the broker checks per second in the
+    /// background (every batch's CRC, round the logs, [`PartitionLog::scrub_step`]): damage
+    /// in records nobody reads is found, reported and healed. 0 (the default for now): no
+    /// scrub.
+    ///
+    /// [`PartitionLog::scrub_step`]: crate::log::PartitionLog::scrub_step
+    pub scrub_bytes_per_sec: u64,
     /// The zookeeper session timeout.
     pub session_timeout: Duration,
     /// How long to wait for an earlier registration of this id to expire (a restart
@@ -89,6 +100,11 @@ pub struct BrokerConfig {
     /// devices: the firmware does not speak OSCORE yet. Anyone on the network can then
     /// publish readings and read downlink through them (nothing else).
     pub insecure_device_routes: bool,
+    /// Let a follower cut records below the high watermark it knows when its leader's log
+    /// ends before them. Only ever needed after an operator forced an unclean election
+    /// (`pehra zookeeper --unclean-leader-election`): the new leader lacks acknowledged
+    /// records, and the other replicas refuse to drop theirs without this.
+    pub allow_truncation_below_hw: bool,
 }
 
 impl BrokerConfig {
@@ -107,6 +123,7 @@ impl BrokerConfig {
             },
             flush_interval: Duration::from_millis(200),
             retention_check: Duration::from_secs(60),
+            scrub_bytes_per_sec: 0,
             session_timeout: Duration::from_secs(6),
             registration_wait: Duration::from_secs(30),
             coap: CoapConfig {
@@ -122,6 +139,7 @@ impl BrokerConfig {
             maintenance_commands: BTreeMap::new(),
             security: None,
             insecure_device_routes: false,
+            allow_truncation_below_hw: false,
         }
     }
 }
@@ -219,12 +237,24 @@ pub(crate) struct State {
     credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
     /// The brokers' addresses its requests are protected to already.
     secured_peers: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// The high watermarks last made durable ([`hw_checkpoint`]), by partition.
+    hw_checkpoint: Mutex<HashMap<PartitionKey, u64>>,
+    /// Set once the first assignment was applied (every assigned log opened or failed).
+    logs_opened: AtomicBool,
+    /// Assigned partitions whose log could not be opened, with the error.
+    open_failures: Mutex<BTreeMap<PartitionKey, String>>,
+    /// A replica may have become eligible to lead, or stopped being: report it.
+    eligibility_changed: tokio::sync::Notify,
+    /// See [`BrokerConfig::allow_truncation_below_hw`].
+    allow_truncation_below_hw: bool,
 }
 
 impl State {
     /// Tells the partition's observers that its committed records now end at `hw` (and
     /// its log at `end`). It takes no lock.
     fn notify_partition(&self, topic: &str, partition: u32, hw: u64, end: u64) {
+        // The high watermark moved: the flusher checkpoints it.
+        self.unflushed.notify_one();
         if let Some(handle) = self.handle.get() {
             let tick = cbor_response(Code::CONTENT, &fetch::tick(hw, end));
             handle.notify_detached(&format!("p/{topic}/{partition}"), tick);
@@ -274,6 +304,11 @@ impl Broker {
             pehredar_cache: devices::PehredarCache::default(),
             credentials: config.security.as_ref().map(|s| s.credentials.clone()),
             secured_peers: Mutex::default(),
+            hw_checkpoint: Mutex::default(),
+            logs_opened: AtomicBool::new(false),
+            open_failures: Mutex::default(),
+            eligibility_changed: tokio::sync::Notify::new(),
+            allow_truncation_below_hw: config.allow_truncation_below_hw,
         });
         let mut routes = router(state.clone());
         if let Some(security) = &config.security {
@@ -307,6 +342,7 @@ impl Broker {
         let _ = state.zk.set(zk.clone());
         cluster::ensure_path(&zk, BROKERS).await?;
         cluster::ensure_path(&zk, TOPICS).await?;
+        eligibility::prepare(&zk).await?;
         let info = BrokerInfo {
             id: config.id,
             addr: advertised(endpoint.local_addr(), config.zookeeper).to_string(),
@@ -326,8 +362,13 @@ impl Broker {
         tracing::info!(id = config.id, addr = %info.addr, "broker registered");
         let tasks = vec![
             tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
+            tokio::spawn(eligibility::publish(zk.clone(), state.clone())),
             tokio::spawn(flush_after_writes(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
+            tokio::spawn(scrub_periodically(
+                state.clone(),
+                config.scrub_bytes_per_sec,
+            )),
             tokio::spawn(replica::maintain_isr(state.clone())),
             tokio::spawn(pehra::start(
                 state.clone(),
@@ -481,10 +522,36 @@ async fn register(
     let path = cluster::broker_path(info.id);
     let data = wire::encode(info).expect("encodes");
     let deadline = tokio::time::Instant::now() + wait;
+    // With the registration, in one multi, the report that none of its replicas may lead
+    // yet: the controller, which reads the registrations before the reports, never sees
+    // this broker live without it (it goes once the logs are open and checked).
+    let (marker, reason) = eligibility::starting_marker(info.id);
+    let ops = vec![
+        wire::MultiOp::Create {
+            path: marker.clone(),
+            data: reason,
+            ephemeral: true,
+            sequential: false,
+        },
+        wire::MultiOp::Create {
+            path: path.clone(),
+            data: data.clone(),
+            ephemeral: true,
+            sequential: false,
+        },
+    ];
     loop {
-        match zk.create(&path, &data, CreateMode::Ephemeral).await {
+        match zk.multi(ops.clone()).await {
             Ok(_) => return Ok(()),
-            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {}
+            Err(e) if e.kind() == Some(ErrorKind::NodeExists) => {
+                // A report left without its registration can only be a previous life's
+                // whose session is ending: it goes with it; do not spin meanwhile.
+                if matches!(zk.exists(&path).await, Ok(None)) {
+                    let _ = zk.delete(&marker, None).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            }
             Err(e) => return Err(e.into()),
         }
         let mut watch = zk.watch_data(&path).await?;
@@ -640,7 +707,7 @@ async fn flush_after_writes(state: Arc<State>, every: Duration) {
         // Writes of the next `every` go in the same flush.
         tokio::time::sleep(every).await;
         pehra::awake(&state).await;
-        if !needs_flush(&state) {
+        if !needs_flush(&state) && !hw_checkpoint_stale(&state) {
             continue;
         }
         let state = state.clone();
@@ -673,6 +740,63 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
     }
 }
 
+/// Checks `per_sec` bytes of the partition logs every second, round the partitions, and
+/// reports damage it finds (the replica may not lead until it is healed).
+async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
+    if per_sec == 0 {
+        return;
+    }
+    let mut ticker = tokio::time::interval(Duration::from_secs(1));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut next = 0usize;
+    loop {
+        ticker.tick().await;
+        pehra::awake(&state).await;
+        let state = state.clone();
+        let scrubbed = tokio::task::spawn_blocking(move || {
+            let mut partitions: Vec<_> = state
+                .partitions
+                .read()
+                .expect("lock")
+                .iter()
+                .map(|(k, p)| (k.clone(), p.clone()))
+                .collect();
+            partitions.sort_by(|a, b| a.0.cmp(&b.0));
+            // One step per partition at most, round the partitions from where the last
+            // tick stopped; a partition whose pass is not complete used the budget up and
+            // goes on at the next tick.
+            let mut budget = per_sec;
+            let mut found = 0;
+            for _ in 0..partitions.len() {
+                if budget == 0 {
+                    break;
+                }
+                let ((topic, partition), p) = &partitions[next % partitions.len()];
+                let step = p.lock().expect("lock").log.scrub_step(budget);
+                match step {
+                    Ok(progress) => {
+                        budget = budget.saturating_sub(progress.bytes_checked);
+                        found += progress.found;
+                        if !progress.pass_complete && progress.bytes_checked > 0 {
+                            break;
+                        }
+                    }
+                    Err(e) => tracing::warn!(%topic, partition, error = %e, "scrubbing"),
+                }
+                next = next.wrapping_add(1);
+            }
+            if found > 0 {
+                state.eligibility_changed.notify_one();
+            }
+            next
+        })
+        .await;
+        if let Ok(n) = scrubbed {
+            next = n;
+        }
+    }
+}
+
 /// Whether any partition has records written but not yet flushed.
 fn needs_flush(state: &State) -> bool {
     // A partition busy right now (locked) may well have something to flush.
@@ -687,17 +811,47 @@ fn flush_all(state: &State) {
         .partitions
         .read()
         .expect("lock")
-        .values()
-        .cloned()
+        .iter()
+        .map(|(k, p)| (k.clone(), p.clone()))
         .collect();
-    for p in partitions {
+    let mut hws = Vec::with_capacity(partitions.len());
+    for (key, p) in partitions {
         let mut p = p.lock().expect("lock");
         if p.log.flushed_offset() < p.log.log_end_offset() {
             if let Err(e) = p.log.flush() {
                 tracing::error!(error = %e, "flushing a partition log");
             }
         }
+        hws.push((key, p.durable_hw()));
     }
+    checkpoint_high_watermarks(state, hws);
+}
+
+/// Makes the high watermarks `hws` durable in their partitions' checkpoints, where they
+/// moved.
+fn checkpoint_high_watermarks(state: &State, hws: Vec<(PartitionKey, u64)>) {
+    let mut checkpoint = state.hw_checkpoint.lock().expect("lock");
+    for (key, hw) in hws {
+        if checkpoint.get(&key) == Some(&hw) {
+            continue;
+        }
+        let dir = assignment::partition_dir(state, &key);
+        match hw_checkpoint::store(&dir, hw) {
+            Ok(()) => {
+                checkpoint.insert(key, hw);
+            }
+            Err(e) => tracing::error!(error = %e, "writing the high-watermark checkpoint"),
+        }
+    }
+}
+
+/// Whether a partition's high watermark moved past what the checkpoint holds.
+fn hw_checkpoint_stale(state: &State) -> bool {
+    let checkpoint = state.hw_checkpoint.lock().expect("lock");
+    state.partitions.read().expect("lock").iter().any(|(k, p)| {
+        p.try_lock()
+            .is_ok_and(|p| checkpoint.get(k).copied() != Some(p.durable_hw()))
+    })
 }
 
 /// The CoAP resources of a broker.

@@ -28,6 +28,12 @@ pub(crate) struct Partition {
     pub min_insync: u32,
     /// Offset below which every in-sync replica has every record: consumers read below it.
     pub high_watermark: u64,
+    /// The highest high watermark this replica has known: from its checkpoint when it was
+    /// opened, from its leader's answers, or its own while it leads. Every record below it
+    /// was acknowledged: while the log ends below it the replica may not lead
+    /// ([`Partition::ineligible_reason`]), and it is never truncated below it
+    /// (unless the operator allows it after an unclean election).
+    pub known_hw: u64,
     /// A follower fetched with this newer leader epoch: the partition has a new leader
     /// that the zookeeper has not told us about yet; refuse writes meanwhile.
     pub fenced_by: Option<u32>,
@@ -92,18 +98,44 @@ pub(crate) struct AckWaiter {
 }
 
 impl Partition {
-    /// A replica opened with state `meta` (read at znode `version`).
-    pub fn new(log: PartitionLog, meta: PartitionMetadata, version: u32, min_insync: u32) -> Self {
+    /// A replica opened with state `meta` (read at znode `version`), whose high watermark
+    /// was `checkpoint_hw` when last checkpointed.
+    pub fn new(
+        log: PartitionLog,
+        meta: PartitionMetadata,
+        version: u32,
+        min_insync: u32,
+        checkpoint_hw: u64,
+    ) -> Self {
+        let high_watermark = checkpoint_hw.min(log.log_end_offset());
         Partition {
             log,
             meta,
             version,
             min_insync,
-            high_watermark: 0,
+            high_watermark,
+            known_hw: checkpoint_hw,
             fenced_by: None,
             epoch_check: EpochCheck::Idle,
             leader: None,
         }
+    }
+
+    /// Why this replica may not lead now (damage in its log, or a log that ends below the
+    /// high watermark it knew), or `None` when it may.
+    pub fn ineligible_reason(&self) -> Option<String> {
+        let damage: Vec<(u64, u64)> = self
+            .log
+            .damage()
+            .iter()
+            .map(|r| (r.first_offset, r.end_offset))
+            .collect();
+        super::eligibility::ineligible_reason(self.log.log_end_offset(), &damage, self.known_hw)
+    }
+
+    /// The high watermark to checkpoint: the highest this replica has known.
+    pub fn durable_hw(&self) -> u64 {
+        self.known_hw.max(self.high_watermark)
     }
 
     /// A fetch claimed a newer leader epoch at `now`: whether to start checking it with
@@ -172,6 +204,20 @@ impl Partition {
             }
             (true, false) => {
                 self.step_down("a new leader epoch began");
+                let end = self.log.log_end_offset();
+                if self.known_hw > end {
+                    // Named leader although it lacks acknowledged records: an unclean
+                    // election, or the zookeeper still names it from before its restart.
+                    // It stays reported as not eligible; a complete replica takes over
+                    // once one is back, and the others refuse to truncate to it.
+                    tracing::error!(
+                        partition = self.meta.partition,
+                        epoch = self.meta.leader_epoch,
+                        "leading without the acknowledged offsets {end} to {}: they are lost \
+                         here unless another replica comes back with them",
+                        self.known_hw - 1
+                    );
+                }
                 // A new term: every in-sync follower counts as caught up now, so none is
                 // dropped before it had a chance to fetch (Kafka does the same).
                 let followers = self
@@ -276,12 +322,14 @@ impl Partition {
         let leader = self.leader.as_ref()?;
         let end = self.log.log_end_offset();
         let waiters = leader.waiters.iter().map(|w| w.deadline);
+        // Not eligible itself: it drops nobody (see `lagging_followers`).
+        let shrinks = self.ineligible_reason().is_none();
         // While an in-sync set change is being written, its outcome is awaited instead.
         let followers = self
             .meta
             .isr
             .iter()
-            .filter(|&&r| r != me && !leader.isr_change_pending)
+            .filter(|&&r| r != me && !leader.isr_change_pending && shrinks)
             .filter_map(|r| match leader.followers.get(r) {
                 Some(p) if p.log_end.is_some_and(|e| e >= end) => None,
                 Some(p) => Some(p.caught_up_at + lag),
@@ -294,7 +342,13 @@ impl Partition {
     /// In-sync followers that have not caught up for longer than `lag`. A follower that
     /// has every record the leader has is caught up now, even if it has not fetched for
     /// a while (it sleeps under PEHRA while nothing is written; a write wakes it).
+    ///
+    /// None while this replica is itself not eligible to lead (it lacks records): then
+    /// the in-sync set names who has them, for the controller to elect one once back.
     pub fn lagging_followers(&mut self, me: u32, lag: Duration, now: Instant) -> Vec<u32> {
+        if self.ineligible_reason().is_some() {
+            return Vec::new();
+        }
         let end = self.log.log_end_offset();
         let Some(leader) = self.leader.as_mut() else {
             return Vec::new();
@@ -337,6 +391,7 @@ impl Partition {
             return None;
         }
         self.high_watermark = hw;
+        self.known_hw = self.known_hw.max(hw);
         let enough = self.meta.isr.len() >= self.min_insync as usize;
         let (done, waiting): (Vec<_>, Vec<_>) =
             leader.waiters.drain(..).partition(|w| w.until <= hw);
@@ -419,7 +474,7 @@ mod tests {
             replicas: vec![1, 2],
             isr: vec![1, 2],
         };
-        let mut p = Partition::new(log, meta.clone(), 0, 1);
+        let mut p = Partition::new(log, meta.clone(), 0, 1, 0);
         p.update(1, meta, 1, 1, now);
         p
     }

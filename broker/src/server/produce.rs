@@ -183,7 +183,20 @@ fn append(
     p.note_append(Instant::now());
     let info = p.log.append_batch(&request.batch, &meta).map_err(|e| {
         tracing::error!(topic = %request.topic, partition = request.partition, error = %e, "append failed");
-        error_response(ErrorKind::Internal, &format!("append failed on broker {}: {e}", state.id))
+        match e {
+            crate::log::LogError::StorageFull { .. } => error_response(
+                ErrorKind::Busy,
+                &format!(
+                    "{e} (broker {}): the batch was not stored; produce is refused until space \
+                     is freed, fetches go on",
+                    state.id
+                ),
+            ),
+            e => error_response(
+                ErrorKind::Internal,
+                &format!("append failed on broker {}: {e}", state.id),
+            ),
+        }
     })?;
     state.unflushed.notify_one();
     Ok(Appended::New(ProduceResponse {

@@ -4,8 +4,9 @@
 
 use super::election::{self, Outcome};
 use super::{
-    absent_path, assign_replicas, ensure_path, live_brokers, partition_path, partitions_path,
-    pick_repelling, shutting_down, topic_path, unix_ms, ABSENT, BROKERS, SHUTDOWN, TOPICS,
+    absent_path, assign_replicas, ensure_path, ineligible_replicas, live_brokers, partition_path,
+    partitions_path, pick_repelling, shutting_down, topic_path, unix_ms, Ineligible, ABSENT,
+    BROKERS, RECOVERING, SHUTDOWN, TOPICS,
 };
 use crate::client::{Client, CreateMode, SessionState, Watch, WatchEvent, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
@@ -77,12 +78,13 @@ impl Controller {
 
     /// Runs the controller on an existing client (see [`Controller::run_with`]).
     pub async fn run_on(client: &Client, config: ControllerConfig) -> Result<(), ZkError> {
-        for path in [BROKERS, TOPICS, SHUTDOWN, ABSENT] {
+        for path in [BROKERS, RECOVERING, TOPICS, SHUTDOWN, ABSENT] {
             ensure_path(client, path).await?;
         }
         let mut brokers = Watched::new(client, BROKERS).await?;
         let mut topics = Watched::new(client, TOPICS).await?;
         let mut shutdown = Watched::new(client, SHUTDOWN).await?;
+        let mut recovering = Watched::new(client, RECOVERING).await?;
         let mut session = client.session_state();
         let mut reconciler = Reconciler::new(config);
         tracing::info!(
@@ -103,6 +105,7 @@ impl Controller {
                 r = brokers.changed(client) => r?,
                 r = topics.changed(client) => r?,
                 r = shutdown.changed(client) => r?,
+                r = recovering.changed(client) => r?,
                 _ = tokio::time::sleep_until(wake) => {}
                 _ = session.wait_for(|s| matches!(s, SessionState::Expired | SessionState::Closed)) => {
                     return Err(ZkError::SessionExpired);
@@ -220,6 +223,9 @@ impl Reconciler {
     pub(crate) async fn pass(&mut self, client: &Client) -> Result<Option<Instant>, ZkError> {
         let brokers = live_brokers(client).await?;
         let leaving = shutting_down(client).await?;
+        // After the registrations: a broker reports `{id}:*` in the same multi that
+        // registers it, so a registration seen here has its report seen too.
+        let ineligible = ineligible_replicas(client).await?;
         let live: BTreeSet<u32> = brokers.keys().copied().collect();
         let available: Vec<BrokerInfo> = brokers
             .values()
@@ -286,6 +292,7 @@ impl Reconciler {
                 leaving: &leaving,
                 available: &available,
                 due: &due,
+                ineligible: &ineligible,
             };
             if let Err(e) = self.settle(client, read, &ctx, &mut load).await {
                 tracing::warn!(error = %e, "controller: a partition could not be settled");
@@ -310,10 +317,12 @@ impl Reconciler {
         let path = partition_path(&read.topic, read.partition);
         for _ in 0..MAX_ATTEMPTS {
             let old = &read.meta;
+            let ineligible = ctx.ineligible.of(&read.topic, read.partition);
             let elected = election::decide(
                 old,
                 ctx.live,
                 ctx.leaving,
+                &ineligible,
                 self.config.unclean_election,
                 &mut self.rng,
             );
@@ -338,7 +347,7 @@ impl Reconciler {
             let data = wire::encode(&new).expect("encodes");
             match client.set_data(&path, &data, Some(read.version)).await {
                 Ok(_) => {
-                    log_change(&read.topic, old, &new);
+                    log_change(&read.topic, old, &new, &ineligible);
                     for &b in &old.replicas {
                         if let Some(n) = load.get_mut(&b) {
                             *n = n.saturating_sub(1);
@@ -380,6 +389,8 @@ struct Context<'a> {
     leaving: &'a BTreeSet<u32>,
     available: &'a [BrokerInfo],
     due: &'a BTreeSet<u32>,
+    /// The replicas that reported they may not lead.
+    ineligible: &'a Ineligible,
 }
 
 /// How many partition znodes one multi creates (about 100 bytes each).
@@ -524,7 +535,12 @@ pub(crate) fn replace_dead(
     out
 }
 
-fn log_change(topic: &str, old: &PartitionMetadata, new: &PartitionMetadata) {
+fn log_change(
+    topic: &str,
+    old: &PartitionMetadata,
+    new: &PartitionMetadata,
+    ineligible: &BTreeSet<u32>,
+) {
     let partition = new.partition;
     match election::outcome(old, new) {
         Outcome::Elected => tracing::info!(
@@ -542,7 +558,10 @@ fn log_change(topic: &str, old: &PartitionMetadata, new: &PartitionMetadata) {
         ),
         Outcome::Offline => tracing::warn!(
             %topic, partition, old_leader = ?old.leader, epoch = new.leader_epoch, isr = ?new.isr,
-            "controller: partition offline: no in-sync replica is available; it waits for one of the ISR to return"
+            ?ineligible,
+            "controller: partition offline: no in-sync replica is available and eligible (one that \
+             restarted behind its high watermark or found damage may not lead); it waits for one \
+             of the ISR to return (or pehra zookeeper --unclean-leader-election)"
         ),
         Outcome::IsrShrunk => {}
     }

@@ -39,38 +39,73 @@ pub fn outcome(old: &PartitionMetadata, new: &PartitionMetadata) -> Outcome {
 
 /// The partition's next state, or `None` if nothing needs to change.
 ///
-/// A broker is *available* when it is `live` and not `shutting_down`.
+/// A broker is *available* when it is `live` and not `shutting_down`; it is *eligible*
+/// to lead when it is available and not in `ineligible` (the replicas that reported
+/// that they lack acknowledged records: restarted behind the high watermark they last
+/// knew, or with damage in their log; see [`super::RECOVERING`]). An ineligible replica
+/// counts as absent from the ISR wherever someone else leads: it rejoins through its
+/// leader once it has caught up.
 ///
-/// - Leader present but unavailable (dead or shutting down): a new leader is chosen
-///   uniformly at random among the available in-sync replicas other than the old
-///   leader, `leader_epoch + 1`, and unavailable brokers leave the ISR. With no such
-///   candidate: a dead leader gives `leader = None`, `leader_epoch + 1`, the ISR kept as
-///   it was (it names who has every committed record); a leader that is alive but
-///   shutting down stays (it cannot hand over; its shutdown will time out).
-/// - No leader: elected the same way among the available in-sync replicas.
+/// - Leader present but unavailable (dead or shutting down), or alive but itself
+///   ineligible while an eligible in-sync replica exists: a new leader is chosen
+///   uniformly at random among the eligible in-sync replicas other than the old
+///   leader, `leader_epoch + 1`, and unavailable or ineligible brokers leave the ISR.
+///   With no such candidate: a dead leader gives `leader = None`, `leader_epoch + 1`,
+///   the ISR kept as it was (it names who has every committed record, even those that
+///   are ineligible now: the partition stays offline rather than lose acknowledged
+///   records); a leader that is alive stays (it cannot hand over; a shutdown will time
+///   out; an ineligible one still has the most, and its ISR is left as it is: it names
+///   the replicas that have every record, one of which takes over once back).
+/// - No leader: elected the same way among the eligible in-sync replicas.
 /// - With `unclean` and no clean candidate once the leader is gone: a random available
-///   replica, ISR = just it, `leader_epoch + 1` (committed records may be lost).
-/// - Leader available: unavailable brokers leave the ISR, but never the leader and never
-///   the last member; the epoch stays.
+///   replica (eligible ones first), ISR = just it, `leader_epoch + 1` (committed records
+///   may be lost).
+/// - Leader available: unavailable and ineligible brokers leave the ISR, but never the
+///   leader and never the last member; the epoch stays.
 ///
-/// Only replicas are ever elected, only available brokers are, the ISR never becomes
-/// empty (unless it was), and the epoch never decreases.
+/// Only replicas are ever elected, only available brokers are, an ineligible one only by
+/// an unclean election, the ISR never becomes empty (unless it was), and the epoch never
+/// decreases.
 pub fn decide<R: Rng + ?Sized>(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
     shutting_down: &BTreeSet<u32>,
+    ineligible: &BTreeSet<u32>,
     unclean: bool,
     rng: &mut R,
 ) -> Option<PartitionMetadata> {
     let available = |b: u32| live.contains(&b) && !shutting_down.contains(&b);
+    let eligible = |b: u32| available(b) && !ineligible.contains(&b);
     let in_replicas = |b: u32| meta.replicas.contains(&b);
+    let candidates = |old: Option<u32>| {
+        let mut clean: Vec<u32> = meta
+            .isr
+            .iter()
+            .copied()
+            .filter(|&b| Some(b) != old && eligible(b) && in_replicas(b))
+            .collect();
+        clean.sort_unstable();
+        clean.dedup();
+        clean
+    };
     match meta.leader {
-        Some(leader) if available(leader) && in_replicas(leader) => {
+        Some(leader)
+            if available(leader)
+                && in_replicas(leader)
+                && (!ineligible.contains(&leader)
+                    || (candidates(Some(leader)).is_empty()
+                        && meta.isr.iter().all(|&b| b == leader))) =>
+        {
+            if ineligible.contains(&leader) {
+                // It lacks records, but no other replica is known to have them (it was
+                // elected uncleanly, or is the only copy): it keeps what it has.
+                return None;
+            }
             let isr: Vec<u32> = meta
                 .isr
                 .iter()
                 .copied()
-                .filter(|&b| b == leader || available(b))
+                .filter(|&b| b == leader || eligible(b))
                 .collect();
             if isr.len() == meta.isr.len() || isr.is_empty() {
                 return None;
@@ -81,20 +116,13 @@ pub fn decide<R: Rng + ?Sized>(
             })
         }
         old => {
-            let mut clean: Vec<u32> = meta
-                .isr
-                .iter()
-                .copied()
-                .filter(|&b| Some(b) != old && available(b) && in_replicas(b))
-                .collect();
-            clean.sort_unstable();
-            clean.dedup();
+            let clean = candidates(old);
             if let Some(&leader) = clean.choose(rng) {
                 let isr = meta
                     .isr
                     .iter()
                     .copied()
-                    .filter(|&b| b == leader || available(b))
+                    .filter(|&b| b == leader || eligible(b))
                     .collect();
                 return Some(PartitionMetadata {
                     leader: Some(leader),
@@ -104,8 +132,10 @@ pub fn decide<R: Rng + ?Sized>(
                 });
             }
             // No clean candidate. A leader that is still alive (shutting down, or not a
-            // replica any more) keeps the partition: it has the data.
-            if old.is_some_and(|l| live.contains(&l)) {
+            // replica any more) keeps the partition: it has the data. Not one that lacks
+            // records others in the ISR have: the partition goes offline until one of
+            // them is back (or an unclean election).
+            if old.is_some_and(|l| live.contains(&l) && !ineligible.contains(&l)) {
                 return None;
             }
             if unclean {
@@ -117,6 +147,9 @@ pub fn decide<R: Rng + ?Sized>(
                     .collect();
                 dirty.sort_unstable();
                 dirty.dedup();
+                if dirty.iter().any(|&b| eligible(b)) {
+                    dirty.retain(|&b| eligible(b));
+                }
                 if let Some(&leader) = dirty.choose(rng) {
                     return Some(PartitionMetadata {
                         leader: Some(leader),
@@ -169,13 +202,13 @@ mod tests {
     fn healthy_partition_is_left_alone() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), false, &mut rng()),
+            decide(&m, &set(&[1, 2, 3]), &none(), &none(), false, &mut rng()),
             None
         );
         // A live replica outside the ISR is not the controller's business.
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), false, &mut rng()),
+            decide(&m, &set(&[1, 2, 3]), &none(), &none(), false, &mut rng()),
             None
         );
     }
@@ -183,11 +216,12 @@ mod tests {
     #[test]
     fn dead_follower_leaves_the_isr_without_an_epoch_change() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[1, 3]), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[1, 3]), &none(), &none(), false, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(1), 4, &[1, 2, 3], &[1, 3]));
         assert_eq!(outcome(&m, &new), Outcome::IsrShrunk);
         // A follower shutting down leaves too.
-        let new = decide(&m, &set(&[1, 2, 3]), &set(&[3]), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[1, 2, 3]), &set(&[3]), &none(), false, &mut rng()).expect("change");
         assert_eq!(new.isr, [1, 2]);
         assert_eq!(new.leader_epoch, 4);
     }
@@ -196,16 +230,22 @@ mod tests {
     fn the_leader_never_leaves_the_isr_and_the_isr_never_empties() {
         // The leader is the only ISR member left: nothing to remove.
         let m = meta(Some(1), 2, &[1, 2, 3], &[1]);
-        assert_eq!(decide(&m, &set(&[1]), &none(), false, &mut rng()), None);
+        assert_eq!(
+            decide(&m, &set(&[1]), &none(), &none(), false, &mut rng()),
+            None
+        );
         // An ISR that (wrongly) lacks the leader is not emptied either.
         let m = meta(Some(1), 2, &[1, 2, 3], &[2]);
-        assert_eq!(decide(&m, &set(&[1]), &none(), false, &mut rng()), None);
+        assert_eq!(
+            decide(&m, &set(&[1]), &none(), &none(), false, &mut rng()),
+            None
+        );
     }
 
     #[test]
     fn dead_leader_is_replaced_from_the_isr() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[2, 3]), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2, 3]), &none(), &none(), false, &mut rng()).expect("change");
         assert!(matches!(new.leader, Some(2 | 3)));
         assert_eq!(new.leader_epoch, 5);
         assert_eq!(new.isr, [2, 3]);
@@ -223,7 +263,8 @@ mod tests {
         let m = meta(Some(1), 0, &[1, 2, 3, 5], &[1, 3, 4, 5]);
         for seed in 0..50 {
             let mut r = StdRng::seed_from_u64(seed);
-            let new = decide(&m, &set(&[2, 4, 5]), &none(), false, &mut r).expect("change");
+            let new =
+                decide(&m, &set(&[2, 4, 5]), &none(), &none(), false, &mut r).expect("change");
             assert_eq!(new.leader, Some(5));
             assert_eq!(
                 new.isr,
@@ -237,37 +278,47 @@ mod tests {
     fn dead_leader_without_candidates_goes_offline_keeping_the_isr() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
         // 2 is live but not in sync: a clean election cannot use it.
-        let new = decide(&m, &set(&[2]), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2]), &none(), &none(), false, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
         assert_eq!(outcome(&m, &new), Outcome::Offline);
         // Offline stays offline without an epoch bump on every pass.
-        assert_eq!(decide(&new, &set(&[2]), &none(), false, &mut rng()), None);
+        assert_eq!(
+            decide(&new, &set(&[2]), &none(), &none(), false, &mut rng()),
+            None
+        );
         // Nobody at all.
-        let new = decide(&m, &none(), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &none(), &none(), &none(), false, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
     }
 
     #[test]
     fn offline_partition_elects_when_an_isr_member_returns() {
         let m = meta(None, 5, &[1, 2, 3], &[1, 3]);
-        assert_eq!(decide(&m, &set(&[2]), &none(), false, &mut rng()), None);
-        let new = decide(&m, &set(&[2, 3]), &none(), false, &mut rng()).expect("change");
+        assert_eq!(
+            decide(&m, &set(&[2]), &none(), &none(), false, &mut rng()),
+            None
+        );
+        let new = decide(&m, &set(&[2, 3]), &none(), &none(), false, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
         // Returning but already shutting down again: not elected.
-        assert_eq!(decide(&m, &set(&[3]), &set(&[3]), false, &mut rng()), None);
+        assert_eq!(
+            decide(&m, &set(&[3]), &set(&[3]), &none(), false, &mut rng()),
+            None
+        );
     }
 
     #[test]
     fn shutting_down_leader_hands_over_or_stays() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[1, 2, 3]), &set(&[1]), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[1, 2, 3]), &set(&[1]), &none(), false, &mut rng()).expect("change");
         assert!(matches!(new.leader, Some(2 | 3)));
         assert_eq!(new.leader_epoch, 5);
         assert_eq!(new.isr, [2, 3], "the shutting-down broker leaves the ISR");
         // No one to hand over to: it keeps leading (the shutdown will time out).
         let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &set(&[1]), true, &mut rng()),
+            decide(&m, &set(&[1, 2, 3]), &set(&[1]), &none(), true, &mut rng()),
             None,
             "not even an unclean election while the leader is alive"
         );
@@ -277,25 +328,26 @@ mod tests {
     fn unclean_election_only_when_no_clean_candidate() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
         // A clean candidate exists: it wins even with unclean allowed.
-        let new = decide(&m, &set(&[2, 3]), &none(), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2, 3]), &none(), &none(), true, &mut rng()).expect("change");
         assert_eq!((new.leader, new.isr.clone()), (Some(3), vec![3]));
         // None: the live out-of-sync replica takes over, alone in the ISR.
-        let new = decide(&m, &set(&[2, 4]), &none(), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2, 4]), &none(), &none(), true, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(2), 5, &[1, 2, 3], &[2]));
         assert_eq!(outcome(&m, &new), Outcome::ElectedUnclean);
         // From offline as well.
         let off = meta(None, 5, &[1, 2, 3], &[1]);
-        let new = decide(&off, &set(&[3]), &none(), true, &mut rng()).expect("change");
+        let new = decide(&off, &set(&[3]), &none(), &none(), true, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
         // Nobody available: offline, ISR kept.
-        let new = decide(&m, &set(&[4]), &set(&[2]), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[4]), &set(&[2]), &none(), true, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
     }
 
     #[test]
     fn a_leader_that_is_not_a_replica_is_replaced() {
         let m = meta(Some(9), 1, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[1, 2, 3, 9]), &none(), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[1, 2, 3, 9]), &none(), &none(), false, &mut rng()).expect("change");
         assert!(matches!(new.leader, Some(1..=3)));
         assert_eq!(new.leader_epoch, 2);
     }
@@ -309,7 +361,7 @@ mod tests {
         let mut r = StdRng::seed_from_u64(2026);
         let mut counts = BTreeMap::new();
         for _ in 0..300 {
-            let new = decide(&m, &live, &shutting, false, &mut r).expect("change");
+            let new = decide(&m, &live, &shutting, &none(), false, &mut r).expect("change");
             *counts.entry(new.leader.expect("elected")).or_insert(0) += 1;
             assert_eq!(new.isr, [2, 3, 4]);
         }
@@ -317,6 +369,80 @@ mod tests {
         for (&id, &n) in &counts {
             assert!(n >= 60, "broker {id} chosen only {n} of 300 times");
         }
+    }
+
+    #[test]
+    fn an_ineligible_replica_is_never_elected_while_an_eligible_one_is_in_sync() {
+        // All three were in sync when everything stopped; 1 came back behind (or
+        // damaged) and reports it.
+        let off = meta(None, 5, &[1, 2, 3], &[1, 2, 3]);
+        let behind = set(&[1]);
+        // Only 1 is back: the partition stays offline rather than lose records.
+        assert_eq!(
+            decide(&off, &set(&[1]), &none(), &behind, false, &mut rng()),
+            None
+        );
+        // 2 is back too: 2 leads, and 1 is not counted in the ISR until it catches up.
+        for seed in 0..20 {
+            let mut r = StdRng::seed_from_u64(seed);
+            let new = decide(&off, &set(&[1, 2]), &none(), &behind, false, &mut r).expect("change");
+            assert_eq!(new, meta(Some(2), 6, &[1, 2, 3], &[2]));
+        }
+        // A dead leader whose only live in-sync replica is ineligible: offline, ISR kept.
+        let m = meta(Some(2), 4, &[1, 2, 3], &[1, 2]);
+        let new = decide(&m, &set(&[1]), &none(), &behind, false, &mut rng()).expect("change");
+        assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 2]));
+        assert_eq!(outcome(&m, &new), Outcome::Offline);
+        // Unless the operator allows an unclean election.
+        let new = decide(&m, &set(&[1]), &none(), &behind, true, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(1), 5, &[1, 2, 3], &[1]));
+        // Even then an eligible replica outside the ISR is preferred.
+        let m = meta(Some(2), 4, &[1, 2, 3], &[2]);
+        let new = decide(&m, &set(&[1, 3]), &none(), &behind, true, &mut rng()).expect("change");
+        assert_eq!(new.leader, Some(3));
+    }
+
+    #[test]
+    fn an_ineligible_follower_leaves_the_isr_and_an_ineligible_leader_hands_over() {
+        // A live leader: an ineligible follower stops counting in the ISR.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        let new =
+            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[3]), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(1), 4, &[1, 2, 3], &[1, 2]));
+        // The leader found damage in its log: an eligible in-sync replica takes over.
+        let new =
+            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        assert!(matches!(new.leader, Some(2 | 3)), "{new:?}");
+        assert_eq!(new.leader_epoch, 5);
+        assert_eq!(new.isr.len(), 2);
+        assert!(!new.isr.contains(&1));
+        // Nobody else has every record: it keeps leading (it has the most).
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
+        assert_eq!(
+            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[1]), false, &mut rng()),
+            None
+        );
+        // Restarted behind while the zookeeper still names it leader, the others down:
+        // offline (not served by a replica that lacks records), the ISR kept...
+        let m = meta(Some(1), 0, &[1, 2, 3], &[1, 2, 3]);
+        let off = decide(&m, &set(&[1]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        assert_eq!(off, meta(None, 1, &[1, 2, 3], &[1, 2, 3]));
+        assert_eq!(
+            decide(&off, &set(&[1]), &none(), &set(&[1]), false, &mut rng()),
+            None,
+            "and it stays so"
+        );
+        // ...and the first complete one back takes over.
+        let new =
+            decide(&off, &set(&[1, 2]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        assert_eq!(new, meta(Some(2), 2, &[1, 2, 3], &[2]));
+        // Forced: it leads alone, and then keeps leading (no epoch bump on every pass).
+        let forced = decide(&m, &set(&[1]), &none(), &set(&[1]), true, &mut rng()).expect("change");
+        assert_eq!(forced, meta(Some(1), 1, &[1, 2, 3], &[1]));
+        assert_eq!(
+            decide(&forced, &set(&[1]), &none(), &set(&[1]), true, &mut rng()),
+            None
+        );
     }
 
     #[test]
@@ -336,8 +462,13 @@ mod tests {
                     .copied()
                     .filter(|_| r.next_u32() % 5 == 0)
                     .collect();
+                let ineligible: BTreeSet<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|_| r.next_u32() % 4 == 0)
+                    .collect();
                 let unclean = r.next_u32() % 4 == 0;
-                if let Some(new) = decide(&m, &live, &shutting, unclean, &mut r) {
+                if let Some(new) = decide(&m, &live, &shutting, &ineligible, unclean, &mut r) {
                     assert!(!new.isr.is_empty(), "{m:?} -> {new:?}");
                     assert!(new.leader_epoch >= m.leader_epoch);
                     if new.leader != m.leader {
@@ -348,6 +479,10 @@ mod tests {
                         assert!(live.contains(&l) && !shutting.contains(&l));
                         assert!(new.isr.contains(&l));
                         assert!(unclean || m.isr.contains(&l), "{m:?} -> {new:?}");
+                        assert!(
+                            unclean || !ineligible.contains(&l),
+                            "an ineligible replica was elected: {m:?} -> {new:?} ({ineligible:?})"
+                        );
                     }
                     m = new;
                 }

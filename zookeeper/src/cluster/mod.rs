@@ -2,6 +2,8 @@
 //!
 //! ```text
 //! /brokers/ids/{id}                  ephemeral, BrokerInfo: the live brokers
+//! /brokers/recovering/{id}:{t}:{p}   ephemeral, text: broker {id}'s replica of {t}/{p} may
+//!                                    not lead (behind or damaged); `{id}:*`: none may yet
 //! /topics/{topic}                    TopicConfig: partitions, replication factor
 //! /topics/{topic}/partitions/{p}     PartitionMetadata: replicas, leader, epoch, ISR
 //! /consumers/{group}/{topic}/{p}     committed offset (decimal text)
@@ -45,6 +47,13 @@ use std::collections::{BTreeMap, BTreeSet};
 
 /// Where live brokers register.
 pub const BROKERS: &str = "/brokers/ids";
+/// Where live brokers report the replicas that may not lead (KIP-966's eligible leader
+/// replicas, inverted): ephemeral children `{id}:{topic}:{partition}` for a replica that
+/// restarted behind the high watermark it last knew or found damage in its log, and
+/// `{id}:*` (created with the registration, in one multi) while broker `{id}` has not
+/// opened its logs yet. Their data is the reason, one line of text. The controller never
+/// elects such a replica cleanly, and counts it out of the ISR while another leads.
+pub const RECOVERING: &str = "/brokers/recovering";
 /// Where topics live.
 pub const TOPICS: &str = "/topics";
 /// Where consumer groups keep committed offsets.
@@ -257,6 +266,89 @@ pub async fn live_brokers(client: &Client) -> Result<BTreeMap<u32, BrokerInfo>, 
     Ok(brokers)
 }
 
+/// The name under [`RECOVERING`] for broker `id`'s replica of `topic`/`partition`, or,
+/// with `None`, for all of its replicas.
+pub fn recovering_name(id: u32, replica: Option<(&str, u32)>) -> String {
+    match replica {
+        Some((topic, partition)) => format!("{id}:{topic}:{partition}"),
+        None => format!("{id}:*"),
+    }
+}
+
+/// The replicas that reported that they may not lead (see [`RECOVERING`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Ineligible {
+    /// Brokers none of whose replicas may lead yet (their logs are not open).
+    pub all: BTreeSet<u32>,
+    /// Per partition, the brokers whose replica of it may not lead.
+    pub partitions: BTreeMap<(String, u32), BTreeSet<u32>>,
+}
+
+impl Ineligible {
+    /// Reads the names under [`RECOVERING`] (unknown names are ignored).
+    pub fn from_names<S: AsRef<str>>(names: &[S]) -> Ineligible {
+        let mut out = Ineligible::default();
+        for name in names {
+            let name = name.as_ref();
+            let Some((id, rest)) = name.split_once(':') else {
+                continue;
+            };
+            let Ok(id) = id.parse::<u32>() else {
+                continue;
+            };
+            if rest == "*" {
+                out.all.insert(id);
+            } else if let Some((topic, partition)) = rest.rsplit_once(':') {
+                if let Ok(partition) = partition.parse::<u32>() {
+                    out.partitions
+                        .entry((topic.to_owned(), partition))
+                        .or_default()
+                        .insert(id);
+                }
+            }
+        }
+        out
+    }
+
+    /// The brokers whose replica of `topic`/`partition` may not lead.
+    pub fn of(&self, topic: &str, partition: u32) -> BTreeSet<u32> {
+        let mut ids = self.all.clone();
+        if let Some(these) = self.partitions.get(&(topic.to_owned(), partition)) {
+            ids.extend(these);
+        }
+        ids
+    }
+}
+
+/// The replicas that reported that they may not lead now.
+pub async fn ineligible_replicas(client: &Client) -> Result<Ineligible, ZkError> {
+    match client.get_children(RECOVERING).await {
+        Ok((names, _)) => Ok(Ineligible::from_names(&names)),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(Ineligible::default()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Why each replica under [`RECOVERING`] may not lead, by its name there (for status).
+pub async fn recovering_reasons(client: &Client) -> Result<BTreeMap<String, String>, ZkError> {
+    let names = match client.get_children(RECOVERING).await {
+        Ok((names, _)) => names,
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(BTreeMap::new()),
+        Err(e) => return Err(e),
+    };
+    let mut reasons = BTreeMap::new();
+    for name in names {
+        match client.get_data(&format!("{RECOVERING}/{name}")).await {
+            Ok((data, _)) => {
+                reasons.insert(name, String::from_utf8_lossy(&data).into_owned());
+            }
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(reasons)
+}
+
 /// The brokers that asked for a controlled shutdown (children of [`SHUTDOWN`]).
 pub async fn shutting_down(client: &Client) -> Result<BTreeSet<u32>, ZkError> {
     match client.get_children(SHUTDOWN).await {
@@ -378,6 +470,22 @@ mod tests {
         assert!(assign_replicas(0, 1, &[]).is_empty());
         let leaders: BTreeSet<u32> = (0..4).map(|p| assign_replicas(p, 1, &brokers)[0]).collect();
         assert_eq!(leaders.len(), 4, "leaders spread over the brokers");
+    }
+
+    #[test]
+    fn recovering_names_are_read_back() {
+        let names = [
+            recovering_name(1, None),
+            recovering_name(2, Some(("a:b-c", 3))),
+            recovering_name(3, Some(("t", 0))),
+            "junk".into(),
+            "x:t:0".into(),
+            "4:t:x".into(),
+        ];
+        let i = Ineligible::from_names(&names);
+        assert_eq!(i.of("a:b-c", 3), BTreeSet::from([1, 2]));
+        assert_eq!(i.of("t", 0), BTreeSet::from([1, 3]));
+        assert_eq!(i.of("t", 1), BTreeSet::from([1]));
     }
 
     #[test]

@@ -4,7 +4,7 @@
 use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
 use crate::cluster::PEHRA_ADMIN;
-use crate::storage::{Storage, StorageError};
+use crate::storage::{Room, Storage, StorageError};
 use crate::tree::{Change, DataTree, Op, Outcome, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
 use pehra_shared::coap::conditions::{ConditionFailed, Conditions, Current};
@@ -26,6 +26,14 @@ use tokio::time::Instant;
 const MODE_CHANGE_MAX_FUTURE_MS: u64 = 5 * 60 * 1000;
 /// The PEHRA parent znode.
 const PEHRA: &str = "/pehra";
+
+/// Disk space the log reserves ahead of its writes (see [`Storage::reserve`]).
+const LOG_RESERVE: u64 = 8 << 20;
+/// Of the reserved room, what only session closes and expiries may use: with the disk
+/// full, sessions still end and their ephemerals go.
+const CLOSE_HEADROOM: u64 = 256 << 10;
+/// With the disk full, how often the log tries to reserve space again.
+const FULL_RETRY: Duration = Duration::from_secs(1);
 
 /// A request for the core, from a route.
 pub(crate) enum Job {
@@ -103,6 +111,15 @@ pub(crate) enum Job {
     Shutdown,
 }
 
+/// Whether a write's log record fits the reserved disk space.
+enum Fit {
+    Yes,
+    /// Not now: once the batch in flight is durable, more is reserved.
+    Wait,
+    /// Not while the disk is full.
+    Full,
+}
+
 /// An answer held until its batch is durable.
 struct Held {
     responder: Option<Responder>,
@@ -137,7 +154,17 @@ pub(super) struct Core {
     /// The batch being made durable.
     in_flight: Option<(Vec<Held>, Vec<Change>)>,
     log_tx: std::sync::mpsc::Sender<LogJob>,
-    log_done: mpsc::UnboundedReceiver<Result<(), StorageError>>,
+    log_done: mpsc::UnboundedReceiver<Result<Room, StorageError>>,
+    /// Bytes of records that can still be appended into reserved disk space.
+    room: u64,
+    /// Why the log could not reserve more space (the disk is full), if so: writes that do
+    /// not fit the room are refused with this reason until space returns.
+    full: Option<String>,
+    /// Expiries that found no room: logged once space returns (the sessions stay closed
+    /// meanwhile).
+    stalled_expiries: Vec<u64>,
+    /// With the disk full: when to try reserving space again.
+    full_retry_at: Instant,
     /// A snapshot is being written (one at a time).
     snapshotting: Arc<AtomicBool>,
     log_bytes: u64,
@@ -151,10 +178,14 @@ impl Core {
     pub(super) fn new(
         config: ServerConfig,
         tree: DataTree,
-        storage: Storage,
+        mut storage: Storage,
         handle: Handle,
         jobs: mpsc::UnboundedReceiver<Job>,
     ) -> Core {
+        let room = storage.reserve(LOG_RESERVE);
+        if let Some(why) = &room.full {
+            tracing::error!("zookeeper storage full: {why}; refusing writes until space returns");
+        }
         let (log_tx, log_rx) = std::sync::mpsc::channel();
         let (done_tx, log_done) = mpsc::unbounded_channel();
         let snapshotting = Arc::new(AtomicBool::new(false));
@@ -191,6 +222,10 @@ impl Core {
             in_flight: None,
             log_tx,
             log_done,
+            room: room.bytes,
+            full: room.full,
+            stalled_expiries: Vec::new(),
+            full_retry_at: Instant::now() + FULL_RETRY,
             snapshotting,
             log_bytes: 0,
             shutting_down: false,
@@ -217,11 +252,23 @@ impl Core {
                     None => self.shutting_down = true,
                 },
                 done = self.log_done.recv(), if self.in_flight.is_some() => match done {
-                    Some(Ok(())) => self.on_durable(),
+                    Some(Ok(room)) => {
+                        self.set_room(room);
+                        self.on_durable();
+                    }
                     Some(Err(e)) => return Err(self.fail(e)),
                     None => return Err(ServerError::LogThreadGone),
                 },
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
+                _ = tokio::time::sleep_until(self.full_retry_at),
+                    if self.full.is_some() && self.in_flight.is_none() && self.held.is_empty() =>
+                {
+                    self.full_retry_at = Instant::now() + FULL_RETRY;
+                    // An empty batch: the log thread tries to reserve space again.
+                    if self.log_tx.send(LogJob::Append(Vec::new())).is_ok() {
+                        self.in_flight = Some((Vec::new(), Vec::new()));
+                    }
+                }
             }
         }
     }
@@ -251,6 +298,18 @@ impl Core {
             let batch_open = !self.held.is_empty();
             if !is_write && batch_open {
                 return;
+            }
+            if is_write {
+                match self.fits(job) {
+                    Fit::Yes => {}
+                    // The batch's sync reserves more: wait for it.
+                    Fit::Wait if batch_open => return,
+                    Fit::Wait | Fit::Full => {
+                        let job = self.queue.pop_front().expect("front exists");
+                        self.refuse_for_space(job);
+                        continue;
+                    }
+                }
             }
             let job = self.queue.pop_front().expect("front exists");
             match job {
@@ -316,6 +375,96 @@ impl Core {
                 Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Shutdown => self.shutting_down = true,
+            }
+        }
+    }
+
+    /// Whether a write job's log record fits the reserved room (estimated before it is
+    /// applied, so a refusal changes nothing). Session closes and expiries may use the
+    /// headroom the others leave.
+    fn fits(&self, job: &Job) -> Fit {
+        if self.room == u64::MAX {
+            return Fit::Yes;
+        }
+        let record = |op: Op| {
+            wire::encode(&LogRecord {
+                time_ms: u64::MAX,
+                op,
+            })
+            .map_or(u64::MAX, |b| b.len() as u64 + 16)
+        };
+        let (need, closes) = match job {
+            Job::Write { op, .. } => (record(op.clone()), matches!(op, Op::CloseSession { .. })),
+            Job::Expire { session } => (record(Op::CloseSession { session: *session }), true),
+            Job::OpenSession { identity, .. } => (
+                record(Op::CreateSession {
+                    session: u64::MAX,
+                    timeout_ms: u32::MAX,
+                    owner: identity.clone(),
+                }),
+                false,
+            ),
+            Job::PehraMode { .. } => (4096, false),
+            _ => return Fit::Yes,
+        };
+        let headroom = if closes { 0 } else { CLOSE_HEADROOM };
+        if need.saturating_add(headroom) <= self.room {
+            Fit::Yes
+        } else if self.full.is_none() && need > LOG_RESERVE {
+            // Larger than any reservation: written unreserved, as before.
+            Fit::Yes
+        } else if self.full.is_none() {
+            Fit::Wait
+        } else {
+            Fit::Full
+        }
+    }
+
+    /// Answers a write that does not fit the room with the disk full: 5.03 with the
+    /// reason; an expiry waits for space (its session stays closed meanwhile).
+    fn refuse_for_space(&mut self, job: Job) {
+        let why = self
+            .full
+            .clone()
+            .unwrap_or_else(|| "no disk space reserved".into());
+        let refusal = || {
+            error_response(
+                ErrorKind::Busy,
+                &format!(
+                    "zookeeper storage full: {why}; writes are refused until space is freed \
+                     (reads and sessions go on)"
+                ),
+            )
+        };
+        match job {
+            Job::Write { responder, .. }
+            | Job::OpenSession { responder, .. }
+            | Job::PehraMode { responder, .. } => self.hold(Some(responder), refusal()),
+            Job::Expire { session } => self.stalled_expiries.push(session),
+            _ => {}
+        }
+    }
+
+    /// Takes the log's report of its reserved room.
+    fn set_room(&mut self, room: Room) {
+        match (&self.full, &room.full) {
+            (None, Some(why)) => tracing::error!(
+                "zookeeper storage full: {why}; refusing writes until space returns (reads and \
+                 sessions go on)"
+            ),
+            (Some(_), None) => {
+                tracing::info!("zookeeper storage has space again: writes are taken")
+            }
+            _ => {}
+        }
+        if self.full.is_none() && room.full.is_some() {
+            self.full_retry_at = Instant::now() + FULL_RETRY;
+        }
+        self.room = room.bytes;
+        self.full = room.full;
+        if self.room > CLOSE_HEADROOM && !self.stalled_expiries.is_empty() {
+            for session in std::mem::take(&mut self.stalled_expiries) {
+                self.queue.push_back(Job::Expire { session });
             }
         }
     }
@@ -612,6 +761,9 @@ impl Core {
         };
         let bytes = wire::encode(&record).expect("log records always encode");
         self.log_bytes += bytes.len() as u64;
+        if self.room != u64::MAX {
+            self.room = self.room.saturating_sub(bytes.len() as u64 + 16);
+        }
         self.records.push((zxid, bytes));
     }
 
@@ -742,7 +894,7 @@ fn log_thread(
     mut storage: Storage,
     jobs: std::sync::mpsc::Receiver<LogJob>,
     own: std::sync::mpsc::Sender<LogJob>,
-    done: mpsc::UnboundedSender<Result<(), StorageError>>,
+    done: mpsc::UnboundedSender<Result<Room, StorageError>>,
     snapshotting: Arc<AtomicBool>,
 ) {
     for job in jobs {
@@ -751,7 +903,8 @@ fn log_thread(
                 let result = records
                     .iter()
                     .try_for_each(|(zxid, bytes)| storage.append(*zxid, bytes))
-                    .and_then(|()| storage.sync());
+                    .and_then(|()| storage.sync())
+                    .map(|()| storage.reserve(LOG_RESERVE));
                 let failed = result.is_err();
                 if done.send(result).is_err() || failed {
                     return;
@@ -782,6 +935,10 @@ fn log_thread(
             LogJob::SnapshotWritten(zxid) => {
                 if let Err(e) = storage.install_snapshot(zxid) {
                     tracing::error!(error = %e, "cannot take the snapshot into use; the log keeps everything");
+                }
+                // The next records go to a new segment: reserve its space now.
+                if let Some(why) = storage.reserve(LOG_RESERVE).full {
+                    tracing::error!("zookeeper storage full after a snapshot: {why}");
                 }
                 snapshotting.store(false, Ordering::Release);
             }

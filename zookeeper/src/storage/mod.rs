@@ -379,6 +379,33 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
+/// The file holding the highest zxid records cut on request reached, until the log
+/// has placeholders up to it (see [`Storage::open_with`]).
+const ZXID_FLOOR: &str = "zxid-floor";
+
+/// Makes `floor` the durable content of the `zxid-floor` file of `dir`.
+fn write_zxid_floor(dir: &Path, floor: u64) -> Result<(), StorageError> {
+    let path = dir.join(ZXID_FLOOR);
+    let tmp = dir.join(format!("{ZXID_FLOOR}.tmp"));
+    let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
+    file.write_all(format!("{floor}\n").as_bytes())
+        .and_then(|()| file.sync_all())
+        .map_err(io_err("write", &tmp))?;
+    fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp))?;
+    fsync_dir(dir)
+}
+
+/// What [`Storage::reserve`] secured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    /// Bytes of records (16 bytes of header each + payload) that can be appended now
+    /// without allocating disk space (`u64::MAX`: the file system cannot reserve, so no
+    /// limit is known).
+    pub bytes: u64,
+    /// Why no more could be reserved (the disk is full), if so.
+    pub full: Option<String>,
+}
+
 /// How [`Storage::open_with`] treats damage it would otherwise refuse.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RecoveryOptions {
@@ -465,6 +492,8 @@ impl Storage {
         let mut truncate: Option<(&Path, u64)> = None;
         // Later segments with records, cut by `options.recover_truncate_wal`.
         let mut doomed: Vec<&Path> = Vec::new();
+        // Set when records are cut on request: the zxid they reached.
+        let mut raise_floor: Option<u64> = None;
         'segments: for (i, (name_zxid, path)) in segments.iter().enumerate() {
             let mut first_in_segment = true;
             let mut segment_last = 0;
@@ -605,6 +634,7 @@ impl Storage {
                             tail = Some((path.as_path(), end.valid_len, segment_last));
                         }
                         doomed.extend(later.iter().map(|(_, p)| p.as_path()));
+                        raise_floor = Some(last_zxid_after);
                         break 'segments;
                     }
                     Some(n) => {
@@ -648,6 +678,11 @@ impl Storage {
         }
 
         // Only now change files: a hard error above leaves the directory as it was.
+        // Zxids never go back: before records are cut, the highest zxid they reached is
+        // made durable, so the next zxid handed out is above it even after a crash.
+        if let Some(floor) = raise_floor {
+            write_zxid_floor(dir, floor)?;
+        }
         // Segments cut on request go first, newest first: a crash in between leaves a log
         // that ends earlier, never one with a hole.
         if !doomed.is_empty() {
@@ -678,7 +713,7 @@ impl Storage {
             Some((path, len, last)) if last > snap => Some(Segment::open_at(path, len)?),
             _ => None,
         };
-        let storage = Storage {
+        let mut storage = Storage {
             dir: dir.to_owned(),
             current,
             buf: Vec::new(),
@@ -694,6 +729,8 @@ impl Storage {
             records,
             truncated_bytes,
         };
+        let mut recovery = recovery;
+        storage.keep_zxids_above_the_floor(&mut recovery.records)?;
         Ok((storage, recovery))
     }
 
@@ -827,6 +864,109 @@ impl Storage {
         self.bytes_since_snapshot
     }
 
+    /// If a `zxid-floor` file says zxids once reached past the log's end (records cut by
+    /// [`RecoveryOptions::recover_truncate_wal`]), appends empty placeholder records up to
+    /// it (also to `records`, for the replay) and syncs them, then removes the file: the
+    /// next zxid is above every zxid ever handed out, so no reader sees zxids go back.
+    fn keep_zxids_above_the_floor(
+        &mut self,
+        records: &mut Vec<(u64, Vec<u8>)>,
+    ) -> Result<(), StorageError> {
+        let path = self.dir.join(ZXID_FLOOR);
+        let floor = match fs::read_to_string(&path) {
+            Ok(text) => text
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| StorageError::Corrupt {
+                    path: path.clone(),
+                    detail: format!("not a zxid ({e}): {text:?}"),
+                })?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err("read", &path)(e)),
+        };
+        if floor > self.last_appended {
+            tracing::error!(
+                "the log ends at zxid {} but zxids reached {floor} before records were cut: \
+                 zxids {} to {floor} are skipped (empty records), so zxids never go back",
+                self.last_appended,
+                self.last_appended + 1
+            );
+            for zxid in self.last_appended + 1..=floor {
+                self.append(zxid, &[])?;
+                records.push((zxid, Vec::new()));
+            }
+            self.sync()?;
+        }
+        remove(&path)?;
+        fsync_dir(&self.dir)
+    }
+
+    /// Makes sure the next `want` bytes of records can be written without allocating
+    /// disk space: the segment they go to exists, and its space is reserved ahead of them
+    /// (`fallocate` keeping the file's length, so a crash leaves no padding to cut).
+    ///
+    /// Returns how many bytes can be appended before space must be reserved again
+    /// ([`Room::bytes`]). With the disk full it reserves what it can (nothing) and says why
+    /// ([`Room::full`]): records within the room are still safe to append, and a later
+    /// call succeeds once space returns. Nothing is poisoned: no write was attempted. On
+    /// a file system that cannot reserve space the room is unlimited (writes then meet a
+    /// full disk as an I/O error, which poisons). Call it with nothing buffered (after
+    /// [`sync`](Self::sync)).
+    pub fn reserve(&mut self, want: u64) -> Room {
+        if self.poisoned {
+            return Room {
+                bytes: 0,
+                full: Some("the log failed earlier".into()),
+            };
+        }
+        if self.current.is_none() {
+            match Segment::create(&self.dir, self.last_appended + 1) {
+                Ok(segment) => self.current = Some(segment),
+                Err(e) => {
+                    return Room {
+                        bytes: 0,
+                        full: Some(e.to_string()),
+                    }
+                }
+            }
+        }
+        let segment = self.current.as_mut().expect("just ensured");
+        let goal = segment.end + want;
+        if segment.reserved_to < goal {
+            let from = segment.reserved_to.max(segment.end);
+            match rustix::fs::fallocate(
+                &segment.file,
+                rustix::fs::FallocateFlags::KEEP_SIZE,
+                from,
+                goal - from,
+            ) {
+                Ok(()) => segment.reserved_to = goal,
+                Err(e) if e == rustix::io::Errno::NOSPC || e == rustix::io::Errno::DQUOT => {
+                    return Room {
+                        bytes: segment.reserved_to.saturating_sub(segment.end),
+                        full: Some(format!(
+                            "cannot reserve {} bytes for the log in {}: {}",
+                            goal - from,
+                            segment.path.display(),
+                            std::io::Error::from(e)
+                        )),
+                    };
+                }
+                Err(_) => {
+                    // No reservation on this file system: as before, unlimited.
+                    return Room {
+                        bytes: u64::MAX,
+                        full: None,
+                    };
+                }
+            }
+        }
+        Room {
+            bytes: segment.reserved_to - segment.end,
+            full: None,
+        }
+    }
+
     /// The last durable zxid.
     ///
     /// After [`open`](Self::open): the last recovered record's zxid, or the snapshot's if
@@ -874,6 +1014,7 @@ impl Storage {
             .file
             .write_all(&self.buf)
             .map_err(io_err("write", &segment.path))?;
+        segment.end += self.buf.len() as u64;
         self.buf.clear();
         if self.buf.capacity() > 4 * FLUSH_THRESHOLD {
             self.buf.shrink_to(FLUSH_THRESHOLD);

@@ -859,15 +859,48 @@ fn recover_truncate_wal_cuts_only_at_the_zxid_it_names() {
         recover_truncate_wal: Some(4),
     };
     let (mut storage, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
-    assert_eq!(recovery.records, expected(1..=4));
+    // Zxids never go back: the cut ones (5 to N) become empty placeholders, so the next
+    // zxid is N + 1, never one a client may have seen for a lost change.
+    let placeholders: Vec<(u64, Vec<u8>)> = (5..=N).map(|z| (z, Vec::new())).collect();
+    let mut want = expected(1..=4);
+    want.extend(placeholders.iter().cloned());
+    assert_eq!(recovery.records, want);
     assert_eq!(recovery.truncated_bytes, len - offset_of(1, 5));
-    assert_eq!(fs::metadata(&path).unwrap().len(), offset_of(1, 5));
-    append_sync(&mut storage, 5..=6);
+    assert_eq!(
+        fs::metadata(&path).unwrap().len(),
+        offset_of(1, 5) + 16 * (N - 4),
+        "cut, then the placeholders"
+    );
+    assert_eq!(storage.last_zxid(), N);
+    assert!(!tmp.path().join(ZXID_FLOOR).exists(), "done with the floor");
+    append_sync(&mut storage, N + 1..=N + 2);
     drop(storage);
     // The option does nothing to a log that needs no cut.
-    let (_, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
-    assert_eq!(recovery.records, expected(1..=6));
+    let (storage, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
+    let mut want = expected(1..=4);
+    want.extend(placeholders);
+    want.extend(expected(N + 1..=N + 2));
+    assert_eq!(recovery.records, want);
     assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(storage.last_zxid(), N + 2);
+}
+
+#[test]
+fn a_crash_after_a_requested_cut_still_keeps_zxids_from_going_back() {
+    // The floor file was made durable, the cut done, and the placeholders never written.
+    let tmp = tempfile::tempdir().unwrap();
+    one_segment(tmp.path(), 4);
+    write_zxid_floor(tmp.path(), 9).unwrap();
+    let (storage, recovery) = Storage::open(tmp.path()).unwrap();
+    assert_eq!(storage.last_zxid(), 9);
+    assert_eq!(recovery.records.len(), 9);
+    assert!(recovery.records[4..].iter().all(|(_, p)| p.is_empty()));
+    drop(storage);
+    // A floor at or below the log's end changes nothing and goes.
+    write_zxid_floor(tmp.path(), 3).unwrap();
+    let (storage, recovery) = Storage::open(tmp.path()).unwrap();
+    assert_eq!((storage.last_zxid(), recovery.records.len()), (9, 9));
+    assert!(!tmp.path().join(ZXID_FLOOR).exists());
 }
 
 #[test]
@@ -886,7 +919,34 @@ fn damage_before_a_later_segment_names_the_recovery_too() {
         recover_truncate_wal: Some(2),
     };
     let (storage, recovery) = Storage::open_with(tmp.path(), &options).unwrap();
-    assert_eq!(recovery.records, expected(1..=2));
-    assert_eq!(storage.last_zxid(), 2);
+    let mut want = expected(1..=2);
+    want.extend((3..=10).map(|z| (z, Vec::new())));
+    assert_eq!(recovery.records, want, "zxids 3 to 10 kept as placeholders");
+    assert_eq!(storage.last_zxid(), 10);
     assert_eq!(names(tmp.path()), vec![wal::file_name(1)]);
+}
+
+#[test]
+fn reserved_room_shrinks_with_appends_and_a_reserved_segment_reopens_without_padding() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut s, _) = open(tmp.path());
+    let room = s.reserve(1 << 20);
+    assert_eq!(
+        room,
+        Room {
+            bytes: 1 << 20,
+            full: None
+        }
+    );
+    append_sync(&mut s, 1..=3);
+    let used: u64 = (1..=3).map(record_len).sum();
+    let room = s.reserve(0);
+    assert_eq!(room.bytes, (1 << 20) - used, "what the records took");
+    assert_eq!(s.reserve(1 << 20).bytes, 1 << 20, "topped up");
+    // The reservation keeps the file's length: a restart finds no tail to cut.
+    drop(s);
+    let (mut s, recovery) = open(tmp.path());
+    assert_eq!(recovery.truncated_bytes, 0);
+    assert_eq!(recovery.records, expected(1..=3));
+    append_sync(&mut s, 4..=4);
 }

@@ -55,6 +55,10 @@ pub(super) struct Segment {
     pub(super) path: PathBuf,
     /// Open for writing, positioned at the end of the last good record.
     pub(super) file: File,
+    /// Its length: where the next record goes.
+    pub(super) end: u64,
+    /// Disk space is allocated (`fallocate`, the length unchanged) up to here.
+    pub(super) reserved_to: u64,
 }
 
 impl Segment {
@@ -70,6 +74,8 @@ impl Segment {
         Ok(Segment {
             path: dir.join(name),
             file,
+            end: LOG_HEADER_LEN,
+            reserved_to: LOG_HEADER_LEN,
         })
     }
 
@@ -84,6 +90,8 @@ impl Segment {
         Ok(Segment {
             path: path.to_owned(),
             file,
+            end: len,
+            reserved_to: len,
         })
     }
 }
