@@ -89,6 +89,9 @@ pub struct BrokerConfig {
     /// devices: the firmware does not speak OSCORE yet. Anyone on the network can then
     /// publish readings and read downlink through them (nothing else).
     pub insecure_device_routes: bool,
+    /// Where it counts (per-topic traffic, latencies, partition health, PEHRA); shared
+    /// by the restarts of one broker process.
+    pub metrics: crate::metrics::BrokerMetrics,
 }
 
 impl BrokerConfig {
@@ -122,6 +125,7 @@ impl BrokerConfig {
             maintenance_commands: BTreeMap::new(),
             security: None,
             insecure_device_routes: false,
+            metrics: crate::metrics::BrokerMetrics::default(),
         }
     }
 }
@@ -219,9 +223,38 @@ pub(crate) struct State {
     credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
     /// The brokers' addresses its requests are protected to already.
     secured_peers: Mutex<std::collections::HashSet<SocketAddr>>,
+    /// What the request handlers count (served by `--metrics-listen`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl State {
+    /// Whether PEHRA put it to sleep.
+    pub(crate) fn is_asleep(&self) -> bool {
+        *self.asleep.borrow()
+    }
+
+    /// Its partitions counted by health (for the metrics, at scrape time).
+    pub(crate) fn partition_health(&self) -> crate::metrics::PartitionHealth {
+        let mut health = crate::metrics::PartitionHealth::default();
+        for p in self.partitions.read().expect("lock").values() {
+            let p = p.lock().expect("lock");
+            health.replicas += 1;
+            if p.meta.leader.is_none() {
+                health.offline += 1;
+            }
+            if p.leads(self.id) {
+                health.led += 1;
+                if p.meta.isr.len() < p.meta.replicas.len() {
+                    health.under_replicated += 1;
+                }
+                if p.meta.isr.len() < p.min_insync as usize {
+                    health.under_min_isr += 1;
+                }
+            }
+        }
+        health
+    }
+
     /// Tells the partition's observers that its committed records now end at `hw` (and
     /// its log at `end`). It takes no lock.
     fn notify_partition(&self, topic: &str, partition: u32, hw: u64, end: u64) {
@@ -274,7 +307,9 @@ impl Broker {
             pehredar_cache: devices::PehredarCache::default(),
             credentials: config.security.as_ref().map(|s| s.credentials.clone()),
             secured_peers: Mutex::default(),
+            metrics: config.metrics.counters.clone(),
         });
+        config.metrics.attach(&state);
         let mut routes = router(state.clone());
         if let Some(security) = &config.security {
             routes = routes.guard(access::guard(

@@ -1084,7 +1084,12 @@ mod tests {
         // its requester's topic right), but never rewrites a topic's configuration.
         denied(&policy, &b1, znode("/topics/t"), &[Write]);
         allowed(&policy, &b1, znode("/topics/t"), &[Create, Delete]);
-        allowed(&policy, &b1, znode("/topics/t/pubsub"), &[Create, Write, Delete]);
+        allowed(
+            &policy,
+            &b1,
+            znode("/topics/t/pubsub"),
+            &[Create, Write, Delete],
+        );
         denied(&policy, &b1, znode("/topics/t/partitions"), &[Write]);
         allowed(
             &policy,

@@ -202,6 +202,7 @@ impl Core {
         loop {
             self.process_queue();
             self.flush_batch();
+            self.update_gauges();
             if self.shutting_down && self.in_flight.is_none() && self.records.is_empty() {
                 return Ok(());
             }
@@ -224,6 +225,16 @@ impl Core {
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
             }
         }
+    }
+
+    /// The gauges of the metrics, from the tree (cheap: lengths and a number).
+    fn update_gauges(&self) {
+        let m = &self.config.metrics;
+        m.sessions.set(self.tree.sessions().len() as i64);
+        m.znodes.set(self.tree.node_count() as i64);
+        m.watches.set(self.watched.len() as i64);
+        m.zxid.set(self.tree.last_zxid() as i64);
+        m.wal_bytes_since_snapshot.set(self.log_bytes as i64);
     }
 
     fn accept(&mut self, job: Job) {
@@ -253,6 +264,7 @@ impl Core {
                 return;
             }
             let job = self.queue.pop_front().expect("front exists");
+            self.config.metrics.request(job_kind(&job));
             match job {
                 Job::GetData {
                     path,
@@ -313,7 +325,10 @@ impl Core {
                         None => self.write(op, session, Some(responder)),
                     }
                 }
-                Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
+                Job::Expire { session } => {
+                    self.config.metrics.expired_sessions.inc();
+                    self.write(Op::CloseSession { session }, None, None)
+                }
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Shutdown => self.shutting_down = true,
             }
@@ -612,6 +627,7 @@ impl Core {
         };
         let bytes = wire::encode(&record).expect("log records always encode");
         self.log_bytes += bytes.len() as u64;
+        self.config.metrics.wal_bytes.inc_by(bytes.len() as u64);
         self.records.push((zxid, bytes));
     }
 
@@ -869,5 +885,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The `kind` label of a job in the request counter.
+fn job_kind(job: &Job) -> &'static str {
+    match job {
+        Job::GetData { .. } => "get_data",
+        Job::GetChildren { .. } => "get_children",
+        Job::Sync { .. } => "sync",
+        Job::Heartbeat { .. } => "heartbeat",
+        Job::OpenSession { .. } => "open_session",
+        Job::Write { .. } => "write",
+        Job::Expire { .. } => "expire",
+        Job::PehraMode { .. } => "pehra_mode",
+        Job::Shutdown => "shutdown",
     }
 }
