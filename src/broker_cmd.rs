@@ -170,11 +170,12 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     }
     // Bound before the broker starts (a taken port fails at once), announced once it
     // is registered (the line tells tests and `pehra dev` it is ready).
+    let coap_metrics = crate::metrics_http::CoapMetrics::default();
     let metrics_addr = match args.metrics.listen() {
         Some(addr) => {
             let mut registry = prometheus_client::registry::Registry::default();
             config.metrics.register(&mut registry);
-            Some(crate::metrics_http::serve(addr, registry).await?)
+            Some(crate::metrics_http::serve(addr, registry, coap_metrics.clone()).await?)
         }
         None => None,
     };
@@ -193,6 +194,7 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
             args.zookeeper,
             data_dir.display()
         );
+        coap_metrics.attach(broker.coap_handle());
         if let Some(bound) = metrics_addr {
             eprintln!("broker {} metrics on http://{bound}/metrics", args.id);
         }

@@ -4,9 +4,15 @@
 
 use anyhow::{Context, Result};
 use clap::Args;
+use pehra_shared::coap::Stats;
+use pehra_shared::driver::Handle;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -37,6 +43,67 @@ impl MetricsArgs {
     }
 }
 
+/// The CoAP engine's counters of a process's endpoint (retransmissions, timeouts,
+/// duplicates...), read from the endpoint's task before each scrape.
+#[derive(Clone, Default)]
+pub struct CoapMetrics {
+    /// The endpoint now serving (a broker that rejoins gets a new one).
+    handle: Arc<Mutex<Option<Handle>>>,
+    /// The counters read before the scrape being encoded.
+    last: Arc<Mutex<Stats>>,
+}
+
+impl std::fmt::Debug for CoapMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CoapMetrics")
+            .field("last", &self.last)
+            .finish()
+    }
+}
+
+impl CoapMetrics {
+    /// Reads the counters of this endpoint from now on.
+    pub fn attach(&self, handle: Handle) {
+        *self.handle.lock().expect("lock") = Some(handle);
+    }
+
+    /// Registers the counters in `registry`.
+    pub fn register(&self, registry: &mut Registry) {
+        registry.register_collector(Box::new(self.clone()));
+    }
+
+    /// Asks the endpoint for its counters (bounded: a stuck endpoint keeps the last).
+    async fn refresh(&self) {
+        let handle = self.handle.lock().expect("lock").clone();
+        if let Some(handle) = handle {
+            if let Ok(Ok(stats)) =
+                tokio::time::timeout(Duration::from_secs(1), handle.stats()).await
+            {
+                *self.last.lock().expect("lock") = stats;
+            }
+        }
+    }
+}
+
+impl Collector for CoapMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let stats = self.last.lock().expect("lock").clone();
+        for (name, help, value) in [
+            ("pehra_coap_datagrams_received", "CoAP datagrams received", stats.received),
+            ("pehra_coap_datagrams_sent", "CoAP datagrams sent (retransmissions included)", stats.sent),
+            ("pehra_coap_retransmissions", "CON retransmissions (a lost datagram or ACK)", stats.retransmissions),
+            ("pehra_coap_timeouts", "Requests of this process that timed out (no ACK after the last retransmission, or no response)", stats.timeouts),
+            ("pehra_coap_duplicates", "Duplicates received (answered from the duplicate cache or dropped)", stats.duplicates),
+            ("pehra_coap_malformed", "Datagrams that were not valid CoAP", stats.malformed),
+            ("pehra_coap_resets_sent", "Messages answered with Reset", stats.resets_sent),
+        ] {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        Ok(())
+    }
+}
+
 /// The content type of the OpenMetrics text the registry encodes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The longest request head read (a scraper's GET is a few hundred bytes).
@@ -44,8 +111,14 @@ const MAX_HEAD: usize = 8 * 1024;
 /// How long a connection may take to send its request.
 const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Binds `addr` and serves `registry` there in the background; returns the bound address.
-pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<SocketAddr> {
+/// Binds `addr` and serves `registry` there in the background (with `coap`'s counters
+/// read before each scrape); returns the bound address.
+pub async fn serve(
+    addr: SocketAddr,
+    mut registry: Registry,
+    coap: CoapMetrics,
+) -> Result<SocketAddr> {
+    coap.register(&mut registry);
     let listener = TcpListener::bind(addr)
         .await
         .with_context(|| format!("--metrics-listen: cannot listen on tcp {addr}"))?;
@@ -58,9 +131,9 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<SocketAddr> {
         loop {
             match listener.accept().await {
                 Ok((stream, _)) => {
-                    let registry = registry.clone();
+                    let (registry, coap) = (registry.clone(), coap.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &registry).await {
+                        if let Err(e) = answer(stream, &registry, &coap).await {
                             tracing::debug!(error = %e, "metrics connection");
                         }
                     });
@@ -76,7 +149,11 @@ pub async fn serve(addr: SocketAddr, registry: Registry) -> Result<SocketAddr> {
 }
 
 /// Reads one request head and answers it, then closes the connection.
-async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<()> {
+async fn answer(
+    mut stream: TcpStream,
+    registry: &Registry,
+    coap: &CoapMetrics,
+) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
     let complete = tokio::time::timeout(READ_TIMEOUT, async {
@@ -97,6 +174,7 @@ async fn answer(mut stream: TcpStream, registry: &Registry) -> std::io::Result<(
     .await
     .unwrap_or(Ok(false))?;
     let response = if complete {
+        coap.refresh().await;
         respond(&head, registry)
     } else {
         status(400, "Bad Request", "a request head of at most 8 KiB\n")

@@ -133,7 +133,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     if let Some(addr) = args.metrics.listen() {
         let mut registry = prometheus_client::registry::Registry::default();
         metrics.register(&mut registry);
-        let bound = crate::metrics_http::serve(addr, registry).await?;
+        let coap = crate::metrics_http::CoapMetrics::default();
+        coap.attach(server.coap_handle());
+        let bound = crate::metrics_http::serve(addr, registry, coap).await?;
         eprintln!("zookeeper metrics on http://{bound}/metrics");
     }
     // The cluster controller runs beside the tree, as a client of it (DESIGN.md).

@@ -393,6 +393,11 @@ impl Broker {
         self.endpoint.local_addr()
     }
 
+    /// Its CoAP endpoint (for its counters: [`Handle::stats`]).
+    pub fn coap_handle(&self) -> Handle {
+        self.endpoint.handle()
+    }
+
     /// The partitions it leads now.
     pub fn led_partitions(&self) -> Vec<(String, u32)> {
         let mut keys: Vec<_> = self

@@ -213,6 +213,11 @@ impl Server {
         self.endpoint.local_addr()
     }
 
+    /// Its CoAP endpoint (for its counters: `Handle::stats`).
+    pub fn coap_handle(&self) -> pehra_shared::driver::Handle {
+        self.endpoint.handle()
+    }
+
     /// What recovery found.
     pub fn recovered(&self) -> Recovered {
         self.recovered
