@@ -1,6 +1,6 @@
 //! The broker's Prometheus/OpenMetrics metrics: counters bumped on the request path
-//! (atomics, one label lookup per batch, nothing per record) and the partition health
-//! computed at each scrape from the broker's own state.
+//! (atomics and a read-locked lookup by topic per batch: nothing allocated, nothing per
+//! record) and the partition health computed at each scrape from the broker's state.
 
 use crate::server::State;
 use prometheus_client::collector::Collector;
@@ -11,7 +11,8 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
-use std::sync::{Arc, Mutex, Weak};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::Instant;
 
 /// The label of the per-topic counters.
@@ -38,6 +39,17 @@ pub(crate) struct Metrics {
     pub wakeups: Counter,
     /// PEHRA: produces held (as the Pehredar) for a sleeping leader.
     pub held_produces: Counter,
+    /// Each topic's four counters, found by name without allocating.
+    topics: Arc<RwLock<HashMap<String, Arc<TopicCounters>>>>,
+}
+
+/// One topic's counters (handles into the families).
+#[derive(Debug)]
+struct TopicCounters {
+    records_in: Counter,
+    bytes_in: Counter,
+    records_out: Counter,
+    bytes_out: Counter,
 }
 
 impl Default for Metrics {
@@ -55,20 +67,39 @@ impl Default for Metrics {
             isr_expands: Counter::default(),
             wakeups: Counter::default(),
             held_produces: Counter::default(),
+            topics: Arc::default(),
         }
     }
 }
 
 impl Metrics {
-    /// A batch of `records` records and `bytes` bytes appended to `topic`.
-    pub(crate) fn produced(&self, topic: &str, records: u32, bytes: usize) {
+    /// The counters of `topic` (made on its first use).
+    fn topic(&self, topic: &str) -> Arc<TopicCounters> {
+        if let Some(counters) = self.topics.read().expect("lock").get(topic) {
+            return counters.clone();
+        }
         let labels = TopicLabels {
             topic: topic.to_owned(),
         };
-        self.records_in
-            .get_or_create(&labels)
-            .inc_by(records.into());
-        self.bytes_in.get_or_create(&labels).inc_by(bytes as u64);
+        let counters = Arc::new(TopicCounters {
+            records_in: self.records_in.get_or_create(&labels).clone(),
+            bytes_in: self.bytes_in.get_or_create(&labels).clone(),
+            records_out: self.records_out.get_or_create(&labels).clone(),
+            bytes_out: self.bytes_out.get_or_create(&labels).clone(),
+        });
+        self.topics
+            .write()
+            .expect("lock")
+            .entry(labels.topic)
+            .or_insert(counters)
+            .clone()
+    }
+
+    /// A batch of `records` records and `bytes` bytes appended to `topic`.
+    pub(crate) fn produced(&self, topic: &str, records: u32, bytes: usize) {
+        let counters = self.topic(topic);
+        counters.records_in.inc_by(records.into());
+        counters.bytes_in.inc_by(bytes as u64);
     }
 
     /// Records and bytes of `topic` sent to a consumer.
@@ -76,11 +107,9 @@ impl Metrics {
         if records == 0 {
             return;
         }
-        let labels = TopicLabels {
-            topic: topic.to_owned(),
-        };
-        self.records_out.get_or_create(&labels).inc_by(records);
-        self.bytes_out.get_or_create(&labels).inc_by(bytes);
+        let counters = self.topic(topic);
+        counters.records_out.inc_by(records);
+        counters.bytes_out.inc_by(bytes);
     }
 
     /// A produce handled since `start` (to its answer, or to its hand-over to the
