@@ -294,3 +294,96 @@ fn metrics_are_off_unless_asked_and_a_bare_port_is_loopback() {
     assert_eq!(code, 0);
     assert!(out.contains("--metrics-listen"), "{out}");
 }
+
+#[test]
+fn a_leader_counts_the_isr_shrink_and_the_under_replicated_partition_when_a_follower_dies() {
+    // Metrics ports: free loopback UDP port numbers, bound over TCP (checked free).
+    let tcp_port = || loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    };
+    let ports = [tcp_port(), tcp_port()];
+    let mut builder = common::TestCluster::builder("metrics-isr").broker_flags(&[
+        "--replica-lag-ms",
+        "500",
+        "--session-timeout-ms",
+        "1500",
+    ]);
+    for (i, port) in ports.iter().enumerate() {
+        let listen = format!("127.0.0.1:{port}");
+        builder = builder.flags_of(i as u32 + 1, &["--metrics-listen", &listen]);
+    }
+    let mut cluster = builder.start(2);
+    let z = cluster.zk_addr.to_string();
+    let (code, _, err) = pehra(&[
+        "topic",
+        "create",
+        "pair",
+        "-p",
+        "1",
+        "-r",
+        "2",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ClusterClient::connect(cluster.zk_addr).await.unwrap();
+        client
+            .wait_for_leaders("pair", Duration::from_secs(20))
+            .await
+            .unwrap();
+    });
+    let (code, _, err) = pehra(&[
+        "produce",
+        "pair",
+        "-m",
+        "one",
+        "--acks",
+        "all",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let scrape_of = |port: u16| parse(&scrape(SocketAddr::from(([127, 0, 0, 1], port))).2);
+    let leader = (0..2)
+        .find(|&i| value(&scrape_of(ports[i]), "pehra_broker_leader_partitions", &[]) == 1.0)
+        .expect("one broker leads the partition");
+    let leader_samples = scrape_of(ports[leader]);
+    assert_eq!(
+        value(
+            &leader_samples,
+            "pehra_broker_under_replicated_partitions",
+            &[]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&leader_samples, "pehra_broker_isr_shrinks_total", &[]),
+        0.0
+    );
+
+    // The follower dies: the leader takes it out of the in-sync set.
+    let follower = 1 - leader;
+    cluster.kill_broker(follower as u32 + 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let samples = scrape_of(ports[leader]);
+        let shrinks = value(&samples, "pehra_broker_isr_shrinks_total", &[]);
+        let under = value(&samples, "pehra_broker_under_replicated_partitions", &[]);
+        if shrinks >= 1.0 && under == 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ISR shrink counted within 20 s (shrinks {shrinks}, under-replicated {under})"
+        );
+        std::thread::sleep(Duration::from_millis(100)); // polling the endpoint: there is no event to await
+    }
+}

@@ -32,9 +32,9 @@ pub(crate) struct Metrics {
     produce_latency: Histogram,
     fetch_latency: Histogram,
     /// Replicas taken out of an in-sync set this broker leads.
-    pub isr_shrinks: Counter,
+    isr_shrinks: Counter,
     /// Replicas added to an in-sync set this broker leads.
-    pub isr_expands: Counter,
+    isr_expands: Counter,
     /// PEHRA: times this broker woke from dormancy.
     pub wakeups: Counter,
     /// PEHRA: produces held (as the Pehredar) for a sleeping leader.
@@ -112,6 +112,20 @@ impl Metrics {
         counters.bytes_out.inc_by(bytes);
     }
 
+    /// A partition's metadata was applied: if this broker (`me`) leads it, the replicas
+    /// that left or joined its in-sync set since `before` (whoever changed it: this
+    /// leader, or the controller) are counted.
+    pub(crate) fn isr_changed(&self, before: &[u32], p: &crate::server::Partition, me: u32) {
+        if !p.leads(me) {
+            return;
+        }
+        let after = &p.meta.isr;
+        let left = before.iter().filter(|r| !after.contains(r)).count();
+        let joined = after.iter().filter(|r| !before.contains(r)).count();
+        self.isr_shrinks.inc_by(left as u64);
+        self.isr_expands.inc_by(joined as u64);
+    }
+
     /// A produce handled since `start` (to its answer, or to its hand-over to the
     /// acks=all wait).
     pub(crate) fn produce_took(&self, start: Instant) {
@@ -156,12 +170,12 @@ impl Metrics {
         );
         registry.register(
             "pehra_broker_isr_shrinks",
-            "Replicas removed from in-sync sets this broker leads",
+            "Replicas removed from in-sync sets of partitions this broker leads (by it or by the controller)",
             self.isr_shrinks.clone(),
         );
         registry.register(
             "pehra_broker_isr_expands",
-            "Replicas added to in-sync sets this broker leads",
+            "Replicas added to in-sync sets of partitions this broker leads",
             self.isr_expands.clone(),
         );
         registry.register(

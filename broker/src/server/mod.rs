@@ -29,7 +29,8 @@ pub mod pehra;
 mod produce;
 mod replica;
 
-use partition::{Partition, PartitionKey};
+pub(crate) use partition::Partition;
+use partition::PartitionKey;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
