@@ -280,6 +280,13 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
     );
     assert!(value(&zk, "pehra_zookeeper_wal_bytes_total", &[]) > 0.0);
     assert!(
+        value(
+            &zk,
+            "pehra_zookeeper_lease_seconds_count",
+            &[("dormant", "false")]
+        ) >= 1.0
+    );
+    assert!(
         value(&zk, "pehra_zookeeper_watches", &[]) >= 1.0,
         "the broker watches its partitions"
     );

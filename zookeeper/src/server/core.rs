@@ -389,6 +389,7 @@ impl Core {
                     .unwrap_or_default();
                 let lease = timeout + sleep;
                 self.leases.renew(session, Instant::now(), lease);
+                self.config.metrics.lease_granted(lease, !sleep.is_zero());
                 if !sleep.is_zero() {
                     tracing::debug!(
                         session,
