@@ -175,7 +175,12 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         Some(addr) => {
             let mut registry = prometheus_client::registry::Registry::default();
             config.metrics.register(&mut registry);
-            Some(crate::metrics_http::serve(addr, registry, coap_metrics.clone()).await?)
+            let broker_metrics = config.metrics.clone();
+            let lag: crate::metrics_http::Refresh = std::sync::Arc::new(move || {
+                let metrics = broker_metrics.clone();
+                Box::pin(async move { metrics.refresh().await })
+            });
+            Some(crate::metrics_http::serve(addr, registry, coap_metrics.clone(), Some(lag)).await?)
         }
         None => None,
     };

@@ -104,6 +104,13 @@ impl Collector for CoapMetrics {
     }
 }
 
+/// Work done before each scrape (reads the encoding needs), bounded by [`REFRESH_TIMEOUT`].
+pub type Refresh =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync>;
+
+/// How long a scrape waits for [`Refresh`] before answering with what it has.
+const REFRESH_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// The content type of the OpenMetrics text the registry encodes.
 const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 /// The longest request head read (a scraper's GET is a few hundred bytes).
@@ -117,6 +124,7 @@ pub async fn serve(
     addr: SocketAddr,
     mut registry: Registry,
     coap: CoapMetrics,
+    refresh: Option<Refresh>,
 ) -> Result<SocketAddr> {
     coap.register(&mut registry);
     let listener = TcpListener::bind(addr)
@@ -132,8 +140,9 @@ pub async fn serve(
             match listener.accept().await {
                 Ok((stream, _)) => {
                     let (registry, coap) = (registry.clone(), coap.clone());
+                    let refresh = refresh.clone();
                     tokio::spawn(async move {
-                        if let Err(e) = answer(stream, &registry, &coap).await {
+                        if let Err(e) = answer(stream, &registry, &coap, refresh).await {
                             tracing::debug!(error = %e, "metrics connection");
                         }
                     });
@@ -153,6 +162,7 @@ async fn answer(
     mut stream: TcpStream,
     registry: &Registry,
     coap: &CoapMetrics,
+    refresh: Option<Refresh>,
 ) -> std::io::Result<()> {
     let mut head = Vec::with_capacity(512);
     let mut buf = [0u8; 1024];
@@ -175,6 +185,9 @@ async fn answer(
     .unwrap_or(Ok(false))?;
     let response = if complete {
         coap.refresh().await;
+        if let Some(refresh) = refresh {
+            let _ = tokio::time::timeout(REFRESH_TIMEOUT, refresh()).await;
+        }
         respond(&head, registry)
     } else {
         status(400, "Bad Request", "a request head of at most 8 KiB\n")

@@ -135,7 +135,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         metrics.register(&mut registry);
         let coap = crate::metrics_http::CoapMetrics::default();
         coap.attach(server.coap_handle());
-        let bound = crate::metrics_http::serve(addr, registry, coap).await?;
+        let bound = crate::metrics_http::serve(addr, registry, coap, None).await?;
         eprintln!("zookeeper metrics on http://{bound}/metrics");
     }
     // The cluster controller runs beside the tree, as a client of it (DESIGN.md).

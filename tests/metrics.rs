@@ -217,7 +217,15 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
         b"r1\nr2\nr3\nr4\nr5\n",
     );
     assert_eq!(code, 0, "{err}");
-    let (code, out, err) = pehra(&["consume", "readings", "--from-beginning", "--zookeeper", &z]);
+    let (code, out, err) = pehra(&[
+        "consume",
+        "readings",
+        "--group",
+        "g1",
+        "--from-beginning",
+        "--zookeeper",
+        &z,
+    ]);
     assert_eq!(code, 0, "{err}");
     assert_eq!(out, "r1\nr2\nr3\nr4\nr5\n");
 
@@ -253,6 +261,12 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
         value(&broker, "pehra_broker_pehra_state", &[("state", "awake")]),
         1.0
     );
+    let lag = [("group", "g1"), ("topic", "readings"), ("partition", "0")];
+    assert_eq!(
+        value(&broker, "pehra_broker_consumer_lag", &lag),
+        0.0,
+        "g1 read everything"
+    );
     let names: BTreeSet<&str> = broker.iter().map(|(n, _, _)| n.as_str()).collect();
     for name in [
         "pehra_broker_isr_shrinks_total",
@@ -261,6 +275,21 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
     ] {
         assert!(names.contains(name), "{name} missing:\n{body}");
     }
+
+    // Two more records: the group is two behind.
+    let (code, _, err) = pehra(&[
+        "produce",
+        "readings",
+        "-m",
+        "r6",
+        "-m",
+        "r7",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let broker = parse(&scrape(broker_metrics).2);
+    assert_eq!(value(&broker, "pehra_broker_consumer_lag", &lag), 2.0);
 
     let (status, _, body) = scrape(zk_metrics);
     assert_eq!(status, "HTTP/1.1 200 OK");

@@ -198,13 +198,69 @@ pub struct BrokerMetrics {
     pub(crate) counters: Metrics,
     /// The running broker's state, read at each scrape.
     current: Arc<Mutex<Weak<State>>>,
+    /// Consumer lag (group, topic, partition, records) of the partitions it leads, as
+    /// read by the last [`BrokerMetrics::refresh`].
+    lag: Arc<Mutex<Vec<(LagLabels, i64)>>>,
+}
+
+/// The labels of the consumer lag gauge.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    /// The consumer group.
+    pub group: String,
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
 }
 
 impl BrokerMetrics {
     /// Registers the counters and the health gauges (read at each scrape) in `registry`.
     pub fn register(&self, registry: &mut Registry) {
         self.counters.register(registry);
-        registry.register_collector(Box::new(Health(self.current.clone())));
+        registry.register_collector(Box::new(Health {
+            current: self.current.clone(),
+            lag: self.lag.clone(),
+        }));
+    }
+
+    /// Reads, for the consumer lag gauge, the offsets every consumer group committed
+    /// (`/consumers/{group}/{topic}/{p}`) for the partitions this broker leads: one
+    /// zookeeper read per group and partition. Call it before a scrape (bounded by the
+    /// caller); the lag is the high watermark minus the committed offset.
+    pub async fn refresh(&self) {
+        let state = self.current.lock().expect("lock").upgrade();
+        let Some(state) = state else { return };
+        let led = state.led_high_watermarks();
+        let Some(zk) = state.zk_client() else { return };
+        drop(state);
+        let mut lag = Vec::new();
+        if !led.is_empty() {
+            let Ok((groups, _)) = zk.get_children(pehra_zookeeper::cluster::CONSUMERS).await else {
+                return;
+            };
+            for group in groups {
+                for (topic, partition, hw) in &led {
+                    let path = pehra_zookeeper::cluster::offset_path(&group, topic, *partition);
+                    let Ok((data, _)) = zk.get_data(&path).await else {
+                        continue; // this group does not read this partition
+                    };
+                    let Some(offset) = std::str::from_utf8(&data)
+                        .ok()
+                        .and_then(|t| t.trim().parse::<u64>().ok())
+                    else {
+                        continue;
+                    };
+                    let labels = LagLabels {
+                        group: group.clone(),
+                        topic: topic.clone(),
+                        partition: *partition,
+                    };
+                    lag.push((labels, hw.saturating_sub(offset) as i64));
+                }
+            }
+        }
+        *self.lag.lock().expect("lock") = lag;
     }
 
     /// The broker now running with `state`.
@@ -214,7 +270,10 @@ impl BrokerMetrics {
 }
 
 /// The gauges computed at scrape time from the partitions and the PEHRA state.
-struct Health(Arc<Mutex<Weak<State>>>);
+struct Health {
+    current: Arc<Mutex<Weak<State>>>,
+    lag: Arc<Mutex<Vec<(LagLabels, i64)>>>,
+}
 
 impl std::fmt::Debug for Health {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -240,7 +299,17 @@ fn gauge(
 
 impl Collector for Health {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let current = self.0.lock().expect("lock").upgrade();
+        let lag = self.lag.lock().expect("lock").clone();
+        let mut metric = encoder.encode_descriptor(
+            "pehra_broker_consumer_lag",
+            "Records between a consumer group's committed offset and the high watermark, for partitions this broker leads",
+            None,
+            MetricType::Gauge,
+        )?;
+        for (labels, value) in &lag {
+            ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+        }
+        let current = self.current.lock().expect("lock").upgrade();
         let Some(state) = current else {
             return Ok(());
         };

@@ -234,6 +234,25 @@ impl State {
         *self.asleep.borrow()
     }
 
+    /// Its zookeeper client, once connected.
+    pub(crate) fn zk_client(&self) -> Option<Arc<Client>> {
+        self.zk.get().cloned()
+    }
+
+    /// The partitions it leads, with their high watermarks.
+    pub(crate) fn led_high_watermarks(&self) -> Vec<(String, u32, u64)> {
+        self.partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .filter_map(|(key, p)| {
+                let p = p.lock().expect("lock");
+                p.leads(self.id)
+                    .then(|| (key.0.clone(), key.1, p.high_watermark))
+            })
+            .collect()
+    }
+
     /// Its partitions counted by health (for the metrics, at scrape time).
     pub(crate) fn partition_health(&self) -> crate::metrics::PartitionHealth {
         let mut health = crate::metrics::PartitionHealth::default();
