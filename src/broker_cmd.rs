@@ -42,6 +42,8 @@ pub struct BrokerArgs {
     zookeeper: SocketAddr,
     #[command(flatten)]
     security: crate::security_args::ServerSecurityArgs,
+    #[command(flatten)]
+    metrics: crate::metrics_http::MetricsArgs,
     /// With --credentials, still serve the device gateway routes (/dev/*) to devices
     /// without OSCORE (the firmware does not speak it yet): anyone on the network can
     /// then publish readings and read downlink through them, nothing else.
@@ -184,6 +186,22 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     if args.insecure_device_routes && config.security.is_some() {
         tracing::warn!("--insecure-device-routes: /dev/* serves devices without OSCORE");
     }
+    // Bound before the broker starts (a taken port fails at once), announced once it
+    // is registered (the line tells tests and `pehra dev` it is ready).
+    let coap_metrics = crate::metrics_http::CoapMetrics::default();
+    let metrics_addr = match args.metrics.listen() {
+        Some(addr) => {
+            let mut registry = prometheus_client::registry::Registry::default();
+            config.metrics.register(&mut registry);
+            let broker_metrics = config.metrics.clone();
+            let lag: crate::metrics_http::Refresh = std::sync::Arc::new(move || {
+                let metrics = broker_metrics.clone();
+                Box::pin(async move { metrics.refresh().await })
+            });
+            Some(crate::metrics_http::serve(addr, registry, coap_metrics.clone(), Some(lag)).await?)
+        }
+        None => None,
+    };
     let mut shutdown = std::pin::pin!(crate::shutdown_signal());
     loop {
         let broker = tokio::select! {
@@ -199,6 +217,10 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
             args.zookeeper,
             data_dir.display()
         );
+        coap_metrics.attach(broker.coap_handle());
+        if let Some(bound) = metrics_addr {
+            eprintln!("broker {} metrics on http://{bound}/metrics", args.id);
+        }
         tokio::select! {
             error = broker.wait() => {
                 if matches!(error, BrokerError::RestartRequested) {

@@ -18,6 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 #[derive(Args)]
 #[command(
     after_help = "Ports: the zookeeper on 127.0.0.1:ZOOKEEPER_PORT, broker i on 127.0.0.1:BROKER_PORT+i-1. \
+    Their Prometheus/OpenMetrics metrics are at http://127.0.0.1:PORT/metrics on the same port numbers \
+    over TCP (or from --metrics-port). \
     Process logs go to DATA_DIR/logs/. Ctrl-C stops everything; the data stays for the next run."
 )]
 pub struct DevArgs {
@@ -33,6 +35,13 @@ pub struct DevArgs {
     /// The first broker's port.
     #[arg(long, default_value_t = 5683)]
     broker_port: u16,
+    /// Serve the zookeeper's metrics on tcp 127.0.0.1:PORT and broker i's on PORT+i
+    /// (default: each on its own CoAP port number, over TCP).
+    #[arg(long, value_name = "PORT")]
+    metrics_port: Option<u16>,
+    /// Serve no metrics.
+    #[arg(long, conflicts_with = "metrics_port")]
+    no_metrics: bool,
     /// The demo topic.
     #[arg(long, default_value = "demo")]
     topic: String,
@@ -167,6 +176,40 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         ports.push(SocketAddr::from(([127, 0, 0, 1], port)));
     }
     crate::process_tree::check_ports_free(&ports)?;
+    // Metrics: the zookeeper's, then each broker's (loopback, TCP).
+    let metrics: Vec<Option<SocketAddr>> = if args.no_metrics {
+        vec![None; ports.len()]
+    } else {
+        let mut metrics = Vec::new();
+        for (i, coap) in ports.iter().enumerate() {
+            let port = match args.metrics_port {
+                Some(first) => u16::try_from(u32::from(first) + i as u32)
+                    .context("--metrics-port + --brokers goes past port 65535")?,
+                None => coap.port(),
+            };
+            let addr = SocketAddr::from(([127, 0, 0, 1], port));
+            if let Err(e) = std::net::TcpListener::bind(addr) {
+                bail!(
+                    "tcp {addr} (metrics) cannot be bound: {e}; choose other ports with \
+                     --metrics-port, or --no-metrics"
+                );
+            }
+            metrics.push(Some(addr));
+        }
+        metrics
+    };
+    let metrics_flag = |i: usize| -> Vec<String> {
+        match metrics[i] {
+            Some(addr) => vec!["--metrics-listen".into(), addr.to_string()],
+            None => Vec::new(),
+        }
+    };
+    let scrape = |i: usize| -> String {
+        match metrics[i] {
+            Some(addr) => format!(", metrics http://{addr}/metrics"),
+            None => String::new(),
+        }
+    };
     eprintln!(
         "pehra dev: data in {}, process logs in {}",
         args.data_dir.display(),
@@ -176,7 +219,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     let keys = ensure_keys(&args.data_dir.join("keys"), args.brokers, args.devices)?;
     let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
     let mut children = Vec::new();
-    let zk_args: Vec<String> = vec![
+    let mut zk_args: Vec<String> = vec![
         "zookeeper".into(),
         "--credentials".into(),
         cred("zookeeper"),
@@ -189,6 +232,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         "--pehra-handover-ms".into(),
         (args.pehra_term_ms / 6).to_string(),
     ];
+    zk_args.extend(metrics_flag(0));
     children.push(
         Child::start(
             "zookeeper",
@@ -198,10 +242,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         )
         .await?,
     );
-    eprintln!("  zookeeper  udp {zk_addr}");
+    eprintln!("  zookeeper  udp {zk_addr}{}", scrape(0));
     for id in 1..=args.brokers {
         let port = args.broker_port + id as u16 - 1;
-        let broker_args: Vec<String> = vec![
+        let mut broker_args: Vec<String> = vec![
             "broker".into(),
             "--credentials".into(),
             cred(&format!("broker-{id}")),
@@ -221,6 +265,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             "--alarm-interval-ms".into(),
             args.alarm_interval_ms.to_string(),
         ];
+        broker_args.extend(metrics_flag(id as usize));
         let name = format!("broker {id}");
         children.push(
             Child::start(
@@ -231,7 +276,10 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             )
             .await?,
         );
-        eprintln!("  broker {id}   udp 127.0.0.1:{port}");
+        eprintln!(
+            "  broker {id}   udp 127.0.0.1:{port}{}",
+            scrape(id as usize)
+        );
     }
 
     eprintln!(

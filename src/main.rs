@@ -12,6 +12,7 @@ mod dev_cmd;
 mod device_sim_cmd;
 mod diag;
 mod keys_cmd;
+mod metrics_http;
 mod pehra_cmd;
 mod process_tree;
 mod security_args;

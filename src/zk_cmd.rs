@@ -77,6 +77,8 @@ pub struct ServeArgs {
     admin_key: Option<PathBuf>,
     #[command(flatten)]
     security: crate::security_args::ServerSecurityArgs,
+    #[command(flatten)]
+    metrics: crate::metrics_http::MetricsArgs,
     /// Recovery from a damaged write-ahead log, for when the zookeeper refused to start
     /// because valid records follow damage in it: cut the log after zxid N, the last good
     /// record the error names, deleting every record after it (the error says how many).
@@ -109,6 +111,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         args.pehra_handover_ms,
         args.pehra_term_ms
     );
+    let metrics = config.metrics.clone();
     let mut server = Server::start(config).await.with_context(|| {
         format!(
             "starting the zookeeper with data in {}",
@@ -127,6 +130,14 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         r.replayed,
         if r.truncated_bytes > 0 { format!(", {} bytes of torn log tail cut", r.truncated_bytes) } else { String::new() },
     );
+    if let Some(addr) = args.metrics.listen() {
+        let mut registry = prometheus_client::registry::Registry::default();
+        metrics.register(&mut registry);
+        let coap = crate::metrics_http::CoapMetrics::default();
+        coap.attach(server.coap_handle());
+        let bound = crate::metrics_http::serve(addr, registry, coap, None).await?;
+        eprintln!("zookeeper metrics on http://{bound}/metrics");
+    }
     // The cluster controller runs beside the tree, as a client of it (DESIGN.md).
     let mut controller_addr = server.local_addr();
     if controller_addr.ip().is_unspecified() {

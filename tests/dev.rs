@@ -66,6 +66,11 @@ fn the_main_job_runs_a_sleeping_cluster_with_devices_and_stops_cleanly() {
     // After the burst the brokers fell asleep (PEHRA), as the view says.
     assert!(all.contains("fell asleep"), "{all}");
     assert!(all.contains("pehra dev: stopped"), "{all}");
+    // It said where to scrape each process: its CoAP port number, over TCP.
+    for port in [zk_port.clone(), broker_port.clone()] {
+        let scrape = format!("metrics http://127.0.0.1:{port}/metrics");
+        assert!(all.contains(&scrape), "{scrape} not said:\n{all}");
+    }
     // Secure by default: it made keys, told where the client's are, and every process
     // spoke OSCORE (each server stored its OSCORE sequence ceiling after the Echo round
     // trips of its clients' first requests).

@@ -187,6 +187,7 @@ async fn produce_once(from: &Endpoint, broker: std::net::SocketAddr, topic: &str
         producer_id: None,
         base_sequence: None,
         leader_epoch: None,
+        if_log_end: None,
         batch,
     };
     let request = Request::new(Method::Post, "produce")

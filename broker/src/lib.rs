@@ -7,6 +7,7 @@
 
 pub mod client;
 pub mod log;
+pub mod metrics;
 pub mod pubsub;
 pub mod server;
 

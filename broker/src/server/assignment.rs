@@ -221,7 +221,9 @@ async fn apply_assignment(
             continue;
         }
         let was_leading = p.leader.is_some();
+        let before = p.meta.isr.clone();
         p.update(state.id, a.meta.clone(), a.version, a.min_insync, now);
+        state.metrics.isr_changed(&before, &p, state.id);
         let leading = p.leader.is_some();
         if leading != was_leading {
             tracing::info!(

@@ -13,6 +13,13 @@ const MAX_FETCH_BYTES: usize = 4 * 1024 * 1024;
 
 /// A consumer's fetch: committed batches from an offset.
 pub(crate) fn fetch(state: &State, incoming: &Incoming) -> Response {
+    let start = std::time::Instant::now();
+    let response = answer_fetch(state, incoming);
+    state.metrics.fetch_took(start);
+    response
+}
+
+fn answer_fetch(state: &State, incoming: &Incoming) -> Response {
     let request: FetchRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
         Err(response) => return response,
@@ -45,21 +52,30 @@ pub(crate) fn fetch(state: &State, incoming: &Incoming) -> Response {
         p.log.read(offset, max_bytes)
     };
     match batches {
-        Ok(batches) => cbor_response(
-            Code::CONTENT,
-            &FetchResponse {
-                high_watermark: hw,
-                log_end_offset: end,
-                batches: batches
-                    .into_iter()
-                    .take_while(|b| b.base_offset + u64::from(b.record_count) <= hw)
-                    .map(|b| FetchedBatch {
+        Ok(batches) => {
+            let (mut records, mut bytes) = (0u64, 0u64);
+            let batches: Vec<FetchedBatch> = batches
+                .into_iter()
+                .take_while(|b| b.base_offset + u64::from(b.record_count) <= hw)
+                .map(|b| {
+                    records += u64::from(b.record_count);
+                    bytes += b.bytes.len() as u64;
+                    FetchedBatch {
                         base_offset: b.base_offset,
                         batch: b.bytes,
-                    })
-                    .collect(),
-            },
-        ),
+                    }
+                })
+                .collect();
+            state.metrics.fetched(&request.topic, records, bytes);
+            cbor_response(
+                Code::CONTENT,
+                &FetchResponse {
+                    high_watermark: hw,
+                    log_end_offset: end,
+                    batches,
+                },
+            )
+        }
         Err(e) => error_response(log_error_kind(&e), &e.to_string()),
     }
 }

@@ -33,7 +33,8 @@ pub mod pehra;
 mod produce;
 mod replica;
 
-use partition::{Partition, PartitionKey};
+pub(crate) use partition::Partition;
+use partition::PartitionKey;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -105,6 +106,9 @@ pub struct BrokerConfig {
     /// (`pehra zookeeper --unclean-leader-election`): the new leader lacks acknowledged
     /// records, and the other replicas refuse to drop theirs without this.
     pub allow_truncation_below_hw: bool,
+    /// Where it counts (per-topic traffic, latencies, partition health, PEHRA); shared
+    /// by the restarts of one broker process.
+    pub metrics: crate::metrics::BrokerMetrics,
 }
 
 impl BrokerConfig {
@@ -140,6 +144,7 @@ impl BrokerConfig {
             security: None,
             insecure_device_routes: false,
             allow_truncation_below_hw: false,
+            metrics: crate::metrics::BrokerMetrics::default(),
         }
     }
 }
@@ -247,9 +252,57 @@ pub(crate) struct State {
     eligibility_changed: tokio::sync::Notify,
     /// See [`BrokerConfig::allow_truncation_below_hw`].
     allow_truncation_below_hw: bool,
+    /// What the request handlers count (served by `--metrics-listen`).
+    pub(crate) metrics: crate::metrics::Metrics,
 }
 
 impl State {
+    /// Whether PEHRA put it to sleep.
+    pub(crate) fn is_asleep(&self) -> bool {
+        *self.asleep.borrow()
+    }
+
+    /// Its zookeeper client, once connected.
+    pub(crate) fn zk_client(&self) -> Option<Arc<Client>> {
+        self.zk.get().cloned()
+    }
+
+    /// The partitions it leads, with their high watermarks.
+    pub(crate) fn led_high_watermarks(&self) -> Vec<(String, u32, u64)> {
+        self.partitions
+            .read()
+            .expect("lock")
+            .iter()
+            .filter_map(|(key, p)| {
+                let p = p.lock().expect("lock");
+                p.leads(self.id)
+                    .then(|| (key.0.clone(), key.1, p.high_watermark))
+            })
+            .collect()
+    }
+
+    /// Its partitions counted by health (for the metrics, at scrape time).
+    pub(crate) fn partition_health(&self) -> crate::metrics::PartitionHealth {
+        let mut health = crate::metrics::PartitionHealth::default();
+        for p in self.partitions.read().expect("lock").values() {
+            let p = p.lock().expect("lock");
+            health.replicas += 1;
+            if p.meta.leader.is_none() {
+                health.offline += 1;
+            }
+            if p.leads(self.id) {
+                health.led += 1;
+                if p.meta.isr.len() < p.meta.replicas.len() {
+                    health.under_replicated += 1;
+                }
+                if p.meta.isr.len() < p.min_insync as usize {
+                    health.under_min_isr += 1;
+                }
+            }
+        }
+        health
+    }
+
     /// Tells the partition's observers that its committed records now end at `hw` (and
     /// its log at `end`). It takes no lock.
     fn notify_partition(&self, topic: &str, partition: u32, hw: u64, end: u64) {
@@ -309,7 +362,9 @@ impl Broker {
             open_failures: Mutex::default(),
             eligibility_changed: tokio::sync::Notify::new(),
             allow_truncation_below_hw: config.allow_truncation_below_hw,
+            metrics: config.metrics.counters.clone(),
         });
+        config.metrics.attach(&state);
         let mut routes = router(state.clone());
         if let Some(security) = &config.security {
             routes = routes.guard(access::guard(
@@ -397,6 +452,11 @@ impl Broker {
     /// The address it serves on.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr()
+    }
+
+    /// Its CoAP endpoint (for its counters: [`Handle::stats`]).
+    pub fn coap_handle(&self) -> Handle {
+        self.endpoint.handle()
     }
 
     /// The partitions it leads now.

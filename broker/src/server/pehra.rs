@@ -143,6 +143,7 @@ pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) 
         return responder.respond(held.not_leader);
     };
     let me = state.id;
+    let held_produces = state.metrics.held_produces.clone();
     tokio::spawn(async move {
         let Held {
             topic,
@@ -165,6 +166,7 @@ pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) 
             return responder.respond(not_leader);
         }
         tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
+        held_produces.inc();
         let response = match cluster.forward_produce(&topic, partition, body).await {
             Ok(answer) => cbor_response(Code::CHANGED, &answer),
             Err(crate::client::ClientError::Broker { kind, message }) => {
@@ -426,6 +428,7 @@ async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
     }
     if *state.asleep.borrow() {
         state.asleep.send_replace(false);
+        state.metrics.wakeups.inc();
         // Restart the fetchers from the current assignment.
         state.reassign.notify_one();
         run_hook(config.on_wake.as_deref(), "on-wake");

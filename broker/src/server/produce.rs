@@ -12,6 +12,7 @@ use std::time::Instant;
 /// Handles a produce: appends, then answers at once (acks 1), never (acks 0), or when
 /// every in-sync replica has the batch (acks all).
 pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
+    let start = Instant::now();
     let request: ProduceRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
         Err(response) => return responder.respond(response),
@@ -85,7 +86,11 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
     drop(p);
     if !duplicate {
         state.appended.notify_waiters(); // something new for the followers
+        state
+            .metrics
+            .produced(&request.topic, count, request.batch.len());
     }
+    state.metrics.produce_took(start);
     if let Some(hw) = moved {
         state.notify_partition(&request.topic, request.partition, hw, end);
     }

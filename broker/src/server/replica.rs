@@ -308,7 +308,9 @@ async fn apply_isr_change(state: &Arc<State>, key: &PartitionKey, change: &IsrCh
             Ok(Some((meta, version))) => {
                 tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");
                 let min_insync = p.min_insync;
+                let before = p.meta.isr.clone();
                 p.update(state.id, meta.clone(), *version, min_insync, Instant::now());
+                state.metrics.isr_changed(&before, &p, state.id);
                 if let Some(hw) = p.advance_high_watermark(state.id) {
                     let end = p.log.log_end_offset();
                     drop(p);

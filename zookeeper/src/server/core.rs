@@ -237,6 +237,7 @@ impl Core {
         loop {
             self.process_queue();
             self.flush_batch();
+            self.update_gauges();
             if self.shutting_down && self.in_flight.is_none() && self.records.is_empty() {
                 return Ok(());
             }
@@ -271,6 +272,16 @@ impl Core {
                 }
             }
         }
+    }
+
+    /// The gauges of the metrics, from the tree (cheap: lengths and a number).
+    fn update_gauges(&self) {
+        let m = &self.config.metrics;
+        m.sessions.set(self.tree.sessions().len() as i64);
+        m.znodes.set(self.tree.node_count() as i64);
+        m.watches.set(self.watched.len() as i64);
+        m.zxid.set(self.tree.last_zxid() as i64);
+        m.wal_bytes_since_snapshot.set(self.log_bytes as i64);
     }
 
     fn accept(&mut self, job: Job) {
@@ -312,6 +323,7 @@ impl Core {
                 }
             }
             let job = self.queue.pop_front().expect("front exists");
+            self.config.metrics.request(job_kind(&job));
             match job {
                 Job::GetData {
                     path,
@@ -372,7 +384,10 @@ impl Core {
                         None => self.write(op, session, Some(responder)),
                     }
                 }
-                Job::Expire { session } => self.write(Op::CloseSession { session }, None, None),
+                Job::Expire { session } => {
+                    self.config.metrics.expired_sessions.inc();
+                    self.write(Op::CloseSession { session }, None, None)
+                }
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Shutdown => self.shutting_down = true,
             }
@@ -523,6 +538,7 @@ impl Core {
                     .unwrap_or_default();
                 let lease = timeout + sleep;
                 self.leases.renew(session, Instant::now(), lease);
+                self.config.metrics.lease_granted(lease, !sleep.is_zero());
                 if !sleep.is_zero() {
                     tracing::debug!(
                         session,
@@ -764,6 +780,7 @@ impl Core {
         if self.room != u64::MAX {
             self.room = self.room.saturating_sub(bytes.len() as u64 + 16);
         }
+        self.config.metrics.wal_bytes.inc_by(bytes.len() as u64);
         self.records.push((zxid, bytes));
     }
 
@@ -1026,5 +1043,20 @@ async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
         Some(at) => tokio::time::sleep_until(at).await,
         None => std::future::pending().await,
+    }
+}
+
+/// The `kind` label of a job in the request counter.
+fn job_kind(job: &Job) -> &'static str {
+    match job {
+        Job::GetData { .. } => "get_data",
+        Job::GetChildren { .. } => "get_children",
+        Job::Sync { .. } => "sync",
+        Job::Heartbeat { .. } => "heartbeat",
+        Job::OpenSession { .. } => "open_session",
+        Job::Write { .. } => "write",
+        Job::Expire { .. } => "expire",
+        Job::PehraMode { .. } => "pehra_mode",
+        Job::Shutdown => "shutdown",
     }
 }

@@ -11,6 +11,7 @@
 
 mod access;
 mod core;
+mod metrics;
 mod routes;
 mod sessions;
 
@@ -27,6 +28,7 @@ use thiserror::Error;
 use tokio::sync::mpsc;
 
 pub(crate) use self::core::Job;
+pub use self::metrics::{RequestLabels, ZkMetrics};
 
 /// How a zookeeper is set up.
 #[derive(Debug, Clone)]
@@ -56,6 +58,8 @@ pub struct ServerConfig {
     /// OSCORE and ACLs: with them, every request must be protected and allowed; without
     /// them (an insecure zookeeper, for experiments on loopback) anyone may do anything.
     pub security: Option<Security>,
+    /// Where it counts (requests, sessions, znodes, the log): register it to serve it.
+    pub metrics: ZkMetrics,
 }
 
 /// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
@@ -90,6 +94,7 @@ impl ServerConfig {
             admin_key: None,
             security: None,
             recovery: crate::storage::RecoveryOptions::default(),
+            metrics: ZkMetrics::default(),
         }
     }
 }
@@ -206,6 +211,11 @@ impl Server {
     /// The address it serves on.
     pub fn local_addr(&self) -> SocketAddr {
         self.endpoint.local_addr()
+    }
+
+    /// Its CoAP endpoint (for its counters: `Handle::stats`).
+    pub fn coap_handle(&self) -> pehra_shared::driver::Handle {
+        self.endpoint.handle()
     }
 
     /// What recovery found.

@@ -553,6 +553,9 @@ impl<A: PeerAddress> Engine<A> {
     /// Ends an exchange with an error event.
     pub(super) fn fail(&mut self, id: RequestId, error: ExchangeError) {
         if self.remove_exchange(id).is_some() {
+            if matches!(error, ExchangeError::Timeout) {
+                self.stats.timeouts += 1;
+            }
             self.events.push_back(Event::Failed { id, error });
         }
     }

@@ -148,6 +148,9 @@ pub struct Stats {
     pub malformed: u64,
     /// Messages answered with Reset (no matching exchange, empty CON ping, format error).
     pub resets_sent: u64,
+    /// Requests of ours that failed with [`ExchangeError::Timeout`] (no ACK after the
+    /// last retransmission, or no response in time).
+    pub timeouts: u64,
 }
 
 /// Which deadlines the engine keeps. Ordered so it can live in a timer set.

@@ -235,6 +235,8 @@ fn retransmission_schedule_follows_rfc7252_and_gives_up() {
     assert!(
         matches!(net.client_events[..], [Event::Failed { id: i, error: ExchangeError::Timeout }] if i == id)
     );
+    assert_eq!(net.client.stats().timeouts, 1, "the give-up is counted");
+    assert_eq!(net.client.stats().retransmissions, 4);
     let waited = failed_at - start;
     assert!(
         waited >= Duration::from_secs(62) && waited <= net.client.config().max_transmit_wait(),

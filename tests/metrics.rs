@@ -1,0 +1,425 @@
+//! `--metrics-listen`: a real zookeeper and a real broker serve Prometheus/OpenMetrics
+//! text over HTTP; after a produce and a consume, the counters say what was done.
+
+mod common;
+
+use common::{
+    free_udp_port, pehra, pehra_with_input, spawn_ready, BrokerProcess, TempDir, Zookeeper,
+};
+use pehra_broker::client::ClusterClient;
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+/// The address in a "… metrics on http://ADDR/metrics" startup line.
+fn metrics_addr(line: &str) -> SocketAddr {
+    let rest = line.split("http://").nth(1).expect("an http:// address");
+    rest.trim_end_matches("/metrics")
+        .trim()
+        .parse()
+        .expect("an address")
+}
+
+/// `GET /metrics` over HTTP/1.1: the status line, the headers and the body.
+fn scrape(addr: SocketAddr) -> (String, String, String) {
+    let mut stream = TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET /metrics HTTP/1.1\r\nHost: {addr}\r\nAccept: application/openmetrics-text\r\n\r\n"
+    )
+    .unwrap();
+    let mut out = String::new();
+    stream.read_to_string(&mut out).unwrap();
+    let (head, body) = out.split_once("\r\n\r\n").expect("a head and a body");
+    let (status, headers) = head.split_once("\r\n").unwrap_or((head, ""));
+    (status.to_string(), headers.to_string(), body.to_string())
+}
+
+/// One sample: its name, its labels, its value.
+type Sample = (String, BTreeMap<String, String>, f64);
+
+/// Parses the OpenMetrics text format: `# TYPE`/`# HELP`/`# UNIT` lines, samples
+/// `name{label="value",…} value`, and the final `# EOF`. Every sample must belong to a
+/// family declared by a `# TYPE` line before it (its name, or the name with a suffix its
+/// type allows).
+fn parse(body: &str) -> Vec<Sample> {
+    assert!(
+        body.ends_with("# EOF\n"),
+        "the exposition ends with # EOF:\n{body}"
+    );
+    let mut families: BTreeMap<String, String> = BTreeMap::new();
+    let mut samples = Vec::new();
+    for line in body.lines() {
+        if line == "# EOF" {
+            continue;
+        }
+        if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let (name, kind) = rest.split_once(' ').expect("# TYPE name type");
+            assert!(
+                [
+                    "counter",
+                    "gauge",
+                    "histogram",
+                    "info",
+                    "stateset",
+                    "summary",
+                    "unknown",
+                    "gaugehistogram"
+                ]
+                .contains(&kind),
+                "unknown type in {line:?}"
+            );
+            families.insert(name.to_string(), kind.to_string());
+            continue;
+        }
+        if line.starts_with("# HELP ") || line.starts_with("# UNIT ") {
+            continue;
+        }
+        assert!(!line.starts_with('#'), "an unknown comment line {line:?}");
+        let (series, value) = line.rsplit_once(' ').expect("name and value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("a number in {line:?}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            Some((name, labels)) => (name, parse_labels(labels.strip_suffix('}').expect("}"))),
+            None => (series, BTreeMap::new()),
+        };
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "a metric name {name:?}"
+        );
+        let family = families
+            .iter()
+            .filter(|(f, _)| name == f.as_str() || name.starts_with(&format!("{f}_")))
+            .max_by_key(|(f, _)| f.len())
+            .unwrap_or_else(|| panic!("{name} has no # TYPE before it"));
+        let suffix = &name[family.0.len()..];
+        let allowed: &[&str] = match family.1.as_str() {
+            "counter" => &["_total", "_created"],
+            "histogram" => &["_bucket", "_sum", "_count", "_created"],
+            "info" => &["_info"],
+            _ => &[""],
+        };
+        assert!(
+            allowed.contains(&suffix),
+            "{name}: suffix {suffix:?} for a {}",
+            family.1
+        );
+        samples.push((name.to_string(), labels, value));
+    }
+    samples
+}
+
+/// `a="x",b="y"` (values without escapes: topic names and kinds here).
+fn parse_labels(text: &str) -> BTreeMap<String, String> {
+    text.split(',')
+        .filter(|p| !p.is_empty())
+        .map(|pair| {
+            let (k, v) = pair.split_once('=').expect("label=value");
+            let v = v
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .expect("a quoted value");
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The value of the sample `name` whose labels include `labels`.
+fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
+    samples
+        .iter()
+        .find(|(n, l, _)| {
+            n == name
+                && labels
+                    .iter()
+                    .all(|(k, v)| l.get(*k).map(String::as_str) == Some(*v))
+        })
+        .unwrap_or_else(|| panic!("no sample {name} {labels:?}"))
+        .2
+}
+
+#[test]
+fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
+    let dir = TempDir::new("metrics");
+    let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let args: Vec<String> = [
+        "zookeeper",
+        "--listen",
+        &zk_addr.to_string(),
+        "--data-dir",
+        &dir.path().join("zookeeper").display().to_string(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (child, line) = spawn_ready(&args, "metrics on http://");
+    let zk_metrics = metrics_addr(&line);
+    let _zk = Zookeeper {
+        child,
+        addr: zk_addr,
+        startup_line: line,
+    };
+
+    let broker_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
+    let broker_dir = dir.path().join("broker-1");
+    let args: Vec<String> = [
+        "broker",
+        "--id",
+        "1",
+        "--listen",
+        &broker_addr.to_string(),
+        "--zookeeper",
+        &zk_addr.to_string(),
+        "--data-dir",
+        &broker_dir.display().to_string(),
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]
+    .iter()
+    .map(|a| a.to_string())
+    .collect();
+    let (child, line) = spawn_ready(&args, "metrics on http://");
+    let broker_metrics = metrics_addr(&line);
+    let _broker = BrokerProcess {
+        child,
+        id: 1,
+        addr: broker_addr,
+        dir: broker_dir,
+        zookeeper: zk_addr,
+    };
+    assert!(zk_metrics.ip().is_loopback() && broker_metrics.ip().is_loopback());
+
+    let z = zk_addr.to_string();
+    let (code, _, err) = pehra(&["topic", "create", "readings", "-p", "1", "--zookeeper", &z]);
+    assert_eq!(code, 0, "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ClusterClient::connect(zk_addr).await.unwrap();
+        client
+            .wait_for_leaders("readings", Duration::from_secs(20))
+            .await
+            .unwrap();
+    });
+    let (code, _, err) = pehra_with_input(
+        &["produce", "readings", "--zookeeper", &z],
+        b"r1\nr2\nr3\nr4\nr5\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let (code, out, err) = pehra(&[
+        "consume",
+        "readings",
+        "--group",
+        "g1",
+        "--from-beginning",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert_eq!(out, "r1\nr2\nr3\nr4\nr5\n");
+
+    let (status, headers, body) = scrape(broker_metrics);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert!(
+        headers
+            .to_ascii_lowercase()
+            .contains("content-type: application/openmetrics-text"),
+        "{headers}"
+    );
+    let broker = parse(&body);
+    let topic = [("topic", "readings")];
+    assert!(
+        value(&broker, "pehra_broker_records_in_total", &topic) >= 5.0,
+        "{body}"
+    );
+    assert!(value(&broker, "pehra_broker_bytes_in_total", &topic) > 0.0);
+    assert!(
+        value(&broker, "pehra_broker_records_out_total", &topic) >= 5.0,
+        "{body}"
+    );
+    assert!(value(&broker, "pehra_broker_bytes_out_total", &topic) > 0.0);
+    assert!(value(&broker, "pehra_broker_produce_latency_seconds_count", &[]) >= 1.0);
+    assert!(value(&broker, "pehra_broker_fetch_latency_seconds_count", &[]) >= 1.0);
+    assert_eq!(value(&broker, "pehra_broker_leader_partitions", &[]), 1.0);
+    assert_eq!(
+        value(&broker, "pehra_broker_under_replicated_partitions", &[]),
+        0.0
+    );
+    assert_eq!(value(&broker, "pehra_broker_offline_partitions", &[]), 0.0);
+    assert_eq!(
+        value(&broker, "pehra_broker_pehra_state", &[("state", "awake")]),
+        1.0
+    );
+    let lag = [("group", "g1"), ("topic", "readings"), ("partition", "0")];
+    assert_eq!(
+        value(&broker, "pehra_broker_consumer_lag", &lag),
+        0.0,
+        "g1 read everything"
+    );
+    let names: BTreeSet<&str> = broker.iter().map(|(n, _, _)| n.as_str()).collect();
+    for name in [
+        "pehra_broker_isr_shrinks_total",
+        "pehra_broker_wakeups_total",
+        "pehra_broker_held_produces_total",
+    ] {
+        assert!(names.contains(name), "{name} missing:\n{body}");
+    }
+
+    // Two more records: the group is two behind.
+    let (code, _, err) = pehra(&[
+        "produce",
+        "readings",
+        "-m",
+        "r6",
+        "-m",
+        "r7",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let broker = parse(&scrape(broker_metrics).2);
+    assert_eq!(value(&broker, "pehra_broker_consumer_lag", &lag), 2.0);
+
+    let (status, _, body) = scrape(zk_metrics);
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    let zk = parse(&body);
+    assert!(
+        value(&zk, "pehra_zookeeper_sessions", &[]) >= 1.0,
+        "the broker's session:\n{body}"
+    );
+    assert!(value(&zk, "pehra_zookeeper_znodes", &[]) > 1.0);
+    assert!(value(&zk, "pehra_zookeeper_requests_total", &[("kind", "write")]) >= 1.0);
+    assert!(
+        value(
+            &zk,
+            "pehra_zookeeper_requests_total",
+            &[("kind", "get_data")]
+        ) >= 1.0
+    );
+    assert!(value(&zk, "pehra_zookeeper_wal_bytes_total", &[]) > 0.0);
+    assert!(
+        value(
+            &zk,
+            "pehra_zookeeper_lease_seconds_count",
+            &[("dormant", "false")]
+        ) >= 1.0
+    );
+    assert!(
+        value(&zk, "pehra_zookeeper_watches", &[]) >= 1.0,
+        "the broker watches its partitions"
+    );
+}
+
+#[test]
+fn metrics_are_off_unless_asked_and_a_bare_port_is_loopback() {
+    let (code, out, _) = pehra(&["broker", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--metrics-listen"), "{out}");
+    let (code, out, _) = pehra(&["zookeeper", "--help"]);
+    assert_eq!(code, 0);
+    assert!(out.contains("--metrics-listen"), "{out}");
+}
+
+#[test]
+fn a_leader_counts_the_isr_shrink_and_the_under_replicated_partition_when_a_follower_dies() {
+    // Metrics ports: free loopback UDP port numbers, bound over TCP (checked free).
+    let tcp_port = || loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    };
+    let ports = [tcp_port(), tcp_port()];
+    let mut builder = common::TestCluster::builder("metrics-isr").broker_flags(&[
+        "--replica-lag-ms",
+        "500",
+        "--session-timeout-ms",
+        "1500",
+    ]);
+    for (i, port) in ports.iter().enumerate() {
+        let listen = format!("127.0.0.1:{port}");
+        builder = builder.flags_of(i as u32 + 1, &["--metrics-listen", &listen]);
+    }
+    let mut cluster = builder.start(2);
+    let z = cluster.zk_addr.to_string();
+    let (code, _, err) = pehra(&[
+        "topic",
+        "create",
+        "pair",
+        "-p",
+        "1",
+        "-r",
+        "2",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let client = ClusterClient::connect(cluster.zk_addr).await.unwrap();
+        client
+            .wait_for_leaders("pair", Duration::from_secs(20))
+            .await
+            .unwrap();
+    });
+    let (code, _, err) = pehra(&[
+        "produce",
+        "pair",
+        "-m",
+        "one",
+        "--acks",
+        "all",
+        "--zookeeper",
+        &z,
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let scrape_of = |port: u16| parse(&scrape(SocketAddr::from(([127, 0, 0, 1], port))).2);
+    let leader = (0..2)
+        .find(|&i| value(&scrape_of(ports[i]), "pehra_broker_leader_partitions", &[]) == 1.0)
+        .expect("one broker leads the partition");
+    let leader_samples = scrape_of(ports[leader]);
+    assert_eq!(
+        value(
+            &leader_samples,
+            "pehra_broker_under_replicated_partitions",
+            &[]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&leader_samples, "pehra_broker_isr_shrinks_total", &[]),
+        0.0
+    );
+
+    // The follower dies: the leader takes it out of the in-sync set.
+    let follower = 1 - leader;
+    cluster.kill_broker(follower as u32 + 1);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let samples = scrape_of(ports[leader]);
+        let shrinks = value(&samples, "pehra_broker_isr_shrinks_total", &[]);
+        let under = value(&samples, "pehra_broker_under_replicated_partitions", &[]);
+        if shrinks >= 1.0 && under == 1.0 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no ISR shrink counted within 20 s (shrinks {shrinks}, under-replicated {under})"
+        );
+        std::thread::sleep(Duration::from_millis(100)); // polling the endpoint: there is no event to await
+    }
+}
