@@ -59,12 +59,6 @@ const NOT_APPLICABLE: &[(&str, &str)] = &[
     ("TD_COAP_LINK_06", "needs resources with an sz attribute: Pehra's links have none"),
 ];
 
-/// TDs that apply but fail, with the reason: each has its own ignored test below.
-const KNOWN_FAILURES: &[(&str, &str)] = &[(
-    "TD_COAP_OBS_08",
-    "a publication in another Content-Format is notified as such; the TD (citing RFC 7641 §4.2) wants a 4.06 that ends the observation",
-)];
-
 // ---- servers ----
 
 /// The servers under test, stopped (by PID) before their directory is removed.
@@ -1680,12 +1674,10 @@ fn every_td_in_scope_is_run_or_listed() {
     for id in &in_scope() {
         let listed = NOT_APPLICABLE.iter().any(|(i, _)| i == id);
         let runnable = RUNNERS.contains(&id.as_str());
-        let known = KNOWN_FAILURES.iter().any(|(i, _)| i == id);
         assert!(
             listed ^ runnable,
             "{id}: run ({runnable}) or listed as not applicable ({listed}), exactly one"
         );
-        assert!(!known || runnable, "{id}: a known failure has a runner");
     }
 }
 
@@ -1736,9 +1728,6 @@ fn etsi_plugtest_tds_pass_with_libcoap_and_aiocoap() {
     let mut failed = Vec::new();
     let mut table = String::new();
     for id in RUNNERS {
-        if KNOWN_FAILURES.iter().any(|(i, _)| i == id) {
-            continue;
-        }
         if only.as_deref().is_some_and(|o| !id.contains(o)) {
             continue;
         }
@@ -1762,13 +1751,4 @@ fn etsi_plugtest_tds_pass_with_libcoap_and_aiocoap() {
         table.push('\n');
     }
     assert!(failed.is_empty(), "failed TDs:\n{}", failed.join("\n"));
-}
-
-#[test]
-#[ignore = "known failure (TD_COAP_OBS_08): a publication in another Content-Format is notified as such; the TD (citing RFC 7641 §4.2) wants a final 4.06"]
-fn td_coap_obs_08_content_format_change_ends_the_observation() {
-    let s = Servers::start("plugtest-obs08");
-    for c in [Client::Libcoap, Client::Aiocoap] {
-        run(&s, "TD_COAP_OBS_08", c).unwrap().unwrap();
-    }
 }

@@ -716,6 +716,9 @@ allow role:broker znodes:/consumers read
 allow role:broker znode:/brokers create
 allow role:broker znode:/brokers/ids create
 allow role:broker znode:/brokers/ids/{id} create,write,delete
+# ... say which of their replicas may not lead yet (restarted behind, or damaged),
+allow role:broker znode:/brokers/recovering create
+allow role:broker znode:/brokers/recovering/{id}:* create,write,delete
 # ... change the ISR of partitions they lead,
 allow role:broker znode:/topics/*/partitions/* write
 # ... publish their own PEHRA status and maintenance progress, ask the coordinator,
@@ -1056,6 +1059,24 @@ mod tests {
         // {id} needs a number at the end of the name
         let odd = id(Role::Broker, "broker", 2);
         denied(&policy, &odd, znode("/brokers/ids/2"), &[Create]);
+    }
+
+    #[test]
+    fn brokers_report_only_their_own_replicas_as_recovering() {
+        let policy = Policy::default_for_cluster();
+        let b1 = id(Role::Broker, "broker-1", 1);
+        allowed(&policy, &b1, znode("/brokers/recovering"), &[Create, Read]);
+        for own in ["/brokers/recovering/1:*", "/brokers/recovering/1:t:0"] {
+            allowed(&policy, &b1, znode(own), &[Create, Write, Delete]);
+        }
+        for other in [
+            "/brokers/recovering/2:t:0",
+            "/brokers/recovering/12:t:0",
+            "/brokers/recovering/1",
+        ] {
+            denied(&policy, &b1, znode(other), &[Create, Write, Delete]);
+        }
+        denied(&policy, &b1, znode("/brokers/recovering"), &[Write, Delete]);
     }
 
     #[test]

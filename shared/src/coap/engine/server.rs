@@ -74,6 +74,9 @@ pub(super) struct Observer {
     protection: Option<Protection>,
     /// The largest notification payload sent in one datagram to this observer.
     max_payload: usize,
+    /// The Content-Format of the response that registered it: every notification must
+    /// have it (RFC 7641 §4.2).
+    content_format: Option<u16>,
 }
 
 /// How many block-wise transfers a server keeps per kind before purging expired ones.
@@ -140,19 +143,31 @@ impl<A: PeerAddress> Engine<A> {
         let targets: Vec<(A, Vec<u8>)> = targets.iter().cloned().collect();
         self.observe_seq = (self.observe_seq + 1) % SEQUENCE_MODULUS;
         let seq = self.observe_seq;
-        let ends = !response.code().is_success();
+        let failure = !response.code().is_success();
         for (peer, token) in &targets {
-            let mut message = response.clone();
-            if !ends {
-                message.set_uint_option(option::OBSERVE, seq);
-            }
-            let Some(limit) = self
+            let Some((limit, registered_format)) = self
                 .observers
                 .get(&(*peer, token.clone()))
-                .map(|o| o.max_payload)
+                .map(|o| (o.max_payload, o.content_format))
             else {
                 continue;
             };
+            // RFC 7641 §4.2: a notification has the Content-Format of the registration's
+            // response; a server that cannot keep to it sends 4.06 and removes the
+            // observer.
+            let format_changed = !failure && response.content_format() != registered_format;
+            let ends = failure || format_changed;
+            let mut message = if format_changed {
+                Response::error(
+                    Code::NOT_ACCEPTABLE,
+                    "the representation changed Content-Format",
+                )
+            } else {
+                response.clone()
+            };
+            if !ends {
+                message.set_uint_option(option::OBSERVE, seq);
+            }
             let message = self.first_block(now, (*peer, resource, token), message, limit);
             let Some(observer) = self.observers.get_mut(&(*peer, token.clone())) else {
                 continue;
@@ -620,6 +635,7 @@ impl<A: PeerAddress> Engine<A> {
                 &incoming.token,
                 &incoming.key,
                 incoming.max_payload,
+                response.content_format(),
             );
         if registered {
             response.set_uint_option(option::OBSERVE, self.observe_seq);
@@ -818,6 +834,7 @@ impl<A: PeerAddress> Engine<A> {
         token: &[u8],
         key: &str,
         max_payload: usize,
+        content_format: Option<u16>,
     ) -> bool {
         self.remove_observer(peer, token);
         let of_peer = self
@@ -847,6 +864,7 @@ impl<A: PeerAddress> Engine<A> {
                 last_mid: None,
                 protection: None,
                 max_payload,
+                content_format,
             },
         );
         self.observed

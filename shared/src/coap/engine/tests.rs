@@ -2,7 +2,7 @@
 //! drop, duplicate and reorder datagrams. No sockets, no clocks, no sleeps.
 
 use super::*;
-use crate::coap::{link_format, option, Method};
+use crate::coap::{link_format, option, Method, CONTENT_FORMAT_CBOR};
 use alloc::collections::BTreeSet;
 use alloc::{format, vec, vec::Vec};
 use coap_lite::CoapOption;
@@ -657,6 +657,31 @@ fn observation_ends_with_error_notification() {
     assert_eq!(net.response_to(id).unwrap().code(), Code::NOT_FOUND);
     assert_eq!(net.server.observer_count("t"), 0);
     assert_eq!(net.client.pending_requests(), 0);
+}
+
+#[test]
+fn a_notification_in_another_content_format_ends_the_observation_with_4_06() {
+    // RFC 7641 §4.2: notifications keep the registration's Content-Format (here none);
+    // one the server cannot send in it becomes a final 4.06 and the observer goes.
+    let mut net = Net::new(Config::default());
+    let id = observe_t(&mut net);
+    let now = net.now;
+    net.server.notify(now, "t", Response::content(*b"same"));
+    net.run_for(Duration::from_secs(1));
+    assert_eq!(
+        net.server.observer_count("t"),
+        1,
+        "same format: still observed"
+    );
+    let now = net.now;
+    let cbor = Response::content(vec![0xa0]).with_content_format(CONTENT_FORMAT_CBOR);
+    assert_eq!(net.server.notify(now, "t", cbor), 1);
+    net.run_for(Duration::from_secs(5));
+    assert_eq!(net.response_to(id).unwrap().code(), Code::NOT_ACCEPTABLE);
+    assert_eq!(net.server.observer_count("t"), 0);
+    assert_eq!(net.client.pending_requests(), 0);
+    let got = net.notifications(id);
+    assert_eq!(got[..2], [b"t:".to_vec(), b"same".to_vec()]);
 }
 
 #[test]
