@@ -1,4 +1,8 @@
 //! CBOR diagnostic notation (RFC 8949 §8), for printing CBOR payloads to people.
+//!
+//! Written here rather than with the `cbor-diag` crate (0.1.12, checked): that one prints
+//! every head's encoding width (`1000_1`, `-100_0`) and leaves control characters in
+//! text strings unescaped, so a newline inside a value would break the one-line output.
 
 use ciborium::Value;
 use std::fmt::Write;
@@ -28,12 +32,15 @@ fn write_value(out: &mut String, value: &Value) {
             }
             out.push('\'');
         }
+        Value::Float(f) if f.is_nan() => out.push_str("NaN"),
+        Value::Float(f) if f.is_infinite() => {
+            out.push_str(if *f > 0.0 { "Infinity" } else { "-Infinity" })
+        }
         Value::Float(f) => {
             let _ = write!(out, "{f:?}");
         }
-        Value::Text(t) => {
-            let _ = write!(out, "{t:?}");
-        }
+        // JSON's string escapes, as RFC 8949 §8 says.
+        Value::Text(t) => out.push_str(&serde_json::to_string(t).expect("a string serializes")),
         Value::Bool(b) => {
             let _ = write!(out, "{b}");
         }
@@ -81,6 +88,15 @@ mod tests {
             r#"{"a": 1, "b": [true, null], "c": h'0102ff'}"#
         );
         assert_eq!(cbor_to_diagnostic(&hex("3863")).unwrap(), "-100");
+        assert_eq!(
+            cbor_to_diagnostic(&hex("84f97e00f97c00f9fc00f93e00")).unwrap(),
+            "[NaN, Infinity, -Infinity, 1.5]"
+        );
+        assert_eq!(
+            cbor_to_diagnostic(&hex("6661e282ac0a01")).unwrap(),
+            r#""a€\n\u0001""#,
+            "JSON escapes, not Rust's"
+        );
         assert_eq!(cbor_to_diagnostic(&hex("a1")), None, "truncated");
         assert_eq!(cbor_to_diagnostic(&hex("0101")), None, "trailing bytes");
     }
