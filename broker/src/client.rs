@@ -298,7 +298,7 @@ impl ClusterClient {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
             max_retransmit: 6,
-            max_payload: crate::server::BROKER_MAX_PAYLOAD,
+            max_payload: crate::limits::BROKER_MAX_PAYLOAD,
             ..Config::default()
         };
         let zk = Client::without_session_secured(zookeeper, coap.clone(), credentials.as_deref())

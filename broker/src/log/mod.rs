@@ -252,6 +252,7 @@
 
 mod damage;
 mod epochs;
+mod header;
 mod index;
 mod recovery;
 mod repair;
@@ -920,7 +921,8 @@ impl PartitionLog {
     pub fn reset_to(&mut self, start_offset: u64) -> Result<(), LogError> {
         self.check_usable()?;
         let reset = reset::store(&self.dir, start_offset)
-            .and_then(|()| reset::finish(&self.dir, start_offset));
+            .and_then(|()| recovery::list(&self.dir))
+            .and_then(|listing| reset::finish(&self.dir, start_offset, listing));
         let segment = self.poison_on_error(reset)?;
         tracing::info!(
             dir = %self.dir.display(),

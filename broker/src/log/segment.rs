@@ -10,12 +10,7 @@ use std::io::{self, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// The first 8 bytes of every segment file.
-pub(super) const LOG_MAGIC: [u8; 8] = *b"PEHRALOG";
-/// The segment format version this build writes and reads.
-pub(super) const LOG_VERSION: u32 = 2;
-/// Segment header: magic + version.
-pub(super) const HEADER_LEN: u64 = 12;
+pub(super) use super::header::{HEADER_LEN, LOG_MAGIC, LOG_VERSION};
 /// Batch header: len, crc, base_offset, record_count, leader_epoch, max_timestamp_ms,
 /// producer_id, base_sequence.
 pub(super) const BATCH_HEADER_LEN: u64 = 44;
