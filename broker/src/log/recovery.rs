@@ -356,13 +356,20 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         }
     }
 
-    // The producer state: the last two segments, the last one's batches overriding. The
+    // The producer state: the last two segments, the last one's batches after the second last's. The
     // second last was scanned fully unless recovery cut the log short of later segments.
     let mut producers = Producers::new();
     let from = segments.len().saturating_sub(2);
     for (segment, scanned) in segments[from..].iter().zip(&mut scanned_producers[from..]) {
         match scanned.take() {
-            Some(found) => producers.extend(found),
+            Some(found) => {
+                for (id, window) in found {
+                    let merged = producers.entry(id).or_default();
+                    for entry in window.0 {
+                        merged.push(entry);
+                    }
+                }
+            }
             None => segment.collect_producers(&mut producers, &damage)?,
         }
     }
