@@ -1,6 +1,7 @@
 //! The client side of the brokers: cluster metadata from the zookeeper (as the Python
 //! clone did: ask the zookeeper who leads), producing to partition leaders, fetching,
-//! topic administration and committed consumer offsets.
+//! topic administration and committed consumer offsets; [`producer`]: the one producer
+//! (partitioner, batcher, sequence numbers, pipelining) every sender of records uses.
 
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
