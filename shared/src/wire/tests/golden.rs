@@ -93,6 +93,11 @@ golden!(produce_request_minimal: ProduceRequest = ProduceRequest {
     acks: Acks::Leader,
     ..produce()
 }, "a465746f7069636574656d707369706172746974696f6e036461636b730165626174636843a10001");
+golden!(produce_request_gapless: ProduceRequest = ProduceRequest {
+    gapless: true,
+    leader_epoch: None,
+    ..produce()
+}, "a765746f7069636574656d707369706172746974696f6e036461636b73206b70726f64756365725f6964096d626173655f73657175656e63651864676761706c657373f565626174636843a10001");
 golden!(produce_response: ProduceResponse = ProduceResponse { base_offset: 4096, record_count: 2, leader_epoch: 4 }, "a36b626173655f6f66667365741910006c7265636f72645f636f756e74026c6c65616465725f65706f636804");
 golden!(fetch_request: FetchRequest = FetchRequest {
     topic: s("temps"),
