@@ -17,7 +17,7 @@
 
 use super::{lookup_any, now_ms, pehra, State};
 use crate::client::producer::{ProduceError, Producer};
-use crate::client::{partition_for_key, records_from, ClientError, ClusterClient};
+use crate::client::{records_from, ClientError, ClusterClient};
 use pehra_shared::api::{cbor_response, decode_request, error_response};
 use pehra_shared::coap::{Code, Request, Response};
 use pehra_shared::driver::{Incoming, Responder};
@@ -310,12 +310,13 @@ impl Gateway {
                 numbered,
             )
             .await;
-        let partition = partition_for_key(node.as_bytes(), partitions);
-        let what = format!("producing to {}/{partition}", readings.topic);
+        let what = format!("producing to {}", readings.topic);
         match sent {
             Ok(Some(answer)) => cbor_response(Code::CHANGED, &answer),
             Ok(None) => error_response(ErrorKind::Internal, &format!("{what}: no answer")),
-            Err(ProduceError::Send { source, .. }) => client_error(&what, source),
+            Err(ProduceError::Send {
+                partition, source, ..
+            }) => client_error(&format!("{what}/{partition}"), source),
             Err(e) => error_response(ErrorKind::Busy, &format!("{what}: {e}")),
         }
     }
