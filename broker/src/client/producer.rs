@@ -619,9 +619,17 @@ mod tests {
         let batches = numbered(&mut seqs, &[2, 1, 3, 2, 1, 2]);
         let sending = tokio::spawn(send_in_order(send, batches));
         // Batches 2..5 go out while the first is held (5 in flight): wait for them.
-        while attempts.lock().unwrap().len() < MAX_IN_FLIGHT {
+        for _ in 0..100_000 {
+            if attempts.lock().unwrap().len() >= MAX_IN_FLIGHT {
+                break;
+            }
             tokio::task::yield_now().await;
         }
+        assert_eq!(
+            attempts.lock().unwrap().len(),
+            MAX_IN_FLIGHT,
+            "five batches in flight, the sixth waits for a free place"
+        );
         assert_eq!(leader.lock().unwrap().stored, []);
         release.send(true).unwrap();
         let results = sending.await.unwrap();
