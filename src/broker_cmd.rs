@@ -2,7 +2,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand, ValueEnum};
-use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
+use pehra_broker::client::producer::Producer;
+use pehra_broker::client::{records_from, ClusterClient};
 use pehra_broker::{Broker, BrokerConfig, BrokerError};
 use pehra_shared::wire::{Acks, Record};
 use std::collections::BTreeMap;
@@ -432,10 +433,9 @@ pub struct ProduceArgs {
 pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
     let meta = client.metadata();
-    let Some(topic) = meta.topics.get(&args.topic) else {
+    if !meta.topics.contains_key(&args.topic) {
         bail!("no such topic: {}", args.topic)
-    };
-    let partitions = topic.config.partitions;
+    }
     let acks = match args.acks {
         AcksArg::None => Acks::None,
         AcksArg::Leader => Acks::Leader,
@@ -454,8 +454,8 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_millis() as u64)
         .unwrap_or(0);
-    let mut by_partition: BTreeMap<u32, Vec<Record>> = BTreeMap::new();
-    for (i, line) in lines.into_iter().enumerate() {
+    let mut records = Vec::with_capacity(lines.len());
+    for line in lines {
         let (key, value) = if args.keyed_lines {
             match line.split_once('\t') {
                 Some((k, v)) => (Some(k.as_bytes().to_vec()), v.to_string()),
@@ -464,60 +464,36 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
         } else {
             (args.key.as_ref().map(|k| k.as_bytes().to_vec()), line)
         };
-        let partition = match &key {
-            Some(k) => partition_for_key(k, partitions),
-            None => i as u32 % partitions,
-        };
-        by_partition.entry(partition).or_default().push(Record {
+        records.push(Record {
             key,
             value: value.into_bytes(),
             timestamp_ms: now_ms,
             headers: Vec::new(),
         });
     }
-    let total: usize = by_partition.values().map(Vec::len).sum();
+    let total = records.len();
     let started = Instant::now();
-    let producer_id = rand_u64();
-    // Partitions in parallel; within a partition batches go in order.
+    // Partitions in parallel; a partition's batches in order, several in flight.
     let client = std::sync::Arc::new(client);
-    let mut tasks = Vec::new();
-    for (partition, records) in by_partition {
-        let (client, topic, verbose, batch) = (
-            client.clone(),
-            args.topic.clone(),
-            args.verbose,
-            args.batch.max(1),
-        );
-        tasks.push(tokio::spawn(async move {
-            for (seq, chunk) in records.chunks(batch).enumerate() {
-                let stored = client
-                    .produce(
-                        &topic,
-                        partition,
-                        chunk,
-                        acks,
-                        Some((producer_id, seq as u32)),
-                    )
-                    .await?;
-                if verbose {
-                    match stored {
-                        Some(r) => eprintln!(
-                            "{topic}/{partition}: {} records at offsets {}..{}",
-                            r.record_count,
-                            r.base_offset,
-                            r.base_offset + u64::from(r.record_count) - 1
-                        ),
-                        None => {
-                            eprintln!("{topic}/{partition}: {} records sent (acks=0)", chunk.len())
-                        }
-                    }
-                }
+    let producer = Producer::new(args.topic.clone(), acks, args.batch);
+    for sent in producer.send(&client, records).await? {
+        let partition = sent.partition;
+        let stored = sent.result?;
+        if args.verbose {
+            let topic = &args.topic;
+            match stored {
+                Some(r) => eprintln!(
+                    "{topic}/{partition}: {} records at offsets {}..{}",
+                    r.record_count,
+                    r.base_offset,
+                    r.base_offset + u64::from(r.record_count) - 1
+                ),
+                None => eprintln!(
+                    "{topic}/{partition}: {} records sent (acks=0)",
+                    sent.records
+                ),
             }
-            Ok::<_, pehra_broker::client::ClientError>(())
-        }));
-    }
-    for t in tasks {
-        t.await.context("producer task")??;
+        }
     }
     let secs = started.elapsed().as_secs_f64();
     eprintln!(
@@ -527,11 +503,6 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
         total as f64 / secs.max(1e-9)
     );
     Ok(ExitCode::SUCCESS)
-}
-
-/// A random non-zero u64 from the system's random source (a producer id).
-fn rand_u64() -> u64 {
-    getrandom::u64().unwrap_or_default() | 1
 }
 
 #[derive(Clone, Copy, ValueEnum)]

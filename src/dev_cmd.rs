@@ -4,7 +4,8 @@
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
+use pehra_broker::client::producer::Producer;
+use pehra_broker::client::{records_from, ClusterClient};
 use pehra_shared::wire::{Acks, Record};
 use std::io::Write;
 use std::net::SocketAddr;
@@ -363,7 +364,6 @@ async fn demo(
     let producer = tokio::spawn(produce_loop(
         client.clone(),
         args.topic.clone(),
-        args.partitions,
         schedule,
         produced.clone(),
         failed.clone(),
@@ -462,7 +462,6 @@ struct Bursts {
 async fn produce_loop(
     client: Arc<ClusterClient>,
     topic: String,
-    partitions: u32,
     schedule: Bursts,
     produced: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -472,6 +471,8 @@ async fn produce_loop(
     let per_tick = (schedule.rate / ticks_per_second).max(1);
     let mut ticker = tokio::time::interval(Duration::from_secs(1) / ticks_per_second);
     let mut seq = 0u64;
+    // One batch per partition and tick, idempotent.
+    let producer = Producer::new(topic, Acks::All, usize::MAX);
     let mut burst_started = tokio::time::Instant::now();
     loop {
         ticker.tick().await;
@@ -484,15 +485,14 @@ async fn produce_loop(
             .duration_since(UNIX_EPOCH)
             .map(|d| d.as_millis() as u64)
             .unwrap_or(0);
-        let mut batches: Vec<Vec<Record>> = vec![Vec::new(); partitions as usize];
+        let mut records = Vec::with_capacity(per_tick as usize);
         for _ in 0..per_tick {
             let sensor = format!("sensor-{}", seq % 8);
             let value = format!(
                 "{{\"sensor\":\"{sensor}\",\"temp_c\":{:.1},\"seq\":{seq}}}",
                 18.0 + (seq % 70) as f64 / 10.0
             );
-            let partition = partition_for_key(sensor.as_bytes(), partitions);
-            batches[partition as usize].push(Record {
+            records.push(Record {
                 key: Some(sensor.into_bytes()),
                 value: value.into_bytes(),
                 timestamp_ms: now_ms,
@@ -500,16 +500,18 @@ async fn produce_loop(
             });
             seq += 1;
         }
-        for (partition, records) in batches.into_iter().enumerate() {
-            if records.is_empty() {
+        let sent = match producer.send(&client, records).await {
+            Ok(sent) => sent,
+            Err(e) => {
+                failed.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(error = %e, "demo producer");
                 continue;
             }
-            match client
-                .produce(&topic, partition as u32, &records, Acks::All, None)
-                .await
-            {
+        };
+        for batch in sent {
+            match batch.result {
                 Ok(_) => {
-                    produced.fetch_add(records.len() as u64, Ordering::Relaxed);
+                    produced.fetch_add(batch.records as u64, Ordering::Relaxed);
                     wrote.notify_one();
                 }
                 Err(e) => {

@@ -406,6 +406,7 @@ async fn bad_input_to_a_broker_gets_clear_errors_and_harms_nothing() {
             acks: Acks::Leader,
             producer_id: None,
             base_sequence: None,
+            gapless: false,
             leader_epoch: None,
             if_log_end: None,
             batch,

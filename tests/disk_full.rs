@@ -186,6 +186,7 @@ async fn produce_once(from: &Endpoint, broker: std::net::SocketAddr, topic: &str
         acks: Acks::Leader,
         producer_id: None,
         base_sequence: None,
+        gapless: false,
         leader_epoch: None,
         if_log_end: None,
         batch,

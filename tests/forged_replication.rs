@@ -119,6 +119,7 @@ async fn produce_once(from: &Endpoint, leader: SocketAddr) -> Response {
         acks: Acks::All,
         producer_id: None,
         base_sequence: None,
+        gapless: false,
         leader_epoch: None,
         if_log_end: None,
         batch,

@@ -467,6 +467,7 @@ async fn produce_once(
         acks,
         producer_id: Some(producer.0),
         base_sequence: Some(producer.1),
+        gapless: false,
         leader_epoch: None,
         if_log_end: None,
         batch: wire::encode(&wire::RecordBatch {

@@ -1,6 +1,7 @@
 //! The client side of the brokers: cluster metadata from the zookeeper (as the Python
 //! clone did: ask the zookeeper who leads), producing to partition leaders, fetching,
-//! topic administration and committed consumer offsets.
+//! topic administration and committed consumer offsets; [`producer`]: the one producer
+//! (partitioner, batcher, sequence numbers, pipelining) every sender of records uses.
 
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
@@ -16,6 +17,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
+
+pub mod producer;
 
 /// Why a client call failed.
 #[derive(Debug, Error)]
@@ -95,6 +98,38 @@ fn retriable(kind: ErrorKind) -> bool {
             | ErrorKind::Busy
             | ErrorKind::Asleep
     )
+}
+
+/// What [`ClusterClient::call_leader`] sends to a partition's leader.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LeaderCall {
+    /// A produce: to the leader, or to the Pehredar while the leader sleeps.
+    Produce,
+    /// A produce the Pehredar held, to the leader itself, marked as held so that a
+    /// broker that is not the leader either never forwards it again.
+    Forward,
+    /// A fetch.
+    Fetch,
+}
+
+impl LeaderCall {
+    /// The resource the request goes to.
+    fn resource(self) -> &'static str {
+        match self {
+            LeaderCall::Produce => "produce",
+            LeaderCall::Forward => "produce?held",
+            LeaderCall::Fetch => "fetch",
+        }
+    }
+
+    /// What the call is, in the error when retries run out.
+    fn name(self) -> &'static str {
+        match self {
+            LeaderCall::Produce => "produce",
+            LeaderCall::Forward => "forward",
+            LeaderCall::Fetch => "fetch",
+        }
+    }
 }
 
 impl From<ErrorBody> for ClientError {
@@ -260,8 +295,6 @@ pub struct ClusterClient {
     /// up to date by a task that also refreshes `metadata`), so a request to a leader
     /// that lost its place is abandoned as soon as the controller moves it.
     epochs: Mutex<HashMap<(String, u32), tokio::sync::watch::Receiver<u32>>>,
-    /// The last retriable failure, for the error when retries run out.
-    last_error: Mutex<Option<String>>,
     /// Why requests were sent again.
     retries: Mutex<RetryStats>,
 }
@@ -298,7 +331,7 @@ impl ClusterClient {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
             max_retransmit: 6,
-            max_payload: crate::server::BROKER_MAX_PAYLOAD,
+            max_payload: crate::limits::BROKER_MAX_PAYLOAD,
             ..Config::default()
         };
         let zk = Client::without_session_secured(zookeeper, coap.clone(), credentials.as_deref())
@@ -313,7 +346,6 @@ impl ClusterClient {
             endpoint,
             metadata: std::sync::Arc::new(Mutex::new(metadata)),
             epochs: Mutex::default(),
-            last_error: Mutex::new(None),
             retries: Mutex::default(),
             credentials,
             secured: Mutex::default(),
@@ -705,12 +737,23 @@ impl ClusterClient {
             acks,
             producer_id: producer.map(|p| p.0),
             base_sequence: producer.map(|p| p.1),
+            gapless: false,
             leader_epoch: None,
             if_log_end,
             batch,
         };
-        let body = wire::encode(&request).expect("encodes");
-        if acks == Acks::None {
+        self.produce_request(&request).await
+    }
+
+    /// Sends a produce request as it is (see [`ClusterClient::produce`]): what a
+    /// [`Producer`](producer::Producer) sends.
+    pub async fn produce_request(
+        &self,
+        request: &ProduceRequest,
+    ) -> Result<Option<ProduceResponse>, ClientError> {
+        let (topic, partition) = (request.topic.as_str(), request.partition);
+        let body = wire::encode(request).expect("encodes");
+        if request.acks == Acks::None {
             // Fire and forget: NON, nothing comes back.
             let leader = self.metadata().leader(topic, partition)?;
             self.secure(leader).await?;
@@ -727,7 +770,7 @@ impl ClusterClient {
                 })?;
             return Ok(None);
         }
-        self.call_leader(topic, partition, "produce", body)
+        self.call_leader(topic, partition, LeaderCall::Produce, body)
             .await
             .map(Some)
     }
@@ -741,7 +784,8 @@ impl ClusterClient {
         partition: u32,
         body: Vec<u8>,
     ) -> Result<ProduceResponse, ClientError> {
-        self.call_leader(topic, partition, "forward", body).await
+        self.call_leader(topic, partition, LeaderCall::Forward, body)
+            .await
     }
 
     /// Sends a CBOR request to a partition's leader and decodes the answer, following
@@ -749,14 +793,16 @@ impl ClusterClient {
     /// busy, asleep), no leader, or no answer within [`ATTEMPT_TIMEOUT`], the metadata is
     /// reloaded and the request sent again, for up to [`RETRY_FOR`] (a failover takes
     /// about one zookeeper session timeout). A produce carries its producer id and
-    /// sequence, so a repeat is never stored twice.
+    /// sequence, so a repeat is never stored twice. The last retriable failure (for the
+    /// error when retries run out) is this call's own.
     async fn call_leader<T: serde::de::DeserializeOwned>(
         &self,
         topic: &str,
         partition: u32,
-        resource: &str,
+        call: LeaderCall,
         body: Vec<u8>,
     ) -> Result<T, ClientError> {
+        let mut last_error: Option<String> = None;
         let deadline = tokio::time::Instant::now() + RETRY_FOR;
         let mut backoff = std::time::Duration::from_millis(50);
         let mut attempt = 0u32;
@@ -771,18 +817,15 @@ impl ClusterClient {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(std::time::Duration::from_millis(500));
                 if let Err(e) = self.refresh().await {
-                    *self.last_error.lock().expect("lock") = Some(e.to_string());
+                    last_error = Some(e.to_string());
                     attempt += 1;
                     continue;
                 }
             }
             attempt += 1;
-            let (target, resource) = match resource {
-                "produce" => (self.metadata().produce_target(topic, partition), "produce"),
-                // Marked as held, so that a broker that is not the leader either never
-                // forwards it again.
-                "forward" => (self.metadata().leader(topic, partition), "produce?held"),
-                other => (self.metadata().leader(topic, partition), other),
+            let target = match call {
+                LeaderCall::Produce => self.metadata().produce_target(topic, partition),
+                LeaderCall::Forward | LeaderCall::Fetch => self.metadata().leader(topic, partition),
             };
             let leader = match target {
                 Ok(addr) => addr,
@@ -795,16 +838,16 @@ impl ClusterClient {
                 }
                 Err(e @ ClientError::NoLeader(_)) => {
                     self.retries.lock().expect("lock").no_leader += 1;
-                    *self.last_error.lock().expect("lock") = Some(e.to_string());
+                    last_error = Some(e.to_string());
                     continue;
                 }
                 Err(e) => return Err(e),
             };
             if let Err(e) = self.secure(leader).await {
-                *self.last_error.lock().expect("lock") = Some(e.to_string());
+                last_error = Some(e.to_string());
                 continue;
             }
-            let coap = Request::new(Method::Post, resource)
+            let coap = Request::new(Method::Post, call.resource())
                 .with_payload(body.clone())
                 .with_content_format(CONTENT_FORMAT_CBOR);
             let mut epoch = self.epoch_watch(topic, partition).await;
@@ -844,26 +887,24 @@ impl ClusterClient {
                         _ => retries.unavailable += 1,
                     }
                     drop(retries);
-                    *self.last_error.lock().expect("lock") = Some(error.message.clone());
+                    last_error = Some(error.message.clone());
                 }
                 Ok(Err(source)) => {
                     self.retries.lock().expect("lock").no_answer += 1;
-                    *self.last_error.lock().expect("lock") =
-                        Some(format!("broker at {leader} unreachable: {source}"));
+                    last_error = Some(format!("broker at {leader} unreachable: {source}"));
                 }
                 Err(_) => {
                     self.retries.lock().expect("lock").no_answer += 1;
-                    *self.last_error.lock().expect("lock") = Some(format!(
+                    last_error = Some(format!(
                         "broker at {leader} did not answer within {ATTEMPT_TIMEOUT:?}"
                     ));
                 }
             }
         }
-        let last = self.last_error.lock().expect("lock").take();
         Err(ClientError::GaveUp {
-            what: format!("{resource} to {topic}/{partition}"),
+            what: format!("{} to {topic}/{partition}", call.name()),
             after: RETRY_FOR,
-            last: last.unwrap_or_default(),
+            last: last_error.unwrap_or_default(),
         })
     }
 
@@ -884,7 +925,8 @@ impl ClusterClient {
             replica: None,
         };
         let body = wire::encode(&request).expect("encodes");
-        self.call_leader(topic, partition, "fetch", body).await
+        self.call_leader(topic, partition, LeaderCall::Fetch, body)
+            .await
     }
 
     /// Observes a partition: a notification (its log end) after every append.

@@ -6,10 +6,13 @@
 //! - [`client`]: metadata, producing and fetching, topics and consumer offsets.
 
 pub mod client;
+mod limits;
 pub mod log;
-pub mod metrics;
 pub mod pubsub;
 pub mod server;
 
+pub use limits::BROKER_MAX_PAYLOAD;
+pub use server::metrics;
+
 pub use server::pehra::PehraConfig;
-pub use server::{Broker, BrokerConfig, BrokerError, BROKER_MAX_PAYLOAD};
+pub use server::{Broker, BrokerConfig, BrokerError};

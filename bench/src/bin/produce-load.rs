@@ -773,6 +773,7 @@ fn produce_body_bytes(args: &Args) -> usize {
         acks: args.acks.acks(),
         producer_id: None,
         base_sequence: None,
+        gapless: false,
         leader_epoch: None,
         if_log_end: None,
         batch,

@@ -3,9 +3,8 @@
 //!
 //! The rules are in the [module documentation](super#damage).
 
-use super::segment::Stretch;
 use super::{LogError, PartitionLog};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// A damaged range of a partition log: the bytes `position..end_position` of one segment
 /// hold no good batch (a batch there is torn or fails its CRC check), while a good batch
@@ -31,19 +30,6 @@ pub struct DamagedRange {
 }
 
 impl DamagedRange {
-    /// The range a scan of the segment `segment_base` at `path` found.
-    pub(super) fn from_stretch(path: &Path, segment_base: u64, stretch: Stretch) -> Self {
-        DamagedRange {
-            path: path.to_owned(),
-            segment_base,
-            position: stretch.position,
-            end_position: stretch.end_position,
-            first_offset: stretch.first_offset,
-            end_offset: stretch.end_offset,
-            detail: stretch.detail,
-        }
-    }
-
     /// Whether `offset` lies in the range.
     pub fn contains(&self, offset: u64) -> bool {
         self.first_offset <= offset && offset < self.end_offset

@@ -4,7 +4,7 @@
 //! The index is only an optimisation. Its file is written without fsync and is checked
 //! before use; anything odd about it means it is rebuilt from the segment.
 
-use super::segment::HEADER_LEN;
+use super::header::HEADER_LEN;
 use super::{io_err, LogError};
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};

@@ -252,6 +252,7 @@
 
 mod damage;
 mod epochs;
+mod header;
 mod index;
 mod recovery;
 mod repair;
@@ -552,8 +553,43 @@ pub struct ProducerEntry {
     pub leader_epoch: u32,
 }
 
-/// The last batch of each producer, by producer id.
-type Producers = HashMap<u64, ProducerEntry>;
+/// How many of a producer's last batches a log remembers: a retry of any of them is
+/// recognised (a producer keeps at most this many batches in flight per partition, as
+/// Kafka's idempotent producer does).
+pub const PRODUCER_WINDOW: usize = 5;
+
+/// A producer's last batches (at most [`PRODUCER_WINDOW`]), oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct ProducerWindow(std::collections::VecDeque<ProducerEntry>);
+
+impl ProducerWindow {
+    /// Notes a batch appended after the ones held, forgetting the oldest beyond the window.
+    pub(crate) fn push(&mut self, entry: ProducerEntry) {
+        if self.0.len() == PRODUCER_WINDOW {
+            self.0.pop_front();
+        }
+        self.0.push_back(entry);
+    }
+
+    /// The last batch.
+    pub(crate) fn last(&self) -> Option<ProducerEntry> {
+        self.0.back().copied()
+    }
+
+    /// Whether any batch held starts at `offset` or later.
+    fn reaches(&self, offset: u64) -> bool {
+        self.0.iter().any(|e| e.base_offset >= offset)
+    }
+
+    /// Forgets the batches before `offset`; whether any is left.
+    fn keep_from(&mut self, offset: u64) -> bool {
+        self.0.retain(|e| e.base_offset >= offset);
+        !self.0.is_empty()
+    }
+}
+
+/// The last batches of each producer, by producer id.
+type Producers = HashMap<u64, ProducerWindow>;
 
 /// Where [`PartitionLog::append`] put a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -898,7 +934,7 @@ impl PartitionLog {
         self.scrub = None;
         // The producer state must become what `open` would build from the log now: only a
         // cut batch of a producer, or other segments becoming the last two, changes it.
-        if segments_deleted || self.producers.values().any(|e| e.base_offset >= offset) {
+        if segments_deleted || self.producers.values().any(|w| w.reaches(offset)) {
             let rebuilt = producers_of(&self.segments, &self.damage);
             self.producers = self.poison_on_error(rebuilt)?;
         }
@@ -920,7 +956,8 @@ impl PartitionLog {
     pub fn reset_to(&mut self, start_offset: u64) -> Result<(), LogError> {
         self.check_usable()?;
         let reset = reset::store(&self.dir, start_offset)
-            .and_then(|()| reset::finish(&self.dir, start_offset));
+            .and_then(|()| recovery::list(&self.dir))
+            .and_then(|listing| reset::finish(&self.dir, start_offset, listing));
         let segment = self.poison_on_error(reset)?;
         tracing::info!(
             dir = %self.dir.display(),
@@ -949,7 +986,23 @@ impl PartitionLog {
     /// batch is older than the second last segment (or was removed by retention or a reset)
     /// is not known, so a retry of it is not recognised.
     pub fn last_producer_batch(&self, producer_id: u64) -> Option<ProducerEntry> {
-        self.producers.get(&producer_id).copied()
+        self.producers
+            .get(&producer_id)
+            .and_then(ProducerWindow::last)
+    }
+
+    /// The batch of `producer_id` that started at `base_sequence`, among its last
+    /// [`PRODUCER_WINDOW`] batches (within the same two segments as
+    /// [`last_producer_batch`](PartitionLog::last_producer_batch)): a retry of a batch
+    /// that was in flight with later ones.
+    pub fn producer_batch(&self, producer_id: u64, base_sequence: u32) -> Option<ProducerEntry> {
+        let window = self.producers.get(&producer_id)?;
+        window
+            .0
+            .iter()
+            .rev()
+            .find(|e| e.base_sequence == base_sequence)
+            .copied()
     }
 
     /// The largest leader epoch <= `epoch` that has batches in the log, and the offset where
@@ -1020,7 +1073,7 @@ impl PartitionLog {
         }
         let log_start = self.log_start_offset();
         clamp_epochs(&mut self.epochs, log_start, self.log_end);
-        self.producers.retain(|_, e| e.base_offset >= log_start);
+        self.producers.retain(|_, w| w.keep_from(log_start));
         self.damage.retain(|r| r.segment_base >= log_start);
         fsync_dir(&self.dir)?;
         Ok(doomed)
@@ -1102,7 +1155,7 @@ impl PartitionLog {
         self.segments.push(segment);
         // The producer state covers the last two segments only, as `open` rebuilds it.
         let floor = self.segments[self.segments.len() - 2].base;
-        self.producers.retain(|_, e| e.base_offset >= floor);
+        self.producers.retain(|_, w| w.keep_from(floor));
         Ok(())
     }
 

@@ -203,7 +203,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             dir = %dir.display(),
             "finishing an interrupted reset of the log to offset {start_offset}"
         );
-        reset::finish(dir, start_offset)?;
+        reset::finish(dir, start_offset, list(dir)?)?;
     }
     let mut listing = list(dir)?;
     if listing.is_empty() {
@@ -271,7 +271,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             checked.index_changed = !index::file_holds(&index_path, &checked.index);
         }
         for stretch in checked.stretches.drain(..) {
-            damage.push(DamagedRange::from_stretch(path, base, stretch));
+            damage.push(damaged_range(path, base, stretch));
         }
         let tail_damage = checked.cut.clone().or_else(|| {
             (!later.is_empty() && checked.batches == 0)
@@ -356,13 +356,20 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         }
     }
 
-    // The producer state: the last two segments, the last one's batches overriding. The
+    // The producer state: the last two segments, the last one's batches after the second last's. The
     // second last was scanned fully unless recovery cut the log short of later segments.
     let mut producers = Producers::new();
     let from = segments.len().saturating_sub(2);
     for (segment, scanned) in segments[from..].iter().zip(&mut scanned_producers[from..]) {
         match scanned.take() {
-            Some(found) => producers.extend(found),
+            Some(found) => {
+                for (id, window) in found {
+                    let merged = producers.entry(id).or_default();
+                    for entry in window.0 {
+                        merged.push(entry);
+                    }
+                }
+            }
             None => segment.collect_producers(&mut producers, &damage)?,
         }
     }
@@ -535,5 +542,18 @@ fn epoch_down(path: &Path, near: u64) -> LogError {
     LogError::Corrupt {
         path: path.to_owned(),
         detail: format!("the leader epoch goes down at or after offset {near}"),
+    }
+}
+
+/// The damaged range a scan of the segment `segment_base` at `path` found.
+fn damaged_range(path: &Path, segment_base: u64, stretch: Stretch) -> DamagedRange {
+    DamagedRange {
+        path: path.to_owned(),
+        segment_base,
+        position: stretch.position,
+        end_position: stretch.end_position,
+        first_offset: stretch.first_offset,
+        end_offset: stretch.end_offset,
+        detail: stretch.detail,
     }
 }

@@ -7,12 +7,11 @@
 
 use super::epochs;
 use super::index;
-use super::recovery;
 use super::segment::Segment;
 use super::{fsync_dir, io_err, remove, replace_file_durably, LogError};
 use std::fs;
 use std::io;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The marker's file name in the partition directory.
 pub(super) const FILE_NAME: &str = "reset-to";
@@ -70,11 +69,16 @@ pub(super) fn load(dir: &Path) -> Result<Option<u64>, LogError> {
 }
 
 /// Carries out the reset marked in `dir` (the marker must be durable): deletes every segment
-/// and index (oldest first), creates the empty segment at `start_offset`, empties the
+/// of `listing` (the directory's segments, as recovery lists them) and its index (oldest
+/// first), creates the empty segment at `start_offset`, empties the
 /// leader-epoch checkpoint and removes the marker. Repeating it after a crash part-way
 /// gives the same result.
-pub(super) fn finish(dir: &Path, start_offset: u64) -> Result<Segment, LogError> {
-    for (base, path) in recovery::list(dir)? {
+pub(super) fn finish(
+    dir: &Path,
+    start_offset: u64,
+    listing: Vec<(u64, PathBuf)>,
+) -> Result<Segment, LogError> {
+    for (base, path) in listing {
         remove(&path)?;
         remove(&dir.join(index::file_name(base)))?;
     }

@@ -10,12 +10,7 @@ use std::io::{self, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
-/// The first 8 bytes of every segment file.
-pub(super) const LOG_MAGIC: [u8; 8] = *b"PEHRALOG";
-/// The segment format version this build writes and reads.
-pub(super) const LOG_VERSION: u32 = 2;
-/// Segment header: magic + version.
-pub(super) const HEADER_LEN: u64 = 12;
+pub(super) use super::header::{HEADER_LEN, LOG_MAGIC, LOG_VERSION};
 /// Batch header: len, crc, base_offset, record_count, leader_epoch, max_timestamp_ms,
 /// producer_id, base_sequence.
 pub(super) const BATCH_HEADER_LEN: u64 = 44;
@@ -172,15 +167,15 @@ pub(super) fn encode_batch(buf: &mut Vec<u8>, header: &BatchHeader, payload: &[u
 /// Makes the batch of `header`, if it has a producer, that producer's last batch.
 pub(super) fn note_producer(producers: &mut Producers, header: &BatchHeader) {
     if let Some(p) = header.producer {
-        producers.insert(
-            p.producer_id,
-            ProducerEntry {
+        producers
+            .entry(p.producer_id)
+            .or_default()
+            .push(ProducerEntry {
                 base_sequence: p.base_sequence,
                 base_offset: header.base_offset,
                 record_count: header.record_count,
                 leader_epoch: header.leader_epoch,
-            },
-        );
+            });
     }
 }
 
@@ -554,8 +549,8 @@ impl Segment {
         })
     }
 
-    /// Reads every batch (checking its CRC) and makes each producer's last batch in it that
-    /// producer's entry in `producers`. Damage is [`LogError::Corrupt`], unless `damage`
+    /// Reads every batch (checking its CRC) and adds each producer's batches in it to that
+    /// producer's window in `producers`. Damage is [`LogError::Corrupt`], unless `damage`
     /// (the log's recorded ranges) has it.
     pub(super) fn collect_producers(
         &self,

@@ -117,22 +117,31 @@ fn check_log(log: &PartitionLog, model: &Model) {
 }
 
 /// The producer state a log holding `model` in the segments now in `dir` must have: the
-/// last batch of each producer in the last two segments.
-fn expected_producers(dir: &Path, model: &Model) -> HashMap<u64, ProducerEntry> {
+/// last batches (a window) of each producer in the last two segments, but for batches in
+/// a `damaged` range (lost on this replica).
+fn expected_producers(
+    dir: &Path,
+    model: &Model,
+    damaged: &[DamagedRange],
+) -> HashMap<u64, ProducerWindow> {
     let bases = segment_bases(dir);
     let floor = bases[bases.len().saturating_sub(2)];
     let mut producers = HashMap::new();
-    for batch in model.iter().filter(|b| b.base_offset >= floor) {
+    let lost = |offset| damaged.iter().any(|r| r.contains(offset));
+    for batch in model
+        .iter()
+        .filter(|b| b.base_offset >= floor && !lost(b.base_offset))
+    {
         if let Some(p) = batch.producer {
-            producers.insert(
-                p.producer_id,
-                ProducerEntry {
+            producers
+                .entry(p.producer_id)
+                .or_insert_with(ProducerWindow::default)
+                .push(ProducerEntry {
                     base_sequence: p.base_sequence,
                     base_offset: batch.base_offset,
                     record_count: batch.record_count,
                     leader_epoch: batch.leader_epoch,
-                },
-            );
+                });
         }
     }
     producers
@@ -140,12 +149,12 @@ fn expected_producers(dir: &Path, model: &Model) -> HashMap<u64, ProducerEntry> 
 
 /// Checks the producer state of `log` against `model`, through the public lookup too.
 fn check_producers(log: &PartitionLog, model: &Model) {
-    let expected = expected_producers(log.dir(), model);
+    let expected = expected_producers(log.dir(), model, log.damage());
     assert_eq!(log.producers, expected, "producer state");
     for id in 0..110 {
         assert_eq!(
             log.last_producer_batch(id),
-            expected.get(&id).copied(),
+            expected.get(&id).and_then(ProducerWindow::last),
             "{id}"
         );
     }
@@ -1219,6 +1228,32 @@ fn append_batch_at_the_wrong_offset_changes_nothing() {
     );
     assert_eq!(empty.log_end_offset(), 0);
     assert_eq!(empty.last_epoch(), None);
+}
+
+#[test]
+fn a_producers_last_batches_are_found_by_sequence_across_a_reopen() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut log, _) = open(dir, config(1 << 20));
+    let mut model = Vec::new();
+    let entries: Vec<ProducerEntry> = (0..PRODUCER_WINDOW as u32 + 2)
+        .map(|i| append_produced(&mut log, &mut model, 1, 9, i * 2))
+        .collect();
+    let check = |log: &PartitionLog| {
+        // The oldest two fell out of the window; the rest are found by their sequence.
+        assert_eq!(log.producer_batch(9, 0), None);
+        assert_eq!(log.producer_batch(9, 2), None);
+        for entry in &entries[2..] {
+            assert_eq!(log.producer_batch(9, entry.base_sequence), Some(*entry));
+        }
+        assert_eq!(log.producer_batch(9, 3), None, "no batch starts there");
+        assert_eq!(log.producer_batch(8, 4), None, "another producer");
+    };
+    check(&log);
+    check_log(&log, &model);
+    drop(log);
+    let (log, _) = open(dir, config(1 << 20));
+    check(&log);
 }
 
 #[test]

@@ -16,7 +16,8 @@
 //! produces and fetches with the client's retries and leader following.
 
 use super::{lookup_any, now_ms, pehra, State};
-use crate::client::{partition_for_key, records_from, ClientError, ClusterClient};
+use crate::client::producer::{ProduceError, Producer};
+use crate::client::{records_from, ClientError, ClusterClient};
 use pehra_shared::api::{cbor_response, decode_request, error_response};
 use pehra_shared::coap::{Code, Request, Response};
 use pehra_shared::driver::{Incoming, Responder};
@@ -276,7 +277,7 @@ impl Gateway {
                 &format!("no such topic: {}", readings.topic),
             );
         };
-        let partition = partition_for_key(node.as_bytes(), topic.config.partitions);
+        let partitions = topic.config.partitions;
         let now = now_ms();
         let records: Vec<Record> = readings
             .records
@@ -296,18 +297,27 @@ impl Gateway {
             Acks::None => Acks::Leader,
             other => other,
         };
-        let what = format!("producing to {}/{partition}", readings.topic);
-        let producer = readings
+        let producer = Producer::new(readings.topic.clone(), acks, records.len());
+        let numbered = readings
             .first_seq
             .map(|seq| (device_producer_id(&node, readings.incarnation), seq));
-        match self
-            .cluster()
-            .produce(&readings.topic, partition, &records, acks, producer)
-            .await
-        {
+        let sent = producer
+            .send_numbered(
+                self.cluster(),
+                partitions,
+                node.as_bytes(),
+                records,
+                numbered,
+            )
+            .await;
+        let what = format!("producing to {}", readings.topic);
+        match sent {
             Ok(Some(answer)) => cbor_response(Code::CHANGED, &answer),
             Ok(None) => error_response(ErrorKind::Internal, &format!("{what}: no answer")),
-            Err(e) => client_error(&what, e),
+            Err(ProduceError::Send {
+                partition, source, ..
+            }) => client_error(&format!("{what}/{partition}"), source),
+            Err(e) => error_response(ErrorKind::Busy, &format!("{what}: {e}")),
         }
     }
 

@@ -28,6 +28,7 @@ mod fetch;
 mod fetcher;
 mod hw_checkpoint;
 mod maintenance;
+pub mod metrics;
 mod partition;
 pub mod pehra;
 mod produce;
@@ -149,10 +150,7 @@ impl BrokerConfig {
     }
 }
 
-/// The largest CoAP payload a broker sends in one datagram (replication answers, big
-/// fetches): brokers talk over a LAN or loopback, where a 32 KiB datagram saves 31 round
-/// trips of block-wise transfer. Devices keep RFC 7252's 1 KiB.
-pub const BROKER_MAX_PAYLOAD: usize = 32 * 1024;
+pub use crate::limits::BROKER_MAX_PAYLOAD;
 
 /// This machine's name (for replica placement), or `localhost`.
 pub fn hostname() -> String {

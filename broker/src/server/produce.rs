@@ -96,6 +96,56 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
     }
 }
 
+/// Checks an idempotent producer's batch against the batches of it the log remembers:
+/// `Some` place for a retry of one of its last [`PRODUCER_WINDOW`](crate::log::PRODUCER_WINDOW) batches (not to be
+/// written again), an error for a stale copy of an older batch, or (for a gapless
+/// producer) a batch that does not start where its last stored batch ended.
+fn check_sequence(
+    log: &crate::log::PartitionLog,
+    producer: ProducerBatch,
+    gapless: bool,
+) -> Result<Option<ProduceResponse>, Response> {
+    let id = producer.producer_id;
+    if let Some(stored) = log.producer_batch(id, producer.base_sequence) {
+        return Ok(Some(ProduceResponse {
+            base_offset: stored.base_offset,
+            record_count: stored.record_count,
+            leader_epoch: stored.leader_epoch,
+        }));
+    }
+    let last = log.last_producer_batch(id);
+    if let Some(last) = last {
+        if producer.base_sequence < last.base_sequence {
+            // A copy of an older batch arriving late (a CoAP retransmission to a broker
+            // that restarted on the same address, a delayed datagram): the producer
+            // already moved on, so it was stored or given up on. Never store it now, out
+            // of order.
+            return Err(error_response(
+                ErrorKind::Malformed,
+                &format!(
+                    "producer {id} sequence {} is older than its last stored batch ({}): \
+                     a stale duplicate, not stored",
+                    producer.base_sequence, last.base_sequence
+                ),
+            ));
+        }
+    }
+    if gapless {
+        let expected = last.map_or(0, |l| l.base_sequence.wrapping_add(l.record_count));
+        if producer.base_sequence != expected {
+            return Err(error_response(
+                ErrorKind::OutOfOrderSequence,
+                &format!(
+                    "producer {id} sequence {} is not the next one ({expected}): an earlier \
+                     batch is not stored yet; send this one again after it",
+                    producer.base_sequence
+                ),
+            ));
+        }
+    }
+    Ok(None)
+}
+
 /// What [`append`] did with a batch.
 enum Appended {
     /// Written now, at this place.
@@ -138,28 +188,8 @@ fn append(
         _ => None,
     };
     if let Some(producer) = producer {
-        if let Some(last) = p.log.last_producer_batch(producer.producer_id) {
-            if last.base_sequence == producer.base_sequence {
-                return Ok(Appended::Duplicate(ProduceResponse {
-                    base_offset: last.base_offset,
-                    record_count: last.record_count,
-                    leader_epoch: last.leader_epoch,
-                }));
-            }
-            if producer.base_sequence < last.base_sequence {
-                // A copy of an older batch arriving late (a CoAP retransmission to a
-                // broker that restarted on the same address, a delayed datagram): the
-                // producer already moved on, so it was stored or given up on. Never store
-                // it now, out of order.
-                return Err(error_response(
-                    ErrorKind::Malformed,
-                    &format!(
-                        "producer {} sequence {} is older than its last stored batch ({}): \
-                         a stale duplicate, not stored",
-                        producer.producer_id, producer.base_sequence, last.base_sequence
-                    ),
-                ));
-            }
+        if let Some(refused) = check_sequence(&p.log, producer, request.gapless)? {
+            return Ok(Appended::Duplicate(refused));
         }
     }
     if let Some(end) = request.if_log_end {

@@ -204,6 +204,7 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
             acks: wire::Acks::Leader,
             producer_id: None,
             base_sequence: None,
+            gapless: false,
             leader_epoch: None,
             if_log_end: None,
             batch: batch(u.int_in_range(1..=3usize)?, 9),

@@ -1,6 +1,6 @@
 //! The Block1/Block2 option value of RFC 7959 §2.2.
 
-use super::option::{decode_uint, encode_uint};
+use super::uint::{decode_uint, encode_uint};
 use alloc::vec::Vec;
 
 /// A Block1 or Block2 option value: block number, more flag and size exponent.

@@ -17,6 +17,7 @@ pub mod link_format;
 mod message;
 pub mod observe;
 pub mod option;
+mod uint;
 
 pub use block::BlockValue;
 pub use config::Config;

@@ -2,6 +2,8 @@
 
 use alloc::vec::Vec;
 
+pub use super::uint::{decode_uint, encode_uint};
+
 /// If-Match (RFC 7252 §5.10.8.1).
 pub const IF_MATCH: u16 = 1;
 /// Uri-Host.
@@ -239,21 +241,6 @@ fn hex(out: &mut alloc::string::String, bytes: &[u8]) {
 /// Whether an option number is critical (odd, RFC 7252 §5.4.1).
 pub fn is_critical(number: u16) -> bool {
     number & 1 == 1
-}
-
-/// Encodes an unsigned integer option value in the fewest bytes (zero is empty).
-pub fn encode_uint(value: u32) -> Vec<u8> {
-    let bytes = value.to_be_bytes();
-    let skip = bytes.iter().take_while(|b| **b == 0).count();
-    bytes[skip..].to_vec()
-}
-
-/// Decodes an unsigned integer option value; `None` if it is longer than four bytes.
-pub fn decode_uint(bytes: &[u8]) -> Option<u32> {
-    if bytes.len() > 4 {
-        return None;
-    }
-    Some(bytes.iter().fold(0u32, |acc, b| (acc << 8) | u32::from(*b)))
 }
 
 #[cfg(test)]

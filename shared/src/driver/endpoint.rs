@@ -1,19 +1,15 @@
 //! The endpoint task: owns the socket and the engine, and talks to the application
 //! through a command channel.
 
+use super::handle::{CeilingStore, Command, Handle};
 use super::router::{Dispatch, ResponseFuture, Router};
 use super::Error;
-use crate::coap::{
-    Config, Engine, Event, ExchangeError, IncomingId, Request, RequestId, Response, ServerSecurity,
-    Stats,
-};
-use crate::oscore::SecurityContext;
+use crate::coap::{Config, Engine, Event, ExchangeError, IncomingId, RequestId, Response};
 use crate::Instant;
 use rand::TryRng;
-use std::boxed::Box;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::string::{String, ToString};
+use std::string::ToString;
 use std::task::{Context, Poll, Waker};
 use std::{vec, vec::Vec};
 use tokio::net::UdpSocket;
@@ -22,53 +18,6 @@ use tokio::task::JoinHandle;
 
 /// How many datagrams are read in one go before the engine's output is flushed.
 const RECEIVE_BATCH: usize = 64;
-
-pub(crate) enum Command {
-    Request {
-        peer: SocketAddr,
-        request: Request,
-        reply: oneshot::Sender<Result<Response, Error>>,
-    },
-    Observe {
-        peer: SocketAddr,
-        request: Request,
-        sink: mpsc::UnboundedSender<Result<Response, Error>>,
-        started: oneshot::Sender<RequestId>,
-    },
-    /// An observation dropped: deregistered at the server (or cancelled, if it ended).
-    Deregister(RequestId),
-    SendNon {
-        peer: SocketAddr,
-        request: Request,
-        sent: oneshot::Sender<()>,
-    },
-    Discard(IncomingId),
-    Respond {
-        id: IncomingId,
-        response: Response,
-    },
-    Notify {
-        resource: String,
-        response: Response,
-        reply: oneshot::Sender<usize>,
-    },
-    Stats(oneshot::Sender<Stats>),
-    ObserverCount(String, oneshot::Sender<usize>),
-    SecurePeer {
-        peer: SocketAddr,
-        context: Box<SecurityContext>,
-        done: oneshot::Sender<()>,
-    },
-    ServerSecurity {
-        security: Box<ServerSecurity>,
-        store: CeilingStore,
-        done: oneshot::Sender<()>,
-    },
-    Shutdown,
-}
-
-/// Stores a server's OSCORE sequence ceiling durably (see [`Handle::set_server_security`]).
-pub type CeilingStore = Box<dyn FnMut(u64) -> std::io::Result<()> + Send>;
 
 /// Who waits for the outcome of one of our requests.
 enum Waiter {
@@ -165,171 +114,6 @@ impl Drop for Endpoint {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-/// Sends requests and notifications through an [`Endpoint`]. Cheap to clone.
-#[derive(Clone)]
-pub struct Handle {
-    tx: mpsc::UnboundedSender<Command>,
-}
-
-impl Handle {
-    /// Sends a request and waits for its final response (reassembled if block-wise).
-    pub async fn request(&self, peer: SocketAddr, request: Request) -> Result<Response, Error> {
-        let (reply, response) = oneshot::channel();
-        self.send(Command::Request {
-            peer,
-            request,
-            reply,
-        })?;
-        response.await.map_err(|_| Error::Closed)?
-    }
-
-    /// Sends `request` once as NON without waiting for any response; returns when the
-    /// datagram is on the socket (so a process may exit right after).
-    pub async fn send_non(&self, peer: SocketAddr, request: Request) -> Result<(), Error> {
-        let (sent, done) = oneshot::channel();
-        self.send(Command::SendNon {
-            peer,
-            request: request.non_confirmable(),
-            sent,
-        })?;
-        done.await.map_err(|_| Error::Closed)
-    }
-
-    /// Observes a resource (the request gets Observe: 0). The returned stream yields
-    /// each fresh notification, the first response included.
-    pub async fn observe(&self, peer: SocketAddr, request: Request) -> Result<Observation, Error> {
-        let (sink, notifications) = mpsc::unbounded_channel();
-        let (started, id) = oneshot::channel();
-        self.send(Command::Observe {
-            peer,
-            request: request.with_observe(),
-            sink,
-            started,
-        })?;
-        let id = id.await.map_err(|_| Error::Closed)?;
-        Ok(Observation {
-            id,
-            notifications,
-            handle: self.clone(),
-        })
-    }
-
-    /// Notifies every observer of `resource` (see
-    /// [`Engine::notify`](crate::coap::Engine::notify)); returns how many there were.
-    pub async fn notify(&self, resource: &str, response: Response) -> Result<usize, Error> {
-        let (reply, count) = oneshot::channel();
-        self.send(Command::Notify {
-            resource: resource.into(),
-            response,
-            reply,
-        })?;
-        count.await.map_err(|_| Error::Closed)
-    }
-
-    /// The engine's counters.
-    pub async fn stats(&self) -> Result<Stats, Error> {
-        let (reply, stats) = oneshot::channel();
-        self.send(Command::Stats(reply))?;
-        stats.await.map_err(|_| Error::Closed)
-    }
-
-    /// How many observers `resource` has.
-    pub async fn observer_count(&self, resource: &str) -> Result<usize, Error> {
-        let (reply, count) = oneshot::channel();
-        self.send(Command::ObserverCount(resource.into(), reply))?;
-        count.await.map_err(|_| Error::Closed)
-    }
-
-    /// Answers a request taken by a deferred route (see [`Responder`](super::Responder)).
-    /// Protects every request to `peer` with OSCORE `context` from now on, and accepts
-    /// only answers that verify in it (see [`Engine::secure_peer`]).
-    pub async fn secure_peer(
-        &self,
-        peer: SocketAddr,
-        context: SecurityContext,
-    ) -> Result<(), Error> {
-        let (done, ready) = oneshot::channel();
-        self.send(Command::SecurePeer {
-            peer,
-            context: Box::new(context),
-            done,
-        })?;
-        ready.await.map_err(|_| Error::Closed)
-    }
-
-    /// Verifies OSCORE requests and protects their answers from now on (see
-    /// [`Engine::set_server_security`]); `store` writes the sequence ceiling durably and
-    /// runs before any datagram that relies on it is sent.
-    pub async fn set_server_security(
-        &self,
-        security: ServerSecurity,
-        store: CeilingStore,
-    ) -> Result<(), Error> {
-        let (done, ready) = oneshot::channel();
-        self.send(Command::ServerSecurity {
-            security: Box::new(security),
-            store,
-            done,
-        })?;
-        ready.await.map_err(|_| Error::Closed)
-    }
-
-    pub(crate) fn respond(&self, id: IncomingId, response: Response) {
-        let _ = self.send(Command::Respond { id, response });
-    }
-
-    /// Ends a request taken by a deferred route without answering it.
-    pub(crate) fn discard(&self, id: IncomingId) {
-        let _ = self.send(Command::Discard(id));
-    }
-
-    /// Notifies every observer of `resource` without waiting to hear how many there
-    /// were. Ordered with this endpoint's other answers and notifications.
-    pub fn notify_detached(&self, resource: &str, response: Response) {
-        let (reply, _) = oneshot::channel();
-        let _ = self.send(Command::Notify {
-            resource: resource.into(),
-            response,
-            reply,
-        });
-    }
-
-    /// A handle not connected to a running endpoint, and the receiving end of its
-    /// commands (for tests).
-    #[cfg(test)]
-    pub(crate) fn detached() -> (Handle, mpsc::UnboundedReceiver<Command>) {
-        let (tx, rx) = mpsc::unbounded_channel();
-        (Handle { tx }, rx)
-    }
-
-    fn send(&self, command: Command) -> Result<(), Error> {
-        self.tx.send(command).map_err(|_| Error::Closed)
-    }
-}
-
-/// A running observation. Dropping it deregisters it: the server is sent the observing
-/// GET again with Observe = 1 (RFC 7641 §3.6) and drops the observer at once; a
-/// notification that crosses it is answered with Reset, which does the same.
-pub struct Observation {
-    id: RequestId,
-    notifications: mpsc::UnboundedReceiver<Result<Response, Error>>,
-    handle: Handle,
-}
-
-impl Observation {
-    /// The next notification; `None` once the observation has ended (after a final
-    /// non-notification response or an error, which are yielded first).
-    pub async fn next(&mut self) -> Option<Result<Response, Error>> {
-        self.notifications.recv().await
-    }
-}
-
-impl Drop for Observation {
-    fn drop(&mut self) {
-        let _ = self.handle.send(Command::Deregister(self.id));
     }
 }
 

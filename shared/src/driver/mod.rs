@@ -16,10 +16,12 @@
 //! ```
 
 mod endpoint;
+mod handle;
 mod router;
 pub mod security;
 
-pub use endpoint::{CeilingStore, Endpoint, Handle, Observation};
+pub use endpoint::Endpoint;
+pub use handle::{CeilingStore, Handle, Observation};
 pub use router::{Guard, Incoming, Params, Responder, Router};
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};

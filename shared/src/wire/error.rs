@@ -75,6 +75,10 @@ pub enum ErrorKind {
     /// The sender is authenticated but not allowed to do this (an ACL, another
     /// identity's session): 4.03.
     Forbidden,
+    /// A gapless producer's batch does not start where its last stored batch ended (an
+    /// earlier batch it has in flight is not stored yet): retry it after the earlier
+    /// ones, 5.03.
+    OutOfOrderSequence,
 }
 
 impl ErrorKind {
@@ -92,7 +96,10 @@ impl ErrorKind {
             ErrorKind::TooLarge => 0x8D,                         // 4.13 Request Entity Too Large
             ErrorKind::UnsupportedContentFormat => 0x8F,         // 4.15 Unsupported Content-Format
             ErrorKind::Internal => 0xA0,                         // 5.00 Internal Server Error
-            ErrorKind::Busy | ErrorKind::Asleep | ErrorKind::NotEnoughReplicas => 0xA3, // 5.03 Service Unavailable
+            ErrorKind::Busy
+            | ErrorKind::Asleep
+            | ErrorKind::NotEnoughReplicas
+            | ErrorKind::OutOfOrderSequence => 0xA3, // 5.03 Service Unavailable
         }
     }
 }

@@ -280,7 +280,7 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
     /// A field or variant name: a definite-length text or byte string of at most
     /// ciborium's scratch length (tags skipped), as ciborium reads one; never a number.
     fn deserialize_identifier<V: Visitor<'de>>(self, v: V) -> Result<V::Value> {
-        let max = super::codec::SCRATCH_LEN as u64;
+        let max = super::scan::SCRATCH_LEN as u64;
         loop {
             match self.head()? {
                 Head::Tag => continue,

@@ -109,7 +109,8 @@ impl<'de> Deserialize<'de> for Acks {
 /// Body of a produce to a partition leader: one encoded [`RecordBatch`].
 ///
 /// CBOR: `{"topic": text, "partition": u32, "acks": 0|1|-1, "producer_id"?: u64,
-/// "base_sequence"?: u32, "leader_epoch"?: u32, "if_log_end"?: u64, "batch": bytes}`.
+/// "base_sequence"?: u32, "gapless"?: bool, "leader_epoch"?: u32, "if_log_end"?: u64,
+/// "batch": bytes}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProduceRequest {
     /// The topic.
@@ -124,6 +125,14 @@ pub struct ProduceRequest {
     /// Sequence number of the batch's first record, for an idempotent producer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub base_sequence: Option<u32>,
+    /// The producer numbers its records without gaps, from 0 (as Kafka's idempotent
+    /// producer does, so it may keep several batches in flight): a batch that does not
+    /// start where its last stored batch ended (or at 0, for a producer the partition does
+    /// not know) is refused with `out_of_order_sequence`, to be sent again after the
+    /// earlier ones. Without it (a device's own numbering may skip), any later sequence
+    /// is taken.
+    #[serde(default, skip_serializing_if = "core::ops::Not::not")]
+    pub gapless: bool,
     /// The leader epoch the producer believes current; a broker with another epoch
     /// refuses the batch (fencing).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -43,6 +43,7 @@
 //! deep recursion, or an allocation larger than the items it really contains.
 
 mod codec;
+mod codec_error;
 mod device;
 mod error;
 mod health;
@@ -60,7 +61,8 @@ mod tests;
 
 #[doc(hidden)]
 pub use codec::decode_lite;
-pub use codec::{decode, encode, encode_into, DecodeError, EncodeError, CONTENT_FORMAT_CBOR};
+pub use codec::{decode, encode, encode_into, CONTENT_FORMAT_CBOR};
+pub use codec_error::{DecodeError, EncodeError};
 pub use device::{DeviceReadings, DownlinkRequest, DownlinkResponse};
 pub use error::{ErrorBody, ErrorKind};
 pub use health::NodeHealth;

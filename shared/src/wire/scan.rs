@@ -12,7 +12,7 @@
 //! is proven by bytes actually present, nesting is capped at [`MAX_DEPTH`], and a
 //! truncated or padded payload is refused before decoding starts.
 
-use super::codec::DecodeError;
+use super::codec_error::DecodeError;
 
 /// The deepest nesting of arrays, maps and tags [`decode`](super::decode) accepts.
 ///
@@ -20,6 +20,14 @@ use super::codec::DecodeError;
 /// topic → partitions → partition → replicas) nests 6 levels; the rest is headroom for
 /// fields a newer peer may add.
 pub const MAX_DEPTH: usize = 16;
+
+/// Bytes of stack ciborium may use as scratch space while decoding.
+///
+/// ciborium copies byte and text strings through this buffer in chunks. Its default is
+/// 4 KiB on the stack, which is a lot for a microcontroller task; 512 bytes costs a few
+/// more loop turns on large record batches and nothing else (every map key Pehra uses is
+/// far shorter; an unknown key longer than this is rejected, by the no-std decoder too).
+pub(super) const SCRATCH_LEN: usize = 512;
 
 /// An open container: how many more items it holds before it is complete.
 #[derive(Clone, Copy)]

@@ -248,7 +248,7 @@ fn error_kinds_map_to_coap_codes() {
             TooLarge => 0x8D,
             UnsupportedContentFormat => 0x8F,
             Internal => 0xA0,
-            Busy | Asleep | NotEnoughReplicas => 0xA3,
+            Busy | Asleep | NotEnoughReplicas | OutOfOrderSequence => 0xA3,
         };
         assert_eq!(kind.coap_code(), expected, "{kind:?}");
         // Every code is a client (4.xx) or server (5.xx) error.

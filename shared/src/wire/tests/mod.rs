@@ -9,7 +9,7 @@ mod samples;
 use crate::wire::ErrorKind;
 
 /// Every [`ErrorKind`], in declaration order.
-const ALL_ERROR_KINDS: [ErrorKind; 17] = [
+const ALL_ERROR_KINDS: [ErrorKind; 18] = [
     ErrorKind::Malformed,
     ErrorKind::Unauthorized,
     ErrorKind::NotFound,
@@ -27,4 +27,5 @@ const ALL_ERROR_KINDS: [ErrorKind; 17] = [
     ErrorKind::NotEnoughReplicas,
     ErrorKind::Internal,
     ErrorKind::Forbidden,
+    ErrorKind::OutOfOrderSequence,
 ];

@@ -126,6 +126,7 @@ fn produce() -> impl Strategy<Value = ProduceRequest> {
                     acks,
                     producer_id,
                     base_sequence,
+                    gapless: false,
                     leader_epoch,
                     if_log_end: None,
                     batch: encode(&RecordBatch { records }).expect("encode batch"),

@@ -67,6 +67,7 @@ pub(super) fn produce() -> ProduceRequest {
         acks: Acks::All,
         producer_id: Some(9),
         base_sequence: Some(100),
+        gapless: false,
         leader_epoch: Some(4),
         if_log_end: None,
         batch: vec![0xa1, 0x00, 0x01],
