@@ -292,6 +292,8 @@ mod tests {
             office: None,
             wake_generation: 0,
             since_ms: 1_000,
+            health: None,
+            lease_ms: None,
         }
     }
 

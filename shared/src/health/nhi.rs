@@ -35,14 +35,7 @@ pub struct NhiWeights {
 impl Default for NhiWeights {
     /// CPU 25, memory 15, disk I/O 10, RTT 20, battery 10, failures 20.
     fn default() -> Self {
-        NhiWeights {
-            cpu: 25,
-            memory: 15,
-            disk_io: 10,
-            rtt: 20,
-            battery: 10,
-            failures: 20,
-        }
+        NhiConfig::DEFAULT.weights
     }
 }
 
@@ -60,11 +53,7 @@ pub struct NhiThresholds {
 impl Default for NhiThresholds {
     /// Excellent ≥ 850, Good ≥ 650, Warning ≥ 400, Critical below.
     fn default() -> Self {
-        NhiThresholds {
-            excellent: 850,
-            good: 650,
-            warning: 400,
-        }
+        NhiConfig::DEFAULT.thresholds
     }
 }
 
@@ -81,15 +70,32 @@ pub struct NhiConfig {
     pub failure_penalty: u16,
 }
 
+impl NhiConfig {
+    /// Default weights (CPU 25, memory 15, disk I/O 10, RTT 20, battery 10, failures 20)
+    /// and thresholds (850 / 650 / 400), RTT bad at 200 ms, 200 ‰ per failure.
+    pub const DEFAULT: NhiConfig = NhiConfig {
+        weights: NhiWeights {
+            cpu: 25,
+            memory: 15,
+            disk_io: 10,
+            rtt: 20,
+            battery: 10,
+            failures: 20,
+        },
+        thresholds: NhiThresholds {
+            excellent: 850,
+            good: 650,
+            warning: 400,
+        },
+        rtt_bad_ms: 200,
+        failure_penalty: 200,
+    };
+}
+
 impl Default for NhiConfig {
-    /// Default weights and thresholds, RTT bad at 200 ms, 200 ‰ per failure.
+    /// [`NhiConfig::DEFAULT`].
     fn default() -> Self {
-        NhiConfig {
-            weights: NhiWeights::default(),
-            thresholds: NhiThresholds::default(),
-            rtt_bad_ms: 200,
-            failure_penalty: 200,
-        }
+        NhiConfig::DEFAULT
     }
 }
 
