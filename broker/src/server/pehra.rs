@@ -122,6 +122,28 @@ pub(crate) async fn awake(state: &State) {
     let _ = rx.wait_for(|asleep| !*asleep).await;
 }
 
+/// Seed 002 figures of this broker, for metrics: its Node Health Index (‰), the lease
+/// it gives as Pehredar and the lease the Pehredar gave it, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseFigures {
+    pub health_index: Option<u16>,
+    pub lease_given_ms: Option<u32>,
+    pub lease_heard_ms: Option<u32>,
+}
+
+/// This broker's [`LeaseFigures`] now (all `None` without PEHRA).
+pub(crate) fn lease_figures(state: &State) -> LeaseFigures {
+    let Some(p) = state.pehra.get() else {
+        return LeaseFigures::default();
+    };
+    let node = p.node.lock().expect("lock");
+    LeaseFigures {
+        health_index: node.vitals().rating().map(|(index, _)| index),
+        lease_given_ms: node.lease().map(|l| l.lease_ms),
+        lease_heard_ms: node.pehredar_lease_ms(),
+    }
+}
+
 /// Whether this broker is the Pehredar in office.
 pub(crate) fn in_office(state: &State) -> bool {
     state
