@@ -181,11 +181,14 @@ impl Node {
     }
 
     /// How long a dormant node sleeps before checking in: its alarm interval, at most
-    /// the Pehredar's lease.
+    /// the Pehredar's lease, and that no shorter than this node's own minimum lease (a
+    /// faulty or lying Pehredar can make it check in more often, but no more often than
+    /// its own configuration allows, and never less often than its alarm interval).
     fn alarm_in_ms(&self) -> u64 {
         let alarm = self.config.alarm_interval_ms;
+        let floor = u64::from(self.config.vitals.lease.min_ms).max(1);
         self.pehredar_lease_ms()
-            .map_or(alarm, |lease| alarm.min(u64::from(lease).max(1)))
+            .map_or(alarm, |lease| alarm.min(u64::from(lease).max(floor)))
     }
 
     /// The last `/pehra/state` seen.
@@ -999,8 +1002,66 @@ mod tests {
     }
 
     #[test]
-    fn a_sleeper_checks_in_within_the_lease_of_the_pehredar_in_office() {
+    fn a_lease_below_the_sleepers_own_minimum_is_raised_to_it() {
         let mut n = dormant();
+        let alarm = T0 + IDLE + ALARM;
+        n.poll(alarm);
+        n.checkin_result(
+            alarm,
+            Some(CheckInReply {
+                pehredar: Some("broker-9".to_string()),
+                pehredar_addr: None,
+                gateway_ms: None,
+                term: Some(term(1, "broker-9")),
+                directive: Directive::SleepUntil { at_ms: alarm + 1 },
+                pending: 0,
+                lease_ms: Some(1),
+            }),
+        );
+        // A 1 ms lease (a faulty or lying Pehredar) cannot make it spin: its own
+        // minimum lease is 15 s, above its 10 s alarm, so it sleeps its alarm.
+        let a = n.poll(alarm);
+        assert_eq!(
+            sleeps(&a),
+            Some(alarm + 1),
+            "the Pehredar's own at_ms is kept"
+        );
+        n.poll(alarm + 1);
+        n.checkin_result(
+            alarm + 1,
+            Some(CheckInReply {
+                pehredar: Some("broker-9".to_string()),
+                pehredar_addr: None,
+                gateway_ms: None,
+                term: Some(term(1, "broker-9")),
+                directive: Directive::SleepUntil {
+                    at_ms: alarm + 100 * ALARM,
+                },
+                pending: 0,
+                lease_ms: Some(1),
+            }),
+        );
+        assert_eq!(sleeps(&n.poll(alarm + 1)), Some(alarm + 1 + ALARM));
+    }
+
+    #[test]
+    fn a_sleeper_checks_in_within_the_lease_of_the_pehredar_in_office() {
+        let mut n = Node::new(
+            NodeConfig {
+                vitals: VitalsConfig {
+                    lease: crate::health::LeaseConfig {
+                        min_ms: 1_000,
+                        ..crate::health::LeaseConfig::default()
+                    },
+                    ..VitalsConfig::default()
+                },
+                ..config("broker-1")
+            },
+            T0,
+        );
+        n.state(T0, &in_office());
+        n.poll(T0);
+        assert_eq!(sleeps(&n.poll(T0 + IDLE)), Some(T0 + IDLE + ALARM));
         let alarm = T0 + IDLE + ALARM;
         let a = n.poll(alarm);
         assert!(matches!(&a[..], [Action::CheckIn { .. }]));
