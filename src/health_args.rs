@@ -114,7 +114,8 @@ fn parse_weights(text: &str) -> Result<NhiWeights, String> {
     })
 }
 
-fn parse_thresholds(text: &str) -> Result<NhiThresholds, String> {
+/// Parses `EXCELLENT,GOOD,WARNING` thresholds (not increasing).
+pub fn parse_thresholds(text: &str) -> Result<NhiThresholds, String> {
     let [excellent, good, warning] = numbers::<u16, 3>(text)?;
     if !(excellent >= good && good >= warning) {
         return Err("thresholds must not increase: EXCELLENT ≥ GOOD ≥ WARNING".into());

@@ -225,11 +225,8 @@ fn render(
             n.next_alarm_ms
                 .map(|at| relative(at, now))
                 .unwrap_or_else(|| "-".into()),
-            n.health
-                .map(|h| {
-                    let (index, class) = nhi.rate(&h);
-                    format!("{class} {index}", class = class.as_str())
-                })
+            n.nhi
+                .map(|index| format!("{} {index}", nhi.class_of(index).as_str()))
                 .unwrap_or_else(|| "-".into()),
             ago(n.since_ms, now)
         );
@@ -312,7 +309,7 @@ mod tests {
             office: None,
             wake_generation: 0,
             since_ms: 1_000,
-            health: None,
+            nhi: None,
             lease_ms: None,
         }
     }
@@ -336,14 +333,8 @@ mod tests {
             node("broker-3", NodeRole::OptedOut, None),
         ];
         nodes[1].lease_ms = Some(54_000);
-        nodes[1].health = Some(wire::NodeHealth::default());
-        nodes[0].health = Some(wire::NodeHealth {
-            cpu_permille: 1000,
-            memory_permille: 1000,
-            disk_io_permille: 1000,
-            failures: 5,
-            ..wire::NodeHealth::default()
-        });
+        nodes[1].nhi = Some(1000);
+        nodes[0].nhi = Some(300);
         let text = render(&Some(state), None, &nodes, 1_000);
         assert!(
             text.contains("mode:        enabled: idle nodes sleep"),

@@ -74,8 +74,10 @@ pub struct ServeArgs {
     /// if none is. `critical` turns health off for the draw.
     #[arg(long, default_value = "good", value_parser = crate::health_args::parse_class)]
     pehredar_min_health: pehra_shared::health::HealthClass,
-    #[command(flatten)]
-    nhi: crate::health_args::NhiArgs,
+    /// PEHRA × seed 002: the Node Health Index class thresholds in ‰ the coordinator
+    /// classes candidates' published index by: EXCELLENT,GOOD,WARNING (below: critical).
+    #[arg(long, value_parser = crate::health_args::parse_thresholds, default_value = "850,650,400")]
+    nhi_thresholds: pehra_shared::health::NhiThresholds,
     /// PEHRA admin key file: enables `POST /pehra/mode` (`pehra pehra enable|disable
     /// --admin-key FILE`), whose requests must be signed (HMAC-SHA256) with the same
     /// key. The file's contents, whitespace trimmed, at least 16 bytes. Without it every
@@ -180,7 +182,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             term_ms: args.pehra_term_ms,
             handover_ms: args.pehra_handover_ms,
             takeover_timeout_ms: args.pehra_takeover_timeout_ms,
-            nhi: args.nhi.config(),
+            thresholds: args.nhi_thresholds,
             min_health: args.pehredar_min_health,
         },
     };

@@ -109,8 +109,8 @@ async fn a_critical_broker_is_never_elected_and_sleepers_check_in_within_the_lea
         );
         let nodes = statuses(&zk).await;
         for s in nodes.values() {
-            // The health each node reports is in its status.
-            assert!(s.health.is_some(), "{s:?}");
+            // Each node's health index is in its status.
+            assert!(s.nhi.is_some(), "{s:?}");
             if s.role == NodeRole::Pehredar {
                 *pehredar_leases
                     .entry((s.node.clone(), s.lease_ms))

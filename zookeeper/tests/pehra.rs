@@ -82,7 +82,7 @@ impl Zk {
             office: None,
             wake_generation: 0,
             since_ms: now_ms(),
-            health: None,
+            nhi: None,
             lease_ms: None,
         };
         client

@@ -50,6 +50,21 @@ pub struct NhiThresholds {
     pub warning: u16,
 }
 
+impl NhiThresholds {
+    /// The class of an index.
+    pub fn class_of(&self, index: u16) -> HealthClass {
+        if index >= self.excellent {
+            HealthClass::Excellent
+        } else if index >= self.good {
+            HealthClass::Good
+        } else if index >= self.warning {
+            HealthClass::Warning
+        } else {
+            HealthClass::Critical
+        }
+    }
+}
+
 impl Default for NhiThresholds {
     /// Excellent ≥ 850, Good ≥ 650, Warning ≥ 400, Critical below.
     fn default() -> Self {
@@ -169,16 +184,7 @@ impl NhiConfig {
 
     /// The class of an index.
     pub fn class_of(&self, index: u16) -> HealthClass {
-        let t = &self.thresholds;
-        if index >= t.excellent {
-            HealthClass::Excellent
-        } else if index >= t.good {
-            HealthClass::Good
-        } else if index >= t.warning {
-            HealthClass::Warning
-        } else {
-            HealthClass::Critical
-        }
+        self.thresholds.class_of(index)
     }
 
     /// The index of `health` and its class.

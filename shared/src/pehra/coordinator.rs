@@ -45,7 +45,7 @@ use alloc::vec::Vec;
 
 use rand::{Rng, RngExt};
 
-use crate::health::{HealthClass, NhiConfig};
+use crate::health::{HealthClass, NhiConfig, NhiThresholds};
 use crate::wire::{
     AdminSwitch, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, WakeReason,
 };
@@ -59,8 +59,8 @@ pub struct CoordinatorConfig {
     pub handover_ms: u64,
     /// How long an elected node has to take office before another is drawn.
     pub takeover_timeout_ms: u64,
-    /// How candidates' health is rated (their status's `health`).
-    pub nhi: NhiConfig,
+    /// How candidates' Node Health Index (their status's `nhi`) is classed.
+    pub thresholds: NhiThresholds,
     /// The draw is among the eligible candidates rated at least this (or reporting no
     /// health); only if there is none is it among all eligible candidates.
     pub min_health: HealthClass,
@@ -72,7 +72,7 @@ impl Default for CoordinatorConfig {
             term_ms: 60_000,
             handover_ms: 10_000,
             takeover_timeout_ms: 5_000,
-            nhi: NhiConfig::DEFAULT,
+            thresholds: NhiConfig::DEFAULT.thresholds,
             min_health: HealthClass::Good,
         }
     }
@@ -294,8 +294,8 @@ impl Coordinator {
             self.live
                 .as_ref()
                 .and_then(|l| l.get(node))
-                .and_then(|s| s.health.as_ref())
-                .is_none_or(|h| self.config.nhi.rate(h).1 >= self.config.min_health)
+                .and_then(|s| s.nhi)
+                .is_none_or(|i| self.config.thresholds.class_of(i) >= self.config.min_health)
         };
         let pool: Vec<String> = eligible.iter().filter(|n| rated_ok(n)).cloned().collect();
         if pool.is_empty() {

@@ -521,7 +521,7 @@ impl Node {
             Phase::Dormant { alarm_ms } | Phase::CheckingIn { alarm_ms, .. } => Some(alarm_ms),
             Phase::Awake => None,
         };
-        let health = self.vitals.status_health();
+        let nhi = self.vitals.status_nhi();
         let lease_ms = self.office.map(|_| self.vitals.status_lease());
         let status = NodeStatus {
             node: self.config.name.clone(),
@@ -534,7 +534,7 @@ impl Node {
             office: self.office,
             wake_generation: self.obeyed_generation,
             since_ms: self.since_ms,
-            health,
+            nhi,
             lease_ms,
         };
         if self.published.as_ref() != Some(&status) {
@@ -998,7 +998,7 @@ mod tests {
         assert_eq!(p.lease().map(|l| l.lease_ms), Some(39_000));
         let s = status(&a).expect("republished");
         assert_eq!(s.lease_ms, Some(39_000));
-        assert_eq!(s.health.map(|h| h.cpu_permille), Some(1000));
+        assert_eq!(s.nhi, Some(750));
     }
 
     #[test]

@@ -46,7 +46,7 @@ pub struct Vitals {
     rtts: RttWindow,
     /// The round trip of this node's last check-in with the Pehredar, ms.
     checkin_rtt_ms: Option<u32>,
-    published_health: Option<NodeHealth>,
+    published_nhi: Option<u16>,
     published_lease: Option<u32>,
 }
 
@@ -58,7 +58,7 @@ impl Vitals {
             config,
             health: None,
             checkin_rtt_ms: None,
-            published_health: None,
+            published_nhi: None,
             published_lease: None,
         }
     }
@@ -118,22 +118,17 @@ impl Vitals {
         })
     }
 
-    /// The health for the status: the last one published unless the class changed or
-    /// the index moved by [`HEALTH_STEP`] ‰.
-    pub fn status_health(&mut self) -> Option<NodeHealth> {
-        let now = self.health?;
-        let changed = match &self.published_health {
-            None => true,
-            Some(old) => {
-                let (a, ca) = self.config.nhi.rate(old);
-                let (b, cb) = self.config.nhi.rate(&now);
-                ca != cb || a.abs_diff(b) >= HEALTH_STEP
-            }
-        };
+    /// The Node Health Index for the status: the last one published unless the class
+    /// changed or the index moved by [`HEALTH_STEP`] ‰.
+    pub fn status_nhi(&mut self) -> Option<u16> {
+        let (now, class) = self.rating()?;
+        let changed = self.published_nhi.is_none_or(|old| {
+            self.config.nhi.class_of(old) != class || old.abs_diff(now) >= HEALTH_STEP
+        });
         if changed {
-            self.published_health = Some(now);
+            self.published_nhi = Some(now);
         }
-        self.published_health
+        self.published_nhi
     }
 
     /// The lease for the status: the last one published unless the new one differs
@@ -201,11 +196,11 @@ mod tests {
     fn the_status_moves_only_on_real_changes() {
         let mut v = Vitals::new(VitalsConfig::default());
         v.set_health(cpu(100));
-        assert_eq!(v.status_health(), Some(cpu(100)));
+        assert_eq!(v.status_nhi(), Some(975));
         v.set_health(cpu(200)); // index 975 → 950: same class, 25 ‰.
-        assert_eq!(v.status_health(), Some(cpu(100)));
+        assert_eq!(v.status_nhi(), Some(975));
         v.set_health(cpu(700)); // index 825: Good now.
-        assert_eq!(v.status_health(), Some(cpu(700)));
+        assert_eq!(v.status_nhi(), Some(825));
         let first = v.status_lease();
         v.set_health(cpu(750)); // load −150 vs −140: 600 ms of 48 600.
         assert_eq!(v.status_lease(), first);

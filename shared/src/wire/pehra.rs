@@ -228,7 +228,7 @@ impl Default for PehraState {
 ///
 /// CBOR: `{"node": text, "addr": text, "role": NodeRole, "candidate": bool,
 /// "stay_awake": bool, "idle": bool, "next_alarm_ms"?: u64, "office"?: u64,
-/// "wake_generation": u64, "since_ms": u64, "health"?: NodeHealth, "lease_ms"?: u32}`.
+/// "wake_generation": u64, "since_ms": u64, "nhi"?: u16, "lease_ms"?: u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's name (`broker-{id}` for brokers).
@@ -253,10 +253,12 @@ pub struct NodeStatus {
     pub wake_generation: u64,
     /// When it took its current role, ms since the Unix epoch.
     pub since_ms: u64,
-    /// Its health as last published (republished when its Node Health Index moves
-    /// noticeably, not at every sample): the coordinator rates candidates with it.
+    /// Its Node Health Index (seed 002), ‰, by its own weights, as last published
+    /// (republished when it moves noticeably, not at every sample): the coordinator
+    /// classes candidates by it. Only the index, not the whole [`NodeHealth`], so the
+    /// status stays small (it is written at every change of role).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub health: Option<NodeHealth>,
+    pub nhi: Option<u16>,
     /// As Pehredar: the adaptive lease it gives in its check-in replies, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u32>,

@@ -16,7 +16,7 @@ const CFG: CoordinatorConfig = CoordinatorConfig {
     term_ms: 60_000,
     handover_ms: 10_000,
     takeover_timeout_ms: 5_000,
-    nhi: NhiConfig::DEFAULT,
+    thresholds: NhiConfig::DEFAULT.thresholds,
     min_health: HealthClass::Good,
 };
 
@@ -36,7 +36,7 @@ fn status(node: &str, candidate: bool) -> NodeStatus {
         office: None,
         wake_generation: 0,
         since_ms: 0,
-        health: None,
+        nhi: None,
         lease_ms: None,
     }
 }
@@ -655,13 +655,13 @@ fn a_long_run_elects_everyone_without_gaps() {
 /// Critical (300).
 fn with(load: u16, failures: u32) -> impl FnOnce(&mut NodeStatus) {
     move |st| {
-        st.health = Some(crate::wire::NodeHealth {
+        st.nhi = Some(NhiConfig::DEFAULT.index(&crate::wire::NodeHealth {
             cpu_permille: load,
             memory_permille: load,
             disk_io_permille: load,
             failures,
             ..crate::wire::NodeHealth::default()
-        })
+        }))
     }
 }
 

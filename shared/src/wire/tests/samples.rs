@@ -425,7 +425,7 @@ pub(super) fn cases() -> Vec<Case> {
                 office: Some(7),
                 wake_generation: 9,
                 since_ms: 1_700_000_000_000,
-                health: None,
+                nhi: None,
                 lease_ms: None,
             }
         ),
