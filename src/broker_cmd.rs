@@ -45,6 +45,10 @@ pub struct BrokerArgs {
     security: crate::security_args::ServerSecurityArgs,
     #[command(flatten)]
     metrics: crate::metrics_http::MetricsArgs,
+    #[command(flatten)]
+    nhi: crate::health_args::NhiArgs,
+    #[command(flatten)]
+    lease: crate::health_args::LeaseArgs,
     /// With --credentials, still serve the device gateway routes (/dev/*) to devices
     /// without OSCORE (the firmware does not speak it yet): anyone on the network can
     /// then publish readings and read downlink through them, nothing else.
@@ -171,6 +175,12 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         alarm_interval: std::time::Duration::from_millis(args.alarm_interval_ms.max(1)),
         on_sleep: args.on_sleep.clone(),
         on_wake: args.on_wake.clone(),
+        vitals: pehra_shared::pehra::vitals::VitalsConfig {
+            nhi: args.nhi.config(),
+            lease: args.lease.config(),
+            rtt_window: args.lease.rtt_window.max(1),
+        },
+        health_file: args.lease.health_file.clone(),
     };
     config.maintenance_commands = args.maintenance_command.iter().cloned().collect();
     config.security = args

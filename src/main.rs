@@ -11,6 +11,7 @@ mod config_file;
 mod dev_cmd;
 mod device_sim_cmd;
 mod diag;
+mod health_args;
 mod keys_cmd;
 mod metrics_http;
 mod pehra_cmd;
@@ -43,7 +44,7 @@ enum Command {
     /// Read, write and watch znodes in a running zookeeper.
     Zk(zk_cmd::ZkArgs),
     /// Run a broker (partition logs, produce and fetch over CoAP).
-    Broker(broker_cmd::BrokerArgs),
+    Broker(Box<broker_cmd::BrokerArgs>),
     /// Create, list, describe and delete topics.
     Topic(broker_cmd::TopicArgs),
     /// Send records to a topic (each line of standard input, or -m).
@@ -90,7 +91,7 @@ async fn main() -> std::process::ExitCode {
         Command::Dev(args) => dev_cmd::run(args).await,
         Command::Zookeeper(args) => zk_cmd::serve(args).await,
         Command::Zk(args) => zk_cmd::run(args).await,
-        Command::Broker(args) => broker_cmd::broker(args).await,
+        Command::Broker(args) => broker_cmd::broker(*args).await,
         Command::Topic(args) => broker_cmd::topic(args).await,
         Command::Produce(args) => broker_cmd::produce(args).await,
         Command::Consume(args) => broker_cmd::consume(args).await,

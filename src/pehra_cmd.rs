@@ -5,6 +5,7 @@ use clap::{Args, Subcommand};
 use pehra_shared::api::response_error;
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::health::NhiConfig;
 use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraState};
 use pehra_zookeeper::cluster::{PEHRA_ADMIN, PEHRA_STATE};
@@ -179,6 +180,18 @@ fn render(
         }
         None => out.push_str("pehredar:    none\n"),
     }
+    if let Some(lease) = state
+        .term
+        .as_ref()
+        .and_then(|t| nodes.iter().find(|n| n.node == t.pehredar))
+        .and_then(|n| n.lease_ms)
+    {
+        let _ = writeln!(
+            out,
+            "lease:       {:.1} s (the Pehredar's adaptive lease: sleepers check in within it)",
+            f64::from(lease) / 1000.0
+        );
+    }
     if let Some(next) = &state.next {
         let _ = writeln!(
             out,
@@ -197,19 +210,23 @@ fn render(
     );
     let _ = writeln!(
         out,
-        "\n{:<14} {:<10} {:<9} {:<5} {:<16} SINCE",
-        "NODE", "ROLE", "CANDIDATE", "IDLE", "NEXT ALARM"
+        "\n{:<14} {:<10} {:<9} {:<5} {:<16} {:<14} SINCE",
+        "NODE", "ROLE", "CANDIDATE", "IDLE", "NEXT ALARM", "HEALTH (NHI)"
     );
+    let nhi = NhiConfig::default();
     for n in nodes {
         let _ = writeln!(
             out,
-            "{:<14} {:<10} {:<9} {:<5} {:<16} {}",
+            "{:<14} {:<10} {:<9} {:<5} {:<16} {:<14} {}",
             n.node,
             role(n),
             if n.candidate { "yes" } else { "no" },
             if n.idle { "yes" } else { "no" },
             n.next_alarm_ms
                 .map(|at| relative(at, now))
+                .unwrap_or_else(|| "-".into()),
+            n.nhi
+                .map(|index| format!("{} {index}", nhi.class_of(index).as_str()))
                 .unwrap_or_else(|| "-".into()),
             ago(n.since_ms, now)
         );
@@ -292,6 +309,8 @@ mod tests {
             office: None,
             wake_generation: 0,
             since_ms: 1_000,
+            nhi: None,
+            lease_ms: None,
         }
     }
 
@@ -308,11 +327,14 @@ mod tests {
             wake_reason: Some(wire::WakeReason::Traffic),
             ..PehraState::default()
         };
-        let nodes = [
+        let mut nodes = [
             node("broker-1", NodeRole::Dormant, Some(11_000)),
             node("broker-2", NodeRole::Pehredar, None),
             node("broker-3", NodeRole::OptedOut, None),
         ];
+        nodes[1].lease_ms = Some(54_000);
+        nodes[1].nhi = Some(1000);
+        nodes[0].nhi = Some(300);
         let text = render(&Some(state), None, &nodes, 1_000);
         assert!(
             text.contains("mode:        enabled: idle nodes sleep"),
@@ -323,6 +345,11 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("generation 3 (last: traffic)"), "{text}");
+        assert!(text.contains("lease:       54.0 s"), "{text}");
+        let line = text.lines().find(|l| l.starts_with("broker-2")).unwrap();
+        assert!(line.contains("excellent 1000"), "{line}");
+        let line = text.lines().find(|l| l.starts_with("broker-1")).unwrap();
+        assert!(line.contains("critical 300"), "{line}");
         let line = text.lines().find(|l| l.starts_with("broker-1")).unwrap();
         assert!(
             line.contains("dormant") && line.contains("in 10.0 s"),

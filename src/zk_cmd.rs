@@ -69,6 +69,15 @@ pub struct ServeArgs {
     /// in milliseconds, before another candidate is drawn without it.
     #[arg(long, default_value_t = 5_000, value_name = "MS")]
     pehra_takeover_timeout_ms: u64,
+    /// PEHRA × seed 002: the Pehredar is drawn at random among the candidates whose
+    /// reported health is at least this class (or who report none); among all of them
+    /// if none is. `critical` turns health off for the draw.
+    #[arg(long, default_value = "good", value_parser = crate::health_args::parse_class)]
+    pehredar_min_health: pehra_shared::health::HealthClass,
+    /// PEHRA × seed 002: the Node Health Index class thresholds in ‰ the coordinator
+    /// classes candidates' published index by: EXCELLENT,GOOD,WARNING (below: critical).
+    #[arg(long, value_parser = crate::health_args::parse_thresholds, default_value = "850,650,400")]
+    nhi_thresholds: pehra_shared::health::NhiThresholds,
     /// PEHRA admin key file: enables `POST /pehra/mode` (`pehra pehra enable|disable
     /// --admin-key FILE`), whose requests must be signed (HMAC-SHA256) with the same
     /// key. The file's contents, whitespace trimmed, at least 16 bytes. Without it every
@@ -173,6 +182,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             term_ms: args.pehra_term_ms,
             handover_ms: args.pehra_handover_ms,
             takeover_timeout_ms: args.pehra_takeover_timeout_ms,
+            thresholds: args.nhi_thresholds,
+            min_health: args.pehredar_min_health,
         },
     };
     let pehra = tokio::spawn(async move {

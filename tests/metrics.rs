@@ -261,6 +261,9 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
         value(&broker, "pehra_broker_pehra_state", &[("state", "awake")]),
         1.0
     );
+    // Seed 002: its Node Health Index (from the system's load here), in permille.
+    let nhi = value(&broker, "pehra_broker_health_index_permille", &[]);
+    assert!((0.0..=1000.0).contains(&nhi), "{body}");
     let lag = [("group", "g1"), ("topic", "readings"), ("partition", "0")];
     assert_eq!(
         value(&broker, "pehra_broker_consumer_lag", &lag),

@@ -170,6 +170,7 @@ fn answer(
                     .directive
                     .unwrap_or(Directive::SleepUntil { at_ms: g + ALARM }),
                 pending: net.downlink.len().saturating_sub(committed) as u32,
+                lease_ms: None,
             };
             Response::cbor(wire::encode(&reply).unwrap())
         }

@@ -15,6 +15,7 @@ extern crate std;
 
 pub mod api;
 pub mod coap;
+pub mod health;
 pub mod oscore;
 pub mod pehra;
 pub mod security;

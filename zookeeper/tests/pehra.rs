@@ -55,6 +55,7 @@ impl Zk {
                 term_ms,
                 handover_ms,
                 takeover_timeout_ms: 10_000,
+                ..CoordinatorConfig::default()
             },
         };
         Abort(tokio::spawn(PehraCoordinator::run_with(self.addr, config)))
@@ -81,6 +82,8 @@ impl Zk {
             office: None,
             wake_generation: 0,
             since_ms: now_ms(),
+            nhi: None,
+            lease_ms: None,
         };
         client
             .create(

@@ -360,6 +360,31 @@ impl Collector for Health {
             let labels = StateLabels { state: name };
             ConstGauge::new(i64::from(on)).encode(metric.encode_family(&labels)?)?;
         }
+        let lease = crate::server::pehra::lease_figures(&state);
+        if let Some(index) = lease.health_index {
+            gauge(
+                &mut encoder,
+                "pehra_broker_health_index_permille",
+                "Seed 002: this broker's Node Health Index, permille (850+ excellent, 650+ good, 400+ warning, below critical by default)",
+                i64::from(index),
+            )?;
+        }
+        if let Some(ms) = lease.lease_given_ms {
+            gauge(
+                &mut encoder,
+                "pehra_broker_pehredar_lease_ms",
+                "Seed 002: the adaptive lease this broker gives as Pehredar, ms",
+                i64::from(ms),
+            )?;
+        }
+        if let Some(ms) = lease.lease_heard_ms {
+            gauge(
+                &mut encoder,
+                "pehra_broker_pehredar_lease_heard_ms",
+                "Seed 002: the lease the Pehredar in office gave this broker at its last check-in, ms",
+                i64::from(ms),
+            )?;
+        }
         Ok(())
     }
 }

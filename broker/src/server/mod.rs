@@ -26,6 +26,7 @@ mod devices;
 mod eligibility;
 mod fetch;
 mod fetcher;
+mod health;
 mod hw_checkpoint;
 mod maintenance;
 pub mod metrics;

@@ -13,6 +13,7 @@ use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::pehra::node::{Action, Node, NodeConfig};
+use pehra_shared::pehra::vitals::VitalsConfig;
 use pehra_shared::wire::{
     self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
 };
@@ -42,6 +43,11 @@ pub struct PehraConfig {
     pub on_sleep: Option<String>,
     /// Run with `sh -c` when it wakes.
     pub on_wake: Option<String>,
+    /// Health rating and the adaptive lease it gives as Pehredar (seed 002).
+    pub vitals: VitalsConfig,
+    /// Read the node's health from this file (`key=value` lines) instead of the
+    /// system: for tests and experiments that inject load or RTT jitter.
+    pub health_file: Option<std::path::PathBuf>,
 }
 
 impl Default for PehraConfig {
@@ -53,6 +59,8 @@ impl Default for PehraConfig {
             alarm_interval: Duration::from_secs(60),
             on_sleep: None,
             on_wake: None,
+            vitals: VitalsConfig::default(),
+            health_file: None,
         }
     }
 }
@@ -112,6 +120,28 @@ pub(crate) fn is_asleep(state: &State) -> bool {
 pub(crate) async fn awake(state: &State) {
     let mut rx = state.asleep.subscribe();
     let _ = rx.wait_for(|asleep| !*asleep).await;
+}
+
+/// Seed 002 figures of this broker, for metrics: its Node Health Index (‰), the lease
+/// it gives as Pehredar and the lease the Pehredar gave it, ms.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct LeaseFigures {
+    pub health_index: Option<u16>,
+    pub lease_given_ms: Option<u32>,
+    pub lease_heard_ms: Option<u32>,
+}
+
+/// This broker's [`LeaseFigures`] now (all `None` without PEHRA).
+pub(crate) fn lease_figures(state: &State) -> LeaseFigures {
+    let Some(p) = state.pehra.get() else {
+        return LeaseFigures::default();
+    };
+    let node = p.node.lock().expect("lock");
+    LeaseFigures {
+        health_index: node.vitals().rating().map(|(index, _)| index),
+        lease_given_ms: node.lease().map(|l| l.lease_ms),
+        lease_heard_ms: node.pehredar_lease_ms(),
+    }
 }
 
 /// Whether this broker is the Pehredar in office.
@@ -190,7 +220,7 @@ pub(crate) fn checkin(state: &State, incoming: &Incoming) -> Response {
     let Some(pehra) = state.pehra.get() else {
         return forbidden(state.id);
     };
-    let node = pehra.node.lock().expect("lock");
+    let mut node = pehra.node.lock().expect("lock");
     if node.office().is_none() {
         return forbidden(state.id);
     }
@@ -225,6 +255,7 @@ pub(crate) fn start(
         stay_awake: config.stay_awake,
         idle_ms: config.idle_before_sleep.as_millis() as u64,
         alarm_interval_ms: config.alarm_interval.as_millis() as u64,
+        vitals: config.vitals,
     };
     let pehra = Arc::new(Pehra {
         node: Mutex::new(Node::new(node_config, now_ms())),
@@ -246,7 +277,12 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
     let (checkin_tx, mut checkin_rx) = mpsc::unbounded_channel::<Option<CheckInReply>>();
     let mut published_role: Option<NodeRole> = None;
     loop {
-        let mut actions = pehra.node.lock().expect("lock").poll(now_ms());
+        let health = super::health::sample(config.health_file.as_deref());
+        let mut actions = {
+            let mut node = pehra.node.lock().expect("lock");
+            node.health(now_ms(), health);
+            node.poll(now_ms())
+        };
         // Publish before sleeping: a write after the stretched heartbeat would renew
         // the lease for the plain timeout.
         actions.sort_by_key(|a| !matches!(a, Action::PublishStatus(_)));

@@ -11,7 +11,9 @@
 //! The rules:
 //!
 //! - **election**: the Pehredar is drawn uniformly at random among the live candidates
-//!   (statuses with `candidate == true`) and written as `state.next` (number = the
+//!   (statuses with `candidate == true`) rated at least `min_health` by their reported
+//!   health (or not reporting any), among all live candidates if none is (seed 002:
+//!   health narrows the pool, chance still picks), and written as `state.next` (number = the
 //!   current term's + 1). It takes office when its status says `office == next.number`:
 //!   `next` becomes `state.term` (started when it took office, ending `term_ms` later)
 //!   and a [`TermRecord`] is emitted. One that does not take office within
@@ -43,6 +45,7 @@ use alloc::vec::Vec;
 
 use rand::{Rng, RngExt};
 
+use crate::health::{HealthClass, NhiConfig, NhiThresholds};
 use crate::wire::{
     AdminSwitch, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, WakeReason,
 };
@@ -56,6 +59,11 @@ pub struct CoordinatorConfig {
     pub handover_ms: u64,
     /// How long an elected node has to take office before another is drawn.
     pub takeover_timeout_ms: u64,
+    /// How candidates' Node Health Index (their status's `nhi`) is classed.
+    pub thresholds: NhiThresholds,
+    /// The draw is among the eligible candidates rated at least this (or reporting no
+    /// health); only if there is none is it among all eligible candidates.
+    pub min_health: HealthClass,
 }
 
 impl Default for CoordinatorConfig {
@@ -64,6 +72,8 @@ impl Default for CoordinatorConfig {
             term_ms: 60_000,
             handover_ms: 10_000,
             takeover_timeout_ms: 5_000,
+            thresholds: NhiConfig::DEFAULT.thresholds,
+            min_health: HealthClass::Good,
         }
     }
 }
@@ -276,6 +286,25 @@ impl Coordinator {
             .collect()
     }
 
+    /// The health rule of the draw: of `eligible`, those rated at least
+    /// `min_health` or not rated at all; if none, all of `eligible` (randomness stays,
+    /// health only narrows the pool; `docs/pehra.md` gives the reasons).
+    fn healthy(&self, eligible: Vec<String>) -> Vec<String> {
+        let rated_ok = |node: &String| {
+            self.live
+                .as_ref()
+                .and_then(|l| l.get(node))
+                .and_then(|s| s.nhi)
+                .is_none_or(|i| self.config.thresholds.class_of(i) >= self.config.min_health)
+        };
+        let pool: Vec<String> = eligible.iter().filter(|n| rated_ok(n)).cloned().collect();
+        if pool.is_empty() {
+            eligible
+        } else {
+            pool
+        }
+    }
+
     fn decide<R: Rng + ?Sized>(&mut self, now_ms: u64, rng: &mut R) {
         let candidates = self.live_candidates();
 
@@ -388,8 +417,11 @@ impl Coordinator {
 
         // Draw.
         if self.state.next.is_none() {
-            if let Some(e) = &mut self.election {
-                let eligible = eligible(&candidates, e);
+            let pool = self
+                .election
+                .as_ref()
+                .map(|e| self.healthy(eligible(&candidates, e)));
+            if let (Some(e), Some(eligible)) = (&mut self.election, pool) {
                 if eligible.is_empty() {
                     // Nobody may be drawn. With the Pehredar in office alive, it simply
                     // stays (its term is extended); otherwise wait for a candidate.

@@ -519,6 +519,7 @@ mod tests {
             gateway_ms,
             directive,
             pending: 0,
+            lease_ms: None,
         }
     }
 

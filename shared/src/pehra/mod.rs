@@ -9,9 +9,11 @@
 //! - [`device`]: a battery-powered device: alarms, directives, gateway rotation,
 //!   readings buffer, downlink offset.
 //! - [`node`]: one participant: awake, dormant until its alarm, Pehredar, opted out.
+//! - [`vitals`]: a participant's health, RTT window and (as Pehredar) adaptive lease.
 //!
 //! `docs/pehra.md` describes the protocol as a whole.
 
 pub mod coordinator;
 pub mod device;
 pub mod node;
+pub mod vitals;

@@ -9,8 +9,11 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
+use super::vitals::{Vitals, VitalsConfig};
+use crate::health::LeaseParts;
 use crate::wire::{
-    CheckIn, CheckInReply, Directive, NodeRole, NodeStatus, PehraRequest, PehraState, WakeReason,
+    CheckIn, CheckInReply, Directive, NodeHealth, NodeRole, NodeStatus, PehraRequest, PehraState,
+    WakeReason,
 };
 
 /// How a participant is set up (selfChk and its timers).
@@ -28,8 +31,11 @@ pub struct NodeConfig {
     pub stay_awake: bool,
     /// How long without client traffic before it counts as idle and may sleep, ms.
     pub idle_ms: u64,
-    /// How long a dormant node sleeps before it checks in with the Pehredar, ms.
+    /// How long a dormant node sleeps before it checks in with the Pehredar, ms (at
+    /// most the Pehredar's lease, once it gave one).
     pub alarm_interval_ms: u64,
+    /// Health rating and the adaptive lease it gives as Pehredar (seed 002).
+    pub vitals: VitalsConfig,
 }
 
 /// What the driver must do.
@@ -67,8 +73,8 @@ enum Phase {
     Awake,
     /// Dormant until the alarm.
     Dormant { alarm_ms: u64 },
-    /// Dormant, the alarm rang, the check-in is out.
-    CheckingIn { alarm_ms: u64 },
+    /// Dormant, the alarm rang, the check-in is out (sent at `sent_ms`).
+    CheckingIn { alarm_ms: u64, sent_ms: u64 },
 }
 
 /// One PEHRA participant's state machine.
@@ -92,11 +98,16 @@ pub struct Node {
     since_ms: u64,
     published: Option<NodeStatus>,
     actions: Vec<Action>,
+    /// Its health, RTTs and lease.
+    vitals: Vitals,
+    /// The lease the Pehredar of this term number gave in its last check-in reply.
+    heard_lease: Option<(u64, u32)>,
 }
 
 impl Node {
     /// A node starting at `now_ms`, awake, counting itself busy until `idle_ms` later.
     pub fn new(config: NodeConfig, now_ms: u64) -> Node {
+        let config_vitals = config.vitals;
         let role = if config.participating {
             NodeRole::Awake
         } else {
@@ -116,6 +127,8 @@ impl Node {
             since_ms: now_ms,
             published: None,
             actions: Vec::new(),
+            vitals: Vitals::new(config_vitals),
+            heard_lease: None,
         }
     }
 
@@ -137,6 +150,45 @@ impl Node {
     /// The term number it holds office in, if it is the Pehredar.
     pub fn office(&self) -> Option<u64> {
         self.office
+    }
+
+    /// The node's own health, as its driver sampled it now.
+    pub fn health(&mut self, _now_ms: u64, health: NodeHealth) {
+        self.vitals.set_health(health);
+    }
+
+    /// A round-trip time the driver measured to a peer (the zookeeper, a replica), µs:
+    /// a sample of network stability for the lease.
+    pub fn rtt_sample(&mut self, _now_ms: u64, rtt_us: u32) {
+        self.vitals.rtt_sample_us(rtt_us);
+    }
+
+    /// Its health, RTT window and lease.
+    pub fn vitals(&self) -> &Vitals {
+        &self.vitals
+    }
+
+    /// As Pehredar, the lease it gives now (with its factors); `None` out of office.
+    pub fn lease(&self) -> Option<LeaseParts> {
+        self.office.map(|_| self.vitals.lease())
+    }
+
+    /// The lease the current Pehredar gave this node in its last check-in reply, ms.
+    pub fn pehredar_lease_ms(&self) -> Option<u32> {
+        let term = self.state.as_ref()?.term.as_ref()?.number;
+        self.heard_lease
+            .and_then(|(t, lease)| (t == term).then_some(lease))
+    }
+
+    /// How long a dormant node sleeps before checking in: its alarm interval, at most
+    /// the Pehredar's lease, and that no shorter than this node's own minimum lease (a
+    /// faulty or lying Pehredar can make it check in more often, but no more often than
+    /// its own configuration allows, and never less often than its alarm interval).
+    fn alarm_in_ms(&self) -> u64 {
+        let alarm = self.config.alarm_interval_ms;
+        let floor = u64::from(self.config.vitals.lease.min_ms).max(1);
+        self.pehredar_lease_ms()
+            .map_or(alarm, |lease| alarm.min(u64::from(lease).max(floor)))
     }
 
     /// The last `/pehra/state` seen.
@@ -183,15 +235,23 @@ impl Node {
     /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
     /// `None` if it did not answer.
     pub fn checkin_result(&mut self, now_ms: u64, reply: Option<CheckInReply>) {
-        let Phase::CheckingIn { .. } = self.phase else {
+        let Phase::CheckingIn { sent_ms, .. } = self.phase else {
             return;
         };
+        if let Some(r) = &reply {
+            let rtt = u32::try_from(now_ms.saturating_sub(sent_ms)).unwrap_or(u32::MAX);
+            self.vitals.checkin_rtt(rtt);
+            if let (Some(term), Some(lease)) = (&r.term, r.lease_ms) {
+                self.heard_lease = Some((term.number, lease));
+            }
+        }
         match reply.map(|r| r.directive) {
             Some(Directive::SleepUntil { at_ms }) if self.may_sleep(now_ms, true) => {
+                let latest = now_ms + self.alarm_in_ms();
                 let until_ms = if at_ms > now_ms {
-                    at_ms
+                    at_ms.min(latest)
                 } else {
-                    now_ms + self.config.alarm_interval_ms
+                    latest
                 };
                 self.phase = Phase::Dormant { alarm_ms: until_ms };
                 self.actions.push(Action::Sleep { until_ms });
@@ -216,8 +276,27 @@ impl Node {
 
     /// The Pehredar's answer to a dormant node's check-in: wake now while PEHRA is
     /// disabled, the cluster is in traffic mode, an election is open or the node has
-    /// something to send; otherwise sleep until its next alarm.
-    pub fn answer_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+    /// something to send; otherwise sleep until its next alarm, but no longer than the
+    /// Pehredar's adaptive lease, which the reply carries. The RTT the node reports is
+    /// a sample of network stability.
+    pub fn answer_checkin(&mut self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+        if let Some(h) = &checkin.health {
+            if h.rtt_ms > 0 {
+                self.vitals.rtt_sample_us(h.rtt_ms.saturating_mul(1000));
+            }
+        }
+        let mut reply = self.reply(now_ms, checkin);
+        if let Some(lease) = self.lease() {
+            let lease = lease.lease_ms;
+            reply.lease_ms = Some(lease);
+            if let Directive::SleepUntil { at_ms } = &mut reply.directive {
+                *at_ms = (*at_ms).min(now_ms + u64::from(lease));
+            }
+        }
+        reply
+    }
+
+    fn reply(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
         let state = self.state.as_ref();
         let term = state.and_then(|s| s.term.clone());
         let wake = match state {
@@ -240,6 +319,7 @@ impl Node {
             term,
             directive,
             pending: 0,
+            lease_ms: None,
         }
     }
 
@@ -249,7 +329,7 @@ impl Node {
     /// keeps its gateway): only PEHRA disabled by the admin keeps it awake; otherwise it
     /// sleeps until the alarm it asked for, or one of this node's alarm intervals.
     pub fn answer_device_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
-        let mut reply = self.answer_checkin(now_ms, checkin);
+        let mut reply = self.reply(now_ms, checkin);
         let enabled = self.state.as_ref().is_none_or(|s| s.enabled);
         reply.directive = if enabled {
             let at_ms = checkin
@@ -277,7 +357,7 @@ impl Node {
                     self.obeyed_generation = self.obeyed_generation.max(state.wake_generation);
                 }
                 if self.may_sleep(now_ms, false) {
-                    let until_ms = now_ms + self.config.alarm_interval_ms;
+                    let until_ms = now_ms + self.alarm_in_ms();
                     self.phase = Phase::Dormant { alarm_ms: until_ms };
                     self.actions.push(Action::Sleep { until_ms });
                 }
@@ -290,14 +370,17 @@ impl Node {
                     .map(|t| t.pehredar.clone());
                 match pehredar {
                     Some(pehredar) => {
-                        self.phase = Phase::CheckingIn { alarm_ms };
+                        self.phase = Phase::CheckingIn {
+                            alarm_ms,
+                            sent_ms: now_ms,
+                        };
                         let checkin = CheckIn {
                             node: self.config.name.clone(),
                             role: NodeRole::Dormant,
                             mains_powered: self.config.mains_powered,
-                            next_alarm_ms: Some(now_ms + self.config.alarm_interval_ms),
+                            next_alarm_ms: Some(now_ms + self.alarm_in_ms()),
                             traffic_waiting: false,
-                            health: None,
+                            health: self.vitals.report(),
                         };
                         self.actions.push(Action::CheckIn { pehredar, checkin });
                     }
@@ -435,9 +518,11 @@ impl Node {
             self.since_ms = now_ms;
         }
         let next_alarm_ms = match self.phase {
-            Phase::Dormant { alarm_ms } | Phase::CheckingIn { alarm_ms } => Some(alarm_ms),
+            Phase::Dormant { alarm_ms } | Phase::CheckingIn { alarm_ms, .. } => Some(alarm_ms),
             Phase::Awake => None,
         };
+        let nhi = self.vitals.status_nhi();
+        let lease_ms = self.office.map(|_| self.vitals.status_lease());
         let status = NodeStatus {
             node: self.config.name.clone(),
             addr: self.config.addr.clone(),
@@ -449,6 +534,8 @@ impl Node {
             office: self.office,
             wake_generation: self.obeyed_generation,
             since_ms: self.since_ms,
+            nhi,
+            lease_ms,
         };
         if self.published.as_ref() != Some(&status) {
             self.published = Some(status.clone());
@@ -461,6 +548,7 @@ impl Node {
 mod tests {
     use super::*;
     use crate::wire::Term;
+    use alloc::format;
     use alloc::string::ToString;
     use alloc::vec;
 
@@ -477,6 +565,7 @@ mod tests {
             stay_awake: false,
             idle_ms: IDLE,
             alarm_interval_ms: ALARM,
+            vitals: VitalsConfig::default(),
         }
     }
 
@@ -592,6 +681,7 @@ mod tests {
                     at_ms: until + ALARM,
                 },
                 pending: 0,
+                lease_ms: None,
             }),
         );
         let a = n.poll(until + 5);
@@ -618,6 +708,7 @@ mod tests {
                     term: None,
                     directive,
                     pending: 0,
+                    lease_ms: None,
                 }),
             );
             let a = n.poll(alarm);
@@ -844,6 +935,165 @@ mod tests {
         s.enabled = false;
         p.state(T0, &s);
         assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+    }
+
+    fn checkin_from(node: &str, next_alarm_ms: u64, rtt_ms: Option<u32>) -> CheckIn {
+        CheckIn {
+            node: node.to_string(),
+            role: NodeRole::Dormant,
+            mains_powered: true,
+            next_alarm_ms: Some(next_alarm_ms),
+            traffic_waiting: false,
+            health: rtt_ms.map(|rtt_ms| NodeHealth {
+                rtt_ms,
+                ..NodeHealth::default()
+            }),
+        }
+    }
+
+    #[test]
+    fn the_pehredar_gives_its_adaptive_lease_and_bounds_the_sleep_by_it() {
+        let mut cfg = config("broker-9");
+        cfg.vitals.lease.base_ms = 4_000;
+        cfg.vitals.lease.min_ms = 1_000;
+        let mut p = Node::new(cfg, T0);
+        p.state(T0, &in_office());
+        p.health(T0, NodeHealth::default());
+        let a = p.poll(T0);
+        // Excellent, steady, idle: 4 000 × 0.9.
+        assert_eq!(status(&a).expect("status").lease_ms, Some(3_600));
+        assert_eq!(p.lease().map(|l| l.lease_ms), Some(3_600));
+        let r = p.answer_checkin(T0, &checkin_from("broker-1", T0 + 5_000, None));
+        assert_eq!(r.lease_ms, Some(3_600));
+        assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 3_600 });
+        // Out of office: no lease.
+        let mut n = Node::new(config("broker-1"), T0);
+        n.state(T0, &in_office());
+        assert_eq!(n.lease(), None);
+        assert_eq!(status(&n.poll(T0)).expect("status").lease_ms, None);
+    }
+
+    #[test]
+    fn jitter_and_load_shorten_the_pehredars_lease_as_the_formula_says() {
+        let mut p = Node::new(config("broker-9"), T0);
+        p.state(T0, &in_office());
+        p.health(T0, NodeHealth::default());
+        p.poll(T0);
+        assert_eq!(p.lease().map(|l| l.lease_ms), Some(54_000));
+        // Followers report 10 and 20 ms alternately: deviation 5 ms, −100 ‰.
+        for (i, rtt) in [10, 20, 10, 20].into_iter().enumerate() {
+            p.answer_checkin(T0, &checkin_from(&format!("broker-{i}"), T0 + 1, Some(rtt)));
+        }
+        let l = p.lease().expect("in office");
+        assert_eq!((l.network_factor, l.lease_ms), (-100, 48_000));
+        // Its own CPU saturated: Good (−50), load −200.
+        p.health(
+            T0,
+            NodeHealth {
+                cpu_permille: 1000,
+                ..NodeHealth::default()
+            },
+        );
+        let a = p.poll(T0);
+        assert_eq!(p.lease().map(|l| l.lease_ms), Some(39_000));
+        let s = status(&a).expect("republished");
+        assert_eq!(s.lease_ms, Some(39_000));
+        assert_eq!(s.nhi, Some(750));
+    }
+
+    #[test]
+    fn a_lease_below_the_sleepers_own_minimum_is_raised_to_it() {
+        let mut n = dormant();
+        let alarm = T0 + IDLE + ALARM;
+        n.poll(alarm);
+        n.checkin_result(
+            alarm,
+            Some(CheckInReply {
+                pehredar: Some("broker-9".to_string()),
+                pehredar_addr: None,
+                gateway_ms: None,
+                term: Some(term(1, "broker-9")),
+                directive: Directive::SleepUntil { at_ms: alarm + 1 },
+                pending: 0,
+                lease_ms: Some(1),
+            }),
+        );
+        // A 1 ms lease (a faulty or lying Pehredar) cannot make it spin: its own
+        // minimum lease is 15 s, above its 10 s alarm, so it sleeps its alarm.
+        let a = n.poll(alarm);
+        assert_eq!(
+            sleeps(&a),
+            Some(alarm + 1),
+            "the Pehredar's own at_ms is kept"
+        );
+        n.poll(alarm + 1);
+        n.checkin_result(
+            alarm + 1,
+            Some(CheckInReply {
+                pehredar: Some("broker-9".to_string()),
+                pehredar_addr: None,
+                gateway_ms: None,
+                term: Some(term(1, "broker-9")),
+                directive: Directive::SleepUntil {
+                    at_ms: alarm + 100 * ALARM,
+                },
+                pending: 0,
+                lease_ms: Some(1),
+            }),
+        );
+        assert_eq!(sleeps(&n.poll(alarm + 1)), Some(alarm + 1 + ALARM));
+    }
+
+    #[test]
+    fn a_sleeper_checks_in_within_the_lease_of_the_pehredar_in_office() {
+        let mut n = Node::new(
+            NodeConfig {
+                vitals: VitalsConfig {
+                    lease: crate::health::LeaseConfig {
+                        min_ms: 1_000,
+                        ..crate::health::LeaseConfig::default()
+                    },
+                    ..VitalsConfig::default()
+                },
+                ..config("broker-1")
+            },
+            T0,
+        );
+        n.state(T0, &in_office());
+        n.poll(T0);
+        assert_eq!(sleeps(&n.poll(T0 + IDLE)), Some(T0 + IDLE + ALARM));
+        let alarm = T0 + IDLE + ALARM;
+        let a = n.poll(alarm);
+        assert!(matches!(&a[..], [Action::CheckIn { .. }]));
+        let reply = |number: u64, lease_ms: u32| CheckInReply {
+            pehredar: Some("broker-9".to_string()),
+            pehredar_addr: None,
+            gateway_ms: None,
+            term: Some(term(number, "broker-9")),
+            directive: Directive::SleepUntil {
+                at_ms: alarm + 10 * ALARM,
+            },
+            pending: 0,
+            lease_ms: Some(lease_ms),
+        };
+        n.checkin_result(alarm + 4, Some(reply(1, 3_000)));
+        assert_eq!(n.pehredar_lease_ms(), Some(3_000));
+        assert_eq!(n.vitals().report(), None, "no health sampled yet");
+        let a = n.poll(alarm + 4);
+        assert_eq!(sleeps(&a), Some(alarm + 4 + 3_000), "within the lease");
+        // Its next check-in reports the round trip it measured and an alarm within it.
+        n.health(alarm + 5, NodeHealth::default());
+        match &n.poll(alarm + 4 + 3_000)[..] {
+            [Action::CheckIn { checkin, .. }, Action::PublishStatus(_)] => {
+                assert_eq!(checkin.health.map(|h| h.rtt_ms), Some(4));
+                assert_eq!(checkin.next_alarm_ms, Some(alarm + 4 + 3_000 + 3_000));
+            }
+            other => panic!("expected a check-in, got {other:?}"),
+        }
+        // A lease heard under another term number is not this Pehredar's.
+        n.checkin_result(alarm + 7_010, Some(reply(7, 2_000)));
+        assert_eq!(n.pehredar_lease_ms(), None);
+        assert_eq!(sleeps(&n.poll(alarm + 7_010)), Some(alarm + 7_010 + ALARM));
     }
 
     #[test]

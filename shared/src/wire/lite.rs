@@ -493,6 +493,7 @@ mod tests {
                 gateway_ms: Some(u64::MAX),
                 directive,
                 pending: 3,
+                lease_ms: None,
             });
         }
         let record = Record {
@@ -638,7 +639,7 @@ mod tests {
                 term: None,
                 gateway_ms: Some(1_700_000_000_000),
                 directive: Directive::SleepUntil { at_ms: 5 },
-                pending: 3,
+                pending: 3, lease_ms: None,
             })
             .unwrap();
             let mut mutated = reply.clone();

@@ -50,7 +50,7 @@ pub struct CheckIn {
 /// The Pehredar's answer to a [`CheckIn`].
 ///
 /// CBOR: `{"pehredar"?: text, "pehredar_addr"?: text, "term"?: Term, "gateway_ms"?: u64,
-/// "directive": Directive, "pending": u32}`.
+/// "directive": Directive, "pending": u32, "lease_ms"?: u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CheckInReply {
     /// The current Pehredar's name; `None` while there is none (an election is on).
@@ -71,6 +71,12 @@ pub struct CheckInReply {
     pub directive: Directive,
     /// How many messages are waiting for the node.
     pub pending: u32,
+    /// The Pehredar's adaptive lease (seed 002), ms: the longest a node may go without
+    /// hearing from the Pehredar, so a dormant node checks in again within it (a dead
+    /// Pehredar is noticed within one lease). `None` from a node that is not the
+    /// Pehredar (or an older one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u32>,
 }
 
 /// A Pehredar's term of office.
@@ -222,7 +228,7 @@ impl Default for PehraState {
 ///
 /// CBOR: `{"node": text, "addr": text, "role": NodeRole, "candidate": bool,
 /// "stay_awake": bool, "idle": bool, "next_alarm_ms"?: u64, "office"?: u64,
-/// "wake_generation": u64, "since_ms": u64}`.
+/// "wake_generation": u64, "since_ms": u64, "nhi"?: u16, "lease_ms"?: u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's name (`broker-{id}` for brokers).
@@ -247,6 +253,15 @@ pub struct NodeStatus {
     pub wake_generation: u64,
     /// When it took its current role, ms since the Unix epoch.
     pub since_ms: u64,
+    /// Its Node Health Index (seed 002), ‰, by its own weights, as last published
+    /// (republished when it moves noticeably, not at every sample): the coordinator
+    /// classes candidates by it. Only the index, not the whole [`NodeHealth`], so the
+    /// status stays small (it is written at every change of role).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub nhi: Option<u16>,
+    /// As Pehredar: the adaptive lease it gives in its check-in replies, ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_ms: Option<u32>,
 }
 
 /// A request to the PEHRA coordinator: a persistent sequential znode under

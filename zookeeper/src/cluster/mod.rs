@@ -29,6 +29,7 @@
 
 pub mod controller;
 pub mod election;
+pub mod handover;
 pub mod maintenance;
 pub mod pehra;
 pub mod reassign;

@@ -16,6 +16,8 @@ const CFG: CoordinatorConfig = CoordinatorConfig {
     term_ms: 60_000,
     handover_ms: 10_000,
     takeover_timeout_ms: 5_000,
+    thresholds: NhiConfig::DEFAULT.thresholds,
+    min_health: HealthClass::Good,
 };
 
 fn status(node: &str, candidate: bool) -> NodeStatus {
@@ -34,6 +36,8 @@ fn status(node: &str, candidate: bool) -> NodeStatus {
         office: None,
         wake_generation: 0,
         since_ms: 0,
+        nhi: None,
+        lease_ms: None,
     }
 }
 
@@ -644,4 +648,96 @@ fn a_long_run_elects_everyone_without_gaps() {
         assert!(count.get(n).copied().unwrap_or(0) > 60, "{count:?}");
     }
     assert_eq!(records(&s.outputs).len(), terms.len());
+}
+
+/// CPU, memory and disk I/O at `load` ‰ and `failures` recent failures; with the default
+/// index: `with(100, 0)` Excellent (950), `with(800, 0)` Warning (600), `with(1000, 5)`
+/// Critical (300).
+fn with(load: u16, failures: u32) -> impl FnOnce(&mut NodeStatus) {
+    move |st| {
+        st.nhi = Some(NhiConfig::DEFAULT.index(&crate::wire::NodeHealth {
+            cpu_permille: load,
+            memory_permille: load,
+            disk_io_permille: load,
+            failures,
+            ..crate::wire::NodeHealth::default()
+        }))
+    }
+}
+
+/// Runs `n` elections (each elected node takes office at once) and counts who won.
+fn elections(s: &mut Sim, n: usize) -> BTreeMap<String, usize> {
+    let mut count = BTreeMap::new();
+    let mut taken = 0;
+    while taken < n {
+        if let Some(next) = s.state().next.clone() {
+            s.now += 3;
+            s.set(&next.pehredar, |st| st.office = Some(next.number));
+            s.step();
+            *count.entry(next.pehredar).or_default() += 1;
+            taken += 1;
+        } else {
+            s.now = s.c.next_deadline().expect("a re-election is due some time");
+            s.step();
+        }
+    }
+    count
+}
+
+/// Seed 002 × PEHRA: a candidate rated below Good is never drawn while Good ones are
+/// live; among the good (and the unrated) the draw stays uniform.
+#[test]
+fn the_draw_is_random_among_the_healthy_candidates() {
+    let mut s = Sim::new(7);
+    for n in ["a", "b", "c", "d"] {
+        s.up(n, true);
+    }
+    s.set("a", with(100, 0)); // Excellent.
+    s.set("b", with(1000, 5)); // Critical.
+    s.set("c", with(800, 0)); // Warning.
+                              // "d" reports no health: not rated, not excluded.
+    s.step();
+    let count = elections(&mut s, 300);
+    assert_eq!(count.get("b"), None, "critical never drawn: {count:?}");
+    assert_eq!(count.get("c"), None, "warning never drawn: {count:?}");
+    for n in ["a", "d"] {
+        assert!(count.get(n).copied().unwrap_or(0) > 100, "{count:?}");
+    }
+    let last = records(&s.outputs).pop().expect("a record");
+    assert_eq!(
+        last.candidates,
+        ["a", "d"],
+        "the record names the pool drawn from"
+    );
+}
+
+#[test]
+fn with_no_healthy_candidate_the_draw_falls_back_to_all() {
+    let mut s = Sim::new(8);
+    for n in ["a", "b"] {
+        s.up(n, true);
+        s.set(n, with(800, 0));
+    }
+    s.step();
+    let count = elections(&mut s, 100);
+    for n in ["a", "b"] {
+        assert!(count.get(n).copied().unwrap_or(0) > 20, "{count:?}");
+    }
+    // The threshold is configurable: accept Warning and both stay in the pool.
+    let mut s = Sim::new(9);
+    s.c = Coordinator::new(
+        CoordinatorConfig {
+            min_health: HealthClass::Warning,
+            ..CFG
+        },
+        PehraState::default(),
+    );
+    s.up("a", true);
+    s.up("b", true);
+    s.set("a", with(800, 0));
+    s.set("b", with(1000, 5));
+    s.step();
+    let count = elections(&mut s, 50);
+    assert_eq!(count.get("b"), None, "{count:?}");
+    assert_eq!(count.get("a"), Some(&50));
 }

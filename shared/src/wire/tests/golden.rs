@@ -156,9 +156,9 @@ golden!(check_in_reply: CheckInReply = CheckInReply {
     gateway_ms: None,
     term: Some(term()),
     directive: Directive::SleepUntil { at_ms: 1_700_000_060_000 },
-    pending: 3,
+    pending: 3, lease_ms: None,
 }, "a46870656872656461726467772d31647465726da4666e756d626572076870656872656461726467772d316a737461727465645f6d731b0000018bcfe5680067656e64735f6d731b0000018bcfee8fc069646972656374697665a16b736c6565705f756e74696ca16561745f6d731b0000018bcfe652606770656e64696e6703");
-golden!(check_in_reply_election: CheckInReply = CheckInReply { pehredar: None, pehredar_addr: None, gateway_ms: None, term: None, directive: Directive::StayAwake, pending: 0 }, "a2696469726563746976656a737461795f6177616b656770656e64696e6700");
+golden!(check_in_reply_election: CheckInReply = CheckInReply { pehredar: None, pehredar_addr: None, gateway_ms: None, term: None, directive: Directive::StayAwake, pending: 0 , lease_ms: None }, "a2696469726563746976656a737461795f6177616b656770656e64696e6700");
 golden!(term_full: Term = term(), "a4666e756d626572076870656872656461726467772d316a737461727465645f6d731b0000018bcfe5680067656e64735f6d731b0000018bcfee8fc0");
 golden!(wake_reasons: Vec<WakeReason> = vec![
     WakeReason::Traffic,

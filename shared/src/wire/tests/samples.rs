@@ -339,6 +339,7 @@ pub(super) fn cases() -> Vec<Case> {
                 term: Some(term()),
                 directive: Directive::WakeNow,
                 pending: 1,
+                lease_ms: None,
             }
         ),
         case!(Term, term()),
@@ -425,6 +426,8 @@ pub(super) fn cases() -> Vec<Case> {
                 office: Some(7),
                 wake_generation: 9,
                 since_ms: 1_700_000_000_000,
+                nhi: None,
+                lease_ms: None,
             }
         ),
         case!(

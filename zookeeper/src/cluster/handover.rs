@@ -1,0 +1,330 @@
+//! Seed 002's predictive (warm) handover of a partition leader: the pure decisions, no
+//! I/O. **Not wired into the controller yet** (see `docs/pehra.md`, "Predictive
+//! handover"): this is the part the controller and the leader will drive.
+//!
+//! - [`should_hand_over`]: the leader's health fell to the trigger class (Warning by
+//!   default) or an operator asked.
+//! - [`candidate`]: the eligible in-sync replica with the best Node Health Index (then the
+//!   lowest CPU load, then the lowest RTT: "high NHI, low load, network proximity"), never
+//!   the leader, never an unavailable or ineligible broker.
+//! - [`Handover`]: one handover in progress. The leader pre-synchronises the candidate;
+//!   [`Handover::step`] says *wait* until the candidate's log end equals the leader's
+//!   (fully caught up), then *transfer*: the Lease Transfer is the partition metadata
+//!   written conditionally with `leader = candidate`, `leader_epoch + 1` and the ISR
+//!   unchanged, together with the log end both agreed on (the pre-sync confirmation).
+//!   If the candidate dies, leaves the ISR or does not catch up in time, or anything
+//!   else changed the partition meanwhile, it says *roll back*: nothing is written and
+//!   the ordinary election ([`super::election::decide`]) stays in charge.
+
+use pehra_shared::health::{HealthClass, NhiConfig};
+use pehra_shared::wire::{NodeHealth, PartitionMetadata};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// When and how a leader hands over.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HandoverConfig {
+    /// How health is rated.
+    pub nhi: NhiConfig,
+    /// A leader whose class is this or worse hands over.
+    pub trigger: HealthClass,
+    /// A candidate must be at least this healthy (and healthier than the leader).
+    pub min_candidate: HealthClass,
+    /// How long the candidate has to catch up before the handover is rolled back, ms.
+    pub presync_timeout_ms: u64,
+}
+
+impl Default for HandoverConfig {
+    /// Hand over at Warning or worse, to a Good or better candidate, within 5 s.
+    fn default() -> Self {
+        HandoverConfig {
+            nhi: NhiConfig::DEFAULT,
+            trigger: HealthClass::Warning,
+            min_candidate: HealthClass::Good,
+            presync_timeout_ms: 5_000,
+        }
+    }
+}
+
+/// Whether a leader reporting `health` should hand over (`operator`: asked to).
+pub fn should_hand_over(
+    config: &HandoverConfig,
+    health: Option<&NodeHealth>,
+    operator: bool,
+) -> bool {
+    operator || health.is_some_and(|h| config.nhi.rate(h).1 <= config.trigger)
+}
+
+/// The best candidate to take over `meta`'s leadership, if any: an in-sync replica
+/// other than the leader that is live and eligible, reports health of at least
+/// `min_candidate` and a higher index than the leader's.
+pub fn candidate(
+    config: &HandoverConfig,
+    meta: &PartitionMetadata,
+    live: &BTreeSet<u32>,
+    ineligible: &BTreeSet<u32>,
+    health: &BTreeMap<u32, NodeHealth>,
+) -> Option<u32> {
+    let leader = meta.leader?;
+    let leader_index = health.get(&leader).map(|h| config.nhi.index(h));
+    meta.isr
+        .iter()
+        .copied()
+        .filter(|&b| b != leader && meta.replicas.contains(&b))
+        .filter(|b| live.contains(b) && !ineligible.contains(b))
+        .filter_map(|b| {
+            let h = health.get(&b)?;
+            let (index, class) = config.nhi.rate(h);
+            (class >= config.min_candidate && leader_index.is_none_or(|l| index > l)).then_some((
+                b,
+                index,
+                h.cpu_permille,
+                h.rtt_ms,
+            ))
+        })
+        // Best index, then least load, then nearest, then the lowest id.
+        .min_by_key(|&(b, index, load, rtt)| (u16::MAX - index, load, rtt, b))
+        .map(|(b, ..)| b)
+}
+
+/// Why a handover was abandoned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RollBack {
+    /// The candidate is gone, ineligible, or out of the ISR.
+    CandidateLost,
+    /// The leader is gone: the ordinary election replaces it.
+    LeaderLost,
+    /// The partition changed under the handover (another election, a reassignment).
+    Superseded,
+    /// The candidate did not catch up within the pre-sync timeout.
+    Timeout,
+}
+
+/// What to do next in a handover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Step {
+    /// Pre-synchronisation goes on: the candidate is behind.
+    Wait,
+    /// The Lease Transfer: write this metadata (conditionally on the version read).
+    Transfer {
+        /// The partition with the candidate as leader, the epoch bumped.
+        meta: PartitionMetadata,
+        /// The log end both leader and candidate have: the pre-sync confirmation.
+        log_end: u64,
+    },
+    /// Abandon it; the ordinary election decides.
+    RollBack(RollBack),
+}
+
+/// One warm handover in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handover {
+    meta: PartitionMetadata,
+    candidate: u32,
+    started_ms: u64,
+    timeout_ms: u64,
+}
+
+impl Handover {
+    /// Starts handing `meta`'s leadership to `candidate` at `now_ms`.
+    pub fn start(
+        config: &HandoverConfig,
+        meta: PartitionMetadata,
+        candidate: u32,
+        now_ms: u64,
+    ) -> Handover {
+        Handover {
+            meta,
+            candidate,
+            started_ms: now_ms,
+            timeout_ms: config.presync_timeout_ms,
+        }
+    }
+
+    /// The candidate.
+    pub fn candidate(&self) -> u32 {
+        self.candidate
+    }
+
+    /// Decides at `now_ms` from the partition as it is now, the live and ineligible
+    /// brokers, and the log ends the leader and the candidate last reported.
+    pub fn step(
+        &self,
+        now_ms: u64,
+        meta: &PartitionMetadata,
+        live: &BTreeSet<u32>,
+        ineligible: &BTreeSet<u32>,
+        leader_log_end: Option<u64>,
+        candidate_log_end: Option<u64>,
+    ) -> Step {
+        let leader = self.meta.leader;
+        let leader_dead = leader.is_none_or(|l| !live.contains(&l));
+        let changed = meta.leader != leader
+            || meta.leader_epoch != self.meta.leader_epoch
+            || meta.replicas != self.meta.replicas;
+        if leader_dead {
+            return Step::RollBack(RollBack::LeaderLost);
+        }
+        if changed {
+            return Step::RollBack(RollBack::Superseded);
+        }
+        let c = self.candidate;
+        if !live.contains(&c) || ineligible.contains(&c) || !meta.isr.contains(&c) {
+            return Step::RollBack(RollBack::CandidateLost);
+        }
+        match (leader_log_end, candidate_log_end) {
+            (Some(l), Some(c_end)) if l == c_end => Step::Transfer {
+                meta: PartitionMetadata {
+                    leader: Some(c),
+                    leader_epoch: meta.leader_epoch + 1,
+                    ..meta.clone()
+                },
+                log_end: l,
+            },
+            _ if now_ms >= self.started_ms.saturating_add(self.timeout_ms) => {
+                Step::RollBack(RollBack::Timeout)
+            }
+            _ => Step::Wait,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta() -> PartitionMetadata {
+        PartitionMetadata {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 4,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        }
+    }
+
+    fn h(cpu: u16, rtt_ms: u32) -> NodeHealth {
+        NodeHealth {
+            cpu_permille: cpu,
+            memory_permille: cpu,
+            disk_io_permille: cpu,
+            rtt_ms,
+            ..NodeHealth::default()
+        }
+    }
+
+    fn set(ids: &[u32]) -> BTreeSet<u32> {
+        ids.iter().copied().collect()
+    }
+
+    #[test]
+    fn a_leader_hands_over_at_warning_or_when_asked() {
+        let c = HandoverConfig::default();
+        assert!(!should_hand_over(&c, Some(&h(100, 1)), false));
+        assert!(!should_hand_over(&c, None, false));
+        assert!(should_hand_over(&c, Some(&h(800, 1)), false), "warning");
+        assert!(should_hand_over(&c, None, true), "operator");
+    }
+
+    #[test]
+    fn the_candidate_is_the_healthiest_eligible_in_sync_replica() {
+        let c = HandoverConfig::default();
+        let live = set(&[1, 2, 3]);
+        let mut health = BTreeMap::from([(1, h(800, 5)), (2, h(300, 5)), (3, h(100, 5))]);
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &health), Some(3));
+        // Ineligible, dead or out of the ISR: not a candidate.
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[3]), &health), Some(2));
+        assert_eq!(
+            candidate(&c, &meta(), &set(&[1, 2]), &set(&[]), &health),
+            Some(2)
+        );
+        let m = PartitionMetadata {
+            isr: vec![1, 2],
+            ..meta()
+        };
+        assert_eq!(candidate(&c, &m, &live, &set(&[]), &health), Some(2));
+        // Same index: the nearer one.
+        health.insert(2, h(100, 1));
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &health), Some(2));
+        // Nobody healthy enough, or not healthier than the leader: none.
+        let sick = BTreeMap::from([(1, h(800, 5)), (2, h(900, 5)), (3, h(1000, 5))]);
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &sick), None);
+        // No health reported: not a candidate (a warm handover needs a known-good one).
+        assert_eq!(
+            candidate(&c, &meta(), &live, &set(&[]), &BTreeMap::new()),
+            None
+        );
+    }
+
+    #[test]
+    fn the_transfer_waits_for_the_candidate_to_catch_up_and_bumps_the_epoch() {
+        let c = HandoverConfig::default();
+        let live = set(&[1, 2, 3]);
+        let none = set(&[]);
+        let ho = Handover::start(&c, meta(), 3, 1_000);
+        assert_eq!(
+            ho.step(1_100, &meta(), &live, &none, Some(50), Some(48)),
+            Step::Wait
+        );
+        assert_eq!(
+            ho.step(1_100, &meta(), &live, &none, Some(50), None),
+            Step::Wait
+        );
+        match ho.step(1_200, &meta(), &live, &none, Some(52), Some(52)) {
+            Step::Transfer { meta: m, log_end } => {
+                assert_eq!((m.leader, m.leader_epoch, log_end), (Some(3), 5, 52));
+                assert_eq!(m.isr, vec![1, 2, 3], "the ISR is unchanged");
+            }
+            other => panic!("expected the transfer, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_candidate_lost_mid_pre_sync_rolls_back_to_the_ordinary_election() {
+        let c = HandoverConfig::default();
+        let none = set(&[]);
+        let ho = Handover::start(&c, meta(), 3, 1_000);
+        let step = |meta: &PartitionMetadata, live: &[u32], ineligible: &[u32], now| {
+            ho.step(now, meta, &set(live), &set(ineligible), Some(50), Some(49))
+        };
+        assert_eq!(
+            step(&meta(), &[1, 2], &[], 1_100),
+            Step::RollBack(RollBack::CandidateLost)
+        );
+        assert_eq!(
+            step(&meta(), &[1, 2, 3], &[3], 1_100),
+            Step::RollBack(RollBack::CandidateLost)
+        );
+        let shrunk = PartitionMetadata {
+            isr: vec![1, 2],
+            ..meta()
+        };
+        assert_eq!(
+            step(&shrunk, &[1, 2, 3], &[], 1_100),
+            Step::RollBack(RollBack::CandidateLost)
+        );
+        assert_eq!(
+            step(&meta(), &[2, 3], &[], 1_100),
+            Step::RollBack(RollBack::LeaderLost)
+        );
+        let reelected = PartitionMetadata {
+            leader: Some(2),
+            leader_epoch: 5,
+            ..meta()
+        };
+        assert_eq!(
+            step(&reelected, &[1, 2, 3], &[], 1_100),
+            Step::RollBack(RollBack::Superseded)
+        );
+        assert_eq!(
+            step(&meta(), &[1, 2, 3], &[], 6_000),
+            Step::RollBack(RollBack::Timeout)
+        );
+        // Rolling back writes nothing: the ordinary election, given the candidate dead,
+        // leaves the living leader in place.
+        let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+        let after =
+            crate::cluster::election::decide(&meta(), &set(&[1, 2]), &none, &none, false, &mut rng)
+                .expect("the dead candidate leaves the ISR");
+        assert_eq!((after.leader, after.leader_epoch), (Some(1), 4));
+    }
+}
