@@ -265,9 +265,15 @@ impl Drop for AbortOnDrop {
 /// Arguments of `pehra zk`.
 #[derive(Args)]
 pub struct ZkArgs {
-    /// The zookeeper's address.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
+    /// The zookeeper's address, or every member of an ensemble separated by commas
+    /// (requests move to another member when one is down or not the leader).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2181",
+        global = true,
+        value_delimiter = ','
+    )]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
@@ -336,10 +342,10 @@ pub async fn run(args: ZkArgs) -> Result<ExitCode> {
         }
     );
     let client = if needs_session {
-        Client::connect(args.zookeeper, options).await?
+        Client::connect_any(&args.zookeeper, options).await?
     } else {
-        Client::without_session_secured(
-            args.zookeeper,
+        Client::without_session_any(
+            &args.zookeeper,
             options.coap,
             options.credentials.as_deref(),
         )

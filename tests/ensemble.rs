@@ -1,0 +1,195 @@
+//! A zookeeper ensemble of three real `pehra zookeeper` processes on loopback: writes
+//! acknowledged by the leader reach every member, the leader's death (SIGKILL) elects
+//! another that takes writes with nothing acknowledged lost, and a client given every
+//! member fails over with its session.
+
+mod common;
+
+use common::{free_udp_ports, pehra, TempDir, Zookeeper};
+use pehra_shared::coap::Config;
+use pehra_shared::wire::ErrorKind;
+use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, WatchEvent};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test took too long")
+}
+
+/// Three members on consecutive free ports, data under `dir`.
+struct Ensemble {
+    dir: TempDir,
+    addrs: Vec<SocketAddr>,
+    members: Vec<Option<Zookeeper>>,
+}
+
+impl Ensemble {
+    fn start(name: &str) -> Ensemble {
+        let dir = TempDir::new(name);
+        let first = free_udp_ports(3);
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
+            .collect();
+        let mut ensemble = Ensemble {
+            dir,
+            addrs,
+            members: Vec::new(),
+        };
+        for id in 1..=3 {
+            let member = ensemble.start_member(id);
+            ensemble.members.push(Some(member));
+        }
+        ensemble
+    }
+
+    fn peers(&self) -> String {
+        self.addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_member(&self, id: usize) -> Zookeeper {
+        let data = self.dir.path().join(format!("member{id}"));
+        Zookeeper::start_with(
+            &data,
+            self.addrs[id - 1],
+            &["--id", &id.to_string(), "--peers", &self.peers()],
+        )
+    }
+
+    fn kill(&mut self, addr: SocketAddr) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        self.members[i].take().expect("running").kill();
+    }
+
+    fn restart(&mut self, addr: SocketAddr) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        self.members[i] = Some(self.start_member(i + 1));
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        session_timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
+
+/// Waits (on a watch of the root, so on the member's own notifications) until the member
+/// at `addr` has every znode of `want` under `/`.
+async fn await_children(addr: SocketAddr, want: &BTreeSet<String>) {
+    let client = Client::without_session(addr, Config::default())
+        .await
+        .unwrap();
+    let mut watch = client.watch_children("/").await.unwrap();
+    loop {
+        match watch.next().await {
+            Some(Ok(WatchEvent::Children(children))) => {
+                let have: BTreeSet<String> = children.children.into_iter().collect();
+                if want.is_subset(&have) {
+                    return;
+                }
+            }
+            other => panic!("watch of / on {addr} ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_replicate_and_survive_the_leaders_death() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-failover");
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .expect("a session from the ensemble's leader");
+        let session = client.session_id().unwrap();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..20 {
+            let path = client
+                .create(&format!("/before{i}"), b"x", CreateMode::Persistent)
+                .await
+                .expect("the leader takes writes");
+            acknowledged.insert(path.trim_start_matches('/').to_string());
+        }
+        client
+            .create("/ephemeral", b"", CreateMode::Ephemeral)
+            .await
+            .unwrap();
+        acknowledged.insert("ephemeral".into());
+        let leader = client.server();
+        // A member that is not the leader refuses writes, naming the leader.
+        let follower = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        let direct = Client::without_session(follower, Config::default())
+            .await
+            .unwrap();
+        let refused = direct
+            .create("/direct", b"", CreateMode::Persistent)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), Some(ErrorKind::NotLeader));
+        assert!(
+            refused.to_string().contains(&leader.to_string()),
+            "{refused}"
+        );
+        for addr in &ensemble.addrs {
+            await_children(*addr, &acknowledged).await;
+        }
+
+        ensemble.kill(leader);
+        // The same client, the same session: on to a surviving member, which becomes the
+        // leader (or sends it on to the one that did).
+        for i in 0..10 {
+            let path = client
+                .create(&format!("/after{i}"), b"y", CreateMode::Persistent)
+                .await
+                .expect("a new leader takes writes");
+            acknowledged.insert(path.trim_start_matches('/').to_string());
+        }
+        assert_ne!(client.server(), leader);
+        assert_eq!(client.session_id(), Some(session));
+        assert_eq!(*client.session_state().borrow(), SessionState::Alive);
+        // Nothing acknowledged is lost, the session's ephemeral znode included.
+        for addr in ensemble.addrs.iter().filter(|a| **a != leader) {
+            await_children(*addr, &acknowledged).await;
+        }
+        // The killed member comes back and catches up.
+        ensemble.restart(leader);
+        await_children(leader, &acknowledged).await;
+        client.close().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_every_member() {
+    bounded(async {
+        let ensemble = Ensemble::start("ensemble-cli");
+        // Listed last-first: whichever leads, the CLI finds it.
+        let list = ensemble
+            .addrs
+            .iter()
+            .rev()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            pehra(&["zk", "--zookeeper", &list, "create", "/cli", "v"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), "/cli");
+        for addr in &ensemble.addrs {
+            await_children(*addr, &BTreeSet::from(["cli".to_string()])).await;
+        }
+    })
+    .await
+}
