@@ -26,11 +26,16 @@ struct Ensemble {
     dir: TempDir,
     addrs: Vec<SocketAddr>,
     members: Vec<Option<Zookeeper>>,
+    /// Extra flags of every member.
+    flags: Vec<String>,
 }
 
 impl Ensemble {
     fn start(name: &str) -> Ensemble {
-        let dir = TempDir::new(name);
+        Self::start_with(TempDir::new(name), Vec::new())
+    }
+
+    fn start_with(dir: TempDir, flags: Vec<String>) -> Ensemble {
         let first = free_udp_ports(3);
         let addrs: Vec<SocketAddr> = (0..3)
             .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
@@ -39,6 +44,7 @@ impl Ensemble {
             dir,
             addrs,
             members: Vec::new(),
+            flags,
         };
         for id in 1..=3 {
             let member = ensemble.start_member(id);
@@ -58,11 +64,10 @@ impl Ensemble {
 
     fn start_member(&self, id: usize) -> Zookeeper {
         let data = self.dir.path().join(format!("member{id}"));
-        Zookeeper::start_with(
-            &data,
-            self.addrs[id - 1],
-            &["--id", &id.to_string(), "--peers", &self.peers()],
-        )
+        let (id, peers) = (id.to_string(), self.peers());
+        let mut flags = vec!["--id", &id, "--peers", &peers];
+        flags.extend(self.flags.iter().map(String::as_str));
+        Zookeeper::start_with(&data, self.addrs[id.parse::<usize>().unwrap() - 1], &flags)
     }
 
     fn kill(&mut self, addr: SocketAddr) {
@@ -189,6 +194,83 @@ async fn the_cli_takes_every_member() {
         assert_eq!(out.trim(), "/cli");
         for addr in &ensemble.addrs {
             await_children(*addr, &BTreeSet::from(["cli".to_string()])).await;
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_speak_raft_under_oscore_and_only_they_may() {
+    bounded(async {
+        let dir = TempDir::new("ensemble-secure");
+        let keys = dir.path().join("keys");
+        let (code, _, err) = pehra(&["keys", "init", keys.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let cred = |name: &str| {
+            std::sync::Arc::new(
+                pehra_shared::security::credentials::Credentials::load(
+                    keys.join(format!("{name}.cred")),
+                )
+                .unwrap(),
+            )
+        };
+        let zk_cred = keys.join("zookeeper.cred").display().to_string();
+        let ensemble = Ensemble::start_with(dir, vec!["--credentials".into(), zk_cred]);
+        let client = Client::connect_any(
+            &ensemble.addrs,
+            ClientOptions {
+                credentials: Some(cred("admin")),
+                ..options()
+            },
+        )
+        .await
+        .expect("a secured ensemble elects a leader and opens a session");
+        client
+            .create("/secured", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        // Even the admin may not speak Raft to a member.
+        let endpoint = pehra_shared::driver::Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Config::default(),
+            pehra_shared::driver::Router::new(),
+        )
+        .await
+        .unwrap();
+        pehra_shared::driver::security::secure_client(
+            &endpoint.handle(),
+            &cred("admin"),
+            ensemble.addrs[0],
+            &pehra_shared::security::zookeeper_kid(),
+        )
+        .await
+        .unwrap();
+        let response = endpoint
+            .handle()
+            .request(
+                ensemble.addrs[0],
+                pehra_shared::coap::Request::post("raft").with_payload(vec![0u8; 4]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.code(), pehra_shared::coap::Code::FORBIDDEN);
+        for addr in &ensemble.addrs {
+            let reader =
+                Client::without_session_secured(*addr, Config::default(), Some(&cred("admin")))
+                    .await
+                    .unwrap();
+            let mut watch = reader.watch_children("/").await.unwrap();
+            loop {
+                match watch.next().await {
+                    Some(Ok(WatchEvent::Children(c)))
+                        if c.children.contains(&"secured".to_string()) =>
+                    {
+                        break
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("watch ended: {other:?}"),
+                }
+            }
         }
     })
     .await

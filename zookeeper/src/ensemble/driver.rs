@@ -6,17 +6,37 @@ use super::log::RaftLog;
 use super::member::{Action, Committed, Member, Role};
 use super::{EnsembleConfig, RAFT_PATH};
 use crate::server::Job;
+use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::coap::Request;
-use pehra_shared::driver::Handle;
+use pehra_shared::driver::Endpoint;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 
 /// The Raft tick: elections time out after 10 ticks without a leader (plus Raft's
 /// randomisation), leaders heartbeat every 2.
 pub const TICK: Duration = Duration::from_millis(100);
+
+/// Requests to one member that may be out at once; further messages are dropped (Raft
+/// sends them again) rather than queued behind a member that does not answer.
+const MAX_OUT_PER_MEMBER: usize = 16;
+
+/// The CoAP parameters of the endpoint Raft messages go out from: confirmable requests
+/// (so OSCORE's Echo freshness check of a new context completes) that give up within
+/// about a second, since Raft resends on its own.
+pub fn raft_endpoint_config() -> CoapConfig {
+    CoapConfig {
+        ack_timeout: Duration::from_millis(200),
+        max_retransmit: 2,
+        nstart: MAX_OUT_PER_MEMBER,
+        ..CoapConfig::default()
+    }
+}
 
 /// What the driver tells the core.
 #[derive(Debug)]
@@ -39,18 +59,26 @@ pub(crate) struct Driver {
     pub member: Member,
     pub log: RaftLog,
     pub config: EnsembleConfig,
-    pub handle: Handle,
+    /// The endpoint Raft messages go out from (see [`raft_endpoint_config`]).
+    pub endpoint: Endpoint,
     /// Raft messages received on `POST /raft` (protobuf bytes).
     pub inbox: UnboundedReceiver<Vec<u8>>,
     /// Proposals of the core.
     pub proposals: UnboundedReceiver<Vec<u8>>,
     /// The core's job queue.
     pub core: UnboundedSender<Job>,
+    /// Requests out per member.
+    pub out: BTreeMap<u64, Arc<AtomicUsize>>,
 }
 
 impl Driver {
     /// Runs until the core is gone or the Raft log fails.
     pub async fn run(mut self) {
+        let mut out: BTreeMap<u64, Arc<AtomicUsize>> = BTreeMap::new();
+        for id in self.config.members.keys() {
+            out.insert(*id, Arc::default());
+        }
+        self.out = out;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -125,11 +153,20 @@ impl Driver {
         true
     }
 
-    /// Sends one message as a non-confirmable `POST /raft` (Raft retries what is lost).
+    /// Sends one message as a `POST /raft`, unless too many are out to that member
+    /// already (Raft retries what is lost).
     fn send(&self, message: Message) {
-        let Some(&peer) = self.config.members.get(&message.to) else {
+        let (Some(&peer), Some(out)) = (
+            self.config.members.get(&message.to),
+            self.out.get(&message.to),
+        ) else {
             return;
         };
+        if out.fetch_add(1, Ordering::AcqRel) >= MAX_OUT_PER_MEMBER {
+            out.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let out = out.clone();
         let payload = match message.write_to_bytes() {
             Ok(payload) => payload,
             Err(e) => {
@@ -137,12 +174,17 @@ impl Driver {
                 return;
             }
         };
-        let handle = self.handle.clone();
+        let handle = self.endpoint.handle();
         tokio::spawn(async move {
             let request = Request::post(RAFT_PATH).with_payload(payload);
-            if let Err(e) = handle.send_non(peer, request).await {
-                tracing::debug!(%peer, error = %e, "raft message not sent");
+            match handle.request(peer, request).await {
+                Ok(response) if !response.code().is_success() => {
+                    tracing::warn!(%peer, code = %response.code(), "raft message refused");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "raft message not delivered"),
             }
+            out.fetch_sub(1, Ordering::AcqRel);
         });
     }
 }

@@ -80,7 +80,7 @@ impl Member {
             id,
             election_tick: 10,
             heartbeat_tick: 2,
-            max_size_per_msg: 1 << 20,
+            max_size_per_msg: 64 << 10,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,

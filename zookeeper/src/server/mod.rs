@@ -237,11 +237,43 @@ impl Server {
         let replication = match raft {
             Some((log, member, ensemble)) => {
                 let (proposals_tx, proposals_rx) = mpsc::unbounded_channel();
+                let raft_endpoint = Endpoint::bind(
+                    pehra_shared::driver::any_local_for(config.listen),
+                    crate::ensemble::driver::raft_endpoint_config(),
+                    pehra_shared::driver::Router::new(),
+                )
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+                if let Some(security) = &config.security {
+                    // Raft to the other members goes protected too, in the zookeeper's
+                    // name (each member holds the zookeeper's credentials).
+                    for (id, peer) in &ensemble.members {
+                        if *id == ensemble.id {
+                            continue;
+                        }
+                        pehra_shared::driver::security::secure_client(
+                            &raft_endpoint.handle(),
+                            &security.credentials,
+                            *peer,
+                            &security.credentials.identity().kid,
+                        )
+                        .await
+                        .map_err(|e| {
+                            ServerError::Security(std::io::Error::other(format!(
+                                "member {id}: {e}"
+                            )))
+                        })?;
+                    }
+                }
                 let driver = crate::ensemble::driver::Driver {
                     member,
                     log,
                     config: ensemble.clone(),
-                    handle: endpoint.handle(),
+                    endpoint: raft_endpoint,
+                    out: Default::default(),
                     inbox: inbox_rx,
                     proposals: proposals_rx,
                     core: jobs_tx.clone(),
