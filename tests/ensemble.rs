@@ -195,6 +195,32 @@ async fn the_cli_takes_every_member() {
         for addr in &ensemble.addrs {
             await_children(*addr, &BTreeSet::from(["cli".to_string()])).await;
         }
+        // `pehra cluster status` shows the members, the leader and the lag, learning
+        // the other members from the one it is given.
+        let one = ensemble.addrs[0].to_string();
+        let (code, out, err) =
+            tokio::task::spawn_blocking(move || pehra(&["cluster", "status", "--zookeeper", &one]))
+                .await
+                .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("zookeeper ensemble (3 members, leader "),
+            "{out}"
+        );
+        let roles: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|r| ["leader", "follower"].contains(r))
+            .collect();
+        assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{out}");
+        assert_eq!(
+            roles.iter().filter(|r| **r == "follower").count(),
+            2,
+            "{out}"
+        );
+        for addr in &ensemble.addrs {
+            assert!(out.contains(&addr.to_string()), "{out}");
+        }
     })
     .await
 }

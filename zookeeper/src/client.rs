@@ -520,6 +520,18 @@ impl Client {
         Ok(synced.zxid)
     }
 
+    /// The current member's view of its ensemble (`GET /ensemble`); `None` from a
+    /// zookeeper that is alone.
+    pub async fn ensemble_status(
+        &self,
+    ) -> Result<Option<crate::ensemble::EnsembleStatus>, ZkError> {
+        match self.call(Request::get(crate::ensemble::STATUS_PATH)).await {
+            Ok(status) => Ok(Some(status)),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
     /// The address of the zookeeper (the ensemble member) requests go to now.
     pub fn server(&self) -> SocketAddr {
         self.inner.server()

@@ -67,6 +67,8 @@ pub(crate) struct Driver {
     pub proposals: UnboundedReceiver<Vec<u8>>,
     /// The core's job queue.
     pub core: UnboundedSender<Job>,
+    /// Requests for the member's view of the ensemble (`GET /ensemble`).
+    pub status: UnboundedReceiver<tokio::sync::oneshot::Sender<super::EnsembleStatus>>,
     /// Requests out per member.
     pub out: BTreeMap<u64, Arc<AtomicUsize>>,
 }
@@ -89,6 +91,15 @@ impl Driver {
                     Some(Err(e)) => tracing::warn!(error = %e, "undecodable raft message"),
                     None => return,
                 },
+                Some(reply) = self.status.recv() => {
+                    let mut status = self.member.status();
+                    for member in &mut status.members {
+                        if let Some(addr) = self.config.members.get(&member.id) {
+                            member.addr = addr.to_string();
+                        }
+                    }
+                    let _ = reply.send(status);
+                }
                 data = self.proposals.recv() => match data {
                     Some(data) => {
                         if self.member.propose(data).is_err()

@@ -135,6 +135,36 @@ impl Member {
         }
     }
 
+    /// This member's view of the ensemble (addresses left empty).
+    pub fn status(&self) -> super::EnsembleStatus {
+        let status = self.node.status();
+        let role = match status.ss.raft_state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        };
+        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let members = voters
+            .into_iter()
+            .map(|id| super::MemberStatus {
+                id,
+                addr: String::new(),
+                matched: status.progress.and_then(|p| p.get(id)).map(|p| p.matched),
+            })
+            .collect();
+        super::EnsembleStatus {
+            id: status.id,
+            role: role.into(),
+            leader: self.leader(),
+            term: status.hs.term,
+            last_index: self.node.raft.raft_log.last_index(),
+            commit: status.hs.commit,
+            applied: status.applied,
+            members,
+        }
+    }
+
     /// The actions the inputs so far call for (empty if none).
     pub fn poll(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();

@@ -68,6 +68,42 @@ impl EnsembleConfig {
     }
 }
 
+/// The URI path of a member's view of its ensemble (`GET /ensemble`, an
+/// [`EnsembleStatus`]); 4.04 on a zookeeper that is alone.
+pub const STATUS_PATH: &str = "ensemble";
+
+/// A member's view of its ensemble (`GET /ensemble`, CBOR).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnsembleStatus {
+    /// This member's id.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// The leader's id, if known.
+    pub leader: Option<u64>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last Raft index this member has.
+    pub last_index: u64,
+    /// The highest index known committed.
+    pub commit: u64,
+    /// The highest index applied (handed to the tree).
+    pub applied: u64,
+    /// Every member; on the leader, with the index each one has (`matched`).
+    pub members: Vec<MemberStatus>,
+}
+
+/// A member in an [`EnsembleStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its CoAP address.
+    pub addr: String,
+    /// The last index the leader knows it has (only in the leader's view).
+    pub matched: Option<u64>,
+}
+
 /// One Raft entry of the zookeeper: a batch of log records of the leader.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub(crate) struct Proposal {

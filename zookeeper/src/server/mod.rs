@@ -203,7 +203,24 @@ impl Server {
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let mut router = routes::router(jobs_tx.clone());
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
         if raft.is_some() {
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Get,
+                crate::ensemble::STATUS_PATH,
+                move |_incoming, responder| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = status_tx.send(tx);
+                    tokio::spawn(async move {
+                        if let Ok(status) = rx.await {
+                            responder.respond(pehra_shared::api::cbor_response(
+                                pehra_shared::coap::Code::CONTENT,
+                                &status,
+                            ));
+                        }
+                    });
+                },
+            );
             router = router.route_deferred(
                 pehra_shared::coap::Method::Post,
                 crate::ensemble::RAFT_PATH,
@@ -274,6 +291,7 @@ impl Server {
                     config: ensemble.clone(),
                     endpoint: raft_endpoint,
                     out: Default::default(),
+                    status: status_rx,
                     inbox: inbox_rx,
                     proposals: proposals_rx,
                     core: jobs_tx.clone(),
