@@ -191,7 +191,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             );
             while *leadership.borrow_and_update() {
                 if leadership.changed().await.is_err() {
-                    return;
+                    // No more changes (the server stopped, or it is alone): keep them.
+                    std::future::pending::<()>().await;
                 }
             }
             tracing::info!(
