@@ -144,6 +144,21 @@ async fn writes_replicate_and_survive_the_leaders_death() {
             refused.to_string().contains(&leader.to_string()),
             "{refused}"
         );
+        // Read-your-writes on any member: after a sync (ReadIndex through the leader),
+        // a follower's read sees every write acknowledged before it.
+        for addr in ensemble.addrs.iter().filter(|a| **a != leader) {
+            let reader = Client::without_session(*addr, Config::default())
+                .await
+                .unwrap();
+            for value in [&b"v2"[..], b"x"] {
+                client.set_data("/before0", value, None).await.unwrap();
+                reader
+                    .sync()
+                    .await
+                    .expect("a follower syncs through the leader");
+                assert_eq!(reader.get_data("/before0").await.unwrap().0, value);
+            }
+        }
         for addr in &ensemble.addrs {
             await_children(*addr, &acknowledged).await;
         }

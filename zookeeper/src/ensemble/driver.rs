@@ -52,6 +52,18 @@ pub(crate) enum Event {
     },
     /// A proposal was not taken (the member is no longer the leader).
     Dropped,
+    /// The read point asked for ([`ToDriver::ReadIndex`]) is reached (`false`: no leader
+    /// is known to ask).
+    ReadReady(u64, bool),
+}
+
+/// What the core asks of the driver.
+#[derive(Debug)]
+pub(crate) enum ToDriver {
+    /// Propose this entry.
+    Propose(Vec<u8>),
+    /// Find a linearizable read point (ReadIndex) for the read `id`.
+    ReadIndex(u64),
 }
 
 /// The driver's inputs and outputs.
@@ -64,7 +76,7 @@ pub(crate) struct Driver {
     /// Raft messages received on `POST /raft` (protobuf bytes).
     pub inbox: UnboundedReceiver<Vec<u8>>,
     /// Proposals of the core.
-    pub proposals: UnboundedReceiver<Vec<u8>>,
+    pub proposals: UnboundedReceiver<ToDriver>,
     /// The core's job queue.
     pub core: UnboundedSender<Job>,
     /// Requests for the member's view of the ensemble (`GET /ensemble`).
@@ -100,10 +112,17 @@ impl Driver {
                     }
                     let _ = reply.send(status);
                 }
-                data = self.proposals.recv() => match data {
-                    Some(data) => {
+                asked = self.proposals.recv() => match asked {
+                    Some(ToDriver::Propose(data)) => {
                         if self.member.propose(data).is_err()
                             && self.core.send(Job::Ensemble(Event::Dropped)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(ToDriver::ReadIndex(id)) => {
+                        if self.member.read_index(id.to_be_bytes().to_vec()).is_err()
+                            && self.core.send(Job::Ensemble(Event::ReadReady(id, false))).is_err()
                         {
                             return;
                         }
@@ -141,6 +160,15 @@ impl Driver {
                         .send(Job::Ensemble(Event::Committed(committed)))
                         .is_err()
                     {
+                        return false;
+                    }
+                }
+                Action::Read(context) => {
+                    let Ok(id) = <[u8; 8]>::try_from(context.as_slice()) else {
+                        continue;
+                    };
+                    let event = Event::ReadReady(u64::from_be_bytes(id), true);
+                    if self.core.send(Job::Ensemble(event)).is_err() {
                         return false;
                     }
                 }

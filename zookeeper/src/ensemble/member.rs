@@ -25,6 +25,9 @@ pub enum Action {
     },
     /// Committed entries with data, in log order: apply them to the state machine.
     Apply(Vec<Committed>),
+    /// The read asked for with this context may be answered once the entries handed
+    /// over so far are applied (Raft's ReadIndex: a `sync` on any member).
+    Read(Vec<u8>),
     /// This member's role changed.
     Role(Role),
 }
@@ -64,6 +67,10 @@ pub struct NotLeader;
 pub struct Member {
     node: RawNode<MemStorage>,
     role: Role,
+    /// The last index handed over in `Apply` actions.
+    applied: u64,
+    /// Reads whose index is known, waiting for it to be applied: (index, context).
+    reads: Vec<(u64, Vec<u8>)>,
 }
 
 impl Member {
@@ -99,6 +106,8 @@ impl Member {
         Ok(Member {
             node,
             role: Role::Follower { leader: None },
+            applied: 0,
+            reads: Vec::new(),
         })
     }
 
@@ -120,6 +129,17 @@ impl Member {
             return Err(NotLeader);
         }
         self.node.propose(Vec::new(), data).map_err(|_| NotLeader)
+    }
+
+    /// Asks for a linearizable read point (ReadIndex, through the leader): an
+    /// [`Action::Read`] with `context` follows once this member has applied everything
+    /// committed when the leader heard of it. `Err` if no leader is known.
+    pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), NotLeader> {
+        if self.leader().is_none() {
+            return Err(NotLeader);
+        }
+        self.node.read_index(context);
+        Ok(())
     }
 
     /// The member's current role.
@@ -173,6 +193,9 @@ impl Member {
         }
         let mut ready = self.node.ready();
         push_send(&mut actions, ready.take_messages());
+        for state in ready.take_read_states() {
+            self.reads.push((state.index, state.request_ctx));
+        }
         let mut applied = Vec::new();
         self.collect(ready.take_committed_entries(), &mut applied);
         let entries = ready.take_entries();
@@ -211,9 +234,17 @@ impl Member {
         self.collect(light.take_committed_entries(), &mut applied);
         self.node.advance_apply();
         let role = self.current_role(&applied);
+        // Every committed entry handed over (empty and configuration ones too).
+        self.applied = self.applied.max(self.node.raft.raft_log.applied);
         if !applied.is_empty() {
             actions.push(Action::Apply(applied));
         }
+        let applied_to = self.applied;
+        let (ready_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied_to);
+        self.reads = waiting;
+        actions.extend(ready_reads.into_iter().map(|(_, ctx)| Action::Read(ctx)));
         if role != self.role {
             self.role = role;
             actions.push(Action::Role(role));
@@ -344,7 +375,7 @@ mod tests {
                 for action in self.members[i].poll() {
                     match action {
                         Action::Send(messages) => self.wire.extend(messages),
-                        Action::Persist { .. } | Action::Role(_) => {}
+                        Action::Persist { .. } | Action::Role(_) | Action::Read(_) => {}
                         Action::Apply(entries) => self.applied[i].extend(
                             entries
                                 .into_iter()

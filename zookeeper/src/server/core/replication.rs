@@ -5,12 +5,13 @@
 //! sessions.
 
 use super::{Core, Held, Job, LogJob, LogRecord};
-use crate::ensemble::driver::Event;
+use crate::ensemble::driver::{Event, ToDriver};
 use crate::ensemble::member::{Committed, Role};
 use crate::ensemble::Proposal;
 use crate::tree::Change;
 use pehra_shared::api::error_response;
 use pehra_shared::coap::Response;
+use pehra_shared::driver::Responder;
 use pehra_shared::wire::{self, ErrorKind};
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -23,7 +24,12 @@ pub(crate) struct Replication {
     /// This member's id.
     id: u64,
     /// Proposals to the Raft driver.
-    proposals: UnboundedSender<Vec<u8>>,
+    proposals: UnboundedSender<ToDriver>,
+    /// `sync`s on a follower waiting for their read point, by id.
+    reads: std::collections::HashMap<u64, Responder>,
+    next_read: u64,
+    /// `sync`s whose read point is reached: answered once the entries before are applied.
+    synced: Vec<Responder>,
     /// The role the driver last reported.
     role: Role,
     /// The leader's address, if known (named in `NotLeader` answers).
@@ -43,12 +49,15 @@ impl Replication {
     /// `leading` is told whenever this member becomes or stops being the leader.
     pub(crate) fn new(
         id: u64,
-        proposals: UnboundedSender<Vec<u8>>,
+        proposals: UnboundedSender<ToDriver>,
         leading: tokio::sync::watch::Sender<bool>,
     ) -> Replication {
         Replication {
             id,
             proposals,
+            reads: Default::default(),
+            next_read: 1,
+            synced: Vec::new(),
             role: Role::Follower { leader: None },
             leader: None,
             next_seq: 1,
@@ -105,6 +114,18 @@ impl Core {
                     _ => {}
                 }
             }
+            Event::ReadReady(id, found) => {
+                let Some(responder) = rep.reads.remove(&id) else {
+                    return;
+                };
+                if found {
+                    // Every entry committed at the read point is queued ahead: the sync is
+                    // answered once they are applied (see `apply_committed`).
+                    rep.synced.push(responder);
+                } else {
+                    responder.respond(self.not_leader());
+                }
+            }
             Event::Dropped => {
                 if rep.pending.is_some() {
                     self.roll_back("the proposal was dropped: this member is no longer the leader");
@@ -128,6 +149,18 @@ impl Core {
                 None
             }
             Job::Expire { .. } => None,
+            Job::Sync { responder } => {
+                // Read-your-writes on any member: Raft's ReadIndex through the leader.
+                let rep = self
+                    .replication
+                    .as_mut()
+                    .expect("not leading: in an ensemble");
+                let id = rep.next_read;
+                rep.next_read += 1;
+                rep.reads.insert(id, responder);
+                let _ = rep.proposals.send(ToDriver::ReadIndex(id));
+                None
+            }
             job => Some(job),
         }
     }
@@ -163,7 +196,7 @@ impl Core {
         };
         let data = wire::encode(&proposal).expect("proposals encode");
         rep.pending = Some(seq);
-        if rep.proposals.send(data).is_err() {
+        if rep.proposals.send(ToDriver::Propose(data)).is_err() {
             tracing::error!("the raft driver is gone");
         }
         true
@@ -181,6 +214,15 @@ impl Core {
                 return;
             }
             let Some(entry) = rep.committed.pop_front() else {
+                if self.in_flight.is_none() {
+                    let zxid = self.tree.last_zxid();
+                    for responder in std::mem::take(&mut rep.synced) {
+                        responder.respond(pehra_shared::api::cbor_response(
+                            pehra_shared::coap::Code::CONTENT,
+                            &wire::SyncResponse { zxid },
+                        ));
+                    }
+                }
                 return;
             };
             if entry.data.is_empty() {
