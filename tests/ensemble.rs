@@ -174,6 +174,9 @@ async fn writes_replicate_and_survive_the_leaders_death() {
             acknowledged.insert(path.trim_start_matches('/').to_string());
         }
         assert_ne!(client.server(), leader);
+        // A sync on the new leader confirms its read point with a majority.
+        let zxid = client.sync().await.expect("sync on the new leader");
+        assert!(zxid > 20, "zxid {zxid}");
         assert_eq!(client.session_id(), Some(session));
         assert_eq!(*client.session_state().borrow(), SessionState::Alive);
         // Nothing acknowledged is lost, the session's ephemeral znode included.

@@ -134,9 +134,11 @@ impl Core {
         }
     }
 
-    /// The refusal of a job only the leader takes, if this member is not it.
+    /// The refusal of a job only the leader takes, if this member is not it; a `sync` in
+    /// an ensemble goes through Raft's ReadIndex (answered in `apply_committed`).
     pub(super) fn refuse_unless_leader(&mut self, job: Job) -> Option<Job> {
-        if self.leads() {
+        let in_ensemble = self.replication.is_some();
+        if self.leads() && !(in_ensemble && matches!(job, Job::Sync { .. })) {
             return Some(job);
         }
         let refusal = || self.not_leader();
@@ -150,11 +152,10 @@ impl Core {
             }
             Job::Expire { .. } => None,
             Job::Sync { responder } => {
-                // Read-your-writes on any member: Raft's ReadIndex through the leader.
-                let rep = self
-                    .replication
-                    .as_mut()
-                    .expect("not leading: in an ensemble");
+                // Read-your-writes on any member, linearizable on the leader too (a
+                // deposed leader that does not know it yet cannot confirm the read point):
+                // Raft's ReadIndex.
+                let rep = self.replication.as_mut().expect("in an ensemble");
                 let id = rep.next_read;
                 rep.next_read += 1;
                 rep.reads.insert(id, responder);
