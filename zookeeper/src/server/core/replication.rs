@@ -60,7 +60,11 @@ impl Replication {
             synced: Vec::new(),
             role: Role::Follower { leader: None },
             leader: None,
-            next_seq: 1,
+            // Distinct from every earlier run's counters: an entry this member proposed
+            // before a restart is never taken for one it proposes now.
+            next_seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
             pending: None,
             committed: VecDeque::new(),
             leading,
