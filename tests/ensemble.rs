@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{free_udp_ports, pehra, TempDir, Zookeeper};
+use common::{free_udp_ports, pehra, unsafe_kill, TempDir, Zookeeper};
 use pehra_shared::coap::Config;
 use pehra_shared::wire::ErrorKind;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, WatchEvent};
@@ -73,6 +73,14 @@ impl Ensemble {
     fn kill(&mut self, addr: SocketAddr) {
         let i = self.addrs.iter().position(|a| *a == addr).unwrap();
         self.members[i].take().expect("running").kill();
+    }
+
+    fn signal(&self, addr: SocketAddr, signal: &str) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        unsafe_kill(
+            self.members[i].as_ref().expect("running").child.id(),
+            signal,
+        );
     }
 
     fn restart(&mut self, addr: SocketAddr) {
@@ -315,6 +323,113 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
                     other => panic!("watch ended: {other:?}"),
                 }
             }
+        }
+    })
+    .await
+}
+
+/// A leader cut off with a write applied to its tree but never committed: the others
+/// elect a new leader and go on; when the old one comes back, its write is void (its
+/// client is told so) and its tree is the ensemble's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leaders_uncommitted_write_is_rolled_back() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-rollback");
+        // The write must reach the leader after its followers died and before it sees
+        // it has lost its quorum (Raft's check-quorum, within an election timeout): if it
+        // came too late (refused NotLeader), the followers come back and it is tried
+        // again.
+        let mut attempt = 0;
+        let (leader, followers, doomed) = loop {
+            attempt += 1;
+            assert!(attempt <= 5, "the leader never took the write in time");
+            let client = Client::connect_any(&ensemble.addrs, options())
+                .await
+                .unwrap();
+            client
+                .create(&format!("/a{attempt}"), b"", CreateMode::Persistent)
+                .await
+                .unwrap();
+            let leader = client.server();
+            let followers: Vec<SocketAddr> = ensemble
+                .addrs
+                .iter()
+                .copied()
+                .filter(|a| *a != leader)
+                .collect();
+            for f in &followers {
+                await_children(*f, &BTreeSet::from([format!("a{attempt}")])).await;
+            }
+            let direct = Client::without_session(leader, Config::default())
+                .await
+                .unwrap();
+            let probe = Client::without_session(leader, Config::default())
+                .await
+                .unwrap();
+            // The followers die (a stopped process would still find the leader's
+            // messages in its socket when it resumes).
+            for f in &followers {
+                ensemble.kill(*f);
+            }
+            // A write the leader applies and proposes, which nobody can commit.
+            let doomed =
+                tokio::spawn(
+                    async move { direct.create("/doomed", b"", CreateMode::Persistent).await },
+                );
+            // Wait until the leader has the entry in its Raft log (its driver answers
+            // `GET /ensemble` whatever its core waits for), or refused it.
+            let proposed = loop {
+                if doomed.is_finished() {
+                    break false;
+                }
+                let status = probe.ensemble_status().await.unwrap().unwrap();
+                if status.last_index > status.commit {
+                    break true;
+                }
+                tokio::task::yield_now().await;
+            };
+            if proposed {
+                break (leader, followers, doomed);
+            }
+            let refused = doomed.await.unwrap().unwrap_err();
+            assert_eq!(refused.kind(), Some(ErrorKind::NotLeader), "{refused}");
+            for f in &followers {
+                ensemble.restart(*f);
+            }
+        };
+        ensemble.signal(leader, "STOP");
+        for f in &followers {
+            ensemble.restart(*f);
+        }
+        // The two others elect a leader and take writes.
+        let survivors = Client::connect_any(&followers, options()).await.unwrap();
+        survivors
+            .create("/after", b"", CreateMode::Persistent)
+            .await
+            .expect("the majority takes writes");
+        ensemble.signal(leader, "CONT");
+        let refused = doomed
+            .await
+            .unwrap()
+            .expect_err("the write was never committed");
+        // Busy: "not committed, maybe not applied" (the rollback). NotLeader is seen too,
+        // rarely, under load; not yet explained (see docs/ensemble.md).
+        assert!(
+            matches!(refused.kind(), Some(ErrorKind::Busy | ErrorKind::NotLeader)),
+            "{refused}"
+        );
+        // The old leader's tree is the ensemble's: /after is there, /doomed is not.
+        let want = BTreeSet::from(["after".to_string()]);
+        for addr in &ensemble.addrs {
+            await_children(*addr, &want).await;
+            let reader = Client::without_session(*addr, Config::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                reader.exists("/doomed").await.unwrap(),
+                None,
+                "{addr} kept a write that was never committed"
+            );
         }
     })
     .await
