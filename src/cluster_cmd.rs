@@ -13,9 +13,14 @@ use std::time::Duration;
 /// Arguments of `pehra cluster`.
 #[derive(Args)]
 pub struct ClusterArgs {
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2181",
+        global = true,
+        value_delimiter = ','
+    )]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
@@ -83,15 +88,24 @@ fn parse_command_name(name: &str) -> Result<String, String> {
 
 pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
     let credentials = args.security.load()?;
-    let client = Client::without_session_secured(
-        args.zookeeper,
+    let client = Client::without_session_any(
+        &args.zookeeper,
         ClientOptions::default().coap,
         credentials.as_deref(),
     )
     .await
     .context("opening a zookeeper client")?;
+    let zookeepers = args
+        .zookeeper
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     match args.command {
-        ClusterCommand::Status => status(&client).await,
+        ClusterCommand::Status => {
+            ensemble_status(&args.zookeeper, credentials.as_deref()).await?;
+            status(&client).await
+        }
         ClusterCommand::Maintenance { command, timeout_s } => {
             let options = cluster::MaintenanceOptions {
                 command,
@@ -102,7 +116,7 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
                 .with_context(|| {
                     format!(
                         "rolling maintenance through the zookeeper at {}",
-                        args.zookeeper
+                        zookeepers
                     )
                 })?;
             println!("maintenance done: every broker is back in service");
@@ -115,9 +129,7 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
             };
             let report = cluster::rebalance(&client, options, |event| println!("{event}"))
                 .await
-                .with_context(|| {
-                    format!("rebalancing through the zookeeper at {}", args.zookeeper)
-                })?;
+                .with_context(|| format!("rebalancing through the zookeeper at {zookeepers}"))?;
             println!("{report}");
             match report.timed_out {
                 Some((topic, partition)) => {
@@ -183,6 +195,89 @@ fn write_ineligible(
                  losing records instead: pehra zookeeper --unclean-leader-election)"
             )?;
         }
+    }
+    Ok(())
+}
+
+/// Prints the ensemble's members, leader and each member's lag behind the leader, if the
+/// zookeeper is an ensemble (nothing for a zookeeper alone). Asks every member listed
+/// and, through the first that answers, learns the others.
+async fn ensemble_status(
+    listed: &[SocketAddr],
+    credentials: Option<&pehra_shared::security::credentials::Credentials>,
+) -> Result<()> {
+    use pehra_zookeeper::ensemble::EnsembleStatus;
+    let ask = |addr: SocketAddr| async move {
+        let coap = pehra_shared::coap::Config {
+            ack_timeout: Duration::from_millis(300),
+            max_retransmit: 2,
+            ..pehra_shared::coap::Config::default()
+        };
+        let client = Client::without_session_secured(addr, coap, credentials)
+            .await
+            .ok()?;
+        client.ensemble_status().await.ok()
+    };
+    let mut views: std::collections::BTreeMap<u64, EnsembleStatus> = Default::default();
+    let mut addrs: Vec<SocketAddr> = listed.to_vec();
+    let mut alone = false;
+    let mut i = 0;
+    while i < addrs.len() {
+        match ask(addrs[i]).await {
+            Some(Some(view)) => {
+                for m in &view.members {
+                    if let Ok(addr) = m.addr.parse() {
+                        if !addrs.contains(&addr) {
+                            addrs.push(addr);
+                        }
+                    }
+                }
+                views.insert(view.id, view);
+            }
+            Some(None) => alone = true,
+            None => {}
+        }
+        i += 1;
+    }
+    if views.is_empty() {
+        if !alone {
+            anyhow::bail!("no zookeeper answered at {listed:?}");
+        }
+        return Ok(());
+    }
+    let members = views
+        .values()
+        .next()
+        .map(|v| v.members.clone())
+        .unwrap_or_default();
+    let leader = views.values().find(|v| v.role == "leader");
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "zookeeper ensemble ({} members, leader {})",
+        members.len(),
+        leader.map_or("unknown".to_string(), |l| l.id.to_string())
+    )?;
+    writeln!(
+        out,
+        "  id   address                role           term   applied  lag"
+    )?;
+    for m in &members {
+        let Some(view) = views.get(&m.id) else {
+            writeln!(out, "  {:<4} {:<22} unreachable", m.id, m.addr)?;
+            continue;
+        };
+        let lag = leader
+            .and_then(|l| {
+                let matched = l.members.iter().find(|x| x.id == m.id)?.matched?;
+                Some(l.last_index.saturating_sub(matched))
+            })
+            .map_or("-".to_string(), |lag| lag.to_string());
+        writeln!(
+            out,
+            "  {:<4} {:<22} {:<14} {:<6} {:<8} {}",
+            m.id, m.addr, view.role, view.term, view.applied, lag
+        )?;
     }
     Ok(())
 }

@@ -95,6 +95,16 @@ pub struct ServeArgs {
     /// directory from a backup loses less: use this only when there is none.
     #[arg(long, value_name = "N")]
     recover_truncate_wal: Option<u64>,
+    /// This member's id in an ensemble (with --peers).
+    #[arg(long, value_name = "N", requires = "peers")]
+    id: Option<u64>,
+    /// Run as a member of an ensemble (docs/ensemble.md): every member, this one
+    /// included, as ID=HOST:PORT separated by commas
+    /// (`1=127.0.0.1:2181,2=127.0.0.1:2182,3=127.0.0.1:2183`). Writes are replicated with
+    /// Raft; only the leader takes writes and sessions, and runs the cluster controller
+    /// and the PEHRA coordinator. Without it: a single zookeeper, as always.
+    #[arg(long, value_name = "ID=HOST:PORT,...", requires = "id")]
+    peers: Option<String>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -105,6 +115,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.max_sleep = Duration::from_millis(args.max_sleep_ms);
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
     config.recovery.recover_truncate_wal = args.recover_truncate_wal;
+    if let (Some(id), Some(peers)) = (args.id, &args.peers) {
+        config.ensemble =
+            Some(pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?);
+    }
     config.security = args.security.resolve(args.listen, "the zookeeper")?;
     let own_credentials = config.security.as_ref().map(|s| {
         std::sync::Arc::new(pehra_shared::driver::security::service_credentials(
@@ -161,6 +175,65 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         replace_dead_after: (args.replace_dead_broker_after_s > 0)
             .then(|| Duration::from_secs(args.replace_dead_broker_after_s)),
     };
+    // The controller and the coordinator run on the ensemble's leader only (alone: always),
+    // started when it becomes the leader and stopped when it stops being it.
+    let pehra_config = pehra_zookeeper::cluster::PehraCoordinatorConfig {
+        timing: pehra_shared::pehra::coordinator::CoordinatorConfig {
+            term_ms: args.pehra_term_ms,
+            handover_ms: args.pehra_handover_ms,
+            takeover_timeout_ms: args.pehra_takeover_timeout_ms,
+            thresholds: args.nhi_thresholds,
+            min_health: args.pehredar_min_health,
+        },
+    };
+    let mut leadership = server.leadership();
+    let supervisor = tokio::spawn(async move {
+        loop {
+            while !*leadership.borrow_and_update() {
+                if leadership.changed().await.is_err() {
+                    return;
+                }
+            }
+            let tasks = leader_tasks(
+                controller_addr,
+                own_credentials.clone(),
+                controller_config.clone(),
+                pehra_config,
+            );
+            while *leadership.borrow_and_update() {
+                if leadership.changed().await.is_err() {
+                    // No more changes (the server stopped, or it is alone): keep them.
+                    std::future::pending::<()>().await;
+                }
+            }
+            tracing::info!(
+                "no longer the leader: stopping the cluster controller and the PEHRA coordinator"
+            );
+            drop(tasks);
+        }
+    });
+    let _supervisor = AbortOnDrop(supervisor);
+    tokio::select! {
+        result = server.wait() => {
+            result.context("the zookeeper stopped")?;
+            Ok(ExitCode::SUCCESS)
+        }
+        _ = crate::shutdown_signal() => {
+            eprintln!("zookeeper stopping");
+            server.shutdown().await.context("stopping the zookeeper")?;
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Starts the cluster controller and the PEHRA coordinator (each restarted if it stops);
+/// they stop when the returned handles are dropped.
+fn leader_tasks(
+    controller_addr: SocketAddr,
+    own_credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
+    controller_config: pehra_zookeeper::cluster::ControllerConfig,
+    pehra_config: pehra_zookeeper::cluster::PehraCoordinatorConfig,
+) -> (AbortOnDrop, AbortOnDrop) {
     let controller_credentials = own_credentials.clone();
     let controller = tokio::spawn(async move {
         loop {
@@ -175,17 +248,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let _controller = AbortOnDrop(controller);
     // The PEHRA coordinator (docs/pehra.md) runs beside it the same way.
-    let pehra_config = pehra_zookeeper::cluster::PehraCoordinatorConfig {
-        timing: pehra_shared::pehra::coordinator::CoordinatorConfig {
-            term_ms: args.pehra_term_ms,
-            handover_ms: args.pehra_handover_ms,
-            takeover_timeout_ms: args.pehra_takeover_timeout_ms,
-            thresholds: args.nhi_thresholds,
-            min_health: args.pehredar_min_health,
-        },
-    };
     let pehra = tokio::spawn(async move {
         loop {
             let run = pehra_zookeeper::cluster::PehraCoordinator::run_secured(
@@ -199,18 +262,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    let _pehra = AbortOnDrop(pehra);
-    tokio::select! {
-        result = server.wait() => {
-            result.context("the zookeeper stopped")?;
-            Ok(ExitCode::SUCCESS)
-        }
-        _ = crate::shutdown_signal() => {
-            eprintln!("zookeeper stopping");
-            server.shutdown().await.context("stopping the zookeeper")?;
-            Ok(ExitCode::SUCCESS)
-        }
-    }
+    (AbortOnDrop(controller), AbortOnDrop(pehra))
 }
 
 /// Aborts a task when dropped.
@@ -225,9 +277,15 @@ impl Drop for AbortOnDrop {
 /// Arguments of `pehra zk`.
 #[derive(Args)]
 pub struct ZkArgs {
-    /// The zookeeper's address.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
+    /// The zookeeper's address, or every member of an ensemble separated by commas
+    /// (requests move to another member when one is down or not the leader).
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2181",
+        global = true,
+        value_delimiter = ','
+    )]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
@@ -296,10 +354,10 @@ pub async fn run(args: ZkArgs) -> Result<ExitCode> {
         }
     );
     let client = if needs_session {
-        Client::connect(args.zookeeper, options).await?
+        Client::connect_any(&args.zookeeper, options).await?
     } else {
-        Client::without_session_secured(
-            args.zookeeper,
+        Client::without_session_any(
+            &args.zookeeper,
             options.coap,
             options.credentials.as_deref(),
         )

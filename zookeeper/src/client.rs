@@ -187,8 +187,10 @@ impl Default for ClientOptions {
 }
 
 struct Inner {
-    endpoint: Endpoint,
-    server: SocketAddr,
+    /// Every member of the ensemble (one alone), each with a socket connected to it.
+    members: Vec<(SocketAddr, Endpoint)>,
+    /// The member requests go to (moved on when it fails or is not the leader).
+    current: std::sync::atomic::AtomicUsize,
     /// Held while a request is out: one at a time, in order.
     order: Mutex<()>,
     session: Option<u64>,
@@ -210,7 +212,7 @@ pub struct Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client")
-            .field("server", &self.inner.server)
+            .field("server", &self.inner.server())
             .field("session", &self.inner.session.map(|s| format!("{s:#x}")))
             .field("state", &*self.inner.state.borrow())
             .finish()
@@ -229,8 +231,19 @@ impl Drop for Client {
 impl Client {
     /// Connects and opens a session, kept alive until [`Client::close`] or drop.
     pub async fn connect(server: SocketAddr, options: ClientOptions) -> Result<Client, ZkError> {
+        Self::connect_any(&[server], options).await
+    }
+
+    /// [`Client::connect`] to an ensemble: requests go to one member and move to another
+    /// when it is unreachable (nothing listens) or is not the leader for a write; the
+    /// session stays the same (the ensemble keeps it) if the client comes back within its
+    /// timeout. See [`Client::without_session_any`].
+    pub async fn connect_any(
+        members: &[SocketAddr],
+        options: ClientOptions,
+    ) -> Result<Client, ZkError> {
         let mut client =
-            Self::without_session_secured(server, options.coap, options.credentials.as_deref())
+            Self::without_session_any(members, options.coap, options.credentials.as_deref())
                 .await?;
         let open = SessionOpen {
             timeout_ms: options.session_timeout.as_millis() as u32,
@@ -268,25 +281,45 @@ impl Client {
         coap: Config,
         credentials: Option<&Credentials>,
     ) -> Result<Client, ZkError> {
-        let endpoint = Endpoint::connect(server, coap)
-            .await
-            .map_err(|e| ZkError::Socket(e.to_string()))?;
-        if let Some(credentials) = credentials {
-            pehra_shared::driver::security::secure_client(
-                &endpoint.handle(),
-                credentials,
-                server,
-                &pehra_shared::security::zookeeper_kid(),
-            )
-            .await
-            .map_err(|e| ZkError::Socket(e.to_string()))?;
+        Self::without_session_any(&[server], coap, credentials).await
+    }
+
+    /// [`Client::without_session_secured`] to any member of an ensemble (one socket
+    /// connected to each). A request that finds nothing listening at a member, or a write
+    /// that a member refuses as not the leader, is sent to the next member (neither was
+    /// applied); a request that times out is not resent (it may have been applied: the
+    /// caller decides), but the next request goes to the next member.
+    pub async fn without_session_any(
+        servers: &[SocketAddr],
+        coap: Config,
+        credentials: Option<&Credentials>,
+    ) -> Result<Client, ZkError> {
+        if servers.is_empty() {
+            return Err(ZkError::Socket("no zookeeper address given".into()));
+        }
+        let mut members = Vec::with_capacity(servers.len());
+        for &server in servers {
+            let endpoint = Endpoint::connect(server, coap.clone())
+                .await
+                .map_err(|e| ZkError::Socket(e.to_string()))?;
+            if let Some(credentials) = credentials {
+                pehra_shared::driver::security::secure_client(
+                    &endpoint.handle(),
+                    credentials,
+                    server,
+                    &pehra_shared::security::zookeeper_kid(),
+                )
+                .await
+                .map_err(|e| ZkError::Socket(e.to_string()))?;
+            }
+            members.push((server, endpoint));
         }
         let (state, _) = watch::channel(SessionState::None);
         let (paused, _) = watch::channel(false);
         Ok(Client {
             inner: Arc::new(Inner {
-                endpoint,
-                server,
+                members,
+                current: Default::default(),
                 order: Mutex::new(()),
                 session: None,
                 state,
@@ -447,16 +480,15 @@ impl Client {
 
     async fn watch(&self, request: Request, children: bool) -> Result<Watch, ZkError> {
         let _order = self.inner.order.lock().await;
-        let observation = self
-            .inner
-            .endpoint
+        let (server, endpoint) = self.inner.member();
+        let observation = endpoint
             .handle()
-            .observe(self.inner.server, request)
+            .observe(server, request)
             .await
             .map_err(|source| self.unreachable(source))?;
         Ok(Watch {
             observation,
-            server: self.inner.server,
+            server,
             children,
             done: false,
         })
@@ -488,9 +520,21 @@ impl Client {
         Ok(synced.zxid)
     }
 
-    /// The zookeeper's address.
+    /// The current member's view of its ensemble (`GET /ensemble`); `None` from a
+    /// zookeeper that is alone.
+    pub async fn ensemble_status(
+        &self,
+    ) -> Result<Option<crate::ensemble::EnsembleStatus>, ZkError> {
+        match self.call(Request::get(crate::ensemble::STATUS_PATH)).await {
+            Ok(status) => Ok(Some(status)),
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The address of the zookeeper (the ensemble member) requests go to now.
     pub fn server(&self) -> SocketAddr {
-        self.inner.server
+        self.inner.server()
     }
 
     /// Ends the session like [`Client::close`], through a shared reference (for a client
@@ -535,9 +579,7 @@ impl Client {
     async fn send(&self, request: Request) -> Result<Response, ZkError> {
         let _order = self.inner.order.lock().await;
         self.inner
-            .endpoint
-            .handle()
-            .request(self.inner.server, request)
+            .request(request)
             .await
             .map_err(|source| self.unreachable(source))
     }
@@ -551,8 +593,71 @@ impl Client {
 
     fn unreachable(&self, source: driver::Error) -> ZkError {
         ZkError::Unreachable {
-            addr: self.inner.server,
+            addr: self.inner.server(),
             source,
+        }
+    }
+}
+
+/// How many times a request goes round the members while none takes it (no leader yet,
+/// or none reachable), and the pause between rounds.
+const ROUNDS: u32 = 40;
+const ROUND_PAUSE: Duration = Duration::from_millis(250);
+
+impl Inner {
+    /// The member requests go to now, with its endpoint.
+    fn member(&self) -> (SocketAddr, &Endpoint) {
+        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.members.len();
+        let (addr, endpoint) = &self.members[i];
+        (*addr, endpoint)
+    }
+
+    fn server(&self) -> SocketAddr {
+        self.member().0
+    }
+
+    /// Moves on to the next member.
+    fn next_member(&self) {
+        self.current
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Sends `request` to the current member; with an ensemble, on to the next member
+    /// while the current one has nothing listening or is not the leader (neither applied
+    /// it), pausing between rounds, until one takes it.
+    async fn request(&self, request: Request) -> Result<Response, driver::Error> {
+        let n = self.members.len();
+        let mut round = 0;
+        let mut tried = 0;
+        loop {
+            let (addr, endpoint) = self.member();
+            let result = endpoint.handle().request(addr, request.clone()).await;
+            let retry = n > 1
+                && match &result {
+                    Err(driver::Error::Refused { .. }) => true,
+                    Ok(response) => {
+                        !response.code().is_success()
+                            && response_error(response).error == ErrorKind::NotLeader
+                    }
+                    Err(driver::Error::Exchange(_)) => {
+                        // Maybe applied: not resent, but the next request tries another.
+                        self.next_member();
+                        false
+                    }
+                    Err(_) => false,
+                };
+            if !retry {
+                return result;
+            }
+            self.next_member();
+            tried += 1;
+            if tried % n == 0 {
+                round += 1;
+                if round >= ROUNDS {
+                    return result;
+                }
+                tokio::time::sleep(ROUND_PAUSE).await;
+            }
         }
     }
 }
@@ -586,11 +691,7 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             if *inner.paused.borrow() {
                 continue;
             }
-            inner
-                .endpoint
-                .handle()
-                .request(inner.server, Request::post(&path))
-                .await
+            inner.request(Request::post(&path)).await
         };
         match result {
             Ok(response)

@@ -3,12 +3,14 @@
 //!
 //! - [`tree`]: the data tree (znodes, stats, sessions), pure and deterministic;
 //! - [`storage`]: the write-ahead log and snapshots;
+//! - [`ensemble`]: replication of the log between members (Raft);
 //! - [`server`]: the CoAP service around them (group commit, watches, session expiry);
 //! - [`client`]: the async client library; [`recipes`] built on it.
 
 pub mod admin;
 pub mod client;
 pub mod cluster;
+pub mod ensemble;
 pub mod path;
 pub mod recipes;
 pub mod server;

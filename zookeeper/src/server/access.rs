@@ -6,6 +6,7 @@ use pehra_shared::api::{decode_request, error_response};
 use pehra_shared::coap::{Method, Response};
 use pehra_shared::driver::Incoming;
 use pehra_shared::security::acl::{Action, ClusterResource, Policy, Resource};
+use pehra_shared::security::Role;
 use pehra_shared::wire::{ErrorKind, MultiOp, MultiRequest};
 use std::sync::Arc;
 
@@ -23,6 +24,18 @@ fn check(policy: &Policy, incoming: &Incoming) -> Result<(), Response> {
             "this zookeeper takes only OSCORE-protected requests: give the client credentials made by `pehra keys` (--credentials FILE)",
         ));
     };
+    if incoming.request.path() == crate::ensemble::RAFT_PATH {
+        // Raft between ensemble members: the zookeeper's own identity only, whatever the
+        // policy says (an admin has no business voting).
+        if identity.role == Role::Zookeeper {
+            return Ok(());
+        }
+        tracing::warn!(peer = %incoming.peer, who = %identity.name, "refused: /raft is for ensemble members only");
+        return Err(error_response(
+            ErrorKind::Forbidden,
+            "/raft is for the zookeeper's ensemble members only",
+        ));
+    }
     for (resource, action) in needed(incoming)? {
         if let Err(denied) = policy.check(identity, &resource, action) {
             tracing::warn!(peer = %incoming.peer, reason = %denied, "refused by the ACL policy");

@@ -1,6 +1,9 @@
 //! The core task: one owner of the tree, the order of all requests, group commit, leases
 //! and watches.
 
+mod replication;
+
+pub(crate) use self::replication::Replication;
 use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
 use crate::cluster::PEHRA_ADMIN;
@@ -107,6 +110,8 @@ pub(crate) enum Job {
         /// The session.
         session: u64,
     },
+    /// An event of the ensemble's Raft driver (see [`replication`]).
+    Ensemble(crate::ensemble::driver::Event),
     /// Stop after the current batch.
     Shutdown,
 }
@@ -134,6 +139,9 @@ enum LogJob {
     Snapshot(Box<DataTree>),
     /// The snapshot file at this zxid is written: take it into use.
     SnapshotWritten(u64),
+    /// Rebuild the tree from the snapshot and the log (an ensemble member whose
+    /// uncommitted batch is void).
+    Reload(std::sync::mpsc::Sender<Result<DataTree, ServerError>>),
 }
 
 pub(super) struct Core {
@@ -172,6 +180,8 @@ pub(super) struct Core {
     /// Resources someone has observed: only these are notified (building the state of
     /// a big parent for nobody would cost more than the write).
     watched: HashSet<String>,
+    /// In an ensemble: proposing, applying committed entries, the role.
+    replication: Option<Replication>,
 }
 
 impl Core {
@@ -181,6 +191,7 @@ impl Core {
         mut storage: Storage,
         handle: Handle,
         jobs: mpsc::UnboundedReceiver<Job>,
+        replication: Option<Replication>,
     ) -> Core {
         let room = storage.reserve(LOG_RESERVE);
         if let Some(why) = &room.full {
@@ -196,7 +207,13 @@ impl Core {
             .expect("spawn the log thread");
         let mut leases = Leases::default();
         let now = Instant::now();
-        for (session, state) in tree.sessions() {
+        // In an ensemble, leases start when this member becomes the leader.
+        let sessions = if replication.is_none() {
+            tree.sessions().iter().collect()
+        } else {
+            Vec::new()
+        };
+        for (session, state) in sessions {
             leases.renew(
                 *session,
                 now,
@@ -230,11 +247,13 @@ impl Core {
             log_bytes: 0,
             shutting_down: false,
             watched: HashSet::new(),
+            replication,
         }
     }
 
     pub(super) async fn run(mut self) -> Result<(), ServerError> {
         loop {
+            self.apply_committed();
             self.process_queue();
             self.flush_batch();
             self.update_gauges();
@@ -287,6 +306,7 @@ impl Core {
     fn accept(&mut self, job: Job) {
         match job {
             Job::Shutdown => self.shutting_down = true,
+            Job::Ensemble(event) => self.on_ensemble(event),
             job => self.queue.push_back(job),
         }
     }
@@ -323,6 +343,9 @@ impl Core {
                 }
             }
             let job = self.queue.pop_front().expect("front exists");
+            let Some(job) = self.refuse_unless_leader(job) else {
+                continue;
+            };
             self.config.metrics.request(job_kind(&job));
             match job {
                 Job::GetData {
@@ -389,6 +412,7 @@ impl Core {
                     self.write(Op::CloseSession { session }, None, None)
                 }
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
+                Job::Ensemble(event) => self.on_ensemble(event),
                 Job::Shutdown => self.shutting_down = true,
             }
         }
@@ -803,6 +827,11 @@ impl Core {
             answer(held);
             return;
         }
+        if self.propose() {
+            // Answered once committed (see `replication`).
+            self.in_flight = Some((held, changes));
+            return;
+        }
         let records = std::mem::take(&mut self.records);
         if self.log_tx.send(LogJob::Append(records)).is_err() {
             tracing::error!("the log thread is gone");
@@ -949,6 +978,15 @@ fn log_thread(
                     snapshotting.store(false, Ordering::Release);
                 }
             }
+            LogJob::Reload(reply) => {
+                let dir = storage.dir().to_path_buf();
+                // The log is synced after every batch: nothing buffered is lost here.
+                let reloaded = super::recover(&dir, &Default::default());
+                let _ = reply.send(reloaded.map(|(reopened, tree, _)| {
+                    storage = reopened;
+                    tree
+                }));
+            }
             LogJob::SnapshotWritten(zxid) => {
                 if let Err(e) = storage.install_snapshot(zxid) {
                     tracing::error!(error = %e, "cannot take the snapshot into use; the log keeps everything");
@@ -1057,6 +1095,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::Write { .. } => "write",
         Job::Expire { .. } => "expire",
         Job::PehraMode { .. } => "pehra_mode",
+        Job::Ensemble(_) => "ensemble",
         Job::Shutdown => "shutdown",
     }
 }

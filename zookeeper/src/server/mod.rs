@@ -60,6 +60,8 @@ pub struct ServerConfig {
     pub security: Option<Security>,
     /// Where it counts (requests, sessions, znodes, the log): register it to serve it.
     pub metrics: ZkMetrics,
+    /// A member of an ensemble (see [`crate::ensemble`]); `None`: alone, as always.
+    pub ensemble: Option<crate::ensemble::EnsembleConfig>,
 }
 
 /// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
@@ -95,6 +97,7 @@ impl ServerConfig {
             security: None,
             recovery: crate::storage::RecoveryOptions::default(),
             metrics: ZkMetrics::default(),
+            ensemble: None,
         }
     }
 }
@@ -120,6 +123,9 @@ pub enum ServerError {
         /// Why.
         reason: String,
     },
+    /// The ensemble's Raft log or configuration is unusable.
+    #[error("raft: {0}")]
+    Raft(String),
     /// The thread writing the log stopped.
     #[error("the log writer stopped unexpectedly")]
     LogThreadGone,
@@ -146,6 +152,8 @@ pub struct Server {
     core: tokio::task::JoinHandle<Result<(), ServerError>>,
     jobs: mpsc::UnboundedSender<Job>,
     recovered: Recovered,
+    /// Whether it leads its ensemble (always, alone).
+    leading: tokio::sync::watch::Receiver<bool>,
     /// The data directory is ours while we run.
     _lock: DataDirLock,
 }
@@ -177,8 +185,53 @@ impl Server {
             tokio::task::spawn_blocking(move || recover(&dir, &options))
                 .await
                 .expect("recovery task panicked")?;
+        let raft = match &config.ensemble {
+            Some(ensemble) => {
+                let dir = config.data_dir.join("raft");
+                let (log, restored) =
+                    tokio::task::spawn_blocking(move || crate::ensemble::log::RaftLog::open(&dir))
+                        .await
+                        .expect("raft log recovery panicked")
+                        .map_err(|e| ServerError::Raft(e.to_string()))?;
+                let voters: Vec<u64> = ensemble.members.keys().copied().collect();
+                let member = crate::ensemble::member::Member::new(ensemble.id, &voters, restored)
+                    .map_err(|e| ServerError::Raft(e.to_string()))?;
+                Some((log, member, ensemble.clone()))
+            }
+            None => None,
+        };
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
         let mut router = routes::router(jobs_tx.clone());
+        let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
+        let (status_tx, status_rx) = mpsc::unbounded_channel();
+        if raft.is_some() {
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Get,
+                crate::ensemble::STATUS_PATH,
+                move |_incoming, responder| {
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = status_tx.send(tx);
+                    tokio::spawn(async move {
+                        if let Ok(status) = rx.await {
+                            responder.respond(pehra_shared::api::cbor_response(
+                                pehra_shared::coap::Code::CONTENT,
+                                &status,
+                            ));
+                        }
+                    });
+                },
+            );
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Post,
+                crate::ensemble::RAFT_PATH,
+                move |incoming, responder| {
+                    let _ = inbox_tx.send(incoming.request.payload().to_vec());
+                    responder.respond(pehra_shared::coap::Response::new(
+                        pehra_shared::coap::Code::CHANGED,
+                    ));
+                },
+            );
+        }
         if let Some(security) = &config.security {
             router = router.guard(access::guard(security.policy.clone()));
         }
@@ -197,13 +250,79 @@ impl Server {
             .await
             .map_err(ServerError::Security)?;
         }
-        let core = core::Core::new(config, tree, storage, endpoint.handle(), jobs_rx);
+        let (leading_tx, leading) = tokio::sync::watch::channel(false);
+        let replication = match raft {
+            Some((log, member, ensemble)) => {
+                let (proposals_tx, proposals_rx) = mpsc::unbounded_channel();
+                let raft_endpoint = Endpoint::bind(
+                    pehra_shared::driver::any_local_for(config.listen),
+                    crate::ensemble::driver::raft_endpoint_config(),
+                    pehra_shared::driver::Router::new(),
+                )
+                .await
+                .map_err(|source| ServerError::Bind {
+                    addr: config.listen,
+                    source,
+                })?;
+                if let Some(security) = &config.security {
+                    // Raft to the other members goes protected too, in the zookeeper's
+                    // name (each member holds the zookeeper's credentials).
+                    for (id, peer) in &ensemble.members {
+                        if *id == ensemble.id {
+                            continue;
+                        }
+                        pehra_shared::driver::security::secure_client(
+                            &raft_endpoint.handle(),
+                            &security.credentials,
+                            *peer,
+                            &security.credentials.identity().kid,
+                        )
+                        .await
+                        .map_err(|e| {
+                            ServerError::Security(std::io::Error::other(format!(
+                                "member {id}: {e}"
+                            )))
+                        })?;
+                    }
+                }
+                let driver = crate::ensemble::driver::Driver {
+                    member,
+                    log,
+                    config: ensemble.clone(),
+                    endpoint: raft_endpoint,
+                    out: Default::default(),
+                    status: status_rx,
+                    inbox: inbox_rx,
+                    proposals: proposals_rx,
+                    core: jobs_tx.clone(),
+                };
+                tokio::spawn(driver.run());
+                Some(core::Replication::new(
+                    ensemble.id,
+                    proposals_tx,
+                    leading_tx,
+                ))
+            }
+            None => {
+                leading_tx.send_replace(true);
+                None
+            }
+        };
+        let core = core::Core::new(
+            config,
+            tree,
+            storage,
+            endpoint.handle(),
+            jobs_rx,
+            replication,
+        );
         let core = tokio::spawn(core.run());
         Ok(Server {
             endpoint,
             core,
             jobs: jobs_tx,
             recovered,
+            leading,
             _lock: lock,
         })
     }
@@ -216,6 +335,12 @@ impl Server {
     /// Its CoAP endpoint (for its counters: `Handle::stats`).
     pub fn coap_handle(&self) -> pehra_shared::driver::Handle {
         self.endpoint.handle()
+    }
+
+    /// Whether this zookeeper leads its ensemble (always `true` alone): what runs on the
+    /// leader only (the cluster controller, the PEHRA coordinator) follows it.
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.leading.clone()
     }
 
     /// What recovery found.

@@ -1,0 +1,436 @@
+//! A zookeeper ensemble of three real `pehra zookeeper` processes on loopback: writes
+//! acknowledged by the leader reach every member, the leader's death (SIGKILL) elects
+//! another that takes writes with nothing acknowledged lost, and a client given every
+//! member fails over with its session.
+
+mod common;
+
+use common::{free_udp_ports, pehra, unsafe_kill, TempDir, Zookeeper};
+use pehra_shared::coap::Config;
+use pehra_shared::wire::ErrorKind;
+use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, WatchEvent};
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+const LIMIT: Duration = Duration::from_secs(90);
+
+async fn bounded<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(LIMIT, f)
+        .await
+        .expect("test took too long")
+}
+
+/// Three members on consecutive free ports, data under `dir`.
+struct Ensemble {
+    dir: TempDir,
+    addrs: Vec<SocketAddr>,
+    members: Vec<Option<Zookeeper>>,
+    /// Extra flags of every member.
+    flags: Vec<String>,
+}
+
+impl Ensemble {
+    fn start(name: &str) -> Ensemble {
+        Self::start_with(TempDir::new(name), Vec::new())
+    }
+
+    fn start_with(dir: TempDir, flags: Vec<String>) -> Ensemble {
+        let first = free_udp_ports(3);
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
+            .collect();
+        let mut ensemble = Ensemble {
+            dir,
+            addrs,
+            members: Vec::new(),
+            flags,
+        };
+        for id in 1..=3 {
+            let member = ensemble.start_member(id);
+            ensemble.members.push(Some(member));
+        }
+        ensemble
+    }
+
+    fn peers(&self) -> String {
+        self.addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    fn start_member(&self, id: usize) -> Zookeeper {
+        let data = self.dir.path().join(format!("member{id}"));
+        let (id, peers) = (id.to_string(), self.peers());
+        let mut flags = vec!["--id", &id, "--peers", &peers];
+        flags.extend(self.flags.iter().map(String::as_str));
+        Zookeeper::start_with(&data, self.addrs[id.parse::<usize>().unwrap() - 1], &flags)
+    }
+
+    fn kill(&mut self, addr: SocketAddr) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        self.members[i].take().expect("running").kill();
+    }
+
+    fn signal(&self, addr: SocketAddr, signal: &str) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        unsafe_kill(
+            self.members[i].as_ref().expect("running").child.id(),
+            signal,
+        );
+    }
+
+    fn restart(&mut self, addr: SocketAddr) {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        self.members[i] = Some(self.start_member(i + 1));
+    }
+}
+
+fn options() -> ClientOptions {
+    ClientOptions {
+        session_timeout: Duration::from_secs(10),
+        ..ClientOptions::default()
+    }
+}
+
+/// Waits (on a watch of the root, so on the member's own notifications) until the member
+/// at `addr` has every znode of `want` under `/`.
+async fn await_children(addr: SocketAddr, want: &BTreeSet<String>) {
+    let client = Client::without_session(addr, Config::default())
+        .await
+        .unwrap();
+    let mut watch = client.watch_children("/").await.unwrap();
+    loop {
+        match watch.next().await {
+            Some(Ok(WatchEvent::Children(children))) => {
+                let have: BTreeSet<String> = children.children.into_iter().collect();
+                if want.is_subset(&have) {
+                    return;
+                }
+            }
+            other => panic!("watch of / on {addr} ended: {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn writes_replicate_and_survive_the_leaders_death() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-failover");
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .expect("a session from the ensemble's leader");
+        let session = client.session_id().unwrap();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..20 {
+            let path = client
+                .create(&format!("/before{i}"), b"x", CreateMode::Persistent)
+                .await
+                .expect("the leader takes writes");
+            acknowledged.insert(path.trim_start_matches('/').to_string());
+        }
+        client
+            .create("/ephemeral", b"", CreateMode::Ephemeral)
+            .await
+            .unwrap();
+        acknowledged.insert("ephemeral".into());
+        let leader = client.server();
+        // A member that is not the leader refuses writes, naming the leader.
+        let follower = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        let direct = Client::without_session(follower, Config::default())
+            .await
+            .unwrap();
+        let refused = direct
+            .create("/direct", b"", CreateMode::Persistent)
+            .await
+            .unwrap_err();
+        assert_eq!(refused.kind(), Some(ErrorKind::NotLeader));
+        assert!(
+            refused.to_string().contains(&leader.to_string()),
+            "{refused}"
+        );
+        // Read-your-writes on any member: after a sync (ReadIndex through the leader),
+        // a follower's read sees every write acknowledged before it.
+        for addr in ensemble.addrs.iter().filter(|a| **a != leader) {
+            let reader = Client::without_session(*addr, Config::default())
+                .await
+                .unwrap();
+            for value in [&b"v2"[..], b"x"] {
+                client.set_data("/before0", value, None).await.unwrap();
+                reader
+                    .sync()
+                    .await
+                    .expect("a follower syncs through the leader");
+                assert_eq!(reader.get_data("/before0").await.unwrap().0, value);
+            }
+        }
+        for addr in &ensemble.addrs {
+            await_children(*addr, &acknowledged).await;
+        }
+
+        ensemble.kill(leader);
+        // The same client, the same session: on to a surviving member, which becomes the
+        // leader (or sends it on to the one that did).
+        for i in 0..10 {
+            let path = client
+                .create(&format!("/after{i}"), b"y", CreateMode::Persistent)
+                .await
+                .expect("a new leader takes writes");
+            acknowledged.insert(path.trim_start_matches('/').to_string());
+        }
+        assert_ne!(client.server(), leader);
+        // A sync on the new leader confirms its read point with a majority.
+        let zxid = client.sync().await.expect("sync on the new leader");
+        assert!(zxid > 20, "zxid {zxid}");
+        assert_eq!(client.session_id(), Some(session));
+        assert_eq!(*client.session_state().borrow(), SessionState::Alive);
+        // Nothing acknowledged is lost, the session's ephemeral znode included.
+        for addr in ensemble.addrs.iter().filter(|a| **a != leader) {
+            await_children(*addr, &acknowledged).await;
+        }
+        // The killed member comes back and catches up.
+        ensemble.restart(leader);
+        await_children(leader, &acknowledged).await;
+        client.close().await.unwrap();
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_takes_every_member() {
+    bounded(async {
+        let ensemble = Ensemble::start("ensemble-cli");
+        // Listed last-first: whichever leads, the CLI finds it.
+        let list = ensemble
+            .addrs
+            .iter()
+            .rev()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (code, out, err) = tokio::task::spawn_blocking(move || {
+            pehra(&["zk", "--zookeeper", &list, "create", "/cli", "v"])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert_eq!(out.trim(), "/cli");
+        for addr in &ensemble.addrs {
+            await_children(*addr, &BTreeSet::from(["cli".to_string()])).await;
+        }
+        // `pehra cluster status` shows the members, the leader and the lag, learning
+        // the other members from the one it is given.
+        let one = ensemble.addrs[0].to_string();
+        let (code, out, err) =
+            tokio::task::spawn_blocking(move || pehra(&["cluster", "status", "--zookeeper", &one]))
+                .await
+                .unwrap();
+        assert_eq!(code, 0, "{err}");
+        assert!(
+            out.contains("zookeeper ensemble (3 members, leader "),
+            "{out}"
+        );
+        let roles: Vec<&str> = out
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(2))
+            .filter(|r| ["leader", "follower"].contains(r))
+            .collect();
+        assert_eq!(roles.iter().filter(|r| **r == "leader").count(), 1, "{out}");
+        assert_eq!(
+            roles.iter().filter(|r| **r == "follower").count(),
+            2,
+            "{out}"
+        );
+        for addr in &ensemble.addrs {
+            assert!(out.contains(&addr.to_string()), "{out}");
+        }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_speak_raft_under_oscore_and_only_they_may() {
+    bounded(async {
+        let dir = TempDir::new("ensemble-secure");
+        let keys = dir.path().join("keys");
+        let (code, _, err) = pehra(&["keys", "init", keys.to_str().unwrap()]);
+        assert_eq!(code, 0, "{err}");
+        let cred = |name: &str| {
+            std::sync::Arc::new(
+                pehra_shared::security::credentials::Credentials::load(
+                    keys.join(format!("{name}.cred")),
+                )
+                .unwrap(),
+            )
+        };
+        let zk_cred = keys.join("zookeeper.cred").display().to_string();
+        let ensemble = Ensemble::start_with(dir, vec!["--credentials".into(), zk_cred]);
+        let client = Client::connect_any(
+            &ensemble.addrs,
+            ClientOptions {
+                credentials: Some(cred("admin")),
+                ..options()
+            },
+        )
+        .await
+        .expect("a secured ensemble elects a leader and opens a session");
+        client
+            .create("/secured", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        // Even the admin may not speak Raft to a member.
+        let endpoint = pehra_shared::driver::Endpoint::bind(
+            "127.0.0.1:0".parse().unwrap(),
+            Config::default(),
+            pehra_shared::driver::Router::new(),
+        )
+        .await
+        .unwrap();
+        pehra_shared::driver::security::secure_client(
+            &endpoint.handle(),
+            &cred("admin"),
+            ensemble.addrs[0],
+            &pehra_shared::security::zookeeper_kid(),
+        )
+        .await
+        .unwrap();
+        let response = endpoint
+            .handle()
+            .request(
+                ensemble.addrs[0],
+                pehra_shared::coap::Request::post("raft").with_payload(vec![0u8; 4]),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.code(), pehra_shared::coap::Code::FORBIDDEN);
+        for addr in &ensemble.addrs {
+            let reader =
+                Client::without_session_secured(*addr, Config::default(), Some(&cred("admin")))
+                    .await
+                    .unwrap();
+            let mut watch = reader.watch_children("/").await.unwrap();
+            loop {
+                match watch.next().await {
+                    Some(Ok(WatchEvent::Children(c)))
+                        if c.children.contains(&"secured".to_string()) =>
+                    {
+                        break
+                    }
+                    Some(Ok(_)) => {}
+                    other => panic!("watch ended: {other:?}"),
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// A leader cut off with a write applied to its tree but never committed: the others
+/// elect a new leader and go on; when the old one comes back, its write is void (its
+/// client is told so) and its tree is the ensemble's again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cut_off_leaders_uncommitted_write_is_rolled_back() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-rollback");
+        // The write must reach the leader after its followers died and before it sees
+        // it has lost its quorum (Raft's check-quorum, within an election timeout): if it
+        // came too late (refused NotLeader), the followers come back and it is tried
+        // again.
+        let mut attempt = 0;
+        let (leader, followers, doomed) = loop {
+            attempt += 1;
+            assert!(attempt <= 5, "the leader never took the write in time");
+            let client = Client::connect_any(&ensemble.addrs, options())
+                .await
+                .unwrap();
+            client
+                .create(&format!("/a{attempt}"), b"", CreateMode::Persistent)
+                .await
+                .unwrap();
+            let leader = client.server();
+            let followers: Vec<SocketAddr> = ensemble
+                .addrs
+                .iter()
+                .copied()
+                .filter(|a| *a != leader)
+                .collect();
+            for f in &followers {
+                await_children(*f, &BTreeSet::from([format!("a{attempt}")])).await;
+            }
+            let direct = Client::without_session(leader, Config::default())
+                .await
+                .unwrap();
+            let probe = Client::without_session(leader, Config::default())
+                .await
+                .unwrap();
+            // The followers die (a stopped process would still find the leader's
+            // messages in its socket when it resumes).
+            for f in &followers {
+                ensemble.kill(*f);
+            }
+            // A write the leader applies and proposes, which nobody can commit.
+            let doomed =
+                tokio::spawn(
+                    async move { direct.create("/doomed", b"", CreateMode::Persistent).await },
+                );
+            // Wait until the leader has the entry in its Raft log (its driver answers
+            // `GET /ensemble` whatever its core waits for), or refused it.
+            let proposed = loop {
+                if doomed.is_finished() {
+                    break false;
+                }
+                let status = probe.ensemble_status().await.unwrap().unwrap();
+                if status.last_index > status.commit {
+                    break true;
+                }
+                tokio::task::yield_now().await;
+            };
+            if proposed {
+                break (leader, followers, doomed);
+            }
+            let refused = doomed.await.unwrap().unwrap_err();
+            assert_eq!(refused.kind(), Some(ErrorKind::NotLeader), "{refused}");
+            for f in &followers {
+                ensemble.restart(*f);
+            }
+        };
+        ensemble.signal(leader, "STOP");
+        for f in &followers {
+            ensemble.restart(*f);
+        }
+        // The two others elect a leader and take writes.
+        let survivors = Client::connect_any(&followers, options()).await.unwrap();
+        survivors
+            .create("/after", b"", CreateMode::Persistent)
+            .await
+            .expect("the majority takes writes");
+        ensemble.signal(leader, "CONT");
+        let refused = doomed
+            .await
+            .unwrap()
+            .expect_err("the write was never committed");
+        // Busy: "not committed, maybe not applied" (the rollback). NotLeader is seen too,
+        // rarely, under load; not yet explained (see docs/ensemble.md).
+        assert!(
+            matches!(refused.kind(), Some(ErrorKind::Busy | ErrorKind::NotLeader)),
+            "{refused}"
+        );
+        // The old leader's tree is the ensemble's: /after is there, /doomed is not.
+        let want = BTreeSet::from(["after".to_string()]);
+        for addr in &ensemble.addrs {
+            await_children(*addr, &want).await;
+            let reader = Client::without_session(*addr, Config::default())
+                .await
+                .unwrap();
+            assert_eq!(
+                reader.exists("/doomed").await.unwrap(),
+                None,
+                "{addr} kept a write that was never committed"
+            );
+        }
+    })
+    .await
+}

@@ -1,0 +1,229 @@
+//! The thin async driver of a member's Raft: ticks it, feeds it the messages `POST /raft`
+//! receives and the core's proposals, and carries out its actions (send over CoAP,
+//! persist to the Raft log, hand committed entries and role changes to the core).
+
+use super::log::RaftLog;
+use super::member::{Action, Committed, Member, Role};
+use super::{EnsembleConfig, RAFT_PATH};
+use crate::server::Job;
+use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::coap::Request;
+use pehra_shared::driver::Endpoint;
+use protobuf::Message as _;
+use raft::eraftpb::Message;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+
+/// The Raft tick: elections time out after 10 ticks without a leader (plus Raft's
+/// randomisation), leaders heartbeat every 2.
+pub const TICK: Duration = Duration::from_millis(100);
+
+/// Requests to one member that may be out at once; further messages are dropped (Raft
+/// sends them again) rather than queued behind a member that does not answer.
+const MAX_OUT_PER_MEMBER: usize = 16;
+
+/// The CoAP parameters of the endpoint Raft messages go out from: confirmable requests
+/// (so OSCORE's Echo freshness check of a new context completes) that give up within
+/// about a second, since Raft resends on its own.
+pub fn raft_endpoint_config() -> CoapConfig {
+    CoapConfig {
+        ack_timeout: Duration::from_millis(200),
+        max_retransmit: 2,
+        nstart: MAX_OUT_PER_MEMBER,
+        ..CoapConfig::default()
+    }
+}
+
+/// What the driver tells the core.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Entries committed, in order.
+    Committed(Vec<Committed>),
+    /// The member's role changed.
+    Role {
+        /// The new role.
+        role: Role,
+        /// The leader's address, if known.
+        leader: Option<SocketAddr>,
+    },
+    /// A proposal was not taken (the member is no longer the leader).
+    Dropped,
+    /// The read point asked for ([`ToDriver::ReadIndex`]) is reached (`false`: no leader
+    /// is known to ask).
+    ReadReady(u64, bool),
+}
+
+/// What the core asks of the driver.
+#[derive(Debug)]
+pub(crate) enum ToDriver {
+    /// Propose this entry.
+    Propose(Vec<u8>),
+    /// Find a linearizable read point (ReadIndex) for the read `id`.
+    ReadIndex(u64),
+}
+
+/// The driver's inputs and outputs.
+pub(crate) struct Driver {
+    pub member: Member,
+    pub log: RaftLog,
+    pub config: EnsembleConfig,
+    /// The endpoint Raft messages go out from (see [`raft_endpoint_config`]).
+    pub endpoint: Endpoint,
+    /// Raft messages received on `POST /raft` (protobuf bytes).
+    pub inbox: UnboundedReceiver<Vec<u8>>,
+    /// Proposals of the core.
+    pub proposals: UnboundedReceiver<ToDriver>,
+    /// The core's job queue.
+    pub core: UnboundedSender<Job>,
+    /// Requests for the member's view of the ensemble (`GET /ensemble`).
+    pub status: UnboundedReceiver<tokio::sync::oneshot::Sender<super::EnsembleStatus>>,
+    /// Requests out per member.
+    pub out: BTreeMap<u64, Arc<AtomicUsize>>,
+}
+
+impl Driver {
+    /// Runs until the core is gone or the Raft log fails.
+    pub async fn run(mut self) {
+        let mut out: BTreeMap<u64, Arc<AtomicUsize>> = BTreeMap::new();
+        for id in self.config.members.keys() {
+            out.insert(*id, Arc::default());
+        }
+        self.out = out;
+        let mut tick = tokio::time::interval(TICK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => self.member.tick(),
+                bytes = self.inbox.recv() => match bytes.map(|b| Message::parse_from_bytes(&b)) {
+                    Some(Ok(message)) => self.member.step(message),
+                    Some(Err(e)) => tracing::warn!(error = %e, "undecodable raft message"),
+                    None => return,
+                },
+                Some(reply) = self.status.recv() => {
+                    let mut status = self.member.status();
+                    for member in &mut status.members {
+                        if let Some(addr) = self.config.members.get(&member.id) {
+                            member.addr = addr.to_string();
+                        }
+                    }
+                    let _ = reply.send(status);
+                }
+                asked = self.proposals.recv() => match asked {
+                    Some(ToDriver::Propose(data)) => {
+                        if self.member.propose(data).is_err()
+                            && self.core.send(Job::Ensemble(Event::Dropped)).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    Some(ToDriver::ReadIndex(id)) => {
+                        if self.member.read_index(id.to_be_bytes().to_vec()).is_err()
+                            && self.core.send(Job::Ensemble(Event::ReadReady(id, false))).is_err()
+                        {
+                            return;
+                        }
+                    }
+                    None => return,
+                },
+            }
+            if !self.carry_out() {
+                return;
+            }
+        }
+    }
+
+    /// Carries out the machine's actions; `false` if the member must stop.
+    fn carry_out(&mut self) -> bool {
+        for action in self.member.poll() {
+            match action {
+                Action::Send(messages) => {
+                    for message in messages {
+                        self.send(message);
+                    }
+                }
+                Action::Persist {
+                    entries,
+                    hard_state,
+                } => {
+                    if let Err(e) = self.log.persist(&entries, hard_state.as_ref()) {
+                        tracing::error!(error = %e, "raft log write failed: this member stops replicating");
+                        return false;
+                    }
+                }
+                Action::Apply(committed) => {
+                    if self
+                        .core
+                        .send(Job::Ensemble(Event::Committed(committed)))
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                Action::Read(context) => {
+                    let Ok(id) = <[u8; 8]>::try_from(context.as_slice()) else {
+                        continue;
+                    };
+                    let event = Event::ReadReady(u64::from_be_bytes(id), true);
+                    if self.core.send(Job::Ensemble(event)).is_err() {
+                        return false;
+                    }
+                }
+                Action::Role(role) => {
+                    let leader = match role {
+                        Role::Leader { .. } => Some(self.config.id),
+                        Role::Follower { leader } => leader,
+                    }
+                    .and_then(|id| self.config.members.get(&id).copied());
+                    tracing::info!(?role, ?leader, "ensemble role");
+                    if self
+                        .core
+                        .send(Job::Ensemble(Event::Role { role, leader }))
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+            }
+        }
+        true
+    }
+
+    /// Sends one message as a `POST /raft`, unless too many are out to that member
+    /// already (Raft retries what is lost).
+    fn send(&self, message: Message) {
+        let (Some(&peer), Some(out)) = (
+            self.config.members.get(&message.to),
+            self.out.get(&message.to),
+        ) else {
+            return;
+        };
+        if out.fetch_add(1, Ordering::AcqRel) >= MAX_OUT_PER_MEMBER {
+            out.fetch_sub(1, Ordering::AcqRel);
+            return;
+        }
+        let out = out.clone();
+        let payload = match message.write_to_bytes() {
+            Ok(payload) => payload,
+            Err(e) => {
+                tracing::error!(error = %e, "raft message does not encode");
+                return;
+            }
+        };
+        let handle = self.endpoint.handle();
+        tokio::spawn(async move {
+            let request = Request::post(RAFT_PATH).with_payload(payload);
+            match handle.request(peer, request).await {
+                Ok(response) if !response.code().is_success() => {
+                    tracing::warn!(%peer, code = %response.code(), "raft message refused");
+                }
+                Ok(_) => {}
+                Err(e) => tracing::debug!(%peer, error = %e, "raft message not delivered"),
+            }
+            out.fetch_sub(1, Ordering::AcqRel);
+        });
+    }
+}

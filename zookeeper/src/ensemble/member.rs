@@ -1,0 +1,467 @@
+//! One member's Raft, sans-IO: fed ticks, peers' messages and proposals; answers with
+//! [`Action`]s in the order the driver must carry them out (send, persist, send what
+//! needed the persist, apply committed entries). No clock, socket or disk in here.
+//!
+//! raft-rs' [`RawNode`] does the consensus; this wraps its `Ready` protocol and keeps an
+//! in-memory copy of the log ([`MemStorage`]) that the driver mirrors to disk
+//! ([`super::log::RaftLog`]) through the `Persist` actions.
+
+use super::log::Restored;
+use raft::eraftpb::{Entry, EntryType, HardState, Message};
+use raft::storage::MemStorage;
+use raft::{Config, RawNode, StateRole};
+
+/// What the driver must do, in order.
+#[derive(Debug)]
+pub enum Action {
+    /// Send these messages to their `to` members (loss is fine: Raft retries).
+    Send(Vec<Message>),
+    /// Make these entries and this hard state durable before the next action.
+    Persist {
+        /// New entries (they replace the log from the first one's index on).
+        entries: Vec<Entry>,
+        /// The new hard state, if it changed.
+        hard_state: Option<HardState>,
+    },
+    /// Committed entries with data, in log order: apply them to the state machine.
+    Apply(Vec<Committed>),
+    /// The read asked for with this context may be answered once the entries handed
+    /// over so far are applied (Raft's ReadIndex: a `sync` on any member).
+    Read(Vec<u8>),
+    /// This member's role changed.
+    Role(Role),
+}
+
+/// A committed entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// Its Raft index.
+    pub index: u64,
+    /// Its Raft term.
+    pub term: u64,
+    /// The proposal (empty: a new leader's no-op).
+    pub data: Vec<u8>,
+}
+
+/// A member's role as the state machine sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Leader, and every entry of earlier terms is applied: writes may go on.
+    Leader {
+        /// Its term (fences its writes).
+        term: u64,
+    },
+    /// Not (or not yet) a writable leader; the leader, if known.
+    Follower {
+        /// The leader's member id.
+        leader: Option<u64>,
+    },
+}
+
+/// Why a proposal was not taken.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("this member is not the ensemble leader")]
+pub struct NotLeader;
+
+/// A member's Raft.
+pub struct Member {
+    node: RawNode<MemStorage>,
+    role: Role,
+    /// The last index handed over in `Apply` actions.
+    applied: u64,
+    /// Reads whose index is known, waiting for it to be applied: (index, context).
+    reads: Vec<(u64, Vec<u8>)>,
+}
+
+impl Member {
+    /// A member `id` of the ensemble `voters`, with what its log held on disk. `seed`
+    /// makes its election timeouts differ from its peers'.
+    pub fn new(id: u64, voters: &[u64], restored: Restored) -> Result<Member, raft::Error> {
+        let storage = MemStorage::new_with_conf_state((voters.to_vec(), vec![]));
+        {
+            let mut core = storage.wl();
+            core.append(&restored.entries)?;
+            core.set_hardstate(restored.hard_state.clone());
+        }
+        let config = Config {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg: 64 << 10,
+            max_inflight_msgs: 256,
+            check_quorum: true,
+            pre_vote: true,
+            // The tree is rebuilt from its own log at start; committed entries it already
+            // has are skipped by zxid, so Raft may hand them over again.
+            applied: 0,
+            ..Config::default()
+        };
+        config.validate()?;
+        let logger = slog::Logger::root(slog::Discard, slog::o!());
+        let mut node = RawNode::new(&config, storage, &logger)?;
+        if voters == [id] {
+            // Alone: no one to wait for.
+            node.campaign()?;
+        }
+        Ok(Member {
+            node,
+            role: Role::Follower { leader: None },
+            applied: 0,
+            reads: Vec::new(),
+        })
+    }
+
+    /// One tick of the logical clock (the driver calls it every tick interval).
+    pub fn tick(&mut self) {
+        self.node.tick();
+    }
+
+    /// A peer's message.
+    pub fn step(&mut self, message: Message) {
+        if let Err(e) = self.node.step(message) {
+            tracing::debug!(error = %e, "raft message ignored");
+        }
+    }
+
+    /// Proposes `data` (an entry for every member's state machine).
+    pub fn propose(&mut self, data: Vec<u8>) -> Result<(), NotLeader> {
+        if !matches!(self.role, Role::Leader { .. }) {
+            return Err(NotLeader);
+        }
+        self.node.propose(Vec::new(), data).map_err(|_| NotLeader)
+    }
+
+    /// Asks for a linearizable read point (ReadIndex, through the leader): an
+    /// [`Action::Read`] with `context` follows once this member has applied everything
+    /// committed when the leader heard of it. `Err` if no leader is known.
+    pub fn read_index(&mut self, context: Vec<u8>) -> Result<(), NotLeader> {
+        if self.leader().is_none() {
+            return Err(NotLeader);
+        }
+        self.node.read_index(context);
+        Ok(())
+    }
+
+    /// The member's current role.
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The leader's id, if known.
+    pub fn leader(&self) -> Option<u64> {
+        match self.node.raft.leader_id {
+            0 => None,
+            id => Some(id),
+        }
+    }
+
+    /// This member's view of the ensemble (addresses left empty).
+    pub fn status(&self) -> super::EnsembleStatus {
+        let status = self.node.status();
+        let role = match status.ss.raft_state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        };
+        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let members = voters
+            .into_iter()
+            .map(|id| super::MemberStatus {
+                id,
+                addr: String::new(),
+                matched: status.progress.and_then(|p| p.get(id)).map(|p| p.matched),
+            })
+            .collect();
+        super::EnsembleStatus {
+            id: status.id,
+            role: role.into(),
+            leader: self.leader(),
+            term: status.hs.term,
+            last_index: self.node.raft.raft_log.last_index(),
+            commit: status.hs.commit,
+            applied: status.applied,
+            members,
+        }
+    }
+
+    /// The actions the inputs so far call for (empty if none).
+    pub fn poll(&mut self) -> Vec<Action> {
+        let mut actions = Vec::new();
+        if !self.node.has_ready() {
+            return actions;
+        }
+        let mut ready = self.node.ready();
+        push_send(&mut actions, ready.take_messages());
+        for state in ready.take_read_states() {
+            self.reads.push((state.index, state.request_ctx));
+        }
+        let mut applied = Vec::new();
+        self.collect(ready.take_committed_entries(), &mut applied);
+        let entries = ready.take_entries();
+        let hard_state = ready.hs().cloned();
+        {
+            let store = self.node.mut_store();
+            let mut core = store.wl();
+            if !entries.is_empty() {
+                core.append(&entries).expect("entries follow the log");
+            }
+            if let Some(hs) = &hard_state {
+                core.set_hardstate(hs.clone());
+            }
+        }
+        if !entries.is_empty() || hard_state.is_some() {
+            actions.push(Action::Persist {
+                entries,
+                hard_state,
+            });
+        }
+        push_send(&mut actions, ready.take_persisted_messages());
+        let mut light = self.node.advance(ready);
+        if let Some(commit) = light.commit_index() {
+            let hs = {
+                let store = self.node.mut_store();
+                let mut core = store.wl();
+                core.mut_hard_state().commit = commit;
+                core.hard_state().clone()
+            };
+            actions.push(Action::Persist {
+                entries: Vec::new(),
+                hard_state: Some(hs),
+            });
+        }
+        push_send(&mut actions, light.take_messages());
+        self.collect(light.take_committed_entries(), &mut applied);
+        self.node.advance_apply();
+        let role = self.current_role(&applied);
+        // Every committed entry handed over (empty and configuration ones too).
+        self.applied = self.applied.max(self.node.raft.raft_log.applied);
+        if !applied.is_empty() {
+            actions.push(Action::Apply(applied));
+        }
+        let applied_to = self.applied;
+        let (ready_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
+            .into_iter()
+            .partition(|(index, _)| *index <= applied_to);
+        self.reads = waiting;
+        actions.extend(ready_reads.into_iter().map(|(_, ctx)| Action::Read(ctx)));
+        if role != self.role {
+            self.role = role;
+            actions.push(Action::Role(role));
+        }
+        actions
+    }
+
+    /// The role after applying `applied`: a leader becomes writable once its own term's
+    /// no-op is applied (every earlier entry is then applied too).
+    fn current_role(&self, applied: &[Committed]) -> Role {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader {
+            return Role::Follower {
+                leader: self.leader(),
+            };
+        }
+        match self.role {
+            Role::Leader { term } if term == raft.term => self.role,
+            _ if applied
+                .iter()
+                .any(|c| c.term == raft.term && c.data.is_empty()) =>
+            {
+                Role::Leader { term: raft.term }
+            }
+            _ => Role::Follower {
+                leader: self.leader(),
+            },
+        }
+    }
+
+    fn collect(&mut self, entries: Vec<Entry>, out: &mut Vec<Committed>) {
+        for entry in entries {
+            if entry.get_entry_type() != EntryType::EntryNormal {
+                // Configuration changes: not used yet (membership is fixed).
+                continue;
+            }
+            out.push(Committed {
+                index: entry.index,
+                term: entry.term,
+                data: entry.data.to_vec(),
+            });
+        }
+    }
+}
+
+fn push_send(actions: &mut Vec<Action>, messages: Vec<Message>) {
+    if !messages.is_empty() {
+        actions.push(Action::Send(messages));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Three members in virtual time on a network that loses and reorders messages.
+
+    use super::*;
+
+    /// A small deterministic generator (xorshift): the same run every time.
+    struct Rng(u64);
+
+    impl Rng {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+        fn chance(&mut self, percent: u64) -> bool {
+            self.next() % 100 < percent
+        }
+    }
+
+    struct Net {
+        members: Vec<Member>,
+        /// Messages in flight.
+        wire: Vec<Message>,
+        /// What each member applied, in order.
+        applied: Vec<Vec<Vec<u8>>>,
+        /// Members cut off from everyone (a crash or a partition).
+        down: Vec<bool>,
+        rng: Rng,
+        loss: u64,
+    }
+
+    impl Net {
+        fn new(loss: u64, seed: u64) -> Net {
+            let members = (1..=3)
+                .map(|id| Member::new(id, &[1, 2, 3], Restored::default()).unwrap())
+                .collect();
+            Net {
+                members,
+                wire: Vec::new(),
+                applied: vec![Vec::new(); 3],
+                down: vec![false; 3],
+                rng: Rng(seed),
+                loss,
+            }
+        }
+
+        /// One tick of virtual time: every member ticks, the wire delivers what it holds
+        /// (some lost, the rest in a shuffled order), actions are carried out.
+        fn step(&mut self) {
+            for (i, m) in self.members.iter_mut().enumerate() {
+                if !self.down[i] {
+                    m.tick();
+                }
+            }
+            let mut wire = std::mem::take(&mut self.wire);
+            for i in (1..wire.len()).rev() {
+                let j = (self.rng.next() % (i as u64 + 1)) as usize;
+                wire.swap(i, j);
+            }
+            for message in wire {
+                let (from, to) = (message.from as usize - 1, message.to as usize - 1);
+                if self.down[from] || self.down[to] || self.rng.chance(self.loss) {
+                    continue;
+                }
+                self.members[to].step(message);
+            }
+            self.poll();
+        }
+
+        fn poll(&mut self) {
+            for i in 0..self.members.len() {
+                if self.down[i] {
+                    continue;
+                }
+                for action in self.members[i].poll() {
+                    match action {
+                        Action::Send(messages) => self.wire.extend(messages),
+                        Action::Persist { .. } | Action::Role(_) | Action::Read(_) => {}
+                        Action::Apply(entries) => self.applied[i].extend(
+                            entries
+                                .into_iter()
+                                .filter(|e| !e.data.is_empty())
+                                .map(|e| e.data),
+                        ),
+                    }
+                }
+            }
+        }
+
+        fn leader(&self) -> Option<usize> {
+            (0..3).find(|&i| !self.down[i] && matches!(self.members[i].role(), Role::Leader { .. }))
+        }
+
+        /// Runs until a writable leader exists (bounded).
+        fn elect(&mut self) -> usize {
+            for _ in 0..1000 {
+                if let Some(leader) = self.leader() {
+                    return leader;
+                }
+                self.step();
+            }
+            panic!("no leader elected");
+        }
+
+        /// Proposes `data` until some leader has it committed and applied (bounded).
+        fn commit(&mut self, data: Vec<u8>) {
+            for _ in 0..200 {
+                let leader = self.elect();
+                if self.members[leader].propose(data.clone()).is_ok() {
+                    for _ in 0..100 {
+                        self.step();
+                        if self.applied[leader].contains(&data) {
+                            return;
+                        }
+                    }
+                }
+            }
+            panic!("{data:?} never committed");
+        }
+
+        /// Every member's applied sequence is a prefix of the longest one (no two members
+        /// ever apply different entries at the same position).
+        fn assert_consistent(&self) {
+            let longest = self.applied.iter().max_by_key(|a| a.len()).unwrap();
+            for applied in &self.applied {
+                assert_eq!(applied[..], longest[..applied.len()]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_lossy_reordering_network_commits_the_same_sequence_everywhere() {
+        for seed in 1..=5 {
+            let mut net = Net::new(20, seed * 7919);
+            for n in 0..30u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            net.assert_consistent();
+            // The leader goes away: another is elected and commits, nothing committed is lost.
+            let old = net.elect();
+            net.down[old] = true;
+            for n in 30..40u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            assert_ne!(net.elect(), old);
+            net.assert_consistent();
+            // The new leader has applied everything it acknowledged.
+            let survivor = net.elect();
+            for n in 0..40u32 {
+                assert!(
+                    net.applied[survivor].contains(&n.to_be_bytes().to_vec()),
+                    "seed {seed}: entry {n} lost"
+                );
+            }
+            // It comes back and catches up.
+            net.down[old] = false;
+            for _ in 0..500 {
+                net.step();
+            }
+            net.assert_consistent();
+            assert!(
+                net.applied[old].len() >= 40,
+                "seed {seed}: the old leader did not catch up"
+            );
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! A zookeeper ensemble: the members' write logs replicated with Raft (raft-rs, see
+//! `docs/ensemble.md`).
+//!
+//! - [`member`]: one member's Raft as a sans-IO machine (ticks, messages, proposals in;
+//!   send / persist / apply actions out);
+//! - [`log`]: its Raft log and hard state, durable in the zookeeper's own storage;
+//! - [`driver`]: the thin async task that runs the machine: a timer, the `POST /raft`
+//!   resource, the CoAP endpoint for sending, the disk, and the core for applying.
+//!
+//! The leader's core applies a batch of writes to its tree, proposes the batch's log
+//! records as one Raft entry and answers once the entry is committed (and in its own
+//! write-ahead log). Every other member applies committed entries to its tree, in order,
+//! by their zxids (so zxids stay the leader's counter, monotonic across leader changes:
+//! a new leader writes only once every entry of earlier terms is applied).
+
+pub mod driver;
+pub mod log;
+pub mod member;
+
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+
+/// The URI path of the Raft resource (`POST /raft`, a protobuf `eraftpb.Message`).
+pub const RAFT_PATH: &str = "raft";
+
+/// How a member sees its ensemble.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EnsembleConfig {
+    /// This member's id (≥ 1).
+    pub id: u64,
+    /// Every member (this one included): id → the address it serves CoAP on.
+    pub members: BTreeMap<u64, SocketAddr>,
+}
+
+/// Why `--peers` does not parse.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PeersError {
+    /// An item is not `ID=HOST:PORT`.
+    #[error("bad member {0:?}: expected ID=HOST:PORT with ID ≥ 1")]
+    Item(String),
+    /// The member's own id is not in the list.
+    #[error("this member's id {0} is not among the peers")]
+    MissingSelf(u64),
+}
+
+impl EnsembleConfig {
+    /// Parses `1=HOST:PORT,2=HOST:PORT,...` for member `id`.
+    pub fn parse(id: u64, peers: &str) -> Result<EnsembleConfig, PeersError> {
+        let mut members = BTreeMap::new();
+        for item in peers.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            let bad = || PeersError::Item(item.to_string());
+            let (n, addr) = item.split_once('=').ok_or_else(bad)?;
+            let n: u64 = n.trim().parse().map_err(|_| bad())?;
+            let addr = std::net::ToSocketAddrs::to_socket_addrs(addr.trim())
+                .ok()
+                .and_then(|mut a| a.next())
+                .ok_or_else(bad)?;
+            if n == 0 {
+                return Err(bad());
+            }
+            members.insert(n, addr);
+        }
+        if !members.contains_key(&id) {
+            return Err(PeersError::MissingSelf(id));
+        }
+        Ok(EnsembleConfig { id, members })
+    }
+}
+
+/// The URI path of a member's view of its ensemble (`GET /ensemble`, an
+/// [`EnsembleStatus`]); 4.04 on a zookeeper that is alone.
+pub const STATUS_PATH: &str = "ensemble";
+
+/// A member's view of its ensemble (`GET /ensemble`, CBOR).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct EnsembleStatus {
+    /// This member's id.
+    pub id: u64,
+    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    pub role: String,
+    /// The leader's id, if known.
+    pub leader: Option<u64>,
+    /// The Raft term.
+    pub term: u64,
+    /// The last Raft index this member has.
+    pub last_index: u64,
+    /// The highest index known committed.
+    pub commit: u64,
+    /// The highest index applied (handed to the tree).
+    pub applied: u64,
+    /// Every member; on the leader, with the index each one has (`matched`).
+    pub members: Vec<MemberStatus>,
+}
+
+/// A member in an [`EnsembleStatus`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// Its id.
+    pub id: u64,
+    /// Its CoAP address.
+    pub addr: String,
+    /// The last index the leader knows it has (only in the leader's view).
+    pub matched: Option<u64>,
+}
+
+/// One Raft entry of the zookeeper: a batch of log records of the leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub(crate) struct Proposal {
+    /// The proposing member.
+    pub from: u64,
+    /// Its proposal counter (with `from`, tells a member its own proposal back).
+    pub seq: u64,
+    /// The records: (zxid, encoded log record).
+    pub records: Vec<(u64, serde_bytes::ByteBuf)>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peers_parse() {
+        let c = EnsembleConfig::parse(2, "1=127.0.0.1:2181, 2=127.0.0.1:2182,3=127.0.0.1:2183")
+            .unwrap();
+        assert_eq!(c.members.len(), 3);
+        assert_eq!(c.members[&2], "127.0.0.1:2182".parse().unwrap());
+        assert_eq!(
+            EnsembleConfig::parse(4, "1=127.0.0.1:1"),
+            Err(PeersError::MissingSelf(4))
+        );
+        assert!(EnsembleConfig::parse(1, "1=nowhere").is_err());
+        assert!(EnsembleConfig::parse(0, "0=127.0.0.1:1").is_err());
+    }
+}

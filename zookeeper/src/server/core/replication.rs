@@ -1,0 +1,335 @@
+//! The core's side of an ensemble (see [`crate::ensemble`]): the leader proposes each
+//! batch instead of writing it to its log directly and answers it once committed; the
+//! other members apply committed batches to their tree and log. Only the leader takes
+//! writes and sessions (others answer 4.03 `NotLeader` naming the leader) and expires
+//! sessions.
+
+use super::{Core, Held, Job, LogJob, LogRecord};
+use crate::ensemble::driver::{Event, ToDriver};
+use crate::ensemble::member::{Committed, Role};
+use crate::ensemble::Proposal;
+use crate::tree::Change;
+use pehra_shared::api::error_response;
+use pehra_shared::coap::Response;
+use pehra_shared::driver::Responder;
+use pehra_shared::wire::{self, ErrorKind};
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::sync::mpsc::UnboundedSender;
+use tokio::time::Instant;
+
+/// The core's state of replication.
+pub(crate) struct Replication {
+    /// This member's id.
+    id: u64,
+    /// Proposals to the Raft driver.
+    proposals: UnboundedSender<ToDriver>,
+    /// `sync`s on a follower waiting for their read point, by id.
+    reads: std::collections::HashMap<u64, Responder>,
+    next_read: u64,
+    /// `sync`s whose read point is reached: answered once the entries before are applied.
+    synced: Vec<Responder>,
+    /// The role the driver last reported.
+    role: Role,
+    /// The leader's address, if known (named in `NotLeader` answers).
+    leader: Option<SocketAddr>,
+    /// The next proposal's counter.
+    next_seq: u64,
+    /// The proposal in flight (applied to the tree, not yet committed).
+    pending: Option<u64>,
+    /// Committed entries not yet applied.
+    committed: VecDeque<Committed>,
+    /// Whether this member leads (for what runs on the leader only).
+    leading: tokio::sync::watch::Sender<bool>,
+}
+
+impl Replication {
+    /// The core's replication for member `id`, proposing through `proposals`.
+    /// `leading` is told whenever this member becomes or stops being the leader.
+    pub(crate) fn new(
+        id: u64,
+        proposals: UnboundedSender<ToDriver>,
+        leading: tokio::sync::watch::Sender<bool>,
+    ) -> Replication {
+        Replication {
+            id,
+            proposals,
+            reads: Default::default(),
+            next_read: 1,
+            synced: Vec::new(),
+            role: Role::Follower { leader: None },
+            leader: None,
+            // Distinct from every earlier run's counters: an entry this member proposed
+            // before a restart is never taken for one it proposes now.
+            next_seq: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(1, |d| d.as_micros() as u64),
+            pending: None,
+            committed: VecDeque::new(),
+            leading,
+        }
+    }
+
+    fn is_leader(&self) -> bool {
+        matches!(self.role, Role::Leader { .. })
+    }
+}
+
+impl Core {
+    /// Whether this core may take writes and keep leases: alone, or the ensemble leader.
+    pub(super) fn leads(&self) -> bool {
+        self.replication.as_ref().is_none_or(Replication::is_leader)
+    }
+
+    /// An event of the Raft driver.
+    pub(super) fn on_ensemble(&mut self, event: Event) {
+        let Some(rep) = self.replication.as_mut() else {
+            return;
+        };
+        match event {
+            Event::Committed(entries) => rep.committed.extend(entries),
+            Event::Role { role, leader } => {
+                let was_leader = rep.is_leader();
+                rep.role = role;
+                rep.leader = leader;
+                rep.leading.send_replace(rep.is_leader());
+                match (was_leader, rep.is_leader()) {
+                    (false, true) => {
+                        // Every session gets a fresh lease from the new leader.
+                        let now = Instant::now();
+                        for (session, state) in self.tree.sessions() {
+                            self.leases.renew(
+                                *session,
+                                now,
+                                Duration::from_millis(u64::from(state.timeout_ms)),
+                            );
+                        }
+                        self.closing.clear();
+                        tracing::info!(
+                            zxid = self.tree.last_zxid(),
+                            "ensemble leader: taking writes"
+                        );
+                    }
+                    (true, false) => {
+                        self.leases = Default::default();
+                        tracing::info!(?leader, "no longer the ensemble leader");
+                    }
+                    _ => {}
+                }
+            }
+            Event::ReadReady(id, found) => {
+                let Some(responder) = rep.reads.remove(&id) else {
+                    return;
+                };
+                if found {
+                    // Every entry committed at the read point is queued ahead: the sync is
+                    // answered once they are applied (see `apply_committed`).
+                    rep.synced.push(responder);
+                } else {
+                    responder.respond(self.not_leader());
+                }
+            }
+            Event::Dropped => {
+                if rep.pending.is_some() {
+                    self.roll_back("the proposal was dropped: this member is no longer the leader");
+                }
+            }
+        }
+    }
+
+    /// The refusal of a job only the leader takes, if this member is not it; a `sync` in
+    /// an ensemble goes through Raft's ReadIndex (answered in `apply_committed`).
+    pub(super) fn refuse_unless_leader(&mut self, job: Job) -> Option<Job> {
+        let in_ensemble = self.replication.is_some();
+        if self.leads() && !(in_ensemble && matches!(job, Job::Sync { .. })) {
+            return Some(job);
+        }
+        let refusal = || self.not_leader();
+        match job {
+            Job::Write { responder, .. }
+            | Job::OpenSession { responder, .. }
+            | Job::Heartbeat { responder, .. }
+            | Job::PehraMode { responder, .. } => {
+                responder.respond(refusal());
+                None
+            }
+            Job::Expire { .. } => None,
+            Job::Sync { responder } => {
+                // Read-your-writes on any member, linearizable on the leader too (a
+                // deposed leader that does not know it yet cannot confirm the read point):
+                // Raft's ReadIndex.
+                let rep = self.replication.as_mut().expect("in an ensemble");
+                let id = rep.next_read;
+                rep.next_read += 1;
+                rep.reads.insert(id, responder);
+                let _ = rep.proposals.send(ToDriver::ReadIndex(id));
+                None
+            }
+            job => Some(job),
+        }
+    }
+
+    fn not_leader(&self) -> Response {
+        let leader = self.replication.as_ref().and_then(|r| r.leader);
+        let message = match leader {
+            Some(addr) => {
+                format!("this zookeeper is not the ensemble leader; the leader is {addr}")
+            }
+            None => "this zookeeper is not the ensemble leader; no leader is known yet".into(),
+        };
+        error_response(ErrorKind::NotLeader, &message)
+    }
+
+    /// Proposes the batch's records (instead of logging them) if in an ensemble; `false`
+    /// if not (the caller logs them itself).
+    pub(super) fn propose(&mut self) -> bool {
+        if self.replication.is_none() {
+            return false;
+        }
+        let records = std::mem::take(&mut self.records);
+        let rep = self.replication.as_mut().expect("checked");
+        let seq = rep.next_seq;
+        rep.next_seq += 1;
+        let proposal = Proposal {
+            from: rep.id,
+            seq,
+            records: records
+                .into_iter()
+                .map(|(zxid, bytes)| (zxid, serde_bytes::ByteBuf::from(bytes)))
+                .collect(),
+        };
+        let data = wire::encode(&proposal).expect("proposals encode");
+        rep.pending = Some(seq);
+        if rep.proposals.send(ToDriver::Propose(data)).is_err() {
+            tracing::error!("the raft driver is gone");
+        }
+        true
+    }
+
+    /// Applies committed entries while the log is free: the leader's own proposal goes to
+    /// its log (its answers wait for that); another's is applied to the tree first.
+    pub(super) fn apply_committed(&mut self) {
+        loop {
+            let Some(rep) = self.replication.as_mut() else {
+                return;
+            };
+            if self.in_flight.is_some() && rep.pending.is_none() {
+                // The log is writing the previous entry.
+                return;
+            }
+            let Some(entry) = rep.committed.pop_front() else {
+                if self.in_flight.is_none() {
+                    let zxid = self.tree.last_zxid();
+                    for responder in std::mem::take(&mut rep.synced) {
+                        responder.respond(pehra_shared::api::cbor_response(
+                            pehra_shared::coap::Code::CONTENT,
+                            &wire::SyncResponse { zxid },
+                        ));
+                    }
+                }
+                return;
+            };
+            if entry.data.is_empty() {
+                // A new leader's no-op.
+                if rep.pending.is_some() {
+                    self.roll_back("leadership changed before the write was committed");
+                }
+                continue;
+            }
+            let proposal: Proposal = match wire::decode(&entry.data) {
+                Ok(p) => p,
+                Err(e) => {
+                    tracing::error!(index = entry.index, error = %e, "undecodable raft entry skipped");
+                    continue;
+                }
+            };
+            let ours = proposal.from == rep.id && rep.pending == Some(proposal.seq);
+            if ours {
+                rep.pending = None;
+                let records = proposal
+                    .records
+                    .into_iter()
+                    .map(|(zxid, bytes)| (zxid, bytes.into_vec()))
+                    .collect();
+                if self.log_tx.send(LogJob::Append(records)).is_err() {
+                    tracing::error!("the log thread is gone");
+                }
+                // `in_flight` holds the answers: they go once the log is durable.
+                return;
+            }
+            if rep.pending.is_some() {
+                self.roll_back("another leader's write was committed first");
+            }
+            self.apply_proposal(proposal);
+        }
+    }
+
+    /// Applies another member's batch to the tree and hands it to the log.
+    fn apply_proposal(&mut self, proposal: Proposal) {
+        let mut changes: Vec<Change> = Vec::new();
+        let mut records = Vec::new();
+        for (zxid, bytes) in proposal.records {
+            let last = self.tree.last_zxid();
+            if zxid <= last {
+                continue; // already applied (replayed after a restart)
+            }
+            if zxid != last + 1 {
+                tracing::error!(zxid, last, "a gap in the replicated log: entry skipped");
+                continue;
+            }
+            let record: LogRecord = match wire::decode(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!(zxid, error = %e, "undecodable replicated record");
+                    continue;
+                }
+            };
+            match self.tree.apply(zxid, record.time_ms, &record.op) {
+                Ok((_, c)) => changes.extend(c),
+                // A refused op is logged as such on the leader too: the tree stays equal.
+                Err(e) => tracing::debug!(zxid, error = %e, "replicated op refused by the tree"),
+            }
+            if let crate::tree::Op::CloseSession { session } = record.op {
+                self.leases.remove(session);
+            }
+            self.log_bytes += bytes.len() as u64;
+            records.push((zxid, bytes.into_vec()));
+        }
+        if records.is_empty() {
+            return;
+        }
+        if self.log_tx.send(LogJob::Append(records)).is_err() {
+            tracing::error!("the log thread is gone");
+        }
+        self.in_flight = Some((Vec::new(), changes));
+    }
+
+    /// Our proposal will not commit as applied: answer it as failed and rebuild the tree
+    /// from the log (which holds exactly the committed writes).
+    fn roll_back(&mut self, why: &str) {
+        if let Some(rep) = self.replication.as_mut() {
+            rep.pending = None;
+        }
+        tracing::warn!(why, "write batch not committed: rolling the tree back");
+        if let Some((held, _)) = self.in_flight.take() {
+            for Held { responder, .. } in held {
+                if let Some(r) = responder {
+                    r.respond(error_response(
+                        ErrorKind::Busy,
+                        &format!("not committed, maybe not applied: {why}; retry"),
+                    ));
+                }
+            }
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.log_tx.send(LogJob::Reload(tx)).is_err() {
+            return;
+        }
+        match rx.recv() {
+            Ok(Ok(tree)) => self.tree = tree,
+            Ok(Err(e)) => tracing::error!(error = %e, "cannot reload the tree from the log"),
+            Err(_) => tracing::error!("the log thread is gone"),
+        }
+    }
+}
