@@ -3,7 +3,8 @@
 //! persist to the Raft log, hand committed entries and role changes to the core).
 
 use super::log::RaftLog;
-use super::member::{Action, Committed, Member, Role};
+use super::member::{Action, Member, Role};
+use super::messages::{Event, ToDriver};
 use super::{EnsembleConfig, RAFT_PATH};
 use crate::server::Job;
 use pehra_shared::coap::Config as CoapConfig;
@@ -12,7 +13,6 @@ use pehra_shared::driver::Endpoint;
 use protobuf::Message as _;
 use raft::eraftpb::Message;
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,34 +36,6 @@ pub fn raft_endpoint_config() -> CoapConfig {
         nstart: MAX_OUT_PER_MEMBER,
         ..CoapConfig::default()
     }
-}
-
-/// What the driver tells the core.
-#[derive(Debug)]
-pub(crate) enum Event {
-    /// Entries committed, in order.
-    Committed(Vec<Committed>),
-    /// The member's role changed.
-    Role {
-        /// The new role.
-        role: Role,
-        /// The leader's address, if known.
-        leader: Option<SocketAddr>,
-    },
-    /// A proposal was not taken (the member is no longer the leader).
-    Dropped,
-    /// The read point asked for ([`ToDriver::ReadIndex`]) is reached (`false`: no leader
-    /// is known to ask).
-    ReadReady(u64, bool),
-}
-
-/// What the core asks of the driver.
-#[derive(Debug)]
-pub(crate) enum ToDriver {
-    /// Propose this entry.
-    Propose(Vec<u8>),
-    /// Find a linearizable read point (ReadIndex) for the read `id`.
-    ReadIndex(u64),
 }
 
 /// The driver's inputs and outputs.

@@ -4,6 +4,7 @@
 //! - [`member`]: one member's Raft as a sans-IO machine (ticks, messages, proposals in;
 //!   send / persist / apply actions out);
 //! - [`log`]: its Raft log and hard state, durable in the zookeeper's own storage;
+//! - [`messages`]: what the core and the driver tell each other;
 //! - [`driver`]: the thin async task that runs the machine: a timer, the `POST /raft`
 //!   resource, the CoAP endpoint for sending, the disk, and the core for applying.
 //!
@@ -16,6 +17,7 @@
 pub mod driver;
 pub mod log;
 pub mod member;
+pub mod messages;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

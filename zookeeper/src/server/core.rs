@@ -111,7 +111,7 @@ pub(crate) enum Job {
         session: u64,
     },
     /// An event of the ensemble's Raft driver (see [`replication`]).
-    Ensemble(crate::ensemble::driver::Event),
+    Ensemble(crate::ensemble::messages::Event),
     /// Stop after the current batch.
     Shutdown,
 }

@@ -5,8 +5,8 @@
 //! sessions.
 
 use super::{Core, Held, Job, LogJob, LogRecord};
-use crate::ensemble::driver::{Event, ToDriver};
 use crate::ensemble::member::{Committed, Role};
+use crate::ensemble::messages::{Event, ToDriver};
 use crate::ensemble::Proposal;
 use crate::tree::Change;
 use pehra_shared::api::error_response;

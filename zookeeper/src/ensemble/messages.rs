@@ -1,0 +1,35 @@
+//! The messages between the zookeeper's core and the ensemble driver: what the driver
+//! tells the core (committed entries, role changes) and what the core asks of it
+//! (proposals, read points). Their own module, so that the core and the driver both
+//! depend on it and not on each other.
+
+use super::member::{Committed, Role};
+use std::net::SocketAddr;
+
+/// What the driver tells the core.
+#[derive(Debug)]
+pub(crate) enum Event {
+    /// Entries committed, in order.
+    Committed(Vec<Committed>),
+    /// The member's role changed.
+    Role {
+        /// The new role.
+        role: Role,
+        /// The leader's address, if known.
+        leader: Option<SocketAddr>,
+    },
+    /// A proposal was not taken (the member is no longer the leader).
+    Dropped,
+    /// The read point asked for ([`ToDriver::ReadIndex`]) is reached (`false`: no leader
+    /// is known to ask).
+    ReadReady(u64, bool),
+}
+
+/// What the core asks of the driver.
+#[derive(Debug)]
+pub(crate) enum ToDriver {
+    /// Propose this entry.
+    Propose(Vec<u8>),
+    /// Find a linearizable read point (ReadIndex) for the read `id`.
+    ReadIndex(u64),
+}
