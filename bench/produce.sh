@@ -119,21 +119,6 @@ parse_ours() { # default-acks default-rf entries...
 PIDS=()
 declare -A PID_OF
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-produce-bench.XXXXXX")"
-# SIGTERM to every pid given, then up to GRACE seconds for them all; SIGKILL to those left.
-stop_pids() { # grace pid...
-    local grace="$1" pid deadline
-    shift
-    for pid in "$@"; do kill "$pid" 2>/dev/null || true; done
-    deadline=$((SECONDS + grace))
-    for pid in "$@"; do
-        while kill -0 "$pid" 2>/dev/null && ((SECONDS < deadline)); do sleep 0.1; done
-        if kill -0 "$pid" 2>/dev/null; then
-            printf '[produce.sh] pid %s still running %ss after SIGTERM: SIGKILL\n' "$pid" "$grace" >&2
-            kill -9 "$pid" 2>/dev/null || true
-        fi
-        wait "$pid" 2>/dev/null || true
-    done
-}
 cleanup() {
     local pid zk="${PID_OF[zk]:-}" rest=() zks=()
     # The zookeeper last: a broker's controlled shutdown (SIGTERM) asks it to move
@@ -173,52 +158,14 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
     cargo build --release -j2 -p pehra -p pehra-bench
 fi
 [[ -x "$LOAD" && -x "$ECHO" ]] || die "missing $LOAD or $ECHO (build failed?)"
+PROBE_LOAD="$LOAD" # wait_probe (lib.sh)
 
 # ---------------------------------------------------------------- ports
 
 # ---------------------------------------------------------------- servers
 # (PID_OF is declared up front: cleanup reads it.)
 declare -A LOGF ADDR
-show_log() { # name
-    log "$1: its log:"
-    tail -n 20 "${LOGF[$1]}" | sed 's/^/    /' >&2 || true
-}
-# Waits until the server's log has a line with "listening on" (pehra's readiness line).
-wait_listening() { # name
-    local name="$1" deadline=$((SECONDS + READY_TIMEOUT))
-    while ((SECONDS < deadline)); do
-        kill -0 "${PID_OF[$name]}" 2>/dev/null || { log "$name exited"; show_log "$name"; return 1; }
-        grep -q "listening on" "${LOGF[$name]}" 2>/dev/null && return 0
-        sleep 0.1
-    done
-    log "$name: no 'listening on' after ${READY_TIMEOUT}s"
-    show_log "$name"
-    return 1
-}
-# Waits until a real request succeeds: produce-load --probe (a served partition, an
-# MQTT CONNACK, an echoed datagram), each try bounded, the whole by READY_TIMEOUT.
-wait_probe() { # name system target [extra args...]
-    local name="$1" system="$2" target="$3" deadline=$((SECONDS + READY_TIMEOUT)) err
-    shift 3
-    while ((SECONDS < deadline)); do
-        kill -0 "${PID_OF[$name]}" 2>/dev/null || { log "$name exited"; show_log "$name"; return 1; }
-        if err="$("$LOAD" --system "$system" --target "$target" --probe --timeout 5 "$@" 2>&1 >/dev/null)"; then
-            return 0
-        fi
-        sleep 0.2
-    done
-    log "$name: no answer after ${READY_TIMEOUT}s (last: ${err:-?})"
-    show_log "$name"
-    return 1
-}
-
-# Shows the logs of the zookeeper and brokers 2..N (a failed probe shows broker 1's).
-ours_logs() {
-    local id
-    show_log zk
-    for ((id = 2; id <= BROKERS; id++)); do [[ -z "${LOGF[ours$id]:-}" ]] || show_log "ours$id"; done
-}
-
+# stop_pids, wait_listening, wait_probe, start_pehra, start_mosquitto: bench/lib.sh
 UP=" "
 MOSQ_VERSION=""
 for t in $TARGETS; do
@@ -232,80 +179,11 @@ for t in $TARGETS; do
             ;;
         ours)
             [[ -x "$PEHRA" ]] || { log "skipping ours: no $PEHRA"; continue; }
-            free_port port
-            ADDR[zk]="127.0.0.1:$port"
-            mkdir -p "$WORK/zk"
-            start_server zk "$WORK/zk.log" "${SRV_PIN[@]}" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
-            if ! wait_listening zk; then log "skipping ours"; continue; fi
-            # Broker 1 is "ours" (broker.log), brokers 2..N "ours2".. (broker2.log ..).
-            ok=1
-            for ((id = 1; id <= BROKERS; id++)); do
-                name=ours logf="$WORK/broker.log"
-                ((id == 1)) || name="ours$id" logf="$WORK/broker$id.log"
-                free_port port
-                ADDR[$name]="127.0.0.1:$port"
-                mkdir -p "$WORK/b$id"
-                start_server "$name" "$logf" "${SRV_PIN[@]}" "$PEHRA" broker --id "$id" --listen "${ADDR[$name]}" \
-                    --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id"
-            done
-            for ((id = 1; id <= BROKERS; id++)); do
-                name=ours
-                ((id == 1)) || name="ours$id"
-                wait_listening "$name" || { ok=0; break; }
-            done
-            if ((!ok)); then log "skipping ours"; continue; fi
-            if ! out="$("$PEHRA" topic create bench -p 1 --zookeeper "${ADDR[zk]}" 2>&1)"; then
-                log "pehra topic create failed: $out"
-                log "skipping ours"
-                continue
-            fi
-            if ! wait_probe ours ours "${ADDR[zk]}" --topic bench; then
-                ours_logs
-                log "skipping ours"
-                continue
-            fi
-            if ((BROKERS > 1)); then
-                # Every broker serves: a topic on all of them, all replicas in sync.
-                rt="bench-rf$BROKERS"
-                if ! out="$("$PEHRA" topic create "$rt" -p 1 -r "$BROKERS" --zookeeper "${ADDR[zk]}" 2>&1)"; then
-                    log "pehra topic create $rt failed: $out"
-                    log "skipping ours"
-                    continue
-                fi
-                if ! wait_probe ours ours "${ADDR[zk]}" --topic "$rt" --replication-factor "$BROKERS"; then
-                    ours_logs
-                    log "skipping ours"
-                    continue
-                fi
-                # Gone again, so its followers do not fetch during the runs.
-                out="$("$PEHRA" topic delete "$rt" --zookeeper "${ADDR[zk]}" 2>&1)" ||
-                    log "warning: pehra topic delete $rt failed: $out"
-                for ((id = 2; id <= BROKERS; id++)); do log "ours: broker $id ready (${ADDR[ours$id]})"; done
-            fi
+            if ! start_pehra "$PEHRA" "$BROKERS"; then log "skipping ours"; continue; fi
             UP+="ours "
             ;;
         mqtt)
-            if ! command -v mosquitto >/dev/null && [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-                log "installing mosquitto (Debian package)"
-                { apt-get update -qq >/dev/null &&
-                    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mosquitto >/dev/null; } ||
-                    log "apt-get install mosquitto failed"
-            fi
-            if ! command -v mosquitto >/dev/null; then
-                log "skipping mqtt: mosquitto not found (install: sudo apt-get install -y mosquitto)"
-                continue
-            fi
-            MOSQ_VERSION="$( (mosquitto -h 2>&1 || true) | sed -n 's/^mosquitto version \([0-9.]*\).*/\1/p' | head -n1)"
-            free_port port
-            ADDR[mqtt]="127.0.0.1:$port"
-            {
-                echo "listener $port 127.0.0.1"
-                echo "allow_anonymous true"
-                [[ "$MQTT_NODELAY" == 1 ]] && echo "set_tcp_nodelay true"
-                echo "log_dest stderr"
-            } >"$WORK/mosquitto.conf"
-            start_server mqtt "$WORK/mosquitto.log" "${SRV_PIN[@]}" mosquitto -c "$WORK/mosquitto.conf"
-            if ! wait_probe mqtt mqtt "${ADDR[mqtt]}"; then log "skipping mqtt"; continue; fi
+            if ! start_mosquitto; then log "skipping mqtt"; continue; fi
             UP+="mqtt "
             ;;
         *) die "unknown target '$t' (TARGETS: raw ours mqtt)" ;;

@@ -32,6 +32,8 @@
 #   JIT_WARMUP=1    seconds per operation of the discarded first pass (0 = none)
 #   TARGETS="ours apache"   READY_TIMEOUT=30   SKIP_BUILD=0 (1 = use existing binaries)
 #   JAVA_HEAP=1000m the server's -Xmx/-Xms (upstream zkEnv.sh's default heap)
+#   PROFILE=release cargo profile of our binaries (another name: built as a copy of
+#                   release into target/PROFILE, e.g. to keep others' binaries intact)
 #
 # Output: a table on stdout, bench/results/zk-<date>.json (gitignored) and a Markdown
 # snippet. Every process started here is killed by PID on exit; the temp dir is removed.
@@ -40,7 +42,8 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
-REL="$TARGET_DIR/release"
+PROFILE="${PROFILE:-release}"
+REL="$TARGET_DIR/$PROFILE"
 
 CLIENTS="${CLIENTS:-1 16}"
 VALUE_SIZE="${VALUE_SIZE:-1024}"
@@ -79,10 +82,13 @@ trap 'exit 143' TERM
 LOAD="$REL/zk-load"
 PEHRA="$REL/pehra"
 if [[ "$SKIP_BUILD" != 1 ]]; then
-    log "building pehra-bench (release)"
-    cargo build --release -j2 -p pehra-bench
-    log "building pehra (release)"
-    if ! cargo build --release -j2 -p pehra --bin pehra; then
+    # Another profile than release: built as a copy of release into target/PROFILE.
+    PROFILE_ARGS=(--release)
+    [[ "$PROFILE" == release ]] || PROFILE_ARGS=(--config "profile.$PROFILE.inherits=\"release\"" --profile "$PROFILE")
+    log "building pehra-bench ($PROFILE)"
+    cargo build "${PROFILE_ARGS[@]}" -j2 -p pehra-bench
+    log "building pehra ($PROFILE)"
+    if ! cargo build "${PROFILE_ARGS[@]}" -j2 -p pehra --bin pehra; then
         [[ -x "$PEHRA" ]] || die "building pehra failed and there is no $PEHRA"
         log "warning: building pehra failed; measuring the existing $PEHRA" \
             "(built $(date -r "$PEHRA" '+%Y-%m-%d %H:%M'))"

@@ -4,6 +4,7 @@
 mod replication;
 
 pub(crate) use self::replication::Replication;
+use super::group_commit::GroupCommit;
 use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
 use crate::cluster::PEHRA_ADMIN;
@@ -161,6 +162,9 @@ pub(super) struct Core {
     changes: Vec<Change>,
     /// The batch being made durable.
     in_flight: Option<(Vec<Held>, Vec<Change>)>,
+    /// When a batch goes to the disk (group commit), and when the one in flight went.
+    commit: GroupCommit,
+    flushed_at: Instant,
     log_tx: std::sync::mpsc::Sender<LogJob>,
     log_done: mpsc::UnboundedReceiver<Result<Room, StorageError>>,
     /// Bytes of records that can still be appended into reserved disk space.
@@ -237,6 +241,8 @@ impl Core {
             held: Vec::new(),
             changes: Vec::new(),
             in_flight: None,
+            commit: GroupCommit::default(),
+            flushed_at: Instant::now(),
             log_tx,
             log_done,
             room: room.bytes,
@@ -280,6 +286,9 @@ impl Core {
                     None => return Err(ServerError::LogThreadGone),
                 },
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
+                // A batch waiting for more writes goes now (flush_batch, at the top).
+                _ = sleep_until(self.commit.deadline()),
+                    if self.in_flight.is_none() && self.commit.deadline().is_some() => {}
                 _ = tokio::time::sleep_until(self.full_retry_at),
                     if self.full.is_some() && self.in_flight.is_none() && self.held.is_empty() =>
                 {
@@ -821,6 +830,12 @@ impl Core {
         if self.in_flight.is_some() || self.held.is_empty() {
             return;
         }
+        if !self.records.is_empty()
+            && !self.shutting_down
+            && !self.commit.flush_now(Instant::now(), self.held.len())
+        {
+            return; // waits for more writes, until commit.deadline()
+        }
         let held = std::mem::take(&mut self.held);
         let changes = std::mem::take(&mut self.changes);
         if self.records.is_empty() {
@@ -836,6 +851,7 @@ impl Core {
         if self.log_tx.send(LogJob::Append(records)).is_err() {
             tracing::error!("the log thread is gone");
         }
+        self.flushed_at = Instant::now();
         self.in_flight = Some((held, changes));
     }
 
@@ -845,6 +861,8 @@ impl Core {
         let Some((held, changes)) = self.in_flight.take() else {
             return;
         };
+        self.commit
+            .on_durable(held.len(), self.flushed_at.elapsed());
         answer(held);
         self.notify(changes);
         // Nothing is applied while a batch is in flight, so the tree is exactly what is

@@ -11,6 +11,7 @@
 
 mod access;
 mod core;
+mod group_commit;
 mod metrics;
 mod routes;
 mod sessions;
