@@ -574,6 +574,12 @@ impl ClusterClient {
             .await
             .ok();
         loop {
+            // Checked here too: a wait that ends at once (below) never times out.
+            if tokio::time::Instant::now() >= deadline {
+                return Err(ClientError::NoLeader(format!(
+                    "{topic} has no leader for every partition after {timeout:?}"
+                )));
+            }
             let meta = self.refresh().await?;
             let ready = meta.topics.get(topic).is_some_and(|t| {
                 t.partitions.len() == t.config.partitions as usize
@@ -584,11 +590,19 @@ impl ClusterClient {
             }
             // Wake on a change of the partitions, or re-check at a short interval for
             // brokers that register after the assignment.
+            let mut watch_ended = false;
             let wake = async {
                 match watch.as_mut() {
-                    Some(w) => {
-                        let _ = w.next().await;
-                    }
+                    Some(w) => match w.next().await {
+                        Some(Ok(_)) => {}
+                        // The watch ended (its observation was dropped or failed): it
+                        // would wake at once from now on, a busy loop. Fall back to the
+                        // interval, and watch again below.
+                        Some(Err(_)) | None => {
+                            watch_ended = true;
+                            std::future::pending::<()>().await
+                        }
+                    },
                     None => std::future::pending().await,
                 }
             };
@@ -604,6 +618,9 @@ impl ClusterClient {
                 return Err(ClientError::NoLeader(format!(
                     "{topic} has no leader for every partition after {timeout:?}"
                 )));
+            }
+            if watch_ended {
+                watch = None;
             }
             if watch.is_none() {
                 watch = self
