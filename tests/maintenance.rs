@@ -49,12 +49,46 @@ fn start_cluster(name: &str) -> TestCluster {
 
 /// A topic with two partitions on both brokers, with leaders.
 async fn create_topic(c: &TestCluster) {
+    brokers_may_lead(&c.zk().await).await;
     let client = ClusterClient::connect(c.zk_addr).await.unwrap();
     client.create_topic("jobs", 2, 2).await.unwrap();
     client
         .wait_for_leaders("jobs", Duration::from_secs(20))
         .await
         .unwrap();
+}
+
+/// Waits until both brokers are registered and none still reports that it may not lead
+/// (its logs not open yet: `/brokers/recovering/{id}:*`), so the controller spreads the
+/// topic's leaders over both (otherwise one may lead everything and be the Pehredar,
+/// never dormant).
+async fn brokers_may_lead(zk: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let watch = zk.watch_children(cluster::RECOVERING).await.ok();
+        let children = zk
+            .get_children(cluster::RECOVERING)
+            .await
+            .map(|(c, _)| c)
+            .unwrap_or_default();
+        let registered = zk
+            .get_children(cluster::BROKERS)
+            .await
+            .map_or(0, |(c, _)| c.len());
+        if registered >= 2 && !children.iter().any(|c| c.ends_with(":*")) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "brokers still opening their logs: {children:?}"
+        );
+        match watch {
+            Some(mut w) => {
+                let _ = tokio::time::timeout(Duration::from_secs(1), w.next()).await;
+            }
+            None => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
 }
 
 async fn order(zk: &Client, broker: u32, id: u64, command: Option<&str>) {
