@@ -94,6 +94,10 @@ check_mode /etc/pehra/broker-1.cred pehra:pehra 600
 log "user, directories and identities in place"
 
 units=(/usr/lib/systemd/system/pehra-zookeeper.service /usr/lib/systemd/system/pehra-broker.service)
+if ! command -v systemd-analyze >/dev/null; then
+  log "apt-get install systemd (for systemd-analyze)"
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq systemd >/dev/null
+fi
 systemd-analyze verify "${units[@]}"
 log "systemd-analyze verify: both units valid"
 
