@@ -40,22 +40,8 @@ fi
 [[ -x "$PEHRA" ]] || die "$PEHRA not found"
 
 # ---------------------------------------------------------------- cleanup
-PIDS=()
 declare -A PID_OF LOGF
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-blockwise-bench.XXXXXX")"
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir blockwise-bench
 
 # Waits until LOG-FILE contains TEXT (at most 20 s).
 wait_for_line() { # log-file text

@@ -53,21 +53,7 @@ BENCH=coap.sh
 source "$ROOT/bench/lib.sh"   # log, die, free_port, start_server, field, ...
 
 # ---------------------------------------------------------------- cleanup
-PIDS=()
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-coap-bench.XXXXXX")"
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir coap-bench
 
 # ---------------------------------------------------------------- pinning
 case "$PIN" in

@@ -40,21 +40,10 @@ if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
     cargo build -j2 -q --release -p pehra --bin pehra -p pehra-bench --bin observer-flood
 fi
 
-WORK="$(mktemp -d)"
-PIDS=()
+bench_workdir flood-bench
 declare -A PID_OF LOGF
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
+READY_TIMEOUT=30 # lib.sh's wait_listening
 
-# Waits (30 s at most) for NAME's "listening on" line.
-wait_listening() { # name
-    local name="$1"
-    timeout 30 grep -q -m1 "listening on" <(tail -F --pid="${PID_OF[$name]}" "${LOGF[$name]}" 2>/dev/null) \
-        || die "$name did not start: $(tail -3 "${LOGF[$name]}")"
-}
 rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
 hwm_kib() { awk '/^VmHWM:/ { print $2 }' "/proc/$1/status"; }
 
@@ -63,10 +52,10 @@ free_port BROKER_PORT
 ZK="127.0.0.1:$ZK_PORT"
 BROKER="127.0.0.1:$BROKER_PORT"
 start_server zookeeper "$WORK/zk.log" "$REL/pehra" zookeeper --insecure --listen "$ZK" --data-dir "$WORK/zk"
-wait_listening zookeeper
+wait_listening zookeeper || die "the zookeeper did not start"
 start_server broker "$WORK/broker.log" env ${BROKER_ENV:-} "$REL/pehra" broker --insecure --id 1 --listen "$BROKER" \
     --zookeeper "$ZK" --data-dir "$WORK/broker"
-wait_listening broker
+wait_listening broker || die "the broker did not start"
 
 coap() { "$REL/pehra" coap --timeout 20 "$@" >/dev/null; }
 # The topic (pub-sub, draft -21: {0: "flood"}), then its large value.

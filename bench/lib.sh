@@ -49,6 +49,27 @@ start_server() { # name log-file command...
     LOGF[$name]="$logf"
 }
 
+# ---------------------------------------------------------------- work directory
+# Sets WORK to a new temp dir (pehra-NAME.XXXXXX) and PIDS to none, and on exit (also
+# Ctrl-C, SIGTERM) stops every pid in PIDS (SIGTERM, then waits) and removes WORK.
+bench_workdir() { # name
+    PIDS=()
+    WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-$1.XXXXXX")"
+    trap bench_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+}
+bench_cleanup() {
+    local pid
+    for pid in "${PIDS[@]}"; do
+        kill "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -rf "$WORK"
+}
+
 # ---------------------------------------------------------------- figures
 # The first value of a key in JSON on stdin (flat, as the load generators print it).
 field() { { grep -o "\"$1\":[^,}]*" || true; } | head -n1 | cut -d: -f2- | tr -d '"'; }

@@ -62,21 +62,7 @@ BENCH=zk.sh
 source "$ROOT/bench/lib.sh"   # log, die, free_port, start_server, field, ...
 
 # ---------------------------------------------------------------- cleanup
-PIDS=()
-WORK="$(mktemp -d "${TMPDIR:-/tmp}/pehra-zk-bench.XXXXXX")"
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${PIDS[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$WORK"
-}
-trap cleanup EXIT
-trap 'exit 130' INT
-trap 'exit 143' TERM
+bench_workdir zk-bench
 
 # ---------------------------------------------------------------- build
 LOAD="$REL/zk-load"
