@@ -425,3 +425,74 @@ fn a_plain_peer_gets_at_most_three_times_its_request_until_it_echoes() {
     assert_eq!(Code(answer.header.code.into()), Code::FORBIDDEN);
     assert!(answer.payload.is_empty());
 }
+
+/// The Partial IVs of every protected message in `datagrams` (those that carry one).
+fn partial_ivs(datagrams: &[Vec<u8>]) -> Vec<u64> {
+    datagrams
+        .iter()
+        .filter_map(|bytes| {
+            let packet = coap_lite::Packet::from_bytes(bytes).ok()?;
+            let value = packet
+                .get_option(CoapOption::Unknown(crate::oscore::OSCORE))?
+                .front()?
+                .clone();
+            let option = crate::oscore::OscoreOption::decode(&value).ok()?;
+            Some(crate::oscore::decode_partial_iv(&option.partial_iv?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_context_dropped_for_room_and_derived_again_never_reuses_a_partial_iv() {
+    // One context kept at a time: alice's two runs (two ID Contexts) push each other
+    // out, and each comes back to a context derived again from the same secret. Every
+    // derivation must continue above the numbers any context used (a repeated Partial
+    // IV under the same key is a repeated AES-CCM nonce).
+    let mut security = server_security(0);
+    security.max_contexts = 1;
+    let mut server = Engine::new(Config::default(), [2; 32]);
+    server.set_server_security(security);
+    let mut clients: Vec<(u8, Engine<u8>)> = [7u64, 8]
+        .iter()
+        .map(|&run| {
+            let mut client = Engine::new(Config::default(), [1; 32]);
+            client.secure_peer(SERVER, alice_context(&ALICE_KEY, run));
+            (u8::try_from(run).unwrap(), client)
+        })
+        .collect();
+    let now = Instant::from_millis(1_000);
+    let mut to_client: BTreeMap<u8, Vec<Vec<u8>>> = BTreeMap::new();
+    for round in 0..3 {
+        for (peer, client) in clients.iter_mut() {
+            let id = client.request(now, SERVER, Request::get("/t"));
+            let mut answered = false;
+            for _ in 0..10 {
+                while let Some(t) = client.poll_transmit() {
+                    server.handle_datagram(now, *peer, &t.bytes);
+                }
+                while let Some(e) = server.poll_event() {
+                    if let Event::Request(r) = e {
+                        server.respond(now, r.id, Response::content(*b"ok"));
+                    }
+                }
+                while server.poll_persist().is_some() {}
+                while let Some(t) = server.poll_transmit() {
+                    to_client.entry(t.peer).or_default().push(t.bytes.clone());
+                    client.handle_datagram(now, SERVER, &t.bytes);
+                }
+                while let Some(e) = client.poll_event() {
+                    answered |= matches!(e, Event::Response { id: i, .. } if i == id);
+                }
+            }
+            assert!(answered, "round {round}, run {peer}: no answer");
+        }
+    }
+    for (peer, sent) in &to_client {
+        let mut ivs = partial_ivs(sent);
+        let count = ivs.len();
+        assert!(count >= 3, "run {peer}: an Echo answer each round");
+        ivs.sort_unstable();
+        ivs.dedup();
+        assert_eq!(ivs.len(), count, "run {peer}: a Partial IV used twice");
+    }
+}

@@ -108,6 +108,10 @@ pub(super) struct ServerState {
     echo: [u8; 8],
     /// No context uses a sender sequence number at or past this.
     ceiling: u64,
+    /// Above every sender sequence number any context of this start has used: where a
+    /// context derived now (new, or again after it was dropped for room) starts, so no
+    /// Partial IV repeats under one key.
+    high: u64,
     /// A new ceiling the driver must store before sending anything else.
     persist: Option<u64>,
     /// Keys the Echo values that validate a plain peer's address (RFC 9175 §2.4).
@@ -152,6 +156,7 @@ impl ServerState {
             next_rank: 0,
             echo,
             ceiling,
+            high: ceiling,
             persist: None,
             address_key,
         }
@@ -265,6 +270,7 @@ impl ServerState {
             .ctx
             .protect_response(&mut protection.binding, &inner, nonce)?;
         let next = context.ctx.next_sequence_number();
+        self.high = self.high.max(next);
         if next >= ceiling {
             // Stored before this message goes out (the driver stores first).
             self.ceiling = next.saturating_add(interval);
@@ -290,7 +296,7 @@ impl ServerState {
                 recipient_id: &key.0,
             };
             let mut ctx = SecurityContext::new(&params, None)?;
-            ctx.set_sender_sequence(self.config.sequence_floor);
+            ctx.set_sender_sequence(self.high);
             let identity = peer.identity.clone();
             while self.contexts.len() >= self.config.max_contexts.max(1) {
                 let Some((_, oldest)) = self.by_rank.pop_first() else {
