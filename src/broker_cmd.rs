@@ -186,6 +186,11 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     config.security = args
         .security
         .resolve(args.listen, &format!("broker {}", args.id))?;
+    config.security_updates = args.security.reload_on_sighup(
+        args.listen,
+        &format!("broker {}", args.id),
+        config.security.as_ref(),
+    )?;
     config.insecure_device_routes = args.insecure_device_routes;
     config.allow_truncation_below_hw = args.allow_truncation_below_hw;
     config.scrub_bytes_per_sec = args.scrub_bytes_per_sec;

@@ -5,6 +5,7 @@
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use pehra_shared::security::credentials::Credentials;
+use pehra_zookeeper::server::security_updates::SecurityUpdates;
 use pehra_zookeeper::Security;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -52,6 +53,44 @@ impl ServerSecurityArgs {
             credentials: Arc::new(credentials),
             policy: Arc::new(policy),
         }))
+    }
+}
+
+impl ServerSecurityArgs {
+    /// With credentials in `initial`: a stream of new versions of them and of the ACL
+    /// file, loaded again from the same paths each time the process gets SIGHUP (after
+    /// `pehra keys` added, rotated or revoked someone and the new file was copied in).
+    /// A file that does not load is reported and changes nothing.
+    pub fn reload_on_sighup(
+        &self,
+        listen: SocketAddr,
+        what: &str,
+        initial: Option<&Security>,
+    ) -> Result<Option<SecurityUpdates>> {
+        let Some(initial) = initial else {
+            return Ok(None);
+        };
+        let mut hangups = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+            .context("listening for SIGHUP")?;
+        let (tx, rx) = tokio::sync::watch::channel(initial.clone());
+        let (args, what) = (self.clone(), what.to_string());
+        tokio::spawn(async move {
+            while hangups.recv().await.is_some() {
+                match args.resolve(listen, &what) {
+                    Ok(Some(security)) => {
+                        tracing::info!("SIGHUP: {what}'s credentials and ACL file loaded again");
+                        if tx.send(security).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::error!(
+                        "SIGHUP: {what}'s credentials or ACL file do not load, the running ones stay: {e:#}"
+                    ),
+                }
+            }
+        });
+        Ok(Some(rx))
     }
 }
 

@@ -120,6 +120,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             Some(pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?);
     }
     config.security = args.security.resolve(args.listen, "the zookeeper")?;
+    config.security_updates =
+        args.security
+            .reload_on_sighup(args.listen, "the zookeeper", config.security.as_ref())?;
     let own_credentials = config.security.as_ref().map(|s| {
         std::sync::Arc::new(pehra_shared::driver::security::service_credentials(
             &s.credentials,

@@ -408,3 +408,67 @@ async fn the_pubsub_interface_works_for_an_authorized_client_and_refuses_a_devic
     assert_eq!(answer.code(), Code::DELETED, "{}", reason(&answer));
     assert!(zk.exists("/topics/ps-sec").await.unwrap().is_none());
 }
+
+/// Sends `request` until the answer's code is `code` (the servers install reloaded
+/// keys asynchronously after SIGHUP), for at most 15 s; the last answer.
+async fn until_code(endpoint: &Endpoint, to: SocketAddr, path: &str, code: Code) -> Response {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    loop {
+        let answer = send(endpoint, to, Request::get(path)).await;
+        if answer.code() == code || tokio::time::Instant::now() >= deadline {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_client_is_locked_out_of_running_servers_on_sighup_and_an_added_one_let_in() {
+    let (c, keys) = secure_cluster("sec-reload");
+    let zk_kid = zookeeper_kid();
+    let as_client_zk = socket(Some((&keys, "client")), c.zk_addr, &zk_kid).await;
+    let as_client_broker = socket(Some((&keys, "client")), c.addr(1), &broker_kid(1)).await;
+    let as_admin_zk = socket(Some((&keys, "admin")), c.zk_addr, &zk_kid).await;
+    for (endpoint, to, path) in [
+        (&as_client_zk, c.zk_addr, "z/brokers/ids"),
+        (&as_client_broker, c.addr(1), "ps"),
+        (&as_admin_zk, c.zk_addr, "z/brokers/ids"),
+    ] {
+        let answer = send(endpoint, to, Request::get(path)).await;
+        assert_eq!(answer.code(), Code::CONTENT, "{path}: {}", reason(&answer));
+    }
+    let dir = keys.to_str().unwrap();
+    let (code, _, err) = pehra(&["keys", "revoke", dir, "client"]);
+    assert_eq!(code, 0, "{err}");
+    let (code, _, err) = pehra(&["keys", "add", dir, "carol", "--role", "client"]);
+    assert_eq!(code, 0, "{err}");
+    // The servers' files were rewritten in place; SIGHUP makes them load them again.
+    common::unsafe_kill(c.zookeeper.as_ref().unwrap().child.id(), "HUP");
+    for id in 1..=3 {
+        common::unsafe_kill(c.pid(id), "HUP");
+    }
+    let refused = until_code(
+        &as_client_zk,
+        c.zk_addr,
+        "z/brokers/ids",
+        Code::UNAUTHORIZED,
+    )
+    .await;
+    assert_eq!(refused.code(), Code::UNAUTHORIZED, "{}", reason(&refused));
+    let refused = until_code(&as_client_broker, c.addr(1), "ps", Code::UNAUTHORIZED).await;
+    assert_eq!(refused.code(), Code::UNAUTHORIZED, "{}", reason(&refused));
+    // Everyone else goes on in the contexts they had; the new identity is let in.
+    let answer = send(&as_admin_zk, c.zk_addr, Request::get("z/brokers/ids")).await;
+    assert_eq!(answer.code(), Code::CONTENT, "{}", reason(&answer));
+    let as_carol_zk = socket(Some((&keys, "carol")), c.zk_addr, &zk_kid).await;
+    let answer = send(&as_carol_zk, c.zk_addr, Request::get("z/brokers/ids")).await;
+    assert_eq!(answer.code(), Code::CONTENT, "{}", reason(&answer));
+    let as_carol_broker = socket(Some((&keys, "carol")), c.addr(1), &broker_kid(1)).await;
+    let answer = send(&as_carol_broker, c.addr(1), Request::get("ps")).await;
+    assert_eq!(answer.code(), Code::CONTENT, "{}", reason(&answer));
+    // Every server is still running (a reload is no restart).
+    assert!(send(&as_admin_zk, c.zk_addr, Request::get("z/brokers/ids"))
+        .await
+        .code()
+        .is_success());
+}

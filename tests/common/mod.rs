@@ -275,7 +275,7 @@ impl Drop for BrokerProcess {
     }
 }
 
-/// Sends a signal by PID (`TERM`, `KILL`, `INT`, `STOP`, `CONT`); a process already gone
+/// Sends a signal by PID (`TERM`, `KILL`, `INT`, `STOP`, `CONT`, `HUP`); a process already gone
 /// is no error.
 pub fn unsafe_kill(pid: u32, signal: &str) {
     use rustix::process::{kill_process, Pid, Signal};
@@ -285,6 +285,7 @@ pub fn unsafe_kill(pid: u32, signal: &str) {
         "INT" => Signal::INT,
         "STOP" => Signal::STOP,
         "CONT" => Signal::CONT,
+        "HUP" => Signal::HUP,
         other => panic!("unsafe_kill: no signal {other}"),
     };
     let pid = Pid::from_raw(pid as i32).expect("a PID above 0");

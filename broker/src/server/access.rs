@@ -10,6 +10,7 @@
 use super::State;
 use pehra_shared::api::{decode_request, error_response};
 use pehra_shared::coap::{Method, Response};
+use pehra_shared::driver::security::PolicyCell;
 use pehra_shared::driver::Incoming;
 use pehra_shared::security::acl::{Action, ClusterResource, Policy, Resource};
 use pehra_shared::security::{self, Role};
@@ -17,10 +18,11 @@ use pehra_shared::wire::{ErrorKind, ReplicaFetchRequest};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-/// The router's guard for `policy`; with `plain_devices`, the device gateway routes
-/// (`/dev/*`) are served to plain CoAP as well (devices without OSCORE).
+/// The router's guard for the policy in `policy` (as it stands at each request); with
+/// `plain_devices`, the device gateway routes (`/dev/*`) are served to plain CoAP as
+/// well (devices without OSCORE).
 pub(super) fn guard(
-    policy: Arc<Policy>,
+    policy: Arc<PolicyCell>,
     plain_devices: bool,
 ) -> impl Fn(&Incoming) -> Result<(), Response> {
     move |incoming| {
@@ -30,7 +32,7 @@ pub(super) fn guard(
         {
             return Ok(());
         }
-        check(&policy, incoming)
+        check(&policy.current(), incoming)
     }
 }
 

@@ -98,6 +98,9 @@ pub struct BrokerConfig {
     pub maintenance_commands: BTreeMap<String, String>,
     /// OSCORE and ACLs (the broker's credentials and the policy); `None` serves plain
     /// CoAP to anyone (an insecure cluster on loopback).
+    /// Newer credentials and ACL policies while it runs (the binary sends one on
+    /// SIGHUP; see [`pehra_zookeeper::server::security_updates`]).
+    pub security_updates: Option<pehra_zookeeper::server::security_updates::SecurityUpdates>,
     pub security: Option<pehra_zookeeper::Security>,
     /// With security on, still serve the device gateway routes (`/dev/*`) to plain CoAP
     /// devices: the firmware does not speak OSCORE yet. Anyone on the network can then
@@ -144,6 +147,7 @@ impl BrokerConfig {
             pehra: pehra::PehraConfig::default(),
             maintenance_commands: BTreeMap::new(),
             security: None,
+            security_updates: None,
             insecure_device_routes: false,
             allow_truncation_below_hw: false,
             metrics: crate::metrics::BrokerMetrics::default(),
@@ -365,11 +369,13 @@ impl Broker {
         });
         config.metrics.attach(&state);
         let mut routes = router(state.clone());
-        if let Some(security) = &config.security {
-            routes = routes.guard(access::guard(
+        let policy = config.security.as_ref().map(|security| {
+            Arc::new(pehra_shared::driver::security::PolicyCell::new(
                 security.policy.clone(),
-                config.insecure_device_routes,
-            ));
+            ))
+        });
+        if let Some(policy) = &policy {
+            routes = routes.guard(access::guard(policy.clone(), config.insecure_device_routes));
         }
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), routes)
             .await
@@ -385,6 +391,15 @@ impl Broker {
             )
             .await
             .map_err(|e| BrokerError::Security(e.to_string()))?;
+            if let (Some(updates), Some(policy)) = (config.security_updates.clone(), &policy) {
+                pehra_zookeeper::server::security_updates::follow(
+                    updates,
+                    endpoint.handle(),
+                    policy.clone(),
+                    security.credentials.identity().kid.clone(),
+                    "broker",
+                );
+            }
         }
         let _ = state.handle.set(endpoint.handle());
         let options = ClientOptions {

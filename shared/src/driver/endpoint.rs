@@ -285,6 +285,9 @@ impl Driver {
                 self.ceiling_store = Some(store);
                 let _ = done.send(());
             }
+            Command::ServerKeys { keys, done } => {
+                let _ = done.send(self.engine.set_server_keys(keys));
+            }
             Command::Shutdown => return false,
         }
         true

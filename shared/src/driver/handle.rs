@@ -45,6 +45,11 @@ pub(crate) enum Command {
         context: Box<SecurityContext>,
         done: oneshot::Sender<()>,
     },
+    /// Replace a secured server's key table ([`Engine::set_server_keys`]).
+    ServerKeys {
+        keys: crate::security::KeyTable,
+        done: oneshot::Sender<bool>,
+    },
     ServerSecurity {
         security: Box<ServerSecurity>,
         store: CeilingStore,
@@ -162,6 +167,15 @@ impl Handle {
             store,
             done,
         })?;
+        ready.await.map_err(|_| Error::Closed)
+    }
+
+    /// Replaces the key table of a secured server (see [`Engine::set_server_keys`]):
+    /// revoked peers are refused from their next request on. `Ok(false)` if this
+    /// endpoint verifies no OSCORE.
+    pub async fn set_server_keys(&self, keys: crate::security::KeyTable) -> Result<bool, Error> {
+        let (done, ready) = oneshot::channel();
+        self.send(Command::ServerKeys { keys, done })?;
         ready.await.map_err(|_| Error::Closed)
     }
 

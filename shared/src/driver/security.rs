@@ -5,6 +5,7 @@
 use super::Handle;
 use crate::coap::{client_id_context, ServerSecurity};
 use crate::oscore::{ContextParams, SecurityContext};
+use crate::security::acl::Policy;
 use crate::security::credentials::Credentials;
 use std::io::{self, Write};
 use std::net::SocketAddr;
@@ -23,22 +24,7 @@ pub async fn secure_server(
     credentials: &Credentials,
     data_dir: &Path,
 ) -> io::Result<()> {
-    let mut keys = credentials.key_table().ok_or_else(|| {
-        io::Error::other(std::format!(
-            "the credentials of {} hold no key table: they are not a server's (pehra keys makes the zookeeper's and each broker's)",
-            credentials.identity().name
-        ))
-    })?;
-    // A server always knows itself: its own services (the zookeeper's controller) talk
-    // to it in its name, under its service key ID ([`service_credentials`]).
-    let own = credentials.identity();
-    keys.insert(crate::security::PeerKey {
-        identity: crate::security::Identity {
-            kid: crate::security::service_kid(&own.kid),
-            ..own.clone()
-        },
-        secret: crate::security::pairwise_secret(credentials.identity_key(), &own.kid),
-    });
+    let keys = server_key_table(credentials)?;
     let path = data_dir.join(CEILING_FILE);
     let floor = read_ceiling(&path)?;
     let security = ServerSecurity::new(credentials.identity().kid.clone(), keys, floor);
@@ -49,6 +35,82 @@ pub async fn secure_server(
         )
         .await
         .map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Installs the key table of `credentials` (a server's file made again by `pehra keys`
+/// after an identity was added, rotated or revoked) on `handle`'s secured endpoint:
+/// revoked and rotated-away peers are refused from their next request on. The server's
+/// own identity cannot change this way (its key ID names it in every context): that
+/// needs a restart. Returns how many peers the new table holds.
+pub async fn reload_server_keys(
+    handle: &Handle,
+    running_kid: &[u8],
+    credentials: &Credentials,
+) -> io::Result<usize> {
+    if credentials.identity().kid != running_kid {
+        return Err(io::Error::other(std::format!(
+            "the new credentials are {}'s, another identity than the running server's: restart it to change identity",
+            credentials.identity().name
+        )));
+    }
+    let keys = server_key_table(credentials)?;
+    let peers = keys.iter().count();
+    match handle.set_server_keys(keys).await {
+        Ok(true) => Ok(peers),
+        Ok(false) => Err(io::Error::other(
+            "this server runs without OSCORE: start it with --credentials to use keys",
+        )),
+        Err(e) => Err(io::Error::other(e.to_string())),
+    }
+}
+
+/// The peers a server with `credentials` accepts: its key table, and itself under its
+/// service key ID (its own services, the zookeeper's controller, talk to it in its name
+/// ([`service_credentials`])).
+fn server_key_table(credentials: &Credentials) -> io::Result<crate::security::KeyTable> {
+    let mut keys = credentials.key_table().ok_or_else(|| {
+        io::Error::other(std::format!(
+            "the credentials of {} hold no key table: they are not a server's (pehra keys makes the zookeeper's and each broker's)",
+            credentials.identity().name
+        ))
+    })?;
+    let own = credentials.identity();
+    keys.insert(crate::security::PeerKey {
+        identity: crate::security::Identity {
+            kid: crate::security::service_kid(&own.kid),
+            ..own.clone()
+        },
+        secret: crate::security::pairwise_secret(credentials.identity_key(), &own.kid),
+    });
+    Ok(keys)
+}
+
+/// A server's ACL policy as it stands now: read by the router's guard on every request,
+/// replaced whole when the operator reloads it.
+#[derive(Debug)]
+pub struct PolicyCell(std::sync::RwLock<std::sync::Arc<Policy>>);
+
+impl PolicyCell {
+    /// A cell holding `policy`.
+    pub fn new(policy: std::sync::Arc<Policy>) -> Self {
+        PolicyCell(std::sync::RwLock::new(policy))
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> std::sync::Arc<Policy> {
+        self.0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Puts `policy` in force for every request from now on.
+    pub fn replace(&self, policy: std::sync::Arc<Policy>) {
+        *self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = policy;
+    }
 }
 
 /// The credentials a server's own in-process services use towards it: its identity and

@@ -4,15 +4,16 @@
 
 use pehra_shared::api::{decode_request, error_response};
 use pehra_shared::coap::{Method, Response};
+use pehra_shared::driver::security::PolicyCell;
 use pehra_shared::driver::Incoming;
 use pehra_shared::security::acl::{Action, ClusterResource, Policy, Resource};
 use pehra_shared::security::Role;
 use pehra_shared::wire::{ErrorKind, MultiOp, MultiRequest};
 use std::sync::Arc;
 
-/// The router's guard for `policy`.
-pub(super) fn guard(policy: Arc<Policy>) -> impl Fn(&Incoming) -> Result<(), Response> {
-    move |incoming| check(&policy, incoming)
+/// The router's guard for the policy in `policy` (as it stands at each request).
+pub(super) fn guard(policy: Arc<PolicyCell>) -> impl Fn(&Incoming) -> Result<(), Response> {
+    move |incoming| check(&policy.current(), incoming)
 }
 
 /// `Ok` if the request may reach its handler.

@@ -14,6 +14,7 @@ mod core;
 mod group_commit;
 mod metrics;
 mod routes;
+pub mod security_updates;
 mod sessions;
 
 use crate::storage::{Storage, StorageError};
@@ -24,6 +25,7 @@ use pehra_shared::driver::Endpoint;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 use thiserror::Error;
 use tokio::sync::mpsc;
@@ -63,6 +65,9 @@ pub struct ServerConfig {
     pub metrics: ZkMetrics,
     /// A member of an ensemble (see [`crate::ensemble`]); `None`: alone, as always.
     pub ensemble: Option<crate::ensemble::EnsembleConfig>,
+    /// Newer credentials and ACL policies while it runs (the binary sends one on
+    /// SIGHUP); see [`security_updates`].
+    pub security_updates: Option<security_updates::SecurityUpdates>,
 }
 
 /// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
@@ -96,6 +101,7 @@ impl ServerConfig {
             },
             admin_key: None,
             security: None,
+            security_updates: None,
             recovery: crate::storage::RecoveryOptions::default(),
             metrics: ZkMetrics::default(),
             ensemble: None,
@@ -233,8 +239,13 @@ impl Server {
                 },
             );
         }
-        if let Some(security) = &config.security {
-            router = router.guard(access::guard(security.policy.clone()));
+        let policy = config.security.as_ref().map(|security| {
+            Arc::new(pehra_shared::driver::security::PolicyCell::new(
+                security.policy.clone(),
+            ))
+        });
+        if let Some(policy) = &policy {
+            router = router.guard(access::guard(policy.clone()));
         }
         let endpoint = Endpoint::bind(config.listen, config.coap.clone(), router)
             .await
@@ -250,6 +261,15 @@ impl Server {
             )
             .await
             .map_err(ServerError::Security)?;
+            if let (Some(updates), Some(policy)) = (config.security_updates.clone(), &policy) {
+                security_updates::follow(
+                    updates,
+                    endpoint.handle(),
+                    policy.clone(),
+                    security.credentials.identity().kid.clone(),
+                    "zookeeper",
+                );
+            }
         }
         let (leading_tx, leading) = tokio::sync::watch::channel(false);
         let replication = match raft {

@@ -354,6 +354,21 @@ impl<A: PeerAddress> Engine<A> {
         self.server_security = Some(secure::ServerState::new(security, echo, address_key));
     }
 
+    /// Replaces the key table of a secured server (new credentials: identities added,
+    /// revoked or rotated). Kept contexts of identities no longer in the table, or
+    /// whose secret changed, are dropped at once, so a revoked peer's next request is
+    /// refused; everyone else keeps their context. `false` if the server is not secured.
+    #[cfg(any(feature = "server", test))]
+    pub fn set_server_keys(&mut self, keys: crate::security::KeyTable) -> bool {
+        match self.server_security.as_mut() {
+            Some(security) => {
+                security.replace_keys(keys);
+                true
+            }
+            None => false,
+        }
+    }
+
     /// A sender sequence ceiling to store durably *before* sending any datagram that
     /// [`Engine::poll_transmit`] returns after this call; give the last one stored to
     /// [`ServerSecurity::sequence_floor`] at the next start. `None` most of the time.

@@ -496,3 +496,36 @@ fn a_context_dropped_for_room_and_derived_again_never_reuses_a_partial_iv() {
         assert_eq!(ivs.len(), count, "run {peer}: a Partial IV used twice");
     }
 }
+
+#[test]
+fn new_keys_lock_out_a_revoked_peer_at_once_and_let_it_back_when_added_again() {
+    let mut pair = Pair::new(7);
+    let id = pair.request(Request::get("/before"));
+    assert_eq!(pair.response(id).unwrap().payload(), b"before");
+    // Revoked: the key table no longer has alice. Her kept context goes with it.
+    assert!(pair.server.set_server_keys(KeyTable::new()));
+    let id = pair.request(Request::get("/revoked"));
+    assert!(
+        pair.served.iter().all(|r| r.request.path() != "revoked"),
+        "a revoked peer reached the application"
+    );
+    assert_eq!(
+        pair.response(id).map(|r| r.code()),
+        Some(Code::UNAUTHORIZED)
+    );
+    // Rotated: a new key for alice. Her old context is not accepted.
+    let mut rotated = KeyTable::new();
+    rotated.insert(PeerKey {
+        identity: alice(),
+        secret: security::pairwise_secret(&[0xB2; 32], &server_kid()),
+    });
+    pair.server.set_server_keys(rotated);
+    let id = pair.request(Request::get("/old-key"));
+    assert!(pair.served.iter().all(|r| r.request.path() != "old-key"));
+    // RFC 8613 §8.2: a request that does not decrypt gets 4.00.
+    assert_eq!(pair.response(id).map(|r| r.code()), Some(Code::BAD_REQUEST));
+    // Her key back: served again.
+    pair.server.set_server_keys(server_security(0).keys);
+    let id = pair.request(Request::get("/back"));
+    assert_eq!(pair.response(id).unwrap().payload(), b"back");
+}

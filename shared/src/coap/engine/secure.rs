@@ -192,6 +192,32 @@ impl ServerState {
         self.persist.take()
     }
 
+    /// Installs a new key table; drops the kept contexts it no longer vouches for (the
+    /// identity is gone, or its secret or identity changed).
+    pub(super) fn replace_keys(&mut self, keys: KeyTable) {
+        let stale: Vec<ContextKey> = self
+            .contexts
+            .iter()
+            .filter(|(key, kept)| {
+                keys.get(&key.0).is_none_or(|peer| {
+                    peer.identity != kept.identity
+                        || self
+                            .config
+                            .keys
+                            .get(&key.0)
+                            .is_none_or(|old| old.secret != peer.secret)
+                })
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(dropped) = self.contexts.remove(&key) {
+                self.by_rank.remove(&dropped.rank);
+            }
+        }
+        self.config.keys = keys;
+    }
+
     /// How many contexts are kept (at most `max_contexts`).
     pub(super) fn context_count(&self) -> usize {
         self.contexts.len()
