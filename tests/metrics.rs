@@ -145,9 +145,19 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
         .2
 }
 
-#[test]
-fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
-    let dir = TempDir::new("metrics");
+/// A zookeeper and broker 1, each serving metrics.
+struct Metered {
+    _dir: TempDir,
+    _zk: Zookeeper,
+    _broker: BrokerProcess,
+    zk_addr: SocketAddr,
+    broker_addr: SocketAddr,
+    zk_metrics: SocketAddr,
+    broker_metrics: SocketAddr,
+}
+
+fn metered(name: &str) -> Metered {
+    let dir = TempDir::new(name);
     let zk_addr: SocketAddr = format!("127.0.0.1:{}", free_udp_port()).parse().unwrap();
     let args: Vec<String> = [
         "zookeeper",
@@ -196,6 +206,21 @@ fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
         dir: broker_dir,
         zookeeper: zk_addr,
     };
+    Metered {
+        _dir: dir,
+        _zk,
+        _broker,
+        zk_addr,
+        broker_addr,
+        zk_metrics,
+        broker_metrics,
+    }
+}
+
+#[test]
+fn zookeeper_and_broker_serve_metrics_that_count_what_was_done() {
+    let m = metered("metrics");
+    let (zk_addr, zk_metrics, broker_metrics) = (m.zk_addr, m.zk_metrics, m.broker_metrics);
     assert!(zk_metrics.ip().is_loopback() && broker_metrics.ip().is_loopback());
 
     let z = zk_addr.to_string();
@@ -425,4 +450,100 @@ fn a_leader_counts_the_isr_shrink_and_the_under_replicated_partition_when_a_foll
         );
         std::thread::sleep(Duration::from_millis(100)); // polling the endpoint: there is no event to await
     }
+}
+
+#[test]
+fn concurrent_gets_of_a_large_topic_value_share_one_read_of_the_log() {
+    // Issue 12: a flood of GETs of a large publication made the broker read it from the
+    // log once per GET, each holding copies of it while waiting (hundreds of MiB). GETs
+    // that miss the cache now share one read.
+    let m = metered("metrics-gets");
+    let z = m.zk_addr.to_string();
+    let (code, _, err) = pehra(&["topic", "create", "big", "-p", "1", "--zookeeper", &z]);
+    assert_eq!(code, 0, "{err}");
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let fetches = || {
+        let (_, _, body) = scrape(m.broker_metrics);
+        value(
+            &parse(&body),
+            "pehra_broker_fetch_latency_seconds_count",
+            &[],
+        )
+    };
+    let value_bytes: Vec<u8> = (0..60 * 1024).map(|i| (i % 251) as u8).collect();
+    let (before, after) = rt.block_on(async {
+        use pehra_shared::coap::{Config, Request};
+        use pehra_shared::driver::{Endpoint, Router};
+        let client = ClusterClient::connect(m.zk_addr).await.unwrap();
+        client
+            .wait_for_leaders("big", Duration::from_secs(20))
+            .await
+            .unwrap();
+        // One endpoint per GET: a client sends one request at a time to a server
+        // (RFC 7252 §4.7, NSTART 1); a flood comes from many ports.
+        let mut endpoints = Vec::new();
+        for _ in 0..200 {
+            let bind = Endpoint::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Config::default(),
+                Router::new(),
+            );
+            endpoints.push(bind.await.unwrap());
+        }
+        let handle = endpoints[0].handle();
+        let put = handle
+            .request(
+                m.broker_addr,
+                Request::put("ps/data/big")
+                    .with_payload(value_bytes.clone())
+                    .with_content_format(42),
+            )
+            .await
+            .unwrap();
+        assert!(put.code().is_success(), "{:?}", put.code());
+        let before = fetches();
+        let gets = endpoints.iter().map(|endpoint| {
+            let handle = endpoint.handle();
+            let to = m.broker_addr;
+            tokio::spawn(async move { handle.request(to, Request::get("ps/data/big")).await })
+        });
+        let mut failed = std::collections::BTreeMap::<String, usize>::new();
+        for get in futures_join(gets.collect()).await {
+            let answer = get.unwrap().unwrap();
+            if !answer.code().is_success() || answer.payload().len() != 60 * 1024 {
+                let what = format!(
+                    "{:?} {}",
+                    answer.code(),
+                    String::from_utf8_lossy(answer.payload())
+                );
+                *failed.entry(what).or_default() += 1;
+            }
+        }
+        assert!(failed.is_empty(), "{failed:#?}");
+        (before, fetches())
+    });
+    // Each read of the value is two fetches (the end, then the last record): 200 GETs
+    // that each read it make 400. Shared, it is a few dozen here (one read per batch of
+    // GETs that arrive while one is in progress); half of 400 leaves room for a slow
+    // machine.
+    assert!(
+        after - before < 200.0,
+        "{} log fetches for 200 concurrent GETs",
+        after - before
+    );
+}
+
+/// Awaits every task, in order.
+async fn futures_join<T>(
+    tasks: Vec<tokio::task::JoinHandle<T>>,
+) -> Vec<Result<T, tokio::task::JoinError>> {
+    let mut out = Vec::with_capacity(tasks.len());
+    for task in tasks {
+        out.push(task.await);
+    }
+    out
 }

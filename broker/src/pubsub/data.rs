@@ -347,19 +347,58 @@ impl PubSub {
         let cached = self.latest.lock().expect("lock").get(name).cloned();
         let state = match cached {
             Some(state) => state,
-            None if topic.config.partitions <= 1 => match self.tail(name, 0).await {
-                Ok((state, _)) => state,
-                Err(e) => return client_problem(e),
+            None => match self.load_shared(&topic).await {
+                Ok(state) => state,
+                Err(response) => return response,
             },
-            None => self.newest(name, topic.config.partitions).await,
         };
-        match state {
+        match &*state {
             DataState::FullyCreated(p) => p.response(),
             DataState::HalfCreated => problem(
                 Code::NOT_FOUND,
                 "nothing published on this topic yet (HALF CREATED): publish first, or create it with \"initialize\"",
             ),
         }
+    }
+
+    /// The state of `topic`'s data read from its partitions, by one read shared with
+    /// every GET that asks meanwhile (nothing is cached: only a topic's follow loop
+    /// keeps [`PubSub::latest`], which it can keep current).
+    async fn load_shared(&self, topic: &Topic) -> Result<Arc<DataState>, Response> {
+        let name = &topic.name;
+        let slot = self
+            .loading
+            .lock()
+            .expect("lock")
+            .entry(name.clone())
+            .or_default()
+            .clone();
+        let loaded = slot
+            .get_or_try_init(|| async {
+                self.read_state(name, topic.config.partitions)
+                    .await
+                    .map(Arc::new)
+            })
+            .await
+            .cloned();
+        // Done: the next GET to miss reads afresh.
+        let mut loading = self.loading.lock().expect("lock");
+        if loading.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
+            loading.remove(name);
+        }
+        loaded
+    }
+
+    /// The state of a topic's data from the ends of its partitions.
+    async fn read_state(&self, topic: &str, partitions: u32) -> Result<DataState, Response> {
+        if partitions <= 1 {
+            return self
+                .tail(topic, 0)
+                .await
+                .map(|(state, _)| state)
+                .map_err(client_problem);
+        }
+        Ok(self.newest(topic, partitions).await)
     }
 
     /// The state of partition `p`'s data, from its last committed record, and its high
@@ -448,6 +487,18 @@ impl PubSub {
         let mut next: BTreeMap<u32, u64> = BTreeMap::new();
         loop {
             let mut ticks = self.observe_partitions(&topic, partitions, &mut next).await;
+            let known = self.latest.lock().expect("lock").contains_key(&topic);
+            if ticks.is_some() && !known {
+                // The state as of where the partitions are followed from (or later: the
+                // records after that are notified next and replace it), for the GETs.
+                if let Ok(state) = self.read_state(&topic, partitions).await {
+                    self.latest
+                        .lock()
+                        .expect("lock")
+                        .entry(topic.clone())
+                        .or_insert_with(|| Arc::new(state));
+                }
+            }
             for p in 0..partitions {
                 self.catch_up(&topic, p, &mut next).await;
             }
@@ -550,12 +601,12 @@ impl PubSub {
         };
         for (offset, record) in records {
             next.insert(p, offset + 1);
-            let state = DataState::of(p, offset, record);
+            let state = Arc::new(DataState::of(p, offset, record));
             self.latest
                 .lock()
                 .expect("lock")
                 .insert(topic.to_string(), state.clone());
-            let notification = match state {
+            let notification = match &*state {
                 DataState::FullyCreated(p) => p.response(),
                 DataState::HalfCreated => problem(
                     Code::NOT_FOUND,

@@ -47,8 +47,13 @@ pub(crate) struct PubSub {
     cluster: ClusterClient,
     handle: Handle,
     next_partition: AtomicU32,
-    /// The state of each followed topic's data (kept by its follow loop).
-    latest: Mutex<HashMap<String, data::DataState>>,
+    /// The state of each followed topic's data (kept by its follow loop), shared by
+    /// every GET that reads it.
+    latest: Mutex<HashMap<String, Arc<data::DataState>>>,
+    /// Reads of a topic's data from the log in progress: GETs that miss [`Self::latest`]
+    /// at the same time share one (a flood of GETs of a large value would otherwise
+    /// hold a copy of it each while they wait, issue 12).
+    loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<data::DataState>>>>>,
     /// Topics being followed for observers: the topic's identity and the loop.
     following: Mutex<HashMap<String, (u64, tokio::task::JoinHandle<()>)>>,
 }
@@ -76,6 +81,7 @@ impl PubSub {
             handle,
             next_partition: AtomicU32::new(0),
             latest: Mutex::default(),
+            loading: Mutex::default(),
             following: Mutex::default(),
         })
     }

@@ -476,6 +476,20 @@ impl<A: PeerAddress> Engine<A> {
             exchange.upload = None;
         }
 
+        let asked_for_more = exchange.next_block.is_some_and(|b| b.num > 0);
+        if asked_for_more && code == Code::REQUEST_ENTITY_INCOMPLETE {
+            // The server no longer has the rest of the body of a request it cannot make
+            // again from a follow-up (a POST or FETCH: follow-ups carry no payload): it
+            // asks for the whole request again. A few times.
+            if exchange.restarts >= MAX_DOWNLOAD_RESTARTS {
+                return self.fail(id, ExchangeError::BlockMismatch);
+            }
+            exchange.restarts += 1;
+            exchange.download.clear();
+            exchange.next_block = None;
+            return self.send_exchange_message(now, id);
+        }
+
         // Block2: more of the response body is to be fetched.
         let Ok(block2) = block_option(response.option(option::BLOCK2)) else {
             return self.fail(id, ExchangeError::BlockMismatch);

@@ -464,6 +464,16 @@ impl<A: PeerAddress> Engine<A> {
                 incoming.sliced = true;
                 return self.answer(now, incoming, part);
             }
+            if method != Method::Get {
+                // The body is no longer kept (the byte budget let it go), and a follow-up
+                // carries no request payload (RFC 7959 §2.4): the handler cannot make it
+                // again from this request. The client has to send the whole request again.
+                let response = Response::error(
+                    Code::REQUEST_ENTITY_INCOMPLETE,
+                    "the rest of this response is no longer kept: send the request again",
+                );
+                return self.answer(now, incoming, response);
+            }
         }
 
         if method == Method::Get
@@ -779,6 +789,11 @@ impl<A: PeerAddress> Engine<A> {
     ) -> Response {
         let (wanted, len) = self.block_plan(wanted, max_payload);
         if wanted.num == 0 && response.payload().len() <= len {
+            return response;
+        }
+        if !response.code().is_success() {
+            // An error answers the request as it is (RFC 7959 §2.2: Block2 describes a
+            // representation; an error is none of the one being transferred).
             return response;
         }
         // RFC 7959 §2.4: every block of one representation carries its ETag, so a

@@ -1502,3 +1502,45 @@ fn a_get_naming_the_current_etag_gets_2_03_valid_without_the_payload() {
     assert_eq!(code_of(&stale), Code::CONTENT);
     assert_eq!(stale.payload, b"value");
 }
+
+#[test]
+fn a_post_whose_body_is_no_longer_kept_is_sent_again_whole_never_run_without_its_payload() {
+    // A POST's follow-ups carry no payload (RFC 7959 §2.4), so when the server has let
+    // the body go (here it keeps none) its handler must not run on one: the server
+    // asks for the whole request again (4.08), and the client sends it, a few times.
+    let mut net = Net::new(Config::default());
+    net.server = Engine::new(
+        Config {
+            max_cached_body_bytes: 1,
+            ..Config::default()
+        },
+        [2; 32],
+    );
+    net.handler = |request| {
+        Some(if request.payload().is_empty() {
+            Response::error(Code::BAD_REQUEST, "no payload")
+        } else {
+            Response::content(vec![b'F'; 3000])
+        })
+    };
+    let id = net.request(Request::post("/fetch").with_payload(*b"query"));
+    net.run_for(Duration::from_secs(60));
+    assert!(
+        net.server_requests
+            .iter()
+            .all(|r| r.request.payload() == b"query"),
+        "the handler ran on a follow-up without the request's payload"
+    );
+    let whole_requests = net
+        .sent_by(CLIENT)
+        .iter()
+        .filter(|(_, p)| p.payload == b"query")
+        .count();
+    assert!(whole_requests >= 2, "the whole request was sent again");
+    // It never fits (nothing is kept), so it ends in a clean failure, not a wrong body.
+    assert!(
+        net.response_to(id)
+            .is_none_or(|r| r.code() != Code::CONTENT || r.payload() == vec![b'F'; 3000]),
+        "no spliced or truncated body"
+    );
+}
