@@ -148,12 +148,18 @@ pehra_logs() { # brokers
 # (and deletes it again). Sets ADDR[zk], ADDR[ours], ADDR[ours2]... Returns 1 (logs
 # shown) if something did not come up.
 start_pehra() { # pehra-binary brokers
+    # With PEHRA_KEYS=DIR (keys from `pehra keys init DIR`), every server runs with its
+    # credentials (OSCORE and ACLs); the CLI calls here and the load client then need
+    # PEHRA_CREDENTIALS=DIR/client.cred in the environment.
     local pehra="$1" n="$2" id name logf port out rt
     local wrap=("${WRAP[@]+"${WRAP[@]}"}")
+    local zk_cred=() broker_cred=()
+    [[ -z "${PEHRA_KEYS:-}" ]] || zk_cred=(--credentials "$PEHRA_KEYS/zookeeper.cred")
     free_port port
     ADDR[zk]="127.0.0.1:$port"
     mkdir -p "$WORK/zk"
-    start_server zk "$WORK/zk.log" "${SRV_PIN[@]+"${SRV_PIN[@]}"}" "$pehra" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
+    start_server zk "$WORK/zk.log" "${SRV_PIN[@]+"${SRV_PIN[@]}"}" "$pehra" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk" \
+        "${zk_cred[@]+"${zk_cred[@]}"}"
     wait_listening zk || return 1
     # Broker 1 is "ours" (broker.log), brokers 2..N "ours2".. (broker2.log ..).
     for ((id = 1; id <= n; id++)); do
@@ -162,8 +168,10 @@ start_pehra() { # pehra-binary brokers
         free_port port
         ADDR[$name]="127.0.0.1:$port"
         mkdir -p "$WORK/b$id"
+        [[ -z "${PEHRA_KEYS:-}" ]] || broker_cred=(--credentials "$PEHRA_KEYS/broker-$id.cred")
         start_server "$name" "$logf" "${SRV_PIN[@]+"${SRV_PIN[@]}"}" "${wrap[@]+"${wrap[@]}"}" "$pehra" broker --id "$id" \
-            --listen "${ADDR[$name]}" --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id"
+            --listen "${ADDR[$name]}" --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id" \
+            "${broker_cred[@]+"${broker_cred[@]}"}"
     done
     for ((id = 1; id <= n; id++)); do
         name=ours

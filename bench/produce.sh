@@ -64,6 +64,11 @@
 #   REPEAT=3        rounds; every figure is the median of the rounds, per metric
 #   PIN=none        none | split (servers on CPU 0, load on CPU 1) | same (all on CPU 0)
 #   TARGETS="raw ours mqtt"  READY_TIMEOUT=30  TIMEOUT=60  SKIP_BUILD=0 (1 = use binaries)
+#   OSCORE=0        1: our cluster runs secured (keys from `pehra keys init`, every server
+#                   with its credentials, the load client as `client`): every request
+#                   and answer OSCORE-protected and checked against the ACLs. Run the
+#                   script with OSCORE=0 and =1 to compare (the raw UDP rows of each run
+#                   are the common yardstick).
 #
 # Output: a table on stdout, bench/results/produce-<date>.json (gitignored) and a
 # Markdown snippet. Every process started here is killed by PID on exit.
@@ -91,6 +96,7 @@ TARGETS="${TARGETS:-raw ours mqtt}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
 TIMEOUT="${TIMEOUT:-60}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+OSCORE="${OSCORE:-0}"
 # One-line errors from the load client, not anyhow backtraces.
 export RUST_LIB_BACKTRACE=0 RUST_BACKTRACE=0
 
@@ -159,6 +165,13 @@ if [[ "$SKIP_BUILD" != 1 ]]; then
 fi
 [[ -x "$LOAD" && -x "$ECHO" ]] || die "missing $LOAD or $ECHO (build failed?)"
 PROBE_LOAD="$LOAD" # wait_probe (lib.sh)
+if [[ "$OSCORE" == 1 ]]; then
+    # Keys for the zookeeper, every broker and the load client; start_pehra (lib.sh)
+    # gives the servers theirs, and every pehra/produce-load call below is the client.
+    "$REL/pehra" keys init "$WORK/keys" --brokers "$BROKERS" >/dev/null ||
+        die "pehra keys init failed"
+    export PEHRA_KEYS="$WORK/keys" PEHRA_CREDENTIALS="$WORK/keys/client.cred"
+fi
 
 # ---------------------------------------------------------------- ports
 
@@ -213,6 +226,7 @@ if [[ "$UP" == *" ours "* ]]; then
         n="ours-b$b-f$f"
         [[ "$a" == 1 && "$r" == 1 ]] || n+="-acks=$a-rf=$r"
         d="Pehra broker, acks $a, replication factor $r"
+        [[ "$OSCORE" != 1 ]] || d+=", OSCORE"
         ((r == 1)) || d+=" ($BROKERS brokers)"
         add_row "$n" ours "$b" "$f" 0 "$d, $b record(s)/request, $f request(s) in flight" "$a" "$r"
     done

@@ -196,6 +196,10 @@ struct Args {
     /// Print one JSON line instead of the human-readable report.
     #[arg(long)]
     json: bool,
+    /// ours: a client credentials file (made by `pehra keys`): every request is then
+    /// protected with OSCORE (a cluster started with credentials needs it).
+    #[arg(long, env = "PEHRA_CREDENTIALS")]
+    credentials: Option<std::path::PathBuf>,
     /// Free-form label copied into the JSON output.
     #[arg(long, default_value = "")]
     label: String,
@@ -406,13 +410,23 @@ const TICK: Duration = Duration::from_millis(50);
 
 // ------------------------------------------------------------------------------- ours
 
+/// A cluster client, with OSCORE if `--credentials` names a file.
+async fn connect(args: &Args, zk: SocketAddr) -> Result<ClusterClient> {
+    let credentials = args
+        .credentials
+        .as_ref()
+        .map(|path| {
+            pehra_shared::security::credentials::Credentials::load(path)
+                .map(Arc::new)
+                .with_context(|| format!("loading the credentials {}", path.display()))
+        })
+        .transpose()?;
+    Ok(ClusterClient::connect_secured(zk, credentials).await?)
+}
+
 async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
     let zk = resolve(&args.target)?;
-    let producer = Arc::new(
-        ClusterClient::connect(zk)
-            .await
-            .context("producer: connect")?,
-    );
+    let producer = Arc::new(connect(args, zk).await.context("producer: connect")?);
     let topic = if args.fresh_topic {
         // A topic of its own: no observers of earlier runs on its partition resource.
         let name = format!("{}-{}-{}", args.topic, std::process::id(), wall_ms());
@@ -468,9 +482,7 @@ async fn ours_on(
     }
     // The retries of the run only, not of the waits above.
     *sh.retries.lock().expect("lock") = producer.retry_stats();
-    let consumer = ClusterClient::connect(zk)
-        .await
-        .context("consumer: connect")?;
+    let consumer = connect(args, zk).await.context("consumer: connect")?;
     let partition = args.partition;
     let mut observation = consumer
         .observe_partition(&topic, partition)
@@ -981,7 +993,7 @@ async fn raw(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
 async fn probe(args: &Args) -> Result<()> {
     match args.system {
         System::Ours => {
-            let client = ClusterClient::connect(resolve(&args.target)?).await?;
+            let client = connect(args, resolve(&args.target)?).await?;
             let timeout = Duration::from_secs_f64(args.timeout);
             let nudges = AtomicU64::new(0);
             wait_served(&client, &args.topic, args.partition, timeout, &nudges).await?;
