@@ -84,7 +84,8 @@ fn wanted(state: &State) -> BTreeMap<String, String> {
 const RESYNC: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Keeps this broker's reports under [`RECOVERING`] equal to what its replicas are,
-/// whenever [`State::eligibility_changed`] is signalled, and every [`RESYNC`].
+/// whenever [`State::eligibility_changed`] is signalled, and every [`RESYNC`] while
+/// awake (a dormant broker compares when it wakes up).
 pub(crate) async fn publish(zk: Arc<Client>, state: Arc<State>) {
     let prefix = format!("{}:", state.id);
     loop {
@@ -96,7 +97,17 @@ pub(crate) async fn publish(zk: Arc<Client>, state: Arc<State>) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             state.eligibility_changed.notify_one();
         }
-        let _ = tokio::time::timeout(RESYNC, changed).await;
+        if super::pehra::is_asleep(&state) {
+            // Dormant: no periodic comparison (its zookeeper round trip and the timer
+            // steps before it were most of a sleeping broker's wakeups, issue 19); a
+            // signal still reports at once, and waking up compares.
+            tokio::select! {
+                () = changed => {}
+                () = super::pehra::awake(&state) => {}
+            }
+        } else {
+            let _ = tokio::time::timeout(RESYNC, changed).await;
+        }
     }
 }
 

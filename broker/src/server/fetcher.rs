@@ -92,7 +92,16 @@ async fn run(
     loop {
         let set = keys.borrow_and_update().clone();
         let partitions = positions(&state, leader, &set);
+        if set.is_empty() {
+            // Nothing to follow from this leader now: wait for the set to change (no
+            // polling: an idle broker should not wake for nothing, issue 19).
+            if keys.changed().await.is_err() {
+                return;
+            }
+            continue;
+        }
         if partitions.is_empty() {
+            // Its partitions are not open here yet.
             let _ = tokio::time::timeout(RETRY_AFTER, keys.changed()).await;
             continue;
         }
