@@ -1,9 +1,7 @@
 //! The initiator's side: message_1 out, message_2 in (checked against the credential
 //! of the server it meant to reach), message_3 out, keys.
 
-use super::{
-    parse_error_message, valid_public_key, Crypto, EdhocError, Established, StaticKey,
-};
+use super::{parse_error_message, valid_public_key, Crypto, EdhocError, Established, StaticKey};
 use alloc::vec::Vec;
 use lakers::{
     Credential, CredentialTransfer, EDHOCMethod, EDHOCSuite, EdhocInitiator, EdhocInitiatorWaitM2,

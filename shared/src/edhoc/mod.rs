@@ -191,7 +191,8 @@ impl StaticKey {
             .unwrap_or(&[])
     }
 
-    pub(crate) fn credential(&self) -> Credential {
+    /// The credential, as lakers takes it.
+    pub fn credential(&self) -> Credential {
         self.credential
     }
 }
@@ -238,6 +239,18 @@ pub struct KnownPeer {
     pub identity: Identity,
     /// Its CCS credential.
     pub credential: Credential,
+}
+
+/// What a server's responder is made from ([`Responder::new`]; the engine makes it
+/// when given server security with EDHOC on).
+#[derive(Debug, Clone)]
+pub struct ResponderConfig {
+    /// The server's static key and credential.
+    pub key: StaticKey,
+    /// The initiators it accepts (the registry's EDHOC identities).
+    pub peers: Vec<KnownPeer>,
+    /// Bounds on half-open sessions.
+    pub limits: Limits,
 }
 
 /// What both ends hold once EDHOC succeeded: the OSCORE parameters of RFC 9528

@@ -237,7 +237,10 @@ impl<A: Copy + Ord> Responder<A> {
         };
         let c_i = c_i.as_slice().to_vec();
         if c_i.len() > crate::oscore::MAX_ID_LEN {
-            return refused(BAD_REQUEST, EdhocError::Malformed("C_I longer than 7 bytes"));
+            return refused(
+                BAD_REQUEST,
+                EdhocError::Malformed("C_I longer than 7 bytes"),
+            );
         }
         let c_r = loop {
             let mut c_r = [C_R_PREFIX, 0, 0, 0, 0];
@@ -247,12 +250,14 @@ impl<A: Copy + Ord> Responder<A> {
             }
         };
         let conn_id = ConnId::from_slice(&c_r).expect("5 bytes fit a lakers ConnId");
-        let (state, message_2) =
-            match processed.prepare_message_2(CredentialTransfer::ByReference, Some(conn_id), &None)
-            {
-                Ok(v) => v,
-                Err(e) => return refused(BAD_REQUEST, e.into()),
-            };
+        let (state, message_2) = match processed.prepare_message_2(
+            CredentialTransfer::ByReference,
+            Some(conn_id),
+            &None,
+        ) {
+            Ok(v) => v,
+            Err(e) => return refused(BAD_REQUEST, e.into()),
+        };
         self.sessions.insert(
             c_r.to_vec(),
             Session {
@@ -269,7 +274,10 @@ impl<A: Copy + Ord> Responder<A> {
     fn message_3(&mut self, peer: A, payload: &[u8]) -> Outcome {
         let mut decoder = lakers::CBORDecoder::new(payload);
         let Ok(c_r) = ConnId::from_decoder(&mut decoder) else {
-            return refused(BAD_REQUEST, EdhocError::Malformed("no C_R before message_3"));
+            return refused(
+                BAD_REQUEST,
+                EdhocError::Malformed("no C_R before message_3"),
+            );
         };
         let message_3 = &payload[decoder.position()..];
         let c_r = c_r.as_slice().to_vec();

@@ -88,7 +88,10 @@ fn an_unknown_credential_is_refused_with_an_edhoc_error() {
     };
     assert_eq!(code, (4 << 5) | 1);
     assert_eq!(reason, EdhocError::UnknownCredential(kid(Role::Client, 8)));
-    assert_eq!(parse_error_message(&message).unwrap().0, ERR_UNKNOWN_CREDENTIAL);
+    assert_eq!(
+        parse_error_message(&message).unwrap().0,
+        ERR_UNKNOWN_CREDENTIAL
+    );
     assert_eq!(r.sessions(), 0);
 }
 
@@ -111,7 +114,11 @@ fn half_open_sessions_are_bounded_per_peer_and_globally_and_time_out() {
         timeout: Duration::from_secs(10),
     };
     let mut r = responder(limits);
-    let m1 = |seed: u8| Initiator::start(alice_key(), server_key().ccs(), [seed; 32]).unwrap().1;
+    let m1 = |seed: u8| {
+        Initiator::start(alice_key(), server_key().ccs(), [seed; 32])
+            .unwrap()
+            .1
+    };
     // One address: two sessions, then refusals that keep nothing.
     for i in 0..10u8 {
         let outcome = r.handle(t(0), 1, &m1(i), nobody);
@@ -128,7 +135,10 @@ fn half_open_sessions_are_bounded_per_peer_and_globally_and_time_out() {
     assert_eq!(r.sessions(), 4);
     // Time passes: every session is forgotten, and a newcomer gets in.
     assert_eq!(r.next_expiry(), Some(t(10_000)));
-    assert!(matches!(r.handle(t(11_001), 5000, &m1(1), nobody), Outcome::Message2(_)));
+    assert!(matches!(
+        r.handle(t(11_001), 5000, &m1(1), nobody),
+        Outcome::Message2(_)
+    ));
     assert_eq!(r.sessions(), 1);
 }
 
@@ -136,13 +146,21 @@ fn half_open_sessions_are_bounded_per_peer_and_globally_and_time_out() {
 fn hostile_bytes_are_refused_without_panics_or_state() {
     let mut r = responder(Limits::default());
     // G_X not a point (x = p, beyond the field): lakers would panic.
-    let mut m1 = Initiator::start(alice_key(), server_key().ccs(), [3; 32]).unwrap().1;
+    let mut m1 = Initiator::start(alice_key(), server_key().ccs(), [3; 32])
+        .unwrap()
+        .1;
     let start = m1.iter().position(|&b| b == 0x58).unwrap() + 2;
     m1[start..start + 32].fill(0xff);
-    assert!(matches!(r.handle(t(0), 1, &m1, nobody), Outcome::Refused { .. }));
+    assert!(matches!(
+        r.handle(t(0), 1, &m1, nobody),
+        Outcome::Refused { .. }
+    ));
     assert_eq!(r.sessions(), 0);
     for bad in [&[][..], &[0xf5], &[0xf5, 0x03], &[0x00], &[0xff; 300]] {
-        assert!(matches!(r.handle(t(0), 1, bad, nobody), Outcome::Refused { .. }));
+        assert!(matches!(
+            r.handle(t(0), 1, bad, nobody),
+            Outcome::Refused { .. }
+        ));
     }
     // message_3 whose CBOR length lies (lakers would index out of bounds).
     let (_, m1) = Initiator::start(alice_key(), server_key().ccs(), [3; 32]).unwrap();
@@ -163,7 +181,10 @@ fn hostile_bytes_are_refused_without_panics_or_state() {
         let c_r_len = m3.len() - bstr_len_from_end(&m3);
         let mut bad = m3[..c_r_len].to_vec();
         bad.extend_from_slice(tail);
-        assert!(matches!(r.handle(t(0), peer, &bad, nobody), Outcome::Refused { .. }));
+        assert!(matches!(
+            r.handle(t(0), peer, &bad, nobody),
+            Outcome::Refused { .. }
+        ));
     }
     assert_eq!(r.sessions(), 0);
 }
