@@ -234,10 +234,12 @@ impl Credentials {
         let server = matches!(identity.role, Role::Zookeeper | Role::Broker);
         let identity_key = match (&form.identity_key, &form.edhoc) {
             (Some(key), None) => Some(key_of(key, "identity_key").map_err(invalid)?),
-            (None, Some(_)) if server => return Err(invalid(alloc::format!(
+            (None, Some(_)) if server => {
+                return Err(invalid(alloc::format!(
                 "a {} needs an \"identity_key\" (EDHOC identities are clients, devices and admins)",
                 identity.role.name()
-            ))),
+            )))
+            }
             (None, Some(_)) => None,
             (Some(_), Some(_)) => {
                 return Err(invalid(
