@@ -749,9 +749,11 @@ mod tests {
             ),
             // a private key that is not the credential's
             (
-                good.replacen("\"private_key\": \"", "\"private_key\": \"0", 1)
-                    .replacen("\",\n    \"cred\"", "\",\n    \"cred\"", 1),
-                "edhoc.private_key",
+                good.replace(
+                    &to_hex(sensor().edhoc_key().unwrap().private()),
+                    &to_hex(StaticKey::derive(&[8; KEY_LEN], &[3, 9], "x").private()),
+                ),
+                "does not hold the private key's public key",
             ),
             // a server cannot be an EDHOC identity
             (
