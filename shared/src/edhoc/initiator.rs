@@ -62,7 +62,9 @@ impl Initiator {
 
     /// Takes the response payload to message_1 (message_2, or an EDHOC error message):
     /// the payload of the second request (C_R, then message_3) and the keys, which are
-    /// good once the responder answered that request with a success.
+    /// good once the responder answered that request with a success. Its message_4,
+    /// if any, is not needed: the first OSCORE response that verifies confirms the keys
+    /// (RFC 9528 §5.5.2 allows either).
     pub fn finish(self, message_2: &[u8]) -> Result<(Vec<u8>, Established), EdhocError> {
         if let Some((code, info)) = parse_error_message(message_2) {
             return Err(EdhocError::Peer { code, info });

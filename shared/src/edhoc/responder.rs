@@ -7,7 +7,8 @@
 //! message_1 beyond a limit is refused before any cryptography (a P-256 key pair and
 //! two ECDH each cost about a millisecond). A session ends with its message_3, whatever
 //! it holds, so a replayed message_3 finds nothing. message_2 is about 45 bytes for a
-//! message_1 of about 40, well inside the threefold limit of RFC 7252 §11.3.
+//! message_1 of about 40, well inside the threefold limit of RFC 7252 §11.3. The answer
+//! to message_3 carries message_4 (9 bytes), for initiators that wait for it.
 
 use super::{
     bstr_item_len, error_message, referenced_kid, valid_public_key, Crypto, EdhocError,
@@ -50,12 +51,14 @@ pub enum Outcome {
     /// 2.04 Changed with this message_2 (Content-Format application/edhoc+cbor-seq).
     Message2(Vec<u8>),
     /// EDHOC succeeded: install the context, bound to `identity`, then answer 2.04
-    /// Changed with an empty payload (no message_4).
+    /// Changed with message_4.
     Established {
         /// Who the initiator is (its registered credential's identity).
         identity: crate::security::Identity,
         /// The OSCORE parameters, this server's side.
         keys: Established,
+        /// message_4, the answer's payload.
+        message_4: Vec<u8>,
     },
     /// A limit is reached: 5.03 Service Unavailable, nothing was kept.
     Busy(&'static str),
@@ -322,8 +325,11 @@ impl<A: Copy + Ord> Responder<A> {
             Ok(v) => v,
             Err(e) => return refused(UNAUTHORIZED, e.into()),
         };
-        let mut done = match processed.completed_without_message_4() {
-            Ok(done) => done,
+        // message_4 (key confirmation; RFC 9528 Appendix A.2 lets the responder send
+        // it in the answer to message_3): initiators such as aiocoap's that do not
+        // send message_3 with their first OSCORE request wait for it.
+        let (mut done, message_4) = match processed.prepare_message_4(&None) {
+            Ok(v) => v,
             Err(e) => return refused(BAD_REQUEST, e.into()),
         };
         let keys = Established::export(
@@ -331,7 +337,11 @@ impl<A: Copy + Ord> Responder<A> {
             &session.c_i,
             &c_r,
         );
-        Outcome::Established { identity, keys }
+        Outcome::Established {
+            identity,
+            keys,
+            message_4: message_4.as_slice().to_vec(),
+        }
     }
 
     fn seed(&mut self) -> [u8; 32] {

@@ -46,7 +46,7 @@ fn a_handshake_gives_both_ends_one_oscore_context() {
     assert!(m2.len() <= 2 * m1.len(), "{} vs {}", m2.len(), m1.len());
     assert_eq!(r.sessions(), 1);
     let (m3, client) = initiator.finish(&m2).unwrap();
-    let Outcome::Established { identity, keys } = r.handle(t(5), 1, &m3, nobody) else {
+    let Outcome::Established { identity, keys, .. } = r.handle(t(5), 1, &m3, nobody) else {
         panic!("not established");
     };
     assert_eq!(identity.name, "alice");

@@ -898,11 +898,17 @@ impl<A: PeerAddress> Engine<A> {
             Outcome::Message2(message_2) => Response::new(Code::CHANGED)
                 .with_payload(message_2)
                 .with_content_format(CONTENT_FORMAT_EDHOC),
-            Outcome::Established { identity, keys } => {
+            Outcome::Established {
+                identity,
+                keys,
+                message_4,
+            } => {
                 #[cfg(feature = "std")]
                 tracing::info!(?peer, identity = %identity.name, role = identity.role.name(), c_r = ?keys.recipient_id, "EDHOC: OSCORE context established");
                 match security.install_edhoc(identity, &keys) {
-                    Ok(()) => Response::new(Code::CHANGED),
+                    Ok(()) => Response::new(Code::CHANGED)
+                        .with_payload(message_4)
+                        .with_content_format(CONTENT_FORMAT_EDHOC),
                     Err(_) => Response::error(Code::INTERNAL_SERVER_ERROR, "no OSCORE context"),
                 }
             }
