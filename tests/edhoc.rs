@@ -3,7 +3,9 @@
 //! key (`pehra keys add --edhoc`). The CLI with that credential runs EDHOC with each
 //! server, then works over OSCORE like any client; a credential the registry does not
 //! hold is refused and changes nothing; a message_1 flood gets 5.03 once its address
-//! holds its share of half-open sessions, and locks nobody else out.
+//! holds its share of half-open sessions, and locks nobody else out; aiocoap's EDHOC
+//! initiator (lakers-python) gets in with the same credential
+//! (`tests/interop/aiocoap_edhoc.py`).
 
 mod common;
 
@@ -213,4 +215,30 @@ async fn a_message_1_flood_is_bounded_and_locks_nobody_else_out() {
         "--credentials",
         &cred(&keys, "edith"),
     ]);
+}
+
+#[test]
+fn aiocoap_runs_edhoc_with_the_zookeeper_and_speaks_oscore_in_its_name() {
+    let (c, keys) = edhoc_cluster("edhoc-aiocoap");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiocoap_edhoc.py");
+    let child = std::process::Command::new(common::provision::python())
+        .arg(script)
+        .arg(c.zk_addr.port().to_string())
+        .arg(cred(&keys, "edith"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with aiocoap (tests/provision.sh)");
+    let out =
+        common::wait_bounded(child, Duration::from_secs(60)).expect("aiocoap finished in time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("EDHOC + OSCORE GET /z/topics ok"),
+        "{stdout}"
+    );
 }
