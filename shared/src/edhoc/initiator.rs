@@ -1,7 +1,9 @@
 //! The initiator's side: message_1 out, message_2 in (checked against the credential
 //! of the server it meant to reach), message_3 out, keys.
 
-use super::{parse_error_message, valid_public_key, Crypto, EdhocError, Established, StaticKey};
+use super::{
+    guarded, parse_error_message, valid_public_key, Crypto, EdhocError, Established, StaticKey,
+};
 use alloc::vec::Vec;
 use lakers::{
     Credential, CredentialTransfer, EDHOCMethod, EDHOCSuite, EdhocInitiator, EdhocInitiatorWaitM2,
@@ -66,6 +68,13 @@ impl Initiator {
     /// if any, is not needed: the first OSCORE response that verifies confirms the keys
     /// (RFC 9528 §5.5.2 allows either).
     pub fn finish(self, message_2: &[u8]) -> Result<(Vec<u8>, Established), EdhocError> {
+        // A man in the middle chooses G_Y, so it can make plaintext_2 anything lakers
+        // might panic on.
+        guarded(|| self.finish_inner(message_2))
+            .unwrap_or(Err(EdhocError::Malformed("lakers gave up on message_2")))
+    }
+
+    fn finish_inner(self, message_2: &[u8]) -> Result<(Vec<u8>, Established), EdhocError> {
         if let Some((code, info)) = parse_error_message(message_2) {
             return Err(EdhocError::Peer { code, info });
         }

@@ -19,7 +19,10 @@
 //!   server's from its identity key, so `pehra keys` needs to store nothing new for it.
 //!
 //! Input is checked before lakers sees it: lakers 0.8 panics on a G_X that is not a
-//! P-256 x-coordinate and on a message_3 whose CBOR length disagrees with its size.
+//! P-256 x-coordinate, on a connection identifier longer than 7 bytes (in message_1,
+//! or before message_3), and on a message_3 whose CBOR length disagrees with its size.
+//! With `std`, every lakers call is also run under `catch_unwind`, so a panic not yet
+//! known refuses the message instead of ending the endpoint.
 
 mod initiator;
 mod responder;
@@ -330,6 +333,46 @@ pub fn parse_error_message(bytes: &[u8]) -> Option<(i16, alloc::string::String)>
         .and_then(|v| v.into_text().ok())
         .unwrap_or_default();
     Some((code, info))
+}
+
+/// Runs `f`, turning a panic into `None` (with `std`; without it, a panic is a panic).
+#[cfg(feature = "std")]
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(core::panic::AssertUnwindSafe(f)).ok()
+}
+
+/// Runs `f` (without `std` there is no unwinding to catch).
+#[cfg(not(feature = "std"))]
+pub(crate) fn guarded<T>(f: impl FnOnce() -> T) -> Option<T> {
+    Some(f())
+}
+
+/// Whether a CBOR item starting with `first` is a connection identifier lakers holds:
+/// an integer -24..=23 or a byte string of at most 7 bytes.
+pub(crate) fn conn_id_item_ok(first: u8) -> bool {
+    matches!(first, 0x00..=0x17 | 0x20..=0x37 | 0x40..=0x47)
+}
+
+/// G_X of a message_1 whose items up to C_I lakers can parse without panicking: METHOD,
+/// SUITES_I, G_X (32 bytes, a curve point), C_I (see [`conn_id_item_ok`]).
+pub(crate) fn check_message_1(message_1: &[u8]) -> Result<[u8; 32], EdhocError> {
+    let malformed = |_| EdhocError::Malformed("message_1");
+    let mut decoder = lakers::CBORDecoder::new(message_1);
+    decoder.u8().map_err(malformed)?;
+    let (_, mut decoder) =
+        lakers::parse_suites_i(decoder).map_err(|_| EdhocError::Malformed("SUITES_I"))?;
+    let g_x: [u8; 32] = decoder
+        .bytes_sized(32)
+        .map_err(malformed)?
+        .try_into()
+        .map_err(|_| EdhocError::Malformed("G_X"))?;
+    if !valid_public_key(&g_x) {
+        return Err(EdhocError::Malformed("G_X is not a P-256 point"));
+    }
+    if !conn_id_item_ok(decoder.current().map_err(malformed)?) {
+        return Err(EdhocError::Malformed("C_I"));
+    }
+    Ok(g_x)
 }
 
 /// Whether `g` is the x-coordinate of a P-256 point (lakers 0.8 panics on one that is

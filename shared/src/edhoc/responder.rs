@@ -11,8 +11,9 @@
 //! to message_3 carries message_4 (9 bytes), for initiators that wait for it.
 
 use super::{
-    bstr_item_len, error_message, referenced_kid, valid_public_key, Crypto, EdhocError,
-    Established, KnownPeer, StaticKey, C_R_PREFIX, ERR_UNKNOWN_CREDENTIAL, ERR_UNSPECIFIED,
+    bstr_item_len, check_message_1, conn_id_item_ok, error_message, guarded, referenced_kid,
+    Crypto, EdhocError, Established, KnownPeer, StaticKey, C_R_PREFIX, ERR_UNKNOWN_CREDENTIAL,
+    ERR_UNSPECIFIED,
 };
 use crate::{Duration, Instant};
 use alloc::collections::BTreeMap;
@@ -164,11 +165,12 @@ impl<A: Copy + Ord> Responder<A> {
         taken: impl Fn(&[u8]) -> bool,
     ) -> Outcome {
         self.expire(now);
-        match payload.split_first() {
+        guarded(|| match payload.split_first() {
             Some((0xf5, message_1)) => self.message_1(now, peer, message_1, taken),
             Some(_) => self.message_3(peer, payload),
             None => refused(BAD_REQUEST, EdhocError::Malformed("empty payload")),
-        }
+        })
+        .unwrap_or_else(|| refused(BAD_REQUEST, EdhocError::Malformed("lakers gave up on it")))
     }
 
     /// Forgets the sessions whose time is up.
@@ -216,16 +218,9 @@ impl<A: Copy + Ord> Responder<A> {
         let Ok(buffer) = EdhocMessageBuffer::new_from_slice(message_1) else {
             return refused(BAD_REQUEST, EdhocError::Malformed("message_1 too long"));
         };
-        // Checked before lakers sees it (it panics on a bad point).
-        match lakers::parse_message_1(&buffer) {
-            Ok((_, _, g_x, _, _)) if valid_public_key(&g_x) => {}
-            Ok(_) => {
-                return refused(
-                    BAD_REQUEST,
-                    EdhocError::Malformed("G_X is not a P-256 point"),
-                )
-            }
-            Err(e) => return refused(BAD_REQUEST, e.into()),
+        // Checked before lakers sees it (it panics on a bad point or a long C_I).
+        if let Err(e) = check_message_1(message_1) {
+            return refused(BAD_REQUEST, e);
         }
         let crypto = Crypto::new(ChaCha20Rng::from_seed(self.seed()));
         let responder = EdhocResponder::new(
@@ -275,6 +270,13 @@ impl<A: Copy + Ord> Responder<A> {
     }
 
     fn message_3(&mut self, peer: A, payload: &[u8]) -> Outcome {
+        // lakers panics on a byte string C_R longer than it holds.
+        if !payload.first().is_some_and(|&b| conn_id_item_ok(b)) {
+            return refused(
+                BAD_REQUEST,
+                EdhocError::Malformed("no C_R before message_3"),
+            );
+        }
         let mut decoder = lakers::CBORDecoder::new(payload);
         let Ok(c_r) = ConnId::from_decoder(&mut decoder) else {
             return refused(

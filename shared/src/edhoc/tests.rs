@@ -216,3 +216,41 @@ fn static_keys_are_deterministic_and_round_trip_through_parts() {
     assert!(StaticKey::from_parts(*server_key().private(), a.ccs()).is_err());
     assert!(StaticKey::from_private([0; 32], &[1], "x").is_none());
 }
+
+mod arbitrary_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Whatever follows `true` or a live session's C_R, the responder neither
+        /// panics nor keeps a session for it.
+        #[test]
+        fn never_panics_never_keeps_garbage(
+            tail in proptest::collection::vec(any::<u8>(), 0..200),
+            first in prop_oneof![Just(0xf5u8), any::<u8>()],
+        ) {
+            let mut r = responder(Limits::default());
+            // A live session from peer 1, to aim message_3 garbage at.
+            let (initiator, m1) =
+                Initiator::start(alice_key(), server_key().ccs(), [3; 32]).unwrap();
+            let Outcome::Message2(m2) = r.handle(t(0), 1, &m1, nobody) else {
+                panic!("no message_2");
+            };
+            // C_R is the first item of the message_3 request: 0x45 and five bytes.
+            let (m3, _) = initiator.finish(&m2).unwrap();
+            let mut payload = m3[..6].to_vec();
+            payload.extend_from_slice(&tail);
+            let outcome = r.handle(t(1), 1, &payload, nobody);
+            prop_assert!(matches!(outcome, Outcome::Refused { .. }), "{:?}", outcome);
+            prop_assert_eq!(r.sessions(), 0);
+            let mut payload = alloc::vec![first];
+            payload.extend_from_slice(&tail);
+            match r.handle(t(2), 2, &payload, nobody) {
+                Outcome::Message2(_) => prop_assert_eq!(r.sessions(), 1),
+                _ => prop_assert_eq!(r.sessions(), 0),
+            }
+        }
+    }
+}
