@@ -205,6 +205,23 @@ async fn a_message_1_flood_is_bounded_and_locks_nobody_else_out() {
         codes[2..].iter().all(|c| *c == Code::SERVICE_UNAVAILABLE),
         "{codes:?}"
     );
+    // A C_I longer than lakers holds (it panicked on it) is a 4.00, and the server
+    // lives on.
+    let (_, mut message_1) =
+        Initiator::start(edith.edhoc_key().unwrap().clone(), &zookeeper.ccs, [99; 32]).unwrap();
+    message_1.pop(); // C_I, one byte: no EAD_1
+    message_1.push(0x54);
+    message_1.extend_from_slice(&[0xAB; 20]);
+    let other = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let request = Request::post(edhoc::WELL_KNOWN_EDHOC).with_payload(message_1);
+    let answer = other.handle().request(c.zk_addr, request).await.unwrap();
+    assert_eq!(answer.code(), Code::BAD_REQUEST);
     // Someone else still gets in at once.
     let z = c.zk_addr.to_string();
     ok(&[
