@@ -7,10 +7,22 @@
 //! other identity that is not revoked, derived for that server's key ID. So adding,
 //! revoking or rotating an identity rewrites every server's file, and the operator
 //! copies them out; clients, devices and admins only ever need their own file.
+//!
+//! An **EDHOC identity** (`pehra keys add DIR NAME --role device --edhoc`) has no
+//! identity key and shares no secret with anyone: it gets a static P-256 key pair, its
+//! file holds the private key and the servers' public EDHOC credentials, and the
+//! registry keeps only its public credential, which every server's file lists. It
+//! runs EDHOC (RFC 9528) with a server to get an OSCORE context, and is then
+//! authorized by its name and role like any other identity. Its private key exists
+//! only in its file: `add` and `rotate` write it, later commands only refresh that
+//! file's list of servers while it is still in the keys directory.
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
-use pehra_shared::security::credentials::{from_hex, to_hex, write_private_file, Credentials};
+use pehra_shared::edhoc::StaticKey;
+use pehra_shared::security::credentials::{
+    from_hex, to_hex, write_private_file, Credentials, EdhocPeer,
+};
 use pehra_shared::security::{kid, pairwise_secret, Identity, KeyTable, PeerKey, Role, KEY_LEN};
 use serde::{Deserialize, Serialize};
 use std::io::Write;
@@ -67,6 +79,11 @@ enum KeysCommand {
         /// Its number (the rest of its OSCORE key ID).
         #[arg(long)]
         number: Option<u32>,
+        /// An EDHOC identity (clients, devices and admins): a static key pair instead of
+        /// an identity key; servers keep only its public credential, and it runs EDHOC
+        /// to get its OSCORE contexts.
+        #[arg(long)]
+        edhoc: bool,
     },
     /// Revoke an identity: it is marked revoked, its credential file removed, and every
     /// server's credentials rewritten without it.
@@ -112,11 +129,26 @@ pub fn run(args: KeysArgs) -> Result<ExitCode> {
             name,
             role,
             number,
+            edhoc,
         } => {
             let mut registry = Registry::load(&dir)?;
-            let entry = registry.add(&name, role, number)?;
+            let (entry, static_key) = if edhoc {
+                let (entry, key) = registry.add_edhoc(&name, role, number)?;
+                (entry, Some(key))
+            } else {
+                (registry.add(&name, role, number)?, None)
+            };
             registry.save(&dir)?;
-            writeln!(out, "added {} {name} (key ID {})", role.name(), entry.kid)?;
+            let kind = if edhoc { " (EDHOC)" } else { "" };
+            writeln!(
+                out,
+                "added {} {name}{kind} (key ID {})",
+                role.name(),
+                entry.kid
+            )?;
+            if let Some(key) = static_key {
+                registry.save_edhoc_credentials(&dir, &entry, key)?;
+            }
             let written = write_credentials(&dir, &registry, Which::ServersAnd(&name))?;
             report(&mut out, &dir, &registry, &written)?;
         }
@@ -144,10 +176,19 @@ pub fn run(args: KeysArgs) -> Result<ExitCode> {
         KeysCommand::Rotate { dir, name } => {
             let mut registry = Registry::load(&dir)?;
             let entry = registry.entry_mut(&name)?;
-            entry.identity_key = to_hex(&new_key()?);
             let role = entry.role;
-            registry.save(&dir)?;
-            writeln!(out, "new identity key for {} {name}", role.name())?;
+            if entry.edhoc_cred.is_some() {
+                let key = new_static_key(entry)?;
+                entry.edhoc_cred = Some(to_hex(key.ccs()));
+                let entry = entry.clone();
+                registry.save(&dir)?;
+                writeln!(out, "new EDHOC key pair for {} {name}", role.name())?;
+                registry.save_edhoc_credentials(&dir, &entry, key)?;
+            } else {
+                entry.identity_key = Some(to_hex(&new_key()?));
+                registry.save(&dir)?;
+                writeln!(out, "new identity key for {} {name}", role.name())?;
+            }
             let written = write_credentials(&dir, &registry, Which::ServersAnd(&name))?;
             report(&mut out, &dir, &registry, &written)?;
             writeln!(
@@ -165,6 +206,8 @@ pub fn run(args: KeysArgs) -> Result<ExitCode> {
             for e in &registry.identities {
                 let status = if e.revoked {
                     "revoked".to_string()
+                } else if e.edhoc_cred.is_some() {
+                    "active, EDHOC".to_string()
                 } else if is_server(e.role) {
                     let peers = registry.peers_of(e)?.len();
                     format!("active, {peers} peers")
@@ -249,8 +292,13 @@ struct Entry {
     number: u32,
     /// The OSCORE key ID, hex.
     kid: String,
-    /// The identity key, hex.
-    identity_key: String,
+    /// The identity key, hex (none for an EDHOC identity).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity_key: Option<String>,
+    /// An EDHOC identity's public CCS credential, hex (its private key is only in its
+    /// credential file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edhoc_cred: Option<String>,
     #[serde(default)]
     revoked: bool,
 }
@@ -280,9 +328,42 @@ impl Entry {
     }
 
     fn key(&self) -> Result<[u8; KEY_LEN]> {
-        from_hex(&self.identity_key)
+        self.identity_key
+            .as_deref()
+            .and_then(from_hex)
             .and_then(|k| <[u8; KEY_LEN]>::try_from(k).ok())
             .with_context(|| format!("{REGISTRY}: {}: bad identity key", self.name))
+    }
+
+    /// An EDHOC identity's public credential, `None` for others.
+    fn edhoc_ccs(&self) -> Result<Option<Vec<u8>>> {
+        let Some(hex) = &self.edhoc_cred else {
+            return Ok(None);
+        };
+        let ccs = from_hex(hex)
+            .with_context(|| format!("{REGISTRY}: {}: bad EDHOC credential", self.name))?;
+        pehra_shared::edhoc::parse_credential(&ccs)
+            .with_context(|| format!("{REGISTRY}: {}: bad EDHOC credential", self.name))?;
+        Ok(Some(ccs))
+    }
+
+    /// The entry's key material is well-formed: an identity key, or (not a server) an
+    /// EDHOC credential, not both.
+    fn check(&self) -> Result<()> {
+        self.identity()?;
+        match (&self.identity_key, &self.edhoc_cred) {
+            (Some(_), None) => self.key().map(drop),
+            (None, Some(_)) if !is_server(self.role) => self.edhoc_ccs().map(drop),
+            _ => bail!(
+                "{REGISTRY}: {}: needs an identity key{}",
+                self.name,
+                if is_server(self.role) {
+                    ""
+                } else {
+                    " or an EDHOC credential, not both"
+                }
+            ),
+        }
     }
 }
 
@@ -305,7 +386,7 @@ impl Registry {
         let registry: Registry = serde_json::from_str(&text)
             .map_err(|e| anyhow::anyhow!("{} is not a valid registry: {e}", path.display()))?;
         for entry in &registry.identities {
-            entry.identity().and(entry.key())?;
+            entry.check()?;
         }
         Ok(registry)
     }
@@ -329,6 +410,70 @@ impl Registry {
             bail!("{name} is revoked");
         }
         Ok(entry)
+    }
+
+    /// Adds a new EDHOC identity with a fresh static key pair; returns it with its
+    /// private key (which the registry does not keep).
+    fn add_edhoc(
+        &mut self,
+        name: &str,
+        role: Role,
+        number: Option<u32>,
+    ) -> Result<(Entry, StaticKey)> {
+        if is_server(role) {
+            bail!(
+                "a {} cannot be an EDHOC identity (servers have identity keys)",
+                role.name()
+            );
+        }
+        let mut entry = self.add(name, role, number)?;
+        let key = new_static_key(&entry)?;
+        entry.identity_key = None;
+        entry.edhoc_cred = Some(to_hex(key.ccs()));
+        *self.identities.last_mut().expect("add pushed the entry") = entry.clone();
+        Ok((entry, key))
+    }
+
+    /// The servers' EDHOC credentials (derived from their identity keys), for EDHOC
+    /// identities' files.
+    fn edhoc_servers(&self) -> Result<Vec<EdhocPeer>> {
+        self.identities
+            .iter()
+            .filter(|e| is_server(e.role) && !e.revoked)
+            .map(|e| {
+                let identity = e.identity()?;
+                let key = StaticKey::derive(&e.key()?, &identity.kid, &identity.name);
+                Ok(EdhocPeer {
+                    identity,
+                    ccs: key.ccs().to_vec(),
+                })
+            })
+            .collect()
+    }
+
+    /// The EDHOC identities a server lists (not revoked).
+    fn edhoc_peers(&self) -> Result<Vec<EdhocPeer>> {
+        let mut peers = Vec::new();
+        for e in &self.identities {
+            if e.revoked {
+                continue;
+            }
+            if let Some(ccs) = e.edhoc_ccs()? {
+                peers.push(EdhocPeer {
+                    identity: e.identity()?,
+                    ccs,
+                });
+            }
+        }
+        Ok(peers)
+    }
+
+    /// Writes an EDHOC identity's credential file: its private key and the servers'
+    /// credentials.
+    fn save_edhoc_credentials(&self, dir: &Path, entry: &Entry, key: StaticKey) -> Result<()> {
+        Credentials::new_edhoc(entry.identity()?, key, self.edhoc_servers()?)
+            .save(cred_path(dir, &entry.name))?;
+        Ok(())
     }
 
     /// Adds a new identity with a fresh key.
@@ -382,7 +527,8 @@ impl Registry {
             role,
             number,
             kid: to_hex(&kid(role, number)),
-            identity_key: to_hex(&new_key()?),
+            identity_key: Some(to_hex(&new_key()?)),
+            edhoc_cred: None,
             revoked: false,
         };
         self.identities.push(entry.clone());
@@ -395,7 +541,7 @@ impl Registry {
         let server_kid = server.identity()?.kid;
         let mut table = KeyTable::new();
         for e in &self.identities {
-            if e.revoked || e.name == server.name {
+            if e.revoked || e.name == server.name || e.edhoc_cred.is_some() {
                 continue;
             }
             table.insert(PeerKey {
@@ -407,12 +553,12 @@ impl Registry {
     }
 
     fn credentials(&self, entry: &Entry) -> Result<Credentials> {
-        let peers = if is_server(entry.role) {
-            Some(self.peers_of(entry)?)
-        } else {
-            None
-        };
-        Ok(Credentials::new(entry.identity()?, entry.key()?, peers))
+        if !is_server(entry.role) {
+            return Ok(Credentials::new(entry.identity()?, entry.key()?, None));
+        }
+        let peers = Some(self.peers_of(entry)?);
+        Ok(Credentials::new(entry.identity()?, entry.key()?, peers)
+            .with_edhoc_peers(self.edhoc_peers()?))
     }
 }
 
@@ -437,7 +583,30 @@ fn write_credentials(dir: &Path, registry: &Registry, which: Which<'_>) -> Resul
             Which::Servers => is_server(entry.role),
             Which::ServersAnd(name) => is_server(entry.role) || entry.name == name,
         };
-        if entry.revoked || !wanted {
+        if entry.revoked {
+            continue;
+        }
+        if entry.edhoc_cred.is_some() {
+            // Its private key is only in its file: refresh the servers it lists, if
+            // the file is still here (the servers may have changed).
+            let path = cred_path(dir, &entry.name);
+            if path.exists() {
+                let old = Credentials::load(&path)?;
+                let key = old.edhoc_key().cloned().with_context(|| {
+                    format!("{} is not an EDHOC credential file", path.display())
+                })?;
+                let new = Credentials::new_edhoc(entry.identity()?, key, registry.edhoc_servers()?);
+                let just_made = matches!(which, Which::ServersAnd(n) if n == entry.name);
+                if new.to_json() != old.to_json() {
+                    new.save(&path)?;
+                    written.push(entry.name.clone());
+                } else if just_made {
+                    written.push(entry.name.clone());
+                }
+            }
+            continue;
+        }
+        if !wanted {
             continue;
         }
         registry
@@ -503,6 +672,17 @@ fn new_key() -> Result<[u8; KEY_LEN]> {
     getrandom::fill(&mut key)
         .map_err(|e| anyhow::anyhow!("the system's random source failed for a new key: {e}"))?;
     Ok(key)
+}
+
+/// A new static key pair for `entry`, from the operating system's random source.
+fn new_static_key(entry: &Entry) -> Result<StaticKey> {
+    let identity = entry.identity()?;
+    loop {
+        // A P-256 scalar: nearly every 32 random bytes are one.
+        if let Some(key) = StaticKey::from_private(new_key()?, &identity.kid, &identity.name) {
+            return Ok(key);
+        }
+    }
 }
 
 /// Creates `dir` (and parents) mode 0700; an existing one is narrowed to 0700.

@@ -15,6 +15,8 @@ extern crate std;
 
 pub mod api;
 pub mod coap;
+#[cfg(feature = "edhoc")]
+pub mod edhoc;
 pub mod health;
 pub mod oscore;
 pub mod pehra;

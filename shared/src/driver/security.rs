@@ -1,9 +1,12 @@
 //! Turning OSCORE on for endpoints from a credentials file: a server verifies requests
 //! with its key table and keeps its sequence ceiling in its data directory; a client
-//! protects its requests to each server it talks to.
+//! protects its requests to each server it talks to. An EDHOC identity's client runs
+//! EDHOC (RFC 9528) with each server first and speaks OSCORE in the context it yields;
+//! a server whose credentials list EDHOC identities answers `/.well-known/edhoc`.
 
 use super::Handle;
 use crate::coap::{client_id_context, ServerSecurity};
+use crate::edhoc::{self, ResponderConfig};
 use crate::oscore::{ContextParams, SecurityContext};
 use crate::security::acl::Policy;
 use crate::security::credentials::Credentials;
@@ -11,6 +14,7 @@ use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::string::ToString;
+use std::vec::Vec;
 
 /// The file in a server's data directory that holds its OSCORE sequence ceiling.
 pub const CEILING_FILE: &str = "oscore-ceiling";
@@ -27,7 +31,8 @@ pub async fn secure_server(
     let keys = server_key_table(credentials)?;
     let path = data_dir.join(CEILING_FILE);
     let floor = read_ceiling(&path)?;
-    let security = ServerSecurity::new(credentials.identity().kid.clone(), keys, floor);
+    let mut security = ServerSecurity::new(credentials.identity().kid.clone(), keys, floor);
+    security.edhoc = edhoc_responder(credentials)?;
     handle
         .set_server_security(
             security,
@@ -113,6 +118,35 @@ impl PolicyCell {
     }
 }
 
+/// The EDHOC responder of a server whose credentials list EDHOC identities: its static
+/// key derived from its identity key, the identities' credentials. `None` when it
+/// lists none (then `/.well-known/edhoc` is not served).
+fn edhoc_responder(credentials: &Credentials) -> io::Result<Option<ResponderConfig>> {
+    if credentials.edhoc_peers().is_empty() {
+        return Ok(None);
+    }
+    let key = credentials
+        .server_edhoc_key()
+        .ok_or_else(|| io::Error::other("a server's credentials need an identity key"))?;
+    let peers = credentials
+        .edhoc_peers()
+        .iter()
+        .map(|peer| {
+            let credential = edhoc::parse_credential(&peer.ccs)
+                .map_err(|e| io::Error::other(std::format!("{}: {e}", peer.identity.name)))?;
+            Ok(edhoc::KnownPeer {
+                identity: peer.identity.clone(),
+                credential,
+            })
+        })
+        .collect::<io::Result<Vec<_>>>()?;
+    Ok(Some(ResponderConfig {
+        key,
+        peers,
+        limits: edhoc::Limits::default(),
+    }))
+}
+
 /// The credentials a server's own in-process services use towards it: its identity and
 /// key, under its service key ID (OSCORE needs sender and recipient IDs to differ).
 pub fn service_credentials(server: &Credentials) -> Credentials {
@@ -132,7 +166,10 @@ pub async fn secure_client(
     peer: SocketAddr,
     server_kid: &[u8],
 ) -> io::Result<()> {
-    let context = client_context(credentials, server_kid)?;
+    let context = match credentials.edhoc_key() {
+        Some(_) => edhoc_context(handle, credentials, peer, server_kid).await?,
+        None => client_context(credentials, server_kid)?,
+    };
     handle
         .secure_peer(peer, context)
         .await
@@ -143,6 +180,11 @@ pub async fn secure_client(
 /// server talking to itself (a broker's pub-sub client producing to its own partitions)
 /// speaks under its service key ID ([`service_credentials`]).
 pub fn client_context(credentials: &Credentials, server_kid: &[u8]) -> io::Result<SecurityContext> {
+    if credentials.edhoc_key().is_some() {
+        return Err(io::Error::other(
+            "EDHOC credentials have no pre-shared secret: their context comes from EDHOC (edhoc_context)",
+        ));
+    }
     if credentials.identity().kid == server_kid {
         return client_context(&service_credentials(credentials), server_kid);
     }
@@ -159,6 +201,82 @@ pub fn client_context(credentials: &Credentials, server_kid: &[u8]) -> io::Resul
         recipient_id: server_kid,
     };
     SecurityContext::new(&params, None).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// Runs EDHOC as initiator with the server at `peer` (key ID `server_kid`, whose
+/// credential `credentials` must list) over `POST /.well-known/edhoc`: message_1,
+/// message_2, message_3; the OSCORE context it yields (RFC 9528 Appendix A).
+pub async fn edhoc_context(
+    handle: &Handle,
+    credentials: &Credentials,
+    peer: SocketAddr,
+    server_kid: &[u8],
+) -> io::Result<SecurityContext> {
+    let who = &credentials.identity().name;
+    let key = credentials.edhoc_key().ok_or_else(|| {
+        io::Error::other(std::format!("the credentials of {who} hold no EDHOC key"))
+    })?;
+    let server = credentials
+        .edhoc_peers()
+        .iter()
+        .find(|s| s.identity.kid == server_kid)
+        .ok_or_else(|| {
+            io::Error::other(std::format!(
+                "the EDHOC credentials of {who} know no server with key ID {} (a server added later: get a new file from pehra keys)",
+                crate::security::credentials::to_hex(server_kid)
+            ))
+        })?;
+    let mut seed = [0u8; 32];
+    rand::TryRng::try_fill_bytes(&mut rand::rngs::SysRng, &mut seed)
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    let failed = |e: edhoc::EdhocError| {
+        io::Error::other(std::format!(
+            "EDHOC with {} at {peer}: {e}",
+            server.identity.name
+        ))
+    };
+    let (initiator, message_1) =
+        edhoc::Initiator::start(key.clone(), &server.ccs, seed).map_err(failed)?;
+    let message_2 = edhoc_post(handle, peer, message_1).await?;
+    let message_2 = answer_of(message_2).map_err(failed)?;
+    let (message_3, keys) = initiator.finish(&message_2).map_err(failed)?;
+    let done = edhoc_post(handle, peer, message_3).await?;
+    answer_of(done).map_err(failed)?;
+    SecurityContext::new(&keys.context_params(), None).map_err(|e| io::Error::other(e.to_string()))
+}
+
+/// One EDHOC request (plain CoAP: OSCORE comes after).
+async fn edhoc_post(
+    handle: &Handle,
+    peer: SocketAddr,
+    payload: Vec<u8>,
+) -> io::Result<crate::coap::Response> {
+    let request = crate::coap::Request::post(edhoc::WELL_KNOWN_EDHOC)
+        .with_payload(payload)
+        .with_content_format(edhoc::CONTENT_FORMAT_CID_EDHOC);
+    handle
+        .request(peer, request)
+        .await
+        .map_err(|e| io::Error::other(std::format!("EDHOC with {peer}: {e}")))
+}
+
+/// The payload of a 2.04 answer to an EDHOC request; the EDHOC error or CoAP code of
+/// any other.
+fn answer_of(response: crate::coap::Response) -> Result<Vec<u8>, edhoc::EdhocError> {
+    if response.code() == crate::coap::Code::CHANGED {
+        return Ok(response.payload().to_vec());
+    }
+    Err(match edhoc::parse_error_message(response.payload()) {
+        Some((code, info)) => edhoc::EdhocError::Peer { code, info },
+        None => edhoc::EdhocError::Peer {
+            code: 0,
+            info: std::format!(
+                "answered {} {}",
+                response.code(),
+                std::string::String::from_utf8_lossy(response.payload())
+            ),
+        },
+    })
 }
 
 /// The stored ceiling, 0 if none was stored yet.

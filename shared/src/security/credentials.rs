@@ -19,8 +19,24 @@
 //! secret every non-revoked identity shares with this server, derived for its key ID.
 //! Clients, devices and admins have none; they derive what they need from their
 //! identity key ([`Credentials::secret_for`]).
+//!
+//! **EDHOC identities** (a client, device or admin with only a long-term key, RFC
+//! 9528) have no `identity_key`: their file holds their static P-256 key and its CCS
+//! credential (`"edhoc": {"private_key": hex, "cred": hex}`), and in `edhoc_peers` the
+//! public credentials of the servers they may run EDHOC with. A server's file lists
+//! in `edhoc_peers` the public credentials of the EDHOC identities that may talk to it
+//! (its own static key is derived from its identity key: [`Credentials::server_edhoc_key`]).
+//!
+//! ```json
+//! {
+//!   "name": "sensor-9", "role": "device", "kid": "0309",
+//!   "edhoc": { "private_key": "…64 hex digits…", "cred": "a2026873656e736f722d39…" },
+//!   "edhoc_peers": [ { "name": "zookeeper", "role": "zookeeper", "kid": "00", "cred": "…" } ]
+//! }
+//! ```
 
 use super::{pairwise_secret, Identity, KeyTable, PeerKey, Role, KEY_LEN};
+use crate::edhoc::StaticKey;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use serde::{Deserialize, Serialize};
@@ -76,12 +92,25 @@ pub enum CredentialsError {
     },
 }
 
-/// One principal's credentials: who it is, its identity key, and (servers) its peers.
+/// One principal's credentials: who it is, its identity key (or, for an EDHOC
+/// identity, its static key), and (servers) its peers.
 #[derive(Clone)]
 pub struct Credentials {
     identity: Identity,
-    identity_key: [u8; KEY_LEN],
+    identity_key: Option<[u8; KEY_LEN]>,
     peers: Option<KeyTable>,
+    edhoc_key: Option<StaticKey>,
+    edhoc_peers: Vec<EdhocPeer>,
+}
+
+/// A public EDHOC credential and whose it is: on a server, an EDHOC identity that may
+/// talk to it; in an EDHOC identity's file, a server it may run EDHOC with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdhocPeer {
+    /// Who (the credential's key ID is the identity's).
+    pub identity: Identity,
+    /// The CCS credential, CBOR (public).
+    pub ccs: Vec<u8>,
 }
 
 impl core::fmt::Debug for Credentials {
@@ -89,6 +118,8 @@ impl core::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("identity", &self.identity)
             .field("peers", &self.peers.as_ref().map(KeyTable::len))
+            .field("edhoc", &self.edhoc_key.is_some())
+            .field("edhoc_peers", &self.edhoc_peers.len())
             .finish_non_exhaustive()
     }
 }
@@ -98,9 +129,28 @@ struct FileForm {
     name: String,
     role: String,
     kid: String,
-    identity_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    identity_key: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     peers: Option<Vec<PeerForm>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edhoc: Option<EdhocForm>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    edhoc_peers: Vec<EdhocPeerForm>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EdhocForm {
+    private_key: String,
+    cred: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct EdhocPeerForm {
+    name: String,
+    role: String,
+    kid: String,
+    cred: String,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -116,9 +166,31 @@ impl Credentials {
     pub fn new(identity: Identity, identity_key: [u8; KEY_LEN], peers: Option<KeyTable>) -> Self {
         Credentials {
             identity,
-            identity_key,
+            identity_key: Some(identity_key),
             peers,
+            edhoc_key: None,
+            edhoc_peers: Vec::new(),
         }
+    }
+
+    /// Credentials of an EDHOC identity (a client, device or admin with only a
+    /// long-term key): its static key, and the servers' credentials it may run EDHOC
+    /// with.
+    pub fn new_edhoc(identity: Identity, key: StaticKey, servers: Vec<EdhocPeer>) -> Self {
+        Credentials {
+            identity,
+            identity_key: None,
+            peers: None,
+            edhoc_key: Some(key),
+            edhoc_peers: servers,
+        }
+    }
+
+    /// The same credentials with `edhoc_peers` (a server's: the EDHOC identities that
+    /// may talk to it).
+    pub fn with_edhoc_peers(mut self, peers: Vec<EdhocPeer>) -> Self {
+        self.edhoc_peers = peers;
+        self
     }
 
     /// Reads and checks a credential file: mode 0600 (or stricter), JSON, every field
@@ -159,7 +231,51 @@ impl Credentials {
         })?;
         let invalid = ParseFailure::Invalid;
         let identity = identity_of(&form.name, &form.role, &form.kid).map_err(invalid)?;
-        let identity_key = key_of(&form.identity_key, "identity_key").map_err(invalid)?;
+        let server = matches!(identity.role, Role::Zookeeper | Role::Broker);
+        let identity_key = match (&form.identity_key, &form.edhoc) {
+            (Some(key), None) => Some(key_of(key, "identity_key").map_err(invalid)?),
+            (None, Some(_)) if server => {
+                return Err(invalid(alloc::format!(
+                "a {} needs an \"identity_key\" (EDHOC identities are clients, devices and admins)",
+                identity.role.name()
+            )))
+            }
+            (None, Some(_)) => None,
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "both \"identity_key\" and \"edhoc\": an identity has one kind of key".into(),
+                ))
+            }
+            (None, None) => return Err(invalid("missing field `identity_key`".into())),
+        };
+        let edhoc_key = match &form.edhoc {
+            None => None,
+            Some(edhoc) => {
+                let private = key_of(&edhoc.private_key, "edhoc.private_key").map_err(invalid)?;
+                let ccs = from_hex(&edhoc.cred)
+                    .ok_or_else(|| invalid("\"edhoc.cred\" is not hex".into()))?;
+                let key = StaticKey::from_parts(private, &ccs)
+                    .map_err(|e| invalid(alloc::format!("\"edhoc\": {e}")))?;
+                if key.kid() != identity.kid.as_slice() {
+                    return Err(invalid(
+                        "\"edhoc.cred\" has another key ID than \"kid\"".into(),
+                    ));
+                }
+                Some(key)
+            }
+        };
+        let mut edhoc_peers = Vec::new();
+        for (i, peer) in form.edhoc_peers.iter().enumerate() {
+            let at = |e: String| invalid(alloc::format!("edhoc_peers[{i}]: {e}"));
+            let identity = identity_of(&peer.name, &peer.role, &peer.kid).map_err(at)?;
+            let ccs = from_hex(&peer.cred).ok_or_else(|| at("\"cred\" is not hex".into()))?;
+            let credential =
+                crate::edhoc::parse_credential(&ccs).map_err(|e| at(alloc::format!("{e}")))?;
+            if credential.kid.map(|k| k.as_slice().to_vec()) != Some(identity.kid.clone()) {
+                return Err(at("\"cred\" has another key ID than \"kid\"".into()));
+            }
+            edhoc_peers.push(EdhocPeer { identity, ccs });
+        }
         let peers = match form.peers {
             None if matches!(identity.role, Role::Zookeeper | Role::Broker) => {
                 return Err(invalid(alloc::format!(
@@ -186,6 +302,8 @@ impl Credentials {
             identity,
             identity_key,
             peers,
+            edhoc_key,
+            edhoc_peers,
         })
     }
 
@@ -195,7 +313,21 @@ impl Credentials {
             name: self.identity.name.clone(),
             role: self.identity.role.name().to_string(),
             kid: to_hex(&self.identity.kid),
-            identity_key: to_hex(&self.identity_key),
+            identity_key: self.identity_key.as_ref().map(|k| to_hex(k)),
+            edhoc: self.edhoc_key.as_ref().map(|key| EdhocForm {
+                private_key: to_hex(key.private()),
+                cred: to_hex(key.ccs()),
+            }),
+            edhoc_peers: self
+                .edhoc_peers
+                .iter()
+                .map(|peer| EdhocPeerForm {
+                    name: peer.identity.name.clone(),
+                    role: peer.identity.role.name().to_string(),
+                    kid: to_hex(&peer.identity.kid),
+                    cred: to_hex(&peer.ccs),
+                })
+                .collect(),
             peers: self.peers.as_ref().map(|table| {
                 table
                     .iter()
@@ -230,8 +362,37 @@ impl Credentials {
     }
 
     /// The 32-byte identity key (never sent; only pairwise secrets are derived from it).
+    ///
+    /// # Panics
+    /// For an EDHOC identity's credentials, which have none ([`Credentials::edhoc_key`]
+    /// is `Some`). Servers' credentials always have one.
     pub fn identity_key(&self) -> &[u8; KEY_LEN] {
-        &self.identity_key
+        self.identity_key
+            .as_ref()
+            .expect("EDHOC credentials have no identity key (check Credentials::edhoc_key)")
+    }
+
+    /// The static key of an EDHOC identity (`None` for pre-provisioned ones).
+    pub fn edhoc_key(&self) -> Option<&StaticKey> {
+        self.edhoc_key.as_ref()
+    }
+
+    /// On a server, the EDHOC identities that may talk to it; for an EDHOC identity,
+    /// the servers it may run EDHOC with.
+    pub fn edhoc_peers(&self) -> &[EdhocPeer] {
+        &self.edhoc_peers
+    }
+
+    /// A server's EDHOC static key, derived from its identity key
+    /// ([`StaticKey::derive`]: `pehra keys` derives the same to give its public
+    /// credential to EDHOC identities). `None` without an identity key.
+    pub fn server_edhoc_key(&self) -> Option<StaticKey> {
+        let key = self.identity_key.as_ref()?;
+        Some(StaticKey::derive(
+            key,
+            &self.identity.kid,
+            &self.identity.name,
+        ))
     }
 
     /// A server's peers (`None` for clients, devices and admins).
@@ -241,8 +402,11 @@ impl Credentials {
 
     /// The OSCORE Master Secret towards the server whose key ID is `server_kid`
     /// ([`pairwise_secret`] of the identity key).
+    ///
+    /// # Panics
+    /// For an EDHOC identity's credentials (see [`Credentials::identity_key`]).
     pub fn secret_for(&self, server_kid: &[u8]) -> [u8; KEY_LEN] {
-        pairwise_secret(&self.identity_key, server_kid)
+        pairwise_secret(self.identity_key(), server_kid)
     }
 }
 
@@ -438,7 +602,7 @@ mod tests {
         assert_eq!(names.len(), 2, "{names:?}");
         // rewriting replaces
         let mut other = alice.clone();
-        other.identity_key = [8; KEY_LEN];
+        other.identity_key = Some([8; KEY_LEN]);
         other.save(dir.0.join("alice.cred")).unwrap();
         assert_eq!(
             Credentials::load(dir.0.join("alice.cred"))
@@ -527,6 +691,85 @@ mod tests {
         );
         let e = Credentials::load(&path).unwrap_err().to_string();
         assert!(e.contains("peers[0]: \"secret\""), "{e}");
+    }
+
+    fn sensor() -> Credentials {
+        let identity = Identity {
+            name: "sensor-9".into(),
+            role: Role::Device,
+            kid: kid(Role::Device, 9),
+        };
+        let key = StaticKey::derive(&[3; KEY_LEN], &identity.kid, &identity.name);
+        let zk = Identity {
+            name: "zookeeper".into(),
+            role: Role::Zookeeper,
+            kid: zookeeper_kid(),
+        };
+        let zk_key = StaticKey::derive(&[4; KEY_LEN], &zk.kid, &zk.name);
+        let server = EdhocPeer {
+            identity: zk,
+            ccs: zk_key.ccs().to_vec(),
+        };
+        Credentials::new_edhoc(identity, key, alloc::vec![server])
+    }
+
+    #[test]
+    fn edhoc_credentials_round_trip_0600_and_have_no_identity_key() {
+        let dir = TempDir::new("edhoc");
+        let path = dir.0.join("sensor-9.cred");
+        let sensor = sensor();
+        sensor.save(&path).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains("identity_key"), "{text}");
+        let loaded = Credentials::load(&path).unwrap();
+        assert_eq!(loaded.to_json(), sensor.to_json());
+        assert_eq!(
+            loaded.edhoc_key().unwrap().ccs(),
+            sensor.edhoc_key().unwrap().ccs()
+        );
+        assert_eq!(loaded.edhoc_peers()[0].identity.name, "zookeeper");
+        assert!(loaded.server_edhoc_key().is_none());
+        // The same permission check as every credential file.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(matches!(
+            Credentials::load(&path).unwrap_err(),
+            CredentialsError::Permissions { .. }
+        ));
+    }
+
+    #[test]
+    fn bad_edhoc_files_say_why() {
+        let dir = TempDir::new("edhoc-bad");
+        let good = sensor().to_json();
+        let cases = [
+            // another identity's credential
+            (
+                good.replace("\"kid\": \"0309\"", "\"kid\": \"0308\""),
+                "another key ID",
+            ),
+            // a private key that is not the credential's
+            (
+                good.replace(
+                    &to_hex(sensor().edhoc_key().unwrap().private()),
+                    &to_hex(StaticKey::derive(&[8; KEY_LEN], &[3, 9], "x").private()),
+                ),
+                "does not hold the private key's public key",
+            ),
+            // a server cannot be an EDHOC identity
+            (
+                good.replace(
+                    "\"role\": \"device\",\n  \"kid\": \"0309\"",
+                    "\"role\": \"broker\",\n  \"kid\": \"0109\"",
+                ),
+                "needs an \"identity_key\"",
+            ),
+        ];
+        for (i, (text, why)) in cases.iter().enumerate() {
+            let path = dir.0.join(alloc::format!("{i}.cred"));
+            write_private_file(&path, text.as_bytes()).unwrap();
+            let e = Credentials::load(&path).unwrap_err().to_string();
+            assert!(e.contains(why), "case {i}: {e}");
+        }
     }
 
     #[test]

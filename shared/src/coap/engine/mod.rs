@@ -13,6 +13,8 @@
 #[cfg(any(feature = "server", test))]
 mod bounded;
 mod client;
+#[cfg(all(test, feature = "edhoc"))]
+mod edhoc_tests;
 #[cfg(test)]
 mod limit_tests;
 pub(crate) mod map;
@@ -241,6 +243,9 @@ pub struct Engine<A> {
     /// OSCORE as a server ([`Engine::set_server_security`]).
     #[cfg(any(feature = "server", test))]
     server_security: Option<secure::ServerState>,
+    /// The EDHOC responder (RFC 9528), when server security has EDHOC on.
+    #[cfg(all(feature = "edhoc", any(feature = "server", test)))]
+    edhoc: Option<crate::edhoc::Responder<A>>,
     /// OSCORE as a client: the context of each secured peer ([`Engine::secure_peer`]).
     #[cfg(any(feature = "oscore", test))]
     client_security: Map<A, secure::ClientContext>,
@@ -291,6 +296,8 @@ impl<A: PeerAddress> Engine<A> {
             links: Vec::new(),
             #[cfg(any(feature = "server", test))]
             server_security: None,
+            #[cfg(all(feature = "edhoc", any(feature = "server", test)))]
+            edhoc: None,
             #[cfg(any(feature = "oscore", test))]
             client_security: Map::new(),
             timers: Set::new(),
@@ -351,6 +358,14 @@ impl<A: PeerAddress> Engine<A> {
         self.rng.fill_bytes(&mut echo);
         let mut address_key = [0u8; 32];
         self.rng.fill_bytes(&mut address_key);
+        #[cfg(feature = "edhoc")]
+        {
+            self.edhoc = security.edhoc.clone().map(|config| {
+                let mut seed = [0u8; 32];
+                self.rng.fill_bytes(&mut seed);
+                crate::edhoc::Responder::new(config.key, config.peers, config.limits, seed)
+            });
+        }
         self.server_security = Some(secure::ServerState::new(security, echo, address_key));
     }
 

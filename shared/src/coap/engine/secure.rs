@@ -67,8 +67,14 @@ pub struct ServerSecurity {
     /// restart against stores made).
     pub persist_interval: u64,
     /// Most contexts kept at once; the least recently used is dropped beyond it (and
-    /// derived again, with an Echo round trip, if its peer comes back).
+    /// derived again, with an Echo round trip, if its peer comes back; one made by
+    /// EDHOC cannot be, and its peer runs EDHOC again).
     pub max_contexts: usize,
+    /// EDHOC (RFC 9528) for peers with only a long-term key: the engine answers
+    /// `POST /.well-known/edhoc` itself and installs the context it yields, bound to
+    /// the identity of the initiator's registered credential. `None`: 4.04 there.
+    #[cfg(feature = "edhoc")]
+    pub edhoc: Option<crate::edhoc::ResponderConfig>,
 }
 
 #[cfg(any(feature = "server", test))]
@@ -82,6 +88,8 @@ impl ServerSecurity {
             sequence_floor,
             persist_interval: 4096,
             max_contexts: 4096,
+            #[cfg(feature = "edhoc")]
+            edhoc: None,
         }
     }
 }
@@ -324,21 +332,7 @@ impl ServerState {
             let mut ctx = SecurityContext::new(&params, None)?;
             ctx.set_sender_sequence(self.high);
             let identity = peer.identity.clone();
-            while self.contexts.len() >= self.config.max_contexts.max(1) {
-                let Some((_, oldest)) = self.by_rank.pop_first() else {
-                    break;
-                };
-                self.contexts.remove(&oldest);
-            }
-            self.contexts.insert(
-                key.clone(),
-                ServerContext {
-                    ctx,
-                    identity,
-                    fresh: false,
-                    rank: 0,
-                },
-            );
+            self.insert(key.clone(), ctx, identity, false);
         }
         let rank = self.next_rank;
         self.next_rank += 1;
@@ -347,6 +341,59 @@ impl ServerState {
         context.rank = rank;
         self.by_rank.insert(rank, key.clone());
         Ok(context)
+    }
+
+    /// Keeps a context, dropping the least recently used beyond `max_contexts` (it is
+    /// made the most recently used by the caller, [`Self::context`]).
+    fn insert(&mut self, key: ContextKey, ctx: SecurityContext, identity: Identity, fresh: bool) {
+        if let Some(old) = self.contexts.remove(&key) {
+            self.by_rank.remove(&old.rank);
+        }
+        while self.contexts.len() >= self.config.max_contexts.max(1) {
+            let Some((_, oldest)) = self.by_rank.pop_first() else {
+                break;
+            };
+            self.contexts.remove(&oldest);
+        }
+        let rank = self.next_rank;
+        self.next_rank += 1;
+        self.by_rank.insert(rank, key.clone());
+        self.contexts.insert(
+            key,
+            ServerContext {
+                ctx,
+                identity,
+                fresh,
+                rank,
+            },
+        );
+    }
+
+    /// Whether a context with Recipient ID `kid` is kept, or could be derived (a
+    /// pre-provisioned peer's): an EDHOC connection identifier must be neither.
+    #[cfg(feature = "edhoc")]
+    pub(super) fn kid_taken(&self, kid: &[u8]) -> bool {
+        self.config.keys.get(kid).is_some()
+            || self
+                .contexts
+                .range((kid.to_vec(), None)..)
+                .next()
+                .is_some_and(|((k, _), _)| k.as_slice() == kid)
+    }
+
+    /// Installs the context EDHOC established with `identity` (RFC 9528 Appendix
+    /// A.1): keyed by its Recipient ID (C_R) with no ID Context, and fresh: its keys
+    /// are new, so no request in it can be a replay from before (no Echo round trip).
+    #[cfg(feature = "edhoc")]
+    pub(super) fn install_edhoc(
+        &mut self,
+        identity: Identity,
+        keys: &crate::edhoc::Established,
+    ) -> Result<(), OscoreError> {
+        let ctx = SecurityContext::new(&keys.context_params(), None)?;
+        let key: ContextKey = (keys.recipient_id.clone(), None);
+        self.insert(key, ctx, identity, true);
+        Ok(())
     }
 }
 

@@ -476,6 +476,12 @@ impl<A: PeerAddress> Engine<A> {
             }
         }
 
+        #[cfg(feature = "edhoc")]
+        if incoming.key == crate::edhoc::WELL_KNOWN_EDHOC && self.edhoc.is_some() {
+            let response = self.edhoc_request(now, peer, method, request.payload());
+            return self.answer(now, incoming, response);
+        }
+
         if method == Method::Get
             && incoming.key.starts_with(".well-known/core")
             && !self.links.is_empty()
@@ -887,6 +893,58 @@ impl<A: PeerAddress> Engine<A> {
             .or_default()
             .insert((peer, token.to_vec()));
         true
+    }
+
+    /// Answers a request to `/.well-known/edhoc` (RFC 9528 Appendix A.2) with the
+    /// responder: message_2, an installed OSCORE context (2.04, no message_4), 5.03 at
+    /// a limit, or an EDHOC error message (4.00; 4.01 for an unknown credential).
+    #[cfg(feature = "edhoc")]
+    fn edhoc_request(&mut self, now: Instant, peer: A, method: Method, payload: &[u8]) -> Response {
+        use crate::edhoc::{Outcome, CONTENT_FORMAT_EDHOC};
+        if method != Method::Post {
+            return Response::error(Code::METHOD_NOT_ALLOWED, "EDHOC takes POST");
+        }
+        let (Some(responder), Some(security)) =
+            (self.edhoc.as_mut(), self.server_security.as_mut())
+        else {
+            return Response::error(Code::NOT_FOUND, "EDHOC is off");
+        };
+        match responder.handle(now, peer, payload, |kid| security.kid_taken(kid)) {
+            Outcome::Message2(message_2) => Response::new(Code::CHANGED)
+                .with_payload(message_2)
+                .with_content_format(CONTENT_FORMAT_EDHOC),
+            Outcome::Established {
+                identity,
+                keys,
+                message_4,
+            } => {
+                #[cfg(feature = "std")]
+                tracing::info!(?peer, identity = %identity.name, role = identity.role.name(), c_r = ?keys.recipient_id, "EDHOC: OSCORE context established");
+                match security.install_edhoc(identity, &keys) {
+                    Ok(()) => Response::new(Code::CHANGED)
+                        .with_payload(message_4)
+                        .with_content_format(CONTENT_FORMAT_EDHOC),
+                    Err(_) => Response::error(Code::INTERNAL_SERVER_ERROR, "no OSCORE context"),
+                }
+            }
+            Outcome::Busy(reason) => {
+                #[cfg(feature = "std")]
+                tracing::debug!(?peer, reason, "EDHOC: refused at a limit");
+                busy(reason)
+            }
+            Outcome::Refused {
+                code,
+                message,
+                reason,
+            } => {
+                #[cfg(feature = "std")]
+                tracing::warn!(?peer, %reason, "EDHOC refused");
+                let _ = &reason;
+                Response::new(Code(code))
+                    .with_payload(message)
+                    .with_content_format(CONTENT_FORMAT_EDHOC)
+            }
+        }
     }
 
     /// Verifies a request that came protected (OSCORE): the inner request, how to protect

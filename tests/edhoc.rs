@@ -1,0 +1,261 @@
+//! EDHOC (RFC 9528) against real processes: a zookeeper and a broker started with
+//! credentials from `pehra keys`, and a client identity that has only a long-term EDHOC
+//! key (`pehra keys add --edhoc`). The CLI with that credential runs EDHOC with each
+//! server, then works over OSCORE like any client; a credential the registry does not
+//! hold is refused and changes nothing; a message_1 flood gets 5.03 once its address
+//! holds its share of half-open sessions, and locks nobody else out; aiocoap's EDHOC
+//! initiator (lakers-python) gets in with the same credential
+//! (`tests/interop/aiocoap_edhoc.py`).
+
+mod common;
+
+use common::{pehra, TestCluster};
+use pehra_broker::client::ClusterClient;
+use pehra_shared::coap::{Code, Config, Request};
+use pehra_shared::driver::{Endpoint, Router};
+use pehra_shared::edhoc::{self, Initiator};
+use pehra_shared::security::credentials::{write_private_file, Credentials};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+#[track_caller]
+fn ok(args: &[&str]) -> String {
+    let (code, out, err) = pehra(args);
+    assert_eq!(code, 0, "pehra {args:?}: {err}");
+    out
+}
+
+/// Keys in `DIR/keys`: a zookeeper, broker 1, the client `client`, and the EDHOC
+/// client `edith` (added before the servers start, so their files list her); the
+/// servers started with their credentials.
+fn edhoc_cluster(name: &str) -> (TestCluster, PathBuf) {
+    let builder = TestCluster::builder(name);
+    let keys = builder.dir().join("keys");
+    let k = keys.to_str().unwrap();
+    ok(&["keys", "init", k, "--brokers", "1"]);
+    let out = ok(&["keys", "add", k, "edith", "--role", "client", "--edhoc"]);
+    assert!(out.contains("added client edith (EDHOC)"), "{out}");
+    let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
+    let cluster = builder
+        .zookeeper_flags(&["--credentials", &cred("zookeeper")])
+        .broker_flags(&["--session-timeout-ms", "3000"])
+        .flags_of(1, &["--credentials", &cred("broker-1")])
+        .start(1);
+    (cluster, keys)
+}
+
+fn cred(keys: &Path, name: &str) -> String {
+    keys.join(format!("{name}.cred")).display().to_string()
+}
+
+#[test]
+fn a_cli_with_only_an_edhoc_key_creates_a_topic_produces_and_consumes() {
+    let (c, keys) = edhoc_cluster("edhoc-cli");
+    let edith = cred(&keys, "edith");
+    let text = std::fs::read_to_string(&edith).unwrap();
+    assert!(!text.contains("identity_key"), "no shared secret: {text}");
+    let registry = std::fs::read_to_string(keys.join("registry.json")).unwrap();
+    assert!(!registry.contains("private_key"), "{registry}");
+    let z = c.zk_addr.to_string();
+
+    let out = ok(&[
+        "topic",
+        "create",
+        "notes",
+        "--zookeeper",
+        &z,
+        "--credentials",
+        &edith,
+    ]);
+    assert!(out.contains("created topic"), "{out}");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            let creds = Arc::new(Credentials::load(&edith).unwrap());
+            let client = ClusterClient::connect_secured(c.zk_addr, Some(creds))
+                .await
+                .unwrap();
+            client
+                .wait_for_leaders("notes", Duration::from_secs(20))
+                .await
+                .unwrap();
+        });
+    for value in ["first", "second"] {
+        ok(&[
+            "produce",
+            "notes",
+            "-m",
+            value,
+            "--zookeeper",
+            &z,
+            "--credentials",
+            &edith,
+        ]);
+    }
+    let out = ok(&[
+        "consume",
+        "notes",
+        "--from-beginning",
+        "--max",
+        "2",
+        "--zookeeper",
+        &z,
+        "--credentials",
+        &edith,
+    ]);
+    assert_eq!(
+        out.lines().collect::<Vec<_>>(),
+        ["first", "second"],
+        "{out}"
+    );
+
+    // Without credentials the same cluster refuses her requests.
+    let (code, _, err) = pehra(&["produce", "notes", "-m", "plain", "--zookeeper", &z]);
+    assert_ne!(code, 0, "{err}");
+}
+
+#[test]
+fn a_credential_the_registry_does_not_hold_is_refused_and_changes_nothing() {
+    let (c, keys) = edhoc_cluster("edhoc-refused");
+    let z = c.zk_addr.to_string();
+    // Another keys directory makes EDHOC clients the cluster never heard of: one
+    // with edith's key ID (0202) and another key, one with an unknown key ID.
+    let other = c.dir.path().join("other");
+    let o = other.to_str().unwrap();
+    ok(&["keys", "init", o, "--brokers", "1"]);
+    ok(&["keys", "add", o, "mallory", "--role", "client", "--edhoc"]);
+    ok(&[
+        "keys", "add", o, "trudy", "--role", "client", "--edhoc", "--number", "9",
+    ]);
+    // They know this cluster's servers' public credentials (those are not secret).
+    let edith: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cred(&keys, "edith")).unwrap()).unwrap();
+    for (name, kid) in [("mallory", "0202"), ("trudy", "0209")] {
+        let path = other.join(format!("{name}.cred"));
+        let mut file: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        assert_eq!(file["kid"], kid);
+        file["edhoc_peers"] = edith["edhoc_peers"].clone();
+        write_private_file(&path, file.to_string().as_bytes()).unwrap();
+        let (code, out, err) = pehra(&[
+            "topic",
+            "create",
+            &format!("by-{name}"),
+            "--zookeeper",
+            &z,
+            "--credentials",
+            path.to_str().unwrap(),
+        ]);
+        assert_ne!(code, 0, "{name} got in: {out}");
+        // Trudy's key ID is unknown: ERR_CODE 3 (unknown credential referenced).
+        // Mallory names edith's: her message_3's MAC does not verify with edith's key.
+        let why = match name {
+            "trudy" => "EDHOC error 3",
+            _ => "a MAC did not verify",
+        };
+        assert!(err.contains(why), "{name}: {err}");
+    }
+    let status = ok(&[
+        "cluster",
+        "status",
+        "--zookeeper",
+        &z,
+        "--credentials",
+        &cred(&keys, "edith"),
+    ]);
+    assert!(
+        !status.contains("by-mallory") && !status.contains("by-trudy"),
+        "{status}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_1_flood_is_bounded_and_locks_nobody_else_out() {
+    let (c, keys) = edhoc_cluster("edhoc-flood");
+    let edith = Credentials::load(cred(&keys, "edith")).unwrap();
+    let zookeeper = &edith.edhoc_peers()[0];
+    assert_eq!(zookeeper.identity.name, "zookeeper");
+    let flooder = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let mut codes = Vec::new();
+    for i in 0..20u8 {
+        let (_, message_1) =
+            Initiator::start(edith.edhoc_key().unwrap().clone(), &zookeeper.ccs, [i; 32]).unwrap();
+        let request = Request::post(edhoc::WELL_KNOWN_EDHOC).with_payload(message_1);
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            flooder.handle().request(c.zk_addr, request),
+        )
+        .await
+        .expect("an answer in time")
+        .expect("an answer");
+        codes.push(answer.code());
+    }
+    // Its share of half-open sessions (2), then 5.03 without any cryptography.
+    assert_eq!(codes[..2], [Code::CHANGED, Code::CHANGED], "{codes:?}");
+    assert!(
+        codes[2..].iter().all(|c| *c == Code::SERVICE_UNAVAILABLE),
+        "{codes:?}"
+    );
+    // A C_I longer than lakers holds (it panicked on it) is a 4.00, and the server
+    // lives on.
+    let (_, mut message_1) =
+        Initiator::start(edith.edhoc_key().unwrap().clone(), &zookeeper.ccs, [99; 32]).unwrap();
+    message_1.pop(); // C_I, one byte: no EAD_1
+    message_1.push(0x54);
+    message_1.extend_from_slice(&[0xAB; 20]);
+    let other = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let request = Request::post(edhoc::WELL_KNOWN_EDHOC).with_payload(message_1);
+    let answer = other.handle().request(c.zk_addr, request).await.unwrap();
+    assert_eq!(answer.code(), Code::BAD_REQUEST);
+    // Someone else still gets in at once.
+    let z = c.zk_addr.to_string();
+    ok(&[
+        "cluster",
+        "status",
+        "--zookeeper",
+        &z,
+        "--credentials",
+        &cred(&keys, "edith"),
+    ]);
+}
+
+#[test]
+fn aiocoap_runs_edhoc_with_the_zookeeper_and_speaks_oscore_in_its_name() {
+    let (c, keys) = edhoc_cluster("edhoc-aiocoap");
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/interop/aiocoap_edhoc.py");
+    let child = std::process::Command::new(common::provision::python())
+        .arg(script)
+        .arg(c.zk_addr.port().to_string())
+        .arg(cred(&keys, "edith"))
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python with aiocoap (tests/provision.sh)");
+    let out =
+        common::wait_bounded(child, Duration::from_secs(60)).expect("aiocoap finished in time");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains("EDHOC + OSCORE GET /z/topics ok"),
+        "{stdout}"
+    );
+}
