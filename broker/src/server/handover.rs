@@ -46,13 +46,22 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>) {
             Ok(orders) => {
                 for (name, presync) in &orders {
                     watch(&zk, &format!("{HANDOVERS}/{name}"), false, &watched, &tx).await;
-                    if known.contains_key(name) {
-                        continue;
-                    }
                     let Some(presync) = presync else { continue };
                     let Some((topic, p)) = handover_partition(name) else {
                         continue;
                     };
+                    match known.get(name) {
+                        Some(seen) if seen == presync => continue,
+                        // Another handover of the same partition since the last read:
+                        // the earlier one ended first.
+                        Some(seen) => {
+                            if seen.leader == state.id {
+                                finish_as_leader(&zk, &state, &topic, p, *seen).await;
+                            }
+                            known.remove(name);
+                        }
+                        None => {}
+                    }
                     if presync.leader == state.id {
                         known.insert(name.clone(), *presync);
                         tokio::spawn(presync_as_leader(

@@ -352,9 +352,14 @@ impl Driver {
                         took_ms: 0,
                         at_ms: now_ms,
                     };
-                    if delete_order(client, &path, Some(order_version)).await? {
-                        record(client, |s| s.no_candidate += 1, result).await?;
-                    }
+                    end_order(
+                        client,
+                        &path,
+                        order_version,
+                        |s| s.no_candidate += 1,
+                        result,
+                    )
+                    .await?;
                     return Ok(None);
                 };
                 let presync = PreSync {
@@ -429,6 +434,7 @@ impl Driver {
         match step {
             Step::Wait => Ok(Some(deadline)),
             Step::Transfer { meta, log_end } => {
+                // The transfer, the end of the order and its count: all or nothing.
                 let ops = vec![
                     MultiOp::SetData {
                         path: partition_path(&topic, p),
@@ -439,12 +445,12 @@ impl Driver {
                         path: path.clone(),
                         version: Some(order_version),
                     },
+                    count_op(client, |s| s.completed += 1, result("completed".into())).await?,
                 ];
                 match client.multi(ops).await {
                     Ok(_) => {
                         tracing::info!(%topic, partition = p, from = presync.leader, to = presync.candidate, epoch = meta.leader_epoch, log_end, took_ms, "handover: lease transferred");
                         self.active.remove(name);
-                        record(client, |s| s.completed += 1, result("completed".into())).await?;
                         Ok(None)
                     }
                     // The partition or the order changed meanwhile: decide again.
@@ -462,10 +468,15 @@ impl Driver {
             Step::RollBack(why) => {
                 tracing::warn!(%topic, partition = p, leader = presync.leader, candidate = presync.candidate, why = why.as_str(), "handover: rolled back; the ordinary election decides");
                 self.active.remove(name);
-                if delete_order(client, &path, Some(order_version)).await? {
-                    let outcome = format!("rolled back: {}", why.as_str());
-                    record(client, |s| s.rolled_back += 1, result(outcome)).await?;
-                }
+                let outcome = format!("rolled back: {}", why.as_str());
+                end_order(
+                    client,
+                    &path,
+                    order_version,
+                    |s| s.rolled_back += 1,
+                    result(outcome),
+                )
+                .await?;
                 Ok(None)
             }
         }
@@ -499,17 +510,50 @@ async fn delete_order(client: &Client, path: &str, version: Option<u32>) -> Resu
     }
 }
 
-/// Counts an outcome in the stats (the controller is their only writer).
-async fn record(
+/// The write that counts an outcome in the stats (the controller is their only writer).
+async fn count_op(
     client: &Client,
     count: impl FnOnce(&mut HandoverStats),
     result: HandoverResult,
-) -> Result<(), ZkError> {
+) -> Result<MultiOp, ZkError> {
     let mut stats = read_stats(client).await?;
     count(&mut stats);
     stats.last = Some(result);
-    let data = wire::encode(&stats).expect("encodes");
-    client.set_data(HANDOVERS, &data, None).await.map(|_| ())
+    Ok(MultiOp::SetData {
+        path: HANDOVERS.to_string(),
+        data: wire::encode(&stats).expect("encodes"),
+        version: None,
+    })
+}
+
+/// Deletes an order (if it is still at `version`) and counts its outcome, together.
+async fn end_order(
+    client: &Client,
+    path: &str,
+    version: u32,
+    count: impl FnOnce(&mut HandoverStats),
+    result: HandoverResult,
+) -> Result<(), ZkError> {
+    let ops = vec![
+        MultiOp::Delete {
+            path: path.to_string(),
+            version: Some(version),
+        },
+        count_op(client, count, result).await?,
+    ];
+    match client.multi(ops).await {
+        Ok(_) => Ok(()),
+        // Changed or gone meanwhile: the next pass decides again.
+        Err(e)
+            if matches!(
+                e.kind(),
+                Some(ErrorKind::NotFound | ErrorKind::VersionMismatch)
+            ) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// The handover counts (zeros before the first handover).
