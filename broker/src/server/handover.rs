@@ -35,8 +35,12 @@ const TAKE_OVER_WAIT: Duration = Duration::from_secs(3);
 /// timeout rolls the handover back before).
 const PRESYNC_LIMIT: Duration = Duration::from_secs(10);
 
+/// How a held produce goes through the ordinary produce path again (`produce::produce`,
+/// passed in so this module does not import its caller).
+pub(crate) type Dispatch = fn(&Arc<State>, Incoming, Responder);
+
 /// Follows the handover orders for as long as the broker runs.
-pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>) {
+pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>, dispatch: Dispatch) {
     let (tx, mut changed) = mpsc::unbounded_channel::<()>();
     let watched: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     // Orders this broker acts on, with the pre-sync it saw.
@@ -56,7 +60,7 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>) {
                         // the earlier one ended first.
                         Some(seen) => {
                             if seen.leader == state.id {
-                                finish_as_leader(&zk, &state, &topic, p, *seen).await;
+                                finish_as_leader(&zk, &state, &topic, p, *seen, dispatch).await;
                             }
                             known.remove(name);
                         }
@@ -94,7 +98,7 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>) {
                     let presync = known.remove(&name).expect("known");
                     if presync.leader == state.id {
                         if let Some((topic, p)) = handover_partition(&name) {
-                            finish_as_leader(&zk, &state, &topic, p, presync).await;
+                            finish_as_leader(&zk, &state, &topic, p, presync, dispatch).await;
                         }
                     }
                 }
@@ -102,7 +106,7 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>) {
             Err(e) => tracing::warn!(error = %e, "reading the handover orders"),
         }
         watch(&zk, HANDOVERS, true, &watched, &tx).await;
-        release_taken_over(&state);
+        release_taken_over(&state, dispatch);
         tokio::select! {
             c = changed.recv() => if c.is_none() {
                 return;
@@ -256,7 +260,14 @@ async fn presync_as_leader(
 
 /// The order is gone: transferred (follow, forward the held produces) or rolled back
 /// (append them here).
-async fn finish_as_leader(zk: &Client, state: &Arc<State>, topic: &str, p: u32, presync: PreSync) {
+async fn finish_as_leader(
+    zk: &Client,
+    state: &Arc<State>,
+    topic: &str,
+    p: u32,
+    presync: PreSync,
+    dispatch: Dispatch,
+) {
     let Some(partition) = lookup_any(state, topic, p) else {
         return;
     };
@@ -302,8 +313,8 @@ async fn finish_as_leader(zk: &Client, state: &Arc<State>, topic: &str, p: u32, 
     tracing::info!(%topic, partition = p, held = held.len(), transferred = !leads, "handover: finished");
     state.reassign.notify_one();
     for (incoming, responder) in held {
-        // Rolled back: appended here; transferred: forwarded (see produce).
-        super::produce::produce(state, incoming, responder);
+        // Rolled back: appended here; transferred: forwarded (see `intercept`).
+        dispatch(state, incoming, responder);
     }
 }
 
@@ -411,7 +422,7 @@ fn not_leader(me: u32, topic: &str, p: u32, to: u32) -> pehra_shared::coap::Resp
 
 /// Candidates that now lead (or waited long enough): their held produces go through
 /// the ordinary path again.
-fn release_taken_over(state: &Arc<State>) {
+fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) {
     let partitions: Vec<_> = state
         .partitions
         .read()
@@ -437,7 +448,7 @@ fn release_taken_over(state: &Arc<State>) {
             }
         };
         for (incoming, responder) in held {
-            super::produce::produce(state, incoming, responder);
+            dispatch(state, incoming, responder);
         }
     }
 }

@@ -423,7 +423,11 @@ impl Broker {
         let tasks = vec![
             tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
             tokio::spawn(eligibility::publish(zk.clone(), state.clone())),
-            tokio::spawn(handover::follow(zk.clone(), state.clone())),
+            tokio::spawn(handover::follow(
+                zk.clone(),
+                state.clone(),
+                produce::produce,
+            )),
             tokio::spawn(flush_after_writes(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
             tokio::spawn(scrub_periodically(
