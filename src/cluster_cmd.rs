@@ -51,6 +51,30 @@ enum ClusterCommand {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Warm handover: move a partition's leadership to a caught-up in-sync replica with
+    /// no produce refused (seed 002; the admin only).
+    #[command(
+        after_help = "Writes the order /admin/handover/TOPIC:PARTITION (only the admin and the \
+        zookeeper may: the default ACLs). The controller chooses the candidate (--to, or the \
+        in-sync replica with the best health index, then the fewest partitions led), the \
+        leader holds new produces while the candidate catches up and confirms, and the \
+        controller transfers the leadership with the next leader epoch; the old leader \
+        forwards the held produces to the new one. If the candidate dies, leaves the \
+        in-sync set or does not confirm within 5 s, the handover is rolled back (exit \
+        status 1) and the ordinary election stays in charge."
+    )]
+    Handover {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// The broker to hand over to (an eligible in-sync replica).
+        #[arg(long, value_name = "BROKER")]
+        to: Option<u32>,
+        /// How long to wait for the outcome, in seconds.
+        #[arg(long, default_value_t = 30)]
+        timeout_s: u64,
+    },
     /// Rolling maintenance (PEHRA): every broker in turn, the Pehredar last, moves its
     /// leadership away and restarts (or runs --command), while the others serve.
     #[command(
@@ -105,6 +129,21 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
         ClusterCommand::Status => {
             ensemble_status(&args.zookeeper, credentials.as_deref()).await?;
             status(&client).await
+        }
+        ClusterCommand::Handover {
+            topic,
+            partition,
+            to,
+            timeout_s,
+        } => {
+            handover(
+                &client,
+                &topic,
+                partition,
+                to,
+                Duration::from_secs(timeout_s),
+            )
+            .await
         }
         ClusterCommand::Maintenance { command, timeout_s } => {
             let options = cluster::MaintenanceOptions {
@@ -314,5 +353,91 @@ async fn status(client: &Client) -> Result<ExitCode> {
         crate::broker_cmd::write_partitions(&mut out, &meta, name)?;
         write_ineligible(&mut out, &meta, name, &recovering)?;
     }
+    let stats = cluster::warm::read_stats(client).await?;
+    writeln!(
+        out,
+        "warm handovers: {} completed, {} rolled back, {} without a candidate",
+        stats.completed, stats.rolled_back, stats.no_candidate
+    )?;
+    if let Some(last) = &stats.last {
+        writeln!(out, "  last: {}", describe(last))?;
+    }
     Ok(ExitCode::SUCCESS)
+}
+
+/// One handover outcome, on one line.
+fn describe(r: &cluster::handover::HandoverResult) -> String {
+    let id = |b: Option<u32>| b.map_or("-".to_string(), |b| b.to_string());
+    format!(
+        "{}/{} broker {} -> {} ({:?}): {} after {} ms",
+        r.topic,
+        r.partition,
+        id(r.from),
+        id(r.to),
+        r.reason,
+        r.outcome,
+        r.took_ms
+    )
+}
+
+/// `pehra cluster handover`: writes the order and waits for its outcome.
+async fn handover(
+    client: &Client,
+    topic: &str,
+    partition: u32,
+    to: Option<u32>,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    use cluster::handover::{HandoverOrder, HandoverReason};
+    let path = cluster::handover_path(topic, partition);
+    let order = HandoverOrder {
+        reason: HandoverReason::Operator,
+        to,
+        presync: None,
+        ready_log_end: None,
+    };
+    let data = pehra_shared::wire::encode(&order).expect("encodes");
+    let mut watch = client
+        .watch_children(cluster::HANDOVERS)
+        .await
+        .context("watching /admin/handover (is the controller running?)")?;
+    client
+        .create(&path, &data, pehra_zookeeper::CreateMode::Persistent)
+        .await
+        .with_context(|| format!("writing the handover order {path}"))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match client.get_data(&path).await {
+            Err(e) if e.kind() == Some(pehra_shared::wire::ErrorKind::NotFound) => break,
+            Err(e) => return Err(e).context("reading the handover order"),
+            Ok(_) => {}
+        }
+        match tokio::time::timeout_at(deadline, watch.next()).await {
+            Ok(Some(Ok(_))) => {}
+            Ok(_) => {
+                watch = client.watch_children(cluster::HANDOVERS).await?;
+            }
+            Err(_) => {
+                anyhow::bail!("the handover of {topic}/{partition} did not finish within {timeout:?} (its order {path} is still there)")
+            }
+        }
+    }
+    let stats = cluster::warm::read_stats(client).await?;
+    match stats
+        .last
+        .filter(|l| l.topic == topic && l.partition == partition)
+    {
+        Some(last) => {
+            println!("{}", describe(&last));
+            Ok(if last.outcome == "completed" {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            })
+        }
+        None => {
+            println!("{topic}/{partition}: the handover ended (its outcome was overwritten by a later one)");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }

@@ -39,6 +39,12 @@ pub(crate) struct Metrics {
     pub wakeups: Counter,
     /// PEHRA: produces held (as the Pehredar) for a sleeping leader.
     pub held_produces: Counter,
+    /// Warm handovers: partition leaderships this broker handed over (pre-synced).
+    pub handovers_given: Counter,
+    /// Warm handovers this broker started pre-synchronising that were rolled back.
+    pub handovers_rolled_back: Counter,
+    /// Produces held during a warm handover's switchover (answered after it).
+    pub handover_held_produces: Counter,
     /// Each topic's four counters, found by name without allocating.
     topics: Arc<RwLock<HashMap<String, Arc<TopicCounters>>>>,
 }
@@ -67,6 +73,9 @@ impl Default for Metrics {
             isr_expands: Counter::default(),
             wakeups: Counter::default(),
             held_produces: Counter::default(),
+            handovers_given: Counter::default(),
+            handovers_rolled_back: Counter::default(),
+            handover_held_produces: Counter::default(),
             topics: Arc::default(),
         }
     }
@@ -187,6 +196,21 @@ impl Metrics {
             "pehra_broker_held_produces",
             "PEHRA: produces held by this broker as the Pehredar for a sleeping leader",
             self.held_produces.clone(),
+        );
+        registry.register(
+            "pehra_broker_handovers_given",
+            "Warm handovers: partition leaderships this broker handed over after a pre-sync",
+            self.handovers_given.clone(),
+        );
+        registry.register(
+            "pehra_broker_handovers_rolled_back",
+            "Warm handovers this broker pre-synchronised that were rolled back",
+            self.handovers_rolled_back.clone(),
+        );
+        registry.register(
+            "pehra_broker_handover_held_produces",
+            "Produces held during a warm handover's switchover and answered after it",
+            self.handover_held_produces.clone(),
         );
     }
 }

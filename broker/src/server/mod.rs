@@ -26,6 +26,7 @@ mod devices;
 mod eligibility;
 mod fetch;
 mod fetcher;
+mod handover;
 mod health;
 mod hw_checkpoint;
 mod maintenance;
@@ -222,6 +223,9 @@ pub(crate) struct State {
     appended: tokio::sync::Notify,
     /// Signalled after every assignment change was applied.
     assignment_applied: tokio::sync::Notify,
+    /// Signalled whenever a partition's high watermark moved (a warm handover's
+    /// pre-sync waits on it).
+    hw_moved: tokio::sync::Notify,
     /// An in-sync set change finished: the ISR upkeep looks again.
     isr_recheck: tokio::sync::Notify,
     /// Something was appended that is not flushed yet (a permit wakes the flusher).
@@ -311,6 +315,7 @@ impl State {
     fn notify_partition(&self, topic: &str, partition: u32, hw: u64, end: u64) {
         // The high watermark moved: the flusher checkpoints it.
         self.unflushed.notify_one();
+        self.hw_moved.notify_waiters();
         if let Some(handle) = self.handle.get() {
             let tick = cbor_response(Code::CONTENT, &fetch::tick(hw, end));
             handle.notify_detached(&format!("p/{topic}/{partition}"), tick);
@@ -349,6 +354,7 @@ impl Broker {
             isr_recheck: tokio::sync::Notify::new(),
             unflushed: tokio::sync::Notify::new(),
             assignment_applied: tokio::sync::Notify::new(),
+            hw_moved: tokio::sync::Notify::new(),
             leaving: AtomicBool::new(false),
             handle: OnceLock::new(),
             zk: OnceLock::new(),
@@ -432,6 +438,11 @@ impl Broker {
         let tasks = vec![
             tokio::spawn(assignment::follow_assignments(zk.clone(), state.clone())),
             tokio::spawn(eligibility::publish(zk.clone(), state.clone())),
+            tokio::spawn(handover::follow(
+                zk.clone(),
+                state.clone(),
+                produce::produce,
+            )),
             tokio::spawn(flush_after_writes(state.clone(), config.flush_interval)),
             tokio::spawn(retain_periodically(state.clone(), config.retention_check)),
             tokio::spawn(scrub_periodically(

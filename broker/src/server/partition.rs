@@ -42,6 +42,38 @@ pub(crate) struct Partition {
     pub epoch_check: EpochCheck,
     /// Present while this broker leads the partition.
     pub leader: Option<LeaderState>,
+    /// A warm handover of this partition's leadership: its side on this broker.
+    pub handover: HandoverSide,
+}
+
+/// This broker's part in a warm handover of the partition (see `server::handover`).
+#[derive(Default)]
+pub(crate) enum HandoverSide {
+    /// None under way.
+    #[default]
+    None,
+    /// It leads and hands over: produces are held, not appended, until
+    /// the lease is transferred (they go to the new leader) or the handover is rolled
+    /// back (they are appended here).
+    Holding {
+        /// The produces held, in arrival order.
+        held: Vec<(pehra_shared::driver::Incoming, Responder)>,
+    },
+    /// It handed over to `to` at this time: late produces are forwarded there.
+    HandedTo {
+        /// The new leader.
+        to: u32,
+        /// When.
+        at: Instant,
+    },
+    /// It is the candidate: a produce that arrives before it knows it leads waits for
+    /// the new assignment instead of being refused.
+    TakingOver {
+        /// Since when.
+        since: Instant,
+        /// The produces waiting.
+        held: Vec<(pehra_shared::driver::Incoming, Responder)>,
+    },
 }
 
 /// Where the check of a follower's newer-epoch claim stands.
@@ -118,6 +150,7 @@ impl Partition {
             fenced_by: None,
             epoch_check: EpochCheck::Idle,
             leader: None,
+            handover: HandoverSide::None,
         }
     }
 

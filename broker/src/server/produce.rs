@@ -7,11 +7,12 @@ use pehra_shared::api::{cbor_response, decode_request, error_response};
 use pehra_shared::coap::{Code, Response};
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{self, Acks, ErrorKind, ProduceRequest, ProduceResponse};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// Handles a produce: appends, then answers at once (acks 1), never (acks 0), or when
 /// every in-sync replica has the batch (acks all).
-pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
+pub(crate) fn produce(state: &Arc<State>, incoming: Incoming, responder: Responder) {
     let start = Instant::now();
     let request: ProduceRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
@@ -32,7 +33,23 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
             ))
         }
     };
-    let partition = match lookup_leader(state, &request.topic, request.partition) {
+    let found = lookup_leader(state, &request.topic, request.partition);
+    // Not the leader (now), but a warm handover of this partition is under way: held,
+    // forwarded to the new leader, or waiting for this broker to learn that it leads.
+    let (incoming, responder) = match &found {
+        Err(_) => match super::handover::intercept(
+            state,
+            &request.topic,
+            request.partition,
+            incoming,
+            responder,
+        ) {
+            None => return,
+            Some(back) => back,
+        },
+        Ok(_) => (incoming, responder),
+    };
+    let partition = match found {
         Ok(p) => p,
         Err(not_leader)
             if super::pehra::in_office(state)
@@ -51,6 +68,12 @@ pub(crate) fn produce(state: &State, incoming: Incoming, responder: Responder) {
         Err(response) => return responder.respond(response),
     };
     let mut p = partition.lock().expect("lock");
+    // Leading, but handing over: held until the switch (or the rollback).
+    let Some((_incoming, responder)) =
+        super::handover::hold_if_handing_over(state, &mut p, incoming, responder)
+    else {
+        return;
+    };
     let (response, duplicate) = match append(state, &mut p, &request, count) {
         Ok(Appended::New(r)) => (r, false),
         Ok(Appended::Duplicate(r)) => (r, true),

@@ -733,6 +733,9 @@ allow role:broker znode:/pehra/requests/r-* create
 allow role:broker znode:/admin create
 allow role:broker znode:/admin/shutdown create
 allow role:broker znode:/admin/shutdown/{id} create,delete
+# ... confirm the pre-sync of a warm handover of a partition they lead (the controller
+# checks the confirmation against the partition's leader and epoch),
+allow role:broker znode:/admin/handover/* write
 # ... keep devices' downlink topics and offsets (group dev.NODE) for them,
 allow role:broker znode:/consumers create
 allow role:broker znodes:/consumers/dev.* create,write
@@ -1154,6 +1157,14 @@ mod tests {
         allowed(&policy, &b1, znode("/admin/shutdown/1"), &[Create, Delete]);
         denied(&policy, &b1, znode("/admin/shutdown/2"), &[Create, Delete]);
         denied(&policy, &b1, znode("/admin/absent/1"), &[Create, Write]);
+        // A warm handover: brokers confirm a pre-sync, only the admin orders one.
+        allowed(&policy, &b1, znode("/admin/handover/t:0"), &[Write]);
+        denied(
+            &policy,
+            &b1,
+            znode("/admin/handover/t:0"),
+            &[Create, Delete],
+        );
         allowed(
             &policy,
             &b1,
@@ -1217,6 +1228,13 @@ mod tests {
             &[Write, Create, Delete],
         );
         denied(&policy, &alice, znode("/pehra/requests/r-"), &[Create]);
+        // Only the admin asks for a warm handover.
+        denied(
+            &policy,
+            &alice,
+            znode("/admin/handover/orders:0"),
+            &[Create, Write, Delete],
+        );
         denied(
             &policy,
             &alice,

@@ -76,8 +76,16 @@ impl Controller {
         .await
     }
 
-    /// Runs the controller on an existing client (see [`Controller::run_with`]).
+    /// Runs the controller on an existing client (see [`Controller::run_with`]), and
+    /// beside it the warm handovers of partition leaders ([`super::warm`]).
     pub async fn run_on(client: &Client, config: ControllerConfig) -> Result<(), ZkError> {
+        tokio::select! {
+            r = Self::reconcile(client, config) => r,
+            r = super::warm::drive(client, super::handover::HandoverConfig::default()) => r,
+        }
+    }
+
+    async fn reconcile(client: &Client, config: ControllerConfig) -> Result<(), ZkError> {
         for path in [BROKERS, RECOVERING, TOPICS, SHUTDOWN, ABSENT] {
             ensure_path(client, path).await?;
         }

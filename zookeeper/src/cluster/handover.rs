@@ -1,6 +1,7 @@
 //! Seed 002's predictive (warm) handover of a partition leader: the pure decisions, no
-//! I/O. **Not wired into the controller yet** (see `docs/pehra.md`, "Predictive
-//! handover"): this is the part the controller and the leader will drive.
+//! I/O. [`super::warm`] drives it in the controller, and the leader broker's side
+//! (holding produces, confirming the pre-sync) is `pehra_broker`'s `server::handover`;
+//! the protocol is in `docs/pehra.md`, "Warm handover".
 //!
 //! - [`should_hand_over`]: the leader's health fell to the trigger class (Warning by
 //!   default) or an operator asked.
@@ -17,8 +18,21 @@
 //!   the ordinary election ([`super::election::decide`]) stays in charge.
 
 use pehra_shared::health::{HealthClass, NhiConfig};
-use pehra_shared::wire::{NodeHealth, PartitionMetadata};
+use pehra_shared::wire::PartitionMetadata;
+use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// What the controller knows of a broker when it chooses a candidate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rating {
+    /// Its Node Health Index, ‰ (as it publishes it in its PEHRA status).
+    pub index: u16,
+    /// Its load: how many partitions it leads now.
+    pub load: u32,
+    /// Its distance: the round-trip time it reports, ms (0 when unknown; the index
+    /// already counts it).
+    pub rtt_ms: u32,
+}
 
 /// When and how a leader hands over.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,13 +59,10 @@ impl Default for HandoverConfig {
     }
 }
 
-/// Whether a leader reporting `health` should hand over (`operator`: asked to).
-pub fn should_hand_over(
-    config: &HandoverConfig,
-    health: Option<&NodeHealth>,
-    operator: bool,
-) -> bool {
-    operator || health.is_some_and(|h| config.nhi.rate(h).1 <= config.trigger)
+/// Whether a leader whose Node Health Index is `index` should hand over (`operator`:
+/// asked to).
+pub fn should_hand_over(config: &HandoverConfig, index: Option<u16>, operator: bool) -> bool {
+    operator || index.is_some_and(|i| config.nhi.class_of(i) <= config.trigger)
 }
 
 /// The best candidate to take over `meta`'s leadership, if any: an in-sync replica
@@ -62,28 +73,115 @@ pub fn candidate(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
     ineligible: &BTreeSet<u32>,
-    health: &BTreeMap<u32, NodeHealth>,
+    ratings: &BTreeMap<u32, Rating>,
 ) -> Option<u32> {
     let leader = meta.leader?;
-    let leader_index = health.get(&leader).map(|h| config.nhi.index(h));
+    let leader_index = ratings.get(&leader).map(|r| r.index);
     meta.isr
         .iter()
         .copied()
         .filter(|&b| b != leader && meta.replicas.contains(&b))
         .filter(|b| live.contains(b) && !ineligible.contains(b))
         .filter_map(|b| {
-            let h = health.get(&b)?;
-            let (index, class) = config.nhi.rate(h);
-            (class >= config.min_candidate && leader_index.is_none_or(|l| index > l)).then_some((
-                b,
-                index,
-                h.cpu_permille,
-                h.rtt_ms,
-            ))
+            let r = ratings.get(&b)?;
+            let class = config.nhi.class_of(r.index);
+            (class >= config.min_candidate && leader_index.is_none_or(|l| r.index > l))
+                .then_some((b, r.index, r.load, r.rtt_ms))
         })
         // Best index, then least load, then nearest, then the lowest id.
         .min_by_key(|&(b, index, load, rtt)| (u16::MAX - index, load, rtt, b))
         .map(|(b, ..)| b)
+}
+
+/// Why a warm handover was asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HandoverReason {
+    /// An operator asked (`pehra cluster handover`).
+    Operator,
+    /// The leader's health fell to the trigger class.
+    Health,
+}
+
+/// A warm handover order: the znode [`super::HANDOVERS`]`/{topic}:{partition}`, created
+/// by an operator (or by the controller on a health trigger), advanced by the controller
+/// (`presync`) and the leader (`ready_log_end`), deleted by the controller when it is
+/// done or rolled back.
+///
+/// CBOR: `{"reason": "operator" | "health", "to"?: u32, "presync"?: PreSync,
+/// "ready_log_end"?: u64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverOrder {
+    /// Why.
+    pub reason: HandoverReason,
+    /// The broker the operator wants as the new leader (`None`: the controller chooses).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// Set by the controller once it chose the candidate: the leader stops appending
+    /// and waits for the candidate to catch up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub presync: Option<PreSync>,
+    /// Set by the leader: the candidate's log ends where the leader's does, here, and
+    /// every acks=all produce before it is answered (the pre-sync confirmation).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ready_log_end: Option<u64>,
+}
+
+/// The pre-synchronisation the controller started.
+///
+/// CBOR: `{"leader": u32, "candidate": u32, "leader_epoch": u32}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PreSync {
+    /// The leader handing over.
+    pub leader: u32,
+    /// The replica taking over.
+    pub candidate: u32,
+    /// The epoch the leader leads in; the new leader's is the next.
+    pub leader_epoch: u32,
+}
+
+/// The handover counts: the data of [`super::HANDOVERS`], written by the controller.
+///
+/// CBOR: `{"completed": u64, "rolled_back": u64, "no_candidate": u64,
+/// "last"?: HandoverResult}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverStats {
+    /// Handovers that moved the leadership.
+    pub completed: u64,
+    /// Handovers abandoned during pre-sync or switchover (the ordinary election stayed
+    /// in charge).
+    pub rolled_back: u64,
+    /// Orders dropped because no replica could take over.
+    pub no_candidate: u64,
+    /// The last outcome.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last: Option<HandoverResult>,
+}
+
+/// How one handover ended.
+///
+/// CBOR: `{"topic": text, "partition": u32, "from"?: u32, "to"?: u32, "reason": text,
+/// "outcome": text, "took_ms": u64, "at_ms": u64}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HandoverResult {
+    /// The partition's topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The leader it started from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<u32>,
+    /// The candidate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u32>,
+    /// Why it was asked for.
+    pub reason: HandoverReason,
+    /// `completed`, `rolled back: ...` or `no candidate`.
+    pub outcome: String,
+    /// From the candidate's choice to the outcome, ms.
+    pub took_ms: u64,
+    /// When, ms since the Unix epoch.
+    pub at_ms: u64,
 }
 
 /// Why a handover was abandoned.
@@ -97,6 +195,18 @@ pub enum RollBack {
     Superseded,
     /// The candidate did not catch up within the pre-sync timeout.
     Timeout,
+}
+
+impl RollBack {
+    /// Its name, for the outcome.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RollBack::CandidateLost => "candidate lost",
+            RollBack::LeaderLost => "leader lost",
+            RollBack::Superseded => "superseded",
+            RollBack::Timeout => "timeout",
+        }
+    }
 }
 
 /// What to do next in a handover.
@@ -143,6 +253,16 @@ impl Handover {
     /// The candidate.
     pub fn candidate(&self) -> u32 {
         self.candidate
+    }
+
+    /// The partition as it was when the handover started.
+    pub fn meta(&self) -> &PartitionMetadata {
+        &self.meta
+    }
+
+    /// When the pre-sync times out, ms.
+    pub fn deadline_ms(&self) -> u64 {
+        self.started_ms.saturating_add(self.timeout_ms)
     }
 
     /// Decides at `now_ms` from the partition as it is now, the live and ineligible
@@ -202,13 +322,19 @@ mod tests {
         }
     }
 
-    fn h(cpu: u16, rtt_ms: u32) -> NodeHealth {
-        NodeHealth {
+    /// A broker loaded `cpu` ‰ (CPU, memory, disk, and as many partitions led).
+    fn h(cpu: u16, rtt_ms: u32) -> Rating {
+        let health = pehra_shared::wire::NodeHealth {
             cpu_permille: cpu,
             memory_permille: cpu,
             disk_io_permille: cpu,
             rtt_ms,
-            ..NodeHealth::default()
+            ..Default::default()
+        };
+        Rating {
+            index: NhiConfig::DEFAULT.index(&health),
+            load: u32::from(cpu),
+            rtt_ms,
         }
     }
 
@@ -219,9 +345,12 @@ mod tests {
     #[test]
     fn a_leader_hands_over_at_warning_or_when_asked() {
         let c = HandoverConfig::default();
-        assert!(!should_hand_over(&c, Some(&h(100, 1)), false));
+        assert!(!should_hand_over(&c, Some(h(100, 1).index), false));
         assert!(!should_hand_over(&c, None, false));
-        assert!(should_hand_over(&c, Some(&h(800, 1)), false), "warning");
+        assert!(
+            should_hand_over(&c, Some(h(800, 1).index), false),
+            "warning"
+        );
         assert!(should_hand_over(&c, None, true), "operator");
     }
 

@@ -8,6 +8,8 @@
 //! /topics/{topic}/partitions/{p}     PartitionMetadata: replicas, leader, epoch, ISR
 //! /consumers/{group}/{topic}/{p}     committed offset (decimal text)
 //! /admin/shutdown/{id}               ephemeral, empty: broker {id} asks for a controlled shutdown
+//! /admin/handover                    HandoverStats: warm handover counts and the last outcome
+//! /admin/handover/{topic}:{p}        HandoverOrder: a warm handover of the partition's leader
 //! /pehra/state                       PehraState: mode, Pehredar, term, wake generation
 //! /pehra/admin                       AdminSwitch: the admin's last mode change
 //! /pehra/nodes/{node}                ephemeral, NodeStatus: each node's PEHRA role and alarm
@@ -33,6 +35,7 @@ pub mod handover;
 pub mod maintenance;
 pub mod pehra;
 pub mod reassign;
+pub mod warm;
 
 pub use controller::{Controller, ControllerConfig};
 pub use election::decide;
@@ -61,6 +64,10 @@ pub const TOPICS: &str = "/topics";
 pub const CONSUMERS: &str = "/consumers";
 /// Where brokers ask for a controlled shutdown (ephemeral children named by broker id).
 pub const SHUTDOWN: &str = "/admin/shutdown";
+/// Warm handover orders ([`handover::HandoverOrder`], children `{topic}:{partition}`,
+/// created by the admin or the controller, confirmed by the leader); the data of the
+/// parent is the [`handover::HandoverStats`].
+pub const HANDOVERS: &str = "/admin/handover";
 /// Since when each broker named in some partition's replicas has been absent (children
 /// named by broker id, data the time in ms since the Unix epoch as decimal text), kept
 /// by the controller so that a restart of it does not restart the replacement clocks.
@@ -149,6 +156,17 @@ pub fn broker_path(id: u32) -> String {
 /// names it leader (or it leads a partition nobody else can take over).
 pub fn shutdown_path(id: u32) -> String {
     format!("{SHUTDOWN}/{id}")
+}
+
+/// The warm handover order of `topic`/`partition` (see [`HANDOVERS`]).
+pub fn handover_path(topic: &str, partition: u32) -> String {
+    format!("{HANDOVERS}/{topic}:{partition}")
+}
+
+/// The partition a [`HANDOVERS`] child names.
+pub fn handover_partition(name: &str) -> Option<(String, u32)> {
+    let (topic, partition) = name.rsplit_once(':')?;
+    Some((topic.to_string(), partition.parse().ok()?))
 }
 
 /// Broker `id`'s absence record (see [`ABSENT`]).
