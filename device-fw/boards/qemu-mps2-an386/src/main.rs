@@ -53,7 +53,7 @@ use static_cell::{ConstStaticCell, StaticCell};
 use lan9118::Lan9118;
 
 /// The heap the CoAP engine and CBOR use.
-const HEAP_SIZE: usize = 14 * 1024;
+const HEAP_SIZE: usize = 10 * 1024;
 
 const GATEWAY_IP: &str = env!("PEHRA_GATEWAY_IP");
 const GATEWAY_PORT: &str = env!("PEHRA_GATEWAY_PORT");
