@@ -752,6 +752,36 @@ mod tests {
                     "  chosen: {:?}",
                     board.choose_wake(interval_ms, &TYPICAL_CYCLE, true)
                 );
+                // The cached wake at the top of its range, and (not reachable by the
+                // board) staying associated in light sleep.
+                let variants = [
+                    (
+                        "cached at 100.2 mC",
+                        WakeMode::DeepSleepCached,
+                        Board {
+                            cached_wake_uc: CACHED_WAKE_UC_HIGH,
+                            ..board
+                        },
+                    ),
+                    (
+                        "associated in light sleep, DTIM 3",
+                        WakeMode::StayAssociated,
+                        Board {
+                            short_sleep_ua: Some(ESP32_C3_LIGHT_SLEEP_DTIM3_UA),
+                            ..board
+                        },
+                    ),
+                ];
+                for (what, mode, b) in variants {
+                    if board.name != ESP32_C3.name {
+                        break;
+                    }
+                    let per_day = b.uah_per_day_in(mode, interval_ms, &TYPICAL_CYCLE);
+                    std::println!(
+                        "  {what}: {per_day:.0} µAh/day, {:.0} days",
+                        BATTERY_2XAA_MAH * 1000.0 / per_day
+                    );
+                }
             }
         }
     }
