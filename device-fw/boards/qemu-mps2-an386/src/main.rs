@@ -267,7 +267,8 @@ async fn main_task(spawner: Spawner) {
     }
     let net_seed = u64::from_le_bytes(seed[..8].try_into().unwrap()) ^ Instant::now().as_ticks();
 
-    static RESOURCES: ConstStaticCell<StackResources<3>> =
+    // Two sockets: DHCP and the node loop's UDP socket.
+    static RESOURCES: ConstStaticCell<StackResources<2>> =
         ConstStaticCell::new(StackResources::new());
     let config = embassy_net::Config::dhcpv4(Default::default());
     let (stack, runner) = embassy_net::new(eth, config, RESOURCES.take(), net_seed);
