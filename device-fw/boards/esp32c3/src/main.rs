@@ -95,8 +95,12 @@ const fn parse_u64(s: Option<&str>, default: u64) -> u64 {
 }
 
 const INTERVAL_MS: u64 = parse_u64(option_env!("PEHRA_INTERVAL_S"), 60) * 1000;
-/// A fixed minimum deep sleep instead of the model's choice (`PEHRA_DEEP_SLEEP_MIN_S`).
-const DEEP_SLEEP_MIN_S: Option<&str> = option_env!("PEHRA_DEEP_SLEEP_MIN_S");
+/// A fixed minimum deep sleep instead of the model's choice (`PEHRA_DEEP_SLEEP_MIN_S`,
+/// checked at build time), ms; `None`: the model chooses.
+const DEEP_SLEEP_MIN_MS: Option<u64> = match option_env!("PEHRA_DEEP_SLEEP_MIN_S") {
+    Some(s) if !s.is_empty() => Some(parse_u64(Some(s), 30) * 1000),
+    _ => None,
+};
 /// How long a cached lease is used as a static address, ms.
 const LEASE_CACHE_MS: u64 = parse_u64(
     option_env!("PEHRA_LEASE_CACHE_S"),
@@ -106,16 +110,13 @@ const LEASE_CACHE_MS: u64 = parse_u64(
 /// How to spend a sleep of `sleep_ms`: the model's cheapest (a reconnect from the cache
 /// if one is kept), or deep sleep past the fixed minimum if one is set.
 fn wake_mode(sleep_ms: u64, cache: bool) -> WakeMode {
-    match DEEP_SLEEP_MIN_S {
-        Some(s) if !s.is_empty() => {
-            let min_ms = parse_u64(Some(s), 30) * 1000;
-            match (min_ms != 0 && sleep_ms >= min_ms, cache) {
-                (false, _) => WakeMode::StayAssociated,
-                (true, true) => WakeMode::DeepSleepCached,
-                (true, false) => WakeMode::DeepSleepFull,
-            }
-        }
-        _ => energy::ESP32_C3.choose_wake(sleep_ms, &energy::TYPICAL_CYCLE, cache),
+    match DEEP_SLEEP_MIN_MS {
+        Some(min_ms) => match (min_ms != 0 && sleep_ms >= min_ms, cache) {
+            (false, _) => WakeMode::StayAssociated,
+            (true, true) => WakeMode::DeepSleepCached,
+            (true, false) => WakeMode::DeepSleepFull,
+        },
+        None => energy::ESP32_C3.choose_wake(sleep_ms, &energy::TYPICAL_CYCLE, cache),
     }
 }
 
