@@ -33,10 +33,10 @@ mod time_driver;
 use alloc::boxed::Box;
 use alloc::string::String;
 use core::future::Future;
-use core::pin::Pin;
-use core::task::{Context, Poll};
 use core::net::Ipv4Addr;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicU32, Ordering};
+use core::task::{Context, Poll};
 
 use cortex_m::interrupt::InterruptNumber;
 use cortex_m_rt::{entry, exception};
@@ -363,10 +363,7 @@ fn gateway_settings() -> (Ipv4Addr, u16, u32, u64) {
 /// it is polled, not in the node loop's frame, which stays on the stack under every
 /// cycle (the stack's high-water mark was the node loop's 4.7 KiB frame plus the boot).
 #[inline(never)]
-fn make_boot(
-    stack: Stack<'static>,
-    seed: [u8; 32],
-) -> Pin<Box<impl Future<Output = NodeDevice>>> {
+fn make_boot(stack: Stack<'static>, seed: [u8; 32]) -> Pin<Box<impl Future<Output = NodeDevice>>> {
     let (ip, port, broker, alarm_ms) = gateway_settings();
     let gateway = board::to_cluster(ip, port);
 
