@@ -9,9 +9,9 @@
 # Extra arguments go to `cargo build`. The placeholders (2001:db8::/32, the documentation
 # prefix) build a firmware that reaches nothing: real values come from the environment
 # only, never from a committed file.
-# Budgets (bytes): FLASH_BUDGET (129024 = 126 KiB), RAM_BUDGET (59392 = 58 KiB: data + bss,
-# heap included, + RTT buffers + STACK_RESERVE, 16384): the figures with OSCORE (122.2 KiB,
-# 56.1 KiB) plus a small margin.
+# Budgets (bytes): FLASH_BUDGET (125952 = 123 KiB), RAM_BUDGET (55296 = 54 KiB: data + bss,
+# heap included, + RTT buffers + STACK_RESERVE, 16384): the figures with OSCORE (121.4 KiB,
+# 52.1 KiB) plus a small margin.
 # PEHRA_DEVICE_CREDENTIALS: the device's NAME.cred from `pehra keys` (compiled in; without
 # it the firmware is unprovisioned: every broker refuses it).
 set -euo pipefail
@@ -23,8 +23,8 @@ export PEHRA_IPV6_ADDR="${PEHRA_IPV6_ADDR:-2001:db8::/64}"
 export PEHRA_PAN_ID="${PEHRA_PAN_ID:-0xbeef}"
 export PEHRA_CHANNEL="${PEHRA_CHANNEL:-26}"
 STACK_RESERVE="${STACK_RESERVE:-16384}"
-FLASH_BUDGET="${FLASH_BUDGET:-129024}"
-RAM_BUDGET="${RAM_BUDGET:-59392}"
+FLASH_BUDGET="${FLASH_BUDGET:-125952}"
+RAM_BUDGET="${RAM_BUDGET:-55296}"
 ELF="${CARGO_TARGET_DIR:-target}/thumbv7em-none-eabihf/release/pehra-nrf52840dk"
 
 rustup target list --installed 2>/dev/null | grep -qx thumbv7em-none-eabihf \

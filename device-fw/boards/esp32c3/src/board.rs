@@ -153,3 +153,81 @@ impl pehra_device_fw::hal::UdpSocket for NoNet {
         Ok(None)
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Wi-Fi reconnect cache: RTC fast memory, next to the `Persisted` slot. What a wake after
+// deep sleep needs to skip the scan and DHCP (`pehra_device_fw::energy::WakeMode::
+// DeepSleepCached`): the access point's BSSID and channel, and the DHCP lease to use as a
+// static address until `energy::LEASE_CACHE_MS` after it was given.
+
+const CACHE_MAGIC: u32 = 0x5045_5743; // "PEWC"
+const CACHE_LEN: usize = 4 + 6 + 1 + 4 + 1 + 4 + 8 + 4;
+
+#[esp_hal::ram(unstable(rtc_fast, persistent))]
+static mut WIFI_CACHE: [u8; CACHE_LEN] = [0; CACHE_LEN];
+
+/// The access point and lease of the last full connect, kept across deep sleep.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WifiCache {
+    /// The access point's BSSID.
+    pub bssid: [u8; 6],
+    /// Its channel.
+    pub channel: u8,
+    /// The leased address.
+    pub address: [u8; 4],
+    /// Its prefix length.
+    pub prefix_len: u8,
+    /// The default gateway (0.0.0.0: none).
+    pub gateway: [u8; 4],
+    /// When the lease was given, on the node's clock (ms since power-on).
+    pub leased_at_ms: u64,
+}
+
+impl WifiCache {
+    /// The cache, if RTC memory holds one that checks and its lease is younger than
+    /// `max_age_ms` at `now_ms`.
+    pub fn load(now_ms: u64, max_age_ms: u64) -> Option<WifiCache> {
+        // SAFETY: one executor thread; nothing else touches the cache.
+        let b = unsafe { &*(&raw const WIFI_CACHE) };
+        if u32::from_le_bytes(b[..4].try_into().unwrap()) != CACHE_MAGIC {
+            return None;
+        }
+        let sum = u32::from_le_bytes(b[CACHE_LEN - 4..].try_into().unwrap());
+        if sum != fnv1a(&b[..CACHE_LEN - 4]) {
+            return None;
+        }
+        let cache = WifiCache {
+            bssid: b[4..10].try_into().unwrap(),
+            channel: b[10],
+            address: b[11..15].try_into().unwrap(),
+            prefix_len: b[15],
+            gateway: b[16..20].try_into().unwrap(),
+            leased_at_ms: u64::from_le_bytes(b[20..28].try_into().unwrap()),
+        };
+        (now_ms.saturating_sub(cache.leased_at_ms) < max_age_ms).then_some(cache)
+    }
+
+    /// Stores it.
+    pub fn store(&self) {
+        let mut b = [0u8; CACHE_LEN];
+        b[..4].copy_from_slice(&CACHE_MAGIC.to_le_bytes());
+        b[4..10].copy_from_slice(&self.bssid);
+        b[10] = self.channel;
+        b[11..15].copy_from_slice(&self.address);
+        b[15] = self.prefix_len;
+        b[16..20].copy_from_slice(&self.gateway);
+        b[20..28].copy_from_slice(&self.leased_at_ms.to_le_bytes());
+        let sum = fnv1a(&b[..CACHE_LEN - 4]);
+        b[CACHE_LEN - 4..].copy_from_slice(&sum.to_le_bytes());
+        // SAFETY: as in `load`.
+        unsafe { *(&raw mut WIFI_CACHE) = b };
+    }
+
+    /// Forgets it (the cached access point did not answer): the next boot connects in
+    /// full.
+    pub fn clear() {
+        // SAFETY: as in `load`.
+        let cache = unsafe { &mut *(&raw mut WIFI_CACHE) };
+        cache[..4].copy_from_slice(&[0; 4]);
+    }
+}

@@ -5,15 +5,26 @@
 //! node loop: at each alarm take a reading (the chip's temperature sensor), check in,
 //! publish, collect downlink records, persist in RTC fast memory, sleep.
 //!
-//! Sleep between alarms: a sleep the node loop marks deep, at least
-//! `PEHRA_DEEP_SLEEP_MIN_S` long, is an RTC-timer **deep sleep** (the chip resets on wake
-//! and boots again; what survives is `Persisted` in RTC fast memory: the schedule, the
-//! clock offset, the downlink offset and the readings not yet acknowledged, measured on
-//! a clock that runs on through the sleep, [`board::rtc_clock`]); a shorter one, or
-//! `stay_awake`, is an embassy timer wait with the Wi-Fi modem in power-save
-//! (`PowerSaveMode::Minimum`: the station wakes for each DTIM beacon) and the CPU in
-//! WFI. esp-rtos' automatic light sleep is not used: esp-radio holds a wake lock while
-//! Wi-Fi is initialized, so it would never engage.
+//! Sleep between alarms, chosen per sleep by the energy model
+//! (`pehra_device_fw::energy::Board::choose_wake` on `ESP32_C3`, docs/devices.md "Energy
+//! model"): a sleep the node loop marks deep and long enough that a deep sleep and a
+//! reconnect cost less than staying associated (about 1.5 s with the reconnect cache,
+//! 9.5 s without; `PEHRA_DEEP_SLEEP_MIN_S` overrides the model with a fixed minimum, 0:
+//! never) is an RTC-timer **deep sleep** (the chip resets on wake and boots again; what
+//! survives is `Persisted` in RTC fast memory: the schedule, the clock offset, the
+//! downlink offset and the readings not yet acknowledged, measured on a clock that runs
+//! on through the sleep, [`board::rtc_clock`]); a shorter one, or `stay_awake`, is an
+//! embassy timer wait with the Wi-Fi modem in power-save (`PowerSaveMode::Minimum`: the
+//! station wakes for each DTIM beacon) and the CPU in WFI. esp-rtos' automatic light
+//! sleep is not used: esp-radio holds a wake lock while Wi-Fi is initialized, so it
+//! would never engage.
+//!
+//! The wake's reconnect: after a full connect (scan, association, DHCP) the board keeps
+//! the access point's BSSID and channel and the lease in RTC fast memory
+//! ([`board::WifiCache`]); a wake within `PEHRA_LEASE_CACHE_S` (3600) of the lease goes
+//! straight to that BSSID on its channel with the lease as a static address (no scan, no
+//! DHCP). If the link is not up within 3 s the cache is dropped and the chip resets into
+//! a full connect.
 //!
 //! OSCORE: every request is protected in the device's pairwise context towards the broker
 //! it goes to (credentials compiled in from `PEHRA_DEVICE_CREDENTIALS`, see the README).
@@ -53,13 +64,14 @@ use esp_hal::rtc_cntl::sleep::{LowPower, RtcSleepConfig};
 use esp_hal::timer::timg::TimerGroup;
 use esp_hal::tsens::TemperatureSensor;
 use esp_println::println;
+use pehra_device_fw::energy::{self, WakeMode};
 use pehra_device_fw::hal::Clock as _;
 use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, SetInterval, Settings};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
 
-use board::{ChipTemperature, HwRng, RtcStorage};
+use board::{ChipTemperature, HwRng, RtcStorage, WifiCache};
 
 esp_bootloader_esp_idf::esp_app_desc!();
 
@@ -83,7 +95,30 @@ const fn parse_u64(s: Option<&str>, default: u64) -> u64 {
 }
 
 const INTERVAL_MS: u64 = parse_u64(option_env!("PEHRA_INTERVAL_S"), 60) * 1000;
-const DEEP_SLEEP_MIN_MS: u64 = parse_u64(option_env!("PEHRA_DEEP_SLEEP_MIN_S"), 30) * 1000;
+/// A fixed minimum deep sleep instead of the model's choice (`PEHRA_DEEP_SLEEP_MIN_S`,
+/// checked at build time), ms; `None`: the model chooses.
+const DEEP_SLEEP_MIN_MS: Option<u64> = match option_env!("PEHRA_DEEP_SLEEP_MIN_S") {
+    Some(s) if !s.is_empty() => Some(parse_u64(Some(s), 30) * 1000),
+    _ => None,
+};
+/// How long a cached lease is used as a static address, ms.
+const LEASE_CACHE_MS: u64 = parse_u64(
+    option_env!("PEHRA_LEASE_CACHE_S"),
+    energy::LEASE_CACHE_MS / 1000,
+) * 1000;
+
+/// How to spend a sleep of `sleep_ms`: the model's cheapest (a reconnect from the cache
+/// if one is kept), or deep sleep past the fixed minimum if one is set.
+fn wake_mode(sleep_ms: u64, cache: bool) -> WakeMode {
+    match DEEP_SLEEP_MIN_MS {
+        Some(min_ms) => match (min_ms != 0 && sleep_ms >= min_ms, cache) {
+            (false, _) => WakeMode::StayAssociated,
+            (true, true) => WakeMode::DeepSleepCached,
+            (true, false) => WakeMode::DeepSleepFull,
+        },
+        None => energy::ESP32_C3.choose_wake(sleep_ms, &energy::TYPICAL_CYCLE, cache),
+    }
+}
 
 /// Heap in the RAM the ESP-IDF bootloader used (reclaimed after boot) plus some of the
 /// main RAM: Wi-Fi buffers, the CoAP engine, CBOR.
@@ -144,11 +179,14 @@ async fn main(spawner: Spawner) -> ! {
 
     let mut rng = HwRng(esp_hal::rng::Rng::new());
 
+    // A reconnect from the cache if one is kept and the model picks it for the interval.
+    let cache = WifiCache::load(clock.now_ms(), LEASE_CACHE_MS)
+        .filter(|_| wake_mode(INTERVAL_MS, true) == WakeMode::DeepSleepCached);
     #[cfg(feature = "wifi")]
-    let udp = net::up(spawner, peripherals.WIFI, &mut rng, clock).await;
+    let udp = net::up(spawner, peripherals.WIFI, &mut rng, clock, cache).await;
     #[cfg(not(feature = "wifi"))]
     let udp = {
-        let _ = spawner;
+        let _ = (spawner, cache);
         println!("pehra-fw: built without Wi-Fi (feature `wifi` off): no gateway will answer");
         board::NoNet(clock)
     };
@@ -220,15 +258,17 @@ async fn main(spawner: Spawner) -> ! {
             if report.deep_sleep { "sleep" } else { "awake" }
         );
         let sleep_ms = report.wake_at_ms.saturating_sub(now);
-        // Deep sleep only if the slot in RTC memory kept every waiting reading (it holds
-        // about 4 KiB; the buffer at most 64 readings).
+        // Deep sleep only if the model (or the fixed minimum) says so for this sleep and
+        // the slot in RTC memory kept every waiting reading (it holds about 4 KiB; the
+        // buffer at most 64 readings).
+        let cached = WifiCache::load(now, LEASE_CACHE_MS).is_some();
+        let mode = wake_mode(sleep_ms, cached);
         if report.deep_sleep
-            && DEEP_SLEEP_MIN_MS != 0
-            && sleep_ms >= DEEP_SLEEP_MIN_MS
+            && mode != WakeMode::StayAssociated
             && device.storage().kept_everything()
         {
             // `run_cycle` persisted the state in RTC fast memory.
-            println!("pehra-fw: deep sleep {} ms", sleep_ms);
+            println!("pehra-fw: deep sleep {} ms ({:?})", sleep_ms, mode);
             let deadline =
                 esp_hal::time::Instant::now() + esp_hal::time::Duration::from_millis(sleep_ms);
             lpwr.set_wakeup_deadline(deadline);
@@ -240,42 +280,53 @@ async fn main(spawner: Spawner) -> ! {
 
 #[cfg(feature = "wifi")]
 mod net {
+    use core::net::Ipv4Addr;
     use embassy_executor::Spawner;
     use embassy_net::udp::{PacketMetadata, UdpSocket};
-    use embassy_net::{Runner, StackResources};
-    use embassy_time::{Duration, Timer};
+    use embassy_net::{Ipv4Cidr, Runner, StackResources, StaticConfigV4};
+    use embassy_time::{with_timeout, Duration, Timer};
     use esp_println::println;
     use esp_radio::wifi::sta::StationConfig;
     use esp_radio::wifi::{
         AuthenticationMethodConfig, Config, ControllerConfig, Interface, PowerSaveMode,
         WifiController,
     };
-    use pehra_device_fw::hal::Rng as _;
+    use pehra_device_fw::hal::{Clock as _, Rng as _};
     use static_cell::StaticCell;
 
-    use crate::board::HwRng;
+    use crate::board::{HwRng, WifiCache};
     use pehra_device_fw::hal::EmbassyClock;
     use pehra_device_fw::net::{Direct, EmbassyUdp};
 
     const SSID: &str = env!("PEHRA_WIFI_SSID");
     const PASSWORD: &str = env!("PEHRA_WIFI_PASSWORD");
 
-    /// Starts Wi-Fi and the network stack, waits for a DHCP lease, and returns a bound
-    /// UDP socket.
+    /// The BSSID and channel of the last connect (`connection_task`).
+    static CONNECTED: critical_section::Mutex<core::cell::Cell<Option<([u8; 6], u8)>>> =
+        critical_section::Mutex::new(core::cell::Cell::new(None));
+
+    /// Starts Wi-Fi and the network stack and returns a bound UDP socket: with `cache`,
+    /// straight to its BSSID on its channel with its lease as a static address (a reset
+    /// into a full connect if the link is not up in 3 s); else a scan and DHCP, whose
+    /// result is cached for the next wake.
     pub async fn up(
         spawner: Spawner,
         wifi: esp_hal::peripherals::WIFI<'static>,
         rng: &mut HwRng,
         clock: EmbassyClock,
+        cache: Option<WifiCache>,
     ) -> EmbassyUdp<'static> {
         let auth = if PASSWORD.is_empty() {
             AuthenticationMethodConfig::Open
         } else {
             AuthenticationMethodConfig::Wpa2Personal(PASSWORD.try_into().expect("password"))
         };
-        let station = StationConfig::default()
+        let mut station = StationConfig::default()
             .with_ssid(SSID.try_into().expect("SSID of 1-32 bytes"))
             .with_authentication(auth);
+        if let Some(c) = cache {
+            station = station.with_bssid(c.bssid).with_channel(c.channel);
+        }
         let mut controller = WifiController::new(
             wifi,
             ControllerConfig::default().with_initial_config(Config::Station(station)),
@@ -290,22 +341,59 @@ mod net {
         let mut seed = [0u8; 8];
         rng.fill_bytes(&mut seed);
         static RESOURCES: StaticCell<StackResources<3>> = StaticCell::new();
+        let net_config = match cache {
+            Some(c) => embassy_net::Config::ipv4_static(StaticConfigV4 {
+                address: Ipv4Cidr::new(Ipv4Addr::from(c.address), c.prefix_len),
+                gateway: (c.gateway != [0; 4]).then(|| Ipv4Addr::from(c.gateway)),
+                dns_servers: Default::default(),
+            }),
+            None => embassy_net::Config::dhcpv4(Default::default()),
+        };
         let (stack, runner) = embassy_net::new(
             sta,
-            embassy_net::Config::dhcpv4(Default::default()),
+            net_config,
             RESOURCES.init(StackResources::new()),
             u64::from_le_bytes(seed),
         );
         spawner.spawn(connection_task(controller).unwrap());
         spawner.spawn(net_task(runner).unwrap());
 
-        println!("pehra-fw: waiting for DHCP");
-        stack.wait_config_up().await;
-        if let Some(cfg) = stack.config_v4() {
+        if let Some(c) = cache {
             println!(
-                "pehra-fw: DHCP lease {} gateway {:?}",
-                cfg.address, cfg.gateway
+                "pehra-fw: reconnecting from the cache (channel {}, lease {:?}/{})",
+                c.channel,
+                Ipv4Addr::from(c.address),
+                c.prefix_len
             );
+            if with_timeout(Duration::from_secs(3), stack.wait_link_up())
+                .await
+                .is_err()
+            {
+                println!("pehra-fw: the cached access point did not answer: full connect");
+                WifiCache::clear();
+                esp_hal::system::software_reset();
+            }
+        } else {
+            println!("pehra-fw: waiting for DHCP");
+            stack.wait_config_up().await;
+            if let Some(cfg) = stack.config_v4() {
+                println!(
+                    "pehra-fw: DHCP lease {} gateway {:?}",
+                    cfg.address, cfg.gateway
+                );
+                let ap = critical_section::with(|cs| CONNECTED.borrow(cs).get());
+                if let Some((bssid, channel)) = ap {
+                    WifiCache {
+                        bssid,
+                        channel,
+                        address: cfg.address.address().octets(),
+                        prefix_len: cfg.address.prefix_len(),
+                        gateway: cfg.gateway.map_or([0; 4], |g| g.octets()),
+                        leased_at_ms: clock.now_ms(),
+                    }
+                    .store();
+                }
+            }
         }
 
         static RX_META: StaticCell<[PacketMetadata; 4]> = StaticCell::new();
@@ -334,6 +422,9 @@ mod net {
             match controller.connect_async().await {
                 Ok(info) => {
                     println!("pehra-fw: Wi-Fi connected (channel {})", info.channel);
+                    critical_section::with(|cs| {
+                        CONNECTED.borrow(cs).set(Some((info.bssid, info.channel)))
+                    });
                     let _ = controller.wait_for_disconnect_async().await;
                     println!("pehra-fw: Wi-Fi disconnected");
                 }
