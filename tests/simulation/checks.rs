@@ -111,3 +111,45 @@ fn zookeeper(h: &History) -> Result<(), String> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simulation::cluster::Acked;
+
+    /// Two records of partition 0 acknowledged at offsets 0 and 1, read back as `read`
+    /// (partition 1 empty).
+    fn history(read: Vec<(u64, u64)>) -> History {
+        let acked = |seq, offset| Acked {
+            partition: 0,
+            seq,
+            offset,
+            epoch: 0,
+        };
+        History {
+            acked: vec![acked(0, 0), acked(1, 1)],
+            read_back: Some(BTreeMap::from([(0, read), (1, Vec::new())])),
+            ..History::default()
+        }
+    }
+
+    #[test]
+    fn the_checks_catch_a_lost_a_moved_a_duplicated_and_a_reordered_record() {
+        assert_eq!(records(&history(vec![(0, 0), (1, 1)])), Ok(()));
+        let lost = records(&history(vec![(0, 0)])).unwrap_err();
+        assert!(lost.contains("is lost"), "{lost}");
+        let moved = records(&history(vec![(0, 0), (1, 2), (2, 1)])).unwrap_err();
+        assert!(moved.contains("out of order"), "{moved}");
+        let duplicated = records(&history(vec![(0, 0), (1, 1), (2, 1)])).unwrap_err();
+        assert!(duplicated.contains("duplicate"), "{duplicated}");
+        let unread = records(&History::default()).unwrap_err();
+        assert!(unread.contains("did not finish"), "{unread}");
+    }
+
+    #[test]
+    fn the_checks_catch_an_epoch_going_back() {
+        let mut h = History::default();
+        h.epochs.insert(0, vec![0, 2, 1]);
+        assert!(epochs(&h).unwrap_err().contains("went back from 2 to 1"));
+    }
+}
