@@ -7,7 +7,9 @@
 //! partition in order, leader epochs never going back, and the zookeeper's register
 //! history linearizable (the checker of tests/linearizability).
 //!
-//! `SIM_SEED=N` runs one seed (a failing seed prints itself: replay it so);
+//! `SIM_SEED=N` runs one seed (a failing seed prints itself: replay it so; the replay has
+//! the same fault schedule, network delays and random seeds, not yet exactly the same
+//! interleaving, see docs/replication.md);
 //! `SIM_SEEDS=N` (and `SIM_FIRST=F`) runs N seeds from F; `SIM_LOG=debug` logs.
 //! bench/sim.sh runs a thousand. docs/replication.md, "Simulation", says what is and is
 //! not exact.
@@ -111,13 +113,11 @@ fn seeded_fault_schedules_keep_every_acknowledged_record_2() {
 }
 
 /// A seed replays exactly: the same acknowledgements, errors and faults at the same
-/// simulated times. Only with `RUSTFLAGS="--cfg tokio_unstable"` (bench/sim.sh builds
-/// so): without it tokio seeds the random branch order of `select!` from the OS.
+/// simulated times. Not yet (docs/replication.md, "Simulation": the zookeeper's log
+/// thread, the real clock, unseeded hash maps, and without `--cfg tokio_unstable` tokio's
+/// `select!` order); run it with `--ignored` to see whether a change got there.
 #[test]
-#[cfg_attr(
-    not(tokio_unstable),
-    ignore = "exact replay needs RUSTFLAGS=\"--cfg tokio_unstable\" (bench/sim.sh)"
-)]
+#[ignore = "replay is not exact yet: the same schedule, not the same interleaving (docs/replication.md)"]
 fn a_seed_replays_exactly() {
     init_logs();
     let seed = env_u64("SIM_SEED").unwrap_or(7);
