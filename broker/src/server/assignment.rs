@@ -13,8 +13,8 @@ use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// One partition this broker holds a replica of, as the zookeeper says.
 pub(crate) struct Assigned {

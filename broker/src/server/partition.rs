@@ -11,7 +11,8 @@ use pehra_shared::coap::Code;
 use pehra_shared::driver::Responder;
 use pehra_shared::wire::{ErrorKind, PartitionMetadata, ProduceResponse};
 use std::collections::HashMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// A partition's name: topic and number.
 pub(crate) type PartitionKey = (String, u32);

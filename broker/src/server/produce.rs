@@ -8,12 +8,12 @@ use pehra_shared::coap::{Code, Response};
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{self, Acks, ErrorKind, ProduceRequest, ProduceResponse};
 use std::sync::Arc;
-use std::time::Instant;
+use tokio::time::Instant;
 
 /// Handles a produce: appends, then answers at once (acks 1), never (acks 0), or when
 /// every in-sync replica has the batch (acks all).
 pub(crate) fn produce(state: &Arc<State>, incoming: Incoming, responder: Responder) {
-    let start = Instant::now();
+    let start = std::time::Instant::now();
     let request: ProduceRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
         Err(response) => return responder.respond(response),

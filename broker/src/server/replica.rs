@@ -22,7 +22,8 @@ use pehra_shared::wire::{
 };
 use pehra_zookeeper::cluster;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 
 /// The longest a leader holds a fetch with nothing new (under the CoAP piggyback window,
 /// so the answer rides in the ACK).
@@ -421,7 +422,7 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         tokio::select! {
             _ = async {
                 match at {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    Some(at) => tokio::time::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             } => {}

@@ -3,13 +3,13 @@
 
 use super::handle::{CeilingStore, Command, Handle};
 use super::router::{Dispatch, ResponseFuture, Router};
+use super::socket::{self, DynSocket, Socket};
 use super::Error;
 use crate::coap::{Config, Engine, Event, ExchangeError, IncomingId, RequestId, Response};
 use crate::Instant;
-use rand::TryRng;
+use std::boxed::Box;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::string::ToString;
 use std::task::{Context, Poll, Waker};
 use std::{vec, vec::Vec};
 use tokio::net::UdpSocket;
@@ -36,6 +36,10 @@ pub struct Endpoint {
 impl Endpoint {
     /// Binds `addr` and starts serving `router` (an empty router for a pure client).
     pub async fn bind(addr: SocketAddr, config: Config, router: Router) -> std::io::Result<Self> {
+        if let Some(socket) = socket::from_factory(addr, None) {
+            let socket = socket.await?;
+            return Self::start(socket, config, router, None);
+        }
         let socket = UdpSocket::bind(addr).await?;
         Self::from_socket(socket, config, router)
     }
@@ -46,6 +50,10 @@ impl Endpoint {
     /// retransmissions (about a minute). A connected socket hears nobody else, so this is
     /// for clients of a single server only, never for a server.
     pub async fn connect(peer: SocketAddr, config: Config) -> std::io::Result<Self> {
+        if let Some(socket) = socket::from_factory(super::any_local_for(peer), Some(peer)) {
+            let socket: Box<dyn DynSocket> = socket.await?;
+            return Self::start(socket, config, Router::new(), Some(peer));
+        }
         let socket = UdpSocket::bind(super::any_local_for(peer)).await?;
         socket.connect(peer).await?;
         Self::start(socket, config, Router::new(), Some(peer))
@@ -56,17 +64,14 @@ impl Endpoint {
         Self::start(socket, config, router, None)
     }
 
-    fn start(
-        socket: UdpSocket,
+    fn start<S: Socket>(
+        socket: S,
         config: Config,
         router: Router,
         connected: Option<SocketAddr>,
     ) -> std::io::Result<Self> {
         let local_addr = socket.local_addr()?;
-        let mut seed = [0u8; 32];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut seed)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        let seed = socket::seed32()?;
         let mut engine = Engine::new(config, seed);
         engine.set_links(router.links());
         let (tx, rx) = mpsc::unbounded_channel();
@@ -117,8 +122,8 @@ impl Drop for Endpoint {
     }
 }
 
-struct Driver {
-    socket: UdpSocket,
+struct Driver<S> {
+    socket: S,
     engine: Engine<SocketAddr>,
     router: Router,
     rx: mpsc::UnboundedReceiver<Command>,
@@ -134,7 +139,7 @@ struct Driver {
     connected: Option<SocketAddr>,
 }
 
-impl Driver {
+impl<S: Socket> Driver<S> {
     fn now(&self) -> Instant {
         Instant::from_micros(self.base.elapsed().as_micros() as u64)
     }

@@ -19,6 +19,7 @@ mod endpoint;
 mod handle;
 mod router;
 pub mod security;
+pub mod socket;
 
 pub use endpoint::Endpoint;
 pub use handle::{CeilingStore, Handle, Observation};

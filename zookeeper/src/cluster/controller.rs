@@ -10,7 +10,7 @@ use super::{
 };
 use crate::client::{Client, CreateMode, SessionState, Watch, WatchEvent, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
-use rand::rngs::{StdRng, SysRng};
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
@@ -221,7 +221,7 @@ impl Reconciler {
     pub(crate) fn new(config: ControllerConfig) -> Reconciler {
         Reconciler {
             config,
-            rng: StdRng::try_from_rng(&mut SysRng).expect("OS randomness"),
+            rng: StdRng::from_seed(pehra_shared::driver::socket::seed32().expect("OS randomness")),
             absent_since: BTreeMap::new(),
             stuck: BTreeSet::new(),
         }

@@ -15,7 +15,7 @@ use super::{
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::pehra::coordinator::{Coordinator, CoordinatorConfig, Output};
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeStatus, PehraRequest, PehraState};
-use rand::rngs::{StdRng, SysRng};
+use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -73,7 +73,7 @@ impl PehraCoordinator {
         let mut driver = Driver {
             coordinator,
             version,
-            rng: StdRng::try_from_rng(&mut SysRng).expect("OS randomness"),
+            rng: StdRng::from_seed(pehra_shared::driver::socket::seed32().expect("OS randomness")),
             watches: Watches::new(),
         };
         tracing::info!(

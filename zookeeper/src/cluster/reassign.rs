@@ -19,7 +19,7 @@
 use super::{assign_replicas, available_brokers, partition_path, topic_path, TOPICS};
 use crate::client::{Client, WatchEvent, ZkError};
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata, TopicConfig};
-use rand::rngs::{StdRng, SysRng};
+use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;
 use std::collections::BTreeSet;
@@ -261,7 +261,7 @@ pub async fn rebalance(
         dry_run: options.dry_run,
         ..RebalanceReport::default()
     };
-    let mut rng = StdRng::try_from_rng(&mut SysRng).expect("OS randomness");
+    let mut rng = StdRng::from_seed(pehra_shared::driver::socket::seed32().expect("OS randomness"));
     let available: Vec<_> = available_brokers(client).await?.into_values().collect();
     let available_ids: BTreeSet<u32> = available.iter().map(|b| b.id).collect();
     let mut partitions = Vec::new();

@@ -18,7 +18,7 @@ use pehra_shared::wire::{
     self, AdminSwitch, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse,
     MultiResult, NodeData, SessionOpened, SyncResponse,
 };
-use rand::{Rng, SeedableRng, TryRng};
+use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -224,10 +224,7 @@ impl Core {
                 Duration::from_millis(u64::from(state.timeout_ms)),
             );
         }
-        let mut seed = [0u8; 32];
-        rand::rngs::SysRng
-            .try_fill_bytes(&mut seed)
-            .expect("OS randomness");
+        let seed = pehra_shared::driver::socket::seed32().expect("OS randomness");
         Core {
             config,
             tree,

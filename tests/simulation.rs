@@ -1,0 +1,130 @@
+//! Deterministic simulation of the whole cluster (issue 13, item 8): the zookeeper (with
+//! the cluster controller), three brokers and the clients as hosts of one turmoil
+//! simulation in this process, on simulated UDP and simulated time, under a seeded
+//! schedule of faults: partitions (both ways and one way), crashes and restarts, and on
+//! a crashed broker a flipped byte or a cut tail of a segment file before it restarts.
+//! Checked on every run: no acknowledged record lost, moved or duplicated, each
+//! partition in order, leader epochs never going back, and the zookeeper's register
+//! history linearizable (the checker of tests/linearizability).
+//!
+//! `SIM_SEED=N` runs one seed (a failing seed prints itself: replay it so; the replay has
+//! the same fault schedule, network delays and random seeds, not yet exactly the same
+//! interleaving, see docs/replication.md);
+//! `SIM_SEEDS=N` (and `SIM_FIRST=F`) runs N seeds from F; `SIM_LOG=debug` logs.
+//! bench/sim.sh runs a thousand. docs/replication.md, "Simulation", says what is and is
+//! not exact.
+
+#[allow(dead_code)]
+mod linearizability;
+
+mod simulation {
+    pub mod checks;
+    pub mod cluster;
+    pub mod faults;
+    pub mod net;
+    pub mod rng;
+    pub mod run;
+}
+
+use simulation::run::{run, Outcome};
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+fn init_logs() {
+    if let Ok(filter) = std::env::var("SIM_LOG") {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_test_writer()
+            .try_init();
+    }
+}
+
+/// Runs `seeds`, printing one line per seed; panics naming every failed seed.
+fn run_seeds(seeds: impl Iterator<Item = u64>) -> Vec<Outcome> {
+    let mut failed = Vec::new();
+    let mut outcomes = Vec::new();
+    for seed in seeds {
+        let wall = std::time::Instant::now();
+        match run(seed) {
+            Ok(o) => {
+                println!(
+                    "seed {seed}: ok: {:.1} s simulated in {:.1} s, {} faults ({} disk), {} records acknowledged, {} zookeeper operations checked, trace {:016x}",
+                    o.simulated.as_secs_f64(),
+                    wall.elapsed().as_secs_f64(),
+                    o.faults,
+                    o.disk_faults,
+                    o.acked,
+                    o.zk_ops,
+                    o.trace
+                );
+                outcomes.push(o);
+            }
+            Err(e) => {
+                println!("seed {seed}: FAILED: {e}\nreplay: SIM_SEED={seed} cargo test -p pehra --test simulation -- --nocapture");
+                failed.push(seed);
+            }
+        }
+    }
+    assert!(
+        failed.is_empty(),
+        "failed seeds: {failed:?} (replay one with SIM_SEED=N)"
+    );
+    outcomes
+}
+
+/// The seeds of this test: `SIM_SEED` alone (in `half` 0), or every other one of
+/// `SIM_SEEDS` seeds from `SIM_FIRST` (default 24 from 1), so that the two halves run on
+/// two test threads.
+fn seeds(half: u64) -> Vec<u64> {
+    if let Some(seed) = env_u64("SIM_SEED") {
+        return if half == 0 { vec![seed] } else { Vec::new() };
+    }
+    let first = env_u64("SIM_FIRST").unwrap_or(1);
+    let count = env_u64("SIM_SEEDS").unwrap_or(24);
+    (first + half..first + count).step_by(2).collect()
+}
+
+fn run_half(half: u64) {
+    init_logs();
+    let outcomes = run_seeds(seeds(half).into_iter());
+    let simulated: f64 = outcomes.iter().map(|o| o.simulated.as_secs_f64()).sum();
+    let faults: usize = outcomes.iter().map(|o| o.faults).sum();
+    let disk: usize = outcomes.iter().map(|o| o.disk_faults).sum();
+    let acked: usize = outcomes.iter().map(|o| o.acked).sum();
+    println!(
+        "SUMMARY: {} seeds, {:.3} simulated hours, {faults} faults injected ({disk} disk), {acked} records acknowledged, all checks passed",
+        outcomes.len(),
+        simulated / 3600.0
+    );
+}
+
+/// Seeded fault schedules (half of the seeds; the other half below).
+#[test]
+fn seeded_fault_schedules_keep_every_acknowledged_record() {
+    run_half(0);
+}
+
+/// The other half of the seeds, on another test thread.
+#[test]
+fn seeded_fault_schedules_keep_every_acknowledged_record_2() {
+    run_half(1);
+}
+
+/// A seed replays exactly: the same acknowledgements, errors and faults at the same
+/// simulated times. Not yet (docs/replication.md, "Simulation": the zookeeper's log
+/// thread, the real clock, unseeded hash maps, and without `--cfg tokio_unstable` tokio's
+/// `select!` order); run it with `--ignored` to see whether a change got there.
+#[test]
+#[ignore = "replay is not exact yet: the same schedule, not the same interleaving (docs/replication.md)"]
+fn a_seed_replays_exactly() {
+    init_logs();
+    let seed = env_u64("SIM_SEED").unwrap_or(7);
+    let first = run(seed).expect("first run");
+    let second = run(seed).expect("second run");
+    assert_eq!(
+        first.trace, second.trace,
+        "seed {seed} did not replay exactly"
+    );
+}
