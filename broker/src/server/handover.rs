@@ -24,7 +24,8 @@ use pehra_zookeeper::cluster::{self, handover_partition, HANDOVERS};
 use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
+use tokio::time::Instant;
 use tokio::sync::mpsc;
 
 /// How long a broker that handed over forwards late produces to the new leader.
