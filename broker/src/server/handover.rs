@@ -25,8 +25,8 @@ use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use tokio::time::Instant;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 
 /// How long a broker that handed over forwards late produces to the new leader.
 const FORWARD_FOR: Duration = Duration::from_secs(10);

@@ -290,8 +290,9 @@ impl<S: Socket> Driver<S> {
                 self.ceiling_store = Some(store);
                 let _ = done.send(());
             }
-            Command::ServerKeys { keys, done } => {
-                let _ = done.send(self.engine.set_server_keys(keys));
+            Command::ServerKeys { keys, edhoc, done } => {
+                let secured = self.engine.set_server_keys(keys);
+                let _ = done.send(secured && self.engine.set_server_edhoc(edhoc));
             }
             Command::Shutdown => return false,
         }

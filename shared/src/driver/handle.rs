@@ -48,6 +48,7 @@ pub(crate) enum Command {
     /// Replace a secured server's key table ([`Engine::set_server_keys`]).
     ServerKeys {
         keys: crate::security::KeyTable,
+        edhoc: Option<crate::edhoc::ResponderConfig>,
         done: oneshot::Sender<bool>,
     },
     ServerSecurity {
@@ -170,12 +171,17 @@ impl Handle {
         ready.await.map_err(|_| Error::Closed)
     }
 
-    /// Replaces the key table of a secured server (see [`Engine::set_server_keys`]):
-    /// revoked peers are refused from their next request on. `Ok(false)` if this
+    /// Replaces the key table and the EDHOC identities of a secured server (see
+    /// [`Engine::set_server_keys`], [`Engine::set_server_edhoc`]): revoked peers are
+    /// refused from their next request on. `Ok(false)` if this
     /// endpoint verifies no OSCORE.
-    pub async fn set_server_keys(&self, keys: crate::security::KeyTable) -> Result<bool, Error> {
+    pub async fn set_server_keys(
+        &self,
+        keys: crate::security::KeyTable,
+        edhoc: Option<crate::edhoc::ResponderConfig>,
+    ) -> Result<bool, Error> {
         let (done, ready) = oneshot::channel();
-        self.send(Command::ServerKeys { keys, done })?;
+        self.send(Command::ServerKeys { keys, edhoc, done })?;
         ready.await.map_err(|_| Error::Closed)
     }
 

@@ -59,8 +59,9 @@ pub async fn reload_server_keys(
         )));
     }
     let keys = server_key_table(credentials)?;
-    let peers = keys.iter().count();
-    match handle.set_server_keys(keys).await {
+    let edhoc = edhoc_responder(credentials)?;
+    let peers = keys.iter().count() + edhoc.as_ref().map_or(0, |e| e.peers.len());
+    match handle.set_server_keys(keys, edhoc).await {
         Ok(true) => Ok(peers),
         Ok(false) => Err(io::Error::other(
             "this server runs without OSCORE: start it with --credentials to use keys",

@@ -188,3 +188,28 @@ fn message_2_stays_within_three_times_message_1() {
         request.len()
     );
 }
+
+#[test]
+fn a_reload_without_an_edhoc_identity_ends_its_context_and_its_handshakes() {
+    let mut pair = Pair::new();
+    let context = pair.edhoc(dana_key()).unwrap();
+    pair.client.secure_peer(SERVER, context);
+    assert_eq!(pair.request(Request::get("whoami")).payload(), b"dana");
+    // A new key table alone (a pre-provisioned peer revoked, say) leaves dana's
+    // EDHOC context alone.
+    assert!(pair.server.set_server_keys(KeyTable::new()));
+    assert_eq!(pair.request(Request::get("again")).payload(), b"dana");
+    // Dana revoked: the EDHOC configuration no longer lists her.
+    assert!(pair.server.set_server_edhoc(Some(ResponderConfig {
+        key: server_key(),
+        peers: alloc::vec![],
+        limits: Limits::default(),
+    })));
+    let refused = pair.request(Request::get("revoked"));
+    assert_eq!(refused.code(), Code::UNAUTHORIZED);
+    assert!(pair.served.iter().all(|r| r.request.path() != "revoked"));
+    assert!(
+        pair.edhoc(dana_key()).is_err(),
+        "a new handshake is refused too"
+    );
+}

@@ -369,6 +369,24 @@ impl<A: PeerAddress> Engine<A> {
         self.server_security = Some(secure::ServerState::new(security, echo, address_key));
     }
 
+    /// Replaces a secured server's EDHOC configuration (new credentials: EDHOC
+    /// identities added, rotated or revoked): half-open handshakes start over, and the
+    /// contexts EDHOC made with identities no longer listed are dropped at once.
+    /// `false` if the server is not secured.
+    #[cfg(feature = "edhoc")]
+    pub fn set_server_edhoc(&mut self, edhoc: Option<crate::edhoc::ResponderConfig>) -> bool {
+        let Some(security) = self.server_security.as_mut() else {
+            return false;
+        };
+        self.edhoc = edhoc.clone().map(|config| {
+            let mut seed = [0u8; 32];
+            self.rng.fill_bytes(&mut seed);
+            crate::edhoc::Responder::new(config.key, config.peers, config.limits, seed)
+        });
+        security.replace_edhoc_peers(edhoc);
+        true
+    }
+
     /// Replaces the key table of a secured server (new credentials: identities added,
     /// revoked or rotated). Kept contexts of identities no longer in the table, or
     /// whose secret changed, are dropped at once, so a revoked peer's next request is

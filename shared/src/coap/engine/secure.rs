@@ -206,6 +206,9 @@ impl ServerState {
         let stale: Vec<ContextKey> = self
             .contexts
             .iter()
+            // Contexts of pre-provisioned peers only (EDHOC's are judged by
+            // `replace_edhoc_peers`).
+            .filter(|(key, _)| self.config.keys.get(&key.0).is_some() || keys.get(&key.0).is_some())
             .filter(|(key, kept)| {
                 keys.get(&key.0).is_none_or(|peer| {
                     peer.identity != kept.identity
@@ -224,6 +227,29 @@ impl ServerState {
             }
         }
         self.config.keys = keys;
+    }
+
+    /// Installs a new EDHOC configuration (or none) and drops the contexts EDHOC made
+    /// with identities it no longer lists (revoked, or moved to another key).
+    #[cfg(feature = "edhoc")]
+    pub(super) fn replace_edhoc_peers(&mut self, edhoc: Option<crate::edhoc::ResponderConfig>) {
+        let listed = |identity: &Identity| {
+            edhoc
+                .as_ref()
+                .is_some_and(|c| c.peers.iter().any(|p| &p.identity == identity))
+        };
+        let stale: Vec<ContextKey> = self
+            .contexts
+            .iter()
+            .filter(|(key, kept)| self.config.keys.get(&key.0).is_none() && !listed(&kept.identity))
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in stale {
+            if let Some(dropped) = self.contexts.remove(&key) {
+                self.by_rank.remove(&dropped.rank);
+            }
+        }
+        self.config.edhoc = edhoc;
     }
 
     /// How many contexts are kept (at most `max_contexts`).
