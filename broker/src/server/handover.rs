@@ -328,7 +328,10 @@ pub(crate) fn intercept(
     incoming: Incoming,
     responder: Responder,
 ) -> Option<(Incoming, Responder)> {
-    let partition = lookup_any(state, topic, p)?;
+    let Some(partition) = lookup_any(state, topic, p) else {
+        // Not a partition of this broker at all: answered by the caller.
+        return Some((incoming, responder));
+    };
     let mut part = partition.lock().expect("lock");
     let forwarded = incoming.request.queries().any(|q| q == "held");
     match &mut part.handover {
