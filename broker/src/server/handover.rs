@@ -36,6 +36,10 @@ const TAKE_OVER_WAIT: Duration = Duration::from_secs(3);
 /// timeout rolls the handover back before).
 const PRESYNC_LIMIT: Duration = Duration::from_secs(10);
 
+/// How often the orders are read again without a watch event while no handover is
+/// under way on this broker (a fallback: the watches bring every change).
+const IDLE_FALLBACK: Duration = Duration::from_secs(60);
+
 /// How a held produce goes through the ordinary produce path again (`produce::produce`,
 /// passed in so this module does not import its caller).
 pub(crate) type Dispatch = fn(&Arc<State>, Incoming, Responder);
@@ -107,13 +111,26 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>, dispatch: Dispatc
             Err(e) => tracing::warn!(error = %e, "reading the handover orders"),
         }
         watch(&zk, HANDOVERS, true, &watched, &tx).await;
-        release_taken_over(&state, dispatch);
+        let in_progress = release_taken_over(&state, dispatch) || !known.is_empty();
+        // The watches bring every change; the timer is a fallback, once a second only
+        // while a handover is under way here. Otherwise a minute, and none at all while
+        // the broker is dormant (a poll a second was 60 wakeups a minute of a sleeping
+        // broker, issue 19): waking up reads the orders again.
+        let fallback = async {
+            if in_progress {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            } else if super::pehra::is_asleep(&state) {
+                super::pehra::awake(&state).await;
+            } else {
+                tokio::time::sleep(IDLE_FALLBACK).await;
+            }
+        };
         tokio::select! {
             c = changed.recv() => if c.is_none() {
                 return;
             },
             _ = state.assignment_applied.notified() => {}
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            () = fallback => {}
         }
         while changed.try_recv().is_ok() {}
     }
@@ -425,8 +442,10 @@ fn not_leader(me: u32, topic: &str, p: u32, to: u32) -> pehra_shared::coap::Resp
 }
 
 /// Candidates that now lead (or waited long enough): their held produces go through
-/// the ordinary path again.
-fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) {
+/// the ordinary path again. Also whether a handover is still under way on any
+/// partition here.
+fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) -> bool {
+    let mut under_way = false;
     let partitions: Vec<_> = state
         .partitions
         .read()
@@ -444,6 +463,11 @@ fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) {
                 _ => false,
             };
             if !due {
+                under_way |= match &part.handover {
+                    HandoverSide::None => false,
+                    HandoverSide::HandedTo { at, .. } => at.elapsed() < FORWARD_FOR,
+                    _ => true,
+                };
                 continue;
             }
             match std::mem::take(&mut part.handover) {
@@ -455,4 +479,5 @@ fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) {
             dispatch(state, incoming, responder);
         }
     }
+    under_way
 }
