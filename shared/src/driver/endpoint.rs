@@ -292,7 +292,7 @@ impl<S: Socket> Driver<S> {
             }
             Command::ServerKeys { keys, edhoc, done } => {
                 let secured = self.engine.set_server_keys(keys);
-                let _ = done.send(secured && self.engine.set_server_edhoc(edhoc));
+                let _ = done.send(secured && self.engine.set_server_edhoc(edhoc.map(|e| *e)));
             }
             Command::Shutdown => return false,
         }

@@ -48,7 +48,7 @@ pub(crate) enum Command {
     /// Replace a secured server's key table ([`Engine::set_server_keys`]).
     ServerKeys {
         keys: crate::security::KeyTable,
-        edhoc: Option<crate::edhoc::ResponderConfig>,
+        edhoc: Option<Box<crate::edhoc::ResponderConfig>>,
         done: oneshot::Sender<bool>,
     },
     ServerSecurity {
@@ -181,6 +181,7 @@ impl Handle {
         edhoc: Option<crate::edhoc::ResponderConfig>,
     ) -> Result<bool, Error> {
         let (done, ready) = oneshot::channel();
+        let edhoc = edhoc.map(Box::new);
         self.send(Command::ServerKeys { keys, edhoc, done })?;
         ready.await.map_err(|_| Error::Closed)
     }
