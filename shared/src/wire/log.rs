@@ -53,33 +53,7 @@ pub struct Header {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBatch {
     /// The records, in offset order.
-    #[serde(deserialize_with = "array_only")]
     pub records: Vec<Record>,
-}
-
-/// A CBOR array and nothing else: serde lets ciborium read a byte string as a
-/// sequence (an empty one as no records), which the devices' decoder refuses; the two
-/// decoders must agree (found by the `cbor_wire` fuzz target with AddressSanitizer).
-fn array_only<'de, D, T>(deserializer: D) -> Result<Vec<T>, D::Error>
-where
-    D: Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    struct Array<T>(core::marker::PhantomData<T>);
-    impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Array<T> {
-        type Value = Vec<T>;
-        fn expecting(&self, f: &mut core::fmt::Formatter) -> core::fmt::Result {
-            f.write_str("an array")
-        }
-        fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<T>, A::Error> {
-            let mut out = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
-            while let Some(item) = seq.next_element()? {
-                out.push(item);
-            }
-            Ok(out)
-        }
-    }
-    deserializer.deserialize_seq(Array(core::marker::PhantomData))
 }
 
 /// How many replicas must have a produced batch before the producer is answered.
