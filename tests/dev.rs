@@ -227,21 +227,27 @@ fn a_killed_pehra_dev_takes_its_children_with_it() {
         .spawn()
         .unwrap();
     let mut stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel::<()>();
+    let (tx, rx) = mpsc::channel::<Result<(), String>>();
     std::thread::spawn(move || {
         let mut all = Vec::new();
         let mut buf = [0u8; 4096];
+        let mut seen = false;
         while let Ok(n @ 1..) = stderr.read(&mut buf) {
             all.extend_from_slice(&buf[..n]);
-            if String::from_utf8_lossy(&all).contains("] brokers ") {
-                let _ = tx.send(());
-                all.clear();
+            if !seen && String::from_utf8_lossy(&all).contains("] brokers ") {
+                seen = true;
+                let _ = tx.send(Ok(()));
             }
         }
+        // Its stderr closed: say what it printed (a failure to start shows here).
+        let _ = tx.send(Err(String::from_utf8_lossy(&all).into_owned()));
     });
     // Running, devices included: the live line is up.
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("pehra dev shows its live line");
+    match rx.recv_timeout(Duration::from_secs(60)) {
+        Ok(Ok(())) => {}
+        Ok(Err(all)) => panic!("pehra dev ended before its live line:\n{all}"),
+        Err(e) => panic!("pehra dev shows no live line in 60 s: {e}"),
+    }
     let children = children_of(child.id());
     assert_eq!(
         children.len(),

@@ -633,8 +633,8 @@ impl ClusterClient {
     }
 
     /// Whether every partition's leader already serves it (the znode says who leads
-    /// before that broker has opened the partition): asks each for the partition's state
-    /// until it answers, up to `deadline`.
+    /// before that broker has opened the partition): asks each once for the partition's
+    /// state, waiting for the answer up to `deadline`.
     async fn leaders_serve(
         &self,
         topic: &str,
@@ -648,23 +648,28 @@ impl ClusterClient {
             let Ok(leader) = meta.leader(topic, p) else {
                 return false;
             };
-            if self.secure(leader).await.is_err() {
+            if let Err(e) = self.secure(leader).await {
+                tracing::debug!(%topic, p, %leader, error = %e, "leader not reached securely");
                 return false;
             }
-            loop {
-                let handle = self.endpoint.handle();
-                let probe = handle.request(leader, Request::get(&format!("p/{topic}/{p}")));
-                match tokio::time::timeout_at(deadline, probe).await {
-                    Ok(Ok(response)) if response.code().is_success() => break,
-                    Ok(Ok(response)) if response_error(&response).error == ErrorKind::NotLeader => {
-                        // Not opened yet: the broker is reading the same znode.
-                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                    }
-                    _ => return false,
-                }
-                if tokio::time::Instant::now() >= deadline {
+            let handle = self.endpoint.handle();
+            let probe = handle.request(leader, Request::get(&format!("p/{topic}/{p}")));
+            match tokio::time::timeout_at(deadline, probe).await {
+                Ok(Ok(response)) if response.code().is_success() => {}
+                // `not_leader`: the broker has not opened the partition yet, or the
+                // leadership moved since `meta` was read (the controller re-elected,
+                // say). Asking the same broker again would wait forever in the second
+                // case: the caller reads the metadata again first.
+                Ok(Ok(response)) => {
+                    let error = response_error(&response);
+                    tracing::debug!(%topic, p, %leader, code = %response.code(), ?error, "the leader does not serve the partition (yet)");
                     return false;
                 }
+                Ok(Err(e)) => {
+                    tracing::debug!(%topic, p, %leader, error = %e, "leader probe failed");
+                    return false;
+                }
+                Err(_) => return false,
             }
         }
         true
