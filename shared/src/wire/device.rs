@@ -26,6 +26,7 @@ pub struct DeviceReadings {
     /// When the gateway answers: 1 (the leader wrote them) or all (committed).
     pub acks: Acks,
     /// The readings, oldest first (several when the device batched them).
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub records: Vec<Record>,
     /// The device's sequence number of the first reading (its persisted counter, one
     /// per reading). With it the gateway produces idempotently (producer id derived from
@@ -61,6 +62,7 @@ pub struct DownlinkRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DownlinkResponse {
     /// `(offset, record)` pairs, in order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub records: Vec<(u64, Record)>,
     /// The offset to ask from next time (after the last record given).
     pub next: u64,

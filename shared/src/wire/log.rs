@@ -31,6 +31,7 @@ pub struct Record {
     pub timestamp_ms: u64,
     /// Application headers, in order (names may repeat).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub headers: Vec<Header>,
 }
 
@@ -53,6 +54,7 @@ pub struct Header {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecordBatch {
     /// The records, in offset order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub records: Vec<Record>,
 }
 
@@ -205,6 +207,7 @@ pub struct FetchResponse {
     /// Offset after the last record in the leader's log.
     pub log_end_offset: u64,
     /// The batches, in offset order (may be empty).
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub batches: Vec<FetchedBatch>,
 }
 
@@ -228,6 +231,7 @@ pub struct ReplicaFetchRequest {
     /// if any partition has one).
     pub max_bytes: u32,
     /// The partitions, each with the follower's position.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub partitions: Vec<ReplicaFetchPartition>,
 }
 
@@ -259,6 +263,7 @@ pub struct ReplicaFetchPartition {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReplicaFetchResponse {
     /// One entry per partition asked for, in the same order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub partitions: Vec<ReplicaPartitionData>,
 }
 
@@ -302,6 +307,7 @@ pub struct ReplicaPartitionData {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub diverging: Option<EpochEndOffset>,
     /// Batches from the offset asked for, in offset order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub batches: Vec<ReplicaBatch>,
 }
 
@@ -344,8 +350,10 @@ pub struct PartitionMetadata {
     /// The current leader epoch.
     pub leader_epoch: u32,
     /// Broker ids of all its replicas, the preferred leader first.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub replicas: Vec<u32>,
     /// Broker ids of the in-sync replicas.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub isr: Vec<u32>,
 }
 
@@ -357,6 +365,7 @@ pub struct TopicMetadata {
     /// The topic's name.
     pub topic: String,
     /// Its partitions, by number.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub partitions: Vec<PartitionMetadata>,
 }
 
@@ -483,7 +492,9 @@ pub fn batch_record_count(batch: &[u8]) -> Result<u32, super::DecodeError> {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataResponse {
     /// The live brokers.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub brokers: Vec<BrokerInfo>,
     /// The topics asked about (or all of them).
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub topics: Vec<TopicMetadata>,
 }

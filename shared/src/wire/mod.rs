@@ -42,6 +42,7 @@
 //! them. So a bad datagram costs a linear scan and a [`DecodeError`], never a panic, a
 //! deep recursion, or an allocation larger than the items it really contains.
 
+mod array_only;
 mod codec;
 mod codec_error;
 mod device;

@@ -132,6 +132,7 @@ pub struct ElectionResult {
     /// The new term, naming the new Pehredar.
     pub term: Term,
     /// The eligible nodes the Pehredar was drawn from.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub candidates: Vec<String>,
 }
 
@@ -204,6 +205,7 @@ pub struct PehraState {
     #[serde(default, skip_serializing_if = "core::ops::Not::not")]
     pub next_temporary: bool,
     /// Every candidate node ever seen (allDown waits for all of them).
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub known: Vec<String>,
 }
 
@@ -300,6 +302,7 @@ pub struct TermRecord {
     /// The term; `started_ms` is when the Pehredar took office.
     pub term: Term,
     /// The eligible nodes it was drawn from.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub candidates: Vec<String>,
     /// An allDown temporary term (no election was held).
     pub temporary: bool,

@@ -58,6 +58,7 @@ pub struct HeartbeatAck {
     /// (the adaptive lease, stretched to cover a dormant node's sleep).
     pub lease_ms: u32,
     /// What the node should do, in order (often empty).
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub directives: Vec<Directive>,
 }
 

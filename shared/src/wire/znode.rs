@@ -100,6 +100,7 @@ pub struct SetDataRequest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Children {
     /// The children's names (last path segment only), sorted.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub children: Vec<String>,
     /// The parent's stat.
     pub stat: Stat,
@@ -160,6 +161,7 @@ pub enum MultiOp {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiRequest {
     /// The operations, applied in order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub ops: Vec<MultiOp>,
     /// The session the transaction belongs to (owner of ephemeral creates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -201,6 +203,7 @@ pub enum MultiResult {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiResponse {
     /// One result per operation, in order.
+    #[serde(deserialize_with = "super::array_only::array_only")]
     pub results: Vec<MultiResult>,
 }
 

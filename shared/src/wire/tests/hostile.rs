@@ -248,3 +248,45 @@ fn unassigned_simple_values_pass_the_scan_and_ciborium_refuses_them() {
         Err(DecodeError::Invalid { .. })
     ));
 }
+
+#[test]
+fn a_byte_string_is_no_record_list_for_either_decoder() {
+    // `{"records": h''}`: ciborium took the empty byte string for an empty array, the
+    // devices' decoder refused it (found by the cbor_wire fuzz target under ASan).
+    let bytes = h("a1677265636f72647340");
+    assert!(decode::<RecordBatch>(&bytes).is_err());
+    assert!(decode_lite::<RecordBatch>(&bytes).is_err());
+    // An array still decodes with both.
+    let empty = h("a1677265636f72647380");
+    assert_eq!(decode::<RecordBatch>(&empty), Ok(RecordBatch::default()));
+    assert_eq!(
+        decode_lite::<RecordBatch>(&empty),
+        Ok(RecordBatch::default())
+    );
+}
+
+#[test]
+fn a_byte_string_is_no_list_of_numbers_for_either_decoder() {
+    // `"isr": h'0102'`: serde let ciborium read the bytes as the numbers [1, 2], the
+    // devices' decoder refused them. Every sequence field of the wire types takes a CBOR
+    // array only (`array_only`).
+    let meta = PartitionMetadata {
+        partition: 0,
+        leader: Some(1),
+        leader_epoch: 3,
+        replicas: Vec::from([1, 2]),
+        isr: Vec::from([1, 2]),
+    };
+    let array = encode(&meta).unwrap();
+    // "isr" (63 69 73 72), then [1, 2] (82 01 02): the same two numbers as bytes (42 01 02).
+    let at = array
+        .windows(7)
+        .position(|w| w == h("63697372820102").as_slice())
+        .expect("the isr entry");
+    let mut bytes = array.clone();
+    bytes[at + 4] = 0x42;
+    assert!(decode::<PartitionMetadata>(&bytes).is_err());
+    assert!(decode_lite::<PartitionMetadata>(&bytes).is_err());
+    assert_eq!(decode::<PartitionMetadata>(&array), Ok(meta.clone()));
+    assert_eq!(decode_lite::<PartitionMetadata>(&array), Ok(meta));
+}
