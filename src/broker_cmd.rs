@@ -38,9 +38,10 @@ pub struct BrokerArgs {
     /// UDP address to serve CoAP on.
     #[arg(long, default_value = "127.0.0.1:5683")]
     listen: SocketAddr,
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181")]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas (the session
+    /// moves to another member when one fails).
+    #[arg(long, default_value = "127.0.0.1:2181", value_delimiter = ',')]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ServerSecurityArgs,
     #[command(flatten)]
@@ -151,7 +152,12 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
     let data_dir = args
         .data_dir
         .unwrap_or_else(|| PathBuf::from(format!("pehra-data/broker-{}", args.id)));
-    let mut config = BrokerConfig::new(args.id, args.listen, args.zookeeper, data_dir.clone());
+    let first = *args
+        .zookeeper
+        .first()
+        .context("--zookeeper names no address")?;
+    let mut config = BrokerConfig::new(args.id, args.listen, first, data_dir.clone());
+    config.zookeeper = args.zookeeper.clone();
     if let Some(host) = args.host {
         config.host = host;
     }
@@ -230,7 +236,7 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
             args.id,
             broker.local_addr(),
             crate::security_args::mode(config.security.is_some()),
-            args.zookeeper,
+            members_list(&args.zookeeper),
             data_dir.display()
         );
         coap_metrics.attach(broker.coap_handle());
@@ -263,9 +269,14 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
 /// Arguments of `pehra topic`.
 #[derive(Args)]
 pub struct TopicArgs {
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2181",
+        global = true,
+        value_delimiter = ','
+    )]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
@@ -302,7 +313,7 @@ enum TopicCommand {
 }
 
 pub async fn topic(args: TopicArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
+    let client = ClusterClient::connect_members(&args.zookeeper, args.security.load()?).await?;
     let mut out = std::io::stdout().lock();
     match args.command {
         TopicCommand::Create {
@@ -420,9 +431,10 @@ enum AcksArg {
 )]
 pub struct ProduceArgs {
     topic: String,
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181")]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas (the session
+    /// moves to another member when one fails).
+    #[arg(long, default_value = "127.0.0.1:2181", value_delimiter = ',')]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     /// The key of every record.
@@ -446,7 +458,7 @@ pub struct ProduceArgs {
 }
 
 pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
+    let client = ClusterClient::connect_members(&args.zookeeper, args.security.load()?).await?;
     let meta = client.metadata();
     if !meta.topics.contains_key(&args.topic) {
         bail!("no such topic: {}", args.topic)
@@ -536,9 +548,10 @@ enum Format {
 )]
 pub struct ConsumeArgs {
     topic: String,
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181")]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas (the session
+    /// moves to another member when one fails).
+    #[arg(long, default_value = "127.0.0.1:2181", value_delimiter = ',')]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     /// Consumer group (offsets committed in the zookeeper).
@@ -562,7 +575,7 @@ pub struct ConsumeArgs {
 }
 
 pub async fn consume(args: ConsumeArgs) -> Result<ExitCode> {
-    let client = ClusterClient::connect_secured(args.zookeeper, args.security.load()?).await?;
+    let client = ClusterClient::connect_members(&args.zookeeper, args.security.load()?).await?;
     let meta = client.metadata();
     let Some(topic) = meta.topics.get(&args.topic) else {
         bail!("no such topic: {}", args.topic)
@@ -718,6 +731,15 @@ fn json_string(s: &str) -> String {
     }
     out.push('"');
     out
+}
+
+/// `a,b,c`: the zookeeper members as `--zookeeper` takes them.
+fn members_list(members: &[SocketAddr]) -> String {
+    members
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",")
 }
 
 #[cfg(test)]

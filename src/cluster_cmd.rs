@@ -3,6 +3,7 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use pehra_broker::client::Metadata;
+use pehra_shared::wire::ErrorKind;
 use pehra_zookeeper::cluster::{self, RebalanceOptions};
 use pehra_zookeeper::{Client, ClientOptions};
 use std::io::Write;
@@ -252,18 +253,19 @@ async fn ensemble_status(
             max_retransmit: 2,
             ..pehra_shared::coap::Config::default()
         };
-        let client = Client::without_session_secured(addr, coap, credentials)
-            .await
-            .ok()?;
-        client.ensemble_status().await.ok()
+        let client = Client::without_session_secured(addr, coap, credentials).await?;
+        client.ensemble_status().await
     };
+    // Why the last member that did not answer with a view did not.
+    let mut failure: Option<String> = None;
+    let mut refused = false;
     let mut views: std::collections::BTreeMap<u64, EnsembleStatus> = Default::default();
     let mut addrs: Vec<SocketAddr> = listed.to_vec();
     let mut alone = false;
     let mut i = 0;
     while i < addrs.len() {
         match ask(addrs[i]).await {
-            Some(Some(view)) => {
+            Ok(Some(view)) => {
                 for m in &view.members {
                     if let Ok(addr) = m.addr.parse() {
                         if !addrs.contains(&addr) {
@@ -273,14 +275,31 @@ async fn ensemble_status(
                 }
                 views.insert(view.id, view);
             }
-            Some(None) => alone = true,
-            None => {}
+            Ok(None) => alone = true,
+            Err(e) => {
+                refused = matches!(
+                    e.kind(),
+                    Some(ErrorKind::Unauthorized | ErrorKind::Forbidden)
+                );
+                failure = Some(format!("{}: {e}", addrs[i]));
+            }
         }
         i += 1;
     }
     if views.is_empty() {
         if !alone {
-            anyhow::bail!("no zookeeper answered at {listed:?}");
+            // A refusal says what to do (GET /ensemble is cluster:admin); silence says
+            // where nothing answered.
+            match failure {
+                // Refused (GET /ensemble is cluster:admin): the rest of the status is
+                // still the caller's to see.
+                Some(why) if refused => {
+                    println!("zookeeper ensemble: not shown ({why})");
+                    return Ok(());
+                }
+                Some(why) => anyhow::bail!("no member of the ensemble showed its view: {why}"),
+                None => anyhow::bail!("no zookeeper answered at {listed:?}"),
+            }
         }
         return Ok(());
     }

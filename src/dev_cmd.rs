@@ -18,7 +18,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 /// Arguments of `pehra dev`.
 #[derive(Args)]
 #[command(
-    after_help = "Ports: the zookeeper on 127.0.0.1:ZOOKEEPER_PORT, broker i on 127.0.0.1:BROKER_PORT+i-1. \
+    after_help = "Ports: the zookeeper on 127.0.0.1:ZOOKEEPER_PORT (with --zookeepers N, member j on \
+    ZOOKEEPER_PORT+j-1), broker i on 127.0.0.1:BROKER_PORT+i-1. \
     Their Prometheus/OpenMetrics metrics are at http://127.0.0.1:PORT/metrics on the same port numbers \
     over TCP (or from --metrics-port). \
     Process logs go to DATA_DIR/logs/. Ctrl-C stops everything; the data stays for the next run."
@@ -30,14 +31,19 @@ pub struct DevArgs {
     /// Where everything is kept.
     #[arg(long, default_value = "pehra-data/dev")]
     data_dir: PathBuf,
-    /// The zookeeper's port.
+    /// The zookeeper's port (the first member's, with --zookeepers).
     #[arg(long, default_value_t = 2181)]
     zookeeper_port: u16,
+    /// Run the zookeeper as an ensemble of this many members (Raft; 3 or 5 survive the
+    /// loss of 1 or 2); 1 is a zookeeper alone.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=7))]
+    zookeepers: u32,
     /// The first broker's port.
     #[arg(long, default_value_t = 5683)]
     broker_port: u16,
     /// Serve the zookeeper's metrics on tcp 127.0.0.1:PORT and broker i's on PORT+i
-    /// (default: each on its own CoAP port number, over TCP).
+    /// (the ensemble's members first, with --zookeepers; default: each on its own CoAP
+    /// port number, over TCP).
     #[arg(long, value_name = "PORT")]
     metrics_port: Option<u16>,
     /// Serve no metrics.
@@ -167,14 +173,24 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     }
     let logs = args.data_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("creating {}", logs.display()))?;
-    let zk_addr: SocketAddr = format!("127.0.0.1:{}", args.zookeeper_port).parse()?;
+    let mut zk_addrs = Vec::new();
+    for j in 0..args.zookeepers {
+        let port = u16::try_from(u32::from(args.zookeeper_port) + j)
+            .context("--zookeeper-port + --zookeepers goes past port 65535")?;
+        zk_addrs.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let members = zk_addrs.len();
     // A port held (by a previous `pehra dev` that was killed, say) is said at once, with
     // its holder, rather than as a child that does not start.
-    let mut ports = vec![zk_addr];
+    let mut ports = zk_addrs.clone();
     for id in 1..=args.brokers {
         let port = u16::try_from(u32::from(args.broker_port) + id - 1)
             .context("--broker-port + --brokers goes past port 65535")?;
         ports.push(SocketAddr::from(([127, 0, 0, 1], port)));
+    }
+    let distinct: std::collections::BTreeSet<_> = ports.iter().collect();
+    if distinct.len() < ports.len() {
+        bail!("the zookeeper and broker ports overlap: choose --zookeeper-port and --broker-port further apart");
     }
     crate::process_tree::check_ports_free(&ports)?;
     // Metrics: the zookeeper's, then each broker's (loopback, TCP).
@@ -220,30 +236,69 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
     let keys = ensure_keys(&args.data_dir.join("keys"), args.brokers, args.devices)?;
     let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
     let mut children = Vec::new();
-    let mut zk_args: Vec<String> = vec![
-        "zookeeper".into(),
-        "--credentials".into(),
-        cred("zookeeper"),
-        "--listen".into(),
-        zk_addr.to_string(),
-        "--data-dir".into(),
-        args.data_dir.join("zookeeper").display().to_string(),
-        "--pehra-term-ms".into(),
-        args.pehra_term_ms.to_string(),
-        "--pehra-handover-ms".into(),
-        (args.pehra_term_ms / 6).to_string(),
-    ];
-    zk_args.extend(metrics_flag(0));
-    children.push(
-        Child::start(
-            "zookeeper",
-            &zk_args,
-            &logs.join("zookeeper.log"),
-            "listening on",
-        )
-        .await?,
-    );
-    eprintln!("  zookeeper  udp {zk_addr}{}", scrape(0));
+    // Every member of an ensemble holds the zookeeper's identity (`zookeeper.cred`).
+    let peers = zk_addrs
+        .iter()
+        .zip(1..)
+        .map(|(addr, id)| format!("{id}={addr}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (j, zk_addr) in zk_addrs.iter().enumerate() {
+        // Alone: the names of old (`zookeeper`, its data dir and log), so that data of
+        // earlier runs stays in use.
+        let (name, dir, label) = if members == 1 {
+            (
+                "zookeeper".to_string(),
+                "zookeeper".to_string(),
+                "zookeeper  ".to_string(),
+            )
+        } else {
+            let id = j + 1;
+            (
+                format!("zookeeper {id}"),
+                format!("zookeeper-{id}"),
+                format!("zookeeper {id}"),
+            )
+        };
+        let mut zk_args: Vec<String> = vec![
+            "zookeeper".into(),
+            "--credentials".into(),
+            cred("zookeeper"),
+            "--listen".into(),
+            zk_addr.to_string(),
+            "--data-dir".into(),
+            args.data_dir.join(&dir).display().to_string(),
+            "--pehra-term-ms".into(),
+            args.pehra_term_ms.to_string(),
+            "--pehra-handover-ms".into(),
+            (args.pehra_term_ms / 6).to_string(),
+        ];
+        if members > 1 {
+            zk_args.extend([
+                "--id".into(),
+                (j + 1).to_string(),
+                "--peers".into(),
+                peers.clone(),
+            ]);
+        }
+        zk_args.extend(metrics_flag(j));
+        children.push(
+            Child::start(
+                &name,
+                &zk_args,
+                &logs.join(format!("{dir}.log")),
+                "listening on",
+            )
+            .await?,
+        );
+        eprintln!("  {label} udp {zk_addr}{}", scrape(j));
+    }
+    // What the brokers, the demo and the devices are given: every member.
+    let zk_list = zk_addrs
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(",");
     for id in 1..=args.brokers {
         let port = args.broker_port + id as u16 - 1;
         let mut broker_args: Vec<String> = vec![
@@ -255,7 +310,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             "--listen".into(),
             format!("127.0.0.1:{port}"),
             "--zookeeper".into(),
-            zk_addr.to_string(),
+            zk_list.clone(),
             "--data-dir".into(),
             args.data_dir
                 .join(format!("broker-{id}"))
@@ -266,7 +321,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
             "--alarm-interval-ms".into(),
             args.alarm_interval_ms.to_string(),
         ];
-        broker_args.extend(metrics_flag(id as usize));
+        broker_args.extend(metrics_flag(members + id as usize - 1));
         let name = format!("broker {id}");
         children.push(
             Child::start(
@@ -279,7 +334,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         );
         eprintln!(
             "  broker {id}   udp 127.0.0.1:{port}{}",
-            scrape(id as usize)
+            scrape(members + id as usize - 1)
         );
     }
 
@@ -293,7 +348,7 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
         pehra_shared::security::credentials::Credentials::load(keys.join("client.cred"))
             .context("loading the client credentials")?,
     );
-    let result = demo(&args, zk_addr, credentials, &logs).await;
+    let result = demo(&args, &zk_addrs, credentials, &logs).await;
     eprintln!("\npehra dev: stopping");
     for child in children.into_iter().rev() {
         child.stop().await;
@@ -309,15 +364,15 @@ pub async fn run(args: DevArgs) -> Result<ExitCode> {
 /// Ctrl-C (or `--duration`).
 async fn demo(
     args: &DevArgs,
-    zk_addr: SocketAddr,
+    zk_addrs: &[SocketAddr],
     credentials: Arc<pehra_shared::security::credentials::Credentials>,
     logs: &Path,
 ) -> Result<()> {
-    let client = Arc::new(ClusterClient::connect_secured(zk_addr, Some(credentials)).await?);
+    let client = Arc::new(ClusterClient::connect_members(zk_addrs, Some(credentials)).await?);
     let replication_factor = args.brokers.min(3);
     let devices = match args.devices {
         0 => None,
-        n => Some(start_devices(args, &client, zk_addr, n, logs).await?),
+        n => Some(start_devices(args, &client, zk_addrs, n, logs).await?),
     };
     let devices_log = logs.join("devices.log");
     match client
@@ -692,7 +747,7 @@ fn ensure_keys(dir: &Path, brokers: u32, devices: u32) -> Result<PathBuf> {
 async fn start_devices(
     args: &DevArgs,
     client: &ClusterClient,
-    zk_addr: SocketAddr,
+    zk_addrs: &[SocketAddr],
     count: u32,
     logs: &Path,
 ) -> Result<Child> {
@@ -715,7 +770,11 @@ async fn start_devices(
         .args([
             "device-sim",
             "--zookeeper",
-            &zk_addr.to_string(),
+            &zk_addrs
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
             "--count",
             &count.to_string(),
             "--interval",

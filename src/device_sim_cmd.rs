@@ -33,9 +33,10 @@ use std::time::Duration;
     and /dev/{node}/downlink). Each device keeps its state in DATA_DIR/dev-NNNN.state."
 )]
 pub struct DeviceSimArgs {
-    /// Read the gateways (brokers) from this zookeeper's /brokers/ids.
-    #[arg(long, conflicts_with = "gateway")]
-    zookeeper: Option<SocketAddr>,
+    /// Read the gateways (brokers) from this zookeeper's /brokers/ids (or any member's
+    /// of an ensemble: their addresses separated by commas).
+    #[arg(long, conflicts_with = "gateway", value_delimiter = ',')]
+    zookeeper: Vec<SocketAddr>,
     /// A gateway (broker) address; repeat for several.
     #[arg(long)]
     gateway: Vec<SocketAddr>,
@@ -79,10 +80,11 @@ pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
         "all" | "-1" => Acks::All,
         other => bail!("--acks must be 0, 1 or all, not {other:?}"),
     };
-    let gateways = match args.zookeeper {
-        Some(zk) => {
+    let gateways = match args.zookeeper.as_slice() {
+        [] => args.gateway.iter().copied().zip(1..).collect(),
+        zk => {
             let credentials = args.security.load()?;
-            let client = Client::without_session_secured(
+            let client = Client::without_session_any(
                 zk,
                 ClientOptions::default().coap,
                 credentials.as_deref(),
@@ -91,13 +93,12 @@ pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
             .context("opening a zookeeper client")?;
             let brokers = pehra_zookeeper::cluster::live_brokers(&client)
                 .await
-                .with_context(|| format!("reading /brokers/ids from {zk}"))?;
+                .with_context(|| format!("reading /brokers/ids from {zk:?}"))?;
             brokers
                 .iter()
                 .filter_map(|(id, b)| Some((b.addr.parse::<SocketAddr>().ok()?, *id)))
                 .collect::<Vec<_>>()
         }
-        None => args.gateway.iter().copied().zip(1..).collect(),
     };
     if gateways.is_empty() {
         bail!("no gateway: give --gateway ADDR or --zookeeper ADDR with brokers registered");

@@ -19,9 +19,14 @@ use std::time::Duration;
 /// Arguments of `pehra pehra`.
 #[derive(Args)]
 pub struct PehraArgs {
-    /// The zookeeper.
-    #[arg(long, default_value = "127.0.0.1:2181", global = true)]
-    zookeeper: SocketAddr,
+    /// The zookeeper, or every member of an ensemble separated by commas.
+    #[arg(
+        long,
+        default_value = "127.0.0.1:2181",
+        global = true,
+        value_delimiter = ','
+    )]
+    zookeeper: Vec<SocketAddr>,
     #[command(flatten)]
     security: crate::security_args::ClientSecurityArgs,
     #[command(subcommand)]
@@ -57,18 +62,18 @@ struct AdminArgs {
 pub async fn run(args: PehraArgs) -> Result<ExitCode> {
     let credentials = args.security.load()?;
     match args.command {
-        PehraCommand::Status => status(args.zookeeper, credentials).await,
+        PehraCommand::Status => status(&args.zookeeper, credentials).await,
         PehraCommand::Enable(admin) => {
-            switch(args.zookeeper, credentials, &admin.admin_key, true).await
+            switch(&args.zookeeper, credentials, &admin.admin_key, true).await
         }
         PehraCommand::Disable(admin) => {
-            switch(args.zookeeper, credentials, &admin.admin_key, false).await
+            switch(&args.zookeeper, credentials, &admin.admin_key, false).await
         }
     }
 }
 
 async fn switch(
-    zookeeper: SocketAddr,
+    zookeepers: &[SocketAddr],
     credentials: Option<Arc<Credentials>>,
     key_file: &std::path::Path,
     enabled: bool,
@@ -76,35 +81,56 @@ async fn switch(
     let key = pehra_zookeeper::admin::read_key_file(key_file)
         .with_context(|| format!("reading the admin key {}", key_file.display()))?;
     let change = pehra_zookeeper::admin::sign_mode_change(&key, enabled, unix_ms());
-    let local = pehra_shared::driver::any_local_for(zookeeper);
-    let endpoint = Endpoint::bind(local, Config::default(), Router::new())
-        .await
-        .context("opening a UDP socket")?;
-    if let Some(credentials) = &credentials {
-        pehra_shared::driver::security::secure_client(
-            &endpoint.handle(),
-            credentials,
-            zookeeper,
-            &pehra_shared::security::zookeeper_kid(),
-        )
-        .await?;
-    }
-    let request = Request::post("pehra/mode")
-        .with_payload(wire::encode(&change).expect("wire types encode"))
-        .with_content_format(CONTENT_FORMAT_CBOR);
-    let response = tokio::time::timeout(
-        Duration::from_secs(30),
-        endpoint.handle().request(zookeeper, request),
-    )
-    .await
-    .map_err(|_| anyhow::anyhow!("the zookeeper at {zookeeper} did not answer"))?
-    .with_context(|| format!("asking the zookeeper at {zookeeper}"))?;
-    if !response.code().is_success() {
-        let error = response_error(&response);
-        if error.error == ErrorKind::Unauthorized {
-            bail!("refused (4.01): {}", error.message);
+    // Only the ensemble's leader takes a mode change; the others answer NotLeader: ask
+    // each member in turn until one takes it.
+    let mut refusal = None;
+    for &zookeeper in zookeepers {
+        let local = pehra_shared::driver::any_local_for(zookeeper);
+        let endpoint = Endpoint::bind(local, Config::default(), Router::new())
+            .await
+            .context("opening a UDP socket")?;
+        if let Some(credentials) = &credentials {
+            pehra_shared::driver::security::secure_client(
+                &endpoint.handle(),
+                credentials,
+                zookeeper,
+                &pehra_shared::security::zookeeper_kid(),
+            )
+            .await?;
         }
-        bail!("refused: {}", error.message);
+        let request = Request::post("pehra/mode")
+            .with_payload(wire::encode(&change).expect("wire types encode"))
+            .with_content_format(CONTENT_FORMAT_CBOR);
+        let response = tokio::time::timeout(
+            Duration::from_secs(30),
+            endpoint.handle().request(zookeeper, request),
+        )
+        .await
+        .map_err(|_| anyhow::anyhow!("the zookeeper at {zookeeper} did not answer"))?;
+        let response = match response {
+            Ok(response) => response,
+            // Nothing listens there: the next member may.
+            Err(e) if zookeepers.len() > 1 => {
+                refusal = Some(format!("{zookeeper}: {e}"));
+                continue;
+            }
+            Err(e) => {
+                return Err(e).with_context(|| format!("asking the zookeeper at {zookeeper}"))
+            }
+        };
+        if response.code().is_success() {
+            refusal = None;
+            break;
+        }
+        let error = response_error(&response);
+        match error.error {
+            ErrorKind::Unauthorized => bail!("refused (4.01): {}", error.message),
+            ErrorKind::NotLeader => refusal = Some(error.message),
+            _ => bail!("refused: {}", error.message),
+        }
+    }
+    if let Some(refusal) = refusal {
+        bail!("no member of the ensemble took the change: {refusal}");
     }
     println!(
         "PEHRA {}: everyone is being woken{}",
@@ -118,8 +144,11 @@ async fn switch(
     Ok(ExitCode::SUCCESS)
 }
 
-async fn status(zookeeper: SocketAddr, credentials: Option<Arc<Credentials>>) -> Result<ExitCode> {
-    let client = Client::without_session_secured(
+async fn status(
+    zookeeper: &[SocketAddr],
+    credentials: Option<Arc<Credentials>>,
+) -> Result<ExitCode> {
+    let client = Client::without_session_any(
         zookeeper,
         ClientOptions::default().coap,
         credentials.as_deref(),
@@ -128,7 +157,7 @@ async fn status(zookeeper: SocketAddr, credentials: Option<Arc<Credentials>>) ->
     .context("opening a zookeeper client")?;
     let state = pehra_zookeeper::cluster::pehra_state(&client)
         .await
-        .with_context(|| format!("reading {PEHRA_STATE} from the zookeeper at {zookeeper}"))?;
+        .with_context(|| format!("reading {PEHRA_STATE} from the zookeeper at {zookeeper:?}"))?;
     let admin = read::<AdminSwitch>(&client, PEHRA_ADMIN).await?;
     let nodes = read_nodes(&client).await?;
     let now = unix_ms();

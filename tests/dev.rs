@@ -338,3 +338,210 @@ fn a_port_in_use_is_reported_at_once_with_its_holder() {
         "{err}"
     );
 }
+
+/// `pehra dev` running with its stderr read line by line (the live view redraws with
+/// `\r`); killed when dropped (its children die with it: PR_SET_PDEATHSIG).
+struct RunningDev {
+    child: std::process::Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl RunningDev {
+    fn start(args: &[&str]) -> RunningDev {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pehra"))
+            .arg("dev")
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stderr = child.stderr.take().unwrap();
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut pending = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n @ 1..) = stderr.read(&mut buf) {
+                pending.extend_from_slice(&buf[..n]);
+                while let Some(end) = pending.iter().position(|&b| b == b'\r' || b == b'\n') {
+                    let line = String::from_utf8_lossy(&pending[..end]).into_owned();
+                    pending.drain(..=end);
+                    if !line.trim().is_empty() && tx.send(line).is_err() {
+                        return;
+                    }
+                }
+            }
+        });
+        RunningDev { child, lines }
+    }
+
+    /// The first live line (`[ Ns] brokers ...`) for which `want` holds, within `limit`;
+    /// panics with the last lines seen otherwise.
+    fn live_line(&self, limit: Duration, what: &str, want: impl Fn(&LiveLine) -> bool) -> LiveLine {
+        let deadline = Instant::now() + limit;
+        let mut seen = Vec::new();
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(live) = LiveLine::parse(&line) {
+                        if want(&live) {
+                            return live;
+                        }
+                    }
+                    seen.push(line);
+                    if seen.len() > 20 {
+                        seen.remove(0);
+                    }
+                }
+                Err(e) => panic!(
+                    "no live line with {what} ({e}); the last lines:\n{}",
+                    seen.join("\n")
+                ),
+            }
+        }
+    }
+}
+
+impl Drop for RunningDev {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// What a live line of `pehra dev` says.
+#[derive(Debug)]
+struct LiveLine {
+    alive: (u32, u32),
+    /// Partition → leader broker id.
+    leaders: Vec<(u32, u32)>,
+    produced: u64,
+    consumed: u64,
+}
+
+impl LiveLine {
+    fn parse(line: &str) -> Option<LiveLine> {
+        let after = |name: &str| -> Option<&str> {
+            let at = line.find(name)? + name.len();
+            Some(&line[at..])
+        };
+        let number = |name: &str| -> Option<u64> {
+            after(name)?
+                .split(|c: char| !c.is_ascii_digit())
+                .find(|s| !s.is_empty())?
+                .parse()
+                .ok()
+        };
+        let (alive, of) = after("] brokers ")?
+            .split_whitespace()
+            .next()?
+            .split_once('/')?;
+        let leaders = after("leaders ")?
+            .split('|')
+            .next()?
+            .split_whitespace()
+            .filter_map(|pair| {
+                let (p, l) = pair.split_once('→')?;
+                Some((p.parse().ok()?, l.parse().ok()?))
+            })
+            .collect();
+        Some(LiveLine {
+            alive: (alive.parse().ok()?, of.parse().ok()?),
+            leaders,
+            produced: number("produced ")?,
+            consumed: number("consumed ")?,
+        })
+    }
+}
+
+/// The PID of `pehra dev`'s child whose command line has `--listen ADDR`.
+fn child_listening_on(parent: u32, addr: &str) -> u32 {
+    children_of(parent)
+        .into_iter()
+        .find(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline"))
+                .map(|c| String::from_utf8_lossy(&c).replace('\0', " "))
+                .is_ok_and(|c| c.contains(&format!("--listen {addr} ")))
+        })
+        .unwrap_or_else(|| panic!("no child of pehra dev listens on {addr}"))
+}
+
+#[test]
+fn an_ensemble_under_pehra_dev_outlives_its_leader_and_then_a_broker() {
+    // `pehra dev --zookeepers 3`: the brokers, the demo producer and consumer are given
+    // every member. SIGKILL of the ensemble's leader: the sessions move to the others (no
+    // broker is lost) and records keep flowing. Then SIGKILL of broker 1: the controller,
+    // now on the new leader, moves its partitions, and records keep flowing.
+    let dir = TempDir::new("dev-ensemble");
+    let data = dir.path().join("data");
+    let zk_port = free_udp_ports(3);
+    let members: Vec<String> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", zk_port + i))
+        .collect();
+    let broker_port = free_udp_ports(3);
+    let dev = RunningDev::start(&[
+        "--zookeepers",
+        "3",
+        "--rate",
+        "50",
+        "--pause-s",
+        "0",
+        "--data-dir",
+        data.to_str().unwrap(),
+        "--zookeeper-port",
+        &zk_port.to_string(),
+        "--broker-port",
+        &broker_port.to_string(),
+    ]);
+    let running = dev.live_line(Duration::from_secs(60), "3 brokers, records flowing", |l| {
+        l.alive == (3, 3) && l.produced >= 50 && l.leaders.len() == 3
+    });
+    // The ensemble's leader, as `pehra cluster status` shows it (GET /ensemble is
+    // cluster:admin: the admin's credentials).
+    let admin = data.join("keys/admin.cred");
+    let (code, out, err) = pehra(&[
+        "cluster",
+        "status",
+        "--zookeeper",
+        &members.join(","),
+        "--credentials",
+        admin.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    let leader = out
+        .lines()
+        .find_map(|l| {
+            let cols: Vec<_> = l.split_whitespace().collect();
+            (cols.get(2) == Some(&"leader")).then(|| cols[1].to_string())
+        })
+        .unwrap_or_else(|| panic!("no leader in:\n{out}"));
+    assert!(members.contains(&leader), "{leader} in {members:?}");
+    let kill = |pid: u32| {
+        rustix::process::kill_process(
+            rustix::process::Pid::from_raw(pid as i32).unwrap(),
+            rustix::process::Signal::KILL,
+        )
+        .unwrap();
+    };
+    kill(child_listening_on(dev.child.id(), &leader));
+    let after_zk = dev.live_line(
+        Duration::from_secs(60),
+        "100 more records, all consumed, every broker alive",
+        |l| l.produced >= running.produced + 100 && l.consumed == l.produced && l.alive == (3, 3),
+    );
+    kill(child_listening_on(
+        dev.child.id(),
+        &format!("127.0.0.1:{broker_port}"),
+    ));
+    dev.live_line(
+        Duration::from_secs(90),
+        "broker 1 gone, its partitions led by others, 100 more records, all consumed",
+        |l| {
+            l.alive == (2, 3)
+                && l.leaders.len() == 3
+                && l.leaders.iter().all(|&(_, b)| b != 1)
+                && l.produced >= after_zk.produced + 100
+                && l.consumed == l.produced
+        },
+    );
+}

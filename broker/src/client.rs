@@ -327,6 +327,19 @@ impl ClusterClient {
         zookeeper: SocketAddr,
         credentials: Option<Arc<Credentials>>,
     ) -> Result<ClusterClient, ClientError> {
+        Self::connect_members(&[zookeeper], credentials).await
+    }
+
+    /// [`ClusterClient::connect_secured`] to a zookeeper ensemble: `zookeepers` lists its
+    /// members (a single zookeeper is a list of one); requests move to another member
+    /// when one is unreachable or not the leader for a write.
+    pub async fn connect_members(
+        zookeepers: &[SocketAddr],
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<ClusterClient, ClientError> {
+        let Some(&first) = zookeepers.first() else {
+            return Err(ClientError::Invalid("no zookeeper address given".into()));
+        };
         let coap = Config {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
@@ -334,9 +347,9 @@ impl ClusterClient {
             max_payload: crate::limits::BROKER_MAX_PAYLOAD,
             ..Config::default()
         };
-        let zk = Client::without_session_secured(zookeeper, coap.clone(), credentials.as_deref())
-            .await?;
-        let local = pehra_shared::driver::any_local_for(zookeeper);
+        let zk =
+            Client::without_session_any(zookeepers, coap.clone(), credentials.as_deref()).await?;
+        let local = pehra_shared::driver::any_local_for(first);
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
             .map_err(|e| ClientError::Invalid(format!("cannot open a UDP socket: {e}")))?;

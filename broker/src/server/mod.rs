@@ -53,8 +53,9 @@ pub struct BrokerConfig {
     pub id: u32,
     /// UDP address to serve CoAP on.
     pub listen: SocketAddr,
-    /// The zookeeper.
-    pub zookeeper: SocketAddr,
+    /// The zookeeper: its address, or every member of an ensemble (the session moves
+    /// to another member when one fails).
+    pub zookeeper: Vec<SocketAddr>,
     /// Where partition logs live (one directory per partition).
     pub data_dir: PathBuf,
     /// The machine it runs on (replicas of a partition repel across hosts).
@@ -118,12 +119,13 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
-    /// Defaults for broker `id`.
+    /// Defaults for broker `id` (one zookeeper; set [`BrokerConfig::zookeeper`] to
+    /// every member of an ensemble).
     pub fn new(id: u32, listen: SocketAddr, zookeeper: SocketAddr, data_dir: PathBuf) -> Self {
         BrokerConfig {
             id,
             listen,
-            zookeeper,
+            zookeeper: vec![zookeeper],
             data_dir,
             host: hostname(),
             rack: None,
@@ -413,19 +415,19 @@ impl Broker {
             credentials: state.credentials.clone(),
             ..ClientOptions::default()
         };
-        let zk = Arc::new(Client::connect(config.zookeeper, options).await?);
+        let zk = Arc::new(Client::connect_any(&config.zookeeper, options).await?);
         let _ = state.zk.set(zk.clone());
         cluster::ensure_path(&zk, BROKERS).await?;
         cluster::ensure_path(&zk, TOPICS).await?;
         eligibility::prepare(&zk).await?;
         let info = BrokerInfo {
             id: config.id,
-            addr: advertised(endpoint.local_addr(), config.zookeeper).to_string(),
+            addr: advertised(endpoint.local_addr(), &config.zookeeper).to_string(),
             host: config.host.clone(),
             rack: config.rack.clone(),
         };
-        let cluster = crate::client::ClusterClient::connect_secured(
-            config.zookeeper,
+        let cluster = crate::client::ClusterClient::connect_members(
+            &config.zookeeper,
             state.credentials.clone(),
         )
         .await
@@ -770,10 +772,13 @@ pub(crate) async fn move_leadership_away(
 
 /// The address other machines reach us at: the bound one, with an unspecified IP
 /// replaced by the one we reach the zookeeper from.
-fn advertised(local: SocketAddr, zookeeper: SocketAddr) -> SocketAddr {
+fn advertised(local: SocketAddr, zookeepers: &[SocketAddr]) -> SocketAddr {
     if !local.ip().is_unspecified() {
         return local;
     }
+    let Some(&zookeeper) = zookeepers.first() else {
+        return local;
+    };
     let ip = std::net::UdpSocket::bind(pehra_shared::driver::any_local_for(zookeeper))
         .and_then(|s| {
             s.connect(zookeeper)?;
