@@ -83,6 +83,12 @@ impl Ensemble {
         );
     }
 
+    /// The running member at `addr`, out of the ensemble's hands.
+    fn take(&mut self, addr: SocketAddr) -> Zookeeper {
+        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
+        self.members[i].take().expect("running")
+    }
+
     fn restart(&mut self, addr: SocketAddr) {
         let i = self.addrs.iter().position(|a| *a == addr).unwrap();
         self.members[i] = Some(self.start_member(i + 1));
@@ -331,72 +337,85 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
 /// A leader cut off with a write applied to its tree but never committed: the others
 /// elect a new leader and go on; when the old one comes back, its write is void (its
 /// client is told so) and its tree is the ensemble's again.
+/// A write the leader applied and proposed and nobody can commit: its followers were
+/// killed after it and before the write. Returns the leader, the (dead) followers and the
+/// writer's task.
+async fn uncommitted_write(
+    ensemble: &mut Ensemble,
+) -> (
+    SocketAddr,
+    Vec<SocketAddr>,
+    tokio::task::JoinHandle<Result<String, pehra_zookeeper::ZkError>>,
+) {
+    // The write must reach the leader after its followers died and before it sees
+    // it has lost its quorum (Raft's check-quorum, within an election timeout): if it
+    // came too late (refused NotLeader), the followers come back and it is tried
+    // again.
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        assert!(attempt <= 5, "the leader never took the write in time");
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        client
+            .create(&format!("/a{attempt}"), b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = client.server();
+        let followers: Vec<SocketAddr> = ensemble
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| *a != leader)
+            .collect();
+        for f in &followers {
+            await_children(*f, &BTreeSet::from([format!("a{attempt}")])).await;
+        }
+        let direct = Client::without_session(leader, Config::default())
+            .await
+            .unwrap();
+        let probe = Client::without_session(leader, Config::default())
+            .await
+            .unwrap();
+        // The followers die (a stopped process would still find the leader's
+        // messages in its socket when it resumes).
+        for f in &followers {
+            ensemble.kill(*f);
+        }
+        // A write the leader applies and proposes, which nobody can commit.
+        let doomed =
+            tokio::spawn(
+                async move { direct.create("/doomed", b"", CreateMode::Persistent).await },
+            );
+        // Wait until the leader has the entry in its Raft log (its driver answers
+        // `GET /ensemble` whatever its core waits for), or refused it.
+        let proposed = loop {
+            if doomed.is_finished() {
+                break false;
+            }
+            let status = probe.ensemble_status().await.unwrap().unwrap();
+            if status.last_index > status.commit {
+                break true;
+            }
+            tokio::task::yield_now().await;
+        };
+        if proposed {
+            break (leader, followers, doomed);
+        }
+        let refused = doomed.await.unwrap().unwrap_err();
+        assert_eq!(refused.kind(), Some(ErrorKind::NotLeader), "{refused}");
+        for f in &followers {
+            ensemble.restart(*f);
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cut_off_leaders_uncommitted_write_is_rolled_back() {
     bounded(async {
         let mut ensemble = Ensemble::start("ensemble-rollback");
-        // The write must reach the leader after its followers died and before it sees
-        // it has lost its quorum (Raft's check-quorum, within an election timeout): if it
-        // came too late (refused NotLeader), the followers come back and it is tried
-        // again.
-        let mut attempt = 0;
-        let (leader, followers, doomed) = loop {
-            attempt += 1;
-            assert!(attempt <= 5, "the leader never took the write in time");
-            let client = Client::connect_any(&ensemble.addrs, options())
-                .await
-                .unwrap();
-            client
-                .create(&format!("/a{attempt}"), b"", CreateMode::Persistent)
-                .await
-                .unwrap();
-            let leader = client.server();
-            let followers: Vec<SocketAddr> = ensemble
-                .addrs
-                .iter()
-                .copied()
-                .filter(|a| *a != leader)
-                .collect();
-            for f in &followers {
-                await_children(*f, &BTreeSet::from([format!("a{attempt}")])).await;
-            }
-            let direct = Client::without_session(leader, Config::default())
-                .await
-                .unwrap();
-            let probe = Client::without_session(leader, Config::default())
-                .await
-                .unwrap();
-            // The followers die (a stopped process would still find the leader's
-            // messages in its socket when it resumes).
-            for f in &followers {
-                ensemble.kill(*f);
-            }
-            // A write the leader applies and proposes, which nobody can commit.
-            let doomed =
-                tokio::spawn(
-                    async move { direct.create("/doomed", b"", CreateMode::Persistent).await },
-                );
-            // Wait until the leader has the entry in its Raft log (its driver answers
-            // `GET /ensemble` whatever its core waits for), or refused it.
-            let proposed = loop {
-                if doomed.is_finished() {
-                    break false;
-                }
-                let status = probe.ensemble_status().await.unwrap().unwrap();
-                if status.last_index > status.commit {
-                    break true;
-                }
-                tokio::task::yield_now().await;
-            };
-            if proposed {
-                break (leader, followers, doomed);
-            }
-            let refused = doomed.await.unwrap().unwrap_err();
-            assert_eq!(refused.kind(), Some(ErrorKind::NotLeader), "{refused}");
-            for f in &followers {
-                ensemble.restart(*f);
-            }
-        };
+        let (leader, followers, doomed) = uncommitted_write(&mut ensemble).await;
         ensemble.signal(leader, "STOP");
         for f in &followers {
             ensemble.restart(*f);
@@ -431,6 +450,34 @@ async fn a_cut_off_leaders_uncommitted_write_is_rolled_back() {
                 "{addr} kept a write that was never committed"
             );
         }
+    })
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_stopped_with_a_write_it_cannot_commit_stops_and_answers_it() {
+    // SIGTERM to a leader whose proposal can never commit (no quorum): it stops within
+    // the bound (it waited for the commit for ever), and its writer is told the write
+    // may or may not be applied.
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-stop-uncommitted");
+        let (leader, _followers, doomed) = uncommitted_write(&mut ensemble).await;
+        let member = ensemble.take(leader);
+        let stopped = tokio::task::spawn_blocking(move || member.terminate())
+            .await
+            .unwrap();
+        assert!(
+            stopped,
+            "the member did not stop (exit 0) within 10 s of SIGTERM"
+        );
+        // Answered, not dropped: "maybe applied" if it was the batch in flight, "not
+        // applied" if it waited behind another (the controller writes too).
+        let refused = doomed
+            .await
+            .unwrap()
+            .expect_err("the write was never committed");
+        assert_eq!(refused.kind(), Some(ErrorKind::Busy), "{refused}");
+        assert!(refused.to_string().contains("applied"), "{refused}");
     })
     .await
 }

@@ -156,11 +156,15 @@ impl<S: Socket> Driver<S> {
                 biased;
                 command = self.rx.recv() => {
                     let Some(command) = command else { return };
+                    // Stopping: what was answered before the stop still goes out (a
+                    // server's last answers, given just before `shutdown`).
                     if !self.apply(command) {
+                        self.flush().await;
                         return;
                     }
                     while let Ok(command) = self.rx.try_recv() {
                         if !self.apply(command) {
+                            self.flush().await;
                             return;
                         }
                     }

@@ -38,6 +38,9 @@ const LOG_RESERVE: u64 = 8 << 20;
 const CLOSE_HEADROOM: u64 = 256 << 10;
 /// With the disk full, how often the log tries to reserve space again.
 const FULL_RETRY: Duration = Duration::from_secs(1);
+/// How long a member being stopped waits for its proposal in flight to commit before it
+/// answers it "maybe applied" and stops (without a quorum it never would).
+const STOP_COMMIT_WAIT: Duration = Duration::from_secs(2);
 
 /// A request for the core, from a route.
 pub(crate) enum Job {
@@ -181,6 +184,8 @@ pub(super) struct Core {
     snapshotting: Arc<AtomicBool>,
     log_bytes: u64,
     shutting_down: bool,
+    /// Stopping with a proposal in flight: when to stop waiting for its commit.
+    stop_by: Option<Instant>,
     /// Resources someone has observed: only these are notified (building the state of
     /// a big parent for nobody would cost more than the write).
     watched: HashSet<String>,
@@ -249,6 +254,7 @@ impl Core {
             snapshotting,
             log_bytes: 0,
             shutting_down: false,
+            stop_by: None,
             watched: HashSet::new(),
             replication,
         }
@@ -260,12 +266,25 @@ impl Core {
             self.process_queue();
             self.flush_batch();
             self.update_gauges();
-            if self.shutting_down && self.in_flight.is_none() && self.records.is_empty() {
-                return Ok(());
+            if self.shutting_down {
+                if self.in_flight.is_none() && self.records.is_empty() {
+                    return Ok(());
+                }
+                if self.awaiting_commit() {
+                    // The commit comes as an ensemble event (a job): keep taking those,
+                    // for a while.
+                    let by = *self
+                        .stop_by
+                        .get_or_insert_with(|| Instant::now() + STOP_COMMIT_WAIT);
+                    if Instant::now() >= by {
+                        self.abandon_proposal();
+                        return Ok(());
+                    }
+                }
             }
             let expiry = self.leases.next_deadline();
             tokio::select! {
-                job = self.jobs.recv(), if !self.shutting_down => match job {
+                job = self.jobs.recv(), if !self.shutting_down || self.awaiting_commit() => match job {
                     Some(job) => {
                         self.accept(job);
                         while let Ok(job) = self.jobs.try_recv() {
@@ -283,6 +302,7 @@ impl Core {
                     None => return Err(ServerError::LogThreadGone),
                 },
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
+                _ = sleep_until(self.stop_by), if self.stop_by.is_some() => {}
                 // A batch waiting for more writes goes now (flush_batch, at the top).
                 _ = sleep_until(self.commit.deadline()),
                     if self.in_flight.is_none() && self.commit.deadline().is_some() => {}
@@ -313,6 +333,9 @@ impl Core {
         match job {
             Job::Shutdown => self.shutting_down = true,
             Job::Ensemble(event) => self.on_ensemble(event),
+            // Stopping (and only waiting for a commit): nothing new is taken; its asker
+            // hears nothing and tries another member.
+            _ if self.shutting_down => {}
             job => self.queue.push_back(job),
         }
     }

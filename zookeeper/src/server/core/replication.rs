@@ -305,6 +305,53 @@ impl Core {
         self.in_flight = Some((Vec::new(), changes));
     }
 
+    /// Whether our proposal is in flight, waiting for Raft to commit it.
+    pub(super) fn awaiting_commit(&self) -> bool {
+        self.replication
+            .as_ref()
+            .is_some_and(|r| r.pending.is_some())
+    }
+
+    /// Stopping before our proposal committed (no quorum, say): its writers are told it
+    /// may or may not be applied (another member may still commit it); nothing reaches
+    /// this member's log, which the next start rebuilds the tree from.
+    pub(super) fn abandon_proposal(&mut self) {
+        if let Some(rep) = self.replication.as_mut() {
+            rep.pending = None;
+        }
+        tracing::warn!("stopping with a write batch not committed yet: answered maybe-applied");
+        if let Some((held, _)) = self.in_flight.take() {
+            for Held { responder, .. } in held {
+                if let Some(r) = responder {
+                    r.respond(error_response(
+                        ErrorKind::Busy,
+                        "the zookeeper member stopped before the write was committed: \
+                         maybe applied; read before you retry",
+                    ));
+                }
+            }
+        }
+        // What waited behind the batch was not applied: a plain refusal.
+        let stopping = || {
+            error_response(
+                ErrorKind::Busy,
+                "the zookeeper member is stopping: not applied; retry (another member)",
+            )
+        };
+        for job in std::mem::take(&mut self.queue) {
+            match job {
+                Job::GetData { responder, .. }
+                | Job::GetChildren { responder, .. }
+                | Job::Sync { responder }
+                | Job::OpenSession { responder, .. }
+                | Job::Heartbeat { responder, .. }
+                | Job::Write { responder, .. }
+                | Job::PehraMode { responder, .. } => responder.respond(stopping()),
+                Job::Expire { .. } | Job::Ensemble(_) | Job::Shutdown => {}
+            }
+        }
+    }
+
     /// Our proposal will not commit as applied: answer it as failed and rebuild the tree
     /// from the log (which holds exactly the committed writes).
     fn roll_back(&mut self, why: &str) {
