@@ -918,3 +918,29 @@ fn cbor_request<T: serde::Serialize>(method: Method, uri: &str, body: &T) -> Req
         .with_payload(wire::encode(body).expect("wire types always encode"))
         .with_content_format(CONTENT_FORMAT_CBOR)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_registers_again_for_another_process_only() {
+        let a: SocketAddr = "127.0.0.1:2181".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2182".parse().unwrap();
+        let at = |member, incarnation| {
+            Some(Incarnation {
+                member,
+                incarnation,
+            })
+        };
+        // Nothing heard (a zookeeper that tells no incarnation, or no session): never.
+        assert!(!must_reregister(None, None));
+        assert!(!must_reregister(at(a, 1), None));
+        // The same process: no.
+        assert!(!must_reregister(at(a, 1), at(a, 1)));
+        // A restart, another member, or a registration before anything was heard: yes.
+        assert!(must_reregister(at(a, 1), at(a, 2)));
+        assert!(must_reregister(at(a, 1), at(b, 1)));
+        assert!(must_reregister(None, at(a, 1)));
+    }
+}
