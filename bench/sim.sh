@@ -11,8 +11,8 @@
 # comes from the seed: one source of divergence fewer in a replay, see docs/replication.md
 # "Simulation"), in its own target directory ($CARGO_TARGET_DIR/sim-unstable) so that the flag does not
 # rebuild the ordinary one. Other knobs of the test pass through: SIM_SECONDS (simulated
-# seconds of producing and faults per seed, 20), SIM_ZK_CRASH=1 (crash the zookeeper
-# too), SIM_DIR (the data directories, /dev/shm). A failing seed prints itself and how to
+# seconds of producing and faults per seed, 20), SIM_ZK_CRASH=0 (do not crash the zookeeper,
+# whose crashes are on by default), SIM_DIR (the data directories, /dev/shm). A failing seed prints itself and how to
 # replay it; the script then exits non-zero. Output: bench/results/sim-<date>.log.
 set -euo pipefail
 

@@ -120,43 +120,185 @@ pub enum WatchEvent {
 }
 
 /// A stream of [`WatchEvent`]s for one znode. Dropping it ends the watch.
+///
+/// A watch outlives a restart of the zookeeper (or a move to another ensemble member):
+/// its observation is held in the zookeeper's memory and lost then, so when the client's
+/// session learns of another zookeeper incarnation ([`wire::HeartbeatAck::incarnation`])
+/// the watch registers itself again, as ZooKeeper's clients do with SetWatches on
+/// reconnect. The state the new registration reports is an event if it differs from the
+/// last one reported (a change made while the watch was not registered is not missed);
+/// the same state again is not reported. A client without a session hears no
+/// heartbeats and so cannot tell: its watches are not registered again.
 pub struct Watch {
     observation: Observation,
     server: SocketAddr,
     children: bool,
     done: bool,
+    /// What [`Watch::next`] needs to register the watch again.
+    renew: Renew,
+}
+
+/// How a watch registers itself again after the zookeeper it observes restarted.
+struct Renew {
+    /// The client (not kept alive by its watches).
+    client: std::sync::Weak<Inner>,
+    /// The observing request.
+    request: Request,
+    /// The zookeeper the client's session hears from (member and incarnation).
+    heard: watch::Receiver<Option<Incarnation>>,
+    /// The one the watch was registered with (as last heard before registering).
+    registered: Option<Incarnation>,
+    /// The last event reported.
+    last: Option<WatchEvent>,
+    /// The next event is the first of a new registration: not reported if it is `last`.
+    resumed: bool,
+    /// The client was dropped: nothing to hear from any more.
+    client_gone: bool,
+    /// The observation failed (the zookeeper is gone): register again once the session
+    /// hears from a zookeeper.
+    lost: Option<ZkError>,
+}
+
+/// One zookeeper process: the member's address and the incarnation it reported.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Incarnation {
+    member: SocketAddr,
+    incarnation: u64,
+}
+
+/// Whether a watch registered with `registered` must register again now that the
+/// client hears from `heard`: another process (a restart, another member) holds none
+/// of its observations.
+fn must_reregister(registered: Option<Incarnation>, heard: Option<Incarnation>) -> bool {
+    heard.is_some() && heard != registered
 }
 
 impl Watch {
     /// The next event; `None` after [`WatchEvent::Deleted`] or an error.
+    ///
+    /// With a session, losing the zookeeper (nothing listens: it is down) is not an
+    /// error: the watch waits until the session hears from a zookeeper again and then
+    /// registers again; it ends with [`ZkError::SessionExpired`] if the session ends
+    /// first.
     pub async fn next(&mut self) -> Option<Result<WatchEvent, ZkError>> {
-        if self.done {
-            return None;
+        loop {
+            if self.done {
+                return None;
+            }
+            if let Some(lost) = self.renew.lost.take() {
+                match self.resume(lost).await {
+                    Ok(()) => continue,
+                    Err(e) => {
+                        self.done = true;
+                        return Some(Err(e));
+                    }
+                }
+            }
+            let item = tokio::select! {
+                item = self.observation.next() => item,
+                changed = self.renew.heard.changed(), if !self.renew.client_gone => {
+                    if changed.is_err() {
+                        // The client is gone: no more registrations; this one goes on.
+                        self.renew.client_gone = true;
+                        continue;
+                    }
+                    let heard = *self.renew.heard.borrow_and_update();
+                    if must_reregister(self.renew.registered, heard) {
+                        self.reregister(heard).await;
+                    }
+                    continue;
+                }
+            };
+            let event = match item? {
+                Err(source) => {
+                    let error = ZkError::Unreachable {
+                        addr: self.server,
+                        source,
+                    };
+                    if self.renew.registered.is_some() && !self.renew.client_gone {
+                        // A session that can tell when the zookeeper is back.
+                        self.renew.lost = Some(error);
+                        continue;
+                    }
+                    self.done = true;
+                    return Some(Err(error));
+                }
+                Ok(response) if response.code() == Code::NOT_FOUND => {
+                    self.done = true;
+                    Ok(WatchEvent::Deleted)
+                }
+                Ok(response) if self.children => decode_response::<Children>(&response)
+                    .map(WatchEvent::Children)
+                    .map_err(ZkError::from),
+                Ok(response) => decode_response::<NodeData>(&response)
+                    .map(WatchEvent::Data)
+                    .map_err(ZkError::from),
+            };
+            let resumed = std::mem::take(&mut self.renew.resumed);
+            match &event {
+                Ok(e) if resumed && self.renew.last.as_ref() == Some(e) => continue,
+                Ok(e) => self.renew.last = Some(e.clone()),
+                Err(_) => self.done = true,
+            }
+            return Some(event);
         }
-        let item = self.observation.next().await?;
-        let event = match item {
-            Err(source) => {
-                self.done = true;
-                return Some(Err(ZkError::Unreachable {
-                    addr: self.server,
-                    source,
-                }));
-            }
-            Ok(response) if response.code() == Code::NOT_FOUND => {
-                self.done = true;
-                Ok(WatchEvent::Deleted)
-            }
-            Ok(response) if self.children => decode_response::<Children>(&response)
-                .map(WatchEvent::Children)
-                .map_err(ZkError::from),
-            Ok(response) => decode_response::<NodeData>(&response)
-                .map(WatchEvent::Data)
-                .map_err(ZkError::from),
+    }
+
+    /// After the observation failed (`lost`): waits until the session hears from a
+    /// zookeeper process (a heartbeat answered after this), then registers again. Fails
+    /// with `lost` if the client is gone, or with [`ZkError::SessionExpired`] if the
+    /// session ends first.
+    async fn resume(&mut self, lost: ZkError) -> Result<(), ZkError> {
+        let Some(inner) = self.renew.client.upgrade() else {
+            return Err(lost);
         };
-        if event.is_err() {
-            self.done = true;
+        let mut state = inner.state.subscribe();
+        let mut beats = inner.beats.subscribe();
+        drop(inner);
+        let ended = |s: &SessionState| matches!(s, SessionState::Expired | SessionState::Closed);
+        tokio::select! {
+            r = beats.changed() => if r.is_err() {
+                return Err(lost);
+            },
+            _ = state.wait_for(ended) => return Err(ZkError::SessionExpired),
         }
-        Some(event)
+        let heard = *self.renew.heard.borrow_and_update();
+        self.reregister(heard).await;
+        Ok(())
+    }
+
+    /// Registers the watch again with the member the client now talks to; if that
+    /// fails, the watch waits for the next heartbeat answered ([`Watch::resume`]).
+    async fn reregister(&mut self, heard: Option<Incarnation>) {
+        let Some(inner) = self.renew.client.upgrade() else {
+            return;
+        };
+        let _order = inner.order.lock().await;
+        let (server, endpoint) = inner.member();
+        tracing::debug!(
+            %server,
+            path = %self.renew.request.path(),
+            "zookeeper restarted or moved: registering a watch again"
+        );
+        self.renew.registered = heard;
+        self.renew.resumed = true;
+        match endpoint
+            .handle()
+            .observe(server, self.renew.request.clone())
+            .await
+        {
+            // The old observation is deregistered as it drops (a dead process ignores it).
+            Ok(observation) => {
+                self.observation = observation;
+                self.server = server;
+            }
+            Err(source) => {
+                self.renew.lost = Some(ZkError::Unreachable {
+                    addr: server,
+                    source,
+                })
+            }
+        }
     }
 }
 
@@ -201,6 +343,12 @@ struct Inner {
     /// Held while a heartbeat is out, so a routine heartbeat cannot land after the
     /// stretched one and shorten the lease again.
     beat: Mutex<()>,
+    /// The zookeeper process the session last heard from (session open, heartbeats):
+    /// watches registered with another register again ([`Watch`]).
+    heard: watch::Sender<Option<Incarnation>>,
+    /// Bumped on every heartbeat answered: a watch whose observation failed registers
+    /// again after the next one.
+    beats: watch::Sender<u64>,
 }
 
 /// A connection to a zookeeper, usually with a session.
@@ -255,6 +403,7 @@ impl Client {
             .await?;
         let inner = Arc::get_mut(&mut client.inner).expect("not shared yet");
         inner.session = Some(opened.session);
+        inner.heard_from(opened.incarnation);
         inner.state.send_replace(SessionState::Alive);
         let period = Duration::from_millis(u64::from(opened.timeout_ms)) / 3;
         client.keepalive = Some(tokio::spawn(keepalive(
@@ -316,6 +465,8 @@ impl Client {
         }
         let (state, _) = watch::channel(SessionState::None);
         let (paused, _) = watch::channel(false);
+        let (heard, _) = watch::channel(None);
+        let (beats, _) = watch::channel(0);
         Ok(Client {
             inner: Arc::new(Inner {
                 members,
@@ -325,6 +476,8 @@ impl Client {
                 state,
                 paused,
                 beat: Mutex::new(()),
+                heard,
+                beats,
             }),
             keepalive: None,
         })
@@ -480,10 +633,14 @@ impl Client {
 
     async fn watch(&self, request: Request, children: bool) -> Result<Watch, ZkError> {
         let _order = self.inner.order.lock().await;
+        let mut heard = self.inner.heard.subscribe();
+        // As heard before registering: a restart in between makes the next heartbeat
+        // register again (at worst once too often, never once too few).
+        let registered = *heard.borrow_and_update();
         let (server, endpoint) = self.inner.member();
         let observation = endpoint
             .handle()
-            .observe(server, request)
+            .observe(server, request.clone())
             .await
             .map_err(|source| self.unreachable(source))?;
         Ok(Watch {
@@ -491,6 +648,16 @@ impl Client {
             server,
             children,
             done: false,
+            renew: Renew {
+                client: Arc::downgrade(&self.inner),
+                request,
+                heard,
+                registered,
+                last: None,
+                resumed: false,
+                client_gone: false,
+                lost: None,
+            },
         })
     }
 
@@ -616,6 +783,23 @@ impl Inner {
         self.member().0
     }
 
+    /// Records the incarnation the current member reported (none from an older
+    /// zookeeper): a change wakes the watches, which register again.
+    fn heard_from(&self, incarnation: Option<u64>) {
+        let Some(incarnation) = incarnation else {
+            return;
+        };
+        let now = Some(Incarnation {
+            member: self.server(),
+            incarnation,
+        });
+        self.heard.send_if_modified(|heard| {
+            let changed = *heard != now;
+            *heard = now;
+            changed
+        });
+    }
+
     /// Moves on to the next member.
     fn next_member(&self) {
         self.current
@@ -693,12 +877,16 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             }
             inner.request(Request::post(&path)).await
         };
+        let ack = result
+            .as_ref()
+            .ok()
+            .filter(|r| r.code().is_success())
+            .and_then(|r| wire::decode::<HeartbeatAck>(r.payload()).ok());
         match result {
-            Ok(response)
-                if response.code().is_success()
-                    && wire::decode::<HeartbeatAck>(response.payload()).is_ok() =>
-            {
+            Ok(_) if ack.is_some() => {
                 last_ok = tokio::time::Instant::now();
+                inner.heard_from(ack.and_then(|a| a.incarnation));
+                inner.beats.send_modify(|n| *n = n.wrapping_add(1));
             }
             Ok(response) if response_error(&response).error == ErrorKind::SessionExpired => {
                 inner.state.send_replace(SessionState::Expired);
@@ -729,4 +917,30 @@ fn cbor_request<T: serde::Serialize>(method: Method, uri: &str, body: &T) -> Req
     Request::new(method, uri)
         .with_payload(wire::encode(body).expect("wire types always encode"))
         .with_content_format(CONTENT_FORMAT_CBOR)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_registers_again_for_another_process_only() {
+        let a: SocketAddr = "127.0.0.1:2181".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:2182".parse().unwrap();
+        let at = |member, incarnation| {
+            Some(Incarnation {
+                member,
+                incarnation,
+            })
+        };
+        // Nothing heard (a zookeeper that tells no incarnation, or no session): never.
+        assert!(!must_reregister(None, None));
+        assert!(!must_reregister(at(a, 1), None));
+        // The same process: no.
+        assert!(!must_reregister(at(a, 1), at(a, 1)));
+        // A restart, another member, or a registration before anything was heard: yes.
+        assert!(must_reregister(at(a, 1), at(a, 2)));
+        assert!(must_reregister(at(a, 1), at(b, 1)));
+        assert!(must_reregister(None, at(a, 1)));
+    }
 }

@@ -26,6 +26,10 @@ pub(crate) struct Assigned {
     pub topic_id: u64,
 }
 
+/// After a failed read of the assignment (the zookeeper unreachable), the next one
+/// comes this soon.
+const READ_RETRY: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The file in a partition's directory that names the topic incarnation its data is of.
 const TOPIC_ID_FILE: &str = "topic-id";
 
@@ -35,7 +39,10 @@ pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
     let (changed_tx, mut changed) = mpsc::unbounded_channel::<()>();
     let watched: Arc<Mutex<BTreeSet<String>>> = Arc::default();
     loop {
-        match read_assignment(&zk, state.id).await {
+        // A failed read is tried again soon: the change that asked for it was reported
+        // once, and a watch registered again after a zookeeper restart does not report
+        // a state it already reported.
+        let retry = match read_assignment(&zk, state.id).await {
             Ok((assigned, brokers, paths)) => {
                 let (closed, regressed) = apply_assignment(&state, assigned, &brokers).await;
                 repair_epochs(&zk, regressed).await;
@@ -43,14 +50,19 @@ pub(crate) async fn follow_assignments(zk: Arc<Client>, state: Arc<State>) {
                 for (path, children) in paths {
                     watch_for_changes(&zk, path, children, &watched, &changed_tx).await;
                 }
+                None
             }
-            Err(e) => tracing::warn!(error = %e, "reading partition assignments"),
-        }
+            Err(e) => {
+                tracing::warn!(error = %e, "reading partition assignments; again in {READ_RETRY:?}");
+                Some(Instant::now() + READ_RETRY)
+            }
+        };
         tokio::select! {
             c = changed.recv() => if c.is_none() {
                 return;
             },
             _ = state.reassign.notified() => {}
+            _ = tokio::time::sleep_until(retry.unwrap_or_else(Instant::now)), if retry.is_some() => {}
         }
         while changed.try_recv().is_ok() {}
     }

@@ -25,13 +25,17 @@ pub struct SessionOpen {
 
 /// Body of the 2.01 answer to `POST /session`.
 ///
-/// CBOR: `{"session": u64, "timeout_ms": u32}`.
+/// CBOR: `{"session": u64, "timeout_ms": u32, "incarnation"?: u64}`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SessionOpened {
     /// The new session's id.
     pub session: u64,
     /// The timeout granted, milliseconds.
     pub timeout_ms: u32,
+    /// The answering zookeeper process's incarnation (see
+    /// [`HeartbeatAck::incarnation`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// Body of `POST /session/{id}/hb`: a heartbeat with the node's health.
@@ -51,7 +55,7 @@ pub struct Heartbeat {
 
 /// Body of the 2.04 answer to a heartbeat.
 ///
-/// CBOR: `{"lease_ms": u32, "directives": [Directive, ...]}`.
+/// CBOR: `{"lease_ms": u32, "directives": [Directive, ...], "incarnation"?: u64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeartbeatAck {
     /// How long the session lives from now without another heartbeat, milliseconds
@@ -60,6 +64,13 @@ pub struct HeartbeatAck {
     /// What the node should do, in order (often empty).
     #[serde(deserialize_with = "super::array_only::array_only")]
     pub directives: Vec<Directive>,
+    /// The answering zookeeper process's incarnation: a random number drawn at its
+    /// start. Sessions survive a restart (they are in the log), watches do not (they
+    /// are CoAP observations held in memory): a client that sees another incarnation
+    /// than the one its watches were registered with registers them again (ZooKeeper's
+    /// SetWatches on reconnect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incarnation: Option<u64>,
 }
 
 /// An instruction from the zookeeper or the Pehredar to one node.

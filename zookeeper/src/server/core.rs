@@ -159,6 +159,10 @@ pub(super) struct Core {
     /// heartbeat may revive them.
     closing: BTreeSet<u64>,
     rng: rand::rngs::StdRng,
+    /// This process's incarnation, drawn at start and told to clients in session opens
+    /// and heartbeat answers: watches (observations) do not survive a restart, and a
+    /// client that sees a new incarnation registers its watches again.
+    incarnation: u64,
     /// The batch being built: log records, held answers, changes to notify.
     records: Vec<(u64, Vec<u8>)>,
     held: Vec<Held>,
@@ -230,6 +234,8 @@ impl Core {
             );
         }
         let seed = pehra_shared::driver::socket::seed32().expect("OS randomness");
+        let mut rng = rand::rngs::StdRng::from_seed(seed);
+        let incarnation = rng.next_u64();
         Core {
             config,
             tree,
@@ -238,7 +244,8 @@ impl Core {
             queue: VecDeque::new(),
             leases,
             closing: BTreeSet::new(),
-            rng: rand::rngs::StdRng::from_seed(seed),
+            rng,
+            incarnation,
             records: Vec::new(),
             held: Vec::new(),
             changes: Vec::new(),
@@ -604,6 +611,7 @@ impl Core {
                     &HeartbeatAck {
                         lease_ms: u32::try_from(lease.as_millis()).unwrap_or(u32::MAX),
                         directives: Vec::new(),
+                        incarnation: Some(self.incarnation),
                     },
                 )
             }
@@ -694,6 +702,7 @@ impl Core {
                     &SessionOpened {
                         session,
                         timeout_ms,
+                        incarnation: Some(self.incarnation),
                     },
                 );
                 self.hold(Some(responder), response);

@@ -56,7 +56,8 @@ fn key_order_does_not_matter() {
         opened,
         SessionOpened {
             session: 5,
-            timeout_ms: 30_000
+            timeout_ms: 30_000,
+            incarnation: None
         }
     );
 }

@@ -39,7 +39,7 @@ golden!(node_health_mains_powered: NodeHealth = NodeHealth { battery_permille: N
 // session.rs
 golden!(session_open: SessionOpen = SessionOpen { timeout_ms: 30_000, node: Some(s("dev-7")), health: Some(health()) }, "a36a74696d656f75745f6d73197530646e6f6465656465762d37666865616c7468a66c6370755f7065726d696c6c6518fa6f6d656d6f72795f7065726d696c6c65190258706469736b5f696f5f7065726d696c6c6500667274745f6d730c70626174746572795f7065726d696c6c6519036b686661696c7572657301");
 golden!(session_open_minimal: SessionOpen = SessionOpen { timeout_ms: 30_000, node: None, health: None }, "a16a74696d656f75745f6d73197530");
-golden!(session_opened: SessionOpened = SessionOpened { session: 0x0123_4567_89ab_cdef, timeout_ms: 30_000 }, "a26773657373696f6e1b0123456789abcdef6a74696d656f75745f6d73197530");
+golden!(session_opened: SessionOpened = SessionOpened { session: 0x0123_4567_89ab_cdef, timeout_ms: 30_000, incarnation: None }, "a26773657373696f6e1b0123456789abcdef6a74696d656f75745f6d73197530");
 golden!(heartbeat: Heartbeat = Heartbeat { health: health(), sleep_ms: None }, "a1666865616c7468a66c6370755f7065726d696c6c6518fa6f6d656d6f72795f7065726d696c6c65190258706469736b5f696f5f7065726d696c6c6500667274745f6d730c70626174746572795f7065726d696c6c6519036b686661696c7572657301");
 golden!(heartbeat_ack: HeartbeatAck = HeartbeatAck {
     lease_ms: 45_000,
@@ -49,8 +49,9 @@ golden!(heartbeat_ack: HeartbeatAck = HeartbeatAck {
         Directive::WakeNow,
         Directive::Rejoin,
     ],
+    incarnation: None,
 }, "a2686c656173655f6d7319afc86a6469726563746976657384a16b736c6565705f756e74696ca16561745f6d731b0000018bcfe652606a737461795f6177616b656877616b655f6e6f776672656a6f696e");
-golden!(heartbeat_ack_empty: HeartbeatAck = HeartbeatAck { lease_ms: 30_000, directives: vec![] }, "a2686c656173655f6d731975306a6469726563746976657380");
+golden!(heartbeat_ack_empty: HeartbeatAck = HeartbeatAck { lease_ms: 30_000, directives: vec![], incarnation: None }, "a2686c656173655f6d731975306a6469726563746976657380");
 golden!(directive_stay_awake: Directive = Directive::StayAwake, "6a737461795f6177616b65");
 golden!(directive_sleep_until: Directive = Directive::SleepUntil { at_ms: 1000 }, "a16b736c6565705f756e74696ca16561745f6d731903e8");
 

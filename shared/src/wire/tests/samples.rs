@@ -171,6 +171,7 @@ pub(super) fn cases() -> Vec<Case> {
             SessionOpened {
                 session: u64::MAX,
                 timeout_ms: 30_000,
+                incarnation: Some(u64::MAX),
             }
         ),
         case!(
@@ -185,6 +186,7 @@ pub(super) fn cases() -> Vec<Case> {
             HeartbeatAck {
                 lease_ms: 45_000,
                 directives: vec![Directive::SleepUntil { at_ms: 1 }, Directive::Rejoin],
+                incarnation: Some(7),
             }
         ),
         case!(Directive, Directive::SleepUntil { at_ms: 1_000 }),
