@@ -523,6 +523,7 @@ impl Node {
         };
         let nhi = self.vitals.status_nhi();
         let lease_ms = self.office.map(|_| self.vitals.status_lease());
+        let rtt_ms = self.vitals.status_rtt_ms();
         let status = NodeStatus {
             node: self.config.name.clone(),
             addr: self.config.addr.clone(),
@@ -536,6 +537,7 @@ impl Node {
             since_ms: self.since_ms,
             nhi,
             lease_ms,
+            rtt_ms,
         };
         if self.published.as_ref() != Some(&status) {
             self.published = Some(status.clone());
