@@ -15,18 +15,28 @@
 #             expires: SESSION_MS)
 #   shutdown  SIGTERM to the leader's PID (a controlled shutdown: it asks the
 #             controller to move its leadership, then exits)
-# and measures until 1 s after the partition znode names the new leader. A stopped
-# broker is started again (same id, address and data) before the next KIND.
+#   pehredar  a PEHRA term handover with produces held during it: the brokers are
+#             restarted free to sleep (no --stay-awake, idle after IDLE_MS, alarm every
+#             ALARM_MS); handover-load --pehredar makes sure the Pehredar does not lead
+#             the partition, waits until the other two sleep, starts the producers (the
+#             first produces go to the Pehredar, which holds them, wakes the cluster and
+#             forwards them) and at once asks for a re-election without the Pehredar
+# and measures until 1 s after the partition znode names the new leader (the new
+# Pehredar is in office, for pehredar). A stopped broker is started again (same id,
+# address and data) before the next KIND.
 #
 # Columns: failed produces (the client gave up); retries after an error (a refusal
 # such as not-leader, a 5.03, or no answer); retries without an error (the zookeeper
 # said the leader moved: the client sends the request on at once); the longest produce
 # latency in the window; the longest time without any acknowledgement in it (the time
 # without a leader that takes writes); and from the action to the znode naming the new
-# leader.
+# leader (to the new Pehredar in office, for pehredar).
 #
-# Environment (defaults): KINDS="planned kill shutdown" PRODUCERS=4 SESSION_MS=1500
-#   PROFILE=handover-rel (a profile inheriting release) READY_TIMEOUT=30 SKIP_BUILD=0
+# Environment (defaults): KINDS="planned kill shutdown pehredar" PRODUCERS=4
+#   SESSION_MS=1500 IDLE_MS=1000 ALARM_MS=10000 PROFILE=handover-rel (a profile
+#   inheriting release) READY_TIMEOUT=30 SKIP_BUILD=0
+# The zookeeper's PEHRA terms last 10 minutes, so no term ends during the run: the
+# only term handover is the one asked for.
 # Every process started here is stopped by PID on exit.
 set -euo pipefail
 
@@ -38,9 +48,11 @@ source bench/lib.sh
 TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
 PROFILE="${PROFILE:-handover-rel}"
 BIN="$TARGET_DIR/$PROFILE"
-KINDS="${KINDS:-planned kill shutdown}"
+KINDS="${KINDS:-planned kill shutdown pehredar}"
 PRODUCERS="${PRODUCERS:-4}"
 SESSION_MS="${SESSION_MS:-1500}"
+IDLE_MS="${IDLE_MS:-1000}"
+ALARM_MS="${ALARM_MS:-10000}"
 READY_TIMEOUT="${READY_TIMEOUT:-30}"
 
 if [[ "${SKIP_BUILD:-0}" != 1 ]]; then
@@ -58,17 +70,20 @@ STARTS=0
 free_port port
 ADDR[zk]="127.0.0.1:$port"
 mkdir -p "$WORK/zk"
-start_server zk "$WORK/zk.log" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk"
+start_server zk "$WORK/zk.log" "$PEHRA" zookeeper --listen "${ADDR[zk]}" --data-dir "$WORK/zk" \
+    --pehra-term-ms 600000 --pehra-handover-ms 10000
 wait_listening zk || die "the zookeeper did not start"
 
+SLEEPY=0 # 1: the brokers may sleep (the pehredar row)
 start_broker() { # id
-    local id="$1"
+    local id="$1" pehra=(--stay-awake)
     [[ -n "${ADDR[b$id]:-}" ]] || { free_port port; ADDR[b$id]="127.0.0.1:$port"; }
     mkdir -p "$WORK/b$id"
     STARTS=$((STARTS + 1))
+    ((SLEEPY)) && pehra=(--idle-before-sleep-ms "$IDLE_MS" --alarm-interval-ms "$ALARM_MS")
     start_server "b$id" "$WORK/broker$id.$STARTS.log" "$PEHRA" broker --id "$id" \
         --listen "${ADDR[b$id]}" --zookeeper "${ADDR[zk]}" --data-dir "$WORK/b$id" \
-        --session-timeout-ms "$SESSION_MS" --stay-awake
+        --session-timeout-ms "$SESSION_MS" "${pehra[@]}"
     echo "${PID_OF[b$id]}" >"$WORK/pid.$id"
 }
 for id in 1 2 3; do start_broker "$id"; done
@@ -76,19 +91,32 @@ for id in 1 2 3; do wait_listening "b$id" || die "broker $id did not start"; don
 
 ROWS=()
 for kind in $KINDS; do
+    mode=(--action)
     case "$kind" in
         planned) action="'$PEHRA' cluster handover handover 0 --zookeeper ${ADDR[zk]} >&2" ;;
         kill) action="kill -KILL \"\$(cat '$WORK'/pid.\$LEADER)\"" ;;
         shutdown) action="kill -TERM \"\$(cat '$WORK'/pid.\$LEADER)\"" ;;
-        *) die "unknown KIND $kind (planned, kill, shutdown)" ;;
+        pehredar)
+            mode=(--pehredar)
+            action=""
+            if ((!SLEEPY)); then
+                log "restarting the brokers free to sleep"
+                stop_pids 15 "${PID_OF[b1]}" "${PID_OF[b2]}" "${PID_OF[b3]}"
+                SLEEPY=1
+                for id in 1 2 3; do start_broker "$id"; done
+                for id in 1 2 3; do wait_listening "b$id" || die "broker $id did not restart"; done
+            fi
+            ;;
+        *) die "unknown KIND $kind (planned, kill, shutdown, pehredar)" ;;
     esac
     log "$kind"
-    out="$("$LOAD" --zookeeper "${ADDR[zk]}" --producers "$PRODUCERS" --action "$action")" ||
+    if [[ -n "$action" ]]; then mode+=("$action"); fi
+    out="$("$LOAD" --zookeeper "${ADDR[zk]}" --producers "$PRODUCERS" "${mode[@]}")" ||
         die "handover-load failed for $kind"
     log "$kind: $out"
     ROWS+=("$kind $out")
     from="$(field from <<<"$out")"
-    if [[ "$kind" != planned ]]; then
+    if [[ "$kind" == kill || "$kind" == shutdown ]]; then
         pid="${PID_OF[b$from]}"
         while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
         wait "$pid" 2>/dev/null || true
@@ -97,7 +125,7 @@ for kind in $KINDS; do
     fi
 done
 
-printf '\n| change | failed | retries after an error | retries without one | longest produce (ms) | longest without an ack (ms) | action to new leader (ms) |\n'
+printf '\n| change | failed | retries after an error | retries without one | longest produce (ms) | longest without an ack (ms) | action to new leader or Pehredar (ms) |\n'
 printf '|---|---|---|---|---|---|---|\n'
 for row in "${ROWS[@]}"; do
     kind="${row%% *}"

@@ -340,6 +340,7 @@ mod tests {
             since_ms: 1_000,
             nhi: None,
             lease_ms: None,
+            rtt_ms: None,
         }
     }
 

@@ -496,6 +496,99 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
     .await;
 }
 
+/// A PEHRA term handover with a produce held: a producer whose metadata was read while
+/// the cluster slept sends its produces to the Pehredar; after a re-election the old
+/// Pehredar, out of office, still gets them (the producer has seen no error that would
+/// make it re-read the metadata). It forwards them to the leader as it did in office,
+/// instead of refusing them with `not_leader` (which cost every producer a retry after
+/// an error in `bench/handover.sh`'s pehredar row).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_produce_sent_to_the_pehredar_that_just_left_office_is_forwarded_not_refused() {
+    let c = start_cluster("pehra-left-office", LONG_TERMS, 3, &[]);
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("sensors", 3, 3).await.unwrap();
+    client
+        .wait_for_leaders("sensors", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let zk = c.zk().await;
+    let asleep = all_asleep(&zk).await;
+    let old = asleep.pehredar().unwrap().to_string();
+    let pehredar = broker_id(&old);
+    let meta = client.refresh().await.unwrap();
+    let partition = (0..3)
+        .find(|p| {
+            meta.topics["sensors"].partitions[p]
+                .leader
+                .is_some_and(|l| l != pehredar)
+        })
+        .expect("a partition led by a sleeper");
+    assert_eq!(
+        meta.produce_target("sensors", partition).unwrap(),
+        c.addrs[&pehredar],
+        "the producer's metadata routes to the Pehredar"
+    );
+    // The term handover: a re-election without the Pehredar.
+    let request = wire::PehraRequest::Reelect {
+        exclude: vec![old.clone()],
+    };
+    zk.create(
+        &format!("{}/r-", cluster::PEHRA_REQUESTS),
+        &wire::encode(&request).unwrap(),
+        pehra_zookeeper::CreateMode::PersistentSequential,
+    )
+    .await
+    .unwrap();
+    wait_for(
+        &zk,
+        Duration::from_secs(20),
+        "the old Pehredar out of office",
+        |v| {
+            v.pehredar().is_some_and(|p| p != old)
+                && v.nodes.get(&old).is_some_and(|s| s.office.is_none())
+        },
+    )
+    .await;
+    // The producer's metadata still names the old Pehredar.
+    assert_eq!(
+        client
+            .metadata()
+            .produce_target("sensors", partition)
+            .unwrap(),
+        c.addrs[&pehredar]
+    );
+    let before = client.retry_stats();
+    let offset = client
+        .produce(
+            "sensors",
+            partition,
+            &[record("held across the term handover".into())],
+            Acks::All,
+            Some((77, 0)),
+        )
+        .await
+        .expect("the produce is acknowledged")
+        .expect("acks all is answered")
+        .base_offset;
+    let after = client.retry_stats();
+    assert_eq!(
+        (after.not_leader, after.unavailable, after.no_answer),
+        (before.not_leader, before.unavailable, before.no_answer),
+        "the old Pehredar forwarded it: no refusal, no retry"
+    );
+    assert_ne!(
+        client.metadata().pehredar,
+        Some(pehredar),
+        "answered through a Pehredar, the producer re-read the metadata"
+    );
+    let fetched = client
+        .fetch("sensors", partition, offset, 64 * 1024)
+        .await
+        .unwrap();
+    let records = records_from(&fetched, offset).unwrap();
+    assert_eq!(records[0].1.value, b"held across the term handover");
+}
+
 /// enablePehra/disablePehra by the admin: refused without the key, with a wrong key or
 /// replayed (4.01, nothing changes); with the key, everyone is woken first.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -909,6 +909,14 @@ impl ClusterClient {
             };
             match answer {
                 Ok(Ok(response)) if response.code().is_success() => {
+                    let held = matches!(call, LeaderCall::Produce)
+                        && self.metadata().leader(topic, partition).ok() != Some(leader);
+                    if held {
+                        // The Pehredar held it and woke the leader: re-read the metadata
+                        // so that the next produce goes to the leader, not to a
+                        // Pehredar that may hand its term over meanwhile.
+                        let _ = self.refresh().await;
+                    }
                     return decode_response(&response).map_err(Into::into);
                 }
                 Ok(Ok(response)) => {

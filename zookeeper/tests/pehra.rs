@@ -84,6 +84,7 @@ impl Zk {
             since_ms: now_ms(),
             nhi: None,
             lease_ms: None,
+            rtt_ms: None,
         };
         client
             .create(

@@ -152,6 +152,15 @@ pub(crate) fn in_office(state: &State) -> bool {
         .is_some_and(|p| p.node.lock().expect("lock").office().is_some())
 }
 
+/// Whether this broker holds and forwards produces for sleeping leaders: it is the
+/// Pehredar, or was until a few seconds ago (`Node::holds_produces`).
+pub(crate) fn holds_produces(state: &State) -> bool {
+    state
+        .pehra
+        .get()
+        .is_some_and(|p| p.node.lock().expect("lock").holds_produces(now_ms()))
+}
+
 /// A produce the Pehredar may hold: its partition, its encoded body, and the
 /// `not_leader` answer it gets if there is no other live leader to forward it to.
 pub(crate) struct Held {

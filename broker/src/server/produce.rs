@@ -52,11 +52,12 @@ pub(crate) fn produce(state: &Arc<State>, incoming: Incoming, responder: Respond
     let partition = match found {
         Ok(p) => p,
         Err(not_leader)
-            if super::pehra::in_office(state)
+            if super::pehra::holds_produces(state)
                 && !incoming.request.queries().any(|q| q == "held") =>
         {
-            // The Pehredar holds a produce for a leader that (as the producer saw it)
-            // sleeps: the cluster is woken and the produce forwarded.
+            // The Pehredar (or the one that just handed its term over) holds a produce
+            // for a leader that (as the producer saw it) sleeps: the cluster is woken
+            // and the produce forwarded.
             let held = super::pehra::Held {
                 topic: request.topic,
                 partition: request.partition,

@@ -102,7 +102,14 @@ pub struct Node {
     vitals: Vitals,
     /// The lease the Pehredar of this term number gave in its last check-in reply.
     heard_lease: Option<(u64, u32)>,
+    /// When it last stepped down as Pehredar.
+    left_office_ms: Option<u64>,
 }
+
+/// How long a Pehredar that stepped down still holds and forwards the produces sent to
+/// it by producers whose metadata names it (they learn of the new Pehredar only when
+/// they re-read the metadata), ms.
+pub const HOLD_AFTER_OFFICE_MS: u64 = 10_000;
 
 impl Node {
     /// A node starting at `now_ms`, awake, counting itself busy until `idle_ms` later.
@@ -129,6 +136,7 @@ impl Node {
             actions: Vec::new(),
             vitals: Vitals::new(config_vitals),
             heard_lease: None,
+            left_office_ms: None,
         }
     }
 
@@ -150,6 +158,17 @@ impl Node {
     /// The term number it holds office in, if it is the Pehredar.
     pub fn office(&self) -> Option<u64> {
         self.office
+    }
+
+    /// Whether it holds and forwards a produce for a partition it does not lead (the
+    /// producer saw the leader asleep): in office, or out of office for less than
+    /// [`HOLD_AFTER_OFFICE_MS`] (a term handover must not turn the produces sent to
+    /// the old Pehredar into refusals).
+    pub fn holds_produces(&self, now_ms: u64) -> bool {
+        self.office.is_some()
+            || self
+                .left_office_ms
+                .is_some_and(|left| now_ms < left.saturating_add(HOLD_AFTER_OFFICE_MS))
     }
 
     /// The node's own health, as its driver sampled it now.
@@ -500,6 +519,7 @@ impl Node {
         }
         if was.is_some() && self.office.is_none() {
             self.woke_ms = now_ms;
+            self.left_office_ms = Some(now_ms);
         }
     }
 
@@ -523,6 +543,7 @@ impl Node {
         };
         let nhi = self.vitals.status_nhi();
         let lease_ms = self.office.map(|_| self.vitals.status_lease());
+        let rtt_ms = self.vitals.status_rtt_ms();
         let status = NodeStatus {
             node: self.config.name.clone(),
             addr: self.config.addr.clone(),
@@ -536,6 +557,7 @@ impl Node {
             since_ms: self.since_ms,
             nhi,
             lease_ms,
+            rtt_ms,
         };
         if self.published.as_ref() != Some(&status) {
             self.published = Some(status.clone());
@@ -813,6 +835,7 @@ mod tests {
         assert_eq!(woke(&a), Some(WakeReason::Election));
         let st = status(&a).expect("status");
         assert_eq!((st.role, st.office), (NodeRole::Pehredar, Some(2)));
+        assert!(n.holds_produces(T0 + 1000 * IDLE), "in office");
         // The coordinator moves next to term: still in office, never sleeps.
         s.term = s.next.take();
         n.state(T0 + IDLE + 2, &s);
@@ -831,6 +854,10 @@ mod tests {
         let a = n.poll(T0 + 100 * IDLE + 1);
         let st = status(&a).expect("stepped down");
         assert_eq!((st.role, st.office), (NodeRole::Awake, None));
+        // It still forwards the produces sent to it for a while, then no more.
+        let left = T0 + 100 * IDLE + 1;
+        assert!(n.holds_produces(left + HOLD_AFTER_OFFICE_MS - 1));
+        assert!(!n.holds_produces(left + HOLD_AFTER_OFFICE_MS));
         // Then it may sleep like anyone, an idle period later.
         assert!(sleeps(&n.poll(T0 + 101 * IDLE + 1)).is_some());
     }

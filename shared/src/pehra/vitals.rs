@@ -14,6 +14,8 @@ use crate::wire::NodeHealth;
 pub const HEALTH_STEP: u16 = 50;
 /// The lease in the status changes once it moved by more than lease / this.
 pub const LEASE_STEP_DIVISOR: u32 = 20;
+/// How far the mean RTT must move (ms) before the status shows the new one.
+pub const RTT_STEP_MS: u32 = 5;
 
 /// How a node rates health and sizes its lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +50,7 @@ pub struct Vitals {
     checkin_rtt_ms: Option<u32>,
     published_nhi: Option<u16>,
     published_lease: Option<u32>,
+    published_rtt_ms: Option<u32>,
 }
 
 impl Vitals {
@@ -60,6 +63,7 @@ impl Vitals {
             checkin_rtt_ms: None,
             published_nhi: None,
             published_lease: None,
+            published_rtt_ms: None,
         }
     }
 
@@ -129,6 +133,24 @@ impl Vitals {
             self.published_nhi = Some(now);
         }
         self.published_nhi
+    }
+
+    /// The mean round-trip time of the window for the status, ms (rounded): this node's
+    /// distance to its peers, which the controller uses to choose the nearer of two
+    /// equally healthy candidates. The last one published unless the mean moved by
+    /// [`RTT_STEP_MS`] or more; `None` while the window is empty.
+    pub fn status_rtt_ms(&mut self) -> Option<u32> {
+        if self.rtts.is_empty() {
+            return self.published_rtt_ms;
+        }
+        let now = self.rtts.mean_us().saturating_add(500) / 1000;
+        if self
+            .published_rtt_ms
+            .is_none_or(|old| old.abs_diff(now) >= RTT_STEP_MS)
+        {
+            self.published_rtt_ms = Some(now);
+        }
+        self.published_rtt_ms
     }
 
     /// The lease for the status: the last one published unless the new one differs
@@ -206,5 +228,23 @@ mod tests {
         assert_eq!(v.status_lease(), first);
         v.set_health(cpu(1000));
         assert_ne!(v.status_lease(), first);
+    }
+
+    #[test]
+    fn the_status_carries_the_mean_rtt_moved_by_a_step() {
+        let mut v = Vitals::new(VitalsConfig::default());
+        assert_eq!(v.status_rtt_ms(), None, "nothing measured");
+        v.checkin_rtt(10);
+        v.checkin_rtt(20);
+        assert_eq!(v.status_rtt_ms(), Some(15));
+        v.checkin_rtt(20); // mean 16.7 ms: less than a step.
+        assert_eq!(v.status_rtt_ms(), Some(15));
+        for _ in 0..4 {
+            v.checkin_rtt(40);
+        }
+        // 10, 20, 20, 40 × 4: mean 30 ms.
+        assert_eq!(v.status_rtt_ms(), Some(30));
+        v.rtt_sample_us(400); // Sub-millisecond samples round, and pull the mean down.
+        assert_eq!(v.status_rtt_ms(), Some(30), "27 ms: less than a step");
     }
 }

@@ -230,7 +230,8 @@ impl Default for PehraState {
 ///
 /// CBOR: `{"node": text, "addr": text, "role": NodeRole, "candidate": bool,
 /// "stay_awake": bool, "idle": bool, "next_alarm_ms"?: u64, "office"?: u64,
-/// "wake_generation": u64, "since_ms": u64, "nhi"?: u16, "lease_ms"?: u32}`.
+/// "wake_generation": u64, "since_ms": u64, "nhi"?: u16, "lease_ms"?: u32,
+/// "rtt_ms"?: u32}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NodeStatus {
     /// The node's name (`broker-{id}` for brokers).
@@ -264,6 +265,12 @@ pub struct NodeStatus {
     /// As Pehredar: the adaptive lease it gives in its check-in replies, ms.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lease_ms: Option<u32>,
+    /// The mean round-trip time the node measured to its peers (its check-ins with the
+    /// Pehredar, the RTTs it reports or is told of), ms, republished when it moves by a
+    /// few ms: the network proximity the controller weighs when it chooses a warm
+    /// handover's candidate. Omitted before the first sample.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_ms: Option<u32>,
 }
 
 /// A request to the PEHRA coordinator: a persistent sequential znode under

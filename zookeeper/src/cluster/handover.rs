@@ -29,8 +29,9 @@ pub struct Rating {
     pub index: u16,
     /// Its load: how many partitions it leads now.
     pub load: u32,
-    /// Its distance: the round-trip time it reports, ms (0 when unknown; the index
-    /// already counts it).
+    /// Its distance: the mean round-trip time it reports in its PEHRA status, ms (0 when
+    /// unknown). Its index counts only the RTT of its own health sample; this one is
+    /// what it measured to its peers over its window.
     pub rtt_ms: u32,
 }
 
@@ -382,6 +383,29 @@ mod tests {
             candidate(&c, &meta(), &live, &set(&[]), &BTreeMap::new()),
             None
         );
+    }
+
+    #[test]
+    fn at_equal_health_the_less_loaded_then_the_nearer_replica_wins() {
+        let c = HandoverConfig::default();
+        let live = set(&[1, 2, 3]);
+        let r = |index, load, rtt_ms| Rating {
+            index,
+            load,
+            rtt_ms,
+        };
+        // Equal index and load: broker 3 is nearer (the lower id would win otherwise).
+        let mut ratings =
+            BTreeMap::from([(1, r(500, 3, 2)), (2, r(900, 1, 30)), (3, r(900, 1, 4))]);
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &ratings), Some(3));
+        // Equal RTTs: the lower id.
+        ratings.insert(3, r(900, 1, 30));
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &ratings), Some(2));
+        // Load counts before distance, the index before both.
+        ratings.insert(3, r(900, 0, 200));
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &ratings), Some(3));
+        ratings.insert(2, r(901, 5, 200));
+        assert_eq!(candidate(&c, &meta(), &live, &set(&[]), &ratings), Some(2));
     }
 
     #[test]

@@ -33,7 +33,7 @@ use super::{
     HANDOVERS, TOPICS,
 };
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
-use pehra_shared::wire::{self, ErrorKind, MultiOp, PartitionMetadata};
+use pehra_shared::wire::{self, ErrorKind, MultiOp, NodeStatus, PartitionMetadata};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -181,12 +181,8 @@ impl Driver {
             .filter(|b| !leaving.contains(b))
             .collect();
         let ineligible = ineligible_replicas(client).await?;
-        let mut indexes = BTreeMap::new();
-        for status in pehra_statuses(client).await? {
-            if let (Some(b), Some(index)) = (broker_id_of(&status.node), status.nhi) {
-                indexes.insert(b, index);
-            }
-        }
+        let statuses = pehra_statuses(client).await?;
+        let indexes = health_indexes(&statuses);
         let (names, _) = client.get_children(HANDOVERS).await?;
         let names: BTreeSet<String> = names.into_iter().collect();
         self.active.retain(|n, _| names.contains(n));
@@ -207,17 +203,7 @@ impl Driver {
                 *load.entry(l).or_default() += 1;
             }
         }
-        let ratings = indexes
-            .iter()
-            .map(|(&b, &index)| {
-                let r = Rating {
-                    index,
-                    load: load.get(&b).copied().unwrap_or(0),
-                    rtt_ms: 0,
-                };
-                (b, r)
-            })
-            .collect();
+        let ratings = ratings(&statuses, &load);
         let view = View {
             available,
             ineligible,
@@ -483,6 +469,32 @@ impl Driver {
     }
 }
 
+/// The Node Health Index each broker published in its PEHRA status, by broker id.
+fn health_indexes(statuses: &[NodeStatus]) -> BTreeMap<u32, u16> {
+    statuses
+        .iter()
+        .filter_map(|s| Some((broker_id_of(&s.node)?, s.nhi?)))
+        .collect()
+}
+
+/// What the candidate choice knows of each broker that published its health: the index
+/// and the mean RTT from its PEHRA status (0 if it has measured none yet) and `load`,
+/// the partitions it leads.
+fn ratings(statuses: &[NodeStatus], load: &BTreeMap<u32, u32>) -> BTreeMap<u32, Rating> {
+    statuses
+        .iter()
+        .filter_map(|s| {
+            let b = broker_id_of(&s.node)?;
+            let r = Rating {
+                index: s.nhi?,
+                load: load.get(&b).copied().unwrap_or(0),
+                rtt_ms: s.rtt_ms.unwrap_or(0),
+            };
+            Some((b, r))
+        })
+        .collect()
+}
+
 /// Without health reports (brokers that take no part in PEHRA), an operator's handover
 /// goes to the eligible in-sync replica that leads the fewest partitions.
 fn least_loaded(meta: &PartitionMetadata, view: &View, ineligible: &BTreeSet<u32>) -> Option<u32> {
@@ -584,4 +596,86 @@ async fn watch_order(
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pehra_shared::wire::NodeRole;
+
+    fn status(node: &str, nhi: Option<u16>, rtt_ms: Option<u32>) -> NodeStatus {
+        NodeStatus {
+            node: node.into(),
+            addr: "127.0.0.1:5683".into(),
+            role: NodeRole::Awake,
+            candidate: true,
+            stay_awake: true,
+            idle: false,
+            next_alarm_ms: None,
+            office: None,
+            wake_generation: 0,
+            since_ms: 0,
+            nhi,
+            lease_ms: None,
+            rtt_ms,
+        }
+    }
+
+    #[test]
+    fn the_view_carries_each_brokers_reported_rtt_index_and_load() {
+        let statuses = [
+            status("broker-1", Some(700), Some(3)),
+            status("broker-2", Some(900), Some(40)),
+            status("broker-3", Some(900), None),
+            status("broker-4", None, Some(1)),
+            status("device-7", Some(1000), Some(1)),
+        ];
+        let load = BTreeMap::from([(1, 2), (2, 1)]);
+        let r = ratings(&statuses, &load);
+        let rating = |index, load, rtt_ms| Rating {
+            index,
+            load,
+            rtt_ms,
+        };
+        assert_eq!(
+            r,
+            BTreeMap::from([
+                (1, rating(700, 2, 3)),
+                (2, rating(900, 1, 40)),
+                (3, rating(900, 0, 0)),
+            ]),
+            "no index, or not a broker: not rated"
+        );
+        assert_eq!(
+            health_indexes(&statuses),
+            BTreeMap::from([(1, 700), (2, 900), (3, 900)])
+        );
+    }
+
+    #[test]
+    fn of_two_equally_healthy_and_loaded_replicas_the_nearer_takes_over() {
+        let statuses = [
+            status("broker-1", Some(500), Some(5)),
+            status("broker-2", Some(900), Some(30)),
+            status("broker-3", Some(900), Some(4)),
+        ];
+        let meta = PartitionMetadata {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 1,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+        };
+        let live = BTreeSet::from([1, 2, 3]);
+        let load = BTreeMap::from([(1, 1)]);
+        let config = HandoverConfig::default();
+        let chosen = handover::candidate(
+            &config,
+            &meta,
+            &live,
+            &BTreeSet::new(),
+            &ratings(&statuses, &load),
+        );
+        assert_eq!(chosen, Some(3), "broker 3 reports 4 ms, broker 2 30 ms");
+    }
 }

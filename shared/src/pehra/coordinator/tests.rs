@@ -38,6 +38,7 @@ fn status(node: &str, candidate: bool) -> NodeStatus {
         since_ms: 0,
         nhi: None,
         lease_ms: None,
+        rtt_ms: None,
     }
 }
 

@@ -430,6 +430,7 @@ pub(super) fn cases() -> Vec<Case> {
                 since_ms: 1_700_000_000_000,
                 nhi: None,
                 lease_ms: None,
+                rtt_ms: Some(3),
             }
         ),
         case!(
