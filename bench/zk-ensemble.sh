@@ -34,7 +34,8 @@
 #   CLIENTS="1 16"  VALUE_SIZE=1024  DURATION=4 WARMUP=1  REPEAT=3  JIT_WARMUP=1
 #                   as bench/zk.sh (figures: median of REPEAT rounds, alternating order)
 #   FAILOVERS=3     failover rounds per target (alternating which target goes first)
-#   FAILOVER_PRE=2  seconds of writes before each kill
+#   FAILOVER_PRE=2  seconds of writes before each kill (and 5 s after the first acknowledged
+#                   write: the session must be the same and alive, logged)
 #   FAILOVER_TIMEOUT=30  a round without an acknowledged write by then counts as none
 #   TARGETS="ours apache"   READY_TIMEOUT=60   SKIP_BUILD=0   JAVA_HEAP=1000m (per JVM)
 #   TICK_TIME=2000  Apache's tickTime (its default; syncLimit and initLimit count ticks)
@@ -278,7 +279,8 @@ for ((round = 1; round <= FAILOVERS; round++)); do
         log "failover round $round/$FAILOVERS $name: before [$before], killed member $killed;" \
             "next write acknowledged after $(field recovery_ms <<<"$line") ms," \
             "$(field failed_writes <<<"$line") failed writes (first: $(field first_error <<<"$line"));" \
-            "after: $(field roles_after <<<"$line")"
+            "after: $(field roles_after <<<"$line"); then $(field writes_failed_after <<<"$line") failed writes" \
+            "in the next 5 s, session $(field session_before <<<"$line") -> $(field session_after <<<"$line")"
         wait "${PID_OF[$name$killed]}" 2>/dev/null || true
         t0=$SECONDS
         "start_$name" "$killed"

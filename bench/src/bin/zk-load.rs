@@ -37,8 +37,10 @@
 //!   `--warmup` seconds, then SIGKILLs the leader's PID between two writes and keeps
 //!   writing: the result is the time from the kill to the next acknowledged write, and how
 //!   many writes failed meanwhile (each failure is followed by a 2 ms pause; a write gets
-//!   `--op-timeout`; the round gives up after `--failover-timeout` seconds). One JSON line
-//!   with `--json` (`killed_member` says which member to restart).
+//!   `--op-timeout`; the round gives up after `--failover-timeout` seconds). Then it writes
+//!   on for `--duration` seconds (at most 5) and reports the session's id before and
+//!   after, and its state. One JSON line with `--json` (`killed_member` says which member
+//!   to restart).
 //!
 //! Exit status: 0 if every measured operation completed at least once, 1 otherwise.
 
@@ -219,6 +221,24 @@ impl Zk {
             Zk::Ours(c) => c.get_data(path).await?.0.len(),
             Zk::Apache(c) => c.get_data(path).await?.0.len(),
         })
+    }
+
+    /// The session's id, as text.
+    fn session_tag(&self) -> String {
+        match self {
+            Zk::Ours(c) => c
+                .session_id()
+                .map_or("none".into(), |id| format!("{id:#x}")),
+            Zk::Apache(c) => format!("{:#x}", c.session_id().0),
+        }
+    }
+
+    /// The session's state as the client sees it.
+    fn session_state(&self) -> String {
+        match self {
+            Zk::Ours(c) => format!("{:?}", *c.session_state().borrow()),
+            Zk::Apache(c) => format!("{:?}", c.state()),
+        }
     }
 
     async fn close(self) {
@@ -791,6 +811,23 @@ async fn failover(
             }
         }
     }
+    // After: writes on for --duration seconds (at most 5), then is the session the same
+    // one, and alive? (Ours renews it every third of its 10 s timeout, so a session the
+    // new leader did not keep shows by then.)
+    let session_before = zk.session_tag();
+    let mut after_failed = 0u64;
+    if recovery.is_some() {
+        let until = Instant::now() + Duration::from_secs_f64(args.duration.min(5.0));
+        while Instant::now() < until {
+            if do_op(&zk, Op::Set, &path, &value, op_timeout)
+                .await
+                .is_err()
+            {
+                after_failed += 1;
+            }
+        }
+    }
+    let session_after = format!("{} {}", zk.session_tag(), zk.session_state());
     let after = ensemble_roles(args.target, &addrs).await;
     let new_leader = leader_of(&after);
     zk.close().await;
@@ -804,7 +841,8 @@ async fn failover(
             "{{\"label\":{},\"target\":\"{}\",\"mode\":\"failover\",\"killed_member\":{leader},\
              \"killed_pid\":{pid},\"recovery_ms\":{},\"failed_writes\":{failed},\
              \"attempts\":{attempts},\"recovering_write_ms\":{:.3},\"before_writes\":{},\
-             \"before_p50_us\":{:.1},\"new_leader\":{},\"roles_after\":{},\"first_error\":{}}}",
+             \"before_p50_us\":{:.1},\"new_leader\":{},\"roles_after\":{},\"first_error\":{},\
+             \"writes_failed_after\":{after_failed},\"session_before\":{},\"session_after\":{}}}",
             json_str(&args.label),
             args.target.name(),
             recovery.map_or("null".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3)),
@@ -814,6 +852,8 @@ async fn failover(
             new_leader.map_or("null".into(), |l| l.to_string()),
             json_str(&roles_line(&after)),
             first_error.as_deref().map_or("null".into(), json_str),
+            json_str(&session_before),
+            json_str(&session_after),
         );
     } else {
         println!(
