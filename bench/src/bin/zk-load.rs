@@ -21,12 +21,34 @@
 //! `--probe`: connect (retrying until `--connect-timeout`), close, exit 0: a readiness
 //! check that opens a real session (on ours that is a logged, fsynced write).
 //!
+//! **Ensembles.** `--addr` takes one member or a comma-separated list of them: ours
+//! connects with `Client::connect_any` (requests move to another member when one is down
+//! or not the leader), Apache's client gets the list as its connect string
+//! (`h1:p1,h2:p2,h3:p3`). Two modes for ensembles only:
+//!
+//! * `--status`: asks every member for its role (ours: `GET /ensemble`; Apache: the
+//!   four-letter word `srvr`, its `Mode:` line) and prints one line,
+//!   `leader=I roles=R1|R2|R3` (`I` the leader's position in `--addr`, from 1; `-` for
+//!   none). Exit 0 if the ensemble is whole: every member answers, exactly one leads, the
+//!   others follow, and (ours) every member has applied what the leader has committed.
+//! * `--failover-pids P1,P2,P3` (the members' PIDs in `--addr` order): one failover
+//!   round. Finds the leader (the ensemble must be whole), opens one session with every
+//!   member, sets one `--value-size` znode over and over (one request at a time) for
+//!   `--warmup` seconds, then SIGKILLs the leader's PID between two writes and keeps
+//!   writing: the result is the time from the kill to the next acknowledged write, and how
+//!   many writes failed meanwhile (each failure is followed by a 2 ms pause; a write gets
+//!   `--op-timeout`; the round gives up after `--failover-timeout` seconds). Then it writes
+//!   on for `--duration` seconds (at most 5) and reports the session's id before and
+//!   after, and its state. One JSON line with `--json` (`killed_member` says which member
+//!   to restart).
+//!
 //! Exit status: 0 if every measured operation completed at least once, 1 otherwise.
 
 use pehra_bench::{json_str, Latencies};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
@@ -86,7 +108,8 @@ struct Args {
     /// Which server speaks at --addr.
     #[arg(long, value_enum)]
     target: Target,
-    /// Server address, HOST:PORT (UDP for ours, TCP for apache).
+    /// Server address, HOST:PORT (UDP for ours, TCP for apache), or an ensemble's
+    /// members, comma-separated.
     #[arg(long)]
     addr: String,
     /// Concurrent clients (sessions), each with one request outstanding.
@@ -119,6 +142,15 @@ struct Args {
     /// Only check that a session can be opened (retrying until --connect-timeout).
     #[arg(long)]
     probe: bool,
+    /// Print the ensemble's roles; exit 0 if it is whole (see the module docs).
+    #[arg(long)]
+    status: bool,
+    /// One failover round: the members' PIDs in --addr order (see the module docs).
+    #[arg(long, value_delimiter = ',')]
+    failover_pids: Option<Vec<i32>>,
+    /// A failover round gives up this many seconds after the kill.
+    #[arg(long, default_value_t = 30.0)]
+    failover_timeout: f64,
     /// Free-form label copied into the JSON.
     #[arg(long, default_value = "")]
     label: String,
@@ -137,17 +169,22 @@ const APACHE_CREATE: apache::CreateOptions<'static> =
     apache::CreateMode::Persistent.with_acls(apache::Acls::anyone_all());
 
 impl Zk {
-    async fn connect(target: Target, addr: SocketAddr) -> Result<Zk> {
+    async fn connect(target: Target, addrs: &[SocketAddr]) -> Result<Zk> {
         match target {
             Target::Ours => {
-                let client = OursClient::connect(addr, ClientOptions::default()).await?;
+                let client = OursClient::connect_any(addrs, ClientOptions::default()).await?;
                 Ok(Zk::Ours(client))
             }
             Target::Apache => {
+                let cluster = addrs
+                    .iter()
+                    .map(|a| a.to_string())
+                    .collect::<Vec<_>>()
+                    .join(",");
                 let client = apache::Client::connector()
                     .with_session_timeout(Duration::from_secs(10))
                     .with_fail_eagerly()
-                    .connect(&addr.to_string())
+                    .connect(&cluster)
                     .await?;
                 Ok(Zk::Apache(client))
             }
@@ -184,6 +221,24 @@ impl Zk {
             Zk::Ours(c) => c.get_data(path).await?.0.len(),
             Zk::Apache(c) => c.get_data(path).await?.0.len(),
         })
+    }
+
+    /// The session's id, as text.
+    fn session_tag(&self) -> String {
+        match self {
+            Zk::Ours(c) => c
+                .session_id()
+                .map_or("none".into(), |id| format!("{id:#x}")),
+            Zk::Apache(c) => format!("{:#x}", c.session_id().0),
+        }
+    }
+
+    /// The session's state as the client sees it.
+    fn session_state(&self) -> String {
+        match self {
+            Zk::Ours(c) => format!("{:?}", *c.session_state().borrow()),
+            Zk::Apache(c) => format!("{:?}", c.state()),
+        }
     }
 
     async fn close(self) {
@@ -296,12 +351,16 @@ async fn client_phase(
     st
 }
 
-async fn connect_retrying(target: Target, addr: SocketAddr, deadline: Instant) -> Result<Zk> {
+async fn connect_retrying(
+    target: Target,
+    addrs: Arc<[SocketAddr]>,
+    deadline: Instant,
+) -> Result<Zk> {
     let mut last = None;
     while Instant::now() < deadline {
         let left = deadline.saturating_duration_since(Instant::now());
         let attempt = left.min(Duration::from_secs(2));
-        match tokio::time::timeout(attempt, Zk::connect(target, addr)).await {
+        match tokio::time::timeout(attempt, Zk::connect(target, &addrs)).await {
             Ok(Ok(zk)) => return Ok(zk),
             Ok(Err(e)) => last = Some(format!("{e:#}")),
             Err(_) => last = Some(format!("no session within {attempt:?}")),
@@ -309,7 +368,7 @@ async fn connect_retrying(target: Target, addr: SocketAddr, deadline: Instant) -
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     bail!(
-        "cannot open a session at {addr}: {}",
+        "cannot open a session at {addrs:?}: {}",
         last.unwrap_or_else(|| "deadline passed".into())
     )
 }
@@ -391,18 +450,44 @@ async fn main() -> Result<()> {
     if args.count.is_none() && args.duration <= 0.0 {
         bail!("--duration must be > 0 (or use --count)");
     }
-    let addr = args
+    let mut addrs = Vec::new();
+    for a in args
         .addr
-        .to_socket_addrs()
-        .with_context(|| format!("resolving {}", args.addr))?
-        .next()
-        .context("--addr resolved to no address")?;
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        addrs.push(
+            a.to_socket_addrs()
+                .with_context(|| format!("resolving {a}"))?
+                .next()
+                .with_context(|| format!("{a} resolved to no address"))?,
+        );
+    }
+    if addrs.is_empty() {
+        bail!("--addr names no address");
+    }
+    let addrs: Arc<[SocketAddr]> = addrs.into();
     let connect_deadline = Instant::now() + Duration::from_secs_f64(args.connect_timeout);
 
     if args.probe {
-        let zk = connect_retrying(args.target, addr, connect_deadline).await?;
+        let zk = connect_retrying(args.target, addrs, connect_deadline).await?;
         zk.close().await;
         return Ok(());
+    }
+    if args.status {
+        let roles = ensemble_roles(args.target, &addrs).await;
+        println!("{}", roles_line(&roles));
+        if !ensemble_whole(&roles) {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
+    if let Some(pids) = &args.failover_pids {
+        if pids.len() != addrs.len() {
+            bail!("--failover-pids needs one PID per --addr member");
+        }
+        return failover(&args, addrs, pids, connect_deadline).await;
     }
 
     let ops: &[Op] = match args.ops {
@@ -441,7 +526,13 @@ async fn main() -> Result<()> {
 
     // Sessions, all at once (each client has its own socket / connection).
     let connects: Vec<_> = (0..args.clients)
-        .map(|_| tokio::spawn(connect_retrying(args.target, addr, connect_deadline)))
+        .map(|_| {
+            tokio::spawn(connect_retrying(
+                args.target,
+                addrs.clone(),
+                connect_deadline,
+            ))
+        })
         .collect();
     let mut clients = Vec::with_capacity(args.clients);
     for c in connects {
@@ -526,6 +617,260 @@ async fn main() -> Result<()> {
     }
     if !all_ok {
         eprintln!("zk-load: an operation completed no request");
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// One member's answer to the status question.
+#[derive(Debug, Clone)]
+struct Role {
+    /// `leader`, `follower`, or what else it said.
+    role: String,
+    /// Ours: its applied and the commit index it knows (Raft indexes).
+    applied: u64,
+    commit: u64,
+}
+
+/// Each member's role, in `addrs` order (`None`: no answer within 2 s).
+async fn ensemble_roles(target: Target, addrs: &[SocketAddr]) -> Vec<Option<Role>> {
+    let mut out = Vec::with_capacity(addrs.len());
+    for &addr in addrs {
+        let ask = member_role(target, addr);
+        out.push(
+            tokio::time::timeout(Duration::from_secs(2), ask)
+                .await
+                .ok()
+                .flatten(),
+        );
+    }
+    out
+}
+
+async fn member_role(target: Target, addr: SocketAddr) -> Option<Role> {
+    match target {
+        Target::Ours => {
+            let client =
+                OursClient::without_session_any(&[addr], ClientOptions::default().coap, None)
+                    .await
+                    .ok()?;
+            let status = client.ensemble_status().await.ok()?;
+            Some(match status {
+                Some(s) => Role {
+                    role: s.role,
+                    applied: s.applied,
+                    commit: s.commit,
+                },
+                None => Role {
+                    role: "standalone".into(),
+                    applied: 0,
+                    commit: 0,
+                },
+            })
+        }
+        Target::Apache => {
+            // The four-letter word `srvr`: "Mode: leader|follower|standalone" once serving.
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+            s.write_all(b"srvr").await.ok()?;
+            let mut text = String::new();
+            s.read_to_string(&mut text).await.ok()?;
+            let role = text
+                .lines()
+                .find_map(|l| l.strip_prefix("Mode: "))
+                .unwrap_or("not-serving")
+                .trim()
+                .to_string();
+            Some(Role {
+                role,
+                applied: 0,
+                commit: 0,
+            })
+        }
+    }
+}
+
+/// The leader's position in the member list, from 1 (the first member saying so).
+fn leader_of(roles: &[Option<Role>]) -> Option<usize> {
+    roles
+        .iter()
+        .position(|r| r.as_ref().is_some_and(|r| r.role == "leader"))
+        .map(|i| i + 1)
+}
+
+/// Every member answers, one leads, the others follow, and every member has applied
+/// what the leader has committed (ours; Apache's followers serve only once in sync).
+fn ensemble_whole(roles: &[Option<Role>]) -> bool {
+    let Some(leader) = leader_of(roles) else {
+        return false;
+    };
+    let Some(Some(lead)) = roles.get(leader - 1) else {
+        return false;
+    };
+    let leaders = roles
+        .iter()
+        .flatten()
+        .filter(|r| r.role == "leader")
+        .count();
+    leaders == 1
+        && roles.iter().all(|r| {
+            r.as_ref().is_some_and(|r| {
+                (r.role == "leader" || r.role == "follower") && r.applied >= lead.commit
+            })
+        })
+}
+
+fn roles_line(roles: &[Option<Role>]) -> String {
+    let names: Vec<String> = roles
+        .iter()
+        .map(|r| match r {
+            Some(r) if r.commit > 0 || r.applied > 0 => {
+                format!("{}({}/{})", r.role, r.applied, r.commit)
+            }
+            Some(r) => r.role.clone(),
+            None => "no-answer".into(),
+        })
+        .collect();
+    format!(
+        "leader={} roles={}",
+        leader_of(roles).map_or("-".into(), |l| l.to_string()),
+        names.join("|")
+    )
+}
+
+/// One failover round (see the module docs).
+async fn failover(
+    args: &Args,
+    addrs: Arc<[SocketAddr]>,
+    pids: &[i32],
+    connect_deadline: Instant,
+) -> Result<()> {
+    let roles = ensemble_roles(args.target, &addrs).await;
+    if !ensemble_whole(&roles) {
+        bail!("the ensemble is not whole: {}", roles_line(&roles));
+    }
+    let leader = leader_of(&roles).expect("whole");
+    let pid = pids[leader - 1];
+    let zk = connect_retrying(args.target, addrs.clone(), connect_deadline).await?;
+    let prefix = match &args.prefix {
+        Some(p) => p.trim_end_matches('/').to_string(),
+        None => {
+            let ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis());
+            format!("/zkfail-{}-{ms}", std::process::id())
+        }
+    };
+    let value: Vec<u8> = (0..args.value_size)
+        .map(|i| (i.wrapping_mul(31) + 7) as u8)
+        .collect();
+    let path = format!("{prefix}/s0");
+    let op_timeout = Duration::from_secs_f64(args.op_timeout);
+    zk.create(&prefix, b"")
+        .await
+        .with_context(|| format!("creating {prefix}"))?;
+    zk.create(&path, &value)
+        .await
+        .with_context(|| format!("creating {path}"))?;
+
+    // Before: writes as usual, so the kill lands in a steady stream.
+    let mut before = Latencies::default();
+    let until = Instant::now() + Duration::from_secs_f64(args.warmup);
+    while Instant::now() < until {
+        let t0 = Instant::now();
+        do_op(&zk, Op::Set, &path, &value, op_timeout)
+            .await
+            .context("a write before the kill")?;
+        before.record(t0.elapsed().as_nanos() as u64);
+    }
+
+    // The kill, between two writes (none of ours is in flight).
+    let target_pid = rustix::process::Pid::from_raw(pid).context("a PID must be > 0")?;
+    rustix::process::kill_process(target_pid, rustix::process::Signal::KILL)
+        .with_context(|| format!("SIGKILL to pid {pid}"))?;
+    let killed_at = Instant::now();
+
+    let give_up = killed_at + Duration::from_secs_f64(args.failover_timeout);
+    let (mut failed, mut attempts) = (0u64, 0u64);
+    let mut first_error = None;
+    let mut recovery = None;
+    let mut last_latency = Duration::ZERO;
+    while Instant::now() < give_up {
+        let t0 = Instant::now();
+        attempts += 1;
+        match do_op(&zk, Op::Set, &path, &value, op_timeout).await {
+            Ok(()) => {
+                let t1 = Instant::now();
+                recovery = Some(t1 - killed_at);
+                last_latency = t1 - t0;
+                break;
+            }
+            Err(e) => {
+                failed += 1;
+                first_error.get_or_insert_with(|| format!("{e:#}"));
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        }
+    }
+    // After: writes on for --duration seconds (at most 5), then is the session the same
+    // one, and alive? (Ours renews it every third of its 10 s timeout, so a session the
+    // new leader did not keep shows by then.)
+    let session_before = zk.session_tag();
+    let mut after_failed = 0u64;
+    if recovery.is_some() {
+        let until = Instant::now() + Duration::from_secs_f64(args.duration.min(5.0));
+        while Instant::now() < until {
+            if do_op(&zk, Op::Set, &path, &value, op_timeout)
+                .await
+                .is_err()
+            {
+                after_failed += 1;
+            }
+        }
+    }
+    let session_after = format!("{} {}", zk.session_tag(), zk.session_state());
+    let after = ensemble_roles(args.target, &addrs).await;
+    let new_leader = leader_of(&after);
+    zk.close().await;
+    if args.target == Target::Apache {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let b = before.summary_us();
+    if args.json {
+        println!(
+            "{{\"label\":{},\"target\":\"{}\",\"mode\":\"failover\",\"killed_member\":{leader},\
+             \"killed_pid\":{pid},\"recovery_ms\":{},\"failed_writes\":{failed},\
+             \"attempts\":{attempts},\"recovering_write_ms\":{:.3},\"before_writes\":{},\
+             \"before_p50_us\":{:.1},\"new_leader\":{},\"roles_after\":{},\"first_error\":{},\
+             \"writes_failed_after\":{after_failed},\"session_before\":{},\"session_after\":{}}}",
+            json_str(&args.label),
+            args.target.name(),
+            recovery.map_or("null".into(), |d| format!("{:.3}", d.as_secs_f64() * 1e3)),
+            last_latency.as_secs_f64() * 1e3,
+            before.len(),
+            b.p50,
+            new_leader.map_or("null".into(), |l| l.to_string()),
+            json_str(&roles_line(&after)),
+            first_error.as_deref().map_or("null".into(), json_str),
+            json_str(&session_before),
+            json_str(&session_after),
+        );
+    } else {
+        println!(
+            "{}: killed member {leader} (pid {pid}); next acknowledged write after {}; \
+             {failed} failed writes of {attempts}; new leader {}",
+            args.target.name(),
+            recovery.map_or("none".into(), |d| format!(
+                "{:.1} ms",
+                d.as_secs_f64() * 1e3
+            )),
+            new_leader.map_or("-".into(), |l| l.to_string())
+        );
+        if let Some(e) = &first_error {
+            println!("  first error: {e}");
+        }
+    }
+    if recovery.is_none() {
         std::process::exit(1);
     }
     Ok(())
