@@ -507,6 +507,7 @@ mod tests {
             leader_epoch: 1,
             replicas: vec![1, 2],
             isr: vec![1, 2],
+            elr: Vec::new(),
         };
         let mut p = Partition::new(log, meta.clone(), 0, 1, 0);
         p.update(1, meta, 1, 1, now);

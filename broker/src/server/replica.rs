@@ -361,18 +361,7 @@ async fn write_isr(
         if meta.leader != Some(state.id) || meta.leader_epoch != epoch {
             return Ok(None); // no longer ours to change
         }
-        let before = meta.isr.clone();
-        match change {
-            IsrChange::Add(r) => {
-                if meta.replicas.contains(r) && !meta.isr.contains(r) {
-                    meta.isr.push(*r);
-                }
-            }
-            IsrChange::Remove(gone) => {
-                meta.isr.retain(|r| *r == state.id || !gone.contains(r));
-            }
-        }
-        if meta.isr == before {
+        if !apply_to_metadata(&mut meta, change, state.id) {
             return Ok(None);
         }
         match zk
@@ -389,6 +378,28 @@ async fn write_isr(
         }
     }
     Ok(None)
+}
+
+/// Applies `change` to a partition's state as its leader `me` writes it; `false` if it
+/// changes nothing. A follower added to the ISR empties the eligible leader replicas
+/// ([`PartitionMetadata::elr`]): acks=all records may be acknowledged from now on without
+/// them, so they would no longer hold every acknowledged record.
+fn apply_to_metadata(meta: &mut PartitionMetadata, change: &IsrChange, me: u32) -> bool {
+    match change {
+        IsrChange::Add(r) => {
+            if !meta.replicas.contains(r) || meta.isr.contains(r) {
+                return false;
+            }
+            meta.isr.push(*r);
+            meta.elr.clear();
+            true
+        }
+        IsrChange::Remove(gone) => {
+            let before = meta.isr.len();
+            meta.isr.retain(|r| *r == me || !gone.contains(r));
+            meta.isr.len() != before
+        }
+    }
 }
 
 /// Answers acks=all produces that waited too long and drops followers that lag from the
@@ -462,3 +473,41 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
 
 /// The shortest wait between two ISR checks.
 const ISR_CHECK_FLOOR: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(isr: &[u32], elr: &[u32]) -> PartitionMetadata {
+        PartitionMetadata {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 2,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            elr: elr.to_vec(),
+        }
+    }
+
+    #[test]
+    fn a_follower_back_in_the_isr_empties_the_eligible_leader_replicas() {
+        let mut m = meta(&[1], &[2, 3]);
+        assert!(apply_to_metadata(&mut m, &IsrChange::Add(3), 1));
+        assert_eq!(m, meta(&[1, 3], &[]));
+        // Nothing to add: nothing changes, the ELR neither.
+        let mut m = meta(&[1, 3], &[2]);
+        assert!(!apply_to_metadata(&mut m, &IsrChange::Add(3), 1));
+        assert!(!apply_to_metadata(&mut m, &IsrChange::Add(7), 1));
+        assert_eq!(m, meta(&[1, 3], &[2]));
+    }
+
+    #[test]
+    fn the_leader_never_removes_itself_and_a_removal_keeps_the_elr() {
+        let mut m = meta(&[1, 2, 3], &[]);
+        assert!(apply_to_metadata(&mut m, &IsrChange::Remove(vec![1, 2]), 1));
+        assert_eq!(m, meta(&[1, 3], &[]));
+        let mut m = meta(&[1, 3], &[2]);
+        assert!(!apply_to_metadata(&mut m, &IsrChange::Remove(vec![2]), 1));
+        assert_eq!(m, meta(&[1, 3], &[2]));
+    }
+}

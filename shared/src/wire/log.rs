@@ -339,7 +339,7 @@ pub struct ReplicaBatch {
 /// Where one partition lives.
 ///
 /// CBOR: `{"partition": u32, "leader"?: u32, "leader_epoch": u32, "replicas": [u32, ...],
-/// "isr": [u32, ...]}`.
+/// "isr": [u32, ...], "elr"?: [u32, ...]}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionMetadata {
     /// The partition's number.
@@ -355,6 +355,17 @@ pub struct PartitionMetadata {
     /// Broker ids of the in-sync replicas.
     #[serde(deserialize_with = "super::array_only::array_only")]
     pub isr: Vec<u32>,
+    /// Eligible leader replicas (Kafka's KIP-966): replicas that left the ISR while it fell
+    /// below the topic's minimum in-sync replicas. Every record acknowledged with acks=all
+    /// reached them (none is acknowledged while the ISR is below the minimum), so the
+    /// controller may elect one when no in-sync replica is left. Emptied whenever the ISR
+    /// grows again; omitted when empty.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "super::array_only::array_only"
+    )]
+    pub elr: Vec<u32>,
 }
 
 /// One topic's partitions.

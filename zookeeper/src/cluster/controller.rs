@@ -158,6 +158,8 @@ struct Read {
     partition: u32,
     meta: PartitionMetadata,
     version: u32,
+    /// The topic's minimum in-sync replicas (what the ELR is kept for).
+    min_insync: u32,
 }
 
 /// Since when broker `b`, found absent now, has been absent: as its absence record says
@@ -331,6 +333,7 @@ impl Reconciler {
                 ctx.live,
                 ctx.leaving,
                 &ineligible,
+                read.min_insync,
                 self.config.unclean_election,
                 &mut self.rng,
             );
@@ -450,6 +453,7 @@ async fn read_topic(
             leader_epoch: 0,
             isr: replicas.clone(),
             replicas,
+            elr: Vec::new(),
         };
         ops.push(MultiOp::Create {
             path: partition_path(topic, partition),
@@ -477,6 +481,7 @@ async fn read_topic(
                     partition,
                     meta,
                     version: stat.version,
+                    min_insync: config.min_insync(),
                 }),
                 Err(e) => {
                     tracing::warn!(%path, error = %e, "controller: partition state does not decode")
@@ -556,6 +561,13 @@ fn log_change(
             epoch = new.leader_epoch, isr = ?new.isr,
             "controller: leader changed"
         ),
+        Outcome::ElectedFromElr => tracing::warn!(
+            %topic, partition, old_leader = ?old.leader, new_leader = ?new.leader,
+            epoch = new.leader_epoch, old_isr = ?old.isr, elr = ?old.elr,
+            "controller: leader changed: no in-sync replica was left; broker {} left the ISR \
+             below its minimum and so has every acknowledged record (eligible leader replica)",
+            new.leader.unwrap_or_default()
+        ),
         Outcome::ElectedUnclean => tracing::warn!(
             %topic, partition, old_leader = ?old.leader, new_leader = ?new.leader,
             epoch = new.leader_epoch, old_isr = ?old.isr,
@@ -582,6 +594,9 @@ fn log_change(
     if old.isr != new.isr {
         tracing::info!(%topic, partition, old_isr = ?old.isr, new_isr = ?new.isr, "controller: ISR changed");
     }
+    if old.elr != new.elr {
+        tracing::info!(%topic, partition, old_elr = ?old.elr, new_elr = ?new.elr, "controller: eligible leader replicas changed");
+    }
 }
 
 #[cfg(test)]
@@ -604,6 +619,7 @@ mod tests {
             leader_epoch: 3,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
+            elr: Vec::new(),
         }
     }
 

@@ -14,6 +14,9 @@ use std::collections::BTreeSet;
 pub enum Outcome {
     /// A new leader from the ISR (a clean election).
     Elected,
+    /// A new leader from the eligible leader replicas (no in-sync replica was left; a
+    /// clean election too: it has every acknowledged record).
+    ElectedFromElr,
     /// A new leader from outside the ISR: records acknowledged by the old ISR may be lost.
     ElectedUnclean,
     /// The leader is gone and no in-sync replica is available: the partition is offline.
@@ -29,6 +32,8 @@ pub fn outcome(old: &PartitionMetadata, new: &PartitionMetadata) -> Outcome {
         Some(l) if new.leader != old.leader || new.leader_epoch != old.leader_epoch => {
             if old.isr.contains(&l) {
                 Outcome::Elected
+            } else if old.elr.contains(&l) {
+                Outcome::ElectedFromElr
             } else {
                 Outcome::ElectedUnclean
             }
@@ -50,36 +55,45 @@ pub fn outcome(old: &PartitionMetadata, new: &PartitionMetadata) -> Outcome {
 ///   ineligible while an eligible in-sync replica exists: a new leader is chosen
 ///   uniformly at random among the eligible in-sync replicas other than the old
 ///   leader, `leader_epoch + 1`, and unavailable or ineligible brokers leave the ISR.
-///   With no such candidate: a dead leader gives `leader = None`, `leader_epoch + 1`,
+///   With no such candidate: a leader that is alive stays (it cannot hand over; a
+///   shutdown will time out; an ineligible one still has the most, and its ISR is left
+///   as it is: it names the replicas that have every record, one of which takes over
+///   once back); otherwise an eligible member of the ELR (below) is chosen the same way,
+///   ISR = just it; with none, a dead leader gives `leader = None`, `leader_epoch + 1`,
 ///   the ISR kept as it was (it names who has every committed record, even those that
 ///   are ineligible now: the partition stays offline rather than lose acknowledged
-///   records); a leader that is alive stays (it cannot hand over; a shutdown will time
-///   out; an ineligible one still has the most, and its ISR is left as it is: it names
-///   the replicas that have every record, one of which takes over once back).
-/// - No leader: elected the same way among the eligible in-sync replicas.
+///   records).
+/// - No leader: elected the same way among the eligible in-sync replicas, then the ELR.
 /// - With `unclean` and no clean candidate once the leader is gone: a random available
-///   replica (eligible ones first), ISR = just it, `leader_epoch + 1` (committed records
-///   may be lost).
+///   replica (eligible ones first), ISR = just it, ELR emptied, `leader_epoch + 1`
+///   (committed records may be lost).
 /// - Leader available: unavailable and ineligible brokers leave the ISR, but never the
 ///   leader and never the last member; the epoch stays.
 ///
+/// The ELR (eligible leader replicas, Kafka's KIP-966; [`PartitionMetadata::elr`]):
+/// brokers this decision takes out of the ISR join it when the ISR left is smaller than
+/// `min_insync`, unless they reported lacking records: no acks=all record is acknowledged
+/// while the ISR is below the minimum, so they hold every one that was. An ISR at or
+/// above the minimum empties it (acks=all records may pass them from then on), and a
+/// broker back in the ISR leaves it. With `min_insync` 1 the ELR stays empty.
+///
 /// Only replicas are ever elected, only available brokers are, an ineligible one only by
-/// an unclean election, the ISR never becomes empty (unless it was), and the epoch never
-/// decreases.
+/// an unclean election, one outside the ISR and the ELR only by an unclean election, the
+/// ISR never becomes empty (unless it was), and the epoch never decreases.
 pub fn decide<R: Rng + ?Sized>(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
     shutting_down: &BTreeSet<u32>,
     ineligible: &BTreeSet<u32>,
+    min_insync: u32,
     unclean: bool,
     rng: &mut R,
 ) -> Option<PartitionMetadata> {
     let available = |b: u32| live.contains(&b) && !shutting_down.contains(&b);
     let eligible = |b: u32| available(b) && !ineligible.contains(&b);
     let in_replicas = |b: u32| meta.replicas.contains(&b);
-    let candidates = |old: Option<u32>| {
-        let mut clean: Vec<u32> = meta
-            .isr
+    let among = |set: &[u32], old: Option<u32>| {
+        let mut clean: Vec<u32> = set
             .iter()
             .copied()
             .filter(|&b| Some(b) != old && eligible(b) && in_replicas(b))
@@ -88,12 +102,13 @@ pub fn decide<R: Rng + ?Sized>(
         clean.dedup();
         clean
     };
+    let elr_after = |isr: &[u32]| next_elr(meta, isr, ineligible, min_insync);
     match meta.leader {
         Some(leader)
             if available(leader)
                 && in_replicas(leader)
                 && (!ineligible.contains(&leader)
-                    || (candidates(Some(leader)).is_empty()
+                    || (among(&meta.isr, Some(leader)).is_empty()
                         && meta.isr.iter().all(|&b| b == leader))) =>
         {
             if ineligible.contains(&leader) {
@@ -107,27 +122,33 @@ pub fn decide<R: Rng + ?Sized>(
                 .copied()
                 .filter(|&b| b == leader || eligible(b))
                 .collect();
-            if isr.len() == meta.isr.len() || isr.is_empty() {
+            if isr.is_empty() {
+                return None;
+            }
+            let elr = elr_after(&isr);
+            if isr.len() == meta.isr.len() && elr == meta.elr {
                 return None;
             }
             Some(PartitionMetadata {
                 isr,
+                elr,
                 ..meta.clone()
             })
         }
         old => {
-            let clean = candidates(old);
-            if let Some(&leader) = clean.choose(rng) {
-                let isr = meta
+            if let Some(&leader) = among(&meta.isr, old).choose(rng) {
+                let isr: Vec<u32> = meta
                     .isr
                     .iter()
                     .copied()
                     .filter(|&b| b == leader || eligible(b))
                     .collect();
+                let elr = elr_after(&isr);
                 return Some(PartitionMetadata {
                     leader: Some(leader),
                     leader_epoch: meta.leader_epoch + 1,
                     isr,
+                    elr,
                     ..meta.clone()
                 });
             }
@@ -137,6 +158,18 @@ pub fn decide<R: Rng + ?Sized>(
             // them is back (or an unclean election).
             if old.is_some_and(|l| live.contains(&l) && !ineligible.contains(&l)) {
                 return None;
+            }
+            // A replica that left the ISR below its minimum has every acknowledged record.
+            if let Some(&leader) = among(&meta.elr, old).choose(rng) {
+                let isr = vec![leader];
+                let elr = elr_after(&isr);
+                return Some(PartitionMetadata {
+                    leader: Some(leader),
+                    leader_epoch: meta.leader_epoch + 1,
+                    isr,
+                    elr,
+                    ..meta.clone()
+                });
             }
             if unclean {
                 let mut dirty: Vec<u32> = meta
@@ -155,6 +188,7 @@ pub fn decide<R: Rng + ?Sized>(
                         leader: Some(leader),
                         leader_epoch: meta.leader_epoch + 1,
                         isr: vec![leader],
+                        elr: Vec::new(),
                         ..meta.clone()
                     });
                 }
@@ -167,6 +201,34 @@ pub fn decide<R: Rng + ?Sized>(
             })
         }
     }
+}
+
+/// The ELR once the ISR is `isr` (see [`decide`]): empty at or above `min_insync`;
+/// below it, the old ELR and the brokers that left the ISR (but not those that reported
+/// lacking records), less those in the ISR and those no longer replicas; sorted.
+pub fn next_elr(
+    meta: &PartitionMetadata,
+    isr: &[u32],
+    ineligible: &BTreeSet<u32>,
+    min_insync: u32,
+) -> Vec<u32> {
+    if isr.len() >= min_insync as usize {
+        return Vec::new();
+    }
+    let left = meta
+        .isr
+        .iter()
+        .filter(|b| !isr.contains(b) && !ineligible.contains(b));
+    let mut elr: Vec<u32> = meta
+        .elr
+        .iter()
+        .chain(left)
+        .copied()
+        .filter(|b| !isr.contains(b) && meta.replicas.contains(b))
+        .collect();
+    elr.sort_unstable();
+    elr.dedup();
+    elr
 }
 
 #[cfg(test)]
@@ -183,6 +245,7 @@ mod tests {
             leader_epoch: epoch,
             replicas: replicas.to_vec(),
             isr: isr.to_vec(),
+            elr: Vec::new(),
         }
     }
 
@@ -202,13 +265,13 @@ mod tests {
     fn healthy_partition_is_left_alone() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), &none(), false, &mut rng()),
+            decide(&m, &set(&[1, 2, 3]), &none(), &none(), 1, false, &mut rng()),
             None
         );
         // A live replica outside the ISR is not the controller's business.
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), &none(), false, &mut rng()),
+            decide(&m, &set(&[1, 2, 3]), &none(), &none(), 1, false, &mut rng()),
             None
         );
     }
@@ -216,12 +279,21 @@ mod tests {
     #[test]
     fn dead_follower_leaves_the_isr_without_an_epoch_change() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[1, 3]), &none(), &none(), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[1, 3]), &none(), &none(), 1, false, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(1), 4, &[1, 2, 3], &[1, 3]));
         assert_eq!(outcome(&m, &new), Outcome::IsrShrunk);
         // A follower shutting down leaves too.
-        let new =
-            decide(&m, &set(&[1, 2, 3]), &set(&[3]), &none(), false, &mut rng()).expect("change");
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3]),
+            &set(&[3]),
+            &none(),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert_eq!(new.isr, [1, 2]);
         assert_eq!(new.leader_epoch, 4);
     }
@@ -231,13 +303,13 @@ mod tests {
         // The leader is the only ISR member left: nothing to remove.
         let m = meta(Some(1), 2, &[1, 2, 3], &[1]);
         assert_eq!(
-            decide(&m, &set(&[1]), &none(), &none(), false, &mut rng()),
+            decide(&m, &set(&[1]), &none(), &none(), 1, false, &mut rng()),
             None
         );
         // An ISR that (wrongly) lacks the leader is not emptied either.
         let m = meta(Some(1), 2, &[1, 2, 3], &[2]);
         assert_eq!(
-            decide(&m, &set(&[1]), &none(), &none(), false, &mut rng()),
+            decide(&m, &set(&[1]), &none(), &none(), 1, false, &mut rng()),
             None
         );
     }
@@ -245,7 +317,8 @@ mod tests {
     #[test]
     fn dead_leader_is_replaced_from_the_isr() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new = decide(&m, &set(&[2, 3]), &none(), &none(), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[2, 3]), &none(), &none(), 1, false, &mut rng()).expect("change");
         assert!(matches!(new.leader, Some(2 | 3)));
         assert_eq!(new.leader_epoch, 5);
         assert_eq!(new.isr, [2, 3]);
@@ -264,7 +337,7 @@ mod tests {
         for seed in 0..50 {
             let mut r = StdRng::seed_from_u64(seed);
             let new =
-                decide(&m, &set(&[2, 4, 5]), &none(), &none(), false, &mut r).expect("change");
+                decide(&m, &set(&[2, 4, 5]), &none(), &none(), 1, false, &mut r).expect("change");
             assert_eq!(new.leader, Some(5));
             assert_eq!(
                 new.isr,
@@ -278,16 +351,16 @@ mod tests {
     fn dead_leader_without_candidates_goes_offline_keeping_the_isr() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
         // 2 is live but not in sync: a clean election cannot use it.
-        let new = decide(&m, &set(&[2]), &none(), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2]), &none(), &none(), 1, false, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
         assert_eq!(outcome(&m, &new), Outcome::Offline);
         // Offline stays offline without an epoch bump on every pass.
         assert_eq!(
-            decide(&new, &set(&[2]), &none(), &none(), false, &mut rng()),
+            decide(&new, &set(&[2]), &none(), &none(), 1, false, &mut rng()),
             None
         );
         // Nobody at all.
-        let new = decide(&m, &none(), &none(), &none(), false, &mut rng()).expect("change");
+        let new = decide(&m, &none(), &none(), &none(), 1, false, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
     }
 
@@ -295,14 +368,15 @@ mod tests {
     fn offline_partition_elects_when_an_isr_member_returns() {
         let m = meta(None, 5, &[1, 2, 3], &[1, 3]);
         assert_eq!(
-            decide(&m, &set(&[2]), &none(), &none(), false, &mut rng()),
+            decide(&m, &set(&[2]), &none(), &none(), 1, false, &mut rng()),
             None
         );
-        let new = decide(&m, &set(&[2, 3]), &none(), &none(), false, &mut rng()).expect("change");
+        let new =
+            decide(&m, &set(&[2, 3]), &none(), &none(), 1, false, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
         // Returning but already shutting down again: not elected.
         assert_eq!(
-            decide(&m, &set(&[3]), &set(&[3]), &none(), false, &mut rng()),
+            decide(&m, &set(&[3]), &set(&[3]), &none(), 1, false, &mut rng()),
             None
         );
     }
@@ -310,15 +384,31 @@ mod tests {
     #[test]
     fn shutting_down_leader_hands_over_or_stays() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new =
-            decide(&m, &set(&[1, 2, 3]), &set(&[1]), &none(), false, &mut rng()).expect("change");
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3]),
+            &set(&[1]),
+            &none(),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert!(matches!(new.leader, Some(2 | 3)));
         assert_eq!(new.leader_epoch, 5);
         assert_eq!(new.isr, [2, 3], "the shutting-down broker leaves the ISR");
         // No one to hand over to: it keeps leading (the shutdown will time out).
         let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &set(&[1]), &none(), true, &mut rng()),
+            decide(
+                &m,
+                &set(&[1, 2, 3]),
+                &set(&[1]),
+                &none(),
+                1,
+                true,
+                &mut rng()
+            ),
             None,
             "not even an unclean election while the leader is alive"
         );
@@ -328,26 +418,34 @@ mod tests {
     fn unclean_election_only_when_no_clean_candidate() {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 3]);
         // A clean candidate exists: it wins even with unclean allowed.
-        let new = decide(&m, &set(&[2, 3]), &none(), &none(), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2, 3]), &none(), &none(), 1, true, &mut rng()).expect("change");
         assert_eq!((new.leader, new.isr.clone()), (Some(3), vec![3]));
         // None: the live out-of-sync replica takes over, alone in the ISR.
-        let new = decide(&m, &set(&[2, 4]), &none(), &none(), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[2, 4]), &none(), &none(), 1, true, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(2), 5, &[1, 2, 3], &[2]));
         assert_eq!(outcome(&m, &new), Outcome::ElectedUnclean);
         // From offline as well.
         let off = meta(None, 5, &[1, 2, 3], &[1]);
-        let new = decide(&off, &set(&[3]), &none(), &none(), true, &mut rng()).expect("change");
+        let new = decide(&off, &set(&[3]), &none(), &none(), 1, true, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(3), 6, &[1, 2, 3], &[3]));
         // Nobody available: offline, ISR kept.
-        let new = decide(&m, &set(&[4]), &set(&[2]), &none(), true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[4]), &set(&[2]), &none(), 1, true, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 3]));
     }
 
     #[test]
     fn a_leader_that_is_not_a_replica_is_replaced() {
         let m = meta(Some(9), 1, &[1, 2, 3], &[1, 2, 3]);
-        let new =
-            decide(&m, &set(&[1, 2, 3, 9]), &none(), &none(), false, &mut rng()).expect("change");
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3, 9]),
+            &none(),
+            &none(),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert!(matches!(new.leader, Some(1..=3)));
         assert_eq!(new.leader_epoch, 2);
     }
@@ -361,7 +459,7 @@ mod tests {
         let mut r = StdRng::seed_from_u64(2026);
         let mut counts = BTreeMap::new();
         for _ in 0..300 {
-            let new = decide(&m, &live, &shutting, &none(), false, &mut r).expect("change");
+            let new = decide(&m, &live, &shutting, &none(), 1, false, &mut r).expect("change");
             *counts.entry(new.leader.expect("elected")).or_insert(0) += 1;
             assert_eq!(new.isr, [2, 3, 4]);
         }
@@ -379,26 +477,27 @@ mod tests {
         let behind = set(&[1]);
         // Only 1 is back: the partition stays offline rather than lose records.
         assert_eq!(
-            decide(&off, &set(&[1]), &none(), &behind, false, &mut rng()),
+            decide(&off, &set(&[1]), &none(), &behind, 1, false, &mut rng()),
             None
         );
         // 2 is back too: 2 leads, and 1 is not counted in the ISR until it catches up.
         for seed in 0..20 {
             let mut r = StdRng::seed_from_u64(seed);
-            let new = decide(&off, &set(&[1, 2]), &none(), &behind, false, &mut r).expect("change");
+            let new =
+                decide(&off, &set(&[1, 2]), &none(), &behind, 1, false, &mut r).expect("change");
             assert_eq!(new, meta(Some(2), 6, &[1, 2, 3], &[2]));
         }
         // A dead leader whose only live in-sync replica is ineligible: offline, ISR kept.
         let m = meta(Some(2), 4, &[1, 2, 3], &[1, 2]);
-        let new = decide(&m, &set(&[1]), &none(), &behind, false, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[1]), &none(), &behind, 1, false, &mut rng()).expect("change");
         assert_eq!(new, meta(None, 5, &[1, 2, 3], &[1, 2]));
         assert_eq!(outcome(&m, &new), Outcome::Offline);
         // Unless the operator allows an unclean election.
-        let new = decide(&m, &set(&[1]), &none(), &behind, true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[1]), &none(), &behind, 1, true, &mut rng()).expect("change");
         assert_eq!(new, meta(Some(1), 5, &[1, 2, 3], &[1]));
         // Even then an eligible replica outside the ISR is preferred.
         let m = meta(Some(2), 4, &[1, 2, 3], &[2]);
-        let new = decide(&m, &set(&[1, 3]), &none(), &behind, true, &mut rng()).expect("change");
+        let new = decide(&m, &set(&[1, 3]), &none(), &behind, 1, true, &mut rng()).expect("change");
         assert_eq!(new.leader, Some(3));
     }
 
@@ -406,12 +505,28 @@ mod tests {
     fn an_ineligible_follower_leaves_the_isr_and_an_ineligible_leader_hands_over() {
         // A live leader: an ineligible follower stops counting in the ISR.
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
-        let new =
-            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[3]), false, &mut rng()).expect("change");
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3]),
+            &none(),
+            &set(&[3]),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert_eq!(new, meta(Some(1), 4, &[1, 2, 3], &[1, 2]));
         // The leader found damage in its log: an eligible in-sync replica takes over.
-        let new =
-            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3]),
+            &none(),
+            &set(&[1]),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert!(matches!(new.leader, Some(2 | 3)), "{new:?}");
         assert_eq!(new.leader_epoch, 5);
         assert_eq!(new.isr.len(), 2);
@@ -419,28 +534,54 @@ mod tests {
         // Nobody else has every record: it keeps leading (it has the most).
         let m = meta(Some(1), 4, &[1, 2, 3], &[1]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[1]), false, &mut rng()),
+            decide(
+                &m,
+                &set(&[1, 2, 3]),
+                &none(),
+                &set(&[1]),
+                1,
+                false,
+                &mut rng()
+            ),
             None
         );
         // Restarted behind while the zookeeper still names it leader, the others down:
         // offline (not served by a replica that lacks records), the ISR kept...
         let m = meta(Some(1), 0, &[1, 2, 3], &[1, 2, 3]);
-        let off = decide(&m, &set(&[1]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        let off =
+            decide(&m, &set(&[1]), &none(), &set(&[1]), 1, false, &mut rng()).expect("change");
         assert_eq!(off, meta(None, 1, &[1, 2, 3], &[1, 2, 3]));
         assert_eq!(
-            decide(&off, &set(&[1]), &none(), &set(&[1]), false, &mut rng()),
+            decide(&off, &set(&[1]), &none(), &set(&[1]), 1, false, &mut rng()),
             None,
             "and it stays so"
         );
         // ...and the first complete one back takes over.
-        let new =
-            decide(&off, &set(&[1, 2]), &none(), &set(&[1]), false, &mut rng()).expect("change");
+        let new = decide(
+            &off,
+            &set(&[1, 2]),
+            &none(),
+            &set(&[1]),
+            1,
+            false,
+            &mut rng(),
+        )
+        .expect("change");
         assert_eq!(new, meta(Some(2), 2, &[1, 2, 3], &[2]));
         // Forced: it leads alone, and then keeps leading (no epoch bump on every pass).
-        let forced = decide(&m, &set(&[1]), &none(), &set(&[1]), true, &mut rng()).expect("change");
+        let forced =
+            decide(&m, &set(&[1]), &none(), &set(&[1]), 1, true, &mut rng()).expect("change");
         assert_eq!(forced, meta(Some(1), 1, &[1, 2, 3], &[1]));
         assert_eq!(
-            decide(&forced, &set(&[1]), &none(), &set(&[1]), true, &mut rng()),
+            decide(
+                &forced,
+                &set(&[1]),
+                &none(),
+                &set(&[1]),
+                1,
+                true,
+                &mut rng()
+            ),
             None
         );
     }
@@ -468,7 +609,7 @@ mod tests {
                     .filter(|_| r.next_u32() % 4 == 0)
                     .collect();
                 let unclean = r.next_u32() % 4 == 0;
-                if let Some(new) = decide(&m, &live, &shutting, &ineligible, unclean, &mut r) {
+                if let Some(new) = decide(&m, &live, &shutting, &ineligible, 1, unclean, &mut r) {
                     assert!(!new.isr.is_empty(), "{m:?} -> {new:?}");
                     assert!(new.leader_epoch >= m.leader_epoch);
                     if new.leader != m.leader {
@@ -478,7 +619,10 @@ mod tests {
                         assert!(replicas.contains(&l));
                         assert!(live.contains(&l) && !shutting.contains(&l));
                         assert!(new.isr.contains(&l));
-                        assert!(unclean || m.isr.contains(&l), "{m:?} -> {new:?}");
+                        assert!(
+                            unclean || m.isr.contains(&l) || m.elr.contains(&l),
+                            "{m:?} -> {new:?}"
+                        );
                         assert!(
                             unclean || !ineligible.contains(&l),
                             "an ineligible replica was elected: {m:?} -> {new:?} ({ineligible:?})"
@@ -492,7 +636,146 @@ mod tests {
                         for &b in &replicas {
                             if live.contains(&b) && !m.isr.contains(&b) && r.next_u32() % 2 == 0 {
                                 m.isr.push(b);
+                                m.elr.clear();
                             }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn with_elr(mut m: PartitionMetadata, elr: &[u32]) -> PartitionMetadata {
+        m.elr = elr.to_vec();
+        m
+    }
+
+    #[test]
+    fn replicas_leaving_the_isr_below_its_minimum_become_eligible_leader_replicas() {
+        // Leader 1 alive, follower 2 dead: ISR [1] is below the minimum 2, so 2 (which
+        // has every acks=all record: none can be acknowledged from now on) joins the ELR.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
+        let new = decide(&m, &set(&[1, 3]), &none(), &none(), 2, false, &mut rng());
+        assert_eq!(
+            new,
+            Some(with_elr(meta(Some(1), 4, &[1, 2, 3], &[1]), &[2]))
+        );
+        // At the minimum the ISR keeps acknowledging without the one that left: no ELR.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2, 3]);
+        let new = decide(&m, &set(&[1, 3]), &none(), &none(), 2, false, &mut rng());
+        assert_eq!(new, Some(meta(Some(1), 4, &[1, 2, 3], &[1, 3])));
+        // One that reported lacking records does not join.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
+        let new = decide(
+            &m,
+            &set(&[1, 2, 3]),
+            &none(),
+            &set(&[2]),
+            2,
+            false,
+            &mut rng(),
+        );
+        assert_eq!(new, Some(meta(Some(1), 4, &[1, 2, 3], &[1])));
+        // The ELR never forms with a minimum of 1.
+        let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
+        let new = decide(&m, &set(&[1, 3]), &none(), &none(), 1, false, &mut rng());
+        assert_eq!(new, Some(meta(Some(1), 4, &[1, 2, 3], &[1])));
+    }
+
+    #[test]
+    fn a_dead_leader_leaving_the_isr_below_its_minimum_joins_the_elr() {
+        // Seed 1043 of the simulation: leader 1 dies, 3 takes over alone.
+        let m = meta(Some(1), 1, &[1, 2, 3], &[3, 1]);
+        let new = decide(&m, &set(&[2, 3]), &none(), &none(), 2, false, &mut rng());
+        assert_eq!(
+            new,
+            Some(with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]))
+        );
+    }
+
+    #[test]
+    fn with_no_in_sync_replica_left_an_eligible_leader_replica_is_elected() {
+        // ...then 3 dies too, and 1 is back: it has every acknowledged record.
+        let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]);
+        let new =
+            decide(&m, &set(&[1, 2]), &none(), &none(), 2, false, &mut rng()).expect("elected");
+        assert_eq!(new, with_elr(meta(Some(1), 3, &[1, 2, 3], &[1]), &[3]));
+        assert_eq!(outcome(&m, &new), Outcome::ElectedFromElr);
+        // Never 2, which was not in the ISR when it fell below the minimum.
+        let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]);
+        let new = decide(&m, &set(&[2]), &none(), &none(), 2, false, &mut rng());
+        assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
+        // Nor an ELR member that reports lacking records (restarted behind its high
+        // watermark): offline until 3 (or a clean 1) is back.
+        let new = decide(&m, &set(&[1, 2]), &none(), &set(&[1]), 2, false, &mut rng());
+        assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
+        // An ISR member back first wins over the ELR.
+        let offline = new.expect("offline");
+        let back = decide(
+            &offline,
+            &set(&[1, 3]),
+            &none(),
+            &none(),
+            2,
+            false,
+            &mut rng(),
+        );
+        assert_eq!(
+            back,
+            Some(with_elr(meta(Some(3), 4, &[1, 2, 3], &[3]), &[1]))
+        );
+    }
+
+    #[test]
+    fn an_isr_back_at_its_minimum_empties_the_elr_and_unclean_elections_too() {
+        let m = with_elr(meta(Some(1), 2, &[1, 2, 3], &[1, 3]), &[2]);
+        let new = decide(&m, &set(&[1, 3]), &none(), &none(), 2, false, &mut rng());
+        assert_eq!(new, Some(meta(Some(1), 2, &[1, 2, 3], &[1, 3])));
+        let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]);
+        let new = decide(&m, &set(&[2]), &none(), &none(), 2, true, &mut rng());
+        assert_eq!(new, Some(meta(Some(2), 3, &[1, 2, 3], &[2])));
+    }
+
+    /// Random histories with acks=all writes acknowledged whenever the ISR is at its
+    /// minimum: every clean election (ISR or ELR) picks a broker that holds every record
+    /// acknowledged so far.
+    #[test]
+    fn every_clean_election_picks_a_holder_of_every_acknowledged_record() {
+        let mut r = StdRng::seed_from_u64(1043);
+        let replicas = [1, 2, 3, 4];
+        for history in 0..400 {
+            let min_insync = 1 + history % 3;
+            let mut m = meta(Some(1), 0, &replicas, &replicas);
+            let mut holders: BTreeSet<u32> = set(&replicas);
+            for _ in 0..40 {
+                let live: BTreeSet<u32> = replicas
+                    .iter()
+                    .copied()
+                    .filter(|_| r.next_u32() % 3 != 0)
+                    .collect();
+                if let Some(new) = decide(&m, &live, &none(), &none(), min_insync, false, &mut r) {
+                    if let Some(l) = new.leader.filter(|_| new.leader_epoch != m.leader_epoch) {
+                        assert!(
+                            holders.contains(&l),
+                            "{m:?} -> {new:?}, holders {holders:?}"
+                        );
+                    }
+                    m = new;
+                }
+                let Some(leader) = m.leader.filter(|l| live.contains(l)) else {
+                    continue;
+                };
+                // A write acknowledged with acks=all reaches exactly the ISR.
+                if m.isr.len() >= min_insync as usize && r.next_u32() % 2 == 0 {
+                    holders = m.isr.iter().copied().collect();
+                }
+                // A follower catching up copies the leader and joins, as the leader writes it.
+                for &b in &replicas {
+                    if live.contains(&b) && !m.isr.contains(&b) && r.next_u32() % 2 == 0 {
+                        m.isr.push(b);
+                        m.elr.clear();
+                        if holders.contains(&leader) {
+                            holders.insert(b);
                         }
                     }
                 }

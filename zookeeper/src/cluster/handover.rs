@@ -320,6 +320,7 @@ mod tests {
             leader_epoch: 4,
             replicas: vec![1, 2, 3],
             isr: vec![1, 2, 3],
+            elr: Vec::new(),
         }
     }
 
@@ -475,9 +476,16 @@ mod tests {
         // Rolling back writes nothing: the ordinary election, given the candidate dead,
         // leaves the living leader in place.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
-        let after =
-            crate::cluster::election::decide(&meta(), &set(&[1, 2]), &none, &none, false, &mut rng)
-                .expect("the dead candidate leaves the ISR");
+        let after = crate::cluster::election::decide(
+            &meta(),
+            &set(&[1, 2]),
+            &none,
+            &none,
+            1,
+            false,
+            &mut rng,
+        )
+        .expect("the dead candidate leaves the ISR");
         assert_eq!((after.leader, after.leader_epoch), (Some(1), 4));
     }
 }

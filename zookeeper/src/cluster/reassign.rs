@@ -505,6 +505,7 @@ async fn move_partition(
             leader_epoch,
             replicas: target.to_vec(),
             isr,
+            elr: Vec::new(),
         };
         if write(client, topic, partition, &new, version).await? {
             progress(&RebalanceEvent::Moved {

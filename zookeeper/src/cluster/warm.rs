@@ -665,6 +665,7 @@ mod tests {
             leader_epoch: 1,
             replicas: vec![1, 2, 3],
             isr: vec![1, 2, 3],
+            elr: Vec::new(),
         };
         let live = BTreeSet::from([1, 2, 3]);
         let load = BTreeMap::from([(1, 1)]);

@@ -97,6 +97,14 @@ impl ServerConfig {
                 // still has a ceiling.
                 max_observers_per_peer: 4096,
                 max_observers: 32 * 1024,
+                // Every watch notification is confirmable: a NON one lost while a broker
+                // is cut off was lost for good (the znode does not change again), and the
+                // broker kept a partition it no longer led, or never took one it did
+                // (simulation seeds 1043, 1065). A CON one is retransmitted for
+                // MAX_TRANSMIT_WAIT (93 s), longer than the longest session timeout
+                // (60 s): a notification reaches its watcher, or its session expires and
+                // the watcher starts over. Znodes change seldom; the ACK costs little.
+                observe_con_interval: Duration::ZERO,
                 ..CoapConfig::default()
             },
             admin_key: None,

@@ -276,6 +276,7 @@ fn a_byte_string_is_no_list_of_numbers_for_either_decoder() {
         leader_epoch: 3,
         replicas: Vec::from([1, 2]),
         isr: Vec::from([1, 2]),
+        elr: Vec::new(),
     };
     let array = encode(&meta).unwrap();
     // "isr" (63 69 73 72), then [1, 2] (82 01 02): the same two numbers as bytes (42 01 02).
@@ -289,4 +290,27 @@ fn a_byte_string_is_no_list_of_numbers_for_either_decoder() {
     assert!(decode_lite::<PartitionMetadata>(&bytes).is_err());
     assert_eq!(decode::<PartitionMetadata>(&array), Ok(meta.clone()));
     assert_eq!(decode_lite::<PartitionMetadata>(&array), Ok(meta));
+}
+
+#[test]
+fn the_eligible_leader_replicas_are_optional_on_the_wire() {
+    let mut meta = PartitionMetadata {
+        partition: 0,
+        leader: None,
+        leader_epoch: 3,
+        replicas: Vec::from([1, 2, 3]),
+        isr: Vec::from([3]),
+        elr: Vec::new(),
+    };
+    // Empty: not written, so a znode written before the field existed reads the same.
+    let without = encode(&meta).unwrap();
+    assert!(!without.windows(4).any(|w| w == b"\x63elr"));
+    meta.elr = Vec::from([1]);
+    let with = encode(&meta).unwrap();
+    assert!(with.windows(4).any(|w| w == b"\x63elr"));
+    assert_eq!(decode::<PartitionMetadata>(&with), Ok(meta.clone()));
+    assert_eq!(decode_lite::<PartitionMetadata>(&with), Ok(meta.clone()));
+    meta.elr.clear();
+    assert_eq!(decode::<PartitionMetadata>(&without), Ok(meta.clone()));
+    assert_eq!(decode_lite::<PartitionMetadata>(&without), Ok(meta));
 }

@@ -81,6 +81,7 @@ pub(super) fn partition() -> PartitionMetadata {
         leader_epoch: 3,
         replicas: vec![1, 2],
         isr: vec![1],
+        elr: Vec::new(),
     }
 }
 
