@@ -388,9 +388,15 @@ pub(crate) fn write_partitions(
                     Some(id) => format!("{id} (down)"),
                     None => "none".into(),
                 };
+                // Replicas out of the ISR that still have every acknowledged record.
+                let elr = if m.elr.is_empty() {
+                    String::new()
+                } else {
+                    format!("  (eligible leader replicas: {})", join(&m.elr))
+                };
                 writeln!(
                     out,
-                    "  {:<10} {:<8} {:<6} {:<12} {}",
+                    "  {:<10} {:<8} {:<6} {:<12} {}{elr}",
                     p,
                     leader,
                     m.leader_epoch,
@@ -744,6 +750,46 @@ fn members_list(members: &[SocketAddr]) -> String {
 
 #[cfg(test)]
 mod tests {
+    use pehra_broker::client::{Metadata, TopicState};
+    use pehra_shared::wire::{PartitionMetadata, TopicConfig};
+
+    #[test]
+    fn the_partition_table_names_eligible_leader_replicas_only_when_there_are_some() {
+        let partition = |n, isr: &[u32], elr: &[u32]| PartitionMetadata {
+            partition: n,
+            leader: isr.first().copied(),
+            leader_epoch: 3,
+            replicas: vec![1, 2, 3],
+            isr: isr.to_vec(),
+            elr: elr.to_vec(),
+        };
+        let mut meta = Metadata::default();
+        meta.topics.insert(
+            "t".into(),
+            TopicState {
+                config: TopicConfig {
+                    partitions: 2,
+                    replication_factor: 3,
+                    min_insync_replicas: Some(2),
+                },
+                partitions: [
+                    (0, partition(0, &[3], &[1, 2])),
+                    (1, partition(1, &[1, 2], &[])),
+                ]
+                .into(),
+            },
+        );
+        let mut out = Vec::new();
+        super::write_partitions(&mut out, &meta, "t").unwrap();
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(
+            lines[1].ends_with("3  (eligible leader replicas: 1,2)"),
+            "{text}"
+        );
+        assert!(lines[2].ends_with("1,2"), "{text}");
+    }
+
     #[test]
     fn json_strings_are_escaped() {
         assert_eq!(
