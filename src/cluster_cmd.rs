@@ -76,6 +76,26 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 30)]
         timeout_s: u64,
     },
+    /// Planned handover of the zookeeper ensemble's leadership (and with it the
+    /// controller and the PEHRA coordinator) to another member (the admin only).
+    #[command(
+        after_help = "Raft's leadership transfer (raft-rs): the leader stops taking writes, brings the \
+        new member's log up to its own, then tells it to take over at once, without \
+        waiting for an election timeout. Writes sent meanwhile are refused as \
+        `not_leader` and clients with the member list send them to the new leader. \
+        Without --to the member whose log is furthest along takes over. If it has not \
+        taken over within an election timeout (down, cut off), Raft abandons the \
+        transfer and the old leader goes on; this command asks again until --timeout-s, \
+        then exits 1."
+    )]
+    ZookeeperHandover {
+        /// The ensemble member (its id) to hand over to.
+        #[arg(long, value_name = "MEMBER")]
+        to: Option<u64>,
+        /// How long to wait for the new leader, in seconds.
+        #[arg(long, default_value_t = 10)]
+        timeout_s: u64,
+    },
     /// Rolling maintenance (PEHRA): every broker in turn, the Pehredar last, moves its
     /// leadership away and restarts (or runs --command), while the others serve.
     #[command(
@@ -146,6 +166,9 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
             )
             .await
         }
+        ClusterCommand::ZookeeperHandover { to, timeout_s } => {
+            zookeeper_handover(&client, to, Duration::from_secs(timeout_s)).await
+        }
         ClusterCommand::Maintenance { command, timeout_s } => {
             let options = cluster::MaintenanceOptions {
                 command,
@@ -183,6 +206,69 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
                 None => Ok(ExitCode::SUCCESS),
             }
         }
+    }
+}
+
+/// `pehra cluster zookeeper-handover`: starts the handover, then waits until a member
+/// other than the old leader leads (asking again each time Raft abandons an attempt).
+async fn zookeeper_handover(
+    client: &Client,
+    to: Option<u64>,
+    timeout: Duration,
+) -> Result<ExitCode> {
+    let start = std::time::Instant::now();
+    let started = client
+        .transfer_leadership(to)
+        .await
+        .context("asking the ensemble leader to hand over")?;
+    println!(
+        "zookeeper leader {} hands over to member {}…",
+        started.from, started.to
+    );
+    // Raft gives up on a transfer after an election timeout (10 ticks of 100 ms, plus
+    // up to as many again at random): ask again after that.
+    const ATTEMPT: Duration = Duration::from_millis(2_500);
+    let mut asked_at = std::time::Instant::now();
+    loop {
+        let leader = client
+            .ensemble_status()
+            .await
+            .ok()
+            .flatten()
+            .and_then(|s| s.leader);
+        if leader == Some(started.to) {
+            println!(
+                "zookeeper leader: member {} → member {} in {} ms",
+                started.from,
+                started.to,
+                start.elapsed().as_millis()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if let Some(other) = leader.filter(|&l| l != started.from && to.is_none()) {
+            println!(
+                "zookeeper leader: member {} → member {other} in {} ms",
+                started.from,
+                start.elapsed().as_millis()
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if start.elapsed() >= timeout {
+            eprintln!(
+                "pehra: the zookeeper leadership did not move to member {} within {} s; \
+                 member {} leads (Raft abandoned the transfer: is member {} up and caught up?)",
+                started.to,
+                timeout.as_secs(),
+                leader.map_or_else(|| "none".to_string(), |l| l.to_string()),
+                started.to
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        if asked_at.elapsed() >= ATTEMPT && leader == Some(started.from) {
+            asked_at = std::time::Instant::now();
+            let _ = client.transfer_leadership(Some(started.to)).await;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

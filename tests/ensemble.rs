@@ -312,6 +312,19 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
             .await
             .unwrap();
         assert_eq!(response.code(), pehra_shared::coap::Code::FORBIDDEN);
+        // Moving the leadership is the admin's: a broker or a client is refused.
+        for who in ["broker-1", "client"] {
+            let other =
+                Client::without_session_any(&ensemble.addrs, Config::default(), Some(&cred(who)))
+                    .await
+                    .unwrap();
+            let refused = other.transfer_leadership(None).await.unwrap_err();
+            assert_eq!(
+                refused.kind(),
+                Some(ErrorKind::Forbidden),
+                "{who}: {refused}"
+            );
+        }
         for addr in &ensemble.addrs {
             let reader =
                 Client::without_session_secured(*addr, Config::default(), Some(&cred("admin")))
@@ -478,6 +491,127 @@ async fn a_member_stopped_with_a_write_it_cannot_commit_stops_and_answers_it() {
             .expect_err("the write was never committed");
         assert_eq!(refused.kind(), Some(ErrorKind::Busy), "{refused}");
         assert!(refused.to_string().contains("applied"), "{refused}");
+    })
+    .await
+}
+
+/// The member id (1-based) of the member at `addr`.
+fn member_id(ensemble: &Ensemble, addr: SocketAddr) -> u64 {
+    ensemble.addrs.iter().position(|a| *a == addr).unwrap() as u64 + 1
+}
+
+/// The leader's id as the member at `addr` sees it.
+async fn leader_seen_by(addr: SocketAddr) -> Option<u64> {
+    let client = Client::without_session(addr, Config::default())
+        .await
+        .unwrap();
+    client.ensemble_status().await.unwrap().unwrap().leader
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_planned_handover_moves_the_zookeeper_leader_and_an_impossible_one_rolls_back() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-handover");
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .expect("a session from the ensemble's leader");
+        let session = client.session_id().unwrap();
+        client
+            .create("/before", b"x", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let old = member_id(&ensemble, client.server());
+        let new = old % 3 + 1;
+        let list = ensemble
+            .addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let cli = |args: Vec<String>| {
+            tokio::task::spawn_blocking(move || {
+                let args: Vec<&str> = args.iter().map(String::as_str).collect();
+                pehra(&args)
+            })
+        };
+        let args = |to: u64, timeout: &str| {
+            ["cluster", "zookeeper-handover", "--zookeeper", &list]
+                .into_iter()
+                .map(String::from)
+                .chain([
+                    "--to".into(),
+                    to.to_string(),
+                    "--timeout-s".into(),
+                    timeout.into(),
+                ])
+                .collect::<Vec<String>>()
+        };
+        // A writer keeps writing through the handover: none of its writes may fail (the
+        // old leader names the new one instead of taking them; the client follows).
+        let client = std::sync::Arc::new(client);
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn({
+            let client = client.clone();
+            async move {
+                let (mut written, mut failed) = (0, Vec::new());
+                while !*stopped.borrow() {
+                    match client
+                        .create("/w", b"", CreateMode::PersistentSequential)
+                        .await
+                    {
+                        Ok(_) => written += 1,
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (written, failed)
+            }
+        });
+        let (code, out, err) = cli(args(new, "20")).await.unwrap();
+        stop.send_replace(true);
+        let (written, failed) = writer.await.unwrap();
+        assert!(
+            failed.is_empty(),
+            "writes failed during the handover: {failed:?}"
+        );
+        assert!(written > 0);
+        assert_eq!(code, 0, "{out}{err}");
+        println!("{} ({written} writes meanwhile, none failed)", out.trim());
+        assert!(
+            out.contains(&format!("member {old} → member {new} in")),
+            "{out}"
+        );
+        // Every member agrees, and the session and its writes go on with the new leader.
+        for addr in &ensemble.addrs {
+            assert_eq!(leader_seen_by(*addr).await, Some(new), "as {addr} sees it");
+        }
+        client
+            .create("/after", b"y", CreateMode::Persistent)
+            .await
+            .expect("the new leader takes writes");
+        assert_eq!(client.server(), ensemble.addrs[new as usize - 1]);
+        assert_eq!(client.session_id(), Some(session));
+        assert_eq!(*client.session_state().borrow(), SessionState::Alive);
+
+        // A handover to a member that is down never completes: Raft abandons it and the
+        // leader goes on (the rollback); the command says so and exits 1.
+        let down = new % 3 + 1;
+        ensemble.kill(ensemble.addrs[down as usize - 1]);
+        let (code, out, err) = cli(args(down, "4")).await.unwrap();
+        assert_eq!(code, 1, "{out}{err}");
+        assert!(
+            err.contains(&format!(
+                "did not move to member {down} within 4 s; member {new} leads"
+            )),
+            "{err}"
+        );
+        client
+            .create("/still", b"z", CreateMode::Persistent)
+            .await
+            .expect("the leader takes writes again after the abandoned transfer");
+        assert_eq!(
+            leader_seen_by(ensemble.addrs[new as usize - 1]).await,
+            Some(new)
+        );
     })
     .await
 }

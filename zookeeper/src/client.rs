@@ -699,6 +699,23 @@ impl Client {
         }
     }
 
+    /// Asks the ensemble leader to hand its office over to `to` (or to the member whose
+    /// log is furthest along): `POST /ensemble`, sent on to the next member while the
+    /// current one is not the leader. Returns once the handover has started; it has
+    /// completed when [`Client::ensemble_status`] names the new leader.
+    pub async fn transfer_leadership(
+        &self,
+        to: Option<u64>,
+    ) -> Result<crate::ensemble::TransferStarted, ZkError> {
+        let asked = crate::ensemble::TransferRequest { to };
+        self.call(cbor_request(
+            Method::Post,
+            crate::ensemble::STATUS_PATH,
+            &asked,
+        ))
+        .await
+    }
+
     /// The address of the zookeeper (the ensemble member) requests go to now.
     pub fn server(&self) -> SocketAddr {
         self.inner.server()

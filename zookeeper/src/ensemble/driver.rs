@@ -38,6 +38,13 @@ pub fn raft_endpoint_config() -> CoapConfig {
     }
 }
 
+/// A request to hand the leadership over: to whom (`None`: the member furthest along)
+/// and where the answer goes.
+pub(crate) type TransferAsk = (
+    Option<u64>,
+    tokio::sync::oneshot::Sender<Result<super::TransferStarted, super::member::TransferError>>,
+);
+
 /// The driver's inputs and outputs.
 pub(crate) struct Driver {
     pub member: Member,
@@ -53,6 +60,8 @@ pub(crate) struct Driver {
     pub core: UnboundedSender<Job>,
     /// Requests for the member's view of the ensemble (`GET /ensemble`).
     pub status: UnboundedReceiver<tokio::sync::oneshot::Sender<super::EnsembleStatus>>,
+    /// Requests to hand the leadership over (`POST /ensemble`).
+    pub transfers: UnboundedReceiver<TransferAsk>,
     /// Requests out per member.
     pub out: BTreeMap<u64, Arc<AtomicUsize>>,
 }
@@ -83,6 +92,15 @@ impl Driver {
                         }
                     }
                     let _ = reply.send(status);
+                }
+                Some((to, reply)) = self.transfers.recv() => {
+                    let from = self.config.id;
+                    let started = self.member.transfer_leadership(to);
+                    match &started {
+                        Ok(to) => tracing::info!(from, to, "ensemble: handing the leadership over"),
+                        Err(e) => tracing::info!(error = %e, "ensemble: leadership handover refused"),
+                    }
+                    let _ = reply.send(started.map(|to| super::TransferStarted { from, to }));
                 }
                 asked = self.proposals.recv() => match asked {
                     Some(ToDriver::Propose(data)) => {

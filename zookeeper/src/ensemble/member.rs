@@ -63,6 +63,20 @@ pub enum Role {
 #[error("this member is not the ensemble leader")]
 pub struct NotLeader;
 
+/// Why a leadership transfer was not started.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransferError {
+    /// Only the leader hands its office over.
+    #[error("this member is not the ensemble leader")]
+    NotLeader,
+    /// The member asked for is not a voter of this ensemble (or is this member).
+    #[error("member {0} is not another member of this ensemble")]
+    NotAMember(u64),
+    /// An ensemble of one has nobody to hand over to.
+    #[error("the ensemble has no other member")]
+    Alone,
+}
+
 /// A member's Raft.
 pub struct Member {
     node: RawNode<MemStorage>,
@@ -71,6 +85,9 @@ pub struct Member {
     applied: u64,
     /// Reads whose index is known, waiting for it to be applied: (index, context).
     reads: Vec<(u64, Vec<u8>)>,
+    /// The term whose no-op this member applied as its leader (0: none): from then on it
+    /// is writable in that term.
+    writable_term: u64,
 }
 
 impl Member {
@@ -108,6 +125,7 @@ impl Member {
             role: Role::Follower { leader: None },
             applied: 0,
             reads: Vec::new(),
+            writable_term: 0,
         })
     }
 
@@ -140,6 +158,40 @@ impl Member {
         }
         self.node.read_index(context);
         Ok(())
+    }
+
+    /// Hands the leadership over (a planned change of master, seed 002, for the
+    /// zookeeper leader): to `to`, or to the member whose log is furthest along (the
+    /// shortest pre-sync; the lowest id among equals). Raft's leadership transfer: the
+    /// leader stops taking proposals, brings the transferee's log up to its own (the
+    /// pre-sync), then tells it to campaign at once (`MsgTimeoutNow`: the transferee wins
+    /// the election without waiting for a timeout). If that has not happened within an
+    /// election timeout (the transferee is down or cut off), the transfer is abandoned
+    /// and this member goes on leading (the rollback). Returns the transferee.
+    pub fn transfer_leadership(&mut self, to: Option<u64>) -> Result<u64, TransferError> {
+        if self.node.raft.state != StateRole::Leader {
+            return Err(TransferError::NotLeader);
+        }
+        let me = self.node.raft.id;
+        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let target = match to {
+            Some(id) if id != me && voters.contains(&id) => id,
+            Some(id) => return Err(TransferError::NotAMember(id)),
+            None => {
+                let prs = self.node.raft.prs();
+                voters
+                    .iter()
+                    .copied()
+                    .filter(|&id| id != me)
+                    .max_by_key(|&id| {
+                        let matched = prs.get(id).map_or(0, |p| p.matched);
+                        (matched, std::cmp::Reverse(id))
+                    })
+                    .ok_or(TransferError::Alone)?
+            }
+        };
+        self.node.transfer_leader(target);
+        Ok(target)
     }
 
     /// The member's current role.
@@ -254,24 +306,35 @@ impl Member {
 
     /// The role after applying `applied`: a leader becomes writable once its own term's
     /// no-op is applied (every earlier entry is then applied too).
-    fn current_role(&self, applied: &[Committed]) -> Role {
+    ///
+    /// While it hands its office over ([`Member::transfer_leadership`]) a leader is not
+    /// writable (Raft drops proposals meanwhile): it says the transferee leads, so that
+    /// writes go there instead of failing here; if the transfer is abandoned it is
+    /// writable again.
+    fn current_role(&mut self, applied: &[Committed]) -> Role {
         let raft = &self.node.raft;
         if raft.state != StateRole::Leader {
             return Role::Follower {
                 leader: self.leader(),
             };
         }
-        match self.role {
-            Role::Leader { term } if term == raft.term => self.role,
-            _ if applied
-                .iter()
-                .any(|c| c.term == raft.term && c.data.is_empty()) =>
-            {
-                Role::Leader { term: raft.term }
-            }
-            _ => Role::Follower {
+        if applied
+            .iter()
+            .any(|c| c.term == raft.term && c.data.is_empty())
+        {
+            self.writable_term = raft.term;
+        }
+        if let Some(transferee) = raft.lead_transferee {
+            return Role::Follower {
+                leader: Some(transferee),
+            };
+        }
+        if self.writable_term == raft.term {
+            Role::Leader { term: raft.term }
+        } else {
+            Role::Follower {
                 leader: self.leader(),
-            },
+            }
         }
     }
 
@@ -426,6 +489,106 @@ mod tests {
                 assert_eq!(applied[..], longest[..applied.len()]);
             }
         }
+    }
+
+    #[test]
+    fn a_leadership_transfer_moves_the_leader_and_loses_nothing() {
+        for seed in 1..=5 {
+            let mut net = Net::new(10, seed * 104_729);
+            for n in 0..10u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            let old = net.elect();
+            let to = (old + 1) % 3;
+            // The transferee is told to campaign once (MsgTimeoutNow); on a lossy network
+            // that can be lost and the transfer abandoned: ask again, as the CLI does.
+            for _attempt in 0..5 {
+                if net.leader() == Some(to) {
+                    break;
+                }
+                if let Some(leader) = net.leader() {
+                    assert_eq!(
+                        net.members[leader].transfer_leadership(Some(to as u64 + 1)),
+                        Ok(to as u64 + 1)
+                    );
+                }
+                for _ in 0..40 {
+                    if net.leader() == Some(to) {
+                        break;
+                    }
+                    net.step();
+                }
+            }
+            assert_eq!(
+                net.leader(),
+                Some(to),
+                "seed {seed}: the transfer did not complete"
+            );
+            for n in 10..20u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            net.assert_consistent();
+            for n in 0..20u32 {
+                assert!(net.applied[to].contains(&n.to_be_bytes().to_vec()));
+            }
+        }
+    }
+
+    #[test]
+    fn a_transfer_to_a_member_that_is_gone_is_abandoned_and_the_leader_stays() {
+        let mut net = Net::new(0, 42);
+        net.commit(b"before".to_vec());
+        let old = net.elect();
+        let gone = (old + 2) % 3;
+        net.down[gone] = true;
+        assert!(net.members[old]
+            .transfer_leadership(Some(gone as u64 + 1))
+            .is_ok());
+        // While it tries, proposals are refused, and it names the transferee as leader...
+        net.step();
+        assert!(net.members[old].propose(b"during".to_vec()).is_err());
+        assert_eq!(
+            net.members[old].role(),
+            Role::Follower {
+                leader: Some(gone as u64 + 1)
+            }
+        );
+        // ...until it gives up, after an election timeout (10 to 20 ticks): the same
+        // leader, writable again.
+        for _ in 0..30 {
+            net.step();
+        }
+        net.commit(b"after".to_vec());
+        assert_eq!(net.elect(), old);
+        net.assert_consistent();
+    }
+
+    #[test]
+    fn a_transfer_goes_to_the_member_furthest_along_unless_one_is_named() {
+        let mut net = Net::new(0, 9);
+        net.commit(b"a".to_vec());
+        let leader = net.elect();
+        let (x, y) = ((leader + 1) % 3, (leader + 2) % 3);
+        // y misses the next entries: x is furthest along.
+        net.down[y] = true;
+        net.commit(b"b".to_vec());
+        net.down[y] = false;
+        assert_eq!(
+            net.members[leader].transfer_leadership(None),
+            Ok(x as u64 + 1)
+        );
+        assert_eq!(
+            net.members[x].transfer_leadership(None),
+            Err(TransferError::NotLeader)
+        );
+        assert_eq!(
+            net.members[leader].transfer_leadership(Some(leader as u64 + 1)),
+            Err(TransferError::NotAMember(leader as u64 + 1))
+        );
+        assert_eq!(
+            net.members[leader].transfer_leadership(Some(9)),
+            Err(TransferError::NotAMember(9))
+        );
     }
 
     #[test]

@@ -71,7 +71,8 @@ impl EnsembleConfig {
 }
 
 /// The URI path of a member's view of its ensemble (`GET /ensemble`, an
-/// [`EnsembleStatus`]); 4.04 on a zookeeper that is alone.
+/// [`EnsembleStatus`]), and of a leadership handover (`POST /ensemble`, a
+/// [`TransferRequest`]); 4.04 on a zookeeper that is alone.
 pub const STATUS_PATH: &str = "ensemble";
 
 /// A member's view of its ensemble (`GET /ensemble`, CBOR).
@@ -104,6 +105,26 @@ pub struct MemberStatus {
     pub addr: String,
     /// The last index the leader knows it has (only in the leader's view).
     pub matched: Option<u64>,
+}
+
+/// Asks the ensemble leader to hand its office over (`POST /ensemble`, CBOR; admin
+/// only): `{"to"?: u64}`, the member to hand over to, or the one furthest along.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferRequest {
+    /// The member to hand over to; `None`: the one whose log is furthest along.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to: Option<u64>,
+}
+
+/// The answer to a [`TransferRequest`] (2.04): the handover has started. It completes
+/// when `to` leads (`GET /ensemble`); Raft abandons it after an election timeout if `to`
+/// does not take over, and `from` goes on leading.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TransferStarted {
+    /// The leader handing over.
+    pub from: u64,
+    /// The member taking over.
+    pub to: u64,
 }
 
 /// One Raft entry of the zookeeper: a batch of log records of the leader.

@@ -219,6 +219,7 @@ impl Server {
         let mut router = routes::router(jobs_tx.clone());
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = mpsc::unbounded_channel();
+        let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();
         if raft.is_some() {
             router = router.route_deferred(
                 pehra_shared::coap::Method::Get,
@@ -232,6 +233,24 @@ impl Server {
                                 pehra_shared::coap::Code::CONTENT,
                                 &status,
                             ));
+                        }
+                    });
+                },
+            );
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Post,
+                crate::ensemble::STATUS_PATH,
+                move |incoming, responder| {
+                    let asked: crate::ensemble::TransferRequest =
+                        match pehra_shared::api::decode_request(&incoming.request) {
+                            Ok(asked) => asked,
+                            Err(refused) => return responder.respond(refused),
+                        };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = transfer_tx.send((asked.to, tx));
+                    tokio::spawn(async move {
+                        if let Ok(answer) = rx.await {
+                            responder.respond(transfer_response(answer));
                         }
                     });
                 },
@@ -321,6 +340,7 @@ impl Server {
                     endpoint: raft_endpoint,
                     out: Default::default(),
                     status: status_rx,
+                    transfers: transfer_rx,
                     inbox: inbox_rx,
                     proposals: proposals_rx,
                     core: jobs_tx.clone(),
@@ -432,4 +452,20 @@ fn recover(
         sessions: tree.sessions().len(),
     };
     Ok((storage, tree, recovered))
+}
+
+/// The answer to `POST /ensemble`: 2.04 with the handover started, 4.03 `not_leader` on
+/// a follower (a client with the member list asks the next member), 4.00 for a member
+/// that is not another one of the ensemble.
+fn transfer_response(
+    answer: Result<crate::ensemble::TransferStarted, crate::ensemble::member::TransferError>,
+) -> pehra_shared::coap::Response {
+    use crate::ensemble::member::TransferError;
+    use pehra_shared::api::{cbor_response, error_response};
+    use pehra_shared::wire::ErrorKind;
+    match answer {
+        Ok(started) => cbor_response(pehra_shared::coap::Code::CHANGED, &started),
+        Err(e @ TransferError::NotLeader) => error_response(ErrorKind::NotLeader, &e.to_string()),
+        Err(e) => error_response(ErrorKind::Malformed, &e.to_string()),
+    }
 }
