@@ -210,11 +210,7 @@ async fn apply_assignment(
         // Leader epochs never go back: a zookeeper that names an older epoch than this
         // log already holds lost changes (a cut write-ahead log, an old backup). Neither
         // lead nor follow in it.
-        if let Some(log_epoch) = p
-            .log
-            .last_epoch()
-            .filter(|&e| e > a.meta.leader_epoch && std::env::var_os("NOREG").is_none())
-        {
+        if let Some(log_epoch) = p.log.last_epoch().filter(|&e| e > a.meta.leader_epoch) {
             tracing::error!(
                 topic = %key.0, partition = key.1, znode_epoch = a.meta.leader_epoch, log_epoch,
                 "the zookeeper names leader epoch {} for this partition, but this replica's log \
