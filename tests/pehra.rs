@@ -496,6 +496,36 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
     .await;
 }
 
+/// wakeUpAll straight from the Pehredar: `POST /pehra/wake` (which the Pehredar sends to
+/// every broker when it holds a produce, so the leader's followers need not wait for the
+/// coordinator's round through the zookeeper) wakes a sleeper at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sleeper_wakes_on_the_pehredars_wake_call() {
+    let c = start_cluster("pehra-wake-call", LONG_TERMS, 3, &[]);
+    let zk = c.zk().await;
+    let asleep = all_asleep(&zk).await;
+    let pehredar = broker_id(asleep.pehredar().unwrap());
+    let sleeper = (1..=3).find(|&b| b != pehredar).unwrap();
+    let endpoint = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config::default(),
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let response = endpoint
+        .handle()
+        .request(c.addrs[&sleeper], Request::post("pehra/wake"))
+        .await
+        .unwrap();
+    assert!(response.code().is_success(), "{:?}", response.code());
+    let name = format!("broker-{sleeper}");
+    wait_for(&zk, Duration::from_secs(10), "the sleeper awake", |v| {
+        v.role(&name) == Some(NodeRole::Awake)
+    })
+    .await;
+}
+
 /// A PEHRA term handover with a produce held: a producer whose metadata was read while
 /// the cluster slept sends its produces to the Pehredar; after a re-election the old
 /// Pehredar, out of office, still gets them (the producer has seen no error that would

@@ -267,8 +267,8 @@ async fn apply_assignment(
         }
     }
     let open_keys_kept: BTreeSet<PartitionKey> = regressed.iter().map(|r| r.key.clone()).collect();
-    let mut wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)> = BTreeMap::new();
-    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) && !super::pehra::is_asleep(state) {
+    let mut wanted = super::fetcher::FetchPlan::new();
+    if !state.leaving.load(std::sync::atomic::Ordering::SeqCst) {
         for (key, a) in assigned
             .iter()
             .filter(|(k, _)| !open_keys_kept.contains(*k))
@@ -286,7 +286,13 @@ async fn apply_assignment(
                 .insert(key.clone());
         }
     }
-    state.fetchers.lock().expect("lock").update(state, wanted);
+    // Dormant (PEHRA): nothing fetched, but the plan is kept for the wake.
+    let dormant = super::pehra::is_asleep(state);
+    state
+        .fetchers
+        .lock()
+        .expect("lock")
+        .plan(state, wanted, dormant);
     state
         .open_failures
         .lock()

@@ -20,10 +20,16 @@ use tokio::sync::watch;
 /// How long to wait before fetching again after a failure (leader down or moving).
 const RETRY_AFTER: Duration = Duration::from_millis(200);
 
+/// Leader id → (its address, the partitions to fetch from it).
+pub(crate) type FetchPlan = BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)>;
+
 /// The fetch tasks, one per leader this broker follows partitions from.
 #[derive(Default)]
 pub(crate) struct Fetchers {
     by_leader: HashMap<u32, Fetcher>,
+    /// What the last assignment asks for, also while dormant (PEHRA): waking restarts
+    /// the fetchers from it at once, before the assignment is read again.
+    plan: FetchPlan,
 }
 
 struct Fetcher {
@@ -41,11 +47,7 @@ impl Drop for Fetcher {
 impl Fetchers {
     /// Makes the running fetchers match `wanted`: leader id → (its address, the
     /// partitions to fetch from it).
-    pub fn update(
-        &mut self,
-        state: &Arc<State>,
-        wanted: BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)>,
-    ) {
+    pub fn update(&mut self, state: &Arc<State>, wanted: FetchPlan) {
         self.by_leader
             .retain(|leader, f| wanted.get(leader).is_some_and(|(addr, _)| *addr == f.addr));
         for (leader, (addr, keys)) in wanted {
@@ -73,9 +75,25 @@ impl Fetchers {
         }
     }
 
-    /// Stops every fetcher.
+    /// Stops every fetcher (going dormant); the plan stays for [`Fetchers::resume`].
     pub fn clear(&mut self) {
         self.by_leader.clear();
+    }
+
+    /// Keeps `plan` as what the assignment asks for, and runs it unless `dormant`.
+    pub fn plan(&mut self, state: &Arc<State>, plan: FetchPlan, dormant: bool) {
+        self.plan = plan.clone();
+        if dormant {
+            self.clear();
+        } else {
+            self.update(state, plan);
+        }
+    }
+
+    /// Restarts the fetchers of the last plan (waking: a follower fetches the records
+    /// that woke its leader without first reading the whole assignment again).
+    pub fn resume(&mut self, state: &Arc<State>) {
+        self.update(state, self.plan.clone());
     }
 }
 

@@ -947,7 +947,7 @@ fn hw_checkpoint_stale(state: &State) -> bool {
 /// The CoAP resources of a broker.
 fn router(state: Arc<State>) -> Router {
     let (produce_state, fetch_state, observe_state) = (state.clone(), state.clone(), state.clone());
-    let (replica_state, checkin_state) = (state.clone(), state.clone());
+    let (replica_state, checkin_state, wake_state) = (state.clone(), state.clone(), state.clone());
     let (dev_checkin, dev_readings, dev_downlink) = (state.clone(), state.clone(), state.clone());
     let pubsub = move |incoming: Incoming, responder: Responder| match state.pubsub.get() {
         Some(ps) => {
@@ -988,6 +988,10 @@ fn router(state: Arc<State>) -> Router {
         })
         .route(Method::Get, "p/{topic}/{partition}", move |incoming| {
             let response = fetch::partition_state(&observe_state, &incoming);
+            async move { response }
+        })
+        .route(Method::Post, pehra::WAKE_PATH, move |_incoming| {
+            let response = pehra::woken(&wake_state);
             async move { response }
         })
         .route(Method::Post, "pehra/checkin", move |incoming| {

@@ -177,10 +177,11 @@ pub(crate) struct Held {
 /// leader, which wakes on it, with the producer client's retries; the leader's answer
 /// (acks all: once committed) is relayed. With no such partition, or no other live
 /// leader, the answer is `not_leader` at once.
-pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) {
+pub(crate) fn hold_and_forward(state: &Arc<State>, held: Held, responder: Responder) {
     let Some(pubsub) = state.pubsub.get().cloned() else {
         return responder.respond(held.not_leader);
     };
+    let state = state.clone();
     let me = state.id;
     let held_produces = state.metrics.held_produces.clone();
     tokio::spawn(async move {
@@ -191,19 +192,31 @@ pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) 
             not_leader,
         } = held;
         let cluster = pubsub.cluster();
-        let leader = match cluster.refresh().await {
-            Ok(meta) => meta
-                .topics
+        let other_leader = |meta: &crate::client::Metadata| {
+            meta.topics
                 .get(&topic)
                 .and_then(|t| t.partitions.get(&partition))
                 .and_then(|m| m.leader)
-                .filter(|l| *l != me && meta.brokers.contains_key(l)),
-            Err(_) => None,
+                .filter(|l| *l != me && meta.brokers.contains_key(l))
+        };
+        // The metadata at hand first: reading it all again from the zookeeper (a round
+        // trip per znode) delayed every held produce. If it is stale the forward is
+        // answered not_leader and the client reads it again then.
+        let leader = match other_leader(&cluster.metadata()) {
+            Some(leader) => Some(leader),
+            None => match cluster.refresh().await {
+                Ok(meta) => other_leader(&meta),
+                Err(_) => None,
+            },
         };
         if leader.is_none() {
             // No such partition, or no other live leader: nothing to hold it for.
             return responder.respond(not_leader);
         }
+        // wakeUpAll straight from the Pehredar: the sleepers (the leader's followers,
+        // whose fetches acks=all waits for) wake on this message instead of after the
+        // coordinator's round through the zookeeper, which still follows as a backstop.
+        wake_sleepers(&state, &cluster.metadata());
         tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
         held_produces.inc();
         let response = match cluster.forward_produce(&topic, partition, body).await {
@@ -218,6 +231,41 @@ pub(crate) fn hold_and_forward(state: &State, held: Held, responder: Responder) 
         };
         responder.respond(response);
     });
+}
+
+/// The URI path of the Pehredar's wake call (`POST /pehra/wake`, no body).
+pub(crate) const WAKE_PATH: &str = "pehra/wake";
+
+/// Sends `POST /pehra/wake` to every other live broker, without waiting: all of them,
+/// not only those `meta` says are dormant (it may be older than their sleep), since to
+/// an awake one it is only the traffic it is about to see anyway.
+fn wake_sleepers(state: &Arc<State>, meta: &crate::client::Metadata) {
+    let Some(handle) = state.handle.get().cloned() else {
+        return;
+    };
+    for id in meta.brokers.keys().filter(|&&id| id != state.id) {
+        let Some(addr) = meta
+            .brokers
+            .get(id)
+            .and_then(|b| b.addr.parse::<std::net::SocketAddr>().ok())
+        else {
+            continue;
+        };
+        let (state, handle, id) = (state.clone(), handle.clone(), *id);
+        tokio::spawn(async move {
+            super::access::secure_broker_peer(&state, id, addr).await;
+            if let Err(e) = handle.request(addr, Request::post(WAKE_PATH)).await {
+                tracing::debug!(broker = id, error = %e, "PEHRA: waking a sleeper");
+            }
+        });
+    }
+}
+
+/// `POST /pehra/wake`: the Pehredar wakes this broker for traffic on its way (counted
+/// as traffic: the node wakes and stays up until idle again).
+pub(crate) fn woken(state: &State) -> Response {
+    traffic(state);
+    Response::new(Code::CHANGED)
 }
 
 /// `POST /pehra/checkin`: a dormant node's check-in, answered by the Pehredar.
@@ -468,15 +516,18 @@ async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: 
 }
 
 async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
-    if let Err(e) = zk.wake().await {
-        tracing::warn!(error = %e, "PEHRA: resuming the zookeeper heartbeat");
-    }
     if *state.asleep.borrow() {
         state.asleep.send_replace(false);
         state.metrics.wakeups.inc();
-        // Restart the fetchers from the current assignment.
+        // Fetch at once from the leaders of the last assignment (a produce that woke the
+        // cluster waits for its followers), then read the assignment again in case it
+        // changed during the sleep. Neither waits for the zookeeper heartbeat below.
+        state.fetchers.lock().expect("lock").resume(state);
         state.reassign.notify_one();
         run_hook(config.on_wake.as_deref(), "on-wake");
+    }
+    if let Err(e) = zk.wake().await {
+        tracing::warn!(error = %e, "PEHRA: resuming the zookeeper heartbeat");
     }
 }
 

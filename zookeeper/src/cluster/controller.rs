@@ -540,6 +540,7 @@ pub(crate) fn replace_dead(
             Some(b) => {
                 m.replicas[i] = b.id;
                 m.isr = rest;
+                m.elr.retain(|&e| e != dead);
                 out.meta = Some(m.clone());
             }
             None => out.stuck.push(dead),
