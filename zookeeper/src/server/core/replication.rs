@@ -132,7 +132,14 @@ impl Core {
             }
             Event::Dropped => {
                 if rep.pending.is_some() {
-                    self.roll_back("the proposal was dropped: this member is no longer the leader");
+                    // Raft never took the entry (this member stopped leading, or hands
+                    // its office over): not applied anywhere, so `not_leader`, which a
+                    // client with the member list sends on to the next member at once.
+                    self.roll_back(
+                        ErrorKind::NotLeader,
+                        "not applied: this member no longer takes writes (the proposal was \
+                         dropped: another member leads or takes over); retry on the leader",
+                    );
                 }
             }
         }
@@ -233,7 +240,11 @@ impl Core {
             if entry.data.is_empty() {
                 // A new leader's no-op.
                 if rep.pending.is_some() {
-                    self.roll_back("leadership changed before the write was committed");
+                    self.roll_back(
+                        ErrorKind::Busy,
+                        "not committed, maybe not applied: leadership changed before the \
+                         write was committed; retry",
+                    );
                 }
                 continue;
             }
@@ -259,7 +270,11 @@ impl Core {
                 return;
             }
             if rep.pending.is_some() {
-                self.roll_back("another leader's write was committed first");
+                self.roll_back(
+                    ErrorKind::Busy,
+                    "not committed, maybe not applied: another leader's write was committed \
+                     first; retry",
+                );
             }
             self.apply_proposal(proposal);
         }
@@ -354,7 +369,9 @@ impl Core {
 
     /// Our proposal will not commit as applied: answer it as failed and rebuild the tree
     /// from the log (which holds exactly the committed writes).
-    fn roll_back(&mut self, why: &str) {
+    /// Rolls the tree back to the log after the batch in flight did not commit, answering
+    /// its writers `kind` with `why`.
+    fn roll_back(&mut self, kind: ErrorKind, why: &str) {
         if let Some(rep) = self.replication.as_mut() {
             rep.pending = None;
         }
@@ -362,10 +379,7 @@ impl Core {
         if let Some((held, _)) = self.in_flight.take() {
             for Held { responder, .. } in held {
                 if let Some(r) = responder {
-                    r.respond(error_response(
-                        ErrorKind::Busy,
-                        &format!("not committed, maybe not applied: {why}; retry"),
-                    ));
+                    r.respond(error_response(kind, why));
                 }
             }
         }
