@@ -262,9 +262,13 @@ fn wake_sleepers(state: &Arc<State>, meta: &crate::client::Metadata) {
 }
 
 /// `POST /pehra/wake`: the Pehredar wakes this broker for traffic on its way (counted
-/// as traffic: the node wakes and stays up until idle again).
+/// as traffic: the node wakes and stays up until idle again; the Pehredar has asked the
+/// coordinator for the wakeUpAll already, so this broker does not).
 pub(crate) fn woken(state: &State) -> Response {
-    traffic(state);
+    if let Some(p) = state.pehra.get() {
+        p.node.lock().expect("lock").wake_call(now_ms());
+        p.poke.notify_one();
+    }
     Response::new(Code::CHANGED)
 }
 

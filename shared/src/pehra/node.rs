@@ -251,6 +251,16 @@ impl Node {
         }
     }
 
+    /// The Pehredar's wake call (`POST /pehra/wake`: it holds traffic for the cluster and
+    /// has asked the coordinator for the wakeUpAll itself): wakes now and counts as
+    /// traffic, without asking the coordinator again.
+    pub fn wake_call(&mut self, now_ms: u64) {
+        self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
+        if self.is_dormant() {
+            self.wake(now_ms, WakeReason::Traffic);
+        }
+    }
+
     /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
     /// `None` if it did not answer.
     pub fn checkin_result(&mut self, now_ms: u64, reply: Option<CheckInReply>) {
@@ -874,6 +884,18 @@ mod tests {
         let a = n.poll(T0);
         assert_eq!(status(&a).expect("status").office, Some(5));
         assert_eq!(n.role(), NodeRole::Pehredar);
+    }
+
+    #[test]
+    fn the_pehredars_wake_call_wakes_without_asking_the_coordinator_again() {
+        let mut n = dormant();
+        n.wake_call(T0 + IDLE + 50);
+        let a = n.poll(T0 + IDLE + 50);
+        assert_eq!(woke(&a), Some(WakeReason::Traffic));
+        assert!(requests(&a).is_empty(), "the Pehredar asked already");
+        assert!(!status(&a).expect("status").idle);
+        // Awake until idle again, as after traffic.
+        assert_eq!(sleeps(&n.poll(T0 + IDLE + 50 + IDLE - 1)), None);
     }
 
     #[test]
