@@ -285,7 +285,8 @@ pub fn partition_for_key(key: &[u8], partitions: u32) -> u32 {
 /// A connection to a cluster: a zookeeper client for metadata and a CoAP endpoint for
 /// the brokers.
 pub struct ClusterClient {
-    zk: Client,
+    /// Shared with the background metadata reads (see [`ClusterClient::call_leader`]).
+    zk: Arc<Client>,
     endpoint: Endpoint,
     metadata: std::sync::Arc<Mutex<Metadata>>,
     /// OSCORE: this client's credentials, and the broker addresses secured already.
@@ -355,7 +356,7 @@ impl ClusterClient {
             .map_err(|e| ClientError::Invalid(format!("cannot open a UDP socket: {e}")))?;
         let metadata = Metadata::load(&zk).await?;
         Ok(ClusterClient {
-            zk,
+            zk: Arc::new(zk),
             endpoint,
             metadata: std::sync::Arc::new(Mutex::new(metadata)),
             epochs: Mutex::default(),
@@ -914,8 +915,15 @@ impl ClusterClient {
                     if held {
                         // The Pehredar held it and woke the leader: re-read the metadata
                         // so that the next produce goes to the leader, not to a
-                        // Pehredar that may hand its term over meanwhile.
-                        let _ = self.refresh().await;
+                        // Pehredar that may hand its term over meanwhile. In the
+                        // background: awaited here it added a whole metadata read to
+                        // this produce's latency (the one that woke the cluster).
+                        let (zk, metadata) = (self.zk.clone(), self.metadata.clone());
+                        tokio::spawn(async move {
+                            if let Ok(fresh) = Metadata::load(&zk).await {
+                                *metadata.lock().expect("lock") = fresh;
+                            }
+                        });
                     }
                     return decode_response(&response).map_err(Into::into);
                 }

@@ -23,6 +23,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
+/// How long after waking a broker reads its assignment again (see `wake`).
+const REREAD_AFTER_WAKE: Duration = Duration::from_millis(500);
 /// How long a check-in waits for the Pehredar before it counts as lost.
 const CHECKIN_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long an `--on-sleep` / `--on-wake` command may run before it is killed.
@@ -524,10 +526,17 @@ async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
         state.asleep.send_replace(false);
         state.metrics.wakeups.inc();
         // Fetch at once from the leaders of the last assignment (a produce that woke the
-        // cluster waits for its followers), then read the assignment again in case it
-        // changed during the sleep. Neither waits for the zookeeper heartbeat below.
+        // cluster waits for its followers), without waiting for the zookeeper heartbeat
+        // below. The assignment is read again a little later, off that path (every
+        // woken broker reading it at once competed for the CPU with the produce that
+        // woke them): the watches stayed registered through the sleep, so this is only
+        // a safety net.
         state.fetchers.lock().expect("lock").resume(state);
-        state.reassign.notify_one();
+        let later = state.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(REREAD_AFTER_WAKE).await;
+            later.reassign.notify_one();
+        });
         run_hook(config.on_wake.as_deref(), "on-wake");
     }
     if let Err(e) = zk.wake().await {
