@@ -175,6 +175,9 @@ async fn a_plain_socket_can_do_nothing() {
         assert_eq!(answer.code(), Code::UNAUTHORIZED);
         let answer = send(&plain, c.addr(id), Request::delete(&format!("ps/{TOPIC}"))).await;
         assert_eq!(answer.code(), Code::UNAUTHORIZED);
+        // The Pehredar's wake call: a stranger cannot keep the cluster awake either.
+        let answer = send(&plain, c.addr(id), Request::post("pehra/wake")).await;
+        assert_eq!(answer.code(), Code::UNAUTHORIZED);
     }
     // Nothing changed.
     let zk = zk_as(&c, &keys, "admin").await;
