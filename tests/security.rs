@@ -133,6 +133,7 @@ async fn a_plain_socket_can_do_nothing() {
         ephemeral: false,
         sequential: false,
         session: None,
+        request: None,
     };
     let answer = send(
         &plain,

@@ -357,6 +357,112 @@ async fn watches_outlive_a_zookeeper_restart() {
     .await
 }
 
+/// Simulation seed 1025: a write applied and logged just before the zookeeper died,
+/// its answer lost, was applied a second time when its retransmission reached the
+/// restarted process (whose CoAP deduplication is in memory). Numbered requests of a
+/// session are remembered in the tree and its log: every retry here, after a SIGKILL and
+/// restart, gets the first answer and changes nothing.
+#[tokio::test]
+async fn a_retried_write_is_not_applied_twice_across_a_zookeeper_restart() {
+    bounded(async {
+        let dir = TempDir::new("zk-retry-restart");
+        let mut zk = Zookeeper::start_fresh(dir.path());
+        let addr = zk.addr;
+        let c = Client::connect(addr, options(30_000)).await.unwrap();
+        let session = c.session_id().unwrap();
+        c.create("/r", b"0", CreateMode::Persistent).await.unwrap();
+        c.create("/gone", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        // The retries a client's CoAP layer (or OSCORE's Echo round) sends: the same body,
+        // the same request number (far above the client's own, which numbers from 1).
+        let body = |request: u64, data: &[u8], version: Option<u32>| {
+            wire::encode(&wire::SetDataRequest {
+                data: data.to_vec(),
+                version,
+                session: Some(session),
+                request: Some(request),
+            })
+            .unwrap()
+        };
+        let retries = [
+            // An unconditional set: applied twice, the version would go 1 -> 2.
+            Request::put("z/r").with_payload(body(1_000, b"1", None)),
+            // A compare-and-set: its retry would be "version mismatch" after it succeeded.
+            Request::put("z/r").with_payload(body(1_001, b"2", Some(1))),
+            // A sequential create: applied twice, there would be two children.
+            Request::post("z/r/s-").with_payload(
+                wire::encode(&wire::CreateRequest {
+                    data: vec![],
+                    ephemeral: false,
+                    sequential: true,
+                    session: Some(session),
+                    request: Some(1_002),
+                })
+                .unwrap(),
+            ),
+            // A delete: its retry would be "no node".
+            Request::delete("z/gone")
+                .with_query(&format!("session={session}"))
+                .with_query("request=1003"),
+        ];
+        // A new socket for every send: nothing in a new process has seen the exchange.
+        let send = |request: Request| async move {
+            let raw = Endpoint::bind(
+                "127.0.0.1:0".parse().unwrap(),
+                Config::default(),
+                Router::new(),
+            )
+            .await
+            .unwrap();
+            let response = raw
+                .handle()
+                .request(addr, request.with_content_format(60))
+                .await
+                .unwrap();
+            (
+                response.code(),
+                response.payload().to_vec(),
+                response_error(&response),
+            )
+        };
+        for (i, request) in retries.iter().enumerate() {
+            let (code, payload, error) = send(request.clone()).await;
+            assert!(code.is_success(), "request {i}: {error:?}");
+            // The last one twice: a restart from a log that already held a retry.
+            for round in 0..if i == retries.len() - 1 { 2 } else { 1 } {
+                zk.kill();
+                zk = Zookeeper::start(dir.path(), addr);
+                let (again, again_payload, error) = send(request.clone()).await;
+                assert_eq!(
+                    (again, &again_payload),
+                    (code, &payload),
+                    "request {i}, restart {round}: {error:?}"
+                );
+            }
+        }
+        let reader = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        let (data, stat) = reader.get_data("/r").await.unwrap();
+        assert_eq!(
+            (data.as_slice(), stat.version),
+            (&b"2"[..], 2),
+            "each set applied once"
+        );
+        let (children, _) = reader.get_children("/r").await.unwrap();
+        assert_eq!(children.len(), 1, "one sequential child: {children:?}");
+        assert_eq!(reader.exists("/gone").await.unwrap(), None);
+        // An older number than the session's last is a stale retry: refused, not applied.
+        let (stale, _, error) =
+            send(Request::put("z/r").with_payload(body(999, b"old", None))).await;
+        assert_eq!(stale, Code::BAD_REQUEST, "{error:?}");
+        assert!(error.message.contains("stale retry"), "{error:?}");
+        assert_eq!(reader.get_data("/r").await.unwrap().0, b"2");
+    })
+    .await
+}
+
 /// The partition znode of `w/0`, if it decodes.
 async fn partition_w0(c: &common::TestCluster) -> Option<pehra_shared::wire::PartitionMetadata> {
     let zk = c.zk().await;
@@ -699,6 +805,7 @@ fn create_body() -> pehra_shared::wire::CreateRequest {
         ephemeral: false,
         sequential: false,
         session: None,
+        request: None,
     }
 }
 

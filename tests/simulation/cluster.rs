@@ -8,7 +8,9 @@ use pehra_broker::{Broker, BrokerConfig};
 use pehra_shared::coap::Config;
 use pehra_shared::wire::{Acks, ErrorKind, Record, TopicConfig};
 use pehra_zookeeper::cluster::{Controller, ControllerConfig};
-use pehra_zookeeper::{Client, CreateMode, Server, ServerConfig, ZkError};
+use pehra_zookeeper::{
+    Client, ClientOptions, CreateMode, Server, ServerConfig, SessionState, ZkError,
+};
 use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -347,16 +349,26 @@ pub async fn zk_registers(
     for client in 0..CLIENTS {
         let history = history.clone();
         tasks.push(tokio::task::spawn_local(async move {
-            let c = loop {
-                if let Ok(c) = Client::without_session(zk, Config::default()).await {
-                    break c;
+            // With a session, as a client of a real application: its writes are numbered,
+            // so a retry (the zookeeper restarted after applying a write but before the
+            // answer left, seed 1025) is never applied twice. A session that expired
+            // while the zookeeper was away is replaced.
+            let connect = || async {
+                loop {
+                    if let Ok(c) = Client::connect(zk, ClientOptions::default()).await {
+                        break c;
+                    }
+                    sleep(Duration::from_millis(500)).await;
                 }
-                sleep(Duration::from_millis(500)).await;
             };
+            let mut c = connect().await;
             let mut rng = crate::simulation::rng::Rng::new(seed ^ ((client as u64 + 1) * 0x9e37));
             let mut last_seen_version = 0u32;
             let mut i = 0u64;
             while start.elapsed() < until {
+                if *c.session_state().borrow() == SessionState::Expired {
+                    c = connect().await;
+                }
                 i += 1;
                 let key = format!("/lin{}", rng.below(KEYS as u64));
                 let value = (client as u64 + 1) * 1_000_000 + i;

@@ -336,6 +336,10 @@ struct Inner {
     /// Held while a request is out: one at a time, in order.
     order: Mutex<()>,
     session: Option<u64>,
+    /// The number of the session's next write (taken under `order`, so the zookeeper
+    /// sees them increasing): a retry of a write, to the same member after its restart
+    /// or to another one, carries the same number and is never applied twice.
+    next_request: std::sync::atomic::AtomicU64,
     state: watch::Sender<SessionState>,
     /// `true` while the node is dormant ([`Client::sleep`]): the keepalive sends
     /// nothing and arms no timer until [`Client::wake`].
@@ -473,6 +477,7 @@ impl Client {
                 current: Default::default(),
                 order: Mutex::new(()),
                 session: None,
+                next_request: std::sync::atomic::AtomicU64::new(1),
                 state,
                 paused,
                 beat: Mutex::new(()),
@@ -555,14 +560,17 @@ impl Client {
     ) -> Result<String, ZkError> {
         check_path(path)?;
         let (ephemeral, sequential) = mode.flags();
-        let body = CreateRequest {
-            data: data.to_vec(),
-            ephemeral,
-            sequential,
-            session: self.inner.session,
-        };
         let created: CreateResponse = self
-            .call(cbor_request(Method::Post, &znode_uri(path), &body))
+            .call_numbered(|request| {
+                let body = CreateRequest {
+                    data: data.to_vec(),
+                    ephemeral,
+                    sequential,
+                    session: self.inner.session,
+                    request,
+                };
+                cbor_request(Method::Post, &znode_uri(path), &body)
+            })
             .await?;
         Ok(created.path)
     }
@@ -593,23 +601,40 @@ impl Client {
         check_path(path)?;
         // The version goes in the body: a znode that is gone is then `not_found`, as
         // the recipes expect (an If-Match on an absent znode is 4.12, RFC 7252).
-        let body = SetDataRequest {
-            data: data.to_vec(),
-            version,
-            session: self.inner.session,
-        };
-        self.call(cbor_request(Method::Put, &znode_uri(path), &body))
-            .await
+        self.call_numbered(|request| {
+            let body = SetDataRequest {
+                data: data.to_vec(),
+                version,
+                session: self.inner.session,
+                request,
+            };
+            cbor_request(Method::Put, &znode_uri(path), &body)
+        })
+        .await
     }
 
     /// Deletes a childless znode if it is at `version` (any version if `None`).
     pub async fn delete(&self, path: &str, version: Option<u32>) -> Result<(), ZkError> {
         check_path(path)?;
-        let mut request = Request::delete(&znode_uri(path));
-        if let Some(v) = version {
-            request = request.with_option(option::IF_MATCH, version_tag(v));
+        let response = self
+            .send_numbered(|number| {
+                let mut request = Request::delete(&znode_uri(path));
+                if let (Some(session), Some(number)) = (self.inner.session, number) {
+                    request = request
+                        .with_query(&format!("session={session}"))
+                        .with_query(&format!("request={number}"));
+                }
+                if let Some(v) = version {
+                    request = request.with_option(option::IF_MATCH, version_tag(v));
+                }
+                request
+            })
+            .await?;
+        if response.code().is_success() {
+            Ok(())
+        } else {
+            Err(self.server_error(response_error(&response)))
         }
-        self.call_empty(request).await
     }
 
     /// A znode's children, sorted, with its stat.
@@ -663,12 +688,15 @@ impl Client {
 
     /// Applies all of `ops` or none; one result per op.
     pub async fn multi(&self, ops: Vec<MultiOp>) -> Result<Vec<MultiResult>, ZkError> {
-        let body = MultiRequest {
-            ops,
-            session: self.inner.session,
-        };
         let response: MultiResponse = self
-            .call(cbor_request(Method::Post, "multi", &body))
+            .call_numbered(|request| {
+                let body = MultiRequest {
+                    ops,
+                    session: self.inner.session,
+                    request,
+                };
+                cbor_request(Method::Post, "multi", &body)
+            })
             .await?;
         Ok(response.results)
     }
@@ -758,6 +786,34 @@ impl Client {
         } else {
             Err(self.server_error(response_error(&response)))
         }
+    }
+
+    /// [`Client::call`] for a write: `build` gets the write's request number within the
+    /// session (none without one).
+    async fn call_numbered<T: serde::de::DeserializeOwned>(
+        &self,
+        build: impl FnOnce(Option<u64>) -> Request,
+    ) -> Result<T, ZkError> {
+        let response = self.send_numbered(build).await?;
+        decode_response(&response).map_err(|e| self.server_error(e))
+    }
+
+    /// Numbers a write (under the order lock, so numbers reach the zookeeper
+    /// increasing) and sends it.
+    async fn send_numbered(
+        &self,
+        build: impl FnOnce(Option<u64>) -> Request,
+    ) -> Result<Response, ZkError> {
+        let _order = self.inner.order.lock().await;
+        let number = self.inner.session.map(|_| {
+            self.inner
+                .next_request
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        });
+        self.inner
+            .request(build(number))
+            .await
+            .map_err(|source| self.unreachable(source))
     }
 
     async fn send(&self, request: Request) -> Result<Response, ZkError> {

@@ -89,7 +89,8 @@ impl Op {
 }
 
 /// What an applied op produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
 pub enum Outcome {
     /// A session was opened.
     SessionCreated,
@@ -220,6 +221,45 @@ pub struct SessionState {
     /// The identity that opened it (see [`Op::CreateSession`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
+    /// The last numbered request of the session that changed the tree, with what it
+    /// produced: a retry of it (after the answer was lost and the zookeeper restarted,
+    /// or went to another member) is answered from here instead of applied again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_request: Option<LastRequest>,
+}
+
+/// A session's last applied numbered request (at-most-once writes: the Raft thesis
+/// §6.3, ZooKeeper's per-session xid). A client sends one request at a time, so the last
+/// one is all a retry can be.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LastRequest {
+    /// Its number (increasing within the session).
+    pub number: u64,
+    /// What it produced.
+    pub outcome: Outcome,
+}
+
+/// A write's request number within its session ([`DataTree::apply_request`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestId {
+    /// The session.
+    pub session: u64,
+    /// The number, increasing within the session.
+    pub number: u64,
+}
+
+/// What the tree knows of a numbered request before it is applied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Seen<'a> {
+    /// Not applied yet: apply it.
+    New,
+    /// Applied already (a retry): answer with what it produced.
+    Applied(&'a Outcome),
+    /// Older than the session's last applied request: a stale or forged retry, refused.
+    Stale {
+        /// The session's last applied request number.
+        last: u64,
+    },
 }
 
 /// The whole coordination state: what a snapshot holds.
@@ -308,6 +348,45 @@ impl DataTree {
         self.last_zxid = self.last_zxid.max(zxid);
     }
 
+    /// Whether the numbered request `id` was applied already (see [`LastRequest`]).
+    pub fn seen(&self, id: RequestId) -> Seen<'_> {
+        let Some(last) = self
+            .sessions
+            .get(&id.session)
+            .and_then(|s| s.last_request.as_ref())
+        else {
+            return Seen::New;
+        };
+        match id.number.cmp(&last.number) {
+            std::cmp::Ordering::Greater => Seen::New,
+            std::cmp::Ordering::Equal => Seen::Applied(&last.outcome),
+            std::cmp::Ordering::Less => Seen::Stale { last: last.number },
+        }
+    }
+
+    /// [`DataTree::apply`], remembering the outcome as the last request of its session
+    /// (if the session is open and `op` changes znodes; a session's open or close is not
+    /// numbered). The log records `request` with the op, so a replay remembers it too.
+    pub fn apply_request(
+        &mut self,
+        zxid: u64,
+        time_ms: u64,
+        op: &Op,
+        request: Option<RequestId>,
+    ) -> Result<(Outcome, Vec<Change>), TreeError> {
+        let (outcome, changes) = self.apply(zxid, time_ms, op)?;
+        let numbered = !matches!(op, Op::CreateSession { .. } | Op::CloseSession { .. });
+        if let Some(id) = request.filter(|_| numbered) {
+            if let Some(state) = self.sessions.get_mut(&id.session) {
+                state.last_request = Some(LastRequest {
+                    number: id.number,
+                    outcome: outcome.clone(),
+                });
+            }
+        }
+        Ok((outcome, changes))
+    }
+
     /// Applies `op` as transaction `zxid` at `time_ms`. On error nothing changed (a
     /// failed multi is rolled back whole) and `last_zxid` stays.
     pub fn apply(
@@ -390,6 +469,7 @@ impl DataTree {
                         timeout_ms: *timeout_ms,
                         ephemerals: BTreeSet::new(),
                         owner: owner.clone(),
+                        last_request: None,
                     },
                 );
                 Ok(Outcome::SessionCreated)

@@ -184,6 +184,7 @@ fn request(u: &mut Unstructured<'_>) -> Result<Option<(Op, Option<u64>)>> {
                     ephemeral: false,
                     sequential: false,
                     session: Some(1),
+                    request: Some(1),
                 },
             )?;
             let r = with(Request::post(&format!("/z/{rest}")), b, u)?;
@@ -210,6 +211,7 @@ fn request(u: &mut Unstructured<'_>) -> Result<Option<(Op, Option<u64>)>> {
                     data: vec![2],
                     version: None,
                     session: None,
+                    request: None,
                 },
             )?;
             let r = with(Request::put(&format!("/z/{rest}")), b, u)?;
@@ -248,6 +250,7 @@ fn request(u: &mut Unstructured<'_>) -> Result<Option<(Op, Option<u64>)>> {
                     sequential: true,
                 }],
                 session: None,
+                request: None,
             };
             let b = body(u, valid)?;
             let r = with(Request::post("/multi"), b, u)?;

@@ -9,7 +9,8 @@ use super::error::ErrorKind;
 
 /// Body of `POST /z/{path}`: create a znode at the path in the URI.
 ///
-/// CBOR: `{"data": bytes, "ephemeral": bool, "sequential": bool, "session"?: u64}`.
+/// CBOR: `{"data": bytes, "ephemeral": bool, "sequential": bool, "session"?: u64,
+/// "request"?: u64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CreateRequest {
     /// The znode's initial data.
@@ -22,6 +23,11 @@ pub struct CreateRequest {
     /// The session the request belongs to (the owner of an ephemeral znode).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
+    /// The request's number within `session` (increasing, one request at a time): a
+    /// retry of the same number is answered with what the first one did, never applied
+    /// twice, even across a zookeeper restart or a move to another ensemble member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 /// Body of the 2.01 answer to a create (the path is also in Location-Path).
@@ -79,7 +85,7 @@ pub struct NodeData {
 
 /// Body of `PUT /z/{path}`: replace a znode's data.
 ///
-/// CBOR: `{"data": bytes, "version"?: u32, "session"?: u64}`.
+/// CBOR: `{"data": bytes, "version"?: u32, "session"?: u64, "request"?: u64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SetDataRequest {
     /// The new data.
@@ -92,6 +98,11 @@ pub struct SetDataRequest {
     /// The session the request belongs to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
+    /// The request's number within `session` (increasing, one request at a time): a
+    /// retry of the same number is answered with what the first one did, never applied
+    /// twice, even across a zookeeper restart or a move to another ensemble member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 /// Body of the answer to `GET /z/{path}?children`.
@@ -157,7 +168,7 @@ pub enum MultiOp {
 
 /// Body of `POST /multi`: operations applied all together or not at all.
 ///
-/// CBOR: `{"ops": [MultiOp, ...], "session"?: u64}`.
+/// CBOR: `{"ops": [MultiOp, ...], "session"?: u64, "request"?: u64}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MultiRequest {
     /// The operations, applied in order.
@@ -166,6 +177,11 @@ pub struct MultiRequest {
     /// The session the transaction belongs to (owner of ephemeral creates).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<u64>,
+    /// The request's number within `session` (increasing, one request at a time): a
+    /// retry of the same number is answered with what the first one did, never applied
+    /// twice, even across a zookeeper restart or a move to another ensemble member.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request: Option<u64>,
 }
 
 /// The outcome of one [`MultiOp`], at the same index in [`MultiResponse::results`].

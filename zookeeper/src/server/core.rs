@@ -9,7 +9,7 @@ use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
 use crate::cluster::PEHRA_ADMIN;
 use crate::storage::{Room, Storage, StorageError};
-use crate::tree::{Change, DataTree, Op, Outcome, TreeError};
+use crate::tree::{Change, DataTree, Op, Outcome, RequestId, Seen, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
 use pehra_shared::coap::conditions::{ConditionFailed, Conditions, Current};
 use pehra_shared::coap::{option, Code, Response};
@@ -93,6 +93,9 @@ pub(crate) enum Job {
         op: Op,
         /// A session the request speaks for (renewed, and required to be alive).
         session: Option<u64>,
+        /// Its number within that session: a retry of an applied one is answered with
+        /// what it did, not applied again.
+        request: Option<RequestId>,
         /// Who asks: must own the session the write speaks for or closes.
         identity: Option<String>,
         /// If-Match / If-None-Match of the request, evaluated against the target znode
@@ -427,6 +430,7 @@ impl Core {
                 Job::Write {
                     op,
                     session,
+                    request,
                     identity,
                     conditions,
                     responder,
@@ -437,15 +441,16 @@ impl Core {
                     };
                     let refusal = speaks_for
                         .and_then(|s| self.not_owner(s, identity.as_deref()))
+                        .or_else(|| self.already_applied(request))
                         .or_else(|| self.condition_failed(&op, &conditions));
                     match refusal {
                         Some(refusal) => self.hold(Some(responder), refusal),
-                        None => self.write(op, session, Some(responder)),
+                        None => self.write(op, session, request, Some(responder)),
                     }
                 }
                 Job::Expire { session } => {
                     self.config.metrics.expired_sessions.inc();
-                    self.write(Op::CloseSession { session }, None, None)
+                    self.write(Op::CloseSession { session }, None, None, None)
                 }
                 Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
                 Job::Ensemble(event) => self.on_ensemble(event),
@@ -465,6 +470,10 @@ impl Core {
             wire::encode(&LogRecord {
                 time_ms: u64::MAX,
                 op,
+                request: Some(RequestId {
+                    session: u64::MAX,
+                    number: u64::MAX,
+                }),
             })
             .map_or(u64::MAX, |b| b.len() as u64 + 16)
         };
@@ -711,9 +720,44 @@ impl Core {
         }
     }
 
+    /// The answer to a numbered request its session already had applied (a retry whose
+    /// first answer was lost: the zookeeper restarted, or the client moved to another
+    /// member): what the first one did, and nothing applied again. A number below the
+    /// session's last is refused (4.00): the client has moved past it, so it is a stale
+    /// or replayed datagram. Checked before the conditions: a retried compare-and-set
+    /// that succeeded must not be answered "version mismatch".
+    fn already_applied(&self, request: Option<RequestId>) -> Option<Response> {
+        let request = request?;
+        match self.tree.seen(request) {
+            Seen::New => None,
+            Seen::Applied(outcome) => {
+                tracing::debug!(
+                    session = request.session,
+                    number = request.number,
+                    "a retried request answered from the session's last one"
+                );
+                self.config.metrics.request("retry_answered");
+                Some(outcome_response(outcome))
+            }
+            Seen::Stale { last } => Some(error_response(
+                ErrorKind::Malformed,
+                &format!(
+                    "request {} of session 0x{:x} is older than its last applied one ({last}): a stale retry",
+                    request.number, request.session
+                ),
+            )),
+        }
+    }
+
     /// Applies a write and adds it to the batch (its answer waits for the disk, a
     /// refusal too, so answers keep the order of the requests).
-    fn write(&mut self, op: Op, session: Option<u64>, responder: Option<Responder>) {
+    fn write(
+        &mut self,
+        op: Op,
+        session: Option<u64>,
+        request: Option<RequestId>,
+        responder: Option<Responder>,
+    ) {
         if let Some(session) = session.or(op.session()) {
             match self.session_timeout(session) {
                 Some(timeout) => self.leases.renew(session, Instant::now(), timeout),
@@ -725,9 +769,9 @@ impl Core {
             self.leases.remove(session);
         }
         let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
-        let response = match self.tree.apply(zxid, time_ms, &op) {
+        let response = match self.tree.apply_request(zxid, time_ms, &op, request) {
             Ok((outcome, changes)) => {
-                self.log(zxid, time_ms, &op);
+                self.log_request(zxid, time_ms, &op, request);
                 self.changes.extend(changes);
                 outcome_response(&outcome)
             }
@@ -833,9 +877,14 @@ impl Core {
     }
 
     fn log(&mut self, zxid: u64, time_ms: u64, op: &Op) {
+        self.log_request(zxid, time_ms, op, None)
+    }
+
+    fn log_request(&mut self, zxid: u64, time_ms: u64, op: &Op, request: Option<RequestId>) {
         let record = LogRecord {
             time_ms,
             op: op.clone(),
+            request,
         };
         let bytes = wire::encode(&record).expect("log records always encode");
         self.log_bytes += bytes.len() as u64;

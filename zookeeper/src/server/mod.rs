@@ -154,11 +154,15 @@ pub enum ServerError {
     },
 }
 
-/// A log record: the op with the time it was applied at (the zxid is the storage's).
+/// A log record: the op with the time it was applied at (the zxid is the storage's),
+/// and the numbered request it answers, if any (so that a replay remembers it as its
+/// session's last request: at-most-once across restarts).
 #[derive(Debug, Serialize, Deserialize)]
 struct LogRecord {
     time_ms: u64,
     op: Op,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    request: Option<crate::tree::RequestId>,
 }
 
 /// A running zookeeper.
@@ -438,7 +442,7 @@ fn recover(
                 zxid: *zxid,
                 reason: format!("record does not decode: {e}"),
             })?;
-        tree.apply(*zxid, record.time_ms, &record.op)
+        tree.apply_request(*zxid, record.time_ms, &record.op, record.request)
             .map_err(|e| ServerError::Replay {
                 zxid: *zxid,
                 reason: e.to_string(),

@@ -2,7 +2,7 @@
 //! each route checks and decodes its request and hands a [`Job`] to the core.
 
 use super::Job;
-use crate::tree::Op;
+use crate::tree::{Op, RequestId};
 use pehra_shared::api::{decode_request, error_response};
 use pehra_shared::coap::conditions::Conditions;
 use pehra_shared::coap::{link_format::Link, Method, Response};
@@ -78,11 +78,16 @@ fn znode_path(incoming: &Incoming) -> Result<String, Response> {
 
 fn session_id(incoming: &Incoming) -> Result<u64, Response> {
     let raw = incoming.params.get("id").unwrap_or("");
-    let parsed = match raw.strip_prefix("0x") {
+    parse_id(raw)
+        .map_err(|_| error_response(ErrorKind::Malformed, &format!("bad session id {raw:?}")))
+}
+
+/// A decimal or `0x` hexadecimal number.
+fn parse_id(raw: &str) -> Result<u64, std::num::ParseIntError> {
+    match raw.strip_prefix("0x") {
         Some(hex) => u64::from_str_radix(hex, 16),
         None => raw.parse(),
-    };
-    parsed.map_err(|_| error_response(ErrorKind::Malformed, &format!("bad session id {raw:?}")))
+    }
 }
 
 fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
@@ -114,7 +119,7 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
 
 fn close_session(incoming: Incoming) -> Result<JobFor, Response> {
     let session = session_id(&incoming)?;
-    Ok(write(&incoming, Op::CloseSession { session }, None))
+    write(&incoming, Op::CloseSession { session }, None, None)
 }
 
 fn get(incoming: Incoming) -> Result<JobFor, Response> {
@@ -148,7 +153,7 @@ fn create(incoming: Incoming) -> Result<JobFor, Response> {
         sequential: body.sequential,
         session: body.session,
     };
-    Ok(write(&incoming, op, body.session))
+    write(&incoming, op, body.session, body.request)
 }
 
 fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
@@ -156,7 +161,7 @@ fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
     let body: SetDataRequest = decode_request(&incoming.request)?;
     // An If-Match ETag is the znode's version: the core evaluates it in the same step
     // as the write (see `Core::write`), like the body's version.
-    Ok(write(
+    write(
         &incoming,
         Op::SetData {
             path,
@@ -164,19 +169,39 @@ fn set_data(incoming: Incoming) -> Result<JobFor, Response> {
             version: body.version,
         },
         body.session,
-    ))
+        body.request,
+    )
 }
 
+/// `DELETE /z/{path}[?session=ID&request=N]`: the version is an If-Match; the session
+/// and request number (a numbered request is never applied twice) ride in the query, as
+/// a DELETE has no body.
 fn delete(incoming: Incoming) -> Result<JobFor, Response> {
     let path = znode_path(&incoming)?;
-    Ok(write(
+    let number = |name: &str| -> Result<Option<u64>, Response> {
+        let prefix = format!("{name}=");
+        let Some(raw) = incoming
+            .request
+            .queries()
+            .find_map(|q| q.strip_prefix(prefix.as_str()))
+        else {
+            return Ok(None);
+        };
+        parse_id(raw).map(Some).map_err(|_| {
+            error_response(ErrorKind::Malformed, &format!("bad {name} number {raw:?}"))
+        })
+    };
+    let session = number("session")?;
+    let request = number("request")?;
+    write(
         &incoming,
         Op::Delete {
             path,
             version: None,
         },
-        None,
-    ))
+        session,
+        request,
+    )
 }
 
 fn multi(incoming: Incoming) -> Result<JobFor, Response> {
@@ -211,7 +236,7 @@ fn multi(incoming: Incoming) -> Result<JobFor, Response> {
             MultiOp::Check { path, version } => Op::Check { path, version },
         })
         .collect();
-    Ok(write(&incoming, Op::Multi { ops }, session))
+    write(&incoming, Op::Multi { ops }, session, body.request)
 }
 
 fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
@@ -228,17 +253,33 @@ fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
 
 /// A write job, with the request's If-Match / If-None-Match conditions (RFC 7252
 /// §5.10.8), which the core evaluates against the target znode in the same step as the
-/// write.
-fn write(incoming: &Incoming, op: Op, session: Option<u64>) -> JobFor {
+/// write, and its request number within `session` (which it needs).
+fn write(
+    incoming: &Incoming,
+    op: Op,
+    session: Option<u64>,
+    number: Option<u64>,
+) -> Result<JobFor, Response> {
+    let request = match (session, number) {
+        (_, None) => None,
+        (Some(session), Some(number)) => Some(RequestId { session, number }),
+        (None, Some(_)) => {
+            return Err(error_response(
+                ErrorKind::Malformed,
+                "a request number needs a session: numbers count within one",
+            ))
+        }
+    };
     let identity = identity_name(incoming);
     let conditions = Conditions::of(&incoming.request);
-    Box::new(move |responder| Job::Write {
+    Ok(Box::new(move |responder| Job::Write {
         op,
         session,
+        request,
         identity,
         conditions,
         responder,
-    })
+    }))
 }
 
 /// The name of the OSCORE identity that sent the request, if any.

@@ -318,3 +318,47 @@ fn replay_rebuilds_the_same_tree_and_snapshots_round_trip() {
     let op_bytes = pehra_shared::wire::encode(&ops[2]).unwrap();
     assert_eq!(pehra_shared::wire::decode::<Op>(&op_bytes).unwrap(), ops[2]);
 }
+
+#[test]
+fn a_sessions_last_numbered_request_is_remembered_through_a_snapshot_until_it_closes() {
+    let mut t = DataTree::default();
+    let open = Op::CreateSession {
+        session: 7,
+        timeout_ms: 10_000,
+        owner: None,
+    };
+    t.apply(1, 0, &open).unwrap();
+    t.apply(2, 0, &create("/r", b"0")).unwrap();
+    let id = |number| RequestId { session: 7, number };
+    assert_eq!(t.seen(id(1)), Seen::New);
+    let set = Op::SetData {
+        path: "/r".into(),
+        data: b"1".to_vec(),
+        version: Some(0),
+    };
+    let (outcome, _) = t.apply_request(3, 0, &set, Some(id(1))).unwrap();
+    assert!(matches!(outcome, Outcome::DataSet { stat } if stat.version == 1));
+    // A retry of request 1 is answered with what it did (version 1), not refused as a
+    // version mismatch nor applied again.
+    assert_eq!(t.seen(id(1)), Seen::Applied(&outcome));
+    // A refused request is not remembered: its retry is tried again.
+    assert!(t.apply_request(4, 0, &set, Some(id(2))).is_err());
+    assert_eq!(t.seen(id(2)), Seen::New);
+    assert_eq!(t.seen(id(0)), Seen::Stale { last: 1 });
+    // Another session's numbers are its own.
+    assert_eq!(
+        t.seen(RequestId {
+            session: 8,
+            number: 1
+        }),
+        Seen::New
+    );
+    // The snapshot keeps it (a restart from a snapshot still answers the retry).
+    let restored: DataTree =
+        pehra_shared::wire::decode(&pehra_shared::wire::encode(&t).unwrap()).unwrap();
+    assert_eq!(restored.seen(id(1)), Seen::Applied(&outcome));
+    // A session's open and close are not numbered; the close forgets it.
+    t.apply_request(5, 0, &Op::CloseSession { session: 7 }, Some(id(3)))
+        .unwrap();
+    assert_eq!(t.seen(id(1)), Seen::New);
+}

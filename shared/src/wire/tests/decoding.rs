@@ -78,7 +78,8 @@ fn indefinite_length_items_are_accepted() {
             data: b"ab".to_vec(),
             ephemeral: false,
             sequential: true,
-            session: None
+            session: None,
+            request: None
         }
     );
     // {"children": [_ "a", (_ "b", "c")], "stat": {}} fails only for the missing stat

@@ -198,6 +198,7 @@ pub(super) fn cases() -> Vec<Case> {
                 ephemeral: true,
                 sequential: false,
                 session: Some(42),
+                request: Some(7),
             }
         ),
         case!(
@@ -221,6 +222,7 @@ pub(super) fn cases() -> Vec<Case> {
                 data: b"v".to_vec(),
                 version: Some(1),
                 session: Some(2),
+                request: Some(3),
             }
         ),
         case!(
@@ -236,6 +238,7 @@ pub(super) fn cases() -> Vec<Case> {
             MultiRequest {
                 ops: multi_ops(),
                 session: Some(1),
+                request: Some(9),
             }
         ),
         case!(MultiResult, multi_results()[1].clone()),

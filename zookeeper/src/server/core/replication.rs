@@ -300,7 +300,10 @@ impl Core {
                     continue;
                 }
             };
-            match self.tree.apply(zxid, record.time_ms, &record.op) {
+            match self
+                .tree
+                .apply_request(zxid, record.time_ms, &record.op, record.request)
+            {
                 Ok((_, c)) => changes.extend(c),
                 // A refused op is logged as such on the leader too: the tree stays equal.
                 Err(e) => tracing::debug!(zxid, error = %e, "replicated op refused by the tree"),
