@@ -303,6 +303,15 @@ async fn authenticated_identities_may_do_only_what_their_role_allows() {
     )
     .await;
     assert_eq!(answer.code(), Code::FORBIDDEN, "{}", reason(&answer));
+    // It may check in with PEHRA, but not make the Pehredar's wake call: a device could
+    // otherwise keep every broker from sleeping.
+    let answer = send(&as_device, leader_addr, Request::post("pehra/wake")).await;
+    assert_eq!(answer.code(), Code::FORBIDDEN, "{}", reason(&answer));
+    assert!(
+        reason(&answer).contains("/pehra/wake"),
+        "{}",
+        reason(&answer)
+    );
     // The topic, its partition and the brokers' registrations are all still there.
     let zk = zk_as(&c, &keys, "admin").await;
     assert!(zk

@@ -50,6 +50,10 @@ pub enum ClusterResource {
     Admin,
     /// PEHRA internals, `/pehra/*`: check-ins, wake-ups, elections.
     Pehra,
+    /// The Pehredar's wake call to a sleeping broker (`POST /pehra/wake`): broker to
+    /// broker only, as a device or client that may check in must not be able to keep
+    /// every broker awake.
+    PehraWake,
     /// The admin's PEHRA switch (`POST /pehra/mode`): enable or disable PEHRA.
     PehraMode,
     /// The device gateway routes, `/dev/*`.
@@ -60,11 +64,12 @@ pub enum ClusterResource {
 
 impl ClusterResource {
     /// Every one.
-    pub const ALL: [ClusterResource; 7] = [
+    pub const ALL: [ClusterResource; 8] = [
         ClusterResource::Replica,
         ClusterResource::Session,
         ClusterResource::Admin,
         ClusterResource::Pehra,
+        ClusterResource::PehraWake,
         ClusterResource::PehraMode,
         ClusterResource::Device,
         ClusterResource::Discovery,
@@ -77,6 +82,7 @@ impl ClusterResource {
             ClusterResource::Session => "session",
             ClusterResource::Admin => "admin",
             ClusterResource::Pehra => "pehra",
+            ClusterResource::PehraWake => "pehra-wake",
             ClusterResource::PehraMode => "pehra-mode",
             ClusterResource::Device => "device",
             ClusterResource::Discovery => "discovery",
@@ -99,6 +105,7 @@ impl ClusterResource {
             "session" => ClusterResource::Session,
             "admin" => ClusterResource::Admin,
             "pehra" if path == "pehra/mode" => ClusterResource::PehraMode,
+            "pehra" if path == "pehra/wake" => ClusterResource::PehraWake,
             "pehra" => ClusterResource::Pehra,
             "dev" => ClusterResource::Device,
             ".well-known" => ClusterResource::Discovery,
@@ -113,6 +120,7 @@ impl ClusterResource {
             ClusterResource::Session => "zookeeper sessions",
             ClusterResource::Admin => "/admin (broker administration)",
             ClusterResource::Pehra => "/pehra (PEHRA internals)",
+            ClusterResource::PehraWake => "/pehra/wake (the Pehredar's wake call)",
             ClusterResource::PehraMode => "the PEHRA mode switch",
             ClusterResource::Device => "/dev (the device gateway)",
             ClusterResource::Discovery => "/.well-known/core",
@@ -705,6 +713,7 @@ allow role:admin * all
 allow role:broker cluster:session use
 allow role:broker cluster:replica use
 allow role:broker cluster:pehra use
+allow role:broker cluster:pehra-wake use
 allow role:broker cluster:device use
 # ... read the cluster's metadata,
 allow role:broker znodes:/brokers read
@@ -1181,7 +1190,14 @@ mod tests {
     fn brokers_replicate_forward_and_serve_devices() {
         let policy = Policy::default_for_cluster();
         let b1 = id(Role::Broker, "broker-1", 1);
-        for c in [C::Session, C::Replica, C::Pehra, C::Device, C::Discovery] {
+        for c in [
+            C::Session,
+            C::Replica,
+            C::Pehra,
+            C::PehraWake,
+            C::Device,
+            C::Discovery,
+        ] {
             allowed(&policy, &b1, cluster(c), &[Use]);
         }
         denied(&policy, &b1, cluster(C::Admin), &[Use]);
@@ -1197,7 +1213,14 @@ mod tests {
         let alice = id(Role::Client, "alice", 1);
         allowed(&policy, &alice, cluster(C::Session), &[Use]);
         allowed(&policy, &alice, cluster(C::Discovery), &[Use]);
-        for c in [C::Replica, C::Admin, C::Pehra, C::PehraMode, C::Device] {
+        for c in [
+            C::Replica,
+            C::Admin,
+            C::Pehra,
+            C::PehraWake,
+            C::PehraMode,
+            C::Device,
+        ] {
             denied(&policy, &alice, cluster(c), &[Use]);
         }
         allowed(
@@ -1279,7 +1302,8 @@ mod tests {
         let s1 = id(Role::Device, "sensor-1", 1);
         allowed(&policy, &s1, cluster(C::Device), &[Use]);
         allowed(&policy, &s1, cluster(C::Pehra), &[Use]);
-        for c in [C::Replica, C::Admin, C::Session, C::PehraMode] {
+        // Checking in, yes; waking every broker (keeping them from sleeping), no.
+        for c in [C::Replica, C::Admin, C::Session, C::PehraMode, C::PehraWake] {
             denied(&policy, &s1, cluster(c), &[Use]);
         }
         allowed(&policy, &s1, topic("readings"), &[Produce]);
@@ -1469,6 +1493,10 @@ mod tests {
         assert_eq!(
             ClusterResource::of_uri_path("/pehra/checkin"),
             Some(C::Pehra)
+        );
+        assert_eq!(
+            ClusterResource::of_uri_path("pehra/wake"),
+            Some(C::PehraWake)
         );
         assert_eq!(
             ClusterResource::of_uri_path("dev/s1/readings"),
