@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// and the PEHRA coordinator. Without it: a single zookeeper, as always.
     #[arg(long, value_name = "ID=HOST:PORT,...", requires = "id")]
     peers: Option<String>,
+    /// In an ensemble: cut the Raft log once it holds this many entries that every
+    /// member has made durable (each entry is one batch of writes). Bounds the log's
+    /// memory and disk; a member that is down holds the cut back until it returns. 0 =
+    /// never cut.
+    #[arg(long, value_name = "N", default_value_t = pehra_zookeeper::ensemble::member::DEFAULT_COMPACT_EVERY, requires = "peers")]
+    raft_compact_entries: u64,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -116,8 +122,10 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     config.snapshot_after_bytes = args.snapshot_after_mib * 1024 * 1024;
     config.recovery.recover_truncate_wal = args.recover_truncate_wal;
     if let (Some(id), Some(peers)) = (args.id, &args.peers) {
-        config.ensemble =
-            Some(pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?);
+        let mut ensemble =
+            pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?;
+        ensemble.compact_every = args.raft_compact_entries;
+        config.ensemble = Some(ensemble);
     }
     config.security = args.security.resolve(args.listen, "the zookeeper")?;
     config.security_updates =

@@ -615,3 +615,111 @@ async fn a_planned_handover_moves_the_zookeeper_leader_and_an_impossible_one_rol
     })
     .await
 }
+
+/// The status of the member at `addr` (its own view).
+async fn status_of(addr: SocketAddr) -> pehra_zookeeper::ensemble::EnsembleStatus {
+    let client = Client::without_session(addr, Config::default())
+        .await
+        .unwrap();
+    client.ensemble_status().await.unwrap().unwrap()
+}
+
+/// Polls (every Raft tick: the cut is proposed on a tick, nothing announces it) until the
+/// member at `addr` says `ready`, for at most 20 s.
+async fn until_status(
+    addr: SocketAddr,
+    what: &str,
+    ready: impl Fn(&pehra_zookeeper::ensemble::EnsembleStatus) -> bool,
+) -> pehra_zookeeper::ensemble::EnsembleStatus {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let status = status_of(addr).await;
+        if ready(&status) {
+            return status;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{addr}: {what}: {status:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Issue 16: the Raft log is cut below what every member has made durable (bounded
+/// memory and disk), a member that is down holds the cut back and catches up from what
+/// the others kept, and every member restarts from its cut log with nothing lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_raft_log_is_cut_and_members_restart_from_the_cut() {
+    bounded(async {
+        let mut ensemble = Ensemble::start_with(
+            TempDir::new("ensemble-compaction"),
+            vec!["--raft-compact-entries".into(), "20".into()],
+        );
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..100 {
+            let name = format!("a{i}");
+            acknowledged.insert(name.clone());
+            client
+                .create(&format!("/{name}"), b"x", CreateMode::Persistent)
+                .await
+                .unwrap();
+        }
+        for addr in &ensemble.addrs {
+            until_status(*addr, "the log cut past 50", |s| s.first_index > 50).await;
+        }
+        // A follower goes down: the others keep every entry it lacks.
+        let leader = client.server();
+        let down = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        let has = status_of(down).await.applied;
+        ensemble.kill(down);
+        for i in 0..60 {
+            let name = format!("b{i}");
+            acknowledged.insert(name.clone());
+            client
+                .create(&format!("/{name}"), b"y", CreateMode::Persistent)
+                .await
+                .unwrap();
+        }
+        for addr in ensemble.addrs.iter().filter(|a| **a != down) {
+            let status = status_of(*addr).await;
+            assert!(
+                status.first_index <= has + 1,
+                "{addr} cut past what the member that is down has ({has}): {status:?}"
+            );
+        }
+        // It comes back and catches up from those entries; then the cut moves on.
+        ensemble.restart(down);
+        await_children(down, &acknowledged).await;
+        let last = status_of(leader).await.commit;
+        for addr in &ensemble.addrs {
+            until_status(*addr, "the log cut past the catch-up", |s| {
+                s.first_index > has + 1 && s.applied >= last
+            })
+            .await;
+        }
+        // Every member restarts from its cut log and its own tree: nothing is lost.
+        client.close().await.unwrap();
+        for addr in ensemble.addrs.clone() {
+            ensemble.kill(addr);
+        }
+        for addr in ensemble.addrs.clone() {
+            ensemble.restart(addr);
+        }
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        let name = "after-restart".to_string();
+        acknowledged.insert(name.clone());
+        client
+            .create(&format!("/{name}"), b"z", CreateMode::Persistent)
+            .await
+            .unwrap();
+        for addr in &ensemble.addrs {
+            await_children(*addr, &acknowledged).await;
+        }
+    })
+    .await
+}

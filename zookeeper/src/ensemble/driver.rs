@@ -110,6 +110,7 @@ impl Driver {
                             return;
                         }
                     }
+                    Some(ToDriver::Durable(index)) => self.member.set_durable(index),
                     Some(ToDriver::ReadIndex(id)) => {
                         if self.member.read_index(id.to_be_bytes().to_vec()).is_err()
                             && self.core.send(Job::Ensemble(Event::ReadReady(id, false))).is_err()
@@ -143,6 +144,17 @@ impl Driver {
                         tracing::error!(error = %e, "raft log write failed: this member stops replicating");
                         return false;
                     }
+                }
+                Action::Compact {
+                    base,
+                    entries,
+                    hard_state,
+                } => {
+                    if let Err(e) = self.log.compact(base, &entries, &hard_state) {
+                        tracing::error!(error = %e, "raft log cut failed: this member stops replicating");
+                        return false;
+                    }
+                    tracing::debug!(first = base.0 + 1, kept = entries.len(), "raft log cut");
                 }
                 Action::Apply(committed) => {
                     if self

@@ -7,8 +7,10 @@
 //! Raft may overwrite an uncommitted suffix) or a hard state (which replaces the last
 //! one). Recovery replays them in order.
 //!
-//! Not done yet: compaction (a Raft snapshot of the tree and a cut of this log); the log
-//! grows until the member is rebuilt.
+//! A cut of the log ([`RaftLog::compact`], see [`super::member`] for when) is written as a
+//! snapshot of the storage: the cut's base, the entries kept and the hard state; the
+//! storage then deletes the segments before its previous snapshot, so the log on disk
+//! stays about two cuts long.
 
 use crate::storage::{RecoveryOptions, Storage, StorageError};
 use protobuf::Message as _;
@@ -33,12 +35,25 @@ enum Record {
     },
 }
 
+/// A cut of the log, as the storage's snapshot holds it.
+#[derive(Debug, Serialize, Deserialize)]
+struct Cut {
+    /// The index and term of the last entry cut.
+    base: (u64, u64),
+    /// The entries kept (protobuf-encoded), from `base.0 + 1` on.
+    entries: Vec<serde_bytes::ByteBuf>,
+    /// The hard state at the cut: (term, vote, commit).
+    hard_state: (u64, u64, u64),
+}
+
 /// What was on disk.
 #[derive(Debug, Default, Clone)]
 pub struct Restored {
     /// The last hard state written.
     pub hard_state: HardState,
-    /// The entries, from index 1 on.
+    /// Where the log was cut: the index and term of the last entry cut.
+    pub base: Option<(u64, u64)>,
+    /// The entries, from the one after the cut (index 1 if none) on.
     pub entries: Vec<Entry>,
 }
 
@@ -70,6 +85,20 @@ impl RaftLog {
     pub fn open(dir: &Path) -> Result<(RaftLog, Restored), RaftLogError> {
         let (storage, recovery) = Storage::open_with(dir, &RecoveryOptions::default())?;
         let mut restored = Restored::default();
+        if let Some((seq, state)) = &recovery.snapshot {
+            let damaged = |reason: String| RaftLogError::Damaged { seq: *seq, reason };
+            let cut: Cut = pehra_shared::wire::decode(state).map_err(|e| damaged(e.to_string()))?;
+            restored.base = Some(cut.base);
+            let (term, vote, commit) = cut.hard_state;
+            restored.hard_state.term = term;
+            restored.hard_state.vote = vote;
+            restored.hard_state.commit = commit;
+            for bytes in &cut.entries {
+                restored
+                    .entries
+                    .push(Entry::parse_from_bytes(bytes).map_err(|e| damaged(e.to_string()))?);
+            }
+        }
         for (seq, payload) in &recovery.records {
             if payload.is_empty() {
                 continue;
@@ -124,6 +153,33 @@ impl RaftLog {
             })?;
         }
         self.storage.sync()?;
+        Ok(())
+    }
+
+    /// Replaces the log on disk by a cut: `base` (the last entry cut), the `entries` kept
+    /// after it and the `hard_state`. Durable when it returns; older segments go.
+    pub fn compact(
+        &mut self,
+        base: (u64, u64),
+        entries: &[Entry],
+        hard_state: &HardState,
+    ) -> Result<(), RaftLogError> {
+        // A record of its own first, so the cut covers a sequence number of its own.
+        self.append(&Record::HardState {
+            term: hard_state.term,
+            vote: hard_state.vote,
+            commit: hard_state.commit,
+        })?;
+        let cut = Cut {
+            base,
+            entries: entries
+                .iter()
+                .map(|e| serde_bytes::ByteBuf::from(e.write_to_bytes().expect("entries encode")))
+                .collect(),
+            hard_state: (hard_state.term, hard_state.vote, hard_state.commit),
+        };
+        let state = pehra_shared::wire::encode(&cut).expect("cuts encode");
+        self.storage.snapshot(self.next_seq - 1, &state)?;
         Ok(())
     }
 
@@ -183,5 +239,65 @@ mod tests {
             ),
             (2, 1, 1)
         );
+    }
+
+    #[test]
+    fn a_cut_replaces_the_log_and_later_records_follow_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let hs = |commit| HardState {
+            term: 3,
+            vote: 2,
+            commit,
+            ..Default::default()
+        };
+        {
+            let (mut log, _) = RaftLog::open(dir.path()).unwrap();
+            let entries: Vec<Entry> = (1..=100).map(|i| entry(i, 1 + i / 50, b"x")).collect();
+            log.persist(&entries, Some(&hs(100))).unwrap();
+            log.compact((97, 2), &entries[97..], &hs(100)).unwrap();
+            // After the cut: more entries, one overwriting a kept one.
+            log.persist(&[entry(100, 3, b"y"), entry(101, 3, b"z")], Some(&hs(101)))
+                .unwrap();
+        }
+        let (_, restored) = RaftLog::open(dir.path()).unwrap();
+        assert_eq!(restored.base, Some((97, 2)));
+        let got: Vec<_> = restored
+            .entries
+            .iter()
+            .map(|e| (e.index, e.data.to_vec()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (98, b"x".to_vec()),
+                (99, b"x".to_vec()),
+                (100, b"y".to_vec()),
+                (101, b"z".to_vec())
+            ]
+        );
+        assert_eq!(restored.hard_state.commit, 101);
+        // A second cut: the segments before the first one are deleted.
+        let size_before = dir_size(dir.path());
+        {
+            let (mut log, restored) = RaftLog::open(dir.path()).unwrap();
+            log.compact((100, 3), &restored.entries[3..], &hs(101))
+                .unwrap();
+        }
+        let (_, restored) = RaftLog::open(dir.path()).unwrap();
+        assert_eq!(restored.base, Some((100, 3)));
+        assert_eq!(restored.entries.len(), 1);
+        assert!(
+            dir_size(dir.path()) < size_before,
+            "the old segments went: {} -> {}",
+            size_before,
+            dir_size(dir.path())
+        );
+    }
+
+    fn dir_size(dir: &Path) -> u64 {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().metadata().unwrap().len())
+            .sum()
     }
 }

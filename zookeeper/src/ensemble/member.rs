@@ -3,13 +3,29 @@
 //! needed the persist, apply committed entries). No clock, socket or disk in here.
 //!
 //! raft-rs' [`RawNode`] does the consensus; this wraps its `Ready` protocol and keeps an
-//! in-memory copy of the log ([`MemStorage`]) that the driver mirrors to disk
-//! ([`super::log::RaftLog`]) through the `Persist` actions.
+//! in-memory copy of the log ([`LogStore`]) that the driver mirrors to disk
+//! ([`super::log::RaftLog`]) through the `Persist` and `Compact` actions.
+//!
+//! **Compaction.** The log is cut below what every member has and has made durable in
+//! its own tree storage, so no member ever needs a cut entry again (Raft would otherwise
+//! have to ship a snapshot of the tree). The leader proposes a cut at index `x` (a
+//! compaction entry, told apart by its context [`COMPACT_CONTEXT`]) once every voter has
+//! matched `x`, `x` is committed, and `x` is at least `compact_every` entries past the
+//! log's start; each member, on applying that entry, cuts its log at `x` as soon as its
+//! core has made everything up to `x` durable in its write-ahead log
+//! ([`Member::set_durable`]). A member that is down holds compaction back until it
+//! returns (its log grows meanwhile, as it would without compaction).
 
 use super::log::Restored;
+use super::store::LogStore;
 use raft::eraftpb::{Entry, EntryType, HardState, Message};
-use raft::storage::MemStorage;
-use raft::{Config, RawNode, StateRole};
+use raft::{Config, RawNode, StateRole, Storage as _};
+
+/// The context of a compaction entry (its data: the index to cut at, 8 bytes big-endian).
+pub const COMPACT_CONTEXT: &[u8] = b"pehra/compact";
+
+/// By default the log is cut once it holds this many entries every member has.
+pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 
 /// What the driver must do, in order.
 #[derive(Debug)]
@@ -30,6 +46,16 @@ pub enum Action {
     Read(Vec<u8>),
     /// This member's role changed.
     Role(Role),
+    /// The log was cut: on disk, replace it by the cut (`base`), what it kept
+    /// (`entries`) and `hard_state` (after every earlier action).
+    Compact {
+        /// The index and term of the last entry cut.
+        base: (u64, u64),
+        /// The entries kept (from `base.0 + 1` on).
+        entries: Vec<Entry>,
+        /// The hard state now.
+        hard_state: HardState,
+    },
 }
 
 /// A committed entry.
@@ -79,7 +105,7 @@ pub enum TransferError {
 
 /// A member's Raft.
 pub struct Member {
-    node: RawNode<MemStorage>,
+    node: RawNode<LogStore>,
     role: Role,
     /// The last index handed over in `Apply` actions.
     applied: u64,
@@ -88,18 +114,26 @@ pub struct Member {
     /// The term whose no-op this member applied as its leader (0: none): from then on it
     /// is writable in that term.
     writable_term: u64,
+    /// Propose a cut once this many entries every member has are in the log (0: never).
+    compact_every: u64,
+    /// The highest cut this member proposed (as leader).
+    proposed_cut: u64,
+    /// The highest cut committed (from compaction entries applied).
+    cut_target: u64,
+    /// Everything up to this index is durable in the core's own storage.
+    durable: u64,
 }
 
 impl Member {
     /// A member `id` of the ensemble `voters`, with what its log held on disk. `seed`
     /// makes its election timeouts differ from its peers'.
     pub fn new(id: u64, voters: &[u64], restored: Restored) -> Result<Member, raft::Error> {
-        let storage = MemStorage::new_with_conf_state((voters.to_vec(), vec![]));
-        {
-            let mut core = storage.wl();
-            core.append(&restored.entries)?;
-            core.set_hardstate(restored.hard_state.clone());
-        }
+        let storage = LogStore::new(
+            voters,
+            restored.base,
+            &restored.entries,
+            restored.hard_state.clone(),
+        )?;
         let config = Config {
             id,
             election_tick: 10,
@@ -126,12 +160,93 @@ impl Member {
             applied: 0,
             reads: Vec::new(),
             writable_term: 0,
+            compact_every: DEFAULT_COMPACT_EVERY,
+            proposed_cut: 0,
+            cut_target: 0,
+            durable: 0,
         })
+    }
+
+    /// Cut the log once it holds `every` entries every member has (0: never).
+    pub fn compacting_every(mut self, every: u64) -> Member {
+        self.compact_every = every;
+        self
+    }
+
+    /// The core has made every committed entry up to `index` durable in its own storage
+    /// (its tree's write-ahead log): the log may be cut up to there.
+    pub fn set_durable(&mut self, index: u64) {
+        self.durable = self.durable.max(index);
+    }
+
+    /// The first index the log holds (1 until it is cut).
+    pub fn first_index(&self) -> u64 {
+        self.node.store().first_index().unwrap_or(1)
+    }
+
+    /// As the leader, proposes a cut where every member has the entries, if the log
+    /// holds enough of them.
+    fn maybe_propose_cut(&mut self) {
+        let raft = &self.node.raft;
+        if self.compact_every == 0
+            || raft.state != StateRole::Leader
+            || raft.lead_transferee.is_some()
+        {
+            return;
+        }
+        let prs = raft.prs();
+        let Some(everyone_has) = prs
+            .conf()
+            .voters()
+            .ids()
+            .iter()
+            .map(|id| prs.get(id).map_or(0, |p| p.matched))
+            .min()
+        else {
+            return;
+        };
+        let at = everyone_has.min(raft.raft_log.committed).min(self.durable);
+        let first = self.first_index();
+        if at < first.saturating_add(self.compact_every) || at <= self.proposed_cut {
+            return;
+        }
+        if self
+            .node
+            .propose(COMPACT_CONTEXT.to_vec(), at.to_be_bytes().to_vec())
+            .is_ok()
+        {
+            self.proposed_cut = at;
+        }
+    }
+
+    /// Cuts the log as far as the committed cut and the core's durability allow.
+    fn cut(&mut self, actions: &mut Vec<Action>) {
+        let at = self
+            .cut_target
+            .min(self.durable)
+            .min(self.node.raft.raft_log.applied);
+        if at <= self.first_index() {
+            return;
+        }
+        let store = self.node.mut_store();
+        match store.compact(at) {
+            Ok(Some(base)) => match store.entries_from(at) {
+                Ok(entries) => actions.push(Action::Compact {
+                    base,
+                    entries,
+                    hard_state: store.hard_state(),
+                }),
+                Err(e) => tracing::error!(error = %e, "raft log: the entries kept do not read"),
+            },
+            Ok(None) => {}
+            Err(e) => tracing::error!(error = %e, at, "raft log: the cut failed"),
+        }
     }
 
     /// One tick of the logical clock (the driver calls it every tick interval).
     pub fn tick(&mut self) {
         self.node.tick();
+        self.maybe_propose_cut();
     }
 
     /// A peer's message.
@@ -233,6 +348,7 @@ impl Member {
             last_index: self.node.raft.raft_log.last_index(),
             commit: status.hs.commit,
             applied: status.applied,
+            first_index: self.first_index(),
             members,
         }
     }
@@ -254,7 +370,7 @@ impl Member {
         let hard_state = ready.hs().cloned();
         {
             let store = self.node.mut_store();
-            let mut core = store.wl();
+            let mut core = store.mem().wl();
             if !entries.is_empty() {
                 core.append(&entries).expect("entries follow the log");
             }
@@ -273,7 +389,7 @@ impl Member {
         if let Some(commit) = light.commit_index() {
             let hs = {
                 let store = self.node.mut_store();
-                let mut core = store.wl();
+                let mut core = store.mem().wl();
                 core.mut_hard_state().commit = commit;
                 core.hard_state().clone()
             };
@@ -301,6 +417,7 @@ impl Member {
             self.role = role;
             actions.push(Action::Role(role));
         }
+        self.cut(&mut actions);
         actions
     }
 
@@ -342,6 +459,12 @@ impl Member {
         for entry in entries {
             if entry.get_entry_type() != EntryType::EntryNormal {
                 // Configuration changes: not used yet (membership is fixed).
+                continue;
+            }
+            if entry.context.as_ref() == COMPACT_CONTEXT {
+                if let Ok(at) = <[u8; 8]>::try_from(entry.data.as_ref()) {
+                    self.cut_target = self.cut_target.max(u64::from_be_bytes(at));
+                }
                 continue;
             }
             out.push(Committed {
@@ -386,6 +509,13 @@ mod tests {
         wire: Vec<Message>,
         /// What each member applied, in order.
         applied: Vec<Vec<Vec<u8>>>,
+        /// The Raft index each member applied last (its state machine skips what it has,
+        /// as the zookeeper's tree does by zxid).
+        applied_index: Vec<u64>,
+        /// What each member's Raft log holds on disk.
+        disk: Vec<Restored>,
+        /// The members' compaction setting.
+        compact_every: u64,
         /// Members cut off from everyone (a crash or a partition).
         down: Vec<bool>,
         rng: Rng,
@@ -401,6 +531,9 @@ mod tests {
                 members,
                 wire: Vec::new(),
                 applied: vec![Vec::new(); 3],
+                applied_index: vec![0; 3],
+                disk: vec![Restored::default(); 3],
+                compact_every: DEFAULT_COMPACT_EVERY,
                 down: vec![false; 3],
                 rng: Rng(seed),
                 loss,
@@ -438,16 +571,56 @@ mod tests {
                 for action in self.members[i].poll() {
                     match action {
                         Action::Send(messages) => self.wire.extend(messages),
-                        Action::Persist { .. } | Action::Role(_) | Action::Read(_) => {}
-                        Action::Apply(entries) => self.applied[i].extend(
-                            entries
-                                .into_iter()
-                                .filter(|e| !e.data.is_empty())
-                                .map(|e| e.data),
-                        ),
+                        Action::Role(_) | Action::Read(_) => {}
+                        Action::Persist {
+                            entries,
+                            hard_state,
+                        } => {
+                            let disk = &mut self.disk[i];
+                            if let Some(first) = entries.first() {
+                                disk.entries.retain(|e| e.index < first.index);
+                            }
+                            disk.entries.extend(entries);
+                            if let Some(hs) = hard_state {
+                                disk.hard_state = hs;
+                            }
+                        }
+                        Action::Compact {
+                            base,
+                            entries,
+                            hard_state,
+                        } => {
+                            self.disk[i] = Restored {
+                                hard_state,
+                                base: Some(base),
+                                entries,
+                            };
+                        }
+                        Action::Apply(entries) => {
+                            for e in entries {
+                                if e.index <= self.applied_index[i] {
+                                    continue;
+                                }
+                                self.applied_index[i] = e.index;
+                                if !e.data.is_empty() {
+                                    self.applied[i].push(e.data);
+                                }
+                            }
+                        }
                     }
                 }
+                // The state machine applies at once and durably.
+                let durable = self.applied_index[i];
+                self.members[i].set_durable(durable);
             }
+        }
+
+        /// Member `i` restarts from what its disk holds (its state machine kept).
+        fn restart(&mut self, i: usize) {
+            self.members[i] = Member::new(i as u64 + 1, &[1, 2, 3], self.disk[i].clone())
+                .unwrap()
+                .compacting_every(self.compact_every);
+            self.down[i] = false;
         }
 
         fn leader(&self) -> Option<usize> {
@@ -624,6 +797,63 @@ mod tests {
             assert!(
                 net.applied[old].len() >= 40,
                 "seed {seed}: the old leader did not catch up"
+            );
+        }
+    }
+
+    #[test]
+    fn the_log_is_cut_below_what_every_member_has_and_restarts_follow_the_cut() {
+        let mut net = Net::new(10, 77);
+        net.compact_every = 8;
+        for i in 0..3 {
+            net.restart(i);
+        }
+        for n in 0..40u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..50 {
+            net.step();
+        }
+        for i in 0..3 {
+            assert!(
+                net.members[i].first_index() > 20,
+                "member {i} cut its log: starts at {}",
+                net.members[i].first_index()
+            );
+            assert!(net.disk[i].base.is_some(), "member {i} cut its log on disk");
+        }
+        // A member down holds the cut back: the others keep what it lacks.
+        let leader = net.elect();
+        let down = (leader + 1) % 3;
+        net.down[down] = true;
+        let behind = net.applied_index[down];
+        for n in 40..80u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for i in (0..3).filter(|&i| i != down) {
+            assert!(
+                net.members[i].first_index() <= behind + 1,
+                "member {i} cut past what member {down} has ({behind}): starts at {}",
+                net.members[i].first_index()
+            );
+        }
+        // It restarts from its disk and catches up with entries the others kept; so
+        // does a member restarted from a cut log.
+        net.restart(down);
+        let other = (down + 1) % 3;
+        net.restart(other);
+        for n in 80..90u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..300 {
+            net.step();
+        }
+        net.assert_consistent();
+        for i in 0..3 {
+            assert_eq!(net.applied[i].len(), 90, "member {i} has every entry");
+            assert!(
+                net.members[i].first_index() > behind + 1,
+                "member {i} cut again once everyone caught up"
             );
         }
     }

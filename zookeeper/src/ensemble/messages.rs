@@ -32,4 +32,7 @@ pub(crate) enum ToDriver {
     Propose(Vec<u8>),
     /// Find a linearizable read point (ReadIndex) for the read `id`.
     ReadIndex(u64),
+    /// Every committed entry up to this Raft index is applied and durable in the core's
+    /// own storage (the Raft log may be cut up to there).
+    Durable(u64),
 }

@@ -4,6 +4,7 @@
 //! - [`member`]: one member's Raft as a sans-IO machine (ticks, messages, proposals in;
 //!   send / persist / apply actions out);
 //! - [`log`]: its Raft log and hard state, durable in the zookeeper's own storage;
+//! - [`store`]: the same log in memory, as raft-rs reads it (with its cut);
 //! - [`messages`]: what the core and the driver tell each other;
 //! - [`driver`]: the thin async task that runs the machine: a timer, the `POST /raft`
 //!   resource, the CoAP endpoint for sending, the disk, and the core for applying.
@@ -18,6 +19,7 @@ pub mod driver;
 pub mod log;
 pub mod member;
 pub mod messages;
+pub mod store;
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -33,6 +35,9 @@ pub struct EnsembleConfig {
     pub id: u64,
     /// Every member (this one included): id → the address it serves CoAP on.
     pub members: BTreeMap<u64, SocketAddr>,
+    /// Cut the Raft log once it holds this many entries every member has (0: never;
+    /// [`member::DEFAULT_COMPACT_EVERY`] unless set).
+    pub compact_every: u64,
 }
 
 /// Why `--peers` does not parse.
@@ -66,7 +71,11 @@ impl EnsembleConfig {
         if !members.contains_key(&id) {
             return Err(PeersError::MissingSelf(id));
         }
-        Ok(EnsembleConfig { id, members })
+        Ok(EnsembleConfig {
+            id,
+            members,
+            compact_every: member::DEFAULT_COMPACT_EVERY,
+        })
     }
 }
 
@@ -92,6 +101,9 @@ pub struct EnsembleStatus {
     pub commit: u64,
     /// The highest index applied (handed to the tree).
     pub applied: u64,
+    /// The first index its log holds (the log is cut below what every member has).
+    #[serde(default)]
+    pub first_index: u64,
     /// Every member; on the leader, with the index each one has (`matched`).
     pub members: Vec<MemberStatus>,
 }

@@ -273,6 +273,7 @@ impl Core {
     pub(super) async fn run(mut self) -> Result<(), ServerError> {
         loop {
             self.apply_committed();
+            self.report_durable();
             self.process_queue();
             self.flush_batch();
             self.update_gauges();

@@ -214,7 +214,8 @@ impl Server {
                         .map_err(|e| ServerError::Raft(e.to_string()))?;
                 let voters: Vec<u64> = ensemble.members.keys().copied().collect();
                 let member = crate::ensemble::member::Member::new(ensemble.id, &voters, restored)
-                    .map_err(|e| ServerError::Raft(e.to_string()))?;
+                    .map_err(|e| ServerError::Raft(e.to_string()))?
+                    .compacting_every(ensemble.compact_every);
                 Some((log, member, ensemble.clone()))
             }
             None => None,

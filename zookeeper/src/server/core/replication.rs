@@ -40,6 +40,10 @@ pub(crate) struct Replication {
     pending: Option<u64>,
     /// Committed entries not yet applied.
     committed: VecDeque<Committed>,
+    /// The Raft index of the last committed entry taken from `committed` (applied, or
+    /// skipped), and the one last reported durable to the driver.
+    taken: u64,
+    reported: u64,
     /// Whether this member leads (for what runs on the leader only).
     leading: tokio::sync::watch::Sender<bool>,
 }
@@ -67,6 +71,8 @@ impl Replication {
                 .map_or(1, |d| d.as_micros() as u64),
             pending: None,
             committed: VecDeque::new(),
+            taken: 0,
+            reported: 0,
             leading,
         }
     }
@@ -237,6 +243,7 @@ impl Core {
                 }
                 return;
             };
+            rep.taken = entry.index;
             if entry.data.is_empty() {
                 // A new leader's no-op.
                 if rep.pending.is_some() {
@@ -278,6 +285,20 @@ impl Core {
             }
             self.apply_proposal(proposal);
         }
+    }
+
+    /// Tells the driver how far committed entries are durable in this member's own log,
+    /// when nothing is being written (every entry taken is then on disk): the Raft log
+    /// may be cut up to there.
+    pub(super) fn report_durable(&mut self) {
+        let Some(rep) = self.replication.as_mut() else {
+            return;
+        };
+        if self.in_flight.is_some() || rep.taken <= rep.reported {
+            return;
+        }
+        rep.reported = rep.taken;
+        let _ = rep.proposals.send(ToDriver::Durable(rep.taken));
     }
 
     /// Applies another member's batch to the tree and hands it to the log.
