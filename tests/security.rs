@@ -13,8 +13,8 @@ use pehra_shared::driver::{security::secure_client, Endpoint, Router};
 use pehra_shared::security::credentials::Credentials;
 use pehra_shared::security::{broker_kid, zookeeper_kid};
 use pehra_shared::wire::{
-    self, CreateRequest, Maintenance, MaintenanceState, PartitionMetadata, ReplicaFetchPartition,
-    ReplicaFetchRequest,
+    self, CreateRequest, ErrorKind, Maintenance, MaintenanceState, PartitionMetadata,
+    ReplicaFetchPartition, ReplicaFetchRequest,
 };
 use pehra_zookeeper::cluster;
 use pehra_zookeeper::{Client, ClientOptions};
@@ -33,7 +33,8 @@ fn cbor_request<T: serde::Serialize>(method: Method, path: &str, body: &T) -> Re
 }
 
 /// A secure cluster: keys in `DIR/keys` (a zookeeper, brokers 1–3, the client `client`,
-/// the device `sensor-1`), every server started with its credentials.
+/// the device `sensor-1`, and broker-4, which never runs), every server started with its
+/// credentials.
 fn secure_cluster(name: &str) -> (TestCluster, PathBuf) {
     let builder = TestCluster::builder(name);
     let keys = builder.dir().join("keys");
@@ -43,6 +44,9 @@ fn secure_cluster(name: &str) -> (TestCluster, PathBuf) {
         keys.to_str().unwrap(),
         "--devices",
         "sensor-1",
+        // broker-4 has credentials but never runs: an impostor broker for the tests.
+        "--brokers",
+        "4",
     ]);
     assert_eq!(code, 0, "{err}");
     let cred = |name: &str| keys.join(format!("{name}.cred")).display().to_string();
@@ -312,6 +316,25 @@ async fn authenticated_identities_may_do_only_what_their_role_allows() {
         "{}",
         reason(&answer)
     );
+    // A broker may write partition states (a leader's in-sync set), but not name itself
+    // leader of a partition, nor touch one it is not a replica of; the zookeeper checks
+    // the change against the state as it stands (the leader's own changes: unit tests
+    // in `cluster::broker_writes`).
+    let impostor = zk_as(&c, &keys, "broker-4").await;
+    let path = cluster::partition_path(TOPIC, 0);
+    let (data, _) = impostor.get_data(&path).await.unwrap();
+    let mut state: PartitionMetadata = wire::decode(&data).unwrap();
+    state.leader = Some(4);
+    state.leader_epoch += 1;
+    state.isr = vec![4];
+    let err = impostor
+        .set_data(&path, &wire::encode(&state).unwrap(), None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), Some(ErrorKind::Forbidden), "{err}");
+    assert!(err.to_string().contains("not a replica"), "{err}");
+    let now: PartitionMetadata = wire::decode(&impostor.get_data(&path).await.unwrap().0).unwrap();
+    assert_ne!(now.leader, Some(4), "nothing changed");
     // The topic, its partition and the brokers' registrations are all still there.
     let zk = zk_as(&c, &keys, "admin").await;
     assert!(zk

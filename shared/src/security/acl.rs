@@ -521,9 +521,10 @@ impl FromStr for ResourcePattern {
             return ClusterResource::from_name(name)
                 .map(ResourcePattern::Cluster)
                 .ok_or_else(|| {
+                    let known: Vec<&str> = ClusterResource::ALL.iter().map(|c| c.name()).collect();
                     ParseError::new(format!(
-                        "unknown cluster resource {name:?} (replica, session, admin, pehra, \
-                         pehra-mode, device, discovery or *)"
+                        "unknown cluster resource {name:?} ({} or *)",
+                        known.join(", ")
                     ))
                 });
         }

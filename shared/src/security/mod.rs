@@ -118,6 +118,16 @@ pub struct Identity {
     pub kid: Vec<u8>,
 }
 
+impl Identity {
+    /// The broker id of a broker (`broker-2` → 2); `None` for any other role.
+    pub fn broker_id(&self) -> Option<u32> {
+        if self.role != Role::Broker {
+            return None;
+        }
+        self.name.rsplit_once('-')?.1.parse().ok()
+    }
+}
+
 /// The OSCORE Master Secret between the principal holding `identity_key` and the server
 /// whose key ID is `server_kid`: HKDF-SHA256 with salt `pehra pairwise v1`, the identity
 /// key as input keying material and the server's key ID as info.

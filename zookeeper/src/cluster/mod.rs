@@ -29,6 +29,7 @@
 //! Every write to a partition znode, by the controller, a leader broker or a rebalance,
 //! is a read-modify-write conditional on the version read.
 
+pub mod broker_writes;
 pub mod controller;
 pub mod election;
 pub mod handover;

@@ -98,6 +98,9 @@ pub(crate) enum Job {
         request: Option<RequestId>,
         /// Who asks: must own the session the write speaks for or closes.
         identity: Option<String>,
+        /// The broker id of who asks, if a broker: what it may change in the cluster
+        /// state is checked ([`crate::cluster::broker_writes`]).
+        broker: Option<u32>,
         /// If-Match / If-None-Match of the request, evaluated against the target znode
         /// (its ETag is its data version) in the same step as the write.
         conditions: Conditions,
@@ -433,6 +436,7 @@ impl Core {
                     session,
                     request,
                     identity,
+                    broker,
                     conditions,
                     responder,
                 } => {
@@ -443,6 +447,7 @@ impl Core {
                     let refusal = speaks_for
                         .and_then(|s| self.not_owner(s, identity.as_deref()))
                         .or_else(|| self.already_applied(request))
+                        .or_else(|| broker.and_then(|b| self.broker_may_not(b, &op)))
                         .or_else(|| self.condition_failed(&op, &conditions));
                     match refusal {
                         Some(refusal) => self.hold(Some(responder), refusal),
@@ -748,6 +753,30 @@ impl Core {
                 ),
             )),
         }
+    }
+
+    /// The refusal (4.03) if broker `broker` may not make this change to the cluster state
+    /// ([`crate::cluster::broker_writes`]), judged on the tree as it stands in this step.
+    fn broker_may_not(&self, broker: u32, op: &Op) -> Option<Response> {
+        let sets: Vec<(&str, &[u8])> = match op {
+            Op::SetData { path, data, .. } => vec![(path.as_str(), data.as_slice())],
+            Op::Multi { ops } => ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::SetData { path, data, .. } => Some((path.as_str(), data.as_slice())),
+                    _ => None,
+                })
+                .collect(),
+            _ => Vec::new(),
+        };
+        for (path, data) in sets {
+            let current = self.tree.get(path).map(|(d, _)| d);
+            if let Err(why) = crate::cluster::broker_writes::check(broker, path, current, data) {
+                tracing::warn!(broker, path, reason = %why, "refused: a broker's write to the cluster state");
+                return Some(error_response(ErrorKind::Forbidden, &why));
+            }
+        }
+        None
     }
 
     /// Applies a write and adds it to the batch (its answer waits for the disk, a

@@ -271,12 +271,14 @@ fn write(
         }
     };
     let identity = identity_name(incoming);
+    let broker = incoming.identity.as_ref().and_then(|i| i.broker_id());
     let conditions = Conditions::of(&incoming.request);
     Ok(Box::new(move |responder| Job::Write {
         op,
         session,
         request,
         identity,
+        broker,
         conditions,
         responder,
     }))
