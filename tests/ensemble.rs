@@ -723,3 +723,52 @@ async fn the_raft_log_is_cut_and_members_restart_from_the_cut() {
     })
     .await
 }
+
+/// Issue 16 item 4 with numbered writes: a leader that stops answering (SIGSTOP) may
+/// have applied a write whose exchange timed out, so an unnumbered write cannot be sent
+/// elsewhere; a session's numbered write can (the ensemble never applies it twice), and
+/// the caller sees its write succeed on the next leader instead of an error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_to_a_silent_leader_is_sent_on_and_applied_once() {
+    bounded(async {
+        let ensemble = Ensemble::start("ensemble-silent-leader");
+        let quick = ClientOptions {
+            coap: Config {
+                ack_timeout: Duration::from_millis(300),
+                max_retransmit: 2,
+                ..Config::default()
+            },
+            ..options()
+        };
+        let client = Client::connect_any(&ensemble.addrs, quick).await.unwrap();
+        client
+            .create("/q", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = client.server();
+        ensemble.signal(leader, "STOP");
+        let created = client
+            .create("/q/s-", b"", CreateMode::PersistentSequential)
+            .await
+            .expect("sent on to the next leader");
+        assert_ne!(client.server(), leader);
+        assert_eq!(*client.session_state().borrow(), SessionState::Alive);
+        ensemble.signal(leader, "CONT");
+        // Once back, the old leader has exactly the one child too (it catches up).
+        let want: BTreeSet<String> = ["q".to_string()].into();
+        for addr in &ensemble.addrs {
+            await_children(*addr, &want).await;
+            let reader = Client::without_session(*addr, Config::default())
+                .await
+                .unwrap();
+            reader.sync().await.unwrap();
+            let (children, _) = reader.get_children("/q").await.unwrap();
+            assert_eq!(
+                children,
+                vec![created.trim_start_matches("/q/").to_string()],
+                "{addr}"
+            );
+        }
+    })
+    .await
+}

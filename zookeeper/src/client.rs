@@ -810,16 +810,22 @@ impl Client {
                 .next_request
                 .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         });
+        // A numbered write may be sent again to another member: never applied twice.
         self.inner
-            .request(build(number))
+            .request(build(number), number.is_some())
             .await
             .map_err(|source| self.unreachable(source))
     }
 
     async fn send(&self, request: Request) -> Result<Response, ZkError> {
+        // Reads, syncs and heartbeats change nothing twice: they may go to another member
+        // after one does not answer. Other writes (a session's open or close) may not.
+        let resendable = request.method() == Some(Method::Get)
+            || request.path() == "sync"
+            || request.path().ends_with("/hb");
         let _order = self.inner.order.lock().await;
         self.inner
-            .request(request)
+            .request(request, resendable)
             .await
             .map_err(|source| self.unreachable(source))
     }
@@ -881,11 +887,15 @@ impl Inner {
 
     /// Sends `request` to the current member; with an ensemble, on to the next member
     /// while the current one has nothing listening or is not the leader (neither applied
-    /// it), pausing between rounds, until one takes it.
-    async fn request(&self, request: Request) -> Result<Response, driver::Error> {
+    /// it), pausing between rounds, until one takes it. A member that does not answer at
+    /// all (paused, cut off: the exchange times out) may have applied the request: it is
+    /// sent on to the next member only if `resendable` (a read, or a numbered write,
+    /// which the ensemble never applies twice), at most once per other member.
+    async fn request(&self, request: Request, resendable: bool) -> Result<Response, driver::Error> {
         let n = self.members.len();
         let mut round = 0;
         let mut tried = 0;
+        let mut silent = 0;
         loop {
             let (addr, endpoint) = self.member();
             let result = endpoint.handle().request(addr, request.clone()).await;
@@ -895,6 +905,11 @@ impl Inner {
                     Ok(response) => {
                         !response.code().is_success()
                             && response_error(response).error == ErrorKind::NotLeader
+                    }
+                    Err(driver::Error::Exchange(_)) if resendable && silent + 1 < n => {
+                        tracing::debug!(%addr, "no answer from the member: sending to the next one");
+                        silent += 1;
+                        true
                     }
                     Err(driver::Error::Exchange(_)) => {
                         // Maybe applied: not resent, but the next request tries another.
@@ -948,7 +963,7 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             if *inner.paused.borrow() {
                 continue;
             }
-            inner.request(Request::post(&path)).await
+            inner.request(Request::post(&path), true).await
         };
         let ack = result
             .as_ref()
