@@ -47,6 +47,18 @@ pub enum ZkError {
     /// No UDP socket could be opened.
     #[error("cannot open a UDP socket: {0}")]
     Socket(String),
+    /// The connection to a member could not be secured (OSCORE from the credentials; with
+    /// EDHOC credentials, the handshake failed or the member did not answer it).
+    #[error("cannot secure the connection to the zookeeper at {addr}: {reason}")]
+    Secure {
+        /// The member.
+        addr: SocketAddr,
+        /// Why.
+        reason: String,
+    },
+    /// The client was given no zookeeper address.
+    #[error("no zookeeper address given")]
+    NoAddress,
 }
 
 impl ZkError {
@@ -55,7 +67,10 @@ impl ZkError {
         match self {
             ZkError::Server { kind, .. } => Some(*kind),
             ZkError::SessionExpired => Some(ErrorKind::SessionExpired),
-            ZkError::Unreachable { .. } | ZkError::Socket(_) => None,
+            ZkError::Unreachable { .. }
+            | ZkError::Socket(_)
+            | ZkError::Secure { .. }
+            | ZkError::NoAddress => None,
         }
     }
 }
@@ -440,15 +455,16 @@ impl Client {
     /// [`Client::without_session_secured`] to any member of an ensemble (one socket
     /// connected to each). A request that finds nothing listening at a member, or a write
     /// that a member refuses as not the leader, is sent to the next member (neither was
-    /// applied); a request that times out is not resent (it may have been applied: the
-    /// caller decides), but the next request goes to the next member.
+    /// applied); a request that times out is sent on only if that is safe (a read, a
+    /// sync, a heartbeat, a session's numbered write), otherwise the caller decides, and
+    /// the next request goes to the next member.
     pub async fn without_session_any(
         servers: &[SocketAddr],
         coap: Config,
         credentials: Option<&Credentials>,
     ) -> Result<Client, ZkError> {
         if servers.is_empty() {
-            return Err(ZkError::Socket("no zookeeper address given".into()));
+            return Err(ZkError::NoAddress);
         }
         let mut members = Vec::with_capacity(servers.len());
         for &server in servers {
@@ -463,7 +479,10 @@ impl Client {
                     &pehra_shared::security::zookeeper_kid(),
                 )
                 .await
-                .map_err(|e| ZkError::Socket(e.to_string()))?;
+                .map_err(|e| ZkError::Secure {
+                    addr: server,
+                    reason: e.to_string(),
+                })?;
             }
             members.push((server, endpoint));
         }
