@@ -157,6 +157,13 @@ fn a_credential_the_registry_does_not_hold_is_refused_and_changes_nothing() {
             _ => "a MAC did not verify",
         };
         assert!(err.contains(why), "{name}: {err}");
+        // Said as what it is, naming the member (it used to read as a socket error).
+        assert!(
+            err.contains(&format!(
+                "cannot secure the connection to the zookeeper at {z}"
+            )),
+            "{name}: {err}"
+        );
     }
     let status = ok(&[
         "cluster",
