@@ -111,6 +111,22 @@ pub struct ServeArgs {
     /// never cut.
     #[arg(long, value_name = "N", default_value_t = pehra_zookeeper::ensemble::member::DEFAULT_COMPACT_EVERY, requires = "peers")]
     raft_compact_entries: u64,
+    /// In an ensemble: the leader hands its office to a healthier member (Raft's
+    /// leadership transfer) after three samples a second apart at this Node Health Index
+    /// class or worse (rated with --nhi-thresholds), to a member rated good or better;
+    /// `off` never. docs/ensemble.md, "Health handover".
+    #[arg(
+        long,
+        value_name = "CLASS|off",
+        default_value = "warning",
+        requires = "peers"
+    )]
+    leader_handover_on: String,
+    /// This member's health read from a file of `key=value` lines (`cpu`, `memory`,
+    /// `disk_io`, `battery` in ‰, `rtt_ms`, `failures`) instead of the system: tests and
+    /// experiments.
+    #[arg(long, value_name = "FILE")]
+    health_file: Option<PathBuf>,
 }
 
 pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
@@ -125,8 +141,16 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         let mut ensemble =
             pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?;
         ensemble.compact_every = args.raft_compact_entries;
+        ensemble.health = pehra_zookeeper::ensemble::health::HealthSource {
+            file: args.health_file.clone(),
+            nhi: pehra_shared::health::NhiConfig {
+                thresholds: args.nhi_thresholds,
+                ..pehra_shared::health::NhiConfig::DEFAULT
+            },
+        };
         config.ensemble = Some(ensemble);
     }
+    let ensemble_for_watch = config.ensemble.clone();
     config.security = args.security.resolve(args.listen, "the zookeeper")?;
     config.security_updates =
         args.security
@@ -197,6 +221,23 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             min_health: args.pehredar_min_health,
         },
     };
+    // The leader's health watch (an ensemble only): hands the office over when it falls.
+    let health_watch = match (&ensemble_for_watch, args.leader_handover_on.as_str()) {
+        (Some(_), "off") | (None, _) => None,
+        (Some(ensemble), class) => {
+            let trigger = pehra_shared::health::HealthClass::parse(class).with_context(|| {
+                format!("--leader-handover-on {class:?}: expected excellent, good, warning, critical or off")
+            })?;
+            Some((
+                ensemble.clone(),
+                pehra_zookeeper::cluster::handover::HandoverConfig {
+                    nhi: ensemble.health.nhi,
+                    trigger,
+                    ..Default::default()
+                },
+            ))
+        }
+    };
     let mut leadership = server.leadership();
     let supervisor = tokio::spawn(async move {
         loop {
@@ -205,12 +246,27 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
                     return;
                 }
             }
-            let tasks = leader_tasks(
+            let mut tasks = leader_tasks(
                 controller_addr,
                 own_credentials.clone(),
                 controller_config.clone(),
                 pehra_config,
             );
+            if let Some((ensemble, handover)) = health_watch.clone() {
+                let credentials = own_credentials.clone();
+                tasks.push(AbortOnDrop(tokio::spawn(async move {
+                    let run = pehra_zookeeper::ensemble::health::watch_leader_health(
+                        ensemble.id,
+                        ensemble.members.clone(),
+                        credentials,
+                        ensemble.health.clone(),
+                        handover,
+                    );
+                    if let Err(e) = run.await {
+                        tracing::error!(error = %e, "the leader's health watch stopped");
+                    }
+                })));
+            }
             while *leadership.borrow_and_update() {
                 if leadership.changed().await.is_err() {
                     // No more changes (the server stopped, or it is alone): keep them.
@@ -218,7 +274,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
                 }
             }
             tracing::info!(
-                "no longer the leader: stopping the cluster controller and the PEHRA coordinator"
+                "no longer the leader: stopping the cluster controller, the PEHRA coordinator and the health watch"
             );
             drop(tasks);
         }
@@ -244,7 +300,7 @@ fn leader_tasks(
     own_credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
     controller_config: pehra_zookeeper::cluster::ControllerConfig,
     pehra_config: pehra_zookeeper::cluster::PehraCoordinatorConfig,
-) -> (AbortOnDrop, AbortOnDrop) {
+) -> Vec<AbortOnDrop> {
     let controller_credentials = own_credentials.clone();
     let controller = tokio::spawn(async move {
         loop {
@@ -273,7 +329,7 @@ fn leader_tasks(
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     });
-    (AbortOnDrop(controller), AbortOnDrop(pehra))
+    vec![AbortOnDrop(controller), AbortOnDrop(pehra)]
 }
 
 /// Aborts a task when dropped.

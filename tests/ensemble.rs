@@ -772,3 +772,81 @@ async fn a_write_to_a_silent_leader_is_sent_on_and_applied_once() {
     })
     .await
 }
+
+/// Issue 15 for the zookeeper's own leader (seed 002): a leader whose health falls (here
+/// read from its `--health-file`) hands its office over to a healthy member, and writes
+/// go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_whose_health_falls_hands_over_to_a_healthy_member() {
+    bounded(async {
+        let dir = TempDir::new("ensemble-health");
+        let health = |id: usize| dir.path().join(format!("health-{id}"));
+        for id in 1..=3 {
+            std::fs::write(health(id), "cpu=0\n").unwrap();
+        }
+        let files: Vec<String> = (1..=3).map(|id| health(id).display().to_string()).collect();
+        // Each member reads its own file: the flag differs per member, so start them here.
+        let first = free_udp_ports(3);
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        let members: Vec<Zookeeper> = (1..=3)
+            .map(|id| {
+                Zookeeper::start_with(
+                    &dir.path().join(format!("member{id}")),
+                    addrs[id - 1],
+                    &[
+                        "--id",
+                        &id.to_string(),
+                        "--peers",
+                        &peers,
+                        "--health-file",
+                        &files[id - 1],
+                    ],
+                )
+            })
+            .collect();
+        let client = Client::connect_any(&addrs, options()).await.unwrap();
+        client
+            .create("/h", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = addrs.iter().position(|a| *a == client.server()).unwrap() + 1;
+        assert_eq!(leader_seen_by(addrs[0]).await, Some(leader as u64));
+        // Its health falls to Warning (index 400: no CPU or memory left, failing).
+        std::fs::write(health(leader), "cpu=1000\nmemory=1000\nfailures=5\n").unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        let moved_to = loop {
+            let seen = leader_seen_by(addrs[leader % 3]).await;
+            if let Some(now) = seen.filter(|&l| l != leader as u64) {
+                break now;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "the unwell leader {leader} is still leading"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        };
+        assert_ne!(moved_to, leader as u64);
+        // The new leader takes writes; every member has them.
+        client
+            .create("/h/after", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let status = status_of(addrs[moved_to as usize - 1]).await;
+        assert_eq!(status.role, "leader");
+        assert_eq!(status.health_index, Some(1000), "{status:?}");
+        let want: BTreeSet<String> = ["h".to_string()].into();
+        for addr in &addrs {
+            await_children(*addr, &want).await;
+        }
+        drop(members);
+    })
+    .await
+}

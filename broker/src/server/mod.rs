@@ -27,7 +27,6 @@ mod eligibility;
 mod fetch;
 mod fetcher;
 mod handover;
-mod health;
 mod hw_checkpoint;
 mod maintenance;
 pub mod metrics;

@@ -340,7 +340,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
     let (checkin_tx, mut checkin_rx) = mpsc::unbounded_channel::<Option<CheckInReply>>();
     let mut published_role: Option<NodeRole> = None;
     loop {
-        let health = super::health::sample(config.health_file.as_deref());
+        let health = pehra_shared::health::system::sample(config.health_file.as_deref());
         let mut actions = {
             let mut node = pehra.node.lock().expect("lock");
             node.health(now_ms(), health);

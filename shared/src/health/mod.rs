@@ -10,6 +10,8 @@
 pub mod lease;
 pub mod nhi;
 pub mod rtt;
+#[cfg(feature = "std")]
+pub mod system;
 
 pub use lease::{LeaseConfig, LeaseInputs, LeaseParts};
 pub use nhi::{HealthClass, NhiConfig, NhiThresholds, NhiWeights};

@@ -86,6 +86,7 @@ impl Driver {
                 },
                 Some(reply) = self.status.recv() => {
                     let mut status = self.member.status();
+                    status.health_index = Some(self.config.health.index());
                     for member in &mut status.members {
                         if let Some(addr) = self.config.members.get(&member.id) {
                             member.addr = addr.to_string();

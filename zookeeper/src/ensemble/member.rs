@@ -349,6 +349,7 @@ impl Member {
             commit: status.hs.commit,
             applied: status.applied,
             first_index: self.first_index(),
+            health_index: None,
             members,
         }
     }

@@ -5,6 +5,7 @@
 //!   send / persist / apply actions out);
 //! - [`log`]: its Raft log and hard state, durable in the zookeeper's own storage;
 //! - [`store`]: the same log in memory, as raft-rs reads it (with its cut);
+//! - [`health`]: the leader hands its office over when its health falls (seed 002);
 //! - [`messages`]: what the core and the driver tell each other;
 //! - [`driver`]: the thin async task that runs the machine: a timer, the `POST /raft`
 //!   resource, the CoAP endpoint for sending, the disk, and the core for applying.
@@ -16,6 +17,7 @@
 //! a new leader writes only once every entry of earlier terms is applied).
 
 pub mod driver;
+pub mod health;
 pub mod log;
 pub mod member;
 pub mod messages;
@@ -38,6 +40,8 @@ pub struct EnsembleConfig {
     /// Cut the Raft log once it holds this many entries every member has (0: never;
     /// [`member::DEFAULT_COMPACT_EVERY`] unless set).
     pub compact_every: u64,
+    /// This member's health, told in its status (`health_index`).
+    pub health: health::HealthSource,
 }
 
 /// Why `--peers` does not parse.
@@ -75,6 +79,7 @@ impl EnsembleConfig {
             id,
             members,
             compact_every: member::DEFAULT_COMPACT_EVERY,
+            health: health::HealthSource::default(),
         })
     }
 }
@@ -104,6 +109,9 @@ pub struct EnsembleStatus {
     /// The first index its log holds (the log is cut below what every member has).
     #[serde(default)]
     pub first_index: u64,
+    /// Its Node Health Index now, ‰ (what the leader compares when its own health falls).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health_index: Option<u16>,
     /// Every member; on the leader, with the index each one has (`matched`).
     pub members: Vec<MemberStatus>,
 }

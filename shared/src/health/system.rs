@@ -1,13 +1,14 @@
-//! The broker's own health sample for PEHRA's Node Health Index and adaptive lease
-//! (seed 002): CPU from the load average per core, memory from `/proc/meminfo`, or, for
-//! tests and experiments, values read from a file (`--health-file`).
+//! A server's own health sample for PEHRA's Node Health Index and adaptive lease (seed
+//! 002), on a host with `/proc` (brokers, zookeeper members): CPU from the load average per
+//! core, memory from `/proc/meminfo`, or, for tests and experiments, values read from a
+//! file (`--health-file`).
 
-use pehra_shared::wire::NodeHealth;
+use crate::wire::NodeHealth;
 use std::path::Path;
 
 /// Samples the node's health now: from `file` if given (see [`parse`]), else from the
 /// system (zeros where the system does not say).
-pub(crate) fn sample(file: Option<&Path>) -> NodeHealth {
+pub fn sample(file: Option<&Path>) -> NodeHealth {
     match file {
         Some(path) => std::fs::read_to_string(path)
             .map(|text| parse(&text))
@@ -18,7 +19,7 @@ pub(crate) fn sample(file: Option<&Path>) -> NodeHealth {
 
 /// Parses `key=value` lines (`cpu`, `memory`, `disk_io`, `battery` in ‰, `rtt_ms`,
 /// `failures`); unknown keys and bad values are ignored.
-pub(crate) fn parse(text: &str) -> NodeHealth {
+pub fn parse(text: &str) -> NodeHealth {
     let mut h = NodeHealth::default();
     for line in text.lines() {
         let Some((key, value)) = line.split_once('=') else {

@@ -1,0 +1,263 @@
+//! Seed 002 for the zookeeper's own leader: a leader whose health falls hands its office
+//! over (Raft's leadership transfer, [`super::member::Member::transfer_leadership`]) to
+//! the healthiest member, before it fails, with the same rules as a partition leader's
+//! warm handover ([`crate::cluster::handover`]).
+//!
+//! - [`HealthWatch`]: the pure decision. The leader feeds it its own Node Health Index
+//!   every sample; after [`SAMPLES_BEFORE_HANDOVER`] samples in a row at the trigger class
+//!   (Warning or worse by default: one bad sample is noise) it asks for a candidate, and
+//!   [`HealthWatch::choose`] picks the member rated at least `min_candidate` and better
+//!   than the leader, best index first, then the one whose log is furthest along (the
+//!   shortest pre-sync), then the lowest id. After a handover, or when no member
+//!   qualifies, it keeps quiet for a while ([`COOLDOWN_MS`], [`NO_CANDIDATE_RETRY_MS`]):
+//!   leadership must not bounce between members that are all unwell.
+//! - [`watch_leader_health`]: the thin driver, run on the leader only (beside the
+//!   controller): samples its own health every second, asks each member its index
+//!   (`GET /ensemble`, `health_index`) only when the leader wants to hand over, and asks
+//!   its own member to transfer (`POST /ensemble`). If the transferee does not take over
+//!   within an election timeout, Raft abandons the transfer and the leader stays (the
+//!   rollback); the ordinary election deals with a leader that dies.
+
+use crate::client::{Client, ZkError};
+use crate::cluster::handover::{should_hand_over, HandoverConfig};
+use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::security::credentials::Credentials;
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Samples in a row at the trigger class before the leader hands over.
+pub const SAMPLES_BEFORE_HANDOVER: u32 = 3;
+/// After a handover, no health-triggered one for this long (ms).
+pub const COOLDOWN_MS: u64 = 30_000;
+/// When no member qualified, the next look is this much later (ms).
+pub const NO_CANDIDATE_RETRY_MS: u64 = 5_000;
+/// How often the leader samples its health.
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+
+/// What the leader knows of another member when it chooses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Peer {
+    /// Its id.
+    pub id: u64,
+    /// Its Node Health Index, ‰ (`None`: it did not answer).
+    pub index: Option<u16>,
+    /// The last log index the leader knows it has.
+    pub matched: u64,
+}
+
+/// The leader's watch over its own health.
+#[derive(Debug, Clone)]
+pub struct HealthWatch {
+    config: HandoverConfig,
+    /// Samples in a row at the trigger class.
+    low: u32,
+    /// No handover before this time (ms).
+    quiet_until_ms: u64,
+}
+
+impl HealthWatch {
+    /// A watch with these thresholds.
+    pub fn new(config: HandoverConfig) -> HealthWatch {
+        HealthWatch {
+            config,
+            low: 0,
+            quiet_until_ms: 0,
+        }
+    }
+
+    /// The leader's index `own_index` sampled at `now_ms`: `true` if it should hand over
+    /// now (look for a candidate).
+    pub fn observe(&mut self, now_ms: u64, own_index: u16) -> bool {
+        if should_hand_over(&self.config, Some(own_index), false) {
+            self.low = self.low.saturating_add(1);
+        } else {
+            self.low = 0;
+        }
+        self.low >= SAMPLES_BEFORE_HANDOVER && now_ms >= self.quiet_until_ms
+    }
+
+    /// The member to hand over to, if one qualifies (see the module docs).
+    pub fn choose(&self, own_index: u16, peers: &[Peer]) -> Option<u64> {
+        peers
+            .iter()
+            .filter_map(|p| {
+                let index = p.index?;
+                (self.config.nhi.class_of(index) >= self.config.min_candidate && index > own_index)
+                    .then_some((p.id, index, p.matched))
+            })
+            .min_by_key(|&(id, index, matched)| (u16::MAX - index, u64::MAX - matched, id))
+            .map(|(id, ..)| id)
+    }
+
+    /// A handover started at `now_ms`: quiet for [`COOLDOWN_MS`].
+    pub fn handed_over(&mut self, now_ms: u64) {
+        self.low = 0;
+        self.quiet_until_ms = now_ms.saturating_add(COOLDOWN_MS);
+    }
+
+    /// No member qualified (or the transfer was refused) at `now_ms`: look again later.
+    pub fn no_candidate(&mut self, now_ms: u64) {
+        self.quiet_until_ms = now_ms.saturating_add(NO_CANDIDATE_RETRY_MS);
+    }
+}
+
+/// Where a member's health comes from and how it is rated.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct HealthSource {
+    /// A file of `key=value` lines to read instead of the system (tests, experiments;
+    /// see [`pehra_shared::health::system::parse`]).
+    pub file: Option<PathBuf>,
+    /// How the index is computed.
+    pub nhi: pehra_shared::health::NhiConfig,
+}
+
+impl HealthSource {
+    /// The member's Node Health Index now, ‰.
+    pub fn index(&self) -> u16 {
+        self.nhi
+            .index(&pehra_shared::health::system::sample(self.file.as_deref()))
+    }
+}
+
+/// Watches the leader's health while it runs (on the leader only): see the module docs.
+/// `own` is this member's address, `members` every member's; returns only on an error
+/// making the clients.
+pub async fn watch_leader_health(
+    own_id: u64,
+    members: BTreeMap<u64, SocketAddr>,
+    credentials: Option<std::sync::Arc<Credentials>>,
+    source: HealthSource,
+    config: HandoverConfig,
+) -> Result<(), ZkError> {
+    let quick = CoapConfig {
+        ack_timeout: Duration::from_millis(300),
+        max_retransmit: 1,
+        ..CoapConfig::default()
+    };
+    let mut clients = BTreeMap::new();
+    for (&id, &addr) in &members {
+        let client =
+            Client::without_session_secured(addr, quick.clone(), credentials.as_deref()).await?;
+        clients.insert(id, client);
+    }
+    let Some(own) = clients.get(&own_id) else {
+        return Ok(());
+    };
+    let mut watch = HealthWatch::new(config);
+    let mut tick = tokio::time::interval(SAMPLE_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let started = tokio::time::Instant::now();
+    loop {
+        tick.tick().await;
+        let now_ms = started.elapsed().as_millis() as u64;
+        let own_index = source.index();
+        if !watch.observe(now_ms, own_index) {
+            continue;
+        }
+        let Ok(Some(status)) = own.ensemble_status().await else {
+            watch.no_candidate(now_ms);
+            continue;
+        };
+        if status.role != "leader" {
+            continue;
+        }
+        let mut peers = Vec::new();
+        for member in status.members.iter().filter(|m| m.id != own_id) {
+            let index = match clients.get(&member.id) {
+                Some(client) => client
+                    .ensemble_status()
+                    .await
+                    .ok()
+                    .flatten()
+                    .and_then(|s| s.health_index),
+                None => None,
+            };
+            peers.push(Peer {
+                id: member.id,
+                index,
+                matched: member.matched.unwrap_or(0),
+            });
+        }
+        let class = config.nhi.class_of(own_index).as_str();
+        match watch.choose(own_index, &peers) {
+            Some(to) => match own.transfer_leadership(Some(to)).await {
+                Ok(started) => {
+                    tracing::warn!(
+                        own_index,
+                        class,
+                        to = started.to,
+                        "ensemble: this leader's health fell, handing the leadership over"
+                    );
+                    watch.handed_over(now_ms);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, to, "ensemble: a health handover was refused");
+                    watch.no_candidate(now_ms);
+                }
+            },
+            None => {
+                tracing::info!(
+                    own_index,
+                    class,
+                    ?peers,
+                    "ensemble: this leader's health fell, but no member is healthier: staying"
+                );
+                watch.no_candidate(now_ms);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pehra_shared::health::HealthClass;
+
+    fn peer(id: u64, index: Option<u16>, matched: u64) -> Peer {
+        Peer { id, index, matched }
+    }
+
+    #[test]
+    fn a_leader_hands_over_after_three_bad_samples_then_keeps_quiet() {
+        let mut w = HealthWatch::new(HandoverConfig::default());
+        // Default thresholds: below 650 is Warning or worse, the trigger class.
+        assert!(!w.observe(0, 300));
+        assert!(!w.observe(1_000, 900), "a good sample resets the count");
+        assert!(!w.observe(2_000, 300));
+        assert!(!w.observe(3_000, 300));
+        assert!(w.observe(4_000, 300));
+        w.handed_over(4_000);
+        for t in 1..=29 {
+            assert!(!w.observe(4_000 + t * 1_000, 300), "cooling down at {t} s");
+        }
+        // Quiet over, still unwell (three more samples: the count restarted).
+        assert!(w.observe(34_000, 300));
+        w.no_candidate(34_000);
+        assert!(!w.observe(35_000, 300));
+        assert!(w.observe(39_000, 300));
+    }
+
+    #[test]
+    fn the_candidate_is_the_healthiest_then_the_furthest_along_and_better_than_the_leader() {
+        let w = HealthWatch::new(HandoverConfig::default());
+        let peers = [
+            peer(2, Some(900), 10),
+            peer(3, Some(950), 5),
+            peer(4, None, 99),
+        ];
+        assert_eq!(w.choose(300, &peers), Some(3));
+        let tied = [peer(2, Some(900), 10), peer(3, Some(900), 12)];
+        assert_eq!(w.choose(300, &tied), Some(3), "furthest along");
+        // Nobody good enough (Good is 650), nor better than the leader.
+        assert_eq!(w.choose(300, &[peer(2, Some(600), 10)]), None);
+        assert_eq!(w.choose(950, &[peer(2, Some(900), 10)]), None);
+        // With a stricter candidate class.
+        let strict = HealthWatch::new(HandoverConfig {
+            min_candidate: HealthClass::Excellent,
+            ..HandoverConfig::default()
+        });
+        assert_eq!(strict.choose(300, &[peer(2, Some(800), 10)]), None);
+    }
+}
