@@ -112,7 +112,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "N", default_value_t = pehra_zookeeper::ensemble::member::DEFAULT_COMPACT_EVERY, requires = "peers")]
     raft_compact_entries: u64,
     /// In an ensemble: the leader hands its office to a healthier member (Raft's
-    /// leadership transfer) after three samples a second apart at this Node Health Index
+    /// leadership transfer) after three samples 5 s apart at this Node Health Index
     /// class or worse (rated with --nhi-thresholds), to a member rated good or better;
     /// `off` never. docs/ensemble.md, "Health handover".
     #[arg(

@@ -821,7 +821,8 @@ async fn a_leader_whose_health_falls_hands_over_to_a_healthy_member() {
         assert_eq!(leader_seen_by(addrs[0]).await, Some(leader as u64));
         // Its health falls to Warning (index 400: no CPU or memory left, failing).
         std::fs::write(health(leader), "cpu=1000\nmemory=1000\nfailures=5\n").unwrap();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        // Three samples 5 s apart: about 15 s.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
         let moved_to = loop {
             let seen = leader_seen_by(addrs[leader % 3]).await;
             if let Some(now) = seen.filter(|&l| l != leader as u64) {

@@ -7,12 +7,12 @@
 //!   every sample; after [`SAMPLES_BEFORE_HANDOVER`] samples in a row at the trigger class
 //!   (Warning or worse by default: one bad sample is noise) it asks for a candidate, and
 //!   [`HealthWatch::choose`] picks the member rated at least `min_candidate` and better
-//!   than the leader, best index first, then the one whose log is furthest along (the
+//!   than the leader by [`MARGIN`], best index first, then the one whose log is furthest along (the
 //!   shortest pre-sync), then the lowest id. After a handover, or when no member
 //!   qualifies, it keeps quiet for a while ([`COOLDOWN_MS`], [`NO_CANDIDATE_RETRY_MS`]):
 //!   leadership must not bounce between members that are all unwell.
 //! - [`watch_leader_health`]: the thin driver, run on the leader only (beside the
-//!   controller): samples its own health every second, asks each member its index
+//!   controller): samples its own health every [`SAMPLE_EVERY`], asks each member its index
 //!   (`GET /ensemble`, `health_index`) only when the leader wants to hand over, and asks
 //!   its own member to transfer (`POST /ensemble`). If the transferee does not take over
 //!   within an election timeout, Raft abandons the transfer and the leader stays (the
@@ -33,8 +33,13 @@ pub const SAMPLES_BEFORE_HANDOVER: u32 = 3;
 pub const COOLDOWN_MS: u64 = 30_000;
 /// When no member qualified, the next look is this much later (ms).
 pub const NO_CANDIDATE_RETRY_MS: u64 = 5_000;
-/// How often the leader samples its health.
-pub const SAMPLE_EVERY: Duration = Duration::from_secs(1);
+/// How often the leader samples its health: health changes over minutes, and every
+/// sample wakes the gateway (issue 19 counts those wakeups).
+pub const SAMPLE_EVERY: Duration = Duration::from_secs(5);
+/// A candidate's index must beat the leader's by this much (‰): members on one host
+/// (`pehra dev --zookeepers 3`, a loaded test machine) sample the same load a moment
+/// apart, and a few ‰ of difference must not move the leadership.
+pub const MARGIN: u16 = 100;
 
 /// What the leader knows of another member when it chooses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -84,8 +89,9 @@ impl HealthWatch {
             .iter()
             .filter_map(|p| {
                 let index = p.index?;
-                (self.config.nhi.class_of(index) >= self.config.min_candidate && index > own_index)
-                    .then_some((p.id, index, p.matched))
+                (self.config.nhi.class_of(index) >= self.config.min_candidate
+                    && index >= own_index.saturating_add(MARGIN))
+                .then_some((p.id, index, p.matched))
             })
             .min_by_key(|&(id, index, matched)| (u16::MAX - index, u64::MAX - matched, id))
             .map(|(id, ..)| id)
@@ -250,9 +256,11 @@ mod tests {
         assert_eq!(w.choose(300, &peers), Some(3));
         let tied = [peer(2, Some(900), 10), peer(3, Some(900), 12)];
         assert_eq!(w.choose(300, &tied), Some(3), "furthest along");
-        // Nobody good enough (Good is 650), nor better than the leader.
+        // Nobody good enough (Good is 650), nor better than the leader by the margin.
         assert_eq!(w.choose(300, &[peer(2, Some(600), 10)]), None);
         assert_eq!(w.choose(950, &[peer(2, Some(900), 10)]), None);
+        assert_eq!(w.choose(600, &[peer(2, Some(690), 10)]), None);
+        assert_eq!(w.choose(600, &[peer(2, Some(700), 10)]), Some(2));
         // With a stricter candidate class.
         let strict = HealthWatch::new(HandoverConfig {
             min_candidate: HealthClass::Excellent,
