@@ -89,6 +89,38 @@ pub fn decide<R: Rng + ?Sized>(
     unclean: bool,
     rng: &mut R,
 ) -> Option<PartitionMetadata> {
+    // An ELR member that reports lacking records leaves the ELR for good: once it has
+    // caught up to the high watermark it last knew it is no longer reported, but that
+    // mark may be below the one at which it left the ISR, so it may still lack records
+    // that were acknowledged then. It is protected again only by rejoining the ISR.
+    if meta.elr.iter().any(|b| ineligible.contains(b)) {
+        let pruned = PartitionMetadata {
+            elr: meta
+                .elr
+                .iter()
+                .copied()
+                .filter(|b| !ineligible.contains(b))
+                .collect(),
+            ..meta.clone()
+        };
+        return Some(
+            decide_pruned(&pruned, live, shutting_down, ineligible, min_insync, unclean, rng)
+                .unwrap_or(pruned),
+        );
+    }
+    decide_pruned(meta, live, shutting_down, ineligible, min_insync, unclean, rng)
+}
+
+/// [`decide`] for a partition whose ELR holds no ineligible broker.
+fn decide_pruned<R: Rng + ?Sized>(
+    meta: &PartitionMetadata,
+    live: &BTreeSet<u32>,
+    shutting_down: &BTreeSet<u32>,
+    ineligible: &BTreeSet<u32>,
+    min_insync: u32,
+    unclean: bool,
+    rng: &mut R,
+) -> Option<PartitionMetadata> {
     let available = |b: u32| live.contains(&b) && !shutting_down.contains(&b);
     let eligible = |b: u32| available(b) && !ineligible.contains(&b);
     let in_replicas = |b: u32| meta.replicas.contains(&b);
@@ -706,11 +738,17 @@ mod tests {
         let new = decide(&m, &set(&[2]), &none(), &none(), 2, false, &mut rng());
         assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
         // Nor an ELR member that reports lacking records (restarted behind its high
-        // watermark): offline until 3 (or a clean 1) is back.
+        // watermark): it leaves the ELR, and the partition is offline until 3 is back.
         let new = decide(&m, &set(&[1, 2]), &none(), &set(&[1]), 2, false, &mut rng());
-        assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
-        // An ISR member back first wins over the ELR.
+        assert_eq!(new, Some(meta(None, 3, &[1, 2, 3], &[3])));
+        // Caught up to the high watermark it knew, 1 is no longer reported, but that
+        // mark may be older than the one it left the ISR at: still not a candidate.
         let offline = new.expect("offline");
+        assert_eq!(
+            decide(&offline, &set(&[1, 2]), &none(), &none(), 2, false, &mut rng()),
+            None
+        );
+        // An ISR member back wins.
         let back = decide(
             &offline,
             &set(&[1, 3]),
@@ -720,9 +758,12 @@ mod tests {
             false,
             &mut rng(),
         );
+        assert_eq!(back, Some(meta(Some(3), 4, &[1, 2, 3], &[3])));
+        // With a leader alive, a reported ELR member leaves the ELR too (written).
+        let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1, 2]);
         assert_eq!(
-            back,
-            Some(with_elr(meta(Some(3), 4, &[1, 2, 3], &[3]), &[1]))
+            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[2]), 2, false, &mut rng()),
+            Some(with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]))
         );
     }
 
