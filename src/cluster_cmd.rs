@@ -325,7 +325,8 @@ fn write_ineligible(
     Ok(())
 }
 
-/// Prints the ensemble's members, leader and each member's lag behind the leader, if the
+/// Prints the ensemble's members, leader, each member's lag behind the leader, where its
+/// Raft log starts (it is cut below what every member has) and its health index, if the
 /// zookeeper is an ensemble (nothing for a zookeeper alone). Asks every member listed
 /// and, through the first that answers, learns the others.
 async fn ensemble_status(
@@ -404,7 +405,7 @@ async fn ensemble_status(
     )?;
     writeln!(
         out,
-        "  id   address                role           term   applied  lag"
+        "  id   address                role           term   applied  lag      log from  health"
     )?;
     for m in &members {
         let Some(view) = views.get(&m.id) else {
@@ -417,10 +418,14 @@ async fn ensemble_status(
                 Some(l.last_index.saturating_sub(matched))
             })
             .map_or("-".to_string(), |lag| lag.to_string());
+        // The health index in ‰ (what the leader compares when its own falls).
+        let health = view
+            .health_index
+            .map_or("-".to_string(), |h| format!("{h}‰"));
         writeln!(
             out,
-            "  {:<4} {:<22} {:<14} {:<6} {:<8} {}",
-            m.id, m.addr, view.role, view.term, view.applied, lag
+            "  {:<4} {:<22} {:<14} {:<6} {:<8} {:<8} {:<9} {}",
+            m.id, m.addr, view.role, view.term, view.applied, lag, view.first_index, health
         )?;
     }
     Ok(())

@@ -253,6 +253,19 @@ async fn the_cli_takes_every_member() {
         for addr in &ensemble.addrs {
             assert!(out.contains(&addr.to_string()), "{out}");
         }
+        // Each member's row ends with where its log starts and its health (‰).
+        let rows: Vec<&str> = out
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|r| ["leader", "follower"].contains(&r))
+            })
+            .collect();
+        assert_eq!(rows.len(), 3, "{out}");
+        for row in rows {
+            assert!(row.trim_end().ends_with('‰'), "{row}");
+        }
     })
     .await
 }

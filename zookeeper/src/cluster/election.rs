@@ -104,11 +104,27 @@ pub fn decide<R: Rng + ?Sized>(
             ..meta.clone()
         };
         return Some(
-            decide_pruned(&pruned, live, shutting_down, ineligible, min_insync, unclean, rng)
-                .unwrap_or(pruned),
+            decide_pruned(
+                &pruned,
+                live,
+                shutting_down,
+                ineligible,
+                min_insync,
+                unclean,
+                rng,
+            )
+            .unwrap_or(pruned),
         );
     }
-    decide_pruned(meta, live, shutting_down, ineligible, min_insync, unclean, rng)
+    decide_pruned(
+        meta,
+        live,
+        shutting_down,
+        ineligible,
+        min_insync,
+        unclean,
+        rng,
+    )
 }
 
 /// [`decide`] for a partition whose ELR holds no ineligible broker.
@@ -745,7 +761,15 @@ mod tests {
         // mark may be older than the one it left the ISR at: still not a candidate.
         let offline = new.expect("offline");
         assert_eq!(
-            decide(&offline, &set(&[1, 2]), &none(), &none(), 2, false, &mut rng()),
+            decide(
+                &offline,
+                &set(&[1, 2]),
+                &none(),
+                &none(),
+                2,
+                false,
+                &mut rng()
+            ),
             None
         );
         // An ISR member back wins.
@@ -762,7 +786,15 @@ mod tests {
         // With a leader alive, a reported ELR member leaves the ELR too (written).
         let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1, 2]);
         assert_eq!(
-            decide(&m, &set(&[1, 2, 3]), &none(), &set(&[2]), 2, false, &mut rng()),
+            decide(
+                &m,
+                &set(&[1, 2, 3]),
+                &none(),
+                &set(&[2]),
+                2,
+                false,
+                &mut rng()
+            ),
             Some(with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]))
         );
     }
