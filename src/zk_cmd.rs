@@ -255,7 +255,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             if let Some((ensemble, handover)) = health_watch.clone() {
                 let credentials = own_credentials.clone();
                 tasks.push(AbortOnDrop(tokio::spawn(async move {
-                    let run = pehra_zookeeper::ensemble::health::watch_leader_health(
+                    let run = pehra_zookeeper::cluster::leader_health::watch_leader_health(
                         ensemble.id,
                         ensemble.members.clone(),
                         credentials,

@@ -33,6 +33,7 @@ pub mod broker_writes;
 pub mod controller;
 pub mod election;
 pub mod handover;
+pub mod leader_health;
 pub mod maintenance;
 pub mod pehra;
 pub mod reassign;
