@@ -328,15 +328,22 @@ impl Reconciler {
         for _ in 0..MAX_ATTEMPTS {
             let old = &read.meta;
             let ineligible = ctx.ineligible.of(&read.topic, read.partition);
-            let elected = election::decide(
+            // ELR members that reported lacking records leave it first (a write even if
+            // nothing else changes).
+            let pruned = election::forget_lacking_elr(
                 old,
+                &ctx.ineligible.lacking(&read.topic, read.partition),
+            );
+            let elected = election::decide(
+                pruned.as_ref().unwrap_or(old),
                 ctx.live,
                 ctx.leaving,
                 &ineligible,
                 read.min_insync,
                 self.config.unclean_election,
                 &mut self.rng,
-            );
+            )
+            .or(pruned);
             let base = elected.as_ref().unwrap_or(old);
             let replaced = replace_dead(base, ctx.due, ctx.available, load);
             for &dead in &replaced.stuck {

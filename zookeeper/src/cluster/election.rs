@@ -89,33 +89,6 @@ pub fn decide<R: Rng + ?Sized>(
     unclean: bool,
     rng: &mut R,
 ) -> Option<PartitionMetadata> {
-    // An ELR member that reports lacking records leaves the ELR for good: once it has
-    // caught up to the high watermark it last knew it is no longer reported, but that
-    // mark may be below the one at which it left the ISR, so it may still lack records
-    // that were acknowledged then. It is protected again only by rejoining the ISR.
-    if meta.elr.iter().any(|b| ineligible.contains(b)) {
-        let pruned = PartitionMetadata {
-            elr: meta
-                .elr
-                .iter()
-                .copied()
-                .filter(|b| !ineligible.contains(b))
-                .collect(),
-            ..meta.clone()
-        };
-        return Some(
-            decide_pruned(
-                &pruned,
-                live,
-                shutting_down,
-                ineligible,
-                min_insync,
-                unclean,
-                rng,
-            )
-            .unwrap_or(pruned),
-        );
-    }
     decide_pruned(
         meta,
         live,
@@ -127,7 +100,32 @@ pub fn decide<R: Rng + ?Sized>(
     )
 }
 
-/// [`decide`] for a partition whose ELR holds no ineligible broker.
+/// An ELR member that reports lacking records of this partition (`lacking`: a log cut
+/// below the high watermark it knew, or damage; not the "logs not open yet" mark every
+/// broker registers with) leaves the ELR for good: it catches up only to the high
+/// watermark it last knew, which may be below the one at which it left the ISR, so "no
+/// longer reported" does not prove it has every acknowledged record. It is protected
+/// again only by rejoining the ISR. The partition with those members removed, if any
+/// was there; [`decide`] then runs on it.
+pub fn forget_lacking_elr(
+    meta: &PartitionMetadata,
+    lacking: &BTreeSet<u32>,
+) -> Option<PartitionMetadata> {
+    if !meta.elr.iter().any(|b| lacking.contains(b)) {
+        return None;
+    }
+    Some(PartitionMetadata {
+        elr: meta
+            .elr
+            .iter()
+            .copied()
+            .filter(|b| !lacking.contains(b))
+            .collect(),
+        ..meta.clone()
+    })
+}
+
+/// [`decide`]'s body.
 fn decide_pruned<R: Rng + ?Sized>(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
@@ -754,12 +752,13 @@ mod tests {
         let new = decide(&m, &set(&[2]), &none(), &none(), 2, false, &mut rng());
         assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
         // Nor an ELR member that reports lacking records (restarted behind its high
-        // watermark): it leaves the ELR, and the partition is offline until 3 is back.
+        // watermark): offline until 3 (or a clean 1) is back...
         let new = decide(&m, &set(&[1, 2]), &none(), &set(&[1]), 2, false, &mut rng());
-        assert_eq!(new, Some(meta(None, 3, &[1, 2, 3], &[3])));
-        // Caught up to the high watermark it knew, 1 is no longer reported, but that
-        // mark may be older than the one it left the ISR at: still not a candidate.
-        let offline = new.expect("offline");
+        assert_eq!(new, Some(with_elr(meta(None, 3, &[1, 2, 3], &[3]), &[1])));
+        // ...and it leaves the ELR for good: caught up to the high watermark it knew, it
+        // is no longer reported, but that mark may be older than the one it left at.
+        let offline = forget_lacking_elr(&new.expect("offline"), &set(&[1])).expect("pruned");
+        assert_eq!(offline, meta(None, 3, &[1, 2, 3], &[3]));
         assert_eq!(
             decide(
                 &offline,
@@ -783,20 +782,13 @@ mod tests {
             &mut rng(),
         );
         assert_eq!(back, Some(meta(Some(3), 4, &[1, 2, 3], &[3])));
-        // With a leader alive, a reported ELR member leaves the ELR too (written).
+        // Only members reported lacking leave; none reported, nothing to write.
         let m = with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1, 2]);
         assert_eq!(
-            decide(
-                &m,
-                &set(&[1, 2, 3]),
-                &none(),
-                &set(&[2]),
-                2,
-                false,
-                &mut rng()
-            ),
+            forget_lacking_elr(&m, &set(&[2])),
             Some(with_elr(meta(Some(3), 2, &[1, 2, 3], &[3]), &[1]))
         );
+        assert_eq!(forget_lacking_elr(&m, &none()), None);
     }
 
     #[test]

@@ -331,6 +331,15 @@ impl Ineligible {
         out
     }
 
+    /// The brokers that reported lacking records of `topic`/`partition` (behind their
+    /// high watermark, or damaged): not those whose logs are merely not open yet.
+    pub fn lacking(&self, topic: &str, partition: u32) -> BTreeSet<u32> {
+        self.partitions
+            .get(&(topic.to_owned(), partition))
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// The brokers whose replica of `topic`/`partition` may not lead.
     pub fn of(&self, topic: &str, partition: u32) -> BTreeSet<u32> {
         let mut ids = self.all.clone();
