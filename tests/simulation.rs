@@ -116,8 +116,11 @@ fn seeded_fault_schedules_keep_every_acknowledged_record_2() {
 /// interleaving nearly): 1043, a partition left offline although a broker that left its
 /// ISR below the minimum had every acknowledged record (now an eligible leader replica,
 /// KIP-966); 1065, a broker that never took the leadership it was given because the
-/// zookeeper's notification went NON while the broker was cut off (now confirmable).
-const SEEDS_THAT_FOUND_BUGS: &[u64] = &[1043, 1065];
+/// zookeeper's notification went NON while the broker was cut off (now confirmable);
+/// 1575, a partition left offline because a broker re-registering (logs not open yet)
+/// when it left the ISR below the minimum was kept out of the ELR (about half its runs
+/// failed; now only reports of lacking records keep a broker out).
+const SEEDS_THAT_FOUND_BUGS: &[u64] = &[1043, 1065, 1575];
 
 /// The seeds in [`SEEDS_THAT_FOUND_BUGS`] pass (not when replaying one with `SIM_SEED`).
 #[test]

@@ -330,15 +330,14 @@ impl Reconciler {
             let ineligible = ctx.ineligible.of(&read.topic, read.partition);
             // ELR members that reported lacking records leave it first (a write even if
             // nothing else changes).
-            let pruned = election::forget_lacking_elr(
-                old,
-                &ctx.ineligible.lacking(&read.topic, read.partition),
-            );
-            let elected = election::decide(
+            let lacking = ctx.ineligible.lacking(&read.topic, read.partition);
+            let pruned = election::forget_lacking_elr(old, &lacking);
+            let elected = election::decide_with_lacking(
                 pruned.as_ref().unwrap_or(old),
                 ctx.live,
                 ctx.leaving,
                 &ineligible,
+                &lacking,
                 read.min_insync,
                 self.config.unclean_election,
                 &mut self.rng,

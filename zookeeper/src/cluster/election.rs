@@ -89,11 +89,44 @@ pub fn decide<R: Rng + ?Sized>(
     unclean: bool,
     rng: &mut R,
 ) -> Option<PartitionMetadata> {
+    decide_with_lacking(
+        meta,
+        live,
+        shutting_down,
+        ineligible,
+        ineligible,
+        min_insync,
+        unclean,
+        rng,
+    )
+}
+
+/// [`decide`] telling apart, among the `ineligible` brokers (who may not lead now), those
+/// that reported `lacking` records of this partition (a log below the high watermark it
+/// knew, or damage). Only those are kept out of the ELR when they leave the ISR below its
+/// minimum: a broker that is merely registering (its logs not open yet, the
+/// `/brokers/recovering/{id}:*` mark) when the controller sees it leave still has every
+/// record it had. Simulation seed 1575: broker 2 restarted and re-registered just before
+/// the controller took it out of the ISR [2, 3] for its old session's expiry; with its
+/// mark it did not join the ELR, the last in-sync replica then came back damaged, and
+/// the partition stayed offline although broker 2 had every acknowledged record.
+#[allow(clippy::too_many_arguments)]
+pub fn decide_with_lacking<R: Rng + ?Sized>(
+    meta: &PartitionMetadata,
+    live: &BTreeSet<u32>,
+    shutting_down: &BTreeSet<u32>,
+    ineligible: &BTreeSet<u32>,
+    lacking: &BTreeSet<u32>,
+    min_insync: u32,
+    unclean: bool,
+    rng: &mut R,
+) -> Option<PartitionMetadata> {
     decide_pruned(
         meta,
         live,
         shutting_down,
         ineligible,
+        lacking,
         min_insync,
         unclean,
         rng,
@@ -126,11 +159,13 @@ pub fn forget_lacking_elr(
 }
 
 /// [`decide`]'s body.
+#[allow(clippy::too_many_arguments)]
 fn decide_pruned<R: Rng + ?Sized>(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
     shutting_down: &BTreeSet<u32>,
     ineligible: &BTreeSet<u32>,
+    lacking: &BTreeSet<u32>,
     min_insync: u32,
     unclean: bool,
     rng: &mut R,
@@ -148,7 +183,7 @@ fn decide_pruned<R: Rng + ?Sized>(
         clean.dedup();
         clean
     };
-    let elr_after = |isr: &[u32]| next_elr(meta, isr, ineligible, min_insync);
+    let elr_after = |isr: &[u32]| next_elr(meta, isr, lacking, min_insync);
     match meta.leader {
         Some(leader)
             if available(leader)
@@ -726,6 +761,64 @@ mod tests {
         let m = meta(Some(1), 4, &[1, 2, 3], &[1, 2]);
         let new = decide(&m, &set(&[1, 3]), &none(), &none(), 1, false, &mut rng());
         assert_eq!(new, Some(meta(Some(1), 4, &[1, 2, 3], &[1])));
+    }
+
+    #[test]
+    fn a_broker_merely_registering_when_it_leaves_the_isr_still_joins_the_elr() {
+        // Seed 1575: leader 2 of ISR [2, 3] restarted; its new registration (logs not
+        // open yet: ineligible, but it reported no lack) comes before the controller
+        // sees the old session gone. 3 takes over alone and 2 joins the ELR...
+        let m = meta(Some(2), 0, &[1, 2, 3], &[2, 3]);
+        let new = decide_with_lacking(
+            &m,
+            &set(&[2, 3]),
+            &none(),
+            &set(&[2]),
+            &none(),
+            2,
+            false,
+            &mut rng(),
+        )
+        .expect("3 takes over");
+        assert_eq!(new, with_elr(meta(Some(3), 1, &[1, 2, 3], &[3]), &[2]));
+        // ...so when 3 is gone (and comes back damaged), 2, its logs now checked, leads.
+        let again = decide_with_lacking(
+            &new,
+            &set(&[1, 2, 3]),
+            &none(),
+            &set(&[3]),
+            &set(&[3]),
+            2,
+            false,
+            &mut rng(),
+        );
+        assert_eq!(again.and_then(|m| m.leader), None, "3 still leads: alive");
+        let m = with_elr(meta(None, 2, &[1, 2, 3], &[3]), &[2]);
+        let elected = decide_with_lacking(
+            &m,
+            &set(&[1, 2, 3]),
+            &none(),
+            &set(&[3]),
+            &set(&[3]),
+            2,
+            false,
+            &mut rng(),
+        )
+        .expect("elected");
+        assert_eq!(elected.leader, Some(2));
+        // Had 2 reported lacking records, it would not have joined.
+        let m = meta(Some(2), 0, &[1, 2, 3], &[2, 3]);
+        let new = decide_with_lacking(
+            &m,
+            &set(&[2, 3]),
+            &none(),
+            &set(&[2]),
+            &set(&[2]),
+            2,
+            false,
+            &mut rng(),
+        );
+        assert_eq!(new, Some(meta(Some(3), 1, &[1, 2, 3], &[3])));
     }
 
     #[test]
