@@ -101,38 +101,6 @@ pub fn decide<R: Rng + ?Sized>(
     )
 }
 
-/// [`decide`] telling apart, among the `ineligible` brokers (who may not lead now), those
-/// that reported `lacking` records of this partition (a log below the high watermark it
-/// knew, or damage). Only those are kept out of the ELR when they leave the ISR below its
-/// minimum: a broker that is merely registering (its logs not open yet, the
-/// `/brokers/recovering/{id}:*` mark) when the controller sees it leave still has every
-/// record it had. Simulation seed 1575: broker 2 restarted and re-registered just before
-/// the controller took it out of the ISR [2, 3] for its old session's expiry; with its
-/// mark it did not join the ELR, the last in-sync replica then came back damaged, and
-/// the partition stayed offline although broker 2 had every acknowledged record.
-#[allow(clippy::too_many_arguments)]
-pub fn decide_with_lacking<R: Rng + ?Sized>(
-    meta: &PartitionMetadata,
-    live: &BTreeSet<u32>,
-    shutting_down: &BTreeSet<u32>,
-    ineligible: &BTreeSet<u32>,
-    lacking: &BTreeSet<u32>,
-    min_insync: u32,
-    unclean: bool,
-    rng: &mut R,
-) -> Option<PartitionMetadata> {
-    decide_pruned(
-        meta,
-        live,
-        shutting_down,
-        ineligible,
-        lacking,
-        min_insync,
-        unclean,
-        rng,
-    )
-}
-
 /// An ELR member that reports lacking records of this partition (`lacking`: a log cut
 /// below the high watermark it knew, or damage; not the "logs not open yet" mark every
 /// broker registers with) leaves the ELR for good: it catches up only to the high
@@ -158,9 +126,17 @@ pub fn forget_lacking_elr(
     })
 }
 
-/// [`decide`]'s body.
+/// [`decide`] telling apart, among the `ineligible` brokers (who may not lead now), those
+/// that reported `lacking` records of this partition (a log below the high watermark it
+/// knew, or damage). Only those are kept out of the ELR when they leave the ISR below its
+/// minimum: a broker that is merely registering (its logs not open yet, the
+/// `/brokers/recovering/{id}:*` mark) when the controller sees it leave still has every
+/// record it had. Simulation seed 1575: broker 2 restarted and re-registered just before
+/// the controller took it out of the ISR [2, 3] for its old session's expiry; with its
+/// mark it did not join the ELR, the last in-sync replica then came back damaged, and
+/// the partition stayed offline although broker 2 had every acknowledged record.
 #[allow(clippy::too_many_arguments)]
-fn decide_pruned<R: Rng + ?Sized>(
+pub fn decide_with_lacking<R: Rng + ?Sized>(
     meta: &PartitionMetadata,
     live: &BTreeSet<u32>,
     shutting_down: &BTreeSet<u32>,
