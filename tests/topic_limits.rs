@@ -1,7 +1,8 @@
 //! Topic sizes are checked up front: the CLI and the pub-sub interface refuse a topic
 //! over the limits with the limit named, a topic znode written around them (as any
 //! client of the zookeeper can) is skipped by the controller instead of stopping it, and
-//! a topic at the partition limit is created and deleted whole.
+//! a topic at the partition limit is created and deleted whole, and a delete racing the
+//! controller's passes deletes the topic whole every time.
 
 mod common;
 
@@ -118,3 +119,48 @@ async fn a_topic_at_the_partition_limit_is_created_and_deleted_whole() {
         .unwrap()
         .is_none());
 }
+
+/// A topic delete while the controller is running passes (other topics come and go)
+/// deletes the topic whole: the controller once re-created a deleted partitions parent
+/// between the delete's steps, so the topic znode kept a child and the delete failed
+/// ("node has children"), leaving a topic without partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_delete_racing_the_controller_deletes_the_topic_whole() {
+    let c = TestCluster::builder("topic-delete-race").start(1);
+    let client = std::sync::Arc::new(ClusterClient::connect(c.zk_addr).await.unwrap());
+    // Churn: every create and delete of another topic is a controller pass that reads
+    // every topic, the victim included.
+    let churn = {
+        let client = client.clone();
+        tokio::spawn(async move {
+            for i in 0u32.. {
+                let name = format!("churn-{}", i % 4);
+                let _ = client.create_topic(&name, 1, 1).await;
+                let _ = client.delete_topic(&name).await;
+            }
+        })
+    };
+    let zk = c.zk().await;
+    for round in 0..ROUNDS {
+        client.create_topic("victim", 4, 1).await.unwrap();
+        client
+            .wait_for_leaders("victim", Duration::from_secs(20))
+            .await
+            .unwrap();
+        if let Err(e) = client.delete_topic("victim").await {
+            churn.abort();
+            panic!("round {round}: delete failed: {e}");
+        }
+        assert!(
+            zk.exists(&cluster::topic_path("victim"))
+                .await
+                .unwrap()
+                .is_none(),
+            "round {round}: the topic is still there"
+        );
+    }
+    churn.abort();
+}
+
+/// Rounds of [`a_topic_delete_racing_the_controller_deletes_the_topic_whole`].
+const ROUNDS: usize = 40;

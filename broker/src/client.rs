@@ -85,6 +85,9 @@ pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 /// How many partition znodes one multi deletes (about 40 bytes each).
 const DELETES_PER_MULTI: usize = 256;
 
+/// How many times a topic delete reads the topic again after a concurrent change.
+const DELETE_TOPIC_ROUNDS: usize = 5;
+
 /// How long a request is retried while the leader moves or too few replicas are in sync.
 pub const RETRY_FOR: std::time::Duration = std::time::Duration::from_secs(30);
 
@@ -690,51 +693,66 @@ impl ClusterClient {
     }
 
     /// Deletes a topic and its partition state (brokers close their logs).
+    ///
+    /// The topic znode goes in one transaction with the last of its children, so a
+    /// child created meanwhile (the controller assigning a partition it had read the
+    /// topic for) fails the transaction instead of leaving a half-deleted topic; then
+    /// the delete goes round again.
     pub async fn delete_topic(&self, topic: &str) -> Result<(), ClientError> {
+        let topic_node = cluster::topic_path(topic);
         let parent = cluster::partitions_path(topic);
-        // The controller may create a missing partition again between our deletes (a
-        // pass running meanwhile): then the parent is not empty yet; go round again.
-        for _ in 0..3 {
-            let children = match self.zk.get_children(&parent).await {
-                Ok((children, _)) => children,
-                Err(e) if e.kind() == Some(ErrorKind::NotFound) => break,
+        let properties = pubsub_properties_path(topic);
+        let mut last = None;
+        for round in 0..DELETE_TOPIC_ROUNDS {
+            if self.zk.exists(&topic_node).await?.is_none() {
+                return if round == 0 {
+                    Err(ClientError::Invalid(format!("no such topic: {topic}")))
+                } else {
+                    Ok(())
+                };
+            }
+            let (children, has_parent) = match self.zk.get_children(&parent).await {
+                Ok((children, _)) => (children, true),
+                Err(e) if e.kind() == Some(ErrorKind::NotFound) => (Vec::new(), false),
                 Err(e) => return Err(e.into()),
             };
-            // In slices, so no request is larger than the zookeeper takes.
-            for slice in children.chunks(DELETES_PER_MULTI) {
-                let ops = slice
-                    .iter()
-                    .map(|c| MultiOp::Delete {
-                        path: format!("{parent}/{c}"),
-                        version: None,
-                    })
-                    .collect();
-                match self.zk.multi(ops).await {
+            let delete = |path: String| MultiOp::Delete {
+                path,
+                version: None,
+            };
+            let mut ops: Vec<MultiOp> = children
+                .iter()
+                .map(|c| delete(format!("{parent}/{c}")))
+                .collect();
+            if has_parent {
+                ops.push(delete(parent.clone()));
+            }
+            if self.zk.exists(&properties).await?.is_some() {
+                ops.push(delete(properties.clone()));
+            }
+            ops.push(delete(topic_node.clone()));
+            // All but the last slice go first (no request is larger than the zookeeper
+            // takes); the last slice holds the parent and the topic.
+            let split = ops.len().saturating_sub(DELETES_PER_MULTI);
+            let (early, final_slice) = ops.split_at(split);
+            for slice in early.chunks(DELETES_PER_MULTI) {
+                match self.zk.multi(slice.to_vec()).await {
                     Ok(_) => {}
                     Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
                     Err(e) => return Err(e.into()),
                 }
             }
-            match self.zk.delete(&parent, None).await {
-                Ok(()) => break,
-                Err(e) if e.kind() == Some(ErrorKind::NotFound) => break,
-                Err(e) if e.kind() == Some(ErrorKind::NotEmpty) => continue,
+            match self.zk.multi(final_slice.to_vec()).await {
+                Ok(_) => return Ok(()),
+                // A child appeared or went meanwhile: read again.
+                Err(e) if matches!(e.kind(), Some(ErrorKind::NotEmpty | ErrorKind::NotFound)) => {
+                    tracing::debug!(%topic, round, error = %e, "topic delete raced a change; again");
+                    last = Some(e);
+                }
                 Err(e) => return Err(e.into()),
             }
         }
-        // The pub-sub properties of the topic (`/ps`), if it has any.
-        match self.zk.delete(&pubsub_properties_path(topic), None).await {
-            Ok(()) => {}
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {}
-            Err(e) => return Err(e.into()),
-        }
-        match self.zk.delete(&cluster::topic_path(topic), None).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
-                Err(ClientError::Invalid(format!("no such topic: {topic}")))
-            }
-            Err(e) => Err(e.into()),
-        }
+        Err(last.expect("a round failed").into())
     }
 
     /// Sends one batch to a partition's leader. With `acks` none the batch goes NON and

@@ -437,12 +437,9 @@ async fn read_topic(
         return Ok(Vec::new());
     }
     let parent = partitions_path(topic);
-    let existing = match client.get_children(&parent).await {
-        Ok((children, _)) => children,
-        Err(e) if e.kind() == Some(ErrorKind::NotFound) => {
-            ensure_path(client, &parent).await?;
-            Vec::new()
-        }
+    let (existing, parent_missing) = match client.get_children(&parent).await {
+        Ok((children, _)) => (children, false),
+        Err(e) if e.kind() == Some(ErrorKind::NotFound) => (Vec::new(), true),
         Err(e) => return Err(e),
     };
     let existing: BTreeSet<u32> = existing.iter().filter_map(|p| p.parse().ok()).collect();
@@ -468,7 +465,21 @@ async fn read_topic(
             sequential: false,
         });
     }
+    if parent_missing {
+        ops.insert(
+            0,
+            MultiOp::Create {
+                path: parent,
+                data: Vec::new(),
+                ephemeral: false,
+                sequential: false,
+            },
+        );
+    }
     // In slices, so no request is larger than the zookeeper takes whatever the count.
+    // The parent is created in the first slice, never on its own path: a topic deleted
+    // since it was read then fails the create (its znode is gone) instead of coming
+    // back empty, or with its partitions under a delete that already passed them.
     for slice in ops.chunks(CREATES_PER_MULTI) {
         match client.multi(slice.to_vec()).await {
             Ok(_) => tracing::info!(%topic, count = slice.len(), "controller: partitions assigned"),
