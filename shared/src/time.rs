@@ -63,6 +63,49 @@ impl core::ops::Sub<Instant> for Instant {
     }
 }
 
+/// How far back the wall clock must go between two readings to count as a step (an NTP
+/// correction, a gateway without a real-time clock setting its time), ms. Smaller
+/// differences are readings taken on different threads arriving out of order.
+pub const CLOCK_STEP_MS: u64 = 1_000;
+
+/// Watches the wall-clock readings (milliseconds since the Unix epoch) a sans-IO machine
+/// is fed, and tells it when the clock stepped back, so it can move the times it derived
+/// from the old clock by the same amount: each wait then keeps what was left of it
+/// instead of growing by the step. A step forward is not reported: it cannot be told
+/// from a long pause, and it only makes deadlines come early.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ClockSteps {
+    latest_ms: Option<u64>,
+}
+
+impl ClockSteps {
+    /// A watch whose first reading is `now_ms`.
+    pub fn starting_at(now_ms: u64) -> Self {
+        ClockSteps {
+            latest_ms: Some(now_ms),
+        }
+    }
+
+    /// Feeds a reading; `Some(back)` if the clock stepped back by `back` ms since the
+    /// latest reading (by more than [`CLOCK_STEP_MS`]).
+    pub fn observe(&mut self, now_ms: u64) -> Option<u64> {
+        match self.latest_ms {
+            Some(latest) if now_ms.saturating_add(CLOCK_STEP_MS) < latest => {
+                self.latest_ms = Some(now_ms);
+                Some(latest - now_ms)
+            }
+            Some(latest) => {
+                self.latest_ms = Some(latest.max(now_ms));
+                None
+            }
+            None => {
+                self.latest_ms = Some(now_ms);
+                None
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -77,5 +120,21 @@ mod tests {
             Instant::from_micros(u64::MAX) + Duration::from_secs(1),
             Instant::from_micros(u64::MAX)
         );
+    }
+
+    #[test]
+    fn a_clock_step_back_is_reported_once_and_small_disorder_is_not() {
+        const T: u64 = 1_700_000_000_000;
+        let mut steps = ClockSteps::starting_at(T);
+        assert_eq!(steps.observe(T + 500), None);
+        // Readings from two threads, out of order by less than a step.
+        assert_eq!(steps.observe(T + 100), None);
+        assert_eq!(steps.observe(T + 600), None);
+        // An NTP correction of an hour.
+        assert_eq!(steps.observe(T + 600 - 3_600_000), Some(3_600_000));
+        assert_eq!(steps.observe(T + 700 - 3_600_000), None);
+        // Forward steps are not reported.
+        assert_eq!(steps.observe(T + 86_400_000), None);
+        assert_eq!(steps.observe(T + 86_400_000 - 999), None);
     }
 }

@@ -46,6 +46,7 @@ use alloc::vec::Vec;
 use rand::{Rng, RngExt};
 
 use crate::health::{HealthClass, NhiConfig, NhiThresholds};
+use crate::time::ClockSteps;
 use crate::wire::{
     AdminSwitch, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, WakeReason,
 };
@@ -125,6 +126,8 @@ pub struct Coordinator {
     admin_issued_ms: Option<u64>,
     /// Terms taken since the last poll.
     records: Vec<TermRecord>,
+    /// The wall clock's steps back, which move the terms' times with them.
+    clock: ClockSteps,
 }
 
 impl Coordinator {
@@ -148,6 +151,7 @@ impl Coordinator {
             all_down: false,
             admin_issued_ms: None,
             records: Vec::new(),
+            clock: ClockSteps::default(),
         }
     }
 
@@ -169,7 +173,8 @@ impl Coordinator {
     }
 
     /// Every live status under `/pehra/nodes` now (replacing what was known).
-    pub fn nodes(&mut self, _now_ms: u64, statuses: &[NodeStatus]) {
+    pub fn nodes(&mut self, now_ms: u64, statuses: &[NodeStatus]) {
+        self.observe_clock(now_ms);
         let live: BTreeMap<String, NodeStatus> = statuses
             .iter()
             .map(|s| (s.node.clone(), s.clone()))
@@ -183,7 +188,8 @@ impl Coordinator {
     }
 
     /// A request from `/pehra/requests`.
-    pub fn request(&mut self, _now_ms: u64, request: PehraRequest) {
+    pub fn request(&mut self, now_ms: u64, request: PehraRequest) {
+        self.observe_clock(now_ms);
         match request {
             PehraRequest::WakeAll { reason, term, .. } => match reason {
                 WakeReason::Traffic => {
@@ -208,7 +214,8 @@ impl Coordinator {
     }
 
     /// The admin's switch from `/pehra/admin`; applied once per `issued_ms`.
-    pub fn admin(&mut self, _now_ms: u64, switch: AdminSwitch) {
+    pub fn admin(&mut self, now_ms: u64, switch: AdminSwitch) {
+        self.observe_clock(now_ms);
         if self.admin_issued_ms == Some(switch.issued_ms) {
             return;
         }
@@ -221,6 +228,7 @@ impl Coordinator {
     /// (the operating system's CSPRNG in production). Returns the writes to make: the
     /// state if it changed, and a record per term taken.
     pub fn poll<R: Rng + ?Sized>(&mut self, now_ms: u64, rng: &mut R) -> Vec<Output> {
+        self.observe_clock(now_ms);
         if self.live.is_some() {
             self.decide(now_ms, rng);
         }
@@ -251,6 +259,34 @@ impl Coordinator {
             .term
             .as_ref()
             .map(|t| t.ends_ms.saturating_sub(self.config.handover_ms))
+    }
+
+    /// Keeps the terms' times consistent with this coordinator's clock. A step back
+    /// moves them back with it, so the term and an open election keep what was left of
+    /// them (without this, an hour's NTP correction kept the Pehredar in office an hour
+    /// longer). Times written under a clock ahead of this one (a restart after a
+    /// correction, a gateway that boots with a wrong clock) are brought back to the
+    /// latest they could be under it: a term ends at most one term from now, an
+    /// election did not start in the future.
+    fn observe_clock(&mut self, now_ms: u64) {
+        if let Some(back) = self.clock.observe(now_ms) {
+            for t in self.state.term.iter_mut().chain(self.state.next.iter_mut()) {
+                shift_back(t, back);
+            }
+        }
+        if let Some(t) = &mut self.state.term {
+            let latest_end = now_ms.saturating_add(self.config.term_ms);
+            if t.ends_ms > latest_end {
+                let excess = t.ends_ms - latest_end;
+                shift_back(t, excess);
+            }
+        }
+        if let Some(t) = &mut self.state.next {
+            if t.started_ms > now_ms {
+                let excess = t.started_ms - now_ms;
+                shift_back(t, excess);
+            }
+        }
     }
 
     fn wake(&mut self, reason: WakeReason) {
@@ -457,6 +493,12 @@ impl Coordinator {
             }
         }
     }
+}
+
+/// Moves a term's times `ms` earlier.
+fn shift_back(term: &mut Term, ms: u64) {
+    term.started_ms = term.started_ms.saturating_sub(ms);
+    term.ends_ms = term.ends_ms.saturating_sub(ms);
 }
 
 /// Who may be drawn: the live candidates, without the election's exclusions and

@@ -11,6 +11,7 @@ use alloc::vec::Vec;
 
 use super::vitals::{Vitals, VitalsConfig};
 use crate::health::LeaseParts;
+use crate::time::ClockSteps;
 use crate::wire::{
     CheckIn, CheckInReply, Directive, NodeHealth, NodeRole, NodeStatus, PehraRequest, PehraState,
     WakeReason,
@@ -104,6 +105,8 @@ pub struct Node {
     heard_lease: Option<(u64, u32)>,
     /// When it last stepped down as Pehredar.
     left_office_ms: Option<u64>,
+    /// The wall clock's steps back, which move the times above with it.
+    clock: ClockSteps,
 }
 
 /// How long a Pehredar that stepped down still holds and forwards the produces sent to
@@ -137,6 +140,7 @@ impl Node {
             vitals: Vitals::new(config_vitals),
             heard_lease: None,
             left_office_ms: None,
+            clock: ClockSteps::starting_at(now_ms),
         }
     }
 
@@ -172,13 +176,15 @@ impl Node {
     }
 
     /// The node's own health, as its driver sampled it now.
-    pub fn health(&mut self, _now_ms: u64, health: NodeHealth) {
+    pub fn health(&mut self, now_ms: u64, health: NodeHealth) {
+        self.observe_clock(now_ms);
         self.vitals.set_health(health);
     }
 
     /// A round-trip time the driver measured to a peer (the zookeeper, a replica), µs:
     /// a sample of network stability for the lease.
-    pub fn rtt_sample(&mut self, _now_ms: u64, rtt_us: u32) {
+    pub fn rtt_sample(&mut self, now_ms: u64, rtt_us: u32) {
+        self.observe_clock(now_ms);
         self.vitals.rtt_sample_us(rtt_us);
     }
 
@@ -217,6 +223,7 @@ impl Node {
 
     /// Changes stayAwake at run time (maintenance holds a node awake with it).
     pub fn set_stay_awake(&mut self, now_ms: u64, stay_awake: bool) {
+        self.observe_clock(now_ms);
         self.config.stay_awake = stay_awake;
         if stay_awake && self.is_dormant() {
             self.wake(now_ms, WakeReason::Maintenance);
@@ -224,13 +231,15 @@ impl Node {
     }
 
     /// A new `/pehra/state` was seen.
-    pub fn state(&mut self, _now_ms: u64, state: &PehraState) {
+    pub fn state(&mut self, now_ms: u64, state: &PehraState) {
+        self.observe_clock(now_ms);
         self.state = Some(state.clone());
     }
 
     /// A client request reached this node (produce, fetch, publish, consumer offsets,
     /// records replicated to it).
     pub fn traffic(&mut self, now_ms: u64) {
+        self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if let Some(state) = &self.state {
             if state.enabled
@@ -255,6 +264,7 @@ impl Node {
     /// has asked the coordinator for the wakeUpAll itself): wakes now and counts as
     /// traffic, without asking the coordinator again.
     pub fn wake_call(&mut self, now_ms: u64) {
+        self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if self.is_dormant() {
             self.wake(now_ms, WakeReason::Traffic);
@@ -264,6 +274,7 @@ impl Node {
     /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
     /// `None` if it did not answer.
     pub fn checkin_result(&mut self, now_ms: u64, reply: Option<CheckInReply>) {
+        self.observe_clock(now_ms);
         let Phase::CheckingIn { sent_ms, .. } = self.phase else {
             return;
         };
@@ -309,6 +320,7 @@ impl Node {
     /// Pehredar's adaptive lease, which the reply carries. The RTT the node reports is
     /// a sample of network stability.
     pub fn answer_checkin(&mut self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+        self.observe_clock(now_ms);
         if let Some(h) = &checkin.health {
             if h.rtt_ms > 0 {
                 self.vitals.rtt_sample_us(h.rtt_ms.saturating_mul(1000));
@@ -374,6 +386,7 @@ impl Node {
 
     /// Applies the rules at `now_ms` and returns what to do, in order.
     pub fn poll(&mut self, now_ms: u64) -> Vec<Action> {
+        self.observe_clock(now_ms);
         self.update_office(now_ms);
         if self.is_dormant() {
             if let Some(reason) = self.wake_cause() {
@@ -438,6 +451,31 @@ impl Node {
                     // nothing would spin the driver.
                     self.may_sleep(sleepy_at, false).then_some(sleepy_at)
                 }
+            }
+        }
+    }
+
+    /// Feeds the time of an input. When the wall clock stepped back, every time this node
+    /// derived from the old clock moves back with it, so its alarm and its idle wait keep
+    /// what was left of them (without this, a one-hour NTP correction kept a dormant
+    /// broker asleep an hour past its check-in).
+    fn observe_clock(&mut self, now_ms: u64) {
+        let Some(back) = self.clock.observe(now_ms) else {
+            return;
+        };
+        let shift = |t: &mut u64| *t = t.saturating_sub(back);
+        shift(&mut self.last_traffic_ms);
+        shift(&mut self.woke_ms);
+        shift(&mut self.since_ms);
+        if let Some(left) = &mut self.left_office_ms {
+            shift(left);
+        }
+        match &mut self.phase {
+            Phase::Awake => {}
+            Phase::Dormant { alarm_ms } => shift(alarm_ms),
+            Phase::CheckingIn { alarm_ms, sent_ms } => {
+                shift(alarm_ms);
+                shift(sent_ms);
             }
         }
     }
@@ -657,6 +695,40 @@ mod tests {
         let a = n.poll(T0 + IDLE);
         assert_eq!(sleeps(&a), Some(T0 + IDLE + ALARM));
         n
+    }
+
+    /// An hour's NTP correction back, while dormant: the alarm keeps what was left of
+    /// its wait (it once rang an hour late: the node missed every check-in meanwhile).
+    #[test]
+    fn a_clock_step_back_does_not_lengthen_the_alarm_or_the_idle_wait() {
+        const HOUR: u64 = 3_600_000;
+        let mut n = dormant();
+        let alarm = T0 + IDLE + ALARM;
+        // 2 s into the sleep (an input read the clock then) the clock goes back an hour.
+        n.rtt_sample(T0 + IDLE + 2_000, 500);
+        assert!(sleeps(&n.poll(T0 + IDLE + 2_000 - HOUR)).is_none());
+        assert_eq!(n.next_deadline(), Some(alarm - HOUR));
+        let a = n.poll(alarm - HOUR);
+        assert!(
+            matches!(&a[..], [Action::CheckIn { .. }, ..]),
+            "checks in on time: {a:?}"
+        );
+
+        // Awake with traffic: the idle wait keeps its length too.
+        let mut n = Node::new(config("broker-1"), T0);
+        n.state(T0, &in_office());
+        n.traffic(T0 + 100);
+        n.poll(T0 + 300);
+        n.poll(T0 + 300 - HOUR);
+        assert_eq!(n.next_deadline(), Some(T0 + 100 + IDLE - HOUR));
+        let a = n.poll(T0 + 100 + IDLE - HOUR);
+        assert!(sleeps(&a).is_some(), "sleeps on time: {a:?}");
+
+        // Small disorder between threads' readings moves nothing.
+        let mut n = dormant();
+        n.poll(T0 + IDLE + 900);
+        n.poll(T0 + IDLE + 500);
+        assert_eq!(n.next_deadline(), Some(alarm));
     }
 
     #[test]

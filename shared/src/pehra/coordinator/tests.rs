@@ -140,6 +140,76 @@ fn first_candidate_is_elected_and_takes_office() {
     assert_eq!(s.step(), vec![], "nothing changed: nothing written");
 }
 
+/// An hour's NTP correction back mid-term: the term keeps what was left of it and is
+/// written again under the new clock (it once lasted an hour longer); an open election's
+/// takeover timeout likewise.
+#[test]
+fn a_clock_step_back_keeps_what_is_left_of_the_term_and_the_election() {
+    const HOUR: u64 = 3_600_000;
+    let mut s = Sim::new(3);
+    s.now = 10 * HOUR;
+    s.up("a", true);
+    s.step();
+    let t1 = s.take_office();
+    s.now += 20_000;
+    s.step();
+    s.now -= HOUR;
+    let out = s.step();
+    let term = s.state().term.clone().expect("in office");
+    assert_eq!(term.ends_ms, t1.ends_ms - HOUR);
+    assert!(
+        matches!(&out[..], [Output::WriteState(w)] if w.term.as_ref() == Some(&term)),
+        "{out:?}"
+    );
+    assert_eq!(s.c.next_deadline(), Some(term.ends_ms - CFG.handover_ms));
+    s.now = term.ends_ms - CFG.handover_ms;
+    s.step();
+    let next = s.next();
+    assert_eq!(next.number, t1.number + 1, "re-elected on time");
+
+    // An election open when the clock goes back keeps its takeover timeout.
+    s.now += 1_000;
+    s.step();
+    s.now -= HOUR;
+    s.step();
+    assert_eq!(
+        s.c.next_deadline(),
+        Some(next.started_ms - HOUR + CFG.takeover_timeout_ms)
+    );
+}
+
+/// A state written under a clock ahead of this one (the coordinator restarted after
+/// the correction): the term ends at most one term from now, the election did not
+/// start in the future.
+#[test]
+fn times_from_a_clock_ahead_are_brought_back_within_one_term() {
+    const DAY: u64 = 86_400_000;
+    let now = 1_700_000_000_000;
+    let ahead = Term {
+        number: 4,
+        pehredar: "a".to_string(),
+        started_ms: now + DAY,
+        ends_ms: now + DAY + CFG.term_ms,
+    };
+    let state = PehraState {
+        term: Some(ahead.clone()),
+        next: Some(Term { number: 5, ..ahead }),
+        known: vec!["a".to_string()],
+        ..PehraState::default()
+    };
+    let mut c = Coordinator::new(CFG, state);
+    let mut rng = StdRng::seed_from_u64(1);
+    let mut live = status("a", true);
+    live.office = Some(4);
+    c.nodes(now, &[live]);
+    c.poll(now, &mut rng);
+    let term = c.state().term.clone().expect("in office");
+    assert_eq!(term.ends_ms, now + CFG.term_ms);
+    let next = c.state().next.clone().expect("still open");
+    assert_eq!(next.started_ms, now);
+    assert_eq!(c.next_deadline(), Some(now + CFG.takeover_timeout_ms));
+}
+
 #[test]
 fn a_node_that_does_not_take_office_is_passed_over() {
     let mut s = Sim::new(2);
