@@ -11,7 +11,7 @@ use std::io::{BufRead, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::Instant;
 
 /// Arguments of `pehra broker`.
 #[derive(Args)]
@@ -483,10 +483,7 @@ pub async fn produce(args: ProduceArgs) -> Result<ExitCode> {
     } else {
         args.messages.clone()
     };
-    let now_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0);
+    let now_ms = pehra_shared::driver::clock::unix_ms();
     let mut records = Vec::with_capacity(lines.len());
     for line in lines {
         let (key, value) = if args.keyed_lines {

@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ExitCode, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 /// Arguments of `pehra dev`.
 #[derive(Args)]
@@ -536,10 +536,7 @@ async fn produce_loop(
             burst_started = tokio::time::Instant::now();
             ticker.reset();
         }
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = pehra_shared::driver::clock::unix_ms();
         let mut records = Vec::with_capacity(per_tick as usize);
         for _ in 0..per_tick {
             let sensor = format!("sensor-{}", seq % 8);
@@ -630,10 +627,7 @@ impl PehraView {
     /// Takes the nodes' statuses now; returns a line per change.
     fn update(&mut self, nodes: &[pehra_shared::wire::NodeStatus]) -> Vec<String> {
         use pehra_shared::wire::NodeRole;
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now = pehra_shared::driver::clock::unix_ms();
         let mut changes = Vec::new();
         for n in nodes {
             let before = self.roles.insert(n.node.clone(), n.role);

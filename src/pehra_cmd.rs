@@ -314,12 +314,7 @@ pub(crate) async fn read_nodes(client: &Client) -> Result<Vec<NodeStatus>> {
     Ok(pehra_zookeeper::cluster::pehra_statuses(client).await?)
 }
 
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use pehra_shared::driver::clock::unix_ms;
 
 #[cfg(test)]
 mod tests {

@@ -680,12 +680,9 @@ fn content_format(record: &Record) -> Option<u16> {
         .and_then(|h| std::str::from_utf8(&h.value).ok()?.parse().ok())
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (the drivers' one wall clock).
 pub(super) fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    pehra_shared::driver::clock::unix_ms()
 }
 
 /// The largest publication: a produce request carries it with its record framing, and

@@ -811,11 +811,8 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
         ticker.tick().await;
         pehra::awake(&state).await;
         let state = state.clone();
+        let now_ms = now_ms();
         let _ = tokio::task::spawn_blocking(move || {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0);
             let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for ((topic, partition), p) in partitions {
                 match p.lock().expect("lock").log.apply_retention(now_ms) {
@@ -1070,10 +1067,7 @@ fn lookup_any(state: &State, topic: &str, partition: u32) -> Option<Arc<Mutex<Pa
         .cloned()
 }
 
-/// Milliseconds since the Unix epoch.
+/// Milliseconds since the Unix epoch (the drivers' one wall clock).
 fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
+    pehra_shared::driver::clock::unix_ms()
 }

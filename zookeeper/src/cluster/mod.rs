@@ -176,13 +176,9 @@ pub fn absent_path(id: u32) -> String {
     format!("{ABSENT}/{id}")
 }
 
-/// Now, in ms since the Unix epoch (the times the cluster's znodes hold).
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+/// Now, in ms since the Unix epoch (the times the cluster's znodes hold): the drivers'
+/// one wall clock.
+pub use pehra_shared::driver::clock::unix_ms;
 
 /// A topic's znode.
 pub fn topic_path(topic: &str) -> String {

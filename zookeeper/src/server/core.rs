@@ -22,7 +22,7 @@ use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -1196,12 +1196,7 @@ fn session_expired(session: u64) -> Response {
     )
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+use pehra_shared::driver::clock::unix_ms as now_ms;
 
 async fn sleep_until(deadline: Option<Instant>) {
     match deadline {
