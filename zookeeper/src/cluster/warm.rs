@@ -104,6 +104,40 @@ struct Active {
     started: Instant,
 }
 
+impl Active {
+    /// A pre-sync of `meta`'s leadership to `candidate`, starting now. The handover's
+    /// time is this driver's monotonic clock (ms since `started`), not the wall clock:
+    /// a wall-clock step back once held its timeout off (the driver woke at the
+    /// deadline, was told to wait, and woke again at once, until the wall clock caught
+    /// up), a step forward cut it short.
+    fn start(config: &HandoverConfig, meta: PartitionMetadata, candidate: u32) -> Active {
+        Active {
+            handover: handover::Handover::start(config, meta, candidate, 0),
+            started: Instant::now(),
+        }
+    }
+
+    /// What to do now, from the partition and the log ends (see [`handover::Handover::step`]).
+    fn step(
+        &self,
+        meta: &PartitionMetadata,
+        live: &BTreeSet<u32>,
+        ineligible: &BTreeSet<u32>,
+        leader_log_end: Option<u64>,
+        candidate_log_end: Option<u64>,
+    ) -> Step {
+        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.handover.step(
+            now,
+            meta,
+            live,
+            ineligible,
+            leader_log_end,
+            candidate_log_end,
+        )
+    }
+}
+
 struct Driver {
     config: HandoverConfig,
     /// By order name.
@@ -368,15 +402,7 @@ impl Driver {
                 tracing::info!(%topic, partition = p, leader, candidate, reason = ?order.reason, "handover: pre-sync started");
                 self.active.insert(
                     name.to_string(),
-                    Active {
-                        handover: handover::Handover::start(
-                            &self.config,
-                            part.meta.clone(),
-                            candidate,
-                            now_ms,
-                        ),
-                        started: Instant::now(),
-                    },
+                    Active::start(&self.config, part.meta.clone(), candidate),
                 );
                 return Ok(Some(
                     Instant::now() + Duration::from_millis(self.config.presync_timeout_ms),
@@ -391,14 +417,10 @@ impl Driver {
                 leader_epoch: presync.leader_epoch,
                 ..part.meta.clone()
             };
-            Active {
-                handover: handover::Handover::start(&self.config, meta, presync.candidate, now_ms),
-                started: Instant::now(),
-            }
+            Active::start(&self.config, meta, presync.candidate)
         });
         let confirmed = order.ready_log_end;
-        let step = active.handover.step(
-            now_ms,
+        let step = active.step(
             &part.meta,
             &view.available,
             &ineligible,
@@ -678,5 +700,32 @@ mod tests {
             &ratings(&statuses, &load),
         );
         assert_eq!(chosen, Some(3), "broker 3 reports 4 ms, broker 2 30 ms");
+    }
+
+    /// The pre-sync's timeout runs on the driver's monotonic clock: with the wall clock
+    /// stepped back an hour it still times out when its time is up (it once said
+    /// "wait" until the wall clock caught up, and the driver woke again and again).
+    #[test]
+    fn the_presync_timeout_ignores_wall_clock_steps() {
+        use pehra_shared::driver::clock;
+        let config = HandoverConfig::default();
+        let meta = PartitionMetadata {
+            partition: 0,
+            leader: Some(1),
+            leader_epoch: 4,
+            replicas: vec![1, 2, 3],
+            isr: vec![1, 2, 3],
+            elr: Vec::new(),
+        };
+        let live: BTreeSet<u32> = [1, 2, 3].into();
+        let mut active = Active::start(&config, meta.clone(), 2);
+        let decide = |a: &Active| a.step(&meta, &live, &BTreeSet::new(), Some(10), Some(7));
+        assert_eq!(decide(&active), Step::Wait);
+        let real = clock::unix_ms();
+        clock::set_wall_clock(Some(std::rc::Rc::new(move || real - 3_600_000)));
+        active.started -= Duration::from_millis(config.presync_timeout_ms);
+        let step = decide(&active);
+        clock::set_wall_clock(None);
+        assert_eq!(step, Step::RollBack(handover::RollBack::Timeout));
     }
 }
