@@ -41,13 +41,13 @@ wall=$(($(date +%s) - start))
 
 awk -v wall="$wall" '
     /^seed [0-9]+: ok:/ {
-        ok++; sim += $4; faults += $10; sub(/\(/, "", $12); disk += $12; acked += $14
+        ok++; sim += $4; faults += $10; sub(/\(/, "", $12); disk += $12; clock += $14; acked += $16
     }
     /^seed [0-9]+: FAILED/ { failed++; print }
     END {
         printf "seeds: %d passed, %d failed\n", ok, failed
         printf "simulated: %.2f hours\n", sim / 3600
-        printf "faults injected: %d (%d disk)\n", faults, disk
+        printf "faults injected: %d (%d disk, %d clock steps)\n", faults, disk, clock
         printf "records acknowledged and checked: %d\n", acked
         printf "wall time: %d s (%.1f seeds per minute)\n", wall, (ok + failed) * 60 / (wall > 0 ? wall : 1)
     }' "$out"

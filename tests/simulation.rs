@@ -1,8 +1,10 @@
 //! Deterministic simulation of the whole cluster (issue 13, item 8): the zookeeper (with
 //! the cluster controller), three brokers and the clients as hosts of one turmoil
 //! simulation in this process, on simulated UDP and simulated time, under a seeded
-//! schedule of faults: partitions (both ways and one way), crashes and restarts, and on
-//! a crashed broker a flipped byte or a cut tail of a segment file before it restarts.
+//! schedule of faults: partitions (both ways and one way), crashes and restarts, on a
+//! crashed broker a flipped byte or a cut tail of a segment file before it restarts, and
+//! wall-clock steps (forward or back, then corrected). The PEHRA coordinator runs beside
+//! the controller, with short terms, and the brokers sleep when idle.
 //! Checked on every run: no acknowledged record lost, moved or duplicated, each
 //! partition in order, leader epochs never going back, and the zookeeper's register
 //! history linearizable (the checker of tests/linearizability).
@@ -19,6 +21,7 @@ mod linearizability;
 
 mod simulation {
     pub mod checks;
+    pub mod clock;
     pub mod cluster;
     pub mod faults;
     pub mod net;
@@ -50,11 +53,12 @@ fn run_seeds(seeds: impl Iterator<Item = u64>) -> Vec<Outcome> {
         match run(seed) {
             Ok(o) => {
                 println!(
-                    "seed {seed}: ok: {:.1} s simulated in {:.1} s, {} faults ({} disk), {} records acknowledged, {} zookeeper operations checked, trace {:016x}",
+                    "seed {seed}: ok: {:.1} s simulated in {:.1} s, {} faults ({} disk, {} clock), {} records acknowledged, {} zookeeper operations checked, trace {:016x}",
                     o.simulated.as_secs_f64(),
                     wall.elapsed().as_secs_f64(),
                     o.faults,
                     o.disk_faults,
+                    o.clock_steps,
                     o.acked,
                     o.zk_ops,
                     o.trace
@@ -92,9 +96,10 @@ fn run_half(half: u64) {
     let simulated: f64 = outcomes.iter().map(|o| o.simulated.as_secs_f64()).sum();
     let faults: usize = outcomes.iter().map(|o| o.faults).sum();
     let disk: usize = outcomes.iter().map(|o| o.disk_faults).sum();
+    let clock: usize = outcomes.iter().map(|o| o.clock_steps).sum();
     let acked: usize = outcomes.iter().map(|o| o.acked).sum();
     println!(
-        "SUMMARY: {} seeds, {:.3} simulated hours, {faults} faults injected ({disk} disk), {acked} records acknowledged, all checks passed",
+        "SUMMARY: {} seeds, {:.3} simulated hours, {faults} faults injected ({disk} disk, {clock} clock steps), {acked} records acknowledged, all checks passed",
         outcomes.len(),
         simulated / 3600.0
     );

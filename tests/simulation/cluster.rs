@@ -6,8 +6,11 @@ use crate::linearizability::{Action, Op};
 use pehra_broker::client::ClusterClient;
 use pehra_broker::{Broker, BrokerConfig};
 use pehra_shared::coap::Config;
+use pehra_shared::pehra::coordinator::CoordinatorConfig;
 use pehra_shared::wire::{Acks, ErrorKind, Record, TopicConfig};
-use pehra_zookeeper::cluster::{Controller, ControllerConfig};
+use pehra_zookeeper::cluster::{
+    Controller, ControllerConfig, PehraCoordinator, PehraCoordinatorConfig,
+};
 use pehra_zookeeper::{
     Client, ClientOptions, CreateMode, Server, ServerConfig, SessionState, ZkError,
 };
@@ -92,9 +95,31 @@ pub async fn zookeeper(dir: PathBuf, own: SocketAddr) -> turmoil::Result {
             sleep(Duration::from_secs(1)).await;
         }
     });
+    let coordinator = tokio::task::spawn_local(async move {
+        loop {
+            if let Err(e) = PehraCoordinator::run_with(own, pehra_timing()).await {
+                tracing::debug!(error = %e, "sim: pehra coordinator stopped; restarting it");
+            }
+            sleep(Duration::from_secs(1)).await;
+        }
+    });
     let result = server.wait().await;
     controller.abort();
+    coordinator.abort();
     result.map_err(Into::into)
+}
+
+/// PEHRA's timing in the simulation: terms short enough that several are held, and
+/// re-elected, in a run (the wall clock is simulated time, stepped by clock faults).
+fn pehra_timing() -> PehraCoordinatorConfig {
+    PehraCoordinatorConfig {
+        timing: CoordinatorConfig {
+            term_ms: 8_000,
+            handover_ms: 2_000,
+            takeover_timeout_ms: 2_000,
+            ..CoordinatorConfig::default()
+        },
+    }
 }
 
 /// A broker's host: started, and restarted as a new session when its session is lost,
@@ -108,6 +133,10 @@ pub async fn broker(id: u32, dir: PathBuf, zk: SocketAddr) -> turmoil::Result {
     let mut config = BrokerConfig::new(id, listen, zk, dir);
     config.host = format!("broker{id}");
     config.registration_wait = Duration::from_secs(15);
+    // Brokers sleep in the calm between faults (a follower with nothing to replicate,
+    // everyone once the producer is done) and are woken by traffic.
+    config.pehra.idle_before_sleep = Duration::from_secs(3);
+    config.pehra.alarm_interval = Duration::from_secs(5);
     loop {
         let broker = match Broker::start(config.clone()).await {
             Ok(broker) => broker,

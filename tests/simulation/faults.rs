@@ -24,6 +24,9 @@ pub enum Fault {
         host: &'static str,
         disk: Option<Disk>,
     },
+    /// Every host's wall clock steps by `by_ms` (negative: back), and steps back again
+    /// when the fault ends (a wrong clock corrected): both directions of an NTP step.
+    ClockStep { by_ms: i64 },
 }
 
 /// What is done to a crashed broker's files before it restarts.
@@ -101,6 +104,23 @@ pub fn plan(rng: &mut Rng, until: Duration, zk_crashes: bool) -> Vec<Planned> {
     out
 }
 
+/// The clock steps of a seed, from their own generator (`rng`, not the one of
+/// [`plan`], so the seeds keep the schedules they had before clock steps existed): in
+/// half the runs one step of 2 s to 2 h, forward or back, lasting 1–10 s.
+pub fn plan_clock_steps(rng: &mut Rng, until: Duration) -> Vec<Planned> {
+    if !rng.chance(0.5) || until < Duration::from_secs(8) {
+        return Vec::new();
+    }
+    let at = Duration::from_millis(rng.range(3_000, until.as_millis() as u64 - 2_000));
+    let size = rng.range(2_000, 7_200_000) as i64;
+    let by_ms = if rng.chance(0.5) { size } else { -size };
+    vec![Planned {
+        at,
+        lasts: Duration::from_millis(rng.range(1_000, 10_000)),
+        fault: Fault::ClockStep { by_ms },
+    }]
+}
+
 /// Applies the start of a fault.
 pub fn start(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
     match *fault {
@@ -111,6 +131,7 @@ pub fn start(sim: &mut turmoil::Sim<'_>, fault: &Fault) {
         } => sim.partition(a, b),
         Fault::Partition { a, b, oneway: true } => sim.partition_oneway(a, b),
         Fault::Crash { host, .. } => sim.crash(host),
+        Fault::ClockStep { by_ms } => crate::simulation::clock::step(by_ms),
     }
 }
 
@@ -128,6 +149,10 @@ pub fn end(sim: &mut turmoil::Sim<'_>, fault: &Fault, data: &Path, rng: &mut Rng
         }
         Fault::Partition { a, b, oneway: true } => {
             sim.repair_oneway(a, b);
+            String::new()
+        }
+        Fault::ClockStep { by_ms } => {
+            crate::simulation::clock::step(-by_ms);
             String::new()
         }
         Fault::Crash { host, disk } => {

@@ -39,6 +39,8 @@ pub struct Outcome {
     pub faults: usize,
     /// Of which disk damage.
     pub disk_faults: usize,
+    /// Of which wall-clock steps.
+    pub clock_steps: usize,
     /// Records acknowledged.
     pub acked: usize,
     /// Zookeeper register operations checked.
@@ -83,6 +85,8 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
         .min_message_latency(Duration::from_micros(200))
         .max_message_latency(Duration::from_millis(5))
         .rng_seed(seed)
+        // A fixed wall-clock start (2025-06-15), so a replay sees the same times.
+        .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_750_000_000))
         .build();
 
     let zk_dir = data.join("zk");
@@ -105,6 +109,7 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
     let zk = SocketAddr::new(sim.lookup("zk"), ZK_PORT);
     ZK.with(|z| z.set(Some(zk)));
     let _installed = crate::simulation::net::install(seed, services);
+    let _clock = crate::simulation::clock::install();
 
     let history: Shared = Rc::new(RefCell::new(History::default()));
     let start = tokio::time::Instant::now;
@@ -129,7 +134,11 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
         });
     }
 
-    let plan = faults::plan(&mut rng, producing, zk_crashes());
+    let mut plan = faults::plan(&mut rng, producing, zk_crashes());
+    plan.extend(faults::plan_clock_steps(
+        &mut Rng::new(seed ^ 0xc10c_c10c),
+        producing,
+    ));
     let disk_faults = plan
         .iter()
         .filter(|p| matches!(p.fault, Fault::Crash { disk: Some(_), .. }))
@@ -182,6 +191,10 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
         simulated,
         faults: plan.len(),
         disk_faults,
+        clock_steps: plan
+            .iter()
+            .filter(|p| matches!(p.fault, Fault::ClockStep { .. }))
+            .count(),
         acked: h.acked.len(),
         zk_ops: h.zk_ops.values().map(Vec::len).sum(),
         trace: hasher.finish(),
