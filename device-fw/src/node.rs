@@ -9,6 +9,7 @@ use pehra_shared::coap::{Config, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::pehra::device::{
     DeviceConfig, DeviceNode, FailOutcome, Plan, ReadingsBuffer, ReplyOutcome,
 };
+use pehra_shared::time::{Instant, UnixMs};
 use pehra_shared::wire::{
     self, Acks, CheckInReply, DeviceReadings, Directive, DownlinkRequest, DownlinkResponse,
     NodeHealth, ProduceResponse, Record,
@@ -323,7 +324,7 @@ where
         self.stats.cycles += 1;
         self.take_reading(now).await;
 
-        let mut target = self.node.begin_cycle(now);
+        let mut target = self.node.handle_alarm(Instant::from_millis(now));
         let plan = loop {
             let Some(to) = target else {
                 // No gateway configured at all.
@@ -331,7 +332,11 @@ where
             };
             let now = self.clock.now_ms();
             let health = self.health();
-            let body = self.node.checkin(now, health, !self.readings.is_empty());
+            let body = self.node.poll_checkin(
+                Instant::from_millis(now),
+                health,
+                !self.readings.is_empty(),
+            );
             let sent = self.clock.now_ms();
             let reply = self
                 .call(to, "/dev/checkin", wire::encode(&body).ok())
@@ -342,17 +347,19 @@ where
                 Ok(reply) => {
                     self.last_rtt_ms = now.saturating_sub(sent).min(u32::MAX as u64) as u32;
                     self.learn_pehredar(&reply);
-                    match self
-                        .node
-                        .on_checkin_reply(now, to, &reply, self.readings.len())
-                    {
+                    match self.node.handle_checkin_reply(
+                        Instant::from_millis(now),
+                        to,
+                        &reply,
+                        self.readings.len(),
+                    ) {
                         ReplyOutcome::Work(plan) => break Ok(plan),
                         ReplyOutcome::CheckInAgain(next) => target = Some(next),
                     }
                 }
-                Err(_) => match self.node.on_checkin_failed(now) {
+                Err(_) => match self.node.handle_checkin_failed(Instant::from_millis(now)) {
                     FailOutcome::Try(next) => target = Some(next),
-                    FailOutcome::BackOff { wake_at_ms } => break Err(wake_at_ms),
+                    FailOutcome::BackOff { wake_at } => break Err(wake_at.as_millis()),
                 },
             }
         };
@@ -414,7 +421,10 @@ where
                 self.readings.push(Record {
                     key: Some(self.node.config().name.as_bytes().to_vec()),
                     value,
-                    timestamp_ms: self.node.gateway_time(now).unwrap_or(0),
+                    timestamp_ms: self
+                        .node
+                        .gateway_time(Instant::from_millis(now))
+                        .map_or(0, UnixMs::as_millis),
                     headers: Vec::new(),
                 });
             }
@@ -444,7 +454,7 @@ where
         }
         // The application may have changed the interval: a sleep that was one alarm
         // away follows it.
-        let mut wake_at_ms = plan.wake_at_ms;
+        let mut wake_at_ms = plan.wake_at.as_millis();
         if self.settings.alarm_interval_ms != self.node.config().alarm_interval_ms {
             self.node
                 .set_alarm_interval(self.settings.alarm_interval_ms);
@@ -531,7 +541,7 @@ where
                 break;
             };
             let pending = response.pending;
-            let records = self.node.on_downlink(response);
+            let records = self.node.handle_downlink(response);
             for (offset, record) in &records {
                 self.app.on_downlink(*offset, record, &mut self.settings);
             }

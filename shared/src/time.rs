@@ -63,6 +63,30 @@ impl core::ops::Sub<Instant> for Instant {
     }
 }
 
+/// A wall-clock time: milliseconds since the Unix epoch (1970-01-01 UTC). The time of
+/// the machines whose deadlines are shared between hosts or stored (PEHRA's terms and
+/// alarms, a device's schedule); an [`Instant`] is the time of everything else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct UnixMs(u64);
+
+impl UnixMs {
+    /// `ms` milliseconds after the Unix epoch.
+    pub const fn from_millis(ms: u64) -> Self {
+        UnixMs(ms)
+    }
+
+    /// Milliseconds since the Unix epoch.
+    pub const fn as_millis(self) -> u64 {
+        self.0
+    }
+}
+
+impl core::fmt::Display for UnixMs {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        write!(f, "{} ms", self.0)
+    }
+}
+
 /// How far back the wall clock must go between two readings to count as a step (an NTP
 /// correction, a gateway without a real-time clock setting its time), ms. Smaller
 /// differences are readings taken on different threads arriving out of order.
@@ -79,16 +103,17 @@ pub struct ClockSteps {
 }
 
 impl ClockSteps {
-    /// A watch whose first reading is `now_ms`.
-    pub fn starting_at(now_ms: u64) -> Self {
+    /// A watch whose first reading is `now`.
+    pub fn starting_at(now: UnixMs) -> Self {
         ClockSteps {
-            latest_ms: Some(now_ms),
+            latest_ms: Some(now.0),
         }
     }
 
     /// Feeds a reading; `Some(back)` if the clock stepped back by `back` ms since the
     /// latest reading (by more than [`CLOCK_STEP_MS`]).
-    pub fn observe(&mut self, now_ms: u64) -> Option<u64> {
+    pub fn observe(&mut self, now: UnixMs) -> Option<u64> {
+        let now_ms = now.0;
         match self.latest_ms {
             Some(latest) if now_ms.saturating_add(CLOCK_STEP_MS) < latest => {
                 self.latest_ms = Some(now_ms);
@@ -125,16 +150,16 @@ mod tests {
     #[test]
     fn a_clock_step_back_is_reported_once_and_small_disorder_is_not() {
         const T: u64 = 1_700_000_000_000;
-        let mut steps = ClockSteps::starting_at(T);
-        assert_eq!(steps.observe(T + 500), None);
+        let mut steps = ClockSteps::starting_at(UnixMs(T));
+        assert_eq!(steps.observe(UnixMs(T + 500)), None);
         // Readings from two threads, out of order by less than a step.
-        assert_eq!(steps.observe(T + 100), None);
-        assert_eq!(steps.observe(T + 600), None);
+        assert_eq!(steps.observe(UnixMs(T + 100)), None);
+        assert_eq!(steps.observe(UnixMs(T + 600)), None);
         // An NTP correction of an hour.
-        assert_eq!(steps.observe(T + 600 - 3_600_000), Some(3_600_000));
-        assert_eq!(steps.observe(T + 700 - 3_600_000), None);
+        assert_eq!(steps.observe(UnixMs(T + 600 - 3_600_000)), Some(3_600_000));
+        assert_eq!(steps.observe(UnixMs(T + 700 - 3_600_000)), None);
         // Forward steps are not reported.
-        assert_eq!(steps.observe(T + 86_400_000), None);
-        assert_eq!(steps.observe(T + 86_400_000 - 999), None);
+        assert_eq!(steps.observe(UnixMs(T + 86_400_000)), None);
+        assert_eq!(steps.observe(UnixMs(T + 86_400_000 - 999)), None);
     }
 }

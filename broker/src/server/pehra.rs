@@ -14,6 +14,7 @@ use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::pehra::node::{Action, Node, NodeConfig};
 use pehra_shared::pehra::vitals::VitalsConfig;
+use pehra_shared::time::UnixMs;
 use pehra_shared::wire::{
     self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
 };
@@ -86,11 +87,11 @@ impl Pehra {
 
     /// Answers a device's check-in from this node's view of PEHRA (any broker may:
     /// devices check in through any gateway). It is not traffic: nothing changes.
-    pub(crate) fn answer_device_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+    pub(crate) fn answer_device_checkin(&self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
         self.node
             .lock()
             .expect("lock")
-            .answer_device_checkin(now_ms, checkin)
+            .handle_device_checkin(now, checkin)
     }
 }
 
@@ -108,7 +109,7 @@ pub(crate) fn hold_awake(state: &State, hold: bool) {
         p.node
             .lock()
             .expect("lock")
-            .set_stay_awake(now_ms(), hold || p.configured_stay_awake);
+            .handle_stay_awake(now(), hold || p.configured_stay_awake);
         p.poke.notify_one();
     }
 }
@@ -160,7 +161,7 @@ pub(crate) fn holds_produces(state: &State) -> bool {
     state
         .pehra
         .get()
-        .is_some_and(|p| p.node.lock().expect("lock").holds_produces(now_ms()))
+        .is_some_and(|p| p.node.lock().expect("lock").holds_produces(now()))
 }
 
 /// A produce the Pehredar may hold: its partition, its encoded body, and the
@@ -268,7 +269,7 @@ fn wake_sleepers(state: &Arc<State>, meta: &crate::client::Metadata) {
 /// coordinator for the wakeUpAll already, so this broker does not).
 pub(crate) fn woken(state: &State) -> Response {
     if let Some(p) = state.pehra.get() {
-        p.node.lock().expect("lock").wake_call(now_ms());
+        p.node.lock().expect("lock").handle_wake_call(now());
         p.poke.notify_one();
     }
     Response::new(Code::CHANGED)
@@ -287,7 +288,7 @@ pub(crate) fn checkin(state: &State, incoming: &Incoming) -> Response {
     if node.office().is_none() {
         return forbidden(state.id);
     }
-    let reply = node.answer_checkin(now_ms(), &checkin);
+    let reply = node.handle_checkin(now(), &checkin);
     tracing::debug!(node = %checkin.node, directive = ?reply.directive, "check-in answered");
     cbor_response(Code::CHANGED, &reply)
 }
@@ -321,7 +322,7 @@ pub(crate) fn start(
         vitals: config.vitals,
     };
     let pehra = Arc::new(Pehra {
-        node: Mutex::new(Node::new(node_config, now_ms())),
+        node: Mutex::new(Node::new(node_config, now())),
         traffic: Notify::new(),
         poke: Notify::new(),
         configured_stay_awake: config.stay_awake,
@@ -343,8 +344,8 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
         let health = pehra_shared::health::system::sample(config.health_file.as_deref());
         let mut actions = {
             let mut node = pehra.node.lock().expect("lock");
-            node.health(now_ms(), health);
-            node.poll(now_ms())
+            node.handle_health(now(), health);
+            node.poll_actions(now())
         };
         // Publish before sleeping: a write after the stretched heartbeat would renew
         // the lease for the plain timeout.
@@ -390,19 +391,20 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
                 }
             }
         }
-        let deadline = pehra.node.lock().expect("lock").next_deadline();
-        let sleep_for = deadline.map(|d| Duration::from_millis(d.saturating_sub(now_ms())));
+        let deadline = pehra.node.lock().expect("lock").poll_timeout();
+        let sleep_for =
+            deadline.map(|d| Duration::from_millis(d.as_millis().saturating_sub(now_ms())));
         tokio::select! {
             _ = pehra.traffic.notified() => {
-                pehra.node.lock().expect("lock").traffic(now_ms());
+                pehra.node.lock().expect("lock").handle_traffic(now());
             }
             _ = pehra.poke.notified() => {}
             s = state_rx.recv() => match s {
-                Some(s) => pehra.node.lock().expect("lock").state(now_ms(), &s),
+                Some(s) => pehra.node.lock().expect("lock").handle_state(now(), &s),
                 None => break,
             },
             Some(reply) = checkin_rx.recv() => {
-                pehra.node.lock().expect("lock").checkin_result(now_ms(), reply);
+                pehra.node.lock().expect("lock").handle_checkin_result(now(), reply);
             }
             _ = async {
                 match sleep_for {
@@ -572,4 +574,9 @@ fn run_hook(command: Option<&str>, what: &'static str) {
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     super::now_ms()
+}
+
+/// Now, as the PEHRA machine takes it.
+fn now() -> UnixMs {
+    UnixMs::from_millis(now_ms())
 }

@@ -32,6 +32,11 @@ pub fn unix_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// [`unix_ms`] as a [`UnixMs`](crate::time::UnixMs), the time the sans-IO machines take.
+pub fn now() -> crate::time::UnixMs {
+    crate::time::UnixMs::from_millis(unix_ms())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

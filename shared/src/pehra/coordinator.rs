@@ -4,9 +4,9 @@
 //! how that state changes: random elections among the live candidates, terms and their
 //! handover, wakeUpAll generations, traffic mode, the admin's switch and allDown. It is
 //! sans-IO: the driver feeds it every live [`NodeStatus`], each [`PehraRequest`] and the
-//! [`AdminSwitch`], calls [`Coordinator::poll`] (with the time, milliseconds since the
+//! [`AdminSwitch`], calls [`Coordinator::poll_outputs`] (with the time, milliseconds since the
 //! Unix epoch, and a CSPRNG) and writes what comes out; it calls `poll` again at
-//! [`Coordinator::next_deadline`] even if nothing else happened.
+//! [`Coordinator::poll_timeout`] even if nothing else happened.
 //!
 //! The rules:
 //!
@@ -46,7 +46,7 @@ use alloc::vec::Vec;
 use rand::{Rng, RngExt};
 
 use crate::health::{HealthClass, NhiConfig, NhiThresholds};
-use crate::time::ClockSteps;
+use crate::time::{ClockSteps, UnixMs};
 use crate::wire::{
     AdminSwitch, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord, WakeReason,
 };
@@ -79,7 +79,7 @@ impl Default for CoordinatorConfig {
     }
 }
 
-/// What the driver must do after a [`Coordinator::poll`].
+/// What the driver must do after a [`Coordinator::poll_outputs`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Output {
     /// Write this as `/pehra/state` (only emitted when it changed).
@@ -110,7 +110,7 @@ pub struct Coordinator {
     state: PehraState,
     /// The state as last emitted (or as given to [`Coordinator::new`]).
     written: PehraState,
-    /// The live statuses, by node name; `None` until [`Coordinator::nodes`] is called.
+    /// The live statuses, by node name; `None` until [`Coordinator::handle_nodes`] is called.
     live: Option<BTreeMap<String, NodeStatus>>,
     /// The election in progress, if any.
     election: Option<Election>,
@@ -160,20 +160,21 @@ impl Coordinator {
         &self.config
     }
 
-    /// The state now (including changes not yet emitted by [`Coordinator::poll`]).
+    /// The state now (including changes not yet emitted by [`Coordinator::poll_outputs`]).
     pub fn state(&self) -> &PehraState {
         &self.state
     }
 
     /// Marks the admin switch issued at `issued_ms` as already applied (a restart that
     /// finds `/pehra/admin` in agreement with `/pehra/state`), so feeding it again via
-    /// [`Coordinator::admin`] does not wake everyone again.
+    /// [`Coordinator::handle_admin`] does not wake everyone again.
     pub fn admin_applied(&mut self, issued_ms: u64) {
         self.admin_issued_ms = Some(issued_ms);
     }
 
     /// Every live status under `/pehra/nodes` now (replacing what was known).
-    pub fn nodes(&mut self, now_ms: u64, statuses: &[NodeStatus]) {
+    pub fn handle_nodes(&mut self, now: UnixMs, statuses: &[NodeStatus]) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         let live: BTreeMap<String, NodeStatus> = statuses
             .iter()
@@ -188,7 +189,8 @@ impl Coordinator {
     }
 
     /// A request from `/pehra/requests`.
-    pub fn request(&mut self, now_ms: u64, request: PehraRequest) {
+    pub fn handle_request(&mut self, now: UnixMs, request: PehraRequest) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         match request {
             PehraRequest::WakeAll { reason, term, .. } => match reason {
@@ -214,7 +216,8 @@ impl Coordinator {
     }
 
     /// The admin's switch from `/pehra/admin`; applied once per `issued_ms`.
-    pub fn admin(&mut self, now_ms: u64, switch: AdminSwitch) {
+    pub fn handle_admin(&mut self, now: UnixMs, switch: AdminSwitch) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         if self.admin_issued_ms == Some(switch.issued_ms) {
             return;
@@ -227,7 +230,8 @@ impl Coordinator {
     /// Decides what follows from everything fed so far at `now_ms`, drawing with `rng`
     /// (the operating system's CSPRNG in production). Returns the writes to make: the
     /// state if it changed, and a record per term taken.
-    pub fn poll<R: Rng + ?Sized>(&mut self, now_ms: u64, rng: &mut R) -> Vec<Output> {
+    pub fn poll_outputs<R: Rng + ?Sized>(&mut self, now: UnixMs, rng: &mut R) -> Vec<Output> {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         if self.live.is_some() {
             self.decide(now_ms, rng);
@@ -241,10 +245,14 @@ impl Coordinator {
         out
     }
 
-    /// When [`Coordinator::poll`] must be called next even if nothing is fed (ms since
+    /// When [`Coordinator::poll_outputs`] must be called next even if nothing is fed (ms since
     /// the Unix epoch): the takeover timeout of an open election, or the re-election
     /// before the term ends.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<UnixMs> {
+        self.deadline_ms().map(UnixMs::from_millis)
+    }
+
+    fn deadline_ms(&self) -> Option<u64> {
         if let Some(next) = &self.state.next {
             return Some(
                 next.started_ms
@@ -269,7 +277,7 @@ impl Coordinator {
     /// latest they could be under it: a term ends at most one term from now, an
     /// election did not start in the future.
     fn observe_clock(&mut self, now_ms: u64) {
-        if let Some(back) = self.clock.observe(now_ms) {
+        if let Some(back) = self.clock.observe(UnixMs::from_millis(now_ms)) {
             for t in self.state.term.iter_mut().chain(self.state.next.iter_mut()) {
                 shift_back(t, back);
             }

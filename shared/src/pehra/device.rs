@@ -9,14 +9,17 @@
 //!
 //! A cycle, as the driver runs it:
 //!
-//! 1. [`DeviceNode::begin_cycle`] at the alarm: the first gateway to check in with.
-//! 2. Send [`DeviceNode::checkin`] there; report [`DeviceNode::on_checkin_reply`] or
-//!    [`DeviceNode::on_checkin_failed`] (which names the next gateway to try, or says
-//!    to back off). A reply yields a [`Plan`]: what to do this cycle.
+//! 1. [`DeviceNode::handle_alarm`] at the alarm: the first gateway to check in with.
+//! 2. Send [`DeviceNode::poll_checkin`] there; report [`DeviceNode::handle_checkin_reply`]
+//!    or [`DeviceNode::handle_checkin_failed`] (which names the next gateway to try, or
+//!    says to back off). A reply yields a [`Plan`]: what to do this cycle.
 //! 3. Publish if [`Plan::publish`] (the batch from [`ReadingsBuffer::batch`], acked
 //!    with [`ReadingsBuffer::ack`]); fetch downlink if [`Plan::fetch_downlink`] from
-//!    [`DeviceNode::downlink_from`], reporting [`DeviceNode::on_downlink`].
-//! 4. Sleep until [`Plan::wake_at_ms`] (deep sleep unless [`Plan::deep_sleep`] is false).
+//!    [`DeviceNode::downlink_from`], reporting [`DeviceNode::handle_downlink`].
+//! 4. Sleep until [`Plan::wake_at`] (deep sleep unless [`Plan::deep_sleep`] is false).
+//!
+//! Its time is the device's own clock as an [`Instant`] (the epoch is the firmware's:
+//! boot, or a clock kept through deep sleep); gateway times are [`UnixMs`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -24,6 +27,7 @@ use core::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::time::{Instant, UnixMs};
 use crate::wire::{
     CheckIn, CheckInReply, Directive, DownlinkResponse, NodeHealth, NodeRole, Record,
 };
@@ -75,8 +79,8 @@ pub struct Plan {
     pub publish: bool,
     /// Fetch downlink records now.
     pub fetch_downlink: bool,
-    /// When to wake next, device ms.
-    pub wake_at_ms: u64,
+    /// When to wake next, on the device's clock.
+    pub wake_at: Instant,
     /// Deep sleep until then (`false`: stay awake, radio kept up).
     pub deep_sleep: bool,
 }
@@ -96,10 +100,10 @@ pub enum ReplyOutcome {
 pub enum FailOutcome {
     /// Try this gateway next.
     Try(SocketAddr),
-    /// None answered: sleep until then (device ms), keep the readings.
+    /// None answered: sleep until then, keep the readings.
     BackOff {
-        /// When to try again.
-        wake_at_ms: u64,
+        /// When to try again, on the device's clock.
+        wake_at: Instant,
     },
 }
 
@@ -296,9 +300,12 @@ impl DeviceNode {
         self.clock_offset_ms
     }
 
-    /// A device time converted to the gateway's clock (ms since the Unix epoch), if the
-    /// offset is known.
-    pub fn gateway_time(&self, now_ms: u64) -> Option<u64> {
+    /// A device time converted to the gateway's clock, if the offset is known.
+    pub fn gateway_time(&self, now: Instant) -> Option<UnixMs> {
+        self.gateway_ms(now.as_millis()).map(UnixMs::from_millis)
+    }
+
+    fn gateway_ms(&self, now_ms: u64) -> Option<u64> {
         self.clock_offset_ms
             .map(|off| (now_ms as i64).saturating_add(off).max(0) as u64)
     }
@@ -315,7 +322,7 @@ impl DeviceNode {
 
     /// The alarm rang (or the device booted): the first gateway to check in with, if it
     /// knows any.
-    pub fn begin_cycle(&mut self, _now_ms: u64) -> Option<SocketAddr> {
+    pub fn handle_alarm(&mut self, _now: Instant) -> Option<SocketAddr> {
         self.candidates.clear();
         self.tried = 0;
         self.rejoined_this_cycle = false;
@@ -345,12 +352,13 @@ impl DeviceNode {
     }
 
     /// The check-in body: a heartbeat with health (battery included).
-    pub fn checkin(&self, now_ms: u64, health: NodeHealth, traffic_waiting: bool) -> CheckIn {
+    pub fn poll_checkin(&self, now: Instant, health: NodeHealth, traffic_waiting: bool) -> CheckIn {
+        let now_ms = now.as_millis();
         CheckIn {
             node: self.config.name.clone(),
             role: NodeRole::Dormant,
             mains_powered: false,
-            next_alarm_ms: self.gateway_time(now_ms + self.config.alarm_interval_ms),
+            next_alarm_ms: self.gateway_ms(now_ms + self.config.alarm_interval_ms),
             traffic_waiting,
             health: Some(health),
         }
@@ -360,13 +368,14 @@ impl DeviceNode {
     ///
     /// `buffered` is how many readings wait (to decide whether to publish under
     /// `sleep_until`: always when any wait).
-    pub fn on_checkin_reply(
+    pub fn handle_checkin_reply(
         &mut self,
-        now_ms: u64,
+        now: Instant,
         from: SocketAddr,
         reply: &CheckInReply,
         buffered: usize,
     ) -> ReplyOutcome {
+        let now_ms = now.as_millis();
         self.counters.checkins += 1;
         self.consecutive_failed_cycles = 0;
         self.last_answered = Some(from);
@@ -387,13 +396,13 @@ impl DeviceNode {
         let fetch = reply.pending > 0 || self.downlink_uncommitted;
         match reply.directive {
             Directive::SleepUntil { at_ms } => {
-                let wake_at_ms = self.sleep_target(now_ms, at_ms);
+                let wake_at = Instant::from_millis(self.sleep_target(now_ms, at_ms));
                 ReplyOutcome::Work(Plan {
                     gateway: from,
                     directive: reply.directive,
                     publish: buffered > 0,
                     fetch_downlink: fetch,
-                    wake_at_ms,
+                    wake_at,
                     deep_sleep: true,
                 })
             }
@@ -402,7 +411,7 @@ impl DeviceNode {
                 directive: reply.directive,
                 publish: buffered > 0,
                 fetch_downlink: fetch || reply.directive == Directive::WakeNow,
-                wake_at_ms: now_ms + self.config.awake_interval_ms,
+                wake_at: Instant::from_millis(now_ms + self.config.awake_interval_ms),
                 deep_sleep: false,
             }),
             Directive::Rejoin => {
@@ -416,11 +425,11 @@ impl DeviceNode {
                         directive: reply.directive,
                         publish: false,
                         fetch_downlink: false,
-                        wake_at_ms: now_ms + self.config.alarm_interval_ms,
+                        wake_at: Instant::from_millis(now_ms + self.config.alarm_interval_ms),
                         deep_sleep: true,
                     });
                 }
-                let again = self.begin_cycle(now_ms).unwrap_or(from);
+                let again = self.handle_alarm(now).unwrap_or(from);
                 self.rejoined_this_cycle = true;
                 ReplyOutcome::CheckInAgain(again)
             }
@@ -440,7 +449,8 @@ impl DeviceNode {
 
     /// The check-in to the last gateway tried got no usable answer (timeout, error, a
     /// body that did not decode): the next gateway, or back off.
-    pub fn on_checkin_failed(&mut self, now_ms: u64) -> FailOutcome {
+    pub fn handle_checkin_failed(&mut self, now: Instant) -> FailOutcome {
+        let now_ms = now.as_millis();
         self.counters.checkin_failures += 1;
         if let Some(next) = self.next_candidate() {
             return FailOutcome::Try(next);
@@ -464,13 +474,13 @@ impl DeviceNode {
                     .max(self.config.alarm_interval_ms),
             );
         FailOutcome::BackOff {
-            wake_at_ms: now_ms + backoff,
+            wake_at: Instant::from_millis(now_ms + backoff),
         }
     }
 
     /// A downlink answer came: the records to hand to the application (those at or
     /// after the offset asked from), in order. An answer going backwards is ignored.
-    pub fn on_downlink(&mut self, response: DownlinkResponse) -> Vec<(u64, Record)> {
+    pub fn handle_downlink(&mut self, response: DownlinkResponse) -> Vec<(u64, Record)> {
         let from = self.downlink_from.unwrap_or(0);
         if self.downlink_from.is_some() && response.next < from {
             self.counters.bad_replies += 1;
@@ -544,23 +554,23 @@ mod tests {
         let mut n = node();
         n.set_alarm_interval(30_000);
         let g = 1_700_000_000_000;
-        n.begin_cycle(1_000);
-        n.on_checkin_reply(
-            1_000,
+        n.handle_alarm(Instant::from_millis(1_000));
+        n.handle_checkin_reply(
+            Instant::from_millis(1_000),
             addr(2),
             &reply(Directive::WakeNow, Some(3), Some(g)),
             0,
         );
-        n.on_downlink(DownlinkResponse {
+        n.handle_downlink(DownlinkResponse {
             records: vec![(4, record(1))],
             next: 5,
             pending: 0,
         });
         // Two cycles in which nobody answered: the back-off has doubled once.
         for now in [2_000, 40_000] {
-            let mut to = n.begin_cycle(now);
+            let mut to = n.handle_alarm(Instant::from_millis(now));
             while to.is_some() {
-                to = match n.on_checkin_failed(now) {
+                to = match n.handle_checkin_failed(Instant::from_millis(now)) {
                     FailOutcome::Try(next) => Some(next),
                     FailOutcome::BackOff { .. } => None,
                 };
@@ -576,21 +586,26 @@ mod tests {
         restored.restore(&memory);
         assert_eq!(restored.memory(), memory);
         assert_eq!(restored.config().alarm_interval_ms, 30_000);
-        assert_eq!(restored.gateway_time(2_000), Some(g + 1_000));
+        assert_eq!(
+            restored
+                .gateway_time(Instant::from_millis(2_000))
+                .map(UnixMs::as_millis),
+            Some(g + 1_000)
+        );
         // The third failed cycle backs off 4 alarms, as it would have without the reset.
-        let mut to = restored.begin_cycle(100_000);
+        let mut to = restored.handle_alarm(Instant::from_millis(100_000));
         let backoff = loop {
-            match restored.on_checkin_failed(100_000) {
+            match restored.handle_checkin_failed(Instant::from_millis(100_000)) {
                 FailOutcome::Try(next) => to = Some(next),
-                FailOutcome::BackOff { wake_at_ms } => break wake_at_ms,
+                FailOutcome::BackOff { wake_at } => break wake_at,
             }
         };
         assert!(to.is_some());
-        assert_eq!(backoff, 100_000 + 4 * 30_000);
+        assert_eq!(backoff.as_millis(), 100_000 + 4 * 30_000);
         // The uncommitted downlink offset is sent (fetched) at the next check-in.
-        restored.begin_cycle(300_000);
-        let p = work(restored.on_checkin_reply(
-            300_000,
+        restored.handle_alarm(Instant::from_millis(300_000));
+        let p = work(restored.handle_checkin_reply(
+            Instant::from_millis(300_000),
             addr(1),
             &reply(Directive::SleepUntil { at_ms: g }, None, None),
             0,
@@ -601,11 +616,11 @@ mod tests {
     #[test]
     fn sleep_until_converts_gateway_time_with_the_offset() {
         let mut n = node();
-        assert_eq!(n.begin_cycle(1_000), Some(addr(1)));
+        assert_eq!(n.handle_alarm(Instant::from_millis(1_000)), Some(addr(1)));
         // Gateway clock is 1_700_000_000_000 when the device's is 1_000.
         let g = 1_700_000_000_000;
-        let p = work(n.on_checkin_reply(
-            1_000,
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(1_000),
             addr(1),
             &reply(
                 Directive::SleepUntil { at_ms: g + 30_000 },
@@ -614,34 +629,38 @@ mod tests {
             ),
             0,
         ));
-        assert_eq!(p.wake_at_ms, 31_000);
+        assert_eq!(p.wake_at.as_millis(), 31_000);
         assert!(p.deep_sleep);
         assert!(!p.publish);
-        assert_eq!(n.gateway_time(2_000), Some(g + 1_000));
+        assert_eq!(
+            n.gateway_time(Instant::from_millis(2_000))
+                .map(UnixMs::as_millis),
+            Some(g + 1_000)
+        );
     }
 
     #[test]
     fn sleep_until_is_clamped_and_without_clock_is_one_alarm() {
         let mut n = node();
-        n.begin_cycle(0);
-        let p = work(n.on_checkin_reply(
-            5,
+        n.handle_alarm(Instant::from_millis(0));
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(5),
             addr(1),
             &reply(Directive::SleepUntil { at_ms: 99 }, None, None),
             0,
         ));
-        assert_eq!(p.wake_at_ms, 5 + ALARM);
+        assert_eq!(p.wake_at.as_millis(), 5 + ALARM);
         // In the past: wake now. Far future: at most max_sleep_ms.
         let g = 1_000_000;
-        let p = work(n.on_checkin_reply(
-            10,
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(10),
             addr(1),
             &reply(Directive::SleepUntil { at_ms: g - 500 }, None, Some(g)),
             0,
         ));
-        assert_eq!(p.wake_at_ms, 10);
-        let p = work(n.on_checkin_reply(
-            10,
+        assert_eq!(p.wake_at.as_millis(), 10);
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(10),
             addr(1),
             &reply(
                 Directive::SleepUntil {
@@ -652,19 +671,29 @@ mod tests {
             ),
             0,
         ));
-        assert_eq!(p.wake_at_ms, 10 + 16 * ALARM);
+        assert_eq!(p.wake_at.as_millis(), 10 + 16 * ALARM);
     }
 
     #[test]
     fn stay_awake_and_wake_now_keep_the_radio_up_and_check_in_soon() {
         let mut n = node();
-        n.begin_cycle(0);
-        let p = work(n.on_checkin_reply(0, addr(1), &reply(Directive::StayAwake, None, None), 3));
+        n.handle_alarm(Instant::from_millis(0));
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(0),
+            addr(1),
+            &reply(Directive::StayAwake, None, None),
+            3,
+        ));
         assert!(!p.deep_sleep);
         assert!(p.publish);
         assert!(!p.fetch_downlink);
-        assert_eq!(p.wake_at_ms, ALARM / 10);
-        let p = work(n.on_checkin_reply(0, addr(1), &reply(Directive::WakeNow, None, None), 0));
+        assert_eq!(p.wake_at.as_millis(), ALARM / 10);
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(0),
+            addr(1),
+            &reply(Directive::WakeNow, None, None),
+            0,
+        ));
         assert!(!p.deep_sleep);
         assert!(
             p.fetch_downlink,
@@ -675,85 +704,118 @@ mod tests {
     #[test]
     fn rejoin_forgets_and_checks_in_again_once_per_cycle() {
         let mut n = node();
-        n.begin_cycle(0);
-        n.on_checkin_reply(
-            0,
+        n.handle_alarm(Instant::from_millis(0));
+        n.handle_checkin_reply(
+            Instant::from_millis(0),
             addr(2),
             &reply(Directive::StayAwake, Some(2), Some(50)),
             0,
         );
         assert_eq!(n.pehredar(), Some(addr(2)));
-        assert_eq!(n.begin_cycle(1), Some(addr(2)));
-        let o = n.on_checkin_reply(1, addr(2), &reply(Directive::Rejoin, None, None), 0);
+        assert_eq!(n.handle_alarm(Instant::from_millis(1)), Some(addr(2)));
+        let o = n.handle_checkin_reply(
+            Instant::from_millis(1),
+            addr(2),
+            &reply(Directive::Rejoin, None, None),
+            0,
+        );
         assert_eq!(o, ReplyOutcome::CheckInAgain(addr(1)));
         assert_eq!(n.pehredar(), None);
         assert_eq!(n.clock_offset_ms(), None);
-        let p = work(n.on_checkin_reply(2, addr(1), &reply(Directive::Rejoin, None, None), 0));
-        assert_eq!(p.wake_at_ms, 2 + ALARM);
+        let p = work(n.handle_checkin_reply(
+            Instant::from_millis(2),
+            addr(1),
+            &reply(Directive::Rejoin, None, None),
+            0,
+        ));
+        assert_eq!(p.wake_at.as_millis(), 2 + ALARM);
     }
 
     #[test]
     fn the_pehredar_is_learned_and_asked_first() {
         let mut n = node();
-        assert_eq!(n.begin_cycle(0), Some(addr(1)));
-        n.on_checkin_reply(
-            0,
+        assert_eq!(n.handle_alarm(Instant::from_millis(0)), Some(addr(1)));
+        n.handle_checkin_reply(
+            Instant::from_millis(0),
             addr(1),
             &reply(Directive::SleepUntil { at_ms: 0 }, Some(3), Some(0)),
             0,
         );
         assert_eq!(n.pehredar(), Some(addr(3)));
-        assert_eq!(n.begin_cycle(ALARM), Some(addr(3)));
+        assert_eq!(n.handle_alarm(Instant::from_millis(ALARM)), Some(addr(3)));
         assert_eq!(n.counters().pehredar_changes, 1);
     }
 
     #[test]
     fn a_silent_pehredar_rotates_to_the_other_gateways_then_backs_off() {
         let mut n = node();
-        n.begin_cycle(0);
-        n.on_checkin_reply(0, addr(1), &reply(Directive::StayAwake, Some(3), None), 0);
+        n.handle_alarm(Instant::from_millis(0));
+        n.handle_checkin_reply(
+            Instant::from_millis(0),
+            addr(1),
+            &reply(Directive::StayAwake, Some(3), None),
+            0,
+        );
         // Next cycle: Pehredar 3, then the last that answered (1), then 2.
-        assert_eq!(n.begin_cycle(ALARM), Some(addr(3)));
-        assert_eq!(n.on_checkin_failed(ALARM), FailOutcome::Try(addr(1)));
-        assert_eq!(n.on_checkin_failed(ALARM), FailOutcome::Try(addr(2)));
+        assert_eq!(n.handle_alarm(Instant::from_millis(ALARM)), Some(addr(3)));
         assert_eq!(
-            n.on_checkin_failed(ALARM),
+            n.handle_checkin_failed(Instant::from_millis(ALARM)),
+            FailOutcome::Try(addr(1))
+        );
+        assert_eq!(
+            n.handle_checkin_failed(Instant::from_millis(ALARM)),
+            FailOutcome::Try(addr(2))
+        );
+        assert_eq!(
+            n.handle_checkin_failed(Instant::from_millis(ALARM)),
             FailOutcome::BackOff {
-                wake_at_ms: 2 * ALARM
+                wake_at: Instant::from_millis(2 * ALARM)
             }
         );
         assert_eq!(n.pehredar(), None);
         // Second failed cycle: the back-off doubles (capped at max_backoff_ms).
-        assert_eq!(n.begin_cycle(2 * ALARM), Some(addr(1)));
-        n.on_checkin_failed(2 * ALARM);
-        n.on_checkin_failed(2 * ALARM);
         assert_eq!(
-            n.on_checkin_failed(2 * ALARM),
+            n.handle_alarm(Instant::from_millis(2 * ALARM)),
+            Some(addr(1))
+        );
+        n.handle_checkin_failed(Instant::from_millis(2 * ALARM));
+        n.handle_checkin_failed(Instant::from_millis(2 * ALARM));
+        assert_eq!(
+            n.handle_checkin_failed(Instant::from_millis(2 * ALARM)),
             FailOutcome::BackOff {
-                wake_at_ms: 4 * ALARM
+                wake_at: Instant::from_millis(4 * ALARM)
             }
         );
         // A gateway answers and names the new Pehredar: rediscovered.
-        assert_eq!(n.begin_cycle(4 * ALARM), Some(addr(1)));
-        assert_eq!(n.on_checkin_failed(4 * ALARM), FailOutcome::Try(addr(2)));
-        n.on_checkin_reply(
-            4 * ALARM,
+        assert_eq!(
+            n.handle_alarm(Instant::from_millis(4 * ALARM)),
+            Some(addr(1))
+        );
+        assert_eq!(
+            n.handle_checkin_failed(Instant::from_millis(4 * ALARM)),
+            FailOutcome::Try(addr(2))
+        );
+        n.handle_checkin_reply(
+            Instant::from_millis(4 * ALARM),
             addr(2),
             &reply(Directive::StayAwake, Some(2), None),
             0,
         );
         assert_eq!(n.pehredar(), Some(addr(2)));
-        assert_eq!(n.begin_cycle(5 * ALARM), Some(addr(2)));
+        assert_eq!(
+            n.handle_alarm(Instant::from_millis(5 * ALARM)),
+            Some(addr(2))
+        );
         assert_eq!(n.counters().failed_cycles, 2);
     }
 
     #[test]
     fn a_garbled_pehredar_address_is_counted_and_ignored() {
         let mut n = node();
-        n.begin_cycle(0);
+        n.handle_alarm(Instant::from_millis(0));
         let mut r = reply(Directive::StayAwake, None, None);
         r.pehredar_addr = Some("not an address".into());
-        n.on_checkin_reply(0, addr(1), &r, 0);
+        n.handle_checkin_reply(Instant::from_millis(0), addr(1), &r, 0);
         assert_eq!(n.pehredar(), None);
         assert_eq!(n.counters().bad_replies, 1);
     }
@@ -778,11 +840,13 @@ mod tests {
     fn the_downlink_offset_advances_and_is_committed_next_time() {
         let mut n = node();
         assert_eq!(n.downlink_from(), None);
-        n.begin_cycle(0);
+        n.handle_alarm(Instant::from_millis(0));
         let mut r = reply(Directive::SleepUntil { at_ms: 0 }, None, Some(0));
         r.pending = 2;
-        assert!(work(n.on_checkin_reply(0, addr(1), &r, 0)).fetch_downlink);
-        let got = n.on_downlink(DownlinkResponse {
+        assert!(
+            work(n.handle_checkin_reply(Instant::from_millis(0), addr(1), &r, 0)).fetch_downlink
+        );
+        let got = n.handle_downlink(DownlinkResponse {
             records: vec![(5, record(5)), (6, record(6))],
             next: 7,
             pending: 0,
@@ -791,18 +855,22 @@ mod tests {
         assert_eq!(n.downlink_from(), Some(7));
         // Nothing announced, but 7 was not sent yet: fetch once to commit it.
         r.pending = 0;
-        assert!(work(n.on_checkin_reply(1, addr(1), &r, 0)).fetch_downlink);
+        assert!(
+            work(n.handle_checkin_reply(Instant::from_millis(1), addr(1), &r, 0)).fetch_downlink
+        );
         assert!(n
-            .on_downlink(DownlinkResponse {
+            .handle_downlink(DownlinkResponse {
                 records: vec![],
                 next: 7,
                 pending: 0
             })
             .is_empty());
-        assert!(!work(n.on_checkin_reply(2, addr(1), &r, 0)).fetch_downlink);
+        assert!(
+            !work(n.handle_checkin_reply(Instant::from_millis(2), addr(1), &r, 0)).fetch_downlink
+        );
         // Going backwards is refused.
         assert!(n
-            .on_downlink(DownlinkResponse {
+            .handle_downlink(DownlinkResponse {
                 records: vec![(1, record(1))],
                 next: 2,
                 pending: 0
@@ -815,7 +883,7 @@ mod tests {
     #[test]
     fn restored_downlink_offset_filters_records_already_seen() {
         let mut n = DeviceNode::new(DeviceConfig::new("d", vec![addr(1)], ALARM), Some(10));
-        let got = n.on_downlink(DownlinkResponse {
+        let got = n.handle_downlink(DownlinkResponse {
             records: vec![(9, record(9)), (10, record(10))],
             next: 11,
             pending: 0,

@@ -3,15 +3,15 @@
 //! [`Node`] decides, from the cluster's [`PehraState`] (the watch on `/pehra/state`), the
 //! client traffic it sees and the time, when its node sleeps, when it wakes, when it
 //! checks in with the Pehredar and when it takes or leaves office. It does no I/O: the
-//! driver feeds it inputs, calls [`Node::poll`] and carries out the [`Action`]s, and
-//! calls `poll` again at [`Node::next_deadline`].
+//! driver feeds it inputs, calls [`Node::poll_actions`] and carries out the [`Action`]s, and
+//! calls `poll` again at [`Node::poll_timeout`].
 
 use alloc::string::String;
 use alloc::vec::Vec;
 
 use super::vitals::{Vitals, VitalsConfig};
 use crate::health::LeaseParts;
-use crate::time::ClockSteps;
+use crate::time::{ClockSteps, UnixMs};
 use crate::wire::{
     CheckIn, CheckInReply, Directive, NodeHealth, NodeRole, NodeStatus, PehraRequest, PehraState,
     WakeReason,
@@ -56,7 +56,7 @@ pub enum Action {
         reason: WakeReason,
     },
     /// The alarm rang: send this check-in to the Pehredar (`POST /pehra/checkin` at the
-    /// address in its status) and report the outcome with [`Node::checkin_result`].
+    /// address in its status) and report the outcome with [`Node::handle_checkin_result`].
     CheckIn {
         /// The Pehredar's node name.
         pehredar: String,
@@ -116,7 +116,8 @@ pub const HOLD_AFTER_OFFICE_MS: u64 = 10_000;
 
 impl Node {
     /// A node starting at `now_ms`, awake, counting itself busy until `idle_ms` later.
-    pub fn new(config: NodeConfig, now_ms: u64) -> Node {
+    pub fn new(config: NodeConfig, now: UnixMs) -> Node {
+        let now_ms = now.as_millis();
         let config_vitals = config.vitals;
         let role = if config.participating {
             NodeRole::Awake
@@ -140,7 +141,7 @@ impl Node {
             vitals: Vitals::new(config_vitals),
             heard_lease: None,
             left_office_ms: None,
-            clock: ClockSteps::starting_at(now_ms),
+            clock: ClockSteps::starting_at(now),
         }
     }
 
@@ -168,7 +169,8 @@ impl Node {
     /// producer saw the leader asleep): in office, or out of office for less than
     /// [`HOLD_AFTER_OFFICE_MS`] (a term handover must not turn the produces sent to
     /// the old Pehredar into refusals).
-    pub fn holds_produces(&self, now_ms: u64) -> bool {
+    pub fn holds_produces(&self, now: UnixMs) -> bool {
+        let now_ms = now.as_millis();
         self.office.is_some()
             || self
                 .left_office_ms
@@ -176,14 +178,16 @@ impl Node {
     }
 
     /// The node's own health, as its driver sampled it now.
-    pub fn health(&mut self, now_ms: u64, health: NodeHealth) {
+    pub fn handle_health(&mut self, now: UnixMs, health: NodeHealth) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.vitals.set_health(health);
     }
 
     /// A round-trip time the driver measured to a peer (the zookeeper, a replica), µs:
     /// a sample of network stability for the lease.
-    pub fn rtt_sample(&mut self, now_ms: u64, rtt_us: u32) {
+    pub fn handle_rtt_sample(&mut self, now: UnixMs, rtt_us: u32) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.vitals.rtt_sample_us(rtt_us);
     }
@@ -222,7 +226,8 @@ impl Node {
     }
 
     /// Changes stayAwake at run time (maintenance holds a node awake with it).
-    pub fn set_stay_awake(&mut self, now_ms: u64, stay_awake: bool) {
+    pub fn handle_stay_awake(&mut self, now: UnixMs, stay_awake: bool) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.config.stay_awake = stay_awake;
         if stay_awake && self.is_dormant() {
@@ -231,14 +236,16 @@ impl Node {
     }
 
     /// A new `/pehra/state` was seen.
-    pub fn state(&mut self, now_ms: u64, state: &PehraState) {
+    pub fn handle_state(&mut self, now: UnixMs, state: &PehraState) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.state = Some(state.clone());
     }
 
     /// A client request reached this node (produce, fetch, publish, consumer offsets,
     /// records replicated to it).
-    pub fn traffic(&mut self, now_ms: u64) {
+    pub fn handle_traffic(&mut self, now: UnixMs) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if let Some(state) = &self.state {
@@ -263,7 +270,8 @@ impl Node {
     /// The Pehredar's wake call (`POST /pehra/wake`: it holds traffic for the cluster and
     /// has asked the coordinator for the wakeUpAll itself): wakes now and counts as
     /// traffic, without asking the coordinator again.
-    pub fn wake_call(&mut self, now_ms: u64) {
+    pub fn handle_wake_call(&mut self, now: UnixMs) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if self.is_dormant() {
@@ -273,7 +281,8 @@ impl Node {
 
     /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
     /// `None` if it did not answer.
-    pub fn checkin_result(&mut self, now_ms: u64, reply: Option<CheckInReply>) {
+    pub fn handle_checkin_result(&mut self, now: UnixMs, reply: Option<CheckInReply>) {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         let Phase::CheckingIn { sent_ms, .. } = self.phase else {
             return;
@@ -319,7 +328,8 @@ impl Node {
     /// something to send; otherwise sleep until its next alarm, but no longer than the
     /// Pehredar's adaptive lease, which the reply carries. The RTT the node reports is
     /// a sample of network stability.
-    pub fn answer_checkin(&mut self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+    pub fn handle_checkin(&mut self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         if let Some(h) = &checkin.health {
             if h.rtt_ms > 0 {
@@ -369,7 +379,8 @@ impl Node {
     /// readings are that traffic: it would never sleep again) nor by an election (it
     /// keeps its gateway): only PEHRA disabled by the admin keeps it awake; otherwise it
     /// sleeps until the alarm it asked for, or one of this node's alarm intervals.
-    pub fn answer_device_checkin(&self, now_ms: u64, checkin: &CheckIn) -> CheckInReply {
+    pub fn handle_device_checkin(&self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
+        let now_ms = now.as_millis();
         let mut reply = self.reply(now_ms, checkin);
         let enabled = self.state.as_ref().is_none_or(|s| s.enabled);
         reply.directive = if enabled {
@@ -385,7 +396,8 @@ impl Node {
     }
 
     /// Applies the rules at `now_ms` and returns what to do, in order.
-    pub fn poll(&mut self, now_ms: u64) -> Vec<Action> {
+    pub fn poll_actions(&mut self, now: UnixMs) -> Vec<Action> {
+        let now_ms = now.as_millis();
         self.observe_clock(now_ms);
         self.update_office(now_ms);
         if self.is_dormant() {
@@ -435,9 +447,13 @@ impl Node {
         core::mem::take(&mut self.actions)
     }
 
-    /// When [`Node::poll`] must be called next even without input: the alarm, or when
+    /// When [`Node::poll_actions`] must be called next even without input: the alarm, or when
     /// the node turns idle. `None`: only inputs matter.
-    pub fn next_deadline(&self) -> Option<u64> {
+    pub fn poll_timeout(&self) -> Option<UnixMs> {
+        self.deadline_ms().map(UnixMs::from_millis)
+    }
+
+    fn deadline_ms(&self) -> Option<u64> {
         match self.phase {
             Phase::Dormant { alarm_ms } => Some(alarm_ms),
             Phase::CheckingIn { .. } => None,
@@ -460,7 +476,7 @@ impl Node {
     /// what was left of them (without this, a one-hour NTP correction kept a dormant
     /// broker asleep an hour past its check-in).
     fn observe_clock(&mut self, now_ms: u64) {
-        let Some(back) = self.clock.observe(now_ms) else {
+        let Some(back) = self.clock.observe(UnixMs::from_millis(now_ms)) else {
             return;
         };
         let shift = |t: &mut u64| *t = t.saturating_sub(back);
@@ -626,6 +642,11 @@ mod tests {
     const ALARM: u64 = 10_000;
     const T0: u64 = 1_700_000_000_000;
 
+    /// The time `ms` after the Unix epoch.
+    fn at(ms: u64) -> UnixMs {
+        UnixMs::from_millis(ms)
+    }
+
     fn config(name: &str) -> NodeConfig {
         NodeConfig {
             name: name.to_string(),
@@ -689,10 +710,10 @@ mod tests {
 
     /// A node that has gone dormant at T0 + IDLE under `in_office()`.
     fn dormant() -> Node {
-        let mut n = Node::new(config("broker-1"), T0);
-        n.state(T0, &in_office());
-        n.poll(T0);
-        let a = n.poll(T0 + IDLE);
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(at(T0), &in_office());
+        n.poll_actions(at(T0));
+        let a = n.poll_actions(at(T0 + IDLE));
         assert_eq!(sleeps(&a), Some(T0 + IDLE + ALARM));
         n
     }
@@ -705,65 +726,75 @@ mod tests {
         let mut n = dormant();
         let alarm = T0 + IDLE + ALARM;
         // 2 s into the sleep (an input read the clock then) the clock goes back an hour.
-        n.rtt_sample(T0 + IDLE + 2_000, 500);
-        assert!(sleeps(&n.poll(T0 + IDLE + 2_000 - HOUR)).is_none());
-        assert_eq!(n.next_deadline(), Some(alarm - HOUR));
-        let a = n.poll(alarm - HOUR);
+        n.handle_rtt_sample(at(T0 + IDLE + 2_000), 500);
+        assert!(sleeps(&n.poll_actions(at(T0 + IDLE + 2_000 - HOUR))).is_none());
+        assert_eq!(n.poll_timeout().map(UnixMs::as_millis), Some(alarm - HOUR));
+        let a = n.poll_actions(at(alarm - HOUR));
         assert!(
             matches!(&a[..], [Action::CheckIn { .. }, ..]),
             "checks in on time: {a:?}"
         );
 
         // Awake with traffic: the idle wait keeps its length too.
-        let mut n = Node::new(config("broker-1"), T0);
-        n.state(T0, &in_office());
-        n.traffic(T0 + 100);
-        n.poll(T0 + 300);
-        n.poll(T0 + 300 - HOUR);
-        assert_eq!(n.next_deadline(), Some(T0 + 100 + IDLE - HOUR));
-        let a = n.poll(T0 + 100 + IDLE - HOUR);
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(at(T0), &in_office());
+        n.handle_traffic(at(T0 + 100));
+        n.poll_actions(at(T0 + 300));
+        n.poll_actions(at(T0 + 300 - HOUR));
+        assert_eq!(
+            n.poll_timeout().map(UnixMs::as_millis),
+            Some(T0 + 100 + IDLE - HOUR)
+        );
+        let a = n.poll_actions(at(T0 + 100 + IDLE - HOUR));
         assert!(sleeps(&a).is_some(), "sleeps on time: {a:?}");
 
         // Small disorder between threads' readings moves nothing.
         let mut n = dormant();
-        n.poll(T0 + IDLE + 900);
-        n.poll(T0 + IDLE + 500);
-        assert_eq!(n.next_deadline(), Some(alarm));
+        n.poll_actions(at(T0 + IDLE + 900));
+        n.poll_actions(at(T0 + IDLE + 500));
+        assert_eq!(n.poll_timeout().map(UnixMs::as_millis), Some(alarm));
     }
 
     #[test]
     fn publishes_its_status_once_and_again_only_on_change() {
-        let mut n = Node::new(config("broker-1"), T0);
-        let a = n.poll(T0);
+        let mut n = Node::new(config("broker-1"), at(T0));
+        let a = n.poll_actions(at(T0));
         let s = status(&a).expect("first status");
         assert_eq!(s.role, NodeRole::Awake);
         assert!(s.candidate && !s.idle && s.office.is_none());
-        assert!(n.poll(T0 + 1).is_empty(), "nothing changed");
+        assert!(n.poll_actions(at(T0 + 1)).is_empty(), "nothing changed");
         // Idle flips after idle_ms (no state: no sleep).
-        assert_eq!(n.next_deadline(), Some(T0 + IDLE));
-        let a = n.poll(T0 + IDLE);
+        assert_eq!(n.poll_timeout().map(UnixMs::as_millis), Some(T0 + IDLE));
+        let a = n.poll_actions(at(T0 + IDLE));
         assert!(status(&a).expect("idle status").idle);
         assert!(sleeps(&a).is_none(), "no state, no sleep");
         // Idle, and no reason to sleep: no deadline to spin on.
-        assert_eq!(n.next_deadline(), None);
-        n.traffic(T0 + IDLE + 5);
-        assert!(!status(&n.poll(T0 + IDLE + 5)).expect("busy").idle);
+        assert_eq!(n.poll_timeout().map(UnixMs::as_millis), None);
+        n.handle_traffic(at(T0 + IDLE + 5));
+        assert!(
+            !status(&n.poll_actions(at(T0 + IDLE + 5)))
+                .expect("busy")
+                .idle
+        );
     }
 
     #[test]
     fn sleeps_after_idle_under_a_term_and_checks_in_at_the_alarm() {
-        let mut n = Node::new(config("broker-1"), T0);
-        n.state(T0, &in_office());
-        assert!(sleeps(&n.poll(T0 + IDLE - 1)).is_none(), "not idle yet");
-        let a = n.poll(T0 + IDLE);
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(at(T0), &in_office());
+        assert!(
+            sleeps(&n.poll_actions(at(T0 + IDLE - 1))).is_none(),
+            "not idle yet"
+        );
+        let a = n.poll_actions(at(T0 + IDLE));
         let until = sleeps(&a).expect("sleeps");
         assert_eq!(until, T0 + IDLE + ALARM);
         let s = status(&a).expect("status");
         assert_eq!(s.role, NodeRole::Dormant);
         assert_eq!(s.next_alarm_ms, Some(until));
-        assert_eq!(n.next_deadline(), Some(until));
-        assert!(n.poll(until - 1).is_empty());
-        let a = n.poll(until);
+        assert_eq!(n.poll_timeout().map(UnixMs::as_millis), Some(until));
+        assert!(n.poll_actions(at(until - 1)).is_empty());
+        let a = n.poll_actions(at(until));
         match &a[..] {
             [Action::CheckIn { pehredar, checkin }] => {
                 assert_eq!(pehredar, "broker-9");
@@ -772,10 +803,14 @@ mod tests {
             }
             other => panic!("expected a check-in, got {other:?}"),
         }
-        assert_eq!(n.next_deadline(), None, "waiting for the answer");
+        assert_eq!(
+            n.poll_timeout().map(UnixMs::as_millis),
+            None,
+            "waiting for the answer"
+        );
         // Told to sleep on.
-        n.checkin_result(
-            until + 5,
+        n.handle_checkin_result(
+            at(until + 5),
             Some(CheckInReply {
                 pehredar: Some("broker-9".to_string()),
                 pehredar_addr: None,
@@ -788,7 +823,7 @@ mod tests {
                 lease_ms: None,
             }),
         );
-        let a = n.poll(until + 5);
+        let a = n.poll_actions(at(until + 5));
         assert_eq!(sleeps(&a), Some(until + ALARM));
         assert_eq!(
             status(&a).expect("status").next_alarm_ms,
@@ -802,9 +837,12 @@ mod tests {
         for directive in [Directive::WakeNow, Directive::StayAwake] {
             let mut n = dormant();
             let alarm = T0 + IDLE + ALARM;
-            assert!(matches!(&n.poll(alarm)[..], [Action::CheckIn { .. }]));
-            n.checkin_result(
-                alarm,
+            assert!(matches!(
+                &n.poll_actions(at(alarm))[..],
+                [Action::CheckIn { .. }]
+            ));
+            n.handle_checkin_result(
+                at(alarm),
                 Some(CheckInReply {
                     pehredar: None,
                     pehredar_addr: None,
@@ -815,7 +853,7 @@ mod tests {
                     lease_ms: None,
                 }),
             );
-            let a = n.poll(alarm);
+            let a = n.poll_actions(at(alarm));
             assert!(woke(&a).is_some(), "{directive:?} wakes");
             assert_eq!(status(&a).expect("status").role, NodeRole::Awake);
         }
@@ -825,9 +863,9 @@ mod tests {
     fn a_silent_pehredar_is_reported_lost_and_not_slept_under_again() {
         let mut n = dormant();
         let alarm = T0 + IDLE + ALARM;
-        n.poll(alarm);
-        n.checkin_result(alarm + 3_000, None);
-        let a = n.poll(alarm + 3_000);
+        n.poll_actions(at(alarm));
+        n.handle_checkin_result(at(alarm + 3_000), None);
+        let a = n.poll_actions(at(alarm + 3_000));
         assert_eq!(woke(&a), Some(WakeReason::PehredarLost));
         assert_eq!(
             requests(&a),
@@ -837,12 +875,15 @@ mod tests {
                 term: 1,
             }]
         );
-        assert!(sleeps(&n.poll(alarm + 100_000)).is_none(), "same term");
+        assert!(
+            sleeps(&n.poll_actions(at(alarm + 100_000))).is_none(),
+            "same term"
+        );
         // A new term: it may sleep again.
         let mut s = in_office();
         s.term = Some(term(2, "broker-7"));
-        n.state(alarm + 100_001, &s);
-        assert!(sleeps(&n.poll(alarm + 100_001)).is_some());
+        n.handle_state(at(alarm + 100_001), &s);
+        assert!(sleeps(&n.poll_actions(at(alarm + 100_001))).is_some());
     }
 
     #[test]
@@ -851,14 +892,14 @@ mod tests {
         let mut s = in_office();
         s.wake_generation = 1;
         s.wake_reason = Some(WakeReason::Admin);
-        n.state(T0 + IDLE + 1, &s);
-        let a = n.poll(T0 + IDLE + 1);
+        n.handle_state(at(T0 + IDLE + 1), &s);
+        let a = n.poll_actions(at(T0 + IDLE + 1));
         assert_eq!(woke(&a), Some(WakeReason::Admin));
         assert_eq!(status(&a).expect("status").wake_generation, 1);
         // Obeyed: the same generation does not keep it awake; it sleeps an idle period
         // after waking.
-        assert!(sleeps(&n.poll(T0 + 2 * IDLE)).is_none());
-        let a = n.poll(T0 + 2 * IDLE + 1);
+        assert!(sleeps(&n.poll_actions(at(T0 + 2 * IDLE))).is_none());
+        let a = n.poll_actions(at(T0 + 2 * IDLE + 1));
         assert_eq!(sleeps(&a), Some(T0 + 2 * IDLE + 1 + ALARM));
     }
 
@@ -876,23 +917,29 @@ mod tests {
             (election, WakeReason::Election),
         ] {
             let mut n = dormant();
-            n.state(T0 + IDLE + 1, &s);
-            assert_eq!(woke(&n.poll(T0 + IDLE + 1)), Some(reason));
-            assert!(sleeps(&n.poll(T0 + 10 * IDLE)).is_none(), "{reason:?}");
+            n.handle_state(at(T0 + IDLE + 1), &s);
+            assert_eq!(woke(&n.poll_actions(at(T0 + IDLE + 1))), Some(reason));
+            assert!(
+                sleeps(&n.poll_actions(at(T0 + 10 * IDLE))).is_none(),
+                "{reason:?}"
+            );
         }
     }
 
     #[test]
     fn no_sleep_without_a_term_or_when_opted_out_or_staying_awake() {
-        let mut n = Node::new(config("broker-1"), T0);
-        n.state(T0, &PehraState::default());
-        assert!(sleeps(&n.poll(T0 + 10 * IDLE)).is_none(), "no Pehredar");
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(at(T0), &PehraState::default());
+        assert!(
+            sleeps(&n.poll_actions(at(T0 + 10 * IDLE))).is_none(),
+            "no Pehredar"
+        );
 
         let mut c = config("broker-1");
         c.participating = false;
-        let mut n = Node::new(c, T0);
-        n.state(T0, &in_office());
-        let a = n.poll(T0 + 10 * IDLE);
+        let mut n = Node::new(c, at(T0));
+        n.handle_state(at(T0), &in_office());
+        let a = n.poll_actions(at(T0 + 10 * IDLE));
         assert!(sleeps(&a).is_none());
         let s = status(&a).expect("status");
         assert_eq!(s.role, NodeRole::OptedOut);
@@ -900,9 +947,9 @@ mod tests {
 
         let mut c = config("broker-1");
         c.stay_awake = true;
-        let mut n = Node::new(c, T0);
-        n.state(T0, &in_office());
-        let a = n.poll(T0 + 10 * IDLE);
+        let mut n = Node::new(c, at(T0));
+        n.handle_state(at(T0), &in_office());
+        let a = n.poll_actions(at(T0 + 10 * IDLE));
         assert!(sleeps(&a).is_none());
         assert!(status(&a).expect("status").candidate);
     }
@@ -912,48 +959,48 @@ mod tests {
         let mut n = dormant();
         let mut s = in_office();
         s.next = Some(term(2, "broker-1"));
-        n.state(T0 + IDLE + 1, &s);
-        let a = n.poll(T0 + IDLE + 1);
+        n.handle_state(at(T0 + IDLE + 1), &s);
+        let a = n.poll_actions(at(T0 + IDLE + 1));
         assert_eq!(woke(&a), Some(WakeReason::Election));
         let st = status(&a).expect("status");
         assert_eq!((st.role, st.office), (NodeRole::Pehredar, Some(2)));
-        assert!(n.holds_produces(T0 + 1000 * IDLE), "in office");
+        assert!(n.holds_produces(at(T0 + 1000 * IDLE)), "in office");
         // The coordinator moves next to term: still in office, never sleeps.
         s.term = s.next.take();
-        n.state(T0 + IDLE + 2, &s);
+        n.handle_state(at(T0 + IDLE + 2), &s);
         assert!(n
-            .poll(T0 + 100 * IDLE)
+            .poll_actions(at(T0 + 100 * IDLE))
             .iter()
             .all(|a| !matches!(a, Action::Sleep { .. })));
         assert_eq!(n.office(), Some(2));
         // Handover: broker-7 elected; broker-1 keeps office until it has taken it.
         s.next = Some(term(3, "broker-7"));
-        n.state(T0 + 100 * IDLE, &s);
-        n.poll(T0 + 100 * IDLE);
+        n.handle_state(at(T0 + 100 * IDLE), &s);
+        n.poll_actions(at(T0 + 100 * IDLE));
         assert_eq!(n.office(), Some(2));
         s.term = s.next.take();
-        n.state(T0 + 100 * IDLE + 1, &s);
-        let a = n.poll(T0 + 100 * IDLE + 1);
+        n.handle_state(at(T0 + 100 * IDLE + 1), &s);
+        let a = n.poll_actions(at(T0 + 100 * IDLE + 1));
         let st = status(&a).expect("stepped down");
         assert_eq!((st.role, st.office), (NodeRole::Awake, None));
         // It still forwards the produces sent to it for a while, then no more.
         let left = T0 + 100 * IDLE + 1;
-        assert!(n.holds_produces(left + HOLD_AFTER_OFFICE_MS - 1));
-        assert!(!n.holds_produces(left + HOLD_AFTER_OFFICE_MS));
+        assert!(n.holds_produces(at(left + HOLD_AFTER_OFFICE_MS - 1)));
+        assert!(!n.holds_produces(at(left + HOLD_AFTER_OFFICE_MS)));
         // Then it may sleep like anyone, an idle period later.
-        assert!(sleeps(&n.poll(T0 + 101 * IDLE + 1)).is_some());
+        assert!(sleeps(&n.poll_actions(at(T0 + 101 * IDLE + 1))).is_some());
     }
 
     #[test]
     fn a_temporary_term_for_it_takes_office() {
-        let mut n = Node::new(config("broker-1"), T0);
+        let mut n = Node::new(config("broker-1"), at(T0));
         let s = PehraState {
             term: Some(term(5, "broker-1")),
             temporary: true,
             ..PehraState::default()
         };
-        n.state(T0, &s);
-        let a = n.poll(T0);
+        n.handle_state(at(T0), &s);
+        let a = n.poll_actions(at(T0));
         assert_eq!(status(&a).expect("status").office, Some(5));
         assert_eq!(n.role(), NodeRole::Pehredar);
     }
@@ -961,20 +1008,20 @@ mod tests {
     #[test]
     fn the_pehredars_wake_call_wakes_without_asking_the_coordinator_again() {
         let mut n = dormant();
-        n.wake_call(T0 + IDLE + 50);
-        let a = n.poll(T0 + IDLE + 50);
+        n.handle_wake_call(at(T0 + IDLE + 50));
+        let a = n.poll_actions(at(T0 + IDLE + 50));
         assert_eq!(woke(&a), Some(WakeReason::Traffic));
         assert!(requests(&a).is_empty(), "the Pehredar asked already");
         assert!(!status(&a).expect("status").idle);
         // Awake until idle again, as after traffic.
-        assert_eq!(sleeps(&n.poll(T0 + IDLE + 50 + IDLE - 1)), None);
+        assert_eq!(sleeps(&n.poll_actions(at(T0 + IDLE + 50 + IDLE - 1))), None);
     }
 
     #[test]
     fn traffic_requests_a_wake_all_once_per_generation_and_wakes() {
         let mut n = dormant();
-        n.traffic(T0 + IDLE + 50);
-        let a = n.poll(T0 + IDLE + 50);
+        n.handle_traffic(at(T0 + IDLE + 50));
+        let a = n.poll_actions(at(T0 + IDLE + 50));
         assert_eq!(woke(&a), Some(WakeReason::Traffic));
         assert_eq!(
             requests(&a),
@@ -985,48 +1032,51 @@ mod tests {
             }]
         );
         assert!(!status(&a).expect("status").idle);
-        n.traffic(T0 + IDLE + 60);
-        assert!(requests(&n.poll(T0 + IDLE + 60)).is_empty(), "once");
+        n.handle_traffic(at(T0 + IDLE + 60));
+        assert!(
+            requests(&n.poll_actions(at(T0 + IDLE + 60))).is_empty(),
+            "once"
+        );
         // The coordinator answered: traffic mode, no more requests.
         let mut s = in_office();
         s.wake_generation = 1;
         s.traffic_awake = true;
-        n.state(T0 + IDLE + 70, &s);
-        n.traffic(T0 + IDLE + 70);
-        assert!(requests(&n.poll(T0 + IDLE + 70)).is_empty());
+        n.handle_state(at(T0 + IDLE + 70), &s);
+        n.handle_traffic(at(T0 + IDLE + 70));
+        assert!(requests(&n.poll_actions(at(T0 + IDLE + 70))).is_empty());
         // Back in PEHRA mode at a new generation: traffic asks again.
         s.traffic_awake = false;
-        n.state(T0 + IDLE + 80, &s);
-        n.traffic(T0 + IDLE + 80);
-        assert_eq!(requests(&n.poll(T0 + IDLE + 80)).len(), 1);
+        n.handle_state(at(T0 + IDLE + 80), &s);
+        n.handle_traffic(at(T0 + IDLE + 80));
+        assert_eq!(requests(&n.poll_actions(at(T0 + IDLE + 80))).len(), 1);
     }
 
     #[test]
     fn no_wake_all_request_while_disabled() {
-        let mut n = Node::new(config("broker-1"), T0);
+        let mut n = Node::new(config("broker-1"), at(T0));
         let mut s = in_office();
         s.enabled = false;
-        n.state(T0, &s);
-        n.traffic(T0 + 1);
-        assert!(requests(&n.poll(T0 + 1)).is_empty());
+        n.handle_state(at(T0), &s);
+        n.handle_traffic(at(T0 + 1));
+        assert!(requests(&n.poll_actions(at(T0 + 1))).is_empty());
     }
 
     #[test]
     fn stay_awake_at_run_time_wakes_a_dormant_node() {
         let mut n = dormant();
-        n.set_stay_awake(T0 + IDLE + 1, true);
-        let a = n.poll(T0 + IDLE + 1);
+        n.handle_stay_awake(at(T0 + IDLE + 1), true);
+        let a = n.poll_actions(at(T0 + IDLE + 1));
         assert_eq!(woke(&a), Some(WakeReason::Maintenance));
-        assert!(sleeps(&n.poll(T0 + 100 * IDLE)).is_none());
-        n.set_stay_awake(T0 + 100 * IDLE, false);
-        assert!(sleeps(&n.poll(T0 + 100 * IDLE)).is_some());
+        assert!(sleeps(&n.poll_actions(at(T0 + 100 * IDLE))).is_none());
+        n.handle_stay_awake(at(T0 + 100 * IDLE), false);
+        assert!(sleeps(&n.poll_actions(at(T0 + 100 * IDLE))).is_some());
     }
 
     #[test]
     fn the_pehredar_answers_check_ins() {
-        let mut p = Node::new(config("broker-9"), T0);
-        p.state(T0, &in_office());
-        p.poll(T0);
+        let mut p = Node::new(config("broker-9"), at(T0));
+        p.handle_state(at(T0), &in_office());
+        p.poll_actions(at(T0));
         let checkin = CheckIn {
             node: "broker-1".to_string(),
             role: NodeRole::Dormant,
@@ -1035,12 +1085,12 @@ mod tests {
             traffic_waiting: false,
             health: None,
         };
-        let r = p.answer_checkin(T0, &checkin);
+        let r = p.handle_checkin(at(T0), &checkin);
         assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 5_000 });
         assert_eq!(r.pehredar.as_deref(), Some("broker-9"));
         assert_eq!(r.term.map(|t| t.number), Some(1));
-        let r = p.answer_checkin(
-            T0,
+        let r = p.handle_checkin(
+            at(T0),
             &CheckIn {
                 next_alarm_ms: None,
                 ..checkin.clone()
@@ -1050,12 +1100,18 @@ mod tests {
 
         let mut s = in_office();
         s.traffic_awake = true;
-        p.state(T0, &s);
-        assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+        p.handle_state(at(T0), &s);
+        assert_eq!(
+            p.handle_checkin(at(T0), &checkin).directive,
+            Directive::WakeNow
+        );
         s.traffic_awake = false;
         s.enabled = false;
-        p.state(T0, &s);
-        assert_eq!(p.answer_checkin(T0, &checkin).directive, Directive::WakeNow);
+        p.handle_state(at(T0), &s);
+        assert_eq!(
+            p.handle_checkin(at(T0), &checkin).directive,
+            Directive::WakeNow
+        );
     }
 
     fn checkin_from(node: &str, next_alarm_ms: u64, rtt_ms: Option<u32>) -> CheckIn {
@@ -1077,45 +1133,51 @@ mod tests {
         let mut cfg = config("broker-9");
         cfg.vitals.lease.base_ms = 4_000;
         cfg.vitals.lease.min_ms = 1_000;
-        let mut p = Node::new(cfg, T0);
-        p.state(T0, &in_office());
-        p.health(T0, NodeHealth::default());
-        let a = p.poll(T0);
+        let mut p = Node::new(cfg, at(T0));
+        p.handle_state(at(T0), &in_office());
+        p.handle_health(at(T0), NodeHealth::default());
+        let a = p.poll_actions(at(T0));
         // Excellent, steady, idle: 4 000 × 0.9.
         assert_eq!(status(&a).expect("status").lease_ms, Some(3_600));
         assert_eq!(p.lease().map(|l| l.lease_ms), Some(3_600));
-        let r = p.answer_checkin(T0, &checkin_from("broker-1", T0 + 5_000, None));
+        let r = p.handle_checkin(at(T0), &checkin_from("broker-1", T0 + 5_000, None));
         assert_eq!(r.lease_ms, Some(3_600));
         assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 3_600 });
         // Out of office: no lease.
-        let mut n = Node::new(config("broker-1"), T0);
-        n.state(T0, &in_office());
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(at(T0), &in_office());
         assert_eq!(n.lease(), None);
-        assert_eq!(status(&n.poll(T0)).expect("status").lease_ms, None);
+        assert_eq!(
+            status(&n.poll_actions(at(T0))).expect("status").lease_ms,
+            None
+        );
     }
 
     #[test]
     fn jitter_and_load_shorten_the_pehredars_lease_as_the_formula_says() {
-        let mut p = Node::new(config("broker-9"), T0);
-        p.state(T0, &in_office());
-        p.health(T0, NodeHealth::default());
-        p.poll(T0);
+        let mut p = Node::new(config("broker-9"), at(T0));
+        p.handle_state(at(T0), &in_office());
+        p.handle_health(at(T0), NodeHealth::default());
+        p.poll_actions(at(T0));
         assert_eq!(p.lease().map(|l| l.lease_ms), Some(54_000));
         // Followers report 10 and 20 ms alternately: deviation 5 ms, −100 ‰.
         for (i, rtt) in [10, 20, 10, 20].into_iter().enumerate() {
-            p.answer_checkin(T0, &checkin_from(&format!("broker-{i}"), T0 + 1, Some(rtt)));
+            p.handle_checkin(
+                at(T0),
+                &checkin_from(&format!("broker-{i}"), T0 + 1, Some(rtt)),
+            );
         }
         let l = p.lease().expect("in office");
         assert_eq!((l.network_factor, l.lease_ms), (-100, 48_000));
         // Its own CPU saturated: Good (−50), load −200.
-        p.health(
-            T0,
+        p.handle_health(
+            at(T0),
             NodeHealth {
                 cpu_permille: 1000,
                 ..NodeHealth::default()
             },
         );
-        let a = p.poll(T0);
+        let a = p.poll_actions(at(T0));
         assert_eq!(p.lease().map(|l| l.lease_ms), Some(39_000));
         let s = status(&a).expect("republished");
         assert_eq!(s.lease_ms, Some(39_000));
@@ -1126,9 +1188,9 @@ mod tests {
     fn a_lease_below_the_sleepers_own_minimum_is_raised_to_it() {
         let mut n = dormant();
         let alarm = T0 + IDLE + ALARM;
-        n.poll(alarm);
-        n.checkin_result(
-            alarm,
+        n.poll_actions(at(alarm));
+        n.handle_checkin_result(
+            at(alarm),
             Some(CheckInReply {
                 pehredar: Some("broker-9".to_string()),
                 pehredar_addr: None,
@@ -1141,15 +1203,15 @@ mod tests {
         );
         // A 1 ms lease (a faulty or lying Pehredar) cannot make it spin: its own
         // minimum lease is 15 s, above its 10 s alarm, so it sleeps its alarm.
-        let a = n.poll(alarm);
+        let a = n.poll_actions(at(alarm));
         assert_eq!(
             sleeps(&a),
             Some(alarm + 1),
             "the Pehredar's own at_ms is kept"
         );
-        n.poll(alarm + 1);
-        n.checkin_result(
-            alarm + 1,
+        n.poll_actions(at(alarm + 1));
+        n.handle_checkin_result(
+            at(alarm + 1),
             Some(CheckInReply {
                 pehredar: Some("broker-9".to_string()),
                 pehredar_addr: None,
@@ -1162,7 +1224,10 @@ mod tests {
                 lease_ms: Some(1),
             }),
         );
-        assert_eq!(sleeps(&n.poll(alarm + 1)), Some(alarm + 1 + ALARM));
+        assert_eq!(
+            sleeps(&n.poll_actions(at(alarm + 1))),
+            Some(alarm + 1 + ALARM)
+        );
     }
 
     #[test]
@@ -1178,13 +1243,16 @@ mod tests {
                 },
                 ..config("broker-1")
             },
-            T0,
+            at(T0),
         );
-        n.state(T0, &in_office());
-        n.poll(T0);
-        assert_eq!(sleeps(&n.poll(T0 + IDLE)), Some(T0 + IDLE + ALARM));
+        n.handle_state(at(T0), &in_office());
+        n.poll_actions(at(T0));
+        assert_eq!(
+            sleeps(&n.poll_actions(at(T0 + IDLE))),
+            Some(T0 + IDLE + ALARM)
+        );
         let alarm = T0 + IDLE + ALARM;
-        let a = n.poll(alarm);
+        let a = n.poll_actions(at(alarm));
         assert!(matches!(&a[..], [Action::CheckIn { .. }]));
         let reply = |number: u64, lease_ms: u32| CheckInReply {
             pehredar: Some("broker-9".to_string()),
@@ -1197,14 +1265,14 @@ mod tests {
             pending: 0,
             lease_ms: Some(lease_ms),
         };
-        n.checkin_result(alarm + 4, Some(reply(1, 3_000)));
+        n.handle_checkin_result(at(alarm + 4), Some(reply(1, 3_000)));
         assert_eq!(n.pehredar_lease_ms(), Some(3_000));
         assert_eq!(n.vitals().report(), None, "no health sampled yet");
-        let a = n.poll(alarm + 4);
+        let a = n.poll_actions(at(alarm + 4));
         assert_eq!(sleeps(&a), Some(alarm + 4 + 3_000), "within the lease");
         // Its next check-in reports the round trip it measured and an alarm within it.
-        n.health(alarm + 5, NodeHealth::default());
-        match &n.poll(alarm + 4 + 3_000)[..] {
+        n.handle_health(at(alarm + 5), NodeHealth::default());
+        match &n.poll_actions(at(alarm + 4 + 3_000))[..] {
             [Action::CheckIn { checkin, .. }, Action::PublishStatus(_)] => {
                 assert_eq!(checkin.health.map(|h| h.rtt_ms), Some(4));
                 assert_eq!(checkin.next_alarm_ms, Some(alarm + 4 + 3_000 + 3_000));
@@ -1212,19 +1280,22 @@ mod tests {
             other => panic!("expected a check-in, got {other:?}"),
         }
         // A lease heard under another term number is not this Pehredar's.
-        n.checkin_result(alarm + 7_010, Some(reply(7, 2_000)));
+        n.handle_checkin_result(at(alarm + 7_010), Some(reply(7, 2_000)));
         assert_eq!(n.pehredar_lease_ms(), None);
-        assert_eq!(sleeps(&n.poll(alarm + 7_010)), Some(alarm + 7_010 + ALARM));
+        assert_eq!(
+            sleeps(&n.poll_actions(at(alarm + 7_010))),
+            Some(alarm + 7_010 + ALARM)
+        );
     }
 
     #[test]
     fn devices_sleep_through_traffic_mode_and_elections_but_not_a_disabled_pehra() {
-        let mut p = Node::new(config("broker-9"), T0);
+        let mut p = Node::new(config("broker-9"), at(T0));
         let mut s = in_office();
         s.traffic_awake = true;
         s.next = Some(term(2, "broker-3"));
-        p.state(T0, &s);
-        p.poll(T0);
+        p.handle_state(at(T0), &s);
+        p.poll_actions(at(T0));
         let checkin = CheckIn {
             node: "dev-0001".to_string(),
             role: NodeRole::Dormant,
@@ -1233,18 +1304,18 @@ mod tests {
             traffic_waiting: true,
             health: None,
         };
-        let r = p.answer_device_checkin(T0, &checkin);
+        let r = p.handle_device_checkin(at(T0), &checkin);
         assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + 2_000 });
         assert_eq!(r.gateway_ms, Some(T0));
         let first = CheckIn {
             next_alarm_ms: None,
             ..checkin.clone()
         };
-        let r = p.answer_device_checkin(T0, &first);
+        let r = p.handle_device_checkin(at(T0), &first);
         assert_eq!(r.directive, Directive::SleepUntil { at_ms: T0 + ALARM });
         s.enabled = false;
-        p.state(T0, &s);
-        let r = p.answer_device_checkin(T0, &checkin);
+        p.handle_state(at(T0), &s);
+        let r = p.handle_device_checkin(at(T0), &checkin);
         assert_eq!(r.directive, Directive::StayAwake);
     }
 }

@@ -18,6 +18,7 @@
 //!   the ordinary election ([`super::election::decide`]) stays in charge.
 
 use pehra_shared::health::{HealthClass, NhiConfig};
+use pehra_shared::time::{Duration, Instant};
 use pehra_shared::wire::PartitionMetadata;
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, BTreeSet};
@@ -231,23 +232,23 @@ pub enum Step {
 pub struct Handover {
     meta: PartitionMetadata,
     candidate: u32,
-    started_ms: u64,
-    timeout_ms: u64,
+    started: Instant,
+    timeout: Duration,
 }
 
 impl Handover {
-    /// Starts handing `meta`'s leadership to `candidate` at `now_ms`.
+    /// Starts handing `meta`'s leadership to `candidate` at `now`.
     pub fn start(
         config: &HandoverConfig,
         meta: PartitionMetadata,
         candidate: u32,
-        now_ms: u64,
+        now: Instant,
     ) -> Handover {
         Handover {
             meta,
             candidate,
-            started_ms: now_ms,
-            timeout_ms: config.presync_timeout_ms,
+            started: now,
+            timeout: Duration::from_millis(config.presync_timeout_ms),
         }
     }
 
@@ -262,15 +263,15 @@ impl Handover {
     }
 
     /// When the pre-sync times out, ms.
-    pub fn deadline_ms(&self) -> u64 {
-        self.started_ms.saturating_add(self.timeout_ms)
+    pub fn poll_timeout(&self) -> Instant {
+        self.started + self.timeout
     }
 
-    /// Decides at `now_ms` from the partition as it is now, the live and ineligible
+    /// Decides at `now` from the partition as it is now, the live and ineligible
     /// brokers, and the log ends the leader and the candidate last reported.
     pub fn step(
         &self,
-        now_ms: u64,
+        now: Instant,
         meta: &PartitionMetadata,
         live: &BTreeSet<u32>,
         ineligible: &BTreeSet<u32>,
@@ -301,9 +302,7 @@ impl Handover {
                 },
                 log_end: l,
             },
-            _ if now_ms >= self.started_ms.saturating_add(self.timeout_ms) => {
-                Step::RollBack(RollBack::Timeout)
-            }
+            _ if now >= self.poll_timeout() => Step::RollBack(RollBack::Timeout),
             _ => Step::Wait,
         }
     }
@@ -414,16 +413,37 @@ mod tests {
         let c = HandoverConfig::default();
         let live = set(&[1, 2, 3]);
         let none = set(&[]);
-        let ho = Handover::start(&c, meta(), 3, 1_000);
+        let ho = Handover::start(&c, meta(), 3, Instant::from_millis(1_000));
         assert_eq!(
-            ho.step(1_100, &meta(), &live, &none, Some(50), Some(48)),
+            ho.step(
+                Instant::from_millis(1_100),
+                &meta(),
+                &live,
+                &none,
+                Some(50),
+                Some(48)
+            ),
             Step::Wait
         );
         assert_eq!(
-            ho.step(1_100, &meta(), &live, &none, Some(50), None),
+            ho.step(
+                Instant::from_millis(1_100),
+                &meta(),
+                &live,
+                &none,
+                Some(50),
+                None
+            ),
             Step::Wait
         );
-        match ho.step(1_200, &meta(), &live, &none, Some(52), Some(52)) {
+        match ho.step(
+            Instant::from_millis(1_200),
+            &meta(),
+            &live,
+            &none,
+            Some(52),
+            Some(52),
+        ) {
             Step::Transfer { meta: m, log_end } => {
                 assert_eq!((m.leader, m.leader_epoch, log_end), (Some(3), 5, 52));
                 assert_eq!(m.isr, vec![1, 2, 3], "the ISR is unchanged");
@@ -436,9 +456,16 @@ mod tests {
     fn a_candidate_lost_mid_pre_sync_rolls_back_to_the_ordinary_election() {
         let c = HandoverConfig::default();
         let none = set(&[]);
-        let ho = Handover::start(&c, meta(), 3, 1_000);
+        let ho = Handover::start(&c, meta(), 3, Instant::from_millis(1_000));
         let step = |meta: &PartitionMetadata, live: &[u32], ineligible: &[u32], now| {
-            ho.step(now, meta, &set(live), &set(ineligible), Some(50), Some(49))
+            ho.step(
+                Instant::from_millis(now),
+                meta,
+                &set(live),
+                &set(ineligible),
+                Some(50),
+                Some(49),
+            )
         };
         assert_eq!(
             step(&meta(), &[1, 2], &[], 1_100),

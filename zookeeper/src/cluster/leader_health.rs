@@ -8,6 +8,7 @@ use crate::cluster::handover::HandoverConfig;
 use crate::ensemble::health::{HealthSource, HealthWatch, Peer, SAMPLE_EVERY};
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::security::credentials::Credentials;
+use pehra_shared::time::Instant;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -42,13 +43,13 @@ pub async fn watch_leader_health(
     let started = tokio::time::Instant::now();
     loop {
         tick.tick().await;
-        let now_ms = started.elapsed().as_millis() as u64;
+        let now = Instant::from_micros(started.elapsed().as_micros() as u64);
         let own_index = source.index();
-        if !watch.observe(now_ms, own_index) {
+        if !watch.handle_sample(now, own_index) {
             continue;
         }
         let Ok(Some(status)) = own.ensemble_status().await else {
-            watch.no_candidate(now_ms);
+            watch.handle_no_candidate(now);
             continue;
         };
         if status.role != "leader" {
@@ -81,11 +82,11 @@ pub async fn watch_leader_health(
                         to = started.to,
                         "ensemble: this leader's health fell, handing the leadership over"
                     );
-                    watch.handed_over(now_ms);
+                    watch.handle_handed_over(now);
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, to, "ensemble: a health handover was refused");
-                    watch.no_candidate(now_ms);
+                    watch.handle_no_candidate(now);
                 }
             },
             None => {
@@ -95,7 +96,7 @@ pub async fn watch_leader_health(
                     ?peers,
                     "ensemble: this leader's health fell, but no member is healthier: staying"
                 );
-                watch.no_candidate(now_ms);
+                watch.handle_no_candidate(now);
             }
         }
     }

@@ -13,6 +13,7 @@ use super::{
     PEHRA_REQUESTS, PEHRA_STATE, PEHRA_TERMS,
 };
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
+use pehra_shared::driver::clock;
 use pehra_shared::pehra::coordinator::{Coordinator, CoordinatorConfig, Output};
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeStatus, PehraRequest, PehraState};
 use rand::rngs::StdRng;
@@ -88,8 +89,8 @@ impl PehraCoordinator {
             let wait = match driver.pass(client).await {
                 Ok(()) => driver
                     .coordinator
-                    .next_deadline()
-                    .map(|d| Duration::from_millis(d.saturating_sub(unix_ms()))),
+                    .poll_timeout()
+                    .map(|d| Duration::from_millis(d.as_millis().saturating_sub(unix_ms()))),
                 Err(ZkError::SessionExpired) => return Err(ZkError::SessionExpired),
                 Err(e) => {
                     tracing::warn!(error = %e, "pehra coordinator: pass failed; retrying");
@@ -127,17 +128,18 @@ impl Driver {
     async fn pass(&mut self, client: &Client) -> Result<(), ZkError> {
         self.watches.refresh_fixed(client).await?;
         let statuses = self.read_nodes(client).await?;
-        self.coordinator.nodes(unix_ms(), &statuses);
+        self.coordinator.handle_nodes(clock::now(), &statuses);
         let requests = read_requests(client).await?;
         for (_, request) in &requests {
             tracing::info!(?request, "pehra coordinator: request");
-            self.coordinator.request(unix_ms(), request.clone());
+            self.coordinator
+                .handle_request(clock::now(), request.clone());
         }
         if let Some((switch, _)) = read_admin(client).await? {
-            self.coordinator.admin(unix_ms(), switch);
+            self.coordinator.handle_admin(clock::now(), switch);
         }
         let before = self.coordinator.state().clone();
-        let outputs = self.coordinator.poll(unix_ms(), &mut self.rng);
+        let outputs = self.coordinator.poll_outputs(clock::now(), &mut self.rng);
         for output in outputs {
             match output {
                 Output::WriteState(state) => {

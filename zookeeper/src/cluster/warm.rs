@@ -33,6 +33,7 @@ use super::{
     HANDOVERS, TOPICS,
 };
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
+use pehra_shared::time::Instant as MachineTime;
 use pehra_shared::wire::{self, ErrorKind, MultiOp, NodeStatus, PartitionMetadata};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -106,13 +107,13 @@ struct Active {
 
 impl Active {
     /// A pre-sync of `meta`'s leadership to `candidate`, starting now. The handover's
-    /// time is this driver's monotonic clock (ms since `started`), not the wall clock:
+    /// time is this driver's monotonic clock (since `started`), not the wall clock:
     /// a wall-clock step back once held its timeout off (the driver woke at the
     /// deadline, was told to wait, and woke again at once, until the wall clock caught
     /// up), a step forward cut it short.
     fn start(config: &HandoverConfig, meta: PartitionMetadata, candidate: u32) -> Active {
         Active {
-            handover: handover::Handover::start(config, meta, candidate, 0),
+            handover: handover::Handover::start(config, meta, candidate, MachineTime::ZERO),
             started: Instant::now(),
         }
     }
@@ -126,7 +127,9 @@ impl Active {
         leader_log_end: Option<u64>,
         candidate_log_end: Option<u64>,
     ) -> Step {
-        let now = u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX);
+        let now = MachineTime::from_micros(
+            u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        );
         self.handover.step(
             now,
             meta,

@@ -78,9 +78,9 @@ impl Driver {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
-                _ = tick.tick() => self.member.tick(),
+                _ = tick.tick() => self.member.handle_tick(),
                 bytes = self.inbox.recv() => match bytes.map(|b| Message::parse_from_bytes(&b)) {
-                    Some(Ok(message)) => self.member.step(message),
+                    Some(Ok(message)) => self.member.handle_message(message),
                     Some(Err(e)) => tracing::warn!(error = %e, "undecodable raft message"),
                     None => return,
                 },
@@ -111,7 +111,7 @@ impl Driver {
                             return;
                         }
                     }
-                    Some(ToDriver::Durable(index)) => self.member.set_durable(index),
+                    Some(ToDriver::Durable(index)) => self.member.handle_durable(index),
                     Some(ToDriver::ReadIndex(id)) => {
                         if self.member.read_index(id.to_be_bytes().to_vec()).is_err()
                             && self.core.send(Job::Ensemble(Event::ReadReady(id, false))).is_err()
@@ -130,7 +130,7 @@ impl Driver {
 
     /// Carries out the machine's actions; `false` if the member must stop.
     fn carry_out(&mut self) -> bool {
-        for action in self.member.poll() {
+        for action in self.member.poll_actions() {
             match action {
                 Action::Send(messages) => {
                     for message in messages {

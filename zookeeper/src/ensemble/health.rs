@@ -19,6 +19,7 @@
 //!   rollback); the ordinary election deals with a leader that dies.
 
 use crate::cluster::handover::{should_hand_over, HandoverConfig};
+use pehra_shared::time::Instant;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -53,8 +54,8 @@ pub struct HealthWatch {
     config: HandoverConfig,
     /// Samples in a row at the trigger class.
     low: u32,
-    /// No handover before this time (ms).
-    quiet_until_ms: u64,
+    /// No handover before this time.
+    quiet_until: Instant,
 }
 
 impl HealthWatch {
@@ -63,19 +64,19 @@ impl HealthWatch {
         HealthWatch {
             config,
             low: 0,
-            quiet_until_ms: 0,
+            quiet_until: Instant::ZERO,
         }
     }
 
-    /// The leader's index `own_index` sampled at `now_ms`: `true` if it should hand over
+    /// The leader's index `own_index` sampled at `now`: `true` if it should hand over
     /// now (look for a candidate).
-    pub fn observe(&mut self, now_ms: u64, own_index: u16) -> bool {
+    pub fn handle_sample(&mut self, now: Instant, own_index: u16) -> bool {
         if should_hand_over(&self.config, Some(own_index), false) {
             self.low = self.low.saturating_add(1);
         } else {
             self.low = 0;
         }
-        self.low >= SAMPLES_BEFORE_HANDOVER && now_ms >= self.quiet_until_ms
+        self.low >= SAMPLES_BEFORE_HANDOVER && now >= self.quiet_until
     }
 
     /// The member to hand over to, if one qualifies (see the module docs).
@@ -92,15 +93,15 @@ impl HealthWatch {
             .map(|(id, ..)| id)
     }
 
-    /// A handover started at `now_ms`: quiet for [`COOLDOWN_MS`].
-    pub fn handed_over(&mut self, now_ms: u64) {
+    /// A handover started at `now`: quiet for [`COOLDOWN_MS`].
+    pub fn handle_handed_over(&mut self, now: Instant) {
         self.low = 0;
-        self.quiet_until_ms = now_ms.saturating_add(COOLDOWN_MS);
+        self.quiet_until = now + Duration::from_millis(COOLDOWN_MS);
     }
 
-    /// No member qualified (or the transfer was refused) at `now_ms`: look again later.
-    pub fn no_candidate(&mut self, now_ms: u64) {
-        self.quiet_until_ms = now_ms.saturating_add(NO_CANDIDATE_RETRY_MS);
+    /// No member qualified (or the transfer was refused) at `now`: look again later.
+    pub fn handle_no_candidate(&mut self, now: Instant) {
+        self.quiet_until = now + Duration::from_millis(NO_CANDIDATE_RETRY_MS);
     }
 }
 
@@ -135,20 +136,26 @@ mod tests {
     fn a_leader_hands_over_after_three_bad_samples_then_keeps_quiet() {
         let mut w = HealthWatch::new(HandoverConfig::default());
         // Default thresholds: below 650 is Warning or worse, the trigger class.
-        assert!(!w.observe(0, 300));
-        assert!(!w.observe(1_000, 900), "a good sample resets the count");
-        assert!(!w.observe(2_000, 300));
-        assert!(!w.observe(3_000, 300));
-        assert!(w.observe(4_000, 300));
-        w.handed_over(4_000);
+        assert!(!w.handle_sample(Instant::from_millis(0), 300));
+        assert!(
+            !w.handle_sample(Instant::from_millis(1_000), 900),
+            "a good sample resets the count"
+        );
+        assert!(!w.handle_sample(Instant::from_millis(2_000), 300));
+        assert!(!w.handle_sample(Instant::from_millis(3_000), 300));
+        assert!(w.handle_sample(Instant::from_millis(4_000), 300));
+        w.handle_handed_over(Instant::from_millis(4_000));
         for t in 1..=29 {
-            assert!(!w.observe(4_000 + t * 1_000, 300), "cooling down at {t} s");
+            assert!(
+                !w.handle_sample(Instant::from_millis(4_000 + t * 1_000), 300),
+                "cooling down at {t} s"
+            );
         }
         // Quiet over, still unwell (three more samples: the count restarted).
-        assert!(w.observe(34_000, 300));
-        w.no_candidate(34_000);
-        assert!(!w.observe(35_000, 300));
-        assert!(w.observe(39_000, 300));
+        assert!(w.handle_sample(Instant::from_millis(34_000), 300));
+        w.handle_no_candidate(Instant::from_millis(34_000));
+        assert!(!w.handle_sample(Instant::from_millis(35_000), 300));
+        assert!(w.handle_sample(Instant::from_millis(39_000), 300));
     }
 
     #[test]

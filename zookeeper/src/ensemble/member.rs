@@ -175,7 +175,7 @@ impl Member {
 
     /// The core has made every committed entry up to `index` durable in its own storage
     /// (its tree's write-ahead log): the log may be cut up to there.
-    pub fn set_durable(&mut self, index: u64) {
+    pub fn handle_durable(&mut self, index: u64) {
         self.durable = self.durable.max(index);
     }
 
@@ -244,13 +244,13 @@ impl Member {
     }
 
     /// One tick of the logical clock (the driver calls it every tick interval).
-    pub fn tick(&mut self) {
+    pub fn handle_tick(&mut self) {
         self.node.tick();
         self.maybe_propose_cut();
     }
 
     /// A peer's message.
-    pub fn step(&mut self, message: Message) {
+    pub fn handle_message(&mut self, message: Message) {
         if let Err(e) = self.node.step(message) {
             tracing::debug!(error = %e, "raft message ignored");
         }
@@ -355,7 +355,7 @@ impl Member {
     }
 
     /// The actions the inputs so far call for (empty if none).
-    pub fn poll(&mut self) -> Vec<Action> {
+    pub fn poll_actions(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
         if !self.node.has_ready() {
             return actions;
@@ -546,7 +546,7 @@ mod tests {
         fn step(&mut self) {
             for (i, m) in self.members.iter_mut().enumerate() {
                 if !self.down[i] {
-                    m.tick();
+                    m.handle_tick();
                 }
             }
             let mut wire = std::mem::take(&mut self.wire);
@@ -559,7 +559,7 @@ mod tests {
                 if self.down[from] || self.down[to] || self.rng.chance(self.loss) {
                     continue;
                 }
-                self.members[to].step(message);
+                self.members[to].handle_message(message);
             }
             self.poll();
         }
@@ -569,7 +569,7 @@ mod tests {
                 if self.down[i] {
                     continue;
                 }
-                for action in self.members[i].poll() {
+                for action in self.members[i].poll_actions() {
                     match action {
                         Action::Send(messages) => self.wire.extend(messages),
                         Action::Role(_) | Action::Read(_) => {}
@@ -612,7 +612,7 @@ mod tests {
                 }
                 // The state machine applies at once and durably.
                 let durable = self.applied_index[i];
-                self.members[i].set_durable(durable);
+                self.members[i].handle_durable(durable);
             }
         }
 

@@ -296,7 +296,7 @@ impl Core {
                     }
                 }
             }
-            let expiry = self.leases.next_deadline();
+            let expiry = self.leases.poll_timeout();
             tokio::select! {
                 job = self.jobs.recv(), if !self.shutting_down || self.awaiting_commit() => match job {
                     Some(job) => {

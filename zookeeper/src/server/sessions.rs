@@ -39,7 +39,7 @@ impl Leases {
     }
 
     /// The earliest deadline.
-    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+    pub(crate) fn poll_timeout(&self) -> Option<Instant> {
         self.by_time.first().map(|(at, _)| *at)
     }
 
@@ -68,14 +68,14 @@ mod tests {
         let mut l = Leases::default();
         l.renew(1, t0, Duration::from_secs(1));
         l.renew(2, t0, Duration::from_secs(2));
-        assert_eq!(l.next_deadline(), Some(t0 + Duration::from_secs(1)));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(1)));
         l.renew(1, t0 + Duration::from_millis(900), Duration::from_secs(1));
         assert_eq!(
             l.expire(t0 + Duration::from_millis(1500)),
             Vec::<u64>::new()
         );
         assert_eq!(l.expire(t0 + Duration::from_secs(2)), vec![1, 2]);
-        assert!(!l.contains(1) && l.next_deadline().is_none());
+        assert!(!l.contains(1) && l.poll_timeout().is_none());
         l.renew(3, t0, Duration::from_secs(1));
         assert!(!l.has_lapsed(3, t0 + Duration::from_millis(999)));
         assert!(l.has_lapsed(3, t0 + Duration::from_secs(1)));

@@ -78,8 +78,11 @@ impl Sim {
     /// Feeds the statuses and polls; returns this poll's outputs.
     fn step(&mut self) -> Vec<Output> {
         let statuses: Vec<NodeStatus> = self.live.values().cloned().collect();
-        self.c.nodes(self.now, &statuses);
-        let out = self.c.poll(self.now, &mut self.rng);
+        self.c
+            .handle_nodes(UnixMs::from_millis(self.now), &statuses);
+        let out = self
+            .c
+            .poll_outputs(UnixMs::from_millis(self.now), &mut self.rng);
         self.outputs.extend(out.iter().cloned());
         out
     }
@@ -125,7 +128,10 @@ fn first_candidate_is_elected_and_takes_office() {
     assert_eq!((next.number, next.pehredar.as_str()), (1, "a"));
     assert_eq!(next.started_ms, s.now);
     assert_eq!(s.state().known, ["a"]);
-    assert_eq!(s.c.next_deadline(), Some(s.now + CFG.takeover_timeout_ms));
+    assert_eq!(
+        s.c.poll_timeout().map(UnixMs::as_millis),
+        Some(s.now + CFG.takeover_timeout_ms)
+    );
     s.now += 100;
     let term = s.take_office();
     assert_eq!(term.started_ms, s.now);
@@ -136,7 +142,10 @@ fn first_candidate_is_elected_and_takes_office() {
     assert_eq!(recs[0].term, term);
     assert_eq!(recs[0].candidates, ["a"]);
     assert!(!recs[0].temporary);
-    assert_eq!(s.c.next_deadline(), Some(term.ends_ms - CFG.handover_ms));
+    assert_eq!(
+        s.c.poll_timeout().map(UnixMs::as_millis),
+        Some(term.ends_ms - CFG.handover_ms)
+    );
     assert_eq!(s.step(), vec![], "nothing changed: nothing written");
 }
 
@@ -161,7 +170,10 @@ fn a_clock_step_back_keeps_what_is_left_of_the_term_and_the_election() {
         matches!(&out[..], [Output::WriteState(w)] if w.term.as_ref() == Some(&term)),
         "{out:?}"
     );
-    assert_eq!(s.c.next_deadline(), Some(term.ends_ms - CFG.handover_ms));
+    assert_eq!(
+        s.c.poll_timeout().map(UnixMs::as_millis),
+        Some(term.ends_ms - CFG.handover_ms)
+    );
     s.now = term.ends_ms - CFG.handover_ms;
     s.step();
     let next = s.next();
@@ -173,7 +185,7 @@ fn a_clock_step_back_keeps_what_is_left_of_the_term_and_the_election() {
     s.now -= HOUR;
     s.step();
     assert_eq!(
-        s.c.next_deadline(),
+        s.c.poll_timeout().map(UnixMs::as_millis),
         Some(next.started_ms - HOUR + CFG.takeover_timeout_ms)
     );
 }
@@ -201,13 +213,16 @@ fn times_from_a_clock_ahead_are_brought_back_within_one_term() {
     let mut rng = StdRng::seed_from_u64(1);
     let mut live = status("a", true);
     live.office = Some(4);
-    c.nodes(now, &[live]);
-    c.poll(now, &mut rng);
+    c.handle_nodes(UnixMs::from_millis(now), &[live]);
+    c.poll_outputs(UnixMs::from_millis(now), &mut rng);
     let term = c.state().term.clone().expect("in office");
     assert_eq!(term.ends_ms, now + CFG.term_ms);
     let next = c.state().next.clone().expect("still open");
     assert_eq!(next.started_ms, now);
-    assert_eq!(c.next_deadline(), Some(now + CFG.takeover_timeout_ms));
+    assert_eq!(
+        c.poll_timeout().map(UnixMs::as_millis),
+        Some(now + CFG.takeover_timeout_ms)
+    );
 }
 
 #[test]
@@ -320,19 +335,19 @@ fn a_pehredar_lost_request_for_the_current_term_opens_an_election() {
         reason: WakeReason::PehredarLost,
         term,
     };
-    s.c.request(s.now, lost(t1.number + 7));
+    s.c.handle_request(UnixMs::from_millis(s.now), lost(t1.number + 7));
     s.step();
     assert_eq!(
         s.state().wake_generation,
         generation,
         "a stale term is ignored"
     );
-    s.c.request(s.now, lost(t1.number));
+    s.c.handle_request(UnixMs::from_millis(s.now), lost(t1.number));
     s.step();
     assert_eq!(s.state().wake_generation, generation + 1);
     assert_eq!(s.state().wake_reason, Some(WakeReason::PehredarLost));
     assert_ne!(s.next().pehredar, t1.pehredar, "elected without it");
-    s.c.request(s.now, lost(t1.number));
+    s.c.handle_request(UnixMs::from_millis(s.now), lost(t1.number));
     s.step();
     assert_eq!(s.state().wake_generation, generation + 1, "once per term");
 }
@@ -354,12 +369,12 @@ fn traffic_mode_lasts_until_every_participant_is_idle_after_the_wake() {
         reason: WakeReason::Traffic,
         term: 1,
     };
-    s.c.request(s.now, traffic.clone());
+    s.c.handle_request(UnixMs::from_millis(s.now), traffic.clone());
     s.step();
     assert!(s.state().traffic_awake);
     assert_eq!(s.state().wake_generation, g + 1);
     assert_eq!(s.state().wake_reason, Some(WakeReason::Traffic));
-    s.c.request(s.now, traffic);
+    s.c.handle_request(UnixMs::from_millis(s.now), traffic);
     s.step();
     assert_eq!(
         s.state().wake_generation,
@@ -393,8 +408,8 @@ fn reelect_excludes_the_named_nodes() {
     s.step();
     let t1 = s.take_office();
     for _ in 0..10 {
-        s.c.request(
-            s.now,
+        s.c.handle_request(
+            UnixMs::from_millis(s.now),
             PehraRequest::Reelect {
                 exclude: vec![t1.pehredar.clone()],
             },
@@ -406,8 +421,8 @@ fn reelect_excludes_the_named_nodes() {
     let t2 = s.take_office();
     assert_ne!(t2.pehredar, t1.pehredar);
     // Excluding everybody keeps the Pehredar in office, without an open election.
-    s.c.request(
-        s.now,
+    s.c.handle_request(
+        UnixMs::from_millis(s.now),
         PehraRequest::Reelect {
             exclude: vec!["a".into(), "b".into()],
         },
@@ -427,15 +442,15 @@ fn an_admin_switch_applies_once_and_wakes_everyone() {
         enabled: false,
         issued_ms: 10,
     };
-    s.c.admin(s.now, off);
+    s.c.handle_admin(UnixMs::from_millis(s.now), off);
     s.step();
     assert!(!s.state().enabled);
     assert_eq!(s.state().wake_generation, g + 1);
     assert_eq!(s.state().wake_reason, Some(WakeReason::Admin));
-    s.c.admin(s.now, off);
+    s.c.handle_admin(UnixMs::from_millis(s.now), off);
     assert_eq!(s.step(), vec![], "the same switch again changes nothing");
-    s.c.admin(
-        s.now,
+    s.c.handle_admin(
+        UnixMs::from_millis(s.now),
         AdminSwitch {
             enabled: true,
             issued_ms: 11,
@@ -447,14 +462,17 @@ fn an_admin_switch_applies_once_and_wakes_everyone() {
     // After a restart, a switch already reflected in the state is not applied again.
     let mut c = Coordinator::new(CFG, s.state().clone());
     c.admin_applied(11);
-    c.admin(
-        s.now,
+    c.handle_admin(
+        UnixMs::from_millis(s.now),
         AdminSwitch {
             enabled: true,
             issued_ms: 11,
         },
     );
-    assert_eq!(c.poll(s.now, &mut s.rng), vec![]);
+    assert_eq!(
+        c.poll_outputs(UnixMs::from_millis(s.now), &mut s.rng),
+        vec![]
+    );
 }
 
 #[test]
@@ -475,7 +493,11 @@ fn all_down_makes_the_first_back_temporary_then_elects_when_all_are_back() {
         "kept while nobody lives"
     );
     assert!(s.state().next.is_none());
-    assert_eq!(s.c.next_deadline(), None, "waiting for a candidate");
+    assert_eq!(
+        s.c.poll_timeout().map(UnixMs::as_millis),
+        None,
+        "waiting for a candidate"
+    );
     s.now += 100_000;
     s.up("b", true);
     s.step();
@@ -553,8 +575,14 @@ fn a_restarted_coordinator_resumes_without_rewriting() {
     s.step();
     let t1 = s.take_office();
     let mut c = Coordinator::new(CFG, s.state().clone());
-    c.nodes(s.now, &s.live.values().cloned().collect::<Vec<_>>());
-    assert_eq!(c.poll(s.now, &mut s.rng), vec![]);
+    c.handle_nodes(
+        UnixMs::from_millis(s.now),
+        &s.live.values().cloned().collect::<Vec<_>>(),
+    );
+    assert_eq!(
+        c.poll_outputs(UnixMs::from_millis(s.now), &mut s.rng),
+        vec![]
+    );
     assert_eq!(c.state().term.as_ref(), Some(&t1));
     // A restart during an open election keeps its takeover deadline.
     s.now = t1.ends_ms - CFG.handover_ms;
@@ -562,7 +590,7 @@ fn a_restarted_coordinator_resumes_without_rewriting() {
     let next = s.next();
     let c = Coordinator::new(CFG, s.state().clone());
     assert_eq!(
-        c.next_deadline(),
+        c.poll_timeout().map(UnixMs::as_millis),
         Some(next.started_ms + CFG.takeover_timeout_ms)
     );
 }
@@ -571,7 +599,7 @@ fn a_restarted_coordinator_resumes_without_rewriting() {
 fn nothing_is_decided_before_the_statuses_are_known() {
     let mut c = Coordinator::new(CFG, PehraState::default());
     let mut rng = StdRng::seed_from_u64(0);
-    assert_eq!(c.poll(0, &mut rng), vec![]);
+    assert_eq!(c.poll_outputs(UnixMs::from_millis(0), &mut rng), vec![]);
 }
 
 /// One random event for the property test.
@@ -626,14 +654,14 @@ proptest! {
                     }
                 }
                 Event::Advance(ms) => s.now += ms,
-                Event::Traffic => s.c.request(s.now, PehraRequest::WakeAll {
+                Event::Traffic => s.c.handle_request(UnixMs::from_millis(s.now), PehraRequest::WakeAll {
                     from: "n0".into(), reason: WakeReason::Traffic, term: 0 }),
                 Event::Lost => {
                     let term = s.state().term.as_ref().map_or(0, |t| t.number);
-                    s.c.request(s.now, PehraRequest::WakeAll {
+                    s.c.handle_request(UnixMs::from_millis(s.now), PehraRequest::WakeAll {
                         from: "n0".into(), reason: WakeReason::PehredarLost, term });
                 }
-                Event::Reelect(i) => s.c.request(s.now, PehraRequest::Reelect {
+                Event::Reelect(i) => s.c.handle_request(UnixMs::from_millis(s.now), PehraRequest::Reelect {
                     exclude: vec![NAMES[i].into()] }),
                 Event::Idle(i) => {
                     let g = s.state().wake_generation;
@@ -661,12 +689,12 @@ proptest! {
             }
             prop_assert!(st.wake_generation >= last_generation);
             last_generation = st.wake_generation;
-            if let Some(d) = s.c.next_deadline() {
+            if let Some(d) = s.c.poll_timeout().map(UnixMs::as_millis) {
                 // A deadline in the past would make a driver spin; it must be served by
                 // this very poll, so the next one is in the future or the state waits.
-                let again = s.c.poll(s.now, &mut s.rng);
+                let again = s.c.poll_outputs(UnixMs::from_millis(s.now), &mut s.rng);
                 s.outputs.extend(again.iter().cloned());
-                prop_assert!(again.is_empty() || d > s.now || s.c.next_deadline().is_none_or(|d| d > s.now),
+                prop_assert!(again.is_empty() || d > s.now || s.c.poll_timeout().map(UnixMs::as_millis).is_none_or(|d| d > s.now),
                     "deadline {d} at {} keeps firing", s.now);
             }
         }
@@ -692,7 +720,10 @@ fn a_long_run_elects_everyone_without_gaps() {
             s.step();
             terms.push(s.state().term.clone().expect("in office"));
         } else {
-            s.now = s.c.next_deadline().expect("a re-election is due some time");
+            s.now =
+                s.c.poll_timeout()
+                    .map(UnixMs::as_millis)
+                    .expect("a re-election is due some time");
             s.step();
         }
     }
@@ -748,7 +779,10 @@ fn elections(s: &mut Sim, n: usize) -> BTreeMap<String, usize> {
             *count.entry(next.pehredar).or_default() += 1;
             taken += 1;
         } else {
-            s.now = s.c.next_deadline().expect("a re-election is due some time");
+            s.now =
+                s.c.poll_timeout()
+                    .map(UnixMs::as_millis)
+                    .expect("a re-election is due some time");
             s.step();
         }
     }
