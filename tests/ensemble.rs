@@ -864,3 +864,43 @@ async fn a_leader_whose_health_falls_hands_over_to_a_healthy_member() {
     })
     .await
 }
+
+/// A watch without a session, from a client that knows every member, goes on to another
+/// member when its member dies, and reports the change made meanwhile (it used to end
+/// with an error, or wait forever).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watch_without_a_session_moves_on_when_its_member_dies() {
+    bounded(async {
+        let mut ensemble = Ensemble::start("ensemble-sessionless-watch");
+        let writer = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        writer
+            .create("/watched", b"1", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = writer.server();
+        // The watcher starts on a follower, and knows the others.
+        let mut addrs = ensemble.addrs.clone();
+        addrs.sort_by_key(|a| *a == leader);
+        let follower = addrs[0];
+        let watcher = Client::without_session_any(&addrs, Config::default(), None)
+            .await
+            .unwrap();
+        watcher.sync().await.unwrap();
+        let mut watch = watcher.watch_data("/watched").await.unwrap();
+        match watch.next().await {
+            Some(Ok(WatchEvent::Data(d))) => assert_eq!(d.data, b"1"),
+            other => panic!("first event: {other:?}"),
+        }
+        ensemble.kill(follower);
+        writer.set_data("/watched", b"2", None).await.unwrap();
+        match watch.next().await {
+            Some(Ok(WatchEvent::Data(d))) => assert_eq!(d.data, b"2"),
+            other => panic!("after the member's death: {other:?}"),
+        }
+        assert_ne!(watcher.server(), follower);
+        writer.close().await.unwrap();
+    })
+    .await
+}

@@ -143,7 +143,9 @@ pub enum WatchEvent {
 /// reconnect. The state the new registration reports is an event if it differs from the
 /// last one reported (a change made while the watch was not registered is not missed);
 /// the same state again is not reported. A client without a session hears no
-/// heartbeats and so cannot tell: its watches are not registered again.
+/// heartbeats, so it cannot tell that the member restarted; but when the member it
+/// observes is gone (nothing listens) and the client knows other members, the watch
+/// registers again with the next one that takes it, as a read would go on to it.
 pub struct Watch {
     observation: Observation,
     server: SocketAddr,
@@ -172,7 +174,14 @@ struct Renew {
     /// The observation failed (the zookeeper is gone): register again once the session
     /// hears from a zookeeper.
     lost: Option<ZkError>,
+    /// The client has no session: no heartbeat tells that the member died, so the watch
+    /// asks the member itself every [`WATCH_PROBE_EVERY`] of quiet.
+    sessionless: bool,
 }
+
+/// How long a watch without a session waits without news before it asks its member
+/// whether it is still there (one read of the watched znode).
+const WATCH_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// One zookeeper process: the member's address and the incarnation it reported.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -223,6 +232,19 @@ impl Watch {
                     }
                     continue;
                 }
+                _ = tokio::time::sleep(WATCH_PROBE_EVERY), if self.renew.sessionless => {
+                    let Err(source) = self.probe().await else {
+                        continue;
+                    };
+                    if self.fail_over().await {
+                        continue;
+                    }
+                    self.done = true;
+                    return Some(Err(ZkError::Unreachable {
+                        addr: self.server,
+                        source,
+                    }));
+                }
             };
             let event = match item? {
                 Err(source) => {
@@ -233,6 +255,9 @@ impl Watch {
                     if self.renew.registered.is_some() && !self.renew.client_gone {
                         // A session that can tell when the zookeeper is back.
                         self.renew.lost = Some(error);
+                        continue;
+                    }
+                    if self.fail_over().await {
                         continue;
                     }
                     self.done = true;
@@ -280,6 +305,45 @@ impl Watch {
         let heard = *self.renew.heard.borrow_and_update();
         self.reregister(heard).await;
         Ok(())
+    }
+
+    /// Asks the observed member for the watched znode (a plain read): an error if
+    /// nothing listens there any more or it does not answer.
+    async fn probe(&self) -> Result<(), driver::Error> {
+        let Some(inner) = self.renew.client.upgrade() else {
+            return Ok(());
+        };
+        let Some((_, endpoint)) = inner.members.iter().find(|(a, _)| *a == self.server) else {
+            return Ok(());
+        };
+        endpoint
+            .handle()
+            .request(self.server, self.renew.request.clone())
+            .await
+            .map(drop)
+    }
+
+    /// A watch without a session whose member is gone: registers again with the next
+    /// member that takes it (each other member once); `false` if none did, or the
+    /// client knows no other member.
+    async fn fail_over(&mut self) -> bool {
+        let Some(inner) = self.renew.client.upgrade() else {
+            return false;
+        };
+        let others = inner.members.len().saturating_sub(1);
+        let mut failed = self.server;
+        for _ in 0..others {
+            if inner.server() == failed {
+                inner.next_member();
+            }
+            let trying = inner.server();
+            self.reregister(None).await;
+            if self.renew.lost.take().is_none() {
+                return true;
+            }
+            failed = trying;
+        }
+        false
     }
 
     /// Registers the watch again with the member the client now talks to; if that
@@ -701,6 +765,7 @@ impl Client {
                 resumed: false,
                 client_gone: false,
                 lost: None,
+                sessionless: self.inner.session.is_none(),
             },
         })
     }
