@@ -65,7 +65,8 @@ impl core::ops::Sub<Instant> for Instant {
 
 /// A wall-clock time: milliseconds since the Unix epoch (1970-01-01 UTC). The time of
 /// the machines whose deadlines are shared between hosts or stored (PEHRA's terms and
-/// alarms, a device's schedule); an [`Instant`] is the time of everything else.
+/// the brokers' alarms), and of a gateway's clock as a device learns it; an [`Instant`]
+/// is the time of everything else (a device's own schedule included).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct UnixMs(u64);
 
