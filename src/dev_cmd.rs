@@ -368,6 +368,10 @@ async fn demo(
     credentials: Arc<pehra_shared::security::credentials::Credentials>,
     logs: &Path,
 ) -> Result<()> {
+    // Listening from now on: a Ctrl-C while the demo sets up, or while the live line is
+    // being made, is kept until the loop below looks.
+    let shutdown = crate::shutdown_signal();
+    tokio::pin!(shutdown);
     let client = Arc::new(ClusterClient::connect_members(zk_addrs, Some(credentials)).await?);
     let replication_factor = args.brokers.min(3);
     let devices = match args.devices {
@@ -439,7 +443,7 @@ async fn demo(
     let outcome = loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = crate::shutdown_signal() => break Ok(()),
+            _ = &mut shutdown => break Ok(()),
         }
         if producer.is_finished() || consumer.is_finished() {
             break Err(anyhow::anyhow!(

@@ -127,13 +127,20 @@ fn error_chain(error: &anyhow::Error) -> String {
     text
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-pub(crate) async fn shutdown_signal() {
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("install a SIGTERM handler");
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
+/// Listens for Ctrl-C (SIGINT) and SIGTERM from this call on: the future resolves on the
+/// first that arrives after the call, also one that arrives before it is first polled.
+/// Make it once and poll it where the program waits: a listener made anew in each round
+/// of a loop misses a signal that comes between two rounds (`pehra dev` once ignored a
+/// Ctrl-C that way and never stopped).
+pub(crate) fn shutdown_signal() -> impl std::future::Future<Output = ()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut interrupt = signal(SignalKind::interrupt()).expect("install a SIGINT handler");
+    let mut term = signal(SignalKind::terminate()).expect("install a SIGTERM handler");
+    async move {
+        tokio::select! {
+            _ = interrupt.recv() => {}
+            _ = term.recv() => {}
+        }
     }
 }
 
@@ -142,6 +149,18 @@ mod tests {
     use super::error_chain;
     use anyhow::Context;
     use pehra_broker::BrokerError;
+
+    /// A signal that arrives after the listener is made but before it is awaited (the
+    /// program busy elsewhere) is not lost.
+    #[tokio::test]
+    async fn a_shutdown_signal_sent_before_the_wait_is_seen() {
+        let shutdown = super::shutdown_signal();
+        rustix::process::kill_process(rustix::process::getpid(), rustix::process::Signal::TERM)
+            .expect("signal this process");
+        tokio::time::timeout(std::time::Duration::from_secs(10), shutdown)
+            .await
+            .expect("the signal is seen");
+    }
 
     #[test]
     fn a_cause_already_in_the_message_is_said_once() {

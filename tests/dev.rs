@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{free_udp_port, free_udp_ports, pehra, TempDir};
+use common::{free_udp_port, free_udp_ports, pehra, wait_bounded, TempDir};
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
@@ -146,7 +146,10 @@ fn ctrl_c_in_a_terminal_stops_the_cluster_in_order() {
     )
     .unwrap();
     read_until(&mut all, &|_| false); // to EOF
-    let status = child.wait().unwrap();
+                                      // Bounded: a Ctrl-C that `pehra dev` missed once left this test waiting for ever.
+    let status = wait_bounded(child, Duration::from_secs(60))
+        .unwrap_or_else(|| panic!("pehra dev did not stop within 60 s of Ctrl-C:\n{all}"))
+        .status;
     let all = all.replace('\r', "\n");
     assert!(status.success(), "{status:?}\n{all}");
     assert!(all.contains("pehra dev: stopped"), "{all}");
