@@ -137,8 +137,7 @@ impl Gateway {
         let Some(node) = self.state.pehra.get() else {
             return error_response(ErrorKind::Busy, "PEHRA is not running in this broker yet");
         };
-        let mut reply =
-            node.answer_device_checkin(pehra_shared::time::UnixMs::from_millis(now_ms()), &checkin);
+        let mut reply = node.answer_device_checkin(pehra_shared::driver::clock::now(), &checkin);
         if reply.pehredar_addr.is_none() {
             if let (Some(name), Some(term)) = (&reply.pehredar, &reply.term) {
                 reply.pehredar_addr = self.pehredar_addr(name, term.number).await;

@@ -11,6 +11,7 @@
 use super::State;
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::driver::clock::now;
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::pehra::node::{Action, Node, NodeConfig};
 use pehra_shared::pehra::vitals::VitalsConfig;
@@ -574,9 +575,4 @@ fn run_hook(command: Option<&str>, what: &'static str) {
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     super::now_ms()
-}
-
-/// Now, as the PEHRA machine takes it.
-fn now() -> UnixMs {
-    UnixMs::from_millis(now_ms())
 }

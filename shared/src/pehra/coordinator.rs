@@ -174,8 +174,7 @@ impl Coordinator {
 
     /// Every live status under `/pehra/nodes` now (replacing what was known).
     pub fn handle_nodes(&mut self, now: UnixMs, statuses: &[NodeStatus]) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         let live: BTreeMap<String, NodeStatus> = statuses
             .iter()
             .map(|s| (s.node.clone(), s.clone()))
@@ -190,8 +189,7 @@ impl Coordinator {
 
     /// A request from `/pehra/requests`.
     pub fn handle_request(&mut self, now: UnixMs, request: PehraRequest) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         match request {
             PehraRequest::WakeAll { reason, term, .. } => match reason {
                 WakeReason::Traffic => {
@@ -217,8 +215,7 @@ impl Coordinator {
 
     /// The admin's switch from `/pehra/admin`; applied once per `issued_ms`.
     pub fn handle_admin(&mut self, now: UnixMs, switch: AdminSwitch) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         if self.admin_issued_ms == Some(switch.issued_ms) {
             return;
         }
@@ -231,8 +228,8 @@ impl Coordinator {
     /// (the operating system's CSPRNG in production). Returns the writes to make: the
     /// state if it changed, and a record per term taken.
     pub fn poll_outputs<R: Rng + ?Sized>(&mut self, now: UnixMs, rng: &mut R) -> Vec<Output> {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         if self.live.is_some() {
             self.decide(now_ms, rng);
         }
@@ -276,8 +273,9 @@ impl Coordinator {
     /// correction, a gateway that boots with a wrong clock) are brought back to the
     /// latest they could be under it: a term ends at most one term from now, an
     /// election did not start in the future.
-    fn observe_clock(&mut self, now_ms: u64) {
-        if let Some(back) = self.clock.observe(UnixMs::from_millis(now_ms)) {
+    fn observe_clock(&mut self, now: UnixMs) {
+        let now_ms = now.as_millis();
+        if let Some(back) = self.clock.observe(now) {
             for t in self.state.term.iter_mut().chain(self.state.next.iter_mut()) {
                 shift_back(t, back);
             }

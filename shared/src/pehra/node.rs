@@ -179,16 +179,14 @@ impl Node {
 
     /// The node's own health, as its driver sampled it now.
     pub fn handle_health(&mut self, now: UnixMs, health: NodeHealth) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         self.vitals.set_health(health);
     }
 
     /// A round-trip time the driver measured to a peer (the zookeeper, a replica), µs:
     /// a sample of network stability for the lease.
     pub fn handle_rtt_sample(&mut self, now: UnixMs, rtt_us: u32) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         self.vitals.rtt_sample_us(rtt_us);
     }
 
@@ -227,8 +225,8 @@ impl Node {
 
     /// Changes stayAwake at run time (maintenance holds a node awake with it).
     pub fn handle_stay_awake(&mut self, now: UnixMs, stay_awake: bool) {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         self.config.stay_awake = stay_awake;
         if stay_awake && self.is_dormant() {
             self.wake(now_ms, WakeReason::Maintenance);
@@ -237,16 +235,15 @@ impl Node {
 
     /// A new `/pehra/state` was seen.
     pub fn handle_state(&mut self, now: UnixMs, state: &PehraState) {
-        let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
+        self.observe_clock(now);
         self.state = Some(state.clone());
     }
 
     /// A client request reached this node (produce, fetch, publish, consumer offsets,
     /// records replicated to it).
     pub fn handle_traffic(&mut self, now: UnixMs) {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if let Some(state) = &self.state {
             if state.enabled
@@ -271,8 +268,8 @@ impl Node {
     /// has asked the coordinator for the wakeUpAll itself): wakes now and counts as
     /// traffic, without asking the coordinator again.
     pub fn handle_wake_call(&mut self, now: UnixMs) {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
         if self.is_dormant() {
             self.wake(now_ms, WakeReason::Traffic);
@@ -282,8 +279,8 @@ impl Node {
     /// The outcome of the check-in of an [`Action::CheckIn`]: the Pehredar's reply, or
     /// `None` if it did not answer.
     pub fn handle_checkin_result(&mut self, now: UnixMs, reply: Option<CheckInReply>) {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         let Phase::CheckingIn { sent_ms, .. } = self.phase else {
             return;
         };
@@ -329,8 +326,8 @@ impl Node {
     /// Pehredar's adaptive lease, which the reply carries. The RTT the node reports is
     /// a sample of network stability.
     pub fn handle_checkin(&mut self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         if let Some(h) = &checkin.health {
             if h.rtt_ms > 0 {
                 self.vitals.rtt_sample_us(h.rtt_ms.saturating_mul(1000));
@@ -397,8 +394,8 @@ impl Node {
 
     /// Applies the rules at `now_ms` and returns what to do, in order.
     pub fn poll_actions(&mut self, now: UnixMs) -> Vec<Action> {
+        self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.observe_clock(now_ms);
         self.update_office(now_ms);
         if self.is_dormant() {
             if let Some(reason) = self.wake_cause() {
@@ -475,8 +472,8 @@ impl Node {
     /// derived from the old clock moves back with it, so its alarm and its idle wait keep
     /// what was left of them (without this, a one-hour NTP correction kept a dormant
     /// broker asleep an hour past its check-in).
-    fn observe_clock(&mut self, now_ms: u64) {
-        let Some(back) = self.clock.observe(UnixMs::from_millis(now_ms)) else {
+    fn observe_clock(&mut self, now: UnixMs) {
+        let Some(back) = self.clock.observe(now) else {
             return;
         };
         let shift = |t: &mut u64| *t = t.saturating_sub(back);
