@@ -289,9 +289,30 @@ fn read_ceiling(path: &Path) -> io::Result<u64> {
                 path.display()
             ))
         }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(0),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => fresh_floor(),
         Err(e) => Err(e),
     }
+}
+
+/// The lowest a fresh floor is: what a server that started at 0 could have used stays
+/// below it.
+const FRESH_FLOOR_MIN: u64 = 1 << 32;
+/// A fresh floor is below this, which leaves at least 2^39 numbers before OSCORE's
+/// limit of 2^40 − 1.
+const FRESH_FLOOR_MAX: u64 = 1 << 39;
+
+/// Where a server's own sequence numbers start when its data directory holds no
+/// ceiling: a random point in [2^32, 2^39), not 0. A first start cannot be told from a
+/// start on an emptied directory (a replaced disk, a zookeeper member whose data was
+/// lost), whose clients may still hold the contexts it used before: starting at 0 again
+/// would use nonces a second time. Two such starts overlap only if one used more
+/// numbers than the random distance between them (about one in 2^18 for a server
+/// that sent a million messages of its own). The price: its own Partial IVs
+/// (notifications, Echo answers) take 5 bytes instead of 1 to 4.
+fn fresh_floor() -> io::Result<u64> {
+    let seed = super::socket::seed32()?;
+    let random = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+    Ok(FRESH_FLOOR_MIN + random % (FRESH_FLOOR_MAX - FRESH_FLOOR_MIN))
 }
 
 /// Writes the ceiling durably: a temporary file, fsync, rename, fsync of the directory.
@@ -305,4 +326,32 @@ fn store_ceiling(path: &Path, ceiling: u64) -> io::Result<()> {
         std::fs::File::open(dir)?.sync_all()?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_server_without_a_stored_ceiling_starts_at_a_random_high_floor() {
+        let dir = std::env::temp_dir().join(std::format!("pehra-ceiling-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join(CEILING_FILE);
+        let _ = std::fs::remove_file(&path);
+        let floors: Vec<u64> = (0..4).map(|_| read_ceiling(&path).unwrap()).collect();
+        for floor in &floors {
+            assert!(
+                (FRESH_FLOOR_MIN..FRESH_FLOOR_MAX).contains(floor),
+                "{floor}: numbers a start at 0 used, or too near the limit"
+            );
+        }
+        assert!(
+            floors.windows(2).any(|w| w[0] != w[1]),
+            "random: {floors:?}"
+        );
+        // A stored ceiling is the floor.
+        store_ceiling(&path, 4096).unwrap();
+        assert_eq!(read_ceiling(&path).unwrap(), 4096);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 }

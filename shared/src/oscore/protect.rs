@@ -37,6 +37,8 @@ pub struct RequestBinding {
     pub(crate) request_nonce_used: bool,
     /// Client: the largest Partial IV of a verified notification (§7.4.1).
     pub(crate) notification_number: Option<u64>,
+    /// Client: notifications verified so far (the Observe value the next one is given).
+    pub(crate) notifications: u32,
     /// Client: a final (non-notification) response was accepted.
     pub(crate) done: bool,
 }
@@ -129,9 +131,10 @@ pub struct ProtectedResponse {
 #[derive(Debug, Clone, PartialEq)]
 #[must_use]
 pub struct VerifiedResponse {
-    /// The original response. For a notification with a Partial IV, its Observe value is
-    /// the Partial IV's three low bytes (§4.1.3.5.2), so that newer notifications have
-    /// larger Observe values as RFC 7641 expects.
+    /// The original response. For a notification, its Observe value is the number of
+    /// notifications verified before it in this observation (0 for the first), so that
+    /// RFC 7641's ordering by Observe value agrees with OSCORE's by Partial IV (§7.4.1),
+    /// which has already refused any notification not newer than every one before.
     pub packet: Packet,
     /// The response's own Partial IV, if it had one.
     pub partial_iv: Option<u64>,
@@ -188,6 +191,7 @@ impl SecurityContext {
             observe: split.observe == Some(0),
             request_nonce_used: false,
             notification_number: None,
+            notifications: 0,
             done: false,
         };
         Ok(ProtectedRequest {
@@ -240,6 +244,7 @@ impl SecurityContext {
             observe,
             request_nonce_used: false,
             notification_number: None,
+            notifications: 0,
             done: false,
         };
         Ok(VerifiedRequest {
@@ -349,10 +354,16 @@ impl SecurityContext {
             }
             if let Some(s) = sequence {
                 binding.notification_number = Some(s);
-                let low = (s as u32) & 0x00FF_FFFF;
-                inner.clear_option(CoapOption::from(num::OBSERVE));
-                inner.add_option(CoapOption::from(num::OBSERVE), num::encode_uint(low));
             }
+            // The order was checked just above, by Partial IV; RFC 7641's by Observe
+            // value must agree: the first notification without a Partial IV carries the
+            // server's Observe counter and the ones after it Partial IVs, which start
+            // anywhere (a server's own numbers start at a random point, see
+            // `driver::security`), so a value derived from either could look older.
+            let value = binding.notifications & 0x00FF_FFFF;
+            binding.notifications = binding.notifications.wrapping_add(1);
+            inner.clear_option(CoapOption::from(num::OBSERVE));
+            inner.add_option(CoapOption::from(num::OBSERVE), num::encode_uint(value));
         } else {
             binding.done = true;
         }

@@ -250,6 +250,45 @@ fn an_answer_in_the_clear_to_a_protected_request_is_refused() {
     );
 }
 
+/// A server's own sequence numbers may start anywhere (a random floor when it has no
+/// stored ceiling). Where the Partial IV's low bits look older than the registration
+/// response's Observe value by RFC 7641's arithmetic, notifications were once dropped
+/// as stale: an observer saw the first answer and nothing after.
+#[test]
+fn notifications_arrive_wherever_the_servers_own_numbers_start() {
+    for floor in [0, (1 << 35) + 0x00F0_0000, (1 << 32) + 0x00FF_FFFE] {
+        let mut pair = Pair::new(11);
+        pair.server.set_server_security(server_security(floor));
+        let id = pair.request(Request::new(Method::Get, "/t").with_observe());
+        for n in 0..3u8 {
+            let now = pair.now;
+            pair.server
+                .notify(now, "t", Response::content(vec![b'n', b'0' + n]));
+            pair.run();
+        }
+        let notifications: Vec<Vec<u8>> = pair
+            .client_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notification { id: i, response } if *i == id => {
+                    Some(response.payload().to_vec())
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            notifications,
+            [
+                b"t".to_vec(),
+                b"n0".to_vec(),
+                b"n1".to_vec(),
+                b"n2".to_vec()
+            ],
+            "floor {floor:#x}"
+        );
+    }
+}
+
 #[test]
 fn observations_and_block_wise_answers_are_protected_end_to_end() {
     let mut pair = Pair::new(7);
