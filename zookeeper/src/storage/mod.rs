@@ -816,6 +816,45 @@ impl Storage {
         self.take_into_use(zxid)
     }
 
+    /// Starts over from a state taken elsewhere: another ensemble member's tree at `zxid`,
+    /// shipped by Raft to a member that lost its data or fell behind the Raft log's cut.
+    /// Writes it as a snapshot (atomically, as [`Storage::snapshot`]), deletes every log
+    /// segment and older snapshot (all they hold is before `zxid`), and continues the log
+    /// at `zxid + 1`. Durable when it returns. `zxid` must be past the last appended
+    /// record ([`StorageError::BadSnapshotZxid`] otherwise: this storage has it already).
+    pub fn restart_from_snapshot(&mut self, zxid: u64, state: &[u8]) -> Result<(), StorageError> {
+        self.sync()?;
+        if zxid <= self.last_appended {
+            return Err(StorageError::BadSnapshotZxid {
+                dir: self.dir.clone(),
+                zxid,
+                reason: format!(
+                    "the log already reaches zxid {}: nothing to start over from",
+                    self.last_appended
+                ),
+            });
+        }
+        snapshot::write(&self.dir, zxid, state)?;
+        // From here a crash leaves the new snapshot with older files beside it, which
+        // recovery reads past (their records are all before the snapshot).
+        let listing = list(&self.dir)?;
+        for (old, path) in &listing.snapshots {
+            if *old != zxid {
+                remove(path)?;
+            }
+        }
+        for (_, path) in &listing.segments {
+            remove(path)?;
+        }
+        fsync_dir(&self.dir)?;
+        self.snapshot_zxid = Some(zxid);
+        self.current = None;
+        self.last_appended = zxid;
+        self.last_durable = zxid;
+        self.bytes_since_snapshot = 0;
+        Ok(())
+    }
+
     /// A writer for snapshot files that works on any thread, so a large state can be
     /// encoded and written without holding up appends; [`Storage::install_snapshot`] then
     /// takes the file into use.

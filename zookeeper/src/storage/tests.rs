@@ -950,3 +950,44 @@ fn reserved_room_shrinks_with_appends_and_a_reserved_segment_reopens_without_pad
     assert_eq!(recovery.records, expected(1..=3));
     append_sync(&mut s, 4..=4);
 }
+
+#[test]
+fn a_restart_from_a_snapshot_taken_elsewhere_continues_the_log_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut storage, _) = open(dir);
+    append_sync(&mut storage, 1..=5);
+    storage.snapshot(3, b"s3").unwrap();
+    // Not past what the log has: refused, nothing changed.
+    let e = storage.restart_from_snapshot(5, b"s5").unwrap_err();
+    assert!(e.to_string().contains("already reaches zxid 5"), "{e}");
+    assert_eq!(storage.last_zxid(), 5);
+    storage.restart_from_snapshot(40, b"s40").unwrap();
+    assert_eq!(storage.last_zxid(), 40);
+    assert_eq!(names(dir), vec![snapshot::file_name(40)]);
+    append_sync(&mut storage, 41..=42);
+    drop(storage);
+    let (storage, recovery) = open(dir);
+    assert_eq!(recovery.snapshot, Some((40, b"s40".to_vec())));
+    assert_eq!(recovery.records, expected(41..=42));
+    assert_eq!(storage.last_zxid(), 42);
+}
+
+#[test]
+fn a_crash_in_a_restart_from_a_snapshot_recovers_the_snapshot() {
+    // The snapshot written, the old files not yet deleted.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let (mut storage, _) = open(dir);
+    append_sync(&mut storage, 1..=5);
+    drop(storage);
+    snapshot::write(dir, 40, b"s40").unwrap();
+    let (mut storage, recovery) = open(dir);
+    assert_eq!(recovery.snapshot, Some((40, b"s40".to_vec())));
+    assert!(recovery.records.is_empty());
+    assert_eq!(storage.last_zxid(), 40);
+    append_sync(&mut storage, 41..=41);
+    drop(storage);
+    let (_, recovery) = open(dir);
+    assert_eq!(recovery.records, expected(41..=41));
+}
