@@ -325,6 +325,21 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
             .await
             .unwrap();
         assert_eq!(response.code(), pehra_shared::coap::Code::FORBIDDEN);
+        // Nor may it pull a snapshot of the whole tree (past every znode ACL).
+        let asked = pehra_zookeeper::ensemble::snapshot::ChunkRequest {
+            index: 1,
+            offset: 0,
+        };
+        let response = endpoint
+            .handle()
+            .request(
+                ensemble.addrs[0],
+                pehra_shared::coap::Request::post("raft/snapshot")
+                    .with_payload(pehra_shared::wire::encode(&asked).unwrap()),
+            )
+            .await
+            .unwrap();
+        assert_eq!(response.code(), pehra_shared::coap::Code::FORBIDDEN);
         // Moving the leadership is the admin's: a broker or a client is refused.
         for who in ["broker-1", "client"] {
             let other =
@@ -733,6 +748,59 @@ async fn the_raft_log_is_cut_and_members_restart_from_the_cut() {
         for addr in &ensemble.addrs {
             await_children(*addr, &acknowledged).await;
         }
+    })
+    .await
+}
+
+/// A member whose data directory was emptied (a replaced disk, a new machine under the
+/// old id) while the others had cut their Raft logs: it cannot catch up entry by entry,
+/// so the leader offers a snapshot of its tree, which the member pulls, installs durably
+/// and follows on from; a restart of that member starts from the installed tree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_member_whose_data_directory_was_emptied_catches_up_from_a_snapshot() {
+    bounded(async {
+        let mut ensemble = Ensemble::start_with(
+            TempDir::new("ensemble-snapshot"),
+            vec!["--raft-compact-entries".into(), "20".into()],
+        );
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..60 {
+            let name = format!("a{i}");
+            acknowledged.insert(name.clone());
+            client
+                .create(&format!("/{name}"), name.as_bytes(), CreateMode::Persistent)
+                .await
+                .unwrap();
+        }
+        for addr in &ensemble.addrs {
+            until_status(*addr, "the log cut past 40", |s| s.first_index > 40).await;
+        }
+        let leader = client.server();
+        let lost = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        let n = ensemble.addrs.iter().position(|a| *a == lost).unwrap() + 1;
+        ensemble.kill(lost);
+        std::fs::remove_dir_all(ensemble.dir.path().join(format!("member{n}"))).unwrap();
+        ensemble.restart(lost);
+        await_children(lost, &acknowledged).await;
+        // Later writes follow the snapshot.
+        acknowledged.insert("after".into());
+        client
+            .create("/after", b"z", CreateMode::Persistent)
+            .await
+            .unwrap();
+        await_children(lost, &acknowledged).await;
+        // Its own disk now holds it all: a restart keeps every znode and its data.
+        ensemble.kill(lost);
+        ensemble.restart(lost);
+        await_children(lost, &acknowledged).await;
+        let reader = Client::without_session(lost, Config::default())
+            .await
+            .unwrap();
+        let (data, _) = reader.get_data("/a7").await.unwrap();
+        assert_eq!(data, b"a7");
     })
     .await
 }

@@ -15,10 +15,38 @@ pub fn children_uri(path: &str) -> String {
     znode_uri(path) + "?children"
 }
 
+/// The znode a resource key names, and whether it is its children (`z/a/b?children`
+/// → `("/a/b", true)`); `None` for a key that is not a znode's.
+pub fn znode_of(key: &str) -> Option<(String, bool)> {
+    let (uri, children) = match key.strip_suffix("?children") {
+        Some(uri) => (uri, true),
+        None => (key, false),
+    };
+    let path = match uri.strip_prefix('z')? {
+        "" => "/".to_string(),
+        rest if rest.starts_with('/') => rest.to_string(),
+        _ => return None,
+    };
+    Some((path, children))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use pehra_shared::coap::Request;
+
+    #[test]
+    fn a_resource_key_names_its_znode_back() {
+        for path in ["/", "/a", "/a/b"] {
+            assert_eq!(znode_of(&znode_uri(path)), Some((path.to_string(), false)));
+            assert_eq!(
+                znode_of(&children_uri(path)),
+                Some((path.to_string(), true))
+            );
+        }
+        assert_eq!(znode_of("zz/a"), None);
+        assert_eq!(znode_of("session/1"), None);
+    }
 
     #[test]
     fn uris_are_the_resource_keys_the_engine_uses() {

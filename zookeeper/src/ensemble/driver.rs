@@ -1,17 +1,20 @@
 //! The thin async driver of a member's Raft: ticks it, feeds it the messages `POST /raft`
 //! receives and the core's proposals, and carries out its actions (send over CoAP,
-//! persist to the Raft log, hand committed entries and role changes to the core).
+//! persist to the Raft log, hand committed entries and role changes to the core), and
+//! moves snapshots (see [`super::snapshot`]): the leader's core encodes its tree when
+//! Raft wants one, the follower pulls it piece by piece before stepping the message.
 
 use super::log::RaftLog;
 use super::member::{Action, Member, Role};
 use super::messages::{Event, ToDriver};
+use super::snapshot::{self, Offered};
 use super::{EnsembleConfig, RAFT_PATH};
 use crate::server::Job;
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::coap::Request;
 use pehra_shared::driver::Endpoint;
 use protobuf::Message as _;
-use raft::eraftpb::Message;
+use raft::eraftpb::{Message, MessageType};
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -64,7 +67,13 @@ pub(crate) struct Driver {
     pub transfers: UnboundedReceiver<TransferAsk>,
     /// Requests out per member.
     pub out: BTreeMap<u64, Arc<AtomicUsize>>,
+    /// The snapshot this member offers (shared with the `POST /raft/snapshot` route).
+    pub offered: Offered,
 }
+
+/// A snapshot pulled from the leader: the `MsgSnapshot` with the tree in its data, or
+/// why it could not be pulled (with the snapshot's index).
+type Pulled = Result<Message, (u64, snapshot::SnapshotError)>;
 
 impl Driver {
     /// Runs until the core is gone or the Raft log fails.
@@ -76,14 +85,36 @@ impl Driver {
         self.out = out;
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let (pulled_tx, mut pulled) = tokio::sync::mpsc::unbounded_channel::<Pulled>();
+        // The snapshot being pulled (its index), if any: one at a time.
+        let mut pulling: Option<u64> = None;
         loop {
             tokio::select! {
-                _ = tick.tick() => self.member.handle_tick(),
+                _ = tick.tick() => {
+                    self.member.handle_tick();
+                    if self.offered.forget_if_idle(tokio::time::Instant::now()) {
+                        self.member.withdraw_snapshot();
+                        tracing::info!("ensemble: the snapshot offered was not asked for in a while: forgotten");
+                    }
+                }
                 bytes = self.inbox.recv() => match bytes.map(|b| Message::parse_from_bytes(&b)) {
-                    Some(Ok(message)) => self.member.handle_message(message),
+                    Some(Ok(message)) => {
+                        if let Some(message) = self.pull_if_snapshot(message, &mut pulling, &pulled_tx) {
+                            self.member.handle_message(message);
+                        }
+                    }
                     Some(Err(e)) => tracing::warn!(error = %e, "undecodable raft message"),
                     None => return,
                 },
+                Some(done) = pulled.recv() => {
+                    pulling = None;
+                    match done {
+                        Ok(message) => self.member.handle_message(message),
+                        Err((index, e)) => {
+                            tracing::warn!(index, error = %e, "ensemble: pulling a snapshot failed (the leader sends another)");
+                        }
+                    }
+                }
                 Some(reply) = self.status.recv() => {
                     let mut status = self.member.status();
                     status.health_index = Some(self.config.health.index());
@@ -112,6 +143,15 @@ impl Driver {
                         }
                     }
                     Some(ToDriver::Durable(index)) => self.member.handle_durable(index),
+                    Some(ToDriver::Snapshot { index, tree }) => {
+                        let reference = self.offered.set(index, tree, tokio::time::Instant::now());
+                        let data = pehra_shared::wire::encode(&reference).expect("references encode");
+                        if self.member.offer_snapshot(index, data) {
+                            tracing::info!(index, bytes = reference.len, "ensemble: snapshot offered");
+                        } else {
+                            tracing::warn!(index, "ensemble: the tree's index is no longer in the log; a new snapshot will be made");
+                        }
+                    }
                     Some(ToDriver::ReadIndex(id)) => {
                         if self.member.read_index(id.to_be_bytes().to_vec()).is_err()
                             && self.core.send(Job::Ensemble(Event::ReadReady(id, false))).is_err()
@@ -122,14 +162,58 @@ impl Driver {
                     None => return,
                 },
             }
-            if !self.carry_out() {
+            if !self.carry_out().await {
                 return;
             }
         }
     }
 
+    /// A `MsgSnapshot` that this member needs (it is past what this member has
+    /// committed) carries only a reference: starts pulling the tree from the sender and
+    /// returns `None` (the message is stepped once the tree is in, through `pulled`).
+    /// Every other message is returned to be stepped now.
+    fn pull_if_snapshot(
+        &self,
+        message: Message,
+        pulling: &mut Option<u64>,
+        pulled: &tokio::sync::mpsc::UnboundedSender<Pulled>,
+    ) -> Option<Message> {
+        if message.get_msg_type() != MessageType::MsgSnapshot {
+            return Some(message);
+        }
+        let index = message.get_snapshot().get_metadata().index;
+        if index <= self.member.committed() {
+            // Raft answers it with where this log is; nothing to pull.
+            return Some(message);
+        }
+        if pulling.is_some() {
+            return None; // the leader sends it again if this pull fails
+        }
+        let &leader = self.config.members.get(&message.from)?;
+        *pulling = Some(index);
+        tracing::info!(
+            index,
+            from = message.from,
+            "ensemble: pulling a snapshot from the leader"
+        );
+        let (handle, pulled) = (self.endpoint.handle(), pulled.clone());
+        tokio::spawn(async move {
+            let mut message = message;
+            let result = match snapshot::fetch(&handle, leader, &message.get_snapshot().data).await
+            {
+                Ok(tree) => {
+                    message.mut_snapshot().set_data(tree.into());
+                    Ok(message)
+                }
+                Err(e) => Err((index, e)),
+            };
+            let _ = pulled.send(result);
+        });
+        None
+    }
+
     /// Carries out the machine's actions; `false` if the member must stop.
-    fn carry_out(&mut self) -> bool {
+    async fn carry_out(&mut self) -> bool {
         for action in self.member.poll_actions() {
             match action {
                 Action::Send(messages) => {
@@ -173,6 +257,43 @@ impl Driver {
                     let event = Event::ReadReady(u64::from_be_bytes(id), true);
                     if self.core.send(Job::Ensemble(event)).is_err() {
                         return false;
+                    }
+                }
+                Action::SnapshotWanted => {
+                    if self
+                        .core
+                        .send(Job::Ensemble(Event::SnapshotWanted))
+                        .is_err()
+                    {
+                        return false;
+                    }
+                }
+                Action::InstallSnapshot { index, term, data } => {
+                    tracing::info!(
+                        index,
+                        term,
+                        bytes = data.len(),
+                        "ensemble: installing a snapshot from the leader"
+                    );
+                    let (done, installed) = tokio::sync::oneshot::channel();
+                    let event = Event::InstallSnapshot {
+                        index,
+                        tree: data,
+                        done,
+                    };
+                    if self.core.send(Job::Ensemble(event)).is_err() {
+                        return false;
+                    }
+                    // The log restarts from the snapshot (the next action) only once
+                    // the tree is durable: else a crash between the two would leave a
+                    // log that starts after a tree that does not have what came before.
+                    match installed.await {
+                        Ok(Ok(())) => {}
+                        Ok(Err(e)) => {
+                            tracing::error!(index, error = %e, "ensemble: the snapshot could not be installed: this member stops replicating");
+                            return false;
+                        }
+                        Err(_) => return false,
                     }
                 }
                 Action::Role(role) => {

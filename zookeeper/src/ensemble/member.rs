@@ -15,14 +15,27 @@
 //! core has made everything up to `x` durable in its write-ahead log
 //! ([`Member::set_durable`]). A member that is down holds compaction back until it
 //! returns (its log grows meanwhile, as it would without compaction).
+//!
+//! **Snapshots.** A member whose log ends before the leader's first entry (it lost its
+//! disk, or is new) is sent a snapshot of the state machine. When Raft first needs one
+//! the machine asks for it ([`Action::SnapshotWanted`]); the driver has the core's tree
+//! encoded at a committed index and offers it ([`Member::offer_snapshot`]); Raft sends
+//! it at its next attempt. A member receiving one installs it
+//! ([`Action::InstallSnapshot`], carried out durably before its log is restarted from
+//! the snapshot's index with an [`Action::Compact`]).
 
 use super::log::Restored;
 use super::store::LogStore;
-use raft::eraftpb::{Entry, EntryType, HardState, Message};
-use raft::{Config, RawNode, StateRole, Storage as _};
+use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
+use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage as _};
 
 /// The context of a compaction entry (its data: the index to cut at, 8 bytes big-endian).
 pub const COMPACT_CONTEXT: &[u8] = b"pehra/compact";
+
+/// The context of a member's append responses while it runs on a log that was empty when
+/// it started, followed by a number of its own (8 bytes big-endian): see
+/// [`Member::with_incarnation`].
+pub const EMPTY_START: &[u8] = b"pehra/empty-start/";
 
 /// By default the log is cut once it holds this many entries every member has.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
@@ -55,6 +68,20 @@ pub enum Action {
         entries: Vec<Entry>,
         /// The hard state now.
         hard_state: HardState,
+    },
+    /// Raft must send a snapshot to a member and none is offered: encode the state
+    /// machine at a committed index and [`Member::offer_snapshot`] it.
+    SnapshotWanted,
+    /// A snapshot from the leader: make it the state machine, durably, before the
+    /// actions after this one (they restart the log from it).
+    InstallSnapshot {
+        /// The Raft index it is at.
+        index: u64,
+        /// The term of that index.
+        term: u64,
+        /// What the leader's `MsgSnapshot` carried (once the driver filled it in: the
+        /// state machine's bytes).
+        data: Vec<u8>,
     },
 }
 
@@ -122,6 +149,21 @@ pub struct Member {
     cut_target: u64,
     /// Everything up to this index is durable in the core's own storage.
     durable: u64,
+    /// Ticks left during which this member ignores vote requests, because it started on
+    /// an empty log in an ensemble of several: it may be a member that lost its disk and
+    /// with it the vote it cast, and voting again in that term could elect two leaders.
+    /// Any election running when it lost its disk has moved to a later term once every
+    /// candidate's election timeout (at most 2 × `election_tick`) has passed. (A new
+    /// ensemble, all of whose members start empty, elects its first leader that much
+    /// later.)
+    abstain_ticks: u32,
+    /// Started on an empty log in an ensemble of several: this process's number, told
+    /// in its append responses (0: not told).
+    empty_start: u64,
+    /// The numbers members told ([`EMPTY_START`]), so a leader acts on each once.
+    incarnations: std::collections::BTreeMap<u64, u64>,
+    /// Messages of this machine's own (not raft-rs'), sent with the next actions.
+    outbox: Vec<Message>,
 }
 
 impl Member {
@@ -148,6 +190,13 @@ impl Member {
             ..Config::default()
         };
         config.validate()?;
+        let started_empty =
+            restored.base.is_none() && restored.entries.is_empty() && restored.hard_state.term == 0;
+        let abstain_ticks = if started_empty && voters.len() > 1 {
+            2 * config.election_tick as u32
+        } else {
+            0
+        };
         let logger = slog::Logger::root(slog::Discard, slog::o!());
         let mut node = RawNode::new(&config, storage, &logger)?;
         if voters == [id] {
@@ -164,7 +213,21 @@ impl Member {
             proposed_cut: 0,
             cut_target: 0,
             durable: 0,
+            abstain_ticks,
+            empty_start: 0,
+            incarnations: Default::default(),
+            outbox: Vec::new(),
         })
+    }
+
+    /// A random number for this process: if it started on an empty log in an ensemble of
+    /// several, its append responses tell it (with [`EMPTY_START`]), so that a leader
+    /// that counted entries as this member's learns they are gone.
+    pub fn with_incarnation(mut self, number: u64) -> Member {
+        if self.abstain_ticks > 0 {
+            self.empty_start = number;
+        }
+        self
     }
 
     /// Cut the log once it holds `every` entries every member has (0: never).
@@ -177,6 +240,23 @@ impl Member {
     /// (its tree's write-ahead log): the log may be cut up to there.
     pub fn handle_durable(&mut self, index: u64) {
         self.durable = self.durable.max(index);
+    }
+
+    /// Offers a snapshot of the state machine at `index` (every committed entry up to it
+    /// applied, none after), whose `MsgSnapshot` carries `data`; Raft sends it when it
+    /// next tries. `false` if `index` is not in the log (the log was cut past it).
+    pub fn offer_snapshot(&mut self, index: u64, data: Vec<u8>) -> bool {
+        self.node.mut_store().offer(index, data)
+    }
+
+    /// Withdraws the snapshot offered (a later want asks for a new one).
+    pub fn withdraw_snapshot(&mut self) {
+        self.node.mut_store().withdraw();
+    }
+
+    /// The highest index known committed.
+    pub fn committed(&self) -> u64 {
+        self.node.raft.raft_log.committed
     }
 
     /// The first index the log holds (1 until it is cut).
@@ -245,14 +325,87 @@ impl Member {
 
     /// One tick of the logical clock (the driver calls it every tick interval).
     pub fn handle_tick(&mut self) {
+        self.abstain_ticks = self.abstain_ticks.saturating_sub(1);
         self.node.tick();
         self.maybe_propose_cut();
     }
 
     /// A peer's message.
-    pub fn handle_message(&mut self, message: Message) {
+    pub fn handle_message(&mut self, mut message: Message) {
+        match message.get_msg_type() {
+            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+                if self.abstain_ticks > 0 =>
+            {
+                // Started with an empty log: see `abstain_ticks`.
+                tracing::debug!(
+                    from = message.from,
+                    "vote request ignored: this member's log was empty at start"
+                );
+                return;
+            }
+            MessageType::MsgHeartbeat => {
+                // The leader commits up to what it believes this member has; a member
+                // that lost its disk has less, and raft-rs would end the process
+                // committing past its log. Commit nothing from such a heartbeat: the
+                // leader learns from the answers to its appends what this log holds.
+                let last = self.node.raft.raft_log.last_index();
+                if message.commit > last {
+                    if self.empty_start != 0 {
+                        // And say so, as the answer to an append would (tagged, see
+                        // `note_incarnation`): an idle leader sends no appends.
+                        let mut lacking = Message::default();
+                        lacking.set_msg_type(MessageType::MsgAppendResponse);
+                        lacking.to = message.from;
+                        lacking.from = self.node.raft.id;
+                        lacking.term = message.term;
+                        lacking.reject = true;
+                        lacking.index = message.commit;
+                        lacking.reject_hint = last;
+                        self.outbox.push(lacking);
+                    }
+                    message.commit = self.node.raft.raft_log.committed.min(last);
+                }
+            }
+            MessageType::MsgAppendResponse => self.note_incarnation(&message),
+            _ => {}
+        }
         if let Err(e) = self.node.step(message) {
             tracing::debug!(error = %e, "raft message ignored");
+        }
+    }
+
+    /// As the leader: the first answer of a member process that started on an empty
+    /// log (its append responses carry [`EMPTY_START`] and a number of its own) means
+    /// whatever that member acknowledged before is gone (its data directory was emptied,
+    /// or it is a new machine under an old id). raft-rs assumes a member never loses what
+    /// it acknowledged, and would probe past its log for ever: probe it from the start
+    /// again, which sends it a snapshot if the log no longer goes back that far.
+    fn note_incarnation(&mut self, response: &Message) {
+        let Some(incarnation) = response
+            .context
+            .strip_prefix(EMPTY_START)
+            .and_then(|n| <[u8; 8]>::try_from(n).ok())
+            .map(u64::from_be_bytes)
+        else {
+            return;
+        };
+        if self.incarnations.insert(response.from, incarnation) == Some(incarnation)
+            || self.node.raft.state != StateRole::Leader
+        {
+            return;
+        }
+        let Some(progress) = self.node.raft.mut_prs().get_mut(response.from) else {
+            return;
+        };
+        if progress.matched > 0 {
+            tracing::warn!(
+                member = response.from,
+                had = progress.matched,
+                "ensemble: member {} started on an empty log: it lost what it had (a data directory emptied?); sending it everything again",
+                response.from
+            );
+            progress.matched = 0;
+            progress.become_probe();
         }
     }
 
@@ -357,11 +510,37 @@ impl Member {
     /// The actions the inputs so far call for (empty if none).
     pub fn poll_actions(&mut self) -> Vec<Action> {
         let mut actions = Vec::new();
+        if self.node.store().take_wanted() {
+            actions.push(Action::SnapshotWanted);
+        }
+        push_send(&mut actions, std::mem::take(&mut self.outbox));
         if !self.node.has_ready() {
+            tag_empty_start(&mut actions, self.empty_start);
             return actions;
         }
         let mut ready = self.node.ready();
         push_send(&mut actions, ready.take_messages());
+        if !ready.snapshot().is_empty() {
+            let snapshot = ready.snapshot().clone();
+            let data = snapshot.data.to_vec();
+            let store = self.node.mut_store();
+            match store.restore(snapshot) {
+                Ok(base) => {
+                    actions.push(Action::InstallSnapshot {
+                        index: base.0,
+                        term: base.1,
+                        data,
+                    });
+                    actions.push(Action::Compact {
+                        base,
+                        entries: Vec::new(),
+                        hard_state: store.hard_state(),
+                    });
+                }
+                // raft-rs took it (it checked it follows this log): cannot happen.
+                Err(e) => tracing::error!(error = %e, "raft: a snapshot does not fit the log"),
+            }
+        }
         for state in ready.take_read_states() {
             self.reads.push((state.index, state.request_ctx));
         }
@@ -419,6 +598,23 @@ impl Member {
             actions.push(Action::Role(role));
         }
         self.cut(&mut actions);
+        // A snapshot is pulled by the follower, not pushed (see `super::snapshot`):
+        // once its reference is sent, Raft goes back to probing the follower, which
+        // answers with where its log ends once it has installed it, or asks again.
+        let snapshots_sent: Vec<u64> = actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::Send(messages) => Some(messages),
+                _ => None,
+            })
+            .flatten()
+            .filter(|m| m.get_msg_type() == MessageType::MsgSnapshot)
+            .map(|m| m.to)
+            .collect();
+        for to in snapshots_sent {
+            self.node.report_snapshot(to, SnapshotStatus::Finish);
+        }
+        tag_empty_start(&mut actions, self.empty_start);
         actions
     }
 
@@ -483,6 +679,26 @@ fn push_send(actions: &mut Vec<Action>, messages: Vec<Message>) {
     }
 }
 
+/// Tags this member's append responses with [`EMPTY_START`] and its number, if it
+/// started on an empty log.
+fn tag_empty_start(actions: &mut [Action], number: u64) {
+    if number == 0 {
+        return;
+    }
+    let mut context = EMPTY_START.to_vec();
+    context.extend_from_slice(&number.to_be_bytes());
+    for action in actions {
+        if let Action::Send(messages) = action {
+            for m in messages
+                .iter_mut()
+                .filter(|m| m.get_msg_type() == MessageType::MsgAppendResponse)
+            {
+                m.context = context.clone().into();
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! Three members in virtual time on a network that loses and reorders messages.
@@ -521,12 +737,38 @@ mod tests {
         down: Vec<bool>,
         rng: Rng,
         loss: u64,
+        /// Snapshots the leaders offered.
+        snapshots_offered: usize,
+    }
+
+    /// A state machine (the entries applied) as snapshot bytes: each entry's length, then it.
+    fn encode_applied(applied: &[Vec<u8>]) -> Vec<u8> {
+        let mut out = Vec::new();
+        for entry in applied {
+            out.extend_from_slice(&(entry.len() as u32).to_be_bytes());
+            out.extend_from_slice(entry);
+        }
+        out
+    }
+
+    fn decode_applied(mut bytes: &[u8]) -> Vec<Vec<u8>> {
+        let mut out = Vec::new();
+        while bytes.len() >= 4 {
+            let len = u32::from_be_bytes(bytes[..4].try_into().unwrap()) as usize;
+            out.push(bytes[4..4 + len].to_vec());
+            bytes = &bytes[4 + len..];
+        }
+        out
     }
 
     impl Net {
         fn new(loss: u64, seed: u64) -> Net {
             let members = (1..=3)
-                .map(|id| Member::new(id, &[1, 2, 3], Restored::default()).unwrap())
+                .map(|id| {
+                    Member::new(id, &[1, 2, 3], Restored::default())
+                        .unwrap()
+                        .with_incarnation(id * 1_000_003)
+                })
                 .collect();
             Net {
                 members,
@@ -538,6 +780,7 @@ mod tests {
                 down: vec![false; 3],
                 rng: Rng(seed),
                 loss,
+                snapshots_offered: 0,
             }
         }
 
@@ -597,6 +840,18 @@ mod tests {
                                 entries,
                             };
                         }
+                        Action::SnapshotWanted => {
+                            // The state machine at what it applied, inline (the driver
+                            // has the follower pull it; the same bytes arrive).
+                            let data = encode_applied(&self.applied[i]);
+                            let at = self.applied_index[i];
+                            self.members[i].offer_snapshot(at, data);
+                            self.snapshots_offered += 1;
+                        }
+                        Action::InstallSnapshot { index, data, .. } => {
+                            self.applied[i] = decode_applied(&data);
+                            self.applied_index[i] = index;
+                        }
                         Action::Apply(entries) => {
                             for e in entries {
                                 if e.index <= self.applied_index[i] {
@@ -618,9 +873,11 @@ mod tests {
 
         /// Member `i` restarts from what its disk holds (its state machine kept).
         fn restart(&mut self, i: usize) {
+            let incarnation = self.rng.next();
             self.members[i] = Member::new(i as u64 + 1, &[1, 2, 3], self.disk[i].clone())
                 .unwrap()
-                .compacting_every(self.compact_every);
+                .compacting_every(self.compact_every)
+                .with_incarnation(incarnation);
             self.down[i] = false;
         }
 
@@ -857,5 +1114,118 @@ mod tests {
                 "member {i} cut again once everyone caught up"
             );
         }
+    }
+
+    #[test]
+    fn a_member_that_lost_its_disk_catches_up_from_a_snapshot() {
+        for seed in 1..=3 {
+            let mut net = Net::new(10, seed * 31);
+            net.compact_every = 8;
+            for i in 0..3 {
+                net.restart(i);
+            }
+            for n in 0..40u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            for _ in 0..50 {
+                net.step();
+            }
+            let leader = net.elect();
+            assert!(net.members[leader].first_index() > 20, "the log is cut");
+            assert_eq!(net.snapshots_offered, 0, "nobody needed one yet");
+            // A follower loses everything: its Raft log and its state machine.
+            let lost = (leader + 1) % 3;
+            net.disk[lost] = Restored::default();
+            net.applied[lost].clear();
+            net.applied_index[lost] = 0;
+            net.restart(lost);
+            // With nothing new to replicate (only heartbeats) it is caught up too.
+            for _ in 0..300 {
+                net.step();
+            }
+            assert_eq!(
+                net.applied[lost].len(),
+                40,
+                "seed {seed}: the emptied member caught up while the ensemble was idle"
+            );
+            for n in 40..50u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            for _ in 0..300 {
+                net.step();
+            }
+            assert!(
+                net.snapshots_offered >= 1,
+                "seed {seed}: no snapshot offered"
+            );
+            net.assert_consistent();
+            assert_eq!(
+                net.applied[lost].len(),
+                50,
+                "seed {seed}: the emptied member has every entry"
+            );
+            assert!(
+                net.disk[lost].base.is_some(),
+                "its log on disk starts at the snapshot"
+            );
+            // It restarts from that disk (its state machine kept) and follows on.
+            net.restart(lost);
+            for n in 50..55u32 {
+                net.commit(n.to_be_bytes().to_vec());
+            }
+            for _ in 0..100 {
+                net.step();
+            }
+            net.assert_consistent();
+            assert_eq!(
+                net.applied[lost].len(),
+                55,
+                "seed {seed}: after its restart"
+            );
+        }
+    }
+
+    #[test]
+    fn a_member_started_on_an_empty_log_votes_only_after_two_election_timeouts() {
+        let vote = |term| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgRequestVote);
+            (m.from, m.to, m.term) = (2, 1, term);
+            m
+        };
+        let grants = |member: &mut Member| {
+            member
+                .poll_actions()
+                .into_iter()
+                .filter_map(|a| match a {
+                    Action::Send(messages) => Some(messages),
+                    _ => None,
+                })
+                .flatten()
+                .any(|m| m.get_msg_type() == MessageType::MsgRequestVoteResponse && !m.reject)
+        };
+        let mut empty = Member::new(1, &[1, 2, 3], Restored::default()).unwrap();
+        empty.handle_message(vote(5));
+        assert!(!grants(&mut empty), "it may have voted in term 5 before");
+        for _ in 0..20 {
+            empty.handle_tick();
+        }
+        let _ = empty.poll_actions();
+        empty.handle_message(vote(6));
+        assert!(
+            grants(&mut empty),
+            "every election it may have voted in is over"
+        );
+        // A member with its disk votes at once; so does one alone.
+        let disk = Restored {
+            hard_state: HardState {
+                term: 3,
+                ..Default::default()
+            },
+            ..Default::default()
+        };
+        let mut kept = Member::new(1, &[1, 2, 3], disk).unwrap();
+        kept.handle_message(vote(5));
+        assert!(grants(&mut kept));
     }
 }

@@ -23,6 +23,19 @@ pub(crate) enum Event {
     /// The read point asked for ([`ToDriver::ReadIndex`]) is reached (`false`: no leader
     /// is known to ask).
     ReadReady(u64, bool),
+    /// Raft must send a snapshot: encode the tree at a committed index, when it is at
+    /// one, and send it back ([`ToDriver::Snapshot`]).
+    SnapshotWanted,
+    /// A snapshot from the leader: make `tree` (an encoded tree at Raft index `index`)
+    /// this member's tree, durably, then answer `done` (with why not, if it failed).
+    InstallSnapshot {
+        /// The Raft index the tree is at.
+        index: u64,
+        /// The encoded tree.
+        tree: Vec<u8>,
+        /// Answered once the tree is durable (or with why it could not be).
+        done: tokio::sync::oneshot::Sender<Result<(), String>>,
+    },
 }
 
 /// What the core asks of the driver.
@@ -35,4 +48,12 @@ pub(crate) enum ToDriver {
     /// Every committed entry up to this Raft index is applied and durable in the core's
     /// own storage (the Raft log may be cut up to there).
     Durable(u64),
+    /// The tree, encoded at Raft index `index` (every committed entry up to it applied,
+    /// nothing else): offer it as a snapshot.
+    Snapshot {
+        /// The Raft index.
+        index: u64,
+        /// The encoded tree.
+        tree: Vec<u8>,
+    },
 }

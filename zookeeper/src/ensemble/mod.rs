@@ -4,7 +4,10 @@
 //! - [`member`]: one member's Raft as a sans-IO machine (ticks, messages, proposals in;
 //!   send / persist / apply actions out);
 //! - [`log`]: its Raft log and hard state, durable in the zookeeper's own storage;
-//! - [`store`]: the same log in memory, as raft-rs reads it (with its cut);
+//! - [`store`]: the same log in memory, as raft-rs reads it (with its cut and the
+//!   snapshot offered);
+//! - [`snapshot`]: the leader's tree shipped to a member that lost its data (pulled in
+//!   pieces, checked);
 //! - [`health`]: the leader hands its office over when its health falls (seed 002);
 //! - [`messages`]: what the core and the driver tell each other;
 //! - [`driver`]: the thin async task that runs the machine: a timer, the `POST /raft`
@@ -21,6 +24,7 @@ pub mod health;
 pub mod log;
 pub mod member;
 pub mod messages;
+pub mod snapshot;
 pub mod store;
 
 use serde::{Deserialize, Serialize};

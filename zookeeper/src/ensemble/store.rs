@@ -1,14 +1,15 @@
 //! The Raft log in memory, as raft-rs reads it: raft-rs' [`MemStorage`] plus what it
-//! lacks for compaction.
+//! lacks for compaction and snapshots.
 //!
 //! After a cut ([`LogStore::compact`]) the log starts at some index `first`; Raft still
 //! asks for the term of the entry before it (to check a follower's log matches), so the
-//! store keeps that one term (the *base*). No Raft snapshot is ever offered: a member's
-//! state machine is its own tree, durable in its own storage, and the ensemble cuts its
-//! logs only below what every member has (see `docs/ensemble.md`, "Log compaction"). A
-//! member that needs entries below the cut (its disk was lost) cannot be caught up by
-//! Raft; [`LogStore::snapshot`] says so, and it must be rebuilt from another member's
-//! data directory.
+//! store keeps that one term (the *base*). The ensemble cuts its logs only below what
+//! every member has (see `docs/ensemble.md`, "Log compaction"), so only a member that
+//! lost its disk (or a new one) needs entries below the cut. For it Raft asks
+//! [`LogStore::snapshot`], which has none ready the first time: it notes the want
+//! ([`LogStore::take_wanted`]), the member's tree is encoded at a committed index and
+//! offered ([`LogStore::offer`]), and the next ask gets it (its data: a
+//! [`super::snapshot::SnapshotRef`] the follower pulls the tree by).
 
 use raft::eraftpb::{ConfState, Entry, HardState, Snapshot};
 use raft::storage::MemStorage;
@@ -20,8 +21,10 @@ pub struct LogStore {
     mem: MemStorage,
     /// The index and term of the entry just before the first one kept (0, 0: no cut).
     base: (u64, u64),
-    /// Whether the "needs a snapshot" warning was logged.
-    warned: AtomicBool,
+    /// The snapshot offered: (index, term, data for the `MsgSnapshot`).
+    offered: Option<(u64, u64, Vec<u8>)>,
+    /// Raft asked for a snapshot that is not offered (yet).
+    wanted: AtomicBool,
 }
 
 impl LogStore {
@@ -50,7 +53,8 @@ impl LogStore {
         Ok(LogStore {
             mem,
             base: base.unwrap_or((0, 0)),
-            warned: AtomicBool::new(false),
+            offered: None,
+            wanted: AtomicBool::new(false),
         })
     }
 
@@ -80,6 +84,39 @@ impl LogStore {
         }
         self.mem
             .entries(first, last + 1, None, GetEntriesContext::empty(false))
+    }
+
+    /// Offers a snapshot of the state machine at `index` (committed and applied, at or
+    /// after the entry before the first kept) whose `MsgSnapshot` carries `data`. `false`
+    /// (nothing offered) if `index` is outside the log.
+    pub fn offer(&mut self, index: u64, data: Vec<u8>) -> bool {
+        match self.term(index) {
+            Ok(term) if index > 0 => {
+                self.offered = Some((index, term, data));
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether Raft asked for a snapshot that was not offered since (and forgets it).
+    pub fn take_wanted(&self) -> bool {
+        self.wanted.swap(false, Ordering::Relaxed)
+    }
+
+    /// Withdraws the snapshot offered (the driver forgot its data).
+    pub fn withdraw(&mut self) {
+        self.offered = None;
+    }
+
+    /// Starts the log over from a snapshot received from the leader: the log is empty,
+    /// its base the snapshot's index and term. Returns the new base.
+    pub fn restore(&mut self, snapshot: Snapshot) -> raft::Result<(u64, u64)> {
+        let meta = snapshot.get_metadata();
+        let base = (meta.index, meta.term);
+        self.mem.wl().apply_snapshot(snapshot)?;
+        self.base = base;
+        Ok(base)
     }
 
     /// The hard state as it stands.
@@ -118,13 +155,28 @@ impl Storage for LogStore {
         self.mem.last_index()
     }
 
-    /// Never available: see the module docs.
-    fn snapshot(&self, _request_index: u64, to: u64) -> raft::Result<Snapshot> {
-        if !self.warned.swap(true, Ordering::Relaxed) {
-            tracing::error!(
+    /// The snapshot offered, if it is recent enough (at or after `request_index`, and
+    /// the log goes on from it); else "temporarily unavailable", noting the want.
+    fn snapshot(&self, request_index: u64, to: u64) -> raft::Result<Snapshot> {
+        let first = self.mem.first_index()?;
+        if let Some((index, term, data)) = self
+            .offered
+            .as_ref()
+            .filter(|(index, _, _)| *index >= request_index && index + 1 >= first)
+        {
+            let mut snapshot = Snapshot::default();
+            snapshot.set_data(data.clone().into());
+            let meta = snapshot.mut_metadata();
+            meta.index = *index;
+            meta.term = *term;
+            meta.set_conf_state(self.mem.initial_state()?.conf_state);
+            return Ok(snapshot);
+        }
+        if !self.wanted.swap(true, Ordering::Relaxed) {
+            tracing::info!(
                 member = to,
-                first = self.mem.first_index().unwrap_or(0),
-                "ensemble: member {to} needs entries this member's log no longer holds (its data directory was lost?): rebuild it from a copy of a healthy member's data directory"
+                first,
+                "ensemble: member {to} needs entries this member's log no longer holds (a new or emptied member): preparing a snapshot"
             );
         }
         Err(raft::Error::Store(
@@ -165,5 +217,41 @@ mod tests {
         assert_eq!(rebuilt.term(6).unwrap(), 2);
         assert_eq!(rebuilt.term(10).unwrap(), 3);
         assert!(rebuilt.snapshot(0, 2).is_err(), "no snapshot is offered");
+    }
+
+    #[test]
+    fn a_snapshot_is_offered_once_asked_for_and_restores_a_log() {
+        let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 5)).collect();
+        let mut store = LogStore::new(&[1, 2, 3], None, &entries, HardState::default()).unwrap();
+        store.compact(7).unwrap();
+        assert!(!store.take_wanted());
+        assert!(store.snapshot(0, 3).is_err(), "nothing offered yet");
+        assert!(store.take_wanted(), "the ask is noted");
+        assert!(!store.take_wanted(), "once");
+        // Outside the log: not offered.
+        assert!(!store.offer(5, b"old".to_vec()));
+        assert!(!store.offer(11, b"ahead".to_vec()));
+        assert!(store.offer(8, b"tree@8".to_vec()));
+        let snapshot = store.snapshot(0, 3).unwrap();
+        assert_eq!(snapshot.get_metadata().index, 8);
+        assert_eq!(snapshot.get_metadata().term, 2);
+        assert_eq!(
+            snapshot.get_metadata().get_conf_state().voters,
+            vec![1, 2, 3]
+        );
+        assert_eq!(&snapshot.data[..], b"tree@8");
+        // Asked for a later one than offered: prepare again.
+        assert!(store.snapshot(9, 3).is_err());
+        assert!(store.take_wanted());
+        // Cut past the offer: it no longer continues the log.
+        store.compact(10).unwrap();
+        assert!(store.snapshot(0, 3).is_err());
+        store.withdraw();
+        // An empty member takes the snapshot: its log starts after it.
+        let mut empty = LogStore::new(&[1, 2, 3], None, &[], HardState::default()).unwrap();
+        assert_eq!(empty.restore(snapshot).unwrap(), (8, 2));
+        assert_eq!(empty.first_index().unwrap(), 9);
+        assert_eq!(empty.last_index().unwrap(), 8);
+        assert_eq!(empty.term(8).unwrap(), 2);
     }
 }

@@ -25,9 +25,11 @@ fn check(policy: &Policy, incoming: &Incoming) -> Result<(), Response> {
             "this zookeeper takes only OSCORE-protected requests: give the client credentials made by `pehra keys` (--credentials FILE)",
         ));
     };
-    if incoming.request.path() == crate::ensemble::RAFT_PATH {
-        // Raft between ensemble members: the zookeeper's own identity only, whatever the
-        // policy says (an admin has no business voting).
+    let path = incoming.request.path();
+    if path == crate::ensemble::RAFT_PATH || path == crate::ensemble::snapshot::SNAPSHOT_PATH {
+        // Raft between ensemble members (and the snapshots a member pulls): the
+        // zookeeper's own identity only, whatever the policy says (an admin has no
+        // business voting, nor reading the whole tree past its ACLs).
         if identity.role == Role::Zookeeper {
             return Ok(());
         }

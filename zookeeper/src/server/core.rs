@@ -152,6 +152,13 @@ enum LogJob {
     /// Rebuild the tree from the snapshot and the log (an ensemble member whose
     /// uncommitted batch is void).
     Reload(std::sync::mpsc::Sender<Result<DataTree, ServerError>>),
+    /// Start over from another member's tree, encoded, at this zxid (an ensemble member
+    /// that lost its data): written as a snapshot, the log continuing after it.
+    Restart(
+        u64,
+        Vec<u8>,
+        std::sync::mpsc::Sender<Result<(), StorageError>>,
+    ),
 }
 
 pub(super) struct Core {
@@ -277,6 +284,8 @@ impl Core {
         loop {
             self.apply_committed();
             self.report_durable();
+            self.install_snapshot();
+            self.offer_snapshot();
             self.process_queue();
             self.flush_batch();
             self.update_gauges();
@@ -1112,6 +1121,12 @@ fn log_thread(
                     storage = reopened;
                     tree
                 }));
+            }
+            LogJob::Restart(zxid, tree, reply) => {
+                let restarted = storage
+                    .restart_from_snapshot(zxid, &tree)
+                    .map(|()| drop(storage.reserve(LOG_RESERVE)));
+                let _ = reply.send(restarted);
             }
             LogJob::SnapshotWritten(zxid) => {
                 if let Err(e) = storage.install_snapshot(zxid) {

@@ -216,6 +216,12 @@ impl Server {
                 let member = crate::ensemble::member::Member::new(ensemble.id, &voters, restored)
                     .map_err(|e| ServerError::Raft(e.to_string()))?
                     .compacting_every(ensemble.compact_every);
+                // Tells the leader if this process started on an empty log (see
+                // `Member::with_incarnation`).
+                let seed = pehra_shared::driver::socket::seed32()
+                    .map_err(|e| ServerError::Raft(format!("no randomness: {e}")))?;
+                let incarnation = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
+                let member = member.with_incarnation(incarnation.max(1));
                 Some((log, member, ensemble.clone()))
             }
             None => None,
@@ -225,7 +231,19 @@ impl Server {
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();
+        let offered = crate::ensemble::snapshot::Offered::default();
         if raft.is_some() {
+            let served = offered.clone();
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Post,
+                crate::ensemble::snapshot::SNAPSHOT_PATH,
+                move |incoming, responder| {
+                    responder.respond(match pehra_shared::api::decode_request(&incoming.request) {
+                        Ok(asked) => served.answer(asked, tokio::time::Instant::now()),
+                        Err(refused) => refused,
+                    });
+                },
+            );
             router = router.route_deferred(
                 pehra_shared::coap::Method::Get,
                 crate::ensemble::STATUS_PATH,
@@ -349,6 +367,7 @@ impl Server {
                     inbox: inbox_rx,
                     proposals: proposals_rx,
                     core: jobs_tx.clone(),
+                    offered,
                 };
                 tokio::spawn(driver.run());
                 Some(core::Replication::new(

@@ -8,7 +8,7 @@ use super::{Core, Held, Job, LogJob, LogRecord};
 use crate::ensemble::member::{Committed, Role};
 use crate::ensemble::messages::{Event, ToDriver};
 use crate::ensemble::Proposal;
-use crate::tree::Change;
+use crate::tree::{Change, DataTree};
 use pehra_shared::api::error_response;
 use pehra_shared::coap::Response;
 use pehra_shared::driver::Responder;
@@ -18,6 +18,13 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::sync::mpsc::UnboundedSender;
 use tokio::time::Instant;
+
+/// A snapshot to install: its Raft index, the encoded tree, and whom to tell.
+type Install = (
+    u64,
+    Vec<u8>,
+    tokio::sync::oneshot::Sender<Result<(), String>>,
+);
 
 /// The core's state of replication.
 pub(crate) struct Replication {
@@ -46,6 +53,11 @@ pub(crate) struct Replication {
     reported: u64,
     /// Whether this member leads (for what runs on the leader only).
     leading: tokio::sync::watch::Sender<bool>,
+    /// Raft wants a snapshot of the tree (sent once the tree is at a committed index).
+    snapshot_wanted: bool,
+    /// A snapshot from the leader to install once nothing is being written: its Raft
+    /// index, the encoded tree, and whom to tell.
+    installing: Option<Install>,
 }
 
 impl Replication {
@@ -74,6 +86,8 @@ impl Replication {
             taken: 0,
             reported: 0,
             leading,
+            snapshot_wanted: false,
+            installing: None,
         }
     }
 
@@ -135,6 +149,10 @@ impl Core {
                 } else {
                     responder.respond(self.not_leader());
                 }
+            }
+            Event::SnapshotWanted => rep.snapshot_wanted = true,
+            Event::InstallSnapshot { index, tree, done } => {
+                rep.installing = Some((index, tree, done));
             }
             Event::Dropped => {
                 if rep.pending.is_some() {
@@ -299,6 +317,118 @@ impl Core {
         }
         rep.reported = rep.taken;
         let _ = rep.proposals.send(ToDriver::Durable(rep.taken));
+    }
+
+    /// Sends the driver the tree as a snapshot, if Raft wants one and the tree is at a
+    /// committed index: nothing applied that is not committed (no batch open, none
+    /// proposed or being written) and every committed entry handed over taken.
+    pub(super) fn offer_snapshot(&mut self) {
+        let Some(rep) = self.replication.as_mut() else {
+            return;
+        };
+        if !rep.snapshot_wanted
+            || self.in_flight.is_some()
+            || !self.records.is_empty()
+            || !self.held.is_empty()
+            || rep.pending.is_some()
+            || !rep.committed.is_empty()
+        {
+            return;
+        }
+        rep.snapshot_wanted = false;
+        let tree = match wire::encode(&self.tree) {
+            Ok(tree) => tree,
+            Err(e) => {
+                tracing::error!(error = %e, "the tree does not encode: no snapshot");
+                return;
+            }
+        };
+        tracing::info!(
+            index = rep.taken,
+            zxid = self.tree.last_zxid(),
+            bytes = tree.len(),
+            "ensemble: tree encoded for a snapshot"
+        );
+        let _ = rep.proposals.send(ToDriver::Snapshot {
+            index: rep.taken,
+            tree,
+        });
+    }
+
+    /// Installs the snapshot the leader sent, once nothing is being written: the tree
+    /// becomes the leader's at the snapshot's index (unless this one is already as far),
+    /// durably (the log starts over from it), and every observer is told.
+    pub(super) fn install_snapshot(&mut self) {
+        if self.in_flight.is_some() {
+            return;
+        }
+        let Some((index, bytes, done)) =
+            self.replication.as_mut().and_then(|r| r.installing.take())
+        else {
+            return;
+        };
+        let tree: DataTree = match wire::decode(&bytes) {
+            Ok(tree) => tree,
+            Err(e) => {
+                let _ = done.send(Err(format!("the snapshot's tree does not decode: {e}")));
+                return;
+            }
+        };
+        let zxid = tree.last_zxid();
+        let rep = self.replication.as_mut().expect("checked");
+        rep.taken = rep.taken.max(index);
+        if zxid <= self.tree.last_zxid() {
+            // This tree has every write the snapshot holds (its Raft log was lost, not
+            // its tree): nothing to install; entries after the snapshot are skipped up
+            // to its zxid.
+            tracing::info!(
+                index,
+                zxid,
+                have = self.tree.last_zxid(),
+                "ensemble: snapshot not needed, the tree is as far"
+            );
+            let _ = done.send(Ok(()));
+            return;
+        }
+        let (tx, rx) = std::sync::mpsc::channel();
+        if self.log_tx.send(LogJob::Restart(zxid, bytes, tx)).is_err() {
+            let _ = done.send(Err("the log thread is gone".into()));
+            return;
+        }
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                let _ = done.send(Err(e.to_string()));
+                return;
+            }
+            Err(_) => {
+                let _ = done.send(Err("the log thread is gone".into()));
+                return;
+            }
+        }
+        tracing::info!(
+            index,
+            zxid,
+            was = self.tree.last_zxid(),
+            "ensemble: the tree is the leader's snapshot"
+        );
+        self.tree = tree;
+        self.log_bytes = 0;
+        let _ = done.send(Ok(()));
+        // Whatever an observer saw may have changed: each is told the state now.
+        let changes = self
+            .watched
+            .iter()
+            .filter_map(|key| crate::uri::znode_of(key))
+            .map(|(path, children)| {
+                if children {
+                    Change::ChildrenChanged(path)
+                } else {
+                    Change::DataChanged(path)
+                }
+            })
+            .collect();
+        self.notify(changes);
     }
 
     /// Applies another member's batch to the tree and hands it to the log.
