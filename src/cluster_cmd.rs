@@ -96,6 +96,34 @@ enum ClusterCommand {
         #[arg(long, default_value_t = 10)]
         timeout_s: u64,
     },
+    /// Adds a member to the zookeeper ensemble (it must be running with `--join`).
+    #[command(
+        after_help = "Start the new member first: `pehra zookeeper --id ID --listen \
+        HOST:PORT --data-dir DIR --peers <every current member and the new one> --join`; it \
+        waits without voting until it is added. This command asks the ensemble leader to add \
+        it (Raft's single-server change, one at a time) and returns once the change is \
+        applied; the new member then catches up from the leader's log, or from a snapshot of \
+        its tree if the log no longer goes back that far. Give clients the new member in \
+        their --zookeeper list when they next start. docs/ensemble.md, \"Membership \
+        changes\"."
+    )]
+    ZookeeperAdd {
+        /// The member: ID=HOST:PORT.
+        #[arg(value_name = "ID=HOST:PORT")]
+        member: String,
+    },
+    /// Removes a member from the zookeeper ensemble (not the leader: hand over first).
+    #[command(
+        after_help = "Returns once the change is applied: the member no longer votes and \
+        is sent nothing; stop its process then. The leader cannot remove itself: move the \
+        leadership first with `pehra cluster zookeeper-handover`. An ensemble keeps at least \
+        one member; a majority of the members must be up for the change to apply."
+    )]
+    ZookeeperRemove {
+        /// The member's id.
+        #[arg(value_name = "ID")]
+        id: u64,
+    },
     /// Rolling maintenance (PEHRA): every broker in turn, the Pehredar last, moves its
     /// leadership away and restarts (or runs --command), while the others serve.
     #[command(
@@ -169,6 +197,26 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
         ClusterCommand::ZookeeperHandover { to, timeout_s } => {
             zookeeper_handover(&client, to, Duration::from_secs(timeout_s)).await
         }
+        ClusterCommand::ZookeeperAdd { member } => {
+            let (id, addr) = member
+                .split_once('=')
+                .and_then(|(id, addr)| Some((id.trim().parse::<u64>().ok()?, addr.trim())))
+                .filter(|(id, addr)| *id > 0 && !addr.is_empty())
+                .with_context(|| format!("{member:?}: expected ID=HOST:PORT with ID ≥ 1"))?;
+            std::net::ToSocketAddrs::to_socket_addrs(addr)
+                .ok()
+                .and_then(|mut a| a.next())
+                .with_context(|| format!("{addr:?} is not an address (HOST:PORT)"))?;
+            let request = pehra_zookeeper::ensemble::MembershipRequest::Add {
+                id,
+                addr: addr.to_string(),
+            };
+            change_membership(&client, request, &format!("member {id} ({addr}) added")).await
+        }
+        ClusterCommand::ZookeeperRemove { id } => {
+            let request = pehra_zookeeper::ensemble::MembershipRequest::Remove { id };
+            change_membership(&client, request, &format!("member {id} removed")).await
+        }
         ClusterCommand::Maintenance { command, timeout_s } => {
             let options = cluster::MaintenanceOptions {
                 command,
@@ -207,6 +255,21 @@ pub async fn cluster(args: ClusterArgs) -> Result<ExitCode> {
             }
         }
     }
+}
+
+/// `pehra cluster zookeeper-add|remove`: asks the leader, prints the voters after.
+async fn change_membership(
+    client: &Client,
+    request: pehra_zookeeper::ensemble::MembershipRequest,
+    done: &str,
+) -> Result<ExitCode> {
+    let changed = client
+        .change_membership(&request)
+        .await
+        .context("changing the zookeeper ensemble's members")?;
+    let voters: Vec<String> = changed.voters.iter().map(u64::to_string).collect();
+    println!("zookeeper ensemble: {done}; voters {}", voters.join(", "));
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `pehra cluster zookeeper-handover`: starts the handover, then waits until a member

@@ -105,6 +105,12 @@ pub struct ServeArgs {
     /// and the PEHRA coordinator. Without it: a single zookeeper, as always.
     #[arg(long, value_name = "ID=HOST:PORT,...", requires = "id")]
     peers: Option<String>,
+    /// Join an existing ensemble: at its first start this member neither votes nor
+    /// campaigns until the leader adds it (`pehra cluster zookeeper-add ID=HOST:PORT`);
+    /// --peers must then name the current members (and this one). Once it holds a
+    /// membership it follows what its Raft log says (the flag changes nothing).
+    #[arg(long, requires = "peers")]
+    join: bool,
     /// In an ensemble: cut the Raft log once it holds this many entries that every
     /// member has made durable (each entry is one batch of writes). Bounds the log's
     /// memory and disk; a member that is down holds the cut back until it returns. 0 =
@@ -141,6 +147,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         let mut ensemble =
             pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?;
         ensemble.compact_every = args.raft_compact_entries;
+        ensemble.join = args.join;
         ensemble.health = pehra_zookeeper::ensemble::health::HealthSource {
             file: args.health_file.clone(),
             nhi: pehra_shared::health::NhiConfig {

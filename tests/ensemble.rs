@@ -353,7 +353,38 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
                 "{who}: {refused}"
             );
         }
-        for addr in &ensemble.addrs {
+        // Membership changes are the admin's too; a member added later speaks Raft under
+        // OSCORE with the others (each side sets up the context when it learns of it).
+        let refused =
+            Client::without_session_any(&ensemble.addrs, Config::default(), Some(&cred("client")))
+                .await
+                .unwrap()
+                .change_membership(&pehra_zookeeper::ensemble::MembershipRequest::Remove { id: 3 })
+                .await
+                .unwrap_err();
+        assert_eq!(refused.kind(), Some(ErrorKind::Forbidden), "{refused}");
+        let addr4: SocketAddr = format!("127.0.0.1:{}", free_udp_ports(1)).parse().unwrap();
+        let peers4 = format!("{},4={addr4}", ensemble.peers());
+        let zk_cred = keys.join("zookeeper.cred").display().to_string();
+        let join = [
+            "--id",
+            "4",
+            "--peers",
+            &peers4,
+            "--join",
+            "--credentials",
+            &zk_cred,
+        ];
+        let member4 = Zookeeper::start_with(&ensemble.dir.path().join("member4"), addr4, &join);
+        let changed = client
+            .change_membership(&pehra_zookeeper::ensemble::MembershipRequest::Add {
+                id: 4,
+                addr: addr4.to_string(),
+            })
+            .await
+            .unwrap();
+        assert_eq!(changed.voters, vec![1, 2, 3, 4]);
+        for addr in ensemble.addrs.iter().chain([&addr4]) {
             let reader =
                 Client::without_session_secured(*addr, Config::default(), Some(&cred("admin")))
                     .await
@@ -371,6 +402,17 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
                 }
             }
         }
+        // Member 4 votes: with one of the first three stopped, a write needs three of
+        // the four votes, so member 4's.
+        let mut ensemble = ensemble;
+        let leader = client.server();
+        let stopped = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        ensemble.kill(stopped);
+        client
+            .create("/with-four", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        member4.kill();
     })
     .await
 }
@@ -801,6 +843,128 @@ async fn a_member_whose_data_directory_was_emptied_catches_up_from_a_snapshot() 
             .unwrap();
         let (data, _) = reader.get_data("/a7").await.unwrap();
         assert_eq!(data, b"a7");
+    })
+    .await
+}
+
+/// Issue 16 item 2: a fourth member started with `--join` is added (the CLI), catches
+/// up from a snapshot (the log was cut), and votes; a follower is removed and the
+/// ensemble writes on without it; the leader may not remove itself; the membership
+/// survives a restart whatever `--peers` says.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn members_are_added_and_removed_without_downtime() {
+    bounded(async {
+        let mut ensemble = Ensemble::start_with(
+            TempDir::new("ensemble-membership"),
+            vec!["--raft-compact-entries".into(), "20".into()],
+        );
+        let client = Client::connect_any(&ensemble.addrs, options())
+            .await
+            .unwrap();
+        let mut acknowledged = BTreeSet::new();
+        for i in 0..40 {
+            let name = format!("m{i}");
+            acknowledged.insert(name.clone());
+            client
+                .create(&format!("/{name}"), b"x", CreateMode::Persistent)
+                .await
+                .unwrap();
+        }
+        for addr in &ensemble.addrs {
+            until_status(*addr, "the log cut past 20", |s| s.first_index > 20).await;
+        }
+        // Member 4 starts to join: it waits, voting for nobody.
+        let addr4: SocketAddr = format!("127.0.0.1:{}", free_udp_ports(1)).parse().unwrap();
+        let peers4 = format!("{},4={addr4}", ensemble.peers());
+        let dir4 = ensemble.dir.path().join("member4");
+        let join = ["--id", "4", "--peers", &peers4, "--join"];
+        let member4 = Zookeeper::start_with(&dir4, addr4, &join);
+        let list = ensemble
+            .addrs
+            .iter()
+            .map(SocketAddr::to_string)
+            .collect::<Vec<_>>()
+            .join(",");
+        let add = format!("4={addr4}");
+        let (code, out, err) = tokio::task::spawn_blocking({
+            let list = list.clone();
+            move || pehra(&["cluster", "zookeeper-add", &add, "--zookeeper", &list])
+        })
+        .await
+        .unwrap();
+        assert_eq!(code, 0, "{out}{err}");
+        assert!(out.contains("voters 1, 2, 3, 4"), "{out}");
+        await_children(addr4, &acknowledged).await;
+        let leader = client.server();
+        let status = until_status(leader, "four voters", |s| s.members.len() == 4).await;
+        assert!(status
+            .members
+            .iter()
+            .any(|m| m.id == 4 && m.addr == addr4.to_string()));
+        // The leader may not remove itself; a second add of a voter is refused.
+        let leader_id = status.id;
+        let refused = client
+            .change_membership(&pehra_zookeeper::ensemble::MembershipRequest::Remove {
+                id: leader_id,
+            })
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("hand the leadership over"),
+            "{refused}"
+        );
+        let refused = client
+            .change_membership(&pehra_zookeeper::ensemble::MembershipRequest::Add {
+                id: 4,
+                addr: addr4.to_string(),
+            })
+            .await
+            .unwrap_err();
+        assert!(refused.to_string().contains("already a voter"), "{refused}");
+        // A follower is removed, then stopped: the other three write on.
+        let gone = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
+        let gone_id = status_of(gone).await.id;
+        let changed = client
+            .change_membership(&pehra_zookeeper::ensemble::MembershipRequest::Remove {
+                id: gone_id,
+            })
+            .await
+            .unwrap();
+        assert!(!changed.voters.contains(&gone_id) && changed.voters.len() == 3);
+        ensemble.kill(gone);
+        let remaining: Vec<SocketAddr> = ensemble
+            .addrs
+            .iter()
+            .copied()
+            .filter(|a| *a != gone)
+            .chain([addr4])
+            .collect();
+        // Two of the three may stop now and then: the quorum is 2 of 3, not 3 of 4.
+        let other = *remaining
+            .iter()
+            .find(|a| **a != leader && **a != addr4)
+            .unwrap();
+        ensemble.kill(other);
+        acknowledged.insert("after-removal".into());
+        client
+            .create("/after-removal", b"y", CreateMode::Persistent)
+            .await
+            .unwrap();
+        await_children(addr4, &acknowledged).await;
+        ensemble.restart(other);
+        // Member 4 restarts with the old three-member --peers and no --join: its log's
+        // membership wins, and it is still a voter of the three.
+        member4.kill();
+        let restart4 = ["--id", "4", "--peers", &peers4];
+        let member4 = Zookeeper::start_with(&dir4, addr4, &restart4);
+        await_children(addr4, &acknowledged).await;
+        let status4 = status_of(addr4).await;
+        let mut ids: Vec<u64> = status4.members.iter().map(|m| m.id).collect();
+        ids.sort_unstable();
+        let mut want = changed.voters.clone();
+        want.sort_unstable();
+        assert_eq!(ids, want);
+        member4.kill();
     })
     .await
 }

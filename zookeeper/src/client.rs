@@ -828,6 +828,21 @@ impl Client {
         .await
     }
 
+    /// Changes the ensemble's voters (`POST /ensemble/members`, admin only): sent on
+    /// to the next member while the current one is not the leader. Returns the voters
+    /// once the change is applied.
+    pub async fn change_membership(
+        &self,
+        request: &crate::ensemble::MembershipRequest,
+    ) -> Result<crate::ensemble::MembershipChanged, ZkError> {
+        self.call(cbor_request(
+            Method::Post,
+            crate::ensemble::MEMBERS_PATH,
+            request,
+        ))
+        .await
+    }
+
     /// The address of the zookeeper (the ensemble member) requests go to now.
     pub fn server(&self) -> SocketAddr {
         self.inner.server()

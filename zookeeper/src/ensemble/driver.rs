@@ -5,7 +5,7 @@
 //! Raft wants one, the follower pulls it piece by piece before stepping the message.
 
 use super::log::RaftLog;
-use super::member::{Action, Member, Role};
+use super::member::{Action, Member, MembershipChange, MembershipError, Role};
 use super::messages::{Event, ToDriver};
 use super::snapshot::{self, Offered};
 use super::{EnsembleConfig, RAFT_PATH};
@@ -48,6 +48,34 @@ pub(crate) type TransferAsk = (
     tokio::sync::oneshot::Sender<Result<super::TransferStarted, super::member::TransferError>>,
 );
 
+/// A request to change the voters, and where the answer goes (the voters once it is
+/// applied).
+pub(crate) type MembershipAsk = (
+    MembershipChange,
+    tokio::sync::oneshot::Sender<Result<Vec<u64>, MembershipRefusal>>,
+);
+
+/// Why a membership change did not happen.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub(crate) enum MembershipRefusal {
+    /// Refused before it was proposed.
+    #[error(transparent)]
+    Refused(#[from] MembershipError),
+    /// Proposed, and not applied in time (no quorum?); it may still be.
+    #[error("the change was proposed but not applied within {0} s (is a majority of the members up?): see `pehra cluster status`")]
+    NotApplied(u64),
+}
+
+/// A membership change proposed and not applied yet: what, who asked, until when.
+pub(crate) type Changing = (
+    MembershipChange,
+    tokio::sync::oneshot::Sender<Result<Vec<u64>, MembershipRefusal>>,
+    tokio::time::Instant,
+);
+
+/// How long a proposed membership change may take before its requester is told.
+const MEMBERSHIP_WAIT: Duration = Duration::from_secs(10);
+
 /// The driver's inputs and outputs.
 pub(crate) struct Driver {
     pub member: Member,
@@ -69,11 +97,21 @@ pub(crate) struct Driver {
     pub out: BTreeMap<u64, Arc<AtomicUsize>>,
     /// The snapshot this member offers (shared with the `POST /raft/snapshot` route).
     pub offered: Offered,
+    /// Requests to change the voters (`POST /ensemble/members`).
+    pub memberships: UnboundedReceiver<MembershipAsk>,
+    /// The voters (`config.members` holds the addresses).
+    pub voters: Vec<u64>,
+    /// The membership change proposed and not applied yet: what, who asked, until when.
+    pub changing: Option<Changing>,
+    /// The addresses a snapshot being installed carried (from the leader).
+    pub pulled_addrs: Option<BTreeMap<u64, String>>,
+    /// The zookeeper's credentials, if secured: a member added later gets a context too.
+    pub credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
 }
 
 /// A snapshot pulled from the leader: the `MsgSnapshot` with the tree in its data, or
 /// why it could not be pulled (with the snapshot's index).
-type Pulled = Result<Message, (u64, snapshot::SnapshotError)>;
+type Pulled = Result<(Message, BTreeMap<u64, String>), (u64, snapshot::SnapshotError)>;
 
 impl Driver {
     /// Runs until the core is gone or the Raft log fails.
@@ -92,6 +130,10 @@ impl Driver {
             tokio::select! {
                 _ = tick.tick() => {
                     self.member.handle_tick();
+                    if self.changing.as_ref().is_some_and(|(_, _, by)| tokio::time::Instant::now() >= *by) {
+                        let (_, reply, _) = self.changing.take().expect("checked");
+                        let _ = reply.send(Err(MembershipRefusal::NotApplied(MEMBERSHIP_WAIT.as_secs())));
+                    }
                     if self.offered.forget_if_idle(tokio::time::Instant::now()) {
                         self.member.withdraw_snapshot();
                         tracing::info!("ensemble: the snapshot offered was not asked for in a while: forgotten");
@@ -109,7 +151,10 @@ impl Driver {
                 Some(done) = pulled.recv() => {
                     pulling = None;
                     match done {
-                        Ok(message) => self.member.handle_message(message),
+                        Ok((message, addrs)) => {
+                            self.pulled_addrs = Some(addrs);
+                            self.member.handle_message(message);
+                        }
                         Err((index, e)) => {
                             tracing::warn!(index, error = %e, "ensemble: pulling a snapshot failed (the leader sends another)");
                         }
@@ -124,6 +169,22 @@ impl Driver {
                         }
                     }
                     let _ = reply.send(status);
+                }
+                Some((change, reply)) = self.memberships.recv() => {
+                    if self.changing.is_some() {
+                        let _ = reply.send(Err(MembershipError::Pending.into()));
+                    } else {
+                        match self.member.propose_membership(&change) {
+                            Ok(()) => {
+                                tracing::info!(?change, "ensemble: membership change proposed");
+                                let by = tokio::time::Instant::now() + MEMBERSHIP_WAIT;
+                                self.changing = Some((change, reply, by));
+                            }
+                            Err(e) => {
+                                let _ = reply.send(Err(e.into()));
+                            }
+                        }
+                    }
                 }
                 Some((to, reply)) = self.transfers.recv() => {
                     let from = self.config.id;
@@ -144,7 +205,8 @@ impl Driver {
                     }
                     Some(ToDriver::Durable(index)) => self.member.handle_durable(index),
                     Some(ToDriver::Snapshot { index, tree }) => {
-                        let reference = self.offered.set(index, tree, tokio::time::Instant::now());
+                        let addrs = self.addrs();
+                        let reference = self.offered.set(index, tree, addrs, tokio::time::Instant::now());
                         let data = pehra_shared::wire::encode(&reference).expect("references encode");
                         if self.member.offer_snapshot(index, data) {
                             tracing::info!(index, bytes = reference.len, "ensemble: snapshot offered");
@@ -201,9 +263,9 @@ impl Driver {
             let mut message = message;
             let result = match snapshot::fetch(&handle, leader, &message.get_snapshot().data).await
             {
-                Ok(tree) => {
+                Ok((tree, addrs)) => {
                     message.mut_snapshot().set_data(tree.into());
-                    Ok(message)
+                    Ok((message, addrs))
                 }
                 Err(e) => Err((index, e)),
             };
@@ -268,7 +330,27 @@ impl Driver {
                         return false;
                     }
                 }
-                Action::InstallSnapshot { index, term, data } => {
+                Action::Membership { voters, change } => {
+                    self.membership_applied(voters, &change).await;
+                    if let Err(e) = self.log.set_membership(&self.membership()) {
+                        tracing::error!(error = %e, "raft log write failed: this member stops replicating");
+                        return false;
+                    }
+                    if self
+                        .changing
+                        .as_ref()
+                        .is_some_and(|(asked, _, _)| *asked == change)
+                    {
+                        let (_, reply, _) = self.changing.take().expect("checked");
+                        let _ = reply.send(Ok(self.voters.clone()));
+                    }
+                }
+                Action::InstallSnapshot {
+                    index,
+                    term,
+                    voters,
+                    data,
+                } => {
                     tracing::info!(
                         index,
                         term,
@@ -288,7 +370,17 @@ impl Driver {
                     // the tree is durable: else a crash between the two would leave a
                     // log that starts after a tree that does not have what came before.
                     match installed.await {
-                        Ok(Ok(())) => {}
+                        Ok(Ok(())) => {
+                            // The snapshot's membership is this member's now.
+                            self.voters = voters;
+                            for (id, addr) in self.pulled_addrs.take().unwrap_or_default() {
+                                self.learn_addr(id, &addr).await;
+                            }
+                            if let Err(e) = self.log.set_membership(&self.membership()) {
+                                tracing::error!(error = %e, "raft log write failed: this member stops replicating");
+                                return false;
+                            }
+                        }
                         Ok(Err(e)) => {
                             tracing::error!(index, error = %e, "ensemble: the snapshot could not be installed: this member stops replicating");
                             return false;
@@ -314,6 +406,81 @@ impl Driver {
             }
         }
         true
+    }
+
+    /// A membership change was applied: the voters, and where to send.
+    async fn membership_applied(&mut self, voters: Vec<u64>, change: &MembershipChange) {
+        self.voters = voters;
+        match change {
+            MembershipChange::Add { id, addr } => {
+                self.learn_addr(*id, addr).await;
+                tracing::info!(member = id, %addr, voters = ?self.voters, "ensemble: member added");
+            }
+            MembershipChange::Remove { id } if *id == self.config.id => {
+                tracing::warn!(voters = ?self.voters, "ensemble: this member was removed from the ensemble; it takes no part any more: stop it");
+            }
+            MembershipChange::Remove { id } => {
+                self.config.members.remove(id);
+                self.out.remove(id);
+                tracing::info!(member = id, voters = ?self.voters, "ensemble: member removed");
+            }
+        }
+    }
+
+    /// Where member `id` serves, as a membership change or a snapshot says; a new
+    /// address gets an OSCORE context before anything is sent to it.
+    async fn learn_addr(&mut self, id: u64, addr: &str) {
+        let Some(parsed) = std::net::ToSocketAddrs::to_socket_addrs(addr)
+            .ok()
+            .and_then(|mut a| a.next())
+        else {
+            tracing::error!(
+                member = id,
+                addr,
+                "ensemble: a member's address does not resolve"
+            );
+            return;
+        };
+        if id == self.config.id || self.config.members.get(&id) == Some(&parsed) {
+            return;
+        }
+        if let Some(credentials) = &self.credentials {
+            let context = pehra_shared::driver::security::client_context(
+                credentials,
+                &credentials.identity().kid,
+            );
+            let secured = match context {
+                Ok(context) => self
+                    .endpoint
+                    .handle()
+                    .secure_peer(parsed, context)
+                    .await
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            if let Err(e) = secured {
+                tracing::error!(member = id, error = %e, "ensemble: no OSCORE context for a new member");
+            }
+        }
+        self.config.members.insert(id, parsed);
+        self.out.entry(id).or_default();
+    }
+
+    /// Every member's address, as text.
+    fn addrs(&self) -> BTreeMap<u64, String> {
+        self.config
+            .members
+            .iter()
+            .map(|(id, addr)| (*id, addr.to_string()))
+            .collect()
+    }
+
+    /// The membership to record.
+    fn membership(&self) -> super::Membership {
+        super::Membership {
+            voters: self.voters.clone(),
+            addrs: self.addrs(),
+        }
     }
 
     /// Sends one message as a `POST /raft`, unless too many are out to that member

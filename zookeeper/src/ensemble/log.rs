@@ -11,6 +11,10 @@
 //! snapshot of the storage: the cut's base, the entries kept and the hard state; the
 //! storage then deletes the segments before its previous snapshot, so the log on disk
 //! stays about two cuts long.
+//!
+//! The ensemble's membership (voters and addresses, see [`super::Membership`]) is kept
+//! here too: a record each time it changes, and in every cut, so that a restart knows
+//! it whatever `--peers` says.
 
 use crate::storage::{RecoveryOptions, Storage, StorageError};
 use protobuf::Message as _;
@@ -33,6 +37,8 @@ enum Record {
         /// Commit index.
         commit: u64,
     },
+    /// The membership from now on.
+    Membership(super::Membership),
 }
 
 /// A cut of the log, as the storage's snapshot holds it.
@@ -44,6 +50,9 @@ struct Cut {
     entries: Vec<serde_bytes::ByteBuf>,
     /// The hard state at the cut: (term, vote, commit).
     hard_state: (u64, u64, u64),
+    /// The membership at the cut (absent in cuts written before membership changes).
+    #[serde(default)]
+    membership: Option<super::Membership>,
 }
 
 /// What was on disk.
@@ -55,6 +64,8 @@ pub struct Restored {
     pub base: Option<(u64, u64)>,
     /// The entries, from the one after the cut (index 1 if none) on.
     pub entries: Vec<Entry>,
+    /// The membership last written, if any was.
+    pub membership: Option<super::Membership>,
 }
 
 /// The durable Raft log of a member.
@@ -62,6 +73,8 @@ pub struct Restored {
 pub struct RaftLog {
     storage: Storage,
     next_seq: u64,
+    /// The membership last written (written into every cut too).
+    membership: Option<super::Membership>,
 }
 
 /// Why the Raft log could not be read or written.
@@ -93,6 +106,7 @@ impl RaftLog {
             restored.hard_state.term = term;
             restored.hard_state.vote = vote;
             restored.hard_state.commit = commit;
+            restored.membership = cut.membership;
             for bytes in &cut.entries {
                 restored
                     .entries
@@ -122,10 +136,19 @@ impl RaftLog {
                     restored.hard_state.vote = vote;
                     restored.hard_state.commit = commit;
                 }
+                Record::Membership(membership) => restored.membership = Some(membership),
             }
         }
         let next_seq = storage.last_zxid() + 1;
-        Ok((RaftLog { storage, next_seq }, restored))
+        let membership = restored.membership.clone();
+        Ok((
+            RaftLog {
+                storage,
+                next_seq,
+                membership,
+            },
+            restored,
+        ))
     }
 
     /// Makes entries and a hard state durable (one fsync for both).
@@ -177,9 +200,21 @@ impl RaftLog {
                 .map(|e| serde_bytes::ByteBuf::from(e.write_to_bytes().expect("entries encode")))
                 .collect(),
             hard_state: (hard_state.term, hard_state.vote, hard_state.commit),
+            membership: self.membership.clone(),
         };
         let state = pehra_shared::wire::encode(&cut).expect("cuts encode");
         self.storage.snapshot(self.next_seq - 1, &state)?;
+        Ok(())
+    }
+
+    /// Makes `membership` the durable membership (unless it already is).
+    pub fn set_membership(&mut self, membership: &super::Membership) -> Result<(), RaftLogError> {
+        if self.membership.as_ref() == Some(membership) {
+            return Ok(());
+        }
+        self.append(&Record::Membership(membership.clone()))?;
+        self.storage.sync()?;
+        self.membership = Some(membership.clone());
         Ok(())
     }
 
@@ -292,6 +327,35 @@ mod tests {
             size_before,
             dir_size(dir.path())
         );
+    }
+
+    #[test]
+    fn the_membership_survives_a_reopen_and_a_cut() {
+        let dir = tempfile::tempdir().unwrap();
+        let membership = |voters: &[u64]| super::super::Membership {
+            voters: voters.to_vec(),
+            addrs: voters
+                .iter()
+                .map(|&id| (id, format!("127.0.0.1:{}", 2180 + id)))
+                .collect(),
+        };
+        {
+            let (mut log, restored) = RaftLog::open(dir.path()).unwrap();
+            assert_eq!(restored.membership, None);
+            log.set_membership(&membership(&[1, 2, 3])).unwrap();
+            let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1, b"x")).collect();
+            log.persist(&entries, None).unwrap();
+            log.set_membership(&membership(&[1, 2, 3, 4])).unwrap();
+        }
+        let (mut log, restored) = RaftLog::open(dir.path()).unwrap();
+        assert_eq!(restored.membership, Some(membership(&[1, 2, 3, 4])));
+        // A cut carries it: the records before are gone.
+        log.compact((8, 1), &restored.entries[8..], &HardState::default())
+            .unwrap();
+        drop(log);
+        let (_, restored) = RaftLog::open(dir.path()).unwrap();
+        assert_eq!(restored.base, Some((8, 1)));
+        assert_eq!(restored.membership, Some(membership(&[1, 2, 3, 4])));
     }
 
     fn dir_size(dir: &Path) -> u64 {

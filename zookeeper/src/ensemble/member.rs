@@ -26,7 +26,10 @@
 
 use super::log::Restored;
 use super::store::LogStore;
-use raft::eraftpb::{Entry, EntryType, HardState, Message, MessageType};
+use protobuf::Message as _;
+use raft::eraftpb::{
+    ConfChange, ConfChangeType, Entry, EntryType, HardState, Message, MessageType,
+};
 use raft::{Config, RawNode, SnapshotStatus, StateRole, Storage as _};
 
 /// The context of a compaction entry (its data: the index to cut at, 8 bytes big-endian).
@@ -72,6 +75,13 @@ pub enum Action {
     /// Raft must send a snapshot to a member and none is offered: encode the state
     /// machine at a committed index and [`Member::offer_snapshot`] it.
     SnapshotWanted,
+    /// A membership change was applied: `voters` vote from now on.
+    Membership {
+        /// The voters now.
+        voters: Vec<u64>,
+        /// What changed.
+        change: MembershipChange,
+    },
     /// A snapshot from the leader: make it the state machine, durably, before the
     /// actions after this one (they restart the log from it).
     InstallSnapshot {
@@ -79,6 +89,8 @@ pub enum Action {
         index: u64,
         /// The term of that index.
         term: u64,
+        /// The voters at the snapshot.
+        voters: Vec<u64>,
         /// What the leader's `MsgSnapshot` carried (once the driver filled it in: the
         /// state machine's bytes).
         data: Vec<u8>,
@@ -115,6 +127,50 @@ pub enum Role {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("this member is not the ensemble leader")]
 pub struct NotLeader;
+
+/// A change of the ensemble's voters (one at a time: Raft's single-server changes).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MembershipChange {
+    /// Member `id`, serving at `addr`, votes from now on (it catches up first: from the
+    /// leader's log, or from a snapshot).
+    Add {
+        /// Its id.
+        id: u64,
+        /// Its CoAP address, `HOST:PORT`.
+        addr: String,
+    },
+    /// Member `id` no longer votes (and is sent nothing more).
+    Remove {
+        /// Its id.
+        id: u64,
+    },
+}
+
+/// Why a membership change was not proposed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MembershipError {
+    /// Only the (writable) leader proposes one.
+    #[error("this member is not the ensemble leader")]
+    NotLeader,
+    /// One change at a time: the last one is not applied yet.
+    #[error("a membership change is under way: retry once it is applied")]
+    Pending,
+    /// The member to add votes already.
+    #[error("member {0} is already a voter")]
+    AlreadyMember(u64),
+    /// The member to remove does not vote.
+    #[error("member {0} is not a voter of this ensemble")]
+    NotAMember(u64),
+    /// The leader removing itself (raft-rs leaves that case untested): hand over first.
+    #[error("member {0} leads the ensemble: hand the leadership over first (pehra cluster zookeeper-handover), then remove it")]
+    Leader(u64),
+    /// An ensemble keeps at least one voter.
+    #[error("member {0} is the only voter")]
+    Last(u64),
+    /// Ids start at 1.
+    #[error("member ids start at 1")]
+    BadId,
+}
 
 /// Why a leadership transfer was not started.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -164,6 +220,8 @@ pub struct Member {
     incarnations: std::collections::BTreeMap<u64, u64>,
     /// Messages of this machine's own (not raft-rs'), sent with the next actions.
     outbox: Vec<Message>,
+    /// Membership changes applied, told with the next actions.
+    applied_changes: Vec<Action>,
 }
 
 impl Member {
@@ -192,7 +250,8 @@ impl Member {
         config.validate()?;
         let started_empty =
             restored.base.is_none() && restored.entries.is_empty() && restored.hard_state.term == 0;
-        let abstain_ticks = if started_empty && voters.len() > 1 {
+        // (A member started to join, with no voters yet, counts as one of several.)
+        let abstain_ticks = if started_empty && voters != [id] {
             2 * config.election_tick as u32
         } else {
             0
@@ -217,6 +276,7 @@ impl Member {
             empty_start: 0,
             incarnations: Default::default(),
             outbox: Vec::new(),
+            applied_changes: Vec::new(),
         })
     }
 
@@ -417,6 +477,88 @@ impl Member {
         self.node.propose(Vec::new(), data).map_err(|_| NotLeader)
     }
 
+    /// Proposes a change of the voters (the writable leader only, one at a time). It is
+    /// done when an [`Action::Membership`] says so.
+    pub fn propose_membership(&mut self, change: &MembershipChange) -> Result<(), MembershipError> {
+        if !matches!(self.role, Role::Leader { .. }) || self.node.raft.state != StateRole::Leader {
+            return Err(MembershipError::NotLeader);
+        }
+        if self.node.raft.has_pending_conf() {
+            return Err(MembershipError::Pending);
+        }
+        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let mut cc = ConfChange::default();
+        match change {
+            MembershipChange::Add { id: 0, .. } => return Err(MembershipError::BadId),
+            MembershipChange::Add { id, addr } => {
+                if voters.contains(id) {
+                    return Err(MembershipError::AlreadyMember(*id));
+                }
+                cc.set_change_type(ConfChangeType::AddNode);
+                cc.node_id = *id;
+                cc.context = addr.as_bytes().to_vec().into();
+            }
+            MembershipChange::Remove { id } => {
+                if !voters.contains(id) {
+                    return Err(MembershipError::NotAMember(*id));
+                }
+                if *id == self.node.raft.id {
+                    return Err(MembershipError::Leader(*id));
+                }
+                if voters.len() == 1 {
+                    return Err(MembershipError::Last(*id));
+                }
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = *id;
+            }
+        }
+        self.node
+            .propose_conf_change(Vec::new(), cc)
+            .map_err(|_| MembershipError::NotLeader)
+    }
+
+    /// Applies a committed membership change (every member, in log order).
+    fn apply_membership(&mut self, entry: &Entry) {
+        let cc = match ConfChange::parse_from_bytes(&entry.data) {
+            Ok(cc) => cc,
+            Err(e) => {
+                tracing::error!(index = entry.index, error = %e, "undecodable membership change skipped");
+                return;
+            }
+        };
+        let conf = match self.node.apply_conf_change(&cc) {
+            Ok(conf) => conf,
+            Err(e) => {
+                tracing::error!(index = entry.index, error = %e, "membership change refused by raft");
+                return;
+            }
+        };
+        self.node
+            .mut_store()
+            .mem()
+            .wl()
+            .set_conf_state(conf.clone());
+        let change = match cc.get_change_type() {
+            ConfChangeType::AddNode => MembershipChange::Add {
+                id: cc.node_id,
+                addr: String::from_utf8_lossy(&cc.context).into_owned(),
+            },
+            ConfChangeType::RemoveNode => MembershipChange::Remove { id: cc.node_id },
+            ConfChangeType::AddLearnerNode => return,
+        };
+        let mut voters = conf.voters;
+        voters.sort_unstable();
+        self.applied_changes
+            .push(Action::Membership { voters, change });
+    }
+
+    /// The voters now, in order.
+    pub fn voters(&self) -> Vec<u64> {
+        let mut voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        voters.sort_unstable();
+        voters
+    }
+
     /// Asks for a linearizable read point (ReadIndex, through the leader): an
     /// [`Action::Read`] with `context` follows once this member has applied everything
     /// committed when the leader heard of it. `Err` if no leader is known.
@@ -484,7 +626,7 @@ impl Member {
             StateRole::Candidate => "candidate",
             StateRole::PreCandidate => "pre-candidate",
         };
-        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let voters = self.voters();
         let members = voters
             .into_iter()
             .map(|id| super::MemberStatus {
@@ -524,11 +666,14 @@ impl Member {
             let snapshot = ready.snapshot().clone();
             let data = snapshot.data.to_vec();
             let store = self.node.mut_store();
+            let mut voters = snapshot.get_metadata().get_conf_state().voters.clone();
+            voters.sort_unstable();
             match store.restore(snapshot) {
                 Ok(base) => {
                     actions.push(Action::InstallSnapshot {
                         index: base.0,
                         term: base.1,
+                        voters,
                         data,
                     });
                     actions.push(Action::Compact {
@@ -587,6 +732,7 @@ impl Member {
         if !applied.is_empty() {
             actions.push(Action::Apply(applied));
         }
+        actions.append(&mut self.applied_changes);
         let applied_to = self.applied;
         let (ready_reads, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut self.reads)
             .into_iter()
@@ -654,9 +800,14 @@ impl Member {
 
     fn collect(&mut self, entries: Vec<Entry>, out: &mut Vec<Committed>) {
         for entry in entries {
-            if entry.get_entry_type() != EntryType::EntryNormal {
-                // Configuration changes: not used yet (membership is fixed).
-                continue;
+            match entry.get_entry_type() {
+                EntryType::EntryNormal => {}
+                EntryType::EntryConfChange => {
+                    self.apply_membership(&entry);
+                    continue;
+                }
+                // Joint consensus: not proposed by this code.
+                EntryType::EntryConfChangeV2 => continue,
             }
             if entry.context.as_ref() == COMPACT_CONTEXT {
                 if let Ok(at) = <[u8; 8]>::try_from(entry.data.as_ref()) {
@@ -815,7 +966,7 @@ mod tests {
                 for action in self.members[i].poll_actions() {
                     match action {
                         Action::Send(messages) => self.wire.extend(messages),
-                        Action::Role(_) | Action::Read(_) => {}
+                        Action::Role(_) | Action::Read(_) | Action::Membership { .. } => {}
                         Action::Persist {
                             entries,
                             hard_state,
@@ -838,6 +989,7 @@ mod tests {
                                 hard_state,
                                 base: Some(base),
                                 entries,
+                                membership: self.disk[i].membership.clone(),
                             };
                         }
                         Action::SnapshotWanted => {
@@ -882,7 +1034,8 @@ mod tests {
         }
 
         fn leader(&self) -> Option<usize> {
-            (0..3).find(|&i| !self.down[i] && matches!(self.members[i].role(), Role::Leader { .. }))
+            (0..self.members.len())
+                .find(|&i| !self.down[i] && matches!(self.members[i].role(), Role::Leader { .. }))
         }
 
         /// Runs until a writable leader exists (bounded).
@@ -1227,5 +1380,133 @@ mod tests {
         let mut kept = Member::new(1, &[1, 2, 3], disk).unwrap();
         kept.handle_message(vote(5));
         assert!(grants(&mut kept));
+    }
+
+    /// Proposes `change` at the leader until it is applied there (bounded).
+    fn change_membership(net: &mut Net, change: MembershipChange) {
+        for _ in 0..50 {
+            let leader = net.elect();
+            match net.members[leader].propose_membership(&change) {
+                Ok(()) | Err(MembershipError::Pending) => {}
+                Err(MembershipError::AlreadyMember(_))
+                    if matches!(change, MembershipChange::Add { .. }) =>
+                {
+                    return
+                }
+                Err(MembershipError::NotAMember(_))
+                    if matches!(change, MembershipChange::Remove { .. }) =>
+                {
+                    return
+                }
+                Err(e) => panic!("{change:?}: {e}"),
+            }
+            for _ in 0..30 {
+                net.step();
+            }
+        }
+        panic!("{change:?} never applied");
+    }
+
+    #[test]
+    fn members_are_added_and_removed_one_at_a_time_and_a_new_one_catches_up() {
+        let mut net = Net::new(10, 5);
+        net.compact_every = 8;
+        for i in 0..3 {
+            net.restart(i);
+        }
+        for n in 0..30u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..50 {
+            net.step();
+        }
+        let leader = net.elect();
+        assert!(net.members[leader].first_index() > 10, "the log is cut");
+        // The refusals.
+        assert_eq!(
+            net.members[leader].propose_membership(&MembershipChange::Add {
+                id: 2,
+                addr: "b".into()
+            }),
+            Err(MembershipError::AlreadyMember(2))
+        );
+        assert_eq!(
+            net.members[leader].propose_membership(&MembershipChange::Remove { id: 9 }),
+            Err(MembershipError::NotAMember(9))
+        );
+        assert_eq!(
+            net.members[leader].propose_membership(&MembershipChange::Remove {
+                id: leader as u64 + 1
+            }),
+            Err(MembershipError::Leader(leader as u64 + 1))
+        );
+        let follower = (leader + 1) % 3;
+        assert_eq!(
+            net.members[follower].propose_membership(&MembershipChange::Remove { id: 1 }),
+            Err(MembershipError::NotLeader)
+        );
+        // Member 4 starts to join (no voters), is added, and catches up from a snapshot.
+        net.members.push(
+            Member::new(4, &[], Restored::default())
+                .unwrap()
+                .compacting_every(8)
+                .with_incarnation(44),
+        );
+        net.applied.push(Vec::new());
+        net.applied_index.push(0);
+        net.disk.push(Restored::default());
+        net.down.push(false);
+        for _ in 0..40 {
+            net.step();
+        }
+        assert!(
+            net.applied[3].is_empty(),
+            "not a member yet: it gets nothing"
+        );
+        assert_eq!(net.members[3].role(), Role::Follower { leader: None });
+        change_membership(
+            &mut net,
+            MembershipChange::Add {
+                id: 4,
+                addr: "127.0.0.1:2184".into(),
+            },
+        );
+        for n in 30..40u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..200 {
+            net.step();
+        }
+        net.assert_consistent();
+        assert_eq!(net.applied[3].len(), 40, "the new member has every entry");
+        for m in &net.members {
+            assert_eq!(m.voters(), vec![1, 2, 3, 4]);
+        }
+        // A follower is removed: the other three go on without it.
+        let leader = net.elect();
+        let gone = (0..3).find(|&i| i != leader).unwrap();
+        change_membership(
+            &mut net,
+            MembershipChange::Remove {
+                id: gone as u64 + 1,
+            },
+        );
+        for _ in 0..20 {
+            net.step();
+        }
+        net.down[gone] = true;
+        for n in 40..50u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..100 {
+            net.step();
+        }
+        let mut want: Vec<u64> = (1..=4).filter(|&id| id != gone as u64 + 1).collect();
+        want.sort_unstable();
+        for (i, m) in net.members.iter().enumerate().filter(|(i, _)| *i != gone) {
+            assert_eq!(m.voters(), want, "member {}", i + 1);
+            assert_eq!(net.applied[i].len(), 50, "member {}", i + 1);
+        }
+        net.assert_consistent();
     }
 }

@@ -46,6 +46,21 @@ pub struct EnsembleConfig {
     pub compact_every: u64,
     /// This member's health, told in its status (`health_index`).
     pub health: health::HealthSource,
+    /// Started to join an existing ensemble (`--join`): at its first start it does not
+    /// vote or campaign until a membership change adds it.
+    pub join: bool,
+}
+
+/// The ensemble's members as the Raft log records them: who votes, and where each
+/// member serves (also members being added or removed, and members that joined after
+/// this one was started with its `--peers`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Membership {
+    /// The voters' ids (empty for a member that has been started to join and was not
+    /// added yet).
+    pub voters: Vec<u64>,
+    /// Every member's CoAP address (`HOST:PORT`), by id.
+    pub addrs: BTreeMap<u64, String>,
 }
 
 /// Why `--peers` does not parse.
@@ -84,8 +99,48 @@ impl EnsembleConfig {
             members,
             compact_every: member::DEFAULT_COMPACT_EVERY,
             health: health::HealthSource::default(),
+            join: false,
         })
     }
+}
+
+/// The URI path of a change of the voters (`POST /ensemble/members`, a
+/// [`MembershipRequest`]; admin only), answered once it is applied.
+pub const MEMBERS_PATH: &str = "ensemble/members";
+
+/// A change of the ensemble's voters (one at a time), asked of the leader.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum MembershipRequest {
+    /// Member `id`, serving at `addr` (`HOST:PORT`), votes from now on. Start it first
+    /// with `--join`.
+    Add {
+        /// Its id (≥ 1).
+        id: u64,
+        /// Its CoAP address.
+        addr: String,
+    },
+    /// Member `id` no longer votes. Not the leader: hand its office over first.
+    Remove {
+        /// Its id.
+        id: u64,
+    },
+}
+
+impl From<MembershipRequest> for member::MembershipChange {
+    fn from(request: MembershipRequest) -> Self {
+        match request {
+            MembershipRequest::Add { id, addr } => member::MembershipChange::Add { id, addr },
+            MembershipRequest::Remove { id } => member::MembershipChange::Remove { id },
+        }
+    }
+}
+
+/// The answer to a [`MembershipRequest`] (2.04): the change is applied.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MembershipChanged {
+    /// The voters now.
+    pub voters: Vec<u64>,
 }
 
 /// The URI path of a member's view of its ensemble (`GET /ensemble`, an

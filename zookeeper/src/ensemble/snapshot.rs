@@ -33,7 +33,7 @@ pub const CHUNK: u64 = 256 << 10;
 pub const OFFER_IDLE: Duration = Duration::from_secs(60);
 
 /// What a `MsgSnapshot`'s data holds: which snapshot to pull, and how to check it.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct SnapshotRef {
     /// The Raft index the tree is at (every committed entry up to it applied).
     pub index: u64,
@@ -41,6 +41,10 @@ pub struct SnapshotRef {
     pub len: u64,
     /// Its CRC-32 (IEEE).
     pub crc: u32,
+    /// Every member's address, by id, at the leader (the snapshot's voters are in its
+    /// Raft metadata; a member that joined later than another may not know where it is).
+    #[serde(default)]
+    pub addrs: std::collections::BTreeMap<u64, String>,
 }
 
 /// A request for a piece of the snapshot a leader offers (`POST /raft/snapshot`, CBOR).
@@ -113,11 +117,18 @@ struct Offer {
 impl Offered {
     /// Offers `bytes`, the tree at Raft index `index` (replacing any earlier offer), and
     /// returns the reference a `MsgSnapshot` carries.
-    pub fn set(&self, index: u64, bytes: Vec<u8>, now: Instant) -> SnapshotRef {
+    pub fn set(
+        &self,
+        index: u64,
+        bytes: Vec<u8>,
+        addrs: std::collections::BTreeMap<u64, String>,
+        now: Instant,
+    ) -> SnapshotRef {
         let reference = SnapshotRef {
             index,
             len: bytes.len() as u64,
             crc: crc32fast::hash(&bytes),
+            addrs,
         };
         *self.0.lock().expect("offer lock") = Some(Offer {
             index,
@@ -193,8 +204,8 @@ impl Assembly {
     }
 
     /// The snapshot's reference.
-    pub fn reference(&self) -> SnapshotRef {
-        self.reference
+    pub fn reference(&self) -> &SnapshotRef {
+        &self.reference
     }
 
     /// The next piece to ask for, or `None` once every byte is in.
@@ -223,8 +234,10 @@ impl Assembly {
         Ok(())
     }
 
-    /// The whole tree, checked against its length and CRC.
-    pub fn finish(self) -> Result<Vec<u8>, SnapshotError> {
+    /// The whole tree, checked against its length and CRC, and the members' addresses.
+    pub fn finish(
+        self,
+    ) -> Result<(Vec<u8>, std::collections::BTreeMap<u64, String>), SnapshotError> {
         if self.bytes.len() as u64 != self.reference.len
             || crc32fast::hash(&self.bytes) != self.reference.crc
         {
@@ -232,16 +245,17 @@ impl Assembly {
                 index: self.reference.index,
             });
         }
-        Ok(self.bytes)
+        Ok((self.bytes, self.reference.addrs))
     }
 }
 
-/// Pulls the snapshot a `MsgSnapshot`'s `data` names from `leader`, piece by piece.
+/// Pulls the snapshot a `MsgSnapshot`'s `data` names from `leader`, piece by piece:
+/// the tree, and the members' addresses the reference carried.
 pub async fn fetch(
     handle: &Handle,
     leader: SocketAddr,
     data: &[u8],
-) -> Result<Vec<u8>, SnapshotError> {
+) -> Result<(Vec<u8>, std::collections::BTreeMap<u64, String>), SnapshotError> {
     let mut assembly = Assembly::new(data)?;
     while let Some(asked) = assembly.next_request() {
         let request = Request::post(SNAPSHOT_PATH)
@@ -285,7 +299,9 @@ mod tests {
         let now = Instant::now();
         let offered = Offered::default();
         let tree: Vec<u8> = (0..(2 * CHUNK + 17)).map(|i| (i % 251) as u8).collect();
-        let reference = offered.set(7, tree.clone(), now);
+        let addrs: std::collections::BTreeMap<u64, String> =
+            [(1, "127.0.0.1:2181".to_string())].into();
+        let reference = offered.set(7, tree.clone(), addrs.clone(), now);
         let data = pehra_shared::wire::encode(&reference).unwrap();
         let mut assembly = Assembly::new(&data).unwrap();
         let mut asked = 0;
@@ -296,14 +312,14 @@ mod tests {
                 .unwrap();
         }
         assert_eq!(asked, 3);
-        assert_eq!(assembly.finish().unwrap(), tree);
+        assert_eq!(assembly.finish().unwrap(), (tree, addrs));
     }
 
     #[test]
     fn a_damaged_wrong_or_forgotten_snapshot_is_refused() {
         let now = Instant::now();
         let offered = Offered::default();
-        let reference = offered.set(7, vec![1, 2, 3], now);
+        let reference = offered.set(7, vec![1, 2, 3], Default::default(), now);
         // A byte changed on the way.
         let data = pehra_shared::wire::encode(&reference).unwrap();
         let mut assembly = Assembly::new(&data).unwrap();

@@ -212,17 +212,53 @@ impl Server {
                         .await
                         .expect("raft log recovery panicked")
                         .map_err(|e| ServerError::Raft(e.to_string()))?;
-                let voters: Vec<u64> = ensemble.members.keys().copied().collect();
-                let member = crate::ensemble::member::Member::new(ensemble.id, &voters, restored)
-                    .map_err(|e| ServerError::Raft(e.to_string()))?
-                    .compacting_every(ensemble.compact_every);
+                let (mut log, restored) = (log, restored);
+                // The membership the log holds wins over `--peers`, which only starts
+                // an ensemble (or, with `--join`, says where it is).
+                let membership = match &restored.membership {
+                    Some(membership) => membership.clone(),
+                    None => crate::ensemble::Membership {
+                        voters: if ensemble.join {
+                            Vec::new()
+                        } else {
+                            ensemble.members.keys().copied().collect()
+                        },
+                        addrs: ensemble
+                            .members
+                            .iter()
+                            .map(|(id, addr)| (*id, addr.to_string()))
+                            .collect(),
+                    },
+                };
+                log.set_membership(&membership)
+                    .map_err(|e| ServerError::Raft(e.to_string()))?;
+                let mut ensemble = ensemble.clone();
+                for (id, addr) in &membership.addrs {
+                    match std::net::ToSocketAddrs::to_socket_addrs(addr.as_str())
+                        .ok()
+                        .and_then(|mut a| a.next())
+                    {
+                        Some(addr) => {
+                            ensemble.members.insert(*id, addr);
+                        }
+                        None => {
+                            return Err(ServerError::Raft(format!(
+                                "member {id}'s address {addr} (from the raft log) does not resolve"
+                            )))
+                        }
+                    }
+                }
+                let member =
+                    crate::ensemble::member::Member::new(ensemble.id, &membership.voters, restored)
+                        .map_err(|e| ServerError::Raft(e.to_string()))?
+                        .compacting_every(ensemble.compact_every);
                 // Tells the leader if this process started on an empty log (see
                 // `Member::with_incarnation`).
                 let seed = pehra_shared::driver::socket::seed32()
                     .map_err(|e| ServerError::Raft(format!("no randomness: {e}")))?;
                 let incarnation = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
                 let member = member.with_incarnation(incarnation.max(1));
-                Some((log, member, ensemble.clone()))
+                Some((log, member, ensemble, membership.voters))
             }
             None => None,
         };
@@ -232,7 +268,26 @@ impl Server {
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();
         let offered = crate::ensemble::snapshot::Offered::default();
+        let (membership_tx, membership_rx) = mpsc::unbounded_channel();
         if raft.is_some() {
+            router = router.route_deferred(
+                pehra_shared::coap::Method::Post,
+                crate::ensemble::MEMBERS_PATH,
+                move |incoming, responder| {
+                    let asked: crate::ensemble::MembershipRequest =
+                        match pehra_shared::api::decode_request(&incoming.request) {
+                            Ok(asked) => asked,
+                            Err(refused) => return responder.respond(refused),
+                        };
+                    let (tx, rx) = tokio::sync::oneshot::channel();
+                    let _ = membership_tx.send((asked.into(), tx));
+                    tokio::spawn(async move {
+                        if let Ok(answer) = rx.await {
+                            responder.respond(membership_response(answer));
+                        }
+                    });
+                },
+            );
             let served = offered.clone();
             router = router.route_deferred(
                 pehra_shared::coap::Method::Post,
@@ -323,7 +378,7 @@ impl Server {
         }
         let (leading_tx, leading) = tokio::sync::watch::channel(false);
         let replication = match raft {
-            Some((log, member, ensemble)) => {
+            Some((log, member, ensemble, voters)) => {
                 let (proposals_tx, proposals_rx) = mpsc::unbounded_channel();
                 let raft_endpoint = Endpoint::bind(
                     pehra_shared::driver::any_local_for(config.listen),
@@ -368,6 +423,11 @@ impl Server {
                     proposals: proposals_rx,
                     core: jobs_tx.clone(),
                     offered,
+                    memberships: membership_rx,
+                    voters,
+                    changing: None,
+                    pulled_addrs: None,
+                    credentials: config.security.as_ref().map(|s| s.credentials.clone()),
                 };
                 tokio::spawn(driver.run());
                 Some(core::Replication::new(
@@ -481,6 +541,29 @@ fn recover(
 /// The answer to `POST /ensemble`: 2.04 with the handover started, 4.03 `not_leader` on
 /// a follower (a client with the member list asks the next member), 4.00 for a member
 /// that is not another one of the ensemble.
+fn membership_response(
+    answer: Result<Vec<u64>, crate::ensemble::driver::MembershipRefusal>,
+) -> pehra_shared::coap::Response {
+    use crate::ensemble::driver::MembershipRefusal;
+    use crate::ensemble::member::MembershipError;
+    use pehra_shared::api::{cbor_response, error_response};
+    use pehra_shared::wire::ErrorKind;
+    match answer {
+        Ok(voters) => cbor_response(
+            pehra_shared::coap::Code::CHANGED,
+            &crate::ensemble::MembershipChanged { voters },
+        ),
+        Err(e @ MembershipRefusal::Refused(MembershipError::NotLeader)) => {
+            error_response(ErrorKind::NotLeader, &e.to_string())
+        }
+        Err(e @ MembershipRefusal::NotApplied(_))
+        | Err(e @ MembershipRefusal::Refused(MembershipError::Pending)) => {
+            error_response(ErrorKind::Busy, &e.to_string())
+        }
+        Err(e) => error_response(ErrorKind::Malformed, &e.to_string()),
+    }
+}
+
 fn transfer_response(
     answer: Result<crate::ensemble::TransferStarted, crate::ensemble::member::TransferError>,
 ) -> pehra_shared::coap::Response {
