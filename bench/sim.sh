@@ -8,7 +8,7 @@
 #   SEEDS=200 FIRST=5000 bash bench/sim.sh
 #
 # Built optimised and with RUSTFLAGS="--cfg tokio_unstable" (tokio's select! order then
-# comes from the seed: one source of divergence fewer in a replay, see docs/replication.md
+# comes from the seed, and a failing seed replays exactly, see docs/replication.md
 # "Simulation"), in its own target directory ($CARGO_TARGET_DIR/sim-unstable) so that the flag does not
 # rebuild the ordinary one. Other knobs of the test pass through: SIM_SECONDS (simulated
 # seconds of producing and faults per seed, 20), SIM_ZK_CRASH=0 (do not crash the zookeeper,

@@ -13,7 +13,7 @@ use pehra_shared::wire::{
 };
 use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use thiserror::Error;
@@ -298,7 +298,7 @@ pub struct ClusterClient {
     /// Per partition used: the leader epoch as a zookeeper watch last reported it (kept
     /// up to date by a task that also refreshes `metadata`), so a request to a leader
     /// that lost its place is abandoned as soon as the controller moves it.
-    epochs: Mutex<HashMap<(String, u32), tokio::sync::watch::Receiver<u32>>>,
+    epochs: Mutex<BTreeMap<(String, u32), tokio::sync::watch::Receiver<u32>>>,
     /// Why requests were sent again.
     retries: Mutex<RetryStats>,
 }

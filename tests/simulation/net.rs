@@ -35,7 +35,8 @@ impl DynSocket for SimSocket {
     }
 }
 
-/// Installs turmoil's sockets and a seeded source of seeds on this thread; removed
+/// Installs turmoil's sockets, a seeded source of seeds and inline disk work
+/// (`driver::blocking`) on this thread; removed
 /// again when the returned guard is dropped. `services` maps a service port to the IP of
 /// the host serving it.
 pub fn install(seed: u64, services: BTreeMap<u16, IpAddr>) -> Installed {
@@ -60,6 +61,8 @@ pub fn install(seed: u64, services: BTreeMap<u16, IpAddr>) -> Installed {
     socket::set_seed_source(Some(Rc::new(move |out: &mut [u8]| {
         rng.borrow_mut().fill(out);
     })));
+    // Disk work on the hosts' own task, not on real threads that finish in real time.
+    pehra_shared::driver::blocking::set_inline(true);
     Installed
 }
 
@@ -70,5 +73,6 @@ impl Drop for Installed {
     fn drop(&mut self) {
         socket::set_socket_factory(None);
         socket::set_seed_source(None);
+        pehra_shared::driver::blocking::set_inline(false);
     }
 }

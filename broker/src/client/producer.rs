@@ -17,7 +17,7 @@ use crate::log::PRODUCER_WINDOW;
 use pehra_shared::wire::{
     self, Acks, ErrorKind, ProduceRequest, ProduceResponse, Record, RecordBatch,
 };
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
@@ -122,7 +122,7 @@ fn new_producer_id() -> u64 {
 /// the next sequence number, gapless from 0.
 #[derive(Debug)]
 pub struct Sequences {
-    partitions: HashMap<u32, (u64, u32)>,
+    partitions: BTreeMap<u32, (u64, u32)>,
     new_id: fn() -> u64,
 }
 
@@ -136,7 +136,7 @@ impl Sequences {
     /// Numbering with producer ids from `new_id`.
     pub fn with_ids(new_id: fn() -> u64) -> Self {
         Sequences {
-            partitions: HashMap::new(),
+            partitions: BTreeMap::new(),
             new_id,
         }
     }

@@ -269,7 +269,7 @@ pub use segment::MAX_BATCH_BYTES;
 
 use pehra_shared::durable;
 use segment::{BatchHeader, Segment, HEADER_LEN, NO_PRODUCER_ID};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
@@ -589,7 +589,7 @@ impl ProducerWindow {
 }
 
 /// The last batches of each producer, by producer id.
-type Producers = HashMap<u64, ProducerWindow>;
+type Producers = BTreeMap<u64, ProducerWindow>;
 
 /// Where [`PartitionLog::append`] put a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -2,7 +2,7 @@
 
 use super::segment::{BATCH_HEADER_LEN, HEADER_LEN};
 use super::*;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -123,10 +123,10 @@ fn expected_producers(
     dir: &Path,
     model: &Model,
     damaged: &[DamagedRange],
-) -> HashMap<u64, ProducerWindow> {
+) -> BTreeMap<u64, ProducerWindow> {
     let bases = segment_bases(dir);
     let floor = bases[bases.len().saturating_sub(2)];
-    let mut producers = HashMap::new();
+    let mut producers = BTreeMap::new();
     let lost = |offset| damaged.iter().any(|r| r.contains(offset));
     for batch in model
         .iter()

@@ -28,7 +28,7 @@ use pehra_shared::wire::{self, ErrorKind, TopicConfig};
 use pehra_zookeeper::cluster;
 use problem::problem;
 use properties::{Key, Properties, PropertyError};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::{Arc, Mutex};
 
@@ -49,13 +49,13 @@ pub(crate) struct PubSub {
     next_partition: AtomicU32,
     /// The state of each followed topic's data (kept by its follow loop), shared by
     /// every GET that reads it.
-    latest: Mutex<HashMap<String, Arc<data::DataState>>>,
+    latest: Mutex<BTreeMap<String, Arc<data::DataState>>>,
     /// Reads of a topic's data from the log in progress: GETs that miss [`Self::latest`]
     /// at the same time share one (a flood of GETs of a large value would otherwise
     /// hold a copy of it each while they wait, issue 12).
-    loading: Mutex<HashMap<String, Arc<tokio::sync::OnceCell<Arc<data::DataState>>>>>,
+    loading: Mutex<BTreeMap<String, Arc<tokio::sync::OnceCell<Arc<data::DataState>>>>>,
     /// Topics being followed for observers: the topic's identity and the loop.
-    following: Mutex<HashMap<String, (u64, tokio::task::JoinHandle<()>)>>,
+    following: Mutex<BTreeMap<String, (u64, tokio::task::JoinHandle<()>)>>,
 }
 
 /// A topic as the zookeeper has it.

@@ -351,7 +351,7 @@ async fn remove_replicas_no_longer_held(
             }
         };
         let dir = partition_dir(state, &key);
-        match tokio::task::spawn_blocking(move || std::fs::remove_dir_all(&dir)).await {
+        match pehra_shared::driver::blocking::run(move || std::fs::remove_dir_all(&dir)).await {
             Ok(Ok(())) => {
                 tracing::info!(topic = %key.0, partition = key.1, "removed the replica's data: {why}")
             }
@@ -423,7 +423,7 @@ async fn open(
     let dir = partition_dir(state, key);
     let config = state.log_config.clone();
     let topic_id = a.topic_id;
-    let opened = tokio::task::spawn_blocking(move || {
+    let opened = pehra_shared::driver::blocking::run(move || {
         claim_for_topic(&dir, topic_id).map_err(|e| e.to_string())?;
         let hw = hw_checkpoint::load(&dir).map_err(|e| e.to_string())?;
         let (log, recovery) = PartitionLog::open(&dir, config).map_err(|e| e.to_string())?;

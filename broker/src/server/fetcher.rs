@@ -11,7 +11,7 @@ use pehra_shared::coap::{Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::wire::{
     self, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse, ReplicaPartitionData,
 };
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,7 +26,7 @@ pub(crate) type FetchPlan = BTreeMap<u32, (SocketAddr, BTreeSet<PartitionKey>)>;
 /// The fetch tasks, one per leader this broker follows partitions from.
 #[derive(Default)]
 pub(crate) struct Fetchers {
-    by_leader: HashMap<u32, Fetcher>,
+    by_leader: BTreeMap<u32, Fetcher>,
     /// What the last assignment asks for, also while dormant (PEHRA): waking restarts
     /// the fetchers from it at once, before the assignment is read again.
     plan: FetchPlan,

@@ -38,7 +38,7 @@ mod replica;
 pub(crate) use partition::Partition;
 use partition::PartitionKey;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock, RwLock};
@@ -218,7 +218,7 @@ pub(crate) struct State {
     replica_lag: Duration,
     ack_timeout: Duration,
     replica_fetch_bytes: usize,
-    partitions: RwLock<HashMap<PartitionKey, Arc<Mutex<Partition>>>>,
+    partitions: RwLock<BTreeMap<PartitionKey, Arc<Mutex<Partition>>>>,
     fetchers: Mutex<fetcher::Fetchers>,
     /// Wakes replica fetches held while nothing was new.
     appended: tokio::sync::Notify,
@@ -249,9 +249,9 @@ pub(crate) struct State {
     /// Its own credentials (OSCORE towards the zookeeper and the other brokers).
     credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
     /// The brokers' addresses its requests are protected to already.
-    secured_peers: Mutex<std::collections::HashSet<SocketAddr>>,
+    secured_peers: Mutex<std::collections::BTreeSet<SocketAddr>>,
     /// The high watermarks last made durable ([`hw_checkpoint`]), by partition.
-    hw_checkpoint: Mutex<HashMap<PartitionKey, u64>>,
+    hw_checkpoint: Mutex<BTreeMap<PartitionKey, u64>>,
     /// Set once the first assignment was applied (every assigned log opened or failed).
     logs_opened: AtomicBool,
     /// Assigned partitions whose log could not be opened, with the error.
@@ -800,7 +800,7 @@ async fn flush_after_writes(state: Arc<State>, every: Duration) {
             continue;
         }
         let state = state.clone();
-        let _ = tokio::task::spawn_blocking(move || flush_all(&state)).await;
+        let _ = pehra_shared::driver::blocking::run(move || flush_all(&state)).await;
     }
 }
 
@@ -812,7 +812,7 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
         pehra::awake(&state).await;
         let state = state.clone();
         let now_ms = now_ms();
-        let _ = tokio::task::spawn_blocking(move || {
+        let _ = pehra_shared::driver::blocking::run(move || {
             let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for ((topic, partition), p) in partitions {
                 match p.lock().expect("lock").log.apply_retention(now_ms) {
@@ -839,7 +839,7 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
         ticker.tick().await;
         pehra::awake(&state).await;
         let state = state.clone();
-        let scrubbed = tokio::task::spawn_blocking(move || {
+        let scrubbed = pehra_shared::driver::blocking::run(move || {
             let mut partitions: Vec<_> = state
                 .partitions
                 .read()

@@ -10,7 +10,7 @@ use pehra_shared::api::{cbor_response, error_response};
 use pehra_shared::coap::Code;
 use pehra_shared::driver::Responder;
 use pehra_shared::wire::{ErrorKind, PartitionMetadata, ProduceResponse};
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -93,7 +93,7 @@ pub(crate) struct LeaderState {
     /// The epoch it leads in.
     pub epoch: u32,
     /// Progress of each follower (by broker id), from its fetches.
-    pub followers: HashMap<u32, FollowerProgress>,
+    pub followers: BTreeMap<u32, FollowerProgress>,
     /// acks=all produces waiting for the high watermark.
     pub waiters: Vec<AckWaiter>,
     /// An in-sync set change is being written to the zookeeper.

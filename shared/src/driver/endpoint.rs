@@ -8,7 +8,7 @@ use super::Error;
 use crate::coap::{Config, Engine, Event, ExchangeError, IncomingId, RequestId, Response};
 use crate::Instant;
 use std::boxed::Box;
-use std::collections::HashMap;
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::task::{Context, Poll, Waker};
 use std::{vec, vec::Vec};
@@ -82,7 +82,7 @@ impl Endpoint {
             rx,
             tx: tx.clone(),
             base: tokio::time::Instant::now(),
-            waiting: HashMap::new(),
+            waiting: BTreeMap::new(),
             sent_waiters: Vec::new(),
             ceiling_store: None,
             connected,
@@ -129,7 +129,7 @@ struct Driver<S> {
     rx: mpsc::UnboundedReceiver<Command>,
     tx: mpsc::UnboundedSender<Command>,
     base: tokio::time::Instant,
-    waiting: HashMap<RequestId, Waiter>,
+    waiting: BTreeMap<RequestId, Waiter>,
     /// Told once everything queued before them is on the socket.
     sent_waiters: Vec<oneshot::Sender<()>>,
     /// Stores the OSCORE sequence ceiling (servers with security).

@@ -15,6 +15,7 @@
 //! # Ok(()) }
 //! ```
 
+pub mod blocking;
 pub mod clock;
 mod endpoint;
 mod handle;

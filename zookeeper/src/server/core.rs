@@ -19,7 +19,7 @@ use pehra_shared::wire::{
     MultiResult, NodeData, SessionOpened, SyncResponse,
 };
 use rand::{Rng, SeedableRng};
-use std::collections::{BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,6 +64,12 @@ pub(crate) enum Job {
     },
     /// Answer once every earlier write is durable, with the last zxid.
     Sync {
+        /// Where to answer.
+        responder: Responder,
+    },
+    /// Answer at once with this process's incarnation (a watch without a session asks,
+    /// to notice a restart that took its observation).
+    Incarnation {
         /// Where to answer.
         responder: Responder,
     },
@@ -185,7 +191,7 @@ pub(super) struct Core {
     /// When a batch goes to the disk (group commit), and when the one in flight went.
     commit: GroupCommit,
     flushed_at: Instant,
-    log_tx: std::sync::mpsc::Sender<LogJob>,
+    log_tx: LogQueue,
     log_done: mpsc::UnboundedReceiver<Result<Room, StorageError>>,
     /// Bytes of records that can still be appended into reserved disk space.
     room: u64,
@@ -205,7 +211,7 @@ pub(super) struct Core {
     stop_by: Option<Instant>,
     /// Resources someone has observed: only these are notified (building the state of
     /// a big parent for nobody would cost more than the write).
-    watched: HashSet<String>,
+    watched: BTreeSet<String>,
     /// In an ensemble: proposing, applying committed entries, the role.
     replication: Option<Replication>,
 }
@@ -223,14 +229,9 @@ impl Core {
         if let Some(why) = &room.full {
             tracing::error!("zookeeper storage full: {why}; refusing writes until space returns");
         }
-        let (log_tx, log_rx) = std::sync::mpsc::channel();
         let (done_tx, log_done) = mpsc::unbounded_channel();
         let snapshotting = Arc::new(AtomicBool::new(false));
-        let (thread_tx, thread_snapshotting) = (log_tx.clone(), snapshotting.clone());
-        std::thread::Builder::new()
-            .name("zk-log".into())
-            .spawn(move || log_thread(storage, log_rx, thread_tx, done_tx, thread_snapshotting))
-            .expect("spawn the log thread");
+        let log_tx = LogQueue::start(storage, done_tx, snapshotting.clone());
         let mut leases = Leases::default();
         let now = Instant::now();
         // In an ensemble, leases start when this member becomes the leader.
@@ -275,7 +276,7 @@ impl Core {
             log_bytes: 0,
             shutting_down: false,
             stop_by: None,
-            watched: HashSet::new(),
+            watched: BTreeSet::new(),
             replication,
         }
     }
@@ -356,6 +357,9 @@ impl Core {
         match job {
             Job::Shutdown => self.shutting_down = true,
             Job::Ensemble(event) => self.on_ensemble(event),
+            Job::Incarnation { responder } => {
+                responder.respond(cbor_response(Code::CONTENT, &self.incarnation));
+            }
             // Stopping (and only waiting for a commit): nothing new is taken; its asker
             // hears nothing and tries another member.
             _ if self.shutting_down => {}
@@ -419,6 +423,9 @@ impl Core {
                         self.watched.insert(resource_key(&path, true));
                     }
                     responder.respond(self.get_children(&path))
+                }
+                Job::Incarnation { responder } => {
+                    responder.respond(cbor_response(Code::CONTENT, &self.incarnation));
                 }
                 Job::Sync { responder } => responder.respond(cbor_response(
                     Code::CONTENT,
@@ -1071,14 +1078,84 @@ fn answer(held: Vec<Held>) {
     }
 }
 
-fn log_thread(
-    mut storage: Storage,
-    jobs: std::sync::mpsc::Receiver<LogJob>,
-    own: std::sync::mpsc::Sender<LogJob>,
+/// Where the core's log jobs go: the log thread, or, in a simulation
+/// ([`pehra_shared::driver::blocking::is_inline`]), a worker that does each job at once
+/// (its results come back through the same channel, so the core cannot tell).
+enum LogQueue {
+    /// A thread of its own (`zk-log`): appends and fsyncs never stall the core.
+    Thread(std::sync::mpsc::Sender<LogJob>),
+    /// Each job done when it is sent; `None` once the worker stopped (a failed write).
+    Inline(Option<Box<LogWorker>>),
+}
+
+impl LogQueue {
+    fn start(
+        storage: Storage,
+        done: mpsc::UnboundedSender<Result<Room, StorageError>>,
+        snapshotting: Arc<AtomicBool>,
+    ) -> LogQueue {
+        if pehra_shared::driver::blocking::is_inline() {
+            return LogQueue::Inline(Some(Box::new(LogWorker {
+                storage,
+                own: None,
+                done,
+                snapshotting,
+            })));
+        }
+        let (tx, jobs) = std::sync::mpsc::channel();
+        let mut worker = LogWorker {
+            storage,
+            own: Some(tx.clone()),
+            done,
+            snapshotting,
+        };
+        std::thread::Builder::new()
+            .name("zk-log".into())
+            .spawn(move || {
+                for job in jobs {
+                    if !worker.handle(job) {
+                        return;
+                    }
+                }
+            })
+            .expect("spawn the log thread");
+        LogQueue::Thread(tx)
+    }
+
+    /// Hands `job` over; `Err` once the worker has stopped.
+    fn send(&mut self, job: LogJob) -> Result<(), LogGone> {
+        match self {
+            LogQueue::Thread(tx) => tx.send(job).map_err(|_| LogGone),
+            LogQueue::Inline(worker) => {
+                let running = worker.as_mut().ok_or(LogGone)?;
+                if !running.handle(job) {
+                    *worker = None;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// The log worker stopped (its storage failed).
+#[derive(Debug)]
+struct LogGone;
+
+/// The write-ahead log's worker: appends and syncs batches, takes snapshots into use,
+/// reloads the tree.
+struct LogWorker {
+    storage: Storage,
+    /// Its own queue, for a snapshot thread to report back on (`None`: inline, the
+    /// snapshot is written at once).
+    own: Option<std::sync::mpsc::Sender<LogJob>>,
     done: mpsc::UnboundedSender<Result<Room, StorageError>>,
     snapshotting: Arc<AtomicBool>,
-) {
-    for job in jobs {
+}
+
+impl LogWorker {
+    /// Does one job; `false` if the worker must stop.
+    fn handle(&mut self, job: LogJob) -> bool {
+        let storage = &mut self.storage;
         match job {
             LogJob::Append(records) => {
                 let result = records
@@ -1087,30 +1164,43 @@ fn log_thread(
                     .and_then(|()| storage.sync())
                     .map(|()| storage.reserve(LOG_RESERVE));
                 let failed = result.is_err();
-                if done.send(result).is_err() || failed {
-                    return;
+                if self.done.send(result).is_err() || failed {
+                    return false;
                 }
             }
             LogJob::Snapshot(tree) => {
-                let (writer, own, flag) =
-                    (storage.snapshot_writer(), own.clone(), snapshotting.clone());
-                let spawned = std::thread::Builder::new().name("zk-snapshot".into()).spawn(move || {
+                let writer = storage.snapshot_writer();
+                let write = move || {
                     let zxid = tree.last_zxid();
-                    let written = wire::encode(&*tree)
+                    wire::encode(&*tree)
                         .map_err(|e| e.to_string())
-                        .and_then(|bytes| writer.write(zxid, &bytes).map_err(|e| e.to_string()));
-                    match written {
-                        Ok(()) => {
+                        .and_then(|bytes| writer.write(zxid, &bytes).map_err(|e| e.to_string()))
+                        .map(|()| zxid)
+                };
+                let Some(own) = self.own.clone() else {
+                    return match write() {
+                        Ok(zxid) => self.handle(LogJob::SnapshotWritten(zxid)),
+                        Err(e) => {
+                            tracing::error!(error = %e, "snapshot failed; the log keeps everything");
+                            self.snapshotting.store(false, Ordering::Release);
+                            true
+                        }
+                    };
+                };
+                let flag = self.snapshotting.clone();
+                let spawned = std::thread::Builder::new()
+                    .name("zk-snapshot".into())
+                    .spawn(move || match write() {
+                        Ok(zxid) => {
                             let _ = own.send(LogJob::SnapshotWritten(zxid));
                         }
                         Err(e) => {
                             tracing::error!(error = %e, "snapshot failed; the log keeps everything");
                             flag.store(false, Ordering::Release);
                         }
-                    }
-                });
+                    });
                 if spawned.is_err() {
-                    snapshotting.store(false, Ordering::Release);
+                    self.snapshotting.store(false, Ordering::Release);
                 }
             }
             LogJob::Reload(reply) => {
@@ -1118,7 +1208,7 @@ fn log_thread(
                 // The log is synced after every batch: nothing buffered is lost here.
                 let reloaded = super::recover(&dir, &Default::default());
                 let _ = reply.send(reloaded.map(|(reopened, tree, _)| {
-                    storage = reopened;
+                    *storage = reopened;
                     tree
                 }));
             }
@@ -1136,9 +1226,10 @@ fn log_thread(
                 if let Some(why) = storage.reserve(LOG_RESERVE).full {
                     tracing::error!("zookeeper storage full after a snapshot: {why}");
                 }
-                snapshotting.store(false, Ordering::Release);
+                self.snapshotting.store(false, Ordering::Release);
             }
         }
+        true
     }
 }
 
@@ -1226,6 +1317,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::GetData { .. } => "get_data",
         Job::GetChildren { .. } => "get_children",
         Job::Sync { .. } => "sync",
+        Job::Incarnation { .. } => "incarnation",
         Job::Heartbeat { .. } => "heartbeat",
         Job::OpenSession { .. } => "open_session",
         Job::Write { .. } => "write",

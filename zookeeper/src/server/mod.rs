@@ -201,17 +201,18 @@ impl Server {
         let lock = data_dir::claim(&dir)?;
         let options = config.recovery.clone();
         let (storage, tree, recovered) =
-            tokio::task::spawn_blocking(move || recover(&dir, &options))
+            pehra_shared::driver::blocking::run(move || recover(&dir, &options))
                 .await
                 .expect("recovery task panicked")?;
         let raft = match &config.ensemble {
             Some(ensemble) => {
                 let dir = config.data_dir.join("raft");
-                let (log, restored) =
-                    tokio::task::spawn_blocking(move || crate::ensemble::log::RaftLog::open(&dir))
-                        .await
-                        .expect("raft log recovery panicked")
-                        .map_err(|e| ServerError::Raft(e.to_string()))?;
+                let (log, restored) = pehra_shared::driver::blocking::run(move || {
+                    crate::ensemble::log::RaftLog::open(&dir)
+                })
+                .await
+                .expect("raft log recovery panicked")
+                .map_err(|e| ServerError::Raft(e.to_string()))?;
                 let (mut log, restored) = (log, restored);
                 // The membership the log holds wins over `--peers`, which only starts
                 // an ensemble (or, with `--join`, says where it is).

@@ -33,7 +33,7 @@ pub(crate) struct Replication {
     /// Proposals to the Raft driver.
     proposals: UnboundedSender<ToDriver>,
     /// `sync`s on a follower waiting for their read point, by id.
-    reads: std::collections::HashMap<u64, Responder>,
+    reads: std::collections::BTreeMap<u64, Responder>,
     next_read: u64,
     /// `sync`s whose read point is reached: answered once the entries before are applied.
     synced: Vec<Responder>,
@@ -78,9 +78,9 @@ impl Replication {
             leader: None,
             // Distinct from every earlier run's counters: an entry this member proposed
             // before a restart is never taken for one it proposes now.
-            next_seq: std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(1, |d| d.as_micros() as u64),
+            next_seq: pehra_shared::driver::clock::unix_ms()
+                .saturating_mul(1000)
+                .max(1),
             pending: None,
             committed: VecDeque::new(),
             taken: 0,
@@ -512,6 +512,7 @@ impl Core {
                 Job::GetData { responder, .. }
                 | Job::GetChildren { responder, .. }
                 | Job::Sync { responder }
+                | Job::Incarnation { responder }
                 | Job::OpenSession { responder, .. }
                 | Job::Heartbeat { responder, .. }
                 | Job::Write { responder, .. }
