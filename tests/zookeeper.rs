@@ -357,6 +357,50 @@ async fn watches_outlive_a_zookeeper_restart() {
     .await
 }
 
+/// A watch without a session has no heartbeat to tell it of a restart: it asks its
+/// zookeeper's incarnation every 5 s of quiet. A restart between two asks (nothing
+/// sent to the zookeeper while it was down, so nothing failed) took its observation;
+/// the next ask sees another process and registers again: the change made after the
+/// restart arrives. (Before, the watch asked for the znode, which the new process
+/// answered, and went deaf.)
+#[tokio::test]
+async fn a_watch_without_a_session_outlives_a_quiet_zookeeper_restart() {
+    bounded(async {
+        let dir = TempDir::new("zk-sessionless-restart");
+        let mut zk = Zookeeper::start_fresh(dir.path());
+        let addr = zk.addr;
+        let setup = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        setup
+            .create("/q", b"0", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let watcher = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        let mut data = watcher.watch_data("/q").await.unwrap();
+        next_event(&mut data, "first").await;
+        zk.kill();
+        zk = Zookeeper::start(dir.path(), addr);
+        let writer = Client::without_session(addr, Config::default())
+            .await
+            .unwrap();
+        writer.set_data("/q", b"after", None).await.unwrap();
+        let WatchEvent::Data(node) = next_event(&mut data, "after the restart").await else {
+            panic!("not data")
+        };
+        assert_eq!(node.data, b"after");
+        writer.set_data("/q", b"later", None).await.unwrap();
+        let WatchEvent::Data(node) = next_event(&mut data, "later").await else {
+            panic!("not data")
+        };
+        assert_eq!(node.data, b"later");
+        zk.kill();
+    })
+    .await
+}
+
 /// Simulation seed 1025: a write applied and logged just before the zookeeper died,
 /// its answer lost, was applied a second time when its retransmission reached the
 /// restarted process (whose CoAP deduplication is in memory). Numbered requests of a

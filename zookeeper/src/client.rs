@@ -174,13 +174,17 @@ struct Renew {
     /// The observation failed (the zookeeper is gone): register again once the session
     /// hears from a zookeeper.
     lost: Option<ZkError>,
-    /// The client has no session: no heartbeat tells that the member died, so the watch
-    /// asks the member itself every [`WATCH_PROBE_EVERY`] of quiet.
+    /// The client has no session: no heartbeat tells that the member died or restarted,
+    /// so the watch asks the member itself every [`WATCH_PROBE_EVERY`] of quiet.
     sessionless: bool,
+    /// Without a session: the incarnation of the member process the watch registered
+    /// with (asked just before registering; `None` if it did not say).
+    process: Option<u64>,
 }
 
 /// How long a watch without a session waits without news before it asks its member
-/// whether it is still there (one read of the watched znode).
+/// whether it is still there, and still the process it registered with
+/// (`GET /incarnation`).
 const WATCH_PROBE_EVERY: Duration = Duration::from_secs(5);
 
 /// One zookeeper process: the member's address and the incarnation it reported.
@@ -233,12 +237,29 @@ impl Watch {
                     continue;
                 }
                 _ = tokio::time::sleep(WATCH_PROBE_EVERY), if self.renew.sessionless => {
-                    let Err(source) = self.probe().await else {
-                        continue;
+                    let source = match self.probe().await {
+                        // The same process: the observation stands.
+                        Ok(now) if now.is_none() || now == self.renew.process => continue,
+                        // It restarted between two probes: its observation went with the
+                        // old process. Register again (the first notification is the
+                        // state now).
+                        Ok(_) => {
+                            let Some(error) = self.register_sessionless().await else {
+                                continue;
+                            };
+                            if self.fail_over().await {
+                                continue;
+                            }
+                            self.done = true;
+                            return Some(Err(error));
+                        }
+                        Err(source) => {
+                            if self.fail_over().await {
+                                continue;
+                            }
+                            source
+                        }
                     };
-                    if self.fail_over().await {
-                        continue;
-                    }
                     self.done = true;
                     return Some(Err(ZkError::Unreachable {
                         addr: self.server,
@@ -307,20 +328,28 @@ impl Watch {
         Ok(())
     }
 
-    /// Asks the observed member for the watched znode (a plain read): an error if
-    /// nothing listens there any more or it does not answer.
-    async fn probe(&self) -> Result<(), driver::Error> {
+    /// Asks the observed member for its incarnation: an error if nothing listens there
+    /// any more or it does not answer; `None` if it does not say (an older zookeeper).
+    async fn probe(&self) -> Result<Option<u64>, driver::Error> {
         let Some(inner) = self.renew.client.upgrade() else {
-            return Ok(());
+            return Ok(None);
         };
         let Some((_, endpoint)) = inner.members.iter().find(|(a, _)| *a == self.server) else {
-            return Ok(());
+            return Ok(None);
         };
-        endpoint
-            .handle()
-            .request(self.server, self.renew.request.clone())
-            .await
-            .map(drop)
+        incarnation_at(endpoint, self.server).await
+    }
+
+    /// Without a session: registers again with the member the client talks to now,
+    /// noting its incarnation first (a restart after that is seen at the next probe);
+    /// why not, if it did not take the registration.
+    async fn register_sessionless(&mut self) -> Option<ZkError> {
+        if let Some(inner) = self.renew.client.upgrade() {
+            let (server, endpoint) = inner.member();
+            self.renew.process = incarnation_at(endpoint, server).await.ok().flatten();
+        }
+        self.reregister(None).await;
+        self.renew.lost.take()
     }
 
     /// A watch without a session whose member is gone: registers again with the next
@@ -337,8 +366,7 @@ impl Watch {
                 inner.next_member();
             }
             let trying = inner.server();
-            self.reregister(None).await;
-            if self.renew.lost.take().is_none() {
+            if self.register_sessionless().await.is_none() {
                 return true;
             }
             failed = trying;
@@ -379,6 +407,19 @@ impl Watch {
             }
         }
     }
+}
+
+/// The incarnation of the zookeeper process at `server` (`GET /incarnation`); `None`
+/// if it does not say (an older zookeeper).
+async fn incarnation_at(
+    endpoint: &Endpoint,
+    server: SocketAddr,
+) -> Result<Option<u64>, driver::Error> {
+    let response = endpoint
+        .handle()
+        .request(server, Request::get("incarnation"))
+        .await?;
+    Ok(decode_response::<u64>(&response).ok())
 }
 
 /// Options for [`Client::connect`].
@@ -746,6 +787,13 @@ impl Client {
         // register again (at worst once too often, never once too few).
         let registered = *heard.borrow_and_update();
         let (server, endpoint) = self.inner.member();
+        let sessionless = self.inner.session.is_none();
+        // Likewise the process's incarnation, for a watch without a session.
+        let process = if sessionless {
+            incarnation_at(endpoint, server).await.ok().flatten()
+        } else {
+            None
+        };
         let observation = endpoint
             .handle()
             .observe(server, request.clone())
@@ -765,7 +813,8 @@ impl Client {
                 resumed: false,
                 client_gone: false,
                 lost: None,
-                sessionless: self.inner.session.is_none(),
+                sessionless,
+                process,
             },
         })
     }

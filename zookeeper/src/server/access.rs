@@ -81,7 +81,7 @@ fn needed(incoming: &Incoming) -> Result<Vec<(Resource, Action)>, Response> {
                 })
                 .collect()
         }
-        "sync" => vec![(Resource::Znode("/".into()), Action::Read)],
+        "sync" | "incarnation" => vec![(Resource::Znode("/".into()), Action::Read)],
         _ => match ClusterResource::of_uri_path(&path) {
             Some(cluster) => vec![(Resource::Cluster(cluster), Action::Use)],
             None => vec![(Resource::Cluster(ClusterResource::Admin), Action::Use)],

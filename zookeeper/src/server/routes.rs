@@ -35,6 +35,7 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .route_deferred(Method::Delete, "z/*", route(&jobs, delete))
         .route_deferred(Method::Post, "multi", route(&jobs, multi))
         .route_deferred(Method::Post, "sync", route(&jobs, sync))
+        .route_deferred(Method::Get, "incarnation", route(&jobs, incarnation))
         .route_deferred(Method::Post, "pehra/mode", route(&jobs, pehra_mode))
         .link(
             Link::new("session")
@@ -241,6 +242,10 @@ fn multi(incoming: Incoming) -> Result<JobFor, Response> {
 
 fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
     Ok(Box::new(|responder| Job::Sync { responder }))
+}
+
+fn incarnation(_incoming: Incoming) -> Result<JobFor, Response> {
+    Ok(Box::new(|responder| Job::Incarnation { responder }))
 }
 
 fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
