@@ -109,6 +109,76 @@ pub async fn zookeeper(dir: PathBuf, own: SocketAddr) -> turmoil::Result {
     result.map_err(Into::into)
 }
 
+/// A zookeeper ensemble member's host (`SIM_ZOOKEEPERS=3`): the server with its Raft
+/// (members on ports `ZK_PORT + id`, the log cut every 50 entries so that cuts happen
+/// in a run), and, while it leads, the controller and the PEHRA coordinator speaking
+/// to it alone (fenced by its term), as `pehra zookeeper --id --peers` runs them.
+pub async fn zookeeper_member(
+    id: u64,
+    dir: PathBuf,
+    members: BTreeMap<u64, SocketAddr>,
+) -> turmoil::Result {
+    let own = members[&id];
+    let listen: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, own.port()).into();
+    let mut config = ServerConfig::new(listen, dir.clone());
+    config.ensemble = Some(pehra_zookeeper::ensemble::EnsembleConfig {
+        id,
+        members,
+        compact_every: 50,
+        health: Default::default(),
+        join: false,
+    });
+    let mut server = loop {
+        match Server::start(config.clone()).await {
+            Ok(server) => break server,
+            Err(e) => {
+                tracing::warn!(id, error = %e, "sim: zookeeper member start failed; again in 1 s");
+                sleep(Duration::from_secs(1)).await;
+            }
+        }
+    };
+    let mut leadership = server.leadership();
+    let supervisor = tokio::task::spawn_local(async move {
+        loop {
+            while !*leadership.borrow_and_update() {
+                if leadership.changed().await.is_err() {
+                    return;
+                }
+            }
+            let controller = tokio::task::spawn_local(async move {
+                loop {
+                    let config = ControllerConfig {
+                        unclean_election: false,
+                        replace_dead_after: None,
+                    };
+                    if let Err(e) = Controller::run_secured(own, None, config).await {
+                        tracing::debug!(error = %e, "sim: controller stopped; restarting it");
+                    }
+                    sleep(Duration::from_secs(1)).await;
+                }
+            });
+            let coordinator = tokio::task::spawn_local(async move {
+                loop {
+                    if let Err(e) = PehraCoordinator::run_with(own, pehra_timing()).await {
+                        tracing::debug!(error = %e, "sim: pehra coordinator stopped; restarting it");
+                    }
+                    sleep(Duration::from_secs(1)).await;
+                }
+            });
+            while *leadership.borrow_and_update() {
+                if leadership.changed().await.is_err() {
+                    break;
+                }
+            }
+            controller.abort();
+            coordinator.abort();
+        }
+    });
+    let result = server.wait().await;
+    supervisor.abort();
+    result.map_err(Into::into)
+}
+
 /// PEHRA's timing in the simulation: terms short enough that several are held, and
 /// re-elected, in a run (the wall clock is simulated time, stepped by clock faults).
 fn pehra_timing() -> PehraCoordinatorConfig {
@@ -124,13 +194,14 @@ fn pehra_timing() -> PehraCoordinatorConfig {
 
 /// A broker's host: started, and restarted as a new session when its session is lost,
 /// as `pehra broker` does.
-pub async fn broker(id: u32, dir: PathBuf, zk: SocketAddr) -> turmoil::Result {
+pub async fn broker(id: u32, dir: PathBuf, zk: Vec<SocketAddr>) -> turmoil::Result {
     let listen: SocketAddr = (
         std::net::Ipv4Addr::UNSPECIFIED,
         BROKER_PORT_BASE + id as u16,
     )
         .into();
-    let mut config = BrokerConfig::new(id, listen, zk, dir);
+    let mut config = BrokerConfig::new(id, listen, zk[0], dir);
+    config.zookeeper = zk;
     config.host = format!("broker{id}");
     config.registration_wait = Duration::from_secs(15);
     // Brokers sleep in the calm between faults (a follower with nothing to replicate,
@@ -152,10 +223,10 @@ pub async fn broker(id: u32, dir: PathBuf, zk: SocketAddr) -> turmoil::Result {
     }
 }
 
-/// Connects, retrying until the zookeeper answers.
-async fn connect(zk: SocketAddr) -> ClusterClient {
+/// Connects, retrying until the zookeeper (a member) answers.
+async fn connect(zk: &[SocketAddr]) -> ClusterClient {
     loop {
-        match ClusterClient::connect(zk).await {
+        match ClusterClient::connect_members(zk, None).await {
             Ok(client) => return client,
             Err(_) => sleep(Duration::from_millis(500)).await,
         }
@@ -167,11 +238,11 @@ async fn connect(zk: SocketAddr) -> ClusterClient {
 /// number) until it is acknowledged, until `until` (simulated time since the start).
 pub async fn producer(
     history: Shared,
-    zk: SocketAddr,
+    zk: Vec<SocketAddr>,
     start: Instant,
     until: Duration,
 ) -> turmoil::Result {
-    let client = Rc::new(connect(zk).await);
+    let client = Rc::new(connect(&zk).await);
     let config = TopicConfig {
         partitions: PARTITIONS,
         replication_factor: 3,
@@ -256,8 +327,8 @@ pub async fn producer(
 
 /// Reads every partition's leader epoch from the zookeeper every 250 ms until the
 /// producer is done.
-pub async fn epoch_monitor(history: Shared, zk: SocketAddr) -> turmoil::Result {
-    let client = connect(zk).await;
+pub async fn epoch_monitor(history: Shared, zk: Vec<SocketAddr>) -> turmoil::Result {
+    let client = connect(&zk).await;
     while !history.borrow().producing_done {
         if let Ok(metadata) = client.refresh().await {
             if let Some(topic) = metadata.topics.get(TOPIC) {
@@ -277,11 +348,11 @@ pub async fn epoch_monitor(history: Shared, zk: SocketAddr) -> turmoil::Result {
 
 /// Once the producer is done (and the faults are over), reads every partition back
 /// from offset 0 until it holds every acknowledged record, or `patience` has passed.
-pub async fn consumer(history: Shared, zk: SocketAddr, patience: Duration) -> turmoil::Result {
+pub async fn consumer(history: Shared, zk: Vec<SocketAddr>, patience: Duration) -> turmoil::Result {
     while !history.borrow().producing_done {
         sleep(Duration::from_millis(200)).await;
     }
-    let client = connect(zk).await;
+    let client = connect(&zk).await;
     let deadline = Instant::now() + patience;
     let mut read = BTreeMap::new();
     for partition in 0..PARTITIONS {
@@ -343,7 +414,7 @@ pub async fn consumer(history: Shared, zk: SocketAddr, patience: Duration) -> tu
 /// write cuts its znode's history at its call (only what returned before is checked).
 pub async fn zk_registers(
     history: Shared,
-    zk: SocketAddr,
+    zk: Vec<SocketAddr>,
     seed: u64,
     until: Duration,
 ) -> turmoil::Result {
@@ -354,7 +425,7 @@ pub async fn zk_registers(
     let base = std::time::Instant::now();
     let at = move || base + start.elapsed();
     let setup = loop {
-        if let Ok(c) = Client::without_session(zk, Config::default()).await {
+        if let Ok(c) = Client::without_session_any(&zk, Config::default(), None).await {
             break c;
         }
         sleep(Duration::from_millis(500)).await;
@@ -375,8 +446,13 @@ pub async fn zk_registers(
         }
     }
     let mut tasks = Vec::new();
+    // In an ensemble a member answers reads from its own tree, which may be behind:
+    // sequentially consistent, not linearizable. A read there goes after a `sync`
+    // (Raft's ReadIndex), as an application that needs the latest value does.
+    let ensemble = zk.len() > 1;
     for client in 0..CLIENTS {
         let history = history.clone();
+        let zk = zk.clone();
         tasks.push(tokio::task::spawn_local(async move {
             // With a session, as a client of a real application: its writes are numbered,
             // so a retry (the zookeeper restarted after applying a write but before the
@@ -384,7 +460,7 @@ pub async fn zk_registers(
             // while the zookeeper was away is replaced.
             let connect = || async {
                 loop {
-                    if let Ok(c) = Client::connect(zk, ClientOptions::default()).await {
+                    if let Ok(c) = Client::connect_any(&zk, ClientOptions::default()).await {
                         break c;
                     }
                     sleep(Duration::from_millis(500)).await;
@@ -402,7 +478,9 @@ pub async fn zk_registers(
                 let key = format!("/lin{}", rng.below(KEYS as u64));
                 let value = (client as u64 + 1) * 1_000_000 + i;
                 let call = at();
+                let synced = !ensemble || c.sync().await.is_ok();
                 let action = match rng.below(3) {
+                    0 if !synced => None,
                     0 => match c.get_data(&key).await {
                         Ok((data, stat)) => {
                             last_seen_version = stat.version;

@@ -4,8 +4,15 @@ use crate::simulation::rng::Rng;
 use std::path::Path;
 use std::time::Duration;
 
-/// The hosts that serve.
+/// The hosts that serve, with one zookeeper.
 pub const SERVERS: [&str; 4] = ["zk", "broker1", "broker2", "broker3"];
+/// The hosts that serve, with a zookeeper ensemble of three (`SIM_ZOOKEEPERS=3`).
+pub const ENSEMBLE_SERVERS: [&str; 6] = ["zk1", "zk2", "zk3", "broker1", "broker2", "broker3"];
+
+/// The zookeeper hosts of `servers` (they come first).
+fn zookeepers(servers: &[&'static str]) -> usize {
+    servers.iter().filter(|h| h.starts_with("zk")).count()
+}
 /// The hosts of the clients (a partition may cut a client off too).
 pub const CLIENTS: [&str; 2] = ["producer", "lin"];
 
@@ -47,11 +54,19 @@ pub struct Planned {
     pub fault: Fault,
 }
 
-/// The schedule of a seed (the zookeeper's host crashes only with `zk_crashes`): one
-/// fault after another from 5 s on, each lasting 1–6 s,
+/// The schedule of a seed among `servers` ([`SERVERS`] or [`ENSEMBLE_SERVERS`]; the
+/// zookeepers' hosts crash only with `zk_crashes`): one fault after another from 5 s
+/// on, each lasting 1–6 s,
 /// with 0.5–2.5 s of calm between, until `until`. At most one disk fault every 20 s (the
 /// guarantee is for one damaged copy at a time: acks=all with min.insync 2 keeps two).
-pub fn plan(rng: &mut Rng, until: Duration, zk_crashes: bool) -> Vec<Planned> {
+/// With [`SERVERS`] it draws what it always drew, so seeds keep their schedules.
+pub fn plan(
+    rng: &mut Rng,
+    until: Duration,
+    zk_crashes: bool,
+    servers: &[&'static str],
+) -> Vec<Planned> {
+    let zks = zookeepers(servers) as u64;
     let mut out = Vec::new();
     let mut t = Duration::from_secs(5);
     let mut last_disk: Option<Duration> = None;
@@ -59,8 +74,8 @@ pub fn plan(rng: &mut Rng, until: Duration, zk_crashes: bool) -> Vec<Planned> {
         let lasts = Duration::from_millis(rng.range(1_000, 6_000));
         let fault = match rng.below(10) {
             0..=3 => {
-                let a = SERVERS[rng.below(4) as usize];
-                let others: Vec<&'static str> = SERVERS
+                let a = servers[rng.below(servers.len() as u64) as usize];
+                let others: Vec<&'static str> = servers
                     .iter()
                     .chain(CLIENTS.iter())
                     .copied()
@@ -75,12 +90,12 @@ pub fn plan(rng: &mut Rng, until: Duration, zk_crashes: bool) -> Vec<Planned> {
             }
             _ => {
                 let host = if zk_crashes {
-                    SERVERS[rng.below(4) as usize]
+                    servers[rng.below(servers.len() as u64) as usize]
                 } else {
-                    SERVERS[1 + rng.below(3) as usize]
+                    servers[(zks + rng.below(servers.len() as u64 - zks)) as usize]
                 };
-                let disk_ok =
-                    host != "zk" && last_disk.is_none_or(|d| t > d + Duration::from_secs(20));
+                let disk_ok = !host.starts_with("zk")
+                    && last_disk.is_none_or(|d| t > d + Duration::from_secs(20));
                 let disk = if disk_ok && rng.chance(0.5) {
                     last_disk = Some(t);
                     Some(if rng.chance(0.5) {

@@ -30,6 +30,15 @@ fn zk_crashes() -> bool {
     std::env::var("SIM_ZK_CRASH").map_or(true, |v| v != "0")
 }
 
+/// How many zookeepers the seeded tests run: `SIM_ZOOKEEPERS=3` an ensemble of three
+/// (hosts zk1–zk3), anything else one (host zk).
+pub fn zookeepers_from_env() -> usize {
+    match std::env::var("SIM_ZOOKEEPERS").as_deref() {
+        Ok("3") => 3,
+        _ => 1,
+    }
+}
+
 /// What a run did.
 #[derive(Debug, Clone)]
 pub struct Outcome {
@@ -64,20 +73,20 @@ fn base_dir() -> PathBuf {
     }
 }
 
-/// Runs seed `seed`; `Err` names the first failed check (the seed's data directory is
-/// kept then).
-pub fn run(seed: u64) -> Result<Outcome, String> {
+/// Runs seed `seed` with `zookeepers` zookeepers (1, or 3: an ensemble); `Err` names the
+/// first failed check (the seed's data directory is kept then).
+pub fn run(seed: u64, zookeepers: usize) -> Result<Outcome, String> {
     let data = base_dir().join(format!("pehra-sim-{}-{seed}", std::process::id()));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
-    let result = run_in(seed, data.clone());
+    let result = run_in(seed, zookeepers, data.clone());
     if result.is_ok() {
         let _ = std::fs::remove_dir_all(&data);
     }
     result.map_err(|e| format!("{e}\n(data directories kept in {})", data.display()))
 }
 
-fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
+fn run_in(seed: u64, zookeepers: usize, data: PathBuf) -> Result<Outcome, String> {
     let mut rng = Rng::new(seed);
     let mut sim = turmoil::Builder::new()
         .simulation_duration(Duration::from_secs(600))
@@ -89,25 +98,48 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
         .epoch(std::time::UNIX_EPOCH + Duration::from_secs(1_750_000_000))
         .build();
 
-    let zk_dir = data.join("zk");
-    sim.host("zk", move || {
-        let dir = zk_dir.clone();
-        async move { cluster::zookeeper(dir, zk_addr()).await }
-    });
+    let ensemble = zookeepers == 3;
+    if ensemble {
+        for id in 1..=3u64 {
+            let dir = data.join(format!("zk{id}"));
+            sim.host(format!("zk{id}"), move || {
+                let dir = dir.clone();
+                async move { cluster::zookeeper_member(id, dir, zk_members()).await }
+            });
+        }
+    } else {
+        let zk_dir = data.join("zk");
+        sim.host("zk", move || {
+            let dir = zk_dir.clone();
+            async move { cluster::zookeeper(dir, zk_addrs()[0]).await }
+        });
+    }
     for id in 1..=3u32 {
         let dir = data.join(format!("broker{id}"));
         sim.host(format!("broker{id}"), move || {
             let dir = dir.clone();
-            async move { cluster::broker(id, dir, zk_addr()).await }
+            async move { cluster::broker(id, dir, zk_addrs()).await }
         });
     }
     let mut services = BTreeMap::new();
-    services.insert(ZK_PORT, sim.lookup("zk"));
+    let mut members = BTreeMap::new();
+    if ensemble {
+        // Each member on a port of its own: the socket factory names a host by port.
+        for id in 1..=3u64 {
+            let port = ZK_PORT + id as u16;
+            let ip = sim.lookup(format!("zk{id}"));
+            services.insert(port, ip);
+            members.insert(id, SocketAddr::new(ip, port));
+        }
+    } else {
+        services.insert(ZK_PORT, sim.lookup("zk"));
+        members.insert(1, SocketAddr::new(sim.lookup("zk"), ZK_PORT));
+    }
     for id in 1..=3u16 {
         services.insert(BROKER_PORT_BASE + id, sim.lookup(format!("broker{id}")));
     }
-    let zk = SocketAddr::new(sim.lookup("zk"), ZK_PORT);
-    ZK.with(|z| z.set(Some(zk)));
+    let zk: Vec<SocketAddr> = members.values().copied().collect();
+    ZK.with(|z| *z.borrow_mut() = members);
     let _installed = crate::simulation::net::install(seed, services);
     let _clock = crate::simulation::clock::install();
 
@@ -115,18 +147,15 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
     let start = tokio::time::Instant::now;
     let producing = producing();
     {
-        let h = history.clone();
+        let (h, z) = (history.clone(), zk.clone());
         sim.client("producer", async move {
-            cluster::producer(h, zk, start(), producing).await
+            cluster::producer(h, z, start(), producing).await
         });
-        let h = history.clone();
-        sim.client(
-            "monitor",
-            async move { cluster::epoch_monitor(h, zk).await },
-        );
-        let h = history.clone();
+        let (h, z) = (history.clone(), zk.clone());
+        sim.client("monitor", async move { cluster::epoch_monitor(h, z).await });
+        let (h, z) = (history.clone(), zk.clone());
         sim.client("consumer", async move {
-            cluster::consumer(h, zk, Duration::from_secs(60)).await
+            cluster::consumer(h, z, Duration::from_secs(60)).await
         });
         let h = history.clone();
         sim.client("lin", async move {
@@ -134,7 +163,12 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
         });
     }
 
-    let mut plan = faults::plan(&mut rng, producing, zk_crashes());
+    let servers: &[&'static str] = if ensemble {
+        &faults::ENSEMBLE_SERVERS
+    } else {
+        &faults::SERVERS
+    };
+    let mut plan = faults::plan(&mut rng, producing, zk_crashes(), servers);
     plan.extend(faults::plan_clock_steps(
         &mut Rng::new(seed ^ 0xc10c_c10c),
         producing,
@@ -202,11 +236,18 @@ fn run_in(seed: u64, data: PathBuf) -> Result<Outcome, String> {
 }
 
 std::thread_local! {
-    static ZK: std::cell::Cell<Option<SocketAddr>> = const { std::cell::Cell::new(None) };
+    static ZK: RefCell<BTreeMap<u64, SocketAddr>> = const { RefCell::new(BTreeMap::new()) };
 }
 
-/// The zookeeper's address in this run (the hosts are made before it is known).
-fn zk_addr() -> SocketAddr {
-    ZK.with(|z| z.get())
-        .expect("set before the simulation steps")
+/// The zookeeper members' addresses in this run, by id (one for a single zookeeper; the
+/// hosts are made before they are known).
+fn zk_members() -> BTreeMap<u64, SocketAddr> {
+    let members = ZK.with(|z| z.borrow().clone());
+    assert!(!members.is_empty(), "set before the simulation steps");
+    members
+}
+
+/// Every zookeeper member's address.
+fn zk_addrs() -> Vec<SocketAddr> {
+    zk_members().into_values().collect()
 }

@@ -40,6 +40,10 @@ pub const COMPACT_CONTEXT: &[u8] = b"pehra/compact";
 /// [`Member::with_incarnation`].
 pub const EMPTY_START: &[u8] = b"pehra/empty-start/";
 
+/// Ticks without a leader before an election (raft-rs draws each member's timeout in
+/// [`ELECTION_TICK`, 2 × `ELECTION_TICK`)).
+pub const ELECTION_TICK: usize = 10;
+
 /// By default the log is cut once it holds this many entries every member has.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 
@@ -220,6 +224,9 @@ pub struct Member {
     incarnations: std::collections::BTreeMap<u64, u64>,
     /// Messages of this machine's own (not raft-rs'), sent with the next actions.
     outbox: Vec<Message>,
+    /// Where this member's election timeouts come from (see
+    /// [`Member::fix_election_timeout`]).
+    timeout_seed: u64,
     /// Membership changes applied, told with the next actions.
     applied_changes: Vec<Action>,
 }
@@ -236,7 +243,7 @@ impl Member {
         )?;
         let config = Config {
             id,
-            election_tick: 10,
+            election_tick: ELECTION_TICK,
             heartbeat_tick: 2,
             max_size_per_msg: 64 << 10,
             max_inflight_msgs: 256,
@@ -277,17 +284,43 @@ impl Member {
             incarnations: Default::default(),
             outbox: Vec::new(),
             applied_changes: Vec::new(),
+            timeout_seed: id,
         })
     }
 
     /// A random number for this process: if it started on an empty log in an ensemble of
     /// several, its append responses tell it (with [`EMPTY_START`]), so that a leader
     /// that counted entries as this member's learns they are gone.
+    ///
+    /// The number also seeds this member's election timeouts.
     pub fn with_incarnation(mut self, number: u64) -> Member {
         if self.abstain_ticks > 0 {
             self.empty_start = number;
         }
+        self.timeout_seed = number;
+        self.fix_election_timeout();
         self
+    }
+
+    /// Sets raft-rs' randomized election timeout from this member's seed, its term and
+    /// the leader it knows, in [`ELECTION_TICK`, 2 × `ELECTION_TICK`): raft-rs draws it
+    /// from the thread's random generator at each reset, which no seed reaches, so a
+    /// simulation of the ensemble would not replay. Called after every input; a value
+    /// that depends only on that state is the same in a replay, and differs between
+    /// members (their seeds) and terms as raft-rs' draws do.
+    fn fix_election_timeout(&mut self) {
+        let raft = &mut self.node.raft;
+        let mut x = self.timeout_seed
+            ^ raft.term.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+            ^ raft.leader_id.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        // splitmix64's finaliser.
+        x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        x ^= x >> 31;
+        let timeout = ELECTION_TICK + (x % ELECTION_TICK as u64) as usize;
+        if raft.randomized_election_timeout() != timeout {
+            raft.set_randomized_election_timeout(timeout);
+        }
     }
 
     /// Cut the log once it holds `every` entries every member has (0: never).
@@ -387,6 +420,7 @@ impl Member {
     pub fn handle_tick(&mut self) {
         self.abstain_ticks = self.abstain_ticks.saturating_sub(1);
         self.node.tick();
+        self.fix_election_timeout();
         self.maybe_propose_cut();
     }
 
@@ -432,6 +466,7 @@ impl Member {
         if let Err(e) = self.node.step(message) {
             tracing::debug!(error = %e, "raft message ignored");
         }
+        self.fix_election_timeout();
     }
 
     /// As the leader: the first answer of a member process that started on an empty
@@ -651,6 +686,7 @@ impl Member {
 
     /// The actions the inputs so far call for (empty if none).
     pub fn poll_actions(&mut self) -> Vec<Action> {
+        self.fix_election_timeout();
         let mut actions = Vec::new();
         if self.node.store().take_wanted() {
             actions.push(Action::SnapshotWanted);
@@ -1508,5 +1544,32 @@ mod tests {
             assert_eq!(net.applied[i].len(), 50, "member {}", i + 1);
         }
         net.assert_consistent();
+    }
+
+    #[test]
+    fn election_timeouts_come_from_the_seed_not_the_thread() {
+        let timeout = |seed: u64| {
+            let mut member = Member::new(1, &[1, 2, 3], Restored::default())
+                .unwrap()
+                .with_incarnation(seed);
+            // After inputs that make raft-rs draw again (a tick, a new term).
+            member.handle_tick();
+            let mut vote = Message::default();
+            vote.set_msg_type(MessageType::MsgHeartbeat);
+            (vote.from, vote.to, vote.term) = (2, 1, 3);
+            member.handle_message(vote);
+            member.node.raft.randomized_election_timeout()
+        };
+        let drawn: Vec<usize> = (1..=40).map(timeout).collect();
+        for (seed, t) in (1..=40).zip(&drawn) {
+            assert!((ELECTION_TICK..2 * ELECTION_TICK).contains(t), "{t}");
+            assert_eq!(
+                *t,
+                timeout(seed),
+                "seed {seed}: the same inputs, the same timeout"
+            );
+        }
+        let distinct: std::collections::BTreeSet<usize> = drawn.into_iter().collect();
+        assert!(distinct.len() > 5, "members' timeouts differ: {distinct:?}");
     }
 }
