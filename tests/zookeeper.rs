@@ -967,3 +967,31 @@ fn cli_fails_at_once_when_nothing_listens() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "one line: {stderr}");
     assert!(took < Duration::from_secs(2), "it took {took:?}");
 }
+
+/// The ensemble commands against a zookeeper that runs alone say so in one line.
+#[test]
+fn ensemble_commands_say_a_lone_zookeeper_has_no_ensemble() {
+    let dir = TempDir::new("zk-alone");
+    let zk = Zookeeper::start_fresh(dir.path());
+    let addr = zk.addr.to_string();
+    for args in [
+        vec!["cluster", "zookeeper-remove", "2", "--zookeeper", &addr],
+        vec![
+            "cluster",
+            "zookeeper-add",
+            "4=127.0.0.1:1",
+            "--zookeeper",
+            &addr,
+        ],
+        vec!["cluster", "zookeeper-handover", "--zookeeper", &addr],
+    ] {
+        let (code, _, err) = pehra(&args);
+        assert_eq!(code, 1, "{args:?}: {err}");
+        assert!(
+            err.contains("runs alone (started without --peers)"),
+            "{args:?}: {err}"
+        );
+        assert_eq!(err.trim_end().lines().count(), 1, "one line: {err}");
+    }
+    zk.kill();
+}

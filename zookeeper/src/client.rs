@@ -409,6 +409,19 @@ impl Watch {
     }
 }
 
+/// A 4.04 from an ensemble resource: the zookeeper has none, it runs alone.
+fn alone(error: ZkError) -> ZkError {
+    if error.kind() != Some(ErrorKind::NotFound) {
+        return error;
+    }
+    ZkError::Server {
+        kind: ErrorKind::NotFound,
+        message: "this zookeeper runs alone (started without --peers): it has no ensemble to \
+                  change or hand over"
+            .into(),
+    }
+}
+
 /// The incarnation of the zookeeper process at `server` (`GET /incarnation`); `None`
 /// if it does not say (an older zookeeper).
 async fn incarnation_at(
@@ -875,6 +888,7 @@ impl Client {
             &asked,
         ))
         .await
+        .map_err(alone)
     }
 
     /// Changes the ensemble's voters (`POST /ensemble/members`, admin only): sent on
@@ -890,6 +904,7 @@ impl Client {
             request,
         ))
         .await
+        .map_err(alone)
     }
 
     /// The address of the zookeeper (the ensemble member) requests go to now.
