@@ -375,7 +375,14 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
     }
 
     let stored_epochs = epochs::load(dir)?;
-    let epochs = recover_epochs(dir, &stored_epochs, &segments, &last_epochs, &damage)?;
+    let epochs = recover_epochs(
+        dir,
+        &stored_epochs,
+        &segments,
+        &last_epochs,
+        &mut damage,
+        interval,
+    )?;
 
     // Only now change files: a hard error above leaves the directory as it was.
     if !delete.is_empty() {
@@ -475,12 +482,19 @@ pub(super) fn extend_epochs(mut epochs: Epochs, changes: &[(u32, u64)]) -> Optio
 
 /// The leader epochs of the recovered log (rule 5 of the module documentation).
 /// `last_epochs` are the epoch changes the full scan of the last segment saw.
+///
+/// Rebuilding reads every batch header of the earlier segments, whose middles open did
+/// not read (rule 3): a header found damaged there is damage like any other. The segment
+/// is then scanned whole, its damage recorded in `damage` (kept in log order) and its
+/// epochs taken from its good batches. (Found by the `broker_log` fuzz target: a log
+/// opened, took an append that rolled a segment, and then refused to open again.)
 fn recover_epochs(
     dir: &Path,
     stored: &Loaded,
     segments: &[Segment],
     last_epochs: &[(u32, u64)],
-    damage: &[DamagedRange],
+    damage: &mut Vec<DamagedRange>,
+    interval: u32,
 ) -> Result<Epochs, LogError> {
     let log_start = segments[0].base;
     // The epochs that start in a damaged range of the last segment are not in its scan:
@@ -521,20 +535,77 @@ fn recover_epochs(
         "the leader-epoch checkpoint does not match the log; rebuilding it from batch headers"
     );
     let mut epochs = Vec::new();
-    for segment in earlier {
-        let mut down = None;
-        segment.walk_headers(damage, |_, header| {
-            let change = [(header.leader_epoch, header.base_offset)];
-            match extend_epochs(std::mem::take(&mut epochs), &change) {
-                Some(extended) => epochs = extended,
-                None => down = down.or(Some(header.base_offset)),
+    for (i, segment) in earlier.iter().enumerate() {
+        let mut changes = Vec::new();
+        let walked = segment.walk_headers(damage, |_, header| {
+            changes.push((header.leader_epoch, header.base_offset));
+        });
+        match walked {
+            Ok(()) => {}
+            Err(LogError::Corrupt { path, detail }) if path == segment.path => {
+                tracing::warn!(path = %path.display(), "{detail}; scanning the whole segment");
+                let next_base = segments[i + 1].base;
+                changes = scan_for_damage(segment, next_base, interval, damage)?;
             }
-        })?;
+            Err(e) => return Err(e),
+        }
+        let mut down = None;
+        for change in changes {
+            match extend_epochs(std::mem::take(&mut epochs), &[change]) {
+                Some(extended) => epochs = extended,
+                None => {
+                    down = down.or(Some(change.1));
+                    break;
+                }
+            }
+        }
         if let Some(near) = down {
             return Err(epoch_down(&segment.path, near));
         }
     }
     extend_epochs(epochs, last_epochs).ok_or_else(|| epoch_down(&last.path, last.base))
+}
+
+/// Scans the earlier segment `segment` (the next one starts at `next_base`) whole,
+/// adds the damage it finds to `damage` (in log order), and returns the epoch changes of
+/// its good batches.
+fn scan_for_damage(
+    segment: &Segment,
+    next_base: u64,
+    interval: u32,
+    damage: &mut Vec<DamagedRange>,
+) -> Result<Vec<(u32, u64)>, LogError> {
+    let bounds = Bounds {
+        base: segment.base,
+        offset_limit: next_base,
+    };
+    let checked = full_scan(&segment.file, &segment.path, segment.size, bounds, interval)?;
+    let known = |position: u64, damage: &[DamagedRange]| {
+        damage
+            .iter()
+            .any(|r| r.segment_base == segment.base && r.position == position)
+    };
+    for stretch in checked.stretches {
+        if !known(stretch.position, damage) {
+            damage.push(damaged_range(&segment.path, segment.base, stretch));
+        }
+    }
+    if let Some(why) = checked.cut {
+        // Damage to the end of the segment, with batches after it (in later segments).
+        if !known(checked.valid_len, damage) {
+            damage.push(DamagedRange {
+                path: segment.path.clone(),
+                segment_base: segment.base,
+                position: checked.valid_len,
+                end_position: segment.size,
+                first_offset: checked.next_offset,
+                end_offset: next_base,
+                detail: why,
+            });
+        }
+    }
+    damage.sort_by_key(|r| (r.segment_base, r.position));
+    Ok(checked.epochs.unwrap_or_default())
 }
 
 /// The error for a leader epoch that goes down in the log.

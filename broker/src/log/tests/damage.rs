@@ -381,3 +381,40 @@ fn a_damaged_range_without_bytes_does_not_hang_the_scrub() {
     assert!(passes.iter().all(|p| matches!(p, Ok(true))), "{passes:?}");
     assert!(matches!(read, Err(LogError::Damaged { .. })), "{read:?}");
 }
+
+/// Found by the `broker_log` fuzz target: a damaged header in the middle of an earlier
+/// segment (which open does not read whole) and a leader-epoch checkpoint that does not
+/// match the log (here: gone). Recovery rebuilds the epochs by reading every header, met
+/// the damaged one, and refused to open the log at all (`Corrupt`): a broker restart lost
+/// the whole partition over one bad batch. It is recorded as damage now.
+#[test]
+fn a_damaged_header_met_while_rebuilding_the_epochs_is_damage_not_a_refusal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let model = build(dir, 800, 40);
+    let bases = segment_bases(dir);
+    assert!(bases.len() >= 4, "{bases:?}");
+    // A middle batch of an early segment: an impossible length in its header.
+    let (bad, pos) = layout(dir, &model, bases[1])[2];
+    let path = seg(dir, bases[1]);
+    let mut bytes = fs::read(&path).unwrap();
+    bytes[pos as usize + 3] = 0xff;
+    fs::write(&path, bytes).unwrap();
+    fs::remove_file(dir.join("leader-epochs")).unwrap();
+    let (log, _) = open(dir, config(800));
+    let range = only_range(&log);
+    assert_eq!(range.path, path);
+    assert_eq!(range.first_offset, model[bad].base_offset);
+    assert_eq!(log.log_end_offset(), next_offset(&model).unwrap());
+    assert_eq!(log.last_epoch(), Some(1));
+    // Everything before and after the damage reads.
+    assert_eq!(log.read(0, usize::MAX).unwrap(), model[..bad]);
+    let after = model
+        .iter()
+        .position(|b| b.base_offset >= range.end_offset)
+        .unwrap();
+    assert_eq!(
+        log.read(range.end_offset, usize::MAX).unwrap()[0],
+        model[after]
+    );
+}
