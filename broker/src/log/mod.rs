@@ -160,7 +160,9 @@
 //!    dropped (a crash after the checkpoint was written but before the batch was). If the
 //!    checkpoint is missing, damaged or disagrees with the log (it does not cover the log
 //!    start, or an epoch would go down), the epochs are rebuilt by reading every batch
-//!    header, and the checkpoint is rewritten.
+//!    header (an earlier segment where a header turns out damaged is scanned whole, its
+//!    damage recorded as in 4, its epochs taken from its good batches), and the checkpoint
+//!    is rewritten.
 //! 6. Files are changed only once all checks passed: a hard error leaves the directory as
 //!    it was. The last segment is then fdatasynced, so after `open`
 //!    [`flushed_offset`](PartitionLog::flushed_offset) equals the log end.
