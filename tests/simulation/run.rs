@@ -76,7 +76,12 @@ fn base_dir() -> PathBuf {
 /// Runs seed `seed` with `zookeepers` zookeepers (1, or 3: an ensemble); `Err` names the
 /// first failed check (the seed's data directory is kept then).
 pub fn run(seed: u64, zookeepers: usize) -> Result<Outcome, String> {
-    let data = base_dir().join(format!("pehra-sim-{}-{seed}", std::process::id()));
+    // Named by the zookeeper count too: the ensemble test runs seeds the one-zookeeper
+    // tests run, on another test thread at the same time.
+    let data = base_dir().join(format!(
+        "pehra-sim-{}-{seed}-zk{zookeepers}",
+        std::process::id()
+    ));
     let _ = std::fs::remove_dir_all(&data);
     std::fs::create_dir_all(&data).map_err(|e| format!("{}: {e}", data.display()))?;
     let result = run_in(seed, zookeepers, data.clone());
