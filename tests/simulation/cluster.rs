@@ -83,6 +83,15 @@ pub async fn zookeeper(dir: PathBuf, own: SocketAddr) -> turmoil::Result {
             }
         }
     };
+    let services = leader_services(own);
+    let result = server.wait().await;
+    services.iter().for_each(tokio::task::JoinHandle::abort);
+    result.map_err(Into::into)
+}
+
+/// The cluster controller and the PEHRA coordinator, speaking to the zookeeper (member)
+/// at `own`, each restarted a second after it stops, as `pehra zookeeper` runs them.
+fn leader_services(own: SocketAddr) -> [tokio::task::JoinHandle<()>; 2] {
     let controller = tokio::task::spawn_local(async move {
         loop {
             let config = ControllerConfig {
@@ -103,10 +112,7 @@ pub async fn zookeeper(dir: PathBuf, own: SocketAddr) -> turmoil::Result {
             sleep(Duration::from_secs(1)).await;
         }
     });
-    let result = server.wait().await;
-    controller.abort();
-    coordinator.abort();
-    result.map_err(Into::into)
+    [controller, coordinator]
 }
 
 /// A zookeeper ensemble member's host (`SIM_ZOOKEEPERS=3`): the server with its Raft
@@ -145,33 +151,13 @@ pub async fn zookeeper_member(
                     return;
                 }
             }
-            let controller = tokio::task::spawn_local(async move {
-                loop {
-                    let config = ControllerConfig {
-                        unclean_election: false,
-                        replace_dead_after: None,
-                    };
-                    if let Err(e) = Controller::run_secured(own, None, config).await {
-                        tracing::debug!(error = %e, "sim: controller stopped; restarting it");
-                    }
-                    sleep(Duration::from_secs(1)).await;
-                }
-            });
-            let coordinator = tokio::task::spawn_local(async move {
-                loop {
-                    if let Err(e) = PehraCoordinator::run_with(own, pehra_timing()).await {
-                        tracing::debug!(error = %e, "sim: pehra coordinator stopped; restarting it");
-                    }
-                    sleep(Duration::from_secs(1)).await;
-                }
-            });
+            let services = leader_services(own);
             while *leadership.borrow_and_update() {
                 if leadership.changed().await.is_err() {
                     break;
                 }
             }
-            controller.abort();
-            coordinator.abort();
+            services.iter().for_each(tokio::task::JoinHandle::abort);
         }
     });
     let result = server.wait().await;
