@@ -126,6 +126,19 @@ impl Pair {
         }
     }
 
+    /// The payloads of the notifications the client delivered for the observation `id`.
+    fn notifications(&self, id: RequestId) -> Vec<Vec<u8>> {
+        self.client_events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Notification { id: i, response } if *i == id => {
+                    Some(response.payload().to_vec())
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     fn request(&mut self, request: Request) -> RequestId {
         let id = self.client.request(self.now, SERVER, request);
         self.run();
@@ -266,18 +279,8 @@ fn notifications_arrive_wherever_the_servers_own_numbers_start() {
                 .notify(now, "t", Response::content(vec![b'n', b'0' + n]));
             pair.run();
         }
-        let notifications: Vec<Vec<u8>> = pair
-            .client_events
-            .iter()
-            .filter_map(|e| match e {
-                Event::Notification { id: i, response } if *i == id => {
-                    Some(response.payload().to_vec())
-                }
-                _ => None,
-            })
-            .collect();
         assert_eq!(
-            notifications,
+            pair.notifications(id),
             [
                 b"t".to_vec(),
                 b"n0".to_vec(),
@@ -304,18 +307,8 @@ fn observations_and_block_wise_answers_are_protected_end_to_end() {
         );
         pair.run();
     }
-    let notifications: Vec<Vec<u8>> = pair
-        .client_events
-        .iter()
-        .filter_map(|e| match e {
-            Event::Notification { id: i, response } if *i == id => {
-                Some(response.payload().to_vec())
-            }
-            _ => None,
-        })
-        .collect();
     assert_eq!(
-        notifications,
+        pair.notifications(id),
         [
             b"t".to_vec(),
             b"n0".to_vec(),
