@@ -313,11 +313,12 @@ impl Driver {
                     }
                 }
                 Action::Read(context) => {
-                    let Ok(id) = <[u8; 8]>::try_from(context.as_slice()) else {
-                        continue;
-                    };
-                    let event = Event::ReadReady(u64::from_be_bytes(id), true);
-                    if self.core.send(Job::Ensemble(event)).is_err() {
+                    if !self.read_ready(&context, true) {
+                        return false;
+                    }
+                }
+                Action::ReadAbandoned(context) => {
+                    if !self.read_ready(&context, false) {
                         return false;
                     }
                 }
@@ -483,6 +484,16 @@ impl Driver {
         }
     }
 
+    /// Tells the core that the read `context` (a read id) reached its read point
+    /// (`found`) or was given up; `false` if the core is gone.
+    fn read_ready(&self, context: &[u8], found: bool) -> bool {
+        let Ok(id) = <[u8; 8]>::try_from(context) else {
+            return true;
+        };
+        let event = Event::ReadReady(u64::from_be_bytes(id), found);
+        self.core.send(Job::Ensemble(event)).is_ok()
+    }
+
     /// Sends one message as a `POST /raft`, unless too many are out to that member
     /// already (Raft retries what is lost).
     fn send(&self, message: Message) {
@@ -492,7 +503,13 @@ impl Driver {
         ) else {
             return;
         };
-        if out.fetch_add(1, Ordering::AcqRel) >= MAX_OUT_PER_MEMBER {
+        // Raft sends a read's request and answer once (the member asks again only after
+        // `READ_ASK_AGAIN_TICKS`): they pass the limit, which holds back catch-up traffic.
+        let once = matches!(
+            message.get_msg_type(),
+            MessageType::MsgReadIndex | MessageType::MsgReadIndexResp
+        );
+        if out.fetch_add(1, Ordering::AcqRel) >= MAX_OUT_PER_MEMBER && !once {
             out.fetch_sub(1, Ordering::AcqRel);
             return;
         }

@@ -44,6 +44,15 @@ pub const EMPTY_START: &[u8] = b"pehra/empty-start/";
 /// [`ELECTION_TICK`, 2 × `ELECTION_TICK`)).
 pub const ELECTION_TICK: usize = 10;
 
+/// Ticks a read waits for its read point before this member asks again: raft-rs sends
+/// `MsgReadIndex` and its answer once, and drops a read that reaches a leader not yet
+/// writable in its term.
+const READ_ASK_AGAIN_TICKS: u32 = 5;
+
+/// Ticks after which a read still without a read point is given up
+/// ([`Action::ReadAbandoned`]): three election timeouts without a leader that answers.
+const READ_GIVE_UP_TICKS: u32 = 3 * ELECTION_TICK as u32;
+
 /// By default the log is cut once it holds this many entries every member has.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 
@@ -64,6 +73,9 @@ pub enum Action {
     /// The read asked for with this context may be answered once the entries handed
     /// over so far are applied (Raft's ReadIndex: a `sync` on any member).
     Read(Vec<u8>),
+    /// The read asked for with this context found no read point in
+    /// `READ_GIVE_UP_TICKS`: answer it with "no leader".
+    ReadAbandoned(Vec<u8>),
     /// This member's role changed.
     Role(Role),
     /// The log was cut: on disk, replace it by the cut (`base`), what it kept
@@ -198,6 +210,11 @@ pub struct Member {
     applied: u64,
     /// Reads whose index is known, waiting for it to be applied: (index, context).
     reads: Vec<(u64, Vec<u8>)>,
+    /// Reads asked for whose read point has not come yet: context → (ticks since first
+    /// asked, ticks since last asked).
+    asking: std::collections::BTreeMap<Vec<u8>, (u32, u32)>,
+    /// Reads given up, told with the next actions.
+    abandoned: Vec<Vec<u8>>,
     /// The term whose no-op this member applied as its leader (0: none): from then on it
     /// is writable in that term.
     writable_term: u64,
@@ -274,6 +291,8 @@ impl Member {
             role: Role::Follower { leader: None },
             applied: 0,
             reads: Vec::new(),
+            asking: Default::default(),
+            abandoned: Vec::new(),
             writable_term: 0,
             compact_every: DEFAULT_COMPACT_EVERY,
             proposed_cut: 0,
@@ -422,6 +441,32 @@ impl Member {
         self.node.tick();
         self.fix_election_timeout();
         self.maybe_propose_cut();
+        self.ask_reads_again();
+    }
+
+    /// Asks again for the reads whose read point has not come in
+    /// [`READ_ASK_AGAIN_TICKS`] (the request or the answer was lost, or the leader was
+    /// not yet writable), and gives up those waiting [`READ_GIVE_UP_TICKS`].
+    fn ask_reads_again(&mut self) {
+        let leader_known = self.leader().is_some();
+        let mut again = Vec::new();
+        let abandoned = &mut self.abandoned;
+        self.asking.retain(|context, (age, since)| {
+            *age += 1;
+            *since += 1;
+            if *age >= READ_GIVE_UP_TICKS {
+                abandoned.push(context.clone());
+                return false;
+            }
+            if *since >= READ_ASK_AGAIN_TICKS && leader_known {
+                *since = 0;
+                again.push(context.clone());
+            }
+            true
+        });
+        for context in again {
+            self.node.read_index(context);
+        }
     }
 
     /// A peer's message.
@@ -601,6 +646,7 @@ impl Member {
         if self.leader().is_none() {
             return Err(NotLeader);
         }
+        self.asking.insert(context.clone(), (0, 0));
         self.node.read_index(context);
         Ok(())
     }
@@ -692,6 +738,7 @@ impl Member {
             actions.push(Action::SnapshotWanted);
         }
         push_send(&mut actions, std::mem::take(&mut self.outbox));
+        actions.extend(self.abandoned.drain(..).map(Action::ReadAbandoned));
         if !self.node.has_ready() {
             tag_empty_start(&mut actions, self.empty_start);
             return actions;
@@ -723,6 +770,7 @@ impl Member {
             }
         }
         for state in ready.take_read_states() {
+            self.asking.remove(&state.request_ctx);
             self.reads.push((state.index, state.request_ctx));
         }
         let mut applied = Vec::new();
@@ -926,6 +974,10 @@ mod tests {
         loss: u64,
         /// Snapshots the leaders offered.
         snapshots_offered: usize,
+        /// The reads each member found a read point for (their contexts), in order.
+        reads: Vec<Vec<Vec<u8>>>,
+        /// Drop every message of these types (a network that loses them).
+        dropped: Vec<MessageType>,
     }
 
     /// A state machine (the entries applied) as snapshot bytes: each entry's length, then it.
@@ -968,6 +1020,8 @@ mod tests {
                 rng: Rng(seed),
                 loss,
                 snapshots_offered: 0,
+                reads: vec![Vec::new(); 3],
+                dropped: Vec::new(),
             }
         }
 
@@ -986,7 +1040,11 @@ mod tests {
             }
             for message in wire {
                 let (from, to) = (message.from as usize - 1, message.to as usize - 1);
-                if self.down[from] || self.down[to] || self.rng.chance(self.loss) {
+                if self.down[from]
+                    || self.down[to]
+                    || self.rng.chance(self.loss)
+                    || self.dropped.contains(&message.get_msg_type())
+                {
                     continue;
                 }
                 self.members[to].handle_message(message);
@@ -1002,7 +1060,8 @@ mod tests {
                 for action in self.members[i].poll_actions() {
                     match action {
                         Action::Send(messages) => self.wire.extend(messages),
-                        Action::Role(_) | Action::Read(_) | Action::Membership { .. } => {}
+                        Action::Role(_) | Action::ReadAbandoned(_) | Action::Membership { .. } => {}
+                        Action::Read(context) => self.reads[i].push(context),
                         Action::Persist {
                             entries,
                             hard_state,
@@ -1109,6 +1168,79 @@ mod tests {
                 assert_eq!(applied[..], longest[..applied.len()]);
             }
         }
+    }
+
+    /// A read (`sync`) on a follower whose `MsgReadIndex` or answer is lost, or whose
+    /// leader dies before answering, is asked again and answered; with no leader for
+    /// three election timeouts it is given up, not kept for ever.
+    #[test]
+    fn a_read_whose_request_or_answer_is_lost_is_asked_again() {
+        for lost in [MessageType::MsgReadIndex, MessageType::MsgReadIndexResp] {
+            let mut net = Net::new(0, 11);
+            net.commit(b"one".to_vec());
+            let leader = net.elect();
+            let follower = (leader + 1) % 3;
+            net.dropped = vec![lost];
+            net.members[follower]
+                .read_index(b"read-1".to_vec())
+                .unwrap();
+            for _ in 0..20 {
+                net.step();
+            }
+            assert!(net.reads[follower].is_empty(), "{lost:?} was dropped");
+            net.dropped.clear();
+            for _ in 0..(READ_ASK_AGAIN_TICKS + 2) {
+                net.step();
+            }
+            assert_eq!(
+                net.reads[follower],
+                [b"read-1".to_vec()],
+                "after {lost:?} was lost"
+            );
+        }
+
+        // The leader dies with the read unanswered: the new leader answers it.
+        let mut net = Net::new(0, 12);
+        net.commit(b"one".to_vec());
+        let leader = net.elect();
+        let follower = (leader + 1) % 3;
+        net.dropped = vec![MessageType::MsgReadIndex];
+        net.members[follower]
+            .read_index(b"read-2".to_vec())
+            .unwrap();
+        net.step();
+        net.down[leader] = true;
+        net.dropped.clear();
+        for _ in 0..READ_GIVE_UP_TICKS {
+            net.step();
+            if !net.reads[follower].is_empty() {
+                break;
+            }
+        }
+        assert_eq!(net.reads[follower], [b"read-2".to_vec()]);
+
+        // No leader at all: given up after three election timeouts.
+        let mut net = Net::new(0, 13);
+        net.commit(b"one".to_vec());
+        let leader = net.elect();
+        let follower = (leader + 1) % 3;
+        net.dropped = vec![MessageType::MsgReadIndex];
+        net.members[follower]
+            .read_index(b"read-3".to_vec())
+            .unwrap();
+        net.step();
+        for other in 0..3 {
+            net.down[other] = other != follower;
+        }
+        let mut abandoned = false;
+        for _ in 0..=READ_GIVE_UP_TICKS {
+            net.members[follower].handle_tick();
+            abandoned |= net.members[follower]
+                .poll_actions()
+                .iter()
+                .any(|a| matches!(a, Action::ReadAbandoned(c) if c == b"read-3"));
+        }
+        assert!(abandoned, "the read was never given up");
     }
 
     #[test]
