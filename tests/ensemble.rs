@@ -5,7 +5,8 @@
 
 mod common;
 
-use common::{free_udp_ports, pehra, unsafe_kill, TempDir, Zookeeper};
+use common::ensemble::{leader_seen_by, status_of, Ensemble};
+use common::{free_udp_ports, pehra, TempDir, Zookeeper};
 use pehra_shared::coap::Config;
 use pehra_shared::wire::ErrorKind;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, WatchEvent};
@@ -19,80 +20,6 @@ async fn bounded<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(LIMIT, f)
         .await
         .expect("test took too long")
-}
-
-/// Three members on consecutive free ports, data under `dir`.
-struct Ensemble {
-    dir: TempDir,
-    addrs: Vec<SocketAddr>,
-    members: Vec<Option<Zookeeper>>,
-    /// Extra flags of every member.
-    flags: Vec<String>,
-}
-
-impl Ensemble {
-    fn start(name: &str) -> Ensemble {
-        Self::start_with(TempDir::new(name), Vec::new())
-    }
-
-    fn start_with(dir: TempDir, flags: Vec<String>) -> Ensemble {
-        let first = free_udp_ports(3);
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
-            .collect();
-        let mut ensemble = Ensemble {
-            dir,
-            addrs,
-            members: Vec::new(),
-            flags,
-        };
-        for id in 1..=3 {
-            let member = ensemble.start_member(id);
-            ensemble.members.push(Some(member));
-        }
-        ensemble
-    }
-
-    fn peers(&self) -> String {
-        self.addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-
-    fn start_member(&self, id: usize) -> Zookeeper {
-        let data = self.dir.path().join(format!("member{id}"));
-        let (id, peers) = (id.to_string(), self.peers());
-        let mut flags = vec!["--id", &id, "--peers", &peers];
-        flags.extend(self.flags.iter().map(String::as_str));
-        Zookeeper::start_with(&data, self.addrs[id.parse::<usize>().unwrap() - 1], &flags)
-    }
-
-    fn kill(&mut self, addr: SocketAddr) {
-        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
-        self.members[i].take().expect("running").kill();
-    }
-
-    fn signal(&self, addr: SocketAddr, signal: &str) {
-        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
-        unsafe_kill(
-            self.members[i].as_ref().expect("running").child.id(),
-            signal,
-        );
-    }
-
-    /// The running member at `addr`, out of the ensemble's hands.
-    fn take(&mut self, addr: SocketAddr) -> Zookeeper {
-        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
-        self.members[i].take().expect("running")
-    }
-
-    fn restart(&mut self, addr: SocketAddr) {
-        let i = self.addrs.iter().position(|a| *a == addr).unwrap();
-        self.members[i] = Some(self.start_member(i + 1));
-    }
 }
 
 fn options() -> ClientOptions {
@@ -570,14 +497,6 @@ fn member_id(ensemble: &Ensemble, addr: SocketAddr) -> u64 {
     ensemble.addrs.iter().position(|a| *a == addr).unwrap() as u64 + 1
 }
 
-/// The leader's id as the member at `addr` sees it.
-async fn leader_seen_by(addr: SocketAddr) -> Option<u64> {
-    let client = Client::without_session(addr, Config::default())
-        .await
-        .unwrap();
-    client.ensemble_status().await.unwrap().unwrap().leader
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_planned_handover_moves_the_zookeeper_leader_and_an_impossible_one_rolls_back() {
     bounded(async {
@@ -684,14 +603,6 @@ async fn a_planned_handover_moves_the_zookeeper_leader_and_an_impossible_one_rol
         );
     })
     .await
-}
-
-/// The status of the member at `addr` (its own view).
-async fn status_of(addr: SocketAddr) -> pehra_zookeeper::ensemble::EnsembleStatus {
-    let client = Client::without_session(addr, Config::default())
-        .await
-        .unwrap();
-    client.ensemble_status().await.unwrap().unwrap()
 }
 
 /// Polls (every Raft tick: the cut is proposed on a tick, nothing announces it) until the
@@ -1014,6 +925,51 @@ async fn a_write_to_a_silent_leader_is_sent_on_and_applied_once() {
                 "{addr}"
             );
         }
+    })
+    .await
+}
+
+/// A paused leader (SIGSTOP: no ICMP refusal, no answer) with the default CoAP timing,
+/// whose exchanges give up only after 45 s and more: the session's heartbeats and writes
+/// move on to the other members after a third of the session timeout, so the session
+/// outlives a pause longer than its timeout and its writes go on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_outlives_a_paused_leader_with_the_default_coap_timing() {
+    bounded(async {
+        let ensemble = Ensemble::start("ensemble-paused-leader");
+        let timeout = Duration::from_secs(3);
+        let client = Client::connect_any(
+            &ensemble.addrs,
+            ClientOptions {
+                session_timeout: timeout,
+                ..ClientOptions::default()
+            },
+        )
+        .await
+        .unwrap();
+        let session = client.session_id();
+        client
+            .create("/p", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = client.server();
+        ensemble.signal(leader, "STOP");
+        // Writes for two session timeouts, the leader paused throughout.
+        let paused = tokio::time::Instant::now();
+        let mut writes = 0;
+        while paused.elapsed() < 2 * timeout {
+            client
+                .create("/p/w-", b"", CreateMode::PersistentSequential)
+                .await
+                .expect("a write goes on to the next leader");
+            writes += 1;
+        }
+        assert_ne!(client.server(), leader);
+        assert_eq!(client.session_id(), session);
+        assert_eq!(*client.session_state().borrow(), SessionState::Alive);
+        ensemble.signal(leader, "CONT");
+        let (children, _) = client.get_children("/p").await.unwrap();
+        assert_eq!(children.len(), writes);
     })
     .await
 }

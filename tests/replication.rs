@@ -7,15 +7,15 @@
 
 mod common;
 
+use common::producer::{check_log, rand_u64, Acked, Producer};
 use common::{free_udp_port, pehra, unsafe_kill, wait_bounded, BrokerProcess, TempDir, Zookeeper};
 use pehra_broker::client::{records_from, ClusterClient};
 use pehra_shared::wire::{self, Acks, PartitionMetadata, Record, TopicConfig};
 use pehra_zookeeper::cluster;
 use std::net::SocketAddr;
 use std::process::Command;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
-use tokio::sync::watch;
 
 const TOPIC: &str = "orders";
 /// Short sessions so failovers take about a second and a half.
@@ -170,141 +170,6 @@ async fn current_state(client: &ClusterClient) -> PartitionMetadata {
     wire::decode(&data).unwrap()
 }
 
-/// What the producer has had acknowledged: (sequence, offset, when).
-#[derive(Default)]
-struct Acked {
-    records: Vec<(u32, u64, Instant)>,
-    errors: Vec<String>,
-}
-
-/// An idempotent producer sending one record per batch with acks=all, one batch at a
-/// time, until told to stop.
-struct Producer {
-    acked: Arc<Mutex<Acked>>,
-    count: watch::Receiver<usize>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Arc<ClusterClient>>,
-}
-
-impl Producer {
-    fn start(client: Arc<ClusterClient>) -> Producer {
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let (count_tx, count) = watch::channel(0usize);
-        let (stop, mut stopped) = watch::channel(false);
-        let producer_id = rand_u64();
-        let task = {
-            let acked = acked.clone();
-            tokio::spawn(async move {
-                let mut seq = 0u32;
-                while !*stopped.borrow_and_update() {
-                    let record = Record {
-                        key: None,
-                        value: format!("s{seq}").into_bytes(),
-                        timestamp_ms: 0,
-                        headers: Vec::new(),
-                    };
-                    let result = client
-                        .produce(TOPIC, 0, &[record], Acks::All, Some((producer_id, seq)))
-                        .await;
-                    let mut a = acked.lock().unwrap();
-                    match result {
-                        Ok(Some(r)) => {
-                            a.records.push((seq, r.base_offset, Instant::now()));
-                            seq += 1;
-                            count_tx.send_replace(a.records.len());
-                        }
-                        Ok(None) => unreachable!("acks=all answers"),
-                        Err(e) => a.errors.push(format!("seq {seq}: {e}")), // sent again
-                    }
-                }
-                client
-            })
-        };
-        Producer {
-            acked,
-            count,
-            stop,
-            task,
-        }
-    }
-
-    /// Waits (bounded) until `n` more records are acknowledged; returns the time of the
-    /// first of them.
-    async fn wait_for_more(&mut self, n: usize) -> Instant {
-        let start = *self.count.borrow_and_update();
-        let target = start + n;
-        tokio::time::timeout(
-            Duration::from_secs(40),
-            self.count.wait_for(|c| *c >= target),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "producing stalled at {} acknowledged records; errors: {:?}",
-                start,
-                self.acked.lock().unwrap().errors
-            )
-        })
-        .unwrap();
-        self.acked.lock().unwrap().records[start].2
-    }
-
-    async fn finish(self) -> (Acked, Arc<ClusterClient>) {
-        self.stop.send_replace(true);
-        let client = tokio::time::timeout(Duration::from_secs(40), self.task)
-            .await
-            .expect("producer stops")
-            .unwrap();
-        let acked = std::mem::take(&mut *self.acked.lock().unwrap());
-        (acked, client)
-    }
-}
-
-fn rand_u64() -> u64 {
-    use std::hash::{BuildHasher, RandomState};
-    RandomState::new().hash_one(Instant::now())
-}
-
-/// Reads the whole partition from the current leader and checks the invariants: the
-/// acknowledged records are all there, at their acknowledged offsets, in sequence
-/// order, and no sequence appears twice.
-async fn check_log(client: &ClusterClient, acked: &Acked) {
-    let last_acked = acked.records.last().map_or(0, |r| r.1 + 1);
-    let mut offset = 0;
-    let mut seen: Vec<(u64, u32)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client.fetch(TOPIC, 0, offset, 64 * 1024).await.unwrap();
-        for (o, record) in records_from(&response, offset).unwrap() {
-            let value = String::from_utf8(record.value).unwrap();
-            let seq: u32 = value.strip_prefix('s').unwrap().parse().unwrap();
-            seen.push((o, seq));
-            offset = o + 1;
-        }
-        if offset >= response.high_watermark && offset >= last_acked {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the log stays short of the acknowledged offset {last_acked}: read to {offset}, \
-             high watermark {}",
-            response.high_watermark
-        );
-    }
-    for pair in seen.windows(2) {
-        assert!(
-            pair[1].1 > pair[0].1,
-            "sequences out of order or repeated: {pair:?} (offset, seq)"
-        );
-    }
-    for (seq, acked_offset, _) in &acked.records {
-        assert!(
-            seen.contains(&(*acked_offset, *seq)),
-            "acknowledged record s{seq} at offset {acked_offset} is missing"
-        );
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -319,7 +184,7 @@ fn killing_the_leader_under_acks_all_loses_nothing() {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         let mut failovers = Vec::new();
         for round in 0..3 {
@@ -345,7 +210,7 @@ fn killing_the_leader_under_acks_all_loses_nothing() {
             cluster.start_broker(leader);
         }
         let (acked, client) = producer.finish().await;
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
         eprintln!(
             "failover (kill to first acks=all answer, session timeout 1.5 s): {:?}; {} records",
             failovers,
@@ -360,7 +225,7 @@ fn a_paused_leader_is_fenced_truncates_and_catches_up() {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         for _ in 0..2 {
             let before =
@@ -387,7 +252,7 @@ fn a_paused_leader_is_fenced_truncates_and_catches_up() {
             producer.wait_for_more(10).await;
         }
         let (acked, client) = producer.finish().await;
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 
@@ -407,7 +272,7 @@ fn a_follower_that_stops_fetching_leaves_the_isr_before_its_session_ends() {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(10).await;
         let before = wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
         let leader = before.leader.expect("a leader");
@@ -439,7 +304,7 @@ fn a_follower_that_stops_fetching_leaves_the_isr_before_its_session_ends() {
         .await;
         producer.wait_for_more(5).await;
         let (acked, client) = producer.finish().await;
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 
@@ -572,7 +437,7 @@ fn an_acks_all_retry_is_not_acknowledged_while_too_few_replicas_are_in_sync() {
             records: vec![(0, 0, Instant::now())],
             errors: Vec::new(),
         };
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 
@@ -582,7 +447,7 @@ fn controlled_shutdown_of_each_broker_under_load_fails_no_produce() {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         for id in 1..=3 {
             wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
@@ -603,7 +468,7 @@ fn controlled_shutdown_of_each_broker_under_load_fails_no_produce() {
             stats.no_answer, 0,
             "no request ever waited out a leader that was gone: {stats:?}"
         );
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 
@@ -613,7 +478,7 @@ fn a_restarted_follower_catches_up_from_its_own_log_and_can_lead() {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(30).await;
         let state = current_state(&client).await;
         let leader = state.leader.unwrap();
@@ -647,7 +512,7 @@ fn a_restarted_follower_catches_up_from_its_own_log_and_can_lead() {
         })
         .await;
         assert!(led.isr.contains(&follower));
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 
@@ -694,7 +559,7 @@ fn run_schedule(seed: u64, steps: usize) {
     runtime().block_on(async {
         let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
         create_topic(&client).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(10).await;
         for step in 0..steps {
             wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
@@ -734,7 +599,7 @@ fn run_schedule(seed: u64, steps: usize) {
             producer.wait_for_more(5).await;
         }
         let (acked, client) = producer.finish().await;
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
 

@@ -3,6 +3,8 @@
 #![allow(dead_code)]
 
 pub mod aiocoap;
+pub mod ensemble;
+pub mod producer;
 pub mod provision;
 
 use std::io::{BufRead, BufReader};

@@ -7,7 +7,9 @@
 
 use crate::uri::{children_uri, znode_uri};
 use pehra_shared::api::{decode_response, response_error, version_tag};
-use pehra_shared::coap::{option, Code, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::coap::{
+    option, Code, Config, ExchangeError, Method, Request, Response, CONTENT_FORMAT_CBOR,
+};
 use pehra_shared::driver::{self, Endpoint, Observation};
 use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{
@@ -486,6 +488,12 @@ struct Inner {
     /// Bumped on every heartbeat answered: a watch whose observation failed registers
     /// again after the next one.
     beats: watch::Sender<u64>,
+    /// In an ensemble, how long a member may stay silent on a request before it counts
+    /// as not answering (and a resendable request moves on): a paused member (SIGSTOP,
+    /// a hung host) sends no ICMP refusal, and CoAP alone would wait its whole exchange
+    /// lifetime, 45 s and more, far past a session's timeout. As ZooKeeper's client
+    /// does with its read timeout.
+    silence: Duration,
 }
 
 /// A connection to a zookeeper, usually with a session.
@@ -540,6 +548,7 @@ impl Client {
             .await?;
         let inner = Arc::get_mut(&mut client.inner).expect("not shared yet");
         inner.session = Some(opened.session);
+        inner.silence = session_silence(Duration::from_millis(u64::from(opened.timeout_ms)));
         inner.heard_from(opened.incarnation);
         inner.state.send_replace(SessionState::Alive);
         let period = Duration::from_millis(u64::from(opened.timeout_ms)) / 3;
@@ -620,6 +629,7 @@ impl Client {
                 beat: Mutex::new(()),
                 heard,
                 beats,
+                silence: SESSIONLESS_SILENCE,
             }),
             keepalive: None,
         })
@@ -982,10 +992,13 @@ impl Client {
 
     async fn send(&self, request: Request) -> Result<Response, ZkError> {
         // Reads, syncs and heartbeats change nothing twice: they may go to another member
-        // after one does not answer. Other writes (a session's open or close) may not.
+        // after one does not answer. So may a session's open: if the silent member opened
+        // one too, nobody holds it and it expires after its timeout (a ZooKeeper client
+        // connecting to the next server does the same). A session's close may not.
         let resendable = request.method() == Some(Method::Get)
             || request.path() == "sync"
-            || request.path().ends_with("/hb");
+            || request.path().ends_with("/hb")
+            || (request.method() == Some(Method::Post) && request.path() == "session");
         let _order = self.inner.order.lock().await;
         self.inner
             .request(request, resendable)
@@ -1008,6 +1021,18 @@ impl Client {
     }
 }
 
+/// How long a member of an ensemble may stay silent on a request of a client without a
+/// session (see `Inner::silence`).
+const SESSIONLESS_SILENCE: Duration = Duration::from_secs(5);
+
+/// How long a member may stay silent on a request of a session with `timeout`: a
+/// third of it (the heartbeat period), so that a heartbeat that met a silent member
+/// still reaches another one within the timeout; at least a second, so that a busy
+/// member is not taken for a silent one.
+fn session_silence(timeout: Duration) -> Duration {
+    (timeout / 3).max(Duration::from_secs(1))
+}
+
 /// How many times a request goes round the members while none takes it (no leader yet,
 /// or none reachable), and the pause between rounds.
 const ROUNDS: u32 = 40;
@@ -1016,13 +1041,17 @@ const ROUND_PAUSE: Duration = Duration::from_millis(250);
 impl Inner {
     /// The member requests go to now, with its endpoint.
     fn member(&self) -> (SocketAddr, &Endpoint) {
-        let i = self.current.load(std::sync::atomic::Ordering::Relaxed) % self.members.len();
-        let (addr, endpoint) = &self.members[i];
+        let (addr, endpoint) = &self.members[self.current_index()];
         (*addr, endpoint)
     }
 
     fn server(&self) -> SocketAddr {
         self.member().0
+    }
+
+    /// The index of the member requests go to now.
+    fn current_index(&self) -> usize {
+        self.current.load(std::sync::atomic::Ordering::Relaxed) % self.members.len()
     }
 
     /// Records the incarnation the current member reported (none from an older
@@ -1053,15 +1082,25 @@ impl Inner {
     /// it), pausing between rounds, until one takes it. A member that does not answer at
     /// all (paused, cut off: the exchange times out) may have applied the request: it is
     /// sent on to the next member only if `resendable` (a read, or a numbered write,
-    /// which the ensemble never applies twice), at most once per other member.
+    /// which the ensemble never applies twice); a member silent once is not asked again
+    /// for this request, which fails when every member was.
     async fn request(&self, request: Request, resendable: bool) -> Result<Response, driver::Error> {
         let n = self.members.len();
         let mut round = 0;
         let mut tried = 0;
-        let mut silent = 0;
+        let mut silent = vec![false; n];
         loop {
+            let at = self.current_index();
             let (addr, endpoint) = self.member();
-            let result = endpoint.handle().request(addr, request.clone()).await;
+            let handle = endpoint.handle();
+            let attempt = handle.request(addr, request.clone());
+            let result = if n > 1 {
+                tokio::time::timeout(self.silence, attempt)
+                    .await
+                    .unwrap_or(Err(driver::Error::Exchange(ExchangeError::Timeout)))
+            } else {
+                attempt.await
+            };
             let retry = n > 1
                 && match &result {
                     Err(driver::Error::Refused { .. }) => true,
@@ -1069,9 +1108,11 @@ impl Inner {
                         !response.code().is_success()
                             && response_error(response).error == ErrorKind::NotLeader
                     }
-                    Err(driver::Error::Exchange(_)) if resendable && silent + 1 < n => {
+                    Err(driver::Error::Exchange(_))
+                        if resendable && silent.iter().filter(|s| !**s).count() > 1 =>
+                    {
                         tracing::debug!(%addr, "no answer from the member: sending to the next one");
-                        silent += 1;
+                        silent[at] = true;
                         true
                     }
                     Err(driver::Error::Exchange(_)) => {
@@ -1085,6 +1126,9 @@ impl Inner {
                 return result;
             }
             self.next_member();
+            while silent[self.current_index()] {
+                self.next_member();
+            }
             tried += 1;
             if tried % n == 0 {
                 round += 1;
