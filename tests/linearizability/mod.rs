@@ -23,6 +23,16 @@ pub enum Action {
         expected: u32,
         outcome: Result<u32, u32>,
     },
+    /// set_data (at `expected`, if given) that failed without an answer (the member
+    /// died, or the client gave up): it may have taken effect, once, or not at all. Its
+    /// op's `ret` is [`never_returned`].
+    Lost { value: u64, expected: Option<u32> },
+}
+
+/// The return time of an operation that never returned: after everything else, so it
+/// may be ordered anywhere after its call.
+pub fn never_returned(call: Instant) -> Instant {
+    call + std::time::Duration::from_secs(365 * 24 * 3600)
 }
 
 /// One completed operation.
@@ -134,12 +144,13 @@ pub async fn run_workload(
     history
 }
 
-fn parse(data: &[u8]) -> u64 {
+/// A register's value.
+pub fn parse(data: &[u8]) -> u64 {
     std::str::from_utf8(data).unwrap().parse().unwrap()
 }
 
 /// "version mismatch: /lin0 is at 7" → 7.
-fn actual_version(message: &str) -> u32 {
+pub fn actual_version(message: &str) -> u32 {
     message
         .rsplit(' ')
         .next()
@@ -147,11 +158,12 @@ fn actual_version(message: &str) -> u32 {
         .unwrap_or_else(|| panic!("no version in {message:?}"))
 }
 
-/// The sequential specification: applies `action` to the register `(value, version)`;
-/// `None` if the recorded result is impossible from that state.
-fn step(state: (u64, u32), action: &Action) -> Option<(u64, u32)> {
+/// The sequential specification: the states the register `(value, version)` may be in
+/// after `action` (none if the recorded result is impossible from that state; two for
+/// a lost write: applied, or not).
+fn step(state: (u64, u32), action: &Action) -> [Option<(u64, u32)>; 2] {
     let (value, version) = state;
-    match action {
+    let one = match action {
         Action::Read {
             value: v,
             version: ver,
@@ -170,7 +182,12 @@ fn step(state: (u64, u32), action: &Action) -> Option<(u64, u32)> {
             }
             Err(actual) => (*expected != version && *actual == version).then_some(state),
         },
-    }
+        Action::Lost { value: v, expected } => {
+            let applies = expected.is_none_or(|e| e == version);
+            return [applies.then_some((*v, version + 1)), Some(state)];
+        }
+    };
+    [one, None]
 }
 
 /// Wing & Gong's search: is there an order of the operations, consistent with real time
@@ -205,7 +222,7 @@ fn search(
         .min()
         .expect("some pending");
     for i in (0..ops.len()).filter(|&i| pending(i) && ops[i].call <= earliest_return) {
-        if let Some(next) = step(state, &ops[i].action) {
+        for next in step(state, &ops[i].action).into_iter().flatten() {
             if search(ops, done | (1u128 << i), next, seen) {
                 return true;
             }
@@ -313,5 +330,43 @@ mod checker_tests {
             ),
         ];
         assert!(!is_linearizable(&double));
+    }
+
+    /// A lost write: never returned, so it may come anywhere after its call, and it
+    /// happened once or not at all.
+    fn lost(call_ms: u64, value: u64, expected: Option<u32>) -> Op {
+        let t0 = Instant::now();
+        let call = t0 + Duration::from_millis(call_ms);
+        Op {
+            client: 0,
+            call,
+            ret: never_returned(call),
+            action: Action::Lost { value, expected },
+        }
+    }
+
+    fn read(call_ms: u64, ret_ms: u64, value: u64, version: u32) -> Op {
+        op(call_ms, ret_ms, Action::Read { value, version })
+    }
+
+    #[test]
+    fn a_lost_write_may_have_happened_once_or_not_at_all() {
+        // Seen by a later read: it happened.
+        assert!(is_linearizable(&[lost(0, 7, None), read(5, 6, 7, 1)]));
+        // Not seen: it did not (yet).
+        assert!(is_linearizable(&[lost(0, 7, None), read(5, 6, 0, 0)]));
+        // Seen, then unseen: a write cannot be undone.
+        assert!(!is_linearizable(&[
+            lost(0, 7, None),
+            read(5, 6, 7, 1),
+            read(7, 8, 0, 0)
+        ]));
+        // Applied twice (version 2 from one write): impossible.
+        assert!(!is_linearizable(&[lost(0, 7, None), read(5, 6, 7, 2)]));
+        // Not before its call.
+        assert!(!is_linearizable(&[read(0, 1, 7, 1), lost(2, 7, None)]));
+        // A lost compare-and-set at a version the register never had cannot apply.
+        assert!(!is_linearizable(&[lost(0, 7, Some(3)), read(5, 6, 7, 1)]));
+        assert!(is_linearizable(&[lost(0, 7, Some(0)), read(5, 6, 7, 1)]));
     }
 }
