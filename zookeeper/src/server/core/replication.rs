@@ -319,8 +319,8 @@ impl Core {
         let _ = rep.proposals.send(ToDriver::Durable(rep.taken));
     }
 
-    /// Sends the driver the tree as a snapshot, if Raft wants one and the tree is at a
-    /// committed index: nothing applied that is not committed (no batch open, none
+    /// Has a copy of the tree encoded (on a blocking thread) and sent to the driver as a
+    /// snapshot, if Raft wants one and the tree is at a committed index: nothing applied that is not committed (no batch open, none
     /// proposed or being written) and every committed entry handed over taken.
     pub(super) fn offer_snapshot(&mut self) {
         let Some(rep) = self.replication.as_mut() else {
@@ -336,22 +336,26 @@ impl Core {
             return;
         }
         rep.snapshot_wanted = false;
-        let tree = match wire::encode(&self.tree) {
-            Ok(tree) => tree,
-            Err(e) => {
-                tracing::error!(error = %e, "the tree does not encode: no snapshot");
-                return;
+        // Encoded off the core (a large tree takes a while), from a copy taken now, at
+        // exactly the committed writes: writes go on meanwhile. If the log is cut past
+        // `index` by the time it is offered, the driver asks for a new one.
+        let tree = Box::new(self.tree.clone());
+        let (index, zxid) = (rep.taken, self.tree.last_zxid());
+        let proposals = rep.proposals.clone();
+        tokio::spawn(async move {
+            match pehra_shared::driver::blocking::run(move || wire::encode(&*tree)).await {
+                Ok(Ok(tree)) => {
+                    tracing::info!(
+                        index,
+                        zxid,
+                        bytes = tree.len(),
+                        "ensemble: tree encoded for a snapshot"
+                    );
+                    let _ = proposals.send(ToDriver::Snapshot { index, tree });
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "the tree does not encode: no snapshot"),
+                Err(e) => tracing::error!(error = %e, "encoding the tree for a snapshot failed"),
             }
-        };
-        tracing::info!(
-            index = rep.taken,
-            zxid = self.tree.last_zxid(),
-            bytes = tree.len(),
-            "ensemble: tree encoded for a snapshot"
-        );
-        let _ = rep.proposals.send(ToDriver::Snapshot {
-            index: rep.taken,
-            tree,
         });
     }
 
