@@ -267,8 +267,24 @@ async fn change_membership(
         .change_membership(&request)
         .await
         .context("changing the zookeeper ensemble's members")?;
-    let voters: Vec<String> = changed.voters.iter().map(u64::to_string).collect();
-    println!("zookeeper ensemble: {done}; voters {}", voters.join(", "));
+    let list = |ids: &[u64]| {
+        ids.iter()
+            .map(u64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    if changed.learners.is_empty() {
+        println!(
+            "zookeeper ensemble: {done}; voters {}",
+            list(&changed.voters)
+        );
+    } else {
+        println!(
+            "zookeeper ensemble: {done}; voters {}; learners {} (a member added votes once it has caught up)",
+            list(&changed.voters),
+            list(&changed.learners)
+        );
+    }
     Ok(ExitCode::SUCCESS)
 }
 

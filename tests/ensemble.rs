@@ -310,7 +310,7 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
             })
             .await
             .unwrap();
-        assert_eq!(changed.voters, vec![1, 2, 3, 4]);
+        assert_eq!((changed.voters, changed.learners), (vec![1, 2, 3], vec![4]));
         for addr in ensemble.addrs.iter().chain([&addr4]) {
             let reader =
                 Client::without_session_secured(*addr, Config::default(), Some(&cred("admin")))
@@ -329,10 +329,22 @@ async fn members_speak_raft_under_oscore_and_only_they_may() {
                 }
             }
         }
-        // Member 4 votes: with one of the first three stopped, a write needs three of
-        // the four votes, so member 4's.
+        // Member 4, caught up, votes: with one of the first three stopped, a write needs
+        // three of the four votes, so member 4's.
         let mut ensemble = ensemble;
         let leader = client.server();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let status = client.ensemble_status().await.unwrap().unwrap();
+            if status.members.iter().any(|m| m.id == 4 && !m.learner) {
+                break;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "member 4 is never made a voter: {status:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let stopped = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
         ensemble.kill(stopped);
         client
@@ -804,10 +816,14 @@ async fn members_are_added_and_removed_without_downtime() {
         .await
         .unwrap();
         assert_eq!(code, 0, "{out}{err}");
-        assert!(out.contains("voters 1, 2, 3, 4"), "{out}");
+        assert!(out.contains("voters 1, 2, 3; learners 4"), "{out}");
         await_children(addr4, &acknowledged).await;
         let leader = client.server();
-        let status = until_status(leader, "four voters", |s| s.members.len() == 4).await;
+        // Caught up, the learner is made a voter by the leader.
+        let status = until_status(leader, "four voters", |s| {
+            s.members.iter().filter(|m| !m.learner).count() == 4
+        })
+        .await;
         assert!(status
             .members
             .iter()
@@ -831,7 +847,10 @@ async fn members_are_added_and_removed_without_downtime() {
             })
             .await
             .unwrap_err();
-        assert!(refused.to_string().contains("already a voter"), "{refused}");
+        assert!(
+            refused.to_string().contains("already a member"),
+            "{refused}"
+        );
         // A follower is removed, then stopped: the other three write on.
         let gone = *ensemble.addrs.iter().find(|a| **a != leader).unwrap();
         let gone_id = status_of(gone).await.id;

@@ -52,7 +52,7 @@ pub(crate) type TransferAsk = (
 /// applied).
 pub(crate) type MembershipAsk = (
     MembershipChange,
-    tokio::sync::oneshot::Sender<Result<Vec<u64>, MembershipRefusal>>,
+    tokio::sync::oneshot::Sender<Result<super::MembershipChanged, MembershipRefusal>>,
 );
 
 /// Why a membership change did not happen.
@@ -69,7 +69,7 @@ pub(crate) enum MembershipRefusal {
 /// A membership change proposed and not applied yet: what, who asked, until when.
 pub(crate) type Changing = (
     MembershipChange,
-    tokio::sync::oneshot::Sender<Result<Vec<u64>, MembershipRefusal>>,
+    tokio::sync::oneshot::Sender<Result<super::MembershipChanged, MembershipRefusal>>,
     tokio::time::Instant,
 );
 
@@ -101,6 +101,8 @@ pub(crate) struct Driver {
     pub memberships: UnboundedReceiver<MembershipAsk>,
     /// The voters (`config.members` holds the addresses).
     pub voters: Vec<u64>,
+    /// The learners: members catching up before they vote.
+    pub learners: Vec<u64>,
     /// The membership change proposed and not applied yet: what, who asked, until when.
     pub changing: Option<Changing>,
     /// The addresses a snapshot being installed carried (from the leader).
@@ -331,7 +333,12 @@ impl Driver {
                         return false;
                     }
                 }
-                Action::Membership { voters, change } => {
+                Action::Membership {
+                    voters,
+                    learners,
+                    change,
+                } => {
+                    self.learners = learners;
                     self.membership_applied(voters, &change).await;
                     if let Err(e) = self.log.set_membership(&self.membership()) {
                         tracing::error!(error = %e, "raft log write failed: this member stops replicating");
@@ -343,13 +350,17 @@ impl Driver {
                         .is_some_and(|(asked, _, _)| *asked == change)
                     {
                         let (_, reply, _) = self.changing.take().expect("checked");
-                        let _ = reply.send(Ok(self.voters.clone()));
+                        let _ = reply.send(Ok(super::MembershipChanged {
+                            voters: self.voters.clone(),
+                            learners: self.learners.clone(),
+                        }));
                     }
                 }
                 Action::InstallSnapshot {
                     index,
                     term,
                     voters,
+                    learners,
                     data,
                 } => {
                     tracing::info!(
@@ -374,6 +385,7 @@ impl Driver {
                         Ok(Ok(())) => {
                             // The snapshot's membership is this member's now.
                             self.voters = voters;
+                            self.learners = learners;
                             for (id, addr) in self.pulled_addrs.take().unwrap_or_default() {
                                 self.learn_addr(id, &addr).await;
                             }
@@ -415,7 +427,10 @@ impl Driver {
         match change {
             MembershipChange::Add { id, addr } => {
                 self.learn_addr(*id, addr).await;
-                tracing::info!(member = id, %addr, voters = ?self.voters, "ensemble: member added");
+                tracing::info!(member = id, %addr, voters = ?self.voters, "ensemble: member added as a learner (it votes once it has caught up)");
+            }
+            MembershipChange::Promote { id } => {
+                tracing::info!(member = id, voters = ?self.voters, "ensemble: learner caught up: it votes now");
             }
             MembershipChange::Remove { id } if *id == self.config.id => {
                 tracing::warn!(voters = ?self.voters, "ensemble: this member was removed from the ensemble; it takes no part any more: stop it");
@@ -480,6 +495,7 @@ impl Driver {
     fn membership(&self) -> super::Membership {
         super::Membership {
             voters: self.voters.clone(),
+            learners: self.learners.clone(),
             addrs: self.addrs(),
         }
     }

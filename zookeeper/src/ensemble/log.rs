@@ -333,6 +333,7 @@ mod tests {
     fn the_membership_survives_a_reopen_and_a_cut() {
         let dir = tempfile::tempdir().unwrap();
         let membership = |voters: &[u64]| super::super::Membership {
+            learners: Vec::new(),
             voters: voters.to_vec(),
             addrs: voters
                 .iter()
@@ -349,6 +350,16 @@ mod tests {
         }
         let (mut log, restored) = RaftLog::open(dir.path()).unwrap();
         assert_eq!(restored.membership, Some(membership(&[1, 2, 3, 4])));
+        // A learner is kept too.
+        let with_learner = super::super::Membership {
+            learners: vec![5],
+            ..membership(&[1, 2, 3, 4])
+        };
+        log.set_membership(&with_learner).unwrap();
+        drop(log);
+        let (mut log, restored) = RaftLog::open(dir.path()).unwrap();
+        assert_eq!(restored.membership, Some(with_learner.clone()));
+        log.set_membership(&membership(&[1, 2, 3, 4])).unwrap();
         // A cut carries it: the records before are gone.
         log.compact((8, 1), &restored.entries[8..], &HardState::default())
             .unwrap();

@@ -53,6 +53,10 @@ const READ_ASK_AGAIN_TICKS: u32 = 5;
 /// ([`Action::ReadAbandoned`]): three election timeouts without a leader that answers.
 const READ_GIVE_UP_TICKS: u32 = 3 * ELECTION_TICK as u32;
 
+/// A learner is promoted to voter once its log matches the leader's and is within this
+/// many entries of the commit index (the rest it receives in one or two appends).
+const PROMOTE_WITHIN: u64 = 64;
+
 /// By default the log is cut once it holds this many entries every member has.
 pub const DEFAULT_COMPACT_EVERY: u64 = 10_000;
 
@@ -91,10 +95,12 @@ pub enum Action {
     /// Raft must send a snapshot to a member and none is offered: encode the state
     /// machine at a committed index and [`Member::offer_snapshot`] it.
     SnapshotWanted,
-    /// A membership change was applied: `voters` vote from now on.
+    /// A membership change was applied: `voters` vote from now on, `learners` catch up.
     Membership {
         /// The voters now.
         voters: Vec<u64>,
+        /// The learners now.
+        learners: Vec<u64>,
         /// What changed.
         change: MembershipChange,
     },
@@ -107,6 +113,8 @@ pub enum Action {
         term: u64,
         /// The voters at the snapshot.
         voters: Vec<u64>,
+        /// The learners at the snapshot.
+        learners: Vec<u64>,
         /// What the leader's `MsgSnapshot` carried (once the driver filled it in: the
         /// state machine's bytes).
         data: Vec<u8>,
@@ -139,23 +147,53 @@ pub enum Role {
     },
 }
 
+/// What a member's `AddLearnerNode` carries: where it serves, and the members when it
+/// was proposed. A member that joins reads its log from the start when the leader has
+/// not cut it yet (no snapshot comes): the configuration the ensemble started with is in
+/// no entry, so without this it would take itself for the only voter and elect itself.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+struct Joining {
+    addr: String,
+    voters: Vec<u64>,
+    learners: Vec<u64>,
+}
+
+impl Joining {
+    /// Reads a conf change's context: a [`Joining`], or (written by a version before
+    /// learners) the address alone.
+    fn read(context: &[u8]) -> Joining {
+        pehra_shared::wire::decode(context).unwrap_or_else(|_| Joining {
+            addr: String::from_utf8_lossy(context).into_owned(),
+            voters: Vec::new(),
+            learners: Vec::new(),
+        })
+    }
+}
+
 /// Why a proposal was not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("this member is not the ensemble leader")]
 pub struct NotLeader;
 
-/// A change of the ensemble's voters (one at a time: Raft's single-server changes).
+/// A change of the ensemble's members (one at a time: Raft's single-server changes).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum MembershipChange {
-    /// Member `id`, serving at `addr`, votes from now on (it catches up first: from the
-    /// leader's log, or from a snapshot).
+    /// Member `id`, serving at `addr`, joins as a **learner**: it is sent the log (or a
+    /// snapshot) but does not vote, so a member that is still catching up (or not
+    /// started yet) never counts towards a quorum; the leader promotes it
+    /// ([`MembershipChange::Promote`]) once it has caught up.
     Add {
         /// Its id.
         id: u64,
         /// Its CoAP address, `HOST:PORT`.
         addr: String,
     },
-    /// Member `id` no longer votes (and is sent nothing more).
+    /// The learner `id` caught up and votes from now on (proposed by the leader itself).
+    Promote {
+        /// Its id.
+        id: u64,
+    },
+    /// Member `id` (a voter or a learner) no longer votes and is sent nothing more.
     Remove {
         /// Its id.
         id: u64,
@@ -171,11 +209,11 @@ pub enum MembershipError {
     /// One change at a time: the last one is not applied yet.
     #[error("a membership change is under way: retry once it is applied")]
     Pending,
-    /// The member to add votes already.
-    #[error("member {0} is already a voter")]
+    /// The member to add is a member already (a voter, or a learner catching up).
+    #[error("member {0} is already a member (a voter, or a learner catching up)")]
     AlreadyMember(u64),
-    /// The member to remove does not vote.
-    #[error("member {0} is not a voter of this ensemble")]
+    /// The member to remove is not a member.
+    #[error("member {0} is not a member of this ensemble")]
     NotAMember(u64),
     /// The leader removing itself (raft-rs leaves that case untested): hand over first.
     #[error("member {0} leads the ensemble: hand the leadership over first (pehra cluster zookeeper-handover), then remove it")]
@@ -252,8 +290,20 @@ impl Member {
     /// A member `id` of the ensemble `voters`, with what its log held on disk. `seed`
     /// makes its election timeouts differ from its peers'.
     pub fn new(id: u64, voters: &[u64], restored: Restored) -> Result<Member, raft::Error> {
+        Self::with_learners(id, voters, &[], restored)
+    }
+
+    /// [`Member::new`] in an ensemble that also has `learners` (members catching up
+    /// before they vote, as the Raft log recorded them).
+    pub fn with_learners(
+        id: u64,
+        voters: &[u64],
+        learners: &[u64],
+        restored: Restored,
+    ) -> Result<Member, raft::Error> {
         let storage = LogStore::new(
             voters,
+            learners,
             restored.base,
             &restored.entries,
             restored.hard_state.clone(),
@@ -442,6 +492,7 @@ impl Member {
         self.fix_election_timeout();
         self.maybe_propose_cut();
         self.ask_reads_again();
+        self.maybe_promote();
     }
 
     /// Asks again for the reads whose read point has not come in
@@ -566,17 +617,36 @@ impl Member {
         if self.node.raft.has_pending_conf() {
             return Err(MembershipError::Pending);
         }
-        let voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
+        let voters = self.voters();
+        let learners = self.learners();
         let mut cc = ConfChange::default();
         match change {
             MembershipChange::Add { id: 0, .. } => return Err(MembershipError::BadId),
             MembershipChange::Add { id, addr } => {
-                if voters.contains(id) {
+                if voters.contains(id) || learners.contains(id) {
                     return Err(MembershipError::AlreadyMember(*id));
+                }
+                cc.set_change_type(ConfChangeType::AddLearnerNode);
+                cc.node_id = *id;
+                let joining = Joining {
+                    addr: addr.clone(),
+                    voters: voters.clone(),
+                    learners: learners.clone(),
+                };
+                cc.context = pehra_shared::wire::encode(&joining)
+                    .expect("a joining context encodes")
+                    .into();
+            }
+            MembershipChange::Promote { id } => {
+                if !learners.contains(id) {
+                    return Err(MembershipError::NotAMember(*id));
                 }
                 cc.set_change_type(ConfChangeType::AddNode);
                 cc.node_id = *id;
-                cc.context = addr.as_bytes().to_vec().into();
+            }
+            MembershipChange::Remove { id } if learners.contains(id) => {
+                cc.set_change_type(ConfChangeType::RemoveNode);
+                cc.node_id = *id;
             }
             MembershipChange::Remove { id } => {
                 if !voters.contains(id) {
@@ -606,6 +676,11 @@ impl Member {
                 return;
             }
         };
+        let joining = Joining::read(&cc.context);
+        if cc.node_id == self.node.raft.id && self.voters().is_empty() {
+            self.take_configuration(&joining);
+        }
+        let was_learner = self.learners().contains(&cc.node_id);
         let conf = match self.node.apply_conf_change(&cc) {
             Ok(conf) => conf,
             Err(e) => {
@@ -619,17 +694,48 @@ impl Member {
             .wl()
             .set_conf_state(conf.clone());
         let change = match cc.get_change_type() {
-            ConfChangeType::AddNode => MembershipChange::Add {
+            ConfChangeType::AddNode if was_learner => MembershipChange::Promote { id: cc.node_id },
+            // (An `AddNode` of a new member: written by a version without learners.)
+            ConfChangeType::AddLearnerNode | ConfChangeType::AddNode => MembershipChange::Add {
                 id: cc.node_id,
-                addr: String::from_utf8_lossy(&cc.context).into_owned(),
+                addr: joining.addr,
             },
             ConfChangeType::RemoveNode => MembershipChange::Remove { id: cc.node_id },
-            ConfChangeType::AddLearnerNode => return,
         };
-        let mut voters = conf.voters;
+        let (mut voters, mut learners) = (conf.voters, conf.learners);
         voters.sort_unstable();
-        self.applied_changes
-            .push(Action::Membership { voters, change });
+        learners.sort_unstable();
+        self.applied_changes.push(Action::Membership {
+            voters,
+            learners,
+            change,
+        });
+    }
+
+    /// A joining member (no voters yet) learns the ensemble's configuration from the
+    /// change that adds it, before applying that change.
+    fn take_configuration(&mut self, joining: &Joining) {
+        let changes = joining
+            .voters
+            .iter()
+            .map(|id| (ConfChangeType::AddNode, *id))
+            .chain(
+                joining
+                    .learners
+                    .iter()
+                    .map(|id| (ConfChangeType::AddLearnerNode, *id)),
+            );
+        for (kind, id) in changes {
+            let mut cc = ConfChange::default();
+            cc.set_change_type(kind);
+            cc.node_id = id;
+            match self.node.apply_conf_change(&cc) {
+                Ok(conf) => self.node.mut_store().mem().wl().set_conf_state(conf),
+                Err(e) => {
+                    tracing::error!(member = id, error = %e, "ensemble: the configuration a joining member was given does not apply")
+                }
+            }
+        }
     }
 
     /// The voters now, in order.
@@ -637,6 +743,55 @@ impl Member {
         let mut voters: Vec<u64> = self.node.raft.prs().conf().voters().ids().iter().collect();
         voters.sort_unstable();
         voters
+    }
+
+    /// The learners now (members catching up before they vote), in order.
+    pub fn learners(&self) -> Vec<u64> {
+        let mut learners: Vec<u64> = self
+            .node
+            .raft
+            .prs()
+            .conf()
+            .learners()
+            .iter()
+            .copied()
+            .collect();
+        learners.sort_unstable();
+        learners
+    }
+
+    /// As the leader, promotes a learner that has caught up (its log within
+    /// [`PROMOTE_WITHIN`] entries of the commit index) to a voter; one change at a time.
+    fn maybe_promote(&mut self) {
+        let raft = &self.node.raft;
+        if raft.state != StateRole::Leader
+            || self.writable_term != raft.term
+            || raft.has_pending_conf()
+        {
+            return;
+        }
+        let committed = raft.raft_log.committed;
+        // Caught up: its log matches the leader's (replicating, not probing), it answered
+        // lately, and it is close to the commit index.
+        let caught_up = self.learners().into_iter().find(|id| {
+            raft.prs().get(*id).is_some_and(|p| {
+                p.state == raft::ProgressState::Replicate
+                    && p.recent_active
+                    && p.matched > 0
+                    && p.matched + PROMOTE_WITHIN >= committed
+            })
+        });
+        if let Some(id) = caught_up {
+            match self.propose_membership(&MembershipChange::Promote { id }) {
+                Ok(()) => tracing::info!(
+                    member = id,
+                    "ensemble: learner caught up: promoting it to voter"
+                ),
+                Err(e) => {
+                    tracing::debug!(member = id, error = %e, "ensemble: learner not promoted yet")
+                }
+            }
+        }
     }
 
     /// Asks for a linearizable read point (ReadIndex, through the leader): an
@@ -707,15 +862,24 @@ impl Member {
             StateRole::Candidate => "candidate",
             StateRole::PreCandidate => "pre-candidate",
         };
-        let voters = self.voters();
-        let members = voters
+        let learners = self.learners();
+        let role = if learners.contains(&status.id) {
+            "learner"
+        } else {
+            role
+        };
+        let mut members: Vec<super::MemberStatus> = self
+            .voters()
             .into_iter()
+            .chain(learners.iter().copied())
             .map(|id| super::MemberStatus {
                 id,
                 addr: String::new(),
                 matched: status.progress.and_then(|p| p.get(id)).map(|p| p.matched),
+                learner: learners.contains(&id),
             })
             .collect();
+        members.sort_by_key(|m| m.id);
         super::EnsembleStatus {
             id: status.id,
             role: role.into(),
@@ -749,14 +913,17 @@ impl Member {
             let snapshot = ready.snapshot().clone();
             let data = snapshot.data.to_vec();
             let store = self.node.mut_store();
-            let mut voters = snapshot.get_metadata().get_conf_state().voters.clone();
+            let conf = snapshot.get_metadata().get_conf_state();
+            let (mut voters, mut learners) = (conf.voters.clone(), conf.learners.clone());
             voters.sort_unstable();
+            learners.sort_unstable();
             match store.restore(snapshot) {
                 Ok(base) => {
                     actions.push(Action::InstallSnapshot {
                         index: base.0,
                         term: base.1,
                         voters,
+                        learners,
                         data,
                     });
                     actions.push(Action::Compact {
@@ -1675,6 +1842,71 @@ mod tests {
             assert_eq!(m.voters(), want, "member {}", i + 1);
             assert_eq!(net.applied[i].len(), 50, "member {}", i + 1);
         }
+        net.assert_consistent();
+    }
+
+    /// A member added is a learner until it has caught up: added while it is not even
+    /// running, with one of the three voters down, it does not make the quorum three of
+    /// four (writes would stop); once it runs and has caught up, the leader makes it a
+    /// voter. It reads the log from the start (nothing was cut, no snapshot comes), so it
+    /// learns the ensemble's first configuration from the change that added it (without
+    /// that it took itself for the only voter).
+    #[test]
+    fn a_member_added_votes_only_once_it_has_caught_up() {
+        let mut net = Net::new(0, 21);
+        for n in 0..10u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        net.members.push(
+            Member::new(4, &[], Restored::default())
+                .unwrap()
+                .with_incarnation(4_000_037),
+        );
+        net.applied.push(Vec::new());
+        net.applied_index.push(0);
+        net.disk.push(Restored::default());
+        net.down.push(true);
+        net.reads.push(Vec::new());
+        let leader = net.elect();
+        let resting = (0..3).find(|&i| i != leader).unwrap();
+        net.down[resting] = true;
+        change_membership(
+            &mut net,
+            MembershipChange::Add {
+                id: 4,
+                addr: "127.0.0.1:2184".into(),
+            },
+        );
+        let leader = net.elect();
+        assert_eq!(net.members[leader].voters(), vec![1, 2, 3]);
+        assert_eq!(net.members[leader].learners(), vec![4]);
+        assert_eq!(net.members[leader].status().members.len(), 4);
+        // Two of the three voters still make a quorum.
+        for n in 10..20u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..50 {
+            net.step();
+        }
+        assert_eq!(net.members[leader].voters(), vec![1, 2, 3], "not caught up");
+        // Member 4 starts, catches up and is promoted.
+        net.down[3] = false;
+        for _ in 0..200 {
+            net.step();
+            if net.members[leader].voters() == [1, 2, 3, 4] {
+                break;
+            }
+        }
+        assert_eq!(net.members[leader].voters(), vec![1, 2, 3, 4]);
+        assert!(net.members[leader].learners().is_empty());
+        for n in 20..25u32 {
+            net.commit(n.to_be_bytes().to_vec());
+        }
+        for _ in 0..20 {
+            net.step();
+        }
+        assert_eq!(net.applied[3].len(), 25, "the new voter has every entry");
+        assert_eq!(net.members[3].voters(), vec![1, 2, 3, 4]);
         net.assert_consistent();
     }
 

@@ -59,6 +59,9 @@ pub struct Membership {
     /// The voters' ids (empty for a member that has been started to join and was not
     /// added yet).
     pub voters: Vec<u64>,
+    /// The learners: members added that catch up before they vote.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub learners: Vec<u64>,
     /// Every member's CoAP address (`HOST:PORT`), by id.
     pub addrs: BTreeMap<u64, String>,
 }
@@ -136,11 +139,15 @@ impl From<MembershipRequest> for member::MembershipChange {
     }
 }
 
-/// The answer to a [`MembershipRequest`] (2.04): the change is applied.
+/// The answer to a [`MembershipRequest`] (2.04): the change is applied (a member added
+/// is a learner until it has caught up; the leader then makes it a voter).
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct MembershipChanged {
     /// The voters now.
     pub voters: Vec<u64>,
+    /// The learners now.
+    #[serde(default)]
+    pub learners: Vec<u64>,
 }
 
 /// The URI path of a member's view of its ensemble (`GET /ensemble`, an
@@ -153,7 +160,8 @@ pub const STATUS_PATH: &str = "ensemble";
 pub struct EnsembleStatus {
     /// This member's id.
     pub id: u64,
-    /// `leader`, `follower`, `candidate` or `pre-candidate`.
+    /// `leader`, `follower`, `candidate`, `pre-candidate`, or `learner` (added, catching
+    /// up before it votes).
     pub role: String,
     /// The leader's id, if known.
     pub leader: Option<u64>,
@@ -184,6 +192,9 @@ pub struct MemberStatus {
     pub addr: String,
     /// The last index the leader knows it has (only in the leader's view).
     pub matched: Option<u64>,
+    /// A learner: added, catching up, not voting yet.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub learner: bool,
 }
 
 /// Asks the ensemble leader to hand its office over (`POST /ensemble`, CBOR; admin

@@ -28,15 +28,17 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// A store for the voters `voters`, holding what the disk held: a cut at `base`
+    /// A store for the voters `voters` and learners `learners`, holding what the disk held: a cut at `base`
     /// (the entry before the first kept: index, term), then `entries`, then `hard_state`.
     pub fn new(
         voters: &[u64],
+        learners: &[u64],
         base: Option<(u64, u64)>,
         entries: &[Entry],
         hard_state: HardState,
     ) -> raft::Result<LogStore> {
-        let mem = MemStorage::new_with_conf_state((voters.to_vec(), vec![]));
+        let conf = || ConfState::from((voters.to_vec(), learners.to_vec()));
+        let mem = MemStorage::new_with_conf_state(conf());
         {
             let mut core = mem.wl();
             if let Some((index, term)) = base.filter(|&(index, _)| index > 0) {
@@ -44,7 +46,7 @@ impl LogStore {
                 let meta = snapshot.mut_metadata();
                 meta.index = index;
                 meta.term = term;
-                meta.set_conf_state(ConfState::from((voters.to_vec(), vec![])));
+                meta.set_conf_state(conf());
                 core.apply_snapshot(snapshot)?;
             }
             core.append(entries)?;
@@ -200,7 +202,8 @@ mod tests {
     #[test]
     fn a_cut_keeps_the_term_before_the_first_entry_and_survives_a_rebuild() {
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 5)).collect();
-        let mut store = LogStore::new(&[1, 2, 3], None, &entries, HardState::default()).unwrap();
+        let mut store =
+            LogStore::new(&[1, 2, 3], &[], None, &entries, HardState::default()).unwrap();
         assert_eq!(store.compact(7).unwrap(), Some((6, 2)));
         assert_eq!(store.first_index().unwrap(), 7);
         assert_eq!(store.term(6).unwrap(), 2, "the base's term");
@@ -211,7 +214,8 @@ mod tests {
         assert_eq!(store.compact(11).unwrap(), None);
         // What the disk holds after the cut rebuilds the same store.
         let kept = store.entries_from(7).unwrap();
-        let rebuilt = LogStore::new(&[1, 2, 3], Some((6, 2)), &kept, store.hard_state()).unwrap();
+        let rebuilt =
+            LogStore::new(&[1, 2, 3], &[], Some((6, 2)), &kept, store.hard_state()).unwrap();
         assert_eq!(rebuilt.first_index().unwrap(), 7);
         assert_eq!(rebuilt.last_index().unwrap(), 10);
         assert_eq!(rebuilt.term(6).unwrap(), 2);
@@ -222,7 +226,8 @@ mod tests {
     #[test]
     fn a_snapshot_is_offered_once_asked_for_and_restores_a_log() {
         let entries: Vec<Entry> = (1..=10).map(|i| entry(i, 1 + i / 5)).collect();
-        let mut store = LogStore::new(&[1, 2, 3], None, &entries, HardState::default()).unwrap();
+        let mut store =
+            LogStore::new(&[1, 2, 3], &[], None, &entries, HardState::default()).unwrap();
         store.compact(7).unwrap();
         assert!(!store.take_wanted());
         assert!(store.snapshot(0, 3).is_err(), "nothing offered yet");
@@ -248,7 +253,7 @@ mod tests {
         assert!(store.snapshot(0, 3).is_err());
         store.withdraw();
         // An empty member takes the snapshot: its log starts after it.
-        let mut empty = LogStore::new(&[1, 2, 3], None, &[], HardState::default()).unwrap();
+        let mut empty = LogStore::new(&[1, 2, 3], &[], None, &[], HardState::default()).unwrap();
         assert_eq!(empty.restore(snapshot).unwrap(), (8, 2));
         assert_eq!(empty.first_index().unwrap(), 9);
         assert_eq!(empty.last_index().unwrap(), 8);

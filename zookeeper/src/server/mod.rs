@@ -224,6 +224,7 @@ impl Server {
                         } else {
                             ensemble.members.keys().copied().collect()
                         },
+                        learners: Vec::new(),
                         addrs: ensemble
                             .members
                             .iter()
@@ -249,17 +250,21 @@ impl Server {
                         }
                     }
                 }
-                let member =
-                    crate::ensemble::member::Member::new(ensemble.id, &membership.voters, restored)
-                        .map_err(|e| ServerError::Raft(e.to_string()))?
-                        .compacting_every(ensemble.compact_every);
+                let member = crate::ensemble::member::Member::with_learners(
+                    ensemble.id,
+                    &membership.voters,
+                    &membership.learners,
+                    restored,
+                )
+                .map_err(|e| ServerError::Raft(e.to_string()))?
+                .compacting_every(ensemble.compact_every);
                 // Tells the leader if this process started on an empty log (see
                 // `Member::with_incarnation`).
                 let seed = pehra_shared::driver::socket::seed32()
                     .map_err(|e| ServerError::Raft(format!("no randomness: {e}")))?;
                 let incarnation = u64::from_be_bytes(seed[..8].try_into().expect("8 bytes"));
                 let member = member.with_incarnation(incarnation.max(1));
-                Some((log, member, ensemble, membership.voters))
+                Some((log, member, ensemble, membership))
             }
             None => None,
         };
@@ -379,7 +384,7 @@ impl Server {
         }
         let (leading_tx, leading) = tokio::sync::watch::channel(false);
         let replication = match raft {
-            Some((log, member, ensemble, voters)) => {
+            Some((log, member, ensemble, membership)) => {
                 let (proposals_tx, proposals_rx) = mpsc::unbounded_channel();
                 let raft_endpoint = Endpoint::bind(
                     pehra_shared::driver::any_local_for(config.listen),
@@ -425,7 +430,8 @@ impl Server {
                     core: jobs_tx.clone(),
                     offered,
                     memberships: membership_rx,
-                    voters,
+                    voters: membership.voters,
+                    learners: membership.learners,
                     changing: None,
                     pulled_addrs: None,
                     credentials: config.security.as_ref().map(|s| s.credentials.clone()),
@@ -543,17 +549,14 @@ fn recover(
 /// a follower (a client with the member list asks the next member), 4.00 for a member
 /// that is not another one of the ensemble.
 fn membership_response(
-    answer: Result<Vec<u64>, crate::ensemble::driver::MembershipRefusal>,
+    answer: Result<crate::ensemble::MembershipChanged, crate::ensemble::driver::MembershipRefusal>,
 ) -> pehra_shared::coap::Response {
     use crate::ensemble::driver::MembershipRefusal;
     use crate::ensemble::member::MembershipError;
     use pehra_shared::api::{cbor_response, error_response};
     use pehra_shared::wire::ErrorKind;
     match answer {
-        Ok(voters) => cbor_response(
-            pehra_shared::coap::Code::CHANGED,
-            &crate::ensemble::MembershipChanged { voters },
-        ),
+        Ok(changed) => cbor_response(pehra_shared::coap::Code::CHANGED, &changed),
         Err(e @ MembershipRefusal::Refused(MembershipError::NotLeader)) => {
             error_response(ErrorKind::NotLeader, &e.to_string())
         }
