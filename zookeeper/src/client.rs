@@ -1083,12 +1083,14 @@ impl Inner {
     /// all (paused, cut off: the exchange times out) may have applied the request: it is
     /// sent on to the next member only if `resendable` (a read, or a numbered write,
     /// which the ensemble never applies twice); a member silent once is not asked again
-    /// for this request, which fails when every member was.
+    /// in that round (the next round asks it again: it may only have been slow), and the
+    /// request fails once every member has been silent.
     async fn request(&self, request: Request, resendable: bool) -> Result<Response, driver::Error> {
         let n = self.members.len();
         let mut round = 0;
         let mut tried = 0;
         let mut silent = vec![false; n];
+        let mut ever_silent = vec![false; n];
         loop {
             let at = self.current_index();
             let (addr, endpoint) = self.member();
@@ -1109,10 +1111,11 @@ impl Inner {
                             && response_error(response).error == ErrorKind::NotLeader
                     }
                     Err(driver::Error::Exchange(_))
-                        if resendable && silent.iter().filter(|s| !**s).count() > 1 =>
+                        if resendable && ever_silent.iter().filter(|s| !**s).count() > 1 =>
                     {
                         tracing::debug!(%addr, "no answer from the member: sending to the next one");
                         silent[at] = true;
+                        ever_silent[at] = true;
                         true
                     }
                     Err(driver::Error::Exchange(_)) => {
@@ -1131,6 +1134,7 @@ impl Inner {
             }
             tried += 1;
             if tried % n == 0 {
+                silent.fill(false);
                 round += 1;
                 if round >= ROUNDS {
                     return result;
