@@ -39,14 +39,17 @@ SIM_FIRST="$FIRST" SIM_SEEDS="$SEEDS" cargo test -j2 -q "${PROFILE[@]}" -p pehra
     seeded_fault_schedules -- --nocapture --test-threads=2 >"$out" 2>&1 || status=$?
 wall=$(($(date +%s) - start))
 
+# Totals from each half's SUMMARY line (the two halves print at once, so a per-seed
+# line may be cut into by the other's: the seeds are counted from the summaries).
 awk -v wall="$wall" '
-    /^seed [0-9]+: ok:/ {
-        ok++; sim += $4; faults += $10; sub(/\(/, "", $12); disk += $12; clock += $14; acked += $16
+    /SUMMARY: / {
+        sub(/.*SUMMARY: /, "")
+        ok += $1; sim += $3; faults += $6; sub(/\(/, "", $9); disk += $9; clock += $11; acked += $14
     }
-    /^seed [0-9]+: FAILED/ { failed++; print }
+    /seed [0-9]+: FAILED/ { failed++; print }
     END {
         printf "seeds: %d passed, %d failed\n", ok, failed
-        printf "simulated: %.2f hours\n", sim / 3600
+        printf "simulated: %.2f hours\n", sim
         printf "faults injected: %d (%d disk, %d clock steps)\n", faults, disk, clock
         printf "records acknowledged and checked: %d\n", acked
         printf "wall time: %d s (%.1f seeds per minute)\n", wall, (ok + failed) * 60 / (wall > 0 ? wall : 1)
