@@ -40,6 +40,10 @@ use lakers::{Credential, EDHOCError};
 pub const WELL_KNOWN_EDHOC: &str = ".well-known/edhoc";
 /// Content-Format of EDHOC messages in responses: application/edhoc+cbor-seq.
 pub const CONTENT_FORMAT_EDHOC: u16 = 64;
+
+/// The EDHOC option (RFC 9668 §3.1): it marks an EDHOC + OSCORE request, whose payload
+/// starts with message_3. Critical, Class U for OSCORE (outside the ciphertext).
+pub const EDHOC_OPTION: u16 = 21;
 /// Content-Format of EDHOC requests (a connection identifier or `true` first):
 /// application/cid-edhoc+cbor-seq.
 pub const CONTENT_FORMAT_CID_EDHOC: u16 = 65;

@@ -285,7 +285,30 @@ impl<A: Copy + Ord> Responder<A> {
             );
         };
         let message_3 = &payload[decoder.position()..];
-        let c_r = c_r.as_slice().to_vec();
+        self.verify_message_3(peer, c_r.as_slice(), message_3)
+    }
+
+    /// Handles the EDHOC part of an EDHOC + OSCORE request (RFC 9668 §3.3) from `peer`
+    /// at `now`: `c_r` is the request's OSCORE kid (the initiator's Sender ID is C_R) and
+    /// `message_3` the CBOR byte string its payload starts with. An
+    /// [`Outcome::Established`] means: install the context, then verify the OSCORE
+    /// request in it (no message_4 is sent: the OSCORE response confirms the keys).
+    pub fn handle_combined(
+        &mut self,
+        now: Instant,
+        peer: A,
+        c_r: &[u8],
+        message_3: &[u8],
+    ) -> Outcome {
+        self.expire(now);
+        guarded(|| self.verify_message_3(peer, c_r, message_3))
+            .unwrap_or_else(|| refused(BAD_REQUEST, EdhocError::Malformed("lakers gave up on it")))
+    }
+
+    /// message_3 of the session `c_r` from `peer`: the initiator's credential checked
+    /// against the known peers, the OSCORE parameters exported.
+    fn verify_message_3(&mut self, peer: A, c_r: &[u8], message_3: &[u8]) -> Outcome {
+        let c_r = c_r.to_vec();
         match self.sessions.get(&c_r) {
             Some(session) if session.peer == peer => {}
             // Unknown, expired, done, or another address's: nothing is kept for it.

@@ -213,3 +213,62 @@ fn a_reload_without_an_edhoc_identity_ends_its_context_and_its_handshakes() {
         "a new handshake is refused too"
     );
 }
+
+/// RFC 9668: message_3 travels with the first OSCORE request (the EDHOC option, and
+/// message_3 before the OSCORE payload), as aiocoap sends it by default. The server
+/// makes the context, answers the request in it, and sends no message_4. The same
+/// request again (a new message ID: no session holds its C_R any more) is refused
+/// unprotected, with an EDHOC error, and serves nothing.
+#[test]
+fn a_combined_edhoc_and_oscore_request_is_answered_in_the_context_it_makes() {
+    let mut pair = Pair::new();
+    let (initiator, m1) = Initiator::start(dana_key(), server_key().ccs(), [7; 32]).unwrap();
+    let m2 = pair.request(Request::post(".well-known/edhoc").with_payload(m1));
+    assert_eq!(m2.code(), Code::CHANGED);
+    let (m3, keys) = initiator.finish(m2.payload()).unwrap();
+    // The well-known payload is C_R (a 5-byte byte string: 6 bytes) and message_3.
+    let message_3 = m3[6..].to_vec();
+    pair.client.secure_peer(
+        SERVER,
+        SecurityContext::new(&keys.context_params(), None).unwrap(),
+    );
+    let id = pair
+        .client
+        .request(pair.now, SERVER, Request::get("whoami"));
+    let sent = pair.client.poll_transmit().unwrap();
+    let mut packet = Packet::from_bytes(&sent.bytes).unwrap();
+    packet.add_option(
+        coap_lite::CoapOption::Unknown(crate::edhoc::EDHOC_OPTION),
+        Vec::new(),
+    );
+    packet.payload = [message_3, packet.payload].concat();
+    let combined = packet.to_bytes().unwrap();
+    pair.client_sent.push(combined.clone());
+    pair.server.handle_datagram(pair.now, CLIENT, &combined);
+    pair.run();
+    let answer = pair
+        .client_events
+        .iter()
+        .find_map(|e| match e {
+            Event::Response { id: i, response } if *i == id => Some(response.clone()),
+            _ => None,
+        })
+        .expect("answered in the new context");
+    assert_eq!(answer.code(), Code::CONTENT);
+    assert_eq!(answer.payload(), b"dana");
+    assert_eq!(pair.served.len(), 1);
+    assert_eq!(pair.served[0].identity, Some(dana()));
+    assert_eq!(pair.server.held().oscore_contexts, 1);
+
+    let mut again = combined;
+    again[2..4].copy_from_slice(&0x7777u16.to_be_bytes());
+    pair.server.handle_datagram(pair.now, CLIENT, &again);
+    let refusal = Packet::from_bytes(&pair.server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(Code(refusal.header.code.into()), Code::BAD_REQUEST);
+    assert!(!crate::oscore::is_protected(&refusal));
+    assert!(crate::edhoc::parse_error_message(&refusal.payload).is_some());
+    assert!(
+        pair.server.poll_event().is_none(),
+        "the refused request was served"
+    );
+}

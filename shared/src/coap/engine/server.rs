@@ -295,7 +295,10 @@ impl<A: PeerAddress> Engine<A> {
         let at_limit = self.incoming.len() >= self.config.max_pending_requests;
 
         let token = packet.get_token().to_vec();
-        let (packet, protection, identity) = match self.verify_request(packet) {
+        let verified = self
+            .combined_edhoc(now, peer, packet)
+            .and_then(|packet| self.verify_request(packet));
+        let (packet, protection, identity) = match verified {
             Ok(verified) => verified,
             Err(answer) => {
                 let (kind, answer_mid) = if con {
@@ -945,6 +948,85 @@ impl<A: PeerAddress> Engine<A> {
                     .with_content_format(CONTENT_FORMAT_EDHOC)
             }
         }
+    }
+
+    /// An EDHOC + OSCORE request (RFC 9668: an EDHOC option, and message_3 before the
+    /// OSCORE payload) has its message_3 handled by the responder first: the context it
+    /// yields is installed and the request goes on as a plain OSCORE request in it (the
+    /// EDHOC option removed, the payload what follows message_3). A refusal is answered
+    /// unprotected with the EDHOC error message (§3.3.1). Any other request passes as it
+    /// is.
+    #[cfg(feature = "edhoc")]
+    fn combined_edhoc(
+        &mut self,
+        now: Instant,
+        peer: A,
+        mut packet: Packet,
+    ) -> Result<Packet, Packet> {
+        use crate::edhoc::{Outcome, CONTENT_FORMAT_EDHOC};
+        let edhoc_option = coap_lite::CoapOption::Unknown(crate::edhoc::EDHOC_OPTION);
+        if packet.get_option(edhoc_option).is_none() {
+            return Ok(packet);
+        }
+        let refuse = |code: Code, message: &str| Err(Response::error(code, message).into_packet());
+        let (Some(responder), Some(security)) =
+            (self.edhoc.as_mut(), self.server_security.as_mut())
+        else {
+            return refuse(Code::BAD_OPTION, "EDHOC is off");
+        };
+        let Some(c_r) = oscore::oscore_option(&packet).ok().and_then(|o| o.kid) else {
+            return refuse(
+                Code::BAD_REQUEST,
+                "an EDHOC + OSCORE request without an OSCORE kid",
+            );
+        };
+        let Some(split) = crate::edhoc::bstr_item_len(&packet.payload) else {
+            return refuse(
+                Code::BAD_REQUEST,
+                "an EDHOC + OSCORE request without message_3",
+            );
+        };
+        match responder.handle_combined(now, peer, &c_r, &packet.payload[..split]) {
+            Outcome::Established { identity, keys, .. } => {
+                #[cfg(feature = "std")]
+                tracing::info!(?peer, identity = %identity.name, role = identity.role.name(), c_r = ?keys.recipient_id, "EDHOC (combined with OSCORE): context established");
+                if security.install_edhoc(identity, &keys).is_err() {
+                    return refuse(Code::INTERNAL_SERVER_ERROR, "no OSCORE context");
+                }
+                packet.clear_option(edhoc_option);
+                packet.payload.drain(..split);
+                Ok(packet)
+            }
+            Outcome::Refused {
+                code,
+                message,
+                reason,
+            } => {
+                #[cfg(feature = "std")]
+                tracing::warn!(?peer, %reason, "EDHOC (combined with OSCORE) refused");
+                let _ = &reason;
+                Err(Response::new(Code(code))
+                    .with_payload(message)
+                    .with_content_format(CONTENT_FORMAT_EDHOC)
+                    .into_packet())
+            }
+            Outcome::Busy(reason) => Err(busy(reason).into_packet()),
+            Outcome::Message2(_) => {
+                refuse(Code::BAD_REQUEST, "message_1 in an EDHOC + OSCORE request")
+            }
+        }
+    }
+
+    /// Without EDHOC, a request passes as it is (an EDHOC option, critical and unknown,
+    /// gets 4.02 later).
+    #[cfg(not(feature = "edhoc"))]
+    fn combined_edhoc(
+        &mut self,
+        _now: Instant,
+        _peer: A,
+        packet: Packet,
+    ) -> Result<Packet, Packet> {
+        Ok(packet)
     }
 
     /// Verifies a request that came protected (OSCORE): the inner request, how to protect
