@@ -11,16 +11,16 @@
 
 mod common;
 
+use common::producer::{check_log, Producer};
 use common::{pehra, unsafe_kill, TestCluster};
-use pehra_broker::client::{records_from, ClusterClient, RetryStats};
-use pehra_shared::wire::{self, Acks, PartitionMetadata, Record};
+use pehra_broker::client::{ClusterClient, RetryStats};
+use pehra_shared::wire::{self, PartitionMetadata};
 use pehra_zookeeper::cluster::handover::{HandoverOrder, HandoverReason};
 use pehra_zookeeper::cluster::{self, warm, HANDOVERS};
 use pehra_zookeeper::{Client, CreateMode};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::watch;
+use std::sync::Arc;
+use std::time::Duration;
 
 const TOPIC: &str = "orders";
 const HEALTHY: &str = "cpu=100\nmemory=100\ndisk_io=0\nrtt_ms=1\nfailures=0\n";
@@ -92,116 +92,6 @@ async fn create_topic(c: &TestCluster) -> (Arc<ClusterClient>, Client) {
     (client, zk)
 }
 
-#[derive(Default)]
-struct Acked {
-    records: Vec<(u32, u64)>,
-    errors: Vec<String>,
-}
-
-/// An idempotent producer, one record per acks=all batch, one at a time.
-struct Producer {
-    acked: Arc<Mutex<Acked>>,
-    count: watch::Receiver<usize>,
-    stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Producer {
-    fn start(client: Arc<ClusterClient>) -> Producer {
-        let acked = Arc::new(Mutex::new(Acked::default()));
-        let (count_tx, count) = watch::channel(0usize);
-        let (stop, mut stopped) = watch::channel(false);
-        let producer_id = std::process::id() as u64 * 1000 + 7;
-        let task = {
-            let acked = acked.clone();
-            tokio::spawn(async move {
-                let mut seq = 0u32;
-                while !*stopped.borrow_and_update() {
-                    let record = Record {
-                        key: None,
-                        value: format!("s{seq}").into_bytes(),
-                        timestamp_ms: 0,
-                        headers: Vec::new(),
-                    };
-                    let result = client
-                        .produce(TOPIC, 0, &[record], Acks::All, Some((producer_id, seq)))
-                        .await;
-                    let mut a = acked.lock().unwrap();
-                    match result {
-                        Ok(Some(r)) => {
-                            a.records.push((seq, r.base_offset));
-                            seq += 1;
-                            count_tx.send_replace(a.records.len());
-                        }
-                        Ok(None) => unreachable!("acks=all answers"),
-                        Err(e) => a.errors.push(format!("seq {seq}: {e}")),
-                    }
-                }
-            })
-        };
-        Producer {
-            acked,
-            count,
-            stop,
-            task,
-        }
-    }
-
-    async fn wait_for_more(&mut self, n: usize) {
-        let target = *self.count.borrow_and_update() + n;
-        tokio::time::timeout(
-            Duration::from_secs(30),
-            self.count.wait_for(|c| *c >= target),
-        )
-        .await
-        .unwrap_or_else(|_| {
-            panic!(
-                "producing stalled; errors: {:?}",
-                self.acked.lock().unwrap().errors
-            )
-        })
-        .unwrap();
-    }
-
-    async fn finish(self) -> Acked {
-        self.stop.send_replace(true);
-        tokio::time::timeout(Duration::from_secs(30), self.task)
-            .await
-            .expect("the producer stops")
-            .unwrap();
-        std::mem::take(&mut *self.acked.lock().unwrap())
-    }
-}
-
-/// Every acknowledged record is in the log at its offset, each sequence once, in order.
-async fn check_log(client: &ClusterClient, acked: &Acked) {
-    let last = acked.records.last().map_or(0, |r| r.1 + 1);
-    let mut offset = 0;
-    let mut seen: Vec<(u64, u32)> = Vec::new();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let response = client.fetch(TOPIC, 0, offset, 64 * 1024).await.unwrap();
-        for (o, record) in records_from(&response, offset).unwrap() {
-            let value = String::from_utf8(record.value).unwrap();
-            seen.push((o, value.strip_prefix('s').unwrap().parse().unwrap()));
-            offset = o + 1;
-        }
-        if offset >= response.high_watermark && offset >= last {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the log stays short of {last}");
-    }
-    for pair in seen.windows(2) {
-        assert!(pair[1].1 > pair[0].1, "out of order or repeated: {pair:?}");
-    }
-    for (seq, offset) in &acked.records {
-        assert!(
-            seen.contains(&(*offset, *seq)),
-            "acknowledged s{seq} at offset {offset} is missing"
-        );
-    }
-}
-
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -222,7 +112,7 @@ fn an_operator_handover_under_acks_all_load_refuses_nothing_and_loses_nothing() 
     let c = start_cluster("handover-operator");
     runtime().block_on(async {
         let (client, zk) = create_topic(&c).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(30).await;
         let before = partition(&zk).await;
         let retries_before = error_retries(client.retry_stats());
@@ -238,7 +128,7 @@ fn an_operator_handover_under_acks_all_load_refuses_nothing_and_loses_nothing() 
         assert_ne!(after.leader, before.leader, "the leadership moved");
         assert_eq!(after.leader_epoch, before.leader_epoch + 1);
         producer.wait_for_more(30).await;
-        let acked = producer.finish().await;
+        let (acked, _) = producer.finish().await;
         assert!(
             acked.errors.is_empty(),
             "produce errors: {:?}",
@@ -250,7 +140,7 @@ fn an_operator_handover_under_acks_all_load_refuses_nothing_and_loses_nothing() 
             "a produce was refused or unanswered during the handover: {:?}",
             client.retry_stats()
         );
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
         let stats = warm::read_stats(&zk).await.unwrap();
         assert_eq!((stats.completed, stats.rolled_back), (1, 0));
         let (code, status, _) =
@@ -268,7 +158,7 @@ fn a_leader_whose_health_turns_critical_hands_over() {
     let c = start_cluster("handover-health");
     runtime().block_on(async {
         let (client, zk) = create_topic(&c).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(10).await;
         let before = partition(&zk).await;
         let sick = before.leader.unwrap();
@@ -280,13 +170,13 @@ fn a_leader_whose_health_turns_critical_hands_over() {
         assert_eq!(after.leader_epoch, before.leader_epoch + 1, "one step");
         assert!(after.isr.contains(&sick), "the old leader follows, in sync");
         producer.wait_for_more(10).await;
-        let acked = producer.finish().await;
+        let (acked, _) = producer.finish().await;
         assert!(
             acked.errors.is_empty(),
             "produce errors: {:?}",
             acked.errors
         );
-        check_log(&client, &acked).await;
+        check_log(&client, TOPIC, &acked).await;
         let stats = warm::read_stats(&zk).await.unwrap();
         let last = stats.last.expect("an outcome");
         assert_eq!(
@@ -301,7 +191,7 @@ fn a_candidate_killed_mid_pre_sync_rolls_back_to_the_ordinary_election() {
     let mut c = start_cluster("handover-rollback");
     runtime().block_on(async {
         let (client, zk) = create_topic(&c).await;
-        let mut producer = Producer::start(client.clone());
+        let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         let before = partition(&zk).await;
         let leader = before.leader.unwrap();
@@ -362,7 +252,7 @@ fn a_candidate_killed_mid_pre_sync_rolls_back_to_the_ordinary_election() {
         .await;
         assert_eq!(after.leader, Some(leader));
         producer.wait_for_more(20).await;
-        let acked = producer.finish().await;
-        check_log(&client, &acked).await;
+        let (acked, _) = producer.finish().await;
+        check_log(&client, TOPIC, &acked).await;
     });
 }
