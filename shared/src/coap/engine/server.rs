@@ -943,9 +943,7 @@ impl<A: PeerAddress> Engine<A> {
                 #[cfg(feature = "std")]
                 tracing::warn!(?peer, %reason, "EDHOC refused");
                 let _ = &reason;
-                Response::new(Code(code))
-                    .with_payload(message)
-                    .with_content_format(CONTENT_FORMAT_EDHOC)
+                edhoc_error(code, message)
             }
         }
     }
@@ -963,7 +961,7 @@ impl<A: PeerAddress> Engine<A> {
         peer: A,
         mut packet: Packet,
     ) -> Result<Packet, Packet> {
-        use crate::edhoc::{Outcome, CONTENT_FORMAT_EDHOC};
+        use crate::edhoc::Outcome;
         let edhoc_option = coap_lite::CoapOption::Unknown(crate::edhoc::EDHOC_OPTION);
         if packet.get_option(edhoc_option).is_none() {
             return Ok(packet);
@@ -1005,10 +1003,7 @@ impl<A: PeerAddress> Engine<A> {
                 #[cfg(feature = "std")]
                 tracing::warn!(?peer, %reason, "EDHOC (combined with OSCORE) refused");
                 let _ = &reason;
-                Err(Response::new(Code(code))
-                    .with_payload(message)
-                    .with_content_format(CONTENT_FORMAT_EDHOC)
-                    .into_packet())
+                Err(edhoc_error(code, message).into_packet())
             }
             Outcome::Busy(reason) => Err(busy(reason).into_packet()),
             Outcome::Message2(_) => {
@@ -1138,4 +1133,13 @@ impl<A: PeerAddress> Engine<A> {
         let ack = Self::empty_message(MessageType::Acknowledgement, mid);
         self.transmit(peer, ack);
     }
+}
+
+/// An answer carrying an EDHOC error message (`code`: 4.00, or 4.01 for an unknown
+/// credential), Content-Format application/edhoc+cbor-seq.
+#[cfg(feature = "edhoc")]
+fn edhoc_error(code: u8, message: Vec<u8>) -> Response {
+    Response::new(Code(code))
+        .with_payload(message)
+        .with_content_format(crate::edhoc::CONTENT_FORMAT_EDHOC)
 }
