@@ -10,8 +10,8 @@ use clap::Args;
 use pehra_device_fw::energy::{StateTimes, BATTERY_2XAA_MAH, BOARDS, DEEP_SLEEP_MIN_MS};
 use pehra_device_fw::hal::NoRadio;
 use pehra_device_fw::{
-    Clock, Device, DeviceKeys, Parts, Persisted, SeededRng, Sensor, SetInterval, Settings, Storage,
-    UdpSocket,
+    Clock, Device, DeviceIdentity, DeviceKeys, EdhocKeys, Parts, Persisted, SeededRng, Sensor,
+    SetInterval, Settings, Storage, UdpSocket,
 };
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::device::DeviceConfig;
@@ -124,15 +124,28 @@ struct Slot {
 /// response timeout (5 s) for each of a check-in, a publish and a downlink fetch.
 const STOP_GRACE: Duration = Duration::from_secs(15);
 
-/// Device `name`'s keys from `dir/name.cred`.
-fn device_keys(dir: &std::path::Path, name: &str) -> Result<DeviceKeys> {
+/// Device `name`'s identity from `dir/name.cred`: a pre-shared identity key, or an
+/// EDHOC key pair with the servers' credentials (`pehra keys add … --edhoc`).
+fn device_identity(dir: &std::path::Path, name: &str) -> Result<DeviceIdentity> {
     let credentials =
         pehra_shared::security::credentials::Credentials::load(dir.join(format!("{name}.cred")))
             .with_context(|| format!("device {name}'s credentials"))?;
-    Ok(DeviceKeys {
+    if let Some(key) = credentials.edhoc_key() {
+        let servers = credentials
+            .edhoc_peers()
+            .iter()
+            .map(|p| (p.identity.kid.clone(), p.ccs.clone()))
+            .collect();
+        return Ok(EdhocKeys {
+            key: key.clone(),
+            servers,
+        }
+        .into());
+    }
+    Ok(DeviceIdentity::Shared(DeviceKeys {
         kid: credentials.identity().kid.clone(),
         identity_key: *credentials.identity_key(),
-    })
+    }))
 }
 
 async fn simulate(
@@ -155,10 +168,13 @@ async fn simulate(
             .context("binding a device socket")?;
         let name = format!("dev-{:04}", i + 1);
         let keys = match &args.device_keys {
-            Some(dir) => Some(device_keys(dir, &name)?),
+            Some(dir) => Some(device_identity(dir, &name)?),
             None => None,
         };
         let brokers = brokers.clone();
+        // The board's randomness: message IDs, tokens, OSCORE's ID Context, EDHOC's
+        // ephemeral keys.
+        let seed = pehra_shared::driver::socket::seed32().context("drawing a device's seed")?;
         let config = DeviceConfig::new(&name, gateways.clone(), interval_ms);
         let settings = Settings {
             topic: args.topic.clone(),
@@ -192,7 +208,7 @@ async fn simulate(
                 _ = wait.sleep_until(clock.base_ms + start_ms) => {}
                 _ = stopping.wait_for(|stop| *stop) => return,
             }
-            let mut rng = SeededRng::from_u64(seed(i as u64));
+            let mut rng = SeededRng::new(seed);
             let mut device = match keys {
                 Some(keys) => {
                     Device::boot_secured(config, settings, coap, parts, &mut rng, keys, brokers)
@@ -420,12 +436,4 @@ impl Storage for FileStorage {
         std::fs::write(&tmp, persisted.encode())?;
         std::fs::rename(&tmp, &self.0)
     }
-}
-
-fn seed(i: u64) -> u64 {
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as u64)
-        .unwrap_or(0);
-    nanos ^ (i.wrapping_mul(0x2545_F491_4F6C_DD1D)) ^ u64::from(std::process::id())
 }

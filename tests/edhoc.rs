@@ -269,3 +269,88 @@ fn aiocoap_runs_edhoc_with_the_zookeeper_and_speaks_oscore_in_its_name() {
         );
     }
 }
+
+#[test]
+fn a_device_with_only_an_edhoc_key_publishes_through_the_firmware_loop() {
+    // The firmware's node loop on the host (`pehra device-sim`), device dev-0001 an
+    // EDHOC identity: it runs EDHOC with broker 1, then checks in and publishes over
+    // OSCORE, and its readings are in the topic under its name.
+    let builder = TestCluster::builder("edhoc-device");
+    let keys = builder.dir().join("keys");
+    let k = keys.to_str().unwrap();
+    ok(&["keys", "init", k, "--brokers", "1", "--clients", "tester"]);
+    let out = ok(&["keys", "add", k, "dev-0001", "--role", "device", "--edhoc"]);
+    assert!(out.contains("added device dev-0001 (EDHOC)"), "{out}");
+    let text = std::fs::read_to_string(cred(&keys, "dev-0001")).unwrap();
+    assert!(!text.contains("identity_key"), "no shared secret: {text}");
+    let c = builder
+        .zookeeper_flags(&["--credentials", &cred(&keys, "zookeeper")])
+        .flags_of(
+            1,
+            &[
+                "--credentials",
+                &cred(&keys, "broker-1"),
+                "--alarm-interval-ms",
+                "1000",
+            ],
+        )
+        .start(1);
+    let z = c.zk_addr.to_string();
+    let tester = cred(&keys, "tester");
+    let cli = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--zookeeper", &z, "--credentials", &tester]);
+        ok(&all)
+    };
+    cli(&["topic", "create", "readings", "-p", "1", "-r", "1"]);
+    let data = c.dir.path().join("devices");
+    let (code, out, err) = pehra(&[
+        "device-sim",
+        "--zookeeper",
+        &z,
+        "--credentials",
+        &tester,
+        "--device-keys",
+        k,
+        "--count",
+        "1",
+        "--interval",
+        "1",
+        "--acks",
+        "all",
+        "--duration",
+        "4",
+        "--data-dir",
+        data.to_str().unwrap(),
+    ]);
+    let all = format!("{out}{err}").replace('\r', "\n");
+    assert_eq!(code, 0, "{all}");
+    let line = all
+        .lines()
+        .rfind(|l| l.contains("readings published"))
+        .unwrap_or_else(|| panic!("no live line:\n{all}"));
+    let published: u64 = line
+        .split("readings published")
+        .nth(1)
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(published >= 2, "{line}");
+    let out = cli(&[
+        "consume",
+        "readings",
+        "--from-beginning",
+        "--max",
+        &published.to_string(),
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.lines().count() as u64, published, "{out}");
+    assert!(
+        out.lines().all(|l| l.contains(r#""key":"dev-0001""#)),
+        "{out}"
+    );
+}

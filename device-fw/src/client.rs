@@ -68,6 +68,11 @@ impl<U: UdpSocket> CoapClient<U> {
         self.engine.secure_peer(peer, context);
     }
 
+    /// Forgets the context towards `peer` (see [`Engine::unsecure_peer`]).
+    pub fn unsecure_peer(&mut self, peer: &SocketAddr) {
+        self.engine.unsecure_peer(peer);
+    }
+
     /// Whether requests to `peer` are protected.
     pub fn is_secured(&self, peer: &SocketAddr) -> bool {
         self.engine.is_secured(peer)

@@ -9,7 +9,7 @@ use core::net::SocketAddr;
 use pehra_shared::pehra::device::NodeMemory;
 use pehra_shared::wire::{self, Record};
 
-use crate::security::OscoreResume;
+use crate::security::{EdhocSession, OscoreResume};
 use serde::{Deserialize, Serialize};
 
 /// A UDP socket bound to the device's address.
@@ -121,6 +121,9 @@ pub struct Persisted {
     /// reset (see [`crate::security`]); `None` for a plain device.
     #[serde(default)]
     pub oscore: Option<OscoreResume>,
+    /// The OSCORE contexts EDHOC made, one per broker (EDHOC identities only).
+    #[serde(default)]
+    pub edhoc: Vec<EdhocSession>,
 }
 
 /// [`Persisted`]'s encoded form, borrowing (so that a tail of the readings can be
@@ -134,6 +137,8 @@ struct PersistedRef<'a> {
     node: &'a NodeMemory,
     readings: &'a [Record],
     oscore: Option<OscoreResume>,
+    #[serde(skip_serializing_if = "<[_]>::is_empty")]
+    edhoc: &'a [EdhocSession],
 }
 
 impl Persisted {
@@ -145,6 +150,7 @@ impl Persisted {
             node: &self.node,
             readings: &self.readings[first_reading.min(self.readings.len())..],
             oscore: self.oscore,
+            edhoc: &self.edhoc,
         };
         // Encoding into a Vec fails only when memory does (which aborts anyway).
         wire::encode(&view).unwrap_or_default()
@@ -315,6 +321,13 @@ mod tests {
                 id_context: 0x0102_0304_0506_0708,
                 claim: 128,
             }),
+            edhoc: alloc::vec![crate::security::EdhocSession {
+                broker: 2,
+                master_secret: [0x11; 16],
+                master_salt: [0x22; 8],
+                sender_id: alloc::vec![0x06, 1],
+                recipient_id: alloc::vec![0x2a],
+            }],
         }
     }
 

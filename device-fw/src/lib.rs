@@ -10,7 +10,8 @@
 //! - `net` (features `net-ipv4`/`net-ipv6`): the [`hal::UdpSocket`] on embassy-net that
 //!   every board uses.
 //! - [`security`]: OSCORE towards the brokers: the device's keys, a context per broker,
-//!   the ID Context and sequence number claim kept across a reset.
+//!   the ID Context and sequence number claim kept across a reset; with feature `edhoc`,
+//!   EDHOC for devices that hold only a static key pair.
 //! - [`energy`]: per-board currents (from the datasheets), charges per wake and per radio
 //!   start, and the time spent per power state, so a run can be turned into µAh/day and
 //!   battery life.
@@ -56,4 +57,6 @@ pub use energy::{Board, Meter, PowerState, StateTimes};
 pub use frame::OwnFrame;
 pub use hal::{Clock, Persisted, Radio, RadioMode, Rng, SeededRng, Sensor, Storage, UdpSocket};
 pub use node::{Application, CycleReport, Device, DeviceStats, Parts, SetInterval, Settings};
-pub use security::{split_broker, DeviceKeys, DeviceSecurity, OscoreResume};
+#[cfg(feature = "edhoc")]
+pub use security::EdhocKeys;
+pub use security::{split_broker, DeviceIdentity, DeviceKeys, DeviceSecurity, OscoreResume};

@@ -18,7 +18,7 @@ use pehra_shared::wire::{
 use crate::client::CoapClient;
 use crate::energy::{Meter, PowerState, StateTimes};
 use crate::hal::{Clock, Persisted, Radio, RadioMode, Rng, Sensor, Storage, UdpSocket};
-use crate::security::{broker_id, DeviceKeys, DeviceSecurity};
+use crate::security::{broker_id, DeviceIdentity, DeviceSecurity};
 
 /// The readings kept while no gateway answers (oldest dropped first, counted): 64, or 16
 /// with feature `small-buffer` (boards with little RAM: 48 fewer readings are ~2.3 KiB of
@@ -109,8 +109,12 @@ pub struct DeviceStats {
     /// Sensor or storage errors.
     pub hal_errors: u64,
     /// Requests not sent because no OSCORE context could be had for the gateway (its
-    /// broker id unknown): a secured device never sends in the clear.
+    /// broker id unknown, or EDHOC with it failed): a secured device never sends in
+    /// the clear.
     pub no_context: u64,
+    /// EDHOC runs completed (an EDHOC identity: one per broker, and again after a
+    /// broker lost the context).
+    pub handshakes: u64,
 }
 
 /// What a cycle did, and when to wake.
@@ -182,19 +186,22 @@ where
     }
 
     /// Boots a device that protects every request with OSCORE (`docs/security.md`):
-    /// `keys` from its credential file, `brokers` the broker id serving at each
-    /// configured gateway (it learns the Pehredar's from check-in replies). Storage
-    /// keeps its ID Context and a claim on sequence numbers (see [`crate::security`]).
+    /// `identity` from its credential file (a [`crate::DeviceKeys`], or with feature
+    /// `edhoc` an [`crate::security::EdhocKeys`]), `brokers` the broker id serving at
+    /// each configured gateway (it learns the Pehredar's from check-in replies).
+    /// Storage keeps its ID Context, a claim on sequence numbers and the contexts EDHOC
+    /// made (see [`crate::security`]).
     pub async fn boot_secured(
         config: DeviceConfig,
         settings: Settings,
         coap: Config,
         parts: Parts<U, C, S, St, R, A>,
         rng: &mut impl Rng,
-        keys: DeviceKeys,
+        identity: impl Into<DeviceIdentity>,
         brokers: Vec<(SocketAddr, u32)>,
     ) -> Self {
-        Self::boot_with(config, settings, coap, parts, rng, Some((keys, brokers))).await
+        let secured = Some((identity.into(), brokers));
+        Self::boot_with(config, settings, coap, parts, rng, secured).await
     }
 
     async fn boot_with(
@@ -203,7 +210,7 @@ where
         coap: Config,
         mut parts: Parts<U, C, S, St, R, A>,
         rng: &mut impl Rng,
-        secured: Option<(DeviceKeys, Vec<(SocketAddr, u32)>)>,
+        secured: Option<(DeviceIdentity, Vec<(SocketAddr, u32)>)>,
     ) -> Self {
         let mut seed = [0u8; 32];
         rng.fill_bytes(&mut seed);
@@ -229,11 +236,20 @@ where
         node.restore(&persisted.node);
         settings.alarm_interval_ms = node.config().alarm_interval_ms;
         let restored = core::mem::take(&mut persisted.readings);
-        let security = secured.map(|(keys, brokers)| {
+        let security = secured.map(|(identity, brokers)| {
             let mut random = [0u8; 8];
             rng.fill_bytes(&mut random);
             let resume = persisted.oscore.take();
-            DeviceSecurity::new(keys, brokers, resume, u64::from_be_bytes(random))
+            let mut security =
+                DeviceSecurity::new(identity, brokers, resume, u64::from_be_bytes(random));
+            security.restore_sessions(core::mem::take(&mut persisted.edhoc));
+            #[cfg(feature = "edhoc")]
+            {
+                let mut seed = [0u8; 32];
+                rng.fill_bytes(&mut seed);
+                security.seed_handshakes(seed);
+            }
+            security
         });
         let now = parts.clock.now_ms();
         let mut device = Device {
@@ -559,6 +575,11 @@ where
         self.persisted.node = self.node.memory();
         self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
         self.persisted.oscore = self.security.as_ref().map(DeviceSecurity::resume);
+        self.persisted.edhoc = self
+            .security
+            .as_ref()
+            .map(|s| s.sessions().to_vec())
+            .unwrap_or_default();
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
             return false;
@@ -567,9 +588,21 @@ where
     }
 
     /// Makes a request to `to` ready to go out: with OSCORE, a context for its broker
-    /// (derived on first use) and the claim on sequence numbers stored if it must be
-    /// raised. `false`: it must not be sent (no context: its broker is unknown).
+    /// (derived on first use; for an EDHOC identity, EDHOC runs first) and the claim on
+    /// sequence numbers stored if it must be raised. `false`: it must not be sent (no
+    /// context: its broker is unknown, or EDHOC with it failed).
     async fn secure(&mut self, to: SocketAddr) -> bool {
+        #[cfg(feature = "edhoc")]
+        if !self.client.is_secured(&to)
+            && self
+                .security
+                .as_ref()
+                .is_some_and(|s| s.needs_handshake(to))
+            && !self.handshake(to).await
+        {
+            self.stats.no_context += 1;
+            return false;
+        }
         let Some(security) = self.security.as_mut() else {
             return true;
         };
@@ -606,9 +639,11 @@ where
         let id = reply.pehredar.as_deref().and_then(broker_id);
         if let (Some(Ok(addr)), Some(id)) = (addr, id) {
             if security.learn(addr, id) && self.client.is_secured(&addr) {
-                // Another broker serves there now: its context replaces the old one.
-                if let Some(Ok(context)) = security.context_for(addr) {
-                    self.client.secure_peer(addr, context);
+                // Another broker serves there now: its context replaces the old one
+                // (or, an EDHOC identity without a session with it, EDHOC runs first).
+                match security.context_for(addr) {
+                    Some(Ok(context)) => self.client.secure_peer(addr, context),
+                    _ => self.client.unsecure_peer(&addr),
                 }
             }
         }
@@ -622,12 +657,86 @@ where
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, CallError> {
-        let Some(request) = cbor_request(path, body) else {
-            return Err(CallError::Bad);
-        };
-        if !self.secure(to).await {
-            return Err(CallError::NoAnswer);
+        // Twice at most: once more if the broker lost our EDHOC context.
+        for _ in 0..2 {
+            let Some(request) = cbor_request(path, body.clone()) else {
+                return Err(CallError::Bad);
+            };
+            if !self.secure(to).await {
+                return Err(CallError::NoAnswer);
+            }
+            let response = self.exchange(to, request).await?;
+            if self.lost_context(to, &response) {
+                continue;
+            }
+            if !response.code().is_success() {
+                self.stats.bad_responses += 1;
+                return Err(CallError::Bad);
+            }
+            return Ok(response);
         }
+        self.stats.bad_responses += 1;
+        Err(CallError::Bad)
+    }
+
+    /// Whether `response` says the broker at `to` has no context for us although we hold
+    /// an EDHOC session with it (it restarted): the session is forgotten, so that the
+    /// next request runs EDHOC again.
+    fn lost_context(&mut self, to: SocketAddr, response: &Response) -> bool {
+        let lost = response.code() == pehra_shared::coap::Code::UNAUTHORIZED
+            && response.payload() == b"Security context not found"
+            && self.security.as_mut().is_some_and(|s| s.forget_session(to));
+        if lost {
+            self.client.unsecure_peer(&to);
+        }
+        lost
+    }
+
+    /// Runs EDHOC with the broker at `to` (plain CoAP to `/.well-known/edhoc`:
+    /// message_1, message_2, then message_3); `true` once the session is made.
+    #[cfg(feature = "edhoc")]
+    async fn handshake(&mut self, to: SocketAddr) -> bool {
+        use pehra_shared::edhoc::{CONTENT_FORMAT_CID_EDHOC, WELL_KNOWN_EDHOC};
+        let request = |payload| {
+            Request::post(WELL_KNOWN_EDHOC)
+                .with_content_format(CONTENT_FORMAT_CID_EDHOC)
+                .with_payload(payload)
+        };
+        let Some((initiator, message_1)) =
+            self.security.as_mut().and_then(|s| s.start_handshake(to))
+        else {
+            return false;
+        };
+        log_debug!("EDHOC with a broker");
+        let Ok(message_2) = self.exchange(to, request(message_1)).await else {
+            return false;
+        };
+        if message_2.code() != pehra_shared::coap::Code::CHANGED {
+            self.stats.bad_responses += 1;
+            return false;
+        }
+        let Ok((message_3, keys)) = initiator.finish(message_2.payload()) else {
+            self.stats.bad_responses += 1;
+            return false;
+        };
+        match self.exchange(to, request(message_3)).await {
+            Ok(done) if done.code() == pehra_shared::coap::Code::CHANGED => {}
+            Ok(_) => {
+                self.stats.bad_responses += 1;
+                return false;
+            }
+            Err(_) => return false,
+        }
+        if let Some(security) = self.security.as_mut() {
+            security.handshake_done(to, keys);
+        }
+        self.stats.handshakes += 1;
+        true
+    }
+
+    /// Sends `request` to `to` as it is and waits for its answer, with the radio and the
+    /// energy meter in receive meanwhile.
+    async fn exchange(&mut self, to: SocketAddr, request: Request) -> Result<Response, CallError> {
         self.radio.set_mode(RadioMode::Rx);
         let now = self.clock.now_ms();
         self.meter.enter(now, PowerState::Rx);
@@ -637,18 +746,10 @@ where
             .transmitted(self.client.stats().bytes_sent - before);
         let now = self.clock.now_ms();
         self.meter.enter(now, PowerState::Active);
-        let response: Response = match result {
-            Ok(r) => r,
-            Err(_) => {
-                self.stats.timeouts += 1;
-                return Err(CallError::NoAnswer);
-            }
-        };
-        if !response.code().is_success() {
-            self.stats.bad_responses += 1;
-            return Err(CallError::Bad);
-        }
-        Ok(response)
+        result.map_err(|_| {
+            self.stats.timeouts += 1;
+            CallError::NoAnswer
+        })
     }
 
     /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).

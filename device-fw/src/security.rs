@@ -18,6 +18,15 @@
 //! number used: it is raised ([`Claim::needs_raise`]) and stored *before* a request
 //! could use a number at or past it, so a reset at any point (a watchdog in the middle
 //! of a cycle included) never reuses a nonce.
+//!
+//! **EDHOC identities** (feature `edhoc`, `pehra keys add DIR NAME --role device
+//! --edhoc`): the device holds a static P-256 key pair and the brokers' public
+//! credentials, no secret shared with anyone. Before its first request to a broker it
+//! runs EDHOC (RFC 9528, method 3, suite 2) over `POST /.well-known/edhoc` and speaks
+//! OSCORE in the context EDHOC exports ([`EdhocSession`]). A storage that survives the
+//! sleep keeps the sessions, so a wake does not pay the handshake again; the same claim
+//! covers their sequence numbers. A broker that lost the context (a restart) answers
+//! 4.01 "Security context not found": the session is forgotten and EDHOC runs again.
 
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -35,6 +44,92 @@ pub const CLAIM_STEP: u64 = 64;
 /// The most numbers one request may use (its Block1 blocks and an Echo repeat): a
 /// claim is raised when fewer than this many are left.
 pub const CLAIM_MARGIN: u64 = 16;
+
+/// How a device proves who it is: a pre-shared identity key, or (feature `edhoc`) a
+/// static key pair and EDHOC.
+#[derive(Debug, Clone)]
+pub enum DeviceIdentity {
+    /// An identity key shared with the cluster: a pairwise OSCORE secret per broker,
+    /// nothing exchanged before the first request.
+    Shared(DeviceKeys),
+    /// A static key pair only: an OSCORE context per broker from EDHOC.
+    /// (Boxed: the credentials are large beside a pre-shared key.)
+    #[cfg(feature = "edhoc")]
+    Edhoc(alloc::boxed::Box<EdhocKeys>),
+}
+
+impl From<DeviceKeys> for DeviceIdentity {
+    fn from(keys: DeviceKeys) -> Self {
+        DeviceIdentity::Shared(keys)
+    }
+}
+
+#[cfg(feature = "edhoc")]
+impl From<EdhocKeys> for DeviceIdentity {
+    fn from(keys: EdhocKeys) -> Self {
+        DeviceIdentity::Edhoc(alloc::boxed::Box::new(keys))
+    }
+}
+
+/// An EDHOC identity, as `pehra keys add … --edhoc` made it (its `NAME.cred`: `"edhoc":
+/// {"private_key", "cred"}` and `"edhoc_peers"`).
+#[cfg(feature = "edhoc")]
+#[derive(Debug, Clone)]
+pub struct EdhocKeys {
+    /// The device's static key pair and CCS (its key ID is its OSCORE-style `03…`).
+    pub key: pehra_shared::edhoc::StaticKey,
+    /// The servers' CCS credentials, by key ID (`edhoc_peers`).
+    pub servers: Vec<(Vec<u8>, Vec<u8>)>,
+}
+
+#[cfg(feature = "edhoc")]
+impl EdhocKeys {
+    /// The keys from their hex forms: the private key and CCS (`"edhoc"`), and each
+    /// server's key ID and CCS (`"edhoc_peers"`). `None` if any is not hex, or the
+    /// private key does not belong to the CCS.
+    pub fn from_hex(private_key: &str, cred: &str, servers: &[(&str, &str)]) -> Option<Self> {
+        let private = hex(private_key)?.try_into().ok()?;
+        let key = pehra_shared::edhoc::StaticKey::from_parts(private, &hex(cred)?).ok()?;
+        let servers = servers
+            .iter()
+            .map(|(kid, ccs)| Some((hex(kid)?, hex(ccs)?)))
+            .collect::<Option<Vec<_>>>()?;
+        Some(EdhocKeys { key, servers })
+    }
+
+    /// The CCS of the server with key ID `kid`.
+    pub fn server(&self, kid: &[u8]) -> Option<&[u8]> {
+        self.servers
+            .iter()
+            .find(|(k, _)| k == kid)
+            .map(|(_, ccs)| ccs.as_slice())
+    }
+}
+
+/// An OSCORE context EDHOC made with one broker, as a device keeps it across a reset
+/// (the secrets stay on the device: RTC memory or its own flash).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EdhocSession {
+    /// The broker's id.
+    pub broker: u32,
+    /// The OSCORE Master Secret EDHOC exported.
+    pub master_secret: [u8; 16],
+    /// The OSCORE Master Salt EDHOC exported.
+    pub master_salt: [u8; 8],
+    /// The device's Sender ID (the broker's connection identifier C_R).
+    pub sender_id: Vec<u8>,
+    /// The device's Recipient ID (its own C_I).
+    pub recipient_id: Vec<u8>,
+}
+
+impl core::fmt::Debug for EdhocSession {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.debug_struct("EdhocSession")
+            .field("broker", &self.broker)
+            .field("sender_id", &self.sender_id)
+            .finish_non_exhaustive()
+    }
+}
 
 /// A device's identity, as `pehra keys` made it (its `NAME.cred`).
 #[derive(Clone, PartialEq, Eq)]
@@ -133,11 +228,17 @@ impl Claim {
     }
 }
 
-/// A device's OSCORE state: its keys, ID Context, where each broker serves and the
-/// claim on sequence numbers.
-#[derive(Debug, Clone)]
+/// A device's OSCORE state: its keys, ID Context, where each broker serves, the
+/// contexts EDHOC made and the claim on sequence numbers.
+#[derive(Debug)]
 pub struct DeviceSecurity {
-    keys: DeviceKeys,
+    identity: DeviceIdentity,
+    /// Contexts EDHOC made, one per broker (EDHOC identities only).
+    sessions: Vec<EdhocSession>,
+    /// Draws each EDHOC run's ephemeral key and connection identifier (seeded at boot
+    /// from the board's randomness: a new seed each boot).
+    #[cfg(feature = "edhoc")]
+    edhoc_rng: rand::rngs::StdRng,
     id_context: u64,
     /// The first sender sequence number of a context derived now.
     first_sequence: u64,
@@ -148,10 +249,10 @@ pub struct DeviceSecurity {
 }
 
 impl DeviceSecurity {
-    /// A device's security with `keys`, brokers at the addresses `brokers` names, going on
-    /// from `resume` (what storage kept) or, without it, in the ID Context `random`.
+    /// A device's security as `identity`, brokers at the addresses `brokers` names, going
+    /// on from `resume` (what storage kept) or, without it, in the ID Context `random`.
     pub fn new(
-        keys: DeviceKeys,
+        identity: impl Into<DeviceIdentity>,
         brokers: Vec<(SocketAddr, u32)>,
         resume: Option<OscoreResume>,
         random: u64,
@@ -161,7 +262,10 @@ impl DeviceSecurity {
             None => (random, 0),
         };
         DeviceSecurity {
-            keys,
+            identity: identity.into(),
+            sessions: Vec::new(),
+            #[cfg(feature = "edhoc")]
+            edhoc_rng: rand::SeedableRng::seed_from_u64(random),
             id_context,
             first_sequence,
             brokers,
@@ -203,22 +307,122 @@ impl DeviceSecurity {
             .map(|&(_, id)| id)
     }
 
-    /// The context towards the broker at `addr` (derived now), if the broker is known.
+    /// The context towards the broker at `addr` (derived now), if the broker is known
+    /// (and, for an EDHOC identity, a session with it exists: see
+    /// [`Self::needs_handshake`]).
     pub fn context_for(&self, addr: SocketAddr) -> Option<Result<SecurityContext, OscoreError>> {
-        let broker = broker_kid(self.broker_at(addr)?);
-        let secret = pairwise_secret(&self.keys.identity_key, &broker);
-        let id_context = client_id_context(self.id_context);
-        let params = ContextParams {
-            master_secret: &secret,
-            master_salt: &[],
-            id_context: Some(&id_context),
-            sender_id: &self.keys.kid,
-            recipient_id: &broker,
+        let id = self.broker_at(addr)?;
+        let context = match &self.identity {
+            DeviceIdentity::Shared(keys) => {
+                let broker = broker_kid(id);
+                let secret = pairwise_secret(&keys.identity_key, &broker);
+                let id_context = client_id_context(self.id_context);
+                let params = ContextParams {
+                    master_secret: &secret,
+                    master_salt: &[],
+                    id_context: Some(&id_context),
+                    sender_id: &keys.kid,
+                    recipient_id: &broker,
+                };
+                SecurityContext::new(&params, None)
+            }
+            #[cfg(feature = "edhoc")]
+            DeviceIdentity::Edhoc(_) => {
+                let session = self.sessions.iter().find(|s| s.broker == id)?;
+                SecurityContext::new(
+                    &ContextParams {
+                        master_secret: &session.master_secret,
+                        master_salt: &session.master_salt,
+                        id_context: None,
+                        sender_id: &session.sender_id,
+                        recipient_id: &session.recipient_id,
+                    },
+                    None,
+                )
+            }
         };
-        Some(SecurityContext::new(&params, None).map(|mut ctx| {
+        Some(context.map(|mut ctx| {
             ctx.set_sender_sequence(self.first_sequence);
             ctx
         }))
+    }
+
+    /// The contexts EDHOC made (what storage keeps of them).
+    pub fn sessions(&self) -> &[EdhocSession] {
+        &self.sessions
+    }
+
+    /// Takes up the EDHOC sessions storage kept (those of brokers it still names are
+    /// used; the claim covers their numbers as any other context's).
+    pub fn restore_sessions(&mut self, sessions: Vec<EdhocSession>) {
+        self.sessions = sessions;
+    }
+
+    /// The broker at `addr` lost its context with us (it answered 4.01 "Security
+    /// context not found": a restart): forgets our EDHOC session with it, so that the
+    /// next request runs EDHOC again. `false` if there was none (a pre-shared context
+    /// is derived again by both sides; nothing to forget).
+    pub fn forget_session(&mut self, addr: SocketAddr) -> bool {
+        let Some(id) = self.broker_at(addr) else {
+            return false;
+        };
+        let before = self.sessions.len();
+        self.sessions.retain(|s| s.broker != id);
+        before != self.sessions.len()
+    }
+
+    /// Whether a request to `addr` needs EDHOC first: an EDHOC identity, the broker
+    /// there known and no session with it.
+    #[cfg(feature = "edhoc")]
+    pub fn needs_handshake(&self, addr: SocketAddr) -> bool {
+        match &self.identity {
+            DeviceIdentity::Shared(_) => false,
+            DeviceIdentity::Edhoc(_) => self
+                .broker_at(addr)
+                .is_some_and(|id| !self.sessions.iter().any(|s| s.broker == id)),
+        }
+    }
+
+    /// Starts EDHOC with the broker at `addr`: the initiator and message_1's request
+    /// payload. `None` if no handshake is needed or possible (a pre-shared identity, an
+    /// unknown broker, or one whose credential the device was not given).
+    #[cfg(feature = "edhoc")]
+    pub fn start_handshake(
+        &mut self,
+        addr: SocketAddr,
+    ) -> Option<(pehra_shared::edhoc::Initiator, Vec<u8>)> {
+        let DeviceIdentity::Edhoc(keys) = &self.identity else {
+            return None;
+        };
+        let ccs = keys.server(&broker_kid(self.broker_at(addr)?))?;
+        let mut seed = [0u8; 32];
+        rand::Rng::fill_bytes(&mut self.edhoc_rng, &mut seed);
+        pehra_shared::edhoc::Initiator::start(keys.key.clone(), ccs, seed).ok()
+    }
+
+    /// EDHOC with the broker at `addr` completed with `keys`: its session (replacing an
+    /// older one); stored with the next claim.
+    #[cfg(feature = "edhoc")]
+    pub fn handshake_done(&mut self, addr: SocketAddr, keys: pehra_shared::edhoc::Established) {
+        let Some(broker) = self.broker_at(addr) else {
+            return;
+        };
+        self.sessions.retain(|s| s.broker != broker);
+        self.sessions.push(EdhocSession {
+            broker,
+            master_secret: keys.master_secret,
+            master_salt: keys.master_salt,
+            sender_id: keys.sender_id,
+            recipient_id: keys.recipient_id,
+        });
+        self.unstored = true;
+    }
+
+    /// Seeds the generator of EDHOC's ephemeral keys (at boot, from the board's
+    /// randomness).
+    #[cfg(feature = "edhoc")]
+    pub fn seed_handshakes(&mut self, seed: [u8; 32]) {
+        self.edhoc_rng = rand::SeedableRng::from_seed(seed);
     }
 
     /// A request is about to go out in a context whose next sequence number is `next`:

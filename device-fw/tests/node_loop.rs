@@ -789,3 +789,174 @@ fn a_secured_device_sends_nothing_while_it_cannot_store_its_claim() {
     let next = d.client().next_sequence(&addr(1)).unwrap();
     assert!(next < stored.oscore.unwrap().claim);
 }
+
+/// Devices with only a static key pair: EDHOC with each broker, then OSCORE.
+#[cfg(feature = "edhoc")]
+mod edhoc {
+    use super::*;
+    use pehra_device_fw::EdhocKeys;
+    use pehra_shared::edhoc::{KnownPeer, Limits, ResponderConfig, StaticKey};
+
+    fn device_key() -> StaticKey {
+        StaticKey::derive(&[0xED; 32], &kid(Role::Device, 1), "dev-0001")
+    }
+
+    fn broker_key(port: u16) -> StaticKey {
+        let id = port as u32;
+        StaticKey::derive(&[port as u8; 32], &broker_kid(id), &format!("broker-{id}"))
+    }
+
+    /// A gateway's engine as it starts: no pre-shared keys, EDHOC on, knowing the
+    /// device's credential `known`.
+    fn gateway_engine(port: u16, known: &StaticKey, seed: u8) -> Engine<SocketAddr> {
+        let mut engine = Engine::new(Config::default(), [seed; 32]);
+        let mut security = ServerSecurity::new(broker_kid(port as u32), KeyTable::new(), 0);
+        security.edhoc = Some(ResponderConfig {
+            key: broker_key(port),
+            peers: vec![KnownPeer {
+                identity: device_identity(),
+                credential: known.credential(),
+            }],
+            limits: Limits::default(),
+        });
+        engine.set_server_security(security);
+        engine
+    }
+
+    /// Gateways that take only OSCORE contexts made by EDHOC with device `dev-0001`.
+    fn world(ports: &[u16]) -> World {
+        let w = World::new(ports);
+        w.set(|n| {
+            n.secure = true;
+            for (a, g) in n.gateways.iter_mut() {
+                g.engine = gateway_engine(a.port(), &device_key(), 1);
+            }
+        });
+        w
+    }
+
+    /// The gateway on `port` restarts: every context EDHOC made with it is gone.
+    fn restart(w: &World, port: u16) {
+        w.gw(port, |g| g.engine = gateway_engine(port, &device_key(), 9));
+    }
+
+    fn edhoc_device(w: &World, gateways: &[u16], flash: Flash, key: StaticKey, random: u8) -> Dev {
+        let config = DeviceConfig::new(
+            "dev-0001",
+            gateways.iter().map(|p| addr(*p)).collect(),
+            ALARM,
+        );
+        let settings = Settings {
+            topic: "readings".into(),
+            acks: Acks::Leader,
+            max_batch: 16,
+            downlink_max_bytes: 512,
+            alarm_interval_ms: ALARM,
+        };
+        let parts = Parts {
+            udp: FakeUdp(w.clone()),
+            clock: FakeClock(w.now.clone()),
+            sensor: Thermometer,
+            storage: flash,
+            radio: NoRadio,
+            app: SetInterval,
+        };
+        // The device knows every broker's credential (its file's `edhoc_peers`).
+        let keys = EdhocKeys {
+            key,
+            servers: [1u16, 2]
+                .iter()
+                .map(|&p| (broker_kid(p as u32), broker_key(p).ccs().to_vec()))
+                .collect(),
+        };
+        let brokers = gateways.iter().map(|p| (addr(*p), *p as u32)).collect();
+        block_on(Device::boot_secured(
+            config,
+            settings,
+            Config::default(),
+            parts,
+            &mut ByteRng(random),
+            keys,
+            brokers,
+        ))
+    }
+
+    #[test]
+    fn an_edhoc_device_runs_edhoc_once_per_broker_then_speaks_oscore() {
+        let w = world(&[1, 2]);
+        let mut d = edhoc_device(&w, &[1], Flash::default(), device_key(), 7);
+        w.set(|n| n.downlink.push(rec("set-interval 30")));
+        for _ in 0..3 {
+            assert_eq!(cycle(&mut d).published, 1);
+        }
+        assert_eq!(d.stats().handshakes, 1, "one EDHOC run with broker 1");
+        assert_eq!(d.settings().alarm_interval_ms, 30_000, "downlink read");
+        assert_published_in_order_once(&w, 3);
+        assert_eq!(
+            w.net.borrow().refused,
+            0,
+            "every request verified as the device"
+        );
+        // The Pehredar moves to broker 2: a context of its own, from EDHOC with it.
+        w.set(|n| n.pehredar = Some(addr(2)));
+        cycle(&mut d);
+        let r = cycle(&mut d);
+        assert_eq!(r.gateway, Some(addr(2)));
+        assert_eq!(r.published, 1);
+        assert_eq!(d.stats().handshakes, 2);
+        assert_eq!(w.net.borrow().refused, 0);
+        assert_eq!(d.stats().no_context, 0);
+    }
+
+    #[test]
+    fn a_reset_keeps_the_edhoc_session_and_a_restarted_broker_gets_a_new_one() {
+        let w = world(&[1]);
+        let flash = Flash::default();
+        let mut d = edhoc_device(&w, &[1], flash.clone(), device_key(), 7);
+        assert_eq!(cycle(&mut d).published, 1);
+        assert_eq!(d.stats().handshakes, 1);
+        let stored = Persisted::decode(flash.0.borrow().as_ref().unwrap()).unwrap();
+        assert_eq!(stored.edhoc.len(), 1, "the session is stored");
+        assert_eq!(stored.edhoc[0].broker, 1);
+        let used = d.client().next_sequence(&addr(1)).unwrap();
+        assert!(used < stored.oscore.unwrap().claim);
+        // A reset (deep sleep on an ESP32-C3): the stored session goes on, numbers from
+        // the claim on, no handshake and nothing refused as a replay.
+        drop(d);
+        let mut d = edhoc_device(&w, &[1], flash.clone(), device_key(), 8);
+        assert_eq!(cycle(&mut d).published, 1);
+        assert_eq!(d.stats().handshakes, 0, "no EDHOC after a reset");
+        assert_eq!(d.client().stats().datagrams_sent, 2, "check-in and publish");
+        assert_eq!(w.net.borrow().refused, 0);
+        // The broker restarts and forgets the context: it answers 4.01 "Security
+        // context not found", the device runs EDHOC again and the check-in goes through.
+        restart(&w, 1);
+        assert_eq!(cycle(&mut d).published, 1);
+        assert_eq!(
+            d.stats().handshakes,
+            1,
+            "EDHOC again with the restarted broker"
+        );
+        assert_eq!(d.stats().timeouts, 0);
+        assert_published_in_order_once(&w, 3);
+        assert_eq!(w.net.borrow().refused, 0);
+    }
+
+    #[test]
+    fn an_edhoc_device_the_broker_does_not_know_sends_nothing_in_the_clear() {
+        let w = world(&[1]);
+        let stranger = StaticKey::derive(&[0x11; 32], &kid(Role::Device, 1), "dev-0001");
+        let mut d = edhoc_device(&w, &[1], Flash::default(), stranger, 7);
+        let r = cycle(&mut d);
+        assert_eq!(r.published, 0);
+        assert_eq!(d.stats().handshakes, 0);
+        assert!(d.stats().no_context > 0, "no context, so no request");
+        let net = w.net.borrow();
+        assert!(net.readings.is_empty());
+        assert_eq!(
+            net.refused, 0,
+            "no request reached the gateway's application"
+        );
+        assert!(net.last_checkin.is_none());
+    }
+}

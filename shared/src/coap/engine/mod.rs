@@ -332,6 +332,13 @@ impl<A: PeerAddress> Engine<A> {
             .insert(peer, secure::ClientContext { ctx: context });
     }
 
+    /// Forgets the context towards `peer` (one the server no longer has: an EDHOC
+    /// context lost at its restart); requests to it go plain until it is secured again.
+    #[cfg(any(feature = "oscore", test))]
+    pub fn unsecure_peer(&mut self, peer: &A) {
+        self.client_security.remove(peer);
+    }
+
     /// Whether requests to `peer` are protected.
     #[cfg(any(feature = "oscore", test))]
     pub fn is_secured(&self, peer: &A) -> bool {
@@ -373,7 +380,7 @@ impl<A: PeerAddress> Engine<A> {
     /// identities added, rotated or revoked): half-open handshakes start over, and the
     /// contexts EDHOC made with identities no longer listed are dropped at once.
     /// `false` if the server is not secured.
-    #[cfg(feature = "edhoc")]
+    #[cfg(all(feature = "edhoc", any(feature = "server", test)))]
     pub fn set_server_edhoc(&mut self, edhoc: Option<crate::edhoc::ResponderConfig>) -> bool {
         let Some(security) = self.server_security.as_mut() else {
             return false;
