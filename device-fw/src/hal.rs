@@ -9,7 +9,9 @@ use core::net::SocketAddr;
 use pehra_shared::pehra::device::NodeMemory;
 use pehra_shared::wire::{self, Record};
 
-use crate::security::{EdhocSession, OscoreResume};
+#[cfg(feature = "edhoc")]
+use crate::security::EdhocSession;
+use crate::security::OscoreResume;
 use serde::{Deserialize, Serialize};
 
 /// A UDP socket bound to the device's address.
@@ -122,6 +124,7 @@ pub struct Persisted {
     #[serde(default)]
     pub oscore: Option<OscoreResume>,
     /// The OSCORE contexts EDHOC made, one per broker (EDHOC identities only).
+    #[cfg(feature = "edhoc")]
     #[serde(default)]
     pub edhoc: Vec<EdhocSession>,
 }
@@ -137,6 +140,7 @@ struct PersistedRef<'a> {
     node: &'a NodeMemory,
     readings: &'a [Record],
     oscore: Option<OscoreResume>,
+    #[cfg(feature = "edhoc")]
     #[serde(skip_serializing_if = "<[_]>::is_empty")]
     edhoc: &'a [EdhocSession],
 }
@@ -150,6 +154,7 @@ impl Persisted {
             node: &self.node,
             readings: &self.readings[first_reading.min(self.readings.len())..],
             oscore: self.oscore,
+            #[cfg(feature = "edhoc")]
             edhoc: &self.edhoc,
         };
         // Encoding into a Vec fails only when memory does (which aborts anyway).
@@ -285,6 +290,8 @@ impl Storage for RamStorage {
             node: persisted.node.clone(),
             readings: Vec::new(),
             oscore: persisted.oscore,
+            #[cfg(feature = "edhoc")]
+            edhoc: persisted.edhoc.clone(),
         };
         critical_section::with(|cs| *RAM_STORED.borrow_ref_mut(cs) = Some(kept));
         Ok(())
@@ -321,6 +328,7 @@ mod tests {
                 id_context: 0x0102_0304_0506_0708,
                 claim: 128,
             }),
+            #[cfg(feature = "edhoc")]
             edhoc: alloc::vec![crate::security::EdhocSession {
                 broker: 2,
                 master_secret: [0x11; 16],

@@ -240,15 +240,17 @@ where
             let mut random = [0u8; 8];
             rng.fill_bytes(&mut random);
             let resume = persisted.oscore.take();
-            let mut security =
+            let security =
                 DeviceSecurity::new(identity, brokers, resume, u64::from_be_bytes(random));
-            security.restore_sessions(core::mem::take(&mut persisted.edhoc));
             #[cfg(feature = "edhoc")]
-            {
+            let security = {
+                let mut security = security;
+                security.restore_sessions(core::mem::take(&mut persisted.edhoc));
                 let mut seed = [0u8; 32];
                 rng.fill_bytes(&mut seed);
                 security.seed_handshakes(seed);
-            }
+                security
+            };
             security
         });
         let now = parts.clock.now_ms();
@@ -575,11 +577,14 @@ where
         self.persisted.node = self.node.memory();
         self.persisted.readings = self.readings.batch(READINGS_CAPACITY);
         self.persisted.oscore = self.security.as_ref().map(DeviceSecurity::resume);
-        self.persisted.edhoc = self
-            .security
-            .as_ref()
-            .map(|s| s.sessions().to_vec())
-            .unwrap_or_default();
+        #[cfg(feature = "edhoc")]
+        {
+            self.persisted.edhoc = self
+                .security
+                .as_ref()
+                .map(|s| s.sessions().to_vec())
+                .unwrap_or_default();
+        }
         if self.storage.save(&self.persisted).await.is_err() {
             self.stats.hal_errors += 1;
             return false;
@@ -657,9 +662,16 @@ where
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, CallError> {
-        // Twice at most: once more if the broker lost our EDHOC context.
-        for _ in 0..2 {
-            let Some(request) = cbor_request(path, body.clone()) else {
+        // With EDHOC, once more if the broker lost the context EDHOC made.
+        let attempts = if cfg!(feature = "edhoc") { 2 } else { 1 };
+        let mut body = body;
+        for attempt in 1..=attempts {
+            let body = if attempt < attempts {
+                body.clone()
+            } else {
+                body.take()
+            };
+            let Some(request) = cbor_request(path, body) else {
                 return Err(CallError::Bad);
             };
             if !self.secure(to).await {
@@ -682,6 +694,7 @@ where
     /// Whether `response` says the broker at `to` has no context for us although we hold
     /// an EDHOC session with it (it restarted): the session is forgotten, so that the
     /// next request runs EDHOC again.
+    #[cfg(feature = "edhoc")]
     fn lost_context(&mut self, to: SocketAddr, response: &Response) -> bool {
         let lost = response.code() == pehra_shared::coap::Code::UNAUTHORIZED
             && response.payload() == b"Security context not found"
@@ -690,6 +703,12 @@ where
             self.client.unsecure_peer(&to);
         }
         lost
+    }
+
+    /// Without EDHOC a broker derives our context again by itself: never lost.
+    #[cfg(not(feature = "edhoc"))]
+    fn lost_context(&mut self, _to: SocketAddr, _response: &Response) -> bool {
+        false
     }
 
     /// Runs EDHOC with the broker at `to` (plain CoAP to `/.well-known/edhoc`:

@@ -234,6 +234,7 @@ impl Claim {
 pub struct DeviceSecurity {
     identity: DeviceIdentity,
     /// Contexts EDHOC made, one per broker (EDHOC identities only).
+    #[cfg(feature = "edhoc")]
     sessions: Vec<EdhocSession>,
     /// Draws each EDHOC run's ephemeral key and connection identifier (seeded at boot
     /// from the board's randomness: a new seed each boot).
@@ -263,6 +264,7 @@ impl DeviceSecurity {
         };
         DeviceSecurity {
             identity: identity.into(),
+            #[cfg(feature = "edhoc")]
             sessions: Vec::new(),
             #[cfg(feature = "edhoc")]
             edhoc_rng: rand::SeedableRng::seed_from_u64(random),
@@ -348,12 +350,14 @@ impl DeviceSecurity {
     }
 
     /// The contexts EDHOC made (what storage keeps of them).
+    #[cfg(feature = "edhoc")]
     pub fn sessions(&self) -> &[EdhocSession] {
         &self.sessions
     }
 
     /// Takes up the EDHOC sessions storage kept (those of brokers it still names are
     /// used; the claim covers their numbers as any other context's).
+    #[cfg(feature = "edhoc")]
     pub fn restore_sessions(&mut self, sessions: Vec<EdhocSession>) {
         self.sessions = sessions;
     }
@@ -362,6 +366,7 @@ impl DeviceSecurity {
     /// context not found": a restart): forgets our EDHOC session with it, so that the
     /// next request runs EDHOC again. `false` if there was none (a pre-shared context
     /// is derived again by both sides; nothing to forget).
+    #[cfg(feature = "edhoc")]
     pub fn forget_session(&mut self, addr: SocketAddr) -> bool {
         let Some(id) = self.broker_at(addr) else {
             return false;

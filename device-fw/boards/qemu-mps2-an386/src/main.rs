@@ -409,10 +409,6 @@ fn make_boot(stack: Stack<'static>, seed: [u8; 32]) -> Pin<Box<impl Future<Outpu
     // No TRNG under QEMU: the boot seed (MAC and SysTick phase), expanded.
     static RNG: StaticCell<pehra_device_fw::SeededRng> = StaticCell::new();
     let rng = RNG.init(pehra_device_fw::SeededRng::new(seed));
-    let device_keys = DeviceKeys {
-        kid: keys::KID.to_vec(),
-        identity_key: keys::KEY,
-    };
     let brokers = alloc::vec![(gateway, broker)];
     Box::pin(Device::boot_secured(
         config,
@@ -420,9 +416,29 @@ fn make_boot(stack: Stack<'static>, seed: [u8; 32]) -> Pin<Box<impl Future<Outpu
         coap,
         parts,
         rng,
-        device_keys,
+        identity(),
         brokers,
     ))
+}
+
+/// The device's identity from its credential file (build.rs): an EDHOC key pair (with
+/// feature `edhoc`), or a pre-shared identity key.
+fn identity() -> pehra_device_fw::DeviceIdentity {
+    #[cfg(feature = "edhoc")]
+    if let Some((private, ccs)) = keys::EDHOC_KEY {
+        let key = pehra_shared::edhoc::StaticKey::from_parts(private, ccs)
+            .expect("the credential file's EDHOC private key and CCS are one key pair");
+        let servers = keys::EDHOC_SERVERS
+            .iter()
+            .map(|(kid, ccs)| (kid.to_vec(), ccs.to_vec()))
+            .collect();
+        return pehra_device_fw::EdhocKeys { key, servers }.into();
+    }
+    DeviceKeys {
+        kid: keys::KID.to_vec(),
+        identity_key: keys::KEY,
+    }
+    .into()
 }
 
 /// The node loop (`pehra_device_fw::Device`): boot it on this board's parts, then
@@ -435,11 +451,12 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let mut device = BoxedOutput(make_boot(stack, seed)).await;
     let (ip, port, broker, alarm_ms) = gateway_settings();
     hprintln!(
-        "pehra-fw: node {} via broker {} at {}:{} (OSCORE{}), alarm {} s, readings to topic readings (acks {})",
+        "pehra-fw: node {} via broker {} at {}:{} (OSCORE{}{}), alarm {} s, readings to topic readings (acks {})",
         NAME,
         broker,
         ip,
         port,
+        if keys::EDHOC_KEY.is_some() { " from EDHOC" } else { "" },
         if keys::PROVISIONED { "" } else { ", UNPROVISIONED: no credentials compiled in" },
         alarm_ms / 1000,
         ACKS
@@ -471,14 +488,15 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         }
         if cycles != 0 && cycle >= cycles {
             hprintln!(
-                "pehra-fw: {} cycles, {} checked in and published; readings taken {}, published {}, failed publishes {}, timeouts {}, bad responses {}",
+                "pehra-fw: {} cycles, {} checked in and published; readings taken {}, published {}, failed publishes {}, timeouts {}, bad responses {}, EDHOC handshakes {}",
                 cycle,
                 good,
                 stats.readings_taken,
                 stats.readings_published,
                 stats.publish_failures,
                 stats.timeouts,
-                stats.bad_responses
+                stats.bad_responses,
+                stats.handshakes
             );
             return good == cycles;
         }
