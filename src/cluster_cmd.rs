@@ -484,7 +484,7 @@ async fn ensemble_status(
     )?;
     writeln!(
         out,
-        "  id   address                role           term   applied  lag      log from  health"
+        "  id   address                role           term   applied  lag      log from  health  timeout"
     )?;
     for m in &members {
         let Some(view) = views.get(&m.id) else {
@@ -501,10 +501,36 @@ async fn ensemble_status(
         let health = view
             .health_index
             .map_or("-".to_string(), |h| format!("{h}‰"));
+        // The election timeout it waits for a heartbeat (from the leader's lease).
+        let timeout = if view.election_timeout_ms > 0 {
+            format!("{} ms", view.election_timeout_ms)
+        } else {
+            "-".to_string()
+        };
         writeln!(
             out,
-            "  {:<4} {:<22} {:<14} {:<6} {:<8} {:<8} {:<9} {}",
-            m.id, m.addr, view.role, view.term, view.applied, lag, view.first_index, health
+            "  {:<4} {:<22} {:<14} {:<6} {:<8} {:<8} {:<9} {:<7} {}",
+            m.id,
+            m.addr,
+            view.role,
+            view.term,
+            view.applied,
+            lag,
+            view.first_index,
+            health,
+            timeout
+        )?;
+    }
+    if let Some((l, lease)) = leader.and_then(|l| Some((l, l.lease?))) {
+        writeln!(
+            out,
+            "  leader {} gives a lease of {} ms (seed 002: NHI factor {:+}‰, network {:+}‰ for a heartbeat RTT deviation of {:.1} ms, load {:+}‰); followers wait it to twice it",
+            l.id,
+            lease.lease_ms,
+            lease.nhi_factor,
+            lease.network_factor,
+            f64::from(lease.rtt_stddev_us) / 1000.0,
+            lease.load_factor
         )?;
     }
     Ok(())

@@ -131,6 +131,21 @@ fn parse_factors(text: &str) -> Result<[i32; 4], String> {
     numbers::<i32, 4>(text)
 }
 
+/// Parses the zookeeper leader's lease bounds `BASE,MIN,MAX` (ms), checked against
+/// Raft's timing ([`pehra_zookeeper::ensemble::lease::check`]): the seed's factors apply
+/// as for the Pehredar.
+pub fn parse_leader_lease(text: &str) -> Result<LeaseConfig, String> {
+    let [base_ms, min_ms, max_ms] = numbers::<u32, 3>(text)?;
+    let config = LeaseConfig {
+        base_ms,
+        min_ms,
+        max_ms,
+        ..pehra_zookeeper::ensemble::lease::default_config()
+    };
+    pehra_zookeeper::ensemble::lease::check(&config).map_err(|e| e.to_string())?;
+    Ok(config)
+}
+
 /// Parses a health class name (`excellent`, `good`, `warning`, `critical`).
 pub fn parse_class(text: &str) -> Result<HealthClass, String> {
     HealthClass::parse(text)
@@ -145,6 +160,13 @@ mod tests {
     fn lists_parse_and_bad_ones_are_refused() {
         assert_eq!(parse_factors("-100,-50,100,300"), Ok([-100, -50, 100, 300]));
         assert!(parse_factors("1,2,3").is_err());
+        assert_eq!(
+            parse_leader_lease("1000,1000,3000").map(|c| c.max_ms),
+            Ok(3_000)
+        );
+        assert!(parse_leader_lease("500,500,3000")
+            .unwrap_err()
+            .contains("within 1000..=3000 ms"));
         assert!(parse_weights("1,2,3,4,5,x").is_err());
         assert!(parse_thresholds("400,650,850").is_err());
         assert_eq!(parse_class("good"), Ok(HealthClass::Good));

@@ -40,7 +40,7 @@ enum Command {
     /// consumer, and a live view (the main job).
     Dev(dev_cmd::DevArgs),
     /// Run the mini-zookeeper (coordination service) on this machine.
-    Zookeeper(zk_cmd::ServeArgs),
+    Zookeeper(Box<zk_cmd::ServeArgs>),
     /// Read, write and watch znodes in a running zookeeper.
     Zk(zk_cmd::ZkArgs),
     /// Run a broker (partition logs, produce and fetch over CoAP).
@@ -89,7 +89,7 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Coap(args) => coap_cmd::run(args).await,
         Command::Dev(args) => dev_cmd::run(args).await,
-        Command::Zookeeper(args) => zk_cmd::serve(args).await,
+        Command::Zookeeper(args) => zk_cmd::serve(*args).await,
         Command::Zk(args) => zk_cmd::run(args).await,
         Command::Broker(args) => broker_cmd::broker(*args).await,
         Command::Topic(args) => broker_cmd::topic(args).await,

@@ -128,6 +128,19 @@ pub struct ServeArgs {
         requires = "peers"
     )]
     leader_handover_on: String,
+    /// In an ensemble: the lease the leader gives in its heartbeats (seed 002), BASE,MIN,MAX
+    /// in ms: `base × (1 + NHI factor + network stability factor + load factor)`,
+    /// clamped; followers wait that long (to twice that) for a heartbeat before they
+    /// elect. Within 1000..=3000 ms (Raft's election timeout to three times it).
+    /// docs/ensemble.md, "Adaptive lease".
+    #[arg(
+        long,
+        value_name = "BASE,MIN,MAX",
+        default_value = "1000,1000,3000",
+        value_parser = crate::health_args::parse_leader_lease,
+        requires = "peers"
+    )]
+    leader_lease_ms: pehra_shared::health::LeaseConfig,
     /// This member's health read from a file of `key=value` lines (`cpu`, `memory`,
     /// `disk_io`, `battery` in ‰, `rtt_ms`, `failures`) instead of the system: tests and
     /// experiments.
@@ -148,6 +161,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             pehra_zookeeper::ensemble::EnsembleConfig::parse(id, peers).context("--peers")?;
         ensemble.compact_every = args.raft_compact_entries;
         ensemble.join = args.join;
+        ensemble.lease = args.leader_lease_ms;
         ensemble.health = pehra_zookeeper::ensemble::health::HealthSource {
             file: args.health_file.clone(),
             nhi: pehra_shared::health::NhiConfig {

@@ -1072,6 +1072,137 @@ async fn a_leader_whose_health_falls_hands_over_to_a_healthy_member() {
     .await
 }
 
+/// Seed 002's adaptive lease for the zookeeper leader: it gives the lease its health,
+/// its load and its heartbeats' round trips make (the formula), its heartbeats carry it,
+/// and its followers wait that long (to twice it) before they elect; when its health
+/// changes, the lease follows within a sample.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_leader_gives_the_lease_its_health_makes_and_followers_wait_it() {
+    use pehra_shared::health::{system, LeaseConfig, NhiConfig};
+    bounded(async {
+        let dir = TempDir::new("ensemble-lease");
+        let health = |id: usize| dir.path().join(format!("health-{id}"));
+        for id in 1..=3 {
+            std::fs::write(health(id), "cpu=0\n").unwrap();
+        }
+        let files: Vec<String> = (1..=3).map(|id| health(id).display().to_string()).collect();
+        let first = free_udp_ports(3);
+        let addrs: Vec<SocketAddr> = (0..3)
+            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
+            .collect();
+        let peers = addrs
+            .iter()
+            .enumerate()
+            .map(|(i, a)| format!("{}={a}", i + 1))
+            .collect::<Vec<_>>()
+            .join(",");
+        // A 2 s base (the default is 1 s, which the seed's shorter leases cannot go
+        // under), and no health handover: the unwell leader stays.
+        let members: Vec<Zookeeper> = (1..=3)
+            .map(|id| {
+                Zookeeper::start_with(
+                    &dir.path().join(format!("member{id}")),
+                    addrs[id - 1],
+                    &[
+                        "--id",
+                        &id.to_string(),
+                        "--peers",
+                        &peers,
+                        "--health-file",
+                        &files[id - 1],
+                        "--leader-handover-on",
+                        "off",
+                        "--leader-lease-ms",
+                        "2000,1000,3000",
+                    ],
+                )
+            })
+            .collect();
+        let client = Client::connect_any(&addrs, options()).await.unwrap();
+        client
+            .create("/l", b"", CreateMode::Persistent)
+            .await
+            .unwrap();
+        let leader = addrs.iter().position(|a| *a == client.server()).unwrap();
+        let config = LeaseConfig {
+            base_ms: 2_000,
+            min_ms: 1_000,
+            max_ms: 3_000,
+            ..LeaseConfig::default()
+        };
+        // The lease of a leader with health `text`, as the leader's status shows it: its
+        // factors are the formula's for that health, the network's from the heartbeats.
+        let expect = |text: &str| {
+            let sample = system::parse(text);
+            let (_, class) = NhiConfig::default().rate(&sample);
+            (config.nhi_factor(class), config.load_factor(sample.cpu_permille))
+        };
+        for text in ["cpu=0\n", "cpu=600\nmemory=1000\nfailures=5\n"] {
+            std::fs::write(health(leader + 1), text).unwrap();
+            let (nhi_factor, load_factor) = expect(text);
+            // Within a sample (5 s) the leader's lease follows, and a heartbeat carries
+            // it to every follower, whose election timeout is drawn from it.
+            let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+            loop {
+                let mine = status_of(addrs[leader]).await;
+                assert_eq!(mine.role, "leader", "{mine:?}");
+                let lease = mine.lease.expect("the leader shows its lease");
+                let formula = (u64::from(config.base_ms)
+                    * (1000 + lease.nhi_factor + lease.network_factor + lease.load_factor)
+                        .max(0) as u64
+                    / 1000)
+                    .clamp(1_000, 3_000) as u32;
+                assert_eq!(lease.lease_ms, formula, "{lease:?}");
+                let mut followers_agree = true;
+                for (i, addr) in addrs.iter().enumerate() {
+                    if i == leader {
+                        continue;
+                    }
+                    let theirs = status_of(*addr).await;
+                    let Some(told) = theirs.leader_lease_ms else {
+                        followers_agree = false;
+                        continue;
+                    };
+                    // What they were told is a recent lease of the leader's: the
+                    // network factor moves with every heartbeat's round trip.
+                    followers_agree &= told.abs_diff(lease.lease_ms) <= 100;
+                    let ticks = u64::from(told.div_ceil(100)) * 100;
+                    let from = u64::from(told).clamp(1_000, 3_000) / 100 * 100;
+                    assert!(
+                        theirs.election_timeout_ms >= from.min(ticks)
+                            && theirs.election_timeout_ms < 2 * ticks.max(from) + 100,
+                        "follower {} waits {} ms for a lease of {told} ms",
+                        theirs.id,
+                        theirs.election_timeout_ms
+                    );
+                }
+                if lease.nhi_factor == nhi_factor
+                    && lease.load_factor == load_factor
+                    && followers_agree
+                {
+                    break;
+                }
+                assert!(
+                    tokio::time::Instant::now() < deadline,
+                    "health {text:?}: the leader gives {lease:?}, wanted NHI factor {nhi_factor}‰ and load factor {load_factor}‰, and its followers told it"
+                );
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        }
+        // The status command shows it.
+        let all = addrs
+            .iter()
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
+        let (code, out, err) = pehra(&["cluster", "status", "--zookeeper", &all]);
+        assert_eq!(code, 0, "{err}");
+        assert!(out.contains("gives a lease of"), "{out}");
+        drop(members);
+    })
+    .await
+}
+
 /// A watch without a session, from a client that knows every member, goes on to another
 /// member when its member dies, and reports the change made meanwhile (it used to end
 /// with an error, or wait forever).

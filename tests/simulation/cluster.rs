@@ -133,6 +133,14 @@ pub async fn zookeeper_member(
         compact_every: 50,
         health: Default::default(),
         join: false,
+        // A fixed lease: the real machine's load must not reach the simulation's
+        // election timeouts (a replay must be the same).
+        lease: pehra_shared::health::LeaseConfig {
+            base_ms: 1_000,
+            min_ms: 1_000,
+            max_ms: 1_000,
+            ..Default::default()
+        },
     });
     let mut server = loop {
         match Server::start(config.clone()).await {

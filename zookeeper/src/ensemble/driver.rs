@@ -3,12 +3,16 @@
 //! persist to the Raft log, hand committed entries and role changes to the core), and
 //! moves snapshots (see [`super::snapshot`]): the leader's core encodes its tree when
 //! Raft wants one, the follower pulls it piece by piece before stepping the message.
+//! As leader it samples its health every [`super::health::SAMPLE_EVERY`], times its
+//! heartbeats' round trips, and sends the lease they make with each heartbeat
+//! ([`super::lease`]); as follower it hands the lease a heartbeat carries to the member.
 
+use super::lease::{self, LeaderLease};
 use super::log::RaftLog;
 use super::member::{Action, Member, MembershipChange, MembershipError, Role};
 use super::messages::{Event, ToDriver};
 use super::snapshot::{self, Offered};
-use super::{EnsembleConfig, RAFT_PATH};
+use super::{EnsembleConfig, RAFT_PATH, TICK};
 use crate::server::Job;
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::coap::Request;
@@ -20,10 +24,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
-
-/// The Raft tick: elections time out after 10 ticks without a leader (plus Raft's
-/// randomisation), leaders heartbeat every 2.
-pub const TICK: Duration = Duration::from_millis(100);
 
 /// Requests to one member that may be out at once; further messages are dropped (Raft
 /// sends them again) rather than queued behind a member that does not answer.
@@ -83,8 +83,9 @@ pub(crate) struct Driver {
     pub config: EnsembleConfig,
     /// The endpoint Raft messages go out from (see [`raft_endpoint_config`]).
     pub endpoint: Endpoint,
-    /// Raft messages received on `POST /raft` (protobuf bytes).
-    pub inbox: UnboundedReceiver<Vec<u8>>,
+    /// Raft messages received on `POST /raft` (protobuf bytes), with the lease a
+    /// heartbeat carried (`?lease=MS`).
+    pub inbox: UnboundedReceiver<(Vec<u8>, Option<u32>)>,
     /// Proposals of the core.
     pub proposals: UnboundedReceiver<ToDriver>,
     /// The core's job queue.
@@ -109,7 +110,16 @@ pub(crate) struct Driver {
     pub pulled_addrs: Option<BTreeMap<u64, String>>,
     /// The zookeeper's credentials, if secured: a member added later gets a context too.
     pub credentials: Option<Arc<pehra_shared::security::credentials::Credentials>>,
+    /// The lease this member gives as leader, from its health and its heartbeats' round
+    /// trips.
+    pub lease: LeaderLease,
+    /// Where the round trips of heartbeats sent go (set by [`Driver::run`]).
+    pub heartbeat_rtts: Option<UnboundedSender<Duration>>,
 }
+
+/// Ticks between two samples of the leader's health (for its lease).
+const HEALTH_SAMPLE_TICKS: u32 =
+    (super::health::SAMPLE_EVERY.as_millis() / TICK.as_millis()) as u32;
 
 /// A snapshot pulled from the leader: the `MsgSnapshot` with the tree in its data, or
 /// why it could not be pulled (with the snapshot's index).
@@ -126,12 +136,21 @@ impl Driver {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (pulled_tx, mut pulled) = tokio::sync::mpsc::unbounded_channel::<Pulled>();
+        let (rtt_tx, mut rtts) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        self.heartbeat_rtts = Some(rtt_tx);
+        // Ticks since the leader last sampled its health.
+        let mut since_sample = HEALTH_SAMPLE_TICKS;
         // The snapshot being pulled (its index), if any: one at a time.
         let mut pulling: Option<u64> = None;
         loop {
             tokio::select! {
                 _ = tick.tick() => {
                     self.member.handle_tick();
+                    since_sample = since_sample.saturating_add(1);
+                    if since_sample >= HEALTH_SAMPLE_TICKS && self.leads() {
+                        since_sample = 0;
+                        self.lease.handle_health(self.config.health.sample());
+                    }
                     if self.changing.as_ref().is_some_and(|(_, _, by)| tokio::time::Instant::now() >= *by) {
                         let (_, reply, _) = self.changing.take().expect("checked");
                         let _ = reply.send(Err(MembershipRefusal::NotApplied(MEMBERSHIP_WAIT.as_secs())));
@@ -141,13 +160,17 @@ impl Driver {
                         tracing::info!("ensemble: the snapshot offered was not asked for in a while: forgotten");
                     }
                 }
-                bytes = self.inbox.recv() => match bytes.map(|b| Message::parse_from_bytes(&b)) {
-                    Some(Ok(message)) => {
+                Some(rtt) = rtts.recv() => self.lease.handle_rtt(rtt),
+                received = self.inbox.recv() => match received.map(|(b, l)| (Message::parse_from_bytes(&b), l)) {
+                    Some((Ok(message), lease_ms)) => {
+                        if let Some(ms) = lease_ms.filter(|_| message.get_msg_type() == MessageType::MsgHeartbeat) {
+                            self.member.handle_leader_lease(message.from, ms, lease::ticks(ms, TICK));
+                        }
                         if let Some(message) = self.pull_if_snapshot(message, &mut pulling, &pulled_tx) {
                             self.member.handle_message(message);
                         }
                     }
-                    Some(Err(e)) => tracing::warn!(error = %e, "undecodable raft message"),
+                    Some((Err(e), _)) => tracing::warn!(error = %e, "undecodable raft message"),
                     None => return,
                 },
                 Some(done) = pulled.recv() => {
@@ -165,6 +188,18 @@ impl Driver {
                 Some(reply) = self.status.recv() => {
                     let mut status = self.member.status();
                     status.health_index = Some(self.config.health.index());
+                    status.election_timeout_ms =
+                        self.member.election_timeout_ticks() as u64 * TICK.as_millis() as u64;
+                    if self.leads() {
+                        let parts = self.lease.lease();
+                        status.lease = Some(super::LeaseStatus {
+                            lease_ms: parts.lease_ms,
+                            nhi_factor: parts.nhi_factor,
+                            network_factor: parts.network_factor,
+                            load_factor: parts.load_factor,
+                            rtt_stddev_us: self.lease.rtt_stddev_us(),
+                        });
+                    }
                     for member in &mut status.members {
                         if let Some(addr) = self.config.members.get(&member.id) {
                             member.addr = addr.to_string();
@@ -510,8 +545,14 @@ impl Driver {
         self.core.send(Job::Ensemble(event)).is_ok()
     }
 
+    /// Whether this member leads.
+    fn leads(&self) -> bool {
+        self.member.leader() == Some(self.config.id)
+    }
+
     /// Sends one message as a `POST /raft`, unless too many are out to that member
-    /// already (Raft retries what is lost).
+    /// already (Raft retries what is lost). A heartbeat carries the lease and its round
+    /// trip is timed.
     fn send(&self, message: Message) {
         let (Some(&peer), Some(out)) = (
             self.config.members.get(&message.to),
@@ -538,13 +579,24 @@ impl Driver {
             }
         };
         let handle = self.endpoint.handle();
+        let mut request = Request::post(RAFT_PATH).with_payload(payload);
+        let mut timed = None;
+        if message.get_msg_type() == MessageType::MsgHeartbeat {
+            let lease_ms = self.lease.lease().lease_ms;
+            request = request.with_query(&format!("{}={lease_ms}", lease::LEASE_QUERY));
+            timed = self.heartbeat_rtts.clone();
+        }
         tokio::spawn(async move {
-            let request = Request::post(RAFT_PATH).with_payload(payload);
+            let sent = tokio::time::Instant::now();
             match handle.request(peer, request).await {
                 Ok(response) if !response.code().is_success() => {
                     tracing::warn!(%peer, code = %response.code(), "raft message refused");
                 }
-                Ok(_) => {}
+                Ok(_) => {
+                    if let Some(rtts) = timed {
+                        let _ = rtts.send(sent.elapsed());
+                    }
+                }
                 Err(e) => tracing::debug!(%peer, error = %e, "raft message not delivered"),
             }
             out.fetch_sub(1, Ordering::AcqRel);

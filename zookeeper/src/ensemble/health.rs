@@ -116,10 +116,14 @@ pub struct HealthSource {
 }
 
 impl HealthSource {
+    /// The member's health now (the system's, or the file's).
+    pub fn sample(&self) -> pehra_shared::wire::NodeHealth {
+        pehra_shared::health::system::sample(self.file.as_deref())
+    }
+
     /// The member's Node Health Index now, ‰.
     pub fn index(&self) -> u16 {
-        self.nhi
-            .index(&pehra_shared::health::system::sample(self.file.as_deref()))
+        self.nhi.index(&self.sample())
     }
 }
 

@@ -41,8 +41,12 @@ pub const COMPACT_CONTEXT: &[u8] = b"pehra/compact";
 pub const EMPTY_START: &[u8] = b"pehra/empty-start/";
 
 /// Ticks without a leader before an election (raft-rs draws each member's timeout in
-/// [`ELECTION_TICK`, 2 × `ELECTION_TICK`)).
+/// [`ELECTION_TICK`, 2 × `ELECTION_TICK`)), unless the leader's lease says longer.
 pub const ELECTION_TICK: usize = 10;
+
+/// The longest lease a leader may give, in ticks (seed 002's maximum): a follower's
+/// election timeout is then drawn in [lease, 2 × lease).
+pub const MAX_LEASE_TICKS: usize = 30;
 
 /// Ticks a read waits for its read point before this member asks again: raft-rs sends
 /// `MsgReadIndex` and its answer once, and drops a read that reaches a leader not yet
@@ -282,6 +286,9 @@ pub struct Member {
     /// Where this member's election timeouts come from (see
     /// [`Member::fix_election_timeout`]).
     timeout_seed: u64,
+    /// The lease the leader last gave in its heartbeats: its id, the lease in ms and in
+    /// ticks (seed 002; see [`Member::handle_leader_lease`]).
+    leader_lease: Option<(u64, u32, usize)>,
     /// Membership changes applied, told with the next actions.
     applied_changes: Vec<Action>,
 }
@@ -311,6 +318,8 @@ impl Member {
         let config = Config {
             id,
             election_tick: ELECTION_TICK,
+            // A leader's lease may stretch the followers' timeouts up to this.
+            max_election_tick: 2 * MAX_LEASE_TICKS,
             heartbeat_tick: 2,
             max_size_per_msg: 64 << 10,
             max_inflight_msgs: 256,
@@ -354,6 +363,7 @@ impl Member {
             outbox: Vec::new(),
             applied_changes: Vec::new(),
             timeout_seed: id,
+            leader_lease: None,
         })
     }
 
@@ -371,13 +381,51 @@ impl Member {
         self
     }
 
+    /// The leader `from` gave a lease of `lease_ms`, `ticks` of this member's ticks, in
+    /// a heartbeat (seed 002's adaptive lease, `super::lease`): while `from` leads, this
+    /// member's election timeout is drawn in [ticks, 2 × ticks) instead of
+    /// [`ELECTION_TICK`, 2 × `ELECTION_TICK`). `ticks` is taken within [`ELECTION_TICK`,
+    /// [`MAX_LEASE_TICKS`]]: a follower never gives up on a leader sooner than the leader
+    /// gives up on itself (raft-rs' check-quorum runs on `ELECTION_TICK`).
+    pub fn handle_leader_lease(&mut self, from: u64, lease_ms: u32, ticks: usize) {
+        let ticks = ticks.clamp(ELECTION_TICK, MAX_LEASE_TICKS);
+        self.leader_lease = Some((from, lease_ms, ticks));
+        self.fix_election_timeout();
+    }
+
+    /// The lease of the leader this member follows now, ms (`None`: it gave none, or
+    /// another member leads since).
+    pub fn leader_lease_ms(&self) -> Option<u32> {
+        self.current_lease().map(|(ms, _)| ms)
+    }
+
+    /// The current leader's lease (ms, ticks), if it gave one.
+    fn current_lease(&self) -> Option<(u32, usize)> {
+        let leader = self.node.raft.leader_id;
+        match self.leader_lease {
+            Some((from, ms, ticks)) if from == leader && leader != self.node.raft.id => {
+                Some((ms, ticks))
+            }
+            _ => None,
+        }
+    }
+
+    /// This member's election timeout now, in ticks.
+    pub fn election_timeout_ticks(&self) -> usize {
+        self.node.raft.randomized_election_timeout()
+    }
+
     /// Sets raft-rs' randomized election timeout from this member's seed, its term and
-    /// the leader it knows, in [`ELECTION_TICK`, 2 × `ELECTION_TICK`): raft-rs draws it
+    /// the leader it knows, in [`ELECTION_TICK`, 2 × `ELECTION_TICK`) (or the leader's
+    /// lease: [`Member::handle_leader_lease`]): raft-rs draws it
     /// from the thread's random generator at each reset, which no seed reaches, so a
     /// simulation of the ensemble would not replay. Called after every input; a value
     /// that depends only on that state is the same in a replay, and differs between
     /// members (their seeds) and terms as raft-rs' draws do.
     fn fix_election_timeout(&mut self) {
+        let base = self
+            .current_lease()
+            .map_or(ELECTION_TICK, |(_, ticks)| ticks);
         let raft = &mut self.node.raft;
         let mut x = self.timeout_seed
             ^ raft.term.wrapping_mul(0x9e37_79b9_7f4a_7c15)
@@ -386,7 +434,7 @@ impl Member {
         x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         x ^= x >> 31;
-        let timeout = ELECTION_TICK + (x % ELECTION_TICK as u64) as usize;
+        let timeout = base + (x % base as u64) as usize;
         if raft.randomized_election_timeout() != timeout {
             raft.set_randomized_election_timeout(timeout);
         }
@@ -890,6 +938,9 @@ impl Member {
             applied: status.applied,
             first_index: self.first_index(),
             health_index: None,
+            lease: None,
+            leader_lease_ms: self.leader_lease_ms(),
+            election_timeout_ms: 0,
             members,
         }
     }
@@ -1935,5 +1986,55 @@ mod tests {
         }
         let distinct: std::collections::BTreeSet<usize> = drawn.into_iter().collect();
         assert!(distinct.len() > 5, "members' timeouts differ: {distinct:?}");
+    }
+
+    #[test]
+    fn a_follower_waits_the_lease_of_the_leader_it_follows_and_only_while_it_leads() {
+        let heartbeat = |member: &mut Member, from: u64, term: u64| {
+            let mut m = Message::default();
+            m.set_msg_type(MessageType::MsgHeartbeat);
+            (m.from, m.to, m.term) = (from, 1, term);
+            member.handle_message(m);
+        };
+        let mut member = Member::new(1, &[1, 2, 3], Restored::default()).unwrap();
+        heartbeat(&mut member, 2, 3);
+        assert_eq!(member.leader(), Some(2));
+        let default = member.election_timeout_ticks();
+        assert!((ELECTION_TICK..2 * ELECTION_TICK).contains(&default));
+        // Another member's lease changes nothing.
+        member.handle_leader_lease(3, 2_500, 25);
+        assert_eq!(member.leader_lease_ms(), None);
+        assert_eq!(member.election_timeout_ticks(), default);
+        // The leader's: drawn in [lease, 2 × lease).
+        member.handle_leader_lease(2, 2_500, 25);
+        assert_eq!(member.leader_lease_ms(), Some(2_500));
+        let t = member.election_timeout_ticks();
+        assert!((25..50).contains(&t), "{t}");
+        member.handle_tick();
+        assert!((25..50).contains(&member.election_timeout_ticks()));
+        // Bounded by Raft's timing, whatever a heartbeat says.
+        member.handle_leader_lease(2, 100_000, 1_000);
+        assert!((MAX_LEASE_TICKS..2 * MAX_LEASE_TICKS).contains(&member.election_timeout_ticks()));
+        member.handle_leader_lease(2, 100, 1);
+        assert!((ELECTION_TICK..2 * ELECTION_TICK).contains(&member.election_timeout_ticks()));
+        // A new leader in a new term: its own lease (none yet), not the old one's.
+        member.handle_leader_lease(2, 2_500, 25);
+        heartbeat(&mut member, 3, 4);
+        assert_eq!(member.leader(), Some(3));
+        assert_eq!(member.leader_lease_ms(), None);
+        assert!((ELECTION_TICK..2 * ELECTION_TICK).contains(&member.election_timeout_ticks()));
+        // Its election then waits as long: no election for 25 ticks, then one.
+        member.handle_leader_lease(3, 2_500, 25);
+        let waits = member.election_timeout_ticks();
+        for _ in 0..waits - 1 {
+            member.handle_tick();
+        }
+        assert_eq!(member.leader(), Some(3), "still following");
+        member.handle_tick();
+        assert_eq!(
+            member.leader(),
+            None,
+            "the lease ran out: it campaigns (pre-vote)"
+        );
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod driver;
 pub mod health;
+pub mod lease;
 pub mod log;
 pub mod member;
 pub mod messages;
@@ -33,6 +34,10 @@ use std::net::SocketAddr;
 
 /// The URI path of the Raft resource (`POST /raft`, a protobuf `eraftpb.Message`).
 pub const RAFT_PATH: &str = "raft";
+
+/// The Raft tick: elections time out after 10 ticks without a leader (plus Raft's
+/// randomisation, and the leader's lease: [`lease`]), leaders heartbeat every 2.
+pub const TICK: std::time::Duration = std::time::Duration::from_millis(100);
 
 /// How a member sees its ensemble.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,6 +54,9 @@ pub struct EnsembleConfig {
     /// Started to join an existing ensemble (`--join`): at its first start it does not
     /// vote or campaign until a membership change adds it.
     pub join: bool,
+    /// The lease this member gives as leader (seed 002: [`lease`]); checked with
+    /// [`lease::check`].
+    pub lease: pehra_shared::health::LeaseConfig,
 }
 
 /// The ensemble's members as the Raft log records them: who votes, and where each
@@ -103,6 +111,7 @@ impl EnsembleConfig {
             compact_every: member::DEFAULT_COMPACT_EVERY,
             health: health::HealthSource::default(),
             join: false,
+            lease: lease::default_config(),
         })
     }
 }
@@ -179,8 +188,32 @@ pub struct EnsembleStatus {
     /// Its Node Health Index now, ‰ (what the leader compares when its own health falls).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_index: Option<u16>,
+    /// On the leader: the lease it gives in its heartbeats and how it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<LeaseStatus>,
+    /// On a follower: the lease its leader gave (`None`: none yet, the default timeout).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leader_lease_ms: Option<u32>,
+    /// Its election timeout now, ms (drawn in [lease, 2 × lease)).
+    #[serde(default)]
+    pub election_timeout_ms: u64,
     /// Every member; on the leader, with the index each one has (`matched`).
     pub members: Vec<MemberStatus>,
+}
+
+/// The lease a leader gives (seed 002's formula, [`lease`]), as `GET /ensemble` shows it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LeaseStatus {
+    /// The lease, ms.
+    pub lease_ms: u32,
+    /// Its NHI factor, ‰.
+    pub nhi_factor: i32,
+    /// Its network stability factor, ‰.
+    pub network_factor: i32,
+    /// Its load factor, ‰.
+    pub load_factor: i32,
+    /// The standard deviation of the heartbeats' round trips, µs.
+    pub rtt_stddev_us: u32,
 }
 
 /// A member in an [`EnsembleStatus`].

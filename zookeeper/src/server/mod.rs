@@ -343,7 +343,8 @@ impl Server {
                 pehra_shared::coap::Method::Post,
                 crate::ensemble::RAFT_PATH,
                 move |incoming, responder| {
-                    let _ = inbox_tx.send(incoming.request.payload().to_vec());
+                    let lease = crate::ensemble::lease::from_queries(incoming.request.queries());
+                    let _ = inbox_tx.send((incoming.request.payload().to_vec(), lease));
                     responder.respond(pehra_shared::coap::Response::new(
                         pehra_shared::coap::Code::CHANGED,
                     ));
@@ -435,6 +436,11 @@ impl Server {
                     changing: None,
                     pulled_addrs: None,
                     credentials: config.security.as_ref().map(|s| s.credentials.clone()),
+                    lease: crate::ensemble::lease::LeaderLease::new(
+                        ensemble.health.nhi,
+                        ensemble.lease,
+                    ),
+                    heartbeat_rtts: None,
                 };
                 tokio::spawn(driver.run());
                 Some(core::Replication::new(
