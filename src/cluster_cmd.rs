@@ -484,7 +484,7 @@ async fn ensemble_status(
     )?;
     writeln!(
         out,
-        "  id   address                role           term   applied  lag      log from  health  timeout"
+        "  id   address                role           term   applied  lag      log from  health  timeout  rtt"
     )?;
     for m in &members {
         let Some(view) = views.get(&m.id) else {
@@ -507,9 +507,15 @@ async fn ensemble_status(
         } else {
             "-".to_string()
         };
+        // The leader's heartbeat round trip to it (its distance, for a health handover).
+        let rtt = leader
+            .and_then(|l| l.members.iter().find(|x| x.id == m.id)?.rtt_us)
+            .map_or("-".to_string(), |us| {
+                format!("{:.1} ms", f64::from(us) / 1000.0)
+            });
         writeln!(
             out,
-            "  {:<4} {:<22} {:<14} {:<6} {:<8} {:<8} {:<9} {:<7} {}",
+            "  {:<4} {:<22} {:<14} {:<6} {:<8} {:<8} {:<9} {:<7} {:<8} {}",
             m.id,
             m.addr,
             view.role,
@@ -518,7 +524,8 @@ async fn ensemble_status(
             lag,
             view.first_index,
             health,
-            timeout
+            timeout,
+            rtt
         )?;
     }
     if let Some((l, lease)) = leader.and_then(|l| Some((l, l.lease?))) {

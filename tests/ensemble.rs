@@ -1189,6 +1189,12 @@ async fn the_leader_gives_the_lease_its_health_makes_and_followers_wait_it() {
                 tokio::time::sleep(Duration::from_millis(300)).await;
             }
         }
+        // The leader knows each follower's distance (its heartbeats' round trips), which
+        // a health handover prefers short.
+        let mine = status_of(addrs[leader]).await;
+        for m in mine.members.iter().filter(|m| m.id != leader as u64 + 1) {
+            assert!(m.rtt_us.is_some(), "{mine:?}");
+        }
         // The status command shows it.
         let all = addrs
             .iter()

@@ -70,6 +70,7 @@ pub async fn watch_leader_health(
                 id: member.id,
                 index,
                 matched: member.matched.unwrap_or(0),
+                rtt_us: member.rtt_us,
             });
         }
         let class = config.nhi.class_of(own_index).as_str();

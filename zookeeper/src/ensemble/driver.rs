@@ -113,9 +113,15 @@ pub(crate) struct Driver {
     /// The lease this member gives as leader, from its health and its heartbeats' round
     /// trips.
     pub lease: LeaderLease,
-    /// Where the round trips of heartbeats sent go (set by [`Driver::run`]).
-    pub heartbeat_rtts: Option<UnboundedSender<Duration>>,
+    /// Where the round trips of heartbeats sent go, with the member's id (set by
+    /// [`Driver::run`]).
+    pub heartbeat_rtts: Option<UnboundedSender<(u64, Duration)>>,
+    /// The recent heartbeat round trips to each member (its distance, in the status).
+    pub member_rtts: BTreeMap<u64, pehra_shared::health::RttWindow>,
 }
+
+/// Heartbeat round trips kept per member for its distance.
+const MEMBER_RTT_WINDOW: usize = 8;
 
 /// Ticks between two samples of the leader's health (for its lease).
 const HEALTH_SAMPLE_TICKS: u32 =
@@ -136,7 +142,7 @@ impl Driver {
         let mut tick = tokio::time::interval(TICK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let (pulled_tx, mut pulled) = tokio::sync::mpsc::unbounded_channel::<Pulled>();
-        let (rtt_tx, mut rtts) = tokio::sync::mpsc::unbounded_channel::<Duration>();
+        let (rtt_tx, mut rtts) = tokio::sync::mpsc::unbounded_channel::<(u64, Duration)>();
         self.heartbeat_rtts = Some(rtt_tx);
         // Ticks since the leader last sampled its health.
         let mut since_sample = HEALTH_SAMPLE_TICKS;
@@ -160,7 +166,13 @@ impl Driver {
                         tracing::info!("ensemble: the snapshot offered was not asked for in a while: forgotten");
                     }
                 }
-                Some(rtt) = rtts.recv() => self.lease.handle_rtt(rtt),
+                Some((to, rtt)) = rtts.recv() => {
+                    self.lease.handle_rtt(rtt);
+                    self.member_rtts
+                        .entry(to)
+                        .or_insert_with(|| pehra_shared::health::RttWindow::new(MEMBER_RTT_WINDOW))
+                        .push_us(rtt.as_micros().min(u32::MAX as u128) as u32);
+                }
                 received = self.inbox.recv() => match received.map(|(b, l)| (Message::parse_from_bytes(&b), l)) {
                     Some((Ok(message), lease_ms)) => {
                         if let Some(ms) = lease_ms.filter(|_| message.get_msg_type() == MessageType::MsgHeartbeat) {
@@ -200,10 +212,16 @@ impl Driver {
                             rtt_stddev_us: self.lease.rtt_stddev_us(),
                         });
                     }
+                    let leads = self.leads();
                     for member in &mut status.members {
                         if let Some(addr) = self.config.members.get(&member.id) {
                             member.addr = addr.to_string();
                         }
+                        member.rtt_us = self
+                            .member_rtts
+                            .get(&member.id)
+                            .filter(|w| leads && !w.is_empty())
+                            .map(|w| w.mean_us());
                     }
                     let _ = reply.send(status);
                 }
@@ -586,6 +604,7 @@ impl Driver {
             request = request.with_query(&format!("{}={lease_ms}", lease::LEASE_QUERY));
             timed = self.heartbeat_rtts.clone();
         }
+        let to = message.to;
         tokio::spawn(async move {
             let sent = tokio::time::Instant::now();
             match handle.request(peer, request).await {
@@ -594,7 +613,7 @@ impl Driver {
                 }
                 Ok(_) => {
                     if let Some(rtts) = timed {
-                        let _ = rtts.send(sent.elapsed());
+                        let _ = rtts.send((to, sent.elapsed()));
                     }
                 }
                 Err(e) => tracing::debug!(%peer, error = %e, "raft message not delivered"),

@@ -7,8 +7,9 @@
 //!   every sample; after [`SAMPLES_BEFORE_HANDOVER`] samples in a row at the trigger class
 //!   (Warning or worse by default: one bad sample is noise) it asks for a candidate, and
 //!   [`HealthWatch::choose`] picks the member rated at least `min_candidate` and better
-//!   than the leader by [`MARGIN`], best index first, then the one whose log is furthest along (the
-//!   shortest pre-sync), then the lowest id. After a handover, or when no member
+//!   than the leader by [`MARGIN`], best index first (its CPU load is part of it), then
+//!   the one whose log is furthest along (the shortest pre-sync), then the nearest (the
+//!   shortest heartbeat round trip from the leader), then the lowest id. After a handover, or when no member
 //!   qualifies, it keeps quiet for a while ([`COOLDOWN_MS`], [`NO_CANDIDATE_RETRY_MS`]):
 //!   leadership must not bounce between members that are all unwell.
 //! - `cluster::leader_health::watch_leader_health`: the thin driver, run on the leader
@@ -46,6 +47,8 @@ pub struct Peer {
     pub index: Option<u16>,
     /// The last log index the leader knows it has.
     pub matched: u64,
+    /// The mean round trip of the leader's heartbeats to it, µs (`None`: not measured).
+    pub rtt_us: Option<u32>,
 }
 
 /// The leader's watch over its own health.
@@ -87,9 +90,11 @@ impl HealthWatch {
                 let index = p.index?;
                 (self.config.nhi.class_of(index) >= self.config.min_candidate
                     && index >= own_index.saturating_add(MARGIN))
-                .then_some((p.id, index, p.matched))
+                .then_some((p.id, index, p.matched, p.rtt_us.unwrap_or(u32::MAX)))
             })
-            .min_by_key(|&(id, index, matched)| (u16::MAX - index, u64::MAX - matched, id))
+            .min_by_key(|&(id, index, matched, rtt)| {
+                (u16::MAX - index, u64::MAX - matched, rtt, id)
+            })
             .map(|(id, ..)| id)
     }
 
@@ -133,7 +138,12 @@ mod tests {
     use pehra_shared::health::HealthClass;
 
     fn peer(id: u64, index: Option<u16>, matched: u64) -> Peer {
-        Peer { id, index, matched }
+        Peer {
+            id,
+            index,
+            matched,
+            rtt_us: None,
+        }
     }
 
     #[test]
@@ -173,6 +183,20 @@ mod tests {
         assert_eq!(w.choose(300, &peers), Some(3));
         let tied = [peer(2, Some(900), 10), peer(3, Some(900), 12)];
         assert_eq!(w.choose(300, &tied), Some(3), "furthest along");
+        // Then the nearest; an unmeasured member last.
+        let near = |id, rtt| Peer {
+            rtt_us: rtt,
+            ..peer(id, Some(900), 10)
+        };
+        assert_eq!(
+            w.choose(
+                300,
+                &[near(2, Some(900)), near(3, Some(300)), near(4, None)]
+            ),
+            Some(3),
+            "nearest"
+        );
+        assert_eq!(w.choose(300, &[near(4, None), near(2, Some(900))]), Some(2));
         // Nobody good enough (Good is 650), nor better than the leader by the margin.
         assert_eq!(w.choose(300, &[peer(2, Some(600), 10)]), None);
         assert_eq!(w.choose(950, &[peer(2, Some(900), 10)]), None);

@@ -925,6 +925,7 @@ impl Member {
                 addr: String::new(),
                 matched: status.progress.and_then(|p| p.get(id)).map(|p| p.matched),
                 learner: learners.contains(&id),
+                rtt_us: None,
             })
             .collect();
         members.sort_by_key(|m| m.id);

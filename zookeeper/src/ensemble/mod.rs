@@ -228,6 +228,10 @@ pub struct MemberStatus {
     /// A learner: added, catching up, not voting yet.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub learner: bool,
+    /// The mean round trip of the leader's recent heartbeats to it, µs (only in the
+    /// leader's view): its distance, which a health handover prefers short.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rtt_us: Option<u32>,
 }
 
 /// Asks the ensemble leader to hand its office over (`POST /ensemble`, CBOR; admin

@@ -441,6 +441,7 @@ impl Server {
                         ensemble.lease,
                     ),
                     heartbeat_rtts: None,
+                    member_rtts: Default::default(),
                 };
                 tokio::spawn(driver.run());
                 Some(core::Replication::new(
