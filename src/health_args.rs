@@ -146,6 +146,17 @@ pub fn parse_leader_lease(text: &str) -> Result<LeaseConfig, String> {
     Ok(config)
 }
 
+/// Parses `MIN,MAX` permille bounds (MIN ≤ MAX, MIN at least 100 ‰).
+pub fn parse_permille_bounds(text: &str) -> Result<[u32; 2], String> {
+    let [min, max] = numbers::<u32, 2>(text)?;
+    if min < 100 || min > max {
+        return Err(format!(
+            "{text:?}: want MIN,MAX in permille with 100 <= MIN <= MAX"
+        ));
+    }
+    Ok([min, max])
+}
+
 /// Parses a health class name (`excellent`, `good`, `warning`, `critical`).
 pub fn parse_class(text: &str) -> Result<HealthClass, String> {
     HealthClass::parse(text)
@@ -160,6 +171,9 @@ mod tests {
     fn lists_parse_and_bad_ones_are_refused() {
         assert_eq!(parse_factors("-100,-50,100,300"), Ok([-100, -50, 100, 300]));
         assert!(parse_factors("1,2,3").is_err());
+        assert_eq!(parse_permille_bounds("1000,2000"), Ok([1000, 2000]));
+        assert!(parse_permille_bounds("2000,1000").is_err());
+        assert!(parse_permille_bounds("50,1000").is_err());
         assert_eq!(
             parse_leader_lease("1000,1000,3000").map(|c| c.max_ms),
             Ok(3_000)

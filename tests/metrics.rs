@@ -549,3 +549,66 @@ async fn futures_join<T>(
     }
     out
 }
+
+/// Seed 002's adaptive lease for partition leaders: a broker's session heartbeats carry
+/// its health, and the zookeeper grants a critical broker a longer lease than its
+/// session timeout (the formula), a healthy one the timeout.
+#[test]
+fn a_brokers_session_lease_follows_its_health() {
+    let tcp_port = || loop {
+        let port = free_udp_port();
+        if std::net::TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    };
+    let ports = [tcp_port(), tcp_port()];
+    let builder = common::TestCluster::builder("metrics-session-lease");
+    let healthy = builder.dir().join("healthy.txt");
+    let critical = builder.dir().join("critical.txt");
+    std::fs::write(&healthy, "cpu=0\n").unwrap();
+    let critical_text = "cpu=1000\nmemory=1000\ndisk_io=1000\nfailures=5\n";
+    std::fs::write(&critical, critical_text).unwrap();
+    let files = [healthy, critical];
+    let mut builder = builder.broker_flags(&["--session-timeout-ms", "1500"]);
+    for (i, port) in ports.iter().enumerate() {
+        let listen = format!("127.0.0.1:{port}");
+        builder = builder.flags_of(
+            i as u32 + 1,
+            &[
+                "--metrics-listen",
+                &listen,
+                "--health-file",
+                files[i].to_str().unwrap(),
+            ],
+        );
+    }
+    let _cluster = builder.start(2);
+    // The formula for the critical one: 1500 ms × (1 + 30 % (critical) − 20 % (full
+    // load)), within [timeout, 2 × timeout].
+    let sample = pehra_shared::health::system::parse(critical_text);
+    let config = pehra_zookeeper::SessionLeaseConfig::default();
+    let want = config
+        .lease(Duration::from_millis(1500), &sample, 0)
+        .lease_ms;
+    assert_eq!(want, 1650);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let leases: Vec<Option<f64>> = ports
+            .iter()
+            .map(|p| {
+                parse(&scrape(SocketAddr::from(([127, 0, 0, 1], *p))).2)
+                    .iter()
+                    .find(|(n, _, _)| n == "pehra_broker_session_lease_ms")
+                    .map(|s| s.2)
+            })
+            .collect();
+        if leases == [Some(1500.0), Some(f64::from(want))] {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "session leases {leases:?}, wanted 1500 and {want}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}

@@ -488,6 +488,11 @@ struct Inner {
     /// Bumped on every heartbeat answered: a watch whose observation failed registers
     /// again after the next one.
     beats: watch::Sender<u64>,
+    /// The node's health, sent with every heartbeat once reported
+    /// ([`Client::report_health`]): the zookeeper sizes the session's lease from it.
+    health: std::sync::Mutex<Option<wire::NodeHealth>>,
+    /// The lease the last heartbeat was granted (`None`: none answered yet).
+    granted: std::sync::Mutex<Option<Duration>>,
     /// In an ensemble, how long a member may stay silent on a request before it counts
     /// as not answering (and a resendable request moves on): a paused member (SIGSTOP,
     /// a hung host) sends no ICMP refusal, and CoAP alone would wait its whole exchange
@@ -629,6 +634,8 @@ impl Client {
                 beat: Mutex::new(()),
                 heard,
                 beats,
+                health: Default::default(),
+                granted: Default::default(),
                 silence: SESSIONLESS_SILENCE,
             }),
             keepalive: None,
@@ -645,6 +652,20 @@ impl Client {
         self.inner.state.subscribe()
     }
 
+    /// Reports the node's health: every heartbeat from now on carries it, and the
+    /// zookeeper sizes the session's lease from it (seed 002's adaptive lease: an unwell
+    /// node's session lives longer than its timeout; see `SessionLeaseConfig`). The
+    /// keepalive follows a lease shorter than the timeout.
+    pub fn report_health(&self, health: wire::NodeHealth) {
+        *self.inner.health.lock().expect("health lock") = Some(health);
+    }
+
+    /// The lease the zookeeper granted the session's last heartbeat (`None`: none
+    /// answered yet): how long the session lives from that heartbeat without another.
+    pub fn granted_lease(&self) -> Option<Duration> {
+        *self.inner.granted.lock().expect("granted lock")
+    }
+
     /// Goes dormant for `duration` (PEHRA sleepCycle): sends one heartbeat asking the
     /// zookeeper to stretch the lease over the sleep, then pauses the keepalive (it sends
     /// nothing and arms no timer) until [`Client::wake`]. Returns the lease granted,
@@ -658,7 +679,7 @@ impl Client {
         self.inner.paused.send_replace(true);
         let _beat = self.inner.beat.lock().await;
         let body = wire::Heartbeat {
-            health: wire::NodeHealth::default(),
+            health: self.inner.reported_health().unwrap_or_default(),
             sleep_ms: Some(u32::try_from(duration.as_millis()).unwrap_or(u32::MAX)),
         };
         let result: Result<HeartbeatAck, ZkError> = self
@@ -1039,6 +1060,11 @@ const ROUNDS: u32 = 40;
 const ROUND_PAUSE: Duration = Duration::from_millis(250);
 
 impl Inner {
+    /// The health last reported, if any.
+    fn reported_health(&self) -> Option<wire::NodeHealth> {
+        *self.health.lock().expect("health lock")
+    }
+
     /// The member requests go to now, with its endpoint.
     fn member(&self) -> (SocketAddr, &Endpoint) {
         let (addr, endpoint) = &self.members[self.current_index()];
@@ -1145,14 +1171,16 @@ impl Inner {
     }
 }
 
-/// Heartbeats every `period` (a third of the timeout). The session is reported expired
-/// when the zookeeper says so, or when no heartbeat got through for a whole timeout.
-/// While paused ([`Client::sleep`]) it waits, with no timer, for the wake; the time
-/// asleep does not count against the zookeeper.
-async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
+/// Heartbeats every `period` (a third of the timeout), or a third of the lease granted
+/// if that is shorter. The session is reported expired when the zookeeper says so, or
+/// when no heartbeat got through for a whole timeout. While paused ([`Client::sleep`])
+/// it waits, with no timer, for the wake; the time asleep does not count against the
+/// zookeeper. Each heartbeat carries the health last reported ([`Client::report_health`]).
+async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
     let path = format!("session/{session}/hb");
     let mut paused = inner.paused.subscribe();
     let mut last_ok = tokio::time::Instant::now();
+    let mut period = timeout_period;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1174,7 +1202,18 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
             if *inner.paused.borrow() {
                 continue;
             }
-            inner.request(Request::post(&path), true).await
+            let request = match inner.reported_health() {
+                Some(health) => cbor_request(
+                    Method::Post,
+                    &path,
+                    &wire::Heartbeat {
+                        health,
+                        sleep_ms: None,
+                    },
+                ),
+                None => Request::post(&path),
+            };
+            inner.request(request, true).await
         };
         let ack = result
             .as_ref()
@@ -1184,6 +1223,17 @@ async fn keepalive(inner: Arc<Inner>, session: u64, period: Duration) {
         match result {
             Ok(_) if ack.is_some() => {
                 last_ok = tokio::time::Instant::now();
+                let lease = ack
+                    .as_ref()
+                    .map(|a| Duration::from_millis(u64::from(a.lease_ms)));
+                *inner.granted.lock().expect("granted lock") = lease;
+                // A lease shorter than the timeout: heartbeat within it.
+                let wanted = lease.map_or(timeout_period, |l| (l / 3).min(timeout_period));
+                if wanted != period && !wanted.is_zero() {
+                    period = wanted;
+                    ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                }
                 inner.heard_from(ack.and_then(|a| a.incarnation));
                 inner.beats.send_modify(|n| *n = n.wrapping_add(1));
             }

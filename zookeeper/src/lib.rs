@@ -19,4 +19,4 @@ pub mod tree;
 pub mod uri;
 
 pub use client::{Client, ClientOptions, CreateMode, SessionState, Watch, WatchEvent, ZkError};
-pub use server::{Security, Server, ServerConfig, ServerError};
+pub use server::{Security, Server, ServerConfig, ServerError, SessionLeaseConfig};

@@ -128,3 +128,40 @@ async fn sleeping_beyond_the_granted_lease_expires_the_session() {
     );
     server.shutdown().await.expect("shutdown");
 }
+
+#[tokio::test]
+async fn a_sessions_lease_follows_the_health_its_node_reports() {
+    let (server, _dir) = start(Duration::from_secs(3600)).await;
+    let healthy = client(&server).await;
+    let unwell = client(&server).await;
+    healthy.report_health(pehra_shared::health::system::parse("cpu=0\n"));
+    let critical = pehra_shared::health::system::parse(
+        "cpu=500\nmemory=1000\ndisk_io=1000\nbattery=0\nfailures=5\n",
+    );
+    unwell.report_health(critical);
+    // Critical (+30 %) and half loaded (−10 %); healthy: the timeout (never shorter).
+    let want = Duration::from_millis(600);
+    within(
+        10,
+        "heartbeats carry the health and get their lease",
+        async {
+            while healthy.granted_lease() != Some(SESSION) || unwell.granted_lease() != Some(want) {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        },
+    )
+    .await;
+    // A sleep's heartbeat keeps the adaptive lease and stretches it.
+    let lease = unwell.sleep(SESSION).await.expect("sleep");
+    assert_eq!(lease, want + SESSION);
+    unwell.wake().await.expect("wake");
+    // Reported healthy again: back to the timeout.
+    unwell.report_health(pehra_shared::health::system::parse("cpu=0\n"));
+    within(10, "the lease follows the new health", async {
+        while unwell.granted_lease() != Some(SESSION) {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    server.shutdown().await.expect("shutdown");
+}

@@ -409,6 +409,14 @@ impl Collector for Health {
                 i64::from(ms),
             )?;
         }
+        if let Some(lease) = state.zk_client().and_then(|zk| zk.granted_lease()) {
+            gauge(
+                &mut encoder,
+                "pehra_broker_session_lease_ms",
+                "Seed 002: the lease the zookeeper granted this broker's session at its last heartbeat (from its health; the lease of its partition leaderships), ms",
+                i64::try_from(lease.as_millis()).unwrap_or(i64::MAX),
+            )?;
+        }
         Ok(())
     }
 }

@@ -343,6 +343,9 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
     let mut published_role: Option<NodeRole> = None;
     loop {
         let health = pehra_shared::health::system::sample(config.health_file.as_deref());
+        // The session's heartbeats carry it: the zookeeper sizes this broker's session
+        // lease (the lease of its partition leaderships) from it (seed 002).
+        zk.report_health(health);
         let mut actions = {
             let mut node = pehra.node.lock().expect("lock");
             node.handle_health(now(), health);

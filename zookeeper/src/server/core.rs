@@ -90,6 +90,8 @@ pub(crate) enum Job {
         identity: Option<String>,
         /// The node goes dormant for this long (PEHRA): stretch this one lease.
         sleep_ms: Option<u32>,
+        /// The node's health, if it reports it: the session's adaptive lease.
+        health: Option<pehra_shared::wire::NodeHealth>,
         /// Where to answer.
         responder: Responder,
     },
@@ -437,10 +439,11 @@ impl Core {
                     session,
                     identity,
                     sleep_ms,
+                    health,
                     responder,
                 } => responder.respond(match self.not_owner(session, identity.as_deref()) {
                     Some(refusal) => refusal,
-                    None => self.heartbeat(session, sleep_ms),
+                    None => self.heartbeat(session, sleep_ms, health),
                 }),
                 Job::OpenSession {
                     timeout_ms,
@@ -619,15 +622,28 @@ impl Core {
             .map(|s| Duration::from_millis(u64::from(s.timeout_ms)))
     }
 
-    /// Renews a session's lease for its timeout, stretched by the node's announced
-    /// sleep (capped by `max_sleep`) if it goes dormant.
-    fn heartbeat(&mut self, session: u64, sleep_ms: Option<u32>) -> Response {
+    /// Renews a session's lease for its timeout (or, if its node reports its health,
+    /// its adaptive lease: [`super::sessions`]), stretched by the node's announced sleep
+    /// (capped by `max_sleep`) if it goes dormant.
+    fn heartbeat(
+        &mut self,
+        session: u64,
+        sleep_ms: Option<u32>,
+        health: Option<pehra_shared::wire::NodeHealth>,
+    ) -> Response {
         match self.session_timeout(session) {
             Some(timeout) => {
                 let sleep = sleep_ms
                     .map(|ms| Duration::from_millis(u64::from(ms)).min(self.config.max_sleep))
                     .unwrap_or_default();
-                let lease = timeout + sleep;
+                let renewal = match &health {
+                    Some(health) => {
+                        self.leases
+                            .adapt(session, timeout, health, &self.config.session_lease)
+                    }
+                    None => self.leases.lease_for(session, timeout),
+                };
+                let lease = renewal + sleep;
                 self.leases.renew(session, Instant::now(), lease);
                 self.config.metrics.lease_granted(lease, !sleep.is_zero());
                 if !sleep.is_zero() {
@@ -806,7 +822,10 @@ impl Core {
     ) {
         if let Some(session) = session.or(op.session()) {
             match self.session_timeout(session) {
-                Some(timeout) => self.leases.renew(session, Instant::now(), timeout),
+                Some(timeout) => {
+                    let lease = self.leases.lease_for(session, timeout);
+                    self.leases.renew(session, Instant::now(), lease)
+                }
                 None => return self.hold(responder, session_expired(session)),
             }
         }

@@ -32,6 +32,7 @@ use tokio::sync::mpsc;
 
 pub(crate) use self::core::Job;
 pub use self::metrics::{RequestLabels, ZkMetrics};
+pub use self::sessions::SessionLeaseConfig;
 
 /// How a zookeeper is set up.
 #[derive(Debug, Clone)]
@@ -47,6 +48,8 @@ pub struct ServerConfig {
     /// The longest sleep one heartbeat may stretch a lease over (PEHRA
     /// `Heartbeat.sleep_ms` is capped to this).
     pub max_sleep: Duration,
+    /// The adaptive lease of sessions whose nodes report their health (seed 002).
+    pub session_lease: SessionLeaseConfig,
     /// Write a snapshot once this many bytes were logged since the last one.
     pub snapshot_after_bytes: u64,
     /// CoAP transmission parameters.
@@ -89,6 +92,7 @@ impl ServerConfig {
             min_session_timeout: Duration::from_millis(1_000),
             max_session_timeout: Duration::from_secs(60),
             max_sleep: Duration::from_secs(3600),
+            session_lease: SessionLeaseConfig::default(),
             snapshot_after_bytes: 64 * 1024 * 1024,
             coap: CoapConfig {
                 nstart: 16,

@@ -104,16 +104,18 @@ fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
 fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
     let session = session_id(&incoming)?;
     // The body (node health) is optional; if present it must be a valid heartbeat.
-    let sleep_ms = if incoming.request.payload().is_empty() {
-        None
+    let (sleep_ms, health) = if incoming.request.payload().is_empty() {
+        (None, None)
     } else {
-        decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?.sleep_ms
+        let beat = decode_request::<pehra_shared::wire::Heartbeat>(&incoming.request)?;
+        (beat.sleep_ms, Some(beat.health))
     };
     let identity = identity_name(&incoming);
     Ok(Box::new(move |responder| Job::Heartbeat {
         session,
         identity,
         sleep_ms,
+        health,
         responder,
     }))
 }

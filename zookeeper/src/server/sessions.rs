@@ -1,22 +1,118 @@
-//! Session leases: when each session expires unless it is heard from.
+//! Session leases: when each session expires unless it is heard from, and how long each
+//! renewal lasts.
+//!
+//! A session that reports its node's health in its heartbeats (a broker: the lease of
+//! its partition leaderships) gets seed 002's adaptive lease, `timeout × (1 + NHI
+//! factor + network stability factor + load factor)`, clamped to [`SessionLeaseConfig`]'s
+//! bounds (by default the negotiated timeout to twice it: a session never lives shorter
+//! than the timeout its client asked for, ZooKeeper's promise; an unwell node's lasts
+//! longer, so a slow patch does not move its partitions). The lease then applies to
+//! every renewal of that session (heartbeats and writes) until the next report.
 
+use pehra_shared::health::{LeaseConfig, LeaseInputs, LeaseParts, NhiConfig, RttWindow};
+use pehra_shared::wire::NodeHealth;
 use std::collections::{BTreeSet, HashMap};
 use tokio::time::{Duration, Instant};
+
+/// How a session's adaptive lease is made from the health its node reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionLeaseConfig {
+    /// How the health is rated.
+    pub nhi: NhiConfig,
+    /// The seed's factors (its `base_ms`, `min_ms`, `max_ms` are not used: the base is
+    /// the session's timeout, the bounds are the permilles below).
+    pub factors: LeaseConfig,
+    /// The shortest lease, ‰ of the session's timeout.
+    pub min_permille: u32,
+    /// The longest lease, ‰ of the session's timeout.
+    pub max_permille: u32,
+}
+
+impl Default for SessionLeaseConfig {
+    /// The seed's factors; between the timeout and twice it.
+    fn default() -> Self {
+        SessionLeaseConfig {
+            nhi: NhiConfig::default(),
+            factors: LeaseConfig::default(),
+            min_permille: 1000,
+            max_permille: 2000,
+        }
+    }
+}
+
+impl SessionLeaseConfig {
+    /// The lease of a session with `timeout` whose node reports `health`, the standard
+    /// deviation of its reported round trips being `rtt_stddev_us`.
+    pub fn lease(&self, timeout: Duration, health: &NodeHealth, rtt_stddev_us: u32) -> LeaseParts {
+        let base = timeout.as_millis().min(u128::from(u32::MAX)) as u64;
+        let bound =
+            |permille: u32| (base * u64::from(permille) / 1000).min(u64::from(u32::MAX)) as u32;
+        let config = LeaseConfig {
+            base_ms: base as u32,
+            min_ms: bound(self.min_permille),
+            max_ms: bound(self.max_permille),
+            ..self.factors
+        };
+        config.lease(&LeaseInputs {
+            class: self.nhi.rate(health).1,
+            rtt_stddev_us,
+            load_permille: health.cpu_permille,
+        })
+    }
+}
+
+/// Round trips a session's node reported, kept for its network stability factor.
+const SESSION_RTT_WINDOW: usize = 8;
+
+/// What an adaptive session's lease is made of.
+struct Adapted {
+    rtts: RttWindow,
+    lease: Duration,
+}
 
 /// The expiry deadline of every live session.
 #[derive(Default)]
 pub(crate) struct Leases {
     deadline: HashMap<u64, Instant>,
     by_time: BTreeSet<(Instant, u64)>,
+    /// The adaptive lease of sessions whose nodes report their health.
+    adapted: HashMap<u64, Adapted>,
 }
 
 impl Leases {
     /// Starts or renews a session's lease.
     pub(crate) fn renew(&mut self, session: u64, now: Instant, timeout: Duration) {
-        self.remove(session);
+        self.unschedule(session);
         let at = now + timeout;
         self.deadline.insert(session, at);
         self.by_time.insert((at, session));
+    }
+
+    /// A heartbeat of `session` (timeout `timeout`) reported `health`: its adaptive
+    /// lease from now on (see the module docs).
+    pub(crate) fn adapt(
+        &mut self,
+        session: u64,
+        timeout: Duration,
+        health: &NodeHealth,
+        config: &SessionLeaseConfig,
+    ) -> Duration {
+        let adapted = self.adapted.entry(session).or_insert_with(|| Adapted {
+            rtts: RttWindow::new(SESSION_RTT_WINDOW),
+            lease: timeout,
+        });
+        if health.rtt_ms > 0 {
+            adapted.rtts.push_ms(health.rtt_ms);
+        }
+        let parts = config.lease(timeout, health, adapted.rtts.stddev_us());
+        adapted.lease = Duration::from_millis(u64::from(parts.lease_ms));
+        adapted.lease
+    }
+
+    /// How long a renewal of `session` (timeout `timeout`) lasts: its adaptive lease if
+    /// its node reports health, else the timeout.
+    pub(crate) fn lease_for(&self, session: u64, timeout: Duration) -> Duration {
+        self.adapted.get(&session).map_or(timeout, |a| a.lease)
     }
 
     /// Whether the session's lease ended by `now` (even if not yet collected by
@@ -27,6 +123,12 @@ impl Leases {
 
     /// Forgets a session.
     pub(crate) fn remove(&mut self, session: u64) {
+        self.unschedule(session);
+        self.adapted.remove(&session);
+    }
+
+    /// Takes a session's deadline out (it is set again at once, or the session ends).
+    fn unschedule(&mut self, session: u64) {
         if let Some(at) = self.deadline.remove(&session) {
             self.by_time.remove(&(at, session));
         }
@@ -52,6 +154,7 @@ impl Leases {
             }
             self.by_time.pop_first();
             self.deadline.remove(&session);
+            self.adapted.remove(&session);
             expired.push(session);
         }
         expired
@@ -61,6 +164,58 @@ impl Leases {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn health(text: &str) -> NodeHealth {
+        pehra_shared::health::system::parse(text)
+    }
+
+    #[test]
+    fn a_reporting_sessions_lease_follows_its_health_and_holds_for_every_renewal() {
+        let config = SessionLeaseConfig::default();
+        let mut l = Leases::default();
+        let timeout = Duration::from_millis(1_500);
+        assert_eq!(l.lease_for(7, timeout), timeout, "no report: the timeout");
+        // Excellent and idle: −10 %, but never under the timeout.
+        assert_eq!(l.adapt(7, timeout, &health("cpu=0\n"), &config), timeout);
+        // Critical (everything used, failing), half loaded: +30 % − 10 %.
+        let critical = health("cpu=500\nmemory=1000\ndisk_io=1000\nbattery=0\nfailures=5\n");
+        assert_eq!(
+            config.nhi.rate(&critical).1,
+            pehra_shared::health::HealthClass::Critical
+        );
+        let lease = l.adapt(7, timeout, &critical, &config);
+        assert_eq!(lease, Duration::from_millis(1_800));
+        assert_eq!(l.lease_for(7, timeout), lease, "a write renews for as long");
+        // Jittery round trips shorten it (−20 ‰ per ms of deviation).
+        let mut jittery = critical;
+        for rtt in [10, 30, 10, 30, 10, 30] {
+            jittery.rtt_ms = rtt;
+            l.adapt(7, timeout, &jittery, &config);
+        }
+        let parts = config.lease(timeout, &jittery, 10_000);
+        assert_eq!(parts.network_factor, -200);
+        assert_eq!(
+            l.lease_for(7, timeout),
+            Duration::from_millis(u64::from(parts.lease_ms))
+        );
+        // The bounds are the timeout's: at most twice it.
+        let wide = SessionLeaseConfig {
+            factors: LeaseConfig {
+                nhi_critical: 5_000,
+                ..LeaseConfig::default()
+            },
+            ..config
+        };
+        assert_eq!(l.adapt(8, timeout, &critical, &wide), timeout * 2);
+        // A session that ends forgets its lease.
+        let t0 = Instant::now();
+        l.renew(7, t0, lease);
+        l.remove(7);
+        assert_eq!(l.lease_for(7, timeout), timeout);
+        l.renew(8, t0, timeout * 2);
+        assert_eq!(l.expire(t0 + timeout * 2), vec![8]);
+        assert_eq!(l.lease_for(8, timeout), timeout);
+    }
 
     #[test]
     fn leases_expire_unless_renewed() {
