@@ -68,6 +68,19 @@ impl<U: UdpSocket> CoapClient<U> {
         self.engine.secure_peer(peer, context);
     }
 
+    /// Protects every request to `peer` with a context EDHOC just made, sending
+    /// `message_3` with the next request (RFC 9668; see
+    /// [`Engine::secure_peer_combined`]).
+    #[cfg(feature = "edhoc")]
+    pub fn secure_peer_combined(
+        &mut self,
+        peer: SocketAddr,
+        context: SecurityContext,
+        message_3: Vec<u8>,
+    ) {
+        self.engine.secure_peer_combined(peer, context, message_3);
+    }
+
     /// Forgets the context towards `peer` (see [`Engine::unsecure_peer`]).
     pub fn unsecure_peer(&mut self, peer: &SocketAddr) {
         self.engine.unsecure_peer(peer);

@@ -112,8 +112,9 @@ pub struct DeviceStats {
     /// broker id unknown, or EDHOC with it failed): a secured device never sends in
     /// the clear.
     pub no_context: u64,
-    /// EDHOC runs completed (an EDHOC identity: one per broker, and again after a
-    /// broker lost the context).
+    /// EDHOC runs this device completed (message_2 verified, keys made; the broker
+    /// confirms them by answering the request that carries message_3): one per broker,
+    /// and again after a broker lost or refused the context.
     pub handshakes: u64,
 }
 
@@ -159,6 +160,10 @@ pub struct Device<U, C, S, St, R, A> {
     last_rtt_ms: u32,
     /// OSCORE towards the brokers (`None`: plain CoAP).
     security: Option<DeviceSecurity>,
+    /// EDHOC's message_3 for the broker at this address, to go with the first request
+    /// in the new context (RFC 9668's combined request).
+    #[cfg(feature = "edhoc")]
+    message_3: Option<(SocketAddr, Vec<u8>)>,
 }
 
 impl<U, C, S, St, R, A> Device<U, C, S, St, R, A>
@@ -272,6 +277,8 @@ where
             },
             last_rtt_ms: 0,
             security,
+            #[cfg(feature = "edhoc")]
+            message_3: None,
         };
         for record in restored {
             device.readings.push(record);
@@ -613,6 +620,11 @@ where
         };
         if !self.client.is_secured(&to) {
             match security.context_for(to) {
+                #[cfg(feature = "edhoc")]
+                Some(Ok(context)) if self.message_3.as_ref().is_some_and(|(a, _)| *a == to) => {
+                    let (_, message_3) = self.message_3.take().expect("checked");
+                    self.client.secure_peer_combined(to, context, message_3);
+                }
                 Some(Ok(context)) => self.client.secure_peer(to, context),
                 _ => {
                     self.stats.no_context += 1;
@@ -692,12 +704,17 @@ where
     }
 
     /// Whether `response` says the broker at `to` has no context for us although we hold
-    /// an EDHOC session with it (it restarted): the session is forgotten, so that the
-    /// next request runs EDHOC again.
+    /// an EDHOC session with it (it restarted: 4.01 "Security context not found"; or
+    /// it refused the message_3 our request carried: an EDHOC error message): the
+    /// session is forgotten, so that the next request runs EDHOC again.
     #[cfg(feature = "edhoc")]
     fn lost_context(&mut self, to: SocketAddr, response: &Response) -> bool {
-        let lost = response.code() == pehra_shared::coap::Code::UNAUTHORIZED
-            && response.payload() == b"Security context not found"
+        use pehra_shared::coap::Code;
+        let edhoc_error = response.code().class() == 4
+            && response.content_format() == Some(pehra_shared::edhoc::CONTENT_FORMAT_EDHOC);
+        let unknown = response.code() == Code::UNAUTHORIZED
+            && response.payload() == b"Security context not found";
+        let lost = (edhoc_error || unknown)
             && self.security.as_mut().is_some_and(|s| s.forget_session(to));
         if lost {
             self.client.unsecure_peer(&to);
@@ -711,8 +728,10 @@ where
         false
     }
 
-    /// Runs EDHOC with the broker at `to` (plain CoAP to `/.well-known/edhoc`:
-    /// message_1, message_2, then message_3); `true` once the session is made.
+    /// Runs EDHOC with the broker at `to` (plain CoAP to `/.well-known/edhoc`: message_1
+    /// out, message_2 back); `true` once the session is made. message_3 goes with the
+    /// next request, in the new context (RFC 9668's combined request: one round trip
+    /// less than sending it alone).
     #[cfg(feature = "edhoc")]
     async fn handshake(&mut self, to: SocketAddr) -> bool {
         use pehra_shared::edhoc::{CONTENT_FORMAT_CID_EDHOC, WELL_KNOWN_EDHOC};
@@ -734,21 +753,14 @@ where
             self.stats.bad_responses += 1;
             return false;
         }
-        let Ok((message_3, keys)) = initiator.finish(message_2.payload()) else {
+        let Ok((message_3, keys)) = initiator.finish_combined(message_2.payload()) else {
             self.stats.bad_responses += 1;
             return false;
         };
-        match self.exchange(to, request(message_3)).await {
-            Ok(done) if done.code() == pehra_shared::coap::Code::CHANGED => {}
-            Ok(_) => {
-                self.stats.bad_responses += 1;
-                return false;
-            }
-            Err(_) => return false,
-        }
         if let Some(security) = self.security.as_mut() {
             security.handshake_done(to, keys);
         }
+        self.message_3 = Some((to, message_3));
         self.stats.handshakes += 1;
         true
     }

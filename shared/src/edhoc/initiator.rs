@@ -68,6 +68,16 @@ impl Initiator {
     /// if any, is not needed: the first OSCORE response that verifies confirms the keys
     /// (RFC 9528 §5.5.2 allows either).
     pub fn finish(self, message_2: &[u8]) -> Result<(Vec<u8>, Established), EdhocError> {
+        let (message_3, keys) = self.finish_combined(message_2)?;
+        let mut payload = ConnIdCbor::encode(&keys.sender_id);
+        payload.extend_from_slice(&message_3);
+        Ok((payload, keys))
+    }
+
+    /// [`Initiator::finish`] for RFC 9668's combined request: message_3 alone (its
+    /// request is the first OSCORE request in the keys' context, whose kid is C_R:
+    /// [`crate::coap::Engine::secure_peer_combined`]) and the keys.
+    pub fn finish_combined(self, message_2: &[u8]) -> Result<(Vec<u8>, Established), EdhocError> {
         // A man in the middle chooses G_Y, so it can make plaintext_2 anything lakers
         // might panic on.
         guarded(|| self.finish_inner(message_2))
@@ -101,9 +111,7 @@ impl Initiator {
             &c_r,
             &self.c_i,
         );
-        let mut payload = ConnIdCbor::encode(&c_r);
-        payload.extend_from_slice(message_3.as_slice());
-        Ok((payload, keys))
+        Ok((message_3.as_slice().to_vec(), keys))
     }
 }
 

@@ -149,6 +149,10 @@ impl<A: PeerAddress> Engine<A> {
                 Ok(protected) => packet = protected.packet,
                 Err(_) => return, // sequence numbers exhausted: nothing goes out in the clear
             }
+            #[cfg(feature = "edhoc")]
+            if let Some(message_3) = client.edhoc_message_3.as_ref() {
+                combine_edhoc(&mut packet, message_3);
+            }
         }
         let bytes = Self::encode(packet, MessageType::NonConfirmable, mid, &token);
         self.transmit(peer, bytes);
@@ -248,6 +252,16 @@ impl<A: PeerAddress> Engine<A> {
             match client.ctx.protect_request(&packet) {
                 Ok(protected) => {
                     packet = protected.packet;
+                    // RFC 9668: message_3 rides on the request (the first block of a
+                    // block-wise one) until the context is confirmed.
+                    #[cfg(feature = "edhoc")]
+                    if let Some(message_3) = client.edhoc_message_3.as_ref() {
+                        if exchange.next_block.is_none()
+                            && exchange.upload.is_none_or(|b| b.num == 0)
+                        {
+                            combine_edhoc(&mut packet, message_3);
+                        }
+                    }
                     // Keep the observing request's binding for the notifications.
                     if !(exchange.observe && exchange.bindings.len() == 1) {
                         exchange.bindings.truncate(usize::from(exchange.observe));
@@ -431,6 +445,8 @@ impl<A: PeerAddress> Engine<A> {
             .ok_or(ExchangeError::Unprotected)?;
         for binding in exchange.bindings.iter_mut().rev() {
             if let Ok(verified) = client.ctx.unprotect_response(binding, &packet) {
+                // The server has the context: message_3 need not go again.
+                client.edhoc_message_3 = None;
                 return Ok(verified.packet);
             }
         }
@@ -598,4 +614,18 @@ impl<A: PeerAddress> Engine<A> {
     fn last_now(&self) -> Instant {
         self.clock
     }
+}
+
+/// Makes a protected request RFC 9668's combined EDHOC + OSCORE request: the EDHOC option
+/// (empty, Class U) and message_3 (a CBOR byte string) ahead of the OSCORE ciphertext.
+#[cfg(feature = "edhoc")]
+fn combine_edhoc(packet: &mut Packet, message_3: &[u8]) {
+    packet.add_option(
+        coap_lite::CoapOption::Unknown(crate::edhoc::EDHOC_OPTION),
+        Vec::new(),
+    );
+    let mut payload = Vec::with_capacity(message_3.len() + packet.payload.len());
+    payload.extend_from_slice(message_3);
+    payload.append(&mut packet.payload);
+    packet.payload = payload;
 }

@@ -272,3 +272,38 @@ fn a_combined_edhoc_and_oscore_request_is_answered_in_the_context_it_makes() {
         "the refused request was served"
     );
 }
+
+#[test]
+fn a_client_sends_message_3_with_its_first_request_and_then_no_more() {
+    let mut pair = Pair::new();
+    let (initiator, m1) = Initiator::start(dana_key(), server_key().ccs(), [7; 32]).unwrap();
+    let m2 = pair.request(Request::post(".well-known/edhoc").with_payload(m1));
+    assert_eq!(m2.code(), Code::CHANGED);
+    let (message_3, keys) = initiator.finish_combined(m2.payload()).unwrap();
+    pair.client.secure_peer_combined(
+        SERVER,
+        SecurityContext::new(&keys.context_params(), None).unwrap(),
+        message_3.clone(),
+    );
+    let edhoc_option = coap_lite::CoapOption::Unknown(crate::edhoc::EDHOC_OPTION);
+    let sent_before = pair.client_sent.len();
+    let answer = pair.request(Request::get("whoami"));
+    assert_eq!(answer.code(), Code::CONTENT);
+    assert_eq!(answer.payload(), b"dana");
+    assert_eq!(pair.served[0].identity, Some(dana()));
+    assert_eq!(
+        pair.client_sent.len(),
+        sent_before + 1,
+        "one request: message_3 went with it"
+    );
+    let combined = Packet::from_bytes(pair.client_sent.last().unwrap()).unwrap();
+    assert!(combined.get_option(edhoc_option).is_some());
+    assert!(combined.payload.starts_with(&message_3));
+    // Confirmed: the next request is plain OSCORE.
+    let answer = pair.request(Request::get("whoami"));
+    assert_eq!(answer.payload(), b"dana");
+    let next = Packet::from_bytes(pair.client_sent.last().unwrap()).unwrap();
+    assert!(crate::oscore::is_protected(&next));
+    assert!(next.get_option(edhoc_option).is_none());
+    assert_eq!(pair.served.len(), 2);
+}

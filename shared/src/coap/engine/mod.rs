@@ -328,8 +328,34 @@ impl<A: PeerAddress> Engine<A> {
     /// and accepts only answers that verify in it. A client derives its contexts with a
     /// random ID Context at each start ([`client_id_context`]).
     pub fn secure_peer(&mut self, peer: A, context: crate::oscore::SecurityContext) {
-        self.client_security
-            .insert(peer, secure::ClientContext { ctx: context });
+        self.client_security.insert(
+            peer,
+            secure::ClientContext {
+                ctx: context,
+                edhoc_message_3: None,
+            },
+        );
+    }
+
+    /// [`Engine::secure_peer`] with a context EDHOC just made, whose `message_3` has not
+    /// been sent: it goes with the next request to `peer` (RFC 9668's combined EDHOC +
+    /// OSCORE request: the EDHOC option, message_3 ahead of the OSCORE ciphertext), and
+    /// with each request after it until an answer verifies in the context (the server
+    /// then has it). Saves the round trip of sending message_3 alone.
+    #[cfg(feature = "edhoc")]
+    pub fn secure_peer_combined(
+        &mut self,
+        peer: A,
+        context: crate::oscore::SecurityContext,
+        message_3: Vec<u8>,
+    ) {
+        self.client_security.insert(
+            peer,
+            secure::ClientContext {
+                ctx: context,
+                edhoc_message_3: Some(message_3),
+            },
+        );
     }
 
     /// Forgets the context towards `peer` (one the server no longer has: an EDHOC

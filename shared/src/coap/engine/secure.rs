@@ -427,6 +427,9 @@ impl ServerState {
 #[cfg(any(feature = "oscore", test))]
 pub(super) struct ClientContext {
     pub(super) ctx: SecurityContext,
+    /// EDHOC's message_3, to go with the next request in this context (RFC 9668's
+    /// combined EDHOC + OSCORE request) until an answer verifies in it.
+    pub(super) edhoc_message_3: Option<Vec<u8>>,
 }
 
 /// A random ID Context for a client's contexts, drawn at each start from `random`
