@@ -75,7 +75,7 @@ pub type Shared = Rc<RefCell<History>>;
 pub async fn zookeeper(dir: PathBuf, own: SocketAddr) -> turmoil::Result {
     let listen: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, ZK_PORT).into();
     let mut server = loop {
-        match Server::start(ServerConfig::new(listen, dir.clone())).await {
+        match Server::start(sim_server_config(listen, dir.clone())).await {
             Ok(server) => break server,
             Err(e) => {
                 tracing::warn!(error = %e, "sim: zookeeper start failed; again in 1 s");
@@ -126,7 +126,7 @@ pub async fn zookeeper_member(
 ) -> turmoil::Result {
     let own = members[&id];
     let listen: SocketAddr = (std::net::Ipv4Addr::UNSPECIFIED, own.port()).into();
-    let mut config = ServerConfig::new(listen, dir.clone());
+    let mut config = sim_server_config(listen, dir.clone());
     config.ensemble = Some(pehra_zookeeper::ensemble::EnsembleConfig {
         id,
         members,
@@ -175,6 +175,16 @@ pub async fn zookeeper_member(
 
 /// PEHRA's timing in the simulation: terms short enough that several are held, and
 /// re-elected, in a run (the wall clock is simulated time, stepped by clock faults).
+/// A zookeeper's configuration in the simulation: session leases fixed at the session
+/// timeout (the brokers report the real machine's health; its load must not reach a
+/// replay).
+fn sim_server_config(listen: SocketAddr, dir: std::path::PathBuf) -> ServerConfig {
+    let mut config = ServerConfig::new(listen, dir);
+    config.session_lease.min_permille = 1000;
+    config.session_lease.max_permille = 1000;
+    config
+}
+
 fn pehra_timing() -> PehraCoordinatorConfig {
     PehraCoordinatorConfig {
         timing: CoordinatorConfig {
