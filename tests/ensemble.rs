@@ -993,6 +993,45 @@ async fn a_session_outlives_a_paused_leader_with_the_default_coap_timing() {
     .await
 }
 
+/// Three members on loopback, member N reading its health from `DIR/health-N` (written
+/// `cpu=0` here), with `flags` added: their addresses and processes. Each member's flag
+/// differs, so they are started here rather than by [`Ensemble`].
+fn members_with_health_files(dir: &TempDir, flags: &[&str]) -> (Vec<SocketAddr>, Vec<Zookeeper>) {
+    let first = free_udp_ports(3);
+    let addrs: Vec<SocketAddr> = (0..3)
+        .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
+        .collect();
+    let peers = addrs
+        .iter()
+        .enumerate()
+        .map(|(i, a)| format!("{}={a}", i + 1))
+        .collect::<Vec<_>>()
+        .join(",");
+    let members = (1..=3)
+        .map(|id| {
+            let health = dir.path().join(format!("health-{id}"));
+            std::fs::write(&health, "cpu=0\n").unwrap();
+            let id_text = id.to_string();
+            let health_text = health.display().to_string();
+            let mut args = vec![
+                "--id",
+                &id_text,
+                "--peers",
+                &peers,
+                "--health-file",
+                &health_text,
+            ];
+            args.extend_from_slice(flags);
+            Zookeeper::start_with(
+                &dir.path().join(format!("member{id}")),
+                addrs[id - 1],
+                &args,
+            )
+        })
+        .collect();
+    (addrs, members)
+}
+
 /// Issue 15 for the zookeeper's own leader (seed 002): a leader whose health falls (here
 /// read from its `--health-file`) hands its office over to a healthy member, and writes
 /// go on.
@@ -1001,37 +1040,7 @@ async fn a_leader_whose_health_falls_hands_over_to_a_healthy_member() {
     bounded(async {
         let dir = TempDir::new("ensemble-health");
         let health = |id: usize| dir.path().join(format!("health-{id}"));
-        for id in 1..=3 {
-            std::fs::write(health(id), "cpu=0\n").unwrap();
-        }
-        let files: Vec<String> = (1..=3).map(|id| health(id).display().to_string()).collect();
-        // Each member reads its own file: the flag differs per member, so start them here.
-        let first = free_udp_ports(3);
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
-            .collect();
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
-        let members: Vec<Zookeeper> = (1..=3)
-            .map(|id| {
-                Zookeeper::start_with(
-                    &dir.path().join(format!("member{id}")),
-                    addrs[id - 1],
-                    &[
-                        "--id",
-                        &id.to_string(),
-                        "--peers",
-                        &peers,
-                        "--health-file",
-                        &files[id - 1],
-                    ],
-                )
-            })
-            .collect();
+        let (addrs, members) = members_with_health_files(&dir, &[]);
         let client = Client::connect_any(&addrs, options()).await.unwrap();
         client
             .create("/h", b"", CreateMode::Persistent)
@@ -1082,42 +1091,12 @@ async fn the_leader_gives_the_lease_its_health_makes_and_followers_wait_it() {
     bounded(async {
         let dir = TempDir::new("ensemble-lease");
         let health = |id: usize| dir.path().join(format!("health-{id}"));
-        for id in 1..=3 {
-            std::fs::write(health(id), "cpu=0\n").unwrap();
-        }
-        let files: Vec<String> = (1..=3).map(|id| health(id).display().to_string()).collect();
-        let first = free_udp_ports(3);
-        let addrs: Vec<SocketAddr> = (0..3)
-            .map(|i| format!("127.0.0.1:{}", first + i).parse().unwrap())
-            .collect();
-        let peers = addrs
-            .iter()
-            .enumerate()
-            .map(|(i, a)| format!("{}={a}", i + 1))
-            .collect::<Vec<_>>()
-            .join(",");
         // A 2 s base (the default is 1 s, which the seed's shorter leases cannot go
         // under), and no health handover: the unwell leader stays.
-        let members: Vec<Zookeeper> = (1..=3)
-            .map(|id| {
-                Zookeeper::start_with(
-                    &dir.path().join(format!("member{id}")),
-                    addrs[id - 1],
-                    &[
-                        "--id",
-                        &id.to_string(),
-                        "--peers",
-                        &peers,
-                        "--health-file",
-                        &files[id - 1],
-                        "--leader-handover-on",
-                        "off",
-                        "--leader-lease-ms",
-                        "2000,1000,3000",
-                    ],
-                )
-            })
-            .collect();
+        let (addrs, members) = members_with_health_files(
+            &dir,
+            &["--leader-handover-on", "off", "--leader-lease-ms", "2000,1000,3000"],
+        );
         let client = Client::connect_any(&addrs, options()).await.unwrap();
         client
             .create("/l", b"", CreateMode::Persistent)

@@ -634,6 +634,22 @@ fn secured_device_drawing(
     key: [u8; 32],
     random: u8,
 ) -> Dev {
+    let keys = DeviceKeys {
+        kid: kid(Role::Device, 1),
+        identity_key: key,
+    };
+    boot_secured(world, gateways, flash, keys, random)
+}
+
+/// Boots device `dev-0001` (acks 1) protecting every request as `identity`, gateway
+/// `p` being broker `p`, drawing `random` for its seeds.
+fn boot_secured(
+    world: &World,
+    gateways: &[u16],
+    flash: Flash,
+    identity: impl Into<pehra_device_fw::DeviceIdentity>,
+    random: u8,
+) -> Dev {
     let config = DeviceConfig::new(
         "dev-0001",
         gateways.iter().map(|p| addr(*p)).collect(),
@@ -654,11 +670,6 @@ fn secured_device_drawing(
         radio: NoRadio,
         app: SetInterval,
     };
-    let keys = DeviceKeys {
-        kid: kid(Role::Device, 1),
-        identity_key: key,
-    };
-    // Gateway `p` is broker `p`.
     let brokers = gateways.iter().map(|p| (addr(*p), *p as u32)).collect();
     block_on(Device::boot_secured(
         config,
@@ -666,7 +677,7 @@ fn secured_device_drawing(
         Config::default(),
         parts,
         &mut ByteRng(random),
-        keys,
+        identity,
         brokers,
     ))
 }
@@ -841,26 +852,6 @@ mod edhoc {
     }
 
     fn edhoc_device(w: &World, gateways: &[u16], flash: Flash, key: StaticKey, random: u8) -> Dev {
-        let config = DeviceConfig::new(
-            "dev-0001",
-            gateways.iter().map(|p| addr(*p)).collect(),
-            ALARM,
-        );
-        let settings = Settings {
-            topic: "readings".into(),
-            acks: Acks::Leader,
-            max_batch: 16,
-            downlink_max_bytes: 512,
-            alarm_interval_ms: ALARM,
-        };
-        let parts = Parts {
-            udp: FakeUdp(w.clone()),
-            clock: FakeClock(w.now.clone()),
-            sensor: Thermometer,
-            storage: flash,
-            radio: NoRadio,
-            app: SetInterval,
-        };
         // The device knows every broker's credential (its file's `edhoc_peers`).
         let keys = EdhocKeys {
             key,
@@ -869,16 +860,7 @@ mod edhoc {
                 .map(|&p| (broker_kid(p as u32), broker_key(p).ccs().to_vec()))
                 .collect(),
         };
-        let brokers = gateways.iter().map(|p| (addr(*p), *p as u32)).collect();
-        block_on(Device::boot_secured(
-            config,
-            settings,
-            Config::default(),
-            parts,
-            &mut ByteRng(random),
-            keys,
-            brokers,
-        ))
+        boot_secured(w, gateways, flash, keys, random)
     }
 
     #[test]
