@@ -674,7 +674,8 @@ where
         path: &str,
         body: Option<Vec<u8>>,
     ) -> Result<Response, CallError> {
-        // With EDHOC, once more if the broker lost the context EDHOC made.
+        // With EDHOC, once more if the broker lost a context EDHOC made earlier (not
+        // one it just refused: a key it does not know would only be refused again).
         let attempts = if cfg!(feature = "edhoc") { 2 } else { 1 };
         let mut body = body;
         for attempt in 1..=attempts {
@@ -686,11 +687,12 @@ where
             let Some(request) = cbor_request(path, body) else {
                 return Err(CallError::Bad);
             };
+            let handshakes = self.stats.handshakes;
             if !self.secure(to).await {
                 return Err(CallError::NoAnswer);
             }
             let response = self.exchange(to, request).await?;
-            if self.lost_context(to, &response) {
+            if self.lost_context(to, &response) && self.stats.handshakes == handshakes {
                 continue;
             }
             if !response.code().is_success() {
