@@ -180,7 +180,9 @@ async fn the_cli_takes_every_member() {
         for addr in &ensemble.addrs {
             assert!(out.contains(&addr.to_string()), "{out}");
         }
-        // Each member's row ends with where its log starts and its health (‰).
+        // Each member's row ends with where its log starts, its health (‰), its
+        // election timeout and its heartbeat RTT (in the leader's view; `-` before the
+        // leader timed a heartbeat to it).
         let rows: Vec<&str> = out
             .lines()
             .filter(|l| {
@@ -191,7 +193,13 @@ async fn the_cli_takes_every_member() {
             .collect();
         assert_eq!(rows.len(), 3, "{out}");
         for row in rows {
-            assert!(row.trim_end().ends_with('‰'), "{row}");
+            let fields: Vec<&str> = row.split_whitespace().collect();
+            assert!(fields[7].ends_with('‰'), "health: {row}");
+            assert_eq!(fields[9], "ms", "election timeout: {row}");
+            assert!(
+                fields.len() == 11 && fields[10] == "-" || fields.get(11) == Some(&"ms"),
+                "heartbeat RTT: {row}"
+            );
         }
     })
     .await
