@@ -202,17 +202,8 @@ impl Driver {
                     status.health_index = Some(self.config.health.index());
                     status.election_timeout_ms =
                         self.member.election_timeout_ticks() as u64 * TICK.as_millis() as u64;
-                    if self.leads() {
-                        let parts = self.lease.lease();
-                        status.lease = Some(super::LeaseStatus {
-                            lease_ms: parts.lease_ms,
-                            nhi_factor: parts.nhi_factor,
-                            network_factor: parts.network_factor,
-                            load_factor: parts.load_factor,
-                            rtt_stddev_us: self.lease.rtt_stddev_us(),
-                        });
-                    }
                     let leads = self.leads();
+                    status.lease = leads.then(|| self.lease.status());
                     for member in &mut status.members {
                         if let Some(addr) = self.config.members.get(&member.id) {
                             member.addr = addr.to_string();

@@ -114,9 +114,16 @@ impl LeaderLease {
         self.vitals.rtts().stddev_us()
     }
 
-    /// The Node Health Index of the last sample, ‰.
-    pub fn health_index(&self) -> Option<u16> {
-        self.vitals.rating().map(|(index, _)| index)
+    /// The lease and its parts, as `GET /ensemble` shows them.
+    pub fn status(&self) -> super::LeaseStatus {
+        let parts = self.lease();
+        super::LeaseStatus {
+            lease_ms: parts.lease_ms,
+            nhi_factor: parts.nhi_factor,
+            network_factor: parts.network_factor,
+            load_factor: parts.load_factor,
+            rtt_stddev_us: self.rtt_stddev_us(),
+        }
     }
 }
 

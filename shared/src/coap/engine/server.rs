@@ -939,12 +939,7 @@ impl<A: PeerAddress> Engine<A> {
                 code,
                 message,
                 reason,
-            } => {
-                #[cfg(feature = "std")]
-                tracing::warn!(?peer, %reason, "EDHOC refused");
-                let _ = &reason;
-                edhoc_error(code, message)
-            }
+            } => edhoc_refused(&peer, code, message, &reason, "EDHOC refused"),
         }
     }
 
@@ -999,12 +994,14 @@ impl<A: PeerAddress> Engine<A> {
                 code,
                 message,
                 reason,
-            } => {
-                #[cfg(feature = "std")]
-                tracing::warn!(?peer, %reason, "EDHOC (combined with OSCORE) refused");
-                let _ = &reason;
-                Err(edhoc_error(code, message).into_packet())
-            }
+            } => Err(edhoc_refused(
+                &peer,
+                code,
+                message,
+                &reason,
+                "EDHOC (combined with OSCORE) refused",
+            )
+            .into_packet()),
             Outcome::Busy(reason) => Err(busy(reason).into_packet()),
             Outcome::Message2(_) => {
                 refuse(Code::BAD_REQUEST, "message_1 in an EDHOC + OSCORE request")
@@ -1138,6 +1135,23 @@ impl<A: PeerAddress> Engine<A> {
 /// An answer carrying an EDHOC error message (`code`: 4.00, or 4.01 for an unknown
 /// credential), Content-Format application/edhoc+cbor-seq.
 #[cfg(feature = "edhoc")]
+/// An EDHOC refusal, logged (`what`, with the peer and the reason) and answered with
+/// its EDHOC error message.
+#[cfg(feature = "edhoc")]
+fn edhoc_refused<A: core::fmt::Debug>(
+    peer: &A,
+    code: u8,
+    message: Vec<u8>,
+    reason: &impl core::fmt::Display,
+    what: &str,
+) -> Response {
+    #[cfg(feature = "std")]
+    tracing::warn!(?peer, %reason, "{what}");
+    #[cfg(not(feature = "std"))]
+    let _ = (peer, reason, what);
+    edhoc_error(code, message)
+}
+
 fn edhoc_error(code: u8, message: Vec<u8>) -> Response {
     Response::new(Code(code))
         .with_payload(message)
