@@ -1173,7 +1173,8 @@ impl Inner {
 
 /// Heartbeats every `period` (a third of the timeout), or a third of the lease granted
 /// if that is shorter. The session is reported expired when the zookeeper says so, or
-/// when no heartbeat got through for a whole timeout. While paused ([`Client::sleep`])
+/// when no heartbeat got through for a whole lease (the last one granted; the timeout
+/// before any). While paused ([`Client::sleep`])
 /// it waits, with no timer, for the wake; the time asleep does not count against the
 /// zookeeper. Each heartbeat carries the health last reported ([`Client::report_health`]).
 async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
@@ -1181,6 +1182,8 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
     let mut paused = inner.paused.subscribe();
     let mut last_ok = tokio::time::Instant::now();
     let mut period = timeout_period;
+    // How long the session lives without a heartbeat that gets through.
+    let mut lease = timeout_period * 3;
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -1223,12 +1226,13 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
         match result {
             Ok(_) if ack.is_some() => {
                 last_ok = tokio::time::Instant::now();
-                let lease = ack
+                let granted = ack
                     .as_ref()
                     .map(|a| Duration::from_millis(u64::from(a.lease_ms)));
-                *inner.granted.lock().expect("granted lock") = lease;
+                *inner.granted.lock().expect("granted lock") = granted;
+                lease = granted.unwrap_or(timeout_period * 3);
                 // A lease shorter than the timeout: heartbeat within it.
-                let wanted = lease.map_or(timeout_period, |l| (l / 3).min(timeout_period));
+                let wanted = (lease / 3).min(timeout_period);
                 if wanted != period && !wanted.is_zero() {
                     period = wanted;
                     ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
@@ -1241,10 +1245,10 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
                 inner.state.send_replace(SessionState::Expired);
                 return;
             }
-            _ if last_ok.elapsed() > period * 3 => {
+            _ if last_ok.elapsed() > lease => {
                 tracing::warn!(
                     session = format_args!("{session:#x}"),
-                    "zookeeper unreachable for a whole session timeout"
+                    "zookeeper unreachable for a whole session lease"
                 );
                 inner.state.send_replace(SessionState::Expired);
                 return;
