@@ -469,6 +469,7 @@ fn crate_roots(workspace: &Path) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = [
         "src/main.rs",
         "shared/src/lib.rs",
+        "shared/storage/src/lib.rs",
         "zookeeper/src/lib.rs",
         "broker/src/lib.rs",
         "device-fw/src/lib.rs",

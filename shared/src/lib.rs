@@ -25,10 +25,6 @@ pub mod time;
 pub mod wire;
 
 #[cfg(feature = "std")]
-pub mod data_dir;
-#[cfg(feature = "std")]
 pub mod driver;
-#[cfg(feature = "std")]
-pub mod durable;
 
 pub use time::{Duration, Instant};

@@ -6,7 +6,7 @@
 //! or missing checkpoint is rebuilt from the batch headers, since the log holds the same
 //! facts.
 
-use super::{io_err, replace_file_durably, LogError};
+use super::{io_err, LogError};
 use std::fs;
 use std::io;
 use std::path::Path;
@@ -106,6 +106,15 @@ fn decode(bytes: &[u8]) -> Result<Epochs, String> {
 /// Replaces the checkpoint in `dir` atomically and durably: temporary file, fsync, rename,
 /// fsync of the directory.
 pub(super) fn store(dir: &Path, epochs: &[(u32, u64)]) -> Result<(), LogError> {
+    Ok(pehra_storage::file::replace_durably(
+        dir,
+        FILE_NAME,
+        &encode(epochs),
+    )?)
+}
+
+/// The checkpoint's bytes for `epochs`.
+pub(super) fn encode(epochs: &[(u32, u64)]) -> Vec<u8> {
     let mut bytes = Vec::with_capacity(HEADER_LEN + epochs.len() * ENTRY_LEN + 4);
     bytes.extend_from_slice(&MAGIC);
     bytes.extend_from_slice(&VERSION.to_le_bytes());
@@ -117,7 +126,7 @@ pub(super) fn store(dir: &Path, epochs: &[(u32, u64)]) -> Result<(), LogError> {
     }
     let crc = crc(&bytes[12..]);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    replace_file_durably(dir, FILE_NAME, &bytes)
+    bytes
 }
 
 #[cfg(test)]

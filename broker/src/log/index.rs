@@ -6,6 +6,7 @@
 
 use super::header::HEADER_LEN;
 use super::{io_err, LogError};
+use pehra_storage::Numbered;
 use std::fs::{self, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
@@ -25,8 +26,11 @@ pub(super) struct IndexEntry {
 
 /// The file name of the index of the segment with `base_offset`.
 pub(super) fn file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}.index")
+    INDEXES.name(base_offset)
 }
+
+/// Index files: `<base offset of their segment>.index`.
+pub(super) const INDEXES: Numbered = Numbered::new("", ".index");
 
 /// Adds an entry for the batch with base offset `batch_base` at byte `position` of the
 /// segment with `segment_base` if it is due: when at least `interval` bytes of batches

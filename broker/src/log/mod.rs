@@ -269,11 +269,10 @@ pub use damage::DamagedRange;
 pub use scrub::ScrubProgress;
 pub use segment::MAX_BATCH_BYTES;
 
-use pehra_shared::durable;
+use pehra_storage::{IoError, Poison};
 use segment::{BatchHeader, Segment, HEADER_LEN, NO_PRODUCER_ID};
 use std::collections::BTreeMap;
-use std::fs::{self, OpenOptions};
-use std::io::{self, Write};
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -659,8 +658,8 @@ pub struct PartitionLog {
     producers: Producers,
     /// Reused buffer for framing a batch.
     scratch: Vec<u8>,
-    /// An I/O error left the files in an unknown state.
-    poisoned: bool,
+    /// Whether an I/O error left the files in an unknown state.
+    poison: Poison,
     /// The recorded damaged ranges, in offset order.
     damage: Vec<DamagedRange>,
     /// Where the scrub goes on, `None` at the start of a pass.
@@ -958,7 +957,7 @@ impl PartitionLog {
     pub fn reset_to(&mut self, start_offset: u64) -> Result<(), LogError> {
         self.check_usable()?;
         let reset = reset::store(&self.dir, start_offset)
-            .and_then(|()| recovery::list(&self.dir))
+            .and_then(|()| recovery::segment_files(&self.dir))
             .and_then(|listing| reset::finish(&self.dir, start_offset, listing));
         let segment = self.poison_on_error(reset)?;
         tracing::info!(
@@ -1061,9 +1060,9 @@ impl PartitionLog {
         }
         for _ in 0..doomed {
             // Oldest first: a crash in between leaves a contiguous log.
-            remove(&self.segments[0].path)?;
+            pehra_storage::remove_if_present(&self.segments[0].path)?;
             let segment = self.segments.remove(0);
-            if let Err(e) = remove(&segment.index_path()) {
+            if let Err(e) = pehra_storage::remove_if_present(&segment.index_path()) {
                 tracing::warn!("{e} (the stale index is removed at the next open)");
             }
             tracing::info!(
@@ -1187,8 +1186,8 @@ impl PartitionLog {
         if self.segments.len() > k + 1 {
             while self.segments.len() > k + 1 {
                 let segment = self.segments.pop().expect("more than k + 1 segments");
-                remove(&segment.path)?;
-                remove(&segment.index_path())?;
+                pehra_storage::remove_if_present(&segment.path)?;
+                pehra_storage::remove_if_present(&segment.index_path())?;
             }
             // The deletions must be durable before the truncation below: otherwise a crash
             // could bring back later segments after a hole.
@@ -1240,21 +1239,14 @@ impl PartitionLog {
 
     /// Refuses writes once poisoned.
     fn check_usable(&self) -> Result<(), LogError> {
-        if self.poisoned {
-            Err(LogError::Poisoned {
-                dir: self.dir.clone(),
-            })
-        } else {
-            Ok(())
-        }
+        self.poison.check(|| LogError::Poisoned {
+            dir: self.dir.clone(),
+        })
     }
 
     /// Poisons the log if `result` is an error.
     fn poison_on_error<T>(&mut self, result: Result<T, LogError>) -> Result<T, LogError> {
-        if result.is_err() {
-            self.poisoned = true;
-        }
-        result
+        self.poison.on_error(result)
     }
 }
 
@@ -1285,59 +1277,21 @@ const ENOSPC: i32 = 28;
 const EDQUOT: i32 = 122;
 
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> LogError + 'a {
-    let io_err = durable::io_err(op, path);
+    let io_err = pehra_storage::io_err(op, path);
     move |source| io_err(source).into()
 }
 
 /// Makes the entries of `dir` (creations, renames, deletions) durable.
 fn fsync_dir(dir: &Path) -> Result<(), LogError> {
-    Ok(durable::fsync_dir(dir)?)
+    Ok(pehra_storage::fsync_dir(dir)?)
 }
 
-impl From<durable::IoError> for LogError {
-    fn from(e: durable::IoError) -> Self {
+impl From<IoError> for LogError {
+    fn from(e: IoError) -> Self {
         LogError::Io {
             op: e.op,
             path: e.path,
             source: e.source,
         }
-    }
-}
-
-/// Replaces `dir/name` with `bytes` atomically and durably: temporary file `name.tmp`,
-/// fsync, rename, fsync of the directory.
-fn replace_file_durably(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), LogError> {
-    let path = dir.join(name);
-    let tmp = dir.join(format!("{name}.tmp"));
-    let written = OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .open(&tmp)
-        .and_then(|mut file| file.write_all(bytes).and_then(|()| file.sync_all()))
-        .map_err(io_err("write", &tmp))
-        .and_then(|()| fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp)));
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e);
-    }
-    fsync_dir(dir)
-}
-
-/// Deletes a file; one already gone is fine.
-fn remove(path: &Path) -> Result<(), LogError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", path)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Parses `<20 decimal digits><suffix>` into the offset.
-fn parse_name(name: &str, suffix: &str) -> Option<u64> {
-    let digits = name.strip_suffix(suffix)?;
-    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()
-    } else {
-        None
     }
 }

@@ -4,56 +4,45 @@
 //! The rules are in the [module documentation](super#recovery).
 
 use super::epochs::{self, Epochs, Loaded};
-use super::index::{self, IndexEntry};
+use super::index::{self, IndexEntry, INDEXES};
 use super::reset;
-use super::segment::{self, Bounds, Segment, Stretch, HEADER_LEN};
+use super::segment::{self, Bounds, Segment, Stretch, HEADER_LEN, SEGMENTS};
 use super::{
-    clamp_epochs, fsync_dir, io_err, parse_name, remove, DamagedRange, LogConfig, LogError,
-    PartitionLog, Producers, Recovery,
+    clamp_epochs, io_err, DamagedRange, LogConfig, LogError, PartitionLog, Producers, Recovery,
 };
+use pehra_storage::{Plan, Poison};
 use std::collections::BTreeSet;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
 
-/// The segments of a directory, sorted by base offset. Removes `*.tmp` leftovers and
-/// index files whose segment is gone.
-pub(super) fn list(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
-    let mut segments = Vec::new();
-    let mut indexes = Vec::new();
-    let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Some(stem) = name.strip_suffix(".tmp") {
-            if parse_name(stem, ".log").is_some()
-                || parse_name(stem, ".index").is_some()
-                || stem == epochs::FILE_NAME
-                || stem == reset::FILE_NAME
-            {
-                remove(&entry.path())?;
-                removed = true;
-            }
-        } else if let Some(base) = parse_name(&name, ".log") {
-            segments.push((base, entry.path()));
-        } else if let Some(base) = parse_name(&name, ".index") {
-            indexes.push((base, entry.path()));
-        }
-    }
-    // Indexes whose segment is gone (retention or truncation stopped in between).
-    let bases: BTreeSet<u64> = segments.iter().map(|(base, _)| *base).collect();
-    for (base, path) in indexes {
-        if !bases.contains(&base) {
-            remove(&path)?;
-            removed = true;
-        }
-    }
-    if removed {
-        fsync_dir(dir)?;
-    }
-    segments.sort_unstable();
-    Ok(segments)
+/// The segment files of `dir`, sorted by base offset.
+pub(super) fn segment_files(dir: &Path) -> Result<Vec<(u64, PathBuf)>, LogError> {
+    Ok(pehra_storage::list(dir, &[SEGMENTS], &[])?.numbered(SEGMENTS))
+}
+
+/// What a partition directory holds, as read: nothing is changed while it is made.
+struct Survey {
+    /// Every segment, by base offset, checked.
+    segments: Vec<Surveyed>,
+    /// Index files whose segment is gone (retention or truncation stopped in between),
+    /// and `*.tmp` leftovers of an interrupted creation.
+    strays: Vec<PathBuf>,
+    /// The leader-epoch checkpoint.
+    stored_epochs: Loaded,
+}
+
+/// One segment as read.
+struct Surveyed {
+    /// Its base offset (from its name).
+    base: u64,
+    /// The file.
+    path: PathBuf,
+    /// Open for reading and writing.
+    file: File,
+    /// Its length.
+    file_len: u64,
+    /// What checking it found.
+    checked: Checked,
 }
 
 /// What checking one segment found.
@@ -194,50 +183,23 @@ fn quick_check(
     }))
 }
 
-/// Creates `dir` if needed (making its entry durable) and recovers the log in it.
-pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recovery), LogError> {
-    config.validate(dir)?;
-    pehra_shared::durable::create_dir_durably(dir, "create the partition directory")?;
-    if let Some(start_offset) = reset::load(dir)? {
-        tracing::warn!(
-            dir = %dir.display(),
-            "finishing an interrupted reset of the log to offset {start_offset}"
-        );
-        reset::finish(dir, start_offset, list(dir)?)?;
-    }
-    let mut listing = list(dir)?;
-    if listing.is_empty() {
-        let fresh = Segment::create(dir, 0)?;
-        listing.push((fresh.base, fresh.path));
-    }
-    let interval = config.index_interval_bytes;
-
-    let mut segments: Vec<Segment> = Vec::with_capacity(listing.len());
-    // Planned changes, made only once every check passed.
-    let mut truncate: Option<(usize, u64)> = None;
-    let mut delete: &[(u64, PathBuf)] = &[];
-    let mut index_writes: Vec<usize> = Vec::new();
-    let mut truncated_bytes = 0;
-    let mut last_epochs: Epochs = Vec::new();
-    let mut damage: Vec<DamagedRange> = Vec::new();
-    // The producers of each segment that was scanned fully.
-    let mut scanned_producers: Vec<Option<Producers>> = Vec::with_capacity(listing.len());
-
-    for (i, (base, path)) in listing.iter().enumerate() {
-        let base = *base;
-        if let Some(prev) = segments.last() {
-            if prev.next_offset != base {
-                return Err(LogError::Corrupt {
-                    path: path.clone(),
-                    detail: format!(
-                        "it starts at offset {base}, but the previous segment {} ends before \
-                         offset {}: offsets must be contiguous",
-                        prev.path.display(),
-                        prev.next_offset
-                    ),
-                });
-            }
-        }
+/// Reads `dir`: lists it and checks every segment (the earlier ones through their index
+/// when it agrees, the last two whole: rule 3 of the module documentation).
+fn survey(dir: &Path, interval: u32) -> Result<Survey, LogError> {
+    let singles = [epochs::FILE_NAME, reset::FILE_NAME];
+    let listing = pehra_storage::list(dir, &[SEGMENTS, INDEXES], &singles)?;
+    let files = listing.numbered(SEGMENTS);
+    let bases: BTreeSet<u64> = files.iter().map(|(base, _)| *base).collect();
+    let mut strays = listing.leftovers.clone();
+    strays.extend(
+        listing
+            .numbered(INDEXES)
+            .into_iter()
+            .filter(|(base, _)| !bases.contains(base))
+            .map(|(_, path)| path),
+    );
+    let mut segments = Vec::with_capacity(files.len());
+    for (i, (base, path)) in files.iter().enumerate() {
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -250,9 +212,9 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
                 detail: format!("it is {file_len} bytes long, more than a segment can be"),
             });
         }
-        let later = &listing[i + 1..];
+        let later = &files[i + 1..];
         let bounds = Bounds {
-            base,
+            base: *base,
             offset_limit: later.first().map_or(u64::MAX, |&(next, _)| next),
         };
         // The last two segments are scanned fully: the producer state comes from them.
@@ -261,17 +223,94 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         } else {
             quick_check(&file, path, file_len, bounds, interval)?
         };
-        let fully_scanned = quick.is_none();
-        let mut checked = match quick {
+        let checked = match quick {
             Some(checked) => checked,
-            None => full_scan(&file, path, file_len, bounds, interval)?,
+            None => {
+                let mut checked = full_scan(&file, path, file_len, bounds, interval)?;
+                if !later.is_empty() {
+                    let index_path = path.with_file_name(index::file_name(*base));
+                    checked.index_changed = !index::file_holds(&index_path, &checked.index);
+                }
+                checked
+            }
         };
-        if fully_scanned && !later.is_empty() {
-            let index_path = path.with_file_name(index::file_name(base));
-            checked.index_changed = !index::file_holds(&index_path, &checked.index);
+        segments.push(Surveyed {
+            base: *base,
+            path: path.clone(),
+            file,
+            file_len,
+            checked,
+        });
+    }
+    Ok(Survey {
+        segments,
+        strays,
+        stored_epochs: epochs::load(dir)?,
+    })
+}
+
+/// What recovery decided about the segments.
+struct Planned {
+    /// The changes to make: strays and the empty segments after a torn tail deleted, the
+    /// torn tail cut (or the last segment's data synced).
+    plan: Plan,
+    /// The segments kept, in order.
+    segments: Vec<Segment>,
+    /// For each kept segment, the last batch of each producer, if it was scanned whole.
+    scanned_producers: Vec<Option<Producers>>,
+    /// The epoch changes the full scan of the last kept segment saw.
+    last_epochs: Epochs,
+    /// The damaged ranges the log keeps (in log order).
+    damage: Vec<DamagedRange>,
+    /// The kept segments whose index file must be written again.
+    index_writes: Vec<usize>,
+    /// Bytes the plan cuts from the tail.
+    truncated_bytes: u64,
+}
+
+/// Decides what recovery keeps and changes from what [`survey`] read (rules 1 to 4 of the
+/// module documentation): no I/O.
+fn plan_segments(survey: Vec<Surveyed>, strays: Vec<PathBuf>) -> Result<Planned, LogError> {
+    let mut planned = Planned {
+        plan: Plan::new(),
+        segments: Vec::with_capacity(survey.len()),
+        scanned_producers: Vec::with_capacity(survey.len()),
+        last_epochs: Vec::new(),
+        damage: Vec::new(),
+        index_writes: Vec::new(),
+        truncated_bytes: 0,
+    };
+    planned.plan.remove_all(strays);
+    let facts: Vec<(u64, PathBuf, u64)> = survey
+        .iter()
+        .map(|s| (s.base, s.path.clone(), s.file_len))
+        .collect();
+    let mut truncate: Option<u64> = None;
+    let mut delete: &[(u64, PathBuf, u64)] = &[];
+    for (i, surveyed) in survey.into_iter().enumerate() {
+        let Surveyed {
+            base,
+            path,
+            file,
+            file_len,
+            mut checked,
+        } = surveyed;
+        if let Some(prev) = planned.segments.last() {
+            if prev.next_offset != base {
+                return Err(LogError::Corrupt {
+                    path,
+                    detail: format!(
+                        "it starts at offset {base}, but the previous segment {} ends before \
+                         offset {}: offsets must be contiguous",
+                        prev.path.display(),
+                        prev.next_offset
+                    ),
+                });
+            }
         }
+        let later = &facts[i + 1..];
         for stretch in checked.stretches.drain(..) {
-            damage.push(damaged_range(path, base, stretch));
+            planned.damage.push(damaged_range(&path, base, stretch));
         }
         let tail_damage = checked.cut.clone().or_else(|| {
             (!later.is_empty() && checked.batches == 0)
@@ -279,14 +318,15 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         });
         let mut is_last = later.is_empty();
         if let Some(why) = tail_damage {
-            match first_with_batches(later)? {
+            // The first later segment that holds a batch (by its length).
+            match later.iter().find(|(_, _, len)| *len > HEADER_LEN) {
                 // Good batches follow in a later segment: the damage runs to the end of this
                 // one, and is kept.
-                Some(later_path) => {
-                    let (next_base, _) = later[0];
+                Some((_, later_path, _)) => {
+                    let next_base = later[0].0;
                     if next_base <= checked.next_offset {
                         return Err(LogError::Corrupt {
-                            path: path.clone(),
+                            path,
                             detail: format!(
                                 "{why}, and the next segment starts at offset {next_base}, not \
                                  after offset {}: the offsets do not fit",
@@ -299,7 +339,7 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
                         "{why}; the later segment {} holds batches",
                         later_path.display()
                     );
-                    damage.push(DamagedRange {
+                    planned.damage.push(DamagedRange {
                         path: path.clone(),
                         segment_base: base,
                         position: checked.valid_len,
@@ -322,29 +362,30 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
                         is_last = true;
                     }
                     if checked.cut.is_some() {
-                        truncated_bytes = file_len - checked.valid_len;
+                        planned.truncated_bytes = file_len - checked.valid_len;
                         tracing::warn!(
                             path = %path.display(),
-                            "cutting {truncated_bytes} bytes from the log tail: {why} (a write \
-                             torn by a crash: no good batch follows it)"
+                            "cutting {} bytes from the log tail: {why} (a write torn by a \
+                             crash: no good batch follows it)",
+                            planned.truncated_bytes
                         );
-                        truncate = Some((i, checked.valid_len));
+                        truncate = Some(checked.valid_len);
                     }
                 }
             }
         }
         if is_last {
-            last_epochs = checked
+            planned.last_epochs = checked
                 .epochs
                 .take()
                 .expect("the last segment is scanned fully");
         } else if checked.index_changed {
-            index_writes.push(i);
+            planned.index_writes.push(i);
         }
-        scanned_producers.push(checked.producers);
-        segments.push(Segment {
+        planned.scanned_producers.push(checked.producers);
+        planned.segments.push(Segment {
             base,
-            path: path.clone(),
+            path,
             file,
             size: checked.valid_len,
             next_offset: checked.next_offset,
@@ -355,6 +396,54 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
             break;
         }
     }
+
+    // The empty segments after a torn tail go newest first, with their indexes.
+    planned.plan.remove_all(
+        delete.iter().rev().flat_map(|(base, path, _)| {
+            [path.clone(), path.with_file_name(index::file_name(*base))]
+        }),
+    );
+    let last = planned.segments.last().expect("at least one segment");
+    match truncate {
+        Some(len) => planned.plan.truncate(last.path.clone(), len),
+        // A process crash leaves written batches in the page cache only: make them durable.
+        None => planned.plan.sync_data(last.path.clone()),
+    }
+    Ok(planned)
+}
+
+/// Creates `dir` if needed (making its entry durable) and recovers the log in it: finishes
+/// an interrupted reset, reads the directory ([`survey`]), decides ([`plan_segments`]), reads
+/// the producer state and the leader epochs the decision needs, and only then changes
+/// files, so a refusal leaves the directory as it was.
+pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recovery), LogError> {
+    config.validate(dir)?;
+    pehra_storage::create_dir_durably(dir, "create the partition directory")?;
+    if let Some(start_offset) = reset::load(dir)? {
+        tracing::warn!(
+            dir = %dir.display(),
+            "finishing an interrupted reset of the log to offset {start_offset}"
+        );
+        reset::finish(dir, start_offset, segment_files(dir)?)?;
+    }
+    if segment_files(dir)?.is_empty() {
+        Segment::create(dir, 0)?;
+    }
+    let interval = config.index_interval_bytes;
+    let Survey {
+        segments,
+        strays,
+        stored_epochs,
+    } = survey(dir, interval)?;
+    let Planned {
+        mut plan,
+        segments,
+        mut scanned_producers,
+        last_epochs,
+        mut damage,
+        index_writes,
+        truncated_bytes,
+    } = plan_segments(segments, strays)?;
 
     // The producer state: the last two segments, the last one's batches after the second last's. The
     // second last was scanned fully unless recovery cut the log short of later segments.
@@ -374,7 +463,6 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         }
     }
 
-    let stored_epochs = epochs::load(dir)?;
     let epochs = recover_epochs(
         dir,
         &stored_epochs,
@@ -383,45 +471,25 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         &mut damage,
         interval,
     )?;
-
-    // Only now change files: a hard error above leaves the directory as it was.
-    if !delete.is_empty() {
-        for (base, path) in delete.iter().rev() {
-            remove(path)?;
-            remove(&dir.join(index::file_name(*base)))?;
-        }
-        fsync_dir(dir)?;
-    }
-    let last = segments.last().expect("at least one segment");
-    match truncate {
-        Some((i, len)) => {
-            debug_assert_eq!(i, segments.len() - 1);
-            last.file
-                .set_len(len)
-                .and_then(|()| last.file.sync_all())
-                .map_err(io_err("truncate", &last.path))?;
-        }
-        // A process crash leaves written batches in the page cache only: make them durable.
-        None => last
-            .file
-            .sync_data()
-            .map_err(io_err("fdatasync", &last.path))?,
-    }
-    for i in index_writes {
-        let segment = &segments[i];
-        if let Err(e) = index::write(dir, segment.base, &segment.index) {
-            tracing::warn!("{e} (the index stays in memory and is rebuilt at the next open)");
-        }
-    }
     let unchanged = match &stored_epochs {
         Loaded::Valid(stored) => *stored == epochs,
         Loaded::Missing => epochs.is_empty(),
         Loaded::Damaged => false,
     };
     if !unchanged {
-        epochs::store(dir, &epochs)?;
+        plan.replace(epochs::FILE_NAME, epochs::encode(&epochs));
     }
 
+    // Only now change files: a refusal above leaves the directory as it was.
+    plan.apply(dir)?;
+    for i in index_writes {
+        let segment = &segments[i];
+        if let Err(e) = index::write(dir, segment.base, &segment.index) {
+            tracing::warn!("{e} (the index stays in memory and is rebuilt at the next open)");
+        }
+    }
+
+    let last = segments.last().expect("at least one segment");
     let log_end = last.next_offset;
     let recovery = Recovery {
         log_start_offset: segments[0].base,
@@ -449,22 +517,11 @@ pub(super) fn open(dir: &Path, config: LogConfig) -> Result<(PartitionLog, Recov
         epochs,
         producers,
         scratch: Vec::new(),
-        poisoned: false,
+        poison: Poison::default(),
         damage,
         scrub: None,
     };
     Ok((log, recovery))
-}
-
-/// The first of `later` segments that holds a batch (by its length).
-fn first_with_batches(later: &[(u64, PathBuf)]) -> Result<Option<&Path>, LogError> {
-    for (_, path) in later {
-        let file = File::open(path).map_err(io_err("open", path))?;
-        if segment::check_header(&file, path)? > HEADER_LEN {
-            return Ok(Some(path));
-        }
-    }
-    Ok(None)
 }
 
 /// Appends `(epoch, start)` changes to `epochs`, skipping repeats of the last epoch. `None`
@@ -626,5 +683,102 @@ fn damaged_range(path: &Path, segment_base: u64, stretch: Stretch) -> DamagedRan
         first_offset: stretch.first_offset,
         end_offset: stretch.end_offset,
         detail: stretch.detail,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The decisions alone, on a survey made by hand (the files behind it are `/dev/null`:
+    //! a planner that read or wrote them would see nothing). `log::tests` opens real
+    //! directories through the whole of `open`.
+
+    use super::*;
+    use pehra_storage::Change;
+
+    /// Segment `base` as read: `batches` good batches ending at byte `valid_len` of
+    /// `file_len`, then damage if `cut`.
+    fn surveyed(base: u64, batches: u64, valid_len: u64, file_len: u64, cut: bool) -> Surveyed {
+        Surveyed {
+            base,
+            path: PathBuf::from(format!("/p/{}", segment::file_name(base))),
+            file: File::open("/dev/null").unwrap(),
+            file_len,
+            checked: Checked {
+                valid_len,
+                next_offset: base + batches,
+                batches,
+                last_timestamp_ms: None,
+                cut: cut.then(|| "torn".to_owned()),
+                stretches: Vec::new(),
+                index: Vec::new(),
+                index_changed: false,
+                epochs: Some(vec![(1, base)]),
+                producers: Some(Producers::new()),
+            },
+        }
+    }
+
+    #[test]
+    fn a_torn_tail_with_empty_segments_after_it_is_cut_and_they_go_newest_first() {
+        let survey = vec![
+            surveyed(0, 5, 500, 520, true),
+            surveyed(5, 0, HEADER_LEN, HEADER_LEN, false),
+            surveyed(5, 0, HEADER_LEN, HEADER_LEN, false),
+        ];
+        // (Two empty segments with one base cannot be listed; the planner does not care.)
+        let strays = vec![PathBuf::from("/p/00000000000000000009.index")];
+        let planned = plan_segments(survey, strays).unwrap();
+        assert_eq!(planned.segments.len(), 1);
+        assert_eq!(planned.truncated_bytes, 20);
+        assert_eq!(planned.last_epochs, [(1, 0)]);
+        let seg = |base| PathBuf::from(format!("/p/{}", segment::file_name(base)));
+        let idx = |base| PathBuf::from(format!("/p/{}", index::file_name(base)));
+        assert_eq!(
+            planned.plan.changes(),
+            [
+                Change::Remove(idx(9)),
+                Change::SyncDir,
+                Change::Remove(seg(5)),
+                Change::Remove(idx(5)),
+                Change::Remove(seg(5)),
+                Change::Remove(idx(5)),
+                Change::SyncDir,
+                Change::Truncate {
+                    path: seg(0),
+                    len: 500
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn damage_with_batches_after_it_is_kept_and_nothing_is_cut() {
+        let survey = vec![
+            surveyed(0, 5, 500, 520, true),
+            surveyed(8, 2, 300, 300, false),
+        ];
+        let planned = plan_segments(survey, Vec::new()).unwrap();
+        assert_eq!(planned.segments.len(), 2);
+        assert_eq!(planned.truncated_bytes, 0);
+        let range = &planned.damage[0];
+        assert_eq!((range.position, range.end_position), (500, 520));
+        assert_eq!((range.first_offset, range.end_offset), (5, 8));
+        assert_eq!(
+            planned.plan.changes(),
+            [Change::SyncData(PathBuf::from(format!(
+                "/p/{}",
+                segment::file_name(8)
+            )))]
+        );
+        // A later segment that starts inside the earlier one's offsets is refused.
+        let overlapping = vec![
+            surveyed(0, 5, 500, 520, true),
+            surveyed(4, 2, 300, 300, false),
+        ];
+        let refused = plan_segments(overlapping, Vec::new()).err().unwrap();
+        assert!(
+            refused.to_string().contains("the offsets do not fit"),
+            "{refused}"
+        );
     }
 }

@@ -8,7 +8,8 @@
 use super::epochs;
 use super::index;
 use super::segment::Segment;
-use super::{fsync_dir, io_err, remove, replace_file_durably, LogError};
+use super::{fsync_dir, io_err, LogError};
+use pehra_storage::file::{remove_if_present, replace_durably};
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -30,7 +31,7 @@ pub(super) fn store(dir: &Path, start_offset: u64) -> Result<(), LogError> {
     bytes.extend_from_slice(&start_offset.to_le_bytes());
     let crc = crc32fast::hash(&bytes[8..20]);
     bytes.extend_from_slice(&crc.to_le_bytes());
-    replace_file_durably(dir, FILE_NAME, &bytes)
+    Ok(replace_durably(dir, FILE_NAME, &bytes)?)
 }
 
 /// The start offset of the reset marked in `dir`, if one is. A marker that cannot be read
@@ -79,13 +80,13 @@ pub(super) fn finish(
     listing: Vec<(u64, PathBuf)>,
 ) -> Result<Segment, LogError> {
     for (base, path) in listing {
-        remove(&path)?;
-        remove(&dir.join(index::file_name(base)))?;
+        remove_if_present(&path)?;
+        remove_if_present(&dir.join(index::file_name(base)))?;
     }
     fsync_dir(dir)?;
     let segment = Segment::create(dir, start_offset)?;
     epochs::store(dir, &[])?;
-    remove(&dir.join(FILE_NAME))?;
+    remove_if_present(&dir.join(FILE_NAME))?;
     fsync_dir(dir)?;
     Ok(segment)
 }

@@ -5,6 +5,7 @@
 
 use super::index::{self, IndexEntry};
 use super::{io_err, DamagedRange, LogError, ProducerBatch, ProducerEntry, Producers};
+use pehra_storage::Numbered;
 use std::fs::File;
 use std::io::{self, BufReader, ErrorKind, Read};
 use std::os::unix::fs::FileExt;
@@ -23,9 +24,12 @@ const NO_BASE_SEQUENCE: u32 = u32::MAX;
 /// The largest batch (opaque bytes, without the log's own header) the log accepts.
 pub const MAX_BATCH_BYTES: u32 = 64 * 1024 * 1024;
 
+/// Segment files: `<base offset>.log`.
+pub(super) const SEGMENTS: Numbered = Numbered::new("", ".log");
+
 /// The file name of the segment whose first batch has `base_offset`.
 pub(super) fn file_name(base_offset: u64) -> String {
-    format!("{base_offset:020}.log")
+    SEGMENTS.name(base_offset)
 }
 
 /// Why a batch on disk cannot be used (a torn or corrupt batch), for messages.
@@ -536,7 +540,7 @@ impl Segment {
         let mut header = [0u8; HEADER_LEN as usize];
         header[..8].copy_from_slice(&LOG_MAGIC);
         header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
-        let file = pehra_shared::durable::create_with_header(dir, &name, &header)?;
+        let file = pehra_storage::create_with_header(dir, &name, &header)?;
         let path = dir.join(name);
         Ok(Segment {
             base,

@@ -237,7 +237,7 @@ fn idx(dir: &Path, base: u64) -> PathBuf {
 fn segment_bases(dir: &Path) -> Vec<u64> {
     let mut bases: Vec<u64> = fs::read_dir(dir)
         .unwrap()
-        .filter_map(|e| parse_name(e.unwrap().file_name().to_str()?, ".log"))
+        .filter_map(|e| segment::SEGMENTS.parse(e.unwrap().file_name().to_str()?))
         .collect();
     bases.sort_unstable();
     bases

@@ -6,12 +6,13 @@ use super::hw_checkpoint;
 use super::partition::{Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
-use pehra_shared::durable;
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, PartitionMetadata, TopicConfig};
+use pehra_storage::IoError;
 use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
 use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -394,25 +395,53 @@ pub(crate) fn partition_dir(state: &State, key: &PartitionKey) -> std::path::Pat
     state.data_dir.join(format!("{}-{}", key.0, key.1))
 }
 
+/// Why a partition directory cannot be claimed for a topic incarnation.
+#[derive(Debug, thiserror::Error)]
+enum ClaimError {
+    /// A file operation failed.
+    #[error(transparent)]
+    Io(#[from] IoError),
+    /// The mark names no incarnation: damage, not proof of another topic.
+    #[error(
+        "{path} does not name a topic incarnation ({text:?}): refusing to delete the \
+         partition's data; if the data is this topic's, write its topic id there (or delete \
+         the file)"
+    )]
+    UnreadableMark {
+        /// The mark.
+        path: PathBuf,
+        /// What it holds.
+        text: String,
+    },
+}
+
 /// Makes `dir` hold data of topic incarnation `topic_id`: data of another incarnation (a
 /// topic deleted, then created again under the same name, while this broker did not
 /// see it gone) is removed first; a directory without the mark (older versions) is
-/// taken as this incarnation's.
-fn claim_for_topic(dir: &std::path::Path, topic_id: u64) -> Result<(), durable::IoError> {
+/// taken as this incarnation's. The mark is replaced atomically and durably, so one that
+/// does not parse is damage: refused, never taken for another incarnation's.
+fn claim_for_topic(dir: &Path, topic_id: u64) -> Result<(), ClaimError> {
     let mark = dir.join(TOPIC_ID_FILE);
     match std::fs::read_to_string(&mark) {
-        Ok(text) if text.trim().parse::<u64>().ok() == Some(topic_id) => return Ok(()),
-        Ok(text) => {
-            tracing::info!(dir = %dir.display(), old = text.trim(), new = topic_id, "the partition's data is of a deleted topic of the same name: removed");
-            std::fs::remove_dir_all(dir).map_err(durable::io_err("remove the old data of", dir))?;
-        }
+        Ok(text) => match text.trim().parse::<u64>() {
+            Ok(id) if id == topic_id => return Ok(()),
+            Ok(_) => {
+                tracing::info!(dir = %dir.display(), old = text.trim(), new = topic_id, "the partition's data is of a deleted topic of the same name: removed");
+                std::fs::remove_dir_all(dir)
+                    .map_err(pehra_storage::io_err("remove the old data of", dir))?;
+            }
+            Err(_) => return Err(ClaimError::UnreadableMark { path: mark, text }),
+        },
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(durable::io_err("read", &mark)(e)),
+        Err(e) => return Err(pehra_storage::io_err("read", &mark)(e).into()),
     }
-    durable::create_dir_durably(dir, "create the partition directory")?;
-    let tmp = dir.join(format!("{TOPIC_ID_FILE}.tmp"));
-    std::fs::write(&tmp, format!("{topic_id}\n")).map_err(durable::io_err("write", &tmp))?;
-    std::fs::rename(&tmp, &mark).map_err(durable::io_err("rename into place", &tmp))
+    pehra_storage::create_dir_durably(dir, "create the partition directory")?;
+    let text = format!("{topic_id}\n");
+    Ok(pehra_storage::file::replace_durably(
+        dir,
+        TOPIC_ID_FILE,
+        text.as_bytes(),
+    )?)
 }
 
 async fn open(
@@ -498,5 +527,24 @@ mod tests {
         fs::write(old.join("00000000000000000000.log"), b"data").unwrap();
         claim_for_topic(&old, 3).unwrap();
         assert!(old.join("00000000000000000000.log").exists());
+    }
+
+    #[test]
+    fn a_mark_that_names_no_incarnation_is_refused_and_the_data_kept() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("t-0");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(dir.join("00000000000000000000.log"), b"data").unwrap();
+        // What a crash between creating the mark and its data reaching the disk left
+        // behind, before the mark was written durably.
+        fs::write(dir.join(TOPIC_ID_FILE), b"").unwrap();
+        let refused = claim_for_topic(&dir, 7).unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("refusing to delete the partition's data"),
+            "{refused}"
+        );
+        assert!(dir.join("00000000000000000000.log").exists());
     }
 }

@@ -11,8 +11,7 @@
 //! a replica moved away, another incarnation of the topic). The flusher writes it after
 //! the logs' flush whenever the high watermark moved.
 
-use pehra_shared::durable::{self, IoError};
-use std::io::Write;
+use pehra_storage::IoError;
 use std::path::{Path, PathBuf};
 
 /// The file's name in a partition directory.
@@ -44,7 +43,7 @@ pub(crate) fn load(dir: &Path) -> Result<u64, CheckpointError> {
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(durable::io_err("read", &path)(e).into()),
+        Err(e) => return Err(pehra_storage::io_err("read", &path)(e).into()),
     };
     text.strip_prefix(HEADER)
         .and_then(|t| t.strip_suffix('\n'))
@@ -54,14 +53,7 @@ pub(crate) fn load(dir: &Path) -> Result<u64, CheckpointError> {
 
 /// Makes `hw` the checkpoint of partition directory `dir`, durably.
 pub(crate) fn store(dir: &Path, hw: u64) -> Result<(), IoError> {
-    let path = dir.join(FILE);
-    let tmp = dir.join(format!("{FILE}.tmp"));
-    let mut file = std::fs::File::create(&tmp).map_err(durable::io_err("create", &tmp))?;
-    file.write_all(format!("{HEADER}{hw}\n").as_bytes())
-        .map_err(durable::io_err("write", &tmp))?;
-    file.sync_all().map_err(durable::io_err("fsync", &tmp))?;
-    std::fs::rename(&tmp, &path).map_err(durable::io_err("rename into place", &tmp))?;
-    durable::fsync_dir(dir)
+    pehra_storage::file::replace_durably(dir, FILE, format!("{HEADER}{hw}\n").as_bytes())
 }
 
 #[cfg(test)]

@@ -188,7 +188,7 @@ pub enum BrokerError {
     Zookeeper(#[from] ZkError),
     /// The data directory is in use by another process, or cannot be written.
     #[error(transparent)]
-    DataDir(#[from] pehra_shared::data_dir::DataDirError),
+    DataDir(#[from] pehra_storage::data_dir::DataDirError),
     /// Another live broker has this id: it answers at its registered address, or its
     /// registration did not expire within [`BrokerConfig::registration_wait`].
     #[error("broker id {id} is already registered by a live broker at {addr}")]
@@ -333,7 +333,7 @@ pub struct Broker {
     id: u32,
     controlled_shutdown_timeout: Duration,
     /// The data directory is ours while we run.
-    _data_dir: pehra_shared::data_dir::DataDirLock,
+    _data_dir: pehra_storage::data_dir::DataDirLock,
 }
 
 impl Broker {
@@ -341,7 +341,7 @@ impl Broker {
     /// cannot be written), binds, registers with the zookeeper as `/brokers/ids/{id}`,
     /// and starts holding the partition replicas the controller gives it.
     pub async fn start(config: BrokerConfig) -> Result<Broker, BrokerError> {
-        let data_dir = pehra_shared::data_dir::claim(&config.data_dir)?;
+        let data_dir = pehra_storage::data_dir::claim(&config.data_dir)?;
         let state = Arc::new(State {
             id: config.id,
             data_dir: config.data_dir.clone(),

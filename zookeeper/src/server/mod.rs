@@ -20,8 +20,8 @@ mod sessions;
 use crate::storage::{Storage, StorageError};
 use crate::tree::{DataTree, Op};
 use pehra_shared::coap::Config as CoapConfig;
-use pehra_shared::data_dir::{self, DataDirError, DataDirLock};
 use pehra_shared::driver::Endpoint;
+use pehra_storage::data_dir::{self, DataDirError, DataDirLock};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -201,7 +201,7 @@ impl Server {
     /// cannot be written), recovers it and starts serving.
     pub async fn start(config: ServerConfig) -> Result<Server, ServerError> {
         let dir = config.data_dir.clone();
-        // The same `LOCK` file as `storage::lock_dir` locks, with the holder's PID in it.
+        // An exclusive `flock` on `LOCK`, with the holder's PID in it.
         let lock = data_dir::claim(&dir)?;
         let options = config.recovery.clone();
         let (storage, tree, recovered) =

@@ -96,6 +96,7 @@
 //! and `P` are deleted, and so are the segments all of whose records are `<= P`. The
 //! newest snapshot can thus be lost to corruption and recovered from `P` plus the log.
 
+mod open;
 mod snapshot;
 mod wal;
 
@@ -104,11 +105,13 @@ mod tests;
 
 pub use wal::MAX_RECORD_LEN;
 
-use pehra_shared::durable;
-use std::fs::{self, OpenOptions};
+use pehra_storage::{IoError, Listing, Plan, Poison};
+use snapshot::SNAPSHOTS;
+use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use wal::Segment;
+use wal::SEGMENTS;
 
 /// Appended bytes are written to the segment (without syncing) once the buffer holds this
 /// many, so that a huge batch does not sit in memory twice.
@@ -222,14 +225,6 @@ pub enum StorageError {
         /// The data directory.
         dir: PathBuf,
     },
-    /// Another process holds the data directory.
-    #[error("{dir}: the data directory is in use by another process (lock file {lock})")]
-    InUse {
-        /// The data directory.
-        dir: PathBuf,
-        /// The lock file.
-        lock: PathBuf,
-    },
 }
 
 /// Writes snapshot files (atomically) from any thread; see [`Storage::snapshot_writer`].
@@ -246,125 +241,25 @@ impl SnapshotWriter {
     }
 }
 
-/// An exclusive lock on a data directory, held while it lives.
-#[derive(Debug)]
-pub struct DirLock {
-    _file: fs::File,
-}
-
-/// Locks `dir/LOCK` exclusively (creating `dir` if needed), so two processes cannot use one
-/// data directory. [`Storage`] does not lock by itself; its owner (the server) holds this
-/// for as long as it runs. The lock goes with the process, also when it is killed.
-pub fn lock_dir(dir: &Path) -> Result<DirLock, StorageError> {
-    fs::create_dir_all(dir).map_err(io_err("create the data directory", dir))?;
-    let path = dir.join("LOCK");
-    let file = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&path)
-        .map_err(io_err("open the lock file", &path))?;
-    match file.try_lock() {
-        Ok(()) => Ok(DirLock { _file: file }),
-        Err(fs::TryLockError::WouldBlock) => Err(StorageError::InUse {
-            dir: dir.to_owned(),
-            lock: path,
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(io_err("lock the data directory", &path)(e)),
-    }
-}
-
 /// Builds the mapping of an `io::Error` to [`StorageError::Io`] for `op` on `path`.
 fn io_err<'a>(op: &'static str, path: &'a Path) -> impl Fn(io::Error) -> StorageError + 'a {
-    let io_err = durable::io_err(op, path);
+    let io_err = pehra_storage::io_err(op, path);
     move |source| io_err(source).into()
 }
 
 /// Makes the entries of `dir` (creations, renames, deletions) durable.
 fn fsync_dir(dir: &Path) -> Result<(), StorageError> {
-    Ok(durable::fsync_dir(dir)?)
+    Ok(pehra_storage::fsync_dir(dir)?)
 }
 
-impl From<durable::IoError> for StorageError {
-    fn from(e: durable::IoError) -> Self {
+impl From<IoError> for StorageError {
+    fn from(e: IoError) -> Self {
         StorageError::Io {
             op: e.op,
             path: e.path,
             source: e.source,
         }
     }
-}
-
-/// Deletes a file; one already gone is fine.
-fn remove(path: &Path) -> Result<(), StorageError> {
-    match fs::remove_file(path) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(io_err("delete", path)(e)),
-        _ => Ok(()),
-    }
-}
-
-/// Parses `<prefix><20 decimal digits>` into the zxid.
-fn parse_name(name: &str, prefix: &str) -> Option<u64> {
-    let digits = name.strip_prefix(prefix)?;
-    if digits.len() == 20 && digits.bytes().all(|b| b.is_ascii_digit()) {
-        digits.parse().ok()
-    } else {
-        None
-    }
-}
-
-/// The zxid of the last good record of the segment `path` read from byte `start`, where
-/// the record should have zxid `expected`; reads on past damage. `expected - 1` if none.
-fn last_good_from(path: &Path, start: u64, expected: u64) -> Result<u64, StorageError> {
-    let (mut start, mut expected) = (start, expected);
-    let mut last = expected.saturating_sub(1);
-    loop {
-        let end = wal::scan(path, start, expected, |zxid, _, _| {
-            last = last.max(zxid);
-            Ok(())
-        })?;
-        match end.resync {
-            Some((pos, zxid)) => (start, expected) = (pos, zxid),
-            None => return Ok(last),
-        }
-    }
-}
-
-/// The segments and snapshots of a data directory, each sorted by zxid.
-struct Listing {
-    segments: Vec<(u64, PathBuf)>,
-    snapshots: Vec<(u64, PathBuf)>,
-}
-
-/// Lists `dir`, deleting the temporary files an interrupted creation left behind.
-fn list(dir: &Path) -> Result<Listing, StorageError> {
-    let mut listing = Listing {
-        segments: Vec::new(),
-        snapshots: Vec::new(),
-    };
-    let mut removed = false;
-    for entry in fs::read_dir(dir).map_err(io_err("list", dir))? {
-        let entry = entry.map_err(io_err("list", dir))?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            continue;
-        };
-        if let Some(stem) = name.strip_suffix(".tmp") {
-            if parse_name(stem, "log.").is_some() || parse_name(stem, "snapshot.").is_some() {
-                remove(&entry.path())?;
-                removed = true;
-            }
-        } else if let Some(zxid) = parse_name(&name, "log.") {
-            listing.segments.push((zxid, entry.path()));
-        } else if let Some(zxid) = parse_name(&name, "snapshot.") {
-            listing.snapshots.push((zxid, entry.path()));
-        }
-    }
-    if removed {
-        fsync_dir(dir)?;
-    }
-    listing.segments.sort_unstable();
-    listing.snapshots.sort_unstable();
-    Ok(listing)
 }
 
 /// What [`Storage::open`] found on disk: the state to rebuild before serving.
@@ -382,18 +277,6 @@ pub struct Recovery {
 /// The file holding the highest zxid records cut on request reached, until the log
 /// has placeholders up to it (see [`Storage::open_with`]).
 const ZXID_FLOOR: &str = "zxid-floor";
-
-/// Makes `floor` the durable content of the `zxid-floor` file of `dir`.
-fn write_zxid_floor(dir: &Path, floor: u64) -> Result<(), StorageError> {
-    let path = dir.join(ZXID_FLOOR);
-    let tmp = dir.join(format!("{ZXID_FLOOR}.tmp"));
-    let mut file = fs::File::create(&tmp).map_err(io_err("create", &tmp))?;
-    file.write_all(format!("{floor}\n").as_bytes())
-        .and_then(|()| file.sync_all())
-        .map_err(io_err("write", &tmp))?;
-    fs::rename(&tmp, &path).map_err(io_err("rename into place", &tmp))?;
-    fsync_dir(dir)
-}
 
 /// What [`Storage::reserve`] secured.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -440,8 +323,8 @@ pub struct Storage {
     snapshot_zxid: Option<u64>,
     /// Encoded bytes of the records after the snapshot.
     bytes_since_snapshot: u64,
-    /// An I/O error left the log in an unknown state.
-    poisoned: bool,
+    /// Whether an I/O error left the log in an unknown state.
+    poison: Poison,
 }
 
 impl Storage {
@@ -459,275 +342,30 @@ impl Storage {
         dir: &Path,
         options: &RecoveryOptions,
     ) -> Result<(Storage, Recovery), StorageError> {
-        durable::create_dir_durably(dir, "create the data directory")?;
-        let listing = list(dir)?;
-
-        // 1. The newest snapshot that verifies.
-        let mut base = None;
-        let mut damaged_newer = Vec::new();
-        for (zxid, path) in listing.snapshots.iter().rev() {
-            match snapshot::read(path, *zxid)? {
-                snapshot::Read::Valid(bytes) => {
-                    base = Some((*zxid, bytes));
-                    break;
-                }
-                snapshot::Read::Corrupt(why) => {
-                    tracing::warn!(path = %path.display(), "skipping a damaged snapshot: {why}");
-                    damaged_newer.push((*zxid, path));
-                }
-            }
-        }
-        let snap = base.as_ref().map_or(0, |(zxid, _)| *zxid);
-
-        // 2-4. The log after it.
-        let segments = &listing.segments;
-        let mut records = Vec::new();
-        let mut prev: Option<u64> = None;
-        let mut bytes_since_snapshot = 0;
-        let mut truncated_bytes = 0;
-        // The last segment holding records: (path, its good length, its last zxid).
-        let mut tail: Option<(&Path, u64, u64)> = None;
-        let mut empty: Vec<&Path> = Vec::new();
-        // The torn tail to cut: (segment, its good length).
-        let mut truncate: Option<(&Path, u64)> = None;
-        // Later segments with records, cut by `options.recover_truncate_wal`.
-        let mut doomed: Vec<&Path> = Vec::new();
-        // Set when records are cut on request: the zxid they reached.
-        let mut raise_floor: Option<u64> = None;
-        'segments: for (i, (name_zxid, path)) in segments.iter().enumerate() {
-            let mut first_in_segment = true;
-            let mut segment_last = 0;
-            let mut segment_records = 0;
-            let (mut start, mut expected) = (wal::LOG_HEADER_LEN, *name_zxid);
-            let end = loop {
-                let end = wal::scan(path, start, expected, |zxid, payload, encoded_len| {
-                    let corrupt = |detail: String| StorageError::Corrupt {
-                        path: path.clone(),
-                        detail,
-                    };
-                    if first_in_segment && zxid != *name_zxid {
-                        return Err(corrupt(format!(
-                            "its first record has zxid {zxid}, but its name says {name_zxid}"
-                        )));
-                    }
-                    first_in_segment = false;
-                    match prev {
-                        Some(p) if zxid <= p => {
-                            return Err(corrupt(format!(
-                                "zxid {zxid} follows zxid {p}: zxids must increase"
-                            )));
-                        }
-                        Some(p) if zxid != p + 1 && zxid > snap + 1 => {
-                            return Err(corrupt(format!(
-                                "zxid {zxid} follows zxid {p}: records {} to {} are missing",
-                                p.max(snap) + 1,
-                                zxid - 1
-                            )));
-                        }
-                        None if zxid > snap + 1 => {
-                            return Err(corrupt(format!(
-                                "the log starts at zxid {zxid} but the snapshot covers only up \
-                                 to {snap}: records {} to {} are missing",
-                                snap + 1,
-                                zxid - 1
-                            )));
-                        }
-                        _ => {}
-                    }
-                    prev = Some(zxid);
-                    segment_last = zxid;
-                    if zxid > snap {
-                        records.push((zxid, payload));
-                        bytes_since_snapshot += encoded_len;
-                    }
-                    Ok(())
-                })?;
-                segment_records += end.records;
-                match (&end.cut, end.resync) {
-                    // Damage whose records are all in the snapshot: nothing needed is
-                    // lost. Read on after it.
-                    (Some(why), Some((pos, zxid))) if zxid <= snap.saturating_add(1) => {
-                        tracing::warn!(
-                            path = %path.display(),
-                            "damaged log records ignored, the snapshot at zxid {snap} covers \
-                             them: {why}"
-                        );
-                        first_in_segment = false;
-                        (start, expected) = (pos, zxid);
-                    }
-                    _ => break end,
-                }
-            };
-
-            let Some(why) = end.cut else {
-                if segment_records == 0 {
-                    empty.push(path);
-                } else {
-                    tail = Some((path.as_path(), end.valid_len, segment_last));
-                }
-                continue;
-            };
-            let later = &segments[i + 1..];
-            // The first valid record after the damage: (its segment, its first zxid).
-            let mut next_good = end.resync.map(|(_, zxid)| (path, zxid));
-            if next_good.is_none() {
-                for (first, later_path) in later {
-                    let len = fs::metadata(later_path)
-                        .map_err(io_err("stat", later_path))?
-                        .len();
-                    if len > wal::LOG_HEADER_LEN {
-                        next_good = Some((later_path, *first));
-                        break;
-                    }
-                    // Header-only: it goes with the cut, but only if it is ours.
-                    wal::scan(later_path, wal::LOG_HEADER_LEN, *first, |_, _, _| Ok(()))?;
-                }
-            }
-            if let Some((next_path, next_first)) = next_good {
-                if end.resync.is_none() && next_first <= snap.saturating_add(1) {
-                    // Everything this segment holds is in the snapshot: only fallback data is
-                    // lost. Leave the file for retention to delete.
-                    tracing::warn!(
-                        path = %path.display(),
-                        "damaged log segment ignored, the snapshot at zxid {snap} covers it: {why}"
-                    );
-                    continue;
-                }
-                // Corruption in the middle of the log.
-                let last_good_zxid = end.next_zxid.saturating_sub(1);
-                let (mut last_zxid_after, mut last_path) = (next_first, next_path);
-                if let Some((pos, zxid)) = end.resync {
-                    last_zxid_after = last_zxid_after.max(last_good_from(path, pos, zxid)?);
-                }
-                for (first, later_path) in later {
-                    let last = last_good_from(later_path, wal::LOG_HEADER_LEN, *first)?;
-                    if last > last_zxid_after {
-                        (last_zxid_after, last_path) = (last, later_path);
-                    }
-                }
-                let corrupt = StorageError::CorruptWal {
-                    path: path.clone(),
-                    position: end.valid_len,
-                    detail: why,
-                    last_good_zxid,
-                    last_zxid_after,
-                    last_path: last_path.clone(),
-                };
-                match options.recover_truncate_wal {
-                    Some(n) if n == last_good_zxid => {
-                        let later_bytes = later
-                            .iter()
-                            .map(|(_, p)| fs::metadata(p).map(|m| m.len()))
-                            .sum::<io::Result<u64>>()
-                            .map_err(io_err("stat", dir))?;
-                        truncated_bytes = end.file_len - end.valid_len + later_bytes;
-                        tracing::error!(
-                            "--recover-truncate-wal {n}: cutting the write-ahead log after zxid \
-                             {n}, deleting the {} records after it and {truncated_bytes} bytes, \
-                             as asked: {corrupt}",
-                            last_zxid_after - n
-                        );
-                        truncate = Some((path.as_path(), end.valid_len));
-                        if segment_records == 0 {
-                            empty.push(path);
-                        } else {
-                            tail = Some((path.as_path(), end.valid_len, segment_last));
-                        }
-                        doomed.extend(later.iter().map(|(_, p)| p.as_path()));
-                        raise_floor = Some(last_zxid_after);
-                        break 'segments;
-                    }
-                    Some(n) => {
-                        tracing::error!(
-                            "--recover-truncate-wal {n} does not name the last good zxid before \
-                             the damage ({last_good_zxid}); nothing was cut"
-                        );
-                        return Err(corrupt);
-                    }
-                    None => return Err(corrupt),
-                }
-            }
-            // A torn tail: cut it (below, once nothing can fail any more).
-            truncated_bytes = end.file_len - end.valid_len;
-            tracing::warn!(
-                path = %path.display(),
-                "cutting {truncated_bytes} bytes from the log tail: {why} (a write torn by a \
-                 crash: no valid record follows it)"
-            );
-            truncate = Some((path.as_path(), end.valid_len));
-            if segment_records == 0 {
-                empty.push(path);
-            } else {
-                tail = Some((path.as_path(), end.valid_len, segment_last));
-            }
-            // Later segments hold no records (checked above).
-            empty.extend(later.iter().map(|(_, p)| p.as_path()));
-            break;
-        }
-
-        // 5. A damaged newer snapshot must be covered by the log.
-        let last_zxid = prev.unwrap_or(0).max(snap);
-        if let Some((zxid, path)) = damaged_newer.iter().find(|(zxid, _)| *zxid > last_zxid) {
-            return Err(StorageError::Corrupt {
-                path: path.to_path_buf(),
-                detail: format!(
-                    "this snapshot is damaged and the log only reaches zxid {last_zxid}: the \
-                     changes up to zxid {zxid} cannot be recovered"
-                ),
-            });
-        }
-
-        // Only now change files: a hard error above leaves the directory as it was.
-        // Zxids never go back: before records are cut, the highest zxid they reached is
-        // made durable, so the next zxid handed out is above it even after a crash.
-        if let Some(floor) = raise_floor {
-            write_zxid_floor(dir, floor)?;
-        }
-        // Segments cut on request go first, newest first: a crash in between leaves a log
-        // that ends earlier, never one with a hole.
-        if !doomed.is_empty() {
-            for path in doomed.iter().rev() {
-                remove(path)?;
-            }
-            fsync_dir(dir)?;
-        }
-        if let Some((path, len)) = truncate {
-            let file = OpenOptions::new()
-                .write(true)
-                .open(path)
-                .map_err(io_err("open for truncation", path))?;
-            file.set_len(len)
-                .and_then(|()| file.sync_all())
-                .map_err(io_err("truncate", path))?;
-        }
-        for path in &empty {
-            remove(path)?;
-        }
-        if !empty.is_empty() {
-            fsync_dir(dir)?;
-        }
-
-        // Keep appending to the last segment unless it ends at or before the snapshot (then
-        // the next record starts a new one, as after `snapshot`).
-        let current = match tail {
-            Some((path, len, last)) if last > snap => Some(Segment::open_at(path, len)?),
-            _ => None,
+        pehra_storage::create_dir_durably(dir, "create the data directory")?;
+        let survey = open::survey(dir)?;
+        let opened = open::plan(survey, options)?;
+        // Only now change files: a refusal above leaves the directory as it was.
+        opened.plan.apply(dir)?;
+        let current = match &opened.append_to {
+            Some((path, len)) => Some(Segment::open_at(path, *len)?),
+            None => None,
         };
         let mut storage = Storage {
             dir: dir.to_owned(),
             current,
             buf: Vec::new(),
             dirty: false,
-            last_appended: last_zxid,
-            last_durable: last_zxid,
-            snapshot_zxid: base.as_ref().map(|(zxid, _)| *zxid),
-            bytes_since_snapshot,
-            poisoned: false,
+            last_appended: opened.last_zxid,
+            last_durable: opened.last_zxid,
+            snapshot_zxid: opened.snapshot.as_ref().map(|(zxid, _)| *zxid),
+            bytes_since_snapshot: opened.bytes_since_snapshot,
+            poison: Poison::default(),
         };
         let recovery = Recovery {
-            snapshot: base,
-            records,
-            truncated_bytes,
+            snapshot: opened.snapshot,
+            records: opened.records,
+            truncated_bytes: opened.truncated_bytes,
         };
         let mut recovery = recovery;
         storage.keep_zxids_above_the_floor(&mut recovery.records)?;
@@ -837,16 +475,16 @@ impl Storage {
         snapshot::write(&self.dir, zxid, state)?;
         // From here a crash leaves the new snapshot with older files beside it, which
         // recovery reads past (their records are all before the snapshot).
-        let listing = list(&self.dir)?;
-        for (old, path) in &listing.snapshots {
-            if *old != zxid {
-                remove(path)?;
-            }
-        }
-        for (_, path) in &listing.segments {
-            remove(path)?;
-        }
-        fsync_dir(&self.dir)?;
+        let listing = self.list()?;
+        let mut plan = Plan::new();
+        let old_snapshots = listing.numbered(SNAPSHOTS).into_iter();
+        plan.remove_all(
+            old_snapshots
+                .filter(|(old, _)| *old != zxid)
+                .chain(listing.numbered(SEGMENTS))
+                .map(|(_, path)| path),
+        );
+        plan.apply(&self.dir)?;
         self.snapshot_zxid = Some(zxid);
         self.current = None;
         self.last_appended = zxid;
@@ -936,8 +574,9 @@ impl Storage {
             }
             self.sync()?;
         }
-        remove(&path)?;
-        fsync_dir(&self.dir)
+        let mut plan = Plan::new();
+        plan.remove_all([path]);
+        Ok(plan.apply(&self.dir)?)
     }
 
     /// Makes sure the next `want` bytes of records can be written without allocating
@@ -952,7 +591,7 @@ impl Storage {
     /// full disk as an I/O error, which poisons). Call it with nothing buffered (after
     /// [`sync`](Self::sync)).
     pub fn reserve(&mut self, want: u64) -> Room {
-        if self.poisoned {
+        if self.poison.is_poisoned() {
             return Room {
                 bytes: 0,
                 full: Some("the log failed earlier".into()),
@@ -1019,23 +658,21 @@ impl Storage {
         &self.dir
     }
 
+    /// The segments and snapshots in the data directory.
+    fn list(&self) -> Result<Listing, StorageError> {
+        Ok(pehra_storage::list(&self.dir, &[SEGMENTS, SNAPSHOTS], &[])?)
+    }
+
     /// Refuses work once poisoned.
     fn check_usable(&self) -> Result<(), StorageError> {
-        if self.poisoned {
-            Err(StorageError::Poisoned {
-                dir: self.dir.clone(),
-            })
-        } else {
-            Ok(())
-        }
+        self.poison.check(|| StorageError::Poisoned {
+            dir: self.dir.clone(),
+        })
     }
 
     /// Poisons the storage if `result` is an error.
     fn poison_on_error<T>(&mut self, result: Result<T, StorageError>) -> Result<T, StorageError> {
-        if result.is_err() {
-            self.poisoned = true;
-        }
-        result
+        self.poison.on_error(result)
     }
 
     /// Writes the buffered records to the current segment (creating it if needed), unsynced.
@@ -1064,27 +701,25 @@ impl Storage {
     /// After snapshot `newest` replaced `previous`: deletes the other snapshots and the
     /// segments that only hold records up to `previous`, oldest first.
     fn prune(&self, newest: u64, previous: Option<u64>) -> Result<(), StorageError> {
-        let listing = list(&self.dir)?;
-        let mut removed = false;
-        for (zxid, path) in &listing.snapshots {
-            if *zxid != newest && Some(*zxid) != previous {
-                remove(path)?;
-                removed = true;
-            }
-        }
+        let listing = self.list()?;
+        let mut doomed: Vec<PathBuf> = listing
+            .numbered(SNAPSHOTS)
+            .into_iter()
+            .filter(|(zxid, _)| *zxid != newest && Some(*zxid) != previous)
+            .map(|(_, path)| path)
+            .collect();
         if let Some(previous) = previous {
             // Segment i holds zxids first_i ..= first_{i+1} - 1.
-            for pair in listing.segments.windows(2) {
-                if pair[1].0 > previous.saturating_add(1) {
-                    break;
-                }
-                remove(&pair[0].1)?;
-                removed = true;
-            }
+            let segments = listing.numbered(SEGMENTS);
+            doomed.extend(
+                segments
+                    .windows(2)
+                    .take_while(|pair| pair[1].0 <= previous.saturating_add(1))
+                    .map(|pair| pair[0].1.clone()),
+            );
         }
-        if removed {
-            fsync_dir(&self.dir)?;
-        }
-        Ok(())
+        let mut plan = Plan::new();
+        plan.remove_all(doomed);
+        Ok(plan.apply(&self.dir)?)
     }
 }

@@ -3,6 +3,7 @@
 //! See the [module documentation](super) for the byte layout.
 
 use super::{fsync_dir, io_err, StorageError};
+use pehra_storage::Numbered;
 use std::fs::OpenOptions;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
@@ -14,9 +15,12 @@ const SNAP_VERSION: u32 = 1;
 /// magic (8) + version (4) + zxid (8) + len (8) + crc (4).
 const SNAP_HEADER_LEN: usize = 32;
 
+/// Snapshots: `snapshot.<the zxid they cover up to>`.
+pub(super) const SNAPSHOTS: Numbered = Numbered::new("snapshot.", "");
+
 /// The file name of the snapshot covering up to `zxid`.
 pub(super) fn file_name(zxid: u64) -> String {
-    format!("snapshot.{zxid:020}")
+    SNAPSHOTS.name(zxid)
 }
 
 /// The CRC-32 of a snapshot: over its zxid (LE), its length (LE) and its bytes.

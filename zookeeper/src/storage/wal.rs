@@ -3,6 +3,7 @@
 //! See the [module documentation](super) for the byte layout.
 
 use super::{io_err, StorageError};
+use pehra_storage::Numbered;
 use std::fs::{File, OpenOptions};
 use std::io::{BufReader, ErrorKind, Read, Seek, SeekFrom};
 use std::os::unix::fs::FileExt;
@@ -19,9 +20,12 @@ pub(super) const RECORD_HEADER_LEN: u64 = 16;
 /// The largest payload accepted in one record, in bytes.
 pub const MAX_RECORD_LEN: u32 = 64 * 1024 * 1024;
 
+/// Log segments: `log.<the zxid of the first record>`.
+pub(super) const SEGMENTS: Numbered = Numbered::new("log.", "");
+
 /// The file name of the segment whose first record has `first_zxid`.
 pub(super) fn file_name(first_zxid: u64) -> String {
-    format!("log.{first_zxid:020}")
+    SEGMENTS.name(first_zxid)
 }
 
 /// The CRC-32 of a record: over its zxid (LE) then its payload.
@@ -70,7 +74,7 @@ impl Segment {
         let mut header = [0u8; LOG_HEADER_LEN as usize];
         header[..8].copy_from_slice(&LOG_MAGIC);
         header[8..12].copy_from_slice(&LOG_VERSION.to_le_bytes());
-        let file = pehra_shared::durable::create_with_header(dir, &name, &header)?;
+        let file = pehra_storage::create_with_header(dir, &name, &header)?;
         Ok(Segment {
             path: dir.join(name),
             file,
@@ -103,8 +107,6 @@ pub(super) struct ScanEnd {
     pub(super) file_len: u64,
     /// The length up to the end of the last good record (at least the header).
     pub(super) valid_len: u64,
-    /// How many good records were read.
-    pub(super) records: u64,
     /// Why reading stopped before `file_len`, if it did.
     pub(super) cut: Option<String>,
     /// After a `cut`: the first good record after it in the file, `(byte position, zxid)`,
@@ -219,7 +221,6 @@ pub(super) fn scan(
     }
 
     let mut offset = start;
-    let mut records = 0;
     let mut next = expected;
     let cut = loop {
         if offset == file_len {
@@ -258,7 +259,6 @@ pub(super) fn scan(
         let encoded = RECORD_HEADER_LEN + u64::from(len);
         on_record(zxid, payload, encoded)?;
         offset += encoded;
-        records += 1;
         next = zxid.saturating_add(1);
     };
     let resync = match cut {
@@ -268,7 +268,6 @@ pub(super) fn scan(
     Ok(ScanEnd {
         file_len,
         valid_len: offset,
-        records,
         cut,
         resync,
         next_zxid: next,

@@ -9,11 +9,9 @@
 //! stale lock. The holder writes its PID into the file, so a refused process can say who
 //! holds it.
 
-use std::format;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io::{self, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::string::{String, ToString};
 
 /// The lock file's name in a data directory.
 pub const LOCK_FILE: &str = "LOCK";
@@ -124,7 +122,6 @@ fn probe_writable(dir: &Path) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::vec::Vec;
 
     fn temp_dir(name: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
