@@ -9,6 +9,7 @@ pub mod client;
 mod limits;
 pub mod log;
 pub mod pubsub;
+pub mod replica;
 pub mod server;
 
 pub use limits::BROKER_MAX_PAYLOAD;

@@ -3,9 +3,10 @@
 //! whole assignment (small clusters; simple and never stale).
 
 use super::hw_checkpoint;
-use super::partition::{Partition, PartitionKey};
+use super::partition::{replica_now, run_actions, Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
+use crate::replica::PartitionReplica;
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, PartitionMetadata, TopicConfig};
 use pehra_storage::IoError;
 use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
@@ -196,7 +197,6 @@ async fn apply_assignment(
     assigned: BTreeMap<PartitionKey, Assigned>,
     brokers: &Addresses,
 ) -> (Vec<PartitionKey>, Vec<Regressed>) {
-    let now = Instant::now();
     let mut regressed = Vec::new();
     for (key, a) in &assigned {
         let existing = state.partitions.read().expect("lock").get(key).cloned();
@@ -211,7 +211,12 @@ async fn apply_assignment(
         // Leader epochs never go back: a zookeeper that names an older epoch than this
         // log already holds lost changes (a cut write-ahead log, an old backup). Neither
         // lead nor follow in it.
-        if let Some(log_epoch) = p.log.last_epoch().filter(|&e| e > a.meta.leader_epoch) {
+        if let Some(log_epoch) = p
+            .replica
+            .log()
+            .last_epoch()
+            .filter(|&e| e > a.meta.leader_epoch)
+        {
             tracing::error!(
                 topic = %key.0, partition = key.1, znode_epoch = a.meta.leader_epoch, log_epoch,
                 "the zookeeper names leader epoch {} for this partition, but this replica's log \
@@ -220,7 +225,10 @@ async fn apply_assignment(
                 a.meta.leader_epoch,
                 log_epoch + 1
             );
-            p.step_down("the leader epoch went back");
+            p.replica.step_down("the leader epoch went back");
+            let actions = p.take_actions();
+            drop(p);
+            run_actions(state, key, actions);
             regressed.push(Regressed {
                 key: key.clone(),
                 meta: a.meta.clone(),
@@ -229,23 +237,22 @@ async fn apply_assignment(
             });
             continue;
         }
-        let was_leading = p.leader.is_some();
-        let before = p.meta.isr.clone();
-        p.update(state.id, a.meta.clone(), a.version, a.min_insync, now);
-        state.metrics.isr_changed(&before, &p, state.id);
-        let leading = p.leader.is_some();
+        let was_leading = p.replica.in_leader_term();
+        let before = p.replica.meta().isr.clone();
+        p.replica
+            .handle_assignment(replica_now(), a.meta.clone(), a.version, a.min_insync);
+        state.metrics.isr_changed(&before, &p.replica);
+        let leading = p.replica.in_leader_term();
         if leading != was_leading {
             tracing::info!(
-                topic = %key.0, partition = key.1, epoch = p.meta.leader_epoch,
-                end = p.log.log_end_offset(), hw = p.high_watermark,
+                topic = %key.0, partition = key.1, epoch = p.replica.meta().leader_epoch,
+                end = p.replica.log().log_end_offset(), hw = p.replica.high_watermark(),
                 "{}", if leading { "leading partition" } else { "following partition" }
             );
         }
-        if let Some(hw) = p.advance_high_watermark(state.id) {
-            let end = p.log.log_end_offset();
-            drop(p);
-            state.notify_partition(&key.0, key.1, hw, end);
-        }
+        let actions = p.take_actions();
+        drop(p);
+        run_actions(state, key, actions);
     }
     let open_keys: Vec<PartitionKey> = state
         .partitions
@@ -260,10 +267,14 @@ async fn apply_assignment(
             state.hw_checkpoint.lock().expect("lock").remove(&key);
             closed.push(key.clone());
             let mut p = p.lock().expect("lock");
-            p.step_down("the partition was moved off this broker");
-            if let Err(e) = p.log.flush() {
+            p.replica
+                .step_down("the partition was moved off this broker");
+            if let Err(e) = p.replica.log_mut().flush() {
                 tracing::warn!(error = %e, "flushing a partition no longer held");
             }
+            let actions = p.take_actions();
+            drop(p);
+            run_actions(state, &key, actions);
             tracing::info!(topic = %key.0, partition = key.1, "no longer a replica of the partition");
         }
     }
@@ -467,9 +478,19 @@ async fn open(
                 start = recovery.log_start_offset, end = recovery.log_end_offset,
                 cut = recovery.truncated_bytes, checkpoint_hw, "opened partition replica"
             );
-            let partition =
-                Partition::new(log, a.meta.clone(), a.version, a.min_insync, checkpoint_hw);
-            if let Some(reason) = partition.ineligible_reason() {
+            let replica = PartitionReplica::new(
+                state.replica_config(),
+                log,
+                a.meta.clone(),
+                a.version,
+                a.min_insync,
+                checkpoint_hw,
+            );
+            let partition = Partition {
+                replica,
+                handover: Default::default(),
+            };
+            if let Some(reason) = partition.replica.ineligible_reason() {
                 tracing::warn!(
                     topic = %key.0, partition = key.1,
                     "the replica may not lead until it has caught up: {reason}"

@@ -217,8 +217,8 @@ impl Gateway {
         if leader == self.state.id {
             if let Some(p) = lookup_any(&self.state, topic, 0) {
                 let p = p.lock().expect("lock");
-                if p.leads(self.state.id) {
-                    return Ok(Some(p.high_watermark));
+                if p.replica.leads() {
+                    return Ok(Some(p.replica.high_watermark()));
                 }
             }
         }

@@ -18,30 +18,6 @@ use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-/// Why a replica whose log ends at `log_end`, with `damage` (first and end offsets of
-/// each damaged range), may not lead, having known the high watermark `known_hw`; `None`
-/// when it may.
-pub(crate) fn ineligible_reason(
-    log_end: u64,
-    damage: &[(u64, u64)],
-    known_hw: u64,
-) -> Option<String> {
-    if let Some(&(first, end)) = damage.first() {
-        return Some(format!(
-            "damaged: offsets {first} to {} of its log fail their checks ({} range(s)); it \
-             re-fetches them from the leader",
-            end.saturating_sub(1),
-            damage.len()
-        ));
-    }
-    (log_end < known_hw).then(|| {
-        format!(
-            "behind: its log ends at offset {log_end}, below the high watermark {known_hw} it \
-             last knew; it catches up from the leader"
-        )
-    })
-}
-
 /// The registration's companion: `{id}:*`, created with it in one multi.
 pub(crate) fn starting_marker(id: u32) -> (String, Vec<u8>) {
     (
@@ -66,7 +42,7 @@ fn wanted(state: &State) -> BTreeMap<String, String> {
         .map(|(k, p)| (k.clone(), p.clone()))
         .collect();
     for ((topic, partition), p) in partitions {
-        if let Some(reason) = p.lock().expect("lock").ineligible_reason() {
+        if let Some(reason) = p.lock().expect("lock").replica.ineligible_reason() {
             out.insert(recovering_name(state.id, Some((&topic, partition))), reason);
         }
     }
@@ -153,7 +129,7 @@ pub(crate) async fn prepare(zk: &Client) -> Result<(), ZkError> {
 
 #[cfg(test)]
 mod tests {
-    use super::ineligible_reason;
+    use crate::replica::ineligible_reason;
 
     #[test]
     fn only_a_complete_undamaged_replica_is_eligible() {

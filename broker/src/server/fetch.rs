@@ -30,9 +30,9 @@ fn answer_fetch(state: &State, incoming: &Incoming) -> Response {
     };
     let p = partition.lock().expect("lock");
     let (start, end, hw) = (
-        p.log.log_start_offset(),
-        p.log.log_end_offset(),
-        p.high_watermark,
+        p.replica.log().log_start_offset(),
+        p.replica.log().log_end_offset(),
+        p.replica.high_watermark(),
     );
     if request.offset > end {
         return error_response(
@@ -49,7 +49,7 @@ fn answer_fetch(state: &State, incoming: &Incoming) -> Response {
         Ok(Vec::new())
     } else {
         let max_bytes = (request.max_bytes as usize).clamp(1, MAX_FETCH_BYTES);
-        p.log.read(offset, max_bytes)
+        p.replica.log().read(offset, max_bytes)
     };
     match batches {
         Ok(batches) => {
@@ -104,7 +104,7 @@ pub(crate) fn partition_state(state: &State, incoming: &Incoming) -> Response {
             let p = p.lock().expect("lock");
             cbor_response(
                 Code::CONTENT,
-                &tick(p.high_watermark, p.log.log_end_offset()),
+                &tick(p.replica.high_watermark(), p.replica.log().log_end_offset()),
             )
         }
         Err(response) => response,

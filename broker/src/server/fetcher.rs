@@ -2,15 +2,14 @@
 //! partition this broker follows from it, in one long-polling `POST /replica` exchange
 //! at a time, and appends what comes back exactly as the leader stored it.
 
+use super::partition::run_actions;
 use super::partition::PartitionKey;
 use super::replica::MAX_WAIT;
 use super::{lookup_any, State};
-use crate::log::{BatchMeta, LogError, ProducerBatch};
+use crate::replica::FetchPosition;
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Method, Request, CONTENT_FORMAT_CBOR};
-use pehra_shared::wire::{
-    self, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse, ReplicaPartitionData,
-};
+use pehra_shared::wire::{self, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -162,65 +161,35 @@ async fn run(
     }
 }
 
-/// Where this broker's replica of each partition stands, for those it still follows
-/// from `leader`. A replica with damage in its log is cut back to the first damaged offset
-/// first, to fetch everything from there again (it may not lead meanwhile).
 fn positions(
-    state: &State,
+    state: &Arc<State>,
     leader: u32,
     keys: &BTreeSet<PartitionKey>,
 ) -> Vec<ReplicaFetchPartition> {
     keys.iter()
-        .filter_map(|(topic, partition)| {
-            let p = lookup_any(state, topic, *partition)?;
+        .filter_map(|key| {
+            let p = lookup_any(state, &key.0, key.1)?;
             let mut p = p.lock().expect("lock");
-            if p.meta.leader != Some(leader) || p.leader.is_some() {
-                return None;
-            }
-            if let Some(first) = p.log.damage().first().map(|r| r.first_offset) {
-                heal_by_refetching(state, &mut p, topic, *partition, first, leader);
-            }
+            let position = p.replica.fetch_position(leader);
+            let actions = p.take_actions();
+            drop(p);
+            run_actions(state, key, actions);
+            let position = position?;
             Some(ReplicaFetchPartition {
-                topic: topic.clone(),
-                partition: *partition,
-                offset: p.log.log_end_offset(),
-                leader_epoch: p.meta.leader_epoch,
-                last_fetched_epoch: p.log.last_epoch(),
+                topic: key.0.clone(),
+                partition: key.1,
+                offset: position.offset,
+                leader_epoch: position.leader_epoch,
+                last_fetched_epoch: position.last_fetched_epoch,
             })
         })
         .collect()
 }
 
-/// Cuts a damaged follower's log at its first damaged offset `first`, so that it fetches
-/// the rest from its (eligible, hence complete) leader again.
-fn heal_by_refetching(
-    state: &State,
-    p: &mut super::partition::Partition,
-    topic: &str,
-    partition: u32,
-    first: u64,
-    leader: u32,
-) {
-    let end = p.log.log_end_offset();
-    match p.log.truncate_to(first) {
-        Ok(()) => {
-            tracing::warn!(
-                %topic, partition, leader, from = first, to = end,
-                "healing the damaged log: cut at the first damaged offset, fetching offsets \
-                 {first} to {end} again from the leader (this replica may not lead until it has them)"
-            );
-            p.high_watermark = p.high_watermark.min(first);
-            state.eligibility_changed.notify_one();
-        }
-        Err(e) => {
-            tracing::error!(%topic, partition, error = %e, "cannot cut the damaged log to heal it")
-        }
-    }
-}
-
-/// Applies an answer; `true` if any partition got an answer without error.
+/// Gives each partition's replica its part of the leader's answer; `true` if the follower
+/// made progress (else it waits before fetching again).
 fn apply(
-    state: &State,
+    state: &Arc<State>,
     leader: u32,
     asked: &[ReplicaFetchPartition],
     answer: ReplicaFetchResponse,
@@ -239,119 +208,29 @@ fn apply(
         }
         progressed = true;
         if !data.batches.is_empty() {
-            // Records replicated here are client traffic for PEHRA (the cluster is busy).
             super::pehra::traffic(state);
-            // And they are to be flushed.
             state.unflushed.notify_one();
         }
-        let Some(partition) = lookup_any(state, &asked.topic, asked.partition) else {
+        let key = (asked.topic.clone(), asked.partition);
+        let Some(partition) = lookup_any(state, &key.0, key.1) else {
             continue;
         };
+        let position = FetchPosition {
+            offset: asked.offset,
+            leader_epoch: asked.leader_epoch,
+            last_fetched_epoch: asked.last_fetched_epoch,
+        };
         let mut p = partition.lock().expect("lock");
-        // Still following the same leader in the same epoch, from the same place?
-        if p.meta.leader != Some(leader)
-            || p.meta.leader_epoch != asked.leader_epoch
-            || p.leader.is_some()
-            || p.log.log_end_offset() != asked.offset
-        {
-            continue;
-        }
-        let was_eligible = p.ineligible_reason().is_none();
-        match apply_partition(&mut p, asked, data, state.allow_truncation_below_hw) {
+        match p.replica.handle_leader_data(leader, position, data) {
             Ok(true) => {}
             Ok(false) => progressed = false,
             Err(e) => {
-                tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "replicating")
+                tracing::error!(topic = %key.0, partition = key.1, error = %e, "replicating")
             }
         }
-        if p.ineligible_reason().is_none() != was_eligible {
-            state.eligibility_changed.notify_one();
-        }
+        let actions = p.take_actions();
+        drop(p);
+        run_actions(state, &key, actions);
     }
     progressed
-}
-
-/// Applies one partition's answer; `Ok(false)` when it was refused (a truncation below
-/// the high watermark), so the fetcher waits before asking again.
-fn apply_partition(
-    p: &mut super::partition::Partition,
-    asked: &ReplicaFetchPartition,
-    data: ReplicaPartitionData,
-    allow_truncation_below_hw: bool,
-) -> Result<bool, LogError> {
-    let (topic, partition) = (&asked.topic, asked.partition);
-    if let Some(diverging) = data.diverging {
-        let ours = p
-            .log
-            .end_offset_for_epoch(diverging.epoch)
-            .map_or(p.log.log_start_offset(), |(_, end)| end);
-        let target = diverging.end_offset.min(ours);
-        let from = p.log.log_end_offset();
-        if target < p.known_hw.min(from) {
-            if !allow_truncation_below_hw {
-                // The leader lacks records this replica knows were acknowledged: only an
-                // unclean election makes such a leader. Keep them.
-                tracing::error!(
-                    %topic, partition, epoch = diverging.epoch, leader_end = diverging.end_offset,
-                    hw = p.known_hw,
-                    "refusing to truncate the log to offset {target}, below the high watermark \
-                     {} this replica knew: the leader lacks acknowledged records (an unclean \
-                     election?); they are kept here. To accept their loss, restart this broker \
-                     with --allow-truncation-below-hw",
-                    p.known_hw
-                );
-                return Ok(false);
-            }
-            tracing::warn!(
-                %topic, partition, hw = p.known_hw,
-                "truncating below the high watermark to offset {target}, as \
-                 --allow-truncation-below-hw allows: acknowledged records are dropped"
-            );
-            p.known_hw = target;
-        }
-        if target < p.log.log_start_offset() {
-            p.log.reset_to(data.log_start_offset)?;
-        } else {
-            match p.log.truncate_to(target) {
-                Err(LogError::NotBatchBoundary { batch_base, .. }) => {
-                    p.log.truncate_to(batch_base)?
-                }
-                other => other?,
-            }
-        }
-        p.high_watermark = p.high_watermark.min(p.log.log_end_offset());
-        tracing::info!(
-            %topic, partition, from, to = p.log.log_end_offset(), epoch = diverging.epoch,
-            "log diverged from the leader's: truncated"
-        );
-        return Ok(true);
-    }
-    if asked.offset < data.log_start_offset && data.batches.is_empty() {
-        tracing::warn!(
-            %topic, partition, ours = asked.offset, leader_start = data.log_start_offset,
-            "behind the leader's log start (retention): starting over from there"
-        );
-        p.log.reset_to(data.log_start_offset)?;
-        return Ok(true);
-    }
-    for batch in &data.batches {
-        let meta = BatchMeta {
-            record_count: batch.record_count,
-            max_timestamp_ms: batch.max_timestamp_ms,
-            leader_epoch: batch.leader_epoch,
-            producer: batch.producer_id.zip(batch.base_sequence).map(
-                |(producer_id, base_sequence)| ProducerBatch {
-                    producer_id,
-                    base_sequence,
-                },
-            ),
-            base_offset: Some(batch.base_offset),
-        };
-        p.log.append_batch(&batch.batch, &meta)?;
-    }
-    p.high_watermark = data.high_watermark.min(p.log.log_end_offset());
-    // Every record below the leader's high watermark was acknowledged: this replica may
-    // lead only once it has them.
-    p.known_hw = p.known_hw.max(data.high_watermark);
-    Ok(true)
 }

@@ -14,7 +14,7 @@
 //! - As the candidate: a produce that arrives before this broker learnt that it leads
 //!   waits for the new assignment ([`HandoverSide::TakingOver`]).
 
-use super::partition::HandoverSide;
+use super::partition::{replica_now, run_actions, HandoverSide};
 use super::{lookup_any, State};
 use pehra_shared::api::error_response;
 use pehra_shared::driver::{Incoming, Responder};
@@ -207,7 +207,7 @@ async fn presync_as_leader(
     };
     {
         let mut part = partition.lock().expect("lock");
-        if !part.leads(state.id) || part.meta.leader_epoch != presync.leader_epoch {
+        if !part.replica.leads() || part.replica.meta().leader_epoch != presync.leader_epoch {
             return; // the controller sees the partition changed and rolls back
         }
         part.handover = HandoverSide::Holding { held: Vec::new() };
@@ -220,18 +220,14 @@ async fn presync_as_leader(
         moved.as_mut().enable();
         {
             let part = partition.lock().expect("lock");
-            if !part.leads(state.id) || !matches!(part.handover, HandoverSide::Holding { .. }) {
+            if !part.replica.leads() || !matches!(part.handover, HandoverSide::Holding { .. }) {
                 return;
             }
-            let end = part.log.log_end_offset();
-            let candidate_end = part
-                .leader
-                .as_ref()
-                .and_then(|l| l.followers.get(&presync.candidate))
-                .and_then(|f| f.log_end);
-            if part.high_watermark >= end
+            let end = part.replica.log().log_end_offset();
+            let candidate_end = part.replica.follower_log_end(presync.candidate);
+            if part.replica.high_watermark() >= end
                 && candidate_end == Some(end)
-                && part.meta.isr.contains(&presync.candidate)
+                && part.replica.meta().isr.contains(&presync.candidate)
             {
                 break end;
             }
@@ -297,15 +293,16 @@ async fn finish_as_leader(
             .map(|m| (m, stat.version)),
         Err(_) => None,
     };
-    let held = {
+    let (held, actions) = {
         let mut part = partition.lock().expect("lock");
         let transferred = now_meta
             .as_ref()
             .filter(|(m, _)| m.leader_epoch > presync.leader_epoch && m.leader != Some(state.id));
         if let Some((meta, version)) = transferred {
             // Stop leading now (the assignment will say the same).
-            let min_insync = part.min_insync;
-            part.update(state.id, meta.clone(), *version, min_insync, Instant::now());
+            let min_insync = part.replica.min_insync();
+            part.replica
+                .handle_assignment(replica_now(), meta.clone(), *version, min_insync);
         }
         let held = match std::mem::take(&mut part.handover) {
             HandoverSide::Holding { held, .. } => held,
@@ -325,9 +322,10 @@ async fn finish_as_leader(
         } else {
             state.metrics.handovers_rolled_back.inc();
         }
-        held
+        (held, part.take_actions())
     };
-    let leads = partition.lock().expect("lock").leads(state.id);
+    run_actions(state, &(topic.to_string(), p), actions);
+    let leads = partition.lock().expect("lock").replica.leads();
     tracing::info!(%topic, partition = p, held = held.len(), transferred = !leads, "handover: finished");
     state.reassign.notify_one();
     for (incoming, responder) in held {
@@ -458,7 +456,7 @@ fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) -> bool {
             let mut part = partition.lock().expect("lock");
             let due = match &part.handover {
                 HandoverSide::TakingOver { since, .. } => {
-                    part.leads(state.id) || since.elapsed() >= TAKE_OVER_WAIT
+                    part.replica.leads() || since.elapsed() >= TAKE_OVER_WAIT
                 }
                 _ => false,
             };

@@ -124,11 +124,11 @@ impl Metrics {
     /// A partition's metadata was applied: if this broker (`me`) leads it, the replicas
     /// that left or joined its in-sync set since `before` (whoever changed it: this
     /// leader, or the controller) are counted.
-    pub(crate) fn isr_changed(&self, before: &[u32], p: &crate::server::Partition, me: u32) {
-        if !p.leads(me) {
+    pub(crate) fn isr_changed(&self, before: &[u32], replica: &crate::server::partition::Replica) {
+        if !replica.leads() {
             return;
         }
-        let after = &p.meta.isr;
+        let after = &replica.meta().isr;
         let left = before.iter().filter(|r| !after.contains(r)).count();
         let joined = after.iter().filter(|r| !before.contains(r)).count();
         self.isr_shrinks.inc_by(left as u64);

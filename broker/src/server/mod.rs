@@ -275,6 +275,16 @@ impl State {
         self.zk.get().cloned()
     }
 
+    /// The settings of its partition replicas' state machines.
+    pub(crate) fn replica_config(&self) -> crate::replica::ReplicaConfig {
+        crate::replica::ReplicaConfig {
+            me: self.id,
+            replica_lag: self.replica_lag,
+            ack_timeout: self.ack_timeout,
+            allow_truncation_below_hw: self.allow_truncation_below_hw,
+        }
+    }
+
     /// The partitions it leads, with their high watermarks.
     pub(crate) fn led_high_watermarks(&self) -> Vec<(String, u32, u64)> {
         self.partitions
@@ -283,8 +293,9 @@ impl State {
             .iter()
             .filter_map(|(key, p)| {
                 let p = p.lock().expect("lock");
-                p.leads(self.id)
-                    .then(|| (key.0.clone(), key.1, p.high_watermark))
+                p.replica
+                    .leads()
+                    .then(|| (key.0.clone(), key.1, p.replica.high_watermark()))
             })
             .collect()
     }
@@ -295,15 +306,15 @@ impl State {
         for p in self.partitions.read().expect("lock").values() {
             let p = p.lock().expect("lock");
             health.replicas += 1;
-            if p.meta.leader.is_none() {
+            if p.replica.meta().leader.is_none() {
                 health.offline += 1;
             }
-            if p.leads(self.id) {
+            if p.replica.leads() {
                 health.led += 1;
-                if p.meta.isr.len() < p.meta.replicas.len() {
+                if p.replica.meta().isr.len() < p.replica.meta().replicas.len() {
                     health.under_replicated += 1;
                 }
-                if p.meta.isr.len() < p.min_insync as usize {
+                if p.replica.meta().isr.len() < p.replica.min_insync() as usize {
                     health.under_min_isr += 1;
                 }
             }
@@ -493,7 +504,7 @@ impl Broker {
             .read()
             .expect("lock")
             .iter()
-            .filter(|(_, p)| p.lock().expect("lock").leads(self.id))
+            .filter(|(_, p)| p.lock().expect("lock").replica.leads())
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
@@ -574,7 +585,10 @@ impl Broker {
         }
         self.state.fetchers.lock().expect("lock").clear();
         for p in self.state.partitions.read().expect("lock").values() {
-            p.lock().expect("lock").step_down("the broker is stopping");
+            p.lock()
+                .expect("lock")
+                .replica
+                .step_down("the broker is stopping");
         }
         flush_all(&self.state);
         if close_session {
@@ -741,7 +755,8 @@ pub(crate) async fn move_leadership_away(
             .iter()
             .filter(|(_, p)| {
                 let p = p.lock().expect("lock");
-                p.meta.leader == Some(state.id) && p.meta.isr.iter().any(|&r| r != state.id)
+                p.replica.meta().leader == Some(state.id)
+                    && p.replica.meta().isr.iter().any(|&r| r != state.id)
             })
             .count()
     };
@@ -815,7 +830,7 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
         let _ = pehra_shared::driver::blocking::run(move || {
             let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for ((topic, partition), p) in partitions {
-                match p.lock().expect("lock").log.apply_retention(now_ms) {
+                match p.lock().expect("lock").replica.log_mut().apply_retention(now_ms) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(%topic, partition, segments = n, "retention deleted old segments"),
                     Err(e) => tracing::warn!(%topic, partition, error = %e, "applying retention"),
@@ -858,7 +873,7 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
                     break;
                 }
                 let ((topic, partition), p) = &partitions[next % partitions.len()];
-                let step = p.lock().expect("lock").log.scrub_step(budget);
+                let step = p.lock().expect("lock").replica.log_mut().scrub_step(budget);
                 match step {
                     Ok(progress) => {
                         budget = budget.saturating_sub(progress.bytes_checked);
@@ -887,8 +902,9 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
 fn needs_flush(state: &State) -> bool {
     // A partition busy right now (locked) may well have something to flush.
     state.partitions.read().expect("lock").values().any(|p| {
-        p.try_lock()
-            .map_or(true, |p| p.log.flushed_offset() < p.log.log_end_offset())
+        p.try_lock().map_or(true, |p| {
+            p.replica.log().flushed_offset() < p.replica.log().log_end_offset()
+        })
     })
 }
 
@@ -903,12 +919,12 @@ fn flush_all(state: &State) {
     let mut hws = Vec::with_capacity(partitions.len());
     for (key, p) in partitions {
         let mut p = p.lock().expect("lock");
-        if p.log.flushed_offset() < p.log.log_end_offset() {
-            if let Err(e) = p.log.flush() {
+        if p.replica.log().flushed_offset() < p.replica.log().log_end_offset() {
+            if let Err(e) = p.replica.log_mut().flush() {
                 tracing::error!(error = %e, "flushing a partition log");
             }
         }
-        hws.push((key, p.durable_hw()));
+        hws.push((key, p.replica.durable_hw()));
     }
     checkpoint_high_watermarks(state, hws);
 }
@@ -936,7 +952,7 @@ fn hw_checkpoint_stale(state: &State) -> bool {
     let checkpoint = state.hw_checkpoint.lock().expect("lock");
     state.partitions.read().expect("lock").iter().any(|(k, p)| {
         p.try_lock()
-            .is_ok_and(|p| checkpoint.get(k).copied() != Some(p.durable_hw()))
+            .is_ok_and(|p| checkpoint.get(k).copied() != Some(p.replica.durable_hw()))
     })
 }
 
@@ -1045,7 +1061,7 @@ fn lookup_leader(
     partition: u32,
 ) -> Result<Arc<Mutex<Partition>>, Response> {
     lookup_any(state, topic, partition)
-        .filter(|p| p.lock().expect("lock").leads(state.id))
+        .filter(|p| p.lock().expect("lock").replica.leads())
         .ok_or_else(|| {
             error_response(
                 ErrorKind::NotLeader,

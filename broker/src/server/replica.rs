@@ -10,15 +10,16 @@
 //! counts on a smaller set than the zookeeper knows (else the controller could elect a
 //! replica missing acknowledged records).
 
-use super::partition::{join, PartitionKey};
+use super::partition::{join, replica_instant, replica_now, run_actions, PartitionKey};
 use super::{lookup_any, State};
 use crate::log::LogError;
+use crate::replica::{EpochCheckOutcome, FollowerFetch, IsrChange, IsrWritten};
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::Code;
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{
-    self, EpochEndOffset, ErrorKind, PartitionMetadata, ReplicaBatch, ReplicaFetchPartition,
-    ReplicaFetchRequest, ReplicaFetchResponse, ReplicaPartitionData,
+    self, ErrorKind, PartitionMetadata, ReplicaBatch, ReplicaFetchPartition, ReplicaFetchRequest,
+    ReplicaFetchResponse, ReplicaPartitionData,
 };
 use pehra_zookeeper::cluster;
 use std::sync::Arc;
@@ -95,126 +96,62 @@ fn serve_partition(
         data.error = Some(ErrorKind::NotLeader);
         return data;
     };
+    let key = (asked.topic.clone(), asked.partition);
     let mut p = partition.lock().expect("lock");
-    if asked.leader_epoch > p.meta.leader_epoch && p.leads(state.id) {
-        // A fetch claims a newer epoch: we may have been deposed (a pause, a partition
-        // from the zookeeper). The claim is only a number in a datagram, so it is checked
-        // with the zookeeper before the leader steps down: a forged or impossible epoch
-        // never fences a leader.
-        if p.begin_epoch_check(Instant::now()) {
-            let key = (asked.topic.clone(), asked.partition);
-            tokio::spawn(check_newer_epoch(
-                state.clone(),
-                key,
-                replica,
-                asked.leader_epoch,
-            ));
-        }
-    }
-    if asked.leader_epoch != p.meta.leader_epoch || !p.leads(state.id) {
-        data.error = Some(if asked.leader_epoch < p.meta.leader_epoch {
-            ErrorKind::FencedEpoch
-        } else {
-            ErrorKind::NotLeader
-        });
-        return data;
-    }
-    if !p.meta.replicas.contains(&replica) {
-        data.error = Some(ErrorKind::NotFound);
-        return data;
-    }
-    let (start, end) = (p.log.log_start_offset(), p.log.log_end_offset());
-    data.log_start_offset = start;
-    data.log_end_offset = end;
-    if let Some(epoch) = asked.last_fetched_epoch {
-        let diverging = match p.log.end_offset_for_epoch(epoch) {
-            Some((found, end_offset)) if found == epoch && end_offset >= asked.offset => None,
-            Some((found, end_offset)) => Some(EpochEndOffset {
-                epoch: found,
-                end_offset,
-            }),
-            None => Some(EpochEndOffset {
-                epoch,
-                end_offset: start,
-            }),
-        };
-        if diverging.is_some() {
-            data.diverging = diverging;
-            data.high_watermark = p.high_watermark;
-            return data;
-        }
-    }
-    if asked.offset > end {
-        // No follower can have more than the leader once their epochs agree (the
-        // divergence check above): a fetch offset past our log end is refused and not
-        // taken as progress (else one datagram could advance the high watermark and
-        // acknowledge acks=all records no follower has). The follower truncates to our
-        // end, as after a divergence.
-        tracing::warn!(
-            topic = %asked.topic, partition = asked.partition, replica, offset = asked.offset,
-            end, "a follower's fetch offset is past the leader's log end: refused"
-        );
-        data.diverging = Some(EpochEndOffset {
-            epoch: p.meta.leader_epoch,
-            end_offset: end,
-        });
-        data.high_watermark = p.high_watermark;
-        return data;
-    }
-    if first {
-        let join_isr = p.record_fetch(replica, asked.offset, Instant::now());
-        if join_isr {
-            if let Some(leader) = p.leader.as_mut() {
-                leader.isr_change_pending = true;
-                leader.adding = Some(replica);
+    let fetch = FollowerFetch {
+        replica,
+        leader_epoch: asked.leader_epoch,
+        offset: asked.offset,
+        last_fetched_epoch: asked.last_fetched_epoch,
+        first,
+    };
+    let view = p.replica.handle_follower_fetch(replica_now(), fetch);
+    data.error = view.error;
+    data.high_watermark = view.high_watermark;
+    data.log_start_offset = view.log_start_offset;
+    data.log_end_offset = view.log_end_offset;
+    data.diverging = view.diverging;
+    if let Some(offset) = view.read_from.filter(|_| *budget > 0) {
+        match p.replica.log().read(offset, *budget) {
+            Ok(batches) => {
+                for b in batches {
+                    *budget = budget.saturating_sub(b.bytes.len());
+                    data.batches.push(ReplicaBatch {
+                        base_offset: b.base_offset,
+                        record_count: b.record_count,
+                        leader_epoch: b.leader_epoch,
+                        max_timestamp_ms: b.max_timestamp_ms,
+                        producer_id: b.producer.map(|x| x.producer_id),
+                        base_sequence: b.producer.map(|x| x.base_sequence),
+                        batch: b.bytes,
+                    });
+                }
             }
-            let key = (asked.topic.clone(), asked.partition);
-            tokio::spawn(change_isr(state.clone(), key, IsrChange::Add(replica)));
-        }
-        if let Some(hw) = p.advance_high_watermark(state.id) {
-            state.notify_partition(&asked.topic, asked.partition, hw, p.log.log_end_offset());
-        }
-    }
-    data.high_watermark = p.high_watermark;
-    if asked.offset < start || asked.offset >= end || *budget == 0 {
-        return data; // below the start: the follower starts over from `start`
-    }
-    match p.log.read(asked.offset, *budget) {
-        Ok(batches) => {
-            for b in batches {
-                *budget = budget.saturating_sub(b.bytes.len());
-                data.batches.push(ReplicaBatch {
-                    base_offset: b.base_offset,
-                    record_count: b.record_count,
-                    leader_epoch: b.leader_epoch,
-                    max_timestamp_ms: b.max_timestamp_ms,
-                    producer_id: b.producer.map(|x| x.producer_id),
-                    base_sequence: b.producer.map(|x| x.base_sequence),
-                    batch: b.bytes,
-                });
+            Err(LogError::OffsetOutOfRange { .. }) => {}
+            Err(e) => {
+                tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "reading for a follower");
+                data.error = Some(ErrorKind::Internal);
             }
         }
-        Err(LogError::OffsetOutOfRange { .. }) => {}
-        Err(e) => {
-            tracing::error!(topic = %asked.topic, partition = asked.partition, error = %e, "reading for a follower");
-            data.error = Some(ErrorKind::Internal);
-        }
     }
+    let actions = p.take_actions();
+    drop(p);
+    run_actions(state, &key, actions);
     data
 }
 
-/// How long after a refuted epoch claim further claims for the partition are ignored (an
-/// attacker repeating a forged epoch makes at most one zookeeper read per this period).
-const REFUTED_CLAIM_HOLDOFF: Duration = Duration::from_secs(1);
 /// Pause between attempts to reach the zookeeper while checking an epoch claim.
 const EPOCH_CHECK_RETRY: Duration = Duration::from_millis(500);
 
 /// Checks with the zookeeper a follower's claim that the partition has a leader epoch
-/// newer than ours. Deposed (the zookeeper names a newer epoch or another leader): fence
-/// and step down until the new state arrives. Still the leader in our epoch: the claim
-/// was forged or impossible; it is logged and ignored. Zookeeper unreachable: fenced
-/// (the safe side: we may be the one cut off) and asked again until it answers.
-async fn check_newer_epoch(state: Arc<State>, key: PartitionKey, replica: u32, claimed: u32) {
+/// newer than ours ([`Action::CheckEpoch`](crate::replica::Action::CheckEpoch)), and gives
+/// the replica the answer until it has one (it fences itself meanwhile).
+pub(crate) async fn check_newer_epoch(
+    state: Arc<State>,
+    key: PartitionKey,
+    replica: u32,
+    claimed: u32,
+) {
     let path = cluster::partition_path(&key.0, key.1);
     loop {
         let read = match state.zk.get() {
@@ -228,9 +165,9 @@ async fn check_newer_epoch(state: Arc<State>, key: PartitionKey, replica: u32, c
     }
 }
 
-/// Acts on the zookeeper's answer (see [`check_newer_epoch`]); `true` to ask again.
+/// Gives the zookeeper's answer to the replica; `true` to ask again.
 fn settle_epoch_check(
-    state: &State,
+    state: &Arc<State>,
     key: &PartitionKey,
     replica: u32,
     claimed: u32,
@@ -240,117 +177,87 @@ fn settle_epoch_check(
         return false;
     };
     let mut p = partition.lock().expect("lock");
-    let ours = p.meta.leader_epoch;
-    match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
+    let ours = p.replica.meta().leader_epoch;
+    let outcome = match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
         Ok(Ok(meta)) if meta.leader_epoch > ours || meta.leader != Some(state.id) => {
-            tracing::warn!(
-                topic = %key.0, partition = key.1, ours, zookeeper = meta.leader_epoch,
-                replica, claimed, "a newer leader epoch exists: fenced"
-            );
-            p.fence(meta.leader_epoch.max(ours + 1));
-            drop(p);
-            state.reassign.notify_one();
-            false
+            EpochCheckOutcome::Deposed {
+                epoch: meta.leader_epoch,
+            }
         }
         Ok(Ok(_)) => {
             tracing::warn!(
                 topic = %key.0, partition = key.1, ours, replica, claimed,
                 "a fetch claimed a leader epoch the zookeeper does not know (forged or impossible): ignored"
             );
-            if p.fenced_by == Some(ours + 1) {
-                p.fenced_by = None; // set while the zookeeper did not answer
-            }
-            p.end_epoch_check(Some(Instant::now() + REFUTED_CLAIM_HOLDOFF));
-            false
+            EpochCheckOutcome::Refuted
         }
         Ok(Err(e)) => {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "undecodable partition znode");
-            p.end_epoch_check(None);
-            false
+            EpochCheckOutcome::Undecodable
         }
         Err(e) => {
-            if p.fenced_by.is_none() {
+            if p.replica.fenced_by().is_none() {
                 tracing::warn!(
                     topic = %key.0, partition = key.1, ours, replica, claimed, error = %e,
                     "a fetch claimed a newer leader epoch and the zookeeper cannot confirm ours: fenced until it answers"
                 );
-                p.fenced_by = Some(ours + 1);
-                p.step_down("a newer leader epoch may exist");
             }
-            true
+            EpochCheckOutcome::Unreachable
         }
+    };
+    let deposed = matches!(outcome, EpochCheckOutcome::Deposed { .. });
+    let again = p.replica.handle_epoch_check(replica_now(), outcome);
+    let actions = p.take_actions();
+    drop(p);
+    run_actions(state, key, actions);
+    if deposed {
+        state.reassign.notify_one();
     }
+    again
 }
 
-/// A change to a partition's in-sync set.
-#[derive(Debug, Clone)]
-pub(crate) enum IsrChange {
-    /// A follower caught up.
-    Add(u32),
-    /// Followers fell behind.
-    Remove(Vec<u32>),
-}
-
-/// Writes an in-sync set change to the partition znode (if it still names us leader in
-/// our epoch) and then applies it here.
-pub(crate) async fn change_isr(state: Arc<State>, key: PartitionKey, change: IsrChange) {
-    apply_isr_change(&state, &key, &change).await;
-    // Whatever came of it, the ISR upkeep looks again (it waited for this outcome).
-    state.isr_recheck.notify_one();
-}
-
-async fn apply_isr_change(state: &Arc<State>, key: &PartitionKey, change: &IsrChange) {
-    let state = state.clone();
-    let key = key.clone();
-    let result = write_isr(&state, &key, change).await;
+/// Writes an in-sync set change ([`Action::ChangeIsr`](crate::replica::Action::ChangeIsr))
+/// to the partition znode if it still names us leader in `epoch`, and gives the replica
+/// the outcome.
+pub(crate) async fn change_isr(
+    state: Arc<State>,
+    key: PartitionKey,
+    epoch: u32,
+    change: IsrChange,
+) {
+    let result = write_isr(&state, &key, epoch, &change).await;
     if let Some(partition) = lookup_any(&state, &key.0, key.1) {
         let mut p = partition.lock().expect("lock");
-        match &result {
+        let written = match result {
             Ok(Some((meta, version))) => {
                 tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");
-                let min_insync = p.min_insync;
-                let before = p.meta.isr.clone();
-                p.update(state.id, meta.clone(), *version, min_insync, Instant::now());
-                state.metrics.isr_changed(&before, &p, state.id);
-                if let Some(hw) = p.advance_high_watermark(state.id) {
-                    let end = p.log.log_end_offset();
-                    drop(p);
-                    state.notify_partition(&key.0, key.1, hw, end);
-                    return;
-                }
+                IsrWritten::Changed(meta, version)
             }
-            Ok(None) => {}
+            Ok(None) => IsrWritten::NotWritten,
             Err(e) => {
-                tracing::warn!(topic = %key.0, partition = key.1, ?change, error = %e, "could not change the in-sync replicas")
+                tracing::warn!(topic = %key.0, partition = key.1, ?change, error = %e, "could not change the in-sync replicas");
+                IsrWritten::Failed
             }
-        }
-        let outcome_known = result.is_ok();
-        if let Some(leader) = p.leader.as_mut() {
-            leader.isr_change_pending = false;
-            // A refused or pointless addition stops counting; after an error the write
-            // may or may not have happened, so the follower keeps counting until the
-            // next read of the znode settles it.
-            if outcome_known {
-                leader.adding = None;
-            }
-        }
+        };
+        let before = p.replica.meta().isr.clone();
+        p.replica.handle_isr_written(replica_now(), written);
+        state.metrics.isr_changed(&before, &p.replica);
+        let actions = p.take_actions();
+        drop(p);
+        run_actions(&state, &key, actions);
     }
+    // Whatever came of it, the ISR upkeep looks again (it waited for this outcome).
+    state.isr_recheck.notify_one();
 }
 
 async fn write_isr(
     state: &State,
     key: &PartitionKey,
+    epoch: u32,
     change: &IsrChange,
 ) -> Result<Option<(PartitionMetadata, u32)>, pehra_zookeeper::ZkError> {
     let Some(zk) = state.zk.get() else {
         return Ok(None);
-    };
-    let epoch = match lookup_any(state, &key.0, key.1) {
-        Some(p) => match p.lock().expect("lock").leader.as_ref() {
-            Some(l) => l.epoch,
-            None => return Ok(None),
-        },
-        None => return Ok(None),
     };
     let path = cluster::partition_path(&key.0, key.1);
     for _ in 0..5 {
@@ -361,7 +268,7 @@ async fn write_isr(
         if meta.leader != Some(state.id) || meta.leader_epoch != epoch {
             return Ok(None); // no longer ours to change
         }
-        if !apply_to_metadata(&mut meta, change, state.id) {
+        if !change.apply(&mut meta, state.id) {
             return Ok(None);
         }
         match zk
@@ -380,31 +287,9 @@ async fn write_isr(
     Ok(None)
 }
 
-/// Applies `change` to a partition's state as its leader `me` writes it; `false` if it
-/// changes nothing. A follower added to the ISR empties the eligible leader replicas
-/// ([`PartitionMetadata::elr`]): acks=all records may be acknowledged from now on without
-/// them, so they would no longer hold every acknowledged record.
-fn apply_to_metadata(meta: &mut PartitionMetadata, change: &IsrChange, me: u32) -> bool {
-    match change {
-        IsrChange::Add(r) => {
-            if !meta.replicas.contains(r) || meta.isr.contains(r) {
-                return false;
-            }
-            meta.isr.push(*r);
-            meta.elr.clear();
-            true
-        }
-        IsrChange::Remove(gone) => {
-            let before = meta.isr.len();
-            meta.isr.retain(|r| *r == me || !gone.contains(r));
-            meta.isr.len() != before
-        }
-    }
-}
-
 /// Answers acks=all produces that waited too long and drops followers that lag from the
 /// in-sync set. It wakes only when that can be due: at the earliest deadline any
-/// partition has ([`super::partition::Partition::next_isr_check`]), after a write, a
+/// partition has ([`crate::replica::PartitionReplica::poll_timeout`]), after a write, a
 /// fetch's ISR change or an assignment change, and, while this broker leads a partition,
 /// at least every `replica_lag` (a safety net for an event missed); an idle broker whose
 /// followers have everything sleeps here for that long, and one that leads nothing until
@@ -442,7 +327,6 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
             _ = &mut rechecked => {}
         }
         super::pehra::awake(&state).await;
-        let now = Instant::now();
         let partitions: Vec<_> = state
             .partitions
             .read()
@@ -454,19 +338,14 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         leads_any = false;
         for (key, partition) in partitions {
             let mut p = partition.lock().expect("lock");
-            leads_any |= p.leader.is_some();
-            p.expire_waiters(now);
-            let lagging = p.lagging_followers(state.id, state.replica_lag, now);
-            if !lagging.is_empty() {
-                tracing::info!(topic = %key.0, partition = key.1, lagging = %join(&lagging), "followers fell behind: leaving the in-sync set");
-                if let Some(leader) = p.leader.as_mut() {
-                    leader.isr_change_pending = true;
-                }
-                tokio::spawn(change_isr(state.clone(), key, IsrChange::Remove(lagging)));
-            }
-            if let Some(at) = p.next_isr_check(state.id, state.replica_lag) {
+            leads_any |= p.replica.in_leader_term();
+            p.replica.handle_timeout(replica_now());
+            if let Some(at) = p.replica.poll_timeout().map(replica_instant) {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
+            let actions = p.take_actions();
+            drop(p);
+            run_actions(&state, &key, actions);
         }
     }
 }
@@ -492,22 +371,22 @@ mod tests {
     #[test]
     fn a_follower_back_in_the_isr_empties_the_eligible_leader_replicas() {
         let mut m = meta(&[1], &[2, 3]);
-        assert!(apply_to_metadata(&mut m, &IsrChange::Add(3), 1));
+        assert!(IsrChange::Add(3).apply(&mut m, 1));
         assert_eq!(m, meta(&[1, 3], &[]));
         // Nothing to add: nothing changes, the ELR neither.
         let mut m = meta(&[1, 3], &[2]);
-        assert!(!apply_to_metadata(&mut m, &IsrChange::Add(3), 1));
-        assert!(!apply_to_metadata(&mut m, &IsrChange::Add(7), 1));
+        assert!(!IsrChange::Add(3).apply(&mut m, 1));
+        assert!(!IsrChange::Add(7).apply(&mut m, 1));
         assert_eq!(m, meta(&[1, 3], &[2]));
     }
 
     #[test]
     fn the_leader_never_removes_itself_and_a_removal_keeps_the_elr() {
         let mut m = meta(&[1, 2, 3], &[]);
-        assert!(apply_to_metadata(&mut m, &IsrChange::Remove(vec![1, 2]), 1));
+        assert!(IsrChange::Remove(vec![1, 2]).apply(&mut m, 1));
         assert_eq!(m, meta(&[1, 3], &[]));
         let mut m = meta(&[1, 3], &[2]);
-        assert!(!apply_to_metadata(&mut m, &IsrChange::Remove(vec![2]), 1));
+        assert!(!IsrChange::Remove(vec![2]).apply(&mut m, 1));
         assert_eq!(m, meta(&[1, 3], &[2]));
     }
 }
