@@ -8,9 +8,17 @@
 //! (offsets, record count, leader epoch, newest timestamp, idempotent producer identity,
 //! CRC), which is all it needs.
 //!
-//! Everything is synchronous std I/O, meant for a blocking thread (`spawn_blocking`).
-//! [`PartitionLog::read`] takes `&self` and uses positional reads, so a `RwLock` around the
-//! log lets fetches run in parallel with each other.
+//! Everything is synchronous std I/O. What waits for the disk, [`PartitionLog::open`],
+//! [`flush`](PartitionLog::flush) (fdatasync), retention and scrubbing, belongs on a
+//! blocking thread (the broker runs them with `spawn_blocking`). With
+//! [`FlushPolicy::Never`] (the broker's setting: its flusher thread makes appends durable
+//! at its flush interval)
+//! [`append_batch`](PartitionLog::append_batch) only copies into the page cache, and the
+//! broker calls it, and [`read`](PartitionLog::read) of recent records, on its async
+//! workers through the partition's replica machine: a hop to a blocking thread per
+//! produce would cost more than the `write` itself. (A read of old segments that are no
+//! longer cached can wait for the disk there; consumers that read far behind are the
+//! case to watch.) [`PartitionLog::read`] takes `&self` and uses positional reads.
 //!
 //! One `PartitionLog` per directory and per process: nothing here stops two from opening
 //! the same directory (the broker locks its data directory), and they would corrupt it.

@@ -2,13 +2,19 @@
 //! controller gives it, leads some and follows the others, and serves produce, fetch,
 //! replication and partition observation over CoAP.
 //!
-//! - [`partition`]: one replica's state (role, high watermark, followers' progress).
-//! - [`assignment`]: following the partition znodes.
-//! - [`produce`], [`fetch`]: what producers and consumers call.
-//! - [`replica`]: the leader's side of replication and the in-sync set.
-//! - [`fetcher`]: the follower's side.
-//! - [`eligibility`]: which replicas may lead (reported to the controller), and
-//!   [`hw_checkpoint`], the high watermarks it rests on.
+//! It is the driver of the partitions' replica state machines
+//! ([`crate::replica::PartitionReplica`]: every replication decision is made there): it
+//! decodes requests, feeds them to the machine with the time, and carries out what the
+//! machine asks (answers, zookeeper writes, wake-ups). Its modules:
+//!
+//! - `partition`: a replica as the server holds it, and the running of its actions.
+//! - `assignment`: following the partition znodes.
+//! - `produce`, `fetch`: what producers and consumers call.
+//! - `replica`: the leader's side of replication: followers' fetches, in-sync set writes,
+//!   epoch checks, the timer of the replica machines.
+//! - `fetcher`: the follower's side: one long-polling fetch loop per leader.
+//! - `eligibility`: which replicas may lead (reported to the controller), and
+//!   `hw_checkpoint`, the high watermarks it rests on.
 
 use crate::log::{FlushPolicy, LogConfig};
 use pehra_shared::api::{cbor_response, error_response};
