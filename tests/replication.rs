@@ -361,6 +361,54 @@ async fn produce_once(
 }
 
 #[test]
+fn an_acks_all_produce_nobody_replicates_is_answered_at_the_ack_timeout() {
+    // An acks=all produce that no follower copies is answered 5.03 at its ack timeout
+    // (300 ms), long before the followers could be dropped from the in-sync set (20 s):
+    // the upkeep that sleeps while nothing is due is woken by the waiting produce's
+    // deadline (`partition::settle`; an append alone does not wake it).
+    const FLAGS: &[&str] = &[
+        "--session-timeout-ms",
+        "60000",
+        "--replica-lag-ms",
+        "20000",
+        "--ack-timeout-ms",
+        "300",
+    ];
+    let cluster = Cluster::start_with("repl-ack-timeout", FLAGS);
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
+        let leader = current_state(&client).await.leader.expect("a leader");
+        let followers: Vec<u32> = (1..=3).filter(|&b| b != leader).collect();
+        for &f in &followers {
+            cluster.pause(f);
+        }
+        let leader_addr = cluster.addrs[leader as usize - 1];
+        let answer = tokio::time::timeout(
+            Duration::from_secs(10),
+            produce_once(leader_addr, record(1), Acks::All, (rand_u64(), 0)),
+        )
+        .await;
+        for &f in &followers {
+            cluster.resume(f);
+        }
+        let answer = answer.expect("answered before the followers could be dropped");
+        let error = pehra_shared::api::response_error(&answer);
+        assert_eq!(
+            error.error,
+            wire::ErrorKind::NotEnoughReplicas,
+            "{answer:?}"
+        );
+        assert!(
+            error.message.contains("did not confirm"),
+            "{}",
+            error.message
+        );
+    });
+}
+
+#[test]
 fn an_acks_all_retry_is_not_acknowledged_while_too_few_replicas_are_in_sync() {
     // Sessions outlast the test (no failover): the leader itself drops the paused
     // followers from the ISR after 1 s, leaving it alone, below min in-sync 2. The first

@@ -187,8 +187,16 @@ fn the_next_timeout_is_due_only_while_a_follower_lacks_records_or_a_produce_wait
         &shrink[..],
         [Action::ChangeIsr { epoch: 1, change: IsrChange::Remove(gone) }] if *gone == [2]
     ));
-    // While the change is being written, its outcome is awaited instead.
+    // While the change is being written, its outcome is awaited instead...
     assert_eq!(p.poll_timeout(), None);
+    // ...but an acks=all produce is due at its ack timeout.
+    let t2 = t1 + LAG * 2;
+    p.handle_produce(t2, &produce(1, Acks::All), 2);
+    assert!(answers(&actions(&mut p)).is_empty());
+    assert_eq!(p.poll_timeout(), Some(t2 + ACK_TIMEOUT));
+    p.handle_timeout(t2 + ACK_TIMEOUT);
+    let expired = answers(&actions(&mut p)).remove(&2).unwrap().unwrap_err();
+    assert_eq!(expired.kind, ErrorKind::NotEnoughReplicas);
     p.handle_isr_written(t1 + LAG * 2, IsrWritten::Changed(meta(1, 1, &[1]), 2));
     assert_eq!(p.meta().isr, [1]);
 }

@@ -3,7 +3,7 @@
 //! whole assignment (small clusters; simple and never stale).
 
 use super::hw_checkpoint;
-use super::partition::{replica_now, run_actions, Partition, PartitionKey};
+use super::partition::{replica_now, settle, Partition, PartitionKey};
 use super::State;
 use crate::log::PartitionLog;
 use crate::replica::PartitionReplica;
@@ -226,9 +226,7 @@ async fn apply_assignment(
                 log_epoch + 1
             );
             p.replica.step_down("the leader epoch went back");
-            let actions = p.take_actions();
-            drop(p);
-            run_actions(state, key, actions);
+            settle(state, key, p);
             regressed.push(Regressed {
                 key: key.clone(),
                 meta: a.meta.clone(),
@@ -250,9 +248,7 @@ async fn apply_assignment(
                 "{}", if leading { "leading partition" } else { "following partition" }
             );
         }
-        let actions = p.take_actions();
-        drop(p);
-        run_actions(state, key, actions);
+        settle(state, key, p);
     }
     let open_keys: Vec<PartitionKey> = state
         .partitions
@@ -272,9 +268,7 @@ async fn apply_assignment(
             if let Err(e) = p.replica.log_mut().flush() {
                 tracing::warn!(error = %e, "flushing a partition no longer held");
             }
-            let actions = p.take_actions();
-            drop(p);
-            run_actions(state, &key, actions);
+            settle(state, &key, p);
             tracing::info!(topic = %key.0, partition = key.1, "no longer a replica of the partition");
         }
     }

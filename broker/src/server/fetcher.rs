@@ -2,7 +2,7 @@
 //! partition this broker follows from it, in one long-polling `POST /replica` exchange
 //! at a time, and appends what comes back exactly as the leader stored it.
 
-use super::partition::run_actions;
+use super::partition::settle;
 use super::partition::PartitionKey;
 use super::replica::MAX_WAIT;
 use super::{lookup_any, State};
@@ -171,9 +171,7 @@ fn positions(
             let p = lookup_any(state, &key.0, key.1)?;
             let mut p = p.lock().expect("lock");
             let position = p.replica.fetch_position(leader);
-            let actions = p.take_actions();
-            drop(p);
-            run_actions(state, key, actions);
+            settle(state, key, p);
             let position = position?;
             Some(ReplicaFetchPartition {
                 topic: key.0.clone(),
@@ -228,9 +226,7 @@ fn apply(
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "replicating")
             }
         }
-        let actions = p.take_actions();
-        drop(p);
-        run_actions(state, &key, actions);
+        settle(state, &key, p);
     }
     progressed
 }

@@ -235,6 +235,9 @@ pub(crate) struct State {
     hw_moved: tokio::sync::Notify,
     /// An in-sync set change finished: the ISR upkeep looks again.
     isr_recheck: tokio::sync::Notify,
+    /// When the in-sync set upkeep wakes next, in microseconds of the replica clock
+    /// (`u64::MAX`: not before an event).
+    isr_wake_at: std::sync::atomic::AtomicU64,
     /// Something was appended that is not flushed yet (a permit wakes the flusher).
     unflushed: tokio::sync::Notify,
     /// A controlled shutdown began: follow no partition any more.
@@ -370,6 +373,7 @@ impl Broker {
             fetchers: Mutex::default(),
             appended: tokio::sync::Notify::new(),
             isr_recheck: tokio::sync::Notify::new(),
+            isr_wake_at: std::sync::atomic::AtomicU64::new(u64::MAX),
             unflushed: tokio::sync::Notify::new(),
             assignment_applied: tokio::sync::Notify::new(),
             hw_moved: tokio::sync::Notify::new(),

@@ -9,7 +9,8 @@ use crate::replica::{Action, PartitionReplica, ProduceAnswer, Refusal};
 use pehra_shared::api::{cbor_response, error_response};
 use pehra_shared::coap::{Code, Response};
 use pehra_shared::driver::Responder;
-use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, MutexGuard};
 use tokio::time::Instant;
 
 pub(crate) use crate::replica::join;
@@ -34,6 +35,20 @@ impl Partition {
     pub fn take_actions(&mut self) -> Vec<Action<Responder>> {
         std::iter::from_fn(|| self.replica.poll_action()).collect()
     }
+}
+
+/// Releases the lock of the partition `key` after the replica was given an input: runs
+/// what it asked for, and wakes the in-sync set upkeep if the replica's next timeout is
+/// earlier than the upkeep's (an acks=all produce waiting; not every append: a follower's
+/// lag deadline after an append is never earlier than the upkeep's next look).
+pub(crate) fn settle(state: &Arc<State>, key: &PartitionKey, mut p: MutexGuard<'_, Partition>) {
+    let actions = p.take_actions();
+    let due = p.replica.poll_timeout();
+    drop(p);
+    if due.is_some_and(|due| due.as_micros() < state.isr_wake_at.load(Ordering::Relaxed)) {
+        state.isr_recheck.notify_one();
+    }
+    run_actions(state, key, actions);
 }
 
 /// Carries out what the replica of `key` asked for: answers producers, wakes followers,
@@ -88,10 +103,13 @@ pub(crate) fn refusal_response(refusal: &Refusal) -> Response {
 /// The replica machine's clock: tokio's (so paused test time moves it), counted from the
 /// first reading in this process.
 pub(crate) fn replica_now() -> pehra_shared::Instant {
+    replica_clock(Instant::now())
+}
+
+/// Tokio's time `at` on the replica machine's clock.
+pub(crate) fn replica_clock(at: Instant) -> pehra_shared::Instant {
     let base = *CLOCK_BASE.get_or_init(Instant::now);
-    pehra_shared::Instant::from_micros(
-        Instant::now().saturating_duration_since(base).as_micros() as u64
-    )
+    pehra_shared::Instant::from_micros(at.saturating_duration_since(base).as_micros() as u64)
 }
 
 /// A time of the replica machine's clock as tokio's.

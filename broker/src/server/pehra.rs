@@ -21,6 +21,7 @@ use pehra_shared::wire::{
 };
 use pehra_zookeeper::cluster::{self, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
 use pehra_zookeeper::{Client, CreateMode, WatchEvent};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
@@ -72,8 +73,16 @@ impl Default for PehraConfig {
 /// What the request handlers share with the driver.
 pub(crate) struct Pehra {
     node: Mutex<Node>,
-    /// Client traffic arrived (a stored permit: no arrival is lost).
+    /// Client traffic the node needs at once arrived (a stored permit: no arrival is
+    /// lost).
     traffic: Notify,
+    /// When the last client request arrived (Unix ms): the driver hands it to the node
+    /// when it next polls.
+    last_traffic_ms: AtomicU64,
+    /// Whether a request must wake the driver ([`Node::needs_traffic_at_once`]): a
+    /// dormant node, or one that would ask for the cluster to be woken. Otherwise a
+    /// request only stores its time (no wake-up per request under load).
+    traffic_at_once: AtomicBool,
     /// The node was changed from outside the driver (maintenance): poll it again.
     poke: Notify,
     /// `--stay-awake` as configured (what a released maintenance hold returns to).
@@ -83,7 +92,13 @@ pub(crate) struct Pehra {
 impl Pehra {
     /// Tells the node that client traffic reached this broker.
     pub(crate) fn traffic(&self) {
-        self.traffic.notify_one();
+        // SeqCst with the driver's store of the flag and load of the time (a Dekker pair):
+        // either this request sees the flag, or the driver sees this request.
+        self.last_traffic_ms
+            .fetch_max(now().as_millis(), Ordering::SeqCst);
+        if self.traffic_at_once.load(Ordering::SeqCst) {
+            self.traffic.notify_one();
+        }
     }
 
     /// Answers a device's check-in from this node's view of PEHRA (any broker may:
@@ -325,11 +340,22 @@ pub(crate) fn start(
     let pehra = Arc::new(Pehra {
         node: Mutex::new(Node::new(node_config, now())),
         traffic: Notify::new(),
+        last_traffic_ms: AtomicU64::new(0),
+        traffic_at_once: AtomicBool::new(true),
         poke: Notify::new(),
         configured_stay_awake: config.stay_awake,
     });
     let _ = state.pehra.set(pehra.clone());
     run(state, zk, config, pehra)
+}
+
+/// Hands the node the requests that arrived since it last heard of any (their time only).
+fn hand_over_traffic(pehra: &Pehra, node: &mut Node, seen_ms: &mut u64) {
+    let last = pehra.last_traffic_ms.load(Ordering::SeqCst);
+    if last > *seen_ms {
+        *seen_ms = last;
+        node.handle_traffic_since(now(), UnixMs::from_millis(last));
+    }
 }
 
 async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc<Pehra>) {
@@ -341,6 +367,8 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
     let watcher = tokio::spawn(watch_state(zk.clone(), state_tx));
     let (checkin_tx, mut checkin_rx) = mpsc::unbounded_channel::<Option<CheckInReply>>();
     let mut published_role: Option<NodeRole> = None;
+    // The time of the last request handed to the node.
+    let mut traffic_seen_ms = 0;
     loop {
         let health = pehra_shared::health::system::sample(config.health_file.as_deref());
         // The session's heartbeats carry it: the zookeeper sizes this broker's session
@@ -349,6 +377,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
         let mut actions = {
             let mut node = pehra.node.lock().expect("lock");
             node.handle_health(now(), health);
+            hand_over_traffic(&pehra, &mut node, &mut traffic_seen_ms);
             node.poll_actions(now())
         };
         // Publish before sleeping: a write after the stretched heartbeat would renew
@@ -395,13 +424,21 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
                 }
             }
         }
-        let deadline = pehra.node.lock().expect("lock").poll_timeout();
+        let deadline = {
+            let node = pehra.node.lock().expect("lock");
+            let at_once = node.needs_traffic_at_once();
+            pehra.traffic_at_once.store(at_once, Ordering::SeqCst);
+            // A request that came while the flag said "later" but now needs the node at
+            // once: look again without sleeping.
+            if at_once && pehra.last_traffic_ms.load(Ordering::SeqCst) > traffic_seen_ms {
+                continue;
+            }
+            node.poll_timeout()
+        };
         let sleep_for =
             deadline.map(|d| Duration::from_millis(d.as_millis().saturating_sub(now_ms())));
         tokio::select! {
-            _ = pehra.traffic.notified() => {
-                pehra.node.lock().expect("lock").handle_traffic(now());
-            }
+            _ = pehra.traffic.notified() => {}
             _ = pehra.poke.notified() => {}
             s = state_rx.recv() => match s {
                 Some(s) => pehra.node.lock().expect("lock").handle_state(now(), &s),

@@ -1,6 +1,6 @@
 //! `POST /produce`: a producer's batch to a partition leader.
 
-use super::partition::{replica_now, run_actions};
+use super::partition::{replica_now, settle};
 use super::{lookup_leader, now_ms, State};
 use crate::replica::{Produce, Produced};
 use pehra_shared::api::{decode_request, error_response};
@@ -88,10 +88,8 @@ pub(crate) fn produce(state: &Arc<State>, incoming: Incoming, responder: Respond
         timestamp_ms: now_ms(),
     };
     let produced = p.replica.handle_produce(replica_now(), &produce, responder);
-    let actions = p.take_actions();
-    drop(p);
     let key = (request.topic, request.partition);
-    run_actions(state, &key, actions);
+    settle(state, &key, p);
     if produced == Produced::New {
         state.metrics.produced(&key.0, count, request.batch.len());
     }

@@ -10,7 +10,9 @@
 //! counts on a smaller set than the zookeeper knows (else the controller could elect a
 //! replica missing acknowledged records).
 
-use super::partition::{join, replica_instant, replica_now, run_actions, PartitionKey};
+use super::partition::{
+    join, replica_clock, replica_instant, replica_now, run_actions, settle, PartitionKey,
+};
 use super::{lookup_any, State};
 use crate::log::LogError;
 use crate::replica::{EpochCheckOutcome, FollowerFetch, IsrChange, IsrWritten};
@@ -22,6 +24,7 @@ use pehra_shared::wire::{
     ReplicaFetchResponse, ReplicaPartitionData,
 };
 use pehra_zookeeper::cluster;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -134,9 +137,7 @@ fn serve_partition(
             }
         }
     }
-    let actions = p.take_actions();
-    drop(p);
-    run_actions(state, &key, actions);
+    settle(state, &key, p);
     data
 }
 
@@ -207,9 +208,7 @@ fn settle_epoch_check(
     };
     let deposed = matches!(outcome, EpochCheckOutcome::Deposed { .. });
     let again = p.replica.handle_epoch_check(replica_now(), outcome);
-    let actions = p.take_actions();
-    drop(p);
-    run_actions(state, key, actions);
+    settle(state, key, p);
     if deposed {
         state.reassign.notify_one();
     }
@@ -242,9 +241,7 @@ pub(crate) async fn change_isr(
         let before = p.replica.meta().isr.clone();
         p.replica.handle_isr_written(replica_now(), written);
         state.metrics.isr_changed(&before, &p.replica);
-        let actions = p.take_actions();
-        drop(p);
-        run_actions(&state, &key, actions);
+        settle(&state, &key, p);
     }
     // Whatever came of it, the ISR upkeep looks again (it waited for this outcome).
     state.isr_recheck.notify_one();
@@ -289,8 +286,10 @@ async fn write_isr(
 
 /// Answers acks=all produces that waited too long and drops followers that lag from the
 /// in-sync set. It wakes only when that can be due: at the earliest deadline any
-/// partition has ([`crate::replica::PartitionReplica::poll_timeout`]), after a write, a
-/// fetch's ISR change or an assignment change, and, while this broker leads a partition,
+/// partition has ([`crate::replica::PartitionReplica::poll_timeout`]; a replica whose
+/// timeout becomes earlier than this wake, e.g. for an acks=all produce, wakes it through
+/// `isr_recheck`, but a plain append does not), after an ISR change or an assignment
+/// change, and, while this broker leads a partition,
 /// at least every `replica_lag` (a safety net for an event missed); an idle broker whose
 /// followers have everything sleeps here for that long, and one that leads nothing until
 /// an assignment makes it a leader.
@@ -298,12 +297,10 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
     let mut next: Option<Instant> = None;
     let mut leads_any = true;
     loop {
-        // Registered before the check below, so a write during it is not missed.
-        let appended = state.appended.notified();
+        // Registered before the check below, so a change during it is not missed.
         let assigned = state.assignment_applied.notified();
         let rechecked = state.isr_recheck.notified();
-        tokio::pin!(appended, assigned, rechecked);
-        appended.as_mut().enable();
+        tokio::pin!(assigned, rechecked);
         assigned.as_mut().enable();
         rechecked.as_mut().enable();
         let now = Instant::now();
@@ -315,6 +312,9 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
             (n, s) => n.or(s),
         }
         .map(|at| at.max(now + ISR_CHECK_FLOOR));
+        // A replica whose next timeout comes before this wakes it (`partition::settle`).
+        let wake_at = at.map_or(u64::MAX, |at| replica_clock(at).as_micros());
+        state.isr_wake_at.store(wake_at, Ordering::Relaxed);
         tokio::select! {
             _ = async {
                 match at {
@@ -322,7 +322,6 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
                     None => std::future::pending().await,
                 }
             } => {}
-            _ = &mut appended => {}
             _ = &mut assigned => {}
             _ = &mut rechecked => {}
         }

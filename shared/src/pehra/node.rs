@@ -242,9 +242,18 @@ impl Node {
     /// A client request reached this node (produce, fetch, publish, consumer offsets,
     /// records replicated to it).
     pub fn handle_traffic(&mut self, now: UnixMs) {
+        self.handle_traffic_since(now, now);
+    }
+
+    /// Client requests reached this node, the last of them at `last` (at or before
+    /// `now`): what a driver calls when it did not pass on every request, only those that
+    /// [`needs_traffic_at_once`](Self::needs_traffic_at_once) asked for, and looks at the
+    /// rest when it polls (before [`poll_actions`](Self::poll_actions), so the node does
+    /// not fall asleep past them).
+    pub fn handle_traffic_since(&mut self, now: UnixMs, last: UnixMs) {
         self.observe_clock(now);
         let now_ms = now.as_millis();
-        self.last_traffic_ms = self.last_traffic_ms.max(now_ms);
+        self.last_traffic_ms = self.last_traffic_ms.max(last.as_millis().min(now_ms));
         if let Some(state) = &self.state {
             if state.enabled
                 && !state.traffic_awake
@@ -262,6 +271,20 @@ impl Node {
         if self.is_dormant() {
             self.wake(now_ms, WakeReason::Traffic);
         }
+    }
+
+    /// Whether a request arriving now must reach the node at once: it is dormant (the
+    /// request wakes it), or it would ask the coordinator to wake the cluster. Otherwise
+    /// only the time of the last request matters, and the driver may hand it over when
+    /// it next polls ([`handle_traffic_since`](Self::handle_traffic_since)): no wake-up
+    /// per request.
+    pub fn needs_traffic_at_once(&self) -> bool {
+        self.is_dormant()
+            || self.state.as_ref().is_some_and(|state| {
+                state.enabled
+                    && !state.traffic_awake
+                    && self.traffic_requested != Some(state.wake_generation)
+            })
     }
 
     /// The Pehredar's wake call (`POST /pehra/wake`: it holds traffic for the cluster and
@@ -713,6 +736,45 @@ mod tests {
         let a = n.poll_actions(at(T0 + IDLE));
         assert_eq!(sleeps(&a), Some(T0 + IDLE + ALARM));
         n
+    }
+
+    /// A driver that hands over requests only when it polls (no wake-up per request)
+    /// keeps the node awake exactly as long as one that passes on each: the idle wait
+    /// runs from the last request, whenever the node learns of it. A dormant node, or one
+    /// that would ask for the cluster to be woken, needs each request at once.
+    #[test]
+    fn traffic_handed_over_at_the_next_poll_counts_from_when_it_arrived() {
+        let mut n = Node::new(config("broker-1"), at(T0));
+        n.handle_state(
+            at(T0),
+            &PehraState {
+                traffic_awake: true,
+                ..in_office()
+            },
+        );
+        n.poll_actions(at(T0));
+        assert!(!n.needs_traffic_at_once());
+        // Requests until T0 + 700, learnt at T0 + IDLE (the idle deadline): still awake.
+        n.handle_traffic_since(at(T0 + IDLE), at(T0 + 700));
+        assert!(sleeps(&n.poll_actions(at(T0 + IDLE))).is_none());
+        assert_eq!(
+            n.poll_timeout().map(UnixMs::as_millis),
+            Some(T0 + 700 + IDLE)
+        );
+        // A "last" after "now" (readings on two threads) counts as now.
+        n.handle_traffic_since(at(T0 + 800), at(T0 + 900));
+        assert_eq!(
+            n.poll_timeout().map(UnixMs::as_millis),
+            Some(T0 + 800 + IDLE)
+        );
+        let dormant = dormant();
+        assert!(dormant.needs_traffic_at_once());
+        let mut fresh = Node::new(config("broker-1"), at(T0));
+        fresh.handle_state(at(T0), &in_office());
+        assert!(
+            fresh.needs_traffic_at_once(),
+            "the cluster is not awake for traffic: the first request asks for it"
+        );
     }
 
     /// An hour's NTP correction back, while dormant: the alarm keeps what was left of
