@@ -297,6 +297,41 @@ fn a_follower_never_truncates_below_the_high_watermark_it_knew() {
     );
 }
 
+// ---- in-sync set changes as the leader writes them ----
+
+fn isr_meta(isr: &[u32], elr: &[u32]) -> PartitionMetadata {
+    PartitionMetadata {
+        partition: 0,
+        leader: Some(1),
+        leader_epoch: 2,
+        replicas: vec![1, 2, 3],
+        isr: isr.to_vec(),
+        elr: elr.to_vec(),
+    }
+}
+
+#[test]
+fn a_follower_back_in_the_isr_empties_the_eligible_leader_replicas() {
+    let mut m = isr_meta(&[1], &[2, 3]);
+    assert!(IsrChange::Add(3).apply(&mut m, 1));
+    assert_eq!(m, isr_meta(&[1, 3], &[]));
+    // Nothing to add: nothing changes, the ELR neither.
+    let mut m = isr_meta(&[1, 3], &[2]);
+    assert!(!IsrChange::Add(3).apply(&mut m, 1));
+    assert!(!IsrChange::Add(7).apply(&mut m, 1));
+    assert_eq!(m, isr_meta(&[1, 3], &[2]));
+}
+
+#[test]
+fn the_leader_never_removes_itself_and_a_removal_keeps_the_elr() {
+    let mut m = isr_meta(&[1, 2, 3], &[]);
+    assert!(IsrChange::Remove(vec![1, 2]).apply(&mut m, 1));
+    assert_eq!(m, isr_meta(&[1, 3], &[]));
+    let mut m = isr_meta(&[1, 3], &[2]);
+    assert!(!IsrChange::Remove(vec![2]).apply(&mut m, 1));
+    assert_eq!(m, isr_meta(&[1, 3], &[2]));
+}
+
 // ---- the simulation ----
 
 /// Deterministic pseudo-random numbers (xorshift64*).

@@ -3,7 +3,8 @@
 //! whole assignment (small clusters; simple and never stale).
 
 use super::hw_checkpoint;
-use super::partition::{replica_now, settle, Partition, PartitionKey};
+use super::partition::{replica_now, Partition, PartitionKey};
+use super::replica_actions::settle;
 use super::State;
 use crate::log::PartitionLog;
 use crate::replica::PartitionReplica;

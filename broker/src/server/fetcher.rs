@@ -2,9 +2,9 @@
 //! partition this broker follows from it, in one long-polling `POST /replica` exchange
 //! at a time, and appends what comes back exactly as the leader stored it.
 
-use super::partition::settle;
 use super::partition::PartitionKey;
 use super::replica::MAX_WAIT;
+use super::replica_actions::settle;
 use super::{lookup_any, State};
 use crate::replica::FetchPosition;
 use pehra_shared::api::{decode_response, response_error};

@@ -14,7 +14,8 @@
 //! - As the candidate: a produce that arrives before this broker learnt that it leads
 //!   waits for the new assignment ([`HandoverSide::TakingOver`]).
 
-use super::partition::{replica_now, run_actions, HandoverSide};
+use super::partition::{replica_now, HandoverSide};
+use super::replica_actions::run_actions;
 use super::{lookup_any, State};
 use pehra_shared::api::error_response;
 use pehra_shared::driver::{Incoming, Responder};

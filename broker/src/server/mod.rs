@@ -40,6 +40,7 @@ mod partition;
 pub mod pehra;
 mod produce;
 mod replica;
+mod replica_actions;
 
 pub(crate) use partition::Partition;
 use partition::PartitionKey;

@@ -1,16 +1,12 @@
 //! One partition replica on this broker, as the server drives it: the sans-IO
 //! [`PartitionReplica`] (every replication decision) plus what only the driver holds
-//! (requests parked during a warm handover), and [`run_actions`], which carries out what
-//! the replica asks for once the partition's lock is released.
+//! (requests parked during a warm handover), and the replica clock.
 
-use super::State;
 use crate::log::PartitionLog;
 use crate::replica::{Action, PartitionReplica, ProduceAnswer, Refusal};
 use pehra_shared::api::{cbor_response, error_response};
 use pehra_shared::coap::{Code, Response};
 use pehra_shared::driver::Responder;
-use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
 use tokio::time::Instant;
 
 pub(crate) use crate::replica::join;
@@ -34,56 +30,6 @@ impl Partition {
     /// once the lock is released.
     pub fn take_actions(&mut self) -> Vec<Action<Responder>> {
         std::iter::from_fn(|| self.replica.poll_action()).collect()
-    }
-}
-
-/// Releases the lock of the partition `key` after the replica was given an input: runs
-/// what it asked for, and wakes the in-sync set upkeep if the replica's next timeout is
-/// earlier than the upkeep's (an acks=all produce waiting; not every append: a follower's
-/// lag deadline after an append is never earlier than the upkeep's next look).
-pub(crate) fn settle(state: &Arc<State>, key: &PartitionKey, mut p: MutexGuard<'_, Partition>) {
-    let actions = p.take_actions();
-    let due = p.replica.poll_timeout();
-    drop(p);
-    if due.is_some_and(|due| due.as_micros() < state.isr_wake_at.load(Ordering::Relaxed)) {
-        state.isr_recheck.notify_one();
-    }
-    run_actions(state, key, actions);
-}
-
-/// Carries out what the replica of `key` asked for: answers producers, wakes followers,
-/// the flusher and consumers, and starts the zookeeper work (in-sync set changes, epoch
-/// checks) as tasks. Called without the partition's lock.
-pub(crate) fn run_actions(state: &Arc<State>, key: &PartitionKey, actions: Vec<Action<Responder>>) {
-    for action in actions {
-        match action {
-            Action::Answer { token, answer } => token.respond(produce_response(answer)),
-            Action::Discard(token) => token.discard(),
-            Action::Appended => {
-                state.appended.notify_waiters(); // something new for the followers
-                state.unflushed.notify_one();
-            }
-            Action::HighWatermark { hw, log_end } => {
-                state.notify_partition(&key.0, key.1, hw, log_end)
-            }
-            Action::ChangeIsr { epoch, change } => {
-                tokio::spawn(super::replica::change_isr(
-                    state.clone(),
-                    key.clone(),
-                    epoch,
-                    change,
-                ));
-            }
-            Action::CheckEpoch { replica, claimed } => {
-                tokio::spawn(super::replica::check_newer_epoch(
-                    state.clone(),
-                    key.clone(),
-                    replica,
-                    claimed,
-                ));
-            }
-            Action::EligibilityChanged => state.eligibility_changed.notify_one(),
-        }
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /produce`: a producer's batch to a partition leader.
 
-use super::partition::{replica_now, settle};
+use super::partition::replica_now;
+use super::replica_actions::settle;
 use super::{lookup_leader, now_ms, State};
 use crate::replica::{Produce, Produced};
 use pehra_shared::api::{decode_request, error_response};

@@ -10,20 +10,18 @@
 //! counts on a smaller set than the zookeeper knows (else the controller could elect a
 //! replica missing acknowledged records).
 
-use super::partition::{
-    join, replica_clock, replica_instant, replica_now, run_actions, settle, PartitionKey,
-};
+use super::partition::{replica_clock, replica_instant, replica_now};
+use super::replica_actions::{run_actions, settle};
 use super::{lookup_any, State};
 use crate::log::LogError;
-use crate::replica::{EpochCheckOutcome, FollowerFetch, IsrChange, IsrWritten};
+use crate::replica::FollowerFetch;
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::Code;
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{
-    self, ErrorKind, PartitionMetadata, ReplicaBatch, ReplicaFetchPartition, ReplicaFetchRequest,
-    ReplicaFetchResponse, ReplicaPartitionData,
+    ErrorKind, ReplicaBatch, ReplicaFetchPartition, ReplicaFetchRequest, ReplicaFetchResponse,
+    ReplicaPartitionData,
 };
-use pehra_zookeeper::cluster;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
@@ -141,149 +139,6 @@ fn serve_partition(
     data
 }
 
-/// Pause between attempts to reach the zookeeper while checking an epoch claim.
-const EPOCH_CHECK_RETRY: Duration = Duration::from_millis(500);
-
-/// Checks with the zookeeper a follower's claim that the partition has a leader epoch
-/// newer than ours ([`Action::CheckEpoch`](crate::replica::Action::CheckEpoch)), and gives
-/// the replica the answer until it has one (it fences itself meanwhile).
-pub(crate) async fn check_newer_epoch(
-    state: Arc<State>,
-    key: PartitionKey,
-    replica: u32,
-    claimed: u32,
-) {
-    let path = cluster::partition_path(&key.0, key.1);
-    loop {
-        let read = match state.zk.get() {
-            Some(zk) => zk.get_data(&path).await.map(|(data, _)| data),
-            None => return,
-        };
-        if !settle_epoch_check(&state, &key, replica, claimed, read) {
-            return;
-        }
-        tokio::time::sleep(EPOCH_CHECK_RETRY).await;
-    }
-}
-
-/// Gives the zookeeper's answer to the replica; `true` to ask again.
-fn settle_epoch_check(
-    state: &Arc<State>,
-    key: &PartitionKey,
-    replica: u32,
-    claimed: u32,
-    read: Result<Vec<u8>, pehra_zookeeper::ZkError>,
-) -> bool {
-    let Some(partition) = lookup_any(state, &key.0, key.1) else {
-        return false;
-    };
-    let mut p = partition.lock().expect("lock");
-    let ours = p.replica.meta().leader_epoch;
-    let outcome = match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
-        Ok(Ok(meta)) if meta.leader_epoch > ours || meta.leader != Some(state.id) => {
-            EpochCheckOutcome::Deposed {
-                epoch: meta.leader_epoch,
-            }
-        }
-        Ok(Ok(_)) => {
-            tracing::warn!(
-                topic = %key.0, partition = key.1, ours, replica, claimed,
-                "a fetch claimed a leader epoch the zookeeper does not know (forged or impossible): ignored"
-            );
-            EpochCheckOutcome::Refuted
-        }
-        Ok(Err(e)) => {
-            tracing::error!(topic = %key.0, partition = key.1, error = %e, "undecodable partition znode");
-            EpochCheckOutcome::Undecodable
-        }
-        Err(e) => {
-            if p.replica.fenced_by().is_none() {
-                tracing::warn!(
-                    topic = %key.0, partition = key.1, ours, replica, claimed, error = %e,
-                    "a fetch claimed a newer leader epoch and the zookeeper cannot confirm ours: fenced until it answers"
-                );
-            }
-            EpochCheckOutcome::Unreachable
-        }
-    };
-    let deposed = matches!(outcome, EpochCheckOutcome::Deposed { .. });
-    let again = p.replica.handle_epoch_check(replica_now(), outcome);
-    settle(state, key, p);
-    if deposed {
-        state.reassign.notify_one();
-    }
-    again
-}
-
-/// Writes an in-sync set change ([`Action::ChangeIsr`](crate::replica::Action::ChangeIsr))
-/// to the partition znode if it still names us leader in `epoch`, and gives the replica
-/// the outcome.
-pub(crate) async fn change_isr(
-    state: Arc<State>,
-    key: PartitionKey,
-    epoch: u32,
-    change: IsrChange,
-) {
-    let result = write_isr(&state, &key, epoch, &change).await;
-    if let Some(partition) = lookup_any(&state, &key.0, key.1) {
-        let mut p = partition.lock().expect("lock");
-        let written = match result {
-            Ok(Some((meta, version))) => {
-                tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");
-                IsrWritten::Changed(meta, version)
-            }
-            Ok(None) => IsrWritten::NotWritten,
-            Err(e) => {
-                tracing::warn!(topic = %key.0, partition = key.1, ?change, error = %e, "could not change the in-sync replicas");
-                IsrWritten::Failed
-            }
-        };
-        let before = p.replica.meta().isr.clone();
-        p.replica.handle_isr_written(replica_now(), written);
-        state.metrics.isr_changed(&before, &p.replica);
-        settle(&state, &key, p);
-    }
-    // Whatever came of it, the ISR upkeep looks again (it waited for this outcome).
-    state.isr_recheck.notify_one();
-}
-
-async fn write_isr(
-    state: &State,
-    key: &PartitionKey,
-    epoch: u32,
-    change: &IsrChange,
-) -> Result<Option<(PartitionMetadata, u32)>, pehra_zookeeper::ZkError> {
-    let Some(zk) = state.zk.get() else {
-        return Ok(None);
-    };
-    let path = cluster::partition_path(&key.0, key.1);
-    for _ in 0..5 {
-        let (data, stat) = zk.get_data(&path).await?;
-        let Ok(mut meta) = wire::decode::<PartitionMetadata>(&data) else {
-            return Ok(None);
-        };
-        if meta.leader != Some(state.id) || meta.leader_epoch != epoch {
-            return Ok(None); // no longer ours to change
-        }
-        if !change.apply(&mut meta, state.id) {
-            return Ok(None);
-        }
-        match zk
-            .set_data(
-                &path,
-                &wire::encode(&meta).expect("encodes"),
-                Some(stat.version),
-            )
-            .await
-        {
-            Ok(stat) => return Ok(Some((meta, stat.version))),
-            Err(e) if e.kind() == Some(ErrorKind::VersionMismatch) => continue,
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(None)
-}
-
 /// Answers acks=all produces that waited too long and drops followers that lag from the
 /// in-sync set. It wakes only when that can be due: at the earliest deadline any
 /// partition has ([`crate::replica::PartitionReplica::poll_timeout`]; a replica whose
@@ -351,41 +206,3 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
 
 /// The shortest wait between two ISR checks.
 const ISR_CHECK_FLOOR: Duration = Duration::from_millis(50);
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn meta(isr: &[u32], elr: &[u32]) -> PartitionMetadata {
-        PartitionMetadata {
-            partition: 0,
-            leader: Some(1),
-            leader_epoch: 2,
-            replicas: vec![1, 2, 3],
-            isr: isr.to_vec(),
-            elr: elr.to_vec(),
-        }
-    }
-
-    #[test]
-    fn a_follower_back_in_the_isr_empties_the_eligible_leader_replicas() {
-        let mut m = meta(&[1], &[2, 3]);
-        assert!(IsrChange::Add(3).apply(&mut m, 1));
-        assert_eq!(m, meta(&[1, 3], &[]));
-        // Nothing to add: nothing changes, the ELR neither.
-        let mut m = meta(&[1, 3], &[2]);
-        assert!(!IsrChange::Add(3).apply(&mut m, 1));
-        assert!(!IsrChange::Add(7).apply(&mut m, 1));
-        assert_eq!(m, meta(&[1, 3], &[2]));
-    }
-
-    #[test]
-    fn the_leader_never_removes_itself_and_a_removal_keeps_the_elr() {
-        let mut m = meta(&[1, 2, 3], &[]);
-        assert!(IsrChange::Remove(vec![1, 2]).apply(&mut m, 1));
-        assert_eq!(m, meta(&[1, 3], &[]));
-        let mut m = meta(&[1, 3], &[2]);
-        assert!(!IsrChange::Remove(vec![2]).apply(&mut m, 1));
-        assert_eq!(m, meta(&[1, 3], &[2]));
-    }
-}
