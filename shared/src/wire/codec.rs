@@ -20,10 +20,14 @@ pub const CONTENT_FORMAT_CBOR: u16 = 60;
 /// Never fails for the message types of [`crate::wire`]; the `Result` is for foreign
 /// `Serialize` implementations that fail.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    let mut out = Vec::new();
+    // Most messages (answers, requests without a batch) fit: no regrowth from 8 bytes up.
+    let mut out = Vec::with_capacity(ENCODE_CAPACITY);
     encode_into(value, &mut out)?;
     Ok(out)
 }
+
+/// What [`encode`] reserves up front.
+const ENCODE_CAPACITY: usize = 128;
 
 /// Appends the CBOR encoding of `value` to `out`, to reuse one buffer for many messages.
 ///
