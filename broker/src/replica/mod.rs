@@ -37,11 +37,12 @@ mod tests;
 
 pub use self::log::ReplicaLog;
 
-use crate::log::{BatchMeta, LogError, ProducerBatch};
+use crate::log::{BatchMeta, FetchedBatch, LogError, ProducerBatch};
 use leader::{AckWaiter, FollowerProgress, LeaderState};
 use pehra_shared::time::{Duration, Instant};
 use pehra_shared::wire::{
-    Acks, EpochEndOffset, ErrorKind, PartitionMetadata, ProduceResponse, ReplicaPartitionData,
+    Acks, EpochEndOffset, ErrorKind, PartitionMetadata, ProduceResponse, ReplicaBatch,
+    ReplicaPartitionData,
 };
 use std::collections::VecDeque;
 
@@ -1214,6 +1215,21 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
         self.high_watermark = data.high_watermark.min(self.log.log_end_offset());
         self.known_hw = self.known_hw.max(data.high_watermark);
         Ok(true)
+    }
+}
+
+impl From<FetchedBatch> for ReplicaBatch {
+    /// A batch read from the leader's log, as a follower's fetch carries it.
+    fn from(b: FetchedBatch) -> Self {
+        ReplicaBatch {
+            base_offset: b.base_offset,
+            record_count: b.record_count,
+            leader_epoch: b.leader_epoch,
+            max_timestamp_ms: b.max_timestamp_ms,
+            producer_id: b.producer.map(|p| p.producer_id),
+            base_sequence: b.producer.map(|p| p.base_sequence),
+            batch: b.bytes,
+        }
     }
 }
 

@@ -667,15 +667,7 @@ impl Sim {
                         .read(offset, 4096)
                         .unwrap()
                         .into_iter()
-                        .map(|b| ReplicaBatch {
-                            base_offset: b.base_offset,
-                            record_count: b.record_count,
-                            leader_epoch: b.leader_epoch,
-                            max_timestamp_ms: b.max_timestamp_ms,
-                            producer_id: b.producer.map(|p| p.producer_id),
-                            base_sequence: b.producer.map(|p| p.base_sequence),
-                            batch: b.bytes,
-                        })
+                        .map(ReplicaBatch::from)
                         .collect(),
                     None => Vec::new(),
                 };

@@ -117,15 +117,7 @@ fn serve_partition(
             Ok(batches) => {
                 for b in batches {
                     *budget = budget.saturating_sub(b.bytes.len());
-                    data.batches.push(ReplicaBatch {
-                        base_offset: b.base_offset,
-                        record_count: b.record_count,
-                        leader_epoch: b.leader_epoch,
-                        max_timestamp_ms: b.max_timestamp_ms,
-                        producer_id: b.producer.map(|x| x.producer_id),
-                        base_sequence: b.producer.map(|x| x.base_sequence),
-                        batch: b.bytes,
-                    });
+                    data.batches.push(ReplicaBatch::from(b));
                 }
             }
             Err(LogError::OffsetOutOfRange { .. }) => {}
