@@ -20,13 +20,19 @@ pub const CONTENT_FORMAT_CBOR: u16 = 60;
 /// Never fails for the message types of [`crate::wire`]; the `Result` is for foreign
 /// `Serialize` implementations that fail.
 pub fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, EncodeError> {
-    // Most messages (answers, requests without a batch) fit: no regrowth from 8 bytes up.
+    // On gateways most messages (answers, requests without a batch) fit: no regrowth
+    // from 8 bytes up. The firmware keeps the smaller code of `Vec::new` (this function is
+    // instantiated per message type; its few messages a cycle do not matter).
+    #[cfg(feature = "std")]
     let mut out = Vec::with_capacity(ENCODE_CAPACITY);
+    #[cfg(not(feature = "std"))]
+    let mut out = Vec::new();
     encode_into(value, &mut out)?;
     Ok(out)
 }
 
-/// What [`encode`] reserves up front.
+/// What [`encode`] reserves up front (on gateways).
+#[cfg(feature = "std")]
 const ENCODE_CAPACITY: usize = 128;
 
 /// Appends the CBOR encoding of `value` to `out`, to reuse one buffer for many messages.
