@@ -70,6 +70,10 @@ impl Default for PehraConfig {
     }
 }
 
+/// While requests come, the driver samples the host's health at least this often (they
+/// wake it for that, not for each request).
+const HEALTH_RESAMPLE: Duration = Duration::from_secs(1);
+
 /// What the request handlers share with the driver.
 pub(crate) struct Pehra {
     node: Mutex<Node>,
@@ -83,6 +87,10 @@ pub(crate) struct Pehra {
     /// dormant node, or one that would ask for the cluster to be woken. Otherwise a
     /// request only stores its time (no wake-up per request under load).
     traffic_at_once: AtomicBool,
+    /// When the driver last sampled this host's health (Unix ms): while requests come, it
+    /// is woken to sample again at most every [`HEALTH_RESAMPLE`] (the health a leader
+    /// reports is what moves its partitions away when it turns critical).
+    sampled_ms: AtomicU64,
     /// The node was changed from outside the driver (maintenance): poll it again.
     poke: Notify,
     /// `--stay-awake` as configured (what a released maintenance hold returns to).
@@ -92,11 +100,16 @@ pub(crate) struct Pehra {
 impl Pehra {
     /// Tells the node that client traffic reached this broker.
     pub(crate) fn traffic(&self) {
+        let now_ms = now().as_millis();
         // SeqCst with the driver's store of the flag and load of the time (a Dekker pair):
         // either this request sees the flag, or the driver sees this request.
-        self.last_traffic_ms
-            .fetch_max(now().as_millis(), Ordering::SeqCst);
-        if self.traffic_at_once.load(Ordering::SeqCst) {
+        self.last_traffic_ms.fetch_max(now_ms, Ordering::SeqCst);
+        let resample = now_ms
+            >= self
+                .sampled_ms
+                .load(Ordering::Relaxed)
+                .saturating_add(HEALTH_RESAMPLE.as_millis() as u64);
+        if resample || self.traffic_at_once.load(Ordering::SeqCst) {
             self.traffic.notify_one();
         }
     }
@@ -342,6 +355,7 @@ pub(crate) fn start(
         traffic: Notify::new(),
         last_traffic_ms: AtomicU64::new(0),
         traffic_at_once: AtomicBool::new(true),
+        sampled_ms: AtomicU64::new(0),
         poke: Notify::new(),
         configured_stay_awake: config.stay_awake,
     });
@@ -371,6 +385,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
     let mut traffic_seen_ms = 0;
     loop {
         let health = pehra_shared::health::system::sample(config.health_file.as_deref());
+        pehra.sampled_ms.store(now().as_millis(), Ordering::Relaxed);
         // The session's heartbeats carry it: the zookeeper sizes this broker's session
         // lease (the lease of its partition leaderships) from it (seed 002).
         zk.report_health(health);
