@@ -1,6 +1,7 @@
 //! Every CBOR wire decoder: `wire::decode::<T>` for every message type of
-//! `pehra_shared::wire`, the no-std decoder (`decode_lite`, what devices run) against
-//! ciborium's (what gateways run), and `batch_record_count`.
+//! `pehra_shared::wire` (the small slice decoder, with ciborium again for the message of
+//! an error on gateways), the small decoder alone (`decode_lite`, what devices run)
+//! against ciborium's (`decode_ciborium`), and `batch_record_count`.
 //!
 //! Invariants: nothing panics; both decoders accept the same bytes and make the same
 //! value; whatever decodes re-encodes to bytes that decode to the same value
@@ -15,8 +16,14 @@ fn check<T>(bytes: &[u8])
 where
     T: serde::Serialize + serde::de::DeserializeOwned + PartialEq + core::fmt::Debug,
 {
-    let full = wire::decode::<T>(bytes);
+    let full = wire::decode_ciborium::<T>(bytes);
     let lite = wire::decode_lite::<T>(bytes);
+    let gateway = wire::decode::<T>(bytes);
+    assert_eq!(
+        gateway.as_ref().ok(),
+        full.as_ref().ok(),
+        "decode differs from ciborium on {bytes:02x?}"
+    );
     match (&full, &lite) {
         (Ok(a), Ok(b)) => assert_eq!(a, b, "the two decoders disagree on {bytes:02x?}"),
         (Err(_), Err(_)) => {}

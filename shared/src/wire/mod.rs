@@ -48,8 +48,8 @@ mod codec_error;
 mod device;
 mod error;
 mod health;
-// Used by `decode` without `std`; with it, by `decode_lite` (fuzzing) and the tests
-// that compare it with ciborium.
+// The slice decoder `decode` runs (gateways fall back to ciborium for an error's
+// message); `decode_lite`/`decode_ciborium` let the fuzz target and tests compare them.
 mod lite;
 mod log;
 mod pehra;
@@ -60,6 +60,9 @@ mod znode;
 #[cfg(test)]
 mod tests;
 
+#[cfg(feature = "std")]
+#[doc(hidden)]
+pub use codec::decode_ciborium;
 #[doc(hidden)]
 pub use codec::decode_lite;
 pub use codec::{decode, encode, encode_into, CONTENT_FORMAT_CBOR};
