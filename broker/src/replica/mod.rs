@@ -143,18 +143,18 @@ pub enum Action<T> {
     },
     /// Whether this replica may lead changed (see [`PartitionReplica::ineligible_reason`]).
     EligibilityChanged,
+    /// The zookeeper's state of the partition is newer than the replica's (a check found
+    /// it deposed): read the assignment again.
+    ReadAssignment,
 }
 
 /// What the zookeeper said about a claimed newer epoch.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EpochCheckOutcome {
-    /// The zookeeper names a newer epoch (or another leader): we were deposed.
-    Deposed {
-        /// Its epoch.
-        epoch: u32,
-    },
-    /// The zookeeper still names us leader in our epoch: the claim was forged or impossible.
-    Refuted,
+    /// The partition znode as the zookeeper holds it now. The replica decides: a newer
+    /// epoch or another leader deposed it; still this broker in our epoch refutes the
+    /// claim (forged or impossible).
+    Read(PartitionMetadata),
     /// The partition znode does not decode.
     Undecodable,
     /// The zookeeper did not answer (the driver asks again).
@@ -613,12 +613,22 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
     /// (it did not answer).
     pub fn handle_epoch_check(&mut self, now: Instant, outcome: EpochCheckOutcome) -> bool {
         let ours = self.meta.leader_epoch;
+        let partition = self.meta.partition;
         match outcome {
-            EpochCheckOutcome::Deposed { epoch } => {
-                self.fence(epoch.max(ours + 1));
+            EpochCheckOutcome::Read(meta)
+                if meta.leader_epoch > ours || meta.leader != Some(self.config.me) =>
+            {
+                self.fence(meta.leader_epoch.max(ours + 1));
+                self.actions.push_back(Action::ReadAssignment);
                 false
             }
-            EpochCheckOutcome::Refuted => {
+            EpochCheckOutcome::Read(_) => {
+                tracing::warn!(
+                    partition,
+                    ours,
+                    "a fetch claimed a leader epoch the zookeeper does not know (forged or \
+                     impossible): ignored"
+                );
                 if self.fenced_by == Some(ours + 1) {
                     self.fenced_by = None; // set while the zookeeper did not answer
                 }
@@ -626,11 +636,18 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
                 false
             }
             EpochCheckOutcome::Undecodable => {
+                tracing::error!(partition, "undecodable partition znode");
                 self.epoch_check = EpochCheck::Idle;
                 false
             }
             EpochCheckOutcome::Unreachable => {
                 if self.fenced_by.is_none() {
+                    tracing::warn!(
+                        partition,
+                        ours,
+                        "a fetch claimed a newer leader epoch and the zookeeper cannot confirm \
+                         ours: fenced until it answers"
+                    );
                     self.fenced_by = Some(ours + 1);
                     self.step_down("a newer leader epoch may exist");
                 }

@@ -232,7 +232,8 @@ fn an_epoch_claim_is_checked_once_at_a_time_and_a_refuted_one_holds_off_the_next
     p.handle_follower_fetch(at, fetch);
     assert_eq!(checks(&mut p), 1, "one check at a time");
     assert!(p.leads(), "a claim alone does not fence");
-    assert!(!p.handle_epoch_check(t0, EpochCheckOutcome::Refuted));
+    let still_ours = EpochCheckOutcome::Read(meta(1, 1, &[1, 2]));
+    assert!(!p.handle_epoch_check(t0, still_ours));
     let (at, fetch) = claim(t0 + Duration::from_millis(500));
     p.handle_follower_fetch(at, fetch);
     assert_eq!(checks(&mut p), 0, "held off after a refuted claim");
@@ -242,7 +243,8 @@ fn an_epoch_claim_is_checked_once_at_a_time_and_a_refuted_one_holds_off_the_next
     // The zookeeper does not answer: fenced meanwhile, asked again.
     assert!(p.handle_epoch_check(t0, EpochCheckOutcome::Unreachable));
     assert!(!p.leads());
-    assert!(!p.handle_epoch_check(t0, EpochCheckOutcome::Deposed { epoch: 4 }));
+    let deposed = EpochCheckOutcome::Read(meta(2, 4, &[2]));
+    assert!(!p.handle_epoch_check(t0, deposed));
     assert_eq!(p.fenced_by(), Some(4));
     // The new state arrives: fenced no more.
     p.handle_assignment(t0, meta(2, 4, &[2]), 2, 1);
@@ -351,6 +353,7 @@ impl Rng {
 }
 
 /// A message between the leader and a follower, delivered at a time.
+#[derive(Clone)]
 enum Message {
     Fetch {
         from: u32,
@@ -429,29 +432,7 @@ impl Sim {
         let copies = if faults && self.rng.chance(5) { 2 } else { 1 };
         for _ in 0..copies {
             let delay = MS * (1 + (self.rng.next() % 30) as u32);
-            let copy = match &message {
-                Message::Fetch {
-                    from,
-                    leader,
-                    position,
-                } => Message::Fetch {
-                    from: *from,
-                    leader: *leader,
-                    position: *position,
-                },
-                Message::Answer {
-                    to,
-                    leader,
-                    position,
-                    data,
-                } => Message::Answer {
-                    to: *to,
-                    leader: *leader,
-                    position: *position,
-                    data: data.clone(),
-                },
-            };
-            self.net.push((self.now + delay, copy));
+            self.net.push((self.now + delay, message.clone()));
         }
     }
 
@@ -496,22 +477,14 @@ impl Sim {
                     replica.handle_isr_written(self.now, written);
                 }
                 Action::CheckEpoch { .. } => {
-                    let (meta, _) = &self.znode;
-                    let outcome = if meta.leader != Some(id)
-                        || meta.leader_epoch > replica.meta().leader_epoch
-                    {
-                        EpochCheckOutcome::Deposed {
-                            epoch: meta.leader_epoch,
-                        }
-                    } else {
-                        EpochCheckOutcome::Refuted
-                    };
-                    replica.handle_epoch_check(self.now, outcome);
+                    let znode = EpochCheckOutcome::Read(self.znode.0.clone());
+                    replica.handle_epoch_check(self.now, znode);
                 }
                 Action::Discard(_)
                 | Action::Appended
                 | Action::HighWatermark { .. }
-                | Action::EligibilityChanged => {}
+                | Action::EligibilityChanged
+                | Action::ReadAssignment => {}
             }
         }
     }

@@ -54,6 +54,7 @@ pub(crate) fn run_actions(state: &Arc<State>, key: &PartitionKey, actions: Vec<A
                 ));
             }
             Action::EligibilityChanged => state.eligibility_changed.notify_one(),
+            Action::ReadAssignment => state.reassign.notify_one(),
         }
     }
 }
@@ -95,40 +96,19 @@ fn settle_epoch_check(
         return false;
     };
     let mut p = partition.lock().expect("lock");
-    let ours = p.replica.meta().leader_epoch;
     let outcome = match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
-        Ok(Ok(meta)) if meta.leader_epoch > ours || meta.leader != Some(state.id) => {
-            EpochCheckOutcome::Deposed {
-                epoch: meta.leader_epoch,
-            }
-        }
-        Ok(Ok(_)) => {
-            tracing::warn!(
-                topic = %key.0, partition = key.1, ours, replica, claimed,
-                "a fetch claimed a leader epoch the zookeeper does not know (forged or impossible): ignored"
-            );
-            EpochCheckOutcome::Refuted
-        }
+        Ok(Ok(meta)) => EpochCheckOutcome::Read(meta),
         Ok(Err(e)) => {
-            tracing::error!(topic = %key.0, partition = key.1, error = %e, "undecodable partition znode");
+            tracing::debug!(topic = %key.0, partition = key.1, error = %e, "the partition znode");
             EpochCheckOutcome::Undecodable
         }
         Err(e) => {
-            if p.replica.fenced_by().is_none() {
-                tracing::warn!(
-                    topic = %key.0, partition = key.1, ours, replica, claimed, error = %e,
-                    "a fetch claimed a newer leader epoch and the zookeeper cannot confirm ours: fenced until it answers"
-                );
-            }
+            tracing::debug!(topic = %key.0, partition = key.1, replica, claimed, error = %e, "checking a claimed epoch");
             EpochCheckOutcome::Unreachable
         }
     };
-    let deposed = matches!(outcome, EpochCheckOutcome::Deposed { .. });
     let again = p.replica.handle_epoch_check(replica_now(), outcome);
     settle(state, key, p);
-    if deposed {
-        state.reassign.notify_one();
-    }
     again
 }
 
