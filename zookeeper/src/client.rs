@@ -456,6 +456,9 @@ impl Default for ClientOptions {
             coap: Config {
                 ack_timeout: Duration::from_millis(500),
                 max_retransmit: 6,
+                // Requests up to this size in one datagram, and answers declared up to
+                // it: a 1 KiB value is one round trip, not two blocks.
+                max_payload: pehra_shared::coap::PEER_MAX_PAYLOAD,
                 ..Config::default()
             },
             credentials: None,
@@ -941,6 +944,17 @@ impl Client {
     /// The address of the zookeeper (the ensemble member) requests go to now.
     pub fn server(&self) -> SocketAddr {
         self.inner.server()
+    }
+
+    /// The CoAP counters of the endpoint requests go out from now (datagrams sent and
+    /// received, retransmissions): what the calls so far cost on the wire.
+    pub async fn coap_stats(&self) -> Result<pehra_shared::coap::Stats, ZkError> {
+        let (_, endpoint) = self.inner.member();
+        endpoint
+            .handle()
+            .stats()
+            .await
+            .map_err(|source| self.unreachable(source))
     }
 
     /// Ends the session like [`Client::close`], through a shared reference (for a client

@@ -2,6 +2,15 @@
 
 use crate::Duration;
 
+/// The largest payload Pehra's own processes (brokers, the zookeeper, their clients and
+/// tools on a gateway's LAN or loopback) send each other in one datagram, set as their
+/// endpoints' [`Config::max_payload`]: a 32 KiB datagram saves 31 round trips of
+/// block-wise transfer (IP fragments it; losing a fragment loses the datagram, and CoAP
+/// retransmits it). A peer receives that much only when it declared it with
+/// [`option::MAX_PAYLOAD`](super::option::MAX_PAYLOAD): standard clients and devices get
+/// RFC 7252's 1 KiB blocks.
+pub const PEER_MAX_PAYLOAD: usize = 32 * 1024;
+
 /// How an [`Engine`](super::Engine) paces, retries, remembers and limits exchanges.
 ///
 /// The defaults are RFC 7252's, except where noted. On a LAN, a shorter

@@ -20,7 +20,7 @@ pub mod option;
 mod uint;
 
 pub use block::BlockValue;
-pub use config::Config;
+pub use config::{Config, PEER_MAX_PAYLOAD};
 #[cfg(any(feature = "server", test))]
 pub use engine::Held;
 #[cfg(any(feature = "server", test))]

@@ -31,12 +31,15 @@ const MAX_OUT_PER_MEMBER: usize = 16;
 
 /// The CoAP parameters of the endpoint Raft messages go out from: confirmable requests
 /// (so OSCORE's Echo freshness check of a new context completes) that give up within
-/// about a second, since Raft resends on its own.
+/// about a second, since Raft resends on its own, each in one datagram up to
+/// [`PEER_MAX_PAYLOAD`](pehra_shared::coap::PEER_MAX_PAYLOAD) (the member caps the
+/// entries per message below it: `member::MAX_ENTRY_BYTES_PER_MESSAGE`).
 pub fn raft_endpoint_config() -> CoapConfig {
     CoapConfig {
         ack_timeout: Duration::from_millis(200),
         max_retransmit: 2,
         nstart: MAX_OUT_PER_MEMBER,
+        max_payload: pehra_shared::coap::PEER_MAX_PAYLOAD,
         ..CoapConfig::default()
     }
 }

@@ -48,6 +48,12 @@ pub const ELECTION_TICK: usize = 10;
 /// election timeout is then drawn in [lease, 2 × lease).
 pub const MAX_LEASE_TICKS: usize = 30;
 
+/// Raft's `max_size_per_msg`: the entries of one append message stop at this many bytes
+/// (one entry always goes, however large), so that an append with its envelope fits one
+/// datagram of [`PEER_MAX_PAYLOAD`](pehra_shared::coap::PEER_MAX_PAYLOAD) and is not cut
+/// into 1 KiB blocks, each a round trip.
+pub const MAX_ENTRY_BYTES_PER_MESSAGE: u64 = 24 * 1024;
+
 /// Ticks a read waits for its read point before this member asks again: raft-rs sends
 /// `MsgReadIndex` and its answer once, and drops a read that reaches a leader not yet
 /// writable in its term.
@@ -321,7 +327,7 @@ impl Member {
             // A leader's lease may stretch the followers' timeouts up to this.
             max_election_tick: 2 * MAX_LEASE_TICKS,
             heartbeat_tick: 2,
-            max_size_per_msg: 64 << 10,
+            max_size_per_msg: MAX_ENTRY_BYTES_PER_MESSAGE,
             max_inflight_msgs: 256,
             check_quorum: true,
             pre_vote: true,

@@ -96,6 +96,10 @@ impl ServerConfig {
             snapshot_after_bytes: 64 * 1024 * 1024,
             coap: CoapConfig {
                 nstart: 16,
+                // A 1 KiB znode and its envelope in one datagram to Pehra's own clients,
+                // which declare it (a standard client still gets 1 KiB blocks): block-wise
+                // doubled the round trips of every such read and write.
+                max_payload: pehra_shared::coap::PEER_MAX_PAYLOAD,
                 // A broker watches every partition znode it holds a replica of through
                 // one socket, so one peer may hold many watches; every peer together
                 // still has a ceiling.
