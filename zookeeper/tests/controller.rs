@@ -8,6 +8,7 @@ use pehra_shared::wire::{self, BrokerInfo, PartitionMetadata, TopicConfig};
 use pehra_zookeeper::cluster::{
     self, rebalance, Controller, ControllerConfig, RebalanceEvent, RebalanceOptions,
 };
+use pehra_zookeeper::server::ZkMetrics;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -21,6 +22,7 @@ const SESSION: Duration = Duration::from_secs(1);
 struct Zk {
     server: Server,
     addr: SocketAddr,
+    metrics: ZkMetrics,
     _dir: tempfile::TempDir,
 }
 
@@ -29,11 +31,13 @@ impl Zk {
         let dir = tempfile::tempdir().expect("tempdir");
         let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         cfg.min_session_timeout = SESSION;
+        let metrics = cfg.metrics.clone();
         let server = Server::start(cfg).await.expect("server starts");
         let addr = server.local_addr();
         Zk {
             server,
             addr,
+            metrics,
             _dir: dir,
         }
     }
@@ -495,4 +499,101 @@ async fn states(client: &Client, topic: &str, partitions: u32) -> Vec<PartitionM
         out.push(state(client, topic, p).await.0);
     }
     out
+}
+
+/// Publishes `broker`'s PEHRA status with Node Health Index `nhi`, as its PEHRA driver
+/// does (created, or replaced).
+async fn publish_health(client: &Client, broker: u32, nhi: u16) {
+    let node = format!("broker-{broker}");
+    let status = wire::NodeStatus {
+        node: node.clone(),
+        addr: format!("127.0.0.1:{}", 6000 + broker),
+        role: wire::NodeRole::Awake,
+        candidate: true,
+        stay_awake: true,
+        idle: false,
+        next_alarm_ms: None,
+        office: None,
+        wake_generation: 0,
+        since_ms: 0,
+        nhi: Some(nhi),
+        lease_ms: None,
+        rtt_ms: None,
+    };
+    let data = wire::encode(&status).unwrap();
+    let path = cluster::pehra_node_path(&node);
+    cluster::ensure_path(client, cluster::PEHRA_NODES)
+        .await
+        .expect("nodes path");
+    match client.set_data(&path, &data, None).await {
+        Ok(_) => {}
+        Err(_) => {
+            client
+                .create(&path, &data, CreateMode::Ephemeral)
+                .await
+                .expect("status");
+        }
+    }
+}
+
+/// Reads the controller's drivers have made of the zookeeper so far.
+fn reads(zk: &Zk) -> u64 {
+    zk.metrics.requests_taken("get_data") + zk.metrics.requests_taken("get_children")
+}
+
+/// With nothing to do, the controller and its warm-handover driver read nothing: they
+/// wait on watches (a safety resync every 30 s). The warm driver read 7 znodes of its
+/// own zookeeper every second, most of an idle zookeeper's wake-ups (issue 19). The
+/// sleeps are the thing under test: time passing without work.
+#[tokio::test]
+async fn an_idle_controller_reads_nothing() {
+    let zk = Zk::start().await;
+    let _controller = zk.controller(ControllerConfig::default());
+    let brokers = [zk.broker(1).await, zk.broker(2).await];
+    publish_health(&brokers[0], 1, 900).await;
+    publish_health(&brokers[1], 2, 900).await;
+    let admin = zk.client().await;
+    create_topic(&admin, "idle", 1, 2).await;
+    wait_state(&admin, "idle", 0, "a leader and both in sync", |m| {
+        m.leader.is_some() && m.isr.len() == 2
+    })
+    .await;
+    wait_exists(&admin, cluster::HANDOVERS).await;
+    // The drivers' first passes and the watches' first notifications.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let before = reads(&zk);
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let idle_reads = reads(&zk) - before;
+    assert_eq!(idle_reads, 0, "znode reads in 3.5 s of an idle cluster");
+    drop(brokers);
+    zk.stop().await;
+}
+
+/// A leader whose published health falls to Critical gets a handover order at once:
+/// the warm driver is woken by the status change (a watch), not by a poll.
+#[tokio::test]
+async fn a_leaders_health_falling_orders_a_handover_at_once() {
+    let zk = Zk::start().await;
+    let _controller = zk.controller(ControllerConfig::default());
+    let brokers = [zk.broker(1).await, zk.broker(2).await];
+    publish_health(&brokers[0], 1, 900).await;
+    publish_health(&brokers[1], 2, 900).await;
+    let admin = zk.client().await;
+    create_topic(&admin, "sick", 1, 2).await;
+    let meta = wait_state(&admin, "sick", 0, "a leader and both in sync", |m| {
+        m.leader.is_some() && m.isr.len() == 2
+    })
+    .await;
+    let leader = meta.leader.expect("a leader");
+    wait_exists(&admin, cluster::HANDOVERS).await;
+    let index = usize::try_from(leader - 1).unwrap();
+    publish_health(&brokers[index], leader, 100).await;
+    within(
+        5,
+        "a handover order for the partition",
+        wait_exists(&admin, &cluster::handover_path("sick", 0)),
+    )
+    .await;
+    drop(brokers);
+    zk.stop().await;
 }

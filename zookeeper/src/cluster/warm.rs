@@ -22,6 +22,13 @@
 //!
 //! The counts and the last outcome are the data of [`HANDOVERS`]
 //! ([`HandoverStats`], shown by `pehra cluster status`).
+//!
+//! What wakes the driver: the orders, the live brokers and the nodes' PEHRA statuses
+//! (the health) through watches; while a leader is unhealthy or an order is open, also
+//! every [`HEALTH_POLL`] (a leadership moved to an unhealthy broker changes no status,
+//! a cooldown ends, a pre-sync times out); otherwise only every [`RESYNC`]. It polled
+//! every second before, 7 reads of its own zookeeper each time: most of an idle
+//! zookeeper's wake-ups (issue 19).
 
 use super::handover::{
     self, HandoverConfig, HandoverOrder, HandoverReason, HandoverResult, HandoverStats, PreSync,
@@ -29,8 +36,8 @@ use super::handover::{
 };
 use super::{
     broker_id_of, ensure_path, handover_partition, handover_path, ineligible_replicas,
-    live_brokers, partition_path, partitions_path, pehra_statuses, shutting_down, unix_ms, BROKERS,
-    HANDOVERS, TOPICS,
+    live_brokers, partition_path, partitions_path, pehra_node_path, pehra_statuses, shutting_down,
+    unix_ms, BROKERS, HANDOVERS, PEHRA_NODES, TOPICS,
 };
 use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::time::Instant as MachineTime;
@@ -40,8 +47,12 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-/// How often the leaders' health is looked at.
+/// How often the leaders' health is looked at while one of them is unhealthy or an
+/// order is open.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
+/// How often the driver looks without being woken otherwise (a safety net: the watches
+/// wake it for every change it acts on).
+const RESYNC: Duration = Duration::from_secs(30);
 /// After a handover of a partition ended, no health-triggered one for it for this long.
 const COOLDOWN: Duration = Duration::from_secs(30);
 /// After a failed pass, the next one comes this soon.
@@ -53,17 +64,20 @@ pub async fn drive(client: &Client, config: HandoverConfig) -> Result<(), ZkErro
     let (tx, mut changed) = mpsc::unbounded_channel::<()>();
     let mut orders = client.watch_children(HANDOVERS).await?;
     let mut brokers = client.watch_children(BROKERS).await?;
+    ensure_path(client, PEHRA_NODES).await?;
+    let mut nodes = client.watch_children(PEHRA_NODES).await?;
     let mut session = client.session_state();
     let mut driver = Driver {
         config,
         active: BTreeMap::new(),
         cooldown: BTreeMap::new(),
         watched: BTreeSet::new(),
+        statuses_watched: BTreeMap::new(),
     };
     loop {
         let now = Instant::now();
         let wake = match driver.pass(client, &tx).await {
-            Ok(next) => next.min(now + HEALTH_POLL),
+            Ok(next) => next,
             Err(e) => {
                 tracing::warn!(error = %e, "handover: pass failed; retrying");
                 now + RETRY
@@ -80,6 +94,15 @@ pub async fn drive(client: &Client, config: HandoverConfig) -> Result<(), ZkErro
                 None => return Err(ZkError::SessionExpired),
             },
             e = brokers.next() => match e {
+                Some(Ok(_)) => {}
+                Some(Err(e)) => return Err(e),
+                None => return Err(ZkError::SessionExpired),
+            },
+            e = nodes.next() => match e {
+                Some(Ok(WatchEvent::Deleted)) => {
+                    ensure_path(client, PEHRA_NODES).await?;
+                    nodes = client.watch_children(PEHRA_NODES).await?;
+                }
                 Some(Ok(_)) => {}
                 Some(Err(e)) => return Err(e),
                 None => return Err(ZkError::SessionExpired),
@@ -149,6 +172,9 @@ struct Driver {
     cooldown: BTreeMap<(String, u32), Instant>,
     /// Orders whose data is watched.
     watched: BTreeSet<String>,
+    /// The nodes whose PEHRA status (health) is watched, with the task forwarding its
+    /// changes (finished once the watch ended: watched again at the next pass).
+    statuses_watched: BTreeMap<String, tokio::task::JoinHandle<()>>,
 }
 
 /// One partition as read.
@@ -219,6 +245,7 @@ impl Driver {
             .collect();
         let ineligible = ineligible_replicas(client).await?;
         let statuses = pehra_statuses(client).await?;
+        self.watch_statuses(client, &statuses, changed).await;
         let indexes = health_indexes(&statuses);
         let (names, _) = client.get_children(HANDOVERS).await?;
         let names: BTreeSet<String> = names.into_iter().collect();
@@ -246,7 +273,12 @@ impl Driver {
             ineligible,
             ratings,
         };
-        let mut next = now + HEALTH_POLL;
+        let mut next = now
+            + if unhealthy || !names.is_empty() {
+                HEALTH_POLL
+            } else {
+                RESYNC
+            };
         for name in &names {
             if self.watched.insert(name.clone()) {
                 watch_order(client, name, changed, &mut self.watched).await;
@@ -260,6 +292,32 @@ impl Driver {
                 .await?;
         }
         Ok(next)
+    }
+
+    /// Watches the status of every node in `statuses` not watched yet (or whose watch
+    /// ended), and stops watching those gone: a change wakes the driver through
+    /// `changed`.
+    async fn watch_statuses(
+        &mut self,
+        client: &Client,
+        statuses: &[NodeStatus],
+        changed: &mpsc::UnboundedSender<()>,
+    ) {
+        let present: BTreeSet<&str> = statuses.iter().map(|s| s.node.as_str()).collect();
+        self.statuses_watched.retain(|node, task| {
+            let keep = present.contains(node.as_str()) && !task.is_finished();
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for node in present {
+            if !self.statuses_watched.contains_key(node) {
+                if let Some(task) = forward_changes(client, &pehra_node_path(node), changed).await {
+                    self.statuses_watched.insert(node.to_string(), task);
+                }
+            }
+        }
     }
 
     /// Creates an order for each partition whose leader is unhealthy and has a
@@ -609,18 +667,30 @@ async fn watch_order(
     changed: &mpsc::UnboundedSender<()>,
     watched: &mut BTreeSet<String>,
 ) {
-    let Ok(mut watch) = client.watch_data(&format!("{HANDOVERS}/{name}")).await else {
+    if forward_changes(client, &format!("{HANDOVERS}/{name}"), changed)
+        .await
+        .is_none()
+    {
         watched.remove(name);
-        return;
-    };
+    }
+}
+
+/// Watches the data of `path` and signals `changed` at every change, until the watch
+/// ends; `None` if it cannot be watched.
+async fn forward_changes(
+    client: &Client,
+    path: &str,
+    changed: &mpsc::UnboundedSender<()>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let mut watch = client.watch_data(path).await.ok()?;
     let changed = changed.clone();
-    tokio::spawn(async move {
+    Some(tokio::spawn(async move {
         while let Some(event) = watch.next().await {
             if changed.send(()).is_err() || event.is_err() {
                 break;
             }
         }
-    });
+    }))
 }
 
 #[cfg(test)]

@@ -117,6 +117,11 @@ impl ZkMetrics {
             .observe(lease.as_secs_f64());
     }
 
+    /// Requests of `kind` (see [`RequestLabels`]) taken so far.
+    pub fn requests_taken(&self, kind: &'static str) -> u64 {
+        self.requests.get_or_create(&RequestLabels { kind }).get()
+    }
+
     pub(crate) fn request(&self, kind: &'static str) {
         self.requests.get_or_create(&RequestLabels { kind }).inc();
     }
