@@ -56,9 +56,11 @@ fn aiocoap(args: &[&str]) -> String {
 /// A zookeeper and one broker (plain CoAP on loopback), with topic `topic` created
 /// through the pub-sub interface and led.
 struct Setup {
-    dir: TempDir,
     _zk: Zookeeper,
     broker: BrokerProcess,
+    /// Last: removed once the processes above are stopped (fields drop in order;
+    /// removed first, the brokers still running wrote into it again and left it).
+    dir: TempDir,
 }
 
 impl Setup {

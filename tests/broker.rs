@@ -16,9 +16,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 struct Cluster {
-    dir: TempDir,
     zk: Zookeeper,
     brokers: Vec<BrokerProcess>,
+    /// Last: removed once the processes above are stopped (fields drop in order;
+    /// removed first, the brokers still running wrote into it again and left it).
+    dir: TempDir,
 }
 
 impl Cluster {

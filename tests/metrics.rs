@@ -147,13 +147,15 @@ fn value(samples: &[Sample], name: &str, labels: &[(&str, &str)]) -> f64 {
 
 /// A zookeeper and broker 1, each serving metrics.
 struct Metered {
-    _dir: TempDir,
     _zk: Zookeeper,
     _broker: BrokerProcess,
     zk_addr: SocketAddr,
     broker_addr: SocketAddr,
     zk_metrics: SocketAddr,
     broker_metrics: SocketAddr,
+    /// Last: removed once the processes above are stopped (fields drop in order;
+    /// removed first, the brokers still running wrote into it again and left it).
+    _dir: TempDir,
 }
 
 fn metered(name: &str) -> Metered {

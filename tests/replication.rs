@@ -31,11 +31,13 @@ const BROKER_FLAGS: &[&str] = &[
 ];
 
 struct Cluster {
-    dir: TempDir,
     zk: Zookeeper,
     brokers: Vec<Option<BrokerProcess>>,
     addrs: Vec<SocketAddr>,
     flags: &'static [&'static str],
+    /// Last: removed once the processes above are stopped (fields drop in order;
+    /// removed first, the brokers still running wrote into it again and left it).
+    dir: TempDir,
 }
 
 impl Cluster {
