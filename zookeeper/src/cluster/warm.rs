@@ -27,8 +27,8 @@
 //! (the health) through watches; while a leader is unhealthy or an order is open, also
 //! every [`HEALTH_POLL`] (a leadership moved to an unhealthy broker changes no status,
 //! a cooldown ends, a pre-sync times out); otherwise only every [`RESYNC`]. It polled
-//! every second before, 7 reads of its own zookeeper each time: most of an idle
-//! zookeeper's wake-ups (issue 19).
+//! every second before, 7 reads of its own zookeeper each time (issue 19: an idle
+//! zookeeper with two awake brokers went from 196 wake-ups a minute to 76).
 
 use super::handover::{
     self, HandoverConfig, HandoverOrder, HandoverReason, HandoverResult, HandoverStats, PreSync,
