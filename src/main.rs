@@ -77,6 +77,8 @@ async fn main() -> std::process::ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    // The periodic timers of an idle process wake it once each (issue 19).
+    pehra_shared::driver::clock::use_kernel_timers(true);
     // `pehra zookeeper|broker --config FILE`: the file's settings go in as arguments.
     let args = match config_file::expand_args(std::env::args_os().collect()) {
         Ok(args) => args,

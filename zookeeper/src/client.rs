@@ -1198,11 +1198,17 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
     let mut period = timeout_period;
     // How long the session lives without a heartbeat that gets through.
     let mut lease = timeout_period * 3;
-    let mut ticker = tokio::time::interval(period);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The next heartbeat: the first at once. A kernel timer in the process
+    // (`driver::clock::sleep_until`): one wake-up, where tokio's wheel took two or three.
+    let mut next = tokio::time::Instant::now();
     loop {
         tokio::select! {
-            _ = ticker.tick() => {}
+            () = driver::clock::sleep_until(next) => {
+                // The cadence kept; after a late tick, a period from now (tokio's
+                // `MissedTickBehavior::Delay`).
+                let now = tokio::time::Instant::now();
+                next = if next + period > now { next + period } else { now + period };
+            }
             _ = paused.wait_for(|p| *p) => {}
         }
         if *paused.borrow_and_update() {
@@ -1211,7 +1217,7 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
             }
             // Client::wake heartbeated just now.
             last_ok = tokio::time::Instant::now();
-            ticker.reset();
+            next = last_ok + period;
             continue;
         }
         let result = {
@@ -1249,8 +1255,7 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
                 let wanted = (lease / 3).min(timeout_period);
                 if wanted != period && !wanted.is_zero() {
                     period = wanted;
-                    ticker = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    next = tokio::time::Instant::now() + period;
                 }
                 inner.heard_from(ack.and_then(|a| a.incarnation));
                 inner.beats.send_modify(|n| *n = n.wrapping_add(1));
