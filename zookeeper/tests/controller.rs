@@ -541,24 +541,32 @@ fn reads(zk: &Zk) -> u64 {
     zk.metrics.requests_taken("get_data") + zk.metrics.requests_taken("get_children")
 }
 
-/// With nothing to do, the controller and its warm-handover driver read nothing: they
-/// wait on watches (a safety resync every 30 s). The warm driver read 7 znodes of its
-/// own zookeeper every second, most of an idle zookeeper's wake-ups (issue 19). The
-/// sleeps are the thing under test: time passing without work.
-#[tokio::test]
-async fn an_idle_controller_reads_nothing() {
-    let zk = Zk::start().await;
-    let _controller = zk.controller(ControllerConfig::default());
+/// Two healthy fake brokers and `topic` (one partition on both) with a leader and both
+/// in sync, the warm-handover driver started: the brokers, an admin client and the
+/// partition.
+async fn healthy_pair(zk: &Zk, topic: &str) -> ([Client; 2], Client, PartitionMetadata) {
     let brokers = [zk.broker(1).await, zk.broker(2).await];
     publish_health(&brokers[0], 1, 900).await;
     publish_health(&brokers[1], 2, 900).await;
     let admin = zk.client().await;
-    create_topic(&admin, "idle", 1, 2).await;
-    wait_state(&admin, "idle", 0, "a leader and both in sync", |m| {
+    create_topic(&admin, topic, 1, 2).await;
+    let meta = wait_state(&admin, topic, 0, "a leader and both in sync", |m| {
         m.leader.is_some() && m.isr.len() == 2
     })
     .await;
     wait_exists(&admin, cluster::HANDOVERS).await;
+    (brokers, admin, meta)
+}
+
+/// With nothing to do, the controller and its warm-handover driver read nothing: they
+/// wait on watches (a safety resync every 30 s). The warm driver read 7 znodes of its
+/// own zookeeper every second (issue 19: an idle zookeeper's wake-ups). The sleeps are
+/// the thing under test: time passing without work.
+#[tokio::test]
+async fn an_idle_controller_reads_nothing() {
+    let zk = Zk::start().await;
+    let _controller = zk.controller(ControllerConfig::default());
+    let (brokers, _admin, _) = healthy_pair(&zk, "idle").await;
     // The drivers' first passes and the watches' first notifications.
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = reads(&zk);
@@ -575,17 +583,8 @@ async fn an_idle_controller_reads_nothing() {
 async fn a_leaders_health_falling_orders_a_handover_at_once() {
     let zk = Zk::start().await;
     let _controller = zk.controller(ControllerConfig::default());
-    let brokers = [zk.broker(1).await, zk.broker(2).await];
-    publish_health(&brokers[0], 1, 900).await;
-    publish_health(&brokers[1], 2, 900).await;
-    let admin = zk.client().await;
-    create_topic(&admin, "sick", 1, 2).await;
-    let meta = wait_state(&admin, "sick", 0, "a leader and both in sync", |m| {
-        m.leader.is_some() && m.isr.len() == 2
-    })
-    .await;
+    let (brokers, admin, meta) = healthy_pair(&zk, "sick").await;
     let leader = meta.leader.expect("a leader");
-    wait_exists(&admin, cluster::HANDOVERS).await;
     let index = usize::try_from(leader - 1).unwrap();
     publish_health(&brokers[index], leader, 100).await;
     within(
