@@ -395,9 +395,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
             hand_over_traffic(&pehra, &mut node, &mut traffic_seen_ms);
             node.poll_actions(now())
         };
-        // Publish before sleeping: a write after the stretched heartbeat would renew
-        // the lease for the plain timeout.
-        actions.sort_by_key(|a| !matches!(a, Action::PublishStatus(_)));
+        actions.sort_by_key(run_order);
         for action in actions {
             match action {
                 Action::PublishStatus(status) => {
@@ -462,15 +460,33 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
             Some(reply) = checkin_rx.recv() => {
                 pehra.node.lock().expect("lock").handle_checkin_result(now(), reply);
             }
+            // A kernel timer: a dormant broker's alarm wakes it once, where tokio's
+            // timer wheel took two or three steps for a sleep of a minute (issue 19).
             _ = async {
                 match sleep_for {
-                    Some(d) => tokio::time::sleep(d).await,
+                    Some(d) => {
+                        pehra_shared::driver::clock::sleep_until(tokio::time::Instant::now() + d)
+                            .await
+                    }
                     None => std::future::pending().await,
                 }
             } => {}
         }
     }
     watcher.abort();
+}
+
+/// The order the driver carries out one batch of the node's actions in (a stable sort
+/// by this key): a wake first, so the followers of a produce that woke the cluster
+/// fetch at once (the status write before it, a zookeeper round trip and fsync, held
+/// them back); then the status, before a sleep (a write after the stretched heartbeat
+/// would renew the lease for the plain timeout); then the rest, as they came.
+fn run_order(action: &Action) -> u8 {
+    match action {
+        Action::Wake { .. } => 0,
+        Action::PublishStatus(_) => 1,
+        _ => 2,
+    }
 }
 
 fn log_transition(published: &mut Option<NodeRole>, status: &NodeStatus) {
@@ -630,4 +646,45 @@ fn run_hook(command: Option<&str>, what: &'static str) {
 /// Milliseconds since the Unix epoch.
 fn now_ms() -> u64 {
     super::now_ms()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pehra_shared::wire::WakeReason;
+
+    fn status() -> NodeStatus {
+        NodeStatus {
+            node: "broker-1".into(),
+            addr: "127.0.0.1:5683".into(),
+            role: NodeRole::Awake,
+            candidate: true,
+            stay_awake: false,
+            idle: false,
+            next_alarm_ms: None,
+            office: None,
+            wake_generation: 0,
+            since_ms: 0,
+            nhi: None,
+            lease_ms: None,
+            rtt_ms: None,
+        }
+    }
+
+    /// A wake goes before the status write (the followers of a produce that woke the
+    /// cluster resume fetching before a zookeeper round trip), the status before a sleep.
+    #[test]
+    fn a_wake_goes_first_and_the_status_before_a_sleep() {
+        let mut actions = [
+            Action::Sleep { until_ms: 5 },
+            Action::PublishStatus(status()),
+            Action::Wake {
+                reason: WakeReason::Traffic,
+            },
+        ];
+        actions.sort_by_key(run_order);
+        assert!(matches!(actions[0], Action::Wake { .. }));
+        assert!(matches!(actions[1], Action::PublishStatus(_)));
+        assert!(matches!(actions[2], Action::Sleep { .. }));
+    }
 }
