@@ -458,6 +458,46 @@ fn a_plain_peer_gets_at_most_three_times_its_request_until_it_echoes() {
     assert!(answer.payload.is_empty());
 }
 
+/// A plain peer that declares the large-datagram option (Pehra-Max-Payload) to a server
+/// that sends up to [`PEER_MAX_PAYLOAD`](crate::coap::PEER_MAX_PAYLOAD) in one datagram
+/// (brokers, the zookeeper) still gets at most three times its request until it has
+/// echoed: the option is no way around the amplification budget.
+#[test]
+fn the_large_datagram_option_does_not_lift_a_plain_peers_budget() {
+    let now = Instant::from_millis(1_000);
+    let config = Config {
+        max_payload: crate::coap::PEER_MAX_PAYLOAD,
+        ..Config::default()
+    };
+    let mut server = Engine::<u8>::new(config, [2; 32]);
+    server.set_server_security(server_security(0));
+    let mut plain = Engine::<u8>::new(Config::default(), [9; 32]);
+    let request = Request::get("/znode").with_option(
+        crate::coap::option::MAX_PAYLOAD,
+        u32::try_from(crate::coap::PEER_MAX_PAYLOAD)
+            .unwrap()
+            .to_be_bytes()
+            .to_vec(),
+    );
+    plain.request(now, SERVER, request);
+    let sent = plain.poll_transmit().unwrap();
+    server.handle_datagram(now, 3, &sent.bytes);
+    let Some(Event::Request(r)) = server.poll_event() else {
+        panic!("the plain request reaches the application");
+    };
+    server.respond(now, r.id, Response::content(alloc::vec![b'v'; 20 * 1024]));
+    let answer = server.poll_transmit().unwrap();
+    assert!(
+        answer.bytes.len() <= 3 * sent.bytes.len(),
+        "{} > 3 x {}",
+        answer.bytes.len(),
+        sent.bytes.len()
+    );
+    let answer = Packet::from_bytes(&answer.bytes).unwrap();
+    assert_eq!(Code(answer.header.code.into()), Code::UNAUTHORIZED);
+    assert!(answer.get_option(CoapOption::Unknown(ECHO)).is_some());
+}
+
 /// The Partial IVs of every protected message in `datagrams` (those that carry one).
 fn partial_ivs(datagrams: &[Vec<u8>]) -> Vec<u64> {
     datagrams

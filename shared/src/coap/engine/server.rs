@@ -1061,8 +1061,16 @@ impl<A: PeerAddress> Engine<A> {
         budget: usize,
         token_len: usize,
     ) -> Packet {
-        // Header (4), token, options and the payload marker.
-        let size = |p: &Packet| 4 + token_len + p.to_bytes().map_or(usize::MAX, |b| b.len() - 4);
+        // Header (4), token, options, the payload marker and the payload. Unlimited:
+        // coap-lite's `to_bytes` refuses a packet over its own size limit, which an
+        // answer in one large datagram (`max_payload` above the block size) is; its
+        // error was counted as `usize::MAX` and the sum wrapped (a panic in a debug
+        // build; in release a tiny size, and the whole answer went to an unvalidated
+        // address).
+        let size = |p: &Packet| {
+            p.to_bytes_unlimited()
+                .map_or(usize::MAX, |b| (4 + token_len).saturating_add(b.len() - 4))
+        };
         if size(&packet) <= budget {
             return packet;
         }
