@@ -294,16 +294,21 @@ impl Driver {
         Ok(next)
     }
 
-    /// Watches the status of every node in `statuses` not watched yet (or whose watch
+    /// Watches the status of every broker in `statuses` not watched yet (or whose watch
     /// ended), and stops watching those gone: a change wakes the driver through
-    /// `changed`.
+    /// `changed`. Only brokers: their health is all the handovers read, and no other
+    /// name under [`PEHRA_NODES`] costs the zookeeper an observation.
     async fn watch_statuses(
         &mut self,
         client: &Client,
         statuses: &[NodeStatus],
         changed: &mpsc::UnboundedSender<()>,
     ) {
-        let present: BTreeSet<&str> = statuses.iter().map(|s| s.node.as_str()).collect();
+        let present: BTreeSet<&str> = statuses
+            .iter()
+            .filter(|s| broker_id_of(&s.node).is_some())
+            .map(|s| s.node.as_str())
+            .collect();
         self.statuses_watched.retain(|node, task| {
             let keep = present.contains(node.as_str()) && !task.is_finished();
             if !keep {
