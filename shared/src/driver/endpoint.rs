@@ -23,6 +23,7 @@ const RECEIVE_BATCH: usize = 64;
 enum Waiter {
     Once(oneshot::Sender<Result<Response, Error>>),
     Stream(mpsc::UnboundedSender<Result<Response, Error>>),
+    Ping(oneshot::Sender<Result<(), Error>>),
 }
 
 /// A CoAP endpoint on one UDP socket: a server for its [`Router`] and a client for
@@ -212,7 +213,11 @@ impl<S: Socket> Driver<S> {
         let abandoned: Vec<RequestId> = self
             .waiting
             .iter()
-            .filter(|(_, w)| matches!(w, Waiter::Once(reply) if reply.is_closed()))
+            .filter(|(_, w)| match w {
+                Waiter::Once(reply) => reply.is_closed(),
+                Waiter::Ping(reply) => reply.is_closed(),
+                Waiter::Stream(_) => false,
+            })
             .map(|(id, _)| *id)
             .collect();
         for id in abandoned {
@@ -242,6 +247,10 @@ impl<S: Socket> Driver<S> {
                 let id = self.engine.request(now, peer, request);
                 self.waiting.insert(id, Waiter::Stream(sink));
                 let _ = started.send(id);
+            }
+            Command::Ping { peer, reply } => {
+                let id = self.engine.ping(now, peer);
+                self.waiting.insert(id, Waiter::Ping(reply));
             }
             Command::Deregister(id) => {
                 self.waiting.remove(&id);
@@ -383,8 +392,13 @@ impl<S: Socket> Driver<S> {
                 Some(Waiter::Stream(sink)) => {
                     let _ = sink.send(Ok(response));
                 }
-                None => {}
+                Some(Waiter::Ping(_)) | None => {}
             },
+            Event::Pong { id } => {
+                if let Some(Waiter::Ping(reply)) = self.waiting.remove(&id) {
+                    let _ = reply.send(Ok(()));
+                }
+            }
             Event::Notification { id, response } => {
                 if let Some(Waiter::Stream(sink)) = self.waiting.get(&id) {
                     if sink.send(Ok(response)).is_err() {
@@ -404,6 +418,9 @@ impl<S: Socket> Driver<S> {
                     }
                     Some(Waiter::Stream(sink)) => {
                         let _ = sink.send(Err(error));
+                    }
+                    Some(Waiter::Ping(reply)) => {
+                        let _ = reply.send(Err(error));
                     }
                     None => {}
                 }

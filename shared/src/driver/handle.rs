@@ -21,6 +21,11 @@ pub(crate) enum Command {
         sink: mpsc::UnboundedSender<Result<Response, Error>>,
         started: oneshot::Sender<RequestId>,
     },
+    /// A CoAP ping ([`crate::coap::Engine::ping`]).
+    Ping {
+        peer: SocketAddr,
+        reply: oneshot::Sender<Result<(), Error>>,
+    },
     /// An observation dropped: deregistered at the server (or cancelled, if it ended).
     Deregister(RequestId),
     SendNon {
@@ -78,6 +83,15 @@ impl Handle {
             reply,
         })?;
         response.await.map_err(|_| Error::Closed)?
+    }
+
+    /// Sends a CoAP ping (an empty CON, RFC 7252 §4.3) and waits until `peer` answers it
+    /// (`Ok`) or its retransmissions run out. Drop the future to stop waiting sooner: the
+    /// ping is then cancelled.
+    pub async fn ping(&self, peer: SocketAddr) -> Result<(), Error> {
+        let (reply, answer) = oneshot::channel();
+        self.send(Command::Ping { peer, reply })?;
+        answer.await.map_err(|_| Error::Closed)?
     }
 
     /// Sends `request` once as NON without waiting for any response; returns when the

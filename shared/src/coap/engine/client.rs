@@ -162,6 +162,10 @@ impl<A: PeerAddress> Engine<A> {
     /// arrive for a cancelled observation are answered with Reset, which ends it at the
     /// server (RFC 7641 §3.6). Returns whether it was known.
     pub fn cancel(&mut self, id: RequestId) -> bool {
+        #[cfg(any(feature = "server", test))]
+        if self.cancel_ping(id) {
+            return true;
+        }
         self.remove_exchange(id).is_some()
     }
 

@@ -20,6 +20,8 @@ mod limit_tests;
 pub(crate) mod map;
 #[cfg(test)]
 mod oscore_tests;
+#[cfg(any(feature = "server", test))]
+mod ping;
 mod secure;
 #[cfg(any(feature = "server", test))]
 mod server;
@@ -126,7 +128,13 @@ pub enum Event<A> {
         /// The notification, its body reassembled if it came block-wise.
         response: Response,
     },
-    /// One of our requests ended without a response.
+    /// The peer answered one of our pings ([`Engine::ping`]).
+    #[cfg(any(feature = "server", test))]
+    Pong {
+        /// The ping.
+        id: RequestId,
+    },
+    /// One of our requests (or pings) ended without a response.
     Failed {
         /// The request.
         id: RequestId,
@@ -178,6 +186,8 @@ struct Unacked {
 enum Purpose {
     Request(RequestId),
     #[cfg(any(feature = "server", test))]
+    Ping(RequestId),
+    #[cfg(any(feature = "server", test))]
     SeparateResponse,
     #[cfg(any(feature = "server", test))]
     Notification {
@@ -205,6 +215,9 @@ pub struct Engine<A> {
     tokens: Map<Vec<u8>, RequestId>,
     outstanding: Map<A, usize>,
     queued: Map<A, VecDeque<RequestId>>,
+    /// Our pings awaiting an answer: where to, and their message ID.
+    #[cfg(any(feature = "server", test))]
+    pings: Map<RequestId, (A, u16)>,
 
     // Both sides: our CON messages awaiting an ACK.
     unacked: Map<(A, u16), Unacked>,
@@ -275,6 +288,8 @@ impl<A: PeerAddress> Engine<A> {
             tokens: Map::new(),
             outstanding: Map::new(),
             queued: Map::new(),
+            #[cfg(any(feature = "server", test))]
+            pings: Map::new(),
             unacked: Map::new(),
             #[cfg(any(feature = "server", test))]
             incoming: BTreeMap::new(),
@@ -555,6 +570,8 @@ impl<A: PeerAddress> Engine<A> {
         match unacked.purpose {
             Purpose::Request(id) => self.fail(id, ExchangeError::Timeout),
             #[cfg(any(feature = "server", test))]
+            Purpose::Ping(id) => self.on_ping_lost(id),
+            #[cfg(any(feature = "server", test))]
             Purpose::Notification { token } => self.remove_observer(peer, &token),
             #[cfg(any(feature = "server", test))]
             Purpose::SeparateResponse => {}
@@ -567,6 +584,8 @@ impl<A: PeerAddress> Engine<A> {
         };
         match unacked.purpose {
             Purpose::Request(id) => self.on_request_acknowledged(now, id),
+            #[cfg(any(feature = "server", test))]
+            Purpose::Ping(id) => self.on_pong(id),
             #[cfg(any(feature = "server", test))]
             Purpose::Notification { token } => {
                 if let Some(observer) = self.observers.get_mut(&(peer, token)) {
@@ -582,6 +601,8 @@ impl<A: PeerAddress> Engine<A> {
         if let Some(unacked) = self.take_unacked(peer, mid) {
             match unacked.purpose {
                 Purpose::Request(id) => self.fail(id, ExchangeError::Reset),
+                #[cfg(any(feature = "server", test))]
+                Purpose::Ping(id) => self.on_pong(id),
                 #[cfg(any(feature = "server", test))]
                 Purpose::Notification { token } => self.remove_observer(peer, &token),
                 #[cfg(any(feature = "server", test))]
