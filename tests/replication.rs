@@ -221,6 +221,47 @@ fn killing_the_leader_under_acks_all_loses_nothing() {
     });
 }
 
+/// Sessions far longer than any wait below: a failover inside them is the clients' report.
+const LONG_SESSION_FLAGS: &[&str] = &[
+    "--session-timeout-ms",
+    "60000",
+    "--replica-lag-ms",
+    "2000",
+    "--ack-timeout-ms",
+    "2000",
+];
+
+#[test]
+fn a_leader_that_producers_find_silent_is_replaced_long_before_its_session_ends() {
+    let mut cluster = Cluster::start_with("repl-suspect", LONG_SESSION_FLAGS);
+    runtime().block_on(async {
+        let client = Arc::new(ClusterClient::connect(cluster.zk.addr).await.unwrap());
+        create_topic(&client).await;
+        let mut producer = Producer::start(client.clone(), TOPIC);
+        producer.wait_for_more(20).await;
+        let before = current_state(&client).await;
+        let leader = before.leader.expect("a leader");
+        cluster.kill(leader);
+        // The producer's client, unanswered for a second, reports the leader; the
+        // zookeeper's pings go unanswered too and it expires the session (60 s, and at
+        // least as long again by its adaptive lease) at once: a new leader within the
+        // wait's 30 s bound.
+        let after = wait_for_state(&client, "a new leader", |m| {
+            m.leader.is_some() && m.leader != Some(leader)
+        })
+        .await;
+        assert!(after.leader_epoch > before.leader_epoch);
+        assert!(
+            client.retry_stats().suspected >= 1,
+            "the client reported the silent leader: {:?}",
+            client.retry_stats()
+        );
+        producer.wait_for_more(20).await;
+        let (acked, client) = producer.finish().await;
+        check_log(&client, TOPIC, &acked).await;
+    });
+}
+
 #[test]
 fn a_paused_leader_is_fenced_truncates_and_catches_up() {
     let cluster = Cluster::start("repl-pause");

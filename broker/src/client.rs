@@ -82,6 +82,14 @@ pub enum ClientError {
 /// again (acks=all answers wait for replication: keep it above the broker's ack timeout).
 pub const ATTEMPT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(4);
 
+/// How long a request to a broker may go unanswered before the client reports the
+/// broker to the zookeeper as unanswering ([`Client::suspect`]): the zookeeper pings it
+/// and, if it answers none of its pings within a second, expires its session at once,
+/// so a dead leader is replaced about a second after a client finds it silent instead
+/// of at the end of its lease. A slow answer (an acks=all produce waiting for its
+/// replicas) costs the broker only a ping or three.
+pub const SUSPECT_AFTER: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How many partition znodes one multi deletes (about 40 bytes each).
 const DELETES_PER_MULTI: usize = 256;
 
@@ -227,6 +235,14 @@ impl Metadata {
         }
     }
 
+    /// The id of the live broker at `addr`, if any.
+    pub fn broker_at(&self, addr: SocketAddr) -> Option<u32> {
+        self.brokers
+            .values()
+            .find(|b| b.addr.parse() == Ok(addr))
+            .map(|b| b.id)
+    }
+
     /// The address of the live leader of a partition.
     pub fn leader(&self, topic: &str, partition: u32) -> Result<SocketAddr, ClientError> {
         let state = self
@@ -317,6 +333,8 @@ pub struct RetryStats {
     pub no_answer: u64,
     /// A request was abandoned because the partition got a new leader meanwhile.
     pub leader_moved: u64,
+    /// Brokers reported to the zookeeper as unanswering ([`SUSPECT_AFTER`]).
+    pub suspected: u64,
 }
 
 impl ClusterClient {
@@ -908,7 +926,7 @@ impl ClusterClient {
             let asked_epoch = *epoch.borrow_and_update();
             let handle = self.endpoint.handle();
             let request = tokio::time::timeout(ATTEMPT_TIMEOUT, handle.request(leader, coap));
-            let moved = async {
+            let mut moved = std::pin::pin!(async {
                 if epoch.wait_for(|e| *e != asked_epoch).await.is_err() {
                     // The epoch watch ended (the partition znode is gone: its topic is
                     // being deleted): only the answer counts. (This waited here for
@@ -916,15 +934,25 @@ impl ClusterClient {
                     // topic deleted meanwhile was never answered.)
                     std::future::pending::<()>().await;
                 }
-            };
-            let answer = tokio::select! {
-                answer = request => answer,
-                () = moved => {
-                    // The controller gave the partition a new leader: ask it at once.
-                    self.retries.lock().expect("lock").leader_moved += 1;
-                    attempt = 0;
-                    continue;
+            });
+            let mut request = std::pin::pin!(request);
+            let mut silent = std::pin::pin!(tokio::time::sleep(SUSPECT_AFTER));
+            let mut reported = false;
+            let answer = loop {
+                tokio::select! {
+                    answer = &mut request => break Some(answer),
+                    () = &mut moved => break None,
+                    () = &mut silent, if !reported => {
+                        reported = true;
+                        self.report_silent(leader);
+                    }
                 }
+            };
+            let Some(answer) = answer else {
+                // The controller gave the partition a new leader: ask it at once.
+                self.retries.lock().expect("lock").leader_moved += 1;
+                attempt = 0;
+                continue;
             };
             match answer {
                 Ok(Ok(response)) if response.code().is_success() => {
@@ -975,6 +1003,22 @@ impl ClusterClient {
             after: RETRY_FOR,
             last: last_error.unwrap_or_default(),
         })
+    }
+
+    /// Reports the broker at `addr` to the zookeeper as unanswering (in the background:
+    /// the request goes on waiting). Nothing if the metadata names no broker there.
+    fn report_silent(&self, addr: SocketAddr) {
+        let Some(id) = self.metadata().broker_at(addr) else {
+            return;
+        };
+        self.retries.lock().expect("lock").suspected += 1;
+        let zk = self.zk.clone();
+        tokio::spawn(async move {
+            match zk.suspect(&cluster::broker_path(id)).await {
+                Ok(()) => tracing::debug!(broker = id, %addr, "reported unanswering"),
+                Err(e) => tracing::debug!(broker = id, error = %e, "reporting a silent broker"),
+            }
+        });
     }
 
     /// Fetches from `offset` (at most about `max_bytes`), from the partition's leader.

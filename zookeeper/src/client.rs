@@ -895,6 +895,17 @@ impl Client {
         Ok(synced.zxid)
     }
 
+    /// Reports that the node whose session owns the ephemeral znode `path` (a broker's
+    /// `/brokers/ids/N`) did not answer a request: the zookeeper pings it and, if it
+    /// answers none of its pings within a second, expires its session at once instead
+    /// of at the end of its lease (`POST /suspect/PATH`). Returns when the report is
+    /// taken, not when the probe ends; a report while a probe runs changes nothing.
+    pub async fn suspect(&self, path: &str) -> Result<(), ZkError> {
+        check_path(path)?;
+        self.call_empty(Request::post(&format!("suspect{path}")))
+            .await
+    }
+
     /// The current member's view of its ensemble (`GET /ensemble`); `None` from a
     /// zookeeper that is alone.
     pub async fn ensemble_status(

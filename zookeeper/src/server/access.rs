@@ -82,6 +82,17 @@ fn needed(incoming: &Incoming) -> Result<Vec<(Resource, Action)>, Response> {
                 .collect()
         }
         "sync" | "incarnation" => vec![(Resource::Znode("/".into()), Action::Read)],
+        // Reporting a node unanswering: whoever may read the ephemeral znode that names
+        // it (the probe pings only the session's own address, at most once a second).
+        "suspect" => {
+            let znode = format!(
+                "/{}",
+                path.strip_prefix("suspect")
+                    .unwrap_or("")
+                    .trim_start_matches('/')
+            );
+            vec![(Resource::Znode(znode), Action::Read)]
+        }
         _ => match ClusterResource::of_uri_path(&path) {
             Some(cluster) => vec![(Resource::Cluster(cluster), Action::Use)],
             None => vec![(Resource::Cluster(ClusterResource::Admin), Action::Use)],

@@ -5,6 +5,7 @@ mod replication;
 
 pub(crate) use self::replication::Replication;
 use super::group_commit::GroupCommit;
+use super::probe::{ProbeAction, ProbeConfig, Prober, Report};
 use super::sessions::Leases;
 use super::{LogRecord, ServerConfig, ServerError};
 use crate::cluster::PEHRA_ADMIN;
@@ -79,6 +80,8 @@ pub(crate) enum Job {
         timeout_ms: u32,
         /// Who asks (OSCORE identity), recorded as the session's owner.
         identity: Option<String>,
+        /// Where it comes from (where a probe of the session pings until it heartbeats).
+        peer: std::net::SocketAddr,
         /// Where to answer.
         responder: Responder,
     },
@@ -88,11 +91,21 @@ pub(crate) enum Job {
         session: u64,
         /// Who asks: must be the session's owner.
         identity: Option<String>,
+        /// Where it comes from (where a probe of the session pings).
+        peer: std::net::SocketAddr,
         /// The node goes dormant for this long (PEHRA): stretch this one lease.
         sleep_ms: Option<u32>,
         /// The node's health, if it reports it: the session's adaptive lease.
         health: Option<pehra_shared::wire::NodeHealth>,
         /// Where to answer.
+        responder: Responder,
+    },
+    /// A client got no answer from the node whose session owns the ephemeral znode
+    /// `path`: probe it ([`super::probe`]).
+    Suspect {
+        /// The ephemeral znode.
+        path: String,
+        /// Where to answer (at once).
         responder: Responder,
     },
     /// Apply a change to the tree.
@@ -176,6 +189,11 @@ pub(super) struct Core {
     jobs: mpsc::UnboundedReceiver<Job>,
     queue: VecDeque<Job>,
     leases: Leases,
+    /// Probes of sessions whose nodes a client reported unanswering.
+    prober: Prober,
+    /// Sessions whose node answered a probe's ping (sent by the ping tasks).
+    pong_tx: mpsc::UnboundedSender<u64>,
+    pongs: mpsc::UnboundedReceiver<u64>,
     /// Sessions whose close is applied but maybe not yet durable, or expired: no
     /// heartbeat may revive them.
     closing: BTreeSet<u64>,
@@ -252,6 +270,7 @@ impl Core {
         let seed = pehra_shared::driver::socket::seed32().expect("OS randomness");
         let mut rng = rand::rngs::StdRng::from_seed(seed);
         let incarnation = rng.next_u64();
+        let (pong_tx, pongs) = mpsc::unbounded_channel();
         Core {
             config,
             tree,
@@ -259,6 +278,9 @@ impl Core {
             jobs,
             queue: VecDeque::new(),
             leases,
+            prober: Prober::new(ProbeConfig::default()),
+            pong_tx,
+            pongs,
             closing: BTreeSet::new(),
             rng,
             incarnation,
@@ -290,6 +312,7 @@ impl Core {
             self.install_snapshot();
             self.offer_snapshot();
             self.process_queue();
+            self.run_probes();
             self.flush_batch();
             self.update_gauges();
             if self.shutting_down {
@@ -328,6 +351,14 @@ impl Core {
                     None => return Err(ServerError::LogThreadGone),
                 },
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
+                _ = sleep_until(self.prober.poll_timeout()), if self.prober.poll_timeout().is_some() => {
+                    self.prober.handle_timeout(Instant::now());
+                }
+                Some(session) = self.pongs.recv() => {
+                    if self.prober.handle_alive(Instant::now(), session) {
+                        self.config.metrics.probes_answered.inc();
+                    }
+                }
                 _ = sleep_until(self.stop_by), if self.stop_by.is_some() => {}
                 // A batch waiting for more writes goes now (flush_batch, at the top).
                 _ = sleep_until(self.commit.deadline()),
@@ -438,18 +469,30 @@ impl Core {
                 Job::Heartbeat {
                     session,
                     identity,
+                    peer,
                     sleep_ms,
                     health,
                     responder,
                 } => responder.respond(match self.not_owner(session, identity.as_deref()) {
                     Some(refusal) => refusal,
-                    None => self.heartbeat(session, sleep_ms, health),
+                    None => {
+                        let answer = self.heartbeat(session, sleep_ms, health);
+                        if answer.code().is_success() {
+                            self.leases.heard(session, peer);
+                            if self.prober.handle_alive(Instant::now(), session) {
+                                self.config.metrics.probes_answered.inc();
+                            }
+                        }
+                        answer
+                    }
                 }),
+                Job::Suspect { path, responder } => responder.respond(self.suspect(&path)),
                 Job::OpenSession {
                     timeout_ms,
                     identity,
+                    peer,
                     responder,
-                } => self.open_session(timeout_ms, identity, responder),
+                } => self.open_session(timeout_ms, identity, peer, responder),
                 Job::Write {
                     op,
                     session,
@@ -474,6 +517,7 @@ impl Core {
                     }
                 }
                 Job::Expire { session } => {
+                    self.prober.forget(session);
                     self.config.metrics.expired_sessions.inc();
                     self.write(Op::CloseSession { session }, None, None, None)
                 }
@@ -722,7 +766,13 @@ impl Core {
         ))
     }
 
-    fn open_session(&mut self, timeout_ms: u32, owner: Option<String>, responder: Responder) {
+    fn open_session(
+        &mut self,
+        timeout_ms: u32,
+        owner: Option<String>,
+        peer: std::net::SocketAddr,
+        responder: Responder,
+    ) {
         let timeout = Duration::from_millis(u64::from(timeout_ms)).clamp(
             self.config.min_session_timeout,
             self.config.max_session_timeout,
@@ -735,6 +785,7 @@ impl Core {
             }
         };
         self.leases.renew(session, Instant::now(), timeout);
+        self.leases.heard(session, peer);
         let op = Op::CreateSession {
             session,
             timeout_ms,
@@ -832,6 +883,7 @@ impl Core {
         if let Op::CloseSession { session } = op {
             self.closing.insert(session);
             self.leases.remove(session);
+            self.prober.forget(session);
         }
         let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
         let response = match self.tree.apply_request(zxid, time_ms, &op, request) {
@@ -1058,6 +1110,67 @@ impl Core {
                     self.watched.remove(&key);
                 }
                 self.handle.notify_detached(&key, state);
+            }
+        }
+    }
+
+    /// A client reports the node owning the ephemeral znode `path` unanswering: probe
+    /// its session (2.04 at once; 4.04 no such znode, 4.00 not an ephemeral one).
+    fn suspect(&mut self, path: &str) -> Response {
+        let Some((_, stat)) = self.tree.get(path) else {
+            return error_response(ErrorKind::NotFound, &format!("no node: {path}"));
+        };
+        let Some(session) = stat.ephemeral_owner else {
+            return error_response(
+                ErrorKind::Malformed,
+                &format!("{path} is not an ephemeral znode: no session to probe"),
+            );
+        };
+        let report = match self.leases.address(session) {
+            Some(addr) if !self.closing.contains(&session) => {
+                self.prober.handle_suspect(Instant::now(), session, addr)
+            }
+            // No heartbeat yet (or ending): its lease decides alone.
+            _ => Report::RecentlyProbed,
+        };
+        if report == Report::Probing {
+            tracing::info!(
+                session = format_args!("{session:#x}"),
+                path,
+                "probing a node reported unanswering"
+            );
+        }
+        Response::new(Code::CHANGED)
+    }
+
+    /// Carries out the prober's actions: pings (each in a task of its own, reporting an
+    /// answer back) and expiries of sessions whose node answered none.
+    fn run_probes(&mut self) {
+        while let Some(action) = self.prober.poll_action() {
+            match action {
+                ProbeAction::Ping { session, addr } => {
+                    let (handle, pongs) = (self.handle.clone(), self.pong_tx.clone());
+                    let wait = ProbeConfig::default().window;
+                    tokio::spawn(async move {
+                        if let Ok(Ok(())) = tokio::time::timeout(wait, handle.ping(addr)).await {
+                            let _ = pongs.send(session);
+                        }
+                    });
+                }
+                ProbeAction::Expire { session } => {
+                    if self.tree.sessions().contains_key(&session)
+                        && !self.closing.contains(&session)
+                    {
+                        tracing::info!(
+                            session = format_args!("{session:#x}"),
+                            "session expired: its node answered no probe"
+                        );
+                        self.config.metrics.probe_expiries.inc();
+                        self.leases.remove(session);
+                        self.closing.insert(session);
+                        self.queue.push_back(Job::Expire { session });
+                    }
+                }
             }
         }
     }
@@ -1338,6 +1451,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::Sync { .. } => "sync",
         Job::Incarnation { .. } => "incarnation",
         Job::Heartbeat { .. } => "heartbeat",
+        Job::Suspect { .. } => "suspect",
         Job::OpenSession { .. } => "open_session",
         Job::Write { .. } => "write",
         Job::Expire { .. } => "expire",

@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `get_data`, `get_children`, `sync`, `heartbeat`, `open_session`, `write`,
-    /// `expire`, `pehra_mode`.
+    /// `expire`, `pehra_mode`, `suspect`.
     pub kind: &'static str,
 }
 
@@ -28,6 +28,10 @@ pub struct ZkMetrics {
     pub(crate) wal_bytes: Counter,
     pub(crate) wal_bytes_since_snapshot: Gauge,
     pub(crate) expired_sessions: Counter,
+    /// Sessions expired because their node answered no probe (a subset of the above).
+    pub(crate) probe_expiries: Counter,
+    /// Probes that ended because the node answered (or heartbeated).
+    pub(crate) probes_answered: Counter,
     /// Leases granted by heartbeats, in seconds, by `dormant` (PEHRA sleep) or not.
     pub(crate) leases: Family<LeaseLabels, Histogram, fn() -> Histogram>,
 }
@@ -55,6 +59,8 @@ impl Default for ZkMetrics {
             wal_bytes: Counter::default(),
             wal_bytes_since_snapshot: Gauge::default(),
             expired_sessions: Counter::default(),
+            probe_expiries: Counter::default(),
+            probes_answered: Counter::default(),
             leases: Family::new_with_constructor(lease_histogram),
         }
     }
@@ -104,6 +110,17 @@ impl ZkMetrics {
             self.expired_sessions.clone(),
         );
         registry.register(
+            "pehra_zookeeper_probe_expiries",
+            "Sessions expired because their node, reported unanswering by a client, \
+             answered no probe",
+            self.probe_expiries.clone(),
+        );
+        registry.register(
+            "pehra_zookeeper_probes_answered",
+            "Probes of a reported node that it answered (the node lives)",
+            self.probes_answered.clone(),
+        );
+        registry.register(
             "pehra_zookeeper_lease_seconds",
             "Leases granted by heartbeats (dormant: stretched over a PEHRA sleep)",
             self.leases.clone(),
@@ -115,6 +132,16 @@ impl ZkMetrics {
         self.leases
             .get_or_create(&LeaseLabels { dormant })
             .observe(lease.as_secs_f64());
+    }
+
+    /// Sessions expired so far because their node answered no probe.
+    pub fn probe_expiries(&self) -> u64 {
+        self.probe_expiries.get()
+    }
+
+    /// Probes so far that the reported node answered.
+    pub fn probes_answered(&self) -> u64 {
+        self.probes_answered.get()
     }
 
     /// Requests of `kind` (see [`RequestLabels`]) taken so far.

@@ -13,6 +13,7 @@ mod access;
 mod core;
 mod group_commit;
 mod metrics;
+mod probe;
 mod routes;
 pub mod security_updates;
 mod sessions;

@@ -37,6 +37,7 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .route_deferred(Method::Post, "sync", route(&jobs, sync))
         .route_deferred(Method::Get, "incarnation", route(&jobs, incarnation))
         .route_deferred(Method::Post, "pehra/mode", route(&jobs, pehra_mode))
+        .route_deferred(Method::Post, "suspect/*", route(&jobs, suspect))
         .link(
             Link::new("session")
                 .attr("rt", "pehra.zk.session")
@@ -58,6 +59,7 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
                 .attr("rt", "pehra.zk.sync")
                 .attr("ct", "60"),
         )
+        .link(Link::new("suspect").attr("rt", "pehra.zk.suspect"))
         .link(
             Link::new("pehra/mode")
                 .attr("rt", "pehra.zk.mode")
@@ -94,9 +96,11 @@ fn parse_id(raw: &str) -> Result<u64, std::num::ParseIntError> {
 fn open_session(incoming: Incoming) -> Result<JobFor, Response> {
     let open: SessionOpen = decode_request(&incoming.request)?;
     let identity = identity_name(&incoming);
+    let peer = incoming.peer;
     Ok(Box::new(move |responder| Job::OpenSession {
         timeout_ms: open.timeout_ms,
         identity,
+        peer,
         responder,
     }))
 }
@@ -111,13 +115,26 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
         (beat.sleep_ms, Some(beat.health))
     };
     let identity = identity_name(&incoming);
+    let peer = incoming.peer;
     Ok(Box::new(move |responder| Job::Heartbeat {
         session,
         identity,
+        peer,
         sleep_ms,
         health,
         responder,
     }))
+}
+
+/// `POST /suspect/PATH`: the client got no answer from the node whose session owns the
+/// ephemeral znode PATH (a broker's `/brokers/ids/N`): the zookeeper probes it
+/// ([`super::probe`]). Answered at once (2.04), before the probe's outcome.
+fn suspect(incoming: Incoming) -> Result<JobFor, Response> {
+    let rest = incoming.params.get("*").unwrap_or("");
+    let path = format!("/{rest}");
+    crate::path::validate(&path)
+        .map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
+    Ok(Box::new(move |responder| Job::Suspect { path, responder }))
 }
 
 fn close_session(incoming: Incoming) -> Result<JobFor, Response> {

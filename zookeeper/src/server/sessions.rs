@@ -12,6 +12,7 @@
 use pehra_shared::health::{LeaseConfig, LeaseInputs, LeaseParts, NhiConfig, RttWindow};
 use pehra_shared::wire::NodeHealth;
 use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
 use tokio::time::{Duration, Instant};
 
 /// How a session's adaptive lease is made from the health its node reports.
@@ -77,6 +78,8 @@ pub(crate) struct Leases {
     by_time: BTreeSet<(Instant, u64)>,
     /// The adaptive lease of sessions whose nodes report their health.
     adapted: HashMap<u64, Adapted>,
+    /// Where each session's latest heartbeat came from (where a probe pings).
+    heard_from: HashMap<u64, SocketAddr>,
 }
 
 impl Leases {
@@ -125,6 +128,20 @@ impl Leases {
     pub(crate) fn remove(&mut self, session: u64) {
         self.unschedule(session);
         self.adapted.remove(&session);
+        self.heard_from.remove(&session);
+    }
+
+    /// A heartbeat of `session` came from `addr`.
+    pub(crate) fn heard(&mut self, session: u64, addr: SocketAddr) {
+        self.heard_from.insert(session, addr);
+    }
+
+    /// Where the session's latest heartbeat came from, if it has a lease and sent one.
+    pub(crate) fn address(&self, session: u64) -> Option<SocketAddr> {
+        self.deadline
+            .contains_key(&session)
+            .then(|| self.heard_from.get(&session).copied())
+            .flatten()
     }
 
     /// Takes a session's deadline out (it is set again at once, or the session ends).
@@ -155,6 +172,7 @@ impl Leases {
             self.by_time.pop_first();
             self.deadline.remove(&session);
             self.adapted.remove(&session);
+            self.heard_from.remove(&session);
             expired.push(session);
         }
         expired

@@ -79,7 +79,10 @@ mod tests {
         let id = a.ping(t0, 2);
         assert_eq!(deliver(&mut a, 1, &mut b, t0), 1, "one empty CON");
         assert_eq!(b.stats().resets_sent, 1, "answered with a Reset");
-        assert!(b.poll_event().is_none(), "a ping is no request for the application");
+        assert!(
+            b.poll_event().is_none(),
+            "a ping is no request for the application"
+        );
         deliver(&mut b, 2, &mut a, t0);
         assert_eq!(a.poll_event(), Some(Event::Pong { id }));
         assert!(a.poll_event().is_none());
@@ -102,7 +105,10 @@ mod tests {
             }
         }
         assert_eq!(sent, 1 + usize::from(Config::default().max_retransmit));
-        assert!(now > t0 + Duration::from_secs(10), "CON retransmission timing");
+        assert!(
+            now > t0 + Duration::from_secs(10),
+            "CON retransmission timing"
+        );
         assert_eq!(
             a.poll_event(),
             Some(Event::Failed {
@@ -121,7 +127,9 @@ mod tests {
         assert!(a.cancel(id));
         assert!(!a.cancel(id), "only once");
         assert!(
-            !a.timers.iter().any(|(_, t)| matches!(t, Timer::Retransmit(2, _))),
+            !a.timers
+                .iter()
+                .any(|(_, t)| matches!(t, Timer::Retransmit(2, _))),
             "its retransmission is gone"
         );
         b.handle_datagram(t0, 1, &bytes);

@@ -181,6 +181,7 @@ impl Core {
             Job::Write { responder, .. }
             | Job::OpenSession { responder, .. }
             | Job::Heartbeat { responder, .. }
+            | Job::Suspect { responder, .. }
             | Job::PehraMode { responder, .. } => {
                 responder.respond(refusal());
                 None
@@ -519,6 +520,7 @@ impl Core {
                 | Job::Incarnation { responder }
                 | Job::OpenSession { responder, .. }
                 | Job::Heartbeat { responder, .. }
+                | Job::Suspect { responder, .. }
                 | Job::Write { responder, .. }
                 | Job::PehraMode { responder, .. } => responder.respond(stopping()),
                 Job::Expire { .. } | Job::Ensemble(_) | Job::Shutdown => {}
