@@ -337,6 +337,20 @@ pub struct RetryStats {
     pub suspected: u64,
 }
 
+impl RetryStats {
+    /// What happened since `earlier` (counts taken from the same client before).
+    pub fn since(&self, earlier: &RetryStats) -> RetryStats {
+        RetryStats {
+            not_leader: self.not_leader.saturating_sub(earlier.not_leader),
+            unavailable: self.unavailable.saturating_sub(earlier.unavailable),
+            no_leader: self.no_leader.saturating_sub(earlier.no_leader),
+            no_answer: self.no_answer.saturating_sub(earlier.no_answer),
+            leader_moved: self.leader_moved.saturating_sub(earlier.leader_moved),
+            suspected: self.suspected.saturating_sub(earlier.suspected),
+        }
+    }
+}
+
 impl ClusterClient {
     /// Connects to the zookeeper at `zookeeper` and loads the metadata.
     pub async fn connect(zookeeper: SocketAddr) -> Result<ClusterClient, ClientError> {

@@ -300,7 +300,7 @@ impl Load {
         for t in self.tasks {
             let _ = tokio::time::timeout(timeout, t).await;
         }
-        let retries = diff(client.retry_stats(), retries_before);
+        let retries = client.retry_stats().since(&retries_before);
         let samples = std::mem::take(&mut *self.samples.lock().unwrap());
         // In flight during the window: sent before its end, answered after its start.
         let max_latency = samples
@@ -333,14 +333,4 @@ impl Load {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
-}
-
-fn diff(a: RetryStats, b: RetryStats) -> RetryStats {
-    RetryStats {
-        not_leader: a.not_leader - b.not_leader,
-        unavailable: a.unavailable - b.unavailable,
-        no_leader: a.no_leader - b.no_leader,
-        no_answer: a.no_answer - b.no_answer,
-        leader_moved: a.leader_moved - b.leader_moved,
-    }
 }

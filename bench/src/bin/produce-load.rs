@@ -446,13 +446,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
     let result = ours_on(args, sh.clone(), zk, &producer, &topic).await;
     {
         let (now, mut r) = (producer.retry_stats(), sh.retries.lock().expect("lock"));
-        *r = RetryStats {
-            not_leader: now.not_leader - r.not_leader,
-            unavailable: now.unavailable - r.unavailable,
-            no_leader: now.no_leader - r.no_leader,
-            no_answer: now.no_answer - r.no_answer,
-            leader_moved: now.leader_moved - r.leader_moved,
-        };
+        *r = now.since(&r);
     }
     if args.fresh_topic {
         // Also after a failed run: a replicated topic left behind would keep its
