@@ -241,6 +241,7 @@ fn a_leader_that_producers_find_silent_is_replaced_long_before_its_session_ends(
         producer.wait_for_more(20).await;
         let before = current_state(&client).await;
         let leader = before.leader.expect("a leader");
+        let killed_at = Instant::now();
         cluster.kill(leader);
         // The producer's client, unanswered for a second, reports the leader; the
         // zookeeper's pings go unanswered too and it expires the session (60 s, and at
@@ -251,6 +252,14 @@ fn a_leader_that_producers_find_silent_is_replaced_long_before_its_session_ends(
         })
         .await;
         assert!(after.leader_epoch > before.leader_epoch);
+        let elected = killed_at.elapsed();
+        let first_ack = producer.wait_for_more(1).await;
+        eprintln!(
+            "failover by report (session timeout 60 s): kill to a new leader {elected:?}, \
+             to the first acks=all answer {:?}; isr {:?}",
+            first_ack.saturating_duration_since(killed_at),
+            after.isr
+        );
         assert!(
             client.retry_stats().suspected >= 1,
             "the client reported the silent leader: {:?}",

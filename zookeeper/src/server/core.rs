@@ -353,6 +353,9 @@ impl Core {
                 _ = sleep_until(expiry), if expiry.is_some() => self.expire_sessions(),
                 _ = sleep_until(self.prober.poll_timeout()), if self.prober.poll_timeout().is_some() => {
                     self.prober.handle_timeout(Instant::now());
+                    // An expiry goes on the queue, which the loop's top runs next (after
+                    // `process_queue`, it would wait for the next job to come).
+                    self.run_probes();
                 }
                 Some(session) = self.pongs.recv() => {
                     if self.prober.handle_alive(Instant::now(), session) {
