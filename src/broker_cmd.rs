@@ -118,6 +118,13 @@ pub struct BrokerArgs {
     /// milliseconds.
     #[arg(long, default_value_t = 60_000)]
     alarm_interval_ms: u64,
+    /// PEHRA: awake but idle (the Pehredar, a --stay-awake broker), renew the
+    /// zookeeper session once per this many milliseconds instead of heartbeating every
+    /// session-timeout/3; the first request resumes the heartbeats. A dead idle broker
+    /// is replaced about two seconds after a client finds it silent (clients report it,
+    /// the zookeeper probes it). 0: heartbeat whenever awake.
+    #[arg(long, default_value_t = 60_000)]
+    quiet_lease_ms: u64,
     /// PEHRA: run this shell command (`sh -c`) when the broker goes dormant (not waited
     /// on; killed after a minute).
     #[arg(long, value_name = "CMD")]
@@ -179,6 +186,7 @@ pub async fn broker(args: BrokerArgs) -> Result<ExitCode> {
         stay_awake: args.stay_awake,
         idle_before_sleep: std::time::Duration::from_millis(args.idle_before_sleep_ms.max(1)),
         alarm_interval: std::time::Duration::from_millis(args.alarm_interval_ms.max(1)),
+        quiet_lease: std::time::Duration::from_millis(args.quiet_lease_ms),
         on_sleep: args.on_sleep.clone(),
         on_wake: args.on_wake.clone(),
         vitals: pehra_shared::pehra::vitals::VitalsConfig {

@@ -44,6 +44,10 @@ pub struct PehraConfig {
     pub idle_before_sleep: Duration,
     /// How long it sleeps before checking in with the Pehredar.
     pub alarm_interval: Duration,
+    /// Awake but idle, it stretches its zookeeper lease by this much at a time instead
+    /// of heartbeating (the node's quiet lease, `NodeConfig::quiet_lease_ms`); zero:
+    /// heartbeats whenever awake.
+    pub quiet_lease: Duration,
     /// Run with `sh -c` when it goes dormant.
     pub on_sleep: Option<String>,
     /// Run with `sh -c` when it wakes.
@@ -62,6 +66,7 @@ impl Default for PehraConfig {
             stay_awake: false,
             idle_before_sleep: Duration::from_secs(30),
             alarm_interval: Duration::from_secs(60),
+            quiet_lease: Duration::from_secs(60),
             on_sleep: None,
             on_wake: None,
             vitals: VitalsConfig::default(),
@@ -348,6 +353,7 @@ pub(crate) fn start(
         stay_awake: config.stay_awake,
         idle_ms: config.idle_before_sleep.as_millis() as u64,
         alarm_interval_ms: config.alarm_interval.as_millis() as u64,
+        quiet_lease_ms: config.quiet_lease.as_millis() as u64,
         vitals: config.vitals,
     };
     let pehra = Arc::new(Pehra {
@@ -403,6 +409,12 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
                     publish(&zk, &name, &status).await;
                 }
                 Action::Sleep { until_ms } => sleep(&state, &zk, &config, until_ms).await,
+                Action::StretchLease { until_ms } => stretch_lease(&zk, until_ms).await,
+                Action::ResumeLease => {
+                    if let Err(e) = zk.wake().await {
+                        tracing::warn!(error = %e, "PEHRA: resuming the zookeeper heartbeat");
+                    }
+                }
                 Action::Wake { reason } => {
                     tracing::info!(reason = ?reason, "awake ({reason:?})");
                     wake(&state, &zk, &config).await;
@@ -591,6 +603,17 @@ async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: 
              the session will expire before the alarm; lower --alarm-interval-ms"
         ),
         Ok(lease) => tracing::debug!(?lease, "zookeeper lease stretched over the sleep"),
+        Err(e) => tracing::warn!(error = %e, "PEHRA: stretching the zookeeper lease"),
+    }
+}
+
+/// Awake and idle: one heartbeat stretches the zookeeper lease to `until_ms` and the
+/// keepalive pauses (the node asks again when the stretch runs out, or resumes on
+/// traffic).
+async fn stretch_lease(zk: &Client, until_ms: u64) {
+    let duration = Duration::from_millis(until_ms.saturating_sub(now_ms()));
+    match zk.sleep(duration).await {
+        Ok(lease) => tracing::debug!(?lease, "idle: zookeeper lease stretched"),
         Err(e) => tracing::warn!(error = %e, "PEHRA: stretching the zookeeper lease"),
     }
 }

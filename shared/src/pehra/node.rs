@@ -35,6 +35,14 @@ pub struct NodeConfig {
     /// How long a dormant node sleeps before it checks in with the Pehredar, ms (at
     /// most the Pehredar's lease, once it gave one).
     pub alarm_interval_ms: u64,
+    /// The quiet lease: an idle node that stays awake (the Pehredar, a `stay_awake`
+    /// node, one another rule keeps up) stretches its zookeeper lease by this much at a
+    /// time instead of heartbeating every few seconds, and renews it when the stretch
+    /// runs out ([`Action::StretchLease`]); its first request ends it
+    /// ([`Action::ResumeLease`]). Failover does not wait for that lease: a client that
+    /// finds the node silent reports it, and the zookeeper probes it. 0: off (the
+    /// node heartbeats whenever awake).
+    pub quiet_lease_ms: u64,
     /// Health rating and the adaptive lease it gives as Pehredar (seed 002).
     pub vitals: VitalsConfig,
 }
@@ -65,6 +73,14 @@ pub enum Action {
     },
     /// Write this request under `/pehra/requests`.
     Request(PehraRequest),
+    /// Awake and idle: stretch the zookeeper lease to this time (ms since the Unix
+    /// epoch) and pause the heartbeats; asked again when the stretch runs out.
+    StretchLease {
+        /// The end of the stretch.
+        until_ms: u64,
+    },
+    /// No longer idle (or going dormant, or PEHRA turned off): heartbeat again as usual.
+    ResumeLease,
 }
 
 /// Where the node is in its sleep cycle.
@@ -107,6 +123,8 @@ pub struct Node {
     left_office_ms: Option<u64>,
     /// The wall clock's steps back, which move the times above with it.
     clock: ClockSteps,
+    /// Awake, idle and quiet: the end of the zookeeper lease stretch in force.
+    quiet_until_ms: Option<u64>,
 }
 
 /// How long a Pehredar that stepped down still holds and forwards the produces sent to
@@ -142,6 +160,7 @@ impl Node {
             heard_lease: None,
             left_office_ms: None,
             clock: ClockSteps::starting_at(now),
+            quiet_until_ms: None,
         }
     }
 
@@ -280,6 +299,7 @@ impl Node {
     /// per request.
     pub fn needs_traffic_at_once(&self) -> bool {
         self.is_dormant()
+            || self.quiet_until_ms.is_some()
             || self.state.as_ref().is_some_and(|state| {
                 state.enabled
                     && !state.traffic_awake
@@ -431,9 +451,13 @@ impl Node {
                     self.obeyed_generation = self.obeyed_generation.max(state.wake_generation);
                 }
                 if self.may_sleep(now_ms, false) {
+                    // The sleep stretches the lease itself.
+                    self.quiet_until_ms = None;
                     let until_ms = now_ms + self.alarm_in_ms();
                     self.phase = Phase::Dormant { alarm_ms: until_ms };
                     self.actions.push(Action::Sleep { until_ms });
+                } else {
+                    self.keep_quiet(now_ms);
                 }
             }
             Phase::Dormant { alarm_ms } if now_ms >= alarm_ms => {
@@ -467,6 +491,28 @@ impl Node {
         core::mem::take(&mut self.actions)
     }
 
+    /// Awake and staying so: while idle (and PEHRA on), the zookeeper lease is stretched
+    /// by [`NodeConfig::quiet_lease_ms`] at a time instead of heartbeats; traffic ends it.
+    fn keep_quiet(&mut self, now_ms: u64) {
+        let quiet = self.config.quiet_lease_ms > 0
+            && self.config.participating
+            && self.idle(now_ms)
+            && self.state.as_ref().is_some_and(|s| s.enabled);
+        match (quiet, self.quiet_until_ms) {
+            (true, Some(until_ms)) if now_ms < until_ms => {}
+            (true, _) => {
+                let until_ms = now_ms + self.config.quiet_lease_ms;
+                self.quiet_until_ms = Some(until_ms);
+                self.actions.push(Action::StretchLease { until_ms });
+            }
+            (false, Some(_)) => {
+                self.quiet_until_ms = None;
+                self.actions.push(Action::ResumeLease);
+            }
+            (false, None) => {}
+        }
+    }
+
     /// When [`Node::poll_actions`] must be called next even without input: the alarm, or when
     /// the node turns idle. `None`: only inputs matter.
     pub fn poll_timeout(&self) -> Option<UnixMs> {
@@ -480,12 +526,16 @@ impl Node {
             Phase::Awake => {
                 let idle_at = self.last_traffic_ms + self.config.idle_ms;
                 let sleepy_at = idle_at.max(self.woke_ms + self.config.idle_ms);
-                if self.published.as_ref().is_none_or(|s| !s.idle) {
+                let rule = if self.published.as_ref().is_none_or(|s| !s.idle) {
                     Some(idle_at)
                 } else {
                     // Only if it would sleep then: a deadline in the past that changes
                     // nothing would spin the driver.
                     self.may_sleep(sleepy_at, false).then_some(sleepy_at)
+                };
+                match (rule, self.quiet_until_ms) {
+                    (Some(a), Some(b)) => Some(a.min(b)),
+                    (a, b) => a.or(b),
                 }
             }
         }
@@ -505,6 +555,9 @@ impl Node {
         shift(&mut self.since_ms);
         if let Some(left) = &mut self.left_office_ms {
             shift(left);
+        }
+        if let Some(until) = &mut self.quiet_until_ms {
+            shift(until);
         }
         match &mut self.phase {
             Phase::Awake => {}
@@ -676,6 +729,7 @@ mod tests {
             stay_awake: false,
             idle_ms: IDLE,
             alarm_interval_ms: ALARM,
+            quiet_lease_ms: 0,
             vitals: VitalsConfig::default(),
         }
     }
@@ -1011,6 +1065,95 @@ mod tests {
         let a = n.poll_actions(at(T0 + 10 * IDLE));
         assert!(sleeps(&a).is_none());
         assert!(status(&a).expect("status").candidate);
+    }
+
+    fn stretches(actions: &[Action]) -> Vec<u64> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::StretchLease { until_ms } => Some(*until_ms),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn resumes(actions: &[Action]) -> usize {
+        actions
+            .iter()
+            .filter(|a| matches!(a, Action::ResumeLease))
+            .count()
+    }
+
+    /// An awake node that stays awake (here `stay_awake`) stretches its zookeeper lease
+    /// once idle, renews the stretch when it runs out, and resumes heartbeats on its
+    /// first request; with the quiet lease off it never stretches.
+    #[test]
+    fn an_idle_node_that_stays_awake_renews_its_lease_once_per_quiet_lease() {
+        const QUIET: u64 = 60_000;
+        let mut c = config("broker-1");
+        c.stay_awake = true;
+        c.quiet_lease_ms = QUIET;
+        let mut n = Node::new(c.clone(), at(T0));
+        n.handle_state(at(T0), &in_office());
+        assert!(stretches(&n.poll_actions(at(T0 + 1))).is_empty(), "busy");
+        assert_eq!(n.poll_timeout(), Some(at(T0 + IDLE)), "idle then");
+        let a = n.poll_actions(at(T0 + IDLE));
+        assert_eq!(stretches(&a), vec![T0 + IDLE + QUIET]);
+        assert!(sleeps(&a).is_none(), "it stays awake");
+        assert_eq!(n.poll_timeout(), Some(at(T0 + IDLE + QUIET)), "the renewal");
+        assert!(stretches(&n.poll_actions(at(T0 + IDLE + QUIET - 1))).is_empty());
+        let a = n.poll_actions(at(T0 + IDLE + QUIET));
+        assert_eq!(stretches(&a), vec![T0 + IDLE + 2 * QUIET]);
+        // A request: it needs the node at once, which resumes the heartbeats.
+        assert!(n.needs_traffic_at_once());
+        let busy = T0 + IDLE + QUIET + 5;
+        n.handle_traffic(at(busy));
+        let a = n.poll_actions(at(busy));
+        assert_eq!(resumes(&a), 1);
+        assert!(stretches(&a).is_empty());
+        assert_eq!(n.poll_timeout(), Some(at(busy + IDLE)), "idle again then");
+        assert_eq!(
+            stretches(&n.poll_actions(at(busy + IDLE))),
+            vec![busy + IDLE + QUIET]
+        );
+
+        // PEHRA off: the plain heartbeat, whatever the quiet lease.
+        let mut off = Node::new(c.clone(), at(T0));
+        off.handle_state(
+            at(T0),
+            &PehraState {
+                enabled: false,
+                ..in_office()
+            },
+        );
+        assert!(stretches(&off.poll_actions(at(T0 + 10 * IDLE))).is_empty());
+        // The quiet lease off: likewise.
+        c.quiet_lease_ms = 0;
+        let mut plain = Node::new(c, at(T0));
+        plain.handle_state(at(T0), &in_office());
+        assert!(stretches(&plain.poll_actions(at(T0 + 10 * IDLE))).is_empty());
+    }
+
+    /// A quiet node that may sleep goes dormant (the sleep stretches its lease itself)
+    /// and wakes to the plain heartbeat, not to a quiet lease left over.
+    #[test]
+    fn a_quiet_node_that_goes_dormant_drops_its_quiet_lease() {
+        let mut c = config("broker-1");
+        c.quiet_lease_ms = 60_000;
+        let mut n = Node::new(c, at(T0));
+        // No term yet: it may not sleep, so it turns quiet.
+        n.handle_state(at(T0), &PehraState::default());
+        assert_eq!(stretches(&n.poll_actions(at(T0 + IDLE))).len(), 1);
+        // A term: it sleeps (the driver's sleep stretches the lease to the alarm).
+        n.handle_state(at(T0 + IDLE + 1), &in_office());
+        let a = n.poll_actions(at(T0 + 2 * IDLE + 1));
+        assert!(sleeps(&a).is_some());
+        assert!(stretches(&a).is_empty() && resumes(&a) == 0);
+        assert_eq!(
+            n.poll_timeout(),
+            sleeps(&a).map(at),
+            "only the alarm: no quiet renewal while dormant"
+        );
     }
 
     #[test]

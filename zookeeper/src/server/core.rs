@@ -878,7 +878,7 @@ impl Core {
             match self.session_timeout(session) {
                 Some(timeout) => {
                     let lease = self.leases.lease_for(session, timeout);
-                    self.leases.renew(session, Instant::now(), lease)
+                    self.leases.extend(session, Instant::now(), lease)
                 }
                 None => return self.hold(responder, session_expired(session)),
             }

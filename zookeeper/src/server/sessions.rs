@@ -91,6 +91,18 @@ impl Leases {
         self.by_time.insert((at, session));
     }
 
+    /// Renews a session's lease for at least `lease` from now, keeping a longer one it
+    /// holds: what a write by the session does (a write by a node whose lease is
+    /// stretched, dormant or quiet, must not cut its stretch to the plain timeout while
+    /// its heartbeats are paused).
+    pub(crate) fn extend(&mut self, session: u64, now: Instant, lease: Duration) {
+        let at = now + lease;
+        if self.deadline.get(&session).is_some_and(|held| *held >= at) {
+            return;
+        }
+        self.renew(session, now, lease);
+    }
+
     /// A heartbeat of `session` (timeout `timeout`) reported `health`: its adaptive
     /// lease from now on (see the module docs).
     pub(crate) fn adapt(
@@ -233,6 +245,24 @@ mod tests {
         l.renew(8, t0, timeout * 2);
         assert_eq!(l.expire(t0 + timeout * 2), vec![8]);
         assert_eq!(l.lease_for(8, timeout), timeout);
+    }
+
+    /// A write renews a session's lease but never cuts a longer one short: a node
+    /// whose lease is stretched (dormant, or awake and quiet) heartbeats no more, and a
+    /// status write of its must not leave it the plain timeout.
+    #[test]
+    fn a_write_keeps_a_stretched_lease() {
+        let t0 = Instant::now();
+        let mut l = Leases::default();
+        l.renew(1, t0, Duration::from_secs(66));
+        l.extend(1, t0 + Duration::from_secs(1), Duration::from_secs(6));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(66)));
+        // Near its end, the write's renewal reaches further and counts.
+        l.extend(1, t0 + Duration::from_secs(65), Duration::from_secs(6));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(71)));
+        // A heartbeat sets the lease as it says (the node woke: plain heartbeats again).
+        l.renew(1, t0 + Duration::from_secs(66), Duration::from_secs(6));
+        assert_eq!(l.poll_timeout(), Some(t0 + Duration::from_secs(72)));
     }
 
     #[test]
