@@ -493,9 +493,13 @@ impl Node {
 
     /// Awake and staying so: while idle (and PEHRA on), the zookeeper lease is stretched
     /// by [`NodeConfig::quiet_lease_ms`] at a time instead of heartbeats; traffic ends it.
+    /// Not the Pehredar: the sleepers rely on its death being noticed within a session
+    /// timeout (its status goes with its session, and the coordinator wakes them), not at
+    /// their next alarm.
     fn keep_quiet(&mut self, now_ms: u64) {
         let quiet = self.config.quiet_lease_ms > 0
             && self.config.participating
+            && self.office.is_none()
             && self.idle(now_ms)
             && self.state.as_ref().is_some_and(|s| s.enabled);
         match (quiet, self.quiet_until_ms) {
@@ -1086,7 +1090,7 @@ mod tests {
 
     /// An awake node that stays awake (here `stay_awake`) stretches its zookeeper lease
     /// once idle, renews the stretch when it runs out, and resumes heartbeats on its
-    /// first request; with the quiet lease off it never stretches.
+    /// first request; with the quiet lease off it never stretches, nor as Pehredar.
     #[test]
     fn an_idle_node_that_stays_awake_renews_its_lease_once_per_quiet_lease() {
         const QUIET: u64 = 60_000;
@@ -1127,6 +1131,14 @@ mod tests {
             },
         );
         assert!(stretches(&off.poll_actions(at(T0 + 10 * IDLE))).is_empty());
+        // In office: the Pehredar heartbeats (its death must end its session promptly).
+        let mut pc = config("broker-9");
+        pc.quiet_lease_ms = QUIET;
+        let mut pehredar = Node::new(pc, at(T0));
+        pehredar.handle_state(at(T0), &in_office());
+        let a = pehredar.poll_actions(at(T0 + 10 * IDLE));
+        assert_eq!(pehredar.office(), Some(1));
+        assert!(stretches(&a).is_empty());
         // The quiet lease off: likewise.
         c.quiet_lease_ms = 0;
         let mut plain = Node::new(c, at(T0));
