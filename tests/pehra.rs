@@ -496,6 +496,80 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
     .await;
 }
 
+/// The quiet lease: an idle broker that stays awake renews its zookeeper session once per
+/// stretch instead of heartbeating, so a dead one keeps its partitions past its session
+/// timeout, until a producer finds it silent: the producer reports it, the zookeeper's
+/// pings go unanswered, and the partition gets a new leader in about two seconds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_leader_that_died_is_replaced_once_a_producer_finds_it_silent() {
+    let awake: &[&str] = &["--stay-awake"];
+    let mut c = start_cluster(
+        "pehra-quiet",
+        LONG_TERMS,
+        3,
+        &[(1, awake), (2, awake), (3, awake)],
+    );
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("quiet", 3, 3).await.unwrap();
+    client
+        .wait_for_leaders("quiet", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let zk = c.zk().await;
+    let view = wait_for(&zk, Duration::from_secs(30), "every broker idle", |v| {
+        v.pehredar().is_some() && v.nodes.len() == 3 && v.nodes.values().all(|s| s.idle)
+    })
+    .await;
+    let pehredar = broker_id(view.pehredar().unwrap());
+    let meta = client.refresh().await.unwrap();
+    let (partition, leader) = (0..3)
+        .find_map(|p| {
+            let leader = meta.topics["quiet"].partitions[&p].leader?;
+            (leader != pehredar).then_some((p, leader))
+        })
+        .expect("a partition led by a broker that is not the Pehredar");
+    // The stretch is the heartbeat right after the idle status; nothing marks it.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    c.kill_broker(leader);
+    // Twice the session timeout: a heartbeating broker's session would be gone, and
+    // its partition led by another.
+    tokio::time::sleep(2 * Duration::from_millis(SESSION_MS.parse().unwrap())).await;
+    let (data, _) = zk
+        .get_data(&cluster::partition_path("quiet", partition))
+        .await
+        .unwrap();
+    let still: wire::PartitionMetadata = wire::decode(&data).unwrap();
+    assert_eq!(
+        still.leader,
+        Some(leader),
+        "the quiet lease held its session"
+    );
+    let asked = Instant::now();
+    client
+        .produce(
+            "quiet",
+            partition,
+            &[record("after".into())],
+            Acks::All,
+            None,
+        )
+        .await
+        .expect("the produce is acknowledged by a new leader")
+        .expect("acks all is answered");
+    eprintln!(
+        "produce to the dead quiet leader answered after {:?}",
+        asked.elapsed()
+    );
+    assert!(
+        client.retry_stats().suspected >= 1,
+        "{:?}",
+        client.retry_stats()
+    );
+    let meta = client.refresh().await.unwrap();
+    let now_leader = meta.topics["quiet"].partitions[&partition].leader;
+    assert!(now_leader.is_some() && now_leader != Some(leader));
+}
+
 /// wakeUpAll straight from the Pehredar: `POST /pehra/wake` (which the Pehredar sends to
 /// every broker when it holds a produce, so the leader's followers need not wait for the
 /// coordinator's round through the zookeeper) wakes a sleeper at once.
