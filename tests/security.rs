@@ -346,6 +346,39 @@ async fn authenticated_identities_may_do_only_what_their_role_allows() {
     assert!(zk.exists("/brokers/ids/9").await.unwrap().is_none());
 }
 
+/// `POST /suspect/PATH` with security on: a client may report a broker (it may read its
+/// registration), the zookeeper's pings reach it and its Reset comes back (a live broker
+/// keeps its session), and neither a plain socket nor a device may report.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_may_report_a_broker_and_a_live_one_answers_the_probe() {
+    let (c, keys) = secure_cluster("sec-suspect");
+    topic(&c, &keys).await;
+    let client = zk_as(&c, &keys, "client").await;
+    let path = cluster::broker_path(1);
+    let owner = |stat: Option<wire::Stat>| stat.and_then(|s| s.ephemeral_owner);
+    let before = owner(client.exists(&path).await.unwrap());
+    assert!(before.is_some());
+    client
+        .suspect(&path)
+        .await
+        .expect("a client may report a broker");
+    // The probe's window is one second: a broker whose Reset did not come back would
+    // lose its session in it (its own lease is 3 s, renewed by heartbeats).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        owner(client.exists(&path).await.unwrap()),
+        before,
+        "the same session"
+    );
+
+    let plain = socket(None, c.zk_addr, &zookeeper_kid()).await;
+    let answer = send(&plain, c.zk_addr, Request::post(&format!("suspect{path}"))).await;
+    assert_eq!(answer.code(), Code::UNAUTHORIZED, "{}", reason(&answer));
+    let device = zk_as(&c, &keys, "sensor-1").await;
+    let err = device.suspect(&path).await.unwrap_err();
+    assert!(err.to_string().contains("may not"), "{err}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_secure_cluster_serves_its_client_and_the_cli_end_to_end() {
     let (c, keys) = secure_cluster("sec-e2e");
