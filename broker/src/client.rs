@@ -185,26 +185,9 @@ impl Metadata {
             Err(e) => return Err(e),
         };
         for name in names {
-            let Ok((data, _)) = zk.get_data(&cluster::topic_path(&name)).await else {
-                continue;
-            };
-            let Ok(config) = wire::decode::<TopicConfig>(&data) else {
-                continue;
-            };
-            let mut partitions = BTreeMap::new();
-            if let Ok((children, _)) = zk.get_children(&cluster::partitions_path(&name)).await {
-                for child in children {
-                    let Ok(p) = child.parse::<u32>() else {
-                        continue;
-                    };
-                    if let Ok((data, _)) = zk.get_data(&cluster::partition_path(&name, p)).await {
-                        if let Ok(meta) = wire::decode::<PartitionMetadata>(&data) {
-                            partitions.insert(p, meta);
-                        }
-                    }
-                }
+            if let Some(topic) = Self::load_topic(zk, &name).await {
+                topics.insert(name, topic);
             }
-            topics.insert(name, TopicState { config, partitions });
         }
         let (pehredar, dormant) = pehra_route(zk).await?;
         Ok(Metadata {
@@ -213,6 +196,27 @@ impl Metadata {
             pehredar,
             dormant,
         })
+    }
+
+    /// Reads one topic: its configuration and its partitions (`None` if it is not there
+    /// or does not decode).
+    async fn load_topic(zk: &Client, name: &str) -> Option<TopicState> {
+        let (data, _) = zk.get_data(&cluster::topic_path(name)).await.ok()?;
+        let config = wire::decode::<TopicConfig>(&data).ok()?;
+        let mut partitions = BTreeMap::new();
+        if let Ok((children, _)) = zk.get_children(&cluster::partitions_path(name)).await {
+            for child in children {
+                let Ok(p) = child.parse::<u32>() else {
+                    continue;
+                };
+                if let Ok((data, _)) = zk.get_data(&cluster::partition_path(name, p)).await {
+                    if let Ok(meta) = wire::decode::<PartitionMetadata>(&data) {
+                        partitions.insert(p, meta);
+                    }
+                }
+            }
+        }
+        Some(TopicState { config, partitions })
     }
 
     /// Where a produce to the partition goes: its leader, or, while the leader sleeps
@@ -452,27 +456,31 @@ impl ClusterClient {
             .and_then(|t| t.partitions.get(&partition))
             .map_or(0, |m| m.leader_epoch);
         let (tx, rx) = tokio::sync::watch::channel(current);
-        if let Ok(mut watch) = self
-            .zk
-            .watch_data(&cluster::partition_path(topic, partition))
-            .await
-        {
-            let metadata = self.metadata.clone();
-            tokio::spawn(async move {
-                while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
-                    let Ok(meta) = wire::decode::<PartitionMetadata>(&node.data) else {
-                        continue;
-                    };
-                    let epoch = meta.leader_epoch;
-                    if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&key.0) {
-                        t.partitions.insert(key.1, meta);
-                    }
-                    if tx.send(epoch).is_err() {
-                        return;
-                    }
+        // Registered in the background: the request this is for need not wait for it (a
+        // read that waited behind the zookeeper's fsync of the write the same request
+        // caused: 2–6 ms on the first produce the Pehredar forwarded to a partition). The
+        // watch's first event is the znode as it is then, so an epoch that moved meanwhile
+        // is still seen; if it cannot be registered, `tx` goes and the next call tries again.
+        let (zk, metadata) = (self.zk.clone(), self.metadata.clone());
+        let path = cluster::partition_path(topic, partition);
+        let watched = key.clone();
+        tokio::spawn(async move {
+            let Ok(mut watch) = zk.watch_data(&path).await else {
+                return;
+            };
+            while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
+                let Ok(meta) = wire::decode::<PartitionMetadata>(&node.data) else {
+                    continue;
+                };
+                let epoch = meta.leader_epoch;
+                if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&watched.0) {
+                    t.partitions.insert(watched.1, meta);
                 }
-            });
-        }
+                if tx.send(epoch).is_err() {
+                    return;
+                }
+            }
+        });
         self.epochs
             .lock()
             .expect("lock")
@@ -495,6 +503,62 @@ impl ClusterClient {
         let fresh = Metadata::load(&self.zk).await?;
         *self.metadata.lock().expect("lock") = fresh.clone();
         Ok(fresh)
+    }
+
+    /// Reloads one topic (its configuration and partitions) into the metadata and
+    /// returns the metadata: a few reads where [`ClusterClient::refresh`] reads every
+    /// topic, for a topic created since the metadata was loaded.
+    pub async fn refresh_topic(&self, topic: &str) -> Result<Metadata, ClientError> {
+        let loaded = Metadata::load_topic(&self.zk, topic).await;
+        let mut metadata = self.metadata.lock().expect("lock");
+        match loaded {
+            Some(state) => metadata.topics.insert(topic.to_string(), state),
+            None => metadata.topics.remove(topic),
+        };
+        Ok(metadata.clone())
+    }
+
+    /// Keeps the topics of the metadata current, for a client whose requests must not
+    /// wait for a zookeeper read (the Pehredar, which forwards the produces it holds):
+    /// watches `/topics` and loads each topic created since, again until the
+    /// controller has given each of its partitions a leader (a read on the request's
+    /// path waited for the zookeeper's fsync of the write the same request caused: the
+    /// first produce to a new topic in a sleeping cluster took 10–15 ms instead of 2).
+    /// Runs until the watch ends.
+    pub async fn follow_topics(&self) -> Result<(), ClientError> {
+        /// How often a new topic is read again while a partition has no leader yet, and
+        /// for how long at most.
+        const UNTIL_LED: (std::time::Duration, u32) = (std::time::Duration::from_millis(100), 50);
+        let mut watch = self.zk.watch_children(TOPICS).await?;
+        while let Some(event) = watch.next().await {
+            let names = match event {
+                Ok(pehra_zookeeper::WatchEvent::Children(c)) => c.children,
+                Ok(_) => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let known: BTreeSet<String> = self.metadata().topics.keys().cloned().collect();
+            if names.iter().all(|n| known.contains(n)) {
+                continue;
+            }
+            // The brokers too: this client may have loaded them before every broker had
+            // registered, and a new topic's leaders are looked up among them.
+            let brokers = cluster::live_brokers(&self.zk).await?;
+            self.metadata.lock().expect("lock").brokers = brokers;
+            for name in names.iter().filter(|n| !known.contains(*n)) {
+                for _ in 0..UNTIL_LED.1 {
+                    let meta = self.refresh_topic(name).await?;
+                    let led = meta.topics.get(name).is_some_and(|t| {
+                        t.partitions.len() as u32 == t.config.partitions
+                            && t.partitions.values().all(|p| p.leader.is_some())
+                    });
+                    if led {
+                        break;
+                    }
+                    tokio::time::sleep(UNTIL_LED.0).await;
+                }
+            }
+        }
+        Ok(())
     }
 
     /// The brokers registered now (`/brokers/ids`).

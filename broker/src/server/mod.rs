@@ -473,6 +473,7 @@ impl Broker {
                 config.scrub_bytes_per_sec,
             )),
             tokio::spawn(replica::maintain_isr(state.clone())),
+            tokio::spawn(follow_topics(state.clone())),
             tokio::spawn(pehra::start(
                 state.clone(),
                 zk.clone(),
@@ -827,6 +828,21 @@ async fn flush_after_writes(state: Arc<State>, every: Duration) {
         }
         let state = state.clone();
         let _ = pehra_shared::driver::blocking::run(move || flush_all(&state)).await;
+    }
+}
+
+/// Keeps the topics the Pehredar's forwarding knows current (`ClusterClient::follow_topics`),
+/// so that holding a produce for a new topic reads nothing from the zookeeper; started
+/// again a second after its watch ends.
+async fn follow_topics(state: Arc<State>) {
+    let Some(pubsub) = state.pubsub.get().cloned() else {
+        return;
+    };
+    loop {
+        if let Err(e) = pubsub.cluster().follow_topics().await {
+            tracing::debug!(error = %e, "following the topics");
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
 

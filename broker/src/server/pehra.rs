@@ -229,6 +229,7 @@ pub(crate) fn hold_and_forward(state: &Arc<State>, held: Held, responder: Respon
             not_leader,
         } = held;
         let cluster = pubsub.cluster();
+        let started = std::time::Instant::now();
         let other_leader = |meta: &crate::client::Metadata| {
             meta.topics
                 .get(&topic)
@@ -238,12 +239,22 @@ pub(crate) fn hold_and_forward(state: &Arc<State>, held: Held, responder: Respon
         };
         // The metadata at hand first: reading it all again from the zookeeper (a round
         // trip per znode) delayed every held produce. If it is stale the forward is
-        // answered not_leader and the client reads it again then.
+        // answered not_leader and the client reads it again then. A topic it does not
+        // know yet (created after it loaded the metadata: the first produce to a new
+        // topic that finds the cluster asleep) is read alone, then everything if that
+        // names no live leader.
         let leader = match other_leader(&cluster.metadata()) {
             Some(leader) => Some(leader),
-            None => match cluster.refresh().await {
-                Ok(meta) => other_leader(&meta),
-                Err(_) => None,
+            None => match cluster
+                .refresh_topic(&topic)
+                .await
+                .map(|m| other_leader(&m))
+            {
+                Ok(Some(leader)) => Some(leader),
+                _ => match cluster.refresh().await {
+                    Ok(meta) => other_leader(&meta),
+                    Err(_) => None,
+                },
             },
         };
         if leader.is_none() {
@@ -256,6 +267,7 @@ pub(crate) fn hold_and_forward(state: &Arc<State>, held: Held, responder: Respon
         wake_sleepers(&state, &cluster.metadata());
         tracing::info!(%topic, partition, "Pehredar: holding a produce for a sleeping leader");
         held_produces.inc();
+        let found = started.elapsed();
         let response = match cluster.forward_produce(&topic, partition, body).await {
             Ok(answer) => cbor_response(Code::CHANGED, &answer),
             Err(crate::client::ClientError::Broker { kind, message }) => {
@@ -266,6 +278,13 @@ pub(crate) fn hold_and_forward(state: &Arc<State>, held: Held, responder: Respon
                 &format!("the held produce could not be forwarded: {e}"),
             ),
         };
+        tracing::debug!(
+            %topic,
+            partition,
+            leader_found_us = found.as_micros() as u64,
+            answered_us = started.elapsed().as_micros() as u64,
+            "Pehredar: held produce answered"
+        );
         responder.respond(response);
     });
 }
