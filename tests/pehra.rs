@@ -483,8 +483,16 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
         (before.not_leader, before.unavailable, before.no_answer),
         "the held produce was answered at the first attempt"
     );
-    let woken = state(&zk).await.unwrap();
-    assert!(woken.wake_generation > generation, "{woken:?}");
+    // The coordinator's wakeUpAll follows as a backstop, asynchronously: the held
+    // produce may be answered first (it no longer reads the zookeeper on its way).
+    let woken = wait_for(
+        &zk,
+        Duration::from_secs(10),
+        "the coordinator's wakeUpAll for the traffic",
+        |v| v.state.wake_generation > generation,
+    )
+    .await
+    .state;
     assert_eq!(woken.wake_reason, Some(WakeReason::Traffic));
     // disablePehra by traffic ends once everyone is idle: they sleep again.
     wait_for(
