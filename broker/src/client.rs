@@ -456,31 +456,27 @@ impl ClusterClient {
             .and_then(|t| t.partitions.get(&partition))
             .map_or(0, |m| m.leader_epoch);
         let (tx, rx) = tokio::sync::watch::channel(current);
-        // Registered in the background: the request this is for need not wait for it (a
-        // read that waited behind the zookeeper's fsync of the write the same request
-        // caused: 2–6 ms on the first produce the Pehredar forwarded to a partition). The
-        // watch's first event is the znode as it is then, so an epoch that moved meanwhile
-        // is still seen; if it cannot be registered, `tx` goes and the next call tries again.
-        let (zk, metadata) = (self.zk.clone(), self.metadata.clone());
-        let path = cluster::partition_path(topic, partition);
-        let watched = key.clone();
-        tokio::spawn(async move {
-            let Ok(mut watch) = zk.watch_data(&path).await else {
-                return;
-            };
-            while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
-                let Ok(meta) = wire::decode::<PartitionMetadata>(&node.data) else {
-                    continue;
-                };
-                let epoch = meta.leader_epoch;
-                if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&watched.0) {
-                    t.partitions.insert(watched.1, meta);
+        if let Ok(mut watch) = self
+            .zk
+            .watch_data(&cluster::partition_path(topic, partition))
+            .await
+        {
+            let metadata = self.metadata.clone();
+            tokio::spawn(async move {
+                while let Some(Ok(pehra_zookeeper::WatchEvent::Data(node))) = watch.next().await {
+                    let Ok(meta) = wire::decode::<PartitionMetadata>(&node.data) else {
+                        continue;
+                    };
+                    let epoch = meta.leader_epoch;
+                    if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&key.0) {
+                        t.partitions.insert(key.1, meta);
+                    }
+                    if tx.send(epoch).is_err() {
+                        return;
+                    }
                 }
-                if tx.send(epoch).is_err() {
-                    return;
-                }
-            }
-        });
+            });
+        }
         self.epochs
             .lock()
             .expect("lock")
@@ -524,12 +520,14 @@ impl ClusterClient {
     /// controller has given each of its partitions a leader (a read on the request's
     /// path waited for the zookeeper's fsync of the write the same request caused: the
     /// first produce to a new topic in a sleeping cluster took 10–15 ms instead of 2).
-    /// Runs until the watch ends.
-    pub async fn follow_topics(&self) -> Result<(), ClientError> {
+    /// The watch goes through `watcher`, a client with a session (a watch of a client
+    /// without one asks the zookeeper for its incarnation every few seconds, to notice a
+    /// restart: wake-ups an idle broker must not pay). Runs until the watch ends.
+    pub async fn follow_topics(&self, watcher: &Client) -> Result<(), ClientError> {
         /// How often a new topic is read again while a partition has no leader yet, and
         /// for how long at most.
         const UNTIL_LED: (std::time::Duration, u32) = (std::time::Duration::from_millis(100), 50);
-        let mut watch = self.zk.watch_children(TOPICS).await?;
+        let mut watch = watcher.watch_children(TOPICS).await?;
         while let Some(event) = watch.next().await {
             let names = match event {
                 Ok(pehra_zookeeper::WatchEvent::Children(c)) => c.children,

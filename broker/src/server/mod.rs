@@ -835,11 +835,11 @@ async fn flush_after_writes(state: Arc<State>, every: Duration) {
 /// so that holding a produce for a new topic reads nothing from the zookeeper; started
 /// again a second after its watch ends.
 async fn follow_topics(state: Arc<State>) {
-    let Some(pubsub) = state.pubsub.get().cloned() else {
+    let (Some(pubsub), Some(zk)) = (state.pubsub.get().cloned(), state.zk.get().cloned()) else {
         return;
     };
     loop {
-        if let Err(e) = pubsub.cluster().follow_topics().await {
+        if let Err(e) = pubsub.cluster().follow_topics(&zk).await {
             tracing::debug!(error = %e, "following the topics");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
