@@ -163,6 +163,27 @@ async fn wait_for_state(
     }
 }
 
+/// SIGKILLs the leader `before` names and waits (bounded: 30 s) until the controller has
+/// named another, with a higher epoch; returns when the leader was killed and the new state.
+async fn kill_leader_for_another(
+    cluster: &mut Cluster,
+    client: &ClusterClient,
+    before: &PartitionMetadata,
+) -> (Instant, PartitionMetadata) {
+    let leader = before.leader.expect("a leader");
+    let killed_at = Instant::now();
+    cluster.kill(leader);
+    let after = wait_for_state(client, "a new leader", |m| {
+        m.leader.is_some() && m.leader != Some(leader)
+    })
+    .await;
+    assert!(
+        after.leader_epoch > before.leader_epoch,
+        "the epoch moved on"
+    );
+    (killed_at, after)
+}
+
 async fn current_state(client: &ClusterClient) -> PartitionMetadata {
     let (data, _) = client
         .zookeeper()
@@ -189,23 +210,14 @@ fn killing_the_leader_under_acks_all_loses_nothing() {
         let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         let mut failovers = Vec::new();
-        for round in 0..3 {
+        for _ in 0..3 {
             let before =
                 wait_for_state(&client, "every replica in sync", |m| m.isr.len() == 3).await;
             let leader = before.leader.expect("a leader");
-            let killed_at = Instant::now();
-            cluster.kill(leader);
             // Not the first ack after the kill: one the dead leader sent just before it
             // may still be on its way (CI saw one land while the znode still named the
             // dead leader). The first ack once the controller has named another leader.
-            let after = wait_for_state(&client, "a new leader", |m| {
-                m.leader.is_some() && m.leader != Some(leader)
-            })
-            .await;
-            assert!(
-                after.leader_epoch > before.leader_epoch,
-                "round {round}: the epoch moved on"
-            );
+            let (killed_at, _) = kill_leader_for_another(&mut cluster, &client, &before).await;
             let first_ack = producer.wait_for_more(1).await;
             failovers.push(first_ack.saturating_duration_since(killed_at));
             producer.wait_for_more(20).await;
@@ -240,18 +252,11 @@ fn a_leader_that_producers_find_silent_is_replaced_long_before_its_session_ends(
         let mut producer = Producer::start(client.clone(), TOPIC);
         producer.wait_for_more(20).await;
         let before = current_state(&client).await;
-        let leader = before.leader.expect("a leader");
-        let killed_at = Instant::now();
-        cluster.kill(leader);
         // The producer's client, unanswered for a second, reports the leader; the
         // zookeeper's pings go unanswered too and it expires the session (60 s, and at
         // least as long again by its adaptive lease) at once: a new leader within the
         // wait's 30 s bound.
-        let after = wait_for_state(&client, "a new leader", |m| {
-            m.leader.is_some() && m.leader != Some(leader)
-        })
-        .await;
-        assert!(after.leader_epoch > before.leader_epoch);
+        let (killed_at, after) = kill_leader_for_another(&mut cluster, &client, &before).await;
         let elected = killed_at.elapsed();
         let first_ack = producer.wait_for_more(1).await;
         eprintln!(

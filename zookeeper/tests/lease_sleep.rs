@@ -5,10 +5,12 @@
 //! The sleeps here are the thing under test (time passing without heartbeats), not
 //! synchronisation: expiry is observed through watches.
 
+mod common;
+
+use common::within;
 use pehra_zookeeper::{
-    Client, ClientOptions, CreateMode, Server, ServerConfig, SessionState, WatchEvent, ZkError,
+    Client, CreateMode, Server, ServerConfig, SessionState, WatchEvent, ZkError,
 };
-use std::future::Future;
 use std::time::Duration;
 
 const SESSION: Duration = Duration::from_millis(500);
@@ -22,20 +24,7 @@ async fn start(max_sleep: Duration) -> (Server, tempfile::TempDir) {
 }
 
 async fn client(server: &Server) -> Client {
-    let options = ClientOptions {
-        session_timeout: SESSION,
-        ..Default::default()
-    };
-    Client::connect(server.local_addr(), options)
-        .await
-        .expect("connect")
-}
-
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {secs} s: {what}"),
-    }
+    common::client(server, SESSION).await
 }
 
 /// Waits until the watched znode is deleted.

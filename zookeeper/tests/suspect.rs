@@ -3,11 +3,13 @@
 //! its node answers none, long before its lease would have run out; a node that
 //! answers keeps its session. Against a real in-process zookeeper on loopback.
 
+mod common;
+
+use common::{client, within};
 use pehra_zookeeper::server::ZkMetrics;
 use pehra_zookeeper::{
     Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent, ZkError,
 };
-use std::future::Future;
 use std::time::Duration;
 
 /// Far longer than any bound below: an expiry inside them is the probe's doing.
@@ -22,23 +24,6 @@ async fn start() -> (Server, ZkMetrics, tempfile::TempDir) {
         metrics,
         dir,
     )
-}
-
-async fn client(server: &Server, timeout: Duration) -> Client {
-    let options = ClientOptions {
-        session_timeout: timeout,
-        ..Default::default()
-    };
-    Client::connect(server.local_addr(), options)
-        .await
-        .expect("connect")
-}
-
-async fn within<T>(secs: u64, what: &str, f: impl Future<Output = T>) -> T {
-    match tokio::time::timeout(Duration::from_secs(secs), f).await {
-        Ok(v) => v,
-        Err(_) => panic!("timed out after {secs} s: {what}"),
-    }
 }
 
 /// A node's session with an ephemeral znode at `path` (the probe pings the address the
