@@ -1129,14 +1129,13 @@ impl Core {
                 &format!("{path} is not an ephemeral znode: no session to probe"),
             );
         };
-        let report = match self.leases.address(session) {
-            Some(addr) if !self.closing.contains(&session) => {
-                self.prober.handle_suspect(Instant::now(), session, addr)
-            }
-            // No heartbeat yet (or ending): its lease decides alone.
-            _ => Report::RecentlyProbed,
-        };
-        if report == Report::Probing {
+        // A session with no address yet, or ending: its lease decides alone.
+        let addr = self
+            .leases
+            .address(session)
+            .filter(|_| !self.closing.contains(&session));
+        let report = addr.map(|addr| self.prober.handle_suspect(Instant::now(), session, addr));
+        if report == Some(Report::Probing) {
             tracing::info!(
                 session = format_args!("{session:#x}"),
                 path,
@@ -1153,7 +1152,7 @@ impl Core {
             match action {
                 ProbeAction::Ping { session, addr } => {
                     let (handle, pongs) = (self.handle.clone(), self.pong_tx.clone());
-                    let wait = ProbeConfig::default().window;
+                    let wait = self.prober.window();
                     tokio::spawn(async move {
                         if let Ok(Ok(())) = tokio::time::timeout(wait, handle.ping(addr)).await {
                             let _ = pongs.send(session);

@@ -176,6 +176,12 @@ impl Prober {
         self.timers.first().map(|(at, _)| *at)
     }
 
+    /// How long a node has to answer a probe's pings ([`ProbeConfig::window`]): a ping
+    /// unanswered by then need not be waited for.
+    pub fn window(&self) -> Duration {
+        self.config.window
+    }
+
     /// Probes running.
     #[cfg(test)]
     pub fn probing(&self) -> usize {
