@@ -386,12 +386,17 @@ where
         }
         let permit = window.clone().acquire_owned().await.expect("open");
         let (done_tx, done_rx) = watch::channel(None);
-        let previous = std::mem::replace(&mut before_rx, done_rx);
+        let mut previous = std::mem::replace(&mut before_rx, done_rx);
         let send = send.clone();
         tasks.push((
             of,
             Some(tokio::spawn(async move {
-                let result = send_one(send, request, previous).await;
+                let result = send_one(send, request, previous.clone()).await;
+                // The window counts from the oldest unanswered batch, as the leader's
+                // idempotence window counts its last stored ones: a batch keeps its place
+                // until every earlier one is answered, so a late repeat of an earlier
+                // batch still finds it among the leader's last MAX_IN_FLIGHT.
+                let _ = previous.wait_for(Option::is_some).await;
                 let _ = done_tx.send(Some(result.is_ok()));
                 drop(permit);
                 result
@@ -524,11 +529,13 @@ mod tests {
     }
 
     /// A leader as the broker's sequence check sees one producer: stores a batch only if
-    /// it starts where the last one ended, answers a repeat with its place.
+    /// it starts where the last one ended, answers a repeat among its last
+    /// [`MAX_IN_FLIGHT`] batches with its place and refuses an older one.
     #[derive(Default)]
     struct FakeLeader {
         stored: Vec<(u32, u32)>,
         refused: u32,
+        stale: u32,
     }
 
     impl FakeLeader {
@@ -544,6 +551,15 @@ mod tests {
                 leader_epoch: 0,
             };
             if let Some(i) = self.stored.iter().position(|s| s.0 == base) {
+                if i + MAX_IN_FLIGHT < self.stored.len() {
+                    // Older than its last MAX_IN_FLIGHT batches: the broker no longer
+                    // knows its place and refuses it as a stale duplicate.
+                    self.stale += 1;
+                    return Err(ClientError::Broker {
+                        kind: ErrorKind::Malformed,
+                        message: "a stale duplicate".into(),
+                    });
+                }
                 return Ok(place(i, &self.stored));
             }
             let next = self.stored.last().map_or(0, |s| s.0 + s.1);
@@ -650,6 +666,62 @@ mod tests {
             leader.refused >= 4,
             "the pipelined batches were refused first"
         );
+    }
+
+    #[tokio::test]
+    async fn a_late_repeat_of_a_stored_batch_still_finds_its_place() {
+        // The second batch is stored at once but its answer is lost, and the client's
+        // repeat is held back; the batches behind it are answered meanwhile. Only four of
+        // them may go out before it is answered, or its repeat would reach a leader that
+        // no longer remembers it (found by tests/producer.rs under load).
+        let leader = Arc::new(Mutex::new(FakeLeader::default()));
+        let (release, released) = watch::channel(false);
+        let attempts = Arc::new(Mutex::new(Vec::new()));
+        let send = {
+            let (leader, attempts) = (leader.clone(), attempts.clone());
+            move |request: ProduceRequest| {
+                let (leader, attempts, mut released) =
+                    (leader.clone(), attempts.clone(), released.clone());
+                async move {
+                    let base = request.base_sequence.unwrap();
+                    attempts.lock().unwrap().push(base);
+                    let first = leader.lock().unwrap().produce(&request, count_of(&request));
+                    if base != 1 {
+                        return first.map(Some);
+                    }
+                    released.wait_for(|r| *r).await.unwrap();
+                    let repeat = leader.lock().unwrap().produce(&request, count_of(&request));
+                    repeat.map(Some)
+                }
+            }
+        };
+        let mut seqs = Sequences::with_ids(|| 7);
+        let batches = numbered(&mut seqs, &[1, 1, 1, 1, 1, 1, 1, 1]);
+        let sending = tokio::spawn(send_in_order(send, batches));
+        for _ in 0..100_000 {
+            if attempts.lock().unwrap().len() >= 2 + MAX_IN_FLIGHT - 1 {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        // Give every runnable task its turn before looking at what went out.
+        for _ in 0..1000 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(
+            *attempts.lock().unwrap(),
+            [0, 1, 2, 3, 4, 5],
+            "the batch held unanswered keeps the window from moving past it"
+        );
+        release.send(true).unwrap();
+        let results = sending.await.unwrap();
+        for (i, (_, result)) in results.iter().enumerate() {
+            let place = result.as_ref().unwrap().as_ref().unwrap();
+            assert_eq!(place.base_offset, i as u64);
+        }
+        let leader = leader.lock().unwrap();
+        assert_eq!(leader.stored.len(), 8);
+        assert_eq!(leader.stale, 0);
     }
 
     #[tokio::test]
