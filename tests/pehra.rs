@@ -7,6 +7,7 @@
 
 mod common;
 
+use common::metrics::{free_tcp_port, scrape_value};
 use common::{pehra, unsafe_kill, TempDir, TestCluster};
 use pehra_broker::client::{records_from, ClusterClient};
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
@@ -19,6 +20,7 @@ use pehra_zookeeper::cluster::{
 };
 use pehra_zookeeper::Client;
 use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -502,6 +504,81 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
         |v| !v.state.traffic_awake && v.all_asleep_but_pehredar(),
     )
     .await;
+}
+
+/// A dormant leader is not woken by its awake followers: the Pehredar follows the
+/// partitions the sleepers lead, and a dormant leader holds its fetch until it wakes or
+/// appends (an awake leader answers an empty one after 400 ms, which woke a dormant
+/// leader two and a half times a second per awake follower). A produce still wakes it,
+/// and the held fetch brings the record to the Pehredar at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dormant_leader_holds_its_awake_followers_fetch_until_it_wakes() {
+    // Alarms far apart: nothing but the followers' fetches could wake a sleeper here.
+    let ports: BTreeMap<u32, String> = (1..=3)
+        .map(|id| (id, free_tcp_port().to_string()))
+        .collect();
+    let flags: BTreeMap<u32, Vec<&str>> = ports
+        .iter()
+        .map(|(&id, port)| {
+            (
+                id,
+                vec!["--alarm-interval-ms", "60000", "--metrics-listen", port],
+            )
+        })
+        .collect();
+    let extra: Vec<(u32, &[&str])> = flags.iter().map(|(&id, f)| (id, f.as_slice())).collect();
+    let c = start_cluster("pehra-dormant-leader", LONG_TERMS, 3, &extra);
+    let client = ClusterClient::connect(c.zk_addr).await.unwrap();
+    client.create_topic("held", 3, 3).await.unwrap();
+    client
+        .wait_for_leaders("held", Duration::from_secs(20))
+        .await
+        .unwrap();
+    let zk = c.zk().await;
+    let asleep = all_asleep(&zk).await;
+    let pehredar = broker_id(asleep.pehredar().unwrap());
+    let meta = client.refresh().await.unwrap();
+    let (partition, leader) = (0..3)
+        .find_map(|p| {
+            let leader = meta.topics["held"].partitions[&p].leader?;
+            (leader != pehredar).then_some((p, leader))
+        })
+        .expect("a partition led by a sleeper");
+    let metrics: SocketAddr = format!("127.0.0.1:{}", ports[&leader]).parse().unwrap();
+    let answered = || scrape_value(metrics, "pehra_broker_replica_fetches_answered_total", &[]);
+    // An observation window, not a wait for an event: what matters is what does not
+    // happen in it. Held for 400 ms, the Pehredar's fetches would be answered about
+    // seven times in three seconds.
+    let before = answered();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = answered() - before;
+    assert!(
+        during <= 1.0,
+        "the dormant leader answered {during} fetches in 3 s"
+    );
+    let view = wait_for(&zk, Duration::from_secs(1), "still asleep", |_| true).await;
+    assert_eq!(
+        view.role(&format!("broker-{leader}")),
+        Some(NodeRole::Dormant),
+        "the leader slept through the window"
+    );
+    let place = client
+        .produce(
+            "held",
+            partition,
+            &[record("to a dormant leader".into())],
+            Acks::All,
+            None,
+        )
+        .await
+        .expect("the produce is acknowledged")
+        .expect("acks all is answered");
+    let fetched = client
+        .fetch("held", partition, place.base_offset, 64 * 1024)
+        .await
+        .unwrap();
+    let records = records_from(&fetched, place.base_offset).unwrap();
+    assert_eq!(records[0].1.value, b"to a dormant leader");
 }
 
 /// The quiet lease: an idle broker that stays awake renews its zookeeper session once per

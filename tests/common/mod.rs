@@ -4,6 +4,7 @@
 
 pub mod aiocoap;
 pub mod ensemble;
+pub mod metrics;
 pub mod producer;
 pub mod provision;
 

@@ -3,7 +3,7 @@
 //! at a time, and appends what comes back exactly as the leader stored it.
 
 use super::partition::PartitionKey;
-use super::replica::MAX_WAIT;
+use super::replica::{FETCH_TIMEOUT, MAX_WAIT};
 use super::replica_actions::settle;
 use super::{lookup_any, State};
 use crate::replica::FetchPosition;
@@ -131,7 +131,22 @@ async fn run(
         let coap = Request::new(Method::Post, "replica")
             .with_payload(wire::encode(&request).expect("encodes"))
             .with_content_format(CONTENT_FORMAT_CBOR);
-        let answer = tokio::time::timeout(MAX_WAIT * 5, handle.request(addr, coap)).await;
+        // A dormant leader holds the fetch until it wakes or appends (up to
+        // `DORMANT_HOLD`): a new set of partitions or a new assignment (a new epoch, a
+        // leader that restarted) is not left waiting for it, the fetch is sent again.
+        let applied = state.assignment_applied.notified();
+        tokio::pin!(applied);
+        applied.as_mut().enable();
+        let answer = tokio::select! {
+            answer = tokio::time::timeout(FETCH_TIMEOUT, handle.request(addr, coap)) => answer,
+            changed = keys.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                continue;
+            }
+            _ = applied => continue,
+        };
         let progressed = match answer {
             Ok(Ok(response)) if response.code().is_success() => {
                 match decode_response::<ReplicaFetchResponse>(&response) {

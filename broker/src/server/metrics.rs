@@ -45,6 +45,8 @@ pub(crate) struct Metrics {
     pub handovers_rolled_back: Counter,
     /// Produces held during a warm handover's switchover (answered after it).
     pub handover_held_produces: Counter,
+    /// Followers' fetches this broker answered as a leader (empty ones too).
+    pub replica_fetches_answered: Counter,
     /// Each topic's four counters, found by name without allocating.
     topics: Arc<RwLock<HashMap<String, Arc<TopicCounters>>>>,
 }
@@ -76,6 +78,7 @@ impl Default for Metrics {
             handovers_given: Counter::default(),
             handovers_rolled_back: Counter::default(),
             handover_held_produces: Counter::default(),
+            replica_fetches_answered: Counter::default(),
             topics: Arc::default(),
         }
     }
@@ -211,6 +214,11 @@ impl Metrics {
             "pehra_broker_handover_held_produces",
             "Produces held during a warm handover's switchover and answered after it",
             self.handover_held_produces.clone(),
+        );
+        registry.register(
+            "pehra_broker_replica_fetches_answered",
+            "Followers' fetches answered by this broker as a leader, empty ones included (an idle leader holds one up to 400 ms, a dormant one until it wakes or appends)",
+            self.replica_fetches_answered.clone(),
         );
     }
 }

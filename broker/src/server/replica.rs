@@ -31,16 +31,34 @@ use tokio::time::Instant;
 /// so the answer rides in the ACK).
 pub(crate) const MAX_WAIT: Duration = Duration::from_millis(400);
 
-/// Handles a follower's fetch, holding it until something is new or `max_wait_ms` passed.
+/// How long a dormant leader holds a follower's fetch with nothing new: until it wakes or
+/// appends, at most this long (then as a separate response). Held for `MAX_WAIT` only, an
+/// awake follower (the Pehredar, a `--stay-awake` broker) woke a dormant leader 2.5 times a
+/// second (issue 19). Under the follower's [`FETCH_TIMEOUT`].
+pub(crate) const DORMANT_HOLD: Duration = Duration::from_secs(30);
+
+/// How long a follower waits for a fetch's answer: a dormant leader's hold and some.
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(35);
+
+/// Handles a follower's fetch, holding it until something is new or `max_wait_ms` passed
+/// (at most [`MAX_WAIT`]); a dormant leader holds it until it wakes or appends (at most
+/// [`DORMANT_HOLD`]).
 pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Responder) {
     let request: ReplicaFetchRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
         Err(response) => return responder.respond(response),
     };
     tokio::spawn(async move {
-        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT);
-        let deadline = tokio::time::Instant::now() + wait;
+        let mut asleep = state.asleep.subscribe();
+        let dormant = *asleep.borrow_and_update();
+        let wait = if dormant {
+            DORMANT_HOLD
+        } else {
+            Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT)
+        };
+        let mut deadline = tokio::time::Instant::now() + wait;
         let mut first = true;
+        let mut woke = false;
         loop {
             let notified = state.appended.notified();
             tokio::pin!(notified);
@@ -48,11 +66,19 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
             let (response, ready) = serve(&state, &request, first);
             first = false;
             if ready || tokio::time::Instant::now() >= deadline {
+                state.metrics.replica_fetches_answered.inc();
                 return responder.respond(cbor_response(Code::CONTENT, &response));
             }
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline) => {}
+                // Awake again: held as an awake leader holds it from now on, so the append
+                // that woke it (a produce) is answered at once, not after the follower's
+                // pause that follows an empty answer.
+                _ = asleep.wait_for(|a| !*a), if dormant && !woke => {
+                    woke = true;
+                    deadline = deadline.min(tokio::time::Instant::now() + MAX_WAIT);
+                }
             }
         }
     });
