@@ -22,6 +22,8 @@
 # cluster, each followed by one to the then awake cluster.
 #
 # Environment (defaults): WINDOW_S=60 SETTLE_S=15 IDLE_MS=2000 ALARM_MS=60000 ROUNDS=5 SKIP_BUILD=0
+# TOPIC_PARTITIONS=4 (a topic of that many partitions, RF 3, with 8 records, exists in the
+# window; 0: none, as before 2026-12-05)
 # SETTLE_S: the window starts this long after the cluster fell asleep, so that tokio's
 # idle blocking-pool threads (they exit 10 s after their last job) are gone before it: the
 # wakeups of a thread that exits inside the window would be lost from the count.
@@ -40,6 +42,7 @@ ALARM_MS="${ALARM_MS:-60000}"
 ROUNDS="${ROUNDS:-5}"
 SETTLE_S="${SETTLE_S:-15}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
+TOPIC_PARTITIONS="${TOPIC_PARTITIONS:-4}"
 ZK_JAR=/usr/share/java/zookeeper.jar
 TICKS=$(getconf CLK_TCK)
 
@@ -119,6 +122,24 @@ else
     log "skipping Apache ZooKeeper: not installed"
 fi
 
+# A topic in the window (TOPIC_PARTITIONS, RF 3, a few records): the dormant brokers lead
+# partitions that the awake ones (the Pehredar, broker 4) follow. Without one, the window
+# missed the awake followers' fetches to dormant leaders (README, 2026-12-05).
+if ((TOPIC_PARTITIONS > 0)); then
+    log "creating topic idle-window ($TOPIC_PARTITIONS partitions, RF 3) with 8 records"
+    deadline=$((SECONDS + 60))
+    until "$PEHRA" topic create idle-window --partitions "$TOPIC_PARTITIONS" --replication-factor 3 \
+        --zookeeper "$ZK" >"$WORK/topic.log" 2>&1; do
+        ((SECONDS < deadline)) || { cat "$WORK/topic.log" >&2; die "could not create the topic"; }
+        sleep 0.5
+    done
+    until printf 'r%d\n' 1 2 3 4 5 6 7 8 | "$PEHRA" produce idle-window --acks all \
+        --zookeeper "$ZK" >"$WORK/produce.log" 2>&1; do
+        ((SECONDS < deadline)) || { cat "$WORK/produce.log" >&2; die "could not produce to the topic"; }
+        sleep 0.5
+    done
+fi
+
 # Waits until the cluster sleeps; prints the Pehredar's and one sleeper's node names.
 log "waiting for every broker but the Pehredar and broker-4 to fall asleep"
 deadline=$((SECONDS + 120))
@@ -159,8 +180,8 @@ mkdir -p bench/results
 out="bench/results/pehra-$(date +%Y%m%d-%H%M%S).json"
 printf '\n%-36s %14s %18s\n' "process (idle)" "CPU ms/min" "wakeups/min" >&2
 {
-    printf '{\n  "git_rev": "%s",\n  "window_s": %s, "idle_ms": %s, "alarm_ms": %s,\n  "idle": {' \
-        "$(git rev-parse --short HEAD)" "$WINDOW_S" "$IDLE_MS" "$ALARM_MS"
+    printf '{\n  "git_rev": "%s",\n  "window_s": %s, "idle_ms": %s, "alarm_ms": %s, "topic_partitions": %s,\n  "idle": {' \
+        "$(git rev-parse --short HEAD)" "$WINDOW_S" "$IDLE_MS" "$ALARM_MS" "$TOPIC_PARTITIONS"
     sep=""
     for n in "${SAMPLED[@]}"; do
         cpu=$(( ($(proc_cpu_ticks "${PID_OF[$n]}") - CPU0[$n]) * 1000 / TICKS ))

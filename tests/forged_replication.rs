@@ -97,6 +97,7 @@ fn forged_fetch(replica: u32, leader_epoch: u32, offset: u64) -> Vec<u8> {
             offset,
             leader_epoch,
             last_fetched_epoch: None,
+            high_watermark: None,
         }],
     })
     .unwrap()

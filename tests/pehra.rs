@@ -506,79 +506,91 @@ async fn a_produce_to_a_sleeping_cluster_is_acknowledged_and_readable() {
     .await;
 }
 
-/// A dormant leader is not woken by its awake followers: the Pehredar follows the
-/// partitions the sleepers lead, and a dormant leader holds its fetch until it wakes or
-/// appends (an awake leader answers an empty one after 400 ms, which woke a dormant
-/// leader two and a half times a second per awake follower). A produce still wakes it,
-/// and the held fetch brings the record to the Pehredar at once.
+/// An idle leader is not woken by its followers' fetches, dormant or awake: the awake
+/// brokers (the Pehredar, `--stay-awake` ones) follow every partition they hold, and a
+/// leader holds a follower's fetch until it appends (30 s at most). Held for 400 ms, as
+/// before, each awake follower woke each of its leaders (dormant ones too) two and a half
+/// times a second. A produce still wakes a dormant leader, and the held fetches bring
+/// its record to the followers at once (acks=all is answered).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dormant_leader_holds_its_awake_followers_fetch_until_it_wakes() {
-    // Alarms far apart: nothing but the followers' fetches could wake a sleeper here.
-    let ports: BTreeMap<u32, String> = (1..=3)
+async fn idle_leaders_hold_their_followers_fetches_dormant_or_awake() {
+    // Four brokers, 3 and 4 never sleeping: whoever is Pehredar, at least two are awake
+    // and one is dormant. Alarms far apart: no alarm wakes a sleeper inside the window.
+    let ports: BTreeMap<u32, String> = (1..=4)
         .map(|id| (id, free_tcp_port().to_string()))
         .collect();
     let flags: BTreeMap<u32, Vec<&str>> = ports
         .iter()
         .map(|(&id, port)| {
-            (
-                id,
-                vec!["--alarm-interval-ms", "60000", "--metrics-listen", port],
-            )
+            let mut f = vec!["--alarm-interval-ms", "60000", "--metrics-listen", port];
+            if id >= 3 {
+                f.push("--stay-awake");
+            }
+            (id, f)
         })
         .collect();
     let extra: Vec<(u32, &[&str])> = flags.iter().map(|(&id, f)| (id, f.as_slice())).collect();
-    let c = start_cluster("pehra-dormant-leader", LONG_TERMS, 3, &extra);
+    let c = start_cluster("pehra-idle-leaders", LONG_TERMS, 4, &extra);
     let client = ClusterClient::connect(c.zk_addr).await.unwrap();
-    client.create_topic("held", 3, 3).await.unwrap();
+    client.create_topic("held", 4, 3).await.unwrap();
     client
         .wait_for_leaders("held", Duration::from_secs(20))
         .await
         .unwrap();
     let zk = c.zk().await;
     let asleep = all_asleep(&zk).await;
-    let pehredar = broker_id(asleep.pehredar().unwrap());
+    let dormant: BTreeSet<u32> = asleep
+        .nodes
+        .values()
+        .filter(|s| s.role == NodeRole::Dormant)
+        .map(|s| broker_id(&s.node))
+        .collect();
     let meta = client.refresh().await.unwrap();
-    let (partition, leader) = (0..3)
-        .find_map(|p| {
-            let leader = meta.topics["held"].partitions[&p].leader?;
-            (leader != pehredar).then_some((p, leader))
-        })
-        .expect("a partition led by a sleeper");
-    let metrics: SocketAddr = format!("127.0.0.1:{}", ports[&leader]).parse().unwrap();
-    let answered = || scrape_value(metrics, "pehra_broker_replica_fetches_answered_total", &[]);
-    // An observation window, not a wait for an event: what matters is what does not
-    // happen in it. Held for 400 ms, the Pehredar's fetches would be answered about
-    // seven times in three seconds.
-    let before = answered();
-    tokio::time::sleep(Duration::from_secs(3)).await;
-    let during = answered() - before;
+    let leaders: BTreeMap<u32, u32> = (0..4)
+        .filter_map(|p| Some((p, meta.topics["held"].partitions[&p].leader?)))
+        .collect();
     assert!(
-        during <= 1.0,
-        "the dormant leader answered {during} fetches in 3 s"
+        leaders.values().any(|l| dormant.contains(l)),
+        "a dormant broker leads a partition (dormant: {dormant:?}, leaders: {leaders:?})"
     );
-    let view = wait_for(&zk, Duration::from_secs(1), "still asleep", |_| true).await;
-    assert_eq!(
-        view.role(&format!("broker-{leader}")),
-        Some(NodeRole::Dormant),
-        "the leader slept through the window"
+    let answered = |id: u32| {
+        let addr: SocketAddr = format!("127.0.0.1:{}", ports[&id]).parse().unwrap();
+        scrape_value(addr, "pehra_broker_replica_fetches_answered_total", &[])
+    };
+    let all_answered = || (1..=4).map(answered).sum::<f64>();
+    // An observation window, not a wait for an event: what matters is what does not
+    // happen in it. Held for 400 ms, the awake followers' fetches would be answered
+    // dozens of times in three seconds.
+    let before = all_answered();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let during = all_answered() - before;
+    assert!(
+        during <= 2.0,
+        "idle leaders answered {during} fetches in 3 s (dormant: {dormant:?}, leaders: {leaders:?})"
     );
-    let place = client
-        .produce(
-            "held",
-            partition,
-            &[record("to a dormant leader".into())],
-            Acks::All,
-            None,
-        )
-        .await
-        .expect("the produce is acknowledged")
-        .expect("acks all is answered");
-    let fetched = client
-        .fetch("held", partition, place.base_offset, 64 * 1024)
-        .await
-        .unwrap();
-    let records = records_from(&fetched, place.base_offset).unwrap();
-    assert_eq!(records[0].1.value, b"to a dormant leader");
+    let view = wait_for(&zk, Duration::from_secs(1), "a view", |_| true).await;
+    for id in &dormant {
+        assert_eq!(
+            view.role(&format!("broker-{id}")),
+            Some(NodeRole::Dormant),
+            "broker {id} slept through the window"
+        );
+    }
+    // A produce to every partition, dormant leaders' too: acknowledged by all in sync.
+    for (&partition, leader) in &leaders {
+        let value = format!("to partition {partition} led by {leader}");
+        let place = client
+            .produce("held", partition, &[record(value.clone())], Acks::All, None)
+            .await
+            .expect("the produce is acknowledged")
+            .expect("acks all is answered");
+        let fetched = client
+            .fetch("held", partition, place.base_offset, 64 * 1024)
+            .await
+            .unwrap();
+        let records = records_from(&fetched, place.base_offset).unwrap();
+        assert_eq!(records[0].1.value, value.as_bytes());
+    }
 }
 
 /// The quiet lease: an idle broker that stays awake renews its zookeeper session once per

@@ -233,6 +233,42 @@ fn killing_the_leader_under_acks_all_loses_nothing() {
     });
 }
 
+/// A follower learns of a commit soon although nothing more is written: a leader holds an
+/// idle follower's fetch up to 30 s (so that idle leaders are not woken for nothing), but
+/// not when the follower's high watermark is behind its own. The followers' checkpoints
+/// (which say what a replica must have before it may lead) show the acknowledged record
+/// within seconds; with every fetch held 30 s they would not for half a minute.
+#[test]
+fn followers_learn_of_a_commit_soon_with_nothing_more_written() {
+    let cluster = Cluster::start("repl-commit-notice");
+    runtime().block_on(async {
+        let client = ClusterClient::connect(cluster.zk.addr).await.unwrap();
+        create_topic(&client).await;
+        client
+            .produce(TOPIC, 0, &[record(0)], Acks::All, None)
+            .await
+            .unwrap()
+            .unwrap();
+        let leader = current_state(&client).await.leader.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for follower in (1..=3).filter(|&id| id != leader) {
+            let file = cluster
+                .dir
+                .path()
+                .join(format!("broker-{follower}/{TOPIC}-0/high-watermark"));
+            // Polled: a file has no event to wait for.
+            while std::fs::read_to_string(&file).ok().as_deref() != Some("pehra-hw 1 1\n") {
+                assert!(
+                    Instant::now() < deadline,
+                    "follower {follower} did not learn of the commit: {:?}",
+                    std::fs::read_to_string(&file)
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    });
+}
+
 /// Sessions far longer than any wait below: a failover inside them is the clients' report.
 const LONG_SESSION_FLAGS: &[&str] = &[
     "--session-timeout-ms",

@@ -168,6 +168,7 @@ async fn a_plain_socket_can_do_nothing() {
             offset: u64::MAX,
             leader_epoch: u32::MAX,
             last_fetched_epoch: None,
+            high_watermark: None,
         }],
     };
     for id in 1..=3 {
@@ -273,6 +274,7 @@ async fn authenticated_identities_may_do_only_what_their_role_allows() {
             offset: 0,
             leader_epoch: state.leader_epoch,
             last_fetched_epoch: None,
+            high_watermark: None,
         }],
     };
     let leader_addr = c.addr(leader);

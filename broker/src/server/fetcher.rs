@@ -3,7 +3,7 @@
 //! at a time, and appends what comes back exactly as the leader stored it.
 
 use super::partition::PartitionKey;
-use super::replica::{FETCH_TIMEOUT, MAX_WAIT};
+use super::replica::{FETCH_TIMEOUT, IDLE_HOLD};
 use super::replica_actions::settle;
 use super::{lookup_any, State};
 use crate::replica::FetchPosition;
@@ -124,15 +124,14 @@ async fn run(
         }
         let request = ReplicaFetchRequest {
             replica: state.id,
-            max_wait_ms: MAX_WAIT.as_millis() as u32,
+            max_wait_ms: IDLE_HOLD.as_millis() as u32,
             max_bytes: state.replica_fetch_bytes as u32,
             partitions,
         };
         let coap = Request::new(Method::Post, "replica")
             .with_payload(wire::encode(&request).expect("encodes"))
             .with_content_format(CONTENT_FORMAT_CBOR);
-        // A dormant leader holds the fetch until it wakes or appends (up to
-        // `DORMANT_HOLD`): a new set of partitions or a new assignment (a new epoch, a
+        // The leader holds the fetch until it appends (up to `IDLE_HOLD`): a new set of partitions or a new assignment (a new epoch, a
         // leader that restarted) is not left waiting for it, the fetch is sent again.
         let applied = state.assignment_applied.notified();
         tokio::pin!(applied);
@@ -186,6 +185,7 @@ fn positions(
             let p = lookup_any(state, &key.0, key.1)?;
             let mut p = p.lock().expect("lock");
             let position = p.replica.fetch_position(leader);
+            let high_watermark = p.replica.high_watermark();
             settle(state, key, p);
             let position = position?;
             Some(ReplicaFetchPartition {
@@ -194,6 +194,7 @@ fn positions(
                 offset: position.offset,
                 leader_epoch: position.leader_epoch,
                 last_fetched_epoch: position.last_fetched_epoch,
+                high_watermark: Some(high_watermark),
             })
         })
         .collect()
@@ -234,12 +235,20 @@ fn apply(
             last_fetched_epoch: asked.last_fetched_epoch,
         };
         let mut p = partition.lock().expect("lock");
+        let durable_hw = p.replica.durable_hw();
         match p.replica.handle_leader_data(leader, position, data) {
             Ok(true) => {}
             Ok(false) => progressed = false,
             Err(e) => {
                 tracing::error!(topic = %key.0, partition = key.1, error = %e, "replicating")
             }
+        }
+        if p.replica.durable_hw() != durable_hw {
+            // A commit learned (with no batch, as the last answer of a burst brings it):
+            // the flusher checkpoints it. Before, only answers with batches woke it, so a
+            // follower's checkpoint stayed one answer behind: its last acknowledged records
+            // were not counted as ones it must have before it may lead.
+            state.unflushed.notify_one();
         }
         settle(state, &key, p);
     }

@@ -27,44 +27,43 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The longest a leader holds a fetch with nothing new (under the CoAP piggyback window,
-/// so the answer rides in the ACK).
-pub(crate) const MAX_WAIT: Duration = Duration::from_millis(400);
+/// The longest a leader holds a follower's fetch with nothing new: until it appends,
+/// at most this long (then as a separate CoAP response, after an empty ACK). A leader
+/// once held one 400 ms (so that the answer rode in the ACK): each awake follower then
+/// woke each of its leaders 2.5 times a second, dormant ones included (420–460 wakeups a
+/// minute for a dormant broker, issue 19). Holding costs no latency: an append answers
+/// the held fetch at once. Under the follower's [`FETCH_TIMEOUT`].
+pub(crate) const IDLE_HOLD: Duration = Duration::from_secs(30);
 
-/// How long a dormant leader holds a follower's fetch with nothing new: until it wakes or
-/// appends, at most this long (then as a separate response). Held for `MAX_WAIT` only, an
-/// awake follower (the Pehredar, a `--stay-awake` broker) woke a dormant leader 2.5 times a
-/// second (issue 19). Under the follower's [`FETCH_TIMEOUT`].
-pub(crate) const DORMANT_HOLD: Duration = Duration::from_secs(30);
+/// How long a leader holds a fetch from a follower whose high watermark is behind its
+/// own with nothing else new: the follower learns of a commit this soon (as when every
+/// fetch was held this long), or sooner with the next append.
+pub(crate) const COMMIT_NOTICE: Duration = Duration::from_millis(400);
 
-/// How long a follower waits for a fetch's answer: a dormant leader's hold and some.
+/// How long a follower waits for a fetch's answer: the leader's hold and some.
 pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(35);
 
 /// Handles a follower's fetch, holding it until something is new or `max_wait_ms` passed
-/// (at most [`MAX_WAIT`]); a dormant leader holds it until it wakes or appends (at most
-/// [`DORMANT_HOLD`]).
+/// (at most [`IDLE_HOLD`]).
 pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Responder) {
     let request: ReplicaFetchRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
         Err(response) => return responder.respond(response),
     };
     tokio::spawn(async move {
-        let mut asleep = state.asleep.subscribe();
-        let dormant = *asleep.borrow_and_update();
-        let wait = if dormant {
-            DORMANT_HOLD
-        } else {
-            Duration::from_millis(u64::from(request.max_wait_ms)).min(MAX_WAIT)
-        };
-        let mut deadline = tokio::time::Instant::now() + wait;
+        let arrived = tokio::time::Instant::now();
+        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(IDLE_HOLD);
+        let mut deadline = arrived + wait;
         let mut first = true;
-        let mut woke = false;
         loop {
             let notified = state.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (response, ready) = serve(&state, &request, first);
             first = false;
+            if behind_on_commits(&request, &response) {
+                deadline = deadline.min(arrived + COMMIT_NOTICE.min(wait));
+            }
             if ready || tokio::time::Instant::now() >= deadline {
                 state.metrics.replica_fetches_answered.inc();
                 return responder.respond(cbor_response(Code::CONTENT, &response));
@@ -72,16 +71,23 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
             tokio::select! {
                 _ = notified => {}
                 _ = tokio::time::sleep_until(deadline) => {}
-                // Awake again: held as an awake leader holds it from now on, so the append
-                // that woke it (a produce) is answered at once, not after the follower's
-                // pause that follows an empty answer.
-                _ = asleep.wait_for(|a| !*a), if dormant && !woke => {
-                    woke = true;
-                    deadline = deadline.min(tokio::time::Instant::now() + MAX_WAIT);
-                }
             }
         }
     });
+}
+
+/// Whether the follower's high watermark is behind the leader's for a partition it asked
+/// for (so it should hear of the commit soon).
+fn behind_on_commits(request: &ReplicaFetchRequest, response: &ReplicaFetchResponse) -> bool {
+    request
+        .partitions
+        .iter()
+        .zip(&response.partitions)
+        .any(|(asked, data)| {
+            asked
+                .high_watermark
+                .is_some_and(|hw| data.high_watermark > hw)
+        })
 }
 
 /// Builds the answer; `true` if it carries anything worth answering at once (batches,

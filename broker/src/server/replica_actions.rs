@@ -40,6 +40,9 @@ pub(crate) fn run_actions(state: &Arc<State>, key: &PartitionKey, actions: Vec<A
                 state.unflushed.notify_one();
             }
             Action::HighWatermark { hw, log_end } => {
+                // A commit: held follower fetches look again (one that is behind it is
+                // answered within `replica::COMMIT_NOTICE`).
+                state.appended.notify_waiters();
                 state.notify_partition(&key.0, key.1, hw, log_end)
             }
             Action::ChangeIsr { epoch, change } => {

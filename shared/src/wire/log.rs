@@ -255,6 +255,11 @@ pub struct ReplicaFetchPartition {
     /// there (leader-epoch based truncation, as Kafka's KIP-320).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_fetched_epoch: Option<u32>,
+    /// The follower's high watermark (`None`, omitted, from a follower that does not
+    /// say): a leader whose own is higher does not hold the fetch long, so the follower
+    /// learns of a commit soon even when nothing more is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub high_watermark: Option<u64>,
 }
 
 /// Body of the answer to a [`ReplicaFetchRequest`].

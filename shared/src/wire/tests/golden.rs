@@ -216,8 +216,8 @@ golden!(replica_fetch_request: ReplicaFetchRequest = ReplicaFetchRequest {
     max_wait_ms: 500,
     max_bytes: 32_768,
     partitions: vec![
-        ReplicaFetchPartition { topic: s("temps"), partition: 3, offset: 4096, leader_epoch: 4, last_fetched_epoch: Some(3) },
-        ReplicaFetchPartition { topic: s("temps"), partition: 0, offset: 0, leader_epoch: 1, last_fetched_epoch: None },
+        ReplicaFetchPartition { topic: s("temps"), partition: 3, offset: 4096, leader_epoch: 4, last_fetched_epoch: Some(3), high_watermark: None },
+        ReplicaFetchPartition { topic: s("temps"), partition: 0, offset: 0, leader_epoch: 1, last_fetched_epoch: None, high_watermark: None },
     ],
 }, "a4677265706c696361026b6d61785f776169745f6d731901f4696d61785f62797465731980006a706172746974696f6e7382a565746f7069636574656d707369706172746974696f6e03666f66667365741910006c6c65616465725f65706f636804726c6173745f666574636865645f65706f636803a465746f7069636574656d707369706172746974696f6e00666f6666736574006c6c65616465725f65706f636801");
 golden!(replica_fetch_response: ReplicaFetchResponse = ReplicaFetchResponse {
