@@ -273,6 +273,9 @@ impl<S: Socket> Driver<S> {
             Command::Discard(id) => {
                 self.engine.discard(now, id);
             }
+            Command::Acknowledge(id) => {
+                self.engine.acknowledge(now, id);
+            }
             Command::Notify {
                 resource,
                 response,

@@ -34,6 +34,8 @@ pub(crate) enum Command {
         sent: oneshot::Sender<()>,
     },
     Discard(IncomingId),
+    /// Acknowledge a request now, its response to follow separately.
+    Acknowledge(IncomingId),
     Respond {
         id: IncomingId,
         response: Response,
@@ -207,6 +209,11 @@ impl Handle {
     /// Ends a request taken by a deferred route without answering it.
     pub(crate) fn discard(&self, id: IncomingId) {
         let _ = self.send(Command::Discard(id));
+    }
+
+    /// Acknowledges a request taken by a deferred route now (its answer follows later).
+    pub(crate) fn acknowledge(&self, id: IncomingId) {
+        let _ = self.send(Command::Acknowledge(id));
     }
 
     /// Notifies every observer of `resource` without waiting to hear how many there

@@ -36,6 +36,16 @@ impl Responder {
 }
 
 impl Responder {
+    /// Acknowledges a CON request now with an empty ACK (RFC 7252 §5.2.2), for a handler
+    /// that will hold it longer than the piggyback window (a long poll): the endpoint
+    /// then need not wake at the window's end to send that ACK. The answer follows as a
+    /// separate response.
+    pub fn acknowledge(&self) {
+        if let Some(handle) = &self.handle {
+            handle.acknowledge(self.id);
+        }
+    }
+
     /// Ends the request without a response (for a NON request such as an `acks=0`
     /// publish; a CON request still gets its empty ACK).
     pub fn discard(mut self) {

@@ -131,6 +131,24 @@ impl<A: PeerAddress> Engine<A> {
         true
     }
 
+    /// Acknowledges a received CON request now with an empty ACK, its response to follow
+    /// as a separate CON (RFC 7252 §5.2.2), instead of when the piggyback window ends:
+    /// for a handler that knows it will hold the request long (a long poll), so the
+    /// server does not wake again at that deadline only to send the ACK. Returns `false`
+    /// for an unknown or answered id, a NON request, or one acknowledged already.
+    pub fn acknowledge(&mut self, now: Instant, id: IncomingId) -> bool {
+        self.tick(now);
+        let pending = self
+            .incoming
+            .get(&id)
+            .is_some_and(|incoming| incoming.con && !incoming.acked);
+        if pending {
+            self.acknowledge_slow_request(id);
+            self.drop_settled_piggyback_deadlines();
+        }
+        pending
+    }
+
     /// Sends `response` as a notification to every observer of `resource` (a request's
     /// [`Request::resource_key`]) and returns how many there were. A non-success
     /// response ends the observations (RFC 7641 §3.2). Notifications go NON, and CON at
@@ -280,8 +298,12 @@ impl<A: PeerAddress> Engine<A> {
                 Seen::Answered(None) => {}
                 Seen::InProgress(id) => {
                     // The handler is still running and the client is retrying: acknowledge
-                    // now; the response follows as a separate CON.
-                    if con {
+                    // now (again, if our empty ACK was lost: RFC 7252 §4.5 acknowledges
+                    // each copy); the response follows as a separate CON.
+                    let acked = self.incoming.get(&IncomingId(id)).is_some_and(|i| i.acked);
+                    if con && acked {
+                        self.acknowledge_again(IncomingId(id));
+                    } else if con {
                         self.acknowledge_slow_request(IncomingId(id));
                     }
                 }
@@ -1122,6 +1144,17 @@ impl<A: PeerAddress> Engine<A> {
                 }
             }
         }
+    }
+
+    /// A copy of a request acknowledged before: its empty ACK again (the first may have
+    /// been lost, and the client would retransmit until it gave up).
+    fn acknowledge_again(&mut self, id: IncomingId) {
+        let Some(incoming) = self.incoming.get(&id) else {
+            return;
+        };
+        let (peer, mid) = (incoming.peer, incoming.mid);
+        let ack = Self::empty_message(MessageType::Acknowledgement, mid);
+        self.transmit(peer, ack);
     }
 
     /// A handler is taking long (or the client retried): send an empty ACK so the

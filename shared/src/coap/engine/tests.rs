@@ -398,6 +398,70 @@ fn discarded_non_request_gets_nothing_and_con_gets_an_empty_ack() {
 }
 
 #[test]
+fn a_long_poll_acknowledged_at_once_leaves_no_piggyback_deadline() {
+    let mut server = Engine::new(Config::default(), [9; 32]);
+    let now = Instant::ZERO;
+    let non = Engine::<u8>::encode(
+        Request::post("/p").packet().clone(),
+        MessageType::NonConfirmable,
+        1,
+        b"n",
+    );
+    server.handle_datagram(now, CLIENT, &non);
+    let Some(Event::Request(req)) = server.poll_event() else {
+        panic!()
+    };
+    assert!(
+        !server.acknowledge(now, req.id),
+        "a NON request gets no ACK"
+    );
+    assert_eq!(server.poll_transmit(), None);
+    let con = Engine::<u8>::encode(
+        Request::post("/p").packet().clone(),
+        MessageType::Confirmable,
+        2,
+        b"c",
+    );
+    server.handle_datagram(now, CLIENT, &con);
+    let Some(Event::Request(req)) = server.poll_event() else {
+        panic!()
+    };
+    assert!(server.poll_timeout().is_some(), "the piggyback window runs");
+    assert!(server.acknowledge(now, req.id));
+    let ack = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        (
+            ack.header.get_type(),
+            Code(ack.header.code.into()),
+            ack.header.message_id
+        ),
+        (MessageType::Acknowledgement, Code::EMPTY, 2)
+    );
+    assert_eq!(server.poll_timeout(), None, "nothing left to wake for");
+    assert!(!server.acknowledge(now, req.id), "acknowledged once");
+    // A retransmission of the request (our ACK was lost) is acknowledged again, once,
+    // and not handled again (RFC 7252 §4.5).
+    server.handle_datagram(now, CLIENT, &con);
+    assert_eq!(server.poll_event(), None);
+    let again = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(
+        (
+            again.header.get_type(),
+            Code(again.header.code.into()),
+            again.header.message_id
+        ),
+        (MessageType::Acknowledgement, Code::EMPTY, 2)
+    );
+    assert_eq!(server.poll_transmit(), None, "one ACK per copy");
+    // The answer, much later, goes as a separate CON.
+    let later = now + Duration::from_secs(30);
+    while server.poll_transmit().is_some() {}
+    assert!(server.respond(later, req.id, Response::new(Code::CONTENT)));
+    let separate = Packet::from_bytes(&server.poll_transmit().unwrap().bytes).unwrap();
+    assert_eq!(separate.header.get_type(), MessageType::Confirmable);
+}
+
+#[test]
 fn send_non_transmits_once_and_keeps_nothing() {
     let mut net = Net::new(Config::default());
     let now = net.now;
