@@ -607,6 +607,9 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
                 leader.adding = None;
             }
         }
+        if known {
+            self.add_next_caught_up();
+        }
     }
 
     /// The zookeeper's answer to an [`Action::CheckEpoch`]. Returns whether to ask again
@@ -956,18 +959,59 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
         });
     }
 
-    /// A follower fetched at `offset` in the current epoch. Returns whether it should
-    /// now join the in-sync set (it is not in it and has caught up).
-    fn record_fetch(&mut self, replica: u32, offset: u64, now: Instant) -> bool {
-        let leader_end = self.log.log_end_offset();
-        let hw = self.high_watermark;
-        let epoch_start = self.leader.as_ref().map_or(0, |leader| {
+    /// Where this leader's epoch begins in its log (0 if it wrote nothing in it yet).
+    fn epoch_start(&self) -> u64 {
+        self.leader.as_ref().map_or(0, |leader| {
             self.log
                 .epoch_start_offsets()
                 .iter()
                 .find(|(e, _)| *e == leader.epoch)
                 .map_or(0, |(_, start)| *start)
-        });
+        })
+    }
+
+    /// Whether a follower last seen at `offset` may join the in-sync set: a replica not
+    /// in it that has every committed record of this epoch.
+    fn may_join(&self, replica: u32, offset: u64) -> bool {
+        !self.meta.isr.contains(&replica)
+            && self.meta.replicas.contains(&replica)
+            && offset >= self.high_watermark
+            && offset >= self.epoch_start()
+    }
+
+    /// An in-sync set change just settled: a follower that caught up while it was being
+    /// written (its fetch came while the change was pending, so it was not added then)
+    /// is added now, from the progress its last fetch showed, rather than at its next
+    /// fetch (which an idle leader holds for up to 30 s).
+    fn add_next_caught_up(&mut self) {
+        let Some(leader) = self.leader.as_ref() else {
+            return;
+        };
+        if leader.isr_change_pending || leader.adding.is_some() {
+            return;
+        }
+        let next = leader
+            .followers
+            .iter()
+            .filter_map(|(&r, p)| Some((r, p.log_end?)))
+            .find(|&(r, end)| self.may_join(r, end))
+            .map(|(r, _)| r);
+        if let (Some(replica), Some(leader)) = (next, self.leader.as_mut()) {
+            leader.isr_change_pending = true;
+            leader.adding = Some(replica);
+            let epoch = leader.epoch;
+            self.actions.push_back(Action::ChangeIsr {
+                epoch,
+                change: IsrChange::Add(replica),
+            });
+        }
+    }
+
+    /// A follower fetched at `offset` in the current epoch. Returns whether it should
+    /// now join the in-sync set (it is not in it and has caught up).
+    fn record_fetch(&mut self, replica: u32, offset: u64, now: Instant) -> bool {
+        let leader_end = self.log.log_end_offset();
+        let may_join = self.may_join(replica, offset);
         let Some(leader) = self.leader.as_mut() else {
             return false;
         };
@@ -983,11 +1027,7 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
         progress.log_end = Some(offset.min(leader_end));
         progress.last_fetch_at = now;
         progress.leader_end_at_last_fetch = leader_end;
-        !self.meta.isr.contains(&replica)
-            && self.meta.replicas.contains(&replica)
-            && offset >= hw
-            && offset >= epoch_start
-            && !leader.isr_change_pending
+        may_join && !leader.isr_change_pending
     }
 
     /// The leader is about to append: every follower that has everything so far was

@@ -118,6 +118,57 @@ fn acks_all_is_answered_when_every_in_sync_follower_has_the_batch_and_never_befo
     assert_eq!(leader.log().log_end_offset(), 1);
 }
 
+/// Two followers catch up together: the second one's fetch comes while the first one's
+/// addition is being written, so it is not added then; it is added as soon as that write
+/// settles, not at its next fetch (an idle leader holds that one up to 30 s: tests/
+/// handover.rs once waited 30 s in vain for a full in-sync set).
+#[test]
+fn a_follower_that_caught_up_during_another_addition_is_added_after_it() {
+    let tmp = tempfile::tempdir().unwrap();
+    let t0 = Instant::from_millis(1000);
+    let mut leader = open(tmp.path(), 1, meta(1, 1, &[1]), 0, 0);
+    leader.handle_assignment(t0, meta(1, 1, &[1]), 1, 2);
+    let fetch = |replica| FollowerFetch {
+        replica,
+        leader_epoch: 1,
+        offset: 0,
+        last_fetched_epoch: None,
+        first: true,
+    };
+    let adds = |actions: &[Action<u32>]| -> Vec<u32> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Action::ChangeIsr {
+                    change: IsrChange::Add(r),
+                    ..
+                } => Some(*r),
+                _ => None,
+            })
+            .collect()
+    };
+    leader.handle_follower_fetch(t0, fetch(2));
+    assert_eq!(adds(&actions(&mut leader)), [2]);
+    leader.handle_follower_fetch(t0 + MS, fetch(3));
+    assert_eq!(
+        adds(&actions(&mut leader)),
+        Vec::<u32>::new(),
+        "one change at a time"
+    );
+    leader.handle_isr_written(t0 + 2 * MS, IsrWritten::Changed(meta(1, 1, &[1, 2]), 2));
+    assert_eq!(
+        adds(&actions(&mut leader)),
+        [3],
+        "the next one, without a fetch"
+    );
+    leader.handle_isr_written(t0 + 3 * MS, IsrWritten::Changed(meta(1, 1, &[1, 2, 3]), 3));
+    assert_eq!(
+        adds(&actions(&mut leader)),
+        Vec::<u32>::new(),
+        "all in sync"
+    );
+}
+
 #[test]
 fn a_produce_is_refused_without_enough_in_sync_replicas_or_in_another_epoch() {
     let tmp = tempfile::tempdir().unwrap();
