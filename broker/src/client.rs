@@ -380,22 +380,50 @@ impl ClusterClient {
         let Some(&first) = zookeepers.first() else {
             return Err(ClientError::Invalid("no zookeeper address given".into()));
         };
-        let coap = Config {
+        let coap = Self::coap_config();
+        let zk =
+            Client::without_session_any(zookeepers, coap.clone(), credentials.as_deref()).await?;
+        Self::start(Arc::new(zk), first, coap, credentials).await
+    }
+
+    /// A cluster client whose metadata reads and watches go through `zk`, a client the
+    /// caller has already (a broker's session client: its watches are kept by the session
+    /// and cost no polling, where a client without a session asks the zookeeper for its
+    /// incarnation every 5 s per watch to notice a restart).
+    pub async fn over_zookeeper(
+        zk: Arc<Client>,
+        zookeeper: SocketAddr,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<ClusterClient, ClientError> {
+        Self::start(zk, zookeeper, Self::coap_config(), credentials).await
+    }
+
+    /// The CoAP settings of a cluster client's endpoints.
+    fn coap_config() -> Config {
+        Config {
             nstart: 32,
             ack_timeout: std::time::Duration::from_millis(500),
             max_retransmit: 6,
             max_payload: crate::limits::BROKER_MAX_PAYLOAD,
             ..Config::default()
-        };
-        let zk =
-            Client::without_session_any(zookeepers, coap.clone(), credentials.as_deref()).await?;
-        let local = pehra_shared::driver::any_local_for(first);
+        }
+    }
+
+    /// Opens the brokers' endpoint (on a local address that reaches `zookeeper`) and
+    /// loads the metadata through `zk`.
+    async fn start(
+        zk: Arc<Client>,
+        zookeeper: SocketAddr,
+        coap: Config,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<ClusterClient, ClientError> {
+        let local = pehra_shared::driver::any_local_for(zookeeper);
         let endpoint = Endpoint::bind(local, coap, Router::new())
             .await
             .map_err(|e| ClientError::Invalid(format!("cannot open a UDP socket: {e}")))?;
         let metadata = Metadata::load(&zk).await?;
         Ok(ClusterClient {
-            zk: Arc::new(zk),
+            zk,
             endpoint,
             metadata: std::sync::Arc::new(Mutex::new(metadata)),
             epochs: Mutex::default(),
@@ -520,14 +548,15 @@ impl ClusterClient {
     /// controller has given each of its partitions a leader (a read on the request's
     /// path waited for the zookeeper's fsync of the write the same request caused: the
     /// first produce to a new topic in a sleeping cluster took 10–15 ms instead of 2).
-    /// The watch goes through `watcher`, a client with a session (a watch of a client
-    /// without one asks the zookeeper for its incarnation every few seconds, to notice a
-    /// restart: wake-ups an idle broker must not pay). Runs until the watch ends.
-    pub async fn follow_topics(&self, watcher: &Client) -> Result<(), ClientError> {
+    /// Meant for a client made [`over_zookeeper`](Self::over_zookeeper) a session client
+    /// (a watch of a client without one asks the zookeeper for its incarnation every few
+    /// seconds, to notice a restart: wake-ups an idle broker must not pay). Runs until
+    /// the watch ends.
+    pub async fn follow_topics(&self) -> Result<(), ClientError> {
         /// How often a new topic is read again while a partition has no leader yet, and
         /// for how long at most.
         const UNTIL_LED: (std::time::Duration, u32) = (std::time::Duration::from_millis(100), 50);
-        let mut watch = watcher.watch_children(TOPICS).await?;
+        let mut watch = self.zk.watch_children(TOPICS).await?;
         while let Some(event) = watch.next().await {
             let names = match event {
                 Ok(pehra_zookeeper::WatchEvent::Children(c)) => c.children,

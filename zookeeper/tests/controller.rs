@@ -559,7 +559,7 @@ async fn healthy_pair(zk: &Zk, topic: &str) -> ([Client; 2], Client, PartitionMe
 }
 
 /// With nothing to do, the controller and its warm-handover driver read nothing: they
-/// wait on watches (a safety resync every 30 s). The warm driver read 7 znodes of its
+/// wait on watches (a safety resync every 5 minutes). The warm driver read 7 znodes of its
 /// own zookeeper every second (issue 19: an idle zookeeper's wake-ups). The sleeps are
 /// the thing under test: time passing without work.
 #[tokio::test]

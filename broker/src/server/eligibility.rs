@@ -73,16 +73,13 @@ pub(crate) async fn publish(zk: Arc<Client>, state: Arc<State>) {
             tokio::time::sleep(std::time::Duration::from_secs(1)).await;
             state.eligibility_changed.notify_one();
         }
-        if super::pehra::is_asleep(&state) {
-            // Dormant: no periodic comparison (its zookeeper round trip and the timer
-            // steps before it were most of a sleeping broker's wakeups, issue 19); a
-            // signal still reports at once, and waking up compares.
-            tokio::select! {
-                () = changed => {}
-                () = super::pehra::awake(&state) => {}
-            }
-        } else {
-            let _ = tokio::time::timeout(RESYNC, changed).await;
+        // Dormant: no periodic comparison (its zookeeper round trip and the timer steps
+        // before it were most of a sleeping broker's wakeups, issue 19), also when it
+        // fell asleep during the period; a signal still reports at once, and waking up
+        // compares.
+        tokio::select! {
+            () = changed => {}
+            () = super::pehra::awake_period(&state.asleep, RESYNC) => {}
         }
     }
 }

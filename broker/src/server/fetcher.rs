@@ -3,7 +3,7 @@
 //! at a time, and appends what comes back exactly as the leader stored it.
 
 use super::partition::PartitionKey;
-use super::replica::{FETCH_TIMEOUT, IDLE_HOLD};
+use super::replica::{DORMANT_HOLD, FETCH_TIMEOUT};
 use super::replica_actions::settle;
 use super::{lookup_any, State};
 use crate::replica::FetchPosition;
@@ -124,14 +124,14 @@ async fn run(
         }
         let request = ReplicaFetchRequest {
             replica: state.id,
-            max_wait_ms: IDLE_HOLD.as_millis() as u32,
+            max_wait_ms: DORMANT_HOLD.as_millis() as u32,
             max_bytes: state.replica_fetch_bytes as u32,
             partitions,
         };
         let coap = Request::new(Method::Post, "replica")
             .with_payload(wire::encode(&request).expect("encodes"))
             .with_content_format(CONTENT_FORMAT_CBOR);
-        // The leader holds the fetch until it appends (up to `IDLE_HOLD`): a new set of partitions or a new assignment (a new epoch, a
+        // The leader holds the fetch until it appends (`replica::hold`): a new set of partitions or a new assignment (a new epoch, a
         // leader that restarted) is not left waiting for it, the fetch is sent again.
         let applied = state.assignment_applied.notified();
         tokio::pin!(applied);

@@ -120,10 +120,8 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>, dispatch: Dispatc
         let fallback = async {
             if in_progress {
                 tokio::time::sleep(Duration::from_secs(1)).await;
-            } else if super::pehra::is_asleep(&state) {
-                super::pehra::awake(&state).await;
             } else {
-                tokio::time::sleep(IDLE_FALLBACK).await;
+                super::pehra::awake_period(&state.asleep, IDLE_FALLBACK).await;
             }
         };
         tokio::select! {

@@ -248,6 +248,8 @@ pub(crate) struct State {
     pubsub: OnceLock<Arc<crate::pubsub::PubSub>>,
     /// PEHRA: `true` while dormant (periodic work and fetchers paused).
     asleep: tokio::sync::watch::Sender<bool>,
+    /// PEHRA: while dormant, when its alarm rings (ms since the Unix epoch; 0: none).
+    alarm_ms: tokio::sync::watch::Sender<u64>,
     /// Re-apply the assignment (restart the fetchers after a wake).
     reassign: tokio::sync::Notify,
     /// The PEHRA node, once started.
@@ -383,6 +385,7 @@ impl Broker {
             zk: OnceLock::new(),
             pubsub: OnceLock::new(),
             asleep: tokio::sync::watch::channel(false).0,
+            alarm_ms: tokio::sync::watch::channel(0).0,
             reassign: tokio::sync::Notify::new(),
             pehra: OnceLock::new(),
             restart: tokio::sync::watch::channel(false).0,
@@ -447,8 +450,11 @@ impl Broker {
             host: config.host.clone(),
             rack: config.rack.clone(),
         };
-        let cluster = crate::client::ClusterClient::connect_members(
-            &config.zookeeper,
+        // Over the session client: the forwarding client's watches (topics, the epochs of
+        // the partitions it forwarded to) are kept by the session, not polled.
+        let cluster = crate::client::ClusterClient::over_zookeeper(
+            zk.clone(),
+            zk.server(),
             state.credentials.clone(),
         )
         .await
@@ -835,11 +841,11 @@ async fn flush_after_writes(state: Arc<State>, every: Duration) {
 /// so that holding a produce for a new topic reads nothing from the zookeeper; started
 /// again a second after its watch ends.
 async fn follow_topics(state: Arc<State>) {
-    let (Some(pubsub), Some(zk)) = (state.pubsub.get().cloned(), state.zk.get().cloned()) else {
+    let Some(pubsub) = state.pubsub.get().cloned() else {
         return;
     };
     loop {
-        if let Err(e) = pubsub.cluster().follow_topics(&zk).await {
+        if let Err(e) = pubsub.cluster().follow_topics().await {
             tracing::debug!(error = %e, "following the topics");
         }
         tokio::time::sleep(Duration::from_secs(1)).await;

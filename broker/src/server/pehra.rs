@@ -159,6 +159,29 @@ pub(crate) async fn awake(state: &State) {
     let _ = rx.wait_for(|asleep| !*asleep).await;
 }
 
+/// The wait of a periodic safety net that a dormant broker skips (`asleep`: its
+/// [`State`]'s dormancy flag): `period` of being
+/// awake (on the kernel timer: one wakeup, not tokio's timer steps), or, once dormant,
+/// until it wakes. A broker that falls asleep during the period does not wake for its
+/// end (the eligibility resync and the handover orders' fallback did: a zookeeper read
+/// in the middle of a sleep, found by strace of a dormant broker).
+pub(crate) async fn awake_period(asleep: &tokio::sync::watch::Sender<bool>, period: Duration) {
+    let mut rx = asleep.subscribe();
+    let deadline = tokio::time::Instant::now() + period;
+    loop {
+        if *rx.borrow_and_update() {
+            let _ = rx.wait_for(|asleep| !*asleep).await;
+            return;
+        }
+        tokio::select! {
+            () = pehra_shared::driver::clock::sleep_until(deadline) => return,
+            changed = rx.changed() => if changed.is_err() {
+                return;
+            },
+        }
+    }
+}
+
 /// Seed 002 figures of this broker, for metrics: its Node Health Index (‰), the lease
 /// it gives as Pehredar and the lease the Pehredar gave it, ms.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -606,6 +629,8 @@ async fn send_checkin(
 }
 
 async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: u64) {
+    // Before `asleep`: a fetch held from then on is held until this alarm.
+    state.alarm_ms.send_replace(until_ms);
     let first = !*state.asleep.borrow();
     if first {
         state.asleep.send_replace(true);
@@ -640,6 +665,7 @@ async fn stretch_lease(zk: &Client, until_ms: u64) {
 async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
     if *state.asleep.borrow() {
         state.asleep.send_replace(false);
+        state.alarm_ms.send_replace(0);
         state.metrics.wakeups.inc();
         // Fetch at once from the leaders of the last assignment (a produce that woke the
         // cluster waits for its followers), without waiting for the zookeeper heartbeat
@@ -728,5 +754,33 @@ mod tests {
         assert!(matches!(actions[0], Action::Wake { .. }));
         assert!(matches!(actions[1], Action::PublishStatus(_)));
         assert!(matches!(actions[2], Action::Sleep { .. }));
+    }
+
+    /// A safety net's period ends after `period` awake; a broker that falls asleep
+    /// during it is not woken at its end, only when it wakes.
+    #[tokio::test(start_paused = true)]
+    async fn a_period_that_the_broker_sleeps_through_ends_when_it_wakes() {
+        let period = Duration::from_secs(30);
+        let asleep = Arc::new(tokio::sync::watch::channel(false).0);
+        let start = tokio::time::Instant::now();
+        awake_period(&asleep, period).await;
+        assert_eq!(start.elapsed(), period, "awake: the whole period");
+
+        let start = tokio::time::Instant::now();
+        let waiter = {
+            let asleep = asleep.clone();
+            tokio::spawn(async move { awake_period(&asleep, period).await })
+        };
+        tokio::time::sleep(Duration::from_secs(10)).await;
+        asleep.send_replace(true);
+        tokio::time::sleep(Duration::from_secs(90)).await;
+        assert!(!waiter.is_finished(), "asleep at the period's end: no wake");
+        asleep.send_replace(false);
+        waiter.await.unwrap();
+        assert_eq!(
+            start.elapsed(),
+            Duration::from_secs(100),
+            "ends as it wakes"
+        );
     }
 }

@@ -27,24 +27,53 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// The longest a leader holds a follower's fetch with nothing new: until it appends,
-/// at most this long (then as a separate CoAP response, after an empty ACK). A leader
-/// once held one 400 ms (so that the answer rode in the ACK): each awake follower then
-/// woke each of its leaders 2.5 times a second, dormant ones included (420–460 wakeups a
-/// minute for a dormant broker, issue 19). Holding costs no latency: an append answers
-/// the held fetch at once. Under the follower's [`FETCH_TIMEOUT`].
+/// The longest an awake leader holds a follower's fetch with nothing new: until it
+/// appends, at most this long (then as a separate CoAP response, the request acknowledged
+/// at once). A leader once held one 400 ms (so that the answer rode in the ACK): each
+/// awake follower then woke each of its leaders 2.5 times a second, dormant ones included
+/// (420–460 wakeups a minute for a dormant broker, issue 19). Holding costs no latency:
+/// an append answers the held fetch at once.
 pub(crate) const IDLE_HOLD: Duration = Duration::from_secs(30);
+
+/// The longest a dormant leader holds a follower's fetch: until it wakes, appends or its
+/// alarm rings (it is up then anyway), at most this long. Under [`FETCH_TIMEOUT`].
+pub(crate) const DORMANT_HOLD: Duration = Duration::from_secs(80);
 
 /// How long a leader holds a fetch from a follower whose high watermark is behind its
 /// own with nothing else new: the follower learns of a commit this soon (as when every
 /// fetch was held this long), or sooner with the next append.
 pub(crate) const COMMIT_NOTICE: Duration = Duration::from_millis(400);
 
-/// How long a follower waits for a fetch's answer: the leader's hold and some.
-pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(35);
+/// How long a follower waits for a fetch's answer: the longest hold and some (under the
+/// CoAP engine's 93 s wait for a separate response).
+pub(crate) const FETCH_TIMEOUT: Duration = Duration::from_secs(88);
 
-/// Handles a follower's fetch, holding it until something is new or `max_wait_ms` passed
-/// (at most [`IDLE_HOLD`]).
+/// What the leader is doing while it holds a fetch, for [`hold`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LeaderMode {
+    /// Awake.
+    Awake,
+    /// Dormant (PEHRA), its alarm this long after the fetch arrived (`None`: ringing or
+    /// not known yet).
+    Dormant { alarm_in: Option<Duration> },
+}
+
+/// How long after its arrival a fetch with nothing new is answered anyway: `asked` (the
+/// follower's `max_wait_ms`) at most; soon ([`COMMIT_NOTICE`]) if the follower has not
+/// heard of a commit; else up to [`IDLE_HOLD`] by an awake leader, and by a dormant one
+/// until its alarm ([`DORMANT_HOLD`] at most).
+pub(crate) fn hold(asked: Duration, behind_on_commits: bool, mode: LeaderMode) -> Duration {
+    let limit = match mode {
+        _ if behind_on_commits => COMMIT_NOTICE,
+        LeaderMode::Awake | LeaderMode::Dormant { alarm_in: None } => IDLE_HOLD,
+        LeaderMode::Dormant {
+            alarm_in: Some(alarm),
+        } => alarm.min(DORMANT_HOLD),
+    };
+    asked.min(limit)
+}
+
+/// Handles a follower's fetch, holding it until something is new or [`hold`] says.
 pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Responder) {
     let request: ReplicaFetchRequest = match decode_request(&incoming.request) {
         Ok(r) => r,
@@ -52,25 +81,47 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
     };
     tokio::spawn(async move {
         let arrived = tokio::time::Instant::now();
-        let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(IDLE_HOLD);
-        let mut deadline = arrived + wait;
+        let arrived_ms = super::now_ms();
+        let asked = Duration::from_millis(u64::from(request.max_wait_ms));
+        let (mut asleep, mut alarm) = (state.asleep.subscribe(), state.alarm_ms.subscribe());
         let mut first = true;
+        let mut acknowledged = false;
         loop {
             let notified = state.appended.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
             let (response, ready) = serve(&state, &request, first);
             first = false;
-            if behind_on_commits(&request, &response) {
-                deadline = deadline.min(arrived + COMMIT_NOTICE.min(wait));
-            }
+            let mode = if *asleep.borrow_and_update() {
+                let alarm_ms = *alarm.borrow_and_update();
+                LeaderMode::Dormant {
+                    alarm_in: (alarm_ms > arrived_ms)
+                        .then(|| Duration::from_millis(alarm_ms - arrived_ms)),
+                }
+            } else {
+                LeaderMode::Awake
+            };
+            let held = hold(asked, behind_on_commits(&request, &response), mode);
+            let deadline = arrived + held;
             if ready || tokio::time::Instant::now() >= deadline {
                 state.metrics.replica_fetches_answered.inc();
                 return responder.respond(cbor_response(Code::CONTENT, &response));
             }
+            if matches!(mode, LeaderMode::Dormant { .. }) && !acknowledged {
+                // Dormant, a long hold: the empty ACK now, not at the piggyback window's
+                // end (a wakeup of its own). Awake, the window stays: an append within it
+                // answers in the ACK (two datagrams instead of four under load).
+                responder.acknowledge();
+                acknowledged = true;
+            }
             tokio::select! {
                 _ = notified => {}
-                _ = tokio::time::sleep_until(deadline) => {}
+                // The kernel timer: one wakeup at the deadline, not tokio's timer steps
+                // towards it (a 30 s sleep cost a dormant broker four or five).
+                () = pehra_shared::driver::clock::sleep_until(deadline) => {}
+                // Woken, gone dormant, or a new alarm: the hold is decided again.
+                _ = asleep.changed() => {}
+                _ = alarm.changed() => {}
             }
         }
     });
@@ -230,3 +281,49 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
 
 /// The shortest wait between two ISR checks.
 const ISR_CHECK_FLOOR: Duration = Duration::from_millis(50);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ASKED: Duration = Duration::from_secs(80);
+
+    #[test]
+    fn an_awake_leader_holds_an_idle_fetch_thirty_seconds() {
+        assert_eq!(hold(ASKED, false, LeaderMode::Awake), IDLE_HOLD);
+        assert_eq!(
+            hold(Duration::from_millis(500), false, LeaderMode::Awake),
+            Duration::from_millis(500),
+            "never longer than the follower asked"
+        );
+    }
+
+    #[test]
+    fn a_follower_behind_on_commits_hears_of_them_soon() {
+        assert_eq!(hold(ASKED, true, LeaderMode::Awake), COMMIT_NOTICE);
+        let dormant = LeaderMode::Dormant {
+            alarm_in: Some(Duration::from_secs(50)),
+        };
+        assert_eq!(hold(ASKED, true, dormant), COMMIT_NOTICE);
+    }
+
+    #[test]
+    fn a_dormant_leader_holds_until_its_alarm_within_its_limit() {
+        let at = |s| LeaderMode::Dormant {
+            alarm_in: Some(Duration::from_secs(s)),
+        };
+        assert_eq!(hold(ASKED, false, at(55)), Duration::from_secs(55));
+        assert_eq!(
+            hold(ASKED, false, at(3)),
+            Duration::from_secs(3),
+            "up then anyway"
+        );
+        assert_eq!(hold(ASKED, false, at(600)), DORMANT_HOLD);
+        assert_eq!(
+            hold(ASKED, false, LeaderMode::Dormant { alarm_in: None }),
+            IDLE_HOLD,
+            "checking in: until the next alarm is known"
+        );
+        assert!(DORMANT_HOLD + Duration::from_secs(5) <= FETCH_TIMEOUT);
+    }
+}

@@ -17,9 +17,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 use tokio::time::Instant;
 
-/// Even without changes, the controller looks at everything this often (a partition the
-/// controller could not settle, or a replacement that found no free broker, is retried).
-const RESYNC: Duration = Duration::from_secs(30);
+/// Even without changes, the controller looks at everything this often: a safety net
+/// (the watches wake it for every change it acts on; a partition it could not settle is
+/// retried after [`RETRY`], a dead broker's replacement at its deadline). Every 30 s
+/// until 2026-12-05, when it was a third of an idle zookeeper's wakeups (issue 19).
+const RESYNC: Duration = Duration::from_secs(300);
 /// After a failed pass (zookeeper busy or unreachable), the next one comes this soon.
 const RETRY: Duration = Duration::from_secs(1);
 /// Conditional writes to one partition lost to concurrent writers before giving up until

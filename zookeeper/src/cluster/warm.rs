@@ -51,8 +51,9 @@ use tokio::time::Instant;
 /// order is open.
 const HEALTH_POLL: Duration = Duration::from_secs(1);
 /// How often the driver looks without being woken otherwise (a safety net: the watches
-/// wake it for every change it acts on).
-const RESYNC: Duration = Duration::from_secs(30);
+/// wake it for every change it acts on). Every 30 s until 2026-12-05 (issue 19: an idle
+/// zookeeper's wakeups).
+const RESYNC: Duration = Duration::from_secs(300);
 /// After a handover of a partition ended, no health-triggered one for it for this long.
 const COOLDOWN: Duration = Duration::from_secs(30);
 /// After a failed pass, the next one comes this soon.
