@@ -218,11 +218,11 @@ fn serve_partition(
 /// in-sync set. It wakes only when that can be due: at the earliest deadline any
 /// partition has ([`crate::replica::PartitionReplica::poll_timeout`]; a replica whose
 /// timeout becomes earlier than this wake, e.g. for an acks=all produce, wakes it through
-/// `isr_recheck`, but a plain append does not), after an ISR change or an assignment
-/// change, and, while this broker leads a partition,
-/// at least every `replica_lag` (a safety net for an event missed); an idle broker whose
-/// followers have everything sleeps here for that long, and one that leads nothing until
-/// an assignment makes it a leader.
+/// `isr_recheck`: every settle compares), after an ISR change or an assignment change,
+/// and, while this broker leads a partition, at least every [`ISR_SAFETY`] (a safety net
+/// for an event missed); an idle broker whose followers have everything sleeps here for
+/// that long, and one that leads nothing until an assignment makes it a leader. It waits
+/// on the kernel timer (one wakeup, not tokio's timer steps).
 pub(crate) async fn maintain_isr(state: Arc<State>) {
     let mut next: Option<Instant> = None;
     let mut leads_any = true;
@@ -234,7 +234,7 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         assigned.as_mut().enable();
         rechecked.as_mut().enable();
         let now = Instant::now();
-        let safety = leads_any.then_some(now + state.replica_lag);
+        let safety = leads_any.then_some(now + state.replica_lag.max(ISR_SAFETY));
         // Never sooner than the old tick's floor: a deadline that stays in the past
         // (its work is in flight) must not spin.
         let at = match (next, safety) {
@@ -248,7 +248,7 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         tokio::select! {
             _ = async {
                 match at {
-                    Some(at) => tokio::time::sleep_until(at).await,
+                    Some(at) => pehra_shared::driver::clock::sleep_until(at).await,
                     None => std::future::pending().await,
                 }
             } => {}
@@ -281,6 +281,13 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
 
 /// The shortest wait between two ISR checks.
 const ISR_CHECK_FLOOR: Duration = Duration::from_millis(50);
+
+/// The in-sync set upkeep's safety net while leading (the replica lag if longer): a
+/// deadline is otherwise brought by `isr_recheck`, which every settle of a partition
+/// whose next timeout comes before the upkeep's wake signals. Every replica lag (5 s by
+/// default) until 2026-12-05: with a topic, most of an awake idle leader's wakeups (its
+/// 5 s sleep on tokio's timer cost three or four).
+const ISR_SAFETY: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
