@@ -549,15 +549,7 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
         }
         if fetch.first {
             if self.record_fetch(replica, fetch.offset, now) {
-                if let Some(leader) = self.leader.as_mut() {
-                    leader.isr_change_pending = true;
-                    leader.adding = Some(replica);
-                    let epoch = leader.epoch;
-                    self.actions.push_back(Action::ChangeIsr {
-                        epoch,
-                        change: IsrChange::Add(replica),
-                    });
-                }
+                self.begin_adding(replica);
             }
             self.advance_high_watermark();
         }
@@ -996,7 +988,14 @@ impl<L: ReplicaLog, T> PartitionReplica<L, T> {
             .filter_map(|(&r, p)| Some((r, p.log_end?)))
             .find(|&(r, end)| self.may_join(r, end))
             .map(|(r, _)| r);
-        if let (Some(replica), Some(leader)) = (next, self.leader.as_mut()) {
+        if let Some(replica) = next {
+            self.begin_adding(replica);
+        }
+    }
+
+    /// Asks for `replica` to be added to the in-sync set (one change at a time).
+    fn begin_adding(&mut self, replica: u32) {
+        if let Some(leader) = self.leader.as_mut() {
             leader.isr_change_pending = true;
             leader.adding = Some(replica);
             let epoch = leader.epoch;
