@@ -559,13 +559,17 @@ async fn idle_leaders_hold_their_followers_fetches_dormant_or_awake() {
     };
     let all_answered = || (1..=4).map(answered).sum::<f64>();
     // An observation window, not a wait for an event: what matters is what does not
-    // happen in it. Held for 400 ms, the awake followers' fetches would be answered
-    // dozens of times in three seconds.
+    // happen in it. Held for 400 ms, the awake followers' fetches were answered about 60
+    // times in three seconds. Held 30 s (or to a dormant leader's alarm), each awake
+    // follower's fetch from each leader is answered at most once in the window (if its
+    // hold happens to end there, on a slow machine): 3 awake followers x 3 leaders.
+    let pairs = 3.0 * 3.0;
     let before = all_answered();
     tokio::time::sleep(Duration::from_secs(3)).await;
     let during = all_answered() - before;
+    eprintln!("fetches answered by idle leaders in 3 s: {during}");
     assert!(
-        during <= 2.0,
+        during <= pairs,
         "idle leaders answered {during} fetches in 3 s (dormant: {dormant:?}, leaders: {leaders:?})"
     );
     let view = wait_for(&zk, Duration::from_secs(1), "a view", |_| true).await;
