@@ -185,7 +185,7 @@ impl Metadata {
             Err(e) => return Err(e),
         };
         for name in names {
-            if let Some(topic) = Self::load_topic(zk, &name).await {
+            if let Ok(Some(topic)) = Self::load_topic(zk, &name).await {
                 topics.insert(name, topic);
             }
         }
@@ -199,10 +199,16 @@ impl Metadata {
     }
 
     /// Reads one topic: its configuration and its partitions (`None` if it is not there
-    /// or does not decode).
-    async fn load_topic(zk: &Client, name: &str) -> Option<TopicState> {
-        let (data, _) = zk.get_data(&cluster::topic_path(name)).await.ok()?;
-        let config = wire::decode::<TopicConfig>(&data).ok()?;
+    /// or does not decode; an error if the zookeeper could not be read).
+    async fn load_topic(zk: &Client, name: &str) -> Result<Option<TopicState>, ZkError> {
+        let data = match zk.get_data(&cluster::topic_path(name)).await {
+            Ok((data, _)) => data,
+            Err(e) if e.kind() == Some(ErrorKind::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let Ok(config) = wire::decode::<TopicConfig>(&data) else {
+            return Ok(None);
+        };
         let mut partitions = BTreeMap::new();
         if let Ok((children, _)) = zk.get_children(&cluster::partitions_path(name)).await {
             for child in children {
@@ -216,7 +222,7 @@ impl Metadata {
                 }
             }
         }
-        Some(TopicState { config, partitions })
+        Ok(Some(TopicState { config, partitions }))
     }
 
     /// Where a produce to the partition goes: its leader, or, while the leader sleeps
@@ -532,8 +538,9 @@ impl ClusterClient {
     /// Reloads one topic (its configuration and partitions) into the metadata and
     /// returns the metadata: a few reads where [`ClusterClient::refresh`] reads every
     /// topic, for a topic created since the metadata was loaded.
+    /// A zookeeper that cannot be read is an error, not a topic gone.
     pub async fn refresh_topic(&self, topic: &str) -> Result<Metadata, ClientError> {
-        let loaded = Metadata::load_topic(&self.zk, topic).await;
+        let loaded = Metadata::load_topic(&self.zk, topic).await?;
         let mut metadata = self.metadata.lock().expect("lock");
         match loaded {
             Some(state) => metadata.topics.insert(topic.to_string(), state),
