@@ -103,6 +103,73 @@ fn forged_fetch(replica: u32, leader_epoch: u32, offset: u64) -> Vec<u8> {
     .unwrap()
 }
 
+/// A replica fetch in `replica`'s name from the log's end, asking to be held `max_wait_ms`.
+fn held_fetch(replica: u32, leader_epoch: u32, max_wait_ms: u32) -> Vec<u8> {
+    wire::encode(&ReplicaFetchRequest {
+        replica,
+        max_wait_ms,
+        max_bytes: 1024,
+        partitions: vec![ReplicaFetchPartition {
+            topic: TOPIC.into(),
+            partition: 0,
+            offset: 0,
+            leader_epoch,
+            last_fetched_epoch: None,
+            high_watermark: Some(0),
+        }],
+    })
+    .unwrap()
+}
+
+/// A leader holds an idle follower's fetch up to 30 s; a socket gets one such fetch held
+/// at a time: a newer fetch from it ends the older at once (so no peer can pile up held
+/// fetches, and a follower that sent its fetch again frees the one it gave up on).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_socket_has_one_fetch_held_at_a_time() {
+    let c = start_cluster("forged-held");
+    let meta = topic_in_sync(&c).await;
+    let leader = meta.leader.unwrap();
+    let follower = *meta.replicas.iter().find(|&&r| r != leader).unwrap();
+    // Two requests in flight to one peer at once.
+    let socket = Endpoint::bind(
+        "127.0.0.1:0".parse().unwrap(),
+        Config {
+            nstart: 2,
+            ..Config::default()
+        },
+        Router::new(),
+    )
+    .await
+    .unwrap();
+    let to = c.addr(leader);
+    let started = tokio::time::Instant::now();
+    // Polled in order, so sent in order: the first is held (nothing new, 60 s asked),
+    // the second asks for no wait and ends it.
+    let (first, second) = tokio::join!(
+        post(
+            &socket,
+            to,
+            "replica",
+            held_fetch(follower, meta.leader_epoch, 60_000)
+        ),
+        post(
+            &socket,
+            to,
+            "replica",
+            held_fetch(follower, meta.leader_epoch, 0)
+        ),
+    );
+    assert_eq!(
+        (first.code(), second.code()),
+        (Code::CONTENT, Code::CONTENT)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "the older fetch was held {:?}",
+        started.elapsed()
+    );
+}
+
 /// One acks=all produce of one record, sent straight to `leader` (no retries).
 async fn produce_once(from: &Endpoint, leader: SocketAddr) -> Response {
     let batch = wire::encode(&RecordBatch {

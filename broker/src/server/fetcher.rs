@@ -131,8 +131,9 @@ async fn run(
         let coap = Request::new(Method::Post, "replica")
             .with_payload(wire::encode(&request).expect("encodes"))
             .with_content_format(CONTENT_FORMAT_CBOR);
-        // The leader holds the fetch until it appends (`replica::hold`): a new set of partitions or a new assignment (a new epoch, a
-        // leader that restarted) is not left waiting for it, the fetch is sent again.
+        // The leader holds the fetch until it appends (`replica::hold`): on a new set of
+        // partitions or a new assignment (a new epoch, a leader that restarted) the fetch
+        // is sent again at once, and the leader ends the older one.
         let applied = state.assignment_applied.notified();
         tokio::pin!(applied);
         applied.as_mut().enable();

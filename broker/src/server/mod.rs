@@ -250,6 +250,9 @@ pub(crate) struct State {
     asleep: tokio::sync::watch::Sender<bool>,
     /// PEHRA: while dormant, when its alarm rings (ms since the Unix epoch; 0: none).
     alarm_ms: tokio::sync::watch::Sender<u64>,
+    /// The follower fetch each peer has held here now (`replica::replica_fetch`): a newer
+    /// one from the same peer ends it.
+    held_fetches: Mutex<std::collections::HashMap<SocketAddr, Arc<tokio::sync::Notify>>>,
     /// Re-apply the assignment (restart the fetchers after a wake).
     reassign: tokio::sync::Notify,
     /// The PEHRA node, once started.
@@ -386,6 +389,7 @@ impl Broker {
             pubsub: OnceLock::new(),
             asleep: tokio::sync::watch::channel(false).0,
             alarm_ms: tokio::sync::watch::channel(0).0,
+            held_fetches: Mutex::default(),
             reassign: tokio::sync::Notify::new(),
             pehra: OnceLock::new(),
             restart: tokio::sync::watch::channel(false).0,

@@ -79,6 +79,19 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
         Ok(r) => r,
         Err(response) => return responder.respond(response),
     };
+    // One held fetch per peer: a follower has one fetch out to each leader, so a newer
+    // one (it gave up on the older, or its partitions changed) ends the older at once.
+    // Bounds what a peer can hold for up to a hold's length to one task.
+    let peer = incoming.peer;
+    let superseded = Arc::new(tokio::sync::Notify::new());
+    if let Some(older) = state
+        .held_fetches
+        .lock()
+        .expect("lock")
+        .insert(peer, superseded.clone())
+    {
+        older.notify_one();
+    }
     tokio::spawn(async move {
         let arrived = tokio::time::Instant::now();
         let arrived_ms = super::now_ms();
@@ -86,6 +99,7 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
         let (mut asleep, mut alarm) = (state.asleep.subscribe(), state.alarm_ms.subscribe());
         let mut first = true;
         let mut acknowledged = false;
+        let mut ended = false;
         loop {
             let notified = state.appended.notified();
             tokio::pin!(notified);
@@ -103,7 +117,12 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
             };
             let held = hold(asked, behind_on_commits(&request, &response), mode);
             let deadline = arrived + held;
-            if ready || tokio::time::Instant::now() >= deadline {
+            if ready || ended || tokio::time::Instant::now() >= deadline {
+                let mut held = state.held_fetches.lock().expect("lock");
+                if held.get(&peer).is_some_and(|h| Arc::ptr_eq(h, &superseded)) {
+                    held.remove(&peer);
+                }
+                drop(held);
                 state.metrics.replica_fetches_answered.inc();
                 return responder.respond(cbor_response(Code::CONTENT, &response));
             }
@@ -122,6 +141,7 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
                 // Woken, gone dormant, or a new alarm: the hold is decided again.
                 _ = asleep.changed() => {}
                 _ = alarm.changed() => {}
+                () = superseded.notified() => ended = true,
             }
         }
     });
