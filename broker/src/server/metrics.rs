@@ -217,7 +217,7 @@ impl Metrics {
         );
         registry.register(
             "pehra_broker_replica_fetches_answered",
-            "Followers' fetches answered by this broker as a leader, empty ones included (an idle leader holds one up to 400 ms, a dormant one until it wakes or appends)",
+            "Followers' fetches answered by this broker as a leader, empty ones included (an idle leader holds one up to 30 s, a dormant one until it wakes, appends or its alarm rings)",
             self.replica_fetches_answered.clone(),
         );
     }

@@ -160,9 +160,8 @@ pub(crate) async fn awake(state: &State) {
 }
 
 /// The wait of a periodic safety net that a dormant broker skips (`asleep`: its
-/// [`State`]'s dormancy flag): `period` of being
-/// awake (on the kernel timer: one wakeup, not tokio's timer steps), or, once dormant,
-/// until it wakes. A broker that falls asleep during the period does not wake for its
+/// [`State`]'s dormancy flag): `period` of being awake (on the kernel timer: one wakeup,
+/// not tokio's timer steps), or, once dormant, until it wakes. A broker that falls asleep during the period does not wake for its
 /// end (the eligibility resync and the handover orders' fallback did: a zookeeper read
 /// in the middle of a sleep, found by strace of a dormant broker).
 pub(crate) async fn awake_period(asleep: &tokio::sync::watch::Sender<bool>, period: Duration) {
