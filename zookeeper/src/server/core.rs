@@ -538,22 +538,12 @@ impl Core {
         if self.room == u64::MAX {
             return Fit::Yes;
         }
-        let record = |op: Op| {
-            wire::encode(&LogRecord {
-                time_ms: u64::MAX,
-                op,
-                request: Some(RequestId {
-                    session: u64::MAX,
-                    number: u64::MAX,
-                }),
-            })
-            .map_or(u64::MAX, |b| b.len() as u64 + 16)
-        };
+        let record = |op: &Op| super::log_record::bound(op) + 16;
         let (need, closes) = match job {
-            Job::Write { op, .. } => (record(op.clone()), matches!(op, Op::CloseSession { .. })),
-            Job::Expire { session } => (record(Op::CloseSession { session: *session }), true),
+            Job::Write { op, .. } => (record(op), matches!(op, Op::CloseSession { .. })),
+            Job::Expire { session } => (record(&Op::CloseSession { session: *session }), true),
             Job::OpenSession { identity, .. } => (
-                record(Op::CreateSession {
+                record(&Op::CreateSession {
                     session: u64::MAX,
                     timeout_ms: u32::MAX,
                     owner: identity.clone(),
@@ -1001,12 +991,12 @@ impl Core {
     }
 
     fn log_request(&mut self, zxid: u64, time_ms: u64, op: &Op, request: Option<RequestId>) {
-        let record = LogRecord {
+        let bytes = LogRecord {
             time_ms,
-            op: op.clone(),
+            op,
             request,
-        };
-        let bytes = wire::encode(&record).expect("log records always encode");
+        }
+        .encode();
         self.log_bytes += bytes.len() as u64;
         if self.room != u64::MAX {
             self.room = self.room.saturating_sub(bytes.len() as u64 + 16);

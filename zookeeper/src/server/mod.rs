@@ -12,6 +12,7 @@
 mod access;
 mod core;
 mod group_commit;
+mod log_record;
 mod metrics;
 mod probe;
 mod routes;
@@ -19,11 +20,11 @@ pub mod security_updates;
 mod sessions;
 
 use crate::storage::{Storage, StorageError};
-use crate::tree::{DataTree, Op};
+use crate::tree::DataTree;
+use log_record::LogRecord;
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::driver::Endpoint;
 use pehra_storage::data_dir::{self, DataDirError, DataDirLock};
-use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -161,17 +162,6 @@ pub enum ServerError {
         /// Why.
         source: std::io::Error,
     },
-}
-
-/// A log record: the op with the time it was applied at (the zxid is the storage's),
-/// and the numbered request it answers, if any (so that a replay remembers it as its
-/// session's last request: at-most-once across restarts).
-#[derive(Debug, Serialize, Deserialize)]
-struct LogRecord {
-    time_ms: u64,
-    op: Op,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    request: Option<crate::tree::RequestId>,
 }
 
 /// A running zookeeper.

@@ -73,7 +73,9 @@ type JobFor = Box<dyn FnOnce(Responder) -> Job + Send>;
 /// The znode path of a `/z/...` request: `/` plus what follows `z`.
 fn znode_path(incoming: &Incoming) -> Result<String, Response> {
     let rest = incoming.params.get("*").unwrap_or("");
-    let path = format!("/{rest}");
+    let mut path = String::with_capacity(1 + rest.len());
+    path.push('/');
+    path.push_str(rest);
     crate::path::validate(&path)
         .map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
     Ok(path)
@@ -131,7 +133,9 @@ fn heartbeat(incoming: Incoming) -> Result<JobFor, Response> {
 /// ([`super::probe`]). Answered at once (2.04), before the probe's outcome.
 fn suspect(incoming: Incoming) -> Result<JobFor, Response> {
     let rest = incoming.params.get("*").unwrap_or("");
-    let path = format!("/{rest}");
+    let mut path = String::with_capacity(1 + rest.len());
+    path.push('/');
+    path.push_str(rest);
     crate::path::validate(&path)
         .map_err(|e| error_response(ErrorKind::Malformed, &e.to_string()))?;
     Ok(Box::new(move |responder| Job::Suspect { path, responder }))
