@@ -51,6 +51,9 @@ mod health;
 // The slice decoder `decode` runs (gateways fall back to ciborium for an error's
 // message); `decode_lite`/`decode_ciborium` let the fuzz target and tests compare them.
 mod lite;
+// The small serializer `encode` tries first on gateways (ciborium writes what it refuses).
+#[cfg(feature = "std")]
+mod lite_ser;
 mod log;
 mod pehra;
 mod scan;
