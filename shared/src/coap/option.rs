@@ -128,18 +128,20 @@ pub fn format(number: u16) -> Option<Format> {
 /// not repeatable, or has a value of invalid length (`Err`, answered 4.02 Bad Option);
 /// otherwise the elective options to drop (`Ok`: each with how many of its first
 /// values to keep, `None` to drop all of them).
-pub fn check(
-    options: impl Iterator<Item = (u16, Vec<usize>)>,
+pub fn check<L: IntoIterator<Item = usize>>(
+    options: impl Iterator<Item = (u16, L)>,
 ) -> Result<Vec<(u16, Option<usize>)>, u16> {
     let mut drop = Vec::new();
-    for (number, values) in options {
+    for (number, lengths) in options {
         let Some(format) = format(number) else {
             continue;
         };
-        let bad_len = values
-            .iter()
-            .any(|len| *len < format.min_len || *len > format.max_len);
-        let repeated = !format.repeatable && values.len() > 1;
+        let (mut count, mut bad_len) = (0usize, false);
+        for len in lengths {
+            count += 1;
+            bad_len |= len < format.min_len || len > format.max_len;
+        }
+        let repeated = !format.repeatable && count > 1;
         if !(bad_len || repeated) {
             continue;
         }

@@ -385,7 +385,7 @@ impl<A: PeerAddress> Engine<A> {
         let lengths = request
             .packet()
             .options()
-            .map(|(n, values)| (*n, values.iter().map(Vec::len).collect::<Vec<_>>()));
+            .map(|(n, values)| (*n, values.iter().map(Vec::len)));
         match option::check(lengths) {
             Err(number) => {
                 let reason = alloc::format!("option {number} repeated or of invalid length");
