@@ -15,6 +15,12 @@
 #   ours-b64      the same broker, 64 records per request, one request in flight
 #   mqtt-q0/q1    Mosquitto, QoS 0 / QoS 1, one 100-byte record per PUBLISH, published and
 #                 received through it (produce-load's rumqttc publisher + subscriber)
+#   zk-set        our zookeeper alone (`pehra zookeeper`): a set of a ZK_VALUE-byte value,
+#                 ZK_CLIENTS sessions one request at a time each (zk-load, as bench/zk.sh);
+#                 every set is logged and fdatasync'd before it is answered (the disk's
+#                 time is not an instruction: only the process's own work is counted).
+#                 No peer row: Apache ZooKeeper runs on a JVM, whose JIT callgrind cannot
+#                 count fairly (bench/zk.sh compares the two in time instead)
 # The setup is bench/lib.sh's (start_pehra, start_mosquitto) and the load clients are
 # the ones bench/coap.sh and bench/produce.sh use.
 #
@@ -32,9 +38,10 @@
 #   COAP_IN_FLIGHT=4    coap-load requests in flight (ACK timeout 10 s: no retransmission)
 #   RECORDS=2000        ours-b1 and mqtt rows: records of the shorter load (+ 2x for the longer)
 #   RECORDS_B64=12800   ours-b64: records of the shorter load (200 requests)
+#   ZK_OPS=1000 ZK_CLIENTS=4 ZK_VALUE=1024   zk-set: sets per client in the shorter load
 #   IN_FLIGHT=16 WINDOW=64 RECORD_SIZE=100   produce-load settings, as in produce.sh
 #   IDLE=3              seconds of idle measured per server
-#   ROWS="coap-ours coap-libcoap ours-b1 ours-b64 mqtt-q0 mqtt-q1"
+#   ROWS="coap-ours coap-libcoap ours-b1 ours-b64 mqtt-q0 mqtt-q1 zk-set"
 #   PROFILE=release     cargo profile of our binaries (another name: built as a copy of
 #                       release into target/PROFILE, e.g. to keep others' binaries intact)
 #   SKIP_BUILD=0        1 = use existing binaries
@@ -60,7 +67,10 @@ IN_FLIGHT="${IN_FLIGHT:-16}"
 WINDOW="${WINDOW:-64}"
 RECORD_SIZE="${RECORD_SIZE:-100}"
 IDLE="${IDLE:-3}"
-ROWS="${ROWS:-coap-ours coap-libcoap ours-b1 ours-b64 mqtt-q0 mqtt-q1}"
+ROWS="${ROWS:-coap-ours coap-libcoap ours-b1 ours-b64 mqtt-q0 mqtt-q1 zk-set}"
+ZK_OPS="${ZK_OPS:-1000}"
+ZK_CLIENTS="${ZK_CLIENTS:-4}"
+ZK_VALUE="${ZK_VALUE:-1024}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 ANNOTATE="${ANNOTATE:-1}"
 READY_TIMEOUT="${READY_TIMEOUT:-120}"
@@ -112,7 +122,8 @@ PEHRA="$REL/pehra"
 COAP_LOAD="$REL/coap-load"
 PROBE_LOAD="$REL/produce-load" # wait_probe (lib.sh)
 COAP_SERVER="$REL/coap-bench-server"
-for f in "$PEHRA" "$COAP_LOAD" "$PROBE_LOAD" "$COAP_SERVER"; do [[ -x "$f" ]] || die "missing $f (build failed?)"; done
+ZK_LOAD="$REL/zk-load"
+for f in "$PEHRA" "$COAP_LOAD" "$PROBE_LOAD" "$COAP_SERVER" "$ZK_LOAD"; do [[ -x "$f" ]] || die "missing $f (build failed?)"; done
 
 # ---------------------------------------------------------------- callgrind
 # Every measured server runs as `valgrind --tool=callgrind` with its own output file
@@ -162,6 +173,14 @@ if want ours-b1 || want ours-b64; then
     start_pehra "$PEHRA" 1 || die "our zookeeper/broker did not come up"
     SERVERS+=(ours)
 fi
+if want zk-set; then
+    callgrind_wrap zk-ours
+    free_port port
+    ADDR[zk-ours]="127.0.0.1:$port"
+    start_server zk-ours "$WORK/zk-ours.log" "${WRAP[@]}" "$PEHRA" zookeeper --listen "${ADDR[zk-ours]}" \
+        --data-dir "$WORK/zk-ours-data"
+    SERVERS+=(zk-ours)
+fi
 if want mqtt-q0 || want mqtt-q1; then
     callgrind_wrap mqtt
     if start_mosquitto; then SERVERS+=(mqtt); else log "skipping mqtt rows"; fi
@@ -177,6 +196,11 @@ for s in coap-ours coap-libcoap; do
         ((SECONDS < deadline)) || { show_log "$s"; die "$s: no answer after ${READY_TIMEOUT}s"; }
     done
 done
+# Our zookeeper alone: ready once a session opens.
+if [[ " ${SERVERS[*]} " == *" zk-ours "* ]]; then
+    "$ZK_LOAD" --target ours --addr "${ADDR[zk-ours]}" --probe --connect-timeout "$READY_TIMEOUT" >/dev/null 2>&1 ||
+        { show_log zk-ours; die "zk-ours: no session after ${READY_TIMEOUT}s"; }
+fi
 for s in "${SERVERS[@]}"; do log "$s ready (${ADDR[$s]}, pid ${PID_OF[$s]})"; done
 
 # Idle: what each server spends with nothing to do (timers), per second.
@@ -210,9 +234,13 @@ load() { # row k
                 --record-size "$RECORD_SIZE" --count "$count" --warmup 0 --timeout "$TIMEOUT" \
                 --label "$row/$k" --json
             ;;
+        zk-set)
+            "$ZK_LOAD" --target ours --addr "${ADDR[zk-ours]}" --clients "$ZK_CLIENTS" --ops set \
+                --count "$((ZK_OPS * k))" --warmup 0 --value-size "$ZK_VALUE" --json --label "$row/$k"
+            ;;
     esac
 }
-server_of() { case "$1" in ours-*) echo ours ;; mqtt-*) echo mqtt ;; *) echo "$1" ;; esac; }
+server_of() { case "$1" in ours-*) echo ours ;; mqtt-*) echo mqtt ;; zk-*) echo zk-ours ;; *) echo "$1" ;; esac; }
 STAMP="$(date +%Y%m%d-%H%M%S)"
 mkdir -p "$ROOT/bench/results"
 MEASURED=()
@@ -235,6 +263,7 @@ for row in $ROWS; do
         case "$row" in
             coap-*) ops+=("$(field completed <<<"$line")") ;;
             ours-b64) ops+=("$((RECORDS_B64 * k))") ;;
+            zk-set) ops+=("$((ZK_OPS * ZK_CLIENTS * k))") ;;
             *) ops+=("$((RECORDS * k))") ;;
         esac
         for key in retransmissions timeouts lost errors; do
@@ -273,6 +302,7 @@ declare -A DESC=(
     [ours-b64]="Pehra broker, acks 1, 64 records/request, produced + consumed"
     [mqtt-q0]="Mosquitto ${MOSQ_VERSION:-?} QoS 0, 1 record/PUBLISH, published + received"
     [mqtt-q1]="Mosquitto ${MOSQ_VERSION:-?} QoS 1, 1 record/PUBLISH, published + received"
+    [zk-set]="Pehra zookeeper, set of a ${ZK_VALUE}-byte value (logged, fdatasync'd), ${ZK_CLIENTS} sessions"
 )
 peer_ratios() { # row -> "vs X a, vs Y b"
     case "$1" in
@@ -304,8 +334,8 @@ GIT_REV="$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo unknown)"
 {
     printf '{\n  "date": %s,\n  "git_rev": %s,\n  "valgrind": %s,\n  "mosquitto_version": %s,\n' \
         "$(jstr "$(date -Iseconds)")" "$(jstr "$GIT_REV")" "$(jstr "$(valgrind --version)")" "$(jstr "${MOSQ_VERSION:-}")"
-    printf '  "settings": {"coap_seconds": %s, "coap_in_flight": %s, "records": %s, "records_b64": %s, "in_flight": %s, "window": %s, "record_size": %s, "profile": %s},\n' \
-        "$COAP_SECONDS" "$COAP_IN_FLIGHT" "$RECORDS" "$RECORDS_B64" "$IN_FLIGHT" "$WINDOW" "$RECORD_SIZE" "$(jstr "$PROFILE")"
+    printf '  "settings": {"coap_seconds": %s, "coap_in_flight": %s, "records": %s, "records_b64": %s, "in_flight": %s, "window": %s, "record_size": %s, "zk_ops": %s, "zk_clients": %s, "zk_value": %s, "profile": %s},\n' \
+        "$COAP_SECONDS" "$COAP_IN_FLIGHT" "$RECORDS" "$RECORDS_B64" "$IN_FLIGHT" "$WINDOW" "$RECORD_SIZE" "$ZK_OPS" "$ZK_CLIENTS" "$ZK_VALUE" "$(jstr "$PROFILE")"
     printf '  "rows": [\n'
     first=1
     for row in "${MEASURED[@]}"; do
@@ -330,7 +360,7 @@ echo "| row | instructions/op | vs peer |"
 echo "|---|---:|---|"
 for row in "${MEASURED[@]}"; do
     name="${DESC[$row]}"
-    [[ "$row" == coap-ours || "$row" == ours-* ]] && name="**$name**"
+    [[ "$row" == coap-ours || "$row" == ours-* || "$row" == zk-* ]] && name="**$name**"
     printf '| %s | %s | %s |\n' "$name" "${PER_OP[$row]}" "$(peer_ratios "$row")"
 done
 echo
