@@ -3,8 +3,8 @@
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use pehra_broker::client::Metadata;
+use pehra_cluster::{self as cluster, RebalanceOptions};
 use pehra_shared::wire::ErrorKind;
-use pehra_zookeeper::cluster::{self, RebalanceOptions};
 use pehra_zookeeper::{Client, ClientOptions};
 use std::io::Write;
 use std::net::SocketAddr;

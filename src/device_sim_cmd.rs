@@ -91,7 +91,7 @@ pub async fn run(args: DeviceSimArgs) -> Result<ExitCode> {
             )
             .await
             .context("opening a zookeeper client")?;
-            let brokers = pehra_zookeeper::cluster::live_brokers(&client)
+            let brokers = pehra_cluster::live_brokers(&client)
                 .await
                 .with_context(|| format!("reading /brokers/ids from {zk:?}"))?;
             brokers

@@ -2,13 +2,13 @@
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
+use pehra_cluster::{PEHRA_ADMIN, PEHRA_STATE};
 use pehra_shared::api::response_error;
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use pehra_shared::health::NhiConfig;
 use pehra_shared::security::credentials::Credentials;
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraState};
-use pehra_zookeeper::cluster::{PEHRA_ADMIN, PEHRA_STATE};
 use pehra_zookeeper::{Client, ClientOptions};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -155,7 +155,7 @@ async fn status(
     )
     .await
     .context("opening a zookeeper client")?;
-    let state = pehra_zookeeper::cluster::pehra_state(&client)
+    let state = pehra_cluster::pehra_state(&client)
         .await
         .with_context(|| format!("reading {PEHRA_STATE} from the zookeeper at {zookeeper:?}"))?;
     let admin = read::<AdminSwitch>(&client, PEHRA_ADMIN).await?;
@@ -311,7 +311,7 @@ async fn read<T: serde::de::DeserializeOwned>(client: &Client, path: &str) -> Re
 
 /// Every node's status, by name.
 pub(crate) async fn read_nodes(client: &Client) -> Result<Vec<NodeStatus>> {
-    Ok(pehra_zookeeper::cluster::pehra_statuses(client).await?)
+    Ok(pehra_cluster::pehra_statuses(client).await?)
 }
 
 use pehra_shared::driver::clock::unix_ms;

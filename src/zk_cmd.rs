@@ -190,6 +190,9 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     }
     let ensemble_for_watch = config.ensemble.clone();
     config.security = args.security.resolve(args.listen, "the zookeeper")?;
+    // What a broker may write beyond the ACL: only its own partitions' state, as their
+    // leader, and only its own handover confirmations (docs/security.md).
+    config.broker_writes = Some(pehra_cluster::broker_writes::check);
     config.security_updates =
         args.security
             .reload_on_sighup(args.listen, "the zookeeper", config.security.as_ref())?;
@@ -243,14 +246,14 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             std::net::Ipv4Addr::LOCALHOST.into()
         });
     }
-    let controller_config = pehra_zookeeper::cluster::ControllerConfig {
+    let controller_config = pehra_cluster::ControllerConfig {
         unclean_election: args.unclean_leader_election,
         replace_dead_after: (args.replace_dead_broker_after_s > 0)
             .then(|| Duration::from_secs(args.replace_dead_broker_after_s)),
     };
     // The controller and the coordinator run on the ensemble's leader only (alone: always),
     // started when it becomes the leader and stopped when it stops being it.
-    let pehra_config = pehra_zookeeper::cluster::PehraCoordinatorConfig {
+    let pehra_config = pehra_cluster::PehraCoordinatorConfig {
         timing: pehra_shared::pehra::coordinator::CoordinatorConfig {
             term_ms: args.pehra_term_ms,
             handover_ms: args.pehra_handover_ms,
@@ -268,7 +271,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             })?;
             Some((
                 ensemble.clone(),
-                pehra_zookeeper::cluster::handover::HandoverConfig {
+                pehra_cluster::handover::HandoverConfig {
                     nhi: ensemble.health.nhi,
                     trigger,
                     ..Default::default()
@@ -293,7 +296,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
             if let Some((ensemble, handover)) = health_watch.clone() {
                 let credentials = own_credentials.clone();
                 tasks.push(AbortOnDrop(tokio::spawn(async move {
-                    let run = pehra_zookeeper::cluster::leader_health::watch_leader_health(
+                    let run = pehra_cluster::leader_health::watch_leader_health(
                         ensemble.id,
                         ensemble.members.clone(),
                         credentials,
@@ -336,13 +339,13 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
 fn leader_tasks(
     controller_addr: SocketAddr,
     own_credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
-    controller_config: pehra_zookeeper::cluster::ControllerConfig,
-    pehra_config: pehra_zookeeper::cluster::PehraCoordinatorConfig,
+    controller_config: pehra_cluster::ControllerConfig,
+    pehra_config: pehra_cluster::PehraCoordinatorConfig,
 ) -> Vec<AbortOnDrop> {
     let controller_credentials = own_credentials.clone();
     let controller = tokio::spawn(async move {
         loop {
-            let run = pehra_zookeeper::cluster::Controller::run_secured(
+            let run = pehra_cluster::Controller::run_secured(
                 controller_addr,
                 controller_credentials.clone(),
                 controller_config.clone(),
@@ -356,7 +359,7 @@ fn leader_tasks(
     // The PEHRA coordinator (docs/pehra.md) runs beside it the same way.
     let pehra = tokio::spawn(async move {
         loop {
-            let run = pehra_zookeeper::cluster::PehraCoordinator::run_secured(
+            let run = pehra_cluster::PehraCoordinator::run_secured(
                 controller_addr,
                 own_credentials.clone(),
                 pehra_config,

@@ -7,8 +7,8 @@ mod common;
 
 use common::{free_udp_port, pehra, BrokerProcess, TempDir, Zookeeper};
 use pehra_broker::client::{records_from, ClusterClient};
+use pehra_cluster as cluster;
 use pehra_shared::wire::{Acks, Record};
-use pehra_zookeeper::cluster;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

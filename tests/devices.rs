@@ -7,6 +7,7 @@ mod common;
 
 use common::TestCluster;
 use pehra_broker::client::{partition_for_key, records_from, ClusterClient};
+use pehra_cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE};
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Code, Config, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
@@ -14,7 +15,6 @@ use pehra_shared::wire::{
     self, Acks, CheckIn, CheckInReply, DeviceReadings, DownlinkRequest, DownlinkResponse,
     ErrorKind, NodeRole, NodeStatus, PehraState, ProduceResponse, Record,
 };
-use pehra_zookeeper::cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE};
 use pehra_zookeeper::Client;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -12,8 +12,9 @@ mod common;
 use common::{TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
 use pehra_broker::log::{LogConfig, PartitionLog};
+use pehra_cluster as cluster;
 use pehra_shared::wire::{self, Acks, PartitionMetadata, Record};
-use pehra_zookeeper::{cluster, Client, ClientOptions, CreateMode};
+use pehra_zookeeper::{Client, ClientOptions, CreateMode};
 use std::time::Duration;
 
 /// The zxid a new znode gets now (its czxid): the next zxid handed out.

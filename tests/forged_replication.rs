@@ -8,13 +8,13 @@ mod common;
 
 use common::{unsafe_kill, TestCluster};
 use pehra_broker::client::ClusterClient;
+use pehra_cluster as cluster;
 use pehra_shared::coap::{Code, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use pehra_shared::wire::{
     self, Acks, PartitionMetadata, ProduceRequest, Record, RecordBatch, ReplicaFetchPartition,
     ReplicaFetchRequest,
 };
-use pehra_zookeeper::cluster;
 use std::net::SocketAddr;
 use std::time::Duration;
 

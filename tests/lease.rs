@@ -6,8 +6,8 @@
 mod common;
 
 use common::TestCluster;
+use pehra_cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS};
 use pehra_shared::wire::{self, NodeRole, NodeStatus, PehraState, TermRecord};
-use pehra_zookeeper::cluster::{pehra_node_path, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS};
 use pehra_zookeeper::Client;
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};

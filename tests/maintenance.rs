@@ -8,10 +8,10 @@ mod common;
 
 use common::{free_udp_port, spawn_program_ready, wait_bounded, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
+use pehra_cluster::{self as cluster, PEHRA_MAINTENANCE};
 use pehra_shared::wire::{
     self, Maintenance, MaintenanceState, NodeRole, NodeStatus, PartitionMetadata,
 };
-use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
 use pehra_zookeeper::{Client, ClientOptions, CreateMode};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -471,6 +471,7 @@ fn crate_roots(workspace: &Path) -> Vec<PathBuf> {
         "shared/src/lib.rs",
         "shared/storage/src/lib.rs",
         "zookeeper/src/lib.rs",
+        "zookeeper/cluster/src/lib.rs",
         "broker/src/lib.rs",
         "device-fw/src/lib.rs",
         "bench/src/lib.rs",

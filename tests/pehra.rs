@@ -10,13 +10,13 @@ mod common;
 use common::metrics::{free_tcp_port, scrape_value};
 use common::{pehra, unsafe_kill, TempDir, TestCluster};
 use pehra_broker::client::{records_from, ClusterClient};
+use pehra_cluster::{
+    self as cluster, pehra_node_path, PEHRA_ADMIN, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS,
+};
 use pehra_shared::coap::{Config, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use pehra_shared::wire::{
     self, Acks, AdminSwitch, NodeRole, NodeStatus, PehraState, Record, TermRecord, WakeReason,
-};
-use pehra_zookeeper::cluster::{
-    self, pehra_node_path, PEHRA_ADMIN, PEHRA_NODES, PEHRA_STATE, PEHRA_TERMS,
 };
 use pehra_zookeeper::Client;
 use std::collections::{BTreeMap, BTreeSet};

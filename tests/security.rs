@@ -8,6 +8,7 @@ mod common;
 
 use common::{pehra, TestCluster};
 use pehra_broker::client::ClusterClient;
+use pehra_cluster as cluster;
 use pehra_shared::coap::{Code, Config, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{security::secure_client, Endpoint, Router};
 use pehra_shared::security::credentials::Credentials;
@@ -16,7 +17,6 @@ use pehra_shared::wire::{
     self, CreateRequest, ErrorKind, Maintenance, MaintenanceState, PartitionMetadata,
     ReplicaFetchPartition, ReplicaFetchRequest,
 };
-use pehra_zookeeper::cluster;
 use pehra_zookeeper::{Client, ClientOptions};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -8,7 +8,7 @@ mod common;
 
 use common::{free_udp_port, pehra, wait_bounded, TempDir, TestCluster, Zookeeper};
 use pehra_broker::client::ClusterClient;
-use pehra_zookeeper::cluster;
+use pehra_cluster as cluster;
 use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -8,10 +8,10 @@ mod common;
 
 use common::{pehra, TestCluster};
 use pehra_broker::client::ClusterClient;
+use pehra_cluster as cluster;
 use pehra_shared::coap::{Code, Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{Endpoint, Router};
 use pehra_shared::wire::{self, TopicConfig};
-use pehra_zookeeper::cluster;
 use pehra_zookeeper::CreateMode;
 use std::time::Duration;
 

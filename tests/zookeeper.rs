@@ -511,7 +511,7 @@ async fn a_retried_write_is_not_applied_twice_across_a_zookeeper_restart() {
 async fn partition_w0(c: &common::TestCluster) -> Option<pehra_shared::wire::PartitionMetadata> {
     let zk = c.zk().await;
     let (data, _) = zk
-        .get_data(&pehra_zookeeper::cluster::partition_path("w", 0))
+        .get_data(&pehra_cluster::partition_path("w", 0))
         .await
         .ok()?;
     wire::decode(&data).ok()
@@ -521,7 +521,7 @@ async fn partition_w0(c: &common::TestCluster) -> Option<pehra_shared::wire::Par
 async fn led_by_a_live_broker_other_than(c: &common::TestCluster, not: Option<u32>) -> u32 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
     loop {
-        let live = pehra_zookeeper::cluster::live_brokers(&c.zk().await)
+        let live = pehra_cluster::live_brokers(&c.zk().await)
             .await
             .unwrap_or_default();
         let now = partition_w0(c).await;

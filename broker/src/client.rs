@@ -3,6 +3,7 @@
 //! topic administration and committed consumer offsets; [`producer`]: the one producer
 //! (partitioner, batcher, sequence numbers, pipelining) every sender of records uses.
 
+use pehra_cluster::{self as cluster, TOPICS};
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::{self, Endpoint, Observation, Router};
@@ -11,7 +12,6 @@ use pehra_shared::wire::{
     self, Acks, BrokerInfo, ErrorBody, ErrorKind, FetchRequest, FetchResponse, MultiOp, NodeRole,
     PartitionMetadata, ProduceRequest, ProduceResponse, Record, RecordBatch, TopicConfig,
 };
-use pehra_zookeeper::cluster::{self, TOPICS};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;

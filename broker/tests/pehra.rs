@@ -4,8 +4,8 @@
 //! Every wait is for a status change seen through a watch, bounded by a timeout.
 
 use pehra_broker::{Broker, BrokerConfig, PehraConfig};
+use pehra_cluster::{self as cluster, PEHRA_STATE};
 use pehra_shared::wire::{self, NodeRole, NodeStatus, PehraState, Term};
-use pehra_zookeeper::cluster::{self, PEHRA_STATE};
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
 use std::time::Duration;
 

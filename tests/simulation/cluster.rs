@@ -5,12 +5,10 @@
 use crate::linearizability::{Action, Op};
 use pehra_broker::client::ClusterClient;
 use pehra_broker::{Broker, BrokerConfig};
+use pehra_cluster::{Controller, ControllerConfig, PehraCoordinator, PehraCoordinatorConfig};
 use pehra_shared::coap::Config;
 use pehra_shared::pehra::coordinator::CoordinatorConfig;
 use pehra_shared::wire::{Acks, ErrorKind, Record, TopicConfig};
-use pehra_zookeeper::cluster::{
-    Controller, ControllerConfig, PehraCoordinator, PehraCoordinatorConfig,
-};
 use pehra_zookeeper::{
     Client, ClientOptions, CreateMode, Server, ServerConfig, SessionState, ZkError,
 };
@@ -180,6 +178,7 @@ pub async fn zookeeper_member(
 /// replay).
 fn sim_server_config(listen: SocketAddr, dir: std::path::PathBuf) -> ServerConfig {
     let mut config = ServerConfig::new(listen, dir);
+    config.broker_writes = Some(pehra_cluster::broker_writes::check);
     config.session_lease.min_permille = 1000;
     config.session_lease.max_permille = 1000;
     config

@@ -9,7 +9,6 @@
 
 pub mod admin;
 pub mod client;
-pub mod cluster;
 pub mod ensemble;
 pub mod path;
 pub mod recipes;

@@ -11,8 +11,8 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pehra_broker::client::ClusterClient;
+use pehra_cluster as cluster;
 use pehra_shared::wire::{Acks, NodeRole, Record};
-use pehra_zookeeper::cluster;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 

@@ -30,8 +30,9 @@
 use anyhow::{bail, Context, Result};
 use clap::Parser;
 use pehra_broker::client::{ClusterClient, RetryStats};
+use pehra_cluster as cluster;
 use pehra_shared::wire::{self, Acks, NodeRole, PartitionMetadata, PehraRequest, Record};
-use pehra_zookeeper::{cluster, Client, CreateMode};
+use pehra_zookeeper::{Client, CreateMode};
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};

@@ -58,11 +58,11 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use anyhow::{anyhow, bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use pehra_broker::client::{records_from, ClusterClient, RetryStats};
+use pehra_cluster as cluster;
 use pehra_shared::api::decode_response;
 use pehra_shared::wire::{
     self, Acks, FetchResponse, PartitionMetadata, ProduceRequest, Record, RecordBatch, TopicConfig,
 };
-use pehra_zookeeper::cluster;
 use pehra_zookeeper::WatchEvent;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::net::UdpSocket;

@@ -14,10 +14,10 @@
 use super::problem::problem;
 use super::{cluster_problem, data_resource, etag, no_topic, zk_problem, PubSub, Topic};
 use crate::client::{records_from, ClientError};
+use pehra_cluster as cluster;
 use pehra_shared::coap::conditions::{Conditions, Current};
 use pehra_shared::coap::{option, Code, Request, Response};
 use pehra_shared::wire::{Acks, ErrorKind, Header, Record};
-use pehra_zookeeper::cluster;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;

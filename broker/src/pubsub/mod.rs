@@ -19,13 +19,13 @@ pub mod problem;
 pub mod properties;
 
 use crate::client::{pubsub_properties_path, ClientError, ClusterClient};
+use pehra_cluster as cluster;
 use pehra_shared::coap::conditions::{Conditions, Current};
 use pehra_shared::coap::{
     link_format, option, Code, Request, Response, CONTENT_FORMAT_CBOR, CONTENT_FORMAT_LINK_FORMAT,
 };
 use pehra_shared::driver::{Handle, Incoming, Responder};
 use pehra_shared::wire::{self, ErrorKind, TopicConfig};
-use pehra_zookeeper::cluster;
 use problem::problem;
 use properties::{Key, Properties, PropertyError};
 use std::collections::BTreeMap;

@@ -18,6 +18,7 @@
 use super::{lookup_any, now_ms, pehra, State};
 use crate::client::producer::{ProduceError, Producer};
 use crate::client::{records_from, ClientError, ClusterClient};
+use pehra_cluster as cluster;
 use pehra_shared::api::{cbor_response, decode_request, error_response};
 use pehra_shared::coap::{Code, Request, Response};
 use pehra_shared::driver::{Incoming, Responder};
@@ -25,7 +26,6 @@ use pehra_shared::wire::{
     self, Acks, CheckIn, DeviceReadings, DownlinkRequest, DownlinkResponse, ErrorKind,
     FetchResponse, NodeStatus, PartitionMetadata, Record,
 };
-use pehra_zookeeper::cluster;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 

@@ -12,8 +12,8 @@
 //! log reaches the high watermark its report goes.
 
 use super::State;
+use pehra_cluster::{self as cluster, recovering_name, RECOVERING};
 use pehra_shared::wire::ErrorKind;
-use pehra_zookeeper::cluster::{self, recovering_name, RECOVERING};
 use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::BTreeMap;
 use std::sync::Arc;

@@ -1,5 +1,5 @@
 //! The broker's side of a warm (predictive) handover of a partition's leadership
-//! (seed 002; the controller's side and the protocol: `pehra_zookeeper::cluster::warm`).
+//! (seed 002; the controller's side and the protocol: `pehra_cluster::warm`).
 //!
 //! - As the leader named in an order's `presync`: stop appending to the partition
 //!   (produces are held: [`HandoverSide::Holding`]), wait until the high watermark
@@ -17,11 +17,11 @@
 use super::partition::{replica_now, HandoverSide};
 use super::replica_actions::run_actions;
 use super::{lookup_any, State};
+use pehra_cluster::handover::{HandoverOrder, PreSync};
+use pehra_cluster::{self as cluster, handover_partition, HANDOVERS};
 use pehra_shared::api::error_response;
 use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
-use pehra_zookeeper::cluster::handover::{HandoverOrder, PreSync};
-use pehra_zookeeper::cluster::{self, handover_partition, HANDOVERS};
 use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};

@@ -34,8 +34,8 @@
 //! restart of the broker: it is set `failed`.
 
 use super::{pehra, State};
+use pehra_cluster::{self as cluster, PEHRA_MAINTENANCE};
 use pehra_shared::wire::{self, ErrorKind, Maintenance, MaintenanceState};
-use pehra_zookeeper::cluster::{self, PEHRA_MAINTENANCE};
 use pehra_zookeeper::{Client, ClientOptions, WatchEvent, ZkError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

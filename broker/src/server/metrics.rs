@@ -268,12 +268,12 @@ impl BrokerMetrics {
         drop(state);
         let mut lag = Vec::new();
         if !led.is_empty() {
-            let Ok((groups, _)) = zk.get_children(pehra_zookeeper::cluster::CONSUMERS).await else {
+            let Ok((groups, _)) = zk.get_children(pehra_cluster::CONSUMERS).await else {
                 return;
             };
             for group in groups {
                 for (topic, partition, hw) in &led {
-                    let path = pehra_zookeeper::cluster::offset_path(&group, topic, *partition);
+                    let path = pehra_cluster::offset_path(&group, topic, *partition);
                     let Ok((data, _)) = zk.get_data(&path).await else {
                         continue; // this group does not read this partition
                     };

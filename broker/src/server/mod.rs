@@ -17,13 +17,13 @@
 //!   `hw_checkpoint`, the high watermarks it rests on.
 
 use crate::log::{FlushPolicy, LogConfig};
+use pehra_cluster::{self as cluster, BROKERS, TOPICS};
 use pehra_shared::api::{cbor_response, error_response};
 use pehra_shared::coap::{
     link_format::Link, Code, Config as CoapConfig, Method, Request, Response,
 };
 use pehra_shared::driver::{Endpoint, Handle, Incoming, Responder, Router};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
-use pehra_zookeeper::cluster::{self, BROKERS, TOPICS};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 mod access;

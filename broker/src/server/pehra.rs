@@ -9,6 +9,7 @@
 //! Pehredar.
 
 use super::State;
+use pehra_cluster::{self as cluster, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
 use pehra_shared::driver::clock::now;
@@ -19,7 +20,6 @@ use pehra_shared::time::UnixMs;
 use pehra_shared::wire::{
     self, CheckIn, CheckInReply, ErrorKind, NodeRole, NodeStatus, PehraState,
 };
-use pehra_zookeeper::cluster::{self, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
 use pehra_zookeeper::{Client, CreateMode, WatchEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};

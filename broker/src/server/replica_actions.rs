@@ -6,9 +6,9 @@
 use super::partition::{join, produce_response, replica_now, Partition, PartitionKey};
 use super::{lookup_any, State};
 use crate::replica::{Action, EpochCheckOutcome, IsrChange, IsrWritten};
+use pehra_cluster as cluster;
 use pehra_shared::driver::Responder;
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
-use pehra_zookeeper::cluster;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, MutexGuard};
 use std::time::Duration;

@@ -7,6 +7,7 @@
 //! Every ratio is an integer in permille (‰, 1000 = 1.0); signed factors are `i32` ‰.
 //! `docs/pehra.md` argues the defaults.
 
+pub mod handover;
 pub mod lease;
 pub mod nhi;
 pub mod rtt;

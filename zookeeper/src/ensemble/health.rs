@@ -1,7 +1,7 @@
 //! Seed 002 for the zookeeper's own leader: a leader whose health falls hands its office
 //! over (Raft's leadership transfer, [`super::member::Member::transfer_leadership`]) to
 //! the healthiest member, before it fails, with the same rules as a partition leader's
-//! warm handover ([`crate::cluster::handover`]).
+//! warm handover (`pehra_cluster::handover`).
 //!
 //! - [`HealthWatch`]: the pure decision. The leader feeds it its own Node Health Index
 //!   every sample; after [`SAMPLES_BEFORE_HANDOVER`] samples in a row at the trigger class
@@ -19,7 +19,7 @@
 //!   within an election timeout, Raft abandons the transfer and the leader stays (the
 //!   rollback); the ordinary election deals with a leader that dies.
 
-use crate::cluster::handover::{should_hand_over, HandoverConfig};
+use pehra_shared::health::handover::{should_hand_over, HandoverConfig};
 use pehra_shared::time::Instant;
 use std::path::PathBuf;
 use std::time::Duration;

@@ -7,8 +7,7 @@ pub(crate) use self::replication::Replication;
 use super::group_commit::GroupCommit;
 use super::probe::{ProbeAction, ProbeConfig, Prober, Report};
 use super::sessions::Leases;
-use super::{LogRecord, ServerConfig, ServerError};
-use crate::cluster::PEHRA_ADMIN;
+use super::{LogRecord, ServerConfig, ServerError, PEHRA_ADMIN};
 use crate::storage::{Room, Storage, StorageError};
 use crate::tree::{Change, DataTree, Op, Outcome, RequestId, Seen, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
@@ -120,7 +119,7 @@ pub(crate) enum Job {
         /// Who asks: must own the session the write speaks for or closes.
         identity: Option<String>,
         /// The broker id of who asks, if a broker: what it may change in the cluster
-        /// state is checked ([`crate::cluster::broker_writes`]).
+        /// state is checked ([`ServerConfig::broker_writes`]).
         broker: Option<u32>,
         /// If-Match / If-None-Match of the request, evaluated against the target znode
         /// (its ETag is its data version) in the same step as the write.
@@ -832,8 +831,9 @@ impl Core {
     }
 
     /// The refusal (4.03) if broker `broker` may not make this change to the cluster state
-    /// ([`crate::cluster::broker_writes`]), judged on the tree as it stands in this step.
+    /// ([`ServerConfig::broker_writes`]), judged on the tree as it stands in this step.
     fn broker_may_not(&self, broker: u32, op: &Op) -> Option<Response> {
+        let rule = self.config.broker_writes?;
         let sets: Vec<(&str, &[u8])> = match op {
             Op::SetData { path, data, .. } => vec![(path.as_str(), data.as_slice())],
             Op::Multi { ops } => ops
@@ -847,7 +847,7 @@ impl Core {
         };
         for (path, data) in sets {
             let current = self.tree.get(path).map(|(d, _)| d);
-            if let Err(why) = crate::cluster::broker_writes::check(broker, path, current, data) {
+            if let Err(why) = rule(broker, path, current, data) {
                 tracing::warn!(broker, path, reason = %why, "refused: a broker's write to the cluster state");
                 return Some(error_response(ErrorKind::Forbidden, &why));
             }

@@ -73,7 +73,26 @@ pub struct ServerConfig {
     /// Newer credentials and ACL policies while it runs (the binary sends one on
     /// SIGHUP); see [`security_updates`].
     pub security_updates: Option<security_updates::SecurityUpdates>,
+    /// What a broker may write, beyond what the ACL policy lets it (see
+    /// [`BrokerWriteRule`]). `pehra zookeeper` sets the cluster's rule
+    /// (`pehra_cluster::broker_writes::check`); `None`: the ACL policy alone decides.
+    pub broker_writes: Option<BrokerWriteRule>,
 }
+
+/// A rule for the writes of a broker (a request whose identity is `broker-{id}`): given
+/// the broker's id, the path, the znode's data as it stands (`None`: absent) and the data
+/// written, `Err` with the reason refuses it (4.03). The core applies it to every
+/// set-data, alone or in a multi, in the same step as the write, so it judges the tree as
+/// the write would change it. The ACL policy can say "brokers may write partition
+/// states" but not "only the partition's leader": the rule says the rest. It is the
+/// cluster's layout, so it comes from the cluster crate.
+pub type BrokerWriteRule =
+    fn(broker: u32, path: &str, current: Option<&[u8]>, new: &[u8]) -> Result<(), String>;
+
+/// The admin's last PEHRA mode change ([`pehra_shared::wire::AdminSwitch`]): the znode the
+/// zookeeper's `POST /pehra/mode` route writes after checking the admin key (the only
+/// PEHRA path the zookeeper itself writes; the layout is `pehra_cluster`'s).
+pub const PEHRA_ADMIN: &str = "/pehra/admin";
 
 /// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
 /// ACL policy requests are checked against.
@@ -120,6 +139,7 @@ impl ServerConfig {
             admin_key: None,
             security: None,
             security_updates: None,
+            broker_writes: None,
             recovery: crate::storage::RecoveryOptions::default(),
             metrics: ZkMetrics::default(),
             ensemble: None,

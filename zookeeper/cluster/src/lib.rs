@@ -1,4 +1,7 @@
-//! The cluster's layout in the tree and the controller that maintains it.
+//! The cluster's layout in the zookeeper's tree and the controller that maintains it
+//! (crate `pehra-cluster`: clients of the zookeeper, run beside it by `pehra zookeeper`;
+//! the coordination service itself, `pehra-zookeeper`, knows nothing of this layout but
+//! the rule it is given for brokers' writes, [`broker_writes::check`]).
 //!
 //! ```text
 //! /brokers/ids/{id}                  ephemeral, BrokerInfo: the live brokers
@@ -47,8 +50,8 @@ pub use maintenance::{
 pub use pehra::{PehraCoordinator, PehraCoordinatorConfig};
 pub use reassign::{rebalance, RebalanceEvent, RebalanceOptions, RebalanceReport};
 
-use crate::client::{Client, CreateMode, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind};
+use pehra_zookeeper::client::{Client, CreateMode, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Where live brokers register.
@@ -79,7 +82,7 @@ pub const ABSENT: &str = "/admin/absent";
 pub const PEHRA_STATE: &str = "/pehra/state";
 /// The admin's last mode change ([`wire::AdminSwitch`]), written only by the
 /// zookeeper's `POST /pehra/mode` route after checking the admin key.
-pub const PEHRA_ADMIN: &str = "/pehra/admin";
+pub use pehra_zookeeper::server::PEHRA_ADMIN;
 /// Each node's PEHRA status ([`wire::NodeStatus`], ephemeral).
 pub const PEHRA_NODES: &str = "/pehra/nodes";
 /// Requests to the coordinator ([`wire::PehraRequest`], persistent sequential `r-`).
@@ -235,7 +238,7 @@ pub(crate) async fn run_as_service(
     credentials: Option<std::sync::Arc<pehra_shared::security::credentials::Credentials>>,
     service: impl AsyncFnOnce(&Client) -> Result<(), ZkError>,
 ) -> Result<(), ZkError> {
-    let options = crate::client::ClientOptions {
+    let options = pehra_zookeeper::client::ClientOptions {
         session_timeout: SERVICE_SESSION_TIMEOUT,
         credentials,
         ..Default::default()

@@ -4,13 +4,13 @@
 //!
 //! No sleeps: every wait is on a watch of `/pehra/state`, bounded by a timeout.
 
+use pehra_cluster::{self as cluster, PehraCoordinator, PehraCoordinatorConfig};
 use pehra_shared::pehra::coordinator::CoordinatorConfig;
 use pehra_shared::wire::{
     self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord,
     WakeReason,
 };
 use pehra_zookeeper::admin::sign_mode_change;
-use pehra_zookeeper::cluster::{self, PehraCoordinator, PehraCoordinatorConfig};
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
 use std::future::Future;
 use std::net::SocketAddr;

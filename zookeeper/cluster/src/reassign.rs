@@ -17,8 +17,8 @@
 //! conditional on the version read.
 
 use super::{assign_replicas, available_brokers, partition_path, topic_path, TOPICS};
-use crate::client::{Client, WatchEvent, ZkError};
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata, TopicConfig};
+use pehra_zookeeper::client::{Client, WatchEvent, ZkError};
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
 use rand::SeedableRng;

@@ -17,7 +17,6 @@
 //!   else changed the partition meanwhile, it says *roll back*: nothing is written and
 //!   the ordinary election ([`super::election::decide`]) stays in charge.
 
-use pehra_shared::health::{HealthClass, NhiConfig};
 use pehra_shared::time::{Duration, Instant};
 use pehra_shared::wire::PartitionMetadata;
 use serde::{Deserialize, Serialize};
@@ -36,36 +35,7 @@ pub struct Rating {
     pub rtt_ms: u32,
 }
 
-/// When and how a leader hands over.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HandoverConfig {
-    /// How health is rated.
-    pub nhi: NhiConfig,
-    /// A leader whose class is this or worse hands over.
-    pub trigger: HealthClass,
-    /// A candidate must be at least this healthy (and healthier than the leader).
-    pub min_candidate: HealthClass,
-    /// How long the candidate has to catch up before the handover is rolled back, ms.
-    pub presync_timeout_ms: u64,
-}
-
-impl Default for HandoverConfig {
-    /// Hand over at Warning or worse, to a Good or better candidate, within 5 s.
-    fn default() -> Self {
-        HandoverConfig {
-            nhi: NhiConfig::DEFAULT,
-            trigger: HealthClass::Warning,
-            min_candidate: HealthClass::Good,
-            presync_timeout_ms: 5_000,
-        }
-    }
-}
-
-/// Whether a leader whose Node Health Index is `index` should hand over (`operator`:
-/// asked to).
-pub fn should_hand_over(config: &HandoverConfig, index: Option<u16>, operator: bool) -> bool {
-    operator || index.is_some_and(|i| config.nhi.class_of(i) <= config.trigger)
-}
+pub use pehra_shared::health::handover::{should_hand_over, HandoverConfig};
 
 /// The best candidate to take over `meta`'s leadership, if any: an in-sync replica
 /// other than the leader that is live and eligible, reports health of at least
@@ -311,6 +281,7 @@ impl Handover {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use pehra_shared::health::NhiConfig;
 
     fn meta() -> PartitionMetadata {
         PartitionMetadata {
@@ -503,16 +474,9 @@ mod tests {
         // Rolling back writes nothing: the ordinary election, given the candidate dead,
         // leaves the living leader in place.
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
-        let after = crate::cluster::election::decide(
-            &meta(),
-            &set(&[1, 2]),
-            &none,
-            &none,
-            1,
-            false,
-            &mut rng,
-        )
-        .expect("the dead candidate leaves the ISR");
+        let after =
+            crate::election::decide(&meta(), &set(&[1, 2]), &none, &none, 1, false, &mut rng)
+                .expect("the dead candidate leaves the ISR");
         assert_eq!((after.leader, after.leader_epoch), (Some(1), 4));
     }
 }

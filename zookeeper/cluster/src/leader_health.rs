@@ -1,14 +1,14 @@
-//! The driver of the ensemble leader's health watch ([`crate::ensemble::health`]), run on
+//! The driver of the ensemble leader's health watch ([`pehra_zookeeper::ensemble::health`]), run on
 //! the leader only, beside the controller: samples the leader's own health, asks the
 //! other members theirs only when it wants to hand over, and asks its own member to
 //! transfer the leadership.
 
-use crate::client::{Client, ZkError};
-use crate::cluster::handover::HandoverConfig;
-use crate::ensemble::health::{HealthSource, HealthWatch, Peer, SAMPLE_EVERY};
+use crate::handover::HandoverConfig;
 use pehra_shared::coap::Config as CoapConfig;
 use pehra_shared::security::credentials::Credentials;
 use pehra_shared::time::Instant;
+use pehra_zookeeper::client::{Client, ZkError};
+use pehra_zookeeper::ensemble::health::{HealthSource, HealthWatch, Peer, SAMPLE_EVERY};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -8,8 +8,8 @@ use super::{
     partitions_path, pick_repelling, shutting_down, topic_path, unix_ms, Ineligible, ABSENT,
     BROKERS, RECOVERING, SHUTDOWN, TOPICS,
 };
-use crate::client::{Client, CreateMode, SessionState, Watch, WatchEvent, ZkError};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, MultiOp, PartitionMetadata, TopicConfig};
+use pehra_zookeeper::client::{Client, CreateMode, SessionState, Watch, WatchEvent, ZkError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::{BTreeMap, BTreeSet};

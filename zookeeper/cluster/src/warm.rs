@@ -39,9 +39,9 @@ use super::{
     live_brokers, partition_path, partitions_path, pehra_node_path, pehra_statuses, shutting_down,
     unix_ms, BROKERS, HANDOVERS, PEHRA_NODES, TOPICS,
 };
-use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::time::Instant as MachineTime;
 use pehra_shared::wire::{self, ErrorKind, MultiOp, NodeStatus, PartitionMetadata};
+use pehra_zookeeper::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 use tokio::sync::mpsc;

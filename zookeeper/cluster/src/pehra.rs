@@ -12,10 +12,10 @@ use super::{
     ensure_path, pehra_term_path, unix_ms, PEHRA_ADMIN, PEHRA_MAINTENANCE, PEHRA_NODES,
     PEHRA_REQUESTS, PEHRA_STATE, PEHRA_TERMS,
 };
-use crate::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use pehra_shared::driver::clock;
 use pehra_shared::pehra::coordinator::{Coordinator, CoordinatorConfig, Output};
 use pehra_shared::wire::{self, AdminSwitch, ErrorKind, NodeStatus, PehraRequest, PehraState};
+use pehra_zookeeper::client::{Client, CreateMode, SessionState, WatchEvent, ZkError};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use std::collections::BTreeMap;
@@ -303,7 +303,10 @@ impl Drop for Watches {
 }
 
 /// Sends `()` on every event of `watch` until it ends.
-fn forward(mut watch: crate::client::Watch, tx: mpsc::UnboundedSender<()>) -> JoinHandle<()> {
+fn forward(
+    mut watch: pehra_zookeeper::client::Watch,
+    tx: mpsc::UnboundedSender<()>,
+) -> JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(event) = watch.next().await {
             let end = !matches!(event, Ok(WatchEvent::Data(_) | WatchEvent::Children(_)));

@@ -130,7 +130,7 @@ fn handover(broker: u32, path: &str, current: Option<&[u8]>, new: &[u8]) -> Resu
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::handover::{HandoverReason, PreSync};
+    use crate::handover::{HandoverReason, PreSync};
 
     fn meta(leader: Option<u32>, epoch: u32, isr: &[u32], elr: &[u32]) -> Vec<u8> {
         wire::encode(&PartitionMetadata {
@@ -187,7 +187,7 @@ mod tests {
             }),
             ready_log_end: None,
         };
-        let path = crate::cluster::handover_path("t", 0);
+        let path = crate::handover_path("t", 0);
         let now = wire::encode(&order).unwrap();
         let confirmed = wire::encode(&HandoverOrder {
             ready_log_end: Some(10),

@@ -4,10 +4,10 @@
 //!
 //! No sleeps: every wait is on a watch, bounded by a timeout.
 
-use pehra_shared::wire::{self, BrokerInfo, PartitionMetadata, TopicConfig};
-use pehra_zookeeper::cluster::{
-    self, rebalance, Controller, ControllerConfig, RebalanceEvent, RebalanceOptions,
+use pehra_cluster::{
+    self as cluster, rebalance, Controller, ControllerConfig, RebalanceEvent, RebalanceOptions,
 };
+use pehra_shared::wire::{self, BrokerInfo, PartitionMetadata, TopicConfig};
 use pehra_zookeeper::server::ZkMetrics;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
 use std::collections::{BTreeMap, BTreeSet};

@@ -20,10 +20,10 @@ use super::{
     broker_node_name, live_brokers, partition_path, partitions_path, pehra_maintenance_path,
     unix_ms, BROKERS, PEHRA_MAINTENANCE, PEHRA_REQUESTS, PEHRA_STATE, TOPICS,
 };
-use crate::client::{Client, CreateMode, WatchEvent, ZkError};
 use pehra_shared::wire::{
     self, ErrorKind, Maintenance, MaintenanceState, PartitionMetadata, PehraRequest, PehraState,
 };
+use pehra_zookeeper::client::{Client, CreateMode, WatchEvent, ZkError};
 use std::fmt;
 use std::time::Duration;
 use thiserror::Error;
