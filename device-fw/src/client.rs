@@ -1,7 +1,7 @@
 //! A CoAP client over the shared sans-IO engine and a [`UdpSocket`]: one request at a
 //! time, the engine's retransmissions, nothing else of its own.
 
-use alloc::vec;
+#[cfg(feature = "edhoc")]
 use alloc::vec::Vec;
 use core::net::SocketAddr;
 
@@ -39,12 +39,8 @@ pub struct ClientStats {
 pub struct CoapClient<U> {
     engine: Engine<SocketAddr>,
     socket: U,
-    buf: Vec<u8>,
     stats: ClientStats,
 }
-
-/// The largest datagram read (a device's answers are small; larger ones go block-wise).
-const RECV_BUF: usize = 1280;
 
 impl<U: UdpSocket> CoapClient<U> {
     /// A client with the engine's `config`, seeded with `seed` (message IDs, tokens).
@@ -52,7 +48,6 @@ impl<U: UdpSocket> CoapClient<U> {
         CoapClient {
             engine: Engine::new(config, seed),
             socket,
-            buf: vec![0; RECV_BUF],
             stats: ClientStats::default(),
         }
     }
@@ -132,14 +127,15 @@ impl<U: UdpSocket> CoapClient<U> {
                 return Err(ClientError::Lost);
             };
             let deadline_ms = deadline.as_micros().div_ceil(1000);
-            match self.socket.recv_until(&mut self.buf, deadline_ms).await {
-                Ok(Some((n, from))) => {
-                    self.stats.datagrams_received += 1;
-                    self.stats.bytes_received += n as u64;
-                    let n = n.min(self.buf.len());
-                    self.engine
-                        .handle_datagram(now(clock), from, &self.buf[..n]);
-                }
+            // The datagram is handled where the socket holds it (no buffer of our own).
+            let (engine, stats) = (&mut self.engine, &mut self.stats);
+            let received = self.socket.recv_with(deadline_ms, |bytes, from| {
+                stats.datagrams_received += 1;
+                stats.bytes_received += bytes.len() as u64;
+                engine.handle_datagram(now(clock), from, bytes);
+            });
+            match received.await {
+                Ok(Some(())) => {}
                 Ok(None) => self.engine.handle_timeout(now(clock)),
                 Err(_) => {
                     self.stats.socket_errors += 1;

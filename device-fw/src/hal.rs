@@ -14,6 +14,10 @@ use crate::security::EdhocSession;
 use crate::security::OscoreResume;
 use serde::{Deserialize, Serialize};
 
+/// The largest datagram read through [`UdpSocket::recv_with`]'s default (a device's
+/// answers are small; larger ones go block-wise).
+pub const RECV_BUF: usize = 1280;
+
 /// A UDP socket bound to the device's address.
 pub trait UdpSocket {
     /// What can go wrong.
@@ -29,6 +33,22 @@ pub trait UdpSocket {
         buf: &mut [u8],
         deadline_ms: u64,
     ) -> Result<Option<(usize, SocketAddr)>, Self::Error>;
+
+    /// Waits for one datagram until `deadline_ms` and hands it to `f` with its sender:
+    /// `f`'s result, or `None` once the deadline passed. A socket that holds received
+    /// datagrams in its own buffer (embassy-net) hands `f` that buffer, so the caller
+    /// keeps none of its own (the CoAP client's 1280 bytes of heap on a device). The
+    /// default reads it with [`Self::recv_until`] into a [`RECV_BUF`]-byte buffer
+    /// allocated for the call.
+    async fn recv_with<T, F: FnOnce(&[u8], SocketAddr) -> T>(
+        &mut self,
+        deadline_ms: u64,
+        f: F,
+    ) -> Result<Option<T>, Self::Error> {
+        let mut buf = alloc::vec![0u8; RECV_BUF];
+        let got = self.recv_until(&mut buf, deadline_ms).await?;
+        Ok(got.map(|(n, from)| f(&buf[..n.min(buf.len())], from)))
+    }
 
     /// Waits until every datagram given to [`Self::send_to`] has left the device, or
     /// until `deadline_ms`. A network stack that queues datagrams and sends them from

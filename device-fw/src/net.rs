@@ -102,6 +102,22 @@ impl<R: Routes> UdpSocket for EmbassyUdp<'_, R> {
         }
     }
 
+    async fn recv_with<T, F: FnOnce(&[u8], SocketAddr) -> T>(
+        &mut self,
+        deadline_ms: u64,
+        f: F,
+    ) -> Result<Option<T>, NetError> {
+        // `f` reads the datagram in the socket's receive buffer (no copy, no buffer of
+        // the caller's).
+        let routes = &self.routes;
+        let recv = self
+            .socket
+            .recv_from_with(|bytes, meta| f(bytes, routes.inbound(meta.endpoint)));
+        Ok(with_deadline(self.clock.instant(deadline_ms), recv)
+            .await
+            .ok())
+    }
+
     async fn flush(&mut self, deadline_ms: u64) -> Result<(), NetError> {
         // Past the deadline the datagrams stay queued (no link, no route): not an error,
         // the node loop sleeps anyway.
