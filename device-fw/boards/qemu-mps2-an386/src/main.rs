@@ -233,8 +233,12 @@ async fn net_task(mut runner: Runner<'static, Lan9118>) -> ! {
     runner.run().await
 }
 
-#[embassy_executor::task]
-async fn main_task(spawner: Spawner) {
+/// Brings the LAN9118 up and starts embassy-net on it (its task spawned): the stack and
+/// the boot seed. A function of its own (`#[inline(never)]`): its temporaries (the
+/// driver and the stack being made) are not in the main task's poll frame, which stays
+/// on the stack under every cycle.
+#[inline(never)]
+fn start_network(spawner: Spawner) -> (Stack<'static>, [u8; 32]) {
     // ConstStaticCell: the buffers are made in place (in .bss), never on the stack.
     static RX_BUF: ConstStaticCell<[u8; lan9118::MTU + 4]> =
         ConstStaticCell::new([0; lan9118::MTU + 4]);
@@ -277,7 +281,12 @@ async fn main_task(spawner: Spawner) {
     let config = embassy_net::Config::dhcpv4(Default::default());
     let (stack, runner) = embassy_net::new(eth, config, RESOURCES.take(), net_seed);
     spawner.spawn(net_task(runner).unwrap());
+    (stack, seed)
+}
 
+#[embassy_executor::task]
+async fn main_task(spawner: Spawner) {
+    let (stack, seed) = start_network(spawner);
     hprintln!("pehra-fw: waiting for DHCP");
     stack.wait_config_up().await;
     if let Some(cfg) = stack.config_v4() {
