@@ -81,6 +81,13 @@ pub trait Rng {
     fn fill_bytes(&mut self, buf: &mut [u8]);
 }
 
+/// A generator borrowed: what it draws advances the generator lent.
+impl<G: Rng + ?Sized> Rng for &mut G {
+    fn fill_bytes(&mut self, buf: &mut [u8]) {
+        (**self).fill_bytes(buf)
+    }
+}
+
 /// A `rand` generator as the device's [`Rng`]: [`SeededRng::new`] expands a seed (from a
 /// hardware source, or the boot's timing where there is none) with the same ChaCha
 /// generator the CoAP engine uses, so it costs a firmware no extra code.

@@ -177,15 +177,16 @@ where
 {
     /// Boots a device: takes up what storage kept (readings counter, the state
     /// machine's schedule, clock offset, Pehredar and downlink offset, the readings not
-    /// yet acknowledged), seeds the CoAP engine from `rng`. After a deep sleep that
-    /// reset the device it goes on where it was; without storage it starts afresh (a
-    /// new incarnation).
+    /// yet acknowledged), seeds the CoAP engine from `rng` (a generator, or a `&mut` to
+    /// one: a generator only the boot draws from can be moved into its future instead
+    /// of outliving it in a static). After a deep sleep that reset the device it goes
+    /// on where it was; without storage it starts afresh (a new incarnation).
     pub async fn boot(
         config: DeviceConfig,
         settings: Settings,
         coap: Config,
         parts: Parts<U, C, S, St, R, A>,
-        rng: &mut impl Rng,
+        rng: impl Rng,
     ) -> Self {
         Self::boot_with(config, settings, coap, parts, rng, None).await
     }
@@ -201,7 +202,7 @@ where
         settings: Settings,
         coap: Config,
         parts: Parts<U, C, S, St, R, A>,
-        rng: &mut impl Rng,
+        rng: impl Rng,
         identity: impl Into<DeviceIdentity>,
         brokers: Vec<(SocketAddr, u32)>,
     ) -> Self {
@@ -214,7 +215,7 @@ where
         mut settings: Settings,
         coap: Config,
         mut parts: Parts<U, C, S, St, R, A>,
-        rng: &mut impl Rng,
+        mut rng: impl Rng,
         secured: Option<(DeviceIdentity, Vec<(SocketAddr, u32)>)>,
     ) -> Self {
         let mut seed = [0u8; 32];

@@ -415,9 +415,9 @@ fn make_boot(stack: Stack<'static>, seed: [u8; 32]) -> Pin<Box<impl Future<Outpu
         app: board::PrintingApp,
     };
     let config = DeviceConfig::new(NAME, alloc::vec![gateway], alarm_ms);
-    // No TRNG under QEMU: the boot seed (MAC and SysTick phase), expanded.
-    static RNG: StaticCell<pehra_device_fw::SeededRng> = StaticCell::new();
-    let rng = RNG.init(pehra_device_fw::SeededRng::new(seed));
+    // No TRNG under QEMU: the boot seed (MAC and SysTick phase), expanded. Only the
+    // boot draws from it: moved into its (boxed) future, not kept in a static.
+    let rng = pehra_device_fw::SeededRng::new(seed);
     let brokers = alloc::vec![(gateway, broker)];
     Box::pin(Device::boot_secured(
         config,
