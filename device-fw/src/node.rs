@@ -390,7 +390,7 @@ where
             }
         };
         let report = match plan {
-            Ok(plan) => self.work(plan).await,
+            Ok(plan) => crate::frame::OwnFrame(self.work(plan)).await,
             Err(wake_at_ms) => {
                 log_warn!("no gateway answered; backing off");
                 CycleReport {
@@ -472,11 +472,11 @@ where
         log_debug!("checked in");
         let mut published = 0;
         if plan.publish && !self.readings.is_empty() {
-            published = self.publish(plan.gateway).await;
+            published = crate::frame::OwnFrame(self.publish(plan.gateway)).await;
         }
         let mut downlink = 0;
         if plan.fetch_downlink {
-            downlink = self.fetch_downlink(plan.gateway).await;
+            downlink = crate::frame::OwnFrame(self.fetch_downlink(plan.gateway)).await;
         }
         // The application may have changed the interval: a sleep that was one alarm
         // away follows it.
@@ -692,7 +692,7 @@ where
             if !self.secure(to).await {
                 return Err(CallError::NoAnswer);
             }
-            let response = self.exchange(to, request).await?;
+            let response = crate::frame::OwnFrame(self.exchange(to, request)).await?;
             if self.lost_context(to, &response) && self.stats.handshakes == handshakes {
                 continue;
             }
