@@ -254,8 +254,13 @@ fn start_network(spawner: Spawner) -> (Stack<'static>, [u8; 32]) {
     let tx_buf = TX_BUF.take();
     let eth = match Lan9118::new(rx_buf, tx_buf) {
         Ok(eth) => eth,
-        Err(e) => {
-            hprintln!("pehra-fw: no LAN9118: {:?}", e);
+        // Each error as its own line (`{:?}` would link the Debug machinery for it).
+        Err(lan9118::InitError::NoChip(test)) => {
+            hprintln!("pehra-fw: no LAN9118: BYTE_TEST read {:#010x}", test);
+            exit(false)
+        }
+        Err(lan9118::InitError::ResetTimeout) => {
+            hprintln!("pehra-fw: no LAN9118: it did not leave reset");
             exit(false)
         }
     };
