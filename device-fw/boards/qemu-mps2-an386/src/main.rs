@@ -476,7 +476,8 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         NAME,
         broker,
         ip,
-        port,
+        // As a u32: the only u16 printed (its Display would be linked for it).
+        u32::from(port),
         if keys::EDHOC_KEY.is_some() { " from EDHOC" } else { "" },
         if keys::PROVISIONED { "" } else { ", UNPROVISIONED: no credentials compiled in" },
         alarm_ms / 1000,
