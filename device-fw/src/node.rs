@@ -1,6 +1,5 @@
 //! The node loop: [`Device::run_cycle`] at each alarm, [`Device::sleep`] between.
 
-use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 use core::net::SocketAddr;
@@ -516,7 +515,8 @@ where
             first_seq: Some(first_seq),
             incarnation: self.persisted.incarnation,
         };
-        let path = format!("/dev/{}/readings", self.node.config().name);
+        // Joined, not `format!`ed: the firmware links no `alloc::fmt::format` for it.
+        let path = ["/dev/", self.node.config().name.as_str(), "/readings"].concat();
         if self.settings.acks == Acks::None {
             let Some(request) = cbor_request(&path, wire::encode(&body).ok()) else {
                 self.stats.bad_responses += 1;
@@ -551,7 +551,7 @@ where
     }
 
     async fn fetch_downlink(&mut self, gateway: SocketAddr) -> usize {
-        let path = format!("/dev/{}/downlink", self.node.config().name);
+        let path = ["/dev/", self.node.config().name.as_str(), "/downlink"].concat();
         let mut got = 0;
         // A few rounds at most: what remains waits for the next cycle.
         for _ in 0..4 {
