@@ -357,14 +357,18 @@ where
             };
             let now = self.clock.now_ms();
             let health = self.health();
-            let body = self.node.poll_checkin(
+            let checkin = self.node.poll_checkin(
                 Instant::from_millis(now),
                 health,
                 !self.readings.is_empty(),
             );
             let sent = self.clock.now_ms();
+            // Encoded, then dropped: not kept (nor its strings on the heap) while the
+            // request is out.
+            let body = wire::encode(&checkin).ok();
+            drop(checkin);
             let reply = self
-                .call(to, "/dev/checkin", wire::encode(&body).ok())
+                .call(to, "/dev/checkin", body)
                 .await
                 .and_then(|r| self.decode::<CheckInReply>(&r));
             let now = self.clock.now_ms();
@@ -508,17 +512,20 @@ where
             .persisted
             .readings_seq
             .wrapping_sub(self.readings.len() as _) as u32;
-        let body = DeviceReadings {
+        // Encoded at once: the batch (copies of up to `max_batch` readings) is not kept
+        // on the heap, nor in this future, while the request is out.
+        let body = wire::encode(&DeviceReadings {
             topic: self.settings.topic.clone(),
             acks: self.settings.acks,
             records: batch,
             first_seq: Some(first_seq),
             incarnation: self.persisted.incarnation,
-        };
+        })
+        .ok();
         // Joined, not `format!`ed: the firmware links no `alloc::fmt::format` for it.
         let path = ["/dev/", self.node.config().name.as_str(), "/readings"].concat();
         if self.settings.acks == Acks::None {
-            let Some(request) = cbor_request(&path, wire::encode(&body).ok()) else {
+            let Some(request) = cbor_request(&path, body) else {
                 self.stats.bad_responses += 1;
                 return 0;
             };
@@ -536,7 +543,7 @@ where
             self.stats.readings_published += n as u64;
             return n;
         }
-        let result = self.call(gateway, &path, wire::encode(&body).ok()).await;
+        let result = self.call(gateway, &path, body).await;
         match result.and_then(|r| self.decode::<ProduceResponse>(&r)) {
             Ok(_) => {
                 self.readings.ack(n);
@@ -555,12 +562,13 @@ where
         let mut got = 0;
         // A few rounds at most: what remains waits for the next cycle.
         for _ in 0..4 {
-            let body = DownlinkRequest {
+            let body = wire::encode(&DownlinkRequest {
                 from: self.node.downlink_from(),
                 max_bytes: self.settings.downlink_max_bytes,
-            };
+            })
+            .ok();
             let Ok(response) = self
-                .call(gateway, &path, wire::encode(&body).ok())
+                .call(gateway, &path, body)
                 .await
                 .and_then(|r| self.decode::<DownlinkResponse>(&r))
             else {
