@@ -10,7 +10,7 @@
 # prefix) build a firmware that reaches nothing: real values come from the environment
 # only, never from a committed file.
 # Budgets (bytes): FLASH_BUDGET (125952 = 123 KiB), RAM_BUDGET (55296 = 54 KiB: data + bss,
-# heap included, + RTT buffers + STACK_RESERVE, 16384): the figures with OSCORE (122.3 KiB,
+# heap included, + RTT buffers + STACK_RESERVE, 16384): the figures with OSCORE (122.2 KiB,
 # 52.1 KiB on 2026-12-05) plus a small margin.
 # PEHRA_DEVICE_CREDENTIALS: the device's NAME.cred from `pehra keys` (compiled in; without
 # it the firmware is unprovisioned: every broker refuses it).
