@@ -303,49 +303,49 @@ impl<'w, 'a> ser::Serializer for &'w mut Writer<'a> {
     }
 }
 
-impl ser::SerializeSeq for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
+/// The collection traits whose items are values alone: each writes the value.
+macro_rules! values {
+    ($($trait:ident :: $method:ident),*) => {$(
+        impl ser::$trait for Collection<'_, '_> {
+            type Ok = ();
+            type Error = Unsupported;
+            fn $method<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
+                value.serialize(&mut *self.writer)
+            }
+            fn end(self) -> Result<(), Unsupported> {
+                Collection::end(self)
+            }
+        }
+    )*};
 }
+values!(
+    SerializeSeq::serialize_element,
+    SerializeTuple::serialize_element,
+    SerializeTupleStruct::serialize_field,
+    SerializeTupleVariant::serialize_field
+);
 
-impl ser::SerializeTuple for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_element<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
+/// The struct traits: each field is its name (text), then its value.
+macro_rules! fields {
+    ($($trait:ident),*) => {$(
+        impl ser::$trait for Collection<'_, '_> {
+            type Ok = ();
+            type Error = Unsupported;
+            fn serialize_field<T: Serialize + ?Sized>(
+                &mut self,
+                key: &'static str,
+                value: &T,
+            ) -> Result<(), Unsupported> {
+                self.writer.text(key);
+                value.serialize(&mut *self.writer)
+            }
+            fn end(self) -> Result<(), Unsupported> {
+                Collection::end(self)
+            }
+        }
+    )*};
 }
-
-impl ser::SerializeTupleStruct for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
-}
-
-impl ser::SerializeTupleVariant for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
-}
+fields!(SerializeStruct, SerializeStructVariant);
 
 impl ser::SerializeMap for Collection<'_, '_> {
     type Ok = ();
@@ -354,38 +354,6 @@ impl ser::SerializeMap for Collection<'_, '_> {
         key.serialize(&mut *self.writer)
     }
     fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Unsupported> {
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
-}
-
-impl ser::SerializeStruct for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.writer.text(key);
-        value.serialize(&mut *self.writer)
-    }
-    fn end(self) -> Result<(), Unsupported> {
-        Collection::end(self)
-    }
-}
-
-impl ser::SerializeStructVariant for Collection<'_, '_> {
-    type Ok = ();
-    type Error = Unsupported;
-    fn serialize_field<T: Serialize + ?Sized>(
-        &mut self,
-        key: &'static str,
-        value: &T,
-    ) -> Result<(), Unsupported> {
-        self.writer.text(key);
         value.serialize(&mut *self.writer)
     }
     fn end(self) -> Result<(), Unsupported> {
