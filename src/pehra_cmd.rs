@@ -78,9 +78,9 @@ async fn switch(
     key_file: &std::path::Path,
     enabled: bool,
 ) -> Result<ExitCode> {
-    let key = pehra_zookeeper::admin::read_key_file(key_file)
+    let key = pehra_cluster::admin::read_key_file(key_file)
         .with_context(|| format!("reading the admin key {}", key_file.display()))?;
-    let change = pehra_zookeeper::admin::sign_mode_change(&key, enabled, unix_ms());
+    let change = pehra_cluster::admin::sign_mode_change(&key, enabled, unix_ms());
     // Only the ensemble's leader takes a mode change; the others answer NotLeader: ask
     // each member in turn until one takes it.
     let mut refusal = None;

@@ -193,6 +193,8 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
     // What a broker may write beyond the ACL: only its own partitions' state, as their
     // leader, and only its own handover confirmations (docs/security.md).
     config.broker_writes = Some(pehra_cluster::broker_writes::check);
+    // PEHRA's mode switch, `POST /pehra/mode`: refused (4.01) without --admin-key.
+    config.admin_routes.push(pehra_cluster::admin::MODE_ROUTE);
     config.security_updates =
         args.security
             .reload_on_sighup(args.listen, "the zookeeper", config.security.as_ref())?;
@@ -202,7 +204,7 @@ pub async fn serve(args: ServeArgs) -> Result<ExitCode> {
         ))
     });
     if let Some(path) = &args.admin_key {
-        config.admin_key = Some(pehra_zookeeper::admin::read_key_file(path)?);
+        config.admin_key = Some(pehra_cluster::admin::read_key_file(path)?);
     }
     anyhow::ensure!(
         args.pehra_handover_ms < args.pehra_term_ms,

@@ -833,8 +833,8 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
     assert_eq!(unchanged.wake_generation, asleep.state.wake_generation);
 
     // A signed change, sent twice: the second is a replay.
-    let key = pehra_zookeeper::admin::read_key_file(&key_file(&c)).unwrap();
-    let change = pehra_zookeeper::admin::sign_mode_change(&key, false, now_ms());
+    let key = pehra_cluster::admin::read_key_file(&key_file(&c)).unwrap();
+    let change = pehra_cluster::admin::sign_mode_change(&key, false, now_ms());
     let endpoint = Endpoint::bind(
         "127.0.0.1:0".parse().unwrap(),
         Config::default(),
@@ -872,7 +872,7 @@ async fn only_the_admin_key_switches_pehra_and_a_replay_is_refused() {
         .await
         .unwrap();
     assert_eq!(replay.code(), pehra_shared::coap::Code::UNAUTHORIZED);
-    let mut forged = pehra_zookeeper::admin::sign_mode_change(&key, true, now_ms());
+    let mut forged = pehra_cluster::admin::sign_mode_change(&key, true, now_ms());
     forged.enabled = false;
     forged.issued_ms += 1;
     let forged_reply = endpoint

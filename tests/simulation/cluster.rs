@@ -179,6 +179,7 @@ pub async fn zookeeper_member(
 fn sim_server_config(listen: SocketAddr, dir: std::path::PathBuf) -> ServerConfig {
     let mut config = ServerConfig::new(listen, dir);
     config.broker_writes = Some(pehra_cluster::broker_writes::check);
+    config.admin_routes.push(pehra_cluster::admin::MODE_ROUTE);
     config.session_lease.min_permille = 1000;
     config.session_lease.max_permille = 1000;
     config

@@ -881,8 +881,8 @@ impl Client {
         Ok(response.results)
     }
 
-    /// Sends the admin's signed PEHRA mode change (`POST /pehra/mode`, see
-    /// [`crate::admin::sign_mode_change`]). Refused with [`ErrorKind::Unauthorized`] when
+    /// Sends the admin's signed PEHRA mode change (`POST /pehra/mode`, signed with
+    /// `pehra_cluster::admin::sign_mode_change`). Refused with [`ErrorKind::Unauthorized`] when
     /// the zookeeper has no admin key, the signature is wrong or the change is not fresh.
     pub async fn pehra_mode(&self, change: &pehra_shared::wire::ModeChange) -> Result<(), ZkError> {
         self.call_empty(cbor_request(Method::Post, "pehra/mode", change))

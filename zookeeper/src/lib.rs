@@ -7,7 +7,6 @@
 //! - [`server`]: the CoAP service around them (group commit, watches, session expiry);
 //! - [`client`]: the async client library; [`recipes`] built on it.
 
-pub mod admin;
 pub mod client;
 pub mod ensemble;
 pub mod path;

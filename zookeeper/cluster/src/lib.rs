@@ -32,6 +32,7 @@
 //! Every write to a partition znode, by the controller, a leader broker or a rebalance,
 //! is a read-modify-write conditional on the version read.
 
+pub mod admin;
 pub mod broker_writes;
 pub mod controller;
 pub mod election;
@@ -82,7 +83,9 @@ pub const ABSENT: &str = "/admin/absent";
 pub const PEHRA_STATE: &str = "/pehra/state";
 /// The admin's last mode change ([`wire::AdminSwitch`]), written only by the
 /// zookeeper's `POST /pehra/mode` route after checking the admin key.
-pub use pehra_zookeeper::server::PEHRA_ADMIN;
+pub const PEHRA_ADMIN: &str = "/pehra/admin";
+/// The parent of the PEHRA znodes.
+pub const PEHRA: &str = "/pehra";
 /// Each node's PEHRA status ([`wire::NodeStatus`], ephemeral).
 pub const PEHRA_NODES: &str = "/pehra/nodes";
 /// Requests to the coordinator ([`wire::PehraRequest`], persistent sequential `r-`).

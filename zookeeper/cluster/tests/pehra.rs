@@ -4,13 +4,13 @@
 //!
 //! No sleeps: every wait is on a watch of `/pehra/state`, bounded by a timeout.
 
+use pehra_cluster::admin::sign_mode_change;
 use pehra_cluster::{self as cluster, PehraCoordinator, PehraCoordinatorConfig};
 use pehra_shared::pehra::coordinator::CoordinatorConfig;
 use pehra_shared::wire::{
     self, AdminSwitch, ErrorKind, NodeRole, NodeStatus, PehraRequest, PehraState, Term, TermRecord,
     WakeReason,
 };
-use pehra_zookeeper::admin::sign_mode_change;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, Server, ServerConfig, WatchEvent};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,6 +31,7 @@ impl Zk {
         let mut cfg = ServerConfig::new("127.0.0.1:0".parse().unwrap(), dir.path().to_path_buf());
         cfg.min_session_timeout = SESSION;
         cfg.admin_key = admin_key.map(<[u8]>::to_vec);
+        cfg.admin_routes.push(pehra_cluster::admin::MODE_ROUTE);
         let server = Server::start(cfg).await.expect("server starts");
         let addr = server.local_addr();
         Zk {

@@ -7,7 +7,7 @@ pub(crate) use self::replication::Replication;
 use super::group_commit::GroupCommit;
 use super::probe::{ProbeAction, ProbeConfig, Prober, Report};
 use super::sessions::Leases;
-use super::{LogRecord, ServerConfig, ServerError, PEHRA_ADMIN};
+use super::{AdminRequest, AdminRoute, LogRecord, ServerConfig, ServerError};
 use crate::storage::{Room, Storage, StorageError};
 use crate::tree::{Change, DataTree, Op, Outcome, RequestId, Seen, TreeError};
 use pehra_shared::api::{cbor_response, error_response, version_tag};
@@ -15,8 +15,8 @@ use pehra_shared::coap::conditions::{ConditionFailed, Conditions, Current};
 use pehra_shared::coap::{option, Code, Response};
 use pehra_shared::driver::{Handle, Responder};
 use pehra_shared::wire::{
-    self, AdminSwitch, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse,
-    MultiResult, NodeData, SessionOpened, SyncResponse,
+    self, Children, CreateResponse, ErrorKind, HeartbeatAck, MultiResponse, MultiResult, NodeData,
+    SessionOpened, SyncResponse,
 };
 use rand::{Rng, SeedableRng};
 use std::collections::{BTreeSet, VecDeque};
@@ -25,11 +25,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-
-/// How far in the future a mode change may be issued (clock skew allowance).
-const MODE_CHANGE_MAX_FUTURE_MS: u64 = 5 * 60 * 1000;
-/// The PEHRA parent znode.
-const PEHRA: &str = "/pehra";
 
 /// Disk space the log reserves ahead of its writes (see [`Storage::reserve`]).
 const LOG_RESERVE: u64 = 8 << 20;
@@ -127,11 +122,13 @@ pub(crate) enum Job {
         /// Where to answer.
         responder: Responder,
     },
-    /// The admin's PEHRA mode change (`POST /pehra/mode`): checked against the admin
-    /// key and `/pehra/admin`, then written there, in one step of the core.
-    PehraMode {
-        /// The signed change.
-        change: pehra_shared::wire::ModeChange,
+    /// A signed administrative write ([`AdminRoute`]): its rule checks it on the tree as
+    /// it stands and says what to write, in one step of the core.
+    Admin {
+        /// Which route, with its rule.
+        route: AdminRoute,
+        /// The request.
+        request: pehra_shared::coap::Request,
         /// Where to answer.
         responder: Responder,
     },
@@ -415,7 +412,7 @@ impl Core {
                 Job::Write { .. }
                     | Job::OpenSession { .. }
                     | Job::Expire { .. }
-                    | Job::PehraMode { .. }
+                    | Job::Admin { .. }
             );
             let batch_open = !self.held.is_empty();
             if !is_write && batch_open {
@@ -523,7 +520,11 @@ impl Core {
                     self.config.metrics.expired_sessions.inc();
                     self.write(Op::CloseSession { session }, None, None, None)
                 }
-                Job::PehraMode { change, responder } => self.pehra_mode(&change, responder),
+                Job::Admin {
+                    route,
+                    request,
+                    responder,
+                } => self.admin(route, &request, responder),
                 Job::Ensemble(event) => self.on_ensemble(event),
                 Job::Shutdown => self.shutting_down = true,
             }
@@ -549,7 +550,7 @@ impl Core {
                 }),
                 false,
             ),
-            Job::PehraMode { .. } => (4096, false),
+            Job::Admin { .. } => (4096, false),
             _ => return Fit::Yes,
         };
         let headroom = if closes { 0 } else { CLOSE_HEADROOM };
@@ -584,7 +585,7 @@ impl Core {
         match job {
             Job::Write { responder, .. }
             | Job::OpenSession { responder, .. }
-            | Job::PehraMode { responder, .. } => self.hold(Some(responder), refusal()),
+            | Job::Admin { responder, .. } => self.hold(Some(responder), refusal()),
             Job::Expire { session } => self.stalled_expiries.push(session),
             _ => {}
         }
@@ -890,95 +891,35 @@ impl Core {
         self.hold(responder, response);
     }
 
-    /// Checks a mode change (key, MAC, freshness against `/pehra/admin`) and writes
-    /// `/pehra/admin` through the ordinary write path; all in this one step, so no other
-    /// write comes between the check and the write.
-    fn pehra_mode(&mut self, change: &wire::ModeChange, responder: Responder) {
-        let refuse = |message: &str| error_response(ErrorKind::Unauthorized, message);
-        let Some(key) = &self.config.admin_key else {
-            return self.hold(
-                Some(responder),
-                refuse("PEHRA mode changes are disabled: this zookeeper has no admin key (start it with --admin-key FILE)"),
-            );
-        };
-        if !crate::admin::verify_mode_change(key, change) {
-            tracing::warn!("pehra mode change refused: wrong MAC");
-            return self.hold(
-                Some(responder),
-                refuse("the mode change is not signed with this zookeeper's admin key"),
-            );
-        }
-        let now = now_ms();
-        if change.issued_ms > now.saturating_add(MODE_CHANGE_MAX_FUTURE_MS) {
-            return self.hold(
-                Some(responder),
-                refuse(&format!(
-                    "the mode change is issued at {} ms, more than 5 minutes after the zookeeper's clock ({now} ms)",
-                    change.issued_ms
-                )),
-            );
-        }
-        let last = self
-            .tree
-            .get(PEHRA_ADMIN)
-            .and_then(|(data, _)| wire::decode::<AdminSwitch>(data).ok());
-        if let Some(last) = last {
-            if change.issued_ms <= last.issued_ms {
-                tracing::warn!(
-                    issued_ms = change.issued_ms,
-                    last = last.issued_ms,
-                    "pehra mode change refused: replayed or stale"
-                );
-                return self.hold(
-                    Some(responder),
-                    refuse(&format!(
-                        "the mode change is not fresh: issued at {} ms, but the last accepted one was issued at {} ms (replayed?)",
-                        change.issued_ms, last.issued_ms
-                    )),
-                );
-            }
-        }
-        let switch = AdminSwitch {
-            enabled: change.enabled,
-            issued_ms: change.issued_ms,
-        };
-        let data = wire::encode(&switch).expect("encodes");
-        let mut ops = Vec::new();
-        if self.tree.get(PEHRA).is_none() {
-            ops.push(Op::Create {
-                path: PEHRA.into(),
-                data: Vec::new(),
-                ephemeral: false,
-                sequential: false,
-                session: None,
-            });
-        }
-        ops.push(if self.tree.get(PEHRA_ADMIN).is_some() {
-            Op::SetData {
-                path: PEHRA_ADMIN.into(),
-                data,
-                version: None,
-            }
-        } else {
-            Op::Create {
-                path: PEHRA_ADMIN.into(),
-                data,
-                ephemeral: false,
-                sequential: false,
-                session: None,
-            }
+    /// Runs an admin route's rule on the tree as it stands and applies what it writes
+    /// through the ordinary write path, all in this one step, so no other write comes
+    /// between the check and the write.
+    fn admin(
+        &mut self,
+        route: AdminRoute,
+        request: &pehra_shared::coap::Request,
+        responder: Responder,
+    ) {
+        let judged = (route.rule)(&AdminRequest {
+            key: self.config.admin_key.as_deref(),
+            request,
+            now_ms: now_ms(),
+            tree: &self.tree,
         });
-        let op = Op::Multi { ops };
+        let write = match judged {
+            Ok(write) => write,
+            Err(refusal) => {
+                tracing::warn!(route = route.path, code = %refusal.code(), "admin write refused");
+                return self.hold(Some(responder), refusal);
+            }
+        };
+        let op = Op::Multi { ops: write.ops };
         let (zxid, time_ms) = (self.tree.last_zxid() + 1, now_ms());
         let response = match self.tree.apply(zxid, time_ms, &op) {
             Ok((_, changes)) => {
                 self.log(zxid, time_ms, &op);
                 self.changes.extend(changes);
-                tracing::info!(
-                    enabled = change.enabled,
-                    issued_ms = change.issued_ms,
-                    "pehra mode changed by the admin"
-                );
+                tracing::info!(route = route.path, "{}", write.done);
                 Response::new(Code::CHANGED)
             }
             Err(e) => tree_error_response(&e),
@@ -1447,7 +1388,7 @@ fn job_kind(job: &Job) -> &'static str {
         Job::OpenSession { .. } => "open_session",
         Job::Write { .. } => "write",
         Job::Expire { .. } => "expire",
-        Job::PehraMode { .. } => "pehra_mode",
+        Job::Admin { .. } => "admin",
         Job::Ensemble(_) => "ensemble",
         Job::Shutdown => "shutdown",
     }

@@ -13,7 +13,7 @@ use std::time::Duration;
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// `get_data`, `get_children`, `sync`, `heartbeat`, `open_session`, `write`,
-    /// `expire`, `pehra_mode`, `suspect`.
+    /// `expire`, `admin`, `suspect`.
     pub kind: &'static str,
 }
 

@@ -56,8 +56,8 @@ pub struct ServerConfig {
     pub snapshot_after_bytes: u64,
     /// CoAP transmission parameters.
     pub coap: CoapConfig,
-    /// The PEHRA admin key (see [`crate::admin`]): `POST /pehra/mode` is refused (4.01)
-    /// without one.
+    /// The admin key the [`AdminRoute`]s' rules check requests against (PEHRA's mode
+    /// switch: `pehra_cluster::admin`, which refuses every change, 4.01, without one).
     pub admin_key: Option<Vec<u8>>,
     /// How recovery treats a damaged write-ahead log: by default it refuses to start on
     /// damage followed by valid records (see
@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// [`BrokerWriteRule`]). `pehra zookeeper` sets the cluster's rule
     /// (`pehra_cluster::broker_writes::check`); `None`: the ACL policy alone decides.
     pub broker_writes: Option<BrokerWriteRule>,
+    /// Signed administrative writes it serves (see [`AdminRoute`]); `pehra zookeeper`
+    /// serves PEHRA's mode switch. Their key is [`admin_key`](Self::admin_key).
+    pub admin_routes: Vec<AdminRoute>,
 }
 
 /// A rule for the writes of a broker (a request whose identity is `broker-{id}`): given
@@ -89,10 +92,45 @@ pub struct ServerConfig {
 pub type BrokerWriteRule =
     fn(broker: u32, path: &str, current: Option<&[u8]>, new: &[u8]) -> Result<(), String>;
 
-/// The admin's last PEHRA mode change ([`pehra_shared::wire::AdminSwitch`]): the znode the
-/// zookeeper's `POST /pehra/mode` route writes after checking the admin key (the only
-/// PEHRA path the zookeeper itself writes; the layout is `pehra_cluster`'s).
-pub const PEHRA_ADMIN: &str = "/pehra/admin";
+/// A signed administrative write served at `POST /{path}` (PEHRA's `pehra/mode` is one,
+/// `pehra_cluster::admin::MODE_ROUTE`). Its rule is the application's: the zookeeper
+/// only runs it in one step of its core, on the tree as it stands, and applies the ops it
+/// returns in one multi through the ordinary write path (logged, made durable, watches
+/// fired), so no other write comes between the rule's check and the write.
+#[derive(Debug, Clone, Copy)]
+pub struct AdminRoute {
+    /// Its URI path, without the leading `/`.
+    pub path: &'static str,
+    /// Its resource type in `/.well-known/core`.
+    pub resource_type: &'static str,
+    /// The check and the write.
+    pub rule: AdminRule,
+}
+
+/// What an [`AdminRoute`] does with a request: the ops to apply (and a line for the
+/// log), or the refusal to answer with.
+pub type AdminRule = fn(&AdminRequest<'_>) -> Result<AdminWrite, pehra_shared::coap::Response>;
+
+/// What an [`AdminRule`] is given.
+pub struct AdminRequest<'a> {
+    /// The zookeeper's admin key (`--admin-key`), if it has one.
+    pub key: Option<&'a [u8]>,
+    /// The request (its body is the rule's to decode).
+    pub request: &'a pehra_shared::coap::Request,
+    /// Now, in ms since the Unix epoch.
+    pub now_ms: u64,
+    /// The tree as it stands in this step.
+    pub tree: &'a DataTree,
+}
+
+/// What an [`AdminRule`] writes.
+#[derive(Debug)]
+pub struct AdminWrite {
+    /// Applied in one multi.
+    pub ops: Vec<crate::tree::Op>,
+    /// Logged (at info) once they are applied.
+    pub done: String,
+}
 
 /// A zookeeper's (or a broker's) security: its credentials (identity, key table) and the
 /// ACL policy requests are checked against.
@@ -140,6 +178,7 @@ impl ServerConfig {
             security: None,
             security_updates: None,
             broker_writes: None,
+            admin_routes: Vec::new(),
             recovery: crate::storage::RecoveryOptions::default(),
             metrics: ZkMetrics::default(),
             ensemble: None,
@@ -288,7 +327,7 @@ impl Server {
             None => None,
         };
         let (jobs_tx, jobs_rx) = mpsc::unbounded_channel();
-        let mut router = routes::router(jobs_tx.clone());
+        let mut router = routes::router(jobs_tx.clone(), &config.admin_routes);
         let (inbox_tx, inbox_rx) = mpsc::unbounded_channel();
         let (status_tx, status_rx) = mpsc::unbounded_channel();
         let (transfer_tx, transfer_rx) = mpsc::unbounded_channel();

@@ -1,19 +1,19 @@
 //! The CoAP resources of the zookeeper (DESIGN.md's mapping of ZooKeeper onto CoAP):
 //! each route checks and decodes its request and hands a [`Job`] to the core.
 
-use super::Job;
+use super::{AdminRoute, Job};
 use crate::tree::{Op, RequestId};
 use pehra_shared::api::{decode_request, error_response};
 use pehra_shared::coap::conditions::Conditions;
 use pehra_shared::coap::{link_format::Link, Method, Response};
 use pehra_shared::driver::{Incoming, Responder, Router};
 use pehra_shared::wire::{
-    CreateRequest, ErrorKind, ModeChange, MultiOp, MultiRequest, SessionOpen, SetDataRequest,
+    CreateRequest, ErrorKind, MultiOp, MultiRequest, SessionOpen, SetDataRequest,
 };
 use tokio::sync::mpsc::UnboundedSender;
 
-/// The zookeeper's router.
-pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
+/// The zookeeper's router, with the application's admin routes.
+pub(super) fn router(jobs: UnboundedSender<Job>, admin_routes: &[AdminRoute]) -> Router {
     let route = |jobs: &UnboundedSender<Job>, f: fn(Incoming) -> Result<JobFor, Response>| {
         let jobs = jobs.clone();
         move |incoming: Incoming, responder: Responder| match f(incoming) {
@@ -25,7 +25,7 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
             Err(response) => responder.respond(response),
         }
     };
-    Router::new()
+    let mut router = Router::new()
         .route_deferred(Method::Post, "session", route(&jobs, open_session))
         .route_deferred(Method::Post, "session/{id}/hb", route(&jobs, heartbeat))
         .route_deferred(Method::Delete, "session/{id}", route(&jobs, close_session))
@@ -36,7 +36,6 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
         .route_deferred(Method::Post, "multi", route(&jobs, multi))
         .route_deferred(Method::Post, "sync", route(&jobs, sync))
         .route_deferred(Method::Get, "incarnation", route(&jobs, incarnation))
-        .route_deferred(Method::Post, "pehra/mode", route(&jobs, pehra_mode))
         .route_deferred(Method::Post, "suspect/*", route(&jobs, suspect))
         .link(
             Link::new("session")
@@ -59,12 +58,30 @@ pub(super) fn router(jobs: UnboundedSender<Job>) -> Router {
                 .attr("rt", "pehra.zk.sync")
                 .attr("ct", "60"),
         )
-        .link(Link::new("suspect").attr("rt", "pehra.zk.suspect"))
-        .link(
-            Link::new("pehra/mode")
-                .attr("rt", "pehra.zk.mode")
-                .attr("ct", "60"),
-        )
+        .link(Link::new("suspect").attr("rt", "pehra.zk.suspect"));
+    for &admin in admin_routes {
+        let jobs = jobs.clone();
+        router = router
+            .route_deferred(
+                Method::Post,
+                admin.path,
+                move |incoming: Incoming, responder: Responder| {
+                    let job = Job::Admin {
+                        route: admin,
+                        request: incoming.request,
+                        responder,
+                    };
+                    // The core stopped: the responder inside the job answers 5.00 on drop.
+                    let _ = jobs.send(job);
+                },
+            )
+            .link(
+                Link::new(admin.path)
+                    .attr("rt", admin.resource_type)
+                    .attr("ct", "60"),
+            );
+    }
+    router
 }
 
 /// A job waiting for the responder that will answer it.
@@ -269,14 +286,6 @@ fn sync(_incoming: Incoming) -> Result<JobFor, Response> {
 
 fn incarnation(_incoming: Incoming) -> Result<JobFor, Response> {
     Ok(Box::new(|responder| Job::Incarnation { responder }))
-}
-
-fn pehra_mode(incoming: Incoming) -> Result<JobFor, Response> {
-    let change: ModeChange = decode_request(&incoming.request)?;
-    Ok(Box::new(move |responder| Job::PehraMode {
-        change,
-        responder,
-    }))
 }
 
 /// A write job, with the request's If-Match / If-None-Match conditions (RFC 7252

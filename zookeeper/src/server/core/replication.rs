@@ -182,7 +182,7 @@ impl Core {
             | Job::OpenSession { responder, .. }
             | Job::Heartbeat { responder, .. }
             | Job::Suspect { responder, .. }
-            | Job::PehraMode { responder, .. } => {
+            | Job::Admin { responder, .. } => {
                 responder.respond(refusal());
                 None
             }
@@ -522,7 +522,7 @@ impl Core {
                 | Job::Heartbeat { responder, .. }
                 | Job::Suspect { responder, .. }
                 | Job::Write { responder, .. }
-                | Job::PehraMode { responder, .. } => responder.respond(stopping()),
+                | Job::Admin { responder, .. } => responder.respond(stopping()),
                 Job::Expire { .. } | Job::Ensemble(_) | Job::Shutdown => {}
             }
         }

@@ -1,11 +1,18 @@
 //! The PEHRA admin key: reading it, signing a [`ModeChange`] with it (the CLI's side)
-//! and checking one (the zookeeper's `POST /pehra/mode`).
+//! and checking one: [`MODE_ROUTE`], the zookeeper's `POST /pehra/mode`, which
+//! `pehra zookeeper` gives its server as an admin route (the zookeeper runs the rule in
+//! one step of its core and writes what it returns).
 //!
 //! The MAC is HMAC-SHA256 under the key over `"pehra-mode-v1"`, `enabled` (one byte),
 //! `issued_ms` (8 bytes, big-endian) and the 16-byte nonce.
 
+use crate::{PEHRA, PEHRA_ADMIN};
 use hmac::{Hmac, Mac};
-use pehra_shared::wire::ModeChange;
+use pehra_shared::api::{decode_request, error_response};
+use pehra_shared::coap::Response;
+use pehra_shared::wire::{self, AdminSwitch, ErrorKind, ModeChange};
+use pehra_zookeeper::server::{AdminRequest, AdminRoute, AdminWrite};
+use pehra_zookeeper::tree::Op;
 use rand::TryRng;
 use sha2::Sha256;
 use std::path::{Path, PathBuf};
@@ -92,6 +99,93 @@ pub fn verify_mode_change(key: &[u8], change: &ModeChange) -> bool {
     mac_for(key, change.enabled, change.issued_ms, &change.nonce)
         .verify_slice(&change.mac)
         .is_ok()
+}
+
+/// How far in the future a mode change may be issued (clock skew allowance).
+const MODE_CHANGE_MAX_FUTURE_MS: u64 = 5 * 60 * 1000;
+
+/// PEHRA's mode switch, `POST /pehra/mode` (for `ServerConfig::admin_routes`): a signed
+/// [`ModeChange`] checked by [`mode_change`].
+pub const MODE_ROUTE: AdminRoute = AdminRoute {
+    path: "pehra/mode",
+    resource_type: "pehra.zk.mode",
+    rule: mode_change,
+};
+
+/// Checks a [`ModeChange`] (signed with the zookeeper's admin key, not issued more than
+/// 5 minutes ahead of its clock, newer than the last one accepted in `/pehra/admin`)
+/// and writes it to `/pehra/admin` (creating `/pehra` first if needed). Every refusal
+/// is 4.01 with the reason; nothing is written.
+pub fn mode_change(input: &AdminRequest<'_>) -> Result<AdminWrite, Response> {
+    let change: ModeChange = decode_request(input.request)?;
+    let refuse = |message: &str| error_response(ErrorKind::Unauthorized, message);
+    let Some(key) = input.key else {
+        return Err(refuse(
+            "PEHRA mode changes are disabled: this zookeeper has no admin key (start it with --admin-key FILE)",
+        ));
+    };
+    if !verify_mode_change(key, &change) {
+        tracing::warn!("pehra mode change refused: wrong MAC");
+        return Err(refuse(
+            "the mode change is not signed with this zookeeper's admin key",
+        ));
+    }
+    let now = input.now_ms;
+    if change.issued_ms > now.saturating_add(MODE_CHANGE_MAX_FUTURE_MS) {
+        return Err(refuse(&format!(
+            "the mode change is issued at {} ms, more than 5 minutes after the zookeeper's clock ({now} ms)",
+            change.issued_ms
+        )));
+    }
+    let last = input
+        .tree
+        .get(PEHRA_ADMIN)
+        .and_then(|(data, _)| wire::decode::<AdminSwitch>(data).ok());
+    if let Some(last) = last {
+        if change.issued_ms <= last.issued_ms {
+            tracing::warn!(
+                issued_ms = change.issued_ms,
+                last = last.issued_ms,
+                "pehra mode change refused: replayed or stale"
+            );
+            return Err(refuse(&format!(
+                "the mode change is not fresh: issued at {} ms, but the last accepted one was issued at {} ms (replayed?)",
+                change.issued_ms, last.issued_ms
+            )));
+        }
+    }
+    let data = wire::encode(&AdminSwitch {
+        enabled: change.enabled,
+        issued_ms: change.issued_ms,
+    })
+    .expect("encodes");
+    let create = |path: &str, data: Vec<u8>| Op::Create {
+        path: path.into(),
+        data,
+        ephemeral: false,
+        sequential: false,
+        session: None,
+    };
+    let mut ops = Vec::new();
+    if input.tree.get(PEHRA).is_none() {
+        ops.push(create(PEHRA, Vec::new()));
+    }
+    ops.push(if input.tree.get(PEHRA_ADMIN).is_some() {
+        Op::SetData {
+            path: PEHRA_ADMIN.into(),
+            data,
+            version: None,
+        }
+    } else {
+        create(PEHRA_ADMIN, data)
+    });
+    Ok(AdminWrite {
+        ops,
+        done: format!(
+            "pehra mode changed by the admin: enabled {}, issued at {} ms",
+            change.enabled, change.issued_ms
+        ),
+    })
 }
 
 #[cfg(test)]
