@@ -38,6 +38,8 @@ pub use server::Held;
 use super::link_format::Link;
 use super::{dedup::DedupCache, BlockValue, Code, Config, Request, Response};
 use crate::{Duration, Instant};
+#[cfg(any(feature = "server", test))]
+use alloc::boxed::Box;
 use alloc::collections::VecDeque;
 #[cfg(any(feature = "server", test))]
 use alloc::collections::{BTreeMap, BTreeSet};
@@ -226,7 +228,9 @@ pub struct Engine<A> {
 
     // Server side.
     #[cfg(any(feature = "server", test))]
-    incoming: BTreeMap<IncomingId, server::Incoming<A>>,
+    /// Requests received and not answered yet. Boxed: a B-tree node shifts its
+    /// neighbours' values on every insert and removal, and an `Incoming` is ~200 bytes.
+    incoming: BTreeMap<IncomingId, Box<server::Incoming<A>>>,
     #[cfg(any(feature = "server", test))]
     piggyback_deadlines: VecDeque<(Instant, IncomingId)>,
     #[cfg(any(feature = "server", test))]

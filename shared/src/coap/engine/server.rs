@@ -8,7 +8,7 @@ use crate::coap::{link_format, option, BlockValue, Code, Method, Request, Respon
 use crate::coap::{observe::SEQUENCE_MODULUS, CONTENT_FORMAT_LINK_FORMAT};
 use crate::oscore;
 use crate::Instant;
-use alloc::{string::String, vec::Vec};
+use alloc::{boxed::Box, string::String, vec::Vec};
 use coap_lite::{MessageType, Packet};
 
 /// What a server holds on behalf of its peers ([`Engine::held`]); each is bounded by a
@@ -337,7 +337,7 @@ impl<A: PeerAddress> Engine<A> {
         };
         let code = Code(packet.header.code.into());
         let mut request = Request::from_packet(packet, con);
-        let mut incoming = Incoming {
+        let mut incoming = Box::new(Incoming {
             peer,
             mid,
             token,
@@ -354,7 +354,7 @@ impl<A: PeerAddress> Engine<A> {
             accept: None,
             etags: Vec::new(),
             sliced: false,
-        };
+        });
         if incoming.protection.is_none() {
             if let Some(security) = &self.server_security {
                 let expected = security.address_echo(&peer);
@@ -666,7 +666,7 @@ impl<A: PeerAddress> Engine<A> {
 
     /// Sends the answer to a request: registers an observer, echoes Block1, slices Block2,
     /// and picks piggybacked ACK, separate CON, or NON.
-    fn answer(&mut self, now: Instant, mut incoming: Incoming<A>, mut response: Response) {
+    fn answer(&mut self, now: Instant, mut incoming: Box<Incoming<A>>, mut response: Response) {
         let peer = incoming.peer;
         let registered = incoming.register_observer
             && response.code().is_success()
