@@ -12,6 +12,7 @@ mod block;
 pub mod conditions;
 mod config;
 mod dedup;
+pub mod encode;
 mod engine;
 pub mod link_format;
 mod message;

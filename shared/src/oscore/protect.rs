@@ -165,7 +165,7 @@ impl SecurityContext {
             return Err(OscoreError::InvalidMessage("not a request"));
         }
         let split = Split::of(request, true)?;
-        let plaintext = encode_plaintext(code, &split.inner, &request.payload)?;
+        let plaintext = encode_plaintext(code, &split.inner, &request.payload);
         let (sequence, persist) = self.sequence.take()?;
         let piv = encode_partial_iv(sequence);
         let nonce = cose::nonce(&self.common_iv, &self.sender_id, &piv);
@@ -272,7 +272,7 @@ impl SecurityContext {
             return Err(OscoreError::InvalidMessage("not a response"));
         }
         let split = Split::of(response, false)?;
-        let plaintext = encode_plaintext(code, &split.inner, &response.payload)?;
+        let plaintext = encode_plaintext(code, &split.inner, &response.payload);
         let (piv, nonce, persist) = match nonce {
             ResponseNonce::FromRequest if binding.request_nonce_used => {
                 return Err(OscoreError::NonceReuse)
@@ -489,18 +489,8 @@ fn percent_decode(text: &str) -> Option<Vec<u8>> {
 }
 
 /// The plaintext of §5.3: code, Class E options, and the payload after 0xFF if any.
-fn encode_plaintext(code: u8, inner: &Packet, payload: &[u8]) -> Result<Vec<u8>, OscoreError> {
-    let mut message = inner.clone();
-    message.header.code = MessageClass::from(code);
-    message.payload = payload.to_vec();
-    let bytes = message
-        .to_bytes_unlimited()
-        .map_err(|_| OscoreError::InvalidMessage("options do not encode"))?;
-    // A header of four bytes and no token: options and payload start at byte 4.
-    let mut plaintext = Vec::with_capacity(bytes.len() - 3);
-    plaintext.push(code);
-    plaintext.extend_from_slice(&bytes[4..]);
-    Ok(plaintext)
+fn encode_plaintext(code: u8, inner: &Packet, payload: &[u8]) -> Vec<u8> {
+    crate::coap::encode::encode_plaintext(code, inner, payload)
 }
 
 /// Splits a plaintext into its code and a packet holding its options and payload.

@@ -723,15 +723,15 @@ impl<A: PeerAddress> Engine<A> {
         self.transmits.push_back(Transmit { peer, bytes });
     }
 
-    /// Encodes a packet after setting its header fields.
-    fn encode(mut packet: Packet, kind: MessageType, mid: u16, token: &[u8]) -> Vec<u8> {
-        packet.header.set_version(1);
-        packet.header.set_type(kind);
-        packet.header.message_id = mid;
-        packet.set_token(token.to_vec());
-        // Sizes are bounded by block-wise transfer, so the codec's limit is not needed;
-        // its only other failure is an option too long to encode, which we never build.
-        packet.to_bytes_unlimited().unwrap_or_default()
+    /// Encodes a packet with version 1, this type, message ID and token (the packet's
+    /// own header fields are not used).
+    fn encode(packet: Packet, kind: MessageType, mid: u16, token: &[u8]) -> Vec<u8> {
+        let envelope = crate::coap::encode::Envelope {
+            kind,
+            message_id: mid,
+            token,
+        };
+        crate::coap::encode::encode_as(&packet, envelope)
     }
 
     fn empty_message(kind: MessageType, mid: u16) -> Vec<u8> {

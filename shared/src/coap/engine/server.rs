@@ -4,6 +4,7 @@
 use super::secure::{Protection, Refusal};
 use super::{block_option, Engine, Event, IncomingId, IncomingRequest, PeerAddress, Purpose};
 use crate::coap::dedup::Seen;
+use crate::coap::encode::encode;
 use crate::coap::{link_format, option, BlockValue, Code, Method, Request, Response};
 use crate::coap::{observe::SEQUENCE_MODULUS, CONTENT_FORMAT_LINK_FORMAT};
 use crate::oscore;
@@ -1089,10 +1090,7 @@ impl<A: PeerAddress> Engine<A> {
         // error was counted as `usize::MAX` and the sum wrapped (a panic in a debug
         // build; in release a tiny size, and the whole answer went to an unvalidated
         // address).
-        let size = |p: &Packet| {
-            p.to_bytes_unlimited()
-                .map_or(usize::MAX, |b| (4 + token_len).saturating_add(b.len() - 4))
-        };
+        let size = |p: &Packet| (4 + token_len).saturating_add(encode(p).len() - 4);
         if size(&packet) <= budget {
             return packet;
         }
