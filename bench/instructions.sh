@@ -47,6 +47,9 @@
 #   SKIP_BUILD=0        1 = use existing binaries
 #   ANNOTATE=1          also write callgrind_annotate's per-function table of the longer
 #                       load of every row (bench/results/instructions-<date>-<row>.txt)
+#   KEEP_RAW=0          1 = with ANNOTATE, also keep the longer load's callgrind file
+#                       (bench/results/instructions-<date>-<row>.cg), to ask who calls
+#                       what: callgrind_annotate --tree=caller FILE | grep -A12 memcpy
 #   READY_TIMEOUT=120 TIMEOUT=900   seconds (everything runs ~50x slower under callgrind)
 #
 # Output: a table on stdout, bench/results/instructions-<date>.json (gitignored) and a
@@ -73,6 +76,7 @@ ZK_CLIENTS="${ZK_CLIENTS:-4}"
 ZK_VALUE="${ZK_VALUE:-1024}"
 SKIP_BUILD="${SKIP_BUILD:-0}"
 ANNOTATE="${ANNOTATE:-1}"
+KEEP_RAW="${KEEP_RAW:-0}"
 READY_TIMEOUT="${READY_TIMEOUT:-120}"
 TIMEOUT="${TIMEOUT:-900}"
 MQTT_NODELAY=1
@@ -289,6 +293,9 @@ for row in $ROWS; do
             callgrind_annotate --inclusive=no --threshold=95 "$WORK/annotate.cg" 2>/dev/null | sed -n '/^Ir/,/^$/p' | head -n 60
             callgrind_annotate --inclusive=yes --threshold=100 "$WORK/annotate.cg" 2>/dev/null | sed -n '/^Ir/,/^$/p' | head -n 80
         } >"$ROOT/${ANN[$row]}" || true
+        if [[ "$KEEP_RAW" == 1 ]]; then
+            cp "$WORK/annotate.cg" "$ROOT/bench/results/instructions-$STAMP-$row.cg"
+        fi
     fi
 done
 ((${#MEASURED[@]})) || die "nothing measured"

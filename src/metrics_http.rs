@@ -12,7 +12,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -64,7 +65,7 @@ impl std::fmt::Debug for CoapMetrics {
 impl CoapMetrics {
     /// Reads the counters of this endpoint from now on.
     pub fn attach(&self, handle: Handle) {
-        *self.handle.lock().expect("lock") = Some(handle);
+        *self.handle.lock() = Some(handle);
     }
 
     /// Registers the counters in `registry`.
@@ -74,12 +75,12 @@ impl CoapMetrics {
 
     /// Asks the endpoint for its counters (bounded: a stuck endpoint keeps the last).
     async fn refresh(&self) {
-        let handle = self.handle.lock().expect("lock").clone();
+        let handle = self.handle.lock().clone();
         if let Some(handle) = handle {
             if let Ok(Ok(stats)) =
                 tokio::time::timeout(Duration::from_secs(1), handle.stats()).await
             {
-                *self.last.lock().expect("lock") = stats;
+                *self.last.lock() = stats;
             }
         }
     }
@@ -87,7 +88,7 @@ impl CoapMetrics {
 
 impl Collector for CoapMetrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let stats = self.last.lock().expect("lock").clone();
+        let stats = self.last.lock().clone();
         for (name, help, value) in [
             ("pehra_coap_datagrams_received", "CoAP datagrams received", stats.received),
             ("pehra_coap_datagrams_sent", "CoAP datagrams sent (retransmissions included)", stats.sent),

@@ -15,7 +15,8 @@ use pehra_shared::wire::{
 use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use thiserror::Error;
 
 pub mod producer;
@@ -445,7 +446,7 @@ impl ClusterClient {
         let Some(credentials) = &self.credentials else {
             return Ok(());
         };
-        if self.secured.lock().expect("lock").contains(&addr) {
+        if self.secured.lock().contains(&addr) {
             return Ok(());
         }
         let id = self
@@ -465,7 +466,7 @@ impl ClusterClient {
         .map_err(|e| {
             ClientError::Invalid(format!("cannot secure the requests to broker {id}: {e}"))
         })?;
-        self.secured.lock().expect("lock").insert(addr);
+        self.secured.lock().insert(addr);
         Ok(())
     }
 
@@ -478,7 +479,7 @@ impl ClusterClient {
     /// (which also updates the cached metadata). Started at the first use.
     async fn epoch_watch(&self, topic: &str, partition: u32) -> tokio::sync::watch::Receiver<u32> {
         let key = (topic.to_string(), partition);
-        if let Some(rx) = self.epochs.lock().expect("lock").get(&key) {
+        if let Some(rx) = self.epochs.lock().get(&key) {
             if rx.has_changed().is_ok() {
                 return rx.clone();
             }
@@ -502,7 +503,7 @@ impl ClusterClient {
                         continue;
                     };
                     let epoch = meta.leader_epoch;
-                    if let Some(t) = metadata.lock().expect("lock").topics.get_mut(&key.0) {
+                    if let Some(t) = metadata.lock().topics.get_mut(&key.0) {
                         t.partitions.insert(key.1, meta);
                     }
                     if tx.send(epoch).is_err() {
@@ -513,25 +514,24 @@ impl ClusterClient {
         }
         self.epochs
             .lock()
-            .expect("lock")
             .insert((topic.to_string(), partition), rx.clone());
         rx
     }
 
     /// How often requests were sent again, by cause.
     pub fn retry_stats(&self) -> RetryStats {
-        *self.retries.lock().expect("lock")
+        *self.retries.lock()
     }
 
     /// The metadata as last loaded.
     pub fn metadata(&self) -> Metadata {
-        self.metadata.lock().expect("lock").clone()
+        self.metadata.lock().clone()
     }
 
     /// Reloads the metadata from the zookeeper.
     pub async fn refresh(&self) -> Result<Metadata, ClientError> {
         let fresh = Metadata::load(&self.zk).await?;
-        *self.metadata.lock().expect("lock") = fresh.clone();
+        *self.metadata.lock() = fresh.clone();
         Ok(fresh)
     }
 
@@ -541,7 +541,7 @@ impl ClusterClient {
     /// A zookeeper that cannot be read is an error, not a topic gone.
     pub async fn refresh_topic(&self, topic: &str) -> Result<Metadata, ClientError> {
         let loaded = Metadata::load_topic(&self.zk, topic).await?;
-        let mut metadata = self.metadata.lock().expect("lock");
+        let mut metadata = self.metadata.lock();
         match loaded {
             Some(state) => metadata.topics.insert(topic.to_string(), state),
             None => metadata.topics.remove(topic),
@@ -577,7 +577,7 @@ impl ClusterClient {
             // The brokers too: this client may have loaded them before every broker had
             // registered, and a new topic's leaders are looked up among them.
             let brokers = cluster::live_brokers(&self.zk).await?;
-            self.metadata.lock().expect("lock").brokers = brokers;
+            self.metadata.lock().brokers = brokers;
             for name in names.iter().filter(|n| !known.contains(*n)) {
                 for _ in 0..UNTIL_LED.1 {
                     let meta = self.refresh_topic(name).await?;
@@ -1021,7 +1021,7 @@ impl ClusterClient {
                     return Err(ClientError::NoSuchTopic(topic.into()));
                 }
                 Err(e @ ClientError::NoLeader(_)) => {
-                    self.retries.lock().expect("lock").no_leader += 1;
+                    self.retries.lock().no_leader += 1;
                     last_error = Some(e.to_string());
                     continue;
                 }
@@ -1062,7 +1062,7 @@ impl ClusterClient {
             };
             let Some(answer) = answer else {
                 // The controller gave the partition a new leader: ask it at once.
-                self.retries.lock().expect("lock").leader_moved += 1;
+                self.retries.lock().leader_moved += 1;
                 attempt = 0;
                 continue;
             };
@@ -1079,7 +1079,7 @@ impl ClusterClient {
                         let (zk, metadata) = (self.zk.clone(), self.metadata.clone());
                         tokio::spawn(async move {
                             if let Ok(fresh) = Metadata::load(&zk).await {
-                                *metadata.lock().expect("lock") = fresh;
+                                *metadata.lock() = fresh;
                             }
                         });
                     }
@@ -1090,7 +1090,7 @@ impl ClusterClient {
                     if !retriable(error.error) {
                         return Err(error.into());
                     }
-                    let mut retries = self.retries.lock().expect("lock");
+                    let mut retries = self.retries.lock();
                     match error.error {
                         ErrorKind::NotLeader | ErrorKind::FencedEpoch => retries.not_leader += 1,
                         _ => retries.unavailable += 1,
@@ -1099,11 +1099,11 @@ impl ClusterClient {
                     last_error = Some(error.message.clone());
                 }
                 Ok(Err(source)) => {
-                    self.retries.lock().expect("lock").no_answer += 1;
+                    self.retries.lock().no_answer += 1;
                     last_error = Some(format!("broker at {leader} unreachable: {source}"));
                 }
                 Err(_) => {
-                    self.retries.lock().expect("lock").no_answer += 1;
+                    self.retries.lock().no_answer += 1;
                     last_error = Some(format!(
                         "broker at {leader} did not answer within {ATTEMPT_TIMEOUT:?}"
                     ));
@@ -1123,7 +1123,7 @@ impl ClusterClient {
         let Some(id) = self.metadata().broker_at(addr) else {
             return;
         };
-        self.retries.lock().expect("lock").suspected += 1;
+        self.retries.lock().suspected += 1;
         let zk = self.zk.clone();
         tokio::spawn(async move {
             match zk.suspect(&cluster::broker_path(id)).await {

@@ -493,9 +493,9 @@ struct Inner {
     beats: watch::Sender<u64>,
     /// The node's health, sent with every heartbeat once reported
     /// ([`Client::report_health`]): the zookeeper sizes the session's lease from it.
-    health: std::sync::Mutex<Option<wire::NodeHealth>>,
+    health: parking_lot::Mutex<Option<wire::NodeHealth>>,
     /// The lease the last heartbeat was granted (`None`: none answered yet).
-    granted: std::sync::Mutex<Option<Duration>>,
+    granted: parking_lot::Mutex<Option<Duration>>,
     /// In an ensemble, how long a member may stay silent on a request before it counts
     /// as not answering (and a resendable request moves on): a paused member (SIGSTOP,
     /// a hung host) sends no ICMP refusal, and CoAP alone would wait its whole exchange
@@ -660,13 +660,13 @@ impl Client {
     /// node's session lives longer than its timeout; see `SessionLeaseConfig`). The
     /// keepalive follows a lease shorter than the timeout.
     pub fn report_health(&self, health: wire::NodeHealth) {
-        *self.inner.health.lock().expect("health lock") = Some(health);
+        *self.inner.health.lock() = Some(health);
     }
 
     /// The lease the zookeeper granted the session's last heartbeat (`None`: none
     /// answered yet): how long the session lives from that heartbeat without another.
     pub fn granted_lease(&self) -> Option<Duration> {
-        *self.inner.granted.lock().expect("granted lock")
+        *self.inner.granted.lock()
     }
 
     /// Goes dormant for `duration` (PEHRA sleepCycle): sends one heartbeat asking the
@@ -1087,7 +1087,7 @@ const ROUND_PAUSE: Duration = Duration::from_millis(250);
 impl Inner {
     /// The health last reported, if any.
     fn reported_health(&self) -> Option<wire::NodeHealth> {
-        *self.health.lock().expect("health lock")
+        *self.health.lock()
     }
 
     /// The member requests go to now, with its endpoint.
@@ -1260,7 +1260,7 @@ async fn keepalive(inner: Arc<Inner>, session: u64, timeout_period: Duration) {
                 let granted = ack
                     .as_ref()
                     .map(|a| Duration::from_millis(u64::from(a.lease_ms)));
-                *inner.granted.lock().expect("granted lock") = granted;
+                *inner.granted.lock() = granted;
                 lease = granted.unwrap_or(timeout_period * 3);
                 // A lease shorter than the timeout: heartbeat within it.
                 let wanted = (lease / 3).min(timeout_period);

@@ -52,7 +52,8 @@
 use pehra_bench::{json_str, Latencies};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -255,7 +256,7 @@ impl Shared {
 
     fn error(&self, what: String) {
         self.errors.fetch_add(1, Ordering::Relaxed);
-        let mut first = self.first_error.lock().expect("lock");
+        let mut first = self.first_error.lock();
         if first.is_none() {
             *first = Some(what);
         }
@@ -445,7 +446,7 @@ async fn ours(args: &Args, sh: Arc<Shared>) -> Result<Consumed> {
     };
     let result = ours_on(args, sh.clone(), zk, &producer, &topic).await;
     {
-        let (now, mut r) = (producer.retry_stats(), sh.retries.lock().expect("lock"));
+        let (now, mut r) = (producer.retry_stats(), sh.retries.lock());
         *r = now.since(&r);
     }
     if args.fresh_topic {
@@ -475,7 +476,7 @@ async fn ours_on(
         wait_replicating(producer, &topic, args.partition, ready_timeout, &sh.nudges).await?;
     }
     // The retries of the run only, not of the waits above.
-    *sh.retries.lock().expect("lock") = producer.retry_stats();
+    *sh.retries.lock() = producer.retry_stats();
     let consumer = connect(args, zk).await.context("consumer: connect")?;
     let partition = args.partition;
     let mut observation = consumer
@@ -1164,7 +1165,6 @@ fn main() -> Result<()> {
     let first_error = sh
         .first_error
         .lock()
-        .expect("lock")
         .clone()
         .unwrap_or_default();
     let stalls = sh.stalls.load(Ordering::Relaxed);
@@ -1179,7 +1179,7 @@ fn main() -> Result<()> {
         "null".into()
     };
     // ours: acks, replication factor and the producer's retries by cause.
-    let r = *sh.retries.lock().expect("lock");
+    let r = *sh.retries.lock();
     let nudges = sh.nudges.load(Ordering::Relaxed);
     let retries = r.not_leader + r.unavailable + r.no_leader + r.no_answer + r.leader_moved;
     let retry_causes = format!(

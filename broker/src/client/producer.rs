@@ -20,7 +20,8 @@ use pehra_shared::wire::{
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::{watch, Semaphore};
 
@@ -210,7 +211,7 @@ impl Producer {
     ) -> Result<Vec<Sent>, ProduceError> {
         let partitions = self.partition_count(client).await?;
         let placed: Vec<(u32, Record)> = {
-            let mut partitioner = self.partitioner.lock().expect("lock");
+            let mut partitioner = self.partitioner.lock();
             records
                 .into_iter()
                 .map(|r| (partitioner.partition(r.key.as_deref(), partitions), r))
@@ -235,7 +236,7 @@ impl Producer {
                     Err(ProduceError::Send { .. } | ProduceError::OutOfOrder { .. })
                 );
                 if failed && of.gapless {
-                    self.sequences.lock().expect("lock").reset(of.partition);
+                    self.sequences.lock().reset(of.partition);
                 }
                 sent.push(Sent {
                     partition: of.partition,
@@ -261,7 +262,6 @@ impl Producer {
         let partition = self
             .partitioner
             .lock()
-            .expect("lock")
             .partition(Some(key), partitions);
         let request = ProduceRequest {
             topic: self.topic.clone(),
@@ -306,7 +306,7 @@ impl Producer {
     /// The produce requests of a partition's batches, numbered (gapless when the
     /// producer hears back; acks 0 batches keep their numbers, for duplicates only).
     fn requests(&self, partition: u32, batches: Vec<Vec<Record>>) -> Vec<Numbered> {
-        let mut sequences = self.sequences.lock().expect("lock");
+        let mut sequences = self.sequences.lock();
         batches
             .into_iter()
             .map(|records| {
@@ -622,11 +622,11 @@ mod tests {
                     (leader.clone(), attempts.clone(), released.clone());
                 async move {
                     let base = request.base_sequence.unwrap();
-                    attempts.lock().unwrap().push(base);
+                    attempts.lock().push(base);
                     if base == 0 {
                         released.wait_for(|r| *r).await.unwrap();
                     }
-                    let answer = leader.lock().unwrap().produce(&request, count_of(&request));
+                    let answer = leader.lock().produce(&request, count_of(&request));
                     answer.map(Some)
                 }
             }
@@ -636,17 +636,17 @@ mod tests {
         let sending = tokio::spawn(send_in_order(send, batches));
         // Batches 2..5 go out while the first is held (5 in flight): wait for them.
         for _ in 0..100_000 {
-            if attempts.lock().unwrap().len() >= MAX_IN_FLIGHT {
+            if attempts.lock().len() >= MAX_IN_FLIGHT {
                 break;
             }
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            attempts.lock().unwrap().len(),
+            attempts.lock().len(),
             MAX_IN_FLIGHT,
             "five batches in flight, the sixth waits for a free place"
         );
-        assert_eq!(leader.lock().unwrap().stored, []);
+        assert_eq!(leader.lock().stored, []);
         release.send(true).unwrap();
         let results = sending.await.unwrap();
         let places: Vec<(u64, u32)> = results
@@ -657,7 +657,7 @@ mod tests {
             })
             .collect();
         assert_eq!(places, [(0, 2), (2, 1), (3, 3), (6, 2), (8, 1), (9, 2)]);
-        let leader = leader.lock().unwrap();
+        let leader = leader.lock();
         assert_eq!(
             leader.stored,
             [(0, 2), (2, 1), (3, 3), (6, 2), (8, 1), (9, 2)]
@@ -684,13 +684,13 @@ mod tests {
                     (leader.clone(), attempts.clone(), released.clone());
                 async move {
                     let base = request.base_sequence.unwrap();
-                    attempts.lock().unwrap().push(base);
-                    let first = leader.lock().unwrap().produce(&request, count_of(&request));
+                    attempts.lock().push(base);
+                    let first = leader.lock().produce(&request, count_of(&request));
                     if base != 1 {
                         return first.map(Some);
                     }
                     released.wait_for(|r| *r).await.unwrap();
-                    let repeat = leader.lock().unwrap().produce(&request, count_of(&request));
+                    let repeat = leader.lock().produce(&request, count_of(&request));
                     repeat.map(Some)
                 }
             }
@@ -699,7 +699,7 @@ mod tests {
         let batches = numbered(&mut seqs, &[1, 1, 1, 1, 1, 1, 1, 1]);
         let sending = tokio::spawn(send_in_order(send, batches));
         for _ in 0..100_000 {
-            if attempts.lock().unwrap().len() >= 2 + MAX_IN_FLIGHT - 1 {
+            if attempts.lock().len() >= 2 + MAX_IN_FLIGHT - 1 {
                 break;
             }
             tokio::task::yield_now().await;
@@ -709,7 +709,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert_eq!(
-            *attempts.lock().unwrap(),
+            *attempts.lock(),
             [0, 1, 2, 3, 4, 5],
             "the batch held unanswered keeps the window from moving past it"
         );
@@ -719,7 +719,7 @@ mod tests {
             let place = result.as_ref().unwrap().as_ref().unwrap();
             assert_eq!(place.base_offset, i as u64);
         }
-        let leader = leader.lock().unwrap();
+        let leader = leader.lock();
         assert_eq!(leader.stored.len(), 8);
         assert_eq!(leader.stale, 0);
     }
@@ -735,7 +735,7 @@ mod tests {
                     if request.base_sequence == Some(2) {
                         return Err(ClientError::NoLeader("gone".into()));
                     }
-                    let answer = leader.lock().unwrap().produce(&request, count_of(&request));
+                    let answer = leader.lock().produce(&request, count_of(&request));
                     answer.map(Some)
                 }
             }
@@ -752,7 +752,7 @@ mod tests {
             results[3].1,
             Err(ProduceError::EarlierBatchFailed { .. })
         ));
-        assert_eq!(leader.lock().unwrap().stored, [(0, 2)]);
+        assert_eq!(leader.lock().stored, [(0, 2)]);
     }
 
     #[tokio::test]

@@ -344,7 +344,7 @@ impl PubSub {
         if request.observe() == Some(0) {
             self.follow(&topic);
         }
-        let cached = self.latest.lock().expect("lock").get(name).cloned();
+        let cached = self.latest.lock().get(name).cloned();
         let state = match cached {
             Some(state) => state,
             None => match self.load_shared(&topic).await {
@@ -369,7 +369,6 @@ impl PubSub {
         let slot = self
             .loading
             .lock()
-            .expect("lock")
             .entry(name.clone())
             .or_default()
             .clone();
@@ -382,7 +381,7 @@ impl PubSub {
             .await
             .cloned();
         // Done: the next GET to miss reads afresh.
-        let mut loading = self.loading.lock().expect("lock");
+        let mut loading = self.loading.lock();
         if loading.get(name).is_some_and(|s| Arc::ptr_eq(s, &slot)) {
             loading.remove(name);
         }
@@ -447,13 +446,13 @@ impl PubSub {
 
     /// Starts following `topic` for this broker's subscribers, unless it is already.
     fn follow(self: &Arc<Self>, topic: &Topic) {
-        let mut following = self.following.lock().expect("lock");
+        let mut following = self.following.lock();
         if let Some((id, task)) = following.get(&topic.name) {
             if *id == topic.id && !task.is_finished() {
                 return;
             }
             task.abort(); // an earlier topic of the same name
-            self.latest.lock().expect("lock").remove(&topic.name);
+            self.latest.lock().remove(&topic.name);
         }
         let this = self.clone();
         let (name, id, partitions) = (topic.name.clone(), topic.id, topic.config.partitions);
@@ -487,14 +486,13 @@ impl PubSub {
         let mut next: BTreeMap<u32, u64> = BTreeMap::new();
         loop {
             let mut ticks = self.observe_partitions(&topic, partitions, &mut next).await;
-            let known = self.latest.lock().expect("lock").contains_key(&topic);
+            let known = self.latest.lock().contains_key(&topic);
             if ticks.is_some() && !known {
                 // The state as of where the partitions are followed from (or later: the
                 // records after that are notified next and replace it), for the GETs.
                 if let Ok(state) = self.read_state(&topic, partitions).await {
                     self.latest
                         .lock()
-                        .expect("lock")
                         .entry(topic.clone())
                         .or_insert_with(|| Arc::new(state));
                 }
@@ -604,7 +602,6 @@ impl PubSub {
             let state = Arc::new(DataState::of(p, offset, record));
             self.latest
                 .lock()
-                .expect("lock")
                 .insert(topic.to_string(), state.clone());
             let notification = match &*state {
                 DataState::FullyCreated(p) => p.response(),
@@ -621,12 +618,12 @@ impl PubSub {
     /// data with a final 4.04.
     async fn stop_following(&self, topic: &str, id: u64) {
         {
-            let mut following = self.following.lock().expect("lock");
+            let mut following = self.following.lock();
             if following.get(topic).is_some_and(|(i, _)| *i == id) {
                 following.remove(topic);
             }
         }
-        self.latest.lock().expect("lock").remove(topic);
+        self.latest.lock().remove(topic);
         tracing::debug!(%topic, "the topic was deleted: its subscribers are told");
         self.handle.notify_detached(
             &data_resource(topic),

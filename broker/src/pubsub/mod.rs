@@ -30,7 +30,8 @@ use problem::problem;
 use properties::{Key, Properties, PropertyError};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 
 /// Resource type of the topic collection.
 pub const RT_COLLECTION: &str = "core.ps.coll";
@@ -463,10 +464,10 @@ impl PubSub {
     /// it knows of its data, and every observation of its data (a final 4.04, RFC 7641
     /// §3.2).
     fn end_topic(&self, name: &str, why: &str) {
-        if let Some((_, task)) = self.following.lock().expect("lock").remove(name) {
+        if let Some((_, task)) = self.following.lock().remove(name) {
             task.abort();
         }
-        self.latest.lock().expect("lock").remove(name);
+        self.latest.lock().remove(name);
         self.handle
             .notify_detached(&data_resource(name), problem(Code::NOT_FOUND, why));
     }

@@ -139,7 +139,7 @@ pub(crate) async fn secure_broker_peer(state: &State, id: u32, addr: SocketAddr)
     let (Some(credentials), Some(handle)) = (state.credentials.as_ref(), state.handle.get()) else {
         return;
     };
-    if !state.secured_peers.lock().expect("lock").insert(addr) {
+    if !state.secured_peers.lock().insert(addr) {
         return;
     }
     let kid = security::broker_kid(id);
@@ -147,6 +147,6 @@ pub(crate) async fn secure_broker_peer(state: &State, id: u32, addr: SocketAddr)
         pehra_shared::driver::security::secure_client(handle, credentials, addr, &kid).await
     {
         tracing::error!(peer = %addr, error = %e, "cannot secure the requests to broker {id}");
-        state.secured_peers.lock().expect("lock").remove(&addr);
+        state.secured_peers.lock().remove(&addr);
     }
 }

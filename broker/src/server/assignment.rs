@@ -15,7 +15,8 @@ use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -156,7 +157,7 @@ async fn watch_for_changes(
     } else {
         path.clone()
     };
-    if !watched.lock().expect("lock").insert(key.clone()) {
+    if !watched.lock().insert(key.clone()) {
         return;
     }
     let watch = if children {
@@ -165,7 +166,7 @@ async fn watch_for_changes(
         zk.watch_data(&path).await
     };
     let Ok(mut watch) = watch else {
-        watched.lock().expect("lock").remove(&key);
+        watched.lock().remove(&key);
         return;
     };
     let (watched, changed) = (watched.clone(), changed.clone());
@@ -177,7 +178,7 @@ async fn watch_for_changes(
                 break;
             }
         }
-        watched.lock().expect("lock").remove(&key);
+        watched.lock().remove(&key);
         let _ = changed.send(());
     });
 }
@@ -200,7 +201,7 @@ async fn apply_assignment(
 ) -> (Vec<PartitionKey>, Vec<Regressed>) {
     let mut regressed = Vec::new();
     for (key, a) in &assigned {
-        let existing = state.partitions.read().expect("lock").get(key).cloned();
+        let existing = state.partitions.read().get(key).cloned();
         let partition = match existing {
             Some(p) => p,
             None => match open(state, key, a).await {
@@ -208,7 +209,7 @@ async fn apply_assignment(
                 None => continue,
             },
         };
-        let mut p = partition.lock().expect("lock");
+        let mut p = partition.lock();
         // Leader epochs never go back: a zookeeper that names an older epoch than this
         // log already holds lost changes (a cut write-ahead log, an old backup). Neither
         // lead nor follow in it.
@@ -254,16 +255,15 @@ async fn apply_assignment(
     let open_keys: Vec<PartitionKey> = state
         .partitions
         .read()
-        .expect("lock")
         .keys()
         .cloned()
         .collect();
     let mut closed = Vec::new();
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
-        if let Some(p) = state.partitions.write().expect("lock").remove(&key) {
-            state.hw_checkpoint.lock().expect("lock").remove(&key);
+        if let Some(p) = state.partitions.write().remove(&key) {
+            state.hw_checkpoint.lock().remove(&key);
             closed.push(key.clone());
-            let mut p = p.lock().expect("lock");
+            let mut p = p.lock();
             p.replica
                 .step_down("the partition was moved off this broker");
             if let Err(e) = p.replica.log_mut().flush() {
@@ -298,12 +298,10 @@ async fn apply_assignment(
     state
         .fetchers
         .lock()
-        .expect("lock")
         .plan(state, wanted, dormant);
     state
         .open_failures
         .lock()
-        .expect("lock")
         .retain(|k, _| assigned.contains_key(k));
     state
         .logs_opened
@@ -491,17 +489,15 @@ async fn open(
                     "the replica may not lead until it has caught up: {reason}"
                 );
             }
-            state.open_failures.lock().expect("lock").remove(key);
+            state.open_failures.lock().remove(key);
             state
                 .hw_checkpoint
                 .lock()
-                .expect("lock")
                 .insert(key.clone(), checkpoint_hw);
             let partition = Arc::new(Mutex::new(partition));
             state
                 .partitions
                 .write()
-                .expect("lock")
                 .insert(key.clone(), partition.clone());
             Some(partition)
         }
@@ -510,7 +506,6 @@ async fn open(
             state
                 .open_failures
                 .lock()
-                .expect("lock")
                 .insert(key.clone(), e);
             None
         }

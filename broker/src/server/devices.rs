@@ -26,7 +26,8 @@ use pehra_shared::wire::{
     self, Acks, CheckIn, DeviceReadings, DownlinkRequest, DownlinkResponse, ErrorKind,
     FetchResponse, NodeStatus, PartitionMetadata, Record,
 };
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 
 /// The most record bytes one downlink answer carries, so that it fits one 1 KiB CoAP
@@ -160,7 +161,7 @@ impl Gateway {
     /// per term).
     async fn pehredar_addr(&self, name: &str, term: u64) -> Option<String> {
         let cache = &self.state.pehredar_cache;
-        if let Some((n, t, addr)) = cache.0.lock().expect("lock").as_ref() {
+        if let Some((n, t, addr)) = cache.0.lock().as_ref() {
             if n == name && *t == term {
                 return Some(addr.clone());
             }
@@ -172,7 +173,7 @@ impl Gateway {
             .await
             .ok()?;
         let status: NodeStatus = wire::decode(&data).ok()?;
-        *cache.0.lock().expect("lock") = Some((name.to_string(), term, status.addr.clone()));
+        *cache.0.lock() = Some((name.to_string(), term, status.addr.clone()));
         Some(status.addr)
     }
 
@@ -216,7 +217,7 @@ impl Gateway {
         };
         if leader == self.state.id {
             if let Some(p) = lookup_any(&self.state, topic, 0) {
-                let p = p.lock().expect("lock");
+                let p = p.lock();
                 if p.replica.leads() {
                     return Ok(Some(p.replica.high_watermark()));
                 }

@@ -37,16 +37,15 @@ fn wanted(state: &State) -> BTreeMap<String, String> {
     let partitions: Vec<_> = state
         .partitions
         .read()
-        .expect("lock")
         .iter()
         .map(|(k, p)| (k.clone(), p.clone()))
         .collect();
     for ((topic, partition), p) in partitions {
-        if let Some(reason) = p.lock().expect("lock").replica.ineligible_reason() {
+        if let Some(reason) = p.lock().replica.ineligible_reason() {
             out.insert(recovering_name(state.id, Some((&topic, partition))), reason);
         }
     }
-    for ((topic, partition), reason) in state.open_failures.lock().expect("lock").iter() {
+    for ((topic, partition), reason) in state.open_failures.lock().iter() {
         out.insert(
             recovering_name(state.id, Some((topic, *partition))),
             format!("its log cannot be opened: {reason}"),

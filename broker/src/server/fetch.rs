@@ -28,7 +28,7 @@ fn answer_fetch(state: &State, incoming: &Incoming) -> Response {
         Ok(p) => p,
         Err(response) => return response,
     };
-    let p = partition.lock().expect("lock");
+    let p = partition.lock();
     let (start, end, hw) = (
         p.replica.log().log_start_offset(),
         p.replica.log().log_end_offset(),
@@ -101,7 +101,7 @@ pub(crate) fn partition_state(state: &State, incoming: &Incoming) -> Response {
     };
     match lookup_leader(state, topic, partition) {
         Ok(p) => {
-            let p = p.lock().expect("lock");
+            let p = p.lock();
             cbor_response(
                 Code::CONTENT,
                 &tick(p.replica.high_watermark(), p.replica.log().log_end_offset()),

@@ -184,7 +184,7 @@ fn positions(
     keys.iter()
         .filter_map(|key| {
             let p = lookup_any(state, &key.0, key.1)?;
-            let mut p = p.lock().expect("lock");
+            let mut p = p.lock();
             let position = p.replica.fetch_position(leader);
             let high_watermark = p.replica.high_watermark();
             settle(state, key, p);
@@ -235,7 +235,7 @@ fn apply(
             leader_epoch: asked.leader_epoch,
             last_fetched_epoch: asked.last_fetched_epoch,
         };
-        let mut p = partition.lock().expect("lock");
+        let mut p = partition.lock();
         let durable_hw = p.replica.durable_hw();
         match p.replica.handle_leader_data(leader, position, data) {
             Ok(true) => {}

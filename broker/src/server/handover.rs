@@ -24,7 +24,8 @@ use pehra_shared::driver::{Incoming, Responder};
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
 use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -85,7 +86,7 @@ pub(crate) async fn follow(zk: Arc<Client>, state: Arc<State>, dispatch: Dispatc
                     } else if presync.candidate == state.id {
                         known.insert(name.clone(), *presync);
                         if let Some(part) = lookup_any(&state, &topic, p) {
-                            let mut part = part.lock().expect("lock");
+                            let mut part = part.lock();
                             if matches!(part.handover, HandoverSide::None) {
                                 part.handover = HandoverSide::TakingOver {
                                     since: Instant::now(),
@@ -167,7 +168,7 @@ async fn watch(
     changed: &mpsc::UnboundedSender<()>,
 ) {
     let key = format!("{path}{}", if children { " (children)" } else { "" });
-    if !watched.lock().expect("lock").insert(key.clone()) {
+    if !watched.lock().insert(key.clone()) {
         return;
     }
     let w = if children {
@@ -176,7 +177,7 @@ async fn watch(
         zk.watch_data(path).await
     };
     let Ok(mut w) = w else {
-        watched.lock().expect("lock").remove(&key);
+        watched.lock().remove(&key);
         return;
     };
     let (watched, changed) = (watched.clone(), changed.clone());
@@ -186,7 +187,7 @@ async fn watch(
                 break;
             }
         }
-        watched.lock().expect("lock").remove(&key);
+        watched.lock().remove(&key);
         let _ = changed.send(());
     });
 }
@@ -205,7 +206,7 @@ async fn presync_as_leader(
         return;
     };
     {
-        let mut part = partition.lock().expect("lock");
+        let mut part = partition.lock();
         if !part.replica.leads() || part.replica.meta().leader_epoch != presync.leader_epoch {
             return; // the controller sees the partition changed and rolls back
         }
@@ -218,7 +219,7 @@ async fn presync_as_leader(
         tokio::pin!(moved);
         moved.as_mut().enable();
         {
-            let part = partition.lock().expect("lock");
+            let part = partition.lock();
             if !part.replica.leads() || !matches!(part.handover, HandoverSide::Holding { .. }) {
                 return;
             }
@@ -293,7 +294,7 @@ async fn finish_as_leader(
         Err(_) => None,
     };
     let (held, actions) = {
-        let mut part = partition.lock().expect("lock");
+        let mut part = partition.lock();
         let transferred = now_meta
             .as_ref()
             .filter(|(m, _)| m.leader_epoch > presync.leader_epoch && m.leader != Some(state.id));
@@ -324,7 +325,7 @@ async fn finish_as_leader(
         (held, part.take_actions())
     };
     run_actions(state, &(topic.to_string(), p), actions);
-    let leads = partition.lock().expect("lock").replica.leads();
+    let leads = partition.lock().replica.leads();
     tracing::info!(%topic, partition = p, held = held.len(), transferred = !leads, "handover: finished");
     state.reassign.notify_one();
     for (incoming, responder) in held {
@@ -346,7 +347,7 @@ pub(crate) fn intercept(
         // Not a partition of this broker at all: answered by the caller.
         return Some((incoming, responder));
     };
-    let mut part = partition.lock().expect("lock");
+    let mut part = partition.lock();
     let forwarded = incoming.request.queries().any(|q| q == "held");
     match &mut part.handover {
         HandoverSide::Holding { held, .. } => {
@@ -446,13 +447,12 @@ fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) -> bool {
     let partitions: Vec<_> = state
         .partitions
         .read()
-        .expect("lock")
         .values()
         .cloned()
         .collect();
     for partition in partitions {
         let held = {
-            let mut part = partition.lock().expect("lock");
+            let mut part = partition.lock();
             let due = match &part.handover {
                 HandoverSide::TakingOver { since, .. } => {
                     part.replica.leads() || since.elapsed() >= TAKE_OVER_WAIT

@@ -258,7 +258,7 @@ impl Agent {
         let Some(command) = command else {
             // Restart in place: follow no partition any more, as a controlled shutdown.
             self.state.leaving.store(true, Ordering::SeqCst);
-            self.state.fetchers.lock().expect("lock").clear();
+            self.state.fetchers.lock().clear();
             self.move_leadership_away().await;
             tracing::info!(id, "maintenance: restarting in place");
             self.state.restart.send_replace(true);

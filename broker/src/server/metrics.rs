@@ -12,7 +12,8 @@ use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::sync::{Arc, Weak};
+use parking_lot::{Mutex, RwLock};
 use std::time::Instant;
 
 /// The label of the per-topic counters.
@@ -87,7 +88,7 @@ impl Default for Metrics {
 impl Metrics {
     /// The counters of `topic` (made on its first use).
     fn topic(&self, topic: &str) -> Arc<TopicCounters> {
-        if let Some(counters) = self.topics.read().expect("lock").get(topic) {
+        if let Some(counters) = self.topics.read().get(topic) {
             return counters.clone();
         }
         let labels = TopicLabels {
@@ -101,7 +102,6 @@ impl Metrics {
         });
         self.topics
             .write()
-            .expect("lock")
             .entry(labels.topic)
             .or_insert(counters)
             .clone()
@@ -261,7 +261,7 @@ impl BrokerMetrics {
     /// zookeeper read per group and partition. Call it before a scrape (bounded by the
     /// caller); the lag is the high watermark minus the committed offset.
     pub async fn refresh(&self) {
-        let state = self.current.lock().expect("lock").upgrade();
+        let state = self.current.lock().upgrade();
         let Some(state) = state else { return };
         let led = state.led_high_watermarks();
         let Some(zk) = state.zk_client() else { return };
@@ -292,12 +292,12 @@ impl BrokerMetrics {
                 }
             }
         }
-        *self.lag.lock().expect("lock") = lag;
+        *self.lag.lock() = lag;
     }
 
     /// The broker now running with `state`.
     pub(crate) fn attach(&self, state: &Arc<State>) {
-        *self.current.lock().expect("lock") = Arc::downgrade(state);
+        *self.current.lock() = Arc::downgrade(state);
     }
 }
 
@@ -331,7 +331,7 @@ fn gauge(
 
 impl Collector for Health {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let lag = self.lag.lock().expect("lock").clone();
+        let lag = self.lag.lock().clone();
         let mut metric = encoder.encode_descriptor(
             "pehra_broker_consumer_lag",
             "Records between a consumer group's committed offset and the high watermark, for partitions this broker leads",
@@ -341,7 +341,7 @@ impl Collector for Health {
         for (labels, value) in &lag {
             ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
         }
-        let current = self.current.lock().expect("lock").upgrade();
+        let current = self.current.lock().upgrade();
         let Some(state) = current else {
             return Ok(());
         };

@@ -48,7 +48,8 @@ use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
+use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -304,10 +305,9 @@ impl State {
     pub(crate) fn led_high_watermarks(&self) -> Vec<(String, u32, u64)> {
         self.partitions
             .read()
-            .expect("lock")
             .iter()
             .filter_map(|(key, p)| {
-                let p = p.lock().expect("lock");
+                let p = p.lock();
                 p.replica
                     .leads()
                     .then(|| (key.0.clone(), key.1, p.replica.high_watermark()))
@@ -318,8 +318,8 @@ impl State {
     /// Its partitions counted by health (for the metrics, at scrape time).
     pub(crate) fn partition_health(&self) -> crate::metrics::PartitionHealth {
         let mut health = crate::metrics::PartitionHealth::default();
-        for p in self.partitions.read().expect("lock").values() {
-            let p = p.lock().expect("lock");
+        for p in self.partitions.read().values() {
+            let p = p.lock();
             health.replicas += 1;
             if p.replica.meta().leader.is_none() {
                 health.offline += 1;
@@ -524,9 +524,8 @@ impl Broker {
             .state
             .partitions
             .read()
-            .expect("lock")
             .iter()
-            .filter(|(_, p)| p.lock().expect("lock").replica.leads())
+            .filter(|(_, p)| p.lock().replica.leads())
             .map(|(k, _)| k.clone())
             .collect();
         keys.sort();
@@ -554,7 +553,7 @@ impl Broker {
     /// zookeeper session, so the registration goes at once.
     pub async fn shutdown(self) {
         self.state.leaving.store(true, Ordering::SeqCst);
-        self.state.fetchers.lock().expect("lock").clear();
+        self.state.fetchers.lock().clear();
         // Bounded as a whole: with the zookeeper unreachable every call would wait out
         // CoAP retransmissions.
         let limit = self.controlled_shutdown_timeout;
@@ -605,10 +604,9 @@ impl Broker {
         for task in &self.tasks {
             task.abort();
         }
-        self.state.fetchers.lock().expect("lock").clear();
-        for p in self.state.partitions.read().expect("lock").values() {
+        self.state.fetchers.lock().clear();
+        for p in self.state.partitions.read().values() {
             p.lock()
-                .expect("lock")
                 .replica
                 .step_down("the broker is stopping");
         }
@@ -773,10 +771,9 @@ pub(crate) async fn move_leadership_away(
         state
             .partitions
             .read()
-            .expect("lock")
             .iter()
             .filter(|(_, p)| {
-                let p = p.lock().expect("lock");
+                let p = p.lock();
                 p.replica.meta().leader == Some(state.id)
                     && p.replica.meta().isr.iter().any(|&r| r != state.id)
             })
@@ -865,9 +862,9 @@ async fn retain_periodically(state: Arc<State>, every: Duration) {
         let state = state.clone();
         let now_ms = now_ms();
         let _ = pehra_shared::driver::blocking::run(move || {
-            let partitions: Vec<_> = state.partitions.read().expect("lock").iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+            let partitions: Vec<_> = state.partitions.read().iter().map(|(k, v)| (k.clone(), v.clone())).collect();
             for ((topic, partition), p) in partitions {
-                match p.lock().expect("lock").replica.log_mut().apply_retention(now_ms) {
+                match p.lock().replica.log_mut().apply_retention(now_ms) {
                     Ok(0) => {}
                     Ok(n) => tracing::info!(%topic, partition, segments = n, "retention deleted old segments"),
                     Err(e) => tracing::warn!(%topic, partition, error = %e, "applying retention"),
@@ -895,7 +892,6 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
             let mut partitions: Vec<_> = state
                 .partitions
                 .read()
-                .expect("lock")
                 .iter()
                 .map(|(k, p)| (k.clone(), p.clone()))
                 .collect();
@@ -910,7 +906,7 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
                     break;
                 }
                 let ((topic, partition), p) = &partitions[next % partitions.len()];
-                let step = p.lock().expect("lock").replica.log_mut().scrub_step(budget);
+                let step = p.lock().replica.log_mut().scrub_step(budget);
                 match step {
                     Ok(progress) => {
                         budget = budget.saturating_sub(progress.bytes_checked);
@@ -938,8 +934,8 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
 /// Whether any partition has records written but not yet flushed.
 fn needs_flush(state: &State) -> bool {
     // A partition busy right now (locked) may well have something to flush.
-    state.partitions.read().expect("lock").values().any(|p| {
-        p.try_lock().map_or(true, |p| {
+    state.partitions.read().values().any(|p| {
+        p.try_lock().is_none_or(|p| {
             p.replica.log().flushed_offset() < p.replica.log().log_end_offset()
         })
     })
@@ -949,13 +945,12 @@ fn flush_all(state: &State) {
     let partitions: Vec<_> = state
         .partitions
         .read()
-        .expect("lock")
         .iter()
         .map(|(k, p)| (k.clone(), p.clone()))
         .collect();
     let mut hws = Vec::with_capacity(partitions.len());
     for (key, p) in partitions {
-        let mut p = p.lock().expect("lock");
+        let mut p = p.lock();
         if p.replica.log().flushed_offset() < p.replica.log().log_end_offset() {
             if let Err(e) = p.replica.log_mut().flush() {
                 tracing::error!(error = %e, "flushing a partition log");
@@ -969,7 +964,7 @@ fn flush_all(state: &State) {
 /// Makes the high watermarks `hws` durable in their partitions' checkpoints, where they
 /// moved.
 fn checkpoint_high_watermarks(state: &State, hws: Vec<(PartitionKey, u64)>) {
-    let mut checkpoint = state.hw_checkpoint.lock().expect("lock");
+    let mut checkpoint = state.hw_checkpoint.lock();
     for (key, hw) in hws {
         if checkpoint.get(&key) == Some(&hw) {
             continue;
@@ -986,10 +981,10 @@ fn checkpoint_high_watermarks(state: &State, hws: Vec<(PartitionKey, u64)>) {
 
 /// Whether a partition's high watermark moved past what the checkpoint holds.
 fn hw_checkpoint_stale(state: &State) -> bool {
-    let checkpoint = state.hw_checkpoint.lock().expect("lock");
-    state.partitions.read().expect("lock").iter().any(|(k, p)| {
+    let checkpoint = state.hw_checkpoint.lock();
+    state.partitions.read().iter().any(|(k, p)| {
         p.try_lock()
-            .is_ok_and(|p| checkpoint.get(k).copied() != Some(p.replica.durable_hw()))
+            .is_some_and(|p| checkpoint.get(k).copied() != Some(p.replica.durable_hw()))
     })
 }
 
@@ -1098,7 +1093,7 @@ fn lookup_leader(
     partition: u32,
 ) -> Result<Arc<Mutex<Partition>>, Response> {
     lookup_any(state, topic, partition)
-        .filter(|p| p.lock().expect("lock").replica.leads())
+        .filter(|p| p.lock().replica.leads())
         .ok_or_else(|| {
             error_response(
                 ErrorKind::NotLeader,
@@ -1115,7 +1110,6 @@ fn lookup_any(state: &State, topic: &str, partition: u32) -> Option<Arc<Mutex<Pa
     state
         .partitions
         .read()
-        .expect("lock")
         .get(&(topic.to_string(), partition))
         .cloned()
 }

@@ -22,7 +22,8 @@ use pehra_shared::wire::{
 };
 use pehra_zookeeper::{Client, CreateMode, WatchEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
@@ -124,7 +125,6 @@ impl Pehra {
     pub(crate) fn answer_device_checkin(&self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
         self.node
             .lock()
-            .expect("lock")
             .handle_device_checkin(now, checkin)
     }
 }
@@ -142,7 +142,6 @@ pub(crate) fn hold_awake(state: &State, hold: bool) {
     if let Some(p) = state.pehra.get() {
         p.node
             .lock()
-            .expect("lock")
             .handle_stay_awake(now(), hold || p.configured_stay_awake);
         p.poke.notify_one();
     }
@@ -195,7 +194,7 @@ pub(crate) fn lease_figures(state: &State) -> LeaseFigures {
     let Some(p) = state.pehra.get() else {
         return LeaseFigures::default();
     };
-    let node = p.node.lock().expect("lock");
+    let node = p.node.lock();
     LeaseFigures {
         health_index: node.vitals().rating().map(|(index, _)| index),
         lease_given_ms: node.lease().map(|l| l.lease_ms),
@@ -208,7 +207,7 @@ pub(crate) fn in_office(state: &State) -> bool {
     state
         .pehra
         .get()
-        .is_some_and(|p| p.node.lock().expect("lock").office().is_some())
+        .is_some_and(|p| p.node.lock().office().is_some())
 }
 
 /// Whether this broker holds and forwards produces for sleeping leaders: it is the
@@ -217,7 +216,7 @@ pub(crate) fn holds_produces(state: &State) -> bool {
     state
         .pehra
         .get()
-        .is_some_and(|p| p.node.lock().expect("lock").holds_produces(now()))
+        .is_some_and(|p| p.node.lock().holds_produces(now()))
 }
 
 /// A produce the Pehredar may hold: its partition, its encoded body, and the
@@ -344,7 +343,7 @@ fn wake_sleepers(state: &Arc<State>, meta: &crate::client::Metadata) {
 /// coordinator for the wakeUpAll already, so this broker does not).
 pub(crate) fn woken(state: &State) -> Response {
     if let Some(p) = state.pehra.get() {
-        p.node.lock().expect("lock").handle_wake_call(now());
+        p.node.lock().handle_wake_call(now());
         p.poke.notify_one();
     }
     Response::new(Code::CHANGED)
@@ -359,7 +358,7 @@ pub(crate) fn checkin(state: &State, incoming: &Incoming) -> Response {
     let Some(pehra) = state.pehra.get() else {
         return forbidden(state.id);
     };
-    let mut node = pehra.node.lock().expect("lock");
+    let mut node = pehra.node.lock();
     if node.office().is_none() {
         return forbidden(state.id);
     }
@@ -437,7 +436,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
         // lease (the lease of its partition leaderships) from it (seed 002).
         zk.report_health(health);
         let mut actions = {
-            let mut node = pehra.node.lock().expect("lock");
+            let mut node = pehra.node.lock();
             node.handle_health(now(), health);
             hand_over_traffic(&pehra, &mut node, &mut traffic_seen_ms);
             node.poll_actions(now())
@@ -491,7 +490,7 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
             }
         }
         let deadline = {
-            let node = pehra.node.lock().expect("lock");
+            let node = pehra.node.lock();
             let at_once = node.needs_traffic_at_once();
             pehra.traffic_at_once.store(at_once, Ordering::SeqCst);
             // A request that came while the flag said "later" but now needs the node at
@@ -507,11 +506,11 @@ async fn run(state: Arc<State>, zk: Arc<Client>, config: PehraConfig, pehra: Arc
             _ = pehra.traffic.notified() => {}
             _ = pehra.poke.notified() => {}
             s = state_rx.recv() => match s {
-                Some(s) => pehra.node.lock().expect("lock").handle_state(now(), &s),
+                Some(s) => pehra.node.lock().handle_state(now(), &s),
                 None => break,
             },
             Some(reply) = checkin_rx.recv() => {
-                pehra.node.lock().expect("lock").handle_checkin_result(now(), reply);
+                pehra.node.lock().handle_checkin_result(now(), reply);
             }
             // A kernel timer: a dormant broker's alarm wakes it once, where tokio's
             // timer wheel took two or three steps for a sleep of a minute (issue 19).
@@ -633,7 +632,7 @@ async fn sleep(state: &Arc<State>, zk: &Client, config: &PehraConfig, until_ms: 
     let first = !*state.asleep.borrow();
     if first {
         state.asleep.send_replace(true);
-        state.fetchers.lock().expect("lock").clear();
+        state.fetchers.lock().clear();
         super::flush_all(state);
         run_hook(config.on_sleep.as_deref(), "on-sleep");
     }
@@ -672,7 +671,7 @@ async fn wake(state: &Arc<State>, zk: &Client, config: &PehraConfig) {
         // woken broker reading it at once competed for the CPU with the produce that
         // woke them): the watches stayed registered through the sleep, so this is only
         // a safety net.
-        state.fetchers.lock().expect("lock").resume(state);
+        state.fetchers.lock().resume(state);
         let later = state.clone();
         tokio::spawn(async move {
             tokio::time::sleep(REREAD_AFTER_WAKE).await;

@@ -69,7 +69,7 @@ pub(crate) fn produce(state: &Arc<State>, incoming: Incoming, responder: Respond
         }
         Err(response) => return responder.respond(response),
     };
-    let mut p = partition.lock().expect("lock");
+    let mut p = partition.lock();
     // Leading, but handing over: held until the switch (or the rollback).
     let Some((_incoming, responder)) =
         super::handover::hold_if_handing_over(state, &mut p, incoming, responder)

@@ -87,7 +87,6 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
     if let Some(older) = state
         .held_fetches
         .lock()
-        .expect("lock")
         .insert(peer, superseded.clone())
     {
         older.notify_one();
@@ -118,7 +117,7 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
             let held = hold(asked, behind_on_commits(&request, &response), mode);
             let deadline = arrived + held;
             if ready || ended || tokio::time::Instant::now() >= deadline {
-                let mut held = state.held_fetches.lock().expect("lock");
+                let mut held = state.held_fetches.lock();
                 if held.get(&peer).is_some_and(|h| Arc::ptr_eq(h, &superseded)) {
                     held.remove(&peer);
                 }
@@ -201,7 +200,7 @@ fn serve_partition(
         return data;
     };
     let key = (asked.topic.clone(), asked.partition);
-    let mut p = partition.lock().expect("lock");
+    let mut p = partition.lock();
     let fetch = FollowerFetch {
         replica,
         leader_epoch: asked.leader_epoch,
@@ -279,14 +278,13 @@ pub(crate) async fn maintain_isr(state: Arc<State>) {
         let partitions: Vec<_> = state
             .partitions
             .read()
-            .expect("lock")
             .iter()
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
         next = None;
         leads_any = false;
         for (key, partition) in partitions {
-            let mut p = partition.lock().expect("lock");
+            let mut p = partition.lock();
             leads_any |= p.replica.in_leader_term();
             p.replica.handle_timeout(replica_now());
             if let Some(at) = p.replica.poll_timeout().map(replica_instant) {

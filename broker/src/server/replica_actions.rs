@@ -10,7 +10,8 @@ use pehra_cluster as cluster;
 use pehra_shared::driver::Responder;
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, MutexGuard};
+use std::sync::Arc;
+use parking_lot::MutexGuard;
 use std::time::Duration;
 
 /// Releases the lock of the partition `key` after the replica was given an input: runs
@@ -98,7 +99,7 @@ fn settle_epoch_check(
     let Some(partition) = lookup_any(state, &key.0, key.1) else {
         return false;
     };
-    let mut p = partition.lock().expect("lock");
+    let mut p = partition.lock();
     let outcome = match read.map(|data| wire::decode::<PartitionMetadata>(&data)) {
         Ok(Ok(meta)) => EpochCheckOutcome::Read(meta),
         Ok(Err(e)) => {
@@ -126,7 +127,7 @@ pub(crate) async fn change_isr(
 ) {
     let result = write_isr(&state, &key, epoch, &change).await;
     if let Some(partition) = lookup_any(&state, &key.0, key.1) {
-        let mut p = partition.lock().expect("lock");
+        let mut p = partition.lock();
         let written = match result {
             Ok(Some((meta, version))) => {
                 tracing::info!(topic = %key.0, partition = key.1, ?change, isr = %join(&meta.isr), "in-sync replicas changed");

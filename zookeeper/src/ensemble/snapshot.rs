@@ -18,7 +18,8 @@ use pehra_shared::coap::{Code, Request, Response};
 use pehra_shared::driver::Handle;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use parking_lot::Mutex;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
 
@@ -130,7 +131,7 @@ impl Offered {
             crc: crc32fast::hash(&bytes),
             addrs,
         };
-        *self.0.lock().expect("offer lock") = Some(Offer {
+        *self.0.lock() = Some(Offer {
             index,
             bytes: Arc::new(bytes),
             last_used: now,
@@ -140,13 +141,13 @@ impl Offered {
 
     /// The index of the snapshot offered, if any.
     pub fn index(&self) -> Option<u64> {
-        self.0.lock().expect("offer lock").as_ref().map(|o| o.index)
+        self.0.lock().as_ref().map(|o| o.index)
     }
 
     /// The answer to a [`ChunkRequest`]: up to [`CHUNK`] bytes from its offset (2.05),
     /// or 4.04 if that snapshot is not offered (any more), 4.00 past its end.
     pub fn answer(&self, asked: ChunkRequest, now: Instant) -> Response {
-        let mut offer = self.0.lock().expect("offer lock");
+        let mut offer = self.0.lock();
         let Some(offer) = offer.as_mut().filter(|o| o.index == asked.index) else {
             return Response::new(Code::NOT_FOUND)
                 .with_payload(b"that snapshot is not offered (any more)".to_vec());
@@ -164,7 +165,7 @@ impl Offered {
 
     /// Forgets the offer if it was not used for [`OFFER_IDLE`]; whether it did.
     pub fn forget_if_idle(&self, now: Instant) -> bool {
-        let mut offer = self.0.lock().expect("offer lock");
+        let mut offer = self.0.lock();
         if offer
             .as_ref()
             .is_some_and(|o| now.saturating_duration_since(o.last_used) >= OFFER_IDLE)
@@ -177,7 +178,7 @@ impl Offered {
 
     /// Marks the offer used (Raft sent a reference to it again).
     pub fn touch(&self, now: Instant) {
-        if let Some(offer) = self.0.lock().expect("offer lock").as_mut() {
+        if let Some(offer) = self.0.lock().as_mut() {
             offer.last_used = now;
         }
     }
