@@ -3,6 +3,7 @@
 //! topic administration and committed consumer offsets; [`producer`]: the one producer
 //! (partitioner, batcher, sequence numbers, pipelining) every sender of records uses.
 
+use parking_lot::Mutex;
 use pehra_cluster::{self as cluster, TOPICS};
 use pehra_shared::api::{decode_response, response_error};
 use pehra_shared::coap::{Config, Method, Request, CONTENT_FORMAT_CBOR};
@@ -16,7 +17,6 @@ use pehra_zookeeper::{Client, CreateMode, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
-use parking_lot::Mutex;
 use thiserror::Error;
 
 pub mod producer;

@@ -49,11 +49,11 @@
 //! sync; an MQTT CONNACK; an echoed datagram) within `--timeout`,
 //! and exits 0 if it does.
 
+use parking_lot::Mutex;
 use pehra_bench::{json_str, Latencies};
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -1162,11 +1162,7 @@ fn main() -> Result<()> {
         System::Mqtt | System::Raw => args.batch * args.record_size,
     };
     let errors = sh.errors.load(Ordering::Relaxed);
-    let first_error = sh
-        .first_error
-        .lock()
-        .clone()
-        .unwrap_or_default();
+    let first_error = sh.first_error.lock().clone().unwrap_or_default();
     let stalls = sh.stalls.load(Ordering::Relaxed);
     let (notifications, fetches, empty_fetches) = (
         sh.notifications.load(Ordering::Relaxed),

@@ -14,6 +14,7 @@
 
 use super::{partition_for_key, ClientError, ClusterClient};
 use crate::log::PRODUCER_WINDOW;
+use parking_lot::Mutex;
 use pehra_shared::wire::{
     self, Acks, ErrorKind, ProduceRequest, ProduceResponse, Record, RecordBatch,
 };
@@ -21,7 +22,6 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use thiserror::Error;
 use tokio::sync::{watch, Semaphore};
 
@@ -259,10 +259,7 @@ impl Producer {
         records: Vec<Record>,
         numbered: Option<(u64, u32)>,
     ) -> Result<Option<ProduceResponse>, ProduceError> {
-        let partition = self
-            .partitioner
-            .lock()
-            .partition(Some(key), partitions);
+        let partition = self.partitioner.lock().partition(Some(key), partitions);
         let request = ProduceRequest {
             topic: self.topic.clone(),
             partition,

@@ -366,12 +366,7 @@ impl PubSub {
     /// keeps [`PubSub::latest`], which it can keep current).
     async fn load_shared(&self, topic: &Topic) -> Result<Arc<DataState>, Response> {
         let name = &topic.name;
-        let slot = self
-            .loading
-            .lock()
-            .entry(name.clone())
-            .or_default()
-            .clone();
+        let slot = self.loading.lock().entry(name.clone()).or_default().clone();
         let loaded = slot
             .get_or_try_init(|| async {
                 self.read_state(name, topic.config.partitions)
@@ -600,9 +595,7 @@ impl PubSub {
         for (offset, record) in records {
             next.insert(p, offset + 1);
             let state = Arc::new(DataState::of(p, offset, record));
-            self.latest
-                .lock()
-                .insert(topic.to_string(), state.clone());
+            self.latest.lock().insert(topic.to_string(), state.clone());
             let notification = match &*state {
                 DataState::FullyCreated(p) => p.response(),
                 DataState::HalfCreated => problem(

@@ -19,6 +19,7 @@ pub mod problem;
 pub mod properties;
 
 use crate::client::{pubsub_properties_path, ClientError, ClusterClient};
+use parking_lot::Mutex;
 use pehra_cluster as cluster;
 use pehra_shared::coap::conditions::{Conditions, Current};
 use pehra_shared::coap::{
@@ -31,7 +32,6 @@ use properties::{Key, Properties, PropertyError};
 use std::collections::BTreeMap;
 use std::sync::atomic::AtomicU32;
 use std::sync::Arc;
-use parking_lot::Mutex;
 
 /// Resource type of the topic collection.
 pub const RT_COLLECTION: &str = "core.ps.coll";

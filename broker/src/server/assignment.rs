@@ -8,6 +8,7 @@ use super::replica_actions::settle;
 use super::State;
 use crate::log::PartitionLog;
 use crate::replica::PartitionReplica;
+use parking_lot::Mutex;
 use pehra_cluster::{self as cluster, BROKERS, TOPICS};
 use pehra_shared::wire::{self, BrokerInfo, ErrorKind, PartitionMetadata, TopicConfig};
 use pehra_storage::IoError;
@@ -16,7 +17,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
@@ -252,12 +252,7 @@ async fn apply_assignment(
         }
         settle(state, key, p);
     }
-    let open_keys: Vec<PartitionKey> = state
-        .partitions
-        .read()
-        .keys()
-        .cloned()
-        .collect();
+    let open_keys: Vec<PartitionKey> = state.partitions.read().keys().cloned().collect();
     let mut closed = Vec::new();
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
         if let Some(p) = state.partitions.write().remove(&key) {
@@ -295,10 +290,7 @@ async fn apply_assignment(
     }
     // Dormant (PEHRA): nothing fetched, but the plan is kept for the wake.
     let dormant = super::pehra::is_asleep(state);
-    state
-        .fetchers
-        .lock()
-        .plan(state, wanted, dormant);
+    state.fetchers.lock().plan(state, wanted, dormant);
     state
         .open_failures
         .lock()
@@ -503,10 +495,7 @@ async fn open(
         }
         Err(e) => {
             tracing::error!(topic = %key.0, partition = key.1, error = %e, "cannot open the partition log");
-            state
-                .open_failures
-                .lock()
-                .insert(key.clone(), e);
+            state.open_failures.lock().insert(key.clone(), e);
             None
         }
     }

@@ -18,6 +18,7 @@
 use super::{lookup_any, now_ms, pehra, State};
 use crate::client::producer::{ProduceError, Producer};
 use crate::client::{records_from, ClientError, ClusterClient};
+use parking_lot::Mutex;
 use pehra_cluster as cluster;
 use pehra_shared::api::{cbor_response, decode_request, error_response};
 use pehra_shared::coap::{Code, Request, Response};
@@ -27,7 +28,6 @@ use pehra_shared::wire::{
     FetchResponse, NodeStatus, PartitionMetadata, Record,
 };
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 
 /// The most record bytes one downlink answer carries, so that it fits one 1 KiB CoAP

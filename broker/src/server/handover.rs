@@ -17,6 +17,7 @@
 use super::partition::{replica_now, HandoverSide};
 use super::replica_actions::run_actions;
 use super::{lookup_any, State};
+use parking_lot::Mutex;
 use pehra_cluster::handover::{HandoverOrder, PreSync};
 use pehra_cluster::{self as cluster, handover_partition, HANDOVERS};
 use pehra_shared::api::error_response;
@@ -25,7 +26,6 @@ use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
 use pehra_zookeeper::{Client, ZkError};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -444,12 +444,7 @@ fn not_leader(me: u32, topic: &str, p: u32, to: u32) -> pehra_shared::coap::Resp
 /// partition here.
 fn release_taken_over(state: &Arc<State>, dispatch: Dispatch) -> bool {
     let mut under_way = false;
-    let partitions: Vec<_> = state
-        .partitions
-        .read()
-        .values()
-        .cloned()
-        .collect();
+    let partitions: Vec<_> = state.partitions.read().values().cloned().collect();
     for partition in partitions {
         let held = {
             let mut part = partition.lock();

@@ -3,6 +3,7 @@
 //! record) and the partition health computed at each scrape from the broker's state.
 
 use crate::server::State;
+use parking_lot::{Mutex, RwLock};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
@@ -13,7 +14,6 @@ use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::Registry;
 use std::collections::HashMap;
 use std::sync::{Arc, Weak};
-use parking_lot::{Mutex, RwLock};
 use std::time::Instant;
 
 /// The label of the per-topic counters.

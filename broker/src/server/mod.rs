@@ -42,6 +42,7 @@ mod produce;
 mod replica;
 mod replica_actions;
 
+use parking_lot::{Mutex, RwLock};
 pub(crate) use partition::Partition;
 use partition::PartitionKey;
 use pehra_zookeeper::{Client, ClientOptions, CreateMode, SessionState, ZkError};
@@ -49,7 +50,6 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, OnceLock};
-use parking_lot::{Mutex, RwLock};
 use std::time::Duration;
 use thiserror::Error;
 
@@ -606,9 +606,7 @@ impl Broker {
         }
         self.state.fetchers.lock().clear();
         for p in self.state.partitions.read().values() {
-            p.lock()
-                .replica
-                .step_down("the broker is stopping");
+            p.lock().replica.step_down("the broker is stopping");
         }
         flush_all(&self.state);
         if close_session {
@@ -935,9 +933,8 @@ async fn scrub_periodically(state: Arc<State>, per_sec: u64) {
 fn needs_flush(state: &State) -> bool {
     // A partition busy right now (locked) may well have something to flush.
     state.partitions.read().values().any(|p| {
-        p.try_lock().is_none_or(|p| {
-            p.replica.log().flushed_offset() < p.replica.log().log_end_offset()
-        })
+        p.try_lock()
+            .is_none_or(|p| p.replica.log().flushed_offset() < p.replica.log().log_end_offset())
     })
 }
 

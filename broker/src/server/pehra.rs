@@ -9,6 +9,7 @@
 //! Pehredar.
 
 use super::State;
+use parking_lot::Mutex;
 use pehra_cluster::{self as cluster, PEHRA_NODES, PEHRA_REQUESTS, PEHRA_STATE};
 use pehra_shared::api::{cbor_response, decode_request};
 use pehra_shared::coap::{Code, Method, Request, Response, CONTENT_FORMAT_CBOR};
@@ -23,7 +24,6 @@ use pehra_shared::wire::{
 use pehra_zookeeper::{Client, CreateMode, WatchEvent};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use parking_lot::Mutex;
 use std::time::Duration;
 use tokio::sync::{mpsc, Notify};
 
@@ -123,9 +123,7 @@ impl Pehra {
     /// Answers a device's check-in from this node's view of PEHRA (any broker may:
     /// devices check in through any gateway). It is not traffic: nothing changes.
     pub(crate) fn answer_device_checkin(&self, now: UnixMs, checkin: &CheckIn) -> CheckInReply {
-        self.node
-            .lock()
-            .handle_device_checkin(now, checkin)
+        self.node.lock().handle_device_checkin(now, checkin)
     }
 }
 

@@ -84,11 +84,7 @@ pub(crate) fn replica_fetch(state: Arc<State>, incoming: Incoming, responder: Re
     // Bounds what a peer can hold for up to a hold's length to one task.
     let peer = incoming.peer;
     let superseded = Arc::new(tokio::sync::Notify::new());
-    if let Some(older) = state
-        .held_fetches
-        .lock()
-        .insert(peer, superseded.clone())
-    {
+    if let Some(older) = state.held_fetches.lock().insert(peer, superseded.clone()) {
         older.notify_one();
     }
     tokio::spawn(async move {

@@ -6,12 +6,12 @@
 use super::partition::{join, produce_response, replica_now, Partition, PartitionKey};
 use super::{lookup_any, State};
 use crate::replica::{Action, EpochCheckOutcome, IsrChange, IsrWritten};
+use parking_lot::MutexGuard;
 use pehra_cluster as cluster;
 use pehra_shared::driver::Responder;
 use pehra_shared::wire::{self, ErrorKind, PartitionMetadata};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use parking_lot::MutexGuard;
 use std::time::Duration;
 
 /// Releases the lock of the partition `key` after the replica was given an input: runs

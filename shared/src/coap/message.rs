@@ -167,14 +167,19 @@ macro_rules! common_accessors {
         }
         /// The first value of option `number`.
         pub fn option(&self, number: u16) -> Option<&[u8]> {
+            if !self.present.may_contain(number) {
+                return None;
+            }
             self.packet
                 .get_first_option(CoapOption::from(number))
                 .map(Vec::as_slice)
         }
         /// Every value of option `number`, in order.
         pub fn options(&self, number: u16) -> impl Iterator<Item = &[u8]> {
-            self.packet
-                .get_option(CoapOption::from(number))
+            self.present
+                .may_contain(number)
+                .then(|| self.packet.get_option(CoapOption::from(number)))
+                .flatten()
                 .into_iter()
                 .flatten()
                 .map(Vec::as_slice)
@@ -185,6 +190,7 @@ macro_rules! common_accessors {
         }
         /// Adds a value to option `number` (after any values it has).
         pub fn add_option(&mut self, number: u16, value: impl Into<Vec<u8>>) {
+            self.present.insert(number);
             self.packet
                 .add_option(CoapOption::from(number), value.into());
         }
@@ -232,11 +238,45 @@ macro_rules! common_accessors {
     };
 }
 
+/// Which option numbers a message may hold: bit `n % 64` is set for every option `n`
+/// it was given (and stays set when the option is removed). A clear bit answers "not
+/// there" without a search of the packet's options: the engine asks a request for about
+/// ten options, most of them absent, and each search cost ~60 instructions.
+#[derive(Debug, Clone, Copy, Default)]
+struct OptionMask(u64);
+
+impl OptionMask {
+    /// The options `packet` holds.
+    fn of(packet: &Packet) -> Self {
+        let mut mask = OptionMask::default();
+        for (&number, _) in packet.options() {
+            mask.insert(number);
+        }
+        mask
+    }
+
+    fn insert(&mut self, number: u16) {
+        self.0 |= 1 << (number % 64);
+    }
+
+    /// `false` only if the message holds no option `number`.
+    fn may_contain(self, number: u16) -> bool {
+        self.0 & 1 << (number % 64) != 0
+    }
+}
+
 /// A request: method, URI (path and query options), other options and payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Request {
     packet: Packet,
     confirmable: bool,
+    present: OptionMask,
+}
+
+impl PartialEq for Request {
+    fn eq(&self, other: &Self) -> bool {
+        self.packet == other.packet && self.confirmable == other.confirmable
+    }
 }
 
 impl Request {
@@ -248,6 +288,7 @@ impl Request {
         let mut request = Request {
             packet,
             confirmable: true,
+            present: OptionMask::default(),
         };
         let (path, query) = match path.split_once('?') {
             Some((p, q)) => (p, Some(q)),
@@ -287,6 +328,7 @@ impl Request {
     #[cfg(any(feature = "server", test))]
     pub(crate) fn from_packet(packet: Packet, confirmable: bool) -> Self {
         Request {
+            present: OptionMask::of(&packet),
             packet,
             confirmable,
         }
@@ -352,9 +394,16 @@ impl Request {
 }
 
 /// A response: code, options and payload.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct Response {
     packet: Packet,
+    present: OptionMask,
+}
+
+impl PartialEq for Response {
+    fn eq(&self, other: &Self) -> bool {
+        self.packet == other.packet
+    }
 }
 
 impl Response {
@@ -362,7 +411,10 @@ impl Response {
     pub fn new(code: Code) -> Self {
         let mut packet = Packet::new();
         packet.header.code = MessageClass::from(code.0);
-        Response { packet }
+        Response {
+            packet,
+            present: OptionMask::default(),
+        }
     }
 
     /// 2.05 Content with a payload.
@@ -381,7 +433,10 @@ impl Response {
     }
 
     pub(crate) fn from_packet(packet: Packet) -> Self {
-        Response { packet }
+        Response {
+            present: OptionMask::of(&packet),
+            packet,
+        }
     }
 
     /// The same code and options with no payload (cheaper than a clone of a large
@@ -393,7 +448,10 @@ impl Response {
         for (number, values) in self.packet.options() {
             packet.set_option(CoapOption::from(*number), values.clone());
         }
-        Response { packet }
+        Response {
+            packet,
+            present: self.present,
+        }
     }
 
     #[cfg(any(feature = "server", test))]
@@ -424,6 +482,45 @@ fn join<'a>(parts: impl Iterator<Item = &'a str>, sep: char) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        /// The option mask never hides an option: every number reads as the packet
+        /// holds it, whether the options came with a received packet, were added, or
+        /// were removed and added again (numbers 64 apart share a bit).
+        #[test]
+        fn option_lookups_read_what_the_packet_holds(
+            received in proptest::collection::vec((0u16..400, any::<u8>()), 0..8),
+            added in proptest::collection::vec((0u16..400, any::<u8>()), 0..8),
+            removed in proptest::collection::vec(0u16..400, 0..4),
+        ) {
+            let mut packet = Packet::new();
+            for (number, value) in &received {
+                packet.add_option(CoapOption::from(*number), alloc::vec![*value]);
+            }
+            let mut request = Request::from_packet(packet.clone(), true);
+            let mut response = Response::from_packet(packet);
+            for number in &removed {
+                request.remove_option(*number);
+                response.remove_option(*number);
+            }
+            for (number, value) in &added {
+                request.add_option(*number, alloc::vec![*value]);
+                response.add_option(*number, alloc::vec![*value]);
+            }
+            for number in 0u16..400 {
+                let expected = request
+                    .packet()
+                    .get_option(CoapOption::from(number))
+                    .map(|values| values.iter().cloned().collect::<Vec<_>>())
+                    .unwrap_or_default();
+                let first = expected.first().map(Vec::as_slice);
+                prop_assert_eq!(request.option(number), first);
+                prop_assert_eq!(request.options(number).collect::<Vec<_>>(), expected.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                prop_assert_eq!(response.option(number), first);
+            }
+        }
+    }
 
     #[test]
     fn request_splits_path_and_query() {

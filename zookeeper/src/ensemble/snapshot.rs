@@ -14,11 +14,11 @@
 //!   in, the checked tree out.
 //! - [`fetch`]: the thin async loop that runs an [`Assembly`] over CoAP.
 
+use parking_lot::Mutex;
 use pehra_shared::coap::{Code, Request, Response};
 use pehra_shared::driver::Handle;
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
-use parking_lot::Mutex;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
