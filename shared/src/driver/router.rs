@@ -227,37 +227,46 @@ impl Router {
         identity: Option<crate::security::Identity>,
         request: Request,
     ) -> Dispatch {
-        let segments: Vec<&str> = request.path_segments().collect();
         let mut path_matched = false;
-        for route in &self.routes {
-            let Some(params) = match_pattern(&route.pattern, &segments) else {
-                continue;
-            };
-            path_matched = true;
-            if request.method() == Some(route.method) {
-                let incoming = Incoming {
-                    peer,
-                    identity,
-                    request,
-                    params,
+        let mut found = None;
+        {
+            // On the stack for paths of up to 16 segments (a heap vector per request
+            // was ~100 instructions of a ~7k-instruction GET).
+            let segments: smallvec::SmallVec<[&str; 16]> = request.path_segments().collect();
+            for route in &self.routes {
+                let Some(params) = match_pattern(&route.pattern, &segments) else {
+                    continue;
                 };
-                if let Some(guard) = &self.guard {
-                    if let Err(refusal) = guard(&incoming) {
-                        return Dispatch::Answer(refusal);
-                    }
+                path_matched = true;
+                if request.method() == Some(route.method) {
+                    found = Some((route, params));
+                    break;
                 }
-                return match &route.action {
-                    Action::Handler(handler) => Dispatch::Future(handler(incoming)),
-                    Action::Deferred(handler) => {
-                        let responder = Responder {
-                            id,
-                            handle: Some(handle.clone()),
-                        };
-                        handler(incoming, responder);
-                        Dispatch::Deferred
-                    }
-                };
             }
+        }
+        if let Some((route, params)) = found {
+            let incoming = Incoming {
+                peer,
+                identity,
+                request,
+                params,
+            };
+            if let Some(guard) = &self.guard {
+                if let Err(refusal) = guard(&incoming) {
+                    return Dispatch::Answer(refusal);
+                }
+            }
+            return match &route.action {
+                Action::Handler(handler) => Dispatch::Future(handler(incoming)),
+                Action::Deferred(handler) => {
+                    let responder = Responder {
+                        id,
+                        handle: Some(handle.clone()),
+                    };
+                    handler(incoming, responder);
+                    Dispatch::Deferred
+                }
+            };
         }
         Dispatch::Answer(if path_matched {
             Response::error(
