@@ -378,11 +378,26 @@ impl Request {
     /// The resource this request names, as `path` or `path?q1&q2`: the key under which
     /// observers are registered and block-wise bodies cached.
     pub fn resource_key(&self) -> String {
-        let mut key = self.path();
-        let query = join(self.queries(), '&');
-        if !query.is_empty() {
-            key.push('?');
-            key.push_str(&query);
+        // One buffer (most keys are short) instead of one each for the path and the
+        // queries and their copy.
+        let mut key = String::with_capacity(32);
+        for (i, segment) in self.path_segments().enumerate() {
+            if i > 0 {
+                key.push('/');
+            }
+            key.push_str(segment);
+        }
+        // `?` and the queries joined by `&`, unless that join is empty.
+        let mark = key.len();
+        key.push('?');
+        for (i, query) in self.queries().enumerate() {
+            if i > 0 {
+                key.push('&');
+            }
+            key.push_str(query);
+        }
+        if key.len() == mark + 1 {
+            key.truncate(mark);
         }
         key
     }
@@ -485,6 +500,29 @@ mod tests {
     use proptest::prelude::*;
 
     proptest! {
+        /// The resource key is the path, then `?` and the queries joined by `&` unless
+        /// that join is empty (empty and non-UTF-8 segments and queries included).
+        #[test]
+        fn a_resource_key_is_the_path_and_its_joined_queries(
+            segments in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..4), 0..4),
+            queries in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..4), 0..4),
+        ) {
+            let mut request = Request::get("");
+            for s in &segments {
+                request.add_option(option::URI_PATH, s.clone());
+            }
+            for q in &queries {
+                request.add_option(option::URI_QUERY, q.clone());
+            }
+            let mut expected = request.path();
+            let query = join(request.queries(), '&');
+            if !query.is_empty() {
+                expected.push('?');
+                expected.push_str(&query);
+            }
+            prop_assert_eq!(request.resource_key(), expected);
+        }
+
         /// The option mask never hides an option: every number reads as the packet
         /// holds it, whether the options came with a received packet, were added, or
         /// were removed and added again (numbers 64 apart share a bit).
