@@ -1107,7 +1107,7 @@ fn lookup_any(state: &State, topic: &str, partition: u32) -> Option<Arc<Mutex<Pa
     state
         .partitions
         .read()
-        .get(&(topic.to_string(), partition))
+        .get(&(topic, partition) as &dyn partition::PartitionName)
         .cloned()
 }
 

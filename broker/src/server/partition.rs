@@ -14,6 +14,60 @@ pub(crate) use crate::replica::join;
 /// A partition's name: topic and number.
 pub(crate) type PartitionKey = (String, u32);
 
+/// A partition's name as borrowed parts, to look a [`PartitionKey`] up without making a
+/// `String` of the topic (every produce and fetch looks its partition up):
+/// `map.get(&(topic, n) as &dyn PartitionName)`. Ordered as the owned key is.
+pub(crate) trait PartitionName {
+    /// The topic.
+    fn topic(&self) -> &str;
+    /// The partition number.
+    fn number(&self) -> u32;
+}
+
+impl PartitionName for PartitionKey {
+    fn topic(&self) -> &str {
+        &self.0
+    }
+    fn number(&self) -> u32 {
+        self.1
+    }
+}
+
+impl PartitionName for (&str, u32) {
+    fn topic(&self) -> &str {
+        self.0
+    }
+    fn number(&self) -> u32 {
+        self.1
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn PartitionName + 'a> for PartitionKey {
+    fn borrow(&self) -> &(dyn PartitionName + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn PartitionName + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        (self.topic(), self.number()) == (other.topic(), other.number())
+    }
+}
+
+impl Eq for dyn PartitionName + '_ {}
+
+impl PartialOrd for dyn PartitionName + '_ {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for dyn PartitionName + '_ {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.topic(), self.number()).cmp(&(other.topic(), other.number()))
+    }
+}
+
 /// The replica as the server holds it: answers go to [`Responder`]s.
 pub(crate) type Replica = PartitionReplica<PartitionLog, Responder>;
 
@@ -94,4 +148,30 @@ pub(crate) enum HandoverSide {
         /// The produces waiting.
         held: Vec<(pehra_shared::driver::Incoming, Responder)>,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    #[test]
+    fn a_borrowed_partition_name_finds_what_the_owned_key_finds() {
+        let topics = ["", "a", "a.b", "ab", "b", "readings", "readings-1"];
+        let mut map = BTreeMap::new();
+        for (i, topic) in topics.iter().enumerate() {
+            for number in [0, 1, 7, u32::MAX] {
+                if !(i + number as usize).is_multiple_of(3) {
+                    map.insert((topic.to_string(), number), (i, number));
+                }
+            }
+        }
+        for topic in topics.iter().chain(&["a.", "c", "readings-"]) {
+            for number in [0, 1, 2, 7, u32::MAX] {
+                let owned = map.get(&(topic.to_string(), number));
+                let borrowed = map.get(&(*topic, number) as &dyn PartitionName);
+                assert_eq!(borrowed, owned, "{topic:?}/{number}");
+            }
+        }
+    }
 }
