@@ -14,7 +14,8 @@
 //! Fed `handle_*(now, …)`, drained with [`Prober::poll_action`] and
 //! [`Prober::poll_timeout`]; no clock, no socket.
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use hashbrown::HashMap;
+use std::collections::{BTreeSet, VecDeque};
 use std::net::SocketAddr;
 use tokio::time::{Duration, Instant};
 

@@ -11,7 +11,8 @@
 
 use pehra_shared::health::{LeaseConfig, LeaseInputs, LeaseParts, NhiConfig, RttWindow};
 use pehra_shared::wire::NodeHealth;
-use std::collections::{BTreeSet, HashMap};
+use hashbrown::HashMap;
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use tokio::time::{Duration, Instant};
 
