@@ -30,8 +30,9 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::{Parser, ValueEnum};
 use coap_lite::{
-    CoapOption, Header, HeaderRaw, MessageClass, MessageType, Packet, RequestType, ResponseType,
+    CoapOption, Header, HeaderRaw, MessageClass, MessageType, RequestType, ResponseType,
 };
+use pehra_shared::coap::Packet;
 use pehra_shared::oscore::{ContextParams, RequestBinding, SecurityContext};
 
 #[derive(Copy, Clone, Debug, PartialEq, Eq, ValueEnum)]
@@ -409,7 +410,7 @@ impl Worker<'_> {
                         let echo = pehra_shared::coap::ECHO;
                         if let Some(value) = inner
                             .get_option(CoapOption::Unknown(echo))
-                            .and_then(|v| v.front())
+                            .and_then(|v| v.first())
                         {
                             // The server's first answer in this context: repeat with Echo.
                             oscore.echo = Some(value.clone());

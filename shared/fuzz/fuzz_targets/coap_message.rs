@@ -1,5 +1,5 @@
 //! The CoAP message parser and the whole sans-IO engine (server and client halves) on
-//! arbitrary datagrams: coap-lite's `Packet::from_bytes`, the option helpers, and an
+//! arbitrary datagrams: `coap::Packet::from_bytes` (checked against coap-lite's), the option helpers, and an
 //! `Engine<u8>` that receives the datagrams from a few peers, answers every request
 //! (small, block-wise, error, discarded, observed and notified), has a request of its own
 //! outstanding, and runs its timers. Nothing may panic; everything the engine sends must
@@ -7,9 +7,9 @@
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use coap_lite::Packet;
 use libfuzzer_sys::fuzz_target;
 use pehra_shared::api;
+use pehra_shared::coap::Packet;
 use pehra_shared::coap::{option, BlockValue, Code, Config, Engine, Event, Request, Response};
 use pehra_shared::{Duration, Instant};
 
@@ -124,9 +124,21 @@ fn run(u: &mut Unstructured<'_>) -> Result<()> {
 }
 
 fuzz_target!(|data: &[u8]| {
-    // The raw bytes as one datagram, too: the parser alone.
-    if let Ok(packet) = Packet::from_bytes(data) {
-        inspect_packet(&packet);
+    // The raw bytes as one datagram, too: the parser alone, which must accept and refuse
+    // what coap-lite's does (ours replaced it in the engine), and write back what it read.
+    let reference = coap_lite::Packet::from_bytes(data);
+    match Packet::from_bytes(data) {
+        Ok(packet) => {
+            let reference = reference.expect("coap-lite refused a datagram ours parsed");
+            assert_eq!(packet.payload, reference.payload);
+            assert_eq!(packet.get_token(), reference.get_token());
+            assert_eq!(
+                packet.to_bytes_unlimited(),
+                reference.to_bytes_unlimited().unwrap()
+            );
+            inspect_packet(&packet);
+        }
+        Err(e) => assert_eq!(Err(e), reference.map(|_| ())),
     }
     let _ = run(&mut Unstructured::new(data));
 });

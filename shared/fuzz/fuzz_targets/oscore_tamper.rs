@@ -10,9 +10,9 @@
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use coap_lite::Packet;
 use libfuzzer_sys::fuzz_target;
 use pehra_fuzz::{context, edit, Pair, CLIENT};
+use pehra_shared::coap::Packet;
 use pehra_shared::coap::{Code, Request};
 use std::collections::BTreeMap;
 

@@ -9,9 +9,9 @@
 #![no_main]
 
 use arbitrary::{Result, Unstructured};
-use coap_lite::Packet;
 use libfuzzer_sys::fuzz_target;
 use pehra_fuzz::{context, Pair, CLIENT};
+use pehra_shared::coap::Packet;
 use pehra_shared::coap::{Event, Request};
 use pehra_shared::oscore::{self, OscoreOption};
 use pehra_shared::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! edits to a valid message.
 
 use arbitrary::{Result, Unstructured};
-use coap_lite::Packet;
+use pehra_shared::coap::Packet;
 use pehra_shared::coap::{
     client_id_context, Config, Engine, Event, IncomingRequest, Request, Response, ServerSecurity,
 };

@@ -7,8 +7,9 @@
 //! packet) into one buffer sized once. The engine sets the header's type, message ID and
 //! token here instead of in the packet, so a response is never cloned to address it.
 
+use super::Packet;
 use alloc::vec::Vec;
-use coap_lite::{MessageType, Packet};
+use coap_lite::MessageType;
 
 /// The header fields the engine sets on every message it sends.
 #[derive(Debug, Clone, Copy)]
@@ -156,13 +157,30 @@ fn write_body(out: &mut Vec<u8>, packet: &Packet, payload: &[u8]) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use alloc::vec;
     use coap_lite::{CoapOption, MessageClass};
     use proptest::prelude::*;
 
-    fn packet_strategy() -> impl Strategy<Value = Packet> {
+    /// The same message as coap-lite's `Packet` (the reference encoder).
+    pub(crate) fn lite(packet: &Packet) -> coap_lite::Packet {
+        let mut lite = coap_lite::Packet::new();
+        lite.header = packet.header.clone();
+        lite.set_token(packet.get_token().to_vec());
+        for (&number, values) in packet.options() {
+            for value in values {
+                lite.add_option(CoapOption::from(number), value.clone());
+            }
+        }
+        lite.payload = packet.payload.clone();
+        lite
+    }
+
+    /// Any message: every type, code and token length, options with one- and
+    /// two-byte extended deltas and lengths (and repeated numbers), with and without
+    /// a payload.
+    pub(crate) fn packet_strategy() -> impl Strategy<Value = Packet> {
         let option = (
             prop_oneof![0u16..=20, 20u16..=300, 300u16..=2100, Just(65000u16)],
             prop_oneof![
@@ -203,7 +221,7 @@ mod tests {
     proptest! {
         #[test]
         fn a_packet_encodes_as_coap_lite_encodes_it(packet in packet_strategy()) {
-            prop_assert_eq!(encode(&packet), packet.to_bytes_unlimited().unwrap());
+            prop_assert_eq!(encode(&packet), lite(&packet).to_bytes_unlimited().unwrap());
         }
 
         #[test]
@@ -219,7 +237,7 @@ mod tests {
                 2 => MessageType::Acknowledgement,
                 _ => MessageType::Reset,
             };
-            let mut expected = packet.clone();
+            let mut expected = lite(&packet);
             expected.header.set_version(1);
             expected.header.set_type(kind);
             expected.header.message_id = mid;
@@ -239,7 +257,7 @@ mod tests {
             code in any::<u8>(),
             payload in proptest::collection::vec(any::<u8>(), 0..20),
         ) {
-            let mut message = packet.clone();
+            let mut message = lite(&packet);
             message.header.code = MessageClass::from(code);
             message.set_token(Vec::new());
             message.payload = payload.clone();

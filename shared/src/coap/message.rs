@@ -4,8 +4,9 @@
 //! an application decides: the code, the options and the payload.
 
 use super::option::{self, decode_uint, encode_uint};
+use super::Packet;
 use alloc::{string::String, vec::Vec};
-use coap_lite::{CoapOption, MessageClass, Packet};
+use coap_lite::MessageClass;
 use core::fmt;
 
 /// A CoAP code, as on the wire: class in the top three bits, detail in the low five.
@@ -170,15 +171,13 @@ macro_rules! common_accessors {
             if !self.present.may_contain(number) {
                 return None;
             }
-            self.packet
-                .get_first_option(CoapOption::from(number))
-                .map(Vec::as_slice)
+            self.packet.get_first_option(number).map(Vec::as_slice)
         }
         /// Every value of option `number`, in order.
         pub fn options(&self, number: u16) -> impl Iterator<Item = &[u8]> {
             self.present
                 .may_contain(number)
-                .then(|| self.packet.get_option(CoapOption::from(number)))
+                .then(|| self.packet.get_option(number))
                 .flatten()
                 .into_iter()
                 .flatten()
@@ -191,12 +190,11 @@ macro_rules! common_accessors {
         /// Adds a value to option `number` (after any values it has).
         pub fn add_option(&mut self, number: u16, value: impl Into<Vec<u8>>) {
             self.present.insert(number);
-            self.packet
-                .add_option(CoapOption::from(number), value.into());
+            self.packet.add_option(number, value.into());
         }
         /// Replaces option `number` with one value.
         pub fn set_option(&mut self, number: u16, value: impl Into<Vec<u8>>) {
-            self.packet.clear_option(CoapOption::from(number));
+            self.packet.clear_option(number);
             self.add_option(number, value);
         }
         /// Replaces option `number` with one uint value.
@@ -205,7 +203,7 @@ macro_rules! common_accessors {
         }
         /// Removes every value of option `number`.
         pub fn remove_option(&mut self, number: u16) {
-            self.packet.clear_option(CoapOption::from(number));
+            self.packet.clear_option(number);
         }
         /// The Content-Format option.
         pub fn content_format(&self) -> Option<u16> {
@@ -460,8 +458,8 @@ impl Response {
     pub(crate) fn without_payload(&self) -> Response {
         let mut packet = Packet::new();
         packet.header = self.packet.header.clone();
-        for (number, values) in self.packet.options() {
-            packet.set_option(CoapOption::from(*number), values.clone());
+        for (&number, values) in self.packet.options() {
+            packet.set_option(number, values.iter().cloned());
         }
         Response {
             packet,
@@ -534,7 +532,7 @@ mod tests {
         ) {
             let mut packet = Packet::new();
             for (number, value) in &received {
-                packet.add_option(CoapOption::from(*number), alloc::vec![*value]);
+                packet.add_option(*number, alloc::vec![*value]);
             }
             let mut request = Request::from_packet(packet.clone(), true);
             let mut response = Response::from_packet(packet);
@@ -549,7 +547,7 @@ mod tests {
             for number in 0u16..400 {
                 let expected = request
                     .packet()
-                    .get_option(CoapOption::from(number))
+                    .get_option(number)
                     .map(|values| values.iter().cloned().collect::<Vec<_>>())
                     .unwrap_or_default();
                 let first = expected.first().map(Vec::as_slice);

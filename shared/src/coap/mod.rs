@@ -18,6 +18,7 @@ pub mod link_format;
 mod message;
 pub mod observe;
 pub mod option;
+pub mod packet;
 mod uint;
 
 pub use block::BlockValue;
@@ -31,6 +32,7 @@ pub use engine::{
     RequestId, Stats, Transmit, ECHO,
 };
 pub use message::{Code, Method, Request, Response};
+pub use packet::Packet;
 
 /// The Content-Format number for `application/cbor` (RFC 7049 / 8949).
 pub const CONTENT_FORMAT_CBOR: u16 = 60;

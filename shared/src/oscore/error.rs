@@ -1,9 +1,10 @@
 //! What can go wrong while protecting or verifying, and the CoAP error each failure maps
 //! to (RFC 8613 §7.4, §8.2, §8.4).
 
+use crate::coap::Packet;
 use crate::coap::{option, Code};
 use alloc::vec::Vec;
-use coap_lite::{CoapOption, MessageClass, Packet};
+use coap_lite::{CoapOption, MessageClass};
 
 /// An OSCORE failure. Verification failures say *what* failed, never where: a failed tag
 /// is [`OscoreError::DecryptFailed`] whatever byte was changed.

@@ -14,9 +14,10 @@ use super::option::{
     class_of, decode_partial_iv, encode_partial_iv, keep_outer, Class, OscoreOption, OSCORE,
 };
 use super::sequence::Persist;
+use crate::coap::Packet;
 use crate::coap::{option as num, Code};
 use alloc::{string::String, vec::Vec};
-use coap_lite::{CoapOption, MessageClass, Packet};
+use coap_lite::{CoapOption, MessageClass};
 
 /// What ties a response to its request (§7.1, §8): the request's kid and Partial IV (in
 /// every response's AAD, and the response nonce when it has no Partial IV of its own),
@@ -154,7 +155,7 @@ pub fn oscore_option(packet: &Packet) -> Result<OscoreOption, OscoreError> {
     if values.len() != 1 {
         return Err(OscoreError::MalformedOption);
     }
-    OscoreOption::decode(values.front().map_or(&[][..], Vec::as_slice))
+    OscoreOption::decode(values.first().map_or(&[][..], Vec::as_slice))
 }
 
 impl SecurityContext {

@@ -7,9 +7,9 @@ use super::protect::{
     oscore_option, ProtectedResponse, RequestBinding, ResponseNonce, VerifiedRequest,
     VerifiedResponse,
 };
+use crate::coap::Packet;
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-use coap_lite::Packet;
 
 /// A context's key: its Recipient ID (the kid of the peer's requests) and ID Context.
 type Key = (Vec<u8>, Option<Vec<u8>>);

@@ -2,9 +2,10 @@
 
 use super::cose;
 use super::*;
+use crate::coap::Packet;
 use crate::coap::{option as num, Code};
 use alloc::{string::String, vec, vec::Vec};
-use coap_lite::{CoapOption, MessageClass, MessageType, Packet};
+use coap_lite::{CoapOption, MessageClass, MessageType};
 use proptest::prelude::*;
 
 const SECRET: &str = "0102030405060708090a0b0c0d0e0f10";

@@ -9,9 +9,9 @@
 //! longer, so a slow patch does not move its partitions). The lease then applies to
 //! every renewal of that session (heartbeats and writes) until the next report.
 
+use hashbrown::HashMap;
 use pehra_shared::health::{LeaseConfig, LeaseInputs, LeaseParts, NhiConfig, RttWindow};
 use pehra_shared::wire::NodeHealth;
-use hashbrown::HashMap;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use tokio::time::{Duration, Instant};

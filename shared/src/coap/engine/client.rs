@@ -5,12 +5,13 @@
 use super::secure::ECHO;
 use super::{block_option, Engine, Event, ExchangeError, PeerAddress, Purpose, RequestId, Timer};
 use crate::coap::dedup::Seen;
+use crate::coap::Packet;
 use crate::coap::{observe, option, BlockValue, Code, Method, Request, Response};
 #[cfg(any(feature = "oscore", test))]
 use crate::oscore::{self, RequestBinding};
 use crate::Instant;
 use alloc::vec::Vec;
-use coap_lite::{MessageType, Packet};
+use coap_lite::MessageType;
 use rand::Rng;
 
 /// How many times a block-wise download starts over when the body changes under it.

@@ -37,6 +37,7 @@ pub use server::Held;
 #[cfg(any(feature = "server", test))]
 use super::link_format::Link;
 use super::{dedup::DedupCache, BlockValue, Code, Config, Request, Response};
+use crate::coap::Packet;
 use crate::{Duration, Instant};
 #[cfg(any(feature = "server", test))]
 use alloc::boxed::Box;
@@ -46,7 +47,7 @@ use alloc::collections::{BTreeMap, BTreeSet};
 #[cfg(any(feature = "server", test))]
 use alloc::string::String;
 use alloc::vec::Vec;
-use coap_lite::{MessageClass, MessageType, Packet};
+use coap_lite::{MessageClass, MessageType};
 use core::fmt::Debug;
 use map::{Map, Set};
 use rand::{rngs::StdRng, Rng, SeedableRng};

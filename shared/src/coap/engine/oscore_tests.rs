@@ -436,7 +436,7 @@ fn a_plain_peer_gets_at_most_three_times_its_request_until_it_echoes() {
     let echo = answer
         .get_option(CoapOption::Unknown(ECHO))
         .unwrap()
-        .front()
+        .first()
         .unwrap()
         .clone();
     // The same client sends the Echo value back: its address is validated.

@@ -31,6 +31,8 @@
 
 #[cfg(any(feature = "server", test))]
 use crate::coap::option;
+#[cfg(any(feature = "server", test))]
+use crate::coap::Packet;
 #[cfg(any(feature = "oscore", test))]
 use crate::oscore::SecurityContext;
 #[cfg(any(feature = "server", test))]
@@ -42,8 +44,7 @@ use crate::security::{Identity, KeyTable};
 #[cfg(any(feature = "server", test))]
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
-#[cfg(any(feature = "server", test))]
-use coap_lite::{CoapOption, MessageClass, Packet, ResponseType};
+use coap_lite::{CoapOption, MessageClass, ResponseType};
 
 /// The Echo option (RFC 9175).
 pub const ECHO: u16 = 252;
@@ -278,7 +279,7 @@ impl ServerState {
         if !context.fresh {
             let echoed = inner
                 .get_option(CoapOption::Unknown(ECHO))
-                .and_then(|v| v.front())
+                .and_then(|v| v.first())
                 .is_some_and(|v| v.as_slice() == echo);
             if !echoed {
                 // Not acted on; its Partial IV may come again in the repeat's place.

@@ -5,12 +5,13 @@ use super::secure::{Protection, Refusal};
 use super::{block_option, Engine, Event, IncomingId, IncomingRequest, PeerAddress, Purpose};
 use crate::coap::dedup::Seen;
 use crate::coap::encode::encode;
+use crate::coap::Packet;
 use crate::coap::{link_format, option, BlockValue, Code, Method, Request, Response};
 use crate::coap::{observe::SEQUENCE_MODULUS, CONTENT_FORMAT_LINK_FORMAT};
 use crate::oscore;
 use crate::Instant;
 use alloc::{boxed::Box, string::String, vec::Vec};
-use coap_lite::{MessageType, Packet};
+use coap_lite::MessageType;
 
 /// What a server holds on behalf of its peers ([`Engine::held`]); each is bounded by a
 /// [`Config`](crate::coap::Config) limit.
