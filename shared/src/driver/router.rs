@@ -230,9 +230,9 @@ impl Router {
         let mut path_matched = false;
         let mut found = None;
         {
-            // On the stack for paths of up to 16 segments (a heap vector per request
+            // On the stack for paths of up to 8 segments (a heap vector per request
             // was ~100 instructions of a ~7k-instruction GET).
-            let segments: smallvec::SmallVec<[&str; 16]> = request.path_segments().collect();
+            let segments: smallvec::SmallVec<[&str; 8]> = request.path_segments().collect();
             for route in &self.routes {
                 let Some(params) = match_pattern(&route.pattern, &segments) else {
                     continue;
