@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use pehra_shared::coap::{Config, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::pehra::addr::parse_socket_addr;
 use pehra_shared::pehra::device::{
     DeviceConfig, DeviceNode, FailOutcome, Plan, ReadingsBuffer, ReplyOutcome,
 };
@@ -661,9 +662,9 @@ where
         let Some(security) = self.security.as_mut() else {
             return;
         };
-        let addr = reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>);
+        let addr = reply.pehredar_addr.as_deref().map(parse_socket_addr);
         let id = reply.pehredar.as_deref().and_then(broker_id);
-        if let (Some(Ok(addr)), Some(id)) = (addr, id) {
+        if let (Some(Some(addr)), Some(id)) = (addr, id) {
             if security.learn(addr, id) && self.client.is_secured(&addr) {
                 // Another broker serves there now: its context replaces the old one
                 // (or, an EDHOC identity without a session with it, EDHOC runs first).

@@ -50,6 +50,7 @@ use pehra_device_fw::hal::{EmbassyClock, NoRadio};
 use pehra_device_fw::net::EmbassyUdp;
 use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, Settings};
 use pehra_shared::coap::Config;
+use pehra_shared::pehra::addr::parse_ipv4;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::{Acks, Directive};
 use static_cell::{ConstStaticCell, StaticCell};
@@ -373,7 +374,7 @@ impl<F: Future + Unpin> Future for BoxedOutput<F> {
 /// The gateway's address, port, the broker there and the alarm interval, ms (build-time
 /// settings).
 fn gateway_settings() -> (Ipv4Addr, u16, u32, u64) {
-    let ip: Ipv4Addr = GATEWAY_IP.parse().unwrap_or(Ipv4Addr::new(10, 0, 2, 2));
+    let ip = parse_ipv4(GATEWAY_IP).unwrap_or(Ipv4Addr::new(10, 0, 2, 2));
     let port: u16 = GATEWAY_PORT.parse().unwrap_or(5683);
     let broker: u32 = GATEWAY_BROKER.parse().unwrap_or(1);
     let alarm_ms = ALARM_S.parse::<u64>().unwrap_or(2).max(1) * 1000;
