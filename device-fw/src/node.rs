@@ -796,11 +796,8 @@ where
     }
 
     /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).
-    fn decode<T: serde::de::DeserializeOwned>(
-        &mut self,
-        response: &Response,
-    ) -> Result<T, CallError> {
-        wire::decode::<T>(response.payload()).map_err(|_| {
+    fn decode<T: wire::HandDecode>(&mut self, response: &Response) -> Result<T, CallError> {
+        wire::decode_by_hand::<T>(response.payload()).map_err(|_| {
             self.stats.bad_responses += 1;
             CallError::Bad
         })

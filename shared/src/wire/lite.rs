@@ -56,7 +56,7 @@ impl de::Error for LiteError {
     }
 }
 
-type Result<T> = core::result::Result<T, LiteError>;
+pub(super) type Result<T> = core::result::Result<T, LiteError>;
 
 /// Decodes `bytes` (exactly one well-formed CBOR item) as a `T`.
 pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
@@ -69,7 +69,7 @@ pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
 }
 
 /// An item head.
-enum Head {
+pub(super) enum Head {
     Uint(u64),
     Nint(u64),
     Bytes(Option<u64>),
@@ -82,13 +82,13 @@ enum Head {
     Break,
 }
 
-const NULL: u8 = 0xf6;
-const UNDEFINED: u8 = 0xf7;
-const BREAK: u8 = 0xff;
+pub(super) const NULL: u8 = 0xf6;
+pub(super) const UNDEFINED: u8 = 0xf7;
+pub(super) const BREAK: u8 = 0xff;
 
-struct Lite<'de> {
-    b: &'de [u8],
-    pos: usize,
+pub(super) struct Lite<'de> {
+    pub(super) b: &'de [u8],
+    pub(super) pos: usize,
 }
 
 fn half_to_f32(h: u16) -> f32 {
@@ -115,11 +115,11 @@ impl<'de> Lite<'de> {
         Ok(self.take(1)?[0])
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
 
-    fn head(&mut self) -> Result<Head> {
+    pub(super) fn head(&mut self) -> Result<Head> {
         let ib = self.byte()?;
         let (major, ai) = (ib >> 5, ib & 0x1f);
         let arg = match ai {
@@ -153,7 +153,7 @@ impl<'de> Lite<'de> {
     }
 
     /// A byte or text string's content: borrowed if definite, chunks joined if not.
-    fn string(&mut self, len: Option<u64>) -> Result<Cow<'de, [u8]>> {
+    pub(super) fn string(&mut self, len: Option<u64>) -> Result<Cow<'de, [u8]>> {
         match len {
             Some(n) => Ok(Cow::Borrowed(
                 self.take(usize::try_from(n).map_err(|_| LiteError)?)?,
@@ -174,7 +174,7 @@ impl<'de> Lite<'de> {
     }
 
     /// After a container with `left` items to go (`None`: indefinite, break not seen).
-    fn finish(&mut self, left: Option<u64>) -> Result<()> {
+    pub(super) fn finish(&mut self, left: Option<u64>) -> Result<()> {
         match left {
             Some(0) => Ok(()),
             None if self.peek() == Some(BREAK) => {
@@ -186,7 +186,7 @@ impl<'de> Lite<'de> {
     }
 }
 
-fn text(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>> {
+pub(super) fn text(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>> {
     match b {
         Cow::Borrowed(b) => core::str::from_utf8(b)
             .map(Cow::Borrowed)
