@@ -50,15 +50,6 @@ fn need<T>(v: Option<T>) -> Result<T> {
     v.ok_or(LiteError)
 }
 
-/// A field seen once: a second time is refused.
-fn once<T>(slot: &mut Option<T>, value: Result<T>) -> Result<()> {
-    if slot.is_some() {
-        return Err(LiteError);
-    }
-    *slot = Some(value?);
-    Ok(())
-}
-
 fn usize_of(n: u64) -> usize {
     usize::try_from(n).unwrap_or(usize::MAX)
 }
@@ -188,28 +179,33 @@ impl<'de> Reader<'de> {
         Ok(name)
     }
 
-    /// The pairs of a map (a struct: only a map, tags before it skipped): `field` reads
-    /// the value of a name it knows and says `false` for one it does not (skipped).
-    fn fields(
-        &mut self,
-        mut field: impl FnMut(&mut Self, &'de [u8]) -> Result<bool>,
-    ) -> Result<()> {
+    /// The pairs of a map (a struct: only a map, tags before it skipped): the value of
+    /// a key in `names` is read by `field`, with the key's index (a key twice is refused);
+    /// any other is skipped.
+    fn fields(&mut self, names: &[&str], field: Field<'_, 'de>) -> Result<()> {
         let Head::Map(mut left) = self.untagged()? else {
             return Err(LiteError);
         };
-        self.pairs(&mut left, &mut field)?;
+        self.pairs(&mut left, names, field)?;
         self.0.finish(left)
     }
 
     fn pairs(
         &mut self,
         left: &mut Option<u64>,
-        field: &mut dyn FnMut(&mut Self, &'de [u8]) -> Result<bool>,
+        names: &[&str],
+        field: Field<'_, 'de>,
     ) -> Result<()> {
+        let mut seen = 0u32;
         while self.more(left) {
             let name = self.name()?;
-            if !field(self, name)? {
-                self.skip()?;
+            match names.iter().position(|n| n.as_bytes() == name) {
+                Some(i) if seen & 1 << i != 0 => return Err(LiteError),
+                Some(i) => {
+                    seen |= 1 << i;
+                    field(self, i)?;
+                }
+                None => self.skip()?,
             }
         }
         Ok(())
@@ -231,13 +227,16 @@ impl<'de> Reader<'de> {
     /// `SleepUntil`'s fields `{"at_ms": u64}` in the pairs of a map.
     fn at_ms(&mut self, left: &mut Option<u64>) -> Result<u64> {
         let mut at_ms = None;
-        self.pairs(left, &mut |r, name| match name {
-            b"at_ms" => once(&mut at_ms, r.u64()).map(|_| true),
-            _ => Ok(false),
+        self.pairs(left, &["at_ms"], &mut |r, _| {
+            at_ms = Some(r.u64()?);
+            Ok(())
         })?;
         need(at_ms)
     }
 }
+
+/// Reads the value of the field with this index in the names given.
+type Field<'a, 'de> = &'a mut dyn FnMut(&mut Reader<'de>, usize) -> Result<()>;
 
 impl HandDecode for Directive {
     /// A unit variant's name (any text string, no tag before it), or a map of one pair
@@ -290,16 +289,18 @@ impl HandDecode for Directive {
 impl HandDecode for Term {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         let (mut number, mut pehredar, mut started_ms, mut ends_ms) = (None, None, None, None);
-        r.fields(|r, name| {
-            match name {
-                b"number" => once(&mut number, r.u64())?,
-                b"pehredar" => once(&mut pehredar, r.string())?,
-                b"started_ms" => once(&mut started_ms, r.u64())?,
-                b"ends_ms" => once(&mut ends_ms, r.u64())?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
+        r.fields(
+            &["number", "pehredar", "started_ms", "ends_ms"],
+            &mut |r, i| {
+                match i {
+                    0 => number = Some(r.u64()?),
+                    1 => pehredar = Some(r.string()?),
+                    2 => started_ms = Some(r.u64()?),
+                    _ => ends_ms = Some(r.u64()?),
+                }
+                Ok(())
+            },
+        )?;
         Ok(Term {
             number: need(number)?,
             pehredar: need(pehredar)?,
@@ -311,45 +312,59 @@ impl HandDecode for Term {
 
 impl HandDecode for CheckInReply {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let (mut pehredar, mut pehredar_addr, mut term, mut gateway_ms) = (None, None, None, None);
-        let (mut directive, mut pending, mut lease_ms) = (None, None, None);
-        r.fields(|r, name| {
-            match name {
-                b"pehredar" => once(&mut pehredar, r.option(Reader::string))?,
-                b"pehredar_addr" => once(&mut pehredar_addr, r.option(Reader::string))?,
-                b"term" => once(&mut term, r.option(Term::read))?,
-                b"gateway_ms" => once(&mut gateway_ms, r.option(Reader::u64))?,
-                b"directive" => once(&mut directive, Directive::read(r))?,
-                b"pending" => once(&mut pending, r.u32())?,
-                b"lease_ms" => once(&mut lease_ms, r.option(Reader::u32))?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
-        Ok(CheckInReply {
-            pehredar: pehredar.flatten(),
-            pehredar_addr: pehredar_addr.flatten(),
-            term: term.flatten(),
-            gateway_ms: gateway_ms.flatten(),
-            directive: need(directive)?,
-            pending: need(pending)?,
-            lease_ms: lease_ms.flatten(),
-        })
+        let mut reply = CheckInReply {
+            pehredar: None,
+            pehredar_addr: None,
+            term: None,
+            gateway_ms: None,
+            directive: Directive::StayAwake,
+            pending: 0,
+            lease_ms: None,
+        };
+        let (mut directive, mut pending) = (None, None);
+        r.fields(
+            &[
+                "pehredar",
+                "pehredar_addr",
+                "term",
+                "gateway_ms",
+                "directive",
+                "pending",
+                "lease_ms",
+            ],
+            &mut |r, i| {
+                match i {
+                    0 => reply.pehredar = r.option(Reader::string)?,
+                    1 => reply.pehredar_addr = r.option(Reader::string)?,
+                    2 => reply.term = r.option(Term::read)?,
+                    3 => reply.gateway_ms = r.option(Reader::u64)?,
+                    4 => directive = Some(Directive::read(r)?),
+                    5 => pending = Some(r.u32()?),
+                    _ => reply.lease_ms = r.option(Reader::u32)?,
+                }
+                Ok(())
+            },
+        )?;
+        reply.directive = need(directive)?;
+        reply.pending = need(pending)?;
+        Ok(reply)
     }
 }
 
 impl HandDecode for ProduceResponse {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         let (mut base_offset, mut record_count, mut leader_epoch) = (None, None, None);
-        r.fields(|r, name| {
-            match name {
-                b"base_offset" => once(&mut base_offset, r.u64())?,
-                b"record_count" => once(&mut record_count, r.u32())?,
-                b"leader_epoch" => once(&mut leader_epoch, r.u32())?,
-                _ => return Ok(false),
-            }
-            Ok(true)
-        })?;
+        r.fields(
+            &["base_offset", "record_count", "leader_epoch"],
+            &mut |r, i| {
+                match i {
+                    0 => base_offset = Some(r.u64()?),
+                    1 => record_count = Some(r.u32()?),
+                    _ => leader_epoch = Some(r.u32()?),
+                }
+                Ok(())
+            },
+        )?;
         Ok(ProduceResponse {
             base_offset: need(base_offset)?,
             record_count: need(record_count)?,
@@ -361,13 +376,12 @@ impl HandDecode for ProduceResponse {
 impl HandDecode for Header {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         let (mut key, mut value) = (None, None);
-        r.fields(|r, name| {
-            match name {
-                b"key" => once(&mut key, r.string())?,
-                b"value" => once(&mut value, r.bytes())?,
-                _ => return Ok(false),
+        r.fields(&["key", "value"], &mut |r, i| {
+            match i {
+                0 => key = Some(r.string()?),
+                _ => value = Some(r.bytes()?),
             }
-            Ok(true)
+            Ok(())
         })?;
         Ok(Header {
             key: need(key)?,
@@ -378,22 +392,21 @@ impl HandDecode for Header {
 
 impl HandDecode for Record {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
-        let (mut key, mut value, mut timestamp_ms, mut headers) = (None, None, None, None);
-        r.fields(|r, name| {
-            match name {
-                b"key" => once(&mut key, r.option(Reader::bytes))?,
-                b"value" => once(&mut value, r.bytes())?,
-                b"timestamp_ms" => once(&mut timestamp_ms, r.u64())?,
-                b"headers" => once(&mut headers, r.array(Header::read))?,
-                _ => return Ok(false),
+        let (mut key, mut value, mut timestamp_ms, mut headers) = (None, None, None, Vec::new());
+        r.fields(&["key", "value", "timestamp_ms", "headers"], &mut |r, i| {
+            match i {
+                0 => key = r.option(Reader::bytes)?,
+                1 => value = Some(r.bytes()?),
+                2 => timestamp_ms = Some(r.u64()?),
+                _ => headers = r.array(Header::read)?,
             }
-            Ok(true)
+            Ok(())
         })?;
         Ok(Record {
-            key: key.flatten(),
+            key,
             value: need(value)?,
             timestamp_ms: need(timestamp_ms)?,
-            headers: headers.unwrap_or_default(),
+            headers,
         })
     }
 }
@@ -401,14 +414,13 @@ impl HandDecode for Record {
 impl HandDecode for DownlinkResponse {
     fn read(r: &mut Reader<'_>) -> Result<Self> {
         let (mut records, mut next, mut pending) = (None, None, None);
-        r.fields(|r, name| {
-            match name {
-                b"records" => once(&mut records, r.array(offset_record))?,
-                b"next" => once(&mut next, r.u64())?,
-                b"pending" => once(&mut pending, r.u32())?,
-                _ => return Ok(false),
+        r.fields(&["records", "next", "pending"], &mut |r, i| {
+            match i {
+                0 => records = Some(r.array(offset_record)?),
+                1 => next = Some(r.u64()?),
+                _ => pending = Some(r.u32()?),
             }
-            Ok(true)
+            Ok(())
         })?;
         Ok(DownlinkResponse {
             records: need(records)?,
