@@ -366,7 +366,7 @@ where
             let sent = self.clock.now_ms();
             // Encoded, then dropped: not kept (nor its strings on the heap) while the
             // request is out.
-            let body = wire::encode(&checkin).ok();
+            let body = Some(wire::encode_by_hand(&checkin));
             drop(checkin);
             let reply = self
                 .call(to, "/dev/checkin", body)
@@ -515,14 +515,13 @@ where
             .wrapping_sub(self.readings.len() as _) as u32;
         // Encoded at once: the batch (copies of up to `max_batch` readings) is not kept
         // on the heap, nor in this future, while the request is out.
-        let body = wire::encode(&DeviceReadings {
+        let body = Some(wire::encode_by_hand(&DeviceReadings {
             topic: self.settings.topic.clone(),
             acks: self.settings.acks,
             records: batch,
             first_seq: Some(first_seq),
             incarnation: self.persisted.incarnation,
-        })
-        .ok();
+        }));
         // Joined, not `format!`ed: the firmware links no `alloc::fmt::format` for it.
         let path = ["/dev/", self.node.config().name.as_str(), "/readings"].concat();
         if self.settings.acks == Acks::None {
@@ -563,11 +562,10 @@ where
         let mut got = 0;
         // A few rounds at most: what remains waits for the next cycle.
         for _ in 0..4 {
-            let body = wire::encode(&DownlinkRequest {
+            let body = Some(wire::encode_by_hand(&DownlinkRequest {
                 from: self.node.downlink_from(),
                 max_bytes: self.settings.downlink_max_bytes,
-            })
-            .ok();
+            }));
             let Ok(response) = self
                 .call(gateway, &path, body)
                 .await
