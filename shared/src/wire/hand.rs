@@ -81,7 +81,7 @@ impl<'de> Reader<'de> {
     /// Any item, as `lite` reads one into `IgnoredAny` (an unknown key's value).
     fn skip(&mut self) -> Result<()> {
         match self.untagged()? {
-            Head::Uint(_) | Head::Float(_) => Ok(()),
+            Head::Uint(_) | Head::Float(..) => Ok(()),
             Head::Simple(20..=23) => Ok(()),
             Head::Nint(n) => i64::try_from(n).map(|_| ()).map_err(|_| LiteError),
             Head::Bytes(len) => self.0.string(len).map(|_| ()),

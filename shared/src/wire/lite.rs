@@ -78,7 +78,11 @@ pub(super) enum Head {
     Map(Option<u64>),
     Tag,
     Simple(u8),
-    Float(f64),
+    /// A float's bits as sent (16, 32 or 64 of them: additional information 25, 26
+    /// or 27): made a value only where one is wanted ([`float`]), so a decoder that
+    /// only skips floats (the devices' answers, `super::hand`) links no float
+    /// conversion.
+    Float(u8, u64),
     Break,
 }
 
@@ -101,6 +105,15 @@ fn half_to_f32(h: u16) -> f32 {
         e => f32::from_bits(((e + 112) << 23) | (man << 13)),
     };
     f32::from_bits(v.to_bits() | sign)
+}
+
+/// A [`Head::Float`]'s value.
+fn float(ai: u8, n: u64) -> f64 {
+    match ai {
+        25 => half_to_f32(n as u16) as f64,
+        26 => f32::from_bits(n as u32) as f64,
+        _ => f64::from_bits(n),
+    }
 }
 
 impl<'de> Lite<'de> {
@@ -143,9 +156,7 @@ impl<'de> Lite<'de> {
             (6, Some(_)) => Head::Tag,
             (7, None) => Head::Break,
             (7, Some(n)) => match ai {
-                25 => Head::Float(half_to_f32(n as u16) as f64),
-                26 => Head::Float(f32::from_bits(n as u32) as f64),
-                27 => Head::Float(f64::from_bits(n)),
+                25..=27 => Head::Float(ai, n),
                 _ => Head::Simple(n as u8),
             },
             _ => return Err(LiteError),
@@ -243,7 +254,7 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
             Head::Simple(20) => v.visit_bool(false),
             Head::Simple(21) => v.visit_bool(true),
             Head::Simple(22) | Head::Simple(23) => v.visit_none(),
-            Head::Float(f) => v.visit_f64(f),
+            Head::Float(ai, n) => v.visit_f64(float(ai, n)),
             Head::Simple(_) | Head::Break => Err(LiteError),
         }
     }
