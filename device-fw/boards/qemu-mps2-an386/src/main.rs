@@ -270,12 +270,13 @@ fn start_network(spawner: Spawner) -> (Stack<'static>, [u8; 32]) {
     hprintln!(
         "pehra-fw: LAN9118 id {:#010x}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         eth.id_rev(),
-        mac[0],
-        mac[1],
-        mac[2],
-        mac[3],
-        mac[4],
-        mac[5]
+        // As u32s: the only u8s printed in hex (u8's LowerHex would be linked for them).
+        u32::from(mac[0]),
+        u32::from(mac[1]),
+        u32::from(mac[2]),
+        u32::from(mac[3]),
+        u32::from(mac[4]),
+        u32::from(mac[5])
     );
     // SAFETY: the handler is in the vector table and the chip is configured.
     unsafe { cortex_m::peripheral::NVIC::unmask(Irq(lan9118::IRQ)) };
@@ -347,10 +348,11 @@ struct Ip4([u8; 4], Option<u8>);
 
 impl core::fmt::Display for Ip4 {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
-        let [a, b, c, d] = self.0;
+        // As u32s: u8's Display would be linked for these alone.
+        let [a, b, c, d] = self.0.map(u32::from);
         write!(f, "{}.{}.{}.{}", a, b, c, d)?;
         match self.1 {
-            Some(len) => write!(f, "/{}", len),
+            Some(len) => write!(f, "/{}", u32::from(len)),
             None => Ok(()),
         }
     }
