@@ -1,6 +1,7 @@
-//! `ip:port` and `[ipv6%scope]:port` parsed as `core::net`'s `FromStr` parses them, in
-//! less code: a firmware reads the Pehredar's address out of every check-in reply, and
-//! core's parser (generic over its closures and number types) is ~2.2 KiB of its flash.
+//! `ip:port`, `[ipv6%scope]:port` and bare addresses parsed as `core::net`'s `FromStr`
+//! parses them, in less code: a firmware reads the Pehredar's address out of every
+//! check-in reply, and core's parser (generic over its closures and number types) is
+//! ~2.2 KiB of its flash.
 //! The same strings are accepted, with the same values: a host test compares the two on
 //! every short string over the characters that matter and on mutated addresses.
 
@@ -186,6 +187,11 @@ pub fn parse_ipv4(s: &str) -> Option<Ipv4Addr> {
     Cursor::all(s, |p| p.ipv4())
 }
 
+/// `s.parse::<Ipv6Addr>().ok()`.
+pub fn parse_ipv6(s: &str) -> Option<Ipv6Addr> {
+    Cursor::all(s, |p| p.ipv6())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -195,6 +201,15 @@ mod tests {
     fn same(s: &str) {
         assert_eq!(parse_socket_addr(s), s.parse::<SocketAddr>().ok(), "{s:?}");
         assert_eq!(parse_ipv4(s), s.parse::<Ipv4Addr>().ok(), "{s:?}");
+        assert_eq!(parse_ipv6(s), s.parse::<Ipv6Addr>().ok(), "{s:?}");
+        // The address inside brackets too.
+        let inner = s.trim_start_matches('[');
+        let inner = inner.split(']').next().unwrap_or(inner);
+        assert_eq!(
+            parse_ipv6(inner),
+            inner.parse::<Ipv6Addr>().ok(),
+            "{inner:?}"
+        );
     }
 
     #[test]
