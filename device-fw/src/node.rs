@@ -795,7 +795,7 @@ where
 
     /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).
     fn decode<T: wire::HandDecode>(&mut self, response: &Response) -> Result<T, CallError> {
-        wire::decode_by_hand::<T>(response.payload()).map_err(|_| {
+        wire::decode_by_hand::<T>(response.payload()).ok_or_else(|| {
             self.stats.bad_responses += 1;
             CallError::Bad
         })
