@@ -366,7 +366,7 @@ where
             let sent = self.clock.now_ms();
             // Encoded, then dropped: not kept (nor its strings on the heap) while the
             // request is out.
-            let body = Some(wire::encode_by_hand(&checkin));
+            let body = wire::encode_by_hand(&checkin);
             drop(checkin);
             let reply = self
                 .call(to, "/dev/checkin", body)
@@ -515,20 +515,17 @@ where
             .wrapping_sub(self.readings.len() as _) as u32;
         // Encoded at once: the batch (copies of up to `max_batch` readings) is not kept
         // on the heap, nor in this future, while the request is out.
-        let body = Some(wire::encode_by_hand(&DeviceReadings {
+        let body = wire::encode_by_hand(&DeviceReadings {
             topic: self.settings.topic.clone(),
             acks: self.settings.acks,
             records: batch,
             first_seq: Some(first_seq),
             incarnation: self.persisted.incarnation,
-        }));
+        });
         // Joined, not `format!`ed: the firmware links no `alloc::fmt::format` for it.
         let path = ["/dev/", self.node.config().name.as_str(), "/readings"].concat();
         if self.settings.acks == Acks::None {
-            let Some(request) = cbor_request(&path, body) else {
-                self.stats.bad_responses += 1;
-                return 0;
-            };
+            let request = cbor_request(&path, body);
             if !self.secure(gateway).await {
                 return 0;
             }
@@ -562,10 +559,10 @@ where
         let mut got = 0;
         // A few rounds at most: what remains waits for the next cycle.
         for _ in 0..4 {
-            let body = Some(wire::encode_by_hand(&DownlinkRequest {
+            let body = wire::encode_by_hand(&DownlinkRequest {
                 from: self.node.downlink_from(),
                 max_bytes: self.settings.downlink_max_bytes,
-            }));
+            });
             let Ok(response) = self
                 .call(gateway, &path, body)
                 .await
@@ -674,13 +671,13 @@ where
         }
     }
 
-    /// POSTs `body` (CBOR; `None`: it did not encode) and waits for a 2.xx answer. Not
+    /// POSTs `body` (CBOR) and waits for a 2.xx answer. Not
     /// generic (one copy of the exchange's state machine for every message type).
     async fn call(
         &mut self,
         to: SocketAddr,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Vec<u8>,
     ) -> Result<Response, CallError> {
         // With EDHOC, once more if the broker lost a context EDHOC made earlier (not
         // one it just refused: a key it does not know would only be refused again).
@@ -690,11 +687,9 @@ where
             let body = if attempt < attempts {
                 body.clone()
             } else {
-                body.take()
+                core::mem::take(&mut body)
             };
-            let Some(request) = cbor_request(path, body) else {
-                return Err(CallError::Bad);
-            };
+            let request = cbor_request(path, body);
             let handshakes = self.stats.handshakes;
             if !self.secure(to).await {
                 return Err(CallError::NoAnswer);
@@ -802,10 +797,8 @@ where
     }
 }
 
-fn cbor_request(path: &str, body: Option<Vec<u8>>) -> Option<Request> {
-    Some(
-        Request::post(path)
-            .with_content_format(CONTENT_FORMAT_CBOR)
-            .with_payload(body?),
-    )
+fn cbor_request(path: &str, body: Vec<u8>) -> Request {
+    Request::post(path)
+        .with_content_format(CONTENT_FORMAT_CBOR)
+        .with_payload(body)
 }
