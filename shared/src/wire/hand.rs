@@ -552,7 +552,7 @@ mod tests {
 
     fn record(n: u8) -> Record {
         Record {
-            key: (n % 2 == 0).then(|| b"qemu-1".to_vec()),
+            key: n.is_multiple_of(2).then(|| b"qemu-1".to_vec()),
             value: vec![n; n as usize],
             timestamp_ms: 1_700_000_000_000 + n as u64,
             headers: (0..n % 3)

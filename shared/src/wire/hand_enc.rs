@@ -238,16 +238,16 @@ mod tests {
                 memory_permille: small(n >> 3),
                 disk_io_permille: small(n >> 7),
                 rtt_ms: n as u32,
-                battery_permille: (i % 2 == 0).then_some(small(n >> 1)),
+                battery_permille: i.is_multiple_of(2).then_some(small(n >> 1)),
                 failures: (n >> 32) as u32,
             };
             same(&health);
             same(&CheckIn {
                 node: string(LENGTHS[i % LENGTHS.len()]),
                 role: roles[i % 4],
-                mains_powered: i % 3 == 0,
+                mains_powered: i.is_multiple_of(3),
                 next_alarm_ms: (i % 2 == 1).then_some(n),
-                traffic_waiting: i % 5 == 0,
+                traffic_waiting: i.is_multiple_of(5),
                 health: (i % 4 != 3).then_some(health),
             });
         }
@@ -266,7 +266,9 @@ mod tests {
     fn readings_and_downlink_requests_as_ciborium() {
         for (i, &n) in NUMBERS.iter().enumerate() {
             let record = |j: usize| Record {
-                key: ((i + j) % 2 == 0).then(|| vec![j as u8; LENGTHS[(i + j) % LENGTHS.len()]]),
+                key: (i + j)
+                    .is_multiple_of(2)
+                    .then(|| vec![j as u8; LENGTHS[(i + j) % LENGTHS.len()]]),
                 value: vec![0xa5; LENGTHS[(i + 2 * j) % LENGTHS.len()]],
                 timestamp_ms: NUMBERS[(i + j) % NUMBERS.len()],
                 headers: (0..(i + j) % 3)
@@ -281,7 +283,7 @@ mod tests {
                     topic: string(LENGTHS[i % LENGTHS.len()]),
                     acks: [Acks::None, Acks::Leader, Acks::All][i % 3],
                     records: (0..records).map(record).collect(),
-                    first_seq: (i % 2 == 0).then_some(n as u32),
+                    first_seq: i.is_multiple_of(2).then_some(n as u32),
                     incarnation: (n >> 1) as u32,
                 });
             }
