@@ -10,8 +10,11 @@
 //! keys skipped (and checked as `lite` checks what it ignores), a key twice refused,
 //! required fields required, `null`/`undefined` as `None`, strings also from UTF-8 byte
 //! strings, byte fields also from text or arrays of bytes (`serde_bytes`), arrays only
-//! for sequences. Host tests check that the same bytes are accepted and refused, with the
-//! same values, as `lite` and as ciborium, on the golden messages and on mutated ones.
+//! for sequences. Host tests check that exactly the bytes `lite` accepts are accepted,
+//! with the same values, on the golden messages, hand-written forms and mutated ones, and
+//! that the values are ciborium's wherever ciborium reads the whole message and `lite` is
+//! not known to differ from it (tags, negatives below i64::MIN: see the tests); the
+//! `cbor_wire` fuzz target checks the first.
 //!
 //! [`scan::check`]: super::scan::check
 
