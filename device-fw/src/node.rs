@@ -5,6 +5,7 @@ use alloc::vec::Vec;
 use core::net::SocketAddr;
 
 use pehra_shared::coap::{Config, Request, Response, CONTENT_FORMAT_CBOR};
+use pehra_shared::pehra::addr::parse_socket_addr;
 use pehra_shared::pehra::device::{
     DeviceConfig, DeviceNode, FailOutcome, Plan, ReadingsBuffer, ReplyOutcome,
 };
@@ -365,7 +366,7 @@ where
             let sent = self.clock.now_ms();
             // Encoded, then dropped: not kept (nor its strings on the heap) while the
             // request is out.
-            let body = wire::encode(&checkin).ok();
+            let body = wire::encode_by_hand(&checkin);
             drop(checkin);
             let reply = self
                 .call(to, "/dev/checkin", body)
@@ -514,21 +515,17 @@ where
             .wrapping_sub(self.readings.len() as _) as u32;
         // Encoded at once: the batch (copies of up to `max_batch` readings) is not kept
         // on the heap, nor in this future, while the request is out.
-        let body = wire::encode(&DeviceReadings {
+        let body = wire::encode_by_hand(&DeviceReadings {
             topic: self.settings.topic.clone(),
             acks: self.settings.acks,
             records: batch,
             first_seq: Some(first_seq),
             incarnation: self.persisted.incarnation,
-        })
-        .ok();
+        });
         // Joined, not `format!`ed: the firmware links no `alloc::fmt::format` for it.
         let path = ["/dev/", self.node.config().name.as_str(), "/readings"].concat();
         if self.settings.acks == Acks::None {
-            let Some(request) = cbor_request(&path, body) else {
-                self.stats.bad_responses += 1;
-                return 0;
-            };
+            let request = cbor_request(&path, body);
             if !self.secure(gateway).await {
                 return 0;
             }
@@ -562,11 +559,10 @@ where
         let mut got = 0;
         // A few rounds at most: what remains waits for the next cycle.
         for _ in 0..4 {
-            let body = wire::encode(&DownlinkRequest {
+            let body = wire::encode_by_hand(&DownlinkRequest {
                 from: self.node.downlink_from(),
                 max_bytes: self.settings.downlink_max_bytes,
-            })
-            .ok();
+            });
             let Ok(response) = self
                 .call(gateway, &path, body)
                 .await
@@ -661,9 +657,9 @@ where
         let Some(security) = self.security.as_mut() else {
             return;
         };
-        let addr = reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>);
+        let addr = reply.pehredar_addr.as_deref().map(parse_socket_addr);
         let id = reply.pehredar.as_deref().and_then(broker_id);
-        if let (Some(Ok(addr)), Some(id)) = (addr, id) {
+        if let (Some(Some(addr)), Some(id)) = (addr, id) {
             if security.learn(addr, id) && self.client.is_secured(&addr) {
                 // Another broker serves there now: its context replaces the old one
                 // (or, an EDHOC identity without a session with it, EDHOC runs first).
@@ -675,13 +671,13 @@ where
         }
     }
 
-    /// POSTs `body` (CBOR; `None`: it did not encode) and waits for a 2.xx answer. Not
+    /// POSTs `body` (CBOR) and waits for a 2.xx answer. Not
     /// generic (one copy of the exchange's state machine for every message type).
     async fn call(
         &mut self,
         to: SocketAddr,
         path: &str,
-        body: Option<Vec<u8>>,
+        body: Vec<u8>,
     ) -> Result<Response, CallError> {
         // With EDHOC, once more if the broker lost a context EDHOC made earlier (not
         // one it just refused: a key it does not know would only be refused again).
@@ -691,11 +687,9 @@ where
             let body = if attempt < attempts {
                 body.clone()
             } else {
-                body.take()
+                core::mem::take(&mut body)
             };
-            let Some(request) = cbor_request(path, body) else {
-                return Err(CallError::Bad);
-            };
+            let request = cbor_request(path, body);
             let handshakes = self.stats.handshakes;
             if !self.secure(to).await {
                 return Err(CallError::NoAnswer);
@@ -795,21 +789,16 @@ where
     }
 
     /// A 2.xx answer's body as `T` (counted as a bad response if it is not one).
-    fn decode<T: serde::de::DeserializeOwned>(
-        &mut self,
-        response: &Response,
-    ) -> Result<T, CallError> {
-        wire::decode::<T>(response.payload()).map_err(|_| {
+    fn decode<T: wire::HandDecode>(&mut self, response: &Response) -> Result<T, CallError> {
+        wire::decode_by_hand::<T>(response.payload()).ok_or_else(|| {
             self.stats.bad_responses += 1;
             CallError::Bad
         })
     }
 }
 
-fn cbor_request(path: &str, body: Option<Vec<u8>>) -> Option<Request> {
-    Some(
-        Request::post(path)
-            .with_content_format(CONTENT_FORMAT_CBOR)
-            .with_payload(body?),
-    )
+fn cbor_request(path: &str, body: Vec<u8>) -> Request {
+    Request::post(path)
+        .with_content_format(CONTENT_FORMAT_CBOR)
+        .with_payload(body)
 }

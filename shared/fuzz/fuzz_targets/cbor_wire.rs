@@ -1,7 +1,8 @@
 //! Every CBOR wire decoder: `wire::decode::<T>` for every message type of
 //! `pehra_shared::wire` (the small slice decoder, with ciborium again for the message of
 //! an error on gateways), the small decoder alone (`decode_lite`, what devices run)
-//! against ciborium's (`decode_ciborium`), and `batch_record_count`.
+//! against ciborium's (`decode_ciborium`), the device's hand codec (`decode_by_hand`
+//! against `decode_lite`, `encode_by_hand` against `encode`), and `batch_record_count`.
 //!
 //! Invariants: nothing panics; both decoders accept the same bytes and make the same
 //! value; whatever decodes re-encodes to bytes that decode to the same value
@@ -48,6 +49,34 @@ where
     }
 }
 
+/// The device's hand codec (`wire::decode_by_hand`, `wire::encode_by_hand`): the answers
+/// it decodes are exactly `decode_lite`'s (the same bytes accepted, the same values).
+fn hand_decode<T>(bytes: &[u8])
+where
+    T: HandDecode + serde::de::DeserializeOwned + PartialEq + core::fmt::Debug,
+{
+    assert_eq!(
+        wire::decode_by_hand::<T>(bytes),
+        wire::decode_lite::<T>(bytes).ok(),
+        "{}: the hand decoder and lite disagree on {bytes:02x?}",
+        core::any::type_name::<T>()
+    );
+}
+
+/// ... and the requests it writes are `wire::encode`'s bytes, for whatever decodes.
+fn hand_encode<T>(bytes: &[u8])
+where
+    T: HandEncode + serde::Serialize + serde::de::DeserializeOwned + core::fmt::Debug,
+{
+    if let Ok(value) = wire::decode::<T>(bytes) {
+        assert_eq!(
+            wire::encode_by_hand(&value),
+            wire::encode(&value).expect("a decoded message encodes"),
+            "the hand encoder differs on {value:?}"
+        );
+    }
+}
+
 macro_rules! all {
     ($bytes:expr; $($t:ty),* $(,)?) => {{
         const TYPES: &[fn(&[u8])] = &[$(check::<$t>),*];
@@ -84,6 +113,12 @@ fuzz_target!(|data: &[u8]| {
     for f in types {
         f(data);
     }
+    hand_decode::<CheckInReply>(data);
+    hand_decode::<ProduceResponse>(data);
+    hand_decode::<DownlinkResponse>(data);
+    hand_encode::<CheckIn>(data);
+    hand_encode::<DeviceReadings>(data);
+    hand_encode::<DownlinkRequest>(data);
     if let Ok(n) = wire::batch_record_count(data) {
         if let Ok(batch) = wire::decode::<RecordBatch>(data) {
             assert_eq!(

@@ -442,7 +442,10 @@ impl Split {
     fn add_proxy_uri(&mut self, value: &[u8]) -> Result<(), OscoreError> {
         let bad = OscoreError::InvalidMessage("Proxy-Uri does not parse");
         let uri = core::str::from_utf8(value).map_err(|_| bad)?;
-        let (scheme, rest) = uri.split_once("://").ok_or(bad)?;
+        // `split_once("://")`, without the two-way string searcher (0.3 KiB of a
+        // firmware, which never sends a Proxy-Uri).
+        let at = value.windows(3).position(|w| w == b"://").ok_or(bad)?;
+        let (scheme, rest) = (&uri[..at], &uri[at + 3..]);
         let end = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, path_query) = rest.split_at(end);
         if scheme.is_empty() || authority.is_empty() || path_query.contains('#') {

@@ -27,6 +27,7 @@ use core::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use super::addr::parse_socket_addr;
 use crate::time::{Instant, UnixMs};
 use crate::wire::{
     CheckIn, CheckInReply, Directive, DownlinkResponse, NodeHealth, NodeRole, Record,
@@ -382,13 +383,13 @@ impl DeviceNode {
         if let Some(g) = reply.gateway_ms {
             self.clock_offset_ms = Some((g as i64).wrapping_sub(now_ms as i64));
         }
-        match reply.pehredar_addr.as_deref().map(str::parse::<SocketAddr>) {
-            Some(Ok(addr)) if self.pehredar != Some(addr) => {
+        match reply.pehredar_addr.as_deref().map(parse_socket_addr) {
+            Some(Some(addr)) if self.pehredar != Some(addr) => {
                 self.counters.pehredar_changes += 1;
                 self.pehredar = Some(addr);
             }
-            Some(Ok(_)) => {}
-            Some(Err(_)) => self.counters.bad_replies += 1,
+            Some(Some(_)) => {}
+            Some(None) => self.counters.bad_replies += 1,
             // No Pehredar (an election is on): keep the last one known; the rotation
             // finds the new one.
             None => {}

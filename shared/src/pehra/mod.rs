@@ -3,6 +3,7 @@
 //! actions out. No clocks, sockets or files: the zookeeper, the brokers and the firmware
 //! drive them.
 //!
+//! - [`addr`]: socket addresses parsed as `core::net` parses them, in less code.
 //! - [`coordinator`]: the elector the zookeeper runs: random elections among candidates,
 //!   terms and their handover, wakeUpAll generations, traffic mode, the admin's switch,
 //!   allDown.
@@ -13,6 +14,7 @@
 //!
 //! `docs/pehra.md` describes the protocol as a whole.
 
+pub mod addr;
 pub mod coordinator;
 pub mod device;
 pub mod node;

@@ -56,7 +56,7 @@ impl de::Error for LiteError {
     }
 }
 
-type Result<T> = core::result::Result<T, LiteError>;
+pub(super) type Result<T> = core::result::Result<T, LiteError>;
 
 /// Decodes `bytes` (exactly one well-formed CBOR item) as a `T`.
 pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
@@ -69,7 +69,7 @@ pub fn from_slice<'de, T: de::Deserialize<'de>>(bytes: &'de [u8]) -> Result<T> {
 }
 
 /// An item head.
-enum Head {
+pub(super) enum Head {
     Uint(u64),
     Nint(u64),
     Bytes(Option<u64>),
@@ -78,17 +78,21 @@ enum Head {
     Map(Option<u64>),
     Tag,
     Simple(u8),
-    Float(f64),
+    /// A float's bits as sent (16, 32 or 64 of them: additional information 25, 26
+    /// or 27): made a value only where one is wanted ([`float`]), so a decoder that
+    /// only skips floats (the devices' answers, `super::hand`) links no float
+    /// conversion.
+    Float(u8, u64),
     Break,
 }
 
-const NULL: u8 = 0xf6;
-const UNDEFINED: u8 = 0xf7;
-const BREAK: u8 = 0xff;
+pub(super) const NULL: u8 = 0xf6;
+pub(super) const UNDEFINED: u8 = 0xf7;
+pub(super) const BREAK: u8 = 0xff;
 
-struct Lite<'de> {
-    b: &'de [u8],
-    pos: usize,
+pub(super) struct Lite<'de> {
+    pub(super) b: &'de [u8],
+    pub(super) pos: usize,
 }
 
 fn half_to_f32(h: u16) -> f32 {
@@ -103,6 +107,15 @@ fn half_to_f32(h: u16) -> f32 {
     f32::from_bits(v.to_bits() | sign)
 }
 
+/// A [`Head::Float`]'s value.
+fn float(ai: u8, n: u64) -> f64 {
+    match ai {
+        25 => half_to_f32(n as u16) as f64,
+        26 => f32::from_bits(n as u32) as f64,
+        _ => f64::from_bits(n),
+    }
+}
+
 impl<'de> Lite<'de> {
     fn take(&mut self, n: usize) -> Result<&'de [u8]> {
         let end = self.pos.checked_add(n).ok_or(LiteError)?;
@@ -115,11 +128,11 @@ impl<'de> Lite<'de> {
         Ok(self.take(1)?[0])
     }
 
-    fn peek(&self) -> Option<u8> {
+    pub(super) fn peek(&self) -> Option<u8> {
         self.b.get(self.pos).copied()
     }
 
-    fn head(&mut self) -> Result<Head> {
+    pub(super) fn head(&mut self) -> Result<Head> {
         let ib = self.byte()?;
         let (major, ai) = (ib >> 5, ib & 0x1f);
         let arg = match ai {
@@ -143,9 +156,7 @@ impl<'de> Lite<'de> {
             (6, Some(_)) => Head::Tag,
             (7, None) => Head::Break,
             (7, Some(n)) => match ai {
-                25 => Head::Float(half_to_f32(n as u16) as f64),
-                26 => Head::Float(f32::from_bits(n as u32) as f64),
-                27 => Head::Float(f64::from_bits(n)),
+                25..=27 => Head::Float(ai, n),
                 _ => Head::Simple(n as u8),
             },
             _ => return Err(LiteError),
@@ -153,7 +164,7 @@ impl<'de> Lite<'de> {
     }
 
     /// A byte or text string's content: borrowed if definite, chunks joined if not.
-    fn string(&mut self, len: Option<u64>) -> Result<Cow<'de, [u8]>> {
+    pub(super) fn string(&mut self, len: Option<u64>) -> Result<Cow<'de, [u8]>> {
         match len {
             Some(n) => Ok(Cow::Borrowed(
                 self.take(usize::try_from(n).map_err(|_| LiteError)?)?,
@@ -174,7 +185,7 @@ impl<'de> Lite<'de> {
     }
 
     /// After a container with `left` items to go (`None`: indefinite, break not seen).
-    fn finish(&mut self, left: Option<u64>) -> Result<()> {
+    pub(super) fn finish(&mut self, left: Option<u64>) -> Result<()> {
         match left {
             Some(0) => Ok(()),
             None if self.peek() == Some(BREAK) => {
@@ -186,7 +197,7 @@ impl<'de> Lite<'de> {
     }
 }
 
-fn text(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>> {
+pub(super) fn text(b: Cow<'_, [u8]>) -> Result<Cow<'_, str>> {
     match b {
         Cow::Borrowed(b) => core::str::from_utf8(b)
             .map(Cow::Borrowed)
@@ -243,7 +254,7 @@ impl<'de> de::Deserializer<'de> for &mut Lite<'de> {
             Head::Simple(20) => v.visit_bool(false),
             Head::Simple(21) => v.visit_bool(true),
             Head::Simple(22) | Head::Simple(23) => v.visit_none(),
-            Head::Float(f) => v.visit_f64(f),
+            Head::Float(ai, n) => v.visit_f64(float(ai, n)),
             Head::Simple(_) | Head::Break => Err(LiteError),
         }
     }

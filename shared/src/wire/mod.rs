@@ -47,6 +47,10 @@ mod codec;
 mod codec_error;
 mod device;
 mod error;
+// The device's answers decoded without serde (`decode_by_hand`).
+mod hand;
+// The device's requests encoded without serde (`encode_by_hand`).
+mod hand_enc;
 mod health;
 // The slice decoder `decode` runs (gateways fall back to ciborium for an error's
 // message); `decode_lite`/`decode_ciborium` let the fuzz target and tests compare them.
@@ -72,6 +76,8 @@ pub use codec::{decode, encode, encode_into, CONTENT_FORMAT_CBOR};
 pub use codec_error::{DecodeError, EncodeError};
 pub use device::{DeviceReadings, DownlinkRequest, DownlinkResponse};
 pub use error::{ErrorBody, ErrorKind};
+pub use hand::{decode_by_hand, HandDecode};
+pub use hand_enc::{encode_by_hand, HandEncode};
 pub use health::NodeHealth;
 pub use log::{
     batch_record_count, Acks, BrokerInfo, EpochEndOffset, FetchRequest, FetchResponse,

@@ -68,6 +68,7 @@ use pehra_device_fw::energy::{self, WakeMode};
 use pehra_device_fw::hal::Clock as _;
 use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, SetInterval, Settings};
 use pehra_shared::coap::Config as CoapConfig;
+use pehra_shared::pehra::addr::parse_socket_addr;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::Acks;
 
@@ -132,7 +133,7 @@ fn gateways() -> Vec<(SocketAddr, u32)> {
         .enumerate()
         .filter_map(|(i, s)| {
             let (broker, addr) = pehra_device_fw::split_broker(s.trim());
-            Some((addr.parse().ok()?, broker.unwrap_or(i as u32 + 1)))
+            Some((parse_socket_addr(addr)?, broker.unwrap_or(i as u32 + 1)))
         })
         .collect();
     if gws.is_empty() {

@@ -9,6 +9,7 @@ use alloc::vec::Vec;
 use core::net::{Ipv6Addr, SocketAddr};
 
 use embassy_net::{Ipv6Cidr, StaticConfigV6};
+use pehra_shared::pehra::addr::{parse_ipv6, parse_socket_addr};
 
 /// The gateways (brokers' CoAP addresses), `[ipv6]:port`, comma-separated.
 pub const GATEWAY: &str = match option_env!("PEHRA_GATEWAY") {
@@ -86,8 +87,8 @@ pub fn gateways() -> Vec<(SocketAddr, u32)> {
     let items = GATEWAY.split(',').map(str::trim).filter(|s| !s.is_empty());
     for (i, s) in items.enumerate() {
         let (broker, addr) = pehra_device_fw::split_broker(s);
-        match addr.parse::<SocketAddr>() {
-            Ok(a) if a.is_ipv6() => out.push((a, broker.unwrap_or(i as u32 + 1))),
+        match parse_socket_addr(addr) {
+            Some(a) if a.is_ipv6() => out.push((a, broker.unwrap_or(i as u32 + 1))),
             _ => defmt::warn!("PEHRA_GATEWAY: {} is not [N@][ipv6]:port; skipped", s),
         }
     }
@@ -129,9 +130,9 @@ pub fn ipv6_config(ext_addr: &[u8; 8]) -> StaticConfigV6 {
         octets[8..].copy_from_slice(ext_addr);
         octets[8] ^= 0x02;
     }
-    let gateway = IPV6_ROUTER.and_then(|r| match r.parse::<Ipv6Addr>() {
-        Ok(a) => Some(a),
-        Err(_) => {
+    let gateway = IPV6_ROUTER.and_then(|r| match parse_ipv6(r) {
+        Some(a) => Some(a),
+        None => {
             defmt::warn!("PEHRA_IPV6_ROUTER: {} is not an IPv6 address; none", r);
             None
         }
@@ -147,5 +148,5 @@ fn parse_cidr(s: &str) -> Option<(Ipv6Addr, u8)> {
     let (addr, len) = s.trim().split_once('/')?;
     let len: u8 = len.parse().ok()?;
     (len <= 128).then_some(())?;
-    Some((addr.parse().ok()?, len))
+    Some((parse_ipv6(addr)?, len))
 }

@@ -15,6 +15,8 @@ use pehra_device_fw::net::Routes;
 use pehra_device_fw::{Application, Sensor, SetInterval, Settings};
 use pehra_shared::wire::Record;
 
+use crate::Text;
+
 /// The host's loopback as QEMU's user network shows it to the guest.
 const HOST_ALIAS: Ipv4Addr = Ipv4Addr::new(10, 0, 2, 2);
 
@@ -63,7 +65,7 @@ impl Sensor for Thermometer {
     async fn read(&mut self, seq: u64) -> Result<Vec<u8>, Infallible> {
         let tenths = 190 + (seq * 37 + 11) % 50;
         let mut s = alloc::string::String::new();
-        let _ = write!(s, "{} #{} {}.{}C", self.name, seq, tenths / 10, tenths % 10);
+        let _ = write!(s, "{} #{} {}.{}C", Text(self.name), seq, tenths / 10, tenths % 10);
         Ok(s.into_bytes())
     }
 
@@ -80,7 +82,7 @@ impl Application for PrintingApp {
         hprintln!(
             "pehra-fw: downlink @{}: {}",
             offset,
-            core::str::from_utf8(&record.value).unwrap_or("(not UTF-8)")
+            Text(core::str::from_utf8(&record.value).unwrap_or("(not UTF-8)"))
         );
         SetInterval.on_downlink(offset, record, settings);
     }

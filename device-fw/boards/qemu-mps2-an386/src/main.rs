@@ -50,6 +50,7 @@ use pehra_device_fw::hal::{EmbassyClock, NoRadio};
 use pehra_device_fw::net::EmbassyUdp;
 use pehra_device_fw::{Device, DeviceKeys, OwnFrame, Parts, Settings};
 use pehra_shared::coap::Config;
+use pehra_shared::pehra::addr::parse_ipv4;
 use pehra_shared::pehra::device::DeviceConfig;
 use pehra_shared::wire::{Acks, Directive};
 use static_cell::{ConstStaticCell, StaticCell};
@@ -220,7 +221,7 @@ fn main() -> ! {
 fn exit(ok: bool) -> ! {
     hprintln!(
         "pehra-fw: exit {} (heap peak {} B of {}, stack used {} B, eth irqs {}, systicks {})",
-        if ok { "ok" } else { "FAILED" },
+        Text(if ok { "ok" } else { "FAILED" }),
         HEAP_PEAK.load(Ordering::Relaxed),
         HEAP_SIZE,
         stack_used(),
@@ -269,12 +270,13 @@ fn start_network(spawner: Spawner) -> (Stack<'static>, [u8; 32]) {
     hprintln!(
         "pehra-fw: LAN9118 id {:#010x}, MAC {:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
         eth.id_rev(),
-        mac[0],
-        mac[1],
-        mac[2],
-        mac[3],
-        mac[4],
-        mac[5]
+        // As u32s: the only u8s printed in hex (u8's LowerHex would be linked for them).
+        u32::from(mac[0]),
+        u32::from(mac[1]),
+        u32::from(mac[2]),
+        u32::from(mac[3]),
+        u32::from(mac[4]),
+        u32::from(mac[5])
     );
     // SAFETY: the handler is in the vector table and the chip is configured.
     unsafe { cortex_m::peripheral::NVIC::unmask(Irq(lan9118::IRQ)) };
@@ -305,9 +307,9 @@ async fn main_task(spawner: Spawner) {
     if let Some(cfg) = stack.config_v4() {
         hprintln!(
             "pehra-fw: DHCP lease {} gateway {} dns {} (after {} ms)",
-            cfg.address,
-            Ipv4Addr::from(cfg.gateway.map_or([0; 4], |g| g.octets())),
-            Ipv4Addr::from(cfg.dns_servers.first().map_or([0; 4], |d| d.octets())),
+            Ip4(cfg.address.address().octets(), Some(cfg.address.prefix_len())),
+            Ip4(cfg.gateway.map_or([0; 4], |g| g.octets()), None),
+            Ip4(cfg.dns_servers.first().map_or([0; 4], |d| d.octets()), None),
             Instant::now().as_millis()
         );
     }
@@ -329,6 +331,32 @@ fn directive_text(d: Option<Directive>) -> (&'static str, Option<u64>) {
 
 /// An integer, or nothing when `None`.
 struct U64OrNothing(Option<u64>);
+
+/// A str printed as it is (`str`'s `Display` pads: `Formatter::pad`, 0.6 KiB, for
+/// prints that never ask for a width).
+pub(crate) struct Text<'a>(pub(crate) &'a str);
+
+impl core::fmt::Display for Text<'_> {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+/// An IPv4 address (and prefix length) as its octets (`Ipv4Addr`'s `Display` and
+/// smoltcp's `Ipv4Cidr`'s link a buffer and `Formatter::pad` for padding never asked for).
+struct Ip4([u8; 4], Option<u8>);
+
+impl core::fmt::Display for Ip4 {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        // As u32s: u8's Display would be linked for these alone.
+        let [a, b, c, d] = self.0.map(u32::from);
+        write!(f, "{}.{}.{}.{}", a, b, c, d)?;
+        match self.1 {
+            Some(len) => write!(f, "/{}", u32::from(len)),
+            None => Ok(()),
+        }
+    }
+}
 
 impl core::fmt::Display for U64OrNothing {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
@@ -373,7 +401,7 @@ impl<F: Future + Unpin> Future for BoxedOutput<F> {
 /// The gateway's address, port, the broker there and the alarm interval, ms (build-time
 /// settings).
 fn gateway_settings() -> (Ipv4Addr, u16, u32, u64) {
-    let ip: Ipv4Addr = GATEWAY_IP.parse().unwrap_or(Ipv4Addr::new(10, 0, 2, 2));
+    let ip = parse_ipv4(GATEWAY_IP).unwrap_or(Ipv4Addr::new(10, 0, 2, 2));
     let port: u16 = GATEWAY_PORT.parse().unwrap_or(5683);
     let broker: u32 = GATEWAY_BROKER.parse().unwrap_or(1);
     let alarm_ms = ALARM_S.parse::<u64>().unwrap_or(2).max(1) * 1000;
@@ -476,15 +504,15 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
     let (ip, port, broker, alarm_ms) = gateway_settings();
     hprintln!(
         "pehra-fw: node {} via broker {} at {}:{} (OSCORE{}{}), alarm {} s, readings to topic readings (acks {})",
-        NAME,
+        Text(NAME),
         broker,
-        ip,
+        Ip4(ip.octets(), None),
         // As a u32: the only u16 printed (its Display would be linked for it).
         u32::from(port),
-        if keys::EDHOC_KEY.is_some() { " from EDHOC" } else { "" },
-        if keys::PROVISIONED { "" } else { ", UNPROVISIONED: no credentials compiled in" },
+        Text(if keys::EDHOC_KEY.is_some() { " from EDHOC" } else { "" }),
+        Text(if keys::PROVISIONED { "" } else { ", UNPROVISIONED: no credentials compiled in" }),
         alarm_ms / 1000,
-        ACKS
+        Text(ACKS)
     );
 
     let mut good = 0u32;
@@ -498,7 +526,7 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
         hprintln!(
             "pehra-fw: cycle {}: directive {}{}, readings published {} (+{}), downlink records {} (+{}), next alarm at {} ms (in {} ms{})",
             cycle,
-            directive,
+            Text(directive),
             U64OrNothing(at_ms),
             stats.readings_published,
             report.published,
@@ -506,7 +534,7 @@ async fn node_loop(stack: Stack<'static>, seed: [u8; 32]) -> bool {
             report.downlink,
             report.wake_at_ms,
             report.wake_at_ms.saturating_sub(now),
-            if report.deep_sleep { ", deep sleep" } else { ", awake" }
+            Text(if report.deep_sleep { ", deep sleep" } else { ", awake" })
         );
         if report.directive.is_some() && report.published > 0 {
             good += 1;
