@@ -5,6 +5,7 @@
 //! the non-omitted fields in declaration order, integers in their shortest form); host
 //! tests compare them with ciborium's on many values.
 
+use super::head::write_head as head;
 use alloc::vec::Vec;
 
 use super::{Acks, CheckIn, DeviceReadings, DownlinkRequest, Header, NodeHealth, NodeRole, Record};
@@ -21,25 +22,6 @@ pub fn encode_by_hand<T: HandEncode>(value: &T) -> Vec<u8> {
     let mut out = Vec::new();
     value.write(&mut out);
     out
-}
-
-/// An item head: major type and argument, in the shortest form.
-fn head(out: &mut Vec<u8>, major: u8, n: u64) {
-    let m = major << 5;
-    if n < 24 {
-        out.push(m | n as u8);
-    } else if n <= 0xff {
-        out.extend_from_slice(&[m | 24, n as u8]);
-    } else if n <= 0xffff {
-        out.push(m | 25);
-        out.extend_from_slice(&(n as u16).to_be_bytes());
-    } else if n <= 0xffff_ffff {
-        out.push(m | 26);
-        out.extend_from_slice(&(n as u32).to_be_bytes());
-    } else {
-        out.push(m | 27);
-        out.extend_from_slice(&n.to_be_bytes());
-    }
 }
 
 fn uint(out: &mut Vec<u8>, n: u64) {

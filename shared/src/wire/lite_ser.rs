@@ -62,21 +62,7 @@ impl Writer<'_> {
     /// A head: major type and argument, in the fewest bytes (as ciborium writes it).
     #[inline]
     fn head(&mut self, major: u8, n: u64) {
-        let m = major << 5;
-        if n < 24 {
-            self.0.push(m | n as u8);
-        } else if n <= 0xff {
-            self.0.extend_from_slice(&[m | 24, n as u8]);
-        } else if n <= 0xffff {
-            self.0.push(m | 25);
-            self.0.extend_from_slice(&(n as u16).to_be_bytes());
-        } else if n <= 0xffff_ffff {
-            self.0.push(m | 26);
-            self.0.extend_from_slice(&(n as u32).to_be_bytes());
-        } else {
-            self.0.push(m | 27);
-            self.0.extend_from_slice(&n.to_be_bytes());
-        }
+        super::head::write_head(self.0, major, n);
     }
 
     #[inline]

@@ -51,6 +51,7 @@ mod error;
 mod hand;
 // The device's requests encoded without serde (`encode_by_hand`).
 mod hand_enc;
+mod head;
 mod health;
 // The slice decoder `decode` runs (gateways fall back to ciborium for an error's
 // message); `decode_lite`/`decode_ciborium` let the fuzz target and tests compare them.
