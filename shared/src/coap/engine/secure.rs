@@ -44,6 +44,7 @@ use crate::security::{Identity, KeyTable};
 #[cfg(any(feature = "server", test))]
 use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+#[cfg(any(feature = "server", test))]
 use coap_lite::{CoapOption, MessageClass, ResponseType};
 
 /// The Echo option (RFC 9175).
