@@ -212,13 +212,22 @@ async fn apply_assignment(
         let mut p = partition.lock();
         // Leader epochs never go back: a zookeeper that names an older epoch than this
         // log already holds lost changes (a cut write-ahead log, an old backup). Neither
-        // lead nor follow in it.
-        if let Some(log_epoch) = p
+        // lead nor follow in it. Once seen, the repair must reach an epoch above what the
+        // log held: the controller may elect (and number) leaders from the old state
+        // before a repair lands, and its count can reach the log's own last epoch, which
+        // would then start a second term under one number.
+        let floor = state.epoch_floors.lock().get(key).copied();
+        let regression = p
             .replica
             .log()
             .last_epoch()
             .filter(|&e| e > a.meta.leader_epoch)
-        {
+            .or(floor.filter(|&f| f >= a.meta.leader_epoch));
+        if regression.is_none() && floor.is_some() {
+            state.epoch_floors.lock().remove(key);
+        }
+        if let Some(log_epoch) = regression {
+            state.epoch_floors.lock().insert(key.clone(), log_epoch);
             tracing::error!(
                 topic = %key.0, partition = key.1, znode_epoch = a.meta.leader_epoch, log_epoch,
                 "the zookeeper names leader epoch {} for this partition, but this replica's log \
@@ -257,6 +266,7 @@ async fn apply_assignment(
     for key in open_keys.into_iter().filter(|k| !assigned.contains_key(k)) {
         if let Some(p) = state.partitions.write().remove(&key) {
             state.hw_checkpoint.lock().remove(&key);
+            state.epoch_floors.lock().remove(&key);
             closed.push(key.clone());
             let mut p = p.lock();
             p.replica

@@ -272,6 +272,10 @@ pub(crate) struct State {
     logs_opened: AtomicBool,
     /// Assigned partitions whose log could not be opened, with the error.
     open_failures: Mutex<BTreeMap<PartitionKey, String>>,
+    /// Partitions whose leader epoch was seen going back, with the last epoch their log
+    /// held then: until an epoch above it is assigned, an epoch at or below it is an
+    /// old term's number again (`assignment::apply_assignment`).
+    epoch_floors: Mutex<BTreeMap<PartitionKey, u32>>,
     /// A replica may have become eligible to lead, or stopped being: report it.
     eligibility_changed: tokio::sync::Notify,
     /// See [`BrokerConfig::allow_truncation_below_hw`].
@@ -399,6 +403,7 @@ impl Broker {
             hw_checkpoint: Mutex::default(),
             logs_opened: AtomicBool::new(false),
             open_failures: Mutex::default(),
+            epoch_floors: Mutex::default(),
             eligibility_changed: tokio::sync::Notify::new(),
             allow_truncation_below_hw: config.allow_truncation_below_hw,
             metrics: config.metrics.counters.clone(),
