@@ -46,9 +46,9 @@ async fn topic_in_sync(c: &TestCluster) -> PartitionMetadata {
         .await
         .unwrap();
     let zk = c.zk().await;
-    // Generous: in a CI run right after the fuzz, cross and package builds (a disk busy
-    // writing back their output, so every fdatasync slow) the third replica once took
-    // over 20 s to join; locally it takes well under one.
+    // Generous: in a local CI run right after the fuzz, cross and package builds the third
+    // replica once took over 20 s to join (probably a disk still writing back their
+    // output, so every fdatasync slow: not measured); alone it takes well under one.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     loop {
         let (data, _) = zk
