@@ -9,7 +9,24 @@
 
 use super::Packet;
 use alloc::vec::Vec;
+use coap_lite::error::MessageError;
 use coap_lite::MessageType;
+
+impl Packet {
+    /// The datagram, if it is at most [`Packet::MAX_SIZE`] bytes.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, MessageError> {
+        let bytes = encode(self);
+        if bytes.len() > Self::MAX_SIZE {
+            return Err(MessageError::InvalidPacketLength);
+        }
+        Ok(bytes)
+    }
+
+    /// The datagram, whatever its size.
+    pub fn to_bytes_unlimited(&self) -> Vec<u8> {
+        encode(self)
+    }
+}
 
 /// The header fields the engine sets on every message it sends.
 #[derive(Debug, Clone, Copy)]
@@ -158,65 +175,11 @@ fn write_body(out: &mut Vec<u8>, packet: &Packet, payload: &[u8]) {
 
 #[cfg(test)]
 pub(crate) mod tests {
+    use super::super::packet::tests::{lite, packet_strategy};
     use super::*;
     use alloc::vec;
     use coap_lite::{CoapOption, MessageClass};
     use proptest::prelude::*;
-
-    /// The same message as coap-lite's `Packet` (the reference encoder).
-    pub(crate) fn lite(packet: &Packet) -> coap_lite::Packet {
-        let mut lite = coap_lite::Packet::new();
-        lite.header = packet.header.clone();
-        lite.set_token(packet.get_token().to_vec());
-        for (&number, values) in packet.options() {
-            for value in values {
-                lite.add_option(CoapOption::from(number), value.clone());
-            }
-        }
-        lite.payload = packet.payload.clone();
-        lite
-    }
-
-    /// Any message: every type, code and token length, options with one- and
-    /// two-byte extended deltas and lengths (and repeated numbers), with and without
-    /// a payload.
-    pub(crate) fn packet_strategy() -> impl Strategy<Value = Packet> {
-        let option = (
-            prop_oneof![0u16..=20, 20u16..=300, 300u16..=2100, Just(65000u16)],
-            prop_oneof![
-                proptest::collection::vec(any::<u8>(), 0..=14),
-                proptest::collection::vec(any::<u8>(), 260..=280),
-            ],
-        );
-        (
-            0u8..=3,
-            any::<u8>(),
-            any::<u16>(),
-            proptest::collection::vec(any::<u8>(), 0..=8),
-            proptest::collection::vec(option, 0..6),
-            prop_oneof![
-                Just(Vec::new()),
-                proptest::collection::vec(any::<u8>(), 1..40)
-            ],
-        )
-            .prop_map(|(kind, code, mid, token, options, payload)| {
-                let mut packet = Packet::new();
-                packet.header.set_type(match kind {
-                    0 => MessageType::Confirmable,
-                    1 => MessageType::NonConfirmable,
-                    2 => MessageType::Acknowledgement,
-                    _ => MessageType::Reset,
-                });
-                packet.header.code = MessageClass::from(code);
-                packet.header.message_id = mid;
-                packet.set_token(token);
-                for (number, value) in options {
-                    packet.add_option(CoapOption::from(number), value);
-                }
-                packet.payload = payload;
-                packet
-            })
-    }
 
     proptest! {
         #[test]
