@@ -86,6 +86,35 @@ impl<'a> Iterator for Options<'a> {
     }
 }
 
+/// An option delta or length from its nibble and the extended bytes after `*idx`
+/// (RFC 7252 §3.1), moving `*idx` past them; `invalid` for nibble 15 or a value past
+/// 16 bits, [`MessageError::InvalidOptionLength`] for missing bytes (as coap-lite).
+fn extended(
+    nibble: u8,
+    buf: &[u8],
+    idx: &mut usize,
+    invalid: MessageError,
+) -> Result<u16, MessageError> {
+    match nibble {
+        13 => {
+            let extra = *buf.get(*idx).ok_or(MessageError::InvalidOptionLength)?;
+            *idx += 1;
+            Ok(u16::from(extra) + 13)
+        }
+        14 => {
+            let extra = buf
+                .get(*idx..*idx + 2)
+                .ok_or(MessageError::InvalidOptionLength)?;
+            *idx += 2;
+            u16::from_be_bytes([extra[0], extra[1]])
+                .checked_add(269)
+                .ok_or(invalid)
+        }
+        15 => Err(invalid),
+        small => Ok(u16::from(small)),
+    }
+}
+
 impl Packet {
     /// The largest message [`Packet::to_bytes`] writes (coap-lite's limit: the IPv6
     /// minimum MTU).
@@ -192,44 +221,13 @@ impl Packet {
                 break;
             }
             idx += 1;
-            let delta = match byte >> 4 {
-                13 => {
-                    let extra = *buf.get(idx).ok_or(MessageError::InvalidOptionLength)?;
-                    idx += 1;
-                    u16::from(extra) + 13
-                }
-                14 => {
-                    let extra = buf
-                        .get(idx..idx + 2)
-                        .ok_or(MessageError::InvalidOptionLength)?;
-                    idx += 2;
-                    u16::from_be_bytes([extra[0], extra[1]])
-                        .checked_add(269)
-                        .ok_or(MessageError::InvalidOptionDelta)?
-                }
-                15 => return Err(MessageError::InvalidOptionDelta),
-                small => u16::from(small),
-            };
-            let length = match byte & 0x0F {
-                13 => {
-                    let extra = *buf.get(idx).ok_or(MessageError::InvalidOptionLength)?;
-                    idx += 1;
-                    usize::from(extra) + 13
-                }
-                14 => {
-                    let extra = buf
-                        .get(idx..idx + 2)
-                        .ok_or(MessageError::InvalidOptionLength)?;
-                    idx += 2;
-                    usize::from(
-                        u16::from_be_bytes([extra[0], extra[1]])
-                            .checked_add(269)
-                            .ok_or(MessageError::InvalidOptionLength)?,
-                    )
-                }
-                15 => return Err(MessageError::InvalidOptionLength),
-                small => usize::from(small),
-            };
+            let delta = extended(byte >> 4, buf, &mut idx, MessageError::InvalidOptionDelta)?;
+            let length = usize::from(extended(
+                byte & 0x0F,
+                buf,
+                &mut idx,
+                MessageError::InvalidOptionLength,
+            )?);
             number = number
                 .checked_add(delta)
                 .ok_or(MessageError::InvalidOptionDelta)?;
